@@ -1,0 +1,253 @@
+//! The invariant scan: walks every chunk and free list of an engine and reports the first thing
+//! that is wrong.
+
+use core::fmt;
+
+use crate::chunk::{
+    ChunkHeader, ChunkList, ChunkState, FreeBlock, CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER,
+    SMALL_MAGIC,
+};
+use crate::class::{CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET};
+
+/// A broken invariant found by [`Engine::check`](crate::Engine::check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckError {
+    /// Address of the chunk where the problem was found; 0 for a problem with the totals.
+    pub chunk: usize,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// What [`CheckError`] found wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The chunk header's magic number is not a chunk's.
+    BadMagic,
+    /// The chunk header names another engine as its owner.
+    WrongOwner,
+    /// The chunk is on the list of a class, or in a state, that its header does not match.
+    WrongList,
+    /// A list's back link does not point at the previous chunk.
+    BrokenLink,
+    /// More blocks are counted in use or carved than the chunk has room for.
+    CountOverCapacity,
+    /// A free-list entry is outside the chunk, not at a block start, or never carved.
+    StrayFreeEntry {
+        /// Address of the entry.
+        entry: usize,
+    },
+    /// The free list holds more entries than the chunk has carved: a cycle or a double free.
+    FreeListTooLong,
+    /// The free lists do not match the chunk's counts.
+    CountMismatch {
+        /// Entries on the allocation free list.
+        free: u16,
+        /// Entries on the local free list.
+        local: u16,
+        /// What the header says the local free list holds.
+        local_count: u32,
+        /// Blocks carved.
+        carved: u16,
+    },
+    /// The chunk's free-path trigger is not the one its place on the lists calls for.
+    WrongEvent,
+    /// A large chunk's data offset or span is impossible.
+    BadLargeLayout,
+    /// The engine's counters disagree with what its lists hold.
+    TotalsMismatch {
+        /// Bytes the lists account for.
+        counted: usize,
+        /// Bytes the engine says it holds.
+        recorded: usize,
+    },
+    /// The engine holds more than its limit, or more than its recorded peak.
+    OverLimit,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pool corrupt at chunk {:#x}: ", self.chunk)?;
+        match self.problem {
+            Problem::BadMagic => f.write_str("bad magic number"),
+            Problem::WrongOwner => f.write_str("chunk belongs to another pool"),
+            Problem::WrongList => f.write_str("chunk is on the wrong list"),
+            Problem::BrokenLink => f.write_str("broken back link"),
+            Problem::CountOverCapacity => f.write_str("block counts exceed the chunk's capacity"),
+            Problem::StrayFreeEntry { entry } => write!(f, "stray free-list entry {entry:#x}"),
+            Problem::FreeListTooLong => f.write_str("free list has a cycle or a double free"),
+            Problem::CountMismatch { free, local, local_count, carved } => write!(
+                f,
+                "{free} free + {local} local (header says {local_count}) do not fit {carved} carved"
+            ),
+            Problem::WrongEvent => f.write_str("wrong free-path trigger"),
+            Problem::BadLargeLayout => f.write_str("impossible large block layout"),
+            Problem::TotalsMismatch { counted, recorded } => {
+                write!(f, "lists hold {counted} bytes, counters say {recorded}")
+            }
+            Problem::OverLimit => f.write_str("more held than the limit or the recorded peak"),
+        }
+    }
+}
+
+impl core::error::Error for CheckError {}
+
+/// The parts of an engine the scan reads, without its source type.
+pub(crate) struct Parts<'a> {
+    pub(crate) avail: &'a [ChunkList; CLASS_COUNT],
+    pub(crate) full: &'a [ChunkList; CLASS_COUNT],
+    pub(crate) large: &'a ChunkList,
+    pub(crate) owner: *const (),
+    pub(crate) limit: Option<usize>,
+    pub(crate) held: usize,
+    pub(crate) peak_held: usize,
+    pub(crate) chunks: usize,
+    pub(crate) large_blocks: usize,
+    pub(crate) lent: usize,
+}
+
+fn fail(chunk: *const ChunkHeader, problem: Problem) -> Result<(), CheckError> {
+    Err(CheckError { chunk: chunk.addr(), problem })
+}
+
+pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
+    let mut small_chunks = 0;
+    for class in 0..CLASS_COUNT {
+        for (list, state) in
+            [(&parts.avail[class], ChunkState::Avail), (&parts.full[class], ChunkState::Full)]
+        {
+            let mut prev: *mut ChunkHeader = core::ptr::null_mut();
+            for chunk in list.iter() {
+                // SAFETY: the engine's lists hold valid headers.
+                let header = unsafe { &*chunk };
+                check_header(chunk, header, &parts, SMALL_MAGIC)?;
+                if header.prev != prev {
+                    return fail(chunk, Problem::BrokenLink);
+                }
+                if header.class as usize != class
+                    || header.state != state
+                    || header.span != CHUNK_SIZE
+                {
+                    return fail(chunk, Problem::WrongList);
+                }
+                check_small_chunk(chunk, header, class, prev.is_null())?;
+                small_chunks += 1;
+                prev = chunk;
+            }
+        }
+    }
+    let mut large_bytes = 0;
+    let mut large_blocks = 0;
+    let mut prev: *mut ChunkHeader = core::ptr::null_mut();
+    for chunk in parts.large.iter() {
+        // SAFETY: the engine's lists hold valid headers.
+        let header = unsafe { &*chunk };
+        check_header(chunk, header, &parts, LARGE_MAGIC)?;
+        if header.prev != prev {
+            return fail(chunk, Problem::BrokenLink);
+        }
+        if header.state != ChunkState::Large || header.local_count != 0 || header.event != 1 {
+            return fail(chunk, Problem::WrongList);
+        }
+        let offset = usize::from(header.data_offset);
+        if !(HEADER_SIZE..=CHUNK_SIZE).contains(&offset) || offset >= header.span {
+            return fail(chunk, Problem::BadLargeLayout);
+        }
+        large_bytes += header.span;
+        large_blocks += 1;
+        prev = chunk;
+    }
+    let counted = small_chunks * CHUNK_SIZE + large_bytes + parts.lent;
+    if counted != parts.held || small_chunks != parts.chunks || large_blocks != parts.large_blocks {
+        return fail(core::ptr::null(), Problem::TotalsMismatch { counted, recorded: parts.held });
+    }
+    if parts.limit.is_some_and(|limit| parts.held > limit) || parts.held > parts.peak_held {
+        return fail(core::ptr::null(), Problem::OverLimit);
+    }
+    Ok(())
+}
+
+fn check_header(
+    chunk: *mut ChunkHeader,
+    header: &ChunkHeader,
+    parts: &Parts<'_>,
+    magic: u16,
+) -> Result<(), CheckError> {
+    if header.magic != magic {
+        return fail(chunk, Problem::BadMagic);
+    }
+    if header.owner != parts.owner {
+        return fail(chunk, Problem::WrongOwner);
+    }
+    Ok(())
+}
+
+fn check_small_chunk(
+    chunk: *mut ChunkHeader,
+    header: &ChunkHeader,
+    class: usize,
+    is_head: bool,
+) -> Result<(), CheckError> {
+    let capacity = CAPACITY[class];
+    if header.carved > capacity || header.local_count > u32::from(header.carved) {
+        return fail(chunk, Problem::CountOverCapacity);
+    }
+    let on_free = check_free_list(chunk, header, header.free, class)?;
+    let on_local = check_free_list(chunk, header, header.local_free, class)?;
+    if u32::from(on_local) != header.local_count || on_free + on_local > header.carved {
+        return fail(
+            chunk,
+            Problem::CountMismatch {
+                free: on_free,
+                local: on_local,
+                local_count: header.local_count,
+                carved: header.carved,
+            },
+        );
+    }
+    let event_ok = match header.state {
+        ChunkState::Full => {
+            header.carved == capacity && on_free == 0 && on_local == 0 && header.event == 1
+        }
+        _ if is_head => header.event == NEVER,
+        // Only the head allocates, so only the head has a `free` list.
+        _ => on_free == 0 && header.event == u32::from(header.carved),
+    };
+    if !event_ok {
+        return fail(chunk, Problem::WrongEvent);
+    }
+    Ok(())
+}
+
+/// Checks that every entry of a free list is a carved block of the chunk, and counts them.
+fn check_free_list(
+    chunk: *mut ChunkHeader,
+    header: &ChunkHeader,
+    list: *mut FreeBlock,
+    class: usize,
+) -> Result<u16, CheckError> {
+    let (first, size) = (FIRST_OFFSET[class], CLASS_SIZES[class]);
+    let mut count = 0u16;
+    let mut entry = list;
+    while !entry.is_null() {
+        if count >= header.carved {
+            return Err(CheckError { chunk: chunk.addr(), problem: Problem::FreeListTooLong });
+        }
+        let offset = entry.addr().wrapping_sub(chunk.addr());
+        let stray = offset < first
+            || offset >= CHUNK_SIZE
+            || (offset - first) % size != 0
+            || (offset - first) / size >= usize::from(header.carved);
+        if stray {
+            return Err(CheckError {
+                chunk: chunk.addr(),
+                problem: Problem::StrayFreeEntry { entry: entry.addr() },
+            });
+        }
+        count += 1;
+        // SAFETY: the entry is a carved block of this chunk, so its first word is readable.
+        entry = unsafe { (*entry).next };
+    }
+    Ok(count)
+}

@@ -1,0 +1,213 @@
+//! Chunks: the aligned runs of memory a pool takes from its source, and the header at the start
+//! of each.
+//!
+//! Every chunk is aligned to [`CHUNK_SIZE`], and every block pointer lies within the first
+//! [`CHUNK_SIZE`] bytes of its chunk, so the header of a block's chunk is found by clearing the low
+//! bits of its address. That is what lets blocks go without a header of their own.
+
+use core::ptr;
+
+/// Size and alignment of the chunks that hold small blocks. Large blocks get a chunk of their
+/// own, aligned the same way and as long as they need.
+pub const CHUNK_SIZE: usize = 16 * 1024;
+
+/// Bytes at the start of every chunk that hold its [`ChunkHeader`].
+pub(crate) const HEADER_SIZE: usize = 64;
+
+/// Tells a chunk header from any other memory in the invariant scan and debug checks.
+pub(crate) const SMALL_MAGIC: u16 = 0x4d53; // "MS"
+pub(crate) const LARGE_MAGIC: u16 = 0x4d4c; // "ML"
+
+/// An `event` count that is never reached: the free path of a chunk with this `event` never
+/// leaves its fast path.
+pub(crate) const NEVER: u32 = u32::MAX;
+
+/// Which of its engine's lists a chunk is on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum ChunkState {
+    /// A small chunk on its class's `avail` list: the head, which blocks are taken from, or one
+    /// that has had blocks freed since it was full.
+    Avail = 0,
+    /// A small chunk whose blocks are all in use, on its class's `full` list.
+    Full = 1,
+    /// A chunk that is one large block, on the engine's `large` list.
+    Large = 2,
+}
+
+/// A free small block: its first word links to the next free block of the same list.
+#[repr(C)]
+pub(crate) struct FreeBlock {
+    pub(crate) next: *mut FreeBlock,
+}
+
+/// The bookkeeping at the start of every chunk.
+///
+/// A small chunk has two free lists, as in mimalloc: allocation pops from `free` and a free
+/// pushes onto `local_free`, so the two paths do not wait on each other's stores. Only the head
+/// chunk of a class allocates; when its `free` list runs dry, `local_free` becomes the new
+/// `free`. So only a head chunk ever has a non-empty `free` list, and for every other chunk the
+/// blocks in use are `carved - local_count`.
+#[repr(C)]
+pub(crate) struct ChunkHeader {
+    /// [`SMALL_MAGIC`] or [`LARGE_MAGIC`].
+    pub(crate) magic: u16,
+    /// Which list the chunk is on.
+    pub(crate) state: ChunkState,
+    /// Size class of a small chunk; unused for a large one.
+    pub(crate) class: u8,
+    /// Offset of the data of a large chunk; unused for a small one.
+    pub(crate) data_offset: u16,
+    /// Blocks carved so far: blocks at or past this index have never been handed out.
+    pub(crate) carved: u16,
+    /// Entries on `local_free`. This and `event` are 32 bits wide because the free path loads
+    /// them together: a wider load over a narrower store would defeat store forwarding.
+    pub(crate) local_count: u32,
+    /// The `local_count` at which a free must leave its fast path: the chunk became empty, or
+    /// stopped being full. [`NEVER`] for the head chunk of a class.
+    pub(crate) event: u32,
+    /// Address of the engine that holds the chunk.
+    pub(crate) owner: *const (),
+    /// Free blocks that allocation takes from.
+    pub(crate) free: *mut FreeBlock,
+    /// Blocks freed since `free` was last refilled.
+    pub(crate) local_free: *mut FreeBlock,
+    pub(crate) next: *mut ChunkHeader,
+    pub(crate) prev: *mut ChunkHeader,
+    /// Bytes of the chunk, as taken from the source.
+    pub(crate) span: usize,
+}
+
+static_assertions::const_assert!(core::mem::size_of::<ChunkHeader>() <= HEADER_SIZE);
+static_assertions::const_assert!(CHUNK_SIZE.is_power_of_two());
+static_assertions::const_assert!(HEADER_SIZE % crate::class::MIN_ALIGN == 0);
+// A large block's data offset is at most `CHUNK_SIZE`, and a chunk holds at most
+// `CHUNK_SIZE / 16` blocks: both must fit the header's 16-bit fields.
+static_assertions::const_assert!(CHUNK_SIZE <= u16::MAX as usize);
+
+/// Walks a free list and counts its entries, giving up (with `None`) after `limit` entries: a
+/// longer list has a cycle.
+///
+/// # Safety
+/// Every entry on the list is a block whose first word is readable.
+pub(crate) unsafe fn list_len(mut entry: *mut FreeBlock, limit: u16) -> Option<u16> {
+    let mut len = 0;
+    while !entry.is_null() {
+        if len == limit {
+            return None;
+        }
+        len += 1;
+        // SAFETY: forwarded from the caller.
+        entry = unsafe { (*entry).next };
+    }
+    Some(len)
+}
+
+/// The header of the chunk that holds the block at `block`.
+///
+/// Computing the address is always safe; reading through it is only valid when `block` really
+/// is a block of some chunk.
+#[inline(always)]
+pub(crate) fn chunk_of(block: *mut u8) -> *mut ChunkHeader {
+    block.map_addr(|addr| addr & !(CHUNK_SIZE - 1)).cast()
+}
+
+/// An intrusive doubly linked list of chunk headers, threaded through `next` and `prev`.
+#[derive(Debug)]
+pub(crate) struct ChunkList {
+    pub(crate) head: *mut ChunkHeader,
+}
+
+impl ChunkList {
+    pub(crate) const fn new() -> Self {
+        Self { head: ptr::null_mut() }
+    }
+
+    /// Puts `chunk` first.
+    ///
+    /// # Safety
+    /// - `chunk` points to a valid header that is on no list.
+    /// - Every header on this list is valid.
+    pub(crate) unsafe fn push_front(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: the caller guarantees `chunk` is a valid header.
+        unsafe {
+            (*chunk).prev = ptr::null_mut();
+            (*chunk).next = self.head;
+        }
+        if !self.head.is_null() {
+            // SAFETY: headers on the list are valid.
+            unsafe { (*self.head).prev = chunk };
+        }
+        self.head = chunk;
+    }
+
+    /// Puts `chunk` second, after the head, or first on an empty list.
+    ///
+    /// # Safety
+    /// As for [`ChunkList::push_front`].
+    pub(crate) unsafe fn push_second(&mut self, chunk: *mut ChunkHeader) {
+        if self.head.is_null() {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.push_front(chunk) };
+            return;
+        }
+        let head = self.head;
+        // SAFETY: `head` and the header after it are on the list and valid; `chunk` is valid.
+        unsafe {
+            let after = (*head).next;
+            (*chunk).prev = head;
+            (*chunk).next = after;
+            if !after.is_null() {
+                (*after).prev = chunk;
+            }
+            (*head).next = chunk;
+        }
+    }
+
+    /// Takes `chunk` off the list.
+    ///
+    /// # Safety
+    /// - `chunk` is on this list.
+    /// - Every header on this list is valid.
+    pub(crate) unsafe fn unlink(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: `chunk` and its neighbours are on the list, so they are valid headers.
+        unsafe {
+            let (prev, next) = ((*chunk).prev, (*chunk).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*chunk).next = ptr::null_mut();
+            (*chunk).prev = ptr::null_mut();
+        }
+    }
+
+    /// Iterates over the headers on the list. The list must not change during the iteration.
+    pub(crate) fn iter(&self) -> ChunkIter {
+        ChunkIter { next: self.head }
+    }
+}
+
+/// Iterator over the headers of a [`ChunkList`].
+pub(crate) struct ChunkIter {
+    next: *mut ChunkHeader,
+}
+
+impl Iterator for ChunkIter {
+    type Item = *mut ChunkHeader;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let chunk = self.next;
+        if chunk.is_null() {
+            return None;
+        }
+        // SAFETY: iterators are only made over lists of valid headers that do not change while
+        // the iteration lasts (every list of an engine, borrowed with the engine).
+        self.next = unsafe { (*chunk).next };
+        Some(chunk)
+    }
+}

@@ -1,0 +1,760 @@
+//! The slab engine: hands out blocks from size-class chunks and large blocks from chunks of
+//! their own, keeps to its limit, and gives empty chunks back to its source.
+//!
+//! Per size class, the engine keeps an `avail` list of chunks and a `full` list. Blocks are only
+//! taken from the head of `avail`, so the allocation fast path is two loads and a store. A free
+//! goes to the local free list of the block's own chunk, found from the block's address; it
+//! leaves its fast path only when the chunk's `local_count` reaches the chunk's `event` value,
+//! which is set so that this happens exactly when a full chunk gets its first block back, or
+//! when a chunk other than the head becomes empty. Neither path keeps a pool-wide counter:
+//! statistics are read off the chunk headers when asked for.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+
+use crate::chunk::{
+    chunk_of, list_len, ChunkHeader, ChunkList, ChunkState, FreeBlock, CHUNK_SIZE, HEADER_SIZE,
+    LARGE_MAGIC, NEVER, SMALL_MAGIC,
+};
+use crate::class::{
+    class_for_layout, class_of, BLOCK_ALIGN, CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET,
+    MIN_ALIGN,
+};
+use crate::error::FreeError;
+use crate::source::ChunkSource;
+use crate::stats::Stats;
+
+/// The layout of every small chunk.
+const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
+    Ok(layout) => layout,
+    Err(_) => panic!("CHUNK_SIZE is a power of two"),
+};
+
+/// A memory pool over a [`ChunkSource`]: size classes, large blocks, a limit, statistics.
+///
+/// The engine is the whole allocator of a pool without any policy about where it lives or who
+/// may call it: [`melon-alloc-heap`] wraps it for single-threaded pools that cascade, and
+/// [`LockedPool`](crate::LockedPool) puts it behind a spin lock.
+///
+/// # Identity
+/// The engine writes its own address into every chunk it takes, which is how a block is matched
+/// to its pool. Keep an engine in one place (a `static`, a `Box`) while it holds chunks: an engine
+/// that moved still allocates and frees correctly, but its checked operations report the blocks
+/// it handed out before the move as foreign.
+///
+/// [`melon-alloc-heap`]: https://docs.rs/melon-alloc-heap
+pub struct Engine<S: ChunkSource> {
+    /// Chunks with a free or never-used block; blocks come from the head.
+    avail: [ChunkList; CLASS_COUNT],
+    /// Chunks whose blocks are all in use.
+    full: [ChunkList; CLASS_COUNT],
+    /// Chunks that each hold one large block.
+    large: ChunkList,
+    limit: Option<usize>,
+    /// Bytes taken from the source: small chunks, large chunks and chunks lent out.
+    held: usize,
+    peak_held: usize,
+    /// Small chunks on the `avail` and `full` lists.
+    chunks: usize,
+    large_blocks: usize,
+    /// Bytes taken from the source on behalf of another engine (a child pool).
+    lent: usize,
+    source: S,
+}
+
+// SAFETY: the raw pointers in an engine point only into chunks that the engine holds exclusively,
+// so moving the engine to another thread moves all of its state with it; the source goes along
+// and must itself be `Send`.
+unsafe impl<S: ChunkSource + Send> Send for Engine<S> {}
+
+impl<S: ChunkSource> Engine<S> {
+    /// Makes an engine that takes its chunks from `source` and holds at most `limit` bytes of
+    /// them at a time (`None`: no limit). It takes no memory until the first allocation.
+    pub const fn new(source: S, limit: Option<usize>) -> Self {
+        Self {
+            avail: [const { ChunkList::new() }; CLASS_COUNT],
+            full: [const { ChunkList::new() }; CLASS_COUNT],
+            large: ChunkList::new(),
+            limit,
+            held: 0,
+            peak_held: 0,
+            chunks: 0,
+            large_blocks: 0,
+            lent: 0,
+            source,
+        }
+    }
+
+    /// The source the engine takes its chunks from.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The limit in bytes, if any.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// Bytes that can still be taken from the source before the limit is reached: the limit
+    /// minus the bytes held. `None` when there is no limit.
+    pub fn available(&self) -> Option<usize> {
+        self.limit.map(|limit| limit - self.held)
+    }
+
+    fn id(&self) -> *const () {
+        (self as *const Self).cast()
+    }
+
+    /// Allocates `size` bytes aligned to 16. A `size` of 0 gets a unique block of 16 bytes.
+    /// Returns `None` when the source has no memory or the limit would be passed.
+    #[inline]
+    pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        match class_of(size) {
+            Some(class) => self.alloc_small(class),
+            None => self.alloc_large(size, MIN_ALIGN),
+        }
+    }
+
+    /// Like [`alloc`](Engine::alloc), with the block's first `size` bytes set to zero.
+    pub fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
+        let block = self.alloc(size)?;
+        // SAFETY: the block was just handed out and holds at least `size` bytes.
+        unsafe { block.as_ptr().write_bytes(0, size) };
+        Some(block)
+    }
+
+    /// Allocates a block for `layout`. Any power-of-two alignment up to
+    /// [`CHUNK_SIZE`](crate::CHUNK_SIZE) is served; larger ones get `None`.
+    #[inline]
+    pub fn alloc_layout(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if layout.align() <= MIN_ALIGN {
+            return self.alloc(layout.size());
+        }
+        match class_for_layout(layout.size(), layout.align()) {
+            Some(class) => self.alloc_small(class),
+            None => self.alloc_large(layout.size(), layout.align()),
+        }
+    }
+
+    #[inline(always)]
+    fn alloc_small(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let chunk = self.avail[class].head;
+        if !chunk.is_null() {
+            // SAFETY: the head of an `avail` list is a valid header of a chunk this engine holds.
+            let block = unsafe { (*chunk).free };
+            if let Some(block) = NonNull::new(block) {
+                // SAFETY: (1) a free-list entry is a free block of this chunk whose first word
+                // holds the next entry; (2) the header is valid as above.
+                unsafe { (*chunk).free = (*block.as_ptr()).next };
+                return Some(block.cast());
+            }
+        }
+        self.alloc_small_slow(class)
+    }
+
+    /// Allocation when the head chunk of `class` has an empty `free` list: refill it from the
+    /// chunk's local free list, carve a never-used block, move an exhausted head to the `full`
+    /// list, or take a new chunk.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
+        loop {
+            let chunk = self.avail[class].head;
+            if chunk.is_null() {
+                break;
+            }
+            // SAFETY: the head of an `avail` list is a valid header of a chunk this engine
+            // holds; its `free` list is empty, so the local list can take its place, and
+            // never-used blocks can join it.
+            unsafe {
+                (*chunk).free = (*chunk).local_free;
+                (*chunk).local_free = ptr::null_mut();
+                (*chunk).local_count = 0;
+                if (*chunk).carved < CAPACITY[class] {
+                    carve_batch(chunk, class);
+                }
+                let block = (*chunk).free;
+                if !block.is_null() {
+                    (*chunk).free = (*block).next;
+                    return Some(NonNull::new_unchecked(block.cast()));
+                }
+            }
+            // The head is exhausted, every block in use: it waits on `full` for one to come back.
+            // SAFETY: `chunk` is on `avail[class]` and every header on both lists is valid.
+            unsafe {
+                self.avail[class].unlink(chunk);
+                (*chunk).state = ChunkState::Full;
+                (*chunk).event = 1;
+                self.full[class].push_front(chunk);
+                self.promote_head(class);
+            }
+        }
+        let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
+        // SAFETY: (1) the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for
+        // a header; (2) the new chunk is on no list and the `avail` list holds valid headers.
+        unsafe {
+            chunk.write(ChunkHeader {
+                magic: SMALL_MAGIC,
+                state: ChunkState::Avail,
+                class: class as u8,
+                data_offset: 0,
+                carved: 0,
+                local_count: 0,
+                event: NEVER,
+                owner: self.id(),
+                free: ptr::null_mut(),
+                local_free: ptr::null_mut(),
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                span: CHUNK_SIZE,
+            });
+            self.avail[class].push_front(chunk);
+        }
+        self.chunks += 1;
+        // SAFETY: the header was just written, with nothing carved yet.
+        unsafe {
+            carve_batch(chunk, class);
+            let block = (*chunk).free;
+            (*chunk).free = (*block).next;
+            Some(NonNull::new_unchecked(block.cast()))
+        }
+    }
+
+    /// Makes the head of `avail[class]`, if any, the chunk that allocations come from: one that
+    /// is never given back while it is the head.
+    ///
+    /// # Safety
+    /// Every header on `avail[class]` is valid.
+    unsafe fn promote_head(&mut self, class: usize) {
+        let head = self.avail[class].head;
+        if !head.is_null() {
+            // SAFETY: forwarded from the caller.
+            unsafe { (*head).event = NEVER };
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_large(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if align > CHUNK_SIZE {
+            return None;
+        }
+        let offset = align.max(HEADER_SIZE);
+        let span = offset.checked_add(size)?.checked_add(MIN_ALIGN - 1)? & !(MIN_ALIGN - 1);
+        let layout = Layout::from_size_align(span, CHUNK_SIZE).ok()?;
+        let chunk = self.acquire(layout)?.cast::<ChunkHeader>().as_ptr();
+        // SAFETY: (1) the source handed out `span >= offset >= HEADER_SIZE` bytes aligned to
+        // `CHUNK_SIZE`; (2) the chunk is on no list and the `large` list holds valid headers.
+        // `event` is 1 so that the small-block free path sends this chunk to `free_slow` on its
+        // first free.
+        unsafe {
+            chunk.write(ChunkHeader {
+                magic: LARGE_MAGIC,
+                state: ChunkState::Large,
+                class: 0,
+                data_offset: offset as u16,
+                carved: 1,
+                local_count: 0,
+                event: 1,
+                owner: self.id(),
+                free: ptr::null_mut(),
+                local_free: ptr::null_mut(),
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                span,
+            });
+            self.large.push_front(chunk);
+        }
+        self.large_blocks += 1;
+        // SAFETY: `offset < span`, so the data start is inside the chunk.
+        Some(unsafe { NonNull::new_unchecked(chunk.cast::<u8>().add(offset)) })
+    }
+
+    /// Frees a block.
+    ///
+    /// In debug builds the block is checked as [`try_free`](Engine::try_free) does (except that
+    /// ownership is read from the chunk header rather than searched for), and a bad pointer
+    /// aborts the process with a message.
+    ///
+    /// # Safety
+    /// - `block` was returned by this engine and has not been freed since.
+    /// - Nothing uses the block afterwards.
+    #[inline]
+    pub unsafe fn free(&mut self, block: NonNull<u8>) {
+        #[cfg(debug_assertions)]
+        // SAFETY: the caller promises `block` came from this engine, so its chunk header is valid.
+        if let Err(error) = unsafe { self.check_block_in_header_chunk(block.as_ptr()) } {
+            invalid_free(error);
+        }
+        let chunk = chunk_of(block.as_ptr());
+        let entry = block.as_ptr().cast::<FreeBlock>();
+        // SAFETY: (1) the block belongs to this engine, so `chunk` is the valid header of its
+        // chunk; (2) the block is at least 16 bytes, aligned to 16, and no longer in use, so its
+        // first word can hold the free-list link.
+        unsafe {
+            (*entry).next = (*chunk).local_free;
+            (*chunk).local_free = entry;
+            (*chunk).local_count += 1;
+            if (*chunk).local_count == (*chunk).event {
+                self.free_slow(chunk);
+            }
+        }
+    }
+
+    /// Frees a block after checking that it is one: a block of this engine, at its start, in
+    /// use. On error nothing is changed.
+    ///
+    /// # Errors
+    /// [`FreeError`] says why the pointer was refused.
+    ///
+    /// # Safety
+    /// If `block` is a block of this engine that is in use, nothing uses it afterwards.
+    pub unsafe fn try_free(&mut self, block: NonNull<u8>) -> Result<(), FreeError> {
+        self.validate(block)?;
+        // SAFETY: `validate` proved `block` is an in-use block of this engine; the caller gives
+        // up its use.
+        unsafe { self.free(block) };
+        Ok(())
+    }
+
+    /// Whether `block` is an in-use block of this engine, at its start. Costs a walk over the
+    /// engine's chunk lists and over the free list of the block's chunk.
+    ///
+    /// # Errors
+    /// [`FreeError`] says what the pointer is instead.
+    pub fn validate(&self, block: NonNull<u8>) -> Result<(), FreeError> {
+        let chunk = chunk_of(block.as_ptr());
+        if !self.holds_chunk(chunk) {
+            return Err(FreeError::Foreign { addr: block.as_ptr().addr() });
+        }
+        // SAFETY: `chunk` is one of this engine's chunks, found on its lists.
+        unsafe { self.check_block_in_chunk(chunk, block.as_ptr()) }
+    }
+
+    /// Whether `chunk` is on one of this engine's lists. Compares addresses only.
+    fn holds_chunk(&self, chunk: *mut ChunkHeader) -> bool {
+        self.avail
+            .iter()
+            .chain(&self.full)
+            .chain(core::iter::once(&self.large))
+            .any(|list| list.iter().any(|c| c == chunk))
+    }
+
+    /// Checks a block whose chunk header is trusted to be readable: the header must name this
+    /// engine as owner.
+    ///
+    /// # Safety
+    /// `chunk_of(block)` is a valid chunk header of some engine.
+    #[cfg(debug_assertions)]
+    unsafe fn check_block_in_header_chunk(&self, block: *const u8) -> Result<(), FreeError> {
+        let chunk = chunk_of(block.cast_mut());
+        // SAFETY: forwarded from the caller.
+        let (magic, owner) = unsafe { ((*chunk).magic, (*chunk).owner) };
+        if (magic != SMALL_MAGIC && magic != LARGE_MAGIC) || owner != self.id() {
+            return Err(FreeError::Foreign { addr: block.addr() });
+        }
+        // SAFETY: the header names this engine, so it is one of this engine's chunks.
+        unsafe { self.check_block_in_chunk(chunk, block) }
+    }
+
+    /// Checks that `block` starts a block of `chunk` that is in use.
+    ///
+    /// # Safety
+    /// `chunk` is a valid header of a chunk this engine holds.
+    unsafe fn check_block_in_chunk(
+        &self,
+        chunk: *mut ChunkHeader,
+        block: *const u8,
+    ) -> Result<(), FreeError> {
+        let addr = block.addr();
+        let offset = addr - chunk.addr();
+        // SAFETY: the caller guarantees the header is valid.
+        let header = unsafe { &*chunk };
+        if header.state == ChunkState::Large {
+            return if offset == usize::from(header.data_offset) {
+                Ok(())
+            } else {
+                Err(FreeError::Interior { addr })
+            };
+        }
+        let class = header.class as usize;
+        let (first, size) = (FIRST_OFFSET[class], CLASS_SIZES[class]);
+        if offset < first || (offset - first) % size != 0 {
+            return Err(FreeError::Interior { addr });
+        }
+        if (offset - first) / size >= usize::from(header.carved) {
+            return Err(FreeError::NotInUse { addr });
+        }
+        for list in [header.free, header.local_free] {
+            let mut entry = list;
+            let mut steps = 0;
+            while !entry.is_null() && steps <= header.carved {
+                if entry.addr() == addr {
+                    return Err(FreeError::NotInUse { addr });
+                }
+                // SAFETY: free-list entries are free blocks of this chunk holding the next link.
+                entry = unsafe { (*entry).next };
+                steps += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rare ends of a free: the chunk of a large block goes back to the source, a full chunk
+    /// returns to `avail`, an empty chunk other than the head goes back to the source.
+    ///
+    /// # Safety
+    /// `chunk` is a valid header of a chunk this engine holds, whose `local_count` has just
+    /// reached its `event` value.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: the caller guarantees the header is valid; every list holds valid headers.
+        unsafe {
+            let class = (*chunk).class as usize;
+            match (*chunk).state {
+                ChunkState::Large => {
+                    self.large.unlink(chunk);
+                    self.large_blocks -= 1;
+                    let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
+                    self.release(NonNull::new_unchecked(chunk.cast()), layout);
+                }
+                ChunkState::Full => {
+                    self.full[class].unlink(chunk);
+                    (*chunk).state = ChunkState::Avail;
+                    if self.avail[class].head.is_null() {
+                        self.avail[class].push_front(chunk);
+                        (*chunk).event = NEVER;
+                    } else {
+                        // Empty again once every carved block is back on the local list.
+                        self.avail[class].push_second(chunk);
+                        (*chunk).event = u32::from((*chunk).carved);
+                    }
+                }
+                ChunkState::Avail => {
+                    self.avail[class].unlink(chunk);
+                    self.chunks -= 1;
+                    self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
+                }
+            }
+        }
+    }
+
+    /// Resizes a block to `new_size` bytes aligned to 16, keeping its contents up to the smaller
+    /// of the two sizes. A `new_size` of 0 frees the block and returns `None`. A shrink, or a
+    /// grow that still fits the block, returns the same block.
+    ///
+    /// On failure (`None` for a non-zero `new_size`) the old block is left as it was.
+    ///
+    /// # Safety
+    /// As for [`free`](Engine::free): `block` is an in-use block of this engine. On success the
+    /// old pointer is not used again unless it was returned.
+    pub unsafe fn realloc(&mut self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        if new_size == 0 {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.free(block) };
+            return None;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.resize(block, Layout::from_size_align(new_size, MIN_ALIGN).ok()?) }
+    }
+
+    /// Resizes a block to `new_layout`, in place when the block already holds `new_layout.size()`
+    /// bytes at `new_layout.align()`, otherwise by moving it. On failure the old block is left as
+    /// it was.
+    ///
+    /// # Safety
+    /// As for [`realloc`](Engine::realloc).
+    pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded from the caller.
+        let usable = unsafe { self.usable_size(block) };
+        if new_layout.size() <= usable && block.as_ptr().addr() % new_layout.align() == 0 {
+            return Some(block);
+        }
+        let moved = self.alloc_layout(new_layout)?;
+        // SAFETY: (1) the old block holds `usable` bytes and the new one at least
+        // `new_layout.size() > usable` or, when only the alignment changed, `usable` too, since
+        // it is at least as large; (2) two distinct in-use blocks do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), usable.min(new_layout.size()));
+            self.free(block);
+        }
+        Some(moved)
+    }
+
+    /// The number of bytes the block can hold: its class size, or the usable length of a large
+    /// block.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of this engine.
+    pub unsafe fn usable_size(&self, block: NonNull<u8>) -> usize {
+        let chunk = chunk_of(block.as_ptr());
+        // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
+        let header = unsafe { &*chunk };
+        match header.state {
+            ChunkState::Large => header.span - usize::from(header.data_offset),
+            ChunkState::Avail | ChunkState::Full => CLASS_SIZES[header.class as usize],
+        }
+    }
+
+    fn fits_limit(&self, size: usize) -> bool {
+        match self.limit {
+            None => true,
+            Some(limit) => self.held.checked_add(size).is_some_and(|total| total <= limit),
+        }
+    }
+
+    /// Takes a chunk from the source, charging it against the limit. Empty cached chunks are
+    /// given back first when the limit or the source would refuse.
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if !self.fits_limit(layout.size()) && (self.trim() == 0 || !self.fits_limit(layout.size()))
+        {
+            return None;
+        }
+        let chunk = match self.source.acquire(layout) {
+            Some(chunk) => chunk,
+            None if self.trim() > 0 => self.source.acquire(layout)?,
+            None => return None,
+        };
+        self.held += layout.size();
+        self.peak_held = self.peak_held.max(self.held);
+        Some(chunk)
+    }
+
+    /// Gives a chunk back to the source.
+    ///
+    /// # Safety
+    /// `chunk` came from `acquire` with `layout`, is on no list, and nothing uses it afterwards.
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller; `acquire` got the chunk from this source.
+        unsafe { self.source.release(chunk, layout) };
+        self.held -= layout.size();
+    }
+
+    /// Takes a chunk from this engine's source on behalf of another engine, charging it against
+    /// this engine's limit. This is how a child pool gets its chunks from its parent.
+    pub fn acquire_raw(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let chunk = self.acquire(layout)?;
+        self.lent += layout.size();
+        Some(chunk)
+    }
+
+    /// Gives back a chunk taken with [`acquire_raw`](Engine::acquire_raw).
+    ///
+    /// # Safety
+    /// `chunk` came from `acquire_raw` on this engine with `layout`, and nothing uses it
+    /// afterwards.
+    pub unsafe fn release_raw(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        self.lent -= layout.size();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release(chunk, layout) };
+    }
+
+    /// Gives back to the source every cached empty chunk (the head chunk of a class, kept for
+    /// reuse once its blocks are all free). Returns the bytes given back.
+    pub fn trim(&mut self) -> usize {
+        let before = self.held;
+        for class in 0..CLASS_COUNT {
+            let head = self.avail[class].head;
+            // SAFETY: the head of an `avail` list is a valid header.
+            if head.is_null() || unsafe { small_live(head) } != 0 {
+                continue;
+            }
+            // SAFETY: `head` is on `avail[class]`, empty, and so not referred to by any block.
+            unsafe {
+                self.avail[class].unlink(head);
+                self.promote_head(class);
+                self.chunks -= 1;
+                self.release(NonNull::new_unchecked(head.cast()), SMALL_CHUNK);
+            }
+        }
+        before - self.held
+    }
+
+    /// Frees every block at once. Small chunks stay for reuse; large blocks go back to the
+    /// source. Costs O(chunks).
+    pub fn reset(&mut self) {
+        for class in 0..CLASS_COUNT {
+            while !self.full[class].head.is_null() {
+                let chunk = self.full[class].head;
+                // SAFETY: `chunk` is on `full[class]`; every list holds valid headers.
+                unsafe {
+                    self.full[class].unlink(chunk);
+                    self.avail[class].push_front(chunk);
+                }
+            }
+            for chunk in self.avail[class].iter() {
+                // SAFETY: headers on the list are valid; no block of the chunk is in use any more.
+                unsafe {
+                    (*chunk).free = ptr::null_mut();
+                    (*chunk).local_free = ptr::null_mut();
+                    (*chunk).local_count = 0;
+                    (*chunk).carved = 0;
+                    (*chunk).event = 0;
+                    (*chunk).state = ChunkState::Avail;
+                }
+            }
+            // SAFETY: every header on the list is valid.
+            unsafe { self.promote_head(class) };
+        }
+        self.release_large();
+    }
+
+    fn release_large(&mut self) {
+        while !self.large.head.is_null() {
+            let chunk = self.large.head;
+            // SAFETY: `chunk` is on the `large` list, a valid header of a chunk of `span` bytes.
+            unsafe {
+                self.large.unlink(chunk);
+                let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
+                self.release(NonNull::new_unchecked(chunk.cast()), layout);
+            }
+            self.large_blocks -= 1;
+        }
+    }
+
+    /// A snapshot of the engine's counters. Costs a walk over the chunk headers.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            large_blocks: self.large_blocks,
+            bytes_held: self.held,
+            peak_bytes_held: self.peak_held,
+            chunks: self.chunks,
+            bytes_lent: self.lent,
+            limit: self.limit,
+            ..Stats::default()
+        };
+        for (class, lists) in self.avail.iter().zip(&self.full).enumerate() {
+            for chunk in lists.0.iter().chain(lists.1.iter()) {
+                // SAFETY: headers on the engine's lists are valid.
+                let live = usize::from(unsafe { small_live(chunk) });
+                stats.live_blocks += live;
+                stats.bytes_in_use += live * CLASS_SIZES[class];
+            }
+        }
+        for chunk in self.large.iter() {
+            // SAFETY: headers on the engine's lists are valid.
+            stats.bytes_in_use += unsafe { (*chunk).span - usize::from((*chunk).data_offset) };
+            stats.live_blocks += 1;
+        }
+        stats
+    }
+
+    /// Walks every chunk and every free list and checks the engine's invariants.
+    ///
+    /// # Errors
+    /// The first broken invariant found, with the chunk it was found in.
+    pub fn check(&self) -> Result<(), crate::CheckError> {
+        crate::check::check(self.parts())
+    }
+
+    pub(crate) fn parts(&self) -> crate::check::Parts<'_> {
+        crate::check::Parts {
+            avail: &self.avail,
+            full: &self.full,
+            large: &self.large,
+            owner: self.id(),
+            limit: self.limit,
+            held: self.held,
+            peak_held: self.peak_held,
+            chunks: self.chunks,
+            large_blocks: self.large_blocks,
+            lent: self.lent,
+        }
+    }
+}
+
+/// Bytes of never-used blocks carved at a time: a page, so that memory the pool has not handed
+/// out is not touched.
+const CARVE_BYTES: usize = 4096;
+
+/// Puts the next never-used blocks of a chunk, up to the end of the page the first one starts
+/// in (at least one block), at the front of its `free` list.
+///
+/// # Safety
+/// `chunk` is a valid header of a chunk of `class` whose `carved` count is below the class's
+/// capacity.
+unsafe fn carve_batch(chunk: *mut ChunkHeader, class: usize) {
+    let size = CLASS_SIZES[class];
+    // SAFETY: the header is valid (caller).
+    let carved = usize::from(unsafe { (*chunk).carved });
+    let first = FIRST_OFFSET[class] + carved * size;
+    let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
+    let count = (page_end - first).div_ceil(size).min(usize::from(CAPACITY[class]) - carved);
+    let base = chunk.cast::<u8>();
+    // SAFETY: (1) the header is valid; (2) blocks `carved..carved + count` lie within the chunk's
+    // `CHUNK_SIZE` bytes, since `carved + count <= CAPACITY[class]`, and have never been handed
+    // out, so their first words can hold links.
+    unsafe {
+        let mut next = (*chunk).free;
+        for index in (0..count).rev() {
+            let block = base.add(first + index * size).cast::<FreeBlock>();
+            debug_assert!(block.addr() % BLOCK_ALIGN[class] == 0);
+            (*block).next = next;
+            next = block;
+        }
+        (*chunk).free = next;
+        (*chunk).carved += count as u16;
+    }
+}
+
+/// Blocks in use in a small chunk: carved, and on neither free list. Walks the `free` list,
+/// which only the head chunk of a class has.
+///
+/// # Safety
+/// `chunk` is a valid header of a small chunk whose free lists are intact.
+pub(crate) unsafe fn small_live(chunk: *mut ChunkHeader) -> u16 {
+    // SAFETY: (1) the header is valid; (2) entries on its `free` list are free blocks of the
+    // chunk, at most `carved` of them.
+    unsafe {
+        let carved = (*chunk).carved;
+        let on_free = list_len((*chunk).free, carved).unwrap_or(carved);
+        let local = u16::try_from((*chunk).local_count).unwrap_or(carved);
+        carved.saturating_sub(on_free).saturating_sub(local)
+    }
+}
+
+impl<S: ChunkSource> Drop for Engine<S> {
+    /// Gives every chunk back to the source in O(chunks), without visiting blocks.
+    fn drop(&mut self) {
+        for class in 0..CLASS_COUNT {
+            while let Some(chunk) = NonNull::new(self.avail[class].head) {
+                // SAFETY: `chunk` is on the list; every header on it is valid.
+                unsafe { self.avail[class].unlink(chunk.as_ptr()) };
+                // SAFETY: the chunk came from the source with `SMALL_CHUNK`; the engine is going
+                // away, so none of its blocks is used again.
+                unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
+            }
+            while let Some(chunk) = NonNull::new(self.full[class].head) {
+                // SAFETY: as above, for the `full` list.
+                unsafe { self.full[class].unlink(chunk.as_ptr()) };
+                // SAFETY: as above.
+                unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
+            }
+        }
+        self.chunks = 0;
+        self.release_large();
+    }
+}
+
+impl<S: ChunkSource> core::fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Stops the process on a free that the contract of [`Engine::free`] rules out. A panic during
+/// a panic aborts, which is what this relies on where `std` is present.
+#[cfg(debug_assertions)]
+#[cold]
+#[inline(never)]
+fn invalid_free(error: FreeError) -> ! {
+    struct AbortOnUnwind;
+    impl Drop for AbortOnUnwind {
+        fn drop(&mut self) {
+            panic!("melon-alloc: aborting after an invalid free");
+        }
+    }
+    let _abort = AbortOnUnwind;
+    panic!("melon-alloc: invalid free: {error}");
+}

@@ -1,0 +1,42 @@
+//! What can go wrong when a block is handed back.
+
+use core::fmt;
+
+/// Why a checked free refused a pointer. Nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FreeError {
+    /// The pointer lies in no chunk of this pool: it came from another pool, another
+    /// allocator, or nowhere.
+    Foreign {
+        /// The address that was passed in.
+        addr: usize,
+    },
+    /// The pointer lies inside a chunk of this pool but is not the start of a block.
+    Interior {
+        /// The address that was passed in.
+        addr: usize,
+    },
+    /// The pointer is the start of a block that is not in use: freed already, or never handed
+    /// out.
+    NotInUse {
+        /// The address that was passed in.
+        addr: usize,
+    },
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Foreign { addr } => write!(f, "{addr:#x} does not belong to this pool"),
+            Self::Interior { addr } => {
+                write!(f, "{addr:#x} points inside a block, not at its start")
+            }
+            Self::NotInUse { addr } => {
+                write!(f, "{addr:#x} is not in use (double free, or never allocated)")
+            }
+        }
+    }
+}
+
+impl core::error::Error for FreeError {}

@@ -1,0 +1,70 @@
+//! The `no_std` engine of melon-alloc: size classes, chunk and block bookkeeping, limits,
+//! statistics and an invariant scan, over any source of memory.
+//!
+//! A pool takes aligned chunks of [`CHUNK_SIZE`] bytes from a [`ChunkSource`] (the global
+//! allocator, a parent pool, a shared mapping, a static arena) and cuts each into blocks of one
+//! size class. Blocks carry no header: the chunk of a block is found by masking its address, so a
+//! 64-byte request costs 64 bytes plus its share of one 64-byte header per 16 KiB chunk. Requests
+//! over [`MAX_SMALL`] bytes get a chunk of their own. The [`Engine`] needs no allocator of its
+//! own, which is what lets it run in a kernel or on a microcontroller; [`LockedPool`] puts it
+//! behind a spin lock for use from several threads or as a `#[global_allocator]`.
+//!
+//! ```
+//! use core::alloc::Layout;
+//! use core::ptr::NonNull;
+//! use melon_alloc_core::{ChunkSource, Engine};
+//!
+//! /// Takes chunks straight from the global allocator.
+//! struct System;
+//!
+//! // SAFETY: chunks come from `std::alloc::alloc` with the asked-for layout and go back to
+//! // `dealloc` with the same layout.
+//! unsafe impl ChunkSource for System {
+//!     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+//!         // SAFETY: the engine never asks for a zero-sized layout.
+//!         NonNull::new(unsafe { std::alloc::alloc(layout) })
+//!     }
+//!     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+//!         // SAFETY: the caller returns a chunk from `acquire` with its layout.
+//!         unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) }
+//!     }
+//! }
+//!
+//! let mut pool = Engine::new(System, Some(1 << 20));
+//! let block = pool.alloc(64).unwrap();
+//! assert_eq!(block.as_ptr() as usize % 16, 0);
+//! assert_eq!(pool.stats().live_blocks, 1);
+//! // SAFETY: `block` came from this engine and is not used again.
+//! unsafe { pool.free(block) };
+//! pool.check().unwrap();
+//! ```
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod check;
+mod chunk;
+mod class;
+mod engine;
+mod error;
+mod locked;
+mod source;
+mod stats;
+
+pub use check::{CheckError, Problem};
+pub use chunk::CHUNK_SIZE;
+pub use class::{class_of, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
+pub use engine::Engine;
+pub use error::FreeError;
+pub use locked::LockedPool;
+pub use source::ChunkSource;
+pub use stats::Stats;
+
+/// Reads the address of the engine that owns the chunk of `block`, as recorded in the chunk
+/// header. Pointer-only frees use it to find a block's pool.
+///
+/// # Safety
+/// `block` is an in-use block of some live engine.
+pub unsafe fn owner_of(block: core::ptr::NonNull<u8>) -> *const () {
+    // SAFETY: the caller promises a block of a live engine, so its chunk header is valid.
+    unsafe { (*chunk::chunk_of(block.as_ptr())).owner }
+}

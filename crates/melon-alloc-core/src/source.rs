@@ -1,0 +1,32 @@
+//! Where an engine's chunks come from.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+/// A supplier of chunks: the global allocator, a parent pool, a shared mapping, a static arena.
+///
+/// The engine asks for two kinds of layout: small chunks of exactly
+/// [`CHUNK_SIZE`](crate::CHUNK_SIZE) bytes, and large chunks of any size that is a multiple of
+/// 16; both aligned to [`CHUNK_SIZE`](crate::CHUNK_SIZE) or more. A source may treat the two
+/// differently (keep a list of small chunks, say).
+///
+/// # Safety
+/// An implementation must uphold, for every `layout` the engine asks for:
+/// - a chunk returned by [`acquire`](ChunkSource::acquire) is valid for reads and writes of
+///   `layout.size()` bytes, aligned to `layout.align()`, and overlaps no other chunk the source
+///   has handed out and not taken back;
+/// - it stays valid until it is passed to [`release`](ChunkSource::release) or the source is
+///   dropped;
+/// - the pointer carries provenance over the whole chunk.
+pub unsafe trait ChunkSource {
+    /// Hands out a chunk for `layout`, or `None` when there is no memory for it.
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>>;
+
+    /// Takes back a chunk.
+    ///
+    /// # Safety
+    /// - `chunk` was returned by [`acquire`](ChunkSource::acquire) on this source with this
+    ///   `layout`, and has not been released since.
+    /// - Nothing uses the chunk's memory afterwards.
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout);
+}

@@ -1,0 +1,334 @@
+//! Heap pools: a root over the global allocator, children over a parent pool.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::Deref;
+use core::ptr::NonNull;
+
+use melon_alloc_core::{CheckError, ChunkSource, Engine, FreeError, Stats};
+
+use crate::GlobalSource;
+
+/// Where a heap pool's chunks come from.
+pub(crate) enum HeapSource {
+    /// A root pool: the global allocator.
+    Global(GlobalSource),
+    /// A child pool: its parent, which outlives it (the child borrows it).
+    Parent(NonNull<Pool>),
+}
+
+// SAFETY: (1) the global source upholds the contract itself; (2) a parent's `acquire_raw` takes
+// chunks from the parent's own source and charges them to the parent, and `release_raw` gives
+// back exactly those; the parent outlives the child, which borrows it.
+unsafe impl ChunkSource for HeapSource {
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        match self {
+            Self::Global(global) => global.acquire(layout),
+            // SAFETY: the parent is alive (borrowed by the child) and not in the middle of an
+            // operation of its own: pools are not `Sync`, and no pool operation calls into a
+            // child.
+            Self::Parent(parent) => unsafe { parent.as_ref().engine() }.acquire_raw(layout),
+        }
+    }
+
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        match self {
+            // SAFETY: forwarded from the caller.
+            Self::Global(global) => unsafe { global.release(chunk, layout) },
+            // SAFETY: as in `acquire`; the chunk came from the parent's `acquire_raw`.
+            Self::Parent(parent) => unsafe { parent.as_ref().engine().release_raw(chunk, layout) },
+        }
+    }
+}
+
+/// The operations every heap pool has, root or child: reach them through a [`HeapPool`] or a
+/// [`ChildPool`], which dereference to this.
+///
+/// A pool is not `Sync`: one thread uses it at a time. Its blocks are plain memory and can be
+/// read and written from anywhere, but only freed through the pool's thread.
+#[repr(transparent)]
+pub struct Pool {
+    engine: UnsafeCell<Engine<HeapSource>>,
+}
+
+impl Pool {
+    /// Puts a pool on the heap: its address is recorded in its chunks, so it must not move.
+    fn boxed(source: HeapSource, limit: Option<usize>) -> Box<Self> {
+        Box::new(Self { engine: UnsafeCell::new(Engine::new(source, limit)) })
+    }
+
+    /// The engine, for the length of one operation.
+    ///
+    /// # Safety
+    /// No other reference to the engine is alive. This holds because a pool is not `Sync`, and
+    /// every operation takes the engine once and does not call back into the same pool (its
+    /// source is its parent or the global allocator, never itself or a child).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn engine(&self) -> &mut Engine<HeapSource> {
+        // SAFETY: the caller guarantees exclusive access for the length of the borrow.
+        unsafe { &mut *self.engine.get() }
+    }
+
+    /// Allocates `size` bytes aligned to 16 (Melon's `mln_alloc_m`). A `size` of 0 gets a unique
+    /// 16-byte block. `None` when the limit would be passed or the system has no memory.
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(100).unwrap();
+    /// assert_eq!(block.as_ptr() as usize % 16, 0);
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
+    #[inline]
+    pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.alloc(size)
+    }
+
+    /// Like [`alloc`](Pool::alloc), with the first `size` bytes zeroed (Melon's `mln_alloc_c`).
+    pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.alloc_zeroed(size)
+    }
+
+    /// Allocates a block for `layout`: any power-of-two alignment up to 16 KiB.
+    #[inline]
+    pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.alloc_layout(layout)
+    }
+
+    /// Resizes a block (Melon's `mln_alloc_re`). A `new_size` of 0 frees the block and returns
+    /// `None`; a shrink, or a grow that fits the block, returns the same pointer; otherwise the
+    /// contents move to a new block. On failure the old block is untouched.
+    ///
+    /// # Safety
+    /// - `block` is an in-use block of this pool.
+    /// - After a move or a free, the old pointer is not used again.
+    pub unsafe fn realloc(&self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: see `engine`; the block contract is forwarded from the caller.
+        unsafe { self.engine().realloc(block, new_size) }
+    }
+
+    /// Resizes a block to `new_layout`, in place when the block already holds that many bytes at
+    /// that alignment, otherwise by moving it. On failure the old block is untouched.
+    ///
+    /// # Safety
+    /// As for [`realloc`](Pool::realloc).
+    pub unsafe fn resize(&self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: see `engine`; the block contract is forwarded from the caller.
+        unsafe { self.engine().resize(block, new_layout) }
+    }
+
+    /// Frees a block. Debug builds check the pointer and abort with a message on a double free,
+    /// a foreign or an interior pointer; use [`try_free`](Pool::try_free) for an error instead.
+    ///
+    /// # Safety
+    /// - `block` is an in-use block of this pool.
+    /// - Nothing uses the block afterwards.
+    #[inline]
+    pub unsafe fn free(&self, block: NonNull<u8>) {
+        // SAFETY: see `engine`; the block contract is forwarded from the caller.
+        unsafe { self.engine().free(block) }
+    }
+
+    /// Frees a block after checking it is an in-use block of this pool, at its start. Costs a
+    /// walk over the pool's chunks.
+    ///
+    /// # Errors
+    /// [`FreeError`] for a pointer of another pool, an interior pointer, or a block not in use
+    /// (a double free); nothing is changed.
+    ///
+    /// # Safety
+    /// If `block` is an in-use block of this pool, nothing uses it afterwards.
+    pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), FreeError> {
+        // SAFETY: see `engine`; the block contract is forwarded from the caller.
+        unsafe { self.engine().try_free(block) }
+    }
+
+    /// The bytes a block can hold: its size class, or a large block's usable length.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of this pool.
+    pub unsafe fn usable_size(&self, block: NonNull<u8>) -> usize {
+        // SAFETY: see `engine`; the block contract is forwarded from the caller.
+        unsafe { self.engine().usable_size(block) }
+    }
+
+    /// Bytes that can still be taken before the limit (Melon's `mln_alloc_available_capacity`):
+    /// the limit minus the bytes the pool holds from its parent or the system. `None` when the
+    /// pool has no limit.
+    pub fn available(&self) -> Option<usize> {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.available()
+    }
+
+    /// A snapshot of the pool's counters. Costs a walk over its chunk headers.
+    pub fn stats(&self) -> Stats {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.stats()
+    }
+
+    /// Walks every chunk and free list and checks the pool's invariants.
+    ///
+    /// # Errors
+    /// The first broken invariant, with the chunk it is in.
+    pub fn check(&self) -> Result<(), CheckError> {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.check()
+    }
+
+    /// Gives back to the parent or the system the empty chunks the pool keeps for reuse.
+    /// Returns the bytes given back.
+    pub fn trim(&self) -> usize {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.trim()
+    }
+
+    /// A pool without a limit whose chunks come from this one (Melon's `mln_alloc_init(parent,
+    /// 0)`). The child borrows this pool, and gives all its chunks back when dropped.
+    pub fn child(&self) -> ChildPool<'_> {
+        ChildPool::new(self, None)
+    }
+
+    /// A pool whose chunks come from this one and that holds at most `limit` bytes of them.
+    /// Its chunks also count against this pool's limit.
+    pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
+        ChildPool::new(self, Some(limit))
+    }
+
+    /// Frees every block at once, keeping the chunks for reuse.
+    ///
+    /// # Safety
+    /// No block of the pool is used afterwards. ([`HeapPool::reset`] and [`ChildPool::reset`]
+    /// make this safe by taking the pool by `&mut`, so no borrow of its blocks can be alive.)
+    unsafe fn reset(&self) {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.reset();
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("stats", &self.stats()).finish()
+    }
+}
+
+/// A root heap pool: its chunks come from the global allocator.
+///
+/// All the pool's operations are on [`Pool`], which this dereferences to. Dropping the pool
+/// gives back every chunk at once (Melon's `mln_alloc_destroy`), without visiting blocks.
+///
+/// ```
+/// use melon_alloc_heap::HeapPool;
+///
+/// let root = HeapPool::with_limit(64 << 10);
+/// let child = root.child();
+/// let block = child.alloc(200).unwrap();
+/// assert!(root.available().unwrap() < 64 << 10);
+/// // SAFETY: the block came from `child` and is not used again.
+/// unsafe { child.free(block) };
+/// drop(child);
+/// assert_eq!(root.available(), Some(64 << 10));
+/// ```
+pub struct HeapPool {
+    pool: Box<Pool>,
+}
+
+// SAFETY: a root pool owns its engine and its global source; its chunks' memory goes wherever it
+// goes. Children borrow it, so it cannot move while one exists.
+unsafe impl Send for HeapPool {}
+
+impl HeapPool {
+    /// A pool without a limit over the global allocator (Melon's `mln_alloc_init(NULL, 0)`).
+    pub fn new() -> Self {
+        Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), None) }
+    }
+
+    /// A pool over the global allocator that holds at most `limit` bytes (Melon's
+    /// `mln_alloc_init(NULL, limit)`).
+    pub fn with_limit(limit: usize) -> Self {
+        Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), Some(limit)) }
+    }
+
+    /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
+    pub fn reset(&mut self) {
+        // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
+        unsafe { self.pool.reset() }
+    }
+}
+
+impl Default for HeapPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deref for HeapPool {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for HeapPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HeapPool").field(&*self.pool).finish()
+    }
+}
+
+/// A pool whose chunks come from a parent pool, which it borrows.
+///
+/// All the pool's operations are on [`Pool`], which this dereferences to. Dropping it gives every
+/// chunk back to the parent, whose [`available`](Pool::available) is then what it was before
+/// the child existed.
+pub struct ChildPool<'parent> {
+    pool: Box<Pool>,
+    _parent: PhantomData<&'parent Pool>,
+}
+
+impl<'parent> ChildPool<'parent> {
+    fn new(parent: &'parent Pool, limit: Option<usize>) -> Self {
+        Self {
+            pool: Pool::boxed(HeapSource::Parent(NonNull::from(parent)), limit),
+            _parent: PhantomData,
+        }
+    }
+
+    /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
+    pub fn reset(&mut self) {
+        // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
+        unsafe { self.pool.reset() }
+    }
+}
+
+impl Deref for ChildPool<'_> {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for ChildPool<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ChildPool").field(&*self.pool).finish()
+    }
+}
+
+/// Frees a block of any heap pool, found from the pointer alone (Melon's `mln_alloc_free`).
+///
+/// # Safety
+/// - `block` is an in-use block of a live heap pool, and nothing uses it afterwards.
+/// - No operation on that pool is in progress on another thread.
+pub unsafe fn free(block: NonNull<u8>) {
+    // SAFETY: the caller promises a block of a live heap pool, whose chunk names its pool.
+    let owner = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>();
+    // SAFETY: (1) heap pools record the address of their `Pool` (the engine, which it wraps
+    // transparently) in their chunks, and the pool is alive; (2) the caller rules out concurrent
+    // use, so this is the only access to the pool.
+    unsafe { (*owner).free(block) }
+}

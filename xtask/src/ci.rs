@@ -1,0 +1,29 @@
+//! `cargo xtask ci`: every check CI runs, in CI's order, cheapest first.
+
+use crate::{cargo, run};
+
+pub(crate) fn run_all() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run(test)?;
+
+    let mut release_test = cargo();
+    release_test.args(["test", "--workspace", "--release", "--lib", "--tests"]);
+    run(release_test)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+
+    let mut benches = cargo();
+    benches.args(["bench", "--workspace", "--no-run"]);
+    run(benches)
+}

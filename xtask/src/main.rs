@@ -1,0 +1,60 @@
+//! The project's task runner: `cargo xtask <task>` runs what CI runs, the same way everywhere.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+mod ci;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run_all(),
+        Some("help" | "--help" | "-h") | None => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <task>\n\n\
+         tasks:\n  \
+         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled\n  \
+         help    this text"
+    );
+}
+
+/// The workspace root, which every task runs in.
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// A `cargo` command run from the workspace root, with the cargo that runs the xtask.
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs a command, echoing it first, and fails the task if it fails.
+fn run(mut command: Command) -> Result<(), String> {
+    eprintln!("$ {command:?}");
+    let status =
+        command.status().map_err(|error| format!("could not start {command:?}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed with {status}"))
+    }
+}

@@ -90,6 +90,11 @@ impl<S: ChunkSource> Engine<S> {
         &self.source
     }
 
+    /// The source, to change or inspect it. Chunks the engine holds must stay as they are.
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
     /// The limit in bytes, if any.
     pub fn limit(&self) -> Option<usize> {
         self.limit

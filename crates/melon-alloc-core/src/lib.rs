@@ -47,6 +47,7 @@ mod class;
 mod engine;
 mod error;
 mod locked;
+mod region;
 mod source;
 mod stats;
 
@@ -56,6 +57,7 @@ pub use class::{class_of, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 pub use engine::Engine;
 pub use error::FreeError;
 pub use locked::LockedPool;
+pub use region::RegionSource;
 pub use source::ChunkSource;
 pub use stats::Stats;
 

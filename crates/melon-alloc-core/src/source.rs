@@ -29,4 +29,19 @@ pub unsafe trait ChunkSource {
     ///   `layout`, and has not been released since.
     /// - Nothing uses the chunk's memory afterwards.
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout);
+
+    /// Takes back every small chunk at once, if the source can do that without being told
+    /// which chunks they are (a source that carves them from slabs of its own can drop the
+    /// slabs). Returns whether it did; the default does nothing and returns `false`, and the
+    /// engine then releases its chunks one by one.
+    ///
+    /// An engine calls this only when it is dropped, which is what lets dropping a pool skip the
+    /// walk over its chunks.
+    ///
+    /// # Safety
+    /// - Every small chunk the source handed out is, from now on, unused by anyone.
+    /// - Large chunks are still released one by one afterwards.
+    unsafe fn release_all_small(&mut self) -> bool {
+        false
+    }
 }

@@ -41,6 +41,15 @@ unsafe impl ChunkSource for HeapSource {
             Self::Parent(parent) => unsafe { parent.as_ref().engine().release_raw(chunk, layout) },
         }
     }
+
+    unsafe fn release_all_small(&mut self) -> bool {
+        match self {
+            // SAFETY: forwarded from the caller.
+            Self::Global(global) => unsafe { global.release_all_small() },
+            // A parent must hear of each chunk, to uncharge it and reuse or release it.
+            Self::Parent(_) => false,
+        }
+    }
 }
 
 /// The operations every heap pool has, root or child: reach them through a [`HeapPool`] or a

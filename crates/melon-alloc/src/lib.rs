@@ -22,3 +22,8 @@ pub use melon_alloc_heap as heap;
 
 pub use melon_alloc_core::{CheckError, FreeError, Problem, Stats};
 pub use melon_alloc_heap::{free, ChildPool, HeapPool, LockedHeapPool, Pool};
+
+/// The examples of the workspace README, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -59,6 +59,9 @@ pub struct Engine<S: ChunkSource> {
     large_blocks: usize,
     /// Bytes taken from the source on behalf of another engine (a child pool).
     lent: usize,
+    /// The address written into every chunk as its owner; null until set, meaning the engine's
+    /// own address.
+    owner: *const (),
     source: S,
 }
 
@@ -81,8 +84,17 @@ impl<S: ChunkSource> Engine<S> {
             chunks: 0,
             large_blocks: 0,
             lent: 0,
+            owner: ptr::null(),
             source,
         }
+    }
+
+    /// Sets the address the engine writes into its chunks as their owner, in place of its own:
+    /// the address of the wrapper that keeps the engine (a boxed pool), with the provenance that
+    /// code finding the pool from a block's chunk will use. Call it before the first allocation:
+    /// blocks handed out earlier would count as foreign afterwards.
+    pub fn set_owner(&mut self, owner: *const ()) {
+        self.owner = owner;
     }
 
     /// The source the engine takes its chunks from.
@@ -106,8 +118,13 @@ impl<S: ChunkSource> Engine<S> {
         self.limit.map(|limit| limit - self.held)
     }
 
+    /// The owner address this engine writes into its chunks and checks blocks against.
     fn id(&self) -> *const () {
-        (self as *const Self).cast()
+        if self.owner.is_null() {
+            (self as *const Self).cast()
+        } else {
+            self.owner
+        }
     }
 
     /// Allocates `size` bytes aligned to 16. A `size` of 0 gets a unique block of 16 bytes.

@@ -63,9 +63,15 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Puts a pool on the heap: its address is recorded in its chunks, so it must not move.
-    fn boxed(source: HeapSource, limit: Option<usize>) -> Box<Self> {
-        Box::new(Self { engine: UnsafeCell::new(Engine::new(source, limit)) })
+    /// Puts a pool on the heap and gives up the `Box`: its address is recorded in its chunks
+    /// and used by pointer-only frees, so it must neither move nor be reborrowed uniquely, as
+    /// moving a `Box` would. [`Owned`] frees it.
+    fn boxed(source: HeapSource, limit: Option<usize>) -> Owned {
+        let pool = Box::new(Self { engine: UnsafeCell::new(Engine::new(source, limit)) });
+        let pool = NonNull::from(Box::leak(pool));
+        // SAFETY: the pool was just made and nothing else refers to it yet.
+        unsafe { (*pool.as_ref().engine.get()).set_owner(pool.as_ptr().cast()) };
+        Owned(pool)
     }
 
     /// The engine, for the length of one operation.
@@ -225,6 +231,25 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// A pool on the heap, owned through a raw pointer so that the pointers its chunks hold stay
+/// valid however the handle moves.
+struct Owned(NonNull<Pool>);
+
+impl Owned {
+    fn get(&self) -> &Pool {
+        // SAFETY: the pool lives until `Owned` is dropped, and is only ever shared.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak` in `Pool::boxed`, and the handle that owns it
+        // is going away, along with every borrow of the pool.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 /// A root heap pool: its chunks come from the global allocator.
 ///
 /// All the pool's operations are on [`Pool`], which this dereferences to. Dropping the pool
@@ -243,7 +268,7 @@ impl fmt::Debug for Pool {
 /// assert_eq!(root.available(), Some(64 << 10));
 /// ```
 pub struct HeapPool {
-    pool: Box<Pool>,
+    pool: Owned,
 }
 
 // SAFETY: a root pool owns its engine and its global source; its chunks' memory goes wherever it
@@ -265,7 +290,7 @@ impl HeapPool {
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
     pub fn reset(&mut self) {
         // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
-        unsafe { self.pool.reset() }
+        unsafe { self.pool.get().reset() }
     }
 }
 
@@ -279,13 +304,13 @@ impl Deref for HeapPool {
     type Target = Pool;
 
     fn deref(&self) -> &Pool {
-        &self.pool
+        self.pool.get()
     }
 }
 
 impl fmt::Debug for HeapPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("HeapPool").field(&*self.pool).finish()
+        f.debug_tuple("HeapPool").field(self.pool.get()).finish()
     }
 }
 
@@ -295,7 +320,7 @@ impl fmt::Debug for HeapPool {
 /// chunk back to the parent, whose [`available`](Pool::available) is then what it was before
 /// the child existed.
 pub struct ChildPool<'parent> {
-    pool: Box<Pool>,
+    pool: Owned,
     _parent: PhantomData<&'parent Pool>,
 }
 
@@ -310,7 +335,7 @@ impl<'parent> ChildPool<'parent> {
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
     pub fn reset(&mut self) {
         // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
-        unsafe { self.pool.reset() }
+        unsafe { self.pool.get().reset() }
     }
 }
 
@@ -318,26 +343,27 @@ impl Deref for ChildPool<'_> {
     type Target = Pool;
 
     fn deref(&self) -> &Pool {
-        &self.pool
+        self.pool.get()
     }
 }
 
 impl fmt::Debug for ChildPool<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ChildPool").field(&*self.pool).finish()
+        f.debug_tuple("ChildPool").field(self.pool.get()).finish()
     }
 }
 
 /// Frees a block of any heap pool, found from the pointer alone (Melon's `mln_alloc_free`).
 ///
 /// # Safety
-/// - `block` is an in-use block of a live heap pool, and nothing uses it afterwards.
+/// - `block` is an in-use block of a live [`HeapPool`] or [`ChildPool`] (not of a
+///   [`LockedPool`](melon_alloc_core::LockedPool)), and nothing uses it afterwards.
 /// - No operation on that pool is in progress on another thread.
 pub unsafe fn free(block: NonNull<u8>) {
     // SAFETY: the caller promises a block of a live heap pool, whose chunk names its pool.
     let owner = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>();
-    // SAFETY: (1) heap pools record the address of their `Pool` (the engine, which it wraps
-    // transparently) in their chunks, and the pool is alive; (2) the caller rules out concurrent
+    // SAFETY: (1) heap pools record the pointer to their `Pool` in their chunks (see
+    // `Pool::boxed`), and the pool is alive; (2) the caller rules out concurrent
     // use, so this is the only access to the pool.
     unsafe { (*owner).free(block) }
 }

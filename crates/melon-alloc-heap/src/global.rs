@@ -165,13 +165,13 @@ unsafe impl ChunkSource for GlobalSource {
 /// Asks the kernel to back a slab with transparent huge pages. Only a hint: where huge pages are
 /// off, or the call fails, the slab works the same with small pages.
 fn advise_huge_pages(slab: NonNull<u8>, len: usize) {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(miri)))]
     // SAFETY: the slab is `len` bytes just obtained from the global allocator and owned by this
     // source; the advice changes how the kernel backs the pages, never their contents.
     let _ = unsafe {
         rustix::mm::madvise(slab.as_ptr().cast(), len, rustix::mm::Advice::LinuxHugepage)
     };
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(any(not(target_os = "linux"), miri))]
     let _ = (slab, len);
 }
 

@@ -17,6 +17,19 @@ pub(crate) enum HeapSource {
     Global(GlobalSource),
     /// A child pool: its parent, which outlives it (the child borrows it).
     Parent(NonNull<Pool>),
+    /// A child pool over a source of the caller's (a shared pool, say), owned by the pool and
+    /// freed with it; the lifetime it may borrow for is kept by the [`ChildPool`].
+    External(NonNull<dyn ChunkSource>),
+}
+
+impl Drop for HeapSource {
+    fn drop(&mut self) {
+        if let Self::External(source) = *self {
+            // SAFETY: the pointer came from `Box::into_raw` in `ChildPool::with_source`, and the
+            // engine that used it has given back every chunk before its source is dropped.
+            drop(unsafe { Box::from_raw(source.as_ptr()) });
+        }
+    }
 }
 
 // SAFETY: (1) the global source upholds the contract itself; (2) a parent's `acquire_raw` takes
@@ -30,6 +43,8 @@ unsafe impl ChunkSource for HeapSource {
             // operation of its own: pools are not `Sync`, and no pool operation calls into a
             // child.
             Self::Parent(parent) => unsafe { parent.as_ref().engine() }.acquire_raw(layout),
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_mut() }.acquire(layout),
         }
     }
 
@@ -39,6 +54,8 @@ unsafe impl ChunkSource for HeapSource {
             Self::Global(global) => unsafe { global.release(chunk, layout) },
             // SAFETY: as in `acquire`; the chunk came from the parent's `acquire_raw`.
             Self::Parent(parent) => unsafe { parent.as_ref().engine().release_raw(chunk, layout) },
+            // SAFETY: as in `acquire`; the caller's guarantees are the source's own.
+            Self::External(source) => unsafe { source.as_mut().release(chunk, layout) },
         }
     }
 
@@ -48,6 +65,8 @@ unsafe impl ChunkSource for HeapSource {
             Self::Global(global) => unsafe { global.release_all_small() },
             // A parent must hear of each chunk, to uncharge it and reuse or release it.
             Self::Parent(_) => false,
+            // SAFETY: forwarded from the caller.
+            Self::External(source) => unsafe { source.as_mut().release_all_small() },
         }
     }
 }
@@ -108,7 +127,8 @@ impl Pool {
         unsafe { self.engine() }.alloc_zeroed(size)
     }
 
-    /// Allocates a block for `layout`: any power-of-two alignment up to 16 KiB.
+    /// Allocates a block for `layout`: any power-of-two alignment up to 8 KiB (half a chunk).
+    /// Larger alignments get `None`.
     #[inline]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`.
@@ -330,6 +350,17 @@ impl<'parent> ChildPool<'parent> {
             pool: Pool::boxed(HeapSource::Parent(NonNull::from(parent)), limit),
             _parent: PhantomData,
         }
+    }
+
+    /// A pool whose chunks come from `source`: a shared-memory pool, a region, anything that
+    /// implements [`ChunkSource`]. The pool owns the source, and may borrow from `'parent` through
+    /// it.
+    pub fn with_source(source: Box<dyn ChunkSource + 'parent>, limit: Option<usize>) -> Self {
+        let source: NonNull<dyn ChunkSource + 'parent> = NonNull::from(Box::leak(source));
+        // SAFETY: only the lifetime changes; the `ChildPool` keeps `'parent` in its type, so the
+        // source is not used after anything it borrows has gone.
+        let source: NonNull<dyn ChunkSource> = unsafe { core::mem::transmute(source) };
+        Self { pool: Pool::boxed(HeapSource::External(source), limit), _parent: PhantomData }
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).

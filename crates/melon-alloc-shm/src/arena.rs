@@ -1,0 +1,842 @@
+//! The allocator inside the mapping: slabs of small blocks, runs of pages for large blocks and
+//! for the chunks lent to child pools, all found from page descriptors by offset.
+//!
+//! Free page runs sit in 32 bins by the power of two of their length; a request looks at the
+//! first run of its own bin, then takes the first run of the first non-empty larger bin, found
+//! from a bit mask: O(1) however full or large the pool. Each size class keeps a list of slabs
+//! that have a free block; allocation pops from the first. So no operation scans the pool.
+
+use core::ptr::{addr_of, addr_of_mut};
+
+use melon_alloc_core::{class_of, FreeError, CLASS_COUNT, CLASS_SIZES, MAX_SMALL};
+
+use crate::layout::{
+    bitmap_offset, kind, Geometry, Header, PageDesc, State, BIN_COUNT, CHUNK_PAGES, DESC_OFFSET,
+    GRAIN, MAGIC, NONE, PAGE, SLAB_BLOCKS, SLAB_PAGES, VERSION,
+};
+use crate::tx::Tx;
+
+/// Reads a field of a page descriptor.
+macro_rules! get {
+    ($arena:expr, $page:expr, $field:ident) => {{
+        let desc = $arena.desc($page);
+        // SAFETY: `desc` points at a descriptor inside the mapping (see `Arena::desc`).
+        unsafe { addr_of!((*desc).$field).read() }
+    }};
+}
+
+/// Writes a field of a page descriptor through the undo log.
+macro_rules! set {
+    ($arena:expr, $tx:expr, $page:expr, $field:ident, $value:expr) => {{
+        let value = $value;
+        let desc = $arena.desc($page);
+        // SAFETY: `desc` points at a descriptor inside the mapping, and the arena's lock is held.
+        unsafe { $tx.set(addr_of_mut!((*desc).$field), value) }
+    }};
+}
+
+/// Reads a field of the allocator state.
+macro_rules! state {
+    ($arena:expr, $($field:tt)+) => {{
+        let state = $arena.state();
+        // SAFETY: the state lies in the header at the start of the mapping.
+        unsafe { addr_of!((*state).$($field)+).read() }
+    }};
+}
+
+/// Writes a field of the allocator state through the undo log.
+macro_rules! set_state {
+    ($arena:expr, $tx:expr, $value:expr, $($field:tt)+) => {{
+        let value = $value;
+        let state = $arena.state();
+        // SAFETY: the state lies in the header, and the arena's lock is held.
+        unsafe { $tx.set(addr_of_mut!((*state).$($field)+), value) }
+    }};
+}
+
+/// What an offset into the pool is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Located {
+    /// An in-use small block.
+    Small { slab: u32, index: u32, class: usize },
+    /// An in-use large block starting at this page.
+    Large { page: u32 },
+    /// Inside a chunk lent to a child pool; the child's own bookkeeping knows the block.
+    Lent,
+}
+
+/// The pool's allocator, for the length of one locked stretch.
+pub(crate) struct Arena {
+    base: *mut u8,
+    page_count: u32,
+    first_data: u32,
+    bitmap: *mut u64,
+}
+
+impl Arena {
+    /// The allocator of the pool mapped at `base`.
+    ///
+    /// # Safety
+    /// - `base` is the start of a formatted pool mapping, valid for its whole capacity.
+    /// - The caller holds the pool's lock for as long as it uses the arena.
+    pub(crate) unsafe fn new(base: *mut u8) -> Self {
+        let header = base.cast::<Header>();
+        // SAFETY: a formatted pool starts with its header (caller).
+        let (page_count, first_data) = unsafe { ((*header).page_count, (*header).first_data_page) };
+        // SAFETY: the bitmap lies in the pool's metadata pages, before the first data page.
+        let bitmap = unsafe { base.add(bitmap_offset(page_count)) }.cast();
+        Self { base, page_count, first_data, bitmap }
+    }
+
+    /// Lays out a new pool in a zeroed mapping.
+    ///
+    /// # Safety
+    /// - `base` is the start of a mapping of `geometry.capacity` zeroed bytes that nothing else
+    ///   uses yet.
+    pub(crate) unsafe fn format(base: *mut u8, geometry: Geometry, lock_kind: u32) {
+        let header = base.cast::<Header>();
+        // SAFETY: the mapping is at least one page, which holds the header (see `layout`), and
+        // is zeroed, which is a valid value for every field of it.
+        unsafe {
+            (*header).magic = MAGIC;
+            (*header).version = VERSION;
+            (*header).page_size = PAGE as u32;
+            (*header).capacity = geometry.capacity as u64;
+            (*header).page_count = geometry.page_count;
+            (*header).first_data_page = geometry.first_data_page;
+            (*header).lock_kind = lock_kind;
+            let state = addr_of_mut!((*header).state);
+            (*state).partial = [NONE; CLASS_COUNT];
+            (*state).bins = [NONE; BIN_COUNT];
+        }
+        // SAFETY: the header is now in place, and nothing else uses the mapping.
+        let arena = unsafe { Self::new(base) };
+        for page in 0..geometry.first_data_page {
+            // SAFETY: the descriptor is in the mapping; nothing else uses it yet, so the write
+            // needs no log.
+            unsafe { addr_of_mut!((*arena.desc(page)).kind).write(kind::HEADER) };
+        }
+        // SAFETY: as above; the log starts empty.
+        let mut tx = unsafe { Tx::begin(base) };
+        let data_pages = geometry.page_count - geometry.first_data_page;
+        arena.insert_free(&mut tx, geometry.first_data_page, data_pages);
+        set_state!(arena, tx, u64::from(data_pages) * PAGE as u64, free_bytes);
+        tx.commit();
+    }
+
+    fn desc(&self, page: u32) -> *mut PageDesc {
+        debug_assert!(page < self.page_count);
+        // SAFETY: descriptors follow the header, one per page; `page < page_count`, which every
+        // caller ensures, keeps the result inside the mapping.
+        unsafe { self.base.add(DESC_OFFSET).cast::<PageDesc>().add(page as usize) }
+    }
+
+    fn state(&self) -> *mut State {
+        // SAFETY: the header is at the start of the mapping.
+        unsafe { addr_of_mut!((*self.base.cast::<Header>()).state) }
+    }
+
+    /// The bitmap word holding the in-use bit of `offset`, and the bit's mask.
+    fn in_use_bit(&self, offset: u64) -> (*mut u64, u64) {
+        let grain = offset as usize / GRAIN;
+        // SAFETY: `offset` is inside the pool, and the bitmap has a bit for every grain of it.
+        (unsafe { self.bitmap.add(grain / 64) }, 1 << (grain % 64))
+    }
+
+    fn is_in_use(&self, offset: u64) -> bool {
+        let (word, mask) = self.in_use_bit(offset);
+        // SAFETY: the word is in the bitmap (see `in_use_bit`).
+        unsafe { word.read() & mask != 0 }
+    }
+
+    fn mark_in_use(&self, tx: &mut Tx, offset: u64, in_use: bool) {
+        let (word, mask) = self.in_use_bit(offset);
+        // SAFETY: the word is in the bitmap (see `in_use_bit`), and the lock is held.
+        unsafe {
+            let old = word.read();
+            tx.set(word, if in_use { old | mask } else { old & !mask });
+        }
+    }
+
+    fn kind_of(&self, page: u32) -> u32 {
+        get!(self, page, kind) & 0xff
+    }
+
+    /// The link word at the start of block `index` of the slab at `slab`.
+    fn link(&self, slab: u32, index: u32, class: usize) -> *mut u32 {
+        let offset = slab as usize * PAGE + index as usize * CLASS_SIZES[class];
+        // SAFETY: the block lies in the slab's pages, inside the mapping.
+        unsafe { self.base.add(offset).cast() }
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two). Returns the block's offset.
+    pub(crate) fn alloc(&mut self, size: usize, align: usize) -> Option<u64> {
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        let offset = match self.small_class(size, align) {
+            Some(class) => self.alloc_small(&mut tx, class),
+            None => self.alloc_large(&mut tx, size, align),
+        };
+        tx.commit();
+        offset
+    }
+
+    /// The class that serves `size` bytes at `align`, if a small one does: slabs start on a page,
+    /// so a block's alignment is the largest power of two dividing its class size.
+    fn small_class(&self, size: usize, align: usize) -> Option<usize> {
+        if size > MAX_SMALL {
+            return None;
+        }
+        let first = class_of(size)?;
+        (first..CLASS_COUNT).find(|&class| {
+            let natural = 1usize << CLASS_SIZES[class].trailing_zeros().min(12);
+            natural >= align
+        })
+    }
+
+    fn alloc_small(&mut self, tx: &mut Tx, class: usize) -> Option<u64> {
+        let mut slab = state!(self, partial[class]);
+        if slab == NONE {
+            slab = self.new_slab(tx, class)?;
+        }
+        let free = get!(self, slab, free);
+        // A link beyond the carved blocks can only come from a write into a freed block; such a
+        // list is dropped rather than followed out of the slab.
+        let free = if free < get!(self, slab, carved) { free } else { NONE };
+        let index = if free != NONE {
+            // SAFETY: a free block's first word holds the index of the next free block.
+            let next = unsafe { self.link(slab, free, class).read() };
+            set!(self, tx, slab, free, next);
+            free
+        } else {
+            let carved = get!(self, slab, carved);
+            set!(self, tx, slab, carved, carved + 1);
+            carved
+        };
+        let live = get!(self, slab, live) + 1;
+        set!(self, tx, slab, live, live);
+        if live == SLAB_BLOCKS[class] {
+            self.unlink_partial(tx, class, slab);
+        }
+        let size = CLASS_SIZES[class] as u64;
+        self.count_alloc(tx, size);
+        let offset = slab as u64 * PAGE as u64 + u64::from(index) * size;
+        self.mark_in_use(tx, offset, true);
+        Some(offset)
+    }
+
+    fn count_alloc(&self, tx: &mut Tx, bytes: u64) {
+        set_state!(self, tx, state!(self, free_bytes) - bytes, free_bytes);
+    }
+
+    fn count_free(&self, tx: &mut Tx, bytes: u64) {
+        set_state!(self, tx, state!(self, free_bytes) + bytes, free_bytes);
+    }
+
+    fn new_slab(&mut self, tx: &mut Tx, class: usize) -> Option<u32> {
+        let pages = SLAB_PAGES[class];
+        let slab = self.alloc_run(tx, pages, 1)?;
+        set!(self, tx, slab, kind, kind::SLAB | (class as u32) << 8);
+        set!(self, tx, slab, len, pages);
+        set!(self, tx, slab, free, NONE);
+        set!(self, tx, slab, live, 0);
+        set!(self, tx, slab, carved, 0);
+        for page in slab + 1..slab + pages {
+            set!(self, tx, page, kind, kind::SLAB_PAGE);
+            set!(self, tx, page, head, slab);
+        }
+        self.push_partial(tx, class, slab);
+        // The slab's pages stop counting as free; its blocks start to.
+        let waste =
+            (pages as usize * PAGE - SLAB_BLOCKS[class] as usize * CLASS_SIZES[class]) as u64;
+        set_state!(self, tx, state!(self, free_bytes) - waste, free_bytes);
+        Some(slab)
+    }
+
+    fn push_partial(&self, tx: &mut Tx, class: usize, slab: u32) {
+        let next = state!(self, partial[class]);
+        set!(self, tx, slab, prev, NONE);
+        set!(self, tx, slab, next, next);
+        if next != NONE {
+            set!(self, tx, next, prev, slab);
+        }
+        set_state!(self, tx, slab, partial[class]);
+    }
+
+    /// Puts `slab` on its class's list right after the first, so that allocations keep coming
+    /// from the same slab and a slab emptied behind it can be given back.
+    fn push_partial_second(&self, tx: &mut Tx, class: usize, slab: u32) {
+        let first = state!(self, partial[class]);
+        if first == NONE {
+            self.push_partial(tx, class, slab);
+            return;
+        }
+        let after = get!(self, first, next);
+        set!(self, tx, slab, prev, first);
+        set!(self, tx, slab, next, after);
+        if after != NONE {
+            set!(self, tx, after, prev, slab);
+        }
+        set!(self, tx, first, next, slab);
+    }
+
+    fn unlink_partial(&self, tx: &mut Tx, class: usize, slab: u32) {
+        let (prev, next) = (get!(self, slab, prev), get!(self, slab, next));
+        if prev == NONE {
+            set_state!(self, tx, next, partial[class]);
+        } else {
+            set!(self, tx, prev, next, next);
+        }
+        if next != NONE {
+            set!(self, tx, next, prev, prev);
+        }
+        set!(self, tx, slab, prev, NONE);
+        set!(self, tx, slab, next, NONE);
+    }
+
+    fn alloc_large(&mut self, tx: &mut Tx, size: usize, align: usize) -> Option<u64> {
+        let pages = u32::try_from(size.max(1).div_ceil(PAGE)).ok()?;
+        let align_pages = u32::try_from((align / PAGE).max(1)).ok()?;
+        if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
+            return None;
+        }
+        let page = self.alloc_run(tx, pages, align_pages)?;
+        set!(self, tx, page, kind, kind::LARGE);
+        set!(self, tx, page, len, pages);
+        self.count_alloc(tx, u64::from(pages) * PAGE as u64);
+        let offset = page as u64 * PAGE as u64;
+        self.mark_in_use(tx, offset, true);
+        Some(offset)
+    }
+
+    /// Takes a run of `pages` pages starting at a multiple of `align` pages, giving back empty
+    /// cached slabs first if nothing fits.
+    fn alloc_run(&mut self, tx: &mut Tx, pages: u32, align: u32) -> Option<u32> {
+        let need = pages.checked_add(align - 1)?;
+        let run = match self.take_run(tx, need) {
+            Some(run) => run,
+            None => {
+                if !self.trim(tx) {
+                    return None;
+                }
+                self.take_run(tx, need)?
+            }
+        };
+        let len = get!(self, run, len);
+        let start = run.next_multiple_of(align);
+        let lead = start - run;
+        let tail = len - lead - pages;
+        if lead > 0 {
+            self.insert_free(tx, run, lead);
+        }
+        if tail > 0 {
+            self.insert_free(tx, start + pages, tail);
+        }
+        Some(start)
+    }
+
+    /// Removes and returns a free run of at least `need` pages.
+    fn take_run(&self, tx: &mut Tx, need: u32) -> Option<u32> {
+        let floor = 31 - need.leading_zeros();
+        let first = state!(self, bins[floor as usize]);
+        if first != NONE && get!(self, first, len) >= need {
+            self.remove_free(tx, first);
+            return Some(first);
+        }
+        // Every run in a bin at or above `ceil` is at least `2^ceil >= need` pages long.
+        let ceil = if need.is_power_of_two() { floor } else { floor + 1 };
+        if ceil as usize >= BIN_COUNT {
+            return None;
+        }
+        let mask = state!(self, bin_mask) & (u32::MAX << ceil);
+        if mask == 0 {
+            return None;
+        }
+        let run = state!(self, bins[mask.trailing_zeros() as usize]);
+        self.remove_free(tx, run);
+        Some(run)
+    }
+
+    /// Gives back every empty slab: the one each class keeps at the front of its list for reuse.
+    /// Returns whether any was given back.
+    fn trim(&mut self, tx: &mut Tx) -> bool {
+        let mut any = false;
+        for class in 0..CLASS_COUNT {
+            let mut slab = state!(self, partial[class]);
+            while slab != NONE {
+                let next = get!(self, slab, next);
+                if get!(self, slab, live) == 0 {
+                    self.release_slab(tx, class, slab);
+                    any = true;
+                }
+                slab = next;
+            }
+        }
+        any
+    }
+
+    fn release_slab(&self, tx: &mut Tx, class: usize, slab: u32) {
+        self.unlink_partial(tx, class, slab);
+        let pages = SLAB_PAGES[class];
+        for page in slab + 1..slab + pages {
+            set!(self, tx, page, kind, kind::INTERIOR);
+        }
+        let blocks = (SLAB_BLOCKS[class] as usize * CLASS_SIZES[class]) as u64;
+        let whole = u64::from(pages) * PAGE as u64;
+        set_state!(self, tx, state!(self, free_bytes) - blocks + whole, free_bytes);
+        self.free_run(tx, slab, pages);
+    }
+
+    fn bin_of(len: u32) -> usize {
+        (31 - len.leading_zeros()) as usize
+    }
+
+    fn insert_free(&self, tx: &mut Tx, page: u32, len: u32) {
+        let bin = Self::bin_of(len);
+        let next = state!(self, bins[bin]);
+        set!(self, tx, page, kind, kind::FREE);
+        set!(self, tx, page, len, len);
+        set!(self, tx, page, prev, NONE);
+        set!(self, tx, page, next, next);
+        if next != NONE {
+            set!(self, tx, next, prev, page);
+        }
+        set_state!(self, tx, page, bins[bin]);
+        let mask = state!(self, bin_mask);
+        if mask & (1 << bin) == 0 {
+            set_state!(self, tx, mask | (1 << bin), bin_mask);
+        }
+        if len > 1 {
+            set!(self, tx, page + len - 1, head, page);
+        }
+    }
+
+    fn remove_free(&self, tx: &mut Tx, page: u32) {
+        let bin = Self::bin_of(get!(self, page, len));
+        let (prev, next) = (get!(self, page, prev), get!(self, page, next));
+        if prev == NONE {
+            set_state!(self, tx, next, bins[bin]);
+            if next == NONE {
+                set_state!(self, tx, state!(self, bin_mask) & !(1 << bin), bin_mask);
+            }
+        } else {
+            set!(self, tx, prev, next, next);
+        }
+        if next != NONE {
+            set!(self, tx, next, prev, prev);
+        }
+    }
+
+    /// Returns a run to the free bins, merged with the free runs on either side.
+    fn free_run(&self, tx: &mut Tx, page: u32, len: u32) {
+        let (mut start, mut total) = (page, len);
+        let after = page + len;
+        if after < self.page_count && self.kind_of(after) == kind::FREE {
+            let after_len = get!(self, after, len);
+            self.remove_free(tx, after);
+            set!(self, tx, after, kind, kind::INTERIOR);
+            total += after_len;
+        }
+        if page > self.first_data {
+            let before = page - 1;
+            // The page before is a one-page free run, or the last page of a longer run whose
+            // `head` may be stale: believe it only if that head is a free run ending right here.
+            let head =
+                if self.kind_of(before) == kind::FREE { before } else { get!(self, before, head) };
+            let merges = head != NONE
+                && head >= self.first_data
+                && head < page
+                && self.kind_of(head) == kind::FREE
+                && head + get!(self, head, len) == page;
+            if merges {
+                let head_len = get!(self, head, len);
+                self.remove_free(tx, head);
+                set!(self, tx, page, kind, kind::INTERIOR);
+                start = head;
+                total += head_len;
+            }
+        }
+        self.insert_free(tx, start, total);
+    }
+
+    /// Lends a chunk of `size` bytes aligned to `align` (at least a whole chunk) to a child pool.
+    pub(crate) fn lend(&mut self, size: usize, align: usize) -> Option<u64> {
+        let pages = u32::try_from(size.div_ceil(PAGE)).ok()?;
+        let align_pages = u32::try_from(align / PAGE).ok()?.max(CHUNK_PAGES);
+        if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
+            return None;
+        }
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        let Some(page) = self.alloc_run(&mut tx, pages, align_pages) else {
+            tx.commit();
+            return None;
+        };
+        set!(self, tx, page, kind, kind::LENT);
+        set!(self, tx, page, len, pages);
+        for next in page + 1..page + pages.min(CHUNK_PAGES) {
+            set!(self, tx, next, kind, kind::LENT_PAGE);
+            set!(self, tx, next, head, page);
+        }
+        let bytes = u64::from(pages) * PAGE as u64;
+        set_state!(self, tx, state!(self, free_bytes) - bytes, free_bytes);
+        set_state!(self, tx, state!(self, lent_pages) + u64::from(pages), lent_pages);
+        tx.commit();
+        Some(page as u64 * PAGE as u64)
+    }
+
+    /// Takes back a chunk lent with [`lend`](Arena::lend). Returns whether `offset` was the start
+    /// of a lent chunk of that size; if not, nothing changes.
+    pub(crate) fn take_back(&mut self, offset: u64, size: usize) -> bool {
+        let Some(page) = self.page_of(offset) else { return false };
+        let pages = size.div_ceil(PAGE) as u32;
+        if offset % PAGE as u64 != 0
+            || self.kind_of(page) != kind::LENT
+            || get!(self, page, len) != pages
+        {
+            return false;
+        }
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        for next in page + 1..page + pages.min(CHUNK_PAGES) {
+            set!(self, tx, next, kind, kind::INTERIOR);
+        }
+        let bytes = u64::from(pages) * PAGE as u64;
+        set_state!(self, tx, state!(self, free_bytes) + bytes, free_bytes);
+        set_state!(self, tx, state!(self, lent_pages) - u64::from(pages), lent_pages);
+        self.free_run(&mut tx, page, pages);
+        tx.commit();
+        true
+    }
+
+    fn page_of(&self, offset: u64) -> Option<u32> {
+        let page = u32::try_from(offset / PAGE as u64).ok()?;
+        (page >= self.first_data && page < self.page_count).then_some(page)
+    }
+
+    /// What the block at `offset` is, or why it is not an in-use block of this pool. O(1): the
+    /// in-use bitmap says whether a block starts there.
+    pub(crate) fn locate(&self, offset: u64) -> Result<Located, FreeError> {
+        let addr = self.base.addr().wrapping_add(offset as usize);
+        let Some(page) = self.page_of(offset) else {
+            return Err(FreeError::Foreign { addr });
+        };
+        let desc_kind = get!(self, page, kind) & 0xff;
+        if matches!(desc_kind, kind::LENT | kind::LENT_PAGE) {
+            return Ok(Located::Lent);
+        }
+        let in_use = offset % GRAIN as u64 == 0 && self.is_in_use(offset);
+        let slab = match desc_kind {
+            kind::SLAB => page,
+            kind::SLAB_PAGE => get!(self, page, head),
+            kind::LARGE if in_use => return Ok(Located::Large { page }),
+            kind::LARGE | kind::FREE => return Err(FreeError::NotInUse { addr }),
+            _ => return Err(FreeError::Interior { addr }),
+        };
+        let class = ((get!(self, slab, kind) >> 8) & 0xff) as usize;
+        let size = CLASS_SIZES.get(class).copied().unwrap_or(GRAIN) as u64;
+        let relative = offset.wrapping_sub(slab as u64 * PAGE as u64);
+        if relative % size != 0
+            || relative / size >= u64::from(SLAB_BLOCKS[class.min(CLASS_COUNT - 1)])
+        {
+            return Err(FreeError::Interior { addr });
+        }
+        if !in_use {
+            return Err(FreeError::NotInUse { addr });
+        }
+        Ok(Located::Small { slab, index: (relative / size) as u32, class })
+    }
+
+    /// The bytes the block at a located offset can hold.
+    pub(crate) fn usable_size(&self, located: Located) -> usize {
+        match located {
+            Located::Small { class, .. } => CLASS_SIZES[class],
+            Located::Large { page } => get!(self, page, len) as usize * PAGE,
+            Located::Lent => 0,
+        }
+    }
+
+    /// Frees the block at `offset`, after checking it is an in-use block of this pool. Blocks of
+    /// chunks lent to child pools are refused: their child frees them.
+    pub(crate) fn free(&mut self, offset: u64) -> Result<(), FreeError> {
+        let located = self.locate(offset)?;
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        match located {
+            Located::Small { slab, index, class } => self.free_small(&mut tx, slab, index, class),
+            Located::Large { page } => {
+                self.mark_in_use(&mut tx, offset, false);
+                let pages = get!(self, page, len);
+                self.count_free(&mut tx, u64::from(pages) * PAGE as u64);
+                self.free_run(&mut tx, page, pages);
+            }
+            Located::Lent => {
+                tx.commit();
+                let addr = self.base.addr().wrapping_add(offset as usize);
+                return Err(FreeError::Foreign { addr });
+            }
+        }
+        tx.commit();
+        Ok(())
+    }
+
+    fn free_small(&mut self, tx: &mut Tx, slab: u32, index: u32, class: usize) {
+        let live = get!(self, slab, live);
+        let link = self.link(slab, index, class);
+        // The link needs no log entry: were this free undone, the block would be in use again and
+        // its contents its owner's business.
+        let next = get!(self, slab, free);
+        // SAFETY: the block is carved, in use and being freed, so its first word can hold a link.
+        unsafe { link.write(next) };
+        set!(self, tx, slab, free, index);
+        set!(self, tx, slab, live, live - 1);
+        let offset = slab as u64 * PAGE as u64 + u64::from(index) * CLASS_SIZES[class] as u64;
+        self.mark_in_use(tx, offset, false);
+        self.count_free(tx, CLASS_SIZES[class] as u64);
+        if live == SLAB_BLOCKS[class] {
+            self.push_partial_second(tx, class, slab);
+        }
+        // An empty slab goes back to the free runs, unless it is the one allocations come from.
+        if live == 1 && state!(self, partial[class]) != slab {
+            self.release_slab(tx, class, slab);
+        }
+    }
+
+    /// Bytes free: read straight from the state.
+    pub(crate) fn free_bytes(&self) -> u64 {
+        state!(self, free_bytes)
+    }
+
+    /// The counters: the two kept in the state, and the rest added up from the pages, which
+    /// keeps them off the allocation path.
+    pub(crate) fn counters(&self) -> Counters {
+        let mut counted = self.count_pages();
+        counted.free_bytes = state!(self, free_bytes);
+        counted.lent_pages = state!(self, lent_pages);
+        counted
+    }
+
+    /// Adds up blocks, bytes and pages by walking the runs.
+    fn count_pages(&self) -> Counters {
+        let mut counted =
+            Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
+        let mut page = self.first_data;
+        while page < self.page_count {
+            let len = get!(self, page, len).max(1);
+            let desc_kind = get!(self, page, kind);
+            match desc_kind & 0xff {
+                kind::FREE => counted.free_bytes += u64::from(len) * PAGE as u64,
+                kind::SLAB => {
+                    let class = (((desc_kind >> 8) & 0xff) as usize).min(CLASS_COUNT - 1);
+                    let live = u64::from(get!(self, page, live));
+                    let size = CLASS_SIZES[class] as u64;
+                    counted.live_blocks += live;
+                    counted.bytes_in_use += live * size;
+                    counted.free_bytes += u64::from(SLAB_BLOCKS[class]).saturating_sub(live) * size;
+                }
+                kind::LARGE => {
+                    counted.live_blocks += 1;
+                    counted.large_blocks += 1;
+                    counted.bytes_in_use += u64::from(len) * PAGE as u64;
+                }
+                kind::LENT => counted.lent_pages += u64::from(len),
+                _ => {}
+            }
+            page = page.saturating_add(len);
+        }
+        counted
+    }
+
+    /// Walks every page, run, bin and slab list, and checks that they agree with each other and
+    /// with the counters.
+    pub(crate) fn check(&self) -> Result<(), crate::ShmCheckError> {
+        use crate::ShmCheckError as E;
+        let header = self.base.cast::<Header>();
+        // SAFETY: the header is at the start of the mapping.
+        if unsafe { (*header).log_len.load(core::sync::atomic::Ordering::Acquire) } != 0 {
+            return Err(E::UnfinishedOperation);
+        }
+        for page in 0..self.first_data {
+            if self.kind_of(page) != kind::HEADER {
+                return Err(E::BadPage { page });
+            }
+        }
+        let mut counted =
+            Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
+        let (mut free_runs, mut partial_slabs) = (0u32, [0u32; CLASS_COUNT]);
+        let mut page = self.first_data;
+        let mut previous_free = false;
+        while page < self.page_count {
+            let len = get!(self, page, len);
+            if len == 0 || page.checked_add(len).is_none_or(|end| end > self.page_count) {
+                return Err(E::BadPage { page });
+            }
+            let desc_kind = get!(self, page, kind);
+            let is_free = desc_kind & 0xff == kind::FREE;
+            match desc_kind & 0xff {
+                kind::FREE => {
+                    if previous_free {
+                        return Err(E::UnmergedFreeRuns { page });
+                    }
+                    if len > 1 && get!(self, page + len - 1, head) != page {
+                        return Err(E::BadPage { page });
+                    }
+                    free_runs += 1;
+                    counted.free_bytes += u64::from(len) * PAGE as u64;
+                }
+                kind::SLAB => {
+                    let class = ((desc_kind >> 8) & 0xff) as usize;
+                    if class >= CLASS_COUNT || len != SLAB_PAGES[class] {
+                        return Err(E::BadPage { page });
+                    }
+                    self.check_slab(page, class, &mut counted)?;
+                    if get!(self, page, live) < SLAB_BLOCKS[class] {
+                        partial_slabs[class] += 1;
+                    }
+                }
+                kind::LARGE => {
+                    if !self.is_in_use(page as u64 * PAGE as u64) {
+                        return Err(E::BadPage { page });
+                    }
+                    counted.live_blocks += 1;
+                    counted.large_blocks += 1;
+                    counted.bytes_in_use += u64::from(len) * PAGE as u64;
+                }
+                kind::LENT => {
+                    for next in page + 1..page + len.min(CHUNK_PAGES) {
+                        if self.kind_of(next) != kind::LENT_PAGE || get!(self, next, head) != page {
+                            return Err(E::BadPage { page: next });
+                        }
+                    }
+                    counted.lent_pages += u64::from(len);
+                }
+                _ => return Err(E::BadPage { page }),
+            }
+            previous_free = is_free;
+            page += len;
+        }
+        self.check_lists(free_runs, &partial_slabs)?;
+        let recorded = self.counters();
+        let pairs = [
+            ("free bytes", counted.free_bytes, recorded.free_bytes),
+            ("lent pages", counted.lent_pages, recorded.lent_pages),
+        ];
+        for (counter, counted, recorded) in pairs {
+            if counted != recorded {
+                return Err(E::CountersDisagree { counter, counted, recorded });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_slab(
+        &self,
+        slab: u32,
+        class: usize,
+        counted: &mut Counters,
+    ) -> Result<(), crate::ShmCheckError> {
+        use crate::ShmCheckError as E;
+        let capacity = SLAB_BLOCKS[class];
+        let (live, carved) = (get!(self, slab, live), get!(self, slab, carved));
+        if carved > capacity || live > carved {
+            return Err(E::BadSlab { page: slab });
+        }
+        for page in slab + 1..slab + SLAB_PAGES[class] {
+            if self.kind_of(page) != kind::SLAB_PAGE || get!(self, page, head) != slab {
+                return Err(E::BadPage { page });
+            }
+        }
+        let mut entry = get!(self, slab, free);
+        let mut free = 0;
+        while entry != NONE {
+            if entry >= carved || free >= carved {
+                return Err(E::BadSlab { page: slab });
+            }
+            free += 1;
+            // SAFETY: the entry is a carved block of the slab, holding the next index.
+            entry = unsafe { self.link(slab, entry, class).read() };
+        }
+        if live + free != carved {
+            return Err(E::BadSlab { page: slab });
+        }
+        let size = CLASS_SIZES[class] as u64;
+        let start = slab as u64 * PAGE as u64;
+        let marked =
+            (0..capacity).filter(|&index| self.is_in_use(start + u64::from(index) * size)).count();
+        if marked != live as usize {
+            return Err(E::BadSlab { page: slab });
+        }
+        counted.live_blocks += u64::from(live);
+        counted.bytes_in_use += u64::from(live) * size;
+        counted.free_bytes += u64::from(capacity - live) * size;
+        Ok(())
+    }
+
+    fn check_lists(
+        &self,
+        free_runs: u32,
+        partial_slabs: &[u32; CLASS_COUNT],
+    ) -> Result<(), crate::ShmCheckError> {
+        use crate::ShmCheckError as E;
+        let mut listed_runs = 0;
+        let mask = state!(self, bin_mask);
+        for bin in 0..BIN_COUNT {
+            let mut run = state!(self, bins[bin]);
+            if (run != NONE) != (mask & (1 << bin) != 0) {
+                return Err(E::BadList);
+            }
+            let mut prev = NONE;
+            while run != NONE {
+                let valid = run >= self.first_data
+                    && run < self.page_count
+                    && self.kind_of(run) == kind::FREE
+                    && Self::bin_of(get!(self, run, len)) == bin
+                    && get!(self, run, prev) == prev
+                    && listed_runs < free_runs;
+                if !valid {
+                    return Err(E::BadList);
+                }
+                listed_runs += 1;
+                prev = run;
+                run = get!(self, run, next);
+            }
+        }
+        if listed_runs != free_runs {
+            return Err(E::BadList);
+        }
+        for class in 0..CLASS_COUNT {
+            let mut slab = state!(self, partial[class]);
+            let mut prev = NONE;
+            let mut listed = 0;
+            while slab != NONE {
+                let valid = slab >= self.first_data
+                    && slab < self.page_count
+                    && get!(self, slab, kind) == kind::SLAB | (class as u32) << 8
+                    && get!(self, slab, live) < SLAB_BLOCKS[class]
+                    && get!(self, slab, prev) == prev
+                    && listed < partial_slabs[class];
+                if !valid {
+                    return Err(E::BadList);
+                }
+                listed += 1;
+                prev = slab;
+                slab = get!(self, slab, next);
+            }
+            if listed != partial_slabs[class] {
+                return Err(E::BadList);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The allocator's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) free_bytes: u64,
+    pub(crate) live_blocks: u64,
+    pub(crate) large_blocks: u64,
+    pub(crate) bytes_in_use: u64,
+    pub(crate) lent_pages: u64,
+    pub(crate) data_pages: u32,
+}

@@ -1,0 +1,226 @@
+//! The layout of a pool inside its mapping: the header, the undo log, the allocator state, and
+//! one descriptor per page. Everything is offsets and page indices, never pointers, so that a
+//! process can use the pool wherever it has mapped it.
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use melon_alloc_core::{CLASS_COUNT, CLASS_SIZES};
+
+/// The unit the pool manages its space in.
+pub(crate) const PAGE: usize = 4096;
+/// Identifies a melon-alloc shared pool.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
+/// The layout version; a pool of another version is refused.
+pub(crate) const VERSION: u32 = 1;
+/// The smallest capacity: one page of header and fifteen of data.
+pub(crate) const MIN_CAPACITY: usize = 64 << 10;
+/// The largest capacity, so that page indices fit in 32 bits with room to spare.
+pub(crate) const MAX_CAPACITY: usize = 1 << 40;
+/// "No page" or "no block" in a link.
+pub(crate) const NONE: u32 = u32::MAX;
+/// Entries in the undo log: more than any one operation writes.
+pub(crate) const LOG_CAP: usize = 96;
+/// Bins of free page runs: bin `b` holds runs of `2^b` to `2^(b+1) - 1` pages.
+pub(crate) const BIN_COUNT: usize = 32;
+/// Pages of the chunks lent to child pools, whose first pages must be findable from a block.
+pub(crate) const CHUNK_PAGES: u32 = (melon_alloc_core::CHUNK_SIZE / PAGE) as u32;
+
+/// Which lock guards a pool.
+pub(crate) const LOCK_BUILTIN: u32 = 0;
+pub(crate) const LOCK_CUSTOM: u32 = 1;
+
+/// The page kinds a descriptor can have.
+pub(crate) mod kind {
+    /// Inside a run; only a run's first page (and a few more, below) says what the run is.
+    pub(crate) const INTERIOR: u32 = 0;
+    /// The first page of a free run.
+    pub(crate) const FREE: u32 = 1;
+    /// The first page of a slab of small blocks.
+    pub(crate) const SLAB: u32 = 2;
+    /// A later page of a slab; its `head` is the slab's first page.
+    pub(crate) const SLAB_PAGE: u32 = 3;
+    /// The first page of a large block.
+    pub(crate) const LARGE: u32 = 4;
+    /// The first page of a chunk lent to a child pool.
+    pub(crate) const LENT: u32 = 5;
+    /// One of the next pages of a lent chunk, up to [`CHUNK_PAGES`](super::CHUNK_PAGES); its
+    /// `head` is the chunk's first page.
+    pub(crate) const LENT_PAGE: u32 = 6;
+    /// A page of the pool's own header.
+    pub(crate) const HEADER: u32 = 7;
+}
+
+/// One entry of the undo log: where a write went, how wide it was, and what was there before.
+#[repr(C)]
+pub(crate) struct LogEntry {
+    pub(crate) offset: u64,
+    pub(crate) width: u64,
+    pub(crate) old: u64,
+}
+
+/// The allocator's state. Changed only through the undo log, under the lock.
+#[repr(C)]
+pub(crate) struct State {
+    /// Per size class, the first slab with a free block; allocations come from it.
+    pub(crate) partial: [u32; CLASS_COUNT],
+    /// Per bin, the first free run.
+    pub(crate) bins: [u32; BIN_COUNT],
+    /// Bit `b` is set when bin `b` is not empty.
+    pub(crate) bin_mask: u32,
+    pub(crate) _pad: u32,
+    /// Bytes free: free pages, and free blocks of slabs at their class size.
+    pub(crate) free_bytes: u64,
+    /// Pages lent to child pools.
+    pub(crate) lent_pages: u64,
+}
+
+/// The start of every pool mapping.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) magic: u64,
+    pub(crate) version: u32,
+    pub(crate) page_size: u32,
+    pub(crate) capacity: u64,
+    pub(crate) page_count: u32,
+    pub(crate) first_data_page: u32,
+    pub(crate) lock_kind: u32,
+    /// The built-in lock: 0 when free, else the owner's thread id, with [`WAITERS`] set when
+    /// someone may be asleep on it.
+    pub(crate) lock: AtomicU32,
+    /// Times a process took the lock over from a dead owner.
+    pub(crate) takeovers: AtomicU64,
+    /// Operations found half done after their process died, and undone.
+    pub(crate) undone: AtomicU64,
+    /// Entries in use in `log`; non-zero only while an operation is changing the state.
+    pub(crate) log_len: AtomicU32,
+    pub(crate) _pad: u32,
+    pub(crate) log: [LogEntry; LOG_CAP],
+    pub(crate) state: State,
+}
+
+/// The bit of the lock word that says a waiter may be asleep.
+pub(crate) const WAITERS: u32 = 1 << 31;
+
+/// What one page is, and for the first page of a run, the run's bookkeeping.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct PageDesc {
+    /// One of [`kind`], with the size class of a slab in bits 8 to 15.
+    pub(crate) kind: u32,
+    /// Pages in the run (a free run, a slab, a large block, a lent chunk).
+    pub(crate) len: u32,
+    /// Slab: index of the first free block, or [`NONE`].
+    pub(crate) free: u32,
+    /// Slab: blocks in use.
+    pub(crate) live: u32,
+    /// Slab: blocks handed out at least once; later ones have never been touched.
+    pub(crate) carved: u32,
+    /// Free run or slab: the next in its bin or class list.
+    pub(crate) next: u32,
+    /// Free run or slab: the previous in its bin or class list.
+    pub(crate) prev: u32,
+    /// Later page of a slab or lent chunk, or last page of a free run: the run's first page.
+    pub(crate) head: u32,
+}
+
+/// Where the page descriptors start, from the start of the mapping.
+pub(crate) const DESC_OFFSET: usize = core::mem::size_of::<Header>().next_multiple_of(64);
+
+static_assertions::const_assert_eq!(core::mem::size_of::<PageDesc>(), 32);
+// A pool of the smallest capacity keeps its header, descriptors and bitmap in one page.
+static_assertions::const_assert!(
+    DESC_OFFSET + (MIN_CAPACITY / PAGE) * 32 + MIN_CAPACITY / GRAIN / 8 <= PAGE
+);
+static_assertions::const_assert!(core::mem::align_of::<Header>() <= PAGE);
+
+/// Pages per slab of each class: the fewest (1, 2, 4 or 8) that waste at most an eighth of the
+/// slab, so that small pools are not carved into a few large slabs.
+pub(crate) const SLAB_PAGES: [u32; CLASS_COUNT] = {
+    let mut table = [8; CLASS_COUNT];
+    let mut class = 0;
+    while class < CLASS_COUNT {
+        let mut pages = 1;
+        while pages <= 8 {
+            let bytes = pages * PAGE;
+            if (bytes % CLASS_SIZES[class]) * 8 <= bytes {
+                table[class] = pages as u32;
+                break;
+            }
+            pages *= 2;
+        }
+        class += 1;
+    }
+    table
+};
+
+/// Blocks per slab of each class.
+pub(crate) const SLAB_BLOCKS: [u32; CLASS_COUNT] = {
+    let mut table = [0; CLASS_COUNT];
+    let mut class = 0;
+    while class < CLASS_COUNT {
+        table[class] = (SLAB_PAGES[class] as usize * PAGE / CLASS_SIZES[class]) as u32;
+        class += 1;
+    }
+    table
+};
+
+/// Bytes of the pool that one bit of the in-use bitmap stands for: the smallest block.
+pub(crate) const GRAIN: usize = 16;
+
+/// The geometry of a pool of a given capacity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub(crate) capacity: usize,
+    pub(crate) page_count: u32,
+    pub(crate) first_data_page: u32,
+}
+
+/// Where the in-use bitmap starts: after the page descriptors. Bit `n` is set when a block in
+/// use starts at offset `16 n`, which makes a double free or an interior pointer an O(1) check.
+pub(crate) fn bitmap_offset(page_count: u32) -> usize {
+    (DESC_OFFSET + page_count as usize * core::mem::size_of::<PageDesc>()).next_multiple_of(8)
+}
+
+impl Geometry {
+    /// The geometry for `capacity` bytes, rounded down to whole pages, or `None` when it is
+    /// outside the supported range.
+    pub(crate) fn for_capacity(capacity: usize) -> Option<Self> {
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return None;
+        }
+        let capacity = capacity / PAGE * PAGE;
+        let page_count = u32::try_from(capacity / PAGE).ok()?;
+        let bitmap_bytes = (capacity / GRAIN).div_ceil(64) * 8;
+        let meta = bitmap_offset(page_count) + bitmap_bytes;
+        let first_data_page = u32::try_from(meta.div_ceil(PAGE)).ok()?;
+        Some(Self { capacity, page_count, first_data_page })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slabs_waste_at_most_an_eighth() {
+        for class in 0..CLASS_COUNT {
+            let bytes = SLAB_PAGES[class] as usize * PAGE;
+            let used = SLAB_BLOCKS[class] as usize * CLASS_SIZES[class];
+            assert!((bytes - used) * 8 <= bytes, "class {}", CLASS_SIZES[class]);
+            assert!(SLAB_BLOCKS[class] >= 2);
+        }
+        assert_eq!(SLAB_PAGES[3], 1, "64-byte blocks fill single pages exactly");
+    }
+
+    #[test]
+    fn geometry_leaves_room_for_data() {
+        let small = Geometry::for_capacity(MIN_CAPACITY).unwrap();
+        assert_eq!(small.first_data_page, 1);
+        assert_eq!(small.page_count, 16);
+        let big = Geometry::for_capacity(1 << 30).unwrap();
+        let meta = big.first_data_page as usize * PAGE;
+        assert!(meta * 100 < (1 << 30), "metadata is under 1 % of a 1 GiB pool");
+        assert!(Geometry::for_capacity(MIN_CAPACITY - 1).is_none());
+        assert!(Geometry::for_capacity(MAX_CAPACITY + 1).is_none());
+    }
+}

@@ -1,0 +1,621 @@
+//! The shared pool: one mapping, a lock, the allocator inside, and the process-local handle.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use melon_alloc_core::{ChunkSource, FreeError};
+use melon_alloc_heap::ChildPool;
+
+use crate::arena::{Arena, Located};
+use crate::layout::{
+    Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, VERSION,
+};
+use crate::lock::{lock_builtin, unlock_builtin, ShmLock};
+use crate::sys::{self, Mapping};
+use crate::{registry, ShmError, ShmStats};
+
+/// The process-local side of a pool: its mapping and its lock. Lives at a fixed address (see
+/// [`ShmPool`]) so that the registry and child pools can point at it.
+pub(crate) struct Shared {
+    mapping: Mapping,
+    lock: Option<Box<dyn ShmLock>>,
+    /// Chunks a child pool could not give back because the lock failed; given back the next
+    /// time the lock is taken, so that a failing lock never loses memory.
+    pending_returns: Mutex<Vec<(u64, usize)>>,
+    /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
+    has_pending: core::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.mapping.base().as_ptr()
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with the pool's header, valid for as long as the mapping;
+        // every field that changes after creation is atomic or read only under the lock through
+        // raw pointers, never through this reference.
+        unsafe { &*self.base().cast::<Header>() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// Takes the lock, undoes any operation a dead holder left half done, and gives back chunks
+    /// whose return failed earlier.
+    pub(crate) fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
+        let header = self.header();
+        match &self.lock {
+            None => lock_builtin(&header.lock, &header.takeovers)?,
+            Some(lock) => lock.lock().map_err(ShmError::Lock)?,
+        }
+        // SAFETY: the lock is held and the mapping is a formatted pool.
+        if unsafe { crate::tx::recover(self.base()) } {
+            header.undone.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        let arena = unsafe { Arena::new(self.base()) };
+        let mut guard = ShmGuard { shared: self, arena, _not_send: core::marker::PhantomData };
+        if self.has_pending.load(Ordering::Relaxed)
+            && self.has_pending.swap(false, Ordering::Acquire)
+        {
+            let pending = match self.pending_returns.lock() {
+                Ok(mut pending) => core::mem::take(&mut *pending),
+                Err(_) => Vec::new(),
+            };
+            for (offset, size) in pending {
+                guard.arena.take_back(offset, size);
+            }
+        }
+        Ok(guard)
+    }
+
+    fn unlock(&self) -> Result<(), ShmError> {
+        match &self.lock {
+            None => {
+                unlock_builtin(&self.header().lock);
+                Ok(())
+            }
+            Some(lock) => lock.unlock().map_err(ShmError::Lock),
+        }
+    }
+
+    /// The offset of `block` in the mapping, if it lies in it.
+    pub(crate) fn offset_of(&self, block: *const u8) -> Option<u64> {
+        let offset = block.addr().checked_sub(self.base().addr())?;
+        (offset < self.len()).then_some(offset as u64)
+    }
+
+    fn ptr_at(&self, offset: u64) -> NonNull<u8> {
+        // SAFETY: offsets handed out by the arena lie inside the mapping.
+        unsafe { NonNull::new_unchecked(self.base().add(offset as usize)) }
+    }
+}
+
+/// The lock of a shared pool, held: every operation through it runs without taking the lock
+/// again. Dropping it releases the lock.
+pub struct ShmGuard<'pool> {
+    shared: &'pool Shared,
+    arena: Arena,
+    /// The built-in lock belongs to the thread that took it.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl ShmGuard<'_> {
+    /// Allocates `size` bytes aligned to 16.
+    ///
+    /// # Errors
+    /// [`ShmError::OutOfMemory`] when no room is left.
+    pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, ShmError> {
+        self.alloc_layout(
+            Layout::from_size_align(size, 16).map_err(|_| ShmError::OutOfMemory { size })?,
+        )
+    }
+
+    /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
+    ///
+    /// # Errors
+    /// [`ShmError::OutOfMemory`] when no room is left.
+    pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
+        let size = layout.size();
+        let offset =
+            self.arena.alloc(size, layout.align().max(16)).ok_or(ShmError::OutOfMemory { size })?;
+        Ok(self.shared.ptr_at(offset))
+    }
+
+    /// Frees a block after checking it is an in-use block of this pool.
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] for a pointer outside the pool, inside a block, or not in use (a double
+    /// free); nothing changes.
+    ///
+    /// # Safety
+    /// If `block` is an in-use block of the pool, nothing uses it afterwards, in any process.
+    pub unsafe fn free(&mut self, block: NonNull<u8>) -> Result<(), ShmError> {
+        let addr = block.as_ptr().addr();
+        let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        Ok(self.arena.free(offset)?)
+    }
+
+    /// Resizes a block; see [`ShmPool::realloc`].
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] when `block` is not an in-use block of the pool;
+    /// [`ShmError::OutOfMemory`] when it must move and there is no room (it stays as it was).
+    ///
+    /// # Safety
+    /// As for [`ShmPool::realloc`].
+    pub unsafe fn realloc(
+        &mut self,
+        block: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<Option<NonNull<u8>>, ShmError> {
+        if new_size == 0 {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.free(block) }?;
+            return Ok(None);
+        }
+        let usable = self.usable_size(block)?;
+        if new_size <= usable {
+            return Ok(Some(block));
+        }
+        let moved = self.alloc(new_size)?;
+        // SAFETY: (1) the old block holds `usable` bytes, the new one more; (2) two in-use blocks
+        // never overlap.
+        unsafe { ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), usable) };
+        // SAFETY: forwarded from the caller; the block was checked above.
+        unsafe { self.free(block) }?;
+        Ok(Some(moved))
+    }
+
+    /// The bytes an in-use block can hold.
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] when `block` is not an in-use block of the pool itself.
+    pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
+        let addr = block.as_ptr().addr();
+        let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        match self.arena.locate(offset)? {
+            Located::Lent => Err(ShmError::Free(FreeError::Foreign { addr })),
+            located => Ok(self.arena.usable_size(located)),
+        }
+    }
+
+    /// Exact free bytes: free pages, and free blocks of slabs at their class size.
+    pub fn available(&self) -> usize {
+        self.arena.free_bytes() as usize
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> ShmStats {
+        let counters = self.arena.counters();
+        let header = self.shared.header();
+        ShmStats {
+            capacity: header.capacity as usize,
+            data_bytes: counters.data_pages as usize * crate::layout::PAGE,
+            available: counters.free_bytes as usize,
+            bytes_in_use: counters.bytes_in_use as usize,
+            live_blocks: counters.live_blocks as usize,
+            large_blocks: counters.large_blocks as usize,
+            lent_bytes: counters.lent_pages as usize * crate::layout::PAGE,
+            lock_takeovers: header.takeovers.load(Ordering::Relaxed),
+            operations_undone: header.undone.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Walks every page, free run and slab, and checks the pool's invariants.
+    ///
+    /// # Errors
+    /// [`ShmError::Corrupt`] with the first broken invariant.
+    pub fn check(&self) -> Result<(), ShmError> {
+        self.arena.check().map_err(ShmError::Corrupt)
+    }
+
+    /// Releases the lock, reporting a failure of a custom lock (dropping the guard ignores it).
+    ///
+    /// # Errors
+    /// [`ShmError::Lock`] when the lock's `unlock` fails.
+    pub fn unlock(self) -> Result<(), ShmError> {
+        let shared = self.shared;
+        core::mem::forget(self);
+        shared.unlock()
+    }
+
+    pub(crate) fn lend(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let offset = self.arena.lend(layout.size(), layout.align())?;
+        Some(self.shared.ptr_at(offset))
+    }
+
+    pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize) {
+        if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
+            self.arena.take_back(offset, size);
+        }
+    }
+
+    pub(crate) fn locate(&self, offset: u64) -> Result<Located, FreeError> {
+        self.arena.locate(offset)
+    }
+}
+
+impl Drop for ShmGuard<'_> {
+    fn drop(&mut self) {
+        // A custom lock's failure to unlock cannot be reported from here; `unlock` reports it.
+        let _ = self.shared.unlock();
+    }
+}
+
+impl core::fmt::Debug for ShmGuard<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ShmGuard").field("stats", &self.stats()).finish()
+    }
+}
+
+/// A memory pool in shared memory, for a parent process and the children it forks, or for
+/// unrelated processes that attach to its descriptor (Melon's `mln_alloc_shm_init`).
+///
+/// Every operation takes the pool's lock itself; [`lock`](ShmPool::lock) holds it across several.
+/// The pool is `Sync`: threads of one process share it as processes do.
+///
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let block = shm.alloc(64).unwrap();
+/// let offset = shm.offset_of(block).unwrap(); // means the same block in every process
+/// assert_eq!(shm.ptr_at(offset), Some(block));
+/// // SAFETY: the block came from `shm` and is not used again.
+/// unsafe { shm.try_free(block) }?;
+/// shm.check()?;
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+pub struct ShmPool {
+    shared: NonNull<Shared>,
+}
+
+// SAFETY: every access to the pool's state goes through its process-shared lock; the handle's
+// own data (mapping, lock) is `Send + Sync`.
+unsafe impl Send for ShmPool {}
+// SAFETY: as above.
+unsafe impl Sync for ShmPool {}
+
+impl ShmPool {
+    /// Makes a pool of `capacity` bytes (rounded down to 4 KiB) with the built-in lock. The
+    /// memory is reserved now, so running out of it is an error here, not a signal later.
+    ///
+    /// # Errors
+    /// [`ShmError::CapacityOutOfRange`] below 64 KiB or above 1 TiB; [`ShmError::Os`] when the
+    /// memory cannot be had.
+    pub fn new(capacity: usize) -> Result<Self, ShmError> {
+        Self::create("melon-alloc", capacity, None)
+    }
+
+    /// Like [`new`](ShmPool::new), with `name` for the memfd (it shows in `/proc/*/maps`), so
+    /// that its descriptor ([`as_fd`](ShmPool::as_fd)) can be handed to other processes.
+    ///
+    /// # Errors
+    /// As for [`new`](ShmPool::new).
+    pub fn memfd(name: &str, capacity: usize) -> Result<Self, ShmError> {
+        Self::create(name, capacity, None)
+    }
+
+    /// Makes a pool guarded by `lock` instead of the built-in lock (Melon's `locker`, `lock` and
+    /// `unlock` arguments).
+    ///
+    /// # Errors
+    /// As for [`new`](ShmPool::new).
+    pub fn with_lock<L: ShmLock + 'static>(capacity: usize, lock: L) -> Result<Self, ShmError> {
+        Self::create("melon-alloc", capacity, Some(Box::new(lock)))
+    }
+
+    fn create(
+        name: &str,
+        capacity: usize,
+        lock: Option<Box<dyn ShmLock>>,
+    ) -> Result<Self, ShmError> {
+        let geometry = Geometry::for_capacity(capacity).ok_or(ShmError::CapacityOutOfRange {
+            capacity,
+            min: MIN_CAPACITY,
+            max: MAX_CAPACITY,
+        })?;
+        let mapping = Mapping::create(name, geometry.capacity)
+            .map_err(|errno| ShmError::Os { call: "creating the shared mapping", errno })?;
+        let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
+        // SAFETY: the mapping is new, zeroed (a fresh memfd) and `geometry.capacity` long.
+        unsafe { crate::arena::Arena::format(mapping.base().as_ptr(), geometry, lock_kind) };
+        Ok(Self::from_shared(Shared {
+            mapping,
+            lock,
+            pending_returns: Mutex::new(Vec::new()),
+            has_pending: core::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Maps the pool behind `fd`, made by [`memfd`](ShmPool::memfd) in another process, with the
+    /// built-in lock.
+    ///
+    /// # Errors
+    /// [`ShmError::NotAPool`], [`ShmError::VersionMismatch`], [`ShmError::SizeMismatch`] or
+    /// [`ShmError::LockMismatch`] when the descriptor holds something else; [`ShmError::Os`] when
+    /// it cannot be mapped.
+    ///
+    /// # Safety
+    /// Every process using the pool runs this library's layout version: the header is checked,
+    /// but a file that imitates it could still mislead the allocator.
+    pub unsafe fn attach(fd: OwnedFd) -> Result<Self, ShmError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::open(fd, None) }
+    }
+
+    /// Like [`attach`](ShmPool::attach), for a pool made with [`with_lock`](ShmPool::with_lock):
+    /// `lock` must be the same lock, reached from this process.
+    ///
+    /// # Errors
+    /// As for [`attach`](ShmPool::attach).
+    ///
+    /// # Safety
+    /// As for [`attach`](ShmPool::attach).
+    pub unsafe fn attach_with_lock<L: ShmLock + 'static>(
+        fd: OwnedFd,
+        lock: L,
+    ) -> Result<Self, ShmError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::open(fd, Some(Box::new(lock))) }
+    }
+
+    unsafe fn open(fd: OwnedFd, lock: Option<Box<dyn ShmLock>>) -> Result<Self, ShmError> {
+        use std::os::fd::AsFd;
+        let file = Mapping::file_len(fd.as_fd())
+            .map_err(|errno| ShmError::Os { call: "reading the descriptor's size", errno })?;
+        let len = usize::try_from(file).map_err(|_| ShmError::NotAPool)?;
+        if Geometry::for_capacity(len).is_none_or(|geometry| geometry.capacity != len) {
+            return Err(ShmError::NotAPool);
+        }
+        let mapping = Mapping::open(fd, len)
+            .map_err(|errno| ShmError::Os { call: "mapping the pool", errno })?;
+        // SAFETY: the mapping is `len >= MIN_CAPACITY` bytes, enough for a header; its fields
+        // are plain integers, valid whatever the bytes.
+        let header = unsafe { &*mapping.base().as_ptr().cast::<Header>() };
+        if header.magic != MAGIC {
+            return Err(ShmError::NotAPool);
+        }
+        if header.version != VERSION {
+            return Err(ShmError::VersionMismatch { found: header.version, expected: VERSION });
+        }
+        if header.capacity != file {
+            return Err(ShmError::SizeMismatch { header: header.capacity, file });
+        }
+        let expected_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
+        if header.lock_kind != expected_kind {
+            return Err(ShmError::LockMismatch);
+        }
+        Ok(Self::from_shared(Shared {
+            mapping,
+            lock,
+            pending_returns: Mutex::new(Vec::new()),
+            has_pending: core::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn from_shared(shared: Shared) -> Self {
+        let shared = NonNull::from(Box::leak(Box::new(shared)));
+        // SAFETY: the `Shared` was just leaked and lives until this pool is dropped, which
+        // unregisters it first.
+        unsafe { registry::register(shared) };
+        Self { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: the `Shared` lives until the pool is dropped.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// The pool's descriptor, to hand to another process for [`attach`](ShmPool::attach).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared().mapping.fd()
+    }
+
+    /// The pool's capacity in bytes, header included.
+    pub fn capacity(&self) -> usize {
+        self.shared().len()
+    }
+
+    /// Takes the lock for several operations in a row.
+    ///
+    /// # Errors
+    /// [`ShmError::Lock`] when a custom lock fails; [`ShmError::WouldDeadlock`] when this thread
+    /// holds the built-in lock already.
+    pub fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
+        self.shared().lock()
+    }
+
+    /// Allocates `size` bytes aligned to 16, or `None` when there is no room or the lock fails.
+    pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
+        self.try_alloc(size).ok()
+    }
+
+    /// Allocates `size` bytes aligned to 16.
+    ///
+    /// # Errors
+    /// [`ShmError::OutOfMemory`], or the lock's error.
+    pub fn try_alloc(&self, size: usize) -> Result<NonNull<u8>, ShmError> {
+        self.lock()?.alloc(size)
+    }
+
+    /// Like [`alloc`](ShmPool::alloc), with the block's first `size` bytes zeroed (Melon's
+    /// `mln_alloc_c`).
+    pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        let block = self.alloc(size)?;
+        // SAFETY: the block was just handed out and holds at least `size` bytes.
+        unsafe { block.as_ptr().write_bytes(0, size) };
+        Some(block)
+    }
+
+    /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
+    pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.lock().ok()?.alloc_layout(layout).ok()
+    }
+
+    /// Resizes a block (Melon's `mln_alloc_re`): a `new_size` of 0 frees it and returns `None`;
+    /// a shrink or a grow that fits stays in place; otherwise the contents move. On failure the
+    /// old block stays as it was.
+    ///
+    /// # Safety
+    /// - `block` is an in-use block of this pool.
+    /// - After a move or a free, the old pointer is not used again, in any process.
+    pub unsafe fn realloc(&self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        let mut guard = self.lock().ok()?;
+        // SAFETY: forwarded from the caller.
+        unsafe { guard.realloc(block, new_size) }.ok().flatten()
+    }
+
+    /// Frees a block; a pointer that is not an in-use block of the pool is ignored (in debug
+    /// builds, the process aborts with a message). [`try_free`](ShmPool::try_free) reports it.
+    ///
+    /// # Safety
+    /// - `block` is an in-use block of this pool.
+    /// - Nothing uses it afterwards, in any process.
+    pub unsafe fn free(&self, block: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        let result = unsafe { self.try_free(block) };
+        if cfg!(debug_assertions) {
+            if let Err(error) = result {
+                eprintln!("melon-alloc: invalid free of a shared block: {error}");
+                std::process::abort();
+            }
+        }
+    }
+
+    /// Frees a block after checking it is an in-use block of this pool.
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] for a pointer outside the pool, inside a block, of a child pool's
+    /// chunk, or not in use (a double free); the lock's error. Nothing changes.
+    ///
+    /// # Safety
+    /// If `block` is an in-use block of the pool, nothing uses it afterwards, in any process.
+    pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), ShmError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.lock()?.free(block) }
+    }
+
+    /// The bytes an in-use block can hold.
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] when `block` is not an in-use block of the pool; the lock's error.
+    pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
+        self.lock()?.usable_size(block)
+    }
+
+    /// Exact free bytes: free pages, and free blocks in slabs at their class size. 0 if the lock
+    /// fails.
+    pub fn available(&self) -> usize {
+        self.lock().map_or(0, |guard| guard.available())
+    }
+
+    /// A snapshot of the pool's counters.
+    ///
+    /// # Errors
+    /// The lock's error.
+    pub fn stats(&self) -> Result<ShmStats, ShmError> {
+        Ok(self.lock()?.stats())
+    }
+
+    /// Walks every page, free run and slab, and checks the pool's invariants.
+    ///
+    /// # Errors
+    /// [`ShmError::Corrupt`] with the first broken invariant; the lock's error.
+    pub fn check(&self) -> Result<(), ShmError> {
+        self.lock()?.check()
+    }
+
+    /// The offset of `block` from the start of the pool: the same block in every process, wherever
+    /// each has mapped the pool. `None` for a pointer outside the pool.
+    pub fn offset_of(&self, block: NonNull<u8>) -> Option<usize> {
+        self.shared().offset_of(block.as_ptr()).map(|offset| offset as usize)
+    }
+
+    /// The pointer, in this process, to the byte at `offset` in the pool. `None` past the end.
+    pub fn ptr_at(&self, offset: usize) -> Option<NonNull<u8>> {
+        (offset < self.capacity()).then(|| self.shared().ptr_at(offset as u64))
+    }
+
+    /// A heap pool whose chunks come from this shared pool (Melon's cascade): it takes the lock
+    /// once per chunk, not per block. Its bookkeeping lives in this process: used from another
+    /// process (after a `fork`), it refuses to take chunks.
+    pub fn child(&self) -> ChildPool<'_> {
+        ChildPool::with_source(Box::new(ShmChunks::new(self.shared())), None)
+    }
+
+    /// Like [`child`](ShmPool::child), holding at most `limit` bytes of chunks.
+    pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
+        ChildPool::with_source(Box::new(ShmChunks::new(self.shared())), Some(limit))
+    }
+}
+
+impl Drop for ShmPool {
+    fn drop(&mut self) {
+        // SAFETY: the pool registered its `Shared` when made, and no child borrows it any more.
+        unsafe { registry::unregister(self.shared) };
+        // SAFETY: the pointer came from `Box::leak` in `from_shared`, and nothing refers to it
+        // any more.
+        drop(unsafe { Box::from_raw(self.shared.as_ptr()) });
+    }
+}
+
+impl core::fmt::Debug for ShmPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ShmPool")
+            .field("capacity", &self.capacity())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The source of a child pool's chunks: the shared pool, locked once per chunk.
+struct ShmChunks<'pool> {
+    shared: &'pool Shared,
+    /// The process that made the child; nobody else may take chunks for it.
+    owner: u32,
+    /// The last error, kept for diagnostics.
+    refused: AtomicU64,
+}
+
+impl<'pool> ShmChunks<'pool> {
+    fn new(shared: &'pool Shared) -> Self {
+        Self { shared, owner: sys::ids().pid, refused: AtomicU64::new(0) }
+    }
+}
+
+// SAFETY: (1) chunks come from `Arena::lend`, which hands out disjoint runs of the mapping
+// aligned to at least a chunk, as long as asked for; (2) they stay lent until taken back, and the
+// mapping lives as long as the borrowed pool; (3) pointers derive from the mapping's base, which
+// carries provenance over the whole mapping.
+unsafe impl ChunkSource for ShmChunks<'_> {
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if sys::ids().pid != self.owner {
+            // A forked copy of the child's bookkeeping would hand out the same blocks as the
+            // original: refuse rather than share.
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.shared.lock().ok()?.lend(layout)
+    }
+
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        match self.shared.lock() {
+            Ok(mut guard) => guard.take_back(chunk, layout.size()),
+            Err(_) => {
+                if let (Ok(mut pending), Some(offset)) =
+                    (self.shared.pending_returns.lock(), self.shared.offset_of(chunk.as_ptr()))
+                {
+                    pending.push((offset, layout.size()));
+                    self.shared.has_pending.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The pools mapped in this process, so that a block can be freed by its pointer alone.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
+
+use melon_alloc_core::FreeError;
+
+use crate::arena::Located;
+use crate::pool::Shared;
+use crate::ShmError;
+
+/// A registered pool's process-local side.
+struct Entry(NonNull<Shared>);
+
+// SAFETY: `Shared` is `Sync` in effect (its state is behind the process-shared lock), and the
+// registry only reads the mapping's bounds and takes the lock through it.
+unsafe impl Send for Entry {}
+// SAFETY: as above.
+unsafe impl Sync for Entry {}
+
+static POOLS: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+/// How many pools are registered: lets a free skip the registry when there are none.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Adds a pool to the registry.
+///
+/// # Safety
+/// `shared` stays valid until it is passed to [`unregister`].
+pub(crate) unsafe fn register(shared: NonNull<Shared>) {
+    if let Ok(mut pools) = POOLS.write() {
+        pools.push(Entry(shared));
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Removes a pool from the registry.
+///
+/// # Safety
+/// `shared` was registered.
+pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
+    if let Ok(mut pools) = POOLS.write() {
+        if let Some(index) = pools.iter().position(|entry| entry.0 == shared) {
+            pools.swap_remove(index);
+            COUNT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Frees `block` if it is a block of a shared pool mapped in this process (not of a chunk lent
+/// to a child pool, which the child frees). Returns `None` when no shared pool owns it directly.
+///
+/// # Safety
+/// If `block` is an in-use block of a shared pool, nothing uses it afterwards.
+pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
+    if COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let pools = POOLS.read().ok()?;
+    let entry = pools.iter().find(|entry| {
+        // SAFETY: registered pools are valid until unregistered, which needs the write lock.
+        let shared = unsafe { entry.0.as_ref() };
+        shared.offset_of(block.as_ptr()).is_some()
+    })?;
+    // SAFETY: as above.
+    let shared = unsafe { entry.0.as_ref() };
+    let mut guard = match shared.lock() {
+        Ok(guard) => guard,
+        Err(error) => return Some(Err(error)),
+    };
+    let offset = shared.offset_of(block.as_ptr())?;
+    match guard.locate(offset) {
+        Ok(Located::Lent) => None,
+        Ok(_) => {
+            // SAFETY: forwarded from the caller.
+            Some(unsafe { guard.free(block) })
+        }
+        Err(FreeError::Foreign { .. }) => None,
+        Err(error) => Some(Err(ShmError::Free(error))),
+    }
+}

@@ -1,0 +1,25 @@
+//! What a shared pool reports about itself.
+
+/// A snapshot of a shared pool's state, from [`ShmPool::stats`](crate::ShmPool::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShmStats {
+    /// Bytes of the mapping, header included.
+    pub capacity: usize,
+    /// Bytes of the mapping that hold data: the capacity less the header and page descriptors.
+    pub data_bytes: usize,
+    /// Exact free bytes: free pages, and free blocks of slabs at their class size.
+    pub available: usize,
+    /// Bytes of the blocks in use, at their class size or in whole pages.
+    pub bytes_in_use: usize,
+    /// Blocks in use, small and large.
+    pub live_blocks: usize,
+    /// Large blocks in use.
+    pub large_blocks: usize,
+    /// Bytes lent to child pools as chunks.
+    pub lent_bytes: usize,
+    /// Times a process took the lock over from a holder that had died.
+    pub lock_takeovers: u64,
+    /// Operations found half done after their process died, and undone.
+    pub operations_undone: u64,
+}

@@ -151,7 +151,7 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
             return fail(chunk, Problem::WrongList);
         }
         let offset = usize::from(header.data_offset);
-        if !(HEADER_SIZE..=CHUNK_SIZE).contains(&offset) || offset >= header.span {
+        if !(HEADER_SIZE..CHUNK_SIZE).contains(&offset) || offset >= header.span {
             return fail(chunk, Problem::BadLargeLayout);
         }
         large_bytes += header.span;

@@ -38,9 +38,10 @@ const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE
 ///
 /// # Identity
 /// The engine writes its own address into every chunk it takes, which is how a block is matched
-/// to its pool. Keep an engine in one place (a `static`, a `Box`) while it holds chunks: an engine
-/// that moved still allocates and frees correctly, but its checked operations report the blocks
-/// it handed out before the move as foreign.
+/// to its pool. Keep an engine in one place (a `static`, a `Box`) while it holds chunks, or give it
+/// a stable owner address with [`set_owner`](Engine::set_owner): an engine that moved stays memory
+/// safe, but its checked operations report the blocks it handed out before the move as foreign,
+/// and in debug builds `free` aborts on them.
 ///
 /// [`melon-alloc-heap`]: https://docs.rs/melon-alloc-heap
 pub struct Engine<S: ChunkSource> {
@@ -145,7 +146,7 @@ impl<S: ChunkSource> Engine<S> {
         Some(block)
     }
 
-    /// Allocates a block for `layout`. Any power-of-two alignment up to
+    /// Allocates a block for `layout`. Any power-of-two alignment below
     /// [`CHUNK_SIZE`](crate::CHUNK_SIZE) is served; larger ones get `None`.
     #[inline]
     pub fn alloc_layout(&mut self, layout: Layout) -> Option<NonNull<u8>> {
@@ -258,10 +259,15 @@ impl<S: ChunkSource> Engine<S> {
     #[cold]
     #[inline(never)]
     fn alloc_large(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        if align > CHUNK_SIZE {
+        // The data must start inside the first `CHUNK_SIZE` bytes of the chunk, where
+        // `chunk_of` finds its header: data aligned to a whole chunk would start a chunk of its
+        // own.
+        if align >= CHUNK_SIZE {
             return None;
         }
         let offset = align.max(HEADER_SIZE);
+        // A zero-size request still gets 16 bytes: a free writes its link into the first word.
+        let size = size.max(MIN_ALIGN);
         let span = offset.checked_add(size)?.checked_add(MIN_ALIGN - 1)? & !(MIN_ALIGN - 1);
         let layout = Layout::from_size_align(span, CHUNK_SIZE).ok()?;
         let chunk = self.acquire(layout)?.cast::<ChunkHeader>().as_ptr();
@@ -288,7 +294,7 @@ impl<S: ChunkSource> Engine<S> {
             self.large.push_front(chunk);
         }
         self.large_blocks += 1;
-        // SAFETY: `offset < span`, so the data start is inside the chunk.
+        // SAFETY: `offset + 16 <= span`, so the data start is inside the chunk.
         Some(unsafe { NonNull::new_unchecked(chunk.cast::<u8>().add(offset)) })
     }
 
@@ -347,7 +353,19 @@ impl<S: ChunkSource> Engine<S> {
     pub fn validate(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         let chunk = chunk_of(block.as_ptr());
         if !self.holds_chunk(chunk) {
-            return Err(FreeError::Foreign { addr: block.as_ptr().addr() });
+            let addr = block.as_ptr().addr();
+            // Past its first `CHUNK_SIZE` bytes, a large block's address no longer rounds down
+            // to its chunk, so look for the chunk it lies in.
+            let in_large = self.large.iter().any(|chunk| {
+                // SAFETY: headers on the `large` list are valid.
+                let span = unsafe { (*chunk).span };
+                (chunk.addr()..chunk.addr() + span).contains(&addr)
+            });
+            return Err(if in_large {
+                FreeError::Interior { addr }
+            } else {
+                FreeError::Foreign { addr }
+            });
         }
         // SAFETY: `chunk` is one of this engine's chunks, found on its lists.
         unsafe { self.check_block_in_chunk(chunk, block.as_ptr()) }
@@ -572,23 +590,31 @@ impl<S: ChunkSource> Engine<S> {
         unsafe { self.release(chunk, layout) };
     }
 
-    /// Gives back to the source every cached empty chunk (the head chunk of a class, kept for
-    /// reuse once its blocks are all free). Returns the bytes given back.
+    /// Gives back to the source every cached empty chunk: the head chunk of a class, kept for
+    /// reuse once its blocks are all free, and the chunks a [`reset`](Engine::reset) kept that
+    /// have not been used since. Returns the bytes given back. Costs O(chunks).
     pub fn trim(&mut self) -> usize {
         let before = self.held;
         for class in 0..CLASS_COUNT {
-            let head = self.avail[class].head;
-            // SAFETY: the head of an `avail` list is a valid header.
-            if head.is_null() || unsafe { small_live(head) } != 0 {
-                continue;
+            // Besides the head, only chunks kept by a reset can be empty: any other chunk goes
+            // back to the source as soon as it empties.
+            let mut chunk = self.avail[class].head;
+            while !chunk.is_null() {
+                // SAFETY: headers on an `avail` list are valid.
+                let (next, live) = unsafe { ((*chunk).next, small_live(chunk)) };
+                if live == 0 {
+                    // SAFETY: `chunk` is on `avail[class]`, empty, and so not referred to by any
+                    // block.
+                    unsafe {
+                        self.avail[class].unlink(chunk);
+                        self.chunks -= 1;
+                        self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
+                    }
+                }
+                chunk = next;
             }
-            // SAFETY: `head` is on `avail[class]`, empty, and so not referred to by any block.
-            unsafe {
-                self.avail[class].unlink(head);
-                self.promote_head(class);
-                self.chunks -= 1;
-                self.release(NonNull::new_unchecked(head.cast()), SMALL_CHUNK);
-            }
+            // SAFETY: every header on the list is valid.
+            unsafe { self.promote_head(class) };
         }
         before - self.held
     }
@@ -740,11 +766,14 @@ impl<S: ChunkSource> Drop for Engine<S> {
     /// Gives every chunk back to the source in O(chunks), without visiting blocks, or in O(large
     /// blocks) when the source can take back all small chunks at once.
     fn drop(&mut self) {
-        // SAFETY: the engine is going away, so none of its blocks is used again.
+        // Large chunks go first: one of exactly `CHUNK_SIZE` bytes has a small chunk's layout,
+        // so the source counts it among the small chunks that `release_all_small` takes back.
+        self.release_large();
+        // SAFETY: the engine is going away, so none of its blocks is used again; its large
+        // chunks were released one by one above.
         if unsafe { self.source.release_all_small() } {
             self.held -= self.chunks * CHUNK_SIZE;
             self.chunks = 0;
-            self.release_large();
             return;
         }
         for class in 0..CLASS_COUNT {
@@ -763,7 +792,6 @@ impl<S: ChunkSource> Drop for Engine<S> {
             }
         }
         self.chunks = 0;
-        self.release_large();
     }
 }
 

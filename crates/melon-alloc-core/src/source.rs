@@ -40,7 +40,9 @@ pub unsafe trait ChunkSource {
     ///
     /// # Safety
     /// - Every small chunk the source handed out is, from now on, unused by anyone.
-    /// - Large chunks are still released one by one afterwards.
+    /// - Large chunks were released one by one before this call, so every chunk still out with
+    ///   a small chunk's layout (which a large chunk of exactly `CHUNK_SIZE` bytes also has) is
+    ///   a small chunk.
     unsafe fn release_all_small(&mut self) -> bool {
         false
     }

@@ -1,0 +1,649 @@
+//! The engine on its own: out-of-memory paths through a source that can be told to fail, giving
+//! cached chunks back before refusing, the locked pool, the region source, and the invariant
+//! scan catching corruption planted on purpose.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use melon_alloc_core::{
+    ChunkSource, Engine, FreeError, LockedPool, Problem, RegionSource, Stats, CHUNK_SIZE, MAX_SMALL,
+};
+
+/// What a [`TestSource`] has handed out, and how many of its next acquires must fail.
+#[derive(Debug, Default)]
+struct Ledger {
+    fail_next: usize,
+    refused: usize,
+    released: usize,
+    out: Vec<(usize, Layout)>,
+}
+
+/// A source over the global allocator that keeps a ledger of its chunks, checks every release
+/// against it, and fails on request. Clones share the ledger, so a test keeps one to steer and
+/// inspect the source while an engine owns another.
+#[derive(Clone, Debug, Default)]
+struct TestSource(Arc<Mutex<Ledger>>);
+
+impl TestSource {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.0.lock().unwrap()
+    }
+
+    fn fail_next(&self, count: usize) {
+        self.ledger().fail_next = count;
+    }
+
+    fn chunks_out(&self) -> usize {
+        self.ledger().out.len()
+    }
+}
+
+// SAFETY: chunks come from `std::alloc::alloc` with the asked-for layout, are handed out once,
+// and go back to `dealloc` with the same layout, which the ledger checks.
+unsafe impl ChunkSource for TestSource {
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let mut ledger = self.ledger();
+        assert!(layout.align() >= CHUNK_SIZE, "{layout:?}");
+        assert!(layout.size() > 0 && layout.size() % 16 == 0, "{layout:?}");
+        if ledger.fail_next > 0 {
+            ledger.fail_next -= 1;
+            ledger.refused += 1;
+            return None;
+        }
+        // SAFETY: the layout has a non-zero size.
+        let chunk = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        ledger.out.push((chunk.as_ptr() as usize, layout));
+        Some(chunk)
+    }
+
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        let mut ledger = self.ledger();
+        let addr = chunk.as_ptr() as usize;
+        let index = ledger.out.iter().position(|&(out, _)| out == addr);
+        let index = index.expect("a released chunk was handed out");
+        assert_eq!(ledger.out[index].1, layout, "a chunk came back with another layout");
+        ledger.out.swap_remove(index);
+        ledger.released += 1;
+        // SAFETY: the chunk came from `alloc` with this layout, as the ledger just confirmed.
+        unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) };
+    }
+}
+
+fn fresh(limit: Option<usize>) -> Stats {
+    let mut stats = Stats::default();
+    stats.limit = limit;
+    stats
+}
+
+/// Frees a block through the checked path and asserts it was accepted.
+fn free<S: ChunkSource>(engine: &mut Engine<S>, block: NonNull<u8>) {
+    // SAFETY: the caller passes a block of `engine` that is not used again.
+    let result = unsafe { engine.try_free(block) };
+    assert_eq!(result, Ok(()));
+}
+
+#[test]
+fn a_failing_source_refuses_without_a_charge() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), Some(1 << 20));
+    for size in [0, 64, MAX_SMALL, MAX_SMALL + 1, 100_000] {
+        source.fail_next(1);
+        assert_eq!(engine.alloc(size), None, "size {size}");
+        assert_eq!(engine.stats(), fresh(Some(1 << 20)));
+        assert_eq!(engine.available(), Some(1 << 20));
+        assert_eq!(source.chunks_out(), 0);
+        engine.check().unwrap();
+    }
+    for align in [64, 4096] {
+        source.fail_next(1);
+        let layout = Layout::from_size_align(100, align).unwrap();
+        assert_eq!(engine.alloc_layout(layout), None);
+        source.fail_next(1);
+        assert_eq!(engine.alloc_zeroed(5000), None);
+    }
+    assert_eq!(engine.stats(), fresh(Some(1 << 20)));
+    assert_eq!(source.ledger().refused, 9);
+    // The source recovers, and so does the engine.
+    let block = engine.alloc(64).unwrap();
+    assert_eq!(engine.stats().live_blocks, 1);
+    free(&mut engine, block);
+    engine.check().unwrap();
+}
+
+#[test]
+fn a_failed_move_leaves_the_block_in_place() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let block = engine.alloc(100).unwrap();
+    // SAFETY: the block holds at least 100 bytes.
+    unsafe { block.as_ptr().write_bytes(0x77, 100) };
+    let before = engine.stats();
+    for new_size in [MAX_SMALL + 1, 50_000] {
+        source.fail_next(1);
+        // SAFETY: the block is in use in `engine`; a failed realloc leaves it so.
+        assert_eq!(unsafe { engine.realloc(block, new_size) }, None);
+        let layout = Layout::from_size_align(new_size, 4096).unwrap();
+        source.fail_next(1);
+        // SAFETY: as above.
+        assert_eq!(unsafe { engine.resize(block, layout) }, None);
+        assert_eq!(engine.stats(), before);
+    }
+    // SAFETY: the block holds 100 bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), 100) };
+    assert!(bytes.iter().all(|&b| b == 0x77));
+    free(&mut engine, block);
+    engine.check().unwrap();
+}
+
+#[test]
+fn a_failing_source_gets_the_cached_chunks_back_before_the_engine_gives_up() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    for size in [16, 64, 512] {
+        let block = engine.alloc(size).unwrap();
+        free(&mut engine, block);
+    }
+    assert_eq!(engine.stats().chunks, 3);
+    // The first attempt fails; the engine gives its three empty chunks back and tries again.
+    source.fail_next(1);
+    let large = engine.alloc(100_000).unwrap();
+    assert_eq!(engine.stats().chunks, 0);
+    assert_eq!(source.ledger().released, 3);
+    assert_eq!(source.chunks_out(), 1);
+    // With nothing left to give back, a failure is final.
+    source.fail_next(1);
+    assert_eq!(engine.alloc(64), None);
+    // A retry that fails too leaves the engine consistent, without the chunks it gave back.
+    let small = engine.alloc(64).unwrap();
+    free(&mut engine, small);
+    source.fail_next(2);
+    assert_eq!(engine.alloc(100_000), None);
+    let stats = engine.stats();
+    assert_eq!((stats.chunks, stats.live_blocks, stats.large_blocks), (0, 1, 1));
+    assert_eq!(stats.bytes_held, (64 + 100_000usize).next_multiple_of(16));
+    engine.check().unwrap();
+    free(&mut engine, large);
+    assert_eq!(source.chunks_out(), 0);
+}
+
+#[test]
+fn the_limit_gets_the_cached_chunks_back_before_refusing() {
+    let source = TestSource::default();
+    let limit = 4 * CHUNK_SIZE;
+    let mut engine = Engine::new(source.clone(), Some(limit));
+    let live = engine.alloc(64).unwrap();
+    for size in [16, 128, 2048] {
+        let block = engine.alloc(size).unwrap();
+        free(&mut engine, block);
+    }
+    assert_eq!(engine.available(), Some(0));
+    // Three chunks' worth fits once the three cached chunks are given back.
+    let large = engine.alloc(3 * CHUNK_SIZE - 64).unwrap();
+    assert_eq!(engine.stats().chunks, 1);
+    assert_eq!(source.ledger().released, 3);
+    assert_eq!(engine.available(), Some(0));
+    // Nothing is cached any more, so this is refused, and nothing is charged.
+    let before = engine.stats();
+    assert_eq!(engine.alloc(100), None);
+    assert_eq!(engine.stats(), before);
+    free(&mut engine, large);
+    free(&mut engine, live);
+    engine.check().unwrap();
+}
+
+#[test]
+fn chunks_lent_to_another_engine_are_charged_and_given_back() {
+    let source = TestSource::default();
+    let limit = 8 * CHUNK_SIZE;
+    let mut parent = Engine::new(source.clone(), Some(limit));
+    let small = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let large = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let first = parent.acquire_raw(small).unwrap();
+    let second = parent.acquire_raw(large).unwrap();
+    let stats = parent.stats();
+    assert_eq!(
+        (stats.bytes_lent, stats.bytes_held, stats.chunks),
+        (4 * CHUNK_SIZE, 4 * CHUNK_SIZE, 0)
+    );
+    assert_eq!(parent.available(), Some(4 * CHUNK_SIZE));
+    parent.check().unwrap();
+    let too_much = Layout::from_size_align(5 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    assert_eq!(parent.acquire_raw(too_much), None);
+    assert_eq!(parent.stats(), stats);
+    // SAFETY: both chunks came from `acquire_raw` with these layouts and are not used again.
+    unsafe { parent.release_raw(second, large) };
+    // SAFETY: as above.
+    unsafe { parent.release_raw(first, small) };
+    assert_eq!(parent.stats().bytes_lent, 0);
+    assert_eq!(parent.available(), Some(limit));
+    assert_eq!(source.chunks_out(), 0);
+    parent.check().unwrap();
+}
+
+#[test]
+fn dropping_an_engine_gives_every_chunk_back() {
+    let source = TestSource::default();
+    {
+        let mut engine = Engine::new(source.clone(), None);
+        for i in 0..5000 {
+            engine.alloc(i % 3000).unwrap();
+        }
+        engine.alloc(CHUNK_SIZE - 64).unwrap();
+        engine.alloc(1 << 20).unwrap();
+        assert!(source.chunks_out() > 10);
+    }
+    assert_eq!(source.chunks_out(), 0);
+}
+
+#[test]
+fn reset_and_trim_hand_back_every_kept_chunk() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let blocks: Vec<_> = (0..3000).map(|i| engine.alloc(16 + i % 5 * 100).unwrap()).collect();
+    engine.alloc(50_000).unwrap();
+    let chunks = engine.stats().chunks;
+    assert!(chunks > 5);
+    engine.reset();
+    assert_eq!(engine.stats().chunks, chunks);
+    assert_eq!(engine.stats().live_blocks, 0);
+    assert_eq!(source.chunks_out(), chunks);
+    // The old blocks are all out of use, in chunks the engine still holds.
+    for &block in &blocks[..5] {
+        let addr = block.as_ptr() as usize;
+        assert_eq!(engine.validate(block), Err(FreeError::NotInUse { addr }));
+    }
+    // A new block takes a kept chunk into use; the others stay empty until trimmed.
+    let again = engine.alloc(16).unwrap();
+    assert_eq!(engine.stats().chunks, chunks);
+    assert_eq!(engine.trim(), (chunks - 1) * CHUNK_SIZE);
+    assert_eq!(engine.stats().chunks, 1);
+    assert_eq!(source.chunks_out(), 1);
+    free(&mut engine, again);
+    assert_eq!(engine.trim(), CHUNK_SIZE);
+    assert_eq!(source.chunks_out(), 0);
+    engine.check().unwrap();
+}
+
+#[test]
+fn validate_tells_every_kind_of_pointer_apart() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    let mut other = Engine::new(TestSource::default(), None);
+    let block = engine.alloc(48).unwrap();
+    let freed = engine.alloc(48).unwrap();
+    free(&mut engine, freed);
+    let theirs = other.alloc(48).unwrap();
+    let large = engine.alloc(3 * CHUNK_SIZE).unwrap();
+    let addr = |ptr: NonNull<u8>| ptr.as_ptr() as usize;
+    assert_eq!(engine.validate(block), Ok(()));
+    assert_eq!(engine.validate(large), Ok(()));
+    assert_eq!(engine.validate(freed), Err(FreeError::NotInUse { addr: addr(freed) }));
+    assert_eq!(engine.validate(theirs), Err(FreeError::Foreign { addr: addr(theirs) }));
+    for inside in [block.as_ptr().wrapping_add(16), large.as_ptr().wrapping_add(2 * CHUNK_SIZE)] {
+        let inside = NonNull::new(inside).unwrap();
+        assert_eq!(engine.validate(inside), Err(FreeError::Interior { addr: addr(inside) }));
+    }
+    let before = engine.stats();
+    // SAFETY: `theirs` is not a block of `engine`, so this only checks it.
+    assert!(unsafe { engine.try_free(theirs) }.is_err());
+    assert_eq!(engine.stats(), before);
+    free(&mut other, theirs);
+    free(&mut engine, block);
+    free(&mut engine, large);
+}
+
+/// Reads the first word of a block as a pointer, keeping its provenance.
+///
+/// # Safety
+/// `block` is a block of at least 8 bytes whose memory is still allocated.
+unsafe fn read_link(block: NonNull<u8>) -> *mut u8 {
+    // SAFETY: forwarded from the caller; blocks are aligned to 16.
+    unsafe { block.as_ptr().cast::<*mut u8>().read() }
+}
+
+/// Writes the first word of a block.
+///
+/// # Safety
+/// As for [`read_link`], and nothing else reads or writes that word meanwhile.
+unsafe fn write_link(block: NonNull<u8>, link: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { block.as_ptr().cast::<*mut u8>().write(link) }
+}
+
+#[test]
+fn check_finds_a_corrupted_free_list() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    let a = engine.alloc(64).unwrap();
+    let b = engine.alloc(64).unwrap();
+    let c = engine.alloc(64).unwrap();
+    let chunk = a.as_ptr() as usize & !(CHUNK_SIZE - 1);
+    // SAFETY: `b` is a block of `engine`; it goes on its chunk's local free list.
+    unsafe { engine.free(b) };
+    engine.check().unwrap();
+    // The freed block's first word is its free-list link. This keeps the memory allocated (the
+    // engine holds the chunk), so the writes below are plain writes to memory we can reach.
+    // SAFETY: `b`'s chunk is still held by the engine.
+    let link = unsafe { read_link(b) };
+
+    // A link into the middle of a block.
+    let stray = a.as_ptr().wrapping_add(8);
+    // SAFETY: as above; the engine does not run while the link is wrong.
+    unsafe { write_link(b, stray) };
+    let error = engine.check().unwrap_err();
+    assert_eq!(error.chunk, chunk);
+    assert_eq!(error.problem, Problem::StrayFreeEntry { entry: stray as usize });
+    assert!(error.to_string().contains("stray free-list entry"), "{error}");
+
+    // A link to the block itself: a cycle, as a double free would make.
+    // SAFETY: as above.
+    unsafe { write_link(b, b.as_ptr()) };
+    assert_eq!(engine.check().unwrap_err().problem, Problem::FreeListTooLong);
+
+    // A link to a block in use, which makes the list longer than its count says.
+    // SAFETY: `c` is in use and ours, so its first word can be cleared to end the list there.
+    unsafe { write_link(c, core::ptr::null_mut()) };
+    // SAFETY: as above.
+    unsafe { write_link(b, c.as_ptr()) };
+    let problem = engine.check().unwrap_err().problem;
+    assert!(
+        matches!(problem, Problem::CountMismatch { local: 2, local_count: 1, .. }),
+        "{problem:?}"
+    );
+
+    // SAFETY: as above; the original link puts the list back as it was.
+    unsafe { write_link(b, link) };
+    engine.check().unwrap();
+    free(&mut engine, a);
+    free(&mut engine, c);
+    engine.check().unwrap();
+}
+
+#[test]
+fn check_finds_a_corrupted_chunk_header() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    let block = engine.alloc(100).unwrap();
+    let header = block.as_ptr().map_addr(|addr| addr & !(CHUNK_SIZE - 1)).cast::<u16>();
+    // SAFETY: the chunk header is the start of a chunk the engine holds, aligned to a chunk,
+    // and begins with its 16-bit magic number.
+    let magic = unsafe { header.read() };
+    // SAFETY: as above; the engine does not run while the magic number is wrong.
+    unsafe { header.write(!magic) };
+    let error = engine.check().unwrap_err();
+    assert_eq!((error.chunk, error.problem), (header as usize, Problem::BadMagic));
+    assert!(error.to_string().contains("bad magic"), "{error}");
+    // SAFETY: as above.
+    unsafe { header.write(magic) };
+    engine.check().unwrap();
+    free(&mut engine, block);
+}
+
+#[test]
+fn a_locked_pool_serves_its_whole_api() {
+    let source = TestSource::default();
+    let pool = LockedPool::new(source.clone(), Some(1 << 20));
+    let block = pool.alloc(100).unwrap();
+    let aligned = pool.alloc_layout(Layout::from_size_align(10, 1024).unwrap()).unwrap();
+    assert_eq!(aligned.as_ptr() as usize % 1024, 0);
+    let stats = pool.stats();
+    assert_eq!((stats.live_blocks, stats.bytes_in_use, stats.chunks), (2, 112 + 1024, 2));
+    assert_eq!(pool.available(), Some((1 << 20) - 2 * CHUNK_SIZE));
+    pool.check().unwrap();
+    assert!(format!("{pool:?}").contains("live_blocks: 2"));
+    {
+        let mut engine = pool.lock();
+        let more = engine.alloc(5000).unwrap();
+        free(&mut engine, more);
+        // While the lock is held, `Debug` does not wait for it.
+        assert!(!format!("{pool:?}").contains("live_blocks"));
+    }
+    // SAFETY: from `pool`, freed once.
+    assert_eq!(unsafe { pool.try_free(block) }, Ok(()));
+    // SAFETY: `block` is no longer in use, so this only checks it.
+    let twice = unsafe { pool.try_free(block) };
+    assert_eq!(twice, Err(FreeError::NotInUse { addr: block.as_ptr() as usize }));
+    // SAFETY: from `pool`, freed once.
+    unsafe { pool.try_free(aligned) }.unwrap();
+    assert_eq!(pool.stats().live_blocks, 0);
+    // With its cached chunks given back first, a failure of the source is final.
+    assert_eq!(pool.lock().trim(), 2 * CHUNK_SIZE);
+    source.fail_next(1);
+    let before = pool.stats();
+    assert_eq!(pool.alloc(1 << 19), None);
+    assert_eq!(pool.stats(), before);
+    assert_eq!(before.bytes_held, 0);
+}
+
+#[test]
+fn a_locked_pool_is_a_global_alloc() {
+    let pool = LockedPool::new(TestSource::default(), None);
+    let layout = Layout::from_size_align(300, 64).unwrap();
+    // SAFETY: the layout has a non-zero size.
+    let block = unsafe { GlobalAlloc::alloc(&pool, layout) };
+    assert!(!block.is_null() && block as usize % 64 == 0);
+    // SAFETY: the block holds 300 bytes.
+    unsafe { block.write_bytes(0x42, 300) };
+    // SAFETY: the block came from `pool` with `layout`; the result replaces it.
+    let grown = unsafe { GlobalAlloc::realloc(&pool, block, layout, 5000) };
+    assert!(!grown.is_null() && grown as usize % 64 == 0);
+    // SAFETY: the first 300 bytes moved with the block.
+    assert!(unsafe { core::slice::from_raw_parts(grown, 300) }.iter().all(|&b| b == 0x42));
+    let grown_layout = Layout::from_size_align(5000, 64).unwrap();
+    // SAFETY: `grown` came from `pool` with `grown_layout`; a too-large size fails cleanly.
+    assert!(unsafe { GlobalAlloc::realloc(&pool, grown, grown_layout, usize::MAX - 64) }.is_null());
+    // SAFETY: `grown` is still in use with `grown_layout`.
+    unsafe { GlobalAlloc::dealloc(&pool, grown, grown_layout) };
+    let zeroed_layout = Layout::from_size_align(4000, 16).unwrap();
+    // SAFETY: the layout has a non-zero size.
+    let zeroed = unsafe { GlobalAlloc::alloc_zeroed(&pool, zeroed_layout) };
+    // SAFETY: the block holds 4000 bytes.
+    assert!(unsafe { core::slice::from_raw_parts(zeroed, 4000) }.iter().all(|&b| b == 0));
+    // SAFETY: from `pool` with this layout.
+    unsafe { GlobalAlloc::dealloc(&pool, zeroed, zeroed_layout) };
+    let huge = Layout::from_size_align(CHUNK_SIZE, 2 * CHUNK_SIZE).unwrap();
+    // SAFETY: the layout has a non-zero size; an alignment the pool cannot serve gives null.
+    assert!(unsafe { GlobalAlloc::alloc(&pool, huge) }.is_null());
+    assert_eq!(pool.stats().live_blocks, 0);
+    pool.check().unwrap();
+}
+
+#[cfg(feature = "allocator-api2")]
+#[test]
+fn a_locked_pool_is_an_allocator() {
+    use allocator_api2::alloc::Allocator;
+
+    let pool = LockedPool::new(TestSource::default(), None);
+    let small = Layout::from_size_align(40, 8).unwrap();
+    let block = pool.allocate(small).unwrap();
+    assert!(block.len() >= 40);
+    let block = block.cast::<u8>();
+    let big = Layout::from_size_align(4000, 8).unwrap();
+    // SAFETY: `block` came from `pool` with `small`, and `big` is larger.
+    let grown = unsafe { pool.grow(block, small, big) }.unwrap().cast::<u8>();
+    // SAFETY: `grown` came from `pool` with `big`, and `small` is smaller.
+    let shrunk = unsafe { pool.shrink(grown, big, small) }.unwrap().cast::<u8>();
+    assert_eq!(shrunk, grown, "a shrink stays in place");
+    // SAFETY: from `pool`, with the layout it now has.
+    unsafe { pool.deallocate(shrunk, small) };
+    assert!(pool.allocate(Layout::from_size_align(8, 1 << 20).unwrap()).is_err());
+    assert_eq!(pool.stats().live_blocks, 0);
+}
+
+#[test]
+fn a_locked_pool_is_shared_by_threads() {
+    let source = TestSource::default();
+    let pool = LockedPool::new(source.clone(), Some(64 << 20));
+    std::thread::scope(|scope| {
+        for worker in 0..2 {
+            let pool = &pool;
+            scope.spawn(move || {
+                let mut blocks = Vec::new();
+                for i in 0..5_000usize {
+                    let size = (i * 37 + worker * 11) % 3000;
+                    let block = pool.alloc(size).unwrap();
+                    // SAFETY: the block holds at least one byte.
+                    unsafe { block.as_ptr().write(worker as u8) };
+                    blocks.push(block);
+                    if i % 3 == 0 {
+                        let block = blocks.swap_remove(i % blocks.len());
+                        // SAFETY: the block is this thread's, from `pool`, freed once.
+                        unsafe { pool.try_free(block) }.unwrap();
+                    }
+                }
+                for block in blocks {
+                    // SAFETY: each block holds the byte this thread wrote.
+                    assert_eq!(unsafe { block.as_ptr().read() }, worker as u8);
+                    // SAFETY: the block is this thread's, from `pool`, freed once.
+                    unsafe { pool.try_free(block) }.unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(pool.stats().live_blocks, 0);
+    pool.check().unwrap();
+    drop(pool);
+    assert_eq!(source.chunks_out(), 0);
+}
+
+/// A buffer for a region source, and the region source over it.
+fn region(len: usize) -> (Vec<u8>, RegionSource) {
+    let mut buffer = vec![0u8; len];
+    // SAFETY: the buffer is not touched again until the source and its chunks are gone: every
+    // test below binds the source (or the engine owning it) after the buffer, so it is dropped
+    // first, and reads the buffer only for its address and length.
+    let source = unsafe { RegionSource::new(buffer.as_mut_ptr(), len) };
+    (buffer, source)
+}
+
+fn units_in(buffer: &[u8]) -> usize {
+    let lead = buffer.as_ptr().align_offset(CHUNK_SIZE);
+    buffer.len().saturating_sub(lead) / CHUNK_SIZE
+}
+
+#[test]
+fn a_region_hands_out_every_whole_unit_and_merges_them_back() {
+    let small = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let (buffer, mut source) = region(12 * CHUNK_SIZE + 1234);
+    let units = units_in(&buffer);
+    let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+    assert!(units >= 11);
+    assert_eq!(source.free_bytes(), units * CHUNK_SIZE);
+    let mut chunks = Vec::new();
+    while let Some(chunk) = source.acquire(small) {
+        let addr = chunk.as_ptr() as usize;
+        assert_eq!(addr % CHUNK_SIZE, 0);
+        assert!(range.contains(&addr) && range.contains(&(addr + CHUNK_SIZE - 1)));
+        chunks.push(chunk);
+    }
+    assert_eq!(chunks.len(), units);
+    assert_eq!(source.free_bytes(), 0);
+    // Every other unit back: plenty of bytes, but no two adjacent.
+    let mut odd = Vec::new();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        if i % 2 == 0 {
+            // SAFETY: the chunk came from `acquire` with `small` and is not used again.
+            unsafe { source.release(chunk, small) };
+        } else {
+            odd.push(chunk);
+        }
+    }
+    let two = Layout::from_size_align(2 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    assert_eq!(source.acquire(two), None);
+    // The rest, in reverse order: neighbours on both sides merge.
+    for chunk in odd.into_iter().rev() {
+        // SAFETY: as above.
+        unsafe { source.release(chunk, small) };
+    }
+    assert_eq!(source.free_bytes(), units * CHUNK_SIZE);
+    let whole = Layout::from_size_align(units * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let all = source.acquire(whole).unwrap();
+    assert_eq!(source.free_bytes(), 0);
+    // SAFETY: as above.
+    unsafe { source.release(all, whole) };
+    // A stricter alignment than a unit is met by skipping units.
+    let aligned = Layout::from_size_align(CHUNK_SIZE, 4 * CHUNK_SIZE).unwrap();
+    let chunk = source.acquire(aligned).unwrap();
+    assert_eq!(chunk.as_ptr() as usize % (4 * CHUNK_SIZE), 0);
+    // SAFETY: as above.
+    unsafe { source.release(chunk, aligned) };
+    assert_eq!(source.free_bytes(), units * CHUNK_SIZE);
+}
+
+#[test]
+fn a_region_smaller_than_a_unit_has_nothing_to_give() {
+    let (buffer, source) = region(CHUNK_SIZE - 1);
+    assert_eq!(source.free_bytes(), 0);
+    let mut engine = Engine::new(source, None);
+    assert_eq!(engine.alloc(16), None);
+    assert_eq!(engine.alloc(100_000), None);
+    engine.check().unwrap();
+    drop(engine);
+    drop(buffer);
+}
+
+#[test]
+fn an_engine_over_a_region_fills_it_and_gets_it_back_whole() {
+    let (buffer, source) = region(20 * CHUNK_SIZE);
+    let units = units_in(&buffer);
+    let mut engine = Engine::new(source, None);
+    // Small blocks until the region runs out of units.
+    let mut blocks = Vec::new();
+    while let Some(block) = engine.alloc(1024) {
+        blocks.push(block);
+    }
+    assert_eq!(engine.stats().chunks, units);
+    assert_eq!(engine.source().free_bytes(), 0);
+    engine.check().unwrap();
+    for block in blocks.drain(..) {
+        free(&mut engine, block);
+    }
+    // Large blocks, each a whole number of units in the region.
+    let mut large = Vec::new();
+    while let Some(block) = engine.alloc(2 * CHUNK_SIZE - 64) {
+        large.push(block);
+    }
+    assert_eq!(large.len(), units / 2);
+    let aligned = engine.alloc_layout(Layout::from_size_align(100, 4096).unwrap());
+    if units % 2 == 1 {
+        assert_eq!(aligned.unwrap().as_ptr() as usize % 4096, 0);
+    }
+    for block in large.into_iter().chain(aligned) {
+        free(&mut engine, block);
+    }
+    // Everything merged back: one block can take the whole region.
+    let whole = engine.alloc(units * CHUNK_SIZE - 64).unwrap();
+    assert_eq!(engine.stats().chunks, 0);
+    assert_eq!(engine.source().free_bytes(), 0);
+    free(&mut engine, whole);
+    assert_eq!(engine.source().free_bytes(), units * CHUNK_SIZE);
+    engine.check().unwrap();
+    drop(engine);
+    drop(buffer);
+}
+
+#[test]
+fn a_region_can_come_from_a_static_arena() {
+    const LEN: usize = 8 * CHUNK_SIZE;
+    static mut ARENA: [u8; LEN] = [0; LEN];
+    // SAFETY: this test is the only user of `ARENA`, and it runs once.
+    let arena = unsafe { core::slice::from_raw_parts_mut((&raw mut ARENA).cast::<u8>(), LEN) };
+    let mut engine = Engine::new(RegionSource::from_static(arena), Some(LEN));
+    let block = engine.alloc(100).unwrap();
+    let start = &raw const ARENA as usize;
+    assert!((start..start + LEN).contains(&(block.as_ptr() as usize)));
+    free(&mut engine, block);
+    engine.check().unwrap();
+}
+
+#[test]
+fn engine_debug_output_shows_the_stats() {
+    let mut engine = Engine::new(TestSource::default(), Some(CHUNK_SIZE));
+    let block = engine.alloc(1).unwrap();
+    let text = format!("{engine:?}");
+    assert!(text.starts_with("Engine { stats: Stats {"), "{text}");
+    assert!(text.contains("live_blocks: 1"), "{text}");
+    assert_eq!(engine.limit(), Some(CHUNK_SIZE));
+    assert_eq!(engine.source().chunks_out(), 1);
+    engine.source_mut().fail_next(1);
+    assert_eq!(engine.alloc(5000), None);
+    free(&mut engine, block);
+}

@@ -1,5 +1,5 @@
-//! Fast, lean memory pools with hard limits: cascading heap pools, and (soon after) pools shared
-//! between forked processes.
+//! Fast, lean memory pools with hard limits: cascading heap pools, and pools shared between
+//! processes that survive the death of any of them.
 //!
 //! This crate is the index of the workspace: the types a user needs first at the root, and each
 //! layer under its own name for the rest.
@@ -19,9 +19,41 @@
 pub use melon_alloc_core as core;
 #[doc(inline)]
 pub use melon_alloc_heap as heap;
+#[cfg(target_os = "linux")]
+#[doc(inline)]
+pub use melon_alloc_shm as shm;
 
 pub use melon_alloc_core::{CheckError, FreeError, Problem, Stats};
-pub use melon_alloc_heap::{free, ChildPool, HeapPool, LockedHeapPool, Pool};
+pub use melon_alloc_heap::{ChildPool, HeapPool, LockedHeapPool, Pool};
+#[cfg(target_os = "linux")]
+pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
+
+/// Frees a block of any pool by its pointer alone (Melon's `mln_alloc_free`): a heap pool, a
+/// shared pool, or a child of either. A block of a shared pool takes that pool's lock.
+///
+/// In debug builds, a block that its shared pool refuses (a double free, say) aborts the process
+/// with a message; release builds leave the pool as it was.
+///
+/// # Safety
+/// - `block` is an in-use block of a live [`HeapPool`], [`ChildPool`] or `ShmPool` (not of a
+///   [`LockedHeapPool`]), and nothing uses it afterwards, in any process.
+/// - No operation on a heap pool that owns it is in progress on another thread.
+pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: forwarded from the caller.
+    if let Some(result) = unsafe { melon_alloc_shm::free_shared(block) } {
+        if cfg!(debug_assertions) {
+            if let Err(error) = result {
+                std::eprintln!("melon-alloc: invalid free of a shared block: {error}");
+                std::process::abort();
+            }
+        }
+        return;
+    }
+    // SAFETY: not a block of a shared pool itself, so a block of a heap pool (a child of a shared
+    // pool included), as the caller promises.
+    unsafe { melon_alloc_heap::free(block) }
+}
 
 /// The examples of the workspace README, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -246,10 +246,6 @@ impl Arena {
             set!(self, tx, page, head, slab);
         }
         self.push_partial(tx, class, slab);
-        // The slab's pages stop counting as free; its blocks start to.
-        let waste =
-            (pages as usize * PAGE - SLAB_BLOCKS[class] as usize * CLASS_SIZES[class]) as u64;
-        set_state!(self, tx, state!(self, free_bytes) - waste, free_bytes);
         Some(slab)
     }
 
@@ -381,9 +377,6 @@ impl Arena {
         for page in slab + 1..slab + pages {
             set!(self, tx, page, kind, kind::INTERIOR);
         }
-        let blocks = (SLAB_BLOCKS[class] as usize * CLASS_SIZES[class]) as u64;
-        let whole = u64::from(pages) * PAGE as u64;
-        set_state!(self, tx, state!(self, free_bytes) - blocks + whole, free_bytes);
         self.free_run(tx, slab, pages);
     }
 
@@ -632,7 +625,8 @@ impl Arena {
                     let size = CLASS_SIZES[class] as u64;
                     counted.live_blocks += live;
                     counted.bytes_in_use += live * size;
-                    counted.free_bytes += u64::from(SLAB_BLOCKS[class]).saturating_sub(live) * size;
+                    let slab_bytes = u64::from(get!(self, page, len)) * PAGE as u64;
+                    counted.free_bytes += slab_bytes.saturating_sub(live * size);
                 }
                 kind::LARGE => {
                     counted.live_blocks += 1;
@@ -768,7 +762,7 @@ impl Arena {
         }
         counted.live_blocks += u64::from(live);
         counted.bytes_in_use += u64::from(live) * size;
-        counted.free_bytes += u64::from(capacity - live) * size;
+        counted.free_bytes += u64::from(SLAB_PAGES[class]) * PAGE as u64 - u64::from(live) * size;
         Ok(())
     }
 

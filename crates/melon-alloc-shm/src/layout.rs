@@ -68,7 +68,8 @@ pub(crate) struct State {
     /// Bit `b` is set when bin `b` is not empty.
     pub(crate) bin_mask: u32,
     pub(crate) _pad: u32,
-    /// Bytes free: free pages, and free blocks of slabs at their class size.
+    /// Bytes free: the data bytes not held by a block in use or lent to a child pool. A slab's
+    /// unused tail counts as free, so that freeing every block brings this back to its start.
     pub(crate) free_bytes: u64,
     /// Pages lent to child pools.
     pub(crate) lent_pages: u64,

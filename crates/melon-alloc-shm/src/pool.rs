@@ -185,7 +185,7 @@ impl ShmGuard<'_> {
         }
     }
 
-    /// Exact free bytes: free pages, and free blocks of slabs at their class size.
+    /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool.
     pub fn available(&self) -> usize {
         self.arena.free_bytes() as usize
     }
@@ -510,8 +510,8 @@ impl ShmPool {
         self.lock()?.usable_size(block)
     }
 
-    /// Exact free bytes: free pages, and free blocks in slabs at their class size. 0 if the lock
-    /// fails.
+    /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool. 0 if
+    /// the lock fails.
     pub fn available(&self) -> usize {
         self.lock().map_or(0, |guard| guard.available())
     }

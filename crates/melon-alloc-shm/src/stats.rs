@@ -8,7 +8,7 @@ pub struct ShmStats {
     pub capacity: usize,
     /// Bytes of the mapping that hold data: the capacity less the header and page descriptors.
     pub data_bytes: usize,
-    /// Exact free bytes: free pages, and free blocks of slabs at their class size.
+    /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool.
     pub available: usize,
     /// Bytes of the blocks in use, at their class size or in whole pages.
     pub bytes_in_use: usize,

@@ -123,6 +123,10 @@ fn fill(pool: &Pool, count: usize) {
 fn show(name: &str, stats: &Stats) {
     println!(
         "{name}: {} live blocks, {} bytes in use, {} bytes held (peak {}), {} chunks",
-        stats.live_blocks, stats.bytes_in_use, stats.bytes_held, stats.peak_bytes_held, stats.chunks
+        stats.live_blocks,
+        stats.bytes_in_use,
+        stats.bytes_held,
+        stats.peak_bytes_held,
+        stats.chunks
     );
 }

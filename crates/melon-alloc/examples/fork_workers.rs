@@ -1,0 +1,105 @@
+//! Workers forked from one parent share a pool: each allocates, stamps and frees blocks in it,
+//! hands one block to the parent by offset, and the parent reads and frees them all.
+//!
+//! Run it with `cargo run --release --example fork_workers` (Linux).
+
+#[cfg(target_os = "linux")]
+fn main() {
+    use std::time::Instant;
+
+    use melon_alloc::ShmPool;
+
+    const WORKERS: usize = 4;
+    const ROUNDS: usize = 200_000;
+
+    let shm = ShmPool::new(64 << 20).expect("64 MiB of shared memory");
+    let start_available = shm.available();
+    // One slot per worker for the offset of the block it leaves for the parent.
+    let mailbox = shm.alloc_zeroed(WORKERS * 8).expect("room for the mailbox");
+    let slots = mailbox.cast::<u64>();
+    println!("parent {}: a 64 MiB pool, {start_available} bytes free", std::process::id());
+
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for worker in 0..WORKERS {
+        // SAFETY: the process is single-threaded here, so the child may keep running Rust code.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = work(&shm, worker, ROUNDS, slots.as_ptr());
+            // SAFETY: leaves the child at once, without running the parent's destructors twice.
+            unsafe { libc::_exit(code) };
+        }
+        children.push(pid);
+    }
+    let mut failed = 0;
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: `pid` is a child of this process and `status` is a valid place to write.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let operations = WORKERS * ROUNDS * 2;
+    println!(
+        "{WORKERS} workers did {operations} allocations and frees in {:.0} ms ({:.1} million a second)",
+        elapsed.as_secs_f64() * 1e3,
+        operations as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    for worker in 0..WORKERS {
+        // SAFETY: the mailbox holds one offset per worker, written before the worker exited.
+        let offset = unsafe { slots.as_ptr().add(worker).read() } as usize;
+        let block = shm.ptr_at(offset).expect("an offset inside the pool");
+        // SAFETY: the worker left a NUL-terminated greeting in the block.
+        let text = unsafe { std::ffi::CStr::from_ptr(block.as_ptr().cast()) };
+        println!("  worker {worker} left {text:?} at offset {offset}");
+        // SAFETY: the block came from the pool and nobody else uses it any more.
+        unsafe { melon_alloc::free(block) };
+    }
+    // SAFETY: the mailbox came from the pool and is not used again.
+    unsafe { shm.free(mailbox) };
+    let stats = shm.stats().expect("the lock is free");
+    println!(
+        "after the workers: {} live blocks, {} bytes free (started with {start_available}), \
+         pool consistent: {}",
+        stats.live_blocks,
+        stats.available,
+        shm.check().is_ok()
+    );
+    assert_eq!(failed, 0, "a worker failed");
+}
+
+/// One worker's share: allocate and free blocks of mixed sizes, then leave a greeting for the
+/// parent. Returns the process exit code.
+#[cfg(target_os = "linux")]
+fn work(shm: &melon_alloc::ShmPool, worker: usize, rounds: usize, slots: *mut u64) -> i32 {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ worker as u64;
+    for _ in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let size = 16 + (seed % 1000) as usize;
+        let Some(block) = shm.alloc(size) else { return 1 };
+        // SAFETY: the block holds `size` bytes.
+        unsafe { block.as_ptr().write_bytes(worker as u8, size) };
+        // SAFETY: the block came from `shm` and is not used again.
+        if unsafe { shm.try_free(block) }.is_err() {
+            return 2;
+        }
+    }
+    let greeting = format!("hello from worker {worker}, process {}\0", std::process::id());
+    let Some(block) = shm.alloc(greeting.len()) else { return 3 };
+    // SAFETY: the block holds the greeting's length.
+    unsafe { block.as_ptr().copy_from_nonoverlapping(greeting.as_ptr(), greeting.len()) };
+    let Some(offset) = shm.offset_of(block) else { return 4 };
+    // SAFETY: the mailbox has a slot for every worker, in shared memory.
+    unsafe { slots.add(worker).write(offset as u64) };
+    0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("the shared pool needs Linux");
+}

@@ -4,7 +4,42 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
-use melon_alloc_core::{CLASS_COUNT, CLASS_SIZES};
+/// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
+/// 8 KiB, so that the medium sizes processes commonly share come from slabs too instead of page
+/// runs, which cost several times more bookkeeping.
+pub(crate) const CLASS_SIZES: [usize; CLASS_COUNT] = {
+    let mut table = [0; CLASS_COUNT];
+    let mut class = 0;
+    while class < melon_alloc_core::CLASS_COUNT {
+        table[class] = melon_alloc_core::CLASS_SIZES[class];
+        class += 1;
+    }
+    let extra = [2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192];
+    let mut index = 0;
+    while index < extra.len() {
+        table[class + index] = extra[index];
+        index += 1;
+    }
+    table
+};
+/// Number of size classes.
+pub(crate) const CLASS_COUNT: usize = melon_alloc_core::CLASS_COUNT + 8;
+/// The largest request served from a slab.
+pub(crate) const MAX_SMALL: usize = 8192;
+
+/// The smallest class holding `size` bytes, or `None` above [`MAX_SMALL`].
+#[inline]
+pub(crate) fn class_of(size: usize) -> Option<usize> {
+    if size <= melon_alloc_core::MAX_SMALL {
+        return melon_alloc_core::class_of(size);
+    }
+    if size > MAX_SMALL {
+        return None;
+    }
+    // The classes above 2 KiB step by 512 bytes up to 4 KiB, then by 1 KiB.
+    let class = if size <= 4096 { (size - 2049) / 512 } else { 4 + (size - 4097) / 1024 };
+    Some(melon_alloc_core::CLASS_COUNT + class)
+}
 
 /// The unit the pool manages its space in.
 pub(crate) const PAGE: usize = 4096;
@@ -134,8 +169,8 @@ static_assertions::const_assert!(
 );
 static_assertions::const_assert!(core::mem::align_of::<Header>() <= PAGE);
 
-/// Pages per slab of each class: the fewest (1, 2, 4 or 8) that waste at most an eighth of the
-/// slab, so that small pools are not carved into a few large slabs.
+/// Pages per slab of each class: the fewest (1, 2, 4 or 8) that hold at least four blocks and
+/// waste at most an eighth of the slab, so that small pools are not carved into a few large slabs.
 pub(crate) const SLAB_PAGES: [u32; CLASS_COUNT] = {
     let mut table = [8; CLASS_COUNT];
     let mut class = 0;
@@ -143,7 +178,7 @@ pub(crate) const SLAB_PAGES: [u32; CLASS_COUNT] = {
         let mut pages = 1;
         while pages <= 8 {
             let bytes = pages * PAGE;
-            if (bytes % CLASS_SIZES[class]) * 8 <= bytes {
+            if (bytes % CLASS_SIZES[class]) * 8 <= bytes && bytes / CLASS_SIZES[class] >= 4 {
                 table[class] = pages as u32;
                 break;
             }
@@ -208,7 +243,8 @@ mod tests {
             let bytes = SLAB_PAGES[class] as usize * PAGE;
             let used = SLAB_BLOCKS[class] as usize * CLASS_SIZES[class];
             assert!((bytes - used) * 8 <= bytes, "class {}", CLASS_SIZES[class]);
-            assert!(SLAB_BLOCKS[class] >= 2);
+            assert!(SLAB_BLOCKS[class] >= 4);
+            assert_eq!(class_of(CLASS_SIZES[class]), Some(class));
         }
         assert_eq!(SLAB_PAGES[3], 1, "64-byte blocks fill single pages exactly");
     }

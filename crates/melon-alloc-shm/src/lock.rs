@@ -33,8 +33,9 @@ pub trait ShmLock: Send + Sync {
 /// How long a waiter sleeps before it looks at whether the holder is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(20);
 
-/// Takes the built-in lock: a futex word in the mapping holding the owner's thread id. Returns
-/// whether it was taken over from a dead owner.
+/// Takes the built-in lock: a futex word in the mapping holding the owner's thread id, taken
+/// over (and counted in `takeovers`) when its owner has died.
+#[inline]
 pub(crate) fn lock_builtin(word: &AtomicU32, takeovers: &AtomicU64) -> Result<(), ShmError> {
     let me = sys::ids().tid;
     if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
@@ -86,6 +87,7 @@ fn lock_contended(word: &AtomicU32, me: u32, takeovers: &AtomicU64) -> Result<()
 }
 
 /// Releases the built-in lock, waking one waiter if any may be asleep.
+#[inline]
 pub(crate) fn unlock_builtin(word: &AtomicU32) {
     if word.swap(0, Ordering::Release) & WAITERS != 0 {
         sys::futex_wake_one(word);

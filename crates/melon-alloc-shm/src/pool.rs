@@ -47,6 +47,7 @@ impl Shared {
 
     /// Takes the lock, undoes any operation a dead holder left half done, and gives back chunks
     /// whose return failed earlier.
+    #[inline]
     pub(crate) fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header();
         match &self.lock {
@@ -74,6 +75,7 @@ impl Shared {
         Ok(guard)
     }
 
+    #[inline]
     fn unlock(&self) -> Result<(), ShmError> {
         match &self.lock {
             None => {

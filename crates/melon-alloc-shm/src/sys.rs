@@ -221,6 +221,7 @@ pub(crate) struct Ids {
     pub(crate) pid: u32,
 }
 
+#[inline]
 pub(crate) fn ids() -> Ids {
     use core::cell::Cell;
     use core::sync::atomic::Ordering;

@@ -40,6 +40,9 @@ impl Word for u64 {
 pub(crate) struct Tx {
     base: *mut u8,
     header: *mut Header,
+    /// Entries written so far: the log's length, kept here so that each write need not read it
+    /// back from the header.
+    len: usize,
 }
 
 impl Tx {
@@ -49,19 +52,20 @@ impl Tx {
     /// - `base` is the start of a mapped pool, valid for its whole capacity.
     /// - The caller holds the pool's lock until the `Tx` is committed, and the log is empty.
     pub(crate) unsafe fn begin(base: *mut u8) -> Self {
-        Self { base, header: base.cast() }
+        Self { base, header: base.cast(), len: 0 }
     }
 
     /// Writes `value` to `place`, after logging the old value.
     ///
     /// # Safety
     /// `place` points into the pool's mapping, aligned for `T`.
+    #[inline]
     pub(crate) unsafe fn set<T: Word>(&mut self, place: *mut T, value: T) {
         crate::failpoint::hit();
         // SAFETY: the caller guarantees `place` is in the mapping; the lock makes this the only
         // writer, and the header is valid (see `begin`).
         unsafe {
-            let len = (*self.header).log_len.load(Ordering::Relaxed) as usize;
+            let len = self.len;
             if len >= LOG_CAP {
                 // Every operation is written to stay under the log's size; getting here is a bug
                 // in this crate, and the state must not be changed without a log entry.
@@ -74,6 +78,7 @@ impl Tx {
                 width: core::mem::size_of::<T>() as u64,
                 old: place.read().to_u64(),
             });
+            self.len = len + 1;
             (*self.header).log_len.store(len as u32 + 1, Ordering::Release);
             // The entry must be in memory before the write it covers, whatever the compiler
             // would like to reorder: a kill can land between any two instructions.
@@ -84,6 +89,7 @@ impl Tx {
     }
 
     /// Ends the operation: its writes stand.
+    #[inline]
     pub(crate) fn commit(self) {
         compiler_fence(Ordering::SeqCst);
         crate::failpoint::hit();

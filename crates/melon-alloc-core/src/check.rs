@@ -97,6 +97,8 @@ impl core::error::Error for CheckError {}
 pub(crate) struct Parts<'a> {
     pub(crate) avail: &'a [ChunkList; CLASS_COUNT],
     pub(crate) full: &'a [ChunkList; CLASS_COUNT],
+    pub(crate) spare: &'a [ChunkList; CLASS_COUNT],
+    pub(crate) spares: &'a [u8; CLASS_COUNT],
     pub(crate) large: &'a ChunkList,
     pub(crate) owner: *const (),
     pub(crate) limit: Option<usize>,
@@ -114,9 +116,12 @@ fn fail(chunk: *const ChunkHeader, problem: Problem) -> Result<(), CheckError> {
 pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
     let mut small_chunks = 0;
     for class in 0..CLASS_COUNT {
-        for (list, state) in
-            [(&parts.avail[class], ChunkState::Avail), (&parts.full[class], ChunkState::Full)]
-        {
+        let lists = [
+            (&parts.avail[class], ChunkState::Avail),
+            (&parts.full[class], ChunkState::Full),
+            (&parts.spare[class], ChunkState::Spare),
+        ];
+        for (list, state) in lists {
             let mut prev: *mut ChunkHeader = core::ptr::null_mut();
             for chunk in list.iter() {
                 // SAFETY: the engine's lists hold valid headers.
@@ -135,6 +140,10 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
                 small_chunks += 1;
                 prev = chunk;
             }
+        }
+        let on_spare = parts.spare[class].iter().count();
+        if on_spare != usize::from(parts.spares[class]) {
+            return fail(parts.spare[class].head, Problem::WrongList);
         }
     }
     let mut large_bytes = 0;
@@ -207,6 +216,8 @@ fn check_small_chunk(
         );
     }
     let event_ok = match header.state {
+        // A spare chunk has every carved block back on its local list.
+        ChunkState::Spare => on_free == 0 && on_local == header.carved,
         ChunkState::Full => {
             header.carved == capacity && on_free == 0 && on_local == 0 && header.event == 1
         }

@@ -33,6 +33,8 @@ pub(crate) enum ChunkState {
     Full = 1,
     /// A chunk that is one large block, on the engine's `large` list.
     Large = 2,
+    /// An empty small chunk kept for reuse, on its class's `spare` list.
+    Spare = 3,
 }
 
 /// A free small block: its first word links to the next free block of the same list.

@@ -24,6 +24,11 @@ use crate::error::FreeError;
 use crate::source::ChunkSource;
 use crate::stats::Stats;
 
+/// Empty chunks an engine keeps per size class rather than give back: enough that a pool filling
+/// and draining a few chunks over and over neither goes back to its source nor rebuilds their
+/// free lists each time.
+const SPARE_CHUNKS: u8 = 4;
+
 /// The layout of every small chunk.
 const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
     Ok(layout) => layout,
@@ -49,6 +54,10 @@ pub struct Engine<S: ChunkSource> {
     avail: [ChunkList; CLASS_COUNT],
     /// Chunks whose blocks are all in use.
     full: [ChunkList; CLASS_COUNT],
+    /// Empty chunks kept for reuse, at most [`SPARE_CHUNKS`] per class.
+    spare: [ChunkList; CLASS_COUNT],
+    /// Chunks on each `spare` list.
+    spares: [u8; CLASS_COUNT],
     /// Chunks that each hold one large block.
     large: ChunkList,
     limit: Option<usize>,
@@ -78,6 +87,8 @@ impl<S: ChunkSource> Engine<S> {
         Self {
             avail: [const { ChunkList::new() }; CLASS_COUNT],
             full: [const { ChunkList::new() }; CLASS_COUNT],
+            spare: [const { ChunkList::new() }; CLASS_COUNT],
+            spares: [0; CLASS_COUNT],
             large: ChunkList::new(),
             limit,
             held: 0,
@@ -184,6 +195,9 @@ impl<S: ChunkSource> Engine<S> {
         loop {
             let chunk = self.avail[class].head;
             if chunk.is_null() {
+                if self.revive_spare(class) {
+                    continue;
+                }
                 break;
             }
             // SAFETY: the head of an `avail` list is a valid header of a chunk this engine
@@ -241,6 +255,25 @@ impl<S: ChunkSource> Engine<S> {
             (*chunk).free = (*block).next;
             Some(NonNull::new_unchecked(block.cast()))
         }
+    }
+
+    /// Makes a spare chunk of `class`, if there is one, the head of its `avail` list. Its blocks
+    /// are all on its local free list, ready for the allocation slow path to take.
+    fn revive_spare(&mut self, class: usize) -> bool {
+        let chunk = self.spare[class].head;
+        if chunk.is_null() {
+            return false;
+        }
+        // SAFETY: `chunk` is on `spare[class]`, the `avail` list is empty, and every list holds
+        // valid headers.
+        unsafe {
+            self.spare[class].unlink(chunk);
+            (*chunk).state = ChunkState::Avail;
+            (*chunk).event = NEVER;
+            self.avail[class].push_front(chunk);
+        }
+        self.spares[class] -= 1;
+        true
     }
 
     /// Makes the head of `avail[class]`, if any, the chunk that allocations come from: one that
@@ -376,6 +409,7 @@ impl<S: ChunkSource> Engine<S> {
         self.avail
             .iter()
             .chain(&self.full)
+            .chain(&self.spare)
             .chain(core::iter::once(&self.large))
             .any(|list| list.iter().any(|c| c == chunk))
     }
@@ -473,9 +507,17 @@ impl<S: ChunkSource> Engine<S> {
                 }
                 ChunkState::Avail => {
                     self.avail[class].unlink(chunk);
-                    self.chunks -= 1;
-                    self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
+                    if self.spares[class] < SPARE_CHUNKS {
+                        (*chunk).state = ChunkState::Spare;
+                        self.spare[class].push_front(chunk);
+                        self.spares[class] += 1;
+                    } else {
+                        self.chunks -= 1;
+                        self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
+                    }
                 }
+                // A spare chunk has no block in use, so no free reaches it.
+                ChunkState::Spare => {}
             }
         }
     }
@@ -533,7 +575,9 @@ impl<S: ChunkSource> Engine<S> {
         let header = unsafe { &*chunk };
         match header.state {
             ChunkState::Large => header.span - usize::from(header.data_offset),
-            ChunkState::Avail | ChunkState::Full => CLASS_SIZES[header.class as usize],
+            ChunkState::Avail | ChunkState::Full | ChunkState::Spare => {
+                CLASS_SIZES[header.class as usize]
+            }
         }
     }
 
@@ -615,6 +659,16 @@ impl<S: ChunkSource> Engine<S> {
             }
             // SAFETY: every header on the list is valid.
             unsafe { self.promote_head(class) };
+            while let Some(spare) = NonNull::new(self.spare[class].head) {
+                // SAFETY: `spare` is on `spare[class]`, empty, and so not referred to by any
+                // block.
+                unsafe {
+                    self.spare[class].unlink(spare.as_ptr());
+                    self.release(spare.cast(), SMALL_CHUNK);
+                }
+                self.chunks -= 1;
+            }
+            self.spares[class] = 0;
         }
         before - self.held
     }
@@ -700,6 +754,8 @@ impl<S: ChunkSource> Engine<S> {
         crate::check::Parts {
             avail: &self.avail,
             full: &self.full,
+            spare: &self.spare,
+            spares: &self.spares,
             large: &self.large,
             owner: self.id(),
             limit: self.limit,
@@ -787,6 +843,12 @@ impl<S: ChunkSource> Drop for Engine<S> {
             while let Some(chunk) = NonNull::new(self.full[class].head) {
                 // SAFETY: as above, for the `full` list.
                 unsafe { self.full[class].unlink(chunk.as_ptr()) };
+                // SAFETY: as above.
+                unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
+            }
+            while let Some(chunk) = NonNull::new(self.spare[class].head) {
+                // SAFETY: as above, for the `spare` list.
+                unsafe { self.spare[class].unlink(chunk.as_ptr()) };
                 // SAFETY: as above.
                 unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
             }

@@ -203,6 +203,10 @@ fn after_freeing_everything_half_the_limit_and_then_all_of_it_fits_again() {
     let half = pool.alloc(limit / 2).unwrap();
     // SAFETY: from `pool`, freed once.
     unsafe { pool.free(half) };
+    // A small block leaves its empty chunk cached, as the head of its class.
+    let small = pool.alloc(64).unwrap();
+    // SAFETY: from `pool`, freed once.
+    unsafe { pool.free(small) };
     // The cached empty chunks are given back before the limit refuses, so the whole limit can
     // be taken by one block.
     assert!(pool.stats().chunks > 0, "the test wants cached chunks");

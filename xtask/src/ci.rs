@@ -25,5 +25,9 @@ pub(crate) fn run_all() -> Result<(), String> {
 
     let mut benches = cargo();
     benches.args(["bench", "--workspace", "--no-run"]);
-    run(benches)
+    run(benches)?;
+
+    crate::no_std::run_task()?;
+    crate::loom::run_task()?;
+    crate::miri::run_task()
 }

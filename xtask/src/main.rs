@@ -5,11 +5,17 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 mod ci;
+mod loom;
+mod miri;
+mod no_std;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_all(),
+        Some("loom") => loom::run_task(),
+        Some("miri") => miri::run_task(),
+        Some("no-std") => no_std::run_task(),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -29,7 +35,11 @@ fn print_help() {
     println!(
         "cargo xtask <task>\n\n\
          tasks:\n  \
-         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled\n  \
+         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
+         no-std and Miri\n  \
+         loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
+         miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
+         no-std  the core crate and a firmware binary for thumbv7em-none-eabihf\n  \
          help    this text"
     );
 }

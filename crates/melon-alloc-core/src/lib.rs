@@ -49,7 +49,9 @@ mod error;
 mod locked;
 mod region;
 mod source;
+mod spin;
 mod stats;
+mod sync;
 
 pub use check::{CheckError, Problem};
 pub use chunk::CHUNK_SIZE;

@@ -3,38 +3,46 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
+use crate::spin::SpinLock;
 use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 
 /// An [`Engine`] behind a spin lock: `Sync`, and usable as a `#[global_allocator]` or as an
 /// `allocator_api2` [`Allocator`](allocator_api2::alloc::Allocator) shared between threads.
 ///
 /// The spin lock needs no operating system, so this works in `no_std` code. Every call takes the
-/// lock for the length of one operation; hold [`lock`](LockedPool::lock) to do several at once.
+/// lock for the length of one operation; [`with`](LockedPool::with) holds it for several.
 ///
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
 pub struct LockedPool<S: ChunkSource> {
-    engine: spin::Mutex<Engine<S>>,
+    engine: SpinLock<Engine<S>>,
 }
 
 impl<S: ChunkSource> LockedPool<S> {
     /// Makes a locked pool over `source` with an optional limit in bytes.
+    #[cfg(not(melon_loom))]
     pub const fn new(source: S, limit: Option<usize>) -> Self {
-        Self { engine: spin::Mutex::new(Engine::new(source, limit)) }
+        Self { engine: SpinLock::new(Engine::new(source, limit)) }
     }
 
-    /// Takes the lock and gives the engine for several operations in a row.
-    pub fn lock(&self) -> spin::MutexGuard<'_, Engine<S>> {
-        self.engine.lock()
+    /// Makes a locked pool over `source` with an optional limit in bytes.
+    #[cfg(melon_loom)]
+    pub fn new(source: S, limit: Option<usize>) -> Self {
+        Self { engine: SpinLock::new(Engine::new(source, limit)) }
+    }
+
+    /// Runs `f` on the engine with the lock held, for several operations in a row.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Engine<S>) -> R) -> R {
+        self.engine.with(f)
     }
 
     /// Allocates `size` bytes aligned to 16; see [`Engine::alloc`].
     pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
-        self.engine.lock().alloc(size)
+        self.engine.with(|engine| engine.alloc(size))
     }
 
     /// Allocates a block for `layout`; see [`Engine::alloc_layout`].
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
-        self.engine.lock().alloc_layout(layout)
+        self.engine.with(|engine| engine.alloc_layout(layout))
     }
 
     /// Frees a block after checking it; see [`Engine::try_free`].
@@ -46,17 +54,17 @@ impl<S: ChunkSource> LockedPool<S> {
     /// As for [`Engine::try_free`].
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.engine.lock().try_free(block) }
+        self.engine.with(|engine| unsafe { engine.try_free(block) })
     }
 
     /// Bytes left under the limit; see [`Engine::available`].
     pub fn available(&self) -> Option<usize> {
-        self.engine.lock().available()
+        self.engine.with(|engine| engine.available())
     }
 
     /// The engine's counters; see [`Engine::stats`].
     pub fn stats(&self) -> Stats {
-        self.engine.lock().stats()
+        self.engine.with(|engine| engine.stats())
     }
 
     /// The invariant scan; see [`Engine::check`].
@@ -64,14 +72,17 @@ impl<S: ChunkSource> LockedPool<S> {
     /// # Errors
     /// The first broken invariant found.
     pub fn check(&self) -> Result<(), CheckError> {
-        self.engine.lock().check()
+        self.engine.with(|engine| engine.check())
     }
 }
 
 impl<S: ChunkSource> core::fmt::Debug for LockedPool<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.engine.try_lock() {
-            Some(engine) => f.debug_struct("LockedPool").field("engine", &*engine).finish(),
+        match self
+            .engine
+            .try_with(|engine| f.debug_struct("LockedPool").field("engine", engine).finish())
+        {
+            Some(result) => result,
             None => f.debug_struct("LockedPool").finish_non_exhaustive(),
         }
     }
@@ -99,7 +110,7 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator.
         let block = unsafe { NonNull::new_unchecked(block) };
         // SAFETY: as above; the caller no longer uses it.
-        unsafe { self.engine.lock().free(block) };
+        self.engine.with(|engine| unsafe { engine.free(block) });
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -109,7 +120,7 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
             return ptr::null_mut();
         };
         // SAFETY: as above; on success the caller switches to the returned pointer.
-        let moved = unsafe { self.engine.lock().resize(block, new_layout) };
+        let moved = self.engine.with(|engine| unsafe { engine.resize(block, new_layout) });
         moved.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 }
@@ -126,7 +137,7 @@ unsafe impl<S: ChunkSource> allocator_api2::alloc::Allocator for LockedPool<S> {
 
     unsafe fn deallocate(&self, block: NonNull<u8>, _layout: Layout) {
         // SAFETY: the caller passes a block from this allocator that it no longer uses.
-        unsafe { self.engine.lock().free(block) };
+        self.engine.with(|engine| unsafe { engine.free(block) });
     }
 
     unsafe fn grow(
@@ -136,7 +147,7 @@ unsafe impl<S: ChunkSource> allocator_api2::alloc::Allocator for LockedPool<S> {
         new: Layout,
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         // SAFETY: the caller passes a block from this allocator; on success it uses the result.
-        let moved = unsafe { self.engine.lock().resize(block, new) };
+        let moved = self.engine.with(|engine| unsafe { engine.resize(block, new) });
         let moved = moved.ok_or(allocator_api2::alloc::AllocError)?;
         Ok(NonNull::slice_from_raw_parts(moved, new.size()))
     }

@@ -529,7 +529,10 @@ impl Arena {
             kind::SLAB => page,
             kind::SLAB_PAGE => get!(self, page, head),
             kind::LARGE if in_use => return Ok(Located::Large { page }),
-            kind::LARGE | kind::FREE => return Err(FreeError::NotInUse { addr }),
+            // Only the first byte of a large block's first page starts it (that start is in use
+            // for as long as the page says LARGE); any other byte of the page is inside it.
+            kind::LARGE => return Err(FreeError::Interior { addr }),
+            kind::FREE => return Err(FreeError::NotInUse { addr }),
             _ => return Err(FreeError::Interior { addr }),
         };
         let class = ((get!(self, slab, kind) >> 8) & 0xff) as usize;

@@ -547,7 +547,8 @@ impl ShmPool {
 
     /// A heap pool whose chunks come from this shared pool (Melon's cascade): it takes the lock
     /// once per chunk, not per block. Its bookkeeping lives in this process: used from another
-    /// process (after a `fork`), it refuses to take chunks.
+    /// process (after a `fork`), it refuses to take chunks, and dropping it there leaves its
+    /// chunks to the original.
     pub fn child(&self) -> ChildPool<'_> {
         ChildPool::with_source(Box::new(ShmChunks::new(self.shared())), None)
     }
@@ -608,6 +609,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        if sys::ids().pid != self.owner {
+            // A forked copy of the child is giving back a chunk that the original, in the
+            // process that made it, still holds and hands out: it stays lent to the original.
+            return;
+        }
         match self.shared.lock() {
             Ok(mut guard) => guard.take_back(chunk, layout.size()),
             Err(_) => {
@@ -619,5 +625,12 @@ unsafe impl ChunkSource for ShmChunks<'_> {
                 }
             }
         }
+    }
+
+    unsafe fn release_all_small(&mut self) -> bool {
+        // A forked copy of the child owns none of its chunks (see `release`), and their headers
+        // lie in the shared mapping, where the original's lists run through them: saying they
+        // are all taken back keeps the copy's engine from unlinking them one by one.
+        sys::ids().pid != self.owner
     }
 }

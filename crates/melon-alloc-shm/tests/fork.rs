@@ -1,0 +1,1355 @@
+//! Shared pools used by several processes: forked children, siblings, an unrelated process that
+//! attaches by descriptor, processes killed at random moments or, with the `failpoints` feature,
+//! at every step of an operation while they hold the lock.
+//!
+//! This binary runs without the test harness, one case after another in a process with a single
+//! thread, so that forking is safe. A child reports only through its exit status (a panic exits
+//! with 101), and the parent checks every status. The last line says how many cases passed and
+//! failed, and the exit code is non-zero if any failed. Arguments that do not start with `-` pick
+//! the cases whose names contain them (or equal them, with `--exact`); `--list` lists the cases
+//! as the standard harness does, and `--ignored` runs none, as no case is ignored.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use melon_alloc_shm::{ShmError, ShmPool};
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// How long a process may wait for a lock whose holder died: the takeover takes a few tens of
+/// milliseconds, so this bound only proves that nothing hangs, on however busy a machine.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
+
+/// How long a child may run before the parent calls it hung.
+const CHILD_LIMIT: Duration = Duration::from_secs(300);
+
+/// Operations per hammer process.
+const HAMMER_OPS: u64 = 100_000;
+
+type Case = (&'static str, fn());
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--attach-child") {
+        std::process::exit(attach_child(&args[1..]));
+    }
+    let flag = |name: &str| args.iter().any(|arg| arg == name);
+    let filters: Vec<&str> =
+        args.iter().map(String::as_str).filter(|arg| !arg.starts_with('-')).collect();
+    let picked = |name: &str| {
+        filters.is_empty()
+            || filters.iter().any(|filter| {
+                if flag("--exact") {
+                    name == *filter
+                } else {
+                    name.contains(filter)
+                }
+            })
+    };
+    // Only the build with fail points adds cases to the list.
+    #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
+    let mut cases: Vec<Case> = vec![
+        ("parent_writes_child_reads_and_frees", parent_writes_child_reads_and_frees),
+        ("child_allocates_parent_frees", child_allocates_parent_frees),
+        ("siblings_share_one_pool", siblings_share_one_pool),
+        ("attach_from_an_unrelated_process", attach_from_an_unrelated_process),
+        ("child_pools_belong_to_one_process", child_pools_belong_to_one_process),
+        (
+            "w1_a_mapping_the_system_refuses_is_an_error",
+            w1_a_mapping_the_system_refuses_is_an_error,
+        ),
+        ("w7_a_dead_lock_holder_is_taken_over", w7_a_dead_lock_holder_is_taken_over),
+        ("hammer", hammer),
+        ("hammer_with_random_kills", hammer_with_random_kills),
+    ];
+    #[cfg(feature = "failpoints")]
+    cases.extend(crash::CASES);
+    cases.retain(|&(name, _)| picked(name) && !flag("--ignored"));
+    if flag("--list") {
+        for (name, _) in &cases {
+            println!("{name}: test");
+        }
+        return;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    println!("note: the cases that crash at fail points run with `--features failpoints`");
+
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        let start = Instant::now();
+        let outcome = catch_unwind(case);
+        let took = start.elapsed().as_secs_f64();
+        if outcome.is_ok() {
+            passed += 1;
+            println!("test {name} ... ok ({took:.1} s)");
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED ({took:.1} s)");
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A forked child, killed and reaped if the parent gives up on it (a failed case).
+#[derive(Debug)]
+struct Child {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+/// Forks a child that runs `body` and exits with status 0, or 101 if `body` panics.
+fn fork(body: impl FnOnce()) -> Child {
+    // Output still buffered would be written twice, once by each process.
+    let _ = std::io::stdout().flush();
+    // SAFETY: this process has a single thread (the binary runs no test harness and starts no
+    // thread), so the child may run any code, allocation included.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match catch_unwind(AssertUnwindSafe(body)) {
+            Ok(()) => 0,
+            Err(_) => 101,
+        };
+        // SAFETY: `_exit` ends the child without running the destructors and exit handlers of
+        // the parent's state it inherited, which belong to the parent.
+        unsafe { libc::_exit(code) }
+    }
+    Child { pid, reaped: false }
+}
+
+impl Child {
+    /// Waits for the child to end, at most `limit`; a child still running then is killed and
+    /// the case fails.
+    fn wait(&mut self, limit: Duration) -> Exit {
+        let start = Instant::now();
+        loop {
+            let mut status = 0;
+            // SAFETY: `waitpid` on this process's own child writes its status into a local.
+            let done = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if done == self.pid {
+                self.reaped = true;
+                if libc::WIFEXITED(status) {
+                    return Exit::Code(libc::WEXITSTATUS(status));
+                }
+                return Exit::Signal(libc::WTERMSIG(status));
+            }
+            assert_eq!(done, 0, "waitpid failed: {}", std::io::Error::last_os_error());
+            if start.elapsed() > limit {
+                self.kill();
+                panic!("child {} still running after {limit:?}", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits for the child and asserts that it succeeded.
+    fn succeeds(mut self, what: &str) {
+        assert_eq!(self.wait(CHILD_LIMIT), Exit::Code(0), "{what} (child {})", self.pid);
+    }
+
+    /// Sends SIGKILL, without waiting.
+    fn signal_kill(&self) {
+        // SAFETY: the process is this process's own child, not yet reaped, so the pid is its.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+    }
+
+    /// Kills and reaps the child, if that was not done yet.
+    fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.signal_kill();
+        let mut status = 0;
+        // SAFETY: as in `wait`, blocking this time: the child has been killed.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        self.reaped = true;
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An atomic integer type, whose all-zero bytes are a valid value.
+trait Atomic: Sync + 'static {}
+impl Atomic for AtomicU32 {}
+impl Atomic for AtomicU64 {}
+
+/// Zeroed memory shared with forked children (a `MAP_SHARED` anonymous mapping), seen as
+/// atomics: how processes tell each other things besides their exit status, and the owner table
+/// of the hammer.
+struct SharedWords<A: Atomic> {
+    base: NonNull<A>,
+    len: usize,
+}
+
+impl<A: Atomic> SharedWords<A> {
+    fn new(len: usize) -> Self {
+        let bytes = len * core::mem::size_of::<A>();
+        // SAFETY: a new anonymous mapping at an address of the kernel's choosing replaces nothing.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        Self { base: NonNull::new(base.cast()).unwrap(), len }
+    }
+}
+
+impl<A: Atomic> core::ops::Deref for SharedWords<A> {
+    type Target = [A];
+
+    fn deref(&self) -> &[A] {
+        // SAFETY: (1) the mapping holds `len` values of `A`, page-aligned, zeroed by the kernel,
+        // which is a valid atomic; (2) it lives until `self` is dropped; (3) every access, from
+        // any process, is atomic.
+        unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.len) }
+    }
+}
+
+impl<A: Atomic> Drop for SharedWords<A> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is this value's own, and no reference into it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len * core::mem::size_of::<A>()) };
+    }
+}
+
+/// Waits until `word` is non-zero, for at most ten seconds, and returns it.
+fn await_word(word: &AtomicU64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let value = word.load(Ordering::Acquire);
+        if value != 0 {
+            return value;
+        }
+        assert!(start.elapsed() < TAKEOVER_BOUND, "no word from the other process");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocks
+// ---------------------------------------------------------------------------------------------
+
+/// The byte at `index` of the pattern for `seed`.
+fn pattern_byte(seed: u64, index: usize) -> u8 {
+    (seed.wrapping_mul(131).wrapping_add(index as u64 * 7) % 251) as u8
+}
+
+/// Fills `len` bytes of a block with the pattern for `seed`.
+///
+/// # Safety
+/// `block` holds at least `len` bytes that nothing else accesses meanwhile.
+unsafe fn stamp(block: NonNull<u8>, len: usize, seed: u64) {
+    // SAFETY: forwarded from the caller.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(block.as_ptr(), len) };
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = pattern_byte(seed, index);
+    }
+}
+
+/// Whether the first `len` bytes of a block hold the pattern for `seed`.
+///
+/// # Safety
+/// `block` holds at least `len` bytes that nothing writes meanwhile.
+unsafe fn has_stamp(block: NonNull<u8>, len: usize, seed: u64) -> bool {
+    // SAFETY: forwarded from the caller.
+    let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), len) };
+    bytes.iter().enumerate().all(|(index, &byte)| byte == pattern_byte(seed, index))
+}
+
+/// A small, fast pseudo-random generator (SplitMix64): the tests need variety, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// A seed that differs from run to run, printed so that a failure can be replayed.
+fn seed() -> u64 {
+    let seed = std::env::var("MELON_FORK_SEED").ok().and_then(|seed| seed.parse().ok());
+    let seed = seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        now.as_nanos() as u64
+    });
+    println!("  seed {seed} (set MELON_FORK_SEED to replay)");
+    seed
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharing between processes
+// ---------------------------------------------------------------------------------------------
+
+fn parent_writes_child_reads_and_frees() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let small = shm.alloc(1000).unwrap();
+    let large = shm.alloc(100_000).unwrap();
+    // SAFETY: both blocks are in use and hold the stamped lengths.
+    unsafe {
+        stamp(small, 1000, 1);
+        stamp(large, 100_000, 2);
+    }
+    let offsets = [shm.offset_of(small).unwrap(), shm.offset_of(large).unwrap()];
+    fork(|| {
+        for (offset, len, seed) in [(offsets[0], 1000, 1), (offsets[1], 100_000, 2)] {
+            let block = shm.ptr_at(offset).unwrap();
+            // SAFETY: the parent's block, handed over to this process.
+            assert!(unsafe { has_stamp(block, len, seed) }, "the child sees what the parent wrote");
+            // SAFETY: the block is in use; the parent no longer touches it.
+            unsafe { shm.try_free(block) }.unwrap();
+        }
+        assert_eq!(shm.stats().unwrap().live_blocks, 0);
+    })
+    .succeeds("the child reads and frees the parent's blocks");
+    assert_eq!(shm.stats().unwrap().live_blocks, 0, "the child's frees are seen by the parent");
+    // SAFETY: the block was freed by the child, so the call only inspects it.
+    assert!(unsafe { shm.try_free(small) }.is_err(), "a double free across processes");
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+fn child_allocates_parent_frees() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(4);
+    fork(|| {
+        let pid = u64::from(std::process::id());
+        for (slot, size) in [(0, 5000), (2, 300_000)] {
+            let block = shm.alloc(size).unwrap();
+            // SAFETY: the block was just handed to this process and holds `size` bytes.
+            unsafe { stamp(block, size, pid + size as u64) };
+            mailbox[slot + 1].store(pid, Ordering::Relaxed);
+            mailbox[slot].store(shm.offset_of(block).unwrap() as u64, Ordering::Release);
+        }
+    })
+    .succeeds("the child allocates");
+    assert_eq!(shm.stats().unwrap().live_blocks, 2);
+    for (slot, size) in [(0, 5000), (2, 300_000)] {
+        let offset = mailbox[slot].load(Ordering::Acquire) as usize;
+        let pid = mailbox[slot + 1].load(Ordering::Relaxed);
+        let block = shm.ptr_at(offset).unwrap();
+        assert!(shm.usable_size(block).unwrap() >= size);
+        // SAFETY: the child's block, which the child left to this process.
+        assert!(unsafe { has_stamp(block, size, pid + size as u64) });
+        // SAFETY: as above; freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+    }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+fn siblings_share_one_pool() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    // The reader starts first, so it really waits for its sibling.
+    let reader = fork(|| {
+        let offset = await_word(&mailbox[0]) as usize;
+        let seed = await_word(&mailbox[1]);
+        let block = shm.ptr_at(offset).unwrap();
+        // SAFETY: the sibling's block, handed over to this process.
+        assert!(unsafe { has_stamp(block, 700, seed) }, "the reader sees what the writer wrote");
+        // SAFETY: as above; freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+    });
+    let writer = fork(|| {
+        let block = shm.alloc(700).unwrap();
+        let seed = u64::from(std::process::id());
+        // SAFETY: the block was just handed to this process.
+        unsafe { stamp(block, 700, seed) };
+        mailbox[1].store(seed, Ordering::Relaxed);
+        mailbox[0].store(shm.offset_of(block).unwrap() as u64, Ordering::Release);
+    });
+    writer.succeeds("the writer allocates and publishes");
+    reader.succeeds("the reader reads and frees");
+    assert_eq!(shm.stats().unwrap().live_blocks, 0);
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// The layout of the block through which the parent and the attached process talk: a message
+/// from the parent, then the offset of the reply.
+const MESSAGE_LEN: usize = 256;
+const MESSAGE_SEED: u64 = 77;
+const REPLY_LEN: usize = 500;
+const REPLY_SEED: u64 = 78;
+
+fn attach_from_an_unrelated_process() {
+    let shm = ShmPool::memfd("melon-fork-attach", 4 * MIB).unwrap();
+    let start = shm.available();
+    let block = shm.alloc(MESSAGE_LEN + 8).unwrap();
+    // SAFETY: the block is in use and holds the message and the reply slot.
+    unsafe { stamp(block, MESSAGE_LEN, MESSAGE_SEED) };
+    let slot = block.as_ptr().wrapping_add(MESSAGE_LEN).cast::<AtomicU64>();
+    // SAFETY: the slot lies in the block, aligned to 8 (blocks are aligned to 16 and the message
+    // is a multiple of 8), and is only accessed atomically from now on.
+    let slot = unsafe { &*slot };
+    slot.store(0, Ordering::Relaxed);
+    // The pool's descriptor is close-on-exec; a duplicate is not, so the new process inherits
+    // it under that number.
+    // SAFETY: `dup` of a descriptor this process holds open makes a new one, owned here.
+    let inherited = unsafe { libc::dup(shm.as_fd().as_raw_fd()) };
+    assert!(inherited >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    let inherited = unsafe { OwnedFd::from_raw_fd(inherited) };
+    let base = shm.ptr_at(0).unwrap().as_ptr().addr();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--attach-child")
+        .arg(inherited.as_raw_fd().to_string())
+        .arg(shm.offset_of(block).unwrap().to_string())
+        .arg(base.to_string())
+        .arg(shm.capacity().to_string())
+        .status()
+        .unwrap();
+    drop(inherited);
+    assert!(status.success(), "the attached process failed: {status}");
+    let reply = shm.ptr_at(slot.load(Ordering::Acquire) as usize).unwrap();
+    // SAFETY: the attached process's reply, left to this process.
+    assert!(unsafe { has_stamp(reply, REPLY_LEN, REPLY_SEED) }, "the reply reads back");
+    assert_eq!(shm.stats().unwrap().live_blocks, 2);
+    // SAFETY: both blocks are in use and freed once.
+    unsafe {
+        shm.try_free(reply).unwrap();
+        shm.try_free(block).unwrap();
+    }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// The attached process: maps the parent's pool somewhere else, reads the message, allocates,
+/// frees and replies. Returns the exit code.
+fn attach_child(args: &[String]) -> i32 {
+    let outcome = catch_unwind(|| {
+        let number = |index: usize| args[index].parse::<usize>().unwrap();
+        let (fd, offset, parent_base, capacity) = (number(0), number(1), number(2), number(3));
+        // Keep the parent's address range busy, so that the pool must map elsewhere and only
+        // offsets can lead to the message. If something is there already, so much the better.
+        // SAFETY: `MAP_FIXED_NOREPLACE` never replaces an existing mapping; the placeholder is
+        // never accessed and lives until the process exits.
+        unsafe {
+            libc::mmap(
+                core::ptr::without_provenance_mut(parent_base),
+                capacity,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        // SAFETY: the descriptor was inherited from the parent, open, and owned by nothing else
+        // in this process.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the parent made the pool with this same library.
+        let shm = unsafe { ShmPool::attach(fd) }.unwrap();
+        assert_eq!(shm.capacity(), capacity);
+        assert_ne!(shm.ptr_at(0).unwrap().as_ptr().addr(), parent_base, "mapped elsewhere");
+        shm.check().unwrap();
+        let message = shm.ptr_at(offset).unwrap();
+        // SAFETY: the parent's block, which it does not touch until this process exits.
+        assert!(unsafe { has_stamp(message, MESSAGE_LEN, MESSAGE_SEED) }, "the message");
+        let mut blocks = Vec::new();
+        for size in (1..200).map(|i| i * 97) {
+            blocks.push(shm.alloc(size).unwrap());
+        }
+        for block in blocks {
+            // SAFETY: each block came from this pool and is freed once.
+            unsafe { shm.try_free(block) }.unwrap();
+        }
+        let reply = shm.alloc(REPLY_LEN).unwrap();
+        // SAFETY: the block was just handed to this process.
+        unsafe { stamp(reply, REPLY_LEN, REPLY_SEED) };
+        let slot = message.as_ptr().wrapping_add(MESSAGE_LEN).cast::<AtomicU64>();
+        // SAFETY: the parent's reply slot, inside its block, accessed atomically.
+        let slot = unsafe { &*slot };
+        slot.store(shm.offset_of(reply).unwrap() as u64, Ordering::Release);
+        shm.check().unwrap();
+    });
+    if outcome.is_ok() {
+        0
+    } else {
+        101
+    }
+}
+
+fn child_pools_belong_to_one_process() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+
+    // A child pool with several chunks, whose forked copy is dropped unused: the copy must not
+    // give the original's chunks back to the shared pool, which would hand them out again.
+    // In a cell, so that the forked process can drop its copy while the parent keeps its own.
+    let cell = core::cell::RefCell::new(Some(shm.child()));
+    let blocks: Vec<_> = {
+        let child = cell.borrow();
+        let child = child.as_ref().unwrap();
+        (0..1000).map(|_| child.alloc(64).unwrap()).collect()
+    };
+    for (seed, &block) in blocks.iter().enumerate() {
+        // SAFETY: the block is in use and holds 64 bytes.
+        unsafe { stamp(block, 64, seed as u64) };
+    }
+    let lent = shm.stats().unwrap().lent_bytes;
+    assert!(lent >= 4 * 16 * KIB, "{lent} bytes lent for 1000 blocks");
+    fork(|| {
+        drop(cell.borrow_mut().take().unwrap());
+        assert_eq!(shm.stats().unwrap().lent_bytes, lent, "the copy gave the chunks back");
+        // What the shared pool hands out now is not the original's.
+        let block = shm.alloc(64 * KIB).unwrap();
+        let offset = shm.offset_of(block).unwrap();
+        for &theirs in &blocks {
+            assert!(shm.offset_of(theirs).unwrap().abs_diff(offset) >= 64, "handed out twice");
+        }
+        // SAFETY: the block is in use and freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+    })
+    .succeeds("dropping a forked copy of a child pool");
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent);
+    let child = cell.into_inner().unwrap();
+    // The chunk headers, which lie in the shared mapping, still link the original's lists.
+    child.check().unwrap();
+    assert_eq!(child.stats().live_blocks, blocks.len());
+    for (seed, &block) in blocks.iter().enumerate() {
+        // SAFETY: the block is in use and was stamped with 64 bytes.
+        assert!(unsafe { has_stamp(block, 64, seed as u64) }, "block {seed} was overwritten");
+    }
+    // The original still works in the process that made it, and gives everything back.
+    let more = child.alloc(100_000).unwrap();
+    for block in blocks.into_iter().chain([more]) {
+        // SAFETY: each block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    child.check().unwrap();
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+
+    // A forked copy that allocates may carve what is left of its chunk, whose header it shares
+    // with the original, but it takes no new chunk: the original would hand out the same memory.
+    let child = shm.child();
+    let mine: Vec<_> = (0..10).map(|_| child.alloc(64).unwrap()).collect();
+    for (seed, &block) in mine.iter().enumerate() {
+        // SAFETY: the block is in use and holds 64 bytes.
+        unsafe { stamp(block, 64, seed as u64) };
+    }
+    let lent = shm.stats().unwrap().lent_bytes;
+    fork(|| {
+        let mut taken = Vec::new();
+        while let Some(block) = child.alloc(64) {
+            // SAFETY: the block was just handed to this process.
+            unsafe { block.as_ptr().write_bytes(0xee, 64) };
+            taken.push(block);
+            assert!(taken.len() < 100_000, "the forked child pool never refused");
+        }
+        assert!(taken.len() * 64 < lent, "{} blocks from {lent} bytes of chunks", taken.len());
+        assert_eq!(child.alloc(100_000), None, "a large block needs a chunk of its own");
+        assert_eq!(shm.stats().unwrap().lent_bytes, lent, "a chunk was lent to the copy");
+    })
+    .succeeds("a forked copy of a child pool refuses new chunks");
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent);
+    for (seed, &block) in mine.iter().enumerate() {
+        // SAFETY: the block is in use and was stamped with 64 bytes.
+        assert!(unsafe { has_stamp(block, 64, seed as u64) }, "block {seed} was overwritten");
+    }
+    shm.check().unwrap();
+    // The copy's allocations changed the chunk header the original reads, so the original can
+    // no longer be trusted either: it is abandoned, with its chunk, as a crashed process's is.
+    core::mem::forget(child);
+}
+
+/// Melon (1): the mapping's result was compared with NULL instead of `MAP_FAILED`, so a failed
+/// mapping was written to. A child whose address space is too small for the pool, or whose
+/// file size limit is too small for its memory, gets an error and goes on.
+fn w1_a_mapping_the_system_refuses_is_an_error() {
+    fork(|| {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split_whitespace().next().unwrap().parse().unwrap();
+        let limit = (pages * 4096 + 16 * MIB) as libc::rlim_t;
+        lower_limit(libc::RLIMIT_AS, limit);
+        match ShmPool::new(64 * MIB) {
+            Err(error @ ShmError::Os { errno, .. }) => {
+                assert_eq!(errno, rustix::io::Errno::NOMEM);
+                assert!(error.to_string().contains("failed"), "{error}");
+            }
+            other => panic!("a mapping past the address-space limit gave {other:?}"),
+        }
+        // A pool that fits still works.
+        let shm = ShmPool::new(MIB).unwrap();
+        let block = shm.alloc(64).unwrap();
+        // SAFETY: the block is in use and freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+    })
+    .succeeds("a mapping past the address-space limit");
+    fork(|| {
+        // SAFETY: ignoring SIGXFSZ makes a write past the limit fail with EFBIG instead of
+        // killing this child; no handler runs.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        lower_limit(libc::RLIMIT_FSIZE, MIB as libc::rlim_t);
+        match ShmPool::new(8 * MIB) {
+            Err(ShmError::Os { errno, .. }) => assert_eq!(errno, rustix::io::Errno::FBIG),
+            other => panic!("memory past the file size limit gave {other:?}"),
+        }
+        assert!(ShmPool::new(512 * KIB).is_ok());
+    })
+    .succeeds("memory past the file size limit");
+}
+
+/// Lowers the soft limit on `resource` to `limit` for this process.
+fn lower_limit(resource: libc::__rlimit_resource_t, limit: libc::rlim_t) {
+    let mut rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `getrlimit` writes the current limits into the local struct.
+    assert_eq!(unsafe { libc::getrlimit(resource, &mut rlimit) }, 0);
+    rlimit.rlim_cur = limit.min(rlimit.rlim_max);
+    // SAFETY: `setrlimit` reads the struct; a lower soft limit affects this process only.
+    assert_eq!(unsafe { libc::setrlimit(resource, &rlimit) }, 0);
+}
+
+/// Melon (7): nothing recovered when a process died holding the lock. A child takes the lock and
+/// is killed; the processes waiting for it carry on.
+fn w7_a_dead_lock_holder_is_taken_over() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(4);
+    let holder = fork(|| {
+        let mut guard = shm.lock().unwrap();
+        let block = guard.alloc(64).unwrap();
+        mailbox[1].store(shm.offset_of(block).unwrap() as u64, Ordering::Relaxed);
+        mailbox[0].store(1, Ordering::Release);
+        // Hold the lock until killed.
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    await_word(&mailbox[0]);
+    let waiters: Vec<Child> = (0..3)
+        .map(|waiter| {
+            let (shm, mailbox) = (&shm, &mailbox);
+            fork(move || {
+                mailbox[2].fetch_add(1, Ordering::AcqRel);
+                let start = Instant::now();
+                let block = shm.alloc(100 + waiter).unwrap();
+                let waited = start.elapsed();
+                assert!(waited < TAKEOVER_BOUND, "waited {waited:?} for a dead holder's lock");
+                // SAFETY: the block is in use and freed once.
+                unsafe { shm.try_free(block) }.unwrap();
+            })
+        })
+        .collect();
+    // Let the waiters reach the lock before the holder dies.
+    while mailbox[2].load(Ordering::Acquire) < 3 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut holder = holder;
+    holder.signal_kill();
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    for waiter in waiters {
+        waiter.succeeds("a waiter gets the lock of a dead holder");
+    }
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.lock_takeovers, 1, "exactly one process took the lock over");
+    assert_eq!(stats.operations_undone, 0, "the holder died between operations");
+    // The dead holder's block is still in use; nobody else can free it by mistake.
+    assert_eq!(stats.live_blocks, 1);
+    let block = shm.ptr_at(mailbox[1].load(Ordering::Relaxed) as usize).unwrap();
+    // SAFETY: the dead holder's block, freed once on its behalf.
+    unsafe { shm.try_free(block) }.unwrap();
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hammer
+// ---------------------------------------------------------------------------------------------
+
+/// Live blocks a hammer process holds at most.
+const MAX_LIVE: usize = 256;
+/// The largest block a hammer process asks for.
+const MAX_SIZE: usize = 4096;
+/// Owner-table bit marking the first unit of a block.
+const START: u32 = 1 << 31;
+/// The owner table's unit: the pool's smallest block.
+const UNIT: usize = 16;
+/// The longest any single operation may take: it only ever waits for a lock, and a lock held by
+/// a dead process is taken over long before this.
+const STALL: Duration = TAKEOVER_BOUND;
+
+struct Live {
+    block: NonNull<u8>,
+    size: usize,
+    span: usize,
+    seq: u64,
+}
+
+/// One process of the hammer: random allocations, reallocations and frees, each block stamped
+/// with the process id and a sequence number across its whole length and checked before it goes,
+/// each claimed in the shared owner table unit by unit so that a block handed out twice is
+/// caught the moment its second owner claims it.
+struct Worker<'a> {
+    shm: &'a ShmPool,
+    owners: &'a [AtomicU32],
+    /// For a process that will be killed: set while it holds the lock for a batch of
+    /// operations, so that the parent can aim its kill at that.
+    holding: Option<&'a AtomicU64>,
+    tag: u32,
+    pid: u64,
+    rng: Rng,
+    live: Vec<Live>,
+    seq: u64,
+    pattern: Vec<u8>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(shm: &'a ShmPool, owners: &'a [AtomicU32], tag: u32, seed: u64) -> Self {
+        let pid = u64::from(std::process::id());
+        let mut rng = Rng(seed ^ pid.rotate_left(32));
+        let pattern = (0..MAX_SIZE + 256).map(|_| rng.next() as u8).collect();
+        Self { shm, owners, holding: None, tag, pid, rng, live: Vec::new(), seq: 0, pattern }
+    }
+
+    fn size(&mut self) -> usize {
+        match self.rng.below(10) {
+            0..=5 => 16 + self.rng.below(241) as usize,
+            6..=8 => 257 + self.rng.below(1792) as usize,
+            _ => 2049 + self.rng.below((MAX_SIZE - 2048) as u64) as usize,
+        }
+    }
+
+    /// Runs `ops` operations (forever if `None`), then frees everything.
+    fn run(&mut self, ops: Option<u64>) {
+        let mut done = 0;
+        while ops.is_none_or(|ops| done < ops) {
+            let start = Instant::now();
+            let roll = self.rng.below(100);
+            if self.holding.is_some() && roll < 50 {
+                self.batch();
+            } else if self.live.len() < MAX_LIVE && (self.live.is_empty() || roll < 50) {
+                self.alloc();
+            } else if roll < 62 {
+                self.realloc();
+            } else {
+                let index = self.rng.below(self.live.len() as u64) as usize;
+                self.free(index);
+            }
+            let took = start.elapsed();
+            assert!(took < STALL, "an operation took {took:?}");
+            done += 1;
+        }
+        assert!(self.seq >= done / 4, "{} blocks allocated in {done} operations", self.seq);
+        while !self.live.is_empty() {
+            self.free(self.live.len() - 1);
+        }
+    }
+
+    /// Allocates and frees under one hold of the lock, as a process does when it has several
+    /// operations to make.
+    fn batch(&mut self) {
+        let shm = self.shm;
+        let mut guard = shm.lock().unwrap();
+        let holding = self.holding.unwrap();
+        holding.store(1, Ordering::Release);
+        for _ in 0..16 {
+            if self.live.len() < MAX_LIVE && (self.live.is_empty() || self.rng.below(2) == 0) {
+                let size = self.size();
+                let block = guard.alloc(size).expect("the pool ran out");
+                let span = guard.usable_size(block).unwrap();
+                self.claim(block, span);
+                self.seq += 1;
+                let live = Live { block, size, span, seq: self.seq };
+                self.stamp(&live);
+                self.live.push(live);
+            } else {
+                let index = self.rng.below(self.live.len() as u64) as usize;
+                let live = self.live.swap_remove(index);
+                self.verify(&live);
+                self.release(live.block, live.span);
+                // SAFETY: the block is this process's, in use, and freed once.
+                unsafe { guard.free(live.block) }.unwrap();
+            }
+        }
+        holding.store(0, Ordering::Release);
+    }
+
+    fn alloc(&mut self) {
+        let size = self.size();
+        let (block, span) = match self.rng.below(3) {
+            0 => {
+                let block = self.shm.alloc(size).expect("the pool ran out");
+                (block, self.shm.usable_size(block).unwrap())
+            }
+            1 => {
+                let block = self.shm.alloc_zeroed(size).expect("the pool ran out");
+                // SAFETY: the block was just handed to this process and holds `size` bytes.
+                let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), size) };
+                assert!(bytes.iter().all(|&byte| byte == 0), "alloc_zeroed left data");
+                (block, self.shm.usable_size(block).unwrap())
+            }
+            _ => {
+                let mut guard = self.shm.lock().unwrap();
+                let block = guard.alloc(size).expect("the pool ran out");
+                (block, guard.usable_size(block).unwrap())
+            }
+        };
+        assert!(span >= size && span % UNIT == 0, "size {size}, usable {span}");
+        assert_eq!(block.as_ptr() as usize % UNIT, 0);
+        self.claim(block, span);
+        self.seq += 1;
+        let live = Live { block, size, span, seq: self.seq };
+        self.stamp(&live);
+        self.live.push(live);
+    }
+
+    fn realloc(&mut self) {
+        if self.live.is_empty() {
+            return;
+        }
+        let index = self.rng.below(self.live.len() as u64) as usize;
+        let new_size = self.size();
+        let old = &self.live[index];
+        self.verify(old);
+        let (old_block, old_size, old_span, old_seq) = (old.block, old.size, old.span, old.seq);
+        self.release(old_block, old_span);
+        // SAFETY: the block is this process's, in use; if it moves, the old pointer is dropped.
+        let block = unsafe { self.shm.realloc(old_block, new_size) }.expect("the pool ran out");
+        let span = self.shm.usable_size(block).unwrap();
+        self.claim(block, span);
+        let kept = Live { block, size: old_size.min(new_size), span, seq: old_seq };
+        self.verify(&kept);
+        self.seq += 1;
+        let live = Live { block, size: new_size, span, seq: self.seq };
+        self.stamp(&live);
+        self.live[index] = live;
+    }
+
+    fn free(&mut self, index: usize) {
+        let live = self.live.swap_remove(index);
+        self.verify(&live);
+        self.release(live.block, live.span);
+        // SAFETY: the block is this process's, in use, and freed once.
+        unsafe { self.shm.try_free(live.block) }.unwrap();
+    }
+
+    fn units(&self, block: NonNull<u8>, span: usize) -> core::ops::Range<usize> {
+        let first = self.shm.offset_of(block).unwrap() / UNIT;
+        first..first + span / UNIT
+    }
+
+    fn claim(&self, block: NonNull<u8>, span: usize) {
+        let units = self.units(block, span);
+        let first = units.start;
+        for unit in units {
+            let mark = if unit == first { self.tag | START } else { self.tag };
+            if let Err(owner) =
+                self.owners[unit].compare_exchange(0, mark, Ordering::AcqRel, Ordering::Acquire)
+            {
+                panic!(
+                    "unit at offset {:#x} of a new block ({span} bytes at {:#x}) belongs to \
+                     process tag {}: handed out twice",
+                    unit * UNIT,
+                    first * UNIT,
+                    owner & !START
+                );
+            }
+        }
+    }
+
+    /// Gives the block's units back, its first unit last, so that an owner-table entry with the
+    /// start mark always means a block still allocated.
+    fn release(&self, block: NonNull<u8>, span: usize) {
+        let units = self.units(block, span);
+        let first = units.start;
+        for unit in units.rev() {
+            let mark = if unit == first { self.tag | START } else { self.tag };
+            if let Err(owner) =
+                self.owners[unit].compare_exchange(mark, 0, Ordering::AcqRel, Ordering::Acquire)
+            {
+                panic!(
+                    "unit at offset {:#x} of a block of this process reads {owner:#x}",
+                    unit * UNIT
+                );
+            }
+        }
+    }
+
+    fn stamp_head(&self, seq: u64) -> [u8; 8] {
+        (self.pid << 32 | seq).to_le_bytes()
+    }
+
+    fn stamp(&self, live: &Live) {
+        // SAFETY: the block is this process's, in use, and holds `size` bytes.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(live.block.as_ptr(), live.size) };
+        let head = self.stamp_head(live.seq);
+        let split = live.size.min(8);
+        bytes[..split].copy_from_slice(&head[..split]);
+        let from = (live.seq % 256) as usize;
+        bytes[split..].copy_from_slice(&self.pattern[from..from + live.size - split]);
+    }
+
+    fn verify(&self, live: &Live) {
+        // SAFETY: as in `stamp`.
+        let bytes = unsafe { core::slice::from_raw_parts(live.block.as_ptr(), live.size) };
+        let head = self.stamp_head(live.seq);
+        let split = live.size.min(8);
+        let from = (live.seq % 256) as usize;
+        let intact = bytes[..split] == head[..split]
+            && bytes[split..] == self.pattern[from..from + live.size - split];
+        assert!(
+            intact,
+            "block {:p} of {} bytes (sequence {}) was overwritten",
+            live.block, live.size, live.seq
+        );
+    }
+}
+
+/// The pool and owner table of a hammer run.
+struct Arena {
+    shm: ShmPool,
+    owners: SharedWords<AtomicU32>,
+    start: usize,
+}
+
+impl Arena {
+    fn new(capacity: usize) -> Self {
+        let shm = ShmPool::new(capacity).unwrap();
+        let start = shm.available();
+        Self { owners: SharedWords::new(capacity / UNIT), shm, start }
+    }
+
+    fn spawn(&self, tag: u32, seed: u64, ops: Option<u64>) -> Child {
+        fork(|| Worker::new(&self.shm, &self.owners, tag, seed).run(ops))
+    }
+
+    /// A process that runs until it is killed, often holding the lock, which it flags in
+    /// `holding`.
+    fn spawn_victim(&self, tag: u32, seed: u64, holding: &AtomicU64) -> Child {
+        fork(|| {
+            let mut worker = Worker::new(&self.shm, &self.owners, tag, seed);
+            worker.holding = Some(holding);
+            worker.run(None);
+        })
+    }
+}
+
+fn hammer() {
+    const WORKERS: u32 = 8;
+    let arena = Arena::new(32 * MIB);
+    let seed = seed();
+    let workers: Vec<Child> =
+        (1..=WORKERS).map(|tag| arena.spawn(tag, seed, Some(HAMMER_OPS))).collect();
+    for worker in workers {
+        worker.succeeds("a hammer process");
+    }
+    let shm = &arena.shm;
+    shm.check().unwrap();
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.live_blocks, 0);
+    assert_eq!(shm.available(), arena.start);
+    assert_eq!((stats.lock_takeovers, stats.operations_undone), (0, 0), "nobody died");
+    let claimed = arena.owners.iter().filter(|owner| owner.load(Ordering::Relaxed) != 0).count();
+    assert_eq!(claimed, 0, "every unit was released");
+}
+
+fn hammer_with_random_kills() {
+    const SURVIVORS: u32 = 4;
+    const VICTIMS: u32 = 3;
+    let arena = Arena::new(32 * MIB);
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let holding = SharedWords::<AtomicU64>::new(VICTIMS as usize);
+    let survivors: Vec<Child> =
+        (1..=SURVIVORS).map(|tag| arena.spawn(tag, seed, Some(HAMMER_OPS / 2))).collect();
+    let victims: Vec<Child> = (0..VICTIMS)
+        .map(|index| arena.spawn_victim(SURVIVORS + 1 + index, seed, &holding[index as usize]))
+        .collect();
+    // Each victim dies at a random moment, most often while it holds the lock.
+    for (victim, holding) in victims.iter().zip(holding.iter()) {
+        std::thread::sleep(Duration::from_millis(10 + rng.below(150)));
+        let start = Instant::now();
+        while holding.load(Ordering::Acquire) == 0 && start.elapsed() < Duration::from_secs(1) {
+            std::hint::spin_loop();
+        }
+        victim.signal_kill();
+    }
+    for mut victim in victims {
+        assert_eq!(victim.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    }
+    for survivor in survivors {
+        survivor.succeeds("a survivor carries on after the kills");
+    }
+    let shm = &arena.shm;
+    shm.check().unwrap();
+    let stats = shm.stats().unwrap();
+    println!(
+        "  {} lock takeovers, {} operations undone, {} blocks left by the killed",
+        stats.lock_takeovers, stats.operations_undone, stats.live_blocks
+    );
+    // The killed processes' blocks are the only ones left. Those the owner table knows of are
+    // freed on their behalf; each killed process may have had one more in flight (between the
+    // pool and the table), or two in a reallocation that was moving its block.
+    let mut freed = 0;
+    for (unit, owner) in arena.owners.iter().enumerate() {
+        let owner = owner.load(Ordering::Relaxed);
+        if owner == 0 {
+            continue;
+        }
+        assert!(owner & !START > SURVIVORS, "a survivor left unit {unit} claimed");
+        if owner & START != 0 {
+            let block = shm.ptr_at(unit * UNIT).unwrap();
+            // SAFETY: a killed process's block, still in use, freed once on its behalf.
+            unsafe { shm.try_free(block) }.unwrap();
+            freed += 1;
+        }
+    }
+    let stats = shm.stats().unwrap();
+    assert!(
+        stats.live_blocks <= 2 * VICTIMS as usize,
+        "{} blocks lost after freeing the {freed} the killed processes left",
+        stats.live_blocks
+    );
+    assert!(stats.bytes_in_use <= 2 * VICTIMS as usize * MAX_SIZE);
+    assert_eq!(shm.available() + stats.bytes_in_use, arena.start);
+    shm.check().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes at fail points
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(feature = "failpoints")]
+mod crash {
+    //! A child arms the fail point `k` and runs one operation, so that it is killed at its
+    //! `k`-th write while holding the lock, for every `k` until the operation completes. The
+    //! parent then takes the lock over, and must find the pool exactly as it was before the
+    //! operation (or, once the operation had committed, exactly as after it): the same
+    //! counters, the same answers to the same requests as a pool that never saw a crash.
+
+    use core::ptr::NonNull;
+    use std::time::Instant;
+
+    use melon_alloc_heap::ChildPool;
+    use melon_alloc_shm::{failpoint, ShmPool};
+
+    use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, MIB, TAKEOVER_BOUND};
+
+    pub(super) const CASES: [Case; 8] = [
+        ("crash_alloc_small", || crash(Op::AllocSmall)),
+        ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
+        ("crash_alloc_large", || crash(Op::AllocLarge)),
+        ("crash_free_small", || crash(Op::FreeSmall)),
+        ("crash_free_small_emptying_a_slab", || crash(Op::FreeEmptiesSlab)),
+        ("crash_free_large_merging", || crash(Op::FreeLargeMerging)),
+        ("crash_child_lends_a_chunk", || crash(Op::ChildLend)),
+        ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
+    ];
+
+    /// The pool's counters that describe its contents (not its lock's history).
+    fn figures(shm: &ShmPool) -> [usize; 6] {
+        let stats = shm.stats().unwrap();
+        [
+            stats.data_bytes,
+            stats.available,
+            stats.bytes_in_use,
+            stats.live_blocks,
+            stats.large_blocks,
+            stats.lent_bytes,
+        ]
+    }
+
+    const CAPACITY: usize = 2 * MIB;
+    const LARGE: usize = 20_000;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Op {
+        AllocSmall,
+        AllocNewSlab,
+        AllocLarge,
+        FreeSmall,
+        FreeEmptiesSlab,
+        FreeLargeMerging,
+        ChildLend,
+        ChildTakeBack,
+    }
+
+    /// What the pool looked like after a crash at one fail point.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Outcome {
+        /// Killed before its first write: nothing to undo.
+        Untouched,
+        /// Killed mid-way: the next process undid it.
+        Undone,
+        /// Killed after the operation committed, before the lock was released.
+        Committed,
+        /// Not killed: the operation has fewer fail points.
+        Completed,
+    }
+
+    /// The blocks that setting up leaves: the one the operation frees, and witnesses that must
+    /// come through every crash intact.
+    struct Setup {
+        target: Option<usize>,
+        witnesses: Vec<(usize, usize, u64)>,
+    }
+
+    fn offset(shm: &ShmPool, size: usize) -> usize {
+        shm.offset_of(shm.alloc(size).unwrap()).unwrap()
+    }
+
+    /// Brings a fresh pool to the state the operation starts from. Deterministic: the same
+    /// calls on a pool of the same capacity give the same offsets.
+    fn setup(op: Op, shm: &ShmPool) -> Setup {
+        let mut witnesses = Vec::new();
+        for (size, seed) in [(200, 1), (50_000, 2), (80, 3)] {
+            let at = offset(shm, size);
+            // SAFETY: the block is in use and holds `size` bytes.
+            unsafe { stamp(shm.ptr_at(at).unwrap(), size, seed) };
+            witnesses.push((at, size, seed));
+        }
+        let target = match op {
+            Op::AllocNewSlab | Op::ChildLend | Op::ChildTakeBack => None,
+            Op::AllocSmall => {
+                // The operation's class has a slab with room.
+                offset(shm, 64);
+                None
+            }
+            Op::AllocLarge => {
+                offset(shm, LARGE);
+                offset(shm, 3 * LARGE);
+                None
+            }
+            Op::FreeSmall => {
+                let blocks: Vec<_> = (0..3).map(|_| offset(shm, 64)).collect();
+                Some(blocks[1])
+            }
+            Op::FreeEmptiesSlab => {
+                // Fill a slab of 64-byte blocks (one page) and start the next, then free all but
+                // one block of the full slab: freeing that one empties a slab that allocations
+                // no longer come from, which goes back to the free pages.
+                let first = offset(shm, 64);
+                let mut slab = vec![first];
+                loop {
+                    let next = offset(shm, 64);
+                    if next / 4096 != first / 4096 {
+                        break;
+                    }
+                    slab.push(next);
+                }
+                let last = slab.pop().unwrap();
+                for at in slab {
+                    free(shm, at);
+                }
+                Some(last)
+            }
+            Op::FreeLargeMerging => {
+                let blocks: Vec<_> = (0..4).map(|_| offset(shm, LARGE)).collect();
+                let span = shm.usable_size(shm.ptr_at(blocks[0]).unwrap()).unwrap();
+                for pair in blocks.windows(2) {
+                    assert_eq!(pair[1], pair[0] + span, "large blocks side by side");
+                }
+                free(shm, blocks[0]);
+                free(shm, blocks[2]);
+                Some(blocks[1])
+            }
+        };
+        Setup { target, witnesses }
+    }
+
+    fn free(shm: &ShmPool, at: usize) {
+        // SAFETY: every offset passed is an in-use block of the pool, freed once.
+        unsafe { shm.try_free(shm.ptr_at(at).unwrap()) }.unwrap();
+    }
+
+    /// The part of the starting state that the process running the operation makes itself.
+    fn prepare(op: Op, shm: &ShmPool) -> Option<ChildPool<'_>> {
+        if op != Op::ChildTakeBack {
+            return None;
+        }
+        let child = shm.child();
+        let block = child.alloc(64).unwrap();
+        // SAFETY: the block came from `child` and is freed once.
+        unsafe { child.free(block) };
+        Some(child)
+    }
+
+    /// The operation. Returns the offset of the block it allocated, if any.
+    fn run(op: Op, shm: &ShmPool, setup: &Setup, child: Option<ChildPool<'_>>) -> Option<usize> {
+        match op {
+            Op::AllocSmall => Some(offset(shm, 64)),
+            Op::AllocNewSlab => Some(offset(shm, 48)),
+            Op::AllocLarge => Some(offset(shm, 2 * LARGE)),
+            Op::FreeSmall | Op::FreeEmptiesSlab | Op::FreeLargeMerging => {
+                free(shm, setup.target.unwrap());
+                None
+            }
+            Op::ChildLend => {
+                let child = shm.child();
+                let at = shm.offset_of(child.alloc(64).unwrap());
+                // The chunk stays lent, as it does when the process that took it dies.
+                core::mem::forget(child);
+                at
+            }
+            Op::ChildTakeBack => {
+                drop(child.unwrap());
+                None
+            }
+        }
+    }
+
+    /// Requests whose answers depend on every free list and run of the pool.
+    fn probe(shm: &ShmPool) -> (Vec<Option<usize>>, [usize; 6]) {
+        let mut offsets: Vec<_> = [16, 48, 64, 100, 1000, 3000, 5000, 9000, 40_000, 300_000]
+            .iter()
+            .map(|&size| shm.alloc(size).and_then(|block| shm.offset_of(block)))
+            .collect();
+        let child = shm.child();
+        offsets.push(child.alloc(64).and_then(|block| shm.offset_of(block)));
+        core::mem::forget(child);
+        (offsets, figures(shm))
+    }
+
+    fn crash(op: Op) {
+        let mut outcomes = Vec::new();
+        for k in 1.. {
+            assert!(k < 1000, "{op:?} never completed");
+            let outcome = crash_at(op, k);
+            outcomes.push(outcome);
+            if outcome == Outcome::Completed {
+                break;
+            }
+        }
+        let points = outcomes.len() - 1;
+        println!("  {op:?}: {points} fail points");
+        assert!(points >= 3, "{op:?}: {outcomes:?}");
+        // Nothing is written before the first fail point, every point after it until the commit
+        // leaves a logged write to undo, and the last one comes after the commit.
+        let mut expected = vec![Outcome::Untouched];
+        expected.resize(points - 1, Outcome::Undone);
+        expected.extend([Outcome::Committed, Outcome::Completed]);
+        assert_eq!(outcomes, expected, "{op:?}");
+    }
+
+    fn crash_at(op: Op, k: u64) -> Outcome {
+        // Two pools that never crash: one left where the operation starts, one after it.
+        let before = ShmPool::new(CAPACITY).unwrap();
+        setup(op, &before);
+        if let Some(child) = prepare(op, &before) {
+            core::mem::forget(child);
+        }
+        let after = ShmPool::new(CAPACITY).unwrap();
+        let after_setup = setup(op, &after);
+        let child = prepare(op, &after);
+        let allocated = run(op, &after, &after_setup, child);
+
+        let shm = ShmPool::new(CAPACITY).unwrap();
+        let ready = setup(op, &shm);
+        let counters = shm.stats().unwrap();
+        let mut process = fork(|| {
+            let child = prepare(op, &shm);
+            failpoint::arm(k);
+            run(op, &shm, &ready, child);
+            failpoint::arm(0);
+        });
+        let exit = process.wait(CHILD_LIMIT);
+        let outcome = match exit {
+            Exit::Code(0) => {
+                assert_eq!(figures(&shm), figures(&after), "{op:?}: completed without a kill");
+                assert_eq!(shm.stats().unwrap().lock_takeovers, counters.lock_takeovers);
+                Outcome::Completed
+            }
+            Exit::Signal(libc::SIGKILL) => {
+                let start = Instant::now();
+                let guard = shm.lock().unwrap();
+                let waited = start.elapsed();
+                assert!(waited < TAKEOVER_BOUND, "{op:?} at {k}: the lock took {waited:?}");
+                drop(guard);
+                let stats = shm.stats().unwrap();
+                assert_eq!(stats.lock_takeovers, counters.lock_takeovers + 1, "{op:?} at {k}");
+                let undone = stats.operations_undone - counters.operations_undone;
+                let now = figures(&shm);
+                match (undone, now == figures(&before), now == figures(&after)) {
+                    (0, true, _) => Outcome::Untouched,
+                    (1, true, _) => Outcome::Undone,
+                    (0, false, true) => Outcome::Committed,
+                    _ => panic!(
+                        "{op:?} killed at {k}: {undone} undone, pool {now:?}, before {:?}, \
+                         after {:?}",
+                        figures(&before),
+                        figures(&after)
+                    ),
+                }
+            }
+            other => panic!("{op:?} at {k}: the child ended with {other:?}"),
+        };
+        shm.check().unwrap();
+        for &(at, len, seed) in &ready.witnesses {
+            // SAFETY: a witness block, in use since setup, which no operation touches.
+            assert!(unsafe { has_stamp(shm.ptr_at(at).unwrap(), len, seed) }, "{op:?} at {k}");
+        }
+        // Replay the operation where it was undone, so that the pool must now match the one
+        // that ran it once; then both must answer the same requests the same way.
+        let reference = match outcome {
+            Outcome::Untouched | Outcome::Undone if op == Op::ChildTakeBack => {
+                // Only the dead process could give its chunk back.
+                &before
+            }
+            Outcome::Untouched | Outcome::Undone => {
+                let replayed = run(op, &shm, &ready, None);
+                assert_eq!(replayed, allocated, "{op:?} at {k}: the replay");
+                assert_eq!(figures(&shm), figures(&after), "{op:?} at {k}: after the replay");
+                &after
+            }
+            Outcome::Committed | Outcome::Completed => {
+                if let Some(at) = allocated {
+                    let block: NonNull<u8> = shm.ptr_at(at).unwrap();
+                    if op != Op::ChildLend {
+                        assert!(shm.usable_size(block).is_ok(), "{op:?} at {k}: lost");
+                    }
+                }
+                if let Some(at) = ready.target {
+                    // SAFETY: the operation freed the block, so the call only inspects it.
+                    let again = unsafe { shm.try_free(shm.ptr_at(at).unwrap()) };
+                    assert!(again.is_err(), "{op:?} at {k}: the freed block is in use");
+                }
+                &after
+            }
+        };
+        assert_eq!(probe(&shm), probe(reference), "{op:?} at {k}: answers differ");
+        shm.check().unwrap();
+        outcome
+    }
+}

@@ -15,6 +15,12 @@ pub(crate) fn run_all() -> Result<(), String> {
     test.args(["test", "--workspace"]);
     run(test)?;
 
+    // The fork tests again, with the fail points that kill a process inside each locked
+    // operation of the shared pool.
+    let mut crash_test = cargo();
+    crash_test.args(["test", "-p", "melon-alloc-shm", "--features", "failpoints", "--test", "fork"]);
+    run(crash_test)?;
+
     let mut release_test = cargo();
     release_test.args(["test", "--workspace", "--release", "--lib", "--tests"]);
     run(release_test)?;

@@ -673,6 +673,26 @@ impl<S: ChunkSource> Engine<S> {
         before - self.held
     }
 
+    /// Forgets every chunk without touching it or giving it back: afterwards the engine holds
+    /// nothing, and its next allocation asks the source for a chunk.
+    ///
+    /// This is for a copy of an engine that must not act on chunks it shares with the original:
+    /// the copy a `fork` leaves in the new process when the chunks live in shared memory. Blocks
+    /// handed out before are no longer blocks of this engine.
+    pub fn abandon(&mut self) {
+        for class in 0..CLASS_COUNT {
+            self.avail[class] = ChunkList::new();
+            self.full[class] = ChunkList::new();
+            self.spare[class] = ChunkList::new();
+            self.spares[class] = 0;
+        }
+        self.large = ChunkList::new();
+        self.held = 0;
+        self.chunks = 0;
+        self.large_blocks = 0;
+        self.lent = 0;
+    }
+
     /// Frees every block at once. Small chunks stay for reuse; large blocks go back to the
     /// source. Costs O(chunks).
     pub fn reset(&mut self) {

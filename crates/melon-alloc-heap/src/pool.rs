@@ -222,6 +222,16 @@ impl Pool {
         unsafe { self.engine() }.trim()
     }
 
+    /// Forgets every chunk the pool holds, without touching or giving back any: see
+    /// [`Engine::abandon`](melon_alloc_core::Engine::abandon). A shared pool does this to the copy
+    /// of each of its child pools that a `fork` leaves in the new process, so that the copy hands
+    /// out nothing the original may hand out too. Blocks handed out before are no longer blocks
+    /// of this pool.
+    pub fn abandon(&self) {
+        // SAFETY: see `engine`.
+        unsafe { self.engine() }.abandon();
+    }
+
     /// A pool without a limit whose chunks come from this one (Melon's `mln_alloc_init(parent,
     /// 0)`). The child borrows this pool, and gives all its chunks back when dropped.
     pub fn child(&self) -> ChildPool<'_> {

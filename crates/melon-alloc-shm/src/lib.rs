@@ -17,6 +17,7 @@
 //!   per chunk.
 
 mod arena;
+mod children;
 mod error;
 pub mod failpoint;
 mod layout;

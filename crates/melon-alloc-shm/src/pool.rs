@@ -2,7 +2,7 @@
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
@@ -10,6 +10,7 @@ use melon_alloc_core::{ChunkSource, FreeError};
 use melon_alloc_heap::ChildPool;
 
 use crate::arena::{Arena, Located};
+use crate::children::{self, Slot};
 use crate::layout::{
     Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, VERSION,
 };
@@ -550,12 +551,21 @@ impl ShmPool {
     /// process (after a `fork`), it refuses to take chunks, and dropping it there leaves its
     /// chunks to the original.
     pub fn child(&self) -> ChildPool<'_> {
-        ChildPool::with_source(Box::new(ShmChunks::new(self.shared())), None)
+        self.make_child(None)
     }
 
     /// Like [`child`](ShmPool::child), holding at most `limit` bytes of chunks.
     pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
-        ChildPool::with_source(Box::new(ShmChunks::new(self.shared())), Some(limit))
+        self.make_child(Some(limit))
+    }
+
+    fn make_child(&self, limit: Option<usize>) -> ChildPool<'_> {
+        let slot = Slot::reserve();
+        let index = slot.index();
+        let chunks = ShmChunks { shared: self.shared(), owner: sys::ids().pid, _slot: slot };
+        let child = ChildPool::with_source(Box::new(chunks), limit);
+        children::fill(index, &child);
+        child
     }
 }
 
@@ -583,14 +593,8 @@ struct ShmChunks<'pool> {
     shared: &'pool Shared,
     /// The process that made the child; nobody else may take chunks for it.
     owner: u32,
-    /// The last error, kept for diagnostics.
-    refused: AtomicU64,
-}
-
-impl<'pool> ShmChunks<'pool> {
-    fn new(shared: &'pool Shared) -> Self {
-        Self { shared, owner: sys::ids().pid, refused: AtomicU64::new(0) }
-    }
+    /// The child's place in the table a fork handler walks; freed with the source.
+    _slot: Slot,
 }
 
 // SAFETY: (1) chunks come from `Arena::lend`, which hands out disjoint runs of the mapping
@@ -602,7 +606,6 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         if sys::ids().pid != self.owner {
             // A forked copy of the child's bookkeeping would hand out the same blocks as the
             // original: refuse rather than share.
-            self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         self.shared.lock().ok()?.lend(layout)

@@ -201,13 +201,15 @@ extern "C" {
 
 unsafe extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    crate::children::abandon_all_in_child();
 }
 
 fn register_fork_handler() {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     REGISTER.call_once(|| {
-        // SAFETY: the handler only bumps an atomic, which is async-signal-safe, as a handler
-        // run in the child of a fork must be.
+        // SAFETY: the handler bumps an atomic and resets the bookkeeping of this process's child
+        // pools, touching only memory of this process and taking no lock, as a handler run in
+        // the child of a fork must.
         unsafe { pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
 }

@@ -560,8 +560,9 @@ fn child_pools_belong_to_one_process() {
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 
-    // A forked copy that allocates may carve what is left of its chunk, whose header it shares
-    // with the original, but it takes no new chunk: the original would hand out the same memory.
+    // A forked copy hands out nothing at all, not even what is left of the chunks it holds,
+    // whose headers it shares with the original: the fork handler has abandoned its
+    // bookkeeping, and the shared pool refuses it new chunks.
     let child = shm.child();
     let mine: Vec<_> = (0..10).map(|_| child.alloc(64).unwrap()).collect();
     for (seed, &block) in mine.iter().enumerate() {
@@ -570,27 +571,28 @@ fn child_pools_belong_to_one_process() {
     }
     let lent = shm.stats().unwrap().lent_bytes;
     fork(|| {
-        let mut taken = Vec::new();
-        while let Some(block) = child.alloc(64) {
-            // SAFETY: the block was just handed to this process.
-            unsafe { block.as_ptr().write_bytes(0xee, 64) };
-            taken.push(block);
-            assert!(taken.len() < 100_000, "the forked child pool never refused");
-        }
-        assert!(taken.len() * 64 < lent, "{} blocks from {lent} bytes of chunks", taken.len());
-        assert_eq!(child.alloc(100_000), None, "a large block needs a chunk of its own");
+        assert_eq!(child.alloc(64), None, "the copy handed out a block of a shared chunk");
+        assert_eq!(child.alloc(100_000), None, "the copy took a chunk of its own");
+        assert_eq!(child.stats().chunks, 0, "the copy still holds the original's chunks");
         assert_eq!(shm.stats().unwrap().lent_bytes, lent, "a chunk was lent to the copy");
     })
-    .succeeds("a forked copy of a child pool refuses new chunks");
+    .succeeds("a forked copy of a child pool hands out nothing");
     assert_eq!(shm.stats().unwrap().lent_bytes, lent);
     for (seed, &block) in mine.iter().enumerate() {
         // SAFETY: the block is in use and was stamped with 64 bytes.
         assert!(unsafe { has_stamp(block, 64, seed as u64) }, "block {seed} was overwritten");
     }
+    // The original is untouched by its copy and carries on in the process that made it.
+    child.check().unwrap();
+    let more: Vec<_> = (0..1000).map(|_| child.alloc(64).unwrap()).collect();
+    for block in mine.into_iter().chain(more) {
+        // SAFETY: each block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    child.check().unwrap();
+    drop(child);
+    assert_eq!(shm.available(), start);
     shm.check().unwrap();
-    // The copy's allocations changed the chunk header the original reads, so the original can
-    // no longer be trusted either: it is abandoned, with its chunk, as a crashed process's is.
-    core::mem::forget(child);
 }
 
 /// Melon (1): the mapping's result was compared with NULL instead of `MAP_FAILED`, so a failed

@@ -8,6 +8,7 @@ mod ci;
 mod loom;
 mod miri;
 mod no_std;
+mod valgrind;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some("loom") => loom::run_task(),
         Some("miri") => miri::run_task(),
         Some("no-std") => no_std::run_task(),
+        Some("valgrind") => valgrind::run_task(),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -40,6 +42,7 @@ fn print_help() {
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
          no-std  the core crate and a firmware binary for thumbv7em-none-eabihf\n  \
+         valgrind the core and heap suites under memcheck, with the pools' client requests\n  \
          help    this text"
     );
 }

@@ -258,7 +258,7 @@ fn check_free_list(
         }
         count += 1;
         // SAFETY: the entry is a carved block of this chunk, so its first word is readable.
-        entry = unsafe { (*entry).next };
+        entry = unsafe { crate::chunk::read_link(entry) };
     }
     Ok(count)
 }

@@ -100,9 +100,47 @@ pub(crate) unsafe fn list_len(mut entry: *mut FreeBlock, limit: u16) -> Option<u
         }
         len += 1;
         // SAFETY: forwarded from the caller.
-        entry = unsafe { (*entry).next };
+        entry = unsafe { read_link(entry) };
     }
     Some(len)
+}
+
+/// Bytes of a free block that hold its link.
+#[cfg(feature = "valgrind")]
+const LINK: usize = core::mem::size_of::<FreeBlock>();
+
+/// Reads the link in the first word of a free block.
+///
+/// With the `valgrind` feature, memcheck keeps free blocks inaccessible; the link is opened for
+/// the read alone, so that only the engine's own accesses to it go unreported.
+///
+/// # Safety
+/// `entry` is a free block whose first word holds a link.
+#[inline(always)]
+pub(crate) unsafe fn read_link(entry: *mut FreeBlock) -> *mut FreeBlock {
+    #[cfg(feature = "valgrind")]
+    crate::valgrind::defined(entry.cast(), LINK);
+    // SAFETY: forwarded from the caller.
+    let next = unsafe { (*entry).next };
+    #[cfg(feature = "valgrind")]
+    crate::valgrind::no_access(entry.cast(), LINK);
+    next
+}
+
+/// Writes the link in the first word of a block that is free, or being freed.
+///
+/// With the `valgrind` feature, the link is opened for the write alone, as in [`read_link`].
+///
+/// # Safety
+/// `entry` is a block of at least 16 bytes, aligned to 16, that no one else uses.
+#[inline(always)]
+pub(crate) unsafe fn write_link(entry: *mut FreeBlock, next: *mut FreeBlock) {
+    #[cfg(feature = "valgrind")]
+    crate::valgrind::undefined(entry.cast(), LINK);
+    // SAFETY: forwarded from the caller.
+    unsafe { (*entry).next = next };
+    #[cfg(feature = "valgrind")]
+    crate::valgrind::no_access(entry.cast(), LINK);
 }
 
 /// The header of the chunk that holds the block at `block`.

@@ -13,8 +13,8 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use crate::chunk::{
-    chunk_of, list_len, ChunkHeader, ChunkList, ChunkState, FreeBlock, CHUNK_SIZE, HEADER_SIZE,
-    LARGE_MAGIC, NEVER, SMALL_MAGIC,
+    chunk_of, list_len, read_link, write_link, ChunkHeader, ChunkList, ChunkState, FreeBlock,
+    CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, SMALL_MAGIC,
 };
 use crate::class::{
     class_for_layout, class_of, BLOCK_ALIGN, CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET,
@@ -72,6 +72,9 @@ pub struct Engine<S: ChunkSource> {
     /// The address written into every chunk as its owner; null until set, meaning the engine's
     /// own address.
     owner: *const (),
+    /// The handle of the engine's memcheck mempool; null until the first allocation makes it.
+    #[cfg(feature = "valgrind")]
+    memcheck_pool: *const (),
     source: S,
 }
 
@@ -97,6 +100,8 @@ impl<S: ChunkSource> Engine<S> {
             large_blocks: 0,
             lent: 0,
             owner: ptr::null(),
+            #[cfg(feature = "valgrind")]
+            memcheck_pool: ptr::null(),
             source,
         }
     }
@@ -143,10 +148,13 @@ impl<S: ChunkSource> Engine<S> {
     /// Returns `None` when the source has no memory or the limit would be passed.
     #[inline]
     pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
-        match class_of(size) {
+        let block = match class_of(size) {
             Some(class) => self.alloc_small(class),
             None => self.alloc_large(size, MIN_ALIGN),
-        }
+        };
+        #[cfg(feature = "valgrind")]
+        self.memcheck_alloc(block, size);
+        block
     }
 
     /// Like [`alloc`](Engine::alloc), with the block's first `size` bytes set to zero.
@@ -164,10 +172,13 @@ impl<S: ChunkSource> Engine<S> {
         if layout.align() <= MIN_ALIGN {
             return self.alloc(layout.size());
         }
-        match class_for_layout(layout.size(), layout.align()) {
+        let block = match class_for_layout(layout.size(), layout.align()) {
             Some(class) => self.alloc_small(class),
             None => self.alloc_large(layout.size(), layout.align()),
-        }
+        };
+        #[cfg(feature = "valgrind")]
+        self.memcheck_alloc(block, layout.size());
+        block
     }
 
     #[inline(always)]
@@ -179,7 +190,7 @@ impl<S: ChunkSource> Engine<S> {
             if let Some(block) = NonNull::new(block) {
                 // SAFETY: (1) a free-list entry is a free block of this chunk whose first word
                 // holds the next entry; (2) the header is valid as above.
-                unsafe { (*chunk).free = (*block.as_ptr()).next };
+                unsafe { (*chunk).free = read_link(block.as_ptr()) };
                 return Some(block.cast());
             }
         }
@@ -212,7 +223,7 @@ impl<S: ChunkSource> Engine<S> {
                 }
                 let block = (*chunk).free;
                 if !block.is_null() {
-                    (*chunk).free = (*block).next;
+                    (*chunk).free = read_link(block);
                     return Some(NonNull::new_unchecked(block.cast()));
                 }
             }
@@ -248,11 +259,18 @@ impl<S: ChunkSource> Engine<S> {
             self.avail[class].push_front(chunk);
         }
         self.chunks += 1;
+        // Memcheck sees a chunk from the source as accessible memory; blocks become accessible
+        // as they are handed out.
+        #[cfg(feature = "valgrind")]
+        crate::valgrind::no_access(
+            chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
+            CHUNK_SIZE - HEADER_SIZE,
+        );
         // SAFETY: the header was just written, with nothing carved yet.
         unsafe {
             carve_batch(chunk, class);
             let block = (*chunk).free;
-            (*chunk).free = (*block).next;
+            (*chunk).free = read_link(block);
             Some(NonNull::new_unchecked(block.cast()))
         }
     }
@@ -327,6 +345,11 @@ impl<S: ChunkSource> Engine<S> {
             self.large.push_front(chunk);
         }
         self.large_blocks += 1;
+        #[cfg(feature = "valgrind")]
+        crate::valgrind::no_access(
+            chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
+            span - HEADER_SIZE,
+        );
         // SAFETY: `offset + 16 <= span`, so the data start is inside the chunk.
         Some(unsafe { NonNull::new_unchecked(chunk.cast::<u8>().add(offset)) })
     }
@@ -347,13 +370,20 @@ impl<S: ChunkSource> Engine<S> {
         if let Err(error) = unsafe { self.check_block_in_header_chunk(block.as_ptr()) } {
             invalid_free(error);
         }
+        // Memcheck hears of the free first, so that it reports a double free before the link
+        // is written.
+        #[cfg(feature = "valgrind")]
+        // SAFETY: the caller promises an in-use block of this engine.
+        unsafe {
+            self.memcheck_free(block);
+        }
         let chunk = chunk_of(block.as_ptr());
         let entry = block.as_ptr().cast::<FreeBlock>();
         // SAFETY: (1) the block belongs to this engine, so `chunk` is the valid header of its
         // chunk; (2) the block is at least 16 bytes, aligned to 16, and no longer in use, so its
         // first word can hold the free-list link.
         unsafe {
-            (*entry).next = (*chunk).local_free;
+            write_link(entry, (*chunk).local_free);
             (*chunk).local_free = entry;
             (*chunk).local_count += 1;
             if (*chunk).local_count == (*chunk).event {
@@ -447,8 +477,12 @@ impl<S: ChunkSource> Engine<S> {
         if header.state == ChunkState::Large {
             return if offset == usize::from(header.data_offset) {
                 Ok(())
-            } else {
+            } else if offset < header.span {
                 Err(FreeError::Interior { addr })
+            } else {
+                // A large chunk may end before the next `CHUNK_SIZE` boundary, and its source may
+                // have handed out the bytes after it to anyone.
+                Err(FreeError::Foreign { addr })
             };
         }
         let class = header.class as usize;
@@ -467,7 +501,7 @@ impl<S: ChunkSource> Engine<S> {
                     return Err(FreeError::NotInUse { addr });
                 }
                 // SAFETY: free-list entries are free blocks of this chunk holding the next link.
-                entry = unsafe { (*entry).next };
+                entry = unsafe { read_link(entry) };
                 steps += 1;
             }
         }
@@ -549,11 +583,17 @@ impl<S: ChunkSource> Engine<S> {
     /// As for [`realloc`](Engine::realloc).
     pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
-        let usable = unsafe { self.usable_size(block) };
+        let usable = unsafe { self.slot_size(block) };
         if new_layout.size() <= usable && block.as_ptr().addr() % new_layout.align() == 0 {
+            #[cfg(feature = "valgrind")]
+            self.memcheck_grow_in_place(block, usable, new_layout.size());
             return Some(block);
         }
         let moved = self.alloc_layout(new_layout)?;
+        // Only the bytes memcheck counts as the block's are copied: the rest of its slot stays
+        // inaccessible until the caller asks for the block's usable size.
+        #[cfg(feature = "valgrind")]
+        let usable = crate::valgrind::block_len(block.as_ptr(), usable);
         // SAFETY: (1) the old block holds `usable` bytes and the new one at least
         // `new_layout.size() > usable` or, when only the alignment changed, `usable` too, since
         // it is at least as large; (2) two distinct in-use blocks do not overlap.
@@ -567,9 +607,25 @@ impl<S: ChunkSource> Engine<S> {
     /// The number of bytes the block can hold: its class size, or the usable length of a large
     /// block.
     ///
+    /// With the `valgrind` feature, memcheck counts the bytes past the size the block was asked
+    /// for as the caller's from the first time this is asked for the block: until then, an access
+    /// to them is reported as an overrun.
+    ///
     /// # Safety
     /// `block` is an in-use block of this engine.
     pub unsafe fn usable_size(&self, block: NonNull<u8>) -> usize {
+        // SAFETY: forwarded from the caller.
+        let usable = unsafe { self.slot_size(block) };
+        #[cfg(feature = "valgrind")]
+        self.memcheck_claim(block, usable);
+        usable
+    }
+
+    /// The bytes the block's slot holds: what [`usable_size`](Engine::usable_size) returns.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of this engine.
+    unsafe fn slot_size(&self, block: NonNull<u8>) -> usize {
         let chunk = chunk_of(block.as_ptr());
         // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
         let header = unsafe { &*chunk };
@@ -610,6 +666,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `chunk` came from `acquire` with `layout`, is on no list, and nothing uses it afterwards.
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        // The source gets the chunk back as memcheck saw it when it was handed out.
+        #[cfg(feature = "valgrind")]
+        crate::valgrind::undefined(chunk.as_ptr(), layout.size());
         // SAFETY: forwarded from the caller; `acquire` got the chunk from this source.
         unsafe { self.source.release(chunk, layout) };
         self.held -= layout.size();
@@ -696,6 +755,8 @@ impl<S: ChunkSource> Engine<S> {
     /// Frees every block at once. Small chunks stay for reuse; large blocks go back to the
     /// source. Costs O(chunks).
     pub fn reset(&mut self) {
+        #[cfg(feature = "valgrind")]
+        self.memcheck_reset();
         for class in 0..CLASS_COUNT {
             while !self.full[class].head.is_null() {
                 let chunk = self.full[class].head;
@@ -814,7 +875,7 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader, class: usize) {
         for index in (0..count).rev() {
             let block = base.add(first + index * size).cast::<FreeBlock>();
             debug_assert!(block.addr() % BLOCK_ALIGN[class] == 0);
-            (*block).next = next;
+            write_link(block, next);
             next = block;
         }
         (*chunk).free = next;
@@ -842,6 +903,8 @@ impl<S: ChunkSource> Drop for Engine<S> {
     /// Gives every chunk back to the source in O(chunks), without visiting blocks, or in O(large
     /// blocks) when the source can take back all small chunks at once.
     fn drop(&mut self) {
+        #[cfg(feature = "valgrind")]
+        self.memcheck_drop();
         // Large chunks go first: one of exactly `CHUNK_SIZE` bytes has a small chunk's layout,
         // so the source counts it among the small chunks that `release_all_small` takes back.
         self.release_large();
@@ -874,6 +937,85 @@ impl<S: ChunkSource> Drop for Engine<S> {
             }
         }
         self.chunks = 0;
+    }
+}
+
+/// Memcheck's view of the engine: a mempool whose pieces are the blocks in use, each as long as
+/// it was asked to be, or as its whole slot once the caller has asked for its usable size. The
+/// rest of every chunk after its header stays inaccessible.
+///
+/// Memcheck's record of a block keeps the length it was handed out with: the engine widens what
+/// is accessible itself, and closes the whole slot on a free, because changing a record makes
+/// memcheck sort every block of the pool.
+#[cfg(feature = "valgrind")]
+impl<S: ChunkSource> Engine<S> {
+    /// Registers a block just handed out, `len` bytes long, making the mempool first if need be.
+    fn memcheck_alloc(&mut self, block: Option<NonNull<u8>>, len: usize) {
+        let Some(block) = block else { return };
+        // A zero-size request gets a block of 16 bytes, as `alloc` promises.
+        let len = if len == 0 { MIN_ALIGN } else { len };
+        if self.memcheck_pool.is_null() {
+            // The handle is the engine's identity, or a byte past it if another engine that
+            // lived there moved away and still has its mempool: handles only need to differ.
+            let mut handle = self.id();
+            while !crate::valgrind::create_pool(handle) {
+                handle = handle.wrapping_byte_add(1);
+            }
+            self.memcheck_pool = handle;
+        }
+        crate::valgrind::alloc(self.memcheck_pool, block.as_ptr(), len);
+    }
+
+    /// Unregisters a block being freed and makes its whole slot inaccessible.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of this engine.
+    unsafe fn memcheck_free(&self, block: NonNull<u8>) {
+        crate::valgrind::free(self.memcheck_pool, block.as_ptr());
+        // SAFETY: forwarded from the caller.
+        let slot = unsafe { self.slot_size(block) };
+        crate::valgrind::no_access(block.as_ptr(), slot);
+    }
+
+    /// Makes accessible, and undefined, the bytes a block gains by growing where it is, up to
+    /// `len`. A shrink leaves the block as it was: a block resized in place keeps its usable
+    /// size and contents, which the caller may go on using.
+    fn memcheck_grow_in_place(&self, block: NonNull<u8>, usable: usize, len: usize) {
+        let old = crate::valgrind::block_len(block.as_ptr(), usable);
+        if len > old {
+            crate::valgrind::undefined(block.as_ptr().wrapping_add(old), len - old);
+        }
+    }
+
+    /// Makes the whole slot of a block accessible, the bytes past what it was asked for
+    /// undefined: the caller has just learnt that they are its to use.
+    fn memcheck_claim(&self, block: NonNull<u8>, usable: usize) {
+        self.memcheck_grow_in_place(block, usable, usable);
+    }
+
+    /// Unregisters every block at once and closes every small chunk, as a reset frees them all.
+    fn memcheck_reset(&mut self) {
+        if !self.memcheck_pool.is_null() {
+            crate::valgrind::free_all(self.memcheck_pool);
+        }
+        for chunk in self.avail.iter().chain(&self.full).flat_map(ChunkList::iter) {
+            let blocks = chunk.cast::<u8>().wrapping_add(HEADER_SIZE);
+            crate::valgrind::no_access(blocks, CHUNK_SIZE - HEADER_SIZE);
+        }
+    }
+
+    /// Forgets the mempool and makes the blocks of every small chunk plain memory again, since a
+    /// source may take them all back at once without the engine visiting them. The headers stay
+    /// as they are: the engine still walks them to release chunks one by one.
+    fn memcheck_drop(&mut self) {
+        if !self.memcheck_pool.is_null() {
+            crate::valgrind::destroy_pool(self.memcheck_pool);
+        }
+        let lists = self.avail.iter().chain(&self.full).chain(&self.spare);
+        for chunk in lists.flat_map(ChunkList::iter) {
+            let blocks = chunk.cast::<u8>().wrapping_add(HEADER_SIZE);
+            crate::valgrind::undefined(blocks, CHUNK_SIZE - HEADER_SIZE);
+        }
     }
 }
 

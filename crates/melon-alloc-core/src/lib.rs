@@ -52,6 +52,8 @@ mod source;
 mod spin;
 mod stats;
 mod sync;
+#[cfg(feature = "valgrind")]
+mod valgrind;
 
 pub use check::{CheckError, Problem};
 pub use chunk::CHUNK_SIZE;

@@ -183,7 +183,9 @@ impl Pool {
         unsafe { self.engine().try_free(block) }
     }
 
-    /// The bytes a block can hold: its size class, or a large block's usable length.
+    /// The bytes a block can hold: its size class, or a large block's usable length. With the
+    /// `valgrind` feature, memcheck lets the caller use the bytes past the size it asked for only
+    /// once it has asked this.
     ///
     /// # Safety
     /// `block` is an in-use block of this pool.

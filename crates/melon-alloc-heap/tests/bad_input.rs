@@ -162,6 +162,25 @@ fn an_interior_pointer_of_a_large_block_is_interior() {
 }
 
 #[test]
+fn a_pointer_past_a_short_large_block_is_foreign() {
+    // A large chunk shorter than `CHUNK_SIZE` shares its chunk-sized stretch of addresses with
+    // whatever its source put after it: the pool holds none of those bytes.
+    let pool = HeapPool::new();
+    let block = pool.alloc(3000).unwrap();
+    // SAFETY: from `pool`, in use.
+    let usable = unsafe { pool.usable_size(block) };
+    let last = NonNull::new(block.as_ptr().wrapping_add(usable - 1)).unwrap();
+    assert_refused(&pool, last, FreeError::Interior { addr: addr(last) });
+    let chunk_end = (addr(block) & !(CHUNK_SIZE - 1)) + CHUNK_SIZE;
+    for past in [addr(block) + usable, chunk_end - 16] {
+        let past = NonNull::new(block.as_ptr().with_addr(past)).unwrap();
+        assert_refused(&pool, past, FreeError::Foreign { addr: addr(past) });
+    }
+    // SAFETY: from `pool`, freed once.
+    unsafe { pool.try_free(block) }.unwrap();
+}
+
+#[test]
 fn a_double_free_of_a_large_block_is_foreign() {
     // A freed large block's chunk goes straight back to the source, so the pointer is no longer
     // in any chunk of the pool.

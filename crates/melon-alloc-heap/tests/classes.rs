@@ -130,6 +130,8 @@ fn fill_and_verify(pool: &Pool, size: usize, count: usize) {
     }
     for index in (0..count).step_by(2) {
         blocks[index] = pool.alloc(size).unwrap();
+        // SAFETY: the block is in use and from `pool`.
+        assert_eq!(unsafe { pool.usable_size(blocks[index]) }, usable);
         // SAFETY: the block holds `usable` bytes.
         unsafe { write_pattern(blocks[index], usable, index) };
     }
@@ -166,6 +168,8 @@ fn writing_a_whole_large_block_spares_its_neighbours() {
     let mut blocks = Vec::new();
     for (index, size) in boundary_sizes().into_iter().enumerate() {
         let block = child.alloc(size).unwrap();
+        // SAFETY: the block is in use and from `child`.
+        assert_eq!(unsafe { child.usable_size(block) }, expected_usable(size), "size {size}");
         // SAFETY: the block holds its usable size.
         unsafe { write_pattern(block, expected_usable(size), index) };
         blocks.push((block, size));

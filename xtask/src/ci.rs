@@ -18,7 +18,15 @@ pub(crate) fn run_all() -> Result<(), String> {
     // The fork tests again, with the fail points that kill a process inside each locked
     // operation of the shared pool.
     let mut crash_test = cargo();
-    crash_test.args(["test", "-p", "melon-alloc-shm", "--features", "failpoints", "--test", "fork"]);
+    crash_test.args([
+        "test",
+        "-p",
+        "melon-alloc-shm",
+        "--features",
+        "failpoints",
+        "--test",
+        "fork",
+    ]);
     run(crash_test)?;
 
     let mut release_test = cargo();
@@ -35,5 +43,7 @@ pub(crate) fn run_all() -> Result<(), String> {
 
     crate::no_std::run_task()?;
     crate::loom::run_task()?;
+    crate::valgrind::run_task()?;
+    crate::fuzz::run_task(&["--time".to_string(), "60".to_string()])?;
     crate::miri::run_task()
 }

@@ -5,7 +5,7 @@
 use crate::{cargo, root, run};
 
 /// The crates with loom models, as `cargo test` package arguments.
-const MODELLED: &[&str] = &["melon-alloc-core"];
+const MODELLED: &[&str] = &["melon-alloc-core", "melon-alloc-shm"];
 
 pub(crate) fn run_task() -> Result<(), String> {
     for cfg in ["--cfg melon_loom", "--cfg melon_loom --cfg melon_loom_broken"] {

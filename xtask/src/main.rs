@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 mod ci;
+mod fuzz;
 mod loom;
 mod miri;
 mod no_std;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_all(),
+        Some("fuzz") => fuzz::run_task(&args[1..]),
         Some("loom") => loom::run_task(),
         Some("miri") => miri::run_task(),
         Some("no-std") => no_std::run_task(),
@@ -39,6 +41,7 @@ fn print_help() {
          tasks:\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \
+         fuzz    the pool fuzz target under libFuzzer and ASan (nightly); --time SECONDS, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
          no-std  the core crate and a firmware binary for thumbv7em-none-eabihf\n  \

@@ -361,6 +361,10 @@ impl Arena {
 
     /// Gives back every empty slab: the one each class keeps at the front of its list for reuse.
     /// Returns whether any was given back.
+    ///
+    /// Runs before the operation that needs the room has written anything (see `alloc_run`'s
+    /// callers), so each slab given back is a step of its own: the pool is consistent after
+    /// each, and the log is emptied, since one slab per class at once would overflow it.
     fn trim(&mut self, tx: &mut Tx) -> bool {
         let mut any = false;
         for class in 0..CLASS_COUNT {
@@ -369,6 +373,7 @@ impl Arena {
                 let next = get!(self, slab, next);
                 if get!(self, slab, live) == 0 {
                     self.release_slab(tx, class, slab);
+                    tx.checkpoint();
                     any = true;
                 }
                 slab = next;
@@ -885,5 +890,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// One empty slab cached per class, all given back by the allocation that needs their room,
+    /// is more than the undo log holds in one step.
+    #[test]
+    fn an_allocation_can_give_back_every_cached_slab() {
+        let pool = crate::ShmPool::new(256 << 10).unwrap();
+        let start = pool.available();
+        for size in (GRAIN..=MAX_SMALL).step_by(GRAIN) {
+            if let Some(block) = pool.alloc(size) {
+                // SAFETY: the block was just allocated and is not used again.
+                unsafe { pool.try_free(block) }.unwrap();
+            }
+        }
+        assert_eq!(pool.available(), start);
+        let block = pool.alloc(start - 2 * PAGE).expect("room once the empty slabs are back");
+        pool.check().unwrap();
+        // SAFETY: the block was just allocated and is not used again.
+        unsafe { pool.try_free(block) }.unwrap();
+        assert_eq!(pool.available(), start);
     }
 }

@@ -2,7 +2,7 @@
 //! one descriptor per page. Everything is offsets and page indices, never pointers, so that a
 //! process can use the pool wherever it has mapped it.
 
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
 /// 8 KiB, so that the medium sizes processes commonly share come from slabs too instead of page

@@ -22,9 +22,13 @@ mod error;
 pub mod failpoint;
 mod layout;
 mod lock;
+#[cfg(melon_loom)]
+#[doc(hidden)]
+pub mod model;
 mod pool;
 mod registry;
 mod stats;
+mod sync;
 mod sys;
 mod tx;
 

@@ -1,10 +1,10 @@
 //! The pool's lock: the pluggable [`ShmLock`], and the built-in lock in the mapping that
 //! survives the death of its holder.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::layout::WAITERS;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys;
 use crate::{LockError, ShmError};
 
@@ -33,19 +33,93 @@ pub trait ShmLock: Send + Sync {
 /// How long a waiter sleeps before it looks at whether the holder is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(20);
 
+/// What the built-in lock asks of the operating system. [`sys::Os`] makes the real calls; the
+/// loom models put a modelled thread behind it instead, whose death the model decides. The lock
+/// functions are generic over it, so the real path has no indirection.
+pub(crate) trait LockOs {
+    /// The calling thread's id, which the lock word records as its owner: never 0, and never
+    /// with the [`WAITERS`] bit set.
+    fn thread_id(&self) -> u32;
+
+    /// Whether the thread with id `tid` has died. When it says so, everything that thread wrote
+    /// must be visible to the caller, as the kernel's bookkeeping of a death makes it: nothing
+    /// else orders a dead holder's writes before the taker's reads, since the holder never
+    /// released the lock.
+    fn is_dead(&self, tid: u32) -> bool;
+
+    /// Sleeps until `word` may have changed from `expected`, or `timeout` passes. May return
+    /// early for any reason.
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration);
+
+    /// Wakes one thread sleeping in [`wait`](LockOs::wait) on `word`, if there is one.
+    fn wake_one(&self, word: &AtomicU32);
+}
+
 /// Takes the built-in lock: a futex word in the mapping holding the owner's thread id, taken
 /// over (and counted in `takeovers`) when its owner has died.
 #[inline]
 pub(crate) fn lock_builtin(word: &AtomicU32, takeovers: &AtomicU64) -> Result<(), ShmError> {
-    let me = sys::ids().tid;
-    if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    lock_builtin_with(word, takeovers, &sys::Os)
+}
+
+/// [`lock_builtin`] with the operating system's part played by `os`.
+#[inline]
+pub(crate) fn lock_builtin_with<O: LockOs>(
+    word: &AtomicU32,
+    takeovers: &AtomicU64,
+    os: &O,
+) -> Result<(), ShmError> {
+    let me = os.thread_id();
+    if try_take(word, me) {
         return Ok(());
     }
-    lock_contended(word, me, takeovers)
+    lock_contended(word, me, takeovers, os)
+}
+
+/// Takes the lock if it is free, in one step, so that two threads can never both see it free and
+/// both take it.
+#[cfg(not(melon_loom_broken))]
+#[inline]
+fn try_take(word: &AtomicU32, me: u32) -> bool {
+    word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+}
+
+/// A deliberately broken [`try_take`], built only for the loom models that must catch it: the
+/// check and the store are two steps, so two threads can both find the lock free and both take
+/// it.
+#[cfg(melon_loom_broken)]
+fn try_take(word: &AtomicU32, me: u32) -> bool {
+    if word.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    word.store(me, Ordering::Relaxed);
+    true
+}
+
+/// Whether a waiter may take the lock from `owner`: only once the owner has died, since a live
+/// owner may be in the middle of changing the state.
+#[cfg(not(melon_loom_broken))]
+#[inline]
+fn may_take_over<O: LockOs>(os: &O, owner: u32) -> bool {
+    os.is_dead(owner)
+}
+
+/// A deliberately broken [`may_take_over`], built only for the loom models that must catch it:
+/// it takes the lock from any owner that keeps a waiter waiting, dead or merely slow.
+#[cfg(melon_loom_broken)]
+fn may_take_over<O: LockOs>(os: &O, owner: u32) -> bool {
+    // The question is still asked, so that the broken build runs the same calls as the real one.
+    let _ = os.is_dead(owner);
+    true
 }
 
 #[cold]
-fn lock_contended(word: &AtomicU32, me: u32, takeovers: &AtomicU64) -> Result<(), ShmError> {
+fn lock_contended<O: LockOs>(
+    word: &AtomicU32,
+    me: u32,
+    takeovers: &AtomicU64,
+    os: &O,
+) -> Result<(), ShmError> {
     let mut last_check = Instant::now();
     loop {
         let current = word.load(Ordering::Relaxed);
@@ -69,12 +143,13 @@ fn lock_contended(word: &AtomicU32, me: u32, takeovers: &AtomicU64) -> Result<()
         {
             continue;
         }
-        sys::futex_wait(word, current | WAITERS, LIVENESS_CHECK);
-        if last_check.elapsed() >= LIVENESS_CHECK {
+        os.wait(word, current | WAITERS, LIVENESS_CHECK);
+        // Loom has no clock: there, any wait may have been the one that timed out.
+        if cfg!(melon_loom) || last_check.elapsed() >= LIVENESS_CHECK {
             last_check = Instant::now();
             let now = word.load(Ordering::Relaxed);
             if now & !WAITERS == owner
-                && sys::thread_is_dead(owner)
+                && may_take_over(os, owner)
                 && word
                     .compare_exchange(now, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -89,7 +164,13 @@ fn lock_contended(word: &AtomicU32, me: u32, takeovers: &AtomicU64) -> Result<()
 /// Releases the built-in lock, waking one waiter if any may be asleep.
 #[inline]
 pub(crate) fn unlock_builtin(word: &AtomicU32) {
+    unlock_builtin_with(word, &sys::Os);
+}
+
+/// [`unlock_builtin`] with the operating system's part played by `os`.
+#[inline]
+pub(crate) fn unlock_builtin_with<O: LockOs>(word: &AtomicU32, os: &O) {
     if word.swap(0, Ordering::Release) & WAITERS != 0 {
-        sys::futex_wake_one(word);
+        os.wake_one(word);
     }
 }

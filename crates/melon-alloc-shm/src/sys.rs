@@ -3,13 +3,15 @@
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicU32;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
+
+use crate::lock::LockOs;
+use crate::sync::AtomicU32;
 
 /// Alignment of every mapping: a block of the pool's size classes, and the chunks it lends to
 /// child pools, are aligned relative to the start of the mapping, so the start must be aligned to
@@ -159,6 +161,7 @@ pub(crate) fn thread_is_dead(tid: u32) -> bool {
 
 /// Sleeps until `word` may have changed from `expected`, or `timeout` passes. Works across
 /// processes: the futex is not private.
+#[cfg(not(melon_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let timeout = rustix::time::Timespec {
         tv_sec: timeout.as_secs() as i64,
@@ -174,9 +177,43 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     );
 }
 
+/// Under loom the word is loom's atomic, which the kernel cannot wait on: waiting becomes
+/// letting another thread run, as if every wait timed out at once.
+#[cfg(melon_loom)]
+pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Duration) {
+    crate::sync::yield_now();
+}
+
 /// Wakes one process or thread waiting on `word`.
+#[cfg(not(melon_loom))]
 pub(crate) fn futex_wake_one(word: &AtomicU32) {
     let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
+}
+
+/// Under loom nobody sleeps in the kernel (see [`futex_wait`]), so there is nobody to wake.
+#[cfg(melon_loom)]
+pub(crate) fn futex_wake_one(_word: &AtomicU32) {}
+
+/// The real operating system behind the built-in lock.
+pub(crate) struct Os;
+
+impl LockOs for Os {
+    #[inline]
+    fn thread_id(&self) -> u32 {
+        ids().tid
+    }
+
+    fn is_dead(&self, tid: u32) -> bool {
+        thread_is_dead(tid)
+    }
+
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+        futex_wait(word, expected, timeout);
+    }
+
+    fn wake_one(&self, word: &AtomicU32) {
+        futex_wake_one(word);
+    }
 }
 
 /// Ends the process at once, as SIGKILL from outside would: the fail points of the crash tests.

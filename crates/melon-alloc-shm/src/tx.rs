@@ -8,9 +8,10 @@
 //! puts the state back exactly as it was before that operation began.
 
 use core::ptr;
-use core::sync::atomic::{compiler_fence, Ordering};
+use core::sync::atomic::compiler_fence;
 
 use crate::layout::{Header, LogEntry, LOG_CAP};
+use crate::sync::Ordering;
 
 /// A value the log can hold.
 pub(crate) trait Word: Copy {
@@ -86,6 +87,21 @@ impl Tx {
             crate::failpoint::hit();
             place.write(value);
         }
+    }
+
+    /// Makes the writes so far stand and empties the log, for an operation made of steps that
+    /// each leave the pool consistent: a death after this undoes only the step under way, and
+    /// the log need only hold the largest step.
+    ///
+    /// Call it only where the state is consistent and nothing logged since `begin` (or the last
+    /// checkpoint) needs the writes still to come.
+    #[inline]
+    pub(crate) fn checkpoint(&mut self) {
+        compiler_fence(Ordering::SeqCst);
+        crate::failpoint::hit();
+        // SAFETY: the header is valid (see `begin`).
+        unsafe { (*self.header).log_len.store(0, Ordering::Release) };
+        self.len = 0;
     }
 
     /// Ends the operation: its writes stand.

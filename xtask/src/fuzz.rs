@@ -1,0 +1,87 @@
+//! `cargo xtask fuzz [--time SECONDS]`: the `pools` fuzz target under libFuzzer and the address
+//! sanitizer, on the nightly toolchain, for a set time (a minute unless told otherwise).
+//!
+//! Inputs that crash it are written to `fuzz/artifacts/pools/`, and the inputs that reached new
+//! code to `fuzz/corpus/pools/`, which later runs start from.
+
+use std::process::{Command, Stdio};
+
+use crate::{root, run};
+
+/// How long the fuzzer runs when `--time` is not given, in seconds.
+const DEFAULT_SECONDS: u64 = 60;
+
+/// Runs the fuzz task with the arguments that follow `fuzz` on the command line.
+pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
+    let seconds = seconds(args)?;
+
+    if !succeeds(nightly_cargo(&["fuzz", "--version"])) {
+        let mut install = Command::new("cargo");
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        run(install)?;
+    }
+    if !has_nightly()? {
+        let mut nightly = Command::new("rustup");
+        nightly.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+        run(nightly)?;
+    }
+
+    let max_total_time = format!("-max_total_time={seconds}");
+    let mut fuzz = nightly_cargo(&["+nightly", "fuzz", "run", "pools", "--", &max_total_time]);
+    fuzz.current_dir(root().join("fuzz"));
+    run(fuzz)
+}
+
+/// The fuzzing time: the value of `--time N` (or `--time=N`), else [`DEFAULT_SECONDS`].
+fn seconds(args: &[String]) -> Result<u64, String> {
+    let mut seconds = DEFAULT_SECONDS;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--time") {
+            Some("") => args.next().ok_or("`--time` needs a number of seconds")?.as_str(),
+            Some(value) if value.starts_with('=') => &value[1..],
+            _ => return Err(format!("unknown argument `{arg}`; try `cargo xtask fuzz --time 60`")),
+        };
+        seconds = match value.parse() {
+            Ok(0) | Err(_) => {
+                return Err(format!("`--time` wants a positive number of seconds, not `{value}`"))
+            }
+            Ok(value) => value,
+        };
+    }
+    Ok(seconds)
+}
+
+/// A command of the rustup proxy `cargo`, which understands `+nightly`, without the variables
+/// through which the cargo running this task would pin the toolchain.
+fn nightly_cargo(args: &[&str]) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(root())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .args(args);
+    command
+}
+
+/// Whether a command runs and succeeds; its output is not shown, as only the answer matters.
+fn succeeds(mut command: Command) -> bool {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Whether rustup has a nightly toolchain installed.
+fn has_nightly() -> Result<bool, String> {
+    let output = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .map_err(|error| format!("could not run `rustup toolchain list`: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("`rustup toolchain list` failed with {}", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).lines().any(|line| line.starts_with("nightly")))
+}

@@ -377,14 +377,15 @@ impl<S: ChunkSource> Engine<S> {
         unsafe {
             self.memcheck_free(block);
         }
-        let chunk = chunk_of(block.as_ptr());
-        let entry = block.as_ptr().cast::<FreeBlock>();
+        let (chunk, listed) = self.chunk_and_block(block);
         // SAFETY: (1) the block belongs to this engine, so `chunk` is the valid header of its
         // chunk; (2) the block is at least 16 bytes, aligned to 16, and no longer in use, so its
-        // first word can hold the free-list link.
+        // first word can hold the free-list link. The link is written through the caller's own
+        // pointer, which may be all that is allowed to write the block until this call returns
+        // (a `Box` being dropped, say); the list keeps the engine's pointer to it.
         unsafe {
-            write_link(entry, (*chunk).local_free);
-            (*chunk).local_free = entry;
+            write_link(block.as_ptr().cast(), (*chunk).local_free);
+            (*chunk).local_free = listed.cast::<FreeBlock>();
             (*chunk).local_count += 1;
             if (*chunk).local_count == (*chunk).event {
                 self.free_slow(chunk);
@@ -414,8 +415,7 @@ impl<S: ChunkSource> Engine<S> {
     /// # Errors
     /// [`FreeError`] says what the pointer is instead.
     pub fn validate(&self, block: NonNull<u8>) -> Result<(), FreeError> {
-        let chunk = chunk_of(block.as_ptr());
-        if !self.holds_chunk(chunk) {
+        let Some(chunk) = self.find_chunk(chunk_of(block.as_ptr())) else {
             let addr = block.as_ptr().addr();
             // Past its first `CHUNK_SIZE` bytes, a large block's address no longer rounds down
             // to its chunk, so look for the chunk it lies in.
@@ -429,19 +429,37 @@ impl<S: ChunkSource> Engine<S> {
             } else {
                 FreeError::Foreign { addr }
             });
-        }
+        };
         // SAFETY: `chunk` is one of this engine's chunks, found on its lists.
         unsafe { self.check_block_in_chunk(chunk, block.as_ptr()) }
     }
 
-    /// Whether `chunk` is on one of this engine's lists. Compares addresses only.
-    fn holds_chunk(&self, chunk: *mut ChunkHeader) -> bool {
+    /// The header of `block`'s chunk, and the block, both as pointers that may reach the whole
+    /// chunk.
+    ///
+    /// Masking the block's address gives the header's address, and on hardware that is all there
+    /// is to it. Under Miri a pointer must also carry provenance over what it reads, and a caller's
+    /// pointer may cover only its block: std's `Box<[T]>`, for one, hands back such a pointer to
+    /// `GlobalAlloc::dealloc`. So Miri builds look the chunk up on the engine's lists, which hold
+    /// pointers to whole chunks, and derive the block pointer from it as well.
+    #[inline(always)]
+    fn chunk_and_block(&self, block: NonNull<u8>) -> (*mut ChunkHeader, *mut u8) {
+        let chunk = chunk_of(block.as_ptr());
+        #[cfg(miri)]
+        if let Some(held) = self.find_chunk(chunk) {
+            return (held, held.cast::<u8>().with_addr(block.as_ptr().addr()));
+        }
+        (chunk, block.as_ptr())
+    }
+
+    /// The pointer on this engine's lists to the chunk at `chunk`'s address, if it holds one.
+    fn find_chunk(&self, chunk: *mut ChunkHeader) -> Option<*mut ChunkHeader> {
         self.avail
             .iter()
             .chain(&self.full)
             .chain(&self.spare)
             .chain(core::iter::once(&self.large))
-            .any(|list| list.iter().any(|c| c == chunk))
+            .find_map(|list| list.iter().find(|&held| held == chunk))
     }
 
     /// Checks a block whose chunk header is trusted to be readable: the header must name this
@@ -451,7 +469,10 @@ impl<S: ChunkSource> Engine<S> {
     /// `chunk_of(block)` is a valid chunk header of some engine.
     #[cfg(debug_assertions)]
     unsafe fn check_block_in_header_chunk(&self, block: *const u8) -> Result<(), FreeError> {
-        let chunk = chunk_of(block.cast_mut());
+        let Some(block) = NonNull::new(block.cast_mut()) else {
+            return Err(FreeError::Foreign { addr: 0 });
+        };
+        let (chunk, block) = self.chunk_and_block(block);
         // SAFETY: forwarded from the caller.
         let (magic, owner) = unsafe { ((*chunk).magic, (*chunk).owner) };
         if (magic != SMALL_MAGIC && magic != LARGE_MAGIC) || owner != self.id() {
@@ -626,7 +647,7 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `block` is an in-use block of this engine.
     unsafe fn slot_size(&self, block: NonNull<u8>) -> usize {
-        let chunk = chunk_of(block.as_ptr());
+        let (chunk, _) = self.chunk_and_block(block);
         // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
         let header = unsafe { &*chunk };
         match header.state {

@@ -2,7 +2,11 @@
 //! whole test program, harness included, the way firmware without an operating system would
 //! use it.
 // Loom's atomics cannot be built in a `static`, and loom models this pool on its own.
-#![cfg(not(melon_loom))]
+// Under Miri, the standard library's own code frees boxes whose pointers cover less than a
+// free-list link (a `Box<u32>`) or that are still protected arguments (`self: Box<Self>`), where
+// any allocator keeping its free list inside freed blocks writes outside the borrow Stacked Borrows
+// allows; every other test hands blocks back through the pools' own pointers, and runs there.
+#![cfg(not(any(melon_loom, miri)))]
 
 use core::ptr::NonNull;
 

@@ -1,15 +1,19 @@
 //! Benchmarks of melon-alloc's heap pools against glibc `malloc`, mimalloc's first-class heaps
-//! and bumpalo, with the helpers the benchmarks share.
+//! and bumpalo, and of its shared-memory pool against glibc and Melon's figures, with the helpers
+//! the benchmarks share.
 //!
 //! A pool allocator is only worth having if it beats the general-purpose allocator on the
 //! workloads it is meant for, and a claim like "four times faster than `malloc`" means nothing
 //! without the peers measured in the same run on the same machine. This crate holds the timing
-//! benchmark (`benches/heap.rs`, run with `cargo bench -p melon-alloc-bench --bench heap`) and
-//! the resident-memory measurement (`cargo run --release -p melon-alloc-bench --bin resident`);
+//! benchmarks (`benches/heap.rs` and `benches/shm.rs`, run with
+//! `cargo bench -p melon-alloc-bench --bench heap` or `--bench shm`), the resident-memory
+//! measurement (`cargo run --release -p melon-alloc-bench --bin resident`) and the multi-process
+//! hammer of the shared pool (`cargo run --release -p melon-alloc-bench --bin hammer`);
 //! `docs/benchmarks.md` in the repository records their results and the targets they are held to.
 //!
-//! The helpers here are what both need: the block size, a reproducible permutation for frees in
-//! a shuffled order, and a safe owner for a mimalloc heap.
+//! The helpers here are what several of them need: the block size, a reproducible permutation
+//! for frees in a shuffled order, a seeded random number generator, and a safe owner for a
+//! mimalloc heap.
 
 use core::ffi::c_void;
 use core::fmt;
@@ -53,6 +57,57 @@ pub fn permutation(len: usize, seed: u64) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+/// A xorshift64 random number generator (Marsaglia, 2003): three shifts and three XORs per
+/// number, so that drawing the next operation costs next to nothing beside the allocator being
+/// timed, and the same seed gives the same sequence on every machine.
+///
+/// ```
+/// use melon_alloc_bench::XorShift64;
+///
+/// let mut a = XorShift64::new(42);
+/// let mut b = XorShift64::new(42);
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// assert!(a.below(10) < 10);
+/// ```
+#[derive(Clone, Debug)]
+pub struct XorShift64 {
+    state: u64,
+}
+
+impl XorShift64 {
+    /// A generator started from `seed`. The seed is scrambled first, so that neighbouring seeds
+    /// (one per process, say) give unrelated sequences, and a seed of 0, which would stay 0 for
+    /// ever, is replaced.
+    pub fn new(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        Self { state: if z == 0 { 0x6d65_6c6f_6e00_0001 } else { z } }
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state = x;
+        x
+    }
+
+    /// A number in `0..bound`. The modulo bias is below `bound / 2^64`, far under anything a
+    /// benchmark could notice.
+    ///
+    /// # Panics
+    /// When `bound` is 0.
+    #[inline]
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
 }
 
 /// `size` rounded up to a multiple of 16: the least a 16-byte-aligned allocator can spend on a

@@ -1,0 +1,202 @@
+//! The shared-memory pool against glibc `malloc` and a heap pool: one 64-byte allocation and its
+//! free, in pools of two sizes at several fill levels.
+//!
+//! Melon's C pool scans bitmaps bit by bit for every allocation, so its cost grows with the size
+//! and fill of the pool; this pool's allocation is meant to cost the same however big or full the
+//! pool is. The group `shm_alloc_64` therefore times the same alloc+free pair in a 64 MiB pool at
+//! 0 %, 50 % and 95 % fill and in a 1 GiB pool at 0 % and 95 % fill, next to the same pair on
+//! glibc and on a melon [`HeapPool`], so that one run gives every ratio. The peers:
+//! - `shm_64MiB/fill_N`, `shm_1GiB/fill_N`: [`ShmPool::alloc`] and [`ShmPool::free`], each of
+//!   which takes the pool's process-shared lock, with N % of the pool's free bytes taken by
+//!   64-byte blocks before the timing starts.
+//! - `glibc`: [`System`], which is `malloc` and `free` for this layout.
+//! - `heap`: a root [`HeapPool`], which takes no lock.
+//!
+//! Every case runs twice: in `shm_alloc_64`, timed by the wall clock as criterion usually times,
+//! and in `shm_alloc_64_cpu`, timed by the CPU clock of the benchmarking thread. The machine these
+//! benchmarks run on is shared, and while another process holds the core, the wall clock keeps
+//! running but the thread's CPU clock does not; the second group is the cost of the pair with
+//! that noise left out.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use core::time::Duration;
+use std::alloc::System;
+use std::hint::black_box;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use melon_alloc::HeapPool;
+use melon_alloc_bench::BLOCK;
+use melon_alloc_shm::ShmPool;
+
+/// The smaller pool: large enough that a 95 % fill is a million blocks.
+const SMALL_POOL: usize = 64 << 20;
+
+/// The larger pool, where Melon's bit-by-bit scan would test millions of bits per allocation.
+const LARGE_POOL: usize = 1 << 30;
+
+/// The layout of every block: 16-byte alignment is what `malloc` and the pools give anyway, so
+/// no peer pays for a stricter one.
+const LAYOUT: Layout = match Layout::from_size_align(BLOCK, 16) {
+    Ok(layout) => layout,
+    Err(_) => panic!("64 bytes at 16 is a valid layout"),
+};
+
+/// The CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`), as a criterion
+/// measurement.
+struct ThreadCpuTime;
+
+/// The wall clock's formatter is the right one for CPU time too, since both are durations; it is
+/// reached through a static so that the reference outlives any one call.
+static WALL_TIME: WallTime = WallTime;
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL_TIME.formatter()
+    }
+}
+
+/// The CPU time the calling thread has used so far.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid place for the result, and the clock id is one Linux supports.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0, "the thread's CPU clock is readable");
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Makes a shared pool of `capacity` bytes and fills `percent` % of its free bytes with 64-byte
+/// blocks, each written to so that its page is resident as a live block's is.
+///
+/// The blocks are never freed one by one: dropping the pool unmaps them all at once. The fill is
+/// done under one hold of the lock, which is only a matter of setup speed; the timed pairs take
+/// the lock for each operation.
+fn filled_pool(capacity: usize, percent: usize) -> ShmPool {
+    let shm = ShmPool::new(capacity).expect("shared memory for the pool");
+    let blocks = shm.available() / 100 * percent / BLOCK;
+    let mut guard = shm.lock().expect("the pool's lock");
+    for _ in 0..blocks {
+        let block = guard.alloc(BLOCK).expect("room for the fill");
+        // SAFETY: the block was just allocated and holds `BLOCK` bytes.
+        unsafe { block.as_ptr().write(1) };
+    }
+    drop(guard);
+    let stats = shm.stats().expect("the pool's lock");
+    assert_eq!(stats.live_blocks, blocks, "every fill block is live");
+    shm
+}
+
+/// The alloc+free pair on the shared pool, under any measurement.
+fn shm_pair<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, id: &BenchmarkId, shm: &ShmPool) {
+    group.bench_function(id.clone(), |b| {
+        b.iter(|| {
+            let block = shm.alloc(black_box(BLOCK)).expect("room in the pool");
+            // SAFETY: the block came from `shm` and is not used again.
+            unsafe { shm.free(black_box(block)) };
+        });
+    });
+}
+
+/// The alloc+free pair on glibc, under any measurement.
+fn glibc_pair<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group.bench_function("glibc", |b| {
+        b.iter(|| {
+            // SAFETY: `LAYOUT` has a non-zero size.
+            let block = NonNull::new(unsafe { System.alloc(black_box(LAYOUT)) }).expect("memory");
+            // SAFETY: the block came from `System` with `LAYOUT` and is not used again.
+            unsafe { System.dealloc(black_box(block).as_ptr(), LAYOUT) };
+        });
+    });
+}
+
+/// The alloc+free pair on a heap pool, under any measurement.
+fn heap_pair<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group.bench_function("heap", |b| {
+        let pool = HeapPool::new();
+        b.iter(|| {
+            let block = pool.alloc(black_box(BLOCK)).expect("out of memory");
+            // SAFETY: the block came from `pool` and is not used again.
+            unsafe { pool.free(black_box(block)) };
+        });
+    });
+}
+
+/// Sets the sampling of a group. Each case is a few tens of nanoseconds, so small samples are
+/// stable enough, and they keep both groups, setup of a filled 1 GiB pool included, within about
+/// a minute and a half.
+fn configure<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+}
+
+/// One 64-byte allocation paired with its free, so that the fill level stays where the setup
+/// put it. Time per pair, by the wall clock and by the thread's CPU clock.
+fn shm_alloc_64(wall: &mut Criterion, cpu: &mut Criterion<ThreadCpuTime>) {
+    let mut wall = wall.benchmark_group("shm_alloc_64");
+    let mut cpu = cpu.benchmark_group("shm_alloc_64_cpu");
+    configure(&mut wall);
+    configure(&mut cpu);
+
+    let cases = [
+        ("shm_64MiB", SMALL_POOL, 0),
+        ("shm_64MiB", SMALL_POOL, 50),
+        ("shm_64MiB", SMALL_POOL, 95),
+        ("shm_1GiB", LARGE_POOL, 0),
+        ("shm_1GiB", LARGE_POOL, 95),
+    ];
+    for (name, capacity, percent) in cases {
+        // One pool per case, dropped before the next is made, so that no more than one large
+        // pool is resident at a time.
+        let shm = filled_pool(capacity, percent);
+        let available = shm.available();
+        let id = BenchmarkId::new(name, format!("fill_{percent}"));
+        shm_pair(&mut wall, &id, &shm);
+        shm_pair(&mut cpu, &id, &shm);
+        // The pairs must leave the pool as they found it, or the fill level was not what it says.
+        shm.check().expect("the pool is consistent after the pairs");
+        assert_eq!(shm.available(), available, "the pairs left the fill level unchanged");
+    }
+    glibc_pair(&mut wall);
+    glibc_pair(&mut cpu);
+    heap_pair(&mut wall);
+    heap_pair(&mut cpu);
+    wall.finish();
+    cpu.finish();
+}
+
+// What `criterion_group!` and `criterion_main!` expand to, written out because the macro's
+// function is public and undocumented, which the workspace's `missing_docs` lint rejects.
+fn main() {
+    let mut wall = Criterion::default().configure_from_args();
+    let mut cpu = Criterion::default().with_measurement(ThreadCpuTime).configure_from_args();
+    shm_alloc_64(&mut wall, &mut cpu);
+    wall.final_summary();
+    cpu.final_summary();
+}

@@ -15,7 +15,7 @@ use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIG
 use melon_alloc_heap::{ChildPool, FreeError, GlobalSource, HeapPool, Pool};
 
 /// Operations per seed. Miri runs a short sequence: it is a thousand times slower.
-const STEPS: usize = if cfg!(miri) { 200 } else { 20_000 };
+const STEPS: usize = if cfg!(miri) { 50 } else { 20_000 };
 
 /// Pools made per seed may nest this deep below the root.
 const MAX_DEPTH: usize = 3;

@@ -367,7 +367,7 @@ impl<S: ChunkSource> Engine<S> {
     pub unsafe fn free(&mut self, block: NonNull<u8>) {
         #[cfg(debug_assertions)]
         // SAFETY: the caller promises `block` came from this engine, so its chunk header is valid.
-        if let Err(error) = unsafe { self.check_block_in_header_chunk(block.as_ptr()) } {
+        if let Err(error) = unsafe { self.check_block_in_header_chunk(block) } {
             invalid_free(error);
         }
         // Memcheck hears of the free first, so that it reports a double free before the link
@@ -468,10 +468,7 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `chunk_of(block)` is a valid chunk header of some engine.
     #[cfg(debug_assertions)]
-    unsafe fn check_block_in_header_chunk(&self, block: *const u8) -> Result<(), FreeError> {
-        let Some(block) = NonNull::new(block.cast_mut()) else {
-            return Err(FreeError::Foreign { addr: 0 });
-        };
+    unsafe fn check_block_in_header_chunk(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         let (chunk, block) = self.chunk_and_block(block);
         // SAFETY: forwarded from the caller.
         let (magic, owner) = unsafe { ((*chunk).magic, (*chunk).owner) };

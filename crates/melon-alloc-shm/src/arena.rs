@@ -66,7 +66,9 @@ pub(crate) enum Located {
     Lent,
 }
 
-/// The pool's allocator, for the length of one locked stretch.
+/// The pool's allocator: where its parts lie in the mapping. A copy is used for the length of
+/// each locked stretch.
+#[derive(Clone, Copy)]
 pub(crate) struct Arena {
     base: *mut u8,
     page_count: u32,

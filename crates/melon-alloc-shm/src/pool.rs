@@ -28,9 +28,26 @@ pub(crate) struct Shared {
     pending_returns: Mutex<Vec<(u64, usize)>>,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
+    /// The allocator's view of the mapping, read from the header once: every locked stretch
+    /// starts from a copy instead of reading the header again.
+    arena: Arena,
 }
 
 impl Shared {
+    /// The process-local side of a formatted pool mapping.
+    fn new(mapping: Mapping, lock: Option<Box<dyn ShmLock>>) -> Self {
+        // SAFETY: the mapping holds a formatted pool (made or checked by the caller); the arena
+        // is only used, as a copy, while the lock is held.
+        let arena = unsafe { Arena::new(mapping.base().as_ptr()) };
+        Self {
+            mapping,
+            lock,
+            pending_returns: Mutex::new(Vec::new()),
+            has_pending: core::sync::atomic::AtomicBool::new(false),
+            arena,
+        }
+    }
+
     pub(crate) fn base(&self) -> *mut u8 {
         self.mapping.base().as_ptr()
     }
@@ -59,9 +76,8 @@ impl Shared {
         if unsafe { crate::tx::recover(self.base()) } {
             header.undone.fetch_add(1, Ordering::Relaxed);
         }
-        // SAFETY: as above.
-        let arena = unsafe { Arena::new(self.base()) };
-        let mut guard = ShmGuard { shared: self, arena, _not_send: core::marker::PhantomData };
+        let mut guard =
+            ShmGuard { shared: self, arena: self.arena, _not_send: core::marker::PhantomData };
         if self.has_pending.load(Ordering::Relaxed)
             && self.has_pending.swap(false, Ordering::Acquire)
         {
@@ -329,12 +345,7 @@ impl ShmPool {
         let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         // SAFETY: the mapping is new, zeroed (a fresh memfd) and `geometry.capacity` long.
         unsafe { crate::arena::Arena::format(mapping.base().as_ptr(), geometry, lock_kind) };
-        Ok(Self::from_shared(Shared {
-            mapping,
-            lock,
-            pending_returns: Mutex::new(Vec::new()),
-            has_pending: core::sync::atomic::AtomicBool::new(false),
-        }))
+        Ok(Self::from_shared(Shared::new(mapping, lock)))
     }
 
     /// Maps the pool behind `fd`, made by [`memfd`](ShmPool::memfd) in another process, with the
@@ -395,12 +406,7 @@ impl ShmPool {
         if header.lock_kind != expected_kind {
             return Err(ShmError::LockMismatch);
         }
-        Ok(Self::from_shared(Shared {
-            mapping,
-            lock,
-            pending_returns: Mutex::new(Vec::new()),
-            has_pending: core::sync::atomic::AtomicBool::new(false),
-        }))
+        Ok(Self::from_shared(Shared::new(mapping, lock)))
     }
 
     fn from_shared(shared: Shared) -> Self {

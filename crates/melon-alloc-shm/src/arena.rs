@@ -66,8 +66,8 @@ pub(crate) enum Located {
     Lent,
 }
 
-/// The pool's allocator: where its parts lie in the mapping. A copy is used for the length of
-/// each locked stretch.
+/// The pool's allocator: where its parts lie in the mapping. Its methods change the mapping, never
+/// the arena, and are called only while the pool's lock is held.
 #[derive(Clone, Copy)]
 pub(crate) struct Arena {
     base: *mut u8,
@@ -174,11 +174,14 @@ impl Arena {
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two). Returns the block's offset.
-    pub(crate) fn alloc(&mut self, size: usize, align: usize) -> Option<u64> {
+    pub(crate) fn alloc(&self, size: usize, align: usize) -> Option<u64> {
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
         let offset = match self.small_class(size, align) {
-            Some(class) => self.alloc_small(&mut tx, class),
+            // A pool with no room for a new slab may still have a page run for the block.
+            Some(class) => {
+                self.alloc_small(&mut tx, class).or_else(|| self.alloc_large(&mut tx, size, align))
+            }
             None => self.alloc_large(&mut tx, size, align),
         };
         tx.commit();
@@ -202,7 +205,7 @@ impl Arena {
         })
     }
 
-    fn alloc_small(&mut self, tx: &mut Tx, class: usize) -> Option<u64> {
+    fn alloc_small(&self, tx: &mut Tx, class: usize) -> Option<u64> {
         let mut slab = state!(self, partial[class]);
         if slab == NONE {
             slab = self.new_slab(tx, class)?;
@@ -211,37 +214,69 @@ impl Arena {
         // A link beyond the carved blocks can only come from a write into a freed block; such a
         // list is dropped rather than followed out of the slab.
         let free = if free < get!(self, slab, carved) { free } else { NONE };
+        let live = get!(self, slab, live) + 1;
         let index = if free != NONE {
             // SAFETY: a free block's first word holds the index of the next free block.
             let next = unsafe { self.link(slab, free, class).read() };
-            set!(self, tx, slab, free, next);
+            self.set_free_live(tx, slab, next, live);
             free
         } else {
             let carved = get!(self, slab, carved);
             set!(self, tx, slab, carved, carved + 1);
+            self.set_free_live(tx, slab, NONE, live);
             carved
         };
-        let live = get!(self, slab, live) + 1;
-        set!(self, tx, slab, live, live);
         if live == SLAB_BLOCKS[class] {
             self.unlink_partial(tx, class, slab);
         }
         let size = CLASS_SIZES[class] as u64;
-        self.count_alloc(tx, size);
+        self.count_alloc(size);
         let offset = slab as u64 * PAGE as u64 + u64::from(index) * size;
         self.mark_in_use(tx, offset, true);
         Some(offset)
     }
 
-    fn count_alloc(&self, tx: &mut Tx, bytes: u64) {
-        set_state!(self, tx, state!(self, free_bytes) - bytes, free_bytes);
+    /// `free_bytes` is the one word of the state written outside the log: it follows from the
+    /// pages, so after an undo [`recount_free_bytes`](Arena::recount_free_bytes) sets it again,
+    /// and the hot paths save a log entry.
+    fn count_alloc(&self, bytes: u64) {
+        let place = self.free_bytes_word();
+        // SAFETY: the word lies in the header, and the lock is held.
+        unsafe { place.write(place.read() - bytes) };
     }
 
-    fn count_free(&self, tx: &mut Tx, bytes: u64) {
-        set_state!(self, tx, state!(self, free_bytes) + bytes, free_bytes);
+    fn count_free(&self, bytes: u64) {
+        let place = self.free_bytes_word();
+        // SAFETY: as in `count_alloc`.
+        unsafe { place.write(place.read() + bytes) };
     }
 
-    fn new_slab(&mut self, tx: &mut Tx, class: usize) -> Option<u32> {
+    fn free_bytes_word(&self) -> *mut u64 {
+        // SAFETY: the state lies in the header at the start of the mapping.
+        unsafe { addr_of_mut!((*self.state()).free_bytes) }
+    }
+
+    /// Sets `free_bytes` from the pages, after an operation left half done was undone.
+    pub(crate) fn recount_free_bytes(&self) {
+        let counted = self.count_pages();
+        // SAFETY: the word lies in the header, and the lock is held (see `new`).
+        unsafe { self.free_bytes_word().write(counted.free_bytes) };
+    }
+
+    /// Sets a slab's free-list head and live count with one logged write: the two words are
+    /// side by side in the descriptor, in one aligned 64-bit word.
+    fn set_free_live(&self, tx: &mut Tx, slab: u32, free: u32, live: u32) {
+        let desc = self.desc(slab);
+        let mut bytes = [0; 8];
+        bytes[..4].copy_from_slice(&free.to_ne_bytes());
+        bytes[4..].copy_from_slice(&live.to_ne_bytes());
+        // SAFETY: (1) `free` and `live` are adjacent u32 fields of a `repr(C)` descriptor, the
+        // first at a multiple of 8 from the start of the descriptors, which are 8-aligned (see
+        // `layout`); (2) the lock is held.
+        unsafe { tx.set(addr_of_mut!((*desc).free).cast::<u64>(), u64::from_ne_bytes(bytes)) }
+    }
+
+    fn new_slab(&self, tx: &mut Tx, class: usize) -> Option<u32> {
         let pages = SLAB_PAGES[class];
         let slab = self.alloc_run(tx, pages, 1)?;
         set!(self, tx, slab, kind, kind::SLAB | (class as u32) << 8);
@@ -298,7 +333,7 @@ impl Arena {
         set!(self, tx, slab, next, NONE);
     }
 
-    fn alloc_large(&mut self, tx: &mut Tx, size: usize, align: usize) -> Option<u64> {
+    fn alloc_large(&self, tx: &mut Tx, size: usize, align: usize) -> Option<u64> {
         let pages = u32::try_from(size.max(1).div_ceil(PAGE)).ok()?;
         let align_pages = u32::try_from((align / PAGE).max(1)).ok()?;
         if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
@@ -307,7 +342,7 @@ impl Arena {
         let page = self.alloc_run(tx, pages, align_pages)?;
         set!(self, tx, page, kind, kind::LARGE);
         set!(self, tx, page, len, pages);
-        self.count_alloc(tx, u64::from(pages) * PAGE as u64);
+        self.count_alloc(u64::from(pages) * PAGE as u64);
         let offset = page as u64 * PAGE as u64;
         self.mark_in_use(tx, offset, true);
         Some(offset)
@@ -315,7 +350,7 @@ impl Arena {
 
     /// Takes a run of `pages` pages starting at a multiple of `align` pages, giving back empty
     /// cached slabs first if nothing fits.
-    fn alloc_run(&mut self, tx: &mut Tx, pages: u32, align: u32) -> Option<u32> {
+    fn alloc_run(&self, tx: &mut Tx, pages: u32, align: u32) -> Option<u32> {
         let need = pages.checked_add(align - 1)?;
         let run = match self.take_run(tx, need) {
             Some(run) => run,
@@ -367,7 +402,7 @@ impl Arena {
     /// Runs before the operation that needs the room has written anything (see `alloc_run`'s
     /// callers), so each slab given back is a step of its own: the pool is consistent after
     /// each, and the log is emptied, since one slab per class at once would overflow it.
-    fn trim(&mut self, tx: &mut Tx) -> bool {
+    fn trim(&self, tx: &mut Tx) -> bool {
         let mut any = false;
         for class in 0..CLASS_COUNT {
             let mut slab = state!(self, partial[class]);
@@ -466,7 +501,7 @@ impl Arena {
     }
 
     /// Lends a chunk of `size` bytes aligned to `align` (at least a whole chunk) to a child pool.
-    pub(crate) fn lend(&mut self, size: usize, align: usize) -> Option<u64> {
+    pub(crate) fn lend(&self, size: usize, align: usize) -> Option<u64> {
         let pages = u32::try_from(size.div_ceil(PAGE)).ok()?;
         let align_pages = u32::try_from(align / PAGE).ok()?.max(CHUNK_PAGES);
         if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
@@ -484,8 +519,7 @@ impl Arena {
             set!(self, tx, next, kind, kind::LENT_PAGE);
             set!(self, tx, next, head, page);
         }
-        let bytes = u64::from(pages) * PAGE as u64;
-        set_state!(self, tx, state!(self, free_bytes) - bytes, free_bytes);
+        self.count_alloc(u64::from(pages) * PAGE as u64);
         set_state!(self, tx, state!(self, lent_pages) + u64::from(pages), lent_pages);
         tx.commit();
         Some(page as u64 * PAGE as u64)
@@ -493,7 +527,7 @@ impl Arena {
 
     /// Takes back a chunk lent with [`lend`](Arena::lend). Returns whether `offset` was the start
     /// of a lent chunk of that size; if not, nothing changes.
-    pub(crate) fn take_back(&mut self, offset: u64, size: usize) -> bool {
+    pub(crate) fn take_back(&self, offset: u64, size: usize) -> bool {
         let Some(page) = self.page_of(offset) else { return false };
         let pages = size.div_ceil(PAGE) as u32;
         if offset % PAGE as u64 != 0
@@ -507,8 +541,7 @@ impl Arena {
         for next in page + 1..page + pages.min(CHUNK_PAGES) {
             set!(self, tx, next, kind, kind::INTERIOR);
         }
-        let bytes = u64::from(pages) * PAGE as u64;
-        set_state!(self, tx, state!(self, free_bytes) + bytes, free_bytes);
+        self.count_free(u64::from(pages) * PAGE as u64);
         set_state!(self, tx, state!(self, lent_pages) - u64::from(pages), lent_pages);
         self.free_run(&mut tx, page, pages);
         tx.commit();
@@ -567,7 +600,7 @@ impl Arena {
 
     /// Frees the block at `offset`, after checking it is an in-use block of this pool. Blocks of
     /// chunks lent to child pools are refused: their child frees them.
-    pub(crate) fn free(&mut self, offset: u64) -> Result<(), FreeError> {
+    pub(crate) fn free(&self, offset: u64) -> Result<(), FreeError> {
         let located = self.locate(offset)?;
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
@@ -576,7 +609,7 @@ impl Arena {
             Located::Large { page } => {
                 self.mark_in_use(&mut tx, offset, false);
                 let pages = get!(self, page, len);
-                self.count_free(&mut tx, u64::from(pages) * PAGE as u64);
+                self.count_free(u64::from(pages) * PAGE as u64);
                 self.free_run(&mut tx, page, pages);
             }
             Located::Lent => {
@@ -589,7 +622,7 @@ impl Arena {
         Ok(())
     }
 
-    fn free_small(&mut self, tx: &mut Tx, slab: u32, index: u32, class: usize) {
+    fn free_small(&self, tx: &mut Tx, slab: u32, index: u32, class: usize) {
         let live = get!(self, slab, live);
         let link = self.link(slab, index, class);
         // The link needs no log entry: were this free undone, the block would be in use again and
@@ -597,11 +630,10 @@ impl Arena {
         let next = get!(self, slab, free);
         // SAFETY: the block is carved, in use and being freed, so its first word can hold a link.
         unsafe { link.write(next) };
-        set!(self, tx, slab, free, index);
-        set!(self, tx, slab, live, live - 1);
+        self.set_free_live(tx, slab, index, live - 1);
         let offset = slab as u64 * PAGE as u64 + u64::from(index) * CLASS_SIZES[class] as u64;
         self.mark_in_use(tx, offset, false);
-        self.count_free(tx, CLASS_SIZES[class] as u64);
+        self.count_free(CLASS_SIZES[class] as u64);
         if live == SLAB_BLOCKS[class] {
             self.push_partial_second(tx, class, slab);
         }
@@ -853,7 +885,7 @@ const RECIPROCALS: [u64; CLASS_COUNT] = {
 };
 
 /// The index of the block of `class` that starts `relative` bytes into its slab, or `None` when
-/// no block starts there. The reciprocal is exact for every offset inside a slab (below 2^15
+/// no block starts there. The reciprocal is exact for every offset inside a slab (below 2^16
 /// bytes, with class sizes below 2^14); the check against the product makes that plain.
 fn block_index(relative: u64, class: usize) -> Option<u32> {
     let size = CLASS_SIZES[class] as u64;

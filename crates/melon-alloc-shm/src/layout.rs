@@ -46,7 +46,7 @@ pub(crate) const PAGE: usize = 4096;
 /// Identifies a melon-alloc shared pool.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// The layout version; a pool of another version is refused.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// The smallest capacity: one page of header and fifteen of data.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -88,8 +88,9 @@ pub(crate) mod kind {
 /// One entry of the undo log: where a write went, how wide it was, and what was there before.
 #[repr(C)]
 pub(crate) struct LogEntry {
-    pub(crate) offset: u64,
-    pub(crate) width: u64,
+    /// The word's offset in the mapping, with bit 0 set for a 64-bit word (offsets of logged
+    /// words are multiples of 4).
+    pub(crate) key: u64,
     pub(crate) old: u64,
 }
 
@@ -169,16 +170,20 @@ static_assertions::const_assert!(
 );
 static_assertions::const_assert!(core::mem::align_of::<Header>() <= PAGE);
 
-/// Pages per slab of each class: the fewest (1, 2, 4 or 8) that hold at least four blocks and
-/// waste at most an eighth of the slab, so that small pools are not carved into a few large slabs.
+/// Pages per slab of each class: the fewest (1, 2, 4, 8 or 16) that hold at least
+/// [`SLAB_MIN_BLOCKS`] blocks and waste at most an eighth of the slab, or 16 when none does. A
+/// slab that fills after a few allocations costs a trip off and back onto its class's list each
+/// time; in a pool too small for a class's slab, that class's requests are served as page runs.
 pub(crate) const SLAB_PAGES: [u32; CLASS_COUNT] = {
-    let mut table = [8; CLASS_COUNT];
+    let mut table = [MAX_SLAB_PAGES; CLASS_COUNT];
     let mut class = 0;
     while class < CLASS_COUNT {
         let mut pages = 1;
-        while pages <= 8 {
+        while pages <= MAX_SLAB_PAGES as usize {
             let bytes = pages * PAGE;
-            if (bytes % CLASS_SIZES[class]) * 8 <= bytes && bytes / CLASS_SIZES[class] >= 4 {
+            if (bytes % CLASS_SIZES[class]) * 8 <= bytes
+                && bytes / CLASS_SIZES[class] >= SLAB_MIN_BLOCKS
+            {
                 table[class] = pages as u32;
                 break;
             }
@@ -188,6 +193,12 @@ pub(crate) const SLAB_PAGES: [u32; CLASS_COUNT] = {
     }
     table
 };
+
+/// The most pages in a slab: 64 KiB, so that offsets inside a slab stay below 2^16.
+pub(crate) const MAX_SLAB_PAGES: u32 = 16;
+
+/// The blocks a slab holds at least, where [`MAX_SLAB_PAGES`] allow.
+const SLAB_MIN_BLOCKS: usize = 16;
 
 /// Blocks per slab of each class.
 pub(crate) const SLAB_BLOCKS: [u32; CLASS_COUNT] = {
@@ -243,7 +254,7 @@ mod tests {
             let bytes = SLAB_PAGES[class] as usize * PAGE;
             let used = SLAB_BLOCKS[class] as usize * CLASS_SIZES[class];
             assert!((bytes - used) * 8 <= bytes, "class {}", CLASS_SIZES[class]);
-            assert!(SLAB_BLOCKS[class] >= 4);
+            assert!(SLAB_BLOCKS[class] >= 8);
             assert_eq!(class_of(CLASS_SIZES[class]), Some(class));
         }
         assert_eq!(SLAB_PAGES[3], 1, "64-byte blocks fill single pages exactly");

@@ -33,6 +33,11 @@ pub trait ShmLock: Send + Sync {
 /// How long a waiter sleeps before it looks at whether the holder is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(20);
 
+/// How many times a waiter looks at the lock word, pausing in between, before it sleeps: a holder
+/// keeps the lock for well under a microsecond, and this spin of a few microseconds is far
+/// cheaper than a sleep and a wake-up through the kernel.
+const SPINS: u32 = 100;
+
 /// What the built-in lock asks of the operating system. [`sys::Os`] makes the real calls; the
 /// loom models put a modelled thread behind it instead, whose death the model decides. The lock
 /// functions are generic over it, so the real path has no indirection.
@@ -120,6 +125,17 @@ fn lock_contended<O: LockOs>(
     takeovers: &AtomicU64,
     os: &O,
 ) -> Result<(), ShmError> {
+    // Loom explores every interleaving; the spin would only multiply them.
+    if !cfg!(melon_loom) {
+        for _ in 0..SPINS {
+            core::hint::spin_loop();
+            // Taken without the waiters bit, as on the fast path: whoever sleeps on the word
+            // sets the bit again when it wakes and finds the lock held.
+            if word.load(Ordering::Relaxed) == 0 && try_take(word, me) {
+                return Ok(());
+            }
+        }
+    }
     let mut last_check = Instant::now();
     loop {
         let current = word.load(Ordering::Relaxed);

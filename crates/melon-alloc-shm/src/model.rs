@@ -71,7 +71,7 @@ impl Shm {
             undone: AtomicU64::new(0),
             log_len: AtomicU32::new(0),
             _pad: 0,
-            log: core::array::from_fn(|_| LogEntry { offset: 0, width: 0, old: 0 }),
+            log: core::array::from_fn(|_| LogEntry { key: 0, old: 0 }),
             state: State {
                 partial: [NONE; CLASS_COUNT],
                 bins: [NONE; BIN_COUNT],

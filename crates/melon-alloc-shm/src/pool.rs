@@ -28,8 +28,8 @@ pub(crate) struct Shared {
     pending_returns: Mutex<Vec<(u64, usize)>>,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
-    /// The allocator's view of the mapping, read from the header once: every locked stretch
-    /// starts from a copy instead of reading the header again.
+    /// The allocator's view of the mapping, read from the header once, so that no locked
+    /// stretch reads the header's geometry again.
     arena: Arena,
 }
 
@@ -37,7 +37,7 @@ impl Shared {
     /// The process-local side of a formatted pool mapping.
     fn new(mapping: Mapping, lock: Option<Box<dyn ShmLock>>) -> Self {
         // SAFETY: the mapping holds a formatted pool (made or checked by the caller); the arena
-        // is only used, as a copy, while the lock is held.
+        // is only used while the lock is held.
         let arena = unsafe { Arena::new(mapping.base().as_ptr()) };
         Self {
             mapping,
@@ -72,24 +72,34 @@ impl Shared {
             None => lock_builtin(&header.lock, &header.takeovers)?,
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
-        // SAFETY: the lock is held and the mapping is a formatted pool.
+        // Both are rare; one test each keeps the common path short.
+        if header.log_len.load(Ordering::Relaxed) != 0 || self.has_pending.load(Ordering::Relaxed) {
+            self.catch_up();
+        }
+        Ok(ShmGuard { shared: self, _not_send: core::marker::PhantomData })
+    }
+
+    /// What a process that has just taken the lock may find left to do: an operation whose
+    /// process died half way, to undo, and chunks whose return to the pool failed, to take back.
+    #[cold]
+    #[inline(never)]
+    fn catch_up(&self) {
+        let header = self.header();
+        let arena = &self.arena;
+        // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
         if unsafe { crate::tx::recover(self.base()) } {
+            arena.recount_free_bytes();
             header.undone.fetch_add(1, Ordering::Relaxed);
         }
-        let mut guard =
-            ShmGuard { shared: self, arena: self.arena, _not_send: core::marker::PhantomData };
-        if self.has_pending.load(Ordering::Relaxed)
-            && self.has_pending.swap(false, Ordering::Acquire)
-        {
+        if self.has_pending.swap(false, Ordering::Acquire) {
             let pending = match self.pending_returns.lock() {
                 Ok(mut pending) => core::mem::take(&mut *pending),
                 Err(_) => Vec::new(),
             };
             for (offset, size) in pending {
-                guard.arena.take_back(offset, size);
+                arena.take_back(offset, size);
             }
         }
-        Ok(guard)
     }
 
     #[inline]
@@ -119,7 +129,6 @@ impl Shared {
 /// again. Dropping it releases the lock.
 pub struct ShmGuard<'pool> {
     shared: &'pool Shared,
-    arena: Arena,
     /// The built-in lock belongs to the thread that took it.
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -141,8 +150,11 @@ impl ShmGuard<'_> {
     /// [`ShmError::OutOfMemory`] when no room is left.
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
         let size = layout.size();
-        let offset =
-            self.arena.alloc(size, layout.align().max(16)).ok_or(ShmError::OutOfMemory { size })?;
+        let offset = self
+            .shared
+            .arena
+            .alloc(size, layout.align().max(16))
+            .ok_or(ShmError::OutOfMemory { size })?;
         Ok(self.shared.ptr_at(offset))
     }
 
@@ -157,7 +169,7 @@ impl ShmGuard<'_> {
     pub unsafe fn free(&mut self, block: NonNull<u8>) -> Result<(), ShmError> {
         let addr = block.as_ptr().addr();
         let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
-        Ok(self.arena.free(offset)?)
+        Ok(self.shared.arena.free(offset)?)
     }
 
     /// Resizes a block; see [`ShmPool::realloc`].
@@ -198,20 +210,20 @@ impl ShmGuard<'_> {
     pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
         let addr = block.as_ptr().addr();
         let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
-        match self.arena.locate(offset)? {
+        match self.shared.arena.locate(offset)? {
             Located::Lent => Err(ShmError::Free(FreeError::Foreign { addr })),
-            located => Ok(self.arena.usable_size(located)),
+            located => Ok(self.shared.arena.usable_size(located)),
         }
     }
 
     /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool.
     pub fn available(&self) -> usize {
-        self.arena.free_bytes() as usize
+        self.shared.arena.free_bytes() as usize
     }
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> ShmStats {
-        let counters = self.arena.counters();
+        let counters = self.shared.arena.counters();
         let header = self.shared.header();
         ShmStats {
             capacity: header.capacity as usize,
@@ -231,7 +243,7 @@ impl ShmGuard<'_> {
     /// # Errors
     /// [`ShmError::Corrupt`] with the first broken invariant.
     pub fn check(&self) -> Result<(), ShmError> {
-        self.arena.check().map_err(ShmError::Corrupt)
+        self.shared.arena.check().map_err(ShmError::Corrupt)
     }
 
     /// Releases the lock, reporting a failure of a custom lock (dropping the guard ignores it).
@@ -245,18 +257,18 @@ impl ShmGuard<'_> {
     }
 
     pub(crate) fn lend(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let offset = self.arena.lend(layout.size(), layout.align())?;
+        let offset = self.shared.arena.lend(layout.size(), layout.align())?;
         Some(self.shared.ptr_at(offset))
     }
 
     pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize) {
         if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
-            self.arena.take_back(offset, size);
+            self.shared.arena.take_back(offset, size);
         }
     }
 
     pub(crate) fn locate(&self, offset: u64) -> Result<Located, FreeError> {
-        self.arena.locate(offset)
+        self.shared.arena.locate(offset)
     }
 }
 

@@ -2,38 +2,58 @@
 //! making it.
 //!
 //! Before a word of the state changes, its offset, width and old value go into the log in the
-//! header, and the log's length is bumped; then the word is written. When the operation is done
-//! the length goes back to zero. A process that takes the lock and finds a non-zero length knows
+//! header, and the log's length is bumped; then the word is written. An entry is two words, the
+//! offset with the width in its lowest bit and the old value, so that logging costs three stores.
+//! When the operation is done the length goes back to zero. A process that takes the lock and finds a non-zero length knows
 //! the previous holder died mid-operation, and restores the logged words in reverse order, which
 //! puts the state back exactly as it was before that operation began.
 
 use core::ptr;
-use core::sync::atomic::compiler_fence;
+use core::sync::atomic as hw;
 
 use crate::layout::{Header, LogEntry, LOG_CAP};
 use crate::sync::Ordering;
 
 /// A value the log can hold.
 pub(crate) trait Word: Copy {
+    /// Set in a log entry's key for a 64-bit word; clear for a 32-bit one.
+    const WIDE: u64;
     fn to_u64(self) -> u64;
     fn from_u64(value: u64) -> Self;
+
+    /// Writes `value` to `place` after every write before it, as the compiler sees it: a
+    /// release store, which on the machines this runs on is a plain store.
+    ///
+    /// # Safety
+    /// `place` is valid for writes and aligned, and no other thread accesses it meanwhile.
+    unsafe fn store_after(place: *mut Self, value: Self);
 }
 
 impl Word for u32 {
+    const WIDE: u64 = 0;
     fn to_u64(self) -> u64 {
         u64::from(self)
     }
     fn from_u64(value: u64) -> Self {
         value as u32
     }
+    unsafe fn store_after(place: *mut Self, value: Self) {
+        // SAFETY: valid, aligned, and not accessed by another thread meanwhile (caller).
+        unsafe { hw::AtomicU32::from_ptr(place) }.store(value, hw::Ordering::Release);
+    }
 }
 
 impl Word for u64 {
+    const WIDE: u64 = 1;
     fn to_u64(self) -> u64 {
         self
     }
     fn from_u64(value: u64) -> Self {
         value
+    }
+    unsafe fn store_after(place: *mut Self, value: Self) {
+        // SAFETY: valid, aligned, and not accessed by another thread meanwhile (caller).
+        unsafe { hw::AtomicU64::from_ptr(place) }.store(value, hw::Ordering::Release);
     }
 }
 
@@ -68,24 +88,20 @@ impl Tx {
         unsafe {
             let len = self.len;
             if len >= LOG_CAP {
-                // Every operation is written to stay under the log's size; getting here is a bug
-                // in this crate, and the state must not be changed without a log entry.
-                eprintln!("melon-alloc: undo log overflow");
-                std::process::abort();
+                log_overflow();
             }
             let entry = ptr::addr_of_mut!((*self.header).log[len]);
-            entry.write(LogEntry {
-                offset: (place.addr() - self.base.addr()) as u64,
-                width: core::mem::size_of::<T>() as u64,
-                old: place.read().to_u64(),
-            });
+            // Logged words are at least 4-aligned, so the offset's lowest bit is free for the width.
+            let offset = (place.addr() - self.base.addr()) as u64;
+            entry.write(LogEntry { key: offset | T::WIDE, old: place.read().to_u64() });
             self.len = len + 1;
+            // The entry, then the length that counts it, then the write it covers, each in
+            // memory before the next whatever the compiler would like to reorder: a kill can
+            // land between any two instructions. Release stores keep that order at no cost on
+            // x86, where a store is never made visible before an earlier one.
             (*self.header).log_len.store(len as u32 + 1, Ordering::Release);
-            // The entry must be in memory before the write it covers, whatever the compiler
-            // would like to reorder: a kill can land between any two instructions.
-            compiler_fence(Ordering::SeqCst);
             crate::failpoint::hit();
-            place.write(value);
+            T::store_after(place, value);
         }
     }
 
@@ -97,7 +113,6 @@ impl Tx {
     /// checkpoint) needs the writes still to come.
     #[inline]
     pub(crate) fn checkpoint(&mut self) {
-        compiler_fence(Ordering::SeqCst);
         crate::failpoint::hit();
         // SAFETY: the header is valid (see `begin`).
         unsafe { (*self.header).log_len.store(0, Ordering::Release) };
@@ -107,12 +122,21 @@ impl Tx {
     /// Ends the operation: its writes stand.
     #[inline]
     pub(crate) fn commit(self) {
-        compiler_fence(Ordering::SeqCst);
         crate::failpoint::hit();
+        // The release store puts every write of the operation in memory before the log empties.
         // SAFETY: the header is valid (see `begin`).
         unsafe { (*self.header).log_len.store(0, Ordering::Release) };
         crate::failpoint::hit();
     }
+}
+
+/// Every operation is written to stay under the log's size; getting here is a bug in this crate,
+/// and the state must not be changed without a log entry.
+#[cold]
+#[inline(never)]
+fn log_overflow() -> ! {
+    eprintln!("melon-alloc: undo log overflow");
+    std::process::abort();
 }
 
 /// Undoes a half-done operation left by a process that died holding the lock. Returns whether
@@ -133,10 +157,11 @@ pub(crate) unsafe fn recover(base: *mut u8) -> bool {
         // names an offset in the mapping that held a word of the logged width, aligned for it.
         unsafe {
             let entry = ptr::addr_of!((*header).log[index]).read();
-            let place = base.add(entry.offset as usize);
-            match entry.width {
-                4 => place.cast::<u32>().write(u32::from_u64(entry.old)),
-                _ => place.cast::<u64>().write(entry.old),
+            let place = base.add((entry.key & !1) as usize);
+            if entry.key & 1 == u64::WIDE {
+                place.cast::<u64>().write(entry.old);
+            } else {
+                place.cast::<u32>().write(u32::from_u64(entry.old));
             }
         }
     }

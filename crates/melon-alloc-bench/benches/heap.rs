@@ -1,4 +1,4 @@
-//! Heap pools against glibc `malloc`, mimalloc and bumpalo, on 64-byte blocks.
+//! Heap pools against glibc `malloc`, mimalloc, bumpalo, talc and rlsf.
 //!
 //! Each workload is one criterion group with every peer in it, so one run gives the ratios that
 //! `docs/benchmarks.md` reports. The peers:
@@ -8,6 +8,10 @@
 //!   `mi_heap_destroy`), the closest peer to a pool.
 //! - `mimalloc`: mimalloc as a global allocator ([`MiMalloc`]), for reference.
 //! - `bumpalo`: a [`Bump`] arena, which cannot free one block, so it resets instead.
+//! - `talc`: talc over an arena of its own ([`TalcArena`]).
+//! - `rlsf`: rlsf's TLSF over an arena of its own ([`TlsfArena`]).
+//!
+//! The blocks are 64 bytes, except in `mixed`, which draws sizes from 8 bytes to 64 KiB.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
@@ -16,9 +20,12 @@ use std::alloc::System;
 use std::hint::black_box;
 
 use bumpalo::Bump;
-use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use melon_alloc::HeapPool;
-use melon_alloc_bench::{permutation, MiHeap, BLOCK, SHUFFLE_SEED};
+use melon_alloc_bench::{
+    mixed_sizes, permutation, MiHeap, TalcArena, TlsfArena, BLOCK, SHUFFLE_SEED,
+};
 use mimalloc::MiMalloc;
 
 /// Blocks allocated and then freed per iteration of the fill-and-drain workloads.
@@ -26,6 +33,10 @@ const FILL: usize = 1024;
 
 /// Live blocks in the pool that `drop_full_pool` drops.
 const LIVE: usize = 1_000_000;
+
+/// The bytes of the arena talc and rlsf get in `drop_full_pool`: room for [`LIVE`] blocks with
+/// their per-block headers, and some to spare.
+const DROP_ARENA: usize = 256 << 20;
 
 /// The layout of every block: 16-byte alignment is what `malloc` and the pools give anyway, so
 /// no peer pays for a stricter one.
@@ -60,41 +71,137 @@ unsafe fn touch(block: NonNull<u8>) -> NonNull<u8> {
     block
 }
 
+/// An allocator as the workloads that free block by block drive it. Every peer but bumpalo
+/// implements it; the calls inline, so the trait costs nothing in the timed loops.
+trait Peer {
+    /// Allocates `size` bytes aligned to 16, stopping the bench if there is no memory.
+    fn alloc(&mut self, size: usize) -> NonNull<u8>;
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `block` came from [`alloc`](Peer::alloc) on this peer with `size`, has not been freed,
+    /// and is not used again.
+    unsafe fn free(&mut self, block: NonNull<u8>, size: usize);
+}
+
+/// A root heap pool as a peer.
+struct Melon(HeapPool);
+
+impl Peer for Melon {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        self.0.alloc(size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this pool that nothing uses again.
+        unsafe { self.0.free(block) }
+    }
+}
+
+/// A global allocator as a peer: `System` (glibc) or `MiMalloc`.
+struct Global<A>(A);
+
+impl<A: GlobalAlloc> Peer for Global<A> {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        let layout = Layout::from_size_align(size, 16).expect("a valid layout");
+        // SAFETY: every workload asks for at least 8 bytes, so the layout is not zero-sized.
+        NonNull::new(unsafe { self.0.alloc(layout) }).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
+        // SAFETY: `alloc` made this layout from the same size, so it is valid.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
+        // SAFETY: the caller passes a live block of this allocator, allocated with `layout`.
+        unsafe { self.0.dealloc(block.as_ptr(), layout) }
+    }
+}
+
+impl Peer for MiHeap {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        MiHeap::alloc(self, size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this heap that nothing uses again.
+        unsafe { MiHeap::free(self, block) }
+    }
+}
+
+impl Peer for TalcArena {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        TalcArena::alloc(self, size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
+        // SAFETY: the caller passes a live block of this arena, allocated with `size`.
+        unsafe { TalcArena::free(self, block, size) }
+    }
+}
+
+impl Peer for TlsfArena {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        TlsfArena::alloc(self, size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this arena that nothing uses again.
+        unsafe { TlsfArena::free(self, block) }
+    }
+}
+
+/// The bytes of the arena talc and rlsf get in the timing workloads: far more than any of them
+/// holds at once (the mixed workload's 256 blocks of at most 64 KiB), and mapped lazily, so the
+/// size costs nothing.
+const ARENA: usize = 64 << 20;
+
+/// A workload that runs on any [`Peer`]: generic, so that every peer gets its own inlined copy
+/// of the timed loop.
+trait Workload {
+    /// Times the workload on `peer`.
+    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, peer: P);
+}
+
+/// Adds `workload` to `group` once for every peer that frees block by block, each made afresh
+/// for every sample.
+fn each_peer(group: &mut BenchmarkGroup<'_, WallTime>, workload: &mut impl Workload) {
+    group.bench_function("melon", |b| workload.run(b, Melon(HeapPool::new())));
+    group.bench_function("glibc", |b| workload.run(b, Global(System)));
+    group.bench_function("mimalloc_heap", |b| {
+        workload.run(b, MiHeap::new().expect("mimalloc heap"));
+    });
+    group.bench_function("mimalloc", |b| workload.run(b, Global(MiMalloc)));
+    group.bench_function("talc", |b| workload.run(b, TalcArena::new(ARENA).expect("talc arena")));
+    group.bench_function("rlsf", |b| workload.run(b, TlsfArena::new(ARENA).expect("rlsf arena")));
+}
+
 /// One block allocated and freed straight away: the cost of the fast paths alone.
+struct PingPong;
+
+impl Workload for PingPong {
+    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        b.iter(|| {
+            let block = peer.alloc(black_box(BLOCK));
+            // SAFETY: the block came from `peer` with `BLOCK` and is not used again.
+            unsafe { peer.free(black_box(block), BLOCK) };
+        });
+    }
+}
+
 fn ping_pong(c: &mut Criterion) {
     let mut group = c.benchmark_group("ping_pong");
     group.throughput(Throughput::Elements(1));
-
-    group.bench_function("melon", |b| {
-        let pool = HeapPool::new();
-        b.iter(|| {
-            let block = pool.alloc(black_box(BLOCK)).expect("out of memory");
-            // SAFETY: the block came from `pool` and is not used again.
-            unsafe { pool.free(black_box(block)) };
-        });
-    });
-    group.bench_function("glibc", |b| {
-        b.iter(|| {
-            let block = global_alloc(&System);
-            // SAFETY: the block came from `System` and is not used again.
-            unsafe { global_free(&System, black_box(block)) };
-        });
-    });
-    group.bench_function("mimalloc_heap", |b| {
-        let heap = MiHeap::new().expect("mimalloc heap");
-        b.iter(|| {
-            let block = heap.alloc(black_box(BLOCK)).expect("out of memory");
-            // SAFETY: the block came from `heap` and is not used again.
-            unsafe { heap.free(black_box(block)) };
-        });
-    });
-    group.bench_function("mimalloc", |b| {
-        b.iter(|| {
-            let block = global_alloc(&MiMalloc);
-            // SAFETY: the block came from `MiMalloc` and is not used again.
-            unsafe { global_free(&MiMalloc, black_box(block)) };
-        });
-    });
+    each_peer(&mut group, &mut PingPong);
     group.bench_function("bumpalo", |b| {
         let mut bump = Bump::new();
         b.iter(|| {
@@ -107,50 +214,30 @@ fn ping_pong(c: &mut Criterion) {
 
 /// 1024 blocks allocated, then all freed in the order they came: a request's worth of
 /// short-lived objects.
+struct FillDrain {
+    /// The vector of pointers, the same for every peer and allocated once, outside the loop.
+    blocks: Vec<NonNull<u8>>,
+}
+
+impl Workload for FillDrain {
+    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        let blocks = &mut self.blocks;
+        b.iter(|| {
+            blocks.extend((0..FILL).map(|_| peer.alloc(black_box(BLOCK))));
+            for block in blocks.drain(..) {
+                // SAFETY: every block came from `peer` with `BLOCK` and is freed once.
+                unsafe { peer.free(block, BLOCK) };
+            }
+        });
+    }
+}
+
 fn fill_drain(c: &mut Criterion) {
     let mut group = c.benchmark_group("fill_drain_1024");
     group.throughput(Throughput::Elements(FILL as u64));
-    // The vector of pointers is the same for every peer, and allocated once, outside the loop.
-    let mut blocks: Vec<NonNull<u8>> = Vec::with_capacity(FILL);
-
-    group.bench_function("melon", |b| {
-        let pool = HeapPool::new();
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| pool.alloc(black_box(BLOCK)).expect("out of memory")));
-            for block in blocks.drain(..) {
-                // SAFETY: every block came from `pool` and is freed once.
-                unsafe { pool.free(block) };
-            }
-        });
-    });
-    group.bench_function("glibc", |b| {
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| global_alloc(&System)));
-            for block in blocks.drain(..) {
-                // SAFETY: every block came from `System` and is freed once.
-                unsafe { global_free(&System, block) };
-            }
-        });
-    });
-    group.bench_function("mimalloc_heap", |b| {
-        let heap = MiHeap::new().expect("mimalloc heap");
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| heap.alloc(black_box(BLOCK)).expect("out of memory")));
-            for block in blocks.drain(..) {
-                // SAFETY: every block came from `heap` and is freed once.
-                unsafe { heap.free(block) };
-            }
-        });
-    });
-    group.bench_function("mimalloc", |b| {
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| global_alloc(&MiMalloc)));
-            for block in blocks.drain(..) {
-                // SAFETY: every block came from `MiMalloc` and is freed once.
-                unsafe { global_free(&MiMalloc, block) };
-            }
-        });
-    });
+    let mut workload = FillDrain { blocks: Vec::with_capacity(FILL) };
+    each_peer(&mut group, &mut workload);
+    let blocks = &mut workload.blocks;
     group.bench_function("bumpalo", |b| {
         let mut bump = Bump::new();
         b.iter(|| {
@@ -164,55 +251,90 @@ fn fill_drain(c: &mut Criterion) {
 }
 
 /// 1024 blocks allocated, then freed in a fixed pseudo-random order, so that the free lists end
-/// up scattered across pages as they do in a long-running program.
+/// up scattered across pages as they do in a long-running program. bumpalo, which cannot free
+/// one block, has no part in it.
+struct ShuffledDrain {
+    /// The order of the frees, the same for every peer.
+    order: Vec<usize>,
+    /// The vector of pointers, allocated once, outside the loop.
+    blocks: Vec<NonNull<u8>>,
+}
+
+impl Workload for ShuffledDrain {
+    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        let Self { order, blocks } = self;
+        b.iter(|| {
+            blocks.extend((0..FILL).map(|_| peer.alloc(black_box(BLOCK))));
+            for &index in order.iter() {
+                // SAFETY: `order` is a permutation, so every block of `peer` is freed once.
+                unsafe { peer.free(blocks[index], BLOCK) };
+            }
+            blocks.clear();
+        });
+    }
+}
+
 fn shuffled_drain(c: &mut Criterion) {
     let mut group = c.benchmark_group("shuffled_drain_1024");
     group.throughput(Throughput::Elements(FILL as u64));
-    let order = permutation(FILL, SHUFFLE_SEED);
-    let mut blocks: Vec<NonNull<u8>> = Vec::with_capacity(FILL);
+    let mut workload =
+        ShuffledDrain { order: permutation(FILL, SHUFFLE_SEED), blocks: Vec::with_capacity(FILL) };
+    each_peer(&mut group, &mut workload);
+    group.finish();
+}
 
-    group.bench_function("melon", |b| {
-        let pool = HeapPool::new();
+/// Live blocks in the mixed workload: a ring of this many slots.
+const RING: usize = 256;
+
+/// Length of the mixed workload's size sequence, which the ring walks round and round; a power
+/// of two, so that the wrap is a mask.
+const MIXED_SIZES: usize = 1 << 14;
+
+/// The seed of the mixed workload's sizes, fixed so that every run and every peer sees the same
+/// sequence.
+const MIXED_SEED: u64 = 0x6d69_7865_645f_7365;
+
+/// Sizes from 8 bytes to 64 KiB ([`mixed_sizes`]) with a bounded live set: a ring of 256 slots,
+/// where each step frees the slot's block and allocates the next size of the sequence into it.
+/// Time per free+alloc pair (an iteration is one turn of the ring, 256 pairs). bumpalo, which
+/// cannot free one block, has no part in it.
+struct Mixed {
+    /// The request sizes, the same for every peer.
+    sizes: Vec<usize>,
+}
+
+impl Workload for Mixed {
+    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        let sizes = &self.sizes;
+        let mut next = 0;
+        let mut ring: Vec<(NonNull<u8>, usize)> = (0..RING)
+            .map(|_| {
+                let size = sizes[next];
+                next = (next + 1) & (MIXED_SIZES - 1);
+                (peer.alloc(size), size)
+            })
+            .collect();
         b.iter(|| {
-            blocks.extend((0..FILL).map(|_| pool.alloc(black_box(BLOCK)).expect("out of memory")));
-            for &index in &order {
-                // SAFETY: `order` is a permutation, so every block of `pool` is freed once.
-                unsafe { pool.free(blocks[index]) };
+            for slot in ring.iter_mut() {
+                let (block, size) = *slot;
+                // SAFETY: the slot's block came from `peer` with `size` and is replaced here.
+                unsafe { peer.free(block, size) };
+                let size = black_box(sizes[next]);
+                next = (next + 1) & (MIXED_SIZES - 1);
+                *slot = (peer.alloc(size), size);
             }
-            blocks.clear();
         });
-    });
-    group.bench_function("glibc", |b| {
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| global_alloc(&System)));
-            for &index in &order {
-                // SAFETY: `order` is a permutation, so every block of `System` is freed once.
-                unsafe { global_free(&System, blocks[index]) };
-            }
-            blocks.clear();
-        });
-    });
-    group.bench_function("mimalloc_heap", |b| {
-        let heap = MiHeap::new().expect("mimalloc heap");
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| heap.alloc(black_box(BLOCK)).expect("out of memory")));
-            for &index in &order {
-                // SAFETY: `order` is a permutation, so every block of `heap` is freed once.
-                unsafe { heap.free(blocks[index]) };
-            }
-            blocks.clear();
-        });
-    });
-    group.bench_function("mimalloc", |b| {
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| global_alloc(&MiMalloc)));
-            for &index in &order {
-                // SAFETY: `order` is a permutation, so every block of `MiMalloc` is freed once.
-                unsafe { global_free(&MiMalloc, blocks[index]) };
-            }
-            blocks.clear();
-        });
-    });
+        for (block, size) in ring {
+            // SAFETY: every block left in the ring came from `peer` with its size.
+            unsafe { peer.free(block, size) };
+        }
+    }
+}
+
+fn mixed(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mixed");
+    group.throughput(Throughput::Elements(RING as u64));
+    each_peer(&mut group, &mut Mixed { sizes: mixed_sizes(MIXED_SIZES, MIXED_SEED) });
     group.finish();
 }
 
@@ -317,6 +439,40 @@ fn drop_full_pool(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
+    // The arena allocators give their whole arena back at once, as a pool does: dropping the
+    // arena is their drop. The arena is sized for the million blocks (about 80 bytes each with
+    // talc's and 96 with rlsf's per-block header) and mapped lazily, so only what the blocks
+    // touched is returned.
+    group.bench_function("talc", |b| {
+        b.iter_batched(
+            || {
+                let mut arena = TalcArena::new(DROP_ARENA).expect("talc arena");
+                for _ in 0..LIVE {
+                    let block = arena.alloc(BLOCK).expect("out of memory");
+                    // SAFETY: the block was just allocated and holds `BLOCK` bytes.
+                    unsafe { touch(block) };
+                }
+                arena
+            },
+            drop,
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("rlsf", |b| {
+        b.iter_batched(
+            || {
+                let mut arena = TlsfArena::new(DROP_ARENA).expect("rlsf arena");
+                for _ in 0..LIVE {
+                    let block = arena.alloc(BLOCK).expect("out of memory");
+                    // SAFETY: the block was just allocated and holds `BLOCK` bytes.
+                    unsafe { touch(block) };
+                }
+                arena
+            },
+            drop,
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 
@@ -327,6 +483,7 @@ fn main() {
     ping_pong(&mut criterion);
     fill_drain(&mut criterion);
     shuffled_drain(&mut criterion);
+    mixed(&mut criterion);
     drop_full_pool(&mut criterion);
     criterion.final_summary();
 }

@@ -1,6 +1,6 @@
-//! Benchmarks of melon-alloc's heap pools against glibc `malloc`, mimalloc's first-class heaps
-//! and bumpalo, and of its shared-memory pool against glibc and Melon's figures, with the helpers
-//! the benchmarks share.
+//! Benchmarks of melon-alloc's heap pools against glibc `malloc`, mimalloc's first-class heaps,
+//! bumpalo, talc and rlsf, and of its shared-memory pool against glibc and Melon's figures, with
+//! the helpers the benchmarks share.
 //!
 //! A pool allocator is only worth having if it beats the general-purpose allocator on the
 //! workloads it is meant for, and a claim like "four times faster than `malloc`" means nothing
@@ -9,17 +9,25 @@
 //! `cargo bench -p melon-alloc-bench --bench heap` or `--bench shm`), the resident-memory
 //! measurement (`cargo run --release -p melon-alloc-bench --bin resident`) and the multi-process
 //! hammer of the shared pool (`cargo run --release -p melon-alloc-bench --bin hammer`);
-//! `docs/benchmarks.md` in the repository records their results and the targets they are held to.
+//! `cargo xtask bench` runs them all and writes `docs/benchmarks.md` from the results, with the
+//! targets they are held to.
 //!
 //! The helpers here are what several of them need: the block size, a reproducible permutation
-//! for frees in a shuffled order, a seeded random number generator, and a safe owner for a
-//! mimalloc heap.
+//! for frees in a shuffled order, a seeded random number generator, the size sequence of the
+//! mixed workload, a safe owner for a mimalloc heap, and talc and rlsf each over an arena of its
+//! own.
 
+use core::alloc::Layout;
 use core::ffi::c_void;
 use core::fmt;
 use core::ptr::NonNull;
+use std::alloc::{GlobalAlloc, System};
 
 use libmimalloc_sys as mi;
+use rlsf::Tlsf;
+use talc::base::Talc;
+use talc::source::Manual;
+use talc::DefaultBinning;
 
 /// The block size of the timing workloads, in bytes.
 pub const BLOCK: usize = 64;
@@ -165,5 +173,180 @@ impl Drop for MiHeap {
 impl fmt::Debug for MiHeap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MiHeap").field("heap", &self.heap).finish()
+    }
+}
+
+/// The smallest request of the mixed workload, in bytes.
+pub const MIXED_MIN: usize = 8;
+
+/// One more than the largest request of the mixed workload: requests run up to 64 KiB.
+pub const MIXED_END: usize = 64 << 10;
+
+/// Request sizes for the mixed workload: from [`MIXED_MIN`] up to (not including)
+/// [`MIXED_END`], the same for the same `len` and `seed` on every machine.
+///
+/// Every power-of-two octave (8 to 16 bytes, 16 to 32, ..., 32 to 64 KiB) is equally likely and
+/// sizes are uniform within an octave, which approximates a log-uniform distribution with integer
+/// arithmetic alone: half the requests are under 512 bytes, and one in thirteen is 32 KiB or
+/// more. Real programs allocate mostly small objects and now and then a large buffer; this
+/// sequence has the same shape.
+///
+/// ```
+/// use melon_alloc_bench::{mixed_sizes, MIXED_END, MIXED_MIN};
+///
+/// let sizes = mixed_sizes(4096, 1);
+/// assert!(sizes.iter().all(|&size| (MIXED_MIN..MIXED_END).contains(&size)));
+/// assert_eq!(sizes, mixed_sizes(4096, 1));
+/// let small = sizes.iter().filter(|&&size| size < 512).count();
+/// assert!(small > 1500 && small < 2600);
+/// ```
+pub fn mixed_sizes(len: usize, seed: u64) -> Vec<usize> {
+    let mut rng = XorShift64::new(seed);
+    let low = MIXED_MIN.trailing_zeros() as usize;
+    let octaves = (MIXED_END.trailing_zeros() as usize) - low;
+    (0..len)
+        .map(|_| {
+            let base = 1usize << (low + rng.below(octaves));
+            base + rng.below(base)
+        })
+        .collect()
+}
+
+/// A region of memory from glibc for an arena allocator to manage, given back when dropped.
+///
+/// A region this large is mapped by `malloc` with `mmap`, so its pages cost nothing until the
+/// allocator in it touches them, and a resident-memory reading sees only those.
+struct Region {
+    base: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Region {
+    /// A region of `bytes` bytes aligned to a page. `None` when there is no memory.
+    fn new(bytes: usize) -> Option<Self> {
+        let layout = Layout::from_size_align(bytes.max(1), 4096).ok()?;
+        // SAFETY: the layout's size is at least one byte.
+        let base = NonNull::new(unsafe { System.alloc(layout) })?;
+        Some(Self { base, layout })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the region came from `System` with `self.layout` and is given back once, here.
+        unsafe { System.dealloc(self.base.as_ptr(), self.layout) }
+    }
+}
+
+/// The talc allocator (`talc::base::Talc` with a `Manual` source) over an arena of its own,
+/// claimed when it is made: the way talc is used without an operating system.
+///
+/// Dropping it gives the whole arena back at once, which is the peer of dropping a melon pool.
+pub struct TalcArena {
+    // Declared before the region, so that it is dropped first: it points into the region.
+    talc: Talc<Manual, DefaultBinning>,
+    region: Region,
+}
+
+impl TalcArena {
+    /// A talc allocator over a fresh arena of `bytes` bytes. `None` when there is no memory or
+    /// the arena is too small for talc's metadata.
+    pub fn new(bytes: usize) -> Option<Self> {
+        let region = Region::new(bytes)?;
+        let mut talc = Talc::new(Manual);
+        // SAFETY: the region is this arena's alone, nothing else writes to it, and it outlives
+        // `talc`, which is dropped first; `Manual` allows claiming by hand.
+        unsafe { talc.claim(region.base.as_ptr(), region.layout.size()) }?;
+        Some(Self { talc, region })
+    }
+
+    /// Allocates a block of `size` bytes aligned to 16. `None` when the arena is full or `size`
+    /// is 0.
+    #[inline]
+    pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        if size == 0 {
+            return None;
+        }
+        let layout = Layout::from_size_align(size, 16).ok()?;
+        // SAFETY: the layout's size is not zero.
+        unsafe { self.talc.allocate(layout) }
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// - `block` came from [`alloc`](TalcArena::alloc) on this arena with `size`, and has not
+    ///   been freed.
+    /// - Nothing uses the block afterwards.
+    #[inline]
+    pub unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
+        // SAFETY: `alloc` made this layout from the same size, so it is valid.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
+        // SAFETY: the caller promises a live block of this allocator, allocated with `layout`.
+        unsafe { self.talc.deallocate(block.as_ptr(), layout) }
+    }
+}
+
+impl fmt::Debug for TalcArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TalcArena")
+            .field("base", &self.region.base)
+            .field("bytes", &self.region.layout.size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// rlsf's TLSF allocator: first-level classes up to 8 GiB (32-byte granularity shifted by 28),
+/// 32 second-level classes each.
+type TlsfAllocator = Tlsf<'static, u32, u32, 28, 32>;
+
+/// The rlsf allocator (`rlsf::Tlsf`, two-level segregated fit, O(1) for both operations) over an
+/// arena of its own, inserted as one free block when it is made.
+///
+/// Dropping it gives the whole arena back at once, which is the peer of dropping a melon pool.
+pub struct TlsfArena {
+    // Boxed because the allocator's lists are a few kilobytes, and declared before the region,
+    // so that it is dropped first: it points into the region.
+    tlsf: Box<TlsfAllocator>,
+    region: Region,
+}
+
+impl TlsfArena {
+    /// An rlsf allocator over a fresh arena of `bytes` bytes. `None` when there is no memory.
+    pub fn new(bytes: usize) -> Option<Self> {
+        let region = Region::new(bytes)?;
+        let mut tlsf = Box::new(TlsfAllocator::new());
+        let block = NonNull::slice_from_raw_parts(region.base, region.layout.size());
+        // SAFETY: the region is this arena's alone and outlives `tlsf`, which is dropped first.
+        // (rlsf's safe `insert_free_block` would want the region borrowed for `'static`.)
+        unsafe { tlsf.insert_free_block_ptr(block) }?;
+        Some(Self { tlsf, region })
+    }
+
+    /// Allocates a block of `size` bytes aligned to 16. `None` when the arena is full.
+    #[inline]
+    pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        let layout = Layout::from_size_align(size, 16).ok()?;
+        self.tlsf.allocate(layout)
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// - `block` came from [`alloc`](TlsfArena::alloc) on this arena and has not been freed.
+    /// - Nothing uses the block afterwards.
+    #[inline]
+    pub unsafe fn free(&mut self, block: NonNull<u8>) {
+        // SAFETY: the caller promises a live block of this allocator; `alloc` aligned it to 16.
+        unsafe { self.tlsf.deallocate(block, 16) }
+    }
+}
+
+impl fmt::Debug for TlsfArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsfArena")
+            .field("base", &self.region.base)
+            .field("bytes", &self.region.layout.size())
+            .finish_non_exhaustive()
     }
 }

@@ -25,8 +25,12 @@
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin hammer -- [OPS] [--processes 1,2,4,16]
-//!     [--runs 3] [--variants shm,shm-child,glibc,heap]
+//!     [--runs 3] [--variants shm,shm-child,glibc,heap] [--tsv PATH]
 //! ```
+//!
+//! With `--tsv PATH` it also writes one line per run to `PATH` (variant, processes, run, million
+//! operations per second, CPU nanoseconds per operation, tab-separated, after a header line),
+//! which is what `cargo xtask bench` reads.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
@@ -367,15 +371,18 @@ struct Options {
     runs: usize,
     /// Variants to run.
     variants: Vec<Variant>,
+    /// Where to write every run's figures as tab-separated lines, if anywhere.
+    tsv: Option<String>,
 }
 
-/// Parses `[OPS] [--processes LIST] [--runs N] [--variants LIST]`.
+/// Parses `[OPS] [--processes LIST] [--runs N] [--variants LIST] [--tsv PATH]`.
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         ops: DEFAULT_OPS,
         processes: DEFAULT_PROCESSES.to_vec(),
         runs: DEFAULT_RUNS,
         variants: Variant::ALL.to_vec(),
+        tsv: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -391,6 +398,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 let runs = value("--runs")?;
                 options.runs = runs.parse().map_err(|e| format!("bad run count {runs:?}: {e}"))?;
             }
+            "--tsv" => options.tsv = Some(value("--tsv")?.clone()),
             "--variants" => {
                 options.variants = value("--variants")?
                     .split(',')
@@ -433,7 +441,8 @@ fn median(figures: &[f64]) -> f64 {
 
 /// Runs every cell and prints the tables.
 fn hammer(options: &Options) -> Result<(), String> {
-    let Options { ops, ref processes, runs, ref variants } = *options;
+    let Options { ops, ref processes, runs, ref variants, ref tsv } = *options;
+    let mut lines = String::from("variant\tprocesses\trun\tmops\tcpu_ns_per_op\n");
     println!(
         "Hammer: each process does {ops} random allocations and frees of {MIN_SIZE} to {MAX_SIZE} \
          bytes, at most {MAX_LIVE} live; {runs} run(s) per cell, median shown; {} cores.",
@@ -459,10 +468,19 @@ fn hammer(options: &Options) -> Result<(), String> {
                     variant.name(),
                     elapsed.as_secs_f64() * 1e3
                 );
+                lines.push_str(&format!(
+                    "{}\t{count}\t{}\t{mops}\t{per_op}\n",
+                    variant.name(),
+                    run_index + 1
+                ));
                 figures[p][v].push(mops);
                 cpu_ns[p][v].push(per_op);
             }
         }
+    }
+
+    if let Some(path) = tsv {
+        std::fs::write(path, lines).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
 
     let column = |variant: Variant| variants.iter().position(|&v| v == variant);

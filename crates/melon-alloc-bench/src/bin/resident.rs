@@ -1,14 +1,20 @@
-//! Resident memory per live block: melon's heap pool against glibc `malloc` and a mimalloc heap.
+//! Resident memory per live block: melon's heap pool against glibc `malloc`, a mimalloc heap,
+//! talc and rlsf.
 //!
 //! For each request size and allocator, a fresh child process (this binary, run again with
 //! `--child ALLOCATOR SIZE`) reads its resident set from `/proc/self/statm`, allocates a million
 //! blocks, writes a byte into each, and reads it again. The difference, over the number of
 //! blocks, is what a live block really costs, headers, rounding and fragmentation included. A
 //! process of its own per measurement keeps one allocator's cached memory out of another's
-//! figure. The parent prints a markdown table.
+//! figure. The parent prints a markdown table; with `--tsv PATH` it also writes one line per
+//! cell to `PATH` (request size, allocator, bytes per block, tab-separated, after a header line),
+//! which is what `cargo xtask bench` reads.
+//!
+//! talc and rlsf allocate from an arena of their own, a region from glibc that is mapped lazily,
+//! so that only the pages their blocks touch are counted, as for the others.
 //!
 //! ```text
-//! cargo run --release -p melon-alloc-bench --bin resident
+//! cargo run --release -p melon-alloc-bench --bin resident [-- --tsv PATH]
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -17,7 +23,7 @@ use std::process::{Command, ExitCode};
 use std::ptr::NonNull;
 
 use melon_alloc::HeapPool;
-use melon_alloc_bench::{round_up_16, MiHeap};
+use melon_alloc_bench::{round_up_16, MiHeap, TalcArena, TlsfArena};
 
 /// Live blocks per measurement.
 const BLOCKS: usize = 1_000_000;
@@ -26,7 +32,11 @@ const BLOCKS: usize = 1_000_000;
 const SIZES: [usize; 3] = [16, 64, 200];
 
 /// The allocators measured, by the name the child is given.
-const ALLOCATORS: [&str; 3] = ["melon", "glibc", "mimalloc_heap"];
+const ALLOCATORS: [&str; 5] = ["melon", "glibc", "mimalloc_heap", "talc", "rlsf"];
+
+/// The arena of talc and rlsf: room for [`BLOCKS`] blocks of the largest size with their
+/// headers, mapped lazily, so that its size costs nothing.
+const ARENA: usize = 1 << 30;
 
 /// melon's target: resident bytes per block at most this many times the request rounded up
 /// to 16.
@@ -36,8 +46,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
         Some("--child") => child(&args[2..]),
-        None => parent(),
-        Some(_) => Err(format!("usage: {} [--child ALLOCATOR SIZE]", args[0])),
+        None => parent(None),
+        Some("--tsv") if args.len() == 3 => parent(Some(&args[2])),
+        Some(_) => Err(format!("usage: {} [--tsv PATH | --child ALLOCATOR SIZE]", args[0])),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,8 +59,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs every measurement in a child process and prints the table.
-fn parent() -> Result<(), String> {
+/// Runs every measurement in a child process and prints the table; writes the figures to
+/// `tsv` too when it is given.
+fn parent(tsv: Option<&str>) -> Result<(), String> {
+    let mut lines = String::from("request\tallocator\tbytes_per_block\n");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     println!("Resident bytes per live block, {BLOCKS} blocks, one fresh process per cell.");
     println!("Ratio: bytes per block over the request rounded up to 16 (melon's target: at most {TARGET_RATIO}).");
@@ -80,7 +93,11 @@ fn parent() -> Result<(), String> {
                 melon_met = false;
             }
             println!("| {size} | {} | {allocator} | {bytes:.1} | {ratio:.3} |", round_up_16(size));
+            lines.push_str(&format!("{size}\t{allocator}\t{bytes}\n"));
         }
+    }
+    if let Some(path) = tsv {
+        fs::write(path, lines).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
     println!();
     println!(
@@ -118,6 +135,14 @@ fn child(args: &[String]) -> Result<(), String> {
         "mimalloc_heap" => {
             let heap = MiHeap::new().ok_or("mimalloc could not make a heap")?;
             measure(&mut blocks, page, || heap.alloc(size))?
+        }
+        "talc" => {
+            let mut arena = TalcArena::new(ARENA).ok_or("no memory for talc's arena")?;
+            measure(&mut blocks, page, || arena.alloc(size))?
+        }
+        "rlsf" => {
+            let mut arena = TlsfArena::new(ARENA).ok_or("no memory for rlsf's arena")?;
+            measure(&mut blocks, page, || arena.alloc(size))?
         }
         other => return Err(format!("unknown allocator {other:?}")),
     };

@@ -1,0 +1,64 @@
+//! How figures, times and verdicts are written on the page.
+
+/// A time in nanoseconds with three significant digits, or so.
+pub(super) fn ns(value: f64) -> String {
+    match value {
+        v if v < 10.0 => format!("{v:.2}"),
+        v if v < 100.0 => format!("{v:.1}"),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// A ratio with three significant digits, or so.
+pub(super) fn ratio(value: f64) -> String {
+    match value {
+        v if v < 1.0 => format!("{v:.3}"),
+        v if v < 10.0 => format!("{v:.2}"),
+        v => format!("{v:.1}"),
+    }
+}
+
+/// A date and time in UTC, from seconds since the epoch.
+pub(super) fn utc(seconds: u64) -> String {
+    // Days to a civil date: Howard Hinnant's `civil_from_days`, for the proleptic Gregorian
+    // calendar.
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}
+
+/// "met" or "not met", in bold, for a target's verdict.
+pub(super) fn verdict(met: bool) -> &'static str {
+    if met {
+        "**met**"
+    } else {
+        "**not met**"
+    }
+}
+
+/// Items joined as in a sentence: "a", "a and b", "a, b and c".
+pub(super) fn list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// "yes", "no" or "not measured".
+pub(super) fn yes_no(met: Option<bool>) -> String {
+    match met {
+        Some(true) => "yes".into(),
+        Some(false) => "**no**".into(),
+        None => "not measured".into(),
+    }
+}

@@ -1,0 +1,347 @@
+//! The page, `docs/benchmarks.md`: its introduction, the machine, the targets at a glance, then
+//! the heap pools' and the shared pool's sections, written from the results on disk.
+
+mod heap;
+mod shm;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use super::chart::svg;
+use super::format::utc;
+use super::results::{locked_versions, Facts, Hammer, Resident};
+use crate::root;
+use heap::{heap_results, resident_results, HEAP_NOTES};
+use shm::{hammer_results, shm_results, SHM_INTRO, SHM_NOTES};
+
+/// The heading from which the existing page is copied through unchanged.
+const KEPT_SECTION: &str = "## C API";
+
+/// Writes `docs/benchmarks.md` and `docs/benchmarks.svg` from the results on disk.
+pub(super) fn report(results: &Path) -> Result<(), String> {
+    let facts = Facts::read(results);
+    let hammer = Hammer::read(results);
+    let resident = Resident::read(results);
+    let docs = root().join("docs");
+    let page_path = docs.join("benchmarks.md");
+    let kept = fs::read_to_string(&page_path)
+        .ok()
+        .and_then(|page| {
+            let start = if page.starts_with(KEPT_SECTION) {
+                0
+            } else {
+                page.find(&format!("\n{KEPT_SECTION}"))? + 1
+            };
+            Some(page[start..].to_string())
+        })
+        .unwrap_or_default();
+
+    let mut targets = Vec::new();
+    let mut chart = Vec::new();
+    let mut page = String::new();
+    intro(&mut page, &facts);
+    machine(&mut page, &facts);
+    let mut results_text = String::new();
+    heap_results(&mut results_text, &mut targets, &mut chart);
+    resident_results(&mut results_text, &mut targets, &mut chart, &resident);
+    let mut shm_text = String::new();
+    shm_results(&mut shm_text, &mut targets, &mut chart);
+    hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
+
+    glance(&mut page, &targets);
+    page.push_str(&results_text);
+    page.push_str(HEAP_NOTES);
+    page.push_str(SHM_INTRO);
+    page.push_str(&shm_text);
+    page.push_str(SHM_NOTES);
+    page.push_str(QUOTED);
+    let mut page = wrap(&page);
+    if !kept.is_empty() {
+        page.push('\n');
+        page.push_str(&kept);
+    }
+
+    fs::write(&page_path, page)
+        .map_err(|error| format!("cannot write {}: {error}", page_path.display()))?;
+    let svg_path = docs.join("benchmarks.svg");
+    fs::write(&svg_path, svg(&chart))
+        .map_err(|error| format!("cannot write {}: {error}", svg_path.display()))?;
+    eprintln!("wrote {} and {}", page_path.display(), svg_path.display());
+    Ok(())
+}
+
+fn intro(page: &mut String, facts: &Facts) {
+    page.push_str(
+        "# Benchmarks\n\n\
+         How fast melon-alloc's heap pools are next to glibc `malloc`, mimalloc, bumpalo, talc and \
+         rlsf, and how much memory a live block costs; and how fast the shared-memory pool is, \
+         alone and with many processes on it ([Shared-memory pool](#shared-memory-pool)). This \
+         page is written by `cargo xtask bench` from one run on the machine described below: \
+         every figure on it comes from that run unless it is marked as quoted.\n\n",
+    );
+    if facts.get("mode") == "quick" {
+        page.push_str(
+            "> **This page is from a quick run** (`cargo xtask bench --quick`: short \
+             measurements, one hammer run per cell), made to try the pipeline. Its figures are \
+             rough; run `cargo xtask bench` for figures worth quoting.\n\n",
+        );
+    }
+    page.push_str("![Ratios to glibc per workload](benchmarks.svg)\n\n");
+    page.push_str(
+        "The chart shows every peer's figure over glibc's in the same run, on a log scale: \
+         below the line at 1, faster (or, for resident memory, smaller) than glibc. For the \
+         hammer it is glibc's operations per second over the peer's, so that lower is better \
+         there too. A black dash over a bar marks that bar's target.\n\n",
+    );
+    page.push_str(REPRODUCE);
+    let _ = write!(page, "{}", PEERS);
+}
+
+/// How to run the benchmarks, what they measure and with what.
+const REPRODUCE: &str = "## How to reproduce
+
+```sh
+cargo xtask bench                  # everything, then this page and its chart
+cargo xtask bench --quick          # short measurements, to try the pipeline
+cargo xtask bench --report-only    # the page again from the results already on disk
+cargo xtask bench --only heap fill_drain   # one part, one criterion group
+```
+
+`cargo xtask bench` runs four parts in turn, then writes this page and `docs/benchmarks.svg`:
+
+1. `cargo bench -p melon-alloc-bench --bench heap`: one criterion target,
+   `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
+   each group, so that a single run gives the ratios.
+2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
+   sizes and fill levels (`benches/shm.rs`). It needs 1 GiB of free memory.
+3. `cargo run --release -p melon-alloc-bench --bin hammer`: several processes on one shared
+   pool (`src/bin/hammer.rs`), a plain binary because criterion cannot time work spread over
+   processes.
+4. `cargo run --release -p melon-alloc-bench --bin resident`: resident memory per live block
+   (`src/bin/resident.rs`), each cell in a fresh child process.
+
+`--only heap,shm,hammer,resident` runs some of the parts, and a filter after the options goes to
+criterion as it would after `cargo bench -- `, for example `cargo xtask bench --only heap mixed`.
+The criterion estimates stay in `target/criterion/`, the hammer's and the resident measurement's
+figures and the machine's facts in `target/bench-results/`, which is what `--report-only` reads.
+Each part can also be run by hand with the commands above; `cargo xtask ci` only compiles the
+benchmarks, it never times them.
+
+Times are criterion's mean (its point estimate) per alloc+free pair, or per block for the drop,
+and every ratio is to `glibc` in the same group of the same run. A section whose figures come
+from an earlier run than the rest says when it was measured.
+
+";
+
+/// The peers and the workloads.
+const PEERS: &str = "## Peers and workloads
+
+| name | what it is |
+|---|---|
+| `melon` | a root `HeapPool` (`pool.alloc(size)`, `pool.free(p)`, `drop(pool)`) |
+| `melon_child` | a child pool whose root keeps its chunks (the drop workload only, see below) |
+| `glibc` | `std::alloc::System`, which is glibc's `malloc` and `free` for these layouts |
+| `mimalloc_heap` | a mimalloc first-class heap: `mi_heap_malloc`, `mi_free`, `mi_heap_destroy` |
+| `mimalloc` | mimalloc as a global allocator (`mimalloc::MiMalloc`), for reference |
+| `bumpalo` | a `bumpalo::Bump` arena; it cannot free one block, so it calls `reset()` instead |
+| `talc` | talc's `Talc` with a `Manual` source, over a 64 MiB arena it claims when made |
+| `rlsf` | rlsf's `Tlsf` (two-level segregated fit), over a 64 MiB arena inserted as one free block |
+
+talc and rlsf manage a fixed region they are given, as they would without an operating system;
+their arena is a lazily mapped region from glibc, so its size costs nothing until used. Melon's
+own C pool is not among the peers: it is not packaged on crates.io, and the benchmarks use only
+what cargo can fetch. Its figures from `MELON_ALLOC.md` are quoted at the end.
+
+Blocks are 64 bytes with 16-byte alignment, except in `mixed` and the resident-memory table. The
+heap workloads:
+
+- `ping_pong`: allocate one block and free it, repeated. Time per pair.
+- `fill_drain_1024`: allocate 1024 blocks, then free them in allocation order. Time per pair
+  (the iteration time over 1024).
+- `shuffled_drain_1024`: allocate 1024 blocks, then free them in a fixed pseudo-random order
+  (`melon_alloc_bench::permutation(1024, SHUFFLE_SEED)`). Time per pair. bumpalo cannot free in
+  any order and has no part in it.
+- `mixed`: sizes from 8 bytes to 64 KiB (`melon_alloc_bench::mixed_sizes`: every octave, 8 to 16
+  bytes up to 32 to 64 KiB, equally likely, uniform within an octave, so half the requests are
+  under 512 bytes and five in thirteen above 2 KiB) with a bounded live set: a ring of 256
+  slots, where each step frees the slot's block and allocates the next size of a fixed sequence
+  into it. Time per free+alloc pair. bumpalo has no part in it.
+- `drop_full_pool`: a pool holding 1,000,000 live blocks, each written to, is dropped. Only the
+  drop is timed; the pool is built again, untimed, before each iteration. For `glibc`, which has
+  no pool, the timed part frees the million blocks one by one. For talc and rlsf, whose drop is
+  giving back their arena, the arena is 256 MiB, room for the million blocks with their
+  per-block headers, and what is returned is the pages the blocks touched. Time per block.
+
+";
+
+fn machine(page: &mut String, facts: &Facts) {
+    let versions = locked_versions();
+    let version = |name: &str| versions.get(name).map_or("?", String::as_str).to_string();
+    let gib = |key: &str| facts.number(key).map_or(0.0, |kib| kib as f64 / (1 << 20) as f64);
+    page.push_str("## The machine\n\n| | |\n|---|---|\n");
+    let cpu = facts.get("cpu");
+    let mut cpu_line = if cpu.is_empty() { "unknown".to_string() } else { cpu.to_string() };
+    if !facts.get("cpu_family").is_empty() {
+        let _ = write!(
+            cpu_line,
+            " (family {}, model {})",
+            facts.get("cpu_family"),
+            facts.get("cpu_model")
+        );
+    }
+    let _ = write!(cpu_line, ", {} logical CPUs", facts.get("cpus"));
+    if facts.get("virtual") == "true" {
+        cpu_line.push_str(", virtual machine");
+    }
+    if !facts.get("cpu_cache").is_empty() {
+        let _ = write!(cpu_line, "; cache {}", facts.get("cpu_cache"));
+    }
+    let _ = writeln!(page, "| CPU | {cpu_line} |");
+    let _ = writeln!(page, "| `nproc` | {} |", facts.get("nproc"));
+    let swap = if facts.number("swap_kib").unwrap_or(0) == 0 {
+        "no swap".to_string()
+    } else {
+        format!("{:.1} GiB swap", gib("swap_kib"))
+    };
+    let _ = writeln!(page, "| memory | {:.1} GiB, {swap} |", gib("mem_kib"));
+    let _ = writeln!(
+        page,
+        "| kernel | Linux {}, {}; transparent huge pages `{}` |",
+        facts.get("kernel"),
+        facts.get("arch"),
+        facts.get("thp")
+    );
+    let _ = writeln!(page, "| glibc | `{}` |", facts.get("glibc"));
+    let _ = writeln!(
+        page,
+        "| Rust | {}, `bench` profile (optimized, no debug info) |",
+        facts.get("rustc")
+    );
+    let _ = writeln!(
+        page,
+        "| peers | mimalloc (crates `libmimalloc-sys` {}, `mimalloc` {}), bumpalo {}, talc {}, rlsf {}; criterion {} |",
+        version("libmimalloc-sys"),
+        version("mimalloc"),
+        version("bumpalo"),
+        version("talc"),
+        version("rlsf"),
+        version("criterion")
+    );
+    let changed = facts.number("changed_files").unwrap_or(0);
+    let tree = if changed == 0 {
+        String::new()
+    } else {
+        format!(", with uncommitted changes to {changed} tracked files in the working tree")
+    };
+    let _ = writeln!(page, "| commit | `{}`{tree} |", facts.get("commit"));
+    if let (Some(started), Some(finished)) = (facts.number("started"), facts.number("finished")) {
+        let minutes = facts.number("duration_s").unwrap_or(0) as f64 / 60.0;
+        let _ = writeln!(
+            page,
+            "| run | {} to {}: {minutes:.0} minutes, building included ({} run{}) |",
+            utc(started),
+            &utc(finished)[11..],
+            facts.get("mode"),
+            if facts.get("filter").is_empty() {
+                String::new()
+            } else {
+                format!(", filter `{}`", facts.get("filter"))
+            }
+        );
+    } else if let Some(started) = facts.number("started") {
+        let _ = writeln!(page, "| run | started {}, not finished |", utc(started));
+    }
+    let _ = writeln!(
+        page,
+        "| load average | {} at the start, {} at the end (one minute) |",
+        facts.get("load_start"),
+        facts.get("load_end")
+    );
+    page.push_str(
+        "\nThe machine is shared: other work, builds and test runs among it, may hold one or both \
+         of its two cores during a run, and the load average above says how busy it was. On \
+         this machine, timings have moved by 10 to 40 % from one run to the next, and glibc's \
+         own figures more than melon's, so read a ratio near its target as at the target, not \
+         above or below it.\n\n",
+    );
+}
+
+/// The targets at a glance, before the details.
+fn glance(page: &mut String, targets: &[Target]) {
+    page.push_str("## Targets at a glance\n\n| target | this run | met |\n|---|---|---|\n");
+    for target in targets {
+        let _ = writeln!(page, "| {} | {} | {} |", target.target, target.result, target.met);
+    }
+    page.push('\n');
+}
+
+/// One line of the targets table.
+struct Target {
+    target: String,
+    result: String,
+    met: String,
+}
+
+/// The page with every prose line longer than [`WIDTH`] broken at spaces, as the hand-written
+/// pages of the repository are; list items continue indented by two spaces. Tables, headings
+/// and code blocks are left as they are.
+fn wrap(page: &str) -> String {
+    const WIDTH: usize = 100;
+    let mut out = String::new();
+    let mut in_code = false;
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        let keep = in_code
+            || line.chars().count() <= WIDTH
+            || line.starts_with('|')
+            || line.starts_with('#');
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let indent = if line.starts_with("- ") {
+            "  "
+        } else if line.starts_with("> ") {
+            "> "
+        } else {
+            ""
+        };
+        let mut current = String::new();
+        for word in line.split(' ') {
+            if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > WIDTH {
+                out.push_str(&current);
+                out.push('\n');
+                current = format!("{indent}{word}");
+            } else {
+                if !current.is_empty() {
+                    current.push(' ');
+                }
+                current.push_str(word);
+            }
+        }
+        out.push_str(&current);
+        out.push('\n');
+    }
+    out
+}
+
+/// Melon's own figures, quoted.
+const QUOTED: &str = "## Reference: Melon's C pool (quoted, not measured here)
+
+These figures are quoted from `MELON_ALLOC.md`, which measured Melon's `mln_alloc` on the same
+kind of machine (2 cores, x86_64, glibc 2.36). They are not from the run above and are not
+directly comparable with it: glibc's own figures there are lower than here.
+
+| workload | glibc malloc | Melon |
+|---|---|---|
+| heap alloc+free ping-pong | about 11 ns per pair | about 8 ns |
+| heap fill 1024 then free all | about 15 ns per pair | about 10 ns |
+| resident bytes per live block, 16 / 64 / 200 B requests (1M blocks) | 32 / 80 / 204 | 81 / 128 / 316 |
+| shm: alloc 64 B until full, 8 MiB pool | n/a | 1.7 µs per alloc |
+| shm: alloc 64 B until full, 64 MiB pool | n/a | 3.2 µs per alloc |
+| shm hammer, 1 / 2 / 4 processes, M ops/s in total | 31 / 55 / 45 | 5.2 / 3.0 / 1.4 |
+";

@@ -1,0 +1,217 @@
+//! Reading a run's results back from disk: criterion's estimates in `target/criterion/`, the
+//! hammer's and the resident measurement's tab-separated figures and the machine's facts in
+//! `target/bench-results/`, and the peers' versions from `Cargo.lock`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use crate::root;
+
+/// One criterion benchmark: criterion's mean, per element of its throughput.
+#[derive(Clone, Copy)]
+pub(super) struct Estimate {
+    /// Nanoseconds per element (per alloc+free pair, or per block for the drop).
+    pub(super) ns: f64,
+    /// Elements per iteration.
+    pub(super) elements: f64,
+    /// When criterion wrote the estimate, in seconds since the epoch.
+    pub(super) when: u64,
+}
+
+/// Reads `target/criterion/<group>/<id>/new/`: the mean's point estimate from
+/// `estimates.json` and the throughput from `benchmark.json`. `None` when the benchmark has not
+/// been run.
+///
+/// The two files are small, flat and written by criterion itself, so a key search does the job
+/// that a JSON parser would, without a dependency.
+pub(super) fn estimate(group: &str, id: &str) -> Option<Estimate> {
+    let dir = root().join("target").join("criterion").join(group).join(id).join("new");
+    let estimates = fs::read_to_string(dir.join("estimates.json")).ok()?;
+    let mean = &estimates[estimates.find("\"mean\"")?..];
+    let iteration = number_after(mean, "\"point_estimate\":")?;
+    let benchmark = fs::read_to_string(dir.join("benchmark.json")).unwrap_or_default();
+    let elements = number_after(&benchmark, "\"Elements\":").unwrap_or(1.0).max(1.0);
+    let when = fs::metadata(dir.join("estimates.json"))
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |elapsed| elapsed.as_secs());
+    Some(Estimate { ns: iteration / elements, elements, when })
+}
+
+/// The number that follows the first `key` in `text`.
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// The lines of a tab-separated file after its header, split into fields.
+fn tsv(path: &Path) -> Vec<Vec<String>> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// When a file was last written, in seconds since the epoch.
+fn modified(path: &Path) -> Option<u64> {
+    fs::metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map(|elapsed| elapsed.as_secs())
+}
+
+/// The hammer's figures: for each (variant, processes), the million operations per second and
+/// the CPU nanoseconds per operation of every run.
+#[derive(Default)]
+pub(super) struct Hammer {
+    runs: BTreeMap<(String, usize), Vec<(f64, f64)>>,
+    pub(super) when: Option<u64>,
+}
+
+impl Hammer {
+    pub(super) fn read(results: &Path) -> Self {
+        let path = results.join("hammer.tsv");
+        let mut hammer = Hammer { when: modified(&path), ..Hammer::default() };
+        for fields in tsv(&path) {
+            let [variant, processes, _run, mops, cpu] = &fields[..] else { continue };
+            let (Ok(processes), Ok(mops), Ok(cpu)) = (processes.parse(), mops.parse(), cpu.parse())
+            else {
+                continue;
+            };
+            hammer.runs.entry((variant.clone(), processes)).or_default().push((mops, cpu));
+        }
+        hammer
+    }
+
+    pub(super) fn processes(&self) -> Vec<usize> {
+        let mut counts: Vec<usize> = self.runs.keys().map(|&(_, count)| count).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        counts
+    }
+
+    /// The median million operations per second of a cell.
+    pub(super) fn mops(&self, variant: &str, processes: usize) -> Option<f64> {
+        let runs = self.runs.get(&(variant.to_string(), processes))?;
+        Some(median(runs.iter().map(|&(mops, _)| mops).collect()))
+    }
+
+    /// The median CPU nanoseconds per operation of a cell.
+    pub(super) fn cpu(&self, variant: &str, processes: usize) -> Option<f64> {
+        let runs = self.runs.get(&(variant.to_string(), processes))?;
+        Some(median(runs.iter().map(|&(_, cpu)| cpu).collect()))
+    }
+
+    /// The lowest and highest million operations per second of a cell.
+    pub(super) fn spread(&self, variant: &str, processes: usize) -> Option<(f64, f64)> {
+        let runs = self.runs.get(&(variant.to_string(), processes))?;
+        let low = runs.iter().map(|&(mops, _)| mops).fold(f64::INFINITY, f64::min);
+        let high = runs.iter().map(|&(mops, _)| mops).fold(0.0, f64::max);
+        Some((low, high))
+    }
+
+    pub(super) fn run_count(&self) -> usize {
+        self.runs.values().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// The median of some figures (the mean of the middle two for an even count).
+fn median(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    let middle = figures.len() / 2;
+    match figures.len() {
+        0 => f64::NAN,
+        len if len % 2 == 0 => (figures[middle - 1] + figures[middle]) / 2.0,
+        _ => figures[middle],
+    }
+}
+
+/// The resident measurement: bytes per live block by (request size, allocator).
+#[derive(Default)]
+pub(super) struct Resident {
+    pub(super) bytes: BTreeMap<(usize, String), f64>,
+    pub(super) when: Option<u64>,
+}
+
+impl Resident {
+    pub(super) fn read(results: &Path) -> Self {
+        let path = results.join("resident.tsv");
+        let mut resident = Resident { when: modified(&path), ..Resident::default() };
+        for fields in tsv(&path) {
+            let [size, allocator, bytes] = &fields[..] else { continue };
+            if let (Ok(size), Ok(bytes)) = (size.parse(), bytes.parse()) {
+                resident.bytes.insert((size, allocator.clone()), bytes);
+            }
+        }
+        resident
+    }
+
+    pub(super) fn get(&self, size: usize, allocator: &str) -> Option<f64> {
+        self.bytes.get(&(size, allocator.to_string())).copied()
+    }
+
+    pub(super) fn allocators(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (_, name) in self.bytes.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        // The order the binary measures them in: melon first, glibc second.
+        let rank = |name: &str| {
+            ["melon", "glibc", "mimalloc_heap", "talc", "rlsf"]
+                .iter()
+                .position(|known| *known == name)
+                .unwrap_or(usize::MAX)
+        };
+        names.sort_by_key(|name| rank(name));
+        names
+    }
+}
+
+/// The facts recorded by the run, by key.
+pub(super) struct Facts(BTreeMap<String, String>);
+
+impl Facts {
+    pub(super) fn read(results: &Path) -> Self {
+        let text = fs::read_to_string(results.join("machine.tsv")).unwrap_or_default();
+        Facts(
+            text.lines()
+                .filter_map(|line| line.split_once('\t'))
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        )
+    }
+
+    pub(super) fn get(&self, key: &str) -> &str {
+        self.0.get(key).map_or("", String::as_str)
+    }
+
+    pub(super) fn number(&self, key: &str) -> Option<u64> {
+        self.get(key).parse().ok()
+    }
+}
+
+/// Crate versions from `Cargo.lock`, by package name.
+pub(super) fn locked_versions() -> BTreeMap<String, String> {
+    let lock = fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
+    let mut versions = BTreeMap::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(value) = line.strip_prefix("name = ") {
+            name = Some(value.trim_matches('"').to_string());
+        } else if let (Some(value), Some(package)) = (line.strip_prefix("version = "), name.take())
+        {
+            versions.entry(package).or_insert_with(|| value.trim_matches('"').to_string());
+        }
+    }
+    versions
+}

@@ -4,6 +4,8 @@ use std::env;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
+mod bench;
+mod capi;
 mod ci;
 mod fuzz;
 mod loom;
@@ -14,6 +16,8 @@ mod valgrind;
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run_task(&args[1..]),
+        Some("bench-c") => capi::bench(),
         Some("ci") => ci::run_all(),
         Some("fuzz") => fuzz::run_task(&args[1..]),
         Some("loom") => loom::run_task(),
@@ -39,6 +43,9 @@ fn print_help() {
     println!(
         "cargo xtask <task>\n\n\
          tasks:\n  \
+         bench   the benchmarks, then docs/benchmarks.md and docs/benchmarks.svg from the run;\n          \
+         --quick, --report-only, --only heap,shm,hammer,resident, a criterion FILTER\n  \
+         bench-c the C API against glibc malloc: 64-byte blocks, -O2, the release library\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \
          fuzz    the pool fuzz target under libFuzzer and ASan (nightly); --time SECONDS, default 60\n  \

@@ -91,6 +91,7 @@ pub(crate) fn run_task() -> Result<(), String> {
             "without the feature, memcheck reports {errors} errors for the {bug} (expected 0)"
         );
     }
+    crate::capi::valgrind()?;
     eprintln!("valgrind task done in {:.0?}", started.elapsed());
     Ok(())
 }

@@ -1,0 +1,139 @@
+/*
+ * mln_alloc.h: Melon's memory pool API, served by melon-alloc.
+ *
+ * A program written against Melon's mln_alloc.h includes this header instead and links
+ * libmelon_alloc_capi.a (with -lpthread -ldl -lm -lrt -lgcc_s) or libmelon_alloc_capi.so.
+ * The functions and their signatures are Melon's; where Melon's behaviour was a bug, this
+ * library does the right thing, and the comments below say where.
+ *
+ * Thread safety, as in Melon: a pool is used by one thread at a time. Different pools may be
+ * used by different threads at once, and a shared-memory pool is shared under its lock.
+ */
+#ifndef MLN_ALLOC_H
+#define MLN_ALLOC_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Sizes: an unsigned integer as wide as a pointer. */
+typedef size_t mln_size_t;
+
+/* A memory pool. Opaque: only pointers to it are handled. */
+typedef struct mln_alloc_s mln_alloc_t;
+
+/* A lock or unlock callback of a shared-memory pool: called with the pool's `locker`,
+ * returns 0 on success and non-zero on failure. */
+typedef int (*mln_alloc_shm_lock_cb_t)(void *);
+
+/* What mln_alloc_available_capacity returns for a pool without a limit. */
+#define M_ALLOC_INFINITE_SIZE ((mln_size_t)~((mln_size_t)0))
+
+/*
+ * Makes a heap pool. With `parent == NULL` its memory comes from the system heap; otherwise
+ * from `parent` (a heap pool or a shared-memory pool), so pools cascade. `capacity` is a hard
+ * limit in bytes on the memory the pool takes from its parent or the system; 0 means none.
+ * A child's memory also counts against every limited ancestor.
+ *
+ * A pool whose parent is a shared-memory pool calls the parent's lock and unlock callbacks
+ * around each use of the parent (taking or giving back a chunk), so the caller must not hold
+ * that lock when using it. If a callback fails, the call that needed the parent fails cleanly:
+ * allocation returns NULL, and a chunk that could not be given back is given back the next
+ * time a pool made from the same shared pool takes the lock in this process (Melon leaked it).
+ * Unlike Melon, making the pool takes no lock (Melon's did, and deadlocked a caller that held
+ * it), and its bookkeeping lives in the calling process: a pool made from a shared pool belongs
+ * to the process that made it, and its copy in a process forked afterwards hands out nothing.
+ *
+ * Returns NULL when the pool cannot be made.
+ *
+ * As a convenience, `mln_alloc_init(parent)` with one argument, as Melon's documentation writes
+ * it, means a capacity of 0; the macro below does that and leaves the two-argument call as is.
+ */
+mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
+
+/*
+ * Makes a shared-memory pool of `capacity` bytes (at least 64 KiB, at most 1 TiB; rounded down
+ * to 4 KiB), for a process and the processes it forks afterwards. The memory is reserved now,
+ * so a lack of memory is a NULL here, not a signal later.
+ *
+ * `lock` and `unlock` take and release a lock that works across processes (a process-shared
+ * mutex, say), called with `locker`; they return non-zero on failure. As in Melon, they are
+ * called only by the heap pools made from this pool (mln_alloc_init(shm, ...)): a call that
+ * works on the shared pool itself (mln_alloc_m, _c, _re, available_capacity, and mln_alloc_free
+ * of one of its blocks) takes no lock, and the caller must hold the lock around it.
+ *
+ * If `lock` and `unlock` are both NULL, the pool uses a lock of its own in the shared memory
+ * instead, around every call, whoever makes it; the caller then locks nothing, and a process
+ * that dies holding that lock is detected and its half-done operation undone. One NULL callback
+ * without the other is refused (NULL).
+ *
+ * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
+ * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every
+ * block is 16-byte aligned; an allocation costs the same however large or full the pool; a
+ * double free is detected and ignored instead of corrupting the pool; and available_capacity
+ * is exact.
+ */
+mln_alloc_t *mln_alloc_shm_init(mln_size_t capacity, void *locker, mln_alloc_shm_lock_cb_t lock,
+                                mln_alloc_shm_lock_cb_t unlock);
+
+/*
+ * Destroys a pool: every block it holds is released at once. `NULL` does nothing.
+ *
+ * Pools made from it (its children, and theirs) are destroyed first, as if destroyed one by
+ * one, deepest first: in Melon they live in the parent's memory and die with it, and here too
+ * their handles are invalid afterwards. Destroying a child before its parent is always fine.
+ * A shared-memory pool with children made in this process gives their chunks back under the
+ * lock callbacks, so the caller must not hold the lock then.
+ */
+void mln_alloc_destroy(mln_alloc_t *pool);
+
+/*
+ * Allocates `size` bytes from `pool`, aligned to 16 (Melon's blocks were aligned to 8 only).
+ * A size of 0 gets a unique small block. Returns NULL when the limit would be passed, the
+ * memory is exhausted, the size is absurd, or `pool` is NULL.
+ */
+void *mln_alloc_m(mln_alloc_t *pool, mln_size_t size);
+
+/* Like mln_alloc_m, with the `size` bytes zeroed. */
+void *mln_alloc_c(mln_alloc_t *pool, mln_size_t size);
+
+/*
+ * Resizes the block `ptr` of `pool` to `size` bytes and returns it, moved or not; the contents
+ * up to the smaller size are kept. A shrink, or a grow that fits the block, stays in place.
+ * With `size == 0`, frees `ptr` and returns NULL. On failure returns NULL and leaves `ptr` as it
+ * was (Melon's contract too). With `ptr == NULL`, allocates, as realloc does (Melon's
+ * contract requires a block). A block of another pool is moved into `pool`; the lock rules of
+ * both pools apply, so a block cannot move between a shared pool and one of its children.
+ */
+void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
+
+/*
+ * Frees a block by its pointer alone: the block knows its pool. `ptr` must be a pointer
+ * returned by the functions above and not freed since; NULL does nothing. A double free of a
+ * shared-memory block is detected and ignored.
+ */
+void mln_alloc_free(void *ptr);
+
+/*
+ * The bytes `pool` can still take: for a heap pool with a limit, the limit minus the memory it
+ * holds from its parent or the system (blocks free inside memory it already holds are not
+ * counted, as in Melon); for a heap pool without a limit, M_ALLOC_INFINITE_SIZE; for a
+ * shared-memory pool, the exact free bytes (Melon's figure was wrong for large pools and
+ * wrapped below zero once two regions were busy). 0 for a NULL pool.
+ */
+mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* mln_alloc_init(parent) with one argument means mln_alloc_init(parent, 0). The trailing 0
+ * keeps the variadic part non-empty, as strict C99 wants. */
+#define MLN_ALLOC_INIT_PICK_(first, second, name, ...) name
+#define MLN_ALLOC_INIT_ONE_(parent) mln_alloc_init((parent), 0)
+#define mln_alloc_init(...) \
+    MLN_ALLOC_INIT_PICK_(__VA_ARGS__, mln_alloc_init, MLN_ALLOC_INIT_ONE_, 0)(__VA_ARGS__)
+
+#endif /* MLN_ALLOC_H */

@@ -2,15 +2,16 @@
 //!
 //! Small requests are rounded up to one of [`CLASS_COUNT`] block sizes: every multiple of 16 up
 //! to 256 bytes (so the common small sizes waste nothing), then four classes per power of two up
-//! to [`MAX_SMALL`] (at most 25 % rounding). Larger requests get a chunk of their own.
+//! to 2 KiB (at most 25 % rounding), then the sizes that split a chunk's data bytes exactly into
+//! 6, 5, 4, 3 and 2 blocks, up to [`MAX_SMALL`]. Larger requests get a chunk of their own.
 
 use crate::chunk::{CHUNK_SIZE, HEADER_SIZE};
 
 /// Number of small size classes.
-pub const CLASS_COUNT: usize = 28;
+pub const CLASS_COUNT: usize = 33;
 
 /// The largest request served from a size class; larger ones get a chunk of their own.
-pub const MAX_SMALL: usize = 2048;
+pub const MAX_SMALL: usize = 8160;
 
 /// Alignment of every block handed out by `alloc`: what `malloc` promises on x86_64.
 pub const MIN_ALIGN: usize = 16;
@@ -19,6 +20,9 @@ pub const MIN_ALIGN: usize = 16;
 pub const CLASS_SIZES: [usize; CLASS_COUNT] = [
     16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256, // step 16
     320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, // four per doubling
+    // The chunk's 16,320 data bytes in 6, 5, 4, 3 and 2 blocks: nothing wasted at the class size,
+    // and at most a third (a half for the last) for a request just above the class below.
+    2720, 3264, 4080, 5440, 8160,
 ];
 
 /// Class index for every request size rounded up to 16, indexed by `(size + 15) / 16`.
@@ -77,8 +81,8 @@ pub(crate) const BLOCK_ALIGN: [usize; CLASS_COUNT] = {
 
 static_assertions::const_assert!(CLASS_SIZES[CLASS_COUNT - 1] == MAX_SMALL);
 static_assertions::const_assert!(CLASS_SIZES[0] == MIN_ALIGN);
-// Every class fits several blocks in a chunk, so a chunk is never a waste of its header.
-static_assertions::const_assert!((CHUNK_SIZE - MAX_SMALL) / MAX_SMALL >= 7);
+// Every class fits at least two blocks in a chunk, so a chunk is never a waste of its header.
+static_assertions::const_assert!((CHUNK_SIZE - HEADER_SIZE) / MAX_SMALL >= 2);
 
 /// The class serving a request of `size` bytes with the minimum alignment, or `None` when the
 /// request is larger than [`MAX_SMALL`].
@@ -126,6 +130,15 @@ mod tests {
             assert_eq!(FIRST_OFFSET[class] % BLOCK_ALIGN[class], 0);
             assert_eq!(CLASS_SIZES[class] % BLOCK_ALIGN[class], 0);
             assert!(BLOCK_ALIGN[class] >= MIN_ALIGN);
+        }
+    }
+
+    #[test]
+    fn the_classes_above_2_kib_fill_their_chunks_exactly() {
+        for class in CLASS_SIZES.iter().position(|&size| size == 2048).unwrap() + 1..CLASS_COUNT {
+            assert_eq!(FIRST_OFFSET[class], HEADER_SIZE);
+            let used = CAPACITY[class] as usize * CLASS_SIZES[class];
+            assert_eq!(used, CHUNK_SIZE - HEADER_SIZE, "class {}", CLASS_SIZES[class]);
         }
     }
 

@@ -26,8 +26,8 @@ use crate::stats::Stats;
 
 /// Empty chunks an engine keeps per size class rather than give back: enough that a pool filling
 /// and draining a few chunks over and over neither goes back to its source nor rebuilds their
-/// free lists each time.
-const SPARE_CHUNKS: u8 = 4;
+/// free lists each time. Besides these, the chunk allocations come from may be empty too.
+pub const SPARE_CHUNKS: usize = 4;
 
 /// The layout of every small chunk.
 const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
@@ -559,7 +559,7 @@ impl<S: ChunkSource> Engine<S> {
                 }
                 ChunkState::Avail => {
                     self.avail[class].unlink(chunk);
-                    if self.spares[class] < SPARE_CHUNKS {
+                    if usize::from(self.spares[class]) < SPARE_CHUNKS {
                         (*chunk).state = ChunkState::Spare;
                         self.spare[class].push_front(chunk);
                         self.spares[class] += 1;

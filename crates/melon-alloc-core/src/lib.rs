@@ -58,7 +58,7 @@ mod valgrind;
 pub use check::{CheckError, Problem};
 pub use chunk::CHUNK_SIZE;
 pub use class::{class_of, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
-pub use engine::Engine;
+pub use engine::{Engine, SPARE_CHUNKS};
 pub use error::FreeError;
 pub use locked::LockedPool;
 pub use region::RegionSource;

@@ -390,7 +390,7 @@ fn a_locked_pool_serves_its_whole_api() {
     pool.check().unwrap();
     assert!(format!("{pool:?}").contains("live_blocks: 2"));
     let shown_while_locked = pool.with(|engine| {
-        let more = engine.alloc(5000).unwrap();
+        let more = engine.alloc(MAX_SMALL + 1000).unwrap();
         free(engine, more);
         // While the lock is held, `Debug` does not wait for it.
         format!("{pool:?}")

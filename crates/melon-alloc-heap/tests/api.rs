@@ -281,7 +281,7 @@ fn realloc_from_small_to_large_and_back() {
     // SAFETY: the block holds 1000 bytes.
     unsafe { fill(small, 1000, 0x33) };
     // SAFETY: `small` is in use in `pool`.
-    let large = unsafe { pool.realloc(small, 3000) }.unwrap();
+    let large = unsafe { pool.realloc(small, 10_000) }.unwrap();
     assert_ne!(large, small);
     assert_eq!(pool.stats().large_blocks, 1);
     // SAFETY: the first 1000 bytes were copied.
@@ -319,7 +319,8 @@ fn a_failed_realloc_leaves_the_block_as_it_was() {
 #[test]
 fn free_and_try_free_give_blocks_back() {
     let pool = HeapPool::new();
-    let blocks: Vec<_> = [0, 64, 64, 3000].iter().map(|&size| pool.alloc(size).unwrap()).collect();
+    let blocks: Vec<_> =
+        [0, 64, 64, 10_000].iter().map(|&size| pool.alloc(size).unwrap()).collect();
     assert_eq!(pool.stats().live_blocks, 4);
     // SAFETY: from `pool`, freed once.
     unsafe { pool.free(blocks[0]) };
@@ -346,8 +347,10 @@ fn usable_size_is_the_class_or_the_rounded_large_size() {
         (17, 32),
         (257, 320),
         (2000, 2048),
-        (2049, 2064),
-        (5000, 5008),
+        (2049, 2720),
+        (5000, 5440),
+        (MAX_SMALL, MAX_SMALL),
+        (MAX_SMALL + 1, MAX_SMALL + 16),
         (1 << 20, 1 << 20),
     ];
     for (size, usable) in cases {
@@ -377,8 +380,8 @@ fn available_is_the_limit_minus_what_the_pool_holds() {
     // A second block of the same class comes from the same chunk: nothing more is taken.
     let small2 = pool.alloc(10).unwrap();
     assert_eq!(pool.available(), Some(limit - CHUNK_SIZE));
-    let large = pool.alloc(5000).unwrap();
-    assert_eq!(pool.available(), Some(limit - CHUNK_SIZE - large_span(5000)));
+    let large = pool.alloc(10_000).unwrap();
+    assert_eq!(pool.available(), Some(limit - CHUNK_SIZE - large_span(10_000)));
     // SAFETY: from `pool`, freed once.
     unsafe { pool.free(large) };
     assert_eq!(pool.available(), Some(limit - CHUNK_SIZE));
@@ -401,12 +404,12 @@ fn stats_report_exact_counts() {
     assert_eq!(HeapPool::new().stats(), fresh(None));
 
     let small: Vec<_> = (0..3).map(|_| pool.alloc(64).unwrap()).collect();
-    let large = pool.alloc(5000).unwrap();
+    let large = pool.alloc(10_000).unwrap();
     let mut expected = fresh(Some(limit));
-    expected.bytes_in_use = 3 * 64 + 5008;
+    expected.bytes_in_use = 3 * 64 + 10_000;
     expected.live_blocks = 4;
     expected.large_blocks = 1;
-    expected.bytes_held = CHUNK_SIZE + large_span(5000);
+    expected.bytes_held = CHUNK_SIZE + large_span(10_000);
     expected.peak_bytes_held = expected.bytes_held;
     expected.chunks = 1;
     assert_eq!(pool.stats(), expected);
@@ -497,7 +500,7 @@ fn fill_pool(pool: &Pool) -> Vec<NonNull<u8>> {
     for i in 0..3000 {
         blocks.push(pool.alloc(16 + (i % 7) * 48).unwrap());
     }
-    for size in [3000, 50_000] {
+    for size in [10_000, 50_000] {
         blocks.push(pool.alloc(size).unwrap());
     }
     blocks
@@ -517,7 +520,7 @@ fn reset_frees_every_block_and_keeps_the_chunks() {
     assert_eq!(after.large_blocks, 0);
     assert_eq!(after.chunks, before.chunks);
     // Large blocks are chunks of their own and go back; small chunks stay.
-    let large = large_span(3000) + large_span(50_000);
+    let large = large_span(10_000) + large_span(50_000);
     assert_eq!(after.bytes_held, before.bytes_held - large);
     assert_eq!(pool.available(), Some((8 << 20) - after.bytes_held));
     pool.check().unwrap();
@@ -554,7 +557,7 @@ fn reset_of_a_child_keeps_its_chunks_lent() {
     let child_before = child.stats();
     let parent_before = parent.stats();
     child.reset();
-    let large = large_span(3000) + large_span(50_000);
+    let large = large_span(10_000) + large_span(50_000);
     assert_eq!(child.stats().live_blocks, 0);
     assert_eq!(child.stats().chunks, child_before.chunks);
     assert_eq!(child.stats().bytes_held, child_before.bytes_held - large);
@@ -622,7 +625,7 @@ fn debug_output_names_the_handle_and_shows_the_stats() {
     let _a = root.alloc(10).unwrap();
     let _b = root.alloc(10).unwrap();
     let child = root.child_with_limit(1 << 20);
-    let _c = child.alloc(3000).unwrap();
+    let _c = child.alloc(10_000).unwrap();
     let root_text = format!("{root:?}");
     assert!(root_text.starts_with("HeapPool(Pool {"), "{root_text}");
     assert!(root_text.contains("live_blocks: 2"), "{root_text}");

@@ -166,7 +166,7 @@ fn a_pointer_past_a_short_large_block_is_foreign() {
     // A large chunk shorter than `CHUNK_SIZE` shares its chunk-sized stretch of addresses with
     // whatever its source put after it: the pool holds none of those bytes.
     let pool = HeapPool::new();
-    let block = pool.alloc(3000).unwrap();
+    let block = pool.alloc(10_000).unwrap();
     // SAFETY: from `pool`, in use.
     let usable = unsafe { pool.usable_size(block) };
     let last = NonNull::new(block.as_ptr().wrapping_add(usable - 1)).unwrap();

@@ -160,7 +160,7 @@ fn writing_a_whole_small_block_spares_its_neighbours() {
 #[test]
 fn writing_a_whole_large_block_spares_its_neighbours() {
     let pool = HeapPool::new();
-    for size in [MAX_SMALL + 1, 3000, 4096, CHUNK_SIZE - 64, CHUNK_SIZE, 100_000] {
+    for size in [MAX_SMALL + 1, 10_000, 12_288, CHUNK_SIZE - 64, CHUNK_SIZE, 100_000] {
         fill_and_verify(&pool, size, 12);
     }
     // Small and large blocks side by side in one pool.

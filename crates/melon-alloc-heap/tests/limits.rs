@@ -188,7 +188,7 @@ fn after_freeing_everything_half_the_limit_and_then_all_of_it_fits_again() {
     let mut i = 0usize;
     loop {
         let size = match i % 5 {
-            4 => 3000 + i,
+            4 => MAX_SMALL + 1 + i,
             _ => (i * 37) % MAX_SMALL,
         };
         match pool.alloc(size) {
@@ -197,7 +197,7 @@ fn after_freeing_everything_half_the_limit_and_then_all_of_it_fits_again() {
         }
         i += 1;
     }
-    assert!(pool.available().unwrap() < CHUNK_SIZE + 3000 + i);
+    assert!(pool.available().unwrap() < CHUNK_SIZE + MAX_SMALL + 1 + i);
     free_all(&pool, blocks);
     assert_eq!(pool.stats().live_blocks, 0);
     let half = pool.alloc(limit / 2).unwrap();

@@ -11,7 +11,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
+use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN, SPARE_CHUNKS};
 use melon_alloc_heap::{ChildPool, FreeError, GlobalSource, HeapPool, Pool};
 
 /// Operations per seed. Miri runs a short sequence: it is a thousand times slower.
@@ -475,10 +475,11 @@ impl Model {
             let chunks = self.verify_pool(id, pool);
             let at = self.at();
             assert_eq!(self.pools[id].held, held, "{at}: pool {id} changed untouched");
-            // Every chunk with a live block is held; beyond those, a pool keeps at most one
-            // empty chunk per class, and the chunks its last reset kept.
+            // Every chunk with a live block is held; beyond those, a pool keeps per class at most
+            // the empty chunk allocations come from and its spare chunks, and the chunks its last
+            // reset kept.
             let in_use = self.chunks_in_use(id);
-            let most = in_use + CLASS_COUNT + self.pools[id].kept;
+            let most = in_use + CLASS_COUNT * (1 + SPARE_CHUNKS) + self.pools[id].kept;
             assert!(
                 (in_use..=most).contains(&chunks),
                 "{at}: pool {id} holds {chunks} chunks for blocks in {in_use}"

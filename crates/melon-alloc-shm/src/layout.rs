@@ -6,11 +6,12 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
 /// 8 KiB, so that the medium sizes processes commonly share come from slabs too instead of page
-/// runs, which cost several times more bookkeeping.
+/// runs, which cost several times more bookkeeping. Above 2 KiB they differ from the heap pools'
+/// classes, which are cut to fill a 16 KiB chunk; these are cut to fill whole pages.
 pub(crate) const CLASS_SIZES: [usize; CLASS_COUNT] = {
     let mut table = [0; CLASS_COUNT];
     let mut class = 0;
-    while class < melon_alloc_core::CLASS_COUNT {
+    while class < SHARED_CLASSES {
         table[class] = melon_alloc_core::CLASS_SIZES[class];
         class += 1;
     }
@@ -22,15 +23,20 @@ pub(crate) const CLASS_SIZES: [usize; CLASS_COUNT] = {
     }
     table
 };
+/// The heap pools' classes the shared pool uses as they are: those up to 2 KiB.
+const SHARED_CLASSES: usize = 28;
+/// The largest of them.
+const SHARED_MAX: usize = 2048;
+static_assertions::const_assert_eq!(melon_alloc_core::CLASS_SIZES[SHARED_CLASSES - 1], SHARED_MAX);
 /// Number of size classes.
-pub(crate) const CLASS_COUNT: usize = melon_alloc_core::CLASS_COUNT + 8;
+pub(crate) const CLASS_COUNT: usize = SHARED_CLASSES + 8;
 /// The largest request served from a slab.
 pub(crate) const MAX_SMALL: usize = 8192;
 
 /// The smallest class holding `size` bytes, or `None` above [`MAX_SMALL`].
 #[inline]
 pub(crate) fn class_of(size: usize) -> Option<usize> {
-    if size <= melon_alloc_core::MAX_SMALL {
+    if size <= SHARED_MAX {
         return melon_alloc_core::class_of(size);
     }
     if size > MAX_SMALL {
@@ -38,7 +44,7 @@ pub(crate) fn class_of(size: usize) -> Option<usize> {
     }
     // The classes above 2 KiB step by 512 bytes up to 4 KiB, then by 1 KiB.
     let class = if size <= 4096 { (size - 2049) / 512 } else { 4 + (size - 4097) / 1024 };
-    Some(melon_alloc_core::CLASS_COUNT + class)
+    Some(SHARED_CLASSES + class)
 }
 
 /// The unit the pool manages its space in.

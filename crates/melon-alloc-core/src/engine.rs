@@ -713,7 +713,8 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Gives back to the source every cached empty chunk: the head chunk of a class, kept for
     /// reuse once its blocks are all free, and the chunks a [`reset`](Engine::reset) kept that
-    /// have not been used since. Returns the bytes given back. Costs O(chunks).
+    /// have not been used since; then asks the source to give back what it keeps
+    /// ([`ChunkSource::trim`]). Returns the bytes the engine gave back. Costs O(chunks).
     pub fn trim(&mut self) -> usize {
         let before = self.held;
         for class in 0..CLASS_COUNT {
@@ -747,6 +748,7 @@ impl<S: ChunkSource> Engine<S> {
             }
             self.spares[class] = 0;
         }
+        self.source.trim();
         before - self.held
     }
 

@@ -46,4 +46,8 @@ pub unsafe trait ChunkSource {
     unsafe fn release_all_small(&mut self) -> bool {
         false
     }
+
+    /// Gives back to the system whatever released memory the source keeps for reuse, if any;
+    /// the engine calls it from [`Engine::trim`](crate::Engine::trim). The default does nothing.
+    fn trim(&mut self) {}
 }

@@ -13,6 +13,14 @@ const HUGE_SLAB: usize = 2 << 20;
 /// Chunks in the largest slab.
 const MAX_SLAB_CHUNKS: usize = HUGE_SLAB / CHUNK_SIZE;
 
+/// Freed large chunks a source keeps for reuse: at most this many,
+const LARGE_CACHE_ENTRIES: usize = 32;
+/// holding at most this many bytes together,
+const LARGE_CACHE_BYTES: usize = 1 << 20;
+/// each at most this long. A longer chunk is allocated and freed with its exact size: filling it
+/// costs far more than the global allocator's call.
+const LARGE_CACHE_MAX: usize = 256 << 10;
+
 /// A recycled small chunk: its first word links to the next one.
 struct FreeChunk {
     next: *mut FreeChunk,
@@ -24,7 +32,15 @@ struct FreeChunk {
 /// allocator for each aligned 16 KiB chunk on its own leaves an alignment gap beside nearly every
 /// one (glibc's `posix_memalign` does), which would cost more than the blocks themselves. Chunks
 /// that come back are reused; once every chunk has come back, and when the pool is dropped, the
-/// slabs go back to the global allocator. Large chunks go straight to the global allocator.
+/// slabs go back to the global allocator.
+///
+/// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
+/// eighth of its power of two, and up to 32 of them (1 MiB together) are kept when freed and
+/// handed out again for a request that rounds to the same length: a program that frees and
+/// allocates blocks of a few kilobytes in turn would otherwise pay for an aligned allocation of
+/// the global allocator on every one. A root pool with a limit keeps no such cache
+/// ([`without_large_cache`](GlobalSource::without_large_cache)), so that all it takes from the
+/// system is within its limit.
 ///
 /// On Linux, 2 MiB slabs are aligned to 2 MiB and marked for transparent huge pages: unmapping a
 /// full pool of 4 KiB pages costs the kernel several nanoseconds per 64-byte block, a huge page
@@ -39,6 +55,14 @@ pub struct GlobalSource {
     next_slab_chunks: usize,
     /// Small chunks handed out and not yet back.
     chunks_out: usize,
+    /// Freed large chunks, each with the layout it was allocated with; the first
+    /// `large_cached` entries are in use.
+    large_cache: [(*mut u8, Layout); LARGE_CACHE_ENTRIES],
+    large_cached: usize,
+    /// Bytes of the cached large chunks.
+    large_cache_bytes: usize,
+    /// The most bytes the cache may hold: 0 turns it off.
+    large_cache_limit: usize,
 }
 
 // SAFETY: the source exclusively owns its slabs and recycled chunks; its raw pointers point only
@@ -48,6 +72,16 @@ unsafe impl Send for GlobalSource {}
 impl GlobalSource {
     /// A source that holds nothing yet.
     pub const fn new() -> Self {
+        Self::with_large_cache(LARGE_CACHE_BYTES)
+    }
+
+    /// A source that keeps no freed large chunk: everything it takes from the global allocator
+    /// is a chunk some pool holds, which is what a pool with a limit needs.
+    pub const fn without_large_cache() -> Self {
+        Self::with_large_cache(0)
+    }
+
+    const fn with_large_cache(large_cache_limit: usize) -> Self {
         Self {
             free: ptr::null_mut(),
             carve_next: ptr::null_mut(),
@@ -55,7 +89,16 @@ impl GlobalSource {
             slabs: Vec::new(),
             next_slab_chunks: FIRST_SLAB_CHUNKS,
             chunks_out: 0,
+            large_cache: [(ptr::null_mut(), SMALL_CHUNK); LARGE_CACHE_ENTRIES],
+            large_cached: 0,
+            large_cache_bytes: 0,
+            large_cache_limit,
         }
+    }
+
+    /// Bytes of freed large chunks kept for reuse.
+    pub fn cached_large_bytes(&self) -> usize {
+        self.large_cache_bytes
     }
 
     /// Bytes of slabs currently held from the global allocator.
@@ -97,6 +140,45 @@ impl GlobalSource {
         Some(())
     }
 
+    /// A cached large chunk allocated with `layout`, if there is one.
+    fn cached_large(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let cached = &self.large_cache[..self.large_cached];
+        let index = cached.iter().position(|&(_, held)| held == layout)?;
+        let (chunk, _) = self.large_cache[index];
+        self.large_cached -= 1;
+        self.large_cache[index] = self.large_cache[self.large_cached];
+        self.large_cache_bytes -= layout.size();
+        NonNull::new(chunk)
+    }
+
+    /// Keeps a freed large chunk allocated with `layout` for reuse, if there is room; gives it
+    /// back to the global allocator otherwise.
+    ///
+    /// # Safety
+    /// `chunk` came from `alloc::alloc` with `layout`, and nothing uses it afterwards.
+    unsafe fn cache_large(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        let room = self.large_cached < LARGE_CACHE_ENTRIES
+            && layout.size() <= LARGE_CACHE_MAX
+            && self.large_cache_bytes + layout.size() <= self.large_cache_limit;
+        if room {
+            self.large_cache[self.large_cached] = (chunk.as_ptr(), layout);
+            self.large_cached += 1;
+            self.large_cache_bytes += layout.size();
+        } else {
+            // SAFETY: forwarded from the caller.
+            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
+        }
+    }
+
+    fn release_large_cache(&mut self) {
+        for &(chunk, layout) in &self.large_cache[..self.large_cached] {
+            // SAFETY: cached chunks came from `alloc::alloc` with their layout and are not in use.
+            unsafe { alloc::dealloc(chunk, layout) };
+        }
+        self.large_cached = 0;
+        self.large_cache_bytes = 0;
+    }
+
     fn release_slabs(&mut self) {
         self.chunks_out = 0;
         for (slab, layout) in self.slabs.drain(..) {
@@ -116,14 +198,35 @@ impl Default for GlobalSource {
     }
 }
 
+/// The layout of a small chunk.
+const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
+    Ok(layout) => layout,
+    Err(_) => panic!("the chunk size is a power of two"),
+};
+
 fn is_small_chunk(layout: Layout) -> bool {
-    layout.size() == CHUNK_SIZE && layout.align() == CHUNK_SIZE
+    layout == SMALL_CHUNK
+}
+
+/// The layout a large chunk of `layout` is allocated with: up to [`LARGE_CACHE_MAX`], its length
+/// rounded up to an eighth of its power of two (at most 12.5 % more), so that chunks of nearby
+/// lengths can stand in for each other; longer ones as they are. The same layout comes back on
+/// release, since the engine gives back the layout it asked for.
+fn large_layout(layout: Layout) -> Option<Layout> {
+    let size = layout.size();
+    if size > LARGE_CACHE_MAX {
+        return Some(layout);
+    }
+    let grain = 1usize << (usize::BITS - 1 - size.leading_zeros()).saturating_sub(3);
+    Layout::from_size_align(size.checked_next_multiple_of(grain)?, layout.align()).ok()
 }
 
 // SAFETY: (1) small chunks are disjoint `CHUNK_SIZE` runs of slabs, aligned to `CHUNK_SIZE`
 // because slabs are, and each is handed out once until it comes back; (2) large chunks come from
-// the global allocator with the asked-for layout; (3) slabs are freed only when no chunk is out,
-// and every pointer is derived from the slab or allocation it lies in.
+// the global allocator, or its cache of freed ones, with the asked-for alignment and at least the
+// asked-for length, and a cached chunk is handed out once until it comes back; (3) slabs are
+// freed only when no chunk is out, and every pointer is derived from the slab or allocation it
+// lies in.
 unsafe impl ChunkSource for GlobalSource {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         if is_small_chunk(layout) {
@@ -134,15 +237,21 @@ unsafe impl ChunkSource for GlobalSource {
         if layout.size() == 0 {
             return None;
         }
+        let layout = large_layout(layout)?;
+        if let Some(chunk) = self.cached_large(layout) {
+            return Some(chunk);
+        }
         // SAFETY: the layout has a non-zero size.
         NonNull::new(unsafe { alloc::alloc(layout) })
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         if !is_small_chunk(layout) {
+            // `acquire` allocated the chunk with the rounded layout, which succeeded then.
+            let Some(layout) = large_layout(layout) else { return };
             // SAFETY: the caller returns a large chunk from `acquire`, which came from
-            // `alloc::alloc` with this layout.
-            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
+            // `alloc::alloc` with this layout (or from the cache, where it went with it).
+            unsafe { self.cache_large(chunk, layout) };
             return;
         }
         debug_assert!(self.chunks_out > 0);
@@ -159,6 +268,10 @@ unsafe impl ChunkSource for GlobalSource {
     unsafe fn release_all_small(&mut self) -> bool {
         self.release_slabs();
         true
+    }
+
+    fn trim(&mut self) {
+        self.release_large_cache();
     }
 }
 
@@ -178,5 +291,6 @@ fn advise_huge_pages(slab: NonNull<u8>, len: usize) {
 impl Drop for GlobalSource {
     fn drop(&mut self) {
         self.release_slabs();
+        self.release_large_cache();
     }
 }

@@ -69,6 +69,16 @@ unsafe impl ChunkSource for HeapSource {
             Self::External(source) => unsafe { source.as_mut().release_all_small() },
         }
     }
+
+    fn trim(&mut self) {
+        match self {
+            Self::Global(global) => global.trim(),
+            // What a parent keeps is the parent's to trim.
+            Self::Parent(_) => {}
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_mut() }.trim(),
+        }
+    }
 }
 
 /// The operations every heap pool has, root or child: reach them through a [`HeapPool`] or a
@@ -316,7 +326,8 @@ impl HeapPool {
     /// A pool over the global allocator that holds at most `limit` bytes (Melon's
     /// `mln_alloc_init(NULL, limit)`).
     pub fn with_limit(limit: usize) -> Self {
-        Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), Some(limit)) }
+        let source = GlobalSource::without_large_cache();
+        Self { pool: Pool::boxed(HeapSource::Global(source), Some(limit)) }
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).

@@ -1,0 +1,88 @@
+//! The root pools' source: its cache of freed large chunks, seen through the source itself and
+//! through a pool.
+
+use core::alloc::Layout;
+
+use melon_alloc_core::{ChunkSource, CHUNK_SIZE, MAX_SMALL};
+use melon_alloc_heap::{GlobalSource, HeapPool};
+
+fn large(size: usize) -> Layout {
+    Layout::from_size_align(size, CHUNK_SIZE).unwrap()
+}
+
+#[test]
+fn a_freed_large_chunk_serves_the_next_request_of_a_nearby_length() {
+    let mut source = GlobalSource::new();
+    let first = source.acquire(large(20_000)).unwrap();
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(first, large(20_000)) };
+    // 20,000 bytes round up to 20,480, an eighth of 16 KiB past 16 KiB; 20,400 does too.
+    assert_eq!(source.cached_large_bytes(), 20_480);
+    let second = source.acquire(large(20_400)).unwrap();
+    assert_eq!(second, first);
+    assert_eq!(source.cached_large_bytes(), 0);
+    // SAFETY: the chunk holds the 20,480 bytes it was allocated with, so 20,400 are writable.
+    unsafe { second.as_ptr().write_bytes(0xab, 20_400) };
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(second, large(20_400)) };
+    // A length that rounds differently gets a chunk of its own.
+    let other = source.acquire(large(30_000)).unwrap();
+    assert_ne!(other, first);
+    assert_eq!(source.cached_large_bytes(), 20_480);
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(other, large(30_000)) };
+    source.trim();
+    assert_eq!(source.cached_large_bytes(), 0);
+}
+
+#[test]
+fn the_cache_is_bounded_and_skips_long_chunks() {
+    let mut source = GlobalSource::new();
+    let chunks: Vec<_> = (0..40).map(|_| source.acquire(large(64 << 10)).unwrap()).collect();
+    for &chunk in &chunks {
+        // SAFETY: from `source` with this layout, each released once.
+        unsafe { source.release(chunk, large(64 << 10)) };
+    }
+    // At most 1 MiB: sixteen chunks of 64 KiB.
+    assert_eq!(source.cached_large_bytes(), 1 << 20);
+    source.trim();
+    let long = source.acquire(large(1 << 20)).unwrap();
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(long, large(1 << 20)) };
+    assert_eq!(source.cached_large_bytes(), 0, "chunks over 256 KiB are not kept");
+}
+
+#[test]
+fn a_source_without_a_cache_keeps_nothing() {
+    let mut source = GlobalSource::without_large_cache();
+    let chunk = source.acquire(large(20_000)).unwrap();
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(chunk, large(20_000)) };
+    assert_eq!(source.cached_large_bytes(), 0);
+}
+
+#[test]
+fn pools_reuse_large_blocks_and_trim_gives_the_cache_back() {
+    let pool = HeapPool::new();
+    // With its 64-byte header, a chunk of 13,224 bytes, which rounds up to 13,312; so does the
+    // chunk for 48 bytes more.
+    let size = MAX_SMALL + 5_000;
+    let first = pool.alloc(size).unwrap();
+    // SAFETY: from `pool`, freed once.
+    unsafe { pool.free(first) };
+    let again = pool.alloc(size + 48).unwrap();
+    assert_eq!(again, first, "the freed chunk serves a nearby length");
+    // SAFETY: the block holds at least `size + 48` bytes.
+    unsafe { again.as_ptr().write_bytes(0x5a, size + 48) };
+    // SAFETY: from `pool`, freed once.
+    unsafe { pool.free(again) };
+    assert_eq!(pool.stats().bytes_held, 0, "a cached chunk is not held by the pool");
+    pool.check().unwrap();
+    pool.trim();
+    let limited = HeapPool::with_limit(1 << 20);
+    let block = limited.alloc(size).unwrap();
+    // SAFETY: from `limited`, freed once.
+    unsafe { limited.free(block) };
+    assert_eq!(limited.available(), Some(1 << 20));
+    limited.check().unwrap();
+}

@@ -55,10 +55,8 @@ pub struct GlobalSource {
     next_slab_chunks: usize,
     /// Small chunks handed out and not yet back.
     chunks_out: usize,
-    /// Freed large chunks, each with the layout it was allocated with; the first
-    /// `large_cached` entries are in use.
-    large_cache: [(*mut u8, Layout); LARGE_CACHE_ENTRIES],
-    large_cached: usize,
+    /// Freed large chunks, each with the layout it was allocated with.
+    large_cache: Vec<(NonNull<u8>, Layout)>,
     /// Bytes of the cached large chunks.
     large_cache_bytes: usize,
     /// The most bytes the cache may hold: 0 turns it off.
@@ -89,8 +87,7 @@ impl GlobalSource {
             slabs: Vec::new(),
             next_slab_chunks: FIRST_SLAB_CHUNKS,
             chunks_out: 0,
-            large_cache: [(ptr::null_mut(), SMALL_CHUNK); LARGE_CACHE_ENTRIES],
-            large_cached: 0,
+            large_cache: Vec::new(),
             large_cache_bytes: 0,
             large_cache_limit,
         }
@@ -142,13 +139,10 @@ impl GlobalSource {
 
     /// A cached large chunk allocated with `layout`, if there is one.
     fn cached_large(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let cached = &self.large_cache[..self.large_cached];
-        let index = cached.iter().position(|&(_, held)| held == layout)?;
-        let (chunk, _) = self.large_cache[index];
-        self.large_cached -= 1;
-        self.large_cache[index] = self.large_cache[self.large_cached];
+        let index = self.large_cache.iter().position(|&(_, held)| held == layout)?;
+        let (chunk, _) = self.large_cache.swap_remove(index);
         self.large_cache_bytes -= layout.size();
-        NonNull::new(chunk)
+        Some(chunk)
     }
 
     /// Keeps a freed large chunk allocated with `layout` for reuse, if there is room; gives it
@@ -157,12 +151,15 @@ impl GlobalSource {
     /// # Safety
     /// `chunk` came from `alloc::alloc` with `layout`, and nothing uses it afterwards.
     unsafe fn cache_large(&mut self, chunk: NonNull<u8>, layout: Layout) {
-        let room = self.large_cached < LARGE_CACHE_ENTRIES
+        // The cache's room is reserved once, when the first chunk comes; if that fails, the
+        // chunk simply goes back.
+        let room = self.large_cache.len() < LARGE_CACHE_ENTRIES
             && layout.size() <= LARGE_CACHE_MAX
-            && self.large_cache_bytes + layout.size() <= self.large_cache_limit;
+            && self.large_cache_bytes + layout.size() <= self.large_cache_limit
+            && (self.large_cache.capacity() > self.large_cache.len()
+                || self.large_cache.try_reserve_exact(LARGE_CACHE_ENTRIES).is_ok());
         if room {
-            self.large_cache[self.large_cached] = (chunk.as_ptr(), layout);
-            self.large_cached += 1;
+            self.large_cache.push((chunk, layout));
             self.large_cache_bytes += layout.size();
         } else {
             // SAFETY: forwarded from the caller.
@@ -171,11 +168,10 @@ impl GlobalSource {
     }
 
     fn release_large_cache(&mut self) {
-        for &(chunk, layout) in &self.large_cache[..self.large_cached] {
+        for (chunk, layout) in self.large_cache.drain(..) {
             // SAFETY: cached chunks came from `alloc::alloc` with their layout and are not in use.
-            unsafe { alloc::dealloc(chunk, layout) };
+            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
         }
-        self.large_cached = 0;
         self.large_cache_bytes = 0;
     }
 

@@ -13,13 +13,16 @@ const HUGE_SLAB: usize = 2 << 20;
 /// Chunks in the largest slab.
 const MAX_SLAB_CHUNKS: usize = HUGE_SLAB / CHUNK_SIZE;
 
-/// Freed large chunks a source keeps for reuse: at most this many,
-const LARGE_CACHE_ENTRIES: usize = 32;
-/// holding at most this many bytes together,
-const LARGE_CACHE_BYTES: usize = 1 << 20;
-/// each at most this long. A longer chunk is allocated and freed with its exact size: filling it
-/// costs far more than the global allocator's call.
+/// Freed large chunks a source keeps for reuse hold at most this many bytes together,
+const LARGE_CACHE_BYTES: usize = 2 << 20;
+/// each from this long
+const LARGE_CACHE_MIN: usize = 8 << 10;
+/// to this long. A longer chunk is allocated and freed with its exact size: filling it costs far
+/// more than the global allocator's call.
 const LARGE_CACHE_MAX: usize = 256 << 10;
+/// Lengths a cached chunk can have: eight per power of two from the least to the most.
+const LARGE_BINS: usize =
+    8 * (LARGE_CACHE_MAX.trailing_zeros() - LARGE_CACHE_MIN.trailing_zeros()) as usize + 1;
 
 /// A recycled small chunk: its first word links to the next one.
 struct FreeChunk {
@@ -35,10 +38,10 @@ struct FreeChunk {
 /// slabs go back to the global allocator.
 ///
 /// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
-/// eighth of its power of two, and up to 32 of them (1 MiB together) are kept when freed and
-/// handed out again for a request that rounds to the same length: a program that frees and
-/// allocates blocks of a few kilobytes in turn would otherwise pay for an aligned allocation of
-/// the global allocator on every one. A root pool with a limit keeps no such cache
+/// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
+/// a list per rounded length and handed out again for a request that rounds to the same length:
+/// a program that frees and allocates blocks of a few kilobytes in turn would otherwise pay for
+/// an aligned allocation of the global allocator on every one. A root pool with a limit keeps no such cache
 /// ([`without_large_cache`](GlobalSource::without_large_cache)), so that all it takes from the
 /// system is within its limit.
 ///
@@ -55,8 +58,9 @@ pub struct GlobalSource {
     next_slab_chunks: usize,
     /// Small chunks handed out and not yet back.
     chunks_out: usize,
-    /// Freed large chunks, each with the layout it was allocated with.
-    large_cache: Vec<(NonNull<u8>, Layout)>,
+    /// Freed large chunks by rounded length ([`large_bin`]), each list linked through the
+    /// chunks' first words; empty until the first chunk is kept.
+    large_bins: Vec<*mut FreeChunk>,
     /// Bytes of the cached large chunks.
     large_cache_bytes: usize,
     /// The most bytes the cache may hold: 0 turns it off.
@@ -87,7 +91,7 @@ impl GlobalSource {
             slabs: Vec::new(),
             next_slab_chunks: FIRST_SLAB_CHUNKS,
             chunks_out: 0,
-            large_cache: Vec::new(),
+            large_bins: Vec::new(),
             large_cache_bytes: 0,
             large_cache_limit,
         }
@@ -139,10 +143,12 @@ impl GlobalSource {
 
     /// A cached large chunk allocated with `layout`, if there is one.
     fn cached_large(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let index = self.large_cache.iter().position(|&(_, held)| held == layout)?;
-        let (chunk, _) = self.large_cache.swap_remove(index);
+        let head = self.large_bins.get_mut(large_bin(layout)?)?;
+        let chunk = NonNull::new(*head)?;
+        // SAFETY: a cached chunk is ours, and its first word links to the next of its length.
+        *head = unsafe { (*chunk.as_ptr()).next };
         self.large_cache_bytes -= layout.size();
-        Some(chunk)
+        Some(chunk.cast())
     }
 
     /// Keeps a freed large chunk allocated with `layout` for reuse, if there is room; gives it
@@ -151,26 +157,47 @@ impl GlobalSource {
     /// # Safety
     /// `chunk` came from `alloc::alloc` with `layout`, and nothing uses it afterwards.
     unsafe fn cache_large(&mut self, chunk: NonNull<u8>, layout: Layout) {
-        // The cache's room is reserved once, when the first chunk comes; if that fails, the
-        // chunk simply goes back.
-        let room = self.large_cache.len() < LARGE_CACHE_ENTRIES
-            && layout.size() <= LARGE_CACHE_MAX
-            && self.large_cache_bytes + layout.size() <= self.large_cache_limit
-            && (self.large_cache.capacity() > self.large_cache.len()
-                || self.large_cache.try_reserve_exact(LARGE_CACHE_ENTRIES).is_ok());
-        if room {
-            self.large_cache.push((chunk, layout));
-            self.large_cache_bytes += layout.size();
-        } else {
+        let bin = large_bin(layout)
+            .filter(|_| self.large_cache_bytes + layout.size() <= self.large_cache_limit)
+            .filter(|_| self.reserve_large_bins());
+        match bin {
+            Some(bin) => {
+                let entry = chunk.cast::<FreeChunk>().as_ptr();
+                // SAFETY: the chunk is ours again and at least a word long.
+                unsafe { (*entry).next = self.large_bins[bin] };
+                self.large_bins[bin] = entry;
+                self.large_cache_bytes += layout.size();
+            }
             // SAFETY: forwarded from the caller.
-            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
+            None => unsafe { alloc::dealloc(chunk.as_ptr(), layout) },
         }
     }
 
+    /// Makes the list heads of the large-chunk cache, once. If that fails, chunks simply go
+    /// back to the global allocator.
+    fn reserve_large_bins(&mut self) -> bool {
+        if self.large_bins.is_empty() {
+            if self.large_bins.try_reserve_exact(LARGE_BINS).is_err() {
+                return false;
+            }
+            // Within the capacity just reserved: no allocation.
+            self.large_bins.resize(LARGE_BINS, ptr::null_mut());
+        }
+        true
+    }
+
     fn release_large_cache(&mut self) {
-        for (chunk, layout) in self.large_cache.drain(..) {
-            // SAFETY: cached chunks came from `alloc::alloc` with their layout and are not in use.
-            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
+        for (bin, head) in self.large_bins.iter_mut().enumerate() {
+            let layout = large_bin_layout(bin);
+            while let Some(chunk) = NonNull::new(*head) {
+                // SAFETY: (1) a cached chunk's first word links to the next of its length;
+                // (2) chunks of this list came from `alloc::alloc` with this layout and are not
+                // in use.
+                unsafe {
+                    *head = (*chunk.as_ptr()).next;
+                    alloc::dealloc(chunk.as_ptr().cast(), layout);
+                }
+            }
         }
         self.large_cache_bytes = 0;
     }
@@ -213,8 +240,57 @@ fn large_layout(layout: Layout) -> Option<Layout> {
     if size > LARGE_CACHE_MAX {
         return Some(layout);
     }
-    let grain = 1usize << (usize::BITS - 1 - size.leading_zeros()).saturating_sub(3);
+    let grain = 1usize << floor_log2(size).saturating_sub(3);
     Layout::from_size_align(size.checked_next_multiple_of(grain)?, layout.align()).ok()
+}
+
+fn floor_log2(size: usize) -> u32 {
+    usize::BITS - 1 - size.leading_zeros()
+}
+
+/// The cache list for chunks allocated with `layout`, a layout [`large_layout`] made, if such
+/// chunks are cached: their alignment is a chunk's and their length within the cached range.
+fn large_bin(layout: Layout) -> Option<usize> {
+    let size = layout.size();
+    if layout.align() != CHUNK_SIZE || !(LARGE_CACHE_MIN..=LARGE_CACHE_MAX).contains(&size) {
+        return None;
+    }
+    // A rounded length is k eighths of its power of two, k from 8 to 15.
+    let power = floor_log2(size);
+    let eighths = size >> (power - 3);
+    Some(8 * (power - LARGE_CACHE_MIN.trailing_zeros()) as usize + eighths - 8)
+}
+
+/// The layout of the chunks in cache list `bin`: the inverse of [`large_bin`].
+fn large_bin_layout(bin: usize) -> Layout {
+    let power = LARGE_CACHE_MIN.trailing_zeros() as usize + bin / 8;
+    let size = (8 + bin % 8) << (power - 3);
+    // SAFETY: the alignment is a power of two, and the length (at most 2^19 for the lists
+    // there are) rounded up to it is far below `isize::MAX`.
+    unsafe { Layout::from_size_align_unchecked(size, CHUNK_SIZE) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cached_length_has_its_own_list_and_back() {
+        let mut seen = [false; LARGE_BINS];
+        for size in (16..=LARGE_CACHE_MAX + 4096).step_by(16) {
+            let requested = Layout::from_size_align(size, CHUNK_SIZE).unwrap();
+            let rounded = large_layout(requested).unwrap();
+            assert!(rounded.size() >= size && rounded.size() - size <= size / 8, "{size}");
+            if let Some(bin) = large_bin(rounded) {
+                assert!(size > LARGE_CACHE_MIN / 2 && size <= LARGE_CACHE_MAX);
+                assert_eq!(large_bin_layout(bin), rounded, "{size}");
+                seen[bin] = true;
+            }
+        }
+        assert!(seen.iter().all(|&seen| seen));
+        let other_alignment = Layout::from_size_align(20_480, 2 * CHUNK_SIZE).unwrap();
+        assert_eq!(large_bin(other_alignment), None);
+    }
 }
 
 // SAFETY: (1) small chunks are disjoint `CHUNK_SIZE` runs of slabs, aligned to `CHUNK_SIZE`

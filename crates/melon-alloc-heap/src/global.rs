@@ -270,29 +270,6 @@ fn large_bin_layout(bin: usize) -> Layout {
     unsafe { Layout::from_size_align_unchecked(size, CHUNK_SIZE) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_cached_length_has_its_own_list_and_back() {
-        let mut seen = [false; LARGE_BINS];
-        for size in (16..=LARGE_CACHE_MAX + 4096).step_by(16) {
-            let requested = Layout::from_size_align(size, CHUNK_SIZE).unwrap();
-            let rounded = large_layout(requested).unwrap();
-            assert!(rounded.size() >= size && rounded.size() - size <= size / 8, "{size}");
-            if let Some(bin) = large_bin(rounded) {
-                assert!(size > LARGE_CACHE_MIN / 2 && size <= LARGE_CACHE_MAX);
-                assert_eq!(large_bin_layout(bin), rounded, "{size}");
-                seen[bin] = true;
-            }
-        }
-        assert!(seen.iter().all(|&seen| seen));
-        let other_alignment = Layout::from_size_align(20_480, 2 * CHUNK_SIZE).unwrap();
-        assert_eq!(large_bin(other_alignment), None);
-    }
-}
-
 // SAFETY: (1) small chunks are disjoint `CHUNK_SIZE` runs of slabs, aligned to `CHUNK_SIZE`
 // because slabs are, and each is handed out once until it comes back; (2) large chunks come from
 // the global allocator, or its cache of freed ones, with the asked-for alignment and at least the
@@ -364,5 +341,28 @@ impl Drop for GlobalSource {
     fn drop(&mut self) {
         self.release_slabs();
         self.release_large_cache();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cached_length_has_its_own_list_and_back() {
+        let mut seen = [false; LARGE_BINS];
+        for size in (16..=LARGE_CACHE_MAX + 4096).step_by(16) {
+            let requested = Layout::from_size_align(size, CHUNK_SIZE).unwrap();
+            let rounded = large_layout(requested).unwrap();
+            assert!(rounded.size() >= size && rounded.size() - size <= size / 8, "{size}");
+            if let Some(bin) = large_bin(rounded) {
+                assert!(size > LARGE_CACHE_MIN / 2 && size <= LARGE_CACHE_MAX);
+                assert_eq!(large_bin_layout(bin), rounded, "{size}");
+                seen[bin] = true;
+            }
+        }
+        assert!(seen.iter().all(|&seen| seen));
+        let other_alignment = Layout::from_size_align(20_480, 2 * CHUNK_SIZE).unwrap();
+        assert_eq!(large_bin(other_alignment), None);
     }
 }

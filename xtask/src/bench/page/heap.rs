@@ -61,9 +61,9 @@ const HEAP_WORKLOADS: [HeapWorkload; 5] = [
         title: "`mixed`: ns per free+alloc pair, 8 B to 64 KiB, 256 live blocks",
         unit: "ns per pair",
         target: None,
-        note: "No target is set for this workload: it shows where a pool of size classes up to \
-               2 KiB stands when more than a third of the requests are larger (see [Where melon's \
-               time goes](#where-melons-time-goes)).",
+        note: "No target is set for this workload: it shows how a pool whose size classes end \
+               at 8160 bytes does when about a quarter of the requests are larger (see [Where \
+               melon's time goes](#where-melons-time-goes)).",
     },
     HeapWorkload {
         group: "drop_full_pool",
@@ -291,12 +291,14 @@ pub(super) const HEAP_NOTES: &str = "### Where melon's time goes
   drains the same few chunks neither goes back to its source nor carves their blocks again.
   Before the spare lists, a profile (`perf record`) put about a quarter of the fill/drain time in
   re-carving the four chunks that a 1024-block fill spans.
-- **Mixed sizes.** Heap pools serve size classes up to 2 KiB; every larger request gets a
-  16 KiB-aligned chunk of its own from the pool's source, which for a root pool is an aligned
-  `malloc` from glibc (`_int_memalign` in a profile), given back on the free. Five requests in
-  thirteen of `mixed` are larger than 2 KiB, and those pairs cost several times a glibc pair,
-  which is what melon's figure there shows. Classes above 2 KiB, or a few large chunks kept for
-  reuse, would remove most of that cost: that is a change for the library.
+- **Mixed sizes.** Heap pools serve size classes up to 8160 bytes (above 2 KiB, five classes that
+  split a 16 KiB chunk into 6, 5, 4, 3 and 2 blocks); a larger request gets a 16 KiB-aligned chunk
+  of its own from the pool's source, which for a root pool is an aligned `malloc` from glibc. A
+  root pool keeps freed large chunks of 8 to 256 KiB, up to 2 MiB, in a list per length rounded
+  to an eighth of its power of two, and hands them out again, so most large pairs of `mixed`
+  cost a list push and pop. What remains in a profile is glibc's aligned allocation when no
+  kept chunk has the length (about a fifth of the time), and chunks of the large classes
+  filling and emptying, since they hold only two to six blocks.
 - **Dropping a root pool.** The pool gives its slabs back to glibc in O(slabs), without visiting
   chunks or blocks, so what remains is glibc and the kernel unmapping 64 MB: `strace` counts one
   `mmap`, one `madvise` and one `munmap` per slab, and a pool of a million blocks has about 20.

@@ -375,31 +375,29 @@ machine has two cores, so 4 processes oversubscribe it two to one and 16 eight t
 /// Why the shared pool's figures are what they are, kept from the analysis of earlier runs.
 pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
 
-- **One operation.** In a profile of an earlier version, `valgrind --tool=callgrind` counted
-  about 570 instructions for a 64-byte alloc+free pair on the shared pool, against about 146 for
-  glibc's `malloc` and `free`: about four times, in line with the time ratio of the runs then. Of
-  the 570, roughly 120 went to the two trips through the lock (the cached thread id, the check
-  for an operation left half done by a dead process, the check for chunks waiting to be returned,
-  the compare-and-swap and the swap, and returning the guard), 80 to the undo log (about eight logged writes per pair, each writing a three-word
-  entry and the log's length before the value itself), and 70 to the free's validation (the page
-  descriptor and the in-use bitmap, which is what lets a double or foreign free be refused); the
-  rest is the size class, the slab's free list, the in-use bit and the counters. No part of it
-  depends on the size or fill of the pool, which is what the flat `shm_alloc_64` figures show.
-  Melon's C pool takes 1.5 to 3.3 µs for one 64-byte allocation (quoted from `MELON_ALLOC.md`:
-  allocating until full in 8 MiB and 64 MiB pools), and its cost grows with the pool.
-- **Contention.** The built-in lock goes to sleep on the futex as soon as it finds the lock held,
-  without spinning first. A critical section lasts well under 100 ns, far less than a sleep and
-  a wake-up, and a holder that loses its core keeps every other process asleep, which is why the
-  CPU time per operation rises with the process count when the cores are busy. A short bounded
-  spin before sleeping would likely help at 2 to 4 processes; that is a change for the library.
-- **`shm-child` and `heap`, requests above 2 KiB.** Heap pools (and so child pools) serve size
-  classes up to 2 KiB only; every larger request gets a chunk of its own from the pool's source.
-  In this workload that is half of all allocations (2049 to 4096 bytes). For `shm-child`, each
-  such block takes the shared lock and a run of pages from the shared pool, which splits a free
-  run and merges it back on the free. This is why `shm-child` gains little or nothing over `shm`
-  on this workload, although it takes the lock for only about half the operations. For `heap`, each such block is a
-  16 KiB-aligned `malloc` from glibc that is given back on its free, which is why `heap` costs
-  several times glibc per operation. The shared pool itself has slab classes up to 8 KiB, so
-  `shm` is not affected.
+- **One operation.** `valgrind --tool=callgrind` counts about 200 instructions per operation
+  of the hammer's loop inside the shared pool, at one process, about as many as glibc's `malloc`
+  and `free` take on the same loop: the two trips through the lock (a compare-and-swap and a
+  swap, with the checks for an operation left half done and for chunks waiting to be returned
+  behind one test), the size class, the slab's free list, two logged writes to the undo log
+  (the slab's free-list head and live count side by side in one word, and the in-use bit), the
+  free-byte counter (unlogged: it is recounted from the pages after an undo), and on a free the
+  validation that refuses a double or foreign free (the page descriptor and the in-use bitmap).
+  No part of it depends on the size or fill of the pool, which is what the flat `shm_alloc_64`
+  figures show. Melon's C pool takes 1.5 to 3.3 µs for one 64-byte allocation (quoted from
+  `MELON_ALLOC.md`: allocating until full in 8 MiB and 64 MiB pools), and its cost grows with
+  the pool.
+- **Slabs of at least 16 blocks.** A slab that fills leaves its class's list and comes back on
+  its next free, four logged writes each way. Slabs hold at least 16 blocks where 16 pages
+  allow, so in this workload, where half the requests are 2 to 4 KiB, that happens on a small
+  fraction of operations.
+- **Contention.** A waiter spins a hundred times (a few microseconds) on the lock word before it
+  sleeps on the futex: a critical section lasts well under 100 ns, far less than a sleep and a
+  wake-up. When the processes outnumber the cores, a holder that loses its core still keeps the
+  others waiting, which is why the CPU time per operation rises with the process count.
+- **`shm-child`.** Heap pools, and so child pools, have size classes up to 8160 bytes, so every
+  request of this workload comes from the child's own chunks, and the shared lock is taken only
+  when a child needs a 16 KiB chunk or gives one back. That is why `shm-child` does more
+  operations a second than glibc: its blocks carry no header and need no lock.
 
 ";

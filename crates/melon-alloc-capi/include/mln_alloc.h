@@ -6,8 +6,28 @@
  * The functions and their signatures are Melon's; where Melon's behaviour was a bug, this
  * library does the right thing, and the comments below say where.
  *
- * Thread safety, as in Melon: a pool is used by one thread at a time. Different pools may be
- * used by different threads at once, and a shared-memory pool is shared under its lock.
+ * Thread safety, as in Melon: a pool and its heap ancestors (up to the root, or up to a
+ * shared-memory pool) are used by one thread at a time, and freeing a block (mln_alloc_free,
+ * or mln_alloc_re moving or freeing it) uses its pool. A child pool takes memory from and gives
+ * it back to its heap parent without a lock, so a heap pool and the pools made from it form one
+ * unit for threads: two threads may work at once in pools with different roots, or in pools
+ * made from different child pools of one shared-memory pool. A shared-memory pool itself is
+ * shared under its lock, by threads and processes alike.
+ *
+ * While a shared-memory pool exists in the process, every mln_alloc_free (and mln_alloc_re of a
+ * block) looks the pointer up in a process-wide table under a read lock, shared with other
+ * frees and held for a few instructions; making or destroying a shared-memory pool or a pool
+ * made from one, and a pool made from one taking or giving back a chunk, take that table for
+ * writing, briefly. fork() waits until no thread is inside those, so a forked process never
+ * finds them half done, whatever the other threads were doing.
+ *
+ * A panic inside the library (a bug, or a broken contract such as two threads in one pool) never
+ * reaches the caller: the call returns NULL, 0 or nothing, and the pools it was working on are
+ * poisoned. Every later call on a poisoned pool, or on a pool made from it, does the same;
+ * mln_alloc_free of one of their blocks does nothing, and mln_alloc_destroy of them leaves their
+ * memory allocated rather than walk lists the panic may have left half changed. A panic in a call
+ * on a pool poisons every pool of its tree (its root and all pools made from the root); a panic
+ * in mln_alloc_free poisons the block's pool and the pools made from it.
  */
 #ifndef MLN_ALLOC_H
 #define MLN_ALLOC_H
@@ -40,11 +60,15 @@ typedef int (*mln_alloc_shm_lock_cb_t)(void *);
  * A pool whose parent is a shared-memory pool calls the parent's lock and unlock callbacks
  * around each use of the parent (taking or giving back a chunk), so the caller must not hold
  * that lock when using it. If a callback fails, the call that needed the parent fails cleanly:
- * allocation returns NULL, and a chunk that could not be given back is given back the next
- * time a pool made from the same shared pool takes the lock in this process (Melon leaked it).
- * Unlike Melon, making the pool takes no lock (Melon's did, and deadlocked a caller that held
- * it), and its bookkeeping lives in the calling process: a pool made from a shared pool belongs
- * to the process that made it, and its copy in a process forked afterwards hands out nothing.
+ * allocation returns NULL, and a chunk that could not be given back (Melon leaked it) is given
+ * back the next time this process holds the lock: in a call on the shared-memory pool itself, when
+ * a pool made from it takes or gives back a chunk, or when a pool made from it, or the pool
+ * itself, is destroyed (which then takes the lock through the callbacks). Unlike Melon, making
+ * the pool takes no lock (Melon's did, and deadlocked a caller that held it), and its
+ * bookkeeping lives in the calling process: a pool made from a shared pool belongs to the
+ * process that made it. Its copy in a process forked afterwards hands out nothing, freeing one
+ * of its blocks there does nothing (the block stays the original's), and destroying the copy
+ * there gives nothing back.
  *
  * Returns NULL when the pool cannot be made.
  *
@@ -79,20 +103,24 @@ mln_alloc_t *mln_alloc_shm_init(mln_size_t capacity, void *locker, mln_alloc_shm
                                 mln_alloc_shm_lock_cb_t unlock);
 
 /*
- * Destroys a pool: every block it holds is released at once. `NULL` does nothing.
+ * Destroys a pool: every block it holds is released at once. `NULL` does nothing, and so does a
+ * poisoned pool (see the top of this file).
  *
  * Pools made from it (its children, and theirs) are destroyed first, as if destroyed one by
  * one, deepest first: in Melon they live in the parent's memory and die with it, and here too
  * their handles are invalid afterwards. Destroying a child before its parent is always fine.
  * A shared-memory pool with children made in this process gives their chunks back under the
- * lock callbacks, so the caller must not hold the lock then.
+ * lock callbacks, and so does any chunk whose return failed earlier, so the caller must not hold
+ * the lock then. A chunk whose return fails once more stays in use in the shared memory.
  */
 void mln_alloc_destroy(mln_alloc_t *pool);
 
 /*
  * Allocates `size` bytes from `pool`, aligned to 16 (Melon's blocks were aligned to 8 only).
  * A size of 0 gets a unique small block. Returns NULL when the limit would be passed, the
- * memory is exhausted, the size is absurd, or `pool` is NULL.
+ * memory is exhausted, the size is absurd, or `pool` is NULL or poisoned. Running out of system
+ * memory for the library's own bookkeeping is a NULL too, here and in mln_alloc_init and
+ * mln_alloc_shm_init, rather than an abort.
  */
 void *mln_alloc_m(mln_alloc_t *pool, mln_size_t size);
 
@@ -111,8 +139,8 @@ void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
 
 /*
  * Frees a block by its pointer alone: the block knows its pool. `ptr` must be a pointer
- * returned by the functions above and not freed since; NULL does nothing. A double free of a
- * shared-memory block is detected and ignored.
+ * returned by the functions above and not freed since; NULL does nothing, and so does a block of
+ * a poisoned pool. A double free of a shared-memory block is detected and ignored.
  */
 void mln_alloc_free(void *ptr);
 
@@ -121,7 +149,7 @@ void mln_alloc_free(void *ptr);
  * holds from its parent or the system (blocks free inside memory it already holds are not
  * counted, as in Melon); for a heap pool without a limit, M_ALLOC_INFINITE_SIZE; for a
  * shared-memory pool, the exact free bytes (Melon's figure was wrong for large pools and
- * wrapped below zero once two regions were busy). 0 for a NULL pool.
+ * wrapped below zero once two regions were busy). 0 for a NULL or poisoned pool.
  */
 mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 

@@ -6,9 +6,21 @@
 //! program has the `melon-alloc` crate for the same pools without raw pointers. Every entry
 //! point catches panics and returns NULL (or nothing) instead: no unwind crosses into C.
 //!
+//! A panic means a bug or a broken contract, and may have stopped an operation half way, so the
+//! pools it was working on are poisoned: every later call on them, or on a pool made from them,
+//! returns NULL (0, or nothing), a free of one of their blocks does nothing, and destroying them
+//! leaves their memory allocated. A panic in a call on a pool poisons its whole tree (its root
+//! and every pool made from the root); a panic in `mln_alloc_free` poisons the block's pool and
+//! the pools made from it.
+//!
+//! Thread safety is Melon's: a pool and its heap ancestors (up to the root, or up to a shared
+//! pool) are used by one thread at a time, and freeing a block uses its pool. Every `# Safety`
+//! section below includes it.
+//!
 //! How the C API maps onto the pools, and the choices it makes where Melon's documentation is
 //! silent, are in `docs/architecture.md` under "C API".
 
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::panic::AssertUnwindSafe;
 use core::ptr::{self, NonNull};
@@ -16,7 +28,9 @@ use core::ptr::{self, NonNull};
 use melon_alloc_heap::Pool;
 use melon_alloc_shm::ShmPool;
 
+mod fork;
 mod lock;
+mod poison;
 mod pool;
 mod shared;
 
@@ -31,21 +45,82 @@ use shared::Owner;
 /// limit.
 pub const M_ALLOC_INFINITE_SIZE: usize = usize::MAX;
 
-/// Runs `f`, or returns `fallback` if it panics: no panic crosses into C.
-fn guarded<R>(fallback: R, f: impl FnOnce() -> R) -> R {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+/// What a panic in a call poisons, learnt as the call goes: the handles and the heap pool it was
+/// working on. Each is alive while it is recorded here.
+#[derive(Default)]
+struct Blame {
+    /// The handle the call was made on.
+    handle: Cell<Option<NonNull<MlnAlloc>>>,
+    /// The handle of the block's pool, for a block of a shared pool itself.
+    block_handle: Cell<Option<NonNull<MlnAlloc>>>,
+    /// The heap pool of the block.
+    block_pool: Cell<Option<NonNull<Pool>>>,
+}
+
+impl Blame {
+    fn poison(&self) {
+        for handle in [self.handle.get(), self.block_handle.get()].into_iter().flatten() {
+            // SAFETY: a handle is recorded only while it is alive, and a panic ends the call
+            // before anything else could destroy it.
+            poison::poison_tree(unsafe { handle.as_ref() });
+        }
+        if let Some(pool) = self.block_pool.get() {
+            poison::poison_pool(pool);
+        }
+    }
+}
+
+/// Runs `f`, or returns `fallback` if it panics, poisoning what `f` was working on: no panic
+/// crosses into C, and no later call works on a pool the panic left half changed.
+fn guarded<R>(fallback: R, f: impl FnOnce(&Blame) -> R) -> R {
+    let blame = Blame::default();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f(&blame))) {
         Ok(result) => result,
         Err(payload) => {
             // Dropping a panic's payload runs arbitrary code, which could panic again.
             core::mem::forget(payload);
+            blame.poison();
             fallback
         }
     }
 }
 
+/// A test's way to make a call panic at a given point, as a bug would.
+#[cfg(test)]
+mod failpoint {
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static ARMED: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    /// Makes the next call on this thread that reaches `point` panic there.
+    pub(crate) fn arm(point: &'static str) {
+        ARMED.with(|armed| armed.set(Some(point)));
+    }
+
+    pub(crate) fn hit(point: &'static str) {
+        if ARMED.with(|armed| armed.get() == Some(point)) {
+            ARMED.with(|armed| armed.set(None));
+            panic!("failpoint {point}");
+        }
+    }
+}
+
+#[cfg(not(test))]
+mod failpoint {
+    #[inline(always)]
+    pub(crate) fn hit(_point: &'static str) {}
+}
+
 /// A block as C sees it; NULL for none.
 fn to_c(block: Option<NonNull<u8>>) -> *mut c_void {
     block.map_or(ptr::null_mut(), |block| block.as_ptr().cast())
+}
+
+/// A handle as C sees it; NULL for none.
+fn handle_to_c(handle: Option<NonNull<MlnAlloc>>) -> *mut MlnAlloc {
+    handle.map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
 /// `0` means no limit, as in Melon.
@@ -54,19 +129,26 @@ fn limit(capacity: usize) -> Option<usize> {
 }
 
 /// Makes a heap pool: over the system heap when `parent` is NULL, over `parent` otherwise.
-/// `capacity` is a limit in bytes, 0 for none. NULL on failure.
+/// `capacity` is a limit in bytes, 0 for none. NULL on failure, and for a poisoned `parent`.
 ///
 /// # Safety
-/// `parent` is NULL or a pool from `mln_alloc_init` or `mln_alloc_shm_init`, not destroyed.
+/// - `parent` is NULL or a pool from `mln_alloc_init` or `mln_alloc_shm_init`, not destroyed.
+/// - No other thread uses `parent` or its heap ancestors (up to its root, or up to a shared
+///   pool) meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_init(parent: *mut MlnAlloc, capacity: usize) -> *mut MlnAlloc {
-    guarded(ptr::null_mut(), || {
-        let handle = match NonNull::new(parent) {
-            None => pool::new_heap(limit(capacity)),
-            // SAFETY: the caller promises a live pool; destroying it destroys the child first.
-            Some(parent) => unsafe { pool::new_child(parent, limit(capacity)) },
+    guarded(ptr::null_mut(), |blame| {
+        let Some(parent) = NonNull::new(parent) else {
+            return handle_to_c(pool::new_heap(limit(capacity)));
         };
-        handle.as_ptr()
+        // SAFETY: the caller promises a live pool.
+        if poison::refuses(unsafe { parent.as_ref() }) {
+            return ptr::null_mut();
+        }
+        blame.handle.set(Some(parent));
+        // SAFETY: the caller promises a live pool, used by this thread alone with its heap
+        // ancestors; destroying it destroys the child first.
+        handle_to_c(unsafe { pool::new_child(parent, limit(capacity)) })
     })
 }
 
@@ -76,8 +158,8 @@ pub unsafe extern "C" fn mln_alloc_init(parent: *mut MlnAlloc, capacity: usize) 
 ///
 /// # Safety
 /// - With callbacks: they may be called with `locker` from any thread of any process that uses
-///   the pool, for as long as the pool exists, and together they are a lock that works across
-///   those processes.
+///   the pool, for as long as the pool exists, so `locker` stays valid that long; together they
+///   are a lock that works across those processes.
 /// - With callbacks, the caller holds the lock around every call on the pool itself (not on its
 ///   child pools), as Melon requires.
 #[no_mangle]
@@ -87,42 +169,76 @@ pub unsafe extern "C" fn mln_alloc_shm_init(
     lock: Option<LockCallback>,
     unlock: Option<LockCallback>,
 ) -> *mut MlnAlloc {
-    guarded(ptr::null_mut(), || {
-        let made = match (lock, unlock) {
-            (Some(lock), Some(unlock)) => {
-                // SAFETY: forwarded from the caller.
-                let lock = unsafe { CallbackLock::new(locker, lock, unlock) };
-                ShmPool::with_lock(capacity, lock)
-            }
-            (None, None) => ShmPool::new(capacity),
+    guarded(ptr::null_mut(), |_| {
+        let lock = match (lock, unlock) {
+            // SAFETY: forwarded from the caller.
+            (Some(lock), Some(unlock)) => Some(unsafe { CallbackLock::new(locker, lock, unlock) }),
+            (None, None) => None,
             _ => return ptr::null_mut(),
         };
-        made.map_or(ptr::null_mut(), |shm| pool::new_shared(shm).as_ptr())
+        handle_to_c(pool::new_shared(|| {
+            match lock {
+                Some(lock) => ShmPool::with_lock(capacity, lock),
+                None => ShmPool::new(capacity),
+            }
+            .ok()
+        }))
     })
 }
 
-/// Destroys a pool and every pool made from it, releasing all their memory. NULL does nothing.
+/// Destroys a pool and every pool made from it, releasing all their memory. NULL does nothing,
+/// and so does a poisoned pool (its memory stays allocated).
 ///
 /// # Safety
 /// - `pool` is NULL or a pool from `mln_alloc_init` or `mln_alloc_shm_init`, not destroyed.
-/// - Neither it, nor a pool made from it, nor any of their blocks is used afterwards.
+/// - Neither it, nor a pool made from it, nor any of their blocks is used afterwards, and no
+///   call on any of them is in progress.
+/// - No other thread uses its heap ancestors (up to its root, or up to a shared pool)
+///   meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_destroy(pool: *mut MlnAlloc) {
-    guarded((), || {
-        if let Some(pool) = NonNull::new(pool) {
-            // SAFETY: forwarded from the caller.
-            unsafe { pool::destroy(pool) }
+    guarded((), |blame| {
+        let Some(handle) = NonNull::new(pool) else {
+            return;
+        };
+        // SAFETY: the caller promises a live pool.
+        let handle_ref = unsafe { handle.as_ref() };
+        if poison::refuses(handle_ref) {
+            return;
         }
+        // A panic half way poisons the root, which outlives the walk unless it is the pool
+        // being destroyed: then nothing of the tree is left once it goes.
+        let root = handle_ref.tree_root();
+        blame.handle.set(Some(root));
+        let last = || {
+            if root == handle {
+                blame.handle.set(None);
+            }
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { pool::destroy(handle, last) }
     });
 }
 
-/// Allocates `size` bytes from a pool, 16-byte aligned, zeroed if `zeroed`.
-fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool) -> Option<NonNull<u8>> {
+/// Allocates `size` bytes from a pool, 16-byte aligned, zeroed if `zeroed`. `None` for a
+/// poisoned pool.
+fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool, blame: &Blame) -> Option<NonNull<u8>> {
+    if poison::refuses(pool) {
+        return None;
+    }
+    blame.handle.set(Some(NonNull::from(pool)));
+    failpoint::hit("alloc");
     let heap: &Pool = match pool.kind() {
         Kind::Heap(heap) => heap,
         Kind::Child(child) => child,
-        Kind::Shared(shm) if zeroed => return on_shared(shm, |shm| shm.alloc_zeroed(size)),
-        Kind::Shared(shm) => return on_shared(shm, |shm| shm.alloc(size)),
+        Kind::Shared(_) => {
+            let shm = pool.shm()?;
+            return if zeroed {
+                on_shared(shm, |shm| shm.alloc_zeroed(size))
+            } else {
+                on_shared(shm, |shm| shm.alloc(size))
+            };
+        }
     };
     if zeroed {
         heap.alloc_zeroed(size)
@@ -131,17 +247,20 @@ fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool) -> Option<NonNull<u8>> {
     }
 }
 
-/// Allocates `size` bytes from `pool`, 16-byte aligned. NULL on failure or for a NULL pool.
+/// Allocates `size` bytes from `pool`, 16-byte aligned. NULL on failure, for a NULL pool and for
+/// a poisoned one.
 ///
 /// # Safety
-/// `pool` is NULL or a live pool; for a shared pool with lock callbacks, the caller holds its
-/// lock.
+/// - `pool` is NULL or a live pool.
+/// - No other thread uses `pool` or its heap ancestors (up to its root, or up to a shared pool)
+///   meanwhile.
+/// - For a shared pool with lock callbacks, the caller holds its lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_m(pool: *mut MlnAlloc, size: usize) -> *mut c_void {
-    guarded(ptr::null_mut(), || {
+    guarded(ptr::null_mut(), |blame| {
         // SAFETY: the caller promises NULL or a live pool.
         let pool = unsafe { pool.as_ref() };
-        to_c(pool.and_then(|pool| alloc_in(pool, size, false)))
+        to_c(pool.and_then(|pool| alloc_in(pool, size, false, blame)))
     })
 }
 
@@ -151,68 +270,97 @@ pub unsafe extern "C" fn mln_alloc_m(pool: *mut MlnAlloc, size: usize) -> *mut c
 /// As for [`mln_alloc_m`].
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c_void {
-    guarded(ptr::null_mut(), || {
+    guarded(ptr::null_mut(), |blame| {
         // SAFETY: the caller promises NULL or a live pool.
         let pool = unsafe { pool.as_ref() };
-        to_c(pool.and_then(|pool| alloc_in(pool, size, true)))
+        to_c(pool.and_then(|pool| alloc_in(pool, size, true, blame)))
     })
 }
 
-/// Frees a block of any pool.
+/// Frees a block of any pool; a block of a poisoned pool, or in a chunk this process must not
+/// touch, is left alone.
 ///
 /// # Safety
-/// `block` is an in-use block of a live pool and is not used afterwards; for a block of a
-/// shared pool itself with lock callbacks, the caller holds its lock.
-unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
+/// - `block` is an in-use block of a live pool, and is not used afterwards; `owner` is what
+///   [`shared::owner`] says of it.
+/// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
+///   shared pool) meanwhile.
+/// - For a block of a shared pool itself with lock callbacks, the caller holds its lock.
+unsafe fn free_block(block: NonNull<u8>, owner: Owner, blame: &Blame) {
     match owner {
         // What `melon_alloc_heap::free` does, written out so that `Pool::free` inlines here:
         // this is the path of nearly every free from C.
         Owner::Heap => {
-            // SAFETY: a block of a live heap pool, as the caller promises.
-            let pool = unsafe { heap_pool_of(block) };
+            // SAFETY: `owner` found the block outside every shared mapping or in a chunk held by
+            // one of this process's heap pools, so by the caller's promise it is an in-use block
+            // of a live heap pool.
+            let Some(pool) = (unsafe { heap_pool_of(block) }) else {
+                return;
+            };
+            if poison::refuses_pool(pool) {
+                return;
+            }
+            blame.block_pool.set(Some(pool));
+            failpoint::hit("free");
             // SAFETY: (1) heap pools record their `Pool` in their chunks, and the pool is live;
-            // (2) a heap pool is used by one thread at a time, as in Melon, so this is the only
-            // use of it now; (3) the caller gives the block up.
+            // (2) the caller promises that no other thread uses the pool or its heap ancestors,
+            // which its free may change; (3) the caller gives the block up.
             unsafe { pool.as_ref().free(block) }
         }
-        Owner::Shared(shm) => {
-            // SAFETY: the block is in use, so its pool is live.
-            let shm = unsafe { shm.as_ref() };
-            // A pointer the pool refuses (a double free, say) changes nothing: ignore it.
-            // SAFETY: forwarded from the caller.
-            let _ = on_shared(shm, |shm| unsafe { shm.try_free(block) });
+        Owner::Shared(handle) => {
+            // SAFETY: the block is in use, so its pool, and the pool's handle, are live.
+            let handle_ref = unsafe { handle.as_ref() };
+            if poison::refuses(handle_ref) {
+                return;
+            }
+            blame.block_handle.set(Some(handle));
+            if let Some(shm) = handle_ref.shm() {
+                // A pointer the pool refuses (a double free, say) changes nothing: ignore it.
+                // SAFETY: forwarded from the caller.
+                let _ = on_shared(shm, |shm| unsafe { shm.try_free(block) });
+            }
         }
+        Owner::Gone => {}
     }
 }
 
-/// The bytes an in-use block can hold, from its pool.
+/// The bytes an in-use block can hold, from its pool; `None` for a block of a poisoned pool or
+/// in a chunk this process must not touch.
 ///
 /// # Safety
-/// `block` is an in-use block of a live pool; `owner` is its owner.
+/// As for [`free_block`], the block being kept.
 unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
     match owner {
         Owner::Heap => {
-            // SAFETY: the caller promises an in-use block of a live pool, a heap pool's, whose
-            // chunk header names its pool.
-            let pool = unsafe { heap_pool_of(block) };
-            // SAFETY: an in-use block of that pool.
+            // SAFETY: as in `free_block`: an in-use block of a live heap pool.
+            let pool = unsafe { heap_pool_of(block) }?;
+            if poison::refuses_pool(pool) {
+                return None;
+            }
+            // SAFETY: an in-use block of that pool, which no other thread uses meanwhile.
             Some(unsafe { pool.as_ref().usable_size(block) })
         }
-        // SAFETY: the block is in use, so its pool is live.
-        Owner::Shared(shm) => on_shared(unsafe { shm.as_ref() }, |shm| shm.usable_size(block)).ok(),
+        Owner::Shared(handle) => {
+            // SAFETY: the block is in use, so its pool, and the pool's handle, are live.
+            let handle = unsafe { handle.as_ref() };
+            if poison::refuses(handle) {
+                return None;
+            }
+            on_shared(handle.shm()?, |shm| shm.usable_size(block)).ok()
+        }
+        Owner::Gone => None,
     }
 }
 
-/// The heap pool a block belongs to, from its chunk header.
+/// The heap pool a block belongs to, from its chunk header; `None` if the header names none.
 ///
 /// # Safety
 /// `block` is an in-use block of a live heap pool.
 #[inline]
-unsafe fn heap_pool_of(block: NonNull<u8>) -> NonNull<Pool> {
+unsafe fn heap_pool_of(block: NonNull<u8>) -> Option<NonNull<Pool>> {
     // SAFETY: forwarded from the caller.
     let pool = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>().cast_mut();
-    // A heap pool's chunks always name it, so this is never the dangling pointer.
-    NonNull::new(pool).unwrap_or(NonNull::dangling())
+    NonNull::new(pool)
 }
 
 /// Resizes a block; see [`mln_alloc_re`].
@@ -223,26 +371,36 @@ unsafe fn realloc(
     handle: *mut MlnAlloc,
     block: Option<NonNull<u8>>,
     size: usize,
+    blame: &Blame,
 ) -> Option<NonNull<u8>> {
     // SAFETY: the caller promises NULL or a live pool.
     let pool = unsafe { handle.as_ref() };
+    if pool.is_some_and(poison::refuses) {
+        return None;
+    }
     let Some(block) = block else {
-        return alloc_in(pool?, size, false);
+        return alloc_in(pool?, size, false, blame);
     };
     let owner = shared::owner(block);
     if size == 0 {
         // SAFETY: forwarded from the caller, who gives the block up.
-        unsafe { free_block(block, owner) };
+        unsafe { free_block(block, owner, blame) };
         return None;
     }
     let pool = pool?;
+    blame.handle.set(Some(NonNull::from(pool)));
     let in_place = match (owner, pool.kind()) {
         (Owner::Heap, Kind::Heap(_) | Kind::Child(_)) => {
-            // SAFETY: a heap pool's block, as `owner` found, in use in a live pool.
-            let owner = unsafe { heap_pool_of(block) };
+            // SAFETY: as in `free_block`: `owner` found the block outside every shared mapping
+            // or in a chunk held by one of this process's heap pools, so by the caller's promise
+            // it is an in-use block of a live heap pool.
+            let owner = unsafe { heap_pool_of(block) }?;
+            if poison::refuses_pool(owner) {
+                return None;
+            }
             pool.heap().is_some_and(|heap| ptr::eq(heap, owner.as_ptr()))
         }
-        (Owner::Shared(shared), Kind::Shared(shm)) => ptr::eq(shared.as_ptr(), &**shm),
+        (Owner::Shared(shared), Kind::Shared(_)) => shared == NonNull::from(pool),
         _ => false,
     };
     match pool.kind() {
@@ -251,20 +409,20 @@ unsafe fn realloc(
             // SAFETY: an in-use block of this pool; forwarded from the caller.
             unsafe { heap.realloc(block, size) }
         }
-        Kind::Shared(shm) if in_place => {
+        Kind::Shared(_) if in_place => {
             // SAFETY: an in-use block of this pool; forwarded from the caller.
-            on_shared(shm, |shm| unsafe { shm.realloc(block, size) })
+            on_shared(pool.shm()?, |shm| unsafe { shm.realloc(block, size) })
         }
         // A block of another pool moves into this one.
         _ => {
             // SAFETY: forwarded from the caller.
             let old = unsafe { usable_size(block, owner) }?;
-            let moved = alloc_in(pool, size, false)?;
+            let moved = alloc_in(pool, size, false, blame)?;
             // SAFETY: (1) the old block holds `old` bytes and the new one at least `size`; (2)
             // two in-use blocks never overlap.
             unsafe { ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), old.min(size)) };
             // SAFETY: forwarded from the caller, who gives the old block up.
-            unsafe { free_block(block, owner) };
+            unsafe { free_block(block, owner, blame) };
             Some(moved)
         }
     }
@@ -272,12 +430,14 @@ unsafe fn realloc(
 
 /// Resizes the block `ptr` to `size` bytes, keeping its contents up to the smaller size; a
 /// shrink stays in place. `size == 0` frees the block and returns NULL; `ptr == NULL`
-/// allocates. On failure returns NULL and leaves the block as it was.
+/// allocates. On failure (a poisoned pool included) returns NULL and leaves the block as it was.
 ///
 /// # Safety
 /// - `pool` is NULL or a live pool; `ptr` is NULL or an in-use block of a live pool (normally
 ///   `pool`).
 /// - Once the block moves or is freed, `ptr` is not used again.
+/// - No other thread uses `pool`, the block's pool, or their heap ancestors (up to their roots,
+///   or up to a shared pool) meanwhile.
 /// - For a shared pool with lock callbacks, the caller holds its lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_re(
@@ -285,46 +445,55 @@ pub unsafe extern "C" fn mln_alloc_re(
     ptr: *mut c_void,
     size: usize,
 ) -> *mut c_void {
-    guarded(ptr::null_mut(), || {
+    guarded(ptr::null_mut(), |blame| {
         // SAFETY: forwarded from the caller.
-        to_c(unsafe { realloc(pool, NonNull::new(ptr.cast()), size) })
+        to_c(unsafe { realloc(pool, NonNull::new(ptr.cast()), size, blame) })
     })
 }
 
-/// Frees a block by its pointer alone. NULL does nothing.
+/// Frees a block by its pointer alone. NULL does nothing, and so does a block of a poisoned
+/// pool.
 ///
 /// # Safety
 /// - `ptr` is NULL or an in-use block of a live pool, and is not used afterwards.
+/// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
+///   shared pool) meanwhile.
 /// - For a block of a shared pool itself (not of one of its child pools) with lock callbacks,
 ///   the caller holds the pool's lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
-    guarded((), || {
+    guarded((), |blame| {
         if let Some(block) = NonNull::new(ptr.cast::<u8>()) {
             // SAFETY: forwarded from the caller.
-            unsafe { free_block(block, shared::owner(block)) }
+            unsafe { free_block(block, shared::owner(block), blame) }
         }
     });
 }
 
 /// The bytes a pool can still take: the limit minus what it holds for a heap pool,
 /// [`M_ALLOC_INFINITE_SIZE`] without a limit, the exact free bytes for a shared pool; 0 for
-/// NULL.
+/// NULL and for a poisoned pool.
 ///
 /// # Safety
-/// `pool` is NULL or a live pool; for a shared pool with lock callbacks, the caller holds its
-/// lock.
+/// - `pool` is NULL or a live pool.
+/// - No other thread uses `pool` or its heap ancestors (up to its root, or up to a shared pool)
+///   meanwhile.
+/// - For a shared pool with lock callbacks, the caller holds its lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_available_capacity(pool: *mut MlnAlloc) -> usize {
-    guarded(0, || {
+    guarded(0, |blame| {
         // SAFETY: the caller promises NULL or a live pool.
         let Some(pool) = (unsafe { pool.as_ref() }) else {
             return 0;
         };
+        if poison::refuses(pool) {
+            return 0;
+        }
+        blame.handle.set(Some(NonNull::from(pool)));
         match pool.kind() {
             Kind::Heap(heap) => heap.available().unwrap_or(M_ALLOC_INFINITE_SIZE),
             Kind::Child(child) => child.available().unwrap_or(M_ALLOC_INFINITE_SIZE),
-            Kind::Shared(shm) => on_shared(shm, ShmPool::available),
+            Kind::Shared(_) => pool.shm().map_or(0, |shm| on_shared(shm, ShmPool::available)),
         }
     })
 }
@@ -335,8 +504,8 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_the_fallback() {
-        assert_eq!(guarded(5, || -> i32 { panic!("not to C") }), 5);
-        assert_eq!(guarded(5, || 6), 6);
+        assert_eq!(guarded(5, |_| -> i32 { panic!("not to C") }), 5);
+        assert_eq!(guarded(5, |_| 6), 6);
     }
 
     #[test]
@@ -354,6 +523,91 @@ mod tests {
             mln_alloc_free(block);
             assert_eq!(mln_alloc_available_capacity(pool), M_ALLOC_INFINITE_SIZE);
             mln_alloc_destroy(pool);
+        }
+    }
+
+    #[test]
+    fn a_deep_cascade_is_destroyed_from_its_root() {
+        // SAFETY: each pointer is a live pool of this test, used as the header says.
+        unsafe {
+            let root = mln_alloc_init(ptr::null_mut(), 0);
+            let mut parent = root;
+            // Miri interprets each level's pool creation slowly; the walk is the same.
+            let levels = if cfg!(miri) { 60 } else { 2_000 };
+            for depth in 0..levels {
+                let child = mln_alloc_init(parent, 0);
+                assert!(!child.is_null());
+                // Siblings too, so that the walk goes up and across as well as down.
+                if depth % 20 == 0 {
+                    let sibling = mln_alloc_init(parent, 0);
+                    assert!(!mln_alloc_m(sibling, 64).is_null());
+                }
+                parent = child;
+            }
+            assert!(!mln_alloc_m(parent, 64).is_null());
+            mln_alloc_destroy(root);
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_call_poisons_the_pools_tree() {
+        // SAFETY: each pointer is a live pool or block of this test, used as the header says.
+        unsafe {
+            let root = mln_alloc_init(ptr::null_mut(), 1 << 20);
+            let child = mln_alloc_init(root, 0);
+            let other = mln_alloc_init(ptr::null_mut(), 0);
+            let kept = mln_alloc_m(child, 64);
+            let elsewhere = mln_alloc_m(other, 64);
+            assert!(!kept.is_null() && !elsewhere.is_null());
+            let available = mln_alloc_available_capacity(root);
+
+            failpoint::arm("alloc");
+            assert!(mln_alloc_m(child, 64).is_null());
+            // Every pool of the tree refuses from now on, the root included.
+            assert!(mln_alloc_m(child, 64).is_null());
+            assert!(mln_alloc_c(root, 64).is_null());
+            assert!(mln_alloc_re(root, ptr::null_mut(), 64).is_null());
+            assert!(mln_alloc_init(child, 0).is_null());
+            assert_eq!(mln_alloc_available_capacity(root), 0);
+            // A free of one of its blocks changes nothing, nor does a resize or a destroy.
+            mln_alloc_free(kept);
+            assert!(mln_alloc_re(other, kept, 32).is_null());
+            mln_alloc_destroy(child);
+            mln_alloc_destroy(root);
+            // The engine was left alone: its count is what it was before the panic.
+            assert_eq!((*root).heap().and_then(Pool::available), Some(available));
+
+            // A pool of another tree works as before.
+            let block = mln_alloc_re(other, elsewhere, 5000);
+            assert!(!block.is_null());
+            mln_alloc_free(block);
+            mln_alloc_destroy(other);
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_free_poisons_the_blocks_pool_and_its_children() {
+        // SAFETY: each pointer is a live pool or block of this test, used as the header says.
+        unsafe {
+            let root = mln_alloc_init(ptr::null_mut(), 0);
+            let pool = mln_alloc_init(root, 0);
+            let below = mln_alloc_init(pool, 0);
+            let first = mln_alloc_m(pool, 64);
+            let second = mln_alloc_m(pool, 64);
+            assert!(!first.is_null() && !second.is_null());
+
+            failpoint::arm("free");
+            mln_alloc_free(first);
+            assert!(mln_alloc_m(pool, 64).is_null());
+            assert!(mln_alloc_m(below, 64).is_null());
+            assert_eq!(mln_alloc_available_capacity(pool), 0);
+            mln_alloc_free(second);
+            assert!(mln_alloc_re(pool, second, 0).is_null());
+            mln_alloc_destroy(pool);
+            // The root is not poisoned: the free did not reach it.
+            let block = mln_alloc_m(root, 64);
+            assert!(!block.is_null());
+            mln_alloc_free(block);
         }
     }
 }

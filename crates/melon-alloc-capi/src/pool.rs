@@ -1,9 +1,25 @@
 //! What an `mln_alloc_t *` points to: a heap pool, a child pool or a shared pool, with the links
 //! that let destroying a pool destroy the pools made from it first.
+//!
+//! # Trees and who may touch their links
+//!
+//! The pools made from one root (a heap pool over the system heap, or a shared pool) form a tree,
+//! linked through each handle's [`Links`]: its first child and its siblings. Nothing here
+//! allocates to record a child, so making and destroying pools cannot fail for want of memory
+//! after the handle itself exists.
+//!
+//! A tree without a shared pool is used by one thread at a time, as the header requires of a
+//! pool and its heap ancestors; its links need no lock. The children of a shared pool may be made
+//! and destroyed by different threads at once, so every link of a tree under a shared pool is
+//! read and written with the table of shared pools locked for writing ([`shared::table_mut`]),
+//! which a `fork` also waits for: a forked process never finds the links half changed.
 
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
-use std::sync::{Mutex, PoisonError};
 
+use melon_alloc_core::ChunkSource;
 use melon_alloc_heap::{ChildPool, HeapPool, Pool};
 use melon_alloc_shm::ShmPool;
 
@@ -12,17 +28,27 @@ use crate::shared::{self, ShmChunks};
 
 /// The pool behind an `mln_alloc_t *`: C sees it only through pointers.
 ///
-/// Handles are boxed and never move, so a child can keep a reference to its parent's pool:
-/// the `'static` of a child's borrow stands for "until the parent is destroyed", and destroying
-/// a parent destroys its children first.
+/// Handles are allocated once and never move, so a child can keep a reference to its parent's
+/// pool: the `'static` of a child's borrow stands for "until the parent is destroyed", and
+/// destroying a parent destroys its children first.
 pub struct MlnAlloc {
     kind: Kind,
     /// The pool this one was made from; `None` for a root.
     parent: Option<NonNull<MlnAlloc>>,
-    /// The pools made from this one and not destroyed yet.
-    children: Mutex<Vec<NonNull<MlnAlloc>>>,
+    /// The root of this pool's tree; `None` for a root.
+    root: Option<NonNull<MlnAlloc>>,
     /// The shared pool whose mapping holds this pool's chunks, if any.
     shared_root: Option<NonNull<ShmPool>>,
+    /// Where this pool sits in its tree; see the module's docs for who may touch it.
+    links: UnsafeCell<Links>,
+}
+
+/// A handle's place in its tree.
+#[derive(Clone, Copy, Default)]
+struct Links {
+    first_child: Option<NonNull<MlnAlloc>>,
+    prev: Option<NonNull<MlnAlloc>>,
+    next: Option<NonNull<MlnAlloc>>,
 }
 
 /// Which kind of pool a handle is.
@@ -31,9 +57,10 @@ pub(crate) enum Kind {
     Heap(HeapPool),
     /// A heap pool whose chunks come from its parent, a heap or a shared pool.
     Child(ChildPool<'static>),
-    /// A shared-memory pool; boxed so that its address, which the table of shared pools records,
-    /// stays put.
-    Shared(Box<ShmPool>),
+    /// A shared-memory pool, allocated apart (with [`Uninit`]) so that its address, which the
+    /// table of shared pools and the children's chunk sources record, stays put. Every pointer to
+    /// it derives from this one; [`destroy`] frees it.
+    Shared(NonNull<ShmPool>),
 }
 
 impl core::fmt::Debug for MlnAlloc {
@@ -61,75 +88,193 @@ impl MlnAlloc {
         }
     }
 
-    /// Boxes a handle and gives up the box: the pointer is what C holds.
-    fn into_raw(self) -> NonNull<MlnAlloc> {
-        NonNull::from(Box::leak(Box::new(self)))
+    /// The shared pool of a shared handle.
+    pub(crate) fn shm(&self) -> Option<&ShmPool> {
+        match self.kind {
+            // SAFETY: the shared pool lives until its handle is destroyed, and `self` is alive.
+            Kind::Shared(shm) => Some(unsafe { shm.as_ref() }),
+            _ => None,
+        }
+    }
+
+    /// The pool this one was made from.
+    pub(crate) fn parent(&self) -> Option<NonNull<MlnAlloc>> {
+        self.parent
+    }
+
+    /// The root of this pool's tree: the pool itself for a root.
+    pub(crate) fn tree_root(&self) -> NonNull<MlnAlloc> {
+        self.root.unwrap_or(NonNull::from(self))
+    }
+
+    /// The shared pool at the root of this pool's tree, if any.
+    pub(crate) fn shared_root(&self) -> Option<NonNull<ShmPool>> {
+        self.shared_root
+    }
+
+    /// A copy of this handle's links; `access` is to this handle's tree.
+    fn links(&self, _access: &TreeAccess) -> Links {
+        // SAFETY: while `access` lives, no write to the tree's links runs elsewhere.
+        unsafe { *self.links.get() }
+    }
+
+    /// Changes this handle's links; `access` is to this handle's tree.
+    fn update_links(&self, _access: &TreeAccess, change: impl FnOnce(&mut Links)) {
+        // SAFETY: while `access` lives, nothing else writes the tree's links, and since this
+        // access writes them, nothing else reads them either.
+        change(unsafe { &mut *self.links.get() });
     }
 }
 
-/// A root heap pool, with `limit` bytes at most (`None`: no limit).
-pub(crate) fn new_heap(limit: Option<usize>) -> NonNull<MlnAlloc> {
+/// The right to read and write the links of one tree, for as long as it lives: the table held
+/// for writing for a tree with a shared root, or, for a tree without one, the header's promise
+/// that this thread alone uses the tree (see the module's docs).
+pub(crate) struct TreeAccess<'a>(PhantomData<&'a ()>);
+
+impl TreeAccess<'_> {
+    /// # Safety
+    /// While the access lives, for the tree it is used on:
+    /// - no other thread writes the links, nor reads them if this access writes them;
+    /// - the handles linked into the tree stay alive.
+    pub(crate) unsafe fn new() -> Self {
+        Self(PhantomData)
+    }
+
+    /// The handle behind a pointer read from the tree's links (or the tree's own handles).
+    fn get(&self, handle: NonNull<MlnAlloc>) -> &MlnAlloc {
+        // SAFETY: handles linked into the tree stay alive while the access lives.
+        unsafe { handle.as_ref() }
+    }
+}
+
+/// Memory for one `T` from the global allocator, not yet holding a value; freed on drop unless
+/// [`init`](Uninit::init) filled it. This is `Box::try_new`, which is not stable: running out of
+/// memory becomes a `None` instead of an abort.
+struct Uninit<T>(NonNull<T>, PhantomData<T>);
+
+impl<T> Uninit<T> {
+    const LAYOUT: Layout = {
+        assert!(size_of::<T>() != 0, "a handle or a pool is never zero-sized");
+        Layout::new::<T>()
+    };
+
+    fn new() -> Option<Self> {
+        // SAFETY: the layout is not zero-sized (checked when `LAYOUT` is evaluated).
+        let memory = unsafe { std::alloc::alloc(Self::LAYOUT) };
+        NonNull::new(memory.cast()).map(|memory| Self(memory, PhantomData))
+    }
+
+    /// Moves `value` in; the memory can then be owned through `Box::from_raw`, having come from
+    /// the global allocator with `T`'s layout.
+    fn init(self, value: T) -> NonNull<T> {
+        let memory = self.0;
+        core::mem::forget(self);
+        // SAFETY: the memory is allocated for a `T`, aligned, and holds nothing yet.
+        unsafe { memory.as_ptr().write(value) };
+        memory
+    }
+}
+
+impl<T> Drop for Uninit<T> {
+    fn drop(&mut self) {
+        // SAFETY: the memory came from `alloc` with this layout, and holds no value to drop.
+        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), Self::LAYOUT) };
+    }
+}
+
+/// A root heap pool, with `limit` bytes at most (`None`: no limit). `None` when there is no
+/// memory for the handle.
+pub(crate) fn new_heap(limit: Option<usize>) -> Option<NonNull<MlnAlloc>> {
+    let handle = Uninit::<MlnAlloc>::new()?;
     let pool = match limit {
         Some(limit) => HeapPool::with_limit(limit),
         None => HeapPool::new(),
     };
-    MlnAlloc {
+    Some(handle.init(MlnAlloc {
         kind: Kind::Heap(pool),
         parent: None,
-        children: Mutex::new(Vec::new()),
+        root: None,
         shared_root: None,
-    }
-    .into_raw()
+        links: UnsafeCell::new(Links::default()),
+    }))
 }
 
-/// A shared pool, entered in the table of shared pools.
-pub(crate) fn new_shared(pool: ShmPool) -> NonNull<MlnAlloc> {
-    let pool = Box::new(pool);
-    let shm = NonNull::from(&*pool);
-    let handle = MlnAlloc {
-        kind: Kind::Shared(pool),
+/// A shared pool made by `make`, entered in the table of shared pools. `None` when `make` fails
+/// or there is no memory for the handle or the table.
+pub(crate) fn new_shared(make: impl FnOnce() -> Option<ShmPool>) -> Option<NonNull<MlnAlloc>> {
+    crate::fork::install();
+    let handle = Uninit::<MlnAlloc>::new()?;
+    let place = Uninit::<ShmPool>::new()?;
+    let made = {
+        let _making = shared::lifecycle();
+        make()
+    };
+    let shm = place.init(made?);
+    let handle = handle.init(MlnAlloc {
+        kind: Kind::Shared(shm),
         parent: None,
-        children: Mutex::new(Vec::new()),
+        root: None,
         shared_root: Some(shm),
+        links: UnsafeCell::new(Links::default()),
+    });
+    // SAFETY: the pool and its handle live until the handle is destroyed, which unregisters
+    // the pool first.
+    if unsafe { shared::register(shm, handle) } {
+        Some(handle)
+    } else {
+        // No memory for the table's entry: undo.
+        // SAFETY: the handle was made above and nothing else knows of it.
+        unsafe { destroy_one(handle) };
+        None
     }
-    .into_raw();
-    // SAFETY: the pool lives in its box until the handle is destroyed, which unregisters it
-    // first.
-    unsafe { shared::register(shm) };
-    handle
 }
 
-/// A heap pool whose chunks come from `parent`, with `limit` bytes at most.
+/// A heap pool whose chunks come from `parent`, with `limit` bytes at most. `None` when there is
+/// no memory for it.
 ///
 /// # Safety
-/// `parent` is a live handle, and stays alive until the new pool is destroyed: destroying it
-/// destroys the new pool first.
+/// - `parent` is a live handle, and stays alive until the new pool is destroyed: destroying it
+///   destroys the new pool first.
+/// - No other thread uses `parent` or its heap ancestors meanwhile (the header's contract).
 pub(crate) unsafe fn new_child(
     parent: NonNull<MlnAlloc>,
     limit: Option<usize>,
-) -> NonNull<MlnAlloc> {
+) -> Option<NonNull<MlnAlloc>> {
     // SAFETY: the caller promises a live handle. The reference is unbounded: it stands for
     // "until the parent is destroyed", which `destroy` makes outlast the child.
     let parent_ref: &'static MlnAlloc = unsafe { parent.as_ref() };
+    let handle = Uninit::<MlnAlloc>::new()?;
     let pool = match &parent_ref.kind {
         Kind::Heap(pool) => child_of(pool, limit),
         Kind::Child(pool) => child_of(pool, limit),
-        Kind::Shared(shm) => ChildPool::with_source(Box::new(ShmChunks::new(shm)), limit),
+        &Kind::Shared(shm) => {
+            // SAFETY: the shared pool lives until its handle is destroyed, which destroys this
+            // child first.
+            let shm: &'static ShmPool = unsafe { shm.as_ref() };
+            let source = Uninit::<ShmChunks>::new()?.init(ShmChunks::new(shm));
+            // SAFETY: `Uninit::init` made the memory a `ShmChunks` allocated as a `Box` would.
+            let source: Box<dyn ChunkSource> = unsafe { Box::from_raw(source.as_ptr()) };
+            ChildPool::with_source(source, limit)
+        }
     };
-    let heap_pool = NonNull::from(&*pool);
-    let shared_root = parent_ref.shared_root;
-    let handle = MlnAlloc {
+    let handle = handle.init(MlnAlloc {
         kind: Kind::Child(pool),
         parent: Some(parent),
-        children: Mutex::new(Vec::new()),
-        shared_root,
+        root: Some(parent_ref.tree_root()),
+        shared_root: parent_ref.shared_root,
+        links: UnsafeCell::new(Links::default()),
+    });
+    let _table = parent_ref.shared_root.map(|_| shared::table_mut());
+    // SAFETY: the table is held for a tree with a shared root, and otherwise the caller promises
+    // that this thread alone uses the tree; its handles live while the parent does.
+    let access = unsafe { TreeAccess::new() };
+    let old_first = parent_ref.links(&access).first_child;
+    access.get(handle).update_links(&access, |links| links.next = old_first);
+    if let Some(old_first) = old_first {
+        access.get(old_first).update_links(&access, |links| links.prev = Some(handle));
     }
-    .into_raw();
-    parent_ref.children.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
-    if let Some(shm) = shared_root {
-        shared::add_pool(shm, heap_pool);
-    }
-    handle
+    parent_ref.update_links(&access, |links| links.first_child = Some(handle));
+    Some(handle)
 }
 
 /// A child of a heap pool, with `limit` bytes at most.
@@ -141,44 +286,129 @@ fn child_of(pool: &'static Pool, limit: Option<usize>) -> ChildPool<'static> {
 }
 
 /// Destroys `handle` and every pool made from it, deepest first, so that each pool gives its
-/// chunks back to a parent that still exists.
+/// chunks back to a parent that still exists. `last` is told when the last pool, `handle`
+/// itself, is about to go: a panic from then on leaves no handle of the tree below `handle`.
 ///
 /// # Safety
 /// - `handle` is a live handle.
 /// - Nothing uses it, or any pool made from it, afterwards; no operation on any of them is in
-///   progress.
-pub(crate) unsafe fn destroy(handle: NonNull<MlnAlloc>) {
+///   progress; no other thread uses its heap ancestors meanwhile.
+pub(crate) unsafe fn destroy(handle: NonNull<MlnAlloc>, last: impl FnOnce()) {
     // SAFETY: the caller promises a live handle.
-    if let Some(parent) = unsafe { handle.as_ref() }.parent {
-        // SAFETY: a live handle's parent is live: destroying the parent would have destroyed it.
-        let parent = unsafe { parent.as_ref() };
-        parent.children.lock().unwrap_or_else(PoisonError::into_inner).retain(|&c| c != handle);
-    }
-    // Every pool of the tree, parents before children; walked with a list rather than recursion,
-    // so that a deep cascade cannot overflow the stack.
-    let mut order = Vec::new();
-    let mut pending = vec![handle];
-    while let Some(next) = pending.pop() {
-        order.push(next);
-        // SAFETY: `handle` and its descendants are live until destroyed below.
-        let children = unsafe { next.as_ref() }.children.lock();
-        pending.extend(core::mem::take(&mut *children.unwrap_or_else(PoisonError::into_inner)));
-    }
-    for next in order.into_iter().rev() {
-        // SAFETY: every pool made from `next` was destroyed before it (they follow it in
-        // `order`), so nothing refers to it any more; the pointer came from `into_raw`.
-        let pool = unsafe { Box::from_raw(next.as_ptr()) };
-        match (&pool.kind, pool.shared_root) {
-            (Kind::Shared(shm), _) => shared::unregister(NonNull::from(&**shm)),
-            (Kind::Child(child), Some(shm)) => shared::remove_pool(shm, NonNull::from(&**child)),
-            _ => {}
+    let handle_ref = unsafe { handle.as_ref() };
+    let (shared_root, was_shared) =
+        (handle_ref.shared_root, matches!(handle_ref.kind, Kind::Shared(_)));
+    let mut last = Some(last);
+    let mut node = handle;
+    // A walk without a stack or a list, so that a deep cascade can neither overflow the stack
+    // nor need memory: go down to a leaf, destroy it, go up to its parent, and again. Each
+    // handle is gone down to and come up from once.
+    loop {
+        let leaf = {
+            let _table = shared_root.map(|_| shared::table_mut());
+            // SAFETY: the table is held for a tree with a shared root; otherwise this thread
+            // alone uses the tree, by the caller's promise. No handle of it is destroyed while
+            // the access lives.
+            unlink_leaf_under(&unsafe { TreeAccess::new() }, node)
+        };
+        // SAFETY: a live handle of the tree, until destroyed below.
+        let parent = unsafe { leaf.as_ref() }.parent;
+        let done = leaf == handle;
+        if done {
+            if let Some(last) = last.take() {
+                last();
+            }
         }
-        drop(pool);
+        // SAFETY: the leaf has no children left and is out of the tree, so nothing refers to
+        // it any more.
+        unsafe { destroy_one(leaf) };
+        match parent {
+            Some(parent) if !done => node = parent,
+            _ => break,
+        }
+    }
+    if let (Some(shm), false) = (shared_root, was_shared) {
+        // The subtree's chunks are back; any whose return failed earlier go back now too.
+        // SAFETY: the shared pool outlives its children, among them the pools just destroyed.
+        shared::give_back_pending_locking(unsafe { shm.as_ref() });
+    }
+}
+
+/// Goes down from `node`, a handle of the tree, to a handle without children and takes it out
+/// of the tree.
+fn unlink_leaf_under(access: &TreeAccess, node: NonNull<MlnAlloc>) -> NonNull<MlnAlloc> {
+    let mut leaf = node;
+    while let Some(child) = access.get(leaf).links(access).first_child {
+        leaf = child;
+    }
+    let leaf_ref = access.get(leaf);
+    let links = leaf_ref.links(access);
+    if let Some(prev) = links.prev {
+        access.get(prev).update_links(access, |prev| prev.next = links.next);
+    } else if let Some(parent) = leaf_ref.parent {
+        access.get(parent).update_links(access, |parent| parent.first_child = links.next);
+    }
+    if let Some(next) = links.next {
+        access.get(next).update_links(access, |next| next.prev = links.prev);
+    }
+    leaf_ref.update_links(access, |links| *links = Links::default());
+    leaf
+}
+
+/// Destroys one handle that is out of its tree.
+///
+/// # Safety
+/// `handle` is a live handle without children, made by this module, to which nothing refers.
+unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
+    // SAFETY: the handle came from `Uninit::init`, which allocated it as a `Box` would.
+    let pool = unsafe { Box::from_raw(handle.as_ptr()) };
+    match (&pool.kind, pool.shared_root) {
+        (&Kind::Shared(shm), _) => {
+            // SAFETY: the pool lives until freed below.
+            let shm_ref = unsafe { shm.as_ref() };
+            // Chunks whose return failed go back before the pool goes: other processes may
+            // still use the mapping.
+            shared::give_back_pending_locking(shm_ref);
+            shared::unregister(shm);
+            drop(pool);
+            let _unmapping = shared::lifecycle();
+            // SAFETY: the pool came from `Uninit::init`; its handle, its table entry and its
+            // children are gone, so nothing refers to it any more.
+            drop(unsafe { Box::from_raw(shm.as_ptr()) });
+        }
+        _ => drop(pool),
+    }
+}
+
+/// Calls `f` on every pool of the tree below `root`, a handle of the tree, not on `root`
+/// itself, parents before children.
+pub(crate) fn for_each_descendant(
+    access: &TreeAccess,
+    root: NonNull<MlnAlloc>,
+    mut f: impl FnMut(&MlnAlloc),
+) {
+    let mut next = access.get(root).links(access).first_child;
+    while let Some(node) = next {
+        f(access.get(node));
+        next = access.get(node).links(access).first_child;
+        // No children: on to the next sibling of the nearest handle, up to `root`, that has one.
+        let mut up = node;
+        while next.is_none() && up != root {
+            next = access.get(up).links(access).next;
+            match access.get(up).parent {
+                Some(parent) if next.is_none() => up = parent,
+                _ => break,
+            }
+        }
     }
 }
 
 /// Runs `f` on a shared pool as a call whose caller holds its lock, as Melon expects of every
-/// call on the shared pool itself.
+/// call on the shared pool itself. Chunks whose return failed earlier are given back first,
+/// under that same lock.
 pub(crate) fn on_shared<R>(pool: &ShmPool, f: impl FnOnce(&ShmPool) -> R) -> R {
-    as_holder(|| f(pool))
+    as_holder(|| {
+        shared::give_back_pending_held(pool);
+        f(pool)
+    })
 }

@@ -185,6 +185,11 @@ fn shared_pool_across_fork() {
 }
 
 #[test]
+fn fork_while_other_threads_are_inside_the_library() {
+    run(&compile_c("fork_threads.c", &[]), &[], "fork_threads: ok\n");
+}
+
+#[test]
 fn random_churn() {
     run(&compile_c("churn.c", &[]), &[], "churn: ok\n");
 }

@@ -88,6 +88,37 @@ static void move_up(mln_alloc_t *root)
     }
 }
 
+/* The bytes a root like heap_cascade's can still take after the same calls on the root itself
+ * as heap_cascade makes, without any child: what the root keeps for reuse depends on those
+ * calls alone, since its children's chunks go back to the system through it. */
+static mln_size_t root_alone(void)
+{
+    static void *own[PER_LEVEL], *moved[PER_LEVEL];
+    mln_alloc_t *root = mln_alloc_init(NULL, 64 << 20);
+    mln_size_t available;
+    int i;
+    CHECK(root != NULL);
+    for (i = 0; i < PER_LEVEL; i++) {
+        own[i] = mln_alloc_m(root, size_of(0, i));
+        CHECK(own[i] != NULL);
+    }
+    for (i = 0; i < PER_LEVEL; i += 2) {
+        mln_alloc_free(own[i]);
+        own[i] = NULL;
+    }
+    for (i = 1; i < PER_LEVEL; i += 2) {
+        moved[i] = mln_alloc_m(root, size_of(DEPTH - 1, i) + 16);
+        CHECK(moved[i] != NULL);
+    }
+    for (i = 0; i < PER_LEVEL; i++) {
+        mln_alloc_free(own[i]);
+        mln_alloc_free(moved[i]);
+    }
+    available = mln_alloc_available_capacity(root);
+    mln_alloc_destroy(root);
+    return available;
+}
+
 static void heap_cascade(void)
 {
     mln_alloc_t *levels[DEPTH];
@@ -129,8 +160,10 @@ static void heap_cascade(void)
         mln_alloc_free(blocks[3][level]);
     }
     memset(blocks, 0, sizeof blocks);
-    /* The root holds only the chunks it keeps for reuse. */
-    CHECK(mln_alloc_available_capacity(levels[0]) <= root_before);
+    /* The root holds only the chunks it keeps for reuse: exactly what a root that made the same
+     * calls without children keeps, so every chunk of the levels below came back. */
+    CHECK(mln_alloc_available_capacity(levels[0]) == root_alone());
+    CHECK(root_alone() < root_before);
     mln_alloc_destroy(levels[0]);
 }
 

@@ -38,9 +38,14 @@ int main()
     if (text == NULL || std::strcmp(text, "c++") != 0) return 1;
     mln_alloc_free(text);
 
+    // Calls on the shared pool itself run with its lock held, as the header requires; the
+    // library calls no callback then.
+    if (lock(&depth) != 0) return 1;
     void *block = mln_alloc_m(shm, 100);
     if (block == NULL || mln_alloc_available_capacity(shm) >= (1 << 20)) return 1;
     mln_alloc_free(block);
+    if (depth != 1) return 1;
+    if (unlock_cb(&depth) != 0) return 1;
     if (mln_alloc_available_capacity(root) != M_ALLOC_INFINITE_SIZE) return 1;
     if (depth != 0) return 1;
 

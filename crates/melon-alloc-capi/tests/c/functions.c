@@ -176,7 +176,7 @@ static void shared_pool_with_callbacks(void)
     struct counting_lock l = {0, 0, 0, 0};
     mln_alloc_t *shm = mln_alloc_shm_init(4 << 20, &l, count_lock, count_unlock);
     mln_alloc_t *child;
-    mln_size_t initial;
+    mln_size_t initial, before;
     char *a, *b, *c, *moved;
     CHECK(shm != NULL);
 
@@ -193,8 +193,15 @@ static void shared_pool_with_callbacks(void)
     CHECK(a != NULL && holds(a, 100, 4));
     CHECK(mln_alloc_available_capacity(shm) < initial);
     mln_alloc_free(b);
-    /* A double free of a shared block is detected and ignored. */
+    /* A double free of a shared block is detected and ignored: nothing changes. */
+    before = mln_alloc_available_capacity(shm);
     mln_alloc_free(b);
+    CHECK(mln_alloc_available_capacity(shm) == before);
+    c = (char *)mln_alloc_m(shm, 3000);
+    CHECK(c != NULL && c != a);
+    CHECK(mln_alloc_available_capacity(shm) < before);
+    mln_alloc_free(c);
+    CHECK(mln_alloc_available_capacity(shm) == before);
     release(&l);
     CHECK(l.locks == 1 && l.unlocks == 1);
 
@@ -261,6 +268,81 @@ static void shared_pool_with_callbacks(void)
     mln_alloc_destroy(shm);
 }
 
+/* A chunk whose return fails because the lock fails is given back the next time the lock is
+ * held: by a call on the shared pool itself, by destroying a child pool, by destroying the
+ * shared pool, or by a child taking a chunk. */
+static void shared_pool_failed_return(void)
+{
+    struct counting_lock l = {0, 0, 0, 0};
+    mln_alloc_t *shm = mln_alloc_shm_init(4 << 20, &l, count_lock, count_unlock);
+    mln_alloc_t *child, *other;
+    mln_size_t initial;
+    int locks;
+    void *big;
+    CHECK(shm != NULL);
+    hold(&l);
+    initial = mln_alloc_available_capacity(shm);
+    release(&l);
+
+    /* A large block has a chunk of its own, which goes back when the block is freed. */
+    child = mln_alloc_init(shm, 0);
+    CHECK(child != NULL);
+    big = mln_alloc_m(child, 50000);
+    CHECK(big != NULL);
+    hold(&l);
+    CHECK(mln_alloc_available_capacity(shm) < initial);
+    release(&l);
+    l.fail = 1;
+    mln_alloc_free(big);
+    l.fail = 0;
+    CHECK(!l.held);
+    /* The next call on the shared pool, under the caller's lock, gives it back. */
+    hold(&l);
+    CHECK(mln_alloc_available_capacity(shm) == initial);
+    release(&l);
+
+    /* Destroying a child that holds no chunk gives it back, under the callbacks. */
+    big = mln_alloc_m(child, 50000);
+    CHECK(big != NULL);
+    l.fail = 1;
+    mln_alloc_free(big);
+    l.fail = 0;
+    locks = l.locks;
+    mln_alloc_destroy(child);
+    CHECK(l.locks == locks + 1 && !l.held);
+    hold(&l);
+    CHECK(mln_alloc_available_capacity(shm) == initial);
+    release(&l);
+
+    /* Another child taking a chunk gives it back. */
+    child = mln_alloc_init(shm, 0);
+    other = mln_alloc_init(shm, 0);
+    CHECK(child != NULL && other != NULL);
+    big = mln_alloc_m(child, 50000);
+    CHECK(big != NULL);
+    l.fail = 1;
+    mln_alloc_free(big);
+    l.fail = 0;
+    big = mln_alloc_m(other, 64);
+    CHECK(big != NULL);
+    mln_alloc_free(big);
+    mln_alloc_destroy(other);
+    hold(&l);
+    CHECK(mln_alloc_available_capacity(shm) == initial);
+    release(&l);
+
+    /* Destroying the shared pool gives a pending chunk back before it goes: other processes
+     * may still use the mapping. */
+    big = mln_alloc_m(child, 50000);
+    CHECK(big != NULL);
+    l.fail = 1;
+    mln_alloc_free(big);
+    l.fail = 0;
+    locks = l.locks;
+    mln_alloc_destroy(shm);
+    CHECK(l.locks == locks + 1 && !l.held && l.locks == l.unlocks);
+}
+
 static void shared_pool_with_its_own_lock(void)
 {
     mln_alloc_t *shm = mln_alloc_shm_init(1 << 20, NULL, NULL, NULL);
@@ -306,6 +388,7 @@ int main(void)
     null_arguments();
     limited_pool();
     shared_pool_with_callbacks();
+    shared_pool_failed_return();
     shared_pool_with_its_own_lock();
     shared_pool_refusals();
     printf("functions: ok\n");

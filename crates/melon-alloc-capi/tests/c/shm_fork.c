@@ -16,6 +16,7 @@
 #define CHILDREN 4
 #define PER_CHILD 200
 #define OWN_BLOCKS 2000
+#define FRESH 600
 
 struct shared {
     pthread_mutex_t mutex;
@@ -28,6 +29,7 @@ struct shared {
  * them to the parent, still reaches them then (memcheck would call them leaked otherwise). */
 static mln_alloc_t *shm, *before_fork;
 static char *parents;
+static void *fresh[FRESH];
 
 /* Lock calls made by this process, and whether its next lock calls should fail. */
 static int locks_here;
@@ -102,6 +104,11 @@ static void child_main(struct shared *sh, int me)
     /* A pool made before the fork belongs to the parent: its copy here hands out nothing. */
     CHECK(mln_alloc_m(before_fork, 64) == NULL);
     CHECK(mln_alloc_m(before_fork, 50000) == NULL);
+    /* Its block stays the parent's: freeing it here, or destroying the copy of its pool,
+     * changes nothing that the parent sees (the parent checks). */
+    mln_alloc_free(parents);
+    CHECK(holds(parents, 64, 4242));
+    mln_alloc_destroy(before_fork);
 
     /* A heap pool of this process over the shared pool, which locks for itself. */
     own = mln_alloc_init(shm, 0);
@@ -192,7 +199,14 @@ int main(void)
         }
     }
 
-    /* The parent's pool still works, and its block is intact. */
+    /* The parent's pool still works, and its block is intact and still in use: the children's
+     * frees of it did not put it back on a free list, so the pool does not hand it out. */
+    CHECK(holds(parents, 64, 4242));
+    for (i = 0; i < FRESH; i++) {
+        fresh[i] = mln_alloc_m(before_fork, 64);
+        CHECK(fresh[i] != NULL && fresh[i] != parents);
+    }
+    for (i = 0; i < FRESH; i++) mln_alloc_free(fresh[i]);
     CHECK(holds(parents, 64, 4242));
     mln_alloc_free(parents);
     parents = (char *)mln_alloc_m(before_fork, 64);

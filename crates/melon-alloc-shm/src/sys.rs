@@ -234,6 +234,11 @@ extern "C" {
         parent: Option<unsafe extern "C" fn()>,
         child: Option<unsafe extern "C" fn()>,
     ) -> core::ffi::c_int;
+    /// POSIX `pthread_once`; `pthread_once_t` is an `int` in glibc and musl.
+    fn pthread_once(
+        control: *mut core::ffi::c_int,
+        routine: unsafe extern "C" fn(),
+    ) -> core::ffi::c_int;
 }
 
 unsafe extern "C" fn after_fork_in_child() {
@@ -241,14 +246,29 @@ unsafe extern "C" fn after_fork_in_child() {
     crate::children::abandon_all_in_child();
 }
 
+/// `PTHREAD_ONCE_INIT`, in memory that `pthread_once` may write from any thread.
+struct OnceControl(core::cell::UnsafeCell<core::ffi::c_int>);
+
+// SAFETY: only `pthread_once` touches the value, and it synchronizes its own accesses.
+unsafe impl Sync for OnceControl {}
+
+static REGISTER: OnceControl = OnceControl(core::cell::UnsafeCell::new(0));
+
+/// Registers the fork handler, once per process. Unlike `std::sync::Once`, glibc's
+/// `pthread_once` does not leave a process forked while another thread was registering waiting
+/// forever for that thread, which does not exist there; it runs the registration again instead,
+/// and a handler registered twice only bumps the generation twice and abandons copies that are
+/// already abandoned.
 fn register_fork_handler() {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
+    unsafe extern "C" fn register() {
         // SAFETY: the handler bumps an atomic and resets the bookkeeping of this process's child
         // pools, touching only memory of this process and taking no lock, as a handler run in
         // the child of a fork must.
         unsafe { pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    }
+    // SAFETY: `REGISTER` is a `pthread_once_t` set to `PTHREAD_ONCE_INIT` (0) and used with
+    // `pthread_once` alone; `register` lives as long as the program.
+    unsafe { pthread_once(REGISTER.0.get(), register) };
 }
 
 /// The calling thread's and process's ids, cached per thread: asking the kernel costs a system

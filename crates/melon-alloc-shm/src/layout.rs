@@ -52,7 +52,7 @@ pub(crate) const PAGE: usize = 4096;
 /// Identifies a melon-alloc shared pool.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// The layout version; a pool of another version is refused.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The smallest capacity: one page of header and fifteen of data.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -127,19 +127,28 @@ pub(crate) struct Header {
     pub(crate) page_count: u32,
     pub(crate) first_data_page: u32,
     pub(crate) lock_kind: u32,
-    /// The built-in lock: 0 when free, else the owner's thread id, with [`WAITERS`] set when
-    /// someone may be asleep on it.
-    pub(crate) lock: AtomicU32,
+    pub(crate) _pad_lock_kind: u32,
     /// Times a process took the lock over from a dead owner.
     pub(crate) takeovers: AtomicU64,
     /// Operations found half done after their process died, and undone.
     pub(crate) undone: AtomicU64,
+    /// The built-in lock, in a cache line of its own.
+    pub(crate) lock: LockWord,
     /// Entries in use in `log`; non-zero only while an operation is changing the state.
     pub(crate) log_len: AtomicU32,
     pub(crate) _pad: u32,
     pub(crate) log: [LogEntry; LOG_CAP],
     pub(crate) state: State,
 }
+
+/// The built-in lock's word: 0 when free, else the owner's thread id, with [`WAITERS`] set when
+/// someone may be asleep on it. It has its cache line to itself: processes waiting for the lock
+/// read the line over and over, and were the holder's own writes (the undo log's length, say) in
+/// it, every one of them would first have to pull the line back from a waiter.
+#[repr(C, align(64))]
+pub(crate) struct LockWord(pub(crate) AtomicU32);
+
+static_assertions::const_assert_eq!(core::mem::size_of::<LockWord>(), 64);
 
 /// The bit of the lock word that says a waiter may be asleep.
 pub(crate) const WAITERS: u32 = 1 << 31;

@@ -36,7 +36,10 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(20);
 /// How many times a waiter looks at the lock word, pausing in between, before it sleeps: a holder
 /// keeps the lock for well under a microsecond, and this spin of a few microseconds is far
 /// cheaper than a sleep and a wake-up through the kernel.
-const SPINS: u32 = 100;
+const SPINS: u32 = 16;
+
+/// The longest pause between two looks while spinning: 2^6 pause instructions.
+const SPIN_BACKOFF_MAX: u32 = 6;
 
 /// What the built-in lock asks of the operating system. [`sys::Os`] makes the real calls; the
 /// loom models put a modelled thread behind it instead, whose death the model decides. The lock
@@ -127,8 +130,13 @@ fn lock_contended<O: LockOs>(
 ) -> Result<(), ShmError> {
     // Loom explores every interleaving; the spin would only multiply them.
     if !cfg!(melon_loom) {
-        for _ in 0..SPINS {
-            core::hint::spin_loop();
+        for round in 0..SPINS {
+            // Each look at the word pulls its cache line away from the holder, who writes it
+            // again to unlock and may be about to take it again: looking less often as the wait
+            // grows lets a busy holder run several operations in a row on warm lines.
+            for _ in 0..1u32 << round.min(SPIN_BACKOFF_MAX) {
+                core::hint::spin_loop();
+            }
             // Taken without the waiters bit, as on the fast path: whoever sleeps on the word
             // sets the bit again when it wakes and finds the lock held.
             if word.load(Ordering::Relaxed) == 0 && try_take(word, me) {

@@ -12,8 +12,8 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::{Condvar, Mutex};
 
 use crate::layout::{
-    Header, LogEntry, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE, PAGE, VERSION,
-    WAITERS,
+    Header, LockWord, LogEntry, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE, PAGE,
+    VERSION, WAITERS,
 };
 use crate::lock::{lock_builtin_with, unlock_builtin_with, LockOs};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -66,9 +66,10 @@ impl Shm {
             page_count: 0,
             first_data_page: 0,
             lock_kind: LOCK_BUILTIN,
-            lock: AtomicU32::new(0),
+            _pad_lock_kind: 0,
             takeovers: AtomicU64::new(0),
             undone: AtomicU64::new(0),
+            lock: LockWord(AtomicU32::new(0)),
             log_len: AtomicU32::new(0),
             _pad: 0,
             log: core::array::from_fn(|_| LogEntry { key: 0, old: 0 }),
@@ -93,7 +94,7 @@ impl Shm {
     fn lock_word(&self) -> &AtomicU32 {
         // SAFETY: the header lives as long as `self`, and the lock word is only ever used
         // through shared references.
-        unsafe { &*addr_of!((*self.header.as_ptr()).lock) }
+        unsafe { &*addr_of!((*self.header.as_ptr()).lock.0) }
     }
 
     fn takeover_count(&self) -> &AtomicU64 {

@@ -69,7 +69,7 @@ impl Shared {
     pub(crate) fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header();
         match &self.lock {
-            None => lock_builtin(&header.lock, &header.takeovers)?,
+            None => lock_builtin(&header.lock.0, &header.takeovers)?,
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
         // Both are rare; one test each keeps the common path short.
@@ -106,7 +106,7 @@ impl Shared {
     fn unlock(&self) -> Result<(), ShmError> {
         match &self.lock {
             None => {
-                unlock_builtin(&self.header().lock);
+                unlock_builtin(&self.header().lock.0);
                 Ok(())
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),

@@ -221,18 +221,18 @@ pub(super) fn hammer_results(
     }
 
     // The CPU time per operation of the locked variant is the figure that shows whether the
-    // machine was busy: alone, a process pays only for the pool; with company, the futex sleeps
-    // and wake-ups, and the cache line of the lock moving between cores, are paid too.
+    // machine was busy: alone, a process pays only for the pool; with company, the waiter's spin,
+    // the futex sleeps and wake-ups, and the pool's cache lines moving between cores are paid too.
     let (alone, crowded) = (hammer.cpu("shm", 1), hammer.cpu("shm", 2));
     if let (Some(alone), Some(crowded)) = (alone, crowded) {
         if crowded > 2.0 * alone {
             let _ = writeln!(
                 page,
                 "\nIn this run `shm` used {crowded:.0} ns of CPU per operation at 2 processes, \
-                 {:.1} times its {alone:.0} ns alone: the futex sleeps and wake-ups and the lock's \
-                 cache line moving between cores, which grow when other work holds the cores \
-                 and preempts the holder of the lock (the load average went from {} to {} over \
-                 the run). Figures at 2 processes and more depend on how busy the machine was as \
+                 {:.1} times its {alone:.0} ns alone: the waiting process's spin, futex sleeps \
+                 and wake-ups, and the pool's cache lines moving between cores, which grow when \
+                 other work holds the cores and preempts the holder of the lock (the load \
+                 average went from {} to {} over the run). Figures at 2 processes and more depend on how busy the machine was as \
                  much as on the pool; the spread of the three runs shows by how much.",
                 crowded / alone,
                 facts.get("load_start"),

@@ -1,5 +1,5 @@
-//! `cargo xtask miri`: the core and heap test suites under Miri, with strict provenance, on the
-//! nightly toolchain.
+//! `cargo xtask miri`: the core and heap test suites, and the shared pool's allocator over an
+//! ordinary buffer, under Miri with strict provenance, on the nightly toolchain.
 
 use crate::{root, run};
 
@@ -24,7 +24,13 @@ pub(crate) fn run_task() -> Result<(), String> {
     for target in HEAP_TARGETS {
         heap.args(["--test", target]);
     }
-    run(heap)
+    run(heap)?;
+
+    // The shared pool's mapping, lock and processes are system calls Miri cannot make; its
+    // allocator, undo log and recovery run over a heap buffer in the `in_a_buffer` tests.
+    let mut shm = miri();
+    shm.args(["-p", "melon-alloc-shm", "--lib", "--", "in_a_buffer"]);
+    run(shm)
 }
 
 /// `cargo +nightly miri test` from the workspace root, with strict provenance.

@@ -264,7 +264,9 @@ impl Arena {
     }
 
     /// Sets a slab's free-list head and live count with one logged write: the two words are
-    /// side by side in the descriptor, in one aligned 64-bit word.
+    /// side by side in the descriptor, in one aligned 64-bit word. Every write to either goes
+    /// through here, so that the two are never written at another width: a store of 32 bits
+    /// over part of an earlier one of 64 is outside what the memory model defines for atomics.
     fn set_free_live(&self, tx: &mut Tx, slab: u32, free: u32, live: u32) {
         let desc = self.desc(slab);
         let mut bytes = [0; 8];
@@ -281,8 +283,7 @@ impl Arena {
         let slab = self.alloc_run(tx, pages, 1)?;
         set!(self, tx, slab, kind, kind::SLAB | (class as u32) << 8);
         set!(self, tx, slab, len, pages);
-        set!(self, tx, slab, free, NONE);
-        set!(self, tx, slab, live, 0);
+        self.set_free_live(tx, slab, NONE, 0);
         set!(self, tx, slab, carved, 0);
         for page in slab + 1..slab + pages {
             set!(self, tx, page, kind, kind::SLAB_PAGE);
@@ -902,6 +903,134 @@ pub(crate) struct Counters {
     pub(crate) bytes_in_use: u64,
     pub(crate) lent_pages: u64,
     pub(crate) data_pages: u32,
+}
+
+/// The arena over an ordinary zeroed buffer instead of a mapping: everything it does is
+/// arithmetic on offsets and reads and writes inside its memory, so Miri can check it
+/// (`cargo xtask miri` runs these tests).
+#[cfg(test)]
+mod in_a_buffer {
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::layout::LOCK_BUILTIN;
+
+    const CAPACITY: usize = 256 << 10;
+
+    /// A formatted pool in a heap buffer, freed on drop.
+    struct Buffer {
+        base: *mut u8,
+        arena: Arena,
+    }
+
+    impl Buffer {
+        fn new() -> Self {
+            let layout = Layout::from_size_align(CAPACITY, PAGE).unwrap();
+            // SAFETY: the layout has a non-zero size.
+            let base = unsafe { alloc_zeroed(layout) };
+            assert!(!base.is_null());
+            let geometry = Geometry::for_capacity(CAPACITY).unwrap();
+            // SAFETY: `base` is `CAPACITY` zeroed bytes, aligned to a page, used by nothing else;
+            // then formatted, and used by this thread alone (which stands for holding the lock).
+            let arena = unsafe {
+                Arena::format(base, geometry, LOCK_BUILTIN);
+                Arena::new(base)
+            };
+            Self { base, arena }
+        }
+    }
+
+    impl Drop for Buffer {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.base, Layout::from_size_align(CAPACITY, PAGE).unwrap()) };
+        }
+    }
+
+    /// A small xorshift generator: the same operations in every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, bound: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % bound as u64) as usize
+        }
+    }
+
+    #[test]
+    fn in_a_buffer_random_operations_keep_every_invariant() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        let mut rng = Rng(0x5eed_0001);
+        // Live blocks by offset, with the byte each was filled with and its length.
+        let mut live: BTreeMap<u64, (u8, usize)> = BTreeMap::new();
+        let steps = if cfg!(miri) { 300 } else { 3_000 };
+        for step in 0..steps {
+            if live.is_empty() || rng.below(3) > 0 && live.len() < 40 {
+                let size = match rng.below(10) {
+                    0..=6 => 1 + rng.below(512),
+                    7 | 8 => 512 + rng.below(MAX_SMALL),
+                    _ => MAX_SMALL + rng.below(5 * PAGE),
+                };
+                let align = [16, 16, 64, 4096][rng.below(4)];
+                let Some(offset) = arena.alloc(size, align) else { continue };
+                assert_eq!(offset % align as u64, 0);
+                let fill = step as u8;
+                // SAFETY: the block is `size` bytes inside the buffer and in use by no one else.
+                unsafe { pool.base.add(offset as usize).write_bytes(fill, size) };
+                assert!(live.insert(offset, (fill, size)).is_none(), "handed out twice");
+            } else {
+                let index = rng.below(live.len());
+                let (&offset, &(fill, size)) = live.iter().nth(index).unwrap();
+                // SAFETY: the block is `size` bytes inside the buffer, written above.
+                let bytes =
+                    unsafe { core::slice::from_raw_parts(pool.base.add(offset as usize), size) };
+                assert!(bytes.iter().all(|&byte| byte == fill), "block at {offset} overwritten");
+                if size > 1 {
+                    assert!(arena.free(offset + 1).is_err(), "an interior pointer is refused");
+                }
+                assert_eq!(arena.free(offset), Ok(()));
+                assert!(arena.free(offset).is_err(), "a double free is refused");
+                live.remove(&offset);
+            }
+            if step % 50 == 0 {
+                arena.check().unwrap();
+            }
+        }
+        for (offset, _) in core::mem::take(&mut live) {
+            assert_eq!(arena.free(offset), Ok(()));
+        }
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
+        assert!(arena.free(CAPACITY as u64 + 16).is_err(), "an offset past the end is refused");
+    }
+
+    #[test]
+    fn in_a_buffer_a_half_done_operation_is_undone() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let kept = arena.alloc(100, 16).unwrap();
+        let before = arena.free_bytes();
+        // An allocation that dies before its commit: its writes are logged, then undone.
+        // SAFETY: this thread alone uses the buffer, and the log is empty.
+        let mut tx = unsafe { Tx::begin(pool.base) };
+        let class = class_of(3000).unwrap();
+        let offset = arena.alloc_small(&mut tx, class).unwrap();
+        // The process dies here: `tx` is never committed.
+        assert!(arena.is_in_use(offset));
+        // SAFETY: as above; the "dead" operation left the log as it was.
+        assert!(unsafe { crate::tx::recover(pool.base) });
+        arena.recount_free_bytes();
+        assert!(!arena.is_in_use(offset));
+        assert_eq!(arena.free_bytes(), before);
+        arena.check().unwrap();
+        assert_eq!(arena.free(kept), Ok(()));
+        arena.check().unwrap();
+    }
 }
 
 #[cfg(test)]

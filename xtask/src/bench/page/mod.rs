@@ -283,7 +283,7 @@ struct Target {
     met: String,
 }
 
-/// The page with every prose line longer than [`WIDTH`] broken at spaces, as the hand-written
+/// The page with every prose line longer than 100 characters broken at spaces, as the hand-written
 /// pages of the repository are; list items continue indented by two spaces. Tables, headings
 /// and code blocks are left as they are.
 fn wrap(page: &str) -> String {

@@ -27,13 +27,23 @@ unsafe fn fill(block: NonNull<u8>, len: usize, byte: u8) {
     unsafe { bytes(block, len) }.fill(byte);
 }
 
-/// Whether all `len` bytes of a block are `byte`.
+/// The offsets of `len` bytes that checks read: all of them, or under Miri, which interprets
+/// every read, both ends and a sample of the middle.
+fn checked_offsets(len: usize) -> impl Iterator<Item = usize> {
+    let (ends, stride) = if cfg!(miri) { (16, 61) } else { (len, 1) };
+    let head = ends.min(len);
+    let tail = len.saturating_sub(ends).max(head);
+    (0..head).chain((head..tail).step_by(stride)).chain(tail..len)
+}
+
+/// Whether all `len` bytes of a block are `byte` (a sample of them under Miri).
 ///
 /// # Safety
 /// As for [`bytes`].
 unsafe fn all_are(block: NonNull<u8>, len: usize, byte: u8) -> bool {
     // SAFETY: forwarded from the caller.
-    unsafe { bytes(block, len) }.iter().all(|&b| b == byte)
+    let bytes = unsafe { bytes(block, len) };
+    checked_offsets(len).all(|offset| bytes[offset] == byte)
 }
 
 /// What a large block of `size` bytes at the minimum alignment is charged: its 64-byte chunk
@@ -53,13 +63,15 @@ fn fresh(limit: Option<usize>) -> Stats {
 fn alloc_aligns_to_16_and_zero_sizes_get_unique_blocks() {
     let pool = HeapPool::new();
     let mut blocks = Vec::new();
-    for size in (0..=600).chain([MAX_SMALL, MAX_SMALL + 1, 5000, 100_000]) {
+    // Under Miri, which interprets every allocation, a sample of the small sizes.
+    let (step, zeros) = if cfg!(miri) { (7, 20) } else { (1, 200) };
+    for size in (0..=600).step_by(step).chain([MAX_SMALL, MAX_SMALL + 1, 5000, 100_000]) {
         let block = pool.alloc(size).unwrap();
         assert_eq!(block.as_ptr() as usize % MIN_ALIGN, 0, "size {size}");
         blocks.push(block);
     }
     let mut zero = HashSet::new();
-    for _ in 0..200 {
+    for _ in 0..zeros {
         let block = pool.alloc(0).unwrap();
         assert_eq!(block.as_ptr() as usize % MIN_ALIGN, 0);
         // SAFETY: the block is in use and from `pool`.
@@ -82,7 +94,10 @@ fn alloc_aligns_to_16_and_zero_sizes_get_unique_blocks() {
 #[test]
 fn alloc_zeroed_is_zero_even_in_reused_dirty_blocks() {
     let pool = HeapPool::new();
-    for size in [1, 16, 17, 100, 256, 1000, MAX_SMALL] {
+    // Under Miri, only the sizes with few blocks to a chunk.
+    let sizes: &[usize] =
+        if cfg!(miri) { &[1000, MAX_SMALL] } else { &[1, 16, 17, 100, 256, 1000, MAX_SMALL] };
+    for &size in sizes {
         // Enough blocks for several chunks: once all are freed, the chunks that emptied go back
         // to the source and come back dirty, and the cached head is reused once its never-used
         // blocks run out.
@@ -124,8 +139,10 @@ fn alloc_layout_serves_every_alignment_up_to_half_a_chunk() {
     let pool = HeapPool::new();
     let sizes = [0, 1, 8, 16, 17, 100, 255, 1000, MAX_SMALL, MAX_SMALL + 1, 5000, 20_000, 70_000];
     let mut blocks = Vec::new();
-    let mut align = 1;
-    while align < CHUNK_SIZE {
+    let last = CHUNK_SIZE.trailing_zeros() - 1;
+    // Under Miri, a sample of the alignments: 1, 16, 256, 4096 and half a chunk.
+    let shifts = (0..=last).filter(|&shift| !cfg!(miri) || shift % 4 == 0 || shift == last);
+    for align in shifts.map(|shift| 1usize << shift) {
         for size in sizes {
             let layout = Layout::from_size_align(size, align).unwrap();
             let block = pool.alloc_layout(layout).unwrap();
@@ -137,7 +154,6 @@ fn alloc_layout_serves_every_alignment_up_to_half_a_chunk() {
             unsafe { fill(block, usable, align.trailing_zeros() as u8) };
             blocks.push((block, usable, align.trailing_zeros() as u8));
         }
-        align *= 2;
     }
     pool.check().unwrap();
     assert_eq!(pool.stats().live_blocks, blocks.len());
@@ -453,10 +469,12 @@ fn stats_report_exact_counts() {
 fn check_passes_on_fresh_busy_and_emptied_pools() {
     let pool = HeapPool::new();
     pool.check().unwrap();
-    let blocks: Vec<_> = (0..5000).map(|i| pool.alloc(i % 3000).unwrap()).collect();
+    // Under Miri, every `step`th block of the same spread of sizes.
+    let step = if cfg!(miri) { 50 } else { 1 };
+    let blocks: Vec<_> = (0..5000).step_by(step).map(|i| pool.alloc(i % 3000).unwrap()).collect();
     pool.check().unwrap();
     let child = pool.child_with_limit(4 << 20);
-    let in_child: Vec<_> = (0..500).map(|i| child.alloc(i * 7).unwrap()).collect();
+    let in_child: Vec<_> = (0..500).step_by(step).map(|i| child.alloc(i * 7).unwrap()).collect();
     pool.check().unwrap();
     child.check().unwrap();
     for (i, block) in blocks.into_iter().enumerate() {
@@ -494,10 +512,13 @@ fn trim_gives_back_cached_empty_chunks_only() {
     pool.check().unwrap();
 }
 
+/// How many small blocks [`fill_pool`] allocates; fewer under Miri still take several chunks.
+const FILL_BLOCKS: usize = if cfg!(miri) { 500 } else { 3000 };
+
 /// Allocates blocks of many classes, several chunks' worth of some, plus large blocks.
 fn fill_pool(pool: &Pool) -> Vec<NonNull<u8>> {
     let mut blocks = Vec::new();
-    for i in 0..3000 {
+    for i in 0..FILL_BLOCKS {
         blocks.push(pool.alloc(16 + (i % 7) * 48).unwrap());
     }
     for size in [10_000, 50_000] {
@@ -526,7 +547,8 @@ fn reset_frees_every_block_and_keeps_the_chunks() {
     pool.check().unwrap();
 
     // The kept chunks serve the same blocks again without taking any more memory.
-    let small_only: Vec<_> = (0..3000).map(|i| pool.alloc(16 + (i % 7) * 48).unwrap()).collect();
+    let small_only: Vec<_> =
+        (0..FILL_BLOCKS).map(|i| pool.alloc(16 + (i % 7) * 48).unwrap()).collect();
     assert_eq!(pool.stats().chunks, before.chunks);
     assert_eq!(pool.stats().bytes_held, after.bytes_held);
     pool.check().unwrap();
@@ -724,7 +746,9 @@ fn a_child_over_a_source_of_its_own_gives_it_everything_back() {
     {
         let source = Box::new(Counting { out: &out, dropped: &dropped });
         let pool = ChildPool::with_source(source, Some(100 * CHUNK_SIZE));
-        let blocks: Vec<_> = (0..400).map(|i| pool.alloc(i * 3).unwrap()).collect();
+        // Under Miri, every eighth block of the same spread of sizes.
+        let step = if cfg!(miri) { 8 } else { 1 };
+        let blocks: Vec<_> = (0..400).step_by(step).map(|i| pool.alloc(i * 3).unwrap()).collect();
         let large = pool.alloc(3 * CHUNK_SIZE).unwrap();
         assert_eq!(out.get() as usize, pool.stats().chunks + 1);
         assert_eq!(pool.available(), Some(100 * CHUNK_SIZE - pool.stats().bytes_held));

@@ -117,7 +117,10 @@ fn memory_of_the_system_allocator_or_the_stack_is_foreign() {
     let dangling = NonNull::<u8>::dangling();
     assert_refused(&pool, dangling, FreeError::Foreign { addr: addr(dangling) });
     assert_eq!(on_stack, 0);
-    assert!(boxed.iter().chain(&big).all(|&b| b == 0), "a refused free wrote to the memory");
+    // Under Miri, which interprets every read, a sample of the large buffer.
+    let stride = if cfg!(miri) { 1021 } else { 1 };
+    let sampled = big.iter().step_by(stride).chain(big.last());
+    assert!(boxed.iter().chain(sampled).all(|&b| b == 0), "a refused free wrote to the memory");
     // SAFETY: from `pool`, freed once.
     unsafe { pool.try_free(live) }.unwrap();
 }
@@ -199,7 +202,9 @@ fn refusals_leave_a_busy_pool_and_its_family_intact() {
     let root = HeapPool::with_limit(4 << 20);
     let child = root.child_with_limit(1 << 20);
     let mut live = Vec::new();
-    for i in 0..200 {
+    // Under Miri, which interprets every check, every 25th block of the same spread of sizes.
+    let step = if cfg!(miri) { 25 } else { 1 };
+    for i in (0..200).step_by(step) {
         live.push((&*root, root.alloc(i * 13).unwrap()));
         live.push((&*child, child.alloc(i * 29).unwrap()));
     }

@@ -35,6 +35,15 @@ fn pattern(block: usize, offset: usize) -> u8 {
     (block.wrapping_mul(131) ^ offset.wrapping_mul(7)) as u8
 }
 
+/// The offsets of `len` bytes that get a pattern: all of them, or under Miri, which interprets
+/// every access, both ends (where neighbours would overlap) and a sample of the middle.
+fn patterned_offsets(len: usize) -> impl Iterator<Item = usize> {
+    let (ends, stride) = if cfg!(miri) { (16, 61) } else { (len, 1) };
+    let head = ends.min(len);
+    let tail = len.saturating_sub(ends).max(head);
+    (0..head).chain((head..tail).step_by(stride)).chain(tail..len)
+}
+
 /// Writes the pattern of block number `index` over `len` bytes.
 ///
 /// # Safety
@@ -42,8 +51,8 @@ fn pattern(block: usize, offset: usize) -> u8 {
 unsafe fn write_pattern(block: NonNull<u8>, len: usize, index: usize) {
     // SAFETY: the caller promises `len` bytes of a live block.
     let bytes = unsafe { core::slice::from_raw_parts_mut(block.as_ptr(), len) };
-    for (offset, byte) in bytes.iter_mut().enumerate() {
-        *byte = pattern(index, offset);
+    for offset in patterned_offsets(len) {
+        bytes[offset] = pattern(index, offset);
     }
 }
 
@@ -54,23 +63,26 @@ unsafe fn write_pattern(block: NonNull<u8>, len: usize, index: usize) {
 unsafe fn pattern_mismatch(block: NonNull<u8>, len: usize, index: usize) -> Option<usize> {
     // SAFETY: the caller promises `len` bytes of a live block.
     let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), len) };
-    bytes.iter().enumerate().position(|(offset, &byte)| byte != pattern(index, offset))
+    patterned_offsets(len).find(|&offset| bytes[offset] != pattern(index, offset))
 }
 
 #[test]
 fn every_class_boundary_gets_the_smallest_class_that_holds_it() {
     let pool = HeapPool::new();
-    for size in boundary_sizes() {
+    for (index, size) in boundary_sizes().into_iter().enumerate() {
         let expected = expected_usable(size);
         if let Some(class) = class_of(size) {
             assert_eq!(CLASS_SIZES[class], expected, "class_of({size})");
         } else {
             assert!(size > MAX_SMALL, "class_of({size}) is None");
         }
-        let zeroed = pool.alloc_zeroed(size).unwrap();
-        let layout = pool.alloc_layout(Layout::from_size_align(size, 8).unwrap()).unwrap();
-        let plain = pool.alloc(size).unwrap();
-        for block in [plain, zeroed, layout] {
+        // Under Miri, which interprets every allocation, each size takes one way in turn.
+        let way = |way: usize| !cfg!(miri) || way == index % 3;
+        let zeroed = way(0).then(|| pool.alloc_zeroed(size).unwrap());
+        let layout =
+            way(1).then(|| pool.alloc_layout(Layout::from_size_align(size, 8).unwrap()).unwrap());
+        let plain = way(2).then(|| pool.alloc(size).unwrap());
+        for block in [plain, zeroed, layout].into_iter().flatten() {
             // SAFETY: the block is in use and from `pool`.
             let usable = unsafe { pool.usable_size(block) };
             assert_eq!(usable, expected, "size {size}");
@@ -87,7 +99,8 @@ fn stats_count_blocks_at_their_class_size() {
     let pool = HeapPool::new();
     let mut blocks = Vec::new();
     let mut total = 0;
-    for size in boundary_sizes() {
+    // Under Miri, which interprets every allocation, every other size.
+    for size in boundary_sizes().into_iter().step_by(if cfg!(miri) { 2 } else { 1 }) {
         blocks.push(pool.alloc(size).unwrap());
         total += expected_usable(size);
         assert_eq!(pool.stats().bytes_in_use, total, "after size {size}");
@@ -147,9 +160,13 @@ fn fill_and_verify(pool: &Pool, size: usize, count: usize) {
 #[test]
 fn writing_a_whole_small_block_spares_its_neighbours() {
     let pool = HeapPool::new();
-    for class in CLASS_SIZES {
-        // Enough blocks for three chunks of the class, so chunk edges are crossed too.
-        let count = 3 * CHUNK_SIZE / class + 1;
+    // Under Miri, which interprets every allocation, a few classes from small to the largest.
+    let classes: &[usize] = if cfg!(miri) { &[512, 2720, MAX_SMALL] } else { &CLASS_SIZES };
+    for &class in classes {
+        // Enough blocks for three chunks of the class, so chunk edges are crossed too; under
+        // Miri, for a little over one, so one edge is crossed.
+        let chunks = if cfg!(miri) { 1 } else { 3 };
+        let count = chunks * CHUNK_SIZE / class + 1;
         for size in [class - 15, class] {
             fill_and_verify(&pool, size, count);
         }
@@ -160,13 +177,21 @@ fn writing_a_whole_small_block_spares_its_neighbours() {
 #[test]
 fn writing_a_whole_large_block_spares_its_neighbours() {
     let pool = HeapPool::new();
-    for size in [MAX_SMALL + 1, 10_000, 12_288, CHUNK_SIZE - 64, CHUNK_SIZE, 100_000] {
-        fill_and_verify(&pool, size, 12);
+    // Under Miri, which interprets every allocation, fewer sizes and blocks.
+    let (sizes, count): (&[usize], _) = if cfg!(miri) {
+        (&[MAX_SMALL + 1, CHUNK_SIZE - 64, 100_000], 3)
+    } else {
+        (&[MAX_SMALL + 1, 10_000, 12_288, CHUNK_SIZE - 64, CHUNK_SIZE, 100_000], 12)
+    };
+    for &size in sizes {
+        fill_and_verify(&pool, size, count);
     }
     // Small and large blocks side by side in one pool.
     let child = pool.child();
     let mut blocks = Vec::new();
-    for (index, size) in boundary_sizes().into_iter().enumerate() {
+    // Under Miri, every third size.
+    let step = if cfg!(miri) { 3 } else { 1 };
+    for (index, size) in boundary_sizes().into_iter().step_by(step).enumerate() {
         let block = child.alloc(size).unwrap();
         // SAFETY: the block is in use and from `child`.
         assert_eq!(unsafe { child.usable_size(block) }, expected_usable(size), "size {size}");

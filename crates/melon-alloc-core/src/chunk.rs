@@ -5,11 +5,18 @@
 //! [`CHUNK_SIZE`] bytes of its chunk, so the header of a block's chunk is found by clearing the low
 //! bits of its address. That is what lets blocks go without a header of their own.
 
+use core::alloc::Layout;
 use core::ptr;
 
 /// Size and alignment of the chunks that hold small blocks. Large blocks get a chunk of their
 /// own, aligned the same way and as long as they need.
 pub const CHUNK_SIZE: usize = 16 * 1024;
+
+/// The layout of every small chunk: the layout an engine asks its source for.
+pub const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
+    Ok(layout) => layout,
+    Err(_) => panic!("CHUNK_SIZE is a power of two"),
+};
 
 /// Bytes at the start of every chunk that hold its [`ChunkHeader`].
 pub(crate) const HEADER_SIZE: usize = 64;

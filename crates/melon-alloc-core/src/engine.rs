@@ -14,7 +14,7 @@ use core::ptr::{self, NonNull};
 
 use crate::chunk::{
     chunk_of, list_len, read_link, write_link, ChunkHeader, ChunkList, ChunkState, FreeBlock,
-    CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, SMALL_MAGIC,
+    CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, SMALL_CHUNK, SMALL_MAGIC,
 };
 use crate::class::{
     class_for_layout, class_of, BLOCK_ALIGN, CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET,
@@ -28,12 +28,6 @@ use crate::stats::Stats;
 /// and draining a few chunks over and over neither goes back to its source nor rebuilds their
 /// free lists each time. Besides these, the chunk allocations come from may be empty too.
 pub const SPARE_CHUNKS: usize = 4;
-
-/// The layout of every small chunk.
-const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
-    Ok(layout) => layout,
-    Err(_) => panic!("CHUNK_SIZE is a power of two"),
-};
 
 /// A memory pool over a [`ChunkSource`]: size classes, large blocks, a limit, statistics.
 ///

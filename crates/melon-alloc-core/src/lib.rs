@@ -56,7 +56,7 @@ mod sync;
 mod valgrind;
 
 pub use check::{CheckError, Problem};
-pub use chunk::CHUNK_SIZE;
+pub use chunk::{CHUNK_SIZE, SMALL_CHUNK};
 pub use class::{class_of, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 pub use engine::{Engine, SPARE_CHUNKS};
 pub use error::FreeError;

@@ -4,7 +4,7 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use std::alloc;
 
-use melon_alloc_core::{ChunkSource, CHUNK_SIZE};
+use melon_alloc_core::{ChunkSource, CHUNK_SIZE, SMALL_CHUNK};
 
 /// Chunks in the first slab; each new slab doubles, up to [`MAX_SLAB_CHUNKS`].
 const FIRST_SLAB_CHUNKS: usize = 4;
@@ -221,12 +221,6 @@ impl Default for GlobalSource {
     }
 }
 
-/// The layout of a small chunk.
-const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
-    Ok(layout) => layout,
-    Err(_) => panic!("the chunk size is a power of two"),
-};
-
 fn is_small_chunk(layout: Layout) -> bool {
     layout == SMALL_CHUNK
 }
@@ -240,12 +234,8 @@ fn large_layout(layout: Layout) -> Option<Layout> {
     if size > LARGE_CACHE_MAX {
         return Some(layout);
     }
-    let grain = 1usize << floor_log2(size).saturating_sub(3);
+    let grain = 1usize << size.ilog2().saturating_sub(3);
     Layout::from_size_align(size.checked_next_multiple_of(grain)?, layout.align()).ok()
-}
-
-fn floor_log2(size: usize) -> u32 {
-    usize::BITS - 1 - size.leading_zeros()
 }
 
 /// The cache list for chunks allocated with `layout`, a layout [`large_layout`] made, if such
@@ -256,7 +246,7 @@ fn large_bin(layout: Layout) -> Option<usize> {
         return None;
     }
     // A rounded length is k eighths of its power of two, k from 8 to 15.
-    let power = floor_log2(size);
+    let power = size.ilog2();
     let eighths = size >> (power - 3);
     Some(8 * (power - LARGE_CACHE_MIN.trailing_zeros()) as usize + eighths - 8)
 }

@@ -20,9 +20,14 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
+use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MIN_ALIGN};
 use melon_alloc_heap::{ChildPool, FreeError, HeapPool, Pool};
 use melon_alloc_shm::{ShmError, ShmPool};
+
+#[path = "../../crates/melon-alloc-heap/tests/support/expect.rs"]
+mod expect;
+
+use expect::{expect, Expect};
 
 /// Capacity of the shared pool: small, so that running out of room happens often.
 const SHM_CAPACITY: usize = 256 << 10;
@@ -223,68 +228,6 @@ fn heap<'a>(handles: &Handles<'a>, id: usize) -> &'a Pool {
         Target::Heap(pool) => pool,
         Target::Shm(_) => unreachable!("pool {id} is a heap pool"),
     }
-}
-
-/// What the heap engine gives a request.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Expect {
-    /// A block of a size class.
-    Small { usable: usize },
-    /// A chunk of its own, `span` bytes long with its header.
-    Large { usable: usize, span: usize },
-    /// Nothing, whatever the limits.
-    Never,
-}
-
-impl Expect {
-    fn usable(self) -> usize {
-        match self {
-            Self::Small { usable } | Self::Large { usable, .. } => usable,
-            Self::Never => unreachable!(),
-        }
-    }
-
-    fn span(self) -> Option<usize> {
-        match self {
-            Self::Large { span, .. } => Some(span),
-            _ => None,
-        }
-    }
-
-    /// Bytes each limited pool of a chain must have left for the request to be served.
-    fn need(self) -> usize {
-        match self {
-            Self::Small { .. } => CHUNK_SIZE,
-            Self::Large { span, .. } => span,
-            Self::Never => usize::MAX,
-        }
-    }
-}
-
-/// The alignment every block of a class has: blocks start after the 64-byte chunk header,
-/// except that power-of-two classes above 64 bytes start at their own size.
-fn class_align(class: usize) -> usize {
-    let size = CLASS_SIZES[class];
-    let first = if size.is_power_of_two() && size > 64 { size } else { 64 };
-    1 << first.trailing_zeros().min(size.trailing_zeros())
-}
-
-fn expect(size: usize, align: usize) -> Expect {
-    if align >= CHUNK_SIZE {
-        return Expect::Never;
-    }
-    if size <= MAX_SMALL {
-        let class = (0..CLASS_COUNT)
-            .find(|&class| CLASS_SIZES[class] >= size && class_align(class) >= align);
-        if let Some(class) = class {
-            return Expect::Small { usable: CLASS_SIZES[class] };
-        }
-    }
-    if size > 1 << 40 {
-        return Expect::Never;
-    }
-    let usable = size.max(MIN_ALIGN).next_multiple_of(MIN_ALIGN);
-    Expect::Large { usable, span: align.max(64) + usable }
 }
 
 /// Where a pool's chunks come from.

@@ -14,6 +14,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN, SPARE_CHUNKS};
 use melon_alloc_heap::{ChildPool, FreeError, GlobalSource, HeapPool, Pool};
 
+#[path = "support/expect.rs"]
+mod expect;
+
+use expect::{expect, Expect};
+
 /// Operations per seed. Miri runs a short sequence: it is a thousand times slower.
 const STEPS: usize = if cfg!(miri) { 50 } else { 20_000 };
 
@@ -44,64 +49,6 @@ impl Rng {
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len())]
     }
-}
-
-/// What the model expects a request to get.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Expect {
-    /// A block of a size class.
-    Small { usable: usize },
-    /// A chunk of its own, `span` bytes long with its header.
-    Large { usable: usize, span: usize },
-    /// Nothing, whatever the limits: an alignment of a whole chunk or more, or a size no
-    /// allocator can serve.
-    Never,
-}
-
-impl Expect {
-    fn usable(self) -> usize {
-        match self {
-            Self::Small { usable } | Self::Large { usable, .. } => usable,
-            Self::Never => unreachable!(),
-        }
-    }
-
-    /// Bytes each pool of the chain must be able to take for the request to be served: a new
-    /// chunk for a small block (it may not need one), the whole chunk for a large one.
-    fn need(self) -> usize {
-        match self {
-            Self::Small { .. } => CHUNK_SIZE,
-            Self::Large { span, .. } => span,
-            Self::Never => usize::MAX,
-        }
-    }
-}
-
-/// The alignment every block of a class has, derived here from the layout the engine documents:
-/// blocks start after the 64-byte chunk header, except that power-of-two classes above 64 bytes
-/// start at their own size.
-fn class_align(class: usize) -> usize {
-    let size = CLASS_SIZES[class];
-    let first = if size.is_power_of_two() && size > 64 { size } else { 64 };
-    1 << first.trailing_zeros().min(size.trailing_zeros())
-}
-
-fn expect(size: usize, align: usize) -> Expect {
-    if align >= CHUNK_SIZE {
-        return Expect::Never;
-    }
-    if size <= MAX_SMALL {
-        let class = (0..CLASS_COUNT)
-            .find(|&class| CLASS_SIZES[class] >= size && class_align(class) >= align);
-        if let Some(class) = class {
-            return Expect::Small { usable: CLASS_SIZES[class] };
-        }
-    }
-    if size > 1 << 40 {
-        return Expect::Never;
-    }
-    let usable = size.max(MIN_ALIGN).next_multiple_of(MIN_ALIGN);
-    Expect::Large { usable, span: align.max(64) + usable }
 }
 
 /// A live block as the model sees it.
@@ -527,10 +474,7 @@ impl Model {
                     // SAFETY: the block holds `size` bytes.
                     assert!(unsafe { holds(ptr, size, 0) }, "{at}: {size} zeroed bytes");
                 }
-                let span = match expected {
-                    Expect::Large { span, .. } => Some(span),
-                    _ => None,
-                };
+                let span = expected.span();
                 self.insert(ptr, size, usable, id, span);
                 self.verify_chain(handles, &chain, Change::Any);
                 self.seen.served += 1;
@@ -617,10 +561,7 @@ impl Model {
                 // SAFETY: the block is in use in `pool`.
                 let usable = unsafe { pool.usable_size(ptr) };
                 assert_eq!(usable, expected.usable(), "{at}: usable size after resize");
-                let span = match expected {
-                    Expect::Large { span, .. } => Some(span),
-                    _ => None,
-                };
+                let span = expected.span();
                 // The old block is gone before the new one is checked for overlaps.
                 self.remove(block);
                 self.insert(ptr, new_size, usable, block.pool, span);

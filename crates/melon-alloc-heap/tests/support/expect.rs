@@ -1,0 +1,70 @@
+//! What a heap pool gives a request, derived from the layout the engine documents rather than
+//! from its code: the oracle of the model test and of the fuzz target, which include this file.
+
+use melon_alloc_core::{CHUNK_SIZE, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
+
+/// What the model expects a request to get.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Expect {
+    /// A block of a size class.
+    Small { usable: usize },
+    /// A chunk of its own, `span` bytes long with its header.
+    Large { usable: usize, span: usize },
+    /// Nothing, whatever the limits: an alignment of a whole chunk or more, or a size no
+    /// allocator can serve.
+    Never,
+}
+
+impl Expect {
+    pub(crate) fn usable(self) -> usize {
+        match self {
+            Self::Small { usable } | Self::Large { usable, .. } => usable,
+            Self::Never => unreachable!(),
+        }
+    }
+
+    /// The length of a large block's own chunk.
+    pub(crate) fn span(self) -> Option<usize> {
+        match self {
+            Self::Large { span, .. } => Some(span),
+            _ => None,
+        }
+    }
+
+    /// Bytes each pool of the chain must be able to take for the request to be served: a new
+    /// chunk for a small block (it may not need one), the whole chunk for a large one.
+    pub(crate) fn need(self) -> usize {
+        match self {
+            Self::Small { .. } => CHUNK_SIZE,
+            Self::Large { span, .. } => span,
+            Self::Never => usize::MAX,
+        }
+    }
+}
+
+/// The alignment every block of a class has: blocks start after the 64-byte chunk header, except
+/// that power-of-two classes above 64 bytes start at their own size.
+fn class_align(class: usize) -> usize {
+    let size = CLASS_SIZES[class];
+    let first = if size.is_power_of_two() && size > 64 { size } else { 64 };
+    1 << first.trailing_zeros().min(size.trailing_zeros())
+}
+
+/// What a request of `size` bytes aligned to `align` gets.
+pub(crate) fn expect(size: usize, align: usize) -> Expect {
+    if align >= CHUNK_SIZE {
+        return Expect::Never;
+    }
+    if size <= MAX_SMALL {
+        let class = (0..CLASS_COUNT)
+            .find(|&class| CLASS_SIZES[class] >= size && class_align(class) >= align);
+        if let Some(class) = class {
+            return Expect::Small { usable: CLASS_SIZES[class] };
+        }
+    }
+    if size > 1 << 40 {
+        return Expect::Never;
+    }
+    let usable = size.max(MIN_ALIGN).next_multiple_of(MIN_ALIGN);
+    Expect::Large { usable, span: align.max(64) + usable }
+}

@@ -338,6 +338,29 @@ fn mixed(c: &mut Criterion) {
     group.finish();
 }
 
+/// The drop workload for an arena allocator: `LIVE` blocks, each touched, then the arena dropped.
+fn drop_full_arena<P: Peer>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    make: impl Fn() -> P,
+) {
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                let mut arena = make();
+                for _ in 0..LIVE {
+                    let block = arena.alloc(BLOCK);
+                    // SAFETY: the block was just allocated and holds `BLOCK` bytes.
+                    unsafe { touch(block) };
+                }
+                arena
+            },
+            drop,
+            BatchSize::PerIteration,
+        );
+    });
+}
+
 /// A pool holding a million live blocks is dropped; only the drop is timed.
 ///
 /// Each iteration builds its pool untimed, which is why the sample count is small and the
@@ -443,36 +466,8 @@ fn drop_full_pool(c: &mut Criterion) {
     // arena is their drop. The arena is sized for the million blocks (about 80 bytes each with
     // talc's and 96 with rlsf's per-block header) and mapped lazily, so only what the blocks
     // touched is returned.
-    group.bench_function("talc", |b| {
-        b.iter_batched(
-            || {
-                let mut arena = TalcArena::new(DROP_ARENA).expect("talc arena");
-                for _ in 0..LIVE {
-                    let block = arena.alloc(BLOCK).expect("out of memory");
-                    // SAFETY: the block was just allocated and holds `BLOCK` bytes.
-                    unsafe { touch(block) };
-                }
-                arena
-            },
-            drop,
-            BatchSize::PerIteration,
-        );
-    });
-    group.bench_function("rlsf", |b| {
-        b.iter_batched(
-            || {
-                let mut arena = TlsfArena::new(DROP_ARENA).expect("rlsf arena");
-                for _ in 0..LIVE {
-                    let block = arena.alloc(BLOCK).expect("out of memory");
-                    // SAFETY: the block was just allocated and holds `BLOCK` bytes.
-                    unsafe { touch(block) };
-                }
-                arena
-            },
-            drop,
-            BatchSize::PerIteration,
-        );
-    });
+    drop_full_arena(&mut group, "talc", || TalcArena::new(DROP_ARENA).expect("talc arena"));
+    drop_full_arena(&mut group, "rlsf", || TlsfArena::new(DROP_ARENA).expect("rlsf arena"));
     group.finish();
 }
 

@@ -273,8 +273,9 @@ impl Arena {
         bytes[..4].copy_from_slice(&free.to_ne_bytes());
         bytes[4..].copy_from_slice(&live.to_ne_bytes());
         // SAFETY: (1) `free` and `live` are adjacent u32 fields of a `repr(C)` descriptor, the
-        // first at a multiple of 8 from the start of the descriptors, which are 8-aligned (see
-        // `layout`); (2) the lock is held.
+        // first at a multiple of 8 into it; descriptors are 32 bytes and start `DESC_OFFSET`, a
+        // multiple of 8, into the page-aligned mapping (all asserted in `layout`); (2) the lock
+        // is held.
         unsafe { tx.set(addr_of_mut!((*desc).free).cast::<u64>(), u64::from_ne_bytes(bytes)) }
     }
 

@@ -179,6 +179,13 @@ pub(crate) struct PageDesc {
 pub(crate) const DESC_OFFSET: usize = core::mem::size_of::<Header>().next_multiple_of(64);
 
 static_assertions::const_assert_eq!(core::mem::size_of::<PageDesc>(), 32);
+// A slab's free-list head and live count form one aligned 64-bit word, written as one.
+static_assertions::const_assert_eq!(core::mem::offset_of!(PageDesc, free) % 8, 0);
+static_assertions::const_assert_eq!(
+    core::mem::offset_of!(PageDesc, live),
+    core::mem::offset_of!(PageDesc, free) + 4
+);
+static_assertions::const_assert_eq!(DESC_OFFSET % 8, 0);
 // A pool of the smallest capacity keeps its header, descriptors and bitmap in one page.
 static_assertions::const_assert!(
     DESC_OFFSET + (MIN_CAPACITY / PAGE) * 32 + MIN_CAPACITY / GRAIN / 8 <= PAGE

@@ -10,27 +10,6 @@
 #define DEPTH 4 /* the root and three levels below it */
 #define PER_LEVEL 500
 
-struct counting_lock {
-    int held;
-    int locks;
-};
-
-static int count_lock(void *locker)
-{
-    struct counting_lock *l = (struct counting_lock *)locker;
-    if (l->held) return 1;
-    l->held = 1;
-    l->locks++;
-    return 0;
-}
-
-static int count_unlock(void *locker)
-{
-    struct counting_lock *l = (struct counting_lock *)locker;
-    if (!l->held) return 1;
-    l->held = 0;
-    return 0;
-}
 
 static void *blocks[DEPTH][PER_LEVEL];
 
@@ -200,7 +179,7 @@ static void destroy_with_live_descendants(void)
 
 static void shared_cascade(void)
 {
-    struct counting_lock l = {0, 0};
+    struct counting_lock l = {0, 0, 0, 0};
     mln_alloc_t *levels[DEPTH];
     mln_size_t initial;
     int level, i, locks;

@@ -60,4 +60,32 @@ static inline uint64_t next_random(uint64_t *state)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+/* A lock for one process that counts its calls, refuses to be taken twice (so a call that
+ * locked while the caller holds the lock is caught instead of hanging) or released when free,
+ * and can be told to fail. */
+struct counting_lock {
+    int held;
+    int locks;
+    int unlocks;
+    int fail;
+};
+
+static inline int count_lock(void *locker)
+{
+    struct counting_lock *l = (struct counting_lock *)locker;
+    if (l->fail || l->held) return 1;
+    l->held = 1;
+    l->locks++;
+    return 0;
+}
+
+static inline int count_unlock(void *locker)
+{
+    struct counting_lock *l = (struct counting_lock *)locker;
+    if (!l->held) return 1;
+    l->held = 0;
+    l->unlocks++;
+    return 0;
+}
+
 #endif

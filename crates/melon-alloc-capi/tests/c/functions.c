@@ -5,34 +5,6 @@
 #include "check.h"
 #include "mln_alloc.h"
 
-/* A lock for one process that counts its calls, refuses to be taken twice (so a call that
- * locked while the caller holds the lock is caught instead of hanging), and can be told to
- * fail. */
-struct counting_lock {
-    int held;
-    int locks;
-    int unlocks;
-    int fail;
-};
-
-static int count_lock(void *locker)
-{
-    struct counting_lock *l = (struct counting_lock *)locker;
-    if (l->fail || l->held) return 1;
-    l->held = 1;
-    l->locks++;
-    return 0;
-}
-
-static int count_unlock(void *locker)
-{
-    struct counting_lock *l = (struct counting_lock *)locker;
-    if (!l->held) return 1;
-    l->held = 0;
-    l->unlocks++;
-    return 0;
-}
-
 /* Takes the lock as a Melon caller does before working on the shared pool itself. */
 static void hold(struct counting_lock *l)
 {

@@ -243,6 +243,24 @@ static void shared_pool_with_callbacks(void)
 /* A chunk whose return fails because the lock fails is given back the next time the lock is
  * held: by a call on the shared pool itself, by destroying a child pool, by destroying the
  * shared pool, or by a child taking a chunk. */
+/* Frees a child's large block while the lock fails, so that its chunk cannot go back yet. */
+static void strand_a_chunk(mln_alloc_t *child, struct counting_lock *l)
+{
+    void *big = mln_alloc_m(child, 50000);
+    CHECK(big != NULL);
+    l->fail = 1;
+    mln_alloc_free(big);
+    l->fail = 0;
+}
+
+/* Checks, under the caller's lock, that the shared pool has all its bytes back. */
+static void check_all_back(mln_alloc_t *shm, struct counting_lock *l, mln_size_t initial)
+{
+    hold(l);
+    CHECK(mln_alloc_available_capacity(shm) == initial);
+    release(l);
+}
+
 static void shared_pool_failed_return(void)
 {
     struct counting_lock l = {0, 0, 0, 0};
@@ -269,47 +287,29 @@ static void shared_pool_failed_return(void)
     l.fail = 0;
     CHECK(!l.held);
     /* The next call on the shared pool, under the caller's lock, gives it back. */
-    hold(&l);
-    CHECK(mln_alloc_available_capacity(shm) == initial);
-    release(&l);
+    check_all_back(shm, &l, initial);
 
     /* Destroying a child that holds no chunk gives it back, under the callbacks. */
-    big = mln_alloc_m(child, 50000);
-    CHECK(big != NULL);
-    l.fail = 1;
-    mln_alloc_free(big);
-    l.fail = 0;
+    strand_a_chunk(child, &l);
     locks = l.locks;
     mln_alloc_destroy(child);
     CHECK(l.locks == locks + 1 && !l.held);
-    hold(&l);
-    CHECK(mln_alloc_available_capacity(shm) == initial);
-    release(&l);
+    check_all_back(shm, &l, initial);
 
     /* Another child taking a chunk gives it back. */
     child = mln_alloc_init(shm, 0);
     other = mln_alloc_init(shm, 0);
     CHECK(child != NULL && other != NULL);
-    big = mln_alloc_m(child, 50000);
-    CHECK(big != NULL);
-    l.fail = 1;
-    mln_alloc_free(big);
-    l.fail = 0;
+    strand_a_chunk(child, &l);
     big = mln_alloc_m(other, 64);
     CHECK(big != NULL);
     mln_alloc_free(big);
     mln_alloc_destroy(other);
-    hold(&l);
-    CHECK(mln_alloc_available_capacity(shm) == initial);
-    release(&l);
+    check_all_back(shm, &l, initial);
 
     /* Destroying the shared pool gives a pending chunk back before it goes: other processes
      * may still use the mapping. */
-    big = mln_alloc_m(child, 50000);
-    CHECK(big != NULL);
-    l.fail = 1;
-    mln_alloc_free(big);
-    l.fail = 0;
+    strand_a_chunk(child, &l);
     locks = l.locks;
     mln_alloc_destroy(shm);
     CHECK(l.locks == locks + 1 && !l.held && l.locks == l.unlocks);

@@ -607,7 +607,9 @@ impl Arena {
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
         match located {
-            Located::Small { slab, index, class } => self.free_small(&mut tx, slab, index, class),
+            Located::Small { slab, index, class } => {
+                self.free_small(&mut tx, offset, slab, index, class);
+            }
             Located::Large { page } => {
                 self.mark_in_use(&mut tx, offset, false);
                 let pages = get!(self, page, len);
@@ -624,7 +626,8 @@ impl Arena {
         Ok(())
     }
 
-    fn free_small(&self, tx: &mut Tx, slab: u32, index: u32, class: usize) {
+    /// Frees block `index` of `slab`, which starts at `offset`.
+    fn free_small(&self, tx: &mut Tx, offset: u64, slab: u32, index: u32, class: usize) {
         let live = get!(self, slab, live);
         let link = self.link(slab, index, class);
         // The link needs no log entry: were this free undone, the block would be in use again and
@@ -633,7 +636,6 @@ impl Arena {
         // SAFETY: the block is carved, in use and being freed, so its first word can hold a link.
         unsafe { link.write(next) };
         self.set_free_live(tx, slab, index, live - 1);
-        let offset = slab as u64 * PAGE as u64 + u64::from(index) * CLASS_SIZES[class] as u64;
         self.mark_in_use(tx, offset, false);
         self.count_free(CLASS_SIZES[class] as u64);
         if live == SLAB_BLOCKS[class] {

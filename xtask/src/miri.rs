@@ -6,8 +6,16 @@ use crate::{root, run};
 /// The heap crate's test targets that run under Miri: all of them. Under `cfg(miri)` they take
 /// fewer blocks, sizes and map entries, and check a sample of each block's bytes, since Miri
 /// interprets every allocation and byte access; normal runs keep the full counts.
-const HEAP_TARGETS: &[&str] =
-    &["api", "bad_input", "classes", "collections", "global_source", "limits", "model"];
+const HEAP_TARGETS: &[&str] = &[
+    "api",
+    "bad_input",
+    "classes",
+    "collections",
+    "global_source",
+    "limits",
+    "model",
+    "soundness",
+];
 
 pub(crate) fn run_task() -> Result<(), String> {
     let mut components = std::process::Command::new("rustup");

@@ -102,9 +102,28 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Sets the address the engine writes into its chunks as their owner, in place of its own:
     /// the address of the wrapper that keeps the engine (a boxed pool), with the provenance that
-    /// code finding the pool from a block's chunk will use. Call it before the first allocation:
-    /// blocks handed out earlier would count as foreign afterwards.
-    pub fn set_owner(&mut self, owner: *const ()) {
+    /// code finding the pool from a block's chunk will use.
+    ///
+    /// # Safety
+    /// - The engine holds no chunk yet (no allocation has been made): blocks handed out earlier
+    ///   would name an owner the engine no longer answers to.
+    /// - Code that finds a pool from a block's chunk header (a pointer-only free) trusts the owner
+    ///   address, so `owner` must be what that code expects for as long as the engine holds
+    ///   chunks.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// let mut engine = Box::new(Engine::new(source, None));
+    /// let owner: *const Engine<RegionSource> = &*engine;
+    /// // SAFETY: the engine has not allocated yet; the owner is the box it stays in.
+    /// unsafe { engine.set_owner(owner.cast()) };
+    /// let block = engine.alloc(64).unwrap();
+    /// // SAFETY: the block's chunk names the engine's box, which is alive.
+    /// assert_eq!(unsafe { melon_alloc_core::owner_of(block) }, owner.cast());
+    /// ```
+    pub unsafe fn set_owner(&mut self, owner: *const ()) {
         self.owner = owner;
     }
 
@@ -113,8 +132,23 @@ impl<S: ChunkSource> Engine<S> {
         &self.source
     }
 
-    /// The source, to change or inspect it. Chunks the engine holds must stay as they are.
-    pub fn source_mut(&mut self) -> &mut S {
+    /// The source, to change or inspect it.
+    ///
+    /// # Safety
+    /// The source must stay the one the engine's chunks came from: it must not be replaced
+    /// (`mem::replace`, `mem::swap`, assignment), and nothing done through the reference may
+    /// take back or reuse a chunk the engine holds.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// let mut engine = Engine::new(source, None);
+    /// // SAFETY: the source is only read.
+    /// let source = unsafe { engine.source_mut() };
+    /// assert!(source.free_bytes() > 0);
+    /// ```
+    pub unsafe fn source_mut(&mut self) -> &mut S {
         &mut self.source
     }
 
@@ -752,7 +786,24 @@ impl<S: ChunkSource> Engine<S> {
     /// This is for a copy of an engine that must not act on chunks it shares with the original:
     /// the copy a `fork` leaves in the new process when the chunks live in shared memory. Blocks
     /// handed out before are no longer blocks of this engine.
-    pub fn abandon(&mut self) {
+    ///
+    /// # Safety
+    /// No block handed out before the call is freed, resized or checked through this engine
+    /// afterwards, nor through any code that finds the engine from a block's chunk: those calls
+    /// would act on lists that no longer hold the block's chunk. The forgotten chunks are
+    /// never given back by this engine; their memory is whoever else's holds it.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// let mut engine = Engine::new(source, None);
+    /// let _block = engine.alloc(64).unwrap();
+    /// // SAFETY: `_block` is never freed or used through the engine again.
+    /// unsafe { engine.abandon() };
+    /// assert_eq!(engine.stats().live_blocks, 0);
+    /// ```
+    pub unsafe fn abandon(&mut self) {
         for class in 0..CLASS_COUNT {
             self.avail[class] = ChunkList::new();
             self.full[class] = ChunkList::new();
@@ -768,7 +819,22 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Frees every block at once. Small chunks stay for reuse; large blocks go back to the
     /// source. Costs O(chunks).
-    pub fn reset(&mut self) {
+    ///
+    /// # Safety
+    /// No block handed out before the call is used or freed afterwards: the engine hands their
+    /// memory out again.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// let mut engine = Engine::new(source, None);
+    /// let _block = engine.alloc(64).unwrap();
+    /// // SAFETY: `_block` is not used again.
+    /// unsafe { engine.reset() };
+    /// assert_eq!(engine.stats().live_blocks, 0);
+    /// ```
+    pub unsafe fn reset(&mut self) {
         #[cfg(feature = "valgrind")]
         self.memcheck_reset();
         for class in 0..CLASS_COUNT {

@@ -239,9 +239,36 @@ impl Pool {
     /// of each of its child pools that a `fork` leaves in the new process, so that the copy hands
     /// out nothing the original may hand out too. Blocks handed out before are no longer blocks
     /// of this pool.
-    pub fn abandon(&self) {
-        // SAFETY: see `engine`.
-        unsafe { self.engine() }.abandon();
+    ///
+    /// # Safety
+    /// No block the pool handed out before the call is freed, resized or checked afterwards,
+    /// through the pool, its `Allocator`, or [`free`]: the pool no longer lists their chunks, and
+    /// acting on them would corrupt its lists and counts. The chunks are never given back; their
+    /// memory is lost unless something else owns it (the original pool, in the parent of a fork).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let _forgotten = pool.alloc(64).unwrap();
+    /// // SAFETY: `_forgotten` is never freed or used again.
+    /// unsafe { pool.abandon() };
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// pool.check().unwrap();
+    /// ```
+    ///
+    /// Safe code cannot call it, for a collection in the pool would free its buffer into lists
+    /// that no longer hold it:
+    ///
+    /// ```compile_fail,E0133
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let mut buffer = allocator_api2::vec::Vec::<u8, _>::with_capacity_in(20_000, &*pool);
+    /// buffer.push(1);
+    /// pool.abandon();
+    /// drop(buffer);
+    /// ```
+    pub unsafe fn abandon(&self) {
+        // SAFETY: (1) see `engine`; (2) the caller promises that no earlier block comes back.
+        unsafe { self.engine().abandon() };
     }
 
     /// A pool without a limit whose chunks come from this one (Melon's `mln_alloc_init(parent,
@@ -262,8 +289,8 @@ impl Pool {
     /// No block of the pool is used afterwards. ([`HeapPool::reset`] and [`ChildPool::reset`]
     /// make this safe by taking the pool by `&mut`, so no borrow of its blocks can be alive.)
     unsafe fn reset(&self) {
-        // SAFETY: see `engine`.
-        unsafe { self.engine() }.reset();
+        // SAFETY: (1) see `engine`; (2) the caller promises that no block is used afterwards.
+        unsafe { self.engine().reset() };
     }
 }
 

@@ -64,8 +64,11 @@ pub(crate) fn abandon_all_in_child() {
     for slot in &CHILDREN {
         let pool = slot.load(Ordering::Acquire);
         if !pool.is_null() && pool != reserved() {
-            // SAFETY: a filled slot names a live child pool: the slot is cleared before the pool's
-            // memory goes. Only this thread exists in the new process, so nothing else uses it.
+            // SAFETY: (1) a filled slot names a live child pool: the slot is cleared before the
+            // pool's memory goes; only this thread exists in the new process, so nothing else uses
+            // it; (2) the blocks the copy handed out belong to the original pool in the parent,
+            // and `ShmPool::child` makes freeing them in the new process part of the contract of
+            // `fork`, which no safe code can call.
             unsafe { (*pool).abandon() };
         }
     }

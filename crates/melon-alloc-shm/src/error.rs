@@ -72,13 +72,6 @@ pub enum ShmError {
     },
     /// The pointer is not an in-use block of the pool.
     Free(FreeError),
-    /// A child pool was used from a process other than the one that made it.
-    WrongProcess {
-        /// The process that made the child pool.
-        owner: u32,
-        /// The process that used it.
-        current: u32,
-    },
     /// The invariant scan found the pool inconsistent.
     Corrupt(ShmCheckError),
 }
@@ -102,9 +95,6 @@ impl fmt::Display for ShmError {
             Self::WouldDeadlock => f.write_str("this thread already holds the pool's lock"),
             Self::OutOfMemory { size } => write!(f, "no room for {size} bytes"),
             Self::Free(error) => error.fmt(f),
-            Self::WrongProcess { owner, current } => {
-                write!(f, "child pool of process {owner} used from process {current}")
-            }
             Self::Corrupt(error) => error.fmt(f),
         }
     }

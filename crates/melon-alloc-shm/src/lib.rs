@@ -16,6 +16,7 @@
 //! - [`ShmPool::child`] makes a heap pool that takes its chunks from the shared pool, locking once
 //!   per chunk.
 
+mod allocator;
 mod arena;
 mod children;
 mod error;

@@ -190,17 +190,39 @@ impl ShmGuard<'_> {
             unsafe { self.free(block) }?;
             return Ok(None);
         }
+        let layout = Layout::from_size_align(new_size, 16)
+            .map_err(|_| ShmError::OutOfMemory { size: new_size })?;
+        // SAFETY: forwarded from the caller.
+        unsafe { self.resize(block, layout) }.map(Some)
+    }
+
+    /// Resizes a block to `new_layout`: in place when it holds `new_layout.size()` bytes at
+    /// `new_layout.align()` already, otherwise by moving its contents (as many bytes as both
+    /// blocks hold) to a new block.
+    ///
+    /// # Errors
+    /// As for [`realloc`](ShmGuard::realloc); on error the block stays as it was.
+    ///
+    /// # Safety
+    /// As for [`ShmPool::realloc`].
+    pub(crate) unsafe fn resize(
+        &mut self,
+        block: NonNull<u8>,
+        new_layout: Layout,
+    ) -> Result<NonNull<u8>, ShmError> {
         let usable = self.usable_size(block)?;
-        if new_size <= usable {
-            return Ok(Some(block));
+        if new_layout.size() <= usable && block.as_ptr().addr() % new_layout.align() == 0 {
+            return Ok(block);
         }
-        let moved = self.alloc(new_size)?;
-        // SAFETY: (1) the old block holds `usable` bytes, the new one more; (2) two in-use blocks
-        // never overlap.
-        unsafe { ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), usable) };
+        let moved = self.alloc_layout(new_layout)?;
+        // SAFETY: (1) the old block holds `usable` bytes, the new one `new_layout.size()`, and
+        // the smaller count is copied; (2) two in-use blocks never overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), usable.min(new_layout.size()))
+        };
         // SAFETY: forwarded from the caller; the block was checked above.
         unsafe { self.free(block) }?;
-        Ok(Some(moved))
+        Ok(moved)
     }
 
     /// The bytes an in-use block can hold.
@@ -290,6 +312,26 @@ impl core::fmt::Debug for ShmGuard<'_> {
 ///
 /// Every operation takes the pool's lock itself; [`lock`](ShmPool::lock) holds it across several.
 /// The pool is `Sync`: threads of one process share it as processes do.
+///
+/// `&ShmPool` implements `allocator_api2::alloc::Allocator`, so a collection can keep its
+/// buffer in the pool, as the pools made by [`child`](ShmPool::child) can. A buffer is found
+/// through the pointer the collection holds, which means the same bytes wherever the pool is
+/// mapped at the same address: in the process that made the pool and in processes forked from
+/// it afterwards, not in one that attached by descriptor.
+///
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let mut names = allocator_api2::vec::Vec::new_in(&shm);
+/// names.extend_from_slice(b"worker-1");
+/// assert!(shm.offset_of(core::ptr::NonNull::from(&names[0])).is_some());
+/// drop(names);
+/// assert_eq!(shm.stats()?.live_blocks, 0);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+///
+/// Blocks by pointer and offset:
 ///
 /// ```
 /// use melon_alloc_shm::ShmPool;

@@ -56,6 +56,7 @@ fn main() {
     let mut cases: Vec<Case> = vec![
         ("parent_writes_child_reads_and_frees", parent_writes_child_reads_and_frees),
         ("child_allocates_parent_frees", child_allocates_parent_frees),
+        ("collections_cross_a_fork", collections_cross_a_fork),
         ("siblings_share_one_pool", siblings_share_one_pool),
         ("attach_from_an_unrelated_process", attach_from_an_unrelated_process),
         ("child_pools_belong_to_one_process", child_pools_belong_to_one_process),
@@ -370,6 +371,43 @@ fn child_allocates_parent_frees() {
         // SAFETY: as above; freed once.
         unsafe { shm.try_free(block) }.unwrap();
     }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// A collection whose buffer is in the pool, read in a forked child, and one the child builds
+/// and hands to the parent, which frees it.
+fn collections_cross_a_fork() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let mut squares = allocator_api2::vec::Vec::new_in(&shm);
+    squares.extend((0..10_000u64).map(|n| n * n));
+    let handover = shm.alloc_zeroed(16).unwrap().cast::<AtomicU64>();
+    // SAFETY: the block holds two zeroed words, used only as atomics from here on.
+    let (pointer_word, length_word) = unsafe { (handover.as_ref(), &*handover.as_ptr().add(1)) };
+    fork(|| {
+        assert!(squares.iter().enumerate().all(|(n, &square)| square == (n * n) as u64));
+        let mut cubes = allocator_api2::vec::Vec::with_capacity_in(5_000, &shm);
+        cubes.extend((0..5_000u64).map(|n| n * n * n));
+        let offset = shm.offset_of(core::ptr::NonNull::from(&cubes[0]).cast()).unwrap();
+        length_word.store(cubes.len() as u64, Ordering::Relaxed);
+        pointer_word.store(offset as u64, Ordering::Release);
+        // The parent owns the buffer from here on.
+        core::mem::forget(cubes);
+    })
+    .succeeds("the child reads the parent's vector and builds one");
+    let offset = pointer_word.load(Ordering::Acquire) as usize;
+    let len = length_word.load(Ordering::Relaxed) as usize;
+    let start_of_cubes = shm.ptr_at(offset).unwrap().cast::<u64>();
+    // SAFETY: the child's vector of `len` words with capacity `len`, allocated from `&shm` at the
+    // same address in this process, and handed over.
+    let cubes = unsafe {
+        allocator_api2::vec::Vec::from_raw_parts_in(start_of_cubes.as_ptr(), len, len, &shm)
+    };
+    assert!(cubes.iter().enumerate().all(|(n, &cube)| cube == (n * n * n) as u64));
+    drop((cubes, squares));
+    // SAFETY: the hand-over block is in use and no longer read.
+    unsafe { shm.try_free(handover.cast()) }.unwrap();
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }

@@ -1,0 +1,54 @@
+//! `allocator_api2::alloc::Allocator` for `&ShmPool`, so that collections such as
+//! `allocator_api2::vec::Vec` and `hashbrown::HashMap` can keep their memory in a shared pool.
+//!
+//! A collection records its buffer by pointer, and a pointer into the pool means the same bytes
+//! only where the pool is mapped at the same address: in the process that made the pool and in
+//! the processes forked from it after. There the collection's buffer can be read by the others;
+//! the collection itself (its pointer, length and capacity) lives wherever the program put it.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::{AllocError, Allocator};
+
+use crate::ShmPool;
+
+// SAFETY: (1) blocks come from `alloc_layout`, which returns blocks of at least `layout.size()`
+// bytes aligned to `layout.align()`, disjoint from every other in-use block of the pool in any
+// process; (2) they stay valid until deallocated or the pool is dropped, and the pool outlives
+// the borrow `&ShmPool`; (3) `deallocate`, `grow` and `shrink` receive blocks of this pool, per
+// `Allocator`'s contract, and each takes the pool's lock.
+unsafe impl Allocator for &ShmPool {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let block = self.alloc_layout(layout).ok_or(AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(block, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, block: NonNull<u8>, _layout: Layout) {
+        // SAFETY: the caller passes an in-use block of this pool and gives up its use.
+        unsafe { self.free(block) }
+    }
+
+    unsafe fn grow(
+        &self,
+        block: NonNull<u8>,
+        _old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        let mut guard = self.lock().map_err(|_| AllocError)?;
+        // SAFETY: the caller passes an in-use block of this pool and switches to the result on
+        // success.
+        let moved = unsafe { guard.resize(block, new) }.map_err(|_| AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(moved, new.size()))
+    }
+
+    unsafe fn shrink(
+        &self,
+        block: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.grow(block, old, new) }
+    }
+}

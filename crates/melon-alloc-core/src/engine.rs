@@ -42,6 +42,15 @@ pub const SPARE_CHUNKS: usize = 4;
 /// safe, but its checked operations report the blocks it handed out before the move as foreign,
 /// and in debug builds `free` aborts on them.
 ///
+/// # Soundness
+/// The engine hands out raw pointers, and every call that takes one back (`free`, `try_free`,
+/// `realloc`, `resize`, `usable_size`, `release_raw`) is unsafe. Of the safe calls, `alloc*`,
+/// `acquire_raw`, `trim` (empty cached chunks only), `validate`, `stats`, `check`, `limit`,
+/// `available` and `source` never touch a block in use. What forgets or recycles blocks in use
+/// (`reset`, `abandon`), renames their owner (`set_owner`) or could swap the source under them
+/// (`source_mut`) is unsafe. Dropping or replacing an engine gives its chunks back, which is why
+/// wrappers that lend blocks to safe code (an `Allocator`) never hand out `&mut Engine`.
+///
 /// [`melon-alloc-heap`]: https://docs.rs/melon-alloc-heap
 pub struct Engine<S: ChunkSource> {
     /// Chunks with a free or never-used block; blocks come from the head.

@@ -13,6 +13,13 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// lock for the length of one operation; [`with`](LockedPool::with) holds it for several.
 ///
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
+///
+/// # Soundness
+/// Every safe call (`new`, `alloc`, `alloc_layout`, `available`, `stats`, `check`, the
+/// `Allocator` methods through `&LockedPool`) takes the lock and hands out only blocks that are
+/// not in use; [`with`](LockedPool::with) gives a [`LockedEngine`], which cannot reset or replace
+/// the engine. Freeing by pointer (`try_free`, `GlobalAlloc::dealloc`) is unsafe. Calling the
+/// pool again from inside `with` waits for the lock forever.
 pub struct LockedPool<S: ChunkSource> {
     engine: SpinLock<Engine<S>>,
 }

@@ -32,6 +32,11 @@ struct FreeRun {
 /// // SAFETY: the block came from `POOL` and is not used again.
 /// unsafe { POOL.try_free(block) }.unwrap();
 /// ```
+///
+/// # Soundness
+/// [`new`](RegionSource::new) is unsafe: the caller vouches for the region. A `'static mut`
+/// slice needs no such promise ([`from_static`](RegionSource::from_static)). Handing out chunks
+/// is safe, since each is a disjoint part of the region; taking one back is unsafe.
 #[derive(Debug)]
 pub struct RegionSource {
     /// The region as given; laid out as free runs on first use.

@@ -86,6 +86,20 @@ unsafe impl ChunkSource for HeapSource {
 ///
 /// A pool is not `Sync`: one thread uses it at a time. Its blocks are plain memory and can be
 /// read and written from anywhere, but only freed through the pool's thread.
+///
+/// # Soundness
+/// The safe calls (`alloc*`, `available`, `stats`, `check`, `trim`, `child*`, and the
+/// `Allocator` methods through `&Pool`) hand out only blocks that are not in use, and `trim`
+/// gives back only empty chunks. Calls that take a block back (`free`, `try_free`, `realloc`,
+/// `resize`, `usable_size`, the pointer-only [`free`](crate::free)) and
+/// [`abandon`](Pool::abandon) are unsafe. `reset` frees every block, so it takes the
+/// [`HeapPool`] or [`ChildPool`] by `&mut`: no collection can still borrow the pool, nor any
+/// child, which borrows its parent.
+///
+/// ```compile_fail,E0277
+/// fn shared_between_threads<T: Sync>() {}
+/// shared_between_threads::<melon_alloc_heap::Pool>();
+/// ```
 #[repr(transparent)]
 pub struct Pool {
     engine: UnsafeCell<Engine<HeapSource>>,
@@ -336,6 +350,10 @@ impl Drop for Owned {
 /// drop(child);
 /// assert_eq!(root.available(), Some(64 << 10));
 /// ```
+///
+/// # Soundness
+/// `HeapPool` is `Send`: its engine and slabs move with it, and it cannot move while a child or
+/// a collection borrows it. [`reset`](HeapPool::reset) takes `&mut self` for the same reason.
 pub struct HeapPool {
     pool: Owned,
 }
@@ -389,6 +407,17 @@ impl fmt::Debug for HeapPool {
 /// All the pool's operations are on [`Pool`], which this dereferences to. Dropping it gives every
 /// chunk back to the parent, whose [`available`](Pool::available) is then what it was before
 /// the child existed.
+///
+/// # Soundness
+/// A child borrows its parent, so the parent outlives it. It is neither `Send` nor `Sync`: it
+/// takes chunks from its parent's engine without a lock. [`with_source`](ChildPool::with_source)
+/// is safe because [`ChunkSource`] is an unsafe trait: its implementation vouches for the chunks.
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>(_: T) {}
+/// let root = melon_alloc_heap::HeapPool::new();
+/// send(root.child());
+/// ```
 pub struct ChildPool<'parent> {
     pool: Owned,
     _parent: PhantomData<&'parent Pool>,

@@ -157,6 +157,46 @@ fn example_links_against_the_shared_library() {
     let flags: Vec<&str> = C_FLAGS.iter().chain(&["-Wno-unused-parameter"]).copied().collect();
     let exe = compile_linked(&cc, "example.c", &flags, "example_shared", &link);
     run(&exe, &[], "hello\n");
+    let shared = dir.join("libmelon_alloc_capi.so");
+    let listing = Command::new("nm")
+        .args(["-D", "--defined-only", "--format=just-symbols"])
+        .arg(&shared)
+        .output()
+        .expect("nm runs");
+    assert!(listing.status.success(), "nm {}", shared.display());
+    let mut exported: Vec<&str> =
+        std::str::from_utf8(&listing.stdout).expect("symbol names").lines().collect();
+    exported.sort_unstable();
+    assert_eq!(
+        exported,
+        [
+            "mln_alloc_available_capacity",
+            "mln_alloc_c",
+            "mln_alloc_destroy",
+            "mln_alloc_free",
+            "mln_alloc_init",
+            "mln_alloc_m",
+            "mln_alloc_re",
+            "mln_alloc_shm_init",
+        ]
+    );
+}
+
+#[test]
+fn the_readme_example_runs() {
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("the README");
+    let code = readme
+        .split("```c\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a C example in the README");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi");
+    std::fs::create_dir_all(&dir).expect("a directory for the programs");
+    let source = dir.join("readme.c");
+    std::fs::write(&source, code).expect("the example written out");
+    let exe = compile_c(source.to_str().expect("a UTF-8 path"), &[]);
+    // The child's first chunk, 16 KiB, counts against the root's 1 MiB.
+    run(&exe, &[], &format!("{} bytes left\n", (1 << 20) - (16 << 10)));
 }
 
 #[test]

@@ -36,11 +36,13 @@ pub const SPARE_CHUNKS: usize = 4;
 /// [`LockedPool`](crate::LockedPool) puts it behind a spin lock.
 ///
 /// # Identity
-/// The engine writes its own address into every chunk it takes, which is how a block is matched
-/// to its pool. Keep an engine in one place (a `static`, a `Box`) while it holds chunks, or give it
-/// a stable owner address with [`set_owner`](Engine::set_owner): an engine that moved stays memory
-/// safe, but its checked operations report the blocks it handed out before the move as foreign,
-/// and in debug builds `free` aborts on them.
+/// The engine writes its own address into every chunk it takes, which is how a pointer-only free
+/// finds a block's pool. Keep an engine in one place (a `static`, a `Box`) while it holds chunks,
+/// or give it a stable owner address with [`set_owner`](Engine::set_owner). An engine that moved
+/// stays memory safe, and its checked operations ([`validate`](Engine::validate),
+/// [`try_free`](Engine::try_free)), which search its own lists, still accept its blocks; but the
+/// chunks name its old address, so [`check`](Engine::check) reports them, and in debug builds
+/// `free`, which reads the owner from the chunk, aborts on blocks handed out before the move.
 ///
 /// # Soundness
 /// The engine hands out raw pointers, and every call that takes one back (`free`, `try_free`,
@@ -407,6 +409,16 @@ impl<S: ChunkSource> Engine<S> {
         if let Err(error) = unsafe { self.check_block_in_header_chunk(block) } {
             invalid_free(error);
         }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_unchecked(block) }
+    }
+
+    /// Frees a block without the debug build's check of its chunk header.
+    ///
+    /// # Safety
+    /// As for [`free`](Engine::free).
+    #[inline]
+    unsafe fn free_unchecked(&mut self, block: NonNull<u8>) {
         // Memcheck hears of the free first, so that it reports a double free before the link
         // is written.
         #[cfg(feature = "valgrind")]
@@ -440,9 +452,9 @@ impl<S: ChunkSource> Engine<S> {
     /// If `block` is a block of this engine that is in use, nothing uses it afterwards.
     pub unsafe fn try_free(&mut self, block: NonNull<u8>) -> Result<(), FreeError> {
         self.validate(block)?;
-        // SAFETY: `validate` proved `block` is an in-use block of this engine; the caller gives
-        // up its use.
-        unsafe { self.free(block) };
+        // SAFETY: `validate` proved `block` is an in-use block of this engine, on its own lists
+        // (whatever owner address its chunk names); the caller gives up its use.
+        unsafe { self.free_unchecked(block) };
         Ok(())
     }
 

@@ -650,3 +650,64 @@ fn engine_debug_output_shows_the_stats() {
     assert_eq!(engine.alloc(5000), None);
     free(&mut engine, block);
 }
+
+#[test]
+fn never_used_blocks_are_not_touched_until_a_page_of_them_is_carved() {
+    let mut buffer = vec![0xAAu8; 3 * CHUNK_SIZE];
+    // SAFETY: the buffer is not touched again until the engine is gone.
+    let source = unsafe { RegionSource::new(buffer.as_mut_ptr(), buffer.len()) };
+    let mut engine = Engine::new(source, None);
+    let block = engine.alloc(16).unwrap();
+    let chunk = block.as_ptr().map_addr(|addr| addr & !(CHUNK_SIZE - 1));
+    // SAFETY: the chunk is `CHUNK_SIZE` bytes of the buffer, all of them initialized.
+    let untouched = (4096..CHUNK_SIZE).all(|at| unsafe { chunk.add(at).read() } == 0xAA);
+    assert!(untouched, "only the first page of the chunk is carved");
+    free(&mut engine, block);
+    drop(engine);
+    drop(buffer);
+}
+
+#[test]
+fn emptied_chunks_wait_as_spares_and_are_revived_before_the_source_is_asked() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let per_chunk = (CHUNK_SIZE - 64) / 64;
+    let blocks: Vec<_> = (0..6 * per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
+    assert_eq!(source.chunks_out(), 6);
+    for &block in &blocks {
+        free(&mut engine, block);
+    }
+    // The head stays, up to `SPARE_CHUNKS` more wait as spares, the rest went back.
+    assert_eq!(source.chunks_out(), 1 + melon_alloc_core::SPARE_CHUNKS);
+    let acquired = |source: &TestSource| {
+        let ledger = source.ledger();
+        ledger.out.len() + ledger.released
+    };
+    let before = acquired(&source);
+    let again: Vec<_> = (0..5 * per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
+    assert_eq!(acquired(&source), before, "no new chunk");
+    engine.check().unwrap();
+    for block in again {
+        free(&mut engine, block);
+    }
+}
+
+#[test]
+fn an_engine_that_moved_finds_its_blocks_by_its_lists_not_by_their_owner_address() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let block = engine.alloc(64).unwrap();
+    let mut moved = Box::new(engine);
+    // The chunk still names the engine's old address...
+    let here: *const Engine<TestSource> = &*moved;
+    // SAFETY: `block` is an in-use block of a live engine.
+    assert_ne!(unsafe { melon_alloc_core::owner_of(block) }, here.cast());
+    // ...while the checked operations search the engine's own lists, which moved with it.
+    assert_eq!(moved.validate(block), Ok(()));
+    // SAFETY: the block came from this engine and is not used again.
+    assert_eq!(unsafe { moved.try_free(block) }, Ok(()));
+    // The scan reports the stale owner address of the chunk it still holds.
+    assert_eq!(moved.check().map_err(|error| error.problem), Err(Problem::WrongOwner));
+    drop(moved);
+    assert_eq!(source.chunks_out(), 0, "dropping it still gives every chunk back");
+}

@@ -287,6 +287,25 @@ impl Pool {
 
     /// A pool without a limit whose chunks come from this one (Melon's `mln_alloc_init(parent,
     /// 0)`). The child borrows this pool, and gives all its chunks back when dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// let child = root.child();
+    /// let block = child.alloc(64).unwrap();
+    /// assert_eq!(root.stats().bytes_lent, melon_alloc_core::CHUNK_SIZE);
+    /// // SAFETY: the block came from `child` and is not used again.
+    /// unsafe { child.free(block) };
+    /// ```
+    ///
+    /// The borrow keeps the parent alive as long as the child:
+    ///
+    /// ```compile_fail,E0505
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// let child = root.child();
+    /// drop(root);
+    /// child.alloc(64);
+    /// ```
     pub fn child(&self) -> ChildPool<'_> {
         ChildPool::new(self, None)
     }

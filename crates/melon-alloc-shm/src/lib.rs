@@ -7,8 +7,10 @@
 //! offsets, so each process may map it at a different address.
 //!
 //! - Small blocks come from slabs of one size class without a header per block, so 64-byte
-//!   objects fill nearly the whole capacity; large blocks are runs of 4 KiB pages. Every
-//!   operation is O(1) in the size and fill of the pool.
+//!   objects fill nearly the whole capacity; large blocks are runs of 4 KiB pages. Allocation
+//!   and free are O(1) in the size and fill of the pool, except that an allocation that finds no
+//!   free run first walks the size classes' lists to give back empty slabs; `stats` and `check`
+//!   walk the pages.
 //! - Each operation takes the pool's lock: the built-in one is a futex in the mapping that
 //!   notices a dead holder and takes over, or any [`ShmLock`] of the user's.
 //! - Every change to the pool's state goes through an undo log, so an operation interrupted by

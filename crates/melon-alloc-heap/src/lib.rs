@@ -21,11 +21,34 @@
 
 mod allocator;
 mod global;
+#[cfg(target_os = "linux")]
+mod os;
 mod pool;
+mod recycle;
+mod sys;
 
 pub use global::GlobalSource;
 pub use melon_alloc_core::{CheckError, FreeError, LockedPool, Problem, Stats};
+#[cfg(target_os = "linux")]
+pub use os::OsSource;
 pub use pool::{free, ChildPool, HeapPool, Pool};
 
-/// A heap pool over the global allocator behind a spin lock: `Sync`, so threads can share it.
-pub type LockedHeapPool = LockedPool<GlobalSource>;
+/// A pool behind a spin lock, over memory mapped from the operating system: `Sync`, so threads
+/// can share it, and fit to be the `#[global_allocator]`, since [`OsSource`] never calls the
+/// global allocator.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_heap::{LockedHeapPool, OsSource};
+///
+/// #[global_allocator]
+/// static POOL: LockedHeapPool = LockedHeapPool::new(OsSource::new(), None);
+///
+/// let words: Vec<String> = (0..1000).map(|i| format!("word {i}")).collect();
+/// assert_eq!(words[999], "word 999");
+/// assert!(POOL.stats().live_blocks >= 1000);
+/// POOL.check().unwrap();
+/// ```
+#[cfg(target_os = "linux")]
+pub type LockedHeapPool = LockedPool<OsSource>;

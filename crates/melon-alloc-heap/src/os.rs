@@ -275,8 +275,9 @@ impl Drop for OsSource {
     }
 }
 
-// Miri cannot run these: its `mmap` shim does not support unmapping part of a mapping, which is
-// how regions and large chunks get their alignment, nor `madvise`. The engine's use of a source
+// Miri cannot run these: its `mmap` shim reports unmapping part of a mapping, which is how
+// regions and large chunks get their alignment, as undefined behaviour (to Miri's memory model it
+// is a partial deallocation), and has no `madvise`. The engine's use of a source
 // runs under Miri with `GlobalSource` and the core's `RegionSource`.
 #[cfg(all(test, not(miri)))]
 mod tests {

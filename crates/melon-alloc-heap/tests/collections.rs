@@ -24,8 +24,8 @@ fn locked_pool(limit: Option<usize>) -> LockedHeapPool {
     LockedPool::new(OsSource::new(), limit)
 }
 
-/// Under Miri, whose `mmap` cannot unmap part of a mapping as `OsSource` does to align its
-/// regions, the same lock over the global allocator.
+/// Under Miri, which takes unmapping part of a mapping (how `OsSource` aligns its regions) for a
+/// partial deallocation, the same lock over the global allocator.
 #[cfg(miri)]
 fn locked_pool(limit: Option<usize>) -> LockedPool<GlobalSource> {
     LockedPool::new(GlobalSource::new(), limit)

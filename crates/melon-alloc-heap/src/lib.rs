@@ -4,7 +4,9 @@
 //! from them several times faster than `malloc`, with no header per block. A
 //! [`child`](Pool::child) takes its chunks from its parent instead, so a limit on the parent
 //! caps the whole family; dropping a pool releases everything it holds at once. Blocks can be
-//! freed by pointer alone with [`free`], as with Melon's `mln_alloc_free`.
+//! freed by pointer alone with [`free`], as with Melon's `mln_alloc_free`. On Linux,
+//! [`LockedHeapPool`] shares one pool between threads behind a spin lock, over memory that
+//! [`OsSource`] maps from the system, so that it can be a program's `#[global_allocator]`.
 //!
 //! ```
 //! use melon_alloc_heap::HeapPool;

@@ -39,9 +39,10 @@ struct RegionTail {
 /// of 8 to 256 KiB, up to 2 MiB together, are kept for reuse, so that a program which frees and
 /// allocates buffers of a few dozen kilobytes in turn does not pay a map and an unmap for each.
 ///
-/// [`trim`](ChunkSource::trim) (through the pool's `trim`) unmaps the cached large chunks; then
-/// either unmaps every region, if no small chunk is out, or lets the system take back the pages
-/// of each free small chunk but its first (which holds the list link), keeping the address range.
+/// [`trim`](ChunkSource::trim), which the engine calls from its own `trim`, unmaps the cached
+/// large chunks; then it either unmaps every region, if no small chunk is out, or lets the system
+/// take back the pages of each free small chunk but its first (which holds the list link),
+/// keeping the address range.
 ///
 /// A forked child inherits the mappings, copy-on-write, like the rest of the parent's memory, so
 /// the source goes on working in both processes.

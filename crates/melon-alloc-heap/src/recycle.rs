@@ -1,5 +1,5 @@
-//! What the root sources share: the lengths of slabs and large chunks and the lists that keep freed ones
-//! for reuse.
+//! What the root sources share: the lengths of slabs and large chunks, and the lists that keep
+//! freed chunks for reuse.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};

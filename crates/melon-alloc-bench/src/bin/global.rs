@@ -50,9 +50,10 @@ fn run() -> Result<(), String> {
         }
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut lines = String::from(
-        "threads\tallocator\twall_ms\twall_ratio\twall_min\twall_max\tpeak_mib\tpeak_ratio\tpeak_min\tpeak_max\n",
-    );
+    let mut lines = String::from(concat!(
+        "threads\tallocator\twall_ms\twall_ratio\twall_min\twall_max\t",
+        "peak_mib\tpeak_ratio\tpeak_min\tpeak_max\n"
+    ));
     println!(
         "BTreeMap<String, Vec<u8>> of {} entries built and dropped per thread; {rounds} rounds.",
         melon_alloc_bench::global::ENTRIES

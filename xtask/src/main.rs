@@ -44,7 +44,7 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          tasks:\n  \
          bench   the benchmarks, then docs/benchmarks.md and docs/benchmarks.svg from the run;\n          \
-         --quick, --report-only, --only heap,shm,hammer,resident, a criterion FILTER\n  \
+         --quick, --report-only, --only heap,shm,hammer,resident,global, a criterion FILTER\n  \
          bench-c the C API against glibc malloc: 64-byte blocks, -O2, the release library\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \

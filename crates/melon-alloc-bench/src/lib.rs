@@ -8,7 +8,9 @@
 //! benchmarks (`benches/heap.rs` and `benches/shm.rs`, run with
 //! `cargo bench -p melon-alloc-bench --bench heap` or `--bench shm`), the resident-memory
 //! measurement (`cargo run --release -p melon-alloc-bench --bin resident`) and the multi-process
-//! hammer of the shared pool (`cargo run --release -p melon-alloc-bench --bin hammer`);
+//! hammer of the shared pool (`cargo run --release -p melon-alloc-bench --bin hammer`), the
+//! comparison of global allocators on a program's workload (the `global` binary and its
+//! children, one per allocator: [`global`]);
 //! `cargo xtask bench` runs them all and writes `docs/benchmarks.md` from the results, with the
 //! targets they are held to.
 //!
@@ -16,6 +18,8 @@
 //! for frees in a shuffled order, a seeded random number generator, the size sequence of the
 //! mixed workload, a safe owner for a mimalloc heap, and talc and rlsf each over an arena of its
 //! own.
+
+pub mod global;
 
 use core::alloc::Layout;
 use core::ffi::c_void;

@@ -4,7 +4,9 @@
 //! from them several times faster than `malloc`, with no header per block. A
 //! [`child`](Pool::child) takes its chunks from its parent instead, so a limit on the parent
 //! caps the whole family; dropping a pool releases everything it holds at once. Blocks can be
-//! freed by pointer alone with [`free`], as with Melon's `mln_alloc_free`.
+//! freed by pointer alone with [`free`], as with Melon's `mln_alloc_free`. On Linux,
+//! [`LockedHeapPool`] shares one pool between threads behind a spin lock, over memory that
+//! [`OsSource`] maps from the system, so that it can be a program's `#[global_allocator]`.
 //!
 //! ```
 //! use melon_alloc_heap::HeapPool;
@@ -21,11 +23,34 @@
 
 mod allocator;
 mod global;
+#[cfg(target_os = "linux")]
+mod os;
 mod pool;
+mod recycle;
+mod sys;
 
 pub use global::GlobalSource;
 pub use melon_alloc_core::{CheckError, FreeError, LockedPool, Problem, Stats};
+#[cfg(target_os = "linux")]
+pub use os::OsSource;
 pub use pool::{free, ChildPool, HeapPool, Pool};
 
-/// A heap pool over the global allocator behind a spin lock: `Sync`, so threads can share it.
-pub type LockedHeapPool = LockedPool<GlobalSource>;
+/// A pool behind a spin lock, over memory mapped from the operating system: `Sync`, so threads
+/// can share it, and fit to be the `#[global_allocator]`, since [`OsSource`] never calls the
+/// global allocator.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_heap::{LockedHeapPool, OsSource};
+///
+/// #[global_allocator]
+/// static POOL: LockedHeapPool = LockedHeapPool::new(OsSource::new(), None);
+///
+/// let words: Vec<String> = (0..1000).map(|i| format!("word {i}")).collect();
+/// assert_eq!(words[999], "word 999");
+/// assert!(POOL.stats().live_blocks >= 1000);
+/// POOL.check().unwrap();
+/// ```
+#[cfg(target_os = "linux")]
+pub type LockedHeapPool = LockedPool<OsSource>;

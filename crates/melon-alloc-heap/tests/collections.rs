@@ -8,11 +8,28 @@ use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as PoolVec;
 use hashbrown::HashMap;
 use melon_alloc_core::CHUNK_SIZE;
-use melon_alloc_heap::{GlobalSource, HeapPool, LockedHeapPool, LockedPool, Pool};
+#[cfg(miri)]
+use melon_alloc_heap::GlobalSource;
+use melon_alloc_heap::{HeapPool, LockedPool, Pool};
+#[cfg(not(miri))]
+use melon_alloc_heap::{LockedHeapPool, OsSource};
 
 /// Divides the entry counts below under Miri, which interprets every hash and copy; the
 /// collections still grow through many tables and buffers.
 const SCALE: u32 = if cfg!(miri) { 100 } else { 1 };
+
+/// A locked pool with an optional limit: a `LockedHeapPool`, over memory mapped from the system.
+#[cfg(not(miri))]
+fn locked_pool(limit: Option<usize>) -> LockedHeapPool {
+    LockedPool::new(OsSource::new(), limit)
+}
+
+/// Under Miri, which takes unmapping part of a mapping (how `OsSource` aligns its regions) for a
+/// partial deallocation, the same lock over the global allocator.
+#[cfg(miri)]
+fn locked_pool(limit: Option<usize>) -> LockedPool<GlobalSource> {
+    LockedPool::new(GlobalSource::new(), limit)
+}
 
 /// Fills a map in `alloc` far past its first table and checks every entry.
 fn grow_a_map<A: Allocator + Clone>(alloc: A, count: u64) {
@@ -105,7 +122,7 @@ fn a_collection_over_the_limit_gets_an_error_not_a_panic() {
 
 #[test]
 fn a_locked_pool_is_shared_by_scoped_threads() {
-    let pool: LockedHeapPool = LockedPool::new(GlobalSource::new(), None);
+    let pool = locked_pool(None);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2u32)
             .map(|worker| {
@@ -131,7 +148,7 @@ fn a_locked_pool_is_shared_by_scoped_threads() {
 
 #[test]
 fn a_locked_pool_in_an_arc_outlives_the_threads_that_fill_it() {
-    let pool = Arc::new(LockedHeapPool::new(GlobalSource::new(), Some(64 << 20)));
+    let pool = Arc::new(locked_pool(Some(64 << 20)));
     let handles: Vec<_> = (0..2)
         .map(|worker| {
             let pool = Arc::clone(&pool);

@@ -2,12 +2,13 @@
 //! `docs/benchmarks.svg` from the run.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident] [FILTER]
+//! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident,global] [FILTER]
 //! ```
 //!
-//! The run has four parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
+//! The run has five parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
 //! (criterion leaves its estimates in `target/criterion/<group>/<function>/new/`), the
-//! multi-process `hammer` and the `resident` memory measurement, both of which write
+//! multi-process `hammer`, the `resident` memory measurement and the `global` allocator
+//! comparison, all three of which write
 //! tab-separated figures to `target/bench-results/`. The facts of the machine and of the run go
 //! to `target/bench-results/machine.tsv`. The page is then written from those files alone, which
 //! is what `--report-only` does without running anything. `--quick` shortens every measurement
@@ -41,10 +42,11 @@ enum Part {
     Shm,
     Hammer,
     Resident,
+    Global,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Heap, Part::Shm, Part::Hammer, Part::Resident];
+    const ALL: [Part; 5] = [Part::Heap, Part::Shm, Part::Hammer, Part::Resident, Part::Global];
 
     fn name(self) -> &'static str {
         match self {
@@ -52,6 +54,7 @@ impl Part {
             Part::Shm => "shm",
             Part::Hammer => "hammer",
             Part::Resident => "resident",
+            Part::Global => "global",
         }
     }
 }
@@ -74,19 +77,19 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--report-only" => options.report_only = true,
             "--only" => {
                 let list = args.next().ok_or("`--only` needs a list, e.g. `--only heap,shm`")?;
-                options.parts =
-                    list.split(',')
-                        .map(|name| {
-                            Part::ALL.into_iter().find(|part| part.name() == name).ok_or(format!(
-                                "unknown part `{name}`: heap, shm, hammer, resident"
-                            ))
-                        })
-                        .collect::<Result<_, _>>()?;
+                options.parts = list
+                    .split(',')
+                    .map(|name| {
+                        Part::ALL.into_iter().find(|part| part.name() == name).ok_or(format!(
+                            "unknown part `{name}`: heap, shm, hammer, resident, global"
+                        ))
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             other if other.starts_with("--") => {
                 return Err(format!(
                     "unknown argument `{other}`; usage: cargo xtask bench [--quick] \
-                     [--report-only] [--only heap,shm,hammer,resident] [FILTER]"
+                     [--report-only] [--only heap,shm,hammer,resident,global] [FILTER]"
                 ))
             }
             filter => options.filter = Some(filter.to_string()),
@@ -144,6 +147,17 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 let mut resident = release_bin("resident");
                 resident.arg("--tsv").arg(results.join("resident.tsv"));
                 run(resident)?;
+            }
+            Part::Global => {
+                // The driver runs its sibling binaries, one per global allocator, so they are
+                // built first.
+                let mut build = cargo();
+                build.args(["build", "--release", "-p", "melon-alloc-bench", "--bins"]);
+                run(build)?;
+                let mut global = release_bin("global");
+                global.args(["--rounds", if options.quick { "3" } else { "9" }]);
+                global.arg("--tsv").arg(results.join("global.tsv"));
+                run(global)?;
             }
         }
     }

@@ -215,3 +215,49 @@ pub(super) fn locked_versions() -> BTreeMap<String, String> {
     }
     versions
 }
+
+/// The global-allocator comparison: one row per (threads, allocator), its fields as the
+/// `global` binary wrote them (see its header line), and when it was measured.
+#[derive(Default)]
+pub(super) struct Global {
+    pub(super) rows: Vec<GlobalRow>,
+    pub(super) when: Option<u64>,
+}
+
+/// One (threads, allocator) of the global-allocator comparison.
+pub(super) struct GlobalRow {
+    pub(super) threads: u32,
+    pub(super) allocator: String,
+    pub(super) wall_ms: f64,
+    /// Median, least and greatest of the rounds' wall time over glibc's.
+    pub(super) wall_ratio: [f64; 3],
+    pub(super) peak_mib: f64,
+    /// Median, least and greatest of the rounds' peak resident memory over glibc's.
+    pub(super) peak_ratio: [f64; 3],
+}
+
+impl Global {
+    pub(super) fn read(results: &Path) -> Self {
+        let path = results.join("global.tsv");
+        let mut global = Global { when: modified(&path), ..Global::default() };
+        for fields in tsv(&path) {
+            let [threads, allocator, rest @ ..] = &fields[..] else { continue };
+            let numbers: Vec<f64> = rest.iter().filter_map(|field| field.parse().ok()).collect();
+            let Ok(threads) = threads.parse() else { continue };
+            let [wall_ms, w1, w2, w3, peak_mib, p1, p2, p3] = numbers[..] else { continue };
+            global.rows.push(GlobalRow {
+                threads,
+                allocator: allocator.clone(),
+                wall_ms,
+                wall_ratio: [w1, w2, w3],
+                peak_mib,
+                peak_ratio: [p1, p2, p3],
+            });
+        }
+        global
+    }
+
+    pub(super) fn get(&self, threads: u32, allocator: &str) -> Option<&GlobalRow> {
+        self.rows.iter().find(|row| row.threads == threads && row.allocator == allocator)
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Target;
+use super::{measured_section, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
 use crate::bench::format::{ns, ratio, utc, verdict, yes_no};
 use crate::bench::results::{estimate, Estimate, Resident};
@@ -217,13 +217,9 @@ pub(super) fn resident_results(
     chart: &mut Vec<ChartGroup>,
     resident: &Resident,
 ) {
-    page.push_str("### Resident memory per live block\n\n");
-    if resident.bytes.is_empty() {
-        page.push_str("Not measured in this run.\n\n");
+    let measured = !resident.bytes.is_empty();
+    if !measured_section(page, "Resident memory per live block", measured, resident.when) {
         return;
-    }
-    if let Some(when) = resident.when {
-        let _ = write!(page, "Measured {}. ", utc(when));
     }
     page.push_str(
         "1,000,000 live blocks, one byte written in each, resident set read from \

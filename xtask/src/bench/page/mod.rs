@@ -1,6 +1,7 @@
 //! The page, `docs/benchmarks.md`: its introduction, the machine, the targets at a glance, then
 //! the heap pools' and the shared pool's sections, written from the results on disk.
 
+mod global;
 mod heap;
 mod shm;
 
@@ -10,8 +11,9 @@ use std::path::Path;
 
 use super::chart::svg;
 use super::format::utc;
-use super::results::{locked_versions, Facts, Hammer, Resident};
+use super::results::{locked_versions, Facts, Global, Hammer, Resident};
 use crate::root;
+use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
 use shm::{hammer_results, shm_results, SHM_INTRO, SHM_NOTES};
 
@@ -23,6 +25,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let facts = Facts::read(results);
     let hammer = Hammer::read(results);
     let resident = Resident::read(results);
+    let global = Global::read(results);
     let docs = root().join("docs");
     let page_path = docs.join("benchmarks.md");
     let kept = fs::read_to_string(&page_path)
@@ -45,6 +48,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let mut results_text = String::new();
     heap_results(&mut results_text, &mut targets, &mut chart);
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
+    global_results(&mut results_text, &mut targets, &global);
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);
     hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
@@ -108,7 +112,7 @@ cargo xtask bench --report-only    # the page again from the results already on 
 cargo xtask bench --only heap fill_drain   # one part, one criterion group
 ```
 
-`cargo xtask bench` runs four parts in turn, then writes this page and `docs/benchmarks.svg`:
+`cargo xtask bench` runs five parts in turn, then writes this page and `docs/benchmarks.svg`:
 
 1. `cargo bench -p melon-alloc-bench --bench heap`: one criterion target,
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
@@ -120,9 +124,12 @@ cargo xtask bench --only heap fill_drain   # one part, one criterion group
    processes.
 4. `cargo run --release -p melon-alloc-bench --bin resident`: resident memory per live block
    (`src/bin/resident.rs`), each cell in a fresh child process.
+5. `cargo run --release -p melon-alloc-bench --bin global`, after building the crate's binaries:
+   glibc, mimalloc and melon each as a program's `#[global_allocator]`, in child binaries of their
+   own (`src/bin/global*.rs`), interleaved in rounds.
 
-`--only heap,shm,hammer,resident` runs some of the parts, and a filter after the options goes to
-criterion as it would after `cargo bench -- `, for example `cargo xtask bench --only heap mixed`.
+`--only heap,shm,hammer,resident,global` runs some of the parts, and a filter after the options goes
+to criterion as it would after `cargo bench -- `, for example `cargo xtask bench --only heap mixed`.
 The criterion estimates stay in `target/criterion/`, the hammer's and the resident measurement's
 figures and the machine's facts in `target/bench-results/`, which is what `--report-only` reads.
 Each part can also be run by hand with the commands above; `cargo xtask ci` only compiles the
@@ -265,6 +272,20 @@ fn machine(page: &mut String, facts: &Facts) {
          own figures more than melon's, so read a ratio near its target as at the target, not \
          above or below it.\n\n",
     );
+}
+
+/// Starts the section of a part that writes its own figures: the heading, then "Not measured"
+/// and `false` when the run has none, or when they were measured and `true`.
+fn measured_section(page: &mut String, heading: &str, measured: bool, when: Option<u64>) -> bool {
+    let _ = write!(page, "### {heading}\n\n");
+    if !measured {
+        page.push_str("Not measured in this run.\n\n");
+        return false;
+    }
+    if let Some(when) = when {
+        let _ = write!(page, "Measured {}. ", utc(when));
+    }
+    true
 }
 
 /// The targets at a glance, before the details.

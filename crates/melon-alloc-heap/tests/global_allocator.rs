@@ -1,0 +1,106 @@
+//! A `LockedHeapPool` over `OsSource` as this test binary's global allocator: everything the
+//! standard library, the test harness and the collections below allocate comes from the pool.
+//! Taking the pool's chunks from the global allocator would re-enter the pool's lock and hang
+//! before `main`; that the binary runs at all is the first check.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::thread;
+
+use hashbrown::HashMap;
+use melon_alloc_heap::{LockedHeapPool, OsSource};
+
+#[global_allocator]
+static POOL: LockedHeapPool = LockedHeapPool::new(OsSource::new(), None);
+
+/// Entries of each thread's map, in every build: a debug build takes a few seconds for them.
+const ENTRIES: u32 = 400_000;
+
+/// The value stored under key `i`: a few bytes to a few hundred, so the map's blocks span many
+/// size classes.
+fn value(i: u32) -> Vec<u8> {
+    (0..value_len(i)).map(|at| (i as usize + at) as u8).collect()
+}
+
+fn value_len(i: u32) -> usize {
+    (i % 61 + i % 7 * 40) as usize
+}
+
+/// Builds a `BTreeMap<String, Vec<u8>>` of `ENTRIES` entries, checks lookups and totals, drops
+/// it, and returns the total length of its values.
+fn build_and_drop_a_btree(thread: u32) -> usize {
+    let mut map = BTreeMap::new();
+    for i in 0..ENTRIES {
+        map.insert(format!("key {thread}-{i:07}"), value(i));
+    }
+    assert_eq!(map.len(), ENTRIES as usize);
+    for i in (0..ENTRIES).step_by(997) {
+        assert_eq!(map[&format!("key {thread}-{i:07}")], value(i), "thread {thread} key {i}");
+    }
+    let total: usize = map.values().map(Vec::len).sum();
+    let expected: usize = (0..ENTRIES).map(value_len).sum();
+    assert_eq!(total, expected);
+    // The keys are in order, so the first and last are the least and greatest.
+    assert_eq!(map.keys().next().unwrap(), &format!("key {thread}-0000000"));
+    assert_eq!(map.keys().last().unwrap(), &format!("key {thread}-{:07}", ENTRIES - 1));
+    drop(map);
+    total
+}
+
+/// A hashbrown map of strings grown past many tables, thinned, and checked.
+fn grow_a_hash_map() {
+    let mut map: HashMap<u64, String> = HashMap::new();
+    for key in 0..100_000u64 {
+        map.insert(key, format!("{key:x}"));
+    }
+    map.retain(|key, _| key % 3 == 0);
+    map.shrink_to_fit();
+    assert_eq!(map.len(), 33_334);
+    assert_eq!(map[&99_999], "1869f");
+    let digits: usize = map.values().map(String::len).sum();
+    let expected: usize = (0..100_000u64).step_by(3).map(|key| format!("{key:x}").len()).sum();
+    assert_eq!(digits, expected);
+}
+
+#[test]
+fn a_real_workload_runs_on_the_pool_and_gives_everything_back() {
+    let before = POOL.stats();
+
+    let mut text = String::new();
+    for i in 0..1000 {
+        write!(text, "{i},").unwrap();
+    }
+    assert_eq!(text.len(), (0..1000).map(|i| format!("{i},").len()).sum::<usize>());
+    drop(text);
+
+    grow_a_hash_map();
+
+    // Two threads build and drop their maps at once, sharing the pool's lock.
+    let workers: Vec<_> =
+        (0..2).map(|thread| thread::spawn(move || build_and_drop_a_btree(thread))).collect();
+    let totals: Vec<usize> = workers.into_iter().map(|worker| worker.join().unwrap()).collect();
+    assert_eq!(totals[0], totals[1]);
+    assert!(totals[0] > usize::try_from(ENTRIES).unwrap() * 50);
+
+    // Many short threads: each thread's own allocations (its name, its stack guard records,
+    // its result) come and go through the pool.
+    let sums: Vec<u64> = (0..32u64)
+        .map(|n| thread::spawn(move || (0..=n).map(|i| i * i).sum::<u64>()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect();
+    assert_eq!(sums[31], 31 * 32 * 63 / 6);
+
+    POOL.check().unwrap();
+    let after = POOL.stats();
+    // The harness may hold a few more blocks (captured output, its own threads' state).
+    assert!(
+        after.live_blocks <= before.live_blocks + 64,
+        "live blocks {} before, {} after",
+        before.live_blocks,
+        after.live_blocks
+    );
+    assert!(after.bytes_in_use <= before.bytes_in_use + (64 << 10));
+    assert!(after.peak_bytes_held >= 2 * usize::try_from(ENTRIES).unwrap() * 100);
+}

@@ -23,13 +23,21 @@ use crate::sys::advise_huge_pages;
 /// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
 /// a list per rounded length and handed out again for a request that rounds to the same length:
 /// a program that frees and allocates blocks of a few kilobytes in turn would otherwise pay for
-/// an aligned allocation of the global allocator on every one. A root pool with a limit keeps no such cache
-/// ([`without_large_cache`](GlobalSource::without_large_cache)), so that all it takes from the
-/// system is within its limit.
+/// an aligned allocation of the global allocator on every one. A root pool with a limit keeps no
+/// such cache ([`without_large_cache`](GlobalSource::without_large_cache)), so that what it gives
+/// back leaves it at once; what it holds from the system can still pass its limit by the uncarved
+/// rest of its newest slab and by the rounding of large chunks.
 ///
 /// On Linux, 2 MiB slabs are aligned to 2 MiB and marked for transparent huge pages: unmapping a
 /// full pool of 4 KiB pages costs the kernel several nanoseconds per 64-byte block, a huge page
 /// a small fraction of that.
+///
+/// # Soundness
+/// Handing out a chunk (`acquire`), `trim` (which frees only cached chunks nobody holds) and the
+/// figures are safe; taking a chunk back is unsafe, as [`ChunkSource`] says. Dropping the source
+/// frees its slabs, and with them every chunk it handed out: an engine that owns the source is
+/// dropped with it, and a caller that took chunks itself holds only raw pointers, whose use is
+/// unsafe.
 #[derive(Debug)]
 pub struct GlobalSource {
     small: SmallChunks,

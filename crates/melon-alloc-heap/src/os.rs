@@ -47,6 +47,12 @@ struct RegionTail {
 /// A forked child inherits the mappings, copy-on-write, like the rest of the parent's memory, so
 /// the source goes on working in both processes.
 ///
+/// # Soundness
+/// As for [`GlobalSource`](crate::GlobalSource): handing out chunks and `trim` (which unmaps or
+/// discards only chunks nobody holds) are safe, taking a chunk back is unsafe, and dropping the
+/// source unmaps every chunk it handed out. As the source of a `#[global_allocator]`, the pool
+/// lives in a `static` and is never dropped.
+///
 /// # Examples
 ///
 /// ```

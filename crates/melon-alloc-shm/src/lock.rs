@@ -17,6 +17,11 @@ use crate::{LockError, ShmError};
 /// If a holder can die while holding it, the lock itself must notice and let the next process in
 /// (as a robust mutex does); the pool then finds the dead holder's operation in its undo log and
 /// undoes it.
+///
+/// A pool's lock timeout ([`ShmPool::try_lock_for`](crate::ShmPool::try_lock_for),
+/// [`ShmPool::set_lock_timeout`](crate::ShmPool::set_lock_timeout)) does not apply to a lock of
+/// this trait: the pool calls [`lock`](ShmLock::lock), which waits as long as the lock itself
+/// waits. A lock that should give up returns an error from `lock` when it does.
 pub trait ShmLock: Send + Sync {
     /// Takes the lock, waiting as long as it takes.
     ///

@@ -12,8 +12,8 @@ use melon_alloc_core::FreeError;
 
 use crate::layout::{
     bitmap_offset, class_of, kind, Geometry, Header, PageDesc, State, BIN_COUNT, CHUNK_PAGES,
-    CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, LOCK_BUILTIN, MAGIC, MAX_SMALL, NONE, PAGE,
-    SLAB_BLOCKS, SLAB_PAGES, VERSION,
+    CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, PAGE, SLAB_BLOCKS,
+    SLAB_PAGES, VERSION,
 };
 use crate::tx::Tx;
 
@@ -92,19 +92,14 @@ impl Arena {
         Self { base, page_count, first_data, bitmap }
     }
 
-    /// Lays out a new pool in a zeroed mapping, with its built-in lock if `lock_kind` says so.
-    ///
-    /// # Errors
-    /// The C library's error when it cannot make the built-in lock.
+    /// Lays out a new pool in a zeroed mapping. The built-in lock, if `lock_kind` says the pool
+    /// uses it, is the caller's to make: the allocator's tests format heap buffers that need no
+    /// lock, under Miri among others, which cannot make a process-shared mutex.
     ///
     /// # Safety
     /// - `base` is the start of a mapping of `geometry.capacity` zeroed bytes that nothing else
     ///   uses yet.
-    pub(crate) unsafe fn format(
-        base: *mut u8,
-        geometry: Geometry,
-        lock_kind: u32,
-    ) -> Result<(), rustix::io::Errno> {
+    pub(crate) unsafe fn format(base: *mut u8, geometry: Geometry, lock_kind: u32) {
         let header = base.cast::<Header>();
         // SAFETY: the mapping is at least one page, which holds the header (see `layout`), and
         // is zeroed, which is a valid value for every field of it.
@@ -134,11 +129,6 @@ impl Arena {
         arena.insert_free(&mut tx, geometry.first_data_page, data_pages);
         set_state!(arena, tx, u64::from(data_pages) * PAGE as u64, free_bytes);
         tx.commit();
-        if lock_kind == LOCK_BUILTIN {
-            // SAFETY: the lock lies in the header, aligned, and nobody uses the mapping yet.
-            unsafe { crate::sys::RobustMutex::init(addr_of_mut!((*header).lock.mutex)) }?;
-        }
-        Ok(())
     }
 
     fn desc(&self, page: u32) -> *mut PageDesc {
@@ -930,6 +920,7 @@ mod in_a_buffer {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::layout::LOCK_BUILTIN;
 
     const CAPACITY: usize = 256 << 10;
 
@@ -949,7 +940,7 @@ mod in_a_buffer {
             // SAFETY: `base` is `CAPACITY` zeroed bytes, aligned to a page, used by nothing else;
             // then formatted, and used by this thread alone (which stands for holding the lock).
             let arena = unsafe {
-                Arena::format(base, geometry, LOCK_BUILTIN).unwrap();
+                Arena::format(base, geometry, LOCK_BUILTIN);
                 Arena::new(base)
             };
             Self { base, arena }

@@ -393,9 +393,17 @@ impl ShmPool {
         let mapping = Mapping::create(name, geometry.capacity)
             .map_err(|errno| ShmError::Os { call: "creating the shared mapping", errno })?;
         let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
+        let base = mapping.base().as_ptr();
         // SAFETY: the mapping is new, zeroed (a fresh memfd) and `geometry.capacity` long.
-        unsafe { crate::arena::Arena::format(mapping.base().as_ptr(), geometry, lock_kind) }
+        unsafe { crate::arena::Arena::format(base, geometry, lock_kind) };
+        if lock_kind == LOCK_BUILTIN {
+            // SAFETY: the lock lies in the header, aligned for it, in a mapping that other
+            // processes may map but nobody uses yet.
+            unsafe {
+                sys::RobustMutex::init(ptr::addr_of_mut!((*base.cast::<Header>()).lock.mutex))
+            }
             .map_err(|errno| ShmError::Os { call: "making the pool's lock", errno })?;
+        }
         Ok(Self::from_shared(Shared::new(mapping, lock)))
     }
 

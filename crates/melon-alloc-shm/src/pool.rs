@@ -284,10 +284,13 @@ impl ShmGuard<'_> {
         self.shared.arena.check().map_err(ShmError::Corrupt)
     }
 
-    /// Releases the lock, reporting a failure of a custom lock (dropping the guard ignores it).
+    /// Releases the lock, reporting a failure (dropping the guard ignores it).
     ///
     /// # Errors
-    /// [`ShmError::Lock`] when the lock's `unlock` fails.
+    /// [`ShmError::Lock`] when a custom lock's `unlock` fails; [`ShmError::Os`] when the
+    /// built-in lock says this thread no longer held it: the kernel judged it dead and handed
+    /// its lock on while it was alive, which only the case described under "Thread ids, pid
+    /// namespaces and the one residual case" in the architecture notes can do.
     pub fn unlock(self) -> Result<(), ShmError> {
         let shared = self.shared;
         core::mem::forget(self);

@@ -92,7 +92,9 @@ impl Arena {
         Self { base, page_count, first_data, bitmap }
     }
 
-    /// Lays out a new pool in a zeroed mapping.
+    /// Lays out a new pool in a zeroed mapping. The built-in lock, if `lock_kind` says the pool
+    /// uses it, is the caller's to make: the allocator's tests format heap buffers that need no
+    /// lock, under Miri among others, which cannot make a process-shared mutex.
     ///
     /// # Safety
     /// - `base` is the start of a mapping of `geometry.capacity` zeroed bytes that nothing else
@@ -109,6 +111,7 @@ impl Arena {
             (*header).page_count = geometry.page_count;
             (*header).first_data_page = geometry.first_data_page;
             (*header).lock_kind = lock_kind;
+            (*header).lock_abi = crate::sys::LOCK_ABI;
             let state = addr_of_mut!((*header).state);
             (*state).partial = [NONE; CLASS_COUNT];
             (*state).bins = [NONE; BIN_COUNT];

@@ -58,13 +58,19 @@ pub enum ShmError {
         file: u64,
     },
     /// The pool uses a lock of its creator's choosing, and was attached without one, or the
-    /// other way round.
+    /// other way round; or its built-in lock was made by a C library that reads it differently.
     LockMismatch,
     /// The lock failed.
     Lock(LockError),
     /// The calling thread already holds the pool's lock (through a guard), and would wait for
     /// itself forever.
     WouldDeadlock,
+    /// The built-in lock stayed held, by a process that is alive (perhaps stopped), for longer
+    /// than the timeout the caller set.
+    LockTimeout {
+        /// How long the caller waited.
+        waited: core::time::Duration,
+    },
     /// No free run or block is large enough.
     OutOfMemory {
         /// The size asked for.
@@ -93,6 +99,9 @@ impl fmt::Display for ShmError {
             Self::LockMismatch => f.write_str("the pool's lock kind does not match"),
             Self::Lock(error) => error.fmt(f),
             Self::WouldDeadlock => f.write_str("this thread already holds the pool's lock"),
+            Self::LockTimeout { waited } => {
+                write!(f, "the pool's lock stayed held for {waited:?}, past the timeout")
+            }
             Self::OutOfMemory { size } => write!(f, "no room for {size} bytes"),
             Self::Free(error) => error.fmt(f),
             Self::Corrupt(error) => error.fmt(f),

@@ -3,6 +3,7 @@
 //! process can use the pool wherever it has mapped it.
 
 use crate::sync::{AtomicU32, AtomicU64};
+use crate::sys::RobustMutex;
 
 /// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
 /// 8 KiB, so that the medium sizes processes commonly share come from slabs too instead of page
@@ -52,7 +53,10 @@ pub(crate) const PAGE: usize = 4096;
 /// Identifies a melon-alloc shared pool.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// The layout version; a pool of another version is refused.
-pub(crate) const VERSION: u32 = 3;
+///
+/// Version 4 put the C library's robust mutex in place of the thread-id lock word, and records
+/// the C library's kind next to the lock kind.
+pub(crate) const VERSION: u32 = 4;
 /// The smallest capacity: one page of header and fifteen of data.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -127,13 +131,15 @@ pub(crate) struct Header {
     pub(crate) page_count: u32,
     pub(crate) first_data_page: u32,
     pub(crate) lock_kind: u32,
-    pub(crate) _pad_lock_kind: u32,
+    /// With the built-in lock, [`LOCK_ABI`](crate::sys::LOCK_ABI) of the process that made the
+    /// pool: a process whose C library would read the mutex differently must not attach.
+    pub(crate) lock_abi: u32,
     /// Times a process took the lock over from a dead owner.
     pub(crate) takeovers: AtomicU64,
     /// Operations found half done after their process died, and undone.
     pub(crate) undone: AtomicU64,
     /// The built-in lock, in a cache line of its own.
-    pub(crate) lock: LockWord,
+    pub(crate) lock: BuiltinLock,
     /// Entries in use in `log`; non-zero only while an operation is changing the state.
     pub(crate) log_len: AtomicU32,
     pub(crate) _pad: u32,
@@ -141,17 +147,22 @@ pub(crate) struct Header {
     pub(crate) state: State,
 }
 
-/// The built-in lock's word: 0 when free, else the owner's thread id, with [`WAITERS`] set when
-/// someone may be asleep on it. It has its cache line to itself: processes waiting for the lock
-/// read the line over and over, and were the holder's own writes (the undo log's length, say) in
-/// it, every one of them would first have to pull the line back from a waiter.
+/// The built-in lock: the C library's robust mutex, and who holds it. It has its cache line to
+/// itself: processes waiting for the lock read the line over and over, and were the holder's own
+/// writes (the undo log's length, say) in it, every one of them would first have to pull the
+/// line back from a waiter.
 #[repr(C, align(64))]
-pub(crate) struct LockWord(pub(crate) AtomicU32);
+pub(crate) struct BuiltinLock {
+    pub(crate) mutex: RobustMutex,
+    /// [`thread_token`](crate::sys::thread_token) of the holder, or 0: written by the holder
+    /// alone, after it takes the mutex and before it releases it, so that a thread that asks
+    /// for the lock it holds already is told so instead of waiting for itself forever (the
+    /// mutex is not error-checking; see [`RobustMutex`]). A dead holder's token stays until the
+    /// next holder writes its own; no live thread has it.
+    pub(crate) holder: AtomicU64,
+}
 
-static_assertions::const_assert_eq!(core::mem::size_of::<LockWord>(), 64);
-
-/// The bit of the lock word that says a waiter may be asleep.
-pub(crate) const WAITERS: u32 = 1 << 31;
+static_assertions::const_assert_eq!(core::mem::size_of::<BuiltinLock>(), 64);
 
 /// What one page is, and for the first page of a run, the run's bookkeeping.
 #[repr(C)]

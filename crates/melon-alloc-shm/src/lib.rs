@@ -11,8 +11,11 @@
 //!   and free are O(1) in the size and fill of the pool, except that an allocation that finds no
 //!   free run first walks the size classes' lists to give back empty slabs; `stats` and `check`
 //!   walk the pages.
-//! - Each operation takes the pool's lock: the built-in one is a futex in the mapping that
-//!   notices a dead holder and takes over, or any [`ShmLock`] of the user's.
+//! - Each operation takes the pool's lock: the built-in one is the C library's robust,
+//!   process-shared mutex in the mapping, which the kernel hands on when its holder dies, in
+//!   whatever pid namespace; or any [`ShmLock`] of the user's. A process may bound its wait
+//!   for a holder that is alive but stopped ([`ShmPool::try_lock_for`],
+//!   [`ShmPool::set_lock_timeout`]).
 //! - Every change to the pool's state goes through an undo log, so an operation interrupted by
 //!   the death of its process is rolled back by the next process to take the lock.
 //! - [`ShmPool::child`] makes a heap pool that takes its chunks from the shared pool, locking once

@@ -1,11 +1,12 @@
-//! The pool's lock: the pluggable [`ShmLock`], and the built-in lock in the mapping that
-//! survives the death of its holder.
+//! The pool's lock: the pluggable [`ShmLock`], and the built-in lock in the mapping, a robust
+//! mutex that the kernel hands on when its holder dies.
 
 use std::time::{Duration, Instant};
 
-use crate::layout::WAITERS;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys;
+use rustix::io::Errno;
+
+use crate::sync::{AtomicU64, Ordering};
+use crate::sys::{self, Acquired, Refused};
 use crate::{LockError, ShmError};
 
 /// A lock that processes sharing a pool take around each operation: Melon's `lock` and `unlock`
@@ -16,6 +17,11 @@ use crate::{LockError, ShmError};
 /// If a holder can die while holding it, the lock itself must notice and let the next process in
 /// (as a robust mutex does); the pool then finds the dead holder's operation in its undo log and
 /// undoes it.
+///
+/// A pool's lock timeout ([`ShmPool::try_lock_for`](crate::ShmPool::try_lock_for),
+/// [`ShmPool::set_lock_timeout`](crate::ShmPool::set_lock_timeout)) does not apply to a lock of
+/// this trait: the pool calls [`lock`](ShmLock::lock), which waits as long as the lock itself
+/// waits. A lock that should give up returns an error from `lock` when it does.
 pub trait ShmLock: Send + Sync {
     /// Takes the lock, waiting as long as it takes.
     ///
@@ -30,171 +36,152 @@ pub trait ShmLock: Send + Sync {
     fn unlock(&self) -> Result<(), LockError>;
 }
 
-/// How long a waiter sleeps before it looks at whether the holder is still alive.
-const LIVENESS_CHECK: Duration = Duration::from_millis(20);
-
-/// How many times a waiter looks at the lock word, pausing in between, before it sleeps: a holder
-/// keeps the lock for well under a microsecond, and this spin of a few microseconds is far
-/// cheaper than a sleep and a wake-up through the kernel.
+/// How many times a waiter tries the lock, pausing in between, before it sleeps: a holder keeps
+/// the lock for well under a microsecond, and this spin of a few microseconds is far cheaper
+/// than a sleep and a wake-up through the kernel, which is all the C library's robust mutex
+/// does on its own.
 const SPINS: u32 = 16;
 
-/// The longest pause between two looks while spinning: 2^6 pause instructions.
+/// The longest pause between two tries while spinning: 2^6 pause instructions.
 const SPIN_BACKOFF_MAX: u32 = 6;
 
-/// What the built-in lock asks of the operating system. [`sys::Os`] makes the real calls; the
-/// loom models put a modelled thread behind it instead, whose death the model decides. The lock
-/// functions are generic over it, so the real path has no indirection.
-pub(crate) trait LockOs {
-    /// The calling thread's id, which the lock word records as its owner: never 0, and never
-    /// with the [`WAITERS`] bit set.
-    fn thread_id(&self) -> u32;
+/// A robust mutex as the built-in lock uses it. [`RobustMutex`](sys::RobustMutex) is the C
+/// library's; the loom models put a modelled one behind it instead, whose holder's death the
+/// model decides, as the kernel would report it. The lock functions are generic over it, so
+/// the real path has no indirection.
+pub(crate) trait Robust {
+    /// Takes the mutex if nobody holds it, without waiting.
+    fn try_lock(&self) -> Result<Acquired, Refused>;
 
-    /// Whether the thread with id `tid` has died. When it says so, everything that thread wrote
-    /// must be visible to the caller, as the kernel's bookkeeping of a death makes it: nothing
-    /// else orders a dead holder's writes before the taker's reads, since the holder never
-    /// released the lock.
-    fn is_dead(&self, tid: u32) -> bool;
+    /// Takes the mutex, waiting as long as it takes, or at most `timeout`.
+    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused>;
 
-    /// Sleeps until `word` may have changed from `expected`, or `timeout` passes. May return
-    /// early for any reason.
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration);
+    /// Marks the guarded state consistent again after [`Acquired::OwnerDied`].
+    fn make_consistent(&self) -> Result<(), Errno>;
 
-    /// Wakes one thread sleeping in [`wait`](LockOs::wait) on `word`, if there is one.
-    fn wake_one(&self, word: &AtomicU32);
+    /// Releases the mutex.
+    fn unlock(&self) -> Result<(), Errno>;
 }
 
-/// Takes the built-in lock: a futex word in the mapping holding the owner's thread id, taken
-/// over (and counted in `takeovers`) when its owner has died.
-#[inline]
-pub(crate) fn lock_builtin(word: &AtomicU32, takeovers: &AtomicU64) -> Result<(), ShmError> {
-    lock_builtin_with(word, takeovers, &sys::Os)
+impl Robust for sys::RobustMutex {
+    #[inline]
+    fn try_lock(&self) -> Result<Acquired, Refused> {
+        sys::RobustMutex::try_lock(self)
+    }
+
+    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
+        sys::RobustMutex::lock(self, timeout)
+    }
+
+    fn make_consistent(&self) -> Result<(), Errno> {
+        sys::RobustMutex::make_consistent(self)
+    }
+
+    #[inline]
+    fn unlock(&self) -> Result<(), Errno> {
+        sys::RobustMutex::unlock(self)
+    }
 }
 
-/// [`lock_builtin`] with the operating system's part played by `os`.
+/// Takes the built-in lock, waiting at most `timeout` if one is given. When the previous holder
+/// died holding it, `repair` undoes what it left half done before the lock is marked consistent
+/// again, and the takeover is counted in `takeovers`.
+///
+/// The order matters: were the lock marked consistent first and the caller then died before
+/// repairing, the kernel would still report the death to the next taker (any holder's death
+/// is), but a lock that the caller released without marking it consistent could never be taken
+/// again; so the mark comes last, and only after a repair that a later taker can run again.
+///
+/// # Errors
+/// [`ShmError::LockTimeout`] when `timeout` passed first; [`ShmError::Os`] for anything else the
+/// mutex reports. Either way the caller does not hold the lock.
 #[inline]
-pub(crate) fn lock_builtin_with<O: LockOs>(
-    word: &AtomicU32,
+pub(crate) fn lock_robust<M: Robust>(
+    mutex: &M,
+    timeout: Option<Duration>,
     takeovers: &AtomicU64,
-    os: &O,
+    repair: impl FnOnce(),
 ) -> Result<(), ShmError> {
-    let me = os.thread_id();
-    if try_take(word, me) {
-        return Ok(());
+    let acquired = match mutex.try_lock() {
+        Ok(acquired) => acquired,
+        Err(_) => lock_contended(mutex, timeout)?,
+    };
+    if acquired == Acquired::OwnerDied {
+        take_over(mutex, takeovers, repair)?;
     }
-    lock_contended(word, me, takeovers, os)
+    Ok(())
 }
 
-/// Takes the lock if it is free, in one step, so that two threads can never both see it free and
-/// both take it.
+/// What a lock from a dead owner asks: count it, repair the state, then mark it consistent.
 #[cfg(not(melon_loom_broken))]
-#[inline]
-fn try_take(word: &AtomicU32, me: u32) -> bool {
-    word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-}
-
-/// A deliberately broken [`try_take`], built only for the loom models that must catch it: the
-/// check and the store are two steps, so two threads can both find the lock free and both take
-/// it.
-#[cfg(melon_loom_broken)]
-fn try_take(word: &AtomicU32, me: u32) -> bool {
-    if word.load(Ordering::Acquire) != 0 {
-        return false;
+#[cold]
+fn take_over<M: Robust>(
+    mutex: &M,
+    takeovers: &AtomicU64,
+    repair: impl FnOnce(),
+) -> Result<(), ShmError> {
+    takeovers.fetch_add(1, Ordering::Relaxed);
+    repair();
+    if let Err(errno) = mutex.make_consistent() {
+        // Only a mutex that is not robust, or not ours from a dead owner, refuses; either way
+        // the caller must not go on as the holder.
+        let _ = mutex.unlock();
+        return Err(ShmError::Os { call: "marking the pool's lock consistent", errno });
     }
-    word.store(me, Ordering::Relaxed);
-    true
+    Ok(())
 }
 
-/// Whether a waiter may take the lock from `owner`: only once the owner has died, since a live
-/// owner may be in the middle of changing the state.
-#[cfg(not(melon_loom_broken))]
-#[inline]
-fn may_take_over<O: LockOs>(os: &O, owner: u32) -> bool {
-    os.is_dead(owner)
-}
-
-/// A deliberately broken [`may_take_over`], built only for the loom models that must catch it:
-/// it takes the lock from any owner that keeps a waiter waiting, dead or merely slow.
+/// A deliberately broken [`take_over`], built only for the loom models that must catch it: it
+/// ignores the owner's death, as if the lock had been released, so nothing is repaired or
+/// counted, and the lock, released without being marked consistent, can never be taken again.
 #[cfg(melon_loom_broken)]
-fn may_take_over<O: LockOs>(os: &O, owner: u32) -> bool {
-    // The question is still asked, so that the broken build runs the same calls as the real one.
-    let _ = os.is_dead(owner);
-    true
+fn take_over<M: Robust>(
+    _mutex: &M,
+    _takeovers: &AtomicU64,
+    _repair: impl FnOnce(),
+) -> Result<(), ShmError> {
+    Ok(())
 }
 
 #[cold]
-fn lock_contended<O: LockOs>(
-    word: &AtomicU32,
-    me: u32,
-    takeovers: &AtomicU64,
-    os: &O,
-) -> Result<(), ShmError> {
+fn lock_contended<M: Robust>(mutex: &M, timeout: Option<Duration>) -> Result<Acquired, ShmError> {
+    let start = Instant::now();
     // Loom explores every interleaving; the spin would only multiply them.
     if !cfg!(melon_loom) {
         for round in 0..SPINS {
-            // Each look at the word pulls its cache line away from the holder, who writes it
-            // again to unlock and may be about to take it again: looking less often as the wait
-            // grows lets a busy holder run several operations in a row on warm lines.
+            // Each try pulls the lock's cache line away from the holder, who writes it again to
+            // unlock and may be about to take it again: trying less often as the wait grows
+            // lets a busy holder run several operations in a row on warm lines.
             for _ in 0..1u32 << round.min(SPIN_BACKOFF_MAX) {
                 core::hint::spin_loop();
             }
-            // Taken without the waiters bit, as on the fast path: whoever sleeps on the word
-            // sets the bit again when it wakes and finds the lock held.
-            if word.load(Ordering::Relaxed) == 0 && try_take(word, me) {
-                return Ok(());
+            match mutex.try_lock() {
+                Ok(acquired) => return Ok(acquired),
+                Err(Refused::Busy) => {}
+                Err(refused) => return Err(refusal(refused, start)),
             }
         }
     }
-    let mut last_check = Instant::now();
-    loop {
-        let current = word.load(Ordering::Relaxed);
-        if current == 0 {
-            // Whoever else is waiting went to sleep expecting a wake-up from the next owner, so
-            // this owner must assume there are waiters.
-            if word.compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
-                return Ok(());
-            }
-            continue;
-        }
-        let owner = current & !WAITERS;
-        if owner == me {
-            return Err(ShmError::WouldDeadlock);
-        }
-        if current & WAITERS == 0
-            && word
-                .compare_exchange(current, current | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            continue;
-        }
-        os.wait(word, current | WAITERS, LIVENESS_CHECK);
-        // Loom has no clock: there, any wait may have been the one that timed out.
-        if cfg!(melon_loom) || last_check.elapsed() >= LIVENESS_CHECK {
-            last_check = Instant::now();
-            let now = word.load(Ordering::Relaxed);
-            if now & !WAITERS == owner
-                && may_take_over(os, owner)
-                && word
-                    .compare_exchange(now, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                takeovers.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-        }
+    // The spin is a few microseconds; it is not taken off the timeout.
+    mutex.lock(timeout).map_err(|refused| refusal(refused, start))
+}
+
+/// The error for a lock that was not taken, after waiting since `start`.
+fn refusal(refused: Refused, start: Instant) -> ShmError {
+    match refused {
+        Refused::TimedOut => ShmError::LockTimeout { waited: start.elapsed() },
+        // A wait without a deadline never reports busy; say so rather than invent an errno.
+        Refused::Busy => ShmError::Os { call: "taking the pool's lock", errno: Errno::BUSY },
+        Refused::Os(errno) => ShmError::Os { call: "taking the pool's lock", errno },
     }
 }
 
-/// Releases the built-in lock, waking one waiter if any may be asleep.
+/// Releases the built-in lock.
+///
+/// # Errors
+/// [`ShmError::Os`] when the mutex says the caller does not hold it: the caller's hold was
+/// broken (see "The lock" in the architecture notes).
 #[inline]
-pub(crate) fn unlock_builtin(word: &AtomicU32) {
-    unlock_builtin_with(word, &sys::Os);
-}
-
-/// [`unlock_builtin`] with the operating system's part played by `os`.
-#[inline]
-pub(crate) fn unlock_builtin_with<O: LockOs>(word: &AtomicU32, os: &O) {
-    if word.swap(0, Ordering::Release) & WAITERS != 0 {
-        os.wake_one(word);
-    }
+pub(crate) fn unlock_robust<M: Robust>(mutex: &M) -> Result<(), ShmError> {
+    mutex.unlock().map_err(|errno| ShmError::Os { call: "releasing the pool's lock", errno })
 }

@@ -1,50 +1,53 @@
 //! What the loom models in `tests/loom.rs` drive, built only with `--cfg melon_loom`: the
-//! built-in lock and the undo log on a header-shaped buffer, with modelled threads in place of
-//! the operating system's. Not part of the crate's interface.
+//! built-in lock's protocol (repair, count, mark consistent, release) and the undo log on a
+//! header-shaped buffer, with a modelled robust mutex and modelled threads in place of the C
+//! library's and the kernel's. Not part of the crate's interface.
 //!
 //! A modelled thread is a number from 1 to [`MAX_THREAD`] that the model passes in; it "dies"
-//! when the model says so, and the lock then sees it dead, as it sees a process that was killed.
+//! when the model says so, and the modelled kernel then does what the real one does for a
+//! robust mutex whose holder died: marks it `FUTEX_OWNER_DIED`, releases it, and wakes a
+//! waiter, whose lock reports the death.
 
 use core::ptr::{addr_of, addr_of_mut, NonNull};
 use std::time::Duration;
 
 use loom::sync::atomic::AtomicBool;
-use loom::sync::{Condvar, Mutex};
+use loom::sync::{Condvar, Mutex, MutexGuard};
+use rustix::io::Errno;
 
 use crate::layout::{
-    Header, LockWord, LogEntry, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE, PAGE,
-    VERSION, WAITERS,
+    BuiltinLock, Header, LogEntry, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE, PAGE,
+    VERSION,
 };
-use crate::lock::{lock_builtin_with, unlock_builtin_with, LockOs};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::lock::{lock_robust, unlock_robust, Robust};
+use crate::sync::{AtomicU64, Ordering};
+use crate::sys::{Acquired, Refused, RobustMutex, LOCK_ABI};
 use crate::tx::Tx;
 use crate::ShmError;
 
 /// The largest thread id a model may use; ids start at 1, as 0 means a free lock.
 pub const MAX_THREAD: u32 = 4;
 
-/// How a modelled futex wait ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Waits {
-    /// A wait lasts until another thread wakes the waiter, or until the owner it waits for dies
-    /// (standing in for the timeout after which a real waiter looks at its owner). A lost
-    /// wake-up leaves a waiter asleep for ever, which loom reports as a deadlock.
-    Blocking,
-    /// Every wait may time out at once: the waiter only lets the other threads run, so loom
-    /// explores every point at which a timeout could send it back to look at the word.
-    TimingOut,
+/// The modelled robust mutex: the futex word as the kernel sees it, and the C library's state.
+#[derive(Debug, Default)]
+struct Word {
+    /// The holder, or 0.
+    owner: u32,
+    /// `FUTEX_OWNER_DIED`: the kernel found the holder dead and released the word.
+    owner_died: bool,
+    /// The holder took the mutex from a dead owner and has not marked it consistent yet.
+    inconsistent: bool,
+    /// Released while inconsistent: the C library refuses every later lock.
+    unrecoverable: bool,
 }
 
-/// A header-shaped buffer whose atomics are loom's, and the model's stand-in for the kernel:
-/// which threads have died, and the futex's queue of sleepers.
+/// A header-shaped buffer whose atomics are loom's, and the model's stand-in for the kernel and
+/// the C library: which threads have died, and the robust mutex with its queue of sleepers.
 #[derive(Debug)]
 pub struct Shm {
     header: NonNull<Header>,
     dead: [AtomicBool; MAX_THREAD as usize + 1],
-    waits: Waits,
-    /// The kernel's lock around the futex: a waiter compares the word and goes to sleep under
-    /// it, and a waker wakes under it, so that a wake-up cannot fall between the two.
-    queue: Mutex<()>,
+    word: Mutex<Word>,
     sleepers: Condvar,
 }
 
@@ -57,7 +60,7 @@ unsafe impl Sync for Shm {}
 impl Shm {
     /// A free lock, an empty log, zeroed counters and state words, and no thread dead. Loom's
     /// atomics must be made inside the model, so this is called in it.
-    pub fn new(waits: Waits) -> Self {
+    pub fn new() -> Self {
         let header = Box::new(Header {
             magic: MAGIC,
             version: VERSION,
@@ -66,11 +69,12 @@ impl Shm {
             page_count: 0,
             first_data_page: 0,
             lock_kind: LOCK_BUILTIN,
-            _pad_lock_kind: 0,
+            lock_abi: LOCK_ABI,
             takeovers: AtomicU64::new(0),
             undone: AtomicU64::new(0),
-            lock: LockWord(AtomicU32::new(0)),
-            log_len: AtomicU32::new(0),
+            // The model's mutex stands in for this one, which is never used.
+            lock: BuiltinLock { mutex: RobustMutex::uninit(), holder: AtomicU64::new(0) },
+            log_len: crate::sync::AtomicU32::new(0),
             _pad: 0,
             log: core::array::from_fn(|_| LogEntry { key: 0, old: 0 }),
             state: State {
@@ -85,25 +89,19 @@ impl Shm {
         Self {
             header: NonNull::from(Box::leak(header)),
             dead: core::array::from_fn(|_| AtomicBool::new(false)),
-            waits,
-            queue: Mutex::new(()),
+            word: Mutex::new(Word::default()),
             sleepers: Condvar::new(),
         }
     }
 
-    fn lock_word(&self) -> &AtomicU32 {
-        // SAFETY: the header lives as long as `self`, and the lock word is only ever used
-        // through shared references.
-        unsafe { &*addr_of!((*self.header.as_ptr()).lock.0) }
-    }
-
     fn takeover_count(&self) -> &AtomicU64 {
-        // SAFETY: as in `lock_word`.
+        // SAFETY: the header lives as long as `self`, and the counter is only ever used through
+        // shared references.
         unsafe { &*addr_of!((*self.header.as_ptr()).takeovers) }
     }
 
     fn undone_count(&self) -> &AtomicU64 {
-        // SAFETY: as in `lock_word`.
+        // SAFETY: as in `takeover_count`.
         unsafe { &*addr_of!((*self.header.as_ptr()).undone) }
     }
 
@@ -116,39 +114,74 @@ impl Shm {
         Thread { shm: self, tid }
     }
 
-    fn death_flag(&self, tid: u32) -> &AtomicBool {
-        &self.dead[self.thread(tid).tid as usize]
+    fn word(&self) -> MutexGuard<'_, Word> {
+        self.word.lock().expect("the model's futex word")
     }
 
-    /// Takes the built-in lock as thread `tid`, as a pool operation does.
+    /// Undoes what a dead holder left half done, as the pool does when it takes the lock from
+    /// one.
+    fn repair(&self) {
+        // SAFETY: (1) the buffer starts with a header, and every logged word lies in it; (2) the
+        // caller holds the lock, taken from a dead owner.
+        if unsafe { crate::tx::recover(self.base()) } {
+            self.undone_count().fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the built-in lock as thread `tid`, as a pool operation does, waiting as long as it
+    /// takes; a dead owner's half-done operation is undone before this returns.
     ///
     /// # Errors
-    /// [`ShmError::WouldDeadlock`] when `tid` holds the lock already.
+    /// The error the pool would report: the mutex's refusal (`ENOTRECOVERABLE` after a holder
+    /// released it without marking it consistent).
     pub fn lock(&self, tid: u32) -> Result<(), ShmError> {
-        lock_builtin_with(self.lock_word(), self.takeover_count(), &self.thread(tid))
+        lock_robust(&self.thread(tid), None, self.takeover_count(), || self.repair())
+    }
+
+    /// Like [`lock`](Shm::lock), with a timeout: where the real wait could run out, the modelled
+    /// one always does, so that loom explores giving up at every point.
+    ///
+    /// # Errors
+    /// [`ShmError::LockTimeout`] when the lock is held by a live thread; as for
+    /// [`lock`](Shm::lock) otherwise.
+    pub fn lock_for(&self, tid: u32) -> Result<(), ShmError> {
+        let timeout = Some(Duration::from_millis(50));
+        lock_robust(&self.thread(tid), timeout, self.takeover_count(), || self.repair())
+    }
+
+    /// Takes the lock as thread `tid`, and if it comes from a dead owner, dies while repairing
+    /// it, before undoing anything: the next taker must find the same repair left to do.
+    ///
+    /// # Errors
+    /// What the pool would report to a thread that died: nothing anyone sees.
+    pub fn lock_dying_in_repair(&self, tid: u32) -> Result<(), ShmError> {
+        lock_robust(&self.thread(tid), None, self.takeover_count(), || self.die(tid))
     }
 
     /// Releases the built-in lock as thread `tid`.
-    pub fn unlock(&self, tid: u32) {
-        unlock_builtin_with(self.lock_word(), &self.thread(tid));
+    ///
+    /// # Errors
+    /// `EPERM` when `tid` does not hold it.
+    pub fn unlock(&self, tid: u32) -> Result<(), ShmError> {
+        unlock_robust(&self.thread(tid))
     }
 
-    /// Thread `tid` dies where it stands: whatever it holds, it never releases. Everything it
-    /// wrote becomes visible to whoever then sees it dead, as the kernel's bookkeeping of a
-    /// death makes it.
+    /// Thread `tid` dies where it stands: whatever it holds, it never releases; the kernel
+    /// releases it, marks it `FUTEX_OWNER_DIED`, and wakes a waiter. Everything the thread wrote
+    /// becomes visible to whoever then takes the lock, as the kernel's bookkeeping of a death
+    /// makes it (the modelled word's own lock orders the two).
     pub fn die(&self, tid: u32) {
-        self.death_flag(tid).store(true, Ordering::Release);
-        if self.waits == Waits::Blocking {
-            // The waiters' timeouts would send them to look at their owner; waking them all
-            // stands in for that.
-            let _queue = self.queue.lock().expect("the model's futex queue");
+        self.dead[self.thread(tid).tid as usize].store(true, Ordering::Release);
+        let mut word = self.word();
+        if word.owner == tid {
+            *word = Word { owner: 0, owner_died: true, inconsistent: false, ..*word };
             self.sleepers.notify_all();
         }
     }
 
     /// Whether thread `tid` has died.
     pub fn is_dead(&self, tid: u32) -> bool {
-        self.death_flag(tid).load(Ordering::Acquire)
+        self.dead[self.thread(tid).tid as usize].load(Ordering::Acquire)
     }
 
     /// Times a thread took the lock over from a dead owner.
@@ -156,14 +189,14 @@ impl Shm {
         self.takeover_count().load(Ordering::Relaxed)
     }
 
-    /// Operations found half done and undone by [`recover`](Shm::recover).
+    /// Operations found half done and undone.
     pub fn undone(&self) -> u64 {
         self.undone_count().load(Ordering::Relaxed)
     }
 
     /// Entries in the undo log.
     pub fn log_len(&self) -> u32 {
-        // SAFETY: as in `lock_word`.
+        // SAFETY: as in `takeover_count`.
         unsafe { &*addr_of!((*self.header.as_ptr()).log_len) }.load(Ordering::Acquire)
     }
 
@@ -172,27 +205,12 @@ impl Shm {
     /// # Safety
     /// - The calling thread holds the lock, and keeps it until the operation is committed or
     ///   the thread dies.
-    /// - The log is empty: [`recover`](Shm::recover) has run since the lock was taken.
+    /// - The log is empty, as it is whenever [`lock`](Shm::lock) returns.
     pub unsafe fn begin(&self) -> Op<'_> {
         // SAFETY: (1) the buffer starts with a header, and the logged words lie in it; (2) the
         // caller holds the lock and the log is empty.
         let tx = unsafe { Tx::begin(self.base()) };
         Op { tx, shm: self }
-    }
-
-    /// Undoes an operation that a dead holder left half done, and counts it, as taking a
-    /// pool's lock does. Returns whether there was one.
-    ///
-    /// # Safety
-    /// The calling thread holds the lock.
-    pub unsafe fn recover(&self) -> bool {
-        // SAFETY: (1) the buffer starts with a header, and every logged word lies in it; (2) the
-        // caller holds the lock.
-        let undone = unsafe { crate::tx::recover(self.base()) };
-        if undone {
-            self.undone_count().fetch_add(1, Ordering::Relaxed);
-        }
-        undone
     }
 
     /// The state words: the 64-bit one and the 32-bit one.
@@ -213,6 +231,12 @@ impl Shm {
     fn narrow(&self) -> *mut u32 {
         // SAFETY: as in `wide`.
         unsafe { addr_of_mut!((*self.header.as_ptr()).state.bin_mask) }
+    }
+}
+
+impl Default for Shm {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -254,39 +278,68 @@ impl core::fmt::Debug for Op<'_> {
     }
 }
 
-/// A modelled thread, as the lock sees it through [`LockOs`].
+/// A modelled thread, as the lock sees it through [`Robust`]: the C library's calls on the
+/// modelled mutex.
 struct Thread<'a> {
     shm: &'a Shm,
     tid: u32,
 }
 
-impl LockOs for Thread<'_> {
-    fn thread_id(&self) -> u32 {
-        self.tid
+impl Thread<'_> {
+    /// Takes the mutex if it is free, as the C library's compare-and-swap does, reporting a
+    /// dead previous owner; `None` when it is held.
+    fn take(&self, word: &mut Word) -> Option<Result<Acquired, Refused>> {
+        if word.unrecoverable {
+            return Some(Err(Refused::Os(Errno::NOTRECOVERABLE)));
+        }
+        if word.owner != 0 {
+            return None;
+        }
+        word.owner = self.tid;
+        if core::mem::take(&mut word.owner_died) {
+            word.inconsistent = true;
+            return Some(Ok(Acquired::OwnerDied));
+        }
+        Some(Ok(Acquired::Clean))
+    }
+}
+
+impl Robust for Thread<'_> {
+    fn try_lock(&self) -> Result<Acquired, Refused> {
+        self.take(&mut self.shm.word()).unwrap_or(Err(Refused::Busy))
     }
 
-    fn is_dead(&self, tid: u32) -> bool {
-        self.shm.is_dead(tid)
-    }
-
-    fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Duration) {
-        match self.shm.waits {
-            Waits::TimingOut => crate::sync::yield_now(),
-            Waits::Blocking => {
-                let queue = self.shm.queue.lock().expect("the model's futex queue");
-                // A dead owner's waiter would not sleep for long: its timeout comes (see `die`).
-                if word.load(Ordering::SeqCst) == expected && !self.shm.is_dead(expected & !WAITERS)
-                {
-                    drop(self.shm.sleepers.wait(queue).expect("the model's futex queue"));
-                }
+    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
+        let mut word = self.shm.word();
+        loop {
+            if let Some(taken) = self.take(&mut word) {
+                return taken;
             }
+            if timeout.is_some() {
+                return Err(Refused::TimedOut);
+            }
+            word = self.shm.sleepers.wait(word).expect("the model's futex word");
         }
     }
 
-    fn wake_one(&self, _word: &AtomicU32) {
-        if self.shm.waits == Waits::Blocking {
-            let _queue = self.shm.queue.lock().expect("the model's futex queue");
-            self.shm.sleepers.notify_one();
+    fn make_consistent(&self) -> Result<(), Errno> {
+        let mut word = self.shm.word();
+        if word.owner != self.tid || !word.inconsistent {
+            return Err(Errno::INVAL);
         }
+        word.inconsistent = false;
+        Ok(())
+    }
+
+    fn unlock(&self) -> Result<(), Errno> {
+        let mut word = self.shm.word();
+        if word.owner != self.tid {
+            return Err(Errno::PERM);
+        }
+        // What the C library does with a mutex released before it was marked consistent.
+        word.unrecoverable |= core::mem::take(&mut word.inconsistent);
+        word.owner = 0;
+        self.shm.sleepers.notify_all();
+        Ok(())
     }
 }

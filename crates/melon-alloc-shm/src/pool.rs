@@ -5,6 +5,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use melon_alloc_core::{ChunkSource, FreeError};
 use melon_alloc_heap::ChildPool;
@@ -14,7 +15,7 @@ use crate::children::{self, Slot};
 use crate::layout::{
     Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, VERSION,
 };
-use crate::lock::{lock_builtin, unlock_builtin, ShmLock};
+use crate::lock::{lock_robust, unlock_robust, ShmLock};
 use crate::sys::{self, Mapping};
 use crate::{registry, ShmError, ShmStats};
 
@@ -31,7 +32,14 @@ pub(crate) struct Shared {
     /// The allocator's view of the mapping, read from the header once, so that no locked
     /// stretch reads the header's geometry again.
     arena: Arena,
+    /// How long this process's operations wait for the built-in lock, in nanoseconds, or
+    /// [`NO_TIMEOUT`]. A setting of this process's handle, not of the pool: each process decides
+    /// how long it is willing to wait.
+    lock_timeout: core::sync::atomic::AtomicU64,
 }
+
+/// [`Shared::lock_timeout`] when operations wait as long as it takes.
+const NO_TIMEOUT: u64 = u64::MAX;
 
 impl Shared {
     /// The process-local side of a formatted pool mapping.
@@ -45,6 +53,7 @@ impl Shared {
             pending_returns: Mutex::new(Vec::new()),
             has_pending: core::sync::atomic::AtomicBool::new(false),
             arena,
+            lock_timeout: core::sync::atomic::AtomicU64::new(NO_TIMEOUT),
         }
     }
 
@@ -63,13 +72,36 @@ impl Shared {
         self.mapping.len()
     }
 
-    /// Takes the lock, undoes any operation a dead holder left half done, and gives back chunks
-    /// whose return failed earlier.
+    /// The timeout set with [`ShmPool::set_lock_timeout`].
+    fn timeout(&self) -> Option<Duration> {
+        match self.lock_timeout.load(Ordering::Relaxed) {
+            NO_TIMEOUT => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Takes the lock, waiting at most the timeout set for this process's operations.
     #[inline]
     pub(crate) fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
+        self.lock_within(self.timeout())
+    }
+
+    /// Takes the lock, waiting at most `timeout` if the lock is the built-in one, undoes any
+    /// operation a dead holder left half done, and gives back chunks whose return failed
+    /// earlier.
+    #[inline]
+    fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header();
         match &self.lock {
-            None => lock_builtin(&header.lock.0, &header.takeovers)?,
+            None => {
+                let lock = &header.lock;
+                let me = sys::thread_token();
+                if lock.holder.load(Ordering::Relaxed) == me {
+                    return Err(ShmError::WouldDeadlock);
+                }
+                lock_robust(&lock.mutex, timeout, &header.takeovers, || self.undo_dead_holder())?;
+                lock.holder.store(me, Ordering::Relaxed);
+            }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
         // Both are rare; one test each keeps the common path short.
@@ -84,13 +116,8 @@ impl Shared {
     #[cold]
     #[inline(never)]
     fn catch_up(&self) {
-        let header = self.header();
         let arena = &self.arena;
-        // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
-        if unsafe { crate::tx::recover(self.base()) } {
-            arena.recount_free_bytes();
-            header.undone.fetch_add(1, Ordering::Relaxed);
-        }
+        self.undo_dead_holder();
         if self.has_pending.swap(false, Ordering::Acquire) {
             let pending = match self.pending_returns.lock() {
                 Ok(mut pending) => core::mem::take(&mut *pending),
@@ -102,12 +129,23 @@ impl Shared {
         }
     }
 
+    /// Undoes the operation a dead holder left half done, if there is one, and counts it.
+    /// The caller holds the lock.
+    fn undo_dead_holder(&self) {
+        // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
+        if unsafe { crate::tx::recover(self.base()) } {
+            self.arena.recount_free_bytes();
+            self.header().undone.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     #[inline]
     fn unlock(&self) -> Result<(), ShmError> {
         match &self.lock {
             None => {
-                unlock_builtin(&self.header().lock.0);
-                Ok(())
+                let lock = &self.header().lock;
+                lock.holder.store(0, Ordering::Relaxed);
+                unlock_robust(&lock.mutex)
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
         }
@@ -268,10 +306,13 @@ impl ShmGuard<'_> {
         self.shared.arena.check().map_err(ShmError::Corrupt)
     }
 
-    /// Releases the lock, reporting a failure of a custom lock (dropping the guard ignores it).
+    /// Releases the lock, reporting a failure (dropping the guard ignores it).
     ///
     /// # Errors
-    /// [`ShmError::Lock`] when the lock's `unlock` fails.
+    /// [`ShmError::Lock`] when a custom lock's `unlock` fails; [`ShmError::Os`] when the
+    /// built-in lock says this thread no longer held it: the kernel judged it dead and handed
+    /// its lock on while it was alive, which only the case described under "Thread ids, pid
+    /// namespaces and the one residual case" in the architecture notes can do.
     pub fn unlock(self) -> Result<(), ShmError> {
         let shared = self.shared;
         core::mem::forget(self);
@@ -397,8 +438,17 @@ impl ShmPool {
         let mapping = Mapping::create(name, geometry.capacity)
             .map_err(|errno| ShmError::Os { call: "creating the shared mapping", errno })?;
         let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
+        let base = mapping.base().as_ptr();
         // SAFETY: the mapping is new, zeroed (a fresh memfd) and `geometry.capacity` long.
-        unsafe { crate::arena::Arena::format(mapping.base().as_ptr(), geometry, lock_kind) };
+        unsafe { crate::arena::Arena::format(base, geometry, lock_kind) };
+        if lock_kind == LOCK_BUILTIN {
+            // SAFETY: the lock lies in the header, aligned for it, in a mapping that other
+            // processes may map but nobody uses yet.
+            unsafe {
+                sys::RobustMutex::init(ptr::addr_of_mut!((*base.cast::<Header>()).lock.mutex))
+            }
+            .map_err(|errno| ShmError::Os { call: "making the pool's lock", errno })?;
+        }
         Ok(Self::from_shared(Shared::new(mapping, lock)))
     }
 
@@ -457,7 +507,9 @@ impl ShmPool {
             return Err(ShmError::SizeMismatch { header: header.capacity, file });
         }
         let expected_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
-        if header.lock_kind != expected_kind {
+        if header.lock_kind != expected_kind
+            || (expected_kind == LOCK_BUILTIN && header.lock_abi != sys::LOCK_ABI)
+        {
             return Err(ShmError::LockMismatch);
         }
         Ok(Self::from_shared(Shared::new(mapping, lock)))
@@ -490,9 +542,81 @@ impl ShmPool {
     ///
     /// # Errors
     /// [`ShmError::Lock`] when a custom lock fails; [`ShmError::WouldDeadlock`] when this thread
-    /// holds the built-in lock already.
+    /// holds the built-in lock already; [`ShmError::LockTimeout`] when a timeout was set with
+    /// [`set_lock_timeout`](ShmPool::set_lock_timeout) and passed first.
     pub fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
         self.shared().lock()
+    }
+
+    /// Takes the lock for several operations in a row, waiting at most `timeout` for a holder
+    /// to release it: how a process gives up on a holder that is alive but stopped (by
+    /// `SIGSTOP` or a debugger, say), which no lock can tell from a slow one. A holder that
+    /// dies is not waited for; its lock is taken over at once, timeout or not.
+    ///
+    /// With a lock of the caller's ([`with_lock`](ShmPool::with_lock)), the timeout does not
+    /// apply: the pool calls [`ShmLock::lock`], which waits as that lock waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.try_lock_for(Duration::from_millis(50))?;
+    /// let block = guard.alloc(64)?;
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { guard.free(block) }?;
+    /// # Ok::<(), ShmError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ShmError::LockTimeout`] when `timeout` passed with the lock still held; as for
+    /// [`lock`](ShmPool::lock) otherwise.
+    pub fn try_lock_for(&self, timeout: Duration) -> Result<ShmGuard<'_>, ShmError> {
+        self.shared().lock_within(Some(timeout))
+    }
+
+    /// Bounds how long this process's operations on the pool (every method that takes the
+    /// lock, child pools' chunk requests included) wait for the built-in lock; `None`, the
+    /// default, waits as long as it takes. An operation that gives up fails with
+    /// [`ShmError::LockTimeout`] (or returns `None`, for those that return an `Option`) and
+    /// changes nothing. The setting belongs to this process's handle, not to the pool.
+    ///
+    /// With a lock of the caller's ([`with_lock`](ShmPool::with_lock)), the timeout does not
+    /// apply (see [`try_lock_for`](ShmPool::try_lock_for)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// shm.set_lock_timeout(Some(Duration::from_secs(1)));
+    /// assert_eq!(shm.lock_timeout(), Some(Duration::from_secs(1)));
+    /// assert!(shm.alloc(64).is_some());
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn set_lock_timeout(&self, timeout: Option<Duration>) {
+        // Anything from 584 years up is as good as forever.
+        let nanos = timeout.map_or(NO_TIMEOUT, |timeout| {
+            u64::try_from(timeout.as_nanos()).unwrap_or(NO_TIMEOUT).min(NO_TIMEOUT - 1)
+        });
+        self.shared().lock_timeout.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The timeout set with [`set_lock_timeout`](ShmPool::set_lock_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// assert_eq!(shm.lock_timeout(), None);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn lock_timeout(&self) -> Option<Duration> {
+        self.shared().timeout()
     }
 
     /// Allocates `size` bytes aligned to 16, or `None` when there is no room or the lock fails.

@@ -6,8 +6,3 @@
 pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(melon_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-/// Lets loom's scheduler run another thread: what a waiter does under loom where it would sleep
-/// on the futex, since loom cannot see into the kernel's wait queue.
-#[cfg(melon_loom)]
-pub(crate) use loom::thread::yield_now;

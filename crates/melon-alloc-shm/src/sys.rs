@@ -1,5 +1,6 @@
 //! Every call into the operating system that the shared pool makes: the mapping, the memfd, the
-//! futex, and process identity. Nothing else in the crate touches these primitives.
+//! C library's robust mutex, and process identity. Nothing else in the crate touches these
+//! primitives.
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
@@ -9,9 +10,6 @@ use std::time::Duration;
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
-
-use crate::lock::LockOs;
-use crate::sync::AtomicU32;
 
 /// Alignment of every mapping: a block of the pool's size classes, and the chunks it lends to
 /// child pools, are aligned relative to the start of the mapping, so the start must be aligned to
@@ -130,7 +128,7 @@ impl Drop for Mapping {
     }
 }
 
-/// The calling thread's id: what the built-in lock records as its owner.
+/// The calling thread's id, as this process's pid namespace numbers it.
 pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
@@ -140,79 +138,190 @@ pub(crate) fn process_id() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
-/// Whether the thread with id `tid` has died: it no longer exists, or is a zombie whose parent
-/// has not collected it yet.
-pub(crate) fn thread_is_dead(tid: u32) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(tid as i32) else {
-        return true;
+/// The built-in lock's mutex: a process-shared, robust, normal `pthread_mutex_t` of the C
+/// library.
+///
+/// Robust, because the kernel then knows who holds it without anyone else interpreting a thread
+/// id: the holder's C library lists it in the thread's robust list, and when the thread dies the
+/// kernel marks the word `FUTEX_OWNER_DIED` and wakes a waiter, whose lock returns `EOWNERDEAD`.
+/// It must be the C library's own mutex: the kernel keeps one robust list per thread, which the
+/// C library registers at thread start, so a list of our own would replace it. Normal rather
+/// than error-checking, because an error-checking mutex compares the raw thread id in the word
+/// with the caller's, and two threads in different pid namespaces can have the same id.
+#[repr(C)]
+pub(crate) struct RobustMutex(core::cell::UnsafeCell<libc::pthread_mutex_t>);
+
+/// What a pool records of the C library whose mutex it holds, so that a process built against
+/// another one (whose `pthread_mutex_t` would read the same bytes differently) is refused: the
+/// size of `pthread_mutex_t`, and the library's family in the high half.
+pub(crate) const LOCK_ABI: u32 = {
+    let family: u32 = if cfg!(target_env = "gnu") {
+        1
+    } else if cfg!(target_env = "musl") {
+        2
+    } else {
+        3
     };
-    if let Err(Errno::SRCH) = rustix::process::test_kill_process(pid) {
-        return true;
+    family << 16 | core::mem::size_of::<libc::pthread_mutex_t>() as u32
+};
+
+/// How the C library's mutex was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// From a holder that released it.
+    Clean,
+    /// From a holder that died holding it: the caller holds it now, and must make it consistent
+    /// before releasing it, or it can never be taken again.
+    OwnerDied,
+}
+
+/// Why the C library's mutex was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Someone holds it (from a try that does not wait).
+    Busy,
+    /// Someone held it until the deadline.
+    TimedOut,
+    /// Anything else the C library said.
+    Os(Errno),
+}
+
+/// What a `pthread_mutex_*lock` result code says.
+fn lock_outcome(code: core::ffi::c_int) -> Result<Acquired, Refused> {
+    match code {
+        0 => Ok(Acquired::Clean),
+        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
+        libc::EBUSY => Err(Refused::Busy),
+        libc::ETIMEDOUT => Err(Refused::TimedOut),
+        code => Err(Refused::Os(Errno::from_raw_os_error(code))),
     }
-    // A killed process stays visible to `kill` until it is reaped; its state says it is dead.
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state == 'Z' || state == 'X'),
-        Err(_) => false,
+}
+
+/// What a `pthread_*` result code that is 0 on success says.
+fn check(code: core::ffi::c_int) -> Result<(), Errno> {
+    match code {
+        0 => Ok(()),
+        code => Err(Errno::from_raw_os_error(code)),
     }
 }
 
-/// Sleeps until `word` may have changed from `expected`, or `timeout` passes. Works across
-/// processes: the futex is not private.
-#[cfg(not(melon_loom))]
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let timeout = rustix::time::Timespec {
-        tv_sec: timeout.as_secs() as i64,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    // Every outcome (woken, timed out, interrupted, value already changed) sends the caller back
-    // to look at the word again, so the result carries nothing to act on.
-    let _ = rustix::thread::futex::wait(
-        word,
-        rustix::thread::futex::Flags::empty(),
-        expected,
-        Some(&timeout),
-    );
+#[cfg(target_env = "gnu")]
+extern "C" {
+    /// glibc's `pthread_mutex_clocklock` (2.30 and later), which the `libc` crate does not
+    /// declare: a timed lock against a clock of the caller's choosing.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> core::ffi::c_int;
 }
 
-/// Under loom the word is loom's atomic, which the kernel cannot wait on: waiting becomes
-/// letting another thread run, as if every wait timed out at once.
-#[cfg(melon_loom)]
-pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Duration) {
-    crate::sync::yield_now();
+/// The clock a timed lock's deadline is read against: the monotonic one where the C library
+/// takes a clock (glibc), so that a change of the wall clock does not stretch or cut a wait;
+/// elsewhere the wall clock, the only one `pthread_mutex_timedlock` knows.
+#[cfg(target_env = "gnu")]
+const DEADLINE_CLOCK: rustix::time::ClockId = rustix::time::ClockId::Monotonic;
+#[cfg(not(target_env = "gnu"))]
+const DEADLINE_CLOCK: rustix::time::ClockId = rustix::time::ClockId::Realtime;
+
+/// The absolute time `timeout` from now on [`DEADLINE_CLOCK`], saturating far in the future.
+fn deadline(timeout: Duration) -> libc::timespec {
+    let now = rustix::time::clock_gettime(DEADLINE_CLOCK);
+    let nanos = now.tv_nsec as u32 + timeout.subsec_nanos();
+    let carry = u64::from(nanos / 1_000_000_000);
+    let secs = i64::try_from(timeout.as_secs().saturating_add(carry)).unwrap_or(i64::MAX);
+    libc::timespec {
+        tv_sec: now.tv_sec.saturating_add(secs) as libc::time_t,
+        tv_nsec: libc::c_long::from(nanos % 1_000_000_000),
+    }
 }
 
-/// Wakes one process or thread waiting on `word`.
-#[cfg(not(melon_loom))]
-pub(crate) fn futex_wake_one(word: &AtomicU32) {
-    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
-}
+impl RobustMutex {
+    /// The bytes of a mutex nobody has initialised: a stand-in where the lock is not used (the
+    /// loom models' header) until [`init`](RobustMutex::init) runs.
+    #[cfg(melon_loom)]
+    pub(crate) const fn uninit() -> Self {
+        Self(core::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
+    }
 
-/// Under loom nobody sleeps in the kernel (see [`futex_wait`]), so there is nobody to wake.
-#[cfg(melon_loom)]
-pub(crate) fn futex_wake_one(_word: &AtomicU32) {}
+    fn raw(&self) -> *mut libc::pthread_mutex_t {
+        self.0.get()
+    }
 
-/// The real operating system behind the built-in lock.
-pub(crate) struct Os;
+    /// Makes the mutex at `this`: process-shared, robust, normal.
+    ///
+    /// # Errors
+    /// The C library's error, if it refuses one of the attributes.
+    ///
+    /// # Safety
+    /// - `this` is valid for writes and aligned, in memory that other processes may map.
+    /// - No thread, in any process, uses the mutex yet.
+    pub(crate) unsafe fn init(this: *mut Self) -> Result<(), Errno> {
+        let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is valid for writes; `init` fills it in.
+        check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
+        let attr = attr.as_mut_ptr();
+        let made = (|| {
+            // SAFETY: `attr` was initialised above and is not destroyed until below.
+            check(unsafe { libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_NORMAL) })?;
+            // SAFETY: as above.
+            check(unsafe {
+                libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED)
+            })?;
+            // SAFETY: as above.
+            check(unsafe { libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST) })?;
+            // SAFETY: (1) `this` is valid and nobody uses the mutex yet (caller); (2) `attr` is
+            // initialised.
+            check(unsafe {
+                libc::pthread_mutex_init(core::ptr::addr_of_mut!((*this).0).cast(), attr)
+            })
+        })();
+        // SAFETY: `attr` is initialised, and the mutex keeps no reference to it.
+        unsafe { libc::pthread_mutexattr_destroy(attr) };
+        made
+    }
 
-impl LockOs for Os {
+    /// Takes the mutex if nobody holds it, without waiting.
     #[inline]
-    fn thread_id(&self) -> u32 {
-        ids().tid
+    pub(crate) fn try_lock(&self) -> Result<Acquired, Refused> {
+        // SAFETY: the mutex was initialised by `init` when the pool was made, and lives in the
+        // mapping as long as `self`.
+        lock_outcome(unsafe { libc::pthread_mutex_trylock(self.raw()) })
     }
 
-    fn is_dead(&self, tid: u32) -> bool {
-        thread_is_dead(tid)
+    /// Takes the mutex, waiting as long as it takes, or at most `timeout`.
+    pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
+        let Some(timeout) = timeout else {
+            // SAFETY: as in `try_lock`.
+            return lock_outcome(unsafe { libc::pthread_mutex_lock(self.raw()) });
+        };
+        let deadline = deadline(timeout);
+        #[cfg(target_env = "gnu")]
+        // SAFETY: as in `try_lock`; the deadline is a valid `timespec` on the named clock.
+        let code = unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &deadline) };
+        #[cfg(not(target_env = "gnu"))]
+        // SAFETY: as in `try_lock`; the deadline is a valid `timespec` on the wall clock.
+        let code = unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) };
+        lock_outcome(code)
     }
 
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-        futex_wait(word, expected, timeout);
+    /// Marks the state the mutex guards consistent again, after a lock that returned
+    /// [`Acquired::OwnerDied`] and the repair of what the dead holder left.
+    ///
+    /// # Errors
+    /// The C library's error: only when the caller does not hold the mutex from a dead owner.
+    pub(crate) fn make_consistent(&self) -> Result<(), Errno> {
+        // SAFETY: as in `try_lock`.
+        check(unsafe { libc::pthread_mutex_consistent(self.raw()) })
     }
 
-    fn wake_one(&self, word: &AtomicU32) {
-        futex_wake_one(word);
+    /// Releases the mutex, waking a waiter if there is one.
+    ///
+    /// # Errors
+    /// The C library's error: `EPERM` when the calling thread does not hold it.
+    pub(crate) fn unlock(&self) -> Result<(), Errno> {
+        // SAFETY: as in `try_lock`.
+        check(unsafe { libc::pthread_mutex_unlock(self.raw()) })
     }
 }
 
@@ -271,13 +380,40 @@ fn register_fork_handler() {
     unsafe { pthread_once(REGISTER.0.get(), register) };
 }
 
-/// The calling thread's and process's ids, cached per thread: asking the kernel costs a system
-/// call, several times the price of a whole pool operation. The cache is refreshed after a
+/// The calling process's id and the thread's token, cached per thread: asking the kernel costs a
+/// system call, several times the price of a whole pool operation. The cache is refreshed after a
 /// `fork` made through the C library, which runs the handler registered above.
 #[derive(Clone, Copy)]
 pub(crate) struct Ids {
-    pub(crate) tid: u32,
     pub(crate) pid: u32,
+    /// See [`thread_token`].
+    pub(crate) token: u64,
+}
+
+/// A number that tells the calling thread from every other thread of every process on the
+/// machine, whatever pid namespace each is in: 64 random bits drawn for each thread, and drawn
+/// again in the child of a `fork` (which would otherwise inherit its parent's). Thread ids
+/// cannot do this: two threads in different pid namespaces may have the same one. Never 0.
+#[inline]
+pub(crate) fn thread_token() -> u64 {
+    ids().token
+}
+
+/// 64 bits from the kernel's random pool, or, where it has none to give, from the time, the
+/// thread id and an address of the stack: never 0.
+fn random_token() -> u64 {
+    let mut bytes = [0u8; 8];
+    let drawn = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    let mut token = u64::from_ne_bytes(bytes);
+    if drawn != Ok(bytes.len()) {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let place = core::ptr::addr_of!(bytes).addr() as u64;
+        token = (now.tv_nsec as u64 ^ (now.tv_sec as u64).rotate_left(30))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ u64::from(thread_id()).rotate_left(40)
+            ^ place;
+    }
+    token.max(1)
 }
 
 #[inline]
@@ -285,19 +421,20 @@ pub(crate) fn ids() -> Ids {
     use core::cell::Cell;
     use core::sync::atomic::Ordering;
     thread_local! {
-        static CACHE: Cell<(u64, u32, u32)> = const { Cell::new((u64::MAX, 0, 0)) };
+        static CACHE: Cell<(u64, Ids)> =
+            const { Cell::new((u64::MAX, Ids { pid: 0, token: 0 })) };
     }
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
     CACHE.with(|cache| {
-        let (seen, tid, pid) = cache.get();
+        let (seen, ids) = cache.get();
         if seen == generation {
-            return Ids { tid, pid };
+            return ids;
         }
         register_fork_handler();
-        let ids = Ids { tid: thread_id(), pid: process_id() };
+        let ids = Ids { pid: process_id(), token: random_token() };
         // Read again after registering: a fork between the first read and the registration
         // would otherwise go unnoticed by this cache entry.
-        cache.set((FORK_GENERATION.load(Ordering::Relaxed), ids.tid, ids.pid));
+        cache.set((FORK_GENERATION.load(Ordering::Relaxed), ids));
         ids
     })
 }

@@ -567,6 +567,59 @@ fn offset_of_and_ptr_at_translate_both_ways() {
     shm.check().unwrap();
 }
 
+/// A timeout bounds the wait for a lock that another thread holds, from none at all to one
+/// too long to count; a timeout that runs out changes nothing, and a custom lock ignores it.
+#[test]
+fn timed_locks_give_up_on_a_held_lock_and_wait_for_a_released_one() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let shm = ShmPool::new(MIB).unwrap();
+    let start = shm.available();
+    let (held, is_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let shm = &shm;
+        let holder = scope.spawn(move || {
+            let guard = shm.lock().unwrap();
+            held.send(()).unwrap();
+            released.recv().unwrap();
+            drop(guard);
+        });
+        is_held.recv().unwrap();
+        for timeout in [Duration::ZERO, Duration::from_millis(20)] {
+            match shm.try_lock_for(timeout) {
+                Err(ShmError::LockTimeout { waited }) => {
+                    assert!(waited >= timeout, "gave up after {waited:?} of {timeout:?}");
+                    assert!(ShmError::LockTimeout { waited }.to_string().contains("timeout"));
+                }
+                other => panic!("a timed lock on a held lock gave {other:?}"),
+            }
+        }
+        shm.set_lock_timeout(Some(Duration::from_millis(1)));
+        assert_eq!(shm.alloc(64), None);
+        assert_eq!(shm.lock_timeout(), Some(Duration::from_millis(1)));
+        // As good as forever: the deadline saturates instead of overflowing.
+        shm.set_lock_timeout(Some(Duration::MAX));
+        release.send(()).unwrap();
+        let waiting = Instant::now();
+        let block = shm.try_alloc(64).unwrap();
+        assert!(waiting.elapsed() < Duration::from_secs(10));
+        // SAFETY: the block is in use and freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+        holder.join().unwrap();
+    });
+    shm.set_lock_timeout(None);
+    assert_eq!(shm.lock_timeout(), None);
+    assert_eq!(shm.available(), start);
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+
+    // A custom lock is called as it is, timeout or not.
+    let (lock, _log) = TestLock::new();
+    let custom = ShmPool::with_lock(MIB, lock).unwrap();
+    drop(custom.try_lock_for(Duration::ZERO).unwrap());
+}
+
 #[test]
 fn threads_of_one_process_share_a_pool() {
     const THREADS: usize = 4;
@@ -900,6 +953,14 @@ fn attach_refuses_what_is_not_a_pool() {
         attach(memfd_with(&newer, MIB as u64)),
         ShmError::VersionMismatch { found: 99, .. }
     ));
+    // The same copy as a process whose C library lays out `pthread_mutex_t` differently would
+    // have made it: the word after the lock kind (at byte 32) records the C library's kind and
+    // the mutex's size, and a built-in lock made by another C library is refused.
+    let mut foreign = image.clone();
+    let abi = u32::from_le_bytes(foreign[36..40].try_into().unwrap());
+    assert_ne!(abi, 0, "the header records the C library's kind");
+    foreign[36..40].copy_from_slice(&(abi ^ 0x0007_0000).to_le_bytes());
+    assert_eq!(attach(memfd_with(&foreign, MIB as u64)), ShmError::LockMismatch);
     // An intact copy attaches.
     // SAFETY: the descriptor holds a copy of a pool made by this library.
     let copy = unsafe { ShmPool::attach(memfd_with(&image, MIB as u64)) }.unwrap();

@@ -1,6 +1,7 @@
 //! Shared pools used by several processes: forked children, siblings, an unrelated process that
-//! attaches by descriptor, processes killed at random moments or, with the `failpoints` feature,
-//! at every step of an operation while they hold the lock.
+//! attaches by descriptor, processes on both sides of a pid namespace boundary, a lock holder
+//! stopped by SIGSTOP, processes killed at random moments or, with the `failpoints` feature, at
+//! every step of an operation while they hold the lock.
 //!
 //! This binary runs without the test harness, one case after another in a process with a single
 //! thread, so that forking is safe. A child reports only through its exit status (a panic exits
@@ -21,8 +22,8 @@ use melon_alloc_shm::{ShmError, ShmPool};
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
-/// How long a process may wait for a lock whose holder died: the takeover takes a few tens of
-/// milliseconds, so this bound only proves that nothing hangs, on however busy a machine.
+/// How long a process may wait for a lock whose holder died: the kernel hands the lock on as the
+/// holder dies, so this bound only proves that nothing hangs, on however busy a machine.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 
 /// How long a child may run before the parent calls it hung.
@@ -67,6 +68,8 @@ fn main() {
         ("w7_a_dead_lock_holder_is_taken_over", w7_a_dead_lock_holder_is_taken_over),
         ("hammer", hammer),
         ("hammer_with_random_kills", hammer_with_random_kills),
+        ("hammer_across_pid_namespaces", hammer_across_pid_namespaces),
+        ("a_stopped_holder_makes_timed_locks_give_up", a_stopped_holder_makes_timed_locks_give_up),
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
@@ -767,6 +770,9 @@ struct Worker<'a> {
     /// For a process that will be killed: set while it holds the lock for a batch of
     /// operations, so that the parent can aim its kill at that.
     holding: Option<&'a AtomicU64>,
+    /// For a process that survives kills it measures: the [`Watch`] words, and until when to
+    /// go on.
+    watch: Option<&'a [AtomicU64]>,
     tag: u32,
     pid: u64,
     rng: Rng,
@@ -780,7 +786,18 @@ impl<'a> Worker<'a> {
         let pid = u64::from(std::process::id());
         let mut rng = Rng(seed ^ pid.rotate_left(32));
         let pattern = (0..MAX_SIZE + 256).map(|_| rng.next() as u8).collect();
-        Self { shm, owners, holding: None, tag, pid, rng, live: Vec::new(), seq: 0, pattern }
+        Self {
+            shm,
+            owners,
+            holding: None,
+            watch: None,
+            tag,
+            pid,
+            rng,
+            live: Vec::new(),
+            seq: 0,
+            pattern,
+        }
     }
 
     fn size(&mut self) -> usize {
@@ -791,10 +808,14 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Runs `ops` operations (forever if `None`), then frees everything.
+    /// Runs `ops` operations (forever if `None`; a watching process goes on until told to
+    /// stop), then frees everything.
     fn run(&mut self, ops: Option<u64>) {
         let mut done = 0;
-        while ops.is_none_or(|ops| done < ops) {
+        let told_to_stop = |watch: Option<&[AtomicU64]>| {
+            watch.is_none_or(|w| w[Watch::STOP].load(Ordering::Acquire) != 0)
+        };
+        while ops.is_none_or(|ops| done < ops) || !told_to_stop(self.watch) {
             let start = Instant::now();
             let roll = self.rng.below(100);
             if self.holding.is_some() && roll < 50 {
@@ -809,6 +830,9 @@ impl<'a> Worker<'a> {
             }
             let took = start.elapsed();
             assert!(took < STALL, "an operation took {took:?}");
+            if let Some(watch) = self.watch {
+                Watch::note_progress(self.shm, watch);
+            }
             done += 1;
         }
         assert!(self.seq >= done / 4, "{} blocks allocated in {done} operations", self.seq);
@@ -995,6 +1019,16 @@ impl Arena {
         fork(|| Worker::new(&self.shm, &self.owners, tag, seed).run(ops))
     }
 
+    /// A process that runs `ops` operations and then until told to stop, noting in `watch`
+    /// when it goes on after a kill.
+    fn spawn_watching(&self, tag: u32, seed: u64, ops: u64, watch: &[AtomicU64]) -> Child {
+        fork(|| {
+            let mut worker = Worker::new(&self.shm, &self.owners, tag, seed);
+            worker.watch = Some(watch);
+            worker.run(Some(ops));
+        })
+    }
+
     /// A process that runs until it is killed, often holding the lock, which it flags in
     /// `holding`.
     fn spawn_victim(&self, tag: u32, seed: u64, holding: &AtomicU64) -> Child {
@@ -1084,6 +1118,228 @@ fn hammer_with_random_kills() {
     );
     assert!(stats.bytes_in_use <= 2 * VICTIMS as usize * MAX_SIZE);
     assert_eq!(shm.available() + stats.bytes_in_use, arena.start);
+    shm.check().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pid namespaces and stopped holders
+// ---------------------------------------------------------------------------------------------
+
+/// Words shared by the processes of [`hammer_across_pid_namespaces`], by index.
+struct Watch;
+
+impl Watch {
+    /// Per kill (outside, inside): monotonic nanoseconds at which the parent killed the holder.
+    const KILL_AT: [usize; 2] = [0, 1];
+    /// Per kill: the first monotonic nanoseconds after it at which a survivor held the lock.
+    const RESUMED_AT: [usize; 2] = [2, 3];
+    /// Set when the survivors may stop.
+    const STOP: usize = 4;
+    /// How entering the namespace went: 1 entered, or the errno of `unshare` plus 2.
+    const NAMESPACE: usize = 5;
+    /// Per victim (outside, inside): its pid as the parent sees it, once it holds the lock.
+    const VICTIM_PID: [usize; 2] = [6, 7];
+    /// Per victim: set by the parent when the victim may take the lock and keep it.
+    const GO: [usize; 2] = [8, 9];
+    const LEN: usize = 10;
+
+    /// After an operation of a surviving process: for a kill that nobody has yet noted the
+    /// survivors going on after, takes the lock and notes the time. Holding the lock after the
+    /// kill proves the dead holder's lock was handed on, since it held the lock from before the
+    /// kill until it died.
+    fn note_progress(shm: &ShmPool, watch: &[AtomicU64]) {
+        for kill in 0..2 {
+            let kill_at = watch[Self::KILL_AT[kill]].load(Ordering::Acquire);
+            if kill_at == 0 || watch[Self::RESUMED_AT[kill]].load(Ordering::Acquire) != 0 {
+                continue;
+            }
+            let guard = shm.lock().unwrap();
+            let now = monotonic_nanos();
+            let _ = watch[Self::RESUMED_AT[kill]].compare_exchange(
+                0,
+                now,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            drop(guard);
+        }
+    }
+}
+
+/// The monotonic clock in nanoseconds: the same clock in every pid namespace.
+fn monotonic_nanos() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` writes the time into the local struct.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) }, 0);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The calling process's pid as the parent's pid namespace numbers it: `/proc` was mounted
+/// there, so its `self` link names that pid even from inside a new pid namespace.
+fn pid_outside() -> u64 {
+    let link = std::fs::read_link("/proc/self").unwrap();
+    link.to_str().unwrap().parse().unwrap()
+}
+
+/// A process that works a little, then, when the parent says so, takes the lock and keeps it
+/// until it is killed, having told the parent its pid.
+fn hold_until_killed(arena: &Arena, tag: u32, seed: u64, watch: &[AtomicU64], side: usize) {
+    Worker::new(&arena.shm, &arena.owners, tag, seed).run(Some(2_000));
+    await_word(&watch[Watch::GO[side]]);
+    let _guard = arena.shm.lock().unwrap();
+    watch[Watch::VICTIM_PID[side]].store(pid_outside(), Ordering::Release);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The hammer with processes on both sides of a pid namespace boundary, as when a container
+/// shares the pool's memfd with the host: four processes outside, four in a new user and pid
+/// namespace, and one more on each side that takes the lock and is killed holding it. A thread
+/// id means nothing across the boundary, so a lock that judged its holder by one would take the
+/// lock from a live holder on the other side, or wait for a dead one. Nothing may be handed
+/// out twice, no live holder may be taken over (one takeover per kill), and the survivors must
+/// go on within a second of each kill.
+fn hammer_across_pid_namespaces() {
+    const PER_SIDE: u32 = 4;
+    const OPS: u64 = HAMMER_OPS / 4;
+    /// A liveness bound, not a performance target: the kernel hands the lock on as the holder
+    /// dies, in well under a millisecond.
+    const GO_ON_BOUND: Duration = Duration::from_secs(1);
+    let arena = Arena::new(32 * MIB);
+    let seed = seed();
+    let watch = SharedWords::<AtomicU64>::new(Watch::LEN);
+    let inside = fork(|| {
+        // SAFETY: this child has a single thread, as `unshare(CLONE_NEWUSER)` requires; it
+        // changes only this process's namespaces, and its children's.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            watch[Watch::NAMESPACE].store(errno as u64 + 2, Ordering::Release);
+            return;
+        }
+        watch[Watch::NAMESPACE].store(1, Ordering::Release);
+        // The first child in a new pid namespace is its pid 1, its init: were it killed, the
+        // kernel would kill the whole namespace, so it only starts and reaps the others.
+        fork(|| {
+            assert_eq!(std::process::id(), 1, "the first process of the new pid namespace");
+            let workers: Vec<Child> = (1..=PER_SIDE)
+                .map(|tag| arena.spawn_watching(PER_SIDE + tag, seed, OPS, &watch))
+                .collect();
+            let mut victim = fork(|| hold_until_killed(&arena, 2 * PER_SIDE + 2, seed, &watch, 1));
+            for worker in workers {
+                worker.succeeds("a hammer process inside the namespace");
+            }
+            assert_eq!(victim.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+        })
+        .succeeds("the namespace's first process");
+    });
+    let entered = await_word(&watch[Watch::NAMESPACE]);
+    if entered != 1 {
+        let errno = (entered - 2) as i32;
+        inside.succeeds("the process that tried to make a namespace");
+        let refused = [libc::EPERM, libc::EINVAL, libc::ENOSYS, libc::EUSERS, libc::ENOSPC];
+        assert!(
+            refused.contains(&errno),
+            "unshare failed: {}",
+            std::io::Error::from_raw_os_error(errno)
+        );
+        println!(
+            "  skipped: the kernel refuses a new user and pid namespace here: {}",
+            std::io::Error::from_raw_os_error(errno)
+        );
+        return;
+    }
+    let workers: Vec<Child> =
+        (1..=PER_SIDE).map(|tag| arena.spawn_watching(tag, seed, OPS, &watch)).collect();
+    let mut outside_victim = fork(|| hold_until_killed(&arena, 2 * PER_SIDE + 1, seed, &watch, 0));
+
+    let mut went_on = Vec::new();
+    for (side, name) in ["outside", "inside"].into_iter().enumerate() {
+        watch[Watch::GO[side]].store(1, Ordering::Release);
+        let pid = await_word(&watch[Watch::VICTIM_PID[side]]);
+        // Let the survivors pile up on the held lock.
+        std::thread::sleep(Duration::from_millis(20));
+        let kill_at = monotonic_nanos();
+        watch[Watch::KILL_AT[side]].store(kill_at, Ordering::Release);
+        // SAFETY: `pid` is the victim's, which is alive and holds the lock until this kill.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+        let resumed = await_word(&watch[Watch::RESUMED_AT[side]]);
+        let gap = Duration::from_nanos(resumed.saturating_sub(kill_at));
+        assert!(gap < GO_ON_BOUND, "the survivors went on {gap:?} after the kill {name}");
+        went_on.push((name, gap));
+    }
+    assert_eq!(outside_victim.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    watch[Watch::STOP].store(1, Ordering::Release);
+    for worker in workers {
+        worker.succeeds("a hammer process outside the namespace");
+    }
+    inside.succeeds("the processes inside the namespace");
+
+    let shm = &arena.shm;
+    shm.check().unwrap();
+    let stats = shm.stats().unwrap();
+    let gaps: Vec<String> = went_on
+        .iter()
+        .map(|(side, gap)| format!("{:.2} ms after the kill {side}", gap.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "  {PER_SIDE} hammer processes outside and {PER_SIDE} inside a new user and pid \
+         namespace, {OPS}+ operations each; 2 holders killed holding the lock (one each side): \
+         {} takeovers, {} operations undone, {} blocks left; survivors went on {}",
+        stats.lock_takeovers,
+        stats.operations_undone,
+        stats.live_blocks,
+        gaps.join(", ")
+    );
+    assert_eq!(stats.lock_takeovers, 2, "one takeover per holder killed, and no live one");
+    assert_eq!(stats.operations_undone, 0, "the holders died between operations");
+    assert_eq!(stats.live_blocks, 0);
+    assert_eq!(shm.available(), arena.start);
+    let claimed = arena.owners.iter().filter(|owner| owner.load(Ordering::Relaxed) != 0).count();
+    assert_eq!(claimed, 0, "every unit was released");
+}
+
+/// A holder stopped by SIGSTOP is alive, and no lock may take its lock over; a caller that set
+/// a timeout gives up instead of waiting forever, and once the holder goes on, so does the lock.
+fn a_stopped_holder_makes_timed_locks_give_up() {
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    let mut holder = fork(|| {
+        let guard = shm.lock().unwrap();
+        mailbox[0].store(1, Ordering::Release);
+        while mailbox[1].load(Ordering::Acquire) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(guard);
+    });
+    await_word(&mailbox[0]);
+    // SAFETY: the holder is this process's own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(holder.pid, libc::SIGSTOP) }, 0);
+    match shm.try_lock_for(TIMEOUT) {
+        Err(ShmError::LockTimeout { waited }) => {
+            assert!(waited >= TIMEOUT, "gave up after {waited:?}");
+            assert!(waited < TAKEOVER_BOUND, "gave up only after {waited:?}");
+        }
+        other => panic!("a timed lock on a stopped holder's lock gave {other:?}"),
+    }
+    // The pool's own operations give up too once a timeout is set, and change nothing.
+    shm.set_lock_timeout(Some(TIMEOUT));
+    assert!(matches!(shm.try_alloc(64), Err(ShmError::LockTimeout { .. })));
+    assert_eq!(shm.alloc(64), None);
+    shm.set_lock_timeout(None);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(holder.pid, libc::SIGCONT) }, 0);
+    mailbox[1].store(1, Ordering::Release);
+    let mut guard = shm.try_lock_for(TAKEOVER_BOUND).unwrap();
+    let block = guard.alloc(64).unwrap();
+    // SAFETY: the block is in use and freed once.
+    unsafe { guard.free(block) }.unwrap();
+    drop(guard);
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Code(0));
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.lock_takeovers, 0, "the stopped holder was alive");
+    assert_eq!(stats.live_blocks, 0);
     shm.check().unwrap();
 }
 

@@ -1,13 +1,15 @@
-//! Loom models of the shared pool's built-in lock and undo log: mutual exclusion, no lost
-//! wake-up, the takeover of a dead owner's lock (and never of a live owner's), and the undoing
-//! of an operation whose thread died in the middle of it.
+//! Loom models of the shared pool's built-in lock protocol and undo log: mutual exclusion with
+//! nobody taken over while everyone lives, the takeover of a dead owner's lock (repaired,
+//! counted, marked consistent, so the lock goes on working), a taker that dies while repairing,
+//! a timed lock that gives up on a live holder and takes over a dead one, and the undoing of an
+//! operation whose thread died in the middle of it.
 //!
-//! Built only with `--cfg melon_loom` (`cargo xtask loom`). Threads are modelled: each has an
-//! id the model picks, and "dies" by marking itself dead and doing nothing more, which is all
-//! the lock can see of a killed process. With `--cfg melon_loom_broken` as well, the lock's
-//! acquire checks the word and stores it in two steps, and its takeover stops asking whether the
-//! owner is dead. Every model must then fail (each says which broken part it catches), and the
-//! test fails if one does not: that is how we know the models can.
+//! Built only with `--cfg melon_loom` (`cargo xtask loom`). The robust mutex is modelled: each
+//! thread has an id the model picks, and "dies" by having the modelled kernel release what it
+//! holds with `FUTEX_OWNER_DIED`, which is all the lock can see of a killed process. With
+//! `--cfg melon_loom_broken` as well, the lock ignores an owner's death, as if the lock had been
+//! released: nothing is repaired, counted or marked consistent. Every model that says it catches
+//! that must then fail, and the test fails if one does not: that is how we know the models can.
 
 #[cfg(melon_loom)]
 mod tests {
@@ -16,16 +18,23 @@ mod tests {
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
     use loom::thread;
-    use melon_alloc_shm::model::{Shm, Waits};
+    use melon_alloc_shm::model::Shm;
+    use melon_alloc_shm::ShmError;
 
     const A: u32 = 1;
     const B: u32 = 2;
     const C: u32 = 3;
     const D: u32 = 4;
 
-    /// Runs a model: it must pass with the real lock, and fail with the broken one, which shows
+    /// Runs a model that must pass, with the real lock and with the broken one alike: it checks
+    /// what ignoring a death cannot break, as nobody dies in it.
+    fn passes(model: impl Fn() + Send + Sync + 'static) {
+        loom::model(model);
+    }
+
+    /// Runs a model that must pass with the real lock and fail with the broken one, which shows
     /// that it can.
-    fn expect_model(model: impl Fn() + Send + Sync + 'static) {
+    fn catches_broken(model: impl Fn() + Send + Sync + 'static) {
         // A failed model leaves nothing behind that the test looks at afterwards.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| loom::model(model)));
         if cfg!(melon_loom_broken) {
@@ -60,9 +69,9 @@ mod tests {
 
     /// Two threads each take the lock, bump the counter and release it, twice. Loom reports a
     /// bump made while the other thread is inside; every bump must count, and nobody may have
-    /// been taken over, as nobody died. The broken acquire lets both threads in.
-    fn two_threads_take_turns(waits: Waits) {
-        let shm = Arc::new(Shm::new(waits));
+    /// been taken over, as nobody died.
+    fn two_threads_take_turns() {
+        let shm = Arc::new(Shm::new());
         let count = Counter::new();
         let threads: Vec<_> = [A, B]
             .into_iter()
@@ -73,7 +82,7 @@ mod tests {
                     for _ in 0..2 {
                         shm.lock(tid).expect("the lock");
                         count.bump();
-                        shm.unlock(tid);
+                        shm.unlock(tid).expect("the holder's unlock");
                     }
                 })
             })
@@ -87,52 +96,15 @@ mod tests {
 
     #[test]
     fn lock_is_mutually_exclusive() {
-        expect_model(|| two_threads_take_turns(Waits::Blocking));
+        passes(two_threads_take_turns);
     }
 
-    #[test]
-    fn lock_is_mutually_exclusive_when_waits_time_out() {
-        expect_model(|| two_threads_take_turns(Waits::TimingOut));
-    }
-
-    /// A holds the lock while B and C come for it, then releases it. Waits end only on a
-    /// wake-up, so if an unlock forgets a sleeper, loom finds every thread blocked and reports a
-    /// deadlock; otherwise all three get in, one at a time. Either broken part lets two threads
-    /// in at once.
-    fn sleepers_are_woken() {
-        let shm = Arc::new(Shm::new(Waits::Blocking));
-        let count = Counter::new();
-        shm.lock(A).expect("a free lock");
-        let waiters: Vec<_> = [B, C]
-            .into_iter()
-            .map(|tid| {
-                let (shm, count) = (Arc::clone(&shm), Arc::clone(&count));
-                thread::spawn(move || {
-                    shm.lock(tid).expect("the lock");
-                    count.bump();
-                    shm.unlock(tid);
-                })
-            })
-            .collect();
-        count.bump();
-        shm.unlock(A);
-        for waiter in waiters {
-            waiter.join().expect("a waiter");
-        }
-        assert_eq!(count.get(), 3);
-        assert_eq!(shm.takeovers(), 0, "a live owner was taken over");
-    }
-
-    #[test]
-    fn no_wake_up_is_lost() {
-        expect_model(sleepers_are_woken);
-    }
-
-    /// A takes the lock, works, and dies holding it. B, waiting meanwhile, must get the lock,
-    /// only once A is dead, through the takeover, and counted once. The broken takeover lets B
-    /// in while A still works.
+    /// A takes the lock, works, and dies holding it. B, waiting meanwhile, must get the lock
+    /// only once A is dead, counted once; and the lock must go on working after B releases it.
+    /// The broken lock neither counts the takeover nor marks the lock consistent, so the next
+    /// lock is refused.
     fn dead_owner_is_taken_over() {
-        let shm = Arc::new(Shm::new(Waits::TimingOut));
+        let shm = Arc::new(Shm::new());
         let count = Counter::new();
         shm.lock(A).expect("a free lock");
         let b = {
@@ -143,49 +115,84 @@ mod tests {
                 count.bump();
                 assert_eq!(count.get(), 2, "B missed the dead owner's work");
                 assert_eq!(shm.takeovers(), 1);
-                shm.unlock(B);
+                shm.unlock(B).expect("the holder's unlock");
             })
         };
         count.bump();
-        // A's work takes a while, during which B's waits time out and it looks at A.
-        thread::yield_now();
         shm.die(A);
         b.join().expect("B");
+        shm.lock(C).expect("the lock after a takeover");
+        shm.unlock(C).expect("the holder's unlock");
         assert_eq!(shm.takeovers(), 1);
     }
 
     #[test]
-    fn dead_owner_is_taken_over_once() {
-        expect_model(dead_owner_is_taken_over);
+    fn dead_owner_is_taken_over_once_and_the_lock_goes_on() {
+        catches_broken(dead_owner_is_taken_over);
     }
 
-    /// A holds the lock, alive, while B waits and its every wait times out, so that B looks at
-    /// A's liveness at every step. B must wait for A's unlock, and nobody is taken over. The
-    /// broken takeover lets B in while A still works.
-    fn live_owner_is_waited_for() {
-        let shm = Arc::new(Shm::new(Waits::TimingOut));
+    /// A holds the lock while B tries it with a timeout, which runs out whenever A still holds
+    /// it; B then waits without one. Nobody is taken over, and B never gets in while A is.
+    fn timed_lock_gives_up_on_a_live_holder() {
+        let shm = Arc::new(Shm::new());
         let count = Counter::new();
         shm.lock(A).expect("a free lock");
         let b = {
             let (shm, count) = (Arc::clone(&shm), Arc::clone(&count));
             thread::spawn(move || {
-                shm.lock(B).expect("the lock");
+                match shm.lock_for(B) {
+                    Ok(()) => {}
+                    Err(ShmError::LockTimeout { .. }) => shm.lock(B).expect("the lock"),
+                    Err(other) => panic!("a timed lock failed with {other:?}"),
+                }
                 count.bump();
-                shm.unlock(B);
+                shm.unlock(B).expect("the holder's unlock");
             })
         };
         count.bump();
-        // A's work takes a while, during which B's waits time out and it looks at A.
-        thread::yield_now();
-        shm.unlock(A);
+        shm.unlock(A).expect("the holder's unlock");
         b.join().expect("B");
         assert_eq!(count.get(), 2);
         assert_eq!(shm.takeovers(), 0, "a live owner was taken over");
     }
 
     #[test]
-    fn live_owner_is_never_taken_over() {
-        expect_model(live_owner_is_waited_for);
+    fn a_timed_lock_gives_up_on_a_live_holder_and_changes_nothing() {
+        passes(timed_lock_gives_up_on_a_live_holder);
+    }
+
+    /// A dies in the middle of an operation; B tries the lock with a timeout until it gets it.
+    /// It must get it through the takeover, with A's operation undone. The broken lock undoes
+    /// nothing.
+    fn timed_lock_takes_over_a_dead_holder() {
+        let shm = Arc::new(Shm::new());
+        shm.lock(A).expect("a free lock");
+        let b = {
+            let shm = Arc::clone(&shm);
+            thread::spawn(move || {
+                while let Err(error) = shm.lock_for(B) {
+                    assert!(matches!(error, ShmError::LockTimeout { .. }), "{error:?}");
+                    thread::yield_now();
+                }
+                assert!(shm.is_dead(A), "B took the lock from a live owner");
+                assert_eq!(shm.log_len(), 0, "the dead owner's operation was left");
+                // SAFETY: B holds the lock.
+                let words = unsafe { shm.words() };
+                shm.unlock(B).expect("the holder's unlock");
+                words
+            })
+        };
+        // SAFETY: A holds the lock until it dies, and the log of a new buffer is empty.
+        let mut op = unsafe { shm.begin() };
+        op.set_wide(WIDE);
+        shm.die(A);
+        assert_eq!(b.join().expect("B"), (0, 0), "B saw the dead owner's write");
+        assert_eq!((shm.takeovers(), shm.undone()), (1, 1));
+    }
+
+    #[test]
+    fn a_timed_lock_takes_over_a_dead_holder() {
+        catches_broken(timed_lock_takes_over_a_dead_holder);
     }
 
     const WIDE: u64 = 0x5555_0000_0000_0001;
@@ -193,23 +200,22 @@ mod tests {
 
     /// A takes the lock, starts an operation, writes `sets` of the two state words through the
     /// undo log, commits if `commit`, and dies holding the lock. B, waiting meanwhile, takes
-    /// over and runs recovery, which must put back the old values of an uncommitted operation
-    /// and keep a committed one's, and leave the log empty either way. The broken takeover lets
-    /// B recover while A is still writing.
+    /// over, which must put back the old values of an uncommitted operation and keep a
+    /// committed one's, and leave the log empty either way. The broken lock repairs nothing and
+    /// counts no takeover.
     fn interrupted_operation(sets: usize, commit: bool) {
-        let shm = Arc::new(Shm::new(Waits::TimingOut));
+        let shm = Arc::new(Shm::new());
         shm.lock(A).expect("a free lock");
         let b = {
             let shm = Arc::clone(&shm);
             thread::spawn(move || {
                 shm.lock(B).expect("the lock, taken over");
                 assert!(shm.is_dead(A), "B took the lock from a live owner");
-                // SAFETY: B holds the lock.
-                let undone = unsafe { shm.recover() };
                 assert_eq!(shm.log_len(), 0, "recovery left entries in the log");
+                let undone = shm.undone() == 1;
                 // SAFETY: B holds the lock.
                 let words = unsafe { shm.words() };
-                shm.unlock(B);
+                shm.unlock(B).expect("the holder's unlock");
                 (undone, words)
             })
         };
@@ -240,27 +246,25 @@ mod tests {
 
     #[test]
     fn operation_interrupted_after_one_write_is_undone() {
-        expect_model(|| interrupted_operation(1, false));
+        catches_broken(|| interrupted_operation(1, false));
     }
 
     #[test]
     fn operation_interrupted_after_two_writes_is_undone() {
-        expect_model(|| interrupted_operation(2, false));
+        catches_broken(|| interrupted_operation(2, false));
     }
 
     #[test]
     fn committed_operation_stands() {
-        expect_model(|| interrupted_operation(2, true));
+        catches_broken(|| interrupted_operation(2, true));
     }
 
     /// A dies in the middle of an operation; B and C both wait, and each, once it has the lock,
-    /// recovers, starts an operation of its own and dies in it too; then D takes the lock. Every
-    /// takeover and every undone operation must be counted: three of each, from three threads.
-    /// The broken takeover lets a thread in before the previous owner has begun its operation.
+    /// starts an operation of its own and dies in it too; then D takes the lock. Every takeover
+    /// and every undone operation must be counted: three of each, from three threads. The
+    /// broken lock counts none and undoes none.
     fn every_takeover_is_counted() {
-        // Waits that time out would have two threads spin on a dead owner at once, more than loom
-        // can explore in minutes; a dead owner's waiters are woken instead (see `Waits`).
-        let shm = Arc::new(Shm::new(Waits::Blocking));
+        let shm = Arc::new(Shm::new());
         shm.lock(A).expect("a free lock");
         let takers: Vec<_> = [B, C]
             .into_iter()
@@ -268,8 +272,7 @@ mod tests {
                 let shm = Arc::clone(&shm);
                 thread::spawn(move || {
                     shm.lock(tid).expect("the lock, taken over");
-                    // SAFETY: this thread holds the lock.
-                    assert!(unsafe { shm.recover() }, "a dead owner's operation was missed");
+                    assert_eq!(shm.log_len(), 0, "a dead owner's operation was missed");
                     // SAFETY: this thread holds the lock, and the log is empty after recovery.
                     let mut op = unsafe { shm.begin() };
                     op.set_narrow(tid);
@@ -285,17 +288,49 @@ mod tests {
             taker.join().expect("a taker");
         }
         shm.lock(D).expect("the lock, taken over");
-        // SAFETY: D holds the lock.
-        assert!(unsafe { shm.recover() }, "the last dead owner's operation was missed");
         assert_eq!(shm.takeovers(), 3);
         assert_eq!(shm.undone(), 3);
         // SAFETY: D holds the lock.
         assert_eq!(unsafe { shm.words() }, (0, 0));
-        shm.unlock(D);
+        shm.unlock(D).expect("the holder's unlock");
     }
 
     #[test]
     fn takeovers_and_undone_operations_are_all_counted() {
-        expect_model(every_takeover_is_counted);
+        catches_broken(every_takeover_is_counted);
+    }
+
+    /// A dies in the middle of an operation; B takes the lock over and dies while repairing,
+    /// before it undoes anything or marks the lock consistent. C must find the lock's owner
+    /// dead again and the repair still to do. The broken lock lets B hold the lock without
+    /// repairing, so B never dies and never releases it, and C cannot get it.
+    fn repair_interrupted_by_death() {
+        let shm = Arc::new(Shm::new());
+        shm.lock(A).expect("a free lock");
+        let b = {
+            let shm = Arc::clone(&shm);
+            thread::spawn(move || {
+                // B dies inside; what it is told no longer matters.
+                let _ = shm.lock_dying_in_repair(B);
+            })
+        };
+        // SAFETY: A holds the lock until it dies, and the log of a new buffer is empty.
+        let mut op = unsafe { shm.begin() };
+        op.set_wide(WIDE);
+        shm.die(A);
+        b.join().expect("B");
+        // Timed, so that the broken lock's failure is a refusal, not a deadlock (which loom
+        // reports by a panic that cannot unwind through the model's shared state). B is dead,
+        // so the correct lock never times out here.
+        shm.lock_for(C).expect("the lock, taken over again");
+        // SAFETY: C holds the lock.
+        assert_eq!(unsafe { shm.words() }, (0, 0), "the dead owner's write stands");
+        assert_eq!((shm.takeovers(), shm.undone()), (2, 1));
+        shm.unlock(C).expect("the holder's unlock");
+    }
+
+    #[test]
+    fn a_repair_cut_short_by_death_is_done_by_the_next_taker() {
+        catches_broken(repair_interrupted_by_death);
     }
 }

@@ -159,7 +159,8 @@ pub unsafe extern "C" fn mln_alloc_init(parent: *mut MlnAlloc, capacity: usize) 
 /// # Safety
 /// - With callbacks: they may be called with `locker` from any thread of any process that uses
 ///   the pool, for as long as the pool exists, so `locker` stays valid that long; together they
-///   are a lock that works across those processes.
+///   are a lock that works across those processes: between a `lock` that returns 0 and the next
+///   `unlock`, no other `lock` returns 0, with a mutex's memory ordering.
 /// - With callbacks, the caller holds the lock around every call on the pool itself (not on its
 ///   child pools), as Melon requires.
 #[no_mangle]

@@ -76,7 +76,10 @@ unsafe impl Send for CallbackLock {}
 // SAFETY: as above; the struct is never changed after it is made.
 unsafe impl Sync for CallbackLock {}
 
-impl ShmLock for CallbackLock {
+// SAFETY: the callbacks are the caller's process-shared lock, which `mln_alloc_shm_init`'s
+// contract requires to exclude every other holder between a successful `lock` and its `unlock`,
+// with the ordering of a mutex; a non-zero return is an error, and then the lock is not held.
+unsafe impl ShmLock for CallbackLock {
     fn lock(&self) -> Result<(), LockError> {
         self.call(self.lock)
     }

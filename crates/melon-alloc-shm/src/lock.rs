@@ -22,7 +22,45 @@ use crate::{LockError, ShmError};
 /// [`ShmPool::set_lock_timeout`](crate::ShmPool::set_lock_timeout)) does not apply to a lock of
 /// this trait: the pool calls [`lock`](ShmLock::lock), which waits as long as the lock itself
 /// waits. A lock that should give up returns an error from `lock` when it does.
-pub trait ShmLock: Send + Sync {
+///
+/// # Safety
+/// The pool's state is plain memory that every holder reads and writes, so the pool is only as
+/// sound as the lock. An implementation must uphold:
+/// - between a [`lock`](ShmLock::lock) that returns `Ok` and the next [`unlock`](ShmLock::unlock)
+///   of that holder, no other thread of any process using the pool gets `Ok` from `lock`;
+/// - a `lock` that returns `Ok` sees every write made before the previous holder's `unlock` (the
+///   acquire and release ordering of a mutex);
+/// - a `lock` that returns an error does not hold the lock.
+///
+/// # Examples
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use melon_alloc_shm::{LockError, ShmLock, ShmPool};
+///
+/// /// A lock for the threads of one process, refusing rather than waiting when it is held.
+/// struct Refusing(AtomicBool);
+///
+/// // SAFETY: the swap lets one holder in at a time, with acquire and release ordering.
+/// unsafe impl ShmLock for Refusing {
+///     fn lock(&self) -> Result<(), LockError> {
+///         if self.0.swap(true, Ordering::Acquire) {
+///             return Err(LockError { code: 16 });
+///         }
+///         Ok(())
+///     }
+///     fn unlock(&self) -> Result<(), LockError> {
+///         self.0.store(false, Ordering::Release);
+///         Ok(())
+///     }
+/// }
+///
+/// let shm = ShmPool::with_lock(1 << 20, Refusing(AtomicBool::new(false)))?;
+/// let block = shm.alloc(64).unwrap();
+/// // SAFETY: the block came from `shm` and is not used again.
+/// unsafe { shm.try_free(block) }?;
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+pub unsafe trait ShmLock: Send + Sync {
     /// Takes the lock, waiting as long as it takes.
     ///
     /// # Errors

@@ -165,6 +165,12 @@ impl Shared {
 
 /// The lock of a shared pool, held: every operation through it runs without taking the lock
 /// again. Dropping it releases the lock.
+///
+/// # Soundness
+/// Allocation, `usable_size`, `available`, `stats` and `check` are safe: every block and offset
+/// is checked against the pool before it is used. A free or a resize is unsafe, since the block
+/// may still be in use somewhere, in any process. The guard is not `Send`: the built-in lock
+/// belongs to the thread that took it.
 pub struct ShmGuard<'pool> {
     shared: &'pool Shared,
     /// The built-in lock belongs to the thread that took it.
@@ -386,6 +392,17 @@ impl core::fmt::Debug for ShmGuard<'_> {
 /// shm.check()?;
 /// # Ok::<(), melon_alloc_shm::ShmError>(())
 /// ```
+///
+/// # Soundness
+/// Every safe call takes the lock and hands out only blocks that are not in use, in any
+/// process, or reads the pool; the calls that take a block back (`free`, `try_free`, `realloc`)
+/// and [`attach`](ShmPool::attach), which trusts what the descriptor holds, are unsafe. The
+/// lock is what keeps two processes out of each other's way, so a lock of the user's
+/// ([`with_lock`](ShmPool::with_lock)) comes through [`ShmLock`], an unsafe trait. The
+/// descriptor ([`as_fd`](ShmPool::as_fd)) gives access to the pool's bytes outside the
+/// library's checks, as `/proc/self/mem` would: writing or truncating the file through it
+/// breaks the pool. Child pools ([`child`](ShmPool::child)) carry a promise of their own across
+/// `fork`.
 pub struct ShmPool {
     shared: NonNull<Shared>,
 }
@@ -734,6 +751,25 @@ impl ShmPool {
     /// once per chunk, not per block. Its bookkeeping lives in this process: used from another
     /// process (after a `fork`), it refuses to take chunks, and dropping it there leaves its
     /// chunks to the original.
+    ///
+    /// # Fork
+    /// A process forked while the child exists must not free the child's blocks, nor drop a
+    /// collection that lives in it: the chunks' headers lie in the shared mapping, and the
+    /// original's lists run through them. It forgets them (`mem::forget`) or ends with `_exit`.
+    /// Forking is unsafe, and this is part of what a caller of `fork` promises.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let child = shm.child();
+    /// let block = child.alloc(64).unwrap();
+    /// assert!(shm.stats()?.lent_bytes >= melon_alloc_core::CHUNK_SIZE);
+    /// // SAFETY: the block came from `child` and is not used again.
+    /// unsafe { child.free(block) };
+    /// drop(child);
+    /// assert_eq!(shm.stats()?.lent_bytes, 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn child(&self) -> ChildPool<'_> {
         self.make_child(None)
     }

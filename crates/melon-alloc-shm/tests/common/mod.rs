@@ -67,7 +67,9 @@ impl TestLock {
     }
 }
 
-impl ShmLock for TestLock {
+// SAFETY: `held` lets one holder in at a time (a second `lock` is refused, not let in), and its
+// sequentially consistent swaps order each holder's writes before the next holder's reads.
+unsafe impl ShmLock for TestLock {
     fn lock(&self) -> Result<(), LockError> {
         if self.0.fail_lock.load(Ordering::SeqCst) {
             return Err(LockError { code: FAIL_CODE });

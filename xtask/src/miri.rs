@@ -12,6 +12,7 @@ use crate::{root, run};
 const HEAP_TARGETS: &[&str] = &[
     "api",
     "bad_input",
+    "child_lifecycle",
     "classes",
     "collections",
     "global_source",

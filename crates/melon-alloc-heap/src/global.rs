@@ -4,7 +4,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::alloc;
 
-use melon_alloc_core::{ChunkSource, SMALL_CHUNK};
+use melon_alloc_core::{ChunkSource, CHUNK_SIZE, SMALL_CHUNK};
 
 use crate::recycle::{
     large_layout, FreeChunk, LargeCache, SmallChunks, HUGE_SLAB, LARGE_CACHE_BYTES,
@@ -16,8 +16,11 @@ use crate::sys::advise_huge_pages;
 /// Small chunks are carved from slabs that grow from 64 KiB to 2 MiB, because asking the global
 /// allocator for each aligned 16 KiB chunk on its own leaves an alignment gap beside nearly every
 /// one (glibc's `posix_memalign` does), which would cost more than the blocks themselves. Chunks
-/// that come back are reused; once every chunk has come back, and when the pool is dropped, the
-/// slabs go back to the global allocator.
+/// that come back are reused. Once every chunk has come back, every slab but the newest goes back
+/// to the global allocator, and the newest, the largest the pool needed lately, stays for the
+/// next chunks: a root whose children come and go, each taking a chunk and giving it back, calls
+/// the global allocator only while it grows. [`trim`](ChunkSource::trim) gives that slab back
+/// too, and dropping the pool gives back everything.
 ///
 /// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
 /// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
@@ -106,6 +109,19 @@ impl GlobalSource {
         }
     }
 
+    /// Every chunk has come back: gives back every slab but the newest, and carves the next
+    /// chunks from it afresh.
+    fn keep_newest_slab(&mut self) {
+        let Some((newest, layout)) = self.slabs.pop() else { return };
+        self.release_slabs();
+        // Within the capacity the vector had a moment ago: no allocation.
+        self.slabs.push((newest, layout));
+        // SAFETY: (1) no chunk is out, and `release_slabs` forgot the freed ones; (2) the slab
+        // came from `alloc::alloc` with `layout`, a whole number of chunks aligned to a chunk,
+        // and stays the source's until `release_slabs`.
+        unsafe { self.small.restart_from(newest, layout.size() / CHUNK_SIZE) };
+    }
+
     fn release_slabs(&mut self) {
         self.small.clear();
         for (slab, layout) in self.slabs.drain(..) {
@@ -158,7 +174,7 @@ unsafe impl ChunkSource for GlobalSource {
         // SAFETY: the caller hands back a small chunk from `acquire`, which took it from the list.
         unsafe { self.small.put(chunk) };
         if self.small.out() == 0 {
-            self.release_slabs();
+            self.keep_newest_slab();
         }
     }
 
@@ -169,6 +185,9 @@ unsafe impl ChunkSource for GlobalSource {
 
     fn trim(&mut self) {
         self.release_large_cache();
+        if self.small.out() == 0 {
+            self.release_slabs();
+        }
     }
 }
 

@@ -160,6 +160,21 @@ impl SmallChunks {
         }
     }
 
+    /// Carves the next chunks afresh from `slab`, of `chunks` chunks, which the source kept when
+    /// every chunk had come back and it gave its other slabs back; the next slab it adds grows
+    /// as before.
+    ///
+    /// # Safety
+    /// - No chunk is out, and the freed ones lie in slabs given back or in `slab`.
+    /// - `slab` is valid for reads and writes of `chunks` chunks, aligned to a chunk, and the
+    ///   source's alone until [`clear`](Self::clear).
+    pub(crate) unsafe fn restart_from(&mut self, slab: NonNull<u8>, chunks: usize) {
+        debug_assert_eq!(self.out, 0);
+        self.free = ptr::null_mut();
+        self.carve_next = slab.as_ptr();
+        self.carve_left = chunks;
+    }
+
     /// Forgets every chunk: the source has taken its slabs back.
     pub(crate) fn clear(&mut self) {
         self.free = ptr::null_mut();

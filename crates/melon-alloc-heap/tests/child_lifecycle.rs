@@ -1,0 +1,70 @@
+//! A root pool whose children come and go: once warm, making a child, allocating from it and
+//! dropping it calls the global allocator for no slab, however often it is done. This binary's
+//! global allocator counts the calls large enough to be slabs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use melon_alloc_heap::HeapPool;
+
+/// The smallest slab a root pool takes from the global allocator.
+const SLAB: usize = 64 << 10;
+
+/// The system allocator, counting the allocations and frees of slab size or more.
+struct Counting;
+
+static SLAB_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to `System`, which upholds `GlobalAlloc`; the count is a side note.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= SLAB {
+            SLAB_CALLS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        if layout.size() >= SLAB {
+            SLAB_CALLS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { System.dealloc(block, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// One request's worth of a child: made, used for a few blocks of several classes, dropped.
+fn one_child(root: &HeapPool) {
+    let child = root.child();
+    let blocks: Vec<_> =
+        [16, 64, 200, 1000].iter().map(|&size| child.alloc(size).unwrap()).collect();
+    for block in blocks {
+        // SAFETY: the block came from `child` and is not used again.
+        unsafe { child.free(block) };
+    }
+}
+
+#[test]
+fn children_of_an_idle_root_take_no_slab_once_warm() {
+    let root = HeapPool::new();
+    let calls = || SLAB_CALLS.load(Ordering::Relaxed);
+    let cold = calls();
+    one_child(&root);
+    assert_eq!(calls(), cold + 1, "the first child makes the root take a slab, and keep it");
+    let warm = calls();
+    for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
+        one_child(&root);
+    }
+    assert_eq!(calls(), warm, "no slab taken or given back");
+    assert_eq!(root.stats().bytes_held, 0);
+    // `trim` gives the kept slab back, and the next child takes one again.
+    root.trim();
+    assert_eq!(calls(), warm + 1);
+    one_child(&root);
+    assert_eq!(calls(), warm + 2);
+    root.check().unwrap();
+}

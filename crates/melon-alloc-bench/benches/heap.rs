@@ -12,6 +12,7 @@
 //! - `rlsf`: rlsf's TLSF over an arena of its own ([`TlsfArena`]).
 //!
 //! The blocks are 64 bytes, except in `mixed`, which draws sizes from 8 bytes to 64 KiB.
+//! `child_lifecycle` makes and drops a pool (a child of a root, for melon) around each block.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
@@ -471,6 +472,52 @@ fn drop_full_pool(c: &mut Criterion) {
     group.finish();
 }
 
+/// A pool per request: a pool made, one 64-byte block allocated and freed in it, the pool
+/// dropped. melon's pool is a child of a long-lived root, which holds nothing else (`melon`) or
+/// one live block of its own (`melon_busy_root`); the peers make and drop what stands for a pool
+/// in each (a `Bump`, a mimalloc heap), and glibc, which has no pools, only allocates and frees.
+fn child_lifecycle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("child_lifecycle");
+    group.throughput(Throughput::Elements(1));
+    let idle = HeapPool::new();
+    group.bench_function("melon", |b| b.iter(|| request_in_a_child(&idle)));
+    let busy = HeapPool::new();
+    let kept = busy.alloc(BLOCK).expect("out of memory");
+    group.bench_function("melon_busy_root", |b| b.iter(|| request_in_a_child(&busy)));
+    // SAFETY: `kept` came from `busy` and is not used again.
+    unsafe { busy.free(kept) };
+    group.bench_function("glibc", |b| {
+        b.iter(|| {
+            let block = global_alloc(&System);
+            // SAFETY: the block came from `System` and is not used again.
+            unsafe { global_free(&System, black_box(block)) };
+        });
+    });
+    group.bench_function("mimalloc_heap", |b| {
+        b.iter(|| {
+            let heap = MiHeap::new().expect("a mimalloc heap");
+            let block = heap.alloc(BLOCK).expect("out of memory");
+            // SAFETY: the block came from `heap` and is not used again.
+            unsafe { heap.free(black_box(block)) };
+        });
+    });
+    group.bench_function("bumpalo", |b| {
+        b.iter(|| {
+            let bump = Bump::new();
+            black_box(bump.alloc_layout(LAYOUT));
+        });
+    });
+    group.finish();
+}
+
+/// What one request does with its own child of `root`.
+fn request_in_a_child(root: &HeapPool) {
+    let child = root.child();
+    let block = child.alloc(BLOCK).expect("out of memory");
+    // SAFETY: the block came from `child` and is not used again.
+    unsafe { child.free(black_box(block)) };
+}
+
 // What `criterion_group!` and `criterion_main!` expand to, written out because the macro's
 // function is public and undocumented, which the workspace's `missing_docs` lint rejects.
 fn main() {
@@ -480,5 +527,6 @@ fn main() {
     shuffled_drain(&mut criterion);
     mixed(&mut criterion);
     drop_full_pool(&mut criterion);
+    child_lifecycle(&mut criterion);
     criterion.final_summary();
 }

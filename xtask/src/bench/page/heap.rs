@@ -12,8 +12,9 @@ use crate::bench::results::{estimate, Estimate, Resident};
 const RESIDENT_SIZES: [usize; 3] = [16, 64, 200];
 
 /// The peers of the heap workloads, in table order, with the label of their row.
-const HEAP_PEERS: [(&str, &str); 8] = [
+const HEAP_PEERS: [(&str, &str); 9] = [
     ("melon", "melon"),
+    ("melon_busy_root", "melon, busy root"),
     ("melon_child", "melon_child"),
     ("glibc", "glibc"),
     ("mimalloc_heap", "mimalloc_heap"),
@@ -34,7 +35,7 @@ struct HeapWorkload {
     note: &'static str,
 }
 
-const HEAP_WORKLOADS: [HeapWorkload; 5] = [
+const HEAP_WORKLOADS: [HeapWorkload; 6] = [
     HeapWorkload {
         group: "ping_pong",
         title: "`ping_pong`: ns per alloc+free pair",
@@ -64,6 +65,16 @@ const HEAP_WORKLOADS: [HeapWorkload; 5] = [
         note: "No target is set for this workload: it shows how a pool whose size classes end \
                at 8160 bytes does when about a quarter of the requests are larger (see [Where \
                melon's time goes](#where-melons-time-goes)).",
+    },
+    HeapWorkload {
+        group: "child_lifecycle",
+        title: "`child_lifecycle`: ns per pool made, one block allocated and freed, pool dropped",
+        unit: "ns per pool",
+        target: None,
+        note: "melon's pool is a child of a root that holds nothing else (`melon`) or one live \
+               block (`melon, busy root`); mimalloc's is a heap (`mi_heap_new`, \
+               `mi_heap_destroy`), bumpalo's a `Bump`; glibc has no pools and only allocates and \
+               frees. Target: under 1 µs for melon on an idle root.",
     },
     HeapWorkload {
         group: "drop_full_pool",

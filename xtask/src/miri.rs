@@ -19,6 +19,7 @@ const HEAP_TARGETS: &[&str] = &[
     "limits",
     "model",
     "soundness",
+    "typed",
 ];
 
 pub(crate) fn run_task() -> Result<(), String> {

@@ -20,6 +20,41 @@
 //! drop(request);
 //! assert_eq!(root.available(), Some(1 << 20));
 //! ```
+//!
+//! # Typed values, and values whose `Drop` runs
+//!
+//! [`Pool::alloc_value`], [`Pool::alloc_str`], [`Pool::alloc_slice_copy`] and
+//! [`Pool::alloc_slice_fill_with`] place values in a pool and hand back `&mut` references that
+//! borrow it, as bumpalo does; their `Drop` never runs, and their memory comes back when the
+//! pool is reset or dropped. A value whose `Drop` must run goes in an
+//! `allocator_api2::boxed::Box` in the pool instead, which frees its block when dropped:
+//!
+//! ```
+//! use std::cell::Cell;
+//!
+//! use allocator_api2::boxed::Box;
+//! use melon_alloc_heap::HeapPool;
+//!
+//! struct Counted<'a>(&'a Cell<u32>);
+//! impl Drop for Counted<'_> {
+//!     fn drop(&mut self) {
+//!         self.0.set(self.0.get() + 1);
+//!     }
+//! }
+//!
+//! let drops = Cell::new(0);
+//! let pool = HeapPool::new();
+//! let placed = pool.alloc_value(Counted(&drops)).unwrap();
+//! let boxed = Box::new_in(Counted(&drops), &pool);
+//! assert_eq!(pool.stats().live_blocks, 2);
+//! drop(boxed);
+//! assert_eq!(drops.get(), 1);
+//! assert_eq!(pool.stats().live_blocks, 1);
+//! let _ = placed;
+//! drop(pool);
+//! // The placed value's `Drop` did not run.
+//! assert_eq!(drops.get(), 1);
+//! ```
 
 mod allocator;
 mod global;
@@ -28,12 +63,14 @@ mod os;
 mod pool;
 mod recycle;
 mod sys;
+mod typed;
 
 pub use global::GlobalSource;
 pub use melon_alloc_core::{CheckError, FreeError, LockedPool, Problem, Stats};
 #[cfg(target_os = "linux")]
 pub use os::OsSource;
 pub use pool::{free, ChildPool, HeapPool, Pool};
+pub use typed::{TypedAllocError, MAX_TYPED_ALIGN};
 
 /// A pool behind a spin lock, over memory mapped from the operating system: `Sync`, so threads
 /// can share it, and fit to be the `#[global_allocator]`, since [`OsSource`] never calls the

@@ -66,7 +66,7 @@ mod sys;
 mod typed;
 
 pub use global::GlobalSource;
-pub use melon_alloc_core::{CheckError, FreeError, LockedPool, Problem, Stats};
+pub use melon_alloc_core::{CheckError, FreeError, LockedChild, LockedPool, Problem, Stats};
 #[cfg(target_os = "linux")]
 pub use os::OsSource;
 pub use pool::{free, ChildPool, HeapPool, Pool};

@@ -146,17 +146,22 @@ impl<S: ChunkSource> LockedPool<S> {
     /// pool.check().unwrap();
     /// ```
     ///
-    /// A collection in the pool keeps it from being reset:
+    /// A collection in the pool, which holds it as its `Allocator` by `&`, keeps it from being
+    /// reset:
     ///
     /// ```compile_fail,E0502
+    /// use core::alloc::Layout;
+    ///
+    /// use allocator_api2::alloc::Allocator;
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
     /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
     /// let mut pool = LockedPool::new(RegionSource::from_static(region), None);
-    /// let mut numbers = allocator_api2::vec::Vec::new_in(&pool);
-    /// numbers.push(1_u64);
+    /// let allocator = &pool;
+    /// let buffer = allocator.allocate(Layout::new::<u64>()).unwrap();
     /// pool.reset();
-    /// numbers.push(2);
+    /// // SAFETY: the buffer came from `allocator` with this layout.
+    /// unsafe { allocator.deallocate(buffer.cast(), Layout::new::<u64>()) };
     /// ```
     pub fn reset(&mut self) {
         // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used again
@@ -358,11 +363,12 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 /// pool.with(|engine| unsafe { engine.reset() });
 /// ```
 ///
-/// ```compile_fail,E0596
+/// ```compile_fail,E0308
 /// # use melon_alloc_core::{Engine, LockedPool, RegionSource};
 /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
 /// let pool = LockedPool::new(RegionSource::from_static(region), None);
-/// // Replacing the engine would drop the chunks every block lives in.
+/// // Replacing the engine would drop the chunks every block lives in; the view is not the
+/// // engine, so nothing of type `Engine` can be written through it.
 /// pool.with(|engine| *engine = Engine::new(RegionSource::from_static(&mut []), None));
 /// ```
 ///

@@ -60,7 +60,7 @@ pub use chunk::{CHUNK_SIZE, SMALL_CHUNK};
 pub use class::{class_of, CLASS_COUNT, CLASS_SIZES, MAX_SMALL, MIN_ALIGN};
 pub use engine::{Engine, SPARE_CHUNKS};
 pub use error::FreeError;
-pub use locked::{LockedEngine, LockedPool};
+pub use locked::{LockedChild, LockedEngine, LockedParent, LockedPool};
 pub use region::RegionSource;
 pub use source::ChunkSource;
 pub use stats::Stats;

@@ -15,11 +15,13 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
 ///
 /// # Soundness
-/// Every safe call (`new`, `alloc`, `alloc_layout`, `available`, `stats`, `check`, the
-/// `Allocator` methods through `&LockedPool`) takes the lock and hands out only blocks that are
-/// not in use; [`with`](LockedPool::with) gives a [`LockedEngine`], which cannot reset or replace
-/// the engine. Freeing by pointer (`try_free`, `GlobalAlloc::dealloc`) is unsafe. Calling the
-/// pool again from inside `with` waits for the lock forever.
+/// Every safe call (`new`, `alloc`, `alloc_zeroed`, `alloc_layout`, `available`, `stats`,
+/// `check`, `child`, the `Allocator` methods through `&LockedPool`) takes the lock and hands out
+/// only blocks that are not in use; [`with`](LockedPool::with) gives a [`LockedEngine`], which
+/// cannot reset or replace the engine. Freeing by pointer (`free`, `try_free`,
+/// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
+/// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
+/// from inside `with` waits for the lock forever.
 pub struct LockedPool<S: ChunkSource> {
     engine: SpinLock<Engine<S>>,
 }
@@ -71,6 +73,48 @@ impl<S: ChunkSource> LockedPool<S> {
         self.engine.with(|engine| engine.alloc_layout(layout))
     }
 
+    /// Allocates `size` bytes aligned to 16, the first `size` of them zeroed; see
+    /// [`Engine::alloc_zeroed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource};
+    ///
+    /// let region = Box::leak(vec![0xFF; 1 << 16].into_boxed_slice());
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let block = pool.alloc_zeroed(64).unwrap();
+    /// // SAFETY: the block holds 64 bytes, all zero.
+    /// assert_eq!(unsafe { block.as_ptr().add(63).read() }, 0);
+    /// ```
+    pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
+        self.engine.with(|engine| engine.alloc_zeroed(size))
+    }
+
+    /// Frees a block without checking it, in O(1) under the lock; see [`Engine::free`]. Debug
+    /// builds abort with a message on a pointer that is not an in-use block of the pool; use
+    /// [`try_free`](LockedPool::try_free) for an error instead.
+    ///
+    /// # Safety
+    /// - `block` is an in-use block of this pool.
+    /// - Nothing uses the block afterwards.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let block = pool.alloc(100).unwrap();
+    /// // SAFETY: the block came from this pool and is not used again.
+    /// unsafe { pool.free(block) };
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// ```
+    #[inline]
+    pub unsafe fn free(&self, block: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        self.engine.with(|engine| unsafe { engine.free(block) });
+    }
+
     /// Frees a block after checking it; see [`Engine::try_free`].
     ///
     /// # Errors
@@ -81,6 +125,100 @@ impl<S: ChunkSource> LockedPool<S> {
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         // SAFETY: forwarded from the caller.
         self.engine.with(|engine| unsafe { engine.try_free(block) })
+    }
+
+    /// Frees every block at once, keeping the chunks for reuse; see [`Engine::reset`]. Costs
+    /// O(chunks).
+    ///
+    /// It takes `&mut self` because a pool shared by `&` may have blocks in use anywhere: in a
+    /// collection that borrows it as its `Allocator`, in another thread, in a child. `&mut`
+    /// rules all of those out, so no block can be used after it is handed out again.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let mut pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let _forgotten = pool.alloc(64).unwrap();
+    /// pool.reset();
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// pool.check().unwrap();
+    /// ```
+    ///
+    /// A collection in the pool, which holds it as its `Allocator` by `&`, keeps it from being
+    /// reset:
+    ///
+    /// ```compile_fail,E0502
+    /// use core::alloc::Layout;
+    ///
+    /// use allocator_api2::alloc::Allocator;
+    /// use melon_alloc_core::{LockedPool, RegionSource};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let mut pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let allocator = &pool;
+    /// let buffer = allocator.allocate(Layout::new::<u64>()).unwrap();
+    /// pool.reset();
+    /// // SAFETY: the buffer came from `allocator` with this layout.
+    /// unsafe { allocator.deallocate(buffer.cast(), Layout::new::<u64>()) };
+    /// ```
+    pub fn reset(&mut self) {
+        // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used again
+        // (a pointer kept from `alloc` can only be used by unsafe code, whose caller answers for
+        // it), and no child, which borrows its parent, holds chunks of it.
+        self.engine.with(|engine| unsafe { engine.reset() });
+    }
+
+    /// A pool without a limit whose chunks come from this one, through its lock. See
+    /// [`LockedChild`] for how it behaves.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let root = LockedPool::new(RegionSource::from_static(region), None);
+    /// let child = root.child();
+    /// let block = child.alloc(64).unwrap();
+    /// assert_eq!(root.stats().bytes_lent, CHUNK_SIZE);
+    /// // SAFETY: the block came from `child` and is not used again.
+    /// unsafe { child.free(block) };
+    /// drop(child);
+    /// assert_eq!(root.stats().bytes_lent, 0);
+    /// ```
+    ///
+    /// The child borrows its parent, which cannot go, nor be reset, while the child lives:
+    ///
+    /// ```compile_fail,E0505
+    /// use melon_alloc_core::{LockedPool, RegionSource};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let root = LockedPool::new(RegionSource::from_static(region), None);
+    /// let child = root.child();
+    /// drop(root);
+    /// child.alloc(64);
+    /// ```
+    pub fn child(&self) -> LockedChild<'_, S> {
+        LockedPool::new(LockedParent { parent: self }, None)
+    }
+
+    /// A pool whose chunks come from this one, through its lock, and that holds at most `limit`
+    /// bytes of them. Its chunks also count against this pool's limit.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let root = LockedPool::new(RegionSource::from_static(region), None);
+    /// let child = root.child_with_limit(CHUNK_SIZE);
+    /// assert!(child.alloc(64).is_some());
+    /// assert!(child.alloc(2 * CHUNK_SIZE).is_none());
+    /// assert_eq!(child.available(), Some(0));
+    /// ```
+    pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S> {
+        LockedPool::new(LockedParent { parent: self }, Some(limit))
     }
 
     /// Bytes left under the limit; see [`Engine::available`].
@@ -99,6 +237,110 @@ impl<S: ChunkSource> LockedPool<S> {
     /// The first broken invariant found.
     pub fn check(&self) -> Result<(), CheckError> {
         self.engine.with(|engine| engine.check())
+    }
+}
+
+/// A child of a [`LockedPool`]: a locked pool of its own whose chunks come from its parent,
+/// through the parent's lock.
+///
+/// Made by [`LockedPool::child`] and [`LockedPool::child_with_limit`]. It is a [`LockedPool`]
+/// itself, so it has the whole locked API (`alloc`, `free`, `reset`, `with`, `Allocator`,
+/// children of its own), and it lives wherever the caller puts it, with its engine inline, as
+/// its parent does: no allocation is needed to make one, which keeps it usable in `no_std` code.
+///
+/// It is locked rather than single-threaded: a child is how a part of a program gets a limit of
+/// its own inside a shared pool, and that part may run on several threads. Its lock is taken
+/// first and the parent's inside it, only when the child needs a chunk or gives one back;
+/// nothing takes them in the other order, so the two cannot deadlock. An uncontended spin lock
+/// costs one atomic swap per call, which single-threaded use pays too. Calling the child from
+/// inside the parent's [`with`](LockedPool::with) waits for the lock forever.
+///
+/// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
+/// chunks record its address: keep it where it was when it first allocated, or `check` reports
+/// its blocks and a debug build's `free` aborts on them.
+///
+/// # Soundness
+/// The child borrows its parent, so the parent outlives it and cannot be reset while it lives
+/// ([`reset`](LockedPool::reset) takes `&mut`). The child is `Send` and `Sync` exactly when its
+/// parent is `Sync`.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{LockedPool, RegionSource};
+///
+/// let region = Box::leak(vec![0; 1 << 17].into_boxed_slice());
+/// let root = LockedPool::new(RegionSource::from_static(region), None);
+/// let request = root.child_with_limit(1 << 15);
+/// std::thread::scope(|scope| {
+///     for _ in 0..2 {
+///         scope.spawn(|| {
+///             let block = request.alloc(100).unwrap();
+///             // SAFETY: the block came from `request` and is not used again.
+///             unsafe { request.free(block) };
+///         });
+///     }
+/// });
+/// assert_eq!(request.stats().live_blocks, 0);
+/// ```
+pub type LockedChild<'a, S> = LockedPool<LockedParent<'a, S>>;
+
+/// The source of a [`LockedChild`]: chunks taken from the parent's engine under its lock and
+/// charged to it ([`Engine::acquire_raw`]), and given back the same way.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{LockedPool, RegionSource};
+///
+/// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+/// let root = LockedPool::new(RegionSource::from_static(region), None);
+/// let child = root.child();
+/// let lent = child.with(|engine| engine.source().parent().stats().bytes_lent);
+/// assert_eq!(lent, 0);
+/// ```
+pub struct LockedParent<'a, S: ChunkSource> {
+    parent: &'a LockedPool<S>,
+}
+
+impl<'a, S: ChunkSource> LockedParent<'a, S> {
+    /// The parent pool the chunks come from.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource};
+    ///
+    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// let root = LockedPool::new(RegionSource::from_static(region), None);
+    /// let child = root.child();
+    /// let parent = child.with(|engine| engine.source().parent());
+    /// assert!(core::ptr::eq(parent, &root));
+    /// ```
+    pub fn parent(&self) -> &'a LockedPool<S> {
+        self.parent
+    }
+}
+
+// SAFETY: every chunk comes from the parent's `acquire_raw`, which takes it from the parent's
+// own source under the parent's lock, so it upholds that source's contract: valid, aligned,
+// disjoint, with provenance; it stays valid while the parent lives, which the borrow `'a`
+// guarantees outlasts this source. `release` hands each chunk back to `release_raw` with the
+// layout it was taken with, as the engine promises.
+unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.parent.engine.with(|engine| engine.acquire_raw(layout))
+    }
+
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller passes a chunk that `acquire` took from the parent's `acquire_raw`
+        // with `layout`, and no longer uses it.
+        self.parent.engine.with(|engine| unsafe { engine.release_raw(chunk, layout) });
+    }
+    // `release_all_small` keeps its default: the parent must hear of each chunk, to uncharge it
+    // and reuse it. What the parent keeps is the parent's to trim.
+}
+
+impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LockedParent").finish_non_exhaustive()
     }
 }
 
@@ -121,11 +363,12 @@ impl<S: ChunkSource> LockedPool<S> {
 /// pool.with(|engine| unsafe { engine.reset() });
 /// ```
 ///
-/// ```compile_fail,E0596
+/// ```compile_fail,E0308
 /// # use melon_alloc_core::{Engine, LockedPool, RegionSource};
 /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
 /// let pool = LockedPool::new(RegionSource::from_static(region), None);
-/// // Replacing the engine would drop the chunks every block lives in.
+/// // Replacing the engine would drop the chunks every block lives in; the view is not the
+/// // engine, so nothing of type `Engine` can be written through it.
 /// pool.with(|engine| *engine = Engine::new(RegionSource::from_static(&mut []), None));
 /// ```
 ///

@@ -20,6 +20,77 @@
 //! drop(request);
 //! assert_eq!(root.available(), Some(1 << 20));
 //! ```
+//!
+//! # What a collection sees at a pool's limit
+//!
+//! A collection in a pool (`allocator_api2::vec::Vec`, `hashbrown::HashMap`) asks the pool for
+//! its buffer through [`Allocator`](allocator_api2::alloc::Allocator), and the limit answers
+//! like any allocator that is out of memory:
+//!
+//! - `try_reserve` and `try_reserve_exact` return an error and leave the collection as it was.
+//!   This is the way to meet a limit and carry on.
+//! - `push`, `insert`, `extend` and `with_capacity_in` call `handle_alloc_error`, which prints
+//!   `memory allocation of N bytes failed` and aborts the process, as when the global allocator
+//!   runs out. It is not a panic: `catch_unwind` does not stop it.
+//! - A `Vec` that grows by pushes doubles its buffer, and a buffer that cannot grow in place
+//!   moves: during the move the old and the new buffer are both in the pool. So a `Vec` alone in
+//!   a pool stops growing at about half the limit (exactly half for a limit that is a power of
+//!   two), and the last doubling is refused. Reserving the capacity up front, with
+//!   `with_capacity_in` or `try_reserve_exact`, takes one buffer and reaches nearly the whole
+//!   limit.
+//!
+//! ```
+//! use allocator_api2::vec::Vec;
+//! use melon_alloc_heap::HeapPool;
+//!
+//! const LIMIT: usize = 1 << 20;
+//! let pool = HeapPool::with_limit(LIMIT);
+//! let mut grown = Vec::<u8, _>::new_in(&pool);
+//! while grown.try_reserve(4096).is_ok() {
+//!     grown.extend_from_slice(&[0; 4096]);
+//! }
+//! assert_eq!(grown.len(), LIMIT / 2);
+//! assert!(grown.try_reserve_exact(LIMIT).is_err());
+//! drop(grown);
+//!
+//! let reserved = Vec::<u8, _>::with_capacity_in(LIMIT / 8 * 7, &pool);
+//! assert_eq!(reserved.capacity(), LIMIT / 8 * 7);
+//! ```
+//!
+//! # Typed values, and values whose `Drop` runs
+//!
+//! [`Pool::alloc_value`], [`Pool::alloc_str`], [`Pool::alloc_slice_copy`] and
+//! [`Pool::alloc_slice_fill_with`] place values in a pool and hand back `&mut` references that
+//! borrow it, as bumpalo does; their `Drop` never runs, and their memory comes back when the
+//! pool is reset or dropped. A value whose `Drop` must run goes in an
+//! `allocator_api2::boxed::Box` in the pool instead, which frees its block when dropped:
+//!
+//! ```
+//! use std::cell::Cell;
+//!
+//! use allocator_api2::boxed::Box;
+//! use melon_alloc_heap::HeapPool;
+//!
+//! struct Counted<'a>(&'a Cell<u32>);
+//! impl Drop for Counted<'_> {
+//!     fn drop(&mut self) {
+//!         self.0.set(self.0.get() + 1);
+//!     }
+//! }
+//!
+//! let drops = Cell::new(0);
+//! let pool = HeapPool::new();
+//! let placed = pool.alloc_value(Counted(&drops)).unwrap();
+//! let boxed = Box::new_in(Counted(&drops), &pool);
+//! assert_eq!(pool.stats().live_blocks, 2);
+//! drop(boxed);
+//! assert_eq!(drops.get(), 1);
+//! assert_eq!(pool.stats().live_blocks, 1);
+//! let _ = placed;
+//! drop(pool);
+//! // The placed value's `Drop` did not run.
+//! assert_eq!(drops.get(), 1);
+//! ```
 
 mod allocator;
 mod global;
@@ -28,12 +99,14 @@ mod os;
 mod pool;
 mod recycle;
 mod sys;
+mod typed;
 
 pub use global::GlobalSource;
-pub use melon_alloc_core::{CheckError, FreeError, LockedPool, Problem, Stats};
+pub use melon_alloc_core::{CheckError, FreeError, LockedChild, LockedPool, Problem, Stats};
 #[cfg(target_os = "linux")]
 pub use os::OsSource;
 pub use pool::{free, ChildPool, HeapPool, Pool};
+pub use typed::{TypedAllocError, MAX_TYPED_ALIGN};
 
 /// A pool behind a spin lock, over memory mapped from the operating system: `Sync`, so threads
 /// can share it, and fit to be the `#[global_allocator]`, since [`OsSource`] never calls the

@@ -96,6 +96,12 @@ unsafe impl ChunkSource for HeapSource {
 /// [`HeapPool`] or [`ChildPool`] by `&mut`: no collection can still borrow the pool, nor any
 /// child, which borrows its parent.
 ///
+/// The typed calls ([`alloc_value`](Pool::alloc_value), [`alloc_str`](Pool::alloc_str),
+/// [`alloc_slice_copy`](Pool::alloc_slice_copy), [`alloc_slice_fill_with`](Pool::alloc_slice_fill_with))
+/// are safe for the same reason: their `&mut` references borrow the pool, so neither `reset`
+/// nor dropping the pool can run while one lives, and only an unsafe free can take the block
+/// back early.
+///
 /// ```compile_fail,E0277
 /// fn shared_between_threads<T: Sync>() {}
 /// shared_between_threads::<melon_alloc_heap::Pool>();

@@ -1,0 +1,78 @@
+//! What a collection sees at its pool's limit: `try_reserve` returns an error, `push` aborts
+//! through `handle_alloc_error`, and a `Vec` that grows one push at a time stops at about half
+//! the limit, since its old and new buffers are both held while it moves.
+
+use allocator_api2::vec::Vec as PoolVec;
+use melon_alloc_core::CHUNK_SIZE;
+use melon_alloc_heap::HeapPool;
+
+/// The limit of the pools here: a power of two, so that a doubling `Vec`'s buffers land on
+/// exact halves of it.
+const LIMIT: usize = if cfg!(miri) { 16 * CHUNK_SIZE } else { 64 * CHUNK_SIZE };
+
+#[test]
+fn try_reserve_past_the_limit_is_an_error_and_changes_nothing() {
+    let pool = HeapPool::with_limit(LIMIT);
+    let mut bytes = PoolVec::<u8, _>::new_in(&*pool);
+    bytes.try_reserve_exact(LIMIT / 2).unwrap();
+    let capacity = bytes.capacity();
+    assert!(bytes.try_reserve_exact(LIMIT).is_err());
+    assert_eq!(bytes.capacity(), capacity);
+    bytes.push(1);
+    assert_eq!(bytes, [1]);
+    pool.check().unwrap();
+}
+
+#[test]
+fn a_vec_grown_by_pushes_stops_at_half_the_limit() {
+    let pool = HeapPool::with_limit(LIMIT);
+    let mut bytes = PoolVec::<u8, _>::new_in(&*pool);
+    // A kibibyte at a time, to keep Miri's run short; the `Vec` still doubles its buffer.
+    let piece = [0x5A_u8; 1024];
+    while bytes.try_reserve(piece.len()).is_ok() {
+        bytes.extend_from_slice(&piece);
+    }
+    // The last growth needed the old buffer (half the limit) and a new one (the whole limit)
+    // at once.
+    assert_eq!(bytes.len(), LIMIT / 2);
+    assert_eq!(pool.stats().live_blocks, 1);
+    drop(bytes);
+    pool.check().unwrap();
+
+    // Asked for up front, three quarters of the limit fit in one buffer.
+    let up_front = PoolVec::<u8, _>::with_capacity_in(LIMIT / 4 * 3, &*pool);
+    assert_eq!(up_front.capacity(), LIMIT / 4 * 3);
+}
+
+/// Set in the environment of the second run of this test binary, which pushes past the limit.
+const PUSH_PAST_THE_LIMIT: &str = "MELON_ALLOC_PUSH_PAST_THE_LIMIT";
+
+/// The abort ends the process, so the test binary runs itself again, filtered to this test, and
+/// checks how that run died.
+#[test]
+#[cfg(target_os = "linux")]
+#[cfg_attr(miri, ignore = "Miri cannot start a process")]
+fn push_past_the_limit_aborts_through_handle_alloc_error() {
+    use std::os::unix::process::ExitStatusExt;
+
+    if std::env::var_os(PUSH_PAST_THE_LIMIT).is_some() {
+        let pool = HeapPool::with_limit(4 * CHUNK_SIZE);
+        let mut bytes = PoolVec::<u8, _>::new_in(&*pool);
+        loop {
+            bytes.push(0);
+        }
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "push_past_the_limit_aborts_through_handle_alloc_error"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(PUSH_PAST_THE_LIMIT, "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    // SIGABRT is signal 6 on Linux.
+    assert_eq!(child.status.signal(), Some(6), "{:?}: {stderr}", child.status);
+    // The buffer doubles from 8 bytes; 64 KiB is the first that a limit of four chunks cannot
+    // hold, a large block's header and the old buffer taking their share.
+    assert!(stderr.contains("memory allocation of 65536 bytes failed"), "{stderr}");
+}

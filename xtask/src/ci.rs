@@ -45,5 +45,20 @@ pub(crate) fn run_all() -> Result<(), String> {
     crate::loom::run_task()?;
     crate::valgrind::run_task()?;
     crate::fuzz::run_task(&["--time".to_string(), "60".to_string()])?;
-    crate::miri::run_task()
+    crate::miri::run_task()?;
+    nightly_doctests()
+}
+
+/// The doctests again on nightly, whose rustdoc checks the error code a `compile_fail` example
+/// names: stable rustdoc only checks that it fails to compile, for whatever reason.
+fn nightly_doctests() -> Result<(), String> {
+    let mut doctests = std::process::Command::new("cargo");
+    doctests
+        .current_dir(crate::root())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .args(["+nightly", "test", "--doc"])
+        .args(["-p", "melon-alloc-core", "-p", "melon-alloc-heap", "-p", "melon-alloc-shm"]);
+    run(doctests)
 }

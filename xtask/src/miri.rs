@@ -9,7 +9,7 @@ use crate::{root, run};
 /// reason, and `collections` puts its locked pools over `GlobalSource` there). Under `cfg(miri)`
 /// they take fewer blocks, sizes and map entries, and check a sample of each block's bytes, since
 /// Miri interprets every allocation and byte access; normal runs keep the full counts. The abort
-/// test of `collection_limits`, which starts the test binary again, is ignored under Miri.
+/// test of `collection_limits`, which starts the test binary again, is not built under Miri.
 const HEAP_TARGETS: &[&str] = &[
     "api",
     "bad_input",

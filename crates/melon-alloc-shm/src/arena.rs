@@ -242,16 +242,19 @@ impl Arena {
     /// `free_bytes` is the one word of the state written outside the log: it follows from the
     /// pages, so after an undo [`recount_free_bytes`](Arena::recount_free_bytes) sets it again,
     /// and the hot paths save a log entry.
+    ///
+    /// The counter is shared memory that a crash or another process's bug may have left wrong;
+    /// it saturates rather than wrap or panic, and `check` reports the disagreement.
     fn count_alloc(&self, bytes: u64) {
         let place = self.free_bytes_word();
         // SAFETY: the word lies in the header, and the lock is held.
-        unsafe { place.write(place.read() - bytes) };
+        unsafe { place.write(place.read().saturating_sub(bytes)) };
     }
 
     fn count_free(&self, bytes: u64) {
         let place = self.free_bytes_word();
         // SAFETY: as in `count_alloc`.
-        unsafe { place.write(place.read() + bytes) };
+        unsafe { place.write(place.read().saturating_add(bytes)) };
     }
 
     fn free_bytes_word(&self) -> *mut u64 {
@@ -1031,8 +1034,7 @@ mod in_a_buffer {
         // The process dies here: `tx` is never committed.
         assert!(arena.is_in_use(offset));
         // SAFETY: as above; the "dead" operation left the log as it was.
-        assert!(unsafe { crate::tx::recover(pool.base) });
-        arena.recount_free_bytes();
+        assert!(unsafe { crate::tx::recover(pool.base, || arena.recount_free_bytes()) });
         assert!(!arena.is_in_use(offset));
         assert_eq!(arena.free_bytes(), before);
         arena.check().unwrap();

@@ -133,8 +133,7 @@ impl Shared {
     /// The caller holds the lock.
     fn undo_dead_holder(&self) {
         // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
-        if unsafe { crate::tx::recover(self.base()) } {
-            self.arena.recount_free_bytes();
+        if unsafe { crate::tx::recover(self.base(), || self.arena.recount_free_bytes()) } {
             self.header().undone.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -142,10 +142,15 @@ fn log_overflow() -> ! {
 /// Undoes a half-done operation left by a process that died holding the lock. Returns whether
 /// there was one.
 ///
+/// The log is emptied last, after `recount` has set again what the log does not cover: a
+/// process that dies at any step of this finds the log as it was, and the next holder runs the
+/// whole recovery again, which writes the same values. Emptying the log first would leave a
+/// state that no later holder knows to repair.
+///
 /// # Safety
 /// - `base` is the start of a mapped pool.
 /// - The caller holds the lock, so no live process is in the middle of an operation.
-pub(crate) unsafe fn recover(base: *mut u8) -> bool {
+pub(crate) unsafe fn recover(base: *mut u8, recount: impl FnOnce()) -> bool {
     let header = base.cast::<Header>();
     // SAFETY: the header is valid (caller).
     let len = unsafe { (*header).log_len.load(Ordering::Acquire) } as usize;
@@ -164,8 +169,12 @@ pub(crate) unsafe fn recover(base: *mut u8) -> bool {
                 place.cast::<u32>().write(u32::from_u64(entry.old));
             }
         }
+        crate::failpoint::hit();
     }
+    recount();
+    crate::failpoint::hit();
     // SAFETY: the header is valid (caller).
     unsafe { (*header).log_len.store(0, Ordering::Release) };
+    crate::failpoint::hit();
     true
 }

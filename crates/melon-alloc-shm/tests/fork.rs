@@ -1363,7 +1363,7 @@ mod crash {
 
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 8] = [
+    pub(super) const CASES: [Case; 9] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -1372,6 +1372,7 @@ mod crash {
         ("crash_free_large_merging", || crash(Op::FreeLargeMerging)),
         ("crash_child_lends_a_chunk", || crash(Op::ChildLend)),
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
+        ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
     ];
 
     /// The pool's counters that describe its contents (not its lock's history).
@@ -1647,5 +1648,57 @@ mod crash {
         assert_eq!(probe(&shm), probe(reference), "{op:?} at {k}: answers differ");
         shm.check().unwrap();
         outcome
+    }
+
+    /// A process dies in an allocation at each of its fail points; a second process, taking the
+    /// lock over, dies at each step of undoing it; a third must still find the pool exactly as it
+    /// was before the allocation, counters included: the recovery can be run again from any
+    /// point.
+    fn crash_the_recovery_at_each_step() {
+        for op in [Op::AllocSmall, Op::AllocLarge, Op::FreeSmall] {
+            let before = ShmPool::new(CAPACITY).unwrap();
+            setup(op, &before);
+            let mut steps_seen = 0;
+            for k in 2.. {
+                assert!(k < 1000, "{op:?} never completed");
+                let shm = ShmPool::new(CAPACITY).unwrap();
+                let ready = setup(op, &shm);
+                let mut process = fork(|| {
+                    failpoint::arm(k);
+                    run(op, &shm, &ready, None);
+                    failpoint::arm(0);
+                });
+                if process.wait(CHILD_LIMIT) == Exit::Code(0) {
+                    break;
+                }
+                for j in 1.. {
+                    assert!(j < 1000, "{op:?} at {k}: the recovery never completed");
+                    let mut recoverer = fork(|| {
+                        failpoint::arm(j);
+                        drop(shm.lock().unwrap());
+                        failpoint::arm(0);
+                    });
+                    match recoverer.wait(CHILD_LIMIT) {
+                        Exit::Code(0) => break,
+                        Exit::Signal(libc::SIGKILL) => steps_seen = steps_seen.max(j),
+                        other => panic!("{op:?} at {k}, recovery at {j}: {other:?}"),
+                    }
+                }
+                drop(shm.lock().unwrap());
+                shm.check().unwrap_or_else(|error| panic!("{op:?} at {k}: {error}"));
+                let now = figures(&shm);
+                let committed = now != figures(&before);
+                assert!(
+                    !committed || shm.stats().unwrap().operations_undone == 0,
+                    "{op:?} at {k}: pool {now:?}, before {:?}",
+                    figures(&before)
+                );
+                for &(at, len, seed) in &ready.witnesses {
+                    // SAFETY: a witness block, in use since setup, which no operation touches.
+                    assert!(unsafe { has_stamp(shm.ptr_at(at).unwrap(), len, seed) });
+                }
+            }
+            assert!(steps_seen >= 3, "{op:?}: the recovery has {steps_seen} fail points");
+        }
     }
 }

@@ -209,26 +209,83 @@ impl Arena {
     }
 
     fn alloc_small(&self, tx: &mut Tx, class: usize) -> Option<u64> {
-        let mut slab = state!(self, partial[class]);
-        if slab == NONE {
-            slab = self.new_slab(tx, class)?;
+        // Each round that finds a corrupt slab takes it off the list; a few rounds, rather than
+        // as many as the list is long, bound the time a corrupt list can cost one allocation.
+        for _ in 0..QUARANTINE_ROUNDS {
+            let mut slab = state!(self, partial[class]);
+            if slab == NONE {
+                slab = self.new_slab(tx, class)?;
+            }
+            if !self.is_slab_of(slab, class) {
+                // Not a slab of this class: the list head itself is corrupt, and nothing it
+                // leads to can be trusted. The list is dropped; its slabs' blocks stay where
+                // they are, and frees still find them by their pages.
+                set_state!(self, tx, NONE, partial[class]);
+                self.count_quarantine(tx);
+                tx.checkpoint();
+                continue;
+            }
+            match self.pop_block(slab, class) {
+                Some((index, next, carved)) => {
+                    return Some(self.hand_out(tx, class, slab, index, next, carved));
+                }
+                None => {
+                    self.quarantine(tx, class, slab);
+                    tx.checkpoint();
+                }
+            }
         }
-        let free = get!(self, slab, free);
-        // A link beyond the carved blocks can only come from a write into a freed block; such a
-        // list is dropped rather than followed out of the slab.
-        let free = if free < get!(self, slab, carved) { free } else { NONE };
+        None
+    }
+
+    /// Whether `slab` is the first page of a slab of `class`, inside the data pages.
+    fn is_slab_of(&self, slab: u32, class: usize) -> bool {
+        slab >= self.first_data
+            && slab < self.page_count
+            && get!(self, slab, kind) & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
+    }
+
+    /// The block an allocation from `slab` takes, the free-list head after it, and the slab's
+    /// carved count after it; `None` when the slab's bookkeeping is impossible. A freed block
+    /// holds its list link where a use after free writes first, so every link is checked before
+    /// it is followed: a link out of the carved blocks, or to a block in use, would hand out
+    /// memory that belongs to someone else.
+    #[inline]
+    fn pop_block(&self, slab: u32, class: usize) -> Option<(u32, u32, u32)> {
+        let capacity = SLAB_BLOCKS[class];
+        let (free, live, carved) =
+            (get!(self, slab, free), get!(self, slab, live), get!(self, slab, carved));
+        if carved > capacity || live >= capacity {
+            return None;
+        }
+        if free == NONE {
+            return (carved < capacity).then_some((carved, NONE, carved + 1));
+        }
+        let start = slab as u64 * PAGE as u64;
+        if free >= carved || self.is_in_use(start + u64::from(free) * CLASS_SIZES[class] as u64) {
+            return None;
+        }
+        // SAFETY: `free` is a carved block of the slab, so its first word lies in the slab.
+        let next = unsafe { self.link(slab, free, class).read() };
+        (next == NONE || next < carved && next != free).then_some((free, next, carved))
+    }
+
+    /// Hands out block `index` of `slab`, leaving `next` at the head of its free list and
+    /// `carved` blocks carved.
+    fn hand_out(
+        &self,
+        tx: &mut Tx,
+        class: usize,
+        slab: u32,
+        index: u32,
+        next: u32,
+        carved: u32,
+    ) -> u64 {
         let live = get!(self, slab, live) + 1;
-        let index = if free != NONE {
-            // SAFETY: a free block's first word holds the index of the next free block.
-            let next = unsafe { self.link(slab, free, class).read() };
-            self.set_free_live(tx, slab, next, live);
-            free
-        } else {
-            let carved = get!(self, slab, carved);
-            set!(self, tx, slab, carved, carved + 1);
-            self.set_free_live(tx, slab, NONE, live);
-            carved
-        };
+        if carved != get!(self, slab, carved) {
+            set!(self, tx, slab, carved, carved);
+        }
+        self.set_free_live(tx, slab, next, live);
         if live == SLAB_BLOCKS[class] {
             self.unlink_partial(tx, class, slab);
         }
@@ -236,7 +293,26 @@ impl Arena {
         self.count_alloc(size);
         let offset = slab as u64 * PAGE as u64 + u64::from(index) * size;
         self.mark_in_use(tx, offset, true);
-        Some(offset)
+        offset
+    }
+
+    /// Takes a slab whose free list is corrupt out of use: off its class's list, marked so that
+    /// no free puts it back and `check` reports it. Its blocks in use stay in use and can still
+    /// be freed; its free blocks are lost, which is the price of never following a bad link.
+    #[cold]
+    fn quarantine(&self, tx: &mut Tx, class: usize, slab: u32) {
+        self.unlink_partial(tx, class, slab);
+        set!(self, tx, slab, kind, get!(self, slab, kind) | kind::QUARANTINED);
+        self.count_quarantine(tx);
+    }
+
+    fn count_quarantine(&self, tx: &mut Tx) {
+        set_state!(self, tx, state!(self, quarantined).saturating_add(1), quarantined);
+    }
+
+    /// Slabs (or slab lists) taken out of use because their free lists were corrupt.
+    pub(crate) fn quarantined(&self) -> u32 {
+        state!(self, quarantined)
     }
 
     /// `free_bytes` is the one word of the state written outside the log: it follows from the
@@ -641,9 +717,13 @@ impl Arena {
         let next = get!(self, slab, free);
         // SAFETY: the block is carved, in use and being freed, so its first word can hold a link.
         unsafe { link.write(next) };
-        self.set_free_live(tx, slab, index, live - 1);
+        self.set_free_live(tx, slab, index, live.saturating_sub(1));
         self.mark_in_use(tx, offset, false);
         self.count_free(CLASS_SIZES[class] as u64);
+        // A quarantined slab stays out of use: its list cannot be trusted.
+        if get!(self, slab, kind) & kind::QUARANTINED != 0 {
+            return;
+        }
         if live == SLAB_BLOCKS[class] {
             self.push_partial_second(tx, class, slab);
         }
@@ -737,6 +817,9 @@ impl Arena {
                     counted.free_bytes += u64::from(len) * PAGE as u64;
                 }
                 kind::SLAB => {
+                    if desc_kind & kind::QUARANTINED != 0 {
+                        return Err(E::Quarantined { page });
+                    }
                     let class = ((desc_kind >> 8) & 0xff) as usize;
                     if class >= CLASS_COUNT || len != SLAB_PAGES[class] {
                         return Err(E::BadPage { page });
@@ -881,6 +964,10 @@ impl Arena {
         Ok(())
     }
 }
+
+/// How many corrupt slabs one allocation takes out of use before it gives up on its class and
+/// looks for a page run instead.
+const QUARANTINE_ROUNDS: u32 = 4;
 
 /// Per class, `2^32 / size` rounded up: a multiplication and a shift divide a slab offset by the
 /// class size, several times faster than a division on the free path.

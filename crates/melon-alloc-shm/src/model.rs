@@ -81,7 +81,7 @@ impl Shm {
                 partial: [NONE; CLASS_COUNT],
                 bins: [NONE; BIN_COUNT],
                 bin_mask: 0,
-                _pad: 0,
+                quarantined: 0,
                 free_bytes: 0,
                 lent_pages: 0,
             },

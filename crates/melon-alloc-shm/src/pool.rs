@@ -300,6 +300,7 @@ impl ShmGuard<'_> {
             lent_bytes: counters.lent_pages as usize * crate::layout::PAGE,
             lock_takeovers: header.takeovers.load(Ordering::Relaxed),
             operations_undone: header.undone.load(Ordering::Relaxed),
+            quarantined_slabs: u64::from(self.shared.arena.quarantined()),
         }
     }
 

@@ -317,7 +317,8 @@ impl Arena {
 
     /// `free_bytes` is the one word of the state written outside the log: it follows from the
     /// pages, so after an undo [`recount_free_bytes`](Arena::recount_free_bytes) sets it again,
-    /// and the hot paths save a log entry.
+    /// and the hot paths save a log entry. Only the undo of a non-empty log recounts, so every
+    /// call comes after a logged write of the same step.
     ///
     /// The counter is shared memory that a crash or another process's bug may have left wrong;
     /// it saturates rather than wrap or panic, and `check` reports the disagreement.
@@ -587,6 +588,11 @@ impl Arena {
     /// Lends a chunk of `size` bytes aligned to `align` (at least a whole chunk) to a child pool.
     pub(crate) fn lend(&self, size: usize, align: usize) -> Option<u64> {
         let pages = u32::try_from(size.div_ceil(PAGE)).ok()?;
+        // A chunk of no pages would be a run of length 0 in the middle of the free runs, which
+        // every walk of the pages would stop at.
+        if pages == 0 {
+            return None;
+        }
         let align_pages = u32::try_from(align / PAGE).ok()?.max(CHUNK_PAGES);
         if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
             return None;
@@ -613,7 +619,7 @@ impl Arena {
     /// of a lent chunk of that size; if not, nothing changes.
     pub(crate) fn take_back(&self, offset: u64, size: usize) -> bool {
         let Some(page) = self.page_of(offset) else { return false };
-        let pages = size.div_ceil(PAGE) as u32;
+        let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return false };
         if offset % PAGE as u64 != 0
             || self.kind_of(page) != kind::LENT
             || get!(self, page, len) != pages
@@ -622,11 +628,15 @@ impl Arena {
         }
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
+        // A logged write comes before the unlogged count, as in every operation: a process that
+        // died between the count and the first logged write would leave an empty log, and no
+        // later holder would know to recount (a one-page chunk has no page to mark here).
+        let lent = state!(self, lent_pages).saturating_sub(u64::from(pages));
+        set_state!(self, tx, lent, lent_pages);
         for next in page + 1..page + pages.min(CHUNK_PAGES) {
             set!(self, tx, next, kind, kind::INTERIOR);
         }
         self.count_free(u64::from(pages) * PAGE as u64);
-        set_state!(self, tx, state!(self, lent_pages) - u64::from(pages), lent_pages);
         self.free_run(&mut tx, page, pages);
         tx.commit();
         true
@@ -1105,6 +1115,41 @@ mod in_a_buffer {
         arena.check().unwrap();
         assert_eq!(arena.free_bytes(), start);
         assert!(arena.free(CAPACITY as u64 + 16).is_err(), "an offset past the end is refused");
+    }
+
+    /// Taking back a chunk of one page, stopped at each step, leaves the counters right once
+    /// the next holder has recovered: the unlogged count never comes before a logged write.
+    #[test]
+    fn in_a_buffer_taking_back_one_page_stopped_at_each_step() {
+        use crate::failpoint::unwinding;
+        for step in 1.. {
+            assert!(step < 100, "taking back never completed");
+            let pool = Buffer::new();
+            let arena = &pool.arena;
+            let start = arena.free_bytes();
+            let chunk = arena.lend(PAGE, CHUNK_PAGES as usize * PAGE).unwrap();
+            unwinding::arm(step);
+            let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE)).is_err();
+            unwinding::arm(0);
+            // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
+            unsafe { crate::tx::recover(pool.base, || arena.recount_free_bytes()) };
+            arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
+            if !stopped {
+                assert_eq!(arena.free_bytes(), start);
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn in_a_buffer_lending_nothing_is_refused() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        assert_eq!(arena.lend(0, CHUNK_PAGES as usize * PAGE), None);
+        assert!(!arena.take_back(u64::from(arena.first_data) * PAGE as u64, 0));
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
     }
 
     #[test]

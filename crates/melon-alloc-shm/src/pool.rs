@@ -143,7 +143,17 @@ impl Shared {
         match &self.lock {
             None => {
                 let lock = &self.header().lock;
-                lock.holder.store(0, Ordering::Relaxed);
+                // Only this thread's own token is cleared: a thread whose hold was broken must
+                // not erase the token of the thread that holds the lock now, which would then
+                // wait for itself on its next `lock` instead of hearing `WouldDeadlock`. The
+                // mutex then refuses an unlock by a thread that does not hold it (`EPERM`),
+                // leaving the holder's lock as it is.
+                let _ = lock.holder.compare_exchange(
+                    sys::thread_token(),
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 unlock_robust(&lock.mutex)
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
@@ -855,5 +865,39 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // lie in the shared mapping, where the original's lists run through them: saying they
         // are all taken back keeps the copy's engine from unlinking them one by one.
         sys::ids().pid != self.owner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that does not hold the built-in lock and releases it anyway (as a thread whose
+    /// hold was broken would) gets an error, and the holder keeps both its lock and its token.
+    #[test]
+    fn a_wrong_owner_unlock_is_refused_and_leaves_the_holder_alone() {
+        let shm = ShmPool::new(1 << 20).unwrap();
+        let mut guard = shm.lock().unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let refused = shm.shared().unlock();
+                assert_eq!(
+                    refused,
+                    Err(ShmError::Os {
+                        call: "releasing the pool's lock",
+                        errno: rustix::io::Errno::PERM
+                    })
+                );
+                let waited = shm.try_lock_for(Duration::from_millis(20));
+                assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
+            });
+        });
+        assert_eq!(
+            shm.try_lock_for(Duration::from_millis(20)).err(),
+            Some(ShmError::WouldDeadlock)
+        );
+        assert!(guard.alloc(64).is_ok());
+        guard.unlock().unwrap();
+        assert!(shm.lock().is_ok());
     }
 }

@@ -70,6 +70,7 @@ fn main() {
         ("hammer_with_random_kills", hammer_with_random_kills),
         ("hammer_across_pid_namespaces", hammer_across_pid_namespaces),
         ("a_stopped_holder_makes_timed_locks_give_up", a_stopped_holder_makes_timed_locks_give_up),
+        ("a_raw_fork_is_a_new_process_to_the_pool", a_raw_fork_is_a_new_process_to_the_pool),
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
@@ -100,6 +101,17 @@ fn main() {
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
+/// Forks with the raw system call, which runs no `pthread_atfork` handler (as glibc's `_Fork`,
+/// or `clone`, would not): the child runs `body` and exits with status 0, or 101 if it panics.
+fn raw_fork(body: impl FnOnce()) -> Child {
+    let _ = std::io::stdout().flush();
+    // SAFETY: this process has a single thread, so the child, a copy of it, may run any code;
+    // the C library's own caches in it (its thread id among them) are its parent's, which is
+    // what the case is about.
+    let pid = unsafe { libc::syscall(libc::SYS_fork) };
+    after_fork(pid as libc::pid_t, body)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
@@ -125,6 +137,12 @@ fn fork(body: impl FnOnce()) -> Child {
     // SAFETY: this process has a single thread (the binary runs no test harness and starts no
     // thread), so the child may run any code, allocation included.
     let pid = unsafe { libc::fork() };
+    after_fork(pid, body)
+}
+
+/// Both sides of a fork that returned `pid`: the child runs `body` and exits, with status 0 or
+/// with 101 if `body` panics; the parent gets the child.
+fn after_fork(pid: libc::pid_t, body: impl FnOnce()) -> Child {
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         let code = match catch_unwind(AssertUnwindSafe(body)) {
@@ -1346,6 +1364,32 @@ fn a_stopped_holder_makes_timed_locks_give_up() {
 // ---------------------------------------------------------------------------------------------
 // Crashes at fail points
 // ---------------------------------------------------------------------------------------------
+
+/// A child made by a fork that skips `pthread_atfork` is a process of its own to the pool: while
+/// its parent holds the lock, its `lock` waits for it rather than taking the parent's token for
+/// its own (`WouldDeadlock`), and a child pool its parent made gets no chunk from it.
+fn a_raw_fork_is_a_new_process_to_the_pool() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let parents = shm.child();
+    let flags = SharedWords::<AtomicU64>::new(1);
+    let guard = shm.lock().unwrap();
+    let child = raw_fork(|| {
+        assert!(parents.alloc(64).is_none(), "the parent's child pool served the raw child");
+        core::mem::forget(parents);
+        flags[0].store(1, Ordering::Release);
+        let start = Instant::now();
+        let mut guard = shm.lock().unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(20), "the lock did not wait");
+        let block = guard.alloc(64).unwrap();
+        // SAFETY: the block was just allocated and is not used again.
+        unsafe { guard.free(block) }.unwrap();
+    });
+    await_word(&flags[0]);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(guard);
+    child.succeeds("the raw-forked child");
+    shm.check().unwrap();
+}
 
 #[cfg(feature = "failpoints")]
 mod crash {

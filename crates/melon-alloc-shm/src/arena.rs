@@ -80,7 +80,9 @@ impl Arena {
     /// The allocator of the pool mapped at `base`.
     ///
     /// # Safety
-    /// - `base` is the start of a formatted pool mapping, valid for its whole capacity.
+    /// - `base` is the start of a formatted pool mapping, valid for its whole capacity, whose
+    ///   header's `page_count` and `first_data_page` are those of that capacity's [`Geometry`]
+    ///   (`attach` checks them): everything else in the mapping is bounds-checked before use.
     /// - The caller holds the pool's lock for as long as it uses the arena.
     #[inline]
     pub(crate) unsafe fn new(base: *mut u8) -> Self {
@@ -132,10 +134,26 @@ impl Arena {
     }
 
     fn desc(&self, page: u32) -> *mut PageDesc {
-        debug_assert!(page < self.page_count);
-        // SAFETY: descriptors follow the header, one per page; `page < page_count`, which every
-        // caller ensures, keeps the result inside the mapping.
+        // Pages come from links in shared memory, which a dying or buggy process may have left
+        // anything in: a page out of range is clamped, so that even a corrupt link reads and
+        // writes a descriptor and nothing else. `page_count` is the checked geometry (see
+        // `new`), at least 16.
+        let page = page.min(self.page_count - 1);
+        // SAFETY: descriptors follow the header, one per page, and `page < page_count`.
         unsafe { self.base.add(DESC_OFFSET).cast::<PageDesc>().add(page as usize) }
+    }
+
+    /// Bytes of the header, descriptors and bitmap: every word the undo log may name lies in
+    /// them.
+    pub(crate) fn meta_len(&self) -> usize {
+        self.first_data as usize * PAGE
+    }
+
+    /// Whether the run of `len` pages at `page` lies in the data pages.
+    fn in_data(&self, page: u32, len: u32) -> bool {
+        page >= self.first_data
+            && len > 0
+            && page.checked_add(len).is_some_and(|end| end <= self.page_count)
     }
 
     fn state(&self) -> *mut State {
@@ -145,7 +163,10 @@ impl Arena {
 
     /// The bitmap word holding the in-use bit of `offset`, and the bit's mask.
     fn in_use_bit(&self, offset: u64) -> (*mut u64, u64) {
-        let grain = offset as usize / GRAIN;
+        // Clamped like a page in `desc`: an offset out of the pool, which only corrupt links
+        // lead to, names a bit of the bitmap all the same.
+        let last = self.page_count as usize * (PAGE / GRAIN) - 1;
+        let grain = (offset as usize / GRAIN).min(last);
         // SAFETY: `offset` is inside the pool, and the bitmap has a bit for every grain of it.
         (unsafe { self.bitmap.add(grain / 64) }, 1 << (grain % 64))
     }
@@ -238,10 +259,9 @@ impl Arena {
         None
     }
 
-    /// Whether `slab` is the first page of a slab of `class`, inside the data pages.
+    /// Whether `slab` is the first page of a slab of `class`, all of it inside the data pages.
     fn is_slab_of(&self, slab: u32, class: usize) -> bool {
-        slab >= self.first_data
-            && slab < self.page_count
+        self.in_data(slab, SLAB_PAGES[class])
             && get!(self, slab, kind) & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
     }
 
@@ -464,6 +484,9 @@ impl Arena {
         let floor = 31 - need.leading_zeros();
         let first = state!(self, bins[floor as usize]);
         if first != NONE && get!(self, first, len) >= need {
+            if !self.is_free_run(first, floor as usize) {
+                return self.drop_bin(tx, floor as usize);
+            }
             self.remove_free(tx, first);
             return Some(first);
         }
@@ -476,9 +499,32 @@ impl Arena {
         if mask == 0 {
             return None;
         }
-        let run = state!(self, bins[mask.trailing_zeros() as usize]);
+        let bin = mask.trailing_zeros() as usize;
+        let run = state!(self, bins[bin]);
+        if !self.is_free_run(run, bin) {
+            return self.drop_bin(tx, bin);
+        }
         self.remove_free(tx, run);
         Some(run)
+    }
+
+    /// Whether `run` is a free run of bin `bin`, inside the data pages: what a bin's head must
+    /// be before the pages it names are handed out.
+    fn is_free_run(&self, run: u32, bin: usize) -> bool {
+        let len = get!(self, run, len);
+        self.in_data(run, len) && self.kind_of(run) == kind::FREE && Self::bin_of(len) == bin
+    }
+
+    /// Empties a bin whose head is not one of its free runs: nothing it leads to can be
+    /// trusted, so its runs are given up rather than handed out. Returns `None`, for the
+    /// request that found it.
+    #[cold]
+    fn drop_bin(&self, tx: &mut Tx, bin: usize) -> Option<u32> {
+        set_state!(self, tx, NONE, bins[bin]);
+        set_state!(self, tx, state!(self, bin_mask) & !(1 << bin), bin_mask);
+        self.count_quarantine(tx);
+        tx.checkpoint();
+        None
     }
 
     /// Gives back every empty slab: the one each class keeps at the front of its list for reuse.
@@ -491,7 +537,11 @@ impl Arena {
         let mut any = false;
         for class in 0..CLASS_COUNT {
             let mut slab = state!(self, partial[class]);
-            while slab != NONE {
+            // A list is never longer than the pool has pages, nor holds anything but slabs of
+            // its class: a corrupt one is walked no further.
+            let mut budget = self.page_count;
+            while slab != NONE && budget > 0 && self.is_slab_of(slab, class) {
+                budget -= 1;
                 let next = get!(self, slab, next);
                 if get!(self, slab, live) == 0 {
                     self.release_slab(tx, class, slab);
@@ -514,7 +564,9 @@ impl Arena {
     }
 
     fn bin_of(len: u32) -> usize {
-        (31 - len.leading_zeros()) as usize
+        // A run of no pages is a corrupt descriptor; it files with runs of one page rather than
+        // underflow.
+        (31 - len.max(1).leading_zeros()) as usize
     }
 
     fn insert_free(&self, tx: &mut Tx, page: u32, len: u32) {
@@ -533,7 +585,7 @@ impl Arena {
             set_state!(self, tx, mask | (1 << bin), bin_mask);
         }
         if len > 1 {
-            set!(self, tx, page + len - 1, head, page);
+            set!(self, tx, page.saturating_add(len - 1), head, page);
         }
     }
 
@@ -561,7 +613,7 @@ impl Arena {
             let after_len = get!(self, after, len);
             self.remove_free(tx, after);
             set!(self, tx, after, kind, kind::INTERIOR);
-            total += after_len;
+            total = total.saturating_add(after_len);
         }
         if page > self.first_data {
             let before = page - 1;
@@ -573,13 +625,13 @@ impl Arena {
                 && head >= self.first_data
                 && head < page
                 && self.kind_of(head) == kind::FREE
-                && head + get!(self, head, len) == page;
+                && head.checked_add(get!(self, head, len)) == Some(page);
             if merges {
                 let head_len = get!(self, head, len);
                 self.remove_free(tx, head);
                 set!(self, tx, page, kind, kind::INTERIOR);
                 start = head;
-                total += head_len;
+                total = total.saturating_add(head_len);
             }
         }
         self.insert_free(tx, start, total);
@@ -610,7 +662,7 @@ impl Arena {
             set!(self, tx, next, head, page);
         }
         self.count_alloc(u64::from(pages) * PAGE as u64);
-        set_state!(self, tx, state!(self, lent_pages) + u64::from(pages), lent_pages);
+        set_state!(self, tx, state!(self, lent_pages).saturating_add(u64::from(pages)), lent_pages);
         tx.commit();
         Some(page as u64 * PAGE as u64)
     }
@@ -621,6 +673,7 @@ impl Arena {
         let Some(page) = self.page_of(offset) else { return false };
         let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return false };
         if offset % PAGE as u64 != 0
+            || !self.in_data(page, pages)
             || self.kind_of(page) != kind::LENT
             || get!(self, page, len) != pages
         {
@@ -662,7 +715,9 @@ impl Arena {
         let slab = match desc_kind {
             kind::SLAB => page,
             kind::SLAB_PAGE => get!(self, page, head),
-            kind::LARGE if in_use => return Ok(Located::Large { page }),
+            kind::LARGE if in_use && self.in_data(page, get!(self, page, len)) => {
+                return Ok(Located::Large { page })
+            }
             // Only the first byte of a large block's first page starts it (that start is in use
             // for as long as the page says LARGE); any other byte of the page is inside it.
             kind::LARGE => return Err(FreeError::Interior { addr }),
@@ -670,7 +725,7 @@ impl Arena {
             _ => return Err(FreeError::Interior { addr }),
         };
         let class = ((get!(self, slab, kind) >> 8) & 0xff) as usize;
-        if class >= CLASS_COUNT {
+        if class >= CLASS_COUNT || !self.is_slab_of(slab, class) {
             return Err(FreeError::Interior { addr });
         }
         let relative = offset.wrapping_sub(slab as u64 * PAGE as u64);
@@ -1132,7 +1187,9 @@ mod in_a_buffer {
             let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE)).is_err();
             unwinding::arm(0);
             // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
-            unsafe { crate::tx::recover(pool.base, || arena.recount_free_bytes()) };
+            unsafe {
+                crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
+            };
             arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
             if !stopped {
                 assert_eq!(arena.free_bytes(), start);
@@ -1166,7 +1223,9 @@ mod in_a_buffer {
         // The process dies here: `tx` is never committed.
         assert!(arena.is_in_use(offset));
         // SAFETY: as above; the "dead" operation left the log as it was.
-        assert!(unsafe { crate::tx::recover(pool.base, || arena.recount_free_bytes()) });
+        assert!(unsafe {
+            crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
+        });
         assert!(!arena.is_in_use(offset));
         assert_eq!(arena.free_bytes(), before);
         arena.check().unwrap();

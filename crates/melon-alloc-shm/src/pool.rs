@@ -133,7 +133,11 @@ impl Shared {
     /// The caller holds the lock.
     fn undo_dead_holder(&self) {
         // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
-        if unsafe { crate::tx::recover(self.base(), || self.arena.recount_free_bytes()) } {
+        if unsafe {
+            crate::tx::recover(self.base(), self.arena.meta_len(), || {
+                self.arena.recount_free_bytes()
+            })
+        } {
             self.header().undone.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -533,6 +537,14 @@ impl ShmPool {
         if header.capacity != file {
             return Err(ShmError::SizeMismatch { header: header.capacity, file });
         }
+        // Every page index is bounded by these two, read once into the arena: they must be the
+        // file's, not whatever a corrupt header says.
+        let geometry = Geometry::for_capacity(len).ok_or(ShmError::NotAPool)?;
+        if header.page_count != geometry.page_count
+            || header.first_data_page != geometry.first_data_page
+        {
+            return Err(ShmError::NotAPool);
+        }
         let expected_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         if header.lock_kind != expected_kind
             || (expected_kind == LOCK_BUILTIN && header.lock_abi != sys::LOCK_ABI)
@@ -870,7 +882,10 @@ unsafe impl ChunkSource for ShmChunks<'_> {
 
 #[cfg(test)]
 mod tests {
+    use core::ptr::addr_of_mut;
+
     use super::*;
+    use crate::layout::NONE;
 
     /// A thread that does not hold the built-in lock and releases it anyway (as a thread whose
     /// hold was broken would) gets an error, and the holder keeps both its lock and its token.
@@ -899,5 +914,116 @@ mod tests {
         assert!(guard.alloc(64).is_ok());
         guard.unlock().unwrap();
         assert!(shm.lock().is_ok());
+    }
+
+    /// A pool whose header is corrupted by `corrupt` (given the header, under the lock), then
+    /// attached from a second handle, as the next process would.
+    fn attach_corrupted(corrupt: impl FnOnce(*mut Header)) -> (ShmPool, ShmPool) {
+        let made = ShmPool::memfd("corrupt", 1 << 20).unwrap();
+        let blocks: Vec<_> = [64, 64, 3000, 20_000].iter().map(|&size| made.alloc(size)).collect();
+        assert!(blocks.iter().all(Option::is_some));
+        let guard = made.lock().unwrap();
+        corrupt(made.shared().base().cast());
+        drop(guard);
+        let fd = made.as_fd().try_clone_to_owned().unwrap();
+        // SAFETY: the descriptor holds a pool of this library's version; its corruption is the
+        // test's subject, and attaching must survive it.
+        let attached = unsafe { ShmPool::attach(fd) }.unwrap();
+        (made, attached)
+    }
+
+    /// Blocks the pool hands out lie inside its mapping, whatever its header says; an error is
+    /// fine.
+    fn exercise(shm: &ShmPool) {
+        let base = shm.shared().base().addr();
+        let end = base + shm.capacity();
+        let mut blocks = Vec::new();
+        for size in [16, 64, 64, 100, 3000, 5000, 20_000, 70_000, 64, 16] {
+            if let Some(block) = shm.alloc(size) {
+                let at = block.as_ptr().addr();
+                assert!(at >= base && at + size <= end, "{size} bytes at {at:#x} outside the pool");
+                blocks.push(block);
+            }
+        }
+        for block in blocks {
+            // SAFETY: the block came from `shm` and is freed once; a refusal is fine.
+            let _ = unsafe { shm.try_free(block) };
+        }
+        let _ = shm.check();
+        let _ = shm.stats();
+    }
+
+    #[test]
+    fn an_undo_log_naming_words_outside_the_metadata_is_not_followed() {
+        let (made, attached) = attach_corrupted(|header| {
+            // SAFETY: the header of a live mapping, under its lock.
+            unsafe {
+                let log = addr_of_mut!((*header).log).cast::<crate::layout::LogEntry>();
+                for (index, key) in [u64::MAX, 1 << 20, (1 << 20) - 4, 0x1001, 3].iter().enumerate()
+                {
+                    log.add(index).write(crate::layout::LogEntry { key: *key, old: u64::MAX });
+                }
+                (*header).log_len.store(5, Ordering::Relaxed);
+            }
+        });
+        exercise(&attached);
+        // Nothing named a word of the metadata, so nothing was restored, and the pool is intact.
+        attached.check().unwrap();
+        assert_eq!(made.stats().unwrap().operations_undone, 1);
+    }
+
+    #[test]
+    fn an_undo_log_longer_than_its_capacity_is_cut_to_it() {
+        let (_made, attached) = attach_corrupted(|header| {
+            // SAFETY: the header of a live mapping, under its lock.
+            unsafe { (*header).log_len.store(u32::MAX, Ordering::Relaxed) };
+        });
+        exercise(&attached);
+    }
+
+    #[test]
+    fn a_header_whose_geometry_is_not_its_files_is_refused() {
+        for (page_count, first_data_page) in [(u32::MAX, 1), (255, 1), (256, 0), (256, 300)] {
+            let made = ShmPool::memfd("corrupt", 1 << 20).unwrap();
+            let header = made.shared().base().cast::<Header>();
+            // SAFETY: the header of a live mapping that no operation uses meanwhile.
+            unsafe {
+                addr_of_mut!((*header).page_count).write(page_count);
+                addr_of_mut!((*header).first_data_page).write(first_data_page);
+            }
+            let fd = made.as_fd().try_clone_to_owned().unwrap();
+            // SAFETY: as in `attach_corrupted`.
+            let attached = unsafe { ShmPool::attach(fd) };
+            assert_eq!(attached.err(), Some(ShmError::NotAPool), "{page_count}, {first_data_page}");
+        }
+    }
+
+    #[test]
+    fn list_heads_outside_the_data_pages_are_dropped_not_followed() {
+        for head in [0, 1, 255, 256, 10_000, NONE - 1] {
+            let (_made, attached) = attach_corrupted(|header| {
+                // SAFETY: the header of a live mapping, under its lock.
+                unsafe {
+                    let state = addr_of_mut!((*header).state);
+                    (*state).partial = [head; crate::layout::CLASS_COUNT];
+                    (*state).bins = [head; crate::layout::BIN_COUNT];
+                    (*state).bin_mask = u32::MAX;
+                }
+            });
+            exercise(&attached);
+            assert!(attached.check().is_err(), "head {head}");
+            assert!(attached.stats().unwrap().quarantined_slabs > 0, "head {head}");
+        }
+    }
+
+    #[test]
+    fn impossible_counters_saturate() {
+        for free_bytes in [0, u64::MAX] {
+            let (_made, attached) = attach_corrupted(|header| {
+                // SAFETY: the header of a live mapping, under its lock.
+                unsafe { addr_of_mut!((*header).state.free_bytes).write(free_bytes) };
+            });
+            exercise(&attached);
+        }
     }
 }

@@ -38,6 +38,26 @@ pub(crate) struct Shared {
     lock_timeout: core::sync::atomic::AtomicU64,
 }
 
+/// The header's fields that `attach` checks, copied out of the mapping.
+struct Identity {
+    magic: u64,
+    version: u32,
+    capacity: u64,
+    page_count: u32,
+    first_data_page: u32,
+    lock_kind: u32,
+    lock_abi: u32,
+}
+
+/// References to the header's fields that processes change concurrently, all of them atomic;
+/// see [`Shared::header_atomics`].
+struct HeaderAtomics<'a> {
+    lock: &'a crate::layout::BuiltinLock,
+    takeovers: &'a crate::sync::AtomicU64,
+    undone: &'a crate::sync::AtomicU64,
+    log_len: &'a crate::sync::AtomicU32,
+}
+
 /// [`Shared::lock_timeout`] when operations wait as long as it takes.
 const NO_TIMEOUT: u64 = u64::MAX;
 
@@ -61,11 +81,24 @@ impl Shared {
         self.mapping.base().as_ptr()
     }
 
-    fn header(&self) -> &Header {
-        // SAFETY: the mapping starts with the pool's header, valid for as long as the mapping;
-        // every field that changes after creation is atomic or read only under the lock through
-        // raw pointers, never through this reference.
-        unsafe { &*self.base().cast::<Header>() }
+    /// The header's atomics, by reference. No reference to the whole header is ever made: the
+    /// undo log and the allocator state in it are plain memory that other processes write
+    /// (under the lock), which a `&Header` would claim nobody changes while it lives; they are
+    /// read and written through raw pointers only.
+    fn header_atomics(&self) -> HeaderAtomics<'_> {
+        let header = self.base().cast::<Header>();
+        // SAFETY: (1) the mapping starts with the pool's header, valid for as long as the
+        // mapping, which outlives `self`; (2) each reference covers an atomic (the mutex is an
+        // `UnsafeCell`), which other processes only access atomically, or through the C
+        // library's mutex functions.
+        unsafe {
+            HeaderAtomics {
+                lock: &*ptr::addr_of!((*header).lock),
+                takeovers: &*ptr::addr_of!((*header).takeovers),
+                undone: &*ptr::addr_of!((*header).undone),
+                log_len: &*ptr::addr_of!((*header).log_len),
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -91,15 +124,15 @@ impl Shared {
     /// earlier.
     #[inline]
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
-        let header = self.header();
+        let header = self.header_atomics();
         match &self.lock {
             None => {
-                let lock = &header.lock;
+                let lock = header.lock;
                 let me = sys::thread_token();
                 if lock.holder.load(Ordering::Relaxed) == me {
                     return Err(ShmError::WouldDeadlock);
                 }
-                lock_robust(&lock.mutex, timeout, &header.takeovers, || self.undo_dead_holder())?;
+                lock_robust(&lock.mutex, timeout, header.takeovers, || self.undo_dead_holder())?;
                 lock.holder.store(me, Ordering::Relaxed);
             }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
@@ -138,7 +171,7 @@ impl Shared {
                 self.arena.recount_free_bytes()
             })
         } {
-            self.header().undone.fetch_add(1, Ordering::Relaxed);
+            self.header_atomics().undone.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -146,7 +179,7 @@ impl Shared {
     fn unlock(&self) -> Result<(), ShmError> {
         match &self.lock {
             None => {
-                let lock = &self.header().lock;
+                let lock = self.header_atomics().lock;
                 // Only this thread's own token is cleared: a thread whose hold was broken must
                 // not erase the token of the thread that holds the lock now, which would then
                 // wait for itself on its next `lock` instead of hearing `WouldDeadlock`. The
@@ -303,9 +336,10 @@ impl ShmGuard<'_> {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> ShmStats {
         let counters = self.shared.arena.counters();
-        let header = self.shared.header();
+        let header = self.shared.header_atomics();
         ShmStats {
-            capacity: header.capacity as usize,
+            // The mapping's length is the header's capacity, checked at `attach`.
+            capacity: self.shared.len(),
             data_bytes: counters.data_pages as usize * crate::layout::PAGE,
             available: counters.free_bytes as usize,
             bytes_in_use: counters.bytes_in_use as usize,
@@ -525,9 +559,26 @@ impl ShmPool {
         }
         let mapping = Mapping::open(fd, len)
             .map_err(|errno| ShmError::Os { call: "mapping the pool", errno })?;
-        // SAFETY: the mapping is `len >= MIN_CAPACITY` bytes, enough for a header; its fields
-        // are plain integers, valid whatever the bytes.
-        let header = unsafe { &*mapping.base().as_ptr().cast::<Header>() };
+        let header = mapping.base().as_ptr().cast::<Header>();
+        // Other processes may be writing the header's state meanwhile, so its fields are read
+        // one by one, never through a reference to the whole header.
+        macro_rules! field {
+            ($name:ident) => {
+                // SAFETY: the mapping is `len >= MIN_CAPACITY` bytes, enough for a header; the
+                // field is a plain integer written only when the pool was made, valid whatever
+                // its bytes.
+                unsafe { ptr::addr_of!((*header).$name).read() }
+            };
+        }
+        let header = Identity {
+            magic: field!(magic),
+            version: field!(version),
+            capacity: field!(capacity),
+            page_count: field!(page_count),
+            first_data_page: field!(first_data_page),
+            lock_kind: field!(lock_kind),
+            lock_abi: field!(lock_abi),
+        };
         if header.magic != MAGIC {
             return Err(ShmError::NotAPool);
         }

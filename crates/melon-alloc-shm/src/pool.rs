@@ -345,7 +345,8 @@ impl ShmGuard<'_> {
             bytes_in_use: counters.bytes_in_use as usize,
             live_blocks: counters.live_blocks as usize,
             large_blocks: counters.large_blocks as usize,
-            lent_bytes: counters.lent_pages as usize * crate::layout::PAGE,
+            // The lent-page counter is shared memory, which may hold anything.
+            lent_bytes: (counters.lent_pages as usize).saturating_mul(crate::layout::PAGE),
             lock_takeovers: header.takeovers.load(Ordering::Relaxed),
             operations_undone: header.undone.load(Ordering::Relaxed),
             quarantined_slabs: u64::from(self.shared.arena.quarantined()),

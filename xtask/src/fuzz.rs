@@ -1,14 +1,21 @@
-//! `cargo xtask fuzz [--time SECONDS]`: the `pools` fuzz target under libFuzzer and the address
-//! sanitizer, on the nightly toolchain, for a set time (a minute unless told otherwise).
+//! `cargo xtask fuzz [--time SECONDS]`: the fuzz targets under libFuzzer and the address
+//! sanitizer, on the nightly toolchain, one after another, sharing a set time (a minute unless
+//! told otherwise) equally:
+//! - `pools`: heap, shared and child pools driven against a model of their blocks;
+//! - `shm_header`: a shared pool attached after random bytes were written into its header, undo
+//!   log and page descriptors, which must never write outside its mapping or crash.
 //!
-//! Inputs that crash it are written to `fuzz/artifacts/pools/`, and the inputs that reached new
-//! code to `fuzz/corpus/pools/`, which later runs start from.
+//! Inputs that crash a target are written to `fuzz/artifacts/TARGET/`, and the inputs that
+//! reached new code to `fuzz/corpus/TARGET/`, which later runs start from.
 
 use std::process::{Command, Stdio};
 
 use crate::{root, run};
 
-/// How long the fuzzer runs when `--time` is not given, in seconds.
+/// The fuzz targets in `fuzz/Cargo.toml`, in the order they run.
+const TARGETS: [&str; 2] = ["pools", "shm_header"];
+
+/// How long the fuzzers run in all when `--time` is not given, in seconds.
 const DEFAULT_SECONDS: u64 = 60;
 
 /// Runs the fuzz task with the arguments that follow `fuzz` on the command line.
@@ -26,10 +33,15 @@ pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
         run(nightly)?;
     }
 
-    let max_total_time = format!("-max_total_time={seconds}");
-    let mut fuzz = nightly_cargo(&["+nightly", "fuzz", "run", "pools", "--", &max_total_time]);
-    fuzz.current_dir(root().join("fuzz"));
-    run(fuzz)
+    // Each target gets its share of the time, and at least a second.
+    let share = (seconds / TARGETS.len() as u64).max(1);
+    let max_total_time = format!("-max_total_time={share}");
+    for target in TARGETS {
+        let mut fuzz = nightly_cargo(&["+nightly", "fuzz", "run", target, "--", &max_total_time]);
+        fuzz.current_dir(root().join("fuzz"));
+        run(fuzz)?;
+    }
+    Ok(())
 }
 
 /// The fuzzing time: the value of `--time N` (or `--time=N`), else [`DEFAULT_SECONDS`].

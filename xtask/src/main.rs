@@ -48,7 +48,7 @@ fn print_help() {
          bench-c the C API against glibc malloc: 64-byte blocks, -O2, the release library\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \
-         fuzz    the pool fuzz target under libFuzzer and ASan (nightly); --time SECONDS, default 60\n  \
+         fuzz    the fuzz targets under libFuzzer and ASan (nightly); --time SECONDS in all, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
          no-std  the core crate and a firmware binary for thumbv7em-none-eabihf\n  \

@@ -80,7 +80,9 @@ impl Arena {
     /// The allocator of the pool mapped at `base`.
     ///
     /// # Safety
-    /// - `base` is the start of a formatted pool mapping, valid for its whole capacity.
+    /// - `base` is the start of a formatted pool mapping, valid for its whole capacity, whose
+    ///   header's `page_count` and `first_data_page` are those of that capacity's [`Geometry`]
+    ///   (`attach` checks them): everything else in the mapping is bounds-checked before use.
     /// - The caller holds the pool's lock for as long as it uses the arena.
     #[inline]
     pub(crate) unsafe fn new(base: *mut u8) -> Self {
@@ -132,10 +134,26 @@ impl Arena {
     }
 
     fn desc(&self, page: u32) -> *mut PageDesc {
-        debug_assert!(page < self.page_count);
-        // SAFETY: descriptors follow the header, one per page; `page < page_count`, which every
-        // caller ensures, keeps the result inside the mapping.
+        // Pages come from links in shared memory, which a dying or buggy process may have left
+        // anything in: a page out of range is clamped, so that even a corrupt link reads and
+        // writes a descriptor and nothing else. `page_count` is the checked geometry (see
+        // `new`), at least 16.
+        let page = page.min(self.page_count - 1);
+        // SAFETY: descriptors follow the header, one per page, and `page < page_count`.
         unsafe { self.base.add(DESC_OFFSET).cast::<PageDesc>().add(page as usize) }
+    }
+
+    /// Bytes of the header, descriptors and bitmap: every word the undo log may name lies in
+    /// them.
+    pub(crate) fn meta_len(&self) -> usize {
+        self.first_data as usize * PAGE
+    }
+
+    /// Whether the run of `len` pages at `page` lies in the data pages.
+    fn in_data(&self, page: u32, len: u32) -> bool {
+        page >= self.first_data
+            && len > 0
+            && page.checked_add(len).is_some_and(|end| end <= self.page_count)
     }
 
     fn state(&self) -> *mut State {
@@ -145,7 +163,10 @@ impl Arena {
 
     /// The bitmap word holding the in-use bit of `offset`, and the bit's mask.
     fn in_use_bit(&self, offset: u64) -> (*mut u64, u64) {
-        let grain = offset as usize / GRAIN;
+        // Clamped like a page in `desc`: an offset out of the pool, which only corrupt links
+        // lead to, names a bit of the bitmap all the same.
+        let last = self.page_count as usize * (PAGE / GRAIN) - 1;
+        let grain = (offset as usize / GRAIN).min(last);
         // SAFETY: `offset` is inside the pool, and the bitmap has a bit for every grain of it.
         (unsafe { self.bitmap.add(grain / 64) }, 1 << (grain % 64))
     }
@@ -209,26 +230,82 @@ impl Arena {
     }
 
     fn alloc_small(&self, tx: &mut Tx, class: usize) -> Option<u64> {
-        let mut slab = state!(self, partial[class]);
-        if slab == NONE {
-            slab = self.new_slab(tx, class)?;
+        // Each round that finds a corrupt slab takes it off the list; a few rounds, rather than
+        // as many as the list is long, bound the time a corrupt list can cost one allocation.
+        for _ in 0..QUARANTINE_ROUNDS {
+            let mut slab = state!(self, partial[class]);
+            if slab == NONE {
+                slab = self.new_slab(tx, class)?;
+            }
+            if !self.is_slab_of(slab, class) {
+                // Not a slab of this class: the list head itself is corrupt, and nothing it
+                // leads to can be trusted. The list is dropped; its slabs' blocks stay where
+                // they are, and frees still find them by their pages.
+                set_state!(self, tx, NONE, partial[class]);
+                self.count_quarantine(tx);
+                tx.checkpoint();
+                continue;
+            }
+            match self.pop_block(slab, class) {
+                Some((index, next, carved)) => {
+                    return Some(self.hand_out(tx, class, slab, index, next, carved));
+                }
+                None => {
+                    self.quarantine(tx, class, slab);
+                    tx.checkpoint();
+                }
+            }
         }
-        let free = get!(self, slab, free);
-        // A link beyond the carved blocks can only come from a write into a freed block; such a
-        // list is dropped rather than followed out of the slab.
-        let free = if free < get!(self, slab, carved) { free } else { NONE };
+        None
+    }
+
+    /// Whether `slab` is the first page of a slab of `class`, all of it inside the data pages.
+    fn is_slab_of(&self, slab: u32, class: usize) -> bool {
+        self.in_data(slab, SLAB_PAGES[class])
+            && get!(self, slab, kind) & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
+    }
+
+    /// The block an allocation from `slab` takes, the free-list head after it, and the slab's
+    /// carved count after it; `None` when the slab's bookkeeping is impossible. A freed block
+    /// holds its list link where a use after free writes first, so every link is checked before
+    /// it is followed: a link out of the carved blocks, or to a block in use, would hand out
+    /// memory that belongs to someone else.
+    #[inline]
+    fn pop_block(&self, slab: u32, class: usize) -> Option<(u32, u32, u32)> {
+        let capacity = SLAB_BLOCKS[class];
+        let (free, live, carved) =
+            (get!(self, slab, free), get!(self, slab, live), get!(self, slab, carved));
+        if carved > capacity || live >= capacity {
+            return None;
+        }
+        if free == NONE {
+            return (carved < capacity).then_some((carved, NONE, carved + 1));
+        }
+        let start = slab as u64 * PAGE as u64;
+        if free >= carved || self.is_in_use(start + u64::from(free) * CLASS_SIZES[class] as u64) {
+            return None;
+        }
+        // SAFETY: `free` is a carved block of the slab, so its first word lies in the slab.
+        let next = unsafe { self.link(slab, free, class).read() };
+        (next == NONE || next < carved && next != free).then_some((free, next, carved))
+    }
+
+    /// Hands out block `index` of `slab`, leaving `next` at the head of its free list and
+    /// `carved` blocks carved.
+    fn hand_out(
+        &self,
+        tx: &mut Tx,
+        class: usize,
+        slab: u32,
+        index: u32,
+        next: u32,
+        carved: u32,
+    ) -> u64 {
         let live = get!(self, slab, live) + 1;
-        let index = if free != NONE {
-            // SAFETY: a free block's first word holds the index of the next free block.
-            let next = unsafe { self.link(slab, free, class).read() };
-            self.set_free_live(tx, slab, next, live);
-            free
-        } else {
-            let carved = get!(self, slab, carved);
-            set!(self, tx, slab, carved, carved + 1);
-            self.set_free_live(tx, slab, NONE, live);
-            carved
-        };
+        if carved != get!(self, slab, carved) {
+            set!(self, tx, slab, carved, carved);
+        }
+        self.set_free_live(tx, slab, next, live);
         if live == SLAB_BLOCKS[class] {
             self.unlink_partial(tx, class, slab);
         }
@@ -236,22 +313,45 @@ impl Arena {
         self.count_alloc(size);
         let offset = slab as u64 * PAGE as u64 + u64::from(index) * size;
         self.mark_in_use(tx, offset, true);
-        Some(offset)
+        offset
+    }
+
+    /// Takes a slab whose free list is corrupt out of use: off its class's list, marked so that
+    /// no free puts it back and `check` reports it. Its blocks in use stay in use and can still
+    /// be freed; its free blocks are lost, which is the price of never following a bad link.
+    #[cold]
+    fn quarantine(&self, tx: &mut Tx, class: usize, slab: u32) {
+        self.unlink_partial(tx, class, slab);
+        set!(self, tx, slab, kind, get!(self, slab, kind) | kind::QUARANTINED);
+        self.count_quarantine(tx);
+    }
+
+    fn count_quarantine(&self, tx: &mut Tx) {
+        set_state!(self, tx, state!(self, quarantined).saturating_add(1), quarantined);
+    }
+
+    /// Slabs (or slab lists) taken out of use because their free lists were corrupt.
+    pub(crate) fn quarantined(&self) -> u32 {
+        state!(self, quarantined)
     }
 
     /// `free_bytes` is the one word of the state written outside the log: it follows from the
     /// pages, so after an undo [`recount_free_bytes`](Arena::recount_free_bytes) sets it again,
-    /// and the hot paths save a log entry.
+    /// and the hot paths save a log entry. Only the undo of a non-empty log recounts, so every
+    /// call comes after a logged write of the same step.
+    ///
+    /// The counter is shared memory that a crash or another process's bug may have left wrong;
+    /// it saturates rather than wrap or panic, and `check` reports the disagreement.
     fn count_alloc(&self, bytes: u64) {
         let place = self.free_bytes_word();
         // SAFETY: the word lies in the header, and the lock is held.
-        unsafe { place.write(place.read() - bytes) };
+        unsafe { place.write(place.read().saturating_sub(bytes)) };
     }
 
     fn count_free(&self, bytes: u64) {
         let place = self.free_bytes_word();
         // SAFETY: as in `count_alloc`.
-        unsafe { place.write(place.read() + bytes) };
+        unsafe { place.write(place.read().saturating_add(bytes)) };
     }
 
     fn free_bytes_word(&self) -> *mut u64 {
@@ -384,6 +484,9 @@ impl Arena {
         let floor = 31 - need.leading_zeros();
         let first = state!(self, bins[floor as usize]);
         if first != NONE && get!(self, first, len) >= need {
+            if !self.is_free_run(first, floor as usize) {
+                return self.drop_bin(tx, floor as usize);
+            }
             self.remove_free(tx, first);
             return Some(first);
         }
@@ -396,9 +499,32 @@ impl Arena {
         if mask == 0 {
             return None;
         }
-        let run = state!(self, bins[mask.trailing_zeros() as usize]);
+        let bin = mask.trailing_zeros() as usize;
+        let run = state!(self, bins[bin]);
+        if !self.is_free_run(run, bin) {
+            return self.drop_bin(tx, bin);
+        }
         self.remove_free(tx, run);
         Some(run)
+    }
+
+    /// Whether `run` is a free run of bin `bin`, inside the data pages: what a bin's head must
+    /// be before the pages it names are handed out.
+    fn is_free_run(&self, run: u32, bin: usize) -> bool {
+        let len = get!(self, run, len);
+        self.in_data(run, len) && self.kind_of(run) == kind::FREE && Self::bin_of(len) == bin
+    }
+
+    /// Empties a bin whose head is not one of its free runs: nothing it leads to can be
+    /// trusted, so its runs are given up rather than handed out. Returns `None`, for the
+    /// request that found it.
+    #[cold]
+    fn drop_bin(&self, tx: &mut Tx, bin: usize) -> Option<u32> {
+        set_state!(self, tx, NONE, bins[bin]);
+        set_state!(self, tx, state!(self, bin_mask) & !(1 << bin), bin_mask);
+        self.count_quarantine(tx);
+        tx.checkpoint();
+        None
     }
 
     /// Gives back every empty slab: the one each class keeps at the front of its list for reuse.
@@ -411,7 +537,11 @@ impl Arena {
         let mut any = false;
         for class in 0..CLASS_COUNT {
             let mut slab = state!(self, partial[class]);
-            while slab != NONE {
+            // A list is never longer than the pool has pages, nor holds anything but slabs of
+            // its class: a corrupt one is walked no further.
+            let mut budget = self.page_count;
+            while slab != NONE && budget > 0 && self.is_slab_of(slab, class) {
+                budget -= 1;
                 let next = get!(self, slab, next);
                 if get!(self, slab, live) == 0 {
                     self.release_slab(tx, class, slab);
@@ -434,7 +564,9 @@ impl Arena {
     }
 
     fn bin_of(len: u32) -> usize {
-        (31 - len.leading_zeros()) as usize
+        // A run of no pages is a corrupt descriptor; it files with runs of one page rather than
+        // underflow.
+        (31 - len.max(1).leading_zeros()) as usize
     }
 
     fn insert_free(&self, tx: &mut Tx, page: u32, len: u32) {
@@ -453,7 +585,7 @@ impl Arena {
             set_state!(self, tx, mask | (1 << bin), bin_mask);
         }
         if len > 1 {
-            set!(self, tx, page + len - 1, head, page);
+            set!(self, tx, page.saturating_add(len - 1), head, page);
         }
     }
 
@@ -481,7 +613,7 @@ impl Arena {
             let after_len = get!(self, after, len);
             self.remove_free(tx, after);
             set!(self, tx, after, kind, kind::INTERIOR);
-            total += after_len;
+            total = total.saturating_add(after_len);
         }
         if page > self.first_data {
             let before = page - 1;
@@ -493,13 +625,13 @@ impl Arena {
                 && head >= self.first_data
                 && head < page
                 && self.kind_of(head) == kind::FREE
-                && head + get!(self, head, len) == page;
+                && head.checked_add(get!(self, head, len)) == Some(page);
             if merges {
                 let head_len = get!(self, head, len);
                 self.remove_free(tx, head);
                 set!(self, tx, page, kind, kind::INTERIOR);
                 start = head;
-                total += head_len;
+                total = total.saturating_add(head_len);
             }
         }
         self.insert_free(tx, start, total);
@@ -508,6 +640,11 @@ impl Arena {
     /// Lends a chunk of `size` bytes aligned to `align` (at least a whole chunk) to a child pool.
     pub(crate) fn lend(&self, size: usize, align: usize) -> Option<u64> {
         let pages = u32::try_from(size.div_ceil(PAGE)).ok()?;
+        // A chunk of no pages would be a run of length 0 in the middle of the free runs, which
+        // every walk of the pages would stop at.
+        if pages == 0 {
+            return None;
+        }
         let align_pages = u32::try_from(align / PAGE).ok()?.max(CHUNK_PAGES);
         if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
             return None;
@@ -525,7 +662,7 @@ impl Arena {
             set!(self, tx, next, head, page);
         }
         self.count_alloc(u64::from(pages) * PAGE as u64);
-        set_state!(self, tx, state!(self, lent_pages) + u64::from(pages), lent_pages);
+        set_state!(self, tx, state!(self, lent_pages).saturating_add(u64::from(pages)), lent_pages);
         tx.commit();
         Some(page as u64 * PAGE as u64)
     }
@@ -534,8 +671,9 @@ impl Arena {
     /// of a lent chunk of that size; if not, nothing changes.
     pub(crate) fn take_back(&self, offset: u64, size: usize) -> bool {
         let Some(page) = self.page_of(offset) else { return false };
-        let pages = size.div_ceil(PAGE) as u32;
+        let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return false };
         if offset % PAGE as u64 != 0
+            || !self.in_data(page, pages)
             || self.kind_of(page) != kind::LENT
             || get!(self, page, len) != pages
         {
@@ -543,11 +681,15 @@ impl Arena {
         }
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
+        // A logged write comes before the unlogged count, as in every operation: a process that
+        // died between the count and the first logged write would leave an empty log, and no
+        // later holder would know to recount (a one-page chunk has no page to mark here).
+        let lent = state!(self, lent_pages).saturating_sub(u64::from(pages));
+        set_state!(self, tx, lent, lent_pages);
         for next in page + 1..page + pages.min(CHUNK_PAGES) {
             set!(self, tx, next, kind, kind::INTERIOR);
         }
         self.count_free(u64::from(pages) * PAGE as u64);
-        set_state!(self, tx, state!(self, lent_pages) - u64::from(pages), lent_pages);
         self.free_run(&mut tx, page, pages);
         tx.commit();
         true
@@ -573,7 +715,9 @@ impl Arena {
         let slab = match desc_kind {
             kind::SLAB => page,
             kind::SLAB_PAGE => get!(self, page, head),
-            kind::LARGE if in_use => return Ok(Located::Large { page }),
+            kind::LARGE if in_use && self.in_data(page, get!(self, page, len)) => {
+                return Ok(Located::Large { page })
+            }
             // Only the first byte of a large block's first page starts it (that start is in use
             // for as long as the page says LARGE); any other byte of the page is inside it.
             kind::LARGE => return Err(FreeError::Interior { addr }),
@@ -581,7 +725,7 @@ impl Arena {
             _ => return Err(FreeError::Interior { addr }),
         };
         let class = ((get!(self, slab, kind) >> 8) & 0xff) as usize;
-        if class >= CLASS_COUNT {
+        if class >= CLASS_COUNT || !self.is_slab_of(slab, class) {
             return Err(FreeError::Interior { addr });
         }
         let relative = offset.wrapping_sub(slab as u64 * PAGE as u64);
@@ -638,9 +782,13 @@ impl Arena {
         let next = get!(self, slab, free);
         // SAFETY: the block is carved, in use and being freed, so its first word can hold a link.
         unsafe { link.write(next) };
-        self.set_free_live(tx, slab, index, live - 1);
+        self.set_free_live(tx, slab, index, live.saturating_sub(1));
         self.mark_in_use(tx, offset, false);
         self.count_free(CLASS_SIZES[class] as u64);
+        // A quarantined slab stays out of use: its list cannot be trusted.
+        if get!(self, slab, kind) & kind::QUARANTINED != 0 {
+            return;
+        }
         if live == SLAB_BLOCKS[class] {
             self.push_partial_second(tx, class, slab);
         }
@@ -734,6 +882,9 @@ impl Arena {
                     counted.free_bytes += u64::from(len) * PAGE as u64;
                 }
                 kind::SLAB => {
+                    if desc_kind & kind::QUARANTINED != 0 {
+                        return Err(E::Quarantined { page });
+                    }
                     let class = ((desc_kind >> 8) & 0xff) as usize;
                     if class >= CLASS_COUNT || len != SLAB_PAGES[class] {
                         return Err(E::BadPage { page });
@@ -879,6 +1030,10 @@ impl Arena {
     }
 }
 
+/// How many corrupt slabs one allocation takes out of use before it gives up on its class and
+/// looks for a page run instead.
+const QUARANTINE_ROUNDS: u32 = 4;
+
 /// Per class, `2^32 / size` rounded up: a multiplication and a shift divide a slab offset by the
 /// class size, several times faster than a division on the free path.
 const RECIPROCALS: [u64; CLASS_COUNT] = {
@@ -1017,6 +1172,43 @@ mod in_a_buffer {
         assert!(arena.free(CAPACITY as u64 + 16).is_err(), "an offset past the end is refused");
     }
 
+    /// Taking back a chunk of one page, stopped at each step, leaves the counters right once
+    /// the next holder has recovered: the unlogged count never comes before a logged write.
+    #[test]
+    fn in_a_buffer_taking_back_one_page_stopped_at_each_step() {
+        use crate::failpoint::unwinding;
+        for step in 1.. {
+            assert!(step < 100, "taking back never completed");
+            let pool = Buffer::new();
+            let arena = &pool.arena;
+            let start = arena.free_bytes();
+            let chunk = arena.lend(PAGE, CHUNK_PAGES as usize * PAGE).unwrap();
+            unwinding::arm(step);
+            let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE)).is_err();
+            unwinding::arm(0);
+            // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
+            unsafe {
+                crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
+            };
+            arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
+            if !stopped {
+                assert_eq!(arena.free_bytes(), start);
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn in_a_buffer_lending_nothing_is_refused() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        assert_eq!(arena.lend(0, CHUNK_PAGES as usize * PAGE), None);
+        assert!(!arena.take_back(u64::from(arena.first_data) * PAGE as u64, 0));
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
+    }
+
     #[test]
     fn in_a_buffer_a_half_done_operation_is_undone() {
         let pool = Buffer::new();
@@ -1031,8 +1223,9 @@ mod in_a_buffer {
         // The process dies here: `tx` is never committed.
         assert!(arena.is_in_use(offset));
         // SAFETY: as above; the "dead" operation left the log as it was.
-        assert!(unsafe { crate::tx::recover(pool.base) });
-        arena.recount_free_bytes();
+        assert!(unsafe {
+            crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
+        });
         assert!(!arena.is_in_use(offset));
         assert_eq!(arena.free_bytes(), before);
         arena.check().unwrap();

@@ -140,6 +140,12 @@ pub enum ShmCheckError {
     },
     /// A bin of free runs or a class's list of slabs is broken.
     BadList,
+    /// A slab was taken out of use because a link in its free list was impossible (a write into
+    /// a freed block, most likely); its blocks in use are intact.
+    Quarantined {
+        /// The slab's first page.
+        page: u32,
+    },
     /// A counter disagrees with what the pages hold.
     CountersDisagree {
         /// Which counter.
@@ -159,6 +165,9 @@ impl fmt::Display for ShmCheckError {
             Self::BadSlab { page } => write!(f, "the slab at page {page} is inconsistent"),
             Self::UnmergedFreeRuns { page } => write!(f, "free runs meet unmerged at page {page}"),
             Self::BadList => f.write_str("a free-run bin or a slab list is broken"),
+            Self::Quarantined { page } => {
+                write!(f, "the slab at page {page} was quarantined: its free list was corrupt")
+            }
             Self::CountersDisagree { counter, counted, recorded } => {
                 write!(f, "{counter}: pages hold {counted}, counter says {recorded}")
             }

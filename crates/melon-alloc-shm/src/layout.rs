@@ -93,6 +93,9 @@ pub(crate) mod kind {
     pub(crate) const LENT_PAGE: u32 = 6;
     /// A page of the pool's own header.
     pub(crate) const HEADER: u32 = 7;
+    /// Set, above the size class, in the kind of a slab whose free list was found corrupt: it is
+    /// off its class's list for good, and `check` reports it.
+    pub(crate) const QUARANTINED: u32 = 1 << 16;
 }
 
 /// One entry of the undo log: where a write went, how wide it was, and what was there before.
@@ -113,7 +116,9 @@ pub(crate) struct State {
     pub(crate) bins: [u32; BIN_COUNT],
     /// Bit `b` is set when bin `b` is not empty.
     pub(crate) bin_mask: u32,
-    pub(crate) _pad: u32,
+    /// Slabs, or whole slab lists, taken out of use because a free-list link in them was
+    /// impossible: the mark of a write into a freed block, or of a corrupted header.
+    pub(crate) quarantined: u32,
     /// Bytes free: the data bytes not held by a block in use or lent to a child pool. A slab's
     /// unused tail counts as free, so that freeing every block brings this back to its start.
     pub(crate) free_bytes: u64,

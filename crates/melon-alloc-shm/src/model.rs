@@ -81,7 +81,7 @@ impl Shm {
                 partial: [NONE; CLASS_COUNT],
                 bins: [NONE; BIN_COUNT],
                 bin_mask: 0,
-                _pad: 0,
+                quarantined: 0,
                 free_bytes: 0,
                 lent_pages: 0,
             },
@@ -123,7 +123,7 @@ impl Shm {
     fn repair(&self) {
         // SAFETY: (1) the buffer starts with a header, and every logged word lies in it; (2) the
         // caller holds the lock, taken from a dead owner.
-        if unsafe { crate::tx::recover(self.base()) } {
+        if unsafe { crate::tx::recover(self.base(), core::mem::size_of::<Header>(), || {}) } {
             self.undone_count().fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -38,6 +38,26 @@ pub(crate) struct Shared {
     lock_timeout: core::sync::atomic::AtomicU64,
 }
 
+/// The header's fields that `attach` checks, copied out of the mapping.
+struct Identity {
+    magic: u64,
+    version: u32,
+    capacity: u64,
+    page_count: u32,
+    first_data_page: u32,
+    lock_kind: u32,
+    lock_abi: u32,
+}
+
+/// References to the header's fields that processes change concurrently, all of them atomic;
+/// see [`Shared::header_atomics`].
+struct HeaderAtomics<'a> {
+    lock: &'a crate::layout::BuiltinLock,
+    takeovers: &'a crate::sync::AtomicU64,
+    undone: &'a crate::sync::AtomicU64,
+    log_len: &'a crate::sync::AtomicU32,
+}
+
 /// [`Shared::lock_timeout`] when operations wait as long as it takes.
 const NO_TIMEOUT: u64 = u64::MAX;
 
@@ -61,11 +81,24 @@ impl Shared {
         self.mapping.base().as_ptr()
     }
 
-    fn header(&self) -> &Header {
-        // SAFETY: the mapping starts with the pool's header, valid for as long as the mapping;
-        // every field that changes after creation is atomic or read only under the lock through
-        // raw pointers, never through this reference.
-        unsafe { &*self.base().cast::<Header>() }
+    /// The header's atomics, by reference. No reference to the whole header is ever made: the
+    /// undo log and the allocator state in it are plain memory that other processes write
+    /// (under the lock), which a `&Header` would claim nobody changes while it lives; they are
+    /// read and written through raw pointers only.
+    fn header_atomics(&self) -> HeaderAtomics<'_> {
+        let header = self.base().cast::<Header>();
+        // SAFETY: (1) the mapping starts with the pool's header, valid for as long as the
+        // mapping, which outlives `self`; (2) each reference covers an atomic (the mutex is an
+        // `UnsafeCell`), which other processes only access atomically, or through the C
+        // library's mutex functions.
+        unsafe {
+            HeaderAtomics {
+                lock: &*ptr::addr_of!((*header).lock),
+                takeovers: &*ptr::addr_of!((*header).takeovers),
+                undone: &*ptr::addr_of!((*header).undone),
+                log_len: &*ptr::addr_of!((*header).log_len),
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -91,15 +124,15 @@ impl Shared {
     /// earlier.
     #[inline]
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
-        let header = self.header();
+        let header = self.header_atomics();
         match &self.lock {
             None => {
-                let lock = &header.lock;
+                let lock = header.lock;
                 let me = sys::thread_token();
                 if lock.holder.load(Ordering::Relaxed) == me {
                     return Err(ShmError::WouldDeadlock);
                 }
-                lock_robust(&lock.mutex, timeout, &header.takeovers, || self.undo_dead_holder())?;
+                lock_robust(&lock.mutex, timeout, header.takeovers, || self.undo_dead_holder())?;
                 lock.holder.store(me, Ordering::Relaxed);
             }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
@@ -133,9 +166,12 @@ impl Shared {
     /// The caller holds the lock.
     fn undo_dead_holder(&self) {
         // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
-        if unsafe { crate::tx::recover(self.base()) } {
-            self.arena.recount_free_bytes();
-            self.header().undone.fetch_add(1, Ordering::Relaxed);
+        if unsafe {
+            crate::tx::recover(self.base(), self.arena.meta_len(), || {
+                self.arena.recount_free_bytes()
+            })
+        } {
+            self.header_atomics().undone.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -143,8 +179,18 @@ impl Shared {
     fn unlock(&self) -> Result<(), ShmError> {
         match &self.lock {
             None => {
-                let lock = &self.header().lock;
-                lock.holder.store(0, Ordering::Relaxed);
+                let lock = self.header_atomics().lock;
+                // Only this thread's own token is cleared: a thread whose hold was broken must
+                // not erase the token of the thread that holds the lock now, which would then
+                // wait for itself on its next `lock` instead of hearing `WouldDeadlock`. The
+                // mutex then refuses an unlock by a thread that does not hold it (`EPERM`),
+                // leaving the holder's lock as it is.
+                let _ = lock.holder.compare_exchange(
+                    sys::thread_token(),
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 unlock_robust(&lock.mutex)
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
@@ -290,17 +336,20 @@ impl ShmGuard<'_> {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> ShmStats {
         let counters = self.shared.arena.counters();
-        let header = self.shared.header();
+        let header = self.shared.header_atomics();
         ShmStats {
-            capacity: header.capacity as usize,
+            // The mapping's length is the header's capacity, checked at `attach`.
+            capacity: self.shared.len(),
             data_bytes: counters.data_pages as usize * crate::layout::PAGE,
             available: counters.free_bytes as usize,
             bytes_in_use: counters.bytes_in_use as usize,
             live_blocks: counters.live_blocks as usize,
             large_blocks: counters.large_blocks as usize,
-            lent_bytes: counters.lent_pages as usize * crate::layout::PAGE,
+            // The lent-page counter is shared memory, which may hold anything.
+            lent_bytes: (counters.lent_pages as usize).saturating_mul(crate::layout::PAGE),
             lock_takeovers: header.takeovers.load(Ordering::Relaxed),
             operations_undone: header.undone.load(Ordering::Relaxed),
+            quarantined_slabs: u64::from(self.shared.arena.quarantined()),
         }
     }
 
@@ -511,9 +560,26 @@ impl ShmPool {
         }
         let mapping = Mapping::open(fd, len)
             .map_err(|errno| ShmError::Os { call: "mapping the pool", errno })?;
-        // SAFETY: the mapping is `len >= MIN_CAPACITY` bytes, enough for a header; its fields
-        // are plain integers, valid whatever the bytes.
-        let header = unsafe { &*mapping.base().as_ptr().cast::<Header>() };
+        let header = mapping.base().as_ptr().cast::<Header>();
+        // Other processes may be writing the header's state meanwhile, so its fields are read
+        // one by one, never through a reference to the whole header.
+        macro_rules! field {
+            ($name:ident) => {
+                // SAFETY: the mapping is `len >= MIN_CAPACITY` bytes, enough for a header; the
+                // field is a plain integer written only when the pool was made, valid whatever
+                // its bytes.
+                unsafe { ptr::addr_of!((*header).$name).read() }
+            };
+        }
+        let header = Identity {
+            magic: field!(magic),
+            version: field!(version),
+            capacity: field!(capacity),
+            page_count: field!(page_count),
+            first_data_page: field!(first_data_page),
+            lock_kind: field!(lock_kind),
+            lock_abi: field!(lock_abi),
+        };
         if header.magic != MAGIC {
             return Err(ShmError::NotAPool);
         }
@@ -522,6 +588,14 @@ impl ShmPool {
         }
         if header.capacity != file {
             return Err(ShmError::SizeMismatch { header: header.capacity, file });
+        }
+        // Every page index is bounded by these two, read once into the arena: they must be the
+        // file's, not whatever a corrupt header says.
+        let geometry = Geometry::for_capacity(len).ok_or(ShmError::NotAPool)?;
+        if header.page_count != geometry.page_count
+            || header.first_data_page != geometry.first_data_page
+        {
+            return Err(ShmError::NotAPool);
         }
         let expected_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         if header.lock_kind != expected_kind
@@ -855,5 +929,153 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // lie in the shared mapping, where the original's lists run through them: saying they
         // are all taken back keeps the copy's engine from unlinking them one by one.
         sys::ids().pid != self.owner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::ptr::addr_of_mut;
+
+    use super::*;
+    use crate::layout::NONE;
+
+    /// A thread that does not hold the built-in lock and releases it anyway (as a thread whose
+    /// hold was broken would) gets an error, and the holder keeps both its lock and its token.
+    #[test]
+    fn a_wrong_owner_unlock_is_refused_and_leaves_the_holder_alone() {
+        let shm = ShmPool::new(1 << 20).unwrap();
+        let mut guard = shm.lock().unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let refused = shm.shared().unlock();
+                assert_eq!(
+                    refused,
+                    Err(ShmError::Os {
+                        call: "releasing the pool's lock",
+                        errno: rustix::io::Errno::PERM
+                    })
+                );
+                let waited = shm.try_lock_for(Duration::from_millis(20));
+                assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
+            });
+        });
+        assert_eq!(
+            shm.try_lock_for(Duration::from_millis(20)).err(),
+            Some(ShmError::WouldDeadlock)
+        );
+        assert!(guard.alloc(64).is_ok());
+        guard.unlock().unwrap();
+        assert!(shm.lock().is_ok());
+    }
+
+    /// A pool whose header is corrupted by `corrupt` (given the header, under the lock), then
+    /// attached from a second handle, as the next process would.
+    fn attach_corrupted(corrupt: impl FnOnce(*mut Header)) -> (ShmPool, ShmPool) {
+        let made = ShmPool::memfd("corrupt", 1 << 20).unwrap();
+        let blocks: Vec<_> = [64, 64, 3000, 20_000].iter().map(|&size| made.alloc(size)).collect();
+        assert!(blocks.iter().all(Option::is_some));
+        let guard = made.lock().unwrap();
+        corrupt(made.shared().base().cast());
+        drop(guard);
+        let fd = made.as_fd().try_clone_to_owned().unwrap();
+        // SAFETY: the descriptor holds a pool of this library's version; its corruption is the
+        // test's subject, and attaching must survive it.
+        let attached = unsafe { ShmPool::attach(fd) }.unwrap();
+        (made, attached)
+    }
+
+    /// Blocks the pool hands out lie inside its mapping, whatever its header says; an error is
+    /// fine.
+    fn exercise(shm: &ShmPool) {
+        let base = shm.shared().base().addr();
+        let end = base + shm.capacity();
+        let mut blocks = Vec::new();
+        for size in [16, 64, 64, 100, 3000, 5000, 20_000, 70_000, 64, 16] {
+            if let Some(block) = shm.alloc(size) {
+                let at = block.as_ptr().addr();
+                assert!(at >= base && at + size <= end, "{size} bytes at {at:#x} outside the pool");
+                blocks.push(block);
+            }
+        }
+        for block in blocks {
+            // SAFETY: the block came from `shm` and is freed once; a refusal is fine.
+            let _ = unsafe { shm.try_free(block) };
+        }
+        let _ = shm.check();
+        let _ = shm.stats();
+    }
+
+    #[test]
+    fn an_undo_log_naming_words_outside_the_metadata_is_not_followed() {
+        let (made, attached) = attach_corrupted(|header| {
+            // SAFETY: the header of a live mapping, under its lock.
+            unsafe {
+                let log = addr_of_mut!((*header).log).cast::<crate::layout::LogEntry>();
+                for (index, key) in [u64::MAX, 1 << 20, (1 << 20) - 4, 0x1001, 3].iter().enumerate()
+                {
+                    log.add(index).write(crate::layout::LogEntry { key: *key, old: u64::MAX });
+                }
+                (*header).log_len.store(5, Ordering::Relaxed);
+            }
+        });
+        exercise(&attached);
+        // Nothing named a word of the metadata, so nothing was restored, and the pool is intact.
+        attached.check().unwrap();
+        assert_eq!(made.stats().unwrap().operations_undone, 1);
+    }
+
+    #[test]
+    fn an_undo_log_longer_than_its_capacity_is_cut_to_it() {
+        let (_made, attached) = attach_corrupted(|header| {
+            // SAFETY: the header of a live mapping, under its lock.
+            unsafe { (*header).log_len.store(u32::MAX, Ordering::Relaxed) };
+        });
+        exercise(&attached);
+    }
+
+    #[test]
+    fn a_header_whose_geometry_is_not_its_files_is_refused() {
+        for (page_count, first_data_page) in [(u32::MAX, 1), (255, 1), (256, 0), (256, 300)] {
+            let made = ShmPool::memfd("corrupt", 1 << 20).unwrap();
+            let header = made.shared().base().cast::<Header>();
+            // SAFETY: the header of a live mapping that no operation uses meanwhile.
+            unsafe {
+                addr_of_mut!((*header).page_count).write(page_count);
+                addr_of_mut!((*header).first_data_page).write(first_data_page);
+            }
+            let fd = made.as_fd().try_clone_to_owned().unwrap();
+            // SAFETY: as in `attach_corrupted`.
+            let attached = unsafe { ShmPool::attach(fd) };
+            assert_eq!(attached.err(), Some(ShmError::NotAPool), "{page_count}, {first_data_page}");
+        }
+    }
+
+    #[test]
+    fn list_heads_outside_the_data_pages_are_dropped_not_followed() {
+        for head in [0, 1, 255, 256, 10_000, NONE - 1] {
+            let (_made, attached) = attach_corrupted(|header| {
+                // SAFETY: the header of a live mapping, under its lock.
+                unsafe {
+                    let state = addr_of_mut!((*header).state);
+                    (*state).partial = [head; crate::layout::CLASS_COUNT];
+                    (*state).bins = [head; crate::layout::BIN_COUNT];
+                    (*state).bin_mask = u32::MAX;
+                }
+            });
+            exercise(&attached);
+            assert!(attached.check().is_err(), "head {head}");
+            assert!(attached.stats().unwrap().quarantined_slabs > 0, "head {head}");
+        }
+    }
+
+    #[test]
+    fn impossible_counters_saturate() {
+        for free_bytes in [0, u64::MAX] {
+            let (_made, attached) = attach_corrupted(|header| {
+                // SAFETY: the header of a live mapping, under its lock.
+                unsafe { addr_of_mut!((*header).state.free_bytes).write(free_bytes) };
+            });
+            exercise(&attached);
+        }
     }
 }

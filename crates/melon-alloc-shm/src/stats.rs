@@ -22,4 +22,8 @@ pub struct ShmStats {
     pub lock_takeovers: u64,
     /// Operations found half done after their process died, and undone.
     pub operations_undone: u64,
+    /// Slabs (or a class's whole list of slabs) taken out of use because their free list was
+    /// found corrupt, as a write into a freed block leaves it; see
+    /// [`ShmCheckError::Quarantined`](crate::ShmCheckError::Quarantined).
+    pub quarantined_slabs: u64,
 }

@@ -380,9 +380,93 @@ fn register_fork_handler() {
     unsafe { pthread_once(REGISTER.0.get(), register) };
 }
 
+/// A word in a page that the kernel zeroes in the child of every fork (`MADV_WIPEONFORK`),
+/// however the fork was made: through the C library, or by a raw `fork` or `clone` system call
+/// that runs no `pthread_atfork` handler. Non-zero once a thread of this process has drawn it, so
+/// a zero says the process is new; the value, drawn at random, tells this process's caches from
+/// the parent's that a forked child inherits. Null until the first call of [`epoch`].
+static EPOCH: core::sync::atomic::AtomicPtr<core::sync::atomic::AtomicU64> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Where [`EPOCH`] points when the kernel has no wipe-on-fork page to give (before Linux 4.14, or
+/// out of memory): a word the fork handler alone can refresh, as before.
+static EPOCH_FALLBACK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// This process's epoch: one load from a page this process already touched, on the path of
+/// every lock, where `getpid()` would be a system call each time.
+#[inline]
+fn epoch() -> u64 {
+    use core::sync::atomic::Ordering;
+    let mut word = EPOCH.load(Ordering::Acquire);
+    if word.is_null() {
+        word = epoch_word();
+    }
+    // SAFETY: `word` points at `EPOCH_FALLBACK` or into a page mapped by `epoch_word`, never
+    // unmapped, and is only accessed atomically.
+    let epoch = unsafe { &*word }.load(Ordering::Relaxed);
+    if epoch != 0 {
+        return epoch;
+    }
+    // SAFETY: as above.
+    let word = unsafe { &*word };
+    // The first thread to draw in a new process wins; the others take its value.
+    match word.compare_exchange(0, random_token(), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => word.load(Ordering::Relaxed),
+        Err(drawn) => drawn,
+    }
+}
+
+/// Maps the page [`EPOCH`] points into, once per process (a child of a fork keeps the mapping,
+/// zeroed).
+#[cold]
+fn epoch_word() -> *mut core::sync::atomic::AtomicU64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    let fallback = core::ptr::addr_of!(EPOCH_FALLBACK).cast_mut();
+    // SAFETY: a new private anonymous mapping at an address of the kernel's choosing replaces
+    // nothing.
+    let page = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            PAGE_SIZE,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE,
+        )
+    };
+    let word = match page {
+        Ok(page) => {
+            // SAFETY: the page was just mapped by this function and nothing else refers to it.
+            let wiped = unsafe {
+                rustix::mm::madvise(page, PAGE_SIZE, rustix::mm::Advice::LinuxWipeOnFork)
+            };
+            if wiped.is_ok() {
+                page.cast::<AtomicU64>()
+            } else {
+                // SAFETY: as above; the page is given back unused.
+                let _ = unsafe { rustix::mm::munmap(page, PAGE_SIZE) };
+                fallback
+            }
+        }
+        Err(_) => fallback,
+    };
+    match EPOCH.compare_exchange(core::ptr::null_mut(), word, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => word,
+        Err(installed) => {
+            if word != fallback {
+                // SAFETY: another thread installed its page first; this one was never shared.
+                let _ = unsafe { rustix::mm::munmap(word.cast(), PAGE_SIZE) };
+            }
+            installed
+        }
+    }
+}
+
+/// The size of the page [`EPOCH`] lives in; the kernel rounds to its own page size.
+const PAGE_SIZE: usize = 4096;
+
 /// The calling process's id and the thread's token, cached per thread: asking the kernel costs a
-/// system call, several times the price of a whole pool operation. The cache is refreshed after a
-/// `fork` made through the C library, which runs the handler registered above.
+/// system call, several times the price of a whole pool operation. The cache is refreshed in a
+/// new process, which [`epoch`] tells after any kind of fork, and after a `fork` made through the
+/// C library, which runs the handler registered above, where the kernel has no wipe-on-fork.
 #[derive(Clone, Copy)]
 pub(crate) struct Ids {
     pub(crate) pid: u32,
@@ -392,7 +476,8 @@ pub(crate) struct Ids {
 
 /// A number that tells the calling thread from every other thread of every process on the
 /// machine, whatever pid namespace each is in: 64 random bits drawn for each thread, and drawn
-/// again in the child of a `fork` (which would otherwise inherit its parent's). Thread ids
+/// again in the child of a `fork`, a raw `fork` or `clone` system call included (which would
+/// otherwise inherit its parent's; see [`epoch`]). Thread ids
 /// cannot do this: two threads in different pid namespaces may have the same one. Never 0.
 #[inline]
 pub(crate) fn thread_token() -> u64 {
@@ -421,20 +506,21 @@ pub(crate) fn ids() -> Ids {
     use core::cell::Cell;
     use core::sync::atomic::Ordering;
     thread_local! {
-        static CACHE: Cell<(u64, Ids)> =
-            const { Cell::new((u64::MAX, Ids { pid: 0, token: 0 })) };
+        static CACHE: Cell<(u64, u64, Ids)> =
+            const { Cell::new((u64::MAX, 0, Ids { pid: 0, token: 0 })) };
     }
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    let epoch = epoch();
     CACHE.with(|cache| {
-        let (seen, ids) = cache.get();
-        if seen == generation {
+        let (seen, seen_epoch, ids) = cache.get();
+        if seen == generation && seen_epoch == epoch {
             return ids;
         }
         register_fork_handler();
         let ids = Ids { pid: process_id(), token: random_token() };
         // Read again after registering: a fork between the first read and the registration
         // would otherwise go unnoticed by this cache entry.
-        cache.set((FORK_GENERATION.load(Ordering::Relaxed), ids));
+        cache.set((FORK_GENERATION.load(Ordering::Relaxed), epoch, ids));
         ids
     })
 }

@@ -142,10 +142,21 @@ fn log_overflow() -> ! {
 /// Undoes a half-done operation left by a process that died holding the lock. Returns whether
 /// there was one.
 ///
+/// The log is emptied last, after `recount` has set again what the log does not cover: a
+/// process that dies at any step of this finds the log as it was, and the next holder runs the
+/// whole recovery again, which writes the same values. Emptying the log first would leave a
+/// state that no later holder knows to repair.
+///
+/// Every logged word lies in the pool's first `limit` bytes, its metadata; an entry that names
+/// anything else, or a misaligned word, was not written by an operation, and is skipped rather
+/// than written: a log a dying or buggy process left corrupt must not make this write outside
+/// the metadata.
+///
 /// # Safety
-/// - `base` is the start of a mapped pool.
+/// - `base` is the start of a mapped pool, valid for writes of `limit` bytes, which hold the
+///   header.
 /// - The caller holds the lock, so no live process is in the middle of an operation.
-pub(crate) unsafe fn recover(base: *mut u8) -> bool {
+pub(crate) unsafe fn recover(base: *mut u8, limit: usize, recount: impl FnOnce()) -> bool {
     let header = base.cast::<Header>();
     // SAFETY: the header is valid (caller).
     let len = unsafe { (*header).log_len.load(Ordering::Acquire) } as usize;
@@ -153,19 +164,32 @@ pub(crate) unsafe fn recover(base: *mut u8) -> bool {
         return false;
     }
     for index in (0..len.min(LOG_CAP)).rev() {
-        // SAFETY: (1) logged entries were written before the length that counts them; (2) each
-        // names an offset in the mapping that held a word of the logged width, aligned for it.
-        unsafe {
-            let entry = ptr::addr_of!((*header).log[index]).read();
-            let place = base.add((entry.key & !1) as usize);
-            if entry.key & 1 == u64::WIDE {
-                place.cast::<u64>().write(entry.old);
-            } else {
-                place.cast::<u32>().write(u32::from_u64(entry.old));
-            }
+        // SAFETY: `index < LOG_CAP`, inside the header (caller); entries were written before
+        // the length that counts them.
+        let entry = unsafe { ptr::addr_of!((*header).log[index]).read() };
+        let wide = entry.key & 1 == u64::WIDE;
+        let width = if wide { 8 } else { 4 };
+        let offset = entry.key & !1;
+        let fits = offset.checked_add(width).is_some_and(|end| end <= limit as u64);
+        if !fits || offset % width != 0 {
+            continue;
         }
+        // SAFETY: `offset + width <= limit`, so the word lies in the `limit` bytes at `base`
+        // (caller), aligned for its width since `base` is page-aligned.
+        let place = unsafe { base.add(offset as usize) };
+        if wide {
+            // SAFETY: as above; the lock is held, so nothing else accesses the word.
+            unsafe { place.cast::<u64>().write(entry.old) };
+        } else {
+            // SAFETY: as above.
+            unsafe { place.cast::<u32>().write(u32::from_u64(entry.old)) };
+        }
+        crate::failpoint::hit();
     }
+    recount();
+    crate::failpoint::hit();
     // SAFETY: the header is valid (caller).
     unsafe { (*header).log_len.store(0, Ordering::Release) };
+    crate::failpoint::hit();
     true
 }

@@ -70,6 +70,7 @@ fn main() {
         ("hammer_with_random_kills", hammer_with_random_kills),
         ("hammer_across_pid_namespaces", hammer_across_pid_namespaces),
         ("a_stopped_holder_makes_timed_locks_give_up", a_stopped_holder_makes_timed_locks_give_up),
+        ("a_raw_fork_is_a_new_process_to_the_pool", a_raw_fork_is_a_new_process_to_the_pool),
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
@@ -100,6 +101,17 @@ fn main() {
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
+/// Forks with the raw system call, which runs no `pthread_atfork` handler (as glibc's `_Fork`,
+/// or `clone`, would not): the child runs `body` and exits with status 0, or 101 if it panics.
+fn raw_fork(body: impl FnOnce()) -> Child {
+    let _ = std::io::stdout().flush();
+    // SAFETY: this process has a single thread, so the child, a copy of it, may run any code;
+    // the C library's own caches in it (its thread id among them) are its parent's, which is
+    // what the case is about.
+    let pid = unsafe { libc::syscall(libc::SYS_fork) };
+    after_fork(pid as libc::pid_t, body)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
@@ -125,6 +137,12 @@ fn fork(body: impl FnOnce()) -> Child {
     // SAFETY: this process has a single thread (the binary runs no test harness and starts no
     // thread), so the child may run any code, allocation included.
     let pid = unsafe { libc::fork() };
+    after_fork(pid, body)
+}
+
+/// Both sides of a fork that returned `pid`: the child runs `body` and exits, with status 0 or
+/// with 101 if `body` panics; the parent gets the child.
+fn after_fork(pid: libc::pid_t, body: impl FnOnce()) -> Child {
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         let code = match catch_unwind(AssertUnwindSafe(body)) {
@@ -1347,6 +1365,32 @@ fn a_stopped_holder_makes_timed_locks_give_up() {
 // Crashes at fail points
 // ---------------------------------------------------------------------------------------------
 
+/// A child made by a fork that skips `pthread_atfork` is a process of its own to the pool: while
+/// its parent holds the lock, its `lock` waits for it rather than taking the parent's token for
+/// its own (`WouldDeadlock`), and a child pool its parent made gets no chunk from it.
+fn a_raw_fork_is_a_new_process_to_the_pool() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let parents = shm.child();
+    let flags = SharedWords::<AtomicU64>::new(1);
+    let guard = shm.lock().unwrap();
+    let child = raw_fork(|| {
+        assert!(parents.alloc(64).is_none(), "the parent's child pool served the raw child");
+        core::mem::forget(parents);
+        flags[0].store(1, Ordering::Release);
+        let start = Instant::now();
+        let mut guard = shm.lock().unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(20), "the lock did not wait");
+        let block = guard.alloc(64).unwrap();
+        // SAFETY: the block was just allocated and is not used again.
+        unsafe { guard.free(block) }.unwrap();
+    });
+    await_word(&flags[0]);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(guard);
+    child.succeeds("the raw-forked child");
+    shm.check().unwrap();
+}
+
 #[cfg(feature = "failpoints")]
 mod crash {
     //! A child arms the fail point `k` and runs one operation, so that it is killed at its
@@ -1363,7 +1407,7 @@ mod crash {
 
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 8] = [
+    pub(super) const CASES: [Case; 9] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -1372,6 +1416,7 @@ mod crash {
         ("crash_free_large_merging", || crash(Op::FreeLargeMerging)),
         ("crash_child_lends_a_chunk", || crash(Op::ChildLend)),
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
+        ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
     ];
 
     /// The pool's counters that describe its contents (not its lock's history).
@@ -1647,5 +1692,57 @@ mod crash {
         assert_eq!(probe(&shm), probe(reference), "{op:?} at {k}: answers differ");
         shm.check().unwrap();
         outcome
+    }
+
+    /// A process dies in an allocation at each of its fail points; a second process, taking the
+    /// lock over, dies at each step of undoing it; a third must still find the pool exactly as it
+    /// was before the allocation, counters included: the recovery can be run again from any
+    /// point.
+    fn crash_the_recovery_at_each_step() {
+        for op in [Op::AllocSmall, Op::AllocLarge, Op::FreeSmall] {
+            let before = ShmPool::new(CAPACITY).unwrap();
+            setup(op, &before);
+            let mut steps_seen = 0;
+            for k in 2.. {
+                assert!(k < 1000, "{op:?} never completed");
+                let shm = ShmPool::new(CAPACITY).unwrap();
+                let ready = setup(op, &shm);
+                let mut process = fork(|| {
+                    failpoint::arm(k);
+                    run(op, &shm, &ready, None);
+                    failpoint::arm(0);
+                });
+                if process.wait(CHILD_LIMIT) == Exit::Code(0) {
+                    break;
+                }
+                for j in 1.. {
+                    assert!(j < 1000, "{op:?} at {k}: the recovery never completed");
+                    let mut recoverer = fork(|| {
+                        failpoint::arm(j);
+                        drop(shm.lock().unwrap());
+                        failpoint::arm(0);
+                    });
+                    match recoverer.wait(CHILD_LIMIT) {
+                        Exit::Code(0) => break,
+                        Exit::Signal(libc::SIGKILL) => steps_seen = steps_seen.max(j),
+                        other => panic!("{op:?} at {k}, recovery at {j}: {other:?}"),
+                    }
+                }
+                drop(shm.lock().unwrap());
+                shm.check().unwrap_or_else(|error| panic!("{op:?} at {k}: {error}"));
+                let now = figures(&shm);
+                let committed = now != figures(&before);
+                assert!(
+                    !committed || shm.stats().unwrap().operations_undone == 0,
+                    "{op:?} at {k}: pool {now:?}, before {:?}",
+                    figures(&before)
+                );
+                for &(at, len, seed) in &ready.witnesses {
+                    // SAFETY: a witness block, in use since setup, which no operation touches.
+                    assert!(unsafe { has_stamp(shm.ptr_at(at).unwrap(), len, seed) });
+                }
+            }
+            assert!(steps_seen >= 3, "{op:?}: the recovery has {steps_seen} fail points");
+        }
     }
 }

@@ -20,6 +20,7 @@
 //! own.
 
 pub mod global;
+pub mod per_request;
 
 use core::alloc::Layout;
 use core::ffi::c_void;
@@ -352,5 +353,86 @@ impl fmt::Debug for TlsfArena {
             .field("base", &self.region.base)
             .field("bytes", &self.region.layout.size())
             .finish_non_exhaustive()
+    }
+}
+
+/// The median and the extremes of some figures: how the drivers that run their peers in rounds
+/// report a figure and its ratio to the baseline.
+#[derive(Debug)]
+pub struct Spread {
+    /// The middle figure, or the mean of the two middle ones.
+    pub median: f64,
+    /// The least figure.
+    pub min: f64,
+    /// The greatest figure.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `figures`; `NaN` throughout when there are none.
+    pub fn of(figures: &[f64]) -> Self {
+        let mut sorted = figures.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let middle = sorted.len() / 2;
+        let median = match sorted.len() {
+            0 => f64::NAN,
+            len if len % 2 == 0 => (sorted[middle - 1] + sorted[middle]) / 2.0,
+            _ => sorted[middle],
+        };
+        Self {
+            median,
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// The median and, in brackets, the least and greatest, to two decimals.
+    pub fn show(&self) -> String {
+        format!("{:.2} ({:.2}-{:.2})", self.median, self.min, self.max)
+    }
+}
+
+/// The command line of a driver that runs its peers in rounds: `[--rounds N] [--tsv PATH]`.
+#[derive(Debug)]
+pub struct RoundsArgs {
+    /// Rounds to run, at least one.
+    pub rounds: usize,
+    /// Where to write the figures as tab-separated values, if anywhere.
+    pub tsv: Option<std::path::PathBuf>,
+}
+
+impl RoundsArgs {
+    /// Parses the process's arguments, with `rounds` unless `--rounds` says otherwise.
+    ///
+    /// # Errors
+    /// A usage line naming `program` when an argument is unknown or a count is not positive.
+    pub fn parse(program: &str, rounds: usize) -> Result<Self, String> {
+        let mut parsed = Self { rounds, tsv: None };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match (arg.as_str(), args.next()) {
+                ("--rounds", Some(n)) => {
+                    parsed.rounds =
+                        n.parse().ok().filter(|&n| n > 0).ok_or("--rounds needs a count")?;
+                }
+                ("--tsv", Some(path)) => parsed.tsv = Some(path.into()),
+                _ => return Err(format!("usage: {program} [--rounds N] [--tsv PATH]")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Runs a driver's `run`, printing its error under the program's name and failing the process.
+pub fn exit_with(
+    program: &str,
+    run: impl FnOnce() -> Result<(), String>,
+) -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{program}: {message}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -92,6 +92,48 @@
 //! assert_eq!(drops.get(), 1);
 //! ```
 
+//! # Pools that cross `.await`
+//!
+//! A [`HeapPool`] is `Send` but not `Sync`, so a future that holds `&HeapPool`, or a collection
+//! in one, across an `.await` cannot go to `tokio::spawn` on a multi-threaded runtime. A
+//! [`SyncPool`] can: it is a [`LockedPool`] over the global allocator, `Send` and `Sync`, and
+//! its [`child_with_limit`](LockedPool::child_with_limit) is a [`SyncChild`], `Send` and `Sync`
+//! too, that takes its chunks from the root through the root's lock. `&SyncPool` and
+//! `&SyncChild` are `Allocator`s, so `allocator_api2` and `hashbrown` collections live in them.
+//! The pattern for a server is one root for the program (a `static`, or an `Arc`) and a child
+//! per request, made in the request's task and dropped when it ends, which gives the request's
+//! chunks back to the root at once:
+//!
+//! ```
+//! use allocator_api2::vec::Vec;
+//! use melon_alloc_heap::{GlobalSource, SyncChild, SyncPool};
+//!
+//! static ROOT: SyncPool = SyncPool::new(GlobalSource::new(), None);
+//!
+//! fn assert_send<T: Send>(_: &T) {}
+//! fn assert_sync<T: Sync>() {}
+//! assert_sync::<SyncPool>();
+//! assert_sync::<SyncChild<'static>>();
+//!
+//! async fn yield_once() {}
+//!
+//! let request = async {
+//!     let child = ROOT.child_with_limit(1 << 20);
+//!     let mut body = Vec::new_in(&child);
+//!     body.extend_from_slice(b"hello");
+//!     // `child` and `body` live across the `.await`, so the future holds them.
+//!     yield_once().await;
+//!     body.len()
+//! };
+//! // A future that is `Send` is what `tokio::spawn` asks for.
+//! assert_send(&request);
+//! ```
+//!
+//! Each call takes the pool's spin lock, one atomic swap when no other thread holds it; a child
+//! takes the root's lock only when it needs a chunk or gives one back, so requests on different
+//! threads meet there rather than on every allocation. `cargo run --release --example
+//! per_request` in the `melon-alloc` crate runs the pattern on a tokio runtime.
+
 mod allocator;
 mod global;
 #[cfg(target_os = "linux")]
@@ -127,3 +169,57 @@ pub use typed::{TypedAllocError, MAX_TYPED_ALIGN};
 /// ```
 #[cfg(target_os = "linux")]
 pub type LockedHeapPool = LockedPool<OsSource>;
+
+/// A pool for data shared between threads and held across `.await`: a [`LockedPool`] over the
+/// global allocator, `Send` and `Sync`, whose children ([`SyncChild`]) are too.
+///
+/// Where [`LockedHeapPool`] maps its memory from the system to be fit for the
+/// `#[global_allocator]`, a `SyncPool` takes it from the global allocator, on every platform,
+/// and keeps its newest slab when it empties so that the next child costs no system call.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use hashbrown::HashMap;
+/// use melon_alloc_heap::{GlobalSource, SyncPool};
+///
+/// let root = Arc::new(SyncPool::new(GlobalSource::new(), None));
+/// let workers: Vec<_> = (0..2)
+///     .map(|worker| {
+///         let root = Arc::clone(&root);
+///         std::thread::spawn(move || {
+///             let request = root.child_with_limit(1 << 20);
+///             let mut map = HashMap::new_in(&request);
+///             map.insert(worker, "done");
+///             map.len()
+///         })
+///     })
+///     .collect();
+/// for worker in workers {
+///     assert_eq!(worker.join().unwrap(), 1);
+/// }
+/// assert_eq!(root.stats().live_blocks, 0);
+/// ```
+pub type SyncPool = LockedPool<GlobalSource>;
+
+/// A child of a [`SyncPool`], made by [`child`](LockedPool::child) or
+/// [`child_with_limit`](LockedPool::child_with_limit): `Send` and `Sync`, with chunks taken from
+/// the root through its lock and given back when the child is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+/// use melon_alloc_heap::{GlobalSource, SyncChild, SyncPool};
+///
+/// let root = SyncPool::new(GlobalSource::new(), None);
+/// // A limit of one 16 KiB chunk.
+/// let child: SyncChild<'_> = root.child_with_limit(16 << 10);
+/// let mut bytes = Vec::new_in(&child);
+/// assert!(bytes.try_reserve(32 << 10).is_err());
+/// bytes.extend_from_slice(&[7; 800]);
+/// assert_eq!(child.stats().live_blocks, 1);
+/// ```
+pub type SyncChild<'a> = LockedChild<'a, GlobalSource>;

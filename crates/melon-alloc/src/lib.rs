@@ -24,7 +24,7 @@ pub use melon_alloc_heap as heap;
 pub use melon_alloc_shm as shm;
 
 pub use melon_alloc_core::{CheckError, FreeError, Problem, Stats};
-pub use melon_alloc_heap::{ChildPool, HeapPool, Pool};
+pub use melon_alloc_heap::{ChildPool, HeapPool, Pool, SyncChild, SyncPool};
 #[cfg(target_os = "linux")]
 pub use melon_alloc_heap::{LockedHeapPool, OsSource};
 #[cfg(target_os = "linux")]

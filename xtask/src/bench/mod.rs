@@ -2,13 +2,13 @@
 //! `docs/benchmarks.svg` from the run.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident,global] [FILTER]
+//! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident,global,per_request] [FILTER]
 //! ```
 //!
-//! The run has five parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
+//! The run has six parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
 //! (criterion leaves its estimates in `target/criterion/<group>/<function>/new/`), the
-//! multi-process `hammer`, the `resident` memory measurement and the `global` allocator
-//! comparison, all three of which write
+//! multi-process `hammer`, the `resident` memory measurement, the `global` allocator comparison
+//! and the tokio `per_request` workload, all four of which write
 //! tab-separated figures to `target/bench-results/`. The facts of the machine and of the run go
 //! to `target/bench-results/machine.tsv`. The page is then written from those files alone, which
 //! is what `--report-only` does without running anything. `--quick` shortens every measurement
@@ -43,10 +43,12 @@ enum Part {
     Hammer,
     Resident,
     Global,
+    PerRequest,
 }
 
 impl Part {
-    const ALL: [Part; 5] = [Part::Heap, Part::Shm, Part::Hammer, Part::Resident, Part::Global];
+    const ALL: [Part; 6] =
+        [Part::Heap, Part::Shm, Part::Hammer, Part::Resident, Part::Global, Part::PerRequest];
 
     fn name(self) -> &'static str {
         match self {
@@ -55,6 +57,7 @@ impl Part {
             Part::Hammer => "hammer",
             Part::Resident => "resident",
             Part::Global => "global",
+            Part::PerRequest => "per_request",
         }
     }
 }
@@ -81,7 +84,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .split(',')
                     .map(|name| {
                         Part::ALL.into_iter().find(|part| part.name() == name).ok_or(format!(
-                            "unknown part `{name}`: heap, shm, hammer, resident, global"
+                            "unknown part `{name}`: heap, shm, hammer, resident, global, per_request"
                         ))
                     })
                     .collect::<Result<_, _>>()?;
@@ -89,7 +92,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other if other.starts_with("--") => {
                 return Err(format!(
                     "unknown argument `{other}`; usage: cargo xtask bench [--quick] \
-                     [--report-only] [--only heap,shm,hammer,resident,global] [FILTER]"
+                     [--report-only] [--only heap,shm,hammer,resident,global,per_request] \
+                     [FILTER]"
                 ))
             }
             filter => options.filter = Some(filter.to_string()),
@@ -158,6 +162,12 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 global.args(["--rounds", if options.quick { "3" } else { "9" }]);
                 global.arg("--tsv").arg(results.join("global.tsv"));
                 run(global)?;
+            }
+            Part::PerRequest => {
+                let mut per_request = release_bin("per_request");
+                per_request.args(["--rounds", if options.quick { "3" } else { "9" }]);
+                per_request.arg("--tsv").arg(results.join("per_request.tsv"));
+                run(per_request)?;
             }
         }
     }

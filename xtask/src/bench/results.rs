@@ -261,3 +261,44 @@ impl Global {
         self.rows.iter().find(|row| row.threads == threads && row.allocator == allocator)
     }
 }
+
+/// The per-request comparison: one row per peer, its fields as the `per_request` binary wrote
+/// them (see its header line), and when it was measured.
+#[derive(Default)]
+pub(super) struct PerRequest {
+    pub(super) rows: Vec<PerRequestRow>,
+    pub(super) when: Option<u64>,
+}
+
+/// One peer of the per-request comparison.
+pub(super) struct PerRequestRow {
+    pub(super) peer: String,
+    pub(super) us_per_request: f64,
+    /// Median, least and greatest of the rounds' time over the global allocator's.
+    pub(super) ratio: [f64; 3],
+    /// Bytes one request's pool held at its peak; 0 where there is no such pool.
+    pub(super) bytes: f64,
+}
+
+impl PerRequest {
+    pub(super) fn read(results: &Path) -> Self {
+        let path = results.join("per_request.tsv");
+        let mut per_request = PerRequest { when: modified(&path), ..PerRequest::default() };
+        for fields in tsv(&path) {
+            let [peer, rest @ ..] = &fields[..] else { continue };
+            let numbers: Vec<f64> = rest.iter().filter_map(|field| field.parse().ok()).collect();
+            let [us_per_request, r1, r2, r3, bytes] = numbers[..] else { continue };
+            per_request.rows.push(PerRequestRow {
+                peer: peer.clone(),
+                us_per_request,
+                ratio: [r1, r2, r3],
+                bytes,
+            });
+        }
+        per_request
+    }
+
+    pub(super) fn get(&self, peer: &str) -> Option<&PerRequestRow> {
+        self.rows.iter().find(|row| row.peer == peer)
+    }
+}

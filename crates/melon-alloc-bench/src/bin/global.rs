@@ -17,8 +17,10 @@
 //! ```
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
+
+use melon_alloc_bench::{exit_with, RoundsArgs, Spread};
 
 /// The children, by the name the table shows; glibc first, since it is the baseline.
 const ALLOCATORS: [&str; 3] = ["glibc", "mimalloc", "melon"];
@@ -27,28 +29,11 @@ const ALLOCATORS: [&str; 3] = ["glibc", "mimalloc", "melon"];
 const THREADS: [u32; 2] = [1, 2];
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("global: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with("global", run)
 }
 
 fn run() -> Result<(), String> {
-    let mut rounds = 7usize;
-    let mut tsv = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--rounds", Some(n)) => {
-                rounds = n.parse().ok().filter(|&n| n > 0).ok_or("--rounds needs a count")?;
-            }
-            ("--tsv", Some(path)) => tsv = Some(PathBuf::from(path)),
-            _ => return Err("usage: global [--rounds N] [--tsv PATH]".into()),
-        }
-    }
+    let RoundsArgs { rounds, tsv } = RoundsArgs::parse("global", 7)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut lines = String::from(concat!(
         "threads\tallocator\twall_ms\twall_ratio\twall_min\twall_max\t",
@@ -135,34 +120,4 @@ fn measure(exe: &Path, allocator: &str, threads: u32) -> Result<(f64, f64), Stri
         return Err(format!("{} printed `{}`", child.display(), text.trim()));
     };
     Ok((wall_ns / 1e6, peak_kib / 1024.0))
-}
-
-/// The median and the extremes of some figures.
-#[derive(Debug)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(figures: &[f64]) -> Self {
-        let mut sorted = figures.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let middle = sorted.len() / 2;
-        let median = match sorted.len() {
-            0 => f64::NAN,
-            len if len % 2 == 0 => (sorted[middle - 1] + sorted[middle]) / 2.0,
-            _ => sorted[middle],
-        };
-        Self {
-            median,
-            min: sorted.first().copied().unwrap_or(f64::NAN),
-            max: sorted.last().copied().unwrap_or(f64::NAN),
-        }
-    }
-
-    fn show(&self) -> String {
-        format!("{:.2} ({:.2}-{:.2})", self.median, self.min, self.max)
-    }
 }

@@ -3,6 +3,7 @@
 
 mod global;
 mod heap;
+mod per_request;
 mod shm;
 
 use std::fmt::Write as _;
@@ -11,10 +12,11 @@ use std::path::Path;
 
 use super::chart::svg;
 use super::format::utc;
-use super::results::{locked_versions, Facts, Global, Hammer, Resident};
+use super::results::{locked_versions, Facts, Global, Hammer, PerRequest, Resident};
 use crate::root;
 use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
+use per_request::per_request_results;
 use shm::{hammer_results, shm_results, SHM_INTRO, SHM_NOTES};
 
 /// The heading from which the existing page is copied through unchanged.
@@ -26,6 +28,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let hammer = Hammer::read(results);
     let resident = Resident::read(results);
     let global = Global::read(results);
+    let per_request = PerRequest::read(results);
     let docs = root().join("docs");
     let page_path = docs.join("benchmarks.md");
     let kept = fs::read_to_string(&page_path)
@@ -49,6 +52,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     heap_results(&mut results_text, &mut targets, &mut chart);
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
     global_results(&mut results_text, &mut targets, &global);
+    per_request_results(&mut results_text, &mut targets, &per_request);
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);
     hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
@@ -112,7 +116,7 @@ cargo xtask bench --report-only    # the page again from the results already on 
 cargo xtask bench --only heap fill_drain   # one part, one criterion group
 ```
 
-`cargo xtask bench` runs five parts in turn, then writes this page and `docs/benchmarks.svg`:
+`cargo xtask bench` runs six parts in turn, then writes this page and `docs/benchmarks.svg`:
 
 1. `cargo bench -p melon-alloc-bench --bench heap`: one criterion target,
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
@@ -127,8 +131,11 @@ cargo xtask bench --only heap fill_drain   # one part, one criterion group
 5. `cargo run --release -p melon-alloc-bench --bin global`, after building the crate's binaries:
    glibc, mimalloc and melon each as a program's `#[global_allocator]`, in child binaries of their
    own (`src/bin/global*.rs`), interleaved in rounds.
+6. `cargo run --release -p melon-alloc-bench --bin per_request`: a pool per request on a tokio
+   runtime against the global allocator and bumpalo (`src/bin/per_request.rs`), interleaved in
+   rounds.
 
-`--only heap,shm,hammer,resident,global` runs some of the parts, and a filter after the options goes
+`--only heap,shm,hammer,resident,global,per_request` runs some of the parts, and a filter after the options goes
 to criterion as it would after `cargo bench -- `, for example `cargo xtask bench --only heap mixed`.
 The criterion estimates stay in `target/criterion/`, the hammer's and the resident measurement's
 figures and the machine's facts in `target/bench-results/`, which is what `--report-only` reads.

@@ -1,0 +1,169 @@
+//! Pools per request on a tokio runtime, against the global allocator and bumpalo: the workload
+//! of [`melon_alloc_bench::per_request::work`] (a 200-entry map and an 800-byte buffer built
+//! across two `.await`s) for each of 5,000 requests, 100 in flight.
+//!
+//! - `melon`: each request's task makes a `SyncChild` of a `static SyncPool` root, with a limit,
+//!   on a multi-threaded runtime, and drops it at the end.
+//! - `global`: the same collections in the global allocator (glibc's `malloc`), on the same
+//!   runtime.
+//! - `bumpalo`: each request's task makes a `bumpalo::Bump` of its own and builds the same
+//!   collections in it through bumpalo's `allocator-api2` support; a `Bump` is not `Sync`, so a
+//!   future that holds one cannot be spawned on the multi-threaded runtime, and these tasks run
+//!   on one thread in a `LocalSet`, as a bumpalo user has to run them.
+//!
+//! The peers run interleaved in rounds (melon, global, bumpalo, melon, ...) after one round of
+//! warm-up, so that a change in the machine's load falls on all of them alike; the table gives
+//! the median time per request over the rounds, the median of each round's time over the global
+//! allocator's (least and greatest in brackets), and the bytes one request's pool held at its
+//! peak (the child's `peak_bytes_held`, bumpalo's `allocated_bytes`), averaged over one request
+//! in 16.
+//! With `--tsv PATH` the figures also go to `PATH`, which is what `cargo xtask bench` reads.
+//!
+//! ```text
+//! cargo run --release -p melon-alloc-bench --bin per_request -- [--rounds N] [--tsv PATH]
+//! ```
+
+use std::fs;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use allocator_api2::alloc::Global;
+use bumpalo::Bump;
+use melon_alloc::heap::GlobalSource;
+use melon_alloc::SyncPool;
+use melon_alloc_bench::per_request::work;
+use melon_alloc_bench::{exit_with, RoundsArgs, Spread};
+use tokio::runtime::Runtime;
+use tokio::task::{JoinSet, LocalSet};
+
+/// Requests per round.
+const REQUESTS: u64 = 5_000;
+/// Requests whose tasks are alive at once.
+const IN_FLIGHT: usize = 100;
+/// Each melon request's limit: far above its need, as a server would set it.
+const REQUEST_LIMIT: usize = 1 << 20;
+/// The peers, by the name the table shows; the global allocator is the baseline.
+const PEERS: [&str; 3] = ["melon", "global", "bumpalo"];
+const BASELINE: usize = 1;
+
+/// The root of every melon request's pool, alive as long as the tasks that borrow it.
+static ROOT: SyncPool = SyncPool::new(GlobalSource::new(), None);
+
+/// Every how many requests one reads its pool's figures: reading a child's `stats` takes its
+/// lock and walks its counters, which is measurement, not work, so most requests skip it.
+const SAMPLE_EVERY: u64 = 16;
+
+/// What a request's task reports: the bytes its pool held at its peak, where that is known and
+/// the request is one of the sampled ones.
+type Outcome = Result<Option<usize>, String>;
+
+fn main() -> ExitCode {
+    exit_with("per_request", run)
+}
+
+fn run() -> Result<(), String> {
+    let RoundsArgs { rounds, tsv } = RoundsArgs::parse("per_request", 9)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // figures[peer][round] = (µs per request, mean bytes per request's pool)
+    let mut figures = vec![Vec::new(); PEERS.len()];
+    for round in 0..=rounds {
+        for (slot, peer) in PEERS.iter().enumerate() {
+            let figure = measure(&runtime, peer)?;
+            // Round 0 warms up the runtime's threads, the root's slab and the allocators.
+            if round > 0 {
+                eprintln!("round {round}, {peer}: {figure:?}");
+                figures[slot].push(figure);
+            }
+        }
+    }
+
+    println!(
+        "{REQUESTS} requests, {IN_FLIGHT} in flight, {rounds} rounds; ratios are the median \
+         over the rounds of each round's time over the global allocator's (least-greatest)."
+    );
+    println!();
+    println!("| peer | µs per request | time / global | bytes per request's pool |");
+    println!("|---|---:|---:|---:|");
+    let mut lines = String::from("peer\tus_per_request\tratio\tratio_min\tratio_max\tbytes\n");
+    for (slot, peer) in PEERS.iter().enumerate() {
+        let time = Spread::of(&figures[slot].iter().map(|f| f.0).collect::<Vec<_>>());
+        let ratios: Vec<f64> = figures[slot]
+            .iter()
+            .zip(&figures[BASELINE])
+            .map(|(own, base)| own.0 / base.0)
+            .collect();
+        let ratio = Spread::of(&ratios);
+        let bytes = Spread::of(&figures[slot].iter().map(|f| f.1).collect::<Vec<_>>()).median;
+        let shown = if bytes > 0.0 { format!("{bytes:.0}") } else { "n/a".into() };
+        println!("| {peer} | {:.2} | {} | {shown} |", time.median, ratio.show());
+        lines.push_str(&format!(
+            "{peer}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{bytes:.0}\n",
+            time.median, ratio.median, ratio.min, ratio.max
+        ));
+    }
+    if ROOT.stats().live_blocks != 0 || ROOT.check().is_err() {
+        return Err("melon's root is not empty and sound after the run".into());
+    }
+    if let Some(path) = tsv {
+        fs::write(&path, lines).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs one round of one peer: its time per request in µs and the mean bytes a request's pool
+/// held at its peak (0 for the global allocator, which has no pool per request).
+fn measure(runtime: &Runtime, peer: &str) -> Result<(f64, f64), String> {
+    let started = Instant::now();
+    let (peaks, sampled) = match peer {
+        "melon" => runtime.block_on(drive(|tasks, id| {
+            tasks.spawn(async move {
+                let child = ROOT.child_with_limit(REQUEST_LIMIT);
+                work(&child, id).await?;
+                Ok(sampled(id).then(|| child.stats().peak_bytes_held))
+            });
+        })),
+        "global" => runtime.block_on(drive(|tasks, id| {
+            tasks.spawn(async move { work(Global, id).await.map(|()| None) });
+        })),
+        _ => runtime.block_on(LocalSet::new().run_until(drive(|tasks, id| {
+            tasks.spawn_local(async move {
+                let bump = Bump::new();
+                work(&bump, id).await?;
+                Ok(sampled(id).then(|| bump.allocated_bytes()))
+            });
+        }))),
+    }?;
+    let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
+    Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+}
+
+/// Whether request `id` reads its pool's figures.
+fn sampled(id: u64) -> bool {
+    id % SAMPLE_EVERY == 0
+}
+
+/// Serves [`REQUESTS`] requests, each a task that `spawn` adds to the set, with at most
+/// [`IN_FLIGHT`] alive at once; the sum of the bytes the sampled ones' pools held at their
+/// peaks, and how many were sampled.
+async fn drive(
+    mut spawn: impl FnMut(&mut JoinSet<Outcome>, u64),
+) -> Result<(usize, usize), String> {
+    let mut tasks = JoinSet::new();
+    let (mut next, mut peaks, mut sampled) = (0, 0, 0);
+    while next < REQUESTS || !tasks.is_empty() {
+        if next < REQUESTS && tasks.len() < IN_FLIGHT {
+            spawn(&mut tasks, next);
+            next += 1;
+        } else if let Some(done) = tasks.join_next().await {
+            let peak = done.map_err(|e| format!("a request's task failed: {e}"))??;
+            if let Some(peak) = peak {
+                peaks += peak;
+                sampled += 1;
+            }
+        }
+    }
+    Ok((peaks, sampled))
+}

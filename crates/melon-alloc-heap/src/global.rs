@@ -16,10 +16,11 @@ use crate::sys::advise_huge_pages;
 /// Small chunks are carved from slabs that grow from 64 KiB to 2 MiB, because asking the global
 /// allocator for each aligned 16 KiB chunk on its own leaves an alignment gap beside nearly every
 /// one (glibc's `posix_memalign` does), which would cost more than the blocks themselves. Chunks
-/// that come back are reused. Once every chunk has come back, every slab but the newest goes back
-/// to the global allocator, and the newest, the largest the pool needed lately, stays for the
-/// next chunks: a root whose children come and go, each taking a chunk and giving it back, calls
-/// the global allocator only while it grows. [`trim`](ChunkSource::trim) gives that slab back
+/// that come back are reused. Once every chunk has come back, the source keeps its newest slabs,
+/// as many as held the most chunks out at once since the last time every chunk came back, and
+/// gives the older ones back to the global allocator: a root whose children come and go (a pool
+/// per request, whole batches of requests at a time) calls the global allocator only while its
+/// load grows. [`trim`](ChunkSource::trim) gives that slab back
 /// too, and dropping the pool gives back everything.
 ///
 /// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
@@ -109,17 +110,46 @@ impl GlobalSource {
         }
     }
 
-    /// Every chunk has come back: gives back every slab but the newest, and carves the next
-    /// chunks from it afresh.
-    fn keep_newest_slab(&mut self) {
-        let Some((newest, layout)) = self.slabs.pop() else { return };
-        self.release_slabs();
-        // Within the capacity the vector had a moment ago: no allocation.
-        self.slabs.push((newest, layout));
-        // SAFETY: (1) no chunk is out, and `release_slabs` forgot the freed ones; (2) the slab
-        // came from `alloc::alloc` with `layout`, a whole number of chunks aligned to a chunk,
-        // and stays the source's until `release_slabs`.
+    /// Every chunk has come back: keeps the newest slabs, enough to hold as many chunks as were
+    /// out at once since the last time every chunk came back, gives back the others, and hands
+    /// the kept ones out afresh: carving the newest, the others from the list of freed chunks.
+    fn keep_slabs_for_peak(&mut self) {
+        let peak = self.small.take_peak().max(1);
+        let mut kept_chunks = 0;
+        let kept = self
+            .slabs
+            .iter()
+            .rev()
+            .take_while(|(_, layout)| {
+                let short = kept_chunks < peak;
+                kept_chunks += layout.size() / CHUNK_SIZE;
+                short
+            })
+            .count();
+        let given_back = self.slabs.len() - kept;
+        for (slab, layout) in self.slabs.drain(..given_back) {
+            // SAFETY: the slab came from `alloc::alloc` with this layout and none of its chunks
+            // is out.
+            unsafe { alloc::dealloc(slab.as_ptr(), layout) };
+        }
+        let Some(&(newest, layout)) = self.slabs.last() else {
+            self.small.clear();
+            return;
+        };
+        self.small.clear();
+        // SAFETY: (1) no chunk is out, and `clear` forgot the freed ones; (2) the slab came from
+        // `alloc::alloc` with `layout`, a whole number of chunks aligned to a chunk, and stays
+        // the source's until `release_slabs`.
         unsafe { self.small.restart_from(newest, layout.size() / CHUNK_SIZE) };
+        for &(slab, layout) in &self.slabs[..self.slabs.len() - 1] {
+            for index in 0..layout.size() / CHUNK_SIZE {
+                // SAFETY: `index` is below the slab's chunk count, so the chunk starts inside it.
+                let chunk = unsafe { slab.add(index * CHUNK_SIZE) };
+                // SAFETY: the chunk lies in a slab the source keeps, and is on no list: `clear`
+                // emptied the list, and only the newest slab is carved.
+                unsafe { self.small.add_free(chunk) };
+            }
+        }
     }
 
     fn release_slabs(&mut self) {
@@ -174,7 +204,7 @@ unsafe impl ChunkSource for GlobalSource {
         // SAFETY: the caller hands back a small chunk from `acquire`, which took it from the list.
         unsafe { self.small.put(chunk) };
         if self.small.out() == 0 {
-            self.keep_newest_slab();
+            self.keep_slabs_for_peak();
         }
     }
 

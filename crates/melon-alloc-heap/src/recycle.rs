@@ -77,6 +77,8 @@ pub(crate) struct SmallChunks {
     next_slab_chunks: usize,
     /// Chunks handed out and not yet back.
     out: usize,
+    /// The most chunks out at once since [`take_peak`](Self::take_peak) last read it.
+    peak: usize,
 }
 
 impl SmallChunks {
@@ -87,7 +89,13 @@ impl SmallChunks {
             carve_left: 0,
             next_slab_chunks: FIRST_SLAB_CHUNKS,
             out: 0,
+            peak: 0,
         }
+    }
+
+    /// The most chunks out at once since the last call, and starts counting again.
+    pub(crate) fn take_peak(&mut self) -> usize {
+        core::mem::replace(&mut self.peak, self.out)
     }
 
     /// Chunks handed out and not yet back.
@@ -122,6 +130,7 @@ impl SmallChunks {
             return None;
         };
         self.out += 1;
+        self.peak = self.peak.max(self.out);
         Some(chunk)
     }
 
@@ -173,6 +182,19 @@ impl SmallChunks {
         self.free = ptr::null_mut();
         self.carve_next = slab.as_ptr();
         self.carve_left = chunks;
+    }
+
+    /// Puts a chunk of a kept slab on the list of freed chunks, without counting it as back: it
+    /// was never out since [`restart_from`](Self::restart_from).
+    ///
+    /// # Safety
+    /// As for `restart_from`: the chunk lies in a slab the source keeps, and is not on the list
+    /// nor left to carve.
+    pub(crate) unsafe fn add_free(&mut self, chunk: NonNull<u8>) {
+        let entry = chunk.cast::<FreeChunk>().as_ptr();
+        // SAFETY: the chunk is the source's and at least a word long.
+        unsafe { (*entry).next = self.free };
+        self.free = entry;
     }
 
     /// Forgets every chunk: the source has taken its slabs back.

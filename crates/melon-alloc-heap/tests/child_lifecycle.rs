@@ -37,6 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
+/// The count is the whole binary's, so the tests take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One request's worth of a child: made, used for a few blocks of several classes, dropped.
 fn one_child(root: &HeapPool) {
     let child = root.child();
@@ -50,6 +53,7 @@ fn one_child(root: &HeapPool) {
 
 #[test]
 fn children_of_an_idle_root_take_no_slab_once_warm() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = HeapPool::new();
     let calls = || SLAB_CALLS.load(Ordering::Relaxed);
     let cold = calls();
@@ -66,5 +70,35 @@ fn children_of_an_idle_root_take_no_slab_once_warm() {
     assert_eq!(calls(), warm + 1);
     one_child(&root);
     assert_eq!(calls(), warm + 2);
+    root.check().unwrap();
+}
+
+#[test]
+fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = HeapPool::new();
+    let calls = || SLAB_CALLS.load(Ordering::Relaxed);
+    let batch = |root: &HeapPool| {
+        // A hundred requests at once, each with chunks of four classes, then all dropped.
+        let children: Vec<_> = (0..100).map(|_| root.child()).collect();
+        for child in &children {
+            for size in [16, 64, 200, 1000] {
+                let block = child.alloc(size).unwrap();
+                // SAFETY: the block came from `child` and is not used again.
+                unsafe { child.free(block) };
+            }
+        }
+        assert!(root.stats().bytes_lent >= 400 * melon_alloc_core::CHUNK_SIZE);
+    };
+    batch(&root);
+    let warm = calls();
+    for _ in 0..if cfg!(miri) { 2 } else { 20 } {
+        batch(&root);
+    }
+    assert_eq!(calls(), warm, "the slabs of one batch serve the next");
+    // A small load afterwards lets the root give back what it no longer needs.
+    one_child(&root);
+    one_child(&root);
+    assert!(calls() > warm, "the slabs beyond a single child's need went back");
     root.check().unwrap();
 }

@@ -125,7 +125,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{Engine, RegionSource};
-    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
     /// let mut engine = Box::new(Engine::new(source, None));
     /// let owner: *const Engine<RegionSource> = &*engine;
     /// // SAFETY: the engine has not allocated yet; the owner is the box it stays in.
@@ -153,7 +155,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{Engine, RegionSource};
-    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
     /// let mut engine = Engine::new(source, None);
     /// // SAFETY: the source is only read.
     /// let source = unsafe { engine.source_mut() };
@@ -817,7 +821,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{Engine, RegionSource};
-    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
     /// let mut engine = Engine::new(source, None);
     /// let _block = engine.alloc(64).unwrap();
     /// // SAFETY: `_block` is never freed or used through the engine again.
@@ -848,7 +854,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{Engine, RegionSource};
-    /// # let source = RegionSource::from_static(Box::leak(vec![0; 1 << 16].into_boxed_slice()));
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
     /// let mut engine = Engine::new(source, None);
     /// let _block = engine.alloc(64).unwrap();
     /// // SAFETY: `_block` is not used again.

@@ -47,7 +47,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let (a, b) = pool.with(|engine| (engine.alloc(64).unwrap(), engine.alloc(64).unwrap()));
     /// assert_ne!(a, b);
@@ -80,7 +82,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0xFF; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0xFF; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let block = pool.alloc_zeroed(64).unwrap();
     /// // SAFETY: the block holds 64 bytes, all zero.
@@ -102,7 +106,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let block = pool.alloc(100).unwrap();
     /// // SAFETY: the block came from this pool and is not used again.
@@ -138,7 +144,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let mut pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let _forgotten = pool.alloc(64).unwrap();
     /// pool.reset();
@@ -155,7 +163,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// use allocator_api2::alloc::Allocator;
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let mut pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let allocator = &pool;
     /// let buffer = allocator.allocate(Layout::new::<u64>()).unwrap();
@@ -177,7 +187,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let root = LockedPool::new(RegionSource::from_static(region), None);
     /// let child = root.child();
     /// let block = child.alloc(64).unwrap();
@@ -193,7 +205,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```compile_fail,E0505
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let root = LockedPool::new(RegionSource::from_static(region), None);
     /// let child = root.child();
     /// drop(root);
@@ -210,7 +224,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let root = LockedPool::new(RegionSource::from_static(region), None);
     /// let child = root.child_with_limit(CHUNK_SIZE);
     /// assert!(child.alloc(64).is_some());
@@ -268,7 +284,9 @@ impl<S: ChunkSource> LockedPool<S> {
 /// ```
 /// use melon_alloc_core::{LockedPool, RegionSource};
 ///
-/// let region = Box::leak(vec![0; 1 << 17].into_boxed_slice());
+/// static mut ARENA: [u8; 1 << 17] = [0; 1 << 17];
+/// // SAFETY: this example is the arena's only user.
+/// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
 /// let root = LockedPool::new(RegionSource::from_static(region), None);
 /// let request = root.child_with_limit(1 << 15);
 /// std::thread::scope(|scope| {
@@ -291,7 +309,9 @@ pub type LockedChild<'a, S> = LockedPool<LockedParent<'a, S>>;
 /// ```
 /// use melon_alloc_core::{LockedPool, RegionSource};
 ///
-/// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+/// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// // SAFETY: this example is the arena's only user.
+/// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
 /// let root = LockedPool::new(RegionSource::from_static(region), None);
 /// let child = root.child();
 /// let lent = child.with(|engine| engine.source().parent().stats().bytes_lent);
@@ -308,7 +328,9 @@ impl<'a, S: ChunkSource> LockedParent<'a, S> {
     /// ```
     /// use melon_alloc_core::{LockedPool, RegionSource};
     ///
-    /// let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let root = LockedPool::new(RegionSource::from_static(region), None);
     /// let child = root.child();
     /// let parent = child.with(|engine| engine.source().parent());
@@ -357,7 +379,9 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 ///
 /// ```compile_fail,E0596
 /// # use melon_alloc_core::{LockedPool, RegionSource};
-/// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
 /// let pool = LockedPool::new(RegionSource::from_static(region), None);
 /// // Resetting would hand the memory of every block out again.
 /// pool.with(|engine| unsafe { engine.reset() });
@@ -365,7 +389,9 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 ///
 /// ```compile_fail,E0308
 /// # use melon_alloc_core::{Engine, LockedPool, RegionSource};
-/// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
 /// let pool = LockedPool::new(RegionSource::from_static(region), None);
 /// // Replacing the engine would drop the chunks every block lives in; the view is not the
 /// // engine, so nothing of type `Engine` can be written through it.
@@ -374,7 +400,9 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 ///
 /// ```compile_fail,E0133
 /// # use melon_alloc_core::{LockedPool, RegionSource};
-/// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
 /// let pool = LockedPool::new(RegionSource::from_static(region), None);
 /// pool.with(|engine| engine.engine_mut().trim());
 /// ```
@@ -388,7 +416,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let block = pool.with(|engine| engine.alloc(100)).unwrap();
     /// assert_eq!(block.as_ptr() as usize % 16, 0);
@@ -403,7 +433,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let block = pool.with(|engine| engine.alloc_zeroed(32)).unwrap();
     /// // SAFETY: the block holds 32 bytes, all zero.
@@ -419,7 +451,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// ```
     /// # use core::alloc::Layout;
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let layout = Layout::from_size_align(256, 256).unwrap();
     /// let block = pool.with(|engine| engine.alloc_layout(layout)).unwrap();
@@ -437,7 +471,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// pool.with(|engine| {
     ///     let block = engine.alloc(64).unwrap();
@@ -463,7 +499,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{FreeError, LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// pool.with(|engine| {
     ///     let block = engine.alloc(64).unwrap();
@@ -486,7 +524,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// pool.with(|engine| {
     ///     let block = engine.alloc(16).unwrap();
@@ -510,7 +550,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// ```
     /// # use core::alloc::Layout;
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// let layout = Layout::from_size_align(64, 64).unwrap();
     /// pool.with(|engine| {
@@ -532,7 +574,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// pool.with(|engine| {
     ///     let block = engine.alloc(64).unwrap();
@@ -555,7 +599,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// # Examples
     /// ```
     /// # use melon_alloc_core::{LockedPool, RegionSource};
-    /// # let region = Box::leak(vec![0; 1 << 16].into_boxed_slice());
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     /// let pool = LockedPool::new(RegionSource::from_static(region), None);
     /// pool.with(|locked| {
     ///     let _block = locked.alloc(64).unwrap();

@@ -126,27 +126,20 @@ impl GlobalSource {
                 short
             })
             .count();
-        let given_back = self.slabs.len() - kept;
-        for (slab, layout) in self.slabs.drain(..given_back) {
-            // SAFETY: the slab came from `alloc::alloc` with this layout and none of its chunks
-            // is out.
-            unsafe { alloc::dealloc(slab.as_ptr(), layout) };
-        }
-        let Some(&(newest, layout)) = self.slabs.last() else {
-            self.small.clear();
-            return;
-        };
-        self.small.clear();
-        // SAFETY: (1) no chunk is out, and `clear` forgot the freed ones; (2) the slab came from
-        // `alloc::alloc` with `layout`, a whole number of chunks aligned to a chunk, and stays
-        // the source's until `release_slabs`.
+        // SAFETY: every chunk has come back; `restart_from` below drops the list of freed
+        // chunks, and only chunks of kept slabs go back on it.
+        unsafe { self.give_back_oldest(self.slabs.len() - kept) };
+        let Some(&(newest, layout)) = self.slabs.last() else { return };
+        // SAFETY: (1) no chunk is out; the chunks of the slabs kept besides the newest go back
+        // on the list below; (2) the slab came from `alloc::alloc` with `layout`, a whole number
+        // of chunks aligned to a chunk, and stays the source's until `release_slabs`.
         unsafe { self.small.restart_from(newest, layout.size() / CHUNK_SIZE) };
         for &(slab, layout) in &self.slabs[..self.slabs.len() - 1] {
             for index in 0..layout.size() / CHUNK_SIZE {
                 // SAFETY: `index` is below the slab's chunk count, so the chunk starts inside it.
                 let chunk = unsafe { slab.add(index * CHUNK_SIZE) };
-                // SAFETY: the chunk lies in a slab the source keeps, and is on no list: `clear`
-                // emptied the list, and only the newest slab is carved.
+                // SAFETY: the chunk lies in a slab the source keeps, and is on no list:
+                // `restart_from` emptied the list, and only the newest slab is carved.
                 unsafe { self.small.add_free(chunk) };
             }
         }
@@ -154,9 +147,19 @@ impl GlobalSource {
 
     fn release_slabs(&mut self) {
         self.small.clear();
-        for (slab, layout) in self.slabs.drain(..) {
-            // SAFETY: the slab came from `alloc::alloc` with this layout and none of its chunks
-            // is out.
+        // SAFETY: `clear` forgot every chunk, and a source releases its slabs only when none
+        // is out (every chunk came back, or the engine gave them all back at once).
+        unsafe { self.give_back_oldest(self.slabs.len()) };
+    }
+
+    /// Gives the oldest `count` slabs back to the global allocator.
+    ///
+    /// # Safety
+    /// No chunk of those slabs is out, and none is on the list of freed chunks afterwards.
+    unsafe fn give_back_oldest(&mut self, count: usize) {
+        for (slab, layout) in self.slabs.drain(..count) {
+            // SAFETY: the slab came from `alloc::alloc` with this layout, and the caller
+            // promises that nothing of it is in use or listed.
             unsafe { alloc::dealloc(slab.as_ptr(), layout) };
         }
     }

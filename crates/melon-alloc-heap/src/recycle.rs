@@ -174,7 +174,8 @@ impl SmallChunks {
     /// as before.
     ///
     /// # Safety
-    /// - No chunk is out, and the freed ones lie in slabs given back or in `slab`.
+    /// - No chunk is out. The list of freed chunks is dropped: the chunks of any other slab the
+    ///   source keeps go back on it through [`add_free`](Self::add_free).
     /// - `slab` is valid for reads and writes of `chunks` chunks, aligned to a chunk, and the
     ///   source's alone until [`clear`](Self::clear).
     pub(crate) unsafe fn restart_from(&mut self, slab: NonNull<u8>, chunks: usize) {

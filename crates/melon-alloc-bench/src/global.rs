@@ -49,6 +49,14 @@ pub fn btree_workload(threads: u32, entries: u32) -> u64 {
 
 /// The process's peak resident memory in KiB (`VmHWM` in `/proc/self/status`), or 0 where that
 /// cannot be read.
+///
+/// ```
+/// let before = melon_alloc_bench::global::peak_resident_kib();
+/// let touched = vec![1u8; 8 << 20];
+/// let after = melon_alloc_bench::global::peak_resident_kib();
+/// assert!(cfg!(not(target_os = "linux")) || after >= before + 8 * 1024 - 64);
+/// drop(touched);
+/// ```
 pub fn peak_resident_kib() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     status

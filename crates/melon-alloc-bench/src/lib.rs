@@ -358,6 +358,15 @@ impl fmt::Debug for TlsfArena {
 
 /// The median and the extremes of some figures: how the drivers that run their peers in rounds
 /// report a figure and its ratio to the baseline.
+///
+/// ```
+/// use melon_alloc_bench::Spread;
+///
+/// let spread = Spread::of(&[1.5, 0.5, 1.0, 2.0]);
+/// assert_eq!((spread.median, spread.min, spread.max), (1.25, 0.5, 2.0));
+/// assert_eq!(spread.show(), "1.25 (0.50-2.00)");
+/// assert!(Spread::of(&[]).median.is_nan());
+/// ```
 #[derive(Debug)]
 pub struct Spread {
     /// The middle figure, or the mean of the two middle ones.

@@ -11,9 +11,9 @@ use core::ptr::{addr_of, addr_of_mut};
 use melon_alloc_core::FreeError;
 
 use crate::layout::{
-    bitmap_offset, class_of, kind, Geometry, Header, PageDesc, State, BIN_COUNT, CHUNK_PAGES,
-    CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, PAGE, SLAB_BLOCKS,
-    SLAB_PAGES, VERSION,
+    bitmap_offset, class_of, kind, Geometry, Header, Owner, PageDesc, State, BIN_COUNT,
+    CHUNK_PAGES, CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, OWNER_SLOTS,
+    PAGE, SLAB_BLOCKS, SLAB_PAGES, VERSION,
 };
 use crate::tx::Tx;
 
@@ -54,6 +54,10 @@ macro_rules! set_state {
         unsafe { $tx.set(addr_of_mut!((*state).$($field)+), value) }
     }};
 }
+
+mod owners;
+
+pub(crate) use owners::Reclaimed;
 
 /// What an offset into the pool is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +121,7 @@ impl Arena {
             let state = addr_of_mut!((*header).state);
             (*state).partial = [NONE; CLASS_COUNT];
             (*state).bins = [NONE; BIN_COUNT];
+            (*state).owners = [Owner { chunks: NONE, claimed: 0 }; OWNER_SLOTS];
         }
         // SAFETY: the header is now in place, and nothing else uses the mapping.
         let arena = unsafe { Self::new(base) };
@@ -637,8 +642,9 @@ impl Arena {
         self.insert_free(tx, start, total);
     }
 
-    /// Lends a chunk of `size` bytes aligned to `align` (at least a whole chunk) to a child pool.
-    pub(crate) fn lend(&self, size: usize, align: usize) -> Option<u64> {
+    /// Lends a chunk of `size` bytes aligned to `align` (at least a whole chunk) to a child pool
+    /// of the process in owner slot `owner` (claimed), or of no slot's with [`NONE`].
+    pub(crate) fn lend(&self, size: usize, align: usize, owner: u32) -> Option<u64> {
         let pages = u32::try_from(size.div_ceil(PAGE)).ok()?;
         // A chunk of no pages would be a run of length 0 in the middle of the free runs, which
         // every walk of the pages would stop at.
@@ -661,21 +667,23 @@ impl Arena {
             set!(self, tx, next, kind, kind::LENT_PAGE);
             set!(self, tx, next, head, page);
         }
+        self.link_lent(&mut tx, page, owner);
         self.count_alloc(u64::from(pages) * PAGE as u64);
         set_state!(self, tx, state!(self, lent_pages).saturating_add(u64::from(pages)), lent_pages);
         tx.commit();
         Some(page as u64 * PAGE as u64)
     }
 
-    /// Takes back a chunk lent with [`lend`](Arena::lend). Returns whether `offset` was the start
-    /// of a lent chunk of that size; if not, nothing changes.
-    pub(crate) fn take_back(&self, offset: u64, size: usize) -> bool {
+    /// Takes back a chunk lent with [`lend`](Arena::lend) to `owner`. Returns whether `offset` was
+    /// the start of a chunk of that size lent to that owner; if not, nothing changes.
+    pub(crate) fn take_back(&self, offset: u64, size: usize, owner: u32) -> bool {
         let Some(page) = self.page_of(offset) else { return false };
         let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return false };
         if offset % PAGE as u64 != 0
             || !self.in_data(page, pages)
             || self.kind_of(page) != kind::LENT
             || get!(self, page, len) != pages
+            || get!(self, page, free) != owner
         {
             return false;
         }
@@ -689,6 +697,7 @@ impl Arena {
         for next in page + 1..page + pages.min(CHUNK_PAGES) {
             set!(self, tx, next, kind, kind::INTERIOR);
         }
+        self.unlink_lent(&mut tx, page);
         self.count_free(u64::from(pages) * PAGE as u64);
         self.free_run(&mut tx, page, pages);
         tx.commit();
@@ -861,6 +870,7 @@ impl Arena {
         let mut counted =
             Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
         let (mut free_runs, mut partial_slabs) = (0u32, [0u32; CLASS_COUNT]);
+        let mut lent_chunks = [0u32; OWNER_SLOTS];
         let mut page = self.first_data;
         let mut previous_free = false;
         while page < self.page_count {
@@ -908,6 +918,13 @@ impl Arena {
                             return Err(E::BadPage { page: next });
                         }
                     }
+                    match get!(self, page, free) {
+                        NONE => {}
+                        owner if (owner as usize) < OWNER_SLOTS => {
+                            lent_chunks[owner as usize] += 1;
+                        }
+                        _ => return Err(E::BadPage { page }),
+                    }
                     counted.lent_pages += u64::from(len);
                 }
                 _ => return Err(E::BadPage { page }),
@@ -916,6 +933,7 @@ impl Arena {
             page += len;
         }
         self.check_lists(free_runs, &partial_slabs)?;
+        self.check_owners(&lent_chunks)?;
         let recorded = self.counters();
         let pairs = [
             ("free bytes", counted.free_bytes, recorded.free_bytes),
@@ -1182,9 +1200,10 @@ mod in_a_buffer {
             let pool = Buffer::new();
             let arena = &pool.arena;
             let start = arena.free_bytes();
-            let chunk = arena.lend(PAGE, CHUNK_PAGES as usize * PAGE).unwrap();
+            arena.claim_owner(0);
+            let chunk = arena.lend(PAGE, CHUNK_PAGES as usize * PAGE, 0).unwrap();
             unwinding::arm(step);
-            let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE)).is_err();
+            let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE, 0)).is_err();
             unwinding::arm(0);
             // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
             unsafe {
@@ -1198,13 +1217,74 @@ mod in_a_buffer {
         }
     }
 
+    /// Lends `count` chunks to owner slot `slot`, claiming it first.
+    fn lend_chunks(arena: &Arena, slot: u32, count: usize) -> Vec<u64> {
+        arena.claim_owner(slot);
+        let chunk = CHUNK_PAGES as usize * PAGE;
+        (0..count).map(|_| arena.lend(chunk, chunk, slot).unwrap()).collect()
+    }
+
+    #[test]
+    fn in_a_buffer_giving_up_an_owner_takes_back_its_chunks_and_no_others() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        let kept = lend_chunks(arena, 3, 2);
+        let dropped = lend_chunks(arena, 7, 5);
+        // One chunk is taken back by its owner first, from the middle of the list.
+        assert!(!arena.take_back(dropped[2], CHUNK_PAGES as usize * PAGE, 3), "not slot 3's");
+        assert!(arena.take_back(dropped[2], CHUNK_PAGES as usize * PAGE, 7));
+        arena.check().unwrap();
+        let reclaimed = arena.release_owner(7);
+        assert_eq!(reclaimed, Reclaimed { chunks: 4, pages: 4 * u64::from(CHUNK_PAGES) });
+        assert!(!arena.owner_claimed(7));
+        arena.check().unwrap();
+        let chunk_bytes = u64::from(CHUNK_PAGES) * PAGE as u64;
+        assert_eq!(arena.free_bytes(), start - 2 * chunk_bytes);
+        for chunk in kept {
+            assert!(arena.take_back(chunk, CHUNK_PAGES as usize * PAGE, 3));
+        }
+        assert_eq!(arena.release_owner(3), Reclaimed::default());
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
+    }
+
+    /// Giving up an owner, stopped at each step, leaves a pool that checks clean once recovered,
+    /// and a second call takes back whatever the first did not.
+    #[test]
+    fn in_a_buffer_giving_up_an_owner_stopped_at_each_step_is_finished_by_the_next() {
+        use crate::failpoint::unwinding;
+        for step in 1.. {
+            assert!(step < 400, "giving up never completed");
+            let pool = Buffer::new();
+            let arena = &pool.arena;
+            let start = arena.free_bytes();
+            lend_chunks(arena, 5, 3);
+            unwinding::arm(step);
+            let stopped = std::panic::catch_unwind(|| arena.release_owner(5)).is_err();
+            unwinding::arm(0);
+            // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
+            unsafe {
+                crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
+            };
+            arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
+            arena.release_owner(5);
+            arena.check().unwrap();
+            assert_eq!(arena.free_bytes(), start, "stopped at {step}");
+            assert!(!arena.owner_claimed(5));
+            if !stopped {
+                break;
+            }
+        }
+    }
+
     #[test]
     fn in_a_buffer_lending_nothing_is_refused() {
         let pool = Buffer::new();
         let arena = &pool.arena;
         let start = arena.free_bytes();
-        assert_eq!(arena.lend(0, CHUNK_PAGES as usize * PAGE), None);
-        assert!(!arena.take_back(u64::from(arena.first_data) * PAGE as u64, 0));
+        assert_eq!(arena.lend(0, CHUNK_PAGES as usize * PAGE, NONE), None);
+        assert!(!arena.take_back(u64::from(arena.first_data) * PAGE as u64, 0, NONE));
         arena.check().unwrap();
         assert_eq!(arena.free_bytes(), start);
     }

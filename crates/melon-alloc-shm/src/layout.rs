@@ -55,8 +55,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// The layout version; a pool of another version is refused.
 ///
 /// Version 4 put the C library's robust mutex in place of the thread-id lock word, and records
-/// the C library's kind next to the lock kind.
-pub(crate) const VERSION: u32 = 4;
+/// the C library's kind next to the lock kind. Version 5 added the owner table, and links each
+/// lent chunk into its owner's list.
+pub(crate) const VERSION: u32 = 5;
 /// The smallest capacity: one page of header and fifteen of data.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -69,6 +70,10 @@ pub(crate) const LOG_CAP: usize = 96;
 pub(crate) const BIN_COUNT: usize = 32;
 /// Pages of the chunks lent to child pools, whose first pages must be findable from a block.
 pub(crate) const CHUNK_PAGES: u32 = (melon_alloc_core::CHUNK_SIZE / PAGE) as u32;
+
+/// Processes that can hold chunks for child pools at once, each through a slot of the owner
+/// table.
+pub(crate) const OWNER_SLOTS: usize = 128;
 
 /// Which lock guards a pool.
 pub(crate) const LOCK_BUILTIN: u32 = 0;
@@ -124,6 +129,20 @@ pub(crate) struct State {
     pub(crate) free_bytes: u64,
     /// Pages lent to child pools.
     pub(crate) lent_pages: u64,
+    /// The processes whose child pools hold chunks: a slot each, claimed by a process before its
+    /// first chunk and held through a lock on one byte of the pool's file (see `owner.rs`).
+    pub(crate) owners: [Owner; OWNER_SLOTS],
+}
+
+/// One slot of the owner table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Owner {
+    /// The first page of the first chunk lent to the slot's process, or [`NONE`]; the chunks
+    /// are linked through their first pages' `next` and `prev`.
+    pub(crate) chunks: u32,
+    /// 1 while a process holds the slot, 0 while it is free.
+    pub(crate) claimed: u32,
 }
 
 /// The start of every pool mapping.
@@ -177,15 +196,16 @@ pub(crate) struct PageDesc {
     pub(crate) kind: u32,
     /// Pages in the run (a free run, a slab, a large block, a lent chunk).
     pub(crate) len: u32,
-    /// Slab: index of the first free block, or [`NONE`].
+    /// Slab: index of the first free block, or [`NONE`]. Lent chunk: the owner slot of the
+    /// process it is lent to, or [`NONE`] for a chunk no slot answers for.
     pub(crate) free: u32,
     /// Slab: blocks in use.
     pub(crate) live: u32,
     /// Slab: blocks handed out at least once; later ones have never been touched.
     pub(crate) carved: u32,
-    /// Free run or slab: the next in its bin or class list.
+    /// Free run, slab or lent chunk: the next in its bin, class or owner list.
     pub(crate) next: u32,
-    /// Free run or slab: the previous in its bin or class list.
+    /// Free run, slab or lent chunk: the previous in its bin, class or owner list.
     pub(crate) prev: u32,
     /// Later page of a slab or lent chunk, or last page of a free run: the run's first page.
     pub(crate) head: u32,

@@ -20,6 +20,23 @@
 //!   the death of its process is rolled back by the next process to take the lock.
 //! - [`ShmPool::child`] makes a heap pool that takes its chunks from the shared pool, locking once
 //!   per chunk.
+//!
+//! # Whose memory is whose
+//!
+//! A block allocated from the shared pool itself ([`ShmPool::alloc`], a collection in
+//! `&ShmPool`) is shared: any process may use and free it, and it outlives the process that
+//! allocated it, so that a worker can leave a result for the master. The chunks of a child pool
+//! ([`ShmPool::child`]) are its process's scratch: they are recorded in the pool's owner table
+//! under that process, and when it dies, however it dies, they come back to the pool, with every
+//! block in them. A process that is alive never loses them, whatever pid namespace it runs in
+//! and whatever process has had its pid: the table knows a process by a lock the kernel holds
+//! for it until it is gone, not by its id. The pool gives a dead process's chunks back when it
+//! takes its lock over from a dead holder, when an allocation or a chunk finds no room, and when
+//! [`ShmPool::reclaim_dead`] asks, as a master can when it reaps a worker. So put per-request and
+//! per-process scratch in a child pool, and what other processes must see directly in the shared
+//! pool. The table has 128 slots: a process holds one from its first child's first chunk until
+//! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
+//! of a process that found no slot does not give its chunks back.
 
 mod allocator;
 mod arena;
@@ -31,6 +48,7 @@ mod lock;
 #[cfg(melon_loom)]
 #[doc(hidden)]
 pub mod model;
+mod owner;
 mod pool;
 mod registry;
 mod stats;
@@ -40,6 +58,7 @@ mod tx;
 
 pub use error::{LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
+pub use owner::ReclaimReport;
 pub use pool::{ShmGuard, ShmPool};
 pub use registry::free_shared;
 pub use stats::ShmStats;

@@ -16,8 +16,8 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 use rustix::io::Errno;
 
 use crate::layout::{
-    BuiltinLock, Header, LogEntry, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE, PAGE,
-    VERSION,
+    BuiltinLock, Header, LogEntry, Owner, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE,
+    OWNER_SLOTS, PAGE, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, Robust};
 use crate::sync::{AtomicU64, Ordering};
@@ -84,6 +84,7 @@ impl Shm {
                 quarantined: 0,
                 free_bytes: 0,
                 lent_pages: 0,
+                owners: [Owner { chunks: NONE, claimed: 0 }; OWNER_SLOTS],
             },
         });
         Self {

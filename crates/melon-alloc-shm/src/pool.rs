@@ -13,9 +13,10 @@ use melon_alloc_heap::ChildPool;
 use crate::arena::{Arena, Located};
 use crate::children::{self, Slot};
 use crate::layout::{
-    Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, VERSION,
+    Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, NONE, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, ShmLock};
+use crate::owner::{self, Claim, ReclaimReport};
 use crate::sys::{self, Mapping};
 use crate::{registry, ShmError, ShmStats};
 
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     /// [`NO_TIMEOUT`]. A setting of this process's handle, not of the pool: each process decides
     /// how long it is willing to wait.
     lock_timeout: core::sync::atomic::AtomicU64,
+    /// This process's slot in the owner table, which the chunks of its child pools are lent to.
+    claim: Claim,
 }
 
 /// The header's fields that `attach` checks, copied out of the mapping.
@@ -74,6 +77,7 @@ impl Shared {
             has_pending: core::sync::atomic::AtomicBool::new(false),
             arena,
             lock_timeout: core::sync::atomic::AtomicU64::new(NO_TIMEOUT),
+            claim: Claim::new(),
         }
     }
 
@@ -125,6 +129,7 @@ impl Shared {
     #[inline]
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header_atomics();
+        let mut holder_died = false;
         match &self.lock {
             None => {
                 let lock = header.lock;
@@ -132,16 +137,24 @@ impl Shared {
                 if lock.holder.load(Ordering::Relaxed) == me {
                     return Err(ShmError::WouldDeadlock);
                 }
-                lock_robust(&lock.mutex, timeout, header.takeovers, || self.undo_dead_holder())?;
+                lock_robust(&lock.mutex, timeout, header.takeovers, || {
+                    self.undo_dead_holder();
+                    holder_died = true;
+                })?;
                 lock.holder.store(me, Ordering::Relaxed);
             }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
-        // Both are rare; one test each keeps the common path short.
+        // All three are rare; one test each keeps the common path short.
         if header.log_len.load(Ordering::Relaxed) != 0 || self.has_pending.load(Ordering::Relaxed) {
             self.catch_up();
         }
-        Ok(ShmGuard { shared: self, _not_send: core::marker::PhantomData })
+        let mut guard = ShmGuard { shared: self, _not_send: core::marker::PhantomData };
+        if holder_died {
+            // A holder's death is a process's, most likely: whatever it lent is given back now.
+            guard.reclaim_dead();
+        }
+        Ok(guard)
     }
 
     /// What a process that has just taken the lock may find left to do: an operation whose
@@ -156,8 +169,9 @@ impl Shared {
                 Ok(mut pending) => core::mem::take(&mut *pending),
                 Err(_) => Vec::new(),
             };
+            let owner = self.claim.current().unwrap_or(NONE);
             for (offset, size) in pending {
-                arena.take_back(offset, size);
+                arena.take_back(offset, size, owner);
             }
         }
     }
@@ -239,12 +253,15 @@ impl ShmGuard<'_> {
     /// # Errors
     /// [`ShmError::OutOfMemory`] when no room is left.
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
-        let size = layout.size();
-        let offset = self
-            .shared
-            .arena
-            .alloc(size, layout.align().max(16))
-            .ok_or(ShmError::OutOfMemory { size })?;
+        let (size, align) = (layout.size(), layout.align().max(16));
+        let arena = &self.shared.arena;
+        let offset = match arena.alloc(size, align) {
+            Some(offset) => Some(offset),
+            // The dead may hold the room this block needs.
+            None if self.reclaim_dead().chunks > 0 => arena.alloc(size, align),
+            None => None,
+        }
+        .ok_or(ShmError::OutOfMemory { size })?;
         Ok(self.shared.ptr_at(offset))
     }
 
@@ -374,14 +391,49 @@ impl ShmGuard<'_> {
         shared.unlock()
     }
 
+    /// Gives back the chunks of every process that held chunks for its child pools and has
+    /// died since. This process's own are never touched.
+    ///
+    /// Blocks allocated from the shared pool itself are not the process's: they stay in use,
+    /// since other processes may hold them.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// assert_eq!(guard.reclaim_dead().chunks, 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn reclaim_dead(&mut self) -> ReclaimReport {
+        let shared = self.shared;
+        owner::reclaim_dead(&shared.arena, shared.mapping.fd(), shared.claim.current())
+    }
+
+    /// Lends a chunk to a child pool of this process's, recorded as this process's so that its
+    /// death gives it back.
     pub(crate) fn lend(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let offset = self.shared.arena.lend(layout.size(), layout.align())?;
-        Some(self.shared.ptr_at(offset))
+        let shared = self.shared;
+        let owner = shared.claim.take(&shared.arena, shared.mapping.fd()).unwrap_or(NONE);
+        let (size, align) = (layout.size(), layout.align());
+        let offset = match shared.arena.lend(size, align, owner) {
+            Some(offset) => offset,
+            None => {
+                // The dead may hold the room this chunk needs.
+                if self.reclaim_dead().chunks == 0 {
+                    return None;
+                }
+                shared.arena.lend(size, align, owner)?
+            }
+        };
+        Some(shared.ptr_at(offset))
     }
 
     pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize) {
-        if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
-            self.shared.arena.take_back(offset, size);
+        let shared = self.shared;
+        if let Some(offset) = shared.offset_of(chunk.as_ptr()) {
+            shared.arena.take_back(offset, size, shared.claim.current().unwrap_or(NONE));
         }
     }
 
@@ -810,6 +862,42 @@ impl ShmPool {
         self.lock()?.check()
     }
 
+    /// Gives back the chunks that the child pools of dead processes held: see "Whose memory
+    /// is whose" in the [crate docs](crate). The pool does this by itself when it takes its
+    /// lock over from a dead holder, when an allocation or a child's chunk finds no room, and
+    /// when a process takes a slot in a full owner table; a master that learns of a worker's
+    /// death (`SIGCHLD`) can call it at once.
+    ///
+    /// # Errors
+    /// The lock's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(4 << 20)?;
+    /// let start = shm.available();
+    /// // SAFETY: the child process only allocates, then ends as a killed worker would, without
+    /// // running destructors.
+    /// match unsafe { libc::fork() } {
+    ///     0 => {
+    ///         let child = shm.child();
+    ///         let _scratch = child.alloc(100_000);
+    ///         std::mem::forget(child);
+    ///         unsafe { libc::_exit(0) };
+    ///     }
+    ///     pid => unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) },
+    /// };
+    /// let report = shm.reclaim_dead()?;
+    /// assert_eq!(report.processes, 1);
+    /// assert!(report.bytes >= 100_000);
+    /// assert_eq!(shm.available(), start);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn reclaim_dead(&self) -> Result<ReclaimReport, ShmError> {
+        Ok(self.lock()?.reclaim_dead())
+    }
+
     /// The offset of `block` from the start of the pool: the same block in every process, wherever
     /// each has mapped the pool. `None` for a pointer outside the pool.
     pub fn offset_of(&self, block: NonNull<u8>) -> Option<usize> {
@@ -865,6 +953,17 @@ impl ShmPool {
 
 impl Drop for ShmPool {
     fn drop(&mut self) {
+        // No child pool borrows the pool any more: this process's slot has no chunk left in use.
+        let claim = &self.shared().claim;
+        if claim.current().is_some() {
+            match self.lock() {
+                Ok(_guard) => claim.give_up(&self.shared().arena),
+                // The slot then looks dead, and the next process to reclaim empties it.
+                Err(_) => claim.close(),
+            }
+        } else {
+            claim.forget_parents();
+        }
         // SAFETY: the pool registered its `Shared` when made, and no child borrows it any more.
         unsafe { registry::unregister(self.shared) };
         // SAFETY: the pointer came from `Box::leak` in `from_shared`, and nothing refers to it

@@ -353,6 +353,9 @@ extern "C" {
 unsafe extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     crate::children::abandon_all_in_child();
+    crate::owner::forget_all_in_child();
+    // Where the kernel wipes no page on fork, the epoch lives here, and the child draws anew.
+    EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// `PTHREAD_ONCE_INIT`, in memory that `pthread_once` may write from any thread.
@@ -370,9 +373,10 @@ static REGISTER: OnceControl = OnceControl(core::cell::UnsafeCell::new(0));
 /// already abandoned.
 fn register_fork_handler() {
     unsafe extern "C" fn register() {
-        // SAFETY: the handler bumps an atomic and resets the bookkeeping of this process's child
-        // pools, touching only memory of this process and taking no lock, as a handler run in
-        // the child of a fork must.
+        // SAFETY: the handler bumps an atomic, resets the bookkeeping of this process's child
+        // pools and closes the descriptors its parent held owner slots through, touching only
+        // memory of this process and taking no lock, as a handler run in the child of a fork
+        // must.
         unsafe { pthread_atfork(None, None, Some(after_fork_in_child)) };
     }
     // SAFETY: `REGISTER` is a `pthread_once_t` set to `PTHREAD_ONCE_INIT` (0) and used with
@@ -391,6 +395,14 @@ static EPOCH: core::sync::atomic::AtomicPtr<core::sync::atomic::AtomicU64> =
 /// Where [`EPOCH`] points when the kernel has no wipe-on-fork page to give (before Linux 4.14, or
 /// out of memory): a word the fork handler alone can refresh, as before.
 static EPOCH_FALLBACK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// A number that tells this process from every other process, its parent and children
+/// included, whatever pid namespace each is in: drawn at random in each new process (see
+/// [`EPOCH`]). Never 0.
+#[inline]
+pub(crate) fn process_token() -> u64 {
+    epoch()
+}
 
 /// This process's epoch: one load from a page this process already touched, on the path of
 /// every lock, where `getpid()` would be a system call each time.

@@ -71,6 +71,20 @@ fn main() {
         ("hammer_across_pid_namespaces", hammer_across_pid_namespaces),
         ("a_stopped_holder_makes_timed_locks_give_up", a_stopped_holder_makes_timed_locks_give_up),
         ("a_raw_fork_is_a_new_process_to_the_pool", a_raw_fork_is_a_new_process_to_the_pool),
+        ("dead_workers_chunks_come_back", dead_workers_chunks_come_back),
+        ("a_live_process_keeps_its_chunks", a_live_process_keeps_its_chunks),
+        (
+            "a_dead_workers_forked_child_does_not_keep_its_chunks",
+            a_dead_workers_forked_child_does_not_keep_its_chunks,
+        ),
+        (
+            "a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies",
+            a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies,
+        ),
+        (
+            "past_a_full_owner_table_chunks_are_lent_but_not_reclaimed",
+            past_a_full_owner_table_chunks_are_lent_but_not_reclaimed,
+        ),
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
@@ -192,6 +206,12 @@ impl Child {
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
     }
 
+    /// Kills the child with SIGKILL, reaps it, and asserts that the kill is what ended it.
+    fn kill_dead(&mut self) {
+        self.signal_kill();
+        assert_eq!(self.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL), "child {}", self.pid);
+    }
+
     /// Kills and reaps the child, if that was not done yet.
     fn kill(&mut self) {
         if self.reaped {
@@ -258,6 +278,13 @@ impl<A: Atomic> Drop for SharedWords<A> {
     fn drop(&mut self) {
         // SAFETY: the mapping is this value's own, and no reference into it outlives `self`.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len * core::mem::size_of::<A>()) };
+    }
+}
+
+/// Sleeps until the process is killed, as an idle worker does.
+fn idle_until_killed() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -752,6 +779,227 @@ fn w7_a_dead_lock_holder_is_taken_over() {
     // SAFETY: the dead holder's block, freed once on its behalf.
     unsafe { shm.try_free(block) }.unwrap();
     assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead processes' chunks
+// ---------------------------------------------------------------------------------------------
+
+/// Forks a worker that takes `bytes` through a child pool of its own (4 KiB blocks, stamped) and
+/// one block of `direct` bytes from the shared pool itself, says so in `ready`, and waits to be
+/// killed. Returns the worker and the offset of its direct block.
+fn worker_holding(shm: &ShmPool, bytes: usize, direct: usize, ready: &AtomicU64) -> (Child, u64) {
+    ready.store(0, Ordering::Release);
+    let worker = fork(|| {
+        let child = shm.child();
+        for index in 0..bytes / (4 * KIB) {
+            let block = child.alloc(4 * KIB).expect("the worker's child pool finds room");
+            // SAFETY: the block is in use and holds 4 KiB.
+            unsafe { stamp(block, 4 * KIB, index as u64) };
+        }
+        let shared = shm.alloc(direct).expect("a direct block");
+        ready.store(shm.offset_of(shared).unwrap() as u64 + 1, Ordering::Release);
+        idle_until_killed()
+    });
+    let offset = await_word(ready) - 1;
+    (worker, offset)
+}
+
+/// Thirty workers in a row each take 1 MiB through a child pool and are SIGKILLed while idle.
+/// Nobody calls anything on their behalf, yet each finds its megabyte in a 16 MiB pool: the
+/// chunks of the dead come back when a chunk finds no room. The blocks they took from the shared
+/// pool itself stay in use, as shared objects do; once the master frees them, the pool is back
+/// where it started.
+fn dead_workers_chunks_come_back() {
+    const WORKERS: usize = 30;
+    let shm = ShmPool::new(16 * MIB).unwrap();
+    let start = shm.available();
+    let ready = SharedWords::<AtomicU64>::new(1);
+    let mut direct = Vec::new();
+    for _ in 0..WORKERS {
+        let (mut worker, offset) = worker_holding(&shm, MIB, 64, &ready[0]);
+        worker.kill_dead();
+        direct.push(offset);
+    }
+    let report = shm.reclaim_dead().unwrap();
+    assert!(report.processes >= 1, "the last worker's chunks are still out: {report:?}");
+    assert!(report.bytes >= MIB, "{report:?}");
+    assert_eq!(shm.reclaim_dead().unwrap().processes, 0, "nothing is given back twice");
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.lent_bytes, 0);
+    assert_eq!(stats.live_blocks, WORKERS, "the direct blocks outlive their allocators");
+    for offset in direct {
+        // SAFETY: a dead worker's direct block, freed once on its behalf.
+        unsafe { shm.try_free(shm.ptr_at(offset as usize).unwrap()) }.unwrap();
+    }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// A process that is alive keeps its chunks, however often others reclaim, and its blocks keep
+/// their contents; once it is killed, one reclaim gives back exactly what it held.
+fn a_live_process_keeps_its_chunks() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(3);
+    let mut worker = fork(|| {
+        let child = shm.child();
+        let blocks: Vec<_> = (0..64).map(|_| child.alloc(4 * KIB).unwrap()).collect();
+        for (index, &block) in blocks.iter().enumerate() {
+            // SAFETY: the block is in use and holds 4 KiB.
+            unsafe { stamp(block, 4 * KIB, index as u64) };
+        }
+        mailbox[0].store(1, Ordering::Release);
+        await_word(&mailbox[1]);
+        for (index, &block) in blocks.iter().enumerate() {
+            // SAFETY: as above; nobody else has written it.
+            assert!(unsafe { has_stamp(block, 4 * KIB, index as u64) }, "block {index}");
+        }
+        mailbox[2].store(1, Ordering::Release);
+        idle_until_killed()
+    });
+    await_word(&mailbox[0]);
+    let lent = shm.stats().unwrap().lent_bytes;
+    assert!(lent >= 64 * 4 * KIB);
+    for _ in 0..3 {
+        assert_eq!(shm.reclaim_dead().unwrap(), Default::default(), "the worker is alive");
+    }
+    // Allocations that fill the pool look for the dead too, and must not find the worker.
+    let mut filler = Vec::new();
+    while let Some(block) = shm.alloc(64 * KIB) {
+        filler.push(block);
+    }
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent);
+    mailbox[1].store(1, Ordering::Release);
+    await_word(&mailbox[2]);
+    worker.kill_dead();
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!((report.processes, report.bytes), (1, lent), "{report:?}");
+    for block in filler {
+        // SAFETY: each block is in use and freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+    }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// A worker that forked a process of its own before it died: the new process inherited the
+/// worker's descriptors, yet the worker's chunks come back while it still runs (the fork
+/// handler closes its copy of the one the worker's slot is held through).
+fn a_dead_workers_forked_child_does_not_keep_its_chunks() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    let mut worker = fork(|| {
+        let child = shm.child();
+        let _scratch: Vec<_> = (0..16).map(|_| child.alloc(4 * KIB).unwrap()).collect();
+        let grandchild = fork(|| {
+            mailbox[1].store(std::process::id().into(), Ordering::Release);
+            idle_until_killed()
+        });
+        // The grandchild outlives this worker: it is killed by pid below.
+        core::mem::forget(grandchild);
+        await_word(&mailbox[1]);
+        mailbox[0].store(1, Ordering::Release);
+        idle_until_killed()
+    });
+    await_word(&mailbox[0]);
+    worker.kill_dead();
+    let grandchild = mailbox[1].load(Ordering::Acquire) as libc::pid_t;
+    let report = shm.reclaim_dead().unwrap();
+    // SAFETY: the grandchild was reparented, not reaped: its pid is still its own.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    assert_eq!(report.processes, 1, "{report:?}");
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// A worker in a pid namespace of its own, whose pid there means nothing outside: while it
+/// lives, the master's reclaims leave its chunks alone; once it dies, one reclaim gives them back.
+fn a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let start = shm.available();
+    // 0: namespace made (1) or refused (errno + 2); 1: the worker holds its chunks; 2: kill it;
+    // 3: it is dead.
+    let mailbox = SharedWords::<AtomicU64>::new(4);
+    let inside = fork(|| {
+        // SAFETY: this child has a single thread, as `unshare(CLONE_NEWUSER)` requires; it
+        // changes only this process's namespaces, and its children's.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            mailbox[0].store(errno as u64 + 2, Ordering::Release);
+            return;
+        }
+        mailbox[0].store(1, Ordering::Release);
+        // The namespace's first process, its init, starts the worker and kills it when told.
+        fork(|| {
+            let mut worker = fork(|| {
+                assert_eq!(std::process::id(), 2, "the worker is pid 2 of its namespace");
+                let child = shm.child();
+                let _scratch: Vec<_> = (0..32).map(|_| child.alloc(4 * KIB).unwrap()).collect();
+                mailbox[1].store(1, Ordering::Release);
+                idle_until_killed()
+            });
+            await_word(&mailbox[2]);
+            worker.kill_dead();
+            mailbox[3].store(1, Ordering::Release);
+        })
+        .succeeds("the namespace's first process");
+    });
+    let entered = await_word(&mailbox[0]);
+    if entered != 1 {
+        inside.succeeds("the process that tried to make a namespace");
+        println!(
+            "  skipped: the kernel refuses a new user and pid namespace here: {}",
+            std::io::Error::from_raw_os_error((entered - 2) as i32)
+        );
+        return;
+    }
+    await_word(&mailbox[1]);
+    assert_eq!(shm.reclaim_dead().unwrap(), Default::default(), "the worker is alive");
+    let lent = shm.stats().unwrap().lent_bytes;
+    assert!(lent >= 32 * 4 * KIB);
+    mailbox[2].store(1, Ordering::Release);
+    await_word(&mailbox[3]);
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!((report.processes, report.bytes), (1, lent), "{report:?}");
+    inside.succeeds("the processes inside the namespace");
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// With every slot of the owner table held by a live process, one more process still gets
+/// chunks for its child pools, but nobody answers for them: its death gives nothing back. The
+/// others' deaths give theirs back as ever.
+fn past_a_full_owner_table_chunks_are_lent_but_not_reclaimed() {
+    const SLOTS: usize = 128;
+    let shm = ShmPool::new(16 * MIB).unwrap();
+    let ready = SharedWords::<AtomicU64>::new(SLOTS + 1);
+    let mut workers: Vec<Child> = (0..=SLOTS)
+        .map(|index| {
+            let (shm, ready) = (&shm, &ready);
+            let worker = fork(move || {
+                let child = shm.child();
+                let _block = child.alloc(64).expect("a chunk, slot or no slot");
+                ready[index].store(1, Ordering::Release);
+                idle_until_killed()
+            });
+            await_word(&ready[index]);
+            worker
+        })
+        .collect();
+    let chunk = melon_alloc_core::CHUNK_SIZE;
+    assert_eq!(shm.stats().unwrap().lent_bytes, (SLOTS + 1) * chunk);
+    let mut last = workers.pop().unwrap();
+    last.kill_dead();
+    assert_eq!(shm.reclaim_dead().unwrap().processes, 0, "the last one held no slot");
+    for worker in &mut workers {
+        worker.kill_dead();
+    }
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!((report.processes, report.bytes), (SLOTS, SLOTS * chunk), "{report:?}");
+    assert_eq!(shm.stats().unwrap().lent_bytes, chunk, "the slotless chunk stays lent");
     shm.check().unwrap();
 }
 
@@ -1583,6 +1831,13 @@ mod crash {
         (offsets, figures(shm))
     }
 
+    /// Whether `op` is an operation of a child pool, whose chunks are its process's: a death
+    /// anywhere in it gives back all the process held, so the pool ends as if the process had
+    /// never run.
+    fn owned_by_the_process(op: Op) -> bool {
+        matches!(op, Op::ChildLend | Op::ChildTakeBack)
+    }
+
     fn crash(op: Op) {
         let mut outcomes = Vec::new();
         for k in 1.. {
@@ -1596,6 +1851,17 @@ mod crash {
         let points = outcomes.len() - 1;
         println!("  {op:?}: {points} fail points");
         assert!(points >= 3, "{op:?}: {outcomes:?}");
+        if owned_by_the_process(op) {
+            // Whatever the point, the pool is as before: undone, or given back with the dead
+            // process's chunks.
+            let undone = outcomes.iter().filter(|&&outcome| outcome == Outcome::Undone).count();
+            assert!(undone >= 3, "{op:?}: {outcomes:?}");
+            assert_eq!(outcomes[0], Outcome::Untouched, "{op:?}");
+            assert!(outcomes[..points]
+                .iter()
+                .all(|outcome| matches!(outcome, Outcome::Untouched | Outcome::Undone)));
+            return;
+        }
         // Nothing is written before the first fail point, every point after it until the commit
         // leaves a logged write to undo, and the last one comes after the commit.
         let mut expected = vec![Outcome::Untouched];
@@ -1611,6 +1877,9 @@ mod crash {
         if let Some(child) = prepare(op, &before) {
             core::mem::forget(child);
         }
+        // The pool as the process found it, before it made anything its own.
+        let base = ShmPool::new(CAPACITY).unwrap();
+        setup(op, &base);
         let after = ShmPool::new(CAPACITY).unwrap();
         let after_setup = setup(op, &after);
         let child = prepare(op, &after);
@@ -1642,7 +1911,12 @@ mod crash {
                 assert_eq!(stats.lock_takeovers, counters.lock_takeovers + 1, "{op:?} at {k}");
                 let undone = stats.operations_undone - counters.operations_undone;
                 let now = figures(&shm);
+                if owned_by_the_process(op) {
+                    assert_eq!(now, figures(&base), "{op:?} at {k}: the dead process's chunks");
+                }
                 match (undone, now == figures(&before), now == figures(&after)) {
+                    _ if owned_by_the_process(op) && undone == 0 => Outcome::Untouched,
+                    _ if owned_by_the_process(op) && undone == 1 => Outcome::Undone,
                     (0, true, _) => Outcome::Untouched,
                     (1, true, _) => Outcome::Undone,
                     (0, false, true) => Outcome::Committed,
@@ -1664,10 +1938,7 @@ mod crash {
         // Replay the operation where it was undone, so that the pool must now match the one
         // that ran it once; then both must answer the same requests the same way.
         let reference = match outcome {
-            Outcome::Untouched | Outcome::Undone if op == Op::ChildTakeBack => {
-                // Only the dead process could give its chunk back.
-                &before
-            }
+            Outcome::Untouched | Outcome::Undone if owned_by_the_process(op) => &base,
             Outcome::Untouched | Outcome::Undone => {
                 let replayed = run(op, &shm, &ready, None);
                 assert_eq!(replayed, allocated, "{op:?} at {k}: the replay");

@@ -1,0 +1,246 @@
+//! Which process owns the chunks lent to child pools, and who is dead.
+//!
+//! A process claims a slot of the pool's owner table before its first chunk, and holds it
+//! through a write lock on one byte of the pool's file, taken through an open file description
+//! of its own (the file reopened through `/proc/self/fd`). The kernel drops such a lock when
+//! the last descriptor of that description closes, which a process's death does after its
+//! memory is gone: a slot marked claimed whose byte nobody locks belongs to a process that can
+//! no longer touch the pool, whatever pid namespace it ran in and whatever process has its id
+//! now, and its chunks can come back.
+//!
+//! An open file description's lock (`F_OFD_SETLK`), not a process's (`F_SETLK`): a process's
+//! record locks on a file all go when it closes any descriptor of that file, which code that
+//! never heard of the pool may do. And not a robust mutex, like the pool's lock: a mutex is held
+//! by a thread, and the slot would look dead when the thread that claimed it ended.
+
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::arena::{Arena, Reclaimed};
+use crate::layout::{OWNER_SLOTS, PAGE};
+use crate::sys;
+
+/// Where the owner table's lock bytes lie in the pool's file: byte `LOCK_BASE + slot`, far past
+/// the mapping, so that a [`ShmLock`](crate::ShmLock) of the user's that locks a range of the
+/// pool's own bytes does not meet them.
+const LOCK_BASE: i64 = 1 << 62;
+
+/// The descriptions this process holds its slots through, so that the child of a `fork` can
+/// close its copies: a copy would keep its parent's slot looking alive after the parent died.
+/// A description beyond the table still works; only a child that outlives its parent keeps the
+/// parent's chunks until it ends too.
+static HELD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+/// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead) found and gave back.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let report = shm.reclaim_dead()?;
+/// assert_eq!(report.processes, 0, "nobody has died");
+/// assert_eq!(report.bytes, 0);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReclaimReport {
+    /// Processes found dead with chunks, or a slot, still theirs.
+    pub processes: usize,
+    /// Chunks of their child pools taken back.
+    pub chunks: usize,
+    /// Bytes of those chunks.
+    pub bytes: usize,
+}
+
+impl ReclaimReport {
+    fn add(&mut self, reclaimed: Reclaimed) {
+        self.processes += 1;
+        self.chunks += reclaimed.chunks as usize;
+        self.bytes += reclaimed.pages as usize * PAGE;
+    }
+}
+
+/// This process's slot in one pool's owner table. Changed only while the pool's lock is held;
+/// atomics only so that the handle can be shared between threads.
+pub(crate) struct Claim {
+    /// [`sys::process_token`] of the process that claimed the slot, or 0: in the child of a
+    /// fork, the copy names the parent, and the child claims a slot of its own.
+    process: AtomicU64,
+    slot: AtomicU32,
+    /// The description the slot's byte is locked through.
+    fd: AtomicI32,
+    /// Whether [`HELD`] lists `fd`.
+    listed: AtomicBool,
+}
+
+impl Claim {
+    pub(crate) const fn new() -> Self {
+        Self {
+            process: AtomicU64::new(0),
+            slot: AtomicU32::new(0),
+            fd: AtomicI32::new(-1),
+            listed: AtomicBool::new(false),
+        }
+    }
+
+    /// This process's slot, if it has claimed one.
+    #[inline]
+    pub(crate) fn current(&self) -> Option<u32> {
+        (self.process.load(Ordering::Relaxed) == sys::process_token())
+            .then(|| self.slot.load(Ordering::Relaxed))
+    }
+
+    /// This process's slot, claimed now if it has none: `None` when the table is full or the
+    /// system refuses a description or its lock. The caller holds the pool's lock.
+    pub(crate) fn take(&self, arena: &Arena, pool: BorrowedFd<'_>) -> Option<u32> {
+        if let Some(slot) = self.current() {
+            return Some(slot);
+        }
+        self.forget_parents();
+        // A full table may hold the slots of the dead.
+        if (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot)) {
+            reclaim_dead(arena, pool, None);
+        }
+        let description = own_description(pool)?;
+        let slot = (0..OWNER_SLOTS as u32).find(|&slot| {
+            !arena.owner_claimed(slot) && set_lock(&description, slot, libc::F_WRLCK as _)
+        })?;
+        arena.claim_owner(slot);
+        let fd = description.as_raw_fd();
+        // Listed if there is room; otherwise only a forked child outliving this process keeps
+        // the slot (see `HELD`).
+        let listed = HELD.iter().any(|held| {
+            held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        });
+        self.listed.store(listed, Ordering::Relaxed);
+        // Owned from now on by the claim, which closes it through `close_held`.
+        core::mem::forget(description);
+        self.slot.store(slot, Ordering::Relaxed);
+        self.fd.store(fd, Ordering::Relaxed);
+        self.process.store(sys::process_token(), Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// Gives this process's slot up, with whatever chunks are still on it, and drops the lock
+    /// on its byte. The caller holds the pool's lock.
+    pub(crate) fn give_up(&self, arena: &Arena) {
+        if let Some(slot) = self.current() {
+            arena.release_owner(slot);
+            self.close();
+        }
+    }
+
+    /// Drops the lock on this process's slot without touching the pool, when its lock cannot be
+    /// taken: the slot then looks dead, and the next process to reclaim takes its chunks back.
+    pub(crate) fn close(&self) {
+        if self.current().is_some() {
+            self.process.store(0, Ordering::Relaxed);
+            close_held(self.fd.swap(-1, Ordering::Relaxed), self.listed.load(Ordering::Relaxed));
+        }
+    }
+
+    /// In the child of a fork that ran no fork handler (a raw `fork` or `clone` system call),
+    /// closes the copy of the parent's description that the child inherited.
+    pub(crate) fn forget_parents(&self) {
+        if self.process.swap(0, Ordering::Relaxed) != 0 {
+            close_held(self.fd.swap(-1, Ordering::Relaxed), self.listed.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Closes a claim's descriptor `fd`, which [`HELD`] lists if `listed`: in the child of a fork
+/// whose handler ran, the handler closed the listed ones already, and the number may name
+/// another file by now.
+fn close_held(fd: RawFd, listed: bool) {
+    if fd < 0 {
+        return;
+    }
+    // A listed descriptor is still open if its entry is; one the table had no room for was
+    // never closed by anyone else.
+    let open = !listed
+        || HELD.iter().any(|held| {
+            held.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        });
+    if open {
+        // SAFETY: the descriptor was opened by `Claim::take` and is owned by the claim alone:
+        // the fork handler, the only other code that closes such descriptors, clears the entry
+        // of each it closes.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Closes this process's copies of the descriptions its parent held slots through. Run in the
+/// child of a fork, where only the forking thread exists: it takes no lock and only closes
+/// descriptors.
+pub(crate) fn forget_all_in_child() {
+    for held in &HELD {
+        let fd = held.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: the entry listed a description this module opened, inherited by this
+            // process; nothing else in it owns the descriptor.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+/// Gives back the chunks of every process that holds a slot but has died, except `mine`. The
+/// caller holds the pool's lock.
+pub(crate) fn reclaim_dead(
+    arena: &Arena,
+    pool: BorrowedFd<'_>,
+    mine: Option<u32>,
+) -> ReclaimReport {
+    let mut report = ReclaimReport::default();
+    for slot in 0..OWNER_SLOTS as u32 {
+        if Some(slot) != mine && arena.owner_claimed(slot) && !is_held(pool, slot) {
+            report.add(arena.release_owner(slot));
+        }
+    }
+    report
+}
+
+/// A new open file description of the pool's file, private to this process (but for a child
+/// forked without the handler).
+fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", pool.as_raw_fd());
+    rustix::fs::open(
+        path.as_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()
+}
+
+/// The lock request for slot `slot`'s byte.
+fn byte_lock(slot: u32, kind: libc::c_short) -> libc::flock {
+    // SAFETY: `flock` is plain integers, for which all zeroes is a valid value (and `l_pid` must
+    // be 0 for a description's lock).
+    let mut lock: libc::flock = unsafe { core::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = LOCK_BASE + i64::from(slot);
+    lock.l_len = 1;
+    lock
+}
+
+/// Takes (or drops, with `F_UNLCK`) the lock on slot `slot`'s byte through `description`,
+/// without waiting. Whether it was done.
+fn set_lock(description: &OwnedFd, slot: u32, kind: libc::c_short) -> bool {
+    let lock = byte_lock(slot, kind);
+    // SAFETY: the descriptor is open, and `lock` is a valid `flock` that lives across the call.
+    unsafe { libc::fcntl(description.as_raw_fd(), libc::F_OFD_SETLK, &lock) == 0 }
+}
+
+/// Whether some description holds the lock on slot `slot`'s byte: its process is alive. A
+/// description that never locks (the pool's own descriptor) asks, so every holder conflicts
+/// with it. A system that cannot answer counts as alive: a live process's chunks must never be
+/// taken.
+fn is_held(pool: BorrowedFd<'_>, slot: u32) -> bool {
+    let mut lock = byte_lock(slot, libc::F_WRLCK as libc::c_short);
+    // SAFETY: the descriptor is open for the borrow, and `lock` is a valid `flock` the call
+    // writes the answer into.
+    let asked = unsafe { libc::fcntl(pool.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    asked != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
+}

@@ -12,7 +12,11 @@
 //! - `glibc`: [`System`], which is `malloc` and `free` for this layout.
 //! - `heap`: a root [`HeapPool`], which takes no lock.
 //!
-//! Every case runs twice: in `shm_alloc_64`, timed by the wall clock as criterion usually times,
+//! The group `shm_reclaim` times the other side of a worker's life: a process that took 1 MiB
+//! through a child pool, in 64 chunks, and died; the time is that of the
+//! [`ShmPool::reclaim_dead`] that gives its chunks back, in a 64 MiB pool.
+//!
+//! Every case of `shm_alloc_64` runs twice: in `shm_alloc_64`, timed by the wall clock as criterion usually times,
 //! and in `shm_alloc_64_cpu`, timed by the CPU clock of the benchmarking thread. The machine these
 //! benchmarks run on is shared, and while another process holds the core, the wall clock keeps
 //! running but the thread's CPU clock does not; the second group is the cost of the pair with
@@ -191,12 +195,69 @@ fn shm_alloc_64(wall: &mut Criterion, cpu: &mut Criterion<ThreadCpuTime>) {
     cpu.finish();
 }
 
+/// Chunks a dead worker of `shm_reclaim` holds, one block each.
+const DEAD_CHUNKS: usize = 64;
+
+/// A block that takes a 16 KiB chunk of its own: 64 of them are 1 MiB of chunks.
+const CHUNK_BLOCK: usize = 16_000;
+
+/// The time to take back the chunks of a process that died holding [`DEAD_CHUNKS`] of them.
+/// Each iteration forks a worker that fills its child pool and ends without giving anything
+/// back; only the reclaim that follows is timed.
+fn shm_reclaim(wall: &mut Criterion) {
+    let mut group = wall.benchmark_group("shm_reclaim");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let shm = ShmPool::new(SMALL_POOL).expect("a 64 MiB pool");
+    let start = shm.available();
+    group.bench_function("dead_process_1MiB_in_64_chunks", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                die_holding_chunks(&shm);
+                let started = std::time::Instant::now();
+                let report = black_box(shm.reclaim_dead().expect("the lock is free"));
+                total += started.elapsed();
+                assert_eq!(report.chunks, DEAD_CHUNKS, "{report:?}");
+            }
+            total
+        });
+    });
+    group.finish();
+    assert_eq!(shm.available(), start, "every dead worker's chunks came back");
+}
+
+/// Forks a process that takes [`DEAD_CHUNKS`] chunks through a child pool and dies with them,
+/// and reaps it.
+fn die_holding_chunks(shm: &ShmPool) {
+    // SAFETY: the child only allocates from the pool and ends with `_exit`, running none of the
+    // parent's destructors; glibc's fork handlers leave `malloc` usable in it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let child = shm.child();
+        let held = (0..DEAD_CHUNKS).filter(|_| child.alloc(CHUNK_BLOCK).is_some()).count();
+        // SAFETY: ends the process at once, as a killed worker ends, holding everything.
+        unsafe { libc::_exit(i32::from(held != DEAD_CHUNKS)) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is this process's child, and `status` a valid place to write.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the worker took its chunks"
+    );
+}
+
 // What `criterion_group!` and `criterion_main!` expand to, written out because the macro's
 // function is public and undocumented, which the workspace's `missing_docs` lint rejects.
 fn main() {
     let mut wall = Criterion::default().configure_from_args();
     let mut cpu = Criterion::default().with_measurement(ThreadCpuTime).configure_from_args();
     shm_alloc_64(&mut wall, &mut cpu);
+    shm_reclaim(&mut wall);
     wall.final_summary();
     cpu.final_summary();
 }

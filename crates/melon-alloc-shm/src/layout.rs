@@ -2,7 +2,7 @@
 //! one descriptor per page. Everything is offsets and page indices, never pointers, so that a
 //! process can use the pool wherever it has mapped it.
 
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::RobustMutex;
 
 /// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
@@ -56,7 +56,8 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 ///
 /// Version 4 put the C library's robust mutex in place of the thread-id lock word, and records
 /// the C library's kind next to the lock kind.
-pub(crate) const VERSION: u32 = 4;
+/// Version 5 appended the statistics counters ([`Tallies`]) after the allocator state.
+pub(crate) const VERSION: u32 = 5;
 /// The smallest capacity: one page of header and fifteen of data.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -150,6 +151,50 @@ pub(crate) struct Header {
     pub(crate) _pad: u32,
     pub(crate) log: [LogEntry; LOG_CAP],
     pub(crate) state: State,
+    pub(crate) tallies: Tallies,
+}
+
+/// Statistics counters: what the pool has been asked and what became of it, which `stats`
+/// reports and nothing decides on. They are not allocator state, so they stay out of the undo
+/// log: each is an atomic, changed with relaxed loads and stores by the lock's holder (readers
+/// in other processes take the lock too), and a process that dies in the middle of an operation
+/// can leave one off by one, since the undo puts back the state but not them. A fresh mapping's
+/// zeroes are their starting values.
+#[repr(C)]
+pub(crate) struct Tallies {
+    /// Bytes in use at their highest, as last recorded: before each free, where bytes in use
+    /// stand at a high point, rather than after each allocation; `stats` adds the present figure.
+    pub(crate) peak_in_use: AtomicU64,
+    /// Allocations refused, small and large.
+    pub(crate) failures: AtomicU64,
+    /// Per size class, allocation requests that the class serves.
+    pub(crate) requests: [AtomicU64; CLASS_COUNT],
+    /// Per size class, those of them refused.
+    pub(crate) class_failures: [AtomicU64; CLASS_COUNT],
+    /// Dead processes whose chunks were reclaimed.
+    pub(crate) reclaimed_processes: AtomicU64,
+    /// Bytes reclaimed from dead processes.
+    pub(crate) reclaimed_bytes: AtomicU64,
+}
+
+impl Tallies {
+    /// Adds one to `counter`. The caller holds the pool's lock, so a load and a store, cheaper
+    /// than an atomic increment, lose nothing; a counter that wraps is merely wrong, as shared
+    /// memory a buggy process wrote may be anyway.
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Counts one dead process whose chunks, `bytes` of them, went back to the pool. Called
+    /// under the lock by whoever reclaims them; reported by `stats` as `reclaimed_processes`
+    /// and `reclaimed_bytes`.
+    #[cfg_attr(not(test), allow(dead_code, reason = "reclaiming dead processes' chunks calls it"))]
+    pub(crate) fn count_reclaim(&self, bytes: u64) {
+        Self::bump(&self.reclaimed_processes);
+        let total = self.reclaimed_bytes.load(Ordering::Relaxed).wrapping_add(bytes);
+        self.reclaimed_bytes.store(total, Ordering::Relaxed);
+    }
 }
 
 /// The built-in lock: the C library's robust mutex, and who holds it. It has its cache line to

@@ -42,4 +42,4 @@ pub use error::{LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
 pub use pool::{ShmGuard, ShmPool};
 pub use registry::free_shared;
-pub use stats::ShmStats;
+pub use stats::{ShmClassStats, ShmStats};

@@ -16,8 +16,8 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 use rustix::io::Errno;
 
 use crate::layout::{
-    BuiltinLock, Header, LogEntry, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE, PAGE,
-    VERSION,
+    BuiltinLock, Header, LogEntry, State, Tallies, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC,
+    NONE, PAGE, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, Robust};
 use crate::sync::{AtomicU64, Ordering};
@@ -84,6 +84,14 @@ impl Shm {
                 quarantined: 0,
                 free_bytes: 0,
                 lent_pages: 0,
+            },
+            tallies: Tallies {
+                peak_in_use: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                requests: core::array::from_fn(|_| AtomicU64::new(0)),
+                class_failures: core::array::from_fn(|_| AtomicU64::new(0)),
+                reclaimed_processes: AtomicU64::new(0),
+                reclaimed_bytes: AtomicU64::new(0),
             },
         });
         Self {

@@ -13,11 +13,12 @@ use melon_alloc_heap::ChildPool;
 use crate::arena::{Arena, Located};
 use crate::children::{self, Slot};
 use crate::layout::{
-    Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, VERSION,
+    Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
+    SLAB_BLOCKS, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, ShmLock};
 use crate::sys::{self, Mapping};
-use crate::{registry, ShmError, ShmStats};
+use crate::{registry, ShmClassStats, ShmError, ShmStats};
 
 /// The process-local side of a pool: its mapping and its lock. Lives at a fixed address (see
 /// [`ShmPool`]) so that the registry and child pools can point at it.
@@ -335,8 +336,11 @@ impl ShmGuard<'_> {
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> ShmStats {
-        let counters = self.shared.arena.counters();
+        let arena = &self.shared.arena;
+        let (counters, classes) = arena.census();
         let header = self.shared.header_atomics();
+        let tallies = arena.tallies();
+        let count = |counter: &crate::sync::AtomicU64| counter.load(Ordering::Relaxed);
         ShmStats {
             // The mapping's length is the header's capacity, checked at `attach`.
             capacity: self.shared.len(),
@@ -349,7 +353,22 @@ impl ShmGuard<'_> {
             lent_bytes: (counters.lent_pages as usize).saturating_mul(crate::layout::PAGE),
             lock_takeovers: header.takeovers.load(Ordering::Relaxed),
             operations_undone: header.undone.load(Ordering::Relaxed),
-            quarantined_slabs: u64::from(self.shared.arena.quarantined()),
+            quarantined_slabs: u64::from(arena.quarantined()),
+            // Recorded before each free; the present figure may be the highest yet.
+            peak_bytes_in_use: count(&tallies.peak_in_use).max(counters.bytes_in_use) as usize,
+            largest_free_run: arena.largest_run() as usize * crate::layout::PAGE,
+            failures: count(&tallies.failures),
+            segments: 1,
+            reclaimed_processes: count(&tallies.reclaimed_processes),
+            reclaimed_bytes: count(&tallies.reclaimed_bytes),
+            classes: core::array::from_fn(|class| ShmClassStats {
+                block_size: CLASS_SIZES[class],
+                slabs: classes[class].slabs as usize,
+                blocks_in_use: classes[class].live_blocks as usize,
+                blocks: (classes[class].slabs as usize).saturating_mul(SLAB_BLOCKS[class] as usize),
+                requests: count(&tallies.requests[class]),
+                failures: count(&tallies.class_failures[class]),
+            }),
         }
     }
 

@@ -1,5 +1,7 @@
 //! What a shared pool reports about itself.
 
+use core::fmt;
+
 use crate::layout::CLASS_COUNT;
 
 /// A snapshot of a shared pool's state, from [`ShmPool::stats`](crate::ShmPool::stats).
@@ -102,6 +104,79 @@ impl ShmStats {
     /// ```
     pub fn classes(&self) -> &[ShmClassStats] {
         &self.classes
+    }
+}
+
+/// A table for people: the totals, one to a line, then a line for each size class that has a
+/// slab or has been asked for a block, with its block size, slabs, blocks in use, blocks,
+/// requests and failures. The lines are for reading, not parsing; the fields are for programs.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let blocks: Vec<_> = (0..3).map(|_| shm.alloc(64).unwrap()).collect();
+/// let table = shm.stats()?.to_string();
+/// assert!(table.starts_with("capacity"));
+/// assert!(table.contains("192 bytes in 3 blocks"));
+/// let last = table.lines().last().unwrap();
+/// assert_eq!(last.split_whitespace().collect::<Vec<_>>(), ["64", "1", "3", "64", "3", "0"]);
+/// # for block in blocks {
+/// #     // SAFETY: the block came from `shm` and is not used again.
+/// #     unsafe { shm.try_free(block) }?;
+/// # }
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+impl fmt::Display for ShmStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let segments = if self.segments == 1 { "segment" } else { "segments" };
+        writeln!(
+            f,
+            "capacity    {} bytes in {} {segments}, {} of them for data",
+            self.capacity, self.segments, self.data_bytes
+        )?;
+        writeln!(
+            f,
+            "in use      {} bytes in {} blocks ({} large), peak {}",
+            self.bytes_in_use, self.live_blocks, self.large_blocks, self.peak_bytes_in_use
+        )?;
+        writeln!(
+            f,
+            "available   {} bytes; largest free run {} bytes",
+            self.available, self.largest_free_run
+        )?;
+        writeln!(f, "lent        {} bytes to child pools", self.lent_bytes)?;
+        writeln!(f, "failures    {} allocations refused", self.failures)?;
+        writeln!(
+            f,
+            "recovered   {} lock takeovers, {} operations undone, {} slabs quarantined",
+            self.lock_takeovers, self.operations_undone, self.quarantined_slabs
+        )?;
+        writeln!(
+            f,
+            "reclaimed   {} bytes from {} dead processes",
+            self.reclaimed_bytes, self.reclaimed_processes
+        )?;
+        write!(
+            f,
+            "{:>6} {:>8} {:>10} {:>10} {:>12} {:>10}",
+            "class", "slabs", "in use", "blocks", "requests", "failures"
+        )?;
+        for class in self.classes.iter().filter(|class| class.slabs > 0 || class.requests > 0) {
+            write!(
+                f,
+                "\n{:>6} {:>8} {:>10} {:>10} {:>12} {:>10}",
+                class.block_size,
+                class.slabs,
+                class.blocks_in_use,
+                class.blocks,
+                class.requests,
+                class.failures
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -167,3 +167,38 @@ fn the_counters_live_in_the_pool_for_every_handle() {
     assert_eq!(stats.segments, 1);
     assert_eq!((stats.reclaimed_processes, stats.reclaimed_bytes), (0, 0));
 }
+
+#[test]
+fn stats_display_as_totals_then_a_line_per_class_in_use() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let fresh = shm.stats().unwrap().to_string();
+    assert_eq!(fresh.lines().count(), 8, "totals and the header, no class yet:\n{fresh}");
+    let small: Vec<_> = (0..100).map(|_| shm.alloc(64).unwrap()).collect();
+    let medium: Vec<_> = (0..3).map(|_| shm.alloc(5000).unwrap()).collect();
+    let large = shm.alloc(100_000).unwrap();
+    assert_eq!(shm.alloc(8 * MIB), None);
+    let stats = shm.stats().unwrap();
+    let table = stats.to_string();
+    let lines: Vec<_> = table.lines().collect();
+    assert_eq!(lines.len(), 10, "{table}");
+    let line = |label: &str| *lines.iter().find(|line| line.starts_with(label)).unwrap();
+    assert!(line("capacity").contains(&format!("{} bytes in 1 segment,", 4 * MIB)), "{table}");
+    assert!(line("capacity").contains(&format!("{} of them for data", stats.data_bytes)));
+    let in_use = 100 * 64 + 3 * 5120 + 100_000usize.next_multiple_of(PAGE);
+    assert!(line("in use").contains(&format!("{in_use} bytes in 104 blocks (1 large)")));
+    assert!(line("in use").ends_with(&format!("peak {in_use}")), "{table}");
+    assert!(line("available").contains(&format!("{} bytes", stats.available)));
+    assert!(line("available").ends_with(&format!("run {} bytes", stats.largest_free_run)));
+    assert!(line("failures").contains(" 1 allocations refused"), "{table}");
+    assert!(line("lent").contains(" 0 bytes"));
+    let header: Vec<_> = lines[7].split_whitespace().collect();
+    assert_eq!(header, ["class", "slabs", "in", "use", "blocks", "requests", "failures"]);
+    // The columns line up under their headings.
+    assert_eq!(lines[8].len(), lines[7].len(), "{table}");
+    let figures = |line: &str| -> Vec<u64> {
+        line.split_whitespace().map(|figure| figure.parse().unwrap()).collect()
+    };
+    assert_eq!(figures(lines[8]), [64, 2, 100, 128, 100, 0]);
+    assert_eq!(figures(lines[9]), [5120, 1, 3, 12, 3, 0]);
+    free_all(&shm, small.into_iter().chain(medium).chain([large]));
+}

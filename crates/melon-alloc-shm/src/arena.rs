@@ -17,6 +17,7 @@ use crate::layout::{
 };
 use crate::sync::Ordering;
 use crate::tx::Tx;
+use crate::ShmError;
 
 /// Reads a field of a page descriptor.
 macro_rules! get {
@@ -224,6 +225,29 @@ impl Arena {
             self.count_failure(class);
         }
         offset
+    }
+
+    /// Why an allocation of `size` bytes at `align` was just refused: fewer bytes free than the
+    /// smallest block that would serve it (its class's, or its whole pages), or no block of the
+    /// pool could ever serve it, is [`OutOfMemory`](ShmError::OutOfMemory); enough bytes free,
+    /// but in no place that fits, is [`Fragmented`](ShmError::Fragmented). Called under the lock
+    /// right after the refusal, so the figures are the ones the allocation met, and off the
+    /// allocation path, so the walk for the longest free run costs only a refusal.
+    #[cold]
+    pub(crate) fn refusal(&self, size: usize, align: usize) -> ShmError {
+        let need = match self.small_class(size, align) {
+            Some(class) => Some(CLASS_SIZES[class] as u64),
+            None => large_run(size, align).map(|(pages, _)| u64::from(pages) * PAGE as u64),
+        };
+        let available = self.free_bytes();
+        match need {
+            Some(need) if available >= need => ShmError::Fragmented {
+                size,
+                available: available as usize,
+                largest_run: self.largest_run() as usize * PAGE,
+            },
+            _ => ShmError::OutOfMemory { size },
+        }
     }
 
     /// Counts an allocation refused, of `class` if a small class serves it.
@@ -502,11 +526,7 @@ impl Arena {
     }
 
     fn alloc_large(&self, tx: &mut Tx, size: usize, align: usize) -> Option<u64> {
-        let pages = u32::try_from(size.max(1).div_ceil(PAGE)).ok()?;
-        let align_pages = u32::try_from((align / PAGE).max(1)).ok()?;
-        if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
-            return None;
-        }
+        let (pages, align_pages) = large_run(size, align)?;
         let page = self.alloc_run(tx, pages, align_pages)?;
         set!(self, tx, page, kind, kind::LARGE);
         set!(self, tx, page, len, pages);
@@ -1102,6 +1122,15 @@ impl Arena {
         }
         Ok(())
     }
+}
+
+/// The pages of a large block of `size` bytes at `align`, and the multiple of pages it starts
+/// at; `None` when no run could hold it: more pages than a page index counts, or an alignment
+/// beyond the mapping's own.
+fn large_run(size: usize, align: usize) -> Option<(u32, u32)> {
+    let pages = u32::try_from(size.max(1).div_ceil(PAGE)).ok()?;
+    let align_pages = u32::try_from((align / PAGE).max(1)).ok()?;
+    (align_pages as usize * PAGE <= crate::sys::MAP_ALIGN).then_some((pages, align_pages))
 }
 
 /// How many corrupt slabs one allocation takes out of use before it gives up on its class and

@@ -228,7 +228,8 @@ impl ShmGuard<'_> {
     /// Allocates `size` bytes aligned to 16.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`] when no room is left.
+    /// [`ShmError::OutOfMemory`] when too few bytes are free; [`ShmError::Fragmented`] when enough
+    /// are, but in no place that fits the block.
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, ShmError> {
         self.alloc_layout(
             Layout::from_size_align(size, 16).map_err(|_| ShmError::OutOfMemory { size })?,
@@ -238,14 +239,11 @@ impl ShmGuard<'_> {
     /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`] when no room is left.
+    /// As for [`alloc`](ShmGuard::alloc); [`ShmError::OutOfMemory`] for an alignment above
+    /// 2 MiB.
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
-        let size = layout.size();
-        let offset = self
-            .shared
-            .arena
-            .alloc(size, layout.align().max(16))
-            .ok_or(ShmError::OutOfMemory { size })?;
+        let (arena, size, align) = (&self.shared.arena, layout.size(), layout.align().max(16));
+        let offset = arena.alloc(size, align).ok_or_else(|| arena.refusal(size, align))?;
         Ok(self.shared.ptr_at(offset))
     }
 
@@ -267,7 +265,8 @@ impl ShmGuard<'_> {
     ///
     /// # Errors
     /// [`ShmError::Free`] when `block` is not an in-use block of the pool;
-    /// [`ShmError::OutOfMemory`] when it must move and there is no room (it stays as it was).
+    /// [`ShmError::OutOfMemory`] or [`ShmError::Fragmented`] when it must move and there is no
+    /// room (it stays as it was).
     ///
     /// # Safety
     /// As for [`ShmPool::realloc`].
@@ -737,7 +736,21 @@ impl ShmPool {
     /// Allocates `size` bytes aligned to 16.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`], or the lock's error.
+    /// [`ShmError::OutOfMemory`] when too few bytes are free; [`ShmError::Fragmented`] when enough
+    /// are, but in no place that fits the block; the lock's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.try_alloc(100)?;
+    /// assert!(matches!(shm.try_alloc(2 << 20), Err(ShmError::OutOfMemory { .. })));
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(block) }?;
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub fn try_alloc(&self, size: usize) -> Result<NonNull<u8>, ShmError> {
         self.lock()?.alloc(size)
     }

@@ -272,7 +272,7 @@ impl Arena {
     }
 
     /// Bytes of the blocks in use, from the counters: the data bytes neither free nor lent.
-    pub(crate) fn in_use_bytes(&self) -> u64 {
+    fn in_use_bytes(&self) -> u64 {
         let data = u64::from(self.page_count - self.first_data) * PAGE as u64;
         let lent = state!(self, lent_pages).saturating_mul(PAGE as u64);
         data.saturating_sub(lent).saturating_sub(self.free_bytes())

@@ -11,11 +11,13 @@ use core::ptr::{addr_of, addr_of_mut};
 use melon_alloc_core::FreeError;
 
 use crate::layout::{
-    bitmap_offset, class_of, kind, Geometry, Header, Owner, PageDesc, State, BIN_COUNT,
+    bitmap_offset, class_of, kind, Geometry, Header, Owner, PageDesc, State, Tallies, BIN_COUNT,
     CHUNK_PAGES, CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, OWNER_SLOTS,
     PAGE, SLAB_BLOCKS, SLAB_PAGES, VERSION,
 };
+use crate::sync::Ordering;
 use crate::tx::Tx;
+use crate::ShmError;
 
 /// Reads a field of a page descriptor.
 macro_rules! get {
@@ -166,6 +168,14 @@ impl Arena {
         unsafe { addr_of_mut!((*self.base.cast::<Header>()).state) }
     }
 
+    /// The statistics counters, which the allocator bumps and never reads back.
+    pub(crate) fn tallies(&self) -> &Tallies {
+        // SAFETY: (1) the header is at the start of the mapping, which outlives every use of
+        // the arena; (2) the tallies are atomics all, which other processes change only
+        // atomically, so a shared reference to them claims nothing untrue.
+        unsafe { &*addr_of!((*self.base.cast::<Header>()).tallies) }
+    }
+
     /// The bitmap word holding the in-use bit of `offset`, and the bit's mask.
     fn in_use_bit(&self, offset: u64) -> (*mut u64, u64) {
         // Clamped like a page in `desc`: an offset out of the pool, which only corrupt links
@@ -204,9 +214,40 @@ impl Arena {
 
     /// Allocates `size` bytes aligned to `align` (a power of two). Returns the block's offset.
     pub(crate) fn alloc(&self, size: usize, align: usize) -> Option<u64> {
+        let class = self.small_class(size, align);
+        if let Some(class) = class {
+            Tallies::bump(&self.tallies().requests[class]);
+        }
+        let offset = self.alloc_in(class, size, align);
+        if offset.is_none() {
+            self.count_failure(class);
+        }
+        offset
+    }
+
+    /// Tries an allocation that [`alloc`](Arena::alloc) just refused again, after something
+    /// (reclaiming the chunks of the dead) may have made room: the same request, so a success
+    /// takes the refusal back out of the failures.
+    #[cold]
+    pub(crate) fn alloc_after_refusal(&self, size: usize, align: usize) -> Option<u64> {
+        let class = self.small_class(size, align);
+        let offset = self.alloc_in(class, size, align);
+        if offset.is_some() {
+            let tallies = self.tallies();
+            Tallies::unbump(&tallies.failures);
+            if let Some(class) = class {
+                Tallies::unbump(&tallies.class_failures[class]);
+            }
+        }
+        offset
+    }
+
+    /// Allocates `size` bytes at `align` from `class`, the small class that serves them if any.
+    #[inline]
+    fn alloc_in(&self, class: Option<usize>, size: usize, align: usize) -> Option<u64> {
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
-        let offset = match self.small_class(size, align) {
+        let offset = match class {
             // A pool with no room for a new slab may still have a page run for the block.
             Some(class) => {
                 self.alloc_small(&mut tx, class).or_else(|| self.alloc_large(&mut tx, size, align))
@@ -215,6 +256,78 @@ impl Arena {
         };
         tx.commit();
         offset
+    }
+
+    /// Why an allocation of `size` bytes at `align` was just refused: fewer bytes free than the
+    /// smallest block that would serve it (its class's, or its whole pages), or no block of the
+    /// pool could ever serve it, is [`OutOfMemory`](ShmError::OutOfMemory); enough bytes free,
+    /// but in no place that fits, is [`Fragmented`](ShmError::Fragmented). Called under the lock
+    /// right after the refusal, so the figures are the ones the allocation met, and off the
+    /// allocation path, so the walk for the longest free run costs only a refusal.
+    #[cold]
+    pub(crate) fn refusal(&self, size: usize, align: usize) -> ShmError {
+        let need = match self.small_class(size, align) {
+            Some(class) => Some(CLASS_SIZES[class] as u64),
+            None => large_run(size, align).map(|(pages, _)| u64::from(pages) * PAGE as u64),
+        };
+        let available = self.free_bytes();
+        match need {
+            Some(need) if available >= need => ShmError::Fragmented {
+                size,
+                available: available as usize,
+                largest_run: self.largest_run() as usize * PAGE,
+            },
+            _ => ShmError::OutOfMemory { size },
+        }
+    }
+
+    /// Counts an allocation refused, of `class` if a small class serves it.
+    #[cold]
+    fn count_failure(&self, class: Option<usize>) {
+        let tallies = self.tallies();
+        Tallies::bump(&tallies.failures);
+        if let Some(class) = class {
+            Tallies::bump(&tallies.class_failures[class]);
+        }
+    }
+
+    /// Records the bytes in use as the peak if they are above it. Called before each free:
+    /// bytes in use grow only between frees, so each high point comes right before one, or is
+    /// the present, which `stats` adds; an allocation then pays for no comparison.
+    fn note_peak(&self) {
+        let peak = &self.tallies().peak_in_use;
+        let in_use = self.in_use_bytes();
+        if in_use > peak.load(Ordering::Relaxed) {
+            peak.store(in_use, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes of the blocks in use, from the counters: the data bytes neither free nor lent.
+    fn in_use_bytes(&self) -> u64 {
+        let data = u64::from(self.page_count - self.first_data) * PAGE as u64;
+        let lent = state!(self, lent_pages).saturating_mul(PAGE as u64);
+        data.saturating_sub(lent).saturating_sub(self.free_bytes())
+    }
+
+    /// The longest free run, in pages: the longest of the highest non-empty bin, since each bin's
+    /// runs are longer than those of every bin below. A bin whose list turns out broken counts as
+    /// far as it is sound, or not at all, and gives way to the next; the walk, like every walk
+    /// of a list, stops after as many runs as the pool has pages.
+    pub(crate) fn largest_run(&self) -> u32 {
+        let mask = state!(self, bin_mask);
+        let mut budget = self.page_count;
+        for bin in (0..BIN_COUNT).rev().filter(|&bin| mask & (1 << bin) != 0) {
+            let (mut run, mut longest) = (state!(self, bins[bin]), 0);
+            while run != NONE && budget > 0 && self.is_free_run(run, bin) {
+                budget -= 1;
+                longest = longest.max(get!(self, run, len));
+                run = get!(self, run, next);
+            }
+            if longest > 0 {
+                return longest;
+            }
+        }
+        0
     }
 
     /// The class that serves `size` bytes at `align`, if a small one does: slabs start on a page,
@@ -366,7 +479,7 @@ impl Arena {
 
     /// Sets `free_bytes` from the pages, after an operation left half done was undone.
     pub(crate) fn recount_free_bytes(&self) {
-        let counted = self.count_pages();
+        let counted = self.count_pages(&mut [ClassCount::default(); CLASS_COUNT]);
         // SAFETY: the word lies in the header, and the lock is held (see `new`).
         unsafe { self.free_bytes_word().write(counted.free_bytes) };
     }
@@ -444,11 +557,7 @@ impl Arena {
     }
 
     fn alloc_large(&self, tx: &mut Tx, size: usize, align: usize) -> Option<u64> {
-        let pages = u32::try_from(size.max(1).div_ceil(PAGE)).ok()?;
-        let align_pages = u32::try_from((align / PAGE).max(1)).ok()?;
-        if align_pages as usize * PAGE > crate::sys::MAP_ALIGN {
-            return None;
-        }
+        let (pages, align_pages) = large_run(size, align)?;
         let page = self.alloc_run(tx, pages, align_pages)?;
         set!(self, tx, page, kind, kind::LARGE);
         set!(self, tx, page, len, pages);
@@ -760,6 +869,7 @@ impl Arena {
     /// chunks lent to child pools are refused: their child frees them.
     pub(crate) fn free(&self, offset: u64) -> Result<(), FreeError> {
         let located = self.locate(offset)?;
+        self.note_peak();
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
         match located {
@@ -815,14 +925,22 @@ impl Arena {
     /// The counters: the two kept in the state, and the rest added up from the pages, which
     /// keeps them off the allocation path.
     pub(crate) fn counters(&self) -> Counters {
-        let mut counted = self.count_pages();
-        counted.free_bytes = state!(self, free_bytes);
-        counted.lent_pages = state!(self, lent_pages);
-        counted
+        self.census().0
     }
 
-    /// Adds up blocks, bytes and pages by walking the runs.
-    fn count_pages(&self) -> Counters {
+    /// The counters, and per size class its slabs and their blocks in use: one walk of the
+    /// pages.
+    pub(crate) fn census(&self) -> (Counters, [ClassCount; CLASS_COUNT]) {
+        let mut classes = [ClassCount::default(); CLASS_COUNT];
+        let mut counted = self.count_pages(&mut classes);
+        counted.free_bytes = state!(self, free_bytes);
+        counted.lent_pages = state!(self, lent_pages);
+        (counted, classes)
+    }
+
+    /// Adds up blocks, bytes and pages by walking the runs, and each class's slabs and blocks in
+    /// use into `classes`.
+    fn count_pages(&self, classes: &mut [ClassCount; CLASS_COUNT]) -> Counters {
         let mut counted =
             Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
         let mut page = self.first_data;
@@ -837,6 +955,8 @@ impl Arena {
                     let size = CLASS_SIZES[class] as u64;
                     counted.live_blocks += live;
                     counted.bytes_in_use += live * size;
+                    classes[class].slabs += 1;
+                    classes[class].live_blocks += live;
                     let slab_bytes = u64::from(get!(self, page, len)) * PAGE as u64;
                     counted.free_bytes += slab_bytes.saturating_sub(live * size);
                 }
@@ -1048,6 +1168,15 @@ impl Arena {
     }
 }
 
+/// The pages of a large block of `size` bytes at `align`, and the multiple of pages it starts
+/// at; `None` when no run could hold it: more pages than a page index counts, or an alignment
+/// beyond the mapping's own.
+fn large_run(size: usize, align: usize) -> Option<(u32, u32)> {
+    let pages = u32::try_from(size.max(1).div_ceil(PAGE)).ok()?;
+    let align_pages = u32::try_from((align / PAGE).max(1)).ok()?;
+    (align_pages as usize * PAGE <= crate::sys::MAP_ALIGN).then_some((pages, align_pages))
+}
+
 /// How many corrupt slabs one allocation takes out of use before it gives up on its class and
 /// looks for a page run instead.
 const QUARANTINE_ROUNDS: u32 = 4;
@@ -1082,6 +1211,15 @@ pub(crate) struct Counters {
     pub(crate) bytes_in_use: u64,
     pub(crate) lent_pages: u64,
     pub(crate) data_pages: u32,
+}
+
+/// What the pages hold of one size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClassCount {
+    /// Slabs of the class, quarantined ones included.
+    pub(crate) slabs: u64,
+    /// Blocks in use in them.
+    pub(crate) live_blocks: u64,
 }
 
 /// The arena over an ordinary zeroed buffer instead of a mapping: everything it does is

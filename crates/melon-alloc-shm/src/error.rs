@@ -71,10 +71,55 @@ pub enum ShmError {
         /// How long the caller waited.
         waited: core::time::Duration,
     },
-    /// No free run or block is large enough.
+    /// Too few bytes are free for the block the request needs (its size rounded up to its
+    /// size class, or to whole pages), or no block of the pool could ever hold it (a size or an
+    /// alignment beyond what a pool maps).
     OutOfMemory {
         /// The size asked for.
         size: usize,
+    },
+    /// Enough bytes are free, but in no place that fits the block: every free run of pages is
+    /// too short (or starts off the alignment asked for), and the free blocks in slabs belong to
+    /// other size classes, or are the unused tails of slabs. Freeing blocks that share slabs or
+    /// lie between free runs helps; a pool this fragmented holds many long-lived blocks among
+    /// short-lived ones.
+    ///
+    /// `largest_run` can reach the size asked for in one case: a request that is not a power of
+    /// two of pages looks only at the first run of the bin that would hold it, so that an
+    /// allocation never searches a bin, and a longer run further down the bin is not tried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// // Fill a pool with 64-byte blocks, then free every other one: half of it is free, in
+    /// // 64-byte holes.
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut blocks = Vec::new();
+    /// while let Some(block) = shm.alloc(64) {
+    ///     blocks.push(block);
+    /// }
+    /// for block in blocks.iter().step_by(2) {
+    ///     // SAFETY: the block came from `shm` and is not used again.
+    ///     unsafe { shm.try_free(*block) }?;
+    /// }
+    /// let available = shm.available();
+    /// assert_eq!(
+    ///     shm.try_alloc(4096),
+    ///     Err(ShmError::Fragmented { size: 4096, available, largest_run: 0 })
+    /// );
+    /// assert!(shm.alloc(64).is_some(), "the holes still hold 64-byte blocks");
+    /// # Ok::<(), ShmError>(())
+    /// ```
+    Fragmented {
+        /// The size asked for.
+        size: usize,
+        /// The bytes free, as [`ShmStats::available`](crate::ShmStats::available) counts them.
+        available: usize,
+        /// Bytes of the longest free run of pages, as
+        /// [`ShmStats::largest_free_run`](crate::ShmStats::largest_free_run) counts them.
+        largest_run: usize,
     },
     /// The pointer is not an in-use block of the pool.
     Free(FreeError),
@@ -103,6 +148,11 @@ impl fmt::Display for ShmError {
                 write!(f, "the pool's lock stayed held for {waited:?}, past the timeout")
             }
             Self::OutOfMemory { size } => write!(f, "no room for {size} bytes"),
+            Self::Fragmented { size, available, largest_run } => write!(
+                f,
+                "no room for {size} bytes in one place: {available} bytes are free, in runs of at \
+                 most {largest_run} bytes and in slabs of other sizes"
+            ),
             Self::Free(error) => error.fmt(f),
             Self::Corrupt(error) => error.fmt(f),
         }

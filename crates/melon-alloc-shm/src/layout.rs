@@ -2,7 +2,7 @@
 //! one descriptor per page. Everything is offsets and page indices, never pointers, so that a
 //! process can use the pool wherever it has mapped it.
 
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::RobustMutex;
 
 /// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
@@ -55,10 +55,11 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// The layout version; a pool of another version is refused.
 ///
 /// Version 4 put the C library's robust mutex in place of the thread-id lock word, and records
-/// the C library's kind next to the lock kind. Version 5 added the owner table, and links each
-/// lent chunk into its owner's list.
+/// the C library's kind next to the lock kind. Version 5 added the owner table, linked each lent
+/// chunk into its owner's list, and appended the statistics counters ([`Tallies`]) after the
+/// allocator state.
 pub(crate) const VERSION: u32 = 5;
-/// The smallest capacity: one page of header and fifteen of data.
+/// The smallest capacity: two pages of header and fourteen of data.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
 pub(crate) const MAX_CAPACITY: usize = 1 << 40;
@@ -169,6 +170,55 @@ pub(crate) struct Header {
     pub(crate) _pad: u32,
     pub(crate) log: [LogEntry; LOG_CAP],
     pub(crate) state: State,
+    pub(crate) tallies: Tallies,
+}
+
+/// Statistics counters: what the pool has been asked and what became of it, which `stats`
+/// reports and nothing decides on. They are not allocator state, so they stay out of the undo
+/// log: each is an atomic, changed with relaxed loads and stores by the lock's holder (readers
+/// in other processes take the lock too), and a process that dies in the middle of an operation
+/// can leave one off by one, since the undo puts back the state but not them. A fresh mapping's
+/// zeroes are their starting values.
+#[repr(C)]
+pub(crate) struct Tallies {
+    /// Bytes in use at their highest, as last recorded: before each free, where bytes in use
+    /// stand at a high point, rather than after each allocation; `stats` adds the present figure.
+    pub(crate) peak_in_use: AtomicU64,
+    /// Allocations refused, small and large.
+    pub(crate) failures: AtomicU64,
+    /// Per size class, allocation requests that the class serves.
+    pub(crate) requests: [AtomicU64; CLASS_COUNT],
+    /// Per size class, those of them refused.
+    pub(crate) class_failures: [AtomicU64; CLASS_COUNT],
+    /// Dead processes whose chunks were reclaimed.
+    pub(crate) reclaimed_processes: AtomicU64,
+    /// Bytes reclaimed from dead processes.
+    pub(crate) reclaimed_bytes: AtomicU64,
+}
+
+impl Tallies {
+    /// Adds one to `counter`. The caller holds the pool's lock, so a load and a store, cheaper
+    /// than an atomic increment, lose nothing; a counter that wraps is merely wrong, as shared
+    /// memory a buggy process wrote may be anyway.
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Takes back one [`bump`](Tallies::bump) of `counter`, under the lock.
+    #[inline]
+    pub(crate) fn unbump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+    }
+
+    /// Counts one dead process whose chunks, `bytes` of them, went back to the pool. Called
+    /// under the lock by whoever reclaims them; reported by `stats` as `reclaimed_processes`
+    /// and `reclaimed_bytes`.
+    pub(crate) fn count_reclaim(&self, bytes: u64) {
+        Self::bump(&self.reclaimed_processes);
+        let total = self.reclaimed_bytes.load(Ordering::Relaxed).wrapping_add(bytes);
+        self.reclaimed_bytes.store(total, Ordering::Relaxed);
+    }
 }
 
 /// The built-in lock: the C library's robust mutex, and who holds it. It has its cache line to
@@ -222,9 +272,9 @@ static_assertions::const_assert_eq!(
     core::mem::offset_of!(PageDesc, free) + 4
 );
 static_assertions::const_assert_eq!(DESC_OFFSET % 8, 0);
-// A pool of the smallest capacity keeps its header, descriptors and bitmap in one page.
+// A pool of the smallest capacity keeps its header, descriptors and bitmap in two pages.
 static_assertions::const_assert!(
-    DESC_OFFSET + (MIN_CAPACITY / PAGE) * 32 + MIN_CAPACITY / GRAIN / 8 <= PAGE
+    DESC_OFFSET + (MIN_CAPACITY / PAGE) * 32 + MIN_CAPACITY / GRAIN / 8 <= 2 * PAGE
 );
 static_assertions::const_assert!(core::mem::align_of::<Header>() <= PAGE);
 
@@ -321,7 +371,7 @@ mod tests {
     #[test]
     fn geometry_leaves_room_for_data() {
         let small = Geometry::for_capacity(MIN_CAPACITY).unwrap();
-        assert_eq!(small.first_data_page, 1);
+        assert_eq!(small.first_data_page, 2);
         assert_eq!(small.page_count, 16);
         let big = Geometry::for_capacity(1 << 30).unwrap();
         let meta = big.first_data_page as usize * PAGE;

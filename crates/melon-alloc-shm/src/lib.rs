@@ -61,4 +61,4 @@ pub use lock::ShmLock;
 pub use owner::ReclaimReport;
 pub use pool::{ShmGuard, ShmPool};
 pub use registry::free_shared;
-pub use stats::ShmStats;
+pub use stats::{ShmClassStats, ShmStats};

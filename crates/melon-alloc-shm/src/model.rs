@@ -16,8 +16,8 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 use rustix::io::Errno;
 
 use crate::layout::{
-    BuiltinLock, Header, LogEntry, Owner, State, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN, MAGIC, NONE,
-    OWNER_SLOTS, PAGE, VERSION,
+    BuiltinLock, Header, LogEntry, Owner, State, Tallies, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN,
+    MAGIC, NONE, OWNER_SLOTS, PAGE, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, Robust};
 use crate::sync::{AtomicU64, Ordering};
@@ -85,6 +85,14 @@ impl Shm {
                 free_bytes: 0,
                 lent_pages: 0,
                 owners: [Owner { chunks: NONE, claimed: 0 }; OWNER_SLOTS],
+            },
+            tallies: Tallies {
+                peak_in_use: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                requests: core::array::from_fn(|_| AtomicU64::new(0)),
+                class_failures: core::array::from_fn(|_| AtomicU64::new(0)),
+                reclaimed_processes: AtomicU64::new(0),
+                reclaimed_bytes: AtomicU64::new(0),
             },
         });
         Self {

@@ -195,7 +195,9 @@ pub(crate) fn reclaim_dead(
     let mut report = ReclaimReport::default();
     for slot in 0..OWNER_SLOTS as u32 {
         if Some(slot) != mine && arena.owner_claimed(slot) && !is_held(pool, slot) {
-            report.add(arena.release_owner(slot));
+            let reclaimed = arena.release_owner(slot);
+            arena.tallies().count_reclaim(reclaimed.pages * PAGE as u64);
+            report.add(reclaimed);
         }
     }
     report

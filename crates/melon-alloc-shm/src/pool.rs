@@ -13,12 +13,13 @@ use melon_alloc_heap::ChildPool;
 use crate::arena::{Arena, Located};
 use crate::children::{self, Slot};
 use crate::layout::{
-    Geometry, Header, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY, NONE, VERSION,
+    Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
+    NONE, SLAB_BLOCKS, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, ShmLock};
 use crate::owner::{self, Claim, ReclaimReport};
 use crate::sys::{self, Mapping};
-use crate::{registry, ShmError, ShmStats};
+use crate::{registry, ShmClassStats, ShmError, ShmStats};
 
 /// The process-local side of a pool: its mapping and its lock. Lives at a fixed address (see
 /// [`ShmPool`]) so that the registry and child pools can point at it.
@@ -241,7 +242,8 @@ impl ShmGuard<'_> {
     /// Allocates `size` bytes aligned to 16.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`] when no room is left.
+    /// [`ShmError::OutOfMemory`] when too few bytes are free; [`ShmError::Fragmented`] when enough
+    /// are, but in no place that fits the block.
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, ShmError> {
         self.alloc_layout(
             Layout::from_size_align(size, 16).map_err(|_| ShmError::OutOfMemory { size })?,
@@ -251,17 +253,18 @@ impl ShmGuard<'_> {
     /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`] when no room is left.
+    /// As for [`alloc`](ShmGuard::alloc); [`ShmError::OutOfMemory`] for an alignment above
+    /// 2 MiB.
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
-        let (size, align) = (layout.size(), layout.align().max(16));
-        let arena = &self.shared.arena;
+        let (arena, size, align) = (&self.shared.arena, layout.size(), layout.align().max(16));
         let offset = match arena.alloc(size, align) {
-            Some(offset) => Some(offset),
+            Some(offset) => offset,
             // The dead may hold the room this block needs.
-            None if self.reclaim_dead().chunks > 0 => arena.alloc(size, align),
-            None => None,
-        }
-        .ok_or(ShmError::OutOfMemory { size })?;
+            None if self.reclaim_dead().chunks > 0 => {
+                arena.alloc_after_refusal(size, align).ok_or_else(|| arena.refusal(size, align))?
+            }
+            None => return Err(arena.refusal(size, align)),
+        };
         Ok(self.shared.ptr_at(offset))
     }
 
@@ -283,7 +286,8 @@ impl ShmGuard<'_> {
     ///
     /// # Errors
     /// [`ShmError::Free`] when `block` is not an in-use block of the pool;
-    /// [`ShmError::OutOfMemory`] when it must move and there is no room (it stays as it was).
+    /// [`ShmError::OutOfMemory`] or [`ShmError::Fragmented`] when it must move and there is no
+    /// room (it stays as it was).
     ///
     /// # Safety
     /// As for [`ShmPool::realloc`].
@@ -352,8 +356,11 @@ impl ShmGuard<'_> {
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> ShmStats {
-        let counters = self.shared.arena.counters();
+        let arena = &self.shared.arena;
+        let (counters, classes) = arena.census();
         let header = self.shared.header_atomics();
+        let tallies = arena.tallies();
+        let count = |counter: &crate::sync::AtomicU64| counter.load(Ordering::Relaxed);
         ShmStats {
             // The mapping's length is the header's capacity, checked at `attach`.
             capacity: self.shared.len(),
@@ -366,7 +373,22 @@ impl ShmGuard<'_> {
             lent_bytes: (counters.lent_pages as usize).saturating_mul(crate::layout::PAGE),
             lock_takeovers: header.takeovers.load(Ordering::Relaxed),
             operations_undone: header.undone.load(Ordering::Relaxed),
-            quarantined_slabs: u64::from(self.shared.arena.quarantined()),
+            quarantined_slabs: u64::from(arena.quarantined()),
+            // Recorded before each free; the present figure may be the highest yet.
+            peak_bytes_in_use: count(&tallies.peak_in_use).max(counters.bytes_in_use) as usize,
+            largest_free_run: arena.largest_run() as usize * crate::layout::PAGE,
+            failures: count(&tallies.failures),
+            segments: 1,
+            reclaimed_processes: count(&tallies.reclaimed_processes),
+            reclaimed_bytes: count(&tallies.reclaimed_bytes),
+            classes: core::array::from_fn(|class| ShmClassStats {
+                block_size: CLASS_SIZES[class],
+                slabs: classes[class].slabs as usize,
+                blocks_in_use: classes[class].live_blocks as usize,
+                blocks: (classes[class].slabs as usize).saturating_mul(SLAB_BLOCKS[class] as usize),
+                requests: count(&tallies.requests[class]),
+                failures: count(&tallies.class_failures[class]),
+            }),
         }
     }
 
@@ -770,7 +792,21 @@ impl ShmPool {
     /// Allocates `size` bytes aligned to 16.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`], or the lock's error.
+    /// [`ShmError::OutOfMemory`] when too few bytes are free; [`ShmError::Fragmented`] when enough
+    /// are, but in no place that fits the block; the lock's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.try_alloc(100)?;
+    /// assert!(matches!(shm.try_alloc(2 << 20), Err(ShmError::OutOfMemory { .. })));
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(block) }?;
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub fn try_alloc(&self, size: usize) -> Result<NonNull<u8>, ShmError> {
         self.lock()?.alloc(size)
     }
@@ -1110,8 +1146,9 @@ mod tests {
             // SAFETY: the header of a live mapping, under its lock.
             unsafe {
                 let log = addr_of_mut!((*header).log).cast::<crate::layout::LogEntry>();
-                for (index, key) in [u64::MAX, 1 << 20, (1 << 20) - 4, 0x1001, 3].iter().enumerate()
-                {
+                // The first word past the metadata, as a 64-bit one.
+                let data = (u64::from((*header).first_data_page) * crate::layout::PAGE as u64) | 1;
+                for (index, key) in [u64::MAX, 1 << 20, (1 << 20) - 4, data, 3].iter().enumerate() {
                     log.add(index).write(crate::layout::LogEntry { key: *key, old: u64::MAX });
                 }
                 (*header).log_len.store(5, Ordering::Relaxed);

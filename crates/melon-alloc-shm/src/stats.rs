@@ -1,7 +1,38 @@
 //! What a shared pool reports about itself.
 
+use core::fmt;
+
+use crate::layout::CLASS_COUNT;
+
 /// A snapshot of a shared pool's state, from [`ShmPool::stats`](crate::ShmPool::stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// The figures are read under the pool's lock, so they agree with each other. The per-class
+/// figures ([`classes`](ShmStats::classes)) are an array inside the snapshot rather than a
+/// collection beside it, so that a snapshot is one `Copy` value of under 2 KiB, taken without
+/// allocating while the lock is held.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let block = shm.alloc(64).unwrap();
+/// // SAFETY: the block came from `shm` and is not used again.
+/// unsafe { shm.try_free(block) }?;
+/// assert!(shm.alloc(4 << 20).is_none());
+/// let stats = shm.stats()?;
+/// assert_eq!(stats.bytes_in_use, 0);
+/// assert_eq!(stats.peak_bytes_in_use, 64, "the high-water mark of bytes in use");
+/// assert_eq!(stats.failures, 1, "the 4 MiB request");
+/// // The refused request first gave back the empty slab kept for the next 64 bytes: the
+/// // pool's free bytes are one run again.
+/// assert_eq!(stats.largest_free_run, stats.available);
+/// assert_eq!(stats.segments, 1);
+/// assert_eq!((stats.reclaimed_processes, stats.reclaimed_bytes), (0, 0));
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShmStats {
     /// Bytes of the mapping, header included.
@@ -12,12 +43,23 @@ pub struct ShmStats {
     pub available: usize,
     /// Bytes of the blocks in use, at their class size or in whole pages.
     pub bytes_in_use: usize,
+    /// The most bytes ever in use at once: the high-water mark of `bytes_in_use`.
+    pub peak_bytes_in_use: usize,
     /// Blocks in use, small and large.
     pub live_blocks: usize,
     /// Large blocks in use.
     pub large_blocks: usize,
     /// Bytes lent to child pools as chunks.
     pub lent_bytes: usize,
+    /// Bytes of the longest run of free pages: the largest block the pool can hand out as a
+    /// page run, and, set beside `available`, a measure of how fragmented the pool is. A slab's
+    /// free blocks are not in it.
+    pub largest_free_run: usize,
+    /// Allocations the pool refused, small and large, since it was made (the chunks it lends to
+    /// child pools are not allocations of its own).
+    pub failures: u64,
+    /// Mapped segments the pool's memory lies in: 1, as a pool is one mapping.
+    pub segments: usize,
     /// Times a process took the lock over from a holder that had died.
     pub lock_takeovers: u64,
     /// Operations found half done after their process died, and undone.
@@ -26,4 +68,199 @@ pub struct ShmStats {
     /// found corrupt, as a write into a freed block leaves it; see
     /// [`ShmCheckError::Quarantined`](crate::ShmCheckError::Quarantined).
     pub quarantined_slabs: u64,
+    /// Dead processes whose chunks went back to the pool.
+    pub reclaimed_processes: u64,
+    /// Bytes that went back to the pool from dead processes.
+    pub reclaimed_bytes: u64,
+    /// Per size class, smallest first.
+    pub(crate) classes: [ShmClassStats; CLASS_COUNT],
+}
+
+// A snapshot is copied out from under the lock; the docs promise it stays small.
+static_assertions::const_assert!(core::mem::size_of::<ShmStats>() < 2048);
+
+impl ShmStats {
+    /// The figures of each size class that slabs serve, smallest block size first: every
+    /// request up to 8 KiB goes to the smallest class that holds it (a larger one for a larger
+    /// alignment).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let blocks: Vec<_> = (0..3).map(|_| shm.alloc(100).unwrap()).collect();
+    /// let stats = shm.stats()?;
+    /// let class = stats.classes().iter().find(|class| class.block_size >= 100).unwrap();
+    /// assert_eq!(class.block_size, 112);
+    /// assert_eq!((class.slabs, class.blocks_in_use, class.requests), (1, 3, 3));
+    /// assert!(stats.classes().windows(2).all(|pair| pair[0].block_size < pair[1].block_size));
+    /// for block in blocks {
+    ///     // SAFETY: the block came from `shm` and is not used again.
+    ///     unsafe { shm.try_free(block) }?;
+    /// }
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn classes(&self) -> &[ShmClassStats] {
+        &self.classes
+    }
+}
+
+/// A table for people: the totals, one to a line, then a line for each size class that has a
+/// slab or has been asked for a block, with its block size, slabs, blocks in use, blocks,
+/// requests and failures. The lines are for reading, not parsing; the fields are for programs.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let blocks: Vec<_> = (0..3).map(|_| shm.alloc(64).unwrap()).collect();
+/// let table = shm.stats()?.to_string();
+/// assert!(table.starts_with("capacity"));
+/// assert!(table.contains("192 bytes in 3 blocks"));
+/// let last = table.lines().last().unwrap();
+/// assert_eq!(last.split_whitespace().collect::<Vec<_>>(), ["64", "1", "3", "64", "3", "0"]);
+/// # for block in blocks {
+/// #     // SAFETY: the block came from `shm` and is not used again.
+/// #     unsafe { shm.try_free(block) }?;
+/// # }
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+impl fmt::Display for ShmStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let segments = if self.segments == 1 { "segment" } else { "segments" };
+        writeln!(
+            f,
+            "capacity    {} bytes in {} {segments}, {} of them for data",
+            self.capacity, self.segments, self.data_bytes
+        )?;
+        writeln!(
+            f,
+            "in use      {} bytes in {} blocks ({} large), peak {}",
+            self.bytes_in_use, self.live_blocks, self.large_blocks, self.peak_bytes_in_use
+        )?;
+        writeln!(
+            f,
+            "available   {} bytes; largest free run {} bytes",
+            self.available, self.largest_free_run
+        )?;
+        writeln!(f, "lent        {} bytes to child pools", self.lent_bytes)?;
+        writeln!(f, "failures    {} allocations refused", self.failures)?;
+        writeln!(
+            f,
+            "recovered   {} lock takeovers, {} operations undone, {} slabs quarantined",
+            self.lock_takeovers, self.operations_undone, self.quarantined_slabs
+        )?;
+        writeln!(
+            f,
+            "reclaimed   {} bytes from {} dead processes",
+            self.reclaimed_bytes, self.reclaimed_processes
+        )?;
+        write!(
+            f,
+            "{:>6} {:>8} {:>10} {:>10} {:>12} {:>10}",
+            "class", "slabs", "in use", "blocks", "requests", "failures"
+        )?;
+        for class in self.classes.iter().filter(|class| class.slabs > 0 || class.requests > 0) {
+            write!(
+                f,
+                "\n{:>6} {:>8} {:>10} {:>10} {:>12} {:>10}",
+                class.block_size,
+                class.slabs,
+                class.blocks_in_use,
+                class.blocks,
+                class.requests,
+                class.failures
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for ShmStats {
+    fn default() -> Self {
+        Self {
+            capacity: 0,
+            data_bytes: 0,
+            available: 0,
+            bytes_in_use: 0,
+            peak_bytes_in_use: 0,
+            live_blocks: 0,
+            large_blocks: 0,
+            lent_bytes: 0,
+            largest_free_run: 0,
+            failures: 0,
+            segments: 0,
+            lock_takeovers: 0,
+            operations_undone: 0,
+            quarantined_slabs: 0,
+            reclaimed_processes: 0,
+            reclaimed_bytes: 0,
+            classes: [ShmClassStats::default(); CLASS_COUNT],
+        }
+    }
+}
+
+/// What one size class of a shared pool holds and has been asked for, from
+/// [`ShmStats::classes`].
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let block = shm.alloc(64).unwrap();
+/// let stats = shm.stats()?;
+/// let class = stats.classes().iter().find(|class| class.block_size == 64).unwrap();
+/// assert_eq!(class.slabs, 1);
+/// assert_eq!(class.blocks, 64, "a 4 KiB slab of 64-byte blocks");
+/// assert_eq!(class.blocks_in_use, 1);
+/// assert_eq!((class.requests, class.failures), (1, 0));
+/// // SAFETY: the block came from `shm` and is not used again.
+/// unsafe { shm.try_free(block) }?;
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShmClassStats {
+    /// Bytes of each block of the class.
+    pub block_size: usize,
+    /// Slabs of the class: runs of pages cut into its blocks.
+    pub slabs: usize,
+    /// Blocks of the class in use.
+    pub blocks_in_use: usize,
+    /// Blocks the class's slabs hold, in use or not.
+    pub blocks: usize,
+    /// Allocation requests the class served or was asked to, since the pool was made. A request
+    /// that finds no room for a new slab and gets a run of pages instead counts here all the
+    /// same.
+    pub requests: u64,
+    /// Those of the requests that were refused.
+    pub failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::arena::Arena;
+    use crate::layout::PAGE;
+    use crate::ShmPool;
+
+    #[test]
+    fn reclaims_are_counted_in_stats() {
+        let shm = ShmPool::new(1 << 20).unwrap();
+        let guard = shm.lock().unwrap();
+        assert_eq!((guard.stats().reclaimed_processes, guard.stats().reclaimed_bytes), (0, 0));
+        // SAFETY: the mapping holds a formatted pool, and the guard holds its lock.
+        let arena = unsafe { Arena::new(shm.shared().base()) };
+        arena.tallies().count_reclaim(3 * PAGE as u64);
+        arena.tallies().count_reclaim(PAGE as u64);
+        let stats = guard.stats();
+        assert_eq!((stats.reclaimed_processes, stats.reclaimed_bytes), (2, 4 * PAGE as u64));
+        drop(guard);
+        shm.check().unwrap();
+    }
 }

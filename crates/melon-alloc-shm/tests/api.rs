@@ -218,6 +218,69 @@ fn try_alloc_reports_out_of_memory_with_the_size_and_changes_nothing() {
 }
 
 #[test]
+fn try_alloc_tells_a_fragmented_pool_from_a_full_one() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let data = shm.stats().unwrap().data_bytes;
+    let mut refusals = 0;
+    let mut blocks = Vec::new();
+    while let Some(block) = shm.alloc(64) {
+        blocks.push(block);
+    }
+    refusals += 1;
+    // 64-byte blocks fill one-page slabs exactly: nothing is free, and nothing fits.
+    assert_eq!(blocks.len() * 64, data);
+    for size in [16, 64, 4096, MIB] {
+        assert_eq!(shm.try_alloc(size), Err(ShmError::OutOfMemory { size }));
+        refusals += 1;
+    }
+    // Every other block back: half the data is free, in 64-byte holes, and no page is.
+    let (freed, kept): (Vec<_>, Vec<_>) = blocks.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    free_all(&shm, freed.into_iter().map(|(_, &block)| block));
+    let available = data / 2;
+    assert_eq!(shm.available(), available);
+    for size in [16, 4096, MIB] {
+        let refused = shm.try_alloc(size);
+        assert_eq!(refused, Err(ShmError::Fragmented { size, available, largest_run: 0 }));
+        refusals += 1;
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains(&format!("{size} bytes")), "{message}");
+        assert!(message.contains(&format!("{available} bytes are free")), "{message}");
+    }
+    // More than is free is out of memory, however it lies.
+    assert_eq!(shm.try_alloc(available + 1), Err(ShmError::OutOfMemory { size: available + 1 }));
+    refusals += 1;
+    // The holes take 64-byte blocks still.
+    let again = shm.alloc(64).unwrap();
+    free_all(&shm, [again]);
+    // Emptying slabs 1 to 4 (slab 0 heads its class's list and stays) gives their pages back,
+    // which merge into a run of four.
+    let (emptied, kept): (Vec<_>, Vec<_>) =
+        kept.into_iter().partition(|(i, _)| (64..5 * 64).contains(i));
+    free_all(&shm, emptied.into_iter().map(|(_, &block)| block));
+    let available = available + 2 * PAGE;
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.available, stats.largest_free_run), (available, 4 * PAGE));
+    assert_eq!(
+        shm.try_alloc(MIB),
+        Err(ShmError::Fragmented { size: MIB, available, largest_run: 4 * PAGE })
+    );
+    refusals += 1;
+    // The guard reports a block that cannot move the same way, and keeps it.
+    let mut guard = shm.lock().unwrap();
+    let (_, &block) = kept[0];
+    // SAFETY: the block is in use and stays so when the move fails.
+    let refused = unsafe { guard.realloc(block, MIB) };
+    assert_eq!(refused, Err(ShmError::Fragmented { size: MIB, available, largest_run: 4 * PAGE }));
+    refusals += 1;
+    let run = guard.alloc(4 * PAGE).unwrap();
+    drop(guard);
+    assert_eq!(shm.stats().unwrap().failures, refusals);
+    free_all(&shm, kept.into_iter().map(|(_, &block)| block).chain([run]));
+    assert_eq!(shm.available(), data);
+    shm.check().unwrap();
+}
+
+#[test]
 fn alloc_zeroed_zeroes_memory_that_held_data() {
     let shm = ShmPool::new(MIB).unwrap();
     for size in [1, 100, 2048, 5000, 70_000] {
@@ -849,6 +912,7 @@ fn sixty_four_byte_objects_fill_nine_tenths_of_the_capacity() {
     for capacity in [64 * KIB, MIB, 64 * MIB] {
         let shm = ShmPool::new(capacity).unwrap();
         let start = shm.available();
+        let data_bytes = shm.stats().unwrap().data_bytes;
         let mut guard = shm.lock().unwrap();
         let mut offsets = Vec::with_capacity(capacity / 64);
         while let Ok(block) = guard.alloc(64) {
@@ -856,7 +920,13 @@ fn sixty_four_byte_objects_fill_nine_tenths_of_the_capacity() {
             offsets.push(shm.offset_of(block).unwrap());
         }
         let usable = offsets.len() * 64;
-        assert!(usable * 10 >= capacity * 9, "capacity {capacity}: only {usable} bytes usable");
+        // 64-byte blocks fill their one-page slabs exactly: every data byte is usable. The
+        // smallest pool spends two of its sixteen pages on metadata; from 1 MiB up, the
+        // metadata is under a tenth.
+        assert_eq!(usable, data_bytes, "capacity {capacity}");
+        if capacity >= MIB {
+            assert!(usable * 10 >= capacity * 9, "capacity {capacity}: only {usable} bytes usable");
+        }
         assert_eq!(guard.available(), 0, "capacity {capacity}");
         offsets.sort_unstable();
         assert!(offsets.windows(2).all(|pair| pair[1] - pair[0] >= 64), "capacity {capacity}");

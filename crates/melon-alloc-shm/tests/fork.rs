@@ -829,6 +829,8 @@ fn dead_workers_chunks_come_back() {
     let stats = shm.stats().unwrap();
     assert_eq!(stats.lent_bytes, 0);
     assert_eq!(stats.live_blocks, WORKERS, "the direct blocks outlive their allocators");
+    assert_eq!(stats.reclaimed_processes, WORKERS as u64, "each dead worker, once");
+    assert!(stats.reclaimed_bytes >= (WORKERS * MIB) as u64, "{stats:?}");
     for offset in direct {
         // SAFETY: a dead worker's direct block, freed once on its behalf.
         unsafe { shm.try_free(shm.ptr_at(offset as usize).unwrap()) }.unwrap();

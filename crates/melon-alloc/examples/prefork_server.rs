@@ -67,6 +67,7 @@ fn main() {
     // SAFETY: the board came from the pool, and no worker is left to use it.
     unsafe { shm.free(std::ptr::NonNull::from(&board[0]).cast()) };
     let stats = shm.stats().expect("the lock is free");
+    println!("\n{stats}\n");
     println!(
         "{} bytes free (started with {start}), {} blocks live, {} bytes lent, pool consistent: {}",
         stats.available,

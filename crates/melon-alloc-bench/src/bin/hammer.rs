@@ -24,15 +24,22 @@
 //! Criterion cannot time work spread over processes, which is why this is a plain binary:
 //!
 //! ```text
-//! cargo run --release -p melon-alloc-bench --bin hammer -- [OPS] [--processes 1,2,4,16]
+//! cargo run --release -p melon-alloc-bench --bin hammer -- [OPS] [--quick] [--processes 1,2,4,16]
 //!     [--runs 3] [--variants shm,shm-child,glibc,heap] [--tsv PATH]
 //! ```
+//!
+//! `--quick` does a twentieth of the operations in two runs, which is enough to see that every
+//! cell works, not to quote its figures. The tables show the median of the runs with the lowest
+//! and highest in brackets, the workers' CPU time per operation, and the ratios that the
+//! targets are set on.
 //!
 //! With `--tsv PATH` it also writes one line per run to `PATH` (variant, processes, run, million
 //! operations per second, CPU nanoseconds per operation, tab-separated, after a header line),
 //! which is what `cargo xtask bench` reads.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
@@ -40,7 +47,7 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use melon_alloc::{ChildPool, HeapPool};
-use melon_alloc_bench::XorShift64;
+use melon_alloc_bench::{exit_with, Spread, XorShift64};
 use melon_alloc_shm::ShmPool;
 
 /// Operations per process unless the command line says otherwise.
@@ -85,7 +92,7 @@ const SHM_OVER_MELON: f64 = 4.0;
 const CHILD_OVER_GLIBC: f64 = 0.5;
 
 /// One way of giving the processes memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Variant {
     /// Every operation on the shared pool itself.
     Shm,
@@ -375,12 +382,22 @@ struct Options {
     tsv: Option<String>,
 }
 
-/// Parses `[OPS] [--processes LIST] [--runs N] [--variants LIST] [--tsv PATH]`.
+/// Operations per process with `--quick`.
+const QUICK_OPS: u64 = 100_000;
+
+/// Runs of every cell with `--quick`: two, so that the spread is shown too.
+const QUICK_RUNS: usize = 2;
+
+/// Parses `[OPS] [--quick] [--processes LIST] [--runs N] [--variants LIST] [--tsv PATH]`.
+///
+/// `--quick` sets the operations and runs to [`QUICK_OPS`] and [`QUICK_RUNS`], wherever it
+/// stands; an operation count or `--runs` given as well still wins.
 fn parse(args: &[String]) -> Result<Options, String> {
+    let quick = args.iter().any(|arg| arg == "--quick");
     let mut options = Options {
-        ops: DEFAULT_OPS,
+        ops: if quick { QUICK_OPS } else { DEFAULT_OPS },
         processes: DEFAULT_PROCESSES.to_vec(),
-        runs: DEFAULT_RUNS,
+        runs: if quick { QUICK_RUNS } else { DEFAULT_RUNS },
         variants: Variant::ALL.to_vec(),
         tsv: None,
     };
@@ -388,6 +405,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
+            "--quick" => {}
             "--processes" => {
                 options.processes = value("--processes")?
                     .split(',')
@@ -427,128 +445,133 @@ fn quoted(table: &[(usize, f64)], processes: usize) -> Option<f64> {
     table.iter().find(|&&(count, _)| count == processes).map(|&(_, figure)| figure)
 }
 
-/// The median of some figures (the mean of the middle two for an even count).
-fn median(figures: &[f64]) -> f64 {
-    let mut sorted = figures.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
+/// Every run's figures of every cell: million operations per second and the workers' CPU
+/// nanoseconds per operation, by variant and process count.
+struct Figures {
+    runs: BTreeMap<(Variant, usize), Vec<(f64, f64)>>,
+}
+
+impl Figures {
+    /// Million operations per second of a cell: the median of its runs and their extremes.
+    fn mops(&self, variant: Variant, processes: usize) -> Option<Spread> {
+        let runs = self.runs.get(&(variant, processes))?;
+        Some(Spread::of(&runs.iter().map(|&(mops, _)| mops).collect::<Vec<_>>()))
+    }
+
+    /// The median CPU nanoseconds per operation of a cell.
+    fn cpu_ns(&self, variant: Variant, processes: usize) -> Option<f64> {
+        let runs = self.runs.get(&(variant, processes))?;
+        Some(Spread::of(&runs.iter().map(|&(_, cpu)| cpu).collect::<Vec<_>>()).median)
+    }
+
+    /// The median of a figure: a measured cell, or a quoted figure where there is one.
+    fn median(&self, figure: Figure, processes: usize) -> Option<f64> {
+        match figure {
+            Figure::Measured(variant) => self.mops(variant, processes).map(|s| s.median),
+            Figure::Quoted(table) => quoted(table, processes),
+        }
+    }
+}
+
+/// A figure a ratio is made of: a variant measured in this run, or a quoted one.
+#[derive(Clone, Copy)]
+enum Figure {
+    Measured(Variant),
+    Quoted(&'static [(usize, f64)]),
+}
+
+/// The ratios the report shows, as (label, numerator, denominator).
+const RATIOS: [(&str, Figure, Figure); 4] = [
+    ("shm / Melon (target >= 4, quoted)", Figure::Measured(Variant::Shm), Figure::Quoted(&MELON)),
+    (
+        "shm-child / glibc (target >= 0.5)",
+        Figure::Measured(Variant::ShmChild),
+        Figure::Measured(Variant::Glibc),
+    ),
+    ("shm / glibc", Figure::Measured(Variant::Shm), Figure::Measured(Variant::Glibc)),
+    ("Melon / glibc (both quoted)", Figure::Quoted(&MELON), Figure::Quoted(&GLIBC_QUOTED)),
+];
+
+/// Runs every cell, the runs going round all cells in turn, and returns their figures and the
+/// lines of the tab-separated file.
+fn measure(options: &Options) -> Result<(Figures, String), String> {
+    let Options { ops, ref processes, runs, ref variants, .. } = *options;
+    let mut lines = String::from("variant\tprocesses\trun\tmops\tcpu_ns_per_op\n");
+    let mut figures = Figures { runs: BTreeMap::new() };
+    // The runs go round every cell in turn, so that a stretch of load on the machine spreads
+    // over all variants instead of landing on one.
+    for run_index in 1..=runs {
+        for &count in processes {
+            for &variant in variants {
+                let Timing { elapsed, cpu } = run(variant, count, ops)?;
+                let total = (count as u64 * ops) as f64;
+                let mops = total / elapsed.as_secs_f64() / 1e6;
+                let per_op = cpu.as_secs_f64() * 1e9 / total;
+                eprintln!(
+                    "run {run_index}: {:>9} x {count:>2}: {:7.1} ms, {mops:6.2} M ops/s, \
+                     {per_op:6.1} ns CPU per operation",
+                    variant.name(),
+                    elapsed.as_secs_f64() * 1e3
+                );
+                let _ =
+                    writeln!(lines, "{}\t{count}\t{run_index}\t{mops}\t{per_op}", variant.name());
+                figures.runs.entry((variant, count)).or_default().push((mops, per_op));
+            }
+        }
+    }
+    Ok((figures, lines))
+}
+
+/// Prints a table with a row per variant (or ratio, as `what` says) and a column per process
+/// count.
+fn table(what: &str, processes: &[usize], rows: &[(String, Vec<String>)]) {
+    let counts: Vec<String> = processes
+        .iter()
+        .map(|&count| format!("{count} process{}", if count == 1 { "" } else { "es" }))
+        .collect();
+    println!("| {what} | {} |", counts.join(" | "));
+    println!("|---|{}", "---:|".repeat(processes.len()));
+    for (label, cells) in rows {
+        println!("| {label} | {} |", cells.join(" | "));
     }
 }
 
 /// Runs every cell and prints the tables.
 fn hammer(options: &Options) -> Result<(), String> {
     let Options { ops, ref processes, runs, ref variants, ref tsv } = *options;
-    let mut lines = String::from("variant\tprocesses\trun\tmops\tcpu_ns_per_op\n");
     println!(
         "Hammer: each process does {ops} random allocations and frees of {MIN_SIZE} to {MAX_SIZE} \
-         bytes, at most {MAX_LIVE} live; {runs} run(s) per cell, median shown; {} cores.",
+         bytes, at most {MAX_LIVE} live; {runs} run(s) per cell; {} cores.",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    // figures[p][v]: million operations per second of every run of that cell; cpu_ns[p][v]: the
-    // workers' CPU time per operation in nanoseconds.
-    let mut figures = vec![vec![Vec::new(); variants.len()]; processes.len()];
-    let mut cpu_ns = figures.clone();
-    // The runs go round every cell in turn, so that a stretch of load on the machine spreads
-    // over all variants instead of landing on one.
-    for run_index in 0..runs {
-        for (p, &count) in processes.iter().enumerate() {
-            for (v, &variant) in variants.iter().enumerate() {
-                let Timing { elapsed, cpu } = run(variant, count, ops)?;
-                let total = (count as u64 * ops) as f64;
-                let mops = total / elapsed.as_secs_f64() / 1e6;
-                let per_op = cpu.as_secs_f64() * 1e9 / total;
-                eprintln!(
-                    "run {}: {:>9} x {count:>2}: {:7.1} ms, {mops:6.2} M ops/s, \
-                     {per_op:6.1} ns CPU per operation",
-                    run_index + 1,
-                    variant.name(),
-                    elapsed.as_secs_f64() * 1e3
-                );
-                lines.push_str(&format!(
-                    "{}\t{count}\t{}\t{mops}\t{per_op}\n",
-                    variant.name(),
-                    run_index + 1
-                ));
-                figures[p][v].push(mops);
-                cpu_ns[p][v].push(per_op);
-            }
-        }
-    }
-
+    let (figures, lines) = measure(options)?;
     if let Some(path) = tsv {
         std::fs::write(path, lines).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
 
-    let column = |variant: Variant| variants.iter().position(|&v| v == variant);
-    let (shm, child, glibc) =
-        (column(Variant::Shm), column(Variant::ShmChild), column(Variant::Glibc));
+    let na = || "n/a".to_string();
     println!();
-    println!("Total million operations per second (median of {runs}):");
-    println!();
-    let names: Vec<&str> = variants.iter().map(|v| v.name()).collect();
     println!(
-        "| processes | {} | shm / Melon (target >= {SHM_OVER_MELON}) | shm-child / glibc \
-         (target >= {CHILD_OVER_GLIBC}) | shm / glibc | Melon / glibc (quoted) |",
-        names.join(" | ")
+        "Total million operations per second, by process count: median of {runs} run(s), \
+         lowest and highest in brackets."
     );
-    println!("|---:|{}---:|---:|---:|---:|", "---:|".repeat(variants.len()));
-    let mut shm_met = true;
-    let mut child_met = true;
-    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-    // Two decimals, or three below 0.1, where two would leave a single significant digit.
-    let show = |r: Option<f64>| match r {
-        None => "n/a".to_string(),
-        Some(r) if r < 0.1 => format!("{r:.3}"),
-        Some(r) => format!("{r:.2}"),
-    };
-    for (p, &count) in processes.iter().enumerate() {
-        let medians: Vec<f64> = figures[p].iter().map(|runs| median(runs)).collect();
-        let cell = |index: Option<usize>| index.map(|i| medians[i]);
-        let over_melon = ratio(cell(shm), quoted(&MELON, count));
-        let over_glibc = ratio(cell(child), cell(glibc));
-        // Melon's figures come from another machine and day than this run's; set against
-        // glibc's figure from the same measurement, each side is measured in units of its own
-        // glibc, which cancels the difference between the machines to first order.
-        let shm_over_glibc = ratio(cell(shm), cell(glibc));
-        let melon_over_glibc = ratio(quoted(&MELON, count), quoted(&GLIBC_QUOTED, count));
-        // The targets are set at 1, 2 and 4 processes; 16 shows scaling and has none.
-        if count <= 4 {
-            shm_met &= over_melon.is_none_or(|r| r >= SHM_OVER_MELON);
-            child_met &= over_glibc.is_none_or(|r| r >= CHILD_OVER_GLIBC);
-        }
-        let cells: Vec<String> = medians.iter().map(|m| format!("{m:.2}")).collect();
-        println!(
-            "| {count} | {} | {} | {} | {} | {} |",
-            cells.join(" | "),
-            show(over_melon),
-            show(over_glibc),
-            show(shm_over_glibc),
-            show(melon_over_glibc)
-        );
-    }
-
-    if runs > 1 {
-        println!();
-        println!("Spread: lowest and highest of the {runs} runs, million operations per second:");
-        println!();
-        println!("| processes | {} |", names.join(" | "));
-        println!("|---:|{}", "---:|".repeat(variants.len()));
-        for (p, &count) in processes.iter().enumerate() {
-            let cells: Vec<String> = figures[p]
+    println!();
+    let mut rows: Vec<(String, Vec<String>)> = variants
+        .iter()
+        .map(|&variant| {
+            let cells = processes
                 .iter()
-                .map(|runs| {
-                    let low = runs.iter().copied().fold(f64::INFINITY, f64::min);
-                    let high = runs.iter().copied().fold(0.0, f64::max);
-                    format!("{low:.2} to {high:.2}")
-                })
+                .map(|&count| figures.mops(variant, count).map_or_else(na, |s| s.show()))
                 .collect();
-            println!("| {count} | {} |", cells.join(" | "));
-        }
-    }
+            (variant.name().to_string(), cells)
+        })
+        .collect();
+    let melon = processes.iter().map(|&count| quoted(&MELON, count));
+    rows.push((
+        "Melon (quoted)".into(),
+        melon.map(|figure| figure.map_or_else(na, |f| format!("{f:.2}"))).collect(),
+    ));
+    table("variant", processes, &rows);
 
     println!();
     println!(
@@ -556,14 +579,45 @@ fn hammer(options: &Options) -> Result<(), String> {
          the cost of an operation with waiting for the lock or for a core left out."
     );
     println!();
-    println!("| processes | {} |", names.join(" | "));
-    println!("|---:|{}", "---:|".repeat(variants.len()));
-    for (p, &count) in processes.iter().enumerate() {
-        let cells: Vec<String> =
-            cpu_ns[p].iter().map(|runs| format!("{:.0}", median(runs))).collect();
-        println!("| {count} | {} |", cells.join(" | "));
-    }
+    let rows: Vec<(String, Vec<String>)> = variants
+        .iter()
+        .map(|&variant| {
+            let cells = processes
+                .iter()
+                .map(|&count| figures.cpu_ns(variant, count).map_or_else(na, |c| format!("{c:.0}")))
+                .collect();
+            (variant.name().to_string(), cells)
+        })
+        .collect();
+    table("variant", processes, &rows);
 
+    println!();
+    println!("Ratios of the medians:");
+    println!();
+    // Two decimals, or three below 0.1, where two would leave a single significant digit.
+    let show = |r: f64| if r < 0.1 { format!("{r:.3}") } else { format!("{r:.2}") };
+    let rows: Vec<(String, Vec<String>)> = RATIOS
+        .iter()
+        .map(|&(label, over, under)| {
+            let cells = processes
+                .iter()
+                .map(|&count| {
+                    let ratio = figures.median(over, count).zip(figures.median(under, count));
+                    ratio.map_or_else(na, |(a, b)| show(a / b))
+                })
+                .collect();
+            (label.to_string(), cells)
+        })
+        .collect();
+    table("ratio", processes, &rows);
+
+    // The targets are set at 1, 2 and 4 processes; 16 shows scaling and has none.
+    let met = |over: Figure, under: Figure, target: f64| {
+        processes.iter().filter(|&&count| count <= 4).all(|&count| {
+            let ratio = figures.median(over, count).zip(figures.median(under, count));
+            ratio.is_none_or(|(a, b)| a / b >= target)
+        })
+    };
     println!();
     let melon: Vec<String> = MELON.iter().map(|(n, f)| format!("{f} at {n}")).collect();
     let glibc_quoted: Vec<String> =
@@ -574,10 +628,14 @@ fn hammer(options: &Options) -> Result<(), String> {
         glibc_quoted.join(", ")
     );
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
-    if shm.is_some() {
+    let shm = Figure::Measured(Variant::Shm);
+    if variants.contains(&Variant::Shm) {
+        let shm_met = met(shm, Figure::Quoted(&MELON), SHM_OVER_MELON);
         println!("shm >= {SHM_OVER_MELON} x Melon at 1, 2 and 4 processes: {}", verdict(shm_met));
     }
-    if child.is_some() && glibc.is_some() {
+    if variants.contains(&Variant::ShmChild) && variants.contains(&Variant::Glibc) {
+        let child = Figure::Measured(Variant::ShmChild);
+        let child_met = met(child, Figure::Measured(Variant::Glibc), CHILD_OVER_GLIBC);
         println!(
             "shm-child >= {CHILD_OVER_GLIBC} x glibc (same run) at 1, 2 and 4 processes: {}",
             verdict(child_met)
@@ -588,11 +646,5 @@ fn hammer(options: &Options) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args).and_then(|options| hammer(&options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("hammer: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with("hammer", || parse(&args).and_then(|options| hammer(&options)))
 }

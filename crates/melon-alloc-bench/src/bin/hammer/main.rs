@@ -1,5 +1,6 @@
-//! Many processes hammering one shared pool with random allocations and frees, against Melon's
-//! figures for the same workload and against glibc and heap pools in private heaps.
+//! Many processes hammering one shared pool with random allocations and frees, against
+//! rts-alloc's shared region, Melon's figures for the same workload, and glibc and heap pools in
+//! private heaps.
 //!
 //! Each of N processes, forked from this one after the pool is made, runs the same loop: draw
 //! from its own seeded xorshift generator; if it holds fewer than 256 blocks and a coin flip says
@@ -15,6 +16,11 @@
 //! - `shm`: every operation on one shared [`ShmPool`], each taking the pool's lock.
 //! - `shm-child`: each process makes its own child pool with [`ShmPool::child`] after the fork
 //!   and works through it, taking the shared lock only when it needs or returns a chunk.
+//! - `rts-alloc`: one shared region of the `rts-alloc` crate (see [`rts`]), the same size as
+//!   the shared pool; each process claims a worker slot after the fork and allocates from slabs
+//!   of its own without a lock. It rounds every request up to a power of two of at least 256
+//!   bytes, and at the end each process checks that the region counts none of its bytes as
+//!   still allocated.
 //! - `glibc`: each process uses [`System`], glibc's `malloc` and `free`, in its private heap.
 //! - `heap`: each process uses its own melon [`HeapPool`].
 //!
@@ -25,7 +31,7 @@
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin hammer -- [OPS] [--quick] [--processes 1,2,4,16]
-//!     [--runs 3] [--variants shm,shm-child,glibc,heap] [--tsv PATH]
+//!     [--runs 3] [--variants shm,shm-child,rts-alloc,glibc,heap] [--tsv PATH]
 //! ```
 //!
 //! `--quick` does a twentieth of the operations in two runs, which is enough to see that every
@@ -50,6 +56,8 @@ use melon_alloc::{ChildPool, HeapPool};
 use melon_alloc_bench::{exit_with, Spread, XorShift64};
 use melon_alloc_shm::ShmPool;
 
+mod rts;
+
 /// Operations per process unless the command line says otherwise.
 const DEFAULT_OPS: u64 = 2_000_000;
 
@@ -70,8 +78,9 @@ const MIN_SIZE: usize = 16;
 /// The largest request, in bytes.
 const MAX_SIZE: usize = 4096;
 
-/// Capacity of the shared pool: 16 processes holding 256 blocks of 4 KiB each need 16 MiB, and
-/// the rest leaves room for partly used slabs and the chunks child pools keep.
+/// Capacity of the shared pool, and of rts-alloc's region: 16 processes holding 256 blocks of
+/// 4 KiB each need 16 MiB, and the rest leaves room for partly used slabs and the chunks child
+/// pools keep.
 const POOL: usize = 256 << 20;
 
 /// Seed of the first process's generator; process `i` starts from `SEED + i`.
@@ -98,6 +107,8 @@ enum Variant {
     Shm,
     /// A child pool of the shared pool per process.
     ShmChild,
+    /// A worker of an rts-alloc region per process.
+    Rts,
     /// glibc's `malloc` and `free`, private to each process.
     Glibc,
     /// A melon heap pool per process.
@@ -105,22 +116,62 @@ enum Variant {
 }
 
 impl Variant {
-    /// Every variant, in the order of the table's columns.
-    const ALL: [Variant; 4] = [Variant::Shm, Variant::ShmChild, Variant::Glibc, Variant::Heap];
+    /// Every variant, in the order of the table's rows.
+    const ALL: [Variant; 5] =
+        [Variant::Shm, Variant::ShmChild, Variant::Rts, Variant::Glibc, Variant::Heap];
 
     /// The name on the command line and in the table.
     fn name(self) -> &'static str {
         match self {
             Variant::Shm => "shm",
             Variant::ShmChild => "shm-child",
+            Variant::Rts => "rts-alloc",
             Variant::Glibc => "glibc",
             Variant::Heap => "heap",
         }
     }
+}
 
-    /// Whether the variant uses a shared pool made by the parent.
-    fn is_shared(self) -> bool {
-        matches!(self, Variant::Shm | Variant::ShmChild)
+/// What the parent makes before the fork for the workers to share, if anything.
+enum Setup {
+    /// Nothing: each worker allocates in its private heap.
+    Private,
+    /// A shared pool, with its free bytes before the fork.
+    Shm(ShmPool, usize),
+    /// An rts-alloc region.
+    Rts(rts::Region),
+}
+
+impl Setup {
+    /// A fresh setup for `variant` with `processes` workers.
+    fn new(variant: Variant, processes: usize) -> Result<Self, String> {
+        Ok(match variant {
+            Variant::Shm | Variant::ShmChild => {
+                let shm =
+                    ShmPool::new(POOL).map_err(|e| format!("cannot make the shared pool: {e}"))?;
+                let available = shm.available();
+                Setup::Shm(shm, available)
+            }
+            Variant::Rts => Setup::Rts(rts::Region::new(POOL, processes)?),
+            Variant::Glibc | Variant::Heap => Setup::Private,
+        })
+    }
+
+    /// Checks what the workers left behind, after they are gone: the shared pool must be
+    /// consistent and have every byte back. (Each rts-alloc worker checks its own count of
+    /// allocated bytes, which only it can read.)
+    fn check(&self) -> Result<(), String> {
+        let Setup::Shm(shm, available) = self else { return Ok(()) };
+        shm.check().map_err(|e| format!("the pool is corrupt: {e}"))?;
+        let stats = shm.stats().map_err(|e| e.to_string())?;
+        if stats.available != *available || stats.live_blocks != 0 || stats.lent_bytes != 0 {
+            return Err(format!(
+                "the pool did not get everything back: {} bytes free of {available}, {} live \
+                 blocks, {} bytes lent",
+                stats.available, stats.live_blocks, stats.lent_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -134,6 +185,10 @@ enum Failure {
     Free = 2,
     /// A block's tag changed while it was live: another process or block wrote into it.
     Stamp = 3,
+    /// The allocator still counts bytes as allocated after every block was freed.
+    Leak = 4,
+    /// The worker could not join the shared allocator.
+    Join = 5,
     /// The worker panicked.
     Panic = 101,
 }
@@ -149,6 +204,12 @@ trait Allocator {
     /// `block` came from [`alloc`](Allocator::alloc) on this allocator with `size`, has not
     /// been freed, and is not used again.
     unsafe fn free(&mut self, block: NonNull<u8>, size: usize) -> bool;
+
+    /// Bytes the allocator still counts as allocated by this process, where it keeps such a
+    /// count: 0 once every block is back.
+    fn outstanding(&self) -> u64 {
+        0
+    }
 }
 
 /// The shared pool itself: each operation takes its lock.
@@ -234,6 +295,9 @@ fn work(allocator: &mut impl Allocator, process: usize, ops: u64) -> Result<(), 
     while let Some((block, size, tag)) = live.pop() {
         release(allocator, block, size, tag)?;
     }
+    if allocator.outstanding() != 0 {
+        return Err(Failure::Leak);
+    }
     Ok(())
 }
 
@@ -257,10 +321,10 @@ fn release(
 }
 
 /// What a forked worker runs: its variant's allocator, the workload, and its exit status.
-fn worker(variant: Variant, shm: Option<&ShmPool>, process: usize, ops: u64) -> i32 {
-    let result = panic::catch_unwind(AssertUnwindSafe(|| match (variant, shm) {
-        (Variant::Shm, Some(shm)) => work(&mut Shared(shm), process, ops),
-        (Variant::ShmChild, Some(shm)) => {
+fn worker(variant: Variant, setup: &Setup, process: usize, ops: u64) -> i32 {
+    let result = panic::catch_unwind(AssertUnwindSafe(|| match (variant, setup) {
+        (Variant::Shm, Setup::Shm(shm, _)) => work(&mut Shared(shm), process, ops),
+        (Variant::ShmChild, Setup::Shm(shm, _)) => {
             // Made after the fork: a child pool's bookkeeping is private to its process.
             let child: ChildPool<'_> = shm.child();
             let result = work(&mut Pooled(&child), process, ops);
@@ -268,12 +332,17 @@ fn worker(variant: Variant, shm: Option<&ShmPool>, process: usize, ops: u64) -> 
             drop(child);
             result
         }
+        (Variant::Rts, Setup::Rts(region)) => {
+            // Dropped at the end of this arm, which gives its worker slot back.
+            let mut worker = region.join().map_err(|_| Failure::Join)?;
+            work(&mut worker, process, ops)
+        }
         (Variant::Glibc, _) => work(&mut Glibc, process, ops),
         (Variant::Heap, _) => {
             let pool = HeapPool::new();
             work(&mut Pooled(&pool), process, ops)
         }
-        (Variant::Shm | Variant::ShmChild, None) => Err(Failure::Alloc),
+        (Variant::Shm | Variant::ShmChild | Variant::Rts, _) => Err(Failure::Join),
     }));
     match result {
         Ok(Ok(())) => 0,
@@ -294,12 +363,7 @@ struct Timing {
 
 /// Runs one variant with `processes` workers in a fresh setup and times it.
 fn run(variant: Variant, processes: usize, ops: u64) -> Result<Timing, String> {
-    let shm = if variant.is_shared() {
-        Some(ShmPool::new(POOL).map_err(|e| format!("cannot make the shared pool: {e}"))?)
-    } else {
-        None
-    };
-    let available = shm.as_ref().map(ShmPool::available);
+    let setup = Setup::new(variant, processes)?;
     // Anything still buffered would be written again by every child that flushed it.
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     std::io::stderr().flush().map_err(|e| e.to_string())?;
@@ -311,9 +375,9 @@ fn run(variant: Variant, processes: usize, ops: u64) -> Result<Timing, String> {
         // SAFETY: this process has a single thread, so the child may keep running Rust code.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let code = worker(variant, shm.as_ref(), process, ops);
+            let code = worker(variant, &setup, process, ops);
             // SAFETY: leaves the child at once, without running the parent's destructors (the
-            // pool's among them) a second time.
+            // setup's among them) a second time.
             unsafe { libc::_exit(code) };
         }
         if pid < 0 {
@@ -351,20 +415,7 @@ fn run(variant: Variant, processes: usize, ops: u64) -> Result<Timing, String> {
     if !failures.is_empty() {
         return Err(format!("{} with {processes}: {}", variant.name(), failures.join("; ")));
     }
-    if let (Some(shm), Some(available)) = (&shm, available) {
-        shm.check().map_err(|e| format!("{}: the pool is corrupt: {e}", variant.name()))?;
-        let stats = shm.stats().map_err(|e| e.to_string())?;
-        if stats.available != available || stats.live_blocks != 0 || stats.lent_bytes != 0 {
-            return Err(format!(
-                "{} with {processes}: the pool did not get everything back: {} bytes free of \
-                 {available}, {} live blocks, {} bytes lent",
-                variant.name(),
-                stats.available,
-                stats.live_blocks,
-                stats.lent_bytes
-            ));
-        }
-    }
+    setup.check().map_err(|e| format!("{} with {processes}: {e}", variant.name()))?;
     Ok(Timing { elapsed, cpu })
 }
 
@@ -481,7 +532,7 @@ enum Figure {
 }
 
 /// The ratios the report shows, as (label, numerator, denominator).
-const RATIOS: [(&str, Figure, Figure); 4] = [
+const RATIOS: [(&str, Figure, Figure); 6] = [
     ("shm / Melon (target >= 4, quoted)", Figure::Measured(Variant::Shm), Figure::Quoted(&MELON)),
     (
         "shm-child / glibc (target >= 0.5)",
@@ -489,6 +540,8 @@ const RATIOS: [(&str, Figure, Figure); 4] = [
         Figure::Measured(Variant::Glibc),
     ),
     ("shm / glibc", Figure::Measured(Variant::Shm), Figure::Measured(Variant::Glibc)),
+    ("shm / rts-alloc", Figure::Measured(Variant::Shm), Figure::Measured(Variant::Rts)),
+    ("shm-child / rts-alloc", Figure::Measured(Variant::ShmChild), Figure::Measured(Variant::Rts)),
     ("Melon / glibc (both quoted)", Figure::Quoted(&MELON), Figure::Quoted(&GLIBC_QUOTED)),
 ];
 

@@ -234,12 +234,13 @@ fn machine(page: &mut String, facts: &Facts) {
     );
     let _ = writeln!(
         page,
-        "| peers | mimalloc (crates `libmimalloc-sys` {}, `mimalloc` {}), bumpalo {}, talc {}, rlsf {}; criterion {} |",
+        "| peers | mimalloc (crates `libmimalloc-sys` {}, `mimalloc` {}), bumpalo {}, talc {}, rlsf {}, rts-alloc {}; criterion {} |",
         version("libmimalloc-sys"),
         version("mimalloc"),
         version("bumpalo"),
         version("talc"),
         version("rlsf"),
+        version("rts-alloc"),
         version("criterion")
     );
     let changed = facts.number("changed_files").unwrap_or(0);

@@ -17,7 +17,7 @@ use std::ptr::NonNull;
 
 use rts_alloc::FreeOnlyAllocator;
 
-use super::Allocator;
+use super::{Allocator, CrossProcess};
 
 /// Bytes per slab: 16 blocks of the largest class, 256 of the smallest. A power of two between
 /// 16 KiB (four of the largest blocks) and 16 MiB (65,535 of the smallest), as rts-alloc asks.
@@ -84,5 +84,33 @@ impl Allocator for Worker {
 
     fn outstanding(&self) -> u64 {
         self.0.outstanding_allocation_bytes()
+    }
+}
+
+impl CrossProcess for Worker {
+    unsafe fn offset_of(&self, block: NonNull<u8>) -> Option<u64> {
+        // SAFETY: the caller passes a live block of this worker, so one inside the region.
+        let offset = unsafe { self.0.offset(block) };
+        u64::try_from(offset).ok()
+    }
+
+    unsafe fn block_at(&self, offset: u64) -> Option<NonNull<u8>> {
+        let offset = usize::try_from(offset).ok()?;
+        // SAFETY: the caller passes an offset that `offset_of` took from a block of this region,
+        // which every worker maps whole.
+        Some(unsafe { self.0.ptr_from_offset(offset) })
+    }
+
+    #[inline]
+    unsafe fn free_foreign(&mut self, block: NonNull<u8>) -> bool {
+        // rts-alloc's free sees that the block's slab belongs to another worker and pushes the
+        // block onto that worker's remote-free list, without a lock.
+        // SAFETY: the caller passes a live block of this region that nothing uses again.
+        unsafe { self.0.free(block) };
+        true
+    }
+
+    fn reclaim(&mut self) {
+        self.0.clean_remote_frees();
     }
 }

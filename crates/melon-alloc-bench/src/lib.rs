@@ -1,6 +1,6 @@
 //! Benchmarks of melon-alloc's heap pools against glibc `malloc`, mimalloc's first-class heaps,
-//! bumpalo, talc and rlsf, and of its shared-memory pool against glibc and Melon's figures, with
-//! the helpers the benchmarks share.
+//! bumpalo, talc and rlsf, and of its shared-memory pool against rts-alloc, glibc and Melon's
+//! figures, with the helpers the benchmarks share.
 //!
 //! A pool allocator is only worth having if it beats the general-purpose allocator on the
 //! workloads it is meant for, and a claim like "four times faster than `malloc`" means nothing

@@ -19,11 +19,12 @@ pub(super) struct ChartGroup {
 }
 
 /// The chart's series, in legend order, with their colours.
-const SERIES: [(&str, &str); 9] = [
+const SERIES: [(&str, &str); 10] = [
     ("melon", "#d62728"),
     ("melon_child", "#ff9896"),
     ("shm", "#8c2d04"),
     ("shm-child", "#fd8d3c"),
+    ("rts-alloc", "#17becf"),
     ("mimalloc_heap", "#1f77b4"),
     ("mimalloc", "#9ecae1"),
     ("bumpalo", "#2ca02c"),

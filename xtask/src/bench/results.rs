@@ -68,11 +68,11 @@ fn modified(path: &Path) -> Option<u64> {
         .map(|elapsed| elapsed.as_secs())
 }
 
-/// The hammer's figures: for each (variant, processes), the million operations per second and
-/// the CPU nanoseconds per operation of every run.
+/// The hammer's figures: for each (workload, variant, processes), the million operations per
+/// second and the CPU nanoseconds per operation of every run.
 #[derive(Default)]
 pub(super) struct Hammer {
-    runs: BTreeMap<(String, usize), Vec<(f64, f64)>>,
+    runs: BTreeMap<(String, String, usize), Vec<(f64, f64)>>,
     pub(super) when: Option<u64>,
 }
 
@@ -81,38 +81,54 @@ impl Hammer {
         let path = results.join("hammer.tsv");
         let mut hammer = Hammer { when: modified(&path), ..Hammer::default() };
         for fields in tsv(&path) {
-            let [variant, processes, _run, mops, cpu] = &fields[..] else { continue };
+            // Files from before the producer/consumer workload have no workload column: all
+            // their lines are the mixed workload's.
+            let (workload, rest) = match &fields[..] {
+                [workload, rest @ ..] if rest.len() == 5 => (workload.as_str(), rest),
+                rest => ("mixed", rest),
+            };
+            let [variant, processes, _run, mops, cpu] = rest else { continue };
             let (Ok(processes), Ok(mops), Ok(cpu)) = (processes.parse(), mops.parse(), cpu.parse())
             else {
                 continue;
             };
-            hammer.runs.entry((variant.clone(), processes)).or_default().push((mops, cpu));
+            let key = (workload.to_string(), variant.clone(), processes);
+            hammer.runs.entry(key).or_default().push((mops, cpu));
         }
         hammer
     }
 
     pub(super) fn processes(&self) -> Vec<usize> {
-        let mut counts: Vec<usize> = self.runs.keys().map(|&(_, count)| count).collect();
+        let mut counts: Vec<usize> = self.runs.keys().map(|&(_, _, count)| count).collect();
         counts.sort_unstable();
         counts.dedup();
         counts
     }
 
+    fn cell(&self, workload: &str, variant: &str, processes: usize) -> Option<&Vec<(f64, f64)>> {
+        self.runs.get(&(workload.to_string(), variant.to_string(), processes))
+    }
+
     /// The median million operations per second of a cell.
-    pub(super) fn mops(&self, variant: &str, processes: usize) -> Option<f64> {
-        let runs = self.runs.get(&(variant.to_string(), processes))?;
+    pub(super) fn mops(&self, workload: &str, variant: &str, processes: usize) -> Option<f64> {
+        let runs = self.cell(workload, variant, processes)?;
         Some(median(runs.iter().map(|&(mops, _)| mops).collect()))
     }
 
     /// The median CPU nanoseconds per operation of a cell.
-    pub(super) fn cpu(&self, variant: &str, processes: usize) -> Option<f64> {
-        let runs = self.runs.get(&(variant.to_string(), processes))?;
+    pub(super) fn cpu(&self, workload: &str, variant: &str, processes: usize) -> Option<f64> {
+        let runs = self.cell(workload, variant, processes)?;
         Some(median(runs.iter().map(|&(_, cpu)| cpu).collect()))
     }
 
     /// The lowest and highest million operations per second of a cell.
-    pub(super) fn spread(&self, variant: &str, processes: usize) -> Option<(f64, f64)> {
-        let runs = self.runs.get(&(variant.to_string(), processes))?;
+    pub(super) fn spread(
+        &self,
+        workload: &str,
+        variant: &str,
+        processes: usize,
+    ) -> Option<(f64, f64)> {
+        let runs = self.cell(workload, variant, processes)?;
         let low = runs.iter().map(|&(mops, _)| mops).fold(f64::INFINITY, f64::min);
         let high = runs.iter().map(|&(mops, _)| mops).fold(0.0, f64::max);
         Some((low, high))

@@ -125,7 +125,7 @@ cargo xtask bench --only heap fill_drain   # one part, one criterion group
 2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
    sizes and fill levels (`benches/shm.rs`). It needs 1 GiB of free memory.
 3. `cargo run --release -p melon-alloc-bench --bin hammer`: several processes on one shared
-   pool (`src/bin/hammer.rs`), a plain binary because criterion cannot time work spread over
+   pool (`src/bin/hammer/`), a plain binary because criterion cannot time work spread over
    processes.
 4. `cargo run --release -p melon-alloc-bench --bin resident`: resident memory per live block
    (`src/bin/resident.rs`), each cell in a fresh child process.
@@ -235,12 +235,13 @@ fn machine(page: &mut String, facts: &Facts) {
     );
     let _ = writeln!(
         page,
-        "| peers | mimalloc (crates `libmimalloc-sys` {}, `mimalloc` {}), bumpalo {}, talc {}, rlsf {}; criterion {} |",
+        "| peers | mimalloc (crates `libmimalloc-sys` {}, `mimalloc` {}), bumpalo {}, talc {}, rlsf {}, rts-alloc {}; criterion {} |",
         version("libmimalloc-sys"),
         version("mimalloc"),
         version("bumpalo"),
         version("talc"),
         version("rlsf"),
+        version("rts-alloc"),
         version("criterion")
     );
     let changed = facts.number("changed_files").unwrap_or(0);

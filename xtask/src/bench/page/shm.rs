@@ -124,6 +124,69 @@ pub(super) fn reclaim_results(page: &mut String) {
     );
 }
 
+/// The hammer's rows, in the tables' order: (workload, variant).
+const HAMMER_ROWS: [(&str, &str); 7] = [
+    ("mixed", "shm"),
+    ("mixed", "shm-child"),
+    ("mixed", "rts-alloc"),
+    ("mixed", "glibc"),
+    ("mixed", "heap"),
+    ("producer-consumer", "shm"),
+    ("producer-consumer", "rts-alloc"),
+];
+
+/// A figure of a hammer ratio: a cell of the run, or Melon's quoted figure.
+#[derive(Clone, Copy)]
+enum HammerFigure {
+    Cell(&'static str, &'static str),
+    Melon,
+}
+
+/// The hammer's ratios, as (label, numerator, denominator, whether it has a target at 1, 2 and
+/// 4 processes).
+const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 5] = [
+    (
+        "mixed: `shm` / Melon (target ≥ 4)",
+        HammerFigure::Cell("mixed", "shm"),
+        HammerFigure::Melon,
+        true,
+    ),
+    (
+        "mixed: `shm-child` / `glibc` (target ≥ 0.5)",
+        HammerFigure::Cell("mixed", "shm-child"),
+        HammerFigure::Cell("mixed", "glibc"),
+        true,
+    ),
+    (
+        "mixed: `shm` / `rts-alloc`",
+        HammerFigure::Cell("mixed", "shm"),
+        HammerFigure::Cell("mixed", "rts-alloc"),
+        false,
+    ),
+    (
+        "mixed: `shm-child` / `rts-alloc`",
+        HammerFigure::Cell("mixed", "shm-child"),
+        HammerFigure::Cell("mixed", "rts-alloc"),
+        false,
+    ),
+    (
+        "producer-consumer: `shm` / `rts-alloc`",
+        HammerFigure::Cell("producer-consumer", "shm"),
+        HammerFigure::Cell("producer-consumer", "rts-alloc"),
+        false,
+    ),
+];
+
+/// The header of a hammer table: the row's labels, then a column per process count.
+fn hammer_header(page: &mut String, labels: &[&str], counts: &[usize]) {
+    let columns = counts
+        .iter()
+        .map(|&count| format!("{count} process{}", if count == 1 { "" } else { "es" }));
+    let header: Vec<String> = labels.iter().map(|label| label.to_string()).chain(columns).collect();
+    let _ = writeln!(page, "| {} |", header.join(" | "));
+    let _ = writeln!(page, "|{}{}", "---|".repeat(labels.len()), "---:|".repeat(counts.len()));
+}
+
 pub(super) fn hammer_results(
     page: &mut String,
     targets: &mut Vec<Target>,
@@ -141,60 +204,88 @@ pub(super) fn hammer_results(
     if let Some(when) = hammer.when {
         let _ = writeln!(
             page,
-            "Measured {}. Median of {runs} run{} per cell.\n",
+            "Measured {}. Median of {runs} run{} per cell{}.\n",
             utc(when),
-            if runs == 1 { "" } else { "s" }
+            if runs == 1 { "" } else { "s" },
+            if runs == 1 { "" } else { ", lowest and highest in brackets" }
         );
     }
-    let variants = ["shm", "shm-child", "glibc", "heap"];
     let quoted = |table: &[(usize, f64)], count: usize| {
         table.iter().find(|&&(n, _)| n == count).map(|&(_, figure)| figure)
     };
-    page.push_str(
-        "| processes | shm | shm-child | glibc | heap | shm / Melon | shm-child / glibc |\n\
-         |---:|---:|---:|---:|---:|---:|---:|\n",
-    );
+    let rows: Vec<(&str, &str)> = HAMMER_ROWS
+        .into_iter()
+        .filter(|&(w, v)| counts.iter().any(|&count| hammer.mops(w, v, count).is_some()))
+        .collect();
+    let na = || "n/a".to_string();
+    hammer_header(page, &["workload", "variant"], &counts);
+    // Melon's quoted figures come after the last of the mixed workload's rows.
+    let last_mixed = rows.iter().rposition(|&(workload, _)| workload == "mixed");
+    for (index, &(workload, variant)) in rows.iter().enumerate() {
+        let cells: Vec<String> = counts
+            .iter()
+            .map(|&count| {
+                let median = hammer.mops(workload, variant, count);
+                let spread = hammer.spread(workload, variant, count).filter(|_| runs > 1);
+                match (median, spread) {
+                    (Some(m), Some((low, high))) => format!("{m:.2} ({low:.2}-{high:.2})"),
+                    (Some(m), None) => format!("{m:.2}"),
+                    (None, _) => na(),
+                }
+            })
+            .collect();
+        let _ = writeln!(page, "| {workload} | `{variant}` | {} |", cells.join(" | "));
+        if Some(index) == last_mixed {
+            let melon: Vec<String> = counts
+                .iter()
+                .map(|&count| quoted(&MELON_HAMMER, count).map_or_else(na, |f| format!("{f:.2}")))
+                .collect();
+            let _ = writeln!(page, "| mixed | Melon (quoted) | {} |", melon.join(" | "));
+        }
+    }
+
+    page.push_str("\nRatios of the medians:\n\n");
+    hammer_header(page, &["ratio"], &counts);
+    let figure = |figure: HammerFigure, count: usize| match figure {
+        HammerFigure::Cell(workload, variant) => hammer.mops(workload, variant, count),
+        HammerFigure::Melon => quoted(&MELON_HAMMER, count),
+    };
+    for (label, over, under, targeted) in HAMMER_RATIOS {
+        let cells: Vec<String> = counts
+            .iter()
+            .map(|&count| {
+                let r = figure(over, count).zip(figure(under, count)).map(|(a, b)| a / b);
+                match r {
+                    Some(r) if targeted && count <= 4 => format!("**{r:.2}**"),
+                    Some(r) => format!("{r:.2}"),
+                    None => na(),
+                }
+            })
+            .collect();
+        let _ = writeln!(page, "| {label} | {} |", cells.join(" | "));
+    }
+
     let mut shm_results = Vec::new();
     let mut child_results = Vec::new();
     for &count in &counts {
-        let cells: Vec<String> = variants
-            .iter()
-            .map(|v| hammer.mops(v, count).map_or("n/a".into(), |m| format!("{m:.2}")))
-            .collect();
-        let over_melon =
-            hammer.mops("shm", count).zip(quoted(&MELON_HAMMER, count)).map(|(a, b)| a / b);
-        let over_glibc =
-            hammer.mops("shm-child", count).zip(hammer.mops("glibc", count)).map(|(a, b)| a / b);
+        let shm = hammer.mops("mixed", "shm", count);
+        let over_melon = shm.zip(quoted(&MELON_HAMMER, count)).map(|(a, b)| a / b);
+        let glibc = hammer.mops("mixed", "glibc", count);
+        let over_glibc = hammer.mops("mixed", "shm-child", count).zip(glibc).map(|(a, b)| a / b);
         let targeted = count <= 4;
-        let show = |r: Option<f64>| {
-            r.map_or(String::new(), |r| {
-                if targeted {
-                    format!("**{r:.2}**")
-                } else {
-                    format!("{r:.2}")
-                }
-            })
-        };
-        let _ = writeln!(
-            page,
-            "| {count} | {} | {} | {} |",
-            cells.join(" | "),
-            show(over_melon),
-            show(over_glibc)
-        );
         if targeted {
             if let Some(r) = over_melon {
-                shm_results.push((count, hammer.mops("shm", count).unwrap_or(0.0), r));
+                shm_results.push((count, shm.unwrap_or(0.0), r));
             }
             if let Some(r) = over_glibc {
                 child_results.push((count, r));
             }
         }
-        if let Some(glibc) = hammer.mops("glibc", count) {
-            let bars = ["shm", "shm-child", "heap"]
+        if let Some(glibc) = glibc {
+            let bars = ["shm", "shm-child", "rts-alloc", "heap"]
                 .iter()
                 .filter_map(|&v| {
-                    let mops = hammer.mops(v, count)?;
+                    let mops = hammer.mops("mixed", v, count)?;
                     let target = match v {
                         "shm" => quoted(&MELON_HAMMER, count).map(|melon| glibc / (4.0 * melon)),
                         "shm-child" if targeted => Some(2.0),
@@ -207,41 +298,26 @@ pub(super) fn hammer_results(
             chart.push(ChartGroup { label: format!("hammer {count} proc."), bars });
         }
     }
-    if runs > 1 {
-        let _ = writeln!(
-            page,
-            "\nLowest and highest of the {runs} runs:\n\n\
-             | processes | shm | shm-child | glibc | heap |\n|---:|---:|---:|---:|---:|"
-        );
-        for &count in &counts {
-            let cells: Vec<String> = variants
-                .iter()
-                .map(|v| {
-                    hammer
-                        .spread(v, count)
-                        .map_or("n/a".into(), |(low, high)| format!("{low:.2} to {high:.2}"))
-                })
-                .collect();
-            let _ = writeln!(page, "| {count} | {} |", cells.join(" | "));
-        }
-    }
     page.push_str(
         "\nThe workers' CPU time per operation, user and system, in ns (median): the cost of an \
-         operation without the time spent waiting for a core or asleep on the lock.\n\n\
-         | processes | shm | shm-child | glibc | heap |\n|---:|---:|---:|---:|---:|\n",
+         operation without the time spent waiting for a core, for a partner or asleep on the \
+         lock.\n\n",
     );
-    for &count in &counts {
-        let cells: Vec<String> = variants
+    hammer_header(page, &["workload", "variant"], &counts);
+    for &(workload, variant) in &rows {
+        let cells: Vec<String> = counts
             .iter()
-            .map(|v| hammer.cpu(v, count).map_or("n/a".into(), |c| format!("{c:.0}")))
+            .map(|&count| {
+                hammer.cpu(workload, variant, count).map_or_else(na, |c| format!("{c:.0}"))
+            })
             .collect();
-        let _ = writeln!(page, "| {count} | {} |", cells.join(" | "));
+        let _ = writeln!(page, "| {workload} | `{variant}` | {} |", cells.join(" | "));
     }
 
     // The CPU time per operation of the locked variant is the figure that shows whether the
     // machine was busy: alone, a process pays only for the pool; with company, the waiter's spin,
     // the futex sleeps and wake-ups, and the pool's cache lines moving between cores are paid too.
-    let (alone, crowded) = (hammer.cpu("shm", 1), hammer.cpu("shm", 2));
+    let (alone, crowded) = (hammer.cpu("mixed", "shm", 1), hammer.cpu("mixed", "shm", 2));
     if let (Some(alone), Some(crowded)) = (alone, crowded) {
         if crowded > 2.0 * alone {
             let _ = writeln!(
@@ -302,7 +378,10 @@ pub(super) fn hammer_results(
     let own_glibc: Vec<(usize, f64)> = [1, 2, 4]
         .into_iter()
         .filter_map(|count| {
-            Some((count, hammer.mops("shm", count)? / hammer.mops("glibc", count)?))
+            Some((
+                count,
+                hammer.mops("mixed", "shm", count)? / hammer.mops("mixed", "glibc", count)?,
+            ))
         })
         .collect();
     let _ = writeln!(
@@ -350,7 +429,8 @@ pub(super) fn hammer_results(
 pub(super) const SHM_INTRO: &str = "## Shared-memory pool
 
 How much one operation on a `ShmPool` costs however big or full the pool is, and how many
-operations a second several processes get out of one pool, next to glibc and to Melon's figures.
+operations a second several processes get out of one pool, next to rts-alloc's shared region,
+glibc and Melon's figures.
 
 **`shm_alloc_64`.** One 64-byte allocation paired with its free, so that the fill level stays
 where the setup put it; time per pair. The shared pool is timed in a 64 MiB pool at 0 %, 50 % and
@@ -364,29 +444,55 @@ which stops while another process holds the core. The two groups time separate r
 loop, so each carries its own noise; neither is consistently the lower.
 
 **`hammer`.** N processes (1, 2, 4, and 16 to show behaviour under heavy contention), forked from
-one parent after the pool is made. Each draws from its own seeded xorshift generator: if it holds
-fewer than 256 blocks and a coin flip says so, it allocates 16 to 4096 bytes (uniformly),
-otherwise it frees one of its live blocks chosen at random. Every allocation and every free is one
-operation; each process does 2,000,000. A process stamps every block with a tag of its own and
-checks the tag before the free, so that memory handed to two processes fails the run. At the end it
-frees what it still holds (timed, not counted) and reports success by its exit status; the parent
-checks every status. The parent times from before the first fork to after the last `wait4`, and
-reports total million operations per second. Variants, each in a fresh setup (a new 256 MiB pool
-for the shared ones):
+one parent after the pool is made, each do 2,000,000 operations (an allocation or a free) of one
+of two workloads:
 
-| variant | what each process does |
-|---|---|
-| `shm` | every operation on the one shared `ShmPool`, each taking the pool's lock |
-| `shm-child` | makes its own child pool with `shm.child()` after the fork and works through it; the shared lock is taken only when the child needs or returns a chunk |
-| `glibc` | `std::alloc::System`, glibc's `malloc` and `free`, in its private heap |
-| `heap` | its own melon `HeapPool`, in its private heap |
+- **`mixed`.** Each process draws from its own seeded xorshift generator: if it holds fewer than
+  256 blocks and a coin flip says so, it allocates 16 to 4096 bytes (uniformly), otherwise it
+  frees one of its live blocks chosen at random. At the end it frees what it still holds (timed,
+  not counted).
+- **`producer-consumer`.** The processes work in pairs, and every block is freed by the process
+  that did not allocate it. The even process of a pair allocates 16 to 4096 bytes (uniformly) at
+  each operation and hands the block's offset in the shared mapping to its partner through a ring
+  of 256 offsets in shared memory, a single-producer, single-consumer queue written for the
+  benchmark; the odd process takes the offsets out in order and frees the blocks, one operation
+  each. A slot of the ring is given back only once its block is freed, so at most 256 blocks are
+  in flight per pair. A process that finds the ring full or empty spins briefly, then yields its
+  core. Only the variants whose blocks another process may free run it, and only with an even
+  number of processes: its cells at 1 process are empty.
 
-After each shared run the hammer calls `check()` and verifies that the pool's free bytes are back
-to their figure before the fork, with no live block and no chunk still lent; a run that fails
-those checks fails the whole task. Each cell is run three times (once with `--quick`, which also
-does a tenth of the operations and leaves 16 processes out), the runs going round all cells in
-turn so that a stretch of load spreads over every variant; the tables show the median. The
-machine has two cores, so 4 processes oversubscribe it two to one and 16 eight to one.
+A process stamps every block with a tag and the process that frees it checks the tag first, so
+that memory handed to two processes fails the run. Each process reports success by its exit
+status, and the parent checks every status. The parent times from before the first fork to after
+the last `wait4`, and reports total million operations per second. The rows, each variant in a
+fresh setup (a new 256 MiB pool or region for the shared ones):
+
+| variant | workloads | what each process does |
+|---|---|---|
+| `shm` | both | every operation on the one shared `ShmPool` (`alloc`, `try_free`), each taking the pool's lock; any process may free any block of the pool |
+| `shm-child` | mixed | makes its own child pool with `shm.child()` after the fork and works through it; the shared lock is taken only when the child needs or returns a chunk. A child's blocks can be freed only by the process that made the child, so it has no producer/consumer row yet |
+| `rts-alloc` | both | claims a worker slot of one shared region of the `rts-alloc` crate (64 KiB slabs) after the fork and allocates from slabs it owns, without a lock. It frees a block of its own slabs at once; a block of another worker's slab goes onto that worker's lock-free remote-free list, which the owner empties with `clean_remote_frees`: in the producer/consumer workload every 64 allocations, when an allocation fails, and at the end |
+| `glibc` | mixed | `std::alloc::System`, glibc's `malloc` and `free`, in its private heap |
+| `heap` | mixed | its own melon `HeapPool`, in its private heap |
+| Melon (quoted) | mixed | Melon's C pool with a process-shared pthread mutex, at 1, 2 and 4 processes, quoted from `MELON_ALLOC.md`, not measured here |
+
+rts-alloc, the shared-memory allocator of a production validator, is not a general-purpose
+allocator, and both workloads stay within what it does: it has five size classes, 256, 512, 1024,
+2048 and 4096 bytes, so a 16-byte request takes 256 bytes and nothing above 4 KiB can be had; the
+size of its region and its number of worker slots are fixed when the region is made; and nothing
+repairs the region when a process dies inside an operation, where the shared pool rolls the
+operation back. Its blocks freed by another process come back to their owner only when the owner
+asks, so a producer that stops asking keeps them out of use.
+
+After each `shm` and `shm-child` run the hammer calls `check()` and verifies that the pool's free
+bytes are back to their figure before the fork, with no live block and no chunk still lent; each
+`rts-alloc` process checks at its end that the region counts none of its bytes as still allocated
+(a producer after taking back what its consumer freed). A run that fails those checks fails the
+whole task. Each cell is run three times (once with `--quick`, which also does a tenth of the
+operations and leaves 16 processes out), the runs going round all cells in turn so that a stretch
+of load spreads over every variant; the tables show the median, with the lowest and highest run in
+brackets. The machine has two cores, so 4 processes oversubscribe it two to one and 16 eight to
+one.
 
 ";
 

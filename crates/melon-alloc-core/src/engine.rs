@@ -29,6 +29,12 @@ use crate::stats::Stats;
 /// free lists each time. Besides these, the chunk allocations come from may be empty too.
 pub const SPARE_CHUNKS: usize = 4;
 
+/// Blocks taken from [`ChunkSource::take_remote_frees`] at a time.
+const REMOTE_BATCH: usize = 32;
+
+/// Batches [`Engine::collect_remote_frees`] takes at most in one call.
+const REMOTE_ROUNDS: usize = 64;
+
 /// A memory pool over a [`ChunkSource`]: size classes, large blocks, a limit, statistics.
 ///
 /// The engine is the whole allocator of a pool without any policy about where it lives or who
@@ -246,13 +252,28 @@ impl<S: ChunkSource> Engine<S> {
     #[cold]
     #[inline(never)]
     fn alloc_small_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
+        if let Some(block) = self.alloc_from_avail(class) {
+            return Some(block);
+        }
+        // Blocks freed elsewhere may have made room in a chunk this engine holds.
+        if self.collect_remote_frees() {
+            if let Some(block) = self.alloc_from_avail(class) {
+                return Some(block);
+            }
+        }
+        self.alloc_from_new_chunk(class)
+    }
+
+    /// Takes a block from the chunks of `class`'s `avail` list (or a spare chunk), moving
+    /// exhausted heads to the `full` list; `None` when none has a block left.
+    fn alloc_from_avail(&mut self, class: usize) -> Option<NonNull<u8>> {
         loop {
             let chunk = self.avail[class].head;
             if chunk.is_null() {
                 if self.revive_spare(class) {
                     continue;
                 }
-                break;
+                return None;
             }
             // SAFETY: the head of an `avail` list is a valid header of a chunk this engine
             // holds; its `free` list is empty, so the local list can take its place, and
@@ -280,6 +301,10 @@ impl<S: ChunkSource> Engine<S> {
                 self.promote_head(class);
             }
         }
+    }
+
+    /// Takes a new chunk for `class` and a block from it.
+    fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
         let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
         // SAFETY: (1) the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for
         // a header; (2) the new chunk is on no list and the `avail` list holds valid headers.
@@ -316,6 +341,29 @@ impl<S: ChunkSource> Engine<S> {
             (*chunk).free = read_link(block);
             Some(NonNull::new_unchecked(block.cast()))
         }
+    }
+
+    /// Frees into this engine the blocks its source says were freed elsewhere
+    /// ([`ChunkSource::take_remote_frees`]). Returns whether there were any.
+    #[cold]
+    fn collect_remote_frees(&mut self) -> bool {
+        let mut batch = [None; REMOTE_BATCH];
+        let mut collected = false;
+        // Blocks freed elsewhere while this runs wait for the next time: a bound, so that a
+        // stream of them cannot keep the engine here.
+        for _ in 0..REMOTE_ROUNDS {
+            let count = self.source.take_remote_frees(&mut batch).min(REMOTE_BATCH);
+            if count == 0 {
+                break;
+            }
+            collected = true;
+            for block in batch[..count].iter_mut().filter_map(Option::take) {
+                // SAFETY: the source returns blocks this engine handed out from chunks it
+                // holds, in use by nobody, each once (its contract).
+                unsafe { self.free(block) };
+            }
+        }
+        collected
     }
 
     /// Makes a spare chunk of `class`, if there is one, the head of its `avail` list. Its blocks

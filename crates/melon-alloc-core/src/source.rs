@@ -17,7 +17,10 @@ use core::ptr::NonNull;
 ///   has handed out and not taken back;
 /// - it stays valid until it is passed to [`release`](ChunkSource::release) or the source is
 ///   dropped;
-/// - the pointer carries provenance over the whole chunk.
+/// - the pointer carries provenance over the whole chunk;
+/// - a block returned by [`take_remote_frees`](ChunkSource::take_remote_frees) is one that the
+///   engine using this source handed out from a chunk of this source that it still holds, is in
+///   use by nobody any more, and is returned once per time it was freed.
 pub unsafe trait ChunkSource {
     /// Hands out a chunk for `layout`, or `None` when there is no memory for it.
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>>;
@@ -45,6 +48,15 @@ pub unsafe trait ChunkSource {
     ///   a small chunk.
     unsafe fn release_all_small(&mut self) -> bool {
         false
+    }
+
+    /// Blocks of this source's chunks that were freed elsewhere (by another process, into a
+    /// chunk lent from a shared pool), for the engine to take back into its lists: the source
+    /// writes up to `out.len()` of them into `out` and returns how many. The engine asks before
+    /// it takes a new chunk for small blocks, until the answer is 0. The default has none.
+    fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
+        let _ = out;
+        0
     }
 
     /// Gives back to the system whatever released memory the source keeps for reuse, if any;

@@ -17,6 +17,9 @@ struct Ledger {
     refused: usize,
     released: usize,
     out: Vec<(usize, Layout)>,
+    /// Blocks freed "elsewhere", as another process frees into a shared pool's chunk, for the
+    /// engine to collect.
+    remote: Vec<usize>,
 }
 
 /// A source over the global allocator that keeps a ledger of its chunks, checks every release
@@ -68,6 +71,16 @@ unsafe impl ChunkSource for TestSource {
         // SAFETY: the chunk came from `alloc` with this layout, as the ledger just confirmed.
         unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) };
     }
+
+    fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
+        let mut ledger = self.ledger();
+        let count = out.len().min(ledger.remote.len());
+        let start = ledger.remote.len() - count;
+        for (place, addr) in out.iter_mut().zip(ledger.remote.drain(start..)) {
+            *place = NonNull::new(addr as *mut u8);
+        }
+        count
+    }
 }
 
 fn fresh(limit: Option<usize>) -> Stats {
@@ -81,6 +94,32 @@ fn free<S: ChunkSource>(engine: &mut Engine<S>, block: NonNull<u8>) {
     // SAFETY: the caller passes a block of `engine` that is not used again.
     let result = unsafe { engine.try_free(block) };
     assert_eq!(result, Ok(()));
+}
+
+/// Blocks the source reports freed elsewhere come back into the engine before it takes a new
+/// chunk: they serve again, each once, from the same chunks.
+#[test]
+fn blocks_freed_elsewhere_serve_again_before_a_new_chunk() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let first: Vec<_> = (0..600).map(|_| engine.alloc(64).unwrap()).collect();
+    let chunks = source.chunks_out();
+    assert!(chunks >= 2, "{chunks}");
+    // The blocks are "freed" by someone else: the engine does not know yet.
+    source.ledger().remote.extend(first.iter().map(|block| block.as_ptr() as usize));
+    let mut again: Vec<_> = (0..600).map(|_| engine.alloc(64).unwrap()).collect();
+    assert_eq!(source.chunks_out(), chunks, "no new chunk");
+    assert!(source.ledger().remote.is_empty(), "every block was collected");
+    let mut sorted = again.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert!(sorted.len() == again.len(), "a block was handed out twice");
+    let reused = again.iter().filter(|block| first.contains(block)).count();
+    assert!(reused > 0, "collected blocks served again");
+    for block in again.drain(..) {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
 }
 
 #[test]

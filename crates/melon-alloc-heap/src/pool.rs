@@ -70,6 +70,15 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
+        match self {
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_mut() }.take_remote_frees(out),
+            // Neither the global allocator nor a parent pool has blocks freed elsewhere.
+            Self::Global(_) | Self::Parent(_) => 0,
+        }
+    }
+
     fn trim(&mut self) {
         match self {
             Self::Global(global) => global.trim(),

@@ -12,8 +12,8 @@ use melon_alloc_core::FreeError;
 
 use crate::layout::{
     bitmap_offset, class_of, kind, Geometry, Header, Owner, PageDesc, State, Tallies, BIN_COUNT,
-    CHUNK_PAGES, CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, OWNER_SLOTS,
-    PAGE, SLAB_BLOCKS, SLAB_PAGES, VERSION,
+    CHUNK_PAGES, CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, ORPHANS,
+    OWNER_LISTS, PAGE, SLAB_BLOCKS, SLAB_PAGES, VERSION,
 };
 use crate::sync::Ordering;
 use crate::tx::Tx;
@@ -58,8 +58,21 @@ macro_rules! set_state {
 }
 
 mod owners;
+mod remote;
 
 pub(crate) use owners::Reclaimed;
+pub(crate) use remote::{Pushed, RemoteTarget, CHUNK_HEADER};
+
+/// What [`Arena::take_back`] did with a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GiveBack {
+    /// Not a chunk lent to that owner: nothing changed.
+    Refused,
+    /// Back in the free runs.
+    TakenBack,
+    /// On the orphans' list, until the blocks handed off from it come back.
+    Orphaned,
+}
 
 /// What an offset into the pool is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +136,7 @@ impl Arena {
             let state = addr_of_mut!((*header).state);
             (*state).partial = [NONE; CLASS_COUNT];
             (*state).bins = [NONE; BIN_COUNT];
-            (*state).owners = [Owner { chunks: NONE, claimed: 0 }; OWNER_SLOTS];
+            (*state).owners = [Owner { chunks: NONE, claimed: 0, pending: 0 }; OWNER_LISTS];
         }
         // SAFETY: the header is now in place, and nothing else uses the mapping.
         let arena = unsafe { Self::new(base) };
@@ -776,6 +789,8 @@ impl Arena {
             set!(self, tx, next, kind, kind::LENT_PAGE);
             set!(self, tx, next, head, page);
         }
+        set!(self, tx, page, live, 0);
+        set!(self, tx, page, carved, 0);
         self.link_lent(&mut tx, page, owner);
         self.count_alloc(u64::from(pages) * PAGE as u64);
         set_state!(self, tx, state!(self, lent_pages).saturating_add(u64::from(pages)), lent_pages);
@@ -783,18 +798,33 @@ impl Arena {
         Some(page as u64 * PAGE as u64)
     }
 
-    /// Takes back a chunk lent with [`lend`](Arena::lend) to `owner`. Returns whether `offset` was
-    /// the start of a chunk of that size lent to that owner; if not, nothing changes.
-    pub(crate) fn take_back(&self, offset: u64, size: usize, owner: u32) -> bool {
-        let Some(page) = self.page_of(offset) else { return false };
-        let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return false };
+    /// Takes back a chunk lent with [`lend`](Arena::lend) to `owner` (or orphaned, for
+    /// [`ORPHANS`]): into the free runs, or, while blocks handed off from it to other processes
+    /// are still out, onto the orphans' list, from which the last of them to be freed takes it
+    /// back. If `offset` is not the start of a chunk of that size lent to that owner, nothing
+    /// changes.
+    pub(crate) fn take_back(&self, offset: u64, size: usize, owner: u32) -> GiveBack {
+        let Some(page) = self.page_of(offset) else { return GiveBack::Refused };
+        let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return GiveBack::Refused };
         if offset % PAGE as u64 != 0
             || !self.in_data(page, pages)
             || self.kind_of(page) != kind::LENT
             || get!(self, page, len) != pages
             || get!(self, page, free) != owner
         {
-            return false;
+            return GiveBack::Refused;
+        }
+        // From here on a free that takes the count to zero gives the chunk back itself; if the
+        // count is not zero now, one will.
+        if self.orphan(page) {
+            if owner != ORPHANS {
+                // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+                let mut tx = unsafe { Tx::begin(self.base) };
+                self.unlink_lent(&mut tx, page);
+                self.link_lent(&mut tx, page, ORPHANS);
+                tx.commit();
+            }
+            return GiveBack::Orphaned;
         }
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
@@ -810,7 +840,7 @@ impl Arena {
         self.count_free(u64::from(pages) * PAGE as u64);
         self.free_run(&mut tx, page, pages);
         tx.commit();
-        true
+        GiveBack::TakenBack
     }
 
     fn page_of(&self, offset: u64) -> Option<u32> {
@@ -990,7 +1020,7 @@ impl Arena {
         let mut counted =
             Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
         let (mut free_runs, mut partial_slabs) = (0u32, [0u32; CLASS_COUNT]);
-        let mut lent_chunks = [0u32; OWNER_SLOTS];
+        let mut lent_chunks = [0u32; OWNER_LISTS];
         let mut page = self.first_data;
         let mut previous_free = false;
         while page < self.page_count {
@@ -1040,7 +1070,7 @@ impl Arena {
                     }
                     match get!(self, page, free) {
                         NONE => {}
-                        owner if (owner as usize) < OWNER_SLOTS => {
+                        owner if (owner as usize) < OWNER_LISTS => {
                             lent_chunks[owner as usize] += 1;
                         }
                         _ => return Err(E::BadPage { page }),
@@ -1370,8 +1400,9 @@ mod in_a_buffer {
         let kept = lend_chunks(arena, 3, 2);
         let dropped = lend_chunks(arena, 7, 5);
         // One chunk is taken back by its owner first, from the middle of the list.
-        assert!(!arena.take_back(dropped[2], CHUNK_PAGES as usize * PAGE, 3), "not slot 3's");
-        assert!(arena.take_back(dropped[2], CHUNK_PAGES as usize * PAGE, 7));
+        let chunk = CHUNK_PAGES as usize * PAGE;
+        assert_eq!(arena.take_back(dropped[2], chunk, 3), GiveBack::Refused, "not slot 3's");
+        assert_eq!(arena.take_back(dropped[2], chunk, 7), GiveBack::TakenBack);
         arena.check().unwrap();
         let reclaimed = arena.release_owner(7);
         assert_eq!(reclaimed, Reclaimed { chunks: 4, pages: 4 * u64::from(CHUNK_PAGES) });
@@ -1380,7 +1411,7 @@ mod in_a_buffer {
         let chunk_bytes = u64::from(CHUNK_PAGES) * PAGE as u64;
         assert_eq!(arena.free_bytes(), start - 2 * chunk_bytes);
         for chunk in kept {
-            assert!(arena.take_back(chunk, CHUNK_PAGES as usize * PAGE, 3));
+            assert_eq!(arena.take_back(chunk, CHUNK_PAGES as usize * PAGE, 3), GiveBack::TakenBack);
         }
         assert_eq!(arena.release_owner(3), Reclaimed::default());
         arena.check().unwrap();
@@ -1416,13 +1447,104 @@ mod in_a_buffer {
         }
     }
 
+    /// A block `index` 64-byte slots into `chunk`, past its header, as a remote free names it.
+    fn target(chunk: u64, index: u32) -> RemoteTarget {
+        RemoteTarget { chunk: (chunk / PAGE as u64) as u32, within: CHUNK_HEADER + 64 * index }
+    }
+
+    /// The offsets on a chunk's remote-free list, first pushed last, taking the list.
+    fn take_list(pool: &Buffer, chunk: u64) -> Vec<u32> {
+        let mut within = pool.arena.take_remote((chunk / PAGE as u64) as u32);
+        let mut listed = Vec::new();
+        while within != 0 {
+            listed.push(within);
+            // SAFETY: each listed block lies in the buffer and holds its link in its first word.
+            within =
+                unsafe { pool.base.add(chunk as usize + within as usize).cast::<u32>().read() };
+        }
+        listed
+    }
+
+    #[test]
+    fn in_a_buffer_handed_off_blocks_freed_elsewhere_wait_for_their_owner() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let chunk = lend_chunks(arena, 1, 1)[0];
+        assert!(!arena.hand_off(target(chunk, 0), 2), "not slot 2's chunk");
+        for index in 0..3 {
+            assert!(arena.hand_off(target(chunk, index), 1));
+        }
+        for index in [2, 0] {
+            // SAFETY: each block was handed off above and is freed once.
+            assert_eq!(unsafe { arena.push_remote(target(chunk, index)) }, Some(Pushed::Queued));
+        }
+        assert_eq!(arena.pending(1).load(core::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(take_list(&pool, chunk), [target(chunk, 0).within, target(chunk, 2).within]);
+        assert!(take_list(&pool, chunk).is_empty(), "the owner took the whole list");
+        // SAFETY: the last block handed off, freed once.
+        assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, Some(Pushed::Queued));
+        // SAFETY: a second free of the same block: the count refuses it, nothing changes.
+        assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, None);
+        assert_eq!(take_list(&pool, chunk), [target(chunk, 1).within]);
+        arena.check().unwrap();
+    }
+
+    /// A chunk given up while blocks handed off from it are out waits on the orphans' list, and
+    /// the free of the last of them gives it back; one with none out goes back at once.
+    #[test]
+    fn in_a_buffer_a_chunk_given_up_with_blocks_out_waits_as_an_orphan() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        let chunks = lend_chunks(arena, 4, 2);
+        for index in 0..2 {
+            assert!(arena.hand_off(target(chunks[0], index), 4));
+        }
+        // The process dies: its slot is given up.
+        let reclaimed = arena.release_owner(4);
+        assert_eq!(reclaimed.chunks, 1, "the chunk with nothing out came back");
+        arena.check().unwrap();
+        assert!(!arena.hand_off(target(chunks[0], 5), 4), "an orphan takes no more hand-offs");
+        // SAFETY: the blocks were handed off, and each is freed once.
+        assert_eq!(unsafe { arena.push_remote(target(chunks[0], 1)) }, Some(Pushed::Queued));
+        let chunk_page = (chunks[0] / PAGE as u64) as u32;
+        // SAFETY: as above.
+        let last = unsafe { arena.push_remote(target(chunks[0], 0)) };
+        assert_eq!(last, Some(Pushed::LastOfOrphan(chunk_page)));
+        assert_eq!(arena.release_orphan(chunk_page), GiveBack::TakenBack);
+        assert_eq!(arena.release_orphan(chunk_page), GiveBack::Refused, "given back once");
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
+    }
+
+    /// An orphan whose last free could not give it back (its process died, or the lock failed)
+    /// goes back with the next reclaim of idle orphans.
+    #[test]
+    fn in_a_buffer_an_idle_orphan_goes_back_with_the_next_sweep() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        let chunk = lend_chunks(arena, 9, 1)[0];
+        assert!(arena.hand_off(target(chunk, 3), 9));
+        assert_eq!(arena.release_owner(9), Reclaimed::default());
+        assert_eq!(arena.release_idle_orphans(), Reclaimed::default(), "a block is still out");
+        // SAFETY: the block was handed off and is freed once; its last-free duty is dropped.
+        let last = unsafe { arena.push_remote(target(chunk, 3)) };
+        assert!(matches!(last, Some(Pushed::LastOfOrphan(_))));
+        let swept = arena.release_idle_orphans();
+        assert_eq!(swept, Reclaimed { chunks: 1, pages: u64::from(CHUNK_PAGES) });
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
+    }
+
     #[test]
     fn in_a_buffer_lending_nothing_is_refused() {
         let pool = Buffer::new();
         let arena = &pool.arena;
         let start = arena.free_bytes();
         assert_eq!(arena.lend(0, CHUNK_PAGES as usize * PAGE, NONE), None);
-        assert!(!arena.take_back(u64::from(arena.first_data) * PAGE as u64, 0, NONE));
+        let first = u64::from(arena.first_data) * PAGE as u64;
+        assert_eq!(arena.take_back(first, 0, NONE), GiveBack::Refused);
         arena.check().unwrap();
         assert_eq!(arena.free_bytes(), start);
     }

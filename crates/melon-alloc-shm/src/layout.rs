@@ -75,6 +75,12 @@ pub(crate) const CHUNK_PAGES: u32 = (melon_alloc_core::CHUNK_SIZE / PAGE) as u32
 /// Processes that can hold chunks for child pools at once, each through a slot of the owner
 /// table.
 pub(crate) const OWNER_SLOTS: usize = 128;
+/// The owner lists: one per slot, and after them [`ORPHANS`].
+pub(crate) const OWNER_LISTS: usize = OWNER_SLOTS + 1;
+/// The list of orphaned chunks: given up by their process (which dropped its child pool, or
+/// died) while blocks handed off from them to other processes were still out. The last of
+/// those blocks to be freed gives the chunk back.
+pub(crate) const ORPHANS: u32 = OWNER_SLOTS as u32;
 
 /// Which lock guards a pool.
 pub(crate) const LOCK_BUILTIN: u32 = 0;
@@ -132,7 +138,7 @@ pub(crate) struct State {
     pub(crate) lent_pages: u64,
     /// The processes whose child pools hold chunks: a slot each, claimed by a process before its
     /// first chunk and held through a lock on one byte of the pool's file (see `owner.rs`).
-    pub(crate) owners: [Owner; OWNER_SLOTS],
+    pub(crate) owners: [Owner; OWNER_LISTS],
 }
 
 /// One slot of the owner table.
@@ -144,6 +150,9 @@ pub(crate) struct Owner {
     pub(crate) chunks: u32,
     /// 1 while a process holds the slot, 0 while it is free.
     pub(crate) claimed: u32,
+    /// Blocks other processes freed into the slot's chunks since its process last looked: a
+    /// hint, read and written atomically outside the lock and the undo log.
+    pub(crate) pending: u32,
 }
 
 /// The start of every pool mapping.
@@ -238,6 +247,9 @@ pub(crate) struct BuiltinLock {
 
 static_assertions::const_assert_eq!(core::mem::size_of::<BuiltinLock>(), 64);
 
+/// Set in a lent chunk's hand-off count when its process gave it up with blocks still out.
+pub(crate) const HANDOFF_ORPHANED: u32 = 1 << 31;
+
 /// What one page is, and for the first page of a run, the run's bookkeeping.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -247,11 +259,15 @@ pub(crate) struct PageDesc {
     /// Pages in the run (a free run, a slab, a large block, a lent chunk).
     pub(crate) len: u32,
     /// Slab: index of the first free block, or [`NONE`]. Lent chunk: the owner slot of the
-    /// process it is lent to, or [`NONE`] for a chunk no slot answers for.
+    /// process it is lent to, [`ORPHANS`], or [`NONE`] for a chunk no slot answers for.
     pub(crate) free: u32,
-    /// Slab: blocks in use.
+    /// Slab: blocks in use. Lent chunk: the head of its remote-free list, the offset from the
+    /// chunk's start of the last block another process freed into it, or 0; accessed
+    /// atomically (see `arena/remote.rs`).
     pub(crate) live: u32,
-    /// Slab: blocks handed out at least once; later ones have never been touched.
+    /// Slab: blocks handed out at least once; later ones have never been touched. Lent chunk:
+    /// its blocks handed off to other processes and not yet freed, with [`HANDOFF_ORPHANED`]
+    /// set once its process gave it up; accessed atomically.
     pub(crate) carved: u32,
     /// Free run, slab or lent chunk: the next in its bin, class or owner list.
     pub(crate) next: u32,

@@ -34,7 +34,10 @@
 //! takes its lock over from a dead holder, when an allocation or a chunk finds no room, and when
 //! [`ShmPool::reclaim_dead`] asks, as a master can when it reaps a worker. So put per-request and
 //! per-process scratch in a child pool, and what other processes must see directly in the shared
-//! pool. The table has 128 slots: a process holds one from its first child's first chunk until
+//! pool. Between the two, a block of a child pool can be [handed off](ShmPool::hand_off) to other
+//! processes (a message a worker passes on, say): any process then frees it through the shared
+//! pool without its lock, the child takes it back when it runs out of blocks, and it outlives
+//! its process: the chunk it lies in waits until the last such block of it is freed. The table has 128 slots: a process holds one from its first child's first chunk until
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
 //! of a process that found no slot does not give its chunks back.
 
@@ -43,6 +46,7 @@ mod arena;
 mod children;
 mod error;
 pub mod failpoint;
+mod handoff;
 mod layout;
 mod lock;
 #[cfg(melon_loom)]

@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use crate::layout::{
     BuiltinLock, Header, LogEntry, Owner, State, Tallies, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN,
-    MAGIC, NONE, OWNER_SLOTS, PAGE, VERSION,
+    MAGIC, NONE, OWNER_LISTS, PAGE, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, Robust};
 use crate::sync::{AtomicU64, Ordering};
@@ -84,7 +84,7 @@ impl Shm {
                 quarantined: 0,
                 free_bytes: 0,
                 lent_pages: 0,
-                owners: [Owner { chunks: NONE, claimed: 0 }; OWNER_SLOTS],
+                owners: [Owner { chunks: NONE, claimed: 0, pending: 0 }; OWNER_LISTS],
             },
             tallies: Tallies {
                 peak_in_use: AtomicU64::new(0),
@@ -350,5 +350,81 @@ impl Robust for Thread<'_> {
         word.owner = 0;
         self.shm.sleepers.notify_all();
         Ok(())
+    }
+}
+
+/// A lent chunk's two hand-off words and [`HANDOFF_BLOCKS`] blocks, for the loom models of
+/// blocks handed off to other processes: the protocol the pool runs on its mapping
+/// (`handoff.rs`), here on loom's atomics. A block's memory is a loom cell, so that a link
+/// written after the chunk went back (or without ordering before the owner reads it) is a race
+/// loom reports.
+pub struct HandoffChunk {
+    list: loom::sync::atomic::AtomicU32,
+    count: loom::sync::atomic::AtomicU32,
+    blocks: [loom::cell::UnsafeCell<u32>; HANDOFF_BLOCKS],
+    releases: loom::sync::atomic::AtomicUsize,
+}
+
+/// Blocks of a [`HandoffChunk`].
+pub const HANDOFF_BLOCKS: usize = 3;
+
+impl HandoffChunk {
+    /// A chunk with `handed` of its blocks handed off.
+    pub fn new(handed: u32) -> Self {
+        Self {
+            list: loom::sync::atomic::AtomicU32::new(0),
+            count: loom::sync::atomic::AtomicU32::new(handed),
+            blocks: core::array::from_fn(|_| loom::cell::UnsafeCell::new(0)),
+            releases: loom::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The offset within the chunk of block `block`, as the list holds it: past the header.
+    fn within(block: usize) -> u32 {
+        64 + 64 * block as u32
+    }
+
+    /// Frees handed-off block `block` from another process. `None` when refused; whether it was
+    /// the last block out of a chunk given up otherwise.
+    pub fn free(&self, block: usize) -> Option<bool> {
+        let freed = crate::handoff::free(&self.list, &self.count, Self::within(block), |next| {
+            // SAFETY: the block is the freeing thread's until the list holds it.
+            self.blocks[block].with_mut(|link| unsafe { *link = next });
+        })?;
+        Some(freed == crate::handoff::Freed::LastOfOrphan)
+    }
+
+    /// What the owner collects: the blocks on the list, taking it.
+    pub fn collect(&self) -> Vec<usize> {
+        let mut within = crate::handoff::take(&self.list);
+        let mut blocks = Vec::new();
+        while within != 0 {
+            let block = (within as usize - 64) / 64;
+            blocks.push(block);
+            // SAFETY: a listed block's link was written before the push that the take acquired.
+            within = self.blocks[block].with(|link| unsafe { *link });
+        }
+        blocks
+    }
+
+    /// The owner gives the chunk up: whether blocks are still out, so that the last free gives
+    /// it back; if not, the caller does.
+    pub fn give_up(&self) -> bool {
+        crate::handoff::give_up(&self.count)
+    }
+
+    /// Gives the chunk back to the pool, which may write anywhere in it from then on.
+    pub fn release(&self) {
+        for block in &self.blocks {
+            // SAFETY: a chunk given back is nobody's: a write that races with this is the bug
+            // the models look for.
+            block.with_mut(|word| unsafe { *word = u32::MAX });
+        }
+        self.releases.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Times the chunk was given back.
+    pub fn releases(&self) -> usize {
+        self.releases.load(Ordering::Acquire)
     }
 }

@@ -200,6 +200,10 @@ pub(crate) fn reclaim_dead(
             report.add(reclaimed);
         }
     }
+    // Orphans whose last block was freed by a process that could not take the lock, or died.
+    let idle = arena.release_idle_orphans();
+    report.chunks += idle.chunks as usize;
+    report.bytes += idle.pages as usize * PAGE;
     report
 }
 

@@ -3,14 +3,15 @@
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
+use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use melon_alloc_core::{ChunkSource, FreeError};
+use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
 use melon_alloc_heap::ChildPool;
 
-use crate::arena::{Arena, Located};
+use crate::arena::{Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
 use crate::children::{self, Slot};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
@@ -212,6 +213,40 @@ impl Shared {
         }
     }
 
+    /// Frees a handed-off block of a child pool's chunk, at `addr` in the chunk `target` names,
+    /// onto the chunk's remote-free list, without the lock; gives the chunk back, under the lock
+    /// (`guard`'s, if the caller holds it), when the block was the last one out of an orphan.
+    ///
+    /// # Safety
+    /// As for [`ShmGuard::free`].
+    unsafe fn free_remote(
+        &self,
+        addr: usize,
+        target: RemoteTarget,
+        guard: Option<&mut ShmGuard<'_>>,
+    ) -> Result<(), ShmError> {
+        // SAFETY: the caller frees an in-use block once; one of a lent chunk is one handed off,
+        // or the chunk's count, which `push_remote` checks, refuses it.
+        match unsafe { self.arena.push_remote(target) } {
+            None => Err(ShmError::Free(FreeError::Foreign { addr })),
+            Some(Pushed::Queued) => Ok(()),
+            Some(Pushed::LastOfOrphan(chunk)) => {
+                match guard {
+                    Some(_) => {
+                        self.arena.release_orphan(chunk);
+                    }
+                    // A lock that fails leaves the orphan, its count zero, to the next reclaim.
+                    None => {
+                        if let Ok(_guard) = self.lock() {
+                            self.arena.release_orphan(chunk);
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The offset of `block` in the mapping, if it lies in it.
     pub(crate) fn offset_of(&self, block: *const u8) -> Option<u64> {
         let offset = block.addr().checked_sub(self.base().addr())?;
@@ -279,6 +314,10 @@ impl ShmGuard<'_> {
     pub unsafe fn free(&mut self, block: NonNull<u8>) -> Result<(), ShmError> {
         let addr = block.as_ptr().addr();
         let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        if let Some(target) = self.shared.arena.remote_target(offset) {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.shared.free_remote(addr, target, Some(self)) };
+        }
         Ok(self.shared.arena.free(offset)?)
     }
 
@@ -838,11 +877,12 @@ impl ShmPool {
         unsafe { guard.realloc(block, new_size) }.ok().flatten()
     }
 
-    /// Frees a block; a pointer that is not an in-use block of the pool is ignored (in debug
-    /// builds, the process aborts with a message). [`try_free`](ShmPool::try_free) reports it.
+    /// Frees a block of the pool, or one [handed off](ShmPool::hand_off) from a child pool of
+    /// any process; a pointer that is neither is ignored (in debug builds, the process aborts
+    /// with a message). [`try_free`](ShmPool::try_free) reports it.
     ///
     /// # Safety
-    /// - `block` is an in-use block of this pool.
+    /// - `block` is an in-use block of this pool, or a handed-off block of a child's.
     /// - Nothing uses it afterwards, in any process.
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
@@ -855,17 +895,83 @@ impl ShmPool {
         }
     }
 
-    /// Frees a block after checking it is an in-use block of this pool.
+    /// Frees a block after checking it is an in-use block of this pool, or a block
+    /// [handed off](ShmPool::hand_off) from a child pool of any process, which goes back to its
+    /// child without the lock.
     ///
     /// # Errors
-    /// [`ShmError::Free`] for a pointer outside the pool, inside a block, of a child pool's
-    /// chunk, or not in use (a double free); the lock's error. Nothing changes.
+    /// [`ShmError::Free`] for a pointer outside the pool, inside a block, or not in use (a
+    /// double free); for a block of a child pool's chunk when no block of that chunk is handed
+    /// off; the lock's error. Nothing changes. Of a chunk with handed-off blocks out, a block
+    /// is taken on trust, as a child pool's own free takes it: only the count of blocks out is
+    /// checked.
     ///
     /// # Safety
-    /// If `block` is an in-use block of the pool, nothing uses it afterwards, in any process.
+    /// If `block` is an in-use block of the pool, or a handed-off block of a child's, nothing
+    /// uses it afterwards, in any process.
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), ShmError> {
+        let shared = self.shared();
+        if let Some(target) =
+            shared.offset_of(block.as_ptr()).and_then(|offset| shared.arena.remote_target(offset))
+        {
+            // A block of a child pool's chunk, handed off: freed without the lock.
+            // SAFETY: forwarded from the caller.
+            return unsafe { shared.free_remote(block.as_ptr().addr(), target, None) };
+        }
         // SAFETY: forwarded from the caller.
         unsafe { self.lock()?.free(block) }
+    }
+
+    /// Hands a block of one of this process's child pools off to other processes, which may then
+    /// free it with [`free`](ShmPool::free) or [`try_free`](ShmPool::try_free), without the
+    /// pool's lock; the child pool collects it when it next runs out of blocks. Returns the
+    /// block's offset, to send to them.
+    ///
+    /// A block handed off outlives its child pool and its process: were the child dropped, or
+    /// the process to die, while handed-off blocks of a chunk are out, the chunk waits, as an
+    /// orphan, until the last of them is freed, and then comes back to the pool. Everything
+    /// else the child held comes back at once.
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` is not a block of a chunk
+    /// lent to this process's child pools (or this process holds no slot in the owner table:
+    /// see "Whose memory is whose" in the [crate docs](crate)).
+    ///
+    /// # Safety
+    /// - `block` is an in-use block of a child pool that this process made with
+    ///   [`child`](ShmPool::child) or [`child_with_limit`](ShmPool::child_with_limit) (not of a
+    ///   child of such a child), and is handed off once.
+    /// - From now on the block is freed through the shared pool, by any process, once, and never
+    ///   through the child pool.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(4 << 20)?;
+    /// let child = shm.child();
+    /// let message = child.alloc(256).unwrap();
+    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+    /// let offset = unsafe { shm.hand_off(message) }?;
+    /// // Another process would receive `offset`, use the block, and free it:
+    /// let received = shm.ptr_at(offset).unwrap();
+    /// // SAFETY: the block was handed off, and is freed once.
+    /// unsafe { shm.try_free(received) }?;
+    /// drop(child);
+    /// assert_eq!(shm.stats()?.lent_bytes, 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub unsafe fn hand_off(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
+        let shared = self.shared();
+        let addr = block.as_ptr().addr();
+        let refused = ShmError::Free(FreeError::Foreign { addr });
+        let offset = shared.offset_of(block.as_ptr()).ok_or(refused)?;
+        let target = shared.arena.remote_target(offset).ok_or(refused)?;
+        let owner = shared.claim.current().ok_or(refused)?;
+        if !shared.arena.hand_off(target, owner) {
+            return Err(refused);
+        }
+        Ok(offset as usize)
     }
 
     /// The bytes an in-use block can hold.
@@ -980,7 +1086,13 @@ impl ShmPool {
     fn make_child(&self, limit: Option<usize>) -> ChildPool<'_> {
         let slot = Slot::reserve();
         let index = slot.index();
-        let chunks = ShmChunks { shared: self.shared(), owner: sys::ids().pid, _slot: slot };
+        let chunks = ShmChunks {
+            shared: self.shared(),
+            owner: sys::ids().pid,
+            _slot: slot,
+            chunks: HashSet::new(),
+            collected: Vec::new(),
+        };
         let child = ChildPool::with_source(Box::new(chunks), limit);
         children::fill(index, &child);
         child
@@ -1024,6 +1136,47 @@ struct ShmChunks<'pool> {
     owner: u32,
     /// The child's place in the table a fork handler walks; freed with the source.
     _slot: Slot,
+    /// The offsets of the chunks the child holds, whose remote-free lists it collects.
+    chunks: HashSet<u64>,
+    /// Blocks collected from those lists that the engine has not taken yet.
+    collected: Vec<NonNull<u8>>,
+}
+
+impl ShmChunks<'_> {
+    /// Takes the remote-free lists of this child's chunks, if other processes freed blocks
+    /// into this process's chunks since it last looked, into `collected`.
+    fn collect(&mut self) {
+        let arena = &self.shared.arena;
+        let Some(slot) = self.shared.claim.current() else { return };
+        if arena.pending(slot).swap(0, Ordering::Acquire) == 0 {
+            return;
+        }
+        for &chunk in &self.chunks {
+            let mut within = arena.take_remote(arena_page(chunk));
+            // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
+            for _ in 0..CHUNK_SIZE / 16 {
+                if within == 0 {
+                    break;
+                }
+                // A link another process wrote: only a block boundary inside the chunk's
+                // first `CHUNK_SIZE` bytes, past its header, is followed.
+                if within < CHUNK_HEADER || within % 16 != 0 || within as usize >= CHUNK_SIZE {
+                    break;
+                }
+                let block = self.shared.ptr_at(chunk + u64::from(within));
+                self.collected.push(block);
+                // SAFETY: the block was pushed onto the list by the process that freed it, with
+                // a release that the list's swap acquired: its first word holds the next link,
+                // and the block is this child's again.
+                within = unsafe { block.as_ptr().cast::<u32>().read() };
+            }
+        }
+    }
+}
+
+/// The page of a chunk's offset.
+fn arena_page(offset: u64) -> u32 {
+    (offset / crate::layout::PAGE as u64) as u32
 }
 
 // SAFETY: (1) chunks come from `Arena::lend`, which hands out disjoint runs of the mapping
@@ -1037,7 +1190,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             // original: refuse rather than share.
             return None;
         }
-        self.shared.lock().ok()?.lend(layout)
+        let chunk = self.shared.lock().ok()?.lend(layout)?;
+        if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
+            self.chunks.insert(offset);
+        }
+        Some(chunk)
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
@@ -1045,6 +1202,9 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             // A forked copy of the child is giving back a chunk that the original, in the
             // process that made it, still holds and hands out: it stays lent to the original.
             return;
+        }
+        if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
+            self.chunks.remove(&offset);
         }
         match self.shared.lock() {
             Ok(mut guard) => guard.take_back(chunk, layout.size()),
@@ -1064,6 +1224,20 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // lie in the shared mapping, where the original's lists run through them: saying they
         // are all taken back keeps the copy's engine from unlinking them one by one.
         sys::ids().pid != self.owner
+    }
+
+    fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
+        if sys::ids().pid != self.owner {
+            return 0;
+        }
+        if self.collected.is_empty() {
+            self.collect();
+        }
+        let count = out.len().min(self.collected.len());
+        for (place, block) in out.iter_mut().zip(self.collected.drain(..count)) {
+            *place = Some(block);
+        }
+        count
     }
 }
 

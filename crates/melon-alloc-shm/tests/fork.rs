@@ -85,6 +85,10 @@ fn main() {
             "past_a_full_owner_table_chunks_are_lent_but_not_reclaimed",
             past_a_full_owner_table_chunks_are_lent_but_not_reclaimed,
         ),
+        (
+            "handed_off_blocks_cross_processes_and_outlive_their_producer",
+            handed_off_blocks_cross_processes_and_outlive_their_producer,
+        ),
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
@@ -1002,6 +1006,73 @@ fn past_a_full_owner_table_chunks_are_lent_but_not_reclaimed() {
     let report = shm.reclaim_dead().unwrap();
     assert_eq!((report.processes, report.bytes), (SLOTS, SLOTS * chunk), "{report:?}");
     assert_eq!(shm.stats().unwrap().lent_bytes, chunk, "the slotless chunk stays lent");
+    shm.check().unwrap();
+}
+
+/// A producer hands blocks of its child pool off to a consumer process, which checks and frees
+/// them: the producer's child takes the freed blocks back and serves a second batch from them,
+/// with no new chunk. The producer is then killed with that batch out: its scratch comes back
+/// at once, the chunks holding the batch when the consumer has freed the last block of it, with
+/// every block intact until then.
+fn handed_off_blocks_cross_processes_and_outlive_their_producer() {
+    const BLOCKS: usize = 2000;
+    let size = |index: usize| 16 + index % 300;
+    let shm = ShmPool::new(16 * MIB).unwrap();
+    let start = shm.available();
+    // 0: batch 1 ready; 1: batch 1 freed; 2: batch 2 ready; then the offsets, plus 1.
+    let mailbox = SharedWords::<AtomicU64>::new(3 + BLOCKS);
+    let batch = |shm: &ShmPool, child: &melon_alloc_heap::ChildPool<'_>, seed: u64| {
+        for index in 0..BLOCKS {
+            let block = child.alloc(size(index)).unwrap();
+            // SAFETY: the block is in use and holds `size(index)` bytes.
+            unsafe { stamp(block, size(index), seed + index as u64) };
+            // SAFETY: the block is the child's, in use, handed off once, and freed by the
+            // consumer alone.
+            let offset = unsafe { shm.hand_off(block) }.unwrap();
+            mailbox[3 + index].store(offset as u64 + 1, Ordering::Release);
+        }
+    };
+    let mut producer = fork(|| {
+        let child = shm.child();
+        let _scratch: Vec<_> = (0..64).map(|_| child.alloc(16 * KIB).unwrap()).collect();
+        batch(&shm, &child, 0);
+        mailbox[0].store(1, Ordering::Release);
+        await_word(&mailbox[1]);
+        let lent = shm.stats().unwrap().lent_bytes;
+        batch(&shm, &child, 1 << 20);
+        assert_eq!(shm.stats().unwrap().lent_bytes, lent, "the second batch reused the first");
+        mailbox[2].store(1, Ordering::Release);
+        idle_until_killed()
+    });
+    let consume = |seed: u64| {
+        for index in 0..BLOCKS {
+            let offset = mailbox[3 + index].swap(0, Ordering::Acquire) - 1;
+            let block = shm.ptr_at(offset as usize).unwrap();
+            // SAFETY: the producer stamped the block before handing it off.
+            assert!(unsafe { has_stamp(block, size(index), seed + index as u64) }, "{index}");
+            // SAFETY: the block was handed off to this process, which frees it once.
+            unsafe { shm.try_free(block) }.unwrap();
+        }
+    };
+    fork(|| {
+        await_word(&mailbox[0]);
+        consume(0);
+        mailbox[1].store(1, Ordering::Release);
+    })
+    .succeeds("the consumer of the first batch");
+    await_word(&mailbox[2]);
+    let lent = shm.stats().unwrap().lent_bytes;
+    producer.kill_dead();
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!(report.processes, 1);
+    assert!(report.bytes >= 64 * 16 * KIB, "the scratch came back: {report:?}");
+    let orphaned = shm.stats().unwrap().lent_bytes;
+    assert_eq!(orphaned, lent - report.bytes, "the batch's chunks wait");
+    assert!(orphaned > 0);
+    shm.check().unwrap();
+    fork(|| consume(1 << 20)).succeeds("the consumer of the second batch");
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }
 

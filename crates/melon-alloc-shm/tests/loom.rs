@@ -18,7 +18,7 @@ mod tests {
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
     use loom::thread;
-    use melon_alloc_shm::model::Shm;
+    use melon_alloc_shm::model::{HandoffChunk, Shm};
     use melon_alloc_shm::ShmError;
 
     const A: u32 = 1;
@@ -332,5 +332,54 @@ mod tests {
     #[test]
     fn a_repair_cut_short_by_death_is_done_by_the_next_taker() {
         catches_broken(repair_interrupted_by_death);
+    }
+
+    /// Two processes free handed-off blocks while the owner collects: every block is collected
+    /// once, between the collection that runs alongside and the one after.
+    #[test]
+    fn handed_off_blocks_freed_elsewhere_are_collected_once() {
+        passes(|| {
+            let chunk = Arc::new(HandoffChunk::new(2));
+            let freers: Vec<_> = (0..2)
+                .map(|block| {
+                    let chunk = Arc::clone(&chunk);
+                    thread::spawn(move || assert_eq!(chunk.free(block), Some(false)))
+                })
+                .collect();
+            let mut collected = chunk.collect();
+            for freer in freers {
+                freer.join().unwrap();
+            }
+            collected.extend(chunk.collect());
+            collected.sort_unstable();
+            assert_eq!(collected, [0, 1]);
+            assert_eq!(chunk.free(0), None, "nothing is out any more");
+        });
+    }
+
+    /// The owner gives a chunk up while the last two handed-off blocks are freed: the chunk goes
+    /// back exactly once, by whoever sees nothing left out, and after every push into it.
+    #[test]
+    fn a_chunk_given_up_goes_back_once_after_its_last_block() {
+        passes(|| {
+            let chunk = Arc::new(HandoffChunk::new(2));
+            let freers: Vec<_> = (0..2)
+                .map(|block| {
+                    let chunk = Arc::clone(&chunk);
+                    thread::spawn(move || {
+                        if chunk.free(block) == Some(true) {
+                            chunk.release();
+                        }
+                    })
+                })
+                .collect();
+            if !chunk.give_up() {
+                chunk.release();
+            }
+            for freer in freers {
+                freer.join().unwrap();
+            }
+            assert_eq!(chunk.releases(), 1);
+        });
     }
 }

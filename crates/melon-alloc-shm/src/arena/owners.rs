@@ -10,7 +10,8 @@
 use core::ptr::{addr_of, addr_of_mut};
 
 use super::Arena;
-use crate::layout::{kind, NONE, OWNER_SLOTS, PAGE};
+use super::GiveBack;
+use crate::layout::{kind, NONE, ORPHANS, OWNER_LISTS, OWNER_SLOTS, PAGE};
 use crate::tx::Tx;
 
 /// What giving up an owner slot took back.
@@ -22,21 +23,21 @@ pub(crate) struct Reclaimed {
     pub(crate) pages: u64,
 }
 
-/// Reads a field of owner slot `slot` (below [`OWNER_SLOTS`]).
+/// Reads a field of owner list `slot` (below [`OWNER_LISTS`]).
 macro_rules! owner {
     ($arena:expr, $slot:expr, $field:ident) => {{
         let state = $arena.state();
-        // SAFETY: the state lies in the header, and `$slot` is below `OWNER_SLOTS`.
+        // SAFETY: the state lies in the header, and `$slot` is below `OWNER_LISTS`.
         unsafe { addr_of!((*state).owners[$slot as usize].$field).read() }
     }};
 }
 
-/// Writes a field of owner slot `slot` (below [`OWNER_SLOTS`]) through the undo log.
+/// Writes a field of owner list `slot` (below [`OWNER_LISTS`]) through the undo log.
 macro_rules! set_owner {
     ($arena:expr, $tx:expr, $slot:expr, $field:ident, $value:expr) => {{
         let value = $value;
         let state = $arena.state();
-        // SAFETY: the state lies in the header, `$slot` is below `OWNER_SLOTS`, and the arena's
+        // SAFETY: the state lies in the header, `$slot` is below `OWNER_LISTS`, and the arena's
         // lock is held.
         unsafe { $tx.set(addr_of_mut!((*state).owners[$slot as usize].$field), value) }
     }};
@@ -76,19 +77,28 @@ impl Arena {
                 break;
             }
             let pages = get!(self, chunk, len);
-            if !self.is_lent_to(chunk, slot)
-                || !self.take_back(u64::from(chunk) * PAGE as u64, pages as usize * PAGE, slot)
-            {
-                // A head that is no chunk of this slot's cannot be followed: drop the rest of the
-                // list, whose chunks stay lent (`check` reports them).
-                // SAFETY: as in `claim_owner`.
-                let mut tx = unsafe { Tx::begin(self.base) };
-                set_owner!(self, tx, slot, chunks, NONE);
-                tx.commit();
-                break;
+            let gave = if self.is_lent_to(chunk, slot) {
+                self.take_back(u64::from(chunk) * PAGE as u64, pages as usize * PAGE, slot)
+            } else {
+                GiveBack::Refused
+            };
+            match gave {
+                GiveBack::TakenBack => {
+                    reclaimed.chunks += 1;
+                    reclaimed.pages += u64::from(pages);
+                }
+                // Off this list, onto the orphans'.
+                GiveBack::Orphaned => {}
+                GiveBack::Refused => {
+                    // A head that is no chunk of this slot's cannot be followed: drop the rest
+                    // of the list, whose chunks stay lent (`check` reports them).
+                    // SAFETY: as in `claim_owner`.
+                    let mut tx = unsafe { Tx::begin(self.base) };
+                    set_owner!(self, tx, slot, chunks, NONE);
+                    tx.commit();
+                    break;
+                }
             }
-            reclaimed.chunks += 1;
-            reclaimed.pages += u64::from(pages);
         }
         // SAFETY: as in `claim_owner`.
         let mut tx = unsafe { Tx::begin(self.base) };
@@ -98,18 +108,27 @@ impl Arena {
         reclaimed
     }
 
-    /// Whether `page` is the first page of a chunk, in the data pages, lent to owner `slot`.
-    fn is_lent_to(&self, page: u32, slot: u32) -> bool {
+    /// The first chunk on owner list `slot`, or [`NONE`].
+    pub(super) fn owner_chunks(&self, slot: u32) -> u32 {
+        if slot as usize >= OWNER_LISTS {
+            return NONE;
+        }
+        owner!(self, slot, chunks)
+    }
+
+    /// Whether `page` is the first page of a chunk, in the data pages, lent to owner `slot` (or
+    /// orphaned, for [`ORPHANS`]).
+    pub(super) fn is_lent_to(&self, page: u32, slot: u32) -> bool {
         page >= self.first_data
             && page < self.page_count
             && self.kind_of(page) == kind::LENT
             && get!(self, page, free) == slot
     }
 
-    /// Records the chunk at `page` as lent to `owner`, first on its list; a chunk of no slot's
-    /// ([`NONE`], or a slot out of range) is on no list.
+    /// Records the chunk at `page` as lent to `owner` (or orphaned, for [`ORPHANS`]), first on
+    /// its list; a chunk of no slot's ([`NONE`], or a slot out of range) is on no list.
     pub(super) fn link_lent(&self, tx: &mut Tx, page: u32, owner: u32) {
-        if owner as usize >= OWNER_SLOTS {
+        if owner as usize >= OWNER_LISTS {
             set!(self, tx, page, free, NONE);
             return;
         }
@@ -128,7 +147,7 @@ impl Arena {
     /// Takes the lent chunk at `page` off its owner's list.
     pub(super) fn unlink_lent(&self, tx: &mut Tx, page: u32) {
         let owner = get!(self, page, free);
-        if owner as usize >= OWNER_SLOTS {
+        if owner as usize >= OWNER_LISTS {
             return;
         }
         let (prev, next) = (get!(self, page, prev), get!(self, page, next));
@@ -150,12 +169,13 @@ impl Arena {
     /// chunks whose first page names the slot.
     pub(super) fn check_owners(
         &self,
-        lent_chunks: &[u32; OWNER_SLOTS],
+        lent_chunks: &[u32; OWNER_LISTS],
     ) -> Result<(), crate::ShmCheckError> {
         use crate::ShmCheckError as E;
-        for slot in 0..OWNER_SLOTS as u32 {
+        for slot in 0..OWNER_LISTS as u32 {
             let mut chunk = owner!(self, slot, chunks);
-            if !self.owner_claimed(slot) && (chunk != NONE || lent_chunks[slot as usize] != 0) {
+            let held = slot == ORPHANS || self.owner_claimed(slot);
+            if !held && (chunk != NONE || lent_chunks[slot as usize] != 0) {
                 return Err(E::BadList);
             }
             let (mut prev, mut listed) = (NONE, 0);

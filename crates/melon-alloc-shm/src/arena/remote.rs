@@ -1,0 +1,200 @@
+//! Blocks of one process's child pool freed by another process, without the pool's lock.
+//!
+//! A process hands a block of its child pool off to others ([`Arena::hand_off`]), which counts
+//! it in the chunk's hand-off count. Whoever frees it later pushes it onto the chunk's
+//! remote-free list and then takes it off the count; the owner's child pool collects the list
+//! when it runs out of blocks ([`Arena::take_remote`]). Both words live in the chunk's first
+//! page descriptor and are only ever changed atomically, by compare-and-swap, swap and
+//! fetch-or, so that no lock is needed; they are not in the undo log, and the lock holder never
+//! writes them but when it lends the chunk, which nobody can free into yet.
+//!
+//! The count is what keeps a chunk in place while a block of it is out: the owner may give a
+//! chunk up (drop its child pool, or die) at any time, and [`Arena::take_back`] then sets the
+//! count's [`HANDOFF_ORPHANED`] bit. If no block is out, the chunk goes back at once; otherwise
+//! it waits on the orphans' list, and the free that takes the count from one to zero sees the
+//! bit and gives the chunk back. A free first pushes, then counts down, so a chunk it pushes into
+//! is still lent: its own block holds the count above zero until then.
+
+use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::{Arena, GiveBack};
+use crate::handoff;
+use crate::layout::{kind, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNER_SLOTS, PAGE};
+
+/// The bytes at the start of every chunk that hold the child pool's chunk header: no block
+/// starts inside them.
+pub(crate) const CHUNK_HEADER: u32 = 64;
+
+/// The lent chunk a block of another process's child pool lies in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RemoteTarget {
+    /// The chunk's first page.
+    pub(crate) chunk: u32,
+    /// The block's offset from the chunk's start.
+    pub(crate) within: u32,
+}
+
+/// What a remote free did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// The block waits for its owner to collect it.
+    Queued,
+    /// The block was the last one out of an orphaned chunk: the caller gives the chunk back
+    /// under the lock ([`Arena::release_orphan`]).
+    LastOfOrphan(u32),
+}
+
+impl Arena {
+    /// A word of a page descriptor, as an atomic.
+    fn desc_word(&self, page: u32, field: DescWord) -> &AtomicU32 {
+        let desc = self.desc(page);
+        // SAFETY: (1) `desc` points at a descriptor inside the mapping, which lives as long as
+        // the arena's users; (2) the word is 4-aligned (`PageDesc` is `repr(C)` of `u32`s);
+        // (3) every access to it that can be concurrent with another is atomic (module docs).
+        unsafe {
+            AtomicU32::from_ptr(match field {
+                DescWord::Kind => addr_of_mut!((*desc).kind),
+                DescWord::Len => addr_of_mut!((*desc).len),
+                DescWord::Head => addr_of_mut!((*desc).head),
+                DescWord::Owner => addr_of_mut!((*desc).free),
+                DescWord::Remote => addr_of_mut!((*desc).live),
+                DescWord::Handoffs => addr_of_mut!((*desc).carved),
+            })
+        }
+    }
+
+    /// The lent chunk `offset` lies in, if it lies in the block area of one, at a block
+    /// boundary. Read without the lock: it is exact for a block the caller holds, whose chunk
+    /// stays lent while the block is out, and merely an answer for any other offset.
+    pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
+        let page = self.page_of(offset)?;
+        let page_kind = self.desc_word(page, DescWord::Kind).load(Ordering::Acquire) & 0xff;
+        let chunk = match page_kind {
+            kind::LENT => page,
+            kind::LENT_PAGE => self.desc_word(page, DescWord::Head).load(Ordering::Acquire),
+            _ => return None,
+        };
+        if !self.in_data(chunk, 1)
+            || self.desc_word(chunk, DescWord::Kind).load(Ordering::Acquire) & 0xff != kind::LENT
+        {
+            return None;
+        }
+        let within = u32::try_from(offset - u64::from(chunk) * PAGE as u64).ok()?;
+        let span = self.desc_word(chunk, DescWord::Len).load(Ordering::Acquire);
+        let inside = u64::from(within) < u64::from(span.min(super::CHUNK_PAGES)) * PAGE as u64;
+        (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside)
+            .then_some(RemoteTarget { chunk, within })
+    }
+
+    /// Counts a block of the chunk `target` names as handed off: until it is freed, the chunk
+    /// stays lent, or orphaned, whatever becomes of its process. Refused for a chunk that is not
+    /// `owner`'s.
+    pub(crate) fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
+        owner < OWNER_SLOTS as u32
+            && self.desc_word(target.chunk, DescWord::Owner).load(Ordering::Acquire) == owner
+            && handoff::hand_off(self.desc_word(target.chunk, DescWord::Handoffs))
+    }
+
+    /// Frees a handed-off block of another process's child pool: pushes it onto its chunk's
+    /// remote-free list for the owner to collect, then takes it off the chunk's count. Refused
+    /// (`None`) when the chunk has no block handed off, which a double free or a block never
+    /// handed off shows.
+    ///
+    /// # Safety
+    /// The block at `target` was handed off with [`hand_off`](Arena::hand_off), is not in use
+    /// any more, and is freed once.
+    pub(crate) unsafe fn push_remote(&self, target: RemoteTarget) -> Option<Pushed> {
+        let list = self.desc_word(target.chunk, DescWord::Remote);
+        let count = self.desc_word(target.chunk, DescWord::Handoffs);
+        let block = self.block_at(target.chunk, target.within);
+        // The owner is read before the push: after the count goes down, nothing of the chunk
+        // may be read.
+        let owner = self.desc_word(target.chunk, DescWord::Owner).load(Ordering::Acquire);
+        let freed = handoff::free(list, count, target.within, |next| {
+            // SAFETY: the block is the caller's to free, 16 bytes or more, aligned to 16: its
+            // first word can hold the link.
+            unsafe { block.write(next) }
+        })?;
+        if (owner as usize) < OWNER_SLOTS {
+            // The hint lies in the header, not in the chunk: it outlives the chunk.
+            self.pending(owner).fetch_add(1, Ordering::Release);
+        }
+        Some(match freed {
+            handoff::Freed::Queued => Pushed::Queued,
+            handoff::Freed::LastOfOrphan => Pushed::LastOfOrphan(target.chunk),
+        })
+    }
+
+    /// Takes the whole remote-free list of the chunk at `chunk`, lent to the caller's process:
+    /// the offset of its first block from the chunk's start, or 0. Each block's first word holds
+    /// the offset of the next, 0 ending the list.
+    pub(crate) fn take_remote(&self, chunk: u32) -> u32 {
+        handoff::take(self.desc_word(chunk, DescWord::Remote))
+    }
+
+    /// The hint that blocks of owner slot `slot`'s chunks were freed by other processes since
+    /// it last looked.
+    pub(crate) fn pending(&self, slot: u32) -> &AtomicU32 {
+        let slot = (slot as usize).min(OWNER_SLOTS - 1);
+        let state = self.state();
+        // SAFETY: (1) the state lies in the header, and `slot` is below `OWNER_SLOTS`; (2) the
+        // word is aligned and only ever accessed atomically.
+        unsafe { AtomicU32::from_ptr(addr_of_mut!((*state).owners[slot].pending)) }
+    }
+
+    /// The first word of the block `within` bytes into the chunk at `chunk`.
+    fn block_at(&self, chunk: u32, within: u32) -> *mut u32 {
+        // SAFETY: the chunk lies in the mapping (its descriptor says so), and `within` is inside
+        // its first pages (see `remote_target`).
+        unsafe { self.base.add(chunk as usize * PAGE + within as usize).cast() }
+    }
+
+    /// Marks the chunk at `page` given up by its process. Returns whether blocks handed off from
+    /// it are still out, so that it must wait for them as an orphan.
+    pub(super) fn orphan(&self, page: u32) -> bool {
+        handoff::give_up(self.desc_word(page, DescWord::Handoffs))
+    }
+
+    /// Gives back the orphaned chunk at `chunk` once its last handed-off block was freed
+    /// ([`Pushed::LastOfOrphan`]). The caller holds the lock.
+    pub(crate) fn release_orphan(&self, chunk: u32) -> GiveBack {
+        if !self.in_data(chunk, 1) || !self.is_lent_to(chunk, ORPHANS) {
+            return GiveBack::Refused;
+        }
+        let len = get!(self, chunk, len);
+        self.take_back(u64::from(chunk) * PAGE as u64, len as usize * PAGE, ORPHANS)
+    }
+
+    /// Gives back every orphaned chunk with no block out any more: those whose last free died
+    /// before it could. The caller holds the lock.
+    pub(crate) fn release_idle_orphans(&self) -> super::Reclaimed {
+        let mut reclaimed = super::Reclaimed::default();
+        let mut chunk = self.owner_chunks(ORPHANS);
+        for _ in self.first_data..self.page_count {
+            if chunk == NONE || !self.is_lent_to(chunk, ORPHANS) {
+                break;
+            }
+            let (next, pages) = (get!(self, chunk, next), get!(self, chunk, len));
+            let idle = self.desc_word(chunk, DescWord::Handoffs).load(Ordering::Acquire)
+                == HANDOFF_ORPHANED;
+            if idle && self.release_orphan(chunk) == GiveBack::TakenBack {
+                reclaimed.chunks += 1;
+                reclaimed.pages += u64::from(pages);
+            }
+            chunk = next;
+        }
+        reclaimed
+    }
+}
+
+/// The words of a page descriptor read or written atomically.
+#[derive(Clone, Copy)]
+enum DescWord {
+    Kind,
+    Len,
+    Head,
+    Owner,
+    Remote,
+    Handoffs,
+}

@@ -1,0 +1,100 @@
+//! Blocks of a child pool handed off with `ShmPool::hand_off` and freed through the shared
+//! pool: the child collects them when it runs out of blocks, a double free is refused, and a
+//! child dropped while blocks are out leaves their chunks lent until the last one is freed.
+//! (Across processes: `tests/fork.rs`.)
+
+use core::ptr::NonNull;
+
+use melon_alloc_core::{FreeError, CHUNK_SIZE};
+use melon_alloc_shm::{ShmError, ShmPool};
+
+const MIB: usize = 1 << 20;
+
+/// Hands `block` off and returns it as the receiving side would see it.
+fn hand_off(shm: &ShmPool, block: NonNull<u8>) -> NonNull<u8> {
+    // SAFETY: every block passed is an in-use block of a child of `shm`, handed off once and
+    // from then on freed through `shm` alone.
+    let offset = unsafe { shm.hand_off(block) }.unwrap();
+    shm.ptr_at(offset).unwrap()
+}
+
+fn free(shm: &ShmPool, block: NonNull<u8>) -> Result<(), ShmError> {
+    // SAFETY: the block was handed off and nothing uses it any more; a second free is refused by
+    // the chunk's count, which is what one test checks.
+    unsafe { shm.try_free(block) }
+}
+
+#[test]
+fn handed_off_blocks_freed_through_the_pool_come_back_to_their_child() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let child = shm.child();
+    let blocks: Vec<_> = (0..1000).map(|_| hand_off(&shm, child.alloc(64).unwrap())).collect();
+    let lent = shm.stats().unwrap().lent_bytes;
+    for block in blocks {
+        free(&shm, block).unwrap();
+    }
+    // The child's chunks are all in use as far as it knows, until it runs out and collects.
+    let again: Vec<_> = (0..1000).map(|_| child.alloc(64).unwrap()).collect();
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent, "the freed blocks served, no new chunk");
+    for block in again {
+        // SAFETY: each block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    child.check().unwrap();
+    drop(child);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.lent_bytes, 0);
+    shm.check().unwrap();
+}
+
+#[test]
+fn a_block_not_handed_off_or_freed_twice_is_refused() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let child = shm.child();
+    let kept = child.alloc(64).unwrap();
+    let addr = kept.as_ptr().addr();
+    assert_eq!(
+        free(&shm, kept),
+        Err(ShmError::Free(FreeError::Foreign { addr })),
+        "a block of a child, never handed off"
+    );
+    let block = hand_off(&shm, child.alloc(64).unwrap());
+    free(&shm, block).unwrap();
+    let addr = block.as_ptr().addr();
+    assert_eq!(free(&shm, block), Err(ShmError::Free(FreeError::Foreign { addr })));
+    // A block of the shared pool itself is no child's to hand off.
+    let own = shm.alloc(64).unwrap();
+    // SAFETY: refused without any change, as the pool's own blocks are not handed off.
+    let refused = unsafe { shm.hand_off(own) };
+    assert!(refused.is_err());
+    free(&shm, own).unwrap();
+    // SAFETY: the block came from `child` and is freed once.
+    unsafe { child.free(kept) };
+    shm.check().unwrap();
+}
+
+/// A child dropped while blocks handed off from it are out: its other chunks come back at once,
+/// the chunk those blocks lie in when the last of them is freed.
+#[test]
+fn a_dropped_childs_chunk_waits_for_its_handed_off_blocks() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let child = shm.child();
+    let out: Vec<_> = (0..3).map(|_| hand_off(&shm, child.alloc(100).unwrap())).collect();
+    let _scratch: Vec<_> = (0..200).map(|_| child.alloc(2000).unwrap()).collect();
+    for (index, block) in out.iter().enumerate() {
+        // SAFETY: each handed-off block holds 100 bytes.
+        unsafe { block.as_ptr().write_bytes(index as u8, 100) };
+    }
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, CHUNK_SIZE, "one orphan, the rest came back");
+    shm.check().unwrap();
+    for (index, block) in out.into_iter().enumerate() {
+        // SAFETY: the orphan's blocks are still in place, untouched.
+        assert_eq!(unsafe { block.as_ptr().add(99).read() }, index as u8);
+        free(&shm, block).unwrap();
+    }
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}

@@ -58,8 +58,12 @@ word!(loom::sync::atomic::AtomicU32);
 /// What a free of a handed-off block did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Freed {
-    /// The block waits on the remote-free list for its owner.
+    /// The block waits on the remote-free list for its owner, on a list that held others
+    /// already.
     Queued,
+    /// The block waits on the remote-free list for its owner, the first on it since the owner
+    /// last took the list: the one free that needs to tell the owner.
+    First,
     /// The block was the last one out of a chunk its process gave up: the caller gives the
     /// chunk back.
     LastOfOrphan,
@@ -105,7 +109,13 @@ pub(crate) fn free<W: Word>(
         }
     }
     let before = count.fetch_sub(1, Ordering::AcqRel);
-    Some(if before == HANDOFF_ORPHANED | 1 { Freed::LastOfOrphan } else { Freed::Queued })
+    Some(if before == HANDOFF_ORPHANED | 1 {
+        Freed::LastOfOrphan
+    } else if next == 0 {
+        Freed::First
+    } else {
+        Freed::Queued
+    })
 }
 
 /// Takes the whole remote-free list: the offset of its first block, or 0.

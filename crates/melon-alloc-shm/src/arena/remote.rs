@@ -116,12 +116,16 @@ impl Arena {
             // first word can hold the link.
             unsafe { block.write(next) }
         })?;
-        if (owner as usize) < OWNER_SLOTS {
-            // The hint lies in the header, not in the chunk: it outlives the chunk.
-            self.pending(owner).fetch_add(1, Ordering::Release);
-        }
         Some(match freed {
             handoff::Freed::Queued => Pushed::Queued,
+            handoff::Freed::First => {
+                // The list was empty: the owner may not look at this chunk again unless told.
+                // The hint lies in the header, not in the chunk: it outlives the chunk.
+                if (owner as usize) < OWNER_SLOTS {
+                    self.pending(owner).fetch_add(1, Ordering::Release);
+                }
+                Pushed::Queued
+            }
             handoff::Freed::LastOfOrphan => Pushed::LastOfOrphan(target.chunk),
         })
     }

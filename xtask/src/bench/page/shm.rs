@@ -125,13 +125,14 @@ pub(super) fn reclaim_results(page: &mut String) {
 }
 
 /// The hammer's rows, in the tables' order: (workload, variant).
-const HAMMER_ROWS: [(&str, &str); 7] = [
+const HAMMER_ROWS: [(&str, &str); 8] = [
     ("mixed", "shm"),
     ("mixed", "shm-child"),
     ("mixed", "rts-alloc"),
     ("mixed", "glibc"),
     ("mixed", "heap"),
     ("producer-consumer", "shm"),
+    ("producer-consumer", "shm-child"),
     ("producer-consumer", "rts-alloc"),
 ];
 
@@ -144,7 +145,7 @@ enum HammerFigure {
 
 /// The hammer's ratios, as (label, numerator, denominator, whether it has a target at 1, 2 and
 /// 4 processes).
-const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 5] = [
+const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
     (
         "mixed: `shm` / Melon (target ≥ 4)",
         HammerFigure::Cell("mixed", "shm"),
@@ -172,6 +173,12 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 5] = [
     (
         "producer-consumer: `shm` / `rts-alloc`",
         HammerFigure::Cell("producer-consumer", "shm"),
+        HammerFigure::Cell("producer-consumer", "rts-alloc"),
+        false,
+    ),
+    (
+        "producer-consumer: `shm-child` / `rts-alloc`",
+        HammerFigure::Cell("producer-consumer", "shm-child"),
         HammerFigure::Cell("producer-consumer", "rts-alloc"),
         false,
     ),

@@ -185,11 +185,11 @@ impl Variant {
     }
 
     /// Whether a process may free a block that another process allocated, which the
-    /// producer/consumer workload needs. Not a child pool's block: the child's bookkeeping is
-    /// private to the process that made it. A variant that gains it implements
-    /// [`CrossProcess`] and gets an arm in [`producer_consumer`].
+    /// producer/consumer workload needs: a child pool's block once its process hands it off.
+    /// A variant that gains it implements [`CrossProcess`] and gets an arm in
+    /// [`producer_consumer`].
     fn frees_across_processes(self) -> bool {
-        matches!(self, Variant::Shm | Variant::Rts)
+        matches!(self, Variant::Shm | Variant::ShmChild | Variant::Rts)
     }
 }
 
@@ -372,6 +372,48 @@ impl Allocator for Pooled<'_> {
     }
 }
 
+/// A child pool of the shared pool whose blocks go to other processes: handed off as they are
+/// sent, freed by the receiver through the shared pool without its lock, and collected by the
+/// child when it runs out of blocks.
+struct HandingOff<'pool> {
+    shm: &'pool ShmPool,
+    child: &'pool melon_alloc::Pool,
+}
+
+impl Allocator for HandingOff<'_> {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        self.child.alloc(size)
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) -> bool {
+        // SAFETY: the caller passes a live block of the child, never handed off, that nothing
+        // uses again.
+        unsafe { self.child.free(block) };
+        true
+    }
+}
+
+impl CrossProcess for HandingOff<'_> {
+    unsafe fn offset_of(&self, block: NonNull<u8>) -> Option<u64> {
+        // Asked for the block's offset just before it is sent: the hand-off.
+        // SAFETY: the caller passes a live block of the child, which from now on only the
+        // receiver frees, through the shared pool, once.
+        unsafe { self.shm.hand_off(block) }.ok().map(|offset| offset as u64)
+    }
+
+    unsafe fn block_at(&self, offset: u64) -> Option<NonNull<u8>> {
+        self.shm.ptr_at(usize::try_from(offset).ok()?)
+    }
+
+    #[inline]
+    unsafe fn free_foreign(&mut self, block: NonNull<u8>) -> bool {
+        // SAFETY: the caller passes a handed-off block that nothing uses again.
+        unsafe { self.shm.try_free(block) }.is_ok()
+    }
+}
+
 /// glibc's `malloc` and `free`, through the standard library's [`System`].
 struct Glibc;
 
@@ -492,6 +534,10 @@ fn producer_consumer(
 ) -> Result<(), Failure> {
     match (variant, setup) {
         (Variant::Shm, Setup::Shm(shm, _)) => pass(&mut Shared(shm), ring, process, ops),
+        (Variant::ShmChild, Setup::Shm(shm, _)) => {
+            let child = shm.child();
+            pass(&mut HandingOff { shm, child: &child }, ring, process, ops)
+        }
         (Variant::Rts, Setup::Rts(region)) => {
             // Dropped at the end of this arm, which gives its worker slot back.
             let mut worker = region.join().map_err(|_| Failure::Join)?;
@@ -828,7 +874,7 @@ const fn mixed_cell(variant: Variant) -> Figure {
 }
 
 /// The ratios the report shows, as (label, numerator, denominator).
-const RATIOS: [(&str, Figure, Figure); 7] = [
+const RATIOS: [(&str, Figure, Figure); 8] = [
     ("mixed: shm / Melon (target >= 4, quoted)", mixed_cell(Variant::Shm), Figure::Quoted(&MELON)),
     (
         "mixed: shm-child / glibc (target >= 0.5)",
@@ -841,6 +887,11 @@ const RATIOS: [(&str, Figure, Figure); 7] = [
     (
         "producer-consumer: shm / rts-alloc",
         Figure::Measured(Workload::ProducerConsumer, Variant::Shm),
+        Figure::Measured(Workload::ProducerConsumer, Variant::Rts),
+    ),
+    (
+        "producer-consumer: shm-child / rts-alloc",
+        Figure::Measured(Workload::ProducerConsumer, Variant::ShmChild),
         Figure::Measured(Workload::ProducerConsumer, Variant::Rts),
     ),
     ("mixed: Melon / glibc (both quoted)", Figure::Quoted(&MELON), Figure::Quoted(&GLIBC_QUOTED)),

@@ -1465,6 +1465,25 @@ mod in_a_buffer {
         listed
     }
 
+    /// Only a block boundary past the header of a lent chunk is a remote free's target.
+    #[test]
+    fn in_a_buffer_remote_targets_are_block_boundaries_of_lent_chunks() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let chunk = lend_chunks(arena, 0, 1)[0];
+        assert_eq!(arena.remote_target(chunk + 64), Some(target(chunk, 0)));
+        let last_page = chunk + 3 * PAGE as u64 + 16;
+        let within = (last_page - chunk) as u32;
+        assert_eq!(arena.remote_target(last_page).map(|found| found.within), Some(within));
+        for refused in [chunk, chunk + 48, chunk + 72, chunk + CHUNK_SIZE_BYTES, 0, 1 << 40] {
+            assert_eq!(arena.remote_target(refused), None, "offset {refused}");
+        }
+        let own = arena.alloc(64, 16).unwrap();
+        assert_eq!(arena.remote_target(own), None, "a block of the pool itself");
+    }
+
+    const CHUNK_SIZE_BYTES: u64 = CHUNK_PAGES as u64 * PAGE as u64;
+
     #[test]
     fn in_a_buffer_handed_off_blocks_freed_elsewhere_wait_for_their_owner() {
         let pool = Buffer::new();

@@ -3,7 +3,7 @@
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -1090,7 +1090,7 @@ impl ShmPool {
             shared: self.shared(),
             owner: sys::ids().pid,
             _slot: slot,
-            chunks: HashSet::new(),
+            chunks: HashMap::new(),
             collected: Vec::new(),
         };
         let child = ChildPool::with_source(Box::new(chunks), limit);
@@ -1136,8 +1136,9 @@ struct ShmChunks<'pool> {
     owner: u32,
     /// The child's place in the table a fork handler walks; freed with the source.
     _slot: Slot,
-    /// The offsets of the chunks the child holds, whose remote-free lists it collects.
-    chunks: HashSet<u64>,
+    /// The chunks the child holds, by offset, with their sizes: their remote-free lists are
+    /// what it collects.
+    chunks: HashMap<u64, usize>,
     /// Blocks collected from those lists that the engine has not taken yet.
     collected: Vec<NonNull<u8>>,
 }
@@ -1151,16 +1152,18 @@ impl ShmChunks<'_> {
         if arena.pending(slot).swap(0, Ordering::Acquire) == 0 {
             return;
         }
-        for &chunk in &self.chunks {
+        for (&chunk, &size) in &self.chunks {
             let mut within = arena.take_remote(arena_page(chunk));
+            // Blocks start in a chunk's first `CHUNK_SIZE` bytes.
+            let end = size.min(CHUNK_SIZE);
             // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
             for _ in 0..CHUNK_SIZE / 16 {
                 if within == 0 {
                     break;
                 }
-                // A link another process wrote: only a block boundary inside the chunk's
-                // first `CHUNK_SIZE` bytes, past its header, is followed.
-                if within < CHUNK_HEADER || within % 16 != 0 || within as usize >= CHUNK_SIZE {
+                // A link another process wrote: only a block boundary inside the chunk, past
+                // its header, is followed.
+                if within < CHUNK_HEADER || within % 16 != 0 || within as usize >= end {
                     break;
                 }
                 let block = self.shared.ptr_at(chunk + u64::from(within));
@@ -1192,7 +1195,7 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         }
         let chunk = self.shared.lock().ok()?.lend(layout)?;
         if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
-            self.chunks.insert(offset);
+            self.chunks.insert(offset, layout.size());
         }
         Some(chunk)
     }

@@ -75,14 +75,20 @@ impl Arena {
             kind::LENT_PAGE => self.desc_word(page, DescWord::Head).load(Ordering::Acquire),
             _ => return None,
         };
-        if !self.in_data(chunk, 1)
+        if chunk > page
+            || !self.in_data(chunk, 1)
             || self.desc_word(chunk, DescWord::Kind).load(Ordering::Acquire) & 0xff != kind::LENT
         {
             return None;
         }
-        let within = u32::try_from(offset - u64::from(chunk) * PAGE as u64).ok()?;
+        // Blocks lie in a chunk's first pages, which must lie in the data pages too.
         let span = self.desc_word(chunk, DescWord::Len).load(Ordering::Acquire);
-        let inside = u64::from(within) < u64::from(span.min(super::CHUNK_PAGES)) * PAGE as u64;
+        let pages = span.min(super::CHUNK_PAGES);
+        if !self.in_data(chunk, pages) {
+            return None;
+        }
+        let within = u32::try_from(offset - u64::from(chunk) * PAGE as u64).ok()?;
+        let inside = u64::from(within) < u64::from(pages) * PAGE as u64;
         (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside)
             .then_some(RemoteTarget { chunk, within })
     }

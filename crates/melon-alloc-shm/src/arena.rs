@@ -1503,9 +1503,16 @@ mod in_a_buffer {
         assert!(take_list(&pool, chunk).is_empty(), "the owner took the whole list");
         // SAFETY: the last block handed off, freed once.
         assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, Some(Pushed::Queued));
-        // SAFETY: a second free of the same block: the count refuses it, nothing changes.
+        // SAFETY: a second free of the same block: its mark is gone, so it is refused and
+        // nothing changes.
         assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, None);
-        assert_eq!(take_list(&pool, chunk), [target(chunk, 1).within]);
+        assert!(arena.hand_off(target(chunk, 4), 1));
+        // SAFETY: never handed off, while another block of the chunk is out: refused all the
+        // same, by its own mark.
+        assert_eq!(unsafe { arena.push_remote(target(chunk, 5)) }, None);
+        // SAFETY: handed off above, freed once.
+        assert_eq!(unsafe { arena.push_remote(target(chunk, 4)) }, Some(Pushed::Queued));
+        assert_eq!(take_list(&pool, chunk), [target(chunk, 4).within, target(chunk, 1).within]);
         arena.check().unwrap();
     }
 

@@ -118,8 +118,12 @@ pub(crate) fn free<W: Word>(
     })
 }
 
-/// Takes the whole remote-free list: the offset of its first block, or 0.
+/// Takes the whole remote-free list: the offset of its first block, or 0. An empty list is
+/// only read, so that looking costs no write to a line other processes share.
 pub(crate) fn take<W: Word>(list: &W) -> u32 {
+    if list.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
     list.swap(0, Ordering::Acquire)
 }
 

@@ -30,7 +30,12 @@ use crate::{LockError, ShmError};
 ///   of that holder, no other thread of any process using the pool gets `Ok` from `lock`;
 /// - a `lock` that returns `Ok` sees every write made before the previous holder's `unlock` (the
 ///   acquire and release ordering of a mutex);
-/// - a `lock` that returns an error does not hold the lock.
+/// - a `lock` that returns an error does not hold the lock;
+/// - it is not a process's record lock (`fcntl` with `F_SETLK` or `F_SETLKW`) on the pool's own
+///   file: the pool opens and closes descriptors of that file while it holds the lock (for its
+///   owner table), and closing any descriptor of a file drops every record lock the process
+///   holds on it. Record locks on another file, open file description locks (`F_OFD_SETLK`) on
+///   bytes below 2^62, and `flock` are all fine.
 ///
 /// # Examples
 /// ```

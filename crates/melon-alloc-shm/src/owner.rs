@@ -14,7 +14,7 @@
 //! by a thread, and the slot would look dead when the thread that claimed it ended.
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::arena::{Arena, Reclaimed};
 use crate::layout::{OWNER_SLOTS, PAGE};
@@ -62,8 +62,9 @@ impl ReclaimReport {
     }
 }
 
-/// This process's slot in one pool's owner table. Changed only while the pool's lock is held;
-/// atomics only so that the handle can be shared between threads.
+/// This process's slot in one pool's owner table. Taken and given up while the pool's lock is
+/// held, forgotten by a process that finds its parent's copy; atomics only so that the handle
+/// can be shared between threads.
 pub(crate) struct Claim {
     /// [`sys::process_token`] of the process that claimed the slot, or 0: in the child of a
     /// fork, the copy names the parent, and the child claims a slot of its own.
@@ -73,6 +74,9 @@ pub(crate) struct Claim {
     fd: AtomicI32,
     /// Whether [`HELD`] lists `fd`.
     listed: AtomicBool,
+    /// [`sys::fork_generation`] when the slot was claimed: a child whose generation differs
+    /// went through the fork handler, which closed its copy of `fd` already.
+    generation: AtomicU64,
 }
 
 impl Claim {
@@ -82,6 +86,7 @@ impl Claim {
             slot: AtomicU32::new(0),
             fd: AtomicI32::new(-1),
             listed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -103,22 +108,24 @@ impl Claim {
         if (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot)) {
             reclaim_dead(arena, pool, None);
         }
-        let description = own_description(pool)?;
-        let slot = (0..OWNER_SLOTS as u32).find(|&slot| {
-            !arena.owner_claimed(slot) && set_lock(&description, slot, libc::F_WRLCK as _)
-        })?;
-        arena.claim_owner(slot);
-        let fd = description.as_raw_fd();
-        // Listed if there is room; otherwise only a forked child outliving this process keeps
-        // the slot (see `HELD`).
+        let fd = own_description(pool)?.into_raw_fd();
+        // Listed at once, so that a fork from another thread from here on closes the child's
+        // copy; listed if there is room, that is: otherwise only a forked child outliving this
+        // process keeps the slot (see `HELD`).
         let listed = HELD.iter().any(|held| {
             held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         });
-        self.listed.store(listed, Ordering::Relaxed);
-        // Owned from now on by the claim, which closes it through `close_held`.
-        core::mem::forget(description);
+        let Some(slot) = (0..OWNER_SLOTS as u32)
+            .find(|&slot| !arena.owner_claimed(slot) && set_lock(fd, slot, libc::F_WRLCK as _))
+        else {
+            close_held(fd, listed);
+            return None;
+        };
+        arena.claim_owner(slot);
         self.slot.store(slot, Ordering::Relaxed);
         self.fd.store(fd, Ordering::Relaxed);
+        self.listed.store(listed, Ordering::Relaxed);
+        self.generation.store(sys::fork_generation(), Ordering::Relaxed);
         self.process.store(sys::process_token(), Ordering::Relaxed);
         Some(slot)
     }
@@ -141,11 +148,17 @@ impl Claim {
         }
     }
 
-    /// In the child of a fork that ran no fork handler (a raw `fork` or `clone` system call),
-    /// closes the copy of the parent's description that the child inherited.
+    /// In a process that finds its parent's claim: closes the copy of the parent's description
+    /// that a fork without the handler (a raw `fork` or `clone` system call) left it. After a
+    /// fork that ran the handler, the handler closed it, and the number may name another
+    /// description by now, which is left alone.
     pub(crate) fn forget_parents(&self) {
-        if self.process.swap(0, Ordering::Relaxed) != 0 {
-            close_held(self.fd.swap(-1, Ordering::Relaxed), self.listed.load(Ordering::Relaxed));
+        if self.process.swap(0, Ordering::Relaxed) == 0 {
+            return;
+        }
+        let fd = self.fd.swap(-1, Ordering::Relaxed);
+        if self.generation.load(Ordering::Relaxed) == sys::fork_generation() {
+            close_held(fd, self.listed.load(Ordering::Relaxed));
         }
     }
 }
@@ -166,7 +179,8 @@ fn close_held(fd: RawFd, listed: bool) {
     if open {
         // SAFETY: the descriptor was opened by `Claim::take` and is owned by the claim alone:
         // the fork handler, the only other code that closes such descriptors, clears the entry
-        // of each it closes.
+        // of each it closes, and a claim copied into a child of such a fork never gets here
+        // (see `Claim::forget_parents`).
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }
@@ -231,12 +245,13 @@ fn byte_lock(slot: u32, kind: libc::c_short) -> libc::flock {
     lock
 }
 
-/// Takes (or drops, with `F_UNLCK`) the lock on slot `slot`'s byte through `description`,
-/// without waiting. Whether it was done.
-fn set_lock(description: &OwnedFd, slot: u32, kind: libc::c_short) -> bool {
+/// Takes (or drops, with `F_UNLCK`) the lock on slot `slot`'s byte through the description
+/// `fd`, without waiting. Whether it was done.
+fn set_lock(fd: RawFd, slot: u32, kind: libc::c_short) -> bool {
     let lock = byte_lock(slot, kind);
-    // SAFETY: the descriptor is open, and `lock` is a valid `flock` that lives across the call.
-    unsafe { libc::fcntl(description.as_raw_fd(), libc::F_OFD_SETLK, &lock) == 0 }
+    // SAFETY: the caller's descriptor is open, and `lock` is a valid `flock` that lives across
+    // the call; the call only reads it.
+    unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) == 0 }
 }
 
 /// Whether some description holds the lock on slot `slot`'s byte: its process is alive. A

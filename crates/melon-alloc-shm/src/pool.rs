@@ -219,7 +219,7 @@ impl Shared {
     ///
     /// # Safety
     /// As for [`ShmGuard::free`].
-    unsafe fn free_remote(
+    pub(crate) unsafe fn free_remote(
         &self,
         addr: usize,
         target: RemoteTarget,
@@ -500,6 +500,11 @@ impl ShmGuard<'_> {
 
     pub(crate) fn locate(&self, offset: u64) -> Result<Located, FreeError> {
         self.shared.arena.locate(offset)
+    }
+
+    /// The lent chunk and block a remote free of `offset` would name.
+    pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
+        self.shared.arena.remote_target(offset)
     }
 }
 
@@ -930,7 +935,8 @@ impl ShmPool {
     /// A block handed off outlives its child pool and its process: were the child dropped, or
     /// the process to die, while handed-off blocks of a chunk are out, the chunk waits, as an
     /// orphan, until the last of them is freed, and then comes back to the pool. Everything
-    /// else the child held comes back at once.
+    /// else the child held comes back at once. A handed-off block that is never freed (its
+    /// receiver died holding it, say) keeps its chunk an orphan for the pool's life.
     ///
     /// # Errors
     /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` is not a block of a chunk
@@ -1084,14 +1090,17 @@ impl ShmPool {
     }
 
     fn make_child(&self, limit: Option<usize>) -> ChildPool<'_> {
+        // A fork must abandon the child's copy and close the copy of this process's slot.
+        sys::register_fork_handler();
         let slot = Slot::reserve();
         let index = slot.index();
         let chunks = ShmChunks {
             shared: self.shared(),
-            owner: sys::ids().pid,
+            owner: sys::process_token(),
             _slot: slot,
             chunks: HashMap::new(),
             collected: Vec::new(),
+            seen: 0,
         };
         let child = ChildPool::with_source(Box::new(chunks), limit);
         children::fill(index, &child);
@@ -1132,8 +1141,9 @@ impl core::fmt::Debug for ShmPool {
 /// The source of a child pool's chunks: the shared pool, locked once per chunk.
 struct ShmChunks<'pool> {
     shared: &'pool Shared,
-    /// The process that made the child; nobody else may take chunks for it.
-    owner: u32,
+    /// [`sys::process_token`] of the process that made the child; nobody else may take chunks
+    /// for it. Not its pid: a child in a new pid namespace may have its parent's.
+    owner: u64,
     /// The child's place in the table a fork handler walks; freed with the source.
     _slot: Slot,
     /// The chunks the child holds, by offset, with their sizes: their remote-free lists are
@@ -1141,6 +1151,9 @@ struct ShmChunks<'pool> {
     chunks: HashMap<u64, usize>,
     /// Blocks collected from those lists that the engine has not taken yet.
     collected: Vec<NonNull<u8>>,
+    /// The count of the owner slot's remote frees ([`Arena::pending`]) when the child last
+    /// looked at its lists.
+    seen: u32,
 }
 
 impl ShmChunks<'_> {
@@ -1149,9 +1162,11 @@ impl ShmChunks<'_> {
     fn collect(&mut self) {
         let arena = &self.shared.arena;
         let Some(slot) = self.shared.claim.current() else { return };
-        if arena.pending(slot).swap(0, Ordering::Acquire) == 0 {
+        let pending = arena.pending(slot).load(Ordering::Acquire);
+        if pending == self.seen {
             return;
         }
+        self.seen = pending;
         for (&chunk, &size) in &self.chunks {
             let mut within = arena.take_remote(arena_page(chunk));
             // Blocks start in a chunk's first `CHUNK_SIZE` bytes.
@@ -1188,7 +1203,7 @@ fn arena_page(offset: u64) -> u32 {
 // carries provenance over the whole mapping.
 unsafe impl ChunkSource for ShmChunks<'_> {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        if sys::ids().pid != self.owner {
+        if sys::process_token() != self.owner {
             // A forked copy of the child's bookkeeping would hand out the same blocks as the
             // original: refuse rather than share.
             return None;
@@ -1201,7 +1216,7 @@ unsafe impl ChunkSource for ShmChunks<'_> {
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
-        if sys::ids().pid != self.owner {
+        if sys::process_token() != self.owner {
             // A forked copy of the child is giving back a chunk that the original, in the
             // process that made it, still holds and hands out: it stays lent to the original.
             return;
@@ -1226,11 +1241,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // A forked copy of the child owns none of its chunks (see `release`), and their headers
         // lie in the shared mapping, where the original's lists run through them: saying they
         // are all taken back keeps the copy's engine from unlinking them one by one.
-        sys::ids().pid != self.owner
+        sys::process_token() != self.owner
     }
 
     fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
-        if sys::ids().pid != self.owner {
+        if sys::process_token() != self.owner {
             return 0;
         }
         if self.collected.is_empty() {

@@ -47,8 +47,9 @@ pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
     }
 }
 
-/// Frees `block` if it is a block of a shared pool mapped in this process (not of a chunk lent
-/// to a child pool, which the child frees). Returns `None` when no shared pool owns it directly.
+/// Frees `block` if it is a block of a shared pool mapped in this process, or a block of a child
+/// pool's chunk that was [handed off](crate::ShmPool::hand_off). Returns `None` when no shared
+/// pool frees it: any other block of a child pool's chunk is the child's to free.
 ///
 /// # Safety
 /// If `block` is an in-use block of a shared pool, nothing uses it afterwards.
@@ -70,7 +71,14 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     };
     let offset = shared.offset_of(block.as_ptr())?;
     match guard.locate(offset) {
-        Ok(Located::Lent) => None,
+        // A block of a child pool's chunk: handed off, it is freed here, without another trip
+        // through the lock; otherwise it is its child's to free, and not a shared pool's.
+        Ok(Located::Lent) => {
+            let target = guard.remote_target(offset)?;
+            // SAFETY: forwarded from the caller; a block not handed off is refused, unchanged.
+            unsafe { shared.free_remote(block.as_ptr().addr(), target, Some(&mut guard)) }.ok()?;
+            Some(Ok(()))
+        }
         Ok(_) => {
             // SAFETY: forwarded from the caller.
             Some(unsafe { guard.free(block) })

@@ -133,11 +133,6 @@ pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
 
-/// The calling process's id.
-pub(crate) fn process_id() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
-}
-
 /// The built-in lock's mutex: a process-shared, robust, normal `pthread_mutex_t` of the C
 /// library.
 ///
@@ -371,7 +366,7 @@ static REGISTER: OnceControl = OnceControl(core::cell::UnsafeCell::new(0));
 /// forever for that thread, which does not exist there; it runs the registration again instead,
 /// and a handler registered twice only bumps the generation twice and abandons copies that are
 /// already abandoned.
-fn register_fork_handler() {
+pub(crate) fn register_fork_handler() {
     unsafe extern "C" fn register() {
         // SAFETY: the handler bumps an atomic, resets the bookkeeping of this process's child
         // pools and closes the descriptors its parent held owner slots through, touching only
@@ -395,6 +390,12 @@ static EPOCH: core::sync::atomic::AtomicPtr<core::sync::atomic::AtomicU64> =
 /// Where [`EPOCH`] points when the kernel has no wipe-on-fork page to give (before Linux 4.14, or
 /// out of memory): a word the fork handler alone can refresh, as before.
 static EPOCH_FALLBACK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many times this process's ancestry went through a fork that ran the fork handler: the
+/// child of such a fork sees a number its parent never had.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// A number that tells this process from every other process, its parent and children
 /// included, whatever pid namespace each is in: drawn at random in each new process (see
@@ -475,13 +476,12 @@ fn epoch_word() -> *mut core::sync::atomic::AtomicU64 {
 /// The size of the page [`EPOCH`] lives in; the kernel rounds to its own page size.
 const PAGE_SIZE: usize = 4096;
 
-/// The calling process's id and the thread's token, cached per thread: asking the kernel costs a
-/// system call, several times the price of a whole pool operation. The cache is refreshed in a
+/// The thread's token, cached per thread: drawing one costs a system call, several times the
+/// price of a whole pool operation. The cache is refreshed in a
 /// new process, which [`epoch`] tells after any kind of fork, and after a `fork` made through the
 /// C library, which runs the handler registered above, where the kernel has no wipe-on-fork.
 #[derive(Clone, Copy)]
 pub(crate) struct Ids {
-    pub(crate) pid: u32,
     /// See [`thread_token`].
     pub(crate) token: u64,
 }
@@ -519,7 +519,7 @@ pub(crate) fn ids() -> Ids {
     use core::sync::atomic::Ordering;
     thread_local! {
         static CACHE: Cell<(u64, u64, Ids)> =
-            const { Cell::new((u64::MAX, 0, Ids { pid: 0, token: 0 })) };
+            const { Cell::new((u64::MAX, 0, Ids { token: 0 })) };
     }
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
     let epoch = epoch();
@@ -529,7 +529,7 @@ pub(crate) fn ids() -> Ids {
             return ids;
         }
         register_fork_handler();
-        let ids = Ids { pid: process_id(), token: random_token() };
+        let ids = Ids { token: random_token() };
         // Read again after registering: a fork between the first read and the registration
         // would otherwise go unnoticed by this cache entry.
         cache.set((FORK_GENERATION.load(Ordering::Relaxed), epoch, ids));

@@ -177,12 +177,16 @@ pub(crate) unsafe fn recover(base: *mut u8, limit: usize, recount: impl FnOnce()
         // SAFETY: `offset + width <= limit`, so the word lies in the `limit` bytes at `base`
         // (caller), aligned for its width since `base` is page-aligned.
         let place = unsafe { base.add(offset as usize) };
+        // Atomic stores: a few words the log covers (a lent chunk's descriptor) are read without
+        // the lock by processes freeing handed-off blocks.
         if wide {
-            // SAFETY: as above; the lock is held, so nothing else accesses the word.
-            unsafe { place.cast::<u64>().write(entry.old) };
+            // SAFETY: as above; every other access to the word is atomic or made under the lock.
+            unsafe { hw::AtomicU64::from_ptr(place.cast()) }
+                .store(entry.old, hw::Ordering::Release);
         } else {
             // SAFETY: as above.
-            unsafe { place.cast::<u32>().write(u32::from_u64(entry.old)) };
+            unsafe { hw::AtomicU32::from_ptr(place.cast()) }
+                .store(u32::from_u64(entry.old), hw::Ordering::Release);
         }
         crate::failpoint::hit();
     }

@@ -89,6 +89,10 @@ fn main() {
             "handed_off_blocks_cross_processes_and_outlive_their_producer",
             handed_off_blocks_cross_processes_and_outlive_their_producer,
         ),
+        (
+            "a_forked_process_keeps_its_own_slots_whatever_descriptors_it_reuses",
+            a_forked_process_keeps_its_own_slots_whatever_descriptors_it_reuses,
+        ),
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
@@ -1074,6 +1078,43 @@ fn handed_off_blocks_cross_processes_and_outlive_their_producer() {
     assert_eq!(shm.stats().unwrap().lent_bytes, 0);
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
+}
+
+/// A forked process that claims its own slots in two pools, in the other order from its parent,
+/// gets descriptor numbers its parent's claims had: forgetting the parent's claim must not close
+/// the process's own, or its live chunks would look dead.
+fn a_forked_process_keeps_its_own_slots_whatever_descriptors_it_reuses() {
+    let (first, second) = (ShmPool::new(4 * MIB).unwrap(), ShmPool::new(4 * MIB).unwrap());
+    let keep: Vec<_> = [&first, &second].iter().map(|shm| shm.child()).collect();
+    for child in &keep {
+        assert!(child.alloc(64).is_some(), "the parent claims a slot in each pool");
+    }
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    let mut worker = fork(|| {
+        // Claimed in the other order: the second pool's description may get the number the
+        // parent's first one had, which the fork handler closed in this process.
+        let second_child = second.child();
+        let _held = second_child.alloc(64).unwrap();
+        let first_child = first.child();
+        let _also = first_child.alloc(64).unwrap();
+        mailbox[0].store(1, Ordering::Release);
+        await_word(&mailbox[1]);
+        idle_until_killed()
+    });
+    await_word(&mailbox[0]);
+    for shm in [&first, &second] {
+        assert_eq!(shm.reclaim_dead().unwrap(), Default::default(), "the worker is alive");
+    }
+    mailbox[1].store(1, Ordering::Release);
+    worker.kill_dead();
+    for shm in [&first, &second] {
+        assert_eq!(shm.reclaim_dead().unwrap().processes, 1);
+    }
+    drop(keep);
+    for shm in [&first, &second] {
+        assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+        shm.check().unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Blocks of a child pool handed off with `ShmPool::hand_off` and freed through the shared
-//! pool: the child collects them when it runs out of blocks, a double free is refused, and a
+//! pool: the child collects them when it runs out of blocks, a double free or a pointer inside
+//! a block is refused, and a
 //! child dropped while blocks are out leaves their chunks lent until the last one is freed.
 //! (Across processes: `tests/fork.rs`.)
 
@@ -58,10 +59,20 @@ fn a_block_not_handed_off_or_freed_twice_is_refused() {
         Err(ShmError::Free(FreeError::Foreign { addr })),
         "a block of a child, never handed off"
     );
+    // Two blocks of one chunk out: each free is checked against its own block's mark, not
+    // against the chunk's count alone.
     let block = hand_off(&shm, child.alloc(64).unwrap());
+    let other = hand_off(&shm, child.alloc(64).unwrap());
     free(&shm, block).unwrap();
     let addr = block.as_ptr().addr();
-    assert_eq!(free(&shm, block), Err(ShmError::Free(FreeError::Foreign { addr })));
+    assert_eq!(free(&shm, block), Err(ShmError::Free(FreeError::Foreign { addr })), "twice");
+    // SAFETY: 16 bytes into a 64-byte block.
+    let inside = unsafe { other.add(16) };
+    let addr = inside.as_ptr().addr();
+    assert_eq!(free(&shm, inside), Err(ShmError::Free(FreeError::Foreign { addr })), "inside");
+    // SAFETY: handed off above; refused without any change, as it is handed off already.
+    assert!(unsafe { shm.hand_off(other) }.is_err(), "handed off twice");
+    free(&shm, other).unwrap();
     // A block of the shared pool itself is no child's to hand off.
     let own = shm.alloc(64).unwrap();
     // SAFETY: refused without any change, as the pool's own blocks are not handed off.
@@ -97,4 +108,50 @@ fn a_dropped_childs_chunk_waits_for_its_handed_off_blocks() {
     assert_eq!(shm.stats().unwrap().lent_bytes, 0);
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
+}
+
+/// Two child pools of one process: frees into one child's chunks are collected by that child,
+/// even when the other runs out of blocks and looks first.
+#[test]
+fn each_child_of_a_process_collects_its_own_blocks() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let (first, second) = (shm.child(), shm.child());
+    let handed: Vec<_> = (0..255).map(|_| hand_off(&shm, second.alloc(64).unwrap())).collect();
+    for block in handed {
+        free(&shm, block).unwrap();
+    }
+    // The first child runs out of blocks, and looks at its own lists.
+    let mine: Vec<_> = (0..600).map(|_| first.alloc(64).unwrap()).collect();
+    let lent = shm.stats().unwrap().lent_bytes;
+    let again: Vec<_> = (0..255).map(|_| second.alloc(64).unwrap()).collect();
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent, "the second child reused its blocks");
+    for (pool, blocks) in [(&first, mine), (&second, again)] {
+        for block in blocks {
+            // SAFETY: each block came from `pool` and is freed once.
+            unsafe { pool.free(block) };
+        }
+    }
+    drop((first, second));
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}
+
+/// Freeing by pointer alone: a handed-off block is freed as its shared pool's, and any other
+/// block of a child is left to the child (`None`), unchanged.
+#[test]
+fn free_shared_frees_handed_off_blocks_and_leaves_the_rest_to_their_child() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let child = shm.child();
+    let own = child.alloc(64).unwrap();
+    let handed = hand_off(&shm, child.alloc(64).unwrap());
+    // SAFETY: a block of the child, never handed off: refused without any change.
+    assert_eq!(unsafe { melon_alloc_shm::free_shared(own) }, None);
+    // SAFETY: the handed-off block, freed once.
+    assert_eq!(unsafe { melon_alloc_shm::free_shared(handed) }, Some(Ok(())));
+    // SAFETY: freed already: no longer handed off, so left alone.
+    assert_eq!(unsafe { melon_alloc_shm::free_shared(handed) }, None);
+    // SAFETY: the child's own block, freed once by its child.
+    unsafe { child.free(own) };
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
 }

@@ -31,7 +31,8 @@ pub use melon_alloc_heap::{LockedHeapPool, OsSource};
 pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
 
 /// Frees a block of any pool by its pointer alone (Melon's `mln_alloc_free`): a heap pool, a
-/// shared pool, or a child of either. A block of a shared pool takes that pool's lock.
+/// shared pool, or a child of either, and a block [handed off](ShmPool::hand_off) from a child of
+/// a shared pool, in any process. A block of a shared pool takes that pool's lock.
 ///
 /// In debug builds, a block that its shared pool refuses (a double free, say) aborts the process
 /// with a message; release builds leave the pool as it was.

@@ -1,12 +1,13 @@
 //! Blocks of one process's child pool freed by another process, without the pool's lock.
 //!
 //! A process hands a block of its child pool off to others ([`Arena::hand_off`]), which counts
-//! it in the chunk's hand-off count. Whoever frees it later pushes it onto the chunk's
+//! it in the chunk's hand-off count and marks it in the in-use bitmap (whose bits lent chunks do
+//! not otherwise use), so that only a block handed off and not yet freed can be freed. Whoever frees it later pushes it onto the chunk's
 //! remote-free list and then takes it off the count; the owner's child pool collects the list
 //! when it runs out of blocks ([`Arena::take_remote`]). Both words live in the chunk's first
 //! page descriptor and are only ever changed atomically, by compare-and-swap, swap and
-//! fetch-or, so that no lock is needed; they are not in the undo log, and the lock holder never
-//! writes them but when it lends the chunk, which nobody can free into yet.
+//! fetch-or, so that no lock is needed; they are not in the undo log, and the lock holder only
+//! writes them when it lends the chunk, or undoes a lend, when nobody can free into it.
 //!
 //! The count is what keeps a chunk in place while a block of it is out: the owner may give a
 //! chunk up (drop its child pool, or die) at any time, and [`Arena::take_back`] then sets the
@@ -16,7 +17,7 @@
 //! is still lent: its own block holds the count above zero until then.
 
 use core::ptr::{addr_of, addr_of_mut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{Arena, GiveBack};
 use crate::handoff;
@@ -97,20 +98,53 @@ impl Arena {
     /// stays lent, or orphaned, whatever becomes of its process. Refused for a chunk that is not
     /// `owner`'s.
     pub(crate) fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
-        owner < OWNER_SLOTS as u32
-            && self.desc_word(target.chunk, DescWord::Owner).load(Ordering::Acquire) == owner
-            && handoff::hand_off(self.desc_word(target.chunk, DescWord::Handoffs))
+        if owner >= OWNER_SLOTS as u32
+            || self.desc_word(target.chunk, DescWord::Owner).load(Ordering::Acquire) != owner
+        {
+            return false;
+        }
+        let (bits, bit) = self.handed_bit(target);
+        if bits.load(Ordering::Acquire) & bit != 0 {
+            return false;
+        }
+        let count = self.desc_word(target.chunk, DescWord::Handoffs);
+        if !handoff::hand_off(count) {
+            return false;
+        }
+        // Marked after it is counted, and cleared by a free before it is counted down: a block
+        // marked is always counted, so a chunk whose count is zero has no mark left.
+        if bits.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// The word and bit that mark the block at `target` handed off: its bit of the in-use
+    /// bitmap, which no block of a lent chunk otherwise uses.
+    fn handed_bit(&self, target: RemoteTarget) -> (&AtomicU64, u64) {
+        let offset = u64::from(target.chunk) * PAGE as u64 + u64::from(target.within);
+        let (word, bit) = self.in_use_bit(offset);
+        // SAFETY: (1) the word lies in the bitmap (see `in_use_bit`), which lives as long as the
+        // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and the
+        // words of a lent chunk's pages are only ever accessed atomically, here.
+        (unsafe { AtomicU64::from_ptr(word) }, bit)
     }
 
     /// Frees a handed-off block of another process's child pool: pushes it onto its chunk's
     /// remote-free list for the owner to collect, then takes it off the chunk's count. Refused
-    /// (`None`) when the chunk has no block handed off, which a double free or a block never
-    /// handed off shows.
+    /// (`None`), with nothing changed, for a block not handed off, or freed already.
     ///
     /// # Safety
     /// The block at `target` was handed off with [`hand_off`](Arena::hand_off), is not in use
     /// any more, and is freed once.
     pub(crate) unsafe fn push_remote(&self, target: RemoteTarget) -> Option<Pushed> {
+        // Only a block handed off and not freed since has its mark: anything else, a second
+        // free or a pointer inside a block among them, is refused here and changes nothing.
+        let (bits, bit) = self.handed_bit(target);
+        if bits.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
+            return None;
+        }
         let list = self.desc_word(target.chunk, DescWord::Remote);
         let count = self.desc_word(target.chunk, DescWord::Handoffs);
         let block = self.block_at(target.chunk, target.within);
@@ -126,7 +160,7 @@ impl Arena {
             handoff::Freed::Queued => Pushed::Queued,
             handoff::Freed::First => {
                 // The list was empty: the owner may not look at this chunk again unless told.
-                // The hint lies in the header, not in the chunk: it outlives the chunk.
+                // The count lies in the header, not in the chunk: it outlives the chunk.
                 if (owner as usize) < OWNER_SLOTS {
                     self.pending(owner).fetch_add(1, Ordering::Release);
                 }
@@ -143,8 +177,10 @@ impl Arena {
         handoff::take(self.desc_word(chunk, DescWord::Remote))
     }
 
-    /// The hint that blocks of owner slot `slot`'s chunks were freed by other processes since
-    /// it last looked.
+    /// A count of the frees that found a remote-free list of owner slot `slot`'s chunks empty:
+    /// when it changes, a child pool of the slot's process has blocks to collect. Each child
+    /// compares it with the value it last saw, rather than clearing it, so that a free into
+    /// one child's chunk is not taken for nothing by another.
     pub(crate) fn pending(&self, slot: u32) -> &AtomicU32 {
         let slot = (slot as usize).min(OWNER_SLOTS - 1);
         let state = self.state();

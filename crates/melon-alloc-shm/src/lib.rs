@@ -40,6 +40,7 @@
 
 mod allocator;
 mod arena;
+mod builder;
 mod children;
 mod error;
 pub mod failpoint;
@@ -56,6 +57,7 @@ mod sync;
 mod sys;
 mod tx;
 
+pub use builder::ShmPoolBuilder;
 pub use error::{LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
 pub use owner::ReclaimReport;

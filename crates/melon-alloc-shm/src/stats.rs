@@ -4,9 +4,18 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShmStats {
-    /// Bytes of the mapping, header included.
+    /// The capacity now, in bytes, header included: see
+    /// [`ShmPool::capacity`](crate::ShmPool::capacity).
     pub capacity: usize,
-    /// Bytes of the mapping that hold data: the capacity less the header and page descriptors.
+    /// The capacity the pool can grow to: see
+    /// [`ShmPool::max_capacity`](crate::ShmPool::max_capacity).
+    pub max_capacity: usize,
+    /// Segments of data pages the pool holds: 1 for a pool that has not grown, or never grows,
+    /// and one more for each segment it has grown by (each as many pages as the first; the
+    /// last one cut short at the largest capacity).
+    pub data_segments: usize,
+    /// Bytes of the data pages grown so far: the pages of the segments, without the header and
+    /// the page descriptors and bitmap.
     pub data_bytes: usize,
     /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool.
     pub available: usize,

@@ -936,15 +936,20 @@ fn attach_refuses_what_is_not_a_pool() {
     assert_eq!(attach(OwnedFd::from(file)), ShmError::NotAPool);
     assert!(ShmError::NotAPool.to_string().contains("not hold"));
 
-    // A copy of a real pool, in a file larger than its header says.
+    // A copy of a real pool, in a file shorter than its header says.
     let shm = ShmPool::memfd("melon-test-original", MIB).unwrap();
     // SAFETY: the whole mapping is readable, and no operation on the pool runs meanwhile.
     let image =
         unsafe { core::slice::from_raw_parts(shm.ptr_at(0).unwrap().as_ptr(), MIB) }.to_vec();
     assert_eq!(
-        attach(memfd_with(&image, (MIB + PAGE) as u64)),
-        ShmError::SizeMismatch { header: MIB as u64, file: (MIB + PAGE) as u64 }
+        attach(memfd_with(&image, (MIB - PAGE) as u64)),
+        ShmError::SizeMismatch { header: MIB as u64, file: (MIB - PAGE) as u64 }
     );
+    // A longer file is what a process that died growing a pool leaves: it attaches.
+    // SAFETY: the descriptor holds a copy of a pool made by this library.
+    let longer = unsafe { ShmPool::attach(memfd_with(&image, (MIB + PAGE) as u64)) }.unwrap();
+    assert_eq!(longer.capacity(), MIB);
+    longer.check().unwrap();
     // The same copy with another layout version. The header starts with the 8-byte magic and
     // the 4-byte version, the part of the format that stays put across versions.
     let mut newer = image.clone();

@@ -301,14 +301,15 @@ impl Shared {
     }
 
     /// The offset of `block` in the mapping, if it lies in the part this process has mapped,
-    /// which first grows to the pages grown so far if `block` lies past it: a block another
-    /// process allocated from pages it grew the pool by.
+    /// which first grows to the pages grown so far: `block` may be one that another process
+    /// allocated from pages it grew the pool by, and the caller will touch all of it.
     pub(crate) fn offset_of(&self, block: *const u8) -> Option<u64> {
         let offset = block.addr().checked_sub(self.base().addr())?;
-        if offset >= self.mapping.mapped() && offset < self.mapping.reserved() {
-            self.map_published().ok()?;
+        if offset >= self.mapping.reserved() {
+            return None;
         }
-        (offset < self.mapping.mapped()).then_some(offset as u64)
+        let mapped = self.map_published().ok()?;
+        (offset < mapped).then_some(offset as u64)
     }
 
     fn ptr_at(&self, offset: u64) -> NonNull<u8> {
@@ -1086,14 +1087,12 @@ impl ShmPool {
     }
 
     /// The pointer, in this process, to the byte at `offset` in the pool. `None` past the end of
-    /// the pages the pool has grown to. An offset into pages another process grew the pool by
-    /// is mapped here first.
+    /// the pages the pool has grown to. The pages another process grew the pool by are mapped
+    /// here first, so that the whole block at `offset` can be used.
     pub fn ptr_at(&self, offset: usize) -> Option<NonNull<u8>> {
         let shared = self.shared();
-        let mapped = match shared.mapping.mapped() {
-            mapped if offset < mapped => mapped,
-            _ => shared.map_published().ok()?,
-        };
+        // The block at `offset` may reach into pages this process has not mapped yet.
+        let mapped = shared.map_published().ok()?;
         (offset < mapped.min(shared.extent())).then(|| shared.ptr_at(offset as u64))
     }
 

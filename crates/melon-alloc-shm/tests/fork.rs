@@ -1929,9 +1929,9 @@ mod crash {
     use melon_alloc_heap::ChildPool;
     use melon_alloc_shm::{failpoint, ShmPool};
 
-    use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, MIB, TAKEOVER_BOUND};
+    use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 9] = [
+    pub(super) const CASES: [Case; 10] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -1941,6 +1941,7 @@ mod crash {
         ("crash_child_lends_a_chunk", || crash(Op::ChildLend)),
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
         ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
+        ("crash_growing_a_pool", crash_growing_a_pool),
     ];
 
     /// The pool's counters that describe its contents (not its lock's history).
@@ -2291,5 +2292,90 @@ mod crash {
             }
             assert!(steps_seen >= 3, "{op:?}: the recovery has {steps_seen} fail points");
         }
+    }
+
+    /// A growing pool with little room left, and witnesses, as the growth cases start.
+    fn growing_pool() -> (ShmPool, Vec<(usize, usize, u64)>) {
+        let shm = ShmPool::builder().capacity(256 * KIB).max_capacity(4 * MIB).build().unwrap();
+        let mut witnesses = Vec::new();
+        for (size, seed) in [(200, 1), (50_000, 2)] {
+            let at = offset(&shm, size);
+            // SAFETY: the block is in use and holds `size` bytes.
+            unsafe { stamp(shm.ptr_at(at).unwrap(), size, seed) };
+            witnesses.push((at, size, seed));
+        }
+        offset(&shm, shm.available() - 2 * 4096);
+        (shm, witnesses)
+    }
+
+    /// The request that makes the pool grow: more than it has room for, less than a segment.
+    const GROWING: usize = 150 * KIB;
+
+    /// The length of a pool's file.
+    fn file_len(shm: &ShmPool) -> u64 {
+        let file = std::fs::File::from(shm.as_fd().try_clone_to_owned().unwrap());
+        file.metadata().unwrap().len()
+    }
+
+    /// A process allocates a block its pool has no room for, which grows the pool, and is killed
+    /// at each fail point of that: after reserving the new pages, after mapping them, at each
+    /// logged write of the growth and of the allocation, after each commit. The parent, which
+    /// never mapped the new pages, takes the lock over and finds a pool that checks clean, grown
+    /// or not; it makes the same allocation, which gives the same block, and grows it further.
+    fn crash_growing_a_pool() {
+        let (reference, _) = growing_pool();
+        let before = figures(&reference);
+        let (len_before, expected) = (file_len(&reference), Some(offset(&reference, GROWING)));
+        let after = figures(&reference);
+        free(&reference, expected.unwrap());
+        let grown = figures(&reference);
+        // Kills that left the pool as it was, with the file lengthened; with the growth undone;
+        // with the growth standing.
+        let (mut lengthened, mut undone, mut stood) = (0, 0, 0);
+        for k in 1.. {
+            assert!(k < 1000, "growing never completed");
+            let (shm, witnesses) = growing_pool();
+            let counters = shm.stats().unwrap();
+            let mut process = fork(|| {
+                failpoint::arm(k);
+                let block = shm.alloc(GROWING);
+                failpoint::arm(0);
+                assert!(block.is_some());
+            });
+            let exit = process.wait(CHILD_LIMIT);
+            if exit == Exit::Code(0) {
+                assert_eq!(figures(&shm), after, "completed without a kill");
+                break;
+            }
+            assert_eq!(exit, Exit::Signal(libc::SIGKILL), "killed at {k}");
+            drop(shm.lock().unwrap());
+            shm.check().unwrap_or_else(|error| panic!("killed at {k}: {error}"));
+            let stats = shm.stats().unwrap();
+            assert_eq!(stats.lock_takeovers, counters.lock_takeovers + 1, "killed at {k}");
+            let was_undone = stats.operations_undone > counters.operations_undone;
+            let now = figures(&shm);
+            match (now == before, now == grown, now == after) {
+                (true, ..) if was_undone => undone += 1,
+                (true, ..) => lengthened += usize::from(file_len(&shm) > len_before),
+                (_, true, _) => stood += 1,
+                (.., true) => {}
+                _ => panic!("killed at {k}: pool {now:?}, before {before:?}, grown {grown:?}"),
+            }
+            for &(at, len, seed) in &witnesses {
+                // SAFETY: a witness block, in use since setup, which no operation touches.
+                assert!(unsafe { has_stamp(shm.ptr_at(at).unwrap(), len, seed) }, "at {k}");
+            }
+            if now != after {
+                assert_eq!(shm.alloc(GROWING).and_then(|block| shm.offset_of(block)), expected);
+            }
+            assert_eq!(figures(&shm), after, "killed at {k}: after the allocation");
+            let further = shm.alloc(MIB).expect("the pool grows further");
+            assert!(shm.stats().unwrap().data_segments > 2);
+            // SAFETY: the block was just allocated and is freed once.
+            unsafe { shm.try_free(further) }.unwrap();
+            shm.check().unwrap();
+        }
+        println!("  {lengthened} lengthened, {undone} undone, {stood} grown");
+        assert!(lengthened >= 1 && undone >= 3 && stood >= 1);
     }
 }

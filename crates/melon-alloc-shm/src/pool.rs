@@ -300,6 +300,13 @@ impl Shared {
         }
     }
 
+    /// The offset of `block` in the mapping, if it lies in the part this process has mapped, for
+    /// a caller that holds the lock, which mapped the pages grown so far as it took it.
+    fn locked_offset_of(&self, block: *const u8) -> Option<u64> {
+        let offset = block.addr().checked_sub(self.base().addr())?;
+        (offset < self.mapping.mapped()).then_some(offset as u64)
+    }
+
     /// The offset of `block` in the mapping, if it lies in the part this process has mapped,
     /// which first grows to the pages grown so far: `block` may be one that another process
     /// allocated from pages it grew the pool by, and the caller will touch all of it.
@@ -350,18 +357,18 @@ impl ShmGuard<'_> {
     /// [`ShmError::OutOfMemory`] when no room is left.
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
         let (size, align) = (layout.size(), layout.align().max(16));
-        let pages = self.shared.arena.pages_for_alloc(size, align);
         let offset = self
-            .with_room(pages, |arena| arena.alloc(size, align))
+            .with_room(|arena| arena.pages_for_alloc(size, align), |arena| arena.alloc(size, align))
             .ok_or(ShmError::OutOfMemory { size })?;
         Ok(self.shared.ptr_at(offset))
     }
 
     /// Runs `attempt`, and when it finds no room, runs it again after giving back the chunks of
-    /// dead processes, then after growing the pool by enough for a free run of `pages` pages.
+    /// dead processes, then after growing the pool by enough for a free run of the pages `pages`
+    /// says the request needs.
     fn with_room<T>(
         &mut self,
-        pages: Option<u32>,
+        pages: impl FnOnce(&Arena) -> Option<u32>,
         attempt: impl Fn(&Arena) -> Option<T>,
     ) -> Option<T> {
         let arena = &self.shared.arena;
@@ -374,7 +381,7 @@ impl ShmGuard<'_> {
                 return Some(found);
             }
         }
-        if self.grow(pages?) {
+        if self.grow(pages(arena)?) {
             return attempt(arena);
         }
         None
@@ -415,7 +422,8 @@ impl ShmGuard<'_> {
     /// If `block` is an in-use block of the pool, nothing uses it afterwards, in any process.
     pub unsafe fn free(&mut self, block: NonNull<u8>) -> Result<(), ShmError> {
         let addr = block.as_ptr().addr();
-        let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        let offset =
+            self.shared.locked_offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
         Ok(self.shared.arena.free(offset)?)
     }
 
@@ -478,7 +486,8 @@ impl ShmGuard<'_> {
     /// [`ShmError::Free`] when `block` is not an in-use block of the pool itself.
     pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
         let addr = block.as_ptr().addr();
-        let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        let offset =
+            self.shared.locked_offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
         match self.shared.arena.locate(offset)? {
             Located::Lent => Err(ShmError::Free(FreeError::Foreign { addr })),
             located => Ok(self.shared.arena.usable_size(located)),
@@ -560,14 +569,14 @@ impl ShmGuard<'_> {
         let shared = self.shared;
         let owner = shared.claim.take(&shared.arena, shared.mapping.fd()).unwrap_or(NONE);
         let (size, align) = (layout.size(), layout.align());
-        let pages = Arena::pages_for_lend(size, align);
+        let pages = |_: &Arena| Arena::pages_for_lend(size, align);
         let offset = self.with_room(pages, |arena| arena.lend(size, align, owner))?;
         Some(shared.ptr_at(offset))
     }
 
     pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize) {
         let shared = self.shared;
-        if let Some(offset) = shared.offset_of(chunk.as_ptr()) {
+        if let Some(offset) = shared.locked_offset_of(chunk.as_ptr()) {
             shared.arena.take_back(offset, size, shared.claim.current().unwrap_or(NONE));
         }
     }

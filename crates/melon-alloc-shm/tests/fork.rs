@@ -1,7 +1,8 @@
 //! Shared pools used by several processes: forked children, siblings, an unrelated process that
 //! attaches by descriptor, processes on both sides of a pid namespace boundary, a lock holder
-//! stopped by SIGSTOP, processes killed at random moments or, with the `failpoints` feature, at
-//! every step of an operation while they hold the lock.
+//! stopped by SIGSTOP, a pool that grows under processes that did not grow it, processes killed
+//! at random moments or, with the `failpoints` feature, at every step of an operation (a growth
+//! among them) while they hold the lock.
 //!
 //! This binary runs without the test harness, one case after another in a process with a single
 //! thread, so that forking is safe. A child reports only through its exit status (a panic exits

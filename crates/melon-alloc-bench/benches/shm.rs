@@ -16,6 +16,12 @@
 //! through a child pool, in 64 chunks, and died; the time is that of the
 //! [`ShmPool::reclaim_dead`] that gives its chunks back, in a 64 MiB pool.
 //!
+//! The group `shm_grow` times what a pool that grows adds: the allocation that finds no room and
+//! grows the pool by one segment (of 1 MiB or 16 MiB), which reserves the segment's memory and
+//! metadata, maps it and adds it to the free runs; and the alloc+free pair of 64 bytes in a pool
+//! of one segment of 16 MiB next to the same pool grown to 16 segments, which should cost the
+//! same.
+//!
 //! Every case of `shm_alloc_64` runs twice: in `shm_alloc_64`, timed by the wall clock as criterion usually times,
 //! and in `shm_alloc_64_cpu`, timed by the CPU clock of the benchmarking thread. The machine these
 //! benchmarks run on is shared, and while another process holds the core, the wall clock keeps
@@ -251,6 +257,77 @@ fn die_holding_chunks(shm: &ShmPool) {
     );
 }
 
+/// Segments a pool of `shm_grow` grows by before the next pool is made: each iteration fills
+/// the pool, so the memory of one pool is what the bench holds at most.
+const GROWTHS_PER_POOL: usize = 15;
+
+/// The block whose allocation grows a filled pool: a run of pages, so that no slab with room
+/// serves it instead.
+const GROWING_BLOCK: usize = 16 << 10;
+
+/// The page size: a filled pool's free bytes are whole pages.
+const PAGE: usize = 4096;
+
+/// The time to grow a pool by one segment, and the alloc+free pair in a pool of 1 segment and
+/// of 16.
+fn shm_grow(wall: &mut Criterion) {
+    let mut group = wall.benchmark_group("shm_grow");
+    configure(&mut group);
+    for segment in [1 << 20, 16 << 20] {
+        let id = BenchmarkId::new("add_a_segment", format!("{}MiB", segment >> 20));
+        group.bench_function(id, |bench| {
+            bench.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut pool: Option<(ShmPool, Vec<NonNull<u8>>)> = None;
+                for _ in 0..iters {
+                    let (shm, held) = pool.get_or_insert_with(|| {
+                        let shm = ShmPool::builder()
+                            .capacity(segment)
+                            .max_capacity(segment * (GROWTHS_PER_POOL + 1))
+                            .build()
+                            .expect("a growing pool");
+                        (shm, Vec::new())
+                    });
+                    // Untimed: the pool is filled, so that the next allocation must grow it.
+                    let fill = shm.available() / PAGE * PAGE;
+                    held.push(shm.alloc(fill).expect("room for the fill"));
+                    let segments = shm.stats().expect("the pool's lock").segments;
+                    let started = std::time::Instant::now();
+                    let block = black_box(shm.alloc(black_box(GROWING_BLOCK)));
+                    total += started.elapsed();
+                    held.push(block.expect("room after growing"));
+                    let grown = shm.stats().expect("the pool's lock").segments;
+                    assert_eq!(grown, segments + 1, "one segment per allocation");
+                    if shm.capacity() == shm.max_capacity() {
+                        pool = None;
+                    }
+                }
+                total
+            });
+        });
+    }
+    let one = ShmPool::builder()
+        .capacity(16 << 20)
+        .max_capacity(1 << 30)
+        .build()
+        .expect("a growing pool");
+    let sixteen = ShmPool::builder()
+        .capacity(16 << 20)
+        .max_capacity(1 << 30)
+        .build()
+        .expect("a growing pool");
+    // Fifteen segments more than the first holds: the block and the first's free pages.
+    let grown = sixteen.alloc(14 * (16 << 20)).expect("room after growing");
+    // SAFETY: the block was just allocated and is not used again.
+    unsafe { sixteen.free(grown) };
+    for (segments, shm) in [(1, &one), (16, &sixteen)] {
+        assert_eq!(shm.stats().expect("the pool's lock").segments, segments);
+        let id = BenchmarkId::new("alloc_64", format!("segments_{segments}"));
+        shm_pair(&mut group, &id, shm);
+    }
+    group.finish();
+}
+
 // What `criterion_group!` and `criterion_main!` expand to, written out because the macro's
 // function is public and undocumented, which the workspace's `missing_docs` lint rejects.
 fn main() {
@@ -258,6 +335,7 @@ fn main() {
     let mut cpu = Criterion::default().with_measurement(ThreadCpuTime).configure_from_args();
     shm_alloc_64(&mut wall, &mut cpu);
     shm_reclaim(&mut wall);
+    shm_grow(&mut wall);
     wall.final_summary();
     cpu.final_summary();
 }

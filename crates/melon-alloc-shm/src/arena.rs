@@ -7,15 +7,17 @@
 //! that have a free block; allocation pops from the first. So no operation scans the pool.
 
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use melon_alloc_core::FreeError;
+
+use crate::sync;
 
 use crate::layout::{
     bitmap_offset, class_of, kind, Geometry, Header, Owner, PageDesc, State, Tallies, BIN_COUNT,
     CHUNK_PAGES, CLASS_COUNT, CLASS_SIZES, DESC_OFFSET, GRAIN, MAGIC, MAX_SMALL, NONE, ORPHANS,
     OWNER_LISTS, PAGE, SLAB_BLOCKS, SLAB_PAGES, VERSION,
 };
-use crate::sync::Ordering;
 use crate::tx::Tx;
 use crate::ShmError;
 
@@ -85,41 +87,52 @@ pub(crate) enum Located {
     Lent,
 }
 
-/// The pool's allocator: where its parts lie in the mapping. Its methods change the mapping, never
-/// the arena, and are called only while the pool's lock is held.
-#[derive(Clone, Copy)]
+/// The pool's allocator: where its parts lie in the mapping. Its methods change the mapping, and
+/// the arena's own idea of where the pages grown so far end; they are called only while the
+/// pool's lock is held.
 pub(crate) struct Arena {
     base: *mut u8,
-    page_count: u32,
     first_data: u32,
     bitmap: *mut u64,
+    geometry: Geometry,
+    /// The end of the data pages, as this process knows it: the header's `end_page`, bounded by
+    /// the layout and by what this process has mapped, so that a page index bounded by it
+    /// names a descriptor, a bitmap word and a page that are reserved and mapped here. Set by
+    /// the lock's holder; read without the lock only by a free of a handed-off block, which
+    /// trusts no page at or past it and is then refused (and retried under the lock).
+    end: AtomicU32,
 }
 
 impl Arena {
-    /// The allocator of the pool mapped at `base`.
+    /// The allocator of the pool of `geometry` mapped at `base`.
     ///
     /// # Safety
-    /// - `base` is the start of a formatted pool mapping, valid for its whole capacity, whose
-    ///   header's `page_count` and `first_data_page` are those of that capacity's [`Geometry`]
-    ///   (`attach` checks them): everything else in the mapping is bounds-checked before use.
-    /// - The caller holds the pool's lock for as long as it uses the arena.
+    /// - `base` is the start of a pool formatted for `geometry` (`attach` checks the header
+    ///   against the file), mapped at least up to the geometry's initial end: everything else
+    ///   in the mapping is bounds-checked before use.
+    /// - The caller holds the pool's lock whenever it uses the arena, and calls
+    ///   [`sync_end`](Arena::sync_end) after taking it.
     #[inline]
-    pub(crate) unsafe fn new(base: *mut u8) -> Self {
-        let header = base.cast::<Header>();
-        // SAFETY: a formatted pool starts with its header (caller).
-        let (page_count, first_data) = unsafe { ((*header).page_count, (*header).first_data_page) };
+    pub(crate) unsafe fn new(base: *mut u8, geometry: Geometry) -> Self {
         // SAFETY: the bitmap lies in the pool's metadata pages, before the first data page.
-        let bitmap = unsafe { base.add(bitmap_offset(page_count)) }.cast();
-        Self { base, page_count, first_data, bitmap }
+        let bitmap = unsafe { base.add(bitmap_offset(geometry.page_count)) }.cast();
+        Self {
+            base,
+            first_data: geometry.first_data_page,
+            bitmap,
+            geometry,
+            end: AtomicU32::new(geometry.initial_end()),
+        }
     }
 
-    /// Lays out a new pool in a zeroed mapping. The built-in lock, if `lock_kind` says the pool
-    /// uses it, is the caller's to make: the allocator's tests format heap buffers that need no
-    /// lock, under Miri among others, which cannot make a process-shared mutex.
+    /// Lays out a new pool in a zeroed mapping, with its first segment of data pages. The
+    /// built-in lock, if `lock_kind` says the pool uses it, is the caller's to make: the
+    /// allocator's tests format heap buffers that need no lock, under Miri among others, which
+    /// cannot make a process-shared mutex.
     ///
     /// # Safety
-    /// - `base` is the start of a mapping of `geometry.capacity` zeroed bytes that nothing else
-    ///   uses yet.
+    /// - `base` is the start of a mapping whose header, and whose descriptors, bitmap words and
+    ///   pages of the first segment, are zeroed, and that nothing else uses yet.
     pub(crate) unsafe fn format(base: *mut u8, geometry: Geometry, lock_kind: u32) {
         let header = base.cast::<Header>();
         // SAFETY: the mapping is at least one page, which holds the header (see `layout`), and
@@ -129,51 +142,138 @@ impl Arena {
             (*header).version = VERSION;
             (*header).page_size = PAGE as u32;
             (*header).capacity = geometry.capacity as u64;
+            (*header).initial_capacity = geometry.initial_capacity as u64;
             (*header).page_count = geometry.page_count;
             (*header).first_data_page = geometry.first_data_page;
             (*header).lock_kind = lock_kind;
             (*header).lock_abi = crate::sys::LOCK_ABI;
+            (*header).end_page = sync::AtomicU32::new(geometry.initial_end());
             let state = addr_of_mut!((*header).state);
             (*state).partial = [NONE; CLASS_COUNT];
             (*state).bins = [NONE; BIN_COUNT];
             (*state).owners = [Owner { chunks: NONE, claimed: 0, pending: 0 }; OWNER_LISTS];
         }
         // SAFETY: the header is now in place, and nothing else uses the mapping.
-        let arena = unsafe { Self::new(base) };
-        for page in 0..geometry.first_data_page {
-            // SAFETY: the descriptor is in the mapping; nothing else uses it yet, so the write
-            // needs no log.
-            unsafe { addr_of_mut!((*arena.desc(page)).kind).write(kind::HEADER) };
-        }
+        let arena = unsafe { Self::new(base, geometry) };
         // SAFETY: as above; the log starts empty.
         let mut tx = unsafe { Tx::begin(base) };
-        let data_pages = geometry.page_count - geometry.first_data_page;
+        let data_pages = geometry.segment_pages;
         arena.insert_free(&mut tx, geometry.first_data_page, data_pages);
         set_state!(arena, tx, u64::from(data_pages) * PAGE as u64, free_bytes);
         tx.commit();
     }
 
+    /// The end of the data pages: see the field `end`.
+    #[inline]
+    pub(crate) fn end(&self) -> u32 {
+        self.end.load(Ordering::Relaxed)
+    }
+
+    /// The geometry the arena was made with.
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// The header's word that publishes the end of the pages grown so far.
+    fn end_page_word(&self) -> *mut sync::AtomicU32 {
+        // SAFETY: the header is at the start of the mapping; no reference is made.
+        unsafe { addr_of_mut!((*self.base.cast::<Header>()).end_page) }
+    }
+
+    /// The end of the pages grown so far as the header publishes it, bounded by the layout and
+    /// no lower than the first segment's end, whatever a dying or buggy process left there.
+    pub(crate) fn published_end(&self) -> u32 {
+        // SAFETY: the word lies in the header, and is only accessed atomically (or through the
+        // undo log's atomic stores).
+        let end = unsafe { &*self.end_page_word() }.load(sync::Ordering::Acquire);
+        end.clamp(self.geometry.initial_end(), self.geometry.page_count)
+    }
+
+    /// Whether the published end differs from the one this arena works within: one load, on
+    /// the path of every lock.
+    #[inline]
+    pub(crate) fn is_behind(&self) -> bool {
+        // SAFETY: as in `published_end`.
+        unsafe { &*self.end_page_word() }.load(sync::Ordering::Relaxed) != self.end()
+    }
+
+    /// Works from now on within the published end, or within the first `mapped` pages if this
+    /// process has mapped fewer (only a header whose end runs past its file leaves it so).
+    /// Called by the lock's holder, after mapping what the header publishes.
+    pub(crate) fn sync_end(&self, mapped: u32) {
+        let end = self.published_end().min(mapped.max(self.geometry.initial_end()));
+        self.end.store(end, Ordering::Relaxed);
+    }
+
+    /// Adds the pages from the end up to `new_end` to the free runs, merged with a free run that
+    /// ends where they start, and publishes the new end, in one logged operation. Returns
+    /// whether there were pages to add.
+    ///
+    /// The caller has reserved the new pages, their descriptors and their bitmap words, which
+    /// are zero as nothing has touched them, and mapped the pages in this process.
+    pub(crate) fn grow(&self, new_end: u32) -> bool {
+        let old = self.end();
+        if new_end <= old || new_end > self.geometry.page_count {
+            return false;
+        }
+        // The new pages' descriptors are reached through `desc`, which is bounded by the end.
+        self.end.store(new_end, Ordering::Relaxed);
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        // SAFETY: (1) the word lies in the header, 4-aligned; (2) the lock is held; the undo log
+        // stores atomically, as other processes read the word without the lock.
+        unsafe { tx.set(self.end_page_word().cast::<u32>(), new_end) };
+        let pages = new_end - old;
+        self.count_free(u64::from(pages) * PAGE as u64);
+        self.free_run(&mut tx, old, pages);
+        tx.commit();
+        true
+    }
+
+    /// The end to grow to for a request that needs a free run of `pages` pages: enough whole
+    /// segments past the end, cut short at the layout's end; `None` when the pool has grown to
+    /// its end already. Growing by at least `pages` makes room whatever the free runs hold.
+    pub(crate) fn end_for(&self, pages: u32) -> Option<u32> {
+        self.geometry.grown_end(self.end(), pages)
+    }
+
+    /// The free run an allocation of `size` bytes at `align` needs at most: a slab's pages, or
+    /// the block's pages with room to align them.
+    pub(crate) fn pages_for_alloc(&self, size: usize, align: usize) -> Option<u32> {
+        match self.small_class(size, align) {
+            Some(class) => Some(SLAB_PAGES[class]),
+            None => run_pages(size, align / PAGE),
+        }
+    }
+
+    /// The free run a chunk of `size` bytes at `align` needs at most (see [`lend`](Arena::lend)).
+    pub(crate) fn pages_for_lend(size: usize, align: usize) -> Option<u32> {
+        run_pages(size, (align / PAGE).max(CHUNK_PAGES as usize))
+    }
+
     fn desc(&self, page: u32) -> *mut PageDesc {
         // Pages come from links in shared memory, which a dying or buggy process may have left
-        // anything in: a page out of range is clamped, so that even a corrupt link reads and
-        // writes a descriptor and nothing else. `page_count` is the checked geometry (see
-        // `new`), at least 16.
-        let page = page.min(self.page_count - 1);
-        // SAFETY: descriptors follow the header, one per page, and `page < page_count`.
+        // anything in: a page out of range is clamped into the data pages grown so far, so that
+        // even a corrupt link reads and writes a descriptor that is reserved and nothing else.
+        // The end is above the first data page (see `sync_end`).
+        let page = page.clamp(self.first_data, self.end() - 1);
+        // SAFETY: descriptors follow the header, one per page of the layout, and
+        // `page < end <= page_count`.
         unsafe { self.base.add(DESC_OFFSET).cast::<PageDesc>().add(page as usize) }
     }
 
-    /// Bytes of the header, descriptors and bitmap: every word the undo log may name lies in
-    /// them.
-    pub(crate) fn meta_len(&self) -> usize {
-        self.first_data as usize * PAGE
+    /// Whether a word the undo log names lies in the header, or in the descriptors or bitmap
+    /// of the first `reserved` pages, where every logged write goes: see
+    /// [`recover`](crate::tx::recover).
+    pub(crate) fn holds_logged_word(&self, offset: u64, width: u64, reserved: u32) -> bool {
+        self.geometry.holds_logged_word(offset, width, reserved)
     }
 
     /// Whether the run of `len` pages at `page` lies in the data pages.
     fn in_data(&self, page: u32, len: u32) -> bool {
         page >= self.first_data
             && len > 0
-            && page.checked_add(len).is_some_and(|end| end <= self.page_count)
+            && page.checked_add(len).is_some_and(|end| end <= self.end())
     }
 
     fn state(&self) -> *mut State {
@@ -191,10 +291,11 @@ impl Arena {
 
     /// The bitmap word holding the in-use bit of `offset`, and the bit's mask.
     fn in_use_bit(&self, offset: u64) -> (*mut u64, u64) {
-        // Clamped like a page in `desc`: an offset out of the pool, which only corrupt links
-        // lead to, names a bit of the bitmap all the same.
-        let last = self.page_count as usize * (PAGE / GRAIN) - 1;
-        let grain = (offset as usize / GRAIN).min(last);
+        // Clamped like a page in `desc`: an offset out of the data pages, which only corrupt
+        // links lead to, names a bit of theirs all the same.
+        let first = self.first_data as usize * (PAGE / GRAIN);
+        let last = self.end() as usize * (PAGE / GRAIN) - 1;
+        let grain = (offset as usize / GRAIN).clamp(first, last);
         // SAFETY: `offset` is inside the pool, and the bitmap has a bit for every grain of it.
         (unsafe { self.bitmap.add(grain / 64) }, 1 << (grain % 64))
     }
@@ -317,7 +418,7 @@ impl Arena {
 
     /// Bytes of the blocks in use, from the counters: the data bytes neither free nor lent.
     fn in_use_bytes(&self) -> u64 {
-        let data = u64::from(self.page_count - self.first_data) * PAGE as u64;
+        let data = u64::from(self.end() - self.first_data) * PAGE as u64;
         let lent = state!(self, lent_pages).saturating_mul(PAGE as u64);
         data.saturating_sub(lent).saturating_sub(self.free_bytes())
     }
@@ -328,7 +429,7 @@ impl Arena {
     /// of a list, stops after as many runs as the pool has pages.
     pub(crate) fn largest_run(&self) -> u32 {
         let mask = state!(self, bin_mask);
-        let mut budget = self.page_count;
+        let mut budget = self.end();
         for bin in (0..BIN_COUNT).rev().filter(|&bin| mask & (1 << bin) != 0) {
             let (mut run, mut longest) = (state!(self, bins[bin]), 0);
             while run != NONE && budget > 0 && self.is_free_run(run, bin) {
@@ -467,7 +568,7 @@ impl Arena {
     }
 
     /// `free_bytes` is the one word of the state written outside the log: it follows from the
-    /// pages, so after an undo [`recount_free_bytes`](Arena::recount_free_bytes) sets it again,
+    /// pages, so after an undo [`recount_after_undo`](Arena::recount_after_undo) sets it again,
     /// and the hot paths save a log entry. Only the undo of a non-empty log recounts, so every
     /// call comes after a logged write of the same step.
     ///
@@ -490,8 +591,11 @@ impl Arena {
         unsafe { addr_of_mut!((*self.state()).free_bytes) }
     }
 
-    /// Sets `free_bytes` from the pages, after an operation left half done was undone.
-    pub(crate) fn recount_free_bytes(&self) {
+    /// Sets `free_bytes` from the pages, after an operation left half done was undone; first
+    /// takes the end of the pages again from the header, which the undo may have moved back,
+    /// bounded by the `mapped` pages of this process.
+    pub(crate) fn recount_after_undo(&self, mapped: u32) {
+        self.sync_end(mapped);
         let counted = self.count_pages(&mut [ClassCount::default(); CLASS_COUNT]);
         // SAFETY: the word lies in the header, and the lock is held (see `new`).
         unsafe { self.free_bytes_word().write(counted.free_bytes) };
@@ -666,7 +770,7 @@ impl Arena {
             let mut slab = state!(self, partial[class]);
             // A list is never longer than the pool has pages, nor holds anything but slabs of
             // its class: a corrupt one is walked no further.
-            let mut budget = self.page_count;
+            let mut budget = self.end();
             while slab != NONE && budget > 0 && self.is_slab_of(slab, class) {
                 budget -= 1;
                 let next = get!(self, slab, next);
@@ -736,7 +840,7 @@ impl Arena {
     fn free_run(&self, tx: &mut Tx, page: u32, len: u32) {
         let (mut start, mut total) = (page, len);
         let after = page + len;
-        if after < self.page_count && self.kind_of(after) == kind::FREE {
+        if after < self.end() && self.kind_of(after) == kind::FREE {
             let after_len = get!(self, after, len);
             self.remove_free(tx, after);
             set!(self, tx, after, kind, kind::INTERIOR);
@@ -845,7 +949,7 @@ impl Arena {
 
     fn page_of(&self, offset: u64) -> Option<u32> {
         let page = u32::try_from(offset / PAGE as u64).ok()?;
-        (page >= self.first_data && page < self.page_count).then_some(page)
+        (page >= self.first_data && page < self.end()).then_some(page)
     }
 
     /// What the block at `offset` is, or why it is not an in-use block of this pool. O(1): the
@@ -972,9 +1076,9 @@ impl Arena {
     /// use into `classes`.
     fn count_pages(&self, classes: &mut [ClassCount; CLASS_COUNT]) -> Counters {
         let mut counted =
-            Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
+            Counters { data_pages: self.end() - self.first_data, ..Counters::default() };
         let mut page = self.first_data;
-        while page < self.page_count {
+        while page < self.end() {
             let len = get!(self, page, len).max(1);
             let desc_kind = get!(self, page, kind);
             match desc_kind & 0xff {
@@ -1012,20 +1116,15 @@ impl Arena {
         if unsafe { (*header).log_len.load(core::sync::atomic::Ordering::Acquire) } != 0 {
             return Err(E::UnfinishedOperation);
         }
-        for page in 0..self.first_data {
-            if self.kind_of(page) != kind::HEADER {
-                return Err(E::BadPage { page });
-            }
-        }
         let mut counted =
-            Counters { data_pages: self.page_count - self.first_data, ..Counters::default() };
+            Counters { data_pages: self.end() - self.first_data, ..Counters::default() };
         let (mut free_runs, mut partial_slabs) = (0u32, [0u32; CLASS_COUNT]);
         let mut lent_chunks = [0u32; OWNER_LISTS];
         let mut page = self.first_data;
         let mut previous_free = false;
-        while page < self.page_count {
+        while page < self.end() {
             let len = get!(self, page, len);
-            if len == 0 || page.checked_add(len).is_none_or(|end| end > self.page_count) {
+            if len == 0 || page.checked_add(len).is_none_or(|end| end > self.end()) {
                 return Err(E::BadPage { page });
             }
             let desc_kind = get!(self, page, kind);
@@ -1156,7 +1255,7 @@ impl Arena {
             let mut prev = NONE;
             while run != NONE {
                 let valid = run >= self.first_data
-                    && run < self.page_count
+                    && run < self.end()
                     && self.kind_of(run) == kind::FREE
                     && Self::bin_of(get!(self, run, len)) == bin
                     && get!(self, run, prev) == prev
@@ -1178,7 +1277,7 @@ impl Arena {
             let mut listed = 0;
             while slab != NONE {
                 let valid = slab >= self.first_data
-                    && slab < self.page_count
+                    && slab < self.end()
                     && get!(self, slab, kind) == kind::SLAB | (class as u32) << 8
                     && get!(self, slab, live) < SLAB_BLOCKS[class]
                     && get!(self, slab, prev) == prev
@@ -1232,6 +1331,13 @@ fn block_index(relative: u64, class: usize) -> Option<u32> {
     (index * size == relative && index < u64::from(SLAB_BLOCKS[class])).then_some(index as u32)
 }
 
+/// Pages of a run that holds `size` bytes starting at a multiple of `align_pages` pages,
+/// wherever the run starts.
+fn run_pages(size: usize, align_pages: usize) -> Option<u32> {
+    let pages = size.max(1).div_ceil(PAGE).checked_add(align_pages.max(1) - 1)?;
+    u32::try_from(pages).ok()
+}
+
 /// The allocator's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
@@ -1265,7 +1371,7 @@ mod in_a_buffer {
 
     const CAPACITY: usize = 256 << 10;
 
-    /// A formatted pool in a heap buffer, freed on drop.
+    /// A formatted pool in a heap buffer as long as its largest capacity, freed on drop.
     struct Buffer {
         base: *mut u8,
         arena: Arena,
@@ -1273,25 +1379,46 @@ mod in_a_buffer {
 
     impl Buffer {
         fn new() -> Self {
-            let layout = Layout::from_size_align(CAPACITY, PAGE).unwrap();
+            Self::with(Geometry::for_capacity(CAPACITY).unwrap())
+        }
+
+        fn with(geometry: Geometry) -> Self {
+            let layout = Layout::from_size_align(geometry.capacity, PAGE).unwrap();
             // SAFETY: the layout has a non-zero size.
             let base = unsafe { alloc_zeroed(layout) };
             assert!(!base.is_null());
-            let geometry = Geometry::for_capacity(CAPACITY).unwrap();
-            // SAFETY: `base` is `CAPACITY` zeroed bytes, aligned to a page, used by nothing else;
-            // then formatted, and used by this thread alone (which stands for holding the lock).
+            // SAFETY: `base` is the whole layout's zeroed bytes, aligned to a page, used by
+            // nothing else; then formatted, and used by this thread alone (which stands for
+            // holding the lock).
             let arena = unsafe {
                 Arena::format(base, geometry, LOCK_BUILTIN);
-                Arena::new(base)
+                Arena::new(base, geometry)
             };
             Self { base, arena }
+        }
+
+        /// What the next holder of the lock does: undoes what a stopped operation left, and
+        /// takes the end of the pages from the header. Returns whether there was an undo.
+        fn next_holder(&self) -> bool {
+            let (arena, pages) = (&self.arena, self.arena.geometry.page_count);
+            // SAFETY: this thread alone uses the buffer, which holds every page of the layout.
+            let undone = unsafe {
+                crate::tx::recover(
+                    self.base,
+                    |offset, width| arena.holds_logged_word(offset, width, pages),
+                    || arena.recount_after_undo(pages),
+                )
+            };
+            arena.sync_end(pages);
+            undone
         }
     }
 
     impl Drop for Buffer {
         fn drop(&mut self) {
-            // SAFETY: allocated in `new` with this layout.
-            unsafe { dealloc(self.base, Layout::from_size_align(CAPACITY, PAGE).unwrap()) };
+            let layout = Layout::from_size_align(self.arena.geometry.capacity, PAGE).unwrap();
+            // SAFETY: allocated in `with` with this layout.
+            unsafe { dealloc(self.base, layout) };
         }
     }
 
@@ -1373,10 +1500,7 @@ mod in_a_buffer {
             unwinding::arm(step);
             let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE, 0)).is_err();
             unwinding::arm(0);
-            // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
-            unsafe {
-                crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
-            };
+            pool.next_holder();
             arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
             if !stopped {
                 assert_eq!(arena.free_bytes(), start);
@@ -1432,10 +1556,7 @@ mod in_a_buffer {
             unwinding::arm(step);
             let stopped = std::panic::catch_unwind(|| arena.release_owner(5)).is_err();
             unwinding::arm(0);
-            // SAFETY: this thread alone uses the buffer; the stopped operation left its log.
-            unsafe {
-                crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
-            };
+            pool.next_holder();
             arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
             arena.release_owner(5);
             arena.check().unwrap();
@@ -1589,15 +1710,154 @@ mod in_a_buffer {
         let offset = arena.alloc_small(&mut tx, class).unwrap();
         // The process dies here: `tx` is never committed.
         assert!(arena.is_in_use(offset));
-        // SAFETY: as above; the "dead" operation left the log as it was.
-        assert!(unsafe {
-            crate::tx::recover(pool.base, arena.meta_len(), || arena.recount_free_bytes())
-        });
+        // The "dead" operation left the log as it was.
+        assert!(pool.next_holder());
         assert!(!arena.is_in_use(offset));
         assert_eq!(arena.free_bytes(), before);
         arena.check().unwrap();
         assert_eq!(arena.free(kept), Ok(()));
         arena.check().unwrap();
+    }
+
+    /// A pool that starts at 128 KiB and grows up to 1 MiB.
+    fn growing() -> Buffer {
+        Buffer::with(Geometry::growing(128 << 10, 1 << 20).unwrap())
+    }
+
+    /// Fills the data pages grown so far with one large block, whose offset is returned.
+    fn fill(arena: &Arena) -> u64 {
+        let block = arena.alloc(arena.free_bytes() as usize, PAGE).unwrap();
+        assert_eq!(arena.free_bytes(), 0);
+        block
+    }
+
+    #[test]
+    fn in_a_buffer_growing_adds_segments_merged_with_the_free_run_at_the_end() {
+        let pool = growing();
+        let arena = &pool.arena;
+        let geometry = arena.geometry;
+        let segment = u64::from(geometry.segment_pages) * PAGE as u64;
+        assert_eq!(arena.free_bytes(), segment);
+        assert_eq!(arena.published_end(), geometry.initial_end());
+        // A block that leaves a free run of a few pages at the end, which the next segment
+        // must merge with.
+        let first = arena.alloc(segment as usize - 3 * PAGE, PAGE).unwrap();
+        // SAFETY: the block is in use and lies in the buffer.
+        unsafe { pool.base.add(first as usize).write_bytes(0xa5, PAGE) };
+        let big = 2 * segment as usize;
+        assert_eq!(arena.alloc(big, 16), None, "no room before growing");
+        let pages = arena.pages_for_alloc(big, 16).unwrap();
+        let end = arena.end_for(pages).unwrap();
+        assert_eq!((end - geometry.initial_end()) % geometry.segment_pages, 0, "whole segments");
+        assert!(arena.grow(end));
+        assert_eq!(arena.published_end(), end);
+        assert_eq!(geometry.segments(end), 1 + pages.div_ceil(geometry.segment_pages));
+        arena.check().unwrap();
+        let second = arena.alloc(big, 16).unwrap();
+        assert!(second < u64::from(geometry.initial_end()) * PAGE as u64, "runs merged");
+        arena.check().unwrap();
+        // Grow to the end, one segment at a time, filling each.
+        let mut blocks = vec![first, second];
+        while let Some(end) = arena.end_for(1) {
+            assert!(arena.grow(end));
+            blocks.push(fill(arena));
+            arena.check().unwrap();
+        }
+        assert_eq!(arena.published_end(), geometry.page_count);
+        assert!(!arena.grow(geometry.page_count + 1), "past the layout");
+        // SAFETY: the first block's first page, written above.
+        assert_eq!(unsafe { pool.base.add(first as usize).read() }, 0xa5);
+        for block in blocks {
+            assert_eq!(arena.free(block), Ok(()));
+        }
+        arena.check().unwrap();
+        let data = geometry.page_count - geometry.first_data_page;
+        assert_eq!(arena.free_bytes(), u64::from(data) * PAGE as u64);
+        assert_eq!(arena.alloc(data as usize * PAGE, 16).map(|_| ()), Some(()), "one run");
+    }
+
+    /// A growth stopped at each step leaves, once the next holder has recovered, the pool as it
+    /// was before, which grows as if nothing had happened.
+    #[test]
+    fn in_a_buffer_a_growth_stopped_at_each_step_is_undone() {
+        use crate::failpoint::unwinding;
+        let mut undone = 0;
+        for step in 1.. {
+            assert!(step < 100, "growing never completed");
+            let pool = growing();
+            let arena = &pool.arena;
+            let kept = arena.alloc(1000, 16).unwrap();
+            let (start, old_end) = (arena.free_bytes(), arena.published_end());
+            let new_end = arena.end_for(1).unwrap();
+            unwinding::arm(step);
+            let stopped = std::panic::catch_unwind(|| arena.grow(new_end)).is_err();
+            unwinding::arm(0);
+            pool.next_holder();
+            arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
+            let segment = u64::from(arena.geometry.segment_pages) * PAGE as u64;
+            // Stopped after its commit, the growth stands; before, it is undone, and the pool
+            // grows again as if nothing had happened.
+            if arena.published_end() == new_end {
+                assert_eq!(arena.free_bytes(), start + segment, "stopped at {step}");
+            } else {
+                assert_eq!((arena.published_end(), arena.free_bytes()), (old_end, start));
+                assert!(stopped, "a growth that was not stopped stands");
+                assert!(arena.grow(new_end), "stopped at {step}: grows again");
+                undone += 1;
+            }
+            arena.check().unwrap();
+            assert_eq!(arena.free(kept), Ok(()));
+            assert_eq!(arena.free_bytes(), 2 * segment, "stopped at {step}");
+            if !stopped {
+                break;
+            }
+        }
+        assert!(undone >= 3, "{undone} growths undone");
+    }
+
+    /// Whatever the lists hold, nothing writes the descriptors and bitmap words of the pages not
+    /// grown yet: they are holes of the file, which a touch would fill.
+    #[test]
+    fn in_a_buffer_nothing_writes_the_metadata_of_pages_not_grown() {
+        const MARK: u8 = 0x5a;
+        let pool = growing();
+        let arena = &pool.arena;
+        let geometry = arena.geometry;
+        let (end, count) = (geometry.initial_end() as usize, geometry.page_count as usize);
+        let bitmap = bitmap_offset(geometry.page_count);
+        let holes = [
+            DESC_OFFSET + end * 32..DESC_OFFSET + count * 32,
+            bitmap + end * 32..bitmap + count * 32,
+        ];
+        let hole = |range: &core::ops::Range<usize>| {
+            // SAFETY: the range lies in the buffer's metadata, and this thread alone uses it.
+            unsafe { core::slice::from_raw_parts_mut(pool.base.add(range.start), range.len()) }
+        };
+        holes.iter().for_each(|range| hole(range).fill(MARK));
+        let untouched = || holes.iter().all(|range| hole(range).iter().all(|&byte| byte == MARK));
+        let blocks: Vec<_> = [64, 3000, 20_000].iter().map(|&size| arena.alloc(size, 16)).collect();
+        for head in [end as u32, end as u32 + 7, geometry.page_count - 1, NONE - 1] {
+            let state = arena.state();
+            // SAFETY: the state lies in the buffer's header; this thread alone uses it.
+            unsafe {
+                (*state).partial = [head; CLASS_COUNT];
+                (*state).bins = [head; BIN_COUNT];
+                (*state).bin_mask = u32::MAX;
+            }
+            for size in [16, 64, 3000, 9000, 40_000] {
+                if let Some(block) = arena.alloc(size, 16) {
+                    let _ = arena.free(block);
+                }
+            }
+            let _ = arena.free(u64::from(head) * PAGE as u64);
+            let _ = arena.lend(CHUNK_PAGES as usize * PAGE, CHUNK_PAGES as usize * PAGE, NONE);
+            let _ = arena.check();
+            assert!(untouched(), "head {head}");
+        }
+        for block in blocks.into_iter().flatten() {
+            let _ = arena.free(block);
+        }
+        assert!(untouched());
     }
 }
 

@@ -34,6 +34,13 @@ pub enum ShmError {
         /// The largest supported capacity.
         max: usize,
     },
+    /// The capacity a pool starts with is above the capacity it may grow to.
+    CapacityAboveMax {
+        /// The capacity asked for.
+        capacity: usize,
+        /// The largest capacity asked for.
+        max_capacity: usize,
+    },
     /// A system call failed.
     Os {
         /// What was being done.
@@ -50,9 +57,9 @@ pub enum ShmError {
         /// The layout version this library reads.
         expected: u32,
     },
-    /// The pool's header and its file disagree about its size.
+    /// The pool's file is shorter than its header says the pool has grown to.
     SizeMismatch {
-        /// Capacity recorded in the header.
+        /// Bytes the header says the pool reaches.
         header: u64,
         /// Size of the file behind the descriptor.
         file: u64,
@@ -132,6 +139,9 @@ impl fmt::Display for ShmError {
         match self {
             Self::CapacityOutOfRange { capacity, min, max } => {
                 write!(f, "capacity {capacity} is outside {min}..={max} bytes")
+            }
+            Self::CapacityAboveMax { capacity, max_capacity } => {
+                write!(f, "capacity {capacity} is above the largest capacity, {max_capacity}")
             }
             Self::Os { call, errno } => write!(f, "{call} failed: {errno}"),
             Self::NotAPool => f.write_str("the descriptor does not hold a melon-alloc pool"),

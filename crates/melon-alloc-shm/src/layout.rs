@@ -57,9 +57,11 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// Version 4 put the C library's robust mutex in place of the thread-id lock word, and records
 /// the C library's kind next to the lock kind. Version 5 added the owner table, linked each lent
 /// chunk into its owner's list, and appended the statistics counters ([`Tallies`]) after the
-/// allocator state.
-pub(crate) const VERSION: u32 = 5;
-/// The smallest capacity: two pages of header and fourteen of data.
+/// allocator state. Version 6 lays the pool out for its largest capacity and grows it segment by
+/// segment: the header records the initial capacity and the end of the pages grown so far, and
+/// the descriptors and bitmap words of the header's own pages are no longer written.
+pub(crate) const VERSION: u32 = 6;
+/// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
 pub(crate) const MAX_CAPACITY: usize = 1 << 40;
@@ -103,8 +105,6 @@ pub(crate) mod kind {
     /// One of the next pages of a lent chunk, up to [`CHUNK_PAGES`](super::CHUNK_PAGES); its
     /// `head` is the chunk's first page.
     pub(crate) const LENT_PAGE: u32 = 6;
-    /// A page of the pool's own header.
-    pub(crate) const HEADER: u32 = 7;
     /// Set, above the size class, in the kind of a slab whose free list was found corrupt: it is
     /// off its class's list for good, and `check` reports it.
     pub(crate) const QUARANTINED: u32 = 1 << 16;
@@ -161,13 +161,17 @@ pub(crate) struct Header {
     pub(crate) magic: u64,
     pub(crate) version: u32,
     pub(crate) page_size: u32,
+    /// The capacity the layout is made for: the most the pool can grow to.
     pub(crate) capacity: u64,
+    /// Pages the layout has room for, header included, at [`capacity`](Header::capacity).
     pub(crate) page_count: u32,
     pub(crate) first_data_page: u32,
     pub(crate) lock_kind: u32,
     /// With the built-in lock, [`LOCK_ABI`](crate::sys::LOCK_ABI) of the process that made the
     /// pool: a process whose C library would read the mutex differently must not attach.
     pub(crate) lock_abi: u32,
+    /// The capacity the pool was made with: its first segment, and the size of each later one.
+    pub(crate) initial_capacity: u64,
     /// Times a process took the lock over from a dead owner.
     pub(crate) takeovers: AtomicU64,
     /// Operations found half done after their process died, and undone.
@@ -176,7 +180,12 @@ pub(crate) struct Header {
     pub(crate) lock: BuiltinLock,
     /// Entries in use in `log`; non-zero only while an operation is changing the state.
     pub(crate) log_len: AtomicU32,
-    pub(crate) _pad: u32,
+    /// The end of the pages grown so far: pages from `first_data_page` up to this one hold data,
+    /// and their descriptors and bitmap words are reserved; those after it are holes of the file
+    /// that nothing touches. Written under the lock, through the undo log, after the pages are
+    /// reserved; read without the lock by processes that meet an offset past what they have
+    /// mapped.
+    pub(crate) end_page: AtomicU32,
     pub(crate) log: [LogEntry; LOG_CAP],
     pub(crate) state: State,
     pub(crate) tallies: Tallies,
@@ -246,6 +255,10 @@ pub(crate) struct BuiltinLock {
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<BuiltinLock>(), 64);
+// The fields before the lock keep the places they had before the pool could grow, and the lock
+// its cache line.
+static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock_abi), 36);
+static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock), 64);
 
 /// Set in a lent chunk's hand-off count when its process gave it up with blocks still out.
 pub(crate) const HANDOFF_ORPHANED: u32 = 1 << 31;
@@ -338,12 +351,20 @@ pub(crate) const SLAB_BLOCKS: [u32; CLASS_COUNT] = {
 /// Bytes of the pool that one bit of the in-use bitmap stands for: the smallest block.
 pub(crate) const GRAIN: usize = 16;
 
-/// The geometry of a pool of a given capacity.
-#[derive(Clone, Copy, Debug)]
+/// The geometry of a pool: the layout, made for its largest capacity, and how far it reaches at
+/// first and grows by at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
+    /// The largest capacity, which the layout is made for.
     pub(crate) capacity: usize,
     pub(crate) page_count: u32,
     pub(crate) first_data_page: u32,
+    /// The capacity the pool starts with; equal to `capacity` for a pool that never grows.
+    pub(crate) initial_capacity: usize,
+    /// Data pages of a segment: as many as a pool of `initial_capacity` that never grows has.
+    /// The pool starts with one segment and grows by whole segments, the last one cut short at
+    /// `page_count`.
+    pub(crate) segment_pages: u32,
 }
 
 /// Where the in-use bitmap starts: after the page descriptors. Bit `n` is set when a block in
@@ -352,19 +373,108 @@ pub(crate) fn bitmap_offset(page_count: u32) -> usize {
     (DESC_OFFSET + page_count as usize * core::mem::size_of::<PageDesc>()).next_multiple_of(8)
 }
 
+/// Bytes of descriptor, and bytes of bitmap, that one page has.
+const META_PER_PAGE: usize = core::mem::size_of::<PageDesc>();
+static_assertions::const_assert_eq!(META_PER_PAGE, PAGE / GRAIN / 8);
+
+/// The page count and first data page of a layout for `capacity` bytes, rounded down to pages.
+fn layout(capacity: usize) -> Option<(usize, u32, u32)> {
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        return None;
+    }
+    let capacity = capacity / PAGE * PAGE;
+    let page_count = u32::try_from(capacity / PAGE).ok()?;
+    let bitmap_bytes = (capacity / GRAIN).div_ceil(64) * 8;
+    let meta = bitmap_offset(page_count) + bitmap_bytes;
+    let first_data_page = u32::try_from(meta.div_ceil(PAGE)).ok()?;
+    Some((capacity, page_count, first_data_page))
+}
+
 impl Geometry {
-    /// The geometry for `capacity` bytes, rounded down to whole pages, or `None` when it is
-    /// outside the supported range.
+    /// The geometry of a pool of `capacity` bytes, rounded down to whole pages, that never
+    /// grows, or `None` when it is outside the supported range.
     pub(crate) fn for_capacity(capacity: usize) -> Option<Self> {
-        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        Self::growing(capacity, capacity)
+    }
+
+    /// The geometry of a pool that starts at `initial` bytes and grows up to `max`, both rounded
+    /// down to whole pages, or `None` when either is outside the supported range or `initial`
+    /// is above `max`.
+    pub(crate) fn growing(initial: usize, max: usize) -> Option<Self> {
+        let (capacity, page_count, first_data_page) = layout(max)?;
+        let (initial_capacity, initial_pages, initial_first_data) = layout(initial)?;
+        if initial_capacity > capacity {
             return None;
         }
-        let capacity = capacity / PAGE * PAGE;
-        let page_count = u32::try_from(capacity / PAGE).ok()?;
-        let bitmap_bytes = (capacity / GRAIN).div_ceil(64) * 8;
-        let meta = bitmap_offset(page_count) + bitmap_bytes;
-        let first_data_page = u32::try_from(meta.div_ceil(PAGE)).ok()?;
-        Some(Self { capacity, page_count, first_data_page })
+        // A larger layout never has fewer data pages, so the first segment fits in the layout.
+        let segment_pages = initial_pages - initial_first_data;
+        Some(Self { capacity, page_count, first_data_page, initial_capacity, segment_pages })
+    }
+
+    /// The end of the first segment: where a new pool's data pages stop.
+    pub(crate) fn initial_end(&self) -> u32 {
+        self.first_data_page + self.segment_pages
+    }
+
+    /// Segments of data pages up to page `end`: a pool that never grows has one.
+    pub(crate) fn segments(&self, end: u32) -> u32 {
+        end.saturating_sub(self.first_data_page).div_ceil(self.segment_pages)
+    }
+
+    /// The capacity of a pool grown up to page `end`: the initial capacity for each segment, and
+    /// the largest once the pool has grown to its end.
+    pub(crate) fn capacity_at(&self, end: u32) -> usize {
+        if end >= self.page_count {
+            return self.capacity;
+        }
+        (self.initial_capacity.saturating_mul(self.segments(end) as usize)).min(self.capacity)
+    }
+
+    /// The end after growing from page `end` by enough whole segments for `pages` more data
+    /// pages (at least one segment), cut short at the layout's end; `None` when the pool has
+    /// grown to its end already.
+    pub(crate) fn grown_end(&self, end: u32, pages: u32) -> Option<u32> {
+        if end >= self.page_count {
+            return None;
+        }
+        let segments = pages.div_ceil(self.segment_pages).max(1);
+        let added = segments.saturating_mul(self.segment_pages);
+        Some(end.saturating_add(added).min(self.page_count))
+    }
+
+    /// The bytes of the file that the pages from `from` up to `to` need reserved, as ranges of
+    /// whole pages: their descriptors, their bitmap words, and the pages themselves. The
+    /// descriptors and bitmap words of the pages before `from` and after `to` that share a page
+    /// with them are reserved too, but never touched until their own pages are.
+    pub(crate) fn reserve_ranges(&self, from: u32, to: u32) -> [core::ops::Range<usize>; 3] {
+        let pages = |start: usize, end: usize| start / PAGE * PAGE..end.next_multiple_of(PAGE);
+        let (from, to) = (from as usize, to as usize);
+        let bitmap = bitmap_offset(self.page_count);
+        [
+            pages(DESC_OFFSET + from * META_PER_PAGE, DESC_OFFSET + to * META_PER_PAGE),
+            pages(bitmap + from * META_PER_PAGE, bitmap + to * META_PER_PAGE),
+            from * PAGE..to * PAGE,
+        ]
+    }
+
+    /// The bytes of the header, in whole pages: the only metadata that is not a page's.
+    pub(crate) fn header_range() -> core::ops::Range<usize> {
+        0..DESC_OFFSET.next_multiple_of(PAGE)
+    }
+
+    /// Whether the logged word of `width` bytes at `offset` lies in the header, or in the
+    /// descriptor or bitmap words of a data page before `end`: where every write of the undo
+    /// log goes.
+    pub(crate) fn holds_logged_word(&self, offset: u64, width: u64, end: u32) -> bool {
+        let Some(last) = offset.checked_add(width) else { return false };
+        let inside =
+            |start: usize, len: usize| offset >= start as u64 && last <= start as u64 + len as u64;
+        let data = self.first_data_page as usize..(end.min(self.page_count)) as usize;
+        let len = data.len() * META_PER_PAGE;
+        let bitmap = bitmap_offset(self.page_count);
+        inside(0, core::mem::size_of::<Header>())
+            || inside(DESC_OFFSET + data.start * META_PER_PAGE, len)
+            || inside(bitmap + data.start * META_PER_PAGE, len)
     }
 }
 
@@ -394,5 +504,57 @@ mod tests {
         assert!(meta * 50 < (1 << 30), "metadata is under 2 % of a 1 GiB pool");
         assert!(Geometry::for_capacity(MIN_CAPACITY - 1).is_none());
         assert!(Geometry::for_capacity(MAX_CAPACITY + 1).is_none());
+        assert_eq!(big.initial_end(), big.page_count, "a fixed pool has one segment, all of it");
+        assert_eq!((big.segments(big.page_count), big.capacity_at(big.page_count)), (1, 1 << 30));
+    }
+
+    #[test]
+    fn a_growing_layout_starts_with_a_small_pools_data_and_reaches_the_largest() {
+        let (initial, max) = (16 << 20, 1 << 30);
+        let small = Geometry::for_capacity(initial).unwrap();
+        let growing = Geometry::growing(initial, max).unwrap();
+        let big = Geometry::for_capacity(max).unwrap();
+        assert_eq!(
+            (growing.page_count, growing.first_data_page),
+            (big.page_count, big.first_data_page)
+        );
+        assert_eq!(growing.segment_pages, small.page_count - small.first_data_page);
+        let mut end = growing.initial_end();
+        assert_eq!((growing.segments(end), growing.capacity_at(end)), (1, initial));
+        // One page more than a segment takes two.
+        end = growing.grown_end(end, growing.segment_pages + 1).unwrap();
+        assert_eq!((growing.segments(end), growing.capacity_at(end)), (3, 3 * initial));
+        // The largest layout holds a little more than 64 segments: the metadata of the first
+        // is relatively larger. The capacity reaches the largest with the 64th.
+        while let Some(next) = growing.grown_end(end, 1) {
+            assert!(next > end && growing.capacity_at(next) >= growing.capacity_at(end));
+            assert!(growing.capacity_at(next) <= max);
+            end = next;
+        }
+        assert_eq!(growing.segments(end), 65);
+        assert_eq!((end, growing.capacity_at(end)), (big.page_count, max));
+        assert!(
+            Geometry::growing(max, initial).is_none(),
+            "the initial capacity above the largest"
+        );
+        assert!(Geometry::growing(initial, MAX_CAPACITY + PAGE).is_none());
+    }
+
+    #[test]
+    fn only_the_header_and_grown_pages_metadata_take_logged_writes() {
+        let growing = Geometry::growing(1 << 20, 64 << 20).unwrap();
+        let end = growing.initial_end();
+        let [descs, bitmap, data] = growing.reserve_ranges(growing.first_data_page, end);
+        assert_eq!(data, growing.first_data_page as usize * PAGE..end as usize * PAGE);
+        let first = DESC_OFFSET + growing.first_data_page as usize * 32;
+        assert!(descs.start <= first && descs.end >= DESC_OFFSET + end as usize * 32);
+        assert!(bitmap.end - bitmap.start < 2 * PAGE + growing.segment_pages as usize * 32);
+        assert!(growing.holds_logged_word(8, 8, end), "the header");
+        assert!(growing.holds_logged_word(first as u64, 4, end), "the first data page");
+        let past = DESC_OFFSET as u64 + u64::from(end) * 32;
+        assert!(!growing.holds_logged_word(past, 4, end), "a page not grown");
+        assert!(growing.holds_logged_word(past, 4, end + 1), "once it is");
+        assert!(!growing.holds_logged_word(DESC_OFFSET as u64, 4, end), "a header page's");
+        assert!(!growing.holds_logged_word(u64::MAX - 3, 8, end));
     }
 }

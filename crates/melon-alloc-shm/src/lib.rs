@@ -20,6 +20,14 @@
 //!   the death of its process is rolled back by the next process to take the lock.
 //! - [`ShmPool::child`] makes a heap pool that takes its chunks from the shared pool, locking once
 //!   per chunk.
+//! - A pool made by [`ShmPool::new`] has the capacity it was made with, reserved up front. One
+//!   made by [`ShmPool::builder`] with a [`max_capacity`](ShmPoolBuilder::max_capacity) starts
+//!   with its capacity and grows, when an allocation or a chunk finds no room, by segments of
+//!   that size up to the largest: each process reserves address space for the largest capacity,
+//!   but memory only for what the pool has grown to. Nothing moves as the pool grows, so a block
+//!   keeps its address in every process; a process maps the pages another grew the pool by when
+//!   it next takes the lock, or meets one of their offsets in [`ShmPool::ptr_at`] (a raw pointer
+//!   into them, handed across a `fork`, is usable once it has done either).
 //!
 //! # Whose memory is whose
 //!
@@ -43,6 +51,7 @@
 
 mod allocator;
 mod arena;
+mod builder;
 mod children;
 mod error;
 pub mod failpoint;
@@ -60,6 +69,7 @@ mod sync;
 mod sys;
 mod tx;
 
+pub use builder::ShmPoolBuilder;
 pub use error::{LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
 pub use owner::ReclaimReport;

@@ -70,12 +70,13 @@ impl Shm {
             first_data_page: 0,
             lock_kind: LOCK_BUILTIN,
             lock_abi: LOCK_ABI,
+            initial_capacity: core::mem::size_of::<Header>() as u64,
             takeovers: AtomicU64::new(0),
             undone: AtomicU64::new(0),
             // The model's mutex stands in for this one, which is never used.
             lock: BuiltinLock { mutex: RobustMutex::uninit(), holder: AtomicU64::new(0) },
             log_len: crate::sync::AtomicU32::new(0),
-            _pad: 0,
+            end_page: crate::sync::AtomicU32::new(0),
             log: core::array::from_fn(|_| LogEntry { key: 0, old: 0 }),
             state: State {
                 partial: [NONE; CLASS_COUNT],
@@ -130,9 +131,11 @@ impl Shm {
     /// Undoes what a dead holder left half done, as the pool does when it takes the lock from
     /// one.
     fn repair(&self) {
-        // SAFETY: (1) the buffer starts with a header, and every logged word lies in it; (2) the
-        // caller holds the lock, taken from a dead owner.
-        if unsafe { crate::tx::recover(self.base(), core::mem::size_of::<Header>(), || {}) } {
+        let header = core::mem::size_of::<Header>() as u64;
+        let in_header = |offset: u64, width: u64| offset.checked_add(width) <= Some(header);
+        // SAFETY: (1) the buffer starts with a header, and every word `in_header` accepts lies in
+        // it; (2) the caller holds the lock, taken from a dead owner.
+        if unsafe { crate::tx::recover(self.base(), in_header, || {}) } {
             self.undone_count().fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -15,12 +15,12 @@ use crate::arena::{Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
 use crate::children::{self, Slot};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
-    NONE, SLAB_BLOCKS, VERSION,
+    NONE, PAGE, SLAB_BLOCKS, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, ShmLock};
 use crate::owner::{self, Claim, ReclaimReport};
 use crate::sys::{self, Mapping};
-use crate::{registry, ShmClassStats, ShmError, ShmStats};
+use crate::{registry, ShmClassStats, ShmError, ShmPoolBuilder, ShmStats};
 
 /// The process-local side of a pool: its mapping and its lock. Lives at a fixed address (see
 /// [`ShmPool`]) so that the registry and child pools can point at it.
@@ -32,8 +32,8 @@ pub(crate) struct Shared {
     pending_returns: Mutex<Vec<(u64, usize)>>,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
-    /// The allocator's view of the mapping, read from the header once, so that no locked
-    /// stretch reads the header's geometry again.
+    /// The allocator's view of the mapping: the geometry, read from the header once, so that no
+    /// locked stretch reads it again, and the end of the pages grown so far.
     arena: Arena,
     /// How long this process's operations wait for the built-in lock, in nanoseconds, or
     /// [`NO_TIMEOUT`]. A setting of this process's handle, not of the pool: each process decides
@@ -43,15 +43,56 @@ pub(crate) struct Shared {
     claim: Claim,
 }
 
-/// The header's fields that `attach` checks, copied out of the mapping.
+/// The header's fields that `attach` checks, read from the file.
 struct Identity {
     magic: u64,
     version: u32,
     capacity: u64,
+    initial_capacity: u64,
     page_count: u32,
     first_data_page: u32,
     lock_kind: u32,
     lock_abi: u32,
+}
+
+impl Identity {
+    /// The fields, from the file's first bytes: they lie before anything that changes after the
+    /// pool is made.
+    fn read(fd: BorrowedFd<'_>) -> Result<Self, ShmError> {
+        use core::mem::offset_of;
+        let mut bytes = [0; offset_of!(Header, takeovers)];
+        let read = Mapping::read_start(fd, &mut bytes)
+            .map_err(|errno| ShmError::Os { call: "reading the pool's header", errno })?;
+        if read < bytes.len() {
+            return Err(ShmError::NotAPool);
+        }
+        let word = |at: usize| {
+            u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let wide = |at: usize| u64::from(word(at)) | u64::from(word(at + 4)) << 32;
+        Ok(Self {
+            magic: wide(offset_of!(Header, magic)),
+            version: word(offset_of!(Header, version)),
+            capacity: wide(offset_of!(Header, capacity)),
+            initial_capacity: wide(offset_of!(Header, initial_capacity)),
+            page_count: word(offset_of!(Header, page_count)),
+            first_data_page: word(offset_of!(Header, first_data_page)),
+            lock_kind: word(offset_of!(Header, lock_kind)),
+            lock_abi: word(offset_of!(Header, lock_abi)),
+        })
+    }
+
+    /// The geometry the fields describe, if it is one this library makes.
+    fn geometry(&self) -> Option<Geometry> {
+        let max = usize::try_from(self.capacity).ok()?;
+        let initial = usize::try_from(self.initial_capacity).ok()?;
+        let geometry = Geometry::growing(initial, max)?;
+        let made = geometry.capacity == max
+            && geometry.initial_capacity == initial
+            && geometry.page_count == self.page_count
+            && geometry.first_data_page == self.first_data_page;
+        made.then_some(geometry)
+    }
 }
 
 /// References to the header's fields that processes change concurrently, all of them atomic;
@@ -67,11 +108,12 @@ struct HeaderAtomics<'a> {
 const NO_TIMEOUT: u64 = u64::MAX;
 
 impl Shared {
-    /// The process-local side of a formatted pool mapping.
-    fn new(mapping: Mapping, lock: Option<Box<dyn ShmLock>>) -> Self {
-        // SAFETY: the mapping holds a formatted pool (made or checked by the caller); the arena
-        // is only used while the lock is held.
-        let arena = unsafe { Arena::new(mapping.base().as_ptr()) };
+    /// The process-local side of a pool mapping formatted for `geometry`.
+    fn new(mapping: Mapping, lock: Option<Box<dyn ShmLock>>, geometry: Geometry) -> Self {
+        // SAFETY: the mapping holds a pool formatted for `geometry` (made or checked by the
+        // caller), mapped up to its initial end at least; the arena is only used while the lock
+        // is held, and `lock_within` syncs its end.
+        let arena = unsafe { Arena::new(mapping.base().as_ptr(), geometry) };
         Self {
             mapping,
             lock,
@@ -107,8 +149,26 @@ impl Shared {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.mapping.len()
+    /// Bytes from the start of the pool to the end of the pages grown so far, as the header
+    /// publishes it: every offset below it is the pool's.
+    pub(crate) fn extent(&self) -> usize {
+        self.arena.published_end() as usize * PAGE
+    }
+
+    /// Maps the pages grown so far, as the header publishes them, where this process has not
+    /// mapped them yet. Returns the bytes mapped.
+    fn map_published(&self) -> Result<usize, ShmError> {
+        self.mapping
+            .map_to(self.extent())
+            .map_err(|errno| ShmError::Os { call: "mapping the pool's new pages", errno })
+    }
+
+    /// Maps the pages another process grew the pool by, and has the arena work within them.
+    /// Called by the lock's holder.
+    fn catch_up_growth(&self) -> Result<(), ShmError> {
+        let mapped = self.map_published()?;
+        self.arena.sync_end(u32::try_from(mapped / PAGE).unwrap_or(u32::MAX));
+        Ok(())
     }
 
     /// The timeout set with [`ShmPool::set_lock_timeout`].
@@ -125,9 +185,9 @@ impl Shared {
         self.lock_within(self.timeout())
     }
 
-    /// Takes the lock, waiting at most `timeout` if the lock is the built-in one, undoes any
-    /// operation a dead holder left half done, and gives back chunks whose return failed
-    /// earlier.
+    /// Takes the lock, waiting at most `timeout` if the lock is the built-in one, maps the pages
+    /// other processes grew the pool by, undoes any operation a dead holder left half done, and
+    /// gives back chunks whose return failed earlier.
     #[inline]
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header_atomics();
@@ -147,11 +207,15 @@ impl Shared {
             }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
-        // All three are rare; one test each keeps the common path short.
-        if header.log_len.load(Ordering::Relaxed) != 0 || self.has_pending.load(Ordering::Relaxed) {
-            self.catch_up();
-        }
+        // Made now, so that an error below releases the lock.
         let mut guard = ShmGuard { shared: self, _not_send: core::marker::PhantomData };
+        // All four are rare; one test each keeps the common path short.
+        if header.log_len.load(Ordering::Relaxed) != 0
+            || self.has_pending.load(Ordering::Relaxed)
+            || self.arena.is_behind()
+        {
+            self.catch_up()?;
+        }
         if holder_died {
             // A holder's death is a process's, most likely: whatever it lent is given back now.
             guard.reclaim_dead();
@@ -159,12 +223,18 @@ impl Shared {
         Ok(guard)
     }
 
-    /// What a process that has just taken the lock may find left to do: an operation whose
-    /// process died half way, to undo, and chunks whose return to the pool failed, to take back.
+    /// What a process that has just taken the lock may find left to do: pages another process
+    /// grew the pool by, to map; an operation whose process died half way, to undo; and chunks
+    /// whose return to the pool failed, to take back.
+    ///
+    /// # Errors
+    /// [`ShmError::Os`] when the new pages cannot be mapped: the pool's state then stays as it
+    /// is, for a process that can.
     #[cold]
     #[inline(never)]
-    fn catch_up(&self) {
+    fn catch_up(&self) -> Result<(), ShmError> {
         let arena = &self.arena;
+        self.catch_up_growth()?;
         self.undo_dead_holder();
         if self.has_pending.swap(false, Ordering::Acquire) {
             let pending = match self.pending_returns.lock() {
@@ -176,17 +246,35 @@ impl Shared {
                 arena.take_back(offset, size, owner);
             }
         }
+        Ok(())
     }
 
     /// Undoes the operation a dead holder left half done, if there is one, and counts it.
     /// The caller holds the lock.
+    ///
+    /// The dead holder may have been growing the pool: the pages it published are mapped
+    /// first, and the undo may write the descriptors and bitmap words of any page the file
+    /// reaches, whose metadata a growth reserves before it lengthens the file. Where the pages
+    /// cannot be mapped, the operation stays in the log for the next holder.
     fn undo_dead_holder(&self) {
-        // SAFETY: the caller holds the lock, and the mapping is a formatted pool.
-        if unsafe {
-            crate::tx::recover(self.base(), self.arena.meta_len(), || {
-                self.arena.recount_free_bytes()
-            })
-        } {
+        let arena = &self.arena;
+        let (Ok(mapped), Ok(file)) = (self.map_published(), Mapping::file_len(self.mapping.fd()))
+        else {
+            return;
+        };
+        let pages = |bytes: u64| u32::try_from(bytes / PAGE as u64).unwrap_or(u32::MAX);
+        let (mapped, reserved) = (pages(mapped as u64), pages(file));
+        // SAFETY: (1) the mapping is a formatted pool, and the metadata of every page, which the
+        // words `holds_logged_word` accepts lie in, comes before the first data page, mapped
+        // since the pool was; (2) the caller holds the lock.
+        let undone = unsafe {
+            crate::tx::recover(
+                self.base(),
+                |offset, width| arena.holds_logged_word(offset, width, reserved),
+                || arena.recount_after_undo(mapped),
+            )
+        };
+        if undone {
             self.header_atomics().undone.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -247,14 +335,28 @@ impl Shared {
         }
     }
 
-    /// The offset of `block` in the mapping, if it lies in it.
+    /// The offset of `block` in the mapping, if it lies in the part this process has mapped, for
+    /// a caller that holds the lock, which mapped the pages grown so far as it took it.
+    fn locked_offset_of(&self, block: *const u8) -> Option<u64> {
+        let offset = block.addr().checked_sub(self.base().addr())?;
+        (offset < self.mapping.mapped()).then_some(offset as u64)
+    }
+
+    /// The offset of `block` in the mapping, if it lies in the part this process has mapped,
+    /// which first grows to the pages grown so far: `block` may be one that another process
+    /// allocated from pages it grew the pool by, and the caller will touch all of it.
     pub(crate) fn offset_of(&self, block: *const u8) -> Option<u64> {
         let offset = block.addr().checked_sub(self.base().addr())?;
-        (offset < self.len()).then_some(offset as u64)
+        if offset >= self.mapping.reserved() {
+            return None;
+        }
+        let mapped = self.map_published().ok()?;
+        (offset < mapped).then_some(offset as u64)
     }
 
     fn ptr_at(&self, offset: u64) -> NonNull<u8> {
-        // SAFETY: offsets handed out by the arena lie inside the mapping.
+        // SAFETY: offsets handed out by the arena lie inside the mapping, within the end of the
+        // pages grown so far, which this process has mapped.
         unsafe { NonNull::new_unchecked(self.base().add(offset as usize)) }
     }
 }
@@ -294,13 +396,64 @@ impl ShmGuard<'_> {
         let (arena, size, align) = (&self.shared.arena, layout.size(), layout.align().max(16));
         let offset = match arena.alloc(size, align) {
             Some(offset) => offset,
-            // The dead may hold the room this block needs.
-            None if self.reclaim_dead().chunks > 0 => {
-                arena.alloc_after_refusal(size, align).ok_or_else(|| arena.refusal(size, align))?
-            }
-            None => return Err(arena.refusal(size, align)),
+            // The dead may hold the room this block needs, or the pool may grow.
+            None => self
+                .with_room(
+                    |arena| arena.pages_for_alloc(size, align),
+                    |arena| arena.alloc_after_refusal(size, align),
+                )
+                .ok_or_else(|| self.shared.arena.refusal(size, align))?,
         };
         Ok(self.shared.ptr_at(offset))
+    }
+
+    /// Runs `attempt`, and when it finds no room, runs it again after giving back the chunks of
+    /// dead processes, then after growing the pool by enough for a free run of the pages `pages`
+    /// says the request needs.
+    fn with_room<T>(
+        &mut self,
+        pages: impl FnOnce(&Arena) -> Option<u32>,
+        attempt: impl Fn(&Arena) -> Option<T>,
+    ) -> Option<T> {
+        let arena = &self.shared.arena;
+        if let Some(found) = attempt(arena) {
+            return Some(found);
+        }
+        // The dead may hold the room this needs.
+        if self.reclaim_dead().chunks > 0 {
+            if let Some(found) = attempt(arena) {
+                return Some(found);
+            }
+        }
+        if self.grow(pages(arena)?) {
+            return attempt(arena);
+        }
+        None
+    }
+
+    /// Grows the pool by enough whole segments for a free run of `pages` pages: reserves the new
+    /// pages' descriptors and bitmap words, then the pages (which lengthens the file), maps them
+    /// in this process, and adds them to the free runs, publishing the new end. Returns whether
+    /// it grew: a pool at its largest capacity, or a system that refuses the memory or the
+    /// mapping, leaves the pool as it was (the file may stay longer, which the next growth
+    /// reuses).
+    fn grow(&mut self, pages: u32) -> bool {
+        let shared = self.shared;
+        let arena = &shared.arena;
+        let Some(end) = arena.end_for(pages) else { return false };
+        let [descs, bitmap, data] = arena.geometry().reserve_ranges(arena.end(), end);
+        // The metadata before the pages: the undo log counts on the metadata of every page the
+        // file reaches being reserved (see `undo_dead_holder`).
+        if [descs, bitmap, data].into_iter().any(|range| shared.mapping.allocate(range).is_err()) {
+            return false;
+        }
+        crate::failpoint::hit();
+        let len = end as usize * PAGE;
+        if shared.mapping.map_to(len).map_or(true, |mapped| mapped < len) {
+            return false;
+        }
+        crate::failpoint::hit();
+        arena.grow(end)
     }
 
     /// Frees a block after checking it is an in-use block of this pool.
@@ -313,7 +466,8 @@ impl ShmGuard<'_> {
     /// If `block` is an in-use block of the pool, nothing uses it afterwards, in any process.
     pub unsafe fn free(&mut self, block: NonNull<u8>) -> Result<(), ShmError> {
         let addr = block.as_ptr().addr();
-        let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        let offset =
+            self.shared.locked_offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
         if let Some(target) = self.shared.arena.remote_target(offset) {
             // SAFETY: forwarded from the caller.
             return unsafe { self.shared.free_remote(addr, target, Some(self)) };
@@ -381,7 +535,8 @@ impl ShmGuard<'_> {
     /// [`ShmError::Free`] when `block` is not an in-use block of the pool itself.
     pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
         let addr = block.as_ptr().addr();
-        let offset = self.shared.offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
+        let offset =
+            self.shared.locked_offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
         match self.shared.arena.locate(offset)? {
             Located::Lent => Err(ShmError::Free(FreeError::Foreign { addr })),
             located => Ok(self.shared.arena.usable_size(located)),
@@ -400,9 +555,10 @@ impl ShmGuard<'_> {
         let header = self.shared.header_atomics();
         let tallies = arena.tallies();
         let count = |counter: &crate::sync::AtomicU64| counter.load(Ordering::Relaxed);
+        let (geometry, end) = (arena.geometry(), arena.end());
         ShmStats {
-            // The mapping's length is the header's capacity, checked at `attach`.
-            capacity: self.shared.len(),
+            capacity: geometry.capacity_at(end),
+            max_capacity: geometry.capacity,
             data_bytes: counters.data_pages as usize * crate::layout::PAGE,
             available: counters.free_bytes as usize,
             bytes_in_use: counters.bytes_in_use as usize,
@@ -417,7 +573,7 @@ impl ShmGuard<'_> {
             peak_bytes_in_use: count(&tallies.peak_in_use).max(counters.bytes_in_use) as usize,
             largest_free_run: arena.largest_run() as usize * crate::layout::PAGE,
             failures: count(&tallies.failures),
-            segments: 1,
+            segments: geometry.segments(end) as usize,
             reclaimed_processes: count(&tallies.reclaimed_processes),
             reclaimed_bytes: count(&tallies.reclaimed_bytes),
             classes: core::array::from_fn(|class| ShmClassStats {
@@ -478,22 +634,14 @@ impl ShmGuard<'_> {
         let shared = self.shared;
         let owner = shared.claim.take(&shared.arena, shared.mapping.fd()).unwrap_or(NONE);
         let (size, align) = (layout.size(), layout.align());
-        let offset = match shared.arena.lend(size, align, owner) {
-            Some(offset) => offset,
-            None => {
-                // The dead may hold the room this chunk needs.
-                if self.reclaim_dead().chunks == 0 {
-                    return None;
-                }
-                shared.arena.lend(size, align, owner)?
-            }
-        };
+        let pages = |_: &Arena| Arena::pages_for_lend(size, align);
+        let offset = self.with_room(pages, |arena| arena.lend(size, align, owner))?;
         Some(shared.ptr_at(offset))
     }
 
     pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize) {
         let shared = self.shared;
-        if let Some(offset) = shared.offset_of(chunk.as_ptr()) {
+        if let Some(offset) = shared.locked_offset_of(chunk.as_ptr()) {
             shared.arena.take_back(offset, size, shared.claim.current().unwrap_or(NONE));
         }
     }
@@ -581,14 +729,15 @@ unsafe impl Send for ShmPool {}
 unsafe impl Sync for ShmPool {}
 
 impl ShmPool {
-    /// Makes a pool of `capacity` bytes (rounded down to 4 KiB) with the built-in lock. The
-    /// memory is reserved now, so running out of it is an error here, not a signal later.
+    /// Makes a pool of `capacity` bytes (rounded down to 4 KiB) with the built-in lock, which
+    /// never grows. The memory is reserved now, so running out of it is an error here, not a
+    /// signal later. [`builder`](ShmPool::builder) makes a pool that grows.
     ///
     /// # Errors
     /// [`ShmError::CapacityOutOfRange`] below 64 KiB or above 1 TiB; [`ShmError::Os`] when the
     /// memory cannot be had.
     pub fn new(capacity: usize) -> Result<Self, ShmError> {
-        Self::create("melon-alloc", capacity, None)
+        Self::builder().capacity(capacity).build()
     }
 
     /// Like [`new`](ShmPool::new), with `name` for the memfd (it shows in `/proc/*/maps`), so
@@ -597,7 +746,7 @@ impl ShmPool {
     /// # Errors
     /// As for [`new`](ShmPool::new).
     pub fn memfd(name: &str, capacity: usize) -> Result<Self, ShmError> {
-        Self::create(name, capacity, None)
+        Self::builder().name(name).capacity(capacity).build()
     }
 
     /// Makes a pool guarded by `lock` instead of the built-in lock (Melon's `locker`, `lock` and
@@ -606,24 +755,59 @@ impl ShmPool {
     /// # Errors
     /// As for [`new`](ShmPool::new).
     pub fn with_lock<L: ShmLock + 'static>(capacity: usize, lock: L) -> Result<Self, ShmError> {
-        Self::create("melon-alloc", capacity, Some(Box::new(lock)))
+        Self::builder().capacity(capacity).lock(lock).build()
     }
 
-    fn create(
+    /// A builder for a pool of any kind: one that grows ([`max_capacity`]), with a name for its
+    /// memfd, with a lock of the caller's.
+    ///
+    /// [`max_capacity`]: ShmPoolBuilder::max_capacity
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// // 4 MiB now, up to 64 MiB as allocations need it.
+    /// let shm = ShmPool::builder().capacity(4 << 20).max_capacity(64 << 20).build()?;
+    /// assert_eq!(shm.capacity(), 4 << 20);
+    /// let block = shm.alloc(6 << 20).expect("room after growing");
+    /// assert_eq!(shm.capacity(), 12 << 20, "three segments of 4 MiB");
+    /// assert_eq!(shm.max_capacity(), 64 << 20);
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(block) }?;
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn builder() -> ShmPoolBuilder {
+        ShmPoolBuilder::new()
+    }
+
+    /// Makes the pool a builder describes.
+    pub(crate) fn create(
         name: &str,
-        capacity: usize,
+        initial: usize,
+        max: usize,
         lock: Option<Box<dyn ShmLock>>,
     ) -> Result<Self, ShmError> {
-        let geometry = Geometry::for_capacity(capacity).ok_or(ShmError::CapacityOutOfRange {
+        let out_of_range = |capacity| ShmError::CapacityOutOfRange {
             capacity,
             min: MIN_CAPACITY,
             max: MAX_CAPACITY,
-        })?;
-        let mapping = Mapping::create(name, geometry.capacity)
+        };
+        Geometry::for_capacity(initial).ok_or(out_of_range(initial))?;
+        Geometry::for_capacity(max).ok_or(out_of_range(max))?;
+        let geometry = Geometry::growing(initial, max)
+            .ok_or(ShmError::CapacityAboveMax { capacity: initial, max_capacity: max })?;
+        // The header, and the metadata and pages of the first segment; the metadata of later
+        // segments stays a hole of the file until they are added.
+        let end = geometry.initial_end();
+        let [descs, bitmap, data] = geometry.reserve_ranges(geometry.first_data_page, end);
+        let ranges = [Geometry::header_range(), descs, bitmap, data];
+        let mapping = Mapping::create(name, geometry.capacity, &ranges, end as usize * PAGE)
             .map_err(|errno| ShmError::Os { call: "creating the shared mapping", errno })?;
         let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         let base = mapping.base().as_ptr();
-        // SAFETY: the mapping is new, zeroed (a fresh memfd) and `geometry.capacity` long.
+        // SAFETY: the mapping is new, zeroed (a fresh memfd), and maps the header and the first
+        // segment, whose metadata and pages are reserved.
         unsafe { crate::arena::Arena::format(base, geometry, lock_kind) };
         if lock_kind == LOCK_BUILTIN {
             // SAFETY: the lock lies in the header, aligned for it, in a mapping that other
@@ -633,7 +817,7 @@ impl ShmPool {
             }
             .map_err(|errno| ShmError::Os { call: "making the pool's lock", errno })?;
         }
-        Ok(Self::from_shared(Shared::new(mapping, lock)))
+        Ok(Self::from_shared(Shared::new(mapping, lock, geometry)))
     }
 
     /// Maps the pool behind `fd`, made by [`memfd`](ShmPool::memfd) in another process, with the
@@ -672,48 +856,19 @@ impl ShmPool {
         use std::os::fd::AsFd;
         let file = Mapping::file_len(fd.as_fd())
             .map_err(|errno| ShmError::Os { call: "reading the descriptor's size", errno })?;
-        let len = usize::try_from(file).map_err(|_| ShmError::NotAPool)?;
-        if Geometry::for_capacity(len).is_none_or(|geometry| geometry.capacity != len) {
-            return Err(ShmError::NotAPool);
-        }
-        let mapping = Mapping::open(fd, len)
-            .map_err(|errno| ShmError::Os { call: "mapping the pool", errno })?;
-        let header = mapping.base().as_ptr().cast::<Header>();
-        // Other processes may be writing the header's state meanwhile, so its fields are read
-        // one by one, never through a reference to the whole header.
-        macro_rules! field {
-            ($name:ident) => {
-                // SAFETY: the mapping is `len >= MIN_CAPACITY` bytes, enough for a header; the
-                // field is a plain integer written only when the pool was made, valid whatever
-                // its bytes.
-                unsafe { ptr::addr_of!((*header).$name).read() }
-            };
-        }
-        let header = Identity {
-            magic: field!(magic),
-            version: field!(version),
-            capacity: field!(capacity),
-            page_count: field!(page_count),
-            first_data_page: field!(first_data_page),
-            lock_kind: field!(lock_kind),
-            lock_abi: field!(lock_abi),
-        };
+        let header = Identity::read(fd.as_fd())?;
         if header.magic != MAGIC {
             return Err(ShmError::NotAPool);
         }
         if header.version != VERSION {
             return Err(ShmError::VersionMismatch { found: header.version, expected: VERSION });
         }
-        if header.capacity != file {
-            return Err(ShmError::SizeMismatch { header: header.capacity, file });
-        }
-        // Every page index is bounded by these two, read once into the arena: they must be the
-        // file's, not whatever a corrupt header says.
-        let geometry = Geometry::for_capacity(len).ok_or(ShmError::NotAPool)?;
-        if header.page_count != geometry.page_count
-            || header.first_data_page != geometry.first_data_page
-        {
-            return Err(ShmError::NotAPool);
+        // Every page index is bounded by the geometry, read once into the arena: it must be one
+        // this library makes, not whatever a corrupt header says.
+        let geometry = header.geometry().ok_or(ShmError::NotAPool)?;
+        let initial = geometry.initial_end() as u64 * PAGE as u64;
+        if file < initial {
+            return Err(ShmError::SizeMismatch { header: initial, file });
         }
         let expected_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         if header.lock_kind != expected_kind
@@ -721,7 +876,13 @@ impl ShmPool {
         {
             return Err(ShmError::LockMismatch);
         }
-        Ok(Self::from_shared(Shared::new(mapping, lock)))
+        // The whole largest capacity is reserved; the first segment is mapped now, what the pool
+        // has grown by since as the header publishes it.
+        let mapping = Mapping::open(fd, geometry.capacity, initial as usize)
+            .map_err(|errno| ShmError::Os { call: "mapping the pool", errno })?;
+        let shared = Shared::new(mapping, lock, geometry);
+        shared.map_published()?;
+        Ok(Self::from_shared(shared))
     }
 
     fn from_shared(shared: Shared) -> Self {
@@ -742,9 +903,43 @@ impl ShmPool {
         self.shared().mapping.fd()
     }
 
-    /// The pool's capacity in bytes, header included.
+    /// The pool's capacity now, in bytes, header included. A pool made by [`new`](ShmPool::new)
+    /// keeps the capacity it was made with; one that grows starts at the
+    /// [`capacity`](ShmPoolBuilder::capacity) it was made with and adds as much again with each
+    /// segment it grows by, up to its [`max_capacity`](ShmPool::max_capacity) (which it may
+    /// reach a segment early: a larger layout holds a few more pages than the segments add up
+    /// to, for the first segment's metadata is relatively larger). It is about the memory the
+    /// pool has reserved.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// assert_eq!(ShmPool::new(1 << 20)?.capacity(), 1 << 20);
+    /// let growing = ShmPool::builder().capacity(1 << 20).max_capacity(8 << 20).build()?;
+    /// assert_eq!(growing.capacity(), 1 << 20);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn capacity(&self) -> usize {
-        self.shared().len()
+        let shared = self.shared();
+        shared.arena.geometry().capacity_at(shared.arena.published_end())
+    }
+
+    /// The capacity the pool can grow to, in bytes: its [`capacity`](ShmPool::capacity) for a
+    /// pool that never grows. Every process that maps the pool reserves this much address
+    /// space, but no memory, for it.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// assert_eq!(ShmPool::new(1 << 20)?.max_capacity(), 1 << 20);
+    /// let growing = ShmPool::builder().capacity(1 << 20).max_capacity(1 << 30).build()?;
+    /// assert_eq!(growing.max_capacity(), 1 << 30);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn max_capacity(&self) -> usize {
+        self.shared().arena.geometry().capacity
     }
 
     /// Takes the lock for several operations in a row.
@@ -1052,9 +1247,14 @@ impl ShmPool {
         self.shared().offset_of(block.as_ptr()).map(|offset| offset as usize)
     }
 
-    /// The pointer, in this process, to the byte at `offset` in the pool. `None` past the end.
+    /// The pointer, in this process, to the byte at `offset` in the pool. `None` past the end of
+    /// the pages the pool has grown to. The pages another process grew the pool by are mapped
+    /// here first, so that the whole block at `offset` can be used.
     pub fn ptr_at(&self, offset: usize) -> Option<NonNull<u8>> {
-        (offset < self.capacity()).then(|| self.shared().ptr_at(offset as u64))
+        let shared = self.shared();
+        // The block at `offset` may reach into pages this process has not mapped yet.
+        let mapped = shared.map_published().ok()?;
+        (offset < mapped.min(shared.extent())).then(|| shared.ptr_at(offset as u64))
     }
 
     /// A heap pool whose chunks come from this shared pool (Melon's cascade): it takes the lock

@@ -35,9 +35,14 @@ use crate::layout::CLASS_COUNT;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShmStats {
-    /// Bytes of the mapping, header included.
+    /// The capacity now, in bytes, header included: see
+    /// [`ShmPool::capacity`](crate::ShmPool::capacity).
     pub capacity: usize,
-    /// Bytes of the mapping that hold data: the capacity less the header and page descriptors.
+    /// The capacity the pool can grow to: see
+    /// [`ShmPool::max_capacity`](crate::ShmPool::max_capacity).
+    pub max_capacity: usize,
+    /// Bytes of the data pages grown so far: the pages of the segments, without the header and
+    /// the page descriptors and bitmap.
     pub data_bytes: usize,
     /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool.
     pub available: usize,
@@ -58,7 +63,9 @@ pub struct ShmStats {
     /// Allocations the pool refused, small and large, since it was made (the chunks it lends to
     /// child pools are not allocations of its own).
     pub failures: u64,
-    /// Mapped segments the pool's memory lies in: 1, as a pool is one mapping.
+    /// Segments of data pages the pool holds: 1 for a pool that has not grown, or never grows,
+    /// and one more for each segment it has grown by (each as many pages as the first; the
+    /// last one cut short at the largest capacity).
     pub segments: usize,
     /// Times a process took the lock over from a holder that had died.
     pub lock_takeovers: u64,
@@ -184,6 +191,7 @@ impl Default for ShmStats {
     fn default() -> Self {
         Self {
             capacity: 0,
+            max_capacity: 0,
             data_bytes: 0,
             available: 0,
             bytes_in_use: 0,
@@ -241,26 +249,4 @@ pub struct ShmClassStats {
     pub requests: u64,
     /// Those of the requests that were refused.
     pub failures: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::arena::Arena;
-    use crate::layout::PAGE;
-    use crate::ShmPool;
-
-    #[test]
-    fn reclaims_are_counted_in_stats() {
-        let shm = ShmPool::new(1 << 20).unwrap();
-        let guard = shm.lock().unwrap();
-        assert_eq!((guard.stats().reclaimed_processes, guard.stats().reclaimed_bytes), (0, 0));
-        // SAFETY: the mapping holds a formatted pool, and the guard holds its lock.
-        let arena = unsafe { Arena::new(shm.shared().base()) };
-        arena.tallies().count_reclaim(3 * PAGE as u64);
-        arena.tallies().count_reclaim(PAGE as u64);
-        let stats = guard.stats();
-        assert_eq!((stats.reclaimed_processes, stats.reclaimed_bytes), (2, 4 * PAGE as u64));
-        drop(guard);
-        shm.check().unwrap();
-    }
 }

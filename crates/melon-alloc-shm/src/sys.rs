@@ -4,6 +4,7 @@
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -16,33 +17,54 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// the largest of those.
 pub(crate) const MAP_ALIGN: usize = 2 << 20;
 
-/// A shared mapping of a memfd, aligned to [`MAP_ALIGN`], unmapped on drop.
+/// A pool's memfd and its mapping: address space reserved for the pool's largest capacity,
+/// aligned to [`MAP_ALIGN`], over whose start the file's first bytes are mapped shared. The rest
+/// of the reservation has no access and no memory behind it until the pool grows into it, so
+/// that every offset keeps its address for the mapping's life. Unmapped on drop.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     base: NonNull<u8>,
-    len: usize,
+    /// Bytes of address space reserved from `base`.
+    reserved: usize,
+    /// Bytes of the file mapped from `base`: only ever grows.
+    mapped: AtomicUsize,
+    /// [`process_token`] of the process whose thread is mapping more, or 0: a spin lock that a
+    /// forked child, in which the parent's thread does not exist, takes over (see
+    /// [`Mapping::map_to`]).
+    mapper: AtomicU64,
+    /// Set when a mapping over the reservation failed, which may have given part of the
+    /// reservation back to the system (as kernels before 6.12 may): nothing more is mapped over
+    /// it, and the drop unmaps only what is mapped.
+    broken: AtomicBool,
     fd: OwnedFd,
 }
 
 // SAFETY: the mapping is plain shared memory; which thread unmaps it does not matter.
 unsafe impl Send for Mapping {}
-// SAFETY: the mapping itself is never changed after creation; access to its contents is
-// synchronized by the pool's lock.
+// SAFETY: the mapping's bounds only grow, through atomics and under `mapper`; access to its
+// contents is synchronized by the pool's lock.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Makes a memfd of `len` bytes, reserves its memory, and maps it shared.
-    pub(crate) fn create(name: &str, len: usize) -> Result<Self, Errno> {
+    /// Makes a memfd named `name` for a pool of at most `reserve` bytes, reserves its memory over
+    /// each of `ranges`, and maps its first `len` bytes.
+    pub(crate) fn create(
+        name: &str,
+        reserve: usize,
+        ranges: &[core::ops::Range<usize>],
+        len: usize,
+    ) -> Result<Self, Errno> {
         let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?;
-        // Reserving the whole length now turns a later lack of memory into an error here
-        // instead of a SIGBUS at some first touch.
-        rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, len as u64)?;
-        Self::map(fd, len)
+        for range in ranges {
+            allocate(fd.as_fd(), range.clone())?;
+        }
+        Self::map(fd, reserve, len)
     }
 
-    /// Maps an existing pool's descriptor, whose size must be `len`.
-    pub(crate) fn open(fd: OwnedFd, len: usize) -> Result<Self, Errno> {
-        Self::map(fd, len)
+    /// Maps the first `len` bytes of an existing pool's descriptor, in a reservation of
+    /// `reserve` bytes.
+    pub(crate) fn open(fd: OwnedFd, reserve: usize, len: usize) -> Result<Self, Errno> {
+        Self::map(fd, reserve, len)
     }
 
     /// The size of the file behind a descriptor.
@@ -50,81 +72,195 @@ impl Mapping {
         Ok(rustix::fs::fstat(fd)?.st_size as u64)
     }
 
-    fn map(fd: OwnedFd, len: usize) -> Result<Self, Errno> {
-        let reserve = len.checked_add(MAP_ALIGN).ok_or(Errno::NOMEM)?;
+    /// Reads the file's first bytes into `buf`; fewer than asked at the file's end.
+    pub(crate) fn read_start(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+        rustix::io::pread(fd, buf, 0)
+    }
+
+    fn map(fd: OwnedFd, reserve: usize, len: usize) -> Result<Self, Errno> {
+        let len = len.min(reserve);
+        let padded = reserve.checked_add(MAP_ALIGN).ok_or(Errno::NOMEM)?;
         // SAFETY: a fresh private reservation that nothing else refers to; it only claims
         // address space, which the shared mapping then replaces in part.
         let area = unsafe {
             rustix::mm::mmap_anonymous(
                 core::ptr::null_mut(),
-                reserve,
+                padded,
                 ProtFlags::empty(),
                 MapFlags::PRIVATE | MapFlags::NORESERVE,
             )?
         };
         let skip = area.cast::<u8>().align_offset(MAP_ALIGN);
-        // SAFETY: `skip < MAP_ALIGN`, so `area + skip + len` stays inside the reservation.
+        // SAFETY: `skip < MAP_ALIGN`, so `area + skip + reserve` stays inside the area.
         let base = unsafe { area.cast::<u8>().add(skip) };
-        // SAFETY: the fixed address lies in the reservation made above, which this function
-        // owns, so replacing its pages there unmaps nothing anyone else uses.
-        let mapped = unsafe {
-            rustix::mm::mmap(
-                base.cast(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::FIXED,
-                &fd,
-                0,
-            )
-        };
-        let trim = |mapped_ok: bool| {
-            // SAFETY: the parts of the reservation outside `[base, base + len)` (all of it if the
-            // shared mapping failed) belong to this function and are not used.
-            unsafe {
-                if mapped_ok {
-                    if skip > 0 {
-                        let _ = rustix::mm::munmap(area, skip);
-                    }
-                    let tail = reserve - skip - len;
-                    if tail > 0 {
-                        let _ = rustix::mm::munmap(base.add(len).cast(), tail);
-                    }
-                } else {
-                    let _ = rustix::mm::munmap(area, reserve);
-                }
+        // SAFETY: the parts of the area outside `[base, base + reserve)` belong to this function
+        // and are not used.
+        unsafe {
+            if skip > 0 {
+                let _ = rustix::mm::munmap(area, skip);
             }
-        };
-        match mapped {
-            Ok(_) => {
-                trim(true);
-                let base = NonNull::new(base).ok_or(Errno::NOMEM)?;
-                Ok(Self { base, len, fd })
-            }
-            Err(errno) => {
-                trim(false);
-                Err(errno)
+            let tail = padded - skip - reserve;
+            if tail > 0 {
+                let _ = rustix::mm::munmap(base.add(reserve).cast(), tail);
             }
         }
+        let Some(base) = NonNull::new(base) else {
+            // SAFETY: the reservation is this function's, and unused.
+            let _ = unsafe { rustix::mm::munmap(area, padded) };
+            return Err(Errno::NOMEM);
+        };
+        let mapping = Self {
+            base,
+            reserved: reserve,
+            mapped: AtomicUsize::new(0),
+            mapper: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+            fd,
+        };
+        // Dropped on failure, which gives the reservation back.
+        if mapping.map_to(len)? < len {
+            return Err(Errno::INVAL);
+        }
+        Ok(mapping)
     }
 
     pub(crate) fn base(&self) -> NonNull<u8> {
         self.base
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Bytes of address space the mapping reserves: the pool's largest capacity.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Bytes of the file mapped in this process.
+    #[inline]
+    pub(crate) fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Acquire)
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Reserves the file's memory over `range`, growing the file to its end if it is shorter.
+    pub(crate) fn allocate(&self, range: core::ops::Range<usize>) -> Result<(), Errno> {
+        allocate(self.fd(), range)
+    }
+
+    /// Maps the file up to `len` bytes, if this process has not yet, but no further than the
+    /// reservation and the file's end (a header that a dying or buggy process left saying more
+    /// must not lead to a mapping whose touch raises SIGBUS). Returns the bytes mapped now,
+    /// which are fewer than `len` only when the file is shorter.
+    ///
+    /// Threads of the process may call it at once: one maps while the others wait.
+    #[inline]
+    pub(crate) fn map_to(&self, len: usize) -> Result<usize, Errno> {
+        let mapped = self.mapped();
+        if mapped >= len.min(self.reserved) {
+            return Ok(mapped);
+        }
+        self.map_more(len.min(self.reserved))
+    }
+
+    #[cold]
+    fn map_more(&self, len: usize) -> Result<usize, Errno> {
+        let _mapper = Mapper::take(&self.mapper);
+        let mapped = self.mapped();
+        if mapped >= len {
+            return Ok(mapped);
+        }
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(Errno::NOMEM);
+        }
+        let file = usize::try_from(Self::file_len(self.fd())?).unwrap_or(usize::MAX);
+        let end = len.min(file / PAGE_SIZE * PAGE_SIZE);
+        if end <= mapped {
+            return Ok(mapped);
+        }
+        // SAFETY: `mapped < end <= reserved`, so the range lies in the reservation that this
+        // value owns; no one refers to its unmapped part, which this call replaces.
+        let at = unsafe { self.base.as_ptr().add(mapped) };
+        // SAFETY: as above: the fixed range holds nothing but this value's reservation.
+        let done = unsafe {
+            rustix::mm::mmap(
+                at.cast(),
+                end - mapped,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                &self.fd,
+                mapped as u64,
+            )
+        };
+        if let Err(errno) = done {
+            // SAFETY: the range is this value's: reserving it again maps over nothing (no
+            // replacement), and only fills a hole the failure may have left.
+            let again = unsafe {
+                rustix::mm::mmap_anonymous(
+                    at.cast(),
+                    end - mapped,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
+                )
+            };
+            // Taken again, the range is the reservation as before; otherwise it may or may not
+            // be, and nothing is mapped over it any more.
+            if again.is_err() {
+                self.broken.store(true, Ordering::Relaxed);
+            }
+            return Err(errno);
+        }
+        self.mapped.store(end, Ordering::Release);
+        Ok(end)
+    }
+}
+
+/// Reserves the memory of `range` of the file behind `fd`: a later lack of memory is then an
+/// error here instead of a SIGBUS at some first touch.
+fn allocate(fd: BorrowedFd<'_>, range: core::ops::Range<usize>) -> Result<(), Errno> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    rustix::fs::fallocate(fd, FallocateFlags::empty(), range.start as u64, range.len() as u64)
+}
+
+/// The spin lock of [`Mapping::mapper`], held while it lives.
+struct Mapper<'a>(&'a AtomicU64);
+
+impl<'a> Mapper<'a> {
+    fn take(word: &'a AtomicU64) -> Self {
+        let me = process_token();
+        loop {
+            match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Self(word),
+                // A thread of the process this one was forked from held it: no thread here does.
+                Err(holder) if holder != me => {
+                    if word
+                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Self(word);
+                    }
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+}
+
+impl Drop for Mapper<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: the mapping is this value's own and nothing refers into it once the pool that
-        // owns the value is gone.
-        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
+        let len = if self.broken.load(Ordering::Relaxed) { self.mapped() } else { self.reserved };
+        // SAFETY: the mapping and the reservation are this value's own and nothing refers into
+        // them once the pool that owns the value is gone; after a failure, only what is mapped
+        // is surely still this value's.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), len) };
     }
 }
 

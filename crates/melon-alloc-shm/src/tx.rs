@@ -25,7 +25,8 @@ pub(crate) trait Word: Copy {
     /// release store, which on the machines this runs on is a plain store.
     ///
     /// # Safety
-    /// `place` is valid for writes and aligned, and no other thread accesses it meanwhile.
+    /// `place` is valid for writes and aligned, and no other thread accesses it meanwhile but
+    /// through atomic loads.
     unsafe fn store_after(place: *mut Self, value: Self);
 }
 
@@ -38,7 +39,8 @@ impl Word for u32 {
         value as u32
     }
     unsafe fn store_after(place: *mut Self, value: Self) {
-        // SAFETY: valid, aligned, and not accessed by another thread meanwhile (caller).
+        // SAFETY: valid, aligned, and not accessed by another thread meanwhile but atomically
+        // (caller).
         unsafe { hw::AtomicU32::from_ptr(place) }.store(value, hw::Ordering::Release);
     }
 }
@@ -52,7 +54,8 @@ impl Word for u64 {
         value
     }
     unsafe fn store_after(place: *mut Self, value: Self) {
-        // SAFETY: valid, aligned, and not accessed by another thread meanwhile (caller).
+        // SAFETY: valid, aligned, and not accessed by another thread meanwhile but atomically
+        // (caller).
         unsafe { hw::AtomicU64::from_ptr(place) }.store(value, hw::Ordering::Release);
     }
 }
@@ -147,16 +150,21 @@ fn log_overflow() -> ! {
 /// whole recovery again, which writes the same values. Emptying the log first would leave a
 /// state that no later holder knows to repair.
 ///
-/// Every logged word lies in the pool's first `limit` bytes, its metadata; an entry that names
-/// anything else, or a misaligned word, was not written by an operation, and is skipped rather
-/// than written: a log a dying or buggy process left corrupt must not make this write outside
-/// the metadata.
+/// Every logged word lies in the pool's metadata, where `holds(offset, width)` says it may be;
+/// an entry that names anything else, or a misaligned word, was not written by an operation,
+/// and is skipped rather than written: a log a dying or buggy process left corrupt must not make
+/// this write outside the metadata. Words are restored with atomic stores, as other threads and
+/// processes read some of them without the lock.
 ///
 /// # Safety
-/// - `base` is the start of a mapped pool, valid for writes of `limit` bytes, which hold the
-///   header.
+/// - `base` is the start of a mapped pool that holds its header, and every word for which
+///   `holds` is true lies in the mapping, valid for writes.
 /// - The caller holds the lock, so no live process is in the middle of an operation.
-pub(crate) unsafe fn recover(base: *mut u8, limit: usize, recount: impl FnOnce()) -> bool {
+pub(crate) unsafe fn recover(
+    base: *mut u8,
+    holds: impl Fn(u64, u64) -> bool,
+    recount: impl FnOnce(),
+) -> bool {
     let header = base.cast::<Header>();
     // SAFETY: the header is valid (caller).
     let len = unsafe { (*header).log_len.load(Ordering::Acquire) } as usize;
@@ -170,23 +178,21 @@ pub(crate) unsafe fn recover(base: *mut u8, limit: usize, recount: impl FnOnce()
         let wide = entry.key & 1 == u64::WIDE;
         let width = if wide { 8 } else { 4 };
         let offset = entry.key & !1;
-        let fits = offset.checked_add(width).is_some_and(|end| end <= limit as u64);
-        if !fits || offset % width != 0 {
+        if !holds(offset, width) || offset % width != 0 {
             continue;
         }
-        // SAFETY: `offset + width <= limit`, so the word lies in the `limit` bytes at `base`
-        // (caller), aligned for its width since `base` is page-aligned.
+        // SAFETY: `holds` says the word lies in the mapping (caller), aligned for its width
+        // since `base` is page-aligned.
         let place = unsafe { base.add(offset as usize) };
-        // Atomic stores: a few words the log covers (a lent chunk's descriptor) are read without
-        // the lock by processes freeing handed-off blocks.
+        // Atomic stores: a few words the log covers (a lent chunk's descriptor, the end of the
+        // grown pages) are read without the lock, by processes freeing handed-off blocks or
+        // catching up with a growth.
         if wide {
-            // SAFETY: as above; every other access to the word is atomic or made under the lock.
-            unsafe { hw::AtomicU64::from_ptr(place.cast()) }
-                .store(entry.old, hw::Ordering::Release);
+            // SAFETY: as above; the lock is held, so no other thread writes the word.
+            unsafe { u64::store_after(place.cast(), entry.old) };
         } else {
             // SAFETY: as above.
-            unsafe { hw::AtomicU32::from_ptr(place.cast()) }
-                .store(u32::from_u64(entry.old), hw::Ordering::Release);
+            unsafe { u32::store_after(place.cast(), u32::from_u64(entry.old)) };
         }
         crate::failpoint::hit();
     }

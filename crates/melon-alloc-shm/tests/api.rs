@@ -110,6 +110,141 @@ fn new_rounds_the_capacity_down_to_pages_and_starts_empty() {
     assert_eq!(ShmPool::new(2 * MIB).unwrap().capacity(), 2 * MIB);
 }
 
+/// The length of the pool's file, and the bytes of memory the file holds.
+fn file_sizes(shm: &ShmPool) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::from(shm.as_fd().try_clone_to_owned().unwrap());
+    let metadata = file.metadata().unwrap();
+    (metadata.len(), metadata.blocks() * 512)
+}
+
+/// The length of the pool's file.
+fn file_len(shm: &ShmPool) -> u64 {
+    file_sizes(shm).0
+}
+
+#[test]
+fn a_growing_pool_reserves_memory_for_what_it_has_grown_to() {
+    let shm = ShmPool::builder().capacity(16 * MIB).max_capacity(1 << 30).build().unwrap();
+    // About the capacity: the metadata's three ranges are rounded out to whole pages.
+    let slack = 3 * PAGE as u64;
+    let (_, reserved) = file_sizes(&shm);
+    assert!(reserved <= 16 * MIB as u64 + slack, "{reserved} bytes for a pool of 16 MiB");
+    assert!(reserved >= shm.available() as u64);
+    let block = shm.alloc(20 * MIB).expect("room after growing");
+    let (len, reserved) = file_sizes(&shm);
+    assert_eq!(shm.capacity(), 48 * MIB, "two segments more");
+    assert!(reserved <= 48 * MIB as u64 + slack, "{reserved} bytes for a pool of 48 MiB");
+    assert!(len > 1 << 24, "the layout's metadata for 1 GiB comes first, as holes");
+    free_all(&shm, [block]);
+    shm.check().unwrap();
+}
+
+#[test]
+fn a_pool_made_by_new_never_grows() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.capacity, stats.max_capacity, stats.segments), (MIB, MIB, 1));
+    assert_eq!(shm.max_capacity(), MIB);
+    let start = shm.available();
+    let all = shm.alloc(start).expect("every data byte in one block");
+    assert_eq!(shm.try_alloc(64), Err(ShmError::OutOfMemory { size: 64 }));
+    assert_eq!(shm.try_alloc(2 * MIB), Err(ShmError::OutOfMemory { size: 2 * MIB }));
+    let child = shm.child();
+    assert_eq!(child.alloc(64), None, "no chunk either");
+    drop(child);
+    let full = shm.stats().unwrap();
+    assert_eq!((full.capacity, full.max_capacity, full.segments), (MIB, MIB, 1));
+    assert_eq!((full.available, full.bytes_in_use, full.data_bytes), (0, start, stats.data_bytes));
+    assert_eq!((shm.capacity(), file_len(&shm)), (MIB, MIB as u64));
+    free_all(&shm, [all]);
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+#[test]
+fn a_growing_pool_stops_at_its_largest_capacity() {
+    let shm = ShmPool::builder().capacity(64 * KIB).max_capacity(MIB).build().unwrap();
+    let fixed = ShmPool::new(MIB).unwrap().stats().unwrap();
+    let start = shm.available();
+    assert_eq!(shm.capacity(), 64 * KIB);
+    let mut blocks = Vec::new();
+    while let Some(block) = shm.alloc(20 * KIB) {
+        blocks.push(block);
+    }
+    let stats = shm.stats().unwrap();
+    assert_eq!(
+        (stats.capacity, stats.max_capacity, stats.data_bytes),
+        (MIB, MIB, fixed.data_bytes)
+    );
+    assert!(stats.segments > 16, "{stats:?}");
+    assert_eq!(shm.try_alloc(20 * KIB), Err(ShmError::OutOfMemory { size: 20 * KIB }));
+    assert_eq!(file_len(&shm), MIB as u64, "as long as a fixed pool of the largest capacity");
+    shm.check().unwrap();
+    free_all(&shm, blocks);
+    assert_eq!(shm.available(), fixed.data_bytes);
+    assert!(shm.available() > start);
+    shm.check().unwrap();
+}
+
+#[test]
+fn a_builder_refuses_impossible_capacities() {
+    let (min, max) = (64 * KIB, 1usize << 40);
+    let build = |capacity: usize, largest: usize| {
+        ShmPool::builder().capacity(capacity).max_capacity(largest).build().map(|_| ()).unwrap_err()
+    };
+    let above = ShmError::CapacityAboveMax { capacity: 2 * MIB, max_capacity: MIB };
+    assert_eq!(build(2 * MIB, MIB), above);
+    assert!(above.to_string().contains("above the largest"), "{above}");
+    assert_eq!(
+        build(MIB, max + PAGE),
+        ShmError::CapacityOutOfRange { capacity: max + PAGE, min, max }
+    );
+    assert_eq!(build(PAGE, MIB), ShmError::CapacityOutOfRange { capacity: PAGE, min, max });
+    assert_eq!(
+        build(MIB, usize::MAX),
+        ShmError::CapacityOutOfRange { capacity: usize::MAX, min, max }
+    );
+    let unset = ShmPool::builder().max_capacity(MIB).build().map(|_| ()).unwrap_err();
+    assert_eq!(unset, ShmError::CapacityOutOfRange { capacity: 0, min, max });
+    // Rounded down to pages, a capacity within a page of the largest is the largest.
+    let shm = ShmPool::builder().capacity(MIB + 100).max_capacity(MIB).build().unwrap();
+    assert_eq!((shm.capacity(), shm.max_capacity()), (MIB, MIB));
+    assert!(format!("{:?}", ShmPool::builder().name("x")).contains("ShmPoolBuilder"));
+}
+
+#[test]
+fn child_pools_and_locks_of_the_callers_grow_a_pool_too() {
+    let (lock, log) = TestLock::new();
+    let shm =
+        ShmPool::builder().capacity(64 * KIB).max_capacity(4 * MIB).lock(lock).build().unwrap();
+    let child = shm.child();
+    let blocks: Vec<_> =
+        (0..MIB / 64).map(|_| child.alloc(64).expect("chunks from a grown pool")).collect();
+    let stats = shm.stats().unwrap();
+    assert!(stats.lent_bytes >= MIB && stats.segments > 16, "{stats:?}");
+    assert!(log.locks() > 16, "each chunk under the caller's lock");
+    // The same pool, attached with the same lock, sees it grown.
+    let fd = shm.as_fd().try_clone_to_owned().unwrap();
+    // SAFETY: the descriptor is a pool made by this library, and `lock` reaches the same lock.
+    let attached = unsafe { ShmPool::attach_with_lock(fd, TestLock(log.clone())) }.unwrap();
+    assert_eq!(attached.capacity(), shm.capacity());
+    let last = *blocks.last().unwrap();
+    let seen = attached.ptr_at(shm.offset_of(last).unwrap()).unwrap();
+    // SAFETY: the block is in use and holds 64 bytes.
+    unsafe { stamp(last, 64, 5) };
+    // SAFETY: the same block through the other mapping.
+    assert!(unsafe { has_stamp(seen, 64, 5) });
+    drop(attached);
+    for block in blocks {
+        // SAFETY: each block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}
+
 #[test]
 fn capacities_outside_the_supported_range_are_errors() {
     let (min, max) = (64 * KIB, 1usize << 40);
@@ -1006,15 +1141,20 @@ fn attach_refuses_what_is_not_a_pool() {
     assert_eq!(attach(OwnedFd::from(file)), ShmError::NotAPool);
     assert!(ShmError::NotAPool.to_string().contains("not hold"));
 
-    // A copy of a real pool, in a file larger than its header says.
+    // A copy of a real pool, in a file shorter than its header says.
     let shm = ShmPool::memfd("melon-test-original", MIB).unwrap();
     // SAFETY: the whole mapping is readable, and no operation on the pool runs meanwhile.
     let image =
         unsafe { core::slice::from_raw_parts(shm.ptr_at(0).unwrap().as_ptr(), MIB) }.to_vec();
     assert_eq!(
-        attach(memfd_with(&image, (MIB + PAGE) as u64)),
-        ShmError::SizeMismatch { header: MIB as u64, file: (MIB + PAGE) as u64 }
+        attach(memfd_with(&image, (MIB - PAGE) as u64)),
+        ShmError::SizeMismatch { header: MIB as u64, file: (MIB - PAGE) as u64 }
     );
+    // A longer file is what a process that died growing a pool leaves: it attaches.
+    // SAFETY: the descriptor holds a copy of a pool made by this library.
+    let longer = unsafe { ShmPool::attach(memfd_with(&image, (MIB + PAGE) as u64)) }.unwrap();
+    assert_eq!(longer.capacity(), MIB);
+    longer.check().unwrap();
     // The same copy with another layout version. The header starts with the 8-byte magic and
     // the 4-byte version, the part of the format that stays put across versions.
     let mut newer = image.clone();

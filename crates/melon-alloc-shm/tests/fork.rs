@@ -1,7 +1,8 @@
 //! Shared pools used by several processes: forked children, siblings, an unrelated process that
 //! attaches by descriptor, processes on both sides of a pid namespace boundary, a lock holder
-//! stopped by SIGSTOP, processes killed at random moments or, with the `failpoints` feature, at
-//! every step of an operation while they hold the lock.
+//! stopped by SIGSTOP, a pool that grows under processes that did not grow it, processes killed
+//! at random moments or, with the `failpoints` feature, at every step of an operation (a growth
+//! among them) while they hold the lock.
 //!
 //! This binary runs without the test harness, one case after another in a process with a single
 //! thread, so that forking is safe. A child reports only through its exit status (a panic exits
@@ -21,6 +22,7 @@ use melon_alloc_shm::{ShmError, ShmPool};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
 
 /// How long a process may wait for a lock whose holder died: the kernel hands the lock on as the
 /// holder dies, so this bound only proves that nothing hangs, on however busy a machine.
@@ -36,8 +38,10 @@ type Case = (&'static str, fn());
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--attach-child") {
-        std::process::exit(attach_child(&args[1..]));
+    match args.first().map(String::as_str) {
+        Some("--attach-child") => std::process::exit(attach_child(&args[1..])),
+        Some("--attach-growing-child") => std::process::exit(attach_growing_child(&args[1..])),
+        _ => {}
     }
     let flag = |name: &str| args.iter().any(|arg| arg == name);
     let filters: Vec<&str> =
@@ -60,13 +64,19 @@ fn main() {
         ("collections_cross_a_fork", collections_cross_a_fork),
         ("siblings_share_one_pool", siblings_share_one_pool),
         ("attach_from_an_unrelated_process", attach_from_an_unrelated_process),
+        ("an_attached_process_sees_the_pool_grow", an_attached_process_sees_the_pool_grow),
         ("child_pools_belong_to_one_process", child_pools_belong_to_one_process),
         (
             "w1_a_mapping_the_system_refuses_is_an_error",
             w1_a_mapping_the_system_refuses_is_an_error,
         ),
+        (
+            "a_growth_the_system_refuses_is_out_of_memory",
+            a_growth_the_system_refuses_is_out_of_memory,
+        ),
         ("w7_a_dead_lock_holder_is_taken_over", w7_a_dead_lock_holder_is_taken_over),
         ("hammer", hammer),
+        ("hammer_grows_a_pool", hammer_grows_a_pool),
         ("hammer_with_random_kills", hammer_with_random_kills),
         ("hammer_across_pid_namespaces", hammer_across_pid_namespaces),
         ("a_stopped_holder_makes_timed_locks_give_up", a_stopped_holder_makes_timed_locks_give_up),
@@ -601,6 +611,102 @@ fn attach_child(args: &[String]) -> i32 {
     }
 }
 
+/// Words of the block through which the parent and an attached process follow a pool's growth:
+/// the offset of each large block one of them allocated, by turn, in the order they are written.
+const TURNS: usize = 3;
+/// The bytes of each turn's block, each larger than the pool's initial capacity.
+const TURN_LEN: usize = 3 * MIB;
+
+/// The parent grows a pool before an unrelated process attaches to it, and again while it is
+/// attached; the attached process reads both blocks through offsets alone, then grows the pool
+/// itself, and the parent reads its block.
+fn an_attached_process_sees_the_pool_grow() {
+    let shm = ShmPool::builder()
+        .name("melon-fork-grow")
+        .capacity(MIB)
+        .max_capacity(64 * MIB)
+        .build()
+        .unwrap();
+    let start = shm.available();
+    let words = shm.alloc(TURNS * 8).unwrap();
+    // SAFETY: the block holds `TURNS` words, aligned to 16, accessed atomically from now on, and
+    // lives until the end of the case.
+    let turns = unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<AtomicU64>(), TURNS) };
+    turns.iter().for_each(|turn| turn.store(0, Ordering::Relaxed));
+    let turn = |index: usize| {
+        let block = shm.alloc(TURN_LEN).expect("room after growing");
+        // SAFETY: the block was just handed to this process and holds `TURN_LEN` bytes.
+        unsafe { stamp(block, TURN_LEN, 90 + index as u64) };
+        turns[index].store(shm.offset_of(block).unwrap() as u64, Ordering::Release);
+    };
+    turn(0);
+    let attached_to = shm.capacity();
+    // SAFETY: `dup` of a descriptor this process holds open makes a new one, owned here; unlike
+    // the pool's, it is inherited across `exec`.
+    let inherited = unsafe { OwnedFd::from_raw_fd(libc::dup(shm.as_fd().as_raw_fd())) };
+    let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--attach-growing-child")
+        .arg(inherited.as_raw_fd().to_string())
+        .arg(shm.offset_of(words).unwrap().to_string())
+        .arg(attached_to.to_string())
+        .spawn()
+        .unwrap();
+    drop(inherited);
+    turn(1);
+    let status = process.wait().unwrap();
+    assert!(status.success(), "the attached process failed: {status}");
+    let theirs = turns[2].load(Ordering::Acquire) as usize;
+    let block = shm.ptr_at(theirs).expect("pages the other process grew the pool by");
+    // SAFETY: the attached process's block, left to this process.
+    assert!(unsafe { has_stamp(block, TURN_LEN, 92) }, "the attached process's block");
+    let stats = shm.stats().unwrap();
+    assert!(stats.capacity > attached_to && stats.segments >= 10, "{stats:?}");
+    for offset in turns.iter().map(|turn| turn.load(Ordering::Relaxed) as usize) {
+        // SAFETY: each turn's block is in use, freed once.
+        unsafe { shm.try_free(shm.ptr_at(offset).unwrap()) }.unwrap();
+    }
+    // SAFETY: the words' block, in use, freed once; nothing reads it any more.
+    unsafe { shm.try_free(words) }.unwrap();
+    shm.check().unwrap();
+    assert_eq!(shm.available(), start * stats.segments);
+}
+
+/// The attached process of [`an_attached_process_sees_the_pool_grow`]. Returns the exit code.
+fn attach_growing_child(args: &[String]) -> i32 {
+    let outcome = catch_unwind(|| {
+        let number = |index: usize| args[index].parse::<usize>().unwrap();
+        let (fd, words, grown_to) = (number(0), number(1), number(2));
+        // SAFETY: the descriptor was inherited from the parent, open, and owned by nothing else
+        // in this process.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the parent made the pool with this same library.
+        let shm = unsafe { ShmPool::attach(fd) }.unwrap();
+        assert!(shm.capacity() >= grown_to, "the pool as it had grown before the attach");
+        assert_eq!(shm.max_capacity(), 64 * MIB);
+        let words = shm.ptr_at(words).unwrap();
+        // SAFETY: the parent's words, accessed atomically, live until this process exits.
+        let turns =
+            unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<AtomicU64>(), TURNS) };
+        for (index, turn) in turns.iter().enumerate().take(2) {
+            let offset = await_word(turn) as usize;
+            let block = shm.ptr_at(offset).expect("pages the parent grew the pool by");
+            // SAFETY: the parent's block, which it does not write again.
+            assert!(unsafe { has_stamp(block, TURN_LEN, 90 + index as u64) }, "turn {index}");
+        }
+        shm.check().unwrap();
+        let block = shm.alloc(TURN_LEN).expect("room after growing");
+        // SAFETY: the block was just handed to this process.
+        unsafe { stamp(block, TURN_LEN, 92) };
+        turns[2].store(shm.offset_of(block).unwrap() as u64, Ordering::Release);
+        shm.check().unwrap();
+    });
+    if outcome.is_ok() {
+        0
+    } else {
+        101
+    }
+}
+
 fn child_pools_belong_to_one_process() {
     let shm = ShmPool::new(4 * MIB).unwrap();
     let start = shm.available();
@@ -724,6 +830,37 @@ fn w1_a_mapping_the_system_refuses_is_an_error() {
         assert!(ShmPool::new(512 * KIB).is_ok());
     })
     .succeeds("memory past the file size limit");
+}
+
+/// A pool that would grow past the file size limit stops growing there: its allocations report
+/// no room, and nothing raises SIGBUS; the pool is intact and can be drained.
+fn a_growth_the_system_refuses_is_out_of_memory() {
+    fork(|| {
+        // SAFETY: ignoring SIGXFSZ makes a growth past the limit fail with EFBIG instead of
+        // killing this child; no handler runs.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+        lower_limit(libc::RLIMIT_FSIZE, (4 * MIB) as libc::rlim_t);
+        let mut blocks = Vec::new();
+        while let Some(block) = shm.alloc(200 * KIB) {
+            // SAFETY: the block was just handed to this process; every byte is written, as
+            // its user would, so that a page the system did not reserve would raise SIGBUS.
+            unsafe { block.as_ptr().write_bytes(0xa5, 200 * KIB) };
+            blocks.push(block);
+            assert!(blocks.len() < 64, "grew past the file size limit");
+        }
+        assert_eq!(shm.try_alloc(200 * KIB), Err(ShmError::OutOfMemory { size: 200 * KIB }));
+        let stats = shm.stats().unwrap();
+        assert!(stats.segments > 1 && stats.capacity <= 4 * MIB, "{stats:?}");
+        shm.check().unwrap();
+        for block in blocks {
+            // SAFETY: each block is in use, freed once.
+            unsafe { shm.try_free(block) }.unwrap();
+        }
+        shm.check().unwrap();
+        assert_eq!(shm.available(), stats.data_bytes);
+    })
+    .succeeds("a growth past the file size limit");
 }
 
 /// Lowers the soft limit on `resource` to `limit` for this process.
@@ -1158,14 +1295,27 @@ struct Worker<'a> {
     rng: Rng,
     live: Vec<Live>,
     seq: u64,
+    /// The bytes blocks are stamped with, from an offset below 256: as long as the largest
+    /// block and 256 more.
     pattern: Vec<u8>,
 }
 
 impl<'a> Worker<'a> {
     fn new(shm: &'a ShmPool, owners: &'a [AtomicU32], tag: u32, seed: u64) -> Self {
+        Self::with_blocks_up_to(shm, owners, tag, seed, MAX_SIZE)
+    }
+
+    /// A worker that may also hold blocks of up to `largest` bytes.
+    fn with_blocks_up_to(
+        shm: &'a ShmPool,
+        owners: &'a [AtomicU32],
+        tag: u32,
+        seed: u64,
+        largest: usize,
+    ) -> Self {
         let pid = u64::from(std::process::id());
         let mut rng = Rng(seed ^ pid.rotate_left(32));
-        let pattern = (0..MAX_SIZE + 256).map(|_| rng.next() as u8).collect();
+        let pattern = (0..largest.max(MAX_SIZE) + 256).map(|_| rng.next() as u8).collect();
         Self {
             shm,
             owners,
@@ -1252,6 +1402,11 @@ impl<'a> Worker<'a> {
 
     fn alloc(&mut self) {
         let size = self.size();
+        self.alloc_sized(size);
+    }
+
+    /// Allocates `size` bytes, at most the largest block the worker was made for.
+    fn alloc_sized(&mut self, size: usize) {
         let (block, span) = match self.rng.below(3) {
             0 => {
                 let block = self.shm.alloc(size).expect("the pool ran out");
@@ -1390,9 +1545,13 @@ struct Arena {
 
 impl Arena {
     fn new(capacity: usize) -> Self {
-        let shm = ShmPool::new(capacity).unwrap();
+        Self::over(ShmPool::new(capacity).unwrap())
+    }
+
+    /// The owner table for `shm`, as large as the pool can grow.
+    fn over(shm: ShmPool) -> Self {
         let start = shm.available();
-        Self { owners: SharedWords::new(capacity / UNIT), shm, start }
+        Self { owners: SharedWords::new(shm.max_capacity() / UNIT), shm, start }
     }
 
     fn spawn(&self, tag: u32, seed: u64, ops: Option<u64>) -> Child {
@@ -1435,6 +1594,124 @@ fn hammer() {
     assert_eq!(stats.live_blocks, 0);
     assert_eq!(shm.available(), arena.start);
     assert_eq!((stats.lock_takeovers, stats.operations_undone), (0, 0), "nobody died");
+    let claimed = arena.owners.iter().filter(|owner| owner.load(Ordering::Relaxed) != 0).count();
+    assert_eq!(claimed, 0, "every unit was released");
+}
+
+/// Blocks written before a pool grows, as (offset, length, seed), which every process reads back
+/// after: an offset keeps its bytes, wherever each process has mapped the pool.
+fn witnesses(shm: &ShmPool, seeds: u64) -> Vec<(usize, usize, u64)> {
+    [(100, 0), (5000, 1), (200_000, 2)]
+        .into_iter()
+        .map(|(len, seed)| {
+            let block = shm.alloc(len).unwrap();
+            // SAFETY: the block was just handed to this process and holds `len` bytes.
+            unsafe { stamp(block, len, seeds + seed) };
+            (shm.offset_of(block).unwrap(), len, seeds + seed)
+        })
+        .collect()
+}
+
+/// Whether every witness still holds its bytes, read through this process's mapping.
+fn witnesses_hold(shm: &ShmPool, witnesses: &[(usize, usize, u64)]) -> bool {
+    witnesses.iter().all(|&(offset, len, seed)| {
+        // SAFETY: a witness block, in use until the case ends, which nothing writes.
+        shm.ptr_at(offset).is_some_and(|block| unsafe { has_stamp(block, len, seed) })
+    })
+}
+
+/// Waits until `word` reaches `value`, for at most the time a child may run.
+fn await_count(word: &AtomicU64, value: u64) {
+    let start = Instant::now();
+    while word.load(Ordering::Acquire) < value {
+        assert!(
+            start.elapsed() < CHILD_LIMIT,
+            "{} of {value} processes got there",
+            word.load(Ordering::Acquire)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Four processes fill a pool that starts at 16 MiB to 600 MiB between them, which grows it by
+/// dozens of segments under their feet, hammer it, and drain it, while the hammer's owner table
+/// checks that no block is handed out twice. Blocks written before the growth keep their bytes
+/// at their offsets in every process.
+fn hammer_grows_a_pool() {
+    const WORKERS: u32 = 4;
+    const SHARE: usize = 150 * MIB;
+    const LARGEST: usize = 256 * KIB;
+    let shm = ShmPool::builder().capacity(16 * MIB).max_capacity(GIB).build().unwrap();
+    let start = shm.available();
+    let witnessed = witnesses(&shm, 40);
+    let before: Vec<_> = witnessed.iter().map(|&(offset, ..)| shm.ptr_at(offset)).collect();
+    let arena = Arena::over(shm);
+    let shm = &arena.shm;
+    assert_eq!(shm.stats().unwrap().segments, 1);
+    let seed = seed();
+    // Processes that hold their share, and the parent's word to go on.
+    let words = SharedWords::<AtomicU64>::new(2);
+    let (filled, go) = (&words[0], &words[1]);
+    let workers: Vec<Child> = (1..=WORKERS)
+        .map(|tag| {
+            fork(|| {
+                let mut worker = Worker::with_blocks_up_to(shm, &arena.owners, tag, seed, LARGEST);
+                let mut held = 0;
+                while held < SHARE {
+                    // Mostly large blocks, each claimed unit by unit; now and then the
+                    // ordinary mix, frees and moves included.
+                    match worker.rng.below(16) {
+                        0 => worker.alloc(),
+                        1 => worker.realloc(),
+                        2 if !worker.live.is_empty() => {
+                            let index = worker.rng.below(worker.live.len() as u64) as usize;
+                            worker.free(index);
+                        }
+                        _ => {
+                            let spread = worker.rng.below((LARGEST - 64 * KIB) as u64) as usize;
+                            worker.alloc_sized(64 * KIB + spread);
+                        }
+                    }
+                    held = worker.live.iter().map(|live| live.span).sum();
+                }
+                assert!(witnesses_hold(shm, &witnessed), "the witnesses, after growing");
+                filled.fetch_add(1, Ordering::AcqRel);
+                await_count(go, 1);
+                worker.run(Some(HAMMER_OPS / 10));
+                assert!(worker.live.is_empty());
+                assert!(witnesses_hold(shm, &witnessed), "the witnesses, after draining");
+            })
+        })
+        .collect();
+    await_count(filled, u64::from(WORKERS));
+    let stats = shm.stats().unwrap();
+    println!(
+        "  filled: {} MiB in use, {} segments, capacity {} MiB",
+        stats.bytes_in_use / MIB,
+        stats.segments,
+        stats.capacity / MIB
+    );
+    assert!(stats.bytes_in_use >= WORKERS as usize * SHARE, "{stats:?}");
+    assert!(stats.capacity >= WORKERS as usize * SHARE && stats.capacity <= GIB, "{stats:?}");
+    assert_eq!(stats.capacity, stats.segments * 16 * MIB);
+    shm.check().unwrap();
+    go.store(1, Ordering::Release);
+    for worker in workers {
+        worker.succeeds("a process of the growing hammer");
+    }
+    // The parent had not mapped the pages the workers grew the pool by.
+    assert!(witnesses_hold(shm, &witnessed), "the witnesses, in the parent");
+    for (&(offset, ..), before) in witnessed.iter().zip(before) {
+        let block = shm.ptr_at(offset);
+        assert_eq!(block, before, "a block keeps its address");
+        // SAFETY: a witness block, in use, freed once.
+        unsafe { shm.try_free(block.unwrap()) }.unwrap();
+    }
+    shm.check().unwrap();
+    let grown = shm.stats().unwrap();
+    assert_eq!((grown.live_blocks, grown.segments), (0, stats.segments));
+    assert_eq!(shm.available(), grown.data_bytes, "every byte is free again");
+    assert_eq!(shm.available(), start * grown.segments, "each segment as the first");
     let claimed = arena.owners.iter().filter(|owner| owner.load(Ordering::Relaxed) != 0).count();
     assert_eq!(claimed, 0, "every unit was released");
 }
@@ -1767,9 +2044,9 @@ mod crash {
     use melon_alloc_heap::ChildPool;
     use melon_alloc_shm::{failpoint, ShmPool};
 
-    use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, MIB, TAKEOVER_BOUND};
+    use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 9] = [
+    pub(super) const CASES: [Case; 10] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -1779,6 +2056,7 @@ mod crash {
         ("crash_child_lends_a_chunk", || crash(Op::ChildLend)),
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
         ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
+        ("crash_growing_a_pool", crash_growing_a_pool),
     ];
 
     /// The pool's counters that describe its contents (not its lock's history).
@@ -2129,5 +2407,90 @@ mod crash {
             }
             assert!(steps_seen >= 3, "{op:?}: the recovery has {steps_seen} fail points");
         }
+    }
+
+    /// A growing pool with little room left, and witnesses, as the growth cases start.
+    fn growing_pool() -> (ShmPool, Vec<(usize, usize, u64)>) {
+        let shm = ShmPool::builder().capacity(256 * KIB).max_capacity(4 * MIB).build().unwrap();
+        let mut witnesses = Vec::new();
+        for (size, seed) in [(200, 1), (50_000, 2)] {
+            let at = offset(&shm, size);
+            // SAFETY: the block is in use and holds `size` bytes.
+            unsafe { stamp(shm.ptr_at(at).unwrap(), size, seed) };
+            witnesses.push((at, size, seed));
+        }
+        offset(&shm, shm.available() - 2 * 4096);
+        (shm, witnesses)
+    }
+
+    /// The request that makes the pool grow: more than it has room for, less than a segment.
+    const GROWING: usize = 150 * KIB;
+
+    /// The length of a pool's file.
+    fn file_len(shm: &ShmPool) -> u64 {
+        let file = std::fs::File::from(shm.as_fd().try_clone_to_owned().unwrap());
+        file.metadata().unwrap().len()
+    }
+
+    /// A process allocates a block its pool has no room for, which grows the pool, and is killed
+    /// at each fail point of that: after reserving the new pages, after mapping them, at each
+    /// logged write of the growth and of the allocation, after each commit. The parent, which
+    /// never mapped the new pages, takes the lock over and finds a pool that checks clean, grown
+    /// or not; it makes the same allocation, which gives the same block, and grows it further.
+    fn crash_growing_a_pool() {
+        let (reference, _) = growing_pool();
+        let before = figures(&reference);
+        let (len_before, expected) = (file_len(&reference), Some(offset(&reference, GROWING)));
+        let after = figures(&reference);
+        free(&reference, expected.unwrap());
+        let grown = figures(&reference);
+        // Kills that left the pool as it was, with the file lengthened; with the growth undone;
+        // with the growth standing.
+        let (mut lengthened, mut undone, mut stood) = (0, 0, 0);
+        for k in 1.. {
+            assert!(k < 1000, "growing never completed");
+            let (shm, witnesses) = growing_pool();
+            let counters = shm.stats().unwrap();
+            let mut process = fork(|| {
+                failpoint::arm(k);
+                let block = shm.alloc(GROWING);
+                failpoint::arm(0);
+                assert!(block.is_some());
+            });
+            let exit = process.wait(CHILD_LIMIT);
+            if exit == Exit::Code(0) {
+                assert_eq!(figures(&shm), after, "completed without a kill");
+                break;
+            }
+            assert_eq!(exit, Exit::Signal(libc::SIGKILL), "killed at {k}");
+            drop(shm.lock().unwrap());
+            shm.check().unwrap_or_else(|error| panic!("killed at {k}: {error}"));
+            let stats = shm.stats().unwrap();
+            assert_eq!(stats.lock_takeovers, counters.lock_takeovers + 1, "killed at {k}");
+            let was_undone = stats.operations_undone > counters.operations_undone;
+            let now = figures(&shm);
+            match (now == before, now == grown, now == after) {
+                (true, ..) if was_undone => undone += 1,
+                (true, ..) => lengthened += usize::from(file_len(&shm) > len_before),
+                (_, true, _) => stood += 1,
+                (.., true) => {}
+                _ => panic!("killed at {k}: pool {now:?}, before {before:?}, grown {grown:?}"),
+            }
+            for &(at, len, seed) in &witnesses {
+                // SAFETY: a witness block, in use since setup, which no operation touches.
+                assert!(unsafe { has_stamp(shm.ptr_at(at).unwrap(), len, seed) }, "at {k}");
+            }
+            if now != after {
+                assert_eq!(shm.alloc(GROWING).and_then(|block| shm.offset_of(block)), expected);
+            }
+            assert_eq!(figures(&shm), after, "killed at {k}: after the allocation");
+            let further = shm.alloc(MIB).expect("the pool grows further");
+            assert!(shm.stats().unwrap().segments > 2);
+            // SAFETY: the block was just allocated and is freed once.
+            unsafe { shm.try_free(further) }.unwrap();
+            shm.check().unwrap();
+        }
+        println!("  {lengthened} lengthened, {undone} undone, {stood} grown");
+        assert!(lengthened >= 1 && undone >= 3 && stood >= 1);
     }
 }

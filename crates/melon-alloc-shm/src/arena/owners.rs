@@ -71,7 +71,7 @@ impl Arena {
         }
         // A list is never longer than the data pages; the bound keeps a corrupt one from
         // looping.
-        for _ in self.first_data..self.page_count {
+        for _ in self.first_data..self.end() {
             let chunk = owner!(self, slot, chunks);
             if chunk == NONE {
                 break;
@@ -120,7 +120,7 @@ impl Arena {
     /// orphaned, for [`ORPHANS`]).
     pub(super) fn is_lent_to(&self, page: u32, slot: u32) -> bool {
         page >= self.first_data
-            && page < self.page_count
+            && page < self.end()
             && self.kind_of(page) == kind::LENT
             && get!(self, page, free) == slot
     }

@@ -217,7 +217,7 @@ impl Arena {
     pub(crate) fn release_idle_orphans(&self) -> super::Reclaimed {
         let mut reclaimed = super::Reclaimed::default();
         let mut chunk = self.owner_chunks(ORPHANS);
-        for _ in self.first_data..self.page_count {
+        for _ in self.first_data..self.end() {
             if chunk == NONE || !self.is_lent_to(chunk, ORPHANS) {
                 break;
             }

@@ -1,0 +1,183 @@
+//! How a shared pool is made: its capacity, how far it may grow, its memfd's name, its lock.
+
+use crate::layout::PAGE;
+use crate::{ShmError, ShmLock, ShmPool};
+
+/// The memfd name of a pool made without one.
+const DEFAULT_NAME: &str = "melon-alloc";
+
+/// Makes a [`ShmPool`]: from [`ShmPool::builder`], set the [`capacity`](ShmPoolBuilder::capacity)
+/// and whatever else differs from a fixed pool with the built-in lock, then
+/// [`build`](ShmPoolBuilder::build).
+///
+/// A pool with a [`max_capacity`](ShmPoolBuilder::max_capacity) above its capacity grows: it
+/// starts with the memory of `capacity`, and when an allocation or a child pool's chunk finds
+/// no room, it grows by a segment of as much again (or by as many as one request needs), up to
+/// `max_capacity`. Every process that maps the pool reserves address space for
+/// `max_capacity` up front, but memory only for what the pool has grown to; a block never
+/// moves, and an offset means the same bytes in every process for the pool's life.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::builder()
+///     .name("sessions")
+///     .capacity(1 << 20)
+///     .max_capacity(256 << 20)
+///     .build()?;
+/// let stats = shm.stats()?;
+/// assert_eq!((stats.capacity, stats.max_capacity, stats.segments), (1 << 20, 256 << 20, 1));
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+#[must_use = "a builder makes nothing until `build` is called"]
+pub struct ShmPoolBuilder {
+    name: String,
+    capacity: usize,
+    max_capacity: Option<usize>,
+    lock: Option<Box<dyn ShmLock>>,
+}
+
+impl ShmPoolBuilder {
+    pub(crate) fn new() -> Self {
+        Self { name: DEFAULT_NAME.into(), capacity: 0, max_capacity: None, lock: None }
+    }
+
+    /// The capacity the pool starts with, in bytes, header included, rounded down to 4 KiB:
+    /// 64 KiB to 1 TiB. Required: a builder without it makes no pool. A pool that grows does so
+    /// by segments of this size.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::builder().capacity((1 << 20) + 100).build()?;
+    /// assert_eq!(shm.capacity(), 1 << 20);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The capacity the pool may grow to, in bytes, rounded down to 4 KiB: from
+    /// [`capacity`](ShmPoolBuilder::capacity) to 1 TiB. By default the pool's capacity: a pool
+    /// that never grows.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::builder().capacity(64 << 10).max_capacity(1 << 20).build()?;
+    /// let blocks: Vec<_> = (0..100).map(|_| shm.alloc(4000).expect("the pool grows")).collect();
+    /// assert!(shm.capacity() > 64 << 10 && shm.capacity() <= 1 << 20);
+    /// assert!(shm.alloc(1 << 20).is_none(), "more than the largest capacity");
+    /// for block in blocks {
+    ///     // SAFETY: each block came from `shm` and is freed once.
+    ///     unsafe { shm.try_free(block) }?;
+    /// }
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn max_capacity(mut self, max_capacity: usize) -> Self {
+        self.max_capacity = Some(max_capacity);
+        self
+    }
+
+    /// The name of the pool's memfd (it shows in `/proc/*/maps`), as
+    /// [`ShmPool::memfd`] gives it; `melon-alloc` by default.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::builder().name("melon-cache").capacity(1 << 20).build()?;
+    /// let link = format!("/proc/self/fd/{}", shm.as_fd().as_raw_fd());
+    /// assert!(std::fs::read_link(link).unwrap().to_string_lossy().contains("melon-cache"));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Guards the pool with `lock` instead of the built-in lock, as
+    /// [`ShmPool::with_lock`] does.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use melon_alloc_shm::{LockError, ShmLock, ShmPool};
+    ///
+    /// /// A lock for the threads of one process.
+    /// struct Spin(AtomicBool);
+    ///
+    /// // SAFETY: the swap lets one holder in at a time, with acquire and release ordering.
+    /// unsafe impl ShmLock for Spin {
+    ///     fn lock(&self) -> Result<(), LockError> {
+    ///         while self.0.swap(true, Ordering::Acquire) {
+    ///             std::hint::spin_loop();
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn unlock(&self) -> Result<(), LockError> {
+    ///         self.0.store(false, Ordering::Release);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let shm = ShmPool::builder()
+    ///     .capacity(1 << 20)
+    ///     .max_capacity(4 << 20)
+    ///     .lock(Spin(AtomicBool::new(false)))
+    ///     .build()?;
+    /// let block = shm.alloc(2 << 20).expect("room after growing");
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(block) }?;
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn lock<L: ShmLock + 'static>(mut self, lock: L) -> Self {
+        self.lock = Some(Box::new(lock));
+        self
+    }
+
+    /// Makes the pool: reserves the memory of its first segment, so that running out of it is
+    /// an error here, not a signal later, and address space for its largest capacity.
+    ///
+    /// # Errors
+    /// [`ShmError::CapacityOutOfRange`] when the capacity or the largest capacity is below
+    /// 64 KiB or above 1 TiB (or no capacity was given); [`ShmError::CapacityAboveMax`] when the
+    /// capacity is above the largest; [`ShmError::Os`] when the memory or the address space
+    /// cannot be had.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let refused = ShmPool::builder().capacity(8 << 20).max_capacity(1 << 20).build();
+    /// assert_eq!(
+    ///     refused.err(),
+    ///     Some(ShmError::CapacityAboveMax { capacity: 8 << 20, max_capacity: 1 << 20 })
+    /// );
+    /// assert!(matches!(
+    ///     ShmPool::builder().build(),
+    ///     Err(ShmError::CapacityOutOfRange { capacity: 0, .. })
+    /// ));
+    /// ```
+    pub fn build(self) -> Result<ShmPool, ShmError> {
+        let max = self.max_capacity.unwrap_or(self.capacity);
+        ShmPool::create(&self.name, self.capacity, max, self.lock)
+    }
+}
+
+impl core::fmt::Debug for ShmPoolBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ShmPoolBuilder")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("max_capacity", &self.max_capacity)
+            .field("lock", &self.lock.as_ref().map(|_| "ShmLock"))
+            .finish()
+    }
+}
+
+// A pool grows by whole pages: the capacities the builder takes are rounded down to them.
+static_assertions::const_assert_eq!(PAGE, 4096);

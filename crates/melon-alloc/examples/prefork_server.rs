@@ -1,8 +1,9 @@
-//! A pre-fork server's life: a master makes a shared pool and forks four workers; each keeps its
-//! scratch in a child pool of its own and counts the requests it serves on a board the master
-//! allocated in the shared pool. One worker is killed with SIGKILL mid-work: the master reaps it,
-//! takes back the chunks its child pool held, and forks a replacement. At the end the workers
-//! stop, and the pool is back where it started.
+//! A pre-fork server's life: a master makes a shared pool of 4 MiB that may grow to 256 MiB and
+//! forks four workers; each keeps its scratch in a child pool of its own, which grows the pool,
+//! and counts the requests it serves on a board the master allocated in the shared pool. One
+//! worker is killed with SIGKILL mid-work: the master reaps it, takes back the chunks its child
+//! pool held, and forks a replacement. At the end the workers stop, every byte of the pool is
+//! free again, and the master prints the pool's statistics.
 //!
 //! Run it with `cargo run --release --example prefork_server` (Linux).
 
@@ -15,7 +16,11 @@ fn main() {
 
     const WORKERS: usize = 4;
 
-    let shm = ShmPool::new(64 << 20).expect("64 MiB of shared memory");
+    let shm = ShmPool::builder()
+        .capacity(4 << 20)
+        .max_capacity(256 << 20)
+        .build()
+        .expect("4 MiB of shared memory, and room to grow to 256");
     let start = shm.available();
     // The board: one request count per worker, then the word that tells the workers to stop.
     // A block of the shared pool itself: shared, it outlives any worker.
@@ -25,13 +30,22 @@ fn main() {
     let board =
         unsafe { std::slice::from_raw_parts(board.as_ptr().cast::<AtomicU64>(), WORKERS + 1) };
     let stop = &board[WORKERS];
-    println!("master {}: a 64 MiB pool, {start} bytes free", std::process::id());
+    println!(
+        "master {}: a pool of {} bytes that may grow to {}, {start} bytes free",
+        std::process::id(),
+        shm.capacity(),
+        shm.max_capacity()
+    );
 
     let mut workers: Vec<libc::pid_t> =
         (0..WORKERS).map(|worker| spawn(&shm, worker, &board[worker], stop)).collect();
     std::thread::sleep(Duration::from_millis(300));
     let stats = shm.stats().expect("the lock is free");
-    println!("4 workers at work: {} bytes lent to their child pools", stats.lent_bytes);
+    println!(
+        "4 workers at work: {} bytes lent to their child pools; the pool grew to {} bytes in {} \
+         segments",
+        stats.lent_bytes, stats.capacity, stats.segments
+    );
 
     // A worker dies without warning.
     let victim = 2;
@@ -69,13 +83,15 @@ fn main() {
     let stats = shm.stats().expect("the lock is free");
     println!("\n{stats}\n");
     println!(
-        "{} bytes free (started with {start}), {} blocks live, {} bytes lent, pool consistent: {}",
+        "{} of {} data bytes free, {} blocks live, {} bytes lent, pool consistent: {}",
         stats.available,
+        stats.data_bytes,
         stats.live_blocks,
         stats.lent_bytes,
         shm.check().is_ok()
     );
-    assert_eq!(stats.available, start);
+    assert_eq!(stats.available, stats.data_bytes, "every byte is free again");
+    assert!(stats.segments > 1, "the workers grew the pool");
 }
 
 /// Forks worker `worker`, which serves requests until `stop` is set, counting them in `served`.

@@ -335,8 +335,10 @@ impl Shared {
         }
     }
 
-    /// The offset of `block` in the mapping, if it lies in the part this process has mapped, for
-    /// a caller that holds the lock, which mapped the pages grown so far as it took it.
+    /// The offset of `block` in the mapping, if it lies in the part this process has mapped: for
+    /// a caller that holds the lock, which mapped the pages grown so far as it took it, and for
+    /// one that only reads the block's first words, which lie there if the block is this
+    /// process's to free.
     fn locked_offset_of(&self, block: *const u8) -> Option<u64> {
         let offset = block.addr().checked_sub(self.base().addr())?;
         (offset < self.mapping.mapped()).then_some(offset as u64)
@@ -1112,7 +1114,11 @@ impl ShmPool {
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), ShmError> {
         let shared = self.shared();
         if let Some(target) =
-            shared.offset_of(block.as_ptr()).and_then(|offset| shared.arena.remote_target(offset))
+            // Within what this process has mapped: a block it holds lies there (a pointer into
+            // pages grown since would go through the lock, which maps them).
+            shared
+                .locked_offset_of(block.as_ptr())
+                .and_then(|offset| shared.arena.remote_target(offset))
         {
             // A block of a child pool's chunk, handed off: freed without the lock.
             // SAFETY: forwarded from the caller.
@@ -1166,7 +1172,8 @@ impl ShmPool {
         let shared = self.shared();
         let addr = block.as_ptr().addr();
         let refused = ShmError::Free(FreeError::Foreign { addr });
-        let offset = shared.offset_of(block.as_ptr()).ok_or(refused)?;
+        // The block is this process's own, allocated in pages it has mapped.
+        let offset = shared.locked_offset_of(block.as_ptr()).ok_or(refused)?;
         let target = shared.arena.remote_target(offset).ok_or(refused)?;
         let owner = shared.claim.current().ok_or(refused)?;
         if !shared.arena.hand_off(target, owner) {

@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{Arena, GiveBack};
 use crate::handoff;
-use crate::layout::{kind, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNER_SLOTS, PAGE};
+use crate::layout::{kind, PageDesc, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNER_SLOTS, PAGE};
 
 /// The bytes at the start of every chunk that hold the child pool's chunk header: no block
 /// starts inside them.
@@ -47,22 +47,9 @@ pub(crate) enum Pushed {
 }
 
 impl Arena {
-    /// A word of a page descriptor, as an atomic.
-    fn desc_word(&self, page: u32, field: DescWord) -> &AtomicU32 {
-        let desc = self.desc(page);
-        // SAFETY: (1) `desc` points at a descriptor inside the mapping, which lives as long as
-        // the arena's users; (2) the word is 4-aligned (`PageDesc` is `repr(C)` of `u32`s);
-        // (3) every access to it that can be concurrent with another is atomic (module docs).
-        unsafe {
-            AtomicU32::from_ptr(match field {
-                DescWord::Kind => addr_of_mut!((*desc).kind),
-                DescWord::Len => addr_of_mut!((*desc).len),
-                DescWord::Head => addr_of_mut!((*desc).head),
-                DescWord::Owner => addr_of_mut!((*desc).free),
-                DescWord::Remote => addr_of_mut!((*desc).live),
-                DescWord::Handoffs => addr_of_mut!((*desc).carved),
-            })
-        }
+    /// The words of page `page`'s descriptor that are read or written without the lock.
+    fn words(&self, page: u32) -> DescWords<'_> {
+        DescWords { desc: self.desc(page), _arena: core::marker::PhantomData }
     }
 
     /// The lent chunk `offset` lies in, if it lies in the block area of one, at a block
@@ -70,21 +57,24 @@ impl Arena {
     /// stays lent while the block is out, and merely an answer for any other offset.
     pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
         let page = self.page_of(offset)?;
-        let page_kind = self.desc_word(page, DescWord::Kind).load(Ordering::Acquire) & 0xff;
-        let chunk = match page_kind {
-            kind::LENT => page,
-            kind::LENT_PAGE => self.desc_word(page, DescWord::Head).load(Ordering::Acquire),
+        let words = self.words(page);
+        let (chunk, chunk_words) = match words.kind().load(Ordering::Acquire) & 0xff {
+            kind::LENT => (page, words),
+            kind::LENT_PAGE => {
+                let chunk = words.head().load(Ordering::Acquire);
+                if chunk > page || chunk < self.first_data {
+                    return None;
+                }
+                let chunk_words = self.words(chunk);
+                if chunk_words.kind().load(Ordering::Acquire) & 0xff != kind::LENT {
+                    return None;
+                }
+                (chunk, chunk_words)
+            }
             _ => return None,
         };
-        if chunk > page
-            || !self.in_data(chunk, 1)
-            || self.desc_word(chunk, DescWord::Kind).load(Ordering::Acquire) & 0xff != kind::LENT
-        {
-            return None;
-        }
         // Blocks lie in a chunk's first pages, which must lie in the data pages too.
-        let span = self.desc_word(chunk, DescWord::Len).load(Ordering::Acquire);
-        let pages = span.min(super::CHUNK_PAGES);
+        let pages = chunk_words.len().load(Ordering::Acquire).min(super::CHUNK_PAGES);
         if !self.in_data(chunk, pages) {
             return None;
         }
@@ -99,7 +89,7 @@ impl Arena {
     /// `owner`'s.
     pub(crate) fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
         if owner >= OWNER_SLOTS as u32
-            || self.desc_word(target.chunk, DescWord::Owner).load(Ordering::Acquire) != owner
+            || self.words(target.chunk).owner().load(Ordering::Acquire) != owner
         {
             return false;
         }
@@ -107,7 +97,8 @@ impl Arena {
         if bits.load(Ordering::Acquire) & bit != 0 {
             return false;
         }
-        let count = self.desc_word(target.chunk, DescWord::Handoffs);
+        let words = self.words(target.chunk);
+        let count = words.handoffs();
         if !handoff::hand_off(count) {
             return false;
         }
@@ -145,12 +136,12 @@ impl Arena {
         if bits.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
             return None;
         }
-        let list = self.desc_word(target.chunk, DescWord::Remote);
-        let count = self.desc_word(target.chunk, DescWord::Handoffs);
+        let words = self.words(target.chunk);
+        let (list, count) = (words.remote(), words.handoffs());
         let block = self.block_at(target.chunk, target.within);
         // The owner is read before the push: after the count goes down, nothing of the chunk
         // may be read.
-        let owner = self.desc_word(target.chunk, DescWord::Owner).load(Ordering::Acquire);
+        let owner = words.owner().load(Ordering::Acquire);
         let freed = handoff::free(list, count, target.within, |next| {
             // SAFETY: the block is the caller's to free, 16 bytes or more, aligned to 16: its
             // first word can hold the link.
@@ -174,7 +165,7 @@ impl Arena {
     /// the offset of its first block from the chunk's start, or 0. Each block's first word holds
     /// the offset of the next, 0 ending the list.
     pub(crate) fn take_remote(&self, chunk: u32) -> u32 {
-        handoff::take(self.desc_word(chunk, DescWord::Remote))
+        handoff::take(self.words(chunk).remote())
     }
 
     /// A count of the frees that found a remote-free list of owner slot `slot`'s chunks empty:
@@ -199,7 +190,7 @@ impl Arena {
     /// Marks the chunk at `page` given up by its process. Returns whether blocks handed off from
     /// it are still out, so that it must wait for them as an orphan.
     pub(super) fn orphan(&self, page: u32) -> bool {
-        handoff::give_up(self.desc_word(page, DescWord::Handoffs))
+        handoff::give_up(self.words(page).handoffs())
     }
 
     /// Gives back the orphaned chunk at `chunk` once its last handed-off block was freed
@@ -222,8 +213,7 @@ impl Arena {
                 break;
             }
             let (next, pages) = (get!(self, chunk, next), get!(self, chunk, len));
-            let idle = self.desc_word(chunk, DescWord::Handoffs).load(Ordering::Acquire)
-                == HANDOFF_ORPHANED;
+            let idle = self.words(chunk).handoffs().load(Ordering::Acquire) == HANDOFF_ORPHANED;
             if idle && self.release_orphan(chunk) == GiveBack::TakenBack {
                 reclaimed.chunks += 1;
                 reclaimed.pages += u64::from(pages);
@@ -234,13 +224,32 @@ impl Arena {
     }
 }
 
-/// The words of a page descriptor read or written atomically.
-#[derive(Clone, Copy)]
-enum DescWord {
-    Kind,
-    Len,
-    Head,
-    Owner,
-    Remote,
-    Handoffs,
+/// A page descriptor's words, as atomics: those that processes read or write without the lock.
+struct DescWords<'arena> {
+    /// A descriptor inside the mapping (see `Arena::desc`).
+    desc: *mut PageDesc,
+    _arena: core::marker::PhantomData<&'arena Arena>,
+}
+
+/// A word of the descriptor, as an atomic.
+macro_rules! word {
+    ($name:ident, $field:ident) => {
+        fn $name(&self) -> &AtomicU32 {
+            // SAFETY: (1) `desc` points at a descriptor inside the mapping, which outlives the
+            // arena's borrow; (2) the word is 4-aligned (`PageDesc` is `repr(C)` of `u32`s);
+            // (3) every access to it that can be concurrent with another is atomic (module
+            // docs).
+            unsafe { AtomicU32::from_ptr(addr_of_mut!((*self.desc).$field)) }
+        }
+    };
+}
+
+impl DescWords<'_> {
+    word!(kind, kind);
+    word!(len, len);
+    word!(head, head);
+    // A lent chunk's owner slot, remote-free list and hand-off count.
+    word!(owner, free);
+    word!(remote, live);
+    word!(handoffs, carved);
 }

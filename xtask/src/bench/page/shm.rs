@@ -430,6 +430,47 @@ pub(super) fn hammer_results(
             .join(" / "),
         met: summary(&child_met, ("yes", "no")),
     });
+    shared_targets(targets, hammer);
+}
+
+/// The targets of the shared pool for long-running servers: its locked path under contention,
+/// child pools against rts-alloc in both workloads, and how child pools scale.
+fn shared_targets(targets: &mut Vec<Target>, hammer: &Hammer) {
+    let yes_no = |met: bool| if met { "yes".to_string() } else { "**no**".to_string() };
+    let fmt = |figure: Option<f64>| figure.map_or_else(|| "n/a".to_string(), |f| format!("{f:.2}"));
+    let locked = hammer.mops("mixed", "shm", 2);
+    targets.push(Target {
+        target: "shm locked path ≥ 12 M ops/s at 2 processes".into(),
+        result: fmt(locked),
+        met: yes_no(locked.is_some_and(|mops| mops >= 12.0)),
+    });
+    for (workload, counts) in [("mixed", &[1, 2, 4][..]), ("producer-consumer", &[2, 4][..])] {
+        let ratios: Vec<Option<f64>> = counts
+            .iter()
+            .map(|&count| {
+                let child = hammer.mops(workload, "shm-child", count);
+                child.zip(hammer.mops(workload, "rts-alloc", count)).map(|(a, b)| a / b)
+            })
+            .collect();
+        let shown: Vec<String> = ratios.iter().map(|&r| fmt(r)).collect();
+        let processes: Vec<String> = counts.iter().map(usize::to_string).collect();
+        targets.push(Target {
+            target: format!(
+                "shm child pools ≥ rts-alloc, {workload}, same run, {} processes",
+                processes.join(" / ")
+            ),
+            result: shown.join(" / "),
+            met: yes_no(ratios.iter().all(|r| r.is_some_and(|r| r >= 1.0))),
+        });
+    }
+    let child = |count| hammer.mops("mixed", "shm-child", count);
+    let doubled = child(2).zip(child(1)).map(|(two, one)| two / one);
+    let held = child(4).zip(child(2)).map(|(four, two)| four >= two);
+    targets.push(Target {
+        target: "shm child pools (mixed): 2 processes ≥ 1.6 × 1, 4 processes ≥ 2".into(),
+        result: format!("{} ×; {} against {}", fmt(doubled), fmt(child(4)), fmt(child(2))),
+        met: yes_no(doubled.is_some_and(|r| r >= 1.6) && held == Some(true)),
+    });
 }
 
 /// The shared pool's section: what it measures and how.

@@ -19,8 +19,16 @@ struct Ledger {
     out: Vec<(usize, Layout)>,
     /// Blocks freed "elsewhere", as another process frees into a shared pool's chunk, for the
     /// engine to collect.
-    remote: Vec<usize>,
+    remote: Vec<FreedElsewhere>,
 }
+
+/// A block pointer in the ledger: the pointer itself, so that it keeps its provenance.
+#[derive(Debug)]
+struct FreedElsewhere(NonNull<u8>);
+
+// SAFETY: the ledger only hands the pointer back to the engine that made it, which uses it on
+// the thread that asks; the pointer is never dereferenced on the way.
+unsafe impl Send for FreedElsewhere {}
 
 /// A source over the global allocator that keeps a ledger of its chunks, checks every release
 /// against it, and fails on request. Clones share the ledger, so a test keeps one to steer and
@@ -76,8 +84,8 @@ unsafe impl ChunkSource for TestSource {
         let mut ledger = self.ledger();
         let count = out.len().min(ledger.remote.len());
         let start = ledger.remote.len() - count;
-        for (place, addr) in out.iter_mut().zip(ledger.remote.drain(start..)) {
-            *place = NonNull::new(addr as *mut u8);
+        for (place, freed) in out.iter_mut().zip(ledger.remote.drain(start..)) {
+            *place = Some(freed.0);
         }
         count
     }
@@ -106,7 +114,7 @@ fn blocks_freed_elsewhere_serve_again_before_a_new_chunk() {
     let chunks = source.chunks_out();
     assert!(chunks >= 2, "{chunks}");
     // The blocks are "freed" by someone else: the engine does not know yet.
-    source.ledger().remote.extend(first.iter().map(|block| block.as_ptr() as usize));
+    source.ledger().remote.extend(first.iter().map(|&block| FreedElsewhere(block)));
     let mut again: Vec<_> = (0..600).map(|_| engine.alloc(64).unwrap()).collect();
     assert_eq!(source.chunks_out(), chunks, "no new chunk");
     assert!(source.ledger().remote.is_empty(), "every block was collected");

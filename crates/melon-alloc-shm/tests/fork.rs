@@ -96,6 +96,10 @@ fn main() {
             past_a_full_owner_table_chunks_are_lent_but_not_reclaimed,
         ),
         (
+            "a_claim_in_a_full_table_of_the_dead_reclaims_them",
+            a_claim_in_a_full_table_of_the_dead_reclaims_them,
+        ),
+        (
             "handed_off_blocks_cross_processes_and_outlive_their_producer",
             handed_off_blocks_cross_processes_and_outlive_their_producer,
         ),
@@ -1147,6 +1151,41 @@ fn past_a_full_owner_table_chunks_are_lent_but_not_reclaimed() {
     let report = shm.reclaim_dead().unwrap();
     assert_eq!((report.processes, report.bytes), (SLOTS, SLOTS * chunk), "{report:?}");
     assert_eq!(shm.stats().unwrap().lent_bytes, chunk, "the slotless chunk stays lent");
+    shm.check().unwrap();
+}
+
+/// When every slot of the owner table belongs to a dead process, the next process to claim one
+/// gives the dead's chunks back first, with nobody calling `reclaim_dead`, and gets a slot.
+fn a_claim_in_a_full_table_of_the_dead_reclaims_them() {
+    const SLOTS: usize = 128;
+    let shm = ShmPool::new(16 * MIB).unwrap();
+    let ready = SharedWords::<AtomicU64>::new(SLOTS + 1);
+    for index in 0..SLOTS {
+        let (shm, ready) = (&shm, &ready);
+        let mut worker = fork(move || {
+            let child = shm.child();
+            let _block = child.alloc(64).expect("a chunk");
+            ready[index].store(1, Ordering::Release);
+            idle_until_killed()
+        });
+        await_word(&ready[index]);
+        worker.kill_dead();
+    }
+    let chunk = melon_alloc_core::CHUNK_SIZE;
+    assert_eq!(shm.stats().unwrap().lent_bytes, SLOTS * chunk, "the dead still hold their chunks");
+    let mut last = fork(|| {
+        let child = shm.child();
+        let _block = child.alloc(64).expect("a chunk");
+        ready[SLOTS].store(1, Ordering::Release);
+        idle_until_killed()
+    });
+    await_word(&ready[SLOTS]);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.reclaimed_processes, SLOTS as u64, "the claim reclaimed the dead");
+    assert_eq!(stats.lent_bytes, chunk, "only the last worker's chunk is out");
+    last.kill_dead();
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!((report.processes, report.bytes), (1, chunk), "the last worker held a slot");
     shm.check().unwrap();
 }
 

@@ -1003,6 +1003,10 @@ impl Arena {
     /// chunks lent to child pools are refused: their child frees them.
     pub(crate) fn free(&self, offset: u64) -> Result<(), FreeError> {
         let located = self.locate(offset)?;
+        if located == Located::Lent {
+            let addr = self.base.addr().wrapping_add(offset as usize);
+            return Err(FreeError::Foreign { addr });
+        }
         self.note_peak();
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
@@ -1016,11 +1020,7 @@ impl Arena {
                 self.count_free(u64::from(pages) * PAGE as u64);
                 self.free_run(&mut tx, page, pages);
             }
-            Located::Lent => {
-                tx.commit();
-                let addr = self.base.addr().wrapping_add(offset as usize);
-                return Err(FreeError::Foreign { addr });
-            }
+            Located::Lent => {}
         }
         tx.commit();
         Ok(())

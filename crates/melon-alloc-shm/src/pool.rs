@@ -409,18 +409,16 @@ impl ShmGuard<'_> {
         Ok(self.shared.ptr_at(offset))
     }
 
-    /// Runs `attempt`, and when it finds no room, runs it again after giving back the chunks of
-    /// dead processes, then after growing the pool by enough for a free run of the pages `pages`
+    /// After `attempt` found no room: runs it again after giving back the chunks of dead
+    /// processes, then after growing the pool by enough for a free run of the pages `pages`
     /// says the request needs.
+    #[cold]
     fn with_room<T>(
         &mut self,
         pages: impl FnOnce(&Arena) -> Option<u32>,
         attempt: impl Fn(&Arena) -> Option<T>,
     ) -> Option<T> {
         let arena = &self.shared.arena;
-        if let Some(found) = attempt(arena) {
-            return Some(found);
-        }
         // The dead may hold the room this needs.
         if self.reclaim_dead().chunks > 0 {
             if let Some(found) = attempt(arena) {
@@ -470,11 +468,17 @@ impl ShmGuard<'_> {
         let addr = block.as_ptr().addr();
         let offset =
             self.shared.locked_offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
-        if let Some(target) = self.shared.arena.remote_target(offset) {
-            // SAFETY: forwarded from the caller.
-            return unsafe { self.shared.free_remote(addr, target, Some(self)) };
+        match self.shared.arena.free(offset) {
+            // The arena refuses a block of a lent chunk as foreign: it is freed here if it was
+            // handed off, which keeps the check off the path of the pool's own blocks.
+            Err(error @ FreeError::Foreign { .. }) => match self.shared.arena.remote_target(offset)
+            {
+                // SAFETY: forwarded from the caller.
+                Some(target) => unsafe { self.shared.free_remote(addr, target, Some(self)) },
+                None => Err(error.into()),
+            },
+            freed => Ok(freed?),
         }
-        Ok(self.shared.arena.free(offset)?)
     }
 
     /// Resizes a block; see [`ShmPool::realloc`].
@@ -636,8 +640,11 @@ impl ShmGuard<'_> {
         let shared = self.shared;
         let owner = shared.claim.take(&shared.arena, shared.mapping.fd()).unwrap_or(NONE);
         let (size, align) = (layout.size(), layout.align());
-        let pages = |_: &Arena| Arena::pages_for_lend(size, align);
-        let offset = self.with_room(pages, |arena| arena.lend(size, align, owner))?;
+        let lend = |arena: &Arena| arena.lend(size, align, owner);
+        let offset = match lend(&shared.arena) {
+            Some(offset) => offset,
+            None => self.with_room(|_| Arena::pages_for_lend(size, align), lend)?,
+        };
         Some(shared.ptr_at(offset))
     }
 

@@ -29,9 +29,9 @@
 //!
 //! - `try_reserve` and `try_reserve_exact` return an error and leave the collection as it was.
 //!   This is the way to meet a limit and carry on.
-//! - `push`, `insert`, `extend` and `with_capacity_in` call `handle_alloc_error`, which prints
+//! - A growth that cannot be refused, such as `push`, calls `handle_alloc_error`, which prints
 //!   `memory allocation of N bytes failed` and aborts the process, as when the global allocator
-//!   runs out. It is not a panic: `catch_unwind` does not stop it.
+//!   runs out.
 //! - A `Vec` that grows by pushes doubles its buffer, and a buffer that cannot grow in place
 //!   moves: during the move the old and the new buffer are both in the pool. So a `Vec` alone in
 //!   a pool stops growing at about half the limit (exactly half for a limit that is a power of
@@ -175,7 +175,8 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 ///
 /// Where [`LockedHeapPool`] maps its memory from the system to be fit for the
 /// `#[global_allocator]`, a `SyncPool` takes it from the global allocator, on every platform,
-/// and keeps its newest slab when it empties so that the next child costs no system call.
+/// and its root keeps its slabs as a [`HeapPool`]'s does, so that the next child takes nothing
+/// from the global allocator.
 ///
 /// # Examples
 ///

@@ -45,7 +45,9 @@
 //! pool. Between the two, a block of a child pool can be [handed off](ShmPool::hand_off) to other
 //! processes (a message a worker passes on, say): any process then frees it through the shared
 //! pool without its lock, the child takes it back when it runs out of blocks, and it outlives
-//! its process: the chunk it lies in waits until the last such block of it is freed. The table has 128 slots: a process holds one from its first child's first chunk until
+//! its process: the chunk it lies in waits until the last such block of it is freed.
+//!
+//! The owner table has 128 slots: a process holds one from its first child's first chunk until
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
 //! of a process that found no slot does not give its chunks back.
 

@@ -327,33 +327,21 @@ impl Arena {
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two). Returns the block's offset.
+    /// A refusal is counted by [`refusal`](Arena::refusal), once the caller has given up.
     pub(crate) fn alloc(&self, size: usize, align: usize) -> Option<u64> {
         let class = self.small_class(size, align);
         if let Some(class) = class {
             Tallies::bump(&self.tallies().requests[class]);
         }
-        let offset = self.alloc_in(class, size, align);
-        if offset.is_none() {
-            self.count_failure(class);
-        }
-        offset
+        self.alloc_in(class, size, align)
     }
 
     /// Tries an allocation that [`alloc`](Arena::alloc) just refused again, after something
-    /// (reclaiming the chunks of the dead) may have made room: the same request, so a success
-    /// takes the refusal back out of the failures.
+    /// (reclaiming the chunks of the dead, growing) may have made room: the same request, not
+    /// counted again.
     #[cold]
-    pub(crate) fn alloc_after_refusal(&self, size: usize, align: usize) -> Option<u64> {
-        let class = self.small_class(size, align);
-        let offset = self.alloc_in(class, size, align);
-        if offset.is_some() {
-            let tallies = self.tallies();
-            Tallies::unbump(&tallies.failures);
-            if let Some(class) = class {
-                Tallies::unbump(&tallies.class_failures[class]);
-            }
-        }
-        offset
+    pub(crate) fn alloc_again(&self, size: usize, align: usize) -> Option<u64> {
+        self.alloc_in(self.small_class(size, align), size, align)
     }
 
     /// Allocates `size` bytes at `align` from `class`, the small class that serves them if any.
@@ -378,9 +366,12 @@ impl Arena {
     /// but in no place that fits, is [`Fragmented`](ShmError::Fragmented). Called under the lock
     /// right after the refusal, so the figures are the ones the allocation met, and off the
     /// allocation path, so the walk for the longest free run costs only a refusal.
+    /// The refusal is counted here, once.
     #[cold]
     pub(crate) fn refusal(&self, size: usize, align: usize) -> ShmError {
-        let need = match self.small_class(size, align) {
+        let class = self.small_class(size, align);
+        self.count_failure(class);
+        let need = match class {
             Some(class) => Some(CLASS_SIZES[class] as u64),
             None => large_run(size, align).map(|(pages, _)| u64::from(pages) * PAGE as u64),
         };

@@ -223,12 +223,6 @@ impl Tallies {
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Takes back one [`bump`](Tallies::bump) of `counter`, under the lock.
-    #[inline]
-    pub(crate) fn unbump(counter: &AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
-    }
-
     /// Counts one dead process whose chunks, `bytes` of them, went back to the pool. Called
     /// under the lock by whoever reclaims them; reported by `stats` as `reclaimed_processes`
     /// and `reclaimed_bytes`.

@@ -402,7 +402,7 @@ impl ShmGuard<'_> {
             None => self
                 .with_room(
                     |arena| arena.pages_for_alloc(size, align),
-                    |arena| arena.alloc_after_refusal(size, align),
+                    |arena| arena.alloc_again(size, align),
                 )
                 .ok_or_else(|| self.shared.arena.refusal(size, align))?,
         };

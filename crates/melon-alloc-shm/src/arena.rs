@@ -940,7 +940,7 @@ impl Arena {
 
     fn page_of(&self, offset: u64) -> Option<u32> {
         let page = u32::try_from(offset / PAGE as u64).ok()?;
-        (page >= self.first_data && page < self.end()).then_some(page)
+        self.in_data(page, 1).then_some(page)
     }
 
     /// What the block at `offset` is, or why it is not an in-use block of this pool. O(1): the
@@ -1001,17 +1001,13 @@ impl Arena {
         self.note_peak();
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
-        match located {
-            Located::Small { slab, index, class } => {
-                self.free_small(&mut tx, offset, slab, index, class);
-            }
-            Located::Large { page } => {
-                self.mark_in_use(&mut tx, offset, false);
-                let pages = get!(self, page, len);
-                self.count_free(u64::from(pages) * PAGE as u64);
-                self.free_run(&mut tx, page, pages);
-            }
-            Located::Lent => {}
+        if let Located::Small { slab, index, class } = located {
+            self.free_small(&mut tx, offset, slab, index, class);
+        } else if let Located::Large { page } = located {
+            self.mark_in_use(&mut tx, offset, false);
+            let pages = get!(self, page, len);
+            self.count_free(u64::from(pages) * PAGE as u64);
+            self.free_run(&mut tx, page, pages);
         }
         tx.commit();
         Ok(())

@@ -654,15 +654,6 @@ impl ShmGuard<'_> {
             shared.arena.take_back(offset, size, shared.claim.current().unwrap_or(NONE));
         }
     }
-
-    pub(crate) fn locate(&self, offset: u64) -> Result<Located, FreeError> {
-        self.shared.arena.locate(offset)
-    }
-
-    /// The lent chunk and block a remote free of `offset` would name.
-    pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
-        self.shared.arena.remote_target(offset)
-    }
 }
 
 impl Drop for ShmGuard<'_> {

@@ -6,7 +6,6 @@ use std::sync::RwLock;
 
 use melon_alloc_core::FreeError;
 
-use crate::arena::Located;
 use crate::pool::Shared;
 use crate::ShmError;
 
@@ -69,21 +68,11 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
         Ok(guard) => guard,
         Err(error) => return Some(Err(error)),
     };
-    let offset = shared.offset_of(block.as_ptr())?;
-    match guard.locate(offset) {
-        // A block of a child pool's chunk: handed off, it is freed here, without another trip
-        // through the lock; otherwise it is its child's to free, and not a shared pool's.
-        Ok(Located::Lent) => {
-            let target = guard.remote_target(offset)?;
-            // SAFETY: forwarded from the caller; a block not handed off is refused, unchanged.
-            unsafe { shared.free_remote(block.as_ptr().addr(), target, Some(&mut guard)) }.ok()?;
-            Some(Ok(()))
-        }
-        Ok(_) => {
-            // SAFETY: forwarded from the caller.
-            Some(unsafe { guard.free(block) })
-        }
-        Err(FreeError::Foreign { .. }) => None,
-        Err(error) => Some(Err(ShmError::Free(error))),
+    // A block of a child pool's chunk is freed too if it was handed off; any other block of a
+    // child's is refused as foreign, unchanged, and left to its child.
+    // SAFETY: forwarded from the caller.
+    match unsafe { guard.free(block) } {
+        Err(ShmError::Free(FreeError::Foreign { .. })) => None,
+        freed => Some(freed),
     }
 }

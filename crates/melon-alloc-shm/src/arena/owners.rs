@@ -119,10 +119,7 @@ impl Arena {
     /// Whether `page` is the first page of a chunk, in the data pages, lent to owner `slot` (or
     /// orphaned, for [`ORPHANS`]).
     pub(super) fn is_lent_to(&self, page: u32, slot: u32) -> bool {
-        page >= self.first_data
-            && page < self.end()
-            && self.kind_of(page) == kind::LENT
-            && get!(self, page, free) == slot
+        self.in_data(page, 1) && self.kind_of(page) == kind::LENT && get!(self, page, free) == slot
     }
 
     /// Records the chunk at `page` as lent to `owner` (or orphaned, for [`ORPHANS`]), first on

@@ -62,7 +62,8 @@ impl Arena {
             kind::LENT => (page, words),
             kind::LENT_PAGE => {
                 let chunk = words.head().load(Ordering::Acquire);
-                if chunk > page || chunk < self.first_data {
+                // At or before the page; `in_data` below bounds it from beneath.
+                if chunk > page {
                     return None;
                 }
                 let chunk_words = self.words(chunk);
@@ -196,7 +197,7 @@ impl Arena {
     /// Gives back the orphaned chunk at `chunk` once its last handed-off block was freed
     /// ([`Pushed::LastOfOrphan`]). The caller holds the lock.
     pub(crate) fn release_orphan(&self, chunk: u32) -> GiveBack {
-        if !self.in_data(chunk, 1) || !self.is_lent_to(chunk, ORPHANS) {
+        if !self.is_lent_to(chunk, ORPHANS) {
             return GiveBack::Refused;
         }
         let len = get!(self, chunk, len);

@@ -373,6 +373,22 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 /// those blocks (reset, abandon, a new owner address, replacing the engine or its source)
 /// needs [`engine_mut`](LockedEngine::engine_mut), which is unsafe.
 ///
+/// # Examples
+/// ```
+/// # use melon_alloc_core::{LockedPool, RegionSource};
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+/// let pool = LockedPool::new(RegionSource::from_static(region), None);
+/// // Two blocks under one hold of the lock.
+/// let (a, b) = pool.with(|engine| (engine.alloc(64), engine.alloc(64)));
+/// let (a, b) = (a.unwrap(), b.unwrap());
+/// assert_eq!(pool.with(|engine| engine.stats().live_blocks), 2);
+/// // SAFETY: both blocks came from `pool` and are not used again.
+/// pool.with(|engine| unsafe { engine.free(a); engine.free(b) });
+/// assert_eq!(pool.stats().live_blocks, 0);
+/// ```
+///
 /// # Soundness
 /// Safe code holding the view cannot make the pool hand out a block that is in use, nor free
 /// one twice. These do not compile:
@@ -662,10 +678,9 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
     }
 
     unsafe fn dealloc(&self, block: *mut u8, _layout: Layout) {
-        // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator.
-        let block = unsafe { NonNull::new_unchecked(block) };
-        // SAFETY: as above; the caller no longer uses it.
-        self.engine.with(|engine| unsafe { engine.free(block) });
+        // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator, which they no
+        // longer use.
+        unsafe { self.free(NonNull::new_unchecked(block)) };
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -692,7 +707,7 @@ unsafe impl<S: ChunkSource> allocator_api2::alloc::Allocator for LockedPool<S> {
 
     unsafe fn deallocate(&self, block: NonNull<u8>, _layout: Layout) {
         // SAFETY: the caller passes a block from this allocator that it no longer uses.
-        self.engine.with(|engine| unsafe { engine.free(block) });
+        unsafe { self.free(block) };
     }
 
     unsafe fn grow(

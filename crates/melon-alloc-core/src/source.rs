@@ -52,8 +52,23 @@ pub unsafe trait ChunkSource {
 
     /// Blocks of this source's chunks that were freed elsewhere (by another process, into a
     /// chunk lent from a shared pool), for the engine to take back into its lists: the source
-    /// writes up to `out.len()` of them into `out` and returns how many. The engine asks before
-    /// it takes a new chunk for small blocks, until the answer is 0. The default has none.
+    /// writes up to `out.len()` of them into `out` and returns how many. The engine asks when a
+    /// size class has no block left in its chunks, before it takes a new chunk, and again while
+    /// the answer is not 0, up to a bound per call (blocks beyond it wait for the next time).
+    /// The default has none.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// static mut ARENA: [u8; 64 * 1024] = [0; 64 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 64 * 1024) };
+    /// // A region has no other process freeing into it.
+    /// let mut out: [Option<NonNull<u8>>; 8] = [None; 8];
+    /// assert_eq!(source.take_remote_frees(&mut out), 0);
+    /// ```
     fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
         let _ = out;
         0

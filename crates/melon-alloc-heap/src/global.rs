@@ -127,7 +127,9 @@ impl GlobalSource {
             })
             .count();
         // SAFETY: every chunk has come back; `restart_from` below drops the list of freed
-        // chunks, and only chunks of kept slabs go back on it.
+        // chunks, and only chunks of kept slabs go back on it. It is reached: `peak` is at
+        // least 1, so at least the newest slab is kept and `slabs.last()` is `Some` whenever
+        // there were slabs, and with none there is no list to drop.
         unsafe { self.give_back_oldest(self.slabs.len() - kept) };
         let Some(&(newest, layout)) = self.slabs.last() else { return };
         // SAFETY: (1) no chunk is out; the chunks of the slabs kept besides the newest go back

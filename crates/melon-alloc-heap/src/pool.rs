@@ -34,7 +34,9 @@ impl Drop for HeapSource {
 
 // SAFETY: (1) the global source upholds the contract itself; (2) a parent's `acquire_raw` takes
 // chunks from the parent's own source and charges them to the parent, and `release_raw` gives
-// back exactly those; the parent outlives the child, which borrows it.
+// back exactly those; the parent outlives the child, which borrows it; (3) an external source
+// is an `unsafe impl` of its own and upholds the contract itself, `take_remote_frees` included,
+// which only it answers (the others have no block freed elsewhere).
 unsafe impl ChunkSource for HeapSource {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         match self {

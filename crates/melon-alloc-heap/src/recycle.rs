@@ -152,10 +152,9 @@ impl SmallChunks {
     /// list uses it afterwards.
     pub(crate) unsafe fn put(&mut self, chunk: NonNull<u8>) {
         debug_assert!(self.out > 0);
-        let entry = chunk.cast::<FreeChunk>().as_ptr();
-        // SAFETY: the chunk is the source's again and at least a word long.
-        unsafe { (*entry).next = self.free };
-        self.free = entry;
+        // SAFETY: the chunk came from `take` and is the source's again: not on the list, and
+        // not left to carve.
+        unsafe { self.add_free(chunk) };
         self.out -= 1;
     }
 

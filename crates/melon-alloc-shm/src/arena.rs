@@ -1560,6 +1560,13 @@ mod in_a_buffer {
         RemoteTarget { chunk: (chunk / PAGE as u64) as u32, within: CHUNK_HEADER + 64 * index }
     }
 
+    /// Hands off the block at `target`: in these tests every lent chunk stays lent while its
+    /// blocks are handed off, which is what `Arena::hand_off` asks.
+    fn hand_off_in(arena: &Arena, target: RemoteTarget, owner: u32) -> bool {
+        // SAFETY: the chunk is lent and stays lent for the call (see above).
+        unsafe { arena.hand_off(target, owner) }
+    }
+
     /// The offsets on a chunk's remote-free list, first pushed last, taking the list.
     fn take_list(pool: &Buffer, chunk: u64) -> Vec<u32> {
         let mut within = pool.arena.take_remote((chunk / PAGE as u64) as u32);
@@ -1597,9 +1604,9 @@ mod in_a_buffer {
         let pool = Buffer::new();
         let arena = &pool.arena;
         let chunk = lend_chunks(arena, 1, 1)[0];
-        assert!(!arena.hand_off(target(chunk, 0), 2), "not slot 2's chunk");
+        assert!(!hand_off_in(arena, target(chunk, 0), 2), "not slot 2's chunk");
         for index in 0..3 {
-            assert!(arena.hand_off(target(chunk, index), 1));
+            assert!(hand_off_in(arena, target(chunk, index), 1));
         }
         for index in [2, 0] {
             // SAFETY: each block was handed off above and is freed once.
@@ -1614,7 +1621,7 @@ mod in_a_buffer {
         // SAFETY: a second free of the same block: its mark is gone, so it is refused and
         // nothing changes.
         assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, None);
-        assert!(arena.hand_off(target(chunk, 4), 1));
+        assert!(hand_off_in(arena, target(chunk, 4), 1));
         // SAFETY: never handed off, while another block of the chunk is out: refused all the
         // same, by its own mark.
         assert_eq!(unsafe { arena.push_remote(target(chunk, 5)) }, None);
@@ -1633,13 +1640,13 @@ mod in_a_buffer {
         let start = arena.free_bytes();
         let chunks = lend_chunks(arena, 4, 2);
         for index in 0..2 {
-            assert!(arena.hand_off(target(chunks[0], index), 4));
+            assert!(hand_off_in(arena, target(chunks[0], index), 4));
         }
         // The process dies: its slot is given up.
         let reclaimed = arena.release_owner(4);
         assert_eq!(reclaimed.chunks, 1, "the chunk with nothing out came back");
         arena.check().unwrap();
-        assert!(!arena.hand_off(target(chunks[0], 5), 4), "an orphan takes no more hand-offs");
+        assert!(!hand_off_in(arena, target(chunks[0], 5), 4), "an orphan takes no more hand-offs");
         // SAFETY: the blocks were handed off, and each is freed once.
         assert_eq!(unsafe { arena.push_remote(target(chunks[0], 1)) }, Some(Pushed::Queued));
         let chunk_page = (chunks[0] / PAGE as u64) as u32;
@@ -1660,7 +1667,7 @@ mod in_a_buffer {
         let arena = &pool.arena;
         let start = arena.free_bytes();
         let chunk = lend_chunks(arena, 9, 1)[0];
-        assert!(arena.hand_off(target(chunk, 3), 9));
+        assert!(hand_off_in(arena, target(chunk, 3), 9));
         assert_eq!(arena.release_owner(9), Reclaimed::default());
         assert_eq!(arena.release_idle_orphans(), Reclaimed::default(), "a block is still out");
         // SAFETY: the block was handed off and is freed once; its last-free duty is dropped.

@@ -1,15 +1,15 @@
 //! The protocol of handed-off blocks, on two words of a lent chunk: its remote-free list, a
 //! stack of block offsets that any process pushes onto and the owner takes whole, and its
 //! hand-off count, which keeps the chunk lent while a block is out (see `arena/remote.rs`).
-//! Written once over [`Word`], so that the pool runs it on the words in its mapping and the loom
-//! models (`tests/loom.rs`) on loom's atomics, which explore every interleaving of it.
+//! Written once over [`AtomicWord`], so that the pool runs it on the words in its mapping and
+//! the loom models (`tests/loom.rs`) on loom's atomics, which explore every interleaving of it.
 
 use core::sync::atomic::Ordering;
 
 use crate::layout::HANDOFF_ORPHANED;
 
 /// A 32-bit atomic word.
-pub(crate) trait Word {
+pub(crate) trait AtomicWord {
     fn load(&self, order: Ordering) -> u32;
     fn compare_exchange_weak(
         &self,
@@ -23,9 +23,9 @@ pub(crate) trait Word {
     fn fetch_or(&self, value: u32, order: Ordering) -> u32;
 }
 
-macro_rules! word {
+macro_rules! atomic_word {
     ($atomic:ty) => {
-        impl Word for $atomic {
+        impl AtomicWord for $atomic {
             fn load(&self, order: Ordering) -> u32 {
                 <$atomic>::load(self, order)
             }
@@ -51,9 +51,9 @@ macro_rules! word {
     };
 }
 
-word!(core::sync::atomic::AtomicU32);
+atomic_word!(core::sync::atomic::AtomicU32);
 #[cfg(melon_loom)]
-word!(loom::sync::atomic::AtomicU32);
+atomic_word!(loom::sync::atomic::AtomicU32);
 
 /// What a free of a handed-off block did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub(crate) enum Freed {
 
 /// Counts one more block of the chunk as handed off. Refused once the chunk's process gave it
 /// up, or when the count is full.
-pub(crate) fn hand_off<W: Word>(count: &W) -> bool {
+pub(crate) fn hand_off<W: AtomicWord>(count: &W) -> bool {
     let mut handed = count.load(Ordering::Acquire);
     loop {
         if handed & HANDOFF_ORPHANED != 0 || handed >= HANDOFF_ORPHANED - 1 {
@@ -91,7 +91,7 @@ pub(crate) fn hand_off<W: Word>(count: &W) -> bool {
 /// The push comes first: until the count goes down, the caller's block holds the chunk lent,
 /// so the list it pushes onto is still that chunk's; after it, the chunk may go back to the
 /// pool, and nothing of it is touched.
-pub(crate) fn free<W: Word>(
+pub(crate) fn free<W: AtomicWord>(
     list: &W,
     count: &W,
     within: u32,
@@ -120,7 +120,7 @@ pub(crate) fn free<W: Word>(
 
 /// Takes the whole remote-free list: the offset of its first block, or 0. An empty list is
 /// only read, so that looking costs no write to a line other processes share.
-pub(crate) fn take<W: Word>(list: &W) -> u32 {
+pub(crate) fn take<W: AtomicWord>(list: &W) -> u32 {
     if list.load(Ordering::Relaxed) == 0 {
         return 0;
     }
@@ -129,6 +129,6 @@ pub(crate) fn take<W: Word>(list: &W) -> u32 {
 
 /// Marks the chunk given up by its process. Returns whether blocks handed off from it are still
 /// out: then the free of the last of them gives the chunk back; otherwise the caller does, now.
-pub(crate) fn give_up<W: Word>(count: &W) -> bool {
+pub(crate) fn give_up<W: AtomicWord>(count: &W) -> bool {
     count.fetch_or(HANDOFF_ORPHANED, Ordering::AcqRel) & !HANDOFF_ORPHANED != 0
 }

@@ -13,7 +13,7 @@
 //! never heard of the pool may do. And not a robust mutex, like the pool's lock: a mutex is held
 //! by a thread, and the slot would look dead when the thread that claimed it ended.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::arena::{Arena, Reclaimed};
@@ -72,8 +72,6 @@ pub(crate) struct Claim {
     slot: AtomicU32,
     /// The description the slot's byte is locked through.
     fd: AtomicI32,
-    /// Whether [`HELD`] lists `fd`.
-    listed: AtomicBool,
     /// [`sys::fork_generation`] when the slot was claimed: a child whose generation differs
     /// went through the fork handler, which closed its copy of `fd` already.
     generation: AtomicU64,
@@ -85,7 +83,6 @@ impl Claim {
             process: AtomicU64::new(0),
             slot: AtomicU32::new(0),
             fd: AtomicI32::new(-1),
-            listed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         }
     }
@@ -112,19 +109,18 @@ impl Claim {
         // Listed at once, so that a fork from another thread from here on closes the child's
         // copy; listed if there is room, that is: otherwise only a forked child outliving this
         // process keeps the slot (see `HELD`).
-        let listed = HELD.iter().any(|held| {
+        let _ = HELD.iter().any(|held| {
             held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         });
         let Some(slot) = (0..OWNER_SLOTS as u32)
             .find(|&slot| !arena.owner_claimed(slot) && set_lock(fd, slot, libc::F_WRLCK as _))
         else {
-            close_held(fd, listed);
+            close_held(fd);
             return None;
         };
         arena.claim_owner(slot);
         self.slot.store(slot, Ordering::Relaxed);
         self.fd.store(fd, Ordering::Relaxed);
-        self.listed.store(listed, Ordering::Relaxed);
         self.generation.store(sys::fork_generation(), Ordering::Relaxed);
         self.process.store(sys::process_token(), Ordering::Relaxed);
         Some(slot)
@@ -144,7 +140,7 @@ impl Claim {
     pub(crate) fn close(&self) {
         if self.current().is_some() {
             self.process.store(0, Ordering::Relaxed);
-            close_held(self.fd.swap(-1, Ordering::Relaxed), self.listed.load(Ordering::Relaxed));
+            close_held(self.fd.swap(-1, Ordering::Relaxed));
         }
     }
 
@@ -158,31 +154,23 @@ impl Claim {
         }
         let fd = self.fd.swap(-1, Ordering::Relaxed);
         if self.generation.load(Ordering::Relaxed) == sys::fork_generation() {
-            close_held(fd, self.listed.load(Ordering::Relaxed));
+            close_held(fd);
         }
     }
 }
 
-/// Closes a claim's descriptor `fd`, which [`HELD`] lists if `listed`: in the child of a fork
-/// whose handler ran, the handler closed the listed ones already, and the number may name
-/// another file by now.
-fn close_held(fd: RawFd, listed: bool) {
+/// Closes a claim's descriptor `fd`, taking it off [`HELD`] if the table has it.
+fn close_held(fd: RawFd) {
     if fd < 0 {
         return;
     }
-    // A listed descriptor is still open if its entry is; one the table had no room for was
-    // never closed by anyone else.
-    let open = !listed
-        || HELD.iter().any(|held| {
-            held.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        });
-    if open {
-        // SAFETY: the descriptor was opened by `Claim::take` and is owned by the claim alone:
-        // the fork handler, the only other code that closes such descriptors, clears the entry
-        // of each it closes, and a claim copied into a child of such a fork never gets here
-        // (see `Claim::forget_parents`).
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
+    let _ = HELD
+        .iter()
+        .any(|held| held.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+    // SAFETY: the descriptor was opened by `Claim::take` and is owned by the claim alone: the
+    // fork handler, the only other code that closes such descriptors, does so in a child, whose
+    // copy of the claim never gets here (see `Claim::forget_parents`).
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
 /// Closes this process's copies of the descriptions its parent held slots through. Run in the

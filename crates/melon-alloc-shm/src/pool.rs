@@ -303,7 +303,8 @@ impl Shared {
 
     /// Frees a handed-off block of a child pool's chunk, at `addr` in the chunk `target` names,
     /// onto the chunk's remote-free list, without the lock; gives the chunk back, under the lock
-    /// (`guard`'s, if the caller holds it), when the block was the last one out of an orphan.
+    /// (which the caller holds already if `locked`), when the block was the last one out of an
+    /// orphan.
     ///
     /// # Safety
     /// As for [`ShmGuard::free`].
@@ -311,7 +312,7 @@ impl Shared {
         &self,
         addr: usize,
         target: RemoteTarget,
-        guard: Option<&mut ShmGuard<'_>>,
+        locked: bool,
     ) -> Result<(), ShmError> {
         // SAFETY: the caller frees an in-use block once; one of a lent chunk is one handed off,
         // or the chunk's count, which `push_remote` checks, refuses it.
@@ -319,17 +320,12 @@ impl Shared {
             None => Err(ShmError::Free(FreeError::Foreign { addr })),
             Some(Pushed::Queued) => Ok(()),
             Some(Pushed::LastOfOrphan(chunk)) => {
-                match guard {
-                    Some(_) => {
-                        self.arena.release_orphan(chunk);
-                    }
-                    // A lock that fails leaves the orphan, its count zero, to the next reclaim.
-                    None => {
-                        if let Ok(_guard) = self.lock() {
-                            self.arena.release_orphan(chunk);
-                        }
-                    }
+                if locked {
+                    self.arena.release_orphan(chunk);
+                } else if let Ok(_guard) = self.lock() {
+                    self.arena.release_orphan(chunk);
                 }
+                // A lock that fails leaves the orphan, its count zero, to the next reclaim.
                 Ok(())
             }
         }
@@ -474,7 +470,7 @@ impl ShmGuard<'_> {
             Err(error @ FreeError::Foreign { .. }) => match self.shared.arena.remote_target(offset)
             {
                 // SAFETY: forwarded from the caller.
-                Some(target) => unsafe { self.shared.free_remote(addr, target, Some(self)) },
+                Some(target) => unsafe { self.shared.free_remote(addr, target, true) },
                 None => Err(error.into()),
             },
             freed => Ok(freed?),
@@ -1082,7 +1078,8 @@ impl ShmPool {
     /// with a message). [`try_free`](ShmPool::try_free) reports it.
     ///
     /// # Safety
-    /// - `block` is an in-use block of this pool, or a handed-off block of a child's.
+    /// - `block` is an in-use block of this pool, or a handed-off block of a child's (see
+    ///   [`try_free`](ShmPool::try_free) for pointers into a child's chunk).
     /// - Nothing uses it afterwards, in any process.
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
@@ -1101,14 +1098,16 @@ impl ShmPool {
     ///
     /// # Errors
     /// [`ShmError::Free`] for a pointer outside the pool, inside a block, or not in use (a
-    /// double free); for a block of a child pool's chunk when no block of that chunk is handed
-    /// off; the lock's error. Nothing changes. Of a chunk with handed-off blocks out, a block
-    /// is taken on trust, as a child pool's own free takes it: only the count of blocks out is
-    /// checked.
+    /// double free), and for a pointer into a child pool's chunk that is not a block handed off
+    /// and not freed since (each handed-off block carries a mark, which the free clears); the
+    /// lock's error. Nothing changes.
     ///
     /// # Safety
-    /// If `block` is an in-use block of the pool, or a handed-off block of a child's, nothing
-    /// uses it afterwards, in any process.
+    /// - A pointer into a chunk lent to a child pool is one of that child's blocks, handed off
+    ///   (or, if not handed off, one whose child keeps its chunk lent meanwhile): the free is
+    ///   checked without the lock, against a chunk that must not go back to the pool under it.
+    /// - If `block` is an in-use block of the pool, or a handed-off block of a child's, nothing
+    ///   uses it afterwards, in any process.
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), ShmError> {
         let shared = self.shared();
         if let Some(target) =
@@ -1120,7 +1119,7 @@ impl ShmPool {
         {
             // A block of a child pool's chunk, handed off: freed without the lock.
             // SAFETY: forwarded from the caller.
-            return unsafe { shared.free_remote(block.as_ptr().addr(), target, None) };
+            return unsafe { shared.free_remote(block.as_ptr().addr(), target, false) };
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.lock()?.free(block) }
@@ -1174,7 +1173,8 @@ impl ShmPool {
         let offset = shared.locked_offset_of(block.as_ptr()).ok_or(refused)?;
         let target = shared.arena.remote_target(offset).ok_or(refused)?;
         let owner = shared.claim.current().ok_or(refused)?;
-        if !shared.arena.hand_off(target, owner) {
+        // SAFETY: the caller passes an in-use block of a child pool of this process.
+        if !unsafe { shared.arena.hand_off(target, owner) } {
             return Err(refused);
         }
         Ok(offset as usize)

@@ -88,7 +88,11 @@ impl Arena {
     /// Counts a block of the chunk `target` names as handed off: until it is freed, the chunk
     /// stays lent, or orphaned, whatever becomes of its process. Refused for a chunk that is not
     /// `owner`'s.
-    pub(crate) fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
+    ///
+    /// # Safety
+    /// The block at `target` is an in-use block of a child pool of the caller's process, so
+    /// that its chunk stays lent for the call.
+    pub(crate) unsafe fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
         if owner >= OWNER_SLOTS as u32
             || self.words(target.chunk).owner().load(Ordering::Acquire) != owner
         {
@@ -118,8 +122,10 @@ impl Arena {
         let offset = u64::from(target.chunk) * PAGE as u64 + u64::from(target.within);
         let (word, bit) = self.in_use_bit(offset);
         // SAFETY: (1) the word lies in the bitmap (see `in_use_bit`), which lives as long as the
-        // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and the
-        // words of a lent chunk's pages are only ever accessed atomically, here.
+        // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and
+        // while a chunk is lent its pages' words are only accessed atomically, here; the chunk
+        // is lent for the whole call, by the callers' contract (`hand_off`: a block of the
+        // caller's own child; `push_remote`: a block handed off, or held by its child).
         (unsafe { AtomicU64::from_ptr(word) }, bit)
     }
 
@@ -128,8 +134,9 @@ impl Arena {
     /// (`None`), with nothing changed, for a block not handed off, or freed already.
     ///
     /// # Safety
-    /// The block at `target` was handed off with [`hand_off`](Arena::hand_off), is not in use
-    /// any more, and is freed once.
+    /// The chunk at `target` stays lent for the call: the block was handed off with
+    /// [`hand_off`](Arena::hand_off), is not in use any more and is freed once; or it is a block
+    /// that its child holds, which is refused.
     pub(crate) unsafe fn push_remote(&self, target: RemoteTarget) -> Option<Pushed> {
         // Only a block handed off and not freed since has its mark: anything else, a second
         // free or a pointer inside a block among them, is refused here and changes nothing.
@@ -233,7 +240,7 @@ struct DescWords<'arena> {
 }
 
 /// A word of the descriptor, as an atomic.
-macro_rules! word {
+macro_rules! desc_word {
     ($name:ident, $field:ident) => {
         fn $name(&self) -> &AtomicU32 {
             // SAFETY: (1) `desc` points at a descriptor inside the mapping, which outlives the
@@ -246,11 +253,11 @@ macro_rules! word {
 }
 
 impl DescWords<'_> {
-    word!(kind, kind);
-    word!(len, len);
-    word!(head, head);
+    desc_word!(kind, kind);
+    desc_word!(len, len);
+    desc_word!(head, head);
     // A lent chunk's owner slot, remote-free list and hand-off count.
-    word!(owner, free);
-    word!(remote, live);
-    word!(handoffs, carved);
+    desc_word!(owner, free);
+    desc_word!(remote, live);
+    desc_word!(handoffs, carved);
 }

@@ -20,7 +20,8 @@ use crate::Pool;
 /// let refused = pool.alloc_value(Page([0; 16384])).map(|_| ());
 /// assert_eq!(refused, Err(TypedAllocError::Alignment { align: 2 * MAX_TYPED_ALIGN }));
 /// ```
-pub const MAX_TYPED_ALIGN: usize = 8 << 10;
+// The engine serves alignments below a chunk's: the largest power of two below it.
+pub const MAX_TYPED_ALIGN: usize = melon_alloc_core::CHUNK_SIZE / 2;
 
 /// Why a typed allocation ([`Pool::alloc_value`], [`Pool::alloc_str`],
 /// [`Pool::alloc_slice_copy`], [`Pool::alloc_slice_fill_with`]) handed back nothing. The pool is

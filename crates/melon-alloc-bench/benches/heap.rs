@@ -11,7 +11,8 @@
 //! - `talc`: talc over an arena of its own ([`TalcArena`]).
 //! - `rlsf`: rlsf's TLSF over an arena of its own ([`TlsfArena`]).
 //!
-//! The blocks are 64 bytes, except in `mixed`, which draws sizes from 8 bytes to 64 KiB.
+//! The blocks are 64 bytes, except in `mixed`, which draws sizes from 8 bytes to 64 KiB, and in
+//! `large_ring`, 16 to 64 KiB, where `melon_limited` is a root with a limit.
 //! `child_lifecycle` makes and drops a pool (a child of a root, for melon) around each block.
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -25,7 +26,7 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use melon_alloc::HeapPool;
 use melon_alloc_bench::{
-    mixed_sizes, permutation, MiHeap, TalcArena, TlsfArena, BLOCK, SHUFFLE_SEED,
+    mixed_sizes, permutation, MiHeap, TalcArena, TlsfArena, XorShift64, BLOCK, SHUFFLE_SEED,
 };
 use mimalloc::MiMalloc;
 
@@ -295,23 +296,56 @@ const MIXED_SIZES: usize = 1 << 14;
 /// sequence.
 const MIXED_SEED: u64 = 0x6d69_7865_645f_7365;
 
-/// Sizes from 8 bytes to 64 KiB ([`mixed_sizes`]) with a bounded live set: a ring of 256 slots,
-/// where each step frees the slot's block and allocates the next size of the sequence into it.
-/// Time per free+alloc pair (an iteration is one turn of the ring, 256 pairs). bumpalo, which
-/// cannot free one block, has no part in it.
-struct Mixed {
-    /// The request sizes, the same for every peer.
+/// Live blocks in the large-block ring.
+const LARGE_RING: usize = 32;
+
+/// The large-block ring's sizes: from this many bytes
+const LARGE_MIN: usize = 16 << 10;
+/// to this many, uniformly.
+const LARGE_MAX: usize = 64 << 10;
+
+/// The seed of the large-block ring's sizes.
+const LARGE_SEED: u64 = 0x6c61_7267_655f_7269;
+
+/// The limit of the limited root in the large-block ring: twice what the ring holds at most, so
+/// that the limit leaves the pool room to keep freed chunks.
+const LARGE_LIMIT: usize = 2 * LARGE_RING * LARGE_MAX;
+
+/// A bounded live set walked round and round: a ring of slots, where each step frees the slot's
+/// block and allocates the next size of the sequence into it. Time per free+alloc pair (an
+/// iteration is one turn of the ring). bumpalo, which cannot free one block, has no part in it.
+struct Ring {
+    /// The request sizes, the same for every peer; a power of two of them.
     sizes: Vec<usize>,
+    /// Live blocks: the ring's slots.
+    slots: usize,
 }
 
-impl Workload for Mixed {
+impl Ring {
+    /// Sizes from 8 bytes to 64 KiB ([`mixed_sizes`]) in a ring of 256.
+    fn mixed() -> Self {
+        Self { sizes: mixed_sizes(MIXED_SIZES, MIXED_SEED), slots: RING }
+    }
+
+    /// Sizes from 16 to 64 KiB, uniformly, in a ring of 32: blocks that every peer serves from
+    /// its large-block path.
+    fn large() -> Self {
+        let mut rng = XorShift64::new(LARGE_SEED);
+        let sizes =
+            (0..MIXED_SIZES).map(|_| LARGE_MIN + rng.below(LARGE_MAX - LARGE_MIN + 1)).collect();
+        Self { sizes, slots: LARGE_RING }
+    }
+}
+
+impl Workload for Ring {
     fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
         let sizes = &self.sizes;
+        let wrap = sizes.len() - 1;
         let mut next = 0;
-        let mut ring: Vec<(NonNull<u8>, usize)> = (0..RING)
+        let mut ring: Vec<(NonNull<u8>, usize)> = (0..self.slots)
             .map(|_| {
                 let size = sizes[next];
-                next = (next + 1) & (MIXED_SIZES - 1);
+                next = (next + 1) & wrap;
                 (peer.alloc(size), size)
             })
             .collect();
@@ -321,7 +355,7 @@ impl Workload for Mixed {
                 // SAFETY: the slot's block came from `peer` with `size` and is replaced here.
                 unsafe { peer.free(block, size) };
                 let size = black_box(sizes[next]);
-                next = (next + 1) & (MIXED_SIZES - 1);
+                next = (next + 1) & wrap;
                 *slot = (peer.alloc(size), size);
             }
         });
@@ -335,7 +369,18 @@ impl Workload for Mixed {
 fn mixed(c: &mut Criterion) {
     let mut group = c.benchmark_group("mixed");
     group.throughput(Throughput::Elements(RING as u64));
-    each_peer(&mut group, &mut Mixed { sizes: mixed_sizes(MIXED_SIZES, MIXED_SEED) });
+    each_peer(&mut group, &mut Ring::mixed());
+    group.finish();
+}
+
+fn large_ring(c: &mut Criterion) {
+    let mut group = c.benchmark_group("large_ring");
+    group.throughput(Throughput::Elements(LARGE_RING as u64));
+    let mut workload = Ring::large();
+    each_peer(&mut group, &mut workload);
+    group.bench_function("melon_limited", |b| {
+        workload.run(b, Melon(HeapPool::with_limit(LARGE_LIMIT)));
+    });
     group.finish();
 }
 
@@ -526,6 +571,7 @@ fn main() {
     fill_drain(&mut criterion);
     shuffled_drain(&mut criterion);
     mixed(&mut criterion);
+    large_ring(&mut criterion);
     drop_full_pool(&mut criterion);
     child_lifecycle(&mut criterion);
     criterion.final_summary();

@@ -763,13 +763,26 @@ impl<S: ChunkSource> Engine<S> {
         }
     }
 
+    /// With a limit, has the source give back what it keeps beyond the limit's room once `more`
+    /// bytes more are held: what the engine holds and what its source keeps for reuse stay
+    /// within the limit together.
+    fn keep_source_within_limit(&mut self, more: usize) {
+        let Some(limit) = self.limit else { return };
+        let room = limit.saturating_sub(self.held.saturating_add(more));
+        if self.source.kept_bytes() > room {
+            self.source.keep_at_most(room);
+        }
+    }
+
     /// Takes a chunk from the source, charging it against the limit. Empty cached chunks are
-    /// given back first when the limit or the source would refuse.
+    /// given back first when the limit or the source would refuse, and what the source keeps
+    /// when it would leave no room for the chunk within the limit.
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         if !self.fits_limit(layout.size()) && (self.trim() == 0 || !self.fits_limit(layout.size()))
         {
             return None;
         }
+        self.keep_source_within_limit(layout.size());
         let chunk = match self.source.acquire(layout) {
             Some(chunk) => chunk,
             None if self.trim() > 0 => self.source.acquire(layout)?,
@@ -791,6 +804,7 @@ impl<S: ChunkSource> Engine<S> {
         // SAFETY: forwarded from the caller; `acquire` got the chunk from this source.
         unsafe { self.source.release(chunk, layout) };
         self.held -= layout.size();
+        self.keep_source_within_limit(0);
     }
 
     /// Takes a chunk from this engine's source on behalf of another engine, charging it against

@@ -77,4 +77,41 @@ pub unsafe trait ChunkSource {
     /// Gives back to the system whatever released memory the source keeps for reuse, if any;
     /// the engine calls it from [`Engine::trim`](crate::Engine::trim). The default does nothing.
     fn trim(&mut self) {}
+
+    /// Bytes of released chunks the source keeps for reuse instead of giving them back to the
+    /// system. An engine with a limit counts them against it (see
+    /// [`keep_at_most`](ChunkSource::keep_at_most)). The default keeps nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// static mut ARENA: [u8; 64 * 1024] = [0; 64 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 64 * 1024) };
+    /// // A region keeps nothing apart from what it hands out.
+    /// assert_eq!(source.kept_bytes(), 0);
+    /// ```
+    fn kept_bytes(&self) -> usize {
+        0
+    }
+
+    /// Gives kept chunks back to the system until at most `bytes` bytes are kept. An engine with
+    /// a limit calls it before it takes a chunk and after it gives one back, so that the bytes it
+    /// holds and the bytes its source keeps stay within the limit together. The default does
+    /// nothing, which is right for a source that keeps nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// static mut ARENA: [u8; 64 * 1024] = [0; 64 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 64 * 1024) };
+    /// source.keep_at_most(0);
+    /// assert_eq!(source.kept_bytes(), 0);
+    /// ```
+    fn keep_at_most(&mut self, bytes: usize) {
+        let _ = bytes;
+    }
 }

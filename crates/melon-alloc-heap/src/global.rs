@@ -27,9 +27,10 @@ use crate::sys::advise_huge_pages;
 /// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
 /// a list per rounded length and handed out again for a request that rounds to the same length:
 /// a program that frees and allocates blocks of a few kilobytes in turn would otherwise pay for
-/// an aligned allocation of the global allocator on every one. A root pool with a limit keeps no
-/// such cache ([`without_large_cache`](GlobalSource::without_large_cache)), so that what it gives
-/// back leaves it at once; what it holds from the system can still pass its limit by the uncarved
+/// an aligned allocation of the global allocator on every one. A root pool with a limit keeps
+/// them within its limit: the engine has the source give kept chunks back
+/// ([`keep_at_most`](ChunkSource::keep_at_most)) whenever what the pool holds and what the source
+/// keeps would pass it. What it holds from the system can still pass its limit by the uncarved
 /// rest of its newest slab and by the rounding of large chunks.
 ///
 /// On Linux, 2 MiB slabs are aligned to 2 MiB and marked for transparent huge pages: unmapping a
@@ -61,7 +62,7 @@ impl GlobalSource {
     }
 
     /// A source that keeps no freed large chunk: everything it takes from the global allocator
-    /// is a chunk some pool holds, which is what a pool with a limit needs.
+    /// is a chunk some pool holds.
     pub const fn without_large_cache() -> Self {
         Self::with_large_cache(0)
     }
@@ -100,14 +101,6 @@ impl GlobalSource {
         // `release_slabs`.
         unsafe { self.small.add_slab(slab) };
         self.small.take()
-    }
-
-    fn release_large_cache(&mut self) {
-        while let Some((chunk, layout)) = self.large_cache.pop() {
-            // SAFETY: cached chunks came from `alloc::alloc` with the layout they are cached
-            // under, and are not in use.
-            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
-        }
     }
 
     /// Every chunk has come back: keeps the newest slabs, enough to hold as many chunks as were
@@ -219,9 +212,23 @@ unsafe impl ChunkSource for GlobalSource {
     }
 
     fn trim(&mut self) {
-        self.release_large_cache();
+        self.keep_at_most(0);
         if self.small.out() == 0 {
             self.release_slabs();
+        }
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.large_cache.bytes()
+    }
+
+    /// Gives back cached large chunks, the shortest first, until at most `bytes` are cached.
+    fn keep_at_most(&mut self, bytes: usize) {
+        while self.large_cache.bytes() > bytes {
+            let Some((chunk, layout)) = self.large_cache.pop() else { break };
+            // SAFETY: cached chunks came from `alloc::alloc` with the layout they are cached
+            // under, and are not in use.
+            unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
         }
     }
 }
@@ -229,6 +236,6 @@ unsafe impl ChunkSource for GlobalSource {
 impl Drop for GlobalSource {
     fn drop(&mut self) {
         self.release_slabs();
-        self.release_large_cache();
+        self.keep_at_most(0);
     }
 }

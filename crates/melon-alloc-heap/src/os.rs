@@ -202,14 +202,6 @@ impl OsSource {
             unsafe { sys::discard(rest, CHUNK_SIZE - page) };
         });
     }
-
-    fn release_large_cache(&mut self) {
-        while let Some((chunk, layout)) = self.large_cache.pop() {
-            // SAFETY: cached chunks were mapped with the length they are cached under, and are
-            // not in use.
-            unsafe { sys::unmap(chunk, layout.size()) };
-        }
-    }
 }
 
 impl Default for OsSource {
@@ -266,11 +258,25 @@ unsafe impl ChunkSource for OsSource {
     /// Unmaps the cached large chunks; then unmaps every region if no small chunk is out, or
     /// else lets the system take back the pages of the free small chunks but the first of each.
     fn trim(&mut self) {
-        self.release_large_cache();
+        self.keep_at_most(0);
         if self.small.out() == 0 {
             self.release_regions();
         } else {
             self.discard_free_chunks();
+        }
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.large_cache.bytes()
+    }
+
+    /// Gives back cached large chunks, the shortest first, until at most `bytes` are cached.
+    fn keep_at_most(&mut self, bytes: usize) {
+        while self.large_cache.bytes() > bytes {
+            let Some((chunk, layout)) = self.large_cache.pop() else { break };
+            // SAFETY: cached chunks were mapped with the length they are cached under, and are
+            // not in use.
+            unsafe { sys::unmap(chunk, layout.size()) };
         }
     }
 }
@@ -278,7 +284,7 @@ unsafe impl ChunkSource for OsSource {
 impl Drop for OsSource {
     fn drop(&mut self) {
         self.release_regions();
-        self.release_large_cache();
+        self.keep_at_most(0);
     }
 }
 

@@ -90,6 +90,25 @@ unsafe impl ChunkSource for HeapSource {
             Self::External(source) => unsafe { source.as_mut() }.trim(),
         }
     }
+
+    fn kept_bytes(&self) -> usize {
+        match self {
+            Self::Global(global) => global.kept_bytes(),
+            // What a parent keeps counts against the parent's limit, not the child's.
+            Self::Parent(_) => 0,
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_ref() }.kept_bytes(),
+        }
+    }
+
+    fn keep_at_most(&mut self, bytes: usize) {
+        match self {
+            Self::Global(global) => global.keep_at_most(bytes),
+            Self::Parent(_) => {}
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_mut() }.keep_at_most(bytes),
+        }
+    }
 }
 
 /// The operations every heap pool has, root or child: reach them through a [`HeapPool`] or a
@@ -406,9 +425,12 @@ impl HeapPool {
 
     /// A pool over the global allocator that holds at most `limit` bytes (Melon's
     /// `mln_alloc_init(NULL, limit)`).
+    ///
+    /// Freed large blocks are kept for reuse as in any root ([`GlobalSource`]), within the
+    /// limit: the bytes the pool holds and the bytes it keeps never pass `limit` together, and
+    /// kept chunks are given back first when a new one would.
     pub fn with_limit(limit: usize) -> Self {
-        let source = GlobalSource::without_large_cache();
-        Self { pool: Pool::boxed(HeapSource::Global(source), Some(limit)) }
+        Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), Some(limit)) }
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).

@@ -12,9 +12,10 @@ use crate::bench::results::{estimate, Estimate, Resident};
 const RESIDENT_SIZES: [usize; 3] = [16, 64, 200];
 
 /// The peers of the heap workloads, in table order, with the label of their row.
-const HEAP_PEERS: [(&str, &str); 9] = [
+const HEAP_PEERS: [(&str, &str); 10] = [
     ("melon", "melon"),
     ("melon_busy_root", "melon, busy root"),
+    ("melon_limited", "melon, limited root"),
     ("melon_child", "melon_child"),
     ("glibc", "glibc"),
     ("mimalloc_heap", "mimalloc_heap"),
@@ -35,7 +36,7 @@ struct HeapWorkload {
     note: &'static str,
 }
 
-const HEAP_WORKLOADS: [HeapWorkload; 6] = [
+const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     HeapWorkload {
         group: "ping_pong",
         title: "`ping_pong`: ns per alloc+free pair",
@@ -65,6 +66,15 @@ const HEAP_WORKLOADS: [HeapWorkload; 6] = [
         note: "No target is set for this workload: it shows how a pool whose size classes end \
                at 8160 bytes does when about a quarter of the requests are larger (see [Where \
                melon's time goes](#where-melons-time-goes)).",
+    },
+    HeapWorkload {
+        group: "large_ring",
+        title: "`large_ring`: ns per free+alloc pair, 16 to 64 KiB, 32 live blocks",
+        unit: "ns per pair",
+        target: None,
+        note: "`melon, limited root` is a root with a limit of 4 MiB, which keeps freed large \
+               chunks within its limit. Target: melon, with and without a limit, at most \
+               mimalloc's time.",
     },
     HeapWorkload {
         group: "child_lifecycle",
@@ -180,6 +190,18 @@ pub(super) fn heap_results(
                     met: yes_no(melon_ratio.map(|r| r <= target)),
                 });
             }
+            ("large_ring", None) => {
+                let mimalloc = rows.iter().find(|(id, _, _)| *id == "mimalloc");
+                for (id, name) in [("melon", "melon"), ("melon_limited", "limited melon")] {
+                    let own = rows.iter().find(|(row, _, _)| *row == id);
+                    let r = own.zip(mimalloc).map(|((_, _, own), (_, _, mi))| own.ns / mi.ns);
+                    targets.push(Target {
+                        target: format!("large ring: {name} ≤ mimalloc"),
+                        result: r.map_or("n/a".into(), |r| format!("{} × mimalloc", ratio(r))),
+                        met: yes_no(r.map(|r| r <= 1.0)),
+                    });
+                }
+            }
             ("drop_full_pool", None) => {
                 let met = melon.map(|melon| melon < 1.0);
                 let result = melon.map_or("n/a".into(), |melon| format!("{} ns", ns(melon)));
@@ -216,6 +238,7 @@ pub(super) fn heap_results(
             "shuffled_drain_1024" => "shuffled drain",
             "drop_full_pool" => "drop 1M blocks",
             "ping_pong" => "ping-pong",
+            "large_ring" => "large ring",
             other => other,
         };
         chart.push(ChartGroup { label: label.to_string(), bars });

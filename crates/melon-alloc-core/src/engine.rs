@@ -412,7 +412,10 @@ impl<S: ChunkSource> Engine<S> {
         let size = size.max(MIN_ALIGN);
         let span = offset.checked_add(size)?.checked_add(MIN_ALIGN - 1)? & !(MIN_ALIGN - 1);
         let layout = Layout::from_size_align(span, CHUNK_SIZE).ok()?;
-        let chunk = self.acquire(layout)?.cast::<ChunkHeader>().as_ptr();
+        // A kept chunk up to a quarter longer serves as well as a new one of the length asked.
+        let most = span.saturating_add(span / 4) & !(MIN_ALIGN - 1);
+        let (chunk, span) = self.acquire_up_to(layout, most)?;
+        let chunk = chunk.cast::<ChunkHeader>().as_ptr();
         // SAFETY: (1) the source handed out `span >= offset >= HEADER_SIZE` bytes aligned to
         // `CHUNK_SIZE`; (2) the chunk is on no list and the `large` list holds valid headers.
         // `event` is 1 so that the small-block free path sends this chunk to `free_slow` on its
@@ -778,19 +781,35 @@ impl<S: ChunkSource> Engine<S> {
     /// given back first when the limit or the source would refuse, and what the source keeps
     /// when it would leave no room for the chunk within the limit.
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.acquire_up_to(layout, layout.size()).map(|(chunk, _)| chunk)
+    }
+
+    /// Takes a chunk of at least `layout` and at most `most` bytes from the source, as
+    /// [`acquire`](Engine::acquire) does, with its length: at most what the limit leaves room for.
+    fn acquire_up_to(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         if !self.fits_limit(layout.size()) && (self.trim() == 0 || !self.fits_limit(layout.size()))
         {
             return None;
         }
         self.keep_source_within_limit(layout.size());
-        let chunk = match self.source.acquire(layout) {
-            Some(chunk) => chunk,
-            None if self.trim() > 0 => self.source.acquire(layout)?,
+        let most = match self.limit {
+            Some(limit) => most.min(limit - self.held),
+            None => most,
+        };
+        let (chunk, len) = match self.source.acquire_at_least(layout, most) {
+            Some(got) => got,
+            None if self.trim() > 0 => self.source.acquire_at_least(layout, most)?,
             None => return None,
         };
-        self.held += layout.size();
+        // The source's contract bounds the length; a longer one would pass the limit.
+        let len = if (layout.size()..=most.max(layout.size())).contains(&len) {
+            len
+        } else {
+            layout.size()
+        };
+        self.held += len;
         self.peak_held = self.peak_held.max(self.held);
-        Some(chunk)
+        Some((chunk, len))
     }
 
     /// Gives a chunk back to the source.

@@ -18,6 +18,9 @@ use core::ptr::NonNull;
 /// - it stays valid until it is passed to [`release`](ChunkSource::release) or the source is
 ///   dropped;
 /// - the pointer carries provenance over the whole chunk;
+/// - a chunk returned by [`acquire_at_least`](ChunkSource::acquire_at_least) with a length `len`
+///   is, in all of the above, a chunk returned by `acquire` for a layout of `len` bytes and
+///   `layout`'s alignment, and `layout.size() <= len <= most.max(layout.size())`;
 /// - a block returned by [`take_remote_frees`](ChunkSource::take_remote_frees) is one that the
 ///   engine using this source handed out from a chunk of this source that it still holds, is in
 ///   use by nobody any more, and is returned once per time it was freed.
@@ -25,11 +28,36 @@ pub unsafe trait ChunkSource {
     /// Hands out a chunk for `layout`, or `None` when there is no memory for it.
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>>;
 
+    /// Hands out a chunk for `layout` that may be longer, up to `most` bytes, with its length:
+    /// a source that keeps freed chunks can hand out one a little longer than asked rather than
+    /// take new memory. The engine asks this for large blocks, and releases the chunk with a
+    /// layout of the length returned. The default hands out exactly `layout`.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    /// use melon_alloc_core::{ChunkSource, RegionSource, CHUNK_SIZE};
+    ///
+    /// static mut ARENA: [u8; 128 * 1024] = [0; 128 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 128 * 1024) };
+    /// let layout = Layout::from_size_align(20_000, CHUNK_SIZE).unwrap();
+    /// let (chunk, len) = source.acquire_at_least(layout, 25_000).unwrap();
+    /// assert_eq!(len, 20_000, "a region hands out what is asked");
+    /// // SAFETY: the chunk came from `source` with this length, and is not used again.
+    /// unsafe { source.release(chunk, Layout::from_size_align(len, CHUNK_SIZE).unwrap()) };
+    /// ```
+    fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
+        let _ = most;
+        Some((self.acquire(layout)?, layout.size()))
+    }
+
     /// Takes back a chunk.
     ///
     /// # Safety
     /// - `chunk` was returned by [`acquire`](ChunkSource::acquire) on this source with this
-    ///   `layout`, and has not been released since.
+    ///   `layout` (or by [`acquire_at_least`](ChunkSource::acquire_at_least) with the length
+    ///   of `layout`), and has not been released since.
     /// - Nothing uses the chunk's memory afterwards.
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout);
 

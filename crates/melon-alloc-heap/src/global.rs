@@ -25,7 +25,9 @@ use crate::sys::advise_huge_pages;
 ///
 /// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
 /// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
-/// a list per rounded length and handed out again for a request that rounds to the same length:
+/// a list per rounded length and handed out again for a request that rounds to the same length
+/// (or, asked through [`acquire_at_least`](ChunkSource::acquire_at_least) as the engine does,
+/// to one of the two lengths below when its own list is empty):
 /// a program that frees and allocates blocks of a few kilobytes in turn would otherwise pay for
 /// an aligned allocation of the global allocator on every one. A root pool with a limit keeps
 /// them within its limit: the engine has the source give kept chunks back
@@ -173,17 +175,24 @@ fn is_small_chunk(layout: Layout) -> bool {
 // SAFETY: (1) small chunks are disjoint `CHUNK_SIZE` runs of slabs, aligned to `CHUNK_SIZE`
 // because slabs are, and each is handed out once until it comes back; (2) large chunks come from
 // the global allocator, or its cache of freed ones, with the asked-for alignment and at least the
-// asked-for length, and a cached chunk is handed out once until it comes back; (3) slabs are
+// asked-for length (a cached one from `take_longer` exactly the length returned with it, which is
+// at most `most`), and a cached chunk is handed out once until it comes back; (3) slabs are
 // freed only when no chunk is out, and every pointer is derived from the slab or allocation it
 // lies in.
 unsafe impl ChunkSource for GlobalSource {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        // No longer chunk than asked: a length of 0 rules them all out.
+        self.acquire_at_least(layout, 0).map(|(chunk, _)| chunk)
+    }
+
+    fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         if is_small_chunk(layout) {
-            return self.small_chunk();
+            return Some((self.small_chunk()?, layout.size()));
         }
-        let (layout, cached) = self.large_cache.lookup(layout)?;
-        // SAFETY: `lookup` refuses an empty layout, and rounding only lengthens it.
-        cached.or_else(|| NonNull::new(unsafe { alloc::alloc(layout) }))
+        self.large_cache.acquire(layout, most, |rounded| {
+            // SAFETY: `lookup` refuses an empty layout, and rounding only lengthens it.
+            NonNull::new(unsafe { alloc::alloc(rounded) })
+        })
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {

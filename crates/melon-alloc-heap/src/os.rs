@@ -221,16 +221,21 @@ impl Default for OsSource {
 // SAFETY: (1) small chunks are disjoint `CHUNK_SIZE` runs of mapped regions, aligned to
 // `CHUNK_SIZE` because regions are, and each is handed out once until it comes back; (2) large
 // chunks are mappings of their own, aligned as asked and at least as long as asked (or cached
-// ones of the same rounded layout), each handed out once until it comes back; (3) regions are
+// ones of the same rounded layout, or from `take_longer` exactly the length returned with them,
+// at most `most`), each handed out once until it comes back; (3) regions are
 // unmapped only when no small chunk is out, and every pointer is derived from the mapping it lies
 // in.
 unsafe impl ChunkSource for OsSource {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        // No longer chunk than asked: a length of 0 rules them all out.
+        self.acquire_at_least(layout, 0).map(|(chunk, _)| chunk)
+    }
+
+    fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         if layout == SMALL_CHUNK {
-            return self.small_chunk();
+            return Some((self.small_chunk()?, layout.size()));
         }
-        let (layout, cached) = self.large_cache.lookup(layout)?;
-        cached.or_else(|| sys::map(layout.size(), layout.align()))
+        self.large_cache.acquire(layout, most, |rounded| sys::map(rounded.size(), rounded.align()))
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {

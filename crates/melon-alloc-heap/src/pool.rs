@@ -50,6 +50,16 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
+        match self {
+            Self::Global(global) => global.acquire_at_least(layout, most),
+            // A parent hands out what is asked: its own engine charges the chunk.
+            Self::Parent(_) => Some((self.acquire(layout)?, layout.size())),
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_mut() }.acquire_at_least(layout, most),
+        }
+    }
+
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         match self {
             // SAFETY: forwarded from the caller.

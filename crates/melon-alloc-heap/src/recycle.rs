@@ -297,6 +297,55 @@ impl<H: Heads> LargeCache<H> {
         Some(chunk.cast())
     }
 
+    /// A large chunk for `layout`, with the length to release it with: a cached one of the
+    /// length `layout` rounds to, or else a cached one of the next two lengths no longer than
+    /// `most` ([`take_longer`](LargeCache::take_longer)), or else a new one from `allocate`,
+    /// which gets the rounded layout.
+    pub(crate) fn acquire(
+        &mut self,
+        layout: Layout,
+        most: usize,
+        allocate: impl FnOnce(Layout) -> Option<NonNull<u8>>,
+    ) -> Option<(NonNull<u8>, usize)> {
+        let (rounded, cached) = self.lookup(layout)?;
+        if let Some(chunk) = cached {
+            return Some((chunk, layout.size()));
+        }
+        if let Some(longer) = self.take_longer(rounded, most) {
+            return Some(longer);
+        }
+        Some((allocate(rounded)?, layout.size()))
+    }
+
+    /// A cached chunk of one of the next two lengths above `rounded` (a length [`lookup`]
+    /// rounds to) that is no longer than `most`, with its length: a request whose own length
+    /// has none cached takes it rather than new memory. Released with a layout of that length,
+    /// it comes back to its own list.
+    ///
+    /// [`lookup`]: LargeCache::lookup
+    pub(crate) fn take_longer(
+        &mut self,
+        rounded: Layout,
+        most: usize,
+    ) -> Option<(NonNull<u8>, usize)> {
+        let bin = large_bin(rounded)?;
+        for longer in (bin + 1..LARGE_BINS).take(2) {
+            let layout = large_bin_layout(longer);
+            if layout.size() > most {
+                break;
+            }
+            // A chunk of exactly `CHUNK_SIZE` bytes would come back with a small chunk's layout
+            // and be taken for one.
+            if layout.size() == CHUNK_SIZE {
+                continue;
+            }
+            if let Some(chunk) = self.take(layout) {
+                return Some((chunk, layout.size()));
+            }
+        }
+        None
+    }
+
     /// Keeps a freed chunk allocated with `layout` if its length is cached and there is room;
     /// returns whether it did. A chunk it does not keep is still the caller's.
     ///

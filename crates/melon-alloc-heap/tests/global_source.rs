@@ -139,3 +139,43 @@ fn what_a_limited_engine_holds_and_its_source_keeps_stay_within_the_limit() {
     }
     engine.check().unwrap();
 }
+
+#[test]
+fn a_request_takes_a_kept_chunk_a_little_longer_rather_than_new_memory() {
+    let mut source = GlobalSource::new();
+    let kept = source.acquire(large(24_576)).unwrap();
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(kept, large(24_576)) };
+    // 21,000 bytes round up to 22,528, whose list is empty; 24,576 is the next length but one.
+    let (chunk, len) = source.acquire_at_least(large(21_000), 26_000).unwrap();
+    assert_eq!((chunk, len), (kept, 24_576), "the kept chunk, with its own length");
+    assert_eq!(source.cached_large_bytes(), 0);
+    // SAFETY: from `source`, released with the length it came with.
+    unsafe { source.release(chunk, large(len)) };
+    assert_eq!(source.cached_large_bytes(), 24_576, "back on its own list");
+    let (fresh, len) = source.acquire_at_least(large(21_000), 24_000).unwrap();
+    assert_ne!(fresh, kept, "no kept chunk longer than the most asked for");
+    assert_eq!(len, 21_000);
+    // SAFETY: from `source` with this length, not used again.
+    unsafe { source.release(fresh, large(len)) };
+    source.trim();
+}
+
+#[test]
+fn a_kept_chunk_of_a_small_chunks_length_serves_no_longer_request() {
+    let mut source = GlobalSource::new();
+    // 16,000 bytes round up to 16,384, `CHUNK_SIZE`: kept on that length's list.
+    let kept = source.acquire(large(16_000)).unwrap();
+    // SAFETY: from `source` with this layout, not used again.
+    unsafe { source.release(kept, large(16_000)) };
+    assert_eq!(source.cached_large_bytes(), CHUNK_SIZE);
+    // Handed out with its length, it would come back with a small chunk's layout and be taken
+    // for one: a 15,000-byte request gets new memory instead.
+    let (fresh, len) = source.acquire_at_least(large(15_000), 20_000).unwrap();
+    assert_ne!(fresh, kept);
+    assert_eq!(len, 15_000);
+    assert_eq!(source.cached_large_bytes(), CHUNK_SIZE, "the kept chunk stays kept");
+    // SAFETY: from `source` with this length, not used again.
+    unsafe { source.release(fresh, large(len)) };
+    source.trim();
+}

@@ -469,12 +469,13 @@ impl Model {
                 assert_eq!(ptr.as_ptr() as usize % align.max(MIN_ALIGN), 0, "{at}: alignment");
                 // SAFETY: the block is in use in `pool`.
                 let usable = unsafe { pool.usable_size(ptr) };
-                assert_eq!(usable, expected.usable(), "{at}: usable size of {size} at {align}");
+                let span = expected
+                    .check_served(usable, chain.len() == 1)
+                    .unwrap_or_else(|problem| panic!("{at}: {size} bytes at {align}: {problem}"));
                 if zeroed {
                     // SAFETY: the block holds `size` bytes.
                     assert!(unsafe { holds(ptr, size, 0) }, "{at}: {size} zeroed bytes");
                 }
-                let span = expected.span();
                 self.insert(ptr, size, usable, id, span);
                 self.verify_chain(handles, &chain, Change::Any);
                 self.seen.served += 1;
@@ -560,8 +561,9 @@ impl Model {
                 assert!(unsafe { holds(ptr, copied, block.pattern) }, "{at}: contents lost");
                 // SAFETY: the block is in use in `pool`.
                 let usable = unsafe { pool.usable_size(ptr) };
-                assert_eq!(usable, expected.usable(), "{at}: usable size after resize");
-                let span = expected.span();
+                let span = expected
+                    .check_served(usable, chain.len() == 1)
+                    .unwrap_or_else(|problem| panic!("{at}: resize to {new_size}: {problem}"));
                 // The old block is gone before the new one is checked for overlaps.
                 self.remove(block);
                 self.insert(ptr, new_size, usable, block.pool, span);

@@ -31,6 +31,30 @@ impl Expect {
         }
     }
 
+    /// Checks the usable size of a block served for this expectation, and returns the length of
+    /// its chunk if it is large. A large block of a pool over the global allocator may lie in a
+    /// kept chunk up to a quarter longer than its own (rounded down to 16), and then has that
+    /// much more room; every other block has exactly the usable size expected.
+    pub(crate) fn check_served(
+        self,
+        usable: usize,
+        over_global: bool,
+    ) -> Result<Option<usize>, String> {
+        match self {
+            Self::Large { usable: want, span } if over_global => {
+                let most = (span + span / 4) & !15;
+                match usable.checked_sub(want).map(|extra| span + extra) {
+                    Some(got) if got <= most => Ok(Some(got)),
+                    _ => Err(format!("usable {usable}, expected {want} to {}", want + most - span)),
+                }
+            }
+            Self::Small { usable: want } | Self::Large { usable: want, .. } if usable == want => {
+                Ok(self.span())
+            }
+            _ => Err(format!("usable {usable}, expected {}", self.usable())),
+        }
+    }
+
     /// Bytes each pool of the chain must be able to take for the request to be served: a new
     /// chunk for a small block (it may not need one), the whole chunk for a large one.
     pub(crate) fn need(self) -> usize {

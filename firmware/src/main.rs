@@ -1,41 +1,214 @@
-//! A firmware-style program: no standard library, no `main`, a static arena, and the spin-locked
-//! core pool as the global allocator behind `alloc::vec::Vec`. `cargo xtask no-std` builds it for
-//! `thumbv7em-none-eabihf` to prove the core crate runs where there is no operating system.
+//! A test firmware for a Cortex-M4: no standard library, a static arena, and the spin-locked core
+//! pool as the global allocator behind `alloc`'s collections. `cargo xtask no-std` builds it for
+//! `thumbv7em-none-eabihf` and runs it on QEMU's `mps2-an386` board, where it reports through
+//! semihosting and exits 0 only if every check held.
+//!
+//! The phases: collections (`Vec`, `BTreeMap`, `String`), a block of every size class written and
+//! read back, frees in shuffled order, a second pool over a region of its own, a refusal at the
+//! limit, and last the global pool run dry: the allocation error handler is reached, and the
+//! panic handler takes its message as the end of a good run. `check()` runs after each phase.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod report;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::vec::Vec;
-use core::panic::PanicInfo;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-use melon_alloc_core::{LockedPool, RegionSource};
+use cortex_m_rt::entry;
+use melon_alloc_core::{LockedPool, RegionSource, CLASS_SIZES};
 
-const ARENA_BYTES: usize = 64 * 1024;
+use report::{fail, pass};
+
+/// Bytes of the global allocator's arena.
+const ARENA_BYTES: usize = 1024 * 1024;
+
+/// Bytes of the second pool's region.
+const SECOND_BYTES: usize = 64 * 1024;
 
 static mut ARENA: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
+
+static mut SECOND: [u8; SECOND_BYTES] = [0; SECOND_BYTES];
 
 #[global_allocator]
 // SAFETY: nothing but the pool ever touches `ARENA`.
 static POOL: LockedPool<RegionSource> =
     LockedPool::new(unsafe { RegionSource::new(&raw mut ARENA as *mut u8, ARENA_BYTES) }, None);
 
-/// The reset entry point: builds a vector in the pool and checks the pool afterwards.
-#[no_mangle]
-pub extern "C" fn _start() -> ! {
+/// Set when the last phase starts: from then on, reaching the allocation error handler is the
+/// expected end of the run.
+pub(crate) static EXHAUSTING: AtomicBool = AtomicBool::new(false);
+
+#[entry]
+fn main() -> ! {
+    collections();
+    every_class();
+    shuffled_frees();
+    second_pool();
+    exhaust()
+}
+
+/// Fails the run unless the global pool's invariants hold and it holds no block.
+fn check_empty(phase: &str) {
+    if let Err(error) = POOL.check() {
+        fail(phase, format_args!("check() failed: {error}"));
+    }
+    let live = POOL.stats().live_blocks;
+    if live != 0 {
+        fail(phase, format_args!("{live} blocks still live"));
+    }
+    pass(phase);
+}
+
+fn collections() {
     let mut samples: Vec<u32> = Vec::new();
     for reading in 0..1000 {
         samples.push(reading * 3);
     }
     let sum: u32 = samples.iter().sum();
-    drop(samples);
-    let healthy = POOL.check().is_ok() && sum == 1_498_500;
-    loop {
-        core::hint::black_box(healthy);
+    let mut by_key = BTreeMap::new();
+    for key in 0..500u32 {
+        by_key.insert(key.wrapping_mul(2_654_435_761), key);
+    }
+    let mut text = String::new();
+    for word in ["melon", "alloc", "on", "a", "microcontroller"] {
+        text.push_str(word);
+        text.push(' ');
+    }
+    let keys_in_order = by_key.keys().zip(by_key.keys().skip(1)).all(|(a, b)| a < b);
+    if sum != 1_498_500
+        || by_key.len() != 500
+        || !keys_in_order
+        || text != "melon alloc on a microcontroller "
+    {
+        fail("collections", format_args!("wrong contents"));
+    }
+    if let Err(error) = POOL.check() {
+        fail("collections", format_args!("check() with live collections: {error}"));
+    }
+    drop((samples, by_key, text));
+    check_empty("collections");
+}
+
+/// One block of every size class, each filled with a pattern of its own and read back after all
+/// of them are allocated: blocks that overlapped would overwrite each other's pattern.
+fn every_class() {
+    let mut blocks: Vec<(NonNull<u8>, usize)> = Vec::with_capacity(CLASS_SIZES.len());
+    for (class, &size) in CLASS_SIZES.iter().enumerate() {
+        let Some(block) = POOL.alloc(size) else {
+            fail("every class", format_args!("no block of {size} bytes"));
+        };
+        // SAFETY: the block holds `size` bytes.
+        unsafe { block.as_ptr().write_bytes(class as u8, size) };
+        blocks.push((block, size));
+    }
+    for (class, &(block, size)) in blocks.iter().enumerate() {
+        // SAFETY: the block holds `size` bytes, written above.
+        let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), size) };
+        if bytes.iter().any(|&byte| byte != class as u8) {
+            fail("every class", format_args!("the block of {size} bytes was overwritten"));
+        }
+    }
+    for (block, _) in blocks {
+        // SAFETY: a live block of `POOL`, freed once.
+        if let Err(error) = unsafe { POOL.try_free(block) } {
+            fail("every class", format_args!("free refused: {error}"));
+        }
+    }
+    check_empty("every class");
+}
+
+/// A small linear congruential generator: enough to shuffle, and the same on every run.
+struct Lcg(u32);
+
+impl Lcg {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (self.0 >> 8) as usize % bound
     }
 }
 
-#[panic_handler]
-fn panic(_: &PanicInfo<'_>) -> ! {
-    loop {}
+/// 400 blocks of sizes from 8 bytes to 3 KiB, freed in a shuffled order.
+fn shuffled_frees() {
+    let mut rng = Lcg(0x6d65_6c6f);
+    let mut blocks: Vec<NonNull<u8>> = Vec::with_capacity(400);
+    for _ in 0..400 {
+        let size = 8 + rng.below(3 * 1024);
+        let Some(block) = POOL.alloc(size) else {
+            fail("shuffled frees", format_args!("no block of {size} bytes"));
+        };
+        blocks.push(block);
+    }
+    for left in (1..=blocks.len()).rev() {
+        let block = blocks.swap_remove(rng.below(left));
+        // SAFETY: a live block of `POOL`, freed once.
+        if let Err(error) = unsafe { POOL.try_free(block) } {
+            fail("shuffled frees", format_args!("free refused: {error}"));
+        }
+    }
+    drop(blocks);
+    check_empty("shuffled frees");
+}
+
+/// A pool over a region of its own, with a limit: it serves, refuses past its limit without a
+/// charge, tells a foreign block from its own, and leaves the global pool alone.
+fn second_pool() {
+    // SAFETY: nothing but this pool ever touches `SECOND`, and the pool lives only here.
+    let source = unsafe { RegionSource::new(&raw mut SECOND as *mut u8, SECOND_BYTES) };
+    let pool = LockedPool::new(source, Some(32 * 1024));
+    let Some(block) = pool.alloc(100) else {
+        fail("second pool", format_args!("no block of 100 bytes"));
+    };
+    let held = pool.stats().bytes_held;
+    if pool.alloc(40 * 1024).is_some() || pool.stats().bytes_held != held {
+        fail("second pool", format_args!("a block past the limit was served or charged"));
+    }
+    let Some(global) = POOL.alloc(100) else {
+        fail("second pool", format_args!("no global block"));
+    };
+    // SAFETY: `try_free` only inspects a block it does not own; `global` stays live.
+    if unsafe { pool.try_free(global) }.is_ok() {
+        fail("second pool", format_args!("took a block of the global pool for its own"));
+    }
+    // SAFETY: live blocks of their own pools, freed once.
+    let freed = unsafe { (pool.try_free(block), POOL.try_free(global)) };
+    if freed.0.is_err() || freed.1.is_err() || pool.check().is_err() {
+        fail("second pool", format_args!("frees refused or check failed"));
+    }
+    if pool.stats().live_blocks != 0 {
+        fail("second pool", format_args!("blocks left in the second pool"));
+    }
+    check_empty("second pool");
+}
+
+/// Allocates 4 KiB blocks until the global pool refuses one, checks that the pool is sound when
+/// full, frees them, and then asks for more than the arena holds through a `Vec`: the
+/// allocation error handler ends the run (see `report`).
+fn exhaust() -> ! {
+    let mut blocks = Vec::with_capacity(ARENA_BYTES / 4096);
+    while let Some(block) = POOL.alloc(4096) {
+        blocks.push(block);
+        if blocks.len() == blocks.capacity() {
+            fail("exhaustion", format_args!("the arena never ran out"));
+        }
+    }
+    if POOL.check().is_err() {
+        fail("exhaustion", format_args!("check() failed in a full pool"));
+    }
+    for block in blocks.drain(..) {
+        // SAFETY: a live block of `POOL`, freed once.
+        if unsafe { POOL.try_free(block) }.is_err() {
+            fail("exhaustion", format_args!("free refused"));
+        }
+    }
+    drop(blocks);
+    check_empty("exhaustion");
+    EXHAUSTING.store(true, Ordering::SeqCst);
+    let too_big: Vec<u8> = Vec::with_capacity(2 * ARENA_BYTES);
+    fail("exhaustion", format_args!("{} bytes served from a smaller arena", too_big.capacity()))
 }

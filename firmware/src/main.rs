@@ -12,18 +12,18 @@
 
 extern crate alloc;
 
+mod collections;
 mod report;
 
-use alloc::collections::BTreeMap;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use cortex_m_rt::entry;
 use melon_alloc_core::{LockedPool, RegionSource, CLASS_SIZES};
 
-use report::{fail, pass};
+use collections::Collections;
+use report::{fail, pass, EXHAUSTING};
 
 /// Bytes of the global allocator's arena.
 const ARENA_BYTES: usize = 1024 * 1024;
@@ -39,10 +39,6 @@ static mut SECOND: [u8; SECOND_BYTES] = [0; SECOND_BYTES];
 // SAFETY: nothing but the pool ever touches `ARENA`.
 static POOL: LockedPool<RegionSource> =
     LockedPool::new(unsafe { RegionSource::new(&raw mut ARENA as *mut u8, ARENA_BYTES) }, None);
-
-/// Set when the last phase starts: from then on, reaching the allocation error handler is the
-/// expected end of the run.
-pub(crate) static EXHAUSTING: AtomicBool = AtomicBool::new(false);
 
 #[entry]
 fn main() -> ! {
@@ -66,32 +62,14 @@ fn check_empty(phase: &str) {
 }
 
 fn collections() {
-    let mut samples: Vec<u32> = Vec::new();
-    for reading in 0..1000 {
-        samples.push(reading * 3);
-    }
-    let sum: u32 = samples.iter().sum();
-    let mut by_key = BTreeMap::new();
-    for key in 0..500u32 {
-        by_key.insert(key.wrapping_mul(2_654_435_761), key);
-    }
-    let mut text = String::new();
-    for word in ["melon", "alloc", "on", "a", "microcontroller"] {
-        text.push_str(word);
-        text.push(' ');
-    }
-    let keys_in_order = by_key.keys().zip(by_key.keys().skip(1)).all(|(a, b)| a < b);
-    if sum != 1_498_500
-        || by_key.len() != 500
-        || !keys_in_order
-        || text != "melon alloc on a microcontroller "
-    {
+    let built = Collections::build();
+    if !built.intact() {
         fail("collections", format_args!("wrong contents"));
     }
     if let Err(error) = POOL.check() {
         fail("collections", format_args!("check() with live collections: {error}"));
     }
-    drop((samples, by_key, text));
+    drop(built);
     check_empty("collections");
 }
 

@@ -39,13 +39,82 @@ pub(crate) fn run_task() -> Result<(), String> {
     // The firmware's own `.cargo/config.toml` (the linker script) applies from its directory.
     build.current_dir(&firmware).args(["build", "--release", "--target", TARGET]);
     run(build)?;
-    let elf = firmware.join("target").join(TARGET).join("release").join("melon-alloc-firmware");
-    emulate(&elf)
+    emulate(&elf("melon-alloc-firmware"), ALL_PASSED).map(drop)
+}
+
+/// The peers of the firmware comparison: the `compare` binary's feature for each (none is
+/// melon's pool), and the name its table row gets. The last, a bump allocator that never frees,
+/// is the baseline the others' code size is measured against.
+pub(crate) const FIRMWARE_PEERS: [(&str, &str); 5] = [
+    ("", "melon"),
+    ("llff", "embedded-alloc LLFF"),
+    ("tlsf", "embedded-alloc TLSF"),
+    ("talc", "talc"),
+    ("bump", "bump"),
+];
+
+/// One peer's build and run of the `compare` firmware.
+pub(crate) struct Compared {
+    pub(crate) peer: &'static str,
+    /// Bytes of the build's `.text` section.
+    pub(crate) text_bytes: u64,
+    /// The figures the run printed (`name value` lines, see `firmware/src/compare/main.rs`).
+    pub(crate) figures: Vec<(String, u64)>,
+}
+
+/// Builds the `compare` firmware once per peer and runs each on the emulated board.
+pub(crate) fn compare() -> Result<Vec<Compared>, String> {
+    let mut target = Command::new("rustup");
+    target.args(["target", "add", TARGET]);
+    run(target)?;
+    let mut rows = Vec::new();
+    for (feature, name) in FIRMWARE_PEERS {
+        let mut build = cargo();
+        build.current_dir(root().join("firmware"));
+        build.args(["build", "--release", "--target", TARGET, "--bin", "compare"]);
+        if !feature.is_empty() {
+            build.args(["--features", feature]);
+        }
+        run(build)?;
+        let elf = elf("compare");
+        let text = text_bytes(&elf)?;
+        let output = emulate(&elf, "done")?;
+        let figures = output
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                Some((key.to_string(), value.parse().ok()?))
+            })
+            .collect();
+        rows.push(Compared { peer: name, text_bytes: text, figures });
+    }
+    Ok(rows)
+}
+
+/// The release build of the firmware's binary `name`.
+fn elf(name: &str) -> std::path::PathBuf {
+    root().join("firmware").join("target").join(TARGET).join("release").join(name)
+}
+
+/// The size of the `.text` section of `elf`, from binutils' `size`.
+fn text_bytes(elf: &std::path::Path) -> Result<u64, String> {
+    let output = Command::new("size")
+        .args(["-A", "-d"])
+        .arg(elf)
+        .output()
+        .map_err(|error| format!("could not run size: {error}"))?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(".text")).then(|| fields.next()?.parse().ok())?
+        })
+        .ok_or_else(|| format!("no .text section in {}", elf.display()))
 }
 
 /// Runs the firmware at `elf` on the emulated board, with semihosting for its output and exit
-/// code, and fails unless it exits 0 in time having said that every check held.
-fn emulate(elf: &std::path::Path) -> Result<(), String> {
+/// code, and returns its output; fails unless it exits 0 in time with `last` among its lines.
+fn emulate(elf: &std::path::Path, last: &str) -> Result<String, String> {
     let mut qemu = Command::new("qemu-system-arm");
     qemu.args(["-M", BOARD, "-nographic", "-semihosting-config", "enable=on,target=native"])
         .arg("-kernel")
@@ -75,8 +144,8 @@ fn emulate(elf: &std::path::Path) -> Result<(), String> {
         stdout.read_to_string(&mut output).map_err(|error| error.to_string())?;
     }
     print!("{output}");
-    if status.success() && output.lines().any(|line| line == ALL_PASSED) {
-        Ok(())
+    if status.success() && output.lines().any(|line| line == last) {
+        Ok(output)
     } else {
         Err(format!("the firmware failed on {BOARD} ({status})"))
     }

@@ -2,14 +2,15 @@
 //! `docs/benchmarks.svg` from the run.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident,global,per_request] [FILTER]
+//! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident,global,per_request,firmware] [FILTER]
 //! ```
 //!
-//! The run has six parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
+//! The run has seven parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
 //! (criterion leaves its estimates in `target/criterion/<group>/<function>/new/`), the
-//! multi-process `hammer`, the `resident` memory measurement, the `global` allocator comparison
-//! and the tokio `per_request` workload, all four of which write
-//! tab-separated figures to `target/bench-results/`. The facts of the machine and of the run go
+//! multi-process `hammer`, the `resident` memory measurement, the `global` allocator comparison,
+//! the tokio `per_request` workload and the `firmware` comparison of allocators on an emulated
+//! Cortex-M4 (see `no_std.rs`), all five of which write tab-separated figures to
+//! `target/bench-results/`. The facts of the machine and of the run go
 //! to `target/bench-results/machine.tsv`. The page is then written from those files alone, which
 //! is what `--report-only` does without running anything. `--quick` shortens every measurement
 //! to try the pipeline; its figures are not worth publishing, and the page says so. A `FILTER` is
@@ -44,11 +45,19 @@ enum Part {
     Resident,
     Global,
     PerRequest,
+    Firmware,
 }
 
 impl Part {
-    const ALL: [Part; 6] =
-        [Part::Heap, Part::Shm, Part::Hammer, Part::Resident, Part::Global, Part::PerRequest];
+    const ALL: [Part; 7] = [
+        Part::Heap,
+        Part::Shm,
+        Part::Hammer,
+        Part::Resident,
+        Part::Global,
+        Part::PerRequest,
+        Part::Firmware,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -58,6 +67,7 @@ impl Part {
             Part::Resident => "resident",
             Part::Global => "global",
             Part::PerRequest => "per_request",
+            Part::Firmware => "firmware",
         }
     }
 }
@@ -84,7 +94,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .split(',')
                     .map(|name| {
                         Part::ALL.into_iter().find(|part| part.name() == name).ok_or(format!(
-                            "unknown part `{name}`: heap, shm, hammer, resident, global, per_request"
+                            "unknown part `{name}`: heap, shm, hammer, resident, global, per_request, firmware"
                         ))
                     })
                     .collect::<Result<_, _>>()?;
@@ -92,7 +102,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other if other.starts_with("--") => {
                 return Err(format!(
                     "unknown argument `{other}`; usage: cargo xtask bench [--quick] \
-                     [--report-only] [--only heap,shm,hammer,resident,global,per_request] \
+                     [--report-only] [--only heap,shm,hammer,resident,global,per_request,firmware] \
                      [FILTER]"
                 ))
             }
@@ -168,6 +178,18 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 per_request.args(["--rounds", if options.quick { "3" } else { "9" }]);
                 per_request.arg("--tsv").arg(results.join("per_request.tsv"));
                 run(per_request)?;
+            }
+            Part::Firmware => {
+                let mut tsv = String::from("peer\ttext_bytes\tfigure\tvalue\n");
+                for run in crate::no_std::compare()? {
+                    for (figure, value) in run.figures {
+                        let _ =
+                            writeln!(tsv, "{}\t{}\t{figure}\t{value}", run.peer, run.text_bytes);
+                    }
+                }
+                let path = results.join("firmware.tsv");
+                fs::write(&path, tsv)
+                    .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
             }
         }
     }

@@ -318,3 +318,51 @@ impl PerRequest {
         self.rows.iter().find(|row| row.peer == peer)
     }
 }
+
+/// The firmware comparison: per peer, in the order measured, the bytes of its build's `.text`
+/// and the figures its run printed.
+#[derive(Default)]
+pub(super) struct Firmware {
+    pub(super) peers: Vec<FirmwarePeer>,
+    pub(super) when: Option<u64>,
+}
+
+/// One allocator of the firmware comparison.
+pub(super) struct FirmwarePeer {
+    pub(super) name: String,
+    pub(super) text_bytes: u64,
+    figures: Vec<(String, u64)>,
+}
+
+impl FirmwarePeer {
+    /// The figure the firmware printed as `name value`.
+    pub(super) fn figure(&self, name: &str) -> Option<u64> {
+        self.figures.iter().find(|(figure, _)| figure == name).map(|&(_, value)| value)
+    }
+}
+
+impl Firmware {
+    pub(super) fn read(results: &Path) -> Self {
+        let path = results.join("firmware.tsv");
+        let mut firmware = Firmware { when: modified(&path), ..Firmware::default() };
+        for fields in tsv(&path) {
+            let [peer, text, figure, value] = &fields[..] else { continue };
+            let (Ok(text_bytes), Ok(value)) = (text.parse(), value.parse()) else { continue };
+            if firmware.peers.last().is_none_or(|last| last.name != *peer) {
+                firmware.peers.push(FirmwarePeer {
+                    name: peer.clone(),
+                    text_bytes,
+                    figures: Vec::new(),
+                });
+            }
+            if let Some(last) = firmware.peers.last_mut() {
+                last.figures.push((figure.clone(), value));
+            }
+        }
+        firmware
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&FirmwarePeer> {
+        self.peers.iter().find(|peer| peer.name == name)
+    }
+}

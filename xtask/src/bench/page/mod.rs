@@ -1,6 +1,7 @@
 //! The page, `docs/benchmarks.md`: its introduction, the machine, the targets at a glance, then
 //! the heap pools' and the shared pool's sections, written from the results on disk.
 
+mod firmware;
 mod global;
 mod heap;
 mod per_request;
@@ -12,8 +13,9 @@ use std::path::Path;
 
 use super::chart::svg;
 use super::format::utc;
-use super::results::{locked_versions, Facts, Global, Hammer, PerRequest, Resident};
+use super::results::{locked_versions, Facts, Firmware, Global, Hammer, PerRequest, Resident};
 use crate::root;
+use firmware::firmware_results;
 use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
 use per_request::per_request_results;
@@ -29,6 +31,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let resident = Resident::read(results);
     let global = Global::read(results);
     let per_request = PerRequest::read(results);
+    let firmware = Firmware::read(results);
     let docs = root().join("docs");
     let page_path = docs.join("benchmarks.md");
     let kept = fs::read_to_string(&page_path)
@@ -53,6 +56,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
     global_results(&mut results_text, &mut targets, &global);
     per_request_results(&mut results_text, &mut targets, &per_request);
+    firmware_results(&mut results_text, &mut targets, &firmware);
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);
     reclaim_results(&mut shm_text);

@@ -129,10 +129,51 @@ pub(crate) fn valgrind() -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask bench-c`: the C benchmark against the release library, compiled with `-O2`.
+/// Pairs of `pairs.c` at the smaller of its two runs under callgrind.
+const PAIRS: u64 = 100_000;
+
+/// Melon's own pool in the same loop as `pairs.c`, in instructions per pair (quoted from
+/// `MELON_ALLOC.md`, not measured here).
+const MELON_INSTRUCTIONS: f64 = 98.8;
+
+/// `cargo xtask bench-c`: the C benchmark against the library as C programs link it (the
+/// `c-release` profile), compiled with `-O2`: its times against glibc, then the instructions of
+/// an alloc+free pair under callgrind.
 pub(crate) fn bench() -> Result<(), String> {
-    let lib = build_lib(&["--release"], "release")?;
-    let out_dir = target_dir().join("release").join("capi");
+    let lib = build_lib(&["--profile", "c-release"], "c-release")?;
+    let out_dir = target_dir().join("c-release").join("capi");
     let exe = compile("bench.c", &[], &lib, &out_dir)?;
-    run(Command::new(exe))
+    run(Command::new(exe))?;
+    let pairs = compile("pairs.c", &[], &lib, &out_dir)?;
+    let at = |n: u64| instructions(&pairs, n);
+    let (once, twice) = (at(PAIRS)?, at(2 * PAIRS)?);
+    // The extra pairs of the doubled run: N ping-pong pairs and the whole rounds of 1024.
+    let extra = PAIRS + (2 * PAIRS / 1024 - PAIRS / 1024) * 1024;
+    let per_pair = twice.saturating_sub(once) as f64 / extra as f64;
+    println!(
+        "instructions per alloc+free pair of 64 bytes, loop included (callgrind, pairs.c): \
+         {per_pair:.1}; Melon's pool: {MELON_INSTRUCTIONS} (quoted), ratio {:.2}",
+        per_pair / MELON_INSTRUCTIONS
+    );
+    Ok(())
+}
+
+/// The instructions `exe` runs with the argument `n`, counted by callgrind.
+fn instructions(exe: &Path, n: u64) -> Result<u64, String> {
+    let output = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .arg(n.to_string())
+        .output()
+        .map_err(|error| format!("could not run valgrind: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("{} {n} failed under callgrind", exe.display()));
+    }
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find_map(|line| {
+            let refs = line.split("I   refs:").nth(1)?;
+            refs.trim().replace(',', "").parse().ok()
+        })
+        .ok_or_else(|| "no instruction count in callgrind's output".to_string())
 }

@@ -21,13 +21,9 @@
  * writing, briefly. fork() waits until no thread is inside those, so a forked process never
  * finds them half done, whatever the other threads were doing.
  *
- * A panic inside the library (a bug, or a broken contract such as two threads in one pool) never
- * reaches the caller: the call returns NULL, 0 or nothing, and the pools it was working on are
- * poisoned. Every later call on a poisoned pool, or on a pool made from it, does the same;
- * mln_alloc_free of one of their blocks does nothing, and mln_alloc_destroy of them leaves their
- * memory allocated rather than walk lists the panic may have left half changed. A panic in a call
- * on a pool poisons every pool of its tree (its root and all pools made from the root); a panic
- * in mln_alloc_free poisons the block's pool and the pools made from it.
+ * A panic inside the library (a bug, or a broken contract such as two threads in one pool) aborts
+ * the process, with its message on standard error: it never unwinds into the caller, and no call
+ * goes on with a pool it may have left half changed.
  */
 #ifndef MLN_ALLOC_H
 #define MLN_ALLOC_H
@@ -103,8 +99,7 @@ mln_alloc_t *mln_alloc_shm_init(mln_size_t capacity, void *locker, mln_alloc_shm
                                 mln_alloc_shm_lock_cb_t unlock);
 
 /*
- * Destroys a pool: every block it holds is released at once. `NULL` does nothing, and so does a
- * poisoned pool (see the top of this file).
+ * Destroys a pool: every block it holds is released at once. `NULL` does nothing.
  *
  * Pools made from it (its children, and theirs) are destroyed first, as if destroyed one by
  * one, deepest first: in Melon they live in the parent's memory and die with it, and here too
@@ -118,7 +113,7 @@ void mln_alloc_destroy(mln_alloc_t *pool);
 /*
  * Allocates `size` bytes from `pool`, aligned to 16 (Melon's blocks were aligned to 8 only).
  * A size of 0 gets a unique small block. Returns NULL when the limit would be passed, the
- * memory is exhausted, the size is absurd, or `pool` is NULL or poisoned. Running out of system
+ * memory is exhausted, the size is absurd, or `pool` is NULL. Running out of system
  * memory for the library's own bookkeeping is a NULL too, here and in mln_alloc_init and
  * mln_alloc_shm_init, rather than an abort.
  */
@@ -139,8 +134,8 @@ void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
 
 /*
  * Frees a block by its pointer alone: the block knows its pool. `ptr` must be a pointer
- * returned by the functions above and not freed since; NULL does nothing, and so does a block of
- * a poisoned pool. A double free of a shared-memory block is detected and ignored.
+ * returned by the functions above and not freed since; NULL does nothing. A double free of a
+ * shared-memory block is detected and ignored.
  */
 void mln_alloc_free(void *ptr);
 
@@ -149,7 +144,7 @@ void mln_alloc_free(void *ptr);
  * holds from its parent or the system (blocks free inside memory it already holds are not
  * counted, as in Melon); for a heap pool without a limit, M_ALLOC_INFINITE_SIZE; for a
  * shared-memory pool, the exact free bytes (Melon's figure was wrong for large pools and
- * wrapped below zero once two regions were busy). 0 for a NULL or poisoned pool.
+ * wrapped below zero once two regions were busy). 0 for a NULL pool.
  */
 mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 

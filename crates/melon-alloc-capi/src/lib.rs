@@ -3,15 +3,12 @@
 //! # The Rust side
 //!
 //! The functions below are the library's C ABI, `#[no_mangle]` under Melon's names; a Rust
-//! program has the `melon-alloc` crate for the same pools without raw pointers. Every entry
-//! point catches panics and returns NULL (or nothing) instead: no unwind crosses into C.
+//! program has the `melon-alloc` crate for the same pools without raw pointers.
 //!
-//! A panic means a bug or a broken contract, and may have stopped an operation half way, so the
-//! pools it was working on are poisoned: every later call on them, or on a pool made from them,
-//! returns NULL (0, or nothing), a free of one of their blocks does nothing, and destroying them
-//! leaves their memory allocated. A panic in a call on a pool poisons its whole tree (its root
-//! and every pool made from the root); a panic in `mln_alloc_free` poisons the block's pool and
-//! the pools made from it.
+//! A panic inside the library means a bug of ours or a broken contract (two threads in one pool,
+//! say), and may have stopped an operation half way. No unwind crosses into C: a panic in an
+//! `extern "C"` function aborts the process, with the panic's message on standard error. The
+//! reasons, and the poisoning it replaces, are in `docs/architecture.md` under "C API".
 //!
 //! Thread safety is Melon's: a pool and its heap ancestors (up to the root, or up to a shared
 //! pool) are used by one thread at a time, and freeing a block uses its pool. Every `# Safety`
@@ -20,9 +17,7 @@
 //! How the C API maps onto the pools, and the choices it makes where Melon's documentation is
 //! silent, are in `docs/architecture.md` under "C API".
 
-use core::cell::Cell;
 use core::ffi::c_void;
-use core::panic::AssertUnwindSafe;
 use core::ptr::{self, NonNull};
 
 use melon_alloc_heap::Pool;
@@ -30,7 +25,6 @@ use melon_alloc_shm::ShmPool;
 
 mod fork;
 mod lock;
-mod poison;
 mod pool;
 mod shared;
 
@@ -44,46 +38,6 @@ use shared::Owner;
 /// `M_ALLOC_INFINITE_SIZE`: what [`mln_alloc_available_capacity`] returns for a pool without a
 /// limit.
 pub const M_ALLOC_INFINITE_SIZE: usize = usize::MAX;
-
-/// What a panic in a call poisons, learnt as the call goes: the handles and the heap pool it was
-/// working on. Each is alive while it is recorded here.
-#[derive(Default)]
-struct Blame {
-    /// The handle the call was made on.
-    handle: Cell<Option<NonNull<MlnAlloc>>>,
-    /// The handle of the block's pool, for a block of a shared pool itself.
-    block_handle: Cell<Option<NonNull<MlnAlloc>>>,
-    /// The heap pool of the block.
-    block_pool: Cell<Option<NonNull<Pool>>>,
-}
-
-impl Blame {
-    fn poison(&self) {
-        for handle in [self.handle.get(), self.block_handle.get()].into_iter().flatten() {
-            // SAFETY: a handle is recorded only while it is alive, and a panic ends the call
-            // before anything else could destroy it.
-            poison::poison_tree(unsafe { handle.as_ref() });
-        }
-        if let Some(pool) = self.block_pool.get() {
-            poison::poison_pool(pool);
-        }
-    }
-}
-
-/// Runs `f`, or returns `fallback` if it panics, poisoning what `f` was working on: no panic
-/// crosses into C, and no later call works on a pool the panic left half changed.
-fn guarded<R>(fallback: R, f: impl FnOnce(&Blame) -> R) -> R {
-    let blame = Blame::default();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| f(&blame))) {
-        Ok(result) => result,
-        Err(payload) => {
-            // Dropping a panic's payload runs arbitrary code, which could panic again.
-            core::mem::forget(payload);
-            blame.poison();
-            fallback
-        }
-    }
-}
 
 /// A test's way to make a call panic at a given point, as a bug would.
 #[cfg(test)]
@@ -129,7 +83,7 @@ fn limit(capacity: usize) -> Option<usize> {
 }
 
 /// Makes a heap pool: over the system heap when `parent` is NULL, over `parent` otherwise.
-/// `capacity` is a limit in bytes, 0 for none. NULL on failure, and for a poisoned `parent`.
+/// `capacity` is a limit in bytes, 0 for none. NULL on failure.
 ///
 /// # Safety
 /// - `parent` is NULL or a pool from `mln_alloc_init` or `mln_alloc_shm_init`, not destroyed.
@@ -137,19 +91,12 @@ fn limit(capacity: usize) -> Option<usize> {
 ///   pool) meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_init(parent: *mut MlnAlloc, capacity: usize) -> *mut MlnAlloc {
-    guarded(ptr::null_mut(), |blame| {
-        let Some(parent) = NonNull::new(parent) else {
-            return handle_to_c(pool::new_heap(limit(capacity)));
-        };
-        // SAFETY: the caller promises a live pool.
-        if poison::refuses(unsafe { parent.as_ref() }) {
-            return ptr::null_mut();
-        }
-        blame.handle.set(Some(parent));
-        // SAFETY: the caller promises a live pool, used by this thread alone with its heap
-        // ancestors; destroying it destroys the child first.
-        handle_to_c(unsafe { pool::new_child(parent, limit(capacity)) })
-    })
+    let Some(parent) = NonNull::new(parent) else {
+        return handle_to_c(pool::new_heap(limit(capacity)));
+    };
+    // SAFETY: the caller promises a live pool, used by this thread alone with its heap
+    // ancestors; destroying it destroys the child first.
+    handle_to_c(unsafe { pool::new_child(parent, limit(capacity)) })
 }
 
 /// Makes a shared-memory pool of `capacity` bytes whose child pools call `lock(locker)` and
@@ -170,25 +117,22 @@ pub unsafe extern "C" fn mln_alloc_shm_init(
     lock: Option<LockCallback>,
     unlock: Option<LockCallback>,
 ) -> *mut MlnAlloc {
-    guarded(ptr::null_mut(), |_| {
-        let lock = match (lock, unlock) {
-            // SAFETY: forwarded from the caller.
-            (Some(lock), Some(unlock)) => Some(unsafe { CallbackLock::new(locker, lock, unlock) }),
-            (None, None) => None,
-            _ => return ptr::null_mut(),
-        };
-        handle_to_c(pool::new_shared(|| {
-            match lock {
-                Some(lock) => ShmPool::with_lock(capacity, lock),
-                None => ShmPool::new(capacity),
-            }
-            .ok()
-        }))
-    })
+    let lock = match (lock, unlock) {
+        // SAFETY: forwarded from the caller.
+        (Some(lock), Some(unlock)) => Some(unsafe { CallbackLock::new(locker, lock, unlock) }),
+        (None, None) => None,
+        _ => return ptr::null_mut(),
+    };
+    handle_to_c(pool::new_shared(|| {
+        match lock {
+            Some(lock) => ShmPool::with_lock(capacity, lock),
+            None => ShmPool::new(capacity),
+        }
+        .ok()
+    }))
 }
 
-/// Destroys a pool and every pool made from it, releasing all their memory. NULL does nothing,
-/// and so does a poisoned pool (its memory stays allocated).
+/// Destroys a pool and every pool made from it, releasing all their memory. NULL does nothing.
 ///
 /// # Safety
 /// - `pool` is NULL or a pool from `mln_alloc_init` or `mln_alloc_shm_init`, not destroyed.
@@ -198,48 +142,20 @@ pub unsafe extern "C" fn mln_alloc_shm_init(
 ///   meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_destroy(pool: *mut MlnAlloc) {
-    guarded((), |blame| {
-        let Some(handle) = NonNull::new(pool) else {
-            return;
-        };
-        // SAFETY: the caller promises a live pool.
-        let handle_ref = unsafe { handle.as_ref() };
-        if poison::refuses(handle_ref) {
-            return;
-        }
-        // A panic half way poisons the root, which outlives the walk unless it is the pool
-        // being destroyed: then nothing of the tree is left once it goes.
-        let root = handle_ref.tree_root();
-        blame.handle.set(Some(root));
-        let last = || {
-            if root == handle {
-                blame.handle.set(None);
-            }
-        };
+    if let Some(handle) = NonNull::new(pool) {
         // SAFETY: forwarded from the caller.
-        unsafe { pool::destroy(handle, last) }
-    });
+        unsafe { pool::destroy(handle) }
+    }
 }
 
-/// Allocates `size` bytes from a pool, 16-byte aligned, zeroed if `zeroed`. `None` for a
-/// poisoned pool.
-fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool, blame: &Blame) -> Option<NonNull<u8>> {
-    if poison::refuses(pool) {
-        return None;
-    }
-    blame.handle.set(Some(NonNull::from(pool)));
+/// Allocates `size` bytes from a pool, 16-byte aligned, zeroed if `zeroed`.
+#[inline(always)]
+fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool) -> Option<NonNull<u8>> {
     failpoint::hit("alloc");
     let heap: &Pool = match pool.kind() {
         Kind::Heap(heap) => heap,
         Kind::Child(child) => child,
-        Kind::Shared(_) => {
-            let shm = pool.shm()?;
-            return if zeroed {
-                on_shared(shm, |shm| shm.alloc_zeroed(size))
-            } else {
-                on_shared(shm, |shm| shm.alloc(size))
-            };
-        }
+        Kind::Shared(_) => return alloc_shared(pool, size, zeroed),
     };
     if zeroed {
         heap.alloc_zeroed(size)
@@ -248,8 +164,20 @@ fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool, blame: &Blame) -> Option
     }
 }
 
-/// Allocates `size` bytes from `pool`, 16-byte aligned. NULL on failure, for a NULL pool and for
-/// a poisoned one.
+/// [`alloc_in`] for a shared pool: out of line, so that the heap pools' path, which nearly every
+/// allocation from C takes, keeps no stack frame for it.
+#[cold]
+#[inline(never)]
+fn alloc_shared(pool: &MlnAlloc, size: usize, zeroed: bool) -> Option<NonNull<u8>> {
+    let shm = pool.shm()?;
+    if zeroed {
+        on_shared(shm, |shm| shm.alloc_zeroed(size))
+    } else {
+        on_shared(shm, |shm| shm.alloc(size))
+    }
+}
+
+/// Allocates `size` bytes from `pool`, 16-byte aligned. NULL on failure and for a NULL pool.
 ///
 /// # Safety
 /// - `pool` is NULL or a live pool.
@@ -258,11 +186,9 @@ fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool, blame: &Blame) -> Option
 /// - For a shared pool with lock callbacks, the caller holds its lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_m(pool: *mut MlnAlloc, size: usize) -> *mut c_void {
-    guarded(ptr::null_mut(), |blame| {
-        // SAFETY: the caller promises NULL or a live pool.
-        let pool = unsafe { pool.as_ref() };
-        to_c(pool.and_then(|pool| alloc_in(pool, size, false, blame)))
-    })
+    // SAFETY: the caller promises NULL or a live pool.
+    let pool = unsafe { pool.as_ref() };
+    to_c(pool.and_then(|pool| alloc_in(pool, size, false)))
 }
 
 /// Like [`mln_alloc_m`], with the `size` bytes zeroed.
@@ -271,15 +197,12 @@ pub unsafe extern "C" fn mln_alloc_m(pool: *mut MlnAlloc, size: usize) -> *mut c
 /// As for [`mln_alloc_m`].
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c_void {
-    guarded(ptr::null_mut(), |blame| {
-        // SAFETY: the caller promises NULL or a live pool.
-        let pool = unsafe { pool.as_ref() };
-        to_c(pool.and_then(|pool| alloc_in(pool, size, true, blame)))
-    })
+    // SAFETY: the caller promises NULL or a live pool.
+    let pool = unsafe { pool.as_ref() };
+    to_c(pool.and_then(|pool| alloc_in(pool, size, true)))
 }
 
-/// Frees a block of any pool; a block of a poisoned pool, or in a chunk this process must not
-/// touch, is left alone.
+/// Frees a block of any pool; a block in a chunk this process must not touch is left alone.
 ///
 /// # Safety
 /// - `block` is an in-use block of a live pool, and is not used afterwards; `owner` is what
@@ -287,7 +210,8 @@ pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
 /// - For a block of a shared pool itself with lock callbacks, the caller holds its lock.
-unsafe fn free_block(block: NonNull<u8>, owner: Owner, blame: &Blame) {
+#[inline(always)]
+unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
     match owner {
         // What `melon_alloc_heap::free` does, written out so that `Pool::free` inlines here:
         // this is the path of nearly every free from C.
@@ -298,10 +222,6 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner, blame: &Blame) {
             let Some(pool) = (unsafe { heap_pool_of(block) }) else {
                 return;
             };
-            if poison::refuses_pool(pool) {
-                return;
-            }
-            blame.block_pool.set(Some(pool));
             failpoint::hit("free");
             // SAFETY: (1) heap pools record their `Pool` in their chunks, and the pool is live;
             // (2) the caller promises that no other thread uses the pool or its heap ancestors,
@@ -311,10 +231,6 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner, blame: &Blame) {
         Owner::Shared(handle) => {
             // SAFETY: the block is in use, so its pool, and the pool's handle, are live.
             let handle_ref = unsafe { handle.as_ref() };
-            if poison::refuses(handle_ref) {
-                return;
-            }
-            blame.block_handle.set(Some(handle));
             if let Some(shm) = handle_ref.shm() {
                 // A pointer the pool refuses (a double free, say) changes nothing: ignore it.
                 // SAFETY: forwarded from the caller.
@@ -325,8 +241,8 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner, blame: &Blame) {
     }
 }
 
-/// The bytes an in-use block can hold, from its pool; `None` for a block of a poisoned pool or
-/// in a chunk this process must not touch.
+/// The bytes an in-use block can hold, from its pool; `None` for a block in a chunk this process
+/// must not touch.
 ///
 /// # Safety
 /// As for [`free_block`], the block being kept.
@@ -335,18 +251,12 @@ unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
         Owner::Heap => {
             // SAFETY: as in `free_block`: an in-use block of a live heap pool.
             let pool = unsafe { heap_pool_of(block) }?;
-            if poison::refuses_pool(pool) {
-                return None;
-            }
             // SAFETY: an in-use block of that pool, which no other thread uses meanwhile.
             Some(unsafe { pool.as_ref().usable_size(block) })
         }
         Owner::Shared(handle) => {
             // SAFETY: the block is in use, so its pool, and the pool's handle, are live.
             let handle = unsafe { handle.as_ref() };
-            if poison::refuses(handle) {
-                return None;
-            }
             on_shared(handle.shm()?, |shm| shm.usable_size(block)).ok()
         }
         Owner::Gone => None,
@@ -372,33 +282,25 @@ unsafe fn realloc(
     handle: *mut MlnAlloc,
     block: Option<NonNull<u8>>,
     size: usize,
-    blame: &Blame,
 ) -> Option<NonNull<u8>> {
     // SAFETY: the caller promises NULL or a live pool.
     let pool = unsafe { handle.as_ref() };
-    if pool.is_some_and(poison::refuses) {
-        return None;
-    }
     let Some(block) = block else {
-        return alloc_in(pool?, size, false, blame);
+        return alloc_in(pool?, size, false);
     };
     let owner = shared::owner(block);
     if size == 0 {
         // SAFETY: forwarded from the caller, who gives the block up.
-        unsafe { free_block(block, owner, blame) };
+        unsafe { free_block(block, owner) };
         return None;
     }
     let pool = pool?;
-    blame.handle.set(Some(NonNull::from(pool)));
     let in_place = match (owner, pool.kind()) {
         (Owner::Heap, Kind::Heap(_) | Kind::Child(_)) => {
             // SAFETY: as in `free_block`: `owner` found the block outside every shared mapping
             // or in a chunk held by one of this process's heap pools, so by the caller's promise
             // it is an in-use block of a live heap pool.
             let owner = unsafe { heap_pool_of(block) }?;
-            if poison::refuses_pool(owner) {
-                return None;
-            }
             pool.heap().is_some_and(|heap| ptr::eq(heap, owner.as_ptr()))
         }
         (Owner::Shared(shared), Kind::Shared(_)) => shared == NonNull::from(pool),
@@ -418,12 +320,12 @@ unsafe fn realloc(
         _ => {
             // SAFETY: forwarded from the caller.
             let old = unsafe { usable_size(block, owner) }?;
-            let moved = alloc_in(pool, size, false, blame)?;
+            let moved = alloc_in(pool, size, false)?;
             // SAFETY: (1) the old block holds `old` bytes and the new one at least `size`; (2)
             // two in-use blocks never overlap.
             unsafe { ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), old.min(size)) };
             // SAFETY: forwarded from the caller, who gives the old block up.
-            unsafe { free_block(block, owner, blame) };
+            unsafe { free_block(block, owner) };
             Some(moved)
         }
     }
@@ -431,7 +333,7 @@ unsafe fn realloc(
 
 /// Resizes the block `ptr` to `size` bytes, keeping its contents up to the smaller size; a
 /// shrink stays in place. `size == 0` frees the block and returns NULL; `ptr == NULL`
-/// allocates. On failure (a poisoned pool included) returns NULL and leaves the block as it was.
+/// allocates. On failure returns NULL and leaves the block as it was.
 ///
 /// # Safety
 /// - `pool` is NULL or a live pool; `ptr` is NULL or an in-use block of a live pool (normally
@@ -446,14 +348,11 @@ pub unsafe extern "C" fn mln_alloc_re(
     ptr: *mut c_void,
     size: usize,
 ) -> *mut c_void {
-    guarded(ptr::null_mut(), |blame| {
-        // SAFETY: forwarded from the caller.
-        to_c(unsafe { realloc(pool, NonNull::new(ptr.cast()), size, blame) })
-    })
+    // SAFETY: forwarded from the caller.
+    to_c(unsafe { realloc(pool, NonNull::new(ptr.cast()), size) })
 }
 
-/// Frees a block by its pointer alone. NULL does nothing, and so does a block of a poisoned
-/// pool.
+/// Frees a block by its pointer alone. NULL does nothing.
 ///
 /// # Safety
 /// - `ptr` is NULL or an in-use block of a live pool, and is not used afterwards.
@@ -463,17 +362,34 @@ pub unsafe extern "C" fn mln_alloc_re(
 ///   the caller holds the pool's lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
-    guarded((), |blame| {
-        if let Some(block) = NonNull::new(ptr.cast::<u8>()) {
-            // SAFETY: forwarded from the caller.
-            unsafe { free_block(block, shared::owner(block), blame) }
-        }
-    });
+    let Some(block) = NonNull::new(ptr.cast::<u8>()) else {
+        return;
+    };
+    if shared::any() {
+        // SAFETY: forwarded from the caller.
+        unsafe { free_with_shared_pools(block) }
+    } else {
+        // SAFETY: with no shared pool in this process, the block is a heap pool's; forwarded
+        // from the caller.
+        unsafe { free_block(block, Owner::Heap) }
+    }
+}
+
+/// [`mln_alloc_free`] in a process with shared pools, whose table says what the block is: out of
+/// line, so that a process without one frees without a stack frame.
+///
+/// # Safety
+/// As for [`mln_alloc_free`], `block` not NULL.
+#[cold]
+#[inline(never)]
+unsafe fn free_with_shared_pools(block: NonNull<u8>) {
+    // SAFETY: forwarded from the caller.
+    unsafe { free_block(block, shared::owner(block)) }
 }
 
 /// The bytes a pool can still take: the limit minus what it holds for a heap pool,
 /// [`M_ALLOC_INFINITE_SIZE`] without a limit, the exact free bytes for a shared pool; 0 for
-/// NULL and for a poisoned pool.
+/// NULL.
 ///
 /// # Safety
 /// - `pool` is NULL or a live pool.
@@ -482,32 +398,20 @@ pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
 /// - For a shared pool with lock callbacks, the caller holds its lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_available_capacity(pool: *mut MlnAlloc) -> usize {
-    guarded(0, |blame| {
-        // SAFETY: the caller promises NULL or a live pool.
-        let Some(pool) = (unsafe { pool.as_ref() }) else {
-            return 0;
-        };
-        if poison::refuses(pool) {
-            return 0;
-        }
-        blame.handle.set(Some(NonNull::from(pool)));
-        match pool.kind() {
-            Kind::Heap(heap) => heap.available().unwrap_or(M_ALLOC_INFINITE_SIZE),
-            Kind::Child(child) => child.available().unwrap_or(M_ALLOC_INFINITE_SIZE),
-            Kind::Shared(_) => pool.shm().map_or(0, |shm| on_shared(shm, ShmPool::available)),
-        }
-    })
+    // SAFETY: the caller promises NULL or a live pool.
+    let Some(pool) = (unsafe { pool.as_ref() }) else {
+        return 0;
+    };
+    match pool.kind() {
+        Kind::Heap(heap) => heap.available().unwrap_or(M_ALLOC_INFINITE_SIZE),
+        Kind::Child(child) => child.available().unwrap_or(M_ALLOC_INFINITE_SIZE),
+        Kind::Shared(_) => pool.shm().map_or(0, |shm| on_shared(shm, ShmPool::available)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_panic_becomes_the_fallback() {
-        assert_eq!(guarded(5, |_| -> i32 { panic!("not to C") }), 5);
-        assert_eq!(guarded(5, |_| 6), 6);
-    }
 
     #[test]
     fn the_rust_side_runs_the_c_api() {
@@ -550,65 +454,60 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_panic_in_a_call_poisons_the_pools_tree() {
-        // SAFETY: each pointer is a live pool or block of this test, used as the header says.
-        unsafe {
-            let root = mln_alloc_init(ptr::null_mut(), 1 << 20);
-            let child = mln_alloc_init(root, 0);
-            let other = mln_alloc_init(ptr::null_mut(), 0);
-            let kept = mln_alloc_m(child, 64);
-            let elsewhere = mln_alloc_m(other, 64);
-            assert!(!kept.is_null() && !elsewhere.is_null());
-            let available = mln_alloc_available_capacity(root);
+    /// Set in the environment of the child process of the abort tests: the fail point its call
+    /// panics at.
+    const PANIC_AT: &str = "MELON_CAPI_PANIC_AT";
 
-            failpoint::arm("alloc");
-            assert!(mln_alloc_m(child, 64).is_null());
-            // Every pool of the tree refuses from now on, the root included.
-            assert!(mln_alloc_m(child, 64).is_null());
-            assert!(mln_alloc_c(root, 64).is_null());
-            assert!(mln_alloc_re(root, ptr::null_mut(), 64).is_null());
-            assert!(mln_alloc_init(child, 0).is_null());
-            assert_eq!(mln_alloc_available_capacity(root), 0);
-            // A free of one of its blocks changes nothing, nor does a resize or a destroy.
-            mln_alloc_free(kept);
-            assert!(mln_alloc_re(other, kept, 32).is_null());
-            mln_alloc_destroy(child);
-            mln_alloc_destroy(root);
-            // The engine was left alone: its count is what it was before the panic.
-            assert_eq!((*root).heap().and_then(Pool::available), Some(available));
+    /// Runs the test `name` again in a child process, where the call it makes panics at `point`,
+    /// and checks that the panic ended the process with SIGABRT and its message, rather than
+    /// unwinding into the caller or returning.
+    #[cfg(not(miri))]
+    fn assert_aborts(name: &str, point: &str) {
+        use std::os::unix::process::ExitStatusExt;
 
-            // A pool of another tree works as before.
-            let block = mln_alloc_re(other, elsewhere, 5000);
-            assert!(!block.is_null());
-            mln_alloc_free(block);
-            mln_alloc_destroy(other);
-        }
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(PANIC_AT, point)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        // SIGABRT is signal 6 on Linux.
+        assert_eq!(child.status.signal(), Some(6), "{:?}: {stderr}", child.status);
+        assert!(stderr.contains(&format!("failpoint {point}")), "{stderr}");
+        assert!(stderr.contains("panic in a function that cannot unwind"), "{stderr}");
     }
 
     #[test]
-    fn a_panic_in_a_free_poisons_the_blocks_pool_and_its_children() {
-        // SAFETY: each pointer is a live pool or block of this test, used as the header says.
-        unsafe {
-            let root = mln_alloc_init(ptr::null_mut(), 0);
-            let pool = mln_alloc_init(root, 0);
-            let below = mln_alloc_init(pool, 0);
-            let first = mln_alloc_m(pool, 64);
-            let second = mln_alloc_m(pool, 64);
-            assert!(!first.is_null() && !second.is_null());
-
-            failpoint::arm("free");
-            mln_alloc_free(first);
-            assert!(mln_alloc_m(pool, 64).is_null());
-            assert!(mln_alloc_m(below, 64).is_null());
-            assert_eq!(mln_alloc_available_capacity(pool), 0);
-            mln_alloc_free(second);
-            assert!(mln_alloc_re(pool, second, 0).is_null());
-            mln_alloc_destroy(pool);
-            // The root is not poisoned: the free did not reach it.
-            let block = mln_alloc_m(root, 64);
-            assert!(!block.is_null());
-            mln_alloc_free(block);
+    // Miri cannot start a process.
+    #[cfg(not(miri))]
+    fn a_panic_in_an_allocation_aborts_the_process() {
+        if std::env::var_os(PANIC_AT).is_some() {
+            failpoint::arm("alloc");
+            // SAFETY: a live pool of this test, used as the header says.
+            unsafe {
+                let pool = mln_alloc_init(ptr::null_mut(), 0);
+                mln_alloc_m(pool, 64);
+            }
+            std::process::exit(0);
         }
+        assert_aborts("tests::a_panic_in_an_allocation_aborts_the_process", "alloc");
+    }
+
+    #[test]
+    // Miri cannot start a process.
+    #[cfg(not(miri))]
+    fn a_panic_in_a_free_aborts_the_process() {
+        if std::env::var_os(PANIC_AT).is_some() {
+            // SAFETY: a live pool and block of this test, used as the header says.
+            unsafe {
+                let pool = mln_alloc_init(ptr::null_mut(), 0);
+                let block = mln_alloc_m(pool, 64);
+                failpoint::arm("free");
+                mln_alloc_free(block);
+            }
+            std::process::exit(0);
+        }
+        assert_aborts("tests::a_panic_in_a_free_aborts_the_process", "free");
     }
 }

@@ -35,8 +35,6 @@ pub struct MlnAlloc {
     kind: Kind,
     /// The pool this one was made from; `None` for a root.
     parent: Option<NonNull<MlnAlloc>>,
-    /// The root of this pool's tree; `None` for a root.
-    root: Option<NonNull<MlnAlloc>>,
     /// The shared pool whose mapping holds this pool's chunks, if any.
     shared_root: Option<NonNull<ShmPool>>,
     /// Where this pool sits in its tree; see the module's docs for who may touch it.
@@ -95,21 +93,6 @@ impl MlnAlloc {
             Kind::Shared(shm) => Some(unsafe { shm.as_ref() }),
             _ => None,
         }
-    }
-
-    /// The pool this one was made from.
-    pub(crate) fn parent(&self) -> Option<NonNull<MlnAlloc>> {
-        self.parent
-    }
-
-    /// The root of this pool's tree: the pool itself for a root.
-    pub(crate) fn tree_root(&self) -> NonNull<MlnAlloc> {
-        self.root.unwrap_or(NonNull::from(self))
-    }
-
-    /// The shared pool at the root of this pool's tree, if any.
-    pub(crate) fn shared_root(&self) -> Option<NonNull<ShmPool>> {
-        self.shared_root
     }
 
     /// A copy of this handle's links; `access` is to this handle's tree.
@@ -193,7 +176,6 @@ pub(crate) fn new_heap(limit: Option<usize>) -> Option<NonNull<MlnAlloc>> {
     Some(handle.init(MlnAlloc {
         kind: Kind::Heap(pool),
         parent: None,
-        root: None,
         shared_root: None,
         links: UnsafeCell::new(Links::default()),
     }))
@@ -213,7 +195,6 @@ pub(crate) fn new_shared(make: impl FnOnce() -> Option<ShmPool>) -> Option<NonNu
     let handle = handle.init(MlnAlloc {
         kind: Kind::Shared(shm),
         parent: None,
-        root: None,
         shared_root: Some(shm),
         links: UnsafeCell::new(Links::default()),
     });
@@ -260,7 +241,6 @@ pub(crate) unsafe fn new_child(
     let handle = handle.init(MlnAlloc {
         kind: Kind::Child(pool),
         parent: Some(parent),
-        root: Some(parent_ref.tree_root()),
         shared_root: parent_ref.shared_root,
         links: UnsafeCell::new(Links::default()),
     });
@@ -286,19 +266,17 @@ fn child_of(pool: &'static Pool, limit: Option<usize>) -> ChildPool<'static> {
 }
 
 /// Destroys `handle` and every pool made from it, deepest first, so that each pool gives its
-/// chunks back to a parent that still exists. `last` is told when the last pool, `handle`
-/// itself, is about to go: a panic from then on leaves no handle of the tree below `handle`.
+/// chunks back to a parent that still exists.
 ///
 /// # Safety
 /// - `handle` is a live handle.
 /// - Nothing uses it, or any pool made from it, afterwards; no operation on any of them is in
 ///   progress; no other thread uses its heap ancestors meanwhile.
-pub(crate) unsafe fn destroy(handle: NonNull<MlnAlloc>, last: impl FnOnce()) {
+pub(crate) unsafe fn destroy(handle: NonNull<MlnAlloc>) {
     // SAFETY: the caller promises a live handle.
     let handle_ref = unsafe { handle.as_ref() };
     let (shared_root, was_shared) =
         (handle_ref.shared_root, matches!(handle_ref.kind, Kind::Shared(_)));
-    let mut last = Some(last);
     let mut node = handle;
     // A walk without a stack or a list, so that a deep cascade can neither overflow the stack
     // nor need memory: go down to a leaf, destroy it, go up to its parent, and again. Each
@@ -314,11 +292,6 @@ pub(crate) unsafe fn destroy(handle: NonNull<MlnAlloc>, last: impl FnOnce()) {
         // SAFETY: a live handle of the tree, until destroyed below.
         let parent = unsafe { leaf.as_ref() }.parent;
         let done = leaf == handle;
-        if done {
-            if let Some(last) = last.take() {
-                last();
-            }
-        }
         // SAFETY: the leaf has no children left and is out of the tree, so nothing refers to
         // it any more.
         unsafe { destroy_one(leaf) };

@@ -161,10 +161,16 @@ pub(crate) enum Owner {
     Gone,
 }
 
+/// Whether this process has a shared pool: if not, every block is a heap pool's.
+#[inline]
+pub(crate) fn any() -> bool {
+    COUNT.load(Ordering::Acquire) != 0
+}
+
 /// Finds what kind of pool a block belongs to, from this process's table alone.
 #[inline]
 pub(crate) fn owner(block: NonNull<u8>) -> Owner {
-    if COUNT.load(Ordering::Acquire) == 0 {
+    if !any() {
         return Owner::Heap;
     }
     owner_in_table(block)

@@ -219,9 +219,7 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
             // SAFETY: `owner` found the block outside every shared mapping or in a chunk held by
             // one of this process's heap pools, so by the caller's promise it is an in-use block
             // of a live heap pool.
-            let Some(pool) = (unsafe { heap_pool_of(block) }) else {
-                return;
-            };
+            let pool = unsafe { heap_pool_of(block) };
             failpoint::hit("free");
             // SAFETY: (1) heap pools record their `Pool` in their chunks, and the pool is live;
             // (2) the caller promises that no other thread uses the pool or its heap ancestors,
@@ -250,7 +248,7 @@ unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
     match owner {
         Owner::Heap => {
             // SAFETY: as in `free_block`: an in-use block of a live heap pool.
-            let pool = unsafe { heap_pool_of(block) }?;
+            let pool = unsafe { heap_pool_of(block) };
             // SAFETY: an in-use block of that pool, which no other thread uses meanwhile.
             Some(unsafe { pool.as_ref().usable_size(block) })
         }
@@ -263,15 +261,17 @@ unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
     }
 }
 
-/// The heap pool a block belongs to, from its chunk header; `None` if the header names none.
+/// The heap pool a block belongs to, from its chunk header.
 ///
 /// # Safety
 /// `block` is an in-use block of a live heap pool.
 #[inline]
-unsafe fn heap_pool_of(block: NonNull<u8>) -> Option<NonNull<Pool>> {
+unsafe fn heap_pool_of(block: NonNull<u8>) -> NonNull<Pool> {
     // SAFETY: forwarded from the caller.
     let pool = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>().cast_mut();
-    NonNull::new(pool)
+    // SAFETY: an engine names itself in its chunks by its owner address, or by its own address
+    // while it has none (`Engine::id`): never null. A heap pool's engine names its `Pool`.
+    unsafe { NonNull::new_unchecked(pool) }
 }
 
 /// Resizes a block; see [`mln_alloc_re`].
@@ -300,7 +300,7 @@ unsafe fn realloc(
             // SAFETY: as in `free_block`: `owner` found the block outside every shared mapping
             // or in a chunk held by one of this process's heap pools, so by the caller's promise
             // it is an in-use block of a live heap pool.
-            let owner = unsafe { heap_pool_of(block) }?;
+            let owner = unsafe { heap_pool_of(block) };
             pool.heap().is_some_and(|heap| ptr::eq(heap, owner.as_ptr()))
         }
         (Owner::Shared(shared), Kind::Shared(_)) => shared == NonNull::from(pool),

@@ -156,7 +156,7 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
         if header.prev != prev {
             return fail(chunk, Problem::BrokenLink);
         }
-        if header.state != ChunkState::Large || header.local_count != 0 || header.event != 1 {
+        if header.state != ChunkState::Large || header.local_count() != 0 || header.event != 1 {
             return fail(chunk, Problem::WrongList);
         }
         let offset = usize::from(header.data_offset);
@@ -199,18 +199,18 @@ fn check_small_chunk(
     is_head: bool,
 ) -> Result<(), CheckError> {
     let capacity = CAPACITY[class];
-    if header.carved > capacity || header.local_count > u32::from(header.carved) {
+    if header.carved > capacity || header.local_count() > u32::from(header.carved) {
         return fail(chunk, Problem::CountOverCapacity);
     }
     let on_free = check_free_list(chunk, header, header.free, class)?;
     let on_local = check_free_list(chunk, header, header.local_free, class)?;
-    if u32::from(on_local) != header.local_count || on_free + on_local > header.carved {
+    if u32::from(on_local) != header.local_count() || on_free + on_local > header.carved {
         return fail(
             chunk,
             Problem::CountMismatch {
                 free: on_free,
                 local: on_local,
-                local_count: header.local_count,
+                local_count: header.local_count(),
                 carved: header.carved,
             },
         );

@@ -56,7 +56,7 @@ pub(crate) struct FreeBlock {
 /// pushes onto `local_free`, so the two paths do not wait on each other's stores. Only the head
 /// chunk of a class allocates; when its `free` list runs dry, `local_free` becomes the new
 /// `free`. So only a head chunk ever has a non-empty `free` list, and for every other chunk the
-/// blocks in use are `carved - local_count`.
+/// blocks in use are `carved - local_count()`.
 #[repr(C)]
 pub(crate) struct ChunkHeader {
     /// [`SMALL_MAGIC`] or [`LARGE_MAGIC`].
@@ -69,9 +69,10 @@ pub(crate) struct ChunkHeader {
     pub(crate) data_offset: u16,
     /// Blocks carved so far: blocks at or past this index have never been handed out.
     pub(crate) carved: u16,
-    /// Entries on `local_free`. This and `event` are 32 bits wide because the free path loads
-    /// them together: a wider load over a narrower store would defeat store forwarding.
-    pub(crate) local_count: u32,
+    /// Frees left before one must leave its fast path: `event` less the entries on
+    /// `local_free` ([`local_count`](ChunkHeader::local_count)), modulo 2^32. A free counts it
+    /// down and takes the slow path when it reaches zero, one decrement and one test.
+    pub(crate) countdown: u32,
     /// The `local_count` at which a free must leave its fast path: the chunk became empty, or
     /// stopped being full. [`NEVER`] for the head chunk of a class.
     pub(crate) event: u32,
@@ -85,6 +86,25 @@ pub(crate) struct ChunkHeader {
     pub(crate) prev: *mut ChunkHeader,
     /// Bytes of the chunk, as taken from the source.
     pub(crate) span: usize,
+}
+
+impl ChunkHeader {
+    /// Entries on `local_free`.
+    pub(crate) fn local_count(&self) -> u32 {
+        self.event.wrapping_sub(self.countdown)
+    }
+
+    /// Sets the `local_count` at which a free leaves its fast path, keeping `local_count`.
+    pub(crate) fn set_event(&mut self, event: u32) {
+        let local = self.local_count();
+        self.event = event;
+        self.countdown = event.wrapping_sub(local);
+    }
+
+    /// Empties the count of `local_free`, whose entries moved to `free` or were dropped.
+    pub(crate) fn clear_local_count(&mut self) {
+        self.countdown = self.event;
+    }
 }
 
 static_assertions::const_assert!(core::mem::size_of::<ChunkHeader>() <= HEADER_SIZE);

@@ -4,7 +4,8 @@
 //! Per size class, the engine keeps an `avail` list of chunks and a `full` list. Blocks are only
 //! taken from the head of `avail`, so the allocation fast path is two loads and a store. A free
 //! goes to the local free list of the block's own chunk, found from the block's address; it
-//! leaves its fast path only when the chunk's `local_count` reaches the chunk's `event` value,
+//! leaves its fast path only when the chunk's `local_count` reaches the chunk's `event` value
+//! (kept as a countdown, so that the test is one decrement),
 //! which is set so that this happens exactly when a full chunk gets its first block back, or
 //! when a chunk other than the head becomes empty. Neither path keeps a pool-wide counter:
 //! statistics are read off the chunk headers when asked for.
@@ -281,7 +282,7 @@ impl<S: ChunkSource> Engine<S> {
             unsafe {
                 (*chunk).free = (*chunk).local_free;
                 (*chunk).local_free = ptr::null_mut();
-                (*chunk).local_count = 0;
+                (*chunk).clear_local_count();
                 if (*chunk).carved < CAPACITY[class] {
                     carve_batch(chunk, class);
                 }
@@ -296,7 +297,7 @@ impl<S: ChunkSource> Engine<S> {
             unsafe {
                 self.avail[class].unlink(chunk);
                 (*chunk).state = ChunkState::Full;
-                (*chunk).event = 1;
+                (*chunk).set_event(1);
                 self.full[class].push_front(chunk);
                 self.promote_head(class);
             }
@@ -315,7 +316,7 @@ impl<S: ChunkSource> Engine<S> {
                 class: class as u8,
                 data_offset: 0,
                 carved: 0,
-                local_count: 0,
+                countdown: NEVER,
                 event: NEVER,
                 owner: self.id(),
                 free: ptr::null_mut(),
@@ -378,7 +379,7 @@ impl<S: ChunkSource> Engine<S> {
         unsafe {
             self.spare[class].unlink(chunk);
             (*chunk).state = ChunkState::Avail;
-            (*chunk).event = NEVER;
+            (*chunk).set_event(NEVER);
             self.avail[class].push_front(chunk);
         }
         self.spares[class] -= 1;
@@ -394,7 +395,7 @@ impl<S: ChunkSource> Engine<S> {
         let head = self.avail[class].head;
         if !head.is_null() {
             // SAFETY: forwarded from the caller.
-            unsafe { (*head).event = NEVER };
+            unsafe { (*head).set_event(NEVER) };
         }
     }
 
@@ -427,7 +428,7 @@ impl<S: ChunkSource> Engine<S> {
                 class: 0,
                 data_offset: offset as u16,
                 carved: 1,
-                local_count: 0,
+                countdown: 1,
                 event: 1,
                 owner: self.id(),
                 free: ptr::null_mut(),
@@ -490,8 +491,8 @@ impl<S: ChunkSource> Engine<S> {
         unsafe {
             write_link(block.as_ptr().cast(), (*chunk).local_free);
             (*chunk).local_free = listed.cast::<FreeBlock>();
-            (*chunk).local_count += 1;
-            if (*chunk).local_count == (*chunk).event {
+            (*chunk).countdown = (*chunk).countdown.wrapping_sub(1);
+            if (*chunk).countdown == 0 {
                 self.free_slow(chunk);
             }
         }
@@ -654,11 +655,11 @@ impl<S: ChunkSource> Engine<S> {
                     (*chunk).state = ChunkState::Avail;
                     if self.avail[class].head.is_null() {
                         self.avail[class].push_front(chunk);
-                        (*chunk).event = NEVER;
+                        (*chunk).set_event(NEVER);
                     } else {
                         // Empty again once every carved block is back on the local list.
                         self.avail[class].push_second(chunk);
-                        (*chunk).event = u32::from((*chunk).carved);
+                        (*chunk).set_event(u32::from((*chunk).carved));
                     }
                 }
                 ChunkState::Avail => {
@@ -961,9 +962,9 @@ impl<S: ChunkSource> Engine<S> {
                 unsafe {
                     (*chunk).free = ptr::null_mut();
                     (*chunk).local_free = ptr::null_mut();
-                    (*chunk).local_count = 0;
                     (*chunk).carved = 0;
                     (*chunk).event = 0;
+                    (*chunk).clear_local_count();
                     (*chunk).state = ChunkState::Avail;
                 }
             }
@@ -1084,7 +1085,7 @@ pub(crate) unsafe fn small_live(chunk: *mut ChunkHeader) -> u16 {
     unsafe {
         let carved = (*chunk).carved;
         let on_free = list_len((*chunk).free, carved).unwrap_or(carved);
-        let local = u16::try_from((*chunk).local_count).unwrap_or(carved);
+        let local = u16::try_from((*chunk).local_count()).unwrap_or(carved);
         carved.saturating_sub(on_free).saturating_sub(local)
     }
 }

@@ -66,7 +66,8 @@ pub use source::ChunkSource;
 pub use stats::Stats;
 
 /// Reads the address of the engine that owns the chunk of `block`, as recorded in the chunk
-/// header. Pointer-only frees use it to find a block's pool.
+/// header: the engine's owner address ([`Engine::set_owner`]), or the engine's own address while
+/// it has none, so never null. Pointer-only frees use it to find a block's pool.
 ///
 /// # Safety
 /// `block` is an in-use block of some live engine.

@@ -132,8 +132,8 @@ pub(crate) fn valgrind() -> Result<(), String> {
 /// Pairs of `pairs.c` at the smaller of its two runs under callgrind.
 const PAIRS: u64 = 100_000;
 
-/// Melon's own pool in the same loop as `pairs.c`, in instructions per pair (quoted from
-/// `MELON_ALLOC.md`, not measured here).
+/// Melon's own pool in the same loop as `pairs.c` on this project's benchmark machine, in
+/// instructions per pair (quoted: Melon is not built here).
 const MELON_INSTRUCTIONS: f64 = 98.8;
 
 /// `cargo xtask bench-c`: the C benchmark against the library as C programs link it (the

@@ -20,7 +20,7 @@ struct Program {
     args: &'static [&'static str],
 }
 
-const PROGRAMS: [Program; 8] = [
+const PROGRAMS: [Program; 9] = [
     // Melon's documented example declares `argc` and `argv` without using them.
     Program { source: "example.c", flags: &["-Wno-unused-parameter"], args: &[] },
     Program { source: "functions.c", flags: &[], args: &[] },
@@ -29,6 +29,7 @@ const PROGRAMS: [Program; 8] = [
     Program { source: "cascade.c", flags: &[], args: &[] },
     Program { source: "shm_fork.c", flags: &[], args: &[] },
     Program { source: "churn.c", flags: &[], args: &["30000"] },
+    Program { source: "modules.c", flags: &[], args: &[] },
     Program { source: "cxx_header.cpp", flags: &[], args: &[] },
 ];
 

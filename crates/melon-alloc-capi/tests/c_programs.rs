@@ -144,9 +144,9 @@ fn melons_documented_example_unchanged() {
     run(&exe, &[], "hello\n");
 }
 
-#[test]
-fn example_links_against_the_shared_library() {
-    // The shared library lies next to the static one, and exports Melon's functions alone.
+/// Compiles `tests/c/<source>` into `name` linked against the shared library, which lies next to
+/// the static one.
+fn compile_against_shared(source: &str, extra: &[&str], name: &str) -> PathBuf {
     let dir = static_lib().parent().expect("the profile directory");
     let mut rpath = OsString::from("-Wl,-rpath,");
     rpath.push(dir);
@@ -154,9 +154,16 @@ fn example_links_against_the_shared_library() {
     search.push(dir);
     let link = [search, "-lmelon_alloc_capi".into(), rpath];
     let cc = env::var("CC").unwrap_or_else(|_| "gcc".into());
-    let flags: Vec<&str> = C_FLAGS.iter().chain(&["-Wno-unused-parameter"]).copied().collect();
-    let exe = compile_linked(&cc, "example.c", &flags, "example_shared", &link);
+    let flags: Vec<&str> = C_FLAGS.iter().chain(extra).copied().collect();
+    compile_linked(&cc, source, &flags, name, &link)
+}
+
+#[test]
+fn example_links_against_the_shared_library() {
+    // The shared library exports Melon's functions alone.
+    let exe = compile_against_shared("example.c", &["-Wno-unused-parameter"], "example_shared");
     run(&exe, &[], "hello\n");
+    let dir = static_lib().parent().expect("the profile directory");
     let shared = dir.join("libmelon_alloc_capi.so");
     let listing = Command::new("nm")
         .args(["-D", "--defined-only", "--format=just-symbols"])
@@ -217,6 +224,12 @@ fn limits() {
 #[test]
 fn cascade_three_deep() {
     run(&compile_c("cascade.c", &[]), &[], "cascade: ok\n");
+}
+
+#[test]
+fn what_melons_modules_do_with_pools() {
+    run(&compile_c("modules.c", &[]), &[], "modules: ok\n");
+    run(&compile_against_shared("modules.c", &[], "modules_shared"), &[], "modules: ok\n");
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub(crate) fn run_all() -> Result<(), String> {
     benches.args(["bench", "--workspace", "--no-run"]);
     run(benches)?;
 
+    crate::package::run_task()?;
     crate::no_std::run_task()?;
     crate::loom::run_task()?;
     crate::valgrind::run_task()?;

@@ -11,6 +11,7 @@ mod fuzz;
 mod loom;
 mod miri;
 mod no_std;
+mod package;
 mod valgrind;
 
 fn main() -> ExitCode {
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         Some("loom") => loom::run_task(),
         Some("miri") => miri::run_task(),
         Some("no-std") => no_std::run_task(),
+        Some("package") => package::run_task(),
         Some("valgrind") => valgrind::run_task(),
         Some("help" | "--help" | "-h") | None => {
             print_help();
@@ -44,14 +46,15 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          tasks:\n  \
          bench   the benchmarks, then docs/benchmarks.md and docs/benchmarks.svg from the run;\n          \
-         --quick, --report-only, --only heap,shm,hammer,resident,global, a criterion FILTER\n  \
-         bench-c the C API against glibc malloc: 64-byte blocks, -O2, the release library\n  \
+         --quick, --report-only, --only heap,shm,hammer,resident,global,per_request,firmware, a criterion FILTER\n  \
+         bench-c the C API against glibc malloc, 64-byte blocks, and its instructions per pair\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \
          fuzz    the fuzz targets under libFuzzer and ASan (nightly); --time SECONDS in all, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
-         no-std  the core crate and a firmware binary for thumbv7em-none-eabihf\n  \
+         no-std  the core crate for thumbv7em-none-eabihf, and the test firmware run on QEMU\n  \
+         package what `cargo publish` would upload, packaged and built, without uploading\n  \
          valgrind the core and heap suites under memcheck, with the pools' client requests\n  \
          help    this text"
     );

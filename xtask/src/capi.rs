@@ -145,12 +145,7 @@ pub(crate) fn bench() -> Result<(), String> {
     let out_dir = target_dir().join("c-release").join("capi");
     let exe = compile("bench.c", &[], &lib, &out_dir)?;
     run(Command::new(exe))?;
-    let pairs = compile("pairs.c", &[], &lib, &out_dir)?;
-    let at = |n: u64| instructions(&pairs, n);
-    let (once, twice) = (at(PAIRS)?, at(2 * PAIRS)?);
-    // The extra pairs of the doubled run: N ping-pong pairs and the whole rounds of 1024.
-    let extra = PAIRS + (2 * PAIRS / 1024 - PAIRS / 1024) * 1024;
-    let per_pair = twice.saturating_sub(once) as f64 / extra as f64;
+    let per_pair = pair_instructions(&lib, &out_dir)?;
     println!(
         "instructions per alloc+free pair of 64 bytes, loop included (callgrind, pairs.c): \
          {per_pair:.1}; Melon's pool: {MELON_INSTRUCTIONS} (quoted), ratio {:.2}",
@@ -159,22 +154,23 @@ pub(crate) fn bench() -> Result<(), String> {
     Ok(())
 }
 
-/// The instructions `exe` runs with the argument `n`, counted by callgrind.
-fn instructions(exe: &Path, n: u64) -> Result<u64, String> {
-    let output = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
-        .arg(exe)
-        .arg(n.to_string())
-        .output()
-        .map_err(|error| format!("could not run valgrind: {error}"))?;
-    if !output.status.success() {
-        return Err(format!("{} {n} failed under callgrind", exe.display()));
-    }
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .find_map(|line| {
-            let refs = line.split("I   refs:").nth(1)?;
-            refs.trim().replace(',', "").parse().ok()
-        })
-        .ok_or_else(|| "no instruction count in callgrind's output".to_string())
+/// The instructions of one alloc+free pair through the C API in `pairs.c`, built against `lib`
+/// in `out_dir`.
+fn pair_instructions(lib: &Path, out_dir: &Path) -> Result<f64, String> {
+    let pairs = compile("pairs.c", &[], lib, out_dir)?;
+    let program = |n: u64| {
+        let mut command = Command::new(&pairs);
+        command.arg(n.to_string());
+        command
+    };
+    // The extra pairs of the doubled run: N ping-pong pairs and the whole rounds of 1024.
+    let extra = PAIRS + (2 * PAIRS / 1024 - PAIRS / 1024) * 1024;
+    crate::callgrind::per_operation(program, PAIRS, Some(extra))
+}
+
+/// The instructions of one alloc+free pair through the C API, built as C programs link it: what
+/// `cargo xtask bench --check` holds against its baseline.
+pub(crate) fn c_pair_instructions() -> Result<f64, String> {
+    let lib = build_lib(&["--profile", "c-release"], "c-release")?;
+    pair_instructions(&lib, &target_dir().join("c-release").join("capi"))
 }

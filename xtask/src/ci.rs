@@ -41,6 +41,8 @@ pub(crate) fn run_all() -> Result<(), String> {
     benches.args(["bench", "--workspace", "--no-run"]);
     run(benches)?;
 
+    // Instructions per operation under callgrind, against the committed baseline.
+    crate::bench::run_task(&["--check".to_string()])?;
     crate::package::run_task()?;
     crate::no_std::run_task()?;
     crate::loom::run_task()?;

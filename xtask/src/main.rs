@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod callgrind;
 mod capi;
 mod ci;
 mod fuzz;
@@ -46,7 +47,9 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          tasks:\n  \
          bench   the benchmarks, then docs/benchmarks.md and docs/benchmarks.svg from the run;\n          \
-         --quick, --report-only, --only heap,shm,hammer,resident,global,per_request,firmware, a criterion FILTER\n  \
+         --quick, --report-only, --only heap,shm,hammer,resident,global,per_request,firmware, a criterion FILTER;\n          \
+         --check: instructions per operation under callgrind against the committed baseline\n          \
+         (--save-baseline writes it)\n  \
          bench-c the C API against glibc malloc, 64-byte blocks, and its instructions per pair\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \

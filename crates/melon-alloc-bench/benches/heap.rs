@@ -26,7 +26,8 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use melon_alloc::HeapPool;
 use melon_alloc_bench::{
-    mixed_sizes, permutation, MiHeap, TalcArena, TlsfArena, XorShift64, BLOCK, SHUFFLE_SEED,
+    large_sizes, mixed_sizes, permutation, MiHeap, TalcArena, TlsfArena, BLOCK, LARGE_LIMIT,
+    LARGE_RING, MIXED_RING, MIXED_SEED, RING_SIZES, SHUFFLE_SEED,
 };
 use mimalloc::MiMalloc;
 
@@ -285,32 +286,6 @@ fn shuffled_drain(c: &mut Criterion) {
     group.finish();
 }
 
-/// Live blocks in the mixed workload: a ring of this many slots.
-const RING: usize = 256;
-
-/// Length of the mixed workload's size sequence, which the ring walks round and round; a power
-/// of two, so that the wrap is a mask.
-const MIXED_SIZES: usize = 1 << 14;
-
-/// The seed of the mixed workload's sizes, fixed so that every run and every peer sees the same
-/// sequence.
-const MIXED_SEED: u64 = 0x6d69_7865_645f_7365;
-
-/// Live blocks in the large-block ring.
-const LARGE_RING: usize = 32;
-
-/// The large-block ring's sizes: from this many bytes
-const LARGE_MIN: usize = 16 << 10;
-/// to this many, uniformly.
-const LARGE_MAX: usize = 64 << 10;
-
-/// The seed of the large-block ring's sizes.
-const LARGE_SEED: u64 = 0x6c61_7267_655f_7269;
-
-/// The limit of the limited root in the large-block ring: twice what the ring holds at most, so
-/// that the limit leaves the pool room to keep freed chunks.
-const LARGE_LIMIT: usize = 2 * LARGE_RING * LARGE_MAX;
-
 /// A bounded live set walked round and round: a ring of slots, where each step frees the slot's
 /// block and allocates the next size of the sequence into it. Time per free+alloc pair (an
 /// iteration is one turn of the ring). bumpalo, which cannot free one block, has no part in it.
@@ -324,16 +299,13 @@ struct Ring {
 impl Ring {
     /// Sizes from 8 bytes to 64 KiB ([`mixed_sizes`]) in a ring of 256.
     fn mixed() -> Self {
-        Self { sizes: mixed_sizes(MIXED_SIZES, MIXED_SEED), slots: RING }
+        Self { sizes: mixed_sizes(RING_SIZES, MIXED_SEED), slots: MIXED_RING }
     }
 
     /// Sizes from 16 to 64 KiB, uniformly, in a ring of 32: blocks that every peer serves from
     /// its large-block path.
     fn large() -> Self {
-        let mut rng = XorShift64::new(LARGE_SEED);
-        let sizes =
-            (0..MIXED_SIZES).map(|_| LARGE_MIN + rng.below(LARGE_MAX - LARGE_MIN + 1)).collect();
-        Self { sizes, slots: LARGE_RING }
+        Self { sizes: large_sizes(RING_SIZES), slots: LARGE_RING }
     }
 }
 
@@ -368,7 +340,7 @@ impl Workload for Ring {
 
 fn mixed(c: &mut Criterion) {
     let mut group = c.benchmark_group("mixed");
-    group.throughput(Throughput::Elements(RING as u64));
+    group.throughput(Throughput::Elements(MIXED_RING as u64));
     each_peer(&mut group, &mut Ring::mixed());
     group.finish();
 }

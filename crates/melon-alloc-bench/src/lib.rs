@@ -217,6 +217,43 @@ pub fn mixed_sizes(len: usize, seed: u64) -> Vec<usize> {
         .collect()
 }
 
+/// Live blocks of the mixed workload's ring.
+pub const MIXED_RING: usize = 256;
+
+/// Length of the size sequences the rings walk round and round; a power of two.
+pub const RING_SIZES: usize = 1 << 14;
+
+/// The seed of the mixed workload's sizes, fixed so that every run and every peer sees the same
+/// sequence.
+pub const MIXED_SEED: u64 = 0x6d69_7865_645f_7365;
+
+/// Live blocks in the large-block ring.
+pub const LARGE_RING: usize = 32;
+
+/// The large-block ring's sizes: from this many bytes
+pub const LARGE_MIN: usize = 16 << 10;
+/// to this many, uniformly ([`large_sizes`]).
+pub const LARGE_MAX: usize = 64 << 10;
+
+/// The limit of the limited root in the large-block ring: twice what the ring holds at most, so
+/// that the limit leaves the pool room to keep freed chunks.
+pub const LARGE_LIMIT: usize = 2 * LARGE_RING * LARGE_MAX;
+
+/// `len` sizes of the large-block ring, uniform from [`LARGE_MIN`] to [`LARGE_MAX`] bytes, the
+/// same on every run: blocks that every peer serves from its large-block path.
+///
+/// ```
+/// use melon_alloc_bench::{large_sizes, LARGE_MAX, LARGE_MIN};
+///
+/// let sizes = large_sizes(1024);
+/// assert!(sizes.iter().all(|&size| (LARGE_MIN..=LARGE_MAX).contains(&size)));
+/// assert_eq!(sizes, large_sizes(1024));
+/// ```
+pub fn large_sizes(len: usize) -> Vec<usize> {
+    let mut rng = XorShift64::new(0x6c61_7267_655f_7269);
+    (0..len).map(|_| LARGE_MIN + rng.below(LARGE_MAX - LARGE_MIN + 1)).collect()
+}
+
 /// A region of memory from glibc for an arena allocator to manage, given back when dropped.
 ///
 /// A region this large is mapped by `malloc` with `mmap`, so its pages cost nothing until the

@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! cargo xtask bench [--quick] [--report-only] [--only heap,shm,hammer,resident,global,per_request,firmware] [FILTER]
+//! cargo xtask bench --check | --save-baseline
 //! ```
+//!
+//! `--check` counts the instructions of one operation of each workload under callgrind and fails
+//! if one costs more than 3 % over the baseline committed in `xtask/instructions-baseline.tsv`;
+//! `--save-baseline` writes the counts there instead (see `check.rs`). Neither touches the page.
 //!
 //! The run has seven parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
 //! (criterion leaves its estimates in `target/criterion/<group>/<function>/new/`), the
@@ -20,6 +25,7 @@
 //! the page, after the generated text.
 
 mod chart;
+mod check;
 mod format;
 mod page;
 mod results;
@@ -72,22 +78,40 @@ impl Part {
     }
 }
 
+/// What `--check` and `--save-baseline` ask for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Instructions {
+    /// Count, and fail on a regression against the baseline.
+    Check,
+    /// Count, and write the counts as the baseline.
+    SaveBaseline,
+}
+
 /// The command line, parsed.
 struct Options {
     quick: bool,
     report_only: bool,
+    /// `--check` or `--save-baseline`: the instruction counts alone (see [`check`]).
+    instructions: Option<Instructions>,
     parts: Vec<Part>,
     filter: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut options =
-        Options { quick: false, report_only: false, parts: Part::ALL.to_vec(), filter: None };
+    let mut options = Options {
+        quick: false,
+        report_only: false,
+        instructions: None,
+        parts: Part::ALL.to_vec(),
+        filter: None,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--report-only" => options.report_only = true,
+            "--check" => options.instructions = Some(Instructions::Check),
+            "--save-baseline" => options.instructions = Some(Instructions::SaveBaseline),
             "--only" => {
                 let list = args.next().ok_or("`--only` needs a list, e.g. `--only heap,shm`")?;
                 options.parts = list
@@ -103,7 +127,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 return Err(format!(
                     "unknown argument `{other}`; usage: cargo xtask bench [--quick] \
                      [--report-only] [--only heap,shm,hammer,resident,global,per_request,firmware] \
-                     [FILTER]"
+                     [FILTER], or cargo xtask bench --check | --save-baseline"
                 ))
             }
             filter => options.filter = Some(filter.to_string()),
@@ -115,6 +139,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
 /// Runs the bench task with the arguments that follow `bench` on the command line.
 pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
     let options = parse(args)?;
+    if let Some(instructions) = options.instructions {
+        return check::run_task(instructions == Instructions::SaveBaseline);
+    }
     let results = root().join(RESULTS);
     fs::create_dir_all(&results)
         .map_err(|error| format!("cannot create {}: {error}", results.display()))?;

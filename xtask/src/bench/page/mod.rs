@@ -119,9 +119,10 @@ cargo xtask bench                  # everything, then this page and its chart
 cargo xtask bench --quick          # short measurements, to try the pipeline
 cargo xtask bench --report-only    # the page again from the results already on disk
 cargo xtask bench --only heap fill_drain   # one part, one criterion group
+cargo xtask bench --check          # instructions per operation against the committed baseline
 ```
 
-`cargo xtask bench` runs six parts in turn, then writes this page and `docs/benchmarks.svg`:
+`cargo xtask bench` runs seven parts in turn, then writes this page and `docs/benchmarks.svg`:
 
 1. `cargo bench -p melon-alloc-bench --bench heap`: one criterion target,
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
@@ -139,13 +140,19 @@ cargo xtask bench --only heap fill_drain   # one part, one criterion group
 6. `cargo run --release -p melon-alloc-bench --bin per_request`: a pool per request on a tokio
    runtime against the global allocator and bumpalo (`src/bin/per_request.rs`), interleaved in
    rounds.
+7. The firmware comparison: `firmware/src/compare/` built once per allocator for
+   `thumbv7em-none-eabihf` and run on QEMU's `mps2-an386` board.
 
-`--only heap,shm,hammer,resident,global,per_request` runs some of the parts, and a filter after the options goes
+`--only heap,shm,hammer,resident,global,per_request,firmware` runs some of the parts, and a filter after the options goes
 to criterion as it would after `cargo bench -- `, for example `cargo xtask bench --only heap mixed`.
 The criterion estimates stay in `target/criterion/`, the hammer's and the resident measurement's
 figures and the machine's facts in `target/bench-results/`, which is what `--report-only` reads.
-Each part can also be run by hand with the commands above; `cargo xtask ci` only compiles the
-benchmarks, it never times them.
+Each part can also be run by hand with the commands above. `cargo xtask ci` never times the
+benchmarks: it compiles them, and runs `cargo xtask bench --check`, which counts the
+instructions of one operation of each workload of `src/bin/instructions.rs` and of a pair
+through the C API under callgrind, and fails when one passes `xtask/instructions-baseline.tsv` by
+more than 3 % (`--save-baseline` rewrites it). Instruction counts are the same on every run of
+one build, so that check holds on a shared machine where times move by tens of percent.
 
 Times are criterion's mean (its point estimate) per alloc+free pair, or per block for the drop,
 and every ratio is to `glibc` in the same group of the same run. A section whose figures come

@@ -1,0 +1,172 @@
+//! The workloads whose instructions `cargo xtask bench --check` counts under callgrind: each
+//! runs `N` operations of one workload and exits, and the count at `2N` less the count at `N`,
+//! over `N`, is the cost of one operation without the start-up. Instruction counts are the same
+//! from run to run of one build, whatever else the machine is doing, so a change that makes a
+//! pool slower shows as a larger count.
+//!
+//! ```text
+//! cargo run --release -p melon-alloc-bench --bin instructions -- WORKLOAD N
+//! cargo run --release -p melon-alloc-bench --bin instructions -- --list
+//! ```
+//!
+//! An operation is one alloc+free pair, except in `heap_child_lifecycle`, where it is a child
+//! pool made, one block allocated and freed in it, and the child dropped.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::ptr::NonNull;
+
+use melon_alloc::HeapPool;
+use melon_alloc_bench::{
+    exit_with, large_sizes, mixed_sizes, BLOCK, LARGE_LIMIT, LARGE_RING, MIXED_RING, MIXED_SEED,
+    RING_SIZES,
+};
+use melon_alloc_shm::ShmPool;
+
+/// A workload: runs its operation `N` times.
+type Workload = fn(u64) -> Result<(), String>;
+
+/// The workloads, by the name the baseline file gives them.
+const WORKLOADS: [(&str, Workload); 8] = [
+    ("heap_ping_pong", heap_ping_pong),
+    ("heap_fill_drain", heap_fill_drain),
+    ("heap_mixed", heap_mixed),
+    ("heap_large_ring", heap_large_ring),
+    ("heap_limited_large_ring", heap_limited_large_ring),
+    ("heap_child_lifecycle", heap_child_lifecycle),
+    ("shm_ping_pong", shm_ping_pong),
+    ("shm_child_ping_pong", shm_child_ping_pong),
+];
+
+/// Blocks allocated and then freed per round of the fill-and-drain workload.
+const FILL: usize = 1024;
+
+/// Capacity of the shared pool of the shm workloads.
+const SHM_BYTES: usize = 64 << 20;
+
+fn alloc(pool: &melon_alloc::Pool, size: usize) -> Result<NonNull<u8>, String> {
+    pool.alloc(size).ok_or_else(|| format!("no block of {size} bytes"))
+}
+
+fn heap_ping_pong(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    for _ in 0..n {
+        let block = alloc(&pool, black_box(BLOCK))?;
+        // SAFETY: the block came from `pool` and is not used again.
+        unsafe { pool.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+fn heap_fill_drain(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    let mut blocks = Vec::with_capacity(FILL);
+    for _ in 0..n / FILL as u64 {
+        for _ in 0..FILL {
+            blocks.push(alloc(&pool, black_box(BLOCK))?);
+        }
+        for block in blocks.drain(..) {
+            // SAFETY: each block came from `pool` and is freed once.
+            unsafe { pool.free(block) };
+        }
+    }
+    Ok(())
+}
+
+/// Walks `n` steps of a ring of `slots` blocks over `pool`, freeing each slot's block and
+/// allocating the next size of `sizes` into it.
+fn ring(pool: &melon_alloc::Pool, sizes: &[usize], slots: usize, n: u64) -> Result<(), String> {
+    let mut next = 0;
+    let mut take = || {
+        let size = sizes[next % sizes.len()];
+        next += 1;
+        size
+    };
+    let mut ring: Vec<NonNull<u8>> =
+        (0..slots).map(|_| alloc(pool, take())).collect::<Result<_, _>>()?;
+    for step in 0..n {
+        let slot = &mut ring[step as usize % slots];
+        // SAFETY: the slot's block came from `pool` and is replaced here.
+        unsafe { pool.free(*slot) };
+        *slot = alloc(pool, black_box(take()))?;
+    }
+    for block in ring {
+        // SAFETY: every block left in the ring came from `pool`.
+        unsafe { pool.free(block) };
+    }
+    Ok(())
+}
+
+fn heap_mixed(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    ring(&pool, &mixed_sizes(RING_SIZES, MIXED_SEED), MIXED_RING, n)
+}
+
+fn heap_large_ring(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    ring(&pool, &large_sizes(RING_SIZES), LARGE_RING, n)
+}
+
+fn heap_limited_large_ring(n: u64) -> Result<(), String> {
+    let pool = HeapPool::with_limit(LARGE_LIMIT);
+    ring(&pool, &large_sizes(RING_SIZES), LARGE_RING, n)
+}
+
+fn heap_child_lifecycle(n: u64) -> Result<(), String> {
+    let root = HeapPool::new();
+    for _ in 0..n {
+        let child = root.child();
+        let block = alloc(&child, black_box(BLOCK))?;
+        // SAFETY: the block came from `child` and is not used again.
+        unsafe { child.free(block) };
+    }
+    Ok(())
+}
+
+fn shm() -> Result<ShmPool, String> {
+    ShmPool::new(SHM_BYTES).map_err(|error| format!("no shared pool: {error}"))
+}
+
+fn shm_ping_pong(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    for _ in 0..n {
+        let block = shm.alloc(black_box(BLOCK)).ok_or("no shared block")?;
+        // SAFETY: the block came from `shm` and is not used again.
+        unsafe { shm.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+fn shm_child_ping_pong(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    let child = shm.child();
+    for _ in 0..n {
+        let block = alloc(&child, black_box(BLOCK))?;
+        // SAFETY: the block came from `child` and is not used again.
+        unsafe { child.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    exit_with("instructions", || {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.as_slice() {
+            [list] if list == "--list" => {
+                for (name, _) in WORKLOADS {
+                    println!("{name}");
+                }
+                Ok(())
+            }
+            [name, n] => {
+                let (_, workload) = WORKLOADS
+                    .iter()
+                    .find(|(known, _)| known == name)
+                    .ok_or_else(|| format!("unknown workload `{name}`; `--list` names them"))?;
+                let n = n.parse().map_err(|_| format!("`{n}` is not a count"))?;
+                workload(n)
+            }
+            _ => Err("usage: instructions WORKLOAD N, or instructions --list".into()),
+        }
+    })
+}

@@ -49,7 +49,7 @@ fn crate_dir() -> PathBuf {
     root().join("crates").join("melon-alloc-capi")
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 

@@ -159,6 +159,7 @@ impl SmallChunks {
     }
 
     /// Calls `f` on every freed chunk; `f` must leave each chunk's first word alone.
+    #[cfg(target_os = "linux")]
     pub(crate) fn for_each_free(&self, mut f: impl FnMut(NonNull<u8>)) {
         let mut next = self.free;
         while let Some(chunk) = NonNull::new(next) {
@@ -259,6 +260,7 @@ pub(crate) struct LargeCache<H> {
 }
 
 impl LargeCache<InlineHeads> {
+    #[cfg(target_os = "linux")]
     pub(crate) const fn inline(limit: usize) -> Self {
         Self { bins: [ptr::null_mut(); LARGE_BINS], bytes: 0, limit }
     }

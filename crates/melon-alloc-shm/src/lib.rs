@@ -50,6 +50,15 @@
 //! The owner table has 128 slots: a process holds one from its first child's first chunk until
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
 //! of a process that found no slot does not give its chunks back.
+//!
+//! # Platforms
+//!
+//! Linux only: the pool needs `memfd_create`, futexes and open file description locks. On any
+//! other target the crate is empty, so that a crate which uses it on Linux alone can depend on
+//! it everywhere.
+
+// Empty elsewhere: see "Platforms" above.
+#![cfg(target_os = "linux")]
 
 mod allocator;
 mod arena;

@@ -38,6 +38,7 @@ pub(crate) fn run_task() -> Result<(), String> {
     let mut build = cargo();
     // The firmware's own `.cargo/config.toml` (the linker script) applies from its directory.
     build.current_dir(&firmware).args(["build", "--release", "--target", TARGET]);
+    build.arg("--target-dir").arg(firmware_target_dir());
     run(build)?;
     emulate(&elf("melon-alloc-firmware"), ALL_PASSED).map(drop)
 }
@@ -72,6 +73,7 @@ pub(crate) fn compare() -> Result<Vec<Compared>, String> {
         let mut build = cargo();
         build.current_dir(root().join("firmware"));
         build.args(["build", "--release", "--target", TARGET, "--bin", "compare"]);
+        build.arg("--target-dir").arg(firmware_target_dir());
         if !feature.is_empty() {
             build.args(["--features", feature]);
         }
@@ -91,9 +93,15 @@ pub(crate) fn compare() -> Result<Vec<Compared>, String> {
     Ok(rows)
 }
 
+/// Where the firmware is built: named on every build, so that `CARGO_TARGET_DIR` cannot send
+/// the build elsewhere while [`elf`] looks here.
+fn firmware_target_dir() -> std::path::PathBuf {
+    root().join("firmware").join("target")
+}
+
 /// The release build of the firmware's binary `name`.
 fn elf(name: &str) -> std::path::PathBuf {
-    root().join("firmware").join("target").join(TARGET).join("release").join(name)
+    firmware_target_dir().join(TARGET).join("release").join(name)
 }
 
 /// The size of the `.text` section of `elf`, from binutils' `size`.
@@ -127,6 +135,12 @@ fn emulate(elf: &std::path::Path, last: &str) -> Result<String, String> {
             "could not start qemu-system-arm ({error}); on Debian: apt-get install qemu-system-arm"
         )
     })?;
+    // Read as it comes, so that a firmware that prints much cannot fill the pipe and stall.
+    let mut stdout = child.stdout.take().ok_or("qemu's output was not piped")?;
+    let reader = std::thread::spawn(move || {
+        let mut output = String::new();
+        stdout.read_to_string(&mut output).map(|_| output)
+    });
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|error| error.to_string())? {
@@ -139,10 +153,10 @@ fn emulate(elf: &std::path::Path, last: &str) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut output = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout.read_to_string(&mut output).map_err(|error| error.to_string())?;
-    }
+    let output = reader
+        .join()
+        .map_err(|_| "the reader of qemu's output panicked".to_string())?
+        .map_err(|error| error.to_string())?;
     print!("{output}");
     if status.success() && output.lines().any(|line| line == last) {
         Ok(output)

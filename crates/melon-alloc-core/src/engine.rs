@@ -640,7 +640,8 @@ impl<S: ChunkSource> Engine<S> {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&mut self, chunk: *mut ChunkHeader) {
-        // SAFETY: the caller guarantees the header is valid; every list holds valid headers.
+        // SAFETY: the caller guarantees the header is valid; every list holds valid headers. A
+        // large chunk's `span` is the length `acquire_up_to` got it with.
         unsafe {
             let class = (*chunk).class as usize;
             match (*chunk).state {
@@ -793,21 +794,18 @@ impl<S: ChunkSource> Engine<S> {
             return None;
         }
         self.keep_source_within_limit(layout.size());
+        // Lengths stay multiples of 16, as the source's contract has them.
         let most = match self.limit {
             Some(limit) => most.min(limit - self.held),
             None => most,
-        };
+        } & !(MIN_ALIGN - 1);
         let (chunk, len) = match self.source.acquire_at_least(layout, most) {
             Some(got) => got,
             None if self.trim() > 0 => self.source.acquire_at_least(layout, most)?,
             None => return None,
         };
-        // The source's contract bounds the length; a longer one would pass the limit.
-        let len = if (layout.size()..=most.max(layout.size())).contains(&len) {
-            len
-        } else {
-            layout.size()
-        };
+        // The source's contract: at least `layout`, at most `most` (or exactly `layout`).
+        debug_assert!((layout.size()..=most.max(layout.size())).contains(&len), "{len} bytes");
         self.held += len;
         self.peak_held = self.peak_held.max(self.held);
         Some((chunk, len))
@@ -816,12 +814,14 @@ impl<S: ChunkSource> Engine<S> {
     /// Gives a chunk back to the source.
     ///
     /// # Safety
-    /// `chunk` came from `acquire` with `layout`, is on no list, and nothing uses it afterwards.
+    /// `chunk` came from `acquire` with `layout`, or from `acquire_up_to` with a length that
+    /// `layout` has (and its alignment), is on no list, and nothing uses it afterwards.
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         // The source gets the chunk back as memcheck saw it when it was handed out.
         #[cfg(feature = "valgrind")]
         crate::valgrind::undefined(chunk.as_ptr(), layout.size());
-        // SAFETY: forwarded from the caller; `acquire` got the chunk from this source.
+        // SAFETY: forwarded from the caller; `acquire` and `acquire_up_to` got the chunk from
+        // this source's `acquire_at_least` with this length.
         unsafe { self.source.release(chunk, layout) };
         self.held -= layout.size();
         self.keep_source_within_limit(0);
@@ -977,7 +977,8 @@ impl<S: ChunkSource> Engine<S> {
     fn release_large(&mut self) {
         while !self.large.head.is_null() {
             let chunk = self.large.head;
-            // SAFETY: `chunk` is on the `large` list, a valid header of a chunk of `span` bytes.
+            // SAFETY: `chunk` is on the `large` list, a valid header of a chunk of `span` bytes,
+            // the length `acquire_up_to` got it with.
             unsafe {
                 self.large.unlink(chunk);
                 let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);

@@ -20,7 +20,8 @@ use core::ptr::NonNull;
 /// - the pointer carries provenance over the whole chunk;
 /// - a chunk returned by [`acquire_at_least`](ChunkSource::acquire_at_least) with a length `len`
 ///   is, in all of the above, a chunk returned by `acquire` for a layout of `len` bytes and
-///   `layout`'s alignment, and `layout.size() <= len <= most.max(layout.size())`;
+///   `layout`'s alignment; `len` is `layout.size()`, or a multiple of 16 no larger than `most`
+///   (which the engine passes as a multiple of 16);
 /// - a block returned by [`take_remote_frees`](ChunkSource::take_remote_frees) is one that the
 ///   engine using this source handed out from a chunk of this source that it still holds, is in
 ///   use by nobody any more, and is returned once per time it was freed.

@@ -437,8 +437,9 @@ impl HeapPool {
     /// `mln_alloc_init(NULL, limit)`).
     ///
     /// Freed large blocks are kept for reuse as in any root ([`GlobalSource`]), within the
-    /// limit: the bytes the pool holds and the bytes it keeps never pass `limit` together, and
-    /// kept chunks are given back first when a new one would.
+    /// limit: the bytes the pool holds and the large chunks it keeps never pass `limit`
+    /// together, and kept chunks are given back first when a new one would. (Freed small chunks
+    /// stay in the source's slabs, uncounted, while any small chunk is out.)
     pub fn with_limit(limit: usize) -> Self {
         Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), Some(limit)) }
     }

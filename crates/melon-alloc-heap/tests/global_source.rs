@@ -179,3 +179,27 @@ fn a_kept_chunk_of_a_small_chunks_length_serves_no_longer_request() {
     unsafe { source.release(fresh, large(len)) };
     source.trim();
 }
+
+/// A kept chunk a little longer than a large block needs serves it: the engine records the
+/// chunk's own length as the block's span (its usable size and what it holds), and gives the
+/// chunk back with that length, onto its own list.
+#[test]
+fn an_engine_records_a_longer_kept_chunk_as_its_span() {
+    let mut engine = Engine::new(GlobalSource::new(), None);
+    // A large block's chunk is its size and a 64-byte header: 24,576 bytes, a list of its own.
+    let first = engine.alloc(24_576 - 64).unwrap();
+    // SAFETY: an in-use block of `engine`, freed once.
+    unsafe { engine.free(first) };
+    assert_eq!(engine.source().kept_bytes(), 24_576);
+    // 21,008 bytes with the header round up to 22,528, whose list is empty.
+    let second = engine.alloc(21_008 - 64).unwrap();
+    assert_eq!(second, first, "the kept chunk serves the shorter block");
+    // SAFETY: an in-use block of `engine`.
+    assert_eq!(unsafe { engine.usable_size(second) }, 24_576 - 64);
+    assert_eq!(engine.stats().bytes_held, 24_576);
+    assert_eq!(engine.source().kept_bytes(), 0);
+    // SAFETY: an in-use block of `engine`, freed once.
+    unsafe { engine.free(second) };
+    assert_eq!(engine.source().kept_bytes(), 24_576, "back on its own list");
+    engine.check().unwrap();
+}

@@ -114,7 +114,9 @@ mod chosen {
         end: AtomicUsize,
     }
 
-    // SAFETY: blocks are disjoint runs of the region, aligned as asked, each handed out once.
+    // SAFETY: blocks are disjoint runs of the region, aligned as asked, each handed out once: the
+    // load and the store of `next` are not one atomic step, which holds on the single core of
+    // this firmware, where nothing allocates from an interrupt.
     unsafe impl GlobalAlloc for Heap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             let next = self.next.load(Ordering::Relaxed);

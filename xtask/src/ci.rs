@@ -38,6 +38,7 @@ pub(crate) fn run_all() -> Result<(), String> {
     run(doc)?;
 
     other_platform()?;
+    minimum_rust()?;
 
     let mut benches = cargo();
     benches.args(["bench", "--workspace", "--no-run"]);
@@ -83,5 +84,31 @@ fn other_platform() -> Result<(), String> {
         .args(["-p", "melon-alloc", "-p", "melon-alloc-heap", "-p", "melon-alloc-core"])
         .args(["-p", "melon-alloc-shm"])
         .env("RUSTFLAGS", "-D warnings");
+    run(check)
+}
+
+/// The library crates checked with the oldest Rust the workspace says it supports
+/// (`rust-version` in the workspace's `Cargo.toml`), installed first if missing. Only the
+/// libraries: the dev tools (loom, criterion) need newer releases.
+fn minimum_rust() -> Result<(), String> {
+    let manifest = std::fs::read_to_string(crate::root().join("Cargo.toml"))
+        .map_err(|error| format!("cannot read the workspace's Cargo.toml: {error}"))?;
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = "))
+        .map(|value| value.trim().trim_matches('"').to_string())
+        .ok_or("no rust-version in the workspace's Cargo.toml")?;
+    let mut install = std::process::Command::new("rustup");
+    install.args(["toolchain", "install", &version, "--profile", "minimal"]);
+    run(install)?;
+    let mut check = std::process::Command::new("cargo");
+    check
+        .current_dir(crate::root())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .arg(format!("+{version}"))
+        .args(["check", "-p", "melon-alloc-core", "-p", "melon-alloc-heap"])
+        .args(["-p", "melon-alloc-shm", "-p", "melon-alloc", "-p", "melon-alloc-capi"]);
     run(check)
 }

@@ -197,6 +197,7 @@ impl<S: ChunkSource> Engine<S> {
     /// Allocates `size` bytes aligned to 16. A `size` of 0 gets a unique block of 16 bytes.
     /// Returns `None` when the source has no memory or the limit would be passed.
     #[inline]
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
         let block = match class_of(size) {
             Some(class) => self.alloc_small(class),
@@ -208,6 +209,7 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// Like [`alloc`](Engine::alloc), with the block's first `size` bytes set to zero.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
         let block = self.alloc(size)?;
         // SAFETY: the block was just handed out and holds at least `size` bytes.
@@ -218,6 +220,7 @@ impl<S: ChunkSource> Engine<S> {
     /// Allocates a block for `layout`. Any power-of-two alignment below
     /// [`CHUNK_SIZE`](crate::CHUNK_SIZE) is served; larger ones get `None`.
     #[inline]
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         if layout.align() <= MIN_ALIGN {
             return self.alloc(layout.size());
@@ -689,6 +692,7 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// As for [`free`](Engine::free): `block` is an in-use block of this engine. On success the
     /// old pointer is not used again unless it was returned.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&mut self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         if new_size == 0 {
             // SAFETY: forwarded from the caller.
@@ -705,6 +709,7 @@ impl<S: ChunkSource> Engine<S> {
     ///
     /// # Safety
     /// As for [`realloc`](Engine::realloc).
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
         let usable = unsafe { self.slot_size(block) };

@@ -66,11 +66,13 @@ impl<S: ChunkSource> LockedPool<S> {
     }
 
     /// Allocates `size` bytes aligned to 16; see [`Engine::alloc`].
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
         self.engine.with(|engine| engine.alloc(size))
     }
 
     /// Allocates a block for `layout`; see [`Engine::alloc_layout`].
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.engine.with(|engine| engine.alloc_layout(layout))
     }
@@ -90,6 +92,7 @@ impl<S: ChunkSource> LockedPool<S> {
     /// // SAFETY: the block holds 64 bytes, all zero.
     /// assert_eq!(unsafe { block.as_ptr().add(63).read() }, 0);
     /// ```
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
         self.engine.with(|engine| engine.alloc_zeroed(size))
     }
@@ -213,6 +216,7 @@ impl<S: ChunkSource> LockedPool<S> {
     /// drop(root);
     /// child.alloc(64);
     /// ```
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> LockedChild<'_, S> {
         LockedPool::new(LockedParent { parent: self }, None)
     }
@@ -233,6 +237,7 @@ impl<S: ChunkSource> LockedPool<S> {
     /// assert!(child.alloc(2 * CHUNK_SIZE).is_none());
     /// assert_eq!(child.available(), Some(0));
     /// ```
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S> {
         LockedPool::new(LockedParent { parent: self }, Some(limit))
     }
@@ -440,6 +445,7 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// assert_eq!(block.as_ptr() as usize % 16, 0);
     /// ```
     #[inline]
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
         self.engine.alloc(size)
     }
@@ -457,6 +463,7 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// // SAFETY: the block holds 32 bytes, all zero.
     /// assert_eq!(unsafe { block.as_ptr().add(31).read() }, 0);
     /// ```
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
         self.engine.alloc_zeroed(size)
     }
@@ -475,6 +482,7 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// let block = pool.with(|engine| engine.alloc_layout(layout)).unwrap();
     /// assert_eq!(block.as_ptr() as usize % 256, 0);
     /// ```
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         self.engine.alloc_layout(layout)
     }
@@ -552,6 +560,7 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     ///     unsafe { engine.free(grown) };
     /// });
     /// ```
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&mut self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
         unsafe { self.engine.realloc(block, new_size) }
@@ -580,6 +589,7 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     ///     unsafe { engine.free(moved) };
     /// });
     /// ```
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
         unsafe { self.engine.resize(block, new_layout) }

@@ -186,12 +186,14 @@ impl Pool {
     /// unsafe { pool.free(block) };
     /// ```
     #[inline]
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.alloc(size)
     }
 
     /// Like [`alloc`](Pool::alloc), with the first `size` bytes zeroed (Melon's `mln_alloc_c`).
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.alloc_zeroed(size)
@@ -200,6 +202,7 @@ impl Pool {
     /// Allocates a block for `layout`: any power-of-two alignment up to 8 KiB (half a chunk).
     /// Larger alignments get `None`.
     #[inline]
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.alloc_layout(layout)
@@ -212,6 +215,7 @@ impl Pool {
     /// # Safety
     /// - `block` is an in-use block of this pool.
     /// - After a move or a free, the old pointer is not used again.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
         unsafe { self.engine().realloc(block, new_size) }
@@ -222,6 +226,7 @@ impl Pool {
     ///
     /// # Safety
     /// As for [`realloc`](Pool::realloc).
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn resize(&self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
         unsafe { self.engine().resize(block, new_layout) }
@@ -352,12 +357,14 @@ impl Pool {
     /// drop(root);
     /// child.alloc(64);
     /// ```
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> ChildPool<'_> {
         ChildPool::new(self, None)
     }
 
     /// A pool whose chunks come from this one and that holds at most `limit` bytes of them.
     /// Its chunks also count against this pool's limit.
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
         ChildPool::new(self, Some(limit))
     }

@@ -367,6 +367,7 @@ impl Shared {
 /// is checked against the pool before it is used. A free or a resize is unsafe, since the block
 /// may still be in use somewhere, in any process. The guard is not `Send`: the built-in lock
 /// belongs to the thread that took it.
+#[must_use = "the pool's lock is released as soon as the guard is dropped"]
 pub struct ShmGuard<'pool> {
     shared: &'pool Shared,
     /// The built-in lock belongs to the thread that took it.
@@ -379,6 +380,7 @@ impl ShmGuard<'_> {
     /// # Errors
     /// [`ShmError::OutOfMemory`] when too few bytes are free; [`ShmError::Fragmented`] when enough
     /// are, but in no place that fits the block.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, ShmError> {
         self.alloc_layout(
             Layout::from_size_align(size, 16).map_err(|_| ShmError::OutOfMemory { size })?,
@@ -390,6 +392,7 @@ impl ShmGuard<'_> {
     /// # Errors
     /// As for [`alloc`](ShmGuard::alloc); [`ShmError::OutOfMemory`] for an alignment above
     /// 2 MiB.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
         let (arena, size, align) = (&self.shared.arena, layout.size(), layout.align().max(16));
         let offset = match arena.alloc(size, align) {
@@ -486,6 +489,7 @@ impl ShmGuard<'_> {
     ///
     /// # Safety
     /// As for [`ShmPool::realloc`].
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(
         &mut self,
         block: NonNull<u8>,
@@ -1020,6 +1024,7 @@ impl ShmPool {
     }
 
     /// Allocates `size` bytes aligned to 16, or `None` when there is no room or the lock fails.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
         self.try_alloc(size).ok()
     }
@@ -1048,6 +1053,7 @@ impl ShmPool {
 
     /// Like [`alloc`](ShmPool::alloc), with the block's first `size` bytes zeroed (Melon's
     /// `mln_alloc_c`).
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
         let block = self.alloc(size)?;
         // SAFETY: the block was just handed out and holds at least `size` bytes.
@@ -1056,6 +1062,7 @@ impl ShmPool {
     }
 
     /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.lock().ok()?.alloc_layout(layout).ok()
     }
@@ -1067,6 +1074,7 @@ impl ShmPool {
     /// # Safety
     /// - `block` is an in-use block of this pool.
     /// - After a move or a free, the old pointer is not used again, in any process.
+    #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         let mut guard = self.lock().ok()?;
         // SAFETY: forwarded from the caller.
@@ -1285,11 +1293,13 @@ impl ShmPool {
     /// assert_eq!(shm.stats()?.lent_bytes, 0);
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> ChildPool<'_> {
         self.make_child(None)
     }
 
     /// Like [`child`](ShmPool::child), holding at most `limit` bytes of chunks.
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
         self.make_child(Some(limit))
     }

@@ -24,8 +24,9 @@
 //!   workspace's library crates for macOS (`x86_64-apple-darwin`) to keep it so.
 //! - No `std` (firmware, kernels): `melon-alloc-core` alone.
 
+// Not `core`: a glob import of this crate would then shadow the language's `core` crate.
 #[doc(inline)]
-pub use melon_alloc_core as core;
+pub use melon_alloc_core as engine;
 #[doc(inline)]
 pub use melon_alloc_heap as heap;
 #[cfg(target_os = "linux")]

@@ -3,7 +3,50 @@
 use core::fmt;
 
 use melon_alloc_core::FreeError;
-use rustix::io::Errno;
+
+/// An error code the operating system returned (the `errno` of the failed call). The pool's own
+/// type, so that the crates it calls the system through can change without changing this API.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::Errno;
+///
+/// let busy = Errno::from_raw_os_error(16);
+/// assert_eq!(busy.raw_os_error(), 16);
+/// assert_eq!(busy, Errno::from_raw_os_error(16));
+/// assert!(busy.to_string().contains("os error 16"), "{busy}");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(i32);
+
+impl Errno {
+    /// The error with this code, as `errno` would hold it.
+    pub const fn from_raw_os_error(code: i32) -> Self {
+        Self(code)
+    }
+
+    /// The code, as `errno` would hold it.
+    pub const fn raw_os_error(self) -> i32 {
+        self.0
+    }
+
+    pub(crate) fn from_system(errno: rustix::io::Errno) -> Self {
+        Self(errno.raw_os_error())
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        std::io::Error::from_raw_os_error(self.0).fmt(f)
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Errno({}: {})", self.0, std::io::Error::from_raw_os_error(self.0).kind())
+    }
+}
 
 /// A failure of a [`ShmLock`](crate::ShmLock), with the code its callback returned (Melon's lock
 /// callbacks return non-zero on failure).
@@ -236,3 +279,10 @@ impl fmt::Display for ShmCheckError {
 }
 
 impl core::error::Error for ShmCheckError {}
+
+impl ShmError {
+    /// A failed system call: `call` says what was being done.
+    pub(crate) fn os(call: &'static str, errno: rustix::io::Errno) -> Self {
+        Self::Os { call, errno: Errno::from_system(errno) }
+    }
+}

@@ -81,7 +81,7 @@ mod sys;
 mod tx;
 
 pub use builder::ShmPoolBuilder;
-pub use error::{LockError, ShmCheckError, ShmError};
+pub use error::{Errno, LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
 pub use owner::ReclaimReport;
 pub use pool::{ShmGuard, ShmPool};

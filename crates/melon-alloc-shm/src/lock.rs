@@ -169,7 +169,7 @@ fn take_over<M: Robust>(
         // Only a mutex that is not robust, or not ours from a dead owner, refuses; either way
         // the caller must not go on as the holder.
         let _ = mutex.unlock();
-        return Err(ShmError::Os { call: "marking the pool's lock consistent", errno });
+        return Err(ShmError::os("marking the pool's lock consistent", errno));
     }
     Ok(())
 }
@@ -214,8 +214,8 @@ fn refusal(refused: Refused, start: Instant) -> ShmError {
     match refused {
         Refused::TimedOut => ShmError::LockTimeout { waited: start.elapsed() },
         // A wait without a deadline never reports busy; say so rather than invent an errno.
-        Refused::Busy => ShmError::Os { call: "taking the pool's lock", errno: Errno::BUSY },
-        Refused::Os(errno) => ShmError::Os { call: "taking the pool's lock", errno },
+        Refused::Busy => ShmError::os("taking the pool's lock", Errno::BUSY),
+        Refused::Os(errno) => ShmError::os("taking the pool's lock", errno),
     }
 }
 
@@ -226,5 +226,5 @@ fn refusal(refused: Refused, start: Instant) -> ShmError {
 /// broken (see "The lock" in the architecture notes).
 #[inline]
 pub(crate) fn unlock_robust<M: Robust>(mutex: &M) -> Result<(), ShmError> {
-    mutex.unlock().map_err(|errno| ShmError::Os { call: "releasing the pool's lock", errno })
+    mutex.unlock().map_err(|errno| ShmError::os("releasing the pool's lock", errno))
 }

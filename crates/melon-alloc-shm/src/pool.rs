@@ -62,7 +62,7 @@ impl Identity {
         use core::mem::offset_of;
         let mut bytes = [0; offset_of!(Header, takeovers)];
         let read = Mapping::read_start(fd, &mut bytes)
-            .map_err(|errno| ShmError::Os { call: "reading the pool's header", errno })?;
+            .map_err(|errno| ShmError::os("reading the pool's header", errno))?;
         if read < bytes.len() {
             return Err(ShmError::NotAPool);
         }
@@ -160,7 +160,7 @@ impl Shared {
     fn map_published(&self) -> Result<usize, ShmError> {
         self.mapping
             .map_to(self.extent())
-            .map_err(|errno| ShmError::Os { call: "mapping the pool's new pages", errno })
+            .map_err(|errno| ShmError::os("mapping the pool's new pages", errno))
     }
 
     /// Maps the pages another process grew the pool by, and has the arena work within them.
@@ -803,7 +803,7 @@ impl ShmPool {
         let [descs, bitmap, data] = geometry.reserve_ranges(geometry.first_data_page, end);
         let ranges = [Geometry::header_range(), descs, bitmap, data];
         let mapping = Mapping::create(name, geometry.capacity, &ranges, end as usize * PAGE)
-            .map_err(|errno| ShmError::Os { call: "creating the shared mapping", errno })?;
+            .map_err(|errno| ShmError::os("creating the shared mapping", errno))?;
         let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         let base = mapping.base().as_ptr();
         // SAFETY: the mapping is new, zeroed (a fresh memfd), and maps the header and the first
@@ -815,7 +815,7 @@ impl ShmPool {
             unsafe {
                 sys::RobustMutex::init(ptr::addr_of_mut!((*base.cast::<Header>()).lock.mutex))
             }
-            .map_err(|errno| ShmError::Os { call: "making the pool's lock", errno })?;
+            .map_err(|errno| ShmError::os("making the pool's lock", errno))?;
         }
         Ok(Self::from_shared(Shared::new(mapping, lock, geometry)))
     }
@@ -855,7 +855,7 @@ impl ShmPool {
     unsafe fn open(fd: OwnedFd, lock: Option<Box<dyn ShmLock>>) -> Result<Self, ShmError> {
         use std::os::fd::AsFd;
         let file = Mapping::file_len(fd.as_fd())
-            .map_err(|errno| ShmError::Os { call: "reading the descriptor's size", errno })?;
+            .map_err(|errno| ShmError::os("reading the descriptor's size", errno))?;
         let header = Identity::read(fd.as_fd())?;
         if header.magic != MAGIC {
             return Err(ShmError::NotAPool);
@@ -879,7 +879,7 @@ impl ShmPool {
         // The whole largest capacity is reserved; the first segment is mapped now, what the pool
         // has grown by since as the header publishes it.
         let mapping = Mapping::open(fd, geometry.capacity, initial as usize)
-            .map_err(|errno| ShmError::Os { call: "mapping the pool", errno })?;
+            .map_err(|errno| ShmError::os("mapping the pool", errno))?;
         let shared = Shared::new(mapping, lock, geometry);
         shared.map_published()?;
         Ok(Self::from_shared(shared))
@@ -1494,7 +1494,9 @@ mod tests {
                     refused,
                     Err(ShmError::Os {
                         call: "releasing the pool's lock",
-                        errno: rustix::io::Errno::PERM
+                        errno: crate::Errno::from_raw_os_error(
+                            rustix::io::Errno::PERM.raw_os_error()
+                        )
                     })
                 );
                 let waited = shm.try_lock_for(Duration::from_millis(20));

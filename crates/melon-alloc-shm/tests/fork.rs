@@ -810,7 +810,7 @@ fn w1_a_mapping_the_system_refuses_is_an_error() {
         lower_limit(libc::RLIMIT_AS, limit);
         match ShmPool::new(64 * MIB) {
             Err(error @ ShmError::Os { errno, .. }) => {
-                assert_eq!(errno, rustix::io::Errno::NOMEM);
+                assert_eq!(errno.raw_os_error(), rustix::io::Errno::NOMEM.raw_os_error());
                 assert!(error.to_string().contains("failed"), "{error}");
             }
             other => panic!("a mapping past the address-space limit gave {other:?}"),
@@ -828,7 +828,9 @@ fn w1_a_mapping_the_system_refuses_is_an_error() {
         unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
         lower_limit(libc::RLIMIT_FSIZE, MIB as libc::rlim_t);
         match ShmPool::new(8 * MIB) {
-            Err(ShmError::Os { errno, .. }) => assert_eq!(errno, rustix::io::Errno::FBIG),
+            Err(ShmError::Os { errno, .. }) => {
+                assert_eq!(errno.raw_os_error(), rustix::io::Errno::FBIG.raw_os_error());
+            }
             other => panic!("memory past the file size limit gave {other:?}"),
         }
         assert!(ShmPool::new(512 * KIB).is_ok());

@@ -65,7 +65,7 @@ impl CallbackLock {
         if code == 0 {
             Ok(())
         } else {
-            Err(LockError { code })
+            Err(LockError::new(code))
         }
     }
 }
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn a_failing_callback_is_a_lock_error_with_its_code() {
         let calls = AtomicI32::new(-1);
-        assert_eq!(lock_over(&calls).lock(), Err(LockError { code: 7 }));
+        assert_eq!(lock_over(&calls).lock(), Err(LockError::new(7)));
     }
 
     #[test]

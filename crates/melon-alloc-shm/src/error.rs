@@ -50,10 +50,31 @@ impl fmt::Debug for Errno {
 
 /// A failure of a [`ShmLock`](crate::ShmLock), with the code its callback returned (Melon's lock
 /// callbacks return non-zero on failure).
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::LockError;
+///
+/// let failed = LockError::new(16);
+/// assert_eq!(failed.code(), 16);
+/// assert!(failed.to_string().contains("16"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockError {
+    code: i32,
+}
+
+impl LockError {
+    /// A failure of the lock with its own error code.
+    pub const fn new(code: i32) -> Self {
+        Self { code }
+    }
+
     /// The lock's own error code.
-    pub code: i32,
+    pub const fn code(self) -> i32 {
+        self.code
+    }
 }
 
 impl fmt::Display for LockError {

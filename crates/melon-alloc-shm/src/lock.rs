@@ -49,7 +49,7 @@ use crate::{LockError, ShmError};
 /// unsafe impl ShmLock for Refusing {
 ///     fn lock(&self) -> Result<(), LockError> {
 ///         if self.0.swap(true, Ordering::Acquire) {
-///             return Err(LockError { code: 16 });
+///             return Err(LockError::new(16));
 ///         }
 ///         Ok(())
 ///     }

@@ -696,7 +696,7 @@ fn a_guard_runs_several_operations_under_one_lock() {
     // `unlock` reports a failure of the lock that dropping would have to ignore.
     log.fail_unlock(true);
     let guard = shm.lock().unwrap();
-    assert_eq!(guard.unlock(), Err(ShmError::Lock(LockError { code: FAIL_CODE })));
+    assert_eq!(guard.unlock(), Err(ShmError::Lock(LockError::new(FAIL_CODE))));
     log.fail_unlock(false);
     assert_eq!(shm.available(), start);
     shm.check().unwrap();

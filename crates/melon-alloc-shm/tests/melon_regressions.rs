@@ -410,7 +410,7 @@ fn w7_a_failing_lock_loses_nothing_and_charges_nothing() {
     assert_eq!(child.alloc(100_000), None);
     assert_eq!(child.available(), Some(16 * CHUNK_SIZE), "a refused chunk was charged");
     assert_eq!(child.stats().bytes_held, 0);
-    assert_eq!(shm.try_alloc(64), Err(ShmError::Lock(LockError { code: FAIL_CODE })));
+    assert_eq!(shm.try_alloc(64), Err(ShmError::Lock(LockError::new(FAIL_CODE))));
     log.fail_lock(false);
     assert_eq!(shm.available(), start);
 
@@ -418,7 +418,7 @@ fn w7_a_failing_lock_loses_nothing_and_charges_nothing() {
     let own = shm.alloc(64).unwrap();
     log.fail_lock(true);
     // SAFETY: `own` is in use; the failed call does not free it.
-    assert_eq!(unsafe { shm.try_free(own) }, Err(ShmError::Lock(LockError { code: FAIL_CODE })));
+    assert_eq!(unsafe { shm.try_free(own) }, Err(ShmError::Lock(LockError::new(FAIL_CODE))));
     log.fail_lock(false);
     assert_eq!(shm.usable_size(own), Ok(64));
     free_all(&shm, [own]);

@@ -72,10 +72,10 @@ impl TestLock {
 unsafe impl ShmLock for TestLock {
     fn lock(&self) -> Result<(), LockError> {
         if self.0.fail_lock.load(Ordering::SeqCst) {
-            return Err(LockError { code: FAIL_CODE });
+            return Err(LockError::new(FAIL_CODE));
         }
         if self.0.held.swap(true, Ordering::SeqCst) {
-            return Err(LockError { code: HELD_CODE });
+            return Err(LockError::new(HELD_CODE));
         }
         self.0.locks.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -85,7 +85,7 @@ unsafe impl ShmLock for TestLock {
         assert!(self.0.held.swap(false, Ordering::SeqCst), "unlock of a lock that is not held");
         self.0.unlocks.fetch_add(1, Ordering::SeqCst);
         if self.0.fail_unlock.load(Ordering::SeqCst) {
-            return Err(LockError { code: FAIL_CODE });
+            return Err(LockError::new(FAIL_CODE));
         }
         Ok(())
     }

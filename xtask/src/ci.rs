@@ -33,6 +33,8 @@ pub(crate) fn run_all() -> Result<(), String> {
     release_test.args(["test", "--workspace", "--release", "--lib", "--tests"]);
     run(release_test)?;
 
+    crate::examples::run_task()?;
+
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;

@@ -8,6 +8,7 @@ mod bench;
 mod callgrind;
 mod capi;
 mod ci;
+mod examples;
 mod fuzz;
 mod loom;
 mod miri;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run_task(&args[1..]),
         Some("bench-c") => capi::bench(),
         Some("ci") => ci::run_all(),
+        Some("examples") => examples::run_task(),
         Some("fuzz") => fuzz::run_task(&args[1..]),
         Some("loom") => loom::run_task(),
         Some("miri") => miri::run_task(),
@@ -53,6 +55,7 @@ fn print_help() {
          bench-c the C API against glibc malloc, 64-byte blocks, and its instructions per pair\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
          no-std and Miri\n  \
+         examples the public items without an example, which must not grow past a bound\n  \
          fuzz    the fuzz targets under libFuzzer and ASan (nightly); --time SECONDS in all, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \

@@ -38,6 +38,26 @@
 //! unsafe { pool.free(block) };
 //! pool.check().unwrap();
 //! ```
+//!
+//! # When to use it, and when not
+//!
+//! Use it where there is no operating system or no allocator (firmware, kernels), or to build a
+//! pool over memory of your own. On a program's heap, `melon-alloc-heap` (or the `melon-alloc`
+//! facade) gives the same engine with a safe API, children and a global source. The engine takes
+//! 16 KiB chunks: every size class in use holds at least one, so a region much smaller than
+//! 16 KiB times the classes a program uses serves only some of them.
+//!
+//! # Features
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `allocator-api2` | yes | implements `allocator_api2::alloc::Allocator` for `LockedPool` |
+//! | `valgrind` | no | tells memcheck about every block handed out and freed (x86_64 only) |
+//!
+//! # Platforms
+//!
+//! Any target with `core` and compare-and-swap atomics: tested on x86_64 Linux, and run on a
+//! Cortex-M4 (`thumbv7em-none-eabihf`) under QEMU by `cargo xtask no-std`.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

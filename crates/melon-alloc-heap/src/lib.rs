@@ -133,6 +133,24 @@
 //! takes the root's lock only when it needs a chunk or gives one back, so requests on different
 //! threads meet there rather than on every allocation. `cargo run --release --example
 //! per_request` in the `melon-alloc` crate runs the pattern on a tokio runtime.
+//!
+//! # When to use it, and when not
+//!
+//! Use a pool for memory with a lifetime and a bound: a request's, a connection's, a
+//! subsystem's; dropping the pool frees it all at once, and a limit holds for the whole tree.
+//! Not for many buffers of tens of kilobytes (each gets a chunk of its own), and a [`HeapPool`]
+//! is not `Sync`: share one through [`SyncPool`] or [`LockedHeapPool`].
+//!
+//! # Features
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `valgrind` | no | makes memcheck check accesses to pool blocks (x86_64 only) |
+//!
+//! # Platforms
+//!
+//! Any target with `std`. [`OsSource`], and so [`LockedHeapPool`], is Linux only, as are the
+//! huge-page hints of the global source.
 
 mod allocator;
 mod global;

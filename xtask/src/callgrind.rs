@@ -3,12 +3,27 @@
 
 use std::process::Command;
 
+/// Where the measured program is copied to, so that it starts under the same name wherever the
+/// workspace lies.
+const MEASURED: &str = "melon-alloc-measured";
+
 /// The instructions `command` runs, counted by callgrind (which it runs under).
+///
+/// The program runs from a copy at a fixed path, in `/`, with no environment but a fixed
+/// `PATH`: what a process allocates as it starts (its arguments, its environment) shapes the
+/// heap that glibc's `malloc` then works in, and so the instructions of the workloads that call
+/// it. So measured, the count is the same in any checkout and any shell.
 pub(crate) fn instructions(command: &Command) -> Result<u64, String> {
-    let mut counted = Command::new("valgrind");
+    let copy = std::env::temp_dir().join(MEASURED);
+    std::fs::copy(command.get_program(), &copy)
+        .map_err(|error| format!("cannot copy {:?}: {error}", command.get_program()))?;
+    let mut counted = Command::new("/usr/bin/valgrind");
     counted
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
-        .arg(command.get_program())
+        .arg(&copy)
         .args(command.get_args());
     let output = counted.output().map_err(|error| format!("could not run valgrind: {error}"))?;
     if !output.status.success() {

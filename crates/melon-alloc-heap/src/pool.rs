@@ -193,6 +193,18 @@ impl Pool {
     }
 
     /// Like [`alloc`](Pool::alloc), with the first `size` bytes zeroed (Melon's `mln_alloc_c`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc_zeroed(100).unwrap();
+    /// // SAFETY: the block holds at least 100 bytes.
+    /// let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), 100) };
+    /// assert!(bytes.iter().all(|&byte| byte == 0));
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`.
@@ -201,6 +213,19 @@ impl Pool {
 
     /// Allocates a block for `layout`: any power-of-two alignment up to 8 KiB (half a chunk).
     /// Larger alignments get `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc_layout(Layout::from_size_align(100, 256).unwrap()).unwrap();
+    /// assert_eq!(block.as_ptr() as usize % 256, 0);
+    /// assert!(pool.alloc_layout(Layout::from_size_align(64, 1 << 20).unwrap()).is_none());
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
     #[inline]
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
@@ -215,6 +240,22 @@ impl Pool {
     /// # Safety
     /// - `block` is an in-use block of this pool.
     /// - After a move or a free, the old pointer is not used again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(16).unwrap();
+    /// // SAFETY: the block holds 16 bytes.
+    /// unsafe { block.as_ptr().write_bytes(7, 16) };
+    /// // SAFETY: an in-use block of `pool`; the old pointer is not used after the move.
+    /// let grown = unsafe { pool.realloc(block, 1000) }.unwrap();
+    /// // SAFETY: the first 16 bytes moved with the block.
+    /// assert_eq!(unsafe { grown.as_ptr().add(15).read() }, 7);
+    /// // SAFETY: a size of 0 frees the block, which is not used again.
+    /// assert!(unsafe { pool.realloc(grown, 0) }.is_none());
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
@@ -226,6 +267,20 @@ impl Pool {
     ///
     /// # Safety
     /// As for [`realloc`](Pool::realloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// // SAFETY: an in-use block of `pool`; it is not used after the move.
+    /// let moved = unsafe { pool.resize(block, Layout::from_size_align(64, 512).unwrap()) }.unwrap();
+    /// assert_eq!(moved.as_ptr() as usize % 512, 0);
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(moved) };
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn resize(&self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
@@ -238,6 +293,16 @@ impl Pool {
     /// # Safety
     /// - `block` is an in-use block of this pool.
     /// - Nothing uses the block afterwards.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// ```
     #[inline]
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
@@ -253,6 +318,19 @@ impl Pool {
     ///
     /// # Safety
     /// If `block` is an in-use block of this pool, nothing uses it afterwards.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// assert_eq!(unsafe { pool.try_free(block) }, Ok(()));
+    /// // A second free is refused and changes nothing.
+    /// // SAFETY: `try_free` checks the pointer before it frees anything.
+    /// assert!(unsafe { pool.try_free(block) }.is_err());
+    /// pool.check().unwrap();
+    /// ```
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
         unsafe { self.engine().try_free(block) }
@@ -264,6 +342,17 @@ impl Pool {
     ///
     /// # Safety
     /// `block` is an in-use block of this pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(100).unwrap();
+    /// // SAFETY: an in-use block of `pool`.
+    /// assert_eq!(unsafe { pool.usable_size(block) }, 112, "100 bytes round up to the 112-byte class");
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
     pub unsafe fn usable_size(&self, block: NonNull<u8>) -> usize {
         // SAFETY: see `engine`; the block contract is forwarded from the caller.
         unsafe { self.engine().usable_size(block) }
@@ -272,12 +361,31 @@ impl Pool {
     /// Bytes that can still be taken before the limit (Melon's `mln_alloc_available_capacity`):
     /// the limit minus the bytes the pool holds from its parent or the system. `None` when the
     /// pool has no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limited = melon_alloc_heap::HeapPool::with_limit(1 << 20);
+    /// assert_eq!(limited.available(), Some(1 << 20));
+    /// assert_eq!(melon_alloc_heap::HeapPool::new().available(), None);
+    /// ```
     pub fn available(&self) -> Option<usize> {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.available()
     }
 
     /// A snapshot of the pool's counters. Costs a walk over its chunk headers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.live_blocks, stats.bytes_in_use), (1, 64));
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
     pub fn stats(&self) -> Stats {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.stats()
@@ -287,6 +395,16 @@ impl Pool {
     ///
     /// # Errors
     /// The first broken invariant, with the chunk it is in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// assert_eq!(pool.check(), Ok(()));
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
     pub fn check(&self) -> Result<(), CheckError> {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.check()
@@ -294,6 +412,18 @@ impl Pool {
 
     /// Gives back to the parent or the system the empty chunks the pool keeps for reuse.
     /// Returns the bytes given back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// // The emptied chunk is kept for the next allocation until a trim gives it back.
+    /// assert_eq!(pool.trim(), 16 * 1024);
+    /// assert_eq!(pool.stats().bytes_held, 0);
+    /// ```
     pub fn trim(&self) -> usize {
         // SAFETY: see `engine`.
         unsafe { self.engine() }.trim()

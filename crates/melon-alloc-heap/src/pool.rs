@@ -275,8 +275,9 @@ impl Pool {
     ///
     /// let pool = melon_alloc_heap::HeapPool::new();
     /// let block = pool.alloc(64).unwrap();
+    /// let aligned = Layout::from_size_align(64, 512).unwrap();
     /// // SAFETY: an in-use block of `pool`; it is not used after the move.
-    /// let moved = unsafe { pool.resize(block, Layout::from_size_align(64, 512).unwrap()) }.unwrap();
+    /// let moved = unsafe { pool.resize(block, aligned) }.unwrap();
     /// assert_eq!(moved.as_ptr() as usize % 512, 0);
     /// // SAFETY: the block came from `pool` and is not used again.
     /// unsafe { pool.free(moved) };
@@ -348,8 +349,9 @@ impl Pool {
     /// ```
     /// let pool = melon_alloc_heap::HeapPool::new();
     /// let block = pool.alloc(100).unwrap();
+    /// // 100 bytes round up to the 112-byte class.
     /// // SAFETY: an in-use block of `pool`.
-    /// assert_eq!(unsafe { pool.usable_size(block) }, 112, "100 bytes round up to the 112-byte class");
+    /// assert_eq!(unsafe { pool.usable_size(block) }, 112);
     /// // SAFETY: the block came from `pool` and is not used again.
     /// unsafe { pool.free(block) };
     /// ```

@@ -456,9 +456,11 @@ impl Geometry {
         0..DESC_OFFSET.next_multiple_of(PAGE)
     }
 
-    /// Whether the logged word of `width` bytes at `offset` lies in the header, or in the
-    /// descriptor or bitmap words of a data page before `end`: where every write of the undo
-    /// log goes.
+    /// Whether the logged word of `width` bytes at `offset` lies in the allocator's state or
+    /// the end of the grown pages in the header, or in the descriptor or bitmap words of a data
+    /// page before `end`: where every write of the undo log goes. The rest of the header (the
+    /// lock, the log itself, the geometry) is never logged: a corrupt entry naming the lock
+    /// would otherwise have the recovery write into the C library's mutex.
     pub(crate) fn holds_logged_word(&self, offset: u64, width: u64, end: u32) -> bool {
         let Some(last) = offset.checked_add(width) else { return false };
         let inside =
@@ -466,7 +468,8 @@ impl Geometry {
         let data = self.first_data_page as usize..(end.min(self.page_count)) as usize;
         let len = data.len() * META_PER_PAGE;
         let bitmap = bitmap_offset(self.page_count);
-        inside(0, core::mem::size_of::<Header>())
+        inside(core::mem::offset_of!(Header, state), core::mem::size_of::<State>())
+            || inside(core::mem::offset_of!(Header, end_page), core::mem::size_of::<u32>())
             || inside(DESC_OFFSET + data.start * META_PER_PAGE, len)
             || inside(bitmap + data.start * META_PER_PAGE, len)
     }
@@ -486,6 +489,29 @@ mod tests {
             assert_eq!(class_of(CLASS_SIZES[class]), Some(class));
         }
         assert_eq!(SLAB_PAGES[3], 1, "64-byte blocks fill single pages exactly");
+    }
+
+    #[test]
+    fn the_undo_log_may_write_the_state_and_the_grown_end_but_not_the_lock_or_the_log() {
+        use core::mem::{offset_of, size_of};
+
+        let geometry = Geometry::for_capacity(MIN_CAPACITY).unwrap();
+        let end = geometry.page_count;
+        let holds =
+            |offset: usize, width: u64| geometry.holds_logged_word(offset as u64, width, end);
+        let state = offset_of!(Header, state);
+        assert!(holds(state, 8) && holds(state + size_of::<State>() - 4, 4));
+        assert!(holds(offset_of!(Header, end_page), 4));
+        let lock = offset_of!(Header, lock);
+        for offset in (lock..lock + size_of::<BuiltinLock>()).step_by(4) {
+            assert!(!holds(offset, 4), "the lock's word at {offset}");
+        }
+        for field in
+            [offset_of!(Header, magic), offset_of!(Header, log_len), offset_of!(Header, log)]
+        {
+            assert!(!holds(field, 4), "the header's word at {field}");
+        }
+        assert!(holds(DESC_OFFSET + geometry.first_data_page as usize * META_PER_PAGE, 4));
     }
 
     #[test]
@@ -543,7 +569,9 @@ mod tests {
         let first = DESC_OFFSET + growing.first_data_page as usize * 32;
         assert!(descs.start <= first && descs.end >= DESC_OFFSET + end as usize * 32);
         assert!(bitmap.end - bitmap.start < 2 * PAGE + growing.segment_pages as usize * 32);
-        assert!(growing.holds_logged_word(8, 8, end), "the header");
+        let state = core::mem::offset_of!(Header, state) as u64;
+        assert!(growing.holds_logged_word(state, 8, end), "the header's allocator state");
+        assert!(!growing.holds_logged_word(8, 8, end), "the header's geometry");
         assert!(growing.holds_logged_word(first as u64, 4, end), "the first data page");
         let past = DESC_OFFSET as u64 + u64::from(end) * 32;
         assert!(!growing.holds_logged_word(past, 4, end), "a page not grown");

@@ -60,14 +60,15 @@ pub(crate) fn run_all() -> Result<(), String> {
 /// The doctests again on nightly, whose rustdoc checks the error code a `compile_fail` example
 /// names: stable rustdoc only checks that it fails to compile, for whatever reason.
 fn nightly_doctests() -> Result<(), String> {
-    let mut doctests = std::process::Command::new("cargo");
-    doctests
-        .current_dir(crate::root())
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
-        .args(["+nightly", "test", "--doc"])
-        .args(["-p", "melon-alloc-core", "-p", "melon-alloc-heap", "-p", "melon-alloc-shm"]);
+    let mut doctests = crate::toolchain_cargo("nightly");
+    doctests.args(["test", "--doc"]).args([
+        "-p",
+        "melon-alloc-core",
+        "-p",
+        "melon-alloc-heap",
+        "-p",
+        "melon-alloc-shm",
+    ]);
     run(doctests)
 }
 
@@ -103,14 +104,14 @@ fn minimum_rust() -> Result<(), String> {
     let mut install = std::process::Command::new("rustup");
     install.args(["toolchain", "install", &version, "--profile", "minimal"]);
     run(install)?;
-    let mut check = std::process::Command::new("cargo");
-    check
-        .current_dir(crate::root())
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
-        .arg(format!("+{version}"))
-        .args(["check", "-p", "melon-alloc-core", "-p", "melon-alloc-heap"])
-        .args(["-p", "melon-alloc-shm", "-p", "melon-alloc", "-p", "melon-alloc-capi"]);
+    let mut check = crate::toolchain_cargo(&version);
+    check.args(["check", "-p", "melon-alloc-core", "-p", "melon-alloc-heap"]).args([
+        "-p",
+        "melon-alloc-shm",
+        "-p",
+        "melon-alloc",
+        "-p",
+        "melon-alloc-capi",
+    ]);
     run(check)
 }

@@ -79,6 +79,19 @@ fn cargo() -> Command {
     command
 }
 
+/// `cargo +toolchain` through the rustup proxy, from the workspace root. The variables that the
+/// cargo running this task sets are removed: they would pin its own toolchain instead.
+fn toolchain_cargo(toolchain: &str) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(root())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .arg(format!("+{toolchain}"));
+    command
+}
+
 /// Runs a command, echoing it first, and fails the task if it fails.
 fn run(mut command: Command) -> Result<(), String> {
     eprintln!("$ {command:?}");

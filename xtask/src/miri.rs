@@ -1,7 +1,7 @@
 //! `cargo xtask miri`: the core and heap test suites, and the shared pool's allocator over an
 //! ordinary buffer, under Miri with strict provenance, on the nightly toolchain.
 
-use crate::{root, run};
+use crate::run;
 
 /// The heap crate's test targets that run under Miri: all but `global_allocator`, whose pool maps
 /// its memory with `mmap` and aligns it by unmapping part of a mapping, which Miri takes for a
@@ -50,12 +50,7 @@ pub(crate) fn run_task() -> Result<(), String> {
 /// `cargo +nightly miri test` from the workspace root, with strict provenance.
 fn miri() -> std::process::Command {
     // The rustup proxy, not the cargo running this task, understands `+nightly`.
-    let mut miri = std::process::Command::new("cargo");
-    miri.current_dir(root())
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
-        .args(["+nightly", "miri", "test"])
-        .env("MIRIFLAGS", "-Zmiri-strict-provenance");
+    let mut miri = crate::toolchain_cargo("nightly");
+    miri.args(["miri", "test"]).env("MIRIFLAGS", "-Zmiri-strict-provenance");
     miri
 }

@@ -78,9 +78,7 @@ const OTHER_PLATFORM: &str = "x86_64-apple-darwin";
 /// The library crates checked for [`OTHER_PLATFORM`], warnings denied: what the facade's
 /// "Platforms" section promises there.
 fn other_platform() -> Result<(), String> {
-    let mut target = std::process::Command::new("rustup");
-    target.args(["target", "add", OTHER_PLATFORM]);
-    run(target)?;
+    crate::add_target(OTHER_PLATFORM)?;
     let mut check = cargo();
     check
         .args(["check", "--target", OTHER_PLATFORM])

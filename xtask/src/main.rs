@@ -92,6 +92,13 @@ fn toolchain_cargo(toolchain: &str) -> Command {
     command
 }
 
+/// Installs the standard library of `target` with rustup, if it is missing.
+fn add_target(target: &str) -> Result<(), String> {
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", target]);
+    run(add)
+}
+
 /// Runs a command, echoing it first, and fails the task if it fails.
 fn run(mut command: Command) -> Result<(), String> {
     eprintln!("$ {command:?}");

@@ -23,9 +23,7 @@ const TIME_LIMIT: Duration = Duration::from_secs(120);
 const ALL_PASSED: &str = "all checks passed";
 
 pub(crate) fn run_task() -> Result<(), String> {
-    let mut target = Command::new("rustup");
-    target.args(["target", "add", TARGET]);
-    run(target)?;
+    crate::add_target(TARGET)?;
 
     let mut core = cargo();
     core.args(["build", "-p", "melon-alloc-core", "--no-default-features", "--target", TARGET]);
@@ -65,9 +63,7 @@ pub(crate) struct Compared {
 
 /// Builds the `compare` firmware once per peer and runs each on the emulated board.
 pub(crate) fn compare() -> Result<Vec<Compared>, String> {
-    let mut target = Command::new("rustup");
-    target.args(["target", "add", TARGET]);
-    run(target)?;
+    crate::add_target(TARGET)?;
     let mut rows = Vec::new();
     for (feature, name) in FIRMWARE_PEERS {
         let mut build = cargo();

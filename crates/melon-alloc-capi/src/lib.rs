@@ -164,8 +164,8 @@ fn alloc_in(pool: &MlnAlloc, size: usize, zeroed: bool) -> Option<NonNull<u8>> {
     }
 }
 
-/// [`alloc_in`] for a shared pool: out of line, so that the heap pools' path, which nearly every
-/// allocation from C takes, keeps no stack frame for it.
+/// [`alloc_in`] for a shared pool: out of line, so that it adds nothing to the heap pools' path,
+/// which nearly every allocation from C takes.
 #[cold]
 #[inline(never)]
 fn alloc_shared(pool: &MlnAlloc, size: usize, zeroed: bool) -> Option<NonNull<u8>> {
@@ -376,7 +376,7 @@ pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
 }
 
 /// [`mln_alloc_free`] in a process with shared pools, whose table says what the block is: out of
-/// line, so that a process without one frees without a stack frame.
+/// line, so that it adds nothing to the free of a process without one.
 ///
 /// # Safety
 /// As for [`mln_alloc_free`], `block` not NULL.

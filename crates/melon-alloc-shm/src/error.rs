@@ -22,11 +22,25 @@ pub struct Errno(i32);
 
 impl Errno {
     /// The error with this code, as `errno` would hold it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let nomem = melon_alloc_shm::Errno::from_raw_os_error(12);
+    /// assert_eq!(nomem.raw_os_error(), 12);
+    /// ```
     pub const fn from_raw_os_error(code: i32) -> Self {
         Self(code)
     }
 
     /// The code, as `errno` would hold it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let code = melon_alloc_shm::Errno::from_raw_os_error(16).raw_os_error();
+    /// assert_eq!(code, 16);
+    /// ```
     pub const fn raw_os_error(self) -> i32 {
         self.0
     }
@@ -67,11 +81,24 @@ pub struct LockError {
 
 impl LockError {
     /// A failure of the lock with its own error code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let failed = melon_alloc_shm::LockError::new(-1);
+    /// assert_eq!(failed.code(), -1);
+    /// ```
     pub const fn new(code: i32) -> Self {
         Self { code }
     }
 
     /// The lock's own error code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(melon_alloc_shm::LockError::new(7).code(), 7);
+    /// ```
     pub const fn code(self) -> i32 {
         self.code
     }

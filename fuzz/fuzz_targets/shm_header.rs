@@ -3,6 +3,8 @@
 //! one would leave them; then attaches to the pool from a second handle, as the next process
 //! would, and runs operations on it.
 //!
+//! A directory of names is there too, and the operations look names up and insert one.
+//!
 //! Errors are fine: a refused attach, a refused free, an allocation that finds no room, a
 //! `check()` that reports the damage. What must never happen is a write outside the mapping (the
 //! pages around it are not mapped, so it would crash the process), a block handed out past the
@@ -40,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
         [64, 64, 64, 3000, 20_000, 100].iter().filter_map(|&size| made.alloc(size)).collect();
     // SAFETY: the block came from `made` and is not used again.
     unsafe { made.try_free(setup[1]) }.unwrap();
+    // A directory of names, whose bitmaps in the state the damage may land on too.
+    made.insert_named("a", 7u64).unwrap();
+    made.insert_named("b", [1u8; 40]).unwrap();
 
     let file = std::fs::File::from(made.as_fd().try_clone_to_owned().unwrap());
     let mut rest = rest;
@@ -80,6 +85,15 @@ fuzz_target!(|data: &[u8]| {
                 let (block, _) = live.swap_remove(usize::from(byte) % live.len());
                 // SAFETY: the block came from `shm` and is freed once; a damaged pool may refuse.
                 let _ = unsafe { shm.try_free(block) };
+            }
+            3 if byte & 0x80 != 0 => {
+                // A damaged directory may answer anything but a value outside the pool.
+                let name = if byte & 0x40 != 0 { "a" } else { "b" };
+                if let Ok(Some(value)) = shm.named::<u64>(name) {
+                    let offset = shm.offset_of(std::ptr::NonNull::from(value).cast());
+                    assert!(offset.is_some_and(|at| at + 8 <= CAPACITY), "a value outside");
+                }
+                let _ = shm.insert_named("c", u32::from(byte));
             }
             _ => {
                 let _ = shm.check();

@@ -26,6 +26,8 @@ pub(crate) fn run_all() -> Result<(), String> {
         "failpoints",
         "--test",
         "fork",
+        "--test",
+        "named_fork",
     ]);
     run(crash_test)?;
 

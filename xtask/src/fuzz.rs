@@ -3,7 +3,8 @@
 //! told otherwise) equally:
 //! - `pools`: heap, shared and child pools driven against a model of their blocks;
 //! - `shm_header`: a shared pool attached after random bytes were written into its header, undo
-//!   log and page descriptors, which must never write outside its mapping or crash.
+//!   log and page descriptors, which must never write outside its mapping or crash;
+//! - `shm_names`: a shared pool's directory of names, typed boxes and offsets against a model.
 //!
 //! Inputs that crash a target are written to `fuzz/artifacts/TARGET/`, and the inputs that
 //! reached new code to `fuzz/corpus/TARGET/`, which later runs start from.
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 use crate::{root, run};
 
 /// The fuzz targets in `fuzz/Cargo.toml`, in the order they run.
-const TARGETS: [&str; 2] = ["pools", "shm_header"];
+const TARGETS: [&str; 3] = ["pools", "shm_header", "shm_names"];
 
 /// How long the fuzzers run in all when `--time` is not given, in seconds.
 const DEFAULT_SECONDS: u64 = 60;

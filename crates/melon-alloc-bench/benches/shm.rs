@@ -22,6 +22,15 @@
 //! of one segment of 16 MiB next to the same pool grown to 16 segments, which should cost the
 //! same.
 //!
+//! The group `shm_objects` times the pool's named values and its mutex, uncontended:
+//! - `find` and `named`: [`ShmPool::find`] and [`ShmPool::named`] of one of 200 names, taken in
+//!   turn, each of which takes the pool's lock and looks the name up in the directory.
+//! - `shm_mutex_pair`: [`ShmMutex::lock`] and the guard's drop, with a write through the guard.
+//! - `pthread_mutex_pair`, `pthread_robust_mutex_pair`: the same pair on a bare
+//!   `pthread_mutex_t` in a block of the pool, process-shared, then process-shared and robust as
+//!   the one a [`ShmMutex`] wraps; the gap between the robust one and `shm_mutex_pair` is what
+//!   [`ShmMutex`] adds.
+//!
 //! Every case of `shm_alloc_64` runs twice: in `shm_alloc_64`, timed by the wall clock as criterion usually times,
 //! and in `shm_alloc_64_cpu`, timed by the CPU clock of the benchmarking thread. The machine these
 //! benchmarks run on is shared, and while another process holds the core, the wall clock keeps
@@ -29,7 +38,7 @@
 //! that noise left out.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ptr::NonNull;
+use core::ptr::{addr_of_mut, NonNull};
 use core::time::Duration;
 use std::alloc::System;
 use std::hint::black_box;
@@ -38,7 +47,7 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use melon_alloc::HeapPool;
 use melon_alloc_bench::BLOCK;
-use melon_alloc_shm::ShmPool;
+use melon_alloc_shm::{ShmMutex, ShmPool};
 
 /// The smaller pool: large enough that a 95 % fill is a million blocks.
 const SMALL_POOL: usize = 64 << 20;
@@ -328,6 +337,141 @@ fn shm_grow(wall: &mut Criterion) {
     group.finish();
 }
 
+/// Names in the directory of `shm_objects`: most of its 256 slots, so that a lookup meets the
+/// collisions of a well-filled directory.
+const NAMES: usize = 200;
+
+/// A C library mutex and the value it guards, side by side in a block of the shared pool, as in
+/// a [`ShmMutex`].
+#[repr(C)]
+struct PthreadMutex {
+    mutex: libc::pthread_mutex_t,
+    value: u64,
+}
+
+/// The mutex and the value of a [`PthreadMutex`].
+///
+/// # Safety
+/// `held` points to a block of a live pool that is large enough and aligned for a
+/// `PthreadMutex`.
+unsafe fn fields(held: NonNull<PthreadMutex>) -> (*mut libc::pthread_mutex_t, *mut u64) {
+    let place = held.as_ptr();
+    // SAFETY: the place is in bounds of a live block (caller); no reference is made.
+    let mutex = unsafe { addr_of_mut!((*place).mutex) };
+    // SAFETY: as above.
+    let value = unsafe { addr_of_mut!((*place).value) };
+    (mutex, value)
+}
+
+/// Makes a [`PthreadMutex`] in a new block of `shm`: a normal, process-shared mutex, robust too
+/// when `robust` is set, holding 0.
+fn pthread_mutex_in(shm: &ShmPool, robust: bool) -> NonNull<PthreadMutex> {
+    let layout = Layout::new::<PthreadMutex>();
+    let held = shm.alloc_layout(layout).expect("room for a mutex").cast::<PthreadMutex>();
+    // SAFETY: the block was just allocated with the layout of a `PthreadMutex`.
+    let (mutex, value) = unsafe { fields(held) };
+    let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is valid for writes; `init` fills it in.
+    let status = unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) };
+    assert_eq!(status, 0, "pthread_mutexattr_init");
+    let attr = attr.as_mut_ptr();
+    // SAFETY: `attr` was initialised above and is destroyed only at the end.
+    let status = unsafe { libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_NORMAL) };
+    assert_eq!(status, 0, "pthread_mutexattr_settype");
+    // SAFETY: as above.
+    let status = unsafe { libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED) };
+    assert_eq!(status, 0, "pthread_mutexattr_setpshared");
+    if robust {
+        // SAFETY: as above.
+        let status = unsafe { libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST) };
+        assert_eq!(status, 0, "pthread_mutexattr_setrobust");
+    }
+    // SAFETY: (1) `mutex` is in a new block of the pool, aligned, that nothing else uses;
+    // (2) `attr` is initialised.
+    let status = unsafe { libc::pthread_mutex_init(mutex, attr) };
+    assert_eq!(status, 0, "pthread_mutex_init");
+    // SAFETY: `attr` is initialised, and the mutex keeps no reference to it.
+    unsafe { libc::pthread_mutexattr_destroy(attr) };
+    // SAFETY: `value` is in the same new block, aligned and valid for writes.
+    unsafe { value.write(0) };
+    held
+}
+
+/// The lock+unlock pair on a [`PthreadMutex`], with a write to its value while it is held.
+fn pthread_pair(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, held: NonNull<PthreadMutex>) {
+    // SAFETY: `held` came from `pthread_mutex_in`, and its block stays until after the group.
+    let (mutex, value) = unsafe { fields(held) };
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            // SAFETY: the mutex was made by `pthread_mutex_in` and lives until after the group;
+            // this thread does not hold it.
+            let status = unsafe { libc::pthread_mutex_lock(mutex) };
+            assert_eq!(status, 0, "pthread_mutex_lock");
+            // SAFETY: the mutex is held, so this thread alone reaches the value.
+            let old = unsafe { value.read() };
+            // SAFETY: as above.
+            unsafe { value.write(black_box(old.wrapping_add(1))) };
+            // SAFETY: this thread holds the mutex.
+            let status = unsafe { libc::pthread_mutex_unlock(mutex) };
+            assert_eq!(status, 0, "pthread_mutex_unlock");
+        });
+    });
+}
+
+/// Finding a named value, and the lock+unlock pair of a [`ShmMutex`] next to the C library's
+/// process-shared mutex, plain and robust, in the same pool.
+fn shm_objects(wall: &mut Criterion) {
+    let mut group = wall.benchmark_group("shm_objects");
+    configure(&mut group);
+    let shm = ShmPool::new(1 << 20).expect("a 1 MiB pool");
+    let names: Vec<String> = (0..NAMES).map(|index| format!("counter_{index}")).collect();
+    for (index, name) in names.iter().enumerate() {
+        let placed = shm.insert_named(name, index as u64).expect("room for the name");
+        // The timed lookups below unwrap only the lock's result; that each finds its value is
+        // checked here, once.
+        assert_eq!(shm.find::<u64>(name).expect("the pool's lock"), Some(placed));
+        assert_eq!(shm.named::<u64>(name).expect("the pool's lock"), Some(&(index as u64)));
+    }
+    group.bench_function("find", |b| {
+        let mut next = names.iter().cycle();
+        b.iter(|| {
+            let name = next.next().expect("a cycle never ends");
+            black_box(shm.find::<u64>(black_box(name)).expect("the pool's lock"))
+        });
+    });
+    group.bench_function("named", |b| {
+        let mut next = names.iter().cycle();
+        b.iter(|| {
+            let name = next.next().expect("a cycle never ends");
+            black_box(shm.named::<u64>(black_box(name)).expect("the pool's lock"))
+        });
+    });
+
+    let mutex = ShmMutex::new_in(0u64, &shm).expect("room for a mutex");
+    group.bench_function("shm_mutex_pair", |b| {
+        b.iter(|| {
+            let mut guard = mutex.lock().expect("no other holder");
+            *guard = black_box(guard.wrapping_add(1));
+        });
+    });
+    let plain = pthread_mutex_in(&shm, false);
+    let robust = pthread_mutex_in(&shm, true);
+    pthread_pair(&mut group, "pthread_mutex_pair", plain);
+    pthread_pair(&mut group, "pthread_robust_mutex_pair", robust);
+    group.finish();
+
+    for held in [plain, robust] {
+        // SAFETY: `held` came from `pthread_mutex_in`, and its block is still allocated.
+        let (mutex, _) = unsafe { fields(held) };
+        // SAFETY: the mutex was made by `pthread_mutex_in`, is not held, and is not used again.
+        unsafe { libc::pthread_mutex_destroy(mutex) };
+        // SAFETY: the block came from `shm` and is not used again.
+        unsafe { shm.free(held.cast()) };
+    }
+    drop(mutex);
+    shm.check().expect("the pool is consistent after the group");
+}
+
 // What `criterion_group!` and `criterion_main!` expand to, written out because the macro's
 // function is public and undocumented, which the workspace's `missing_docs` lint rejects.
 fn main() {
@@ -336,6 +480,7 @@ fn main() {
     shm_alloc_64(&mut wall, &mut cpu);
     shm_reclaim(&mut wall);
     shm_grow(&mut wall);
+    shm_objects(&mut wall);
     wall.final_summary();
     cpu.final_summary();
 }

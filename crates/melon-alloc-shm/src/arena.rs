@@ -21,6 +21,11 @@ use crate::layout::{
 use crate::tx::Tx;
 use crate::ShmError;
 
+/// What an operation that allocates a block also does, in the same logged operation, with the
+/// block's offset: see [`Arena::alloc_then`]. Dynamic, so that the allocation path is compiled
+/// once, the same for the plain allocations that pass none.
+pub(crate) type AllocThen<'a, 'b> = &'a mut (dyn FnMut(&Arena, &mut Tx, u64) + 'b);
+
 /// Reads a field of a page descriptor.
 macro_rules! get {
     ($arena:expr, $page:expr, $field:ident) => {{
@@ -59,9 +64,11 @@ macro_rules! set_state {
     }};
 }
 
+mod names;
 mod owners;
 mod remote;
 
+pub(crate) use names::{hash as name_hash, Found, Lookup, Shape};
 pub(crate) use owners::Reclaimed;
 pub(crate) use remote::{Pushed, RemoteTarget, CHUNK_HEADER};
 
@@ -349,13 +356,49 @@ impl Arena {
     fn alloc_in(&self, class: Option<usize>, size: usize, align: usize) -> Option<u64> {
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
-        let offset = match class {
+        let offset = self.place(&mut tx, class, size, align);
+        tx.commit();
+        offset
+    }
+
+    /// The block of an allocation, in the operation `tx`: the one body of the allocation
+    /// paths with and without [`alloc_then`](Arena::alloc_then), inlined into both, with what
+    /// it calls on the way to a small block, so that the plain path is compiled as if it were
+    /// the only one.
+    #[inline(always)]
+    fn place(&self, tx: &mut Tx, class: Option<usize>, size: usize, align: usize) -> Option<u64> {
+        match class {
             // A pool with no room for a new slab may still have a page run for the block.
             Some(class) => {
-                self.alloc_small(&mut tx, class).or_else(|| self.alloc_large(&mut tx, size, align))
+                self.alloc_small(tx, class).or_else(|| self.alloc_large(tx, size, align))
             }
-            None => self.alloc_large(&mut tx, size, align),
-        };
+            None => self.alloc_large(tx, size, align),
+        }
+    }
+
+    /// Like [`alloc`](Arena::alloc) (or, with `again`, [`alloc_again`](Arena::alloc_again)),
+    /// then, in the same operation, `then` with the block's offset: the writes `then` logs stand
+    /// or fall with the allocation, whatever becomes of the process (the directory of names
+    /// publishes a block so). `then` logs a few words at most. Off the path of plain
+    /// allocations, which stays as the compiler makes it without `then`.
+    #[cold]
+    pub(crate) fn alloc_then(
+        &self,
+        size: usize,
+        align: usize,
+        again: bool,
+        then: AllocThen<'_, '_>,
+    ) -> Option<u64> {
+        let class = self.small_class(size, align);
+        if let (Some(class), false) = (class, again) {
+            Tallies::bump(&self.tallies().requests[class]);
+        }
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        let offset = self.place(&mut tx, class, size, align);
+        if let Some(offset) = offset {
+            then(self, &mut tx, offset);
+        }
         tx.commit();
         offset
     }
@@ -452,6 +495,7 @@ impl Arena {
         })
     }
 
+    #[inline(always)]
     fn alloc_small(&self, tx: &mut Tx, class: usize) -> Option<u64> {
         // Each round that finds a corrupt slab takes it off the list; a few rounds, rather than
         // as many as the list is long, bound the time a corrupt list can cost one allocation.
@@ -493,7 +537,7 @@ impl Arena {
     /// holds its list link where a use after free writes first, so every link is checked before
     /// it is followed: a link out of the carved blocks, or to a block in use, would hand out
     /// memory that belongs to someone else.
-    #[inline]
+    #[inline(always)]
     fn pop_block(&self, slab: u32, class: usize) -> Option<(u32, u32, u32)> {
         let capacity = SLAB_BLOCKS[class];
         let (free, live, carved) =
@@ -515,6 +559,7 @@ impl Arena {
 
     /// Hands out block `index` of `slab`, leaving `next` at the head of its free list and
     /// `carved` blocks carved.
+    #[inline(always)]
     fn hand_out(
         &self,
         tx: &mut Tx,
@@ -993,27 +1038,83 @@ impl Arena {
     /// Frees the block at `offset`, after checking it is an in-use block of this pool. Blocks of
     /// chunks lent to child pools are refused: their child frees them.
     pub(crate) fn free(&self, offset: u64) -> Result<(), FreeError> {
+        let located = self.freeable(offset)?;
+        self.note_peak();
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        self.release(&mut tx, offset, located);
+        tx.commit();
+        Ok(())
+    }
+
+    /// Frees the named block at `offset` and forgets its name, in slot `slot`, in two steps of
+    /// one operation: the name goes first, with the block recorded as
+    /// [`releasing`](crate::layout::Names::releasing); then the free, which writes a free-list
+    /// link into the block outside the log. A death in the second step is undone back to the
+    /// first step's end, with the name gone, never back to a name whose value the link
+    /// overwrote; the next holder finishes the free ([`finish_release`](Arena::finish_release)).
+    #[cold]
+    pub(crate) fn free_named(&self, offset: u64, slot: usize) -> Result<(), FreeError> {
+        let located = self.freeable(offset)?;
+        self.note_peak();
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        self.forget_name(&mut tx, slot);
+        set_state!(self, tx, offset, names.releasing);
+        tx.checkpoint();
+        self.release(&mut tx, offset, located);
+        set_state!(self, tx, 0, names.releasing);
+        tx.commit();
+        Ok(())
+    }
+
+    /// Finishes the free of a named block whose removal died after its name was gone: frees
+    /// the block if it is still in use, and clears the record. The caller holds the lock, with
+    /// the log empty.
+    #[cold]
+    pub(crate) fn finish_release(&self) {
+        let offset = state!(self, names.releasing);
+        if offset == 0 {
+            return;
+        }
+        // SAFETY: the lock is held (see `new`) and the log is empty (caller).
+        let mut tx = unsafe { Tx::begin(self.base) };
+        if let Ok(located) = self.freeable(offset) {
+            self.release(&mut tx, offset, located);
+        }
+        set_state!(self, tx, 0, names.releasing);
+        tx.commit();
+    }
+
+    /// The block at `offset`, if it is one a free of the pool's takes: in use, and not in a
+    /// lent chunk.
+    #[inline(always)]
+    fn freeable(&self, offset: u64) -> Result<Located, FreeError> {
         let located = self.locate(offset)?;
         if located == Located::Lent {
             let addr = self.base.addr().wrapping_add(offset as usize);
             return Err(FreeError::Foreign { addr });
         }
-        self.note_peak();
-        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
-        let mut tx = unsafe { Tx::begin(self.base) };
+        Ok(located)
+    }
+
+    /// Frees the block `located` at `offset`, in the operation `tx`: the one body of the free
+    /// paths of plain and named blocks ([`free_named`](Arena::free_named)), inlined into both as
+    /// `place` is.
+    #[inline(always)]
+    fn release(&self, tx: &mut Tx, offset: u64, located: Located) {
         if let Located::Small { slab, index, class } = located {
-            self.free_small(&mut tx, offset, slab, index, class);
+            self.free_small(tx, offset, slab, index, class);
         } else if let Located::Large { page } = located {
-            self.mark_in_use(&mut tx, offset, false);
+            self.mark_in_use(tx, offset, false);
             let pages = get!(self, page, len);
             self.count_free(u64::from(pages) * PAGE as u64);
-            self.free_run(&mut tx, page, pages);
+            self.free_run(tx, page, pages);
         }
-        tx.commit();
-        Ok(())
     }
 
     /// Frees block `index` of `slab`, which starts at `offset`.
+    #[inline(always)]
     fn free_small(&self, tx: &mut Tx, offset: u64, slab: u32, index: u32, class: usize) {
         let live = get!(self, slab, live);
         let link = self.link(slab, index, class);
@@ -1170,6 +1271,7 @@ impl Arena {
         }
         self.check_lists(free_runs, &partial_slabs)?;
         self.check_owners(&lent_chunks)?;
+        self.check_names()?;
         let recorded = self.counters();
         let pairs = [
             ("free bytes", counted.free_bytes, recorded.free_bytes),
@@ -1397,6 +1499,7 @@ mod in_a_buffer {
                 )
             };
             arena.sync_end(pages);
+            arena.finish_release();
             undone
         }
     }
@@ -1677,6 +1780,111 @@ mod in_a_buffer {
         assert_eq!(swept, Reclaimed { chunks: 1, pages: u64::from(CHUNK_PAGES) });
         arena.check().unwrap();
         assert_eq!(arena.free_bytes(), start);
+    }
+
+    /// Makes the directory's block of entries, as the first insertion does.
+    fn make_names(arena: &Arena) {
+        let mut record = |arena: &Arena, tx: &mut Tx, offset| arena.set_names_block(tx, offset);
+        let made = arena.alloc_then(crate::layout::NAMES_BYTES, PAGE, false, &mut record);
+        assert!(made.is_some());
+        assert_eq!(arena.has_names(), Ok(true));
+    }
+
+    /// Allocates a 64-byte block named `name` in one operation, as `insert_named` does.
+    fn insert_name(arena: &Arena, name: &[u8], shape: Shape) -> Option<u64> {
+        let Lookup::Absent(Some(slot)) = arena.lookup(name) else { return None };
+        let mut publish = |arena: &Arena, tx: &mut Tx, offset| {
+            arena.publish_name(tx, slot, name, offset, shape);
+        };
+        arena.alloc_then(64, 16, false, &mut publish)
+    }
+
+    /// Frees the block named `name` and forgets the name in one operation.
+    fn remove_name(arena: &Arena, name: &[u8]) -> bool {
+        let Lookup::Found(found) = arena.lookup(name) else { return false };
+        arena.free_named(found.offset, found.slot).is_ok()
+    }
+
+    const SHAPE: Shape = Shape { size: 8, align: 8, tag: 77 };
+
+    #[test]
+    fn in_a_buffer_names_come_and_go_with_their_blocks() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        assert_eq!(arena.lookup(b"first"), Lookup::Absent(None), "no directory yet");
+        make_names(arena);
+        let start = arena.free_bytes();
+        // More names than slots in a row share a start: each walks past the others.
+        let names: Vec<Vec<u8>> = (0..300).map(|i| format!("name-{i}").into_bytes()).collect();
+        let mut placed = Vec::new();
+        for name in &names {
+            match insert_name(arena, name, SHAPE) {
+                Some(offset) => placed.push((name, offset)),
+                None => assert_eq!(arena.lookup(name), Lookup::Absent(None), "full, not refused"),
+            }
+        }
+        assert_eq!(placed.len(), crate::layout::NAME_SLOTS);
+        assert_eq!(arena.name_count() as usize, placed.len());
+        arena.check().unwrap();
+        // Every other name goes; those after them in their walks are still found.
+        for (name, _) in placed.iter().step_by(2) {
+            assert!(remove_name(arena, name));
+            assert!(matches!(arena.lookup(name), Lookup::Absent(Some(_))));
+        }
+        for (name, offset) in placed.iter().skip(1).step_by(2) {
+            let Lookup::Found(found) = arena.lookup(name) else { panic!("lost {name:?}") };
+            assert_eq!((found.offset, found.shape), (*offset, SHAPE));
+        }
+        arena.check().unwrap();
+        for (name, _) in placed.iter().skip(1).step_by(2) {
+            assert!(remove_name(arena, name));
+        }
+        assert_eq!(arena.name_count(), 0);
+        assert_eq!(arena.free_bytes(), start, "every named block freed");
+        arena.check().unwrap();
+    }
+
+    /// An insertion or a removal stopped at each of its steps leaves, once the next holder has
+    /// recovered, the name and its block both there or both gone.
+    #[test]
+    fn in_a_buffer_a_name_and_its_block_stand_or_fall_together() {
+        use crate::failpoint::unwinding;
+        for removing in [false, true] {
+            for step in 1.. {
+                assert!(step < 200, "the operation never completed");
+                let pool = Buffer::new();
+                let arena = &pool.arena;
+                make_names(arena);
+                let before = arena.free_bytes();
+                if removing {
+                    insert_name(arena, b"session", SHAPE).unwrap();
+                }
+                let start = arena.free_bytes();
+                unwinding::arm(step);
+                let stopped = std::panic::catch_unwind(|| {
+                    if removing {
+                        assert!(remove_name(arena, b"session"));
+                    } else {
+                        insert_name(arena, b"session", SHAPE).unwrap();
+                    }
+                })
+                .is_err();
+                unwinding::arm(0);
+                pool.next_holder();
+                arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
+                match arena.lookup(b"session") {
+                    Lookup::Found(found) => {
+                        assert!(arena.locate(found.offset).is_ok(), "step {step}: a name alone");
+                        assert_eq!(arena.free_bytes(), before - 64, "step {step}");
+                    }
+                    _ => assert_eq!(arena.free_bytes(), before, "step {step}: a block alone"),
+                }
+                if !stopped {
+                    assert_ne!(arena.free_bytes(), start, "the operation completed");
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! How a shared pool is made: its capacity, how far it may grow, its memfd's name, its lock.
+//! How a shared pool is made: its capacity, how far it may grow, its memfd's name or its file's
+//! path, its lock.
+
+use std::path::{Path, PathBuf};
 
 use crate::layout::PAGE;
+use crate::sys::NewFile;
 use crate::{ShmError, ShmLock, ShmPool};
 
 /// The memfd name of a pool made without one.
@@ -36,11 +40,12 @@ pub struct ShmPoolBuilder {
     capacity: usize,
     max_capacity: Option<usize>,
     lock: Option<Box<dyn ShmLock>>,
+    path: Option<PathBuf>,
 }
 
 impl ShmPoolBuilder {
     pub(crate) fn new() -> Self {
-        Self { name: DEFAULT_NAME.into(), capacity: 0, max_capacity: None, lock: None }
+        Self { name: DEFAULT_NAME.into(), capacity: 0, max_capacity: None, lock: None, path: None }
     }
 
     /// The capacity the pool starts with, in bytes, header included, rounded down to 4 KiB:
@@ -139,6 +144,53 @@ impl ShmPoolBuilder {
         self
     }
 
+    /// Makes the pool in a new file at `path`, instead of a memfd, so that a process of the same
+    /// machine that neither inherited nor received its descriptor can open it by name, with
+    /// [`ShmPool::open_path`]. The path is normally under `/dev/shm`, a tmpfs: the pool's memory
+    /// is then the file's, as a memfd's would be. The memfd [`name`](ShmPoolBuilder::name) is
+    /// not used.
+    ///
+    /// [`build`](ShmPoolBuilder::build) makes the whole pool in a file of its own, created
+    /// beside `path` with `O_CREAT | O_EXCL | O_CLOEXEC` and mode 0600, and only then gives it
+    /// the name `path`, in one step that fails with `EEXIST` when anything has that name. So
+    /// two creators never share a file, and no process opens a pool that is not made yet; a
+    /// creator that dies half way leaves a file named `path` followed by a dot, 16 hexadecimal
+    /// digits and `.new`, never a pool at `path`.
+    ///
+    /// # Who can open it
+    /// The file's mode (0600, less the umask) and owner decide which processes can open it. A
+    /// process that can open it can read and write every byte of the pool, and so corrupt it,
+    /// which is why [`open_path`](ShmPool::open_path) is unsafe. The file stays until it is
+    /// removed, with [`std::fs::remove_file`], say, even when no process has the pool open;
+    /// removing it does not affect the processes that have the pool mapped, and only stops
+    /// others from opening it. [`open_path`](ShmPool::open_path) attaches with the built-in
+    /// lock; a pool made with a [`lock`](ShmPoolBuilder::lock) of the caller's is opened with
+    /// [`std::fs::OpenOptions`] and [`attach_with_lock`](ShmPool::attach_with_lock) instead.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let path = format!("/dev/shm/melon-doc-path-{}", std::process::id());
+    /// let shm = ShmPool::builder().path(&path).capacity(1 << 20).build()?;
+    /// let block = shm.alloc(64).unwrap();
+    /// let offset = shm.offset_of(block).unwrap();
+    ///
+    /// // SAFETY: the file at `path` is the pool just made, by this library.
+    /// let opened = unsafe { ShmPool::open_path(&path) }?;
+    /// assert!(opened.ptr_at(offset).is_some(), "the same pool, mapped a second time");
+    /// std::fs::remove_file(&path).unwrap();
+    /// // Both mappings still work without the name.
+    /// // SAFETY: the block came from the pool and is not used again.
+    /// unsafe { opened.try_free(opened.ptr_at(offset).unwrap()) }?;
+    /// assert_eq!(shm.stats()?.live_blocks, 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
     /// Makes the pool: reserves the memory of its first segment, so that running out of it is
     /// an error here, not a signal later, and address space for its largest capacity.
     ///
@@ -146,7 +198,10 @@ impl ShmPoolBuilder {
     /// [`ShmError::CapacityOutOfRange`] when the capacity or the largest capacity is below
     /// 64 KiB or above 1 TiB (or no capacity was given); [`ShmError::CapacityAboveMax`] when the
     /// capacity is above the largest; [`ShmError::Os`] when the memory or the address space
-    /// cannot be had.
+    /// cannot be had. With a [`path`](ShmPoolBuilder::path), also [`ShmError::Os`] with
+    /// `EEXIST` when anything has that name already, and with the system's error when the file
+    /// cannot be created or named (a missing directory, one the process may not write to, a
+    /// file system that cannot reserve ranges); no file is left behind then.
     ///
     /// # Examples
     /// ```
@@ -163,8 +218,12 @@ impl ShmPoolBuilder {
     /// ));
     /// ```
     pub fn build(self) -> Result<ShmPool, ShmError> {
-        let max = self.max_capacity.unwrap_or(self.capacity);
-        ShmPool::create(&self.name, self.capacity, max, self.lock)
+        let Self { name, capacity, max_capacity, lock, path } = self;
+        let max = max_capacity.unwrap_or(capacity);
+        match path {
+            Some(path) => crate::travel::create_at(&path, capacity, max, lock),
+            None => ShmPool::create(NewFile::Memfd(&name), capacity, max, lock),
+        }
     }
 }
 
@@ -175,6 +234,7 @@ impl core::fmt::Debug for ShmPoolBuilder {
             .field("capacity", &self.capacity)
             .field("max_capacity", &self.max_capacity)
             .field("lock", &self.lock.as_ref().map(|_| "ShmLock"))
+            .field("path", &self.path)
             .finish()
     }
 }

@@ -219,10 +219,85 @@ pub enum ShmError {
         /// [`ShmStats::largest_free_run`](crate::ShmStats::largest_free_run) counts them.
         largest_run: usize,
     },
+    /// A name for the pool's directory is empty or longer than
+    /// [`ShmPool::NAME_MAX`](crate::ShmPool::NAME_MAX) bytes.
+    NameLength {
+        /// The name's length in bytes.
+        len: usize,
+    },
+    /// The name is in the pool's directory already.
+    NameTaken,
+    /// Every entry of the pool's directory holds a name.
+    DirectoryFull,
+    /// The value under a name, or at an offset, is not of the type asked for: its size,
+    /// alignment or type name differs.
+    TypeMismatch {
+        /// Size of the type asked for.
+        size: usize,
+        /// Alignment of the type asked for.
+        align: usize,
+        /// Size of the value's type, as recorded when it was placed.
+        found_size: usize,
+        /// Alignment of the value's type, as recorded when it was placed.
+        found_align: usize,
+    },
+    /// No block in use of this pool starts at the offset, aligned for the type and large
+    /// enough for it: an offset past the end, from another pool, or of a block freed since.
+    NoObject {
+        /// The offset.
+        offset: u64,
+    },
     /// The pointer is not an in-use block of the pool.
     Free(FreeError),
     /// The invariant scan found the pool inconsistent.
     Corrupt(ShmCheckError),
+    /// A message received on a socket by [`ShmPool::receive`](crate::ShmPool::receive) carried
+    /// no descriptor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let (here, there) = UnixStream::pair().unwrap();
+    /// drop(here);
+    /// // SAFETY: no descriptor comes, so nothing is attached.
+    /// let refused = unsafe { ShmPool::receive(&there) };
+    /// assert_eq!(refused.err(), Some(ShmError::NoDescriptor { bytes: 0 }));
+    /// ```
+    NoDescriptor {
+        /// Bytes of ordinary data the message held: 0 when the peer had closed its end.
+        bytes: usize,
+    },
+    /// A message received on a socket by [`ShmPool::receive`](crate::ShmPool::receive) carried a
+    /// descriptor, but not the tag that [`ShmPool::send_to`](crate::ShmPool::send_to) sends with
+    /// a pool's: it was not sent as a pool. The descriptor was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::IoSlice;
+    /// use std::mem::MaybeUninit;
+    /// use std::os::unix::net::UnixStream;
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    /// use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    ///
+    /// // A peer sends a pool's descriptor with data of its own, not through `send_to`.
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let (here, there) = UnixStream::pair().unwrap();
+    /// let fds = [shm.as_fd()];
+    /// let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    /// let mut control = SendAncillaryBuffer::new(&mut space);
+    /// assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+    /// let data = [IoSlice::new(b"pool")];
+    /// rustix::net::sendmsg(&here, &data, &mut control, SendFlags::empty()).unwrap();
+    /// // SAFETY: the descriptor is refused before anything is attached.
+    /// let refused = unsafe { ShmPool::receive(&there) };
+    /// assert_eq!(refused.err(), Some(ShmError::WrongTag));
+    /// # Ok::<(), ShmError>(())
+    /// ```
+    WrongTag,
 }
 
 impl fmt::Display for ShmError {
@@ -254,8 +329,34 @@ impl fmt::Display for ShmError {
                 "no room for {size} bytes in one place: {available} bytes are free, in runs of at \
                  most {largest_run} bytes and in slabs of other sizes"
             ),
+            Self::NameLength { len } => {
+                write!(f, "a name of {len} bytes: names are 1 to {} bytes", crate::layout::NAME_MAX)
+            }
+            Self::NameTaken => f.write_str("the name is in the pool's directory already"),
+            Self::DirectoryFull => f.write_str("every entry of the pool's directory is in use"),
+            Self::TypeMismatch { size, align, found_size, found_align } => {
+                if (size, align) == (found_size, found_align) {
+                    write!(f, "the value is of another type of {size} bytes aligned to {align}")
+                } else {
+                    write!(
+                        f,
+                        "the value is of a type of {found_size} bytes aligned to {found_align}, \
+                         not {size} bytes aligned to {align}"
+                    )
+                }
+            }
+            Self::NoObject { offset } => {
+                write!(f, "no block of this pool at offset {offset} holds a value of that type")
+            }
             Self::Free(error) => error.fmt(f),
             Self::Corrupt(error) => error.fmt(f),
+            Self::NoDescriptor { bytes: 0 } => {
+                f.write_str("the peer closed the socket before sending a pool's descriptor")
+            }
+            Self::NoDescriptor { bytes } => {
+                write!(f, "a message of {bytes} bytes came without a pool's descriptor")
+            }
+            Self::WrongTag => f.write_str("a descriptor came without a pool's tag"),
         }
     }
 }
@@ -297,6 +398,9 @@ pub enum ShmCheckError {
         /// The slab's first page.
         page: u32,
     },
+    /// The directory of names is impossible: its block of entries is not one, or an entry
+    /// names no block in use.
+    BadDirectory,
     /// A counter disagrees with what the pages hold.
     CountersDisagree {
         /// Which counter.
@@ -319,6 +423,7 @@ impl fmt::Display for ShmCheckError {
             Self::Quarantined { page } => {
                 write!(f, "the slab at page {page} was quarantined: its free list was corrupt")
             }
+            Self::BadDirectory => f.write_str("the directory of names is inconsistent"),
             Self::CountersDisagree { counter, counted, recorded } => {
                 write!(f, "{counter}: pages hold {counted}, counter says {recorded}")
             }

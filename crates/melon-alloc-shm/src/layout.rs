@@ -59,8 +59,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// chunk into its owner's list, and appended the statistics counters ([`Tallies`]) after the
 /// allocator state. Version 6 lays the pool out for its largest capacity and grows it segment by
 /// segment: the header records the initial capacity and the end of the pages grown so far, and
-/// the descriptors and bitmap words of the header's own pages are no longer written.
-pub(crate) const VERSION: u32 = 6;
+/// the descriptors and bitmap words of the header's own pages are no longer written. Version 7
+/// added the directory of names ([`State::names`]).
+pub(crate) const VERSION: u32 = 7;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -139,7 +140,59 @@ pub(crate) struct State {
     /// The processes whose child pools hold chunks: a slot each, claimed by a process before its
     /// first chunk and held through a lock on one byte of the pool's file (see `owner.rs`).
     pub(crate) owners: [Owner; OWNER_LISTS],
+    /// The directory of names: where its entries lie, and which of them are in use.
+    pub(crate) names: Names,
 }
+
+/// Entries in the directory of names.
+pub(crate) const NAME_SLOTS: usize = 256;
+/// The longest name, in bytes.
+pub(crate) const NAME_MAX: usize = 64;
+
+/// The directory of names, in the state: its entries lie in a block of the pool, made on the
+/// first insertion; which of them hold a name is here, so that publishing or forgetting a name
+/// is one logged write of the state, in the operation that allocates or frees its block.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Names {
+    /// The first page of the block of [`NAME_SLOTS`] entries, or 0 before the first name.
+    pub(crate) page: u32,
+    pub(crate) _reserved: u32,
+    /// The offset of a named block whose name is gone and whose free has not finished, or 0: a
+    /// removal forgets the name and records the block here in one step, then frees it and
+    /// clears this in the next, so that a removal cut short by death never brings back a name
+    /// whose value the free began to overwrite. The next holder finishes the free.
+    pub(crate) releasing: u64,
+    /// Bit `i` is set while entry `i` holds a name.
+    pub(crate) used: [u64; NAME_SLOTS / 64],
+    /// Bit `i` is set once entry `i` has held a name: a lookup walks on past such an entry,
+    /// since the name it looks for may have been placed after it while it was in use.
+    pub(crate) touched: [u64; NAME_SLOTS / 64],
+}
+
+/// One entry of the directory of names, in the pool's block of entries. Written while its bit
+/// in [`Names::used`] is clear, then published by setting the bit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct NameEntry {
+    /// The name's hash, which a lookup compares first.
+    pub(crate) hash: u64,
+    /// The named block's offset in the mapping.
+    pub(crate) offset: u64,
+    /// The size, alignment and type tag of the value's type.
+    pub(crate) size: u64,
+    pub(crate) align: u64,
+    pub(crate) tag: u64,
+    /// Bytes of `name` in use.
+    pub(crate) len: u64,
+    pub(crate) name: [u8; NAME_MAX],
+    pub(crate) _reserved: [u64; 2],
+}
+
+static_assertions::const_assert_eq!(core::mem::size_of::<NameEntry>(), 128);
+/// Bytes of the block of directory entries: whole pages.
+pub(crate) const NAMES_BYTES: usize = NAME_SLOTS * core::mem::size_of::<NameEntry>();
+static_assertions::const_assert_eq!(NAMES_BYTES % PAGE, 0);
 
 /// One slot of the owner table.
 #[repr(C)]

@@ -51,6 +51,32 @@
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
 //! of a process that found no slot does not give its chunks back.
 //!
+//! # Shared objects
+//!
+//! Values of [`ShmSafe`] types (plain data, atomics, arrays of them, offsets, mutexes) live in
+//! the pool typed: a [`ShmBox`] owns one in one process; a value refers to another by
+//! [`ShmOffset`], which means the same value in every process, wherever it maps the pool; a
+//! name finds one ([`ShmPool::insert_named`], [`ShmPool::find`], [`ShmPool::named`]), with its
+//! type checked; a [`ShmMutex`] guards one with the pool's own robust lock.
+//!
+//! ```
+//! use melon_alloc_shm::{ShmMutex, ShmPool};
+//!
+//! let shm = ShmPool::new(1 << 20)?;
+//! // The master, before it forks: a table of counters under a name.
+//! shm.insert_named_mutex("hits", [0u64; 8])?;
+//! // Any process that maps the pool: find it, lock it, count.
+//! let hits = shm.named::<ShmMutex<[u64; 8]>>("hits")?.expect("published above");
+//! let mut table = hits.lock()?;
+//! if table.holder_died() {
+//!     // The last holder died holding the lock: the table may be half changed.
+//! }
+//! table[3] += 1;
+//! # drop(table);
+//! # assert_eq!(hits.lock()?[3], 1);
+//! # Ok::<(), melon_alloc_shm::ShmError>(())
+//! ```
+//!
 //! # Platforms
 //!
 //! Linux only: the pool needs `memfd_create`, futexes and open file description locks. On any
@@ -64,6 +90,7 @@ mod allocator;
 mod arena;
 mod builder;
 mod children;
+mod directory;
 mod error;
 pub mod failpoint;
 mod handoff;
@@ -72,18 +99,23 @@ mod lock;
 #[cfg(melon_loom)]
 #[doc(hidden)]
 pub mod model;
+mod mutex;
 mod owner;
 mod pool;
 mod registry;
 mod stats;
 mod sync;
 mod sys;
+mod travel;
 mod tx;
+mod typed;
 
 pub use builder::ShmPoolBuilder;
 pub use error::{Errno, LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
+pub use mutex::{ShmMutex, ShmMutexGuard};
 pub use owner::ReclaimReport;
 pub use pool::{ShmGuard, ShmPool};
 pub use registry::free_shared;
 pub use stats::{ShmClassStats, ShmStats};
+pub use typed::{ShmBox, ShmOffset, ShmSafe};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
 use melon_alloc_heap::ChildPool;
 
-use crate::arena::{Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
+use crate::arena::{AllocThen, Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
 use crate::children::{self, Slot};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
@@ -277,6 +277,7 @@ impl Shared {
         if undone {
             self.header_atomics().undone.fetch_add(1, Ordering::Relaxed);
         }
+        arena.finish_release();
     }
 
     #[inline]
@@ -375,6 +376,22 @@ pub struct ShmGuard<'pool> {
 }
 
 impl ShmGuard<'_> {
+    /// The allocator, for the crate's operations made of several steps under one hold of the
+    /// lock (the directory of names).
+    pub(crate) fn arena(&self) -> &Arena {
+        &self.shared.arena
+    }
+
+    /// The address in this process of `offset`, which the arena handed out or checked.
+    pub(crate) fn ptr_at(&self, offset: u64) -> NonNull<u8> {
+        self.shared.ptr_at(offset)
+    }
+
+    /// The offset of `block` in the part of the mapping this process has mapped.
+    pub(crate) fn offset_of(&self, block: *const u8) -> Option<u64> {
+        self.shared.locked_offset_of(block)
+    }
+
     /// Allocates `size` bytes aligned to 16.
     ///
     /// # Errors
@@ -408,6 +425,29 @@ impl ShmGuard<'_> {
         Ok(self.shared.ptr_at(offset))
     }
 
+    /// Allocates a block for `layout` and runs `then` on its offset in the same logged
+    /// operation (see [`Arena::alloc_then`]), making room as [`alloc_layout`] does.
+    ///
+    /// [`alloc_layout`]: ShmGuard::alloc_layout
+    #[cold]
+    pub(crate) fn alloc_then(
+        &mut self,
+        layout: Layout,
+        then: AllocThen<'_, '_>,
+    ) -> Result<NonNull<u8>, ShmError> {
+        let (arena, size, align) = (&self.shared.arena, layout.size(), layout.align().max(16));
+        let offset = match arena.alloc_then(size, align, false, &mut *then) {
+            Some(offset) => offset,
+            None => self
+                .with_room(
+                    |arena| arena.pages_for_alloc(size, align),
+                    |arena| arena.alloc_then(size, align, true, &mut *then),
+                )
+                .ok_or_else(|| self.shared.arena.refusal(size, align))?,
+        };
+        Ok(self.shared.ptr_at(offset))
+    }
+
     /// After `attempt` found no room: runs it again after giving back the chunks of dead
     /// processes, then after growing the pool by enough for a free run of the pages `pages`
     /// says the request needs.
@@ -415,7 +455,7 @@ impl ShmGuard<'_> {
     fn with_room<T>(
         &mut self,
         pages: impl FnOnce(&Arena) -> Option<u32>,
-        attempt: impl Fn(&Arena) -> Option<T>,
+        mut attempt: impl FnMut(&Arena) -> Option<T>,
     ) -> Option<T> {
         let arena = &self.shared.arena;
         // The dead may hold the room this needs.
@@ -781,9 +821,9 @@ impl ShmPool {
         ShmPoolBuilder::new()
     }
 
-    /// Makes the pool a builder describes.
+    /// Makes the pool a builder describes, in `file`.
     pub(crate) fn create(
-        name: &str,
+        file: sys::NewFile<'_>,
         initial: usize,
         max: usize,
         lock: Option<Box<dyn ShmLock>>,
@@ -802,11 +842,11 @@ impl ShmPool {
         let end = geometry.initial_end();
         let [descs, bitmap, data] = geometry.reserve_ranges(geometry.first_data_page, end);
         let ranges = [Geometry::header_range(), descs, bitmap, data];
-        let mapping = Mapping::create(name, geometry.capacity, &ranges, end as usize * PAGE)
+        let mapping = Mapping::create(file, geometry.capacity, &ranges, end as usize * PAGE)
             .map_err(|errno| ShmError::os("creating the shared mapping", errno))?;
         let lock_kind = if lock.is_some() { LOCK_CUSTOM } else { LOCK_BUILTIN };
         let base = mapping.base().as_ptr();
-        // SAFETY: the mapping is new, zeroed (a fresh memfd), and maps the header and the first
+        // SAFETY: the mapping is new, zeroed (a new file), and maps the header and the first
         // segment, whose metadata and pages are reserved.
         unsafe { crate::arena::Arena::format(base, geometry, lock_kind) };
         if lock_kind == LOCK_BUILTIN {

@@ -1,16 +1,23 @@
-//! Every call into the operating system that the shared pool makes: the mapping, the memfd, the
-//! C library's robust mutex, and process identity. Nothing else in the crate touches these
-//! primitives.
+//! Every call into the operating system that the shared pool makes: the mapping, the memfd or
+//! named file, descriptors passed over sockets, the C library's robust mutex, and process
+//! identity. Nothing else in the crate touches these primitives.
 
 use core::ffi::c_void;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::time::Duration;
 
-use rustix::fs::{FallocateFlags, MemfdFlags};
+use rustix::fs::{AtFlags, FallocateFlags, FileType, MemfdFlags, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 /// Alignment of every mapping: a block of the pool's size classes, and the chunks it lends to
 /// child pools, are aligned relative to the start of the mapping, so the start must be aligned to
@@ -45,16 +52,30 @@ unsafe impl Send for Mapping {}
 // contents is synchronized by the pool's lock.
 unsafe impl Sync for Mapping {}
 
+/// The file a new pool is made in. The pool needs only that the file starts empty and takes
+/// `fallocate`: it uses no memfd seals and no memfd flag but close-on-exec, so a file on tmpfs
+/// serves as well as a memfd. (A file on a disk file system serves too, but the kernel writes
+/// the pool's pages back to the disk.)
+pub(crate) enum NewFile<'a> {
+    /// A new memfd with this name, which shows in `/proc/*/maps`.
+    Memfd(&'a str),
+    /// A file this process has just created, empty and open for reading and writing.
+    Created(OwnedFd),
+}
+
 impl Mapping {
-    /// Makes a memfd named `name` for a pool of at most `reserve` bytes, reserves its memory over
-    /// each of `ranges`, and maps its first `len` bytes.
+    /// Makes the file of a pool of at most `reserve` bytes, reserves its memory over each of
+    /// `ranges`, and maps its first `len` bytes.
     pub(crate) fn create(
-        name: &str,
+        file: NewFile<'_>,
         reserve: usize,
         ranges: &[core::ops::Range<usize>],
         len: usize,
     ) -> Result<Self, Errno> {
-        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?;
+        let fd = match file {
+            NewFile::Memfd(name) => rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?,
+            NewFile::Created(fd) => fd,
+        };
         for range in ranges {
             allocate(fd.as_fd(), range.clone())?;
         }
@@ -222,6 +243,127 @@ fn allocate(fd: BorrowedFd<'_>, range: core::ops::Range<usize>) -> Result<(), Er
         return Ok(());
     }
     rustix::fs::fallocate(fd, FallocateFlags::empty(), range.start as u64, range.len() as u64)
+}
+
+/// Creates a new, empty file at `path` for a pool, open for reading and writing and
+/// close-on-exec, which only its owner may open (mode 0600, less the umask). Fails with `EEXIST`
+/// when anything has that name, a dangling symbolic link included.
+pub(crate) fn create_file(path: &Path) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR)
+}
+
+/// Opens the file at `path` for reading and writing, close-on-exec. A terminal opened this way
+/// does not become the process's controlling terminal.
+pub(crate) fn open_file(path: &Path) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())
+}
+
+/// Fails with `EEXIST` when anything has the name `path` (a dangling symbolic link included),
+/// as creating a file there would; a name that cannot be looked up is left for that creation to
+/// report.
+pub(crate) fn check_vacant(path: &Path) -> Result<(), Errno> {
+    match rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => Err(Errno::EXIST),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Renames the file `from` to `to`, in one step that fails with `EEXIST` when anything has the
+/// name `to`: so no process finds a file at `to` before it is whole, and two creators never share
+/// one.
+pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> Result<(), Errno> {
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        // A file system or kernel without such renames can still add a link, which fails the
+        // same way when the name is taken; the first name then goes.
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            rustix::fs::link(from, to)?;
+            let _ = rustix::fs::unlink(from);
+            Ok(())
+        }
+        renamed => renamed,
+    }
+}
+
+/// Removes the name `path` from its directory.
+pub(crate) fn remove_file(path: &Path) -> Result<(), Errno> {
+    rustix::fs::unlink(path)
+}
+
+/// Whether the descriptor is of a regular file, as every pool's file is (a memfd included).
+pub(crate) fn is_regular_file(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    let stat = rustix::fs::fstat(fd)?;
+    Ok(FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
+}
+
+/// A random number for a name no other process picks, never 0: see [`random_token`].
+pub(crate) fn random_name() -> u64 {
+    random_token()
+}
+
+/// Sends `data` on a connected socket, with the descriptor `fd` in an `SCM_RIGHTS` message on
+/// its first byte. A peer that has closed its end is `EPIPE`, not a `SIGPIPE` that would end
+/// this process.
+pub(crate) fn send_descriptor(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fd: BorrowedFd<'_>,
+) -> Result<(), Errno> {
+    let fds = [fd];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    // The space was sized for exactly this message.
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Errno::NOBUFS);
+    }
+    let mut sent = 0;
+    while sent < data.len() {
+        let iov = [IoSlice::new(&data[sent..])];
+        match rustix::net::sendmsg(socket, &iov, &mut control, SendFlags::NOSIGNAL) {
+            // A socket that takes no byte of the message would otherwise be asked forever.
+            Ok(0) => return Err(Errno::PIPE),
+            Ok(count) => {
+                sent += count;
+                // The descriptor went with the first byte; the rest of the data goes alone.
+                control = SendAncillaryBuffer::default();
+            }
+            Err(Errno::INTR) => {}
+            Err(errno) => return Err(errno),
+        }
+    }
+    Ok(())
+}
+
+/// Receives one message of at most `data.len()` bytes from a socket, with the descriptors that
+/// come with it made close-on-exec as they arrive. Returns the bytes received (0 when the peer
+/// has closed its end) and the first descriptor, if any came; the others are closed, and so
+/// are those the kernel had no room for.
+pub(crate) fn receive_descriptor(
+    socket: BorrowedFd<'_>,
+    data: &mut [u8],
+) -> Result<(usize, Option<OwnedFd>), Errno> {
+    // Room for a few descriptors, to be closed here; the kernel closes any beyond the room.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(data)];
+    let received = loop {
+        match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Err(Errno::INTR) => {}
+            done => break done?,
+        }
+    };
+    let mut first = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            for fd in fds {
+                // Every descriptor but the first is dropped here, which closes it.
+                if first.is_none() {
+                    first = Some(fd);
+                }
+            }
+        }
+    }
+    Ok((received.bytes, first))
 }
 
 /// The spin lock of [`Mapping::mapper`], held while it lives.

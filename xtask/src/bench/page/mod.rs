@@ -19,7 +19,7 @@ use firmware::firmware_results;
 use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
 use per_request::per_request_results;
-use shm::{hammer_results, reclaim_results, shm_results, SHM_INTRO, SHM_NOTES};
+use shm::{hammer_results, objects_results, reclaim_results, shm_results, SHM_INTRO, SHM_NOTES};
 
 /// The heading from which the existing page is copied through unchanged.
 const KEPT_SECTION: &str = "## C API";
@@ -60,6 +60,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);
     reclaim_results(&mut shm_text);
+    objects_results(&mut shm_text);
     hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
 
     glance(&mut page, &targets);

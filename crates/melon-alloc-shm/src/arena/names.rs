@@ -1,0 +1,223 @@
+//! The directory of names: up to [`NAME_SLOTS`] named blocks, found by name in O(1) on average.
+//!
+//! The entries lie in one block of the pool, made by the first insertion; the state in the
+//! header says where, and which entries hold a name. An entry is filled in while its bit is
+//! clear, which no reader trusts, and published by setting the bit in the same logged operation
+//! that allocates the named block; forgetting a name clears the bit in the operation that frees
+//! it. So a process that dies at any point leaves either both or neither, and the undo log
+//! needs no word outside the header.
+//!
+//! Entries are placed by open addressing: a name starts its search at its hash's slot and walks
+//! on, past every entry that has ever held a name ([`Names::touched`]), to the first that never
+//! has.
+
+use core::ptr::{addr_of, addr_of_mut};
+
+use super::Arena;
+use crate::layout::{kind, NameEntry, NAMES_BYTES, NAME_MAX, NAME_SLOTS, PAGE};
+use crate::tx::Tx;
+
+/// Pages of the block of entries.
+const NAMES_PAGES: u32 = (NAMES_BYTES / PAGE) as u32;
+
+/// What a value's type is, as the directory records and checks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) size: u64,
+    pub(crate) align: u64,
+    /// A hash of the type's name.
+    pub(crate) tag: u64,
+}
+
+/// A name found in the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) slot: usize,
+    pub(crate) offset: u64,
+    pub(crate) shape: Shape,
+}
+
+/// What a lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Found(Found),
+    /// Not there; the slot a new entry for it would take, if any is free.
+    Absent(Option<usize>),
+    /// The state names a block of entries that is not one: a corrupt header.
+    Corrupt,
+}
+
+/// FNV-1a over `bytes`: the hash of names and of type names.
+pub(crate) fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Arena {
+    /// The first page of the block of entries, if there is one and it is what the state says:
+    /// a large block of the data pages long enough for every entry. `Err` for anything else.
+    fn names_page(&self) -> Result<Option<u32>, ()> {
+        let page = state!(self, names.page);
+        if page == 0 {
+            return Ok(None);
+        }
+        let sound = self.in_data(page, NAMES_PAGES)
+            && get!(self, page, kind) & 0xff == kind::LARGE
+            && get!(self, page, len) >= NAMES_PAGES
+            && self.is_in_use(u64::from(page) * PAGE as u64);
+        if sound {
+            Ok(Some(page))
+        } else {
+            Err(())
+        }
+    }
+
+    /// Whether the directory has its block of entries yet; `Err` for a corrupt one.
+    pub(crate) fn has_names(&self) -> Result<bool, ()> {
+        self.names_page().map(|page| page.is_some())
+    }
+
+    /// Records the block at `offset`, just allocated in `tx`, as the block of entries.
+    pub(crate) fn set_names_block(&self, tx: &mut Tx, offset: u64) {
+        set_state!(self, tx, (offset / PAGE as u64) as u32, names.page);
+    }
+
+    /// Entry `slot` of the block at `page`.
+    fn entry(&self, page: u32, slot: usize) -> *mut NameEntry {
+        let slot = slot.min(NAME_SLOTS - 1);
+        // SAFETY: `names_page` checked that the block's pages lie in the data pages, which hold
+        // every entry.
+        unsafe { self.base.add(page as usize * PAGE).cast::<NameEntry>().add(slot) }
+    }
+
+    fn name_bit(words: &[u64; NAME_SLOTS / 64], slot: usize) -> bool {
+        words[slot / 64] & 1 << (slot % 64) != 0
+    }
+
+    /// Looks `name` up. The caller holds the lock.
+    pub(crate) fn lookup(&self, name: &[u8]) -> Lookup {
+        let page = match self.names_page() {
+            Ok(Some(page)) => page,
+            Ok(None) => return Lookup::Absent(None),
+            Err(()) => return Lookup::Corrupt,
+        };
+        let (used, touched) = (state!(self, names.used), state!(self, names.touched));
+        let hash = hash(name);
+        let mut vacant = None;
+        for step in 0..NAME_SLOTS {
+            let slot = (hash as usize).wrapping_add(step) % NAME_SLOTS;
+            if !Self::name_bit(&used, slot) {
+                vacant = vacant.or(Some(slot));
+                if !Self::name_bit(&touched, slot) {
+                    break;
+                }
+                continue;
+            }
+            // SAFETY: the entry lies in the block of entries (see `entry`), under the lock.
+            let entry = unsafe { self.entry(page, slot).read() };
+            let len = entry.len as usize;
+            if entry.hash == hash && len <= NAME_MAX && entry.name[..len] == *name {
+                let shape = Shape { size: entry.size, align: entry.align, tag: entry.tag };
+                return Lookup::Found(Found { slot, offset: entry.offset, shape });
+            }
+        }
+        Lookup::Absent(vacant)
+    }
+
+    /// Publishes `name` in `slot` (vacant, as [`lookup`](Arena::lookup) found it) for the
+    /// value of `shape` at `offset`, in the operation `tx` that allocated it.
+    pub(crate) fn publish_name(
+        &self,
+        tx: &mut Tx,
+        slot: usize,
+        name: &[u8],
+        offset: u64,
+        shape: Shape,
+    ) {
+        let Ok(Some(page)) = self.names_page() else { return };
+        let mut entry = NameEntry {
+            hash: hash(name),
+            offset,
+            size: shape.size,
+            align: shape.align,
+            tag: shape.tag,
+            len: name.len().min(NAME_MAX) as u64,
+            name: [0; NAME_MAX],
+            _reserved: [0; 2],
+        };
+        let len = name.len().min(NAME_MAX);
+        entry.name[..len].copy_from_slice(&name[..len]);
+        // SAFETY: the entry lies in the block of entries; its bit is clear, so no reader looks
+        // at it, and the lock is held. Written outside the log: until the bit below is set, its
+        // contents mean nothing.
+        unsafe { self.entry(page, slot).write(entry) };
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let used = state!(self, names.used[word]);
+        set_state!(self, tx, used | bit, names.used[word]);
+        let touched = state!(self, names.touched[word]);
+        if touched & bit == 0 {
+            set_state!(self, tx, touched | bit, names.touched[word]);
+        }
+    }
+
+    /// Forgets the name in `slot`, in the operation `tx` that frees its block.
+    pub(crate) fn forget_name(&self, tx: &mut Tx, slot: usize) {
+        let slot = slot.min(NAME_SLOTS - 1);
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let used = state!(self, names.used[word]);
+        set_state!(self, tx, used & !bit, names.used[word]);
+    }
+
+    /// The address in this process of `offset`, an offset the arena handed out.
+    pub(crate) fn at(&self, offset: u64) -> *mut u8 {
+        self.base.wrapping_add(offset as usize)
+    }
+
+    /// Checks the directory: its block of entries is one, every entry in use has been, and
+    /// names a block in use, not lent, that holds its type, with a name no longer than
+    /// [`NAME_MAX`]. The caller holds the lock.
+    pub(crate) fn check_names(&self) -> Result<(), crate::ShmCheckError> {
+        let bad = crate::ShmCheckError::BadDirectory;
+        let (used, touched) = (state!(self, names.used), state!(self, names.touched));
+        let page = match self.names_page() {
+            Ok(Some(page)) => page,
+            Ok(None) if used.iter().all(|&word| word == 0) => return Ok(()),
+            _ => return Err(bad),
+        };
+        for slot in (0..NAME_SLOTS).filter(|&slot| Self::name_bit(&used, slot)) {
+            // SAFETY: the entry lies in the block of entries (see `entry`), under the lock.
+            let entry = unsafe { self.entry(page, slot).read() };
+            let sound = Self::name_bit(&touched, slot)
+                && (1..=NAME_MAX as u64).contains(&entry.len)
+                && entry.hash == hash(&entry.name[..entry.len as usize])
+                && entry.align.is_power_of_two()
+                && entry.offset % entry.align == 0
+                && self.locate(entry.offset).is_ok_and(|located| {
+                    located != super::Located::Lent
+                        && self.usable_size(located) as u64 >= entry.size
+                });
+            if !sound {
+                return Err(bad);
+            }
+        }
+        Ok(())
+    }
+
+    /// Names in use.
+    pub(crate) fn name_count(&self) -> u32 {
+        state!(self, names.used).iter().map(|word| word.count_ones()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_fnv_1a() {
+        // The FNV-1a test vectors for "" and "a".
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,292 @@
+//! [`ShmMutex`], a mutex for values in a shared pool, on the same robust lock as the pool's own:
+//! a holder that dies hands the next locker a guard that says so, never a silent unlock.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::addr_of_mut;
+use std::time::Duration;
+
+use crate::layout::BuiltinLock;
+use crate::lock::{lock_robust, unlock_robust};
+use crate::sync::{AtomicU64, Ordering};
+use crate::sys::{self, RobustMutex};
+use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
+
+/// A mutex that lives in a shared pool and guards a `T` there, for the threads of every
+/// process that maps the pool.
+///
+/// It is the C library's robust, process-shared mutex, as the pool's own lock is: when a holder
+/// dies, in whatever pid namespace, the kernel hands the mutex to the next locker, whose guard
+/// then reports it ([`ShmMutexGuard::holder_died`]); the value may be half changed, and that
+/// locker decides what to do about it. The mutex is usable again after that guard. A thread
+/// that locks a mutex it holds already gets [`ShmError::WouldDeadlock`] rather than waiting for
+/// itself.
+///
+/// A mutex is made in place, in the pool: [`ShmMutex::new_in`] or
+/// [`ShmPool::insert_named_mutex`]; it never moves. A mutex of a [`ShmSafe`] value can be
+/// named and reached from any process that maps the pool. One of any other value (a collection
+/// in `&ShmPool`, say) is for this process and the processes forked from it afterwards, which
+/// use it through the handle they inherit: see [`ShmBox`].
+///
+/// # Examples
+/// ```
+/// use melon_alloc_shm::{ShmMutex, ShmPool};
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let balance = ShmMutex::new_in(100i64, &shm)?;
+/// {
+///     let mut guard = balance.lock()?;
+///     assert!(!guard.holder_died());
+///     *guard -= 30;
+/// }
+/// assert_eq!(*balance.lock()?, 70);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+#[repr(C)]
+pub struct ShmMutex<T> {
+    lock: BuiltinLock,
+    /// Times a locker found the previous holder dead.
+    takeovers: AtomicU64,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock lets one holder at a time reach the value, as `std::sync::Mutex` does.
+unsafe impl<T: Send> Sync for ShmMutex<T> {}
+// SAFETY: the value moves with the mutex, which holds nothing of a thread's but while locked.
+unsafe impl<T: Send> Send for ShmMutex<T> {}
+
+// SAFETY: (1) the C library's process-shared mutex is made for memory other processes map; its
+// words are integers, and the links it keeps while held are read by the holder's thread and the
+// kernel alone; (2) the counters are atomics; (3) `T` is `ShmSafe`; (4) nothing has a
+// destructor.
+unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {}
+
+impl<T> ShmMutex<T> {
+    /// Makes a mutex holding `value` in a new block of `pool`.
+    ///
+    /// # Errors
+    /// [`ShmError::OutOfMemory`] or [`ShmError::Fragmented`] when there is no room;
+    /// [`ShmError::Os`] if the C library refuses to make the mutex; the pool lock's errors.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let sessions = melon_alloc_shm::ShmMutex::new_in([0u64; 16], &shm)?;
+    /// sessions.lock()?[2] = 9;
+    /// assert_eq!(sessions.lock()?.iter().sum::<u64>(), 9);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn new_in(value: T, pool: &ShmPool) -> Result<ShmBox<'_, Self>, ShmError> {
+        let mut made = Ok(());
+        // SAFETY: `init` writes every field of the mutex at its final place.
+        let boxed = unsafe { ShmBox::new_with(pool, |place| made = Self::init(place, value)) }?;
+        // A mutex the C library refused is dropped with its block, never used.
+        made.map(|()| boxed)
+    }
+
+    /// Writes a mutex holding `value` at `place`.
+    ///
+    /// # Safety
+    /// `place` is valid for writes of a `ShmMutex<T>` and aligned for it, in memory other
+    /// processes may map, and nothing uses it yet.
+    pub(crate) unsafe fn init(place: *mut Self, value: T) -> Result<(), ShmError> {
+        // SAFETY: `place` is valid for writes of every field (caller).
+        unsafe {
+            addr_of_mut!((*place).value).write(UnsafeCell::new(value));
+            addr_of_mut!((*place).takeovers).write(AtomicU64::new(0));
+            addr_of_mut!((*place).lock.holder).write(AtomicU64::new(0));
+        }
+        // SAFETY: the mutex's place is valid, aligned, and unused (caller).
+        unsafe { RobustMutex::init(addr_of_mut!((*place).lock.mutex)) }
+            .map_err(|errno| ShmError::os("making a shared mutex", errno))
+    }
+
+    /// Takes the mutex, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`ShmError::WouldDeadlock`] when this thread holds it already; [`ShmError::Os`] for what
+    /// else the C library reports.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let count = melon_alloc_shm::ShmMutex::new_in(0u32, &shm)?;
+    /// let mut guard = count.lock()?;
+    /// *guard += 1;
+    /// assert!(matches!(count.lock(), Err(melon_alloc_shm::ShmError::WouldDeadlock)));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn lock(&self) -> Result<ShmMutexGuard<'_, T>, ShmError> {
+        self.lock_within(None)
+    }
+
+    /// Takes the mutex, waiting at most `timeout` for a holder that is alive.
+    ///
+    /// # Errors
+    /// [`ShmError::LockTimeout`] when it stayed held; otherwise as for
+    /// [`lock`](ShmMutex::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let flag = melon_alloc_shm::ShmMutex::new_in(0u8, &shm)?;
+    /// let held = flag.lock()?;
+    /// let other = std::thread::scope(|scope| {
+    ///     scope.spawn(|| flag.try_lock_for(Duration::from_millis(10)).map(|_| ())).join()
+    /// });
+    /// assert!(matches!(other.unwrap(), Err(melon_alloc_shm::ShmError::LockTimeout { .. })));
+    /// drop(held);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn try_lock_for(&self, timeout: Duration) -> Result<ShmMutexGuard<'_, T>, ShmError> {
+        self.lock_within(Some(timeout))
+    }
+
+    fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmMutexGuard<'_, T>, ShmError> {
+        let me = sys::thread_token();
+        if self.lock.holder.load(Ordering::Relaxed) == me {
+            return Err(ShmError::WouldDeadlock);
+        }
+        let mut holder_died = false;
+        lock_robust(&self.lock.mutex, timeout, &self.takeovers, || holder_died = true)?;
+        self.lock.holder.store(me, Ordering::Relaxed);
+        Ok(ShmMutexGuard { mutex: self, holder_died, _not_send: PhantomData })
+    }
+
+    /// Times a locker found the previous holder dead, since the mutex was made.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let mutex = melon_alloc_shm::ShmMutex::new_in(0u8, &shm)?;
+    /// assert_eq!(mutex.takeovers(), 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    #[must_use]
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> fmt::Debug for ShmMutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmMutex").finish_non_exhaustive()
+    }
+}
+
+/// The value of a [`ShmMutex`], held: dropping the guard releases the mutex.
+///
+/// # Examples
+/// ```
+/// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+/// let mutex = melon_alloc_shm::ShmMutex::new_in([1u16; 4], &shm)?;
+/// let guard = mutex.lock()?;
+/// assert_eq!(guard.len(), 4);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+#[must_use = "the mutex is released as soon as the guard is dropped"]
+pub struct ShmMutexGuard<'a, T> {
+    mutex: &'a ShmMutex<T>,
+    holder_died: bool,
+    /// The C library's mutex belongs to the thread that took it.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> ShmMutexGuard<'_, T> {
+    /// Whether the previous holder died holding the mutex: the value may be half changed, and
+    /// this holder should check it, or set it back to something it can trust.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let mutex = melon_alloc_shm::ShmMutex::new_in(0u32, &shm)?;
+    /// assert!(!mutex.lock()?.holder_died());
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    #[must_use]
+    pub fn holder_died(&self) -> bool {
+        self.holder_died
+    }
+}
+
+// SAFETY: shared access to the guard is shared access to the value, which `T: Sync` allows.
+unsafe impl<T: Sync> Sync for ShmMutexGuard<'_, T> {}
+
+impl<T> Deref for ShmMutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the mutex, so no other holder reaches the value.
+        unsafe { &*self.mutex.value.get() }
+    }
+}
+
+impl<T> DerefMut for ShmMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and `&mut self` is the only access through this guard.
+        unsafe { &mut *self.mutex.value.get() }
+    }
+}
+
+impl<T> Drop for ShmMutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.lock.holder.store(0, Ordering::Relaxed);
+        // Only a mutex this thread does not hold refuses, which the guard rules out.
+        let _ = unlock_robust(&self.mutex.lock.mutex);
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmMutexGuard")
+            .field("value", &**self)
+            .field("holder_died", &self.holder_died)
+            .finish()
+    }
+}
+
+impl ShmPool {
+    /// Makes a [`ShmMutex`] holding `value` and publishes it under `name`, in one operation,
+    /// as [`insert_named`](ShmPool::insert_named) does for other values.
+    ///
+    /// # Errors
+    /// As for [`insert_named`](ShmPool::insert_named); [`ShmError::Os`] if the C library
+    /// refuses to make the mutex, in which case no name is published.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmMutex, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// shm.insert_named_mutex("config", [0u32; 8])?;
+    /// let config = shm.named::<ShmMutex<[u32; 8]>>("config")?.expect("inserted above");
+    /// config.lock()?[0] = 3;
+    /// assert_eq!(config.lock()?[0], 3);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn insert_named_mutex<T: ShmSafe>(
+        &self,
+        name: &str,
+        value: T,
+    ) -> Result<ShmOffset<ShmMutex<T>>, ShmError> {
+        let mut made = Ok(());
+        // SAFETY: `init` writes every field of the mutex at its final place, without using
+        // the pool.
+        let offset = unsafe {
+            self.insert_named_with(name, |place: *mut ShmMutex<T>| {
+                made = ShmMutex::init(place, value);
+            })
+        }?;
+        if let Err(error) = made {
+            // The C library refused the mutex: it goes again with its name, unused.
+            // SAFETY: nothing could have used the mutex: it was never made.
+            unsafe { self.remove_named::<ShmMutex<T>>(name) }?;
+            return Err(error);
+        }
+        Ok(offset)
+    }
+}

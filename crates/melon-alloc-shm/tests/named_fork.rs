@@ -1,0 +1,767 @@
+//! The directory of names and [`ShmMutex`] across processes: workers that find a mutex by name
+//! and count under it, a worker killed while it holds a mutex, names inserted on either side of
+//! a fork and, with the `failpoints` feature, processes killed at every step of an insertion or
+//! a removal, which must leave the name and its value both there or both gone.
+//!
+//! This binary runs without the test harness, one case after another in a process with a single
+//! thread, so that forking is safe. A child reports only through its exit status (a panic exits
+//! with 101), and the parent checks every status. The last line says how many cases passed and
+//! failed, and the exit code is non-zero if any failed. Arguments that do not start with `-` pick
+//! the cases whose names contain them (or equal them, with `--exact`); `--list` lists the cases
+//! as the standard harness does, and `--ignored` runs none, as no case is ignored.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use melon_alloc_shm::{ShmBox, ShmError, ShmMutex, ShmOffset, ShmPool};
+
+const MIB: usize = 1 << 20;
+
+/// Bytes of the directory's block of entries, which the first insertion allocates for good.
+const DIRECTORY_BYTES: usize = 32 << 10;
+
+/// How long a process may wait for a lock whose holder died: the kernel hands the lock on as the
+/// holder dies, so this bound only proves that nothing hangs, on however busy a machine.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
+
+/// How long a child may run before the parent calls it hung.
+const CHILD_LIMIT: Duration = Duration::from_secs(300);
+
+type Case = (&'static str, fn());
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|arg| arg == name);
+    let filters: Vec<&str> =
+        args.iter().map(String::as_str).filter(|arg| !arg.starts_with('-')).collect();
+    let picked = |name: &str| {
+        filters.is_empty()
+            || filters.iter().any(|filter| {
+                if flag("--exact") {
+                    name == *filter
+                } else {
+                    name.contains(filter)
+                }
+            })
+    };
+    // Only the build with fail points adds cases to the list.
+    #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
+    let mut cases: Vec<Case> = vec![
+        ("workers_count_under_a_named_mutex", workers_count_under_a_named_mutex),
+        ("a_holder_killed_in_a_mutex_hands_it_on", a_holder_killed_in_a_mutex_hands_it_on),
+        (
+            "a_waiter_gets_a_mutex_whose_holder_is_killed",
+            a_waiter_gets_a_mutex_whose_holder_is_killed,
+        ),
+        (
+            "names_inserted_after_the_fork_are_seen_across_it",
+            names_inserted_after_the_fork_are_seen_across_it,
+        ),
+    ];
+    #[cfg(feature = "failpoints")]
+    cases.extend(crash::CASES);
+    cases.retain(|&(name, _)| picked(name) && !flag("--ignored"));
+    if flag("--list") {
+        for (name, _) in &cases {
+            println!("{name}: test");
+        }
+        return;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    println!("note: the cases that crash at fail points run with `--features failpoints`");
+
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        let start = Instant::now();
+        let outcome = catch_unwind(case);
+        let took = start.elapsed().as_secs_f64();
+        if outcome.is_ok() {
+            passed += 1;
+            println!("test {name} ... ok ({took:.1} s)");
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED ({took:.1} s)");
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A forked child, killed and reaped if the parent gives up on it (a failed case).
+#[derive(Debug)]
+struct Child {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+/// Forks a child that runs `body` and exits with status 0, or 101 if `body` panics.
+fn fork(body: impl FnOnce()) -> Child {
+    // Output still buffered would be written twice, once by each process.
+    let _ = std::io::stdout().flush();
+    // SAFETY: this process has a single thread (the binary runs no test harness and starts no
+    // thread), so the child may run any code, allocation included.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match catch_unwind(AssertUnwindSafe(body)) {
+            Ok(()) => 0,
+            Err(_) => 101,
+        };
+        // SAFETY: `_exit` ends the child without running the destructors and exit handlers of
+        // the parent's state it inherited, which belong to the parent.
+        unsafe { libc::_exit(code) }
+    }
+    Child { pid, reaped: false }
+}
+
+impl Child {
+    /// Waits for the child to end, at most `limit`; a child still running then is killed and
+    /// the case fails.
+    fn wait(&mut self, limit: Duration) -> Exit {
+        let start = Instant::now();
+        loop {
+            let mut status = 0;
+            // SAFETY: `waitpid` on this process's own child writes its status into a local.
+            let done = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if done == self.pid {
+                self.reaped = true;
+                if libc::WIFEXITED(status) {
+                    return Exit::Code(libc::WEXITSTATUS(status));
+                }
+                return Exit::Signal(libc::WTERMSIG(status));
+            }
+            assert_eq!(done, 0, "waitpid failed: {}", std::io::Error::last_os_error());
+            if start.elapsed() > limit {
+                self.kill();
+                panic!("child {} still running after {limit:?}", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits for the child and asserts that it succeeded.
+    fn succeeds(mut self, what: &str) {
+        assert_eq!(self.wait(CHILD_LIMIT), Exit::Code(0), "{what} (child {})", self.pid);
+    }
+
+    /// Kills and reaps the child, if that was not done yet.
+    fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        // SAFETY: the process is this process's own child, not yet reaped, so the pid is its.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: as in `wait`, blocking this time: the child has been killed.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        self.reaped = true;
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Ends the calling process with SIGKILL, as a worker killed from outside ends: no unwinding,
+/// no destructor, no exit handler, and whatever it holds left held.
+fn kill_self() -> ! {
+    // SAFETY: sends a signal to this very process, which SIGKILL ends.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    // The signal is delivered before `kill` returns to a single-threaded process; this is not
+    // reached.
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Zeroed words shared with forked children (a `MAP_SHARED` anonymous mapping): how processes
+/// tell each other things besides their exit status.
+struct SharedWords {
+    base: NonNull<AtomicU64>,
+    len: usize,
+}
+
+impl SharedWords {
+    fn new(len: usize) -> Self {
+        let bytes = len * core::mem::size_of::<AtomicU64>();
+        // SAFETY: a new anonymous mapping at an address of the kernel's choosing replaces nothing.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        Self { base: NonNull::new(base.cast()).unwrap(), len }
+    }
+}
+
+impl core::ops::Deref for SharedWords {
+    type Target = [AtomicU64];
+
+    fn deref(&self) -> &[AtomicU64] {
+        // SAFETY: (1) the mapping holds `len` atomics, page-aligned, zeroed by the kernel, which
+        // is a valid `AtomicU64`; (2) it lives until `self` is dropped; (3) every access, from
+        // any process, is atomic.
+        unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        let bytes = self.len * core::mem::size_of::<AtomicU64>();
+        // SAFETY: the mapping is this value's own, and no reference into it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), bytes) };
+    }
+}
+
+/// Waits until `word` is non-zero, for at most ten seconds, and returns it.
+fn await_word(word: &AtomicU64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let value = word.load(Ordering::Acquire);
+        if value != 0 {
+            return value;
+        }
+        assert!(start.elapsed() < TAKEOVER_BOUND, "no word from the other process");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutexes between processes
+// ---------------------------------------------------------------------------------------------
+
+const WORKERS: usize = 4;
+const ROUNDS: u64 = 1000;
+
+/// A slot per worker, and the total of all of them last.
+type Table = ShmMutex<[u64; WORKERS + 1]>;
+
+/// The master names a mutex before forking; each worker finds it by name and counts in its own
+/// slot and in the total, under the mutex, all at once.
+fn workers_count_under_a_named_mutex() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let placed = shm.insert_named_mutex("table", [0u64; WORKERS + 1]).unwrap();
+    let go = SharedWords::new(1);
+    let workers: Vec<Child> = (0..WORKERS)
+        .map(|slot| {
+            let (shm, go) = (&shm, &go);
+            fork(move || {
+                let table = shm.named::<Table>("table").unwrap().expect("named before the fork");
+                await_word(&go[0]);
+                for _ in 0..ROUNDS {
+                    let mut guard = table.lock().unwrap();
+                    assert!(!guard.holder_died());
+                    guard[slot] += 1;
+                    // A read, then a write: two processes inside at once would lose a count.
+                    let total = guard[WORKERS];
+                    std::hint::black_box(&total);
+                    guard[WORKERS] = total + 1;
+                }
+            })
+        })
+        .collect();
+    go[0].store(1, Ordering::Release);
+    for worker in workers {
+        worker.succeeds("a worker counts under the named mutex");
+    }
+    let table = shm.named::<Table>("table").unwrap().unwrap();
+    assert_eq!(shm.find::<Table>("table"), Ok(Some(placed)));
+    let guard = table.lock().unwrap();
+    assert!(!guard.holder_died());
+    assert_eq!(guard[..WORKERS], [ROUNDS; WORKERS]);
+    assert_eq!(guard[WORKERS], WORKERS as u64 * ROUNDS);
+    drop(guard);
+    assert_eq!(table.takeovers(), 0);
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// A worker takes the named mutex, changes half of the value, and kills itself: the master's
+/// next lock says the holder died, and the mutex then works as before, for it and for a new
+/// worker.
+fn a_holder_killed_in_a_mutex_hands_it_on() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    shm.insert_named_mutex("pair", [0u64; 2]).unwrap();
+    let mut holder = fork(|| {
+        let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
+        let mut guard = pair.lock().unwrap();
+        // The first half of a change that keeps both words equal.
+        guard[0] = 7;
+        kill_self();
+    });
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
+    assert_eq!(pair.takeovers(), 0);
+
+    let start = Instant::now();
+    let mut guard = pair.try_lock_for(TAKEOVER_BOUND).unwrap();
+    assert!(start.elapsed() < TAKEOVER_BOUND);
+    assert!(guard.holder_died(), "the holder was killed holding the mutex");
+    assert_eq!(pair.takeovers(), 1);
+    assert_eq!(*guard, [7, 0], "the dead holder's half-made change");
+    guard[1] = 7;
+    drop(guard);
+
+    // From now on, an ordinary mutex.
+    let guard = pair.lock().unwrap();
+    assert!(!guard.holder_died());
+    assert_eq!(*guard, [7, 7]);
+    drop(guard);
+    let guard = pair.try_lock_for(Duration::from_secs(1)).unwrap();
+    assert!(!guard.holder_died());
+    drop(guard);
+    fork(|| {
+        let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
+        let mut guard = pair.lock().unwrap();
+        assert!(!guard.holder_died());
+        assert_eq!(*guard, [7, 7]);
+        *guard = [8, 8];
+    })
+    .succeeds("a new worker locks the mutex after the takeover");
+    let guard = pair.lock().unwrap();
+    assert!(!guard.holder_died());
+    assert_eq!(*guard, [8, 8]);
+    drop(guard);
+    assert_eq!(pair.takeovers(), 1);
+    // The pool's own lock was not held when the worker died.
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// A worker waits in `lock` while the holder is killed: the kernel hands it the mutex, and its
+/// guard says so.
+fn a_waiter_gets_a_mutex_whose_holder_is_killed() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    shm.insert_named_mutex("pair", [0u64; 2]).unwrap();
+    let mailbox = SharedWords::new(2);
+    let mut holder = fork(|| {
+        let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
+        let mut guard = pair.lock().unwrap();
+        guard[0] = 1;
+        mailbox[0].store(1, Ordering::Release);
+        // Let the waiter reach the mutex before dying.
+        await_word(&mailbox[1]);
+        std::thread::sleep(Duration::from_millis(50));
+        kill_self();
+    });
+    let waiter = fork(|| {
+        let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
+        await_word(&mailbox[0]);
+        mailbox[1].store(1, Ordering::Release);
+        let start = Instant::now();
+        let mut guard = pair.lock().unwrap();
+        assert!(start.elapsed() < TAKEOVER_BOUND);
+        assert!(guard.holder_died(), "the waiter was not told the holder died");
+        assert_eq!(pair.takeovers(), 1);
+        assert_eq!(*guard, [1, 0]);
+        guard[1] = 2;
+    });
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    waiter.succeeds("a waiter takes over the mutex of a killed holder");
+    let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
+    let guard = pair.lock().unwrap();
+    assert!(!guard.holder_died());
+    assert_eq!(*guard, [1, 2]);
+    drop(guard);
+    assert_eq!(pair.takeovers(), 1);
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// A worker makes the pool's directory with its first name after the fork, names a mutex and
+/// the offset of a box it gives up; the master finds them all, and the worker finds a name the
+/// master inserts after the fork. Every name and value is then removed, and the pool is as it
+/// was but for the directory's block.
+fn names_inserted_after_the_fork_are_seen_across_it() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let empty = shm.available();
+    assert_eq!(shm.find::<[u64; 4]>("from-worker"), Ok(None));
+    let mailbox = SharedWords::new(2);
+    let worker = fork(|| {
+        shm.insert_named("from-worker", [0xfeed_u64, 1, 2, 3]).unwrap();
+        shm.insert_named_mutex("worker-mutex", 5u32).unwrap();
+        let mut boxed = ShmBox::new_in([0u32; 16], &shm).unwrap();
+        boxed[15] = 15;
+        shm.insert_named("handoff", boxed.into_offset()).unwrap();
+        mailbox[0].store(1, Ordering::Release);
+        await_word(&mailbox[1]);
+        assert_eq!(shm.named::<u64>("from-master"), Ok(Some(&0xbeef)));
+    });
+    await_word(&mailbox[0]);
+    shm.insert_named("from-master", 0xbeef_u64).unwrap();
+    mailbox[1].store(1, Ordering::Release);
+    worker.succeeds("the worker names values and finds the master's");
+
+    assert_eq!(shm.name_count(), Ok(4));
+    assert_eq!(shm.named::<[u64; 4]>("from-worker"), Ok(Some(&[0xfeed, 1, 2, 3])));
+    let mutex = shm.named::<ShmMutex<u32>>("worker-mutex").unwrap().unwrap();
+    let guard = mutex.lock().unwrap();
+    assert!(!guard.holder_died());
+    assert_eq!(*guard, 5);
+    drop(guard);
+    let handoff = *shm.named::<ShmOffset<[u32; 16]>>("handoff").unwrap().unwrap();
+    // SAFETY: the worker gave the box up and ended; this process takes it up once.
+    let boxed = unsafe { ShmBox::from_offset(&shm, handoff) }.unwrap();
+    assert_eq!(boxed[15], 15);
+    drop(boxed);
+    // SAFETY: freed above, so the offset is refused before anything is read.
+    let freed = unsafe { shm.get(handoff) }.map(|_| ());
+    assert_eq!(freed, Err(ShmError::NoObject { offset: handoff.raw() }));
+    shm.check().unwrap();
+
+    // SAFETY: no process refers to the value any more: the worker has ended, and the
+    // references above are not used again.
+    assert_eq!(unsafe { shm.remove_named::<[u64; 4]>("from-worker") }, Ok(true));
+    // SAFETY: as above.
+    assert_eq!(unsafe { shm.remove_named::<ShmMutex<u32>>("worker-mutex") }, Ok(true));
+    // SAFETY: as above; the offset's box was freed above, and the offset itself is a number.
+    assert_eq!(unsafe { shm.remove_named::<ShmOffset<[u32; 16]>>("handoff") }, Ok(true));
+    // SAFETY: as above.
+    assert_eq!(unsafe { shm.remove_named::<u64>("from-master") }, Ok(true));
+    assert_eq!(shm.name_count(), Ok(0));
+    assert_eq!(shm.available(), empty - DIRECTORY_BYTES, "all but the directory came back");
+    shm.check().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes at every step
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(feature = "failpoints")]
+mod crash {
+    //! A child arms the fail point `k` and runs one insertion or removal, so that it is killed
+    //! at its `k`-th step while holding the pool's lock, for every `k` until the operation
+    //! completes. The parent then takes the lock over and must find the name and its value both
+    //! there, the value intact, with exactly the bytes free that the operation leaves, or both
+    //! gone, with exactly the bytes free before it; and a pool that checks clean, whose other
+    //! names and blocks are untouched, and on which the operation can be run again.
+
+    use melon_alloc_shm::{failpoint, ShmBox, ShmError, ShmMutex, ShmOffset, ShmPool};
+
+    use super::{fork, Case, Exit, CHILD_LIMIT, DIRECTORY_BYTES, MIB, TAKEOVER_BOUND};
+
+    pub(super) const CASES: [Case; 6] = [
+        ("crash_insert_named", || crash(Op::Insert)),
+        ("crash_insert_named_large", || crash(Op::InsertLarge)),
+        ("crash_insert_named_first_making_the_directory", || crash(Op::InsertFirst)),
+        ("crash_remove_named", || crash(Op::Remove)),
+        ("crash_remove_named_large", || crash(Op::RemoveLarge)),
+        ("crash_insert_named_mutex", || crash(Op::InsertMutex)),
+    ];
+
+    const CAPACITY: usize = 2 * MIB;
+    const NAME: &str = "crash-target";
+
+    /// A value of a small block, and one of a large block (a run of pages: slabs serve up to
+    /// 8 KiB).
+    type Small = [u64; 8];
+    type Large = [u64; 2048];
+
+    fn pattern<const N: usize>(seed: u64) -> [u64; N] {
+        core::array::from_fn(|i| seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64)
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Op {
+        /// `insert_named` of a small value.
+        Insert,
+        /// `insert_named` of a large value.
+        InsertLarge,
+        /// The first `insert_named` of the pool, which makes the directory's block first.
+        InsertFirst,
+        /// `remove_named` of a small value.
+        Remove,
+        /// `remove_named` of a large value.
+        RemoveLarge,
+        /// `insert_named_mutex`.
+        InsertMutex,
+    }
+
+    impl Op {
+        /// Whether the name is there once the operation is done.
+        fn inserts(self) -> bool {
+            !matches!(self, Op::Remove | Op::RemoveLarge)
+        }
+    }
+
+    /// What setting up leaves besides the pool: witnesses that every crash must leave intact,
+    /// and the named value a removal removes.
+    struct Setup {
+        shm: ShmPool,
+        witness_box: ShmOffset<[u64; 16]>,
+        target: Option<u64>,
+    }
+
+    /// Brings a fresh pool to the state the operation starts from: the same calls, so the same
+    /// offsets, every time.
+    fn setup(op: Op) -> Setup {
+        let shm = ShmPool::new(CAPACITY).unwrap();
+        let witness_box = ShmBox::new_in(pattern::<16>(1), &shm).unwrap().into_offset();
+        if op != Op::InsertFirst {
+            shm.insert_named("witness", pattern::<4>(2)).unwrap();
+        }
+        let target = match op {
+            Op::Remove => Some(shm.insert_named(NAME, pattern::<8>(3)).unwrap().raw()),
+            Op::RemoveLarge => Some(shm.insert_named(NAME, pattern::<2048>(3)).unwrap().raw()),
+            _ => None,
+        };
+        Setup { shm, witness_box, target }
+    }
+
+    fn run(op: Op, shm: &ShmPool) {
+        match op {
+            Op::Insert | Op::InsertFirst => {
+                shm.insert_named(NAME, pattern::<8>(3)).unwrap();
+            }
+            Op::InsertLarge => {
+                shm.insert_named(NAME, pattern::<2048>(3)).unwrap();
+            }
+            Op::InsertMutex => {
+                shm.insert_named_mutex(NAME, pattern::<8>(3)).unwrap();
+            }
+            // SAFETY: no process refers to the value.
+            Op::Remove => assert_eq!(unsafe { shm.remove_named::<Small>(NAME) }, Ok(true)),
+            // SAFETY: as above.
+            Op::RemoveLarge => assert_eq!(unsafe { shm.remove_named::<Large>(NAME) }, Ok(true)),
+        }
+    }
+
+    /// The offset of the value under the name, if the name is there, after checking that the
+    /// value is intact, and reachable by name and by offset.
+    fn look(op: Op, shm: &ShmPool, when: &str) -> Option<u64> {
+        match op {
+            Op::Insert | Op::InsertFirst | Op::Remove => {
+                let offset = shm.find::<Small>(NAME).unwrap()?;
+                let value = shm.named::<Small>(NAME).unwrap().unwrap();
+                assert_intact(value, &pattern(3), &format!("{when}, by name"));
+                // SAFETY: the name keeps the value for the reference's life; nothing writes it.
+                let value = unsafe { shm.get(offset) }.unwrap();
+                assert_intact(value, &pattern(3), &format!("{when}, by offset"));
+                Some(offset.raw())
+            }
+            Op::InsertLarge | Op::RemoveLarge => {
+                let offset = shm.find::<Large>(NAME).unwrap()?;
+                let value = shm.named::<Large>(NAME).unwrap().unwrap();
+                assert_intact(value, &pattern(3), &format!("{when}, by name"));
+                // SAFETY: as above.
+                let value = unsafe { shm.get(offset) }.unwrap();
+                assert_intact(value, &pattern(3), &format!("{when}, by offset"));
+                Some(offset.raw())
+            }
+            Op::InsertMutex => {
+                let offset = shm.find::<ShmMutex<Small>>(NAME).unwrap()?;
+                let mutex = shm.named::<ShmMutex<Small>>(NAME).unwrap().unwrap();
+                let guard = mutex.try_lock_for(TAKEOVER_BOUND).unwrap();
+                assert!(!guard.holder_died(), "nobody held the mutex");
+                assert_eq!(*guard, pattern(3));
+                drop(guard);
+                assert_eq!(mutex.takeovers(), 0);
+                Some(offset.raw())
+            }
+        }
+    }
+
+    /// Asserts that `value` is `expected`, naming the words that differ (a large value is too
+    /// long to print whole).
+    fn assert_intact<const N: usize>(value: &[u64; N], expected: &[u64; N], when: &str) {
+        let differ: Vec<String> = (0..N)
+            .filter(|&i| value[i] != expected[i])
+            .map(|i| format!("word {i}: {:#x}, not {:#x}", value[i], expected[i]))
+            .collect();
+        assert!(differ.is_empty(), "{when}: the named value changed: {}", differ.join("; "));
+    }
+
+    /// The witnesses, intact.
+    fn witnesses_intact(op: Op, setup: &Setup) {
+        let shm = &setup.shm;
+        // SAFETY: the witness box was given up and stays in the pool; nothing writes it.
+        assert_eq!(unsafe { shm.get(setup.witness_box) }, Ok(&pattern(1)));
+        if op != Op::InsertFirst {
+            assert_eq!(shm.named::<[u64; 4]>("witness"), Ok(Some(&pattern(2))));
+        }
+    }
+
+    /// The pool's state after a kill, ordered as the operation goes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    enum Stage {
+        /// As before the operation.
+        Before,
+        /// The directory's block made, the name not yet inserted (the first insertion only).
+        DirectoryOnly,
+        /// As after the operation.
+        After,
+    }
+
+    /// What a kill at one fail point left.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Outcome {
+        stage: Stage,
+        /// Whether the next holder of the lock undid a half-made operation.
+        undone: bool,
+        /// Whether the process was killed (rather than completing).
+        killed: bool,
+    }
+
+    fn crash(op: Op) {
+        // Two pools that never crash give the bytes free and the names before and after.
+        let reference = setup(op);
+        let before = (reference.shm.available(), reference.shm.name_count().unwrap());
+        run(op, &reference.shm);
+        let after = (reference.shm.available(), reference.shm.name_count().unwrap());
+        let after_offset = if op.inserts() {
+            look(op, &reference.shm, "a pool that never crashed")
+        } else {
+            reference.target
+        };
+        assert!(after_offset.is_some());
+        assert_ne!(before, after, "{op:?}");
+
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        for k in 1.. {
+            assert!(k < 1000, "{op:?} never completed");
+            let outcome = crash_at(op, k, before, after, after_offset);
+            outcomes.push(outcome);
+            if !outcome.killed {
+                break;
+            }
+        }
+        let points = outcomes.len() - 1;
+        println!("  {op:?}: {points} fail points");
+        let last = outcomes[points];
+        assert_eq!(last.stage, Stage::After, "{op:?}: completed");
+        assert!(!last.undone, "{op:?}: completed, yet something was undone");
+        // A kill before the first write leaves nothing to undo; kills in the middle leave an
+        // operation the next holder undoes; a kill after the commit leaves it done.
+        assert_eq!(outcomes[0], Outcome { stage: Stage::Before, undone: false, killed: true });
+        let undone = outcomes.iter().filter(|outcome| outcome.undone).count();
+        assert!(undone >= 2, "{op:?}: {outcomes:?}");
+        let committed = outcomes[..points].iter().filter(|outcome| outcome.stage == Stage::After);
+        assert!(committed.count() >= 1, "{op:?}: no kill after the commit: {outcomes:?}");
+        // The stages only move forwards with `k`, and an operation that stood was not undone.
+        for (k, pair) in outcomes.windows(2).enumerate() {
+            assert!(pair[0].stage <= pair[1].stage, "{op:?} at {}: {outcomes:?}", k + 1);
+        }
+        // A removal forgets the name in its first step and frees the block in its second: a
+        // kill in the second is undone back to the first step's end, and the next holder then
+        // finishes the free, so the removal stands although something was undone. Any other
+        // operation that stood was not undone.
+        let two_steps = matches!(op, Op::Remove | Op::RemoveLarge);
+        for outcome in &outcomes {
+            let stood_undone = outcome.stage == Stage::After && outcome.undone;
+            assert!(!stood_undone || two_steps, "{op:?}: {outcomes:?}");
+        }
+        if two_steps {
+            assert!(
+                outcomes.iter().any(|outcome| outcome.stage == Stage::After && outcome.undone),
+                "{op:?}: no kill in the free after the name went: {outcomes:?}"
+            );
+        }
+        if op == Op::InsertFirst {
+            assert!(
+                outcomes.iter().any(|outcome| outcome.stage == Stage::DirectoryOnly),
+                "{op:?}: no kill between the directory and the name: {outcomes:?}"
+            );
+        }
+    }
+
+    /// Kills a process at its `k`-th fail point in `op`, and checks what it left. `before` and
+    /// `after` are the bytes free and the names before and after the operation; `after_offset`
+    /// is where the value lies (inserted or, for a removal, removed).
+    fn crash_at(
+        op: Op,
+        k: u64,
+        before: (usize, usize),
+        after: (usize, usize),
+        after_offset: Option<u64>,
+    ) -> Outcome {
+        let setup = setup(op);
+        let shm = &setup.shm;
+        let counters = shm.stats().unwrap();
+        let mut process = fork(|| {
+            failpoint::arm(k);
+            run(op, shm);
+            failpoint::arm(0);
+        });
+        let killed = match process.wait(CHILD_LIMIT) {
+            Exit::Code(0) => false,
+            Exit::Signal(libc::SIGKILL) => true,
+            other => panic!("{op:?} at {k}: the child ended with {other:?}"),
+        };
+        let start = std::time::Instant::now();
+        drop(shm.try_lock_for(TAKEOVER_BOUND).unwrap());
+        assert!(start.elapsed() < TAKEOVER_BOUND, "{op:?} at {k}");
+        shm.check().unwrap_or_else(|error| panic!("{op:?} at {k}: {error}"));
+        let stats = shm.stats().unwrap();
+        let takeovers = stats.lock_takeovers - counters.lock_takeovers;
+        assert_eq!(takeovers, u64::from(killed), "{op:?} at {k}: killed holding the lock");
+        let undone = stats.operations_undone > counters.operations_undone;
+
+        let now = (shm.available(), shm.name_count().unwrap());
+        let found = look(op, shm, &format!("{op:?} killed at {k}"));
+        let there = found.is_some();
+        let stage = if there == op.inserts() {
+            assert_eq!(now, after, "{op:?} at {k}: the name done, the bytes free not");
+            assert_eq!(found.or(setup.target), after_offset, "{op:?} at {k}: the value's place");
+            Stage::After
+        } else if now == before {
+            Stage::Before
+        } else {
+            assert_eq!(op, Op::InsertFirst, "{op:?} at {k}: {now:?}, before {before:?}");
+            assert_eq!(now, (before.0 - DIRECTORY_BYTES, before.1), "{op:?} at {k}");
+            Stage::DirectoryOnly
+        };
+        // A removed value's block is free with its name; a value not removed is in its block.
+        if let Some(target) = setup.target {
+            // SAFETY: a value still named is read only, and a freed one is refused unread.
+            let block = unsafe { shm.get(ShmOffset::<Small>::from_raw(target)) }.map(|_| ());
+            let expected = if there { Ok(()) } else { Err(ShmError::NoObject { offset: target }) };
+            assert_eq!(block, expected, "{op:?} at {k}: the name and its block");
+        }
+        witnesses_intact(op, &setup);
+
+        // The pool goes on: the operation, run again where it was not done, ends where a pool
+        // that never crashed is; where it was done, running it again is refused.
+        if stage == Stage::After {
+            if op.inserts() {
+                let again = match op {
+                    Op::InsertMutex => shm.insert_named_mutex(NAME, [0u64; 8]).map(|_| ()),
+                    _ => shm.insert_named(NAME, [0u64; 8]).map(|_| ()),
+                };
+                assert_eq!(again, Err(ShmError::NameTaken), "{op:?} at {k}");
+            } else {
+                // SAFETY: the name is gone, so nothing is freed.
+                assert_eq!(unsafe { shm.remove_named::<Small>(NAME) }, Ok(false));
+            }
+        } else {
+            run(op, shm);
+            let again = look(op, shm, &format!("{op:?} at {k}, run again"));
+            assert_eq!(again.is_some(), op.inserts());
+            assert_eq!((shm.available(), shm.name_count().unwrap()), after, "{op:?} at {k}");
+        }
+        shm.check().unwrap_or_else(|error| panic!("{op:?} at {k}, run again: {error}"));
+        witnesses_intact(op, &setup);
+        Outcome { stage, undone, killed }
+    }
+}

@@ -77,6 +77,35 @@
 //! # Ok::<(), melon_alloc_shm::ShmError>(())
 //! ```
 //!
+//! ## Which containers work where
+//!
+//! A collection in the pool (an `allocator_api2::vec::Vec` or a `hashbrown::HashMap` in
+//! `&ShmPool` or in a child pool) records its buffer by pointer. A pointer into the pool means
+//! the same bytes only where the pool is mapped at the same address: in the process that made
+//! the collection and in the processes forked from it afterwards, which can share it under a
+//! [`ShmMutex`] made before the fork. A process that attached by descriptor
+//! ([`ShmPool::attach`], [`ShmPool::receive`], [`ShmPool::open_path`]) maps the pool elsewhere
+//! and must not follow those pointers; what it can use are values that refer to each other by
+//! [`ShmOffset`], such as a table of offsets:
+//!
+//! ```
+//! use melon_alloc_shm::{ShmBox, ShmOffset, ShmPool};
+//!
+//! let shm = ShmPool::new(1 << 20)?;
+//! // Four values, each in its own block, and a named table of their offsets.
+//! let mut table = [ShmOffset::<u64>::from_raw(0); 4];
+//! for (slot, value) in table.iter_mut().zip(10..) {
+//!     *slot = ShmBox::new_in(value, &shm)?.into_offset();
+//! }
+//! shm.insert_named("table", table)?;
+//! // Any process that maps the pool, wherever it maps it, follows the offsets.
+//! let found = shm.named::<[ShmOffset<u64>; 4]>("table")?.expect("inserted above");
+//! // SAFETY: the values stay in the pool, and nothing writes them.
+//! let sum: u64 = found.iter().map(|&offset| *unsafe { shm.get(offset) }.unwrap()).sum();
+//! assert_eq!(sum, 10 + 11 + 12 + 13);
+//! # Ok::<(), melon_alloc_shm::ShmError>(())
+//! ```
+//!
 //! # Platforms
 //!
 //! Linux only: the pool needs `memfd_create`, futexes and open file description locks. On any

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! An operation is one alloc+free pair, except in `heap_child_lifecycle`, where it is a child
-//! pool made, one block allocated and freed in it, and the child dropped.
+//! pool made, one block allocated and freed in it, and the child dropped; in `shm_find`, a
+//! lookup of a named value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 8] = [
+const WORKLOADS: [(&str, Workload); 10] = [
     ("heap_ping_pong", heap_ping_pong),
     ("heap_fill_drain", heap_fill_drain),
     ("heap_mixed", heap_mixed),
@@ -36,6 +37,8 @@ const WORKLOADS: [(&str, Workload); 8] = [
     ("heap_child_lifecycle", heap_child_lifecycle),
     ("shm_ping_pong", shm_ping_pong),
     ("shm_child_ping_pong", shm_child_ping_pong),
+    ("shm_find", shm_find),
+    ("shm_mutex_pair", shm_mutex_pair),
 ];
 
 /// Blocks allocated and then freed per round of the fill-and-drain workload.
@@ -144,6 +147,33 @@ fn shm_child_ping_pong(n: u64) -> Result<(), String> {
         let block = alloc(&child, black_box(BLOCK))?;
         // SAFETY: the block came from `child` and is not used again.
         unsafe { child.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+/// Names in the directory of the lookup workload.
+const NAMES: u64 = 200;
+
+fn shm_find(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    let names: Vec<String> = (0..NAMES).map(|i| format!("session-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        shm.insert_named(name, i as u64).map_err(|error| format!("insert {name}: {error}"))?;
+    }
+    for i in 0..n {
+        let name = &names[(i % NAMES) as usize];
+        let found = shm.find::<u64>(black_box(name)).map_err(|error| error.to_string())?;
+        black_box(found.ok_or("a name inserted above is missing")?);
+    }
+    Ok(())
+}
+
+fn shm_mutex_pair(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    let mutex = melon_alloc_shm::ShmMutex::new_in(0u64, &shm).map_err(|error| error.to_string())?;
+    for _ in 0..n {
+        let mut guard = mutex.lock().map_err(|error| error.to_string())?;
+        *guard = black_box(*guard + 1);
     }
     Ok(())
 }

@@ -114,10 +114,16 @@ impl Arena {
                 }
                 continue;
             }
-            // SAFETY: the entry lies in the block of entries (see `entry`), under the lock.
-            let entry = unsafe { self.entry(page, slot).read() };
+            let place = self.entry(page, slot);
+            // SAFETY: the entry lies in the block of entries (see `entry`), under the lock; its
+            // hash alone is read first, which rules out nearly every other name.
+            if unsafe { addr_of!((*place).hash).read() } != hash {
+                continue;
+            }
+            // SAFETY: as above.
+            let entry = unsafe { place.read() };
             let len = entry.len as usize;
-            if entry.hash == hash && len <= NAME_MAX && entry.name[..len] == *name {
+            if len <= NAME_MAX && entry.name[..len] == *name {
                 let shape = Shape { size: entry.size, align: entry.align, tag: entry.tag };
                 return Lookup::Found(Found { slot, offset: entry.offset, shape });
             }

@@ -320,6 +320,48 @@ impl<'pool, T> ShmBox<'pool, T> {
     }
 }
 
+impl<T> ShmBox<'_, T> {
+    /// Drops the value and frees its block, as dropping the box does, but reports a free the
+    /// pool refuses: that of a block freed already, by another box that took up the same
+    /// offset (which [`from_offset`](ShmBox::from_offset)'s caller promised not to do). The
+    /// refused free changes nothing.
+    ///
+    /// # Errors
+    /// [`ShmError::Free`] when the block is not in use; the lock's errors.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmBox, ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let offset = ShmBox::new_in(7u64, &shm)?.into_offset();
+    /// // SAFETY: the second box breaks `from_offset`'s promise on purpose, to show the error;
+    /// // nothing is allocated between the two frees, so the second can only be refused.
+    /// let (first, second) =
+    ///     unsafe { (ShmBox::from_offset(&shm, offset)?, ShmBox::from_offset(&shm, offset)?) };
+    /// first.free()?;
+    /// assert!(matches!(second.free(), Err(ShmError::Free(_))));
+    /// # Ok::<(), ShmError>(())
+    /// ```
+    pub fn free(self) -> Result<(), ShmError> {
+        let mut this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the box is not used, nor dropped, after.
+        unsafe { this.release() }
+    }
+
+    /// Drops the value and frees the block.
+    ///
+    /// # Safety
+    /// Called once, as the box's last use.
+    unsafe fn release(&mut self) -> Result<(), ShmError> {
+        // SAFETY: the box owns a valid `T`, dropped once, here (caller); nothing uses it after
+        // (`from_offset`'s contract for a value taken up from an offset).
+        unsafe { self.value.as_ptr().drop_in_place() };
+        // SAFETY: the box owns the block, which nothing uses after the value is dropped.
+        unsafe { self.pool.try_free(self.value.cast()) }
+    }
+}
+
 impl<T> Deref for ShmBox<'_, T> {
     type Target = T;
 
@@ -340,11 +382,10 @@ impl<T> DerefMut for ShmBox<'_, T> {
 
 impl<T> Drop for ShmBox<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: the box owns a valid `T`, dropped once, here; nothing uses it after
-        // (`from_offset`'s contract for a value taken up from an offset).
-        unsafe { self.value.as_ptr().drop_in_place() };
-        // SAFETY: the box owns the block, which nothing uses after the value is dropped.
-        unsafe { self.pool.free(self.value.cast()) };
+        // A free the pool refuses (a block another box freed already) changes nothing;
+        // `free` reports it.
+        // SAFETY: this is the box's last use.
+        let _ = unsafe { self.release() };
     }
 }
 

@@ -4,20 +4,25 @@
 //! at random moments or, with the `failpoints` feature, at every step of an operation (a growth
 //! among them) while they hold the lock.
 //!
-//! This binary runs without the test harness, one case after another in a process with a single
-//! thread, so that forking is safe. A child reports only through its exit status (a panic exits
-//! with 101), and the parent checks every status. The last line says how many cases passed and
-//! failed, and the exit code is non-zero if any failed. Arguments that do not start with `-` pick
-//! the cases whose names contain them (or equal them, with `--exact`); `--list` lists the cases
-//! as the standard harness does, and `--ignored` runs none, as no case is ignored.
+//! The cases run under the harness in `harness/mod.rs`, one after another in a process with a
+//! single thread, so that forking is safe; it says how children report and how to pick cases.
+//! Started with `--attach-child` or `--attach-growing-child` first, the binary is instead the
+//! unrelated process that a case starts to attach to its pool.
+
+mod harness;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::catch_unwind;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use harness::{
+    after_fork, await_word, fork, idle_until_killed, run_cases, Case, Child, Exit, SharedWords,
+    CHILD_LIMIT, FAILPOINTS_NOTE,
+};
 use melon_alloc_shm::{ShmError, ShmPool};
 
 const KIB: usize = 1 << 10;
@@ -28,34 +33,16 @@ const GIB: usize = 1 << 30;
 /// holder dies, so this bound only proves that nothing hangs, on however busy a machine.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 
-/// How long a child may run before the parent calls it hung.
-const CHILD_LIMIT: Duration = Duration::from_secs(300);
-
 /// Operations per hammer process.
 const HAMMER_OPS: u64 = 100_000;
 
-type Case = (&'static str, fn());
-
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--attach-child") => std::process::exit(attach_child(&args[1..])),
         Some("--attach-growing-child") => std::process::exit(attach_growing_child(&args[1..])),
         _ => {}
     }
-    let flag = |name: &str| args.iter().any(|arg| arg == name);
-    let filters: Vec<&str> =
-        args.iter().map(String::as_str).filter(|arg| !arg.starts_with('-')).collect();
-    let picked = |name: &str| {
-        filters.is_empty()
-            || filters.iter().any(|filter| {
-                if flag("--exact") {
-                    name == *filter
-                } else {
-                    name.contains(filter)
-                }
-            })
-    };
     // Only the build with fail points adds cases to the list.
     #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
     let mut cases: Vec<Case> = vec![
@@ -110,31 +97,7 @@ fn main() {
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
-    cases.retain(|&(name, _)| picked(name) && !flag("--ignored"));
-    if flag("--list") {
-        for (name, _) in &cases {
-            println!("{name}: test");
-        }
-        return;
-    }
-    #[cfg(not(feature = "failpoints"))]
-    println!("note: the cases that crash at fail points run with `--features failpoints`");
-
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases {
-        let start = Instant::now();
-        let outcome = catch_unwind(case);
-        let took = start.elapsed().as_secs_f64();
-        if outcome.is_ok() {
-            passed += 1;
-            println!("test {name} ... ok ({took:.1} s)");
-        } else {
-            failed += 1;
-            println!("test {name} ... FAILED ({took:.1} s)");
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    run_cases(cases, FAILPOINTS_NOTE)
 }
 
 /// Forks with the raw system call, which runs no `pthread_atfork` handler (as glibc's `_Fork`,
@@ -146,181 +109,6 @@ fn raw_fork(body: impl FnOnce()) -> Child {
     // what the case is about.
     let pid = unsafe { libc::syscall(libc::SYS_fork) };
     after_fork(pid as libc::pid_t, body)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-// ---------------------------------------------------------------------------------------------
-
-/// How a child process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-/// A forked child, killed and reaped if the parent gives up on it (a failed case).
-#[derive(Debug)]
-struct Child {
-    pid: libc::pid_t,
-    reaped: bool,
-}
-
-/// Forks a child that runs `body` and exits with status 0, or 101 if `body` panics.
-fn fork(body: impl FnOnce()) -> Child {
-    // Output still buffered would be written twice, once by each process.
-    let _ = std::io::stdout().flush();
-    // SAFETY: this process has a single thread (the binary runs no test harness and starts no
-    // thread), so the child may run any code, allocation included.
-    let pid = unsafe { libc::fork() };
-    after_fork(pid, body)
-}
-
-/// Both sides of a fork that returned `pid`: the child runs `body` and exits, with status 0 or
-/// with 101 if `body` panics; the parent gets the child.
-fn after_fork(pid: libc::pid_t, body: impl FnOnce()) -> Child {
-    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match catch_unwind(AssertUnwindSafe(body)) {
-            Ok(()) => 0,
-            Err(_) => 101,
-        };
-        // SAFETY: `_exit` ends the child without running the destructors and exit handlers of
-        // the parent's state it inherited, which belong to the parent.
-        unsafe { libc::_exit(code) }
-    }
-    Child { pid, reaped: false }
-}
-
-impl Child {
-    /// Waits for the child to end, at most `limit`; a child still running then is killed and
-    /// the case fails.
-    fn wait(&mut self, limit: Duration) -> Exit {
-        let start = Instant::now();
-        loop {
-            let mut status = 0;
-            // SAFETY: `waitpid` on this process's own child writes its status into a local.
-            let done = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if done == self.pid {
-                self.reaped = true;
-                if libc::WIFEXITED(status) {
-                    return Exit::Code(libc::WEXITSTATUS(status));
-                }
-                return Exit::Signal(libc::WTERMSIG(status));
-            }
-            assert_eq!(done, 0, "waitpid failed: {}", std::io::Error::last_os_error());
-            if start.elapsed() > limit {
-                self.kill();
-                panic!("child {} still running after {limit:?}", self.pid);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits for the child and asserts that it succeeded.
-    fn succeeds(mut self, what: &str) {
-        assert_eq!(self.wait(CHILD_LIMIT), Exit::Code(0), "{what} (child {})", self.pid);
-    }
-
-    /// Sends SIGKILL, without waiting.
-    fn signal_kill(&self) {
-        // SAFETY: the process is this process's own child, not yet reaped, so the pid is its.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
-    }
-
-    /// Kills the child with SIGKILL, reaps it, and asserts that the kill is what ended it.
-    fn kill_dead(&mut self) {
-        self.signal_kill();
-        assert_eq!(self.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL), "child {}", self.pid);
-    }
-
-    /// Kills and reaps the child, if that was not done yet.
-    fn kill(&mut self) {
-        if self.reaped {
-            return;
-        }
-        self.signal_kill();
-        let mut status = 0;
-        // SAFETY: as in `wait`, blocking this time: the child has been killed.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        self.reaped = true;
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// An atomic integer type, whose all-zero bytes are a valid value.
-trait Atomic: Sync + 'static {}
-impl Atomic for AtomicU32 {}
-impl Atomic for AtomicU64 {}
-
-/// Zeroed memory shared with forked children (a `MAP_SHARED` anonymous mapping), seen as
-/// atomics: how processes tell each other things besides their exit status, and the owner table
-/// of the hammer.
-struct SharedWords<A: Atomic> {
-    base: NonNull<A>,
-    len: usize,
-}
-
-impl<A: Atomic> SharedWords<A> {
-    fn new(len: usize) -> Self {
-        let bytes = len * core::mem::size_of::<A>();
-        // SAFETY: a new anonymous mapping at an address of the kernel's choosing replaces nothing.
-        let base = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        Self { base: NonNull::new(base.cast()).unwrap(), len }
-    }
-}
-
-impl<A: Atomic> core::ops::Deref for SharedWords<A> {
-    type Target = [A];
-
-    fn deref(&self) -> &[A] {
-        // SAFETY: (1) the mapping holds `len` values of `A`, page-aligned, zeroed by the kernel,
-        // which is a valid atomic; (2) it lives until `self` is dropped; (3) every access, from
-        // any process, is atomic.
-        unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.len) }
-    }
-}
-
-impl<A: Atomic> Drop for SharedWords<A> {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is this value's own, and no reference into it outlives `self`.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len * core::mem::size_of::<A>()) };
-    }
-}
-
-/// Sleeps until the process is killed, as an idle worker does.
-fn idle_until_killed() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until `word` is non-zero, for at most ten seconds, and returns it.
-fn await_word(word: &AtomicU64) -> u64 {
-    let start = Instant::now();
-    loop {
-        let value = word.load(Ordering::Acquire);
-        if value != 0 {
-            return value;
-        }
-        assert!(start.elapsed() < TAKEOVER_BOUND, "no word from the other process");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

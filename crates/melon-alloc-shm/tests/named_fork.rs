@@ -3,19 +3,19 @@
 //! a fork and, with the `failpoints` feature, processes killed at every step of an insertion or
 //! a removal, which must leave the name and its value both there or both gone.
 //!
-//! This binary runs without the test harness, one case after another in a process with a single
-//! thread, so that forking is safe. A child reports only through its exit status (a panic exits
-//! with 101), and the parent checks every status. The last line says how many cases passed and
-//! failed, and the exit code is non-zero if any failed. Arguments that do not start with `-` pick
-//! the cases whose names contain them (or equal them, with `--exact`); `--list` lists the cases
-//! as the standard harness does, and `--ignored` runs none, as no case is ignored.
+//! The cases run under the harness in `harness/mod.rs`, one after another in a process with a
+//! single thread, so that forking is safe; it says how children report and how to pick cases.
 
-use core::ptr::NonNull;
+mod harness;
+
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::io::Write;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use harness::{
+    await_word, fork, kill_self, run_cases, Case, Child, Exit, SharedWords, CHILD_LIMIT,
+    FAILPOINTS_NOTE,
+};
 use melon_alloc_shm::{ShmBox, ShmError, ShmMutex, ShmOffset, ShmPool};
 
 const MIB: usize = 1 << 20;
@@ -27,26 +27,7 @@ const DIRECTORY_BYTES: usize = 32 << 10;
 /// holder dies, so this bound only proves that nothing hangs, on however busy a machine.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 
-/// How long a child may run before the parent calls it hung.
-const CHILD_LIMIT: Duration = Duration::from_secs(300);
-
-type Case = (&'static str, fn());
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().any(|arg| arg == name);
-    let filters: Vec<&str> =
-        args.iter().map(String::as_str).filter(|arg| !arg.starts_with('-')).collect();
-    let picked = |name: &str| {
-        filters.is_empty()
-            || filters.iter().any(|filter| {
-                if flag("--exact") {
-                    name == *filter
-                } else {
-                    name.contains(filter)
-                }
-            })
-    };
+fn main() -> ExitCode {
     // Only the build with fail points adds cases to the list.
     #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
     let mut cases: Vec<Case> = vec![
@@ -63,189 +44,7 @@ fn main() {
     ];
     #[cfg(feature = "failpoints")]
     cases.extend(crash::CASES);
-    cases.retain(|&(name, _)| picked(name) && !flag("--ignored"));
-    if flag("--list") {
-        for (name, _) in &cases {
-            println!("{name}: test");
-        }
-        return;
-    }
-    #[cfg(not(feature = "failpoints"))]
-    println!("note: the cases that crash at fail points run with `--features failpoints`");
-
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases {
-        let start = Instant::now();
-        let outcome = catch_unwind(case);
-        let took = start.elapsed().as_secs_f64();
-        if outcome.is_ok() {
-            passed += 1;
-            println!("test {name} ... ok ({took:.1} s)");
-        } else {
-            failed += 1;
-            println!("test {name} ... FAILED ({took:.1} s)");
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-// ---------------------------------------------------------------------------------------------
-
-/// How a child process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-/// A forked child, killed and reaped if the parent gives up on it (a failed case).
-#[derive(Debug)]
-struct Child {
-    pid: libc::pid_t,
-    reaped: bool,
-}
-
-/// Forks a child that runs `body` and exits with status 0, or 101 if `body` panics.
-fn fork(body: impl FnOnce()) -> Child {
-    // Output still buffered would be written twice, once by each process.
-    let _ = std::io::stdout().flush();
-    // SAFETY: this process has a single thread (the binary runs no test harness and starts no
-    // thread), so the child may run any code, allocation included.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match catch_unwind(AssertUnwindSafe(body)) {
-            Ok(()) => 0,
-            Err(_) => 101,
-        };
-        // SAFETY: `_exit` ends the child without running the destructors and exit handlers of
-        // the parent's state it inherited, which belong to the parent.
-        unsafe { libc::_exit(code) }
-    }
-    Child { pid, reaped: false }
-}
-
-impl Child {
-    /// Waits for the child to end, at most `limit`; a child still running then is killed and
-    /// the case fails.
-    fn wait(&mut self, limit: Duration) -> Exit {
-        let start = Instant::now();
-        loop {
-            let mut status = 0;
-            // SAFETY: `waitpid` on this process's own child writes its status into a local.
-            let done = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if done == self.pid {
-                self.reaped = true;
-                if libc::WIFEXITED(status) {
-                    return Exit::Code(libc::WEXITSTATUS(status));
-                }
-                return Exit::Signal(libc::WTERMSIG(status));
-            }
-            assert_eq!(done, 0, "waitpid failed: {}", std::io::Error::last_os_error());
-            if start.elapsed() > limit {
-                self.kill();
-                panic!("child {} still running after {limit:?}", self.pid);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits for the child and asserts that it succeeded.
-    fn succeeds(mut self, what: &str) {
-        assert_eq!(self.wait(CHILD_LIMIT), Exit::Code(0), "{what} (child {})", self.pid);
-    }
-
-    /// Kills and reaps the child, if that was not done yet.
-    fn kill(&mut self) {
-        if self.reaped {
-            return;
-        }
-        // SAFETY: the process is this process's own child, not yet reaped, so the pid is its.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        let mut status = 0;
-        // SAFETY: as in `wait`, blocking this time: the child has been killed.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        self.reaped = true;
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Ends the calling process with SIGKILL, as a worker killed from outside ends: no unwinding,
-/// no destructor, no exit handler, and whatever it holds left held.
-fn kill_self() -> ! {
-    // SAFETY: sends a signal to this very process, which SIGKILL ends.
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    // The signal is delivered before `kill` returns to a single-threaded process; this is not
-    // reached.
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Zeroed words shared with forked children (a `MAP_SHARED` anonymous mapping): how processes
-/// tell each other things besides their exit status.
-struct SharedWords {
-    base: NonNull<AtomicU64>,
-    len: usize,
-}
-
-impl SharedWords {
-    fn new(len: usize) -> Self {
-        let bytes = len * core::mem::size_of::<AtomicU64>();
-        // SAFETY: a new anonymous mapping at an address of the kernel's choosing replaces nothing.
-        let base = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        Self { base: NonNull::new(base.cast()).unwrap(), len }
-    }
-}
-
-impl core::ops::Deref for SharedWords {
-    type Target = [AtomicU64];
-
-    fn deref(&self) -> &[AtomicU64] {
-        // SAFETY: (1) the mapping holds `len` atomics, page-aligned, zeroed by the kernel, which
-        // is a valid `AtomicU64`; (2) it lives until `self` is dropped; (3) every access, from
-        // any process, is atomic.
-        unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for SharedWords {
-    fn drop(&mut self) {
-        let bytes = self.len * core::mem::size_of::<AtomicU64>();
-        // SAFETY: the mapping is this value's own, and no reference into it outlives `self`.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), bytes) };
-    }
-}
-
-/// Waits until `word` is non-zero, for at most ten seconds, and returns it.
-fn await_word(word: &AtomicU64) -> u64 {
-    let start = Instant::now();
-    loop {
-        let value = word.load(Ordering::Acquire);
-        if value != 0 {
-            return value;
-        }
-        assert!(start.elapsed() < TAKEOVER_BOUND, "no word from the other process");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    run_cases(cases, FAILPOINTS_NOTE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,7 +62,7 @@ type Table = ShmMutex<[u64; WORKERS + 1]>;
 fn workers_count_under_a_named_mutex() {
     let shm = ShmPool::new(4 * MIB).unwrap();
     let placed = shm.insert_named_mutex("table", [0u64; WORKERS + 1]).unwrap();
-    let go = SharedWords::new(1);
+    let go = SharedWords::<AtomicU64>::new(1);
     let workers: Vec<Child> = (0..WORKERS)
         .map(|slot| {
             let (shm, go) = (&shm, &go);
@@ -355,7 +154,7 @@ fn a_holder_killed_in_a_mutex_hands_it_on() {
 fn a_waiter_gets_a_mutex_whose_holder_is_killed() {
     let shm = ShmPool::new(4 * MIB).unwrap();
     shm.insert_named_mutex("pair", [0u64; 2]).unwrap();
-    let mailbox = SharedWords::new(2);
+    let mailbox = SharedWords::<AtomicU64>::new(2);
     let mut holder = fork(|| {
         let pair = shm.named::<ShmMutex<[u64; 2]>>("pair").unwrap().unwrap();
         let mut guard = pair.lock().unwrap();
@@ -398,7 +197,7 @@ fn names_inserted_after_the_fork_are_seen_across_it() {
     let shm = ShmPool::new(4 * MIB).unwrap();
     let empty = shm.available();
     assert_eq!(shm.find::<[u64; 4]>("from-worker"), Ok(None));
-    let mailbox = SharedWords::new(2);
+    let mailbox = SharedWords::<AtomicU64>::new(2);
     let worker = fork(|| {
         shm.insert_named("from-worker", [0xfeed_u64, 1, 2, 3]).unwrap();
         shm.insert_named_mutex("worker-mutex", 5u32).unwrap();

@@ -2,12 +2,10 @@
 //! to a child forked before the pool existed, or opened by name from a file under `/dev/shm`;
 //! and the messages and files that are not pools, refused.
 //!
-//! This binary runs without the test harness, one case after another in a process with a single
-//! thread, so that forking is safe. A child reports only through its exit status (a panic exits
-//! with 101), and the parent checks every status. The last line says how many cases passed and
-//! failed, and the exit code is non-zero if any failed. Arguments that do not start with `-` pick
-//! the cases whose names contain them (or equal them, with `--exact`); `--list` lists the cases
-//! as the standard harness does, and `--ignored` runs none, as no case is ignored.
+//! The cases run under the harness in `harness/mod.rs`, one after another in a process with a
+//! single thread, so that forking is safe; it says how children report and how to pick cases.
+
+mod harness;
 
 use core::ptr::NonNull;
 use std::io::{IoSlice, Read, Write};
@@ -15,23 +13,22 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
+use harness::{fork, run_cases, Case};
 use melon_alloc_shm::{ShmError, ShmPool};
 use rustix::io::FdFlags;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 const MIB: usize = 1 << 20;
 
-/// How long a child may run, or a process wait for the other's word, before the case fails.
-const LIMIT: Duration = Duration::from_secs(60);
+/// How long a process waits for the other's word on a socket before the case fails.
+const READ_LIMIT: Duration = Duration::from_secs(60);
 
 /// Bytes the children write through the pools they receive or open.
 const MESSAGE_LEN: usize = 1000;
-
-type Case = (&'static str, fn());
 
 /// The cases, each under its function's name.
 macro_rules! cases {
@@ -40,22 +37,8 @@ macro_rules! cases {
     };
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().any(|arg| arg == name);
-    let filters: Vec<&str> =
-        args.iter().map(String::as_str).filter(|arg| !arg.starts_with('-')).collect();
-    let picked = |name: &str| {
-        filters.is_empty()
-            || filters.iter().any(|filter| {
-                if flag("--exact") {
-                    name == *filter
-                } else {
-                    name.contains(filter)
-                }
-            })
-    };
-    let mut cases: Vec<Case> = cases![
+fn main() -> ExitCode {
+    let cases: Vec<Case> = cases![
         a_pool_sent_to_a_child_forked_before_it_is_shared,
         a_received_descriptor_is_close_on_exec,
         extra_descriptors_in_a_message_are_closed,
@@ -67,106 +50,19 @@ fn main() {
         a_named_pool_that_cannot_be_made_leaves_no_file,
         opening_what_is_not_a_named_pool_is_an_error,
     ];
-    cases.retain(|&(name, _)| picked(name) && !flag("--ignored"));
-    if flag("--list") {
-        for (name, _) in &cases {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases {
-        let start = Instant::now();
-        let outcome = catch_unwind(case);
-        let took = start.elapsed().as_secs_f64();
-        if outcome.is_ok() {
-            passed += 1;
-            println!("test {name} ... ok ({took:.1} s)");
-        } else {
-            failed += 1;
-            println!("test {name} ... FAILED ({took:.1} s)");
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    run_cases(cases, None)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes
+// Sockets
 // ---------------------------------------------------------------------------------------------
 
-/// A forked child, killed and reaped if the parent gives up on it (a failed case).
-#[derive(Debug)]
-struct Child {
-    pid: libc::pid_t,
-    reaped: bool,
-}
-
-/// Forks a child that runs `body` and exits with status 0, or 101 if `body` panics.
-fn fork(body: impl FnOnce()) -> Child {
-    // Output still buffered would be written twice, once by each process.
-    let _ = std::io::stdout().flush();
-    // SAFETY: this process has a single thread (the binary runs no test harness and starts no
-    // thread), so the child may run any code, allocation included.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match catch_unwind(AssertUnwindSafe(body)) {
-            Ok(()) => 0,
-            Err(_) => 101,
-        };
-        // SAFETY: `_exit` ends the child without running the destructors and exit handlers of
-        // the parent's state it inherited, which belong to the parent.
-        unsafe { libc::_exit(code) }
-    }
-    Child { pid, reaped: false }
-}
-
-impl Child {
-    /// Waits for the child to end, at most [`LIMIT`], and asserts that it exited with status 0.
-    fn succeeds(mut self, what: &str) {
-        let start = Instant::now();
-        let status = loop {
-            let mut status = 0;
-            // SAFETY: `waitpid` on this process's own child writes its status into a local.
-            let done = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if done == self.pid {
-                self.reaped = true;
-                break status;
-            }
-            assert_eq!(done, 0, "waitpid failed: {}", std::io::Error::last_os_error());
-            assert!(start.elapsed() < LIMIT, "{what}: child {} still running", self.pid);
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "{what}: child {} ended with status {status:#x}",
-            self.pid
-        );
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.reaped {
-            return;
-        }
-        let mut status = 0;
-        // SAFETY: the process is this process's own child, not yet reaped, so the pid is its;
-        // once killed, the wait returns at once.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, &mut status, 0);
-        }
-    }
-}
-
-/// A connected pair of sockets whose reads give up after [`LIMIT`], so that a process whose peer
-/// died fails instead of hanging.
+/// A connected pair of sockets whose reads give up after [`READ_LIMIT`], so that a process whose
+/// peer died fails instead of hanging.
 fn socket_pair() -> (UnixStream, UnixStream) {
     let (one, other) = UnixStream::pair().unwrap();
     for end in [&one, &other] {
-        end.set_read_timeout(Some(LIMIT)).unwrap();
+        end.set_read_timeout(Some(READ_LIMIT)).unwrap();
     }
     (one, other)
 }

@@ -1052,7 +1052,9 @@ impl Arena {
     /// [`releasing`](crate::layout::Names::releasing); then the free, which writes a free-list
     /// link into the block outside the log. A death in the second step is undone back to the
     /// first step's end, with the name gone, never back to a name whose value the link
-    /// overwrote; the next holder finishes the free ([`finish_release`](Arena::finish_release)).
+    /// overwrote. The free is finished by the next holder, when the lock tells it of the death
+    /// or the log is not empty, or else by the next change to the directory
+    /// ([`finish_release`](Arena::finish_release)).
     #[cold]
     pub(crate) fn free_named(&self, offset: u64, slot: usize) -> Result<(), FreeError> {
         let located = self.freeable(offset)?;
@@ -1077,9 +1079,18 @@ impl Arena {
         if offset == 0 {
             return;
         }
+        let located = match self.freeable(offset) {
+            Ok(located) => Some(located),
+            // Freed already: only the record is left to clear.
+            Err(FreeError::NotInUse { .. }) => None,
+            // Anything else (pages this process has not caught up with, a record a dying or
+            // buggy process left wrong) keeps the record, for a holder that can free it, or
+            // for `check` to see.
+            Err(_) => return,
+        };
         // SAFETY: the lock is held (see `new`) and the log is empty (caller).
         let mut tx = unsafe { Tx::begin(self.base) };
-        if let Ok(located) = self.freeable(offset) {
+        if let Some(located) = located {
             self.release(&mut tx, offset, located);
         }
         set_state!(self, tx, 0, names.releasing);
@@ -1794,7 +1805,7 @@ mod in_a_buffer {
     fn insert_name(arena: &Arena, name: &[u8], shape: Shape) -> Option<u64> {
         let Lookup::Absent(Some(slot)) = arena.lookup(name) else { return None };
         let mut publish = |arena: &Arena, tx: &mut Tx, offset| {
-            arena.publish_name(tx, slot, name, offset, shape);
+            assert!(arena.publish_name(tx, slot, name, offset, shape));
         };
         arena.alloc_then(64, 16, false, &mut publish)
     }

@@ -56,18 +56,24 @@ impl ShmPool {
     /// ```
     pub fn insert_named<T: ShmSafe>(&self, name: &str, value: T) -> Result<ShmOffset<T>, ShmError> {
         // SAFETY: the closure writes a whole `T` at the start of a block made for one.
-        unsafe { self.insert_named_with(name, |place: *mut T| place.write(value)) }
+        unsafe {
+            self.insert_named_with(name, |place: *mut T| {
+                place.write(value);
+                Ok(())
+            })
+        }
     }
 
-    /// Like [`insert_named`](ShmPool::insert_named), with the value written in place by `init`.
+    /// Like [`insert_named`](ShmPool::insert_named), with the value written in place by `init`,
+    /// which may fail: then no name is published, and the block is freed.
     ///
     /// # Safety
     /// `init` leaves a valid `T` at the pointer it is given (aligned, valid for writes of a
-    /// `T`), without using the pool: the pool's lock is held.
+    /// `T`) when it returns `Ok`, without using the pool: the pool's lock is held.
     pub(crate) unsafe fn insert_named_with<T: ShmSafe>(
         &self,
         name: &str,
-        init: impl FnOnce(*mut T),
+        init: impl FnOnce(*mut T) -> Result<(), ShmError>,
     ) -> Result<ShmOffset<T>, ShmError> {
         const { assert_no_drop::<T>() };
         let name = checked(name)?;
@@ -77,15 +83,25 @@ impl ShmPool {
             None => return Err(ShmError::DirectoryFull),
         };
         let shape = shape_of::<T>();
-        let mut init = Some(init);
+        let (mut init, mut made) = (Some(init), Ok(()));
         let mut place = |arena: &Arena, tx: &mut Tx, offset| {
             // The value, then its name, both before the operation ends: an undo takes both back.
             if let Some(init) = init.take() {
-                init(arena.at(offset).cast::<T>());
+                made = init(arena.at(offset).cast::<T>());
             }
-            arena.publish_name(tx, slot, name, offset, shape);
+            if made.is_ok() && !arena.publish_name(tx, slot, name, offset, shape) {
+                made = Err(ShmError::Corrupt(ShmCheckError::BadDirectory));
+            }
         };
         let block = guard.alloc_then(Layout::new::<T>(), &mut place)?;
+        if let Err(error) = made {
+            // No name leads to the block, which nothing else has seen: it goes back. (A death
+            // before this free leaves it allocated, on a path that fails already.)
+            // SAFETY: the block was allocated above, under this hold of the lock, and nothing
+            // refers to it.
+            let _ = unsafe { guard.free(block) };
+            return Err(error);
+        }
         let offset = guard.offset_of(block.as_ptr()).unwrap_or(0);
         Ok(ShmOffset::from_raw(offset))
     }
@@ -158,8 +174,10 @@ impl ShmPool {
     /// errors. Nothing changes.
     ///
     /// # Safety
-    /// No process uses the value any more: no reference from [`named`](ShmPool::named) or
-    /// [`get`](ShmPool::get) to it lives on, and its offset is not followed again.
+    /// - No process uses the value any more: no reference from [`named`](ShmPool::named) or
+    ///   [`get`](ShmPool::get) to it lives on, and its offset is not followed again.
+    /// - If it is a [`ShmMutex`](crate::ShmMutex), or holds one, no thread holds a guard of it,
+    ///   not even a forgotten one: the C library's records of a held mutex point into it.
     ///
     /// # Examples
     /// ```

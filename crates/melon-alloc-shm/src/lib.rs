@@ -80,7 +80,7 @@
 //! ## Which containers work where
 //!
 //! A collection in the pool (an `allocator_api2::vec::Vec` or a `hashbrown::HashMap` in
-//! `&ShmPool` or in a child pool) records its buffer by pointer. A pointer into the pool means
+//! `&ShmPool`) records its buffer by pointer. A pointer into the pool means
 //! the same bytes only where the pool is mapped at the same address: in the process that made
 //! the collection and in the processes forked from it afterwards, which can share it under a
 //! [`ShmMutex`] made before the fork. A process that attached by descriptor
@@ -142,7 +142,7 @@ mod typed;
 pub use builder::ShmPoolBuilder;
 pub use error::{Errno, LockError, ShmCheckError, ShmError};
 pub use lock::ShmLock;
-pub use mutex::{ShmMutex, ShmMutexGuard};
+pub use mutex::{ShmMutex, ShmMutexBox, ShmMutexGuard};
 pub use owner::ReclaimReport;
 pub use pool::{ShmGuard, ShmPool};
 pub use registry::free_shared;

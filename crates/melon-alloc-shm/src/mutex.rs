@@ -3,9 +3,9 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::PhantomData;
+use core::marker::{PhantomData, PhantomPinned};
 use core::ops::{Deref, DerefMut};
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of_mut, NonNull};
 use std::time::Duration;
 
 use crate::layout::BuiltinLock;
@@ -50,6 +50,9 @@ pub struct ShmMutex<T> {
     /// Times a locker found the previous holder dead.
     takeovers: AtomicU64,
     value: UnsafeCell<T>,
+    /// The C library's mutex must not move once made: no `&mut ShmMutex` is handed out where
+    /// `Unpin` is asked for (such as [`ShmBox`]'s `DerefMut`).
+    _pinned: PhantomPinned,
 }
 
 // SAFETY: the lock lets one holder at a time reach the value, as `std::sync::Mutex` does.
@@ -60,7 +63,9 @@ unsafe impl<T: Send> Send for ShmMutex<T> {}
 // SAFETY: (1) the C library's process-shared mutex is made for memory other processes map; its
 // words are integers, and the links it keeps while held are read by the holder's thread and the
 // kernel alone; (2) the counters are atomics; (3) `T` is `ShmSafe`; (4) nothing has a
-// destructor.
+// destructor. It is the exception `ShmSafe` names to "every bit pattern": it has no constructor
+// by value, and is only ever made in place, by `new_in` and `insert_named_mutex`, whose states
+// alone its operations see.
 unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {}
 
 impl<T> ShmMutex<T> {
@@ -78,12 +83,13 @@ impl<T> ShmMutex<T> {
     /// assert_eq!(sessions.lock()?.iter().sum::<u64>(), 9);
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
-    pub fn new_in(value: T, pool: &ShmPool) -> Result<ShmBox<'_, Self>, ShmError> {
+    pub fn new_in(value: T, pool: &ShmPool) -> Result<ShmMutexBox<'_, T>, ShmError> {
         let mut made = Ok(());
         // SAFETY: `init` writes every field of the mutex at its final place.
         let boxed = unsafe { ShmBox::new_with(pool, |place| made = Self::init(place, value)) }?;
         // A mutex the C library refused is dropped with its block, never used.
-        made.map(|()| boxed)
+        made?;
+        Ok(ShmMutexBox { pool, mutex: boxed.into_raw() })
     }
 
     /// Writes a mutex holding `value` at `place`.
@@ -97,6 +103,7 @@ impl<T> ShmMutex<T> {
             addr_of_mut!((*place).value).write(UnsafeCell::new(value));
             addr_of_mut!((*place).takeovers).write(AtomicU64::new(0));
             addr_of_mut!((*place).lock.holder).write(AtomicU64::new(0));
+            addr_of_mut!((*place)._pinned).write(PhantomPinned);
         }
         // SAFETY: the mutex's place is valid, aligned, and unused (caller).
         unsafe { RobustMutex::init(addr_of_mut!((*place).lock.mutex)) }
@@ -234,8 +241,16 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 
 impl<T> Drop for ShmMutexGuard<'_, T> {
     fn drop(&mut self) {
-        self.mutex.lock.holder.store(0, Ordering::Relaxed);
-        // Only a mutex this thread does not hold refuses, which the guard rules out.
+        // Only this thread's own token is cleared: a guard dropped where it does not hold the
+        // mutex (a copy inherited across a fork) must not erase the holder's, which would then
+        // wait for itself on its next lock instead of hearing `WouldDeadlock`.
+        let _ = self.mutex.lock.holder.compare_exchange(
+            sys::thread_token(),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        // Only a mutex this thread does not hold refuses, which leaves the holder's lock alone.
         let _ = unlock_robust(&self.mutex.lock.mutex);
     }
 }
@@ -273,20 +288,106 @@ impl ShmPool {
         name: &str,
         value: T,
     ) -> Result<ShmOffset<ShmMutex<T>>, ShmError> {
-        let mut made = Ok(());
         // SAFETY: `init` writes every field of the mutex at its final place, without using
-        // the pool.
-        let offset = unsafe {
-            self.insert_named_with(name, |place: *mut ShmMutex<T>| {
-                made = ShmMutex::init(place, value);
-            })
-        }?;
-        if let Err(error) = made {
-            // The C library refused the mutex: it goes again with its name, unused.
-            // SAFETY: nothing could have used the mutex: it was never made.
-            unsafe { self.remove_named::<ShmMutex<T>>(name) }?;
-            return Err(error);
+        // the pool, and reports whether the C library made the mutex: only then is the name
+        // published.
+        unsafe {
+            self.insert_named_with(name, |place: *mut ShmMutex<T>| ShmMutex::init(place, value))
         }
-        Ok(offset)
+    }
+}
+
+/// A [`ShmMutex`] in a block of its own, owned by this handle: [`ShmMutex::new_in`] makes it.
+/// It gives shared access only, so the mutex never moves. Dropping it drops the value and frees
+/// the block, unless the mutex is held (a guard was leaked with `mem::forget`): then the block
+/// is left in the pool, as the C library's records of the held mutex still point into it.
+///
+/// # Fork
+/// A process forked while the box exists inherits the handle, and may lock the mutex through
+/// it; only one process drops it, and a process that holds a guard when it forks must forget
+/// the guard's copy in the child (or end it with `_exit`). A value with pointers (a collection
+/// in `&ShmPool`) means the same in the processes forked after it was made, never in a process
+/// that attached to the pool.
+///
+/// # Examples
+/// ```
+/// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+/// let before = shm.available();
+/// let count = melon_alloc_shm::ShmMutex::new_in(0u64, &shm)?;
+/// *count.lock()? += 1;
+/// assert_eq!(*count.lock()?, 1);
+/// drop(count);
+/// assert_eq!(shm.available(), before);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+///
+/// A mutex never moves, so the box hands out no `&mut` to it:
+/// ```compile_fail,E0596
+/// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+/// let mut a = melon_alloc_shm::ShmMutex::new_in(0u8, &shm)?;
+/// let mut b = melon_alloc_shm::ShmMutex::new_in(0u8, &shm)?;
+/// std::mem::swap(&mut *a, &mut *b);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
+pub struct ShmMutexBox<'pool, T> {
+    pool: &'pool ShmPool,
+    mutex: NonNull<ShmMutex<T>>,
+}
+
+// SAFETY: the box owns the mutex as a `Box` would, and the pool is `Sync`.
+unsafe impl<T: Send> Send for ShmMutexBox<'_, T> {}
+// SAFETY: shared access to the box is shared access to the mutex, which is `Sync` for `T: Send`.
+unsafe impl<T: Send> Sync for ShmMutexBox<'_, T> {}
+
+impl<T> ShmMutexBox<'_, T> {
+    /// The mutex's offset in the pool, which a process that maps it follows with
+    /// [`ShmPool::get`] while this box keeps it.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let mutex = melon_alloc_shm::ShmMutex::new_in(5u32, &shm)?;
+    /// // SAFETY: the box keeps the mutex for the reference's life.
+    /// let same = unsafe { shm.get(mutex.offset()) }?;
+    /// assert_eq!(*same.lock()?, 5);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    #[must_use]
+    pub fn offset(&self) -> ShmOffset<ShmMutex<T>> {
+        ShmOffset::from_raw(
+            self.pool.shared().locked_offset_of(self.mutex.as_ptr().cast()).unwrap_or(0),
+        )
+    }
+}
+
+impl<T> Deref for ShmMutexBox<'_, T> {
+    type Target = ShmMutex<T>;
+
+    fn deref(&self) -> &ShmMutex<T> {
+        // SAFETY: the box owns a mutex made in place, alive until the box is dropped.
+        unsafe { self.mutex.as_ref() }
+    }
+}
+
+impl<T> Drop for ShmMutexBox<'_, T> {
+    fn drop(&mut self) {
+        let mutex = &**self;
+        if mutex.lock.mutex.try_lock().is_err() {
+            // Held through a leaked guard, by this thread or another: the C library's list of
+            // held mutexes points into the block, so it stays as it is, for the pool's life.
+            return;
+        }
+        // Taken: no guard is left, and a dead holder's mark goes with the block.
+        let _ = unlock_robust(&mutex.lock.mutex);
+        // SAFETY: the box owns the value, dropped once, here; nothing reaches it after.
+        unsafe { mutex.value.get().drop_in_place() };
+        // SAFETY: the box owns the block, which nothing uses after the value is dropped.
+        let _ = unsafe { self.pool.try_free(self.mutex.cast()) };
+    }
+}
+
+impl<T> fmt::Debug for ShmMutexBox<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmMutexBox").finish_non_exhaustive()
     }
 }

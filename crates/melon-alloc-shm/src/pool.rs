@@ -277,6 +277,9 @@ impl Shared {
         if undone {
             self.header_atomics().undone.fetch_add(1, Ordering::Relaxed);
         }
+        // The block a removal left to free may lie in pages another process grew the pool by,
+        // which this process's view of the end must reach first.
+        arena.sync_end(mapped);
         arena.finish_release();
     }
 
@@ -336,7 +339,7 @@ impl Shared {
     /// a caller that holds the lock, which mapped the pages grown so far as it took it, and for
     /// one that only reads the block's first words, which lie there if the block is this
     /// process's to free.
-    fn locked_offset_of(&self, block: *const u8) -> Option<u64> {
+    pub(crate) fn locked_offset_of(&self, block: *const u8) -> Option<u64> {
         let offset = block.addr().checked_sub(self.base().addr())?;
         (offset < self.mapping.mapped()).then_some(offset as u64)
     }

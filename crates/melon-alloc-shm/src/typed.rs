@@ -39,7 +39,16 @@ use crate::{ShmError, ShmPool};
 ///   reference or `NonZero*`): another process, a buggy or a dying one, may have left any bytes
 ///   in it;
 /// - has no destructor, and no field that has one: a named value is never dropped, only freed
-///   ([`ShmPool::insert_named`] checks this when it is compiled).
+///   ([`ShmPool::insert_named`] checks this when it is compiled);
+/// - is told apart from every other `ShmSafe` type by its name as the compiler gives it
+///   ([`core::any::type_name`]), its size and its alignment, in every program that maps the same
+///   pool: the directory of names checks a value's type by those three alone. Two types with the
+///   same path, size and alignment (two versions of one crate in one program, or a type whose
+///   definition changed while a pool made with the old one lives on) must have the same fields,
+///   with atomics and mutexes in the same places.
+///
+/// [`ShmMutex`](crate::ShmMutex) is the one exception to "every bit pattern": it has no
+/// constructor by value, and is only ever made in place by its own functions.
 ///
 /// # Examples
 /// ```
@@ -189,9 +198,14 @@ unsafe impl<T: 'static> ShmSafe for ShmOffset<T> {}
 /// [`offset`](ShmBox::offset) and [`ShmPool::get`], and its ownership passes to another process
 /// with [`into_offset`](ShmBox::into_offset) here and [`from_offset`](ShmBox::from_offset)
 /// there. A value of any other type (a collection in `&ShmPool`, say) holds pointers, which mean
-/// the same only in this process and in the processes forked from it afterwards: they may use
-/// it through this handle, which they inherit with the fork, as the crate's docs on forking
-/// say; no other process can.
+/// the same only in this process and in the processes forked from it afterwards; no other
+/// process can use it.
+///
+/// # Fork
+/// A process forked while the box exists inherits the handle. Only one of the processes drops
+/// it (the others forget it with `mem::forget`, or end with `_exit`), or the block would be
+/// freed twice; and no two of them write the value through it at once. A value a mutex guards
+/// is for [`ShmMutex`](crate::ShmMutex).
 ///
 /// # Examples
 /// ```
@@ -263,8 +277,16 @@ impl<'pool, T> ShmBox<'pool, T> {
     /// ```
     #[must_use]
     pub fn offset(&self) -> ShmOffset<T> {
-        let offset = self.pool.offset_of(self.value.cast()).unwrap_or(0);
-        ShmOffset::from_raw(offset as u64)
+        // The block lies in what this process has mapped: it allocated or followed it here.
+        let offset = self.pool.shared().locked_offset_of(self.value.as_ptr().cast());
+        ShmOffset::from_raw(offset.unwrap_or(0))
+    }
+
+    /// Gives up the box without dropping or freeing its value: the block's address.
+    pub(crate) fn into_raw(self) -> NonNull<T> {
+        let value = self.value;
+        core::mem::forget(self);
+        value
     }
 
     /// Gives up the box, leaving the value in the pool: the offset is all that is left of it,
@@ -300,6 +322,8 @@ impl<'pool, T> ShmBox<'pool, T> {
     /// - `offset` came from [`into_offset`](ShmBox::into_offset) of a `ShmBox<T>` of this pool,
     ///   in any process, and is taken up once: no other box owns the value, and no process
     ///   uses it through another path after this box frees it.
+    /// - If the value is or holds a [`ShmMutex`](crate::ShmMutex), no thread holds a guard of it
+    ///   when the box frees it, not even a forgotten one.
     ///
     /// # Examples
     /// ```
@@ -371,7 +395,8 @@ impl<T> Deref for ShmBox<'_, T> {
     }
 }
 
-impl<T> DerefMut for ShmBox<'_, T> {
+/// Only for a value that may move: a [`ShmMutex`](crate::ShmMutex) must not.
+impl<T: Unpin> DerefMut for ShmBox<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as above; `&mut self` is the only access through this box, and a process
         // that follows the offset with `ShmPool::get` promised not to read it while it is
@@ -425,6 +450,8 @@ impl ShmPool {
     ///   and stays there, not freed, for as long as the reference lives, in every process.
     /// - Meanwhile no process writes it other than through its atomics or a
     ///   [`ShmMutex`](crate::ShmMutex) (no `&mut` to it is used).
+    /// - If it holds a [`ShmMutex`](crate::ShmMutex), whoever frees it afterwards holds no
+    ///   guard of that mutex, not even a forgotten one.
     ///
     /// # Examples
     /// ```
@@ -443,7 +470,7 @@ impl ShmPool {
     /// assert!(matches!(wrong, Err(ShmError::NoObject { .. })));
     /// # Ok::<(), ShmError>(())
     /// ```
-    pub unsafe fn get<T: ShmSafe>(&self, offset: ShmOffset<T>) -> Result<&T, ShmError> {
+    pub unsafe fn get<T: ShmSafe + Sync>(&self, offset: ShmOffset<T>) -> Result<&T, ShmError> {
         let value = self.lock()?.object_at::<T>(offset.raw())?;
         // SAFETY: a block in use of the pool holds a `T` there (checked, and the caller's
         // contract), which lives as long as the caller says; the mapping lives as long as

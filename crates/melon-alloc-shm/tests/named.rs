@@ -948,3 +948,27 @@ fn a_timed_lock_gives_up_on_a_mutex_another_thread_holds() {
     });
     assert_eq!(mutex.takeovers(), 0);
 }
+
+/// A mutex whose guard was forgotten is held: dropping its box leaves the block in the pool,
+/// where the C library's record of the held mutex points, rather than handing it to the next
+/// allocation, which that record would then be written into.
+#[test]
+fn a_mutex_dropped_while_held_keeps_its_block() {
+    let shm = pool();
+    let held = ShmMutex::new_in(0u64, &shm).unwrap();
+    let with_mutex = shm.available();
+    core::mem::forget(held.lock().unwrap());
+    drop(held);
+    assert_eq!(shm.available(), with_mutex, "the held mutex's block stays");
+    // The next blocks do not take its place, and locking another mutex writes nothing into
+    // them.
+    let values = ShmBox::new_in([0u64; 16], &shm).unwrap();
+    let other = ShmMutex::new_in(0u64, &shm).unwrap();
+    *other.lock().unwrap() += 1;
+    assert_eq!(*values, [0u64; 16]);
+    shm.check().unwrap();
+    // A mutex nobody holds goes with its block.
+    let before = shm.available();
+    drop(other);
+    assert!(shm.available() > before);
+}

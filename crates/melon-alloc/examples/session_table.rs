@@ -57,7 +57,7 @@ mod sessions {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use melon_alloc::shm::{ShmBox, ShmMutex, ShmMutexGuard, ShmOffset, ShmSafe};
+    use melon_alloc::shm::{ShmBox, ShmMutex, ShmMutexBox, ShmMutexGuard, ShmOffset, ShmSafe};
     use melon_alloc::{ShmError, ShmPool};
 
     const WORKERS: usize = 4;
@@ -458,7 +458,7 @@ mod sessions {
 
     /// Frees every payload, removes the table's name, drops the map, and checks that the pool
     /// is back where it was but for the directory's block.
-    fn clean_up(shm: &'static ShmPool, counts: ShmBox<'static, ShmMutex<Counts>>, start: usize) {
+    fn clean_up(shm: &'static ShmPool, counts: ShmMutexBox<'static, Counts>, start: usize) {
         println!("\nmaster: cleaning up");
         let table = shm.named::<ShmMutex<SessionTable>>(TABLE).expect("the lock is free");
         let mut table = table.expect("published by the master").lock().expect("the mutex");

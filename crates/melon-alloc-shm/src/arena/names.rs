@@ -84,10 +84,13 @@ impl Arena {
     }
 
     /// Entry `slot` of the block at `page`.
-    fn entry(&self, page: u32, slot: usize) -> *mut NameEntry {
+    ///
+    /// # Safety
+    /// `page` is one [`names_page`](Arena::names_page) returned: the block's pages lie in the
+    /// data pages grown so far, inside the mapping.
+    unsafe fn entry(&self, page: u32, slot: usize) -> *mut NameEntry {
         let slot = slot.min(NAME_SLOTS - 1);
-        // SAFETY: `names_page` checked that the block's pages lie in the data pages, which hold
-        // every entry.
+        // SAFETY: the block's pages lie in the mapping (caller), and hold every entry.
         unsafe { self.base.add(page as usize * PAGE).cast::<NameEntry>().add(slot) }
     }
 
@@ -114,7 +117,8 @@ impl Arena {
                 }
                 continue;
             }
-            let place = self.entry(page, slot);
+            // SAFETY: `page` came from `names_page`.
+            let place = unsafe { self.entry(page, slot) };
             // SAFETY: the entry lies in the block of entries (see `entry`), under the lock; its
             // hash alone is read first, which rules out nearly every other name.
             if unsafe { addr_of!((*place).hash).read() } != hash {
@@ -132,7 +136,10 @@ impl Arena {
     }
 
     /// Publishes `name` in `slot` (vacant, as [`lookup`](Arena::lookup) found it) for the
-    /// value of `shape` at `offset`, in the operation `tx` that allocated it.
+    /// value of `shape` at `offset`, in the operation `tx` that allocated it. Returns whether it
+    /// did: not when the directory's block is not one, which the caller's lookup under the same
+    /// hold of the lock has ruled out.
+    #[must_use]
     pub(crate) fn publish_name(
         &self,
         tx: &mut Tx,
@@ -140,8 +147,8 @@ impl Arena {
         name: &[u8],
         offset: u64,
         shape: Shape,
-    ) {
-        let Ok(Some(page)) = self.names_page() else { return };
+    ) -> bool {
+        let Ok(Some(page)) = self.names_page() else { return false };
         let mut entry = NameEntry {
             hash: hash(name),
             offset,
@@ -154,9 +161,9 @@ impl Arena {
         };
         let len = name.len().min(NAME_MAX);
         entry.name[..len].copy_from_slice(&name[..len]);
-        // SAFETY: the entry lies in the block of entries; its bit is clear, so no reader looks
-        // at it, and the lock is held. Written outside the log: until the bit below is set, its
-        // contents mean nothing.
+        // SAFETY: (1) `page` came from `names_page`, so the entry lies in the block of entries;
+        // (2) its bit is clear, so no reader looks at it, and the lock is held. Written outside
+        // the log: until the bit below is set, its contents mean nothing.
         unsafe { self.entry(page, slot).write(entry) };
         let (word, bit) = (slot / 64, 1u64 << (slot % 64));
         let used = state!(self, names.used[word]);
@@ -165,6 +172,7 @@ impl Arena {
         if touched & bit == 0 {
             set_state!(self, tx, touched | bit, names.touched[word]);
         }
+        true
     }
 
     /// Forgets the name in `slot`, in the operation `tx` that frees its block.
@@ -192,7 +200,8 @@ impl Arena {
             _ => return Err(bad),
         };
         for slot in (0..NAME_SLOTS).filter(|&slot| Self::name_bit(&used, slot)) {
-            // SAFETY: the entry lies in the block of entries (see `entry`), under the lock.
+            // SAFETY: `page` came from `names_page`, so the entry lies in the block of entries;
+            // the lock is held.
             let entry = unsafe { self.entry(page, slot).read() };
             let sound = Self::name_bit(&touched, slot)
                 && (1..=NAME_MAX as u64).contains(&entry.len)

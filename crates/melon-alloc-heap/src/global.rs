@@ -45,6 +45,15 @@ use crate::sys::advise_huge_pages;
 /// frees its slabs, and with them every chunk it handed out: an engine that owns the source is
 /// dropped with it, and a caller that took chunks itself holds only raw pointers, whose use is
 /// unsafe.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_heap::{ChildPool, GlobalSource};
+///
+/// // A pool over a source of its own, as `HeapPool::new` makes.
+/// let pool = ChildPool::with_source(Box::new(GlobalSource::new()), None);
+/// assert!(pool.alloc(100).is_some());
+/// ```
 #[derive(Debug)]
 pub struct GlobalSource {
     small: SmallChunks,
@@ -59,12 +68,32 @@ unsafe impl Send for GlobalSource {}
 
 impl GlobalSource {
     /// A source that holds nothing yet.
+    ///
+    /// # Examples
+    /// ```
+    /// let source = melon_alloc_heap::GlobalSource::new();
+    /// assert_eq!((source.slab_bytes(), source.cached_large_bytes()), (0, 0));
+    /// ```
     pub const fn new() -> Self {
         Self::with_large_cache(LARGE_CACHE_BYTES)
     }
 
     /// A source that keeps no freed large chunk: everything it takes from the global allocator
     /// is a chunk some pool holds.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    /// use melon_alloc_core::ChunkSource;
+    /// use melon_alloc_heap::GlobalSource;
+    ///
+    /// let mut source = GlobalSource::without_large_cache();
+    /// let layout = Layout::from_size_align(64 << 10, 16 << 10).unwrap();
+    /// let chunk = source.acquire(layout).unwrap();
+    /// // SAFETY: the chunk came from `source` with `layout`, and is not used again.
+    /// unsafe { source.release(chunk, layout) };
+    /// assert_eq!(source.cached_large_bytes(), 0, "given back, not kept");
+    /// ```
     pub const fn without_large_cache() -> Self {
         Self::with_large_cache(0)
     }
@@ -78,11 +107,38 @@ impl GlobalSource {
     }
 
     /// Bytes of freed large chunks kept for reuse.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    /// use melon_alloc_core::ChunkSource;
+    /// use melon_alloc_heap::GlobalSource;
+    ///
+    /// let mut source = GlobalSource::new();
+    /// let layout = Layout::from_size_align(64 << 10, 16 << 10).unwrap();
+    /// let chunk = source.acquire(layout).unwrap();
+    /// // SAFETY: the chunk came from `source` with `layout`, and is not used again.
+    /// unsafe { source.release(chunk, layout) };
+    /// assert_eq!(source.cached_large_bytes(), 64 << 10, "kept for the next large chunk");
+    /// ```
     pub fn cached_large_bytes(&self) -> usize {
         self.large_cache.bytes()
     }
 
     /// Bytes of slabs currently held from the global allocator.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, SMALL_CHUNK};
+    /// use melon_alloc_heap::GlobalSource;
+    ///
+    /// let mut source = GlobalSource::new();
+    /// let chunk = source.acquire(SMALL_CHUNK).unwrap();
+    /// // Small chunks come out of a slab taken from the global allocator, larger than one chunk.
+    /// assert!(source.slab_bytes() > SMALL_CHUNK.size());
+    /// // SAFETY: the chunk came from `source` with this layout, and is not used again.
+    /// unsafe { source.release(chunk, SMALL_CHUNK) };
+    /// ```
     pub fn slab_bytes(&self) -> usize {
         self.slabs.iter().map(|(_, layout)| layout.size()).sum()
     }

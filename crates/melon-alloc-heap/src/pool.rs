@@ -496,6 +496,15 @@ impl Pool {
 
     /// A pool whose chunks come from this one and that holds at most `limit` bytes of them.
     /// Its chunks also count against this pool's limit.
+    ///
+    /// # Examples
+    /// ```
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// let request = root.child_with_limit(32 << 10);
+    /// assert!(request.alloc(10_000).is_some());
+    /// assert!(request.alloc(40_000).is_none(), "past the child's limit");
+    /// assert!(root.alloc(40_000).is_some(), "the root has none");
+    /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
         ChildPool::new(self, Some(limit))
@@ -568,6 +577,15 @@ unsafe impl Send for HeapPool {}
 
 impl HeapPool {
     /// A pool without a limit over the global allocator (Melon's `mln_alloc_init(NULL, 0)`).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::new();
+    /// let block = pool.alloc(64).unwrap();
+    /// assert_eq!(pool.available(), None, "no limit");
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// ```
     pub fn new() -> Self {
         Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), None) }
     }
@@ -579,11 +597,28 @@ impl HeapPool {
     /// limit: the bytes the pool holds and the large chunks it keeps never pass `limit`
     /// together, and kept chunks are given back first when a new one would. (Freed small chunks
     /// stay in the source's slabs, uncounted, while any small chunk is out.)
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::with_limit(64 << 10);
+    /// assert_eq!(pool.available(), Some(64 << 10));
+    /// assert!(pool.alloc(100 << 10).is_none(), "past the limit");
+    /// ```
     pub fn with_limit(limit: usize) -> Self {
         Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), Some(limit)) }
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut pool = melon_alloc_heap::HeapPool::new();
+    /// for _ in 0..100 {
+    ///     let _ = pool.alloc(64).unwrap();
+    /// }
+    /// pool.reset();
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// ```
     pub fn reset(&mut self) {
         // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
         unsafe { self.pool.get().reset() }
@@ -642,6 +677,18 @@ impl<'parent> ChildPool<'parent> {
     /// A pool whose chunks come from `source`: a shared-memory pool, a region, anything that
     /// implements [`ChunkSource`]. The pool owns the source, and may borrow from `'parent` through
     /// it.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::RegionSource;
+    /// use melon_alloc_heap::ChildPool;
+    ///
+    /// static mut ARENA: [u8; 256 * 1024] = [0; 256 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let region = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 256 * 1024) };
+    /// let pool = ChildPool::with_source(Box::new(region), None);
+    /// assert!(pool.alloc(1000).is_some());
+    /// ```
     pub fn with_source(source: Box<dyn ChunkSource + 'parent>, limit: Option<usize>) -> Self {
         let source: NonNull<dyn ChunkSource + 'parent> = NonNull::from(Box::leak(source));
         // SAFETY: only the lifetime changes; the `ChildPool` keeps `'parent` in its type, so the
@@ -651,6 +698,15 @@ impl<'parent> ChildPool<'parent> {
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
+    ///
+    /// # Examples
+    /// ```
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// let mut child = root.child();
+    /// let _ = child.alloc(64).unwrap();
+    /// child.reset();
+    /// assert_eq!(child.stats().live_blocks, 0);
+    /// ```
     pub fn reset(&mut self) {
         // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
         unsafe { self.pool.get().reset() }
@@ -677,6 +733,16 @@ impl fmt::Debug for ChildPool<'_> {
 /// - `block` is an in-use block of a live [`HeapPool`] or [`ChildPool`] (not of a
 ///   [`LockedPool`](melon_alloc_core::LockedPool)), and nothing uses it afterwards.
 /// - No operation on that pool is in progress on another thread.
+///
+/// # Examples
+/// ```
+/// let root = melon_alloc_heap::HeapPool::new();
+/// let child = root.child();
+/// let block = child.alloc(64).unwrap();
+/// // SAFETY: the block is in use in `child`, which lives, and is not used again.
+/// unsafe { melon_alloc_heap::free(block) };
+/// assert_eq!(child.stats().live_blocks, 0);
+/// ```
 pub unsafe fn free(block: NonNull<u8>) {
     // SAFETY: the caller promises a block of a live heap pool, whose chunk names its pool.
     let owner = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>();

@@ -15,21 +15,7 @@ pub(crate) fn run_all() -> Result<(), String> {
     test.args(["test", "--workspace"]);
     run(test)?;
 
-    // The fork tests again, with the fail points that kill a process inside each locked
-    // operation of the shared pool.
-    let mut crash_test = cargo();
-    crash_test.args([
-        "test",
-        "-p",
-        "melon-alloc-shm",
-        "--features",
-        "failpoints",
-        "--test",
-        "fork",
-        "--test",
-        "named_fork",
-    ]);
-    run(crash_test)?;
+    crash_tests()?;
 
     let mut release_test = cargo();
     release_test.args(["test", "--workspace", "--release", "--lib", "--tests"]);
@@ -57,6 +43,35 @@ pub(crate) fn run_all() -> Result<(), String> {
     crate::fuzz::run_task(&["--time".to_string(), "60".to_string()])?;
     crate::miri::run_task()?;
     nightly_doctests()
+}
+
+/// The fork tests again, with the fail points that kill a process inside each locked operation
+/// of the shared pool: a cfg rather than a feature, so that no crate depending on the pool can
+/// turn them on. The flag is added to any the environment sets, and the build kept in a target
+/// directory of its own, since a change of flags rebuilds every crate.
+fn crash_tests() -> Result<(), String> {
+    let mut crash_test = cargo();
+    crash_test
+        .args(["test", "-p", "melon-alloc-shm", "--test", "fork", "--test", "named_fork"])
+        .env("CARGO_TARGET_DIR", crate::root().join("target").join("failpoints"));
+    // Cargo takes `CARGO_ENCODED_RUSTFLAGS`, whose flags are separated by 0x1f, over `RUSTFLAGS`.
+    let (variable, separator) = match std::env::var_os("CARGO_ENCODED_RUSTFLAGS") {
+        Some(_) => ("CARGO_ENCODED_RUSTFLAGS", '\x1f'),
+        None => ("RUSTFLAGS", ' '),
+    };
+    let mut flags = match std::env::var(variable) {
+        Ok(flags) => flags,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(error) => return Err(format!("{variable}: {error}")),
+    };
+    for flag in ["--cfg", "melon_failpoints"] {
+        if !flags.is_empty() {
+            flags.push(separator);
+        }
+        flags.push_str(flag);
+    }
+    crash_test.env(variable, flags);
+    run(crash_test)
 }
 
 /// The doctests again on nightly, whose rustdoc checks the error code a `compile_fail` example

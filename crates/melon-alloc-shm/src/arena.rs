@@ -1590,7 +1590,7 @@ mod in_a_buffer {
     /// the next holder has recovered: the unlogged count never comes before a logged write.
     #[test]
     fn in_a_buffer_taking_back_one_page_stopped_at_each_step() {
-        use crate::failpoint::unwinding;
+        use crate::stop_point::unwinding;
         for step in 1.. {
             assert!(step < 100, "taking back never completed");
             let pool = Buffer::new();
@@ -1647,7 +1647,7 @@ mod in_a_buffer {
     /// and a second call takes back whatever the first did not.
     #[test]
     fn in_a_buffer_giving_up_an_owner_stopped_at_each_step_is_finished_by_the_next() {
-        use crate::failpoint::unwinding;
+        use crate::stop_point::unwinding;
         for step in 1.. {
             assert!(step < 400, "giving up never completed");
             let pool = Buffer::new();
@@ -1859,7 +1859,7 @@ mod in_a_buffer {
     /// recovered, the name and its block both there or both gone.
     #[test]
     fn in_a_buffer_a_name_and_its_block_stand_or_fall_together() {
-        use crate::failpoint::unwinding;
+        use crate::stop_point::unwinding;
         for removing in [false, true] {
             for step in 1.. {
                 assert!(step < 200, "the operation never completed");
@@ -1993,7 +1993,7 @@ mod in_a_buffer {
     /// was before, which grows as if nothing had happened.
     #[test]
     fn in_a_buffer_a_growth_stopped_at_each_step_is_undone() {
-        use crate::failpoint::unwinding;
+        use crate::stop_point::unwinding;
         let mut undone = 0;
         for step in 1.. {
             assert!(step < 100, "growing never completed");

@@ -121,6 +121,8 @@ mod builder;
 mod children;
 mod directory;
 mod error;
+#[cfg(melon_failpoints)]
+#[doc(hidden)]
 pub mod failpoint;
 mod handoff;
 mod layout;
@@ -133,6 +135,7 @@ mod owner;
 mod pool;
 mod registry;
 mod stats;
+mod stop_point;
 mod sync;
 mod sys;
 mod travel;
@@ -145,6 +148,13 @@ pub use lock::ShmLock;
 pub use mutex::{ShmMutex, ShmMutexBox, ShmMutexGuard};
 pub use owner::ReclaimReport;
 pub use pool::{ShmGuard, ShmPool};
-pub use registry::free_shared;
 pub use stats::{ShmClassStats, ShmStats};
 pub use typed::{ShmBox, ShmOffset, ShmSafe};
+
+/// Items for the workspace's other crates, such as the facade's pointer-only `free`: public only
+/// so that those crates can reach them, they are not part of this crate's API and follow no
+/// semver promise.
+#[doc(hidden)]
+pub mod plumbing {
+    pub use crate::registry::free_shared;
+}

@@ -489,12 +489,12 @@ impl ShmGuard<'_> {
         if [descs, bitmap, data].into_iter().any(|range| shared.mapping.allocate(range).is_err()) {
             return false;
         }
-        crate::failpoint::hit();
+        crate::stop_point::hit();
         let len = end as usize * PAGE;
         if shared.mapping.map_to(len).map_or(true, |mapped| mapped < len) {
             return false;
         }
-        crate::failpoint::hit();
+        crate::stop_point::hit();
         arena.grow(end)
     }
 

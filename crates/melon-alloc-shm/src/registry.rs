@@ -52,6 +52,24 @@ pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
 ///
 /// # Safety
 /// If `block` is an in-use block of a shared pool, nothing uses it afterwards.
+///
+/// # Examples
+///
+/// ```
+/// use core::ptr::NonNull;
+///
+/// use melon_alloc_shm::{plumbing::free_shared, ShmPool};
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let block = shm.alloc(64).expect("the pool is empty");
+/// let not_shared = Box::new(0u64);
+/// // SAFETY: the pool's block is not used afterwards; the other pointer is only looked up.
+/// unsafe {
+///     assert_eq!(free_shared(block), Some(Ok(())));
+///     assert_eq!(free_shared(NonNull::from(&*not_shared).cast()), None);
+/// }
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
 pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return None;

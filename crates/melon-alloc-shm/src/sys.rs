@@ -599,7 +599,7 @@ impl RobustMutex {
 }
 
 /// Ends the process at once, as SIGKILL from outside would: the fail points of the crash tests.
-#[cfg(feature = "failpoints")]
+#[cfg(melon_failpoints)]
 pub(crate) fn kill_self() -> ! {
     let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     std::process::abort()

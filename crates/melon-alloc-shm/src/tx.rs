@@ -85,7 +85,7 @@ impl Tx {
     /// `place` points into the pool's mapping, aligned for `T`.
     #[inline]
     pub(crate) unsafe fn set<T: Word>(&mut self, place: *mut T, value: T) {
-        crate::failpoint::hit();
+        crate::stop_point::hit();
         // SAFETY: the caller guarantees `place` is in the mapping; the lock makes this the only
         // writer, and the header is valid (see `begin`).
         unsafe {
@@ -103,7 +103,7 @@ impl Tx {
             // land between any two instructions. Release stores keep that order at no cost on
             // x86, where a store is never made visible before an earlier one.
             (*self.header).log_len.store(len as u32 + 1, Ordering::Release);
-            crate::failpoint::hit();
+            crate::stop_point::hit();
             T::store_after(place, value);
         }
     }
@@ -116,7 +116,7 @@ impl Tx {
     /// checkpoint) needs the writes still to come.
     #[inline]
     pub(crate) fn checkpoint(&mut self) {
-        crate::failpoint::hit();
+        crate::stop_point::hit();
         // SAFETY: the header is valid (see `begin`).
         unsafe { (*self.header).log_len.store(0, Ordering::Release) };
         self.len = 0;
@@ -125,11 +125,11 @@ impl Tx {
     /// Ends the operation: its writes stand.
     #[inline]
     pub(crate) fn commit(self) {
-        crate::failpoint::hit();
+        crate::stop_point::hit();
         // The release store puts every write of the operation in memory before the log empties.
         // SAFETY: the header is valid (see `begin`).
         unsafe { (*self.header).log_len.store(0, Ordering::Release) };
-        crate::failpoint::hit();
+        crate::stop_point::hit();
     }
 }
 
@@ -194,12 +194,12 @@ pub(crate) unsafe fn recover(
             // SAFETY: as above.
             unsafe { u32::store_after(place.cast(), u32::from_u64(entry.old)) };
         }
-        crate::failpoint::hit();
+        crate::stop_point::hit();
     }
     recount();
-    crate::failpoint::hit();
+    crate::stop_point::hit();
     // SAFETY: the header is valid (caller).
     unsafe { (*header).log_len.store(0, Ordering::Release) };
-    crate::failpoint::hit();
+    crate::stop_point::hit();
     true
 }

@@ -914,12 +914,12 @@ fn free_shared_frees_blocks_of_any_mapped_pool_and_no_other() {
     // SAFETY: each block is in use and freed once; the pointers that are not blocks of a shared
     // pool are only looked up.
     unsafe {
-        assert_eq!(melon_alloc_shm::free_shared(a), Some(Ok(())));
-        assert_eq!(melon_alloc_shm::free_shared(b), Some(Ok(())));
-        assert_eq!(melon_alloc_shm::free_shared(elsewhere), None, "not in any pool");
-        assert_eq!(melon_alloc_shm::free_shared(lent), None, "the child's to free");
+        assert_eq!(melon_alloc_shm::plumbing::free_shared(a), Some(Ok(())));
+        assert_eq!(melon_alloc_shm::plumbing::free_shared(b), Some(Ok(())));
+        assert_eq!(melon_alloc_shm::plumbing::free_shared(elsewhere), None, "not in any pool");
+        assert_eq!(melon_alloc_shm::plumbing::free_shared(lent), None, "the child's to free");
         assert_eq!(
-            melon_alloc_shm::free_shared(a),
+            melon_alloc_shm::plumbing::free_shared(a),
             Some(Err(ShmError::Free(FreeError::NotInUse { addr: addr(a) })))
         );
     }
@@ -932,7 +932,7 @@ fn free_shared_frees_blocks_of_any_mapped_pool_and_no_other() {
     let gone = second.ptr_at(0).unwrap();
     drop(second);
     // SAFETY: the pointer is only looked up.
-    assert_eq!(unsafe { melon_alloc_shm::free_shared(gone) }, None);
+    assert_eq!(unsafe { melon_alloc_shm::plumbing::free_shared(gone) }, None);
     first.check().unwrap();
 }
 

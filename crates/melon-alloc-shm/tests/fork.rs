@@ -1,8 +1,8 @@
 //! Shared pools used by several processes: forked children, siblings, an unrelated process that
 //! attaches by descriptor, processes on both sides of a pid namespace boundary, a lock holder
 //! stopped by SIGSTOP, a pool that grows under processes that did not grow it, processes killed
-//! at random moments or, with the `failpoints` feature, at every step of an operation (a growth
-//! among them) while they hold the lock.
+//! at random moments or, in a build with `--cfg melon_failpoints`, at every step of an operation
+//! (a growth among them) while they hold the lock.
 //!
 //! The cases run under the harness in `harness/mod.rs`, one after another in a process with a
 //! single thread, so that forking is safe; it says how children report and how to pick cases.
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     // Only the build with fail points adds cases to the list.
-    #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
+    #[cfg_attr(not(melon_failpoints), allow(unused_mut))]
     let mut cases: Vec<Case> = vec![
         ("parent_writes_child_reads_and_frees", parent_writes_child_reads_and_frees),
         ("child_allocates_parent_frees", child_allocates_parent_frees),
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             a_forked_process_keeps_its_own_slots_whatever_descriptors_it_reuses,
         ),
     ];
-    #[cfg(feature = "failpoints")]
+    #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
     run_cases(cases, FAILPOINTS_NOTE)
 }
@@ -1859,7 +1859,7 @@ fn a_raw_fork_is_a_new_process_to_the_pool() {
     shm.check().unwrap();
 }
 
-#[cfg(feature = "failpoints")]
+#[cfg(melon_failpoints)]
 mod crash {
     //! A child arms the fail point `k` and runs one operation, so that it is killed at its
     //! `k`-th write while holding the lock, for every `k` until the operation completes. The

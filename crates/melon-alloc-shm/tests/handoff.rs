@@ -145,11 +145,11 @@ fn free_shared_frees_handed_off_blocks_and_leaves_the_rest_to_their_child() {
     let own = child.alloc(64).unwrap();
     let handed = hand_off(&shm, child.alloc(64).unwrap());
     // SAFETY: a block of the child, never handed off: refused without any change.
-    assert_eq!(unsafe { melon_alloc_shm::free_shared(own) }, None);
+    assert_eq!(unsafe { melon_alloc_shm::plumbing::free_shared(own) }, None);
     // SAFETY: the handed-off block, freed once.
-    assert_eq!(unsafe { melon_alloc_shm::free_shared(handed) }, Some(Ok(())));
+    assert_eq!(unsafe { melon_alloc_shm::plumbing::free_shared(handed) }, Some(Ok(())));
     // SAFETY: freed already: no longer handed off, so left alone.
-    assert_eq!(unsafe { melon_alloc_shm::free_shared(handed) }, None);
+    assert_eq!(unsafe { melon_alloc_shm::plumbing::free_shared(handed) }, None);
     // SAFETY: the child's own block, freed once by its child.
     unsafe { child.free(own) };
     drop(child);

@@ -1,7 +1,7 @@
 //! The directory of names and [`ShmMutex`] across processes: workers that find a mutex by name
 //! and count under it, a worker killed while it holds a mutex, names inserted on either side of
-//! a fork and, with the `failpoints` feature, processes killed at every step of an insertion or
-//! a removal, which must leave the name and its value both there or both gone.
+//! a fork and, in a build with `--cfg melon_failpoints`, processes killed at every step of an
+//! insertion or a removal, which must leave the name and its value both there or both gone.
 //!
 //! The cases run under the harness in `harness/mod.rs`, one after another in a process with a
 //! single thread, so that forking is safe; it says how children report and how to pick cases.
@@ -29,7 +29,7 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     // Only the build with fail points adds cases to the list.
-    #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
+    #[cfg_attr(not(melon_failpoints), allow(unused_mut))]
     let mut cases: Vec<Case> = vec![
         ("workers_count_under_a_named_mutex", workers_count_under_a_named_mutex),
         ("a_holder_killed_in_a_mutex_hands_it_on", a_holder_killed_in_a_mutex_hands_it_on),
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             names_inserted_after_the_fork_are_seen_across_it,
         ),
     ];
-    #[cfg(feature = "failpoints")]
+    #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
     run_cases(cases, FAILPOINTS_NOTE)
 }
@@ -248,7 +248,7 @@ fn names_inserted_after_the_fork_are_seen_across_it() {
 // Crashes at every step
 // ---------------------------------------------------------------------------------------------
 
-#[cfg(feature = "failpoints")]
+#[cfg(melon_failpoints)]
 mod crash {
     //! A child arms the fail point `k` and runs one insertion or removal, so that it is killed
     //! at its `k`-th step while holding the pool's lock, for every `k` until the operation

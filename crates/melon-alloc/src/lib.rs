@@ -54,7 +54,7 @@ pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
 pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
     #[cfg(target_os = "linux")]
     // SAFETY: forwarded from the caller.
-    if let Some(result) = unsafe { melon_alloc_shm::free_shared(block) } {
+    if let Some(result) = unsafe { melon_alloc_shm::plumbing::free_shared(block) } {
         if cfg!(debug_assertions) {
             if let Err(error) = result {
                 std::eprintln!("melon-alloc: invalid free of a shared block: {error}");

@@ -36,10 +36,10 @@ pub(crate) type Case = (&'static str, fn());
 
 /// What a binary whose build leaves out the cases that crash at fail points says before its
 /// cases run, so that a pass is not read as covering them; `None` in a build that has them.
-pub(crate) const FAILPOINTS_NOTE: Option<&str> = if cfg!(feature = "failpoints") {
+pub(crate) const FAILPOINTS_NOTE: Option<&str> = if cfg!(melon_failpoints) {
     None
 } else {
-    Some("the cases that crash at fail points run with `--features failpoints`")
+    Some("the cases that crash at fail points run with `RUSTFLAGS=\"--cfg melon_failpoints\"`")
 };
 
 /// Runs the cases the command line picks, one after another, each under `catch_unwind` so that

@@ -16,8 +16,8 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 use rustix::io::Errno;
 
 use crate::layout::{
-    BuiltinLock, Header, LogEntry, Owner, State, Tallies, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN,
-    MAGIC, NONE, OWNER_LISTS, PAGE, VERSION,
+    BuiltinLock, Header, LogEntry, Names, Owner, State, Tallies, BIN_COUNT, CLASS_COUNT,
+    LOCK_BUILTIN, MAGIC, NAME_SLOTS, NONE, OWNER_LISTS, PAGE, VERSION,
 };
 use crate::lock::{lock_robust, unlock_robust, Robust};
 use crate::sync::{AtomicU64, Ordering};
@@ -86,6 +86,13 @@ impl Shm {
                 free_bytes: 0,
                 lent_pages: 0,
                 owners: [Owner { chunks: NONE, claimed: 0, pending: 0 }; OWNER_LISTS],
+                names: Names {
+                    page: 0,
+                    _reserved: 0,
+                    releasing: 0,
+                    used: [0; NAME_SLOTS / 64],
+                    touched: [0; NAME_SLOTS / 64],
+                },
             },
             tallies: Tallies {
                 peak_in_use: AtomicU64::new(0),

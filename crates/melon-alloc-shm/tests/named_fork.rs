@@ -261,7 +261,8 @@ mod crash {
 
     use super::{fork, Case, Exit, CHILD_LIMIT, DIRECTORY_BYTES, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 6] = [
+    pub(super) const CASES: [Case; 7] = [
+        ("crash_remove_named_grown_by_another_process", crash_remove_named_grown_elsewhere),
         ("crash_insert_named", || crash(Op::Insert)),
         ("crash_insert_named_large", || crash(Op::InsertLarge)),
         ("crash_insert_named_first_making_the_directory", || crash(Op::InsertFirst)),
@@ -327,6 +328,54 @@ mod crash {
             _ => None,
         };
         Setup { shm, witness_box, target }
+    }
+
+    /// A removal killed at each step, of a value that lies in pages another process grew the
+    /// pool by, which the process taking the lock over has not mapped yet: the name and its
+    /// block are still both there or both gone, the block not lost for being out of that
+    /// process's view.
+    fn crash_remove_named_grown_elsewhere() {
+        for k in 1.. {
+            assert!(k < 1000, "the removal never completed");
+            let shm = ShmPool::builder().capacity(CAPACITY).max_capacity(4 * CAPACITY).build();
+            let shm = shm.unwrap();
+            fork(|| {
+                // A filler leaves room in the first segment for the directory's block (32 KiB)
+                // but not for the value (16 KiB) too, whose insertion grows the pool.
+                let room = 40 * 1024;
+                let filler = shm.alloc((shm.available() - room) / 4096 * 4096).unwrap();
+                core::mem::forget(filler);
+                shm.insert_named(NAME, pattern::<2048>(3)).unwrap();
+                assert_eq!(shm.stats().unwrap().segments, 2);
+            })
+            .succeeds("another process grows the pool");
+            let mut process = fork(|| {
+                failpoint::arm(k);
+                // SAFETY: no process refers to the value.
+                assert_eq!(unsafe { shm.remove_named::<Large>(NAME) }, Ok(true));
+                failpoint::arm(0);
+            });
+            let killed = match process.wait(CHILD_LIMIT) {
+                Exit::Code(0) => false,
+                Exit::Signal(libc::SIGKILL) => true,
+                other => panic!("at {k}: the child ended with {other:?}"),
+            };
+            drop(shm.try_lock_for(TAKEOVER_BOUND).unwrap());
+            shm.check().unwrap_or_else(|error| panic!("at {k}: {error}"));
+            // The filler, the directory's block and, while named, the value: all large blocks.
+            let large = shm.stats().unwrap().large_blocks;
+            match shm.find::<Large>(NAME).unwrap() {
+                Some(_) => {
+                    let value = shm.named::<Large>(NAME).unwrap().unwrap();
+                    assert_eq!(*value, pattern::<2048>(3), "at {k}: the value changed");
+                    assert_eq!(large, 3, "at {k}: the name without its block");
+                }
+                None => assert_eq!(large, 2, "at {k}: the name gone, its block not freed"),
+            }
+            if !killed {
+                break;
+            }
+        }
     }
 
     fn run(op: Op, shm: &ShmPool) {

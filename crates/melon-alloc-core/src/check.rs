@@ -104,8 +104,6 @@ pub(crate) struct Parts<'a> {
     pub(crate) limit: Option<usize>,
     pub(crate) held: usize,
     pub(crate) peak_held: usize,
-    pub(crate) chunks: usize,
-    pub(crate) large_blocks: usize,
     pub(crate) lent: usize,
 }
 
@@ -147,7 +145,6 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
         }
     }
     let mut large_bytes = 0;
-    let mut large_blocks = 0;
     let mut prev: *mut ChunkHeader = core::ptr::null_mut();
     for chunk in parts.large.iter() {
         // SAFETY: the engine's lists hold valid headers.
@@ -164,11 +161,10 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
             return fail(chunk, Problem::BadLargeLayout);
         }
         large_bytes += header.span;
-        large_blocks += 1;
         prev = chunk;
     }
     let counted = small_chunks * CHUNK_SIZE + large_bytes + parts.lent;
-    if counted != parts.held || small_chunks != parts.chunks || large_blocks != parts.large_blocks {
+    if counted != parts.held {
         return fail(core::ptr::null(), Problem::TotalsMismatch { counted, recorded: parts.held });
     }
     if parts.limit.is_some_and(|limit| parts.held > limit) || parts.held > parts.peak_held {

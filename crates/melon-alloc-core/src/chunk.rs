@@ -89,6 +89,16 @@ pub(crate) struct ChunkHeader {
 }
 
 impl ChunkHeader {
+    /// The size class of a small chunk, as an index into the per-class tables and lists.
+    ///
+    /// Every header an engine writes holds a class below `CLASS_COUNT`; the bound is applied
+    /// here as well so that a read of a class from memory never needs a bounds check, and so
+    /// can never panic.
+    #[inline(always)]
+    pub(crate) fn class(&self) -> usize {
+        usize::from(self.class).min(crate::class::CLASS_COUNT - 1)
+    }
+
     /// Entries on `local_free`.
     pub(crate) fn local_count(&self) -> u32 {
         self.event.wrapping_sub(self.countdown)
@@ -186,6 +196,7 @@ pub(crate) struct ChunkList {
 }
 
 impl ChunkList {
+    #[inline]
     pub(crate) const fn new() -> Self {
         Self { head: ptr::null_mut() }
     }
@@ -212,6 +223,7 @@ impl ChunkList {
     ///
     /// # Safety
     /// As for [`ChunkList::push_front`].
+    #[inline]
     pub(crate) unsafe fn push_second(&mut self, chunk: *mut ChunkHeader) {
         if self.head.is_null() {
             // SAFETY: forwarded from the caller.
@@ -231,7 +243,8 @@ impl ChunkList {
         }
     }
 
-    /// Takes `chunk` off the list.
+    /// Takes `chunk` off the list. Its own links are left as they were: every list sets both
+    /// when the chunk joins it.
     ///
     /// # Safety
     /// - `chunk` is on this list.
@@ -248,8 +261,6 @@ impl ChunkList {
             if !next.is_null() {
                 (*next).prev = prev;
             }
-            (*chunk).next = ptr::null_mut();
-            (*chunk).prev = ptr::null_mut();
         }
     }
 

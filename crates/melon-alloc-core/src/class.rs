@@ -96,6 +96,7 @@ pub fn class_of(size: usize) -> Option<usize> {
 }
 
 /// The smallest class whose blocks hold `size` bytes aligned to `align`, if any.
+#[inline]
 pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
     let first = class_of(size)?;
     (first..CLASS_COUNT).find(|&class| BLOCK_ALIGN[class] >= align)

@@ -73,12 +73,10 @@ pub struct Engine<S: ChunkSource> {
     /// Chunks that each hold one large block.
     large: ChunkList,
     limit: Option<usize>,
-    /// Bytes taken from the source: small chunks, large chunks and chunks lent out.
+    /// Bytes taken from the source: small chunks, large chunks and chunks lent out. The count
+    /// of chunks of each kind is not kept: [`stats`](Engine::stats) reads it off the lists.
     held: usize,
     peak_held: usize,
-    /// Small chunks on the `avail` and `full` lists.
-    chunks: usize,
-    large_blocks: usize,
     /// Bytes taken from the source on behalf of another engine (a child pool).
     lent: usize,
     /// The address written into every chunk as its owner; null until set, meaning the engine's
@@ -108,8 +106,6 @@ impl<S: ChunkSource> Engine<S> {
             limit,
             held: 0,
             peak_held: 0,
-            chunks: 0,
-            large_blocks: 0,
             lent: 0,
             owner: ptr::null(),
             #[cfg(feature = "valgrind")]
@@ -256,6 +252,10 @@ impl<S: ChunkSource> Engine<S> {
     #[cold]
     #[inline(never)]
     fn alloc_small_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
+        // Classes come from `class_of` and `class_for_layout`, which only return classes below
+        // `CLASS_COUNT`; saying so here lets the compiler drop the bounds checks of this path,
+        // and with them its only way to panic.
+        let class = class.min(CLASS_COUNT - 1);
         if let Some(block) = self.alloc_from_avail(class) {
             return Some(block);
         }
@@ -287,7 +287,7 @@ impl<S: ChunkSource> Engine<S> {
                 (*chunk).local_free = ptr::null_mut();
                 (*chunk).clear_local_count();
                 if (*chunk).carved < CAPACITY[class] {
-                    carve_batch(chunk, class);
+                    carve_batch(chunk);
                 }
                 let block = (*chunk).free;
                 if !block.is_null() {
@@ -307,7 +307,9 @@ impl<S: ChunkSource> Engine<S> {
         }
     }
 
-    /// Takes a new chunk for `class` and a block from it.
+    /// Takes a new chunk for `class` and a block from it. Always inlined into the allocation slow
+    /// path, its only caller, which saves a call and a frame on the way to a new chunk.
+    #[inline(always)]
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
         let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
         // SAFETY: (1) the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for
@@ -330,7 +332,6 @@ impl<S: ChunkSource> Engine<S> {
             });
             self.avail[class].push_front(chunk);
         }
-        self.chunks += 1;
         // Memcheck sees a chunk from the source as accessible memory; blocks become accessible
         // as they are handed out.
         #[cfg(feature = "valgrind")]
@@ -340,7 +341,7 @@ impl<S: ChunkSource> Engine<S> {
         );
         // SAFETY: the header was just written, with nothing carved yet.
         unsafe {
-            carve_batch(chunk, class);
+            carve_batch(chunk);
             let block = (*chunk).free;
             (*chunk).free = read_link(block);
             Some(NonNull::new_unchecked(block.cast()))
@@ -442,7 +443,6 @@ impl<S: ChunkSource> Engine<S> {
             });
             self.large.push_front(chunk);
         }
-        self.large_blocks += 1;
         #[cfg(feature = "valgrind")]
         crate::valgrind::no_access(
             chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
@@ -611,7 +611,7 @@ impl<S: ChunkSource> Engine<S> {
                 Err(FreeError::Foreign { addr })
             };
         }
-        let class = header.class as usize;
+        let class = header.class();
         let (first, size) = (FIRST_OFFSET[class], CLASS_SIZES[class]);
         if offset < first || (offset - first) % size != 0 {
             return Err(FreeError::Interior { addr });
@@ -643,18 +643,15 @@ impl<S: ChunkSource> Engine<S> {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&mut self, chunk: *mut ChunkHeader) {
-        // SAFETY: the caller guarantees the header is valid; every list holds valid headers. A
-        // large chunk's `span` is the length `acquire_up_to` got it with.
+        // SAFETY: (1) the caller guarantees the header is valid, and every list holds valid
+        // headers; (2) a chunk's `span` is the length it was taken with (`CHUNK_SIZE` for a small
+        // chunk, what `acquire_up_to` got for a large one), which made a valid layout with an
+        // alignment of `CHUNK_SIZE`.
         unsafe {
-            let class = (*chunk).class as usize;
-            match (*chunk).state {
-                ChunkState::Large => {
-                    self.large.unlink(chunk);
-                    self.large_blocks -= 1;
-                    let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
-                    self.release(NonNull::new_unchecked(chunk.cast()), layout);
-                }
+            let list = match (*chunk).state {
+                ChunkState::Large => &mut self.large,
                 ChunkState::Full => {
+                    let class = (*chunk).class();
                     self.full[class].unlink(chunk);
                     (*chunk).state = ChunkState::Avail;
                     if self.avail[class].head.is_null() {
@@ -665,21 +662,26 @@ impl<S: ChunkSource> Engine<S> {
                         self.avail[class].push_second(chunk);
                         (*chunk).set_event(u32::from((*chunk).carved));
                     }
+                    return;
                 }
                 ChunkState::Avail => {
-                    self.avail[class].unlink(chunk);
+                    let class = (*chunk).class();
                     if usize::from(self.spares[class]) < SPARE_CHUNKS {
+                        self.avail[class].unlink(chunk);
                         (*chunk).state = ChunkState::Spare;
                         self.spare[class].push_front(chunk);
                         self.spares[class] += 1;
-                    } else {
-                        self.chunks -= 1;
-                        self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
+                        return;
                     }
+                    &mut self.avail[class]
                 }
                 // A spare chunk has no block in use, so no free reaches it.
-                ChunkState::Spare => {}
-            }
+                ChunkState::Spare => return,
+            };
+            // One way back to the source for an emptied small chunk and a large one.
+            list.unlink(chunk);
+            let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
+            self.release(NonNull::new_unchecked(chunk.cast()), layout);
         }
     }
 
@@ -713,9 +715,7 @@ impl<S: ChunkSource> Engine<S> {
     pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
         let usable = unsafe { self.slot_size(block) };
-        if new_layout.size() <= usable && block.as_ptr().addr() % new_layout.align() == 0 {
-            #[cfg(feature = "valgrind")]
-            self.memcheck_grow_in_place(block, usable, new_layout.size());
+        if self.fits_in_place(block, usable, new_layout) {
             return Some(block);
         }
         let moved = self.alloc_layout(new_layout)?;
@@ -731,6 +731,34 @@ impl<S: ChunkSource> Engine<S> {
             self.free(block);
         }
         Some(moved)
+    }
+
+    /// Whether `block` already holds `new_layout`, in which case [`resize`](Engine::resize)
+    /// returns it as it is; nothing changes otherwise.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of this engine.
+    pub(crate) unsafe fn resize_in_place(
+        &mut self,
+        block: NonNull<u8>,
+        new_layout: Layout,
+    ) -> bool {
+        // SAFETY: forwarded from the caller.
+        let usable = unsafe { self.slot_size(block) };
+        self.fits_in_place(block, usable, new_layout)
+    }
+
+    /// Whether a block of `usable` bytes at `block` holds `new_layout`; with the `valgrind`
+    /// feature, a block that does is widened to the new size for memcheck.
+    fn fits_in_place(&self, block: NonNull<u8>, usable: usize, new_layout: Layout) -> bool {
+        // An alignment is a power of two, so a mask tests it without a division.
+        let aligned = block.as_ptr().addr() & (new_layout.align() - 1) == 0;
+        let fits = new_layout.size() <= usable && aligned;
+        #[cfg(feature = "valgrind")]
+        if fits {
+            self.memcheck_grow_in_place(block, usable, new_layout.size());
+        }
+        fits
     }
 
     /// The number of bytes the block can hold: its class size, or the usable length of a large
@@ -760,9 +788,7 @@ impl<S: ChunkSource> Engine<S> {
         let header = unsafe { &*chunk };
         match header.state {
             ChunkState::Large => header.span - usize::from(header.data_offset),
-            ChunkState::Avail | ChunkState::Full | ChunkState::Spare => {
-                CLASS_SIZES[header.class as usize]
-            }
+            ChunkState::Avail | ChunkState::Full | ChunkState::Spare => CLASS_SIZES[header.class()],
         }
     }
 
@@ -794,26 +820,34 @@ impl<S: ChunkSource> Engine<S> {
     /// Takes a chunk of at least `layout` and at most `most` bytes from the source, as
     /// [`acquire`](Engine::acquire) does, with its length: at most what the limit leaves room for.
     fn acquire_up_to(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
-        if !self.fits_limit(layout.size()) && (self.trim() == 0 || !self.fits_limit(layout.size()))
-        {
-            return None;
+        let mut trimmed = false;
+        loop {
+            if self.fits_limit(layout.size()) {
+                self.keep_source_within_limit(layout.size());
+                // Lengths stay multiples of 16, as the source's contract has them.
+                let most = match self.limit {
+                    Some(limit) => most.min(limit - self.held),
+                    None => most,
+                } & !(MIN_ALIGN - 1);
+                if let Some((chunk, len)) = self.source.acquire_at_least(layout, most) {
+                    // The source's contract: at least `layout`, at most `most` (or exactly
+                    // `layout`).
+                    debug_assert!(
+                        (layout.size()..=most.max(layout.size())).contains(&len),
+                        "{len} bytes"
+                    );
+                    self.held += len;
+                    self.peak_held = self.peak_held.max(self.held);
+                    return Some((chunk, len));
+                }
+            }
+            // The limit or the source refused: once, give back the empty chunks kept for reuse
+            // and try again.
+            if trimmed || self.trim() == 0 {
+                return None;
+            }
+            trimmed = true;
         }
-        self.keep_source_within_limit(layout.size());
-        // Lengths stay multiples of 16, as the source's contract has them.
-        let most = match self.limit {
-            Some(limit) => most.min(limit - self.held),
-            None => most,
-        } & !(MIN_ALIGN - 1);
-        let (chunk, len) = match self.source.acquire_at_least(layout, most) {
-            Some(got) => got,
-            None if self.trim() > 0 => self.source.acquire_at_least(layout, most)?,
-            None => return None,
-        };
-        // The source's contract: at least `layout`, at most `most` (or exactly `layout`).
-        debug_assert!((layout.size()..=most.max(layout.size())).contains(&len), "{len} bytes");
-        self.held += len;
-        self.peak_held = self.peak_held.max(self.held);
-        Some((chunk, len))
     }
 
     /// Gives a chunk back to the source.
@@ -858,8 +892,17 @@ impl<S: ChunkSource> Engine<S> {
     pub fn trim(&mut self) -> usize {
         let before = self.held;
         for class in 0..CLASS_COUNT {
-            // Besides the head, only chunks kept by a reset can be empty: any other chunk goes
-            // back to the source as soon as it empties.
+            // Spare chunks are empty: they join the `avail` list, and go back with its other
+            // empty chunks. Those are the head and the chunks kept by a reset; any other chunk
+            // leaves the list as soon as it empties.
+            while let Some(spare) = NonNull::new(self.spare[class].head) {
+                // SAFETY: `spare` is on `spare[class]`, and every header on both lists is valid.
+                unsafe {
+                    self.spare[class].unlink(spare.as_ptr());
+                    self.avail[class].push_front(spare.as_ptr());
+                }
+            }
+            self.spares[class] = 0;
             let mut chunk = self.avail[class].head;
             while !chunk.is_null() {
                 // SAFETY: headers on an `avail` list are valid.
@@ -869,7 +912,6 @@ impl<S: ChunkSource> Engine<S> {
                     // block.
                     unsafe {
                         self.avail[class].unlink(chunk);
-                        self.chunks -= 1;
                         self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
                     }
                 }
@@ -877,16 +919,6 @@ impl<S: ChunkSource> Engine<S> {
             }
             // SAFETY: every header on the list is valid.
             unsafe { self.promote_head(class) };
-            while let Some(spare) = NonNull::new(self.spare[class].head) {
-                // SAFETY: `spare` is on `spare[class]`, empty, and so not referred to by any
-                // block.
-                unsafe {
-                    self.spare[class].unlink(spare.as_ptr());
-                    self.release(spare.cast(), SMALL_CHUNK);
-                }
-                self.chunks -= 1;
-            }
-            self.spares[class] = 0;
         }
         self.source.trim();
         before - self.held
@@ -926,8 +958,6 @@ impl<S: ChunkSource> Engine<S> {
         }
         self.large = ChunkList::new();
         self.held = 0;
-        self.chunks = 0;
-        self.large_blocks = 0;
         self.lent = 0;
     }
 
@@ -989,17 +1019,14 @@ impl<S: ChunkSource> Engine<S> {
                 let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
                 self.release(NonNull::new_unchecked(chunk.cast()), layout);
             }
-            self.large_blocks -= 1;
         }
     }
 
     /// A snapshot of the engine's counters. Costs a walk over the chunk headers.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
-            large_blocks: self.large_blocks,
             bytes_held: self.held,
             peak_bytes_held: self.peak_held,
-            chunks: self.chunks,
             bytes_lent: self.lent,
             limit: self.limit,
             ..Stats::default()
@@ -1010,12 +1037,15 @@ impl<S: ChunkSource> Engine<S> {
                 let live = usize::from(unsafe { small_live(chunk) });
                 stats.live_blocks += live;
                 stats.bytes_in_use += live * CLASS_SIZES[class];
+                stats.chunks += 1;
             }
+            stats.chunks += usize::from(self.spares[class]);
         }
         for chunk in self.large.iter() {
             // SAFETY: headers on the engine's lists are valid.
             stats.bytes_in_use += unsafe { (*chunk).span - usize::from((*chunk).data_offset) };
             stats.live_blocks += 1;
+            stats.large_blocks += 1;
         }
         stats
     }
@@ -1039,8 +1069,6 @@ impl<S: ChunkSource> Engine<S> {
             limit: self.limit,
             held: self.held,
             peak_held: self.peak_held,
-            chunks: self.chunks,
-            large_blocks: self.large_blocks,
             lent: self.lent,
         }
     }
@@ -1054,28 +1082,30 @@ const CARVE_BYTES: usize = 4096;
 /// in (at least one block), at the front of its `free` list.
 ///
 /// # Safety
-/// `chunk` is a valid header of a chunk of `class` whose `carved` count is below the class's
+/// `chunk` is a valid header of a small chunk whose `carved` count is below its class's
 /// capacity.
-unsafe fn carve_batch(chunk: *mut ChunkHeader, class: usize) {
-    let size = CLASS_SIZES[class];
+unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     // SAFETY: the header is valid (caller).
-    let carved = usize::from(unsafe { (*chunk).carved });
+    let (class, carved) = unsafe { ((*chunk).class(), usize::from((*chunk).carved)) };
+    let size = CLASS_SIZES[class];
     let first = FIRST_OFFSET[class] + carved * size;
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     let count = (page_end - first).div_ceil(size).min(usize::from(CAPACITY[class]) - carved);
-    let base = chunk.cast::<u8>();
     // SAFETY: (1) the header is valid; (2) blocks `carved..carved + count` lie within the chunk's
     // `CHUNK_SIZE` bytes, since `carved + count <= CAPACITY[class]`, and have never been handed
-    // out, so their first words can hold links.
+    // out, so their first words can hold links. Each links to the one after it, in address
+    // order, and the last to the blocks already free.
     unsafe {
-        let mut next = (*chunk).free;
-        for index in (0..count).rev() {
-            let block = base.add(first + index * size).cast::<FreeBlock>();
+        let start = chunk.cast::<u8>().add(first);
+        let mut block = start;
+        for _ in 1..count {
+            let after = block.add(size);
             debug_assert!(block.addr() % BLOCK_ALIGN[class] == 0);
-            write_link(block, next);
-            next = block;
+            write_link(block.cast(), after.cast());
+            block = after;
         }
-        (*chunk).free = next;
+        write_link(block.cast(), (*chunk).free);
+        (*chunk).free = start.cast();
         (*chunk).carved += count as u16;
     }
 }
@@ -1108,8 +1138,6 @@ impl<S: ChunkSource> Drop for Engine<S> {
         // SAFETY: the engine is going away, so none of its blocks is used again; its large
         // chunks were released one by one above.
         if unsafe { self.source.release_all_small() } {
-            self.held -= self.chunks * CHUNK_SIZE;
-            self.chunks = 0;
             return;
         }
         for class in 0..CLASS_COUNT {
@@ -1133,7 +1161,6 @@ impl<S: ChunkSource> Drop for Engine<S> {
                 unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
             }
         }
-        self.chunks = 0;
     }
 }
 

@@ -11,6 +11,8 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 ///
 /// The spin lock needs no operating system, so this works in `no_std` code. Every call takes the
 /// lock for the length of one operation; [`with`](LockedPool::with) holds it for several.
+/// `GlobalAlloc::realloc` of a block that has to move takes it for the allocation and again for
+/// the free, and copies the block in between, with the lock free.
 ///
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
 ///
@@ -696,12 +698,31 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator.
         let block = unsafe { NonNull::new_unchecked(block) };
-        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+        // A size that overflows `isize` once rounded up to the alignment is refused, as `Layout`
+        // refuses it; the alignment, taken from a layout, needs no check.
+        if new_size > isize::MAX as usize - (layout.align() - 1) {
+            return ptr::null_mut();
+        }
+        // SAFETY: `layout.align()` is a power of two, and `new_size` rounded up to it fits
+        // `isize`, as checked above.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: the block is from this allocator, as above.
+        if self.engine.with(|engine| unsafe { engine.resize_in_place(block, new_layout) }) {
+            return block.as_ptr();
+        }
+        // A block that moves goes through the pool's own allocation and free, which a
+        // `#[global_allocator]` links anyway, and is copied with the lock released.
+        let Some(moved) = self.alloc_layout(new_layout) else {
             return ptr::null_mut();
         };
-        // SAFETY: as above; on success the caller switches to the returned pointer.
-        let moved = self.engine.with(|engine| unsafe { engine.resize(block, new_layout) });
-        moved.map_or(ptr::null_mut(), NonNull::as_ptr)
+        // SAFETY: (1) the old block holds `layout.size()` bytes and the new one `new_size`; (2)
+        // two blocks in use do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), layout.size().min(new_size));
+        }
+        // SAFETY: the block is from this pool, and the caller uses the moved one from now on.
+        unsafe { self.dealloc(block.as_ptr(), layout) };
+        moved.as_ptr()
     }
 }
 

@@ -57,6 +57,7 @@ impl RegionSource {
     /// - `start` is valid for reads and writes of `len` bytes for as long as the source and any
     ///   chunk it handed out are in use, and carries provenance over all of them.
     /// - Nothing else uses that memory meanwhile.
+    #[inline]
     pub const unsafe fn new(start: *mut u8, len: usize) -> Self {
         Self { start, len, laid_out: false, free: ptr::null_mut() }
     }
@@ -118,7 +119,9 @@ unsafe impl ChunkSource for RegionSource {
             self.lay_out();
         }
         let size = units(layout)?;
-        let align = layout.align().max(CHUNK_SIZE);
+        // Alignments are powers of two, so the bytes up to the next aligned address are a mask
+        // of the address's negation.
+        let align_mask = layout.align().max(CHUNK_SIZE) - 1;
         let mut link: *mut *mut FreeRun = &mut self.free;
         // SAFETY: `link` points at `self.free` or at the `next` field of a run on the list, and
         // every run on the list is a valid `FreeRun` inside the region.
@@ -126,7 +129,7 @@ unsafe impl ChunkSource for RegionSource {
             while !(*link).is_null() {
                 let run = *link;
                 let run_size = (*run).size;
-                let lead = run.cast::<u8>().align_offset(align);
+                let lead = run.addr().wrapping_neg() & align_mask;
                 if lead.checked_add(size).is_some_and(|need| need <= run_size) {
                     let chunk = run.cast::<u8>().add(lead);
                     let tail = run_size - lead - size;
@@ -165,19 +168,33 @@ unsafe impl ChunkSource for RegionSource {
                 prev = next;
                 next = (*next).next;
             }
-            new.write(FreeRun { size, next });
+            // The new run takes in the run after it if they touch, and the run before takes in
+            // the new one if they touch; a run is only written where it starts.
+            let mut run = FreeRun { size, next };
             if !next.is_null() && new.addr() + size == next.addr() {
-                (*new).size += (*next).size;
-                (*new).next = (*next).next;
+                run = FreeRun { size: size + (*next).size, next: (*next).next };
             }
-            if prev.is_null() {
-                self.free = new;
-            } else if prev.addr() + (*prev).size == new.addr() {
-                (*prev).size += (*new).size;
-                (*prev).next = (*new).next;
+            if !prev.is_null() && prev.addr() + (*prev).size == new.addr() {
+                (*prev).size += run.size;
+                (*prev).next = run.next;
             } else {
-                (*prev).next = new;
+                new.write(run);
+                if prev.is_null() {
+                    self.free = new;
+                } else {
+                    (*prev).next = new;
+                }
             }
         }
+    }
+
+    /// Takes the whole region back: with every small chunk unused and every other chunk
+    /// released, nothing of it is out. A pool over a region drops without a walk over its
+    /// chunks.
+    #[inline]
+    unsafe fn release_all_small(&mut self) -> bool {
+        self.laid_out = false;
+        self.free = ptr::null_mut();
+        true
     }
 }

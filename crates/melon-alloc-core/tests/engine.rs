@@ -479,6 +479,14 @@ fn a_locked_pool_is_a_global_alloc() {
     let grown_layout = Layout::from_size_align(5000, 64).unwrap();
     // SAFETY: `grown` came from `pool` with `grown_layout`; a too-large size fails cleanly.
     assert!(unsafe { GlobalAlloc::realloc(&pool, grown, grown_layout, usize::MAX - 64) }.is_null());
+    // A shrink, and a grow that the block still holds, leave the block where it is.
+    // SAFETY: `grown` is in use with `grown_layout`; the result replaces it.
+    let shrunk = unsafe { GlobalAlloc::realloc(&pool, grown, grown_layout, 4000) };
+    assert_eq!(shrunk, grown);
+    let shrunk_layout = Layout::from_size_align(4000, 64).unwrap();
+    // SAFETY: `shrunk` is in use with `shrunk_layout`; the result replaces it.
+    let regrown = unsafe { GlobalAlloc::realloc(&pool, shrunk, shrunk_layout, 5000) };
+    assert_eq!(regrown, grown);
     // SAFETY: `grown` is still in use with `grown_layout`.
     unsafe { GlobalAlloc::dealloc(&pool, grown, grown_layout) };
     let zeroed_layout = Layout::from_size_align(4000, 16).unwrap();
@@ -614,6 +622,29 @@ fn a_region_hands_out_every_whole_unit_and_merges_them_back() {
     assert_eq!(chunk.as_ptr() as usize % (4 * CHUNK_SIZE), 0);
     // SAFETY: as above.
     unsafe { source.release(chunk, aligned) };
+    assert_eq!(source.free_bytes(), units * CHUNK_SIZE);
+}
+
+#[test]
+fn a_region_takes_every_chunk_back_at_once_when_its_pool_goes() {
+    let small = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let two = Layout::from_size_align(2 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let (buffer, mut source) = region(10 * CHUNK_SIZE);
+    let units = units_in(&buffer);
+    let large = source.acquire(two).unwrap();
+    let chunks: Vec<_> = core::iter::from_fn(|| source.acquire(small)).collect();
+    assert_eq!(chunks.len(), units - 2);
+    // A pool gives its large chunks back one by one before it hands back the small ones at once.
+    // SAFETY: the chunk came from `acquire` with `two` and is not used again.
+    unsafe { source.release(large, two) };
+    // SAFETY: no small chunk is used again, and the large one is back.
+    assert!(unsafe { source.release_all_small() });
+    assert_eq!(source.free_bytes(), units * CHUNK_SIZE);
+    let whole = Layout::from_size_align(units * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    let all = source.acquire(whole).unwrap();
+    assert_eq!(source.free_bytes(), 0);
+    // SAFETY: the chunk came from `acquire` with `whole` and is not used again.
+    unsafe { source.release(all, whole) };
     assert_eq!(source.free_bytes(), units * CHUNK_SIZE);
 }
 

@@ -49,7 +49,6 @@ pub(crate) fn install() {
 }
 
 unsafe extern "C" fn register() {
-    shared::refresh_pid();
     // SAFETY: the handlers are `extern "C"` functions that live as long as the program; they
     // cannot unwind (see each one).
     unsafe { pthread_atfork(Some(prepare), Some(parent), Some(child)) };
@@ -94,7 +93,6 @@ unsafe extern "C" fn parent() {
 /// table only if it is free; the work is the same whichever handler does it, and doing it twice
 /// changes nothing.
 unsafe extern "C" fn child() {
-    shared::refresh_pid();
     match take_held() {
         Some(mut held) => shared::after_fork_in_child(&mut held.table),
         None => {

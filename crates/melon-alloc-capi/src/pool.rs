@@ -19,12 +19,11 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use melon_alloc_core::ChunkSource;
 use melon_alloc_heap::{ChildPool, HeapPool, Pool};
-use melon_alloc_shm::ShmPool;
+use melon_alloc_shm::{plumbing, ShmPool};
 
 use crate::lock::as_holder;
-use crate::shared::{self, ShmChunks};
+use crate::shared;
 
 /// The pool behind an `mln_alloc_t *`: C sees it only through pointers.
 ///
@@ -232,10 +231,9 @@ pub(crate) unsafe fn new_child(
             // SAFETY: the shared pool lives until its handle is destroyed, which destroys this
             // child first.
             let shm: &'static ShmPool = unsafe { shm.as_ref() };
-            let source = Uninit::<ShmChunks>::new()?.init(ShmChunks::new(shm));
-            // SAFETY: `Uninit::init` made the memory a `ShmChunks` allocated as a `Box` would.
-            let source: Box<dyn ChunkSource> = unsafe { Box::from_raw(source.as_ptr()) };
-            ChildPool::with_source(source, limit)
+            // Its chunks are lent to this process's slot in the pool's owner table, which is
+            // what lets a free by pointer alone tell its blocks from the pool's own.
+            plumbing::owned_child(shm, limit)
         }
     };
     let handle = handle.init(MlnAlloc {
@@ -301,9 +299,10 @@ pub(crate) unsafe fn destroy(handle: NonNull<MlnAlloc>) {
         }
     }
     if let (Some(shm), false) = (shared_root, was_shared) {
-        // The subtree's chunks are back; any whose return failed earlier go back now too.
+        // The subtree's chunks are back; any whose return failed earlier go back now too, under
+        // the callbacks (the caller does not hold the lock around a child pool's calls).
         // SAFETY: the shared pool outlives its children, among them the pools just destroyed.
-        shared::give_back_pending_locking(unsafe { shm.as_ref() });
+        plumbing::retry_returns(unsafe { shm.as_ref() });
     }
 }
 
@@ -339,9 +338,14 @@ unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
         (&Kind::Shared(shm), _) => {
             // SAFETY: the pool lives until freed below.
             let shm_ref = unsafe { shm.as_ref() };
-            // Chunks whose return failed go back before the pool goes: other processes may
-            // still use the mapping.
-            shared::give_back_pending_locking(shm_ref);
+            // Chunks whose return failed go back before the pool goes, under the callbacks:
+            // other processes may still use the mapping.
+            plumbing::retry_returns(shm_ref);
+            // Otherwise Melon's destroy of a shared pool calls no callback, and its caller may
+            // hold the lock: this process's owner slot, empty now that the children are gone (but for a
+            // chunk whose return failed), is let go of without the lock, and looks dead to the
+            // next process that reclaims.
+            plumbing::let_go_without_lock(shm_ref);
             shared::unregister(shm);
             drop(pool);
             let _unmapping = shared::lifecycle();
@@ -377,11 +381,8 @@ pub(crate) fn for_each_descendant(
 }
 
 /// Runs `f` on a shared pool as a call whose caller holds its lock, as Melon expects of every
-/// call on the shared pool itself. Chunks whose return failed earlier are given back first,
-/// under that same lock.
+/// call on the shared pool itself. Chunks whose return failed earlier are given back as the pool
+/// takes its (muted) lock.
 pub(crate) fn on_shared<R>(pool: &ShmPool, f: impl FnOnce(&ShmPool) -> R) -> R {
-    as_holder(|| {
-        shared::give_back_pending_held(pool);
-        f(pool)
-    })
+    as_holder(|| f(pool))
 }

@@ -1,6 +1,6 @@
 //! Running out of system memory makes the C API return NULL rather than abort: the handles, the
-//! table of shared pools and its records of lent chunks are allocated fallibly, before anything
-//! else a call allocates. A global allocator that can be told to fail stands in for a system
+//! table of shared pools and a shared pool's records of the chunks lent to a child are allocated
+//! fallibly, before anything else a call allocates. A global allocator that can be told to fail stands in for a system
 //! without memory.
 
 use core::ptr;
@@ -78,7 +78,7 @@ fn a_chunk_of_a_shared_pool_without_memory_for_its_record_goes_back() {
         let initial = mln_alloc_available_capacity(shm);
         let child = mln_alloc_init(shm, 0);
         assert!(!child.is_null());
-        // The child's first chunk needs a record in this process's table, which needs memory.
+        // The child's first chunk needs a record in its chunk source, which needs memory.
         assert!(without_memory(|| mln_alloc_m(child, 64)).is_null());
         assert_eq!(mln_alloc_available_capacity(shm), initial);
         let block = mln_alloc_m(child, 64);

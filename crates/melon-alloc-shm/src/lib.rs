@@ -156,5 +156,60 @@ pub use typed::{ShmBox, ShmOffset, ShmSafe};
 /// semver promise.
 #[doc(hidden)]
 pub mod plumbing {
+    use core::ptr::NonNull;
+
+    use melon_alloc_heap::ChildPool;
+
+    pub use crate::pool::Whose;
     pub use crate::registry::free_shared;
+    use crate::ShmPool;
+
+    /// A child pool of `pool` (with at most `limit` bytes of chunks, if a limit is given) whose
+    /// every chunk is lent to this process's slot in the owner table, so that [`whose`] can
+    /// tell its blocks from the pool's own and from other processes' without the lock. Where
+    /// no slot can be claimed (128 processes hold them), it takes no chunk. Otherwise it is
+    /// [`ShmPool::child`], fork included.
+    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
+    pub fn owned_child(pool: &ShmPool, limit: Option<usize>) -> ChildPool<'_> {
+        pool.owned_child(limit)
+    }
+
+    /// Whose block `block` is, read from its page's descriptor in the mapping, atomically and
+    /// without the lock: exact for a block the caller holds, of the pool itself or of a child
+    /// pool made with [`owned_child`] (whose chunk stays lent while the child holds it), and
+    /// merely an answer for any other pointer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{plumbing::{owned_child, whose, Whose}, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let child = owned_child(&shm, None);
+    /// let own = shm.alloc(64).expect("the pool is empty");
+    /// let childs = child.alloc(64).expect("the pool is empty");
+    /// assert_eq!(whose(&shm, own), Whose::Shared);
+    /// assert_eq!(whose(&shm, childs), Whose::OwnChild);
+    /// assert_eq!(whose(&shm, core::ptr::NonNull::from(&0u8)), Whose::Outside);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn whose(pool: &ShmPool, block: NonNull<u8>) -> Whose {
+        pool.shared().whose(block.as_ptr())
+    }
+
+    /// Gives back, taking the pool's lock, the chunks that child pools of this process could not
+    /// give back because the lock failed, if there are any; takes no lock otherwise. (The next
+    /// taking of the lock, for whatever operation, gives them back anyway; this is for a caller
+    /// that wants them back now, as the C API does when a pool goes.)
+    pub fn retry_returns(pool: &ShmPool) {
+        pool.shared().retry_returns();
+    }
+
+    /// Lets go of this process's slot in `pool`'s owner table without the pool's lock, for a
+    /// pool about to be dropped by a caller that may hold the lock already (the C API's
+    /// `mln_alloc_destroy`, whose caller's lock is not recursive): the slot then looks dead,
+    /// and the next process to reclaim empties it. Dropping the pool afterwards takes no lock.
+    pub fn let_go_without_lock(pool: &ShmPool) {
+        pool.shared().claim_close();
+    }
 }

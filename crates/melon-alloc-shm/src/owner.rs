@@ -212,9 +212,29 @@ pub(crate) fn reclaim_dead(
 /// A new open file description of the pool's file, private to this process (but for a child
 /// forked without the handler).
 fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let path = format!("/proc/self/fd/{}", pool.as_raw_fd());
+    // Written on the stack: a child pool's first chunk must not need memory of the process's
+    // heap, which may have run out (the C API then returns NULL rather than aborting).
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    let mut path = [0u8; PREFIX.len() + 11];
+    path[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut fd = u32::try_from(pool.as_raw_fd()).ok()?;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (fd % 10) as u8;
+        count += 1;
+        fd /= 10;
+        if fd == 0 {
+            break;
+        }
+    }
+    for (place, digit) in path[PREFIX.len()..].iter_mut().zip(digits[..count].iter().rev()) {
+        *place = *digit;
+    }
+    // The byte after the digits is still 0: the path's end.
+    let path = core::ffi::CStr::from_bytes_until_nul(&path).ok()?;
     rustix::fs::open(
-        path.as_str(),
+        path,
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )

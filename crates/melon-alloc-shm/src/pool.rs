@@ -356,6 +356,41 @@ impl Shared {
         (offset < mapped).then_some(offset as u64)
     }
 
+    /// Takes the lock, and so gives back the chunks whose return failed, if there are any; see
+    /// [`plumbing::retry_returns`](crate::plumbing::retry_returns).
+    pub(crate) fn retry_returns(&self) {
+        if self.has_pending.load(Ordering::Relaxed) {
+            // Taking the lock is the work (see `catch_up`); a lock that fails again leaves them.
+            drop(self.lock());
+        }
+    }
+
+    /// Drops this process's claim on its owner slot without the lock; see
+    /// [`plumbing::let_go_without_lock`](crate::plumbing::let_go_without_lock).
+    pub(crate) fn claim_close(&self) {
+        self.claim.close();
+    }
+
+    /// Whose block `block` is, without the lock and without writing the mapping: see
+    /// [`plumbing::whose`](crate::plumbing::whose).
+    pub(crate) fn whose(&self, block: *const u8) -> Whose {
+        let Some(offset) = block.addr().checked_sub(self.base().addr()) else {
+            return Whose::Outside;
+        };
+        if offset >= self.mapping.reserved() {
+            return Whose::Outside;
+        }
+        // A chunk of this process's lies in the pages it has mapped: it mapped them to lend it.
+        if offset >= self.mapping.mapped() {
+            return Whose::Shared;
+        }
+        match self.arena.lent_owner(offset as u64) {
+            None => Whose::Shared,
+            Some(owner) if owner != NONE && Some(owner) == self.claim.current() => Whose::OwnChild,
+            Some(_) => Whose::OtherChild,
+        }
+    }
+
     fn ptr_at(&self, offset: u64) -> NonNull<u8> {
         // SAFETY: offsets handed out by the arena lie inside the mapping, within the end of the
         // pages grown so far, which this process has mapped.
@@ -678,10 +713,15 @@ impl ShmGuard<'_> {
     }
 
     /// Lends a chunk to a child pool of this process's, recorded as this process's so that its
-    /// death gives it back.
-    pub(crate) fn lend(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+    /// death gives it back. Without a slot in the owner table the chunk is lent to no slot, or,
+    /// if `owned_only`, not at all.
+    pub(crate) fn lend(&mut self, layout: Layout, owned_only: bool) -> Option<NonNull<u8>> {
         let shared = self.shared;
-        let owner = shared.claim.take(&shared.arena, shared.mapping.fd()).unwrap_or(NONE);
+        let owner = match shared.claim.take(&shared.arena, shared.mapping.fd()) {
+            Some(slot) => slot,
+            None if owned_only => return None,
+            None => NONE,
+        };
         let (size, align) = (layout.size(), layout.align());
         let lend = |arena: &Arena| arena.lend(size, align, owner);
         let offset = match lend(&shared.arena) {
@@ -1338,16 +1378,23 @@ impl ShmPool {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> ChildPool<'_> {
-        self.make_child(None)
+        self.make_child(None, false)
     }
 
     /// Like [`child`](ShmPool::child), holding at most `limit` bytes of chunks.
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
-        self.make_child(Some(limit))
+        self.make_child(Some(limit), false)
     }
 
-    fn make_child(&self, limit: Option<usize>) -> ChildPool<'_> {
+    /// A child pool whose chunks are all lent to this process's slot in the owner table: one
+    /// that cannot claim a slot takes no chunk. So [`Shared::whose`] tells its blocks from any
+    /// other process's without the lock, as the C API's pointer-only free needs.
+    pub(crate) fn owned_child(&self, limit: Option<usize>) -> ChildPool<'_> {
+        self.make_child(limit, true)
+    }
+
+    fn make_child(&self, limit: Option<usize>, owned_only: bool) -> ChildPool<'_> {
         // A fork must abandon the child's copy and close the copy of this process's slot.
         sys::register_fork_handler();
         let slot = Slot::reserve();
@@ -1355,6 +1402,7 @@ impl ShmPool {
         let chunks = ShmChunks {
             shared: self.shared(),
             owner: sys::process_token(),
+            owned_only,
             _slot: slot,
             chunks: HashMap::new(),
             collected: Vec::new(),
@@ -1396,12 +1444,30 @@ impl core::fmt::Debug for ShmPool {
     }
 }
 
+/// Whose block a pointer into a shared pool's mapping is, as [`Shared::whose`] tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Whose {
+    /// Not in the pool's mapping.
+    Outside,
+    /// In no lent chunk: if a block at all, one of the pool's own.
+    Shared,
+    /// In a chunk lent to this process's slot: if a block at all, one of a child pool of this
+    /// process's (or of a pool made from one), which its chunk header names.
+    OwnChild,
+    /// In a chunk lent to another process, or to no slot: not this process's to free.
+    OtherChild,
+}
+
 /// The source of a child pool's chunks: the shared pool, locked once per chunk.
 struct ShmChunks<'pool> {
     shared: &'pool Shared,
     /// [`sys::process_token`] of the process that made the child; nobody else may take chunks
     /// for it. Not its pid: a child in a new pid namespace may have its parent's.
     owner: u64,
+    /// Whether a chunk is lent only with a slot in the owner table (see
+    /// [`ShmPool::owned_child`]).
+    owned_only: bool,
     /// The child's place in the table a fork handler walks; freed with the source.
     _slot: Slot,
     /// The chunks the child holds, by offset, with their sizes: their remote-free lists are
@@ -1466,7 +1532,9 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             // original: refuse rather than share.
             return None;
         }
-        let chunk = self.shared.lock().ok()?.lend(layout)?;
+        // Room for the chunk's record first: without memory, no chunk rather than an abort.
+        self.chunks.try_reserve(1).ok()?;
+        let chunk = self.shared.lock().ok()?.lend(layout, self.owned_only)?;
         if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
             self.chunks.insert(offset, layout.size());
         }

@@ -56,24 +56,7 @@ impl Arena {
     /// boundary. Read without the lock: it is exact for a block the caller holds, whose chunk
     /// stays lent while the block is out, and merely an answer for any other offset.
     pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
-        let page = self.page_of(offset)?;
-        let words = self.words(page);
-        let (chunk, chunk_words) = match words.kind().load(Ordering::Acquire) & 0xff {
-            kind::LENT => (page, words),
-            kind::LENT_PAGE => {
-                let chunk = words.head().load(Ordering::Acquire);
-                // At or before the page; `in_data` below bounds it from beneath.
-                if chunk > page {
-                    return None;
-                }
-                let chunk_words = self.words(chunk);
-                if chunk_words.kind().load(Ordering::Acquire) & 0xff != kind::LENT {
-                    return None;
-                }
-                (chunk, chunk_words)
-            }
-            _ => return None,
-        };
+        let (chunk, chunk_words) = self.lent_chunk_of(offset)?;
         // Blocks lie in a chunk's first pages, which must lie in the data pages too.
         let pages = chunk_words.len().load(Ordering::Acquire).min(super::CHUNK_PAGES);
         if !self.in_data(chunk, pages) {
@@ -83,6 +66,36 @@ impl Arena {
         let inside = u64::from(within) < u64::from(pages) * PAGE as u64;
         (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside)
             .then_some(RemoteTarget { chunk, within })
+    }
+
+    /// The first page of the lent chunk whose pages hold `offset`, and that page's words. Read
+    /// without the lock, with the same exactness as [`remote_target`](Arena::remote_target).
+    fn lent_chunk_of(&self, offset: u64) -> Option<(u32, DescWords<'_>)> {
+        let page = self.page_of(offset)?;
+        let words = self.words(page);
+        match words.kind().load(Ordering::Acquire) & 0xff {
+            kind::LENT => Some((page, words)),
+            kind::LENT_PAGE => {
+                let chunk = words.head().load(Ordering::Acquire);
+                // At or before the page; the callers bound it from beneath with `in_data`.
+                if chunk > page {
+                    return None;
+                }
+                let chunk_words = self.words(chunk);
+                (chunk_words.kind().load(Ordering::Acquire) & 0xff == kind::LENT)
+                    .then_some((chunk, chunk_words))
+            }
+            _ => None,
+        }
+    }
+
+    /// The owner slot of the lent chunk whose pages hold `offset` ([`NONE`] for a chunk of no
+    /// slot's), or `None` when `offset` lies in no lent chunk. Read without the lock: exact for
+    /// a block the caller holds, whether of the pool itself (its page is never lent while the
+    /// block is in use) or of a child pool (its chunk stays lent while the child holds it).
+    pub(crate) fn lent_owner(&self, offset: u64) -> Option<u32> {
+        let (chunk, words) = self.lent_chunk_of(offset)?;
+        self.in_data(chunk, 1).then(|| words.owner().load(Ordering::Acquire))
     }
 
     /// Counts a block of the chunk `target` names as handed off: until it is freed, the chunk

@@ -169,6 +169,16 @@ pub mod plumbing {
     /// tell its blocks from the pool's own and from other processes' without the lock. Where
     /// no slot can be claimed (128 processes hold them), it takes no chunk. Otherwise it is
     /// [`ShmPool::child`], fork included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let child = melon_alloc_shm::plumbing::owned_child(&shm, Some(64 << 10));
+    /// assert!(child.alloc(100).is_some());
+    /// assert!(shm.stats()?.lent_bytes > 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn owned_child(pool: &ShmPool, limit: Option<usize>) -> ChildPool<'_> {
         pool.owned_child(limit)
@@ -201,6 +211,17 @@ pub mod plumbing {
     /// give back because the lock failed, if there are any; takes no lock otherwise. (The next
     /// taking of the lock, for whatever operation, gives them back anyway; this is for a caller
     /// that wants them back now, as the C API does when a pool goes.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// let before = shm.available();
+    /// // Nothing failed to come back: nothing to do.
+    /// melon_alloc_shm::plumbing::retry_returns(&shm);
+    /// assert_eq!(shm.available(), before);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn retry_returns(pool: &ShmPool) {
         pool.shared().retry_returns();
     }
@@ -209,6 +230,16 @@ pub mod plumbing {
     /// pool about to be dropped by a caller that may hold the lock already (the C API's
     /// `mln_alloc_destroy`, whose caller's lock is not recursive): the slot then looks dead,
     /// and the next process to reclaim empties it. Dropping the pool afterwards takes no lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
+    /// drop(melon_alloc_shm::plumbing::owned_child(&shm, None));
+    /// melon_alloc_shm::plumbing::let_go_without_lock(&shm);
+    /// drop(shm);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn let_go_without_lock(pool: &ShmPool) {
         pool.shared().claim_close();
     }

@@ -1444,7 +1444,19 @@ impl core::fmt::Debug for ShmPool {
     }
 }
 
-/// Whose block a pointer into a shared pool's mapping is, as [`Shared::whose`] tells it.
+/// Whose block a pointer into a shared pool's mapping is, as
+/// [`plumbing::whose`](crate::plumbing::whose) tells it.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::{plumbing::{whose, Whose}, ShmPool};
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let block = shm.alloc(64).expect("the pool is empty");
+/// assert_eq!(whose(&shm, block), Whose::Shared);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Whose {

@@ -23,22 +23,25 @@ const DEFAULT_SECONDS: u64 = 60;
 pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
     let seconds = seconds(args)?;
 
-    if !succeeds(nightly_cargo(&["fuzz", "--version"])) {
-        let mut install = Command::new("cargo");
-        install.args(["install", "cargo-fuzz", "--locked"]);
-        run(install)?;
-    }
     if !has_nightly()? {
         let mut nightly = Command::new("rustup");
         nightly.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
         run(nightly)?;
+    }
+    let mut version = crate::toolchain_cargo("nightly");
+    version.args(["fuzz", "--version"]);
+    if !succeeds(version) {
+        let mut install = Command::new("cargo");
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        run(install)?;
     }
 
     // Each target gets its share of the time, and at least a second.
     let share = (seconds / TARGETS.len() as u64).max(1);
     let max_total_time = format!("-max_total_time={share}");
     for target in TARGETS {
-        let mut fuzz = nightly_cargo(&["+nightly", "fuzz", "run", target, "--", &max_total_time]);
+        let mut fuzz = crate::toolchain_cargo("nightly");
+        fuzz.args(["fuzz", "run", target, "--", &max_total_time]);
         fuzz.current_dir(root().join("fuzz"));
         run(fuzz)?;
     }
@@ -63,19 +66,6 @@ fn seconds(args: &[String]) -> Result<u64, String> {
         };
     }
     Ok(seconds)
-}
-
-/// A command of the rustup proxy `cargo`, which understands `+nightly`, without the variables
-/// through which the cargo running this task would pin the toolchain.
-fn nightly_cargo(args: &[&str]) -> Command {
-    let mut command = Command::new("cargo");
-    command
-        .current_dir(root())
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
-        .args(args);
-    command
 }
 
 /// Whether a command runs and succeeds; its output is not shown, as only the answer matters.

@@ -345,7 +345,9 @@ unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
             // hold the lock: this process's owner slot, empty now that the children are gone (but for a
             // chunk whose return failed), is let go of without the lock, and looks dead to the
             // next process that reclaims.
-            plumbing::let_go_without_lock(shm_ref);
+            // SAFETY: the handle has no children left (caller), so no child pool of this
+            // process holds a chunk of the pool, and none is made before it is dropped below.
+            unsafe { plumbing::let_go_without_lock(shm_ref) };
             shared::unregister(shm);
             drop(pool);
             let _unmapping = shared::lifecycle();

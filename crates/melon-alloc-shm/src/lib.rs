@@ -231,16 +231,22 @@ pub mod plumbing {
     /// `mln_alloc_destroy`, whose caller's lock is not recursive): the slot then looks dead,
     /// and the next process to reclaim empties it. Dropping the pool afterwards takes no lock.
     ///
+    /// # Safety
+    /// - No child pool this process made from `pool` holds a chunk (they have all been
+    ///   dropped), and none takes one until `pool` is dropped: another process that reclaims
+    ///   the slot gives every chunk lent to it back to the pool, to be lent again.
+    ///
     /// # Examples
     ///
     /// ```
     /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
     /// drop(melon_alloc_shm::plumbing::owned_child(&shm, None));
-    /// melon_alloc_shm::plumbing::let_go_without_lock(&shm);
+    /// // SAFETY: the only child is dropped, and `shm` is dropped next.
+    /// unsafe { melon_alloc_shm::plumbing::let_go_without_lock(&shm) };
     /// drop(shm);
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
-    pub fn let_go_without_lock(pool: &ShmPool) {
+    pub unsafe fn let_go_without_lock(pool: &ShmPool) {
         pool.shared().claim_close();
     }
 }

@@ -15,6 +15,12 @@ pub(crate) fn run_all() -> Result<(), String> {
     test.args(["test", "--workspace"]);
     run(test)?;
 
+    // The core again with 4 KiB chunks: its own tests and doctests, alone, since the heap and
+    // shared-memory crates refuse that feature.
+    let mut small_chunks = cargo();
+    small_chunks.args(["test", "-p", "melon-alloc-core", "--features", "small-chunks"]);
+    run(small_chunks)?;
+
     crash_tests()?;
 
     let mut release_test = cargo();

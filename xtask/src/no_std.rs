@@ -1,7 +1,8 @@
 //! `cargo xtask no-std`: builds the core crate for a microcontroller target, proving the engine
 //! needs no operating system and no allocator of its own, then builds the test firmware in
-//! `firmware/` and runs it on an emulated Cortex-M4 (QEMU's `mps2-an386` board), which passes
-//! only if the firmware exits 0 after saying that every check held.
+//! `firmware/` and runs it on an emulated Cortex-M4 (QEMU's `mps2-an386` board), with the core's
+//! 16 KiB chunks and again with its `small-chunks` feature; each run passes only if the
+//! firmware exits 0 after saying that every check held.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -32,30 +33,42 @@ pub(crate) fn run_task() -> Result<(), String> {
     core_api.args(["build", "-p", "melon-alloc-core", "--target", TARGET]);
     run(core_api)?;
 
-    let firmware = root().join("firmware");
-    let mut build = cargo();
-    // The firmware's own `.cargo/config.toml` (the linker script) applies from its directory.
-    build.current_dir(&firmware).args(["build", "--release", "--target", TARGET]);
-    build.arg("--target-dir").arg(firmware_target_dir());
-    run(build)?;
-    emulate(&elf("melon-alloc-firmware"), ALL_PASSED).map(drop)
+    // The test firmware with the core's 16 KiB chunks, then with its 4 KiB ones.
+    for features in [None, Some("small-chunks")] {
+        let mut build = cargo();
+        // The firmware's own `.cargo/config.toml` (the linker script) applies from its
+        // directory.
+        build.current_dir(root().join("firmware"));
+        build.args(["build", "--release", "--target", TARGET]);
+        build.arg("--target-dir").arg(firmware_target_dir());
+        if let Some(features) = features {
+            build.args(["--features", features]);
+        }
+        run(build)?;
+        emulate(&elf("melon-alloc-firmware"), ALL_PASSED)?;
+    }
+    Ok(())
 }
 
 /// The peers of the firmware comparison: the `compare` binary's feature for each (none is
 /// melon's pool), and the name its table row gets. The last, a bump allocator that never frees,
 /// is the baseline the others' code size is measured against.
-pub(crate) const FIRMWARE_PEERS: [(&str, &str); 5] = [
+pub(crate) const FIRMWARE_PEERS: [(&str, &str); 6] = [
     ("", "melon"),
+    ("small-chunks", SMALL_CHUNKS_PEER),
     ("llff", "embedded-alloc LLFF"),
     ("tlsf", "embedded-alloc TLSF"),
     ("talc", "talc"),
     ("bump", "bump"),
 ];
 
+/// The name of melon's row with the core's `small-chunks` feature.
+pub(crate) const SMALL_CHUNKS_PEER: &str = "melon, 4 KiB chunks";
+
 /// One peer's build and run of the `compare` firmware.
 pub(crate) struct Compared {
     pub(crate) peer: &'static str,
-    /// Bytes of the build's `.text` section.
+    /// Bytes of the `.text` section of the peer's build of `footprint`.
     pub(crate) text_bytes: u64,
     /// The figures the run printed (`name value` lines, see `firmware/src/compare/main.rs`).
     pub(crate) figures: Vec<(String, u64)>,
@@ -69,14 +82,16 @@ pub(crate) fn compare() -> Result<Vec<Compared>, String> {
         let mut build = cargo();
         build.current_dir(root().join("firmware"));
         build.args(["build", "--release", "--target", TARGET, "--bin", "compare"]);
+        build.args(["--bin", "footprint"]);
         build.arg("--target-dir").arg(firmware_target_dir());
         if !feature.is_empty() {
             build.args(["--features", feature]);
         }
         run(build)?;
-        let elf = elf("compare");
-        let text = text_bytes(&elf)?;
-        let output = emulate(&elf, "done")?;
+        // The code size from the program that only allocates through its global allocator;
+        // the figures from the one that measures.
+        let text = text_bytes(&elf("footprint"))?;
+        let output = emulate(&elf("compare"), "done")?;
         let figures = output
             .lines()
             .filter_map(|line| {

@@ -8,9 +8,10 @@
 use core::alloc::Layout;
 use core::ptr;
 
-/// Size and alignment of the chunks that hold small blocks. Large blocks get a chunk of their
-/// own, aligned the same way and as long as they need.
-pub const CHUNK_SIZE: usize = 16 * 1024;
+/// Size and alignment of the chunks that hold small blocks: 16 KiB, or 4 KiB with the
+/// `small-chunks` feature. Large blocks get a chunk of their own, aligned the same way and as
+/// long as they need.
+pub const CHUNK_SIZE: usize = if cfg!(feature = "small-chunks") { 4 << 10 } else { 16 << 10 };
 
 /// The layout of every small chunk: the layout an engine asks its source for.
 pub const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {

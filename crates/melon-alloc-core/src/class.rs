@@ -4,25 +4,38 @@
 //! to 256 bytes (so the common small sizes waste nothing), then four classes per power of two up
 //! to 2 KiB (at most 25 % rounding), then the sizes that split a chunk's data bytes exactly into
 //! 6, 5, 4, 3 and 2 blocks, up to [`MAX_SMALL`]. Larger requests get a chunk of their own.
+//!
+//! With the `small-chunks` feature (4 KiB chunks) the four classes per power of two stop at
+//! 1 KiB, and the last two classes split the chunk's data bytes into 3 and 2 blocks.
 
 use crate::chunk::{CHUNK_SIZE, HEADER_SIZE};
 
 /// Number of small size classes.
-pub const CLASS_COUNT: usize = 33;
+pub const CLASS_COUNT: usize = CLASS_SIZES.len();
 
 /// The largest request served from a size class; larger ones get a chunk of their own.
-pub const MAX_SMALL: usize = 8160;
+pub const MAX_SMALL: usize = CLASS_SIZES[CLASS_COUNT - 1];
 
 /// Alignment of every block handed out by `alloc`: what `malloc` promises on x86_64.
 pub const MIN_ALIGN: usize = 16;
 
 /// Block size of each class, in bytes.
-pub const CLASS_SIZES: [usize; CLASS_COUNT] = [
+#[cfg(not(feature = "small-chunks"))]
+pub const CLASS_SIZES: [usize; 33] = [
     16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256, // step 16
     320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, // four per doubling
     // The chunk's 16,320 data bytes in 6, 5, 4, 3 and 2 blocks: nothing wasted at the class size,
     // and at most a third (a half for the last) for a request just above the class below.
     2720, 3264, 4080, 5440, 8160,
+];
+
+/// Block size of each class, in bytes.
+#[cfg(feature = "small-chunks")]
+pub const CLASS_SIZES: [usize; 26] = [
+    16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256, // step 16
+    320, 384, 448, 512, 640, 768, 896, 1024, // four per doubling
+    // The chunk's 4,032 data bytes in 3 and 2 blocks, as above.
+    1344, 2016,
 ];
 
 /// Class index for every request size rounded up to 16, indexed by `(size + 15) / 16`.
@@ -106,6 +119,9 @@ pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// The largest power-of-two class: the classes above it split a chunk's data bytes exactly.
+    const LAST_DOUBLING: usize = if cfg!(feature = "small-chunks") { 1024 } else { 2048 };
+
     #[test]
     fn every_size_gets_the_smallest_class_that_holds_it() {
         for size in 0..=MAX_SMALL {
@@ -135,8 +151,9 @@ mod tests {
     }
 
     #[test]
-    fn the_classes_above_2_kib_fill_their_chunks_exactly() {
-        for class in CLASS_SIZES.iter().position(|&size| size == 2048).unwrap() + 1..CLASS_COUNT {
+    fn the_classes_above_the_last_doubling_fill_their_chunks_exactly() {
+        let last_doubling = CLASS_SIZES.iter().position(|&size| size == LAST_DOUBLING).unwrap();
+        for class in last_doubling + 1..CLASS_COUNT {
             assert_eq!(FIRST_OFFSET[class], HEADER_SIZE);
             let used = CAPACITY[class] as usize * CLASS_SIZES[class];
             assert_eq!(used, CHUNK_SIZE - HEADER_SIZE, "class {}", CLASS_SIZES[class]);

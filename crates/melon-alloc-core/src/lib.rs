@@ -45,7 +45,9 @@
 //! pool over memory of your own. On a program's heap, `melon-alloc-heap` (or the `melon-alloc`
 //! facade) gives the same engine with a safe API, children and a global source. The engine takes
 //! 16 KiB chunks: every size class in use holds at least one, so a region much smaller than
-//! 16 KiB times the classes a program uses serves only some of them.
+//! 16 KiB times the classes a program uses serves only some of them. For regions of a few tens
+//! of KiB, the `small-chunks` feature makes chunks 4 KiB: a 64 KiB region then holds blocks of
+//! eight classes at once, where 16 KiB chunks leave room for four.
 //!
 //! # Features
 //!
@@ -53,6 +55,7 @@
 //! |---|---|---|
 //! | `allocator-api2` | yes | implements `allocator_api2::alloc::Allocator` for `LockedPool` |
 //! | `valgrind` | no | tells memcheck about every block handed out and freed (x86_64 only) |
+//! | `small-chunks` | no | 4 KiB chunks and classes up to 2016 bytes, for small regions; the heap and shared-memory crates refuse it |
 //!
 //! # Platforms
 //!

@@ -142,7 +142,9 @@ fn a_failing_source_refuses_without_a_charge() {
         assert_eq!(source.chunks_out(), 0);
         engine.check().unwrap();
     }
-    for align in [64, 4096] {
+    // The second alignment is served from a chunk of its own with 16 KiB chunks, and from the
+    // 1 KiB class with 4 KiB chunks: either way it needs a chunk from the source.
+    for align in [64, CHUNK_SIZE / 4] {
         source.fail_next(1);
         let layout = Layout::from_size_align(100, align).unwrap();
         assert_eq!(engine.alloc_layout(layout), None);
@@ -220,7 +222,7 @@ fn the_limit_gets_the_cached_chunks_back_before_refusing() {
     let limit = 4 * CHUNK_SIZE;
     let mut engine = Engine::new(source.clone(), Some(limit));
     let live = engine.alloc(64).unwrap();
-    for size in [16, 128, 2048] {
+    for size in [16, 128, 1024] {
         let block = engine.alloc(size).unwrap();
         free(&mut engine, block);
     }
@@ -682,9 +684,12 @@ fn an_engine_over_a_region_fills_it_and_gets_it_back_whole() {
         large.push(block);
     }
     assert_eq!(large.len(), units / 2);
-    let aligned = engine.alloc_layout(Layout::from_size_align(100, 4096).unwrap());
+    // A quarter of a chunk: the largest alignment that 16 KiB chunks serve from a chunk of its
+    // own, and 4 KiB chunks from a class; either way it takes the odd unit left, if there is one.
+    let align = CHUNK_SIZE / 4;
+    let aligned = engine.alloc_layout(Layout::from_size_align(100, align).unwrap());
     if units % 2 == 1 {
-        assert_eq!(aligned.unwrap().as_ptr() as usize % 4096, 0);
+        assert_eq!(aligned.unwrap().as_ptr() as usize % align, 0);
     }
     for block in large.into_iter().chain(aligned) {
         free(&mut engine, block);
@@ -791,4 +796,27 @@ fn an_engine_that_moved_finds_its_blocks_by_its_lists_not_by_their_owner_address
     assert_eq!(moved.check().map_err(|error| error.problem), Err(Problem::WrongOwner));
     drop(moved);
     assert_eq!(source.chunks_out(), 0, "dropping it still gives every chunk back");
+}
+
+/// What the `small-chunks` feature is for: a region of 64 KiB, as a microcontroller has, holds a
+/// block of each of eight classes at once, where 16 KiB chunks leave room for four.
+#[cfg(feature = "small-chunks")]
+#[test]
+fn small_chunks_let_a_64_kib_region_hold_eight_classes_at_once() {
+    assert_eq!((CHUNK_SIZE, MAX_SMALL), (4096, 2016));
+    // One unit more than 64 KiB, so that the region holds 16 whole units wherever it lies.
+    let (buffer, source) = region(64 * 1024 + CHUNK_SIZE);
+    assert!(units_in(&buffer) >= 16);
+    let mut engine = Engine::new(source, None);
+    let sizes = [16, 48, 112, 200, 400, 800, 1500, 3000];
+    let blocks: Vec<_> = sizes.iter().map(|&size| engine.alloc(size).unwrap()).collect();
+    assert_eq!(engine.stats().chunks + engine.stats().large_blocks, 8);
+    // Half the region is still free, in one run.
+    assert!(engine.alloc(7 * CHUNK_SIZE).is_some());
+    engine.check().unwrap();
+    for block in blocks {
+        free(&mut engine, block);
+    }
+    drop(engine);
+    drop(buffer);
 }

@@ -152,6 +152,14 @@
 //! Any target with `std`. [`OsSource`], and so [`LockedHeapPool`], is Linux only, as are the
 //! huge-page hints of the global source.
 
+// The pools' sources, their recycling and their limits are written for 16 KiB chunks: a build
+// that turns on the core's `small-chunks` feature (for firmware, which uses the core alone) is
+// refused here rather than run on rules made for another size.
+const _: () = assert!(
+    melon_alloc_core::CHUNK_SIZE == 16 << 10,
+    "melon-alloc-heap needs 16 KiB chunks: melon-alloc-core's `small-chunks` feature is for the core alone"
+);
+
 mod allocator;
 mod global;
 #[cfg(target_os = "linux")]

@@ -115,6 +115,13 @@
 // Empty elsewhere: see "Platforms" above.
 #![cfg(target_os = "linux")]
 
+// The shared pool lends chunks of whole pages, written for 16 KiB chunks: a build that turns on
+// the core's `small-chunks` feature (for firmware, which uses the core alone) is refused here.
+const _: () = assert!(
+    melon_alloc_core::CHUNK_SIZE == 16 << 10,
+    "melon-alloc-shm needs 16 KiB chunks: melon-alloc-core's `small-chunks` feature is for the core alone"
+);
+
 mod allocator;
 mod arena;
 mod builder;

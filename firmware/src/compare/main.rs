@@ -1,11 +1,14 @@
 //! The firmware workload of the allocator comparison: one build per allocator (see [`peer`]),
-//! run on QEMU's `mps2-an386` board by `cargo xtask bench --only firmware`, which also takes the
-//! code size of each build. It prints one `name value` line per figure:
+//! run on QEMU's `mps2-an386` board by `cargo xtask bench --only firmware` (which takes the code
+//! size from `footprint.rs` instead). It prints one `name value` line per figure:
 //! - `blocks SIZE COUNT`: how many blocks of SIZE bytes (aligned to 8) a fresh heap over 64 KiB
 //!   serves before it refuses one; 64 KiB over COUNT is the RAM each live block costs;
 //! - `largest_fresh BYTES`: the largest block a fresh heap over 64 KiB serves;
 //! - `largest_fragmented BYTES`: the largest block it serves after being filled with 64-byte
 //!   blocks of which every other one was freed;
+//! - `spread_held COUNT` and `largest_after_spread BYTES`: how many of one block each of
+//!   [`SPREAD`]'s eight sizes a fresh heap over 64 KiB holds at once, and the largest block it
+//!   serves besides them: what a program with a few objects of many sizes can count on;
 //!
 //! after a run of `Vec`, `BTreeMap` and `String` through the global allocator, so that every
 //! build holds the code a program's collections call. A failed check exits 1.
@@ -37,6 +40,9 @@ static mut MEASURE: peer::Region<MEASURE_BYTES> = peer::Region([0; MEASURE_BYTES
 /// The request sizes whose RAM per live block is measured.
 const SIZES: [usize; 3] = [16, 64, 200];
 
+/// Eight request sizes, each in a size class of its own whatever melon's chunk size.
+const SPREAD: [usize; 8] = [16, 48, 112, 200, 400, 800, 1500, 3000];
+
 #[entry]
 fn main() -> ! {
     peer::init_global();
@@ -51,12 +57,27 @@ fn main() -> ! {
     let fragmented = with_fresh_heap(|heap| {
         let blocks = fill(heap, 64);
         for &block in blocks.iter().step_by(2) {
-            // SAFETY: a live block of `heap` with this layout, freed once.
-            unsafe { GlobalAlloc::dealloc(heap, block, layout(64)) };
+            // SAFETY: a live block of `heap` of 64 bytes, freed once.
+            unsafe { give(heap, block, 64) };
         }
         largest(heap)
     });
     say(format_args!("largest_fragmented {fragmented}"));
+    let (held, after) = with_fresh_heap(|heap| {
+        let blocks: Vec<(*mut u8, usize)> = SPREAD
+            .iter()
+            .map(|&size| (take(heap, size), size))
+            .filter(|(block, _)| !block.is_null())
+            .collect();
+        let after = largest(heap);
+        for &(block, size) in &blocks {
+            // SAFETY: a live block of `heap` of `size` bytes, freed once.
+            unsafe { give(heap, block, size) };
+        }
+        (blocks.len(), after)
+    });
+    say(format_args!("spread_held {held}"));
+    say(format_args!("largest_after_spread {after}"));
     say(format_args!("done"));
     report::exit(true)
 }
@@ -75,6 +96,22 @@ fn layout(size: usize) -> Layout {
     }
 }
 
+/// A block of `size` bytes (aligned to 8) from `heap`, or null: how every measurement
+/// allocates, and frees through [`give`].
+fn take(heap: &peer::Heap, size: usize) -> *mut u8 {
+    // SAFETY: every size measured is above zero, so the layout is not zero-sized.
+    unsafe { GlobalAlloc::alloc(heap, layout(size)) }
+}
+
+/// Frees a block [`take`] returned.
+///
+/// # Safety
+/// `block` is a live block of `heap` of `size` bytes, freed once.
+unsafe fn give(heap: &peer::Heap, block: *mut u8, size: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { GlobalAlloc::dealloc(heap, block, layout(size)) }
+}
+
 /// Runs `measure` on a fresh heap over [`MEASURE`], which is the heap's alone meanwhile.
 fn with_fresh_heap<R>(measure: impl FnOnce(&peer::Heap) -> R) -> R {
     // SAFETY: measurements run one at a time, and each heap is gone before the next is made.
@@ -86,8 +123,7 @@ fn with_fresh_heap<R>(measure: impl FnOnce(&peer::Heap) -> R) -> R {
 fn fill(heap: &peer::Heap, size: usize) -> Vec<*mut u8> {
     let mut blocks = Vec::new();
     loop {
-        // SAFETY: the layout is not zero-sized.
-        let block = unsafe { GlobalAlloc::alloc(heap, layout(size)) };
+        let block = take(heap, size);
         if block.is_null() {
             return blocks;
         }
@@ -101,13 +137,12 @@ fn fill(heap: &peer::Heap, size: usize) -> Vec<*mut u8> {
 /// The largest block `heap` serves now, to 8 bytes, by bisection; each block is freed again.
 fn largest(heap: &peer::Heap) -> usize {
     let serves = |size: usize| {
-        // SAFETY: the layout is not zero-sized.
-        let block = unsafe { GlobalAlloc::alloc(heap, layout(size)) };
+        let block = take(heap, size);
         if block.is_null() {
             return false;
         }
-        // SAFETY: a live block of `heap` with this layout, freed once.
-        unsafe { GlobalAlloc::dealloc(heap, block, layout(size)) };
+        // SAFETY: a live block of `heap` of `size` bytes, freed once.
+        unsafe { give(heap, block, size) };
         true
     };
     let (mut low, mut high) = (0, MEASURE_BYTES + 8);

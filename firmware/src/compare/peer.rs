@@ -28,7 +28,8 @@ pub(crate) static mut ARENA: Region<ARENA_BYTES> = Region([0; ARENA_BYTES]);
 mod chosen {
     use melon_alloc_core::{LockedPool, RegionSource};
 
-    pub(crate) const NAME: &str = "melon";
+    pub(crate) const NAME: &str =
+        if cfg!(feature = "small-chunks") { "melon, 4 KiB chunks" } else { "melon" };
 
     pub(crate) type Heap = LockedPool<RegionSource>;
 

@@ -28,16 +28,22 @@ pub(super) fn firmware_results(page: &mut String, targets: &mut Vec<Target>, fir
          `#[global_allocator]` for `thumbv7em-none-eabihf` (`opt-level = \"s\"`) and run on \
          QEMU's `mps2-an386` Cortex-M4 board: melon's `LockedPool<RegionSource>`, \
          embedded-alloc 0.6's `LlffHeap` and `TlsfHeap`, and talc 5's `TalcLock`. Code is the \
-         build's `.text` over that of the same firmware with a bump allocator that never frees. \
+         `.text` of `firmware/src/footprint.rs`, which only builds `alloc`'s collections \
+         through its global allocator, over that of the same program with a bump allocator \
+         that never frees. \
          RAM per block is 64 KiB over the number of blocks of that size (aligned to 8) a fresh \
          heap over 64 KiB serves before it refuses one; the largest blocks are found by \
          bisection in a fresh heap over 64 KiB, and in one filled with 64-byte blocks of which \
-         every other one was freed. Produced by:\n\n\
+         every other one was freed. The last column is how many of one block each of eight \
+         sizes in eight classes (16 to 3000 bytes) a fresh heap over 64 KiB holds at once, and \
+         the largest block it serves besides them. melon's second row is the core built with \
+         its `small-chunks` feature (4 KiB chunks, classes up to 2016 bytes). Produced by:\n\n\
          ```sh\n\
          cargo xtask bench --only firmware\n\
          ```\n\n\
          | allocator | code (B) | RAM per 16 / 64 / 200 B block | largest block, fresh | \
-         largest block, fragmented |\n|---|---:|---:|---:|---:|\n",
+         largest block, fragmented | 8 sizes at once: held, largest besides |\n\
+         |---|---:|---:|---:|---:|---:|\n",
     );
     let baseline = firmware.get("bump").map(|bump| bump.text_bytes);
     let code = |name: &str| {
@@ -57,13 +63,19 @@ pub(super) fn firmware_results(page: &mut String, targets: &mut Vec<Target>, fir
             .collect();
         let figure = |name| peer.figure(name).map_or("n/a".into(), |value| value.to_string());
         let code = code(&peer.name).map_or("n/a".into(), |bytes| bytes.to_string());
-        let name = if peer.name == "melon" { "**melon**".into() } else { peer.name.clone() };
+        let name = if peer.name.starts_with("melon") {
+            format!("**{}**", peer.name)
+        } else {
+            peer.name.clone()
+        };
         let _ = writeln!(
             page,
-            "| {name} | {code} | {} | {} | {} |",
+            "| {name} | {code} | {} | {} | {} | {} of 8, {} |",
             ram.join(" / "),
             figure("largest_fresh"),
-            figure("largest_fragmented")
+            figure("largest_fragmented"),
+            figure("spread_held"),
+            figure("largest_after_spread")
         );
     }
     page.push('\n');

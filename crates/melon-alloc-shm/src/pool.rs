@@ -192,10 +192,12 @@ impl Shared {
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header_atomics();
         let mut holder_died = false;
+        // The holder's token, kept by the guard for the unlock: one lookup per hold.
+        let mut me = 0;
         match &self.lock {
             None => {
                 let lock = header.lock;
-                let me = sys::thread_token();
+                me = sys::thread_token();
                 if lock.holder.load(Ordering::Relaxed) == me {
                     return Err(ShmError::WouldDeadlock);
                 }
@@ -208,7 +210,7 @@ impl Shared {
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
         // Made now, so that an error below releases the lock.
-        let mut guard = ShmGuard { shared: self, _not_send: core::marker::PhantomData };
+        let mut guard = ShmGuard { shared: self, token: me, _not_send: core::marker::PhantomData };
         // All four are rare; one test each keeps the common path short.
         if header.log_len.load(Ordering::Relaxed) != 0
             || self.has_pending.load(Ordering::Relaxed)
@@ -283,8 +285,10 @@ impl Shared {
         arena.finish_release();
     }
 
+    /// Releases the lock that the thread whose token is `token` (its [`sys::thread_token`])
+    /// holds.
     #[inline]
-    fn unlock(&self) -> Result<(), ShmError> {
+    fn unlock(&self, token: u64) -> Result<(), ShmError> {
         match &self.lock {
             None => {
                 let lock = self.header_atomics().lock;
@@ -293,12 +297,8 @@ impl Shared {
                 // wait for itself on its next `lock` instead of hearing `WouldDeadlock`. The
                 // mutex then refuses an unlock by a thread that does not hold it (`EPERM`),
                 // leaving the holder's lock as it is.
-                let _ = lock.holder.compare_exchange(
-                    sys::thread_token(),
-                    0,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                let _ =
+                    lock.holder.compare_exchange(token, 0, Ordering::Relaxed, Ordering::Relaxed);
                 unlock_robust(&lock.mutex)
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
@@ -409,6 +409,9 @@ impl Shared {
 #[must_use = "the pool's lock is released as soon as the guard is dropped"]
 pub struct ShmGuard<'pool> {
     shared: &'pool Shared,
+    /// The token of the thread that took the built-in lock ([`sys::thread_token`]), which the
+    /// unlock clears from the lock; 0 with a lock of the user's.
+    token: u64,
     /// The built-in lock belongs to the thread that took it.
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -687,9 +690,9 @@ impl ShmGuard<'_> {
     /// its lock on while it was alive, which only the case described under "Thread ids, pid
     /// namespaces and the one residual case" in the architecture notes can do.
     pub fn unlock(self) -> Result<(), ShmError> {
-        let shared = self.shared;
+        let (shared, token) = (self.shared, self.token);
         core::mem::forget(self);
-        shared.unlock()
+        shared.unlock(token)
     }
 
     /// Gives back the chunks of every process that held chunks for its child pools and has
@@ -742,7 +745,7 @@ impl ShmGuard<'_> {
 impl Drop for ShmGuard<'_> {
     fn drop(&mut self) {
         // A custom lock's failure to unlock cannot be reported from here; `unlock` reports it.
-        let _ = self.shared.unlock();
+        let _ = self.shared.unlock(self.token);
     }
 }
 
@@ -1612,7 +1615,7 @@ mod tests {
         let mut guard = shm.lock().unwrap();
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                let refused = shm.shared().unlock();
+                let refused = shm.shared().unlock(sys::thread_token());
                 assert_eq!(
                     refused,
                     Err(ShmError::Os {

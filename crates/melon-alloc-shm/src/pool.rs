@@ -1407,7 +1407,7 @@ impl ShmPool {
             owner: sys::process_token(),
             owned_only,
             _slot: slot,
-            chunks: HashMap::new(),
+            chunks: ChunkMap::default(),
             collected: Vec::new(),
             seen: 0,
         };
@@ -1474,6 +1474,13 @@ pub enum Whose {
     OtherChild,
 }
 
+/// A child's chunks by offset, with their sizes. Hashed with fixed keys, so that the chunks are
+/// walked in the same order on every run of the same operations: the order in which the child
+/// collects freed blocks decides where its next blocks come from, and a run that can be
+/// repeated exactly is one whose instructions can be counted. The keys are offsets the pool
+/// chose, not input an attacker picks.
+type ChunkMap = HashMap<u64, usize, core::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+
 /// The source of a child pool's chunks: the shared pool, locked once per chunk.
 struct ShmChunks<'pool> {
     shared: &'pool Shared,
@@ -1487,7 +1494,7 @@ struct ShmChunks<'pool> {
     _slot: Slot,
     /// The chunks the child holds, by offset, with their sizes: their remote-free lists are
     /// what it collects.
-    chunks: HashMap<u64, usize>,
+    chunks: ChunkMap,
     /// Blocks collected from those lists that the engine has not taken yet.
     collected: Vec<NonNull<u8>>,
     /// The count of the owner slot's remote frees ([`Arena::pending`]) when the child last

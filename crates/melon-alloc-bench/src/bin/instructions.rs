@@ -10,8 +10,10 @@
 //! ```
 //!
 //! An operation is one alloc+free pair, except in `heap_child_lifecycle`, where it is a child
-//! pool made, one block allocated and freed in it, and the child dropped; in `shm_find`, a
-//! lookup of a named value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`.
+//! pool made, one block allocated and freed in it, and the child dropped; in `shm_handoff_ring`,
+//! a child pool's block allocated and handed off and the oldest of 256 in flight freed through
+//! the shared pool, as between a producer and its consumer; in `shm_find`, a lookup of a named
+//! value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 10] = [
+const WORKLOADS: [(&str, Workload); 11] = [
     ("heap_ping_pong", heap_ping_pong),
     ("heap_fill_drain", heap_fill_drain),
     ("heap_mixed", heap_mixed),
@@ -37,6 +39,7 @@ const WORKLOADS: [(&str, Workload); 10] = [
     ("heap_child_lifecycle", heap_child_lifecycle),
     ("shm_ping_pong", shm_ping_pong),
     ("shm_child_ping_pong", shm_child_ping_pong),
+    ("shm_handoff_ring", shm_handoff_ring),
     ("shm_find", shm_find),
     ("shm_mutex_pair", shm_mutex_pair),
 ];
@@ -148,6 +151,41 @@ fn shm_child_ping_pong(n: u64) -> Result<(), String> {
         // SAFETY: the block came from `child` and is not used again.
         unsafe { child.free(black_box(block)) };
     }
+    Ok(())
+}
+
+/// Blocks in flight in the hand-off workload, as in the hammer's ring between a producer and
+/// its consumer.
+const HANDOFF_RING: usize = 256;
+
+/// The producer/consumer round trip in one process: a child pool's block of 16 to 4096 bytes
+/// allocated and handed off, and the oldest of the blocks in flight freed through the shared
+/// pool; the child collects them as it runs out.
+fn shm_handoff_ring(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    let child = shm.child();
+    let sizes: Vec<usize> =
+        mixed_sizes(RING_SIZES, MIXED_SEED).into_iter().map(|size| size.clamp(16, 4096)).collect();
+    let mut ring = std::collections::VecDeque::with_capacity(HANDOFF_RING + 1);
+    for step in 0..n + HANDOFF_RING as u64 {
+        let size = sizes[step as usize % sizes.len()];
+        let block = alloc(&child, black_box(size))?;
+        // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+        let offset = unsafe { shm.hand_off(block) }.map_err(|error| error.to_string())?;
+        ring.push_back(offset);
+        if ring.len() > HANDOFF_RING {
+            let oldest = ring.pop_front().ok_or("an empty ring")?;
+            let block = shm.ptr_at(oldest).ok_or("a handed-off offset outside the pool")?;
+            // SAFETY: the block was handed off above and is freed once, here.
+            unsafe { shm.try_free(block) }.map_err(|error| error.to_string())?;
+        }
+    }
+    for offset in ring {
+        let block = shm.ptr_at(offset).ok_or("a handed-off offset outside the pool")?;
+        // SAFETY: the block was handed off above and is freed once, here.
+        unsafe { shm.try_free(block) }.map_err(|error| error.to_string())?;
+    }
+    drop(child);
     Ok(())
 }
 

@@ -43,6 +43,7 @@ pub(crate) fn run_all() -> Result<(), String> {
     // Instructions per operation under callgrind, against the committed baseline.
     crate::bench::run_task(&["--check".to_string()])?;
     crate::package::run_task()?;
+    crate::semver::run_task()?;
     crate::no_std::run_task()?;
     crate::loom::run_task()?;
     crate::valgrind::run_task()?;

@@ -9,7 +9,7 @@
 //! Inputs that crash a target are written to `fuzz/artifacts/TARGET/`, and the inputs that
 //! reached new code to `fuzz/corpus/TARGET/`, which later runs start from.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::{root, run};
 
@@ -30,7 +30,7 @@ pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
     }
     let mut version = crate::toolchain_cargo("nightly");
     version.args(["fuzz", "--version"]);
-    if !succeeds(version) {
+    if !crate::succeeds(version) {
         let mut install = Command::new("cargo");
         install.args(["install", "cargo-fuzz", "--locked"]);
         run(install)?;
@@ -66,15 +66,6 @@ fn seconds(args: &[String]) -> Result<u64, String> {
         };
     }
     Ok(seconds)
-}
-
-/// Whether a command runs and succeeds; its output is not shown, as only the answer matters.
-fn succeeds(mut command: Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 /// Whether rustup has a nightly toolchain installed.

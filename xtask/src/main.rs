@@ -14,6 +14,7 @@ mod loom;
 mod miri;
 mod no_std;
 mod package;
+mod semver;
 mod valgrind;
 
 fn main() -> ExitCode {
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Some("miri") => miri::run_task(),
         Some("no-std") => no_std::run_task(),
         Some("package") => package::run_task(),
+        Some("semver") => semver::run_task(),
         Some("valgrind") => valgrind::run_task(),
         Some("help" | "--help" | "-h") | None => {
             print_help();
@@ -61,6 +63,7 @@ fn print_help() {
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
          no-std  the core crate for thumbv7em-none-eabihf, and the test firmware run on QEMU\n  \
          package what `cargo publish` would upload, packaged and built, without uploading\n  \
+         semver  the published crates' API against the last release tag (cargo-semver-checks)\n  \
          valgrind the core and heap suites under memcheck, with the pools' client requests\n  \
          help    this text"
     );
@@ -97,6 +100,15 @@ fn add_target(target: &str) -> Result<(), String> {
     let mut add = Command::new("rustup");
     add.args(["target", "add", target]);
     run(add)
+}
+
+/// Whether a command runs and succeeds; its output is not shown, as only the answer matters.
+fn succeeds(mut command: Command) -> bool {
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Runs a command, echoing it first, and fails the task if it fails.

@@ -9,6 +9,14 @@ pub(super) fn ns(value: f64) -> String {
     }
 }
 
+/// A criterion figure in nanoseconds, with the fastest and slowest of its samples after it.
+pub(super) fn ns_spread(value: f64, spread: Option<(f64, f64)>) -> String {
+    match spread {
+        Some((low, high)) => format!("{} ({}-{})", ns(value), ns(low), ns(high)),
+        None => ns(value),
+    }
+}
+
 /// A ratio with three significant digits, or so.
 pub(super) fn ratio(value: f64) -> String {
     match value {

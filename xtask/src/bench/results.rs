@@ -14,6 +14,9 @@ use crate::root;
 pub(super) struct Estimate {
     /// Nanoseconds per element (per alloc+free pair, or per block for the drop).
     pub(super) ns: f64,
+    /// The fastest and the slowest of criterion's samples, in nanoseconds per element: the
+    /// spread of the figure over its runs. `None` when criterion left no samples.
+    pub(super) spread: Option<(f64, f64)>,
     /// Elements per iteration.
     pub(super) elements: f64,
     /// When criterion wrote the estimate, in seconds since the epoch.
@@ -38,7 +41,28 @@ pub(super) fn estimate(group: &str, id: &str) -> Option<Estimate> {
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |elapsed| elapsed.as_secs());
-    Some(Estimate { ns: iteration / elements, elements, when })
+    let samples = fs::read_to_string(dir.join("sample.json")).unwrap_or_default();
+    let spread = sample_spread(&samples).map(|(low, high)| (low / elements, high / elements));
+    Some(Estimate { ns: iteration / elements, spread, elements, when })
+}
+
+/// The fastest and the slowest time per iteration among the samples of criterion's
+/// `sample.json`: each sample times `iters[i]` iterations in `times[i]` nanoseconds.
+fn sample_spread(samples: &str) -> Option<(f64, f64)> {
+    let iters = numbers_after(samples, "\"iters\":[")?;
+    let times = numbers_after(samples, "\"times\":[")?;
+    let per_iteration = iters.iter().zip(&times).filter(|(iters, _)| **iters > 0.0);
+    let (low, high) = per_iteration
+        .map(|(iters, time)| time / iters)
+        .fold((f64::INFINITY, 0.0_f64), |(low, high), each| (low.min(each), high.max(each)));
+    (low.is_finite() && iters.len() == times.len()).then_some((low, high))
+}
+
+/// The numbers of the JSON array that follows the first `key` (which ends with its `[`).
+fn numbers_after(text: &str, key: &str) -> Option<Vec<f64>> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let list = &rest[..rest.find(']')?];
+    list.split(',').map(|number| number.trim().parse().ok()).collect()
 }
 
 /// The number that follows the first `key` in `text`.
@@ -364,5 +388,24 @@ impl Firmware {
 
     pub(super) fn get(&self, name: &str) -> Option<&FirmwarePeer> {
         self.peers.iter().find(|peer| peer.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_is_the_fastest_and_slowest_sample_per_iteration() {
+        let samples =
+            r#"{"sampling_mode":"Linear","iters":[10.0,20.0,30.0],"times":[50.0,80.0,180.0]}"#;
+        assert_eq!(sample_spread(samples), Some((4.0, 6.0)));
+    }
+
+    #[test]
+    fn samples_that_do_not_pair_up_give_no_spread() {
+        assert_eq!(sample_spread(r#"{"iters":[10.0,20.0],"times":[50.0]}"#), None);
+        assert_eq!(sample_spread(r#"{"iters":[],"times":[]}"#), None);
+        assert_eq!(sample_spread(""), None);
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{measured_section, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{ns, ratio, utc, verdict, yes_no};
+use crate::bench::format::{ns, ns_spread, ratio, utc, verdict, yes_no};
 use crate::bench::results::{estimate, Estimate, Resident};
 
 /// The request sizes of the resident measurement, in bytes.
@@ -155,9 +155,10 @@ pub(super) fn heap_results(
             };
             if drop {
                 let total_ms = e.ns * e.elements / 1e6;
-                let _ = writeln!(page, "| {label} | {total_ms:.3} ms | {} | {shown} |", ns(e.ns));
+                let figure = ns_spread(e.ns, e.spread);
+                let _ = writeln!(page, "| {label} | {total_ms:.3} ms | {figure} | {shown} |");
             } else {
-                let _ = writeln!(page, "| {label} | {} | {shown} |", ns(e.ns));
+                let _ = writeln!(page, "| {label} | {} | {shown} |", ns_spread(e.ns, e.spread));
             }
             if let (Some(r), true) = (r, *id != "glibc") {
                 let target = match (*id, workload.target, drop) {

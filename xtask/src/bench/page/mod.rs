@@ -156,8 +156,9 @@ more than 3 % (`--save-baseline` rewrites it). Instruction counts are the same o
 one build, so that check holds on a shared machine where times move by tens of percent.
 
 Times are criterion's mean (its point estimate) per alloc+free pair, or per block for the drop,
-and every ratio is to `glibc` in the same group of the same run. A section whose figures come
-from an earlier run than the rest says when it was measured.
+with the fastest and slowest of criterion's samples (each a timed run of many iterations) in
+brackets, and every ratio is to `glibc` in the same group of the same run. A section whose
+figures come from an earlier run than the rest says when it was measured.
 
 ";
 

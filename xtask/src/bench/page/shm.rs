@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::Target;
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{list, ns, ratio, utc, verdict};
+use crate::bench::format::{list, ns, ns_spread, ratio, utc, verdict};
 use crate::bench::results::{estimate, Facts, Hammer};
 
 /// Melon's shared pool on the hammer workload, million operations per second in total at 1, 2
@@ -63,9 +63,9 @@ pub(super) fn shm_results(
         let _ = writeln!(
             page,
             "| {label} | {} | {} | {} | {} |",
-            ns(w.ns),
+            ns_spread(w.ns, w.spread),
             if id == "glibc" { "1".into() } else { bold(ratio(wr)) },
-            c.map_or("n/a".into(), |c| ns(c.ns)),
+            c.map_or("n/a".into(), |c| ns_spread(c.ns, c.spread)),
             match (id, cr) {
                 ("glibc", _) => "1".into(),
                 (_, Some(cr)) => bold(ratio(cr)),
@@ -169,7 +169,7 @@ pub(super) fn objects_results(page: &mut String) {
             (true, Some(plain)) => ratio(found.ns / plain),
             (true, None) => "n/a".into(),
         };
-        let _ = writeln!(page, "| `{id}` | {} | {cell} |", ns(found.ns));
+        let _ = writeln!(page, "| `{id}` | {} | {cell} |", ns_spread(found.ns, found.spread));
     }
     if let (Some(shm), Some(robust)) =
         (figure("shm_mutex_pair"), figure("pthread_robust_mutex_pair"))

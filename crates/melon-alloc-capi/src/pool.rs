@@ -359,29 +359,6 @@ unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
     }
 }
 
-/// Calls `f` on every pool of the tree below `root`, a handle of the tree, not on `root`
-/// itself, parents before children.
-pub(crate) fn for_each_descendant(
-    access: &TreeAccess,
-    root: NonNull<MlnAlloc>,
-    mut f: impl FnMut(&MlnAlloc),
-) {
-    let mut next = access.get(root).links(access).first_child;
-    while let Some(node) = next {
-        f(access.get(node));
-        next = access.get(node).links(access).first_child;
-        // No children: on to the next sibling of the nearest handle, up to `root`, that has one.
-        let mut up = node;
-        while next.is_none() && up != root {
-            next = access.get(up).links(access).next;
-            match access.get(up).parent {
-                Some(parent) if next.is_none() => up = parent,
-                _ => break,
-            }
-        }
-    }
-}
-
 /// Runs `f` on a shared pool as a call whose caller holds its lock, as Melon expects of every
 /// call on the shared pool itself. Chunks whose return failed earlier are given back as the pool
 /// takes its (muted) lock.

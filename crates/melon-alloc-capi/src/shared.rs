@@ -10,9 +10,11 @@
 //! process (a child's) or to another (a parent's, in a forked process). This module only maps a
 //! pointer to its pool and handle.
 //!
-//! Lock order: [`LIFECYCLE`], then [`TABLE`]. Nothing takes another lock, or calls a lock
-//! callback, while it holds [`TABLE`] or [`LIFECYCLE`], so the fork handlers (in `fork`) can take
-//! both before a `fork` without deadlocking.
+//! Lock order: [`LIFECYCLE`], then [`TABLE`], then melon-alloc-heap's lock of pool families
+//! (taken when a pool is made from a shared pool's child, and under which nothing else is
+//! taken). Nothing takes any other lock, or calls a lock callback, while it holds [`TABLE`] or
+//! [`LIFECYCLE`], so the fork hooks (in `fork`) can take all three, in that order, before a
+//! `fork` without deadlocking.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use melon_alloc_shm::plumbing::{self, Whose};
 use melon_alloc_shm::ShmPool;
 
-use crate::pool::{self, MlnAlloc};
+use crate::pool::MlnAlloc;
 
 /// A shared pool made through the C API, as this process sees it.
 pub(crate) struct Entry {
@@ -59,16 +61,6 @@ pub(crate) fn table_mut() -> Table {
 /// The table, for reading.
 fn table() -> RwLockReadGuard<'static, Vec<Entry>> {
     TABLE.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The table, for writing, if no other thread holds it. Only for a forked child, where a thread
-/// that held it does not exist.
-pub(crate) fn try_table_mut() -> Option<Table> {
-    match TABLE.try_write() {
-        Ok(table) => Some(table),
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    }
 }
 
 /// Held around making and unmapping a shared pool.
@@ -145,32 +137,5 @@ fn owner_in_table(block: NonNull<u8>) -> Owner {
         Whose::Shared => Owner::Shared(entry.handle),
         Whose::OwnChild | Whose::Outside => Owner::Heap,
         _ => Owner::Gone,
-    }
-}
-
-/// In a forked child, with the table held: the pools made from shared pools before the fork
-/// belong to the parent, so their copies here forget their chunks. Their chunk sources refuse a
-/// process other than their maker, so they hand out nothing more; a free of one of their blocks
-/// here lies in a chunk lent to the parent's slot, which [`owner`] calls gone.
-///
-/// `melon-alloc-shm`'s own handler abandons the shared pool's direct children too; this walk
-/// also reaches the pools made from them, whose chunks lie in the mapping as well.
-///
-/// Nothing is freed here: this runs between `fork` and whatever the program does next.
-pub(crate) fn after_fork_in_child(table: &mut Table) {
-    for entry in table.iter_mut() {
-        // SAFETY: the table is held, as the links of a tree with a shared root require, and the
-        // handles of the tree, its root among them, stay alive while it is.
-        let access = unsafe { pool::TreeAccess::new() };
-        // Only the forking thread exists in the new process, so nothing else is using any of the
-        // pools.
-        pool::for_each_descendant(&access, entry.handle, |pool| {
-            if let Some(heap) = pool.heap() {
-                // SAFETY: the copy's blocks are the original pool's, in the parent; a free of
-                // one of them here lies in a chunk lent to the parent, which the library
-                // ignores, so none comes back to the copy.
-                unsafe { heap.abandon() };
-            }
-        });
     }
 }

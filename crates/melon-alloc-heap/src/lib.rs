@@ -161,6 +161,7 @@ const _: () = assert!(
 );
 
 mod allocator;
+mod family;
 mod global;
 #[cfg(target_os = "linux")]
 mod os;
@@ -169,6 +170,7 @@ mod recycle;
 mod sys;
 mod typed;
 
+pub use family::lock_families;
 pub use global::GlobalSource;
 pub use melon_alloc_core::{CheckError, FreeError, LockedChild, LockedPool, Problem, Stats};
 #[cfg(target_os = "linux")]

@@ -9,6 +9,7 @@ use core::ptr::NonNull;
 
 use melon_alloc_core::{CheckError, ChunkSource, Engine, FreeError, Stats};
 
+use crate::family::{self, Links};
 use crate::GlobalSource;
 
 /// Where a heap pool's chunks come from.
@@ -146,9 +147,11 @@ unsafe impl ChunkSource for HeapSource {
 /// fn shared_between_threads<T: Sync>() {}
 /// shared_between_threads::<melon_alloc_heap::Pool>();
 /// ```
-#[repr(transparent)]
+#[repr(C)]
 pub struct Pool {
     engine: UnsafeCell<Engine<HeapSource>>,
+    /// Its place in a family that a fork must reach, if it is in one (see `family.rs`).
+    pub(crate) links: Links,
 }
 
 impl Pool {
@@ -156,7 +159,10 @@ impl Pool {
     /// and used by pointer-only frees, so it must neither move nor be reborrowed uniquely, as
     /// moving a `Box` would. [`Owned`] frees it.
     fn boxed(source: HeapSource, limit: Option<usize>) -> Owned {
-        let pool = Box::new(Self { engine: UnsafeCell::new(Engine::new(source, limit)) });
+        let pool = Box::new(Self {
+            engine: UnsafeCell::new(Engine::new(source, limit)),
+            links: Links::default(),
+        });
         let pool = NonNull::from(Box::leak(pool));
         // SAFETY: the pool was just made and nothing else refers to it yet.
         unsafe { (*pool.as_ref().engine.get()).set_owner(pool.as_ptr().cast()) };
@@ -468,6 +474,46 @@ impl Pool {
         unsafe { self.engine().abandon() };
     }
 
+    /// Makes this pool the first of a family that a fork must reach whole: every pool made from
+    /// it, at any depth, is linked under it while it lives, so that
+    /// [`abandon_family`](Pool::abandon_family) finds them all. For a pool whose chunks lie in
+    /// memory a forked process shares, as the shared-memory crate's child pools do.
+    ///
+    /// # Examples
+    /// ```
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// root.track_family();
+    /// let child = root.child();
+    /// let grandchild = child.child();
+    /// assert!(grandchild.alloc(64).is_some());
+    /// // SAFETY: the block above is never freed or used again.
+    /// unsafe { root.abandon_family() };
+    /// assert_eq!(grandchild.stats().chunks, 0);
+    /// ```
+    #[doc(hidden)]
+    pub fn track_family(&self) {
+        self.links.track();
+    }
+
+    /// [`abandon`](Pool::abandon)s this pool and every pool linked under it by
+    /// [`track_family`](Pool::track_family): what the process forked from this one does with
+    /// its copies of a family whose chunks it shares.
+    ///
+    /// # Safety
+    /// - As for [`abandon`](Pool::abandon), for every pool of the family.
+    /// - No pool of the family is in use meanwhile, and no link of the family changes: the caller
+    ///   holds [`lock_families`](crate::lock_families), or is the only thread of a process forked
+    ///   while the forking thread held it.
+    ///
+    /// # Examples
+    /// See [`track_family`](Pool::track_family).
+    #[doc(hidden)]
+    pub unsafe fn abandon_family(&self) {
+        // SAFETY: the caller rules out uses of the pools and changes of the links, and promises
+        // that no earlier block of any of them comes back.
+        unsafe { family::walk(self, |pool| pool.abandon()) };
+    }
+
     /// A pool without a limit whose chunks come from this one (Melon's `mln_alloc_init(parent,
     /// 0)`). The child borrows this pool, and gives all its chunks back when dropped.
     ///
@@ -540,6 +586,7 @@ impl Owned {
 
 impl Drop for Owned {
     fn drop(&mut self) {
+        family::leave(self.get());
         // SAFETY: the pointer came from `Box::leak` in `Pool::boxed`, and the handle that owns it
         // is going away, along with every borrow of the pool.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
@@ -668,10 +715,10 @@ pub struct ChildPool<'parent> {
 
 impl<'parent> ChildPool<'parent> {
     fn new(parent: &'parent Pool, limit: Option<usize>) -> Self {
-        Self {
-            pool: Pool::boxed(HeapSource::Parent(NonNull::from(parent)), limit),
-            _parent: PhantomData,
-        }
+        let pool = Pool::boxed(HeapSource::Parent(NonNull::from(parent)), limit);
+        // SAFETY: both pools are alive and boxed, and the child is new.
+        unsafe { family::adopt(parent, pool.0) };
+        Self { pool, _parent: PhantomData }
     }
 
     /// A pool whose chunks come from `source`: a shared-memory pool, a region, anything that

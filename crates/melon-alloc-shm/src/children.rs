@@ -3,9 +3,10 @@
 //!
 //! A child pool's bookkeeping lives in its process, but its chunks live in the shared mapping.
 //! After a `fork`, the new process holds a copy of that bookkeeping that would hand out the same
-//! blocks as the original. The fork handler abandons every such copy, so the copy's next
-//! allocation asks the shared pool for a chunk, which it refuses to a process other than the
-//! child's maker.
+//! blocks as the original, and so do the pools made from the child, whose chunks the child lent
+//! them. The fork handler abandons every such copy, so the copy's next allocation asks its parent,
+//! and at the top the shared pool, for a chunk, which the shared pool refuses to a process other
+//! than the child's maker.
 
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -58,18 +59,21 @@ impl Drop for Slot {
     }
 }
 
-/// Abandons the copy of every registered child pool. Run in the new process right after a
-/// `fork`, where only the forking thread exists.
+/// Abandons the copy of every registered child pool, and of every pool made from one, at any
+/// depth (its family: see `melon_alloc_heap::Pool::track_family`). Run in the new process right
+/// after a `fork`, where only the forking thread exists, and which that thread made holding the
+/// lock under which families change.
 pub(crate) fn abandon_all_in_child() {
     for slot in &CHILDREN {
         let pool = slot.load(Ordering::Acquire);
         if !pool.is_null() && pool != reserved() {
             // SAFETY: (1) a filled slot names a live child pool: the slot is cleared before the
             // pool's memory goes; only this thread exists in the new process, so nothing else uses
-            // it; (2) the blocks the copy handed out belong to the original pool in the parent,
-            // and `ShmPool::child` makes freeing them in the new process part of the contract of
-            // `fork`, which no safe code can call.
-            unsafe { (*pool).abandon() };
+            // it or its family, and the forking thread held the families' lock across the fork,
+            // so no link is half changed; (2) the blocks the copies handed out belong to the
+            // originals in the parent, and `ShmPool::child` makes freeing them in the new process
+            // part of the contract of `fork`, which no safe code can call.
+            unsafe { (*pool).abandon_family() };
         }
     }
 }

@@ -131,6 +131,7 @@ mod error;
 #[cfg(melon_failpoints)]
 #[doc(hidden)]
 pub mod failpoint;
+mod fork;
 mod handoff;
 mod layout;
 mod lock;
@@ -167,6 +168,7 @@ pub mod plumbing {
 
     use melon_alloc_heap::ChildPool;
 
+    pub use crate::fork::{on_fork, ForkHooks};
     pub use crate::pool::Whose;
     pub use crate::registry::free_shared;
     use crate::ShmPool;

@@ -1358,14 +1358,17 @@ impl ShmPool {
 
     /// A heap pool whose chunks come from this shared pool (Melon's cascade): it takes the lock
     /// once per chunk, not per block. Its bookkeeping lives in this process: used from another
-    /// process (after a `fork`), it refuses to take chunks, and dropping it there leaves its
-    /// chunks to the original.
+    /// process (after a `fork`), it hands out nothing and refuses to take chunks, and dropping
+    /// it there leaves its chunks to the original. The same holds for every pool made from it,
+    /// at any depth ([`child`](melon_alloc_heap::Pool::child) of the child, and so on), whose
+    /// chunks it lent them.
     ///
     /// # Fork
-    /// A process forked while the child exists must not free the child's blocks, nor drop a
-    /// collection that lives in it: the chunks' headers lie in the shared mapping, and the
-    /// original's lists run through them. It forgets them (`mem::forget`) or ends with `_exit`.
-    /// Forking is unsafe, and this is part of what a caller of `fork` promises.
+    /// A process forked while the child exists must not free the blocks of the child, or of a
+    /// pool made from it, nor drop a collection that lives in one: the chunks' headers lie in
+    /// the shared mapping, and the originals' lists run through them. It forgets them
+    /// (`mem::forget`) or ends with `_exit`. Forking is unsafe, and this is part of what a caller
+    /// of `fork` promises.
     ///
     /// # Examples
     /// ```
@@ -1412,6 +1415,8 @@ impl ShmPool {
             seen: 0,
         };
         let child = ChildPool::with_source(Box::new(chunks), limit);
+        // Its chunks lie in the shared mapping, and so do those of every pool made from it.
+        child.track_family();
         children::fill(index, &child);
         child
     }

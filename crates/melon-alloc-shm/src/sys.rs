@@ -623,9 +623,17 @@ extern "C" {
     ) -> core::ffi::c_int;
 }
 
+unsafe extern "C" fn before_fork() {
+    crate::fork::prepare();
+}
+
+unsafe extern "C" fn after_fork_in_parent() {
+    crate::fork::parent();
+}
+
 unsafe extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    crate::children::abandon_all_in_child();
+    crate::fork::child();
     crate::owner::forget_all_in_child();
     // Where the kernel wipes no page on fork, the epoch lives here, and the child draws anew.
     EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
@@ -646,11 +654,15 @@ static REGISTER: OnceControl = OnceControl(core::cell::UnsafeCell::new(0));
 /// already abandoned.
 pub(crate) fn register_fork_handler() {
     unsafe extern "C" fn register() {
-        // SAFETY: the handler bumps an atomic, resets the bookkeeping of this process's child
-        // pools and closes the descriptors its parent held owner slots through, touching only
-        // memory of this process and taking no lock, as a handler run in the child of a fork
-        // must.
-        unsafe { pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // SAFETY: the handlers cannot unwind, and live as long as the program. Before the fork,
+        // on the forking thread, they take the locks that guard the bookkeeping a forked process
+        // reads (see `fork.rs`); after it, they release them; in the child, before releasing,
+        // they reset the bookkeeping of this process's child pools and close the descriptors
+        // its parent held owner slots through, touching only memory of this process and taking
+        // no other lock, as a handler run in the child of a fork must.
+        unsafe {
+            pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child))
+        };
     }
     // SAFETY: `REGISTER` is a `pthread_once_t` set to `PTHREAD_ONCE_INIT` (0) and used with
     // `pthread_once` alone; `register` lives as long as the program.

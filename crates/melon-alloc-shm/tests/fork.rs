@@ -54,6 +54,10 @@ fn main() -> ExitCode {
         ("an_attached_process_sees_the_pool_grow", an_attached_process_sees_the_pool_grow),
         ("child_pools_belong_to_one_process", child_pools_belong_to_one_process),
         (
+            "pools_made_from_a_child_pool_belong_to_one_process",
+            pools_made_from_a_child_pool_belong_to_one_process,
+        ),
+        (
             "w1_a_mapping_the_system_refuses_is_an_error",
             w1_a_mapping_the_system_refuses_is_an_error,
         ),
@@ -821,6 +825,56 @@ fn a_live_process_keeps_its_chunks() {
         // SAFETY: each block is in use and freed once.
         unsafe { shm.try_free(block) }.unwrap();
     }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// The pools made from a child pool, at any depth, hand out nothing in a forked process either:
+/// their chunks came from the child, so their headers lie in the shared mapping, where the
+/// originals' lists run through them. The fork handler abandons the child's whole family.
+fn pools_made_from_a_child_pool_belong_to_one_process() {
+    let shm = ShmPool::new(16 * MIB).unwrap();
+    let start = shm.available();
+    let child = shm.child();
+    let grandchild = child.child();
+    let great_grandchild = grandchild.child_with_limit(MIB);
+    let family = [&*child, &*grandchild, &*great_grandchild];
+    let mut mine = Vec::new();
+    for (depth, pool) in family.iter().enumerate() {
+        for seed in 0..10 {
+            let block = pool.alloc(64).unwrap();
+            // SAFETY: the block is in use and holds 64 bytes.
+            unsafe { stamp(block, 64, (depth * 100 + seed) as u64) };
+            mine.push((depth, block, (depth * 100 + seed) as u64));
+        }
+    }
+    let lent = shm.stats().unwrap().lent_bytes;
+    fork(|| {
+        for (depth, pool) in family.iter().enumerate() {
+            assert_eq!(pool.alloc(64), None, "the copy at depth {depth} handed out a block");
+            assert_eq!(pool.stats().chunks, 0, "the copy at depth {depth} holds chunks");
+        }
+        assert_eq!(shm.stats().unwrap().lent_bytes, lent, "a chunk was lent to a copy");
+    })
+    .succeeds("the forked copies of a child pool's family hand out nothing");
+    // The originals are untouched by their copies, and carry on.
+    for &(_, block, seed) in &mine {
+        // SAFETY: the block is in use and was stamped with 64 bytes.
+        assert!(unsafe { has_stamp(block, 64, seed) }, "block {seed} was overwritten");
+    }
+    for pool in family {
+        pool.check().unwrap();
+        let more = pool.alloc(64).unwrap();
+        // SAFETY: the block came from `pool` and is freed once.
+        unsafe { pool.free(more) };
+    }
+    for (depth, block, _) in mine {
+        // SAFETY: each block came from the pool at `depth` and is freed once.
+        unsafe { family[depth].free(block) };
+    }
+    drop(great_grandchild);
+    drop(grandchild);
+    drop(child);
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }

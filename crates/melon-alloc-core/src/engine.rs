@@ -131,13 +131,16 @@ impl<S: ChunkSource> Engine<S> {
     /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
     /// # // SAFETY: this example is the arena's only user.
     /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
-    /// let mut engine = Box::new(Engine::new(source, None));
-    /// let owner: *const Engine<RegionSource> = &*engine;
-    /// // SAFETY: the engine has not allocated yet; the owner is the box it stays in.
-    /// unsafe { engine.set_owner(owner.cast()) };
+    /// static HOME: u8 = 0;
+    /// let mut engine = Engine::new(source, None);
+    /// // SAFETY: the engine has not allocated yet, and no code finds it from its chunks.
+    /// unsafe { engine.set_owner(core::ptr::addr_of!(HOME).cast()) };
     /// let block = engine.alloc(64).unwrap();
-    /// // SAFETY: the block's chunk names the engine's box, which is alive.
-    /// assert_eq!(unsafe { melon_alloc_core::owner_of(block) }, owner.cast());
+    /// // The chunk names `HOME`, not the engine's address, so the engine may move.
+    /// let mut moved = Box::new(engine);
+    /// assert_eq!(moved.check(), Ok(()));
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// unsafe { moved.free(block) };
     /// ```
     pub unsafe fn set_owner(&mut self, owner: *const ()) {
         self.owner = owner;
@@ -868,6 +871,9 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Takes a chunk from this engine's source on behalf of another engine, charging it against
     /// this engine's limit. This is how a child pool gets its chunks from its parent.
+    ///
+    /// Plumbing for the child pools of `melon-alloc-heap` and `LockedPool`, not a stable API.
+    #[doc(hidden)]
     pub fn acquire_raw(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let chunk = self.acquire(layout)?;
         self.lent += layout.size();
@@ -879,6 +885,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `chunk` came from `acquire_raw` on this engine with `layout`, and nothing uses it
     /// afterwards.
+    ///
+    /// Plumbing for the child pools of `melon-alloc-heap` and `LockedPool`, not a stable API.
+    #[doc(hidden)]
     pub unsafe fn release_raw(&mut self, chunk: NonNull<u8>, layout: Layout) {
         self.lent -= layout.size();
         // SAFETY: forwarded from the caller.

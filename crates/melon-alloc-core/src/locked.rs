@@ -310,7 +310,7 @@ impl<S: ChunkSource> LockedPool<S> {
 pub type LockedChild<'a, S> = LockedPool<LockedParent<'a, S>>;
 
 /// The source of a [`LockedChild`]: chunks taken from the parent's engine under its lock and
-/// charged to it ([`Engine::acquire_raw`]), and given back the same way.
+/// charged to it as lent ([`Stats::bytes_lent`]), and given back the same way.
 ///
 /// # Examples
 /// ```

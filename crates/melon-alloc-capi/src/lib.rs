@@ -268,7 +268,7 @@ unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
 #[inline]
 unsafe fn heap_pool_of(block: NonNull<u8>) -> NonNull<Pool> {
     // SAFETY: forwarded from the caller.
-    let pool = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>().cast_mut();
+    let pool = unsafe { melon_alloc_core::plumbing::owner_of(block) }.cast::<Pool>().cast_mut();
     // SAFETY: an engine names itself in its chunks by its owner address, or by its own address
     // while it has none (`Engine::id`): never null. A heap pool's engine names its `Pool`.
     unsafe { NonNull::new_unchecked(pool) }

@@ -10,6 +10,22 @@ use crate::chunk::{
 use crate::class::{CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET};
 
 /// A broken invariant found by [`Engine::check`](crate::Engine::check).
+///
+/// # Examples
+/// ```
+/// # use melon_alloc_core::{Engine, Problem, RegionSource, CHUNK_SIZE};
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+/// let mut engine = Engine::new(source, None);
+/// let block = engine.alloc(64).unwrap();
+/// // Moved while it holds a chunk, the engine is not the owner the chunk names.
+/// let moved = Box::new(engine);
+/// let error = moved.check().unwrap_err();
+/// assert_eq!(error.problem, Problem::WrongOwner);
+/// assert_eq!(error.chunk, block.as_ptr() as usize & !(CHUNK_SIZE - 1));
+/// assert!(error.to_string().ends_with("chunk belongs to another pool"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CheckError {
@@ -20,6 +36,23 @@ pub struct CheckError {
 }
 
 /// What [`CheckError`] found wrong.
+///
+/// # Examples
+/// ```
+/// # use melon_alloc_core::{Engine, Problem, RegionSource};
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+/// let mut engine = Engine::new(source, None);
+/// let _block = engine.alloc(64).unwrap();
+/// let moved = Box::new(engine);
+/// let verdict = match moved.check().map_err(|error| error.problem) {
+///     Ok(()) => "sound",
+///     Err(Problem::WrongOwner) => "moved since it took its chunks",
+///     Err(_) => "corrupt",
+/// };
+/// assert_eq!(verdict, "moved since it took its chunks");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Problem {

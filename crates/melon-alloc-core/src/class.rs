@@ -99,6 +99,15 @@ static_assertions::const_assert!((CHUNK_SIZE - HEADER_SIZE) / MAX_SMALL >= 2);
 
 /// The class serving a request of `size` bytes with the minimum alignment, or `None` when the
 /// request is larger than [`MAX_SMALL`].
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{class_of, CLASS_SIZES, MAX_SMALL};
+///
+/// assert_eq!(CLASS_SIZES[class_of(100).unwrap()], 112);
+/// assert_eq!(CLASS_SIZES[class_of(MAX_SMALL).unwrap()], MAX_SMALL);
+/// assert_eq!(class_of(MAX_SMALL + 1), None);
+/// ```
 #[inline(always)]
 pub fn class_of(size: usize) -> Option<usize> {
     if size <= MAX_SMALL {

@@ -53,12 +53,30 @@ const REMOTE_ROUNDS: usize = 64;
 ///
 /// # Soundness
 /// The engine hands out raw pointers, and every call that takes one back (`free`, `try_free`,
-/// `realloc`, `resize`, `usable_size`, `release_raw`) is unsafe. Of the safe calls, `alloc*`,
-/// `acquire_raw`, `trim` (empty cached chunks only), `validate`, `stats`, `check`, `limit`,
-/// `available` and `source` never touch a block in use. What forgets or recycles blocks in use
-/// (`reset`, `abandon`), renames their owner (`set_owner`) or could swap the source under them
-/// (`source_mut`) is unsafe. Dropping or replacing an engine gives its chunks back, which is why
-/// wrappers that lend blocks to safe code (an `Allocator`) never hand out `&mut Engine`.
+/// `realloc`, `resize`, `usable_size`) is unsafe. Of the safe calls, `alloc*`, `trim` (empty
+/// cached chunks only), `validate`, `stats`, `check`, `limit`, `available` and `source` never
+/// touch a block in use. What forgets or recycles blocks in use (`reset`, `abandon`), renames
+/// their owner (`set_owner`) or could swap the source under them (`source_mut`) is unsafe.
+/// Dropping or replacing an engine gives its chunks back, which is why wrappers that lend blocks
+/// to safe code (an `Allocator`) never hand out `&mut Engine`.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{Engine, RegionSource};
+///
+/// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// // SAFETY: this example is the arena's only user.
+/// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+/// let mut engine = Engine::new(RegionSource::from_static(region), None);
+/// let block = engine.alloc(8).unwrap().cast::<u64>();
+/// // SAFETY: the block holds 8 bytes aligned to 16, and nothing else uses it.
+/// unsafe { block.write(42) };
+/// // SAFETY: as above, and the block was written.
+/// assert_eq!(unsafe { block.read() }, 42);
+/// // SAFETY: the block came from this engine and is not used again.
+/// unsafe { engine.free(block.cast()) };
+/// assert_eq!(engine.stats().live_blocks, 0);
+/// ```
 ///
 /// [`melon-alloc-heap`]: https://docs.rs/melon-alloc-heap
 pub struct Engine<S: ChunkSource> {
@@ -96,6 +114,18 @@ unsafe impl<S: ChunkSource + Send> Send for Engine<S> {}
 impl<S: ChunkSource> Engine<S> {
     /// Makes an engine that takes its chunks from `source` and holds at most `limit` bytes of
     /// them at a time (`None`: no limit). It takes no memory until the first allocation.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, Some(4 * CHUNK_SIZE));
+    /// assert_eq!(engine.stats().bytes_held, 0);
+    /// let _block = engine.alloc(64).unwrap();
+    /// assert_eq!(engine.stats().bytes_held, CHUNK_SIZE);
+    /// ```
     pub const fn new(source: S, limit: Option<usize>) -> Self {
         Self {
             avail: [const { ChunkList::new() }; CLASS_COUNT],
@@ -131,19 +161,34 @@ impl<S: ChunkSource> Engine<S> {
     /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
     /// # // SAFETY: this example is the arena's only user.
     /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
-    /// let mut engine = Box::new(Engine::new(source, None));
-    /// let owner: *const Engine<RegionSource> = &*engine;
-    /// // SAFETY: the engine has not allocated yet; the owner is the box it stays in.
-    /// unsafe { engine.set_owner(owner.cast()) };
+    /// static HOME: u8 = 0;
+    /// let mut engine = Engine::new(source, None);
+    /// // SAFETY: the engine has not allocated yet, and no code finds it from its chunks.
+    /// unsafe { engine.set_owner(core::ptr::addr_of!(HOME).cast()) };
     /// let block = engine.alloc(64).unwrap();
-    /// // SAFETY: the block's chunk names the engine's box, which is alive.
-    /// assert_eq!(unsafe { melon_alloc_core::owner_of(block) }, owner.cast());
+    /// // The chunk names `HOME`, not the engine's address, so the engine may move.
+    /// let mut moved = Box::new(engine);
+    /// assert_eq!(moved.check(), Ok(()));
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// unsafe { moved.free(block) };
     /// ```
     pub unsafe fn set_owner(&mut self, owner: *const ()) {
         self.owner = owner;
     }
 
     /// The source the engine takes its chunks from.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let before = engine.source().free_bytes();
+    /// let _block = engine.alloc(64).unwrap();
+    /// assert_eq!(engine.source().free_bytes(), before - CHUNK_SIZE);
+    /// ```
     pub fn source(&self) -> &S {
         &self.source
     }
@@ -171,12 +216,38 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// The limit in bytes, if any.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE, MAX_SMALL};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, Some(CHUNK_SIZE));
+    /// assert_eq!(engine.limit(), Some(CHUNK_SIZE));
+    /// let _block = engine.alloc(64).unwrap();
+    /// // The one chunk the limit allows is taken: another size class cannot have one.
+    /// assert_eq!(engine.alloc(MAX_SMALL), None);
+    /// ```
     pub fn limit(&self) -> Option<usize> {
         self.limit
     }
 
     /// Bytes that can still be taken from the source before the limit is reached: the limit
     /// minus the bytes held. `None` when there is no limit.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, Some(4 * CHUNK_SIZE));
+    /// let _block = engine.alloc(64).unwrap();
+    /// assert_eq!(engine.available(), Some(3 * CHUNK_SIZE));
+    /// let unlimited = Engine::new(RegionSource::from_static(&mut []), None);
+    /// assert_eq!(unlimited.available(), None);
+    /// ```
     pub fn available(&self) -> Option<usize> {
         self.limit.map(|limit| limit - self.held)
     }
@@ -192,6 +263,20 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Allocates `size` bytes aligned to 16. A `size` of 0 gets a unique block of 16 bytes.
     /// Returns `None` when the source has no memory or the limit would be passed.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, MIN_ALIGN};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(100).unwrap();
+    /// assert_eq!(block.as_ptr() as usize % MIN_ALIGN, 0);
+    /// // A source with no memory gives none.
+    /// let mut empty = Engine::new(RegionSource::from_static(&mut []), None);
+    /// assert_eq!(empty.alloc(100), None);
+    /// ```
     #[inline]
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
@@ -205,6 +290,19 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// Like [`alloc`](Engine::alloc), with the block's first `size` bytes set to zero.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// static mut ARENA: [u8; 1 << 16] = [0xFF; 1 << 16];
+    /// // SAFETY: this example is the arena's only user.
+    /// let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc_zeroed(100).unwrap();
+    /// // SAFETY: the block holds 100 bytes, just zeroed, and nothing else uses it.
+    /// let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), 100) };
+    /// assert!(bytes.iter().all(|&byte| byte == 0));
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&mut self, size: usize) -> Option<NonNull<u8>> {
         let block = self.alloc(size)?;
@@ -215,6 +313,22 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Allocates a block for `layout`. Any power-of-two alignment below
     /// [`CHUNK_SIZE`](crate::CHUNK_SIZE) is served; larger ones get `None`.
+    ///
+    /// # Examples
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let layout = Layout::from_size_align(100, 512).unwrap();
+    /// let block = engine.alloc_layout(layout).unwrap();
+    /// assert_eq!(block.as_ptr() as usize % 512, 0);
+    /// // A whole chunk's alignment is more than any block can have.
+    /// let too_aligned = Layout::from_size_align(64, CHUNK_SIZE).unwrap();
+    /// assert_eq!(engine.alloc_layout(too_aligned), None);
+    /// ```
     #[inline]
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&mut self, layout: Layout) -> Option<NonNull<u8>> {
@@ -461,6 +575,20 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// - `block` was returned by this engine and has not been freed since.
     /// - Nothing uses the block afterwards.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(100).unwrap();
+    /// assert_eq!(engine.stats().live_blocks, 1);
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// unsafe { engine.free(block) };
+    /// assert_eq!(engine.stats().live_blocks, 0);
+    /// ```
     #[inline]
     pub unsafe fn free(&mut self, block: NonNull<u8>) {
         #[cfg(debug_assertions)]
@@ -509,6 +637,21 @@ impl<S: ChunkSource> Engine<S> {
     ///
     /// # Safety
     /// If `block` is a block of this engine that is in use, nothing uses it afterwards.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, FreeError, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(100).unwrap();
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// assert_eq!(unsafe { engine.try_free(block) }, Ok(()));
+    /// // SAFETY: the block is no longer in use, which `try_free` finds: it changes nothing.
+    /// let again = unsafe { engine.try_free(block) };
+    /// assert_eq!(again, Err(FreeError::NotInUse { addr: block.as_ptr() as usize }));
+    /// ```
     pub unsafe fn try_free(&mut self, block: NonNull<u8>) -> Result<(), FreeError> {
         self.validate(block)?;
         // SAFETY: `validate` proved `block` is an in-use block of this engine, on its own lists
@@ -522,6 +665,21 @@ impl<S: ChunkSource> Engine<S> {
     ///
     /// # Errors
     /// [`FreeError`] says what the pointer is instead.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, FreeError, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(100).unwrap();
+    /// assert_eq!(engine.validate(block), Ok(()));
+    /// // SAFETY: 16 bytes in is still inside the block.
+    /// let inside = unsafe { block.byte_add(16) };
+    /// let error = FreeError::Interior { addr: inside.as_ptr() as usize };
+    /// assert_eq!(engine.validate(inside), Err(error));
+    /// ```
     pub fn validate(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         let Some(chunk) = self.find_chunk(chunk_of(block.as_ptr())) else {
             let addr = block.as_ptr().addr();
@@ -694,6 +852,25 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// As for [`free`](Engine::free): `block` is an in-use block of this engine. On success the
     /// old pointer is not used again unless it was returned.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(16).unwrap();
+    /// // SAFETY: the block holds 16 bytes and nothing else uses it.
+    /// unsafe { block.as_ptr().write_bytes(7, 16) };
+    /// // SAFETY: the block came from this engine; only the pointer returned is used afterwards.
+    /// let grown = unsafe { engine.realloc(block, 1000) }.unwrap();
+    /// // SAFETY: the grown block holds 1000 bytes, the first 16 copied from the old one.
+    /// assert_eq!(unsafe { grown.as_ptr().add(15).read() }, 7);
+    /// // SAFETY: `grown` is in use in this engine and not used again: a size of 0 frees it.
+    /// assert_eq!(unsafe { engine.realloc(grown, 0) }, None);
+    /// assert_eq!(engine.stats().live_blocks, 0);
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&mut self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         if new_size == 0 {
@@ -711,6 +888,27 @@ impl<S: ChunkSource> Engine<S> {
     ///
     /// # Safety
     /// As for [`realloc`](Engine::realloc).
+    ///
+    /// # Examples
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(100).unwrap();
+    /// // A request of 100 bytes gets a slot of 112: growing to 112 keeps the block where it is.
+    /// let wider = Layout::from_size_align(112, 16).unwrap();
+    /// // SAFETY: the block came from this engine; only the pointer returned is used afterwards.
+    /// let same = unsafe { engine.resize(block, wider) }.unwrap();
+    /// assert_eq!(same, block);
+    /// // A block without the alignment asked for moves to one that has it.
+    /// let aligned = Layout::from_size_align(112, 1024).unwrap();
+    /// // SAFETY: as above.
+    /// let moved = unsafe { engine.resize(same, aligned) }.unwrap();
+    /// assert_eq!(moved.as_ptr() as usize % 1024, 0);
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
@@ -770,6 +968,21 @@ impl<S: ChunkSource> Engine<S> {
     ///
     /// # Safety
     /// `block` is an in-use block of this engine.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{class_of, Engine, RegionSource, CLASS_SIZES, MAX_SMALL};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let small = engine.alloc(100).unwrap();
+    /// // SAFETY: the block is in use in this engine.
+    /// assert_eq!(unsafe { engine.usable_size(small) }, CLASS_SIZES[class_of(100).unwrap()]);
+    /// let large = engine.alloc(MAX_SMALL + 1).unwrap();
+    /// // SAFETY: as above.
+    /// assert!(unsafe { engine.usable_size(large) } > MAX_SMALL);
+    /// ```
     pub unsafe fn usable_size(&self, block: NonNull<u8>) -> usize {
         // SAFETY: forwarded from the caller.
         let usable = unsafe { self.slot_size(block) };
@@ -868,6 +1081,9 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Takes a chunk from this engine's source on behalf of another engine, charging it against
     /// this engine's limit. This is how a child pool gets its chunks from its parent.
+    ///
+    /// Plumbing for the child pools of `melon-alloc-heap` and `LockedPool`, not a stable API.
+    #[doc(hidden)]
     pub fn acquire_raw(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let chunk = self.acquire(layout)?;
         self.lent += layout.size();
@@ -879,6 +1095,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `chunk` came from `acquire_raw` on this engine with `layout`, and nothing uses it
     /// afterwards.
+    ///
+    /// Plumbing for the child pools of `melon-alloc-heap` and `LockedPool`, not a stable API.
+    #[doc(hidden)]
     pub unsafe fn release_raw(&mut self, chunk: NonNull<u8>, layout: Layout) {
         self.lent -= layout.size();
         // SAFETY: forwarded from the caller.
@@ -889,6 +1108,22 @@ impl<S: ChunkSource> Engine<S> {
     /// reuse once its blocks are all free, and the chunks a [`reset`](Engine::reset) kept that
     /// have not been used since; then asks the source to give back what it keeps
     /// ([`ChunkSource::trim`]). Returns the bytes the engine gave back. Costs O(chunks).
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(100).unwrap();
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// unsafe { engine.free(block) };
+    /// // The chunk, empty now, is kept for the next allocation until a trim.
+    /// assert_eq!(engine.stats().bytes_held, CHUNK_SIZE);
+    /// assert_eq!(engine.trim(), CHUNK_SIZE);
+    /// assert_eq!(engine.stats().bytes_held, 0);
+    /// ```
     pub fn trim(&mut self) -> usize {
         let before = self.held;
         for class in 0..CLASS_COUNT {
@@ -1023,6 +1258,21 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// A snapshot of the engine's counters. Costs a walk over the chunk headers.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, MAX_SMALL};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let _small = engine.alloc(100).unwrap();
+    /// let _large = engine.alloc(MAX_SMALL + 1).unwrap();
+    /// let stats = engine.stats();
+    /// assert_eq!((stats.live_blocks, stats.large_blocks, stats.chunks), (2, 1, 1));
+    /// // Blocks count at their size: the small one's class, the large one's usable length.
+    /// assert!(stats.bytes_in_use >= 112 + MAX_SMALL + 1);
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
             bytes_held: self.held,
@@ -1054,6 +1304,20 @@ impl<S: ChunkSource> Engine<S> {
     ///
     /// # Errors
     /// The first broken invariant found, with the chunk it was found in.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, MAX_SMALL};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None);
+    /// let small = engine.alloc(100).unwrap();
+    /// let _large = engine.alloc(MAX_SMALL + 1).unwrap();
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// unsafe { engine.free(small) };
+    /// assert_eq!(engine.check(), Ok(()));
+    /// ```
     pub fn check(&self) -> Result<(), crate::CheckError> {
         crate::check::check(self.parts())
     }

@@ -3,6 +3,22 @@
 use core::fmt;
 
 /// Why a checked free refused a pointer. Nothing was changed.
+///
+/// # Examples
+/// ```
+/// # use core::ptr::NonNull;
+/// # use melon_alloc_core::{Engine, FreeError, RegionSource};
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+/// let mut engine = Engine::new(source, None);
+/// let mut elsewhere = 0u64;
+/// let foreign = NonNull::from(&mut elsewhere).cast::<u8>();
+/// // SAFETY: the pointer is no block of this engine, which `try_free` finds: it changes nothing.
+/// let error = unsafe { engine.try_free(foreign) }.unwrap_err();
+/// assert_eq!(error, FreeError::Foreign { addr: foreign.as_ptr() as usize });
+/// assert!(error.to_string().ends_with("does not belong to this pool"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FreeError {

@@ -88,13 +88,35 @@ pub use region::RegionSource;
 pub use source::ChunkSource;
 pub use stats::Stats;
 
-/// Reads the address of the engine that owns the chunk of `block`, as recorded in the chunk
-/// header: the engine's owner address ([`Engine::set_owner`]), or the engine's own address while
-/// it has none, so never null. Pointer-only frees use it to find a block's pool.
-///
-/// # Safety
-/// `block` is an in-use block of some live engine.
-pub unsafe fn owner_of(block: core::ptr::NonNull<u8>) -> *const () {
-    // SAFETY: the caller promises a block of a live engine, so its chunk header is valid.
-    unsafe { (*chunk::chunk_of(block.as_ptr())).owner }
+/// Items for the workspace's other crates, such as the heap pools' pointer-only `free`: public
+/// only so that those crates can reach them, they are not part of this crate's API and follow no
+/// semver promise.
+#[doc(hidden)]
+pub mod plumbing {
+    use core::ptr::NonNull;
+
+    /// Reads the address of the engine that owns the chunk of `block`, as recorded in the chunk
+    /// header: the engine's owner address ([`Engine::set_owner`](crate::Engine::set_owner)), or
+    /// the engine's own address while it has none, so never null. Pointer-only frees use it to
+    /// find a block's pool.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of some live engine.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Box::new(Engine::new(source, None));
+    /// let block = engine.alloc(64).unwrap();
+    /// let here: *const Engine<RegionSource> = &*engine;
+    /// // SAFETY: `block` is in use in `engine`, which is alive.
+    /// assert_eq!(unsafe { melon_alloc_core::plumbing::owner_of(block) }, here.cast());
+    /// ```
+    pub unsafe fn owner_of(block: NonNull<u8>) -> *const () {
+        // SAFETY: the caller promises a block of a live engine, so its chunk header is valid.
+        unsafe { (*crate::chunk::chunk_of(block.as_ptr())).owner }
+    }
 }

@@ -24,19 +24,59 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
 /// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
 /// from inside `with` waits for the lock forever.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{LockedPool, RegionSource};
+///
+/// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// // SAFETY: this example is the arena's only user.
+/// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+/// let pool = LockedPool::new(RegionSource::from_static(region), None);
+/// std::thread::scope(|scope| {
+///     for size in [64, 1000] {
+///         let pool = &pool;
+///         scope.spawn(move || {
+///             let block = pool.alloc(size).unwrap();
+///             // SAFETY: the block came from `pool` and is not used again.
+///             unsafe { pool.free(block) };
+///         });
+///     }
+/// });
+/// // Each size got a chunk of its class, kept for reuse now that its block is free.
+/// assert_eq!(pool.stats().chunks, 2);
+/// ```
 pub struct LockedPool<S: ChunkSource> {
     engine: SpinLock<Engine<S>>,
 }
 
 impl<S: ChunkSource> LockedPool<S> {
     /// Makes a locked pool over `source` with an optional limit in bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
+    ///
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // A `const fn`, so a pool can be a `static`.
+    /// static POOL: LockedPool<RegionSource> = LockedPool::new(
+    ///     // SAFETY: nothing but `POOL` ever touches `ARENA`.
+    ///     unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 1 << 16) },
+    ///     Some(2 * CHUNK_SIZE),
+    /// );
+    /// assert!(POOL.alloc(64).is_some());
+    /// assert_eq!(POOL.available(), Some(CHUNK_SIZE));
+    /// ```
     #[cfg(not(melon_loom))]
     pub const fn new(source: S, limit: Option<usize>) -> Self {
         Self { engine: SpinLock::new(Engine::new(source, limit)) }
     }
 
-    /// Makes a locked pool over `source` with an optional limit in bytes.
+    /// Makes a locked pool over `source` with an optional limit in bytes: the build for loom's
+    /// models, whose atomics cannot be made in a `const fn`. Hidden, as everything that exists
+    /// only for loom is: the `const` one above is the documented `new`.
     #[cfg(melon_loom)]
+    #[doc(hidden)]
     pub fn new(source: S, limit: Option<usize>) -> Self {
         Self { engine: SpinLock::new(Engine::new(source, limit)) }
     }
@@ -68,12 +108,37 @@ impl<S: ChunkSource> LockedPool<S> {
     }
 
     /// Allocates `size` bytes aligned to 16; see [`Engine::alloc`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let block = pool.alloc(100).unwrap();
+    /// assert_eq!(block.as_ptr() as usize % 16, 0);
+    /// assert_eq!(pool.stats().live_blocks, 1);
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
         self.engine.with(|engine| engine.alloc(size))
     }
 
     /// Allocates a block for `layout`; see [`Engine::alloc_layout`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let layout = Layout::from_size_align(64, 64).unwrap();
+    /// let block = pool.alloc_layout(layout).unwrap();
+    /// assert_eq!(block.as_ptr() as usize % 64, 0);
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.engine.with(|engine| engine.alloc_layout(layout))
@@ -133,6 +198,22 @@ impl<S: ChunkSource> LockedPool<S> {
     ///
     /// # Safety
     /// As for [`Engine::try_free`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{FreeError, LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let child = pool.child();
+    /// let block = pool.alloc(64).unwrap();
+    /// // SAFETY: the block is no block of `child`, which finds so and changes nothing.
+    /// let refused = unsafe { child.try_free(block) };
+    /// assert_eq!(refused, Err(FreeError::Foreign { addr: block.as_ptr() as usize }));
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// assert_eq!(unsafe { pool.try_free(block) }, Ok(()));
+    /// ```
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), FreeError> {
         // SAFETY: forwarded from the caller.
         self.engine.with(|engine| unsafe { engine.try_free(block) })
@@ -245,11 +326,35 @@ impl<S: ChunkSource> LockedPool<S> {
     }
 
     /// Bytes left under the limit; see [`Engine::available`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), Some(2 * CHUNK_SIZE));
+    /// let _block = pool.alloc(64).unwrap();
+    /// assert_eq!(pool.available(), Some(CHUNK_SIZE));
+    /// ```
     pub fn available(&self) -> Option<usize> {
         self.engine.with(|engine| engine.available())
     }
 
     /// The engine's counters; see [`Engine::stats`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let _block = pool.alloc(100).unwrap();
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.live_blocks, stats.bytes_in_use), (1, 112));
+    /// assert_eq!(stats.bytes_held, CHUNK_SIZE);
+    /// ```
     pub fn stats(&self) -> Stats {
         self.engine.with(|engine| engine.stats())
     }
@@ -258,6 +363,19 @@ impl<S: ChunkSource> LockedPool<S> {
     ///
     /// # Errors
     /// The first broken invariant found.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let block = pool.alloc(100).unwrap();
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// assert_eq!(pool.check(), Ok(()));
+    /// ```
     pub fn check(&self) -> Result<(), CheckError> {
         self.engine.with(|engine| engine.check())
     }
@@ -310,7 +428,7 @@ impl<S: ChunkSource> LockedPool<S> {
 pub type LockedChild<'a, S> = LockedPool<LockedParent<'a, S>>;
 
 /// The source of a [`LockedChild`]: chunks taken from the parent's engine under its lock and
-/// charged to it ([`Engine::acquire_raw`]), and given back the same way.
+/// charged to it as lent ([`Stats::bytes_lent`]), and given back the same way.
 ///
 /// # Examples
 /// ```

@@ -57,12 +57,37 @@ impl RegionSource {
     /// - `start` is valid for reads and writes of `len` bytes for as long as the source and any
     ///   chunk it handed out are in use, and carries provenance over all of them.
     /// - Nothing else uses that memory meanwhile.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    ///
+    /// let mut memory = vec![0u8; 4 * CHUNK_SIZE];
+    /// // SAFETY: `memory` outlives the source and the engine, declared after it and so dropped
+    /// // first, and nothing else uses it meanwhile.
+    /// let source = unsafe { RegionSource::new(memory.as_mut_ptr(), memory.len()) };
+    /// let mut engine = Engine::new(source, None);
+    /// assert!(engine.alloc(64).is_some());
+    /// ```
     #[inline]
     pub const unsafe fn new(start: *mut u8, len: usize) -> Self {
         Self { start, len, laid_out: false, free: ptr::null_mut() }
     }
 
     /// A source over a slice of memory that lives for the rest of the program.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{RegionSource, CHUNK_SIZE};
+    ///
+    /// static mut ARENA: [u8; 4 * CHUNK_SIZE] = [0; 4 * CHUNK_SIZE];
+    /// // SAFETY: this example is the arena's only user.
+    /// let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// // A region of four units loses at most one to the alignment of its chunks.
+    /// assert!(source.free_bytes() >= 3 * CHUNK_SIZE);
+    /// // One with no whole aligned unit has nothing to hand out.
+    /// assert_eq!(RegionSource::from_static(&mut []).free_bytes(), 0);
+    /// ```
     pub fn from_static(region: &'static mut [u8]) -> Self {
         let len = region.len();
         // SAFETY: a `'static mut` slice is valid, exclusive and ours for good.
@@ -70,6 +95,21 @@ impl RegionSource {
     }
 
     /// Bytes in free runs: what can still be handed out, before alignment.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{ChunkSource, RegionSource, SMALL_CHUNK};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let mut source = RegionSource::from_static(region);
+    /// let before = source.free_bytes();
+    /// let chunk = source.acquire(SMALL_CHUNK).unwrap();
+    /// assert_eq!(source.free_bytes(), before - SMALL_CHUNK.size());
+    /// // SAFETY: the chunk came from `source` with this layout and is not used again.
+    /// unsafe { source.release(chunk, SMALL_CHUNK) };
+    /// assert_eq!(source.free_bytes(), before);
+    /// ```
     pub fn free_bytes(&self) -> usize {
         let mut total = 0;
         let mut run = self.free;

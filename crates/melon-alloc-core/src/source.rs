@@ -25,6 +25,44 @@ use core::ptr::NonNull;
 /// - a block returned by [`take_remote_frees`](ChunkSource::take_remote_frees) is one that the
 ///   engine using this source handed out from a chunk of this source that it still holds, is in
 ///   use by nobody any more, and is returned once per time it was freed.
+///
+/// # Examples
+/// A source that counts the chunks it has out, over a region:
+/// ```
+/// use core::alloc::Layout;
+/// use core::ptr::NonNull;
+/// use melon_alloc_core::{ChunkSource, Engine, RegionSource};
+///
+/// struct Counted {
+///     region: RegionSource,
+///     out: usize,
+/// }
+///
+/// // SAFETY: every chunk comes from the region, which upholds the contract, and goes back to it.
+/// unsafe impl ChunkSource for Counted {
+///     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+///         let chunk = self.region.acquire(layout)?;
+///         self.out += 1;
+///         Some(chunk)
+///     }
+///     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+///         self.out -= 1;
+///         // SAFETY: the caller returns a chunk from `acquire`, which the region handed out.
+///         unsafe { self.region.release(chunk, layout) }
+///     }
+/// }
+///
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let region = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+/// let mut engine = Engine::new(Counted { region, out: 0 }, None);
+/// let block = engine.alloc(64).unwrap();
+/// assert_eq!(engine.source().out, 1);
+/// // SAFETY: the block came from this engine and is not used again.
+/// unsafe { engine.free(block) };
+/// engine.trim();
+/// assert_eq!(engine.source().out, 0);
+/// ```
 pub unsafe trait ChunkSource {
     /// Hands out a chunk for `layout`, or `None` when there is no memory for it.
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>>;

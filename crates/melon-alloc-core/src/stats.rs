@@ -1,6 +1,23 @@
 //! What a pool reports about itself.
 
 /// A snapshot of a pool's state, from [`Engine::stats`](crate::Engine::stats).
+///
+/// # Examples
+/// ```
+/// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+/// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// # // SAFETY: this example is the arena's only user.
+/// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+/// let mut engine = Engine::new(source, Some(4 * CHUNK_SIZE));
+/// let block = engine.alloc(100).unwrap();
+/// // SAFETY: the block came from this engine and is not used again.
+/// unsafe { engine.free(block) };
+/// let stats = engine.stats();
+/// assert_eq!((stats.live_blocks, stats.bytes_in_use), (0, 0));
+/// // The emptied chunk is kept for reuse, and counts against the limit.
+/// assert_eq!((stats.bytes_held, stats.peak_bytes_held), (CHUNK_SIZE, CHUNK_SIZE));
+/// assert_eq!(stats.limit, Some(4 * CHUNK_SIZE));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

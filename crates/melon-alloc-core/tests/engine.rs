@@ -787,7 +787,7 @@ fn an_engine_that_moved_finds_its_blocks_by_its_lists_not_by_their_owner_address
     // The chunk still names the engine's old address...
     let here: *const Engine<TestSource> = &*moved;
     // SAFETY: `block` is an in-use block of a live engine.
-    assert_ne!(unsafe { melon_alloc_core::owner_of(block) }, here.cast());
+    assert_ne!(unsafe { melon_alloc_core::plumbing::owner_of(block) }, here.cast());
     // ...while the checked operations search the engine's own lists, which moved with it.
     assert_eq!(moved.validate(block), Ok(()));
     // SAFETY: the block came from this engine and is not used again.

@@ -792,7 +792,7 @@ impl fmt::Debug for ChildPool<'_> {
 /// ```
 pub unsafe fn free(block: NonNull<u8>) {
     // SAFETY: the caller promises a block of a live heap pool, whose chunk names its pool.
-    let owner = unsafe { melon_alloc_core::owner_of(block) }.cast::<Pool>();
+    let owner = unsafe { melon_alloc_core::plumbing::owner_of(block) }.cast::<Pool>();
     // SAFETY: (1) heap pools record the pointer to their `Pool` in their chunks (see
     // `Pool::boxed`), and the pool is alive; (2) the caller rules out concurrent
     // use, so this is the only access to the pool.

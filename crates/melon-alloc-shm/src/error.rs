@@ -113,6 +113,20 @@ impl fmt::Display for LockError {
 impl core::error::Error for LockError {}
 
 /// Why a shared-pool operation failed. Nothing in the pool changed.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc_shm::{ShmError, ShmPool};
+///
+/// let too_small = ShmPool::new(1 << 10).unwrap_err();
+/// assert!(matches!(too_small, ShmError::CapacityOutOfRange { capacity: 1024, .. }));
+/// let shm = ShmPool::new(1 << 20)?;
+/// let refused = shm.try_alloc(2 << 20).unwrap_err();
+/// assert_eq!(refused, ShmError::OutOfMemory { size: 2 << 20 });
+/// assert_eq!(refused.to_string(), "no room for 2097152 bytes");
+/// # Ok::<(), ShmError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ShmError {
@@ -370,6 +384,28 @@ impl From<FreeError> for ShmError {
 }
 
 /// A broken invariant found by [`ShmPool::check`](crate::ShmPool::check).
+///
+/// # Examples
+///
+/// ```
+/// use std::{fs::File, os::unix::fs::FileExt};
+/// use melon_alloc_shm::{ShmCheckError, ShmError, ShmPool};
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// let [_kept, freed] = [shm.alloc(64).unwrap(), shm.alloc(64).unwrap()];
+/// let offset = shm.offset_of(freed).unwrap() as u64;
+/// // SAFETY: the block came from `shm` and is not used again.
+/// unsafe { shm.try_free(freed) }?;
+/// // A stray write into the pool's file, where the freed block lies, breaks the list of free
+/// // blocks that runs through it.
+/// let file = File::from(shm.as_fd().try_clone_to_owned().unwrap());
+/// file.write_all_at(&[0x41; 4], offset).unwrap();
+/// // The next allocation of that size meets the broken link, and takes the slab out of use.
+/// assert!(shm.alloc(64).is_some());
+/// let found = shm.check().unwrap_err();
+/// assert!(matches!(found, ShmError::Corrupt(ShmCheckError::Quarantined { .. })));
+/// # Ok::<(), ShmError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ShmCheckError {

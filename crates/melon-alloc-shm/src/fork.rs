@@ -57,7 +57,12 @@ static HOOKS: [AtomicPtr<ForkHooks>; HOOK_SLOTS] =
 /// already. `false` when the slots for hooks are all taken.
 ///
 /// # Examples
-/// See [`ForkHooks`].
+/// ```
+/// use melon_alloc_shm::plumbing::{on_fork, ForkHooks};
+///
+/// static NOTHING: ForkHooks = ForkHooks { prepare: || {}, parent: || {}, child: || {} };
+/// assert!(on_fork(&NOTHING));
+/// ```
 pub fn on_fork(hooks: &'static ForkHooks) -> bool {
     crate::sys::register_fork_handler();
     let wanted = core::ptr::from_ref(hooks).cast_mut();

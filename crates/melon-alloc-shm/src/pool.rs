@@ -406,6 +406,22 @@ impl Shared {
 /// is checked against the pool before it is used. A free or a resize is unsafe, since the block
 /// may still be in use somewhere, in any process. The guard is not `Send`: the built-in lock
 /// belongs to the thread that took it.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_shm::ShmPool;
+///
+/// let shm = ShmPool::new(1 << 20)?;
+/// // A block and the count that includes it, with no other process in between.
+/// let mut guard = shm.lock()?;
+/// let block = guard.alloc(64)?;
+/// assert_eq!(guard.stats().live_blocks, 1);
+/// // SAFETY: the block came from `shm` and is not used again.
+/// unsafe { guard.free(block) }?;
+/// drop(guard); // releases the lock
+/// assert_eq!(shm.stats()?.live_blocks, 0);
+/// # Ok::<(), melon_alloc_shm::ShmError>(())
+/// ```
 #[must_use = "the pool's lock is released as soon as the guard is dropped"]
 pub struct ShmGuard<'pool> {
     shared: &'pool Shared,
@@ -438,6 +454,18 @@ impl ShmGuard<'_> {
     /// # Errors
     /// [`ShmError::OutOfMemory`] when too few bytes are free; [`ShmError::Fragmented`] when enough
     /// are, but in no place that fits the block.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let block = guard.alloc(100)?;
+    /// assert_eq!(block.as_ptr().addr() % 16, 0);
+    /// assert_eq!(guard.alloc(2 << 20), Err(ShmError::OutOfMemory { size: 2 << 20 }));
+    /// # Ok::<(), ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, ShmError> {
         self.alloc_layout(
@@ -450,6 +478,20 @@ impl ShmGuard<'_> {
     /// # Errors
     /// As for [`alloc`](ShmGuard::alloc); [`ShmError::OutOfMemory`] for an alignment above
     /// 2 MiB.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let page = guard.alloc_layout(Layout::from_size_align(4096, 4096).unwrap())?;
+    /// assert_eq!(page.as_ptr().addr() % 4096, 0);
+    /// let beyond = Layout::from_size_align(64, 4 << 20).unwrap();
+    /// assert_eq!(guard.alloc_layout(beyond), Err(ShmError::OutOfMemory { size: 64 }));
+    /// # Ok::<(), ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&mut self, layout: Layout) -> Result<NonNull<u8>, ShmError> {
         let (arena, size, align) = (&self.shared.arena, layout.size(), layout.align().max(16));
@@ -544,6 +586,21 @@ impl ShmGuard<'_> {
     ///
     /// # Safety
     /// If `block` is an in-use block of the pool, nothing uses it afterwards, in any process.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let block = guard.alloc(64)?;
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { guard.free(block) }?;
+    /// // SAFETY: not a block of the pool, which refuses it and changes nothing.
+    /// let refused = unsafe { guard.free(core::ptr::NonNull::from(&0u8)) };
+    /// assert!(matches!(refused, Err(ShmError::Free(_))));
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub unsafe fn free(&mut self, block: NonNull<u8>) -> Result<(), ShmError> {
         let addr = block.as_ptr().addr();
         let offset =
@@ -570,6 +627,21 @@ impl ShmGuard<'_> {
     ///
     /// # Safety
     /// As for [`ShmPool::realloc`].
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let block = guard.alloc(100)?;
+    /// // SAFETY: the block came from `shm`; a shrink keeps it where it is.
+    /// assert_eq!(unsafe { guard.realloc(block, 50) }?, Some(block));
+    /// // SAFETY: as above; a size of 0 frees it, and it is not used again.
+    /// assert_eq!(unsafe { guard.realloc(block, 0) }?, None);
+    /// assert_eq!(guard.stats().live_blocks, 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(
         &mut self,
@@ -620,6 +692,18 @@ impl ShmGuard<'_> {
     ///
     /// # Errors
     /// [`ShmError::Free`] when `block` is not an in-use block of the pool itself.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let block = guard.alloc(100)?;
+    /// assert!(guard.usable_size(block)? >= 100);
+    /// assert!(guard.usable_size(core::ptr::NonNull::from(&0u8)).is_err(), "not in the pool");
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
         let addr = block.as_ptr().addr();
         let offset =
@@ -631,11 +715,36 @@ impl ShmGuard<'_> {
     }
 
     /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let before = guard.available();
+    /// let block = guard.alloc(100)?;
+    /// assert_eq!(guard.available(), before - guard.usable_size(block)?);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn available(&self) -> usize {
         self.shared.arena.free_bytes() as usize
     }
 
     /// A snapshot of the pool's counters.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let _block = guard.alloc(100)?;
+    /// let stats = guard.stats();
+    /// assert_eq!(stats.live_blocks, 1);
+    /// assert_eq!(stats.available, guard.available());
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn stats(&self) -> ShmStats {
         let arena = &self.shared.arena;
         let (counters, classes) = arena.census();
@@ -678,6 +787,19 @@ impl ShmGuard<'_> {
     ///
     /// # Errors
     /// [`ShmError::Corrupt`] with the first broken invariant.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let mut guard = shm.lock()?;
+    /// let block = guard.alloc(100)?;
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { guard.free(block) }?;
+    /// assert_eq!(guard.check(), Ok(()));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn check(&self) -> Result<(), ShmError> {
         self.shared.arena.check().map_err(ShmError::Corrupt)
     }
@@ -689,6 +811,19 @@ impl ShmGuard<'_> {
     /// built-in lock says this thread no longer held it: the kernel judged it dead and handed
     /// its lock on while it was alive, which only the case described under "Thread ids, pid
     /// namespaces and the one residual case" in the architecture notes can do.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let guard = shm.lock()?;
+    /// // The built-in lock is not recursive: this thread would wait for itself.
+    /// assert_eq!(shm.lock().err(), Some(ShmError::WouldDeadlock));
+    /// guard.unlock()?;
+    /// assert!(shm.lock().is_ok());
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub fn unlock(self) -> Result<(), ShmError> {
         let (shared, token) = (self.shared, self.token);
         core::mem::forget(self);
@@ -822,6 +957,18 @@ impl ShmPool {
     /// # Errors
     /// [`ShmError::CapacityOutOfRange`] below 64 KiB or above 1 TiB; [`ShmError::Os`] when the
     /// memory cannot be had.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new((1 << 20) + 100)?;
+    /// assert_eq!(shm.capacity(), 1 << 20);
+    /// assert!(shm.alloc(64).is_some());
+    /// let small = ShmPool::new(1 << 10).unwrap_err();
+    /// assert!(matches!(small, ShmError::CapacityOutOfRange { min: 65536, .. }));
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub fn new(capacity: usize) -> Result<Self, ShmError> {
         Self::builder().capacity(capacity).build()
     }
@@ -831,6 +978,15 @@ impl ShmPool {
     ///
     /// # Errors
     /// As for [`new`](ShmPool::new).
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = melon_alloc_shm::ShmPool::memfd("melon-jobs", 1 << 20)?;
+    /// let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    /// assert!(maps.contains("/memfd:melon-jobs"));
+    /// # drop(shm);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn memfd(name: &str, capacity: usize) -> Result<Self, ShmError> {
         Self::builder().name(name).capacity(capacity).build()
     }
@@ -840,6 +996,37 @@ impl ShmPool {
     ///
     /// # Errors
     /// As for [`new`](ShmPool::new).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use melon_alloc_shm::{LockError, ShmError, ShmPool};
+    ///
+    /// /// A lock for the threads of one process that refuses, rather than waits, when it is
+    /// /// held: `ShmLock`'s example, on a flag in a static.
+    /// struct Refusing;
+    /// static HELD: AtomicBool = AtomicBool::new(false);
+    /// # // SAFETY: the swap lets one holder in at a time, with acquire and release ordering.
+    /// # unsafe impl melon_alloc_shm::ShmLock for Refusing {
+    /// #     fn lock(&self) -> Result<(), LockError> {
+    /// #         if HELD.swap(true, Ordering::Acquire) {
+    /// #             return Err(LockError::new(16));
+    /// #         }
+    /// #         Ok(())
+    /// #     }
+    /// #     fn unlock(&self) -> Result<(), LockError> {
+    /// #         HELD.store(false, Ordering::Release);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    ///
+    /// let shm = ShmPool::with_lock(1 << 20, Refusing)?;
+    /// assert!(shm.alloc(64).is_some());
+    /// // Held by someone else, the lock refuses the pool, whose operations fail with its error.
+    /// HELD.store(true, Ordering::Relaxed);
+    /// assert_eq!(shm.try_alloc(64), Err(ShmError::Lock(LockError::new(16))));
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub fn with_lock<L: ShmLock + 'static>(capacity: usize, lock: L) -> Result<Self, ShmError> {
         Self::builder().capacity(capacity).lock(lock).build()
     }
@@ -917,6 +1104,25 @@ impl ShmPool {
     /// # Safety
     /// Every process using the pool runs this library's layout version: the header is checked,
     /// but a file that imitates it could still mislead the allocator.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::memfd("melon-jobs", 1 << 20)?;
+    /// // Another process would receive the descriptor; this one maps it a second time.
+    /// let fd = shm.as_fd().try_clone_to_owned().unwrap();
+    /// // SAFETY: the pool was made by this very build of the library.
+    /// let attached = unsafe { ShmPool::attach(fd) }?;
+    /// let block = shm.alloc(8).unwrap();
+    /// // SAFETY: the block holds 8 bytes, aligned to 16, and nothing else uses it.
+    /// unsafe { block.cast::<u64>().write(42) };
+    /// let seen = attached.ptr_at(shm.offset_of(block).unwrap()).unwrap();
+    /// assert_ne!(seen, block, "the second mapping lies elsewhere");
+    /// // SAFETY: the same block, through the second mapping; nothing writes it meanwhile.
+    /// assert_eq!(unsafe { seen.cast::<u64>().read() }, 42);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub unsafe fn attach(fd: OwnedFd) -> Result<Self, ShmError> {
         // SAFETY: forwarded from the caller.
         unsafe { Self::open(fd, None) }
@@ -930,6 +1136,40 @@ impl ShmPool {
     ///
     /// # Safety
     /// As for [`attach`](ShmPool::attach).
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    /// # use std::sync::atomic::{AtomicBool, Ordering};
+    /// # use melon_alloc_shm::{LockError, ShmLock};
+    /// # static HELD: AtomicBool = AtomicBool::new(false);
+    /// # // SAFETY: the swap lets one holder in at a time, with acquire and release ordering.
+    /// # unsafe impl ShmLock for Spin {
+    /// #     fn lock(&self) -> Result<(), LockError> {
+    /// #         while HELD.swap(true, Ordering::Acquire) {
+    /// #             std::hint::spin_loop();
+    /// #         }
+    /// #         Ok(())
+    /// #     }
+    /// #     fn unlock(&self) -> Result<(), LockError> {
+    /// #         HELD.store(false, Ordering::Release);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    ///
+    /// /// A lock for the threads of one process, spinning while it is held: every `Spin` is the
+    /// /// same lock, a flag in a static.
+    /// struct Spin;
+    ///
+    /// let shm = ShmPool::with_lock(1 << 20, Spin)?;
+    /// let fd = shm.as_fd().try_clone_to_owned().unwrap();
+    /// // SAFETY: the pool was made by this very build of the library.
+    /// let attached = unsafe { ShmPool::attach_with_lock(fd, Spin) }?;
+    /// let block = attached.alloc(64).unwrap();
+    /// assert!(shm.offset_of(block).is_none(), "allocated in the second mapping");
+    /// assert_eq!(shm.stats()?.live_blocks, 1);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub unsafe fn attach_with_lock<L: ShmLock + 'static>(
         fd: OwnedFd,
         lock: L,
@@ -985,6 +1225,18 @@ impl ShmPool {
     }
 
     /// The pool's descriptor, to hand to another process for [`attach`](ShmPool::attach).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::fs::File;
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// // The descriptor's file is the pool's whole mapping, as another process would map it.
+    /// let file = File::from(shm.as_fd().try_clone_to_owned().unwrap());
+    /// assert_eq!(file.metadata().unwrap().len(), 1 << 20);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.shared().mapping.fd()
     }
@@ -1034,6 +1286,18 @@ impl ShmPool {
     /// [`ShmError::Lock`] when a custom lock fails; [`ShmError::WouldDeadlock`] when this thread
     /// holds the built-in lock already; [`ShmError::LockTimeout`] when a timeout was set with
     /// [`set_lock_timeout`](ShmPool::set_lock_timeout) and passed first.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// // Ten blocks for one taking of the lock, not ten.
+    /// let mut guard = shm.lock()?;
+    /// let blocks = (0..10).map(|_| guard.alloc(64)).collect::<Result<Vec<_>, _>>()?;
+    /// assert_eq!(guard.stats().live_blocks, blocks.len());
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
         self.shared().lock()
     }
@@ -1110,6 +1374,19 @@ impl ShmPool {
     }
 
     /// Allocates `size` bytes aligned to 16, or `None` when there is no room or the lock fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(100).unwrap();
+    /// assert_eq!(block.as_ptr().addr() % 16, 0);
+    /// assert!(shm.alloc(2 << 20).is_none(), "more than the pool holds");
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(block) }?;
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
         self.try_alloc(size).ok()
@@ -1139,6 +1416,23 @@ impl ShmPool {
 
     /// Like [`alloc`](ShmPool::alloc), with the block's first `size` bytes zeroed (Melon's
     /// `mln_alloc_c`).
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let dirty = shm.alloc(64).unwrap();
+    /// // SAFETY: the block holds 64 bytes, and nothing else uses it.
+    /// unsafe { dirty.as_ptr().write_bytes(0xff, 64) };
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(dirty) }?;
+    /// let block = shm.alloc_zeroed(64).unwrap();
+    /// // SAFETY: the block holds 64 initialized bytes, and nothing else uses it.
+    /// let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), 64) };
+    /// assert!(bytes.iter().all(|&byte| byte == 0));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
         let block = self.alloc(size)?;
@@ -1148,6 +1442,18 @@ impl ShmPool {
     }
 
     /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let page = shm.alloc_layout(Layout::from_size_align(4096, 4096).unwrap()).unwrap();
+    /// assert_eq!(page.as_ptr().addr() % 4096, 0);
+    /// assert!(shm.alloc_layout(Layout::from_size_align(64, 4 << 20).unwrap()).is_none());
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.lock().ok()?.alloc_layout(layout).ok()
@@ -1160,6 +1466,24 @@ impl ShmPool {
     /// # Safety
     /// - `block` is an in-use block of this pool.
     /// - After a move or a free, the old pointer is not used again, in any process.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(16).unwrap();
+    /// // SAFETY: the block holds 16 bytes, and nothing else uses it.
+    /// unsafe { block.as_ptr().write_bytes(7, 16) };
+    /// // SAFETY: the block came from `shm`, and the old pointer is not used after the call.
+    /// let grown = unsafe { shm.realloc(block, 10_000) }.unwrap();
+    /// assert!(shm.usable_size(grown)? >= 10_000);
+    /// // SAFETY: the grown block starts with the old one's 16 bytes; nothing else uses it.
+    /// assert_eq!(unsafe { grown.as_ptr().read() }, 7);
+    /// // SAFETY: as above; a size of 0 frees the block, which is not used again.
+    /// assert_eq!(unsafe { shm.realloc(grown, 0) }, None);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn realloc(&self, block: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
         let mut guard = self.lock().ok()?;
@@ -1175,6 +1499,18 @@ impl ShmPool {
     /// - `block` is an in-use block of this pool, or a handed-off block of a child's (see
     ///   [`try_free`](ShmPool::try_free) for pointers into a child's chunk).
     /// - Nothing uses it afterwards, in any process.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(64).unwrap();
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.free(block) };
+    /// assert_eq!(shm.stats()?.live_blocks, 0);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.try_free(block) };
@@ -1202,6 +1538,21 @@ impl ShmPool {
     ///   checked without the lock, against a chunk that must not go back to the pool under it.
     /// - If `block` is an in-use block of the pool, or a handed-off block of a child's, nothing
     ///   uses it afterwards, in any process.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::FreeError;
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(64).unwrap();
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// unsafe { shm.try_free(block) }?;
+    /// // SAFETY: freed already, and in no child pool's chunk: the pool refuses the block.
+    /// let again = unsafe { shm.try_free(block) };
+    /// assert!(matches!(again, Err(ShmError::Free(FreeError::NotInUse { .. }))));
+    /// # Ok::<(), ShmError>(())
+    /// ```
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), ShmError> {
         let shared = self.shared();
         if let Some(target) =
@@ -1278,12 +1629,37 @@ impl ShmPool {
     ///
     /// # Errors
     /// [`ShmError::Free`] when `block` is not an in-use block of the pool; the lock's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(100).unwrap();
+    /// let usable = shm.usable_size(block)?;
+    /// assert!(usable >= 100);
+    /// // SAFETY: the block holds `usable` bytes, and nothing else uses it.
+    /// unsafe { block.as_ptr().write_bytes(0, usable) };
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn usable_size(&self, block: NonNull<u8>) -> Result<usize, ShmError> {
         self.lock()?.usable_size(block)
     }
 
     /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool. 0 if
     /// the lock fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let empty = shm.available();
+    /// assert!(empty < 1 << 20, "the pool's own bookkeeping takes a few pages");
+    /// let _block = shm.alloc(64 << 10).unwrap();
+    /// assert_eq!(shm.available(), empty - (64 << 10));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn available(&self) -> usize {
         self.lock().map_or(0, |guard| guard.available())
     }
@@ -1292,6 +1668,18 @@ impl ShmPool {
     ///
     /// # Errors
     /// The lock's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let _block = shm.alloc(100).unwrap();
+    /// let stats = shm.stats()?;
+    /// assert_eq!((stats.capacity, stats.live_blocks), (1 << 20, 1));
+    /// assert!(stats.bytes_in_use >= 100);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn stats(&self) -> Result<ShmStats, ShmError> {
         Ok(self.lock()?.stats())
     }
@@ -1300,6 +1688,20 @@ impl ShmPool {
     ///
     /// # Errors
     /// [`ShmError::Corrupt`] with the first broken invariant; the lock's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let blocks: Vec<_> = (1..=50).map(|n| shm.alloc(n * 100).unwrap()).collect();
+    /// for block in blocks.into_iter().step_by(2) {
+    ///     // SAFETY: the block came from `shm` and is not used again.
+    ///     unsafe { shm.try_free(block) }?;
+    /// }
+    /// assert_eq!(shm.check(), Ok(()));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn check(&self) -> Result<(), ShmError> {
         self.lock()?.check()
     }
@@ -1342,6 +1744,17 @@ impl ShmPool {
 
     /// The offset of `block` from the start of the pool: the same block in every process, wherever
     /// each has mapped the pool. `None` for a pointer outside the pool.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(64).unwrap();
+    /// assert!(shm.offset_of(block).is_some_and(|offset| offset < shm.capacity()));
+    /// assert_eq!(shm.offset_of(core::ptr::NonNull::from(&0u8)), None, "not in the pool");
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn offset_of(&self, block: NonNull<u8>) -> Option<usize> {
         self.shared().offset_of(block.as_ptr()).map(|offset| offset as usize)
     }
@@ -1349,6 +1762,19 @@ impl ShmPool {
     /// The pointer, in this process, to the byte at `offset` in the pool. `None` past the end of
     /// the pages the pool has grown to. The pages another process grew the pool by are mapped
     /// here first, so that the whole block at `offset` can be used.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(64).unwrap();
+    /// // Another process would receive the offset and find the block in its own mapping.
+    /// let offset = shm.offset_of(block).unwrap();
+    /// assert_eq!(shm.ptr_at(offset), Some(block));
+    /// assert_eq!(shm.ptr_at(shm.capacity()), None, "past the end");
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     pub fn ptr_at(&self, offset: usize) -> Option<NonNull<u8>> {
         let shared = self.shared();
         // The block at `offset` may reach into pages this process has not mapped yet.
@@ -1388,6 +1814,18 @@ impl ShmPool {
     }
 
     /// Like [`child`](ShmPool::child), holding at most `limit` bytes of chunks.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(4 << 20)?;
+    /// let child = shm.child_with_limit(64 << 10);
+    /// assert!(child.alloc(32 << 10).is_some());
+    /// assert!(child.alloc(64 << 10).is_none(), "past the limit");
+    /// assert!(shm.stats()?.lent_bytes <= 64 << 10);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> ChildPool<'_> {
         self.make_child(Some(limit), false)

@@ -51,6 +51,25 @@ pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
 /// - `block` is an in-use block of a live [`HeapPool`], [`ChildPool`] or `ShmPool` (not of a
 ///   [`LockedHeapPool`]), and nothing uses it afterwards, in any process.
 /// - No operation on a heap pool that owns it is in progress on another thread.
+///
+/// # Examples
+///
+/// ```
+/// use melon_alloc::{HeapPool, ShmPool};
+///
+/// let heap = HeapPool::new();
+/// let shm = ShmPool::new(1 << 20)?;
+/// let child = shm.child();
+/// let blocks = [heap.alloc(64), shm.alloc(64), child.alloc(64)].map(Option::unwrap);
+/// for block in blocks {
+///     // SAFETY: the block is in use in a live pool, and not used again; one thread uses the
+///     // pools.
+///     unsafe { melon_alloc::free(block) };
+/// }
+/// assert_eq!(heap.stats().live_blocks + child.stats().live_blocks, 0);
+/// assert_eq!(shm.stats()?.live_blocks, 0);
+/// # Ok::<(), melon_alloc::ShmError>(())
+/// ```
 pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
     #[cfg(target_os = "linux")]
     // SAFETY: forwarded from the caller.
@@ -71,4 +90,5 @@ pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
 /// The examples of the workspace README, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
+#[doc(hidden)]
 pub struct ReadmeDoctests;

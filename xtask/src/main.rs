@@ -66,6 +66,10 @@ fn print_help() {
     );
 }
 
+/// The published crates, in dependency order: a crate comes after those it depends on.
+const CRATES: [&str; 4] =
+    ["melon-alloc-core", "melon-alloc-heap", "melon-alloc-shm", "melon-alloc"];
+
 /// The workspace root, which every task runs in.
 fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -97,6 +101,23 @@ fn add_target(target: &str) -> Result<(), String> {
     let mut add = Command::new("rustup");
     add.args(["target", "add", target]);
     run(add)
+}
+
+/// Installs the nightly toolchain with rustup, if it is missing.
+fn install_nightly() -> Result<(), String> {
+    let output = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .map_err(|error| format!("could not run `rustup toolchain list`: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("`rustup toolchain list` failed with {}", output.status));
+    }
+    if String::from_utf8_lossy(&output.stdout).lines().any(|line| line.starts_with("nightly")) {
+        return Ok(());
+    }
+    let mut install = Command::new("rustup");
+    install.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+    run(install)
 }
 
 /// Runs a command, echoing it first, and fails the task if it fails.

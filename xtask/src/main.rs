@@ -14,6 +14,7 @@ mod loom;
 mod miri;
 mod no_std;
 mod package;
+mod public_api;
 mod valgrind;
 
 fn main() -> ExitCode {
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Some("miri") => miri::run_task(),
         Some("no-std") => no_std::run_task(),
         Some("package") => package::run_task(),
+        Some("public-api") => public_api::run_task(&args[1..]),
         Some("valgrind") => valgrind::run_task(),
         Some("help" | "--help" | "-h") | None => {
             print_help();
@@ -53,14 +55,16 @@ fn print_help() {
          --check: instructions per operation under callgrind against the committed baseline\n          \
          (--save-baseline writes it)\n  \
          bench-c the C API against glibc malloc, 64-byte blocks, and its instructions per pair\n  \
-         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
-         no-std and Miri\n  \
+         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, the public API,\n          \
+         benches compiled, no-std and Miri\n  \
          examples the public items without an example, which must not grow past a bound\n  \
          fuzz    the fuzz targets under libFuzzer and ASan (nightly); --time SECONDS in all, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
          no-std  the core crate for thumbv7em-none-eabihf, and the test firmware run on QEMU\n  \
          package what `cargo publish` would upload, packaged and built, without uploading\n  \
+         public-api the published crates' public API against docs/public-api/ (nightly);\n          \
+         --bless rewrites those files\n  \
          valgrind the core and heap suites under memcheck, with the pools' client requests\n  \
          help    this text"
     );

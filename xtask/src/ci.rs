@@ -32,6 +32,7 @@ pub(crate) fn run_all() -> Result<(), String> {
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
+    crate::public_api::run_task(&[])?;
 
     other_platform()?;
     minimum_rust()?;

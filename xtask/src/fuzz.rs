@@ -23,11 +23,7 @@ const DEFAULT_SECONDS: u64 = 60;
 pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
     let seconds = seconds(args)?;
 
-    if !has_nightly()? {
-        let mut nightly = Command::new("rustup");
-        nightly.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
-        run(nightly)?;
-    }
+    crate::install_nightly()?;
     let mut version = crate::toolchain_cargo("nightly");
     version.args(["fuzz", "--version"]);
     if !crate::succeeds(version) {
@@ -66,16 +62,4 @@ fn seconds(args: &[String]) -> Result<u64, String> {
         };
     }
     Ok(seconds)
-}
-
-/// Whether rustup has a nightly toolchain installed.
-fn has_nightly() -> Result<bool, String> {
-    let output = Command::new("rustup")
-        .args(["toolchain", "list"])
-        .output()
-        .map_err(|error| format!("could not run `rustup toolchain list`: {error}"))?;
-    if !output.status.success() {
-        return Err(format!("`rustup toolchain list` failed with {}", output.status));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).lines().any(|line| line.starts_with("nightly")))
 }

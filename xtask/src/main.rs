@@ -14,6 +14,7 @@ mod loom;
 mod miri;
 mod no_std;
 mod package;
+mod public_api;
 mod semver;
 mod valgrind;
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Some("miri") => miri::run_task(),
         Some("no-std") => no_std::run_task(),
         Some("package") => package::run_task(),
+        Some("public-api") => public_api::run_task(&args[1..]),
         Some("semver") => semver::run_task(),
         Some("valgrind") => valgrind::run_task(),
         Some("help" | "--help" | "-h") | None => {
@@ -55,19 +57,25 @@ fn print_help() {
          --check: instructions per operation under callgrind against the committed baseline\n          \
          (--save-baseline writes it)\n  \
          bench-c the C API against glibc malloc, 64-byte blocks, and its instructions per pair\n  \
-         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, benches compiled,\n          \
-         no-std and Miri\n  \
-         examples the public items without an example, which must not grow past a bound\n  \
+         ci      format check, clippy -D warnings, tests, rustdoc -D warnings, the public API,\n          \
+         benches compiled, no-std and Miri\n  \
+         examples the public items without an example, of which there must be none\n  \
          fuzz    the fuzz targets under libFuzzer and ASan (nightly); --time SECONDS in all, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
          miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
          no-std  the core crate for thumbv7em-none-eabihf, and the test firmware run on QEMU\n  \
          package what `cargo publish` would upload, packaged and built, without uploading\n  \
+         public-api the published crates' public API against docs/public-api/ (nightly);\n          \
+         --bless rewrites those files\n  \
          semver  the published crates' API against the last release tag (cargo-semver-checks)\n  \
          valgrind the core and heap suites under memcheck, with the pools' client requests\n  \
          help    this text"
     );
 }
+
+/// The published crates, in dependency order: a crate comes after those it depends on.
+const CRATES: [&str; 4] =
+    ["melon-alloc-core", "melon-alloc-heap", "melon-alloc-shm", "melon-alloc"];
 
 /// The workspace root, which every task runs in.
 fn root() -> PathBuf {
@@ -100,6 +108,23 @@ fn add_target(target: &str) -> Result<(), String> {
     let mut add = Command::new("rustup");
     add.args(["target", "add", target]);
     run(add)
+}
+
+/// Installs the nightly toolchain with rustup, if it is missing.
+fn install_nightly() -> Result<(), String> {
+    let output = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .map_err(|error| format!("could not run `rustup toolchain list`: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("`rustup toolchain list` failed with {}", output.status));
+    }
+    if String::from_utf8_lossy(&output.stdout).lines().any(|line| line.starts_with("nightly")) {
+        return Ok(());
+    }
+    let mut install = Command::new("rustup");
+    install.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+    run(install)
 }
 
 /// Whether a command runs and succeeds; its output is not shown, as only the answer matters.

@@ -5,11 +5,10 @@
 //! blocks its original hands out.
 //!
 //! The shared-memory crate marks the first pool of such a family
-//! ([`Pool::track_family`](crate::Pool::track_family)); a child of a marked pool is marked too
-//! and linked under its parent when it is made, and unlinked when it is dropped; and the forked
-//! process abandons each family whole
-//! ([`Pool::abandon_family`](crate::Pool::abandon_family)). Pools outside such a family keep no
-//! links and take no lock.
+//! ([`Pool::track_family`](crate::Pool::track_family)), which links it into this process's list
+//! of families; a child of a marked pool is marked too and linked under its parent when it is
+//! made; each is unlinked when it is dropped; and the forked process abandons every family whole
+//! ([`abandon_every_family`]). Pools outside such a family keep no links and take no lock.
 //!
 //! The links change only under [`FAMILIES`], which the shared-memory crate's fork handler holds
 //! across a `fork` ([`lock_families`]), so that the forked process never finds them half
@@ -17,12 +16,18 @@
 
 use core::cell::Cell;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::Pool;
 
-/// Held while any family's links change.
+/// Held while any family's links change, and [`FIRSTS`] with them.
 static FAMILIES: Mutex<()> = Mutex::new(());
+
+/// The first pool of the first family of this process, or null: the first pools of the families
+/// are linked to each other through their `next` and `prev`, which no sibling of theirs uses.
+/// Changed only under [`FAMILIES`]; an atomic only so that a static may hold it.
+static FIRSTS: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Holds the lock under which the links of every family change, until the guard is dropped: for
 /// a fork handler, so that no link is half changed when the process forks. Nothing else is done
@@ -72,16 +77,29 @@ impl Links {
         self.parent.get().is_some()
     }
 
-    /// Makes the pool the first of a family, unless it is in one already.
-    pub(crate) fn track(&self) {
-        if !self.tracked() {
-            self.parent.set(Some(first_mark()));
-        }
-    }
-
     /// The pool's parent in its family: `None` for the first pool of a family, or outside one.
     fn parent(&self) -> Option<NonNull<Pool>> {
         self.parent.get().filter(|&parent| parent != first_mark())
+    }
+}
+
+/// Makes `pool` the first of a family, linked into the list of families, unless it is in one
+/// already.
+///
+/// # Safety
+/// The pool is alive and does not move while linked (pools live in boxes of their own).
+pub(crate) unsafe fn found(pool: &Pool) {
+    let _families = lock_families();
+    let links = &pool.links;
+    if links.tracked() {
+        return;
+    }
+    links.parent.set(Some(first_mark()));
+    let first = NonNull::new(FIRSTS.swap(core::ptr::from_ref(pool).cast_mut(), Ordering::Relaxed));
+    links.next.set(first);
+    if let Some(first) = first {
+        // SAFETY: a linked pool is alive until it unlinks itself, under the lock held here.
+        unsafe { first.as_ref() }.links.prev.set(Some(NonNull::from(pool)));
     }
 }
 
@@ -125,11 +143,47 @@ pub(crate) fn leave(pool: &Pool) {
         (Some(prev), _) => unsafe { prev.as_ref() }.links.next.set(next),
         // SAFETY: see above.
         (None, Some(parent)) => unsafe { parent.as_ref() }.links.first_child.set(next),
-        (None, None) => {}
+        // The first pool of a family, at the head of the list of families.
+        (None, None) => {
+            FIRSTS.store(next.map_or(core::ptr::null_mut(), NonNull::as_ptr), Ordering::Relaxed);
+        }
     }
     if let Some(next) = next {
         // SAFETY: as above.
         unsafe { next.as_ref() }.links.prev.set(prev);
+    }
+}
+
+/// [`Pool::abandon`]s every pool of every family of this process: what a process forked from
+/// this one does with its copies of the pools whose chunks it shares.
+///
+/// # Safety
+/// - As for [`Pool::abandon`], for every pool of every family.
+/// - No pool of a family is in use meanwhile, and no link changes: the caller is the only
+///   thread of a process forked while the forking thread held [`lock_families`]'s lock.
+///
+/// # Examples
+/// ```
+/// let shared_memory_like = melon_alloc_heap::HeapPool::new();
+/// shared_memory_like.track_family();
+/// let child = shared_memory_like.child();
+/// assert!(child.alloc(64).is_some());
+/// let families = melon_alloc_heap::lock_families();
+/// // SAFETY: the block above is never freed or used again, nor are the pools used meanwhile,
+/// // and the families' lock is held.
+/// unsafe { melon_alloc_heap::abandon_every_family() };
+/// drop(families);
+/// assert_eq!(child.stats().chunks, 0);
+/// ```
+#[doc(hidden)]
+pub unsafe fn abandon_every_family() {
+    let mut next = NonNull::new(FIRSTS.load(Ordering::Relaxed));
+    while let Some(first) = next {
+        // SAFETY: a linked pool is alive until it unlinks itself, which the caller rules out.
+        let first = unsafe { first.as_ref() };
+        // SAFETY: forwarded from the caller.
+        unsafe { walk(first, |pool| pool.abandon()) };
+        next = first.links.next.get();
     }
 }
 
@@ -236,8 +290,10 @@ mod tests {
             assert!(pool.alloc(64).is_some());
             assert!(pool.stats().chunks > 0);
         }
-        // SAFETY: none of the blocks above is freed or used again.
-        unsafe { root.abandon_family() };
+        let families = lock_families();
+        // SAFETY: none of the blocks above is freed or used again, and the lock is held.
+        unsafe { walk(&root, |pool| pool.abandon()) };
+        drop(families);
         for pool in [&*root, &*child, &*grandchild] {
             assert_eq!((pool.stats().chunks, pool.stats().live_blocks), (0, 0));
         }

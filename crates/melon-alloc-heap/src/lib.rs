@@ -170,7 +170,7 @@ mod recycle;
 mod sys;
 mod typed;
 
-pub use family::lock_families;
+pub use family::{abandon_every_family, lock_families};
 pub use global::GlobalSource;
 pub use melon_alloc_core::{CheckError, FreeError, LockedChild, LockedPool, Problem, Stats};
 #[cfg(target_os = "linux")]

@@ -476,8 +476,9 @@ impl Pool {
 
     /// Makes this pool the first of a family that a fork must reach whole: every pool made from
     /// it, at any depth, is linked under it while it lives, so that
-    /// [`abandon_family`](Pool::abandon_family) finds them all. For a pool whose chunks lie in
-    /// memory a forked process shares, as the shared-memory crate's child pools do.
+    /// [`abandon_every_family`](crate::abandon_every_family) finds them all. For a pool whose
+    /// chunks lie in memory a forked process shares, as the shared-memory crate's child pools
+    /// do.
     ///
     /// # Examples
     /// ```
@@ -486,32 +487,17 @@ impl Pool {
     /// let child = root.child();
     /// let grandchild = child.child();
     /// assert!(grandchild.alloc(64).is_some());
-    /// // SAFETY: the block above is never freed or used again.
-    /// unsafe { root.abandon_family() };
+    /// let families = melon_alloc_heap::lock_families();
+    /// // SAFETY: the block above is never freed or used again, nor are the pools used
+    /// // meanwhile, and the families' lock is held.
+    /// unsafe { melon_alloc_heap::abandon_every_family() };
+    /// drop(families);
     /// assert_eq!(grandchild.stats().chunks, 0);
     /// ```
     #[doc(hidden)]
     pub fn track_family(&self) {
-        self.links.track();
-    }
-
-    /// [`abandon`](Pool::abandon)s this pool and every pool linked under it by
-    /// [`track_family`](Pool::track_family): what the process forked from this one does with
-    /// its copies of a family whose chunks it shares.
-    ///
-    /// # Safety
-    /// - As for [`abandon`](Pool::abandon), for every pool of the family.
-    /// - No pool of the family is in use meanwhile, and no link of the family changes: the caller
-    ///   holds [`lock_families`](crate::lock_families), or is the only thread of a process forked
-    ///   while the forking thread held it.
-    ///
-    /// # Examples
-    /// See [`track_family`](Pool::track_family).
-    #[doc(hidden)]
-    pub unsafe fn abandon_family(&self) {
-        // SAFETY: the caller rules out uses of the pools and changes of the links, and promises
-        // that no earlier block of any of them comes back.
-        unsafe { family::walk(self, |pool| pool.abandon()) };
+        // SAFETY: every pool lives in a box of its own, and unlinks itself before it goes.
+        unsafe { family::found(self) };
     }
 
     /// A pool without a limit whose chunks come from this one (Melon's `mln_alloc_init(parent,

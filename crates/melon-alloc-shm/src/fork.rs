@@ -6,12 +6,13 @@
 //! they were added (they take their own locks), then takes the lock under which the families of
 //! child pools change (`melon_alloc_heap::lock_families`). After the fork, [`parent`] releases it
 //! and runs the hooks' `parent` in the opposite order. In the new process, [`child`] first
-//! abandons the copies of every child pool and of every pool made from one, then releases the
-//! lock and runs the hooks' `child`, also in the opposite order. So the new process never finds
+//! abandons the copies of every child pool of a shared pool and of every pool made from one (the
+//! families the heap crate links: `ShmPool::child` starts one), then releases the lock and runs
+//! the hooks' `child`, also in the opposite order. So the new process never finds
 //! the links of a family half changed, nor a lock held by a thread that does not exist there.
 
-use core::cell::RefCell;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::MutexGuard;
 
 /// Functions that a crate runs around every `fork` of the process, with the library's own
@@ -87,31 +88,55 @@ fn hooks() -> impl DoubleEndedIterator<Item = &'static ForkHooks> {
     })
 }
 
-std::thread_local! {
-    /// The families' lock, held by the forking thread from `prepare` until after the fork.
-    static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
+/// The families' lock, held by the forking thread from `prepare` until after the fork, and that
+/// thread (its `pthread_self`, which a forked process keeps), 0 while nobody holds it here. A
+/// static rather than a thread-local: a thread past its thread-locals (forking from one's
+/// destructor) must hold the lock as well as any other.
+struct Held {
+    holder: AtomicUsize,
+    guard: UnsafeCell<Option<MutexGuard<'static, ()>>>,
 }
 
-/// Before a fork, on the forking thread. Nothing here panics: `try_with` and `try_borrow_mut`
-/// return errors, and a second registration of the handlers (see `sys::register_fork_handler`)
-/// finds the lock held by this thread already and leaves it.
+// SAFETY: `guard` is written only by the thread that holds the families' lock, between taking
+// and releasing it (`prepare`, `release`), so no two threads touch it at once; a `MutexGuard`
+// released on the thread that took it is the only use made of what it holds.
+unsafe impl Sync for Held {}
+
+static HELD: Held = Held { holder: AtomicUsize::new(0), guard: UnsafeCell::new(None) };
+
+/// This thread, as `pthread_self` names it: the same in a forked process as in the thread that
+/// forked it. Never 0 (glibc's and musl's are addresses).
+fn this_thread() -> usize {
+    // SAFETY: `pthread_self` has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
+/// Before a fork, on the forking thread. A second registration of the handlers (see
+/// `sys::register_fork_handler`) runs this twice on the same thread: the second finds the lock
+/// held by this thread already and leaves it.
 pub(crate) fn prepare() {
     for hooks in hooks() {
         (hooks.prepare)();
     }
-    let _ = HELD.try_with(|held| {
-        if let Ok(mut held) = held.try_borrow_mut() {
-            if held.is_none() {
-                *held = Some(melon_alloc_heap::lock_families());
-            }
-        }
-    });
+    let me = this_thread();
+    if HELD.holder.load(Ordering::Acquire) == me {
+        return;
+    }
+    let guard = melon_alloc_heap::lock_families();
+    // SAFETY: this thread holds the families' lock, so it alone writes the guard's place.
+    unsafe { *HELD.guard.get() = Some(guard) };
+    HELD.holder.store(me, Ordering::Release);
 }
 
-/// The lock `prepare` took on this thread, if it did and it was not released yet.
+/// Releases the families' lock if `prepare` took it on this thread and it was not released yet.
 fn release() {
-    let held = HELD.try_with(|held| held.try_borrow_mut().ok().and_then(|mut held| held.take()));
-    drop(held);
+    if HELD.holder.load(Ordering::Acquire) != this_thread() {
+        return;
+    }
+    HELD.holder.store(0, Ordering::Release);
+    // SAFETY: this thread holds the families' lock (the holder was this thread), so it alone
+    // writes the guard's place; dropping the guard releases the lock on the thread that took it.
+    drop(unsafe { (*HELD.guard.get()).take() });
 }
 
 /// After a fork, in the parent.
@@ -124,7 +149,12 @@ pub(crate) fn parent() {
 
 /// After a fork, in the new process.
 pub(crate) fn child() {
-    crate::children::abandon_all_in_child();
+    // SAFETY: (1) only this thread exists in the new process, so nothing else uses the pools or
+    // their links, and this thread held the families' lock across the fork (`prepare`), so no
+    // link is half changed; (2) the blocks the copies
+    // handed out belong to the originals in the parent, and `ShmPool::child` makes freeing them
+    // in the new process part of the contract of `fork`, which no safe code can call.
+    unsafe { melon_alloc_heap::abandon_every_family() };
     release();
     for hooks in hooks().rev() {
         (hooks.child)();

@@ -125,7 +125,6 @@ const _: () = assert!(
 mod allocator;
 mod arena;
 mod builder;
-mod children;
 mod directory;
 mod error;
 #[cfg(melon_failpoints)]

@@ -12,7 +12,6 @@ use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
 use melon_alloc_heap::ChildPool;
 
 use crate::arena::{AllocThen, Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
-use crate::children::{self, Slot};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
     NONE, PAGE, SLAB_BLOCKS, VERSION,
@@ -1841,21 +1840,18 @@ impl ShmPool {
     fn make_child(&self, limit: Option<usize>, owned_only: bool) -> ChildPool<'_> {
         // A fork must abandon the child's copy and close the copy of this process's slot.
         sys::register_fork_handler();
-        let slot = Slot::reserve();
-        let index = slot.index();
         let chunks = ShmChunks {
             shared: self.shared(),
             owner: sys::process_token(),
             owned_only,
-            _slot: slot,
             chunks: ChunkMap::default(),
             collected: Vec::new(),
             seen: 0,
         };
         let child = ChildPool::with_source(Box::new(chunks), limit);
-        // Its chunks lie in the shared mapping, and so do those of every pool made from it.
+        // Its chunks lie in the shared mapping, and so do those of every pool made from it: the
+        // fork handler abandons the copies of the whole family.
         child.track_family();
-        children::fill(index, &child);
         child
     }
 }
@@ -1933,8 +1929,6 @@ struct ShmChunks<'pool> {
     /// Whether a chunk is lent only with a slot in the owner table (see
     /// [`ShmPool::owned_child`]).
     owned_only: bool,
-    /// The child's place in the table a fork handler walks; freed with the source.
-    _slot: Slot,
     /// The chunks the child holds, by offset, with their sizes: their remote-free lists are
     /// what it collects.
     chunks: ChunkMap,

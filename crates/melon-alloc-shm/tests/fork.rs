@@ -876,6 +876,22 @@ fn pools_made_from_a_child_pool_belong_to_one_process() {
     drop(grandchild);
     drop(child);
     assert_eq!(shm.available(), start);
+
+    // However many children a process has: the families are listed without a bound.
+    let many: Vec<_> = (0..300).map(|_| shm.child()).collect();
+    let blocks: Vec<_> = many.iter().map(|child| child.alloc(16).unwrap()).collect();
+    fork(|| {
+        for (index, child) in many.iter().enumerate() {
+            assert_eq!(child.alloc(16), None, "the copy of child {index} handed out a block");
+        }
+    })
+    .succeeds("the forked copies of 300 child pools hand out nothing");
+    for (child, block) in many.iter().zip(blocks) {
+        // SAFETY: the block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    drop(many);
+    assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }
 

@@ -588,7 +588,7 @@ fresh setup (a new 256 MiB pool or region for the shared ones):
 | variant | workloads | what each process does |
 |---|---|---|
 | `shm` | both | every operation on the one shared `ShmPool` (`alloc`, `try_free`), each taking the pool's lock; any process may free any block of the pool |
-| `shm-child` | mixed | makes its own child pool with `shm.child()` after the fork and works through it; the shared lock is taken only when the child needs or returns a chunk. A child's blocks can be freed only by the process that made the child, so it has no producer/consumer row yet |
+| `shm-child` | both | makes its own child pool with `shm.child()` after the fork and works through it; the shared lock is taken only when the child needs or returns a chunk. In the producer/consumer workload the producer hands each block off (`ShmPool::hand_off`) before it sends the offset, the consumer frees it through the shared pool without the lock (`try_free`), and the producer's child collects such blocks when it runs out |
 | `rts-alloc` | both | claims a worker slot of one shared region of the `rts-alloc` crate (64 KiB slabs) after the fork and allocates from slabs it owns, without a lock. It frees a block of its own slabs at once; a block of another worker's slab goes onto that worker's lock-free remote-free list, which the owner empties with `clean_remote_frees`: in the producer/consumer workload every 64 allocations, when an allocation fails, and at the end |
 | `glibc` | mixed | `std::alloc::System`, glibc's `malloc` and `free`, in its private heap |
 | `heap` | mixed | its own melon `HeapPool`, in its private heap |

@@ -234,6 +234,15 @@ mod tests {
         core::ptr::from_ref(pool)
     }
 
+    /// Asserts that a walk from `first` visits exactly `pools`, in any order.
+    fn assert_walks(first: &Pool, pools: &[&Pool]) {
+        let mut seen = walked(first);
+        seen.sort();
+        let mut expected: Vec<_> = pools.iter().map(|pool| address(pool)).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+    }
+
     #[test]
     fn a_walk_reaches_every_live_pool_of_the_family_once() {
         let root = HeapPool::new();
@@ -244,21 +253,13 @@ mod tests {
         let a2 = a.child_with_limit(1 << 20);
         let b1 = b.child();
         let b11 = b1.child();
-        let mut seen = walked(&root);
-        seen.sort();
-        let mut all: Vec<_> = [&*root, &*a, &*b, &*a1, &*a2, &*b1, &*b11].map(address).to_vec();
-        all.sort();
-        assert_eq!(seen, all);
+        assert_walks(&root, &[&root, &a, &b, &a1, &a2, &b1, &b11]);
         // A walk from inside the family stays below its start.
         assert_eq!(walked(&b1), vec![address(&b1), address(&b11)]);
         // Dropped in no particular order, each leaves the links of the others whole.
         drop(a1);
         drop(b11);
-        let mut seen = walked(&root);
-        seen.sort();
-        let mut left: Vec<_> = [&*root, &*a, &*b, &*a2, &*b1].map(address).to_vec();
-        left.sort();
-        assert_eq!(seen, left);
+        assert_walks(&root, &[&root, &a, &b, &a2, &b1]);
         drop((a2, b1));
         assert_eq!(walked(&root).len(), 3);
     }

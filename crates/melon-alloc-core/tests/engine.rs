@@ -813,6 +813,8 @@ fn small_chunks_let_a_64_kib_region_hold_eight_classes_at_once() {
     assert_eq!(engine.stats().chunks + engine.stats().large_blocks, 8);
     // Half the region is still free, in one run.
     assert!(engine.alloc(7 * CHUNK_SIZE).is_some());
+    // A block must start within a chunk's length of its chunk: 4 KiB alignments are refused.
+    assert_eq!(engine.alloc_layout(Layout::from_size_align(16, 4096).unwrap()), None);
     engine.check().unwrap();
     for block in blocks {
         free(&mut engine, block);

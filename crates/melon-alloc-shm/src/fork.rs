@@ -160,3 +160,27 @@ pub(crate) fn child() {
         (hooks.child)();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nothing() {}
+
+    /// One set of hooks more than there are slots, each at an address of its own.
+    static SETS: [ForkHooks; HOOK_SLOTS + 1] =
+        [const { ForkHooks { prepare: nothing, parent: nothing, child: nothing } }; HOOK_SLOTS + 1];
+
+    /// The only test of this binary that adds hooks, so it sees every slot free at its start.
+    #[test]
+    fn hooks_are_added_once_each_until_the_slots_run_out() {
+        let (last, fitting) = SETS.split_last().unwrap();
+        for hooks in fitting {
+            assert!(on_fork(hooks));
+            assert!(on_fork(hooks), "asked again");
+        }
+        assert_eq!(hooks().count(), HOOK_SLOTS);
+        assert!(!on_fork(last), "one set of hooks too many took a slot");
+        assert!(on_fork(&SETS[0]), "hooks already added are still there");
+    }
+}

@@ -19,6 +19,8 @@
 use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use melon_alloc_core::CHUNK_SIZE;
+
 use super::{Arena, GiveBack};
 use crate::handoff;
 use crate::layout::{kind, PageDesc, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNER_SLOTS, PAGE};
@@ -55,15 +57,28 @@ impl Arena {
     /// The lent chunk `offset` lies in, if it lies in the block area of one, at a block
     /// boundary. Read without the lock: it is exact for a block the caller holds, whose chunk
     /// stays lent while the block is out, and merely an answer for any other offset.
+    ///
+    /// Blocks start in their chunk's first [`CHUNK_SIZE`] bytes, and lent chunks are aligned to
+    /// it: the chunk is found by masking, from one descriptor, whichever page the block lies in.
+    #[inline]
     pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
-        let (chunk, chunk_words) = self.lent_chunk_of(offset)?;
+        let chunk_start = offset & !(CHUNK_SIZE as u64 - 1);
+        let chunk = u32::try_from(chunk_start / PAGE as u64).ok()?;
+        if !self.in_data(chunk, 1) {
+            return None;
+        }
+        let words = self.words(chunk);
+        if words.kind().load(Ordering::Acquire) & 0xff != kind::LENT {
+            return None;
+        }
         // Blocks lie in a chunk's first pages, which must lie in the data pages too.
-        let pages = chunk_words.len().load(Ordering::Acquire).min(super::CHUNK_PAGES);
+        let pages = words.len().load(Ordering::Acquire).min(super::CHUNK_PAGES);
         if !self.in_data(chunk, pages) {
             return None;
         }
-        let within = u32::try_from(offset - u64::from(chunk) * PAGE as u64).ok()?;
-        let inside = u64::from(within) < u64::from(pages) * PAGE as u64;
+        // Below `CHUNK_SIZE`, by the mask.
+        let within = (offset - chunk_start) as u32;
+        let inside = within < pages * PAGE as u32;
         (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside)
             .then_some(RemoteTarget { chunk, within })
     }

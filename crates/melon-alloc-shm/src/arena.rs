@@ -1683,7 +1683,7 @@ mod in_a_buffer {
 
     /// The offsets on a chunk's remote-free list, first pushed last, taking the list.
     fn take_list(pool: &Buffer, chunk: u64) -> Vec<u32> {
-        let mut within = pool.arena.take_remote((chunk / PAGE as u64) as u32);
+        let mut within = crate::handoff::take(pool.arena.remote_list((chunk / PAGE as u64) as u32));
         let mut listed = Vec::new();
         while within != 0 {
             listed.push(within);

@@ -1776,9 +1776,10 @@ impl ShmPool {
     /// ```
     pub fn ptr_at(&self, offset: usize) -> Option<NonNull<u8>> {
         let shared = self.shared();
+        let extent = shared.extent();
         // The block at `offset` may reach into pages this process has not mapped yet.
-        let mapped = shared.map_published().ok()?;
-        (offset < mapped.min(shared.extent())).then(|| shared.ptr_at(offset as u64))
+        let mapped = shared.mapping.map_to(extent).ok()?;
+        (offset < mapped.min(extent)).then(|| shared.ptr_at(offset as u64))
     }
 
     /// A heap pool whose chunks come from this shared pool (Melon's cascade): it takes the lock
@@ -1844,7 +1845,8 @@ impl ShmPool {
             shared: self.shared(),
             owner: sys::process_token(),
             owned_only,
-            chunks: ChunkMap::default(),
+            chunks: Vec::new(),
+            places: ChunkPlaces::default(),
             collected: Vec::new(),
             seen: 0,
         };
@@ -1913,12 +1915,19 @@ pub enum Whose {
     OtherChild,
 }
 
-/// A child's chunks by offset, with their sizes. Hashed with fixed keys, so that the chunks are
-/// walked in the same order on every run of the same operations: the order in which the child
-/// collects freed blocks decides where its next blocks come from, and a run that can be
-/// repeated exactly is one whose instructions can be counted. The keys are offsets the pool
-/// chose, not input an attacker picks.
-type ChunkMap = HashMap<u64, usize, core::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+/// Where each of a child's chunks, by offset, lies in its list of [`LentChunk`]s.
+type ChunkPlaces = HashMap<u64, usize>;
+
+/// A chunk a child pool holds, as its collection of remote frees walks it.
+#[derive(Clone, Copy, Debug)]
+struct LentChunk<'pool> {
+    /// Its remote-free list, found once.
+    remote: &'pool core::sync::atomic::AtomicU32,
+    /// Its first page.
+    page: u32,
+    /// The end of the part of it where blocks start: its length, up to [`CHUNK_SIZE`].
+    block_end: u32,
+}
 
 /// The source of a child pool's chunks: the shared pool, locked once per chunk.
 struct ShmChunks<'pool> {
@@ -1929,9 +1938,11 @@ struct ShmChunks<'pool> {
     /// Whether a chunk is lent only with a slot in the owner table (see
     /// [`ShmPool::owned_child`]).
     owned_only: bool,
-    /// The chunks the child holds, by offset, with their sizes: their remote-free lists are
-    /// what it collects.
-    chunks: ChunkMap,
+    /// The chunks the child holds, in no particular order: their remote-free lists are what it
+    /// collects, in a walk over this list, which costs a few instructions a chunk.
+    chunks: Vec<LentChunk<'pool>>,
+    /// Where each chunk, by offset, lies in `chunks`, so that giving one back finds it.
+    places: ChunkPlaces,
     /// Blocks collected from those lists that the engine has not taken yet.
     collected: Vec<NonNull<u8>>,
     /// The count of the owner slot's remote frees ([`Arena::pending`]) when the child last
@@ -1950,10 +1961,9 @@ impl ShmChunks<'_> {
             return;
         }
         self.seen = pending;
-        for (&chunk, &size) in &self.chunks {
-            let mut within = arena.take_remote(arena_page(chunk));
-            // Blocks start in a chunk's first `CHUNK_SIZE` bytes.
-            let end = size.min(CHUNK_SIZE);
+        for &LentChunk { remote, page, block_end } in &self.chunks {
+            let mut within = crate::handoff::take(remote);
+            let chunk = u64::from(page) * crate::layout::PAGE as u64;
             // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
             for _ in 0..CHUNK_SIZE / 16 {
                 if within == 0 {
@@ -1961,7 +1971,7 @@ impl ShmChunks<'_> {
                 }
                 // A link another process wrote: only a block boundary inside the chunk, past
                 // its header, is followed.
-                if within < CHUNK_HEADER || within % 16 != 0 || within as usize >= end {
+                if within < CHUNK_HEADER || within % 16 != 0 || within >= block_end {
                     break;
                 }
                 let block = self.shared.ptr_at(chunk + u64::from(within));
@@ -1971,6 +1981,28 @@ impl ShmChunks<'_> {
                 // and the block is this child's again.
                 within = unsafe { block.as_ptr().cast::<u32>().read() };
             }
+        }
+    }
+
+    /// Records a chunk the child took, at `offset`, `size` bytes long. The caller reserved room
+    /// in both lists.
+    fn record(&mut self, offset: u64, size: usize) {
+        // Blocks start in a chunk's first `CHUNK_SIZE` bytes.
+        let block_end = size.min(CHUNK_SIZE) as u32;
+        self.places.insert(offset, self.chunks.len());
+        let page = arena_page(offset);
+        let remote = self.shared.arena.remote_list(page);
+        self.chunks.push(LentChunk { remote, page, block_end });
+    }
+
+    /// Forgets the chunk at `offset`, which the child gives back.
+    fn forget(&mut self, offset: u64) {
+        let Some(place) = self.places.remove(&offset) else { return };
+        self.chunks.swap_remove(place);
+        // The chunk that was last now fills the gap.
+        if let Some(moved) = self.chunks.get(place) {
+            let moved_offset = u64::from(moved.page) * crate::layout::PAGE as u64;
+            self.places.insert(moved_offset, place);
         }
     }
 }
@@ -1993,9 +2025,10 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         }
         // Room for the chunk's record first: without memory, no chunk rather than an abort.
         self.chunks.try_reserve(1).ok()?;
+        self.places.try_reserve(1).ok()?;
         let chunk = self.shared.lock().ok()?.lend(layout, self.owned_only)?;
         if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
-            self.chunks.insert(offset, layout.size());
+            self.record(offset, layout.size());
         }
         Some(chunk)
     }
@@ -2007,7 +2040,7 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             return;
         }
         if let Some(offset) = self.shared.offset_of(chunk.as_ptr()) {
-            self.chunks.remove(&offset);
+            self.forget(offset);
         }
         match self.shared.lock() {
             Ok(mut guard) => guard.take_back(chunk, layout.size()),

@@ -4,7 +4,7 @@
 //! it in the chunk's hand-off count and marks it in the in-use bitmap (whose bits lent chunks do
 //! not otherwise use), so that only a block handed off and not yet freed can be freed. Whoever frees it later pushes it onto the chunk's
 //! remote-free list and then takes it off the count; the owner's child pool collects the list
-//! when it runs out of blocks ([`Arena::take_remote`]). Both words live in the chunk's first
+//! when it runs out of blocks ([`Arena::remote_list`]). Both words live in the chunk's first
 //! page descriptor and are only ever changed atomically, by compare-and-swap, swap and
 //! fetch-or, so that no lock is needed; they are not in the undo log, and the lock holder only
 //! writes them when it lends the chunk, or undoes a lend, when nobody can free into it.
@@ -197,11 +197,12 @@ impl Arena {
         })
     }
 
-    /// Takes the whole remote-free list of the chunk at `chunk`, lent to the caller's process:
-    /// the offset of its first block from the chunk's start, or 0. Each block's first word holds
-    /// the offset of the next, 0 ending the list.
-    pub(crate) fn take_remote(&self, chunk: u32) -> u32 {
-        handoff::take(self.words(chunk).remote())
+    /// The remote-free list of the chunk at `chunk`, lent to the caller's process: a word whose
+    /// place stays the same while the mapping lives, so that a child finds it once per chunk.
+    /// [`handoff::take`] takes the whole list: the offset of its first block from the chunk's
+    /// start, or 0. Each block's first word holds the offset of the next, 0 ending the list.
+    pub(crate) fn remote_list(&self, chunk: u32) -> &AtomicU32 {
+        self.words(chunk).remote()
     }
 
     /// A count of the frees that found a remote-free list of owner slot `slot`'s chunks empty:
@@ -270,7 +271,7 @@ struct DescWords<'arena> {
 /// A word of the descriptor, as an atomic.
 macro_rules! desc_word {
     ($name:ident, $field:ident) => {
-        fn $name(&self) -> &AtomicU32 {
+        fn $name(&self) -> &'arena AtomicU32 {
             // SAFETY: (1) `desc` points at a descriptor inside the mapping, which outlives the
             // arena's borrow; (2) the word is 4-aligned (`PageDesc` is `repr(C)` of `u32`s);
             // (3) every access to it that can be concurrent with another is atomic (module
@@ -280,7 +281,7 @@ macro_rules! desc_word {
     };
 }
 
-impl DescWords<'_> {
+impl<'arena> DescWords<'arena> {
     desc_word!(kind, kind);
     desc_word!(len, len);
     desc_word!(head, head);

@@ -11,7 +11,8 @@
 //! `--save-baseline` writes the counts there instead (see `check.rs`). Neither touches the page.
 //!
 //! The run has seven parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
-//! (criterion leaves its estimates in `target/criterion/<group>/<function>/new/`), the
+//! (criterion leaves its estimates in `criterion/<group>/<function>/new/` of the target
+//! directory: `target/`, or `CARGO_TARGET_DIR` when it is set), the
 //! multi-process `hammer`, the `resident` memory measurement, the `global` allocator comparison,
 //! the tokio `per_request` workload and the `firmware` comparison of allocators on an emulated
 //! Cortex-M4 (see `no_std.rs`), all five of which write tab-separated figures to

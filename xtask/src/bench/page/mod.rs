@@ -327,8 +327,8 @@ struct Target {
 }
 
 /// The page with every prose line longer than 100 characters broken at spaces, as the hand-written
-/// pages of the repository are; list items continue indented by two spaces. Tables, headings
-/// and code blocks are left as they are.
+/// pages of the repository are; list items continue indented by two spaces, and an indented line
+/// keeps its indentation. Tables, headings and code blocks are left as they are.
 fn wrap(page: &str) -> String {
     const WIDTH: usize = 100;
     let mut out = String::new();
@@ -346,24 +346,30 @@ fn wrap(page: &str) -> String {
             out.push('\n');
             continue;
         }
-        let indent = if line.starts_with("- ") {
-            "  "
-        } else if line.starts_with("> ") {
-            "> "
+        // A line that continues a list item keeps its indentation on every line it becomes,
+        // so that the item stays one item.
+        let body = line.trim_start_matches(' ');
+        let leading = &line[..line.len() - body.len()];
+        let indent = if body.starts_with("- ") {
+            format!("{leading}  ")
+        } else if body.starts_with("> ") {
+            "> ".to_string()
         } else {
-            ""
+            leading.to_string()
         };
-        let mut current = String::new();
-        for word in line.split(' ') {
-            if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > WIDTH {
+        let mut current = leading.to_string();
+        let mut empty = true;
+        for word in body.split(' ') {
+            if !empty && current.chars().count() + 1 + word.chars().count() > WIDTH {
                 out.push_str(&current);
                 out.push('\n');
                 current = format!("{indent}{word}");
             } else {
-                if !current.is_empty() {
+                if !empty {
                     current.push(' ');
                 }
                 current.push_str(word);
+                empty = false;
             }
         }
         out.push_str(&current);
@@ -388,3 +394,42 @@ directly comparable with it: glibc's own figures there are lower than here.
 | shm: alloc 64 B until full, 64 MiB pool | n/a | 3.2 µs per alloc |
 | shm hammer, 1 / 2 / 4 processes, M ops/s in total | 31 / 55 / 45 | 5.2 / 3.0 / 1.4 |
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line of `words` words of four letters: 5 characters a word with its space.
+    fn words(count: usize) -> String {
+        vec!["word"; count].join(" ")
+    }
+
+    #[test]
+    fn short_lines_tables_headings_and_code_are_kept() {
+        let long = words(30);
+        let page = format!("{}\n| {long} |\n### {long}\n```\n{long}\n```\n", words(20));
+        assert_eq!(wrap(&page), page);
+    }
+
+    #[test]
+    fn a_long_line_breaks_at_the_last_space_within_100_characters() {
+        let wrapped = wrap(&words(30));
+        assert_eq!(wrapped, format!("{}\n{}\n", words(20), words(10)));
+    }
+
+    #[test]
+    fn a_list_item_and_its_indented_continuation_stay_indented() {
+        let page = format!("- {}\n  {}\n", words(25), words(30));
+        let wrapped = wrap(&page);
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                format!("- {}", words(19)),
+                format!("  {}", words(6)),
+                format!("  {}", words(19)),
+                format!("  {}", words(11)),
+            ]
+        );
+    }
+}

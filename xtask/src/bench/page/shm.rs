@@ -633,12 +633,14 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   its next free, four logged writes each way. Slabs hold at least 16 blocks where 16 pages
   allow, so in this workload, where half the requests are 2 to 4 KiB, that happens on a small
   fraction of operations.
-- **Contention.** A waiter spins on the lock word, with pauses that double up to 64 `pause`
-  instructions, for some microseconds before it sleeps on the futex: a critical section lasts
-  well under 100 ns, far less than a sleep and a wake-up, and looking less often lets the holder
-  run several operations in a row while its cache lines are warm. Without the backoff, two
-  processes did 8 to 10 million operations a second in all, against 16 to 18 with it. When the processes outnumber the cores, a holder that loses its core still keeps the
-  others waiting, which is why the CPU time per operation rises with the process count.
+- **Contention.** A waiter tries the lock, with pauses that double up to 64 `pause`
+  instructions, for some microseconds before it sleeps in the mutex (a futex word then, the C
+  library's robust mutex now): a critical section lasts well under 100 ns, far less than a sleep
+  and a wake-up, and looking less often lets the holder run several operations in a row while its
+  cache lines are warm. Without the backoff, two processes did 8 to 10 million operations a
+  second in all, against 16 to 18 with it. When the processes outnumber the cores, a holder that
+  loses its core still keeps the others waiting, which is why the CPU time per operation rises
+  with the process count.
 - **`shm-child`.** Heap pools, and so child pools, have size classes up to 8160 bytes, so every
   request of this workload comes from the child's own chunks, and the shared lock is taken only
   when a child needs a 16 KiB chunk or gives one back. That is why `shm-child` does more

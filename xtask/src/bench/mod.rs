@@ -23,7 +23,10 @@
 //! handed to criterion (a regular expression over `group/function`), and `--only` picks parts.
 //!
 //! Any section of the existing page that starts with a line `## C API` is kept, to the end of
-//! the page, after the generated text.
+//! the page, after the generated text. The sections that set the shared pool against its earlier
+//! builds ("The robust lock: before and after" and the two after it) cannot be measured again by
+//! a run: their text lives in `page/shm_history.md`, is edited there, and goes on the page word
+//! for word after the shared pool's notes.
 
 mod chart;
 mod check;

@@ -1,5 +1,10 @@
 //! The page, `docs/benchmarks.md`: its introduction, the machine, the targets at a glance, then
 //! the heap pools' and the shared pool's sections, written from the results on disk.
+//!
+//! What a run cannot measure again is fixed text: the notes on where the time goes, here and in
+//! `heap.rs` and `shm.rs`, and the shared pool's comparisons with its earlier builds, which are
+//! kept word for word in `shm_history.md` and edited there (the page is checked to hold them as
+//! that file has them).
 
 mod firmware;
 mod global;
@@ -19,7 +24,10 @@ use firmware::firmware_results;
 use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
 use per_request::per_request_results;
-use shm::{hammer_results, objects_results, reclaim_results, shm_results, SHM_INTRO, SHM_NOTES};
+use shm::{
+    hammer_results, objects_results, reclaim_results, shm_results, SHM_HISTORY, SHM_INTRO,
+    SHM_NOTES,
+};
 
 /// The heading from which the existing page is copied through unchanged.
 const KEPT_SECTION: &str = "## C API";
@@ -48,9 +56,9 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
 
     let mut targets = Vec::new();
     let mut chart = Vec::new();
-    let mut page = String::new();
-    intro(&mut page, &facts);
-    machine(&mut page, &facts);
+    let mut head = String::new();
+    intro(&mut head, &facts);
+    machine(&mut head, &facts);
     let mut results_text = String::new();
     heap_results(&mut results_text, &mut targets, &mut chart);
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
@@ -63,18 +71,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     objects_results(&mut shm_text);
     hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
 
-    glance(&mut page, &targets);
-    page.push_str(&results_text);
-    page.push_str(HEAP_NOTES);
-    page.push_str(SHM_INTRO);
-    page.push_str(&shm_text);
-    page.push_str(SHM_NOTES);
-    page.push_str(QUOTED);
-    let mut page = wrap(&page);
-    if !kept.is_empty() {
-        page.push('\n');
-        page.push_str(&kept);
-    }
+    let page = compose(&head, &targets, &results_text, &shm_text, &kept);
 
     fs::write(&page_path, page)
         .map_err(|error| format!("cannot write {}: {error}", page_path.display()))?;
@@ -83,6 +80,30 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
         .map_err(|error| format!("cannot write {}: {error}", svg_path.display()))?;
     eprintln!("wrote {} and {}", page_path.display(), svg_path.display());
     Ok(())
+}
+
+/// The page from its generated parts and the fixed text around them: the introduction and the
+/// machine (`head`), the targets, the heap pools' sections (`heap`) and notes, the shared pool's
+/// introduction, sections (`shm`), notes and history, Melon's quoted figures, and last the part
+/// of the old page that is kept as it was.
+fn compose(head: &str, targets: &[Target], heap: &str, shm: &str, kept: &str) -> String {
+    let mut page = head.to_string();
+    glance(&mut page, targets);
+    page.push_str(heap);
+    page.push_str(HEAP_NOTES);
+    page.push_str(SHM_INTRO);
+    page.push_str(shm);
+    page.push_str(SHM_NOTES);
+    // The file's own last newlines do not matter: an editor may add or drop one.
+    page.push_str(SHM_HISTORY.trim_end());
+    page.push_str("\n\n");
+    page.push_str(QUOTED);
+    let mut page = wrap(&page);
+    if !kept.is_empty() {
+        page.push('\n');
+        page.push_str(kept);
+    }
+    page
 }
 
 fn intro(page: &mut String, facts: &Facts) {
@@ -398,6 +419,62 @@ directly comparable with it: glibc's own figures there are lower than here.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The headings of a page: its lines that start with `#`, outside code blocks.
+    fn headings(page: &str) -> Vec<&str> {
+        let mut in_code = false;
+        page.lines()
+            .filter(|line| {
+                if line.starts_with("```") {
+                    in_code = !in_code;
+                }
+                !in_code && line.starts_with('#')
+            })
+            .collect()
+    }
+
+    /// A page composed of placeholder parts, with a kept section at its end.
+    fn composed() -> String {
+        let target = Target { target: "a target".into(), result: "1".into(), met: "yes".into() };
+        let head = "# Benchmarks\n\n";
+        let heap = "## Heap pools\n\n### `ping_pong`\n\nfigures\n\n";
+        let shm = "### `hammer`\n\nfigures\n\n";
+        compose(head, &[target], heap, shm, "## C API\n\nkept as it was\n")
+    }
+
+    #[test]
+    fn the_history_holds_three_sections() {
+        assert_eq!(
+            headings(SHM_HISTORY),
+            [
+                "### The robust lock: before and after",
+                "### Free-list validation: before and after",
+                "### Bounds checks and the fork-proof identity: before and after",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_history_is_on_the_page_word_for_word_after_the_shared_pools_notes() {
+        let page = composed();
+        let at = page.find(SHM_HISTORY.trim_end()).expect("the history, unchanged");
+        let notes = page.find("### Where the shared pool's time goes").expect("the notes");
+        let quoted = page.find("## Reference: Melon's C pool").expect("the quoted figures");
+        assert!(notes < at && at < quoted, "the history sits between the notes and the quote");
+        assert!(page.ends_with("\n\n## C API\n\nkept as it was\n"), "the kept section is last");
+    }
+
+    #[test]
+    fn the_page_in_the_repository_holds_the_history_as_its_file_has_it() {
+        let path = crate::root().join("docs").join("benchmarks.md");
+        let page = fs::read_to_string(&path).expect("docs/benchmarks.md");
+        assert!(
+            page.contains(SHM_HISTORY.trim_end()),
+            "{} differs from xtask/src/bench/page/shm_history.md, which is where the history \
+             is edited: copy the file's text into the page",
+            path.display()
+        );
+    }
 
     /// A line of `words` words of four letters: 5 characters a word with its space.
     fn words(count: usize) -> String {

@@ -1,7 +1,7 @@
 //! The shared-memory pool's section of the page: one operation by fill level and pool size
 //! (`shm_alloc_64`), a dead process's chunks taken back (`shm_reclaim`), a named value found and
-//! a mutex pair (`shm_objects`), many processes on one pool (`hammer`), and where the shared
-//! pool's time goes.
+//! a mutex pair (`shm_objects`), many processes on one pool (`hammer`), where the shared
+//! pool's time goes, and the shared pool against its earlier builds (`shm_history.md`).
 
 use std::fmt::Write as _;
 
@@ -613,6 +613,12 @@ brackets. The machine has two cores, so 4 processes oversubscribe it two to one 
 one.
 
 ";
+
+/// The shared pool measured against its earlier builds, which a run cannot measure again: the
+/// hammer before and after the robust lock, the free-list validation, and the bounds checks with
+/// the fork-proof identity. The text is edited in `shm_history.md`, and goes on the page as it is
+/// there.
+pub(super) const SHM_HISTORY: &str = include_str!("shm_history.md");
 
 /// Why the shared pool's figures are what they are, kept from the analysis of earlier runs.
 pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes

@@ -25,8 +25,8 @@ use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
 use per_request::per_request_results;
 use shm::{
-    hammer_results, objects_results, reclaim_results, shm_results, SHM_HISTORY, SHM_INTRO,
-    SHM_NOTES,
+    grow_results, hammer_results, objects_results, reclaim_results, shm_results, SHM_HISTORY,
+    SHM_INTRO, SHM_NOTES,
 };
 
 /// The heading from which the existing page is copied through unchanged.
@@ -68,6 +68,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);
     reclaim_results(&mut shm_text);
+    grow_results(&mut shm_text);
     objects_results(&mut shm_text);
     hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
 
@@ -150,7 +151,8 @@ cargo xtask bench --check          # instructions per operation against the comm
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
    each group, so that a single run gives the ratios.
 2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
-   sizes and fill levels (`benches/shm.rs`). It needs 1 GiB of free memory.
+   sizes and fill levels, a dead process's chunks taken back, a pool grown by a segment, and
+   named values and a mutex in the pool (`benches/shm.rs`). It needs 1 GiB of free memory.
 3. `cargo run --release -p melon-alloc-bench --bin hammer`: several processes on one shared
    pool (`src/bin/hammer/`), a plain binary because criterion cannot time work spread over
    processes.

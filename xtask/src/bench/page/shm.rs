@@ -1,14 +1,15 @@
 //! The shared-memory pool's section of the page: one operation by fill level and pool size
-//! (`shm_alloc_64`), a dead process's chunks taken back (`shm_reclaim`), a named value found and
-//! a mutex pair (`shm_objects`), many processes on one pool (`hammer`), where the shared
-//! pool's time goes, and the shared pool against its earlier builds (`shm_history.md`).
+//! (`shm_alloc_64`), a dead process's chunks taken back (`shm_reclaim`), a pool's growth and a
+//! pool of many segments (`shm_grow`), a named value found and a mutex pair (`shm_objects`), many
+//! processes on one pool (`hammer`), where the shared pool's time goes, and the shared pool
+//! against its earlier builds (`shm_history.md`).
 
 use std::fmt::Write as _;
 
 use super::Target;
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{list, ns, ns_spread, ratio, utc, verdict};
-use crate::bench::results::{estimate, Facts, Hammer};
+use crate::bench::format::{list, ns, ns_spread, ratio, time_spread, utc, verdict};
+use crate::bench::results::{estimate, Estimate, Facts, Hammer};
 
 /// Melon's shared pool on the hammer workload, million operations per second in total at 1, 2
 /// and 4 processes (quoted from `MELON_ALLOC.md`, not measured here).
@@ -123,6 +124,94 @@ pub(super) fn reclaim_results(page: &mut String) {
         utc(reclaim.when),
         ns(reclaim.ns / 1000.0)
     );
+}
+
+/// The functions of `shm_grow`, as criterion ids with their row labels: the allocation that
+/// grows a pool by one segment, then the pair in a pool of one segment and of sixteen.
+const GROW_CASES: [(&str, &str); 4] = [
+    ("add_a_segment/1MiB", "the allocation that grows a filled pool by a segment of 1 MiB"),
+    ("add_a_segment/16MiB", "the allocation that grows a filled pool by a segment of 16 MiB"),
+    ("alloc_64/segments_1", "alloc+free of 64 bytes, pool of 16 MiB to 1 GiB, 1 segment"),
+    ("alloc_64/segments_16", "alloc+free of 64 bytes, the same pool grown to 16 segments"),
+];
+
+/// Two pairs whose means are within this share of each other are said to cost the same: the
+/// machine moves figures by more than that from one run to the next.
+const SAME_COST: f64 = 0.1;
+
+/// The pair before and after pools could grow, measured against the build before growth; a run
+/// cannot measure that build again.
+const GROW_BEFORE: &str = "On 2026-12-03, `cargo bench -p melon-alloc-bench --bench shm` on the \
+     build before growth gave 128 to 145 ns for `shm_64MiB/fill_0`, against 161 to 167 ns with \
+     growth by the wall clock and 136 to 147 against 139 to 156 ns by CPU time, in interleaved \
+     runs.";
+
+/// The time to grow a pool by a segment, and the pair in a pool of many segments (`shm_grow`).
+pub(super) fn grow_results(page: &mut String) {
+    let cases = GROW_CASES.map(|(id, _)| estimate("shm_grow", id));
+    grow_section(page, cases, estimate("shm_alloc_64", "shm_64MiB/fill_0"));
+}
+
+/// The `shm_grow` section from its figures, in the order of [`GROW_CASES`], with `fill_0`, the
+/// pair of the `shm_alloc_64` table in an empty 64 MiB pool of one segment, to compare with.
+fn grow_section(page: &mut String, cases: [Option<Estimate>; 4], fill_0: Option<Estimate>) {
+    page.push_str("### `shm_grow`: growing a pool, and a pool of many segments\n\n");
+    let Some(when) = cases.iter().flatten().map(|case| case.when).max() else {
+        page.push_str("Not measured in this run.\n\n");
+        return;
+    };
+    let _ = writeln!(page, "Measured {}. Criterion's means, wall clock.\n", utc(when));
+    page.push_str("| case | time |\n|---|---:|\n");
+    for (&(_, label), case) in GROW_CASES.iter().zip(&cases) {
+        if let Some(case) = case {
+            let _ = writeln!(page, "| {label} | {} |", time_spread(case.ns, case.spread));
+        }
+    }
+    let [one_mib, sixteen_mib, one, sixteen] = cases;
+    let mut notes = Vec::new();
+    if one_mib.is_some() || sixteen_mib.is_some() {
+        notes.push(
+            "Most of a growth is the kernel reserving and zeroing the segment's memory \
+             (`fallocate`)."
+                .to_string(),
+        );
+    }
+    if let (Some(one), Some(sixteen)) = (one, sixteen) {
+        let (more, less) = (sixteen.ns.max(one.ns), sixteen.ns.min(one.ns));
+        let overlap = one
+            .spread
+            .zip(sixteen.spread)
+            .is_some_and(|((low, high), (low16, high16))| low <= high16 && low16 <= high);
+        notes.push(if more <= (1.0 + SAME_COST) * less {
+            "The pair costs the same in 1 segment as in 16.".to_string()
+        } else {
+            format!(
+                "The pair costs {} in 16 segments than in 1 in this run: {} against {} ns{}.",
+                if sixteen.ns > one.ns { "more" } else { "less" },
+                ns(sixteen.ns),
+                ns(one.ns),
+                if overlap { ", though the spreads of their samples overlap" } else { "" }
+            )
+        });
+    }
+    if let (Some(one), Some(fill_0)) = (one, fill_0) {
+        if one.ns > (1.0 + SAME_COST) * fill_0.ns {
+            // Figures taken hours apart on this machine differ for the machine's sake alone.
+            let apart = if one.when.abs_diff(fill_0.when) > 3600 {
+                format!(", measured {}", utc(fill_0.when))
+            } else {
+                String::new()
+            };
+            notes.push(format!(
+                "It costs more here than in the `shm_alloc_64` table above: {} against {} ns for \
+                 `shm_64MiB/fill_0`{apart}.",
+                ns(one.ns),
+                ns(fill_0.ns)
+            ));
+        }
+    }
+    notes.push(GROW_BEFORE.to_string());
+    let _ = write!(page, "\n{}\n\n", notes.join(" "));
 }
 
 /// The functions of `shm_objects`, in the table's order, and whether each is a mutex pair,
@@ -653,3 +742,83 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   operations a second than glibc: its blocks carry no header and need no lock.
 
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-12-03 13:00 UTC.
+    const DECEMBER_3: u64 = 1_796_302_800;
+
+    /// 2026-11-27 23:23 UTC.
+    const NOVEMBER_27: u64 = 1_795_821_780;
+
+    /// A criterion figure of one element per iteration.
+    fn estimate(ns: f64, (low, high): (f64, f64), when: u64) -> Option<Estimate> {
+        Some(Estimate { ns, spread: Some((low, high)), elements: 1.0, when })
+    }
+
+    /// The figures of `shm_grow` as the page had them: growth by 1 and 16 MiB, then the pair in
+    /// 1 and 16 segments.
+    fn grow_cases(one: f64, sixteen: f64) -> [Option<Estimate>; 4] {
+        [
+            estimate(386_200.0, (351_000.0, 433_000.0), DECEMBER_3),
+            estimate(6_571_000.0, (6_012_000.0, 7_240_000.0), DECEMBER_3),
+            estimate(one, (140.0, 171.0), DECEMBER_3),
+            estimate(sixteen, (139.0, 166.0), DECEMBER_3),
+        ]
+    }
+
+    #[test]
+    fn the_growth_section_is_written_from_criterions_figures() {
+        let mut page = String::new();
+        let fill_0 = estimate(38.1, (36.0, 44.0), NOVEMBER_27);
+        grow_section(&mut page, grow_cases(149.0, 148.0), fill_0);
+        let expected = "\
+### `shm_grow`: growing a pool, and a pool of many segments
+
+Measured 2026-12-03 13:00 UTC. Criterion's means, wall clock.
+
+| case | time |
+|---|---:|
+| the allocation that grows a filled pool by a segment of 1 MiB | 386 µs (351-433) |
+| the allocation that grows a filled pool by a segment of 16 MiB | 6.57 ms (6.01-7.24) |
+| alloc+free of 64 bytes, pool of 16 MiB to 1 GiB, 1 segment | 149 ns (140-171) |
+| alloc+free of 64 bytes, the same pool grown to 16 segments | 148 ns (139-166) |
+
+Most of a growth is the kernel reserving and zeroing the segment's memory (`fallocate`). The \
+pair costs the same in 1 segment as in 16. It costs more here than in the `shm_alloc_64` table \
+above: 149 against 38.1 ns for `shm_64MiB/fill_0`, measured 2026-11-27 23:23 UTC. On \
+2026-12-03, `cargo bench -p melon-alloc-bench --bench shm` on the build before growth gave 128 \
+to 145 ns for `shm_64MiB/fill_0`, against 161 to 167 ns with growth by the wall clock and 136 \
+to 147 against 139 to 156 ns by CPU time, in interleaved runs.
+
+";
+        assert_eq!(page, expected);
+    }
+
+    #[test]
+    fn pairs_that_differ_are_not_said_to_cost_the_same() {
+        let mut page = String::new();
+        let fill_0 = estimate(140.0, (120.0, 160.0), DECEMBER_3);
+        grow_section(&mut page, grow_cases(121.0, 154.0), fill_0);
+        assert!(page.contains(
+            "The pair costs more in 16 segments than in 1 in this run: 154 against 121 ns, though \
+             the spreads of their samples overlap."
+        ));
+        assert!(!page.contains("costs the same"));
+        // The pair in 1 segment costs no more than the table's, so nothing is said about it.
+        assert!(!page.contains("It costs more here"));
+    }
+
+    #[test]
+    fn a_run_without_the_growth_figures_says_so() {
+        let mut page = String::new();
+        grow_section(&mut page, [None; 4], estimate(38.1, (36.0, 44.0), DECEMBER_3));
+        assert_eq!(
+            page,
+            "### `shm_grow`: growing a pool, and a pool of many segments\n\n\
+             Not measured in this run.\n\n"
+        );
+    }
+}

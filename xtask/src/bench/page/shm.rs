@@ -295,16 +295,17 @@ const HAMMER_ROWS: [(&str, &str); 8] = [
     ("producer-consumer", "rts-alloc"),
 ];
 
-/// A figure of a hammer ratio: a cell of the run, or Melon's quoted figure.
+/// A figure of a hammer ratio: a cell of the run, or Melon's or its glibc's quoted figure.
 #[derive(Clone, Copy)]
 enum HammerFigure {
     Cell(&'static str, &'static str),
     Melon,
+    GlibcQuoted,
 }
 
 /// The hammer's ratios, as (label, numerator, denominator, whether it has a target at 1, 2 and
 /// 4 processes).
-const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
+const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 8] = [
     (
         "mixed: `shm` / Melon (target ≥ 4)",
         HammerFigure::Cell("mixed", "shm"),
@@ -316,6 +317,12 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
         HammerFigure::Cell("mixed", "shm-child"),
         HammerFigure::Cell("mixed", "glibc"),
         true,
+    ),
+    (
+        "mixed: `shm` / `glibc`",
+        HammerFigure::Cell("mixed", "shm"),
+        HammerFigure::Cell("mixed", "glibc"),
+        false,
     ),
     (
         "mixed: `shm` / `rts-alloc`",
@@ -341,7 +348,18 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
         HammerFigure::Cell("producer-consumer", "rts-alloc"),
         false,
     ),
+    // What the `shm` / `glibc` row is to be read against: Melon's figures over its own glibc's.
+    ("mixed: Melon / glibc (both quoted)", HammerFigure::Melon, HammerFigure::GlibcQuoted, false),
 ];
+
+/// A ratio of the hammer's: two decimals, or two significant digits below 0.1.
+fn hammer_ratio(value: f64) -> String {
+    if value < 0.1 {
+        format!("{value:.3}")
+    } else {
+        format!("{value:.2}")
+    }
+}
 
 /// The header of a hammer table: the row's labels, then a column per process count.
 fn hammer_header(page: &mut String, labels: &[&str], counts: &[usize]) {
@@ -415,6 +433,7 @@ pub(super) fn hammer_results(
     let figure = |figure: HammerFigure, count: usize| match figure {
         HammerFigure::Cell(workload, variant) => hammer.mops(workload, variant, count),
         HammerFigure::Melon => quoted(&MELON_HAMMER, count),
+        HammerFigure::GlibcQuoted => quoted(&GLIBC_HAMMER_QUOTED, count),
     };
     for (label, over, under, targeted) in HAMMER_RATIOS {
         let cells: Vec<String> = counts
@@ -422,8 +441,8 @@ pub(super) fn hammer_results(
             .map(|&count| {
                 let r = figure(over, count).zip(figure(under, count)).map(|(a, b)| a / b);
                 match r {
-                    Some(r) if targeted && count <= 4 => format!("**{r:.2}**"),
-                    Some(r) => format!("{r:.2}"),
+                    Some(r) if targeted && count <= 4 => format!("**{}**", hammer_ratio(r)),
+                    Some(r) => hammer_ratio(r),
                     None => na(),
                 }
             })
@@ -745,6 +764,8 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// 2026-12-03 13:00 UTC.
@@ -809,6 +830,56 @@ to 147 against 139 to 156 ns by CPU time, in interleaved runs.
         assert!(!page.contains("costs the same"));
         // The pair in 1 segment costs no more than the table's, so nothing is said about it.
         assert!(!page.contains("It costs more here"));
+    }
+
+    /// A hammer's figures read back from a file of its format, in a directory of this test's own.
+    fn hammer(test: &str, lines: &[(&str, &str, usize, f64)]) -> Hammer {
+        let dir = std::env::temp_dir().join(format!("xtask-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut tsv = String::from("workload\tvariant\tprocesses\trun\tmops\tcpu_ns_per_op\n");
+        for &(workload, variant, processes, mops) in lines {
+            let _ = writeln!(tsv, "{workload}\t{variant}\t{processes}\t1\t{mops}\t50");
+        }
+        std::fs::write(dir.join("hammer.tsv"), tsv).expect("the hammer's file");
+        let hammer = Hammer::read(&dir);
+        std::fs::remove_dir_all(&dir).expect("the scratch directory removed");
+        hammer
+    }
+
+    #[test]
+    fn the_hammer_ratios_set_shm_against_glibc_beside_melon_against_its_glibc() {
+        let hammer = hammer(
+            "ratios",
+            &[
+                ("mixed", "shm", 1, 11.77),
+                ("mixed", "shm", 2, 6.94),
+                ("mixed", "shm", 4, 5.60),
+                ("mixed", "shm", 16, 5.48),
+                ("mixed", "glibc", 1, 16.84),
+                ("mixed", "glibc", 2, 31.45),
+                ("mixed", "glibc", 4, 32.25),
+                ("mixed", "glibc", 16, 32.58),
+                ("mixed", "rts-alloc", 16, 55.86),
+            ],
+        );
+        let facts = Facts::read(Path::new("/nonexistent"));
+        let mut page = String::new();
+        hammer_results(&mut page, &mut Vec::new(), &mut Vec::new(), &hammer, &facts);
+        let row = |label: &str| {
+            page.lines().find(|line| line.starts_with(&format!("| {label} |"))).map(str::to_string)
+        };
+        assert_eq!(
+            row("mixed: `shm` / `glibc`").as_deref(),
+            Some("| mixed: `shm` / `glibc` | 0.70 | 0.22 | 0.17 | 0.17 |")
+        );
+        assert_eq!(
+            row("mixed: Melon / glibc (both quoted)").as_deref(),
+            Some("| mixed: Melon / glibc (both quoted) | 0.17 | 0.055 | 0.031 | n/a |")
+        );
+        assert_eq!(
+            row("mixed: `shm` / `rts-alloc`").as_deref(),
+            Some("| mixed: `shm` / `rts-alloc` | n/a | n/a | n/a | 0.098 |")
+        );
     }
 
     #[test]

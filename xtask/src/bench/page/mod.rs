@@ -342,6 +342,22 @@ fn glance(page: &mut String, targets: &[Target]) {
     page.push('\n');
 }
 
+/// A Markdown link to a heading of the page, by the anchor GitHub gives it: the heading in lower
+/// case, its spaces made hyphens, and every other character but letters, digits, `-` and `_`
+/// left out.
+fn link(heading: &str) -> String {
+    let anchor: String = heading
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .flat_map(char::to_lowercase)
+        .collect();
+    format!("[{heading}](#{anchor})")
+}
+
 /// One line of the targets table.
 struct Target {
     target: String,
@@ -442,6 +458,19 @@ mod tests {
         let heap = "## Heap pools\n\n### `ping_pong`\n\nfigures\n\n";
         let shm = "### `hammer`\n\nfigures\n\n";
         compose(head, &[target], heap, shm, "## C API\n\nkept as it was\n")
+    }
+
+    #[test]
+    fn a_link_goes_to_the_anchor_github_gives_the_heading() {
+        assert_eq!(
+            link("The robust lock: before and after"),
+            "[The robust lock: before and after](#the-robust-lock-before-and-after)"
+        );
+        assert_eq!(
+            link("Where melon's time goes"),
+            "[Where melon's time goes](#where-melons-time-goes)"
+        );
+        assert_eq!(link("`shm_grow`: growing"), "[`shm_grow`: growing](#shm_grow-growing)");
     }
 
     #[test]

@@ -496,6 +496,37 @@ mod tests {
     }
 
     #[test]
+    fn every_section_of_the_page_in_the_repository_is_one_the_generator_writes() {
+        // The headings are searched for in the generator's sources, which hold each of them
+        // whole, rather than in a page rendered from results: a rendering would need a fake
+        // result for every part of a run.
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("heap.rs"),
+            include_str!("global.rs"),
+            include_str!("per_request.rs"),
+            include_str!("firmware.rs"),
+            include_str!("shm.rs"),
+            SHM_HISTORY,
+        ]
+        .concat();
+        let path = crate::root().join("docs").join("benchmarks.md");
+        let page = fs::read_to_string(&path).expect("docs/benchmarks.md");
+        let generated = page.split(&format!("\n{KEPT_SECTION}\n")).next().unwrap_or_default();
+        let missing: Vec<&str> = headings(generated)
+            .into_iter()
+            .filter(|heading| !sources.contains(heading.trim_start_matches('#').trim_start()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} has sections that `cargo xtask bench` does not write, so the next run would drop \
+             them: {missing:?}. Have the generator write them, or, for what a run cannot measure \
+             again, put them in xtask/src/bench/page/shm_history.md",
+            path.display()
+        );
+    }
+
+    #[test]
     fn the_page_in_the_repository_holds_the_history_as_its_file_has_it() {
         let path = crate::root().join("docs").join("benchmarks.md");
         let page = fs::read_to_string(&path).expect("docs/benchmarks.md");

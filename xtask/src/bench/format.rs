@@ -17,6 +17,24 @@ pub(super) fn ns_spread(value: f64, spread: Option<(f64, f64)>) -> String {
     }
 }
 
+/// A time given in nanoseconds, in the unit that suits it (ns, µs, ms or s) with three significant
+/// digits or so, and the fastest and slowest of its samples after it, in the same unit.
+pub(super) fn time_spread(nanoseconds: f64, spread: Option<(f64, f64)>) -> String {
+    let (scale, unit) = match nanoseconds {
+        v if v < 1e3 => (1.0, "ns"),
+        v if v < 1e6 => (1e3, "µs"),
+        v if v < 1e9 => (1e6, "ms"),
+        _ => (1e9, "s"),
+    };
+    let figure = |value: f64| ns(value / scale);
+    match spread {
+        Some((low, high)) => {
+            format!("{} {unit} ({}-{})", figure(nanoseconds), figure(low), figure(high))
+        }
+        None => format!("{} {unit}", figure(nanoseconds)),
+    }
+}
+
 /// A ratio with three significant digits, or so.
 pub(super) fn ratio(value: f64) -> String {
     match value {
@@ -68,5 +86,21 @@ pub(super) fn yes_no(met: Option<bool>) -> String {
         Some(true) => "yes".into(),
         Some(false) => "**no**".into(),
         None => "not measured".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_written_in_the_unit_of_its_size_with_its_spread_in_the_same() {
+        assert_eq!(time_spread(148.6, None), "149 ns");
+        assert_eq!(time_spread(386_120.0, Some((350_400.0, 420_000.0))), "386 µs (350-420)");
+        assert_eq!(
+            time_spread(6_571_000.0, Some((5_980_000.0, 7_200_000.0))),
+            "6.57 ms (5.98-7.20)"
+        );
+        assert_eq!(time_spread(2.5e9, None), "2.50 s");
     }
 }

@@ -11,7 +11,8 @@
 //! `--save-baseline` writes the counts there instead (see `check.rs`). Neither touches the page.
 //!
 //! The run has seven parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
-//! (criterion leaves its estimates in `target/criterion/<group>/<function>/new/`), the
+//! (criterion leaves its estimates in `criterion/<group>/<function>/new/` of the target
+//! directory: `target/`, or `CARGO_TARGET_DIR` when it is set), the
 //! multi-process `hammer`, the `resident` memory measurement, the `global` allocator comparison,
 //! the tokio `per_request` workload and the `firmware` comparison of allocators on an emulated
 //! Cortex-M4 (see `no_std.rs`), all five of which write tab-separated figures to
@@ -22,7 +23,10 @@
 //! handed to criterion (a regular expression over `group/function`), and `--only` picks parts.
 //!
 //! Any section of the existing page that starts with a line `## C API` is kept, to the end of
-//! the page, after the generated text.
+//! the page, after the generated text. The sections that set the shared pool against its earlier
+//! builds ("The robust lock: before and after" and the two after it) cannot be measured again by
+//! a run: their text lives in `page/shm_history.md`, is edited there, and goes on the page word
+//! for word after the shared pool's notes.
 
 mod chart;
 mod check;

@@ -1,4 +1,5 @@
-//! Reading a run's results back from disk: criterion's estimates in `target/criterion/`, the
+//! Reading a run's results back from disk: criterion's estimates in `criterion/` of the target
+//! directory (`target/`, or `CARGO_TARGET_DIR` as for cargo and criterion themselves), the
 //! hammer's and the resident measurement's tab-separated figures and the machine's facts in
 //! `target/bench-results/`, and the peers' versions from `Cargo.lock`.
 
@@ -7,6 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use crate::capi::target_dir;
 use crate::root;
 
 /// One criterion benchmark: criterion's mean, per element of its throughput.
@@ -23,14 +25,16 @@ pub(super) struct Estimate {
     pub(super) when: u64,
 }
 
-/// Reads `target/criterion/<group>/<id>/new/`: the mean's point estimate from
+/// Reads `<target directory>/criterion/<group>/<id>/new/`: the mean's point estimate from
 /// `estimates.json` and the throughput from `benchmark.json`. `None` when the benchmark has not
 /// been run.
 ///
 /// The two files are small, flat and written by criterion itself, so a key search does the job
 /// that a JSON parser would, without a dependency.
 pub(super) fn estimate(group: &str, id: &str) -> Option<Estimate> {
-    let dir = root().join("target").join("criterion").join(group).join(id).join("new");
+    // Criterion writes under the target directory cargo builds in, which `CARGO_TARGET_DIR`
+    // moves; reading `target/` regardless would report an older run's figures as this one's.
+    let dir = target_dir().join("criterion").join(group).join(id).join("new");
     let estimates = fs::read_to_string(dir.join("estimates.json")).ok()?;
     let mean = &estimates[estimates.find("\"mean\"")?..];
     let iteration = number_after(mean, "\"point_estimate\":")?;

@@ -1,5 +1,10 @@
 //! The page, `docs/benchmarks.md`: its introduction, the machine, the targets at a glance, then
 //! the heap pools' and the shared pool's sections, written from the results on disk.
+//!
+//! What a run cannot measure again is fixed text: the notes on where the time goes, here and in
+//! `heap.rs` and `shm.rs`, and the shared pool's comparisons with its earlier builds, which are
+//! kept word for word in `shm_history.md` and edited there (the page is checked to hold them as
+//! that file has them).
 
 mod firmware;
 mod global;
@@ -19,7 +24,10 @@ use firmware::firmware_results;
 use global::global_results;
 use heap::{heap_results, resident_results, HEAP_NOTES};
 use per_request::per_request_results;
-use shm::{hammer_results, objects_results, reclaim_results, shm_results, SHM_INTRO, SHM_NOTES};
+use shm::{
+    grow_results, hammer_results, objects_results, reclaim_results, shm_results, SHM_HISTORY,
+    SHM_INTRO, SHM_NOTES,
+};
 
 /// The heading from which the existing page is copied through unchanged.
 const KEPT_SECTION: &str = "## C API";
@@ -48,9 +56,9 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
 
     let mut targets = Vec::new();
     let mut chart = Vec::new();
-    let mut page = String::new();
-    intro(&mut page, &facts);
-    machine(&mut page, &facts);
+    let mut head = String::new();
+    intro(&mut head, &facts);
+    machine(&mut head, &facts);
     let mut results_text = String::new();
     heap_results(&mut results_text, &mut targets, &mut chart);
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
@@ -60,21 +68,11 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);
     reclaim_results(&mut shm_text);
+    grow_results(&mut shm_text);
     objects_results(&mut shm_text);
     hammer_results(&mut shm_text, &mut targets, &mut chart, &hammer, &facts);
 
-    glance(&mut page, &targets);
-    page.push_str(&results_text);
-    page.push_str(HEAP_NOTES);
-    page.push_str(SHM_INTRO);
-    page.push_str(&shm_text);
-    page.push_str(SHM_NOTES);
-    page.push_str(QUOTED);
-    let mut page = wrap(&page);
-    if !kept.is_empty() {
-        page.push('\n');
-        page.push_str(&kept);
-    }
+    let page = compose(&head, &targets, &results_text, &shm_text, &kept);
 
     fs::write(&page_path, page)
         .map_err(|error| format!("cannot write {}: {error}", page_path.display()))?;
@@ -83,6 +81,30 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
         .map_err(|error| format!("cannot write {}: {error}", svg_path.display()))?;
     eprintln!("wrote {} and {}", page_path.display(), svg_path.display());
     Ok(())
+}
+
+/// The page from its generated parts and the fixed text around them: the introduction and the
+/// machine (`head`), the targets, the heap pools' sections (`heap`) and notes, the shared pool's
+/// introduction, sections (`shm`), notes and history, Melon's quoted figures, and last the part
+/// of the old page that is kept as it was.
+fn compose(head: &str, targets: &[Target], heap: &str, shm: &str, kept: &str) -> String {
+    let mut page = head.to_string();
+    glance(&mut page, targets);
+    page.push_str(heap);
+    page.push_str(HEAP_NOTES);
+    page.push_str(SHM_INTRO);
+    page.push_str(shm);
+    page.push_str(SHM_NOTES);
+    // The file's own last newlines do not matter: an editor may add or drop one.
+    page.push_str(SHM_HISTORY.trim_end());
+    page.push_str("\n\n");
+    page.push_str(QUOTED);
+    let mut page = wrap(&page);
+    if !kept.is_empty() {
+        page.push('\n');
+        page.push_str(kept);
+    }
+    page
 }
 
 fn intro(page: &mut String, facts: &Facts) {
@@ -129,7 +151,8 @@ cargo xtask bench --check          # instructions per operation against the comm
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
    each group, so that a single run gives the ratios.
 2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
-   sizes and fill levels (`benches/shm.rs`). It needs 1 GiB of free memory.
+   sizes and fill levels, a dead process's chunks taken back, a pool grown by a segment, and
+   named values and a mutex in the pool (`benches/shm.rs`). It needs 1 GiB of free memory.
 3. `cargo run --release -p melon-alloc-bench --bin hammer`: several processes on one shared
    pool (`src/bin/hammer/`), a plain binary because criterion cannot time work spread over
    processes.
@@ -319,6 +342,22 @@ fn glance(page: &mut String, targets: &[Target]) {
     page.push('\n');
 }
 
+/// A Markdown link to a heading of the page, by the anchor GitHub gives it: the heading in lower
+/// case, its spaces made hyphens, and every other character but letters, digits, `-` and `_`
+/// left out.
+fn link(heading: &str) -> String {
+    let anchor: String = heading
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .flat_map(char::to_lowercase)
+        .collect();
+    format!("[{heading}](#{anchor})")
+}
+
 /// One line of the targets table.
 struct Target {
     target: String,
@@ -327,8 +366,8 @@ struct Target {
 }
 
 /// The page with every prose line longer than 100 characters broken at spaces, as the hand-written
-/// pages of the repository are; list items continue indented by two spaces. Tables, headings
-/// and code blocks are left as they are.
+/// pages of the repository are; list items continue indented by two spaces, and an indented line
+/// keeps its indentation. Tables, headings and code blocks are left as they are.
 fn wrap(page: &str) -> String {
     const WIDTH: usize = 100;
     let mut out = String::new();
@@ -346,24 +385,30 @@ fn wrap(page: &str) -> String {
             out.push('\n');
             continue;
         }
-        let indent = if line.starts_with("- ") {
-            "  "
-        } else if line.starts_with("> ") {
-            "> "
+        // A line that continues a list item keeps its indentation on every line it becomes,
+        // so that the item stays one item.
+        let body = line.trim_start_matches(' ');
+        let leading = &line[..line.len() - body.len()];
+        let indent = if body.starts_with("- ") {
+            format!("{leading}  ")
+        } else if body.starts_with("> ") {
+            "> ".to_string()
         } else {
-            ""
+            leading.to_string()
         };
-        let mut current = String::new();
-        for word in line.split(' ') {
-            if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > WIDTH {
+        let mut current = leading.to_string();
+        let mut empty = true;
+        for word in body.split(' ') {
+            if !empty && current.chars().count() + 1 + word.chars().count() > WIDTH {
                 out.push_str(&current);
                 out.push('\n');
                 current = format!("{indent}{word}");
             } else {
-                if !current.is_empty() {
+                if !empty {
                     current.push(' ');
                 }
                 current.push_str(word);
+                empty = false;
             }
         }
         out.push_str(&current);
@@ -388,3 +433,142 @@ directly comparable with it: glibc's own figures there are lower than here.
 | shm: alloc 64 B until full, 64 MiB pool | n/a | 3.2 µs per alloc |
 | shm hammer, 1 / 2 / 4 processes, M ops/s in total | 31 / 55 / 45 | 5.2 / 3.0 / 1.4 |
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The headings of a page: its lines that start with `#`, outside code blocks.
+    fn headings(page: &str) -> Vec<&str> {
+        let mut in_code = false;
+        page.lines()
+            .filter(|line| {
+                if line.starts_with("```") {
+                    in_code = !in_code;
+                }
+                !in_code && line.starts_with('#')
+            })
+            .collect()
+    }
+
+    /// A page composed of placeholder parts, with a kept section at its end.
+    fn composed() -> String {
+        let target = Target { target: "a target".into(), result: "1".into(), met: "yes".into() };
+        let head = "# Benchmarks\n\n";
+        let heap = "## Heap pools\n\n### `ping_pong`\n\nfigures\n\n";
+        let shm = "### `hammer`\n\nfigures\n\n";
+        compose(head, &[target], heap, shm, "## C API\n\nkept as it was\n")
+    }
+
+    #[test]
+    fn a_link_goes_to_the_anchor_github_gives_the_heading() {
+        assert_eq!(
+            link("The robust lock: before and after"),
+            "[The robust lock: before and after](#the-robust-lock-before-and-after)"
+        );
+        assert_eq!(
+            link("Where melon's time goes"),
+            "[Where melon's time goes](#where-melons-time-goes)"
+        );
+        assert_eq!(link("`shm_grow`: growing"), "[`shm_grow`: growing](#shm_grow-growing)");
+    }
+
+    #[test]
+    fn the_history_holds_three_sections() {
+        assert_eq!(
+            headings(SHM_HISTORY),
+            [
+                "### The robust lock: before and after",
+                "### Free-list validation: before and after",
+                "### Bounds checks and the fork-proof identity: before and after",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_history_is_on_the_page_word_for_word_after_the_shared_pools_notes() {
+        let page = composed();
+        let at = page.find(SHM_HISTORY.trim_end()).expect("the history, unchanged");
+        let notes = page.find("### Where the shared pool's time goes").expect("the notes");
+        let quoted = page.find("## Reference: Melon's C pool").expect("the quoted figures");
+        assert!(notes < at && at < quoted, "the history sits between the notes and the quote");
+        assert!(page.ends_with("\n\n## C API\n\nkept as it was\n"), "the kept section is last");
+    }
+
+    #[test]
+    fn every_section_of_the_page_in_the_repository_is_one_the_generator_writes() {
+        // The headings are searched for in the generator's sources, which hold each of them
+        // whole, rather than in a page rendered from results: a rendering would need a fake
+        // result for every part of a run.
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("heap.rs"),
+            include_str!("global.rs"),
+            include_str!("per_request.rs"),
+            include_str!("firmware.rs"),
+            include_str!("shm.rs"),
+            SHM_HISTORY,
+        ]
+        .concat();
+        let path = crate::root().join("docs").join("benchmarks.md");
+        let page = fs::read_to_string(&path).expect("docs/benchmarks.md");
+        let generated = page.split(&format!("\n{KEPT_SECTION}\n")).next().unwrap_or_default();
+        let missing: Vec<&str> = headings(generated)
+            .into_iter()
+            .filter(|heading| !sources.contains(heading.trim_start_matches('#').trim_start()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} has sections that `cargo xtask bench` does not write, so the next run would drop \
+             them: {missing:?}. Have the generator write them, or, for what a run cannot measure \
+             again, put them in xtask/src/bench/page/shm_history.md",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn the_page_in_the_repository_holds_the_history_as_its_file_has_it() {
+        let path = crate::root().join("docs").join("benchmarks.md");
+        let page = fs::read_to_string(&path).expect("docs/benchmarks.md");
+        assert!(
+            page.contains(SHM_HISTORY.trim_end()),
+            "{} differs from xtask/src/bench/page/shm_history.md, which is where the history \
+             is edited: copy the file's text into the page",
+            path.display()
+        );
+    }
+
+    /// A line of `words` words of four letters: 5 characters a word with its space.
+    fn words(count: usize) -> String {
+        vec!["word"; count].join(" ")
+    }
+
+    #[test]
+    fn short_lines_tables_headings_and_code_are_kept() {
+        let long = words(30);
+        let page = format!("{}\n| {long} |\n### {long}\n```\n{long}\n```\n", words(20));
+        assert_eq!(wrap(&page), page);
+    }
+
+    #[test]
+    fn a_long_line_breaks_at_the_last_space_within_100_characters() {
+        let wrapped = wrap(&words(30));
+        assert_eq!(wrapped, format!("{}\n{}\n", words(20), words(10)));
+    }
+
+    #[test]
+    fn a_list_item_and_its_indented_continuation_stay_indented() {
+        let page = format!("- {}\n  {}\n", words(25), words(30));
+        let wrapped = wrap(&page);
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                format!("- {}", words(19)),
+                format!("  {}", words(6)),
+                format!("  {}", words(19)),
+                format!("  {}", words(11)),
+            ]
+        );
+    }
+}

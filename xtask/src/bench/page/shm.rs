@@ -1,14 +1,15 @@
 //! The shared-memory pool's section of the page: one operation by fill level and pool size
-//! (`shm_alloc_64`), a dead process's chunks taken back (`shm_reclaim`), a named value found and
-//! a mutex pair (`shm_objects`), many processes on one pool (`hammer`), and where the shared
-//! pool's time goes.
+//! (`shm_alloc_64`), a dead process's chunks taken back (`shm_reclaim`), a pool's growth and a
+//! pool of many segments (`shm_grow`), a named value found and a mutex pair (`shm_objects`), many
+//! processes on one pool (`hammer`), where the shared pool's time goes, and the shared pool
+//! against its earlier builds (`shm_history.md`).
 
 use std::fmt::Write as _;
 
-use super::Target;
+use super::{link, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{list, ns, ns_spread, ratio, utc, verdict};
-use crate::bench::results::{estimate, Facts, Hammer};
+use crate::bench::format::{list, ns, ns_spread, ratio, time_spread, utc, verdict};
+use crate::bench::results::{estimate, Estimate, Facts, Hammer};
 
 /// Melon's shared pool on the hammer workload, million operations per second in total at 1, 2
 /// and 4 processes (quoted from `MELON_ALLOC.md`, not measured here).
@@ -125,6 +126,94 @@ pub(super) fn reclaim_results(page: &mut String) {
     );
 }
 
+/// The functions of `shm_grow`, as criterion ids with their row labels: the allocation that
+/// grows a pool by one segment, then the pair in a pool of one segment and of sixteen.
+const GROW_CASES: [(&str, &str); 4] = [
+    ("add_a_segment/1MiB", "the allocation that grows a filled pool by a segment of 1 MiB"),
+    ("add_a_segment/16MiB", "the allocation that grows a filled pool by a segment of 16 MiB"),
+    ("alloc_64/segments_1", "alloc+free of 64 bytes, pool of 16 MiB to 1 GiB, 1 segment"),
+    ("alloc_64/segments_16", "alloc+free of 64 bytes, the same pool grown to 16 segments"),
+];
+
+/// Two pairs whose means are within this share of each other are said to cost the same: the
+/// machine moves figures by more than that from one run to the next.
+const SAME_COST: f64 = 0.1;
+
+/// The pair before and after pools could grow, measured against the build before growth; a run
+/// cannot measure that build again.
+const GROW_BEFORE: &str = "On 2026-12-03, `cargo bench -p melon-alloc-bench --bench shm` on the \
+     build before growth gave 128 to 145 ns for `shm_64MiB/fill_0`, against 161 to 167 ns with \
+     growth by the wall clock and 136 to 147 against 139 to 156 ns by CPU time, in interleaved \
+     runs.";
+
+/// The time to grow a pool by a segment, and the pair in a pool of many segments (`shm_grow`).
+pub(super) fn grow_results(page: &mut String) {
+    let cases = GROW_CASES.map(|(id, _)| estimate("shm_grow", id));
+    grow_section(page, cases, estimate("shm_alloc_64", "shm_64MiB/fill_0"));
+}
+
+/// The `shm_grow` section from its figures, in the order of [`GROW_CASES`], with `fill_0`, the
+/// pair of the `shm_alloc_64` table in an empty 64 MiB pool of one segment, to compare with.
+fn grow_section(page: &mut String, cases: [Option<Estimate>; 4], fill_0: Option<Estimate>) {
+    page.push_str("### `shm_grow`: growing a pool, and a pool of many segments\n\n");
+    let Some(when) = cases.iter().flatten().map(|case| case.when).max() else {
+        page.push_str("Not measured in this run.\n\n");
+        return;
+    };
+    let _ = writeln!(page, "Measured {}. Criterion's means, wall clock.\n", utc(when));
+    page.push_str("| case | time |\n|---|---:|\n");
+    for (&(_, label), case) in GROW_CASES.iter().zip(&cases) {
+        if let Some(case) = case {
+            let _ = writeln!(page, "| {label} | {} |", time_spread(case.ns, case.spread));
+        }
+    }
+    let [one_mib, sixteen_mib, one, sixteen] = cases;
+    let mut notes = Vec::new();
+    if one_mib.is_some() || sixteen_mib.is_some() {
+        notes.push(
+            "Most of a growth is the kernel reserving and zeroing the segment's memory \
+             (`fallocate`)."
+                .to_string(),
+        );
+    }
+    if let (Some(one), Some(sixteen)) = (one, sixteen) {
+        let (more, less) = (sixteen.ns.max(one.ns), sixteen.ns.min(one.ns));
+        let overlap = one
+            .spread
+            .zip(sixteen.spread)
+            .is_some_and(|((low, high), (low16, high16))| low <= high16 && low16 <= high);
+        notes.push(if more <= (1.0 + SAME_COST) * less {
+            "The pair costs the same in 1 segment as in 16.".to_string()
+        } else {
+            format!(
+                "The pair costs {} in 16 segments than in 1 in this run: {} against {} ns{}.",
+                if sixteen.ns > one.ns { "more" } else { "less" },
+                ns(sixteen.ns),
+                ns(one.ns),
+                if overlap { ", though the spreads of their samples overlap" } else { "" }
+            )
+        });
+    }
+    if let (Some(one), Some(fill_0)) = (one, fill_0) {
+        if one.ns > (1.0 + SAME_COST) * fill_0.ns {
+            // Figures taken hours apart on this machine differ for the machine's sake alone.
+            let apart = if one.when.abs_diff(fill_0.when) > 3600 {
+                format!(", measured {}", utc(fill_0.when))
+            } else {
+                String::new()
+            };
+            notes.push(format!(
+                "It costs more here than in the `shm_alloc_64` table above: {} against {} ns for \
+                 `shm_64MiB/fill_0`{apart}.",
+                ns(one.ns),
+                ns(fill_0.ns)
+            ));
+        }
+    }
+    notes.push(GROW_BEFORE.to_string());
+    let _ = write!(page, "\n{}\n\n", notes.join(" "));
+}
+
 /// The functions of `shm_objects`, in the table's order, and whether each is a mutex pair,
 /// which has a ratio to the plain process-shared mutex.
 const OBJECT_ROWS: [(&str, bool); 5] = [
@@ -206,16 +295,17 @@ const HAMMER_ROWS: [(&str, &str); 8] = [
     ("producer-consumer", "rts-alloc"),
 ];
 
-/// A figure of a hammer ratio: a cell of the run, or Melon's quoted figure.
+/// A figure of a hammer ratio: a cell of the run, or Melon's or its glibc's quoted figure.
 #[derive(Clone, Copy)]
 enum HammerFigure {
     Cell(&'static str, &'static str),
     Melon,
+    GlibcQuoted,
 }
 
 /// The hammer's ratios, as (label, numerator, denominator, whether it has a target at 1, 2 and
 /// 4 processes).
-const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
+const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 8] = [
     (
         "mixed: `shm` / Melon (target ≥ 4)",
         HammerFigure::Cell("mixed", "shm"),
@@ -227,6 +317,12 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
         HammerFigure::Cell("mixed", "shm-child"),
         HammerFigure::Cell("mixed", "glibc"),
         true,
+    ),
+    (
+        "mixed: `shm` / `glibc`",
+        HammerFigure::Cell("mixed", "shm"),
+        HammerFigure::Cell("mixed", "glibc"),
+        false,
     ),
     (
         "mixed: `shm` / `rts-alloc`",
@@ -252,7 +348,18 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 6] = [
         HammerFigure::Cell("producer-consumer", "rts-alloc"),
         false,
     ),
+    // What the `shm` / `glibc` row is to be read against: Melon's figures over its own glibc's.
+    ("mixed: Melon / glibc (both quoted)", HammerFigure::Melon, HammerFigure::GlibcQuoted, false),
 ];
+
+/// A ratio of the hammer's: two decimals, or two significant digits below 0.1.
+fn hammer_ratio(value: f64) -> String {
+    if value < 0.1 {
+        format!("{value:.3}")
+    } else {
+        format!("{value:.2}")
+    }
+}
 
 /// The header of a hammer table: the row's labels, then a column per process count.
 fn hammer_header(page: &mut String, labels: &[&str], counts: &[usize]) {
@@ -326,6 +433,7 @@ pub(super) fn hammer_results(
     let figure = |figure: HammerFigure, count: usize| match figure {
         HammerFigure::Cell(workload, variant) => hammer.mops(workload, variant, count),
         HammerFigure::Melon => quoted(&MELON_HAMMER, count),
+        HammerFigure::GlibcQuoted => quoted(&GLIBC_HAMMER_QUOTED, count),
     };
     for (label, over, under, targeted) in HAMMER_RATIOS {
         let cells: Vec<String> = counts
@@ -333,8 +441,8 @@ pub(super) fn hammer_results(
             .map(|&count| {
                 let r = figure(over, count).zip(figure(under, count)).map(|(a, b)| a / b);
                 match r {
-                    Some(r) if targeted && count <= 4 => format!("**{r:.2}**"),
-                    Some(r) => format!("{r:.2}"),
+                    Some(r) if targeted && count <= 4 => format!("**{}**", hammer_ratio(r)),
+                    Some(r) => hammer_ratio(r),
                     None => na(),
                 }
             })
@@ -482,12 +590,17 @@ pub(super) fn hammer_results(
     targets.push(Target {
         target: "shm hammer ≥ 4 × Melon's quoted 5.2 / 3.0 / 1.4 M ops/s at 1 / 2 / 4 processes"
             .into(),
-        result: shm_results
-            .iter()
-            .map(|&(_, mops, _)| format!("{mops:.2}"))
-            .collect::<Vec<_>>()
-            .join(" / ")
-            + " M ops/s",
+        // The target was set before the lock became the robust mutex, whose cost the history
+        // measured; the row points there rather than repeat figures that are edited there.
+        result: format!(
+            "{} M ops/s (what the robust lock costs: {})",
+            shm_results
+                .iter()
+                .map(|&(_, mops, _)| format!("{mops:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            link(ROBUST_LOCK)
+        ),
         met: summary(&shm_met, ("yes", "no")),
     });
     targets.push(Target {
@@ -614,6 +727,16 @@ one.
 
 ";
 
+/// The shared pool measured against its earlier builds, which a run cannot measure again: the
+/// hammer before and after the robust lock, the free-list validation, and the bounds checks with
+/// the fork-proof identity. The text is edited in `shm_history.md`, and goes on the page as it is
+/// there.
+pub(super) const SHM_HISTORY: &str = include_str!("shm_history.md");
+
+/// The heading of the section of [`SHM_HISTORY`] that measures the robust lock against the lock
+/// word before it.
+const ROBUST_LOCK: &str = "The robust lock: before and after";
+
 /// Why the shared pool's figures are what they are, kept from the analysis of earlier runs.
 pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
 
@@ -633,15 +756,165 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   its next free, four logged writes each way. Slabs hold at least 16 blocks where 16 pages
   allow, so in this workload, where half the requests are 2 to 4 KiB, that happens on a small
   fraction of operations.
-- **Contention.** A waiter spins on the lock word, with pauses that double up to 64 `pause`
-  instructions, for some microseconds before it sleeps on the futex: a critical section lasts
-  well under 100 ns, far less than a sleep and a wake-up, and looking less often lets the holder
-  run several operations in a row while its cache lines are warm. Without the backoff, two
-  processes did 8 to 10 million operations a second in all, against 16 to 18 with it. When the processes outnumber the cores, a holder that loses its core still keeps the
-  others waiting, which is why the CPU time per operation rises with the process count.
+- **Contention.** A waiter tries the lock, with pauses that double up to 64 `pause`
+  instructions, for some microseconds before it sleeps in the mutex (a futex word then, the C
+  library's robust mutex now): a critical section lasts well under 100 ns, far less than a sleep
+  and a wake-up, and looking less often lets the holder run several operations in a row while its
+  cache lines are warm. Without the backoff, two processes did 8 to 10 million operations a
+  second in all, against 16 to 18 with it. When the processes outnumber the cores, a holder that
+  loses its core still keeps the others waiting, which is why the CPU time per operation rises
+  with the process count.
 - **`shm-child`.** Heap pools, and so child pools, have size classes up to 8160 bytes, so every
   request of this workload comes from the child's own chunks, and the shared lock is taken only
   when a child needs a 16 KiB chunk or gives one back. That is why `shm-child` does more
   operations a second than glibc: its blocks carry no header and need no lock.
 
 ";
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// 2026-12-03 13:00 UTC.
+    const DECEMBER_3: u64 = 1_796_302_800;
+
+    /// 2026-11-27 23:23 UTC.
+    const NOVEMBER_27: u64 = 1_795_821_780;
+
+    /// A criterion figure of one element per iteration.
+    fn estimate(ns: f64, (low, high): (f64, f64), when: u64) -> Option<Estimate> {
+        Some(Estimate { ns, spread: Some((low, high)), elements: 1.0, when })
+    }
+
+    /// The figures of `shm_grow` as the page had them: growth by 1 and 16 MiB, then the pair in
+    /// 1 and 16 segments.
+    fn grow_cases(one: f64, sixteen: f64) -> [Option<Estimate>; 4] {
+        [
+            estimate(386_200.0, (351_000.0, 433_000.0), DECEMBER_3),
+            estimate(6_571_000.0, (6_012_000.0, 7_240_000.0), DECEMBER_3),
+            estimate(one, (140.0, 171.0), DECEMBER_3),
+            estimate(sixteen, (139.0, 166.0), DECEMBER_3),
+        ]
+    }
+
+    #[test]
+    fn the_growth_section_is_written_from_criterions_figures() {
+        let mut page = String::new();
+        let fill_0 = estimate(38.1, (36.0, 44.0), NOVEMBER_27);
+        grow_section(&mut page, grow_cases(149.0, 148.0), fill_0);
+        let expected = "\
+### `shm_grow`: growing a pool, and a pool of many segments
+
+Measured 2026-12-03 13:00 UTC. Criterion's means, wall clock.
+
+| case | time |
+|---|---:|
+| the allocation that grows a filled pool by a segment of 1 MiB | 386 µs (351-433) |
+| the allocation that grows a filled pool by a segment of 16 MiB | 6.57 ms (6.01-7.24) |
+| alloc+free of 64 bytes, pool of 16 MiB to 1 GiB, 1 segment | 149 ns (140-171) |
+| alloc+free of 64 bytes, the same pool grown to 16 segments | 148 ns (139-166) |
+
+Most of a growth is the kernel reserving and zeroing the segment's memory (`fallocate`). The \
+pair costs the same in 1 segment as in 16. It costs more here than in the `shm_alloc_64` table \
+above: 149 against 38.1 ns for `shm_64MiB/fill_0`, measured 2026-11-27 23:23 UTC. On \
+2026-12-03, `cargo bench -p melon-alloc-bench --bench shm` on the build before growth gave 128 \
+to 145 ns for `shm_64MiB/fill_0`, against 161 to 167 ns with growth by the wall clock and 136 \
+to 147 against 139 to 156 ns by CPU time, in interleaved runs.
+
+";
+        assert_eq!(page, expected);
+    }
+
+    #[test]
+    fn pairs_that_differ_are_not_said_to_cost_the_same() {
+        let mut page = String::new();
+        let fill_0 = estimate(140.0, (120.0, 160.0), DECEMBER_3);
+        grow_section(&mut page, grow_cases(121.0, 154.0), fill_0);
+        assert!(page.contains(
+            "The pair costs more in 16 segments than in 1 in this run: 154 against 121 ns, though \
+             the spreads of their samples overlap."
+        ));
+        assert!(!page.contains("costs the same"));
+        // The pair in 1 segment costs no more than the table's, so nothing is said about it.
+        assert!(!page.contains("It costs more here"));
+    }
+
+    /// A hammer's figures read back from a file of its format, in a directory of this test's own.
+    fn hammer(test: &str, lines: &[(&str, &str, usize, f64)]) -> Hammer {
+        let dir = std::env::temp_dir().join(format!("xtask-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut tsv = String::from("workload\tvariant\tprocesses\trun\tmops\tcpu_ns_per_op\n");
+        for &(workload, variant, processes, mops) in lines {
+            let _ = writeln!(tsv, "{workload}\t{variant}\t{processes}\t1\t{mops}\t50");
+        }
+        std::fs::write(dir.join("hammer.tsv"), tsv).expect("the hammer's file");
+        let hammer = Hammer::read(&dir);
+        std::fs::remove_dir_all(&dir).expect("the scratch directory removed");
+        hammer
+    }
+
+    #[test]
+    fn the_hammer_ratios_set_shm_against_glibc_beside_melon_against_its_glibc() {
+        let hammer = hammer(
+            "ratios",
+            &[
+                ("mixed", "shm", 1, 11.77),
+                ("mixed", "shm", 2, 6.94),
+                ("mixed", "shm", 4, 5.60),
+                ("mixed", "shm", 16, 5.48),
+                ("mixed", "glibc", 1, 16.84),
+                ("mixed", "glibc", 2, 31.45),
+                ("mixed", "glibc", 4, 32.25),
+                ("mixed", "glibc", 16, 32.58),
+                ("mixed", "rts-alloc", 16, 55.86),
+            ],
+        );
+        let facts = Facts::read(Path::new("/nonexistent"));
+        let mut page = String::new();
+        hammer_results(&mut page, &mut Vec::new(), &mut Vec::new(), &hammer, &facts);
+        let row = |label: &str| {
+            page.lines().find(|line| line.starts_with(&format!("| {label} |"))).map(str::to_string)
+        };
+        assert_eq!(
+            row("mixed: `shm` / `glibc`").as_deref(),
+            Some("| mixed: `shm` / `glibc` | 0.70 | 0.22 | 0.17 | 0.17 |")
+        );
+        assert_eq!(
+            row("mixed: Melon / glibc (both quoted)").as_deref(),
+            Some("| mixed: Melon / glibc (both quoted) | 0.17 | 0.055 | 0.031 | n/a |")
+        );
+        assert_eq!(
+            row("mixed: `shm` / `rts-alloc`").as_deref(),
+            Some("| mixed: `shm` / `rts-alloc` | n/a | n/a | n/a | 0.098 |")
+        );
+    }
+
+    #[test]
+    fn the_hammers_target_links_to_the_robust_lock_in_the_history() {
+        let heading = format!("### {ROBUST_LOCK}");
+        assert!(SHM_HISTORY.lines().any(|line| line == heading), "the history has the section");
+        let hammer = hammer("target", &[("mixed", "shm", 1, 14.29), ("mixed", "shm", 2, 10.04)]);
+        let mut targets = Vec::new();
+        let facts = Facts::read(Path::new("/nonexistent"));
+        hammer_results(&mut String::new(), &mut targets, &mut Vec::new(), &hammer, &facts);
+        let row = targets.iter().find(|row| row.target.starts_with("shm hammer")).expect("the row");
+        assert_eq!(
+            row.result,
+            "14.29 / 10.04 M ops/s (what the robust lock costs: [The robust lock: before and \
+             after](#the-robust-lock-before-and-after))"
+        );
+    }
+
+    #[test]
+    fn a_run_without_the_growth_figures_says_so() {
+        let mut page = String::new();
+        grow_section(&mut page, [None; 4], estimate(38.1, (36.0, 44.0), DECEMBER_3));
+        assert_eq!(
+            page,
+            "### `shm_grow`: growing a pool, and a pool of many segments\n\n\
+             Not measured in this run.\n\n"
+        );
+    }
+}

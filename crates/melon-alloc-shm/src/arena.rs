@@ -1670,8 +1670,9 @@ mod in_a_buffer {
     }
 
     /// A block `index` 64-byte slots into `chunk`, past its header, as a remote free names it.
-    fn target(chunk: u64, index: u32) -> RemoteTarget {
-        RemoteTarget { chunk: (chunk / PAGE as u64) as u32, within: CHUNK_HEADER + 64 * index }
+    fn target(arena: &Arena, chunk: u64, index: u32) -> RemoteTarget {
+        let offset = chunk + u64::from(CHUNK_HEADER + 64 * index);
+        arena.remote_target(offset).expect("a block boundary of a lent chunk")
     }
 
     /// Hands off the block at `target`: in these tests every lent chunk stays lent while its
@@ -1700,7 +1701,8 @@ mod in_a_buffer {
         let pool = Buffer::new();
         let arena = &pool.arena;
         let chunk = lend_chunks(arena, 0, 1)[0];
-        assert_eq!(arena.remote_target(chunk + 64), Some(target(chunk, 0)));
+        let first = arena.remote_target(chunk + 64).map(|found| (found.chunk, found.within));
+        assert_eq!(first, Some(((chunk / PAGE as u64) as u32, 64)));
         let last_page = chunk + 3 * PAGE as u64 + 16;
         let within = (last_page - chunk) as u32;
         assert_eq!(arena.remote_target(last_page).map(|found| found.within), Some(within));
@@ -1718,30 +1720,37 @@ mod in_a_buffer {
         let pool = Buffer::new();
         let arena = &pool.arena;
         let chunk = lend_chunks(arena, 1, 1)[0];
-        assert!(!hand_off_in(arena, target(chunk, 0), 2), "not slot 2's chunk");
+        assert!(!hand_off_in(arena, target(arena, chunk, 0), 2), "not slot 2's chunk");
         for index in 0..3 {
-            assert!(hand_off_in(arena, target(chunk, index), 1));
+            assert!(hand_off_in(arena, target(arena, chunk, index), 1));
         }
         for index in [2, 0] {
+            let block = target(arena, chunk, index);
             // SAFETY: each block was handed off above and is freed once.
-            assert_eq!(unsafe { arena.push_remote(target(chunk, index)) }, Some(Pushed::Queued));
+            assert_eq!(unsafe { arena.push_remote(block) }, Some(Pushed::Queued));
         }
         // Only the push onto an empty list tells the owner.
         assert_eq!(arena.pending(1).load(core::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(take_list(&pool, chunk), [target(chunk, 0).within, target(chunk, 2).within]);
+        assert_eq!(
+            take_list(&pool, chunk),
+            [target(arena, chunk, 0).within, target(arena, chunk, 2).within]
+        );
         assert!(take_list(&pool, chunk).is_empty(), "the owner took the whole list");
         // SAFETY: the last block handed off, freed once.
-        assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, Some(Pushed::Queued));
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 1)) }, Some(Pushed::Queued));
         // SAFETY: a second free of the same block: its mark is gone, so it is refused and
         // nothing changes.
-        assert_eq!(unsafe { arena.push_remote(target(chunk, 1)) }, None);
-        assert!(hand_off_in(arena, target(chunk, 4), 1));
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 1)) }, None);
+        assert!(hand_off_in(arena, target(arena, chunk, 4), 1));
         // SAFETY: never handed off, while another block of the chunk is out: refused all the
         // same, by its own mark.
-        assert_eq!(unsafe { arena.push_remote(target(chunk, 5)) }, None);
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 5)) }, None);
         // SAFETY: handed off above, freed once.
-        assert_eq!(unsafe { arena.push_remote(target(chunk, 4)) }, Some(Pushed::Queued));
-        assert_eq!(take_list(&pool, chunk), [target(chunk, 4).within, target(chunk, 1).within]);
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 4)) }, Some(Pushed::Queued));
+        assert_eq!(
+            take_list(&pool, chunk),
+            [target(arena, chunk, 4).within, target(arena, chunk, 1).within]
+        );
         arena.check().unwrap();
     }
 
@@ -1754,18 +1763,21 @@ mod in_a_buffer {
         let start = arena.free_bytes();
         let chunks = lend_chunks(arena, 4, 2);
         for index in 0..2 {
-            assert!(hand_off_in(arena, target(chunks[0], index), 4));
+            assert!(hand_off_in(arena, target(arena, chunks[0], index), 4));
         }
         // The process dies: its slot is given up.
         let reclaimed = arena.release_owner(4);
         assert_eq!(reclaimed.chunks, 1, "the chunk with nothing out came back");
         arena.check().unwrap();
-        assert!(!hand_off_in(arena, target(chunks[0], 5), 4), "an orphan takes no more hand-offs");
+        assert!(
+            !hand_off_in(arena, target(arena, chunks[0], 5), 4),
+            "an orphan takes no more hand-offs"
+        );
         // SAFETY: the blocks were handed off, and each is freed once.
-        assert_eq!(unsafe { arena.push_remote(target(chunks[0], 1)) }, Some(Pushed::Queued));
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunks[0], 1)) }, Some(Pushed::Queued));
         let chunk_page = (chunks[0] / PAGE as u64) as u32;
         // SAFETY: as above.
-        let last = unsafe { arena.push_remote(target(chunks[0], 0)) };
+        let last = unsafe { arena.push_remote(target(arena, chunks[0], 0)) };
         assert_eq!(last, Some(Pushed::LastOfOrphan(chunk_page)));
         assert_eq!(arena.release_orphan(chunk_page), GiveBack::TakenBack);
         assert_eq!(arena.release_orphan(chunk_page), GiveBack::Refused, "given back once");
@@ -1781,11 +1793,11 @@ mod in_a_buffer {
         let arena = &pool.arena;
         let start = arena.free_bytes();
         let chunk = lend_chunks(arena, 9, 1)[0];
-        assert!(hand_off_in(arena, target(chunk, 3), 9));
+        assert!(hand_off_in(arena, target(arena, chunk, 3), 9));
         assert_eq!(arena.release_owner(9), Reclaimed::default());
         assert_eq!(arena.release_idle_orphans(), Reclaimed::default(), "a block is still out");
         // SAFETY: the block was handed off and is freed once; its last-free duty is dropped.
-        let last = unsafe { arena.push_remote(target(chunk, 3)) };
+        let last = unsafe { arena.push_remote(target(arena, chunk, 3)) };
         assert!(matches!(last, Some(Pushed::LastOfOrphan(_))));
         let swept = arena.release_idle_orphans();
         assert_eq!(swept, Reclaimed { chunks: 1, pages: u64::from(CHUNK_PAGES) });

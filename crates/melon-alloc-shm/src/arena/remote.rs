@@ -29,13 +29,17 @@ use crate::layout::{kind, PageDesc, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNE
 /// starts inside them.
 pub(crate) const CHUNK_HEADER: u32 = 64;
 
-/// The lent chunk a block of another process's child pool lies in.
+/// The lent chunk a block of another process's child pool lies in, as
+/// [`remote_target`](Arena::remote_target) found it: the only way to make one, so that a target
+/// always names a block boundary inside a lent chunk's first pages, inside the data pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RemoteTarget {
     /// The chunk's first page.
     pub(crate) chunk: u32,
     /// The block's offset from the chunk's start.
     pub(crate) within: u32,
+    /// The chunk's first page descriptor, found once.
+    desc: *mut PageDesc,
 }
 
 /// What a remote free did.
@@ -79,8 +83,11 @@ impl Arena {
         // Below `CHUNK_SIZE`, by the mask.
         let within = (offset - chunk_start) as u32;
         let inside = within < pages * PAGE as u32;
-        (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside)
-            .then_some(RemoteTarget { chunk, within })
+        (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside).then_some(RemoteTarget {
+            chunk,
+            within,
+            desc: words.desc,
+        })
     }
 
     /// The first page of the lent chunk whose pages hold `offset`, and that page's words. Read
@@ -121,16 +128,14 @@ impl Arena {
     /// The block at `target` is an in-use block of a child pool of the caller's process, so
     /// that its chunk stays lent for the call.
     pub(crate) unsafe fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
-        if owner >= OWNER_SLOTS as u32
-            || self.words(target.chunk).owner().load(Ordering::Acquire) != owner
-        {
+        let words = self.target_words(target);
+        if owner >= OWNER_SLOTS as u32 || words.owner().load(Ordering::Acquire) != owner {
             return false;
         }
         let (bits, bit) = self.handed_bit(target);
         if bits.load(Ordering::Acquire) & bit != 0 {
             return false;
         }
-        let words = self.words(target.chunk);
         let count = words.handoffs();
         if !handoff::hand_off(count) {
             return false;
@@ -144,17 +149,23 @@ impl Arena {
         true
     }
 
+    /// The words of the chunk `target` names, from the descriptor it found.
+    fn target_words(&self, target: RemoteTarget) -> DescWords<'_> {
+        DescWords { desc: target.desc, _arena: core::marker::PhantomData }
+    }
+
     /// The word and bit that mark the block at `target` handed off: its bit of the in-use
     /// bitmap, which no block of a lent chunk otherwise uses.
     fn handed_bit(&self, target: RemoteTarget) -> (&AtomicU64, u64) {
-        let offset = u64::from(target.chunk) * PAGE as u64 + u64::from(target.within);
-        let (word, bit) = self.in_use_bit(offset);
-        // SAFETY: (1) the word lies in the bitmap (see `in_use_bit`), which lives as long as the
+        let offset = target.chunk as usize * PAGE + target.within as usize;
+        let grain = offset / GRAIN;
+        // SAFETY: (1) the block lies in the data pages (`remote_target` made the target), and
+        // the bitmap has a bit for every grain of them, in a word that lives as long as the
         // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and
         // while a chunk is lent its pages' words are only accessed atomically, here; the chunk
         // is lent for the whole call, by the callers' contract (`hand_off`: a block of the
         // caller's own child; `push_remote`: a block handed off, or held by its child).
-        (unsafe { AtomicU64::from_ptr(word) }, bit)
+        (unsafe { AtomicU64::from_ptr(self.bitmap.add(grain / 64)) }, 1 << (grain % 64))
     }
 
     /// Frees a handed-off block of another process's child pool: pushes it onto its chunk's
@@ -172,9 +183,9 @@ impl Arena {
         if bits.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
             return None;
         }
-        let words = self.words(target.chunk);
+        let words = self.target_words(target);
         let (list, count) = (words.remote(), words.handoffs());
-        let block = self.block_at(target.chunk, target.within);
+        let block = self.block_at(target);
         // The owner is read before the push: after the count goes down, nothing of the chunk
         // may be read.
         let owner = words.owner().load(Ordering::Acquire);
@@ -217,11 +228,11 @@ impl Arena {
         unsafe { AtomicU32::from_ptr(addr_of_mut!((*state).owners[slot].pending)) }
     }
 
-    /// The first word of the block `within` bytes into the chunk at `chunk`.
-    fn block_at(&self, chunk: u32, within: u32) -> *mut u32 {
-        // SAFETY: the chunk lies in the mapping (its descriptor says so), and `within` is inside
-        // its first pages (see `remote_target`).
-        unsafe { self.base.add(chunk as usize * PAGE + within as usize).cast() }
+    /// The first word of the block at `target`.
+    fn block_at(&self, target: RemoteTarget) -> *mut u32 {
+        // SAFETY: the chunk lies in the mapping, and `within` is inside its first pages (see
+        // `remote_target`, which made the target).
+        unsafe { self.base.add(target.chunk as usize * PAGE + target.within as usize).cast() }
     }
 
     /// Marks the chunk at `page` given up by its process. Returns whether blocks handed off from

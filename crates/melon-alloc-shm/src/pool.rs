@@ -2084,6 +2084,60 @@ mod tests {
     use super::*;
     use crate::layout::NONE;
 
+    /// A child's list of chunks stays in step with its map of where each lies, whichever chunk
+    /// goes back, and keeps each chunk's own remote-free word.
+    #[test]
+    fn a_childs_chunk_list_follows_the_chunks_it_takes_and_gives_back() {
+        let shm = ShmPool::new(4 << 20).unwrap();
+        let mut chunks = ShmChunks {
+            shared: shm.shared(),
+            owner: sys::process_token(),
+            owned_only: false,
+            chunks: Vec::new(),
+            places: ChunkPlaces::default(),
+            collected: Vec::new(),
+            seen: 0,
+        };
+        let small = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+        let large = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+        let taken: Vec<_> = [small, large, small, small]
+            .into_iter()
+            .map(|layout| (chunks.acquire(layout).unwrap(), layout))
+            .collect();
+        let assert_in_step = |chunks: &ShmChunks<'_>, held: &[(NonNull<u8>, Layout)]| {
+            assert_eq!(chunks.chunks.len(), held.len());
+            assert_eq!(chunks.places.len(), held.len());
+            for &(chunk, layout) in held {
+                let offset = shm.offset_of(chunk).unwrap() as u64;
+                let place = chunks.places[&offset];
+                let listed = chunks.chunks[place];
+                assert_eq!(listed.page, arena_page(offset));
+                assert_eq!(listed.block_end as usize, layout.size().min(CHUNK_SIZE));
+                let remote = shm.shared().arena.remote_list(listed.page);
+                assert!(core::ptr::eq(listed.remote, remote), "chunk at {offset}");
+            }
+        };
+        assert_in_step(&chunks, &taken);
+        // The first, then the last, then one in the middle: each way a list entry moves.
+        for gone in [0, 2, 0] {
+            let mut held: Vec<_> = chunks
+                .chunks
+                .iter()
+                .map(|listed| {
+                    let offset = u64::from(listed.page) * crate::layout::PAGE as u64;
+                    let chunk = shm.ptr_at(offset as usize).unwrap();
+                    let layout = taken.iter().find(|(taken, _)| *taken == chunk).unwrap().1;
+                    (chunk, layout)
+                })
+                .collect();
+            let (chunk, layout) = held.remove(gone.min(held.len() - 1));
+            // SAFETY: the chunk came from `acquire` with this layout and is not used again.
+            unsafe { chunks.release(chunk, layout) };
+            assert_in_step(&chunks, &held);
+        }
+        assert_eq!(chunks.chunks.len(), 1);
+    }
+
     /// A thread that does not hold the built-in lock and releases it anyway (as a thread whose
     /// hold was broken would) gets an error, and the holder keeps both its lock and its token.
     #[test]

@@ -1670,14 +1670,14 @@ mod in_a_buffer {
     }
 
     /// A block `index` 64-byte slots into `chunk`, past its header, as a remote free names it.
-    fn target(arena: &Arena, chunk: u64, index: u32) -> RemoteTarget {
+    fn target(arena: &Arena, chunk: u64, index: u32) -> RemoteTarget<'_> {
         let offset = chunk + u64::from(CHUNK_HEADER + 64 * index);
         arena.remote_target(offset).expect("a block boundary of a lent chunk")
     }
 
     /// Hands off the block at `target`: in these tests every lent chunk stays lent while its
     /// blocks are handed off, which is what `Arena::hand_off` asks.
-    fn hand_off_in(arena: &Arena, target: RemoteTarget, owner: u32) -> bool {
+    fn hand_off_in(arena: &Arena, target: RemoteTarget<'_>, owner: u32) -> bool {
         // SAFETY: the chunk is lent and stays lent for the call (see above).
         unsafe { arena.hand_off(target, owner) }
     }
@@ -1701,11 +1701,11 @@ mod in_a_buffer {
         let pool = Buffer::new();
         let arena = &pool.arena;
         let chunk = lend_chunks(arena, 0, 1)[0];
-        let first = arena.remote_target(chunk + 64).map(|found| (found.chunk, found.within));
+        let first = arena.remote_target(chunk + 64).map(|found| (found.chunk(), found.within()));
         assert_eq!(first, Some(((chunk / PAGE as u64) as u32, 64)));
         let last_page = chunk + 3 * PAGE as u64 + 16;
         let within = (last_page - chunk) as u32;
-        assert_eq!(arena.remote_target(last_page).map(|found| found.within), Some(within));
+        assert_eq!(arena.remote_target(last_page).map(|found| found.within()), Some(within));
         for refused in [chunk, chunk + 48, chunk + 72, chunk + CHUNK_SIZE_BYTES, 0, 1 << 40] {
             assert_eq!(arena.remote_target(refused), None, "offset {refused}");
         }
@@ -1714,6 +1714,33 @@ mod in_a_buffer {
     }
 
     const CHUNK_SIZE_BYTES: u64 = CHUNK_PAGES as u64 * PAGE as u64;
+
+    /// A lend writes its first page's kind before its length: for a moment the first page says
+    /// lent with the length of the longer run it was part of, over a page that still holds a
+    /// block of the pool's own. That block is no remote target: its own page does not say it
+    /// belongs to the chunk.
+    #[test]
+    fn in_a_buffer_a_half_written_lend_makes_no_remote_target_of_a_page_past_it() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let chunk = lend_chunks(arena, 0, 1)[0];
+        let page = (chunk / PAGE as u64) as u32;
+        let last = page + CHUNK_PAGES - 1;
+        let block = chunk + u64::from(CHUNK_PAGES - 1) * PAGE as u64 + 64;
+        assert!(arena.remote_target(block).is_some(), "a page of the chunk");
+        // The last page as it would be were the lend in progress a page shorter: the pool's own.
+        // SAFETY: this thread alone uses the buffer (which stands for holding the lock), and
+        // the descriptor lies in it.
+        unsafe { addr_of_mut!((*arena.desc(last)).kind).write(kind::SLAB) };
+        assert_eq!(arena.remote_target(block), None);
+        // So is a page of the chunk that names another chunk as its head.
+        // SAFETY: as above.
+        unsafe {
+            addr_of_mut!((*arena.desc(last)).kind).write(kind::LENT_PAGE);
+            addr_of_mut!((*arena.desc(last)).head).write(page + CHUNK_PAGES);
+        }
+        assert_eq!(arena.remote_target(block), None);
+    }
 
     #[test]
     fn in_a_buffer_handed_off_blocks_freed_elsewhere_wait_for_their_owner() {
@@ -1733,7 +1760,7 @@ mod in_a_buffer {
         assert_eq!(arena.pending(1).load(core::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(
             take_list(&pool, chunk),
-            [target(arena, chunk, 0).within, target(arena, chunk, 2).within]
+            [target(arena, chunk, 0).within(), target(arena, chunk, 2).within()]
         );
         assert!(take_list(&pool, chunk).is_empty(), "the owner took the whole list");
         // SAFETY: the last block handed off, freed once.
@@ -1749,7 +1776,7 @@ mod in_a_buffer {
         assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 4)) }, Some(Pushed::Queued));
         assert_eq!(
             take_list(&pool, chunk),
-            [target(arena, chunk, 4).within, target(arena, chunk, 1).within]
+            [target(arena, chunk, 4).within(), target(arena, chunk, 1).within()]
         );
         arena.check().unwrap();
     }

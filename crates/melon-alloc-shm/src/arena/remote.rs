@@ -30,16 +30,31 @@ use crate::layout::{kind, PageDesc, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNE
 pub(crate) const CHUNK_HEADER: u32 = 64;
 
 /// The lent chunk a block of another process's child pool lies in, as
-/// [`remote_target`](Arena::remote_target) found it: the only way to make one, so that a target
-/// always names a block boundary inside a lent chunk's first pages, inside the data pages.
+/// [`remote_target`](Arena::remote_target) found it in the arena it borrows: the only way to
+/// make one, and its fields cannot be changed after, so that a target always names a block
+/// boundary inside a lent chunk's first pages, inside the data pages of that arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RemoteTarget {
+pub(crate) struct RemoteTarget<'arena> {
     /// The chunk's first page.
-    pub(crate) chunk: u32,
+    chunk: u32,
     /// The block's offset from the chunk's start.
-    pub(crate) within: u32,
+    within: u32,
     /// The chunk's first page descriptor, found once.
     desc: *mut PageDesc,
+    _arena: core::marker::PhantomData<&'arena Arena>,
+}
+
+#[cfg(test)]
+impl RemoteTarget<'_> {
+    /// The chunk's first page.
+    pub(crate) fn chunk(&self) -> u32 {
+        self.chunk
+    }
+
+    /// The block's offset from the chunk's start.
+    pub(crate) fn within(&self) -> u32 {
+        self.within
+    }
 }
 
 /// What a remote free did.
@@ -63,9 +78,13 @@ impl Arena {
     /// stays lent while the block is out, and merely an answer for any other offset.
     ///
     /// Blocks start in their chunk's first [`CHUNK_SIZE`] bytes, and lent chunks are aligned to
-    /// it: the chunk is found by masking, from one descriptor, whichever page the block lies in.
+    /// it: the chunk is found by masking. A block past the chunk's first page needs its own page
+    /// to say it is one of the chunk's too: a lend in progress writes the chunk's kind before its
+    /// length, so the first page alone may say lent, with the length of a longer run it used to
+    /// be part of, over a page that still holds a block of the pool's own. Such a page never
+    /// says [`kind::LENT_PAGE`] while its block is in use.
     #[inline]
-    pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget> {
+    pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget<'_>> {
         let chunk_start = offset & !(CHUNK_SIZE as u64 - 1);
         let chunk = u32::try_from(chunk_start / PAGE as u64).ok()?;
         if !self.in_data(chunk, 1) {
@@ -83,11 +102,23 @@ impl Arena {
         // Below `CHUNK_SIZE`, by the mask.
         let within = (offset - chunk_start) as u32;
         let inside = within < pages * PAGE as u32;
-        (within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside).then_some(RemoteTarget {
-            chunk,
-            within,
-            desc: words.desc,
-        })
+        if !(within >= CHUNK_HEADER && within % GRAIN as u32 == 0 && inside) {
+            return None;
+        }
+        let pages_in = within / PAGE as u32;
+        if pages_in != 0 {
+            // SAFETY: the page lies in the chunk's first `pages`, inside the data pages (checked
+            // above), and descriptors follow each other one per page.
+            let desc = unsafe { words.desc.add(pages_in as usize) };
+            let page_words = DescWords { desc, _arena: core::marker::PhantomData };
+            let one_of_its_pages = page_words.kind().load(Ordering::Acquire) & 0xff
+                == kind::LENT_PAGE
+                && page_words.head().load(Ordering::Acquire) == chunk;
+            if !one_of_its_pages {
+                return None;
+            }
+        }
+        Some(RemoteTarget { chunk, within, desc: words.desc, _arena: core::marker::PhantomData })
     }
 
     /// The first page of the lent chunk whose pages hold `offset`, and that page's words. Read
@@ -127,7 +158,7 @@ impl Arena {
     /// # Safety
     /// The block at `target` is an in-use block of a child pool of the caller's process, so
     /// that its chunk stays lent for the call.
-    pub(crate) unsafe fn hand_off(&self, target: RemoteTarget, owner: u32) -> bool {
+    pub(crate) unsafe fn hand_off(&self, target: RemoteTarget<'_>, owner: u32) -> bool {
         let words = self.target_words(target);
         if owner >= OWNER_SLOTS as u32 || words.owner().load(Ordering::Acquire) != owner {
             return false;
@@ -150,13 +181,13 @@ impl Arena {
     }
 
     /// The words of the chunk `target` names, from the descriptor it found.
-    fn target_words(&self, target: RemoteTarget) -> DescWords<'_> {
+    fn target_words(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
         DescWords { desc: target.desc, _arena: core::marker::PhantomData }
     }
 
     /// The word and bit that mark the block at `target` handed off: its bit of the in-use
     /// bitmap, which no block of a lent chunk otherwise uses.
-    fn handed_bit(&self, target: RemoteTarget) -> (&AtomicU64, u64) {
+    fn handed_bit(&self, target: RemoteTarget<'_>) -> (&AtomicU64, u64) {
         let offset = target.chunk as usize * PAGE + target.within as usize;
         let grain = offset / GRAIN;
         // SAFETY: (1) the block lies in the data pages (`remote_target` made the target), and
@@ -176,7 +207,7 @@ impl Arena {
     /// The chunk at `target` stays lent for the call: the block was handed off with
     /// [`hand_off`](Arena::hand_off), is not in use any more and is freed once; or it is a block
     /// that its child holds, which is refused.
-    pub(crate) unsafe fn push_remote(&self, target: RemoteTarget) -> Option<Pushed> {
+    pub(crate) unsafe fn push_remote(&self, target: RemoteTarget<'_>) -> Option<Pushed> {
         // Only a block handed off and not freed since has its mark: anything else, a second
         // free or a pointer inside a block among them, is refused here and changes nothing.
         let (bits, bit) = self.handed_bit(target);
@@ -229,7 +260,7 @@ impl Arena {
     }
 
     /// The first word of the block at `target`.
-    fn block_at(&self, target: RemoteTarget) -> *mut u32 {
+    fn block_at(&self, target: RemoteTarget<'_>) -> *mut u32 {
         // SAFETY: the chunk lies in the mapping, and `within` is inside its first pages (see
         // `remote_target`, which made the target).
         unsafe { self.base.add(target.chunk as usize * PAGE + target.within as usize).cast() }

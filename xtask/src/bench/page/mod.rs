@@ -19,6 +19,7 @@ use std::path::Path;
 use super::chart::svg;
 use super::format::utc;
 use super::results::{locked_versions, Facts, Firmware, Global, Hammer, PerRequest, Resident};
+use super::Part;
 use crate::root;
 use firmware::firmware_results;
 use global::global_results;
@@ -291,10 +292,11 @@ fn machine(page: &mut String, facts: &Facts) {
         let minutes = facts.number("duration_s").unwrap_or(0) as f64 / 60.0;
         let _ = writeln!(
             page,
-            "| run | {} to {}: {minutes:.0} minutes, building included ({} run{}) |",
+            "| run | {} to {}: {minutes:.0} minutes, building included ({} run{}{}) |",
             utc(started),
             &utc(finished)[11..],
             facts.get("mode"),
+            partial_run(facts.get("parts")),
             if facts.get("filter").is_empty() {
                 String::new()
             } else {
@@ -434,9 +436,36 @@ directly comparable with it: glibc's own figures there are lower than here.
 | shm hammer, 1 / 2 / 4 processes, M ops/s in total | 31 / 55 / 45 | 5.2 / 3.0 / 1.4 |
 ";
 
+/// What the run row adds when the run took only some of the parts: the sections of the others
+/// keep the figures of earlier runs.
+fn partial_run(parts: &str) -> String {
+    let ran: Vec<&str> = parts.split(',').filter(|part| !part.is_empty()).collect();
+    let all = Part::ALL.iter().all(|part| ran.contains(&part.name()));
+    if all || ran.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " of {} only; the other sections keep the figures of earlier runs",
+            ran.iter().map(|part| format!("`{part}`")).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run of some parts says which, and that the rest of the page is older; a run of all
+    /// says nothing more.
+    #[test]
+    fn a_run_of_some_parts_says_so() {
+        let all: Vec<&str> = Part::ALL.iter().map(|part| part.name()).collect();
+        assert_eq!(partial_run(&all.join(",")), "");
+        assert_eq!(
+            partial_run("shm,hammer"),
+            " of `shm`, `hammer` only; the other sections keep the figures of earlier runs"
+        );
+    }
 
     /// The headings of a page: its lines that start with `#`, outside code blocks.
     fn headings(page: &str) -> Vec<&str> {

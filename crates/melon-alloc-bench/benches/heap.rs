@@ -25,14 +25,14 @@ use bumpalo::Bump;
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use melon_alloc::HeapPool;
+use melon_alloc_bench::workloads::{
+    ping_pong as ping_pong_pair, FillDrain, Global, Melon, Peer, ShuffledDrain, FILL,
+};
 use melon_alloc_bench::{
-    large_sizes, mixed_sizes, permutation, MiHeap, TalcArena, TlsfArena, BLOCK, LARGE_LIMIT,
-    LARGE_RING, MIXED_RING, MIXED_SEED, RING_SIZES, SHUFFLE_SEED,
+    large_sizes, mixed_sizes, MiHeap, TalcArena, TlsfArena, BLOCK, LARGE_LIMIT, LARGE_RING,
+    MIXED_RING, MIXED_SEED, RING_SIZES,
 };
 use mimalloc::MiMalloc;
-
-/// Blocks allocated and then freed per iteration of the fill-and-drain workloads.
-const FILL: usize = 1024;
 
 /// Live blocks in the pool that `drop_full_pool` drops.
 const LIVE: usize = 1_000_000;
@@ -74,95 +74,6 @@ unsafe fn touch(block: NonNull<u8>) -> NonNull<u8> {
     block
 }
 
-/// An allocator as the workloads that free block by block drive it. Every peer but bumpalo
-/// implements it; the calls inline, so the trait costs nothing in the timed loops.
-trait Peer {
-    /// Allocates `size` bytes aligned to 16, stopping the bench if there is no memory.
-    fn alloc(&mut self, size: usize) -> NonNull<u8>;
-
-    /// Frees a block.
-    ///
-    /// # Safety
-    /// `block` came from [`alloc`](Peer::alloc) on this peer with `size`, has not been freed,
-    /// and is not used again.
-    unsafe fn free(&mut self, block: NonNull<u8>, size: usize);
-}
-
-/// A root heap pool as a peer.
-struct Melon(HeapPool);
-
-impl Peer for Melon {
-    #[inline]
-    fn alloc(&mut self, size: usize) -> NonNull<u8> {
-        self.0.alloc(size).expect("out of memory")
-    }
-
-    #[inline]
-    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
-        // SAFETY: the caller passes a live block of this pool that nothing uses again.
-        unsafe { self.0.free(block) }
-    }
-}
-
-/// A global allocator as a peer: `System` (glibc) or `MiMalloc`.
-struct Global<A>(A);
-
-impl<A: GlobalAlloc> Peer for Global<A> {
-    #[inline]
-    fn alloc(&mut self, size: usize) -> NonNull<u8> {
-        let layout = Layout::from_size_align(size, 16).expect("a valid layout");
-        // SAFETY: every workload asks for at least 8 bytes, so the layout is not zero-sized.
-        NonNull::new(unsafe { self.0.alloc(layout) }).expect("out of memory")
-    }
-
-    #[inline]
-    unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
-        // SAFETY: `alloc` made this layout from the same size, so it is valid.
-        let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
-        // SAFETY: the caller passes a live block of this allocator, allocated with `layout`.
-        unsafe { self.0.dealloc(block.as_ptr(), layout) }
-    }
-}
-
-impl Peer for MiHeap {
-    #[inline]
-    fn alloc(&mut self, size: usize) -> NonNull<u8> {
-        MiHeap::alloc(self, size).expect("out of memory")
-    }
-
-    #[inline]
-    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
-        // SAFETY: the caller passes a live block of this heap that nothing uses again.
-        unsafe { MiHeap::free(self, block) }
-    }
-}
-
-impl Peer for TalcArena {
-    #[inline]
-    fn alloc(&mut self, size: usize) -> NonNull<u8> {
-        TalcArena::alloc(self, size).expect("out of memory")
-    }
-
-    #[inline]
-    unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
-        // SAFETY: the caller passes a live block of this arena, allocated with `size`.
-        unsafe { TalcArena::free(self, block, size) }
-    }
-}
-
-impl Peer for TlsfArena {
-    #[inline]
-    fn alloc(&mut self, size: usize) -> NonNull<u8> {
-        TlsfArena::alloc(self, size).expect("out of memory")
-    }
-
-    #[inline]
-    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
-        // SAFETY: the caller passes a live block of this arena that nothing uses again.
-        unsafe { TlsfArena::free(self, block) }
-    }
-}
-
 /// The bytes of the arena talc and rlsf get in the timing workloads: far more than any of them
 /// holds at once (the mixed workload's 256 blocks of at most 64 KiB), and mapped lazily, so the
 /// size costs nothing.
@@ -172,32 +83,28 @@ const ARENA: usize = 64 << 20;
 /// of the timed loop.
 trait Workload {
     /// Times the workload on `peer`.
-    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, peer: P);
+    fn time<P: Peer>(&mut self, b: &mut Bencher<'_>, peer: P);
 }
 
 /// Adds `workload` to `group` once for every peer that frees block by block, each made afresh
 /// for every sample.
 fn each_peer(group: &mut BenchmarkGroup<'_, WallTime>, workload: &mut impl Workload) {
-    group.bench_function("melon", |b| workload.run(b, Melon(HeapPool::new())));
-    group.bench_function("glibc", |b| workload.run(b, Global(System)));
+    group.bench_function("melon", |b| workload.time(b, Melon(HeapPool::new())));
+    group.bench_function("glibc", |b| workload.time(b, Global(System)));
     group.bench_function("mimalloc_heap", |b| {
-        workload.run(b, MiHeap::new().expect("mimalloc heap"));
+        workload.time(b, MiHeap::new().expect("mimalloc heap"));
     });
-    group.bench_function("mimalloc", |b| workload.run(b, Global(MiMalloc)));
-    group.bench_function("talc", |b| workload.run(b, TalcArena::new(ARENA).expect("talc arena")));
-    group.bench_function("rlsf", |b| workload.run(b, TlsfArena::new(ARENA).expect("rlsf arena")));
+    group.bench_function("mimalloc", |b| workload.time(b, Global(MiMalloc)));
+    group.bench_function("talc", |b| workload.time(b, TalcArena::new(ARENA).expect("talc arena")));
+    group.bench_function("rlsf", |b| workload.time(b, TlsfArena::new(ARENA).expect("rlsf arena")));
 }
 
-/// One block allocated and freed straight away: the cost of the fast paths alone.
+/// One block allocated and freed straight away ([`ping_pong_pair`]).
 struct PingPong;
 
 impl Workload for PingPong {
-    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
-        b.iter(|| {
-            let block = peer.alloc(black_box(BLOCK));
-            // SAFETY: the block came from `peer` with `BLOCK` and is not used again.
-            unsafe { peer.free(black_box(block), BLOCK) };
-        });
+    fn time<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        b.iter(|| ping_pong_pair(&mut peer));
     }
 }
 
@@ -215,32 +122,18 @@ fn ping_pong(c: &mut Criterion) {
     group.finish();
 }
 
-/// 1024 blocks allocated, then all freed in the order they came: a request's worth of
-/// short-lived objects.
-struct FillDrain {
-    /// The vector of pointers, the same for every peer and allocated once, outside the loop.
-    blocks: Vec<NonNull<u8>>,
-}
-
+/// 1024 blocks allocated, then all freed in the order they came ([`FillDrain`]).
 impl Workload for FillDrain {
-    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
-        let blocks = &mut self.blocks;
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| peer.alloc(black_box(BLOCK))));
-            for block in blocks.drain(..) {
-                // SAFETY: every block came from `peer` with `BLOCK` and is freed once.
-                unsafe { peer.free(block, BLOCK) };
-            }
-        });
+    fn time<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        b.iter(|| self.run(&mut peer));
     }
 }
 
 fn fill_drain(c: &mut Criterion) {
     let mut group = c.benchmark_group("fill_drain_1024");
     group.throughput(Throughput::Elements(FILL as u64));
-    let mut workload = FillDrain { blocks: Vec::with_capacity(FILL) };
-    each_peer(&mut group, &mut workload);
-    let blocks = &mut workload.blocks;
+    each_peer(&mut group, &mut FillDrain::new());
+    let mut blocks = Vec::with_capacity(FILL);
     group.bench_function("bumpalo", |b| {
         let mut bump = Bump::new();
         b.iter(|| {
@@ -253,36 +146,18 @@ fn fill_drain(c: &mut Criterion) {
     group.finish();
 }
 
-/// 1024 blocks allocated, then freed in a fixed pseudo-random order, so that the free lists end
-/// up scattered across pages as they do in a long-running program. bumpalo, which cannot free
-/// one block, has no part in it.
-struct ShuffledDrain {
-    /// The order of the frees, the same for every peer.
-    order: Vec<usize>,
-    /// The vector of pointers, allocated once, outside the loop.
-    blocks: Vec<NonNull<u8>>,
-}
-
+/// 1024 blocks allocated, then freed in a fixed pseudo-random order ([`ShuffledDrain`]).
+/// bumpalo, which cannot free one block, has no part in it.
 impl Workload for ShuffledDrain {
-    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
-        let Self { order, blocks } = self;
-        b.iter(|| {
-            blocks.extend((0..FILL).map(|_| peer.alloc(black_box(BLOCK))));
-            for &index in order.iter() {
-                // SAFETY: `order` is a permutation, so every block of `peer` is freed once.
-                unsafe { peer.free(blocks[index], BLOCK) };
-            }
-            blocks.clear();
-        });
+    fn time<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+        b.iter(|| self.run(&mut peer));
     }
 }
 
 fn shuffled_drain(c: &mut Criterion) {
     let mut group = c.benchmark_group("shuffled_drain_1024");
     group.throughput(Throughput::Elements(FILL as u64));
-    let mut workload =
-        ShuffledDrain { order: permutation(FILL, SHUFFLE_SEED), blocks: Vec::with_capacity(FILL) };
-    each_peer(&mut group, &mut workload);
+    each_peer(&mut group, &mut ShuffledDrain::new());
     group.finish();
 }
 
@@ -310,7 +185,7 @@ impl Ring {
 }
 
 impl Workload for Ring {
-    fn run<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
+    fn time<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
         let sizes = &self.sizes;
         let wrap = sizes.len() - 1;
         let mut next = 0;
@@ -351,7 +226,7 @@ fn large_ring(c: &mut Criterion) {
     let mut workload = Ring::large();
     each_peer(&mut group, &mut workload);
     group.bench_function("melon_limited", |b| {
-        workload.run(b, Melon(HeapPool::with_limit(LARGE_LIMIT)));
+        workload.time(b, Melon(HeapPool::with_limit(LARGE_LIMIT)));
     });
     group.finish();
 }

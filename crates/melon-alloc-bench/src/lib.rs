@@ -16,11 +16,12 @@
 //!
 //! The helpers here are what several of them need: the block size, a reproducible permutation
 //! for frees in a shuffled order, a seeded random number generator, the size sequence of the
-//! mixed workload, a safe owner for a mimalloc heap, and talc and rlsf each over an arena of its
-//! own.
+//! mixed workload, a safe owner for a mimalloc heap, talc and rlsf each over an arena of its
+//! own, and the heap workloads' loops with the allocators they run on ([`workloads`]).
 
 pub mod global;
 pub mod per_request;
+pub mod workloads;
 
 use core::alloc::Layout;
 use core::ffi::c_void;

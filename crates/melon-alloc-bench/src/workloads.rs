@@ -1,0 +1,225 @@
+//! The heap workloads that free block by block, the allocators they run on, and the loops of the
+//! three that carry a target.
+//!
+//! The criterion target (`benches/heap.rs`) times these loops with every peer in its own stretch
+//! of time, and the `heap_targets` binary times the same loops for melon and glibc in
+//! interleaved rounds. Both take them from here, so that the figures of the two are figures of
+//! one workload.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use std::hint::black_box;
+
+use melon_alloc::HeapPool;
+
+use crate::{permutation, MiHeap, TalcArena, TlsfArena, BLOCK, SHUFFLE_SEED};
+
+/// Blocks allocated and then freed per round of the fill-and-drain workloads.
+pub const FILL: usize = 1024;
+
+/// An allocator as the workloads that free block by block drive it. Every peer but bumpalo
+/// implements it; the calls inline, so the trait costs nothing in the timed loops.
+pub trait Peer {
+    /// Allocates `size` bytes aligned to 16.
+    ///
+    /// # Panics
+    /// When there is no memory: a benchmark cannot go on without it.
+    fn alloc(&mut self, size: usize) -> NonNull<u8>;
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// - `block` came from [`alloc`](Peer::alloc) on this peer with `size`, and has not been
+    ///   freed.
+    /// - Nothing uses the block afterwards.
+    unsafe fn free(&mut self, block: NonNull<u8>, size: usize);
+}
+
+/// A root heap pool as a peer: melon.
+#[derive(Debug)]
+pub struct Melon(pub HeapPool);
+
+impl Peer for Melon {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        self.0.alloc(size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this pool that nothing uses again.
+        unsafe { self.0.free(block) }
+    }
+}
+
+/// A global allocator as a peer: `System` (glibc) or `MiMalloc`.
+#[derive(Debug)]
+pub struct Global<A>(pub A);
+
+impl<A: GlobalAlloc> Peer for Global<A> {
+    /// Allocates `size` bytes aligned to 16.
+    ///
+    /// # Panics
+    /// When there is no memory, or when `size` is 0 or too large to make a layout of.
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        let layout = Layout::from_size_align(size, 16).expect("a valid layout");
+        assert_ne!(layout.size(), 0, "a global allocator's block needs a size");
+        // SAFETY: the layout's size is not zero.
+        NonNull::new(unsafe { self.0.alloc(layout) }).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
+        // SAFETY: `alloc` made a layout from the same size, so this one is valid.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, 16) };
+        // SAFETY: the caller passes a live block of this allocator, allocated with `layout`.
+        unsafe { self.0.dealloc(block.as_ptr(), layout) }
+    }
+}
+
+impl Peer for MiHeap {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        MiHeap::alloc(self, size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this heap that nothing uses again.
+        unsafe { MiHeap::free(self, block) }
+    }
+}
+
+impl Peer for TalcArena {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        TalcArena::alloc(self, size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, size: usize) {
+        // SAFETY: the caller passes a live block of this arena, allocated with `size`.
+        unsafe { TalcArena::free(self, block, size) }
+    }
+}
+
+impl Peer for TlsfArena {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        TlsfArena::alloc(self, size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this arena that nothing uses again.
+        unsafe { TlsfArena::free(self, block) }
+    }
+}
+
+/// One pair of `ping_pong`: a block of [`BLOCK`] bytes allocated and freed straight away, the
+/// cost of the fast paths alone.
+///
+/// ```
+/// use melon_alloc_bench::workloads::{ping_pong, Melon};
+///
+/// let mut melon = Melon(melon_alloc::HeapPool::new());
+/// ping_pong(&mut melon);
+/// assert_eq!(melon.0.stats().live_blocks, 0);
+/// ```
+#[inline]
+pub fn ping_pong<P: Peer>(peer: &mut P) {
+    let block = peer.alloc(black_box(BLOCK));
+    // SAFETY: the block came from `peer` with `BLOCK` and is not used again.
+    unsafe { peer.free(black_box(block), BLOCK) };
+}
+
+/// `fill_drain_1024`: [`FILL`] blocks of [`BLOCK`] bytes allocated, then all freed in the order
+/// they came, a request's worth of short-lived objects.
+///
+/// ```
+/// use melon_alloc_bench::workloads::{FillDrain, Melon};
+///
+/// let mut melon = Melon(melon_alloc::HeapPool::new());
+/// FillDrain::new().run(&mut melon);
+/// assert_eq!(melon.0.stats().live_blocks, 0);
+/// ```
+#[derive(Debug)]
+pub struct FillDrain {
+    /// The vector of pointers, allocated once, outside the timed loop. Empty between rounds.
+    blocks: Vec<NonNull<u8>>,
+}
+
+impl FillDrain {
+    /// The workload, with room for its blocks' pointers.
+    pub fn new() -> Self {
+        Self { blocks: Vec::with_capacity(FILL) }
+    }
+
+    /// One round on `peer`: [`FILL`] pairs.
+    #[inline]
+    pub fn run<P: Peer>(&mut self, peer: &mut P) {
+        let blocks = &mut self.blocks;
+        // A round cut short by a panic leaves its blocks here; they are forgotten rather than
+        // freed into a peer that may not be theirs.
+        blocks.clear();
+        blocks.extend((0..FILL).map(|_| peer.alloc(black_box(BLOCK))));
+        for block in blocks.drain(..) {
+            // SAFETY: every block came from `peer` with `BLOCK` and is freed once.
+            unsafe { peer.free(block, BLOCK) };
+        }
+    }
+}
+
+impl Default for FillDrain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `shuffled_drain_1024`: [`FILL`] blocks of [`BLOCK`] bytes allocated, then freed in a fixed
+/// pseudo-random order ([`permutation`] of [`SHUFFLE_SEED`]), so that the free lists end up
+/// scattered across pages as they do in a long-running program.
+///
+/// ```
+/// use melon_alloc_bench::workloads::{Melon, ShuffledDrain};
+///
+/// let mut melon = Melon(melon_alloc::HeapPool::new());
+/// ShuffledDrain::new().run(&mut melon);
+/// assert_eq!(melon.0.stats().live_blocks, 0);
+/// ```
+#[derive(Debug)]
+pub struct ShuffledDrain {
+    /// The order of the frees, the same for every peer.
+    order: Vec<usize>,
+    /// The vector of pointers, allocated once, outside the timed loop. Empty between rounds.
+    blocks: Vec<NonNull<u8>>,
+}
+
+impl ShuffledDrain {
+    /// The workload, with its order of frees and room for its blocks' pointers.
+    pub fn new() -> Self {
+        Self { order: permutation(FILL, SHUFFLE_SEED), blocks: Vec::with_capacity(FILL) }
+    }
+
+    /// One round on `peer`: [`FILL`] pairs.
+    #[inline]
+    pub fn run<P: Peer>(&mut self, peer: &mut P) {
+        let Self { order, blocks } = self;
+        // As in `FillDrain::run`: what a round cut short left is forgotten, not freed.
+        blocks.clear();
+        blocks.extend((0..FILL).map(|_| peer.alloc(black_box(BLOCK))));
+        for &index in order.iter() {
+            // SAFETY: `order` is a permutation of `0..FILL` and `blocks` holds this round's
+            // `FILL` blocks of `peer`, so every one of them is freed once.
+            unsafe { peer.free(blocks[index], BLOCK) };
+        }
+        blocks.clear();
+    }
+}
+
+impl Default for ShuffledDrain {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -44,6 +44,11 @@ pub(super) fn ratio(value: f64) -> String {
     }
 }
 
+/// A ratio with its least and greatest after it, each as [`ratio`] writes it.
+pub(super) fn ratio_spread(value: f64, (low, high): (f64, f64)) -> String {
+    format!("{} ({}-{})", ratio(value), ratio(low), ratio(high))
+}
+
 /// A date and time in UTC, from seconds since the epoch.
 pub(super) fn utc(seconds: u64) -> String {
     // Days to a civil date: Howard Hinnant's `civil_from_days`, for the proleptic Gregorian

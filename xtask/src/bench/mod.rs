@@ -10,12 +10,14 @@
 //! if one costs more than 3 % over the baseline committed in `xtask/instructions-baseline.tsv`;
 //! `--save-baseline` writes the counts there instead (see `check.rs`). Neither touches the page.
 //!
-//! The run has seven parts: the criterion benches `heap` and `shm` of `melon-alloc-bench`
-//! (criterion leaves its estimates in `criterion/<group>/<function>/new/` of the target
-//! directory: `target/`, or `CARGO_TARGET_DIR` when it is set), the
-//! multi-process `hammer`, the `resident` memory measurement, the `global` allocator comparison,
-//! the tokio `per_request` workload and the `firmware` comparison of allocators on an emulated
-//! Cortex-M4 (see `no_std.rs`), all five of which write tab-separated figures to
+//! The run has seven parts: `heap`, the criterion bench `heap` of `melon-alloc-bench` and then
+//! the `heap_targets` binary, which times the workloads that carry a target for melon and glibc
+//! in interleaved rounds and is what those targets are judged by; `shm`, the criterion bench
+//! `shm` (criterion leaves its estimates in `criterion/<group>/<function>/new/` of the target
+//! directory: `target/`, or `CARGO_TARGET_DIR` when it is set); the multi-process `hammer`; the
+//! `resident` memory measurement; the `global` allocator comparison; the tokio `per_request`
+//! workload; and the `firmware` comparison of allocators on an emulated Cortex-M4 (see
+//! `no_std.rs`). Every part but `shm` writes tab-separated figures to
 //! `target/bench-results/`. The facts of the machine and of the run go
 //! to `target/bench-results/machine.tsv`. The page is then written from those files alone, which
 //! is what `--report-only` does without running anything. `--quick` shortens every measurement
@@ -177,6 +179,15 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 }
                 bench.args(options.filter.iter());
                 run(bench)?;
+                if *part == Part::Heap {
+                    // The heap targets are judged by melon and glibc taking turns in one
+                    // process, not by criterion's means, which are taken in stretches of time
+                    // of their own. A few seconds, so it runs whatever the filter.
+                    let mut heap_targets = release_bin("heap_targets");
+                    heap_targets.args(["--rounds", if options.quick { "5" } else { "15" }]);
+                    heap_targets.arg("--tsv").arg(results.join("heap_targets.tsv"));
+                    run(heap_targets)?;
+                }
             }
             Part::Hammer => {
                 let mut hammer = release_bin("hammer");

@@ -1,7 +1,8 @@
 //! Reading a run's results back from disk: criterion's estimates in `criterion/` of the target
 //! directory (`target/`, or `CARGO_TARGET_DIR` as for cargo and criterion themselves), the
-//! hammer's and the resident measurement's tab-separated figures and the machine's facts in
-//! `target/bench-results/`, and the peers' versions from `Cargo.lock`.
+//! tab-separated figures of the binaries (the heap targets' interleaved rounds, the hammer, the
+//! resident measurement and the others) and the machine's facts in `target/bench-results/`, and
+//! the peers' versions from `Cargo.lock`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -175,6 +176,83 @@ fn median(mut figures: Vec<f64>) -> f64 {
         0 => f64::NAN,
         len if len % 2 == 0 => (figures[middle - 1] + figures[middle]) / 2.0,
         _ => figures[middle],
+    }
+}
+
+/// The median of some figures with the least and greatest of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Spread {
+    pub(super) median: f64,
+    pub(super) min: f64,
+    pub(super) max: f64,
+}
+
+impl Spread {
+    /// The spread of `figures`, or `None` when there are none.
+    fn of(figures: Vec<f64>) -> Option<Self> {
+        let min = figures.iter().copied().reduce(f64::min)?;
+        let max = figures.iter().copied().reduce(f64::max)?;
+        Some(Spread { median: median(figures), min, max })
+    }
+}
+
+/// The heap workloads that carry a target, timed for melon and glibc in interleaved rounds by
+/// the `heap_targets` binary: each allocator's nanoseconds per pair, round by round.
+#[derive(Default)]
+pub(super) struct HeapTargets {
+    /// Nanoseconds per pair by (workload, allocator), then by round.
+    ns: BTreeMap<(String, String), BTreeMap<usize, f64>>,
+    /// Alloc+free pairs each allocator did per round, by workload.
+    pairs: BTreeMap<String, u64>,
+    pub(super) when: Option<u64>,
+}
+
+impl HeapTargets {
+    pub(super) fn read(results: &Path) -> Self {
+        let path = results.join("heap_targets.tsv");
+        let mut heap_targets = HeapTargets { when: modified(&path), ..HeapTargets::default() };
+        for fields in tsv(&path) {
+            let [workload, peer, round, ns, pairs] = &fields[..] else { continue };
+            let (Ok(round), Ok(ns), Ok(pairs)) = (round.parse(), ns.parse(), pairs.parse()) else {
+                continue;
+            };
+            let key = (workload.clone(), peer.clone());
+            heap_targets.ns.entry(key).or_default().insert(round, ns);
+            heap_targets.pairs.insert(workload.clone(), pairs);
+        }
+        heap_targets
+    }
+
+    /// Whether the run measured nothing.
+    pub(super) fn is_empty(&self) -> bool {
+        self.ns.is_empty()
+    }
+
+    /// An allocator's nanoseconds per pair over the rounds of a workload.
+    pub(super) fn time(&self, workload: &str, peer: &str) -> Option<Spread> {
+        let rounds = self.ns.get(&(workload.to_string(), peer.to_string()))?;
+        Spread::of(rounds.values().copied().collect())
+    }
+
+    /// Each round's time of `peer` over `baseline`'s in the same round, over the rounds of a
+    /// workload that both have, and how many such rounds there are.
+    pub(super) fn ratio(
+        &self,
+        workload: &str,
+        peer: &str,
+        baseline: &str,
+    ) -> Option<(Spread, usize)> {
+        let own = self.ns.get(&(workload.to_string(), peer.to_string()))?;
+        let base = self.ns.get(&(workload.to_string(), baseline.to_string()))?;
+        let ratios: Vec<f64> =
+            own.iter().filter_map(|(round, own)| base.get(round).map(|base| own / base)).collect();
+        let rounds = ratios.len();
+        Spread::of(ratios).map(|spread| (spread, rounds))
+    }
+
+    /// Alloc+free pairs per allocator per round of a workload.
+    pub(super) fn pairs(&self, workload: &str) -> Option<u64> {
+        self.pairs.get(workload).copied()
     }
 }
 

@@ -1,12 +1,14 @@
-//! The heap pools' section of the page: a table per heap workload, the resident memory per
-//! live block, and where melon's time goes.
+//! The heap pools' section of the page: the workloads that carry a target timed for melon and
+//! glibc in interleaved rounds, which is what those targets are judged by, a table per heap
+//! workload with every peer from criterion, the resident memory per live block, and where
+//! melon's time goes.
 
 use std::fmt::Write as _;
 
-use super::{measured_section, Target};
+use super::{link, measured_section, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{ns, ns_spread, ratio, utc, verdict, yes_no};
-use crate::bench::results::{estimate, Estimate, Resident};
+use crate::bench::format::{ns, ns_spread, ratio, ratio_spread, utc, verdict, yes_no};
+use crate::bench::results::{estimate, Estimate, HeapTargets, Resident, Spread};
 
 /// The request sizes of the resident measurement, in bytes.
 const RESIDENT_SIZES: [usize; 3] = [16, 64, 200];
@@ -28,9 +30,12 @@ const HEAP_PEERS: [(&str, &str); 10] = [
 /// The heap workloads: one group of criterion figures each, with its target for melon.
 struct HeapWorkload {
     group: &'static str,
+    /// The short name of the chart and the targets.
+    label: &'static str,
     title: &'static str,
     unit: &'static str,
-    /// melon's target as a ratio to glibc, if the target is one.
+    /// melon's target as a ratio to glibc, if the target is one. Such a target is judged by the
+    /// interleaved rounds of the `heap_targets` binary, not by criterion's means.
     target: Option<f64>,
     /// What the group adds below its table.
     note: &'static str,
@@ -39,6 +44,7 @@ struct HeapWorkload {
 const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     HeapWorkload {
         group: "ping_pong",
+        label: "ping-pong",
         title: "`ping_pong`: ns per alloc+free pair",
         unit: "ns per pair",
         target: Some(0.25),
@@ -46,6 +52,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     },
     HeapWorkload {
         group: "fill_drain_1024",
+        label: "fill/drain",
         title: "`fill_drain_1024`: ns per alloc+free pair",
         unit: "ns per pair",
         target: Some(0.25),
@@ -53,6 +60,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     },
     HeapWorkload {
         group: "shuffled_drain_1024",
+        label: "shuffled drain",
         title: "`shuffled_drain_1024`: ns per alloc+free pair",
         unit: "ns per pair",
         target: Some(0.3),
@@ -60,6 +68,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     },
     HeapWorkload {
         group: "mixed",
+        label: "mixed",
         title: "`mixed`: ns per free+alloc pair, 8 B to 64 KiB, 256 live blocks",
         unit: "ns per pair",
         target: None,
@@ -69,6 +78,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     },
     HeapWorkload {
         group: "large_ring",
+        label: "large ring",
         title: "`large_ring`: ns per free+alloc pair, 16 to 64 KiB, 32 live blocks",
         unit: "ns per pair",
         target: None,
@@ -78,6 +88,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     },
     HeapWorkload {
         group: "child_lifecycle",
+        label: "child_lifecycle",
         title: "`child_lifecycle`: ns per pool made, one block allocated and freed, pool dropped",
         unit: "ns per pool",
         target: None,
@@ -88,6 +99,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
     },
     HeapWorkload {
         group: "drop_full_pool",
+        label: "drop 1M blocks",
         title: "`drop_full_pool`: ns per block, 1,000,000 live blocks",
         unit: "ns per block",
         target: None,
@@ -99,8 +111,10 @@ pub(super) fn heap_results(
     page: &mut String,
     targets: &mut Vec<Target>,
     chart: &mut Vec<ChartGroup>,
+    heap_targets: &HeapTargets,
 ) {
     page.push_str("## Heap pools\n\n");
+    interleaved_results(page, targets, heap_targets);
     let newest = HEAP_WORKLOADS
         .iter()
         .flat_map(|w| HEAP_PEERS.iter().filter_map(|(id, _)| estimate(w.group, id)))
@@ -174,22 +188,8 @@ pub(super) fn heap_results(
         let melon_ratio = melon.zip(glibc).map(|(melon, glibc)| melon / glibc);
         match (workload.group, workload.target) {
             (_, Some(target)) => {
-                let (result, met) = match melon_ratio {
-                    Some(r) => (ratio(r), verdict(r <= target).to_string()),
-                    None => ("n/a".into(), "not measured".into()),
-                };
-                let _ =
-                    writeln!(page, "Target: melon at most {target} of glibc. {met} ({result}).\n");
-                let name = match workload.group {
-                    "ping_pong" => "ping-pong",
-                    "fill_drain_1024" => "fill/drain",
-                    _ => "shuffled drain",
-                };
-                targets.push(Target {
-                    target: format!("{name} ≤ {target} × glibc"),
-                    result: result.clone(),
-                    met: yes_no(melon_ratio.map(|r| r <= target)),
-                });
+                let interleaved = heap_targets.ratio(workload.group, "melon", "glibc");
+                let _ = writeln!(page, "{}\n", target_line(target, interleaved, melon_ratio));
             }
             ("large_ring", None) => {
                 let mimalloc = rows.iter().find(|(id, _, _)| *id == "mimalloc");
@@ -234,15 +234,116 @@ pub(super) fn heap_results(
         if !workload.note.is_empty() {
             let _ = writeln!(page, "{}\n", workload.note);
         }
-        let label = match workload.group {
-            "fill_drain_1024" => "fill/drain",
-            "shuffled_drain_1024" => "shuffled drain",
-            "drop_full_pool" => "drop 1M blocks",
-            "ping_pong" => "ping-pong",
-            "large_ring" => "large ring",
-            other => other,
+        chart.push(ChartGroup { label: workload.label.to_string(), bars });
+    }
+}
+
+/// The heading of the section of the heap targets' interleaved rounds.
+const INTERLEAVED: &str = "Heap targets, interleaved";
+
+/// The workloads that carry a target for melon as a ratio to glibc, with that target.
+fn judged_workloads() -> impl Iterator<Item = (&'static HeapWorkload, f64)> {
+    HEAP_WORKLOADS.iter().filter_map(|workload| workload.target.map(|target| (workload, target)))
+}
+
+/// The section of the heap targets' interleaved rounds (`heap_targets.tsv`), and the targets'
+/// rows at a glance, judged by the median of the per-round ratios.
+fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_targets: &HeapTargets) {
+    let ratio_of = |workload: &HeapWorkload| heap_targets.ratio(workload.group, "melon", "glibc");
+    if measured_section(page, INTERLEAVED, !heap_targets.is_empty(), heap_targets.when) {
+        let rounds = judged_workloads().filter_map(|(w, _)| ratio_of(w)).map(|(_, n)| n).max();
+        let _ = write!(
+            page,
+            "The three workloads that carry a target, timed for melon and glibc in one process \
+             (`crates/melon-alloc-bench/src/bin/heap_targets.rs`) over the same loops as their \
+             criterion groups below (`melon_alloc_bench::workloads`). Criterion times each peer \
+             in a stretch of time of its own, and on this machine the speed moves from one \
+             stretch to the next, so the ratio of two criterion means holds the machine's \
+             change along with the allocators'. Here the two take turns: after a warm-up round, \
+             {} rounds each time the same number of pairs of melon and of glibc, melon first in \
+             odd rounds and glibc first in even ones. Times are the median over the rounds, \
+             with the least and greatest in brackets; the ratio is the median of each round's \
+             melon time over glibc's in the same round, with the least and greatest. These \
+             ratios judge the targets; the criterion tables below set melon against every \
+             peer. Produced by:\n\n\
+             ```sh\n\
+             cargo xtask bench --only heap\n\
+             cargo run --release -p melon-alloc-bench --bin heap_targets   # this table alone\n\
+             ```\n\n\
+             | workload | pairs per round | melon, ns per pair | glibc, ns per pair | \
+             melon ÷ glibc | target |\n\
+             |---|---:|---:|---:|---:|---|\n",
+            rounds.unwrap_or(0)
+        );
+        let time = |spread: Option<Spread>| {
+            spread.map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
         };
-        chart.push(ChartGroup { label: label.to_string(), bars });
+        for (workload, target) in judged_workloads() {
+            let r = ratio_of(workload);
+            let _ = writeln!(
+                page,
+                "| `{}` | {} | {} | {} | {} | ≤ {target}: {} |",
+                workload.group,
+                heap_targets.pairs(workload.group).map_or("n/a".into(), thousands),
+                time(heap_targets.time(workload.group, "melon")),
+                time(heap_targets.time(workload.group, "glibc")),
+                r.map_or("n/a".into(), |(s, _)| format!(
+                    "**{}**",
+                    ratio_spread(s.median, (s.min, s.max))
+                )),
+                r.map_or("not measured", |(s, _)| verdict(s.median <= target)),
+            );
+        }
+        page.push('\n');
+    }
+    for (workload, target) in judged_workloads() {
+        let r = ratio_of(workload);
+        targets.push(Target {
+            target: format!("{} ≤ {target} × glibc (median of interleaved rounds)", workload.label),
+            result: r.map_or("n/a".into(), |(s, rounds)| {
+                format!("{}, {rounds} rounds", ratio_spread(s.median, (s.min, s.max)))
+            }),
+            met: yes_no(r.map(|(s, _)| s.median <= target)),
+        });
+    }
+}
+
+/// The verdict under a criterion group with a target: judged by the interleaved rounds, with
+/// the ratio of criterion's means beside it for comparison.
+fn target_line(
+    target: f64,
+    interleaved: Option<(Spread, usize)>,
+    criterion: Option<f64>,
+) -> String {
+    let judged = match interleaved {
+        Some((s, _)) => format!(
+            "{} ({}; rounds from {} to {})",
+            verdict(s.median <= target),
+            ratio(s.median),
+            ratio(s.min),
+            ratio(s.max)
+        ),
+        None => "not measured in this run".into(),
+    };
+    let criterion = criterion.map_or(String::new(), |r| {
+        format!(
+            " The criterion means above, each peer timed in a stretch of its own, give {}.",
+            ratio(r)
+        )
+    });
+    format!(
+        "Target: melon at most {target} of glibc, judged by the median of the per-round ratios \
+         in {}: {judged}.{criterion}",
+        link(INTERLEAVED)
+    )
+}
+
+/// A count with its thousands set apart by commas.
+fn thousands(count: u64) -> String {
+    if count < 1000 {
+        count.to_string()
+    } else {
+        format!("{},{:03}", thousands(count / 1000), count % 1000)
     }
 }
 
@@ -345,3 +446,131 @@ pub(super) const HEAP_NOTES: &str = "### Where melon's time goes
   figures show.
 
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heap targets' figures read back from a file of the `heap_targets` binary's format, in
+    /// a directory of this test's own: `(workload, peer, ns per pair of each round)`.
+    fn heap_targets(test: &str, lines: &[(&str, &str, &[f64])]) -> HeapTargets {
+        let dir = std::env::temp_dir().join(format!("xtask-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut tsv = String::from("workload\tpeer\tround\tns_per_pair\tpairs\n");
+        for &(workload, peer, rounds) in lines {
+            for (round, ns) in rounds.iter().enumerate() {
+                let _ = writeln!(tsv, "{workload}\t{peer}\t{}\t{ns}\t3072000", round + 1);
+            }
+        }
+        std::fs::write(dir.join("heap_targets.tsv"), tsv).expect("the figures' file");
+        let heap_targets = HeapTargets::read(&dir);
+        std::fs::remove_dir_all(&dir).expect("the scratch directory removed");
+        heap_targets
+    }
+
+    /// The section and the targets at a glance written from `heap_targets`.
+    fn rendered(heap_targets: &HeapTargets) -> (String, Vec<Target>) {
+        let (mut page, mut targets) = (String::new(), Vec::new());
+        interleaved_results(&mut page, &mut targets, heap_targets);
+        (page, targets)
+    }
+
+    /// The row of the targets at a glance whose target starts with `name`.
+    fn row<'a>(targets: &'a [Target], name: &str) -> &'a Target {
+        targets.iter().find(|row| row.target.starts_with(name)).expect("the target's row")
+    }
+
+    #[test]
+    fn a_target_is_judged_by_the_median_of_the_per_round_ratios() {
+        // The median times give 2 / 10 = 0.2, within the target of 0.25, but the rounds give
+        // 0.3, 0.5 and 0.1, whose median is not: the machine was slower in glibc's second turn.
+        let figures = heap_targets(
+            "median-of-ratios",
+            &[
+                ("ping_pong", "melon", &[3.0, 2.0, 1.0]),
+                ("ping_pong", "glibc", &[10.0, 4.0, 10.0]),
+                ("fill_drain_1024", "melon", &[4.0, 4.2, 3.9]),
+                ("fill_drain_1024", "glibc", &[20.0, 21.0, 19.5]),
+            ],
+        );
+        let (_, targets) = rendered(&figures);
+        let ping_pong = row(&targets, "ping-pong");
+        assert_eq!(ping_pong.target, "ping-pong ≤ 0.25 × glibc (median of interleaved rounds)");
+        assert_eq!(ping_pong.result, "0.300 (0.100-0.500), 3 rounds");
+        assert_eq!(ping_pong.met, "**no**");
+        let fill_drain = row(&targets, "fill/drain");
+        assert_eq!(fill_drain.result, "0.200 (0.200-0.200), 3 rounds");
+        assert_eq!(fill_drain.met, "yes");
+        let shuffled = row(&targets, "shuffled drain");
+        assert_eq!(shuffled.target, "shuffled drain ≤ 0.3 × glibc (median of interleaved rounds)");
+        assert_eq!((shuffled.result.as_str(), shuffled.met.as_str()), ("n/a", "not measured"));
+    }
+
+    #[test]
+    fn the_table_gives_each_time_and_ratio_with_its_spread() {
+        let figures = heap_targets(
+            "table",
+            &[
+                ("shuffled_drain_1024", "melon", &[6.1, 5.6, 6.4, 5.9]),
+                ("shuffled_drain_1024", "glibc", &[24.4, 26.1, 24.8, 23.0]),
+            ],
+        );
+        let (page, _) = rendered(&figures);
+        assert!(page.starts_with("### Heap targets, interleaved\n\n"), "{page}");
+        // The ratio is the median of 0.250, 0.215, 0.258 and 0.257, not the medians' 6.00 / 24.6.
+        assert!(page.contains("after a warm-up round, 4 rounds each time"), "{page}");
+        let rows: Vec<&str> = page.lines().filter(|line| line.starts_with("| `")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| `ping_pong` | n/a | n/a | n/a | n/a | ≤ 0.25: not measured |",
+                "| `fill_drain_1024` | n/a | n/a | n/a | n/a | ≤ 0.25: not measured |",
+                "| `shuffled_drain_1024` | 3,072,000 | 6.00 (5.60-6.40) | 24.6 (23.0-26.1) | \
+                 **0.253 (0.215-0.258)** | ≤ 0.3: **met** |",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_round_that_one_allocator_lacks_is_left_out_of_the_ratios() {
+        let figures = heap_targets(
+            "unpaired",
+            &[("ping_pong", "melon", &[2.0, 3.0, 4.0]), ("ping_pong", "glibc", &[10.0, 10.0])],
+        );
+        let (_, targets) = rendered(&figures);
+        assert_eq!(row(&targets, "ping-pong").result, "0.250 (0.200-0.300), 2 rounds");
+        assert_eq!(row(&targets, "ping-pong").met, "yes");
+    }
+
+    #[test]
+    fn a_run_without_the_interleaved_rounds_says_so_and_judges_nothing() {
+        let (page, targets) = rendered(&HeapTargets::default());
+        assert_eq!(page, "### Heap targets, interleaved\n\nNot measured in this run.\n\n");
+        assert_eq!(targets.len(), 3);
+        assert!(targets.iter().all(|row| row.met == "not measured" && row.result == "n/a"));
+    }
+
+    #[test]
+    fn a_criterion_group_with_a_target_takes_its_verdict_from_the_interleaved_rounds() {
+        let spread = Spread { median: 0.27, min: 0.24, max: 0.31 };
+        assert_eq!(
+            target_line(0.25, Some((spread, 15)), Some(0.237)),
+            "Target: melon at most 0.25 of glibc, judged by the median of the per-round ratios \
+             in [Heap targets, interleaved](#heap-targets-interleaved): **not met** (0.270; \
+             rounds from 0.240 to 0.310). The criterion means above, each peer timed in a \
+             stretch of its own, give 0.237."
+        );
+        assert_eq!(
+            target_line(0.3, None, None),
+            "Target: melon at most 0.3 of glibc, judged by the median of the per-round ratios in \
+             [Heap targets, interleaved](#heap-targets-interleaved): not measured in this run."
+        );
+    }
+
+    #[test]
+    fn counts_are_written_with_their_thousands_apart() {
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(3_072_000), "3,072,000");
+    }
+}

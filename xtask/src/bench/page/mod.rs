@@ -18,7 +18,9 @@ use std::path::Path;
 
 use super::chart::svg;
 use super::format::utc;
-use super::results::{locked_versions, Facts, Firmware, Global, Hammer, PerRequest, Resident};
+use super::results::{
+    locked_versions, Facts, Firmware, Global, Hammer, HeapTargets, PerRequest, Resident,
+};
 use super::Part;
 use crate::root;
 use firmware::firmware_results;
@@ -36,6 +38,7 @@ const KEPT_SECTION: &str = "## C API";
 /// Writes `docs/benchmarks.md` and `docs/benchmarks.svg` from the results on disk.
 pub(super) fn report(results: &Path) -> Result<(), String> {
     let facts = Facts::read(results);
+    let heap_targets = HeapTargets::read(results);
     let hammer = Hammer::read(results);
     let resident = Resident::read(results);
     let global = Global::read(results);
@@ -61,7 +64,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     intro(&mut head, &facts);
     machine(&mut head, &facts);
     let mut results_text = String::new();
-    heap_results(&mut results_text, &mut targets, &mut chart);
+    heap_results(&mut results_text, &mut targets, &mut chart, &heap_targets);
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
     global_results(&mut results_text, &mut targets, &global);
     per_request_results(&mut results_text, &mut targets, &per_request);
@@ -150,7 +153,10 @@ cargo xtask bench --check          # instructions per operation against the comm
 
 1. `cargo bench -p melon-alloc-bench --bench heap`: one criterion target,
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
-   each group, so that a single run gives the ratios.
+   each group, so that a single run gives the ratios. Then
+   `cargo run --release -p melon-alloc-bench --bin heap_targets`: the three workloads that carry
+   a target, melon and glibc taking turns in one process (`src/bin/heap_targets.rs`), which is
+   what those targets are judged by.
 2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
    sizes and fill levels, a dead process's chunks taken back, a pool grown by a segment, and
    named values and a mutex in the pool (`benches/shm.rs`). It needs 1 GiB of free memory.
@@ -170,8 +176,8 @@ cargo xtask bench --check          # instructions per operation against the comm
 
 `--only heap,shm,hammer,resident,global,per_request,firmware` runs some of the parts, and a filter after the options goes
 to criterion as it would after `cargo bench -- `, for example `cargo xtask bench --only heap mixed`.
-The criterion estimates stay in `target/criterion/`, the hammer's and the resident measurement's
-figures and the machine's facts in `target/bench-results/`, which is what `--report-only` reads.
+The criterion estimates stay in `target/criterion/`, the other parts' figures and the machine's
+facts in `target/bench-results/`, which is what `--report-only` reads.
 Each part can also be run by hand with the commands above. `cargo xtask ci` never times the
 benchmarks: it compiles them, and runs `cargo xtask bench --check`, which counts the
 instructions of one operation of each workload of `src/bin/instructions.rs` and of a pair
@@ -179,10 +185,16 @@ through the C API under callgrind, and fails when one passes `xtask/instructions
 more than 3 % (`--save-baseline` rewrites it). Instruction counts are the same on every run of
 one build, so that check holds on a shared machine where times move by tens of percent.
 
-Times are criterion's mean (its point estimate) per alloc+free pair, or per block for the drop,
-with the fastest and slowest of criterion's samples (each a timed run of many iterations) in
-brackets, and every ratio is to `glibc` in the same group of the same run. A section whose
-figures come from an earlier run than the rest says when it was measured.
+Times are criterion's mean (its point estimate) per alloc+free pair, or per block for the drop, with
+the fastest and slowest of criterion's samples (each a timed run of many iterations) in brackets,
+and every ratio is to `glibc` in the same group of the same run. Criterion times each peer in a
+stretch of time of its own, though, and the speed of a shared machine moves from one stretch to the
+next, so a ratio of two criterion means is only as steady as the machine. The heap pools' targets
+against glibc are judged where both peers ran under the same conditions instead: melon and glibc
+take turns in one process, round after round, and the figure is the median of the per-round ratios
+with their spread ([Heap targets, interleaved](#heap-targets-interleaved)). The global-allocator and
+per-request comparisons run their peers in interleaved rounds too. A section whose figures come from
+an earlier run than the rest says when it was measured.
 
 ";
 

@@ -44,6 +44,13 @@ pub(crate) struct RemoteTarget<'arena> {
     _arena: core::marker::PhantomData<&'arena Arena>,
 }
 
+impl RemoteTarget<'_> {
+    /// The block's offset in the mapping.
+    fn offset(&self) -> usize {
+        self.chunk as usize * PAGE + self.within as usize
+    }
+}
+
 #[cfg(test)]
 impl RemoteTarget<'_> {
     /// The chunk's first page.
@@ -70,7 +77,7 @@ pub(crate) enum Pushed {
 impl Arena {
     /// The words of page `page`'s descriptor that are read or written without the lock.
     fn words(&self, page: u32) -> DescWords<'_> {
-        DescWords { desc: self.desc(page), _arena: core::marker::PhantomData }
+        DescWords::at(self.desc(page))
     }
 
     /// The lent chunk `offset` lies in, if it lies in the block area of one, at a block
@@ -87,9 +94,7 @@ impl Arena {
     pub(crate) fn remote_target(&self, offset: u64) -> Option<RemoteTarget<'_>> {
         let chunk_start = offset & !(CHUNK_SIZE as u64 - 1);
         let chunk = u32::try_from(chunk_start / PAGE as u64).ok()?;
-        if !self.in_data(chunk, 1) {
-            return None;
-        }
+        // A page outside the data pages reads a clamped descriptor, and fails the bound below.
         let words = self.words(chunk);
         if words.kind().load(Ordering::Acquire) & 0xff != kind::LENT {
             return None;
@@ -110,7 +115,7 @@ impl Arena {
             // SAFETY: the page lies in the chunk's first `pages`, inside the data pages (checked
             // above), and descriptors follow each other one per page.
             let desc = unsafe { words.desc.add(pages_in as usize) };
-            let page_words = DescWords { desc, _arena: core::marker::PhantomData };
+            let page_words = DescWords::at(desc);
             let one_of_its_pages = page_words.kind().load(Ordering::Acquire) & 0xff
                 == kind::LENT_PAGE
                 && page_words.head().load(Ordering::Acquire) == chunk;
@@ -182,14 +187,13 @@ impl Arena {
 
     /// The words of the chunk `target` names, from the descriptor it found.
     fn target_words(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
-        DescWords { desc: target.desc, _arena: core::marker::PhantomData }
+        DescWords::at(target.desc)
     }
 
     /// The word and bit that mark the block at `target` handed off: its bit of the in-use
     /// bitmap, which no block of a lent chunk otherwise uses.
     fn handed_bit(&self, target: RemoteTarget<'_>) -> (&AtomicU64, u64) {
-        let offset = target.chunk as usize * PAGE + target.within as usize;
-        let grain = offset / GRAIN;
+        let grain = target.offset() / GRAIN;
         // SAFETY: (1) the block lies in the data pages (`remote_target` made the target), and
         // the bitmap has a bit for every grain of them, in a word that lives as long as the
         // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and
@@ -263,7 +267,7 @@ impl Arena {
     fn block_at(&self, target: RemoteTarget<'_>) -> *mut u32 {
         // SAFETY: the chunk lies in the mapping, and `within` is inside its first pages (see
         // `remote_target`, which made the target).
-        unsafe { self.base.add(target.chunk as usize * PAGE + target.within as usize).cast() }
+        unsafe { self.base.add(target.offset()).cast() }
     }
 
     /// Marks the chunk at `page` given up by its process. Returns whether blocks handed off from
@@ -324,6 +328,11 @@ macro_rules! desc_word {
 }
 
 impl<'arena> DescWords<'arena> {
+    /// The words of the descriptor at `desc`, one inside the mapping.
+    fn at(desc: *mut PageDesc) -> Self {
+        Self { desc, _arena: core::marker::PhantomData }
+    }
+
     desc_word!(kind, kind);
     desc_word!(len, len);
     desc_word!(head, head);

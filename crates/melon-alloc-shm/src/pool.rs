@@ -1923,8 +1923,8 @@ type ChunkPlaces = HashMap<u64, usize>;
 struct LentChunk<'pool> {
     /// Its remote-free list, found once.
     remote: &'pool core::sync::atomic::AtomicU32,
-    /// Its first page.
-    page: u32,
+    /// Its offset in the mapping.
+    offset: u64,
     /// The end of the part of it where blocks start: its length, up to [`CHUNK_SIZE`].
     block_end: u32,
 }
@@ -1961,9 +1961,8 @@ impl ShmChunks<'_> {
             return;
         }
         self.seen = pending;
-        for &LentChunk { remote, page, block_end } in &self.chunks {
+        for &LentChunk { remote, offset: chunk, block_end } in &self.chunks {
             let mut within = crate::handoff::take(remote);
-            let chunk = u64::from(page) * crate::layout::PAGE as u64;
             // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
             for _ in 0..CHUNK_SIZE / 16 {
                 if within == 0 {
@@ -1990,9 +1989,8 @@ impl ShmChunks<'_> {
         // Blocks start in a chunk's first `CHUNK_SIZE` bytes.
         let block_end = size.min(CHUNK_SIZE) as u32;
         self.places.insert(offset, self.chunks.len());
-        let page = arena_page(offset);
-        let remote = self.shared.arena.remote_list(page);
-        self.chunks.push(LentChunk { remote, page, block_end });
+        let remote = self.shared.arena.remote_list(arena_page(offset));
+        self.chunks.push(LentChunk { remote, offset, block_end });
     }
 
     /// Forgets the chunk at `offset`, which the child gives back.
@@ -2001,8 +1999,7 @@ impl ShmChunks<'_> {
         self.chunks.swap_remove(place);
         // The chunk that was last now fills the gap.
         if let Some(moved) = self.chunks.get(place) {
-            let moved_offset = u64::from(moved.page) * crate::layout::PAGE as u64;
-            self.places.insert(moved_offset, place);
+            self.places.insert(moved.offset, place);
         }
     }
 }
@@ -2043,16 +2040,16 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         }
         // Mapped since the chunk was lent: its offset needs no mapping, which could fail and
         // leave the chunk listed, its remote-free word then another holder's.
-        if let Some(offset) = self.shared.locked_offset_of(chunk.as_ptr()) {
+        let offset = self.shared.locked_offset_of(chunk.as_ptr());
+        if let Some(offset) = offset {
             self.forget(offset);
         }
         match self.shared.lock() {
             Ok(mut guard) => guard.take_back(chunk, layout.size()),
             Err(_) => {
-                if let (Ok(mut pending), Some(offset)) = (
-                    self.shared.pending_returns.lock(),
-                    self.shared.locked_offset_of(chunk.as_ptr()),
-                ) {
+                if let (Ok(mut pending), Some(offset)) =
+                    (self.shared.pending_returns.lock(), offset)
+                {
                     pending.push((offset, layout.size()));
                     self.shared.has_pending.store(true, Ordering::Release);
                 }
@@ -2116,9 +2113,9 @@ mod tests {
                 let offset = shm.offset_of(chunk).unwrap() as u64;
                 let place = chunks.places[&offset];
                 let listed = chunks.chunks[place];
-                assert_eq!(listed.page, arena_page(offset));
+                assert_eq!(listed.offset, offset);
                 assert_eq!(listed.block_end as usize, layout.size().min(CHUNK_SIZE));
-                let remote = shm.shared().arena.remote_list(listed.page);
+                let remote = shm.shared().arena.remote_list(arena_page(offset));
                 assert!(core::ptr::eq(listed.remote, remote), "chunk at {offset}");
             }
         };
@@ -2129,8 +2126,7 @@ mod tests {
                 .chunks
                 .iter()
                 .map(|listed| {
-                    let offset = u64::from(listed.page) * crate::layout::PAGE as u64;
-                    let chunk = shm.ptr_at(offset as usize).unwrap();
+                    let chunk = shm.ptr_at(listed.offset as usize).unwrap();
                     let layout = taken.iter().find(|(taken, _)| *taken == chunk).unwrap().1;
                     (chunk, layout)
                 })

@@ -170,7 +170,8 @@ pub enum ShmError {
         file: u64,
     },
     /// The pool uses a lock of its creator's choosing, and was attached without one, or the
-    /// other way round; or its built-in lock was made by a C library that reads it differently.
+    /// other way round; or it was made by a process whose C library lays out the robust mutex of
+    /// a [`ShmMutex`](crate::ShmMutex) differently.
     LockMismatch,
     /// The lock failed.
     Lock(LockError),

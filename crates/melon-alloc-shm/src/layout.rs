@@ -60,8 +60,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// allocator state. Version 6 lays the pool out for its largest capacity and grows it segment by
 /// segment: the header records the initial capacity and the end of the pages grown so far, and
 /// the descriptors and bitmap words of the header's own pages are no longer written. Version 7
-/// added the directory of names ([`State::names`]).
-pub(crate) const VERSION: u32 = 7;
+/// added the directory of names ([`State::names`]). Version 8 replaced the C library's mutex in
+/// the header with the pool's own lock word ([`PoolLock`]).
+pub(crate) const VERSION: u32 = 8;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -221,7 +222,8 @@ pub(crate) struct Header {
     pub(crate) first_data_page: u32,
     pub(crate) lock_kind: u32,
     /// With the built-in lock, [`LOCK_ABI`](crate::sys::LOCK_ABI) of the process that made the
-    /// pool: a process whose C library would read the mutex differently must not attach.
+    /// pool: a process whose C library would read the robust mutex of a
+    /// [`ShmMutex`](crate::ShmMutex) differently must not attach.
     pub(crate) lock_abi: u32,
     /// The capacity the pool was made with: its first segment, and the size of each later one.
     pub(crate) initial_capacity: u64,
@@ -230,7 +232,15 @@ pub(crate) struct Header {
     /// Operations found half done after their process died, and undone.
     pub(crate) undone: AtomicU64,
     /// The built-in lock, in a cache line of its own.
-    pub(crate) lock: BuiltinLock,
+    pub(crate) lock: PoolLock,
+    /// [`thread_token`](crate::sys::thread_token) of the built-in lock's holder, or 0: written by
+    /// the holder alone, after it takes the lock and before it releases it, so that a thread
+    /// that asks for the lock it holds already is told so instead of waiting for itself forever,
+    /// and a thread of the holder's process that does not hold it cannot release it. A dead
+    /// holder's token stays until the next holder writes its own; no live thread has it. Out of
+    /// the lock's cache line, which waiters read over and over, and in the undo log's, which the
+    /// holder writes anyway.
+    pub(crate) holder: AtomicU64,
     /// Entries in use in `log`; non-zero only while an operation is changing the state.
     pub(crate) log_len: AtomicU32,
     /// The end of the pages grown so far: pages from `first_data_page` up to this one hold data,
@@ -286,10 +296,23 @@ impl Tallies {
     }
 }
 
-/// The built-in lock: the C library's robust mutex, and who holds it. It has its cache line to
-/// itself: processes waiting for the lock read the line over and over, and were the holder's own
-/// writes (the undo log's length, say) in it, every one of them would first have to pull the
-/// line back from a waiter.
+/// The pool's built-in lock (see [`ProcessLock`](crate::lock::ProcessLock)): its word, and the
+/// counter its holders' identities come from. It has its cache line to itself: processes
+/// waiting for the lock read the line over and over, and were the holder's own writes (the undo
+/// log's length, say) in it, every one of them would first have to pull the line back from a
+/// waiter.
+#[repr(C, align(64))]
+pub(crate) struct PoolLock {
+    /// The holder's identity in the pool, with [`WAITERS`](crate::lock::WAITERS), or 0.
+    pub(crate) word: AtomicU32,
+    /// The next identity to give a process (see `identity.rs`).
+    pub(crate) next_identity: AtomicU32,
+}
+
+static_assertions::const_assert_eq!(core::mem::size_of::<PoolLock>(), 64);
+
+/// The lock of a [`ShmMutex`](crate::ShmMutex): the C library's robust mutex, and who holds
+/// it, in a cache line of their own as the pool's lock is.
 #[repr(C, align(64))]
 pub(crate) struct BuiltinLock {
     pub(crate) mutex: RobustMutex,
@@ -556,7 +579,7 @@ mod tests {
         assert!(holds(state, 8) && holds(state + size_of::<State>() - 4, 4));
         assert!(holds(offset_of!(Header, end_page), 4));
         let lock = offset_of!(Header, lock);
-        for offset in (lock..lock + size_of::<BuiltinLock>()).step_by(4) {
+        for offset in (lock..lock + size_of::<PoolLock>()).step_by(4) {
             assert!(!holds(offset, 4), "the lock's word at {offset}");
         }
         for field in

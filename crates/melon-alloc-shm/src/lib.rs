@@ -11,9 +11,10 @@
 //!   and free are O(1) in the size and fill of the pool, except that an allocation that finds no
 //!   free run first walks the size classes' lists to give back empty slabs; `stats` and `check`
 //!   walk the pages.
-//! - Each operation takes the pool's lock: the built-in one is the C library's robust,
-//!   process-shared mutex in the mapping, which the kernel hands on when its holder dies, in
-//!   whatever pid namespace; or any [`ShmLock`] of the user's. A process may bound its wait
+//! - Each operation takes the pool's lock: the built-in one is a futex word in the mapping
+//!   naming the holder's process by an identity the pool hands out, which a waiter takes over
+//!   within 5 ms of the holder's death, in whatever pid namespace; or any [`ShmLock`] of the
+//!   user's. A process may bound its wait
 //!   for a holder that is alive but stopped ([`ShmPool::try_lock_for`],
 //!   [`ShmPool::set_lock_timeout`]).
 //! - Every change to the pool's state goes through an undo log, so an operation interrupted by
@@ -57,7 +58,7 @@
 //! the pool typed: a [`ShmBox`] owns one in one process; a value refers to another by
 //! [`ShmOffset`], which means the same value in every process, wherever it maps the pool; a
 //! name finds one ([`ShmPool::insert_named`], [`ShmPool::find`], [`ShmPool::named`]), with its
-//! type checked; a [`ShmMutex`] guards one with the pool's own robust lock.
+//! type checked; a [`ShmMutex`] guards one with the C library's robust mutex.
 //!
 //! ```
 //! use melon_alloc_shm::{ShmMutex, ShmPool};
@@ -132,6 +133,7 @@ mod error;
 pub mod failpoint;
 mod fork;
 mod handoff;
+mod identity;
 mod layout;
 mod lock;
 #[cfg(melon_loom)]

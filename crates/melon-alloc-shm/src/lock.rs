@@ -1,11 +1,12 @@
-//! The pool's lock: the pluggable [`ShmLock`], and the built-in lock in the mapping, a robust
-//! mutex that the kernel hands on when its holder dies.
+//! The pool's lock: the pluggable [`ShmLock`], the built-in lock in the mapping, a futex word
+//! that names its holder's process, whose death a waiter sees as the end of the process's
+//! identity lock, and the protocol every robust lock follows when a holder dies.
 
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Acquired, Refused};
 use crate::{LockError, ShmError};
 
@@ -88,13 +89,18 @@ const SPINS: u32 = 16;
 /// The longest pause between two tries while spinning: 2^6 pause instructions.
 const SPIN_BACKOFF_MAX: u32 = 6;
 
-/// A robust mutex as the built-in lock uses it. [`RobustMutex`](sys::RobustMutex) is the C
-/// library's; the loom models put a modelled one behind it instead, whose holder's death the
-/// model decides, as the kernel would report it. The lock functions are generic over it, so
-/// the real path has no indirection.
+/// A lock that reports a holder's death to the next taker: the pool's [`ProcessLock`], and the
+/// C library's robust mutex ([`RobustMutex`](sys::RobustMutex)) that [`ShmMutex`](crate::ShmMutex)
+/// wraps. The lock functions are generic over it, so the real path has no indirection.
 pub(crate) trait Robust {
     /// Takes the mutex if nobody holds it, without waiting.
     fn try_lock(&self) -> Result<Acquired, Refused>;
+
+    /// Whether the mutex may be free, by a read that leaves the holder's cache line shared: a
+    /// waiter tries to take it only then.
+    fn looks_free(&self) -> bool {
+        true
+    }
 
     /// Takes the mutex, waiting as long as it takes, or at most `timeout`.
     fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused>;
@@ -104,6 +110,167 @@ pub(crate) trait Robust {
 
     /// Releases the mutex.
     fn unlock(&self) -> Result<(), Errno>;
+}
+
+/// Set in the pool lock's word while a process may be asleep waiting for it: the holder then
+/// wakes one when it lets go.
+pub(crate) const WAITERS: u32 = 1 << 31;
+
+/// The bits of the pool lock's word that name its holder: a process's identity in the pool,
+/// never 0, which is a free lock.
+pub(crate) const HOLDER: u32 = WAITERS - 1;
+
+/// What the pool's lock needs of the system: sleeping on its word, waking a sleeper, and asking
+/// whether the process behind an identity is alive. The kernel's futex and the identity locks
+/// on the pool's file do it for real ([`Kernel`]); the loom models give it a modelled one.
+pub(crate) trait Waits {
+    /// Sleeps while `word` holds `expected`, until woken, for a while, or until `deadline`.
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Waited;
+
+    /// Wakes one process asleep on `word`.
+    fn wake(&self, word: &AtomicU32);
+
+    /// Whether the process whose identity is `holder` may still be running. An answer the
+    /// system cannot give is "alive": a live holder must never be taken over.
+    fn is_alive(&self, holder: u32) -> bool;
+}
+
+/// How a [`Waits::wait`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// The word changed, or the holder woke a sleeper: look again.
+    Woken,
+    /// A while passed and the word may not have changed: time to ask whether its holder lives.
+    Checkpoint,
+    /// The deadline passed.
+    Expired,
+}
+
+/// The pool's built-in lock, as one process takes it: a 32-bit word in the mapping holding the
+/// identity of the process that holds it (and [`WAITERS`]), taken with one compare-and-swap and
+/// released with one swap. A waiter sleeps on the word with the kernel's futex, waking now and
+/// then to ask whether the holder's process still lives; a dead holder's word is taken over by
+/// one compare-and-swap from the word the waiter saw, and reported as
+/// [`Acquired::OwnerDied`]. Process identities come from the pool's file, not from any id of
+/// the kernel's, so no pid namespace can make one process look like another.
+pub(crate) struct ProcessLock<'a, W> {
+    word: &'a AtomicU32,
+    /// This process's identity: in `1..=HOLDER`.
+    me: u32,
+    waits: W,
+}
+
+impl<'a, W: Waits> ProcessLock<'a, W> {
+    /// The lock whose word is `word`, as the process whose identity is `me` takes it.
+    pub(crate) fn new(word: &'a AtomicU32, me: u32, waits: W) -> Self {
+        debug_assert!(me != 0 && me <= HOLDER, "identity {me} out of range");
+        Self { word, me, waits }
+    }
+
+    /// Takes the lock from a holder found dead, when the word still says `seen`.
+    fn take_over(&self, seen: u32) -> bool {
+        // Acquire: the dead holder's writes were made before its identity lock went, which
+        // `is_alive` saw; this orders them before the repair (the kernel orders them for real).
+        self.word
+            .compare_exchange(seen, self.me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl<W: Waits> Robust for ProcessLock<'_, W> {
+    fn looks_free(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & HOLDER == 0
+    }
+
+    #[inline]
+    fn try_lock(&self) -> Result<Acquired, Refused> {
+        match self.word.compare_exchange(0, self.me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => Ok(Acquired::Clean),
+            Err(_) => Err(Refused::Busy),
+        }
+    }
+
+    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
+        // A timeout too long to add to the clock is no timeout.
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let mut seen = self.word.load(Ordering::Relaxed);
+        loop {
+            if seen & HOLDER == 0 {
+                // Taken with the waiters' bit: whoever else sleeps on the word is woken in turn.
+                match self.word.compare_exchange(
+                    seen,
+                    self.me | WAITERS,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Ok(Acquired::Clean),
+                    Err(now) => {
+                        seen = now;
+                        continue;
+                    }
+                }
+            }
+            if seen & WAITERS == 0 {
+                if let Err(now) = self.word.compare_exchange(
+                    seen,
+                    seen | WAITERS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    seen = now;
+                    continue;
+                }
+                seen |= WAITERS;
+            }
+            let waited = self.waits.wait(self.word, seen, deadline);
+            let now = self.word.load(Ordering::Relaxed);
+            let holder = seen & HOLDER;
+            // Only a word unchanged since before the sleep can belong to a dead holder: any
+            // change was made by a live process. Another thread of this process is alive.
+            if waited != Waited::Woken
+                && now == seen
+                && holder != self.me
+                && !self.waits.is_alive(holder)
+            {
+                if self.take_over(seen) {
+                    return Ok(Acquired::OwnerDied);
+                }
+                seen = self.word.load(Ordering::Relaxed);
+                continue;
+            }
+            if waited == Waited::Expired {
+                return Err(Refused::TimedOut);
+            }
+            seen = now;
+        }
+    }
+
+    fn make_consistent(&self) -> Result<(), Errno> {
+        // Nothing to mark: a taker that dies before repairing is a dead holder like any other,
+        // and the next taker repairs.
+        Ok(())
+    }
+
+    #[inline]
+    fn unlock(&self) -> Result<(), Errno> {
+        // One read-modify-write when nobody waits: the waiters read the word over and over, so
+        // every separate access of the holder's may have to fetch its line back first.
+        let Err(seen) =
+            self.word.compare_exchange(self.me, 0, Ordering::Release, Ordering::Relaxed)
+        else {
+            return Ok(());
+        };
+        // Only the holder's process changes its word, but to release it, so what the failed
+        // exchange saw is current for a holder; a caller that is not one is refused, and
+        // changes nothing.
+        if seen & HOLDER != self.me {
+            return Err(Errno::PERM);
+        }
+        if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
+            self.waits.wake(self.word);
+        }
+        Ok(())
+    }
 }
 
 impl Robust for sys::RobustMutex {
@@ -197,6 +364,9 @@ fn lock_contended<M: Robust>(mutex: &M, timeout: Option<Duration>) -> Result<Acq
             // lets a busy holder run several operations in a row on warm lines.
             for _ in 0..1u32 << round.min(SPIN_BACKOFF_MAX) {
                 core::hint::spin_loop();
+            }
+            if !mutex.looks_free() {
+                continue;
             }
             match mutex.try_lock() {
                 Ok(acquired) => return Ok(acquired),

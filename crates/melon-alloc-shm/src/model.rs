@@ -1,53 +1,42 @@
 //! What the loom models in `tests/loom.rs` drive, built only with `--cfg melon_loom`: the
-//! built-in lock's protocol (repair, count, mark consistent, release) and the undo log on a
-//! header-shaped buffer, with a modelled robust mutex and modelled threads in place of the C
-//! library's and the kernel's. Not part of the crate's interface.
+//! built-in lock ([`ProcessLock`], the pool's own code, on the header's lock word) with its
+//! protocol around a dead holder (repair, count, release), and the undo log, on a header-shaped
+//! buffer, with modelled processes and a modelled kernel. Not part of the crate's interface.
 //!
-//! A modelled thread is a number from 1 to [`MAX_THREAD`] that the model passes in; it "dies"
-//! when the model says so, and the modelled kernel then does what the real one does for a
-//! robust mutex whose holder died: marks it `FUTEX_OWNER_DIED`, releases it, and wakes a
-//! waiter, whose lock reports the death.
+//! A modelled process is a number from 1 to [`MAX_THREAD`] that the model passes in, its
+//! identity in the pool; it "dies" when the model says so, which is what the kernel's release of
+//! its identity's byte lock tells the others: the lock word still names it, and a waiter that
+//! asks whether it lives hears that it does not. The modelled futex sleeps by yielding, and
+//! every wake-up may be a check of the holder.
 
 use core::ptr::{addr_of, addr_of_mut, NonNull};
 use std::time::Duration;
 
+use std::time::Instant;
+
 use loom::sync::atomic::AtomicBool;
-use loom::sync::{Condvar, Mutex, MutexGuard};
-use rustix::io::Errno;
+use loom::sync::{Condvar, Mutex};
 
 use crate::layout::{
-    BuiltinLock, Header, LogEntry, Names, Owner, State, Tallies, BIN_COUNT, CLASS_COUNT,
-    LOCK_BUILTIN, MAGIC, NAME_SLOTS, NONE, OWNER_LISTS, PAGE, VERSION,
+    Header, LogEntry, Names, Owner, PoolLock, State, Tallies, BIN_COUNT, CLASS_COUNT, LOCK_BUILTIN,
+    MAGIC, NAME_SLOTS, NONE, OWNER_LISTS, PAGE, VERSION,
 };
-use crate::lock::{lock_robust, unlock_robust, Robust};
-use crate::sync::{AtomicU64, Ordering};
-use crate::sys::{Acquired, Refused, RobustMutex, LOCK_ABI};
+use crate::lock::{lock_robust, unlock_robust, ProcessLock, Waited, Waits};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::LOCK_ABI;
 use crate::tx::Tx;
 use crate::ShmError;
 
 /// The largest thread id a model may use; ids start at 1, as 0 means a free lock.
 pub const MAX_THREAD: u32 = 4;
 
-/// The modelled robust mutex: the futex word as the kernel sees it, and the C library's state.
-#[derive(Debug, Default)]
-struct Word {
-    /// The holder, or 0.
-    owner: u32,
-    /// `FUTEX_OWNER_DIED`: the kernel found the holder dead and released the word.
-    owner_died: bool,
-    /// The holder took the mutex from a dead owner and has not marked it consistent yet.
-    inconsistent: bool,
-    /// Released while inconsistent: the C library refuses every later lock.
-    unrecoverable: bool,
-}
-
-/// A header-shaped buffer whose atomics are loom's, and the model's stand-in for the kernel and
-/// the C library: which threads have died, and the robust mutex with its queue of sleepers.
+/// A header-shaped buffer whose atomics are loom's, and the model's stand-in for the kernel:
+/// which processes have died, and the futex's queue of sleepers.
 #[derive(Debug)]
 pub struct Shm {
     header: NonNull<Header>,
     dead: [AtomicBool; MAX_THREAD as usize + 1],
-    word: Mutex<Word>,
+    futex: Mutex<()>,
     sleepers: Condvar,
 }
 
@@ -73,8 +62,8 @@ impl Shm {
             initial_capacity: core::mem::size_of::<Header>() as u64,
             takeovers: AtomicU64::new(0),
             undone: AtomicU64::new(0),
-            // The model's mutex stands in for this one, which is never used.
-            lock: BuiltinLock { mutex: RobustMutex::uninit(), holder: AtomicU64::new(0) },
+            lock: PoolLock { word: AtomicU32::new(0), next_identity: AtomicU32::new(0) },
+            holder: AtomicU64::new(0),
             log_len: crate::sync::AtomicU32::new(0),
             end_page: crate::sync::AtomicU32::new(0),
             log: core::array::from_fn(|_| LogEntry { key: 0, old: 0 }),
@@ -106,7 +95,7 @@ impl Shm {
         Self {
             header: NonNull::from(Box::leak(header)),
             dead: core::array::from_fn(|_| AtomicBool::new(false)),
-            word: Mutex::new(Word::default()),
+            futex: Mutex::new(()),
             sleepers: Condvar::new(),
         }
     }
@@ -126,13 +115,13 @@ impl Shm {
         self.header.as_ptr().cast()
     }
 
-    fn thread(&self, tid: u32) -> Thread<'_> {
+    /// The pool's lock as process `tid` takes it.
+    fn thread(&self, tid: u32) -> ProcessLock<'_, Kernel<'_>> {
         assert!((1..=MAX_THREAD).contains(&tid), "thread ids run from 1 to {MAX_THREAD}");
-        Thread { shm: self, tid }
-    }
-
-    fn word(&self) -> MutexGuard<'_, Word> {
-        self.word.lock().expect("the model's futex word")
+        // SAFETY: the header lives as long as `self`, and its lock word is only ever used
+        // through shared references.
+        let word = unsafe { &*addr_of!((*self.header.as_ptr()).lock.word) };
+        ProcessLock::new(word, tid, Kernel { shm: self })
     }
 
     /// Undoes what a dead holder left half done, as the pool does when it takes the lock from
@@ -151,8 +140,7 @@ impl Shm {
     /// takes; a dead owner's half-done operation is undone before this returns.
     ///
     /// # Errors
-    /// The error the pool would report: the mutex's refusal (`ENOTRECOVERABLE` after a holder
-    /// released it without marking it consistent).
+    /// The error the pool would report; none is expected here.
     pub fn lock(&self, tid: u32) -> Result<(), ShmError> {
         lock_robust(&self.thread(tid), None, self.takeover_count(), || self.repair())
     }
@@ -185,22 +173,25 @@ impl Shm {
         unlock_robust(&self.thread(tid))
     }
 
-    /// Thread `tid` dies where it stands: whatever it holds, it never releases; the kernel
-    /// releases it, marks it `FUTEX_OWNER_DIED`, and wakes a waiter. Everything the thread wrote
-    /// becomes visible to whoever then takes the lock, as the kernel's bookkeeping of a death
-    /// makes it (the modelled word's own lock orders the two).
+    /// Process `tid` dies where it stands: whatever it holds, it never releases, and its
+    /// identity's byte lock goes, which is all the others can see. Everything it wrote becomes
+    /// visible to whoever then finds it dead, as the kernel's bookkeeping of a death makes it
+    /// (the release store orders the two).
     pub fn die(&self, tid: u32) {
-        self.dead[self.thread(tid).tid as usize].store(true, Ordering::Release);
-        let mut word = self.word();
-        if word.owner == tid {
-            *word = Word { owner: 0, owner_died: true, inconsistent: false, ..*word };
-            self.sleepers.notify_all();
-        }
+        self.dead[Self::index(tid)].store(true, Ordering::Release);
+        // The real waiters wake within a check period and ask; here they wake at once.
+        let _queue = self.futex.lock().expect("the model's futex");
+        self.sleepers.notify_all();
     }
 
-    /// Whether thread `tid` has died.
+    /// Whether process `tid` has died.
     pub fn is_dead(&self, tid: u32) -> bool {
-        self.dead[self.thread(tid).tid as usize].load(Ordering::Acquire)
+        self.dead[Self::index(tid)].load(Ordering::Acquire)
+    }
+
+    fn index(tid: u32) -> usize {
+        assert!((1..=MAX_THREAD).contains(&tid), "thread ids run from 1 to {MAX_THREAD}");
+        tid as usize
     }
 
     /// Times a thread took the lock over from a dead owner.
@@ -297,69 +288,37 @@ impl core::fmt::Debug for Op<'_> {
     }
 }
 
-/// A modelled thread, as the lock sees it through [`Robust`]: the C library's calls on the
-/// modelled mutex.
-struct Thread<'a> {
+/// The modelled kernel, as the pool's lock sees it through [`Waits`]: a futex whose sleepers
+/// the holder's release wakes one at a time, and a death all at once (the real ones wake within
+/// a check period and ask); a timed sleep always runs out, so that loom explores giving up at
+/// every point; and a process is alive until the model kills it.
+struct Kernel<'a> {
     shm: &'a Shm,
-    tid: u32,
 }
 
-impl Thread<'_> {
-    /// Takes the mutex if it is free, as the C library's compare-and-swap does, reporting a
-    /// dead previous owner; `None` when it is held.
-    fn take(&self, word: &mut Word) -> Option<Result<Acquired, Refused>> {
-        if word.unrecoverable {
-            return Some(Err(Refused::Os(Errno::NOTRECOVERABLE)));
+impl Waits for Kernel<'_> {
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Waited {
+        if deadline.is_some() {
+            return Waited::Expired;
         }
-        if word.owner != 0 {
-            return None;
+        let queue = self.shm.futex.lock().expect("the model's futex");
+        // As the kernel does, the word is compared under the queue's lock, so a release (or a
+        // death) after the comparison finds the sleeper queued and wakes it.
+        let holder_dead = !self.is_alive(expected & crate::lock::HOLDER);
+        if word.load(Ordering::Relaxed) != expected || holder_dead {
+            return Waited::Checkpoint;
         }
-        word.owner = self.tid;
-        if core::mem::take(&mut word.owner_died) {
-            word.inconsistent = true;
-            return Some(Ok(Acquired::OwnerDied));
-        }
-        Some(Ok(Acquired::Clean))
-    }
-}
-
-impl Robust for Thread<'_> {
-    fn try_lock(&self) -> Result<Acquired, Refused> {
-        self.take(&mut self.shm.word()).unwrap_or(Err(Refused::Busy))
+        drop(self.shm.sleepers.wait(queue).expect("the model's futex"));
+        Waited::Checkpoint
     }
 
-    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
-        let mut word = self.shm.word();
-        loop {
-            if let Some(taken) = self.take(&mut word) {
-                return taken;
-            }
-            if timeout.is_some() {
-                return Err(Refused::TimedOut);
-            }
-            word = self.shm.sleepers.wait(word).expect("the model's futex word");
-        }
+    fn wake(&self, _word: &AtomicU32) {
+        let _queue = self.shm.futex.lock().expect("the model's futex");
+        self.shm.sleepers.notify_one();
     }
 
-    fn make_consistent(&self) -> Result<(), Errno> {
-        let mut word = self.shm.word();
-        if word.owner != self.tid || !word.inconsistent {
-            return Err(Errno::INVAL);
-        }
-        word.inconsistent = false;
-        Ok(())
-    }
-
-    fn unlock(&self) -> Result<(), Errno> {
-        let mut word = self.shm.word();
-        if word.owner != self.tid {
-            return Err(Errno::PERM);
-        }
-        // What the C library does with a mutex released before it was marked consistent.
-        word.unrecoverable |= core::mem::take(&mut word.inconsistent);
-        word.owner = 0;
-        self.shm.sleepers.notify_all();
-        Ok(())
+    fn is_alive(&self, holder: u32) -> bool {
+        !self.shm.dead.get(holder as usize).is_some_and(|dead| dead.load(Ordering::Acquire))
     }
 }
 

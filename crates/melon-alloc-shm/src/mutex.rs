@@ -1,5 +1,6 @@
-//! [`ShmMutex`], a mutex for values in a shared pool, on the same robust lock as the pool's own:
-//! a holder that dies hands the next locker a guard that says so, never a silent unlock.
+//! [`ShmMutex`], a mutex for values in a shared pool, on the C library's robust mutex and the
+//! same takeover protocol as the pool's own lock: a holder that dies hands the next locker a
+//! guard that says so, never a silent unlock.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -17,7 +18,7 @@ use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
 /// A mutex that lives in a shared pool and guards a `T` there, for the threads of every
 /// process that maps the pool.
 ///
-/// It is the C library's robust, process-shared mutex, as the pool's own lock is: when a holder
+/// It is the C library's robust, process-shared mutex: when a holder
 /// dies, in whatever pid namespace, the kernel hands the mutex to the next locker, whose guard
 /// then reports it ([`ShmMutexGuard::holder_died`]); the value may be half changed, and that
 /// locker decides what to do about it. The mutex is usable again after that guard. A thread

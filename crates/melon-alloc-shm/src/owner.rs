@@ -25,11 +25,12 @@ use crate::sys;
 /// pool's own bytes does not meet them.
 const LOCK_BASE: i64 = 1 << 62;
 
-/// The descriptions this process holds its slots through, so that the child of a `fork` can
-/// close its copies: a copy would keep its parent's slot looking alive after the parent died.
-/// A description beyond the table still works; only a child that outlives its parent keeps the
-/// parent's chunks until it ends too.
-static HELD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+/// The descriptions this process holds its slots and its identities in pools through (see
+/// `identity.rs`), so that the child of a `fork` can close its copies: a copy would keep its
+/// parent's slot and identity looking alive after the parent died. A description beyond the
+/// table still works; only a child that outlives its parent keeps the parent's chunks, and
+/// a lock the parent died holding, until it ends too.
+static HELD: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
 
 /// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead) found and gave back.
 ///
@@ -107,14 +108,11 @@ impl Claim {
         }
         let fd = own_description(pool)?.into_raw_fd();
         // Listed at once, so that a fork from another thread from here on closes the child's
-        // copy; listed if there is room, that is: otherwise only a forked child outliving this
-        // process keeps the slot (see `HELD`).
-        let _ = HELD.iter().any(|held| {
-            held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        });
-        let Some(slot) = (0..OWNER_SLOTS as u32)
-            .find(|&slot| !arena.owner_claimed(slot) && set_lock(fd, slot, libc::F_WRLCK as _))
-        else {
+        // copy.
+        hold(fd);
+        let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
+            !arena.owner_claimed(slot) && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _)
+        }) else {
             close_held(fd);
             return None;
         };
@@ -159,17 +157,27 @@ impl Claim {
     }
 }
 
-/// Closes a claim's descriptor `fd`, taking it off [`HELD`] if the table has it.
-fn close_held(fd: RawFd) {
+/// Lists the description `fd` in [`HELD`], if there is room: otherwise only a forked child
+/// outliving this process keeps what the description stands for (see `HELD`).
+pub(crate) fn hold(fd: RawFd) {
+    let _ = HELD
+        .iter()
+        .any(|held| held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+}
+
+/// Closes a claim's or an identity's descriptor `fd`, taking it off [`HELD`] if the table has
+/// it.
+pub(crate) fn close_held(fd: RawFd) {
     if fd < 0 {
         return;
     }
     let _ = HELD
         .iter()
         .any(|held| held.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
-    // SAFETY: the descriptor was opened by `Claim::take` and is owned by the claim alone: the
-    // fork handler, the only other code that closes such descriptors, does so in a child, whose
-    // copy of the claim never gets here (see `Claim::forget_parents`).
+    // SAFETY: the descriptor was opened by `Claim::take` or `identity::claim` and is owned by
+    // the claim or identity alone: the fork handler, the only other code that closes such
+    // descriptors, does so in a child, whose copy of the claim or identity never gets here (see
+    // their `forget_parents`).
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
@@ -196,7 +204,10 @@ pub(crate) fn reclaim_dead(
 ) -> ReclaimReport {
     let mut report = ReclaimReport::default();
     for slot in 0..OWNER_SLOTS as u32 {
-        if Some(slot) != mine && arena.owner_claimed(slot) && !is_held(pool, slot) {
+        if Some(slot) != mine
+            && arena.owner_claimed(slot)
+            && !crate::identity::byte_is_locked(pool, slot_byte(slot))
+        {
             let reclaimed = arena.release_owner(slot);
             arena.tallies().count_reclaim(reclaimed.pages * PAGE as u64);
             report.add(reclaimed);
@@ -211,7 +222,7 @@ pub(crate) fn reclaim_dead(
 
 /// A new open file description of the pool's file, private to this process (but for a child
 /// forked without the handler).
-fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
+pub(crate) fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
     // Written on the stack: a child pool's first chunk must not need memory of the process's
     // heap, which may have run out (the C API then returns NULL rather than aborting).
     const PREFIX: &[u8] = b"/proc/self/fd/";
@@ -241,35 +252,28 @@ fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
     .ok()
 }
 
-/// The lock request for slot `slot`'s byte.
-fn byte_lock(slot: u32, kind: libc::c_short) -> libc::flock {
+/// Slot `slot`'s byte of the pool's file.
+fn slot_byte(slot: u32) -> i64 {
+    LOCK_BASE + i64::from(slot)
+}
+
+/// The lock request for the pool file's byte `byte`.
+pub(crate) fn byte_lock(byte: i64, kind: libc::c_short) -> libc::flock {
     // SAFETY: `flock` is plain integers, for which all zeroes is a valid value (and `l_pid` must
     // be 0 for a description's lock).
     let mut lock: libc::flock = unsafe { core::mem::zeroed() };
     lock.l_type = kind;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = LOCK_BASE + i64::from(slot);
+    lock.l_start = byte;
     lock.l_len = 1;
     lock
 }
 
-/// Takes (or drops, with `F_UNLCK`) the lock on slot `slot`'s byte through the description
-/// `fd`, without waiting. Whether it was done.
-fn set_lock(fd: RawFd, slot: u32, kind: libc::c_short) -> bool {
-    let lock = byte_lock(slot, kind);
+/// Takes (or drops, with `F_UNLCK`) the lock on the pool file's byte `byte` through the
+/// description `fd`, without waiting. Whether it was done.
+pub(crate) fn set_byte_lock(fd: RawFd, byte: i64, kind: libc::c_short) -> bool {
+    let lock = byte_lock(byte, kind);
     // SAFETY: the caller's descriptor is open, and `lock` is a valid `flock` that lives across
     // the call; the call only reads it.
     unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) == 0 }
-}
-
-/// Whether some description holds the lock on slot `slot`'s byte: its process is alive. A
-/// description that never locks (the pool's own descriptor) asks, so every holder conflicts
-/// with it. A system that cannot answer counts as alive: a live process's chunks must never be
-/// taken.
-fn is_held(pool: BorrowedFd<'_>, slot: u32) -> bool {
-    let mut lock = byte_lock(slot, libc::F_WRLCK as libc::c_short);
-    // SAFETY: the descriptor is open for the borrow, and `lock` is a valid `flock` the call
-    // writes the answer into.
-    let asked = unsafe { libc::fcntl(pool.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-    asked != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
 }

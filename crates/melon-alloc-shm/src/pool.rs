@@ -12,11 +12,12 @@ use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
 use melon_alloc_heap::ChildPool;
 
 use crate::arena::{AllocThen, Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
+use crate::identity::{Identity, Kernel};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
     NONE, PAGE, SLAB_BLOCKS, VERSION,
 };
-use crate::lock::{lock_robust, unlock_robust, ShmLock};
+use crate::lock::{lock_robust, unlock_robust, ProcessLock, ShmLock};
 use crate::owner::{self, Claim, ReclaimReport};
 use crate::sys::{self, Mapping};
 use crate::{registry, ShmClassStats, ShmError, ShmPoolBuilder, ShmStats};
@@ -40,10 +41,13 @@ pub(crate) struct Shared {
     lock_timeout: core::sync::atomic::AtomicU64,
     /// This process's slot in the owner table, which the chunks of its child pools are lent to.
     claim: Claim,
+    /// This process's identity in the pool, which the built-in lock's word holds while it
+    /// holds the lock.
+    identity: Identity,
 }
 
 /// The header's fields that `attach` checks, read from the file.
-struct Identity {
+struct HeaderFields {
     magic: u64,
     version: u32,
     capacity: u64,
@@ -54,7 +58,7 @@ struct Identity {
     lock_abi: u32,
 }
 
-impl Identity {
+impl HeaderFields {
     /// The fields, from the file's first bytes: they lie before anything that changes after the
     /// pool is made.
     fn read(fd: BorrowedFd<'_>) -> Result<Self, ShmError> {
@@ -97,7 +101,8 @@ impl Identity {
 /// References to the header's fields that processes change concurrently, all of them atomic;
 /// see [`Shared::header_atomics`].
 struct HeaderAtomics<'a> {
-    lock: &'a crate::layout::BuiltinLock,
+    lock: &'a crate::layout::PoolLock,
+    holder: &'a crate::sync::AtomicU64,
     takeovers: &'a crate::sync::AtomicU64,
     undone: &'a crate::sync::AtomicU64,
     log_len: &'a crate::sync::AtomicU32,
@@ -121,6 +126,7 @@ impl Shared {
             arena,
             lock_timeout: core::sync::atomic::AtomicU64::new(NO_TIMEOUT),
             claim: Claim::new(),
+            identity: Identity::new(),
         }
     }
 
@@ -141,6 +147,7 @@ impl Shared {
         unsafe {
             HeaderAtomics {
                 lock: &*ptr::addr_of!((*header).lock),
+                holder: &*ptr::addr_of!((*header).holder),
                 takeovers: &*ptr::addr_of!((*header).takeovers),
                 undone: &*ptr::addr_of!((*header).undone),
                 log_len: &*ptr::addr_of!((*header).log_len),
@@ -178,6 +185,23 @@ impl Shared {
         }
     }
 
+    /// The built-in lock `lock` as this process takes it, under its identity in the pool.
+    ///
+    /// # Errors
+    /// [`ShmError::Os`] when this process has no identity yet and cannot make one.
+    #[inline]
+    fn process_lock<'a>(
+        &'a self,
+        lock: &'a crate::layout::PoolLock,
+    ) -> Result<ProcessLock<'a, Kernel<'a>>, ShmError> {
+        let fd = self.mapping.fd();
+        let me = self
+            .identity
+            .get(&lock.next_identity, fd)
+            .map_err(|errno| ShmError::os("making this process's identity in the pool", errno))?;
+        Ok(ProcessLock::new(&lock.word, me, Kernel { pool: fd }))
+    }
+
     /// Takes the lock, waiting at most the timeout set for this process's operations.
     #[inline]
     pub(crate) fn lock(&self) -> Result<ShmGuard<'_>, ShmError> {
@@ -197,14 +221,14 @@ impl Shared {
             None => {
                 let lock = header.lock;
                 me = sys::thread_token();
-                if lock.holder.load(Ordering::Relaxed) == me {
+                if header.holder.load(Ordering::Relaxed) == me {
                     return Err(ShmError::WouldDeadlock);
                 }
-                lock_robust(&lock.mutex, timeout, header.takeovers, || {
+                lock_robust(&self.process_lock(lock)?, timeout, header.takeovers, || {
                     self.undo_dead_holder();
                     holder_died = true;
                 })?;
-                lock.holder.store(me, Ordering::Relaxed);
+                header.holder.store(me, Ordering::Relaxed);
             }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
@@ -290,15 +314,20 @@ impl Shared {
     fn unlock(&self, token: u64) -> Result<(), ShmError> {
         match &self.lock {
             None => {
-                let lock = self.header_atomics().lock;
-                // Only this thread's own token is cleared: a thread whose hold was broken must
-                // not erase the token of the thread that holds the lock now, which would then
-                // wait for itself on its next `lock` instead of hearing `WouldDeadlock`. The
-                // mutex then refuses an unlock by a thread that does not hold it (`EPERM`),
-                // leaving the holder's lock as it is.
-                let _ =
-                    lock.holder.compare_exchange(token, 0, Ordering::Relaxed, Ordering::Relaxed);
-                unlock_robust(&lock.mutex)
+                let header = self.header_atomics();
+                // Only the holding thread releases the lock, and clears its own token: a thread
+                // whose hold was broken must not erase the token of the thread that holds the
+                // lock now, which would then wait for itself on its next `lock` instead of
+                // hearing `WouldDeadlock`; nor release that thread's lock, which its word would
+                // not tell from this one's when both run in one process.
+                if header
+                    .holder
+                    .compare_exchange(token, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return Err(ShmError::os("releasing the pool's lock", rustix::io::Errno::PERM));
+                }
+                unlock_robust(&self.process_lock(header.lock)?)
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
         }
@@ -1081,14 +1110,6 @@ impl ShmPool {
         // SAFETY: the mapping is new, zeroed (a new file), and maps the header and the first
         // segment, whose metadata and pages are reserved.
         unsafe { crate::arena::Arena::format(base, geometry, lock_kind) };
-        if lock_kind == LOCK_BUILTIN {
-            // SAFETY: the lock lies in the header, aligned for it, in a mapping that other
-            // processes may map but nobody uses yet.
-            unsafe {
-                sys::RobustMutex::init(ptr::addr_of_mut!((*base.cast::<Header>()).lock.mutex))
-            }
-            .map_err(|errno| ShmError::os("making the pool's lock", errno))?;
-        }
         Ok(Self::from_shared(Shared::new(mapping, lock, geometry)))
     }
 
@@ -1181,7 +1202,7 @@ impl ShmPool {
         use std::os::fd::AsFd;
         let file = Mapping::file_len(fd.as_fd())
             .map_err(|errno| ShmError::os("reading the descriptor's size", errno))?;
-        let header = Identity::read(fd.as_fd())?;
+        let header = HeaderFields::read(fd.as_fd())?;
         if header.magic != MAGIC {
             return Err(ShmError::NotAPool);
         }

@@ -510,13 +510,6 @@ fn deadline(timeout: Duration) -> libc::timespec {
 }
 
 impl RobustMutex {
-    /// The bytes of a mutex nobody has initialised: a stand-in where the lock is not used (the
-    /// loom models' header) until [`init`](RobustMutex::init) runs.
-    #[cfg(melon_loom)]
-    pub(crate) const fn uninit() -> Self {
-        Self(core::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
-    }
-
     fn raw(&self) -> *mut libc::pthread_mutex_t {
         self.0.get()
     }

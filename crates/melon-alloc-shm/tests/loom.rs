@@ -1,15 +1,16 @@
-//! Loom models of the shared pool's built-in lock protocol and undo log: mutual exclusion with
-//! nobody taken over while everyone lives, the takeover of a dead owner's lock (repaired,
-//! counted, marked consistent, so the lock goes on working), a taker that dies while repairing,
+//! Loom models of the shared pool's built-in lock and undo log: mutual exclusion with nobody
+//! taken over while everyone lives and no sleeper left asleep, the takeover of a dead owner's
+//! lock (repaired and counted, so the lock goes on working), a taker that dies while repairing,
 //! a timed lock that gives up on a live holder and takes over a dead one, and the undoing of an
-//! operation whose thread died in the middle of it.
+//! operation whose process died in the middle of it.
 //!
-//! Built only with `--cfg melon_loom` (`cargo xtask loom`). The robust mutex is modelled: each
-//! thread has an id the model picks, and "dies" by having the modelled kernel release what it
-//! holds with `FUTEX_OWNER_DIED`, which is all the lock can see of a killed process. With
+//! Built only with `--cfg melon_loom` (`cargo xtask loom`). The lock is the pool's own code on
+//! the header's lock word; the kernel is modelled: each thread stands for a process whose
+//! identity the model picks, and "dies" by having its identity's byte lock go, which is all the
+//! others can see of a killed process; the futex's sleepers are woken one per release. With
 //! `--cfg melon_loom_broken` as well, the lock ignores an owner's death, as if the lock had been
-//! released: nothing is repaired, counted or marked consistent. Every model that says it catches
-//! that must then fail, and the test fails if one does not: that is how we know the models can.
+//! released: nothing is repaired or counted. Every model that says it catches that must then
+//! fail, and the test fails if one does not: that is how we know the models can.
 
 #[cfg(melon_loom)]
 mod tests {
@@ -67,19 +68,17 @@ mod tests {
         }
     }
 
-    /// Two threads each take the lock, bump the counter and release it, twice. Loom reports a
-    /// bump made while the other thread is inside; every bump must count, and nobody may have
-    /// been taken over, as nobody died.
-    fn two_threads_take_turns() {
-        let shm = Arc::new(Shm::new());
+    /// Threads for processes `tids`, each taking the lock `rounds` times in a row, bumping the
+    /// counter each time it holds it; joined, then the lock's takeovers checked: nobody died,
+    /// so none. `before_joining` runs between the start of the threads and the joins.
+    fn take_turns(shm: &Arc<Shm>, tids: &[u32], rounds: u32, before_joining: impl FnOnce()) -> u32 {
         let count = Counter::new();
-        let threads: Vec<_> = [A, B]
-            .into_iter()
-            .map(|tid| {
-                let (shm, count) = (Arc::clone(&shm), Arc::clone(&count));
+        let threads: Vec<_> = tids
+            .iter()
+            .map(|&tid| {
+                let (shm, count) = (Arc::clone(shm), Arc::clone(&count));
                 thread::spawn(move || {
-                    // Twice, so that a thread also comes back for a lock it has just released.
-                    for _ in 0..2 {
+                    for _ in 0..rounds {
                         shm.lock(tid).expect("the lock");
                         count.bump();
                         shm.unlock(tid).expect("the holder's unlock");
@@ -87,11 +86,20 @@ mod tests {
                 })
             })
             .collect();
+        before_joining();
         for thread in threads {
             thread.join().expect("a thread");
         }
-        assert_eq!(count.get(), 4);
         assert_eq!(shm.takeovers(), 0, "a live owner was taken over");
+        count.get()
+    }
+
+    /// Two threads each take the lock, bump the counter and release it, twice (so that a thread
+    /// also comes back for a lock it has just released). Loom reports a bump made while the
+    /// other thread is inside; every bump must count.
+    fn two_threads_take_turns() {
+        let shm = Arc::new(Shm::new());
+        assert_eq!(take_turns(&shm, &[A, B], 2, || {}), 4);
     }
 
     #[test]
@@ -99,10 +107,25 @@ mod tests {
         passes(two_threads_take_turns);
     }
 
+    /// Three processes take the lock once each while a fourth holds it at the start: two may be
+    /// asleep on the word at once, and each release wakes one, so a waiter woken while the lock
+    /// was taken again must leave the word marked for the one still asleep. A sleeper left
+    /// asleep is a deadlock, which loom reports.
+    fn three_waiters_all_get_the_lock() {
+        let shm = Arc::new(Shm::new());
+        shm.lock(D).expect("a free lock");
+        let released = || shm.unlock(D).expect("the holder's unlock");
+        assert_eq!(take_turns(&shm, &[A, B, C], 1, released), 3);
+    }
+
+    #[test]
+    fn no_waiter_sleeps_through_the_releases() {
+        passes(three_waiters_all_get_the_lock);
+    }
+
     /// A takes the lock, works, and dies holding it. B, waiting meanwhile, must get the lock
     /// only once A is dead, counted once; and the lock must go on working after B releases it.
-    /// The broken lock neither counts the takeover nor marks the lock consistent, so the next
-    /// lock is refused.
+    /// The broken lock does not count the takeover.
     fn dead_owner_is_taken_over() {
         let shm = Arc::new(Shm::new());
         let count = Counter::new();
@@ -301,9 +324,9 @@ mod tests {
     }
 
     /// A dies in the middle of an operation; B takes the lock over and dies while repairing,
-    /// before it undoes anything or marks the lock consistent. C must find the lock's owner
-    /// dead again and the repair still to do. The broken lock lets B hold the lock without
-    /// repairing, so B never dies and never releases it, and C cannot get it.
+    /// before it undoes anything. C must find the lock's owner dead again and the repair still
+    /// to do. The broken lock lets B hold the lock without repairing, so B never dies and never
+    /// releases it, and C cannot get it.
     fn repair_interrupted_by_death() {
         let shm = Arc::new(Shm::new());
         shm.lock(A).expect("a free lock");

@@ -1,0 +1,232 @@
+//! A process's identity in a pool, which the pool's lock word holds while the process holds the
+//! lock: a number from a counter in the header, and a write lock on one byte of the pool's file
+//! for that number, taken through an open file description of the process's own (the file
+//! reopened through `/proc/self/fd`). The kernel drops the byte's lock when the description's
+//! last descriptor closes, which a process's death does after its memory is gone: a lock word
+//! naming an identity whose byte nobody locks belongs to a process that can write to the pool no
+//! more, whatever pid namespace it ran in and whatever process has its pid now.
+//!
+//! It is also how [`Kernel`] answers the lock's questions: it sleeps on the lock word with the
+//! futex of the pool's file, and asks whether a byte is locked through the pool's own
+//! descriptor, which never locks, so that every holder conflicts with it.
+
+use core::sync::atomic::{AtomicI32, AtomicU32 as PlainU32, AtomicU64 as PlainU64, Ordering};
+use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use crate::lock::{Waited, Waits, HOLDER};
+use crate::owner::{close_held, hold, own_description, set_byte_lock};
+use crate::sync::AtomicU32;
+
+/// Where the identities' lock bytes lie in the pool's file: byte `IDENTITY_BASE + identity`,
+/// past the owner table's bytes and far past the mapping.
+const IDENTITY_BASE: i64 = (1 << 62) + (1 << 32);
+
+/// How long a waiter sleeps on the lock word before it asks whether the holder still lives: the
+/// longest a dead holder keeps the lock, and a system call per this much waiting for a live one.
+#[cfg_attr(melon_loom, allow(dead_code))]
+const CHECK_PERIOD: Duration = Duration::from_millis(5);
+
+/// How many identities a process tries before it gives up: one is taken only while the process
+/// it was last given to lives, which takes 2^31 processes using the pool in between.
+const TRIES: u32 = 64;
+
+/// This process's identity in one pool, made on its first lock: atomics only so that the handle
+/// can be shared between threads.
+pub(crate) struct Identity {
+    /// [`sys::process_token`](crate::sys::process_token) of the process the identity is
+    /// for, or 0; published last, with release, once the fields below are written.
+    process: PlainU64,
+    /// The identity: in `1..=HOLDER`.
+    id: PlainU32,
+    /// The description the identity's byte is locked through.
+    fd: AtomicI32,
+    /// [`sys::fork_generation`](crate::sys::fork_generation) when the identity was made: a
+    /// child whose generation differs went through the fork handler, which closed its copy of
+    /// `fd` already.
+    generation: PlainU64,
+    /// The process token of a thread making the identity, or 0: the threads of one process
+    /// make it one at a time, and a child of a fork taken in the middle takes over its
+    /// parent's mark, whose thread does not exist there.
+    making: PlainU64,
+}
+
+impl Identity {
+    pub(crate) const fn new() -> Self {
+        Self {
+            process: PlainU64::new(0),
+            id: PlainU32::new(0),
+            fd: AtomicI32::new(-1),
+            generation: PlainU64::new(0),
+            making: PlainU64::new(0),
+        }
+    }
+
+    /// This process's identity, made now if it has none.
+    ///
+    /// # Errors
+    /// What the system says when the pool's file cannot be opened again or locked.
+    #[inline]
+    pub(crate) fn get(&self, next: &AtomicU32, pool: BorrowedFd<'_>) -> Result<u32, Errno> {
+        let token = crate::sys::process_token();
+        if self.process.load(Ordering::Acquire) == token {
+            return Ok(self.id.load(Ordering::Relaxed));
+        }
+        self.make(token, next, pool)
+    }
+
+    #[cold]
+    fn make(&self, token: u64, next: &AtomicU32, pool: BorrowedFd<'_>) -> Result<u32, Errno> {
+        loop {
+            if self.process.load(Ordering::Acquire) == token {
+                return Ok(self.id.load(Ordering::Relaxed));
+            }
+            let making = self.making.load(Ordering::Acquire);
+            if making == token {
+                // Another thread of this process is making it.
+                std::thread::yield_now();
+            } else if self
+                .making
+                .compare_exchange(making, token, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        let made = if self.process.load(Ordering::Acquire) == token {
+            Ok(self.id.load(Ordering::Relaxed))
+        } else {
+            self.forget_parents();
+            claim(next, pool).map(|(id, fd)| {
+                self.id.store(id, Ordering::Relaxed);
+                self.fd.store(fd, Ordering::Relaxed);
+                self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
+                self.process.store(token, Ordering::Release);
+                id
+            })
+        };
+        self.making.store(0, Ordering::Release);
+        made
+    }
+
+    /// In a process that finds its parent's identity: closes the copy of the parent's
+    /// description that a fork without the handler (a raw `fork` or `clone` system call) left
+    /// it, which would keep the parent looking alive for as long as this process lives. After a
+    /// fork that ran the handler, the handler closed it, and the number may name another
+    /// description by now, which is left alone.
+    fn forget_parents(&self) {
+        if self.process.swap(0, Ordering::Relaxed) == 0 {
+            return;
+        }
+        let fd = self.fd.swap(-1, Ordering::Relaxed);
+        if self.generation.load(Ordering::Relaxed) == crate::sys::fork_generation() {
+            close_held(fd);
+        }
+    }
+
+    /// Gives the identity up: a pool handle that goes. The caller holds no lock of the pool.
+    pub(crate) fn close(&self) {
+        if self.process.load(Ordering::Relaxed) == crate::sys::process_token() {
+            self.process.store(0, Ordering::Relaxed);
+            close_held(self.fd.swap(-1, Ordering::Relaxed));
+        } else {
+            self.forget_parents();
+        }
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Takes a free identity: the next number of the counter `next` whose byte nobody locks, with
+/// the lock on its byte taken through a new description of the pool's file.
+fn claim(next: &AtomicU32, pool: BorrowedFd<'_>) -> Result<(u32, RawFd), Errno> {
+    let fd = own_description(pool).ok_or(Errno::NOENT)?.into_raw_fd();
+    // Listed at once, so that a fork from another thread from here on closes the child's copy.
+    hold(fd);
+    for _ in 0..TRIES {
+        let id = next.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
+        if id != 0 && set_byte_lock(fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
+            return Ok((id, fd));
+        }
+    }
+    close_held(fd);
+    Err(Errno::AGAIN)
+}
+
+/// Whether some description holds the lock on `byte`: its process is alive. The pool's own
+/// descriptor, which never locks, asks, so every holder conflicts with it. A system that cannot
+/// answer counts as alive.
+pub(crate) fn byte_is_locked(pool: BorrowedFd<'_>, byte: i64) -> bool {
+    let mut lock = crate::owner::byte_lock(byte, libc::F_WRLCK as libc::c_short);
+    // SAFETY: the descriptor is open for the borrow, and `lock` is a valid `flock` the call
+    // writes the answer into.
+    let asked = unsafe {
+        libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&pool), libc::F_OFD_GETLK, &mut lock)
+    };
+    asked != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// The system's side of the pool's lock: the futex of the pool's file, and the identities'
+/// locks on its bytes, asked through the pool's own descriptor.
+pub(crate) struct Kernel<'a> {
+    pub(crate) pool: BorrowedFd<'a>,
+}
+
+impl Waits for Kernel<'_> {
+    #[cfg(not(melon_loom))]
+    fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Waited {
+        let mut sleep = CHECK_PERIOD;
+        if let Some(deadline) = deadline {
+            match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => sleep = sleep.min(left),
+                _ => return Waited::Expired,
+            }
+        }
+        let timeout = rustix::time::Timespec {
+            tv_sec: sleep.as_secs() as _,
+            tv_nsec: sleep.subsec_nanos().into(),
+        };
+        // Not private: the word is in a mapping other processes share.
+        match rustix::thread::futex::wait(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            expected,
+            Some(&timeout),
+        ) {
+            Err(Errno::TIMEDOUT) => match deadline {
+                Some(deadline) if Instant::now() >= deadline => Waited::Expired,
+                _ => Waited::Checkpoint,
+            },
+            _ => Waited::Woken,
+        }
+    }
+
+    /// The loom build's pool is never locked for real (the models bring their own [`Waits`]):
+    /// this only keeps it compiling.
+    #[cfg(melon_loom)]
+    fn wait(&self, _word: &AtomicU32, _expected: u32, deadline: Option<Instant>) -> Waited {
+        std::thread::yield_now();
+        if deadline.is_some() {
+            Waited::Expired
+        } else {
+            Waited::Checkpoint
+        }
+    }
+
+    fn wake(&self, word: &AtomicU32) {
+        #[cfg(not(melon_loom))]
+        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
+        #[cfg(melon_loom)]
+        let _ = word;
+    }
+
+    fn is_alive(&self, holder: u32) -> bool {
+        byte_is_locked(self.pool, IDENTITY_BASE + i64::from(holder))
+    }
+}

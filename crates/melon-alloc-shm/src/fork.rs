@@ -88,13 +88,14 @@ fn hooks() -> impl DoubleEndedIterator<Item = &'static ForkHooks> {
     })
 }
 
-/// The families' lock, held by the forking thread from `prepare` until after the fork, and that
-/// thread (its `pthread_self`, which a forked process keeps), 0 while nobody holds it here. A
-/// static rather than a thread-local: a thread past its thread-locals (forking from one's
-/// destructor) must hold the lock as well as any other.
+/// The families' lock and the lock under which descriptions are opened and listed
+/// (`owner::lock_opening`), held by the forking thread from `prepare` until after the fork, and
+/// that thread (its `pthread_self`, which a forked process keeps), 0 while nobody holds them
+/// here. A static rather than a thread-local: a thread past its thread-locals (forking from
+/// one's destructor) must hold the locks as well as any other.
 struct Held {
     holder: AtomicUsize,
-    guard: UnsafeCell<Option<MutexGuard<'static, ()>>>,
+    guard: UnsafeCell<Option<(MutexGuard<'static, ()>, MutexGuard<'static, ()>)>>,
 }
 
 // SAFETY: `guard` is written only by the thread that holds the families' lock, between taking
@@ -122,9 +123,10 @@ pub(crate) fn prepare() {
     if HELD.holder.load(Ordering::Acquire) == me {
         return;
     }
-    let guard = melon_alloc_heap::lock_families();
+    let families = melon_alloc_heap::lock_families();
+    let opening = crate::owner::lock_opening();
     // SAFETY: this thread holds the families' lock, so it alone writes the guard's place.
-    unsafe { *HELD.guard.get() = Some(guard) };
+    unsafe { *HELD.guard.get() = Some((families, opening)) };
     HELD.holder.store(me, Ordering::Release);
 }
 

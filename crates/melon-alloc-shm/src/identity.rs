@@ -11,13 +11,14 @@
 //! descriptor, which never locks, so that every holder conflicts with it.
 
 use core::sync::atomic::{AtomicI32, AtomicU32 as PlainU32, AtomicU64 as PlainU64, Ordering};
-use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
+use crate::layout::PoolLock;
 use crate::lock::{Waited, Waits, HOLDER};
-use crate::owner::{close_held, hold, own_description, set_byte_lock};
+use crate::owner::{close_held, open_held, set_byte_lock};
 use crate::sync::AtomicU32;
 
 /// Where the identities' lock bytes lie in the pool's file: byte `IDENTITY_BASE + identity`,
@@ -32,6 +33,12 @@ const CHECK_PERIOD: Duration = Duration::from_millis(5);
 /// How many identities a process tries before it gives up: one is taken only while the process
 /// it was last given to lives, which takes 2^31 processes using the pool in between.
 const TRIES: u32 = 64;
+
+/// The identity of a process that could not make one of its own (no `/proc`, no descriptor
+/// left): shared by every such process, and never taken over, since nothing tells whether they
+/// live. A process holding the lock under it and dying keeps the others waiting until their
+/// timeouts. Never handed out by the counter.
+pub(crate) const ANONYMOUS: u32 = HOLDER;
 
 /// This process's identity in one pool, made on its first lock: atomics only so that the handle
 /// can be shared between threads.
@@ -64,24 +71,30 @@ impl Identity {
         }
     }
 
-    /// This process's identity, made now if it has none.
-    ///
-    /// # Errors
-    /// What the system says when the pool's file cannot be opened again or locked.
+    /// This process's identity, made now if it has none: [`ANONYMOUS`] for good where the
+    /// system refuses to make one.
     #[inline]
-    pub(crate) fn get(&self, next: &AtomicU32, pool: BorrowedFd<'_>) -> Result<u32, Errno> {
+    pub(crate) fn get(&self, lock: &PoolLock, pool: BorrowedFd<'_>) -> u32 {
         let token = crate::sys::process_token();
         if self.process.load(Ordering::Acquire) == token {
-            return Ok(self.id.load(Ordering::Relaxed));
+            return self.id.load(Ordering::Relaxed);
         }
-        self.make(token, next, pool)
+        self.make(token, lock, pool)
+    }
+
+    /// This process's identity, if it has made one: `None` in a process that only inherited
+    /// its parent's.
+    #[inline]
+    pub(crate) fn current(&self) -> Option<u32> {
+        (self.process.load(Ordering::Acquire) == crate::sys::process_token())
+            .then(|| self.id.load(Ordering::Relaxed))
     }
 
     #[cold]
-    fn make(&self, token: u64, next: &AtomicU32, pool: BorrowedFd<'_>) -> Result<u32, Errno> {
+    fn make(&self, token: u64, lock: &PoolLock, pool: BorrowedFd<'_>) -> u32 {
         loop {
             if self.process.load(Ordering::Acquire) == token {
-                return Ok(self.id.load(Ordering::Relaxed));
+                return self.id.load(Ordering::Relaxed);
             }
             let making = self.making.load(Ordering::Acquire);
             if making == token {
@@ -96,16 +109,15 @@ impl Identity {
             }
         }
         let made = if self.process.load(Ordering::Acquire) == token {
-            Ok(self.id.load(Ordering::Relaxed))
+            self.id.load(Ordering::Relaxed)
         } else {
             self.forget_parents();
-            claim(next, pool).map(|(id, fd)| {
-                self.id.store(id, Ordering::Relaxed);
-                self.fd.store(fd, Ordering::Relaxed);
-                self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
-                self.process.store(token, Ordering::Release);
-                id
-            })
+            let (id, fd) = claim(lock, pool).unwrap_or((ANONYMOUS, -1));
+            self.id.store(id, Ordering::Relaxed);
+            self.fd.store(fd, Ordering::Relaxed);
+            self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
+            self.process.store(token, Ordering::Release);
+            id
         };
         self.making.store(0, Ordering::Release);
         made
@@ -143,20 +155,34 @@ impl Drop for Identity {
     }
 }
 
-/// Takes a free identity: the next number of the counter `next` whose byte nobody locks, with
-/// the lock on its byte taken through a new description of the pool's file.
-fn claim(next: &AtomicU32, pool: BorrowedFd<'_>) -> Result<(u32, RawFd), Errno> {
-    let fd = own_description(pool).ok_or(Errno::NOENT)?.into_raw_fd();
-    // Listed at once, so that a fork from another thread from here on closes the child's copy.
-    hold(fd);
+/// Takes a free identity: the next number of the lock's counter whose byte nobody locks, and
+/// that the lock's word does not name (a dead holder's, not taken over yet, once the counter has
+/// wrapped), with the lock on its byte taken through a new description of the pool's file.
+///
+/// # Errors
+/// What the system says when the file cannot be opened again or its byte locked; `EAGAIN`
+/// when [`TRIES`] numbers in a row were all taken.
+fn claim(lock: &PoolLock, pool: BorrowedFd<'_>) -> Result<(u32, RawFd), Errno> {
+    let fd = open_held(pool)?;
+    let mut refused = Errno::AGAIN;
     for _ in 0..TRIES {
-        let id = next.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
-        if id != 0 && set_byte_lock(fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
-            return Ok((id, fd));
+        let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
+        let named = lock.word.load(crate::sync::Ordering::Relaxed) & HOLDER;
+        if id == 0 || id == ANONYMOUS || id == named {
+            continue;
+        }
+        match set_byte_lock(fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
+            Ok(()) => return Ok((id, fd)),
+            // Another live process has the number.
+            Err(Errno::AGAIN | Errno::ACCESS) => {}
+            Err(errno) => {
+                refused = errno;
+                break;
+            }
         }
     }
     close_held(fd);
-    Err(Errno::AGAIN)
+    Err(refused)
 }
 
 /// Whether some description holds the lock on `byte`: its process is alive. The pool's own
@@ -199,11 +225,20 @@ impl Waits for Kernel<'_> {
             expected,
             Some(&timeout),
         ) {
-            Err(Errno::TIMEDOUT) => match deadline {
-                Some(deadline) if Instant::now() >= deadline => Waited::Expired,
-                _ => Waited::Checkpoint,
-            },
-            _ => Waited::Woken,
+            // The word changed, or a release woke this waiter.
+            Ok(()) | Err(Errno::AGAIN) => Waited::Woken,
+            // A timeout, a signal, or a futex the system refuses: each is a time to ask about
+            // the holder, so that signals coming faster than the sleeps end do not keep a
+            // waiter from a dead holder. A refusal is not a sleep, so one is taken here.
+            Err(errno) => {
+                if !matches!(errno, Errno::TIMEDOUT | Errno::INTR) {
+                    std::thread::sleep(sleep);
+                }
+                match deadline {
+                    Some(deadline) if Instant::now() >= deadline => Waited::Expired,
+                    _ => Waited::Checkpoint,
+                }
+            }
         }
     }
 
@@ -227,6 +262,6 @@ impl Waits for Kernel<'_> {
     }
 
     fn is_alive(&self, holder: u32) -> bool {
-        byte_is_locked(self.pool, IDENTITY_BASE + i64::from(holder))
+        holder == ANONYMOUS || byte_is_locked(self.pool, IDENTITY_BASE + i64::from(holder))
     }
 }

@@ -13,8 +13,8 @@
 //!   walk the pages.
 //! - Each operation takes the pool's lock: the built-in one is a futex word in the mapping
 //!   naming the holder's process by an identity the pool hands out, which a waiter takes over
-//!   within 5 ms of the holder's death, in whatever pid namespace; or any [`ShmLock`] of the
-//!   user's. A process may bound its wait
+//!   within about 5 ms once the holder is dead, in whatever pid namespace; or any [`ShmLock`]
+//!   of the user's. A process may bound its wait
 //!   for a holder that is alive but stopped ([`ShmPool::try_lock_for`],
 //!   [`ShmPool::set_lock_timeout`]).
 //! - Every change to the pool's state goes through an undo log, so an operation interrupted by

@@ -238,9 +238,10 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
                 seen = self.word.load(Ordering::Relaxed);
                 continue;
             }
-            if waited == Waited::Expired {
+            if waited == Waited::Expired && now & HOLDER != 0 {
                 return Err(Refused::TimedOut);
             }
+            // A deadline that passed as the word came free still lets this waiter try once.
             seen = now;
         }
     }
@@ -260,9 +261,9 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
         else {
             return Ok(());
         };
-        // Only the holder's process changes its word, but to release it, so what the failed
-        // exchange saw is current for a holder; a caller that is not one is refused, and
-        // changes nothing.
+        // Only the holder's process changes the holder the word names (waiters only add
+        // `WAITERS`), so the holder the failed exchange saw is current for a holder; a caller
+        // that is not one is refused, and changes nothing. The swap reads the bit anew.
         if seen & HOLDER != self.me {
             return Err(Errno::PERM);
         }

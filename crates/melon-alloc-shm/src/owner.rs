@@ -106,12 +106,10 @@ impl Claim {
         if (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot)) {
             reclaim_dead(arena, pool, None);
         }
-        let fd = own_description(pool)?.into_raw_fd();
-        // Listed at once, so that a fork from another thread from here on closes the child's
-        // copy.
-        hold(fd);
+        let fd = open_held(pool).ok()?;
         let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
-            !arena.owner_claimed(slot) && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _)
+            !arena.owner_claimed(slot)
+                && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
         }) else {
             close_held(fd);
             return None;
@@ -157,12 +155,30 @@ impl Claim {
     }
 }
 
-/// Lists the description `fd` in [`HELD`], if there is room: otherwise only a forked child
-/// outliving this process keeps what the description stands for (see `HELD`).
-pub(crate) fn hold(fd: RawFd) {
+/// Held while a description is opened and listed in [`HELD`], and by the thread that forks,
+/// across the fork (see `fork.rs`): so no child inherits a description that is not listed yet,
+/// which the fork handler would not close.
+static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`OPENING`]. Nothing panics while it is held, but a poisoned lock guards nothing that
+/// could be left half done, so it is taken all the same.
+pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
+    OPENING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A new open file description of the pool's file, private to this process, listed in
+/// [`HELD`] if there is room (otherwise only a forked child outliving this process keeps what
+/// the description stands for).
+///
+/// # Errors
+/// What the system says when the file cannot be opened again through `/proc`.
+pub(crate) fn open_held(pool: BorrowedFd<'_>) -> Result<RawFd, rustix::io::Errno> {
+    let _opening = lock_opening();
+    let fd = own_description(pool)?.into_raw_fd();
     let _ = HELD
         .iter()
         .any(|held| held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+    Ok(fd)
 }
 
 /// Closes a claim's or an identity's descriptor `fd`, taking it off [`HELD`] if the table has
@@ -222,14 +238,14 @@ pub(crate) fn reclaim_dead(
 
 /// A new open file description of the pool's file, private to this process (but for a child
 /// forked without the handler).
-pub(crate) fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
+fn own_description(pool: BorrowedFd<'_>) -> Result<OwnedFd, rustix::io::Errno> {
     // Written on the stack: a child pool's first chunk must not need memory of the process's
     // heap, which may have run out (the C API then returns NULL rather than aborting).
     const PREFIX: &[u8] = b"/proc/self/fd/";
     let mut path = [0u8; PREFIX.len() + 11];
     path[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut digits = [0u8; 10];
-    let mut fd = u32::try_from(pool.as_raw_fd()).ok()?;
+    let mut fd = u32::try_from(pool.as_raw_fd()).map_err(|_| rustix::io::Errno::BADF)?;
     let mut count = 0;
     loop {
         digits[count] = b'0' + (fd % 10) as u8;
@@ -243,13 +259,13 @@ pub(crate) fn own_description(pool: BorrowedFd<'_>) -> Option<OwnedFd> {
         *place = *digit;
     }
     // The byte after the digits is still 0: the path's end.
-    let path = core::ffi::CStr::from_bytes_until_nul(&path).ok()?;
+    let path =
+        core::ffi::CStr::from_bytes_until_nul(&path).map_err(|_| rustix::io::Errno::INVAL)?;
     rustix::fs::open(
         path,
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .ok()
 }
 
 /// Slot `slot`'s byte of the pool's file.
@@ -270,10 +286,23 @@ pub(crate) fn byte_lock(byte: i64, kind: libc::c_short) -> libc::flock {
 }
 
 /// Takes (or drops, with `F_UNLCK`) the lock on the pool file's byte `byte` through the
-/// description `fd`, without waiting. Whether it was done.
-pub(crate) fn set_byte_lock(fd: RawFd, byte: i64, kind: libc::c_short) -> bool {
+/// description `fd`, without waiting.
+///
+/// # Errors
+/// `EAGAIN` or `EACCES` when another description holds a conflicting lock; what else the
+/// system says.
+pub(crate) fn set_byte_lock(
+    fd: RawFd,
+    byte: i64,
+    kind: libc::c_short,
+) -> Result<(), rustix::io::Errno> {
     let lock = byte_lock(byte, kind);
     // SAFETY: the caller's descriptor is open, and `lock` is a valid `flock` that lives across
     // the call; the call only reads it.
-    unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) == 0 }
+    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) } == 0 {
+        Ok(())
+    } else {
+        let error = std::io::Error::last_os_error();
+        Err(rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO))
+    }
 }

@@ -185,21 +185,14 @@ impl Shared {
         }
     }
 
-    /// The built-in lock `lock` as this process takes it, under its identity in the pool.
-    ///
-    /// # Errors
-    /// [`ShmError::Os`] when this process has no identity yet and cannot make one.
+    /// The built-in lock `lock` as the process whose identity in the pool is `me` takes it.
     #[inline]
     fn process_lock<'a>(
         &'a self,
         lock: &'a crate::layout::PoolLock,
-    ) -> Result<ProcessLock<'a, Kernel<'a>>, ShmError> {
-        let fd = self.mapping.fd();
-        let me = self
-            .identity
-            .get(&lock.next_identity, fd)
-            .map_err(|errno| ShmError::os("making this process's identity in the pool", errno))?;
-        Ok(ProcessLock::new(&lock.word, me, Kernel { pool: fd }))
+        me: u32,
+    ) -> ProcessLock<'a, Kernel<'a>> {
+        ProcessLock::new(&lock.word, me, Kernel { pool: self.mapping.fd() })
     }
 
     /// Takes the lock, waiting at most the timeout set for this process's operations.
@@ -215,25 +208,28 @@ impl Shared {
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header_atomics();
         let mut holder_died = false;
-        // The holder's token, kept by the guard for the unlock: one lookup per hold.
-        let mut me = 0;
+        // The holder's token and identity, kept by the guard for the unlock: one lookup each per
+        // hold.
+        let (mut token, mut identity) = (0, 0);
         match &self.lock {
             None => {
-                let lock = header.lock;
-                me = sys::thread_token();
-                if header.holder.load(Ordering::Relaxed) == me {
+                token = sys::thread_token();
+                if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                lock_robust(&self.process_lock(lock)?, timeout, header.takeovers, || {
+                identity = self.identity.get(header.lock, self.mapping.fd());
+                let lock = self.process_lock(header.lock, identity);
+                lock_robust(&lock, timeout, header.takeovers, || {
                     self.undo_dead_holder();
                     holder_died = true;
                 })?;
-                header.holder.store(me, Ordering::Relaxed);
+                header.holder.store(token, Ordering::Relaxed);
             }
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
         // Made now, so that an error below releases the lock.
-        let mut guard = ShmGuard { shared: self, token: me, _not_send: core::marker::PhantomData };
+        let mut guard =
+            ShmGuard { shared: self, token, identity, _not_send: core::marker::PhantomData };
         // All four are rare; one test each keeps the common path short.
         if header.log_len.load(Ordering::Relaxed) != 0
             || self.has_pending.load(Ordering::Relaxed)
@@ -309,12 +305,17 @@ impl Shared {
     }
 
     /// Releases the lock that the thread whose token is `token` (its [`sys::thread_token`])
-    /// holds.
+    /// holds, under the identity `identity`.
     #[inline]
-    fn unlock(&self, token: u64) -> Result<(), ShmError> {
+    fn unlock(&self, token: u64, identity: u32) -> Result<(), ShmError> {
         match &self.lock {
             None => {
                 let header = self.header_atomics();
+                // A guard copied into another process by a fork is not that process's hold:
+                // refused before anything is touched, so the holder's own release still works.
+                if self.identity.current() != Some(identity) {
+                    return Err(ShmError::os("releasing the pool's lock", rustix::io::Errno::PERM));
+                }
                 // Only the holding thread releases the lock, and clears its own token: a thread
                 // whose hold was broken must not erase the token of the thread that holds the
                 // lock now, which would then wait for itself on its next `lock` instead of
@@ -327,7 +328,7 @@ impl Shared {
                 {
                     return Err(ShmError::os("releasing the pool's lock", rustix::io::Errno::PERM));
                 }
-                unlock_robust(&self.process_lock(header.lock)?)
+                unlock_robust(&self.process_lock(header.lock, identity))
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
         }
@@ -456,6 +457,8 @@ pub struct ShmGuard<'pool> {
     /// The token of the thread that took the built-in lock ([`sys::thread_token`]), which the
     /// unlock clears from the lock; 0 with a lock of the user's.
     token: u64,
+    /// The identity in the pool the built-in lock was taken under; 0 with a lock of the user's.
+    identity: u32,
     /// The built-in lock belongs to the thread that took it.
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -853,9 +856,9 @@ impl ShmGuard<'_> {
     /// # Ok::<(), ShmError>(())
     /// ```
     pub fn unlock(self) -> Result<(), ShmError> {
-        let (shared, token) = (self.shared, self.token);
+        let (shared, token, identity) = (self.shared, self.token, self.identity);
         core::mem::forget(self);
-        shared.unlock(token)
+        shared.unlock(token, identity)
     }
 
     /// Gives back the chunks of every process that held chunks for its child pools and has
@@ -908,7 +911,7 @@ impl ShmGuard<'_> {
 impl Drop for ShmGuard<'_> {
     fn drop(&mut self) {
         // A custom lock's failure to unlock cannot be reported from here; `unlock` reports it.
-        let _ = self.shared.unlock(self.token);
+        let _ = self.shared.unlock(self.token, self.identity);
     }
 }
 
@@ -2168,7 +2171,7 @@ mod tests {
         let mut guard = shm.lock().unwrap();
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                let refused = shm.shared().unlock(sys::thread_token());
+                let refused = shm.shared().unlock(sys::thread_token(), guard.identity);
                 assert_eq!(
                     refused,
                     Err(ShmError::Os {

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
             a_growth_the_system_refuses_is_out_of_memory,
         ),
         ("w7_a_dead_lock_holder_is_taken_over", w7_a_dead_lock_holder_is_taken_over),
+        (
+            "a_guard_copied_by_a_fork_is_not_the_childs_to_release",
+            a_guard_copied_by_a_fork_is_not_the_childs_to_release,
+        ),
         ("hammer", hammer),
         ("hammer_grows_a_pool", hammer_grows_a_pool),
         ("hammer_with_random_kills", hammer_with_random_kills),
@@ -723,6 +727,34 @@ fn w7_a_dead_lock_holder_is_taken_over() {
     unsafe { shm.try_free(block) }.unwrap();
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
+}
+
+/// A process forked while its parent holds the lock inherits a copy of the parent's guard. Its
+/// release of that copy is refused and changes nothing, whether the child has an identity of
+/// its own in the pool yet or not; the parent's own release then works, and the pool goes on.
+fn a_guard_copied_by_a_fork_is_not_the_childs_to_release() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let guard = shm.lock().unwrap();
+    for makes_identity in [false, true] {
+        let (shm, guard) = (&shm, &guard);
+        fork(move || {
+            if makes_identity {
+                // A timed lock makes the child's identity before it waits, and times out.
+                let waited = shm.try_lock_for(Duration::from_millis(20));
+                assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
+            }
+            // SAFETY: the child's memory is a copy of the parent's, so this guard is the
+            // child's copy of the parent's, used here once and never again in either process.
+            let copy = unsafe { core::ptr::read(guard) };
+            assert!(copy.unlock().is_err(), "a copied guard released the parent's lock");
+        })
+        .succeeds("a child refused the release of a guard it inherited");
+    }
+    guard.unlock().expect("the parent's own release");
+    fork(|| drop(shm.lock().expect("the lock, released by the parent")))
+        .succeeds("a child takes the lock after the parent released it");
+    assert!(shm.lock().is_ok());
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

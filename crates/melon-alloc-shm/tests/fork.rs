@@ -70,6 +70,10 @@ fn main() -> ExitCode {
             "a_guard_copied_by_a_fork_is_not_the_childs_to_release",
             a_guard_copied_by_a_fork_is_not_the_childs_to_release,
         ),
+        (
+            "a_process_without_descriptors_to_spare_still_uses_the_pool",
+            a_process_without_descriptors_to_spare_still_uses_the_pool,
+        ),
         ("hammer", hammer),
         ("hammer_grows_a_pool", hammer_grows_a_pool),
         ("hammer_with_random_kills", hammer_with_random_kills),
@@ -755,6 +759,38 @@ fn a_guard_copied_by_a_fork_is_not_the_childs_to_release() {
         .succeeds("a child takes the lock after the parent released it");
     assert!(shm.lock().is_ok());
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+}
+
+/// A process that cannot open a descriptor, so cannot make an identity in the pool, still
+/// allocates and frees: it locks under the anonymous identity. Its parent, which has one, goes
+/// on using the pool alongside.
+fn a_process_without_descriptors_to_spare_still_uses_the_pool() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    // The parent's identity is made here; the child must make its own.
+    let parents = shm.alloc(64).unwrap();
+    fork(|| {
+        // No descriptor beyond those open now: reopening the pool's file fails with EMFILE.
+        // SAFETY: `dup` of an open descriptor, closed at once; `setrlimit` with a valid limit.
+        let lowest_free = unsafe { libc::dup(0) };
+        assert!(lowest_free > 0);
+        // SAFETY: the descriptor was just opened by `dup` and nothing else uses it.
+        unsafe { libc::close(lowest_free) };
+        let limit = libc::rlimit { rlim_cur: lowest_free as _, rlim_max: lowest_free as _ };
+        // SAFETY: `limit` is a valid `rlimit` that lives across the call.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let blocks: Vec<_> = (0..100).map(|_| shm.alloc(200).unwrap()).collect();
+        for block in blocks {
+            // SAFETY: the block is in use and freed once.
+            unsafe { shm.try_free(block) }.unwrap();
+        }
+    })
+    .succeeds("a process without a descriptor to spare allocates and frees");
+    // SAFETY: the parent's block, freed once.
+    unsafe { shm.try_free(parents) }.unwrap();
+    assert_eq!(shm.available(), start);
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -208,16 +208,15 @@ impl Shared {
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmGuard<'_>, ShmError> {
         let header = self.header_atomics();
         let mut holder_died = false;
-        // The holder's token and identity, kept by the guard for the unlock: one lookup each per
-        // hold.
-        let (mut token, mut identity) = (0, 0);
+        // The holder's token, kept by the guard for the unlock: one lookup per hold.
+        let mut token = 0;
         match &self.lock {
             None => {
                 token = sys::thread_token();
                 if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                identity = self.identity.get(header.lock, self.mapping.fd());
+                let identity = self.identity.get(header.lock, self.mapping.fd());
                 let lock = self.process_lock(header.lock, identity);
                 lock_robust(&lock, timeout, header.takeovers, || {
                     self.undo_dead_holder();
@@ -228,8 +227,7 @@ impl Shared {
             Some(lock) => lock.lock().map_err(ShmError::Lock)?,
         }
         // Made now, so that an error below releases the lock.
-        let mut guard =
-            ShmGuard { shared: self, token, identity, _not_send: core::marker::PhantomData };
+        let mut guard = ShmGuard { shared: self, token, _not_send: core::marker::PhantomData };
         // All four are rare; one test each keeps the common path short.
         if header.log_len.load(Ordering::Relaxed) != 0
             || self.has_pending.load(Ordering::Relaxed)
@@ -305,16 +303,23 @@ impl Shared {
     }
 
     /// Releases the lock that the thread whose token is `token` (its [`sys::thread_token`])
-    /// holds, under the identity `identity`.
+    /// holds.
     #[inline]
-    fn unlock(&self, token: u64, identity: u32) -> Result<(), ShmError> {
+    fn unlock(&self, token: u64) -> Result<(), ShmError> {
         match &self.lock {
             None => {
                 let header = self.header_atomics();
-                // A guard copied into another process by a fork is not that process's hold:
-                // refused before anything is touched, so the holder's own release still works.
-                if self.identity.current() != Some(identity) {
-                    return Err(ShmError::os("releasing the pool's lock", rustix::io::Errno::PERM));
+                let refused = || ShmError::os("releasing the pool's lock", rustix::io::Errno::PERM);
+                // A guard copied into another process by a fork is not that process's hold: its
+                // release is refused before anything is touched, so the holder's own still
+                // works. The word names the holding process; the anonymous identity names any
+                // process without one of its own, which the thread's token tells apart.
+                let identity = self.identity.current().ok_or_else(refused)?;
+                let named = header.lock.word.load(Ordering::Relaxed) & crate::lock::HOLDER;
+                if named != identity
+                    || (identity == crate::identity::ANONYMOUS && token != sys::thread_token())
+                {
+                    return Err(refused());
                 }
                 // Only the holding thread releases the lock, and clears its own token: a thread
                 // whose hold was broken must not erase the token of the thread that holds the
@@ -326,7 +331,7 @@ impl Shared {
                     .compare_exchange(token, 0, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
                 {
-                    return Err(ShmError::os("releasing the pool's lock", rustix::io::Errno::PERM));
+                    return Err(refused());
                 }
                 unlock_robust(&self.process_lock(header.lock, identity))
             }
@@ -452,13 +457,13 @@ impl Shared {
 /// # Ok::<(), melon_alloc_shm::ShmError>(())
 /// ```
 #[must_use = "the pool's lock is released as soon as the guard is dropped"]
+// Two words, which `lock_within` returns in registers: with a third, its result went through
+// memory, and a locked alloc+free pair took a quarter longer.
 pub struct ShmGuard<'pool> {
     shared: &'pool Shared,
     /// The token of the thread that took the built-in lock ([`sys::thread_token`]), which the
     /// unlock clears from the lock; 0 with a lock of the user's.
     token: u64,
-    /// The identity in the pool the built-in lock was taken under; 0 with a lock of the user's.
-    identity: u32,
     /// The built-in lock belongs to the thread that took it.
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -856,9 +861,9 @@ impl ShmGuard<'_> {
     /// # Ok::<(), ShmError>(())
     /// ```
     pub fn unlock(self) -> Result<(), ShmError> {
-        let (shared, token, identity) = (self.shared, self.token, self.identity);
+        let (shared, token) = (self.shared, self.token);
         core::mem::forget(self);
-        shared.unlock(token, identity)
+        shared.unlock(token)
     }
 
     /// Gives back the chunks of every process that held chunks for its child pools and has
@@ -911,7 +916,7 @@ impl ShmGuard<'_> {
 impl Drop for ShmGuard<'_> {
     fn drop(&mut self) {
         // A custom lock's failure to unlock cannot be reported from here; `unlock` reports it.
-        let _ = self.shared.unlock(self.token, self.identity);
+        let _ = self.shared.unlock(self.token);
     }
 }
 
@@ -2171,7 +2176,7 @@ mod tests {
         let mut guard = shm.lock().unwrap();
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                let refused = shm.shared().unlock(sys::thread_token(), guard.identity);
+                let refused = shm.shared().unlock(sys::thread_token());
                 assert_eq!(
                     refused,
                     Err(ShmError::Os {

@@ -1429,7 +1429,7 @@ const IDLE_BUSY: u16 = 1;
 /// for a coincidence, that nothing was allocated from the chunk or freed into it in between; a
 /// coincidence only gives back an empty chunk that is taken again when next needed.
 fn head_mark(chunk: &ChunkHeader) -> u16 {
-    let lists = chunk.free as usize ^ (chunk.local_free as usize).rotate_left(17);
+    let lists = (chunk.free as usize ^ (chunk.local_free as usize).rotate_left(17)) as u64;
     let digest = (lists as u32 ^ (lists >> 32) as u32)
         ^ chunk.countdown.rotate_left(9)
         ^ u32::from(chunk.carved);

@@ -515,13 +515,14 @@ mod tests {
     }
 
     #[test]
-    fn the_history_holds_three_sections() {
+    fn the_history_holds_four_sections() {
         assert_eq!(
             headings(SHM_HISTORY),
             [
                 "### The robust lock: before and after",
                 "### Free-list validation: before and after",
                 "### Bounds checks and the fork-proof identity: before and after",
+                "### The pool's own lock word: before and after",
             ]
         );
     }

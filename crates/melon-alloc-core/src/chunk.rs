@@ -66,8 +66,7 @@ pub(crate) struct ChunkHeader {
     pub(crate) state: ChunkState,
     /// Size class of a small chunk; unused for a large one.
     pub(crate) class: u8,
-    /// Offset of the data of a large chunk. In a small one, the idle mark of a head chunk (see
-    /// [`idle_mark`](ChunkHeader::idle_mark)).
+    /// Offset of the data of a large chunk; unused for a small one.
     pub(crate) data_offset: u16,
     /// Blocks carved so far: blocks at or past this index have never been handed out.
     pub(crate) carved: u16,
@@ -99,18 +98,6 @@ impl ChunkHeader {
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
         usize::from(self.class).min(crate::class::CLASS_COUNT - 1)
-    }
-
-    /// What the engine saw of a small head chunk the last time it took a new chunk, to tell
-    /// whether the head was used since (`Engine::retire_idle_heads`). It lives in the field a
-    /// large chunk keeps its data offset in, which a small chunk has no use for.
-    pub(crate) fn idle_mark(&self) -> u16 {
-        self.data_offset
-    }
-
-    /// Records [`idle_mark`](ChunkHeader::idle_mark).
-    pub(crate) fn set_idle_mark(&mut self, mark: u16) {
-        self.data_offset = mark;
     }
 
     /// Entries on `local_free`.

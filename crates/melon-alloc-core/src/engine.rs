@@ -425,7 +425,6 @@ impl<S: ChunkSource> Engine<S> {
     /// path, its only caller, which saves a call and a frame on the way to a new chunk.
     #[inline(always)]
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
-        self.retire_idle_heads(class);
         let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
         // SAFETY: (1) the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for
         // a header; (2) the new chunk is on no list and the `avail` list holds valid headers.
@@ -460,52 +459,6 @@ impl<S: ChunkSource> Engine<S> {
             let block = (*chunk).free;
             (*chunk).free = read_link(block);
             Some(NonNull::new_unchecked(block.cast()))
-        }
-    }
-
-    /// Gives back the head chunks of classes other than `taking` that are empty and were not
-    /// used since the engine last took a new small chunk. A head is otherwise kept however
-    /// empty, so that its frees stay on the fast path; without this, a pool that touches many
-    /// classes in turn, as a growing collection does, would hold a chunk for each of them to
-    /// the end. Only a head idle for a whole stretch between two new chunks goes, so a class in
-    /// use keeps its chunk, and each chunk given back here costs at most one more taken later.
-    #[cold]
-    #[inline(never)]
-    fn retire_idle_heads(&mut self, taking: usize) {
-        // A pool holding one chunk at most has nothing to give back but that one, which the
-        // next new chunk would likely replace: a child pool's first chunks skip the walk.
-        if self.held <= CHUNK_SIZE {
-            return;
-        }
-        for class in 0..CLASS_COUNT {
-            let head = self.avail[class].head;
-            if head.is_null() || class == taking {
-                continue;
-            }
-            // SAFETY: the head of an `avail` list is a valid header of a chunk this engine holds,
-            // and no reference to it outlives the statement.
-            let (seen, mark) = unsafe { ((*head).idle_mark(), head_mark(&*head)) };
-            if seen & !IDLE_BUSY != mark {
-                // Used since the last look, or never looked at.
-                // SAFETY: as above.
-                unsafe { (*head).set_idle_mark(mark) };
-                continue;
-            }
-            // SAFETY: as above; its free lists are intact.
-            if seen & IDLE_BUSY != 0 || !unsafe { is_empty(head) } {
-                // Idle, but holding blocks: not walked again until it is used.
-                // SAFETY: as above.
-                unsafe { (*head).set_idle_mark(mark | IDLE_BUSY) };
-                continue;
-            }
-            // SAFETY: (1) `head` is on `avail[class]`, empty, and every list holds valid
-            // headers; (2) a small chunk's `span` is `CHUNK_SIZE`, the layout it was taken with.
-            unsafe {
-                self.avail[class].unlink(head);
-                self.promote_head(class);
-                let layout = Layout::from_size_align_unchecked((*head).span, CHUNK_SIZE);
-                self.release(NonNull::new_unchecked(head.cast()), layout);
-            }
         }
     }
 
@@ -1418,36 +1371,6 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
         write_link(block.cast(), (*chunk).free);
         (*chunk).free = start.cast();
         (*chunk).carved += count as u16;
-    }
-}
-
-/// Set in a head's idle mark when it was found idle but holding blocks.
-const IDLE_BUSY: u16 = 1;
-
-/// A digest of what a small chunk's allocations and frees change: its two free lists and its
-/// counts, in 15 bits, the lowest clear ([`IDLE_BUSY`]). Equal digests at two times say, but
-/// for a coincidence, that nothing was allocated from the chunk or freed into it in between; a
-/// coincidence only gives back an empty chunk that is taken again when next needed.
-fn head_mark(chunk: &ChunkHeader) -> u16 {
-    let lists = (chunk.free as usize ^ (chunk.local_free as usize).rotate_left(17)) as u64;
-    let digest = (lists as u32 ^ (lists >> 32) as u32)
-        ^ chunk.countdown.rotate_left(9)
-        ^ u32::from(chunk.carved);
-    (digest ^ digest >> 16) as u16 & !IDLE_BUSY
-}
-
-/// Whether a small chunk has no block in use. A `free` list too long for the chunk, which only
-/// a corrupted one is, counts as blocks in use: the chunk is kept.
-///
-/// # Safety
-/// `chunk` is a valid header of a small chunk.
-unsafe fn is_empty(chunk: *mut ChunkHeader) -> bool {
-    // SAFETY: (1) the header is valid; (2) entries on its `free` list are free blocks of the
-    // chunk, at most `carved` of them, or the walk stops there.
-    unsafe {
-        let carved = (*chunk).carved;
-        let Some(on_free) = list_len((*chunk).free, carved) else { return false };
-        u32::from(on_free).checked_add((*chunk).local_count()) == Some(u32::from(carved))
     }
 }
 

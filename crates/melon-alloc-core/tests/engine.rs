@@ -189,9 +189,8 @@ fn a_failed_move_leaves_the_block_in_place() {
 fn a_failing_source_gets_the_cached_chunks_back_before_the_engine_gives_up() {
     let source = TestSource::default();
     let mut engine = Engine::new(source.clone(), None);
-    // All in use at once, so that no class's chunk is idle while another takes one.
-    let blocks = [16, 64, 512].map(|size| engine.alloc(size).unwrap());
-    for block in blocks {
+    for size in [16, 64, 512] {
+        let block = engine.alloc(size).unwrap();
         free(&mut engine, block);
     }
     assert_eq!(engine.stats().chunks, 3);
@@ -217,66 +216,14 @@ fn a_failing_source_gets_the_cached_chunks_back_before_the_engine_gives_up() {
     assert_eq!(source.chunks_out(), 0);
 }
 
-/// Allocates a block of `size` bytes and frees it at once: its class's chunk is used, and left
-/// empty.
-fn touch(engine: &mut Engine<TestSource>, size: usize) {
-    let block = engine.alloc(size).unwrap();
-    free(engine, block);
-}
-
-#[test]
-fn an_empty_head_idle_between_two_new_chunks_is_given_back() {
-    let source = TestSource::default();
-    let mut engine = Engine::new(source.clone(), None);
-    touch(&mut engine, 16);
-    // The 64-byte class takes a chunk: the 16-byte one is empty, but was used just before.
-    let a = engine.alloc(64).unwrap();
-    assert_eq!((engine.stats().chunks, source.ledger().released), (2, 0));
-    // The 512-byte class takes one: the 16-byte chunk has been idle since the last new chunk,
-    // and is empty, so it goes; the 64-byte one holds a block and stays.
-    let b = engine.alloc(512).unwrap();
-    assert_eq!((engine.stats().chunks, source.ledger().released), (2, 1));
-    engine.check().unwrap();
-    // Its class takes a new chunk when used again.
-    touch(&mut engine, 16);
-    assert_eq!(engine.stats().chunks, 3);
-    free(&mut engine, a);
-    free(&mut engine, b);
-    engine.check().unwrap();
-}
-
-#[test]
-fn a_head_in_use_or_used_between_new_chunks_is_kept() {
-    let source = TestSource::default();
-    let mut engine = Engine::new(source.clone(), None);
-    let live = engine.alloc(16).unwrap();
-    touch(&mut engine, 32);
-    // Each new chunk after the first two finds the 16-byte chunk idle but holding a block, and
-    // the 32-byte one empty but used since the chunk before.
-    let mut held = Vec::new();
-    for size in [64, 512, 1024, 2048, 4096] {
-        held.push(engine.alloc(size).unwrap());
-        touch(&mut engine, 32);
-    }
-    assert_eq!((engine.stats().chunks, source.ledger().released), (7, 0));
-    assert_eq!(engine.stats().live_blocks, 6);
-    engine.check().unwrap();
-    free(&mut engine, live);
-    for block in held {
-        free(&mut engine, block);
-    }
-    engine.check().unwrap();
-}
-
 #[test]
 fn the_limit_gets_the_cached_chunks_back_before_refusing() {
     let source = TestSource::default();
     let limit = 4 * CHUNK_SIZE;
     let mut engine = Engine::new(source.clone(), Some(limit));
     let live = engine.alloc(64).unwrap();
-    // All in use at once, so that no class's chunk is idle while another takes one.
-    let blocks = [16, 128, 1024].map(|size| engine.alloc(size).unwrap());
-    for block in blocks {
+    for size in [16, 128, 1024] {
+        let block = engine.alloc(size).unwrap();
         free(&mut engine, block);
     }
     assert_eq!(engine.available(), Some(0));

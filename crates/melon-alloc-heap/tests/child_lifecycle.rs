@@ -79,12 +79,11 @@ fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
     let root = HeapPool::new();
     let calls = || SLAB_CALLS.load(Ordering::Relaxed);
     let batch = |root: &HeapPool| {
-        // A hundred requests at once, each with chunks of four classes in use together, then
-        // all dropped.
+        // A hundred requests at once, each with chunks of four classes, then all dropped.
         let children: Vec<_> = (0..100).map(|_| root.child()).collect();
         for child in &children {
-            let blocks = [16, 64, 200, 1000].map(|size| child.alloc(size).unwrap());
-            for block in blocks {
+            for size in [16, 64, 200, 1000] {
+                let block = child.alloc(size).unwrap();
                 // SAFETY: the block came from `child` and is not used again.
                 unsafe { child.free(block) };
             }

@@ -245,9 +245,8 @@ fn an_empty_cached_chunk_is_given_back_before_refusing() {
     let limit = 4 * CHUNK_SIZE;
     let pool = HeapPool::with_limit(limit);
     let live = pool.alloc(64).unwrap();
-    // In use together, so that no class's chunk is idle while another takes one.
-    let blocks = [16, 128, 512].map(|size| pool.alloc(size).unwrap());
-    for block in blocks {
+    for size in [16, 128, 512] {
+        let block = pool.alloc(size).unwrap();
         // SAFETY: from `pool`, freed once.
         unsafe { pool.free(block) };
     }

@@ -5,9 +5,9 @@ use core::fmt;
 
 use crate::chunk::{
     ChunkHeader, ChunkList, ChunkState, FreeBlock, CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER,
-    SMALL_MAGIC,
+    PAGES, PAGE_MAGIC, PAGE_SIZE, SMALL_MAGIC,
 };
-use crate::class::{CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET};
+use crate::class::{CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET};
 
 /// A broken invariant found by [`Engine::check`](crate::Engine::check).
 ///
@@ -131,8 +131,8 @@ pub(crate) struct Parts<'a> {
     pub(crate) avail: &'a [ChunkList; CLASS_COUNT],
     pub(crate) full: &'a [ChunkList; CLASS_COUNT],
     pub(crate) spare: &'a [ChunkList; CLASS_COUNT],
-    pub(crate) spares: &'a [u8; CLASS_COUNT],
     pub(crate) large: &'a ChunkList,
+    pub(crate) unused_pages: &'a ChunkList,
     pub(crate) owner: *const (),
     pub(crate) limit: Option<usize>,
     pub(crate) held: usize,
@@ -145,7 +145,7 @@ fn fail(chunk: *const ChunkHeader, problem: Problem) -> Result<(), CheckError> {
 }
 
 pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
-    let mut small_chunks = 0;
+    let mut small_bytes = 0;
     for class in 0..CLASS_COUNT {
         let lists = [
             (&parts.avail[class], ChunkState::Avail),
@@ -157,25 +157,41 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
             for chunk in list.iter() {
                 // SAFETY: the engine's lists hold valid headers.
                 let header = unsafe { &*chunk };
-                check_header(chunk, header, &parts, SMALL_MAGIC)?;
+                let magic = if header.is_page() { PAGE_MAGIC } else { SMALL_MAGIC };
+                check_header(chunk, header, &parts, magic)?;
                 if header.prev != prev {
                     return fail(chunk, Problem::BrokenLink);
                 }
-                if header.class as usize != class
-                    || header.state != state
-                    || header.span != CHUNK_SIZE
-                {
+                let span = if header.is_page() { PAGE_SIZE } else { CHUNK_SIZE };
+                if header.class as usize != class || header.state != state || header.span != span {
                     return fail(chunk, Problem::WrongList);
                 }
-                check_small_chunk(chunk, header, class, prev.is_null())?;
-                small_chunks += 1;
+                if header.is_page() {
+                    check_page_count(chunk)?;
+                }
+                check_small_chunk(chunk, header, prev.is_null())?;
+                small_bytes += span;
                 prev = chunk;
             }
         }
-        let on_spare = parts.spare[class].iter().count();
-        if on_spare != usize::from(parts.spares[class]) {
+        if parts.spare[class].iter().count() > crate::engine::SPARE_CHUNKS {
             return fail(parts.spare[class].head, Problem::WrongList);
         }
+    }
+    let mut prev: *mut ChunkHeader = core::ptr::null_mut();
+    for chunk in parts.unused_pages.iter() {
+        // SAFETY: the engine's lists hold valid headers.
+        let header = unsafe { &*chunk };
+        check_header(chunk, header, &parts, PAGE_MAGIC)?;
+        if header.prev != prev {
+            return fail(chunk, Problem::BrokenLink);
+        }
+        if header.state != ChunkState::Unused || header.span != PAGE_SIZE {
+            return fail(chunk, Problem::WrongList);
+        }
+        check_page_count(chunk)?;
+        small_bytes += PAGE_SIZE;
+        prev = chunk;
     }
     let mut large_bytes = 0;
     let mut prev: *mut ChunkHeader = core::ptr::null_mut();
@@ -196,7 +212,7 @@ pub(crate) fn check(parts: Parts<'_>) -> Result<(), CheckError> {
         large_bytes += header.span;
         prev = chunk;
     }
-    let counted = small_chunks * CHUNK_SIZE + large_bytes + parts.lent;
+    let counted = small_bytes + large_bytes + parts.lent;
     if counted != parts.held {
         return fail(core::ptr::null(), Problem::TotalsMismatch { counted, recorded: parts.held });
     }
@@ -221,13 +237,29 @@ fn check_header(
     Ok(())
 }
 
+/// Checks that the first page of `page`'s chunk counts as in use the pages that are: a chunk
+/// whose count is off would go back to its source too early, or never.
+fn check_page_count(page: *mut ChunkHeader) -> Result<(), CheckError> {
+    let first = crate::chunk::chunk_of(page.cast());
+    let in_use = (0..PAGES)
+        // SAFETY: `page` is a page on one of the engine's lists, so its chunk is paged and each
+        // of its pages starts with a valid header.
+        .filter(|index| unsafe { (*first.byte_add(index * PAGE_SIZE)).state } != ChunkState::Unused)
+        .count();
+    // SAFETY: as above, for the first page.
+    if usize::from(unsafe { (*first).data_offset }) != in_use {
+        return fail(first, Problem::WrongList);
+    }
+    Ok(())
+}
+
 fn check_small_chunk(
     chunk: *mut ChunkHeader,
     header: &ChunkHeader,
-    class: usize,
     is_head: bool,
 ) -> Result<(), CheckError> {
-    let capacity = CAPACITY[class];
+    let class = header.class();
+    let capacity = header.capacity();
     if header.carved > capacity || header.local_count() > u32::from(header.carved) {
         return fail(chunk, Problem::CountOverCapacity);
     }
@@ -276,7 +308,7 @@ fn check_free_list(
         }
         let offset = entry.addr().wrapping_sub(chunk.addr());
         let stray = offset < first
-            || offset >= CHUNK_SIZE
+            || offset >= header.span
             || (offset - first) % size != 0
             || (offset - first) / size >= usize::from(header.carved);
         if stray {

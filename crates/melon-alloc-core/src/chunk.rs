@@ -4,6 +4,12 @@
 //! Every chunk is aligned to [`CHUNK_SIZE`], and every block pointer lies within the first
 //! [`CHUNK_SIZE`] bytes of its chunk, so the header of a block's chunk is found by clearing the low
 //! bits of its address. That is what lets blocks go without a header of their own.
+//!
+//! A small chunk is either whole, one size class over all of it, or split into [`PAGES`] pages
+//! of [`PAGE_SIZE`] bytes, each with a header of its own at its start and a class of its own: a
+//! pool that uses a class only a little spends a page on it, not a chunk. Every page header has
+//! [`PAGE_MAGIC`], so a block's header is its chunk's unless the chunk's first header says the
+//! chunk is paged, and then its page's: one more test, with no header on the block.
 
 use core::alloc::Layout;
 use core::ptr;
@@ -19,12 +25,22 @@ pub const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_
     Err(_) => panic!("CHUNK_SIZE is a power of two"),
 };
 
-/// Bytes at the start of every chunk that hold its [`ChunkHeader`].
+/// Bytes at the start of every chunk, and of every page, that hold its [`ChunkHeader`].
 pub(crate) const HEADER_SIZE: usize = 64;
+
+/// Pages a paged chunk is split into. The 4 KiB chunks of the `small-chunks` feature are never
+/// split (their classes already fit a small pool), which a count of one says.
+pub(crate) const PAGES: usize = if cfg!(feature = "small-chunks") { 1 } else { 4 };
+
+/// Bytes of each page of a paged chunk.
+pub(crate) const PAGE_SIZE: usize = CHUNK_SIZE / PAGES;
 
 /// Tells a chunk header from any other memory in the invariant scan and debug checks.
 pub(crate) const SMALL_MAGIC: u16 = 0x4d53; // "MS"
 pub(crate) const LARGE_MAGIC: u16 = 0x4d4c; // "ML"
+/// The magic of every page header of a paged chunk, the first one included: what tells a
+/// block's lookup to go on to its page.
+pub(crate) const PAGE_MAGIC: u16 = 0x4d50; // "MP"
 
 /// An `event` count that is never reached: the free path of a chunk with this `event` never
 /// leaves its fast path.
@@ -43,6 +59,8 @@ pub(crate) enum ChunkState {
     Large = 2,
     /// An empty small chunk kept for reuse, on its class's `spare` list.
     Spare = 3,
+    /// A page of a paged chunk that no class has, on the engine's list of unused pages.
+    Unused = 4,
 }
 
 /// A free small block: its first word links to the next free block of the same list.
@@ -66,7 +84,8 @@ pub(crate) struct ChunkHeader {
     pub(crate) state: ChunkState,
     /// Size class of a small chunk; unused for a large one.
     pub(crate) class: u8,
-    /// Offset of the data of a large chunk; unused for a small one.
+    /// Offset of the data of a large chunk; in the first page of a paged chunk, how many of
+    /// the chunk's pages have a class (are not [`ChunkState::Unused`]); unused otherwise.
     pub(crate) data_offset: u16,
     /// Blocks carved so far: blocks at or past this index have never been handed out.
     pub(crate) carved: u16,
@@ -85,7 +104,7 @@ pub(crate) struct ChunkHeader {
     pub(crate) local_free: *mut FreeBlock,
     pub(crate) next: *mut ChunkHeader,
     pub(crate) prev: *mut ChunkHeader,
-    /// Bytes of the chunk, as taken from the source.
+    /// Bytes of the chunk, as taken from the source, or of the page.
     pub(crate) span: usize,
 }
 
@@ -116,10 +135,27 @@ impl ChunkHeader {
     pub(crate) fn clear_local_count(&mut self) {
         self.countdown = self.event;
     }
+
+    /// Whether this is a page of a paged chunk.
+    #[inline(always)]
+    pub(crate) fn is_page(&self) -> bool {
+        self.magic == PAGE_MAGIC
+    }
+
+    /// Blocks a small chunk, or page, of this header's class holds.
+    pub(crate) fn capacity(&self) -> u16 {
+        let class = self.class();
+        if self.is_page() {
+            crate::class::PAGE_CAPACITY[class]
+        } else {
+            crate::class::CAPACITY[class]
+        }
+    }
 }
 
 static_assertions::const_assert!(core::mem::size_of::<ChunkHeader>() <= HEADER_SIZE);
 static_assertions::const_assert!(CHUNK_SIZE.is_power_of_two());
+static_assertions::const_assert!(PAGE_SIZE.is_power_of_two() && PAGE_SIZE >= 4 * HEADER_SIZE);
 static_assertions::const_assert!(HEADER_SIZE % crate::class::MIN_ALIGN == 0);
 // A large block's data offset is at most `CHUNK_SIZE`, and a chunk holds at most
 // `CHUNK_SIZE / 16` blocks: both must fit the header's 16-bit fields.
@@ -181,13 +217,21 @@ pub(crate) unsafe fn write_link(entry: *mut FreeBlock, next: *mut FreeBlock) {
     crate::valgrind::no_access(entry.cast(), LINK);
 }
 
-/// The header of the chunk that holds the block at `block`.
+/// The first header of the chunk that holds the block at `block`: the chunk's own, or that of
+/// its first page if it is paged.
 ///
 /// Computing the address is always safe; reading through it is only valid when `block` really
 /// is a block of some chunk.
 #[inline(always)]
 pub(crate) fn chunk_of(block: *mut u8) -> *mut ChunkHeader {
     block.map_addr(|addr| addr & !(CHUNK_SIZE - 1)).cast()
+}
+
+/// The header of the page that holds `block`, were its chunk paged. Always safe to compute,
+/// as [`chunk_of`] is.
+#[inline(always)]
+pub(crate) fn page_of(block: *mut u8) -> *mut ChunkHeader {
+    block.map_addr(|addr| addr & !(PAGE_SIZE - 1)).cast()
 }
 
 /// An intrusive doubly linked list of chunk headers, threaded through `next` and `prev`.

@@ -79,6 +79,21 @@ pub(crate) const CAPACITY: [u16; CLASS_COUNT] = {
     table
 };
 
+/// Number of blocks in a page of a paged chunk of each class; 0 for a class whose blocks do not
+/// fit a page, which only ever has whole chunks.
+pub(crate) const PAGE_CAPACITY: [u16; CLASS_COUNT] = {
+    let mut table = [0; CLASS_COUNT];
+    let mut class = 0;
+    while class < CLASS_COUNT && crate::chunk::PAGES > 1 {
+        let page = crate::chunk::PAGE_SIZE;
+        if FIRST_OFFSET[class] < page {
+            table[class] = ((page - FIRST_OFFSET[class]) / CLASS_SIZES[class]) as u16;
+        }
+        class += 1;
+    }
+    table
+};
+
 /// The alignment every block of each class is guaranteed to have.
 pub(crate) const BLOCK_ALIGN: [usize; CLASS_COUNT] = {
     let mut table = [0; CLASS_COUNT];

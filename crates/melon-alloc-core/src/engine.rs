@@ -9,17 +9,24 @@
 //! which is set so that this happens exactly when a full chunk gets its first block back, or
 //! when a chunk other than the head becomes empty. Neither path keeps a pool-wide counter:
 //! statistics are read off the chunk headers when asked for.
+//!
+//! An engine made [`with_pages`](Engine::with_pages) (a child pool's, which serves one request
+//! or task) gives a class's first chunk as a page of a paged chunk (one of four, each with its
+//! own class), and any later one too while a page is unused: a pool that touches many classes a
+//! little holds a page for each, not a chunk. Once a class has filled its page and no page is
+//! unused, it takes whole chunks. A paged chunk goes back to the source with its last page.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use crate::chunk::{
-    chunk_of, list_len, read_link, write_link, ChunkHeader, ChunkList, ChunkState, FreeBlock,
-    CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, SMALL_CHUNK, SMALL_MAGIC,
+    chunk_of, list_len, page_of, read_link, write_link, ChunkHeader, ChunkList, ChunkState,
+    FreeBlock, CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, PAGES, PAGE_MAGIC, PAGE_SIZE,
+    SMALL_CHUNK, SMALL_MAGIC,
 };
 use crate::class::{
-    class_for_layout, class_of, BLOCK_ALIGN, CAPACITY, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET,
-    MIN_ALIGN,
+    class_for_layout, class_of, BLOCK_ALIGN, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET, MIN_ALIGN,
+    PAGE_CAPACITY,
 };
 use crate::error::FreeError;
 use crate::source::ChunkSource;
@@ -84,12 +91,15 @@ pub struct Engine<S: ChunkSource> {
     avail: [ChunkList; CLASS_COUNT],
     /// Chunks whose blocks are all in use.
     full: [ChunkList; CLASS_COUNT],
-    /// Empty chunks kept for reuse, at most [`SPARE_CHUNKS`] per class.
+    /// Empty chunks kept for reuse, at most [`SPARE_CHUNKS`] per class. Their number is not
+    /// kept: a walk of at most that many counts them, on the rare paths that need it.
     spare: [ChunkList; CLASS_COUNT],
-    /// Chunks on each `spare` list.
-    spares: [u8; CLASS_COUNT],
     /// Chunks that each hold one large block.
     large: ChunkList,
+    /// Pages of paged chunks that no class has.
+    unused_pages: ChunkList,
+    /// Whether new chunks of classes barely used are pages ([`with_pages`](Engine::with_pages)).
+    pages: bool,
     limit: Option<usize>,
     /// Bytes taken from the source: small chunks, large chunks and chunks lent out. The count
     /// of chunks of each kind is not kept: [`stats`](Engine::stats) reads it off the lists.
@@ -131,8 +141,9 @@ impl<S: ChunkSource> Engine<S> {
             avail: [const { ChunkList::new() }; CLASS_COUNT],
             full: [const { ChunkList::new() }; CLASS_COUNT],
             spare: [const { ChunkList::new() }; CLASS_COUNT],
-            spares: [0; CLASS_COUNT],
             large: ChunkList::new(),
+            unused_pages: ChunkList::new(),
+            pages: false,
             limit,
             held: 0,
             peak_held: 0,
@@ -142,6 +153,37 @@ impl<S: ChunkSource> Engine<S> {
             memcheck_pool: ptr::null(),
             source,
         }
+    }
+
+    /// The same engine, giving pages of [`CHUNK_SIZE`]` / 4` bytes rather than whole chunks to
+    /// the classes it barely uses: to each class its first chunk, and any other while a page is
+    /// unused. A pool that uses eight classes a little then holds two chunks, not eight. Fit for
+    /// short-lived and small pools (the child pools of `melon-alloc-heap` and
+    /// [`LockedPool`](crate::LockedPool) are made this way); a pool that lives long and fills
+    /// many chunks of each class gains little from it. The `small-chunks` feature's chunks are
+    /// never split.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{Engine, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// let mut engine = Engine::new(source, None).with_pages();
+    /// let blocks = [16, 100, 300, 600].map(|size| engine.alloc(size).unwrap());
+    /// // Four classes, four pages, one chunk.
+    /// # #[cfg(not(feature = "small-chunks"))]
+    /// assert_eq!(engine.stats().bytes_held, CHUNK_SIZE);
+    /// for block in blocks {
+    ///     // SAFETY: the block came from this engine and is not used again.
+    ///     unsafe { engine.free(block) };
+    /// }
+    /// assert_eq!(engine.check(), Ok(()));
+    /// ```
+    #[must_use]
+    pub const fn with_pages(mut self) -> Self {
+        self.pages = true;
+        self
     }
 
     /// Sets the address the engine writes into its chunks as their owner, in place of its own:
@@ -400,7 +442,7 @@ impl<S: ChunkSource> Engine<S> {
                 (*chunk).free = (*chunk).local_free;
                 (*chunk).local_free = ptr::null_mut();
                 (*chunk).clear_local_count();
-                if (*chunk).carved < CAPACITY[class] {
+                if (*chunk).carved < (*chunk).capacity() {
                     carve_batch(chunk);
                 }
                 let block = (*chunk).free;
@@ -421,31 +463,49 @@ impl<S: ChunkSource> Engine<S> {
         }
     }
 
-    /// Takes a new chunk for `class` and a block from it. Always inlined into the allocation slow
-    /// path, its only caller, which saves a call and a frame on the way to a new chunk.
+    /// Takes a new chunk, or page, for `class` and a block from it. Always inlined into the
+    /// allocation slow path, its only caller, which saves a call and a frame on the way to a new
+    /// chunk.
     #[inline(always)]
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
-        // SAFETY: (1) the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for
-        // a header; (2) the new chunk is on no list and the `avail` list holds valid headers.
+        let chunk = if self.takes_page(class) { self.take_page()? } else { self.take_chunk()? };
+        // SAFETY: (1) `chunk` is a valid header, on no list, of a chunk or page no class has; (2)
+        // the `avail` list holds valid headers.
         unsafe {
-            chunk.write(ChunkHeader {
-                magic: SMALL_MAGIC,
-                state: ChunkState::Avail,
-                class: class as u8,
-                data_offset: 0,
-                carved: 0,
-                countdown: NEVER,
-                event: NEVER,
-                owner: self.id(),
-                free: ptr::null_mut(),
-                local_free: ptr::null_mut(),
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
-                span: CHUNK_SIZE,
-            });
+            (*chunk).state = ChunkState::Avail;
+            (*chunk).class = class as u8;
+            (*chunk).carved = 0;
+            (*chunk).free = ptr::null_mut();
+            (*chunk).local_free = ptr::null_mut();
+            (*chunk).event = NEVER;
+            (*chunk).clear_local_count();
             self.avail[class].push_front(chunk);
         }
+        // SAFETY: the header was just set up, with nothing carved yet and room for a block.
+        unsafe {
+            carve_batch(chunk);
+            let block = (*chunk).free;
+            (*chunk).free = read_link(block);
+            Some(NonNull::new_unchecked(block.cast()))
+        }
+    }
+
+    /// Whether `class`'s next chunk is a page: if the engine gives pages, its blocks fit one, and
+    /// either a page is
+    /// unused or the class has no chunk yet (the allocation slow path found its `avail` and
+    /// `spare` lists empty, and its `full` list is).
+    fn takes_page(&self, class: usize) -> bool {
+        self.pages
+            && PAGE_CAPACITY[class] > 0
+            && (!self.unused_pages.head.is_null() || self.full[class].head.is_null())
+    }
+
+    /// A whole small chunk from the source, its header written with no class yet.
+    fn take_chunk(&mut self) -> Option<*mut ChunkHeader> {
+        let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
+        // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for a
+        // header.
+        unsafe { chunk.write(self.blank_header(SMALL_MAGIC, CHUNK_SIZE)) };
         // Memcheck sees a chunk from the source as accessible memory; blocks become accessible
         // as they are handed out.
         #[cfg(feature = "valgrind")]
@@ -453,12 +513,93 @@ impl<S: ChunkSource> Engine<S> {
             chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
             CHUNK_SIZE - HEADER_SIZE,
         );
-        // SAFETY: the header was just written, with nothing carved yet.
+        Some(chunk)
+    }
+
+    /// An unused page, taken off its list and counted in its chunk; a chunk from the source is
+    /// split into pages first if none is unused.
+    fn take_page(&mut self) -> Option<*mut ChunkHeader> {
+        if self.unused_pages.head.is_null() {
+            let chunk = self.acquire(SMALL_CHUNK)?.cast::<u8>().as_ptr();
+            for index in (0..PAGES).rev() {
+                // SAFETY: (1) page `index` starts inside the chunk's `CHUNK_SIZE` bytes, aligned
+                // to `PAGE_SIZE`, with room for a header; (2) the page is on no list, and the
+                // list of unused pages holds valid headers.
+                unsafe {
+                    let page = chunk.add(index * PAGE_SIZE).cast::<ChunkHeader>();
+                    page.write(self.blank_header(PAGE_MAGIC, PAGE_SIZE));
+                    self.unused_pages.push_front(page);
+                }
+                #[cfg(feature = "valgrind")]
+                crate::valgrind::no_access(
+                    chunk.wrapping_add(index * PAGE_SIZE + HEADER_SIZE),
+                    PAGE_SIZE - HEADER_SIZE,
+                );
+            }
+        }
+        let page = self.unused_pages.head;
+        // SAFETY: `page` heads the list of unused pages, whose headers are valid, and the first
+        // page of its chunk is a valid header too, whose `data_offset` counts the pages in use
+        // (fewer than `PAGES`, since this one was not).
         unsafe {
-            carve_batch(chunk);
-            let block = (*chunk).free;
-            (*chunk).free = read_link(block);
-            Some(NonNull::new_unchecked(block.cast()))
+            self.unused_pages.unlink(page);
+            (*chunk_of(page.cast())).data_offset += 1;
+        }
+        Some(page)
+    }
+
+    /// The header of a chunk or page that no class has yet, nothing carved and on no list.
+    fn blank_header(&self, magic: u16, span: usize) -> ChunkHeader {
+        ChunkHeader {
+            magic,
+            state: ChunkState::Unused,
+            class: 0,
+            data_offset: 0,
+            carved: 0,
+            countdown: NEVER,
+            event: NEVER,
+            owner: self.id(),
+            free: ptr::null_mut(),
+            local_free: ptr::null_mut(),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            span,
+        }
+    }
+
+    /// Gives back an empty small chunk, on no list: a whole one to the source, a page to the
+    /// list of unused pages, and with it its chunk to the source if that was its last page in
+    /// use.
+    ///
+    /// # Safety
+    /// `chunk` is a valid header of an empty small chunk or page of this engine, on no list, and
+    /// no block of it is used afterwards.
+    unsafe fn release_small(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: the header is valid (caller).
+        if !unsafe { (*chunk).is_page() } {
+            // SAFETY: a whole small chunk came from the source with `SMALL_CHUNK`; the caller
+            // gives up its blocks.
+            unsafe { self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK) };
+            return;
+        }
+        let first = chunk_of(chunk.cast());
+        // SAFETY: (1) `chunk` is a page on no list, and the list of unused pages holds valid
+        // headers; (2) the chunk's first page is a valid header whose count includes this page.
+        let in_use = unsafe {
+            (*chunk).state = ChunkState::Unused;
+            self.unused_pages.push_front(chunk);
+            (*first).data_offset -= 1;
+            (*first).data_offset
+        };
+        if in_use == 0 {
+            for index in 0..PAGES {
+                // SAFETY: no page of the chunk is in use, so all of them are on the list of
+                // unused pages, whose headers are valid.
+                unsafe { self.unused_pages.unlink(first.byte_add(index * PAGE_SIZE)) };
+            }
+            // SAFETY: the chunk came from the source with `SMALL_CHUNK`, and none of its pages
+            // is on a list or in use any more.
+            unsafe { self.release(NonNull::new_unchecked(first.cast()), SMALL_CHUNK) };
         }
     }
 
@@ -500,7 +641,6 @@ impl<S: ChunkSource> Engine<S> {
             (*chunk).set_event(NEVER);
             self.avail[class].push_front(chunk);
         }
-        self.spares[class] -= 1;
         true
     }
 
@@ -541,19 +681,12 @@ impl<S: ChunkSource> Engine<S> {
         // first free.
         unsafe {
             chunk.write(ChunkHeader {
-                magic: LARGE_MAGIC,
                 state: ChunkState::Large,
-                class: 0,
                 data_offset: offset as u16,
                 carved: 1,
                 countdown: 1,
                 event: 1,
-                owner: self.id(),
-                free: ptr::null_mut(),
-                local_free: ptr::null_mut(),
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
-                span,
+                ..self.blank_header(LARGE_MAGIC, span)
             });
             self.large.push_front(chunk);
         }
@@ -613,7 +746,8 @@ impl<S: ChunkSource> Engine<S> {
         unsafe {
             self.memcheck_free(block);
         }
-        let (chunk, listed) = self.chunk_and_block(block);
+        // SAFETY: the caller promises an in-use block of this engine.
+        let (chunk, listed) = unsafe { self.chunk_and_block(block) };
         // SAFETY: (1) the block belongs to this engine, so `chunk` is the valid header of its
         // chunk; (2) the block is at least 16 bytes, aligned to 16, and no longer in use, so its
         // first word can hold the free-list link. The link is written through the caller's own
@@ -696,8 +830,16 @@ impl<S: ChunkSource> Engine<S> {
                 FreeError::Foreign { addr }
             });
         };
-        // SAFETY: `chunk` is one of this engine's chunks, found on its lists.
-        unsafe { self.check_block_in_chunk(chunk, block.as_ptr()) }
+        // SAFETY: `chunk` is one of this engine's chunks, found on its lists, so its header is
+        // valid; so is the header of each of its pages, all of which are on its lists.
+        unsafe {
+            let chunk = if (*chunk).is_page() {
+                self.find_chunk(page_of(block.as_ptr())).unwrap_or(chunk)
+            } else {
+                chunk
+            };
+            self.check_block_in_chunk(chunk, block.as_ptr())
+        }
     }
 
     /// The header of `block`'s chunk, and the block, both as pointers that may reach the whole
@@ -708,23 +850,35 @@ impl<S: ChunkSource> Engine<S> {
     /// pointer may cover only its block: std's `Box<[T]>`, for one, hands back such a pointer to
     /// `GlobalAlloc::dealloc`. So Miri builds look the chunk up on the engine's lists, which hold
     /// pointers to whole chunks, and derive the block pointer from it as well.
+    ///
+    /// The header is the block's page's when its chunk is paged, which the chunk's first header
+    /// says.
+    ///
+    /// # Safety
+    /// `block` is a block of some live engine, so that the first header of its chunk is valid.
     #[inline(always)]
-    fn chunk_and_block(&self, block: NonNull<u8>) -> (*mut ChunkHeader, *mut u8) {
-        let chunk = chunk_of(block.as_ptr());
+    unsafe fn chunk_and_block(&self, block: NonNull<u8>) -> (*mut ChunkHeader, *mut u8) {
+        let mut chunk = chunk_of(block.as_ptr());
         #[cfg(miri)]
         if let Some(held) = self.find_chunk(chunk) {
-            return (held, held.cast::<u8>().with_addr(block.as_ptr().addr()));
+            chunk = held;
         }
-        (chunk, block.as_ptr())
+        let block = chunk.cast::<u8>().with_addr(block.as_ptr().addr());
+        // SAFETY: the first header of the block's chunk is valid (caller).
+        if unlikely(unsafe { (*chunk).is_page() }) {
+            chunk = chunk.with_addr(page_of(block).addr());
+        }
+        (chunk, block)
     }
 
-    /// The pointer on this engine's lists to the chunk at `chunk`'s address, if it holds one.
+    /// The pointer on this engine's lists to the chunk or page at `chunk`'s address, if it holds
+    /// one.
     fn find_chunk(&self, chunk: *mut ChunkHeader) -> Option<*mut ChunkHeader> {
         self.avail
             .iter()
             .chain(&self.full)
             .chain(&self.spare)
-            .chain(core::iter::once(&self.large))
+            .chain([&self.large, &self.unused_pages])
             .find_map(|list| list.iter().find(|&held| held == chunk))
     }
 
@@ -735,10 +889,11 @@ impl<S: ChunkSource> Engine<S> {
     /// `chunk_of(block)` is a valid chunk header of some engine.
     #[cfg(debug_assertions)]
     unsafe fn check_block_in_header_chunk(&self, block: NonNull<u8>) -> Result<(), FreeError> {
-        let (chunk, block) = self.chunk_and_block(block);
         // SAFETY: forwarded from the caller.
+        let (chunk, block) = unsafe { self.chunk_and_block(block) };
+        // SAFETY: forwarded from the caller; a paged chunk's pages all have valid headers.
         let (magic, owner) = unsafe { ((*chunk).magic, (*chunk).owner) };
-        if (magic != SMALL_MAGIC && magic != LARGE_MAGIC) || owner != self.id() {
+        if ![SMALL_MAGIC, LARGE_MAGIC, PAGE_MAGIC].contains(&magic) || owner != self.id() {
             return Err(FreeError::Foreign { addr: block.addr() });
         }
         // SAFETY: the header names this engine, so it is one of this engine's chunks.
@@ -758,6 +913,9 @@ impl<S: ChunkSource> Engine<S> {
         let offset = addr - chunk.addr();
         // SAFETY: the caller guarantees the header is valid.
         let header = unsafe { &*chunk };
+        if header.state == ChunkState::Unused {
+            return Err(FreeError::NotInUse { addr });
+        }
         if header.state == ChunkState::Large {
             return if offset == usize::from(header.data_offset) {
                 Ok(())
@@ -806,8 +964,12 @@ impl<S: ChunkSource> Engine<S> {
         // chunk, what `acquire_up_to` got for a large one), which made a valid layout with an
         // alignment of `CHUNK_SIZE`.
         unsafe {
-            let list = match (*chunk).state {
-                ChunkState::Large => &mut self.large,
+            match (*chunk).state {
+                ChunkState::Large => {
+                    self.large.unlink(chunk);
+                    let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
+                    self.release(NonNull::new_unchecked(chunk.cast()), layout);
+                }
                 ChunkState::Full => {
                     let class = (*chunk).class();
                     self.full[class].unlink(chunk);
@@ -820,26 +982,20 @@ impl<S: ChunkSource> Engine<S> {
                         self.avail[class].push_second(chunk);
                         (*chunk).set_event(u32::from((*chunk).carved));
                     }
-                    return;
                 }
                 ChunkState::Avail => {
                     let class = (*chunk).class();
-                    if usize::from(self.spares[class]) < SPARE_CHUNKS {
-                        self.avail[class].unlink(chunk);
+                    self.avail[class].unlink(chunk);
+                    if self.spare[class].iter().take(SPARE_CHUNKS).count() < SPARE_CHUNKS {
                         (*chunk).state = ChunkState::Spare;
                         self.spare[class].push_front(chunk);
-                        self.spares[class] += 1;
-                        return;
+                    } else {
+                        self.release_small(chunk);
                     }
-                    &mut self.avail[class]
                 }
-                // A spare chunk has no block in use, so no free reaches it.
-                ChunkState::Spare => return,
-            };
-            // One way back to the source for an emptied small chunk and a large one.
-            list.unlink(chunk);
-            let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
-            self.release(NonNull::new_unchecked(chunk.cast()), layout);
+                // A spare chunk or an unused page has no block in use, so no free reaches it.
+                ChunkState::Spare | ChunkState::Unused => {}
+            }
         }
     }
 
@@ -996,12 +1152,13 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `block` is an in-use block of this engine.
     unsafe fn slot_size(&self, block: NonNull<u8>) -> usize {
-        let (chunk, _) = self.chunk_and_block(block);
         // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
-        let header = unsafe { &*chunk };
+        let header = unsafe { &*self.chunk_and_block(block).0 };
         match header.state {
             ChunkState::Large => header.span - usize::from(header.data_offset),
-            ChunkState::Avail | ChunkState::Full | ChunkState::Spare => CLASS_SIZES[header.class()],
+            ChunkState::Avail | ChunkState::Full | ChunkState::Spare | ChunkState::Unused => {
+                CLASS_SIZES[header.class()]
+            }
         }
     }
 
@@ -1137,17 +1294,18 @@ impl<S: ChunkSource> Engine<S> {
                     self.avail[class].push_front(spare.as_ptr());
                 }
             }
-            self.spares[class] = 0;
             let mut chunk = self.avail[class].head;
             while !chunk.is_null() {
                 // SAFETY: headers on an `avail` list are valid.
                 let (next, live) = unsafe { ((*chunk).next, small_live(chunk)) };
                 if live == 0 {
                     // SAFETY: `chunk` is on `avail[class]`, empty, and so not referred to by any
-                    // block.
+                    // block. Giving it back changes no chunk still on the list: a page goes to
+                    // the list of unused pages, and its chunk goes back only with all of its
+                    // pages unused.
                     unsafe {
                         self.avail[class].unlink(chunk);
-                        self.release(NonNull::new_unchecked(chunk.cast()), SMALL_CHUNK);
+                        self.release_small(chunk);
                     }
                 }
                 chunk = next;
@@ -1189,9 +1347,9 @@ impl<S: ChunkSource> Engine<S> {
             self.avail[class] = ChunkList::new();
             self.full[class] = ChunkList::new();
             self.spare[class] = ChunkList::new();
-            self.spares[class] = 0;
         }
         self.large = ChunkList::new();
+        self.unused_pages = ChunkList::new();
         self.held = 0;
         self.lent = 0;
     }
@@ -1244,6 +1402,20 @@ impl<S: ChunkSource> Engine<S> {
         self.release_large();
     }
 
+    /// Takes a chunk of `class` off its `avail`, `full` or `spare` list, in that order.
+    fn pop_small(&mut self, class: usize) -> Option<*mut ChunkHeader> {
+        let class = class.min(CLASS_COUNT - 1);
+        for list in [&mut self.avail[class], &mut self.full[class], &mut self.spare[class]] {
+            let chunk = list.head;
+            if !chunk.is_null() {
+                // SAFETY: `chunk` heads the list, whose headers are valid.
+                unsafe { list.unlink(chunk) };
+                return Some(chunk);
+            }
+        }
+        None
+    }
+
     fn release_large(&mut self) {
         while !self.large.head.is_null() {
             let chunk = self.large.head;
@@ -1281,16 +1453,23 @@ impl<S: ChunkSource> Engine<S> {
             limit: self.limit,
             ..Stats::default()
         };
+        // A paged chunk counts once, by its first page: all of its pages are on some list.
+        let starts_chunk = |chunk: *mut ChunkHeader| {
+            // SAFETY: only headers on the engine's lists are passed, and those are valid.
+            let paged = unsafe { (*chunk).is_page() };
+            !paged || chunk == chunk_of(chunk.cast())
+        };
         for (class, lists) in self.avail.iter().zip(&self.full).enumerate() {
             for chunk in lists.0.iter().chain(lists.1.iter()) {
                 // SAFETY: headers on the engine's lists are valid.
                 let live = usize::from(unsafe { small_live(chunk) });
                 stats.live_blocks += live;
                 stats.bytes_in_use += live * CLASS_SIZES[class];
-                stats.chunks += 1;
+                stats.chunks += usize::from(starts_chunk(chunk));
             }
-            stats.chunks += usize::from(self.spares[class]);
+            stats.chunks += self.spare[class].iter().filter(|&chunk| starts_chunk(chunk)).count();
         }
+        stats.chunks += self.unused_pages.iter().filter(|&page| starts_chunk(page)).count();
         for chunk in self.large.iter() {
             // SAFETY: headers on the engine's lists are valid.
             stats.bytes_in_use += unsafe { (*chunk).span - usize::from((*chunk).data_offset) };
@@ -1327,8 +1506,8 @@ impl<S: ChunkSource> Engine<S> {
             avail: &self.avail,
             full: &self.full,
             spare: &self.spare,
-            spares: &self.spares,
             large: &self.large,
+            unused_pages: &self.unused_pages,
             owner: self.id(),
             limit: self.limit,
             held: self.held,
@@ -1336,6 +1515,19 @@ impl<S: ChunkSource> Engine<S> {
             lent: self.lent,
         }
     }
+}
+
+/// `condition`, marked as rarely true, so that the compiler branches on it rather than compute
+/// both outcomes and select one: on a free, that keeps the read of the chunk's first header off
+/// the path to the header the free updates, for the whole chunks of most pools.
+#[inline(always)]
+fn unlikely(condition: bool) -> bool {
+    #[cold]
+    fn rare() {}
+    if condition {
+        rare();
+    }
+    condition
 }
 
 /// Bytes of never-used blocks carved at a time: a page, so that memory the pool has not handed
@@ -1346,7 +1538,7 @@ const CARVE_BYTES: usize = 4096;
 /// in (at least one block), at the front of its `free` list.
 ///
 /// # Safety
-/// `chunk` is a valid header of a small chunk whose `carved` count is below its class's
+/// `chunk` is a valid header of a small chunk or page whose `carved` count is below its
 /// capacity.
 unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     // SAFETY: the header is valid (caller).
@@ -1354,11 +1546,13 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     let size = CLASS_SIZES[class];
     let first = FIRST_OFFSET[class] + carved * size;
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
-    let count = (page_end - first).div_ceil(size).min(usize::from(CAPACITY[class]) - carved);
-    // SAFETY: (1) the header is valid; (2) blocks `carved..carved + count` lie within the chunk's
-    // `CHUNK_SIZE` bytes, since `carved + count <= CAPACITY[class]`, and have never been handed
-    // out, so their first words can hold links. Each links to the one after it, in address
-    // order, and the last to the blocks already free.
+    // SAFETY: the header is valid (caller).
+    let capacity = usize::from(unsafe { (*chunk).capacity() });
+    let count = (page_end - first).div_ceil(size).min(capacity - carved);
+    // SAFETY: (1) the header is valid; (2) blocks `carved..carved + count` lie within the
+    // chunk's, or page's, `span` bytes, since `carved + count` is at most its capacity, and have
+    // never been handed out, so their first words can hold links. Each links to the one after
+    // it, in address order, and the last to the blocks already free.
     unsafe {
         let start = chunk.cast::<u8>().add(first);
         let mut block = start;
@@ -1404,25 +1598,13 @@ impl<S: ChunkSource> Drop for Engine<S> {
         if unsafe { self.source.release_all_small() } {
             return;
         }
+        // A paged chunk goes back with the last of its pages to leave a class's list: every page
+        // is on one list or another, so that happens once for each.
         for class in 0..CLASS_COUNT {
-            while let Some(chunk) = NonNull::new(self.avail[class].head) {
-                // SAFETY: `chunk` is on the list; every header on it is valid.
-                unsafe { self.avail[class].unlink(chunk.as_ptr()) };
-                // SAFETY: the chunk came from the source with `SMALL_CHUNK`; the engine is going
-                // away, so none of its blocks is used again.
-                unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
-            }
-            while let Some(chunk) = NonNull::new(self.full[class].head) {
-                // SAFETY: as above, for the `full` list.
-                unsafe { self.full[class].unlink(chunk.as_ptr()) };
-                // SAFETY: as above.
-                unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
-            }
-            while let Some(chunk) = NonNull::new(self.spare[class].head) {
-                // SAFETY: as above, for the `spare` list.
-                unsafe { self.spare[class].unlink(chunk.as_ptr()) };
-                // SAFETY: as above.
-                unsafe { self.release(chunk.cast(), SMALL_CHUNK) };
+            while let Some(chunk) = self.pop_small(class) {
+                // SAFETY: `chunk` was on one of the engine's lists, so its header is valid; the
+                // engine is going away, so none of its blocks is used again.
+                unsafe { self.release_small(chunk) };
             }
         }
     }
@@ -1488,7 +1670,8 @@ impl<S: ChunkSource> Engine<S> {
         }
         for chunk in self.avail.iter().chain(&self.full).flat_map(ChunkList::iter) {
             let blocks = chunk.cast::<u8>().wrapping_add(HEADER_SIZE);
-            crate::valgrind::no_access(blocks, CHUNK_SIZE - HEADER_SIZE);
+            // SAFETY: headers on the engine's lists are valid.
+            crate::valgrind::no_access(blocks, unsafe { (*chunk).span } - HEADER_SIZE);
         }
     }
 
@@ -1500,9 +1683,10 @@ impl<S: ChunkSource> Engine<S> {
             crate::valgrind::destroy_pool(self.memcheck_pool);
         }
         let lists = self.avail.iter().chain(&self.full).chain(&self.spare);
-        for chunk in lists.flat_map(ChunkList::iter) {
+        for chunk in lists.chain([&self.unused_pages]).flat_map(ChunkList::iter) {
             let blocks = chunk.cast::<u8>().wrapping_add(HEADER_SIZE);
-            crate::valgrind::undefined(blocks, CHUNK_SIZE - HEADER_SIZE);
+            // SAFETY: headers on the engine's lists are valid.
+            crate::valgrind::undefined(blocks, unsafe { (*chunk).span } - HEADER_SIZE);
         }
     }
 }

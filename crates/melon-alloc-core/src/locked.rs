@@ -301,7 +301,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> LockedChild<'_, S> {
-        LockedPool::new(LockedParent { parent: self }, None)
+        LockedPool {
+            engine: SpinLock::new(Engine::new(LockedParent { parent: self }, None).with_pages()),
+        }
     }
 
     /// A pool whose chunks come from this one, through its lock, and that holds at most `limit`
@@ -322,7 +324,11 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S> {
-        LockedPool::new(LockedParent { parent: self }, Some(limit))
+        LockedPool {
+            engine: SpinLock::new(
+                Engine::new(LockedParent { parent: self }, Some(limit)).with_pages(),
+            ),
+        }
     }
 
     /// Bytes left under the limit; see [`Engine::available`].

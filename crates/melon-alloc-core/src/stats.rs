@@ -35,7 +35,8 @@ pub struct Stats {
     pub peak_bytes_held: usize,
     /// Bytes of `bytes_held` passed on to child pools.
     pub bytes_lent: usize,
-    /// Small chunks the pool holds.
+    /// Small chunks the pool holds, whole or split into pages
+    /// ([`Engine::with_pages`](crate::Engine::with_pages)).
     pub chunks: usize,
     /// The pool's limit in bytes, if it has one.
     pub limit: Option<usize>,

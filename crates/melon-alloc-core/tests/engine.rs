@@ -822,3 +822,91 @@ fn small_chunks_let_a_64_kib_region_hold_eight_classes_at_once() {
     drop(engine);
     drop(buffer);
 }
+
+/// Bytes of each page of a paged chunk, and the blocks of 64 bytes one holds after its header.
+#[cfg(not(feature = "small-chunks"))]
+const PAGE: usize = CHUNK_SIZE / 4;
+
+#[cfg(not(feature = "small-chunks"))]
+#[test]
+fn a_paged_engine_gives_the_classes_it_barely_uses_a_page_each() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None).with_pages();
+    // Eight classes, a block each: two chunks of four pages, not eight chunks.
+    let sizes = [16, 96, 160, 320, 640, 896, 1280, 2720];
+    let blocks: Vec<_> = sizes.iter().map(|&size| engine.alloc(size).unwrap()).collect();
+    assert_eq!(source.chunks_out(), 2);
+    let stats = engine.stats();
+    assert_eq!((stats.bytes_held, stats.chunks, stats.live_blocks), (2 * CHUNK_SIZE, 2, 8));
+    engine.check().unwrap();
+    // A class whose blocks do not fit a page takes a whole chunk.
+    let whole = engine.alloc(5000).unwrap();
+    assert_eq!(source.chunks_out(), 3);
+    for block in blocks.into_iter().chain([whole]) {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
+    // Each class keeps its emptied page for its next block until a trim; then every page of a
+    // chunk is unused, and the chunk goes back.
+    assert_eq!(engine.trim(), 3 * CHUNK_SIZE);
+    assert_eq!(source.chunks_out(), 0);
+    engine.check().unwrap();
+}
+
+#[cfg(not(feature = "small-chunks"))]
+#[test]
+fn a_class_that_fills_its_page_takes_the_unused_pages_and_then_whole_chunks() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None).with_pages();
+    let (per_page, per_chunk) = ((PAGE - 64) / 64, (CHUNK_SIZE - 64) / 64);
+    let mut blocks: Vec<_> = (0..4 * per_page).map(|_| engine.alloc(64).unwrap()).collect();
+    assert_eq!(source.chunks_out(), 1, "four pages of one chunk");
+    blocks.extend((0..per_chunk).map(|_| engine.alloc(64).unwrap()));
+    assert_eq!(source.chunks_out(), 2, "then a whole chunk");
+    assert_eq!(engine.stats().chunks, 2);
+    engine.check().unwrap();
+    // Freed in a scattered order, with the invariants checked along the way.
+    let mut order: Vec<usize> = (0..blocks.len()).collect();
+    let mut seed = 0x9e37_79b9_u64;
+    for i in (1..order.len()).rev() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        order.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    for (done, &index) in order.iter().enumerate() {
+        free(&mut engine, blocks[index]);
+        if done % 50 == 0 {
+            engine.check().unwrap();
+        }
+    }
+    assert_eq!(engine.stats().live_blocks, 0);
+    engine.check().unwrap();
+    engine.trim();
+    assert_eq!(source.chunks_out(), 0);
+    assert_eq!(source.ledger().released, 2);
+}
+
+#[cfg(not(feature = "small-chunks"))]
+#[test]
+fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
+    let mut engine = Engine::new(TestSource::default(), None).with_pages();
+    let first = engine.alloc(64).unwrap();
+    let second = engine.alloc(300).unwrap();
+    let chunk = first.as_ptr().addr() & !(CHUNK_SIZE - 1);
+    assert_ne!(first.as_ptr().addr() & !(PAGE - 1), second.as_ptr().addr() & !(PAGE - 1));
+    assert_eq!(engine.validate(second), Ok(()));
+    let inside = second.as_ptr().wrapping_add(16);
+    let inside = NonNull::new(inside).unwrap();
+    assert_eq!(engine.validate(inside), Err(FreeError::Interior { addr: inside.as_ptr().addr() }));
+    // Two pages of the chunk have no class yet: nothing in them is in use.
+    let unused = NonNull::new(first.as_ptr().with_addr(chunk + 3 * PAGE + 64)).unwrap();
+    assert_eq!(engine.validate(unused), Err(FreeError::NotInUse { addr: unused.as_ptr().addr() }));
+    // SAFETY: the block came from this engine and is not used again.
+    assert_eq!(unsafe { engine.try_free(second) }, Ok(()));
+    // SAFETY: `try_free` finds the block free and changes nothing.
+    let again = unsafe { engine.try_free(second) };
+    assert_eq!(again, Err(FreeError::NotInUse { addr: second.as_ptr().addr() }));
+    // SAFETY: the block is in use in this engine.
+    assert_eq!(unsafe { engine.usable_size(first) }, 64);
+    free(&mut engine, first);
+    engine.check().unwrap();
+}

@@ -159,8 +159,11 @@ impl Pool {
     /// and used by pointer-only frees, so it must neither move nor be reborrowed uniquely, as
     /// moving a `Box` would. [`Owned`] frees it.
     fn boxed(source: HeapSource, limit: Option<usize>) -> Owned {
+        // A child serves one request or task: classes it barely uses get a page, not a chunk.
+        let child = matches!(source, HeapSource::Parent(_));
+        let engine = Engine::new(source, limit);
         let pool = Box::new(Self {
-            engine: UnsafeCell::new(Engine::new(source, limit)),
+            engine: UnsafeCell::new(if child { engine.with_pages() } else { engine }),
             links: Links::default(),
         });
         let pool = NonNull::from(Box::leak(pool));

@@ -79,10 +79,11 @@ fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
     let root = HeapPool::new();
     let calls = || SLAB_CALLS.load(Ordering::Relaxed);
     let batch = |root: &HeapPool| {
-        // A hundred requests at once, each with chunks of four classes, then all dropped.
-        let children: Vec<_> = (0..100).map(|_| root.child()).collect();
+        // Two hundred requests at once, each with two chunks (four classes in pages of one,
+        // and a class too large for a page), then all dropped.
+        let children: Vec<_> = (0..200).map(|_| root.child()).collect();
         for child in &children {
-            for size in [16, 64, 200, 1000] {
+            for size in [16, 64, 200, 1000, 5000] {
                 let block = child.alloc(size).unwrap();
                 // SAFETY: the block came from `child` and is not used again.
                 unsafe { child.free(block) };
@@ -101,4 +102,30 @@ fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
     one_child(&root);
     assert!(calls() > warm, "the slabs beyond a single child's need went back");
     root.check().unwrap();
+}
+
+#[test]
+fn a_request_that_grows_a_table_through_eight_classes_holds_three_chunks() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = HeapPool::new();
+    let request = root.child();
+    // The tables a `hashbrown::HashMap<u64, u64>` grows through up to 200 entries, each freed
+    // once the next holds its entries, then an 800-byte buffer.
+    let mut table = request.alloc(84).unwrap();
+    for size in [152, 288, 560, 1104, 2192, 4368] {
+        let grown = request.alloc(size).unwrap();
+        // SAFETY: the block came from `request` and is not used again.
+        unsafe { request.free(table) };
+        table = grown;
+    }
+    let buffer = request.alloc(800).unwrap();
+    // Seven classes in pages of two chunks, and the last table in a chunk of its own.
+    assert_eq!(request.stats().peak_bytes_held, 3 * melon_alloc_core::CHUNK_SIZE);
+    for block in [table, buffer] {
+        // SAFETY: the block came from `request` and is not used again.
+        unsafe { request.free(block) };
+    }
+    request.check().unwrap();
+    drop(request);
+    assert_eq!(root.stats().bytes_lent, 0);
 }

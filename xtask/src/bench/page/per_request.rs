@@ -66,23 +66,30 @@ pub(super) fn per_request_results(
             met: yes_no(met),
         });
     }
+    let bytes = |peer| per_request.get(peer).map(|row| row.bytes).filter(|&bytes| bytes > 0.0);
+    let ratio = bytes("melon").zip(bytes("bumpalo")).map(|(melon, bump)| melon / bump);
+    let met = ratio.map(|ratio| ratio <= 4.0);
+    let shown = ratio.map_or("n/a".into(), |ratio| format!("{ratio:.2} × bumpalo's"));
+    let _ = writeln!(
+        page,
+        "\nTarget: bytes held by one request's pool at most 4 times bumpalo's. {} ({shown}).",
+        met.map_or("Not measured", verdict),
+    );
+    targets.push(Target {
+        target: "per-request pools on tokio: bytes per request's pool ≤ 4 × bumpalo's".into(),
+        result: shown,
+        met: yes_no(met),
+    });
     page.push('\n');
     page.push_str(PER_REQUEST_NOTES);
 }
 
-/// Where melon's time per request goes, from a profile of this workload.
-const PER_REQUEST_NOTES: &str = "Where melon's time goes, from `perf record` of the melon rounds \
-alone on this machine: about 29 % of it is the kernel zeroing huge pages (`clear_page_erms`) \
-for the root's 2 MiB slabs. With 100 requests in flight the root needs about 13 MiB of chunks; \
-at the end of each round every chunk comes back, the root keeps its newest slab and gives the \
-rest back to the global allocator, and the next round maps and faults them in afresh. A server \
-whose root never empties does not pay it: holding one block in the root for the whole run took \
-melon from about 23 to about 16 µs per request in the same setup. The rest is the footprint: \
-each request's child holds 8 chunks of 16 KiB (128 KiB, one per size class the growing map and \
-the buffer touch, for about 5 KiB of live data), where a `Bump` holds 15 KiB, so a request \
-touches about eight times the memory, and cache, that bumpalo's does; taking those chunks from \
-the root through its lock (`Engine::acquire`) is another 5 %. Closing the gap takes the small \
-footprint the request asks for (pages smaller than a chunk, one class per page) and a root that \
-keeps the slabs its load needs rather than only the newest.
+/// What one request's pool holds, and why.
+const PER_REQUEST_NOTES: &str = "A request's child pool gives each size class it uses a 4 KiB \
+page of a split chunk until a class fills its page (see \"Pages for classes a pool barely \
+uses\" in `docs/architecture.md`). The map grows through seven size classes and the buffer \
+uses an eighth; seven of them fit a page, and the map's last table (4368 bytes) takes a whole \
+16 KiB chunk, so the pool holds three chunks, 48 KiB, where it held eight whole chunks, \
+128 KiB, before. A `Bump` holds about 15 KiB, in chunks that grow as it fills.
 
 ";

@@ -100,6 +100,9 @@ pub struct Engine<S: ChunkSource> {
     unused_pages: ChunkList,
     /// Whether new chunks of classes barely used are pages ([`with_pages`](Engine::with_pages)).
     pages: bool,
+    /// Bit `c` is set once class `c` has taken a chunk, so that dropping a pool that used a few
+    /// classes visits only those: what a short-lived child costs to drop.
+    classes_used: u64,
     limit: Option<usize>,
     /// Bytes taken from the source: small chunks, large chunks and chunks lent out. The count
     /// of chunks of each kind is not kept: [`stats`](Engine::stats) reads it off the lists.
@@ -144,6 +147,7 @@ impl<S: ChunkSource> Engine<S> {
             large: ChunkList::new(),
             unused_pages: ChunkList::new(),
             pages: false,
+            classes_used: 0,
             limit,
             held: 0,
             peak_held: 0,
@@ -469,6 +473,7 @@ impl<S: ChunkSource> Engine<S> {
     #[inline(always)]
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
         let chunk = if self.takes_page(class) { self.take_page()? } else { self.take_chunk()? };
+        self.classes_used |= 1 << class;
         // SAFETY: (1) `chunk` is a valid header, on no list, of a chunk or page no class has; (2)
         // the `avail` list holds valid headers.
         unsafe {
@@ -1350,6 +1355,7 @@ impl<S: ChunkSource> Engine<S> {
         }
         self.large = ChunkList::new();
         self.unused_pages = ChunkList::new();
+        self.classes_used = 0;
         self.held = 0;
         self.lent = 0;
     }
@@ -1530,12 +1536,17 @@ fn unlikely(condition: bool) -> bool {
     condition
 }
 
+// A class is a bit of `Engine::classes_used`.
+static_assertions::const_assert!(CLASS_COUNT <= 64);
+
 /// Bytes of never-used blocks carved at a time: a page, so that memory the pool has not handed
 /// out is not touched.
 const CARVE_BYTES: usize = 4096;
 
-/// Puts the next never-used blocks of a chunk, up to the end of the page the first one starts
-/// in (at least one block), at the front of its `free` list.
+/// Puts the next never-used blocks of a chunk at the front of its `free` list: as many as are
+/// carved already (at least one), and none past the end of the page the first one starts in.
+/// The batches double, so a chunk that fills reaches whole pages after a few refills, while one
+/// that serves a block or two (a short-lived pool's) has only those written.
 ///
 /// # Safety
 /// `chunk` is a valid header of a small chunk or page whose `carved` count is below its
@@ -1548,7 +1559,7 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // SAFETY: the header is valid (caller).
     let capacity = usize::from(unsafe { (*chunk).capacity() });
-    let count = (page_end - first).div_ceil(size).min(capacity - carved);
+    let count = (page_end - first).div_ceil(size).min(capacity - carved).min(carved.max(1));
     // SAFETY: (1) the header is valid; (2) blocks `carved..carved + count` lie within the
     // chunk's, or page's, `span` bytes, since `carved + count` is at most its capacity, and have
     // never been handed out, so their first words can hold links. Each links to the one after
@@ -1600,7 +1611,10 @@ impl<S: ChunkSource> Drop for Engine<S> {
         }
         // A paged chunk goes back with the last of its pages to leave a class's list: every page
         // is on one list or another, so that happens once for each.
-        for class in 0..CLASS_COUNT {
+        let mut classes = self.classes_used;
+        while classes != 0 {
+            let class = classes.trailing_zeros() as usize;
+            classes &= classes - 1;
             while let Some(chunk) = self.pop_small(class) {
                 // SAFETY: `chunk` was on one of the engine's lists, so its header is valid; the
                 // engine is going away, so none of its blocks is used again.

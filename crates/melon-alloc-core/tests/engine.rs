@@ -738,7 +738,7 @@ fn engine_debug_output_shows_the_stats() {
 // touched, so this test's reads of it would be reported; memcheck itself checks the rule there.
 #[cfg(not(feature = "valgrind"))]
 #[test]
-fn never_used_blocks_are_not_touched_until_a_page_of_them_is_carved() {
+fn never_used_blocks_are_not_touched_until_they_are_carved() {
     let mut buffer = vec![0xAAu8; 3 * CHUNK_SIZE];
     // SAFETY: the buffer is not touched again until the engine is gone.
     let source = unsafe { RegionSource::new(buffer.as_mut_ptr(), buffer.len()) };
@@ -746,8 +746,16 @@ fn never_used_blocks_are_not_touched_until_a_page_of_them_is_carved() {
     let block = engine.alloc(16).unwrap();
     let chunk = block.as_ptr().map_addr(|addr| addr & !(CHUNK_SIZE - 1));
     // SAFETY: the chunk is `CHUNK_SIZE` bytes of the buffer, all of them initialized.
+    let untouched = (64 + 16..CHUNK_SIZE).all(|at| unsafe { chunk.add(at).read() } == 0xAA);
+    assert!(untouched, "a chunk's first carve is its first block alone");
+    // Batches double as the chunk fills, and stop at the end of a page.
+    let blocks: Vec<_> = (0..100).map(|_| engine.alloc(16).unwrap()).collect();
+    // SAFETY: as above.
     let untouched = (4096..CHUNK_SIZE).all(|at| unsafe { chunk.add(at).read() } == 0xAA);
-    assert!(untouched, "only the first page of the chunk is carved");
+    assert!(untouched, "the blocks past the first page are not carved yet");
+    for block in blocks {
+        free(&mut engine, block);
+    }
     free(&mut engine, block);
     drop(engine);
     drop(buffer);
@@ -851,6 +859,13 @@ fn a_paged_engine_gives_the_classes_it_barely_uses_a_page_each() {
     assert_eq!(engine.trim(), 3 * CHUNK_SIZE);
     assert_eq!(source.chunks_out(), 0);
     engine.check().unwrap();
+    // Dropped with blocks in use, the engine gives every chunk back, split or whole.
+    for size in sizes.into_iter().chain([5000, 100_000]) {
+        engine.alloc(size).unwrap();
+    }
+    assert_eq!(source.chunks_out(), 4);
+    drop(engine);
+    assert_eq!(source.chunks_out(), 0);
 }
 
 #[cfg(not(feature = "small-chunks"))]

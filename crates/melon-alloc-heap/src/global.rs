@@ -2,7 +2,9 @@
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
+use core::time::Duration;
 use std::alloc;
+use std::time::Instant;
 
 use melon_alloc_core::{ChunkSource, CHUNK_SIZE, SMALL_CHUNK};
 
@@ -17,11 +19,12 @@ use crate::sys::advise_huge_pages;
 /// allocator for each aligned 16 KiB chunk on its own leaves an alignment gap beside nearly every
 /// one (glibc's `posix_memalign` does), which would cost more than the blocks themselves. Chunks
 /// that come back are reused. Once every chunk has come back, the source keeps its newest slabs,
-/// as many as held the most chunks out at once since the last time every chunk came back, and
+/// as many as held the most chunks out at once within the last second ([`KEEP_SLABS_FOR`]), and
 /// gives the older ones back to the global allocator: a root whose children come and go (a pool
-/// per request, whole batches of requests at a time) calls the global allocator only while its
-/// load grows. [`trim`](ChunkSource::trim) gives that slab back
-/// too, and dropping the pool gives back everything.
+/// per request, in bursts with lulls between them) calls the global allocator only while its
+/// load grows, and gives back what a burst needed a second after the last such burst.
+/// [`trim`](ChunkSource::trim) gives every slab back when no chunk is out, and dropping the pool
+/// gives back everything.
 ///
 /// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
 /// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
@@ -58,6 +61,10 @@ use crate::sys::advise_huge_pages;
 pub struct GlobalSource {
     small: SmallChunks,
     slabs: Vec<(NonNull<u8>, Layout)>,
+    /// The most chunks out at once in the busiest moment of the last [`KEEP_SLABS_FOR`], and when
+    /// that moment was recorded: the slabs the source keeps when every chunk has come back.
+    busiest: usize,
+    busiest_at: Option<Instant>,
     /// Freed large chunks kept for reuse.
     large_cache: LargeCache<Vec<*mut FreeChunk>>,
 }
@@ -102,6 +109,8 @@ impl GlobalSource {
         Self {
             small: SmallChunks::new(),
             slabs: Vec::new(),
+            busiest: 0,
+            busiest_at: None,
             large_cache: LargeCache::lazy(large_cache_limit),
         }
     }
@@ -162,10 +171,17 @@ impl GlobalSource {
     }
 
     /// Every chunk has come back: keeps the newest slabs, enough to hold as many chunks as were
-    /// out at once since the last time every chunk came back, gives back the others, and hands
-    /// the kept ones out afresh: carving the newest, the others from the list of freed chunks.
+    /// out at once in the busiest moment of the last [`KEEP_SLABS_FOR`], gives back the others,
+    /// and hands the kept ones out afresh: carving the newest, the others from the list of freed
+    /// chunks.
     fn keep_slabs_for_peak(&mut self) {
         let peak = self.small.take_peak().max(1);
+        let now = Instant::now();
+        let stale = self.busiest_at.is_none_or(|at| now.duration_since(at) >= KEEP_SLABS_FOR);
+        if peak >= self.busiest || stale {
+            (self.busiest, self.busiest_at) = (peak, Some(now));
+        }
+        let peak = self.busiest;
         let mut kept_chunks = 0;
         let kept = self
             .slabs
@@ -200,6 +216,7 @@ impl GlobalSource {
 
     fn release_slabs(&mut self) {
         self.small.clear();
+        (self.busiest, self.busiest_at) = (0, None);
         // SAFETY: `clear` forgot every chunk, and a source releases its slabs only when none
         // is out (every chunk came back, or the engine gave them all back at once).
         unsafe { self.give_back_oldest(self.slabs.len()) };
@@ -217,6 +234,17 @@ impl GlobalSource {
         }
     }
 }
+
+/// How long a [`GlobalSource`] keeps the slabs its busiest moment needed once its load has
+/// fallen: a root serving requests in bursts keeps what a burst needs while the bursts come
+/// within this of each other, rather than give slabs back in each lull and map them afresh,
+/// zeroed by the kernel, in the next burst.
+///
+/// # Examples
+/// ```
+/// assert_eq!(melon_alloc_heap::KEEP_SLABS_FOR.as_millis(), 1000);
+/// ```
+pub const KEEP_SLABS_FOR: Duration = Duration::from_secs(1);
 
 impl Default for GlobalSource {
     fn default() -> Self {

@@ -171,7 +171,7 @@ mod sys;
 mod typed;
 
 pub use family::{abandon_every_family, lock_families};
-pub use global::GlobalSource;
+pub use global::{GlobalSource, KEEP_SLABS_FOR};
 pub use melon_alloc_core::{CheckError, FreeError, LockedChild, LockedPool, Problem, Stats};
 #[cfg(target_os = "linux")]
 pub use os::OsSource;

@@ -73,8 +73,9 @@ pub(crate) struct SmallChunks {
     free: *mut FreeChunk,
     /// The uncarved rest of the newest slab.
     carve_next: *mut u8,
-    carve_left: usize,
-    next_slab_chunks: usize,
+    carve_left: u32,
+    /// At most [`MAX_SLAB_CHUNKS`]; 32 bits, like `carve_left`, keep a pool within its size.
+    next_slab_chunks: u32,
     /// Chunks handed out and not yet back.
     out: usize,
     /// The most chunks out at once since [`take_peak`](Self::take_peak) last read it.
@@ -87,7 +88,7 @@ impl SmallChunks {
             free: ptr::null_mut(),
             carve_next: ptr::null_mut(),
             carve_left: 0,
-            next_slab_chunks: FIRST_SLAB_CHUNKS,
+            next_slab_chunks: FIRST_SLAB_CHUNKS as u32,
             out: 0,
             peak: 0,
         }
@@ -106,7 +107,7 @@ impl SmallChunks {
     /// The layout of the slab to add next: a huge page is aligned to its size, so that the
     /// kernel can back it with one.
     pub(crate) fn next_slab(&self) -> Layout {
-        let size = self.next_slab_chunks * CHUNK_SIZE;
+        let size = self.next_slab_chunks as usize * CHUNK_SIZE;
         let align = if size == HUGE_SLAB { HUGE_SLAB } else { CHUNK_SIZE };
         // SAFETY: both alignments are powers of two, and the size is at most `HUGE_SLAB`.
         unsafe { Layout::from_size_align_unchecked(size, align) }
@@ -142,7 +143,7 @@ impl SmallChunks {
     pub(crate) unsafe fn add_slab(&mut self, slab: NonNull<u8>) {
         self.carve_next = slab.as_ptr();
         self.carve_left = self.next_slab_chunks;
-        self.next_slab_chunks = (self.next_slab_chunks * 2).min(MAX_SLAB_CHUNKS);
+        self.next_slab_chunks = (self.next_slab_chunks * 2).min(MAX_SLAB_CHUNKS as u32);
     }
 
     /// Takes a chunk back.
@@ -182,7 +183,8 @@ impl SmallChunks {
         debug_assert_eq!(self.out, 0);
         self.free = ptr::null_mut();
         self.carve_next = slab.as_ptr();
-        self.carve_left = chunks;
+        // A slab holds at most `MAX_SLAB_CHUNKS` chunks; fewer carved would only waste some.
+        self.carve_left = chunks.min(MAX_SLAB_CHUNKS) as u32;
     }
 
     /// Puts a chunk of a kept slab on the list of freed chunks, without counting it as back: it

@@ -5,7 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use melon_alloc_heap::HeapPool;
+use std::time::Instant;
+
+use melon_alloc_heap::{HeapPool, KEEP_SLABS_FOR};
 
 /// The smallest slab a root pool takes from the global allocator.
 const SLAB: usize = 64 << 10;
@@ -97,7 +99,15 @@ fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
         batch(&root);
     }
     assert_eq!(calls(), warm, "the slabs of one batch serve the next");
-    // A small load afterwards lets the root give back what it no longer needs.
+    // A lull shorter than `KEEP_SLABS_FOR` keeps them for the next burst.
+    let lull = Instant::now();
+    one_child(&root);
+    one_child(&root);
+    if lull.elapsed() < KEEP_SLABS_FOR {
+        assert_eq!(calls(), warm, "the slabs of the last burst are kept through a short lull");
+    }
+    // After a longer one, a small load lets the root give back what it no longer needs.
+    std::thread::sleep(KEEP_SLABS_FOR);
     one_child(&root);
     one_child(&root);
     assert!(calls() > warm, "the slabs beyond a single child's need went back");

@@ -162,10 +162,11 @@ impl<S: ChunkSource> Engine<S> {
     /// The same engine, giving pages of [`CHUNK_SIZE`]` / 4` bytes rather than whole chunks to
     /// the classes it barely uses: to each class its first chunk, and any other while a page is
     /// unused. A pool that uses eight classes a little then holds two chunks, not eight. Fit for
-    /// short-lived and small pools (the child pools of `melon-alloc-heap` and
+    /// short-lived and small pools (the children of `melon-alloc-heap`'s pools and of
     /// [`LockedPool`](crate::LockedPool) are made this way); a pool that lives long and fills
-    /// many chunks of each class gains little from it. The `small-chunks` feature's chunks are
-    /// never split.
+    /// many chunks of each class gains little from it. A source that places blocks by their
+    /// whole chunk itself (a shared pool's, for its hand-offs) must not be paired with it. The
+    /// `small-chunks` feature's chunks are never split.
     ///
     /// # Examples
     /// ```

@@ -28,9 +28,13 @@ pub const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_
 /// Bytes at the start of every chunk, and of every page, that hold its [`ChunkHeader`].
 pub(crate) const HEADER_SIZE: usize = 64;
 
-/// Pages a paged chunk is split into. The 4 KiB chunks of the `small-chunks` feature are never
-/// split (their classes already fit a small pool), which a count of one says.
-pub(crate) const PAGES: usize = if cfg!(feature = "small-chunks") { 1 } else { 4 };
+/// Whether chunks are ever split into pages: with the `pages` feature, which leaves the code out
+/// of builds that make no child pools (firmware), and never for the 4 KiB chunks of the
+/// `small-chunks` feature, whose classes already fit a small pool.
+pub(crate) const SPLIT: bool = cfg!(feature = "pages") && !cfg!(feature = "small-chunks");
+
+/// Pages a paged chunk is split into; one where chunks are never split.
+pub(crate) const PAGES: usize = if SPLIT { 4 } else { 1 };
 
 /// Bytes of each page of a paged chunk.
 pub(crate) const PAGE_SIZE: usize = CHUNK_SIZE / PAGES;
@@ -136,13 +140,15 @@ impl ChunkHeader {
         self.countdown = self.event;
     }
 
-    /// Whether this is a page of a paged chunk.
+    /// Whether this is a page of a paged chunk: never in a build without pages, where the
+    /// compiler drops every path that handles one.
     #[inline(always)]
     pub(crate) fn is_page(&self) -> bool {
-        self.magic == PAGE_MAGIC
+        SPLIT && self.magic == PAGE_MAGIC
     }
 
     /// Blocks a small chunk, or page, of this header's class holds.
+    #[inline(always)]
     pub(crate) fn capacity(&self) -> u16 {
         let class = self.class();
         if self.is_page() {

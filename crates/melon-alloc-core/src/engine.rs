@@ -101,7 +101,9 @@ pub struct Engine<S: ChunkSource> {
     /// Whether new chunks of classes barely used are pages ([`with_pages`](Engine::with_pages)).
     pages: bool,
     /// Bit `c` is set once class `c` has taken a chunk, so that dropping a pool that used a few
-    /// classes visits only those: what a short-lived child costs to drop.
+    /// classes visits only those: what a short-lived child costs to drop. Kept only with the
+    /// `pages` feature, the one for child pools: on a 32-bit target the 64-bit shift is code a
+    /// firmware build without children does not need.
     classes_used: u64,
     limit: Option<usize>,
     /// Bytes taken from the source: small chunks, large chunks and chunks lent out. The count
@@ -165,8 +167,9 @@ impl<S: ChunkSource> Engine<S> {
     /// short-lived and small pools (the children of `melon-alloc-heap`'s pools and of
     /// [`LockedPool`](crate::LockedPool) are made this way); a pool that lives long and fills
     /// many chunks of each class gains little from it. A source that places blocks by their
-    /// whole chunk itself (a shared pool's, for its hand-offs) must not be paired with it. The
-    /// `small-chunks` feature's chunks are never split.
+    /// whole chunk itself (a shared pool's, for its hand-offs) must not be paired with it.
+    /// Without the `pages` feature (on by default), and with the `small-chunks` feature's 4 KiB
+    /// chunks, chunks are never split and this changes nothing.
     ///
     /// # Examples
     /// ```
@@ -175,9 +178,9 @@ impl<S: ChunkSource> Engine<S> {
     /// # // SAFETY: this example is the arena's only user.
     /// # let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
     /// let mut engine = Engine::new(source, None).with_pages();
-    /// let blocks = [16, 100, 300, 600].map(|size| engine.alloc(size).unwrap());
-    /// // Four classes, four pages, one chunk.
-    /// # #[cfg(not(feature = "small-chunks"))]
+    /// let blocks = [16, 100, 300].map(|size| engine.alloc(size).unwrap());
+    /// // Three classes, three pages, one chunk.
+    /// # #[cfg(all(feature = "pages", not(feature = "small-chunks")))]
     /// assert_eq!(engine.stats().bytes_held, CHUNK_SIZE);
     /// for block in blocks {
     ///     // SAFETY: the block came from this engine and is not used again.
@@ -473,20 +476,45 @@ impl<S: ChunkSource> Engine<S> {
     /// chunk.
     #[inline(always)]
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let chunk = if self.takes_page(class) { self.take_page()? } else { self.take_chunk()? };
-        self.classes_used |= 1 << class;
-        // SAFETY: (1) `chunk` is a valid header, on no list, of a chunk or page no class has; (2)
-        // the `avail` list holds valid headers.
-        unsafe {
-            (*chunk).state = ChunkState::Avail;
-            (*chunk).class = class as u8;
-            (*chunk).carved = 0;
-            (*chunk).free = ptr::null_mut();
-            (*chunk).local_free = ptr::null_mut();
-            (*chunk).event = NEVER;
-            (*chunk).clear_local_count();
-            self.avail[class].push_front(chunk);
+        let chunk = if self.takes_page(class) {
+            let page = self.take_page()?;
+            // SAFETY: `page` is a valid header of an unused page, on no list; its `data_offset`
+            // is its chunk's count of pages in use if it is the first page, and is kept.
+            unsafe {
+                let data_offset = (*page).data_offset;
+                page.write(ChunkHeader {
+                    state: ChunkState::Avail,
+                    class: class as u8,
+                    data_offset,
+                    ..self.blank_header(PAGE_MAGIC, PAGE_SIZE)
+                });
+            }
+            page
+        } else {
+            let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
+            // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough
+            // for a header.
+            unsafe {
+                chunk.write(ChunkHeader {
+                    state: ChunkState::Avail,
+                    class: class as u8,
+                    ..self.blank_header(SMALL_MAGIC, CHUNK_SIZE)
+                });
+            }
+            // Memcheck sees a chunk from the source as accessible memory; blocks become
+            // accessible as they are handed out.
+            #[cfg(feature = "valgrind")]
+            crate::valgrind::no_access(
+                chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
+                CHUNK_SIZE - HEADER_SIZE,
+            );
+            chunk
+        };
+        if crate::chunk::SPLIT {
+            self.classes_used |= 1 << class;
         }
+        // SAFETY: `chunk` is a valid header on no list, and the `avail` list holds valid headers.
+        unsafe { self.avail[class].push_front(chunk) };
         // SAFETY: the header was just set up, with nothing carved yet and room for a block.
         unsafe {
             carve_batch(chunk);
@@ -501,25 +529,10 @@ impl<S: ChunkSource> Engine<S> {
     /// unused or the class has no chunk yet (the allocation slow path found its `avail` and
     /// `spare` lists empty, and its `full` list is).
     fn takes_page(&self, class: usize) -> bool {
-        self.pages
+        crate::chunk::SPLIT
+            && self.pages
             && PAGE_CAPACITY[class] > 0
             && (!self.unused_pages.head.is_null() || self.full[class].head.is_null())
-    }
-
-    /// A whole small chunk from the source, its header written with no class yet.
-    fn take_chunk(&mut self) -> Option<*mut ChunkHeader> {
-        let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
-        // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough for a
-        // header.
-        unsafe { chunk.write(self.blank_header(SMALL_MAGIC, CHUNK_SIZE)) };
-        // Memcheck sees a chunk from the source as accessible memory; blocks become accessible
-        // as they are handed out.
-        #[cfg(feature = "valgrind")]
-        crate::valgrind::no_access(
-            chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
-            CHUNK_SIZE - HEADER_SIZE,
-        );
-        Some(chunk)
     }
 
     /// An unused page, taken off its list and counted in its chunk; a chunk from the source is
@@ -970,12 +983,8 @@ impl<S: ChunkSource> Engine<S> {
         // chunk, what `acquire_up_to` got for a large one), which made a valid layout with an
         // alignment of `CHUNK_SIZE`.
         unsafe {
-            match (*chunk).state {
-                ChunkState::Large => {
-                    self.large.unlink(chunk);
-                    let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
-                    self.release(NonNull::new_unchecked(chunk.cast()), layout);
-                }
+            let list = match (*chunk).state {
+                ChunkState::Large => &mut self.large,
                 ChunkState::Full => {
                     let class = (*chunk).class();
                     self.full[class].unlink(chunk);
@@ -988,20 +997,30 @@ impl<S: ChunkSource> Engine<S> {
                         self.avail[class].push_second(chunk);
                         (*chunk).set_event(u32::from((*chunk).carved));
                     }
+                    return;
                 }
                 ChunkState::Avail => {
                     let class = (*chunk).class();
-                    self.avail[class].unlink(chunk);
-                    if self.spare[class].iter().take(SPARE_CHUNKS).count() < SPARE_CHUNKS {
+                    if spares_below(self.spare[class].head, SPARE_CHUNKS) {
+                        self.avail[class].unlink(chunk);
                         (*chunk).state = ChunkState::Spare;
                         self.spare[class].push_front(chunk);
-                    } else {
-                        self.release_small(chunk);
+                        return;
                     }
+                    if (*chunk).is_page() {
+                        self.avail[class].unlink(chunk);
+                        self.release_small(chunk);
+                        return;
+                    }
+                    &mut self.avail[class]
                 }
                 // A spare chunk or an unused page has no block in use, so no free reaches it.
-                ChunkState::Spare | ChunkState::Unused => {}
-            }
+                ChunkState::Spare | ChunkState::Unused => return,
+            };
+            // One way back to the source for an emptied whole chunk and a large one.
+            list.unlink(chunk);
+            let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
+            self.release(NonNull::new_unchecked(chunk.cast()), layout);
         }
     }
 
@@ -1524,6 +1543,23 @@ impl<S: ChunkSource> Engine<S> {
     }
 }
 
+/// Whether the list that starts at `head` holds fewer than `most` chunks: a walk of at most
+/// `most` links.
+///
+/// # Safety
+/// Every header on the list is valid.
+#[inline(always)]
+unsafe fn spares_below(mut head: *mut ChunkHeader, most: usize) -> bool {
+    for _ in 0..most {
+        if head.is_null() {
+            return true;
+        }
+        // SAFETY: headers on the list are valid (caller).
+        head = unsafe { (*head).next };
+    }
+    false
+}
+
 /// `condition`, marked as rarely true, so that the compiler branches on it rather than compute
 /// both outcomes and select one: on a free, that keeps the read of the chunk's first header off
 /// the path to the header the free updates, for the whole chunks of most pools.
@@ -1539,6 +1575,9 @@ fn unlikely(condition: bool) -> bool {
 
 // A class is a bit of `Engine::classes_used`.
 static_assertions::const_assert!(CLASS_COUNT <= 64);
+
+/// `Engine::classes_used` with every class's bit set.
+const ALL_CLASSES: u64 = u64::MAX >> (64 - CLASS_COUNT);
 
 /// Bytes of never-used blocks carved at a time: a page, so that memory the pool has not handed
 /// out is not touched.
@@ -1560,7 +1599,9 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // SAFETY: the header is valid (caller).
     let capacity = usize::from(unsafe { (*chunk).capacity() });
-    let count = (page_end - first).div_ceil(size).min(capacity - carved).min(carved.max(1));
+    // Batches that grow from one block are for child pools, which the `pages` feature serves.
+    let batch = if crate::chunk::SPLIT { carved.max(1) } else { usize::MAX };
+    let count = (page_end - first).div_ceil(size).min(capacity - carved).min(batch);
     // SAFETY: (1) the header is valid; (2) blocks `carved..carved + count` lie within the
     // chunk's, or page's, `span` bytes, since `carved + count` is at most its capacity, and have
     // never been handed out, so their first words can hold links. Each links to the one after
@@ -1612,7 +1653,7 @@ impl<S: ChunkSource> Drop for Engine<S> {
         }
         // A paged chunk goes back with the last of its pages to leave a class's list: every page
         // is on one list or another, so that happens once for each.
-        let mut classes = self.classes_used;
+        let mut classes = if crate::chunk::SPLIT { self.classes_used } else { ALL_CLASSES };
         while classes != 0 {
             let class = classes.trailing_zeros() as usize;
             classes &= classes - 1;

@@ -745,9 +745,13 @@ fn never_used_blocks_are_not_touched_until_they_are_carved() {
     let mut engine = Engine::new(source, None);
     let block = engine.alloc(16).unwrap();
     let chunk = block.as_ptr().map_addr(|addr| addr & !(CHUNK_SIZE - 1));
+    // With the `pages` feature, a chunk's first carve is its first block alone; without it,
+    // the first page of blocks.
+    let carved_end =
+        if cfg!(all(feature = "pages", not(feature = "small-chunks"))) { 64 + 16 } else { 4096 };
     // SAFETY: the chunk is `CHUNK_SIZE` bytes of the buffer, all of them initialized.
-    let untouched = (64 + 16..CHUNK_SIZE).all(|at| unsafe { chunk.add(at).read() } == 0xAA);
-    assert!(untouched, "a chunk's first carve is its first block alone");
+    let untouched = (carved_end..CHUNK_SIZE).all(|at| unsafe { chunk.add(at).read() } == 0xAA);
+    assert!(untouched, "nothing past the first carve is touched");
     // Batches double as the chunk fills, and stop at the end of a page.
     let blocks: Vec<_> = (0..100).map(|_| engine.alloc(16).unwrap()).collect();
     // SAFETY: as above.
@@ -832,10 +836,10 @@ fn small_chunks_let_a_64_kib_region_hold_eight_classes_at_once() {
 }
 
 /// Bytes of each page of a paged chunk, and the blocks of 64 bytes one holds after its header.
-#[cfg(not(feature = "small-chunks"))]
+#[cfg(all(feature = "pages", not(feature = "small-chunks")))]
 const PAGE: usize = CHUNK_SIZE / 4;
 
-#[cfg(not(feature = "small-chunks"))]
+#[cfg(all(feature = "pages", not(feature = "small-chunks")))]
 #[test]
 fn a_paged_engine_gives_the_classes_it_barely_uses_a_page_each() {
     let source = TestSource::default();
@@ -868,7 +872,7 @@ fn a_paged_engine_gives_the_classes_it_barely_uses_a_page_each() {
     assert_eq!(source.chunks_out(), 0);
 }
 
-#[cfg(not(feature = "small-chunks"))]
+#[cfg(all(feature = "pages", not(feature = "small-chunks")))]
 #[test]
 fn a_class_that_fills_its_page_takes_the_unused_pages_and_then_whole_chunks() {
     let source = TestSource::default();
@@ -900,7 +904,7 @@ fn a_class_that_fills_its_page_takes_the_unused_pages_and_then_whole_chunks() {
     assert_eq!(source.ledger().released, 2);
 }
 
-#[cfg(not(feature = "small-chunks"))]
+#[cfg(all(feature = "pages", not(feature = "small-chunks")))]
 #[test]
 fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
     let mut engine = Engine::new(TestSource::default(), None).with_pages();

@@ -19,10 +19,11 @@ use crate::sys::advise_huge_pages;
 /// allocator for each aligned 16 KiB chunk on its own leaves an alignment gap beside nearly every
 /// one (glibc's `posix_memalign` does), which would cost more than the blocks themselves. Chunks
 /// that come back are reused. Once every chunk has come back, the source keeps its newest slabs,
-/// as many as held the most chunks out at once within the last second ([`KEEP_SLABS_FOR`]), and
-/// gives the older ones back to the global allocator: a root whose children come and go (a pool
-/// per request, in bursts with lulls between them) calls the global allocator only while its
-/// load grows, and gives back what a burst needed a second after the last such burst.
+/// as many as held the most chunks out at once in its busiest moment, and gives the older ones
+/// back to the global allocator; once every chunk has come back from lighter loads for a second
+/// ([`KEEP_SLABS_FOR`]), it keeps only what the latest of them needed. A root whose children come
+/// and go (a pool per request, in bursts with lulls between them) so calls the global allocator
+/// only while its load grows, and gives back what its bursts needed a second after they ended.
 /// [`trim`](ChunkSource::trim) gives every slab back when no chunk is out, and dropping the pool
 /// gives back everything.
 ///
@@ -61,10 +62,11 @@ use crate::sys::advise_huge_pages;
 pub struct GlobalSource {
     small: SmallChunks,
     slabs: Vec<(NonNull<u8>, Layout)>,
-    /// The most chunks out at once in the busiest moment of the last [`KEEP_SLABS_FOR`], and when
-    /// that moment was recorded: the slabs the source keeps when every chunk has come back.
+    /// The most chunks out at once in the busiest moment the source still keeps slabs for.
     busiest: usize,
-    busiest_at: Option<Instant>,
+    /// When every chunk first came back from a lighter load than `busiest`, if it has since
+    /// that moment: after [`KEEP_SLABS_FOR`] of lighter loads, `busiest` is forgotten.
+    lighter_since: Option<Instant>,
     /// Freed large chunks kept for reuse.
     large_cache: LargeCache<Vec<*mut FreeChunk>>,
 }
@@ -110,7 +112,7 @@ impl GlobalSource {
             small: SmallChunks::new(),
             slabs: Vec::new(),
             busiest: 0,
-            busiest_at: None,
+            lighter_since: None,
             large_cache: LargeCache::lazy(large_cache_limit),
         }
     }
@@ -171,15 +173,24 @@ impl GlobalSource {
     }
 
     /// Every chunk has come back: keeps the newest slabs, enough to hold as many chunks as were
-    /// out at once in the busiest moment of the last [`KEEP_SLABS_FOR`], gives back the others,
-    /// and hands the kept ones out afresh: carving the newest, the others from the list of freed
-    /// chunks.
+    /// out at once in the busiest moment not yet forgotten (see [`KEEP_SLABS_FOR`]), gives back
+    /// the others, and hands the kept ones out afresh: carving the newest, the others from the
+    /// list of freed chunks.
     fn keep_slabs_for_peak(&mut self) {
         let peak = self.small.take_peak().max(1);
-        let now = Instant::now();
-        let stale = self.busiest_at.is_none_or(|at| now.duration_since(at) >= KEEP_SLABS_FOR);
-        if peak >= self.busiest || stale {
-            (self.busiest, self.busiest_at) = (peak, Some(now));
+        if peak >= self.busiest {
+            // As busy as ever: no clock read, which a root whose one child comes and goes
+            // would otherwise pay on every drop.
+            (self.busiest, self.lighter_since) = (peak, None);
+        } else {
+            let now = Instant::now();
+            match self.lighter_since {
+                None => self.lighter_since = Some(now),
+                Some(since) if now.duration_since(since) >= KEEP_SLABS_FOR => {
+                    (self.busiest, self.lighter_since) = (peak, None);
+                }
+                Some(_) => {}
+            }
         }
         let peak = self.busiest;
         let mut kept_chunks = 0;
@@ -216,7 +227,7 @@ impl GlobalSource {
 
     fn release_slabs(&mut self) {
         self.small.clear();
-        (self.busiest, self.busiest_at) = (0, None);
+        (self.busiest, self.lighter_since) = (0, None);
         // SAFETY: `clear` forgot every chunk, and a source releases its slabs only when none
         // is out (every chunk came back, or the engine gave them all back at once).
         unsafe { self.give_back_oldest(self.slabs.len()) };
@@ -236,9 +247,9 @@ impl GlobalSource {
 }
 
 /// How long a [`GlobalSource`] keeps the slabs its busiest moment needed once its load has
-/// fallen: a root serving requests in bursts keeps what a burst needs while the bursts come
-/// within this of each other, rather than give slabs back in each lull and map them afresh,
-/// zeroed by the kernel, in the next burst.
+/// fallen, counted from the first time every chunk came back from a lighter load: a root serving
+/// requests in bursts keeps what a burst needs while the bursts come, rather than give slabs
+/// back in each lull and map them afresh, zeroed by the kernel, in the next burst.
 ///
 /// # Examples
 /// ```

@@ -26,7 +26,7 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use melon_alloc::HeapPool;
 use melon_alloc_bench::workloads::{
-    ping_pong as ping_pong_pair, FillDrain, Global, Melon, Peer, ShuffledDrain, FILL,
+    ping_pong as ping_pong_pair, FillDrain, Global, Melon, Peer, Ring, ShuffledDrain, FILL,
 };
 use melon_alloc_bench::{
     large_sizes, mixed_sizes, MiHeap, TalcArena, TlsfArena, BLOCK, LARGE_LIMIT, LARGE_RING,
@@ -161,17 +161,16 @@ fn shuffled_drain(c: &mut Criterion) {
     group.finish();
 }
 
-/// A bounded live set walked round and round: a ring of slots, where each step frees the slot's
-/// block and allocates the next size of the sequence into it. Time per free+alloc pair (an
-/// iteration is one turn of the ring). bumpalo, which cannot free one block, has no part in it.
-struct Ring {
+/// The ring workloads ([`Ring`]), timed per turn of the ring. bumpalo, which cannot free one
+/// block, has no part in them.
+struct RingWorkload {
     /// The request sizes, the same for every peer; a power of two of them.
     sizes: Vec<usize>,
     /// Live blocks: the ring's slots.
     slots: usize,
 }
 
-impl Ring {
+impl RingWorkload {
     /// Sizes from 8 bytes to 64 KiB ([`mixed_sizes`]) in a ring of 256.
     fn mixed() -> Self {
         Self { sizes: mixed_sizes(RING_SIZES, MIXED_SEED), slots: MIXED_RING }
@@ -184,46 +183,27 @@ impl Ring {
     }
 }
 
-impl Workload for Ring {
+impl Workload for RingWorkload {
     fn time<P: Peer>(&mut self, b: &mut Bencher<'_>, mut peer: P) {
-        let sizes = &self.sizes;
-        let wrap = sizes.len() - 1;
-        let mut next = 0;
-        let mut ring: Vec<(NonNull<u8>, usize)> = (0..self.slots)
-            .map(|_| {
-                let size = sizes[next];
-                next = (next + 1) & wrap;
-                (peer.alloc(size), size)
-            })
-            .collect();
-        b.iter(|| {
-            for slot in ring.iter_mut() {
-                let (block, size) = *slot;
-                // SAFETY: the slot's block came from `peer` with `size` and is replaced here.
-                unsafe { peer.free(block, size) };
-                let size = black_box(sizes[next]);
-                next = (next + 1) & wrap;
-                *slot = (peer.alloc(size), size);
-            }
-        });
-        for (block, size) in ring {
-            // SAFETY: every block left in the ring came from `peer` with its size.
-            unsafe { peer.free(block, size) };
-        }
+        let mut ring = Ring::fill(self.sizes.clone(), self.slots, &mut peer);
+        // SAFETY: the ring was filled from `peer`.
+        b.iter(|| unsafe { ring.turn(&mut peer) });
+        // SAFETY: as above.
+        unsafe { ring.drain(&mut peer) };
     }
 }
 
 fn mixed(c: &mut Criterion) {
     let mut group = c.benchmark_group("mixed");
     group.throughput(Throughput::Elements(MIXED_RING as u64));
-    each_peer(&mut group, &mut Ring::mixed());
+    each_peer(&mut group, &mut RingWorkload::mixed());
     group.finish();
 }
 
 fn large_ring(c: &mut Criterion) {
     let mut group = c.benchmark_group("large_ring");
     group.throughput(Throughput::Elements(LARGE_RING as u64));
-    let mut workload = Ring::large();
+    let mut workload = RingWorkload::large();
     each_peer(&mut group, &mut workload);
     group.bench_function("melon_limited", |b| {
         workload.time(b, Melon(HeapPool::with_limit(LARGE_LIMIT)));

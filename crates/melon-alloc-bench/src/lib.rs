@@ -9,7 +9,7 @@
 //! `cargo bench -p melon-alloc-bench --bench heap` or `--bench shm`), the resident-memory
 //! measurement (`cargo run --release -p melon-alloc-bench --bin resident`) and the multi-process
 //! hammer of the shared pool (`cargo run --release -p melon-alloc-bench --bin hammer`), the
-//! heap workloads that carry a target timed for melon and glibc in interleaved rounds (the
+//! heap workloads that carry a target timed for melon and its peer in interleaved rounds (the
 //! `heap_targets` binary, over the loops of [`workloads`]), the comparison of global allocators
 //! on a program's workload (the `global` binary and its children, one per allocator:
 //! [`global`]);

@@ -1,9 +1,9 @@
 //! The heap workloads that free block by block, the allocators they run on, and the loops of the
-//! three that carry a target.
+//! four that carry a target.
 //!
 //! The criterion target (`benches/heap.rs`) times these loops with every peer in its own stretch
-//! of time, and the `heap_targets` binary times the same loops for melon and glibc in
-//! interleaved rounds. Both take them from here, so that the figures of the two are figures of
+//! of time, and the `heap_targets` binary times the same loops for melon and its peer (glibc, or
+//! mimalloc in the large ring) in interleaved rounds. Both take them from here, so that the figures of the two are figures of
 //! one workload.
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -221,5 +221,83 @@ impl ShuffledDrain {
 impl Default for ShuffledDrain {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A bounded live set walked round and round (the `mixed` and `large_ring` workloads): a ring of
+/// slots, where each step frees the slot's block and allocates the next size of a fixed sequence
+/// into it. A turn of the ring is one free+alloc pair per slot.
+///
+/// ```
+/// use melon_alloc_bench::workloads::{Melon, Ring};
+/// use melon_alloc_bench::{large_sizes, LARGE_RING};
+///
+/// let mut melon = Melon(melon_alloc::HeapPool::new());
+/// let mut ring = Ring::fill(large_sizes(64), LARGE_RING, &mut melon);
+/// // SAFETY: the ring was filled from `melon`.
+/// unsafe { ring.turn(&mut melon) };
+/// assert_eq!(melon.0.stats().live_blocks, LARGE_RING);
+/// // SAFETY: as above.
+/// unsafe { ring.drain(&mut melon) };
+/// assert_eq!(melon.0.stats().live_blocks, 0);
+/// ```
+#[derive(Debug)]
+pub struct Ring {
+    /// The request sizes, the same for every peer; a power of two of them.
+    sizes: Vec<usize>,
+    /// The index in `sizes` of the next request.
+    next: usize,
+    /// The live blocks, with their sizes: the ring's slots.
+    slots: Vec<(NonNull<u8>, usize)>,
+}
+
+impl Ring {
+    /// A ring of `slots` blocks of `peer`, allocated with the first sizes of `sizes`.
+    ///
+    /// # Panics
+    /// When the number of sizes is not a power of two.
+    pub fn fill<P: Peer>(sizes: Vec<usize>, slots: usize, peer: &mut P) -> Self {
+        assert!(sizes.len().is_power_of_two(), "the sizes wrap by a mask");
+        let mut ring = Self { sizes, next: 0, slots: Vec::with_capacity(slots) };
+        for _ in 0..slots {
+            let size = ring.next_size();
+            ring.slots.push((peer.alloc(size), size));
+        }
+        ring
+    }
+
+    /// The next size of the sequence, hidden from the optimiser.
+    #[inline]
+    fn next_size(&mut self) -> usize {
+        let size = self.sizes[self.next];
+        self.next = (self.next + 1) & (self.sizes.len() - 1);
+        black_box(size)
+    }
+
+    /// One turn: every slot's block freed and a block of the next size allocated in its place.
+    ///
+    /// # Safety
+    /// `peer` is the peer the ring was filled from (and turned with before).
+    #[inline]
+    pub unsafe fn turn<P: Peer>(&mut self, peer: &mut P) {
+        for index in 0..self.slots.len() {
+            let (block, size) = self.slots[index];
+            // SAFETY: the slot's block came from `peer` (the caller passes the ring's peer) with
+            // `size`, and is replaced here.
+            unsafe { peer.free(block, size) };
+            let size = self.next_size();
+            self.slots[index] = (peer.alloc(size), size);
+        }
+    }
+
+    /// Frees every block of the ring.
+    ///
+    /// # Safety
+    /// `peer` is the peer the ring was filled from and turned with.
+    pub unsafe fn drain<P: Peer>(self, peer: &mut P) {
+        for (block, size) in self.slots {
+            // SAFETY: the caller passes the ring's peer, and each block is live and freed once.
+            unsafe { peer.free(block, size) };
+        }
     }
 }

@@ -11,8 +11,9 @@
 //! `--save-baseline` writes the counts there instead (see `check.rs`). Neither touches the page.
 //!
 //! The run has seven parts: `heap`, the criterion bench `heap` of `melon-alloc-bench` and then
-//! the `heap_targets` binary, which times the workloads that carry a target for melon and glibc
-//! in interleaved rounds and is what those targets are judged by; `shm`, the criterion bench
+//! the `heap_targets` binary, which times the workloads that carry a target for melon and its
+//! peer (glibc, or mimalloc in the large ring) in interleaved rounds and is what those targets
+//! are judged by; `shm`, the criterion bench
 //! `shm` (criterion leaves its estimates in `criterion/<group>/<function>/new/` of the target
 //! directory: `target/`, or `CARGO_TARGET_DIR` when it is set); the multi-process `hammer`; the
 //! `resident` memory measurement; the `global` allocator comparison; the tokio `per_request`

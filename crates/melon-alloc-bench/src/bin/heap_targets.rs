@@ -1,19 +1,21 @@
-//! The heap workloads that carry a target, melon's `HeapPool` against glibc's `malloc`
-//! (`std::alloc::System`), timed in interleaved rounds: `ping_pong`, `fill_drain_1024` and
-//! `shuffled_drain_1024`, the loops of `melon_alloc_bench::workloads` that the criterion target
-//! `benches/heap.rs` times too, on 64-byte blocks.
+//! The heap workloads that carry a target, timed in interleaved rounds: `ping_pong`,
+//! `fill_drain_1024` and `shuffled_drain_1024` on 64-byte blocks, melon's `HeapPool` against
+//! glibc's `malloc` (`std::alloc::System`), and `large_ring` (32 live blocks of 16 to 64 KiB),
+//! melon's `HeapPool` with and without a limit against mimalloc as the global allocator. The
+//! loops are those of `melon_alloc_bench::workloads`, which the criterion target
+//! `benches/heap.rs` times too.
 //!
 //! Criterion measures each peer in a stretch of time of its own, and on a shared machine the
 //! speed moves from one stretch to the next, so the ratio of two criterion means mixes the
-//! allocators with the machine. Here both allocators run in one process and take turns: each
-//! workload gets a warm-up round (one untimed round of each allocator), then rounds that time a
-//! fixed number of alloc+free pairs of each, melon first in odd rounds (the first is round 1)
-//! and glibc first in even ones, so that a change in the machine's speed falls on both alike.
-//! The table gives, in nanoseconds per pair, each allocator's median over the rounds, and the
-//! median of each round's melon time over glibc's in the same round, with the least and
-//! greatest in brackets. With `--tsv PATH` the figures also go to `PATH`, one line per
-//! workload, allocator and round (with the pairs each round timed), which is what
-//! `cargo xtask bench` reads.
+//! allocators with the machine. Here the allocators of a workload run in one process and take
+//! turns: each workload gets a warm-up round (one untimed round of each allocator), then rounds
+//! that time a fixed number of pairs of each, the first allocator to run moving one place on
+//! every round (melon first in the first), so that a change in the machine's speed falls on all
+//! alike. The table gives, in nanoseconds per pair, each allocator's median over the rounds, and
+//! the median of each round's melon time over the baseline's (glibc, or mimalloc for the ring)
+//! in the same round, with the least and greatest in brackets. With `--tsv PATH` the figures
+//! also go to `PATH`, one line per workload, allocator and round (with the pairs each round
+//! timed), which is what `cargo xtask bench` reads.
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin heap_targets -- [--rounds N] [--tsv PATH]
@@ -27,28 +29,30 @@ use std::time::Instant;
 
 use melon_alloc::HeapPool;
 use melon_alloc_bench::workloads::{
-    ping_pong, FillDrain, Global, Melon, Peer, ShuffledDrain, FILL,
+    ping_pong, FillDrain, Global, Melon, Peer, Ring, ShuffledDrain, FILL,
 };
-use melon_alloc_bench::{exit_with, RoundsArgs, Spread, BLOCK};
+use melon_alloc_bench::{
+    exit_with, large_sizes, RoundsArgs, Spread, BLOCK, LARGE_LIMIT, LARGE_RING, RING_SIZES,
+};
+use mimalloc::MiMalloc;
 
-/// The allocators, by the name the table and the file give them; melon's time is taken over
-/// glibc's.
-const PEERS: [&str; 2] = ["melon", "glibc"];
-
-/// A workload as this driver times it: an iteration of a known number of alloc+free pairs, run
-/// on any [`Peer`] (generic, so that each allocator gets an inlined copy of the timed loop).
+/// A workload as this driver times it: an iteration of a known number of pairs, run on any
+/// [`Peer`] (generic, so that each allocator gets an inlined copy of the timed loop).
 trait Workload {
     /// The criterion group that times the same loop.
     const NAME: &'static str;
-    /// Alloc+free pairs per iteration.
+    /// Pairs per iteration.
     const PAIRS: u64;
-    /// Iterations per allocator per round: about 10 to 20 ms for melon and 40 to 90 ms for
-    /// glibc on the benchmark machine, long enough that the timer's resolution matters little,
-    /// short enough that the two allocators of a round run close together in time.
+    /// Iterations per allocator per round: about 10 to 20 ms for melon on the benchmark
+    /// machine, long enough that the timer's resolution matters little, short enough that the
+    /// allocators of a round run close together in time.
     const ITERATIONS: u64;
 
     /// One iteration on `peer`.
-    fn once<P: Peer>(&mut self, peer: &mut P);
+    ///
+    /// # Safety
+    /// `peer` is the peer this workload was made for and has run on before.
+    unsafe fn once<P: Peer>(&mut self, peer: &mut P);
 }
 
 /// [`ping_pong`]: one block allocated and freed straight away.
@@ -60,7 +64,7 @@ impl Workload for PingPong {
     const ITERATIONS: u64 = 4_000_000;
 
     #[inline]
-    fn once<P: Peer>(&mut self, peer: &mut P) {
+    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
         ping_pong(peer);
     }
 }
@@ -71,7 +75,7 @@ impl Workload for FillDrain {
     const ITERATIONS: u64 = 3_000;
 
     #[inline]
-    fn once<P: Peer>(&mut self, peer: &mut P) {
+    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
         self.run(peer);
     }
 }
@@ -82,24 +86,64 @@ impl Workload for ShuffledDrain {
     const ITERATIONS: u64 = 2_000;
 
     #[inline]
-    fn once<P: Peer>(&mut self, peer: &mut P) {
+    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
         self.run(peer);
     }
 }
 
-/// One workload's figures: for each allocator of [`PEERS`], its nanoseconds per pair in each
-/// round.
+impl Workload for Ring {
+    const NAME: &'static str = "large_ring";
+    const PAIRS: u64 = LARGE_RING as u64;
+    const ITERATIONS: u64 = 8_000;
+
+    #[inline]
+    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
+        // SAFETY: the caller passes the peer the ring was filled from.
+        unsafe { self.turn(peer) };
+    }
+}
+
+/// One allocator taking part in a workload: its name in the table and the file, and a timed
+/// round of the workload on it, giving nanoseconds per pair.
+struct Contender<'a> {
+    name: &'static str,
+    round: Box<dyn FnMut() -> f64 + 'a>,
+}
+
+impl<'a> Contender<'a> {
+    /// `peer` running its own `workload`.
+    fn new<W: Workload + 'a, P: Peer + 'a>(
+        name: &'static str,
+        mut workload: W,
+        peer: &'a mut P,
+    ) -> Self {
+        Self {
+            name,
+            round: Box::new(move || {
+                let started = Instant::now();
+                for _ in 0..W::ITERATIONS {
+                    // SAFETY: this workload runs on `peer` alone.
+                    unsafe { workload.once(peer) };
+                }
+                started.elapsed().as_nanos() as f64 / (W::ITERATIONS * W::PAIRS) as f64
+            }),
+        }
+    }
+}
+
+/// One workload's figures: for each allocator, its name and nanoseconds per pair in each round,
+/// the first allocator being melon and the last the baseline of its ratio.
 struct Figures {
     name: &'static str,
     pairs: u64,
-    ns: [Vec<f64>; 2],
+    ns: Vec<(&'static str, Vec<f64>)>,
 }
 
 impl Figures {
-    /// Each round's melon time over glibc's.
-    fn ratios(&self) -> Vec<f64> {
-        let [melon, glibc] = &self.ns;
-        melon.iter().zip(glibc).map(|(melon, glibc)| melon / glibc).collect()
+    /// Each round's time of the allocator at `index` over the baseline's.
+    fn ratios(&self, index: usize) -> Vec<f64> {
+        let (own, base) = (&self.ns[index].1, &self.ns[self.ns.len() - 1].1);
+        own.iter().zip(base).map(|(own, base)| own / base).collect()
     }
 }
 
@@ -110,38 +154,36 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let RoundsArgs { rounds, tsv } = RoundsArgs::parse("heap_targets", 15)?;
     let figures = [
-        compare(&mut PingPong, rounds)?,
-        compare(&mut FillDrain::new(), rounds)?,
-        compare(&mut ShuffledDrain::new(), rounds)?,
+        against_glibc(rounds, || PingPong)?,
+        against_glibc(rounds, FillDrain::new)?,
+        against_glibc(rounds, ShuffledDrain::new)?,
+        large_ring(rounds)?,
     ];
 
     println!(
-        "{rounds} rounds of each workload, melon and glibc taking turns (the first alternating), \
-         after a warm-up round; ns per alloc+free pair of {BLOCK} bytes, median \
-         (least-greatest), and the median of each round's melon time over glibc's."
+        "{rounds} rounds of each workload, its allocators taking turns (the first moving one \
+         place a round), after a warm-up round; ns per pair (alloc+free of {BLOCK} bytes, or \
+         free+alloc of 16 to 64 KiB in the ring), median (least-greatest), and the median of \
+         each round's time over the last allocator's."
     );
-    println!();
-    println!("| workload | pairs per round | melon | glibc | melon ÷ glibc, per round |");
-    println!("|---|---:|---:|---:|---:|");
     for workload in &figures {
-        let [melon, glibc] = workload.ns.each_ref().map(|ns| Spread::of(ns));
-        let ratio = Spread::of(&workload.ratios());
-        println!(
-            "| {} | {} | {} | {} | {:.3} ({:.3}-{:.3}) |",
-            workload.name,
-            workload.pairs,
-            melon.show(),
-            glibc.show(),
-            ratio.median,
-            ratio.min,
-            ratio.max
-        );
+        println!();
+        println!("{}, {} pairs per round:", workload.name, workload.pairs);
+        let last = workload.ns.len() - 1;
+        for (index, (name, ns)) in workload.ns.iter().enumerate() {
+            let ratio = if index == last {
+                String::from("baseline")
+            } else {
+                Spread::of(&workload.ratios(index)).show()
+            };
+            println!("  {name:<14} {:<26} {ratio}", Spread::of(ns).show());
+        }
     }
 
     if let Some(path) = tsv {
         let mut lines = String::from("workload\tpeer\tround\tns_per_pair\tpairs\n");
         for workload in &figures {
-            for (peer, ns) in PEERS.iter().zip(&workload.ns) {
+            for (peer, ns) in &workload.ns {
                 for (round, ns) in ns.iter().enumerate() {
                     let _ = writeln!(
                         lines,
@@ -158,42 +200,105 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `workload` for melon (a root pool of its own, kept for every round) and glibc, a warm-up
-/// round and then `rounds` timed rounds, taking turns. Checks the pool afterwards: every block
-/// freed, every invariant kept.
-fn compare<W: Workload>(workload: &mut W, rounds: usize) -> Result<Figures, String> {
+/// A small-block workload for melon (a root pool of its own, kept for every round) and glibc.
+fn against_glibc<W: Workload>(rounds: usize, make: impl Fn() -> W) -> Result<Figures, String> {
     let mut melon = Melon(HeapPool::new());
     let mut glibc = Global(System);
-    time(workload, &mut melon);
-    time(workload, &mut glibc);
-    let mut ns = [Vec::with_capacity(rounds), Vec::with_capacity(rounds)];
-    for round in 1..=rounds {
-        let (melon_ns, glibc_ns) = if round % 2 == 1 {
-            let melon_ns = time(workload, &mut melon);
-            (melon_ns, time(workload, &mut glibc))
-        } else {
-            let glibc_ns = time(workload, &mut glibc);
-            (time(workload, &mut melon), glibc_ns)
-        };
-        eprintln!(
-            "{} round {round}: melon {melon_ns:.2}, glibc {glibc_ns:.2} ns per pair",
-            W::NAME
-        );
-        ns[0].push(melon_ns);
-        ns[1].push(glibc_ns);
-    }
-    let pool = &melon.0;
-    if pool.stats().live_blocks != 0 || pool.check().is_err() {
-        return Err(format!("melon's pool is not empty and sound after {}", W::NAME));
-    }
-    Ok(Figures { name: W::NAME, pairs: W::ITERATIONS * W::PAIRS, ns })
+    let figures = compare(
+        W::NAME,
+        W::ITERATIONS * W::PAIRS,
+        vec![
+            Contender::new("melon", make(), &mut melon),
+            Contender::new("glibc", make(), &mut glibc),
+        ],
+        rounds,
+    );
+    check_empty(&melon.0, W::NAME)?;
+    Ok(figures)
 }
 
-/// Times [`Workload::ITERATIONS`] iterations of `workload` on `peer`: nanoseconds per pair.
-fn time<W: Workload, P: Peer>(workload: &mut W, peer: &mut P) -> f64 {
-    let started = Instant::now();
-    for _ in 0..W::ITERATIONS {
-        workload.once(peer);
+/// The large ring for melon, melon with a limit (each a root pool of its own) and mimalloc, each
+/// with a ring of its own, filled before the first round and drained after the last.
+fn large_ring(rounds: usize) -> Result<Figures, String> {
+    let mut melon = Melon(HeapPool::new());
+    let mut limited = Melon(HeapPool::with_limit(LARGE_LIMIT));
+    let mut mimalloc = Global(MiMalloc);
+    let sizes = large_sizes(RING_SIZES);
+    let mut rings = [
+        Ring::fill(sizes.clone(), LARGE_RING, &mut melon),
+        Ring::fill(sizes.clone(), LARGE_RING, &mut limited),
+        Ring::fill(sizes, LARGE_RING, &mut mimalloc),
+    ];
+    let [melon_ring, limited_ring, mimalloc_ring] = &mut rings;
+    let figures = compare(
+        Ring::NAME,
+        Ring::ITERATIONS * Ring::PAIRS,
+        vec![
+            Contender::new("melon", RingTurns(melon_ring), &mut melon),
+            Contender::new("melon_limited", RingTurns(limited_ring), &mut limited),
+            Contender::new("mimalloc", RingTurns(mimalloc_ring), &mut mimalloc),
+        ],
+        rounds,
+    );
+    let [melon_ring, limited_ring, mimalloc_ring] = rings;
+    // SAFETY: each ring goes back to the peer it was filled from and turned with.
+    unsafe {
+        melon_ring.drain(&mut melon);
+        limited_ring.drain(&mut limited);
+        mimalloc_ring.drain(&mut mimalloc);
     }
-    started.elapsed().as_nanos() as f64 / (W::ITERATIONS * W::PAIRS) as f64
+    check_empty(&melon.0, Ring::NAME)?;
+    check_empty(&limited.0, Ring::NAME)?;
+    Ok(figures)
+}
+
+/// A ring borrowed for the rounds, so that its blocks can be drained after them.
+struct RingTurns<'a>(&'a mut Ring);
+
+impl Workload for RingTurns<'_> {
+    const NAME: &'static str = Ring::NAME;
+    const PAIRS: u64 = Ring::PAIRS;
+    const ITERATIONS: u64 = Ring::ITERATIONS;
+
+    #[inline]
+    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
+        // SAFETY: the caller passes the peer the ring was filled from.
+        unsafe { self.0.once(peer) };
+    }
+}
+
+/// Runs a warm-up round of every contender and then `rounds` timed rounds, the first to run
+/// moving one place a round.
+fn compare(
+    name: &'static str,
+    pairs: u64,
+    mut contenders: Vec<Contender<'_>>,
+    rounds: usize,
+) -> Figures {
+    for contender in &mut contenders {
+        (contender.round)();
+    }
+    let mut ns: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::with_capacity(rounds)).collect();
+    for round in 0..rounds {
+        let mut line = format!("{name} round {}:", round + 1);
+        let count = contenders.len();
+        for turn in 0..count {
+            let index = (round + turn) % count;
+            let time = (contenders[index].round)();
+            ns[index].push(time);
+        }
+        for (contender, ns) in contenders.iter().zip(&ns) {
+            let _ = write!(line, " {} {:.2}", contender.name, ns[round]);
+        }
+        eprintln!("{line} ns per pair");
+    }
+    Figures { name, pairs, ns: contenders.iter().map(|c| c.name).zip(ns).collect() }
+}
+
+/// Checks a pool after its workload: every block freed, every invariant kept.
+fn check_empty(pool: &HeapPool, workload: &str) -> Result<(), String> {
+    if pool.stats().live_blocks != 0 || pool.check().is_err() {
+        return Err(format!("melon's pool is not empty and sound after {workload}"));
+    }
+    Ok(())
 }

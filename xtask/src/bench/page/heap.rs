@@ -83,8 +83,7 @@ const HEAP_WORKLOADS: [HeapWorkload; 7] = [
         unit: "ns per pair",
         target: None,
         note: "`melon, limited root` is a root with a limit of 4 MiB, which keeps freed large \
-               chunks within its limit. Target: melon, with and without a limit, at most \
-               mimalloc's time.",
+               chunks within its limit.",
     },
     HeapWorkload {
         group: "child_lifecycle",
@@ -192,15 +191,33 @@ pub(super) fn heap_results(
                 let _ = writeln!(page, "{}\n", target_line(target, interleaved, melon_ratio));
             }
             ("large_ring", None) => {
-                let mimalloc = rows.iter().find(|(id, _, _)| *id == "mimalloc");
-                for (id, name) in [("melon", "melon"), ("melon_limited", "limited melon")] {
-                    let own = rows.iter().find(|(row, _, _)| *row == id);
-                    let r = own.zip(mimalloc).map(|((_, _, own), (_, _, mi))| own.ns / mi.ns);
-                    targets.push(Target {
-                        target: format!("large ring: {name} ≤ mimalloc"),
-                        result: r.map_or("n/a".into(), |r| format!("{} × mimalloc", ratio(r))),
-                        met: yes_no(r.map(|r| r <= 1.0)),
+                let criterion = |id: &str| {
+                    let own = rows.iter().find(|(row, _, _)| *row == id)?;
+                    let mimalloc = rows.iter().find(|(row, _, _)| *row == "mimalloc")?;
+                    Some(own.2.ns / mimalloc.2.ns)
+                };
+                for (id, name) in RING_PEERS {
+                    let judged = ring_ratio(heap_targets, id).map_or(
+                        "not measured in this run".into(),
+                        |(s, _)| {
+                            format!(
+                                "{} ({}; rounds from {} to {})",
+                                verdict(s.median <= 1.0),
+                                ratio(s.median),
+                                ratio(s.min),
+                                ratio(s.max)
+                            )
+                        },
+                    );
+                    let criterion = criterion(id).map_or(String::new(), |r| {
+                        format!(" The criterion means above give {}.", ratio(r))
                     });
+                    let _ = writeln!(
+                        page,
+                        "Target: {name} at most mimalloc's time, judged by the median of the \
+                         per-round ratios in {}: {judged}.{criterion}\n",
+                        link(INTERLEAVED)
+                    );
                 }
             }
             ("drop_full_pool", None) => {
@@ -254,9 +271,10 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
         let rounds = judged_workloads().filter_map(|(w, _)| ratio_of(w)).map(|(_, n)| n).max();
         let _ = write!(
             page,
-            "The three workloads that carry a target, timed for melon and glibc in one process \
+            "The workloads that carry a target, timed in one process \
              (`crates/melon-alloc-bench/src/bin/heap_targets.rs`) over the same loops as their \
-             criterion groups below (`melon_alloc_bench::workloads`). Criterion times each peer \
+             criterion groups below (`melon_alloc_bench::workloads`): first the three whose \
+             target is a ratio to glibc, timed for melon and glibc. Criterion times each peer \
              in a stretch of time of its own, and on this machine the speed moves from one \
              stretch to the next, so the ratio of two criterion means holds the machine's \
              change along with the allocators'. Here the two take turns: after a warm-up round, \
@@ -295,6 +313,7 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
             );
         }
         page.push('\n');
+        ring_table(page, heap_targets);
     }
     for (workload, target) in judged_workloads() {
         let r = ratio_of(workload);
@@ -306,6 +325,60 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
             met: yes_no(r.map(|(s, _)| s.median <= target)),
         });
     }
+    for (id, name) in RING_PEERS {
+        let r = ring_ratio(heap_targets, id);
+        targets.push(Target {
+            target: format!("large ring: {name} ≤ mimalloc (median of interleaved rounds)"),
+            result: r.map_or("n/a".into(), |(s, rounds)| {
+                format!("{} × mimalloc, {rounds} rounds", ratio_spread(s.median, (s.min, s.max)))
+            }),
+            met: yes_no(r.map(|(s, _)| s.median <= 1.0)),
+        });
+    }
+}
+
+/// melon's peers in the large ring's interleaved rounds, whose target is mimalloc's time, with
+/// the name the targets give them.
+const RING_PEERS: [(&str, &str); 2] = [("melon", "melon"), ("melon_limited", "limited melon")];
+
+/// Each round's time of `peer` in the large ring over mimalloc's.
+fn ring_ratio(heap_targets: &HeapTargets, peer: &str) -> Option<(Spread, usize)> {
+    heap_targets.ratio("large_ring", peer, "mimalloc")
+}
+
+/// The large ring's table in the interleaved section: melon with and without a limit against
+/// mimalloc.
+fn ring_table(page: &mut String, heap_targets: &HeapTargets) {
+    let _ = write!(
+        page,
+        "The large ring (`large_ring`, 32 live blocks of 16 to 64 KiB, each turn freeing a slot's \
+         block and allocating the next size in its place), timed the same way for melon, melon \
+         with a limit of 4 MiB and mimalloc as the global allocator, each with a ring of its own \
+         filled before the first round, the first to run moving one place a round; the ratio is \
+         to mimalloc in the same round. {} pairs per round.\n\n\
+         | peer | ns per free+alloc pair | ÷ mimalloc | target |\n\
+         |---|---:|---:|---|\n",
+        heap_targets.pairs("large_ring").map_or("n/a".into(), thousands),
+    );
+    let time = |peer: &str| {
+        heap_targets
+            .time("large_ring", peer)
+            .map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
+    };
+    for (id, name) in RING_PEERS {
+        let r = ring_ratio(heap_targets, id);
+        let _ = writeln!(
+            page,
+            "| {name} | {} | {} | ≤ 1: {} |",
+            time(id),
+            r.map_or("n/a".into(), |(s, _)| format!(
+                "**{}**",
+                ratio_spread(s.median, (s.min, s.max))
+            )),
+            r.map_or("not measured", |(s, _)| verdict(s.median <= 1.0)),
+        );
+    }
+    let _ = writeln!(page, "| mimalloc | {} | 1 | |\n", time("mimalloc"));
 }
 
 /// The verdict under a criterion group with a target: judged by the interleaved rounds, with
@@ -546,8 +619,41 @@ mod tests {
     fn a_run_without_the_interleaved_rounds_says_so_and_judges_nothing() {
         let (page, targets) = rendered(&HeapTargets::default());
         assert_eq!(page, "### Heap targets, interleaved\n\nNot measured in this run.\n\n");
-        assert_eq!(targets.len(), 3);
+        assert_eq!(targets.len(), 5);
         assert!(targets.iter().all(|row| row.met == "not measured" && row.result == "n/a"));
+    }
+
+    #[test]
+    fn the_large_ring_is_judged_against_mimalloc_in_the_same_rounds() {
+        // melon's median time (30) is above mimalloc's (29), but its rounds give 0.9, 1.2 and
+        // 0.95 of mimalloc's: a median of 0.95, within the target. The limited pool's rounds
+        // give 1.1, 1.25 and 1.05: not within it.
+        let figures = heap_targets(
+            "ring",
+            &[
+                ("large_ring", "melon", &[27.0, 36.0, 30.0]),
+                ("large_ring", "melon_limited", &[33.0, 37.5, 33.0]),
+                ("large_ring", "mimalloc", &[30.0, 30.0, 31.5]),
+            ],
+        );
+        let (page, targets) = rendered(&figures);
+        let melon = row(&targets, "large ring: melon");
+        assert_eq!(melon.target, "large ring: melon ≤ mimalloc (median of interleaved rounds)");
+        assert_eq!(melon.result, "0.952 (0.900-1.20) × mimalloc, 3 rounds");
+        assert_eq!(melon.met, "yes");
+        let limited = row(&targets, "large ring: limited melon");
+        assert_eq!(limited.result, "1.10 (1.05-1.25) × mimalloc, 3 rounds");
+        assert_eq!(limited.met, "**no**");
+        let ring = page.split("| peer | ns per free+alloc pair").nth(1).expect("the ring's table");
+        let rows: Vec<&str> = ring.lines().skip(2).take_while(|line| !line.is_empty()).collect();
+        assert_eq!(
+            rows,
+            [
+                "| melon | 30.0 (27.0-36.0) | **0.952 (0.900-1.20)** | ≤ 1: **met** |",
+                "| limited melon | 33.0 (33.0-37.5) | **1.10 (1.05-1.25)** | ≤ 1: **not met** |",
+                "| mimalloc | 30.0 (30.0-31.5) | 1 | |",
+            ]
+        );
     }
 
     #[test]

@@ -154,9 +154,10 @@ cargo xtask bench --check          # instructions per operation against the comm
 1. `cargo bench -p melon-alloc-bench --bench heap`: one criterion target,
    `crates/melon-alloc-bench/benches/heap.rs`, with one group per heap workload and every peer in
    each group, so that a single run gives the ratios. Then
-   `cargo run --release -p melon-alloc-bench --bin heap_targets`: the three workloads that carry
-   a target, melon and glibc taking turns in one process (`src/bin/heap_targets.rs`), which is
-   what those targets are judged by.
+   `cargo run --release -p melon-alloc-bench --bin heap_targets`: the workloads that carry a
+   target, their allocators taking turns in one process (`src/bin/heap_targets.rs`): melon and
+   glibc in the three small-block workloads, melon with and without a limit and mimalloc in the
+   large ring. That is what those targets are judged by.
 2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
    sizes and fill levels, a dead process's chunks taken back, a pool grown by a segment, and
    named values and a mutex in the pool (`benches/shm.rs`). It needs 1 GiB of free memory.

@@ -1214,6 +1214,7 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Takes a chunk of at least `layout` and at most `most` bytes from the source, as
     /// [`acquire`](Engine::acquire) does, with its length: at most what the limit leaves room for.
+    #[inline]
     fn acquire_up_to(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         let mut trimmed = false;
         loop {

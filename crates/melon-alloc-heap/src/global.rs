@@ -280,6 +280,7 @@ unsafe impl ChunkSource for GlobalSource {
         self.acquire_at_least(layout, 0).map(|(chunk, _)| chunk)
     }
 
+    #[inline]
     fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         if is_small_chunk(layout) {
             return Some((self.small_chunk()?, layout.size()));
@@ -290,6 +291,7 @@ unsafe impl ChunkSource for GlobalSource {
         })
     }
 
+    #[inline]
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         if !is_small_chunk(layout) {
             // `acquire` allocated the chunk with the rounded layout, which succeeded then.
@@ -322,6 +324,7 @@ unsafe impl ChunkSource for GlobalSource {
         }
     }
 
+    #[inline]
     fn kept_bytes(&self) -> usize {
         self.large_cache.bytes()
     }

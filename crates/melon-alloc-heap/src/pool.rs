@@ -51,6 +51,7 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    #[inline]
     fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         match self {
             Self::Global(global) => global.acquire_at_least(layout, most),
@@ -61,6 +62,7 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    #[inline]
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         match self {
             // SAFETY: forwarded from the caller.
@@ -102,6 +104,7 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    #[inline]
     fn kept_bytes(&self) -> usize {
         match self {
             Self::Global(global) => global.kept_bytes(),

@@ -34,6 +34,7 @@ pub(crate) struct FreeChunk {
 /// rounded up to an eighth of its power of two (at most 12.5 % more), so that chunks of nearby
 /// lengths can stand in for each other; longer ones as they are. The same layout comes back on
 /// release, since the engine gives back the layout it asked for.
+#[inline]
 pub(crate) fn large_layout(layout: Layout) -> Option<Layout> {
     let size = layout.size();
     if size > LARGE_CACHE_MAX {
@@ -45,6 +46,7 @@ pub(crate) fn large_layout(layout: Layout) -> Option<Layout> {
 
 /// The cache list for chunks allocated with `layout`, a layout [`large_layout`] made, if such
 /// chunks are cached: their alignment is a chunk's and their length within the cached range.
+#[inline]
 fn large_bin(layout: Layout) -> Option<usize> {
     let size = layout.size();
     if layout.align() != CHUNK_SIZE || !(LARGE_CACHE_MIN..=LARGE_CACHE_MAX).contains(&size) {
@@ -282,6 +284,7 @@ impl<H: Heads> LargeCache<H> {
 
     /// The layout to allocate a large chunk of `layout` with ([`large_layout`]), and a cached
     /// chunk of that layout if there is one; `None` for an empty or impossible layout.
+    #[inline]
     pub(crate) fn lookup(&mut self, layout: Layout) -> Option<(Layout, Option<NonNull<u8>>)> {
         if layout.size() == 0 {
             return None;
@@ -291,6 +294,7 @@ impl<H: Heads> LargeCache<H> {
     }
 
     /// A cached chunk allocated with `layout`, if there is one.
+    #[inline]
     pub(crate) fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         let head = self.bins.heads().get_mut(large_bin(layout)?)?;
         let chunk = NonNull::new(*head)?;
@@ -305,6 +309,7 @@ impl<H: Heads> LargeCache<H> {
     /// length `layout` rounds to, or else a cached one of the next two lengths no longer than
     /// `most` ([`take_longer`](LargeCache::take_longer)), or else a new one from `allocate`,
     /// which gets the rounded layout.
+    #[inline]
     pub(crate) fn acquire(
         &mut self,
         layout: Layout,
@@ -356,6 +361,7 @@ impl<H: Heads> LargeCache<H> {
     /// # Safety
     /// - `chunk` is valid for writes of `layout.size()` bytes, which is at least a word.
     /// - Nothing but this cache uses the chunk afterwards, if it is kept.
+    #[inline]
     pub(crate) unsafe fn put(&mut self, chunk: NonNull<u8>, layout: Layout) -> bool {
         let Some(bin) = large_bin(layout) else { return false };
         if self.bytes + layout.size() > self.limit || !self.bins.make() {

@@ -164,12 +164,18 @@ impl Pool {
     fn boxed(source: HeapSource, limit: Option<usize>) -> Owned {
         // A child serves one request or task: classes it barely uses get a page, not a chunk.
         let child = matches!(source, HeapSource::Parent(_));
-        let engine = Engine::new(source, limit);
-        let pool = Box::new(Self {
-            engine: UnsafeCell::new(if child { engine.with_pages() } else { engine }),
+        // Made in place on the heap: the engine is a kilobyte, and a child is made per request.
+        let mut pool = Box::<Self>::new_uninit();
+        pool.write(Self {
+            engine: UnsafeCell::new(if child {
+                Engine::new(source, limit).with_pages()
+            } else {
+                Engine::new(source, limit)
+            }),
             links: Links::default(),
         });
-        let pool = NonNull::from(Box::leak(pool));
+        // SAFETY: written just above.
+        let pool = NonNull::from(Box::leak(unsafe { pool.assume_init() }));
         // SAFETY: the pool was just made and nothing else refers to it yet.
         unsafe { (*pool.as_ref().engine.get()).set_owner(pool.as_ptr().cast()) };
         Owned(pool)

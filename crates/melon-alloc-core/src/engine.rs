@@ -54,9 +54,9 @@ const REMOTE_ROUNDS: usize = 64;
 /// finds a block's pool. Keep an engine in one place (a `static`, a `Box`) while it holds chunks,
 /// or give it a stable owner address with [`set_owner`](Engine::set_owner). An engine that moved
 /// stays memory safe, and its checked operations ([`validate`](Engine::validate),
-/// [`try_free`](Engine::try_free)), which search its own lists, still accept its blocks; but the
-/// chunks name its old address, so [`check`](Engine::check) reports them, and in debug builds
-/// `free`, which reads the owner from the chunk, aborts on blocks handed out before the move.
+/// [`try_free`](Engine::try_free)), which search its own lists, still accept its blocks, as does
+/// `free`'s check in debug builds when a chunk names another address; but the chunks name its old
+/// address, so [`check`](Engine::check) reports them.
 ///
 /// # Soundness
 /// The engine hands out raw pointers, and every call that takes one back (`free`, `try_free`,
@@ -478,20 +478,21 @@ impl<S: ChunkSource> Engine<S> {
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
         let chunk = if self.takes_page(class) {
             let page = self.take_page()?;
-            // SAFETY: `page` is a valid header of an unused page, on no list; its `data_offset`
-            // is its chunk's count of pages in use if it is the first page, and is kept.
-            unsafe {
-                let data_offset = (*page).data_offset;
-                page.write(ChunkHeader {
-                    state: ChunkState::Avail,
-                    class: class as u8,
-                    data_offset,
-                    ..self.blank_header(PAGE_MAGIC, PAGE_SIZE)
-                });
-            }
-            page
+            // SAFETY: `take_page` took the page off the list of unused pages.
+            unsafe { self.page_for(class, page) }
         } else {
-            let chunk = self.acquire(SMALL_CHUNK)?.cast::<ChunkHeader>().as_ptr();
+            let Some(chunk) = self.acquire(SMALL_CHUNK) else {
+                // A refused acquisition trims first, which may have emptied a page that the
+                // class's blocks fit.
+                if !self.takes_page(class) {
+                    return None;
+                }
+                let page = self.take_unused_page()?;
+                // SAFETY: the page was just taken off the list of unused pages, and `page_for`
+                // sets it up for `class` with nothing carved.
+                return unsafe { self.first_block_of(class, self.page_for(class, page)) };
+            };
+            let chunk = chunk.cast::<ChunkHeader>().as_ptr();
             // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough
             // for a header.
             unsafe {
@@ -510,10 +511,48 @@ impl<S: ChunkSource> Engine<S> {
             );
             chunk
         };
+        // SAFETY: either branch set up a header for `class`, on no list, with nothing carved.
+        unsafe { self.first_block_of(class, chunk) }
+    }
+
+    /// Makes an unused page `class`'s: its header set up for the class, nothing carved.
+    ///
+    /// # Safety
+    /// `page` is a valid header of an unused page of this engine, taken off the list of unused
+    /// pages.
+    unsafe fn page_for(&self, class: usize, page: *mut ChunkHeader) -> *mut ChunkHeader {
+        // SAFETY: `page` is a valid header of an unused page, on no list (caller); its
+        // `data_offset` is its chunk's count of pages in use if it is the first page, and is
+        // kept.
+        unsafe {
+            let data_offset = (*page).data_offset;
+            page.write(ChunkHeader {
+                state: ChunkState::Avail,
+                class: class as u8,
+                data_offset,
+                ..self.blank_header(PAGE_MAGIC, PAGE_SIZE)
+            });
+        }
+        page
+    }
+
+    /// Puts a new chunk, or page, of `class` at the head of its `avail` list and hands out its
+    /// first block.
+    ///
+    /// # Safety
+    /// `chunk` is a valid header of a chunk or page of this engine, set up for `class` with
+    /// nothing carved, and on no list.
+    #[inline(always)]
+    unsafe fn first_block_of(
+        &mut self,
+        class: usize,
+        chunk: *mut ChunkHeader,
+    ) -> Option<NonNull<u8>> {
         if crate::chunk::SPLIT {
             self.classes_used |= 1 << class;
         }
-        // SAFETY: `chunk` is a valid header on no list, and the `avail` list holds valid headers.
+        // SAFETY: `chunk` is a valid header on no list (caller), and the `avail` list holds valid
+        // headers.
         unsafe { self.avail[class].push_front(chunk) };
         // SAFETY: the header was just set up, with nothing carved yet and room for a block.
         unsafe {
@@ -539,7 +578,11 @@ impl<S: ChunkSource> Engine<S> {
     /// split into pages first if none is unused.
     fn take_page(&mut self) -> Option<*mut ChunkHeader> {
         if self.unused_pages.head.is_null() {
-            let chunk = self.acquire(SMALL_CHUNK)?.cast::<u8>().as_ptr();
+            let Some(chunk) = self.acquire(SMALL_CHUNK) else {
+                // A refused acquisition trims first, which may have emptied a page.
+                return self.take_unused_page();
+            };
+            let chunk = chunk.cast::<u8>().as_ptr();
             for index in (0..PAGES).rev() {
                 // SAFETY: (1) page `index` starts inside the chunk's `CHUNK_SIZE` bytes, aligned
                 // to `PAGE_SIZE`, with room for a header; (2) the page is on no list, and the
@@ -556,7 +599,16 @@ impl<S: ChunkSource> Engine<S> {
                 );
             }
         }
+        self.take_unused_page()
+    }
+
+    /// The first unused page, taken off its list and counted in its chunk; `None` when no page
+    /// is unused.
+    fn take_unused_page(&mut self) -> Option<*mut ChunkHeader> {
         let page = self.unused_pages.head;
+        if page.is_null() {
+            return None;
+        }
         // SAFETY: `page` heads the list of unused pages, whose headers are valid, and the first
         // page of its chunk is a valid header too, whose `data_offset` counts the pages in use
         // (fewer than `PAGES`, since this one was not).
@@ -883,7 +935,8 @@ impl<S: ChunkSource> Engine<S> {
             chunk = held;
         }
         let block = chunk.cast::<u8>().with_addr(block.as_ptr().addr());
-        // SAFETY: the first header of the block's chunk is valid (caller).
+        // SAFETY: the first header of the block's chunk is valid (caller); `chunk` carries the
+        // caller's provenance, or under Miri the lists', as the paragraph above explains.
         if unlikely(unsafe { (*chunk).is_page() }) {
             chunk = chunk.with_addr(page_of(block).addr());
         }
@@ -907,13 +960,22 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `chunk_of(block)` is a valid chunk header of some engine.
     #[cfg(debug_assertions)]
-    unsafe fn check_block_in_header_chunk(&self, block: NonNull<u8>) -> Result<(), FreeError> {
+    unsafe fn check_block_in_header_chunk(&self, given: NonNull<u8>) -> Result<(), FreeError> {
         // SAFETY: forwarded from the caller.
-        let (chunk, block) = unsafe { self.chunk_and_block(block) };
+        let (chunk, block) = unsafe { self.chunk_and_block(given) };
         // SAFETY: forwarded from the caller; a paged chunk's pages all have valid headers.
         let (magic, owner) = unsafe { ((*chunk).magic, (*chunk).owner) };
-        if ![SMALL_MAGIC, LARGE_MAGIC, PAGE_MAGIC].contains(&magic) || owner != self.id() {
+        if ![SMALL_MAGIC, LARGE_MAGIC, PAGE_MAGIC].contains(&magic) {
             return Err(FreeError::Foreign { addr: block.addr() });
+        }
+        if owner != self.id() {
+            // An engine known by its address may have moved since it took the chunk: its own
+            // lists say whether the chunk is its, as they do for `validate`.
+            return if self.owner.is_null() {
+                self.validate(given)
+            } else {
+                Err(FreeError::Foreign { addr: block.addr() })
+            };
         }
         // SAFETY: the header names this engine, so it is one of this engine's chunks.
         unsafe { self.check_block_in_chunk(chunk, block) }
@@ -979,9 +1041,10 @@ impl<S: ChunkSource> Engine<S> {
     #[inline(never)]
     unsafe fn free_slow(&mut self, chunk: *mut ChunkHeader) {
         // SAFETY: (1) the caller guarantees the header is valid, and every list holds valid
-        // headers; (2) a chunk's `span` is the length it was taken with (`CHUNK_SIZE` for a small
-        // chunk, what `acquire_up_to` got for a large one), which made a valid layout with an
-        // alignment of `CHUNK_SIZE`.
+        // headers; (2) a chunk that reaches the release at the end is a whole chunk, never a page
+        // (pages leave through `release_small`), and its `span` is the length it was taken with
+        // (`CHUNK_SIZE` for a small chunk, what `acquire_up_to` got for a large one), which made
+        // a valid layout with an alignment of `CHUNK_SIZE`.
         unsafe {
             let list = match (*chunk).state {
                 ChunkState::Large => &mut self.large,

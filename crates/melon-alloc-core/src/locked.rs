@@ -286,6 +286,11 @@ impl<S: ChunkSource> LockedPool<S> {
     /// assert_eq!(root.stats().bytes_lent, 0);
     /// ```
     ///
+    /// The child is returned by value, and may move like any value: its chunks name the address
+    /// its engine had when it took them ([the engine's identity](crate::Engine#identity)), so
+    /// once moved it still frees and checks its blocks by its own lists, and only
+    /// [`check`](LockedPool::check) tells, with [`Problem::WrongOwner`](crate::Problem::WrongOwner).
+    ///
     /// The child borrows its parent, which cannot go, nor be reset, while the child lives:
     ///
     /// ```compile_fail,E0505

@@ -1301,10 +1301,13 @@ impl<S: ChunkSource> Engine<S> {
                 }
             }
             // The limit or the source refused: once, give back the empty chunks kept for reuse
-            // and try again.
-            if trimmed || self.trim() == 0 {
+            // and try again. The retry does not depend on what the engine gave back: the trim
+            // also has the source give back what it keeps (slabs, large chunks), which the
+            // system may need to serve the request, and may empty a page.
+            if trimmed {
                 return None;
             }
+            self.trim();
             trimmed = true;
         }
     }

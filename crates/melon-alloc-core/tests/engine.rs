@@ -134,8 +134,9 @@ fn blocks_freed_elsewhere_serve_again_before_a_new_chunk() {
 fn a_failing_source_refuses_without_a_charge() {
     let source = TestSource::default();
     let mut engine = Engine::new(source.clone(), Some(1 << 20));
+    // A refused request is tried once more after a trim: two refusals in a row make it final.
     for size in [0, 64, MAX_SMALL, MAX_SMALL + 1, 100_000] {
-        source.fail_next(1);
+        source.fail_next(2);
         assert_eq!(engine.alloc(size), None, "size {size}");
         assert_eq!(engine.stats(), fresh(Some(1 << 20)));
         assert_eq!(engine.available(), Some(1 << 20));
@@ -145,14 +146,14 @@ fn a_failing_source_refuses_without_a_charge() {
     // The second alignment is served from a chunk of its own with 16 KiB chunks, and from the
     // 1 KiB class with 4 KiB chunks: either way it needs a chunk from the source.
     for align in [64, CHUNK_SIZE / 4] {
-        source.fail_next(1);
+        source.fail_next(2);
         let layout = Layout::from_size_align(100, align).unwrap();
         assert_eq!(engine.alloc_layout(layout), None);
-        source.fail_next(1);
+        source.fail_next(2);
         assert_eq!(engine.alloc_zeroed(5000), None);
     }
     assert_eq!(engine.stats(), fresh(Some(1 << 20)));
-    assert_eq!(source.ledger().refused, 9);
+    assert_eq!(source.ledger().refused, 18);
     // The source recovers, and so does the engine.
     let block = engine.alloc(64).unwrap();
     assert_eq!(engine.stats().live_blocks, 1);
@@ -169,11 +170,12 @@ fn a_failed_move_leaves_the_block_in_place() {
     unsafe { block.as_ptr().write_bytes(0x77, 100) };
     let before = engine.stats();
     for new_size in [MAX_SMALL + 1, 50_000] {
-        source.fail_next(1);
+        // The request and its retry after a trim both fail.
+        source.fail_next(2);
         // SAFETY: the block is in use in `engine`; a failed realloc leaves it so.
         assert_eq!(unsafe { engine.realloc(block, new_size) }, None);
         let layout = Layout::from_size_align(new_size, 4096).unwrap();
-        source.fail_next(1);
+        source.fail_next(2);
         // SAFETY: as above.
         assert_eq!(unsafe { engine.resize(block, layout) }, None);
         assert_eq!(engine.stats(), before);
@@ -200,11 +202,15 @@ fn a_failing_source_gets_the_cached_chunks_back_before_the_engine_gives_up() {
     assert_eq!(engine.stats().chunks, 0);
     assert_eq!(source.ledger().released, 3);
     assert_eq!(source.chunks_out(), 1);
-    // With nothing left to give back, a failure is final.
-    source.fail_next(1);
+    // With nothing left to give back, the retry is refused as well, and that is final.
+    source.fail_next(2);
     assert_eq!(engine.alloc(64), None);
-    // A retry that fails too leaves the engine consistent, without the chunks it gave back.
+    assert_eq!(source.ledger().refused, 3);
+    // One refusal alone is retried and served.
+    source.fail_next(1);
     let small = engine.alloc(64).unwrap();
+    assert_eq!(source.ledger().refused, 4);
+    // A retry that fails too leaves the engine consistent, without the chunks it gave back.
     free(&mut engine, small);
     source.fail_next(2);
     assert_eq!(engine.alloc(100_000), None);
@@ -455,9 +461,10 @@ fn a_locked_pool_serves_its_whole_api() {
     // SAFETY: from `pool`, freed once.
     unsafe { pool.try_free(aligned) }.unwrap();
     assert_eq!(pool.stats().live_blocks, 0);
-    // With its cached chunks given back first, a failure of the source is final.
+    // With its cached chunks given back first, a failure of the source and of the retry after
+    // a trim is final.
     assert_eq!(pool.with(|engine| engine.trim()), 2 * CHUNK_SIZE);
-    source.fail_next(1);
+    source.fail_next(2);
     let before = pool.stats();
     assert_eq!(pool.alloc(1 << 19), None);
     assert_eq!(pool.stats(), before);

@@ -23,7 +23,8 @@ use crate::sys::advise_huge_pages;
 /// back to the global allocator; once every chunk has come back from lighter loads for a second
 /// ([`KEEP_SLABS_FOR`]), it keeps only what the latest of them needed. A root whose children come
 /// and go (a pool per request, in bursts with lulls between them) so calls the global allocator
-/// only while its load grows, and gives back what its bursts needed a second after they ended.
+/// only while its load grows. No timer runs: what its bursts needed goes back when a chunk comes
+/// back a second or more after the last of them, so an idle root keeps it until then.
 /// [`trim`](ChunkSource::trim) gives every slab back when no chunk is out, and dropping the pool
 /// gives back everything.
 ///
@@ -37,7 +38,8 @@ use crate::sys::advise_huge_pages;
 /// them within its limit: the engine has the source give kept chunks back
 /// ([`keep_at_most`](ChunkSource::keep_at_most)) whenever what the pool holds and what the source
 /// keeps would pass it. What it holds from the system can still pass its limit by the uncarved
-/// rest of its newest slab and by the rounding of large chunks.
+/// rest of its newest slab, by the slabs it keeps for its busiest moment while a small chunk is
+/// out, and by the rounding of large chunks.
 ///
 /// On Linux, 2 MiB slabs are aligned to 2 MiB and marked for transparent huge pages: unmapping a
 /// full pool of 4 KiB pages costs the kernel several nanoseconds per 64-byte block, a huge page
@@ -167,7 +169,8 @@ impl GlobalSource {
         }
         self.slabs.push((slab, layout));
         // SAFETY: the slab was just allocated with this layout and is the source's until
-        // `release_slabs`.
+        // `release_slabs` or `keep_slabs_for_peak` gives it back, each when no chunk of it is
+        // out and after the list of freed chunks was emptied (`clear`, `restart_from`).
         unsafe { self.small.add_slab(slab) };
         self.small.take()
     }
@@ -229,7 +232,8 @@ impl GlobalSource {
         self.small.clear();
         (self.busiest, self.lighter_since) = (0, None);
         // SAFETY: `clear` forgot every chunk, and a source releases its slabs only when none
-        // is out (every chunk came back, or the engine gave them all back at once).
+        // is out (every chunk came back, or the engine gave them all back at once), or when it
+        // is dropped, after which no chunk of it may be used (the `ChunkSource` contract).
         unsafe { self.give_back_oldest(self.slabs.len()) };
     }
 
@@ -272,8 +276,8 @@ fn is_small_chunk(layout: Layout) -> bool {
 // the global allocator, or its cache of freed ones, with the asked-for alignment and at least the
 // asked-for length (a cached one from `take_longer` exactly the length returned with it, which is
 // at most `most`), and a cached chunk is handed out once until it comes back; (3) slabs are
-// freed only when no chunk is out, and every pointer is derived from the slab or allocation it
-// lies in.
+// freed only when no chunk is out, or when the source is dropped, after which the contract lets
+// no chunk be used, and every pointer is derived from the slab or allocation it lies in.
 unsafe impl ChunkSource for GlobalSource {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         // No longer chunk than asked: a length of 0 rules them all out.
@@ -296,8 +300,8 @@ unsafe impl ChunkSource for GlobalSource {
         if !is_small_chunk(layout) {
             // `acquire` allocated the chunk with the rounded layout, which succeeded then.
             let Some(layout) = large_layout(layout) else { return };
-            // SAFETY: the caller hands back a large chunk from `acquire`, at least a word long
-            // (the engine's large chunks are).
+            // SAFETY: the caller hands back a large chunk from `acquire`, valid for the rounded
+            // length it was allocated with.
             if !unsafe { self.large_cache.put(chunk, layout) } {
                 // SAFETY: the chunk came from `alloc::alloc` with this layout (or from the
                 // cache, where it went with it), and nothing uses it any more.

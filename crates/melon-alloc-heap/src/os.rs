@@ -242,8 +242,8 @@ unsafe impl ChunkSource for OsSource {
         if layout != SMALL_CHUNK {
             // `acquire` mapped the chunk with the rounded layout, which succeeded then.
             let Some(layout) = large_layout(layout) else { return };
-            // SAFETY: the caller hands back a large chunk from `acquire`, at least a word long
-            // (the engine's large chunks are).
+            // SAFETY: the caller hands back a large chunk from `acquire`, valid for the rounded
+            // length it was allocated with.
             if !unsafe { self.large_cache.put(chunk, layout) } {
                 // SAFETY: the chunk is a mapping of its own of this length (or a cached one of
                 // the same rounded layout), and nothing uses it any more.

@@ -62,7 +62,7 @@ fn large_bin(layout: Layout) -> Option<usize> {
 fn large_bin_layout(bin: usize) -> Layout {
     let power = LARGE_CACHE_MIN.trailing_zeros() as usize + bin / 8;
     let size = (8 + bin % 8) << (power - 3);
-    // SAFETY: the alignment is a power of two, and the length (at most 2^19 for the lists
+    // SAFETY: the alignment is a power of two, and the length (at most 2^18 for the lists
     // there are) rounded up to it is far below `isize::MAX`.
     unsafe { Layout::from_size_align_unchecked(size, CHUNK_SIZE) }
 }
@@ -359,7 +359,7 @@ impl<H: Heads> LargeCache<H> {
     /// returns whether it did. A chunk it does not keep is still the caller's.
     ///
     /// # Safety
-    /// - `chunk` is valid for writes of `layout.size()` bytes, which is at least a word.
+    /// - `chunk` is valid for writes of `layout.size()` bytes.
     /// - Nothing but this cache uses the chunk afterwards, if it is kept.
     #[inline]
     pub(crate) unsafe fn put(&mut self, chunk: NonNull<u8>, layout: Layout) -> bool {
@@ -369,7 +369,8 @@ impl<H: Heads> LargeCache<H> {
         }
         let head = &mut self.bins.heads()[bin];
         let entry = chunk.cast::<FreeChunk>().as_ptr();
-        // SAFETY: the caller hands the chunk over, and it is at least a word long.
+        // SAFETY: the caller hands the chunk over, valid for `layout.size()` bytes, which is at
+        // least `LARGE_CACHE_MIN` since `large_bin` gave it a list: room for the link.
         unsafe { (*entry).next = *head };
         *head = entry;
         self.bytes += layout.size();

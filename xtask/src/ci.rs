@@ -61,6 +61,7 @@ fn crash_tests() -> Result<(), String> {
     let mut crash_test = cargo();
     crash_test
         .args(["test", "-p", "melon-alloc-shm", "--test", "fork", "--test", "named_fork"])
+        .args(["--test", "child_pools_under_attack"])
         .env("CARGO_TARGET_DIR", crate::root().join("target").join("failpoints"));
     // Cargo takes `CARGO_ENCODED_RUSTFLAGS`, whose flags are separated by 0x1f, over `RUSTFLAGS`.
     let (variable, separator) = match std::env::var_os("CARGO_ENCODED_RUSTFLAGS") {

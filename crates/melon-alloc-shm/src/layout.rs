@@ -258,7 +258,9 @@ pub(crate) struct Header {
 /// reports and nothing decides on. They are not allocator state, so they stay out of the undo
 /// log: each is an atomic, changed with relaxed loads and stores by the lock's holder (readers
 /// in other processes take the lock too), and a process that dies in the middle of an operation
-/// can leave one off by one, since the undo puts back the state but not them. A fresh mapping's
+/// can leave one off by one, since the undo puts back the state but not them. A reclaim is one
+/// operation per chunk: a reclaimer that dies part way leaves uncounted the chunks it took back
+/// before it died, which the next reclaim, taking back the rest, does not count either. A fresh mapping's
 /// zeroes are their starting values.
 #[repr(C)]
 pub(crate) struct Tallies {

@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     lock: Option<Box<dyn ShmLock>>,
     /// Chunks a child pool could not give back because the lock failed; given back the next
     /// time the lock is taken, so that a failing lock never loses memory.
-    pending_returns: Mutex<Vec<(u64, usize)>>,
+    pending_returns: Mutex<Vec<(u64, usize, u32)>>,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
     /// The allocator's view of the mapping: the geometry, read from the header once, so that no
@@ -260,8 +260,7 @@ impl Shared {
                 Ok(mut pending) => core::mem::take(&mut *pending),
                 Err(_) => Vec::new(),
             };
-            let owner = self.claim.current().unwrap_or(NONE);
-            for (offset, size) in pending {
+            for (offset, size, owner) in pending {
                 arena.take_back(offset, size, owner);
             }
         }
@@ -353,7 +352,7 @@ impl Shared {
         locked: bool,
     ) -> Result<(), ShmError> {
         // SAFETY: the caller frees an in-use block once; one of a lent chunk is one handed off,
-        // or the chunk's count, which `push_remote` checks, refuses it.
+        // or its block's mark, which `push_remote` checks, refuses it.
         match unsafe { self.arena.push_remote(target) } {
             None => Err(ShmError::Free(FreeError::Foreign { addr })),
             Some(Pushed::Queued) => Ok(()),
@@ -887,9 +886,9 @@ impl ShmGuard<'_> {
     }
 
     /// Lends a chunk to a child pool of this process's, recorded as this process's so that its
-    /// death gives it back. Without a slot in the owner table the chunk is lent to no slot, or,
-    /// if `owned_only`, not at all.
-    pub(crate) fn lend(&mut self, layout: Layout, owned_only: bool) -> Option<NonNull<u8>> {
+    /// death gives it back, with the owner slot it is lent under. Without a slot in the owner
+    /// table the chunk is lent to no slot ([`NONE`]), or, if `owned_only`, not at all.
+    pub(crate) fn lend(&mut self, layout: Layout, owned_only: bool) -> Option<(NonNull<u8>, u32)> {
         let shared = self.shared;
         let owner = match shared.claim.take(&shared.arena, shared.mapping.fd()) {
             Some(slot) => slot,
@@ -902,13 +901,15 @@ impl ShmGuard<'_> {
             Some(offset) => offset,
             None => self.with_room(|_| Arena::pages_for_lend(size, align), lend)?,
         };
-        Some(shared.ptr_at(offset))
+        Some((shared.ptr_at(offset), owner))
     }
 
-    pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize) {
+    /// Takes back a chunk that [`lend`](ShmGuard::lend) lent under `owner`: the slot it was
+    /// lent under, which a process that had none then and claimed one since no longer has.
+    pub(crate) fn take_back(&mut self, chunk: NonNull<u8>, size: usize, owner: u32) {
         let shared = self.shared;
         if let Some(offset) = shared.locked_offset_of(chunk.as_ptr()) {
-            shared.arena.take_back(offset, size, shared.claim.current().unwrap_or(NONE));
+            shared.arena.take_back(offset, size, owner);
         }
     }
 }
@@ -1610,9 +1611,11 @@ impl ShmPool {
     /// receiver died holding it, say) keeps its chunk an orphan for the pool's life.
     ///
     /// # Errors
-    /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` is not a block of a chunk
-    /// lent to this process's child pools (or this process holds no slot in the owner table:
-    /// see "Whose memory is whose" in the [crate docs](crate)).
+    /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` does not lie in a chunk lent
+    /// to this process's child pools, past its header and on a 16-byte boundary (or this
+    /// process holds no slot in the owner table: see "Whose memory is whose" in the
+    /// [crate docs](crate)). A pointer inside such a chunk that does not start a block in use is
+    /// not told apart here: the safety contract below rules it out.
     ///
     /// # Safety
     /// - `block` is an in-use block of a child pool that this process made with
@@ -1954,6 +1957,8 @@ struct LentChunk<'pool> {
     remote: &'pool core::sync::atomic::AtomicU32,
     /// Its offset in the mapping.
     offset: u64,
+    /// The owner slot it was lent under, which it goes back under.
+    owner: u32,
     /// The end of the part of it where blocks start: its length, up to [`CHUNK_SIZE`].
     block_end: u32,
 }
@@ -1990,7 +1995,7 @@ impl ShmChunks<'_> {
             return;
         }
         self.seen = pending;
-        for &LentChunk { remote, offset: chunk, block_end } in &self.chunks {
+        for &LentChunk { remote, offset: chunk, block_end, .. } in &self.chunks {
             let mut within = crate::handoff::take(remote);
             // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
             for _ in 0..CHUNK_SIZE / 16 {
@@ -2012,24 +2017,26 @@ impl ShmChunks<'_> {
         }
     }
 
-    /// Records a chunk the child took, at `offset`, `size` bytes long. The caller reserved room
-    /// in both lists.
-    fn record(&mut self, offset: u64, size: usize) {
+    /// Records a chunk the child took, at `offset`, `size` bytes long, lent under `owner`. The
+    /// caller reserved room in both lists.
+    fn record(&mut self, offset: u64, size: usize, owner: u32) {
         // Blocks start in a chunk's first `CHUNK_SIZE` bytes.
         let block_end = size.min(CHUNK_SIZE) as u32;
         self.places.insert(offset, self.chunks.len());
         let remote = self.shared.arena.remote_list(arena_page(offset));
-        self.chunks.push(LentChunk { remote, offset, block_end });
+        self.chunks.push(LentChunk { remote, offset, owner, block_end });
     }
 
-    /// Forgets the chunk at `offset`, which the child gives back.
-    fn forget(&mut self, offset: u64) {
-        let Some(place) = self.places.remove(&offset) else { return };
-        self.chunks.swap_remove(place);
+    /// Forgets the chunk at `offset`, which the child gives back; the owner slot it was lent
+    /// under, if the child holds it.
+    fn forget(&mut self, offset: u64) -> Option<u32> {
+        let place = self.places.remove(&offset)?;
+        let owner = self.chunks.swap_remove(place).owner;
         // The chunk that was last now fills the gap.
         if let Some(moved) = self.chunks.get(place) {
             self.places.insert(moved.offset, place);
         }
+        Some(owner)
     }
 }
 
@@ -2052,11 +2059,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // Room for the chunk's record first: without memory, no chunk rather than an abort.
         self.chunks.try_reserve(1).ok()?;
         self.places.try_reserve(1).ok()?;
-        let chunk = self.shared.lock().ok()?.lend(layout, self.owned_only)?;
+        let (chunk, owner) = self.shared.lock().ok()?.lend(layout, self.owned_only)?;
         // The lock mapped the pages grown so far, the chunk's among them: its offset needs no
         // mapping, which could fail and leave it unrecorded.
         if let Some(offset) = self.shared.locked_offset_of(chunk.as_ptr()) {
-            self.record(offset, layout.size());
+            self.record(offset, layout.size(), owner);
         }
         Some(chunk)
     }
@@ -2070,16 +2077,17 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // Mapped since the chunk was lent: its offset needs no mapping, which could fail and
         // leave the chunk listed, its remote-free word then another holder's.
         let offset = self.shared.locked_offset_of(chunk.as_ptr());
-        if let Some(offset) = offset {
-            self.forget(offset);
-        }
+        // The slot the chunk was lent under: this process may have claimed one since, if the
+        // owner table had none free then.
+        let lent_under = offset.and_then(|offset| self.forget(offset));
+        let owner = lent_under.unwrap_or_else(|| self.shared.claim.current().unwrap_or(NONE));
         match self.shared.lock() {
-            Ok(mut guard) => guard.take_back(chunk, layout.size()),
+            Ok(mut guard) => guard.take_back(chunk, layout.size(), owner),
             Err(_) => {
                 if let (Ok(mut pending), Some(offset)) =
                     (self.shared.pending_returns.lock(), offset)
                 {
-                    pending.push((offset, layout.size()));
+                    pending.push((offset, layout.size(), owner));
                     self.shared.has_pending.store(true, Ordering::Release);
                 }
             }

@@ -21,7 +21,7 @@ fn hand_off(shm: &ShmPool, block: NonNull<u8>) -> NonNull<u8> {
 
 fn free(shm: &ShmPool, block: NonNull<u8>) -> Result<(), ShmError> {
     // SAFETY: the block was handed off and nothing uses it any more; a second free is refused by
-    // the chunk's count, which is what one test checks.
+    // the block's mark, which is what one test checks.
     unsafe { shm.try_free(block) }
 }
 

@@ -513,7 +513,6 @@ mod crash {
         });
         await_word(&mailbox[0]);
         producer.kill_dead();
-        let lent = shm.stats().unwrap().lent_bytes;
         let victim = fork(|| {
             failpoint::arm(k);
             let report = shm.reclaim_dead().unwrap();

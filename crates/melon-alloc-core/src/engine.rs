@@ -476,83 +476,52 @@ impl<S: ChunkSource> Engine<S> {
     /// chunk.
     #[inline(always)]
     fn alloc_from_new_chunk(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let chunk = if self.takes_page(class) {
-            let page = self.take_page()?;
-            // SAFETY: `take_page` took the page off the list of unused pages.
-            unsafe { self.page_for(class, page) }
-        } else {
-            let Some(chunk) = self.acquire(SMALL_CHUNK) else {
-                // A refused acquisition trims first, which may have emptied a page that the
-                // class's blocks fit.
-                if !self.takes_page(class) {
-                    return None;
+        // A class that takes no page asks for a whole chunk. A refused acquisition trims first,
+        // which may empty a page that the class's blocks fit: it then takes that page.
+        let whole = if self.takes_page(class) { None } else { self.acquire(SMALL_CHUNK) };
+        let chunk = match whole {
+            Some(chunk) => {
+                let chunk = chunk.cast::<ChunkHeader>().as_ptr();
+                // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`,
+                // enough for a header.
+                unsafe {
+                    chunk.write(ChunkHeader {
+                        state: ChunkState::Avail,
+                        class: class as u8,
+                        ..self.blank_header(SMALL_MAGIC, CHUNK_SIZE)
+                    });
                 }
-                let page = self.take_unused_page()?;
-                // SAFETY: the page was just taken off the list of unused pages, and `page_for`
-                // sets it up for `class` with nothing carved.
-                return unsafe { self.first_block_of(class, self.page_for(class, page)) };
-            };
-            let chunk = chunk.cast::<ChunkHeader>().as_ptr();
-            // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, enough
-            // for a header.
-            unsafe {
-                chunk.write(ChunkHeader {
-                    state: ChunkState::Avail,
-                    class: class as u8,
-                    ..self.blank_header(SMALL_MAGIC, CHUNK_SIZE)
-                });
+                // Memcheck sees a chunk from the source as accessible memory; blocks become
+                // accessible as they are handed out.
+                #[cfg(feature = "valgrind")]
+                crate::valgrind::no_access(
+                    chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
+                    CHUNK_SIZE - HEADER_SIZE,
+                );
+                chunk
             }
-            // Memcheck sees a chunk from the source as accessible memory; blocks become
-            // accessible as they are handed out.
-            #[cfg(feature = "valgrind")]
-            crate::valgrind::no_access(
-                chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
-                CHUNK_SIZE - HEADER_SIZE,
-            );
-            chunk
+            None if self.takes_page(class) => {
+                let page = self.take_page()?;
+                // SAFETY: `page` is a valid header of an unused page, on no list; its
+                // `data_offset` is its chunk's count of pages in use if it is the first page,
+                // and is kept.
+                unsafe {
+                    let data_offset = (*page).data_offset;
+                    page.write(ChunkHeader {
+                        state: ChunkState::Avail,
+                        class: class as u8,
+                        data_offset,
+                        ..self.blank_header(PAGE_MAGIC, PAGE_SIZE)
+                    });
+                }
+                page
+            }
+            None => return None,
         };
-        // SAFETY: either branch set up a header for `class`, on no list, with nothing carved.
-        unsafe { self.first_block_of(class, chunk) }
-    }
-
-    /// Makes an unused page `class`'s: its header set up for the class, nothing carved.
-    ///
-    /// # Safety
-    /// `page` is a valid header of an unused page of this engine, taken off the list of unused
-    /// pages.
-    unsafe fn page_for(&self, class: usize, page: *mut ChunkHeader) -> *mut ChunkHeader {
-        // SAFETY: `page` is a valid header of an unused page, on no list (caller); its
-        // `data_offset` is its chunk's count of pages in use if it is the first page, and is
-        // kept.
-        unsafe {
-            let data_offset = (*page).data_offset;
-            page.write(ChunkHeader {
-                state: ChunkState::Avail,
-                class: class as u8,
-                data_offset,
-                ..self.blank_header(PAGE_MAGIC, PAGE_SIZE)
-            });
-        }
-        page
-    }
-
-    /// Puts a new chunk, or page, of `class` at the head of its `avail` list and hands out its
-    /// first block.
-    ///
-    /// # Safety
-    /// `chunk` is a valid header of a chunk or page of this engine, set up for `class` with
-    /// nothing carved, and on no list.
-    #[inline(always)]
-    unsafe fn first_block_of(
-        &mut self,
-        class: usize,
-        chunk: *mut ChunkHeader,
-    ) -> Option<NonNull<u8>> {
         if crate::chunk::SPLIT {
             self.classes_used |= 1 << class;
         }
-        // SAFETY: `chunk` is a valid header on no list (caller), and the `avail` list holds valid
-        // headers.
+        // SAFETY: `chunk` is a valid header on no list, and the `avail` list holds valid headers.
         unsafe { self.avail[class].push_front(chunk) };
         // SAFETY: the header was just set up, with nothing carved yet and room for a block.
         unsafe {
@@ -577,11 +546,9 @@ impl<S: ChunkSource> Engine<S> {
     /// An unused page, taken off its list and counted in its chunk; a chunk from the source is
     /// split into pages first if none is unused.
     fn take_page(&mut self) -> Option<*mut ChunkHeader> {
-        if self.unused_pages.head.is_null() {
-            let Some(chunk) = self.acquire(SMALL_CHUNK) else {
-                // A refused acquisition trims first, which may have emptied a page.
-                return self.take_unused_page();
-            };
+        // A refused acquisition trims first, which may empty a page.
+        let fresh = if self.unused_pages.head.is_null() { self.acquire(SMALL_CHUNK) } else { None };
+        if let Some(chunk) = fresh {
             let chunk = chunk.cast::<u8>().as_ptr();
             for index in (0..PAGES).rev() {
                 // SAFETY: (1) page `index` starts inside the chunk's `CHUNK_SIZE` bytes, aligned
@@ -599,16 +566,7 @@ impl<S: ChunkSource> Engine<S> {
                 );
             }
         }
-        self.take_unused_page()
-    }
-
-    /// The first unused page, taken off its list and counted in its chunk; `None` when no page
-    /// is unused.
-    fn take_unused_page(&mut self) -> Option<*mut ChunkHeader> {
-        let page = self.unused_pages.head;
-        if page.is_null() {
-            return None;
-        }
+        let page = NonNull::new(self.unused_pages.head)?.as_ptr();
         // SAFETY: `page` heads the list of unused pages, whose headers are valid, and the first
         // page of its chunk is a valid header too, whose `data_offset` counts the pages in use
         // (fewer than `PAGES`, since this one was not).

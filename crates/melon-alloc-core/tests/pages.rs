@@ -5,15 +5,17 @@
 //! handed out twice or leaving their page, and the limit's give-back-then-retry promise.
 #![cfg(all(feature = "pages", not(feature = "small-chunks")))]
 
+mod support;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use melon_alloc_core::{
     class_of, ChunkSource, Engine, FreeError, LockedPool, Problem, CHUNK_SIZE, CLASS_COUNT,
     CLASS_SIZES,
 };
+use support::{free, TestSource};
 
 /// Bytes of a page of a paged chunk.
 const PAGE: usize = CHUNK_SIZE / 4;
@@ -25,59 +27,8 @@ const PAGE_MAGIC: u16 = 0x4d50;
 /// Whether the tests run under Miri, which is slow: loops are kept short there.
 const MIRI: bool = cfg!(miri);
 
-/// What a [`LedgerSource`] has handed out and taken back.
-#[derive(Debug, Default)]
-struct Ledger {
-    /// Chunks out: address and layout.
-    out: Vec<(usize, Layout)>,
-    acquired: usize,
-    released: usize,
-}
-
-/// A source over the global allocator that records every chunk, checks that each comes back
-/// once with the layout it left with, and never takes chunks back all at once, so that an
-/// engine's drop walks its lists. Clones share the ledger.
-#[derive(Clone, Debug, Default)]
-struct LedgerSource(Arc<Mutex<Ledger>>);
-
-impl LedgerSource {
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.0.lock().unwrap()
-    }
-
-    fn chunks_out(&self) -> usize {
-        self.ledger().out.len()
-    }
-}
-
-// SAFETY: chunks come from `std::alloc::alloc` with the asked-for layout, each handed out once,
-// and go back to `dealloc` with the layout the ledger recorded for them.
-unsafe impl ChunkSource for LedgerSource {
-    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        let mut ledger = self.ledger();
-        assert!(layout.align() >= CHUNK_SIZE && layout.size() > 0, "{layout:?}");
-        // SAFETY: the layout has a non-zero size.
-        let chunk = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
-        ledger.out.push((chunk.as_ptr().addr(), layout));
-        ledger.acquired += 1;
-        Some(chunk)
-    }
-
-    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
-        let mut ledger = self.ledger();
-        let addr = chunk.as_ptr().addr();
-        let index = ledger.out.iter().position(|&(out, _)| out == addr);
-        let index = index.expect("a chunk came back that was not out (a double release?)");
-        assert_eq!(ledger.out[index].1, layout, "a chunk came back with another layout");
-        ledger.out.swap_remove(index);
-        ledger.released += 1;
-        // SAFETY: the chunk came from `alloc` with this layout, as the ledger just confirmed.
-        unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) };
-    }
-}
-
-fn paged(limit: Option<usize>) -> (LedgerSource, Engine<LedgerSource>) {
-    let source = LedgerSource::default();
+fn paged(limit: Option<usize>) -> (TestSource, Engine<TestSource>) {
+    let source = TestSource::default();
     (source.clone(), Engine::new(source, limit).with_pages())
 }
 
@@ -108,12 +59,6 @@ fn first_offset(class: usize) -> usize {
 /// Blocks of `class` a page holds.
 fn page_capacity(class: usize) -> usize {
     PAGE.saturating_sub(first_offset(class)) / CLASS_SIZES[class]
-}
-
-/// Frees through the checked path and asserts the block was accepted.
-fn free<S: ChunkSource>(engine: &mut Engine<S>, block: NonNull<u8>) {
-    // SAFETY: callers pass an in-use block of `engine` that they do not use again.
-    assert_eq!(unsafe { engine.try_free(block) }, Ok(()));
 }
 
 /// Asserts that `try_free` refuses `pointer` with `error` and that the engine did not change.
@@ -575,7 +520,7 @@ fn trim_keeps_a_split_chunk_until_its_last_page_is_empty() {
 
 /// Makes 6 pages unused in two split chunks, each chunk kept by a block in its first page.
 /// Returns the two keepers.
-fn two_chunks_with_six_unused_pages(engine: &mut Engine<LedgerSource>) -> [NonNull<u8>; 2] {
+fn two_chunks_with_six_unused_pages(engine: &mut Engine<TestSource>) -> [NonNull<u8>; 2] {
     let sizes = [16, 32, 48, 64, 80, 96, 112, 128];
     let blocks: Vec<_> = sizes.iter().map(|&size| engine.alloc(size).unwrap()).collect();
     let keepers = [blocks[0], blocks[4]];
@@ -623,7 +568,7 @@ fn pages_emptied_past_the_spare_limit_go_unused_and_serve_other_classes() {
 
 /// Builds an engine with pages on `avail`, `full`, `spare` and the unused list, a whole chunk
 /// and a large chunk, and returns the blocks in use.
-fn pages_on_every_list(engine: &mut Engine<LedgerSource>) -> Vec<NonNull<u8>> {
+fn pages_on_every_list(engine: &mut Engine<TestSource>) -> Vec<NonNull<u8>> {
     let mut keep = two_chunks_with_six_unused_pages(engine).to_vec();
     let per_page = page_capacity(class_of(160).unwrap());
     // Two full pages of 160 bytes, a third as the head with one block.
@@ -754,7 +699,7 @@ fn refused_without_check<S: ChunkSource>(
 fn a_limited_whole_chunk_engine_gives_its_cached_chunk_back_and_serves() {
     // The behaviour the paged engine is held to below: a request that would pass the limit
     // first has the engine's cached empty chunks given back, then is tried again.
-    let source = LedgerSource::default();
+    let source = TestSource::default();
     let mut engine = Engine::new(source.clone(), Some(CHUNK_SIZE));
     let block = engine.alloc(16).unwrap();
     free(&mut engine, block);
@@ -800,7 +745,7 @@ fn a_limited_paged_engine_gives_a_class_that_filled_its_page_the_page_its_trim_f
 
 #[test]
 fn a_limited_locked_child_serves_a_new_class_from_the_page_its_own_trim_frees() {
-    let parent = LockedPool::new(LedgerSource::default(), None);
+    let parent = LockedPool::new(TestSource::default(), None);
     let child = parent.child_with_limit(CHUNK_SIZE);
     let blocks: Vec<_> = [16, 32, 48, 64].iter().map(|&size| child.alloc(size).unwrap()).collect();
     // SAFETY: from `child`, not used again.
@@ -843,7 +788,7 @@ fn a_page_block_freed_through_a_pointer_that_covers_only_the_block_is_accepted()
 
 #[test]
 fn a_locked_childs_pages_go_back_to_the_parent_when_it_is_dropped() {
-    let source = LedgerSource::default();
+    let source = TestSource::default();
     let parent = LockedPool::new(source.clone(), Some(8 * CHUNK_SIZE));
     {
         let child = parent.child();
@@ -871,7 +816,7 @@ fn a_locked_childs_pages_go_back_to_the_parent_when_it_is_dropped() {
 
 #[test]
 fn a_reset_locked_child_serves_its_kept_pages_again() {
-    let source = LedgerSource::default();
+    let source = TestSource::default();
     let parent = LockedPool::new(source.clone(), None);
     let mut child = parent.child();
     let blocks: Vec<_> = (0..100).map(|i| child.alloc(16 + i % 7 * 48).unwrap()).collect();
@@ -896,7 +841,7 @@ fn a_reset_locked_child_serves_its_kept_pages_again() {
 fn a_buffer_grown_through_a_locked_childs_pages_keeps_its_bytes_and_gives_them_back() {
     use allocator_api2::alloc::Allocator;
 
-    let source = LedgerSource::default();
+    let source = TestSource::default();
     let parent = LockedPool::new(source.clone(), None);
     {
         let child = parent.child();
@@ -940,7 +885,7 @@ fn a_locked_child_moved_after_allocating_frees_its_blocks_and_reports_the_old_ow
     // struct, a `Vec`), leaves the chunks naming the old address: frees must still work, in
     // debug builds too, whose `free` checks the block first; `check` reports the old owner, as
     // the engine's documentation says.
-    let parent = LockedPool::new(LedgerSource::default(), None);
+    let parent = LockedPool::new(TestSource::default(), None);
     let child = parent.child();
     let before = child.alloc(64).unwrap();
     let moved = Box::new(child);

@@ -1,0 +1,103 @@
+//! What the engine's test binaries share: a chunk source that keeps a ledger of its chunks and
+//! fails on request, and the checked free.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE};
+
+/// What a [`TestSource`] has handed out, and how many of its next acquires must fail.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    pub(crate) fail_next: usize,
+    pub(crate) refused: usize,
+    /// Chunks handed out and given back, counted.
+    pub(crate) acquired: usize,
+    pub(crate) released: usize,
+    /// Chunks out: address and layout.
+    pub(crate) out: Vec<(usize, Layout)>,
+    /// Blocks freed "elsewhere", as another process frees into a shared pool's chunk, for the
+    /// engine to collect.
+    pub(crate) remote: Vec<FreedElsewhere>,
+}
+
+/// A block pointer in the ledger: the pointer itself, so that it keeps its provenance.
+#[derive(Debug)]
+pub(crate) struct FreedElsewhere(pub(crate) NonNull<u8>);
+
+// SAFETY: the ledger only hands the pointer back to the engine that made it, which uses it on
+// the thread that asks; the pointer is never dereferenced on the way.
+unsafe impl Send for FreedElsewhere {}
+
+/// A source over the global allocator that keeps a ledger of its chunks, checks every release
+/// against it, and fails on request. Clones share the ledger, so a test keeps one to steer and
+/// inspect the source while an engine owns another.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TestSource(Arc<Mutex<Ledger>>);
+
+impl TestSource {
+    pub(crate) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.0.lock().unwrap()
+    }
+
+    pub(crate) fn fail_next(&self, count: usize) {
+        self.ledger().fail_next = count;
+    }
+
+    pub(crate) fn chunks_out(&self) -> usize {
+        self.ledger().out.len()
+    }
+}
+
+// SAFETY: chunks come from `std::alloc::alloc` with the asked-for layout, are handed out once,
+// and go back to `dealloc` with the same layout, which the ledger checks.
+unsafe impl ChunkSource for TestSource {
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let mut ledger = self.ledger();
+        assert!(layout.align() >= CHUNK_SIZE, "{layout:?}");
+        assert!(layout.size() > 0 && layout.size() % 16 == 0, "{layout:?}");
+        if ledger.fail_next > 0 {
+            ledger.fail_next -= 1;
+            ledger.refused += 1;
+            return None;
+        }
+        // SAFETY: the layout has a non-zero size.
+        let chunk = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        ledger.out.push((chunk.as_ptr() as usize, layout));
+        ledger.acquired += 1;
+        Some(chunk)
+    }
+
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        let mut ledger = self.ledger();
+        let addr = chunk.as_ptr() as usize;
+        let index = ledger.out.iter().position(|&(out, _)| out == addr);
+        let index = index.expect("a released chunk was handed out");
+        assert_eq!(ledger.out[index].1, layout, "a chunk came back with another layout");
+        ledger.out.swap_remove(index);
+        ledger.released += 1;
+        // SAFETY: the chunk came from `alloc` with this layout, as the ledger just confirmed.
+        unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) };
+    }
+
+    fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
+        let mut ledger = self.ledger();
+        let count = out.len().min(ledger.remote.len());
+        let start = ledger.remote.len() - count;
+        for (place, freed) in out.iter_mut().zip(ledger.remote.drain(start..)) {
+            *place = Some(freed.0);
+        }
+        count
+    }
+}
+
+/// Frees a block through the checked path and asserts it was accepted.
+pub(crate) fn free<S: ChunkSource>(engine: &mut Engine<S>, block: NonNull<u8>) {
+    // SAFETY: the caller passes a block of `engine` that is not used again.
+    let result = unsafe { engine.try_free(block) };
+    assert_eq!(result, Ok(()));
+}

@@ -188,7 +188,9 @@ pub(super) fn heap_results(
         match (workload.group, workload.target) {
             (_, Some(target)) => {
                 let interleaved = heap_targets.ratio(workload.group, "melon", "glibc");
-                let _ = writeln!(page, "{}\n", target_line(target, interleaved, melon_ratio));
+                let goal = format!("melon at most {target} of glibc");
+                let line = target_line(&goal, target, interleaved, melon_ratio);
+                let _ = writeln!(page, "{line}\n");
             }
             ("large_ring", None) => {
                 let criterion = |id: &str| {
@@ -197,27 +199,9 @@ pub(super) fn heap_results(
                     Some(own.2.ns / mimalloc.2.ns)
                 };
                 for (id, name) in RING_PEERS {
-                    let judged = ring_ratio(heap_targets, id).map_or(
-                        "not measured in this run".into(),
-                        |(s, _)| {
-                            format!(
-                                "{} ({}; rounds from {} to {})",
-                                verdict(s.median <= 1.0),
-                                ratio(s.median),
-                                ratio(s.min),
-                                ratio(s.max)
-                            )
-                        },
-                    );
-                    let criterion = criterion(id).map_or(String::new(), |r| {
-                        format!(" The criterion means above give {}.", ratio(r))
-                    });
-                    let _ = writeln!(
-                        page,
-                        "Target: {name} at most mimalloc's time, judged by the median of the \
-                         per-round ratios in {}: {judged}.{criterion}\n",
-                        link(INTERLEAVED)
-                    );
+                    let goal = format!("{name} at most mimalloc's time");
+                    let line = target_line(&goal, 1.0, ring_ratio(heap_targets, id), criterion(id));
+                    let _ = writeln!(page, "{line}\n");
                 }
             }
             ("drop_full_pool", None) => {
@@ -381,9 +365,11 @@ fn ring_table(page: &mut String, heap_targets: &HeapTargets) {
     let _ = writeln!(page, "| mimalloc | {} | 1 | |\n", time("mimalloc"));
 }
 
-/// The verdict under a criterion group with a target: judged by the interleaved rounds, with
-/// the ratio of criterion's means beside it for comparison.
+/// The verdict under a criterion group with a target, `goal` (what melon must reach, `target`
+/// being the ratio to its baseline): judged by the interleaved rounds, with the ratio of
+/// criterion's means beside it for comparison.
 fn target_line(
+    goal: &str,
     target: f64,
     interleaved: Option<(Spread, usize)>,
     criterion: Option<f64>,
@@ -405,8 +391,8 @@ fn target_line(
         )
     });
     format!(
-        "Target: melon at most {target} of glibc, judged by the median of the per-round ratios \
-         in {}: {judged}.{criterion}",
+        "Target: {goal}, judged by the median of the per-round ratios in {}: \
+         {judged}.{criterion}",
         link(INTERLEAVED)
     )
 }
@@ -660,14 +646,14 @@ mod tests {
     fn a_criterion_group_with_a_target_takes_its_verdict_from_the_interleaved_rounds() {
         let spread = Spread { median: 0.27, min: 0.24, max: 0.31 };
         assert_eq!(
-            target_line(0.25, Some((spread, 15)), Some(0.237)),
+            target_line("melon at most 0.25 of glibc", 0.25, Some((spread, 15)), Some(0.237)),
             "Target: melon at most 0.25 of glibc, judged by the median of the per-round ratios \
              in [Heap targets, interleaved](#heap-targets-interleaved): **not met** (0.270; \
              rounds from 0.240 to 0.310). The criterion means above, each peer timed in a \
              stretch of its own, give 0.237."
         );
         assert_eq!(
-            target_line(0.3, None, None),
+            target_line("melon at most 0.3 of glibc", 0.3, None, None),
             "Target: melon at most 0.3 of glibc, judged by the median of the per-round ratios in \
              [Heap targets, interleaved](#heap-targets-interleaved): not measured in this run."
         );

@@ -3,8 +3,8 @@
 //!
 //! The criterion target (`benches/heap.rs`) times these loops with every peer in its own stretch
 //! of time, and the `heap_targets` binary times the same loops for melon and its peer (glibc, or
-//! mimalloc in the large ring) in interleaved rounds. Both take them from here, so that the figures of the two are figures of
-//! one workload.
+//! mimalloc in the large ring) in interleaved rounds. Both take them from here, so that the
+//! figures of the two are figures of one workload.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;

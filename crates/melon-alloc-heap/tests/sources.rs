@@ -339,6 +339,7 @@ fn lighter_loads_keep_the_busiest_slabs_for_keep_slabs_for_and_then_only_the_lat
         assert_eq!(source.slab_bytes(), busiest, "the busy load restarted the count");
     }
     std::thread::sleep(KEEP_SLABS_FOR + Duration::from_millis(50));
+    assert_eq!(source.slab_bytes(), busiest, "no timer: an idle source keeps them until a return");
     load(&mut source, 2);
     assert_eq!(source.slab_bytes(), 64 * CHUNK_SIZE, "only the newest slab for the latest load");
     assert_eq!(mismatches(), 0);

@@ -259,9 +259,8 @@ pub(crate) struct Header {
 /// log: each is an atomic, changed with relaxed loads and stores by the lock's holder (readers
 /// in other processes take the lock too), and a process that dies in the middle of an operation
 /// can leave one off by one, since the undo puts back the state but not them. A reclaim is one
-/// operation per chunk: a reclaimer that dies part way leaves uncounted the chunks it took back
-/// before it died, which the next reclaim, taking back the rest, does not count either. A fresh mapping's
-/// zeroes are their starting values.
+/// operation per chunk, so a reclaimer that dies part way may leave uncounted what it had
+/// taken back. A fresh mapping's zeroes are their starting values.
 #[repr(C)]
 pub(crate) struct Tallies {
     /// Bytes in use at their highest, as last recorded: before each free, where bytes in use

@@ -78,9 +78,8 @@ pub struct ShmStats {
     /// Dead processes whose chunks went back to the pool.
     pub reclaimed_processes: u64,
     /// Bytes that went back to the pool from dead processes. A process that dies while it
-    /// reclaims leaves out of this figure what it had taken back, and out of
-    /// `reclaimed_processes` a process whose chunks it had all taken back: the memory is back all
-    /// the same, and the next reclaim finishes the work and counts what it takes back.
+    /// reclaims may leave out of this figure and `reclaimed_processes` what it had taken back;
+    /// the next reclaim takes back the rest.
     pub reclaimed_bytes: u64,
     /// Per size class, smallest first.
     pub(crate) classes: [ShmClassStats; CLASS_COUNT],

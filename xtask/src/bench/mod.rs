@@ -13,9 +13,9 @@
 //! The run has seven parts: `heap`, the criterion bench `heap` of `melon-alloc-bench` and then
 //! the `heap_targets` binary, which times the workloads that carry a target for melon and its
 //! peer (glibc, or mimalloc in the large ring) in interleaved rounds and is what those targets
-//! are judged by; `shm`, the criterion bench
-//! `shm` (criterion leaves its estimates in `criterion/<group>/<function>/new/` of the target
-//! directory: `target/`, or `CARGO_TARGET_DIR` when it is set); the multi-process `hammer`; the
+//! are judged by; `shm`, the criterion bench `shm` (criterion leaves its estimates in
+//! `criterion/<group>/<function>/new/` of the target directory: `target/`, or
+//! `CARGO_TARGET_DIR` when it is set); the multi-process `hammer`; the
 //! `resident` memory measurement; the `global` allocator comparison; the tokio `per_request`
 //! workload; and the `firmware` comparison of allocators on an emulated Cortex-M4 (see
 //! `no_std.rs`). Every part but `shm` writes tab-separated figures to

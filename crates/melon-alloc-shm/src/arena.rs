@@ -70,7 +70,7 @@ mod remote;
 
 pub(crate) use names::{hash as name_hash, Found, Lookup, Shape};
 pub(crate) use owners::Reclaimed;
-pub(crate) use remote::{Pushed, RemoteTarget, CHUNK_HEADER};
+pub(crate) use remote::{RemoteFree, RemoteTarget, CHUNK_HEADER};
 
 /// What [`Arena::take_back`] did with a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -929,8 +929,10 @@ impl Arena {
             set!(self, tx, next, kind, kind::LENT_PAGE);
             set!(self, tx, next, head, page);
         }
-        set!(self, tx, page, live, 0);
-        set!(self, tx, page, carved, 0);
+        // Its remote-free list and state start empty (see `arena/remote.rs`).
+        let tail = remote::tail_page(page, pages);
+        set!(self, tx, tail, live, 0);
+        set!(self, tx, tail, carved, 0);
         self.link_lent(&mut tx, page, owner);
         self.count_alloc(u64::from(pages) * PAGE as u64);
         set_state!(self, tx, state!(self, lent_pages).saturating_add(u64::from(pages)), lent_pages);
@@ -954,8 +956,8 @@ impl Arena {
         {
             return GiveBack::Refused;
         }
-        // From here on a free that takes the count to zero gives the chunk back itself; if the
-        // count is not zero now, one will.
+        // From here on a free that finds the chunk given up looks whether it can go back; if
+        // something of it is out now, such a free will come.
         if self.orphan(page) {
             if owner != ORPHANS {
                 // SAFETY: the lock is held (see `new`) and the log is empty between operations.
@@ -1751,10 +1753,11 @@ mod in_a_buffer {
         for index in 0..3 {
             assert!(hand_off_in(arena, target(arena, chunk, index), 1));
         }
+        let queued = RemoteFree { accepted: true, given_up: None };
         for index in [2, 0] {
             let block = target(arena, chunk, index);
             // SAFETY: each block was handed off above and is freed once.
-            assert_eq!(unsafe { arena.push_remote(block) }, Some(Pushed::Queued));
+            assert_eq!(unsafe { arena.push_remote(block) }, queued);
         }
         // Only the push onto an empty list tells the owner.
         assert_eq!(arena.pending(1).load(core::sync::atomic::Ordering::Relaxed), 1);
@@ -1764,16 +1767,17 @@ mod in_a_buffer {
         );
         assert!(take_list(&pool, chunk).is_empty(), "the owner took the whole list");
         // SAFETY: the last block handed off, freed once.
-        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 1)) }, Some(Pushed::Queued));
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 1)) }, queued);
+        let refused = RemoteFree { accepted: false, given_up: None };
         // SAFETY: a second free of the same block: its mark is gone, so it is refused and
         // nothing changes.
-        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 1)) }, None);
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 1)) }, refused);
         assert!(hand_off_in(arena, target(arena, chunk, 4), 1));
         // SAFETY: never handed off, while another block of the chunk is out: refused all the
         // same, by its own mark.
-        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 5)) }, None);
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 5)) }, refused);
         // SAFETY: handed off above, freed once.
-        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 4)) }, Some(Pushed::Queued));
+        assert_eq!(unsafe { arena.push_remote(target(arena, chunk, 4)) }, queued);
         assert_eq!(
             take_list(&pool, chunk),
             [target(arena, chunk, 4).within(), target(arena, chunk, 1).within()]
@@ -1782,7 +1786,7 @@ mod in_a_buffer {
     }
 
     /// A chunk given up while blocks handed off from it are out waits on the orphans' list, and
-    /// the free of the last of them gives it back; one with none out goes back at once.
+    /// goes back once the last of them is freed; one with none out goes back at once.
     #[test]
     fn in_a_buffer_a_chunk_given_up_with_blocks_out_waits_as_an_orphan() {
         let pool = Buffer::new();
@@ -1800,12 +1804,14 @@ mod in_a_buffer {
             !hand_off_in(arena, target(arena, chunks[0], 5), 4),
             "an orphan takes no more hand-offs"
         );
-        // SAFETY: the blocks were handed off, and each is freed once.
-        assert_eq!(unsafe { arena.push_remote(target(arena, chunks[0], 1)) }, Some(Pushed::Queued));
         let chunk_page = (chunks[0] / PAGE as u64) as u32;
+        // SAFETY: the blocks were handed off, and each is freed once.
+        let first = unsafe { arena.push_remote(target(arena, chunks[0], 1)) };
+        assert_eq!(first, RemoteFree { accepted: true, given_up: Some(chunk_page) });
+        assert_eq!(arena.release_orphan(chunk_page), GiveBack::Orphaned, "a block is still out");
         // SAFETY: as above.
         let last = unsafe { arena.push_remote(target(arena, chunks[0], 0)) };
-        assert_eq!(last, Some(Pushed::LastOfOrphan(chunk_page)));
+        assert_eq!(last, RemoteFree { accepted: true, given_up: Some(chunk_page) });
         assert_eq!(arena.release_orphan(chunk_page), GiveBack::TakenBack);
         assert_eq!(arena.release_orphan(chunk_page), GiveBack::Refused, "given back once");
         arena.check().unwrap();
@@ -1825,7 +1831,7 @@ mod in_a_buffer {
         assert_eq!(arena.release_idle_orphans(), Reclaimed::default(), "a block is still out");
         // SAFETY: the block was handed off and is freed once; its last-free duty is dropped.
         let last = unsafe { arena.push_remote(target(arena, chunk, 3)) };
-        assert!(matches!(last, Some(Pushed::LastOfOrphan(_))));
+        assert!(last.accepted && last.given_up.is_some());
         let swept = arena.release_idle_orphans();
         assert_eq!(swept, Reclaimed { chunks: 1, pages: u64::from(CHUNK_PAGES) });
         arena.check().unwrap();

@@ -1,12 +1,21 @@
-//! The protocol of handed-off blocks, on two words of a lent chunk: its remote-free list, a
-//! stack of block offsets that any process pushes onto and the owner takes whole, and its
-//! hand-off count, which keeps the chunk lent while a block is out (see `arena/remote.rs`).
-//! Written once over [`AtomicWord`], so that the pool runs it on the words in its mapping and
-//! the loom models (`tests/loom.rs`) on loom's atomics, which explore every interleaving of it.
+//! The protocol of handed-off blocks, on three kinds of word: a block's mark, which its owner
+//! sets when it hands the block off and the process that frees it clears; and two words of the
+//! lent chunk, its remote-free list, a stack of block offsets that any process pushes onto and
+//! the owner takes whole, and its state, the frees in flight with [`GIVEN_UP`] set once the
+//! owner gave the chunk up (see `arena/remote.rs`). Written once over [`AtomicWord`], so that
+//! the pool runs it on the words in its mapping and the loom models (`tests/loom.rs`) on loom's
+//! atomics, which explore every interleaving of it.
+//!
+//! Handing a block off writes its mark alone, a word only hand-offs and frees write, so that the
+//! owner's side costs one atomic operation on a line no read of the chunk's kind shares. A chunk
+//! goes back once nothing of it is out: no mark set and no free in flight. The process that gives
+//! the chunk up and every free that finds it given up look, under the pool's lock, and the first
+//! to find it idle gives it back. Each free is counted in flight before it claims its block's
+//! mark and until after its push, so that the chunk a free pushes into is still lent; and every
+//! step is sequentially consistent, so that of a free and the giving up, at least one sees the
+//! other: the free sees [`GIVEN_UP`], or the giving up sees the free's mark or its count.
 
 use core::sync::atomic::Ordering;
-
-use crate::layout::HANDOFF_ORPHANED;
 
 /// A 32-bit atomic word.
 pub(crate) trait AtomicWord {
@@ -19,6 +28,7 @@ pub(crate) trait AtomicWord {
         failure: Ordering,
     ) -> Result<u32, u32>;
     fn swap(&self, value: u32, order: Ordering) -> u32;
+    fn fetch_add(&self, value: u32, order: Ordering) -> u32;
     fn fetch_sub(&self, value: u32, order: Ordering) -> u32;
     fn fetch_or(&self, value: u32, order: Ordering) -> u32;
 }
@@ -41,6 +51,9 @@ macro_rules! atomic_word {
             fn swap(&self, value: u32, order: Ordering) -> u32 {
                 <$atomic>::swap(self, value, order)
             }
+            fn fetch_add(&self, value: u32, order: Ordering) -> u32 {
+                <$atomic>::fetch_add(self, value, order)
+            }
             fn fetch_sub(&self, value: u32, order: Ordering) -> u32 {
                 <$atomic>::fetch_sub(self, value, order)
             }
@@ -55,67 +68,96 @@ atomic_word!(core::sync::atomic::AtomicU32);
 #[cfg(melon_loom)]
 atomic_word!(loom::sync::atomic::AtomicU32);
 
-/// What a free of a handed-off block did.
+/// A 64-bit atomic word of block marks, a bit a block.
+pub(crate) trait AtomicMarks {
+    fn fetch_or(&self, bits: u64, order: Ordering) -> u64;
+    fn fetch_and(&self, bits: u64, order: Ordering) -> u64;
+}
+
+macro_rules! atomic_marks {
+    ($atomic:ty) => {
+        impl AtomicMarks for $atomic {
+            fn fetch_or(&self, bits: u64, order: Ordering) -> u64 {
+                <$atomic>::fetch_or(self, bits, order)
+            }
+            fn fetch_and(&self, bits: u64, order: Ordering) -> u64 {
+                <$atomic>::fetch_and(self, bits, order)
+            }
+        }
+    };
+}
+
+atomic_marks!(core::sync::atomic::AtomicU64);
+#[cfg(melon_loom)]
+atomic_marks!(loom::sync::atomic::AtomicU64);
+
+/// Set in a lent chunk's state once its process gave it up; the bits below count frees in
+/// flight.
+pub(crate) const GIVEN_UP: u32 = 1 << 31;
+
+/// Where a free of a handed-off block put it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Freed {
+pub(crate) enum Pushed {
+    /// Refused: the block's mark was not set, as a double free or a block never handed off shows.
+    Refused,
     /// The block waits on the remote-free list for its owner, on a list that held others
     /// already.
     Queued,
     /// The block waits on the remote-free list for its owner, the first on it since the owner
     /// last took the list: the one free that needs to tell the owner.
     First,
-    /// The block was the last one out of a chunk its process gave up: the caller gives the
-    /// chunk back.
-    LastOfOrphan,
 }
 
-/// Counts one more block of the chunk as handed off. Refused once the chunk's process gave it
-/// up, or when the count is full.
-pub(crate) fn hand_off<W: AtomicWord>(count: &W) -> bool {
-    let mut handed = count.load(Ordering::Acquire);
-    loop {
-        if handed & HANDOFF_ORPHANED != 0 || handed >= HANDOFF_ORPHANED - 1 {
-            return false;
-        }
-        match count.compare_exchange_weak(handed, handed + 1, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return true,
-            Err(now) => handed = now,
-        }
-    }
+/// What a free of a handed-off block did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Freed {
+    /// Where the block went.
+    pub(crate) pushed: Pushed,
+    /// The chunk's process gave it up: the caller looks, under the lock, whether the chunk is
+    /// idle now ([`idle`]), and gives it back if so. Set for a refused free too, whose count in
+    /// flight may have kept the giving up from giving the chunk back.
+    pub(crate) given_up: bool,
 }
 
-/// Frees the handed-off block at offset `within` of its chunk: pushes it onto `list` (writing
-/// the link to the block with `link`), then takes it off `count`. Refused (`None`) when the count
-/// says no block is out, as a double free or a block never handed off shows.
-///
-/// The push comes first: until the count goes down, the caller's block holds the chunk lent,
-/// so the list it pushes onto is still that chunk's; after it, the chunk may go back to the
-/// pool, and nothing of it is touched.
-pub(crate) fn free<W: AtomicWord>(
+/// Marks a block handed off, with its bit `bit` of `marks`. Refused when the mark is set
+/// already.
+pub(crate) fn hand_off<M: AtomicMarks>(marks: &M, bit: u64) -> bool {
+    marks.fetch_or(bit, Ordering::SeqCst) & bit == 0
+}
+
+/// Frees the handed-off block at offset `within` of its chunk: counts itself in flight in
+/// `state`, claims the block's mark (`bit` of `marks`), pushes the block onto `list` (writing the
+/// link to the block with `link`), and counts itself out. Refused, with nothing pushed, when the
+/// mark was not set.
+pub(crate) fn free<W: AtomicWord, M: AtomicMarks>(
     list: &W,
-    count: &W,
+    state: &W,
+    marks: &M,
+    bit: u64,
     within: u32,
     mut link: impl FnMut(u32),
-) -> Option<Freed> {
-    if count.load(Ordering::Acquire) & !HANDOFF_ORPHANED == 0 {
-        return None;
-    }
-    let mut next = list.load(Ordering::Relaxed);
-    loop {
-        link(next);
-        match list.compare_exchange_weak(next, within, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => break,
-            Err(now) => next = now,
-        }
-    }
-    let before = count.fetch_sub(1, Ordering::AcqRel);
-    Some(if before == HANDOFF_ORPHANED | 1 {
-        Freed::LastOfOrphan
-    } else if next == 0 {
-        Freed::First
+) -> Freed {
+    state.fetch_add(1, Ordering::SeqCst);
+    let pushed = if marks.fetch_and(!bit, Ordering::SeqCst) & bit == 0 {
+        Pushed::Refused
     } else {
-        Freed::Queued
-    })
+        let mut next = list.load(Ordering::Relaxed);
+        loop {
+            link(next);
+            match list.compare_exchange_weak(next, within, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => next = now,
+            }
+        }
+        if next == 0 {
+            Pushed::First
+        } else {
+            Pushed::Queued
+        }
+    };
+    // After this, nothing of the chunk may be touched: it may go back.
+    let before = state.fetch_sub(1, Ordering::SeqCst);
+    Freed { pushed, given_up: before & GIVEN_UP != 0 }
 }
 
 /// Takes the whole remote-free list: the offset of its first block, or 0. An empty list is
@@ -127,8 +169,27 @@ pub(crate) fn take<W: AtomicWord>(list: &W) -> u32 {
     list.swap(0, Ordering::Acquire)
 }
 
-/// Marks the chunk given up by its process. Returns whether blocks handed off from it are still
-/// out: then the free of the last of them gives the chunk back; otherwise the caller does, now.
-pub(crate) fn give_up<W: AtomicWord>(count: &W) -> bool {
-    count.fetch_or(HANDOFF_ORPHANED, Ordering::AcqRel) & !HANDOFF_ORPHANED != 0
+/// Marks the chunk given up by its process. The caller then looks whether it is [`idle`], and
+/// gives it back if so; otherwise the free that finds it idle does.
+pub(crate) fn give_up<W: AtomicWord>(state: &W) {
+    state.fetch_or(GIVEN_UP, Ordering::SeqCst);
+}
+
+/// Whether a given-up chunk has nothing out: no block marked, as `marked` says, and then no free
+/// in flight in `state`.
+#[cfg(not(melon_loom_broken))]
+pub(crate) fn idle<W: AtomicWord>(state: &W, marked: impl FnOnce() -> bool) -> bool {
+    // The marks first: a free clears its block's mark only while counted in flight, so a
+    // cleared mark seen here comes with its free's count, unless that free is over.
+    let marked = marked();
+    !marked && state.load(Ordering::SeqCst) == GIVEN_UP
+}
+
+/// A deliberately broken [`idle`], built only for the loom models that must catch it: it reads
+/// the state before the marks, so a free that starts in between, claims its mark and is still
+/// pushing goes unseen, and the chunk goes back under it.
+#[cfg(melon_loom_broken)]
+pub(crate) fn idle<W: AtomicWord>(state: &W, marked: impl FnOnce() -> bool) -> bool {
+    let state = state.load(Ordering::SeqCst);
+    !marked() && state == GIVEN_UP
 }

@@ -61,8 +61,10 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// segment: the header records the initial capacity and the end of the pages grown so far, and
 /// the descriptors and bitmap words of the header's own pages are no longer written. Version 7
 /// added the directory of names ([`State::names`]). Version 8 replaced the C library's mutex in
-/// the header with the pool's own lock word ([`PoolLock`]).
-pub(crate) const VERSION: u32 = 8;
+/// the header with the pool's own lock word ([`PoolLock`]). Version 9 moved a lent chunk's
+/// remote-free list and state to the descriptor of its tail page, and replaced its count of
+/// handed-off blocks with a count of frees in flight.
+pub(crate) const VERSION: u32 = 9;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -331,9 +333,6 @@ static_assertions::const_assert_eq!(core::mem::size_of::<BuiltinLock>(), 64);
 static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock_abi), 36);
 static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock), 64);
 
-/// Set in a lent chunk's hand-off count when its process gave it up with blocks still out.
-pub(crate) const HANDOFF_ORPHANED: u32 = 1 << 31;
-
 /// What one page is, and for the first page of a run, the run's bookkeeping.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -345,13 +344,14 @@ pub(crate) struct PageDesc {
     /// Slab: index of the first free block, or [`NONE`]. Lent chunk: the owner slot of the
     /// process it is lent to, [`ORPHANS`], or [`NONE`] for a chunk no slot answers for.
     pub(crate) free: u32,
-    /// Slab: blocks in use. Lent chunk: the head of its remote-free list, the offset from the
-    /// chunk's start of the last block another process freed into it, or 0; accessed
-    /// atomically (see `arena/remote.rs`).
+    /// Slab: blocks in use. Tail of a lent chunk (its last page among its first
+    /// [`CHUNK_PAGES`]): the head of its remote-free list, the offset from the chunk's start of
+    /// the last block another process freed into it, or 0; accessed atomically (see
+    /// `arena/remote.rs`).
     pub(crate) live: u32,
-    /// Slab: blocks handed out at least once; later ones have never been touched. Lent chunk:
-    /// its blocks handed off to other processes and not yet freed, with [`HANDOFF_ORPHANED`]
-    /// set once its process gave it up; accessed atomically.
+    /// Slab: blocks handed out at least once; later ones have never been touched. Tail of a lent
+    /// chunk: frees of its handed-off blocks in flight, with `handoff::GIVEN_UP` set once its
+    /// process gave it up; accessed atomically.
     pub(crate) carved: u32,
     /// Free run, slab or lent chunk: the next in its bin, class or owner list.
     pub(crate) next: u32,

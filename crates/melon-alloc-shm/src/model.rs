@@ -322,15 +322,19 @@ impl Waits for Kernel<'_> {
     }
 }
 
-/// A lent chunk's two hand-off words and [`HANDOFF_BLOCKS`] blocks, for the loom models of
-/// blocks handed off to other processes: the protocol the pool runs on its mapping
-/// (`handoff.rs`), here on loom's atomics. A block's memory is a loom cell, so that a link
-/// written after the chunk went back (or without ordering before the owner reads it) is a race
-/// loom reports.
+/// A lent chunk's hand-off words, its blocks' marks and [`HANDOFF_BLOCKS`] blocks, for the loom
+/// models of blocks handed off to other processes: the protocol the pool runs on its mapping
+/// (`handoff.rs`), here on loom's atomics, with a loom mutex for the pool's lock. A block's memory
+/// is a loom cell, so that a link written after the chunk went back (or without ordering before
+/// the owner reads it) is a race loom reports.
 pub struct HandoffChunk {
     list: loom::sync::atomic::AtomicU32,
-    count: loom::sync::atomic::AtomicU32,
+    state: loom::sync::atomic::AtomicU32,
+    marks: loom::sync::atomic::AtomicU64,
     blocks: [loom::cell::UnsafeCell<u32>; HANDOFF_BLOCKS],
+    /// The pool's lock, and whether the chunk went back, as the pool's lent-to-orphans check
+    /// tells.
+    lock: loom::sync::Mutex<bool>,
     releases: loom::sync::atomic::AtomicUsize,
 }
 
@@ -338,12 +342,14 @@ pub struct HandoffChunk {
 pub const HANDOFF_BLOCKS: usize = 3;
 
 impl HandoffChunk {
-    /// A chunk with `handed` of its blocks handed off.
+    /// A chunk whose first `handed` blocks are handed off.
     pub fn new(handed: u32) -> Self {
         Self {
             list: loom::sync::atomic::AtomicU32::new(0),
-            count: loom::sync::atomic::AtomicU32::new(handed),
+            state: loom::sync::atomic::AtomicU32::new(0),
+            marks: loom::sync::atomic::AtomicU64::new((1 << handed) - 1),
             blocks: core::array::from_fn(|_| loom::cell::UnsafeCell::new(0)),
+            lock: loom::sync::Mutex::new(false),
             releases: loom::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -353,14 +359,31 @@ impl HandoffChunk {
         64 + 64 * block as u32
     }
 
-    /// Frees handed-off block `block` from another process. `None` when refused; whether it was
-    /// the last block out of a chunk given up otherwise.
-    pub fn free(&self, block: usize) -> Option<bool> {
-        let freed = crate::handoff::free(&self.list, &self.count, Self::within(block), |next| {
-            // SAFETY: the block is the freeing thread's until the list holds it.
-            self.blocks[block].with_mut(|link| unsafe { *link = next });
-        })?;
-        Some(freed == crate::handoff::Freed::LastOfOrphan)
+    /// Hands block `block` off; refused when it is handed off already.
+    pub fn hand_off(&self, block: usize) -> bool {
+        crate::handoff::hand_off(&self.marks, 1 << block)
+    }
+
+    /// Frees handed-off block `block` from another process, as the pool does: the free, then,
+    /// if the chunk was given up, a look under the lock whether it can go back. Whether the
+    /// free was accepted.
+    pub fn free(&self, block: usize) -> bool {
+        let within = Self::within(block);
+        let freed = crate::handoff::free(
+            &self.list,
+            &self.state,
+            &self.marks,
+            1 << block,
+            within,
+            |next| {
+                // SAFETY: the block is the freeing thread's until the list holds it.
+                self.blocks[block].with_mut(|link| unsafe { *link = next });
+            },
+        );
+        if freed.given_up {
+            self.settle();
+        }
+        freed.pushed != crate::handoff::Pushed::Refused
     }
 
     /// What the owner collects: the blocks on the list, taking it.
@@ -376,14 +399,30 @@ impl HandoffChunk {
         blocks
     }
 
-    /// The owner gives the chunk up: whether blocks are still out, so that the last free gives
-    /// it back; if not, the caller does.
-    pub fn give_up(&self) -> bool {
-        crate::handoff::give_up(&self.count)
+    /// The owner gives the chunk up, under the lock, and gives it back if nothing is out.
+    pub fn give_up(&self) {
+        let mut released = self.lock.lock().expect("the model's lock");
+        crate::handoff::give_up(&self.state);
+        self.release_if_idle(&mut released);
+    }
+
+    /// What a free that found the chunk given up does: under the lock, gives it back if nothing
+    /// is out and it has not gone back already.
+    fn settle(&self) {
+        let mut released = self.lock.lock().expect("the model's lock");
+        self.release_if_idle(&mut released);
+    }
+
+    fn release_if_idle(&self, released: &mut bool) {
+        let marked = || self.marks.load(Ordering::SeqCst) != 0;
+        if !*released && crate::handoff::idle(&self.state, marked) {
+            *released = true;
+            self.release();
+        }
     }
 
     /// Gives the chunk back to the pool, which may write anywhere in it from then on.
-    pub fn release(&self) {
+    fn release(&self) {
         for block in &self.blocks {
             // SAFETY: a chunk given back is nobody's: a write that races with this is the bug
             // the models look for.

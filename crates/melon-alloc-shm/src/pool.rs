@@ -11,7 +11,7 @@ use std::time::Duration;
 use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
 use melon_alloc_heap::ChildPool;
 
-use crate::arena::{AllocThen, Arena, Located, Pushed, RemoteTarget, CHUNK_HEADER};
+use crate::arena::{AllocThen, Arena, Located, RemoteFree, RemoteTarget, CHUNK_HEADER};
 use crate::identity::{Identity, Kernel};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
@@ -339,9 +339,9 @@ impl Shared {
     }
 
     /// Frees a handed-off block of a child pool's chunk, at `addr` in the chunk `target` names,
-    /// onto the chunk's remote-free list, without the lock; gives the chunk back, under the lock
-    /// (which the caller holds already if `locked`), when the block was the last one out of an
-    /// orphan.
+    /// onto the chunk's remote-free list, without the lock; when the chunk's process gave it up,
+    /// gives it back under the lock (which the caller holds already if `locked`) if nothing of it
+    /// is out any more.
     ///
     /// # Safety
     /// As for [`ShmGuard::free`].
@@ -353,18 +353,19 @@ impl Shared {
     ) -> Result<(), ShmError> {
         // SAFETY: the caller frees an in-use block once; one of a lent chunk is one handed off,
         // or its block's mark, which `push_remote` checks, refuses it.
-        match unsafe { self.arena.push_remote(target) } {
-            None => Err(ShmError::Free(FreeError::Foreign { addr })),
-            Some(Pushed::Queued) => Ok(()),
-            Some(Pushed::LastOfOrphan(chunk)) => {
-                if locked {
-                    self.arena.release_orphan(chunk);
-                } else if let Ok(_guard) = self.lock() {
-                    self.arena.release_orphan(chunk);
-                }
-                // A lock that fails leaves the orphan, its count zero, to the next reclaim.
-                Ok(())
+        let RemoteFree { accepted, given_up } = unsafe { self.arena.push_remote(target) };
+        if let Some(chunk) = given_up {
+            if locked {
+                self.arena.release_orphan(chunk);
+            } else if let Ok(_guard) = self.lock() {
+                self.arena.release_orphan(chunk);
             }
+            // A lock that fails leaves the orphan, idle or not, to the next reclaim.
+        }
+        if accepted {
+            Ok(())
+        } else {
+            Err(ShmError::Free(FreeError::Foreign { addr }))
         }
     }
 

@@ -357,51 +357,85 @@ mod tests {
         catches_broken(repair_interrupted_by_death);
     }
 
+    /// Frees each of `blocks` from a thread of its own, each thread returning whether its free
+    /// was accepted.
+    fn free_elsewhere<const N: usize>(
+        chunk: &Arc<HandoffChunk>,
+        blocks: [usize; N],
+    ) -> Vec<thread::JoinHandle<bool>> {
+        blocks
+            .into_iter()
+            .map(|block| {
+                let chunk = Arc::clone(chunk);
+                thread::spawn(move || chunk.free(block))
+            })
+            .collect()
+    }
+
     /// Two processes free handed-off blocks while the owner collects: every block is collected
     /// once, between the collection that runs alongside and the one after.
     #[test]
     fn handed_off_blocks_freed_elsewhere_are_collected_once() {
         passes(|| {
             let chunk = Arc::new(HandoffChunk::new(2));
-            let freers: Vec<_> = (0..2)
-                .map(|block| {
-                    let chunk = Arc::clone(&chunk);
-                    thread::spawn(move || assert_eq!(chunk.free(block), Some(false)))
-                })
-                .collect();
+            let freers = free_elsewhere(&chunk, [0, 1]);
             let mut collected = chunk.collect();
-            for freer in freers {
-                freer.join().unwrap();
-            }
+            assert!(freers.into_iter().all(|freer| freer.join().unwrap()));
             collected.extend(chunk.collect());
             collected.sort_unstable();
             assert_eq!(collected, [0, 1]);
-            assert_eq!(chunk.free(0), None, "nothing is out any more");
+            assert!(!chunk.free(0), "nothing is out any more");
         });
     }
 
     /// The owner gives a chunk up while the last two handed-off blocks are freed: the chunk goes
-    /// back exactly once, by whoever sees nothing left out, and after every push into it.
+    /// back exactly once, by whoever finds nothing left out, and after every push into it. The
+    /// broken look for an idle chunk gives it back under a free still pushing.
+    fn chunk_given_up_while_its_last_blocks_are_freed() {
+        let chunk = Arc::new(HandoffChunk::new(2));
+        let freers = free_elsewhere(&chunk, [0, 1]);
+        chunk.give_up();
+        assert!(freers.into_iter().all(|freer| freer.join().unwrap()));
+        assert_eq!(chunk.releases(), 1);
+    }
+
     #[test]
     fn a_chunk_given_up_goes_back_once_after_its_last_block() {
+        catches_broken(chunk_given_up_while_its_last_blocks_are_freed);
+    }
+
+    /// A block freed twice at once while its chunk is given up: one free is accepted, and the
+    /// refused one, counted in flight while it ran, does not keep the chunk from going back. The
+    /// broken look for an idle chunk gives it back under the accepted free.
+    fn double_free_of_an_orphans_block() {
+        let chunk = Arc::new(HandoffChunk::new(1));
+        let freers = free_elsewhere(&chunk, [0, 0]);
+        chunk.give_up();
+        let accepted = freers.into_iter().map(|freer| freer.join().unwrap());
+        assert_eq!(accepted.filter(|&accepted| accepted).count(), 1);
+        assert_eq!(chunk.releases(), 1);
+    }
+
+    #[test]
+    fn a_double_free_of_an_orphans_block_is_refused_and_the_chunk_still_goes_back() {
+        catches_broken(double_free_of_an_orphans_block);
+    }
+
+    /// A block handed off and freed while the owner hands off another and gives the chunk up:
+    /// the chunk waits for the second block, and goes back once after its free.
+    #[test]
+    fn a_chunk_waits_for_a_block_handed_off_before_it_was_given_up() {
         passes(|| {
-            let chunk = Arc::new(HandoffChunk::new(2));
-            let freers: Vec<_> = (0..2)
-                .map(|block| {
-                    let chunk = Arc::clone(&chunk);
-                    thread::spawn(move || {
-                        if chunk.free(block) == Some(true) {
-                            chunk.release();
-                        }
-                    })
-                })
-                .collect();
-            if !chunk.give_up() {
-                chunk.release();
-            }
-            for freer in freers {
-                freer.join().unwrap();
-            }
+            let chunk = Arc::new(HandoffChunk::new(1));
+            let freer = {
+                let chunk = Arc::clone(&chunk);
+                thread::spawn(move || assert!(chunk.free(0)))
+            };
+            assert!(chunk.hand_off(1));
+            chunk.give_up();
+            freer.join().unwrap();
+            assert_eq!(chunk.releases(), 0, "block 1 is still out");
+            assert!(chunk.free(1));
             assert_eq!(chunk.releases(), 1);
         });
     }

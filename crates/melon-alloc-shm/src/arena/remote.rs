@@ -1,20 +1,21 @@
 //! Blocks of one process's child pool freed by another process, without the pool's lock.
 //!
-//! A process hands a block of its child pool off to others ([`Arena::hand_off`]), which counts
-//! it in the chunk's hand-off count and marks it in the in-use bitmap (whose bits lent chunks do
-//! not otherwise use), so that only a block handed off and not yet freed can be freed. Whoever frees it later pushes it onto the chunk's
-//! remote-free list and then takes it off the count; the owner's child pool collects the list
-//! when it runs out of blocks ([`Arena::remote_list`]). Both words live in the chunk's first
-//! page descriptor and are only ever changed atomically, by compare-and-swap, swap and
-//! fetch-or, so that no lock is needed; they are not in the undo log, and the lock holder only
-//! writes them when it lends the chunk, or undoes a lend, when nobody can free into it.
+//! A process hands a block of its child pool off to others ([`Arena::hand_off`]), which marks
+//! it in the in-use bitmap (whose bits lent chunks do not otherwise use), so that only a block
+//! handed off and not yet freed can be freed. Whoever frees it later claims the mark and pushes
+//! the block onto the chunk's remote-free list; the owner's child pool collects the list when it
+//! runs out of blocks ([`Arena::remote_list`]). The list and the chunk's state (frees in flight,
+//! and whether its process gave it up) live in the descriptor of the chunk's last page among its
+//! first [`CHUNK_PAGES`], its tail, apart from the first page's kind, length and owner, which
+//! every hand-off and free reads: a cache line that only changes when the chunk is lent. They
+//! are only ever changed atomically, so that no lock is needed; they are not in the undo log,
+//! and the lock holder only writes them when it lends the chunk, or undoes a lend, when nobody
+//! can free into it. The protocol itself is in `handoff.rs`.
 //!
-//! The count is what keeps a chunk in place while a block of it is out: the owner may give a
-//! chunk up (drop its child pool, or die) at any time, and [`Arena::take_back`] then sets the
-//! count's [`HANDOFF_ORPHANED`] bit. If no block is out, the chunk goes back at once; otherwise
-//! it waits on the orphans' list, and the free that takes the count from one to zero sees the
-//! bit and gives the chunk back. A free first pushes, then counts down, so a chunk it pushes into
-//! is still lent: its own block holds the count above zero until then.
+//! The owner may give a chunk up (drop its child pool, or die) at any time, and
+//! [`Arena::take_back`] then marks it given up. If nothing of it is out, no block marked and no
+//! free in flight, it goes back at once; otherwise it waits on the orphans' list, and the free
+//! that finds it given up looks again under the lock ([`Arena::release_orphan`]).
 
 use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use melon_alloc_core::CHUNK_SIZE;
 
 use super::{Arena, GiveBack};
 use crate::handoff;
-use crate::layout::{kind, PageDesc, GRAIN, HANDOFF_ORPHANED, NONE, ORPHANS, OWNER_SLOTS, PAGE};
+use crate::layout::{kind, PageDesc, CHUNK_PAGES, GRAIN, NONE, ORPHANS, OWNER_SLOTS, PAGE};
 
 /// The bytes at the start of every chunk that hold the child pool's chunk header: no block
 /// starts inside them.
@@ -41,6 +42,9 @@ pub(crate) struct RemoteTarget<'arena> {
     within: u32,
     /// The chunk's first page descriptor, found once.
     desc: *mut PageDesc,
+    /// The descriptor of the chunk's tail ([`tail_page`]), which holds its remote-free list and
+    /// state.
+    tail: *mut PageDesc,
     _arena: core::marker::PhantomData<&'arena Arena>,
 }
 
@@ -66,12 +70,19 @@ impl RemoteTarget<'_> {
 
 /// What a remote free did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Pushed {
-    /// The block waits for its owner to collect it.
-    Queued,
-    /// The block was the last one out of an orphaned chunk: the caller gives the chunk back
-    /// under the lock ([`Arena::release_orphan`]).
-    LastOfOrphan(u32),
+pub(crate) struct RemoteFree {
+    /// Whether the block was freed: refused, with nothing changed, when it was not handed off
+    /// or was freed already.
+    pub(crate) accepted: bool,
+    /// The first page of the chunk, when its process gave it up: the caller gives it back under
+    /// the lock if nothing of it is out any more ([`Arena::release_orphan`]).
+    pub(crate) given_up: Option<u32>,
+}
+
+/// The page whose descriptor holds the remote-free list and state of the chunk whose first page
+/// is `chunk`, `pages` long: the last of its first [`CHUNK_PAGES`].
+pub(super) fn tail_page(chunk: u32, pages: u32) -> u32 {
+    chunk + pages.clamp(1, CHUNK_PAGES) - 1
 }
 
 impl Arena {
@@ -123,7 +134,16 @@ impl Arena {
                 return None;
             }
         }
-        Some(RemoteTarget { chunk, within, desc: words.desc, _arena: core::marker::PhantomData })
+        // SAFETY: the tail lies in the chunk's first `pages`, inside the data pages (checked
+        // above).
+        let tail = unsafe { words.desc.add((tail_page(chunk, pages) - chunk) as usize) };
+        Some(RemoteTarget {
+            chunk,
+            within,
+            desc: words.desc,
+            tail,
+            _arena: core::marker::PhantomData,
+        })
     }
 
     /// The first page of the lent chunk whose pages hold `offset`, and that page's words. Read
@@ -156,9 +176,9 @@ impl Arena {
         self.in_data(chunk, 1).then(|| words.owner().load(Ordering::Acquire))
     }
 
-    /// Counts a block of the chunk `target` names as handed off: until it is freed, the chunk
+    /// Marks a block of the chunk `target` names as handed off: until it is freed, the chunk
     /// stays lent, or orphaned, whatever becomes of its process. Refused for a chunk that is not
-    /// `owner`'s.
+    /// `owner`'s, or a block marked already.
     ///
     /// # Safety
     /// The block at `target` is an in-use block of a child pool of the caller's process, so
@@ -169,25 +189,24 @@ impl Arena {
             return false;
         }
         let (bits, bit) = self.handed_bit(target);
-        if bits.load(Ordering::Acquire) & bit != 0 {
-            return false;
-        }
-        let count = words.handoffs();
-        if !handoff::hand_off(count) {
-            return false;
-        }
-        // Marked after it is counted, and cleared by a free before it is counted down: a block
-        // marked is always counted, so a chunk whose count is zero has no mark left.
-        if bits.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
+        handoff::hand_off(bits, bit)
     }
 
     /// The words of the chunk `target` names, from the descriptor it found.
     fn target_words(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
         DescWords::at(target.desc)
+    }
+
+    /// The words of the tail of the chunk `target` names: its remote-free list and state.
+    fn target_tail(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
+        DescWords::at(target.tail)
+    }
+
+    /// The tail words of the lent chunk at `chunk`, from its length: the caller holds the lock,
+    /// or a block of the chunk, so that the length stays as it is.
+    fn tail_words(&self, chunk: u32) -> DescWords<'_> {
+        let pages = self.words(chunk).len().load(Ordering::Acquire);
+        self.words(tail_page(chunk, pages))
     }
 
     /// The word and bit that mark the block at `target` handed off: its bit of the in-use
@@ -203,44 +222,35 @@ impl Arena {
         (unsafe { AtomicU64::from_ptr(self.bitmap.add(grain / 64)) }, 1 << (grain % 64))
     }
 
-    /// Frees a handed-off block of another process's child pool: pushes it onto its chunk's
-    /// remote-free list for the owner to collect, then takes it off the chunk's count. Refused
-    /// (`None`), with nothing changed, for a block not handed off, or freed already.
+    /// Frees a handed-off block of another process's child pool: claims its mark and pushes it
+    /// onto its chunk's remote-free list for the owner to collect. Refused, with nothing changed,
+    /// for a block not handed off, or freed already.
     ///
     /// # Safety
     /// The chunk at `target` stays lent for the call: the block was handed off with
     /// [`hand_off`](Arena::hand_off), is not in use any more and is freed once; or it is a block
     /// that its child holds, which is refused.
-    pub(crate) unsafe fn push_remote(&self, target: RemoteTarget<'_>) -> Option<Pushed> {
-        // Only a block handed off and not freed since has its mark: anything else, a second
-        // free or a pointer inside a block among them, is refused here and changes nothing.
+    pub(crate) unsafe fn push_remote(&self, target: RemoteTarget<'_>) -> RemoteFree {
         let (bits, bit) = self.handed_bit(target);
-        if bits.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
-            return None;
-        }
-        let words = self.target_words(target);
-        let (list, count) = (words.remote(), words.handoffs());
+        let tail = self.target_tail(target);
         let block = self.block_at(target);
-        // The owner is read before the push: after the count goes down, nothing of the chunk
+        // The owner is read before the push: once the free is counted out, nothing of the chunk
         // may be read.
-        let owner = words.owner().load(Ordering::Acquire);
-        let freed = handoff::free(list, count, target.within, |next| {
-            // SAFETY: the block is the caller's to free, 16 bytes or more, aligned to 16: its
-            // first word can hold the link.
+        let owner = self.target_words(target).owner().load(Ordering::Acquire);
+        let freed = handoff::free(tail.remote(), tail.state(), bits, bit, target.within, |next| {
+            // SAFETY: the block is the caller's to free, and its mark claimed: 16 bytes or more,
+            // aligned to 16, its first word can hold the link.
             unsafe { block.write(next) }
-        })?;
-        Some(match freed {
-            handoff::Freed::Queued => Pushed::Queued,
-            handoff::Freed::First => {
-                // The list was empty: the owner may not look at this chunk again unless told.
-                // The count lies in the header, not in the chunk: it outlives the chunk.
-                if (owner as usize) < OWNER_SLOTS {
-                    self.pending(owner).fetch_add(1, Ordering::Release);
-                }
-                Pushed::Queued
-            }
-            handoff::Freed::LastOfOrphan => Pushed::LastOfOrphan(target.chunk),
-        })
+        });
+        if freed.pushed == handoff::Pushed::First && (owner as usize) < OWNER_SLOTS {
+            // The list was empty: the owner may not look at this chunk again unless told.
+            // The count lies in the header, not in the chunk: it outlives the chunk.
+            self.pending(owner).fetch_add(1, Ordering::Release);
+        }
+        RemoteFree {
+            accepted: freed.pushed != handoff::Pushed::Refused,
+            given_up: freed.given_up.then_some(target.chunk),
+        }
     }
 
     /// The remote-free list of the chunk at `chunk`, lent to the caller's process: a word whose
@@ -248,7 +258,7 @@ impl Arena {
     /// [`handoff::take`] takes the whole list: the offset of its first block from the chunk's
     /// start, or 0. Each block's first word holds the offset of the next, 0 ending the list.
     pub(crate) fn remote_list(&self, chunk: u32) -> &AtomicU32 {
-        self.words(chunk).remote()
+        self.tail_words(chunk).remote()
     }
 
     /// A count of the frees that found a remote-free list of owner slot `slot`'s chunks empty:
@@ -270,14 +280,34 @@ impl Arena {
         unsafe { self.base.add(target.offset()).cast() }
     }
 
-    /// Marks the chunk at `page` given up by its process. Returns whether blocks handed off from
-    /// it are still out, so that it must wait for them as an orphan.
+    /// Marks the chunk at `page` given up by its process. Returns whether something of it is
+    /// still out, a block handed off or a free in flight, so that it must wait as an orphan. The
+    /// caller holds the lock.
     pub(super) fn orphan(&self, page: u32) -> bool {
-        handoff::give_up(self.words(page).handoffs())
+        handoff::give_up(self.tail_words(page).state());
+        !self.is_idle(page)
     }
 
-    /// Gives back the orphaned chunk at `chunk` once its last handed-off block was freed
-    /// ([`Pushed::LastOfOrphan`]). The caller holds the lock.
+    /// Whether nothing of the given-up chunk at `chunk` is out: no free in flight, no block
+    /// marked handed off. The caller holds the lock.
+    fn is_idle(&self, chunk: u32) -> bool {
+        let pages = get!(self, chunk, len).clamp(1, CHUNK_PAGES);
+        handoff::idle(self.tail_words(chunk).state(), || {
+            let first = chunk as usize * (PAGE / GRAIN) / 64;
+            let words = pages as usize * (PAGE / GRAIN) / 64;
+            (first..first + words).any(|word| {
+                // SAFETY: (1) the chunk lies in the data pages (the caller found it lent), and
+                // the bitmap has a bit for every grain of them, in words that live as long as
+                // the mapping; (2) they are 8-aligned; (3) while a chunk is lent its pages'
+                // words are only accessed atomically (see `handed_bit`).
+                let bits = unsafe { AtomicU64::from_ptr(self.bitmap.add(word)) };
+                bits.load(Ordering::SeqCst) != 0
+            })
+        })
+    }
+
+    /// Gives back the orphaned chunk at `chunk` if nothing of it is out any more: a free that
+    /// found it given up ([`RemoteFree::given_up`]) calls this. The caller holds the lock.
     pub(crate) fn release_orphan(&self, chunk: u32) -> GiveBack {
         if !self.is_lent_to(chunk, ORPHANS) {
             return GiveBack::Refused;
@@ -286,7 +316,7 @@ impl Arena {
         self.take_back(u64::from(chunk) * PAGE as u64, len as usize * PAGE, ORPHANS)
     }
 
-    /// Gives back every orphaned chunk with no block out any more: those whose last free died
+    /// Gives back every orphaned chunk with nothing out any more: those whose last free died
     /// before it could. The caller holds the lock.
     pub(crate) fn release_idle_orphans(&self) -> super::Reclaimed {
         let mut reclaimed = super::Reclaimed::default();
@@ -296,8 +326,7 @@ impl Arena {
                 break;
             }
             let (next, pages) = (get!(self, chunk, next), get!(self, chunk, len));
-            let idle = self.words(chunk).handoffs().load(Ordering::Acquire) == HANDOFF_ORPHANED;
-            if idle && self.release_orphan(chunk) == GiveBack::TakenBack {
+            if self.is_idle(chunk) && self.release_orphan(chunk) == GiveBack::TakenBack {
                 reclaimed.chunks += 1;
                 reclaimed.pages += u64::from(pages);
             }
@@ -336,8 +365,8 @@ impl<'arena> DescWords<'arena> {
     desc_word!(kind, kind);
     desc_word!(len, len);
     desc_word!(head, head);
-    // A lent chunk's owner slot, remote-free list and hand-off count.
+    // A lent chunk's owner slot, in its first page; its remote-free list and state, in its tail.
     desc_word!(owner, free);
     desc_word!(remote, live);
-    desc_word!(handoffs, carved);
+    desc_word!(state, carved);
 }

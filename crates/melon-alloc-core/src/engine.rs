@@ -1208,19 +1208,10 @@ impl<S: ChunkSource> Engine<S> {
         }
     }
 
-    fn fits_limit(&self, size: usize) -> bool {
-        match self.limit {
-            None => true,
-            Some(limit) => self.held.checked_add(size).is_some_and(|total| total <= limit),
-        }
-    }
-
-    /// With a limit, has the source give back what it keeps beyond the limit's room once `more`
-    /// bytes more are held: what the engine holds and what its source keeps for reuse stay
-    /// within the limit together.
-    fn keep_source_within_limit(&mut self, more: usize) {
-        let Some(limit) = self.limit else { return };
-        let room = limit.saturating_sub(self.held.saturating_add(more));
+    /// Has the source give back what it keeps beyond `room`, the limit's room: what the engine
+    /// holds and what its source keeps for reuse stay within the limit together.
+    #[inline(always)]
+    fn keep_source_within(&mut self, room: usize) {
         if self.source.kept_bytes() > room {
             self.source.keep_at_most(room);
         }
@@ -1235,17 +1226,13 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Takes a chunk of at least `layout` and at most `most` bytes from the source, as
     /// [`acquire`](Engine::acquire) does, with its length: at most what the limit leaves room for.
-    #[inline]
+    // Inlined whole on hosted targets, so that a large block's path makes no call of its own for
+    // it; left to the compiler on bare metal, where firmware counts its bytes.
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     fn acquire_up_to(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         let mut trimmed = false;
         loop {
-            if self.fits_limit(layout.size()) {
-                self.keep_source_within_limit(layout.size());
-                // Lengths stay multiples of 16, as the source's contract has them.
-                let most = match self.limit {
-                    Some(limit) => most.min(limit - self.held),
-                    None => most,
-                } & !(MIN_ALIGN - 1);
+            if let Some(most) = self.fit_to_limit(layout.size(), most) {
                 if let Some((chunk, len)) = self.source.acquire_at_least(layout, most) {
                     // The source's contract: at least `layout`, at most `most` (or exactly
                     // `layout`).
@@ -1270,6 +1257,23 @@ impl<S: ChunkSource> Engine<S> {
         }
     }
 
+    /// The most bytes a chunk of at least `size` bytes may have, `most` cut to what the limit
+    /// leaves room for, a multiple of 16 as the source's contract has lengths; `None` when the
+    /// limit leaves less than `size`. With a limit, the source first gives back what it keeps
+    /// beyond the room the limit will leave once the chunk is held.
+    #[inline(always)]
+    fn fit_to_limit(&mut self, size: usize, most: usize) -> Option<usize> {
+        let most = match self.limit {
+            None => most,
+            Some(limit) => {
+                let room = limit.checked_sub(self.held)?.checked_sub(size)?;
+                self.keep_source_within(room);
+                most.min(room + size)
+            }
+        };
+        Some(most & !(MIN_ALIGN - 1))
+    }
+
     /// Gives a chunk back to the source.
     ///
     /// # Safety
@@ -1283,7 +1287,9 @@ impl<S: ChunkSource> Engine<S> {
         // this source's `acquire_at_least` with this length.
         unsafe { self.source.release(chunk, layout) };
         self.held -= layout.size();
-        self.keep_source_within_limit(0);
+        if let Some(limit) = self.limit {
+            self.keep_source_within(limit.saturating_sub(self.held));
+        }
     }
 
     /// Takes a chunk from this engine's source on behalf of another engine, charging it against

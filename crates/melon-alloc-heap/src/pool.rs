@@ -51,7 +51,7 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn acquire_at_least(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
         match self {
             Self::Global(global) => global.acquire_at_least(layout, most),

@@ -35,10 +35,11 @@ pub(super) fn time_spread(nanoseconds: f64, spread: Option<(f64, f64)>) -> Strin
     }
 }
 
-/// A ratio with three significant digits, or so.
+/// A ratio with three significant digits, or so; three decimals up to 1.01, so that a ratio
+/// just past a target of 1 does not read as 1.00.
 pub(super) fn ratio(value: f64) -> String {
     match value {
-        v if v < 1.0 => format!("{v:.3}"),
+        v if v < 1.01 => format!("{v:.3}"),
         v if v < 10.0 => format!("{v:.2}"),
         v => format!("{v:.1}"),
     }
@@ -107,5 +108,14 @@ mod tests {
             "6.57 ms (5.98-7.20)"
         );
         assert_eq!(time_spread(2.5e9, None), "2.50 s");
+    }
+
+    #[test]
+    fn a_ratio_just_past_one_does_not_read_as_one() {
+        assert_eq!(ratio(1.0012), "1.001");
+        assert_eq!(ratio(0.9996), "1.000");
+        assert_eq!(ratio(1.06), "1.06");
+        assert_eq!(ratio(0.219), "0.219");
+        assert_eq!(ratio(12.34), "12.3");
     }
 }

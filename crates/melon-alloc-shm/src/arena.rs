@@ -942,9 +942,9 @@ impl Arena {
 
     /// Takes back a chunk lent with [`lend`](Arena::lend) to `owner` (or orphaned, for
     /// [`ORPHANS`]): into the free runs, or, while blocks handed off from it to other processes
-    /// are still out, onto the orphans' list, from which the last of them to be freed takes it
-    /// back. If `offset` is not the start of a chunk of that size lent to that owner, nothing
-    /// changes.
+    /// are still out (or frees of them in flight), onto the orphans' list, from which the free
+    /// that finds nothing of it out any more takes it back. If `offset` is not the start of a
+    /// chunk of that size lent to that owner, nothing changes.
     pub(crate) fn take_back(&self, offset: u64, size: usize, owner: u32) -> GiveBack {
         let Some(page) = self.page_of(offset) else { return GiveBack::Refused };
         let Ok(pages) = u32::try_from(size.div_ceil(PAGE)) else { return GiveBack::Refused };

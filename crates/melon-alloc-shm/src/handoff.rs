@@ -70,6 +70,7 @@ atomic_word!(loom::sync::atomic::AtomicU32);
 
 /// A 64-bit atomic word of block marks, a bit a block.
 pub(crate) trait AtomicMarks {
+    fn load(&self, order: Ordering) -> u64;
     fn fetch_or(&self, bits: u64, order: Ordering) -> u64;
     fn fetch_and(&self, bits: u64, order: Ordering) -> u64;
 }
@@ -77,6 +78,9 @@ pub(crate) trait AtomicMarks {
 macro_rules! atomic_marks {
     ($atomic:ty) => {
         impl AtomicMarks for $atomic {
+            fn load(&self, order: Ordering) -> u64 {
+                <$atomic>::load(self, order)
+            }
             fn fetch_or(&self, bits: u64, order: Ordering) -> u64 {
                 <$atomic>::fetch_or(self, bits, order)
             }
@@ -127,8 +131,11 @@ pub(crate) fn hand_off<M: AtomicMarks>(marks: &M, bit: u64) -> bool {
 
 /// Frees the handed-off block at offset `within` of its chunk: counts itself in flight in
 /// `state`, claims the block's mark (`bit` of `marks`), pushes the block onto `list` (writing the
-/// link to the block with `link`), and counts itself out. Refused, with nothing pushed, when the
-/// mark was not set.
+/// link to the block with `link`), and counts itself out. Refused when the mark is not set: a
+/// block freed already, or never handed off, is refused before anything is written, so that a
+/// stray free into a chunk that goes back meanwhile writes nothing into what the pool does with
+/// its pages next. Only a second free racing with the first can pass that look and be refused
+/// after counting itself: freeing a block twice at once is the caller's error.
 pub(crate) fn free<W: AtomicWord, M: AtomicMarks>(
     list: &W,
     state: &W,
@@ -137,6 +144,9 @@ pub(crate) fn free<W: AtomicWord, M: AtomicMarks>(
     within: u32,
     mut link: impl FnMut(u32),
 ) -> Freed {
+    if marks.load(Ordering::SeqCst) & bit == 0 {
+        return Freed { pushed: Pushed::Refused, given_up: false };
+    }
     state.fetch_add(1, Ordering::SeqCst);
     let pushed = if marks.fetch_and(!bit, Ordering::SeqCst) & bit == 0 {
         Pushed::Refused

@@ -421,14 +421,24 @@ impl HandoffChunk {
         }
     }
 
-    /// Gives the chunk back to the pool, which may write anywhere in it from then on.
+    /// Gives the chunk back to the pool, which may write anywhere in it from then on, and lends
+    /// it again at once: its list and state start over as a lend sets them, so that a free that
+    /// writes them after the chunk went back shows in [`state`](HandoffChunk::state).
     fn release(&self) {
         for block in &self.blocks {
             // SAFETY: a chunk given back is nobody's: a write that races with this is the bug
             // the models look for.
             block.with_mut(|word| unsafe { *word = u32::MAX });
         }
+        self.list.swap(0, Ordering::SeqCst);
+        self.state.swap(0, Ordering::SeqCst);
         self.releases.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The chunk's state word: 0 for a chunk lent again after it went back, when nothing wrote
+    /// it since.
+    pub fn state(&self) -> u32 {
+        self.state.load(Ordering::SeqCst)
     }
 
     /// Times the chunk was given back.

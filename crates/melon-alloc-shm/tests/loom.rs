@@ -404,9 +404,10 @@ mod tests {
         catches_broken(chunk_given_up_while_its_last_blocks_are_freed);
     }
 
-    /// A block freed twice at once while its chunk is given up: one free is accepted, and the
-    /// refused one, counted in flight while it ran, does not keep the chunk from going back. The
-    /// broken look for an idle chunk gives it back under the accepted free.
+    /// A block freed twice at once while its chunk is given up, the caller's error: one free is
+    /// accepted, and the refused one, which may have counted itself in flight, does not keep the
+    /// chunk from going back. The broken look for an idle chunk gives it back under the accepted
+    /// free.
     fn double_free_of_an_orphans_block() {
         let chunk = Arc::new(HandoffChunk::new(1));
         let freers = free_elsewhere(&chunk, [0, 0]);
@@ -419,6 +420,24 @@ mod tests {
     #[test]
     fn a_double_free_of_an_orphans_block_is_refused_and_the_chunk_still_goes_back() {
         catches_broken(double_free_of_an_orphans_block);
+    }
+
+    /// A stray free (of a block never handed off) into a chunk that goes back meanwhile: it is
+    /// refused, and writes nothing into the chunk's words, which a lend has set anew by then.
+    /// The broken look for an idle chunk gives it back under the accepted free.
+    fn stray_free_into_a_chunk_going_back() {
+        let chunk = Arc::new(HandoffChunk::new(1));
+        let freers = free_elsewhere(&chunk, [0, 1]);
+        chunk.give_up();
+        let accepted: Vec<bool> = freers.into_iter().map(|freer| freer.join().unwrap()).collect();
+        assert_eq!(accepted, [true, false]);
+        assert_eq!(chunk.releases(), 1);
+        assert_eq!(chunk.state(), 0, "the stray free wrote the next lend's state");
+    }
+
+    #[test]
+    fn a_stray_free_into_a_chunk_going_back_writes_nothing() {
+        catches_broken(stray_free_into_a_chunk_going_back);
     }
 
     /// A block handed off and freed while the owner hands off another and gives the chunk up:

@@ -8,9 +8,9 @@
 //! and whether its process gave it up) live in the descriptor of the chunk's last page among its
 //! first [`CHUNK_PAGES`], its tail, apart from the first page's kind, length and owner, which
 //! every hand-off and free reads: a cache line that only changes when the chunk is lent. They
-//! are only ever changed atomically, so that no lock is needed; they are not in the undo log,
-//! and the lock holder only writes them when it lends the chunk, or undoes a lend, when nobody
-//! can free into it. The protocol itself is in `handoff.rs`.
+//! are changed atomically, so that no lock is needed, except by the lock holder when it lends
+//! the chunk (a logged write, which an undo of the lend restores), when nobody can free into it.
+//! The protocol itself is in `handoff.rs`.
 //!
 //! The owner may give a chunk up (drop its child pool, or die) at any time, and
 //! [`Arena::take_back`] then marks it given up. If nothing of it is out, no block marked and no
@@ -224,7 +224,8 @@ impl Arena {
 
     /// Frees a handed-off block of another process's child pool: claims its mark and pushes it
     /// onto its chunk's remote-free list for the owner to collect. Refused, with nothing changed,
-    /// for a block not handed off, or freed already.
+    /// for a block not handed off, or freed already (two frees of one block at once are the
+    /// caller's error: the one refused may have counted itself in the chunk's state).
     ///
     /// # Safety
     /// The chunk at `target` stays lent for the call: the block was handed off with

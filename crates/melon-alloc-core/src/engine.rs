@@ -533,9 +533,8 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// Whether `class`'s next chunk is a page: if the engine gives pages, its blocks fit one, and
-    /// either a page is
-    /// unused or the class has no chunk yet (the allocation slow path found its `avail` and
-    /// `spare` lists empty, and its `full` list is).
+    /// either a page is unused or the class has no chunk yet (the allocation slow path found its
+    /// `avail` and `spare` lists empty, and its `full` list is).
     fn takes_page(&self, class: usize) -> bool {
         crate::chunk::SPLIT
             && self.pages

@@ -10,10 +10,12 @@
 //! owner's side costs one atomic operation on a line no read of the chunk's kind shares. A chunk
 //! goes back once nothing of it is out: no mark set and no free in flight. The process that gives
 //! the chunk up and every free that finds it given up look, under the pool's lock, and the first
-//! to find it idle gives it back. Each free is counted in flight before it claims its block's
-//! mark and until after its push, so that the chunk a free pushes into is still lent; and every
-//! step is sequentially consistent, so that of a free and the giving up, at least one sees the
-//! other: the free sees [`GIVEN_UP`], or the giving up sees the free's mark or its count.
+//! to find it idle gives it back. A free reads its block's mark before it writes anything, so
+//! that one refused (a block freed already, or never handed off) writes nothing. Each free is
+//! counted in flight before it claims its block's mark and until after its push, so that the
+//! chunk a free pushes into is still lent; and every step is sequentially consistent, so that of
+//! a free and the giving up, at least one sees the other: the free sees [`GIVEN_UP`], or the
+//! giving up sees the free's mark or its count.
 
 use core::sync::atomic::Ordering;
 
@@ -118,8 +120,9 @@ pub(crate) struct Freed {
     /// Where the block went.
     pub(crate) pushed: Pushed,
     /// The chunk's process gave it up: the caller looks, under the lock, whether the chunk is
-    /// idle now ([`idle`]), and gives it back if so. Set for a refused free too, whose count in
-    /// flight may have kept the giving up from giving the chunk back.
+    /// idle now ([`idle`]), and gives it back if so. Set too for a free refused after it counted
+    /// itself in flight (a second free racing the first), whose count may have kept the giving
+    /// up from giving the chunk back.
     pub(crate) given_up: bool,
 }
 

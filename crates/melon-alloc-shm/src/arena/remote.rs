@@ -42,9 +42,9 @@ pub(crate) struct RemoteTarget<'arena> {
     within: u32,
     /// The chunk's first page descriptor, found once.
     desc: *mut PageDesc,
-    /// The descriptor of the chunk's tail ([`tail_page`]), which holds its remote-free list and
-    /// state.
-    tail: *mut PageDesc,
+    /// The chunk's first pages, up to [`CHUNK_PAGES`]: its tail ([`tail_page`]), which holds its
+    /// remote-free list and state, is the last of them.
+    pages: u32,
     _arena: core::marker::PhantomData<&'arena Arena>,
 }
 
@@ -134,14 +134,11 @@ impl Arena {
                 return None;
             }
         }
-        // SAFETY: the tail lies in the chunk's first `pages`, inside the data pages (checked
-        // above).
-        let tail = unsafe { words.desc.add((tail_page(chunk, pages) - chunk) as usize) };
         Some(RemoteTarget {
             chunk,
             within,
             desc: words.desc,
-            tail,
+            pages,
             _arena: core::marker::PhantomData,
         })
     }
@@ -199,7 +196,7 @@ impl Arena {
 
     /// The words of the tail of the chunk `target` names: its remote-free list and state.
     fn target_tail(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
-        DescWords::at(target.tail)
+        self.words(tail_page(target.chunk, target.pages))
     }
 
     /// The tail words of the lent chunk at `chunk`, from its length: the caller holds the lock,
@@ -216,8 +213,8 @@ impl Arena {
         // SAFETY: (1) the block lies in the data pages (`remote_target` made the target), and
         // the bitmap has a bit for every grain of them, in a word that lives as long as the
         // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and
-        // while a chunk is lent its pages' words are only accessed atomically, here; the chunk
-        // is lent for the whole call, by the callers' contract (`hand_off`: a block of the
+        // while a chunk is lent its pages' words are only accessed atomically (here and in
+        // `is_idle`); the chunk is lent for the whole call, by the callers' contract (`hand_off`: a block of the
         // caller's own child; `push_remote`: a block handed off, or held by its child).
         (unsafe { AtomicU64::from_ptr(self.bitmap.add(grain / 64)) }, 1 << (grain % 64))
     }

@@ -196,7 +196,11 @@ impl Arena {
 
     /// The words of the tail of the chunk `target` names: its remote-free list and state.
     fn target_tail(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
-        self.words(tail_page(target.chunk, target.pages))
+        let from_first = tail_page(target.chunk, target.pages) - target.chunk;
+        // SAFETY: the tail is one of the chunk's first `pages`, which lie in the data pages
+        // (`remote_target` checked both when it made the target), and descriptors follow each
+        // other one per page.
+        DescWords::at(unsafe { target.desc.add(from_first as usize) })
     }
 
     /// The tail words of the lent chunk at `chunk`, from its length: the caller holds the lock,

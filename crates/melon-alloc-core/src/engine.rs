@@ -447,6 +447,15 @@ impl<S: ChunkSource> Engine<S> {
             // holds; its `free` list is empty, so the local list can take its place, and
             // never-used blocks can join it.
             unsafe {
+                // With `free` empty, the blocks in use are those carved and not on the local
+                // list (each free counts itself there). A chunk carved whole, with none in use and
+                // its blocks freed out of address order, starts over as if new: it hands its
+                // blocks out in address order, instead of chasing links across the chunk in the
+                // order they were freed, a cache miss each. A list in order is kept, since
+                // following it costs less than carving the chunk again, and a chunk carved in part
+                // goes on carving. Left out on bare metal, where firmware counts code bytes.
+                #[cfg(not(target_os = "none"))]
+                start_over_if_scattered(chunk);
                 (*chunk).free = (*chunk).local_free;
                 (*chunk).local_free = ptr::null_mut();
                 (*chunk).clear_local_count();
@@ -1612,6 +1621,66 @@ const ALL_CLASSES: u64 = u64::MAX >> (64 - CLASS_COUNT);
 /// Bytes of never-used blocks carved at a time: a page, so that memory the pool has not handed
 /// out is not touched.
 const CARVE_BYTES: usize = 4096;
+
+/// Makes a chunk whose blocks were all carved, are all on its local list and were freed out of
+/// address order a chunk with nothing carved, as a new one is: the caller carves it again a page
+/// at a time, in address order.
+///
+/// # Safety
+/// `chunk` is a valid header of a small chunk or page whose `free` list is empty.
+#[cfg(not(target_os = "none"))]
+#[cold]
+#[inline(never)]
+unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader) {
+    // SAFETY: (1) the header is valid (caller); (2) with `free` empty, every block carved and
+    // not in use is on `local_free`, and `local_count` counts its entries, so a count equal to
+    // `carved` means no block is in use and none of them needs its link: forgetting the list
+    // and the carved count hands every block out again, each once, by carving.
+    unsafe {
+        let (carved, size) = ((*chunk).carved, CLASS_SIZES[(*chunk).class()]);
+        if size <= START_OVER_MAX_SIZE
+            && carved == (*chunk).capacity()
+            && (*chunk).local_count() == u32::from(carved)
+            && !starts_in_order((*chunk).local_free, size)
+        {
+            (*chunk).local_free = ptr::null_mut();
+            (*chunk).carved = 0;
+        }
+    }
+}
+
+/// Whether the first links of a free list join neighbouring blocks of `size` bytes, the order a
+/// chunk's blocks come back in when they are freed in the order they were handed out, or its
+/// reverse. Reads at most [`ORDER_PROBE`] links.
+///
+/// # Safety
+/// `list` is null or a free list of one chunk whose entries each hold the link to the next.
+#[cfg(not(target_os = "none"))]
+unsafe fn starts_in_order(list: *mut FreeBlock, size: usize) -> bool {
+    let mut entry = list;
+    for _ in 0..ORDER_PROBE {
+        if entry.is_null() {
+            return true;
+        }
+        // SAFETY: `entry` is an entry of the list (caller), so its first word holds a link.
+        let next = unsafe { read_link(entry) };
+        if !next.is_null() && next.addr().abs_diff(entry.addr()) != size {
+            return false;
+        }
+        entry = next;
+    }
+    true
+}
+
+/// The largest blocks whose chunks [`start_over_if_scattered`]: a chunk of them holds dozens, and
+/// chasing their links in a scattered order misses the cache on most; a chunk of larger blocks
+/// holds few enough that following their links costs less than carving them again.
+#[cfg(not(target_os = "none"))]
+const START_OVER_MAX_SIZE: usize = 256;
+
+/// Links of a chunk's free list that [`starts_in_order`] follows.
+#[cfg(not(target_os = "none"))]
+const ORDER_PROBE: usize = 3;
 
 /// Puts the next never-used blocks of a chunk at the front of its `free` list: as many as are
 /// carved already (at least one), and none past the end of the page the first one starts in.

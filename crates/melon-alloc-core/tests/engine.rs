@@ -711,6 +711,38 @@ fn emptied_chunks_wait_as_spares_and_are_revived_before_the_source_is_asked() {
     }
 }
 
+/// A chunk whose blocks all came back out of address order hands them out again in address
+/// order, as a new chunk does, rather than in the order they were freed; one whose blocks came
+/// back in the order they were handed out keeps its list, and hands them out last freed first.
+#[test]
+fn a_chunk_emptied_out_of_order_hands_its_blocks_out_in_address_order_again() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    let per_chunk = (CHUNK_SIZE - 64) / 64;
+    let blocks: Vec<_> = (0..per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
+    let mut in_address_order = blocks.clone();
+    in_address_order.sort();
+    // The odd ones, then the even ones: no two blocks freed in a row are neighbours.
+    let scattered = blocks.iter().skip(1).step_by(2).chain(blocks.iter().step_by(2));
+    for &block in scattered {
+        free(&mut engine, block);
+    }
+    let again: Vec<_> = (0..per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
+    assert_eq!(again, in_address_order, "carved anew, in address order");
+    engine.check().unwrap();
+
+    for &block in &again {
+        free(&mut engine, block);
+    }
+    let last_freed_first: Vec<_> = again.iter().rev().copied().collect();
+    let kept: Vec<_> = (0..per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
+    assert_eq!(kept, last_freed_first, "the list, in order, is followed as it is");
+    engine.check().unwrap();
+    for block in kept {
+        free(&mut engine, block);
+    }
+    assert_eq!(engine.stats().live_blocks, 0);
+}
+
 #[test]
 fn an_engine_that_moved_finds_its_blocks_by_its_lists_not_by_their_owner_address() {
     let source = TestSource::default();

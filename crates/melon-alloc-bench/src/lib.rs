@@ -456,6 +456,22 @@ impl RoundsArgs {
     /// # Errors
     /// A usage line naming `program` when an argument is unknown or a count is not positive.
     pub fn parse(program: &str, rounds: usize) -> Result<Self, String> {
+        Self::parse_with(program, rounds, "", |_, _| Ok(false))
+    }
+
+    /// Like [`parse`](RoundsArgs::parse), with options of the driver's own: `extra` gets each
+    /// other option and its value, and says whether it took them; `usage` lists them for the
+    /// usage line.
+    ///
+    /// # Errors
+    /// A usage line naming `program` when an argument is unknown or a count is not positive, or
+    /// what `extra` said was wrong with its option.
+    pub fn parse_with(
+        program: &str,
+        rounds: usize,
+        usage: &str,
+        mut extra: impl FnMut(&str, &str) -> Result<bool, String>,
+    ) -> Result<Self, String> {
         let mut parsed = Self { rounds, tsv: None };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -465,7 +481,8 @@ impl RoundsArgs {
                         n.parse().ok().filter(|&n| n > 0).ok_or("--rounds needs a count")?;
                 }
                 ("--tsv", Some(path)) => parsed.tsv = Some(path.into()),
-                _ => return Err(format!("usage: {program} [--rounds N] [--tsv PATH]")),
+                (option, Some(value)) if extra(option, &value)? => {}
+                _ => return Err(format!("usage: {program} [--rounds N] [--tsv PATH]{usage}")),
             }
         }
         Ok(parsed)

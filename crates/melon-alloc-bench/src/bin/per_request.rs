@@ -18,9 +18,12 @@
 //! peak (the child's `peak_bytes_held`, bumpalo's `allocated_bytes`), averaged over one request
 //! in 16.
 //! With `--tsv PATH` the figures also go to `PATH`, which is what `cargo xtask bench` reads.
+//! `--in-flight N` changes how many requests are alive at once, and `--peers melon,global` runs
+//! only the peers named (a ratio needs `global` among them), for a profiler to see one alone.
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin per_request -- [--rounds N] [--tsv PATH]
+//!     [--in-flight N] [--peers melon,global,bumpalo]
 //! ```
 
 use std::fs;
@@ -38,7 +41,7 @@ use tokio::task::{JoinSet, LocalSet};
 
 /// Requests per round.
 const REQUESTS: u64 = 5_000;
-/// Requests whose tasks are alive at once.
+/// Requests whose tasks are alive at once, unless `--in-flight` says otherwise.
 const IN_FLIGHT: usize = 100;
 /// Each melon request's limit: far above its need, as a server would set it.
 const REQUEST_LIMIT: usize = 1 << 20;
@@ -62,7 +65,26 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let RoundsArgs { rounds, tsv } = RoundsArgs::parse("per_request", 9)?;
+    let mut in_flight = IN_FLIGHT;
+    let mut running = PEERS.map(|_| true);
+    let options = " [--in-flight N] [--peers melon,global,bumpalo]";
+    let RoundsArgs { rounds, tsv } =
+        RoundsArgs::parse_with("per_request", 9, options, |option, value| match option {
+            "--in-flight" => {
+                in_flight =
+                    value.parse().ok().filter(|&n| n > 0).ok_or("--in-flight needs a count")?;
+                Ok(true)
+            }
+            "--peers" => {
+                let named: Vec<&str> = value.split(',').collect();
+                if let Some(unknown) = named.iter().find(|name| !PEERS.contains(name)) {
+                    return Err(format!("unknown peer `{unknown}`: melon, global, bumpalo"));
+                }
+                running = PEERS.map(|peer| named.contains(&peer));
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,8 +92,8 @@ fn run() -> Result<(), String> {
     // figures[peer][round] = (µs per request, mean bytes per request's pool)
     let mut figures = vec![Vec::new(); PEERS.len()];
     for round in 0..=rounds {
-        for (slot, peer) in PEERS.iter().enumerate() {
-            let figure = measure(&runtime, peer)?;
+        for (slot, peer) in PEERS.iter().enumerate().filter(|&(slot, _)| running[slot]) {
+            let figure = measure(&runtime, peer, in_flight)?;
             // Round 0 warms up the runtime's threads, the root's slab and the allocators.
             if round > 0 {
                 eprintln!("round {round}, {peer}: {figure:?}");
@@ -81,14 +103,14 @@ fn run() -> Result<(), String> {
     }
 
     println!(
-        "{REQUESTS} requests, {IN_FLIGHT} in flight, {rounds} rounds; ratios are the median \
+        "{REQUESTS} requests, {in_flight} in flight, {rounds} rounds; ratios are the median \
          over the rounds of each round's time over the global allocator's (least-greatest)."
     );
     println!();
     println!("| peer | µs per request | time / global | bytes per request's pool |");
     println!("|---|---:|---:|---:|");
     let mut lines = String::from("peer\tus_per_request\tratio\tratio_min\tratio_max\tbytes\n");
-    for (slot, peer) in PEERS.iter().enumerate() {
+    for (slot, peer) in PEERS.iter().enumerate().filter(|&(slot, _)| running[slot]) {
         let time = Spread::of(&figures[slot].iter().map(|f| f.0).collect::<Vec<_>>());
         let ratios: Vec<f64> = figures[slot]
             .iter()
@@ -98,7 +120,9 @@ fn run() -> Result<(), String> {
         let ratio = Spread::of(&ratios);
         let bytes = Spread::of(&figures[slot].iter().map(|f| f.1).collect::<Vec<_>>()).median;
         let shown = if bytes > 0.0 { format!("{bytes:.0}") } else { "n/a".into() };
-        println!("| {peer} | {:.2} | {} | {shown} |", time.median, ratio.show());
+        // Without the global allocator's rounds there is nothing to divide by.
+        let shown_ratio = if running[BASELINE] { ratio.show() } else { "n/a".into() };
+        println!("| {peer} | {:.2} | {shown_ratio} | {shown} |", time.median);
         lines.push_str(&format!(
             "{peer}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{bytes:.0}\n",
             time.median, ratio.median, ratio.min, ratio.max
@@ -115,20 +139,20 @@ fn run() -> Result<(), String> {
 
 /// Runs one round of one peer: its time per request in µs and the mean bytes a request's pool
 /// held at its peak (0 for the global allocator, which has no pool per request).
-fn measure(runtime: &Runtime, peer: &str) -> Result<(f64, f64), String> {
+fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64), String> {
     let started = Instant::now();
     let (peaks, sampled) = match peer {
-        "melon" => runtime.block_on(drive(|tasks, id| {
+        "melon" => runtime.block_on(drive(in_flight, |tasks, id| {
             tasks.spawn(async move {
                 let child = ROOT.child_with_limit(REQUEST_LIMIT);
                 work(&child, id).await?;
                 Ok(sampled(id).then(|| child.stats().peak_bytes_held))
             });
         })),
-        "global" => runtime.block_on(drive(|tasks, id| {
+        "global" => runtime.block_on(drive(in_flight, |tasks, id| {
             tasks.spawn(async move { work(Global, id).await.map(|()| None) });
         })),
-        _ => runtime.block_on(LocalSet::new().run_until(drive(|tasks, id| {
+        _ => runtime.block_on(LocalSet::new().run_until(drive(in_flight, |tasks, id| {
             tasks.spawn_local(async move {
                 let bump = Bump::new();
                 work(&bump, id).await?;
@@ -146,15 +170,16 @@ fn sampled(id: u64) -> bool {
 }
 
 /// Serves [`REQUESTS`] requests, each a task that `spawn` adds to the set, with at most
-/// [`IN_FLIGHT`] alive at once; the sum of the bytes the sampled ones' pools held at their
+/// `in_flight` alive at once; the sum of the bytes the sampled ones' pools held at their
 /// peaks, and how many were sampled.
 async fn drive(
+    in_flight: usize,
     mut spawn: impl FnMut(&mut JoinSet<Outcome>, u64),
 ) -> Result<(usize, usize), String> {
     let mut tasks = JoinSet::new();
     let (mut next, mut peaks, mut sampled) = (0, 0, 0);
     while next < REQUESTS || !tasks.is_empty() {
-        if next < REQUESTS && tasks.len() < IN_FLIGHT {
+        if next < REQUESTS && tasks.len() < in_flight {
             spawn(&mut tasks, next);
             next += 1;
         } else if let Some(done) = tasks.join_next().await {

@@ -455,7 +455,7 @@ impl<S: ChunkSource> Engine<S> {
                 // following it costs less than carving the chunk again, and a chunk carved in part
                 // goes on carving. Left out on bare metal, where firmware counts code bytes.
                 #[cfg(not(target_os = "none"))]
-                start_over_if_scattered(chunk);
+                start_over_if_scattered(chunk, class);
                 (*chunk).free = (*chunk).local_free;
                 (*chunk).local_free = ptr::null_mut();
                 (*chunk).clear_local_count();
@@ -1622,22 +1622,23 @@ const ALL_CLASSES: u64 = u64::MAX >> (64 - CLASS_COUNT);
 /// out is not touched.
 const CARVE_BYTES: usize = 4096;
 
-/// Makes a chunk whose blocks were all carved, are all on its local list and were freed out of
-/// address order a chunk with nothing carved, as a new one is: the caller carves it again a page
-/// at a time, in address order.
+/// Makes a chunk of `class` whose blocks were all carved, are all on its local list and were
+/// freed out of address order a chunk with nothing carved, as a new one is: the caller carves it
+/// again a page at a time, in address order. Inlined into the allocation slow path, which pays
+/// for its tests alone unless the chunk is all free.
 ///
 /// # Safety
-/// `chunk` is a valid header of a small chunk or page whose `free` list is empty.
+/// `chunk` is a valid header of a small chunk or page of `class` whose `free` list is empty.
 #[cfg(not(target_os = "none"))]
-#[cold]
-#[inline(never)]
-unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader) {
+#[inline(always)]
+unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader, class: usize) {
+    let size = CLASS_SIZES[class];
     // SAFETY: (1) the header is valid (caller); (2) with `free` empty, every block carved and
     // not in use is on `local_free`, and `local_count` counts its entries, so a count equal to
     // `carved` means no block is in use and none of them needs its link: forgetting the list
     // and the carved count hands every block out again, each once, by carving.
     unsafe {
-        let (carved, size) = ((*chunk).carved, CLASS_SIZES[(*chunk).class()]);
+        let carved = (*chunk).carved;
         if size <= START_OVER_MAX_SIZE
             && carved == (*chunk).capacity()
             && (*chunk).local_count() == u32::from(carved)
@@ -1656,6 +1657,7 @@ unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader) {
 /// # Safety
 /// `list` is null or a free list of one chunk whose entries each hold the link to the next.
 #[cfg(not(target_os = "none"))]
+#[inline(never)]
 unsafe fn starts_in_order(list: *mut FreeBlock, size: usize) -> bool {
     let mut entry = list;
     for _ in 0..ORDER_PROBE {

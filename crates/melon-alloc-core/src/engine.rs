@@ -1624,7 +1624,7 @@ const CARVE_BYTES: usize = 4096;
 
 /// Makes a chunk of `class` whose blocks were all carved, are all on its local list and were
 /// freed out of address order a chunk with nothing carved, as a new one is: the caller carves it
-/// again a page at a time, in address order. Inlined into the allocation slow path, which pays
+/// again in address order, in the batches a new chunk is carved in. Inlined into the allocation slow path, which pays
 /// for its tests alone unless the chunk is all free.
 ///
 /// # Safety
@@ -1674,7 +1674,8 @@ unsafe fn starts_in_order(list: *mut FreeBlock, size: usize) -> bool {
     true
 }
 
-/// The largest blocks whose chunks [`start_over_if_scattered`]: a chunk of them holds dozens, and
+/// The largest blocks whose chunks [`start_over_if_scattered`]: a page of them holds 15 or more, a
+/// 16 KiB chunk 63 or more, and
 /// chasing their links in a scattered order misses the cache on most; a chunk of larger blocks
 /// holds few enough that following their links costs less than carving them again.
 #[cfg(not(target_os = "none"))]

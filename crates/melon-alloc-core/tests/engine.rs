@@ -711,6 +711,35 @@ fn emptied_chunks_wait_as_spares_and_are_revived_before_the_source_is_asked() {
     }
 }
 
+/// The blocks of [`refill_after_scattered_frees`]: in address order, in the order they were
+/// freed, and in the order they were handed out the second time.
+struct Refill {
+    in_address_order: Vec<NonNull<u8>>,
+    freed: Vec<NonNull<u8>>,
+    again: Vec<NonNull<u8>>,
+}
+
+/// Fills a fresh chunk (or page) of `engine` with `count` blocks of `size` bytes, frees them out
+/// of address order (the odd ones, then the even ones: no two freed in a row are neighbours),
+/// and allocates as many again.
+fn refill_after_scattered_frees<S: ChunkSource>(
+    engine: &mut Engine<S>,
+    size: usize,
+    count: usize,
+) -> Refill {
+    let blocks: Vec<_> = (0..count).map(|_| engine.alloc(size).unwrap()).collect();
+    let mut in_address_order = blocks.clone();
+    in_address_order.sort();
+    let freed: Vec<_> =
+        blocks.iter().skip(1).step_by(2).chain(blocks.iter().step_by(2)).copied().collect();
+    for &block in &freed {
+        free(engine, block);
+    }
+    let again = (0..count).map(|_| engine.alloc(size).unwrap()).collect();
+    engine.check().unwrap();
+    Refill { in_address_order, freed, again }
+}
+
 /// A chunk whose blocks all came back out of address order hands them out again in address
 /// order, as a new chunk does, rather than in the order they were freed; one whose blocks came
 /// back in the order they were handed out keeps its list, and hands them out last freed first.
@@ -718,17 +747,9 @@ fn emptied_chunks_wait_as_spares_and_are_revived_before_the_source_is_asked() {
 fn a_chunk_emptied_out_of_order_hands_its_blocks_out_in_address_order_again() {
     let mut engine = Engine::new(TestSource::default(), None);
     let per_chunk = (CHUNK_SIZE - 64) / 64;
-    let blocks: Vec<_> = (0..per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
-    let mut in_address_order = blocks.clone();
-    in_address_order.sort();
-    // The odd ones, then the even ones: no two blocks freed in a row are neighbours.
-    let scattered = blocks.iter().skip(1).step_by(2).chain(blocks.iter().step_by(2));
-    for &block in scattered {
-        free(&mut engine, block);
-    }
-    let again: Vec<_> = (0..per_chunk).map(|_| engine.alloc(64).unwrap()).collect();
+    let Refill { in_address_order, again, .. } =
+        refill_after_scattered_frees(&mut engine, 64, per_chunk);
     assert_eq!(again, in_address_order, "carved anew, in address order");
-    engine.check().unwrap();
 
     for &block in &again {
         free(&mut engine, block);
@@ -741,6 +762,21 @@ fn a_chunk_emptied_out_of_order_hands_its_blocks_out_in_address_order_again() {
         free(&mut engine, block);
     }
     assert_eq!(engine.stats().live_blocks, 0);
+}
+
+/// Blocks larger than 256 bytes are few enough a chunk that their list is followed as it was
+/// left, scattered or not: the last one freed comes back first.
+#[test]
+fn a_chunk_of_blocks_above_256_bytes_keeps_its_scattered_list() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    let per_chunk = (CHUNK_SIZE - 64) / 320;
+    let Refill { in_address_order, freed, again } =
+        refill_after_scattered_frees(&mut engine, 320, per_chunk);
+    assert_ne!(again, in_address_order);
+    assert_eq!(again, freed.into_iter().rev().collect::<Vec<_>>(), "last freed first");
+    for block in again {
+        free(&mut engine, block);
+    }
 }
 
 #[test]
@@ -823,6 +859,23 @@ fn a_paged_engine_gives_the_classes_it_barely_uses_a_page_each() {
     assert_eq!(source.chunks_out(), 4);
     drop(engine);
     assert_eq!(source.chunks_out(), 0);
+}
+
+/// A page, as a child pool's classes get, starts over as a whole chunk does once its blocks all
+/// came back out of address order.
+#[cfg(all(feature = "pages", not(feature = "small-chunks")))]
+#[test]
+fn a_page_emptied_out_of_order_hands_its_blocks_out_in_address_order_again() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None).with_pages();
+    let per_page = (PAGE - 64) / 64;
+    let Refill { in_address_order, again, .. } =
+        refill_after_scattered_frees(&mut engine, 64, per_page);
+    assert_eq!(source.chunks_out(), 1, "one page of one split chunk");
+    assert_eq!(again, in_address_order);
+    for block in again {
+        free(&mut engine, block);
+    }
 }
 
 #[cfg(all(feature = "pages", not(feature = "small-chunks")))]

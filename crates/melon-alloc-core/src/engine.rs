@@ -443,17 +443,11 @@ impl<S: ChunkSource> Engine<S> {
                 }
                 return None;
             }
-            // SAFETY: the head of an `avail` list is a valid header of a chunk this engine
-            // holds; its `free` list is empty, so the local list can take its place, and
-            // never-used blocks can join it.
+            // SAFETY: the head of `avail[class]` is a valid header of a chunk of `class` this
+            // engine holds; its `free` list is empty, so the local list can take its place (or
+            // the chunk start over), and never-used blocks can join it.
             unsafe {
-                // With `free` empty, the blocks in use are those carved and not on the local
-                // list (each free counts itself there). A chunk carved whole, with none in use and
-                // its blocks freed out of address order, starts over as if new: it hands its
-                // blocks out in address order, instead of chasing links across the chunk in the
-                // order they were freed, a cache miss each. A list in order is kept, since
-                // following it costs less than carving the chunk again, and a chunk carved in part
-                // goes on carving. Left out on bare metal, where firmware counts code bytes.
+                // A chunk whose blocks all came back out of order is carved anew, in order.
                 #[cfg(not(target_os = "none"))]
                 start_over_if_scattered(chunk, class);
                 (*chunk).free = (*chunk).local_free;
@@ -1624,8 +1618,11 @@ const CARVE_BYTES: usize = 4096;
 
 /// Makes a chunk of `class` whose blocks were all carved, are all on its local list and were
 /// freed out of address order a chunk with nothing carved, as a new one is: the caller carves it
-/// again in address order, in the batches a new chunk is carved in. Inlined into the allocation slow path, which pays
-/// for its tests alone unless the chunk is all free.
+/// again in address order, in the batches a new chunk is carved in, instead of chasing links
+/// across the chunk in the order they were freed, a cache miss each. A list in order is kept,
+/// since following it costs less than carving again, and a chunk carved in part goes on carving.
+/// Inlined into the allocation slow path, which pays for its tests alone unless the chunk is all
+/// free; left out on bare metal, where firmware counts code bytes.
 ///
 /// # Safety
 /// `chunk` is a valid header of a small chunk or page of `class` whose `free` list is empty.
@@ -1633,10 +1630,12 @@ const CARVE_BYTES: usize = 4096;
 #[inline(always)]
 unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader, class: usize) {
     let size = CLASS_SIZES[class];
-    // SAFETY: (1) the header is valid (caller); (2) with `free` empty, every block carved and
-    // not in use is on `local_free`, and `local_count` counts its entries, so a count equal to
-    // `carved` means no block is in use and none of them needs its link: forgetting the list
-    // and the carved count hands every block out again, each once, by carving.
+    // SAFETY: (1) the header is valid (caller); (2) `local_free` is the chunk's own free list,
+    // as `starts_in_order` needs; (3) with `free` empty, every block carved and not in use is on
+    // `local_free`, and `local_count` counts its entries (each free counts itself, each swap of
+    // the lists clears the count), so a count equal to `carved` means no block is in use and
+    // none of them needs its link: forgetting the list and the carved count hands every block
+    // out again, each once, by carving.
     unsafe {
         let carved = (*chunk).carved;
         if size <= START_OVER_MAX_SIZE
@@ -1674,10 +1673,10 @@ unsafe fn starts_in_order(list: *mut FreeBlock, size: usize) -> bool {
     true
 }
 
-/// The largest blocks whose chunks [`start_over_if_scattered`]: a page of them holds 15 or more, a
-/// 16 KiB chunk 63 or more, and
-/// chasing their links in a scattered order misses the cache on most; a chunk of larger blocks
-/// holds few enough that following their links costs less than carving them again.
+/// The largest blocks whose chunks [`start_over_if_scattered`]: a page of them holds 15 or more,
+/// a 16 KiB chunk 63 or more, and chasing their links in a scattered order misses the cache on
+/// most; a chunk of larger blocks holds few enough that following their links costs less than
+/// carving them again.
 #[cfg(not(target_os = "none"))]
 const START_OVER_MAX_SIZE: usize = 256;
 

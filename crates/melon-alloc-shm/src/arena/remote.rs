@@ -197,9 +197,9 @@ impl Arena {
     /// The words of the tail of the chunk `target` names: its remote-free list and state.
     fn target_tail(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
         let from_first = tail_page(target.chunk, target.pages) - target.chunk;
-        // SAFETY: the tail is one of the chunk's first `pages`, which lie in the data pages
-        // (`remote_target` checked both when it made the target), and descriptors follow each
-        // other one per page.
+        // SAFETY: `remote_target` made the target only with at least one page (a block lies
+        // within `pages` pages) and with the chunk's first `pages` in the data pages; the tail
+        // is the last of them, and descriptors follow each other one per page.
         DescWords::at(unsafe { target.desc.add(from_first as usize) })
     }
 
@@ -218,8 +218,9 @@ impl Arena {
         // the bitmap has a bit for every grain of them, in a word that lives as long as the
         // mapping; (2) it is 8-aligned; (3) a bitmap word covers 1024 bytes of one page, and
         // while a chunk is lent its pages' words are only accessed atomically (here and in
-        // `is_idle`); the chunk is lent for the whole call, by the callers' contract (`hand_off`: a block of the
-        // caller's own child; `push_remote`: a block handed off, or held by its child).
+        // `is_idle`); the chunk is lent for the whole call, by the callers' contract
+        // (`hand_off`: a block of the caller's own child; `push_remote`: a block handed off, or
+        // held by its child).
         (unsafe { AtomicU64::from_ptr(self.bitmap.add(grain / 64)) }, 1 << (grain % 64))
     }
 

@@ -466,6 +466,23 @@ impl RoundsArgs {
     /// # Errors
     /// A usage line naming `program` when an argument is unknown or a count is not positive, or
     /// what `extra` said was wrong with its option.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_bench::{positive_count, RoundsArgs};
+    ///
+    /// let mut in_flight = 100;
+    /// let args = RoundsArgs::parse_with("driver", 9, " [--in-flight N]", |option, value| {
+    ///     if option != "--in-flight" {
+    ///         return Ok(false);
+    ///     }
+    ///     in_flight = positive_count(option, value)?;
+    ///     Ok(true)
+    /// })?;
+    /// // A doctest runs without arguments: every figure keeps its default.
+    /// assert_eq!((args.rounds, in_flight), (9, 100));
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn parse_with(
         program: &str,
         rounds: usize,
@@ -476,10 +493,7 @@ impl RoundsArgs {
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match (arg.as_str(), args.next()) {
-                ("--rounds", Some(n)) => {
-                    parsed.rounds =
-                        n.parse().ok().filter(|&n| n > 0).ok_or("--rounds needs a count")?;
-                }
+                ("--rounds", Some(n)) => parsed.rounds = positive_count("--rounds", &n)?,
                 ("--tsv", Some(path)) => parsed.tsv = Some(path.into()),
                 (option, Some(value)) if extra(option, &value)? => {}
                 _ => return Err(format!("usage: {program} [--rounds N] [--tsv PATH]{usage}")),
@@ -487,6 +501,22 @@ impl RoundsArgs {
         }
         Ok(parsed)
     }
+}
+
+/// The value of a driver's `option` that counts something: a whole number above zero.
+///
+/// # Errors
+/// "`option` needs a count" when `value` is not one.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_bench::positive_count;
+///
+/// assert_eq!(positive_count("--rounds", "15"), Ok(15));
+/// assert_eq!(positive_count("--rounds", "0"), Err("--rounds needs a count".to_string()));
+/// ```
+pub fn positive_count(option: &str, value: &str) -> Result<usize, String> {
+    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("{option} needs a count"))
 }
 
 /// Runs a driver's `run`, printing its error under the program's name and failing the process.

@@ -35,7 +35,7 @@ use bumpalo::Bump;
 use melon_alloc::heap::GlobalSource;
 use melon_alloc::SyncPool;
 use melon_alloc_bench::per_request::work;
-use melon_alloc_bench::{exit_with, RoundsArgs, Spread};
+use melon_alloc_bench::{exit_with, positive_count, RoundsArgs, Spread};
 use tokio::runtime::Runtime;
 use tokio::task::{JoinSet, LocalSet};
 
@@ -71,8 +71,7 @@ fn run() -> Result<(), String> {
     let RoundsArgs { rounds, tsv } =
         RoundsArgs::parse_with("per_request", 9, options, |option, value| match option {
             "--in-flight" => {
-                in_flight =
-                    value.parse().ok().filter(|&n| n > 0).ok_or("--in-flight needs a count")?;
+                in_flight = positive_count(option, value)?;
                 Ok(true)
             }
             "--peers" => {

@@ -504,10 +504,10 @@ impl<S: ChunkSource> Engine<S> {
                 chunk
             }
             None if self.takes_page(class) => {
-                let page = self.take_page()?;
-                // SAFETY: `page` is a valid header of an unused page, on no list; its
-                // `data_offset` is its chunk's count of pages in use if it is the first page,
-                // and is kept.
+                let page = self.take_page(class)?;
+                // SAFETY: `page` is a valid header of a page on no list, unused or emptied and
+                // taken from its class; its `data_offset` is its chunk's count of pages in use
+                // if it is the first page, and is kept.
                 unsafe {
                     let data_offset = (*page).data_offset;
                     page.write(ChunkHeader {
@@ -545,14 +545,23 @@ impl<S: ChunkSource> Engine<S> {
             && (!self.unused_pages.head.is_null() || self.full[class].head.is_null())
     }
 
-    /// An unused page, taken off its list and counted in its chunk; a chunk from the source is
-    /// split into pages first if none is unused.
-    fn take_page(&mut self) -> Option<*mut ChunkHeader> {
+    /// A page for `class`: the emptied page of a smaller class ([`emptied_page_below`]), or an
+    /// unused page, taken off its list and counted in its chunk; a chunk from the source is split
+    /// into pages first if none is unused.
+    ///
+    /// [`emptied_page_below`]: Engine::emptied_page_below
+    fn take_page(&mut self, class: usize) -> Option<*mut ChunkHeader> {
+        if let Some(page) = self.emptied_page_below(class) {
+            return Some(page);
+        }
         // A refused acquisition trims first, which may empty a page.
         let fresh = if self.unused_pages.head.is_null() { self.acquire(SMALL_CHUNK) } else { None };
         if let Some(chunk) = fresh {
             let chunk = chunk.cast::<u8>().as_ptr();
-            for index in (0..PAGES).rev() {
+            // The page taken first differs from chunk to chunk: see `page_colour`.
+            let first = page_colour(chunk);
+            for turn in (0..PAGES).rev() {
+                let index = (first + turn) % PAGES;
                 // SAFETY: (1) page `index` starts inside the chunk's `CHUNK_SIZE` bytes, aligned
                 // to `PAGE_SIZE`, with room for a header; (2) the page is on no list, and the
                 // list of unused pages holds valid headers.
@@ -577,6 +586,39 @@ impl<S: ChunkSource> Engine<S> {
             (*chunk_of(page.cast())).data_offset += 1;
         }
         Some(page)
+    }
+
+    /// The page of a class smaller than `class` whose blocks have all come back and that is the
+    /// only chunk of its class, taken from that class, or `None`. A collection that grows
+    /// (a hash table, a vector) leaves such a page behind at each step; handing it to the next
+    /// size keeps a short-lived pool's memory to the lines it has just written, rather than
+    /// spreading it over a fresh page per size. Only smaller classes give up their page, so a
+    /// class that takes one never gives it back to the class it came from: two classes in turn
+    /// cannot pass one page back and forth. Of those, the largest goes: its lines are the most
+    /// recently written. Each class costs at most [`EMPTY_PROBE`] links to look at.
+    fn emptied_page_below(&mut self, class: usize) -> Option<*mut ChunkHeader> {
+        let mut smaller = self.classes_used & ((1u64 << class) - 1);
+        while smaller != 0 {
+            let other = (u64::BITS - 1 - smaller.leading_zeros()) as usize;
+            smaller &= !(1u64 << other);
+            let page = self.avail[other].head;
+            // SAFETY: the head of `avail[other]` is a valid header of a chunk or page the engine
+            // holds, whose `free` list holds free blocks of it; the other lists hold valid
+            // headers too.
+            let emptied = !page.is_null()
+                && unsafe { (*page).is_page() && (*page).next.is_null() && all_free(page) }
+                && self.full[other].head.is_null()
+                && self.spare[other].head.is_null();
+            if emptied {
+                // SAFETY: `page` is on `avail[other]`, whose headers are valid. Every block it
+                // carved is on one of its free lists, so none is in use, and the class keeps no
+                // other chunk to promote.
+                unsafe { self.avail[other].unlink(page) };
+                self.classes_used &= !(1u64 << other);
+                return Some(page);
+            }
+        }
+        None
     }
 
     /// The header of a chunk or page that no class has yet, nothing carved and on no list.
@@ -1649,6 +1691,80 @@ unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader, class: usize) {
     }
 }
 
+/// Whether every block a small chunk, or page, has carved is free: on its local list, or on its
+/// `free` list, which is followed for at most [`EMPTY_PROBE`] links; a chunk with more blocks
+/// than that neither on its local list nor in use counts as not free.
+///
+/// # Safety
+/// `chunk` is a valid header of a small chunk or page whose `free` list holds free blocks of it,
+/// each with the link to the next.
+unsafe fn all_free(chunk: *mut ChunkHeader) -> bool {
+    // SAFETY: the header is valid (caller).
+    let (carved, local, free) =
+        unsafe { (u32::from((*chunk).carved), (*chunk).local_count(), (*chunk).free) };
+    let Some(elsewhere) = carved.checked_sub(local) else { return false };
+    if elsewhere > EMPTY_PROBE {
+        return false;
+    }
+    // SAFETY: the `free` list holds free blocks of the chunk, each linking to the next (caller).
+    unsafe { list_len(free, elsewhere as u16) == Some(elsewhere as u16) }
+}
+
+/// Links of a `free` list that [`all_free`] follows at most.
+const EMPTY_PROBE: u32 = 8;
+
+/// The page of a freshly split chunk that is taken first, from the chunk's address. A short-lived
+/// pool uses its first pages and few blocks of each, and every page starts with its header and
+/// first blocks at the same offsets: were it always page 0, the lines such pools write would all
+/// fall at the same few offsets of a chunk, and so into the same few sets of a cache that indexes
+/// by the address bits within 128 KiB or so, which then evicts lines while most of it sits idle.
+/// Taking the chunks' pages in turns spreads those lines over every offset.
+fn page_colour(chunk: *mut u8) -> usize {
+    (chunk.addr() / CHUNK_SIZE) % PAGES
+}
+
+/// The most blocks a chunk, or page, may hold for [`carve_coloured`] to carve it.
+#[cfg(not(target_os = "none"))]
+const COLOURED_MAX_BLOCKS: usize = 6;
+
+/// Carves, for [`carve_batch`], every block of a fresh chunk or page of a few large blocks
+/// (`capacity` blocks of `class`) at once, and lists them starting from one chosen by the chunk's
+/// address, then on in address order, wrapping around. As with [`page_colour`], the block a
+/// short-lived pool writes first then lies at different offsets in different chunks, rather than
+/// right after the header in every one of them. One link per block is written, a line each.
+///
+/// # Safety
+/// `chunk` is a valid header of a small chunk or page of `class` holding `capacity` blocks, with
+/// nothing carved.
+#[cfg(not(target_os = "none"))]
+#[inline(never)]
+unsafe fn carve_coloured(chunk: *mut ChunkHeader, class: usize, capacity: usize) {
+    // SAFETY: the header is valid (caller).
+    let span = unsafe { (*chunk).span };
+    let size = CLASS_SIZES[class];
+    let block_at = |index: usize| {
+        // SAFETY: block `index`, below the capacity, lies within the chunk's `span` bytes.
+        unsafe { chunk.cast::<u8>().add(FIRST_OFFSET[class] + index * size) }
+    };
+    let first = (chunk.addr() / span.max(1)) % capacity.max(1);
+    // SAFETY: the header is valid (caller). With nothing carved the list is empty; the blocks
+    // join it in front all the same.
+    let mut next = unsafe { (*chunk).free };
+    // Linked from the last in hand-out order back to the first.
+    for turn in (0..capacity).rev() {
+        let block = block_at((first + turn) % capacity).cast::<FreeBlock>();
+        // SAFETY: every block of the chunk is unused and never handed out, so its first word
+        // can hold a link.
+        unsafe { write_link(block, next) };
+        next = block;
+    }
+    // SAFETY: the header is valid (caller); all `capacity` blocks are on the list now.
+    unsafe {
+        (*chunk).free = next;
+        (*chunk).carved = capacity as u16;
+    }
+}
+
 /// Whether the first links of a free list join neighbouring blocks of `size` bytes, the order a
 /// chunk's blocks come back in when they are freed in the order they were handed out, or its
 /// reverse. Reads at most [`ORDER_PROBE`] links.
@@ -1700,6 +1816,12 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // SAFETY: the header is valid (caller).
     let capacity = usize::from(unsafe { (*chunk).capacity() });
+    #[cfg(not(target_os = "none"))]
+    if carved == 0 && capacity <= COLOURED_MAX_BLOCKS {
+        // SAFETY: forwarded from the caller, with nothing carved.
+        unsafe { carve_coloured(chunk, class, capacity) };
+        return;
+    }
     // Batches that grow from one block are for child pools, which the `pages` feature serves.
     let batch = if crate::chunk::SPLIT { carved.max(1) } else { usize::MAX };
     let count = (page_end - first).div_ceil(size).min(capacity - carved).min(batch);

@@ -935,3 +935,37 @@ fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
     free(&mut engine, first);
     engine.check().unwrap();
 }
+
+/// A fresh chunk of a class with a few large blocks hands them out starting from one its address
+/// picks, then in address order round to the one before it, each once: the first block written
+/// in a chunk is not always the one after its header.
+#[cfg(not(feature = "small-chunks"))]
+#[test]
+fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    // The classes that split a chunk's data bytes into 6 to 2 blocks, with the data after the
+    // 64-byte header.
+    for (size, capacity) in [(2720, 6), (3264, 5), (4080, 4), (5440, 3), (8160, 2)] {
+        let blocks: Vec<_> = (0..capacity).map(|_| engine.alloc(size).unwrap()).collect();
+        let chunk = blocks[0].as_ptr().addr() & !(CHUNK_SIZE - 1);
+        let start = chunk / CHUNK_SIZE % capacity;
+        for (turn, block) in blocks.iter().enumerate() {
+            let index = (start + turn) % capacity;
+            assert_eq!(
+                block.as_ptr().addr(),
+                chunk + 64 + index * size,
+                "{size}-byte block {turn}"
+            );
+        }
+        // The chunk is used up: the next block comes from another.
+        let next = engine.alloc(size).unwrap();
+        assert_ne!(next.as_ptr().addr() & !(CHUNK_SIZE - 1), chunk);
+        engine.check().unwrap();
+        for block in blocks.into_iter().chain([next]) {
+            free(&mut engine, block);
+        }
+    }
+    engine.check().unwrap();
+    assert_eq!(engine.stats().live_blocks, 0);
+}

@@ -40,6 +40,13 @@ fn chunk_of(block: NonNull<u8>) -> usize {
     block.as_ptr().addr() & !(CHUNK_SIZE - 1)
 }
 
+/// The page of a freshly split `chunk` that a paged engine takes at `turn` (0 for the first):
+/// the engine takes them in turns that start from one chosen by the chunk's address, so that the
+/// first pages of different chunks lie at different offsets.
+fn page_taken(chunk: usize, turn: usize) -> usize {
+    chunk + (chunk / CHUNK_SIZE + turn) % 4 * PAGE
+}
+
 /// A pointer to `addr` with the provenance of `block` (only its address matters to the engine's
 /// checks, which never read through it).
 fn at(block: NonNull<u8>, addr: usize) -> NonNull<u8> {
@@ -99,24 +106,29 @@ fn a_pointer_into_an_unused_page_is_refused_and_changes_nothing() {
     let (_source, mut engine) = paged(None);
     let block = engine.alloc(64).unwrap();
     let chunk = chunk_of(block);
-    assert_eq!(page_of(block), chunk, "a class's first block is in the chunk's first page");
-    // Pages 1 to 3 are unused: their headers, where their first blocks would be, and deeper in.
-    for page in 1..4 {
+    assert_eq!(page_of(block), page_taken(chunk, 0), "a class's first block is in a page");
+    // The other three pages are unused: their headers, where their first blocks would be, and
+    // deeper in.
+    for page in (1..4).map(|turn| page_taken(chunk, turn)) {
         for offset in [0, 16, HEADER, HEADER + 64, PAGE - 16] {
-            let pointer = at(block, chunk + page * PAGE + offset);
+            let pointer = at(block, page + offset);
             let addr = pointer.as_ptr().addr();
             refused(&mut engine, pointer, FreeError::NotInUse { addr });
         }
     }
     assert_eq!(engine.stats().live_blocks, 1);
-    // The chunk's first page unused too, its header still counting the pages in use.
+    // Every page but the one in use unused, the first one included, whose header still counts
+    // the pages in use.
     let other = engine.alloc(300).unwrap();
+    assert_eq!(page_of(other), page_taken(chunk, 1));
     free(&mut engine, block);
     assert_eq!(engine.trim(), 0);
-    for offset in [0, 16, HEADER, HEADER + 64] {
-        let pointer = at(other, chunk + offset);
-        let addr = pointer.as_ptr().addr();
-        refused(&mut engine, pointer, FreeError::NotInUse { addr });
+    for page in (0..4).map(|index| chunk + index * PAGE).filter(|&page| page != page_of(other)) {
+        for offset in [0, 16, HEADER, HEADER + 64] {
+            let pointer = at(other, page + offset);
+            let addr = pointer.as_ptr().addr();
+            refused(&mut engine, pointer, FreeError::NotInUse { addr });
+        }
     }
     assert_eq!(engine.validate(other), Ok(()));
     free(&mut engine, other);
@@ -127,7 +139,7 @@ fn a_pointer_into_a_page_header_is_refused_as_interior() {
     let (_source, mut engine) = paged(None);
     let first = engine.alloc(64).unwrap();
     let second = engine.alloc(300).unwrap();
-    assert_eq!(page_of(second), chunk_of(first) + PAGE);
+    assert_eq!(page_of(second), page_taken(chunk_of(first), 1));
     // The header of the first page is also the chunk's: it counts the pages in use.
     for page in [page_of(first), page_of(second)] {
         for offset in [0, 8, 16, 32, 48] {
@@ -193,15 +205,20 @@ fn a_pointer_past_a_pages_last_block_is_refused() {
         let pointer = at(blocks[0], past);
         let addr = pointer.as_ptr().addr();
         let error = if past == page + PAGE {
-            // The next page's header, whatever that page is used for.
+            // The next page's header, whatever that page is used for; past the chunk's last
+            // page, memory that is not the engine's.
             engine.validate(pointer).unwrap_err()
         } else {
             FreeError::NotInUse { addr }
         };
-        assert!(
-            matches!(error, FreeError::Interior { .. } | FreeError::NotInUse { .. }),
-            "{error:?}"
-        );
+        if past == chunk_of(blocks[0]) + CHUNK_SIZE {
+            assert_eq!(error, FreeError::Foreign { addr });
+        } else {
+            assert!(
+                matches!(error, FreeError::Interior { .. } | FreeError::NotInUse { .. }),
+                "{error:?}"
+            );
+        }
         refused(&mut engine, pointer, error);
         for block in blocks {
             free(&mut engine, block);
@@ -278,12 +295,14 @@ fn a_pointer_into_a_large_chunk_that_looks_like_a_page_is_refused() {
 #[test]
 fn a_whole_chunk_whose_block_holds_page_like_bytes_is_not_read_as_paged() {
     let (_source, mut engine) = paged(None);
-    // 4080-byte blocks do not fit a page: a whole chunk, whose first block covers the place
-    // where the second page's header would be.
-    let first = engine.alloc(4080).unwrap();
-    let second = engine.alloc(4080).unwrap();
-    let chunk = chunk_of(first);
-    assert_eq!(chunk, chunk_of(second));
+    // 4080-byte blocks do not fit a page: a whole chunk of four, whose first block covers the
+    // place where the second page's header would be.
+    let mut blocks: Vec<_> = (0..4).map(|_| engine.alloc(4080).unwrap()).collect();
+    let chunk = chunk_of(blocks[0]);
+    assert!(blocks.iter().all(|&block| chunk_of(block) == chunk));
+    blocks.sort_by_key(|block| block.as_ptr().addr());
+    let (first, second) = (blocks[0], blocks[1]);
+    assert_eq!(first.as_ptr().addr(), chunk + HEADER);
     let fake = at(first, chunk + PAGE);
     assert!(fake.as_ptr().addr() > first.as_ptr().addr());
     // SAFETY: the bytes are inside `first`, which is in use and ours; a header's magic, state
@@ -295,8 +314,9 @@ fn a_whole_chunk_whose_block_holds_page_like_bytes_is_not_read_as_paged() {
     refused(&mut engine, pointer, FreeError::Interior { addr });
     // SAFETY: in use in `engine`.
     assert_eq!(unsafe { engine.usable_size(second) }, 4080);
-    free(&mut engine, second);
-    free(&mut engine, first);
+    for block in blocks {
+        free(&mut engine, block);
+    }
     engine.check().unwrap();
 }
 
@@ -765,9 +785,13 @@ fn a_page_block_freed_through_a_pointer_that_covers_only_the_block_is_accepted()
     let mut blocks = Vec::new();
     for size in [64, 300, 2000] {
         let block = engine.alloc(size).unwrap();
-        assert_ne!(page_of(block), chunk_of(block), "in a page other than the first");
         blocks.push((block, size));
     }
+    // Four pages in use: three of them are not the chunk's first, whose header is the chunk's.
+    let chunk = chunk_of(keeper);
+    let pages: HashSet<_> =
+        blocks.iter().map(|&(block, _)| page_of(block)).chain([page_of(keeper)]).collect();
+    assert_eq!(pages, (0..4).map(|index| chunk + index * PAGE).collect());
     for (block, size) in blocks {
         // SAFETY: the block is in use, `size` bytes long, and nothing else uses it.
         let slot = unsafe { core::slice::from_raw_parts_mut(block.as_ptr(), size) };
@@ -780,6 +804,120 @@ fn a_page_block_freed_through_a_pointer_that_covers_only_the_block_is_accepted()
     engine.check().unwrap();
     assert_eq!(engine.trim(), CHUNK_SIZE);
     assert_eq!(source.chunks_out(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emptied pages passed on to larger classes, and where a chunk's first blocks lie.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_page_emptied_by_a_smaller_class_serves_the_next_larger_one_without_a_new_page() {
+    let (source, mut engine) = paged(None);
+    // A table that grows: each size allocated before the one it replaces is freed.
+    let small = engine.alloc(96).unwrap();
+    let middle = engine.alloc(160).unwrap();
+    free(&mut engine, small);
+    let large = engine.alloc(320).unwrap();
+    assert_eq!(page_of(large), page_of(small), "the 96-byte class's emptied page");
+    // Carved afresh for its new class, from the page's first block: the lines just written.
+    assert_eq!(large, small);
+    // The old class takes another page on its next block.
+    let again = engine.alloc(96).unwrap();
+    assert_ne!(page_of(again), page_of(large));
+    assert_eq!(source.chunks_out(), 1);
+    engine.check().unwrap();
+    for block in [middle, large, again] {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
+    assert_eq!(engine.trim(), CHUNK_SIZE);
+    assert_eq!(source.chunks_out(), 0);
+}
+
+#[test]
+fn a_page_with_a_block_in_use_or_a_larger_class_keeps_its_class() {
+    let (_source, mut engine) = paged(None);
+    // One block of the 96-byte class still in use: its page stays.
+    let kept = engine.alloc(96).unwrap();
+    let freed = engine.alloc(96).unwrap();
+    free(&mut engine, freed);
+    let larger = engine.alloc(320).unwrap();
+    assert_ne!(page_of(larger), page_of(kept));
+    // The 320-byte page, emptied, is not taken by a smaller class: two classes used in turn
+    // do not pass a page back and forth.
+    free(&mut engine, larger);
+    let smaller = engine.alloc(160).unwrap();
+    assert_ne!(page_of(smaller), page_of(larger));
+    let larger_again = engine.alloc(320).unwrap();
+    assert_eq!(page_of(larger_again), page_of(larger), "its class kept it");
+    engine.check().unwrap();
+    for block in [kept, smaller, larger_again] {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
+}
+
+#[test]
+fn a_class_with_more_than_one_chunk_keeps_its_emptied_page() {
+    let (source, mut engine) = paged(None);
+    // The 96-byte class fills its page and takes a second one: its head is then not its only
+    // chunk, and its pages stay with it.
+    let per_page = page_capacity(class_of(96).unwrap());
+    let blocks: Vec<_> = (0..per_page + 1).map(|_| engine.alloc(96).unwrap()).collect();
+    let pages: HashSet<usize> = blocks.iter().map(|&block| page_of(block)).collect();
+    assert_eq!(pages.len(), 2);
+    for &block in &blocks {
+        free(&mut engine, block);
+    }
+    let larger = engine.alloc(320).unwrap();
+    assert!(!pages.contains(&page_of(larger)));
+    assert_eq!(source.chunks_out(), 1);
+    engine.check().unwrap();
+    free(&mut engine, larger);
+    engine.check().unwrap();
+}
+
+#[test]
+fn the_first_page_a_split_chunk_gives_depends_on_the_chunks_address() {
+    let (source, mut engine) = paged(None);
+    // Sixteen classes, a page each, in four chunks: each chunk's pages are taken in turns from
+    // one the chunk's address picks, so that the first pages of chunks do not all lie at
+    // offset 0.
+    let mut blocks = Vec::new();
+    for size in (1..=32).map(|step| step * 16).filter(|&size| size <= 256) {
+        let block = engine.alloc(size).unwrap();
+        blocks.push(block);
+        let chunk = chunk_of(block);
+        let turn = blocks.iter().filter(|&&other| chunk_of(other) == chunk).count() - 1;
+        assert_eq!(page_of(block), page_taken(chunk, turn), "the {size}-byte class's page");
+    }
+    assert_eq!(source.chunks_out(), 4);
+    for block in blocks {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
+}
+
+#[test]
+fn a_fresh_page_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks() {
+    let (_source, mut engine) = paged(None);
+    for size in [640, 896, 1280, 2048, 2720, 3264] {
+        let class = class_of(size).unwrap();
+        let capacity = page_capacity(class);
+        let blocks: Vec<_> = (0..capacity).map(|_| engine.alloc(size).unwrap()).collect();
+        let page = page_of(blocks[0]);
+        let start = page / PAGE % capacity;
+        // In address order from that one, wrapping round, each block once.
+        for (turn, &block) in blocks.iter().enumerate() {
+            let index = (start + turn) % capacity;
+            assert_eq!(block.as_ptr().addr(), page + first_offset(class) + index * size);
+        }
+        engine.check().unwrap();
+        for block in blocks {
+            free(&mut engine, block);
+        }
+    }
+    engine.check().unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! global allocator counts the calls large enough to be slabs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::time::Instant;
@@ -115,22 +116,31 @@ fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
 }
 
 #[test]
-fn a_request_that_grows_a_table_through_eight_classes_holds_three_chunks() {
+fn a_request_that_grows_a_table_through_eight_classes_holds_two_chunks() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = HeapPool::new();
     let request = root.child();
+    let page_of = |block: NonNull<u8>| block.as_ptr().addr() / (melon_alloc_core::CHUNK_SIZE / 4);
     // The tables a `hashbrown::HashMap<u64, u64>` grows through up to 200 entries, each freed
     // once the next holds its entries, then an 800-byte buffer.
     let mut table = request.alloc(84).unwrap();
+    let mut pages = vec![page_of(table)];
     for size in [152, 288, 560, 1104, 2192, 4368] {
         let grown = request.alloc(size).unwrap();
+        pages.push(page_of(grown));
         // SAFETY: the block came from `request` and is not used again.
         unsafe { request.free(table) };
         table = grown;
     }
     let buffer = request.alloc(800).unwrap();
-    // Seven classes in pages of two chunks, and the last table in a chunk of its own.
-    assert_eq!(request.stats().peak_bytes_held, 3 * melon_alloc_core::CHUNK_SIZE);
+    // Each table below the last takes the page the table before the one it replaces emptied:
+    // six tables in two pages, in turn.
+    for step in 2..6 {
+        assert_eq!(pages[step], pages[step - 2], "table {step} reuses an emptied page");
+    }
+    assert_ne!(pages[0], pages[1]);
+    // Those two pages and the buffer's in one chunk, and the last table in a chunk of its own.
+    assert_eq!(request.stats().peak_bytes_held, 2 * melon_alloc_core::CHUNK_SIZE);
     for block in [table, buffer] {
         // SAFETY: the block came from `request` and is not used again.
         unsafe { request.free(block) };

@@ -86,25 +86,31 @@ pub(super) fn per_request_results(
 
 /// What one request's pool holds, and why.
 const PER_REQUEST_NOTES: &str = "A request's child pool gives each size class it uses a 4 KiB \
-page of a split chunk until a class fills its page (see \"Pages for classes a pool barely \
-uses\" in `docs/architecture.md`). The map grows through seven size classes and the buffer \
-uses an eighth; seven of them fit a page, and the map's last table (4368 bytes) takes a whole \
-16 KiB chunk, so the pool holds three chunks, 48 KiB, where it held eight whole chunks, \
-128 KiB, before. A `Bump` holds about 15 KiB, in chunks that grow as it fills.
+page of a split chunk until a class fills its page, and a class that needs a page takes the \
+emptied page of a smaller class first (see \"Pages for classes a pool barely uses\" and \"An \
+emptied page passes to a larger class\" in `docs/architecture.md`). The map grows through seven \
+size classes and the buffer uses an eighth: the map's six smaller tables take turns in two pages \
+of one chunk, where the buffer has a page too, and its last table (4368 bytes) takes a whole \
+16 KiB chunk. So the pool holds two chunks, 32 KiB, where it held three, 48 KiB, before pages \
+passed between classes, and eight whole chunks, 128 KiB, before pages. A `Bump` holds about \
+15 KiB, in chunks that grow as it fills.
 
 Where melon's extra time goes, measured on 2026-12-04 (not rerun by `cargo xtask bench`), over \
-five rounds of 5,000 requests of one peer alone under cachegrind, with this machine's 2 MiB \
-second-level cache simulated: melon runs 2.6 % more instructions than the global allocator \
-(about 56,700 a request against 55,300), and misses that cache about 143 times a request at \
-100 requests in flight, where glibc misses it about once. At 30 in flight melon misses it about \
-once as well, and its time is 1.06 times the global allocator's in the same rounds (1.11 at 100 \
-in the same sitting):
+five rounds of 5,000 requests of one peer alone under cachegrind, with the second-level cache \
+simulated as one of 2 MiB, 16-way (this machine's two cores have 1 MiB each). Melon runs about \
+57,200 instructions a request against the global allocator's 55,300; the map's inserts alone \
+vary by a few hundred a request from run to run, with the hash seed. At 100 requests in flight \
+melon misses that cache 66 times a request, and glibc about once. Most of melon's misses are \
+conflicts, not capacity: with the same 2 MiB simulated fully associative (`--LL=2097152,2048,64`) \
+melon misses it 4 times a request. Before emptied pages passed to larger classes and split \
+chunks handed out their pages, and chunks of a few large blocks their blocks, from one their \
+address picks (\"Where a chunk's first blocks lie\" in `docs/architecture.md`), melon missed it \
+110 times a request, and 6 times fully associative:
 
 ```sh
 cargo build --release -p melon-alloc-bench --bin per_request
 valgrind --tool=cachegrind --cache-sim=yes --LL=2097152,16,64 --cachegrind-out-file=/dev/null \\
     target/release/per_request --rounds 4 --peers melon --in-flight 100
-target/release/per_request --rounds 15 --in-flight 30
 ```
 
 ";

@@ -310,7 +310,7 @@ fn check_free_list(
         let stray = offset < first
             || offset >= header.span
             || (offset - first) % size != 0
-            || (offset - first) / size >= usize::from(header.carved);
+            || header.carve_index((offset - first) / size) >= usize::from(header.carved);
         if stray {
             return Err(CheckError {
                 chunk: chunk.addr(),

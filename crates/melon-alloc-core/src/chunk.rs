@@ -89,9 +89,12 @@ pub(crate) struct ChunkHeader {
     /// Size class of a small chunk; unused for a large one.
     pub(crate) class: u8,
     /// Offset of the data of a large chunk; in the first page of a paged chunk, how many of
-    /// the chunk's pages have a class (are not [`ChunkState::Unused`]); unused otherwise.
+    /// the chunk's pages have a class (are not [`ChunkState::Unused`]); in a whole small chunk,
+    /// the block its carving starts from (see [`carve_index`](ChunkHeader::carve_index)), 0
+    /// for most; unused in other pages.
     pub(crate) data_offset: u16,
-    /// Blocks carved so far: blocks at or past this index have never been handed out.
+    /// Blocks carved so far: blocks whose [`carve_index`](ChunkHeader::carve_index) is this or
+    /// more have never been handed out.
     pub(crate) carved: u16,
     /// Frees left before one must leave its fast path: `event` less the entries on
     /// `local_free` ([`local_count`](ChunkHeader::local_count)), modulo 2^32. A free counts it
@@ -138,6 +141,19 @@ impl ChunkHeader {
     /// Empties the count of `local_free`, whose entries moved to `free` or were dropped.
     pub(crate) fn clear_local_count(&mut self) {
         self.countdown = self.event;
+    }
+
+    /// The place of block `index` (counted from the chunk's first block) in the order the chunk
+    /// carves its blocks: a whole small chunk carves from block `data_offset` on, round to the
+    /// one before it, so that the block a short-lived pool writes first is not right after the
+    /// header in every chunk; a page carves from its first block.
+    #[inline]
+    pub(crate) fn carve_index(&self, index: usize) -> usize {
+        if self.is_page() || self.data_offset == 0 {
+            return index;
+        }
+        let capacity = usize::from(self.capacity()).max(1);
+        (index + capacity - usize::from(self.data_offset) % capacity) % capacity
     }
 
     /// Whether this is a page of a paged chunk: never in a build without pages, where the

@@ -14,7 +14,9 @@
 //! or task) gives a class's first chunk as a page of a paged chunk (one of four, each with its
 //! own class), and any later one too while a page is unused: a pool that touches many classes a
 //! little holds a page for each, not a chunk. Once a class has filled its page and no page is
-//! unused, it takes whole chunks. A paged chunk goes back to the source with its last page.
+//! unused, it takes whole chunks. A class that needs a page takes first the emptied page of a
+//! smaller class, as a growing collection leaves behind. A paged chunk goes back to the source
+//! with its last page.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -491,6 +493,7 @@ impl<S: ChunkSource> Engine<S> {
                     chunk.write(ChunkHeader {
                         state: ChunkState::Avail,
                         class: class as u8,
+                        data_offset: carve_start(chunk.cast(), class),
                         ..self.blank_header(SMALL_MAGIC, CHUNK_SIZE)
                     });
                 }
@@ -1015,7 +1018,7 @@ impl<S: ChunkSource> Engine<S> {
         if offset < first || (offset - first) % size != 0 {
             return Err(FreeError::Interior { addr });
         }
-        if (offset - first) / size >= usize::from(header.carved) {
+        if header.carve_index((offset - first) / size) >= usize::from(header.carved) {
             return Err(FreeError::NotInUse { addr });
         }
         for list in [header.free, header.local_free] {
@@ -1723,19 +1726,40 @@ fn page_colour(chunk: *mut u8) -> usize {
     (chunk.addr() / CHUNK_SIZE) % PAGES
 }
 
-/// The most blocks a chunk, or page, may hold for [`carve_coloured`] to carve it.
+/// The most blocks a page (or a chunk of the `small-chunks` feature's 4 KiB) may hold for
+/// [`carve_coloured`] to carve it, and a whole chunk for [`carve_start`] to pick its first.
 #[cfg(not(target_os = "none"))]
 const COLOURED_MAX_BLOCKS: usize = 6;
 
-/// Carves, for [`carve_batch`], every block of a fresh chunk or page of a few large blocks
-/// (`capacity` blocks of `class`) at once, and lists them starting from one chosen by the chunk's
+/// The block a fresh whole chunk of `class` carves first, from the chunk's address, for
+/// [`ChunkHeader::carve_index`]: as with [`page_colour`], so that the block a short-lived pool
+/// writes first lies at different offsets in different chunks. 0 (its first block) for classes
+/// of more than [`COLOURED_MAX_BLOCKS`] blocks a chunk, whose first blocks are carved in batches,
+/// and on bare metal.
+fn carve_start(chunk: *mut u8, class: usize) -> u16 {
+    #[cfg(not(target_os = "none"))]
+    {
+        let capacity = usize::from(crate::class::CAPACITY[class]);
+        if capacity <= COLOURED_MAX_BLOCKS {
+            return ((chunk.addr() / CHUNK_SIZE) % capacity.max(1)) as u16;
+        }
+    }
+    let _ = (chunk, class);
+    0
+}
+
+/// Carves, for [`carve_batch`], every block of a fresh page (or 4 KiB chunk) of a few large
+/// blocks (`capacity` blocks of `class`) at once, and lists them starting from one chosen by its
 /// address, then on in address order, wrapping around. As with [`page_colour`], the block a
-/// short-lived pool writes first then lies at different offsets in different chunks, rather than
-/// right after the header in every one of them. One link per block is written, a line each.
+/// short-lived pool writes first then lies at different offsets in different pages, rather than
+/// right after the header in every one of them. One link per block is written, a line each, all
+/// in the 4 KiB that the header is in: as with the batches, no 4 KiB of memory is touched before
+/// a block in it is handed out. A whole 16 KiB chunk of so few blocks spans four such 4 KiB, and
+/// carves one block at a time instead, from the one [`carve_start`] picked.
 ///
 /// # Safety
 /// `chunk` is a valid header of a small chunk or page of `class` holding `capacity` blocks, with
-/// nothing carved.
+/// nothing carved, so that none of its blocks is in use.
 #[cfg(not(target_os = "none"))]
 #[inline(never)]
 unsafe fn carve_coloured(chunk: *mut ChunkHeader, class: usize, capacity: usize) {
@@ -1750,11 +1774,13 @@ unsafe fn carve_coloured(chunk: *mut ChunkHeader, class: usize, capacity: usize)
     // SAFETY: the header is valid (caller). With nothing carved the list is empty; the blocks
     // join it in front all the same.
     let mut next = unsafe { (*chunk).free };
-    // Linked from the last in hand-out order back to the first.
-    for turn in (0..capacity).rev() {
-        let block = block_at((first + turn) % capacity).cast::<FreeBlock>();
-        // SAFETY: every block of the chunk is unused and never handed out, so its first word
-        // can hold a link.
+    // Linked from the last in hand-out order, the one before `first`, back to `first`.
+    let mut index = first;
+    for _ in 0..capacity {
+        index = if index == 0 { capacity - 1 } else { index - 1 };
+        let block = block_at(index).cast::<FreeBlock>();
+        // SAFETY: nothing is carved, so no block of the chunk is in use, and its first word can
+        // hold a link.
         unsafe { write_link(block, next) };
         next = block;
     }
@@ -1803,7 +1829,10 @@ const ORDER_PROBE: usize = 3;
 /// Puts the next never-used blocks of a chunk at the front of its `free` list: as many as are
 /// carved already (at least one), and none past the end of the page the first one starts in.
 /// The batches double, so a chunk that fills reaches whole pages after a few refills, while one
-/// that serves a block or two (a short-lived pool's) has only those written.
+/// that serves a block or two (a short-lived pool's) has only those written. On hosted targets, a
+/// fresh page (or 4 KiB chunk) of six blocks or fewer is carved whole by [`carve_coloured`], and
+/// a whole 16 KiB chunk of so few carves one block at a time, in the order
+/// [`ChunkHeader::carve_index`] gives, from the block [`carve_start`] picked.
 ///
 /// # Safety
 /// `chunk` is a valid header of a small chunk or page whose `carved` count is below its
@@ -1816,10 +1845,32 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // SAFETY: the header is valid (caller).
     let capacity = usize::from(unsafe { (*chunk).capacity() });
+    // A page, or a 4 KiB chunk, of a few large blocks: carved whole, from a block its address
+    // picks.
     #[cfg(not(target_os = "none"))]
-    if carved == 0 && capacity <= COLOURED_MAX_BLOCKS {
+    // SAFETY: the header is valid (caller).
+    if carved == 0 && capacity <= COLOURED_MAX_BLOCKS && unsafe { (*chunk).span } <= CARVE_BYTES {
         // SAFETY: forwarded from the caller, with nothing carved.
         unsafe { carve_coloured(chunk, class, capacity) };
+        return;
+    }
+    // A whole chunk of a few large blocks, carved from a block its address picks: one block at a
+    // time, the next in its order.
+    #[cfg(not(target_os = "none"))]
+    // SAFETY: the header is valid (caller).
+    if capacity <= COLOURED_MAX_BLOCKS && !unsafe { (*chunk).is_page() } {
+        // SAFETY: the header is valid (caller).
+        let start = usize::from(unsafe { (*chunk).data_offset }) % capacity.max(1);
+        let index = (start + carved) % capacity.max(1);
+        // SAFETY: (1) the header is valid; (2) block `index`, below the capacity, lies within
+        // the chunk and is the next in its carving order, so it has never been handed out and
+        // its first word can hold a link to the blocks already free.
+        unsafe {
+            let block = chunk.cast::<u8>().add(FIRST_OFFSET[class] + index * size).cast();
+            write_link(block, (*chunk).free);
+            (*chunk).free = block;
+            (*chunk).carved += 1;
+        }
         return;
     }
     // Batches that grow from one block are for child pools, which the `pages` feature serves.

@@ -922,8 +922,10 @@ fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
     let inside = second.as_ptr().wrapping_add(16);
     let inside = NonNull::new(inside).unwrap();
     assert_eq!(engine.validate(inside), Err(FreeError::Interior { addr: inside.as_ptr().addr() }));
-    // Two pages of the chunk have no class yet: nothing in them is in use.
-    let unused = NonNull::new(first.as_ptr().with_addr(chunk + 3 * PAGE + 64)).unwrap();
+    // Two pages of the chunk have no class yet: nothing in them is in use. A split chunk hands
+    // its pages out in turns from one its address picks; the last to go is unused.
+    let last = chunk + (chunk / CHUNK_SIZE + 3) % 4 * PAGE;
+    let unused = NonNull::new(first.as_ptr().with_addr(last + 64)).unwrap();
     assert_eq!(engine.validate(unused), Err(FreeError::NotInUse { addr: unused.as_ptr().addr() }));
     // SAFETY: the block came from this engine and is not used again.
     assert_eq!(unsafe { engine.try_free(second) }, Ok(()));
@@ -936,27 +938,37 @@ fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
     engine.check().unwrap();
 }
 
-/// A fresh chunk of a class with a few large blocks hands them out starting from one its address
-/// picks, then in address order round to the one before it, each once: the first block written
-/// in a chunk is not always the one after its header.
-#[cfg(not(feature = "small-chunks"))]
+/// A fresh chunk of a class with six blocks or fewer hands them out starting from one its address
+/// picks, then in address order round to the one before it, each once; a block not handed out
+/// yet, wherever it lies, is refused by the checked free as never handed out.
 #[test]
 fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks() {
     let source = TestSource::default();
     let mut engine = Engine::new(source.clone(), None);
-    // The classes that split a chunk's data bytes into 6 to 2 blocks, with the data after the
-    // 64-byte header.
-    for (size, capacity) in [(2720, 6), (3264, 5), (4080, 4), (5440, 3), (8160, 2)] {
-        let blocks: Vec<_> = (0..capacity).map(|_| engine.alloc(size).unwrap()).collect();
-        let chunk = blocks[0].as_ptr().addr() & !(CHUNK_SIZE - 1);
+    // The classes of six blocks or fewer a chunk, each block after the 64-byte header.
+    let classes: &[(usize, usize)] = if CHUNK_SIZE == 4096 {
+        &[(640, 6), (768, 5), (896, 4), (1344, 3), (2016, 2)]
+    } else {
+        &[(2720, 6), (3264, 5), (4080, 4), (5440, 3), (8160, 2)]
+    };
+    for &(size, capacity) in classes {
+        let first = engine.alloc(size).unwrap();
+        let chunk = first.as_ptr().addr() & !(CHUNK_SIZE - 1);
         let start = chunk / CHUNK_SIZE % capacity;
+        let block_at = |index: usize| chunk + 64 + index * size;
+        assert_eq!(first.as_ptr().addr(), block_at(start), "{size}-byte blocks");
+        // The blocks not handed out yet, the one just before the first among them.
+        for index in (0..capacity).filter(|&index| index != start) {
+            let pointer = NonNull::new(first.as_ptr().with_addr(block_at(index))).unwrap();
+            let addr = block_at(index);
+            assert_eq!(engine.validate(pointer), Err(FreeError::NotInUse { addr }));
+        }
+        let mut blocks = vec![first];
+        blocks.extend((1..capacity).map(|_| engine.alloc(size).unwrap()));
         for (turn, block) in blocks.iter().enumerate() {
             let index = (start + turn) % capacity;
-            assert_eq!(
-                block.as_ptr().addr(),
-                chunk + 64 + index * size,
-                "{size}-byte block {turn}"
-            );
+            assert_eq!(block.as_ptr().addr(), block_at(index), "{size}-byte block {turn}");
+            assert_eq!(engine.validate(*block), Ok(()));
         }
         // The chunk is used up: the next block comes from another.
         let next = engine.alloc(size).unwrap();

@@ -98,14 +98,14 @@ passed between classes, and eight whole chunks, 128 KiB, before pages. A `Bump` 
 Where melon's extra time goes, measured on 2026-12-04 (not rerun by `cargo xtask bench`), over \
 five rounds of 5,000 requests of one peer alone under cachegrind, with the second-level cache \
 simulated as one of 2 MiB, 16-way (this machine's two cores have 1 MiB each). Melon runs about \
-57,200 instructions a request against the global allocator's 55,300; the map's inserts alone \
+56,900 instructions a request against the global allocator's 55,300; the map's inserts alone \
 vary by a few hundred a request from run to run, with the hash seed. At 100 requests in flight \
-melon misses that cache 66 times a request, and glibc about once. Most of melon's misses are \
+melon misses that cache 61 times a request, and glibc about once. Most of melon's misses are \
 conflicts, not capacity: with the same 2 MiB simulated fully associative (`--LL=2097152,2048,64`) \
 melon misses it 4 times a request. Before emptied pages passed to larger classes and split \
-chunks handed out their pages, and chunks of a few large blocks their blocks, from one their \
-address picks (\"Where a chunk's first blocks lie\" in `docs/architecture.md`), melon missed it \
-110 times a request, and 6 times fully associative:
+chunks handed out their pages, and pages and chunks of a few large blocks their blocks, from one \
+their address picks (\"Where a chunk's first blocks lie\" in `docs/architecture.md`), melon \
+missed it 110 times a request, and 6 times fully associative:
 
 ```sh
 cargo build --release -p melon-alloc-bench --bin per_request

@@ -89,9 +89,7 @@ pub(crate) struct ChunkHeader {
     /// Size class of a small chunk; unused for a large one.
     pub(crate) class: u8,
     /// Offset of the data of a large chunk; in the first page of a paged chunk, how many of
-    /// the chunk's pages have a class (are not [`ChunkState::Unused`]); in a whole small chunk,
-    /// the block its carving starts from (see [`carve_index`](ChunkHeader::carve_index)), 0
-    /// for most; unused in other pages.
+    /// the chunk's pages have a class (are not [`ChunkState::Unused`]); unused otherwise.
     pub(crate) data_offset: u16,
     /// Blocks carved so far: blocks whose [`carve_index`](ChunkHeader::carve_index) is this or
     /// more have never been handed out.
@@ -143,17 +141,35 @@ impl ChunkHeader {
         self.countdown = self.event;
     }
 
+    /// The block a small chunk, or page, carves first. Every page starts with its header and
+    /// first block at the same offsets, so the blocks short-lived pools write first would all
+    /// fall into the same few sets of a cache that indexes by the address bits within 128 KiB or
+    /// so; a chunk or page of [`COLOURED_MAX_BLOCKS`] blocks or fewer starts from one its address
+    /// picks instead, and carves on in address order round to the one before it. 0, the first
+    /// block, for the others, which carve in batches, and on bare metal.
+    #[inline]
+    pub(crate) fn carve_start(&self) -> usize {
+        #[cfg(not(target_os = "none"))]
+        {
+            let capacity = usize::from(self.capacity());
+            if capacity <= COLOURED_MAX_BLOCKS {
+                return (ptr::from_ref(self).addr() / self.span.max(1)) % capacity.max(1);
+            }
+        }
+        0
+    }
+
     /// The place of block `index` (counted from the chunk's first block) in the order the chunk
-    /// carves its blocks: a whole small chunk carves from block `data_offset` on, round to the
-    /// one before it, so that the block a short-lived pool writes first is not right after the
-    /// header in every chunk; a page carves from its first block.
+    /// carves its blocks: from [`carve_start`](ChunkHeader::carve_start) on, round to the one
+    /// before it.
     #[inline]
     pub(crate) fn carve_index(&self, index: usize) -> usize {
-        if self.is_page() || self.data_offset == 0 {
+        let start = self.carve_start();
+        if start == 0 {
             return index;
         }
         let capacity = usize::from(self.capacity()).max(1);
-        (index + capacity - usize::from(self.data_offset) % capacity) % capacity
+        (index + capacity - start) % capacity
     }
 
     /// Whether this is a page of a paged chunk: never in a build without pages, where the
@@ -255,6 +271,11 @@ pub(crate) fn chunk_of(block: *mut u8) -> *mut ChunkHeader {
 pub(crate) fn page_of(block: *mut u8) -> *mut ChunkHeader {
     block.map_addr(|addr| addr & !(PAGE_SIZE - 1)).cast()
 }
+
+/// The most blocks a small chunk, or page, may hold to carve from a block its address picks
+/// ([`ChunkHeader::carve_start`]): classes from 640 bytes in a page, from 2720 in a 16 KiB chunk.
+#[cfg(not(target_os = "none"))]
+pub(crate) const COLOURED_MAX_BLOCKS: usize = 6;
 
 /// An intrusive doubly linked list of chunk headers, threaded through `next` and `prev`.
 #[derive(Debug)]

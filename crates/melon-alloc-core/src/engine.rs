@@ -21,6 +21,8 @@
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
+#[cfg(not(target_os = "none"))]
+use crate::chunk::COLOURED_MAX_BLOCKS;
 use crate::chunk::{
     chunk_of, list_len, page_of, read_link, write_link, ChunkHeader, ChunkList, ChunkState,
     FreeBlock, CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, PAGES, PAGE_MAGIC, PAGE_SIZE,
@@ -493,7 +495,6 @@ impl<S: ChunkSource> Engine<S> {
                     chunk.write(ChunkHeader {
                         state: ChunkState::Avail,
                         class: class as u8,
-                        data_offset: carve_start(chunk.cast(), class),
                         ..self.blank_header(SMALL_MAGIC, CHUNK_SIZE)
                     });
                 }
@@ -1703,14 +1704,11 @@ unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader, class: usize) {
 /// each with the link to the next.
 unsafe fn all_free(chunk: *mut ChunkHeader) -> bool {
     // SAFETY: the header is valid (caller).
-    let (carved, local, free) =
-        unsafe { (u32::from((*chunk).carved), (*chunk).local_count(), (*chunk).free) };
-    let Some(elsewhere) = carved.checked_sub(local) else { return false };
-    if elsewhere > EMPTY_PROBE {
-        return false;
-    }
-    // SAFETY: the `free` list holds free blocks of the chunk, each linking to the next (caller).
-    unsafe { list_len(free, elsewhere as u16) == Some(elsewhere as u16) }
+    let (carved, local) = unsafe { (u32::from((*chunk).carved), (*chunk).local_count()) };
+    // SAFETY: the header is valid and its `free` list holds free blocks of it (caller); with at
+    // most `EMPTY_PROBE` blocks off the local list, the walk is that short.
+    carved.checked_sub(local).is_some_and(|elsewhere| elsewhere <= EMPTY_PROBE)
+        && unsafe { small_live(chunk) } == 0
 }
 
 /// Links of a `free` list that [`all_free`] follows at most.
@@ -1724,71 +1722,6 @@ const EMPTY_PROBE: u32 = 8;
 /// Taking the chunks' pages in turns spreads those lines over every offset.
 fn page_colour(chunk: *mut u8) -> usize {
     (chunk.addr() / CHUNK_SIZE) % PAGES
-}
-
-/// The most blocks a page (or a chunk of the `small-chunks` feature's 4 KiB) may hold for
-/// [`carve_coloured`] to carve it, and a whole chunk for [`carve_start`] to pick its first.
-#[cfg(not(target_os = "none"))]
-const COLOURED_MAX_BLOCKS: usize = 6;
-
-/// The block a fresh whole chunk of `class` carves first, from the chunk's address, for
-/// [`ChunkHeader::carve_index`]: as with [`page_colour`], so that the block a short-lived pool
-/// writes first lies at different offsets in different chunks. 0 (its first block) for classes
-/// of more than [`COLOURED_MAX_BLOCKS`] blocks a chunk, whose first blocks are carved in batches,
-/// and on bare metal.
-fn carve_start(chunk: *mut u8, class: usize) -> u16 {
-    #[cfg(not(target_os = "none"))]
-    {
-        let capacity = usize::from(crate::class::CAPACITY[class]);
-        if capacity <= COLOURED_MAX_BLOCKS {
-            return ((chunk.addr() / CHUNK_SIZE) % capacity.max(1)) as u16;
-        }
-    }
-    let _ = (chunk, class);
-    0
-}
-
-/// Carves, for [`carve_batch`], every block of a fresh page (or 4 KiB chunk) of a few large
-/// blocks (`capacity` blocks of `class`) at once, and lists them starting from one chosen by its
-/// address, then on in address order, wrapping around. As with [`page_colour`], the block a
-/// short-lived pool writes first then lies at different offsets in different pages, rather than
-/// right after the header in every one of them. One link per block is written, a line each, all
-/// in the 4 KiB that the header is in: as with the batches, no 4 KiB of memory is touched before
-/// a block in it is handed out. A whole 16 KiB chunk of so few blocks spans four such 4 KiB, and
-/// carves one block at a time instead, from the one [`carve_start`] picked.
-///
-/// # Safety
-/// `chunk` is a valid header of a small chunk or page of `class` holding `capacity` blocks, with
-/// nothing carved, so that none of its blocks is in use.
-#[cfg(not(target_os = "none"))]
-#[inline(never)]
-unsafe fn carve_coloured(chunk: *mut ChunkHeader, class: usize, capacity: usize) {
-    // SAFETY: the header is valid (caller).
-    let span = unsafe { (*chunk).span };
-    let size = CLASS_SIZES[class];
-    let block_at = |index: usize| {
-        // SAFETY: block `index`, below the capacity, lies within the chunk's `span` bytes.
-        unsafe { chunk.cast::<u8>().add(FIRST_OFFSET[class] + index * size) }
-    };
-    let first = (chunk.addr() / span.max(1)) % capacity.max(1);
-    // SAFETY: the header is valid (caller). With nothing carved the list is empty; the blocks
-    // join it in front all the same.
-    let mut next = unsafe { (*chunk).free };
-    // Linked from the last in hand-out order, the one before `first`, back to `first`.
-    let mut index = first;
-    for _ in 0..capacity {
-        index = if index == 0 { capacity - 1 } else { index - 1 };
-        let block = block_at(index).cast::<FreeBlock>();
-        // SAFETY: nothing is carved, so no block of the chunk is in use, and its first word can
-        // hold a link.
-        unsafe { write_link(block, next) };
-        next = block;
-    }
-    // SAFETY: the header is valid (caller); all `capacity` blocks are on the list now.
-    unsafe {
-        (*chunk).free = next;
-        (*chunk).carved = capacity as u16;
-    }
 }
 
 /// Whether the first links of a free list join neighbouring blocks of `size` bytes, the order a
@@ -1830,9 +1763,9 @@ const ORDER_PROBE: usize = 3;
 /// carved already (at least one), and none past the end of the page the first one starts in.
 /// The batches double, so a chunk that fills reaches whole pages after a few refills, while one
 /// that serves a block or two (a short-lived pool's) has only those written. On hosted targets, a
-/// fresh page (or 4 KiB chunk) of six blocks or fewer is carved whole by [`carve_coloured`], and
-/// a whole 16 KiB chunk of so few carves one block at a time, in the order
-/// [`ChunkHeader::carve_index`] gives, from the block [`carve_start`] picked.
+/// chunk or page of [`COLOURED_MAX_BLOCKS`] blocks or fewer carves one block at a time, in the
+/// order [`ChunkHeader::carve_index`] gives, so that no 4 KiB of it is touched before a block in
+/// it is handed out.
 ///
 /// # Safety
 /// `chunk` is a valid header of a small chunk or page whose `carved` count is below its
@@ -1845,26 +1778,14 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // SAFETY: the header is valid (caller).
     let capacity = usize::from(unsafe { (*chunk).capacity() });
-    // A page, or a 4 KiB chunk, of a few large blocks: carved whole, from a block its address
-    // picks.
+    // A chunk or page of a few large blocks: one block at a time, the next in its order.
     #[cfg(not(target_os = "none"))]
-    // SAFETY: the header is valid (caller).
-    if carved == 0 && capacity <= COLOURED_MAX_BLOCKS && unsafe { (*chunk).span } <= CARVE_BYTES {
-        // SAFETY: forwarded from the caller, with nothing carved.
-        unsafe { carve_coloured(chunk, class, capacity) };
-        return;
-    }
-    // A whole chunk of a few large blocks, carved from a block its address picks: one block at a
-    // time, the next in its order.
-    #[cfg(not(target_os = "none"))]
-    // SAFETY: the header is valid (caller).
-    if capacity <= COLOURED_MAX_BLOCKS && !unsafe { (*chunk).is_page() } {
+    if capacity <= COLOURED_MAX_BLOCKS {
         // SAFETY: the header is valid (caller).
-        let start = usize::from(unsafe { (*chunk).data_offset }) % capacity.max(1);
-        let index = (start + carved) % capacity.max(1);
+        let index = (unsafe { (*chunk).carve_start() } + carved) % capacity.max(1);
         // SAFETY: (1) the header is valid; (2) block `index`, below the capacity, lies within
-        // the chunk and is the next in its carving order, so it has never been handed out and
-        // its first word can hold a link to the blocks already free.
+        // the chunk or page and is the next in its carving order, so it has never been handed
+        // out and its first word can hold a link to the blocks already free.
         unsafe {
             let block = chunk.cast::<u8>().add(FIRST_OFFSET[class] + index * size).cast();
             write_link(block, (*chunk).free);

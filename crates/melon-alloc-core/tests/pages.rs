@@ -835,6 +835,25 @@ fn a_page_emptied_by_a_smaller_class_serves_the_next_larger_one_without_a_new_pa
 }
 
 #[test]
+fn of_several_emptied_pages_the_largest_smaller_classs_goes_first() {
+    let (_source, mut engine) = paged(None);
+    let small = engine.alloc(96).unwrap();
+    let middle = engine.alloc(160).unwrap();
+    free(&mut engine, small);
+    free(&mut engine, middle);
+    // Both pages are empty; the 160-byte class's lines were written last.
+    let large = engine.alloc(320).unwrap();
+    assert_eq!(page_of(large), page_of(middle));
+    let next = engine.alloc(640).unwrap();
+    assert_eq!(page_of(next), page_of(small));
+    engine.check().unwrap();
+    for block in [large, next] {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
+}
+
+#[test]
 fn a_page_with_a_block_in_use_or_a_larger_class_keeps_its_class() {
     let (_source, mut engine) = paged(None);
     // One block of the 96-byte class still in use: its page stays.

@@ -145,15 +145,15 @@ impl ChunkHeader {
     /// first block at the same offsets, so the blocks short-lived pools write first would all
     /// fall into the same few sets of a cache that indexes by the address bits within 128 KiB or
     /// so; a chunk or page of [`COLOURED_MAX_BLOCKS`] blocks or fewer starts from one its address
-    /// picks instead, and carves on in address order round to the one before it. 0, the first
-    /// block, for the others, which carve in batches, and on bare metal.
+    /// picks instead ([`colour`]), and carves on in address order round to the one before it. 0,
+    /// the first block, for the others, which carve in batches, and on bare metal.
     #[inline]
     pub(crate) fn carve_start(&self) -> usize {
         #[cfg(not(target_os = "none"))]
         {
             let capacity = usize::from(self.capacity());
             if capacity <= COLOURED_MAX_BLOCKS {
-                return (ptr::from_ref(self).addr() / self.span.max(1)) % capacity.max(1);
+                return colour(ptr::from_ref(self).addr() / self.span.max(1)) % capacity.max(1);
             }
         }
         0
@@ -272,6 +272,17 @@ pub(crate) fn page_of(block: *mut u8) -> *mut ChunkHeader {
     block.map_addr(|addr| addr & !(PAGE_SIZE - 1)).cast()
 }
 
+/// A number to pick a colour from (`colour(n) % colours`) for the `n`th unit of memory (chunk,
+/// page or block span) from address 0: a multiplicative hash of all of `n`'s bits, so that two
+/// units a cache's set period apart (128 KiB for a 1 MiB 8-way cache) get colours as different as
+/// any two others, where `n % colours` alone would give them the same one.
+#[inline]
+pub(crate) fn colour(n: usize) -> usize {
+    // 2^64 divided by the golden ratio: its product with `n` mixes every bit of `n` into the
+    // high bits kept.
+    ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+}
+
 /// The most blocks a small chunk, or page, may hold to carve from a block its address picks
 /// ([`ChunkHeader::carve_start`]): classes from 640 bytes in a page, from 2720 in a 16 KiB chunk.
 #[cfg(not(target_os = "none"))]
@@ -375,5 +386,28 @@ impl Iterator for ChunkIter {
         // the iteration lasts (every list of an engine, borrowed with the engine).
         self.next = unsafe { (*chunk).next };
         Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks at the same place in a 128 KiB period, the set period of a 1 MiB 8-way cache,
+    /// pick every page colour between them, and every block of a page of three: the colour
+    /// depends on more than the address bits such a cache indexes by.
+    #[test]
+    fn chunks_one_cache_period_apart_pick_different_colours() {
+        let period = (128 << 10) / CHUNK_SIZE;
+        for place in 0..period {
+            let chunks = (0..16).map(|turn| place + turn * period);
+            let mut seen = [[false; 4]; 2];
+            for chunk in chunks {
+                seen[0][colour(chunk) % 4] = true;
+                seen[1][colour(chunk) % 3] = true;
+            }
+            assert_eq!(seen[0], [true; 4], "page colours of chunks at place {place}");
+            assert_eq!(seen[1][..3], [true; 3], "block colours of chunks at place {place}");
+        }
     }
 }

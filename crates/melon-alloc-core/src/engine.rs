@@ -1719,9 +1719,12 @@ const EMPTY_PROBE: u32 = 8;
 /// first blocks at the same offsets: were it always page 0, the lines such pools write would all
 /// fall at the same few offsets of a chunk, and so into the same few sets of a cache that indexes
 /// by the address bits within 128 KiB or so, which then evicts lines while most of it sits idle.
-/// Taking the chunks' pages in turns spreads those lines over every offset.
+/// Taking the chunks' pages in turns spreads those lines over every offset. The turn starts from
+/// a [`colour`](crate::chunk::colour) of the chunk's address, not from its bits just above the
+/// chunk's size: those are bits such a cache indexes by too, so every chunk at the same place in
+/// the cache's period would start from the same page.
 fn page_colour(chunk: *mut u8) -> usize {
-    (chunk.addr() / CHUNK_SIZE) % PAGES
+    crate::chunk::colour(chunk.addr() / CHUNK_SIZE) % PAGES
 }
 
 /// Whether the first links of a free list join neighbouring blocks of `size` bytes, the order a

@@ -924,7 +924,7 @@ fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
     assert_eq!(engine.validate(inside), Err(FreeError::Interior { addr: inside.as_ptr().addr() }));
     // Two pages of the chunk have no class yet: nothing in them is in use. A split chunk hands
     // its pages out in turns from one its address picks; the last to go is unused.
-    let last = chunk + (chunk / CHUNK_SIZE + 3) % 4 * PAGE;
+    let last = chunk + (colour(chunk / CHUNK_SIZE) + 3) % 4 * PAGE;
     let unused = NonNull::new(first.as_ptr().with_addr(last + 64)).unwrap();
     assert_eq!(engine.validate(unused), Err(FreeError::NotInUse { addr: unused.as_ptr().addr() }));
     // SAFETY: the block came from this engine and is not used again.
@@ -954,7 +954,7 @@ fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks
     for &(size, capacity) in classes {
         let first = engine.alloc(size).unwrap();
         let chunk = first.as_ptr().addr() & !(CHUNK_SIZE - 1);
-        let start = chunk / CHUNK_SIZE % capacity;
+        let start = colour(chunk / CHUNK_SIZE) % capacity;
         let block_at = |index: usize| chunk + 64 + index * size;
         assert_eq!(first.as_ptr().addr(), block_at(start), "{size}-byte blocks");
         // The blocks not handed out yet, the one just before the first among them.
@@ -980,4 +980,10 @@ fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks
     }
     engine.check().unwrap();
     assert_eq!(engine.stats().live_blocks, 0);
+}
+
+/// The number the engine picks a colour from for the `n`th chunk, page or span of memory: a
+/// multiplicative hash of all of `n`'s bits (by 2^64 over the golden ratio), its bits 40 and up.
+fn colour(n: usize) -> usize {
+    ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
 }

@@ -44,7 +44,13 @@ fn chunk_of(block: NonNull<u8>) -> usize {
 /// the engine takes them in turns that start from one chosen by the chunk's address, so that the
 /// first pages of different chunks lie at different offsets.
 fn page_taken(chunk: usize, turn: usize) -> usize {
-    chunk + (chunk / CHUNK_SIZE + turn) % 4 * PAGE
+    chunk + (colour(chunk / CHUNK_SIZE) + turn) % 4 * PAGE
+}
+
+/// The number the engine picks a colour from for the `n`th chunk, page or span of memory: a
+/// multiplicative hash of all of `n`'s bits (by 2^64 over the golden ratio), its bits 40 and up.
+fn colour(n: usize) -> usize {
+    ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
 }
 
 /// A pointer to `addr` with the provenance of `block` (only its address matters to the engine's
@@ -925,7 +931,7 @@ fn a_fresh_page_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks(
         let capacity = page_capacity(class);
         let blocks: Vec<_> = (0..capacity).map(|_| engine.alloc(size).unwrap()).collect();
         let page = page_of(blocks[0]);
-        let start = page / PAGE % capacity;
+        let start = colour(page / PAGE) % capacity;
         // In address order from that one, wrapping round, each block once.
         for (turn, &block) in blocks.iter().enumerate() {
             let index = (start + turn) % capacity;

@@ -161,14 +161,15 @@ impl ChunkHeader {
 
     /// The place of block `index` (counted from the chunk's first block) in the order the chunk
     /// carves its blocks: from [`carve_start`](ChunkHeader::carve_start) on, round to the one
-    /// before it.
+    /// before it. An index past the chunk's last block (a pointer into the bytes after it) is
+    /// its own place, at or past every count of carved blocks, never one of the order's.
     #[inline]
     pub(crate) fn carve_index(&self, index: usize) -> usize {
         let start = self.carve_start();
-        if start == 0 {
+        let capacity = usize::from(self.capacity());
+        if start == 0 || index >= capacity {
             return index;
         }
-        let capacity = usize::from(self.capacity()).max(1);
         (index + capacity - start) % capacity
     }
 

@@ -970,6 +970,13 @@ fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks
             assert_eq!(block.as_ptr().addr(), block_at(index), "{size}-byte block {turn}");
             assert_eq!(engine.validate(*block), Ok(()));
         }
+        // Where the bytes after the last block leave room for the start of one more (4 KiB
+        // chunks of 640, 768 and 896-byte blocks), a pointer there is no block, carved or not.
+        let past = block_at(capacity);
+        if past < chunk + CHUNK_SIZE {
+            let pointer = NonNull::new(first.as_ptr().with_addr(past)).unwrap();
+            assert_eq!(engine.validate(pointer), Err(FreeError::NotInUse { addr: past }));
+        }
         // The chunk is used up: the next block comes from another.
         let next = engine.alloc(size).unwrap();
         assert_ne!(next.as_ptr().addr() & !(CHUNK_SIZE - 1), chunk);

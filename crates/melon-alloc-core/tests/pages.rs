@@ -200,7 +200,9 @@ fn a_block_start_of_one_class_inside_another_classs_page_is_refused() {
 fn a_pointer_past_a_pages_last_block_is_refused() {
     let (_source, mut engine) = paged(None);
     // 80-byte blocks leave 32 bytes at the end of a page; 48-byte ones fill it to the byte.
-    for size in [80, 48] {
+    // Pages of 640, 1280 and 2720-byte blocks leave room for part of one more, past their last
+    // block, wherever in the page their first one is carved.
+    for size in [80, 48, 640, 1280, 2720] {
         let class = class_of(size).unwrap();
         let capacity = page_capacity(class);
         let blocks: Vec<_> = (0..capacity).map(|_| engine.alloc(size).unwrap()).collect();

@@ -153,7 +153,9 @@ impl ChunkHeader {
         {
             let capacity = usize::from(self.capacity());
             if capacity <= COLOURED_MAX_BLOCKS {
-                return colour(ptr::from_ref(self).addr() / self.span.max(1)) % capacity.max(1);
+                // A power of two the compiler knows: a shift, where `span` would be a division.
+                let span = if self.is_page() { PAGE_SIZE } else { CHUNK_SIZE };
+                return colour(ptr::from_ref(self).addr() / span) % capacity.max(1);
             }
         }
         0
@@ -168,9 +170,28 @@ impl ChunkHeader {
         let start = self.carve_start();
         let capacity = usize::from(self.capacity());
         if start == 0 || index >= capacity {
-            return index;
+            index
+        } else if index >= start {
+            index - start
+        } else {
+            index + capacity - start
         }
-        (index + capacity - start) % capacity
+    }
+
+    /// The block at place `place` of the carving order, below the capacity: the inverse of
+    /// [`carve_index`](ChunkHeader::carve_index). Only chunks of a few blocks need it, which carve
+    /// one block at a time on hosted targets.
+    #[cfg(not(target_os = "none"))]
+    #[inline]
+    pub(crate) fn carved_block(&self, place: usize) -> usize {
+        let index = self.carve_start() + place;
+        let capacity = usize::from(self.capacity());
+        // The start and the place are both below the capacity: at most one round.
+        if index >= capacity {
+            index - capacity
+        } else {
+            index
+        }
     }
 
     /// Whether this is a page of a paged chunk: never in a build without pages, where the

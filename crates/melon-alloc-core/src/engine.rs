@@ -1777,18 +1777,18 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
     // SAFETY: the header is valid (caller).
     let (class, carved) = unsafe { ((*chunk).class(), usize::from((*chunk).carved)) };
     let size = CLASS_SIZES[class];
-    let first = FIRST_OFFSET[class] + carved * size;
-    let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // SAFETY: the header is valid (caller).
     let capacity = usize::from(unsafe { (*chunk).capacity() });
     // A chunk or page of a few large blocks: one block at a time, the next in its order.
     #[cfg(not(target_os = "none"))]
     if capacity <= COLOURED_MAX_BLOCKS {
         // SAFETY: the header is valid (caller).
-        let index = (unsafe { (*chunk).carve_start() } + carved) % capacity.max(1);
-        // SAFETY: (1) the header is valid; (2) block `index`, below the capacity, lies within
-        // the chunk or page and is the next in its carving order, so it has never been handed
-        // out and its first word can hold a link to the blocks already free.
+        let index = unsafe { (*chunk).carved_block(carved) };
+        // SAFETY: (1) the header is valid; (2) `carved` is below the capacity (caller), so
+        // block `index` is below it too and lies within the chunk or page; it is the one at
+        // place `carved` of the carving order, which the `carved` blocks carved so far come
+        // before, so it has never been handed out and its first word can hold a link to the
+        // blocks already free.
         unsafe {
             let block = chunk.cast::<u8>().add(FIRST_OFFSET[class] + index * size).cast();
             write_link(block, (*chunk).free);
@@ -1797,6 +1797,8 @@ unsafe fn carve_batch(chunk: *mut ChunkHeader) {
         }
         return;
     }
+    let first = FIRST_OFFSET[class] + carved * size;
+    let page_end = (first / CARVE_BYTES + 1) * CARVE_BYTES;
     // Batches that grow from one block are for child pools, which the `pages` feature serves.
     let batch = if crate::chunk::SPLIT { carved.max(1) } else { usize::MAX };
     let count = (page_end - first).div_ceil(size).min(capacity - carved).min(batch);

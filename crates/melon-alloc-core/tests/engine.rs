@@ -10,7 +10,7 @@ use core::ptr::NonNull;
 use melon_alloc_core::{
     ChunkSource, Engine, FreeError, LockedPool, Problem, RegionSource, Stats, CHUNK_SIZE, MAX_SMALL,
 };
-use support::{free, FreedElsewhere, TestSource};
+use support::{colour, free, FreedElsewhere, TestSource};
 
 fn fresh(limit: Option<usize>) -> Stats {
     let mut stats = Stats::default();
@@ -686,6 +686,42 @@ fn never_used_blocks_are_not_touched_until_they_are_carved() {
     drop(buffer);
 }
 
+/// A fresh chunk of six blocks or fewer carves them one at a time: handing out a block writes
+/// the chunk's header and that block, and no other byte of it.
+#[cfg(not(feature = "valgrind"))]
+#[test]
+fn a_chunk_of_a_few_large_blocks_touches_only_the_blocks_it_hands_out() {
+    let size = if CHUNK_SIZE == 4096 { 640 } else { 2720 };
+    let mut buffer = vec![0xAAu8; 3 * CHUNK_SIZE];
+    // SAFETY: the buffer is not touched again until the engine is gone.
+    let source = unsafe { RegionSource::new(buffer.as_mut_ptr(), buffer.len()) };
+    let mut engine = Engine::new(source, None);
+    let mut blocks = Vec::new();
+    for _ in 0..2 {
+        blocks.push(engine.alloc(size).unwrap());
+        let chunk = blocks[0].as_ptr().map_addr(|addr| addr & !(CHUNK_SIZE - 1));
+        let handed_out = |at: usize| {
+            blocks.iter().any(|block| {
+                (0..size).contains(&(chunk.addr() + at).wrapping_sub(block.as_ptr().addr()))
+            })
+        };
+        // SAFETY: the chunk is `CHUNK_SIZE` bytes of the buffer, all of them initialized.
+        let untouched = (64..CHUNK_SIZE)
+            .filter(|&at| !handed_out(at))
+            .all(|at| unsafe { chunk.add(at).read() } == 0xAA);
+        assert!(
+            untouched,
+            "{} blocks handed out: a byte of another block was written",
+            blocks.len()
+        );
+    }
+    for block in blocks {
+        free(&mut engine, block);
+    }
+    drop(engine);
+    drop(buffer);
+}
+
 #[test]
 fn emptied_chunks_wait_as_spares_and_are_revived_before_the_source_is_asked() {
     let source = TestSource::default();
@@ -987,10 +1023,4 @@ fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks
     }
     engine.check().unwrap();
     assert_eq!(engine.stats().live_blocks, 0);
-}
-
-/// The number the engine picks a colour from for the `n`th chunk, page or span of memory: a
-/// multiplicative hash of all of `n`'s bits (by 2^64 over the golden ratio), its bits 40 and up.
-fn colour(n: usize) -> usize {
-    ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
 }

@@ -15,7 +15,7 @@ use melon_alloc_core::{
     class_of, ChunkSource, Engine, FreeError, LockedPool, Problem, CHUNK_SIZE, CLASS_COUNT,
     CLASS_SIZES,
 };
-use support::{free, TestSource};
+use support::{colour, free, Random, TestSource};
 
 /// Bytes of a page of a paged chunk.
 const PAGE: usize = CHUNK_SIZE / 4;
@@ -45,12 +45,6 @@ fn chunk_of(block: NonNull<u8>) -> usize {
 /// first pages of different chunks lie at different offsets.
 fn page_taken(chunk: usize, turn: usize) -> usize {
     chunk + (colour(chunk / CHUNK_SIZE) + turn) % 4 * PAGE
-}
-
-/// The number the engine picks a colour from for the `n`th chunk, page or span of memory: a
-/// multiplicative hash of all of `n`'s bits (by 2^64 over the golden ratio), its bits 40 and up.
-fn colour(n: usize) -> usize {
-    ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
 }
 
 /// A pointer to `addr` with the provenance of `block` (only its address matters to the engine's
@@ -200,8 +194,8 @@ fn a_block_start_of_one_class_inside_another_classs_page_is_refused() {
 fn a_pointer_past_a_pages_last_block_is_refused() {
     let (_source, mut engine) = paged(None);
     // 80-byte blocks leave 32 bytes at the end of a page; 48-byte ones fill it to the byte.
-    // Pages of 640, 1280 and 2720-byte blocks leave room for part of one more, past their last
-    // block, wherever in the page their first one is carved.
+    // Pages of 640, 1280 and 2720-byte blocks leave room for part of one more past their last
+    // block, and the first two carve from a block their address picks.
     for size in [80, 48, 640, 1280, 2720] {
         let class = class_of(size).unwrap();
         let capacity = page_capacity(class);
@@ -424,13 +418,8 @@ fn a_mixed_workload_never_hands_out_a_block_twice_and_keeps_every_count_right() 
     let sizes = [16, 40, 64, 100, 200, 300, 700, 1500, 2500, 3000, 4100, 9000, 40_000];
     let rounds = if MIRI { 300 } else { 6000 };
     let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = Random(0x2545_f491_4f6c_dd1d);
+    let mut next = || random.next();
     for round in 0..rounds {
         let roll = next();
         // Grow for a while, then shrink, so that pages fill, empty and go unused.

@@ -12,7 +12,7 @@ mod support;
 use core::ptr::NonNull;
 
 use melon_alloc_core::{Engine, CHUNK_SIZE};
-use support::{FreedElsewhere, TestSource};
+use support::{FreedElsewhere, Random, TestSource};
 
 /// Request sizes: classes that take pages (up to 3264 bytes) and classes that take whole chunks.
 const SIZES: [usize; 16] =
@@ -21,22 +21,6 @@ const SIZES: [usize; 16] =
 /// Steps of each run, and runs: fewer under Miri, which is slow.
 const STEPS: usize = if cfg!(miri) { 120 } else { 2000 };
 const RUNS: u64 = if cfg!(miri) { 1 } else { 24 };
-
-/// A xorshift generator: the same sequence for a seed on every machine.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
 
 /// A block in use: where it is, how long, and the tag it was filled with.
 struct Live {

@@ -1,5 +1,5 @@
 //! What the engine's test binaries share: a chunk source that keeps a ledger of its chunks and
-//! fails on request, and the checked free.
+//! fails on request, the checked free, a seeded random generator, and the engine's colour rule.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
@@ -100,4 +100,26 @@ pub(crate) fn free<S: ChunkSource>(engine: &mut Engine<S>, block: NonNull<u8>) {
     // SAFETY: the caller passes a block of `engine` that is not used again.
     let result = unsafe { engine.try_free(block) };
     assert_eq!(result, Ok(()));
+}
+
+/// A xorshift generator: the same sequence for a seed on every machine.
+pub(crate) struct Random(pub(crate) u64);
+
+impl Random {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
+/// The number the engine picks a colour from for the `n`th chunk, page or span of memory: a
+/// multiplicative hash of all of `n`'s bits (by 2^64 over the golden ratio), its bits 40 and up.
+pub(crate) fn colour(n: usize) -> usize {
+    ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
 }

@@ -774,6 +774,19 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   request of this workload comes from the child's own chunks, and the shared lock is taken only
   when a child needs a 16 KiB chunk or gives one back. That is why `shm-child` does more
   operations a second than glibc: its blocks carry no header and need no lock.
+- **Blocks handed to another process.** In the producer/consumer workload the producer is the slower
+  side of each pair: under `perf record -g` (a release build with
+  `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only`, running `hammer 4000000 --processes 2 --runs 1
+  --workloads producer-consumer --variants shm-child`), the consumer spends a fifth to a quarter of
+  all samples waiting in the ring for the next offset. The producer spends about as long taking back
+  the blocks its consumer freed (`take_remote_frees`, most of it reading the link in each freed
+  block, which the other core wrote) as rts-alloc's producer does on its own list
+  (`clean_remote_frees`), and on top of that 13 to 16 % of all samples in `hand_off`, 70 to 85 % of
+  those on the locked bit-set of the block's hand-off mark. The mark is a bit of the in-use bitmap,
+  which the consumer's free clears, so the cache line of its word crosses between the two cores on
+  every block; rts-alloc keeps no mark and moves only the block's own line. The mark is what lets a
+  free refuse a block freed twice or never handed off, and what keeps a chunk from going back to the
+  pool while another process still holds one of its blocks, whatever becomes of the chunk's process.
 
 ";
 

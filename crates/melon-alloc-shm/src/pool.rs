@@ -22,6 +22,19 @@ use crate::owner::{self, Claim, ReclaimReport};
 use crate::sys::{self, Mapping};
 use crate::{registry, ShmClassStats, ShmError, ShmPoolBuilder, ShmStats};
 
+/// A chunk whose return to the pool failed, waiting for the next time the lock is taken.
+#[derive(Clone, Copy, Debug)]
+struct PendingReturn {
+    offset: u64,
+    size: usize,
+    /// The owner slot it was lent under.
+    owner: u32,
+    /// The [`sys::process_token`] of the process whose child pool gave it up: the only process
+    /// that may give it back. A process forked meanwhile inherits the list, and by the time it
+    /// takes the lock its parent may have given the chunk back and had it lent again.
+    process: u64,
+}
+
 /// The process-local side of a pool: its mapping and its lock. Lives at a fixed address (see
 /// [`ShmPool`]) so that the registry and child pools can point at it.
 pub(crate) struct Shared {
@@ -29,7 +42,7 @@ pub(crate) struct Shared {
     lock: Option<Box<dyn ShmLock>>,
     /// Chunks a child pool could not give back because the lock failed; given back the next
     /// time the lock is taken, so that a failing lock never loses memory.
-    pending_returns: Mutex<Vec<(u64, usize, u32)>>,
+    pending_returns: Mutex<Vec<PendingReturn>>,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
     /// The allocator's view of the mapping: the geometry, read from the header once, so that no
@@ -260,8 +273,9 @@ impl Shared {
                 Ok(mut pending) => core::mem::take(&mut *pending),
                 Err(_) => Vec::new(),
             };
-            for (offset, size, owner) in pending {
-                arena.take_back(offset, size, owner);
+            let me = sys::process_token();
+            for chunk in pending.into_iter().filter(|chunk| chunk.process == me) {
+                arena.take_back(chunk.offset, chunk.size, chunk.owner);
             }
         }
         Ok(())
@@ -2088,7 +2102,8 @@ unsafe impl ChunkSource for ShmChunks<'_> {
                 if let (Ok(mut pending), Some(offset)) =
                     (self.shared.pending_returns.lock(), offset)
                 {
-                    pending.push((offset, layout.size(), owner));
+                    let size = layout.size();
+                    pending.push(PendingReturn { offset, size, owner, process: self.owner });
                     self.shared.has_pending.store(true, Ordering::Release);
                 }
             }

@@ -106,6 +106,10 @@ fn main() -> ExitCode {
             "a_forked_process_keeps_its_own_slots_whatever_descriptors_it_reuses",
             a_forked_process_keeps_its_own_slots_whatever_descriptors_it_reuses,
         ),
+        (
+            "a_forked_process_leaves_its_parents_failed_returns_alone",
+            a_forked_process_leaves_its_parents_failed_returns_alone,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -1975,6 +1979,60 @@ fn a_stopped_holder_makes_timed_locks_give_up() {
 // ---------------------------------------------------------------------------------------------
 // Crashes at fail points
 // ---------------------------------------------------------------------------------------------
+
+/// A chunk whose return failed (its child pool was dropped while the thread held the lock)
+/// waits in the process that held it, and goes back the next time that process takes the lock.
+/// A process forked meanwhile inherits the waiting list, but gives back nothing of it: by the
+/// time it takes the lock, the parent has given the chunk back and a new child pool holds it.
+fn a_forked_process_leaves_its_parents_failed_returns_alone() {
+    let chunk = melon_alloc_core::CHUNK_SIZE;
+    let shm = ShmPool::new(MIB).unwrap();
+    let start = shm.available();
+    let first = shm.child();
+    let block = first.alloc(64).unwrap();
+    let lent_chunk = shm.offset_of(block).unwrap() / chunk;
+    // SAFETY: the block came from `first` and is freed once.
+    unsafe { first.free(block) };
+    let guard = shm.lock().unwrap();
+    drop(first);
+    drop(guard);
+    let flags = SharedWords::<AtomicU64>::new(1);
+    let forked = fork(|| {
+        await_word(&flags[0]);
+        // Taking the lock does what waits to be done, of this process's.
+        shm.stats().unwrap();
+    });
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0, "the waiting chunk did not go back");
+    let second = shm.child();
+    let blocks: Vec<_> = (0..100).map(|_| second.alloc(64).unwrap()).collect();
+    let lent = shm.stats().unwrap().lent_bytes;
+    assert_eq!(lent, chunk);
+    let again = shm.offset_of(blocks[0]).unwrap() / chunk;
+    assert_eq!(again, lent_chunk, "the test needs the chunk lent again");
+    for (seed, &block) in blocks.iter().enumerate() {
+        // SAFETY: the block is in use and holds 64 bytes.
+        unsafe { stamp(block, 64, seed as u64) };
+    }
+    flags[0].store(1, Ordering::Release);
+    forked.succeeds("a forked process taking the lock");
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent, "the forked process gave the chunk back");
+    // Nothing the pool hands out now lies in the second child's chunk.
+    let mine: Vec<_> = (0..200).map(|_| shm.alloc(64).unwrap()).collect();
+    for &block in &mine {
+        assert_ne!(shm.offset_of(block).unwrap() / chunk, lent_chunk, "handed out twice");
+        // SAFETY: the block is in use and freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+    }
+    for (seed, &block) in blocks.iter().enumerate() {
+        // SAFETY: the block is in use and was stamped with 64 bytes.
+        assert!(unsafe { has_stamp(block, 64, seed as u64) }, "block {seed} was overwritten");
+        // SAFETY: the block came from `second` and is freed once.
+        unsafe { second.free(block) };
+    }
+    drop(second);
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
 
 /// A child made by a fork that skips `pthread_atfork` is a process of its own to the pool: while
 /// its parent holds the lock, its `lock` waits for it rather than taking the parent's token for

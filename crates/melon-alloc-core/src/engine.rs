@@ -1065,6 +1065,9 @@ impl<S: ChunkSource> Engine<S> {
                         // Empty again once every carved block is back on the local list.
                         self.avail[class].push_second(chunk);
                         (*chunk).set_event(u32::from((*chunk).carved));
+                        if crate::chunk::SPLIT && (*chunk).countdown == 0 {
+                            self.emptied_leaving_full(chunk);
+                        }
                     }
                     return;
                 }
@@ -1091,6 +1094,20 @@ impl<S: ChunkSource> Engine<S> {
             let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
             self.release(NonNull::new_unchecked(chunk.cast()), layout);
         }
+    }
+
+    /// A page of one block, whose block was just freed as it left `full` for `avail`: it is
+    /// empty, and no later free would tell, so it goes where an emptied page goes. Only a page
+    /// can hold a single block; a whole chunk holds two of the largest class.
+    ///
+    /// # Safety
+    /// As for [`free_slow`](Engine::free_slow); the chunk is on `avail`, behind its head.
+    #[cold]
+    #[inline(never)]
+    unsafe fn emptied_leaving_full(&mut self, chunk: *mut ChunkHeader) {
+        // SAFETY: forwarded from the caller; the chunk is `Avail` now, which `free_slow` treats
+        // as a chunk whose last block came back.
+        unsafe { self.free_slow(chunk) }
     }
 
     /// Resizes a block to `new_size` bytes aligned to 16, keeping its contents up to the smaller

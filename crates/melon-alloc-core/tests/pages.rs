@@ -583,6 +583,36 @@ fn pages_emptied_past_the_spare_limit_go_unused_and_serve_other_classes() {
     assert_eq!(ledger.acquired, ledger.released);
 }
 
+/// A page of one block leaves `full` and empties on the same free. It is handled as emptied, a
+/// spare up to the limit and then unused, not left behind the head of its class's `avail` list,
+/// where no later free would reach it.
+#[test]
+fn one_block_pages_emptied_past_the_spare_limit_go_unused_and_serve_other_classes() {
+    let (source, mut engine) = paged(None);
+    let keepers = two_chunks_with_six_unused_pages(&mut engine);
+    assert_eq!(page_capacity(class_of(2048).unwrap()), 1);
+    // Six pages of one block each, then a chunk of the class's own, which heads its list.
+    let blocks: Vec<_> = (0..7).map(|_| engine.alloc(2048).unwrap()).collect();
+    assert_eq!(source.chunks_out(), 3);
+    let pages: HashSet<usize> = blocks[..6].iter().map(|&block| page_of(block)).collect();
+    assert_eq!(pages.len(), 6);
+    for &block in &blocks[..6] {
+        free(&mut engine, block);
+        assert_eq!(engine.check(), Ok(()));
+    }
+    // Four of the emptied pages wait as spares; the other two went unused.
+    let newcomer = engine.alloc(176).unwrap();
+    assert_eq!(source.chunks_out(), 3, "an unused page served");
+    assert!(pages.contains(&page_of(newcomer)));
+    engine.check().unwrap();
+    for block in [blocks[6], newcomer].into_iter().chain(keepers) {
+        free(&mut engine, block);
+    }
+    assert_eq!(engine.stats().live_blocks, 0);
+    assert_eq!(engine.trim(), 3 * CHUNK_SIZE);
+    assert_eq!(source.chunks_out(), 0);
+}
+
 /// Builds an engine with pages on `avail`, `full`, `spare` and the unused list, a whole chunk
 /// and a large chunk, and returns the blocks in use.
 fn pages_on_every_list(engine: &mut Engine<TestSource>) -> Vec<NonNull<u8>> {

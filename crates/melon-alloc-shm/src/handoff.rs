@@ -11,7 +11,10 @@
 //! goes back once nothing of it is out: no mark set and no free in flight. The process that gives
 //! the chunk up and every free that finds it given up look, under the pool's lock, and the first
 //! to find it idle gives it back. A free reads its block's mark before it writes anything, so
-//! that one refused (a block freed already, or never handed off) writes nothing. Each free is
+//! that one refused (a block freed already, or never handed off) writes nothing, as long as the
+//! chunk is still lent when it reads: once the chunk has gone back, the bit may be the pool's
+//! own in-use bit, and a second free would write into the pool's pages, which is why freeing a
+//! block twice is outside the contract of the pool's frees. Each free is
 //! counted in flight before it claims its block's mark and until after its push, so that the
 //! chunk a free pushes into is still lent; and every step is sequentially consistent, so that of
 //! a free and the giving up, at least one sees the other: the free sees [`GIVEN_UP`], or the
@@ -135,10 +138,10 @@ pub(crate) fn hand_off<M: AtomicMarks>(marks: &M, bit: u64) -> bool {
 /// Frees the handed-off block at offset `within` of its chunk: counts itself in flight in
 /// `state`, claims the block's mark (`bit` of `marks`), pushes the block onto `list` (writing the
 /// link to the block with `link`), and counts itself out. Refused when the mark is not set: a
-/// block freed already, or never handed off, is refused before anything is written, so that a
-/// stray free into a chunk that goes back meanwhile writes nothing into what the pool does with
-/// its pages next. Only a second free racing with the first can pass that look and be refused
-/// after counting itself: freeing a block twice at once is the caller's error.
+/// block freed already, or never handed off, is refused before anything is written, while its
+/// chunk is lent (see the module docs for a chunk gone back). Only a second free racing with
+/// the first can pass that look and be refused after counting itself: freeing a block twice at
+/// once is the caller's error.
 pub(crate) fn free<W: AtomicWord, M: AtomicMarks>(
     list: &W,
     state: &W,

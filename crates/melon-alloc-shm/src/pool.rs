@@ -1623,7 +1623,9 @@ impl ShmPool {
     /// the process to die, while handed-off blocks of a chunk are out, the chunk waits, as an
     /// orphan, until the last of them is freed, and then comes back to the pool. Everything
     /// else the child held comes back at once. A handed-off block that is never freed (its
-    /// receiver died holding it, say) keeps its chunk an orphan for the pool's life.
+    /// receiver died holding it, say) keeps its chunk an orphan for the pool's life, and so does
+    /// a process killed in the middle of such a free, in the few instructions between counting
+    /// itself in flight and out.
     ///
     /// # Errors
     /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` does not lie in a chunk lent
@@ -2014,20 +2016,22 @@ impl ShmChunks<'_> {
             let mut within = crate::handoff::take(remote);
             // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
             for _ in 0..CHUNK_SIZE / 16 {
-                if within == 0 {
-                    break;
-                }
                 // A link another process wrote: only a block boundary inside the chunk, past
-                // its header, is followed.
+                // its header, is followed (0, the end of the list, is none). A block taken
+                // already holds `TAKEN`, so that a free that wrote into its block afterwards
+                // cannot make the list a loop that hands one block out again and again.
                 if within < CHUNK_HEADER || within % 16 != 0 || within >= block_end {
                     break;
                 }
-                let block = self.shared.ptr_at(chunk + u64::from(within));
-                self.collected.push(block);
+                let block = self.shared.ptr_at(chunk + u64::from(within)).cast::<u32>();
                 // SAFETY: the block was pushed onto the list by the process that freed it, with
                 // a release that the list's swap acquired: its first word holds the next link,
-                // and the block is this child's again.
-                within = unsafe { block.as_ptr().cast::<u32>().read() };
+                // and the block is this child's again, to write.
+                within = unsafe { block.as_ptr().replace(TAKEN) };
+                if within == TAKEN {
+                    break;
+                }
+                self.collected.push(block.cast());
             }
         }
     }
@@ -2054,6 +2058,10 @@ impl ShmChunks<'_> {
         Some(owner)
     }
 }
+
+/// What a block's link holds once a child took it off its remote-free list: no block's offset,
+/// since blocks start on 16-byte boundaries.
+const TAKEN: u32 = 1;
 
 /// The page of a chunk's offset.
 fn arena_page(offset: u64) -> u32 {

@@ -84,6 +84,35 @@ fn a_block_not_handed_off_or_freed_twice_is_refused() {
     shm.check().unwrap();
 }
 
+/// A receiver that writes into a block after freeing it can break the remote-free list the block
+/// waits on, here into a loop back to the block itself; the child still hands each block out
+/// once.
+#[test]
+fn a_remote_free_list_looped_back_by_a_stray_write_hands_each_block_out_once() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let child = shm.child();
+    let block = child.alloc(64).unwrap();
+    let within = u32::try_from(shm.offset_of(block).unwrap() % CHUNK_SIZE).unwrap();
+    let received = hand_off(&shm, block);
+    free(&shm, received).unwrap();
+    // SAFETY: the block holds 64 bytes and nothing else writes it meanwhile; writing it after
+    // the free is the receiver's bug this test plays.
+    unsafe { received.cast::<u32>().as_ptr().write(within) };
+    // More than a chunk's worth of 64-byte blocks: the child runs out and collects.
+    let blocks: Vec<_> = (0..CHUNK_SIZE / 64 + 1).map(|_| child.alloc(64).unwrap()).collect();
+    let distinct: std::collections::HashSet<_> = blocks.iter().collect();
+    assert_eq!(distinct.len(), blocks.len(), "a block handed out twice");
+    assert!(blocks.contains(&block), "the freed block came back");
+    child.check().unwrap();
+    for block in blocks {
+        // SAFETY: each block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}
+
 /// A child dropped while blocks handed off from it are out: its other chunks come back at once,
 /// the chunk those blocks lie in when the last of them is freed.
 #[test]

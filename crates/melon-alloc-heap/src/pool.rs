@@ -706,6 +706,16 @@ impl fmt::Debug for HeapPool {
 /// let root = melon_alloc_heap::HeapPool::new();
 /// send(root.child());
 /// ```
+///
+/// A parent declared after its child would be dropped first, at the end of the scope, and the
+/// child would then give its chunks back to it; that does not compile:
+///
+/// ```compile_fail,E0597
+/// let child;
+/// let root = melon_alloc_heap::HeapPool::new();
+/// child = root.child();
+/// let _value = child.alloc_value(5u64).unwrap();
+/// ```
 pub struct ChildPool<'parent> {
     pool: Owned,
     _parent: PhantomData<&'parent Pool>,
@@ -756,6 +766,14 @@ impl<'parent> ChildPool<'parent> {
         // SAFETY: `&mut self` rules out live borrows of the pool, and children borrow it.
         unsafe { self.pool.get().reset() }
     }
+}
+
+/// Empty, and there for the drop checker: a type with a `Drop` impl that names `'parent` keeps
+/// the parent borrowed until the child is dropped, so that a parent declared after its child
+/// (and so dropped first) is refused, rather than the child giving its chunks back to a parent
+/// that is gone. The chunks go back in `Owned`'s drop, which runs right after this.
+impl Drop for ChildPool<'_> {
+    fn drop(&mut self) {}
 }
 
 impl Deref for ChildPool<'_> {

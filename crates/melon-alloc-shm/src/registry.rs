@@ -9,8 +9,14 @@ use melon_alloc_core::FreeError;
 use crate::pool::Shared;
 use crate::ShmError;
 
-/// A registered pool's process-local side.
-struct Entry(NonNull<Shared>);
+/// A registered pool's process-local side, and how many frees through the registry found it and
+/// have not finished: they use the pool after they let go of the registry, and the pool waits for
+/// them before it goes.
+struct Entry {
+    shared: NonNull<Shared>,
+    /// Boxed, so that its place stays the same as the list moves its entries.
+    users: Box<AtomicUsize>,
+}
 
 // SAFETY: `Shared` is `Sync` in effect (its state is behind the process-shared lock), and the
 // registry only reads the mapping's bounds and takes the lock through it.
@@ -28,7 +34,7 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// `shared` stays valid until it is passed to [`unregister`].
 pub(crate) unsafe fn register(shared: NonNull<Shared>) {
     if let Ok(mut pools) = POOLS.write() {
-        pools.push(Entry(shared));
+        pools.push(Entry { shared, users: Box::new(AtomicUsize::new(0)) });
         COUNT.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -38,11 +44,29 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) {
 /// # Safety
 /// `shared` was registered.
 pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
-    if let Ok(mut pools) = POOLS.write() {
-        if let Some(index) = pools.iter().position(|entry| entry.0 == shared) {
-            pools.swap_remove(index);
+    let removed = match POOLS.write() {
+        Ok(mut pools) => pools.iter().position(|entry| entry.shared == shared).map(|index| {
             COUNT.fetch_sub(1, Ordering::Relaxed);
+            pools.swap_remove(index)
+        }),
+        Err(_) => None,
+    };
+    // No free can find the pool any more; those that found it before finish first. None of them
+    // waits for this thread: it holds no lock of the pool's, which a free might wait for.
+    if let Some(entry) = removed {
+        while entry.users.load(Ordering::Acquire) != 0 {
+            std::thread::yield_now();
         }
+    }
+}
+
+/// A free through the registry in progress, counted in its pool's entry until it is dropped.
+struct Using<'a>(&'a AtomicUsize);
+
+impl Drop for Using<'_> {
+    fn drop(&mut self) {
+        // Release: the free's last use of the pool happens before `unregister` sees the count.
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -74,14 +98,24 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let pools = POOLS.read().ok()?;
-    let entry = pools.iter().find(|entry| {
-        // SAFETY: registered pools are valid until unregistered, which needs the write lock.
-        let shared = unsafe { entry.0.as_ref() };
-        shared.offset_of(block.as_ptr()).is_some()
-    })?;
-    // SAFETY: as above.
-    let shared = unsafe { entry.0.as_ref() };
+    // The registry is let go of before the pool's lock is taken: a thread that holds that lock
+    // may be making or dropping a pool, which needs the registry's write lock.
+    let (shared, users) = {
+        let pools = POOLS.read().ok()?;
+        let entry = pools.iter().find(|entry| {
+            // SAFETY: registered pools are valid until unregistered, which needs the write lock.
+            let shared = unsafe { entry.shared.as_ref() };
+            shared.offset_of(block.as_ptr()).is_some()
+        })?;
+        // Counted while the registry is held, so that `unregister`, which removes the entry
+        // under the write lock, sees the count and waits for this free.
+        entry.users.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the pool and the count stay valid until `unregister` has removed the entry and
+        // seen the count back at zero, which `Using` below holds off until this free is done.
+        unsafe { (entry.shared.as_ref(), &*core::ptr::from_ref::<AtomicUsize>(&entry.users)) }
+    };
+    // Declared before the guard, so dropped after it.
+    let _using = Using(users);
     let mut guard = match shared.lock() {
         Ok(guard) => guard,
         Err(error) => return Some(Err(error)),

@@ -901,6 +901,54 @@ fn child_pools_take_chunks_and_the_facade_frees_blocks_of_both() {
     shm.check().unwrap();
 }
 
+/// A free by pointer waiting for a pool's lock does not hold up the thread that holds the lock
+/// when it makes or drops another pool, which needs the list of pools the free looked in.
+#[test]
+fn a_free_by_pointer_waiting_for_a_lock_lets_its_holder_make_and_drop_pools() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    let shm = Arc::new(ShmPool::new(MIB).unwrap());
+    let block = shm.alloc(64).unwrap().as_ptr().addr();
+    let locked = Arc::new(AtomicBool::new(false));
+    let (done, finished) = mpsc::channel();
+    let holder = {
+        let (shm, locked, done) = (Arc::clone(&shm), Arc::clone(&locked), done.clone());
+        std::thread::spawn(move || {
+            let guard = shm.lock().unwrap();
+            locked.store(true, Ordering::Release);
+            // Time for the other thread to look the block up and wait for the lock.
+            std::thread::sleep(Duration::from_millis(100));
+            let other = ShmPool::new(MIB).unwrap();
+            drop(other);
+            drop(guard);
+            done.send("holder").unwrap();
+        })
+    };
+    let freer = {
+        let locked = Arc::clone(&locked);
+        std::thread::spawn(move || {
+            while !locked.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            let block = NonNull::new(block as *mut u8).unwrap();
+            // SAFETY: the block is in use and freed once, here.
+            let freed = unsafe { melon_alloc_shm::plumbing::free_shared(block) };
+            assert_eq!(freed, Some(Ok(())));
+            done.send("freer").unwrap();
+        })
+    };
+    for _ in 0..2 {
+        let who = finished.recv_timeout(Duration::from_secs(30));
+        assert!(who.is_ok(), "the holder and the free wait for each other");
+    }
+    holder.join().unwrap();
+    freer.join().unwrap();
+    assert_eq!(shm.stats().unwrap().live_blocks, 0);
+    shm.check().unwrap();
+}
+
 #[test]
 fn free_shared_frees_blocks_of_any_mapped_pool_and_no_other() {
     let first = ShmPool::new(MIB).unwrap();

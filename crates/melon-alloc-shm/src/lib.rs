@@ -52,6 +52,14 @@
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
 //! of a process that found no slot does not give its chunks back.
 //!
+//! The lock knows its holder by a description of the pool's file that the holder's process opens
+//! for itself (through `/proc/self/fd`) the first time it takes the lock. A process that cannot
+//! open it then (no `/proc`, no descriptor left, or no right to the file: a named pool's file is
+//! its creator's alone, so a worker that drops its privileges after the fork loses it) uses the
+//! pool under an anonymous identity that nothing takes over: were it to die holding the lock,
+//! the others would wait until their timeouts. A worker that drops privileges should take the
+//! lock once before it does: any operation takes it, [`ShmPool::stats`] for one.
+//!
 //! # Shared objects
 //!
 //! Values of [`ShmSafe`] types (plain data, atomics, arrays of them, offsets, mutexes) live in

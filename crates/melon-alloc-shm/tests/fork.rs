@@ -110,6 +110,10 @@ fn main() -> ExitCode {
             "a_forked_process_leaves_its_parents_failed_returns_alone",
             a_forked_process_leaves_its_parents_failed_returns_alone,
         ),
+        (
+            "a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies",
+            a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -2032,6 +2036,50 @@ fn a_forked_process_leaves_its_parents_failed_returns_alone() {
     drop(second);
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
+}
+
+/// A worker of a named pool that takes the lock once (any operation does) before it can no
+/// longer open the pool's file, as after dropping privileges, keeps the identity it made then:
+/// killed while it holds the lock, it is taken over. (One that first locks after it lost the file
+/// falls back to the anonymous identity, which nothing takes over.)
+fn a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies() {
+    let path = format!("/dev/shm/melon-fork-{}-identity", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let shm = ShmPool::builder().capacity(4 * MIB).path(&path).build().unwrap();
+    let mailbox = SharedWords::<AtomicU64>::new(1);
+    let mut worker = fork(|| {
+        shm.stats().unwrap();
+        lose_the_file(&path);
+        let reopen = format!("/proc/self/fd/{}", shm.as_fd().as_raw_fd());
+        let reopened = std::fs::OpenOptions::new().read(true).write(true).open(&reopen);
+        assert!(reopened.is_err(), "the worker can still open the pool's file");
+        let _guard = shm.lock().unwrap();
+        mailbox[0].store(1, Ordering::Release);
+        idle_until_killed();
+    });
+    await_word(&mailbox[0]);
+    worker.kill_dead();
+    let taken = shm.try_lock_for(TAKEOVER_BOUND);
+    assert!(taken.is_ok(), "the dead worker's lock was not taken over: {taken:?}");
+    drop(taken);
+    std::fs::remove_file(&path).unwrap();
+    shm.check().unwrap();
+}
+
+/// Leaves this process unable to open the file at `path` again: as root, by becoming `nobody`
+/// (root opens any file); otherwise by taking every permission off the file.
+fn lose_the_file(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: plain system calls on this process's credentials.
+    unsafe {
+        if libc::geteuid() == 0 {
+            assert_eq!(libc::setgroups(0, core::ptr::null()), 0);
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+    }
+    // Refused to `nobody`, which does not own the file; then `nobody` cannot open it anyway.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000));
 }
 
 /// A child made by a fork that skips `pthread_atfork` is a process of its own to the pool: while

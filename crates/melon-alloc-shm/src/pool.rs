@@ -232,7 +232,9 @@ impl Shared {
                 let identity = self.identity.get(header.lock, self.mapping.fd());
                 let lock = self.process_lock(header.lock, identity);
                 lock_robust(&lock, timeout, header.takeovers, || {
-                    self.undo_dead_holder();
+                    // An undo that cannot run leaves the log as it is, and `catch_up` below
+                    // reports why.
+                    let _ = self.undo_dead_holder();
                     holder_died = true;
                 })?;
                 header.holder.store(token, Ordering::Relaxed);
@@ -260,14 +262,15 @@ impl Shared {
     /// whose return to the pool failed, to take back.
     ///
     /// # Errors
-    /// [`ShmError::Os`] when the new pages cannot be mapped: the pool's state then stays as it
-    /// is, for a process that can.
+    /// [`ShmError::Os`] when the new pages cannot be mapped, or the file's length read for an
+    /// undo: the pool's state then stays as it is, the operation to undo in the log, for a
+    /// process that can.
     #[cold]
     #[inline(never)]
     fn catch_up(&self) -> Result<(), ShmError> {
         let arena = &self.arena;
         self.catch_up_growth()?;
-        self.undo_dead_holder();
+        self.undo_dead_holder()?;
         if self.has_pending.swap(false, Ordering::Acquire) {
             let pending = match self.pending_returns.lock() {
                 Ok(mut pending) => core::mem::take(&mut *pending),
@@ -287,13 +290,13 @@ impl Shared {
     /// The dead holder may have been growing the pool: the pages it published are mapped
     /// first, and the undo may write the descriptors and bitmap words of any page the file
     /// reaches, whose metadata a growth reserves before it lengthens the file. Where the pages
-    /// cannot be mapped, the operation stays in the log for the next holder.
-    fn undo_dead_holder(&self) {
+    /// cannot be mapped, or the file's length read, the operation stays in the log for the next
+    /// holder, and the error says why.
+    fn undo_dead_holder(&self) -> Result<(), ShmError> {
         let arena = &self.arena;
-        let (Ok(mapped), Ok(file)) = (self.map_published(), Mapping::file_len(self.mapping.fd()))
-        else {
-            return;
-        };
+        let mapped = self.map_published()?;
+        let file = Mapping::file_len(self.mapping.fd())
+            .map_err(|errno| ShmError::os("reading the length of the pool's file", errno))?;
         let pages = |bytes: u64| u32::try_from(bytes / PAGE as u64).unwrap_or(u32::MAX);
         let (mapped, reserved) = (pages(mapped as u64), pages(file));
         // SAFETY: (1) the mapping is a formatted pool, and the metadata of every page, which the
@@ -313,6 +316,7 @@ impl Shared {
         // which this process's view of the end must reach first.
         arena.sync_end(mapped);
         arena.finish_release();
+        Ok(())
     }
 
     /// Releases the lock that the thread whose token is `token` (its [`sys::thread_token`])

@@ -17,9 +17,9 @@
  * While a shared-memory pool exists in the process, every mln_alloc_free (and mln_alloc_re of a
  * block) looks the pointer up in a process-wide table under a read lock, shared with other
  * frees and held for a few instructions; making or destroying a shared-memory pool or a pool
- * made from one, and a pool made from one taking or giving back a chunk, take that table for
- * writing, briefly. fork() waits until no thread is inside those, so a forked process never
- * finds them half done, whatever the other threads were doing.
+ * made from one takes that table for writing, briefly. fork() waits until no thread is inside
+ * those, so a forked process never finds them half done, whatever the other threads were
+ * doing.
  *
  * A panic inside the library (a bug, or a broken contract such as two threads in one pool) aborts
  * the process, with its message on standard error: it never unwinds into the caller, and no call
@@ -92,8 +92,9 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every
  * block is 16-byte aligned; an allocation costs the same however large or full the pool; a
- * double free is detected and ignored instead of corrupting the pool; and available_capacity
- * is exact.
+ * double free is detected and ignored instead of corrupting the pool, as long as the block's
+ * memory has not been handed out again since (by the pool or a pool made from it); and
+ * available_capacity is exact.
  */
 mln_alloc_t *mln_alloc_shm_init(mln_size_t capacity, void *locker, mln_alloc_shm_lock_cb_t lock,
                                 mln_alloc_shm_lock_cb_t unlock);
@@ -135,7 +136,9 @@ void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
 /*
  * Frees a block by its pointer alone: the block knows its pool. `ptr` must be a pointer
  * returned by the functions above and not freed since; NULL does nothing. A double free of a
- * shared-memory block is detected and ignored.
+ * shared-memory block is detected and ignored, as long as the block's memory has not been
+ * handed out again since, by the shared pool or a pool made from it: a block that lies there
+ * now is freed instead.
  */
 void mln_alloc_free(void *ptr);
 

@@ -387,6 +387,22 @@ impl Shared {
         }
     }
 
+    /// Frees `block` without the lock if it is a block boundary in a chunk lent to a child pool,
+    /// in the part this process has mapped: a handed-off block goes onto its chunk's remote-free
+    /// list, any other is refused as foreign, to be freed by its child. `None` for a pointer
+    /// anywhere else, which the lock's holder frees or refuses.
+    ///
+    /// # Safety
+    /// As for [`ShmPool::try_free`].
+    #[inline]
+    pub(crate) unsafe fn free_if_lent(&self, block: NonNull<u8>) -> Option<Result<(), ShmError>> {
+        let target = self
+            .locked_offset_of(block.as_ptr())
+            .and_then(|offset| self.arena.remote_target(offset))?;
+        // SAFETY: forwarded from the caller.
+        Some(unsafe { self.free_remote(block.as_ptr().addr(), target, false) })
+    }
+
     /// The offset of `block` in the mapping, if it lies in the part this process has mapped: for
     /// a caller that holds the lock, which mapped the pages grown so far as it took it, and for
     /// one that only reads the block's first words, which lie there if the block is this
@@ -1602,17 +1618,12 @@ impl ShmPool {
     /// # Ok::<(), ShmError>(())
     /// ```
     pub unsafe fn try_free(&self, block: NonNull<u8>) -> Result<(), ShmError> {
-        let shared = self.shared();
-        if let Some(target) =
-            // Within what this process has mapped: a block it holds lies there (a pointer into
-            // pages grown since would go through the lock, which maps them).
-            shared
-                .locked_offset_of(block.as_ptr())
-                .and_then(|offset| shared.arena.remote_target(offset))
-        {
-            // A block of a child pool's chunk, handed off: freed without the lock.
-            // SAFETY: forwarded from the caller.
-            return unsafe { shared.free_remote(block.as_ptr().addr(), target, false) };
+        // A block of a child pool's chunk, handed off, is freed without the lock. It lies within
+        // what this process has mapped (a pointer into pages grown since goes through the lock,
+        // which maps them).
+        // SAFETY: forwarded from the caller.
+        if let Some(freed) = unsafe { self.shared().free_if_lent(block) } {
+            return freed;
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.lock()?.free(block) }

@@ -116,6 +116,14 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     };
     // Declared before the guard, so dropped after it.
     let _using = Using(users);
+    // A block of a child pool's chunk needs no lock: freed at once if handed off, and otherwise
+    // left to its child, whether or not the lock could be had.
+    // SAFETY: forwarded from the caller.
+    match unsafe { shared.free_if_lent(block) } {
+        Some(Err(ShmError::Free(FreeError::Foreign { .. }))) => return None,
+        Some(freed) => return Some(freed),
+        None => {}
+    }
     let mut guard = match shared.lock() {
         Ok(guard) => guard,
         Err(error) => return Some(Err(error)),

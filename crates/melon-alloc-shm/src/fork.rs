@@ -88,19 +88,30 @@ fn hooks() -> impl DoubleEndedIterator<Item = &'static ForkHooks> {
     })
 }
 
-/// The families' lock and the lock under which descriptions are opened and listed
-/// (`owner::lock_opening`), held by the forking thread from `prepare` until after the fork, and
-/// that thread (its `pthread_self`, which a forked process keeps), 0 while nobody holds them
-/// here. A static rather than a thread-local: a thread past its thread-locals (forking from
-/// one's destructor) must hold the locks as well as any other.
+/// The locks the forking thread holds from `prepare` until after the fork.
+struct Guards {
+    /// The registry of pools, held for reading, so that no pool comes or goes (and no child
+    /// finds the registry locked by a thread it lacks), and each pool's spare descriptions are
+    /// there to close or adopt after the fork.
+    pools: crate::registry::Held,
+    /// The families' lock.
+    _families: MutexGuard<'static, ()>,
+    /// The lock under which descriptions are opened and listed (`owner::lock_opening`).
+    _opening: MutexGuard<'static, ()>,
+}
+
+/// The [`Guards`], held by the forking thread from `prepare` until after the fork, and that
+/// thread (its `pthread_self`, which a forked process keeps), 0 while nobody holds them here. A
+/// static rather than a thread-local: a thread past its thread-locals (forking from one's
+/// destructor) must hold the locks as well as any other.
 struct Held {
     holder: AtomicUsize,
-    guard: UnsafeCell<Option<(MutexGuard<'static, ()>, MutexGuard<'static, ()>)>>,
+    guard: UnsafeCell<Option<Guards>>,
 }
 
 // SAFETY: `guard` is written only by the thread that holds the families' lock, between taking
-// and releasing it (`prepare`, `release`), so no two threads touch it at once; a `MutexGuard`
-// released on the thread that took it is the only use made of what it holds.
+// and releasing it (`prepare`, `release`), so no two threads touch it at once; what it holds is
+// used (the registry read, the guards dropped) on the thread that took it alone.
 unsafe impl Sync for Held {}
 
 static HELD: Held = Held { holder: AtomicUsize::new(0), guard: UnsafeCell::new(None) };
@@ -123,27 +134,42 @@ pub(crate) fn prepare() {
     if HELD.holder.load(Ordering::Acquire) == me {
         return;
     }
-    let families = melon_alloc_heap::lock_families();
-    let opening = crate::owner::lock_opening();
+    // The hooks' locks first: the C API makes and drops pools under its own.
+    let guards = Guards {
+        pools: crate::registry::hold(),
+        _families: melon_alloc_heap::lock_families(),
+        _opening: crate::owner::lock_opening(),
+    };
+    // Under the families' lock, which two threads forking at once take in turn.
+    for shared in guards.pools.pools() {
+        shared.before_fork();
+    }
     // SAFETY: this thread holds the families' lock, so it alone writes the guard's place.
-    unsafe { *HELD.guard.get() = Some((families, opening)) };
+    unsafe { *HELD.guard.get() = Some(guards) };
     HELD.holder.store(me, Ordering::Release);
 }
 
-/// Releases the families' lock if `prepare` took it on this thread and it was not released yet.
-fn release() {
+/// Runs `then` on every pool and releases the locks if `prepare` took them on this thread and
+/// they were not released yet.
+fn release(then: fn(&crate::pool::Shared)) {
     if HELD.holder.load(Ordering::Acquire) != this_thread() {
         return;
     }
     HELD.holder.store(0, Ordering::Release);
     // SAFETY: this thread holds the families' lock (the holder was this thread), so it alone
-    // writes the guard's place; dropping the guard releases the lock on the thread that took it.
-    drop(unsafe { (*HELD.guard.get()).take() });
+    // writes the guard's place; dropping the guard releases the locks on the thread that took
+    // them.
+    let guards = unsafe { (*HELD.guard.get()).take() };
+    if let Some(guards) = guards {
+        for shared in guards.pools.pools() {
+            then(shared);
+        }
+    }
 }
 
 /// After a fork, in the parent.
 pub(crate) fn parent() {
-    release();
+    release(crate::pool::Shared::after_fork_in_parent);
     for hooks in hooks().rev() {
         (hooks.parent)();
     }
@@ -157,7 +183,7 @@ pub(crate) fn child() {
     // handed out belong to the originals in the parent, and `ShmPool::child` makes freeing them
     // in the new process part of the contract of `fork`, which no safe code can call.
     unsafe { melon_alloc_heap::abandon_every_family() };
-    release();
+    release(crate::pool::Shared::after_fork_in_child);
     for hooks in hooks().rev() {
         (hooks.child)();
     }

@@ -1,7 +1,8 @@
 //! A process's identity in a pool, which the pool's lock word holds while the process holds the
 //! lock: a number from a counter in the header, and a write lock on one byte of the pool's file
-//! for that number, taken through an open file description of the process's own (the file
-//! reopened through `/proc/self/fd`). The kernel drops the byte's lock when the description's
+//! for that number, taken through an open file description of the process's own (opened for it
+//! by its parent before the fork that made it, see `spares.rs`, or else the file reopened
+//! through `/proc/self/fd`). The kernel drops the byte's lock when the description's
 //! last descriptor closes, which a process's death does after its memory is gone: a lock word
 //! naming an identity whose byte nobody locks belongs to a process that can write to the pool no
 //! more, whatever pid namespace it ran in and whatever process has its pid now.
@@ -19,6 +20,7 @@ use rustix::io::Errno;
 use crate::layout::PoolLock;
 use crate::lock::{Waited, Waits, HOLDER};
 use crate::owner::{close_held, open_held, set_byte_lock};
+use crate::spares::{Spares, Use};
 use crate::sync::AtomicU32;
 
 /// Where the identities' lock bytes lie in the pool's file: byte `IDENTITY_BASE + identity`,
@@ -74,12 +76,12 @@ impl Identity {
     /// This process's identity, made now if it has none: [`ANONYMOUS`] for good where the
     /// system refuses to make one.
     #[inline]
-    pub(crate) fn get(&self, lock: &PoolLock, pool: BorrowedFd<'_>) -> u32 {
+    pub(crate) fn get(&self, lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> u32 {
         let token = crate::sys::process_token();
         if self.process.load(Ordering::Acquire) == token {
             return self.id.load(Ordering::Relaxed);
         }
-        self.make(token, lock, pool)
+        self.make(token, lock, pool, spares)
     }
 
     /// This process's identity, if it has made one: `None` in a process that only inherited
@@ -91,7 +93,7 @@ impl Identity {
     }
 
     #[cold]
-    fn make(&self, token: u64, lock: &PoolLock, pool: BorrowedFd<'_>) -> u32 {
+    fn make(&self, token: u64, lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> u32 {
         loop {
             if self.process.load(Ordering::Acquire) == token {
                 return self.id.load(Ordering::Relaxed);
@@ -112,7 +114,7 @@ impl Identity {
             self.id.load(Ordering::Relaxed)
         } else {
             self.forget_parents();
-            let (id, fd) = claim(lock, pool).unwrap_or((ANONYMOUS, -1));
+            let (id, fd) = claim(lock, pool, spares).unwrap_or((ANONYMOUS, -1));
             self.id.store(id, Ordering::Relaxed);
             self.fd.store(fd, Ordering::Relaxed);
             self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
@@ -157,13 +159,14 @@ impl Drop for Identity {
 
 /// Takes a free identity: the next number of the lock's counter whose byte nobody locks, and
 /// that the lock's word does not name (a dead holder's, not taken over yet, once the counter has
-/// wrapped), with the lock on its byte taken through a new description of the pool's file.
+/// wrapped), with the lock on its byte taken through a description of the pool's file of this
+/// process's own: the spare its parent opened for it, or a new one.
 ///
 /// # Errors
-/// What the system says when the file cannot be opened again or its byte locked; `EAGAIN`
-/// when [`TRIES`] numbers in a row were all taken.
-fn claim(lock: &PoolLock, pool: BorrowedFd<'_>) -> Result<(u32, RawFd), Errno> {
-    let fd = open_held(pool)?;
+/// What the system says when there is no spare and the file cannot be opened again, or when
+/// the byte cannot be locked; `EAGAIN` when [`TRIES`] numbers in a row were all taken.
+fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, RawFd), Errno> {
+    let fd = open_held(pool, spares.take(Use::Identity, pool))?;
     let mut refused = Errno::AGAIN;
     for _ in 0..TRIES {
         let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;

@@ -52,13 +52,15 @@
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death
 //! of a process that found no slot does not give its chunks back.
 //!
-//! The lock knows its holder by a description of the pool's file that the holder's process opens
-//! for itself (through `/proc/self/fd`) the first time it takes the lock. A process that cannot
-//! open it then (no `/proc`, no descriptor left, or no right to the file: a named pool's file is
-//! its creator's alone, so a worker that drops its privileges after the fork loses it) uses the
-//! pool under an anonymous identity that nothing takes over: were it to die holding the lock,
-//! the others would wait until their timeouts. A worker that drops privileges should take the
-//! lock once before it does: any operation takes it, [`ShmPool::stats`] for one.
+//! The lock knows its holder, and the owner table its slot's process, by a description of the
+//! pool's file of that process's own. A process made by `fork` has its pair already: the parent
+//! opened them for it before the fork, so a worker may drop its privileges right after (a named
+//! pool's file is its creator's alone). Any other process opens its own (through
+//! `/proc/self/fd`) the first time it takes the lock or its first child pool takes a chunk. One
+//! that cannot then (no `/proc`, no descriptor left, or no right to the file) uses the pool
+//! under an anonymous identity that nothing takes over, and its child pools' chunks do not come
+//! back when it dies: were it to die holding the lock, the others would wait until their
+//! timeouts.
 //!
 //! # Shared objects
 //!
@@ -151,6 +153,7 @@ mod mutex;
 mod owner;
 mod pool;
 mod registry;
+mod spares;
 mod stats;
 mod stop_point;
 mod sync;

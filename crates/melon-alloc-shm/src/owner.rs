@@ -2,7 +2,8 @@
 //!
 //! A process claims a slot of the pool's owner table before its first chunk, and holds it
 //! through a write lock on one byte of the pool's file, taken through an open file description
-//! of its own (the file reopened through `/proc/self/fd`). The kernel drops such a lock when
+//! of its own (opened for it by its parent before the fork that made it, see `spares.rs`, or
+//! else the file reopened through `/proc/self/fd`). The kernel drops such a lock when
 //! the last descriptor of that description closes, which a process's death does after its
 //! memory is gone: a slot marked claimed whose byte nobody locks belongs to a process that can
 //! no longer touch the pool, whatever pid namespace it ran in and whatever process has its id
@@ -18,6 +19,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::arena::{Arena, Reclaimed};
 use crate::layout::{OWNER_SLOTS, PAGE};
+use crate::spares::{Spares, Use};
 use crate::sys;
 
 /// Where the owner table's lock bytes lie in the pool's file: byte `LOCK_BASE + slot`, far past
@@ -97,7 +99,7 @@ impl Claim {
 
     /// This process's slot, claimed now if it has none: `None` when the table is full or the
     /// system refuses a description or its lock. The caller holds the pool's lock.
-    pub(crate) fn take(&self, arena: &Arena, pool: BorrowedFd<'_>) -> Option<u32> {
+    pub(crate) fn take(&self, arena: &Arena, pool: BorrowedFd<'_>, spares: &Spares) -> Option<u32> {
         if let Some(slot) = self.current() {
             return Some(slot);
         }
@@ -106,7 +108,7 @@ impl Claim {
         if (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot)) {
             reclaim_dead(arena, pool, None);
         }
-        let fd = open_held(pool).ok()?;
+        let fd = open_held(pool, spares.take(Use::Claim, pool)).ok()?;
         let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
             !arena.owner_claimed(slot)
                 && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
@@ -166,15 +168,24 @@ pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
     OPENING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A new open file description of the pool's file, private to this process, listed in
-/// [`HELD`] if there is room (otherwise only a forked child outliving this process keeps what
-/// the description stands for).
+/// An open file description of the pool's file, private to this process, listed in [`HELD`]
+/// if there is room (otherwise only a forked child outliving this process keeps what the
+/// description stands for): `spare`, opened for this process before the fork that made it, or
+/// else a new one.
 ///
 /// # Errors
-/// What the system says when the file cannot be opened again through `/proc`.
-pub(crate) fn open_held(pool: BorrowedFd<'_>) -> Result<RawFd, rustix::io::Errno> {
+/// What the system says when there is no spare and the file cannot be opened again through
+/// `/proc`.
+pub(crate) fn open_held(
+    pool: BorrowedFd<'_>,
+    spare: Option<OwnedFd>,
+) -> Result<RawFd, rustix::io::Errno> {
     let _opening = lock_opening();
-    let fd = own_description(pool)?.into_raw_fd();
+    let fd = match spare {
+        Some(spare) => spare,
+        None => own_description(pool)?,
+    }
+    .into_raw_fd();
     let _ = HELD
         .iter()
         .any(|held| held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok());
@@ -238,7 +249,7 @@ pub(crate) fn reclaim_dead(
 
 /// A new open file description of the pool's file, private to this process (but for a child
 /// forked without the handler).
-fn own_description(pool: BorrowedFd<'_>) -> Result<OwnedFd, rustix::io::Errno> {
+pub(crate) fn own_description(pool: BorrowedFd<'_>) -> Result<OwnedFd, rustix::io::Errno> {
     // Written on the stack: a child pool's first chunk must not need memory of the process's
     // heap, which may have run out (the C API then returns NULL rather than aborting).
     const PREFIX: &[u8] = b"/proc/self/fd/";

@@ -19,6 +19,7 @@ use crate::layout::{
 };
 use crate::lock::{lock_robust, unlock_robust, ProcessLock, ShmLock};
 use crate::owner::{self, Claim, ReclaimReport};
+use crate::spares::Spares;
 use crate::sys::{self, Mapping};
 use crate::{registry, ShmClassStats, ShmError, ShmPoolBuilder, ShmStats};
 
@@ -57,6 +58,9 @@ pub(crate) struct Shared {
     /// This process's identity in the pool, which the built-in lock's word holds while it
     /// holds the lock.
     identity: Identity,
+    /// Descriptions of the pool's file opened before a fork, for the new process's identity
+    /// and claim.
+    spares: Spares,
 }
 
 /// The header's fields that `attach` checks, read from the file.
@@ -140,6 +144,7 @@ impl Shared {
             lock_timeout: core::sync::atomic::AtomicU64::new(NO_TIMEOUT),
             claim: Claim::new(),
             identity: Identity::new(),
+            spares: Spares::new(),
         }
     }
 
@@ -229,7 +234,7 @@ impl Shared {
                 if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                let identity = self.identity.get(header.lock, self.mapping.fd());
+                let identity = self.identity.get(header.lock, self.mapping.fd(), &self.spares);
                 let lock = self.process_lock(header.lock, identity);
                 lock_robust(&lock, timeout, header.takeovers, || {
                     // An undo that cannot run leaves the log as it is, and `catch_up` below
@@ -431,6 +436,22 @@ impl Shared {
             // Taking the lock is the work (see `catch_up`); a lock that fails again leaves them.
             drop(self.lock());
         }
+    }
+
+    /// Before a fork, on the forking thread: opens the descriptions the new process will make
+    /// its identity and claim its slot through.
+    pub(crate) fn before_fork(&self) {
+        self.spares.open_for_child(self.mapping.fd());
+    }
+
+    /// After a fork, in the parent.
+    pub(crate) fn after_fork_in_parent(&self) {
+        self.spares.close_for_child();
+    }
+
+    /// After a fork, in the new process, where only the forking thread exists.
+    pub(crate) fn after_fork_in_child(&self) {
+        self.spares.adopt();
     }
 
     /// Drops this process's claim on its owner slot without the lock; see
@@ -925,7 +946,7 @@ impl ShmGuard<'_> {
     /// table the chunk is lent to no slot ([`NONE`]), or, if `owned_only`, not at all.
     pub(crate) fn lend(&mut self, layout: Layout, owned_only: bool) -> Option<(NonNull<u8>, u32)> {
         let shared = self.shared;
-        let owner = match shared.claim.take(&shared.arena, shared.mapping.fd()) {
+        let owner = match shared.claim.take(&shared.arena, shared.mapping.fd(), &shared.spares) {
             Some(slot) => slot,
             None if owned_only => return None,
             None => NONE,
@@ -1276,6 +1297,8 @@ impl ShmPool {
     }
 
     fn from_shared(shared: Shared) -> Self {
+        // A fork must open the new process's spare descriptions of the pool's file.
+        sys::register_fork_handler();
         let shared = NonNull::from(Box::leak(Box::new(shared)));
         // SAFETY: the `Shared` was just leaked and lives until this pool is dropped, which
         // unregisters it first.

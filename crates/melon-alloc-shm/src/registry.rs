@@ -2,7 +2,7 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use melon_alloc_core::FreeError;
 
@@ -37,6 +37,24 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) {
         pools.push(Entry { shared, users: Box::new(AtomicUsize::new(0)) });
         COUNT.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The registry, held for reading: no pool is added or removed until it is dropped.
+pub(crate) struct Held(RwLockReadGuard<'static, Vec<Entry>>);
+
+impl Held {
+    /// Every registered pool's process-local side.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &Shared> {
+        // SAFETY: registered pools are valid until unregistered, which needs the write lock.
+        self.0.iter().map(|entry| unsafe { entry.shared.as_ref() })
+    }
+}
+
+/// Holds the registry for reading, as a fork does across the `fork` call. A thread that
+/// panicked while it held it for writing left nothing half done (a push or a removal is whole
+/// or not begun), so a poisoned registry is held all the same.
+pub(crate) fn hold() -> Held {
+    Held(POOLS.read().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 /// Removes a pool from the registry.

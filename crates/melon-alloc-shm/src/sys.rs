@@ -626,10 +626,11 @@ unsafe extern "C" fn after_fork_in_parent() {
 
 unsafe extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    // Where the kernel wipes no page on fork, the epoch lives here, and the child draws anew:
+    // before anything below asks for this process's token.
+    EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
     crate::fork::child();
     crate::owner::forget_all_in_child();
-    // Where the kernel wipes no page on fork, the epoch lives here, and the child draws anew.
-    EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// `PTHREAD_ONCE_INIT`, in memory that `pthread_once` may write from any thread.

@@ -114,6 +114,14 @@ fn main() -> ExitCode {
             "a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies",
             a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies,
         ),
+        (
+            "a_worker_that_loses_the_file_right_after_the_fork_is_taken_over_and_reclaimed",
+            a_worker_that_loses_the_file_right_after_the_fork_is_taken_over_and_reclaimed,
+        ),
+        (
+            "a_fork_leaves_the_parents_descriptors_as_they_were",
+            a_fork_leaves_the_parents_descriptors_as_they_were,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -2040,8 +2048,7 @@ fn a_forked_process_leaves_its_parents_failed_returns_alone() {
 
 /// A worker of a named pool that takes the lock once (any operation does) before it can no
 /// longer open the pool's file, as after dropping privileges, keeps the identity it made then:
-/// killed while it holds the lock, it is taken over. (One that first locks after it lost the file
-/// falls back to the anonymous identity, which nothing takes over.)
+/// killed while it holds the lock, it is taken over.
 fn a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies() {
     let path = format!("/dev/shm/melon-fork-{}-identity", std::process::id());
     let _ = std::fs::remove_file(&path);
@@ -2049,26 +2056,79 @@ fn a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies() {
     let mailbox = SharedWords::<AtomicU64>::new(1);
     let mut worker = fork(|| {
         shm.stats().unwrap();
-        lose_the_file(&path);
-        let reopen = format!("/proc/self/fd/{}", shm.as_fd().as_raw_fd());
-        let reopened = std::fs::OpenOptions::new().read(true).write(true).open(&reopen);
-        assert!(reopened.is_err(), "the worker can still open the pool's file");
+        lose_the_file(&shm, &path);
         let _guard = shm.lock().unwrap();
         mailbox[0].store(1, Ordering::Release);
         idle_until_killed();
     });
     await_word(&mailbox[0]);
     worker.kill_dead();
-    let taken = shm.try_lock_for(TAKEOVER_BOUND);
-    assert!(taken.is_ok(), "the dead worker's lock was not taken over: {taken:?}");
-    drop(taken);
+    assert_taken_over(&shm);
     std::fs::remove_file(&path).unwrap();
     shm.check().unwrap();
 }
 
-/// Leaves this process unable to open the file at `path` again: as root, by becoming `nobody`
-/// (root opens any file); otherwise by taking every permission off the file.
-fn lose_the_file(path: &str) {
+/// A worker of a named pool that loses the right to the pool's file right after the fork,
+/// before it touches the pool (as a pre-fork server's worker drops its privileges), makes its
+/// identity and claims its owner slot through the descriptions its parent opened for it before
+/// the fork: killed while it holds the lock, it is taken over, and its child pool's chunks come
+/// back.
+fn a_worker_that_loses_the_file_right_after_the_fork_is_taken_over_and_reclaimed() {
+    let path = format!("/dev/shm/melon-fork-{}-spares", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let shm = ShmPool::builder().capacity(4 * MIB).path(&path).build().unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(1);
+    let mut worker = fork(|| {
+        lose_the_file(&shm, &path);
+        let scratch = shm.child();
+        scratch.alloc(64 << 10).unwrap();
+        let guard = shm.lock().unwrap();
+        mailbox[0].store(1, Ordering::Release);
+        core::mem::forget((guard, scratch));
+        idle_until_killed();
+    });
+    await_word(&mailbox[0]);
+    worker.kill_dead();
+    assert_taken_over(&shm);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.lent_bytes, 0, "the dead worker's chunks are still lent");
+    assert_eq!(shm.available(), start);
+    std::fs::remove_file(&path).unwrap();
+    shm.check().unwrap();
+}
+
+/// A fork leaves the parent's descriptors as they were: it closes its copies of the descriptions
+/// it opened for the new process.
+fn a_fork_leaves_the_parents_descriptors_as_they_were() {
+    let pools = [ShmPool::new(MIB).unwrap(), ShmPool::new(MIB).unwrap()];
+    let open_descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = open_descriptors();
+    for _ in 0..3 {
+        fork(|| {
+            for shm in &pools {
+                let child = shm.child();
+                assert!(child.alloc(64).is_some(), "the new process claims a slot");
+                drop(shm.lock().unwrap());
+            }
+        })
+        .succeeds("the new process");
+    }
+    assert_eq!(open_descriptors(), before);
+    for shm in &pools {
+        assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    }
+}
+
+/// Takes the lock of `shm`, whose holder was just killed, within the bound of a takeover.
+fn assert_taken_over(shm: &ShmPool) {
+    let taken = shm.try_lock_for(TAKEOVER_BOUND);
+    assert!(taken.is_ok(), "the dead worker's lock was not taken over: {taken:?}");
+}
+
+/// Leaves this process unable to open the file at `path`, that of `shm`, again: as root, by
+/// becoming `nobody` (root opens any file); otherwise by taking every permission off the file.
+fn lose_the_file(shm: &ShmPool, path: &str) {
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: plain system calls on this process's credentials.
     unsafe {
@@ -2080,6 +2140,9 @@ fn lose_the_file(path: &str) {
     }
     // Refused to `nobody`, which does not own the file; then `nobody` cannot open it anyway.
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000));
+    let reopen = format!("/proc/self/fd/{}", shm.as_fd().as_raw_fd());
+    let reopened = std::fs::OpenOptions::new().read(true).write(true).open(&reopen);
+    assert!(reopened.is_err(), "the process can still open the pool's file");
 }
 
 /// A child made by a fork that skips `pthread_atfork` is a process of its own to the pool: while

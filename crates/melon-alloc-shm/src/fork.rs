@@ -1,15 +1,20 @@
 //! What a `fork` does to this process's pools, through the handlers that `sys.rs` registers
-//! with `pthread_atfork` the first time a child pool is made: one set of handlers for every
-//! crate of the library, which other crates (the C API) join through [`on_fork`].
+//! with `pthread_atfork` the first time a pool is mapped: one set of handlers for every crate of
+//! the library, which other crates (the C API) join through [`on_fork`].
 //!
 //! Before the fork, on the forking thread, [`prepare`] runs the hooks' `prepare` in the order
 //! they were added (they take their own locks), then takes the lock under which the families of
-//! child pools change (`melon_alloc_heap::lock_families`). After the fork, [`parent`] releases it
-//! and runs the hooks' `parent` in the opposite order. In the new process, [`child`] first
-//! abandons the copies of every child pool of a shared pool and of every pool made from one (the
-//! families the heap crate links: `ShmPool::child` starts one), then releases the lock and runs
-//! the hooks' `child`, also in the opposite order. So the new process never finds
-//! the links of a family half changed, nor a lock held by a thread that does not exist there.
+//! child pools change (`melon_alloc_heap::lock_families`) and the one under which descriptions
+//! are opened (`owner::lock_opening`), and opens each mapped pool's spare descriptions for the
+//! new process (`spares.rs`). After the fork, [`parent`] closes its copies of the spares,
+//! releases the locks and runs the hooks' `parent` in the opposite order. In the new process,
+//! [`child`] first abandons the copies of every child pool of a shared pool and of every pool
+//! made from one (the families the heap crate links: `ShmPool::child` starts one), drops the
+//! registry's pins of the threads it lacks, keeps the spares, then releases the locks and runs the
+//! hooks' `child`, also in the opposite order. So the new process never finds the links of a
+//! family half changed, nor a lock held by a thread that does not exist there. The registry of
+//! pools takes no lock (see `registry.rs`): the handlers wait for nothing that making or dropping
+//! a pool, or a free by pointer, holds.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -90,13 +95,10 @@ fn hooks() -> impl DoubleEndedIterator<Item = &'static ForkHooks> {
 
 /// The locks the forking thread holds from `prepare` until after the fork.
 struct Guards {
-    /// The registry of pools, held for reading, so that no pool comes or goes (and no child
-    /// finds the registry locked by a thread it lacks), and each pool's spare descriptions are
-    /// there to close or adopt after the fork.
-    pools: crate::registry::Held,
     /// The families' lock.
     _families: MutexGuard<'static, ()>,
-    /// The lock under which descriptions are opened and listed (`owner::lock_opening`).
+    /// The lock under which descriptions are opened and listed (`owner::lock_opening`): each
+    /// pool's spare descriptions are opened, and closed or kept after the fork, under it.
     _opening: MutexGuard<'static, ()>,
 }
 
@@ -134,16 +136,12 @@ pub(crate) fn prepare() {
     if HELD.holder.load(Ordering::Acquire) == me {
         return;
     }
-    // The hooks' locks first: the C API makes and drops pools under its own.
     let guards = Guards {
-        pools: crate::registry::hold(),
         _families: melon_alloc_heap::lock_families(),
         _opening: crate::owner::lock_opening(),
     };
     // Under the families' lock, which two threads forking at once take in turn.
-    for shared in guards.pools.pools() {
-        shared.before_fork();
-    }
+    crate::registry::each_pool(crate::pool::Shared::before_fork);
     // SAFETY: this thread holds the families' lock, so it alone writes the guard's place.
     unsafe { *HELD.guard.get() = Some(guards) };
     HELD.holder.store(me, Ordering::Release);
@@ -160,11 +158,8 @@ fn release(then: fn(&crate::pool::Shared)) {
     // writes the guard's place; dropping the guard releases the locks on the thread that took
     // them.
     let guards = unsafe { (*HELD.guard.get()).take() };
-    if let Some(guards) = guards {
-        for shared in guards.pools.pools() {
-            then(shared);
-        }
-    }
+    crate::registry::each_pool(then);
+    drop(guards);
 }
 
 /// After a fork, in the parent.
@@ -175,6 +170,12 @@ pub(crate) fn parent() {
     }
 }
 
+/// Whether, in the new process, the handler for it runs for the first time: a second
+/// registration of the handlers runs it twice, and `prepare` took the locks once.
+pub(crate) fn first_in_child() -> bool {
+    HELD.holder.load(Ordering::Acquire) == this_thread()
+}
+
 /// After a fork, in the new process.
 pub(crate) fn child() {
     // SAFETY: (1) only this thread exists in the new process, so nothing else uses the pools or
@@ -183,6 +184,7 @@ pub(crate) fn child() {
     // handed out belong to the originals in the parent, and `ShmPool::child` makes freeing them
     // in the new process part of the contract of `fork`, which no safe code can call.
     unsafe { melon_alloc_heap::abandon_every_family() };
+    crate::registry::forget_pins_in_child();
     release(crate::pool::Shared::after_fork_in_child);
     for hooks in hooks().rev() {
         (hooks.child)();

@@ -166,7 +166,7 @@ impl Drop for Identity {
 /// What the system says when there is no spare and the file cannot be opened again, or when
 /// the byte cannot be locked; `EAGAIN` when [`TRIES`] numbers in a row were all taken.
 fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, RawFd), Errno> {
-    let fd = open_held(pool, spares.take(Use::Identity, pool))?;
+    let fd = open_held(pool, || spares.take(Use::Identity))?;
     let mut refused = Errno::AGAIN;
     for _ in 0..TRIES {
         let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;

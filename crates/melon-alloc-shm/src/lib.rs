@@ -53,9 +53,10 @@
 //! of a process that found no slot does not give its chunks back.
 //!
 //! The lock knows its holder, and the owner table its slot's process, by a description of the
-//! pool's file of that process's own. A process made by `fork` has its pair already: the parent
-//! opened them for it before the fork, so a worker may drop its privileges right after (a named
-//! pool's file is its creator's alone). Any other process opens its own (through
+//! pool's file of that process's own. A process made by `fork` (the C library's, which runs the
+//! fork handlers) from one that could open the file has its pair already: the parent opened them
+//! for it before the fork, so a worker may drop its privileges right after (a named pool's file
+//! is its creator's alone). Any other process opens its own (through
 //! `/proc/self/fd`) the first time it takes the lock or its first child pool takes a chunk. One
 //! that cannot then (no `/proc`, no descriptor left, or no right to the file) uses the pool
 //! under an anonymous identity that nothing takes over, and its child pools' chunks do not come

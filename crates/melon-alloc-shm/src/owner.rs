@@ -104,11 +104,16 @@ impl Claim {
             return Some(slot);
         }
         self.forget_parents();
-        // A full table may hold the slots of the dead.
-        if (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot)) {
+        let full = || (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot));
+        // A full table may hold the slots of the dead; one still full has nothing to claim, and
+        // the spare description is kept for when a slot frees.
+        if full() {
             reclaim_dead(arena, pool, None);
+            if full() {
+                return None;
+            }
         }
-        let fd = open_held(pool, spares.take(Use::Claim, pool)).ok()?;
+        let fd = open_held(pool, || spares.take(Use::Claim)).ok()?;
         let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
             !arena.owner_claimed(slot)
                 && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
@@ -170,18 +175,19 @@ pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
 
 /// An open file description of the pool's file, private to this process, listed in [`HELD`]
 /// if there is room (otherwise only a forked child outliving this process keeps what the
-/// description stands for): `spare`, opened for this process before the fork that made it, or
-/// else a new one.
+/// description stands for): what `spare` gives, a description opened for this process before
+/// the fork that made it, or else a new one. `spare` runs under the same lock as the listing,
+/// so that no fork copies its descriptor before it is listed.
 ///
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again through
 /// `/proc`.
 pub(crate) fn open_held(
     pool: BorrowedFd<'_>,
-    spare: Option<OwnedFd>,
+    spare: impl FnOnce() -> Option<OwnedFd>,
 ) -> Result<RawFd, rustix::io::Errno> {
     let _opening = lock_opening();
-    let fd = match spare {
+    let fd = match spare() {
         Some(spare) => spare,
         None => own_description(pool)?,
     }

@@ -408,6 +408,12 @@ impl Shared {
         Some(unsafe { self.free_remote(block.as_ptr().addr(), target, false) })
     }
 
+    /// The addresses reserved for the pool's mapping, at its largest capacity.
+    pub(crate) fn reserved_range(&self) -> core::ops::Range<usize> {
+        let start = self.base().addr();
+        start..start + self.mapping.reserved()
+    }
+
     /// The offset of `block` in the mapping, if it lies in the part this process has mapped: for
     /// a caller that holds the lock, which mapped the pages grown so far as it took it, and for
     /// one that only reads the block's first words, which lie there if the block is this

@@ -1,90 +1,200 @@
-//! The pools mapped in this process, so that a block can be freed by its pointer alone.
+//! The pools mapped in this process, so that a block can be freed by its pointer alone, and
+//! the fork handler can reach every pool.
+//!
+//! Lock-free: a `fork` copies the registry as it is. A lock some other thread held at that
+//! moment (a free looking a pointer up) would stay held in the new process, where that thread
+//! does not exist, and the first pool made or dropped there would wait for it forever; and the
+//! fork handler must not wait for a thread that may itself wait for a lock of the program's that
+//! the program's own fork handler takes.
+//!
+//! A pool has a slot, in blocks of slots that are never freed. A thread that uses a slot's pool
+//! (a free by pointer, the fork handler) pins the slot first and reads the pool's address after;
+//! a pool that goes marks its slot and waits until nobody pins it.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use melon_alloc_core::FreeError;
 
 use crate::pool::Shared;
 use crate::ShmError;
 
-/// A registered pool's process-local side, and how many frees through the registry found it and
-/// have not finished: they use the pool after they let go of the registry, and the pool waits for
-/// them before it goes.
-struct Entry {
-    shared: NonNull<Shared>,
-    /// Boxed, so that its place stays the same as the list moves its entries.
-    users: Box<AtomicUsize>,
+/// Slots in a block.
+const SLOTS: usize = 16;
+
+/// [`Slot::shared`] while the slot is being filled or emptied: pinned by nobody new, taken by no
+/// other pool.
+const BUSY: *mut Shared = core::ptr::dangling_mut();
+
+/// One pool's place in the registry.
+struct Slot {
+    /// The pool's process-local side: null when the slot is free, [`BUSY`] while it is filled or
+    /// emptied.
+    shared: AtomicPtr<Shared>,
+    /// The addresses reserved for the pool's mapping, from `start` to `end`: read without a pin,
+    /// to skip the pools a pointer is not in (a stale range costs a pin, not a wrong answer).
+    start: AtomicUsize,
+    end: AtomicUsize,
+    /// Threads that pinned the slot and may use its pool.
+    users: AtomicUsize,
 }
 
-// SAFETY: `Shared` is `Sync` in effect (its state is behind the process-shared lock), and the
-// registry only reads the mapping's bounds and takes the lock through it.
-unsafe impl Send for Entry {}
-// SAFETY: as above.
-unsafe impl Sync for Entry {}
+impl Slot {
+    const fn new() -> Self {
+        Self {
+            shared: AtomicPtr::new(core::ptr::null_mut()),
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            users: AtomicUsize::new(0),
+        }
+    }
 
-static POOLS: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+    /// Whether the pool last seen in the slot reserved the address `addr`.
+    fn may_hold(&self, addr: usize) -> bool {
+        (self.start.load(Ordering::Relaxed)..self.end.load(Ordering::Relaxed)).contains(&addr)
+    }
+
+    /// The slot's pool, kept from going until the pin is dropped; `None` if the slot holds none.
+    fn pin(&'static self) -> Option<Pinned> {
+        // Sequentially consistent, with `unregister`'s mark and count: either the pool that goes
+        // sees this pin, or this pin sees the pool gone.
+        self.users.fetch_add(1, Ordering::SeqCst);
+        let shared = self.shared.load(Ordering::SeqCst);
+        match NonNull::new(shared) {
+            Some(shared) if shared.as_ptr() != BUSY => Some(Pinned { slot: self, shared }),
+            _ => {
+                self.users.fetch_sub(1, Ordering::Release);
+                None
+            }
+        }
+    }
+}
+
+/// A block of slots, linked to the next one.
+struct Block {
+    slots: [Slot; SLOTS],
+    next: AtomicPtr<Block>,
+}
+
+impl Block {
+    const fn new() -> Self {
+        Self { slots: [const { Slot::new() }; SLOTS], next: AtomicPtr::new(core::ptr::null_mut()) }
+    }
+}
+
+/// The first block; more are added as pools fill them, and never freed.
+static FIRST: Block = Block::new();
 /// How many pools are registered: lets a free skip the registry when there are none.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Every slot, block by block.
+fn slots() -> impl Iterator<Item = &'static Slot> {
+    core::iter::successors(Some(&FIRST), |block| {
+        // SAFETY: a block's `next` is null or a leaked `Block`, published with release.
+        unsafe { block.next.load(Ordering::Acquire).as_ref() }
+    })
+    .flat_map(|block| &block.slots)
+}
+
+/// A pinned slot's pool.
+struct Pinned {
+    slot: &'static Slot,
+    shared: NonNull<Shared>,
+}
+
+impl Pinned {
+    fn shared(&self) -> &Shared {
+        // SAFETY: the pool stays valid while its slot is pinned: `unregister` waits for the pin
+        // to go before the pool is freed.
+        unsafe { self.shared.as_ref() }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // Release: the pin's last use of the pool happens before `unregister` sees the count.
+        self.slot.users.fetch_sub(1, Ordering::Release);
+    }
+}
 
 /// Adds a pool to the registry.
 ///
 /// # Safety
 /// `shared` stays valid until it is passed to [`unregister`].
 pub(crate) unsafe fn register(shared: NonNull<Shared>) {
-    if let Ok(mut pools) = POOLS.write() {
-        pools.push(Entry { shared, users: Box::new(AtomicUsize::new(0)) });
-        COUNT.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The registry, held for reading: no pool is added or removed until it is dropped.
-pub(crate) struct Held(RwLockReadGuard<'static, Vec<Entry>>);
-
-impl Held {
-    /// Every registered pool's process-local side.
-    pub(crate) fn pools(&self) -> impl Iterator<Item = &Shared> {
-        // SAFETY: registered pools are valid until unregistered, which needs the write lock.
-        self.0.iter().map(|entry| unsafe { entry.shared.as_ref() })
-    }
-}
-
-/// Holds the registry for reading, as a fork does across the `fork` call. A thread that
-/// panicked while it held it for writing left nothing half done (a push or a removal is whole
-/// or not begun), so a poisoned registry is held all the same.
-pub(crate) fn hold() -> Held {
-    Held(POOLS.read().unwrap_or_else(std::sync::PoisonError::into_inner))
-}
-
-/// Removes a pool from the registry.
-///
-/// # Safety
-/// `shared` was registered.
-pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
-    let removed = match POOLS.write() {
-        Ok(mut pools) => pools.iter().position(|entry| entry.shared == shared).map(|index| {
-            COUNT.fetch_sub(1, Ordering::Relaxed);
-            pools.swap_remove(index)
-        }),
-        Err(_) => None,
+    // SAFETY: valid, by the caller's promise.
+    let range = unsafe { shared.as_ref() }.reserved_range();
+    let slot = loop {
+        let free = slots().find(|slot| {
+            slot.shared
+                .compare_exchange(core::ptr::null_mut(), BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        });
+        if let Some(slot) = free {
+            break slot;
+        }
+        add_block();
     };
-    // No free can find the pool any more; those that found it before finish first. None of them
-    // waits for this thread: it holds no lock of the pool's, which a free might wait for.
-    if let Some(entry) = removed {
-        while entry.users.load(Ordering::Acquire) != 0 {
-            std::thread::yield_now();
+    slot.start.store(range.start, Ordering::Relaxed);
+    slot.end.store(range.end, Ordering::Relaxed);
+    slot.shared.store(shared.as_ptr(), Ordering::SeqCst);
+    COUNT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Links a new block of slots after the last one, unless another thread just did.
+#[cold]
+fn add_block() {
+    let new = Box::leak(Box::new(Block::new()));
+    let mut last = &FIRST;
+    loop {
+        match last.next.compare_exchange(
+            core::ptr::null_mut(),
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            // SAFETY: a block's `next` is null or a leaked `Block`, published with release.
+            Err(next) => last = unsafe { &*next },
         }
     }
 }
 
-/// A free through the registry in progress, counted in its pool's entry until it is dropped.
-struct Using<'a>(&'a AtomicUsize);
+/// Removes a pool from the registry, once nobody uses it through the registry any more.
+///
+/// # Safety
+/// `shared` was registered.
+pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
+    let Some(slot) = slots().find(|slot| {
+        slot.shared
+            .compare_exchange(shared.as_ptr(), BUSY, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }) else {
+        return;
+    };
+    COUNT.fetch_sub(1, Ordering::Relaxed);
+    // No thread can pin the pool any more; those that did finish first. None of them waits for
+    // this thread: it holds no lock of the pool's, which a free might wait for.
+    while slot.users.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
+    slot.shared.store(core::ptr::null_mut(), Ordering::Release);
+}
 
-impl Drop for Using<'_> {
-    fn drop(&mut self) {
-        // Release: the free's last use of the pool happens before `unregister` sees the count.
-        self.0.fetch_sub(1, Ordering::Release);
+/// Runs `then` on every registered pool, each pinned meanwhile.
+pub(crate) fn each_pool(mut then: impl FnMut(&Shared)) {
+    for slot in slots() {
+        if let Some(pinned) = slot.pin() {
+            then(pinned.shared());
+        }
+    }
+}
+
+/// In the new process after a fork, where only the forking thread exists: drops the pins that
+/// the parent's other threads held, which no thread here will drop.
+pub(crate) fn forget_pins_in_child() {
+    for slot in slots() {
+        slot.users.store(0, Ordering::Relaxed);
     }
 }
 
@@ -116,24 +226,11 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    // The registry is let go of before the pool's lock is taken: a thread that holds that lock
-    // may be making or dropping a pool, which needs the registry's write lock.
-    let (shared, users) = {
-        let pools = POOLS.read().ok()?;
-        let entry = pools.iter().find(|entry| {
-            // SAFETY: registered pools are valid until unregistered, which needs the write lock.
-            let shared = unsafe { entry.shared.as_ref() };
-            shared.offset_of(block.as_ptr()).is_some()
-        })?;
-        // Counted while the registry is held, so that `unregister`, which removes the entry
-        // under the write lock, sees the count and waits for this free.
-        entry.users.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the pool and the count stay valid until `unregister` has removed the entry and
-        // seen the count back at zero, which `Using` below holds off until this free is done.
-        unsafe { (entry.shared.as_ref(), &*core::ptr::from_ref::<AtomicUsize>(&entry.users)) }
-    };
-    // Declared before the guard, so dropped after it.
-    let _using = Using(users);
+    let addr = block.as_ptr().addr();
+    let pinned = slots().filter(|slot| slot.may_hold(addr)).find_map(|slot| {
+        slot.pin().filter(|pinned| pinned.shared().offset_of(block.as_ptr()).is_some())
+    })?;
+    let shared = pinned.shared();
     // A block of a child pool's chunk needs no lock: freed at once if handed off, and otherwise
     // left to its child, whether or not the lock could be had.
     // SAFETY: forwarded from the caller.

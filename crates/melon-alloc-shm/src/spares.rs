@@ -5,8 +5,12 @@
 //! first time it needs one. A worker of a pre-fork server often cannot by then: it dropped its
 //! privileges after the fork, and a named pool's file is its creator's alone. So the fork handler
 //! opens a pair for each mapped pool in the parent, which still has the right; the parent closes
-//! its copies after the fork, and the new process keeps them, the only holder of each
-//! description, until it uses them or drops the pool.
+//! its copies after the fork, and the new process keeps them until it uses them or drops the
+//! pool.
+//!
+//! Each spare's file offset, which belongs to the description, is set to [`TAG`]: a descriptor
+//! number the program closed and got back for a file of its own (or for another description of
+//! the pool's file) is not taken, nor closed, for a spare.
 
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -22,11 +26,18 @@ pub(crate) enum Use {
     Claim = 1,
 }
 
-/// One pool's spare descriptions in this process.
+/// The file offset of every spare: bytes no pool reaches, and that nothing else seeks to.
+const TAG: i64 = 0x6d6c_6e5f_7370_6172;
+
+/// One pool's spare descriptions in this process. Changed only under `owner::lock_opening`,
+/// which the fork handler holds across the fork, or by the new process's one thread after it.
 pub(crate) struct Spares {
     /// Opened by the fork handler for the process being forked, by [`Use`]; -1 but between the
     /// handler's steps.
     for_child: [AtomicI32; 2],
+    /// [`sys::process_token`] of the process that opened `for_child`: a process made meanwhile
+    /// by a fork that ran no handler finds copies of them, which are not its own.
+    for_child_opener: AtomicU64,
     /// Opened for this process by its parent's fork handler, by [`Use`]; -1 once taken.
     mine: [AtomicI32; 2],
     /// [`sys::process_token`] of the process `mine` was opened for: a process made by a fork
@@ -38,6 +49,7 @@ impl Spares {
     pub(crate) const fn new() -> Self {
         Self {
             for_child: [const { AtomicI32::new(-1) }; 2],
+            for_child_opener: AtomicU64::new(0),
             mine: [const { AtomicI32::new(-1) }; 2],
             process: AtomicU64::new(0),
         }
@@ -47,8 +59,16 @@ impl Spares {
     /// process. One the system refuses is not opened; the new process opens its own then, or
     /// goes without.
     pub(crate) fn open_for_child(&self, pool: BorrowedFd<'_>) {
+        self.for_child_opener.store(sys::process_token(), Ordering::Relaxed);
         for place in &self.for_child {
-            let fd = crate::owner::own_description(pool).map_or(-1, IntoRawFd::into_raw_fd);
+            let fd = crate::owner::own_description(pool)
+                .ok()
+                .and_then(|fd| {
+                    rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(TAG as u64))
+                        .is_ok()
+                        .then_some(fd)
+                })
+                .map_or(-1, IntoRawFd::into_raw_fd);
             close(place.swap(fd, Ordering::Relaxed));
         }
     }
@@ -70,11 +90,19 @@ impl Spares {
         self.process.store(sys::process_token(), Ordering::Relaxed);
     }
 
-    /// This process's spare description of `pool` for `what`, if its parent opened one and it
-    /// was not taken yet. A descriptor that no longer names the pool's file (the program closed
-    /// it, and the number was given to another file since) is left to whoever has it now.
-    pub(crate) fn take(&self, what: Use, pool: BorrowedFd<'_>) -> Option<OwnedFd> {
-        if self.process.load(Ordering::Relaxed) != sys::process_token() {
+    /// This process's spare description for `what`, if its parent opened one and it was not
+    /// taken yet. The caller holds `owner::lock_opening`, so that no fork copies the descriptor
+    /// between here and the table of held descriptions it goes into.
+    pub(crate) fn take(&self, what: Use) -> Option<OwnedFd> {
+        let token = sys::process_token();
+        if self.for_child_opener.load(Ordering::Relaxed) != token {
+            // Copies of a pair the parent opened for a sibling while this process was made by a
+            // fork that ran no handler: they would keep the sibling looking alive.
+            for place in &self.for_child {
+                close(place.swap(-1, Ordering::Relaxed));
+            }
+        }
+        if self.process.load(Ordering::Relaxed) != token {
             // Made by a fork that ran no handler: what is here are copies of the parent's
             // spares, which would keep its descriptions, and the locks it may take through them,
             // alive for as long as this process lives.
@@ -84,21 +112,9 @@ impl Spares {
             return None;
         }
         let fd = self.mine[what as usize].swap(-1, Ordering::Relaxed);
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `fd` is only borrowed here, for the length of the call: it is open, or the
-        // call fails.
-        let same_file = match (
-            rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) }),
-            rustix::fs::fstat(pool),
-        ) {
-            (Ok(spare), Ok(pool)) => spare.st_dev == pool.st_dev && spare.st_ino == pool.st_ino,
-            _ => false,
-        };
-        // SAFETY: the descriptor names the description the fork handler opened for this
-        // process, which nothing else in it owns.
-        same_file.then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        // SAFETY: a tagged descriptor is the spare the fork handler opened for this process,
+        // which nothing else in it owns.
+        is_spare(fd).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
 
@@ -110,11 +126,17 @@ impl Drop for Spares {
     }
 }
 
-/// Closes a spare descriptor, if `fd` is one.
+/// Whether `fd` is an open descriptor whose description has the spares' offset.
+fn is_spare(fd: RawFd) -> bool {
+    // SAFETY: `lseek` on any number: one that is not an open descriptor fails with `EBADF`.
+    fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == TAG
+}
+
+/// Closes a spare descriptor, if `fd` still is one.
 fn close(fd: RawFd) {
-    if fd >= 0 {
-        // SAFETY: spares hold descriptors the fork handler opened, or this process's copies of
-        // them, which nothing else owns; each is taken out of its place before it is closed.
+    if is_spare(fd) {
+        // SAFETY: `fd` is a spare the fork handler opened, or this process's copy of one, taken
+        // out of its place, which nothing else owns.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }

@@ -627,8 +627,11 @@ unsafe extern "C" fn after_fork_in_parent() {
 unsafe extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // Where the kernel wipes no page on fork, the epoch lives here, and the child draws anew:
-    // before anything below asks for this process's token.
-    EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
+    // before anything below asks for this process's token, and once (a second registration of
+    // the handlers runs this again, and a second draw would leave the first one's users behind).
+    if crate::fork::first_in_child() {
+        EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
     crate::fork::child();
     crate::owner::forget_all_in_child();
 }

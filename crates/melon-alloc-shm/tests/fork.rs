@@ -12,7 +12,7 @@
 mod harness;
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::catch_unwind;
@@ -23,6 +23,7 @@ use harness::{
     after_fork, await_word, fork, idle_until_killed, run_cases, Case, Child, Exit, SharedWords,
     CHILD_LIMIT, FAILPOINTS_NOTE,
 };
+use melon_alloc_shm::plumbing::free_shared;
 use melon_alloc_shm::{ShmError, ShmPool};
 
 const KIB: usize = 1 << 10;
@@ -121,6 +122,14 @@ fn main() -> ExitCode {
         (
             "a_fork_leaves_the_parents_descriptors_as_they_were",
             a_fork_leaves_the_parents_descriptors_as_they_were,
+        ),
+        (
+            "a_fork_while_a_thread_frees_by_pointer_lets_the_new_process_make_pools",
+            a_fork_while_a_thread_frees_by_pointer_lets_the_new_process_make_pools,
+        ),
+        (
+            "a_process_forked_while_its_parent_makes_identities_inherits_none_of_them",
+            a_process_forked_while_its_parent_makes_identities_inherits_none_of_them,
         ),
     ];
     #[cfg(melon_failpoints)]
@@ -2118,6 +2127,93 @@ fn a_fork_leaves_the_parents_descriptors_as_they_were() {
     for shm in &pools {
         assert_eq!(shm.stats().unwrap().lent_bytes, 0);
     }
+}
+
+/// A fork while another thread frees by pointer leaves the new process free to make and drop
+/// pools: the lookup of a pointer's pool takes no lock that the new process could find held by
+/// a thread it lacks.
+fn a_fork_while_a_thread_frees_by_pointer_lets_the_new_process_make_pools() {
+    /// Stops the freeing thread when the forks are done, or one of them failed.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _shm = ShmPool::new(MIB).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let not_shared = Box::new(0u64);
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: the pointer is no pool's block: it is only looked up.
+                let freed = unsafe { free_shared(NonNull::from(&*not_shared).cast()) };
+                assert_eq!(freed, None);
+            }
+        });
+        let _stop = Stop(&stop);
+        for _ in 0..100 {
+            // SAFETY: the child only makes and drops a pool and exits; the C library makes its
+            // own state (the allocator's locks) fork-safe, whatever the other thread does.
+            let pid = unsafe { libc::fork() };
+            after_fork(pid, || {
+                // A lock left held would hang the child: the alarm ends it, and the case fails.
+                // SAFETY: `alarm` has no preconditions.
+                unsafe { libc::alarm(10) };
+                drop(ShmPool::new(MIB).unwrap());
+            })
+            .succeeds("a process forked while a free looked a pointer up");
+        }
+    });
+}
+
+/// A process forked while its parent, a worker, makes its identities through the descriptions
+/// opened for it before its own fork inherits none of them: it holds each pool's descriptor and
+/// the pair opened for it, and no more, so the worker's death is seen whatever it forked.
+fn a_process_forked_while_its_parent_makes_identities_inherits_none_of_them() {
+    const POOLS: usize = 100;
+    let pools: Vec<ShmPool> = (0..POOLS).map(|_| ShmPool::new(MIB).unwrap()).collect();
+    let files: Vec<(u64, u64)> = pools.iter().map(|shm| file_of(shm.as_fd().as_raw_fd())).collect();
+    let descriptors_of_pools = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&fd| files.contains(&file_of(fd)))
+            .count()
+    };
+    // The window is a few instructions wide: many workers, to meet it.
+    for _ in 0..40 {
+        fork(|| {
+            let done = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    for shm in &pools {
+                        drop(shm.lock().unwrap());
+                    }
+                    done.store(true, Ordering::Release);
+                });
+                while !done.load(Ordering::Acquire) {
+                    // SAFETY: the child only reads its descriptors and exits; the C library makes
+                    // its own state fork-safe, whatever the other thread does.
+                    let pid = unsafe { libc::fork() };
+                    after_fork(pid, || assert_eq!(descriptors_of_pools(), 3 * POOLS))
+                        .succeeds("a process forked while its parent made identities");
+                }
+            });
+        })
+        .succeeds("a worker");
+    }
+}
+
+/// The device and inode of the file behind descriptor `fd`, or zeros if it is not open.
+fn file_of(fd: i32) -> (u64, u64) {
+    // SAFETY: `fstat` writes into a local `stat`, or fails on a number that is not open.
+    let mut stat: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return (0, 0);
+    }
+    (stat.st_dev as u64, stat.st_ino as u64)
 }
 
 /// Takes the lock of `shm`, whose holder was just killed, within the bound of a takeover.

@@ -63,6 +63,15 @@
 //! back when it dies: were it to die holding the lock, the others would wait until their
 //! timeouts.
 //!
+//! Before a fork, the library's handler (registered with `pthread_atfork` when the first pool
+//! is mapped) takes two locks of its own: the one under which child pools are made and dropped,
+//! and the one under which a process opens its descriptions of a pool's file. A program whose
+//! own fork handler, registered earlier, takes a lock of the program's runs after the library's,
+//! so a thread that holds that lock must not, while another thread may fork, make or drop a
+//! child pool, take a pool's lock for the first time in its process, or have a child pool take
+//! its first chunk there: each would wait for the library's lock, held by a fork that waits for
+//! the program's.
+//!
 //! # Shared objects
 //!
 //! Values of [`ShmSafe`] types (plain data, atomics, arrays of them, offsets, mutexes) live in

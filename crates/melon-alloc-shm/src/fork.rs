@@ -112,8 +112,8 @@ struct Held {
 }
 
 // SAFETY: `guard` is written only by the thread that holds the families' lock, between taking
-// and releasing it (`prepare`, `release`), so no two threads touch it at once; what it holds is
-// used (the registry read, the guards dropped) on the thread that took it alone.
+// and releasing it (`prepare`, `release`), so no two threads touch it at once; a `MutexGuard`
+// released on the thread that took it is the only use made of what it holds.
 unsafe impl Sync for Held {}
 
 static HELD: Held = Held { holder: AtomicUsize::new(0), guard: UnsafeCell::new(None) };

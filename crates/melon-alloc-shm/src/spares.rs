@@ -8,11 +8,11 @@
 //! its copies after the fork, and the new process keeps them until it uses them or drops the
 //! pool.
 //!
-//! Each spare's file offset, which belongs to the description, is set to [`TAG`]: a descriptor
-//! number the program closed and got back for a file of its own (or for another description of
-//! the pool's file) is not taken, nor closed, for a spare.
+//! Each spare's file offset, which belongs to the description, is set to a tag of its own, kept
+//! beside its number: a number the program closed and got back for another description (of any
+//! file, the pool's included, or another spare) is neither taken nor closed as that spare.
 
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::sys;
@@ -26,32 +26,59 @@ pub(crate) enum Use {
     Claim = 1,
 }
 
-/// The file offset of every spare: bytes no pool reaches, and that nothing else seeks to.
-const TAG: i64 = 0x6d6c_6e5f_7370_6172;
+/// The first tag: an offset no program seeks its descriptions of a pool's file to, low enough
+/// for every file system (and a 32-bit `off_t`).
+const FIRST_TAG: i64 = 0x4d4c_0000;
 
-/// One pool's spare descriptions in this process. Changed only under `owner::lock_opening`,
-/// which the fork handler holds across the fork, or by the new process's one thread after it.
+/// The next tag this process gives a spare; a forked process goes on from its parent's, so the
+/// spares it holds at once (its own and those it opens for its children) never share one.
+static NEXT_TAG: AtomicI64 = AtomicI64::new(0);
+
+/// A spare's place: its descriptor, or -1, and the tag of its description.
+struct Spare {
+    fd: AtomicI32,
+    tag: AtomicI64,
+}
+
+impl Spare {
+    const fn new() -> Self {
+        Self { fd: AtomicI32::new(-1), tag: AtomicI64::new(0) }
+    }
+
+    /// Empties the place, returning the descriptor it held (-1 if none) and its tag.
+    fn take(&self) -> (RawFd, i64) {
+        (self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed))
+    }
+
+    /// Fills the place, closing what it held.
+    fn put(&self, (fd, tag): (RawFd, i64)) {
+        let old = self.take();
+        self.tag.store(tag, Ordering::Relaxed);
+        self.fd.store(fd, Ordering::Relaxed);
+        close(old);
+    }
+}
+
+/// One pool's spare descriptions in this process. Changed under `owner::lock_opening`, which
+/// the fork handler holds across the fork, by the new process's one thread after it, or by the
+/// pool's going, which its registry slot's pin keeps away from the fork handler.
 pub(crate) struct Spares {
-    /// Opened by the fork handler for the process being forked, by [`Use`]; -1 but between the
-    /// handler's steps.
-    for_child: [AtomicI32; 2],
-    /// [`sys::process_token`] of the process that opened `for_child`: a process made meanwhile
-    /// by a fork that ran no handler finds copies of them, which are not its own.
-    for_child_opener: AtomicU64,
-    /// Opened for this process by its parent's fork handler, by [`Use`]; -1 once taken.
-    mine: [AtomicI32; 2],
+    /// Opened by the fork handler for the process being forked, by [`Use`]; empty but between
+    /// the handler's steps.
+    for_child: [Spare; 2],
+    /// Opened for this process by its parent's fork handler, by [`Use`]; empty once taken.
+    mine: [Spare; 2],
     /// [`sys::process_token`] of the process `mine` was opened for: a process made by a fork
     /// that ran no handler finds its parent's, which are not its own.
-    process: AtomicU64,
+    process: core::sync::atomic::AtomicU64,
 }
 
 impl Spares {
     pub(crate) const fn new() -> Self {
         Self {
-            for_child: [const { AtomicI32::new(-1) }; 2],
-            for_child_opener: AtomicU64::new(0),
-            mine: [const { AtomicI32::new(-1) }; 2],
-            process: AtomicU64::new(0),
+            for_child: [const { Spare::new() }; 2],
+            mine: [const { Spare::new() }; 2],
+            process: core::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -59,24 +86,15 @@ impl Spares {
     /// process. One the system refuses is not opened; the new process opens its own then, or
     /// goes without.
     pub(crate) fn open_for_child(&self, pool: BorrowedFd<'_>) {
-        self.for_child_opener.store(sys::process_token(), Ordering::Relaxed);
         for place in &self.for_child {
-            let fd = crate::owner::own_description(pool)
-                .ok()
-                .and_then(|fd| {
-                    rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(TAG as u64))
-                        .is_ok()
-                        .then_some(fd)
-                })
-                .map_or(-1, IntoRawFd::into_raw_fd);
-            close(place.swap(fd, Ordering::Relaxed));
+            place.put(open_tagged(pool).unwrap_or((-1, 0)));
         }
     }
 
     /// After a fork, in the parent: closes its copies of the new process's pair.
     pub(crate) fn close_for_child(&self) {
         for place in &self.for_child {
-            close(place.swap(-1, Ordering::Relaxed));
+            close(place.take());
         }
     }
 
@@ -85,7 +103,7 @@ impl Spares {
     /// nothing.
     pub(crate) fn adopt(&self) {
         for (mine, for_child) in self.mine.iter().zip(&self.for_child) {
-            close(mine.swap(for_child.swap(-1, Ordering::Relaxed), Ordering::Relaxed));
+            mine.put(for_child.take());
         }
         self.process.store(sys::process_token(), Ordering::Relaxed);
     }
@@ -94,49 +112,51 @@ impl Spares {
     /// taken yet. The caller holds `owner::lock_opening`, so that no fork copies the descriptor
     /// between here and the table of held descriptions it goes into.
     pub(crate) fn take(&self, what: Use) -> Option<OwnedFd> {
-        let token = sys::process_token();
-        if self.for_child_opener.load(Ordering::Relaxed) != token {
-            // Copies of a pair the parent opened for a sibling while this process was made by a
-            // fork that ran no handler: they would keep the sibling looking alive.
-            for place in &self.for_child {
-                close(place.swap(-1, Ordering::Relaxed));
-            }
-        }
-        if self.process.load(Ordering::Relaxed) != token {
+        if self.process.load(Ordering::Relaxed) != sys::process_token() {
             // Made by a fork that ran no handler: what is here are copies of the parent's
             // spares, which would keep its descriptions, and the locks it may take through them,
             // alive for as long as this process lives.
             for place in &self.mine {
-                close(place.swap(-1, Ordering::Relaxed));
+                close(place.take());
             }
             return None;
         }
-        let fd = self.mine[what as usize].swap(-1, Ordering::Relaxed);
-        // SAFETY: a tagged descriptor is the spare the fork handler opened for this process,
-        // which nothing else in it owns.
-        is_spare(fd).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        let (fd, tag) = self.mine[what as usize].take();
+        // SAFETY: a descriptor whose description has the spare's tag is the spare the fork
+        // handler opened for this process, which nothing else in it owns.
+        has_tag(fd, tag).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
 
 impl Drop for Spares {
     fn drop(&mut self) {
         for place in self.mine.iter().chain(&self.for_child) {
-            close(place.swap(-1, Ordering::Relaxed));
+            close(place.take());
         }
     }
 }
 
-/// Whether `fd` is an open descriptor whose description has the spares' offset.
-fn is_spare(fd: RawFd) -> bool {
-    // SAFETY: `lseek` on any number: one that is not an open descriptor fails with `EBADF`.
-    fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == TAG
+/// A new description of `pool`'s file, its offset set to a new tag.
+fn open_tagged(pool: BorrowedFd<'_>) -> Option<(RawFd, i64)> {
+    let fd = crate::owner::own_description(pool).ok()?;
+    let tag = FIRST_TAG + NEXT_TAG.fetch_add(1, Ordering::Relaxed) % (1 << 28);
+    let offset = u64::try_from(tag).ok()?;
+    rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(offset)).ok()?;
+    Some((fd.into_raw_fd(), tag))
 }
 
-/// Closes a spare descriptor, if `fd` still is one.
-fn close(fd: RawFd) {
-    if is_spare(fd) {
-        // SAFETY: `fd` is a spare the fork handler opened, or this process's copy of one, taken
-        // out of its place, which nothing else owns.
+/// Whether `fd` is an open descriptor whose description's offset is `tag`.
+fn has_tag(fd: RawFd, tag: i64) -> bool {
+    // SAFETY: `lseek` on any number: one that is not an open descriptor fails with `EBADF`.
+    fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == tag
+}
+
+/// Closes the spare `fd` whose tag is `tag`, if the number still names it.
+fn close((fd, tag): (RawFd, i64)) {
+    if has_tag(fd, tag) {
+        // SAFETY: the number names the spare's description (its tag), which the fork handler
+        // opened for this process or whose copy this process inherited, taken out of its place:
+        // nothing else owns it.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }

@@ -131,6 +131,10 @@ fn main() -> ExitCode {
             "a_process_forked_while_its_parent_makes_identities_inherits_none_of_them",
             a_process_forked_while_its_parent_makes_identities_inherits_none_of_them,
         ),
+        (
+            "closed_spare_numbers_given_back_to_new_spares_stay_the_new_processs",
+            closed_spare_numbers_given_back_to_new_spares_stay_the_new_processs,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -2081,15 +2085,24 @@ fn a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies() {
 /// before it touches the pool (as a pre-fork server's worker drops its privileges), makes its
 /// identity and claims its owner slot through the descriptions its parent opened for it before
 /// the fork: killed while it holds the lock, it is taken over, and its child pool's chunks come
-/// back.
+/// back. Whatever the file system: tmpfs, and the temporary directory's (a disk's, here).
 fn a_worker_that_loses_the_file_right_after_the_fork_is_taken_over_and_reclaimed() {
-    let path = format!("/dev/shm/melon-fork-{}-spares", std::process::id());
-    let _ = std::fs::remove_file(&path);
-    let shm = ShmPool::builder().capacity(4 * MIB).path(&path).build().unwrap();
+    let temporary = std::env::temp_dir();
+    for dir in [std::path::Path::new("/dev/shm"), temporary.as_path()] {
+        worker_that_loses_the_file_is_taken_over_and_reclaimed(dir);
+    }
+}
+
+/// The case above with the pool's file in `dir`.
+fn worker_that_loses_the_file_is_taken_over_and_reclaimed(dir: &std::path::Path) {
+    let path = dir.join(format!("melon-fork-{}-spares", std::process::id()));
+    let path = path.to_str().unwrap();
+    let _ = std::fs::remove_file(path);
+    let shm = ShmPool::builder().capacity(4 * MIB).path(path).build().unwrap();
     let start = shm.available();
     let mailbox = SharedWords::<AtomicU64>::new(1);
     let mut worker = fork(|| {
-        lose_the_file(&shm, &path);
+        lose_the_file(&shm, path);
         let scratch = shm.child();
         scratch.alloc(64 << 10).unwrap();
         let guard = shm.lock().unwrap();
@@ -2103,8 +2116,38 @@ fn a_worker_that_loses_the_file_right_after_the_fork_is_taken_over_and_reclaimed
     let stats = shm.stats().unwrap();
     assert_eq!(stats.lent_bytes, 0, "the dead worker's chunks are still lent");
     assert_eq!(shm.available(), start);
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(path).unwrap();
     shm.check().unwrap();
+}
+
+/// A worker that closed the spare descriptions it did not use, as a program that closes every
+/// descriptor it does not know does, and then forks, gives the new process its pair all the
+/// same: the new pair gets the closed numbers back, and the worker's stale spares are told from
+/// them by their tags.
+fn closed_spare_numbers_given_back_to_new_spares_stay_the_new_processs() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let file = file_of(shm.as_fd().as_raw_fd());
+    let descriptors_of_the_pool = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&fd| file_of(fd) == file)
+            .collect::<Vec<_>>()
+    };
+    fork(|| {
+        let own = shm.as_fd().as_raw_fd();
+        for fd in descriptors_of_the_pool().into_iter().filter(|&fd| fd != own) {
+            // SAFETY: closes a spare description of the pool's file, as a program's `closefrom`
+            // would; nothing in this process uses it.
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(descriptors_of_the_pool(), [own]);
+        fork(|| assert_eq!(descriptors_of_the_pool().len(), 3, "the pool's and the pair's"))
+            .succeeds("a process forked after its parent closed its spares");
+        // The worker opens its own, its spares gone.
+        drop(shm.lock().unwrap());
+    })
+    .succeeds("a worker that closed its spares");
 }
 
 /// A fork leaves the parent's descriptors as they were: it closes its copies of the descriptions

@@ -9,12 +9,14 @@
 //! new process (`spares.rs`). After the fork, [`parent`] closes its copies of the spares,
 //! releases the locks and runs the hooks' `parent` in the opposite order. In the new process,
 //! [`child`] first abandons the copies of every child pool of a shared pool and of every pool
-//! made from one (the families the heap crate links: `ShmPool::child` starts one), drops the
-//! registry's pins of the threads it lacks, keeps the spares, then releases the locks and runs the
+//! made from one (the families the heap crate links: `ShmPool::child` starts one), closes its
+//! copies of the descriptions its parent's identities and slots hold (`owner::forget_all_in_child`),
+//! drops the registry's pins of the threads it lacks, keeps the spares, then releases the locks and runs the
 //! hooks' `child`, also in the opposite order. So the new process never finds the links of a
 //! family half changed, nor a lock held by a thread that does not exist there. The registry of
-//! pools takes no lock (see `registry.rs`): the handlers wait for nothing that making or dropping
-//! a pool, or a free by pointer, holds.
+//! pools takes no lock (see `registry.rs`), and no thread waits for another lock while it holds
+//! one the handlers take, so they cannot deadlock with making or dropping a pool, or a free by
+//! pointer.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -184,7 +186,12 @@ pub(crate) fn child() {
     // handed out belong to the originals in the parent, and `ShmPool::child` makes freeing them
     // in the new process part of the contract of `fork`, which no safe code can call.
     unsafe { melon_alloc_heap::abandon_every_family() };
-    crate::registry::forget_pins_in_child();
+    // Once, before the hooks run: a hook may lock a pool, and so list a description of this
+    // process's own, which a second run would close.
+    if first_in_child() {
+        crate::owner::forget_all_in_child();
+        crate::registry::forget_pins_in_child();
+    }
     release(crate::pool::Shared::after_fork_in_child);
     for hooks in hooks().rev() {
         (hooks.child)();

@@ -204,6 +204,9 @@ pub(crate) fn close_held(fd: RawFd) {
     if fd < 0 {
         return;
     }
+    // Under the lock a fork holds, so that no fork copies the descriptor once it is off the
+    // table, which a forked process's handler closes.
+    let _opening = lock_opening();
     let _ = HELD
         .iter()
         .any(|held| held.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok());

@@ -5,7 +5,8 @@
 //! moment (a free looking a pointer up) would stay held in the new process, where that thread
 //! does not exist, and the first pool made or dropped there would wait for it forever; and the
 //! fork handler must not wait for a thread that may itself wait for a lock of the program's that
-//! the program's own fork handler takes.
+//! the program's own fork handler takes. The pins that other threads held at the fork are
+//! dropped in the new process by the fork handler (a fork that runs none keeps them).
 //!
 //! A pool has a slot, in blocks of slots that are never freed. A thread that uses a slot's pool
 //! (a free by pointer, the fork handler) pins the slot first and reads the pool's address after;

@@ -9,8 +9,10 @@
 //! pool.
 //!
 //! Each spare's file offset, which belongs to the description, is set to a tag of its own, kept
-//! beside its number: a number the program closed and got back for another description (of any
-//! file, the pool's included, or another spare) is neither taken nor closed as that spare.
+//! beside its number: a number the program closed and got back for another description (of
+//! another file, of the pool's, or another spare) is neither taken nor closed as that spare. The
+//! library moves no other description's offset: only a description of the pool's file that the
+//! program read up to exactly a spare's tag, and got that spare's number for, would pass.
 
 use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -27,7 +29,7 @@ pub(crate) enum Use {
 }
 
 /// The first tag: an offset no program seeks its descriptions of a pool's file to, low enough
-/// for every file system (and a 32-bit `off_t`).
+/// for every file system.
 const FIRST_TAG: i64 = 0x4d4c_0000;
 
 /// The next tag this process gives a spare; a forked process goes on from its parent's, so the
@@ -50,18 +52,34 @@ impl Spare {
         (self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed))
     }
 
-    /// Fills the place, closing what it held.
-    fn put(&self, (fd, tag): (RawFd, i64)) {
+    /// Fills the place, closing what it held, a spare of `file`.
+    fn put(&self, (fd, tag): (RawFd, i64), file: File) {
         let old = self.take();
         self.tag.store(tag, Ordering::Relaxed);
         self.fd.store(fd, Ordering::Relaxed);
-        close(old);
+        close(old, file);
     }
+}
+
+/// A file's device and inode numbers.
+type File = (u64, u64);
+
+/// The file behind descriptor `fd`, if it is an open descriptor.
+fn file_of(fd: RawFd) -> Option<File> {
+    // SAFETY: `fstat` on any number writes into a local `stat`, or fails with `EBADF`.
+    let mut stat: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return None;
+    }
+    Some((stat.st_dev as u64, stat.st_ino as u64))
 }
 
 /// One pool's spare descriptions in this process. Changed under `owner::lock_opening`, which
 /// the fork handler holds across the fork, by the new process's one thread after it, or by the
-/// pool's going, which its registry slot's pin keeps away from the fork handler.
+/// pool's going (`Drop`), which waits for the pin under which the fork handler uses them. A pool
+/// that goes while a fork is between its handlers leaves the new process copies of its spares
+/// it cannot reach: descriptions that lock nothing, closed when it ends.
 pub(crate) struct Spares {
     /// Opened by the fork handler for the process being forked, by [`Use`]; empty but between
     /// the handler's steps.
@@ -71,6 +89,9 @@ pub(crate) struct Spares {
     /// [`sys::process_token`] of the process `mine` was opened for: a process made by a fork
     /// that ran no handler finds its parent's, which are not its own.
     process: core::sync::atomic::AtomicU64,
+    /// The pool's file, whose descriptions the spares are.
+    device: core::sync::atomic::AtomicU64,
+    inode: core::sync::atomic::AtomicU64,
 }
 
 impl Spares {
@@ -79,22 +100,32 @@ impl Spares {
             for_child: [const { Spare::new() }; 2],
             mine: [const { Spare::new() }; 2],
             process: core::sync::atomic::AtomicU64::new(0),
+            device: core::sync::atomic::AtomicU64::new(0),
+            inode: core::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The pool's file, as the last fork handler found it.
+    fn file(&self) -> File {
+        (self.device.load(Ordering::Relaxed), self.inode.load(Ordering::Relaxed))
     }
 
     /// Before a fork, on the forking thread: opens a pair of descriptions of `pool` for the new
     /// process. One the system refuses is not opened; the new process opens its own then, or
     /// goes without.
     pub(crate) fn open_for_child(&self, pool: BorrowedFd<'_>) {
+        let Some(file) = file_of(std::os::fd::AsRawFd::as_raw_fd(&pool)) else { return };
+        self.device.store(file.0, Ordering::Relaxed);
+        self.inode.store(file.1, Ordering::Relaxed);
         for place in &self.for_child {
-            place.put(open_tagged(pool).unwrap_or((-1, 0)));
+            place.put(open_tagged(pool).unwrap_or((-1, 0)), file);
         }
     }
 
     /// After a fork, in the parent: closes its copies of the new process's pair.
     pub(crate) fn close_for_child(&self) {
         for place in &self.for_child {
-            close(place.take());
+            close(place.take(), self.file());
         }
     }
 
@@ -103,7 +134,7 @@ impl Spares {
     /// nothing.
     pub(crate) fn adopt(&self) {
         for (mine, for_child) in self.mine.iter().zip(&self.for_child) {
-            mine.put(for_child.take());
+            mine.put(for_child.take(), self.file());
         }
         self.process.store(sys::process_token(), Ordering::Relaxed);
     }
@@ -117,21 +148,22 @@ impl Spares {
             // spares, which would keep its descriptions, and the locks it may take through them,
             // alive for as long as this process lives.
             for place in &self.mine {
-                close(place.take());
+                close(place.take(), self.file());
             }
             return None;
         }
-        let (fd, tag) = self.mine[what as usize].take();
-        // SAFETY: a descriptor whose description has the spare's tag is the spare the fork
-        // handler opened for this process, which nothing else in it owns.
-        has_tag(fd, tag).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        let spare = self.mine[what as usize].take();
+        // SAFETY: a descriptor of the pool's file at the spare's tag is the spare the fork
+        // handler opened for this process (see the module's docs), which nothing else owns.
+        is_spare(spare, self.file()).then(|| unsafe { OwnedFd::from_raw_fd(spare.0) })
     }
 }
 
 impl Drop for Spares {
     fn drop(&mut self) {
+        let file = self.file();
         for place in self.mine.iter().chain(&self.for_child) {
-            close(place.take());
+            close(place.take(), file);
         }
     }
 }
@@ -145,18 +177,18 @@ fn open_tagged(pool: BorrowedFd<'_>) -> Option<(RawFd, i64)> {
     Some((fd.into_raw_fd(), tag))
 }
 
-/// Whether `fd` is an open descriptor whose description's offset is `tag`.
-fn has_tag(fd: RawFd, tag: i64) -> bool {
+/// Whether `fd` is still the spare tagged `tag`: an open descriptor of `file` at that offset.
+fn is_spare((fd, tag): (RawFd, i64), file: File) -> bool {
     // SAFETY: `lseek` on any number: one that is not an open descriptor fails with `EBADF`.
-    fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == tag
+    fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == tag && file_of(fd) == Some(file)
 }
 
-/// Closes the spare `fd` whose tag is `tag`, if the number still names it.
-fn close((fd, tag): (RawFd, i64)) {
-    if has_tag(fd, tag) {
-        // SAFETY: the number names the spare's description (its tag), which the fork handler
-        // opened for this process or whose copy this process inherited, taken out of its place:
-        // nothing else owns it.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+/// Closes a spare of `file`, if its number still names it.
+fn close(spare: (RawFd, i64), file: File) {
+    if is_spare(spare, file) {
+        // SAFETY: the number names a description of the pool's file at the spare's tag, so the
+        // spare (see the module's docs), which the fork handler opened for this process or whose
+        // copy this process inherited, taken out of its place: nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(spare.0) });
     }
 }

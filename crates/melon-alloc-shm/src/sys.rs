@@ -633,7 +633,6 @@ unsafe extern "C" fn after_fork_in_child() {
         EPOCH_FALLBACK.store(0, core::sync::atomic::Ordering::Relaxed);
     }
     crate::fork::child();
-    crate::owner::forget_all_in_child();
 }
 
 /// `PTHREAD_ONCE_INIT`, in memory that `pthread_once` may write from any thread.

@@ -14,9 +14,10 @@
 //! drops the registry's pins of the threads it lacks, keeps the spares, then releases the locks and runs the
 //! hooks' `child`, also in the opposite order. So the new process never finds the links of a
 //! family half changed, nor a lock held by a thread that does not exist there. The registry of
-//! pools takes no lock (see `registry.rs`), and no thread waits for another lock while it holds
-//! one the handlers take, so they cannot deadlock with making or dropping a pool, or a free by
-//! pointer.
+//! pools takes no lock (see `registry.rs`). The handlers take their locks in the order the rest
+//! of the library does (the hooks', then the families', then the one under which descriptions
+//! are opened), and a thread that holds either of the last two waits for no other lock, so the
+//! handlers cannot deadlock with the library's own work.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};

@@ -204,17 +204,26 @@ pub(crate) fn close_held(fd: RawFd) {
     if fd < 0 {
         return;
     }
-    // Under the lock a fork holds, so that no fork copies the descriptor once it is off the
-    // table, which a forked process's handler closes.
-    let _opening = lock_opening();
-    let _ = HELD
-        .iter()
-        .any(|held| held.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
     // SAFETY: the descriptor was opened by `Claim::take` or `identity::claim` and is owned by
     // the claim or identity alone: the fork handler, the only other code that closes such
     // descriptors, does so in a child, whose copy of the claim or identity never gets here (see
     // their `forget_parents`).
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut held = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The description goes first, at once: its number is pointed at `/dev/null`, so that a fork
+    // before the number is off the table copies a description that locks nothing, which the
+    // forked process's handler closes. No lock is taken: a pool may be dropped anywhere, fork
+    // handlers of the program's included.
+    if let Ok(null) = rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = rustix::io::dup3(&null, &mut held, rustix::io::DupFlags::CLOEXEC);
+    }
+    let _ = HELD.iter().any(|listed| {
+        listed.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    });
+    drop(held);
 }
 
 /// Closes this process's copies of the descriptions its parent held slots through. Run in the

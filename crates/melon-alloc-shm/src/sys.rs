@@ -654,8 +654,8 @@ pub(crate) fn register_fork_handler() {
         // on the forking thread, they take the locks that guard the bookkeeping a forked process
         // reads (see `fork.rs`); after it, they release them; in the child, before releasing,
         // they reset the bookkeeping of this process's child pools and close the descriptors
-        // its parent held owner slots through, touching only memory of this process and taking
-        // no other lock, as a handler run in the child of a fork must.
+        // its parent held owner slots and identities through, touching only memory of this
+        // process and taking no other lock, as a handler run in the child of a fork must.
         unsafe {
             pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child))
         };

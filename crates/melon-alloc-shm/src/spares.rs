@@ -14,8 +14,8 @@
 //! library moves no other description's offset: only a description of the pool's file that the
 //! program read up to exactly a spare's tag, and got that spare's number for, would pass.
 
-use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::sys;
 
@@ -88,10 +88,10 @@ pub(crate) struct Spares {
     mine: [Spare; 2],
     /// [`sys::process_token`] of the process `mine` was opened for: a process made by a fork
     /// that ran no handler finds its parent's, which are not its own.
-    process: core::sync::atomic::AtomicU64,
+    process: AtomicU64,
     /// The pool's file, whose descriptions the spares are.
-    device: core::sync::atomic::AtomicU64,
-    inode: core::sync::atomic::AtomicU64,
+    device: AtomicU64,
+    inode: AtomicU64,
 }
 
 impl Spares {
@@ -99,9 +99,9 @@ impl Spares {
         Self {
             for_child: [const { Spare::new() }; 2],
             mine: [const { Spare::new() }; 2],
-            process: core::sync::atomic::AtomicU64::new(0),
-            device: core::sync::atomic::AtomicU64::new(0),
-            inode: core::sync::atomic::AtomicU64::new(0),
+            process: AtomicU64::new(0),
+            device: AtomicU64::new(0),
+            inode: AtomicU64::new(0),
         }
     }
 
@@ -114,7 +114,7 @@ impl Spares {
     /// process. One the system refuses is not opened; the new process opens its own then, or
     /// goes without.
     pub(crate) fn open_for_child(&self, pool: BorrowedFd<'_>) {
-        let Some(file) = file_of(std::os::fd::AsRawFd::as_raw_fd(&pool)) else { return };
+        let Some(file) = file_of(pool.as_raw_fd()) else { return };
         self.device.store(file.0, Ordering::Relaxed);
         self.inode.store(file.1, Ordering::Relaxed);
         for place in &self.for_child {

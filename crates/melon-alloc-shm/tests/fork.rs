@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use harness::{
-    after_fork, await_word, fork, idle_until_killed, run_cases, Case, Child, Exit, SharedWords,
-    CHILD_LIMIT, FAILPOINTS_NOTE,
+    after_fork, await_word, file_of, fork, idle_until_killed, open_descriptors, run_cases, Case,
+    Child, Exit, SharedWords, CHILD_LIMIT, FAILPOINTS_NOTE,
 };
 use melon_alloc_shm::plumbing::free_shared;
 use melon_alloc_shm::{ShmError, ShmPool};
@@ -2127,13 +2127,8 @@ fn worker_that_loses_the_file_is_taken_over_and_reclaimed(dir: &std::path::Path)
 fn closed_spare_numbers_given_back_to_new_spares_stay_the_new_processs() {
     let shm = ShmPool::new(MIB).unwrap();
     let file = file_of(shm.as_fd().as_raw_fd());
-    let descriptors_of_the_pool = || {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&fd| file_of(fd) == file)
-            .collect::<Vec<_>>()
-    };
+    let descriptors_of_the_pool =
+        || open_descriptors().into_iter().filter(|&fd| file_of(fd) == file).collect::<Vec<_>>();
     fork(|| {
         let own = shm.as_fd().as_raw_fd();
         for fd in descriptors_of_the_pool().into_iter().filter(|&fd| fd != own) {
@@ -2154,8 +2149,7 @@ fn closed_spare_numbers_given_back_to_new_spares_stay_the_new_processs() {
 /// it opened for the new process.
 fn a_fork_leaves_the_parents_descriptors_as_they_were() {
     let pools = [ShmPool::new(MIB).unwrap(), ShmPool::new(MIB).unwrap()];
-    let open_descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let before = open_descriptors();
+    let before = open_descriptors().len();
     for _ in 0..3 {
         fork(|| {
             for shm in &pools {
@@ -2166,7 +2160,7 @@ fn a_fork_leaves_the_parents_descriptors_as_they_were() {
         })
         .succeeds("the new process");
     }
-    assert_eq!(open_descriptors(), before);
+    assert_eq!(open_descriptors().len(), before);
     for shm in &pools {
         assert_eq!(shm.stats().unwrap().lent_bytes, 0);
     }
@@ -2217,13 +2211,8 @@ fn a_process_forked_while_its_parent_makes_identities_inherits_none_of_them() {
     const POOLS: usize = 100;
     let pools: Vec<ShmPool> = (0..POOLS).map(|_| ShmPool::new(MIB).unwrap()).collect();
     let files: Vec<(u64, u64)> = pools.iter().map(|shm| file_of(shm.as_fd().as_raw_fd())).collect();
-    let descriptors_of_pools = || {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&fd| files.contains(&file_of(fd)))
-            .count()
-    };
+    let descriptors_of_pools =
+        || open_descriptors().into_iter().filter(|&fd| files.contains(&file_of(fd))).count();
     // The window is a few instructions wide: many workers, to meet it.
     for _ in 0..40 {
         fork(|| {
@@ -2246,17 +2235,6 @@ fn a_process_forked_while_its_parent_makes_identities_inherits_none_of_them() {
         })
         .succeeds("a worker");
     }
-}
-
-/// The device and inode of the file behind descriptor `fd`, or zeros if it is not open.
-fn file_of(fd: i32) -> (u64, u64) {
-    // SAFETY: `fstat` writes into a local `stat`, or fails on a number that is not open.
-    let mut stat: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
-        return (0, 0);
-    }
-    (stat.st_dev as u64, stat.st_ino as u64)
 }
 
 /// Takes the lock of `shm`, whose holder was just killed, within the bound of a takeover.

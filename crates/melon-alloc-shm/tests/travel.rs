@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use harness::{fork, run_cases, Case};
+use harness::{fork, open_descriptors, run_cases, Case};
 use melon_alloc_shm::{ShmError, ShmPool};
 use rustix::io::FdFlags;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
@@ -115,11 +115,6 @@ fn take_message(shm: &ShmPool, offset: usize, seed: usize) {
 /// Whether the descriptor is close-on-exec.
 fn close_on_exec(fd: BorrowedFd<'_>) -> bool {
     rustix::io::fcntl_getfd(fd).unwrap().contains(FdFlags::CLOEXEC)
-}
-
-/// How many descriptors this process has open.
-fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// Whether `error` is a failed system call that returned `errno`.
@@ -222,10 +217,10 @@ fn extra_descriptors_in_a_message_are_closed() {
     let (here, there) = socket_pair();
     let extra = std::fs::File::open("/proc/self/exe").unwrap();
     send_raw(&here, &tag, &[shm.as_fd(), extra.as_fd(), extra.as_fd()]);
-    let before = open_descriptors();
+    let before = open_descriptors().len();
     // SAFETY: the first descriptor is of a pool this library made.
     let received = unsafe { ShmPool::receive(&there) }.unwrap();
-    assert_eq!(open_descriptors(), before + 1, "only the pool's descriptor stays open");
+    assert_eq!(open_descriptors().len(), before + 1, "only the pool's descriptor stays open");
     let block = received.alloc(64).unwrap();
     assert_eq!(shm.stats().unwrap().live_blocks, 1, "the pool that was sent");
     // SAFETY: the block came from the pool and is not used again.
@@ -234,7 +229,7 @@ fn extra_descriptors_in_a_message_are_closed() {
 
 fn a_message_without_a_descriptor_is_refused() {
     let (mut here, there) = socket_pair();
-    let before = open_descriptors();
+    let before = open_descriptors().len();
     // The tag alone is no pool.
     here.write_all(&tag_of_a_pool_message()).unwrap();
     // SAFETY: no descriptor comes, so nothing is attached.
@@ -249,24 +244,24 @@ fn a_message_without_a_descriptor_is_refused() {
     let refused = unsafe { ShmPool::receive(&there) }.unwrap_err();
     assert_eq!(refused, ShmError::NoDescriptor { bytes: 0 }, "the peer closed its end");
     assert!(refused.to_string().contains("closed"), "{refused}");
-    assert_eq!(open_descriptors(), before - 1, "the closed end, and nothing new");
+    assert_eq!(open_descriptors().len(), before - 1, "the closed end, and nothing new");
 }
 
 fn a_descriptor_without_the_tag_is_refused_and_closed() {
     let shm = ShmPool::new(MIB).unwrap();
     let (here, there) = socket_pair();
-    let before = open_descriptors();
+    let before = open_descriptors().len();
     send_raw(&here, b"pool", &[shm.as_fd()]);
     // SAFETY: the descriptor is refused before it is attached.
     let refused = unsafe { ShmPool::receive(&there) }.unwrap_err();
     assert_eq!(refused, ShmError::WrongTag);
-    assert_eq!(open_descriptors(), before, "the descriptor that came is closed");
+    assert_eq!(open_descriptors().len(), before, "the descriptor that came is closed");
 }
 
 fn a_descriptor_of_anything_but_a_pool_is_refused() {
     let tag = tag_of_a_pool_message();
     let (here, there) = socket_pair();
-    let before = open_descriptors();
+    let before = open_descriptors().len();
     let receive = || {
         // SAFETY: the descriptor is of no pool, and the header check refuses it.
         unsafe { ShmPool::receive(&there) }.unwrap_err()
@@ -294,7 +289,7 @@ fn a_descriptor_of_anything_but_a_pool_is_refused() {
     send_raw(&here, &tag, &[socket.as_fd()]);
     assert_eq!(receive(), ShmError::NotAPool, "a socket");
     drop((plain, copy, socket, peer));
-    assert_eq!(open_descriptors(), before, "every descriptor received is closed");
+    assert_eq!(open_descriptors().len(), before, "every descriptor received is closed");
 }
 
 // ---------------------------------------------------------------------------------------------

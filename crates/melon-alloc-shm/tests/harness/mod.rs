@@ -283,3 +283,22 @@ pub(crate) fn await_word(word: &AtomicU64) -> u64 {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The descriptors this process has open, by number.
+pub(crate) fn open_descriptors() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The device and inode of the file behind descriptor `fd`, or zeros if it is not open.
+pub(crate) fn file_of(fd: i32) -> (u64, u64) {
+    // SAFETY: `fstat` writes into a local `stat`, or fails on a number that is not open.
+    let mut stat: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return (0, 0);
+    }
+    (stat.st_dev as u64, stat.st_ino as u64)
+}

@@ -10,14 +10,17 @@
 //! releases the locks and runs the hooks' `parent` in the opposite order. In the new process,
 //! [`child`] first abandons the copies of every child pool of a shared pool and of every pool
 //! made from one (the families the heap crate links: `ShmPool::child` starts one), closes its
-//! copies of the descriptions its parent's identities and slots hold (`owner::forget_all_in_child`),
-//! drops the registry's pins of the threads it lacks, keeps the spares, then releases the locks and runs the
-//! hooks' `child`, also in the opposite order. So the new process never finds the links of a
-//! family half changed, nor a lock held by a thread that does not exist there. The registry of
-//! pools takes no lock (see `registry.rs`). The handlers take their locks in the order the rest
-//! of the library does (the hooks', then the families', then the one under which descriptions
-//! are opened), and a thread that holds either of the last two waits for no other lock, so the
-//! handlers cannot deadlock with the library's own work.
+//! copies of the descriptions its parent's identities and slots hold
+//! (`owner::forget_all_in_child`), drops the registry's pins of the threads it lacks, keeps the
+//! spares, then releases the locks and runs the hooks' `child`, also in the opposite order. So
+//! the new process never finds the links of a family half changed, nor a lock held by a thread
+//! that does not exist there.
+//!
+//! The registry of pools takes no lock (see `registry.rs`). The handlers take their locks in the
+//! order the rest of the library does (the hooks', then the families', then the one under which
+//! descriptions are opened), and a thread of the library's that holds either of the last two
+//! waits for no other lock of the library's, so the handlers cannot deadlock with the library's
+//! own work.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};

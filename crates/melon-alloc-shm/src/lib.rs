@@ -56,12 +56,11 @@
 //! pool's file of that process's own. A process made by `fork` (the C library's, which runs the
 //! fork handlers) from one that could open the file has its pair already: the parent opened them
 //! for it before the fork, so a worker may drop its privileges right after (a named pool's file
-//! is its creator's alone). Any other process opens its own (through
-//! `/proc/self/fd`) the first time it takes the lock or its first child pool takes a chunk. One
-//! that cannot then (no `/proc`, no descriptor left, or no right to the file) uses the pool
-//! under an anonymous identity that nothing takes over, and its child pools' chunks do not come
-//! back when it dies: were it to die holding the lock, the others would wait until their
-//! timeouts.
+//! is its creator's alone). Any other process opens its own (through `/proc/self/fd`) the first
+//! time it takes the lock or its first child pool takes a chunk. One that cannot then (no
+//! `/proc`, no descriptor left, or no right to the file) uses the pool under an anonymous
+//! identity that nothing takes over, and its child pools' chunks do not come back when it dies:
+//! were it to die holding the lock, the others would wait until their timeouts.
 //!
 //! Before a fork, the library's handler (registered with `pthread_atfork` when the first pool
 //! is mapped) takes two locks of its own: the one under which child pools are made and dropped,

@@ -62,7 +62,7 @@ fn print_help() {
          examples the public items without an example, of which there must be none\n  \
          fuzz    the fuzz targets under libFuzzer and ASan (nightly); --time SECONDS in all, default 60\n  \
          loom    loom models of the locks, real (must pass) and broken (must fail)\n  \
-         miri    the core and heap test suites under Miri with strict provenance (nightly)\n  \
+         miri    the core and heap test suites under Miri (nightly)\n  \
          no-std  the core crate for thumbv7em-none-eabihf, and the test firmware run on QEMU\n  \
          package what `cargo publish` would upload, packaged and built, without uploading\n  \
          public-api the published crates' public API against docs/public-api/ (nightly);\n          \

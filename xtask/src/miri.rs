@@ -1,5 +1,5 @@
 //! `cargo xtask miri`: the core and heap test suites, and the shared pool's allocator over an
-//! ordinary buffer, under Miri with strict provenance, on the nightly toolchain.
+//! ordinary buffer, under Miri, on the nightly toolchain.
 
 use crate::run;
 
@@ -47,10 +47,12 @@ pub(crate) fn run_task() -> Result<(), String> {
     run(shm)
 }
 
-/// `cargo +nightly miri test` from the workspace root, with strict provenance.
+/// `cargo +nightly miri test` from the workspace root. Provenance is permissive: a free finds its
+/// chunk's header through the provenance the engine exposed when it took the chunk, since the
+/// caller's pointer may reach its block alone.
 fn miri() -> std::process::Command {
     // The rustup proxy, not the cargo running this task, understands `+nightly`.
     let mut miri = crate::toolchain_cargo("nightly");
-    miri.args(["miri", "test"]).env("MIRIFLAGS", "-Zmiri-strict-provenance");
+    miri.args(["miri", "test"]).env("MIRIFLAGS", "-Zmiri-permissive-provenance");
     miri
 }

@@ -287,6 +287,18 @@ pub(crate) fn chunk_of(block: *mut u8) -> *mut ChunkHeader {
     block.map_addr(|addr| addr & !(CHUNK_SIZE - 1)).cast()
 }
 
+/// [`chunk_of`] as a pointer that may read the header whatever `block` may reach: its
+/// provenance is the one the engine exposed when it took the chunk from its source.
+///
+/// A caller's pointer to a block may carry provenance over that block alone (std's `Box<[T]>`
+/// hands `GlobalAlloc::dealloc` such a pointer), so the header outside it is reached through the
+/// chunk's exposed provenance rather than the block pointer's. On hardware both are the same
+/// address; under Miri this is the access the aliasing model checks.
+#[inline(always)]
+pub(crate) fn exposed_chunk_of(block: *mut u8) -> *mut ChunkHeader {
+    core::ptr::with_exposed_provenance_mut(chunk_of(block).addr())
+}
+
 /// The header of the page that holds `block`, were its chunk paged. Always safe to compute,
 /// as [`chunk_of`] is.
 #[inline(always)]

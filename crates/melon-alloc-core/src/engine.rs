@@ -24,9 +24,9 @@ use core::ptr::{self, NonNull};
 #[cfg(not(target_os = "none"))]
 use crate::chunk::COLOURED_MAX_BLOCKS;
 use crate::chunk::{
-    chunk_of, list_len, page_of, read_link, write_link, ChunkHeader, ChunkList, ChunkState,
-    FreeBlock, CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, PAGES, PAGE_MAGIC, PAGE_SIZE,
-    SMALL_CHUNK, SMALL_MAGIC,
+    chunk_of, exposed_chunk_of, list_len, page_of, read_link, write_link, ChunkHeader, ChunkList,
+    ChunkState, FreeBlock, CHUNK_SIZE, HEADER_SIZE, LARGE_MAGIC, NEVER, PAGES, PAGE_MAGIC,
+    PAGE_SIZE, SMALL_CHUNK, SMALL_MAGIC,
 };
 use crate::class::{
     class_for_layout, class_of, BLOCK_ALIGN, CLASS_COUNT, CLASS_SIZES, FIRST_OFFSET, MIN_ALIGN,
@@ -922,11 +922,10 @@ impl<S: ChunkSource> Engine<S> {
     /// The header of `block`'s chunk, and the block, both as pointers that may reach the whole
     /// chunk.
     ///
-    /// Masking the block's address gives the header's address, and on hardware that is all there
-    /// is to it. Under Miri a pointer must also carry provenance over what it reads, and a caller's
-    /// pointer may cover only its block: std's `Box<[T]>`, for one, hands back such a pointer to
-    /// `GlobalAlloc::dealloc`. So Miri builds look the chunk up on the engine's lists, which hold
-    /// pointers to whole chunks, and derive the block pointer from it as well.
+    /// Masking the block's address gives the header's address. A caller's pointer may carry
+    /// provenance over its block alone (std's `Box<[T]>` hands `GlobalAlloc::dealloc` such a
+    /// pointer), so both pointers take the provenance the engine exposed when it took the chunk
+    /// ([`exposed_chunk_of`]), which reaches the whole chunk.
     ///
     /// The header is the block's page's when its chunk is paged, which the chunk's first header
     /// says.
@@ -935,14 +934,10 @@ impl<S: ChunkSource> Engine<S> {
     /// `block` is a block of some live engine, so that the first header of its chunk is valid.
     #[inline(always)]
     unsafe fn chunk_and_block(&self, block: NonNull<u8>) -> (*mut ChunkHeader, *mut u8) {
-        let mut chunk = chunk_of(block.as_ptr());
-        #[cfg(miri)]
-        if let Some(held) = self.find_chunk(chunk) {
-            chunk = held;
-        }
+        let mut chunk = exposed_chunk_of(block.as_ptr());
         let block = chunk.cast::<u8>().with_addr(block.as_ptr().addr());
-        // SAFETY: the first header of the block's chunk is valid (caller); `chunk` carries the
-        // caller's provenance, or under Miri the lists', as the paragraph above explains.
+        // SAFETY: the first header of the block's chunk is valid (caller), and `chunk` carries
+        // the provenance its engine exposed over the whole chunk when it took it.
         if unlikely(unsafe { (*chunk).is_page() }) {
             chunk = chunk.with_addr(page_of(block).addr());
         }
@@ -1299,6 +1294,9 @@ impl<S: ChunkSource> Engine<S> {
         loop {
             if let Some(most) = self.fit_to_limit(layout.size(), most) {
                 if let Some((chunk, len)) = self.source.acquire_at_least(layout, most) {
+                    // A free finds the chunk's header from a block's address alone, through this
+                    // provenance ([`exposed_chunk_of`]).
+                    let _ = chunk.as_ptr().expose_provenance();
                     // The source's contract: at least `layout`, at most `most` (or exactly
                     // `layout`).
                     debug_assert!(

@@ -117,7 +117,8 @@ pub mod plumbing {
     /// assert_eq!(unsafe { melon_alloc_core::plumbing::owner_of(block) }, here.cast());
     /// ```
     pub unsafe fn owner_of(block: NonNull<u8>) -> *const () {
-        // SAFETY: the caller promises a block of a live engine, so its chunk header is valid.
-        unsafe { (*crate::chunk::chunk_of(block.as_ptr())).owner }
+        // SAFETY: the caller promises a block of a live engine, so its chunk header is valid, and
+        // the engine exposed the chunk's provenance when it took it.
+        unsafe { (*crate::chunk::exposed_chunk_of(block.as_ptr())).owner }
     }
 }

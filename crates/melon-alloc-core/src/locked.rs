@@ -23,7 +23,8 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// cannot reset or replace the engine. Freeing by pointer (`free`, `try_free`,
 /// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
 /// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
-/// from inside `with` waits for the lock forever.
+/// from inside `with` waits for the lock forever, and so does a panic inside `with` when the pool
+/// is the `#[global_allocator]`: the panic allocates its message while the lock is held.
 ///
 /// # Examples
 /// ```
@@ -409,7 +410,7 @@ impl<S: ChunkSource> LockedPool<S> {
 ///
 /// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
 /// chunks record its address: keep it where it was when it first allocated, or `check` reports
-/// its blocks and a debug build's `free` aborts on them.
+/// its blocks (which `free` still takes, searching the child's lists in a debug build).
 ///
 /// # Soundness
 /// The child borrows its parent, so the parent outlives it and cannot be reset while it lives

@@ -820,6 +820,7 @@ fn an_engine_that_moved_finds_its_blocks_by_its_lists_not_by_their_owner_address
     let source = TestSource::default();
     let mut engine = Engine::new(source.clone(), None);
     let block = engine.alloc(64).unwrap();
+    let other = engine.alloc(64).unwrap();
     let mut moved = Box::new(engine);
     // The chunk still names the engine's old address...
     let here: *const Engine<TestSource> = &*moved;
@@ -829,6 +830,11 @@ fn an_engine_that_moved_finds_its_blocks_by_its_lists_not_by_their_owner_address
     assert_eq!(moved.validate(block), Ok(()));
     // SAFETY: the block came from this engine and is not used again.
     assert_eq!(unsafe { moved.try_free(block) }, Ok(()));
+    // A plain free takes it too, a debug build's check included, which searches the lists
+    // when the chunk names another address.
+    // SAFETY: as above.
+    unsafe { moved.free(other) };
+    assert_eq!(moved.stats().live_blocks, 0);
     // The scan reports the stale owner address of the chunk it still holds.
     assert_eq!(moved.check().map_err(|error| error.problem), Err(Problem::WrongOwner));
     drop(moved);
@@ -1023,4 +1029,30 @@ fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks
     }
     engine.check().unwrap();
     assert_eq!(engine.stats().live_blocks, 0);
+}
+
+/// A pointer that reaches its block alone, as std's `Box<[T]>` hands one to `dealloc`, is enough
+/// for every call that finds the block's header from its address: the header lies outside the
+/// block, and under Miri reading it through the caller's pointer would be undefined behaviour.
+#[test]
+fn a_pointer_that_reaches_only_its_block_finds_the_header_outside_it() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source, None).with_pages();
+    for size in [24, 700, 3000, MAX_SMALL + 1] {
+        let block = engine.alloc(size).unwrap();
+        // A pointer retagged through a slice of the block's own bytes, and so reaching no further.
+        // SAFETY: the block holds `size` bytes and nothing else uses them.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(block.as_ptr(), size) };
+        bytes.fill(7);
+        let narrow = NonNull::from(bytes).cast::<u8>();
+        // SAFETY: `narrow` is the address of a block in use in `engine`.
+        assert!(unsafe { engine.usable_size(narrow) } >= size);
+        // SAFETY: as above; `engine` is alive.
+        let owner = unsafe { melon_alloc_core::plumbing::owner_of(narrow) };
+        assert_eq!(owner, core::ptr::from_ref(&engine).cast());
+        // SAFETY: as above, and the block is not used again.
+        unsafe { engine.free(narrow) };
+    }
+    assert_eq!(engine.stats().live_blocks, 0);
+    engine.check().unwrap();
 }

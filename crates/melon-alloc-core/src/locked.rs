@@ -15,6 +15,10 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// the free, and copies the block in between, with the lock free.
 ///
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
+/// As a `GlobalAlloc`, the pool serves a layout aligned to a chunk
+/// ([`CHUNK_SIZE`](crate::CHUNK_SIZE)) or more, which no block of the engine can be, with a
+/// chunk of its own from the source, counted in `bytes_held` and `bytes_lent` and against the
+/// limit; so pools that take chunk-aligned slabs from the global allocator work on top of it.
 ///
 /// # Soundness
 /// Every safe call (`new`, `alloc`, `alloc_zeroed`, `alloc_layout`, `available`, `stats`,
@@ -801,28 +805,55 @@ impl<S: ChunkSource> core::fmt::Debug for LockedPool<S> {
     }
 }
 
+/// The chunk that serves a `GlobalAlloc` layout aligned to a whole chunk or more, which no block
+/// of the engine can be (its header would have to lie where the block starts): `layout` rounded
+/// up to 16 bytes, as the source's large chunks are, or `None` for a layout that is not.
+fn own_chunk_layout(layout: Layout) -> Option<Layout> {
+    if layout.align() < crate::CHUNK_SIZE {
+        return None;
+    }
+    // An alignment of at least a chunk rounds any size that fits `isize` to a multiple of 16
+    // that still does, so this cannot fail.
+    Layout::from_size_align(layout.size().max(1).next_multiple_of(16), layout.align()).ok()
+}
+
 // SAFETY: (1) blocks come from `Engine::alloc_layout`, which returns blocks of at least
 // `layout.size()` bytes aligned to `layout.align()` that overlap no other in-use block, or null;
-// (2) `dealloc` and `realloc` receive, per `GlobalAlloc`'s contract, blocks this allocator handed
-// out, which are blocks of the engine; (3) the lock makes every operation exclusive.
+// a layout aligned to a chunk or more gets a chunk of its own from `Engine::acquire_raw`, at
+// least as long and as aligned, which overlaps nothing else the engine holds; (2) `dealloc` and
+// `realloc` receive, per `GlobalAlloc`'s contract, blocks this allocator handed out with the
+// same layout, so the layout tells which of the two a block is; (3) the lock makes every
+// operation exclusive.
 unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.alloc_layout(layout).map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let block = self.alloc_layout(layout);
-        if let Some(block) = block {
-            // SAFETY: the block was just handed out and holds `layout.size()` bytes.
-            unsafe { block.as_ptr().write_bytes(0, layout.size()) };
-        }
+        let block = match own_chunk_layout(layout) {
+            Some(chunk) => self.engine.with(|engine| engine.acquire_raw(chunk)),
+            None => self.alloc_layout(layout),
+        };
         block.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
-    unsafe fn dealloc(&self, block: *mut u8, _layout: Layout) {
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        let block = unsafe { GlobalAlloc::alloc(self, layout) };
+        if !block.is_null() {
+            // SAFETY: the block was just handed out and holds `layout.size()` bytes.
+            unsafe { block.write_bytes(0, layout.size()) };
+        }
+        block
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator, which they no
         // longer use.
-        unsafe { self.free(NonNull::new_unchecked(block)) };
+        let block = unsafe { NonNull::new_unchecked(block) };
+        match own_chunk_layout(layout) {
+            // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout, as
+            // `alloc` does it.
+            Some(chunk) => self.engine.with(|engine| unsafe { engine.release_raw(block, chunk) }),
+            // SAFETY: as above: any other block is a block of the engine.
+            None => unsafe { self.free(block) },
+        }
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -833,6 +864,11 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
         if new_size > isize::MAX as usize - (layout.align() - 1) {
             return ptr::null_mut();
         }
+        if own_chunk_layout(layout).is_some() {
+            // SAFETY: forwarded from the caller, and the size checked; a chunk of its own is
+            // never resized in place.
+            return unsafe { self.move_block(block, layout, new_size) };
+        }
         // SAFETY: `layout.align()` is a power of two, and `new_size` rounded up to it fits
         // `isize`, as checked above.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
@@ -840,19 +876,34 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
         if self.engine.with(|engine| unsafe { engine.resize_in_place(block, new_layout) }) {
             return block.as_ptr();
         }
-        // A block that moves goes through the pool's own allocation and free, which a
-        // `#[global_allocator]` links anyway, and is copied with the lock released.
-        let Some(moved) = self.alloc_layout(new_layout) else {
-            return ptr::null_mut();
-        };
+        // SAFETY: forwarded from the caller.
+        unsafe { self.move_block(block, layout, new_size) }
+    }
+}
+
+impl<S: ChunkSource> LockedPool<S> {
+    /// `GlobalAlloc::realloc` of a block that moves: the pool's own allocation and free, which a
+    /// `#[global_allocator]` links anyway, with the copy made while the lock is free. Null, with
+    /// the old block left as it was, when the new one cannot be had.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc`: `block` came from this allocator with `layout`, and
+    /// `new_size` is not zero and, rounded up to `layout.align()`, fits `isize`.
+    unsafe fn move_block(&self, block: NonNull<u8>, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller checked the size against the alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a layout with a non-zero size is all `alloc` needs; `GlobalAlloc::realloc`'s
+        // caller promises one.
+        let moved = unsafe { GlobalAlloc::alloc(self, new_layout) };
+        if moved.is_null() {
+            return moved;
+        }
         // SAFETY: (1) the old block holds `layout.size()` bytes and the new one `new_size`; (2)
         // two blocks in use do not overlap.
-        unsafe {
-            ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), layout.size().min(new_size));
-        }
+        unsafe { ptr::copy_nonoverlapping(block.as_ptr(), moved, layout.size().min(new_size)) };
         // SAFETY: the block is from this pool, and the caller uses the moved one from now on.
         unsafe { self.dealloc(block.as_ptr(), layout) };
-        moved.as_ptr()
+        moved
     }
 }
 

@@ -24,7 +24,10 @@ use core::ptr::NonNull;
 ///   (which the engine passes as a multiple of 16);
 /// - a block returned by [`take_remote_frees`](ChunkSource::take_remote_frees) is one that the
 ///   engine using this source handed out from a chunk of this source that it still holds, is in
-///   use by nobody any more, and is returned once per time it was freed.
+///   use by nobody any more, and is returned once per time it was freed;
+/// - none of its methods calls, directly or through the global allocator, the engine or pool
+///   that calls it, nor a pool that takes its chunks from that one: the caller is in the middle
+///   of an operation, with its state borrowed mutably (or its lock held).
 ///
 /// # Examples
 /// A source that counts the chunks it has out, over a region:

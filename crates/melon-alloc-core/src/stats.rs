@@ -33,7 +33,9 @@ pub struct Stats {
     pub bytes_held: usize,
     /// The highest `bytes_held` has been since the pool was made.
     pub peak_bytes_held: usize,
-    /// Bytes of `bytes_held` passed on to child pools.
+    /// Bytes of `bytes_held` passed on to child pools, and, in a [`LockedPool`](crate::LockedPool)
+    /// used as a `GlobalAlloc`, held as chunks of their own by blocks whose layout asks for an
+    /// alignment of a chunk or more.
     pub bytes_lent: usize,
     /// Small chunks the pool holds, whole or split into pages
     /// ([`Engine::with_pages`](crate::Engine::with_pages)).

@@ -419,9 +419,6 @@ fn a_locked_pool_is_a_global_alloc() {
     assert!(unsafe { core::slice::from_raw_parts(zeroed, 4000) }.iter().all(|&b| b == 0));
     // SAFETY: from `pool` with this layout.
     unsafe { GlobalAlloc::dealloc(&pool, zeroed, zeroed_layout) };
-    let huge = Layout::from_size_align(CHUNK_SIZE, 2 * CHUNK_SIZE).unwrap();
-    // SAFETY: the layout has a non-zero size; an alignment the pool cannot serve gives null.
-    assert!(unsafe { GlobalAlloc::alloc(&pool, huge) }.is_null());
     assert_eq!(pool.stats().live_blocks, 0);
     pool.check().unwrap();
 }
@@ -1055,4 +1052,44 @@ fn a_pointer_that_reaches_only_its_block_finds_the_header_outside_it() {
     }
     assert_eq!(engine.stats().live_blocks, 0);
     engine.check().unwrap();
+}
+
+/// As a `GlobalAlloc`, a locked pool serves layouts aligned to a whole chunk or more, which no
+/// block of a size class or large chunk can be, with chunks of their own from its source: they
+/// count against the limit, move on `realloc` with their contents, and go back to the source.
+#[test]
+fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
+    let source = TestSource::default();
+    let pool = LockedPool::new(source.clone(), Some(8 * CHUNK_SIZE));
+    for align in [CHUNK_SIZE, 4 * CHUNK_SIZE] {
+        let layout = Layout::from_size_align(3000, align).unwrap();
+        // SAFETY: the layout's size is not zero.
+        let block = unsafe { GlobalAlloc::alloc_zeroed(&pool, layout) };
+        assert!(!block.is_null());
+        assert_eq!(block as usize % align, 0);
+        // SAFETY: the block holds 3000 bytes, zeroed.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(block, 3000) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        bytes.fill(0x5a);
+        assert_eq!(pool.stats().bytes_held, 3008);
+        // SAFETY: the block came from this pool with `layout`; 40,000 rounded to `align` fits.
+        let grown = unsafe { GlobalAlloc::realloc(&pool, block, layout, 40_000) };
+        assert_eq!(grown as usize % align, 0);
+        // SAFETY: the first 3000 bytes moved with the block.
+        assert!(unsafe { core::slice::from_raw_parts(grown, 3000) }.iter().all(|&b| b == 0x5a));
+        // Past the limit: refused, the block left as it was.
+        // SAFETY: as above, with the grown size.
+        let refused =
+            unsafe { GlobalAlloc::realloc(&pool, grown, layout_of(40_000, align), 9 * CHUNK_SIZE) };
+        assert!(refused.is_null());
+        // SAFETY: the block came from this pool with this layout and is not used again.
+        unsafe { GlobalAlloc::dealloc(&pool, grown, layout_of(40_000, align)) };
+        assert_eq!(pool.stats().bytes_held, 0);
+    }
+    assert_eq!(source.chunks_out(), 0);
+    pool.check().unwrap();
+}
+
+fn layout_of(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
 }

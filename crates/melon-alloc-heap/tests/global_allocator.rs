@@ -104,3 +104,32 @@ fn a_real_workload_runs_on_the_pool_and_gives_everything_back() {
     assert!(after.bytes_in_use <= before.bytes_in_use + (64 << 10));
     assert!(after.peak_bytes_held >= 2 * usize::try_from(ENTRIES).unwrap() * 100);
 }
+
+/// Memory aligned to a chunk or more: a heap pool's slabs, which its `GlobalSource` takes from
+/// this global allocator, and a value whose type asks for 16 KiB, each a chunk of its own from
+/// the global pool's source.
+#[test]
+fn pools_over_the_global_allocator_and_chunk_aligned_values_work_on_top_of_it() {
+    #[repr(align(16384))]
+    struct Page([u8; 16384]);
+
+    let page = Box::new(Page([7; 16384]));
+    assert_eq!(core::ptr::from_ref(&*page) as usize % 16384, 0);
+    assert!(page.0.iter().all(|&b| b == 7));
+    drop(page);
+
+    let pool = melon_alloc_heap::HeapPool::new();
+    let block = pool.alloc(64).expect("a heap pool takes its slabs from this global allocator");
+    // SAFETY: the block came from `pool` and is not used again.
+    unsafe { pool.free(block) };
+    let root = melon_alloc_heap::SyncPool::new(melon_alloc_heap::GlobalSource::new(), None);
+    let child = root.child_with_limit(1 << 20);
+    let mut map = HashMap::new_in(&child);
+    map.extend((0..1000u32).map(|key| (key, key * 2)));
+    assert_eq!(map[&999], 1998);
+    drop(map);
+    drop(child);
+    drop(root);
+    drop(pool);
+    POOL.check().unwrap();
+}

@@ -25,8 +25,11 @@ use crate::sys::advise_huge_pages;
 /// and go (a pool per request, in bursts with lulls between them) so calls the global allocator
 /// only while its load grows. No timer runs: what its bursts needed goes back when a chunk comes
 /// back a second or more after the last of them, so an idle root keeps it until then.
-/// [`trim`](ChunkSource::trim) gives every slab back when no chunk is out, and dropping the pool
-/// gives back everything.
+/// [`trim`](ChunkSource::trim) gives every slab back when no chunk is out; while some chunk is
+/// out it lets the system take the pages of the free chunks instead (on Linux: all of each
+/// chunk's pages but the first, which keeps its link), so that a root that keeps a block while
+/// its children come and go still gives back what a burst of them left. Dropping the pool gives
+/// back everything.
 ///
 /// Large chunks come from the global allocator. Up to 256 KiB their length is rounded up to an
 /// eighth of its power of two, and freed ones of 8 to 256 KiB, up to 2 MiB together, are kept in
@@ -325,6 +328,11 @@ unsafe impl ChunkSource for GlobalSource {
         self.keep_at_most(0);
         if self.small.out() == 0 {
             self.release_slabs();
+        } else {
+            // A slab goes back to the global allocator only whole; while some chunk is out, the
+            // free ones give the system their pages instead, as `OsSource`'s do.
+            #[cfg(target_os = "linux")]
+            self.small.discard_free();
         }
     }
 

@@ -185,23 +185,6 @@ impl OsSource {
         self.region_bytes = 0;
         self.small.clear();
     }
-
-    /// Lets the system take back the pages of every free small chunk but the first, which keeps
-    /// the link to the next free chunk.
-    fn discard_free_chunks(&mut self) {
-        let page = sys::page_size();
-        if page >= CHUNK_SIZE {
-            return;
-        }
-        self.small.for_each_free(|chunk| {
-            // SAFETY: `page < CHUNK_SIZE`, so the second page is inside the chunk.
-            let rest = unsafe { chunk.add(page) };
-            // SAFETY: (1) the chunk is aligned to `CHUNK_SIZE`, a multiple of the page size, so
-            // its pages after the first are a whole run of pages of a mapped region; (2) a free
-            // chunk's contents beyond its link are nobody's.
-            unsafe { sys::discard(rest, CHUNK_SIZE - page) };
-        });
-    }
 }
 
 impl Default for OsSource {
@@ -267,7 +250,7 @@ unsafe impl ChunkSource for OsSource {
         if self.small.out() == 0 {
             self.release_regions();
         } else {
-            self.discard_free_chunks();
+            self.small.discard_free();
         }
     }
 
@@ -349,35 +332,6 @@ mod tests {
         touch(again, CHUNK_SIZE);
         // SAFETY: as above.
         unsafe { source.release(again, SMALL_CHUNK) };
-    }
-
-    #[test]
-    fn trim_keeps_free_chunks_usable_while_others_are_out() {
-        let mut source = OsSource::new();
-        let kept = source.acquire(SMALL_CHUNK).unwrap();
-        let freed: Vec<_> = (0..10).map(|_| source.acquire(SMALL_CHUNK).unwrap()).collect();
-        for &chunk in &freed {
-            touch(chunk, CHUNK_SIZE);
-            // SAFETY: the chunk came from `source` as a small chunk and is not used again.
-            unsafe { source.release(chunk, SMALL_CHUNK) };
-        }
-        source.trim();
-        assert!(source.region_bytes() > 0);
-        // The discarded pages come back zeroed, and the list still holds every freed chunk.
-        let mut again: Vec<_> = (0..10).map(|_| source.acquire(SMALL_CHUNK).unwrap()).collect();
-        for &chunk in &again {
-            // SAFETY: the chunk is handed out and `CHUNK_SIZE` bytes long.
-            assert_eq!(unsafe { chunk.as_ptr().add(CHUNK_SIZE - 1).read() }, 0);
-            touch(chunk, CHUNK_SIZE);
-        }
-        let mut before = freed.clone();
-        before.sort();
-        again.sort();
-        assert_eq!(before, again);
-        for chunk in again.into_iter().chain([kept]) {
-            // SAFETY: as above.
-            unsafe { source.release(chunk, SMALL_CHUNK) };
-        }
     }
 
     #[test]

@@ -172,6 +172,30 @@ impl SmallChunks {
         }
     }
 
+    /// Lets the system take back the pages of every freed chunk but the first, which keeps the
+    /// link to the next freed chunk: what a source that cannot give its slabs or regions back,
+    /// while some chunk is out, still returns of its free ones. A discarded page reads as zeros,
+    /// or as what backs the memory, when next touched. Nothing under Miri, which has no
+    /// `madvise`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn discard_free(&self) {
+        if cfg!(miri) {
+            return;
+        }
+        let page = crate::sys::page_size();
+        if page >= CHUNK_SIZE {
+            return;
+        }
+        self.for_each_free(|chunk| {
+            // SAFETY: `page < CHUNK_SIZE`, so the second page is inside the chunk.
+            let rest = unsafe { chunk.add(page) };
+            // SAFETY: (1) the chunk is aligned to `CHUNK_SIZE`, a multiple of the page size, so
+            // its pages after the first are whole pages the source holds; (2) a freed chunk's
+            // contents beyond its link are nobody's.
+            unsafe { crate::sys::discard(rest, CHUNK_SIZE - page) };
+        });
+    }
+
     /// Carves the next chunks afresh from `slab`, of `chunks` chunks, which the source kept when
     /// every chunk had come back and it gave its other slabs back; the next slab it adds grows
     /// as before.

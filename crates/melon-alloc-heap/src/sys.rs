@@ -81,14 +81,18 @@ pub(crate) unsafe fn unmap(start: NonNull<u8>, len: usize) {
 }
 
 /// Lets the system take back the physical pages of `len` bytes at `start`, keeping the address
-/// range: the next touch of a page finds it zeroed. Only a hint; on failure the pages stay.
+/// range: the next touch of a page finds it zeroed (for the private anonymous memory [`map`]
+/// and the usual global allocators hand out; memory backed by a file finds the file's bytes).
+/// Only a hint; on failure the pages stay.
 ///
 /// # Safety
-/// - The bytes are a page-aligned run of what [`map`] returned, a whole number of pages.
+/// - The bytes are a page-aligned run of whole pages that the caller holds: from [`map`], or
+///   from the global allocator and not yet given back.
 /// - Nobody needs their contents any more.
 #[cfg(target_os = "linux")]
 pub(crate) unsafe fn discard(start: NonNull<u8>, len: usize) {
-    // SAFETY: forwarded from the caller: private anonymous pages whose contents may go.
+    // SAFETY: forwarded from the caller: `MADV_DONTNEED` changes the contents of these pages
+    // alone, and they are the caller's to change.
     let _ = unsafe {
         rustix::mm::madvise(start.as_ptr().cast(), len, rustix::mm::Advice::LinuxDontNeed)
     };

@@ -3,7 +3,7 @@
 
 use core::alloc::Layout;
 
-use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE, MAX_SMALL};
+use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE, MAX_SMALL, SMALL_CHUNK};
 use melon_alloc_heap::{GlobalSource, HeapPool};
 
 fn large(size: usize) -> Layout {
@@ -202,4 +202,43 @@ fn an_engine_records_a_longer_kept_chunk_as_its_span() {
     unsafe { engine.free(second) };
     assert_eq!(engine.source().kept_bytes(), 24_576, "back on its own list");
     engine.check().unwrap();
+}
+
+/// While one small chunk is out, a root source cannot give its slab or region back, so a trim
+/// lets the system take the pages of the free chunks instead (all but each one's first page,
+/// which keeps its link): a request's pool that grew and went leaves no resident memory behind
+/// once trimmed, though the root keeps a block. The chunks still serve again, their discarded
+/// pages zeroed.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_trim_discards_the_pages_of_free_chunks_while_another_is_out() {
+    trim_discards_free_chunks_while_one_is_out(GlobalSource::new());
+    trim_discards_free_chunks_while_one_is_out(melon_alloc_heap::OsSource::new());
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+fn trim_discards_free_chunks_while_one_is_out(mut source: impl ChunkSource) {
+    let kept = source.acquire(SMALL_CHUNK).unwrap();
+    let freed: Vec<_> = (0..10).map(|_| source.acquire(SMALL_CHUNK).unwrap()).collect();
+    for &chunk in &freed {
+        // SAFETY: the chunk is handed out and `CHUNK_SIZE` bytes long.
+        unsafe { chunk.as_ptr().write_bytes(0xa5, CHUNK_SIZE) };
+        // SAFETY: the chunk came from `source` as a small chunk and is not used again.
+        unsafe { source.release(chunk, SMALL_CHUNK) };
+    }
+    source.trim();
+    let mut again: Vec<_> = (0..10).map(|_| source.acquire(SMALL_CHUNK).unwrap()).collect();
+    for &chunk in &again {
+        // SAFETY: the chunk is handed out and `CHUNK_SIZE` bytes long.
+        let bytes = unsafe { core::slice::from_raw_parts(chunk.as_ptr(), CHUNK_SIZE) };
+        assert!(bytes[4096..].iter().all(|&b| b == 0), "the pages after the first were discarded");
+    }
+    let mut before = freed.clone();
+    before.sort();
+    again.sort();
+    assert_eq!(before, again);
+    for chunk in again.into_iter().chain([kept]) {
+        // SAFETY: as above.
+        unsafe { source.release(chunk, SMALL_CHUNK) };
+    }
 }

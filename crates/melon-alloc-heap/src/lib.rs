@@ -149,8 +149,10 @@
 //!
 //! # Platforms
 //!
-//! Any target with `std`. [`OsSource`], and so [`LockedHeapPool`], is Linux only, as are the
-//! huge-page hints of the global source.
+//! Any target with `std` whose clock (`std::time::Instant`) works: the global source reads it
+//! to tell how long ago its load was last high, and on `wasm32-unknown-unknown` it panics.
+//! [`OsSource`], and so [`LockedHeapPool`], is Linux only, as are the huge-page hints of the
+//! global source.
 
 // The pools' sources, their recycling and their limits are written for 16 KiB chunks: a build
 // that turns on the core's `small-chunks` feature (for firmware, which uses the core alone) is

@@ -1586,7 +1586,9 @@ impl ShmPool {
 
     /// Frees a block of the pool, or one [handed off](ShmPool::hand_off) from a child pool of
     /// any process; a pointer that is neither is ignored (in debug builds, the process aborts
-    /// with a message). [`try_free`](ShmPool::try_free) reports it.
+    /// with a message). A block whose free cannot take the lock (its
+    /// [timeout](ShmPool::set_lock_timeout) ran out, or the lock failed) stays allocated, in every
+    /// build. [`try_free`](ShmPool::try_free) reports either.
     ///
     /// # Safety
     /// - `block` is an in-use block of this pool, or a handed-off block of a child's (see
@@ -1608,7 +1610,7 @@ impl ShmPool {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.try_free(block) };
         if cfg!(debug_assertions) {
-            if let Err(error) = result {
+            if let Err(error @ ShmError::Free(_)) = result {
                 eprintln!("melon-alloc: invalid free of a shared block: {error}");
                 std::process::abort();
             }

@@ -1243,3 +1243,38 @@ fn attach_refuses_what_is_not_a_pool() {
     free_all(&attached, [block]);
     shm.check().unwrap();
 }
+
+/// A free that cannot take the lock, its timeout run out, leaves the block allocated and the
+/// process running, in every build (a debug build aborts only on a pointer the pool refuses);
+/// `try_free` says why, and the block is freed once the lock comes back.
+#[test]
+fn a_free_that_cannot_take_the_lock_leaves_the_block_allocated() {
+    let shm = ShmPool::new(1 << 20).unwrap();
+    let block = shm.alloc(64).unwrap();
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let shm = &shm;
+        scope.spawn(move || {
+            let guard = shm.lock().unwrap();
+            held.send(()).unwrap();
+            released.recv().unwrap();
+            drop(guard);
+        });
+        is_held.recv().unwrap();
+        shm.set_lock_timeout(Some(std::time::Duration::from_millis(5)));
+        // SAFETY: the block is in use; the free cannot happen while the lock is held.
+        unsafe { shm.free(block) };
+        // SAFETY: as above.
+        unsafe { melon_alloc::free(block) };
+        // SAFETY: as above.
+        let refused = unsafe { shm.try_free(block) };
+        assert!(matches!(refused, Err(ShmError::LockTimeout { .. })), "{refused:?}");
+        release.send(()).unwrap();
+    });
+    shm.set_lock_timeout(None);
+    assert_eq!(shm.stats().unwrap().live_blocks, 1);
+    // SAFETY: the block is still in use, and freed once.
+    unsafe { shm.try_free(block) }.unwrap();
+    assert_eq!(shm.stats().unwrap().live_blocks, 0);
+}

@@ -18,7 +18,7 @@
 //! # Platforms
 //!
 //! - Linux: everything.
-//! - Any other target with `std`: the heap pools ([`HeapPool`], its children, [`SyncPool`]) over
+//! - Any other target with `std` whose clock (`std::time::Instant`) works: the heap pools ([`HeapPool`], its children, [`SyncPool`]) over
 //!   the global allocator. The shared-memory pool (`shm`) and the pool over memory mapped from
 //!   the system (`LockedHeapPool` over `OsSource`) are Linux only. `cargo xtask ci` checks the
 //!   workspace's library crates for macOS (`x86_64-apple-darwin`) to keep it so.
@@ -40,16 +40,20 @@ pub use melon_alloc_heap::{LockedHeapPool, OsSource};
 #[cfg(target_os = "linux")]
 pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
 
-/// Frees a block of any pool by its pointer alone (Melon's `mln_alloc_free`): a heap pool, a
-/// shared pool, or a child of either, and a block [handed off](ShmPool::hand_off) from a child of
-/// a shared pool, in any process. A block of a shared pool takes that pool's lock.
+/// Frees a block by its pointer alone (Melon's `mln_alloc_free`): a block of a heap pool
+/// ([`HeapPool`], [`ChildPool`]), of a shared pool, or of a child of either, and a block
+/// [handed off](ShmPool::hand_off) from a child of a shared pool, in any process. A block of a
+/// shared pool takes that pool's lock. The pools behind a lock of their own
+/// ([`LockedHeapPool`], [`SyncPool`], [`SyncChild`]) are not among them.
 ///
 /// In debug builds, a block that its shared pool refuses (a double free, say) aborts the process
-/// with a message; release builds leave the pool as it was.
+/// with a message; release builds leave the pool as it was. A block whose shared pool's lock
+/// cannot be taken (its timeout ran out, or the lock failed) stays allocated, in every build.
 ///
 /// # Safety
 /// - `block` is an in-use block of a live [`HeapPool`], [`ChildPool`] or `ShmPool` (not of a
-///   [`LockedHeapPool`]), and nothing uses it afterwards, in any process.
+///   [`LockedHeapPool`], [`SyncPool`] or [`SyncChild`]), and nothing uses it afterwards, in any
+///   process.
 /// - No operation on a heap pool that owns it is in progress on another thread.
 ///
 /// # Examples
@@ -75,7 +79,7 @@ pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
     // SAFETY: forwarded from the caller.
     if let Some(result) = unsafe { melon_alloc_shm::plumbing::free_shared(block) } {
         if cfg!(debug_assertions) {
-            if let Err(error) = result {
+            if let Err(error @ ShmError::Free(_)) = result {
                 std::eprintln!("melon-alloc: invalid free of a shared block: {error}");
                 std::process::abort();
             }

@@ -91,7 +91,9 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  *
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every
- * block is 16-byte aligned; an allocation costs the same however large or full the pool; a
+ * block is 16-byte aligned; an allocation costs the same however large or full the pool, but
+ * for one that finds no free run (it first gives back the slabs its classes keep empty, takes
+ * back the chunks of dead processes, and grows the pool if it may); a
  * double free is detected and ignored instead of corrupting the pool, as long as the block's
  * memory has not been handed out again since (by the pool or a pool made from it); and
  * available_capacity is exact.
@@ -115,8 +117,9 @@ void mln_alloc_destroy(mln_alloc_t *pool);
  * Allocates `size` bytes from `pool`, aligned to 16 (Melon's blocks were aligned to 8 only).
  * A size of 0 gets a unique small block. Returns NULL when the limit would be passed, the
  * memory is exhausted, the size is absurd, or `pool` is NULL. Running out of system
- * memory for the library's own bookkeeping is a NULL too, here and in mln_alloc_init and
- * mln_alloc_shm_init, rather than an abort.
+ * memory for a handle of mln_alloc_init or mln_alloc_shm_init is a NULL too, rather than an
+ * abort; the pools' own internal structures are allocated as Rust allocates, and running out
+ * of memory there aborts.
  */
 void *mln_alloc_m(mln_alloc_t *pool, mln_size_t size);
 

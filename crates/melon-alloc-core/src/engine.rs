@@ -779,8 +779,12 @@ impl<S: ChunkSource> Engine<S> {
     /// Frees a block.
     ///
     /// In debug builds the block is checked as [`try_free`](Engine::try_free) does (except that
-    /// ownership is read from the chunk header rather than searched for), and a bad pointer
-    /// aborts the process with a message.
+    /// ownership is read from the chunk header rather than searched for), and a double free or
+    /// an interior pointer aborts the process with a message. The check reads the header of the
+    /// chunk the address falls in, so it cannot help where that chunk is gone: a large block
+    /// freed twice, whose chunk went back to the source, or a pointer of another allocator, may
+    /// fault instead; and a pool that is the `#[global_allocator]` waits on its own lock, since
+    /// the message allocates.
     ///
     /// # Safety
     /// - `block` was returned by this engine and has not been freed since.

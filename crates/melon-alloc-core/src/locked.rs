@@ -169,9 +169,8 @@ impl<S: ChunkSource> LockedPool<S> {
         self.engine.with(|engine| engine.alloc_zeroed(size))
     }
 
-    /// Frees a block without checking it, in O(1) under the lock; see [`Engine::free`]. Debug
-    /// builds abort with a message on a pointer that is not an in-use block of the pool; use
-    /// [`try_free`](LockedPool::try_free) for an error instead.
+    /// Frees a block without checking it, in O(1) under the lock; see [`Engine::free`] for what
+    /// a debug build checks. Use [`try_free`](LockedPool::try_free) for an error instead.
     ///
     /// # Safety
     /// - `block` is an in-use block of this pool.
@@ -409,7 +408,7 @@ impl<S: ChunkSource> LockedPool<S> {
 /// its own inside a shared pool, and that part may run on several threads. Its lock is taken
 /// first and the parent's inside it, only when the child needs a chunk or gives one back;
 /// nothing takes them in the other order, so the two cannot deadlock. An uncontended spin lock
-/// costs one atomic swap per call, which single-threaded use pays too. Calling the child from
+/// costs one atomic compare-and-swap per call, which single-threaded use pays too. Calling the child from
 /// inside the parent's [`with`](LockedPool::with) waits for the lock forever.
 ///
 /// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its

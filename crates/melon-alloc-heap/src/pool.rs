@@ -306,8 +306,11 @@ impl Pool {
         unsafe { self.engine().resize(block, new_layout) }
     }
 
-    /// Frees a block. Debug builds check the pointer and abort with a message on a double free,
-    /// a foreign or an interior pointer; use [`try_free`](Pool::try_free) for an error instead.
+    /// Frees a block. Debug builds check the pointer against its chunk's header and abort with a
+    /// message on a double free or an interior pointer (see [`Engine::free`] for what they cannot
+    /// catch); use [`try_free`](Pool::try_free) for an error instead.
+    ///
+    /// [`Engine::free`]: melon_alloc_core::Engine::free
     ///
     /// # Safety
     /// - `block` is an in-use block of this pool.

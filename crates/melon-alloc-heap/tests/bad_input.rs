@@ -240,3 +240,52 @@ fn free_errors_explain_themselves() {
         let _: &dyn std::error::Error = &error;
     }
 }
+
+/// Set in the environment of a second run of this test binary, to the bad free it makes.
+const BAD_FREE: &str = "MELON_ALLOC_BAD_FREE";
+
+/// A debug build's unchecked `free` aborts with a message on a double free and on an interior
+/// pointer, whose chunk is still the pool's. The abort ends the process, so the test binary runs
+/// itself again, filtered to this test, once per bad free, and checks how each run died.
+#[test]
+#[cfg(all(target_os = "linux", debug_assertions))]
+// Miri cannot start a process, so the test is not built there.
+#[cfg(not(miri))]
+fn a_debug_build_aborts_with_a_message_on_a_double_free_or_an_interior_pointer() {
+    use std::os::unix::process::ExitStatusExt;
+
+    if let Some(kind) = std::env::var_os(BAD_FREE) {
+        let pool = HeapPool::new();
+        let block = pool.alloc(64).unwrap();
+        let _other = pool.alloc(64).unwrap();
+        if kind == "twice" {
+            // SAFETY: the block came from `pool` and is not used again.
+            unsafe { pool.free(block) };
+            // SAFETY: deliberately broken: the block was freed just now, which the debug check
+            // catches before anything changes.
+            unsafe { pool.free(block) };
+        } else {
+            // SAFETY: deliberately broken: a pointer inside a block, which the debug check
+            // catches before anything changes.
+            unsafe { pool.free(block.byte_add(16)) };
+        }
+        unreachable!("the bad free returned");
+    }
+    for (kind, message) in [("twice", "is not in use"), ("interior", "points inside a block")] {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_debug_build_aborts_with_a_message_on_a_double_free_or_an_interior_pointer",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(BAD_FREE, kind)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        // SIGABRT is signal 6 on Linux.
+        assert_eq!(child.status.signal(), Some(6), "{kind}: {:?}: {stderr}", child.status);
+        assert!(stderr.contains("melon-alloc: invalid free"), "{kind}: {stderr}");
+        assert!(stderr.contains(message), "{kind}: {stderr}");
+    }
+}

@@ -13,7 +13,7 @@
 //!   walk the pages.
 //! - Each operation takes the pool's lock: the built-in one is a futex word in the mapping
 //!   naming the holder's process by an identity the pool hands out, which a waiter takes over
-//!   within about 5 ms once the holder is dead, in whatever pid namespace; or any [`ShmLock`]
+//!   once the holder is dead (a waiter looks every 5 ms), in whatever pid namespace; or any [`ShmLock`]
 //!   of the user's. A process may bound its wait
 //!   for a holder that is alive but stopped ([`ShmPool::try_lock_for`],
 //!   [`ShmPool::set_lock_timeout`]).

@@ -241,6 +241,10 @@ fn free_errors_explain_themselves() {
     }
 }
 
+#[cfg(all(target_os = "linux", debug_assertions, not(miri)))]
+#[path = "support/rerun.rs"]
+mod rerun;
+
 /// Set in the environment of a second run of this test binary, to the bad free it makes.
 const BAD_FREE: &str = "MELON_ALLOC_BAD_FREE";
 
@@ -252,8 +256,6 @@ const BAD_FREE: &str = "MELON_ALLOC_BAD_FREE";
 // Miri cannot start a process, so the test is not built there.
 #[cfg(not(miri))]
 fn a_debug_build_aborts_with_a_message_on_a_double_free_or_an_interior_pointer() {
-    use std::os::unix::process::ExitStatusExt;
-
     if let Some(kind) = std::env::var_os(BAD_FREE) {
         let pool = HeapPool::new();
         let block = pool.alloc(64).unwrap();
@@ -272,19 +274,13 @@ fn a_debug_build_aborts_with_a_message_on_a_double_free_or_an_interior_pointer()
         unreachable!("the bad free returned");
     }
     for (kind, message) in [("twice", "is not in use"), ("interior", "points inside a block")] {
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "a_debug_build_aborts_with_a_message_on_a_double_free_or_an_interior_pointer",
-            ])
-            .args(["--nocapture", "--test-threads=1"])
-            .env(BAD_FREE, kind)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&child.stderr);
+        let (signal, stderr) = rerun::rerun(
+            "a_debug_build_aborts_with_a_message_on_a_double_free_or_an_interior_pointer",
+            BAD_FREE,
+            kind,
+        );
         // SIGABRT is signal 6 on Linux.
-        assert_eq!(child.status.signal(), Some(6), "{kind}: {:?}: {stderr}", child.status);
+        assert_eq!(signal, Some(6), "{kind}: {stderr}");
         assert!(stderr.contains("melon-alloc: invalid free"), "{kind}: {stderr}");
         assert!(stderr.contains(message), "{kind}: {stderr}");
     }

@@ -44,6 +44,10 @@ fn a_vec_grown_by_pushes_stops_at_half_the_limit() {
     assert_eq!(up_front.capacity(), LIMIT / 4 * 3);
 }
 
+#[cfg(all(target_os = "linux", not(miri)))]
+#[path = "support/rerun.rs"]
+mod rerun;
+
 /// Set in the environment of the second run of this test binary, which pushes past the limit.
 const PUSH_PAST_THE_LIMIT: &str = "MELON_ALLOC_PUSH_PAST_THE_LIMIT";
 
@@ -54,8 +58,6 @@ const PUSH_PAST_THE_LIMIT: &str = "MELON_ALLOC_PUSH_PAST_THE_LIMIT";
 // Miri cannot start a process, so the test is not built there.
 #[cfg(not(miri))]
 fn push_past_the_limit_aborts_through_handle_alloc_error() {
-    use std::os::unix::process::ExitStatusExt;
-
     if std::env::var_os(PUSH_PAST_THE_LIMIT).is_some() {
         let pool = HeapPool::with_limit(4 * CHUNK_SIZE);
         let mut bytes = PoolVec::<u8, _>::new_in(&*pool);
@@ -63,16 +65,13 @@ fn push_past_the_limit_aborts_through_handle_alloc_error() {
             bytes.push(0);
         }
     }
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "push_past_the_limit_aborts_through_handle_alloc_error"])
-        .args(["--nocapture", "--test-threads=1"])
-        .env(PUSH_PAST_THE_LIMIT, "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&child.stderr);
+    let (signal, stderr) = rerun::rerun(
+        "push_past_the_limit_aborts_through_handle_alloc_error",
+        PUSH_PAST_THE_LIMIT,
+        "1",
+    );
     // SIGABRT is signal 6 on Linux.
-    assert_eq!(child.status.signal(), Some(6), "{:?}: {stderr}", child.status);
+    assert_eq!(signal, Some(6), "{stderr}");
     // The buffer doubles from 8 bytes; 64 KiB is the first that a limit of four chunks cannot
     // hold, a large block's header and the old buffer taking their share.
     assert!(stderr.contains("memory allocation of 65536 bytes failed"), "{stderr}");

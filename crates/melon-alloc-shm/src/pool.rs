@@ -1586,7 +1586,8 @@ impl ShmPool {
 
     /// Frees a block of the pool, or one [handed off](ShmPool::hand_off) from a child pool of
     /// any process; a pointer that is neither is ignored (in debug builds, the process aborts
-    /// with a message). A block whose free cannot take the lock (its
+    /// with a message, as it does for a free by a thread that holds the pool's lock itself). A
+    /// block whose free cannot take the lock (its
     /// [timeout](ShmPool::set_lock_timeout) ran out, or the lock failed) stays allocated, in every
     /// build. [`try_free`](ShmPool::try_free) reports either.
     ///
@@ -1610,7 +1611,7 @@ impl ShmPool {
         // SAFETY: forwarded from the caller.
         let result = unsafe { self.try_free(block) };
         if cfg!(debug_assertions) {
-            if let Err(error @ ShmError::Free(_)) = result {
+            if let Err(error @ (ShmError::Free(_) | ShmError::WouldDeadlock)) = result {
                 eprintln!("melon-alloc: invalid free of a shared block: {error}");
                 std::process::abort();
             }

@@ -46,8 +46,9 @@ pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
 /// shared pool takes that pool's lock. The pools behind a lock of their own
 /// ([`LockedHeapPool`], [`SyncPool`], [`SyncChild`]) are not among them.
 ///
-/// In debug builds, a block that its shared pool refuses (a double free, say) aborts the process
-/// with a message; release builds leave the pool as it was. A block whose shared pool's lock
+/// In debug builds, a block that its shared pool refuses (a double free, say), or a free by a
+/// thread that holds that pool's lock itself, aborts the process with a message; release builds
+/// leave the pool as it was. A block whose shared pool's lock
 /// cannot be taken (its timeout ran out, or the lock failed) stays allocated, in every build.
 ///
 /// # Safety
@@ -79,7 +80,7 @@ pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
     // SAFETY: forwarded from the caller.
     if let Some(result) = unsafe { melon_alloc_shm::plumbing::free_shared(block) } {
         if cfg!(debug_assertions) {
-            if let Err(error @ ShmError::Free(_)) = result {
+            if let Err(error @ (ShmError::Free(_) | ShmError::WouldDeadlock)) = result {
                 std::eprintln!("melon-alloc: invalid free of a shared block: {error}");
                 std::process::abort();
             }

@@ -1319,7 +1319,7 @@ impl<S: ChunkSource> Engine<S> {
             if trimmed {
                 return None;
             }
-            self.trim();
+            self.give_back_kept();
             trimmed = true;
         }
     }
@@ -1405,6 +1405,15 @@ impl<S: ChunkSource> Engine<S> {
     /// assert_eq!(engine.stats().bytes_held, 0);
     /// ```
     pub fn trim(&mut self) -> usize {
+        let given = self.give_back_kept();
+        self.source.discard_free();
+        given
+    }
+
+    /// What [`trim`](Engine::trim) does but for the source's discard of its free pages: what an
+    /// allocation does before it tries again, when it would take those pages at once. Returns
+    /// the bytes given back.
+    fn give_back_kept(&mut self) -> usize {
         let before = self.held;
         for class in 0..CLASS_COUNT {
             // Spare chunks are empty: they join the `avail` list, and go back with its other

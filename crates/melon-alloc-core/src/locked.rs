@@ -19,6 +19,9 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// ([`CHUNK_SIZE`](crate::CHUNK_SIZE)) or more, which no block of the engine can be, with a
 /// chunk of its own from the source, counted in `bytes_held` and `bytes_lent` and against the
 /// limit; so pools that take chunk-aligned slabs from the global allocator work on top of it.
+/// Such a chunk goes back through `dealloc` alone: [`reset`](LockedPool::reset) and dropping the
+/// pool leave it out, still counted, as they leave a forgotten child's chunks, and
+/// [`free`](LockedPool::free) does not take it.
 ///
 /// # Soundness
 /// Every safe call (`new`, `alloc`, `alloc_zeroed`, `alloc_layout`, `available`, `stats`,
@@ -173,7 +176,8 @@ impl<S: ChunkSource> LockedPool<S> {
     /// a debug build checks. Use [`try_free`](LockedPool::try_free) for an error instead.
     ///
     /// # Safety
-    /// - `block` is an in-use block of this pool.
+    /// - `block` is an in-use block of this pool, and not one that `GlobalAlloc` gave a layout
+    ///   aligned to a chunk or more (a chunk of its own, which `dealloc` takes back).
     /// - Nothing uses the block afterwards.
     ///
     /// # Examples
@@ -224,7 +228,8 @@ impl<S: ChunkSource> LockedPool<S> {
     }
 
     /// Frees every block at once, keeping the chunks for reuse; see [`Engine::reset`]. Costs
-    /// O(chunks).
+    /// O(chunks). A block of a chunk of its own, which `GlobalAlloc` gives a layout aligned to a
+    /// chunk or more, is not among them: it goes back only through `dealloc`.
     ///
     /// It takes `&mut self` because a pool shared by `&` may have blocks in use anywhere: in a
     /// collection that borrows it as its `Allocator`, in another thread, in a child. `&mut`

@@ -145,8 +145,26 @@ pub unsafe trait ChunkSource {
     }
 
     /// Gives back to the system whatever released memory the source keeps for reuse, if any;
-    /// the engine calls it from [`Engine::trim`](crate::Engine::trim). The default does nothing.
+    /// the engine calls it from [`Engine::trim`](crate::Engine::trim), and when the limit or the
+    /// source refused a chunk, before it tries again. The default does nothing.
     fn trim(&mut self) {}
+
+    /// Lets the system take back the pages of free memory the source keeps but cannot give back
+    /// yet (free chunks of a slab that still has chunks out, say), where it can. The engine
+    /// calls it from [`Engine::trim`](crate::Engine::trim) alone, not before the retry of a
+    /// refused chunk, where the pages would be needed again at once. The default does nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 1 << 16) };
+    /// // A region keeps no pages it could let go of.
+    /// source.discard_free();
+    /// ```
+    fn discard_free(&mut self) {}
 
     /// Bytes of released chunks the source keeps for reuse instead of giving them back to the
     /// system. An engine with a limit counts them against it (see

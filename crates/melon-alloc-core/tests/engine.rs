@@ -1061,6 +1061,8 @@ fn a_pointer_that_reaches_only_its_block_finds_the_header_outside_it() {
 fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
     let source = TestSource::default();
     let pool = LockedPool::new(source.clone(), Some(8 * CHUNK_SIZE));
+    // Longer than a chunk, and within the limit with the block it moves from.
+    let grown_size = 2 * CHUNK_SIZE + 100;
     for align in [CHUNK_SIZE, 4 * CHUNK_SIZE] {
         let layout = Layout::from_size_align(3000, align).unwrap();
         // SAFETY: the layout's size is not zero.
@@ -1072,18 +1074,20 @@ fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
         assert!(bytes.iter().all(|&b| b == 0));
         bytes.fill(0x5a);
         assert_eq!(pool.stats().bytes_held, 3008);
-        // SAFETY: the block came from this pool with `layout`; 40,000 rounded to `align` fits.
-        let grown = unsafe { GlobalAlloc::realloc(&pool, block, layout, 40_000) };
+        // SAFETY: the block came from this pool with `layout`; the size rounded to `align` fits.
+        let grown = unsafe { GlobalAlloc::realloc(&pool, block, layout, grown_size) };
+        assert!(!grown.is_null());
         assert_eq!(grown as usize % align, 0);
         // SAFETY: the first 3000 bytes moved with the block.
         assert!(unsafe { core::slice::from_raw_parts(grown, 3000) }.iter().all(|&b| b == 0x5a));
         // Past the limit: refused, the block left as it was.
         // SAFETY: as above, with the grown size.
-        let refused =
-            unsafe { GlobalAlloc::realloc(&pool, grown, layout_of(40_000, align), 9 * CHUNK_SIZE) };
+        let refused = unsafe {
+            GlobalAlloc::realloc(&pool, grown, layout_of(grown_size, align), 9 * CHUNK_SIZE)
+        };
         assert!(refused.is_null());
         // SAFETY: the block came from this pool with this layout and is not used again.
-        unsafe { GlobalAlloc::dealloc(&pool, grown, layout_of(40_000, align)) };
+        unsafe { GlobalAlloc::dealloc(&pool, grown, layout_of(grown_size, align)) };
         assert_eq!(pool.stats().bytes_held, 0);
     }
     assert_eq!(source.chunks_out(), 0);
@@ -1092,4 +1096,24 @@ fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
 
 fn layout_of(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
+}
+
+/// An explicit trim has the source let go of the pages of its free memory; the trim an
+/// allocation makes before it retries a refused chunk does not, since the retry would take
+/// those pages again at once (for a root at its limit, that was a system call per free chunk on
+/// every refused allocation).
+#[test]
+fn only_an_explicit_trim_has_the_source_discard_its_free_pages() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), Some(2 * CHUNK_SIZE));
+    let block = engine.alloc(64).unwrap();
+    for _ in 0..10 {
+        assert_eq!(engine.alloc(4 * CHUNK_SIZE), None, "past the limit");
+    }
+    source.fail_next(2);
+    assert_eq!(engine.alloc(MAX_SMALL + 1), None, "the source refused, before and after a trim");
+    assert_eq!(source.ledger().discards, 0);
+    engine.trim();
+    assert_eq!(source.ledger().discards, 1);
+    support::free(&mut engine, block);
 }

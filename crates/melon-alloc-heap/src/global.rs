@@ -328,12 +328,14 @@ unsafe impl ChunkSource for GlobalSource {
         self.keep_at_most(0);
         if self.small.out() == 0 {
             self.release_slabs();
-        } else {
-            // A slab goes back to the global allocator only whole; while some chunk is out, the
-            // free ones give the system their pages instead, as `OsSource`'s do.
-            #[cfg(target_os = "linux")]
-            self.small.discard_free();
         }
+    }
+
+    fn discard_free(&mut self) {
+        // A slab goes back to the global allocator only whole; while some chunk is out, the free
+        // ones give the system their pages instead, as `OsSource`'s do.
+        #[cfg(target_os = "linux")]
+        self.small.discard_free();
     }
 
     #[inline]

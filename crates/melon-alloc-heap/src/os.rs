@@ -243,15 +243,18 @@ unsafe impl ChunkSource for OsSource {
         true
     }
 
-    /// Unmaps the cached large chunks; then unmaps every region if no small chunk is out, or
-    /// else lets the system take back the pages of the free small chunks but the first of each.
+    /// Unmaps the cached large chunks; then unmaps every region if no small chunk is out.
     fn trim(&mut self) {
         self.keep_at_most(0);
         if self.small.out() == 0 {
             self.release_regions();
-        } else {
-            self.small.discard_free();
         }
+    }
+
+    /// Lets the system take back the pages of the free small chunks but the first of each,
+    /// which regions that still have chunks out keep.
+    fn discard_free(&mut self) {
+        self.small.discard_free();
     }
 
     fn kept_bytes(&self) -> usize {

@@ -23,6 +23,8 @@ pub(crate) struct Ledger {
     /// Blocks freed "elsewhere", as another process frees into a shared pool's chunk, for the
     /// engine to collect.
     pub(crate) remote: Vec<FreedElsewhere>,
+    /// Calls of `discard_free`.
+    pub(crate) discards: usize,
 }
 
 /// A block pointer in the ledger: the pointer itself, so that it keeps its provenance.
@@ -92,6 +94,10 @@ unsafe impl ChunkSource for TestSource {
             *place = Some(freed.0);
         }
         count
+    }
+
+    fn discard_free(&mut self) {
+        self.ledger().discards += 1;
     }
 }
 

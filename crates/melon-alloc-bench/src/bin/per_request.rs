@@ -1,36 +1,43 @@
-//! Pools per request on a tokio runtime, against the global allocator and bumpalo: the workload
-//! of [`melon_alloc_bench::per_request::work`] (a 200-entry map and an 800-byte buffer built
-//! across two `.await`s) for each of 5,000 requests, 100 in flight.
+//! Pools per request on a tokio runtime, against the global allocator, mimalloc and bumpalo:
+//! the workload of [`melon_alloc_bench::per_request::work`] (a 200-entry map and an 800-byte
+//! buffer built across two `.await`s) for each of 5,000 requests, 100 in flight.
 //!
 //! - `melon`: each request's task makes a `SyncChild` of a `static SyncPool` root, with a limit,
 //!   on a multi-threaded runtime, and drops it at the end.
 //! - `global`: the same collections in the global allocator (glibc's `malloc`), on the same
 //!   runtime.
+//! - `mimalloc`: the same collections in mimalloc, through an `allocator_api2` `Allocator` over
+//!   `mi_malloc_aligned` and `mi_free` (the program's global allocator stays glibc), on the same
+//!   runtime: mimalloc's thread-local heaps are what a pool per request competes with.
 //! - `bumpalo`: each request's task makes a `bumpalo::Bump` of its own and builds the same
 //!   collections in it through bumpalo's `allocator-api2` support; a `Bump` is not `Sync`, so a
 //!   future that holds one cannot be spawned on the multi-threaded runtime, and these tasks run
 //!   on one thread in a `LocalSet`, as a bumpalo user has to run them.
 //!
-//! The peers run interleaved in rounds (melon, global, bumpalo, melon, ...) after one round of
-//! warm-up, so that a change in the machine's load falls on all of them alike; the table gives
-//! the median time per request over the rounds, the median of each round's time over the global
-//! allocator's (least and greatest in brackets), and the bytes one request's pool held at its
-//! peak (the child's `peak_bytes_held`, bumpalo's `allocated_bytes`), averaged over one request
-//! in 16.
+//! The peers run interleaved in rounds (melon, global, mimalloc, bumpalo, melon, ...) after one
+//! round of warm-up, so that a change in the machine's load falls on all of them alike; the
+//! table gives the median time per request over the rounds, the median of each round's time
+//! over the global allocator's (least and greatest in brackets), and the bytes one request's
+//! pool held at its peak (the child's `peak_bytes_held`, bumpalo's `allocated_bytes`), averaged
+//! over one request in 16.
 //! With `--tsv PATH` the figures also go to `PATH`, which is what `cargo xtask bench` reads.
 //! `--in-flight N` changes how many requests are alive at once, and `--peers melon,global` runs
 //! only the peers named (a ratio needs `global` among them), for a profiler to see one alone.
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin per_request -- [--rounds N] [--tsv PATH]
-//!     [--in-flight N] [--peers melon,global,bumpalo]
+//!     [--in-flight N] [--peers melon,global,mimalloc,bumpalo]
 //! ```
 
 use std::fs;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use allocator_api2::alloc::Global;
+use core::alloc::Layout;
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::{AllocError, Allocator, Global};
 use bumpalo::Bump;
 use melon_alloc::heap::GlobalSource;
 use melon_alloc::SyncPool;
@@ -46,7 +53,7 @@ const IN_FLIGHT: usize = 100;
 /// Each melon request's limit: far above its need, as a server would set it.
 const REQUEST_LIMIT: usize = 1 << 20;
 /// The peers, by the name the table shows; the global allocator is the baseline.
-const PEERS: [&str; 3] = ["melon", "global", "bumpalo"];
+const PEERS: [&str; 4] = ["melon", "global", "mimalloc", "bumpalo"];
 const BASELINE: usize = 1;
 
 /// The root of every melon request's pool, alive as long as the tasks that borrow it.
@@ -67,7 +74,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut in_flight = IN_FLIGHT;
     let mut running = PEERS.map(|_| true);
-    let options = " [--in-flight N] [--peers melon,global,bumpalo]";
+    let options = " [--in-flight N] [--peers melon,global,mimalloc,bumpalo]";
     let RoundsArgs { rounds, tsv } =
         RoundsArgs::parse_with("per_request", 9, options, |option, value| match option {
             "--in-flight" => {
@@ -77,7 +84,7 @@ fn run() -> Result<(), String> {
             "--peers" => {
                 let named: Vec<&str> = value.split(',').collect();
                 if let Some(unknown) = named.iter().find(|name| !PEERS.contains(name)) {
-                    return Err(format!("unknown peer `{unknown}`: melon, global, bumpalo"));
+                    return Err(format!("unknown peer `{unknown}`: {}", PEERS.join(", ")));
                 }
                 running = PEERS.map(|peer| named.contains(&peer));
                 Ok(true)
@@ -151,6 +158,9 @@ fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64)
         "global" => runtime.block_on(drive(in_flight, |tasks, id| {
             tasks.spawn(async move { work(Global, id).await.map(|()| None) });
         })),
+        "mimalloc" => runtime.block_on(drive(in_flight, |tasks, id| {
+            tasks.spawn(async move { work(Mimalloc, id).await.map(|()| None) });
+        })),
         _ => runtime.block_on(LocalSet::new().run_until(drive(in_flight, |tasks, id| {
             tasks.spawn_local(async move {
                 let bump = Bump::new();
@@ -161,6 +171,31 @@ fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64)
     }?;
     let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
     Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+}
+
+/// mimalloc's own functions as an `Allocator`, for collections in mimalloc in a program whose
+/// global allocator is another.
+#[derive(Clone, Copy)]
+struct Mimalloc;
+
+// SAFETY: (1) `mi_malloc_aligned` returns null or a block of at least the size asked for,
+// aligned as asked, that no other live block overlaps, valid until `mi_free`; (2) `deallocate`
+// receives, per the trait's contract, blocks `allocate` returned and nobody uses any more;
+// mimalloc's functions may be called from any thread, for blocks of any thread.
+unsafe impl Allocator for Mimalloc {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: mimalloc takes any size and any power-of-two alignment; a size of 0 gets a
+        // unique block of its own, which `mi_free` takes back.
+        let block = unsafe { libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()) };
+        let block = NonNull::new(block.cast::<u8>()).ok_or(AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(block, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, block: NonNull<u8>, _layout: Layout) {
+        // SAFETY: the block came from `mi_malloc_aligned` in `allocate`, and the caller uses it
+        // no more.
+        unsafe { libmimalloc_sys::mi_free(block.as_ptr().cast::<c_void>()) }
+    }
 }
 
 /// Whether request `id` reads its pool's figures.

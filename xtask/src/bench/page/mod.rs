@@ -170,8 +170,8 @@ cargo xtask bench --check          # instructions per operation against the comm
    glibc, mimalloc and melon each as a program's `#[global_allocator]`, in child binaries of their
    own (`src/bin/global*.rs`), interleaved in rounds.
 6. `cargo run --release -p melon-alloc-bench --bin per_request`: a pool per request on a tokio
-   runtime against the global allocator and bumpalo (`src/bin/per_request.rs`), interleaved in
-   rounds.
+   runtime against the global allocator, mimalloc and bumpalo (`src/bin/per_request.rs`),
+   interleaved in rounds.
 7. The firmware comparison: `firmware/src/compare/` built once per allocator for
    `thumbv7em-none-eabihf` and run on QEMU's `mps2-an386` board.
 

@@ -1,5 +1,5 @@
 //! The per-request section of the page: a pool per request on a tokio runtime against the global
-//! allocator and bumpalo in a `LocalSet`, and where melon's time goes.
+//! allocator, mimalloc and bumpalo in a `LocalSet`, and where melon's time goes.
 
 use std::fmt::Write as _;
 
@@ -23,11 +23,13 @@ pub(super) fn per_request_results(
          reading them back (`crates/melon-alloc-bench/src/per_request.rs`). `melon`: each \
          request's task makes `ROOT.child_with_limit(1 MiB)` of a `static ROOT: SyncPool` and \
          drops it at the end, on a multi-threaded runtime (2 workers here). `global`: the same \
-         collections in the global allocator (glibc), on the same runtime. `bumpalo`: each \
+         collections in the global allocator (glibc), on the same runtime. `mimalloc`: the same \
+         collections in mimalloc, through an `allocator_api2` `Allocator` over \
+         `mi_malloc_aligned` and `mi_free`, on the same runtime. `bumpalo`: each \
          request's task makes a `Bump` of its own and builds the same collections in it through \
          bumpalo's `allocator-api2` feature; a `Bump` is not `Sync`, so these tasks run on one \
          thread, in a `LocalSet` with `spawn_local`. Every peer uses hashbrown's default hasher. \
-         The rounds run the three in turn after a round of warm-up; time is the median over the \
+         The rounds run the four in turn after a round of warm-up; time is the median over the \
          rounds, the ratio the median of each round's time over the global allocator's in the \
          same round, with the least and greatest in brackets, and bytes are what one request's \
          pool held at its peak (the child's `peak_bytes_held`, `Bump::allocated_bytes`), \

@@ -413,8 +413,8 @@ impl<S: ChunkSource> LockedPool<S> {
 /// its own inside a shared pool, and that part may run on several threads. Its lock is taken
 /// first and the parent's inside it, only when the child needs a chunk or gives one back;
 /// nothing takes them in the other order, so the two cannot deadlock. An uncontended spin lock
-/// costs one atomic compare-and-swap per call, which single-threaded use pays too. Calling the child from
-/// inside the parent's [`with`](LockedPool::with) waits for the lock forever.
+/// costs one atomic compare-and-swap per call, which single-threaded use pays too. Calling the
+/// child from inside the parent's [`with`](LockedPool::with) waits for the lock forever.
 ///
 /// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
 /// chunks record its address: keep it where it was when it first allocated, or `check` reports

@@ -129,9 +129,9 @@
 //! assert_send(&request);
 //! ```
 //!
-//! Each call takes the pool's spin lock, one atomic compare-and-swap when no other thread holds it; a child
-//! takes the root's lock only when it needs a chunk or gives one back, so requests on different
-//! threads meet there rather than on every allocation. `cargo run --release --example
+//! Each call takes the pool's spin lock, one atomic compare-and-swap when no other thread holds
+//! it; a child takes the root's lock only when it needs a chunk or gives one back, so requests on
+//! different threads meet there rather than on every allocation. `cargo run --release --example
 //! per_request` in the `melon-alloc` crate runs the pattern on a tokio runtime.
 //!
 //! # When to use it, and when not

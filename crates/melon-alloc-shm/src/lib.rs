@@ -13,10 +13,9 @@
 //!   walk the pages.
 //! - Each operation takes the pool's lock: the built-in one is a futex word in the mapping
 //!   naming the holder's process by an identity the pool hands out, which a waiter takes over
-//!   once the holder is dead (a waiter looks every 5 ms), in whatever pid namespace; or any [`ShmLock`]
-//!   of the user's. A process may bound its wait
-//!   for a holder that is alive but stopped ([`ShmPool::try_lock_for`],
-//!   [`ShmPool::set_lock_timeout`]).
+//!   once the holder is dead (a waiter looks every 5 ms), in whatever pid namespace; or any
+//!   [`ShmLock`] of the user's. A process may bound its wait for a holder that is alive but
+//!   stopped ([`ShmPool::try_lock_for`], [`ShmPool::set_lock_timeout`]).
 //! - Every change to the pool's state goes through an undo log, so an operation interrupted by
 //!   the death of its process is rolled back by the next process to take the lock.
 //! - [`ShmPool::child`] makes a heap pool that takes its chunks from the shared pool, locking once

@@ -18,8 +18,8 @@
 //! # Platforms
 //!
 //! - Linux: everything.
-//! - Any other target with `std` whose clock (`std::time::Instant`) works: the heap pools ([`HeapPool`], its children, [`SyncPool`]) over
-//!   the global allocator. The shared-memory pool (`shm`) and the pool over memory mapped from
+//! - Any other target with `std` whose clock (`std::time::Instant`) works: the heap pools
+//!   ([`HeapPool`], its children, [`SyncPool`]) over the global allocator. The shared-memory pool (`shm`) and the pool over memory mapped from
 //!   the system (`LockedHeapPool` over `OsSource`) are Linux only. `cargo xtask ci` checks the
 //!   workspace's library crates for macOS (`x86_64-apple-darwin`) to keep it so.
 //! - No `std` (firmware, kernels): `melon-alloc-core` alone.

@@ -783,8 +783,7 @@ impl<S: ChunkSource> Engine<S> {
     /// an interior pointer aborts the process with a message. The check reads the header of the
     /// chunk the address falls in, so it cannot help where that chunk is gone: a large block
     /// freed twice, whose chunk went back to the source, or a pointer of another allocator, may
-    /// fault instead; and a pool that is the `#[global_allocator]` waits on its own lock, since
-    /// the message allocates.
+    /// fault instead.
     ///
     /// # Safety
     /// - `block` was returned by this engine and has not been freed since.
@@ -1387,7 +1386,8 @@ impl<S: ChunkSource> Engine<S> {
     /// Gives back to the source every cached empty chunk: the head chunk of a class, kept for
     /// reuse once its blocks are all free, and the chunks a [`reset`](Engine::reset) kept that
     /// have not been used since; then asks the source to give back what it keeps
-    /// ([`ChunkSource::trim`]). Returns the bytes the engine gave back. Costs O(chunks).
+    /// ([`ChunkSource::trim`]) and to let the system take the pages of its free memory
+    /// ([`ChunkSource::discard_free`]). Returns the bytes the engine gave back. Costs O(chunks).
     ///
     /// # Examples
     /// ```

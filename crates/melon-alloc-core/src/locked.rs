@@ -30,8 +30,8 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// cannot reset or replace the engine. Freeing by pointer (`free`, `try_free`,
 /// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
 /// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
-/// from inside `with` waits for the lock forever, and so does a panic inside `with` when the pool
-/// is the `#[global_allocator]`: the panic allocates its message while the lock is held.
+/// from inside `with` waits for the lock forever; in a pool that is the `#[global_allocator]`,
+/// allocating inside `with` in any way (a panic's message among them) is such a call.
 ///
 /// # Examples
 /// ```

@@ -206,9 +206,10 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// Where [`LockedHeapPool`] maps its memory from the system to be fit for the
 /// `#[global_allocator]`, a `SyncPool` takes it from the global allocator, on every platform,
 /// and its root keeps its slabs as a [`HeapPool`]'s does, so that the next child takes nothing
-/// from the global allocator. For the same reason a `SyncPool` cannot be the
-/// `#[global_allocator]`: its source would call the pool from inside the pool's own lock, and
-/// the first allocation would wait for that lock forever. [`LockedHeapPool`] is the one for that.
+/// from the global allocator. For the same reason a `SyncPool` must not be the
+/// `#[global_allocator]`: its source would then call the pool that calls it, which the
+/// [`ChunkSource`](melon_alloc_core::ChunkSource) contract forbids. [`LockedHeapPool`] is the one
+/// for that.
 ///
 /// # Examples
 ///

@@ -1278,3 +1278,24 @@ fn a_free_that_cannot_take_the_lock_leaves_the_block_allocated() {
     unsafe { shm.try_free(block) }.unwrap();
     assert_eq!(shm.stats().unwrap().live_blocks, 0);
 }
+
+/// A `ShmBox` drops its value when it goes, as a `Box` does, and frees its block.
+#[test]
+fn a_shm_box_drops_its_value_and_frees_its_block() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Counted(u64);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let shm = ShmPool::new(1 << 20).unwrap();
+    let boxed = melon_alloc_shm::ShmBox::new_in(Counted(7), &shm).unwrap();
+    assert_eq!(boxed.0, 7);
+    assert_eq!(shm.stats().unwrap().live_blocks, 1);
+    drop(boxed);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    assert_eq!(shm.stats().unwrap().live_blocks, 0);
+}

@@ -1937,15 +1937,7 @@ impl ShmPool {
     fn make_child(&self, limit: Option<usize>, owned_only: bool) -> ChildPool<'_> {
         // A fork must abandon the child's copy and close the copy of this process's slot.
         sys::register_fork_handler();
-        let chunks = ShmChunks {
-            shared: self.shared(),
-            owner: sys::process_token(),
-            owned_only,
-            chunks: Vec::new(),
-            places: ChunkPlaces::default(),
-            collected: Vec::new(),
-            seen: 0,
-        };
+        let chunks = ShmChunks::new(self.shared(), owned_only);
         let child = ChildPool::with_source(Box::new(chunks), limit);
         // Its chunks lie in the shared mapping, and so do those of every pool made from it: the
         // fork handler abandons the copies of the whole family.
@@ -2041,6 +2033,9 @@ struct ShmChunks<'pool> {
     chunks: Vec<LentChunk<'pool>>,
     /// Where each chunk, by offset, lies in `chunks`, so that giving one back finds it.
     places: ChunkPlaces,
+    /// The lists a collection walks, one for each chunk whose list held blocks: room for one a
+    /// chunk is kept, so that a collection allocates nothing for them.
+    walks: Vec<ListWalk<'pool>>,
     /// Blocks collected from those lists that the engine has not taken yet.
     collected: Vec<NonNull<u8>>,
     /// The count of the owner slot's remote frees ([`Arena::pending`]) when the child last
@@ -2048,9 +2043,29 @@ struct ShmChunks<'pool> {
     seen: u32,
 }
 
+impl<'pool> ShmChunks<'pool> {
+    /// The source of a child pool of `shared`, made by this process, holding no chunk yet.
+    fn new(shared: &'pool Shared, owned_only: bool) -> Self {
+        Self {
+            shared,
+            owner: sys::process_token(),
+            owned_only,
+            chunks: Vec::new(),
+            places: ChunkPlaces::default(),
+            walks: Vec::new(),
+            collected: Vec::new(),
+            seen: 0,
+        }
+    }
+}
+
 impl ShmChunks<'_> {
     /// Takes the remote-free lists of this child's chunks, if other processes freed blocks
     /// into this process's chunks since it last looked, into `collected`.
+    ///
+    /// Each link lies in a block another process wrote last, so reading it waits for that
+    /// process's cache: the lists are walked side by side, a block of each in turn, so that the
+    /// reads of different lists wait at the same time rather than one after the other.
     fn collect(&mut self) {
         let arena = &self.shared.arena;
         let Some(slot) = self.shared.claim.current() else { return };
@@ -2059,26 +2074,33 @@ impl ShmChunks<'_> {
             return;
         }
         self.seen = pending;
+        // The lists that hold blocks are found first, and taken after: reads of the lists can
+        // wait at the same time, and each take, an atomic swap, waits for the reads before it.
+        self.walks.clear();
         for &LentChunk { remote, offset: chunk, block_end, .. } in &self.chunks {
-            let mut within = crate::handoff::take(remote);
-            // A list holds at most a chunk's worth of 16-byte blocks; a longer one is corrupt.
-            for _ in 0..CHUNK_SIZE / 16 {
-                // A link another process wrote: only a block boundary inside the chunk, past
-                // its header, is followed (0, the end of the list, is none). A block taken
-                // already holds `TAKEN`, so that a free that wrote into its block afterwards
-                // cannot make the list a loop that hands one block out again and again.
-                if within < CHUNK_HEADER || within % 16 != 0 || within >= block_end {
-                    break;
+            if remote.load(Ordering::Relaxed) != 0 {
+                // A list holds at most a chunk's worth of 16-byte blocks; a longer one is
+                // corrupt.
+                let steps = CHUNK_SIZE as u32 / 16;
+                self.walks.push(ListWalk { list: remote, chunk, next: 0, block_end, steps });
+            }
+        }
+        for walk in &mut self.walks {
+            walk.next = crate::handoff::take(walk.list);
+        }
+        while !self.walks.is_empty() {
+            let mut place = 0;
+            while let Some(walk) = self.walks.get_mut(place) {
+                match walk.step(self.shared) {
+                    Some(block) => {
+                        self.collected.push(block);
+                        place += 1;
+                    }
+                    // The list that was last now fills the gap, and is stepped next.
+                    None => {
+                        self.walks.swap_remove(place);
+                    }
                 }
-                let block = self.shared.ptr_at(chunk + u64::from(within)).cast::<u32>();
-                // SAFETY: the block was pushed onto the list by the process that freed it, with
-                // a release that the list's swap acquired: its first word holds the next link,
-                // and the block is this child's again, to write.
-                within = unsafe { block.as_ptr().replace(TAKEN) };
-                if within == TAKEN {
-                    break;
-                }
-                self.collected.push(block.cast());
             }
         }
     }
@@ -2110,6 +2132,43 @@ impl ShmChunks<'_> {
 /// since blocks start on 16-byte boundaries.
 const TAKEN: u32 = 1;
 
+/// A remote-free list of one of a child's chunks, as a collection walks it.
+#[derive(Clone, Copy, Debug)]
+struct ListWalk<'pool> {
+    /// The list.
+    list: &'pool core::sync::atomic::AtomicU32,
+    /// The chunk's offset in the mapping.
+    chunk: u64,
+    /// The offset from the chunk's start of the next block on the list; 0 ends it.
+    next: u32,
+    /// The end of the part of the chunk where blocks start.
+    block_end: u32,
+    /// Blocks the list may still hold.
+    steps: u32,
+}
+
+impl ListWalk<'_> {
+    /// Takes the next block off the list, or `None` at its end.
+    fn step(&mut self, shared: &Shared) -> Option<NonNull<u8>> {
+        // A link another process wrote: only a block boundary inside the chunk, past its
+        // header, is followed (0, the end of the list, is none). A block taken already holds
+        // `TAKEN`, so that a free that wrote into its block afterwards cannot make the list a
+        // loop that hands one block out again and again.
+        let within = self.next;
+        if within < CHUNK_HEADER || within % 16 != 0 || within >= self.block_end || self.steps == 0
+        {
+            return None;
+        }
+        self.steps -= 1;
+        let block = shared.ptr_at(self.chunk + u64::from(within)).cast::<u32>();
+        // SAFETY: the block was pushed onto the list by the process that freed it, with a
+        // release that the list's swap acquired: its first word holds the next link, and the
+        // block is this child's again, to write.
+        self.next = unsafe { block.as_ptr().replace(TAKEN) };
+        (self.next != TAKEN).then_some(block.cast())
+    }
+}
+
 /// The page of a chunk's offset.
 fn arena_page(offset: u64) -> u32 {
     (offset / crate::layout::PAGE as u64) as u32
@@ -2129,6 +2188,8 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // Room for the chunk's record first: without memory, no chunk rather than an abort.
         self.chunks.try_reserve(1).ok()?;
         self.places.try_reserve(1).ok()?;
+        // Empty outside a collection.
+        self.walks.try_reserve(self.chunks.len() + 1).ok()?;
         let (chunk, owner) = self.shared.lock().ok()?.lend(layout, self.owned_only)?;
         // The lock mapped the pages grown so far, the chunk's among them: its offset needs no
         // mapping, which could fail and leave it unrecorded.
@@ -2199,15 +2260,7 @@ mod tests {
     #[test]
     fn a_childs_chunk_list_follows_the_chunks_it_takes_and_gives_back() {
         let shm = ShmPool::new(4 << 20).unwrap();
-        let mut chunks = ShmChunks {
-            shared: shm.shared(),
-            owner: sys::process_token(),
-            owned_only: false,
-            chunks: Vec::new(),
-            places: ChunkPlaces::default(),
-            collected: Vec::new(),
-            seen: 0,
-        };
+        let mut chunks = ShmChunks::new(shm.shared(), false);
         let small = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
         let large = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
         let taken: Vec<_> = [small, large, small, small, small]

@@ -48,6 +48,45 @@ fn handed_off_blocks_freed_through_the_pool_come_back_to_their_child() {
     shm.check().unwrap();
 }
 
+/// Lists of many lengths, in chunks of three classes, collected at once: each block comes back,
+/// none twice.
+#[test]
+fn remote_free_lists_of_many_chunks_and_lengths_all_come_back_once() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let child = shm.child();
+    let sizes = [64, 1000, 3000];
+    let per_chunk = |size: usize| CHUNK_SIZE / size;
+    let blocks: Vec<Vec<_>> = sizes
+        .iter()
+        .map(|&size| (0..per_chunk(size) * 3).map(|_| child.alloc(size).unwrap()).collect())
+        .collect();
+    // Freed in another order than allocated, and more from some chunks than from others: every
+    // third block of the small class, every block of the others.
+    let mut freed = std::collections::HashSet::new();
+    for (class, list) in blocks.iter().enumerate() {
+        for (index, &block) in list.iter().enumerate().rev() {
+            if class != 0 || index % 3 == 0 {
+                freed.insert(block);
+                free(&shm, hand_off(&shm, block)).unwrap();
+            }
+        }
+    }
+    // The child first hands out what its chunks still have, at most a chunk's worth a class;
+    // then it collects.
+    let mut again = std::collections::HashSet::new();
+    for (class, &size) in sizes.iter().enumerate() {
+        let mine: Vec<_> = blocks[class].iter().filter(|block| freed.contains(block)).collect();
+        for _ in 0..mine.len() + per_chunk(size) {
+            assert!(again.insert(child.alloc(size).unwrap()), "a block handed out twice");
+            if mine.iter().all(|block| again.contains(block)) {
+                break;
+            }
+        }
+    }
+    assert!(freed.is_subset(&again), "each freed block came back");
+    child.check().unwrap();
+}
+
 #[test]
 fn a_block_not_handed_off_or_freed_twice_is_refused() {
     let shm = ShmPool::new(4 * MIB).unwrap();

@@ -55,6 +55,7 @@
 //! |---|---|---|
 //! | `allocator-api2` | yes | implements `allocator_api2::alloc::Allocator` for `LockedPool` |
 //! | `pages` | yes | cheap child pools: an engine made `with_pages` (a child's) gives the classes it barely uses 4 KiB pages of a split chunk, and its drop visits only the classes it used; without it, that code is left out |
+//! | `chunk-aligned` | yes | a `LockedPool` used as a `GlobalAlloc` serves a layout aligned to a chunk or more with a chunk of its own, so that heap pools (whose slabs are aligned to 16 KiB) work on top of it; without it such a layout is refused, and that code is left out |
 //! | `valgrind` | no | tells memcheck about every block handed out and freed (x86_64 only) |
 //! | `small-chunks` | no | 4 KiB chunks and classes up to 2016 bytes, for small regions; the heap and shared-memory crates refuse it |
 //!

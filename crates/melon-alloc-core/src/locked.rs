@@ -19,6 +19,8 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// ([`CHUNK_SIZE`](crate::CHUNK_SIZE)) or more, which no block of the engine can be, with a
 /// chunk of its own from the source, counted in `bytes_held` and `bytes_lent` and against the
 /// limit; so pools that take chunk-aligned slabs from the global allocator work on top of it.
+/// That takes the `chunk-aligned` feature, on by default; without it, such a layout is refused
+/// with a null.
 /// Such a chunk goes back through `dealloc` alone: [`reset`](LockedPool::reset) and dropping the
 /// pool leave it out, still counted, as they leave a forgotten child's chunks, and
 /// [`free`](LockedPool::free) does not take it.
@@ -811,14 +813,17 @@ impl<S: ChunkSource> core::fmt::Debug for LockedPool<S> {
 
 /// The chunk that serves a `GlobalAlloc` layout aligned to a whole chunk or more, which no block
 /// of the engine can be (its header would have to lie where the block starts): `layout` rounded
-/// up to 16 bytes, as the source's large chunks are, or `None` for a layout that is not.
+/// up to 16 bytes, as the source's large chunks are, or `None` for a layout that is not, or for
+/// every layout without the `chunk-aligned` feature (the engine then refuses such a layout).
+#[inline(always)]
 fn own_chunk_layout(layout: Layout) -> Option<Layout> {
-    if layout.align() < crate::CHUNK_SIZE {
+    if !cfg!(feature = "chunk-aligned") || layout.align() < crate::CHUNK_SIZE {
         return None;
     }
-    // An alignment of at least a chunk rounds any size that fits `isize` to a multiple of 16
-    // that still does, so this cannot fail.
-    Layout::from_size_align(layout.size().max(1).next_multiple_of(16), layout.align()).ok()
+    let size = layout.size().max(1).next_multiple_of(16);
+    // SAFETY: (1) the alignment is a layout's, a power of two; (2) `layout`'s size rounded up to
+    // its alignment fits `isize`, and `size` is at most that, as 16 divides the alignment.
+    Some(unsafe { Layout::from_size_align_unchecked(size, layout.align()) })
 }
 
 // SAFETY: (1) blocks come from `Engine::alloc_layout`, which returns blocks of at least
@@ -830,10 +835,12 @@ fn own_chunk_layout(layout: Layout) -> Option<Layout> {
 // operation exclusive.
 unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let block = match own_chunk_layout(layout) {
-            Some(chunk) => self.engine.with(|engine| engine.acquire_raw(chunk)),
-            None => self.alloc_layout(layout),
-        };
+        // One call of the lock for both kinds of block: firmware counts the bytes each call
+        // site of its inlined code costs.
+        let block = self.engine.with(|engine| match own_chunk_layout(layout) {
+            Some(chunk) => engine.acquire_raw(chunk),
+            None => engine.alloc_layout(layout),
+        });
         block.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
@@ -851,13 +858,13 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator, which they no
         // longer use.
         let block = unsafe { NonNull::new_unchecked(block) };
-        match own_chunk_layout(layout) {
+        self.engine.with(|engine| match own_chunk_layout(layout) {
             // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout, as
             // `alloc` does it.
-            Some(chunk) => self.engine.with(|engine| unsafe { engine.release_raw(block, chunk) }),
+            Some(chunk) => unsafe { engine.release_raw(block, chunk) },
             // SAFETY: as above: any other block is a block of the engine.
-            None => unsafe { self.free(block) },
-        }
+            None => unsafe { engine.free(block) },
+        });
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

@@ -1057,6 +1057,7 @@ fn a_pointer_that_reaches_only_its_block_finds_the_header_outside_it() {
 /// As a `GlobalAlloc`, a locked pool serves layouts aligned to a whole chunk or more, which no
 /// block of a size class or large chunk can be, with chunks of their own from its source: they
 /// count against the limit, move on `realloc` with their contents, and go back to the source.
+#[cfg(feature = "chunk-aligned")]
 #[test]
 fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
     let source = TestSource::default();
@@ -1092,6 +1093,22 @@ fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
     }
     assert_eq!(source.chunks_out(), 0);
     pool.check().unwrap();
+}
+
+/// Without the `chunk-aligned` feature, a `GlobalAlloc` layout aligned to a chunk or more is
+/// refused, and the pool takes nothing for it.
+#[cfg(not(feature = "chunk-aligned"))]
+#[test]
+fn without_the_feature_a_global_alloc_layout_aligned_to_a_chunk_is_refused() {
+    let source = TestSource::default();
+    let pool = LockedPool::new(source.clone(), None);
+    for align in [CHUNK_SIZE, 4 * CHUNK_SIZE] {
+        // SAFETY: the layout's size is not zero.
+        let block = unsafe { GlobalAlloc::alloc(&pool, layout_of(3000, align)) };
+        assert!(block.is_null(), "aligned to {align}");
+    }
+    assert_eq!(pool.stats().bytes_held, 0);
+    assert_eq!(source.chunks_out(), 0);
 }
 
 fn layout_of(size: usize, align: usize) -> Layout {

@@ -2088,20 +2088,16 @@ impl ShmChunks<'_> {
         for walk in &mut self.walks {
             walk.next = crate::handoff::take(walk.list);
         }
+        // Each round steps every list once; a list that ends leaves the walk.
+        let (shared, collected) = (self.shared, &mut self.collected);
         while !self.walks.is_empty() {
-            let mut place = 0;
-            while let Some(walk) = self.walks.get_mut(place) {
-                match walk.step(self.shared) {
-                    Some(block) => {
-                        self.collected.push(block);
-                        place += 1;
-                    }
-                    // The list that was last now fills the gap, and is stepped next.
-                    None => {
-                        self.walks.swap_remove(place);
-                    }
+            self.walks.retain_mut(|walk| match walk.step(shared) {
+                Some(block) => {
+                    collected.push(block);
+                    true
                 }
-            }
+                None => false,
+            });
         }
     }
 

@@ -774,19 +774,26 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   request of this workload comes from the child's own chunks, and the shared lock is taken only
   when a child needs a 16 KiB chunk or gives one back. That is why `shm-child` does more
   operations a second than glibc: its blocks carry no header and need no lock.
-- **Blocks handed to another process.** In the producer/consumer workload the producer is the slower
-  side of each pair: under `perf record -g` (a release build with
-  `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only`, running `hammer 4000000 --processes 2 --runs 1
-  --workloads producer-consumer --variants shm-child`), the consumer spends a fifth to a quarter of
-  all samples waiting in the ring for the next offset. The producer spends about as long taking back
-  the blocks its consumer freed (`take_remote_frees`, most of it reading the link in each freed
-  block, which the other core wrote) as rts-alloc's producer does on its own list
-  (`clean_remote_frees`), and on top of that 13 to 16 % of all samples in `hand_off`, 70 to 85 % of
-  those on the locked bit-set of the block's hand-off mark. The mark is a bit of the in-use bitmap,
-  which the consumer's free clears, so the cache line of its word crosses between the two cores on
-  every block; rts-alloc keeps no mark and moves only the block's own line. The mark is what lets a
-  free refuse a block freed twice or never handed off, and what keeps a chunk from going back to the
-  pool while another process still holds one of its blocks, whatever becomes of the chunk's process.
+- **Blocks handed to another process.** In the producer/consumer workload each block crosses
+  between the two processes' caches more often than under rts-alloc. Under `perf record` (the
+  release build, running `hammer 2000000 --processes 2 --runs 3 --workloads producer-consumer
+  --variants shm-child`), the consumer's free (`free_remote`) takes about a quarter of all
+  samples, the producer's `hand_off` a fifth (three quarters of it on the locked bit-set of the
+  block's hand-off mark) and its collection of freed blocks (`take_remote_frees`) a sixth, and
+  the consumer waits in the ring for about an eighth.
+  The mark is a bit of the in-use bitmap, which the consumer's free clears, so the cache line of
+  its word crosses between the two cores on every block; rts-alloc keeps no mark and moves only
+  the block's own line. The mark is what lets a free refuse a block freed twice or never handed
+  off, and what keeps a chunk from going back to the pool while another process still holds one
+  of its blocks, whatever becomes of the chunk's process. The free also counts itself in and out
+  of the chunk's state word around its push, for the same reason. The producer reads the link in
+  each freed block, which the other core wrote; it walks the lists of all its chunks side by
+  side, so that those reads wait at the same time. Walking one list after another, as it did
+  before, the build of `7273d77` did 12.6 to 13.2 million operations a second at 2 processes and
+  13.0 to 13.6 at 4 (CPU 151 to 158 and 146 to 153 ns per operation), against 18.4 to 19.5 and
+  17.9 to 18.5 (102 to 107 and 108 to 112 ns) with the walk side by side, in three runs of each
+  build in turn (`hammer 2000000 --processes 2,4 --runs 3 --workloads producer-consumer
+  --variants shm-child,rts-alloc`); rts-alloc did 16.7 to 18.5 and 18.2 to 29.4 in the same runs.
 
 ";
 

@@ -302,10 +302,11 @@ fn machine(page: &mut String, facts: &Facts) {
     };
     let _ = writeln!(page, "| commit | `{}`{tree} |", facts.get("commit"));
     if let (Some(started), Some(finished)) = (facts.number("started"), facts.number("finished")) {
-        let minutes = facts.number("duration_s").unwrap_or(0) as f64 / 60.0;
+        let minutes = (facts.number("duration_s").unwrap_or(0) as f64 / 60.0).round();
+        let unit = if minutes == 1.0 { "minute" } else { "minutes" };
         let _ = writeln!(
             page,
-            "| run | {} to {}: {minutes:.0} minutes, building included ({} run{}{}) |",
+            "| run | {} to {}: {minutes:.0} {unit}, building included ({} run{}{}) |",
             utc(started),
             &utc(finished)[11..],
             facts.get("mode"),

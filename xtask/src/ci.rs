@@ -21,6 +21,13 @@ pub(crate) fn run_all() -> Result<(), String> {
     small_chunks.args(["test", "-p", "melon-alloc-core", "--features", "small-chunks"]);
     run(small_chunks)?;
 
+    // The core as firmware builds it, without its default features: the tests of what they
+    // leave out, such as a `GlobalAlloc` layout aligned to a chunk, refused without
+    // `chunk-aligned`.
+    let mut bare = cargo();
+    bare.args(["test", "-p", "melon-alloc-core", "--no-default-features", "--lib", "--tests"]);
+    run(bare)?;
+
     crash_tests()?;
 
     let mut release_test = cargo();

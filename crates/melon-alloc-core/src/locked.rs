@@ -820,10 +820,9 @@ fn own_chunk_layout(layout: Layout) -> Option<Layout> {
     if !cfg!(feature = "chunk-aligned") || layout.align() < crate::CHUNK_SIZE {
         return None;
     }
-    let size = layout.size().max(1).next_multiple_of(16);
-    // SAFETY: (1) the alignment is a layout's, a power of two; (2) `layout`'s size rounded up to
-    // its alignment fits `isize`, and `size` is at most that, as 16 divides the alignment.
-    Some(unsafe { Layout::from_size_align_unchecked(size, layout.align()) })
+    // Checked: a size of 0, which `GlobalAlloc` rules out, made 16 may not fit with the largest
+    // alignments, and such a layout is then refused.
+    Layout::from_size_align(layout.size().max(1).next_multiple_of(16), layout.align()).ok()
 }
 
 // SAFETY: (1) blocks come from `Engine::alloc_layout`, which returns blocks of at least
@@ -953,5 +952,24 @@ unsafe impl<S: ChunkSource> allocator_api2::alloc::Allocator for LockedPool<S> {
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         // SAFETY: forwarded from the caller.
         unsafe { self.grow(block, old, new) }
+    }
+}
+
+#[cfg(all(test, feature = "chunk-aligned"))]
+mod tests {
+    use super::*;
+
+    /// A chunk of its own is the layout rounded up to 16 bytes; a size of 0 with the largest
+    /// alignment, which rounds to no valid layout, gets none rather than an invalid one.
+    #[test]
+    fn a_chunk_aligned_layout_rounds_to_16_or_is_refused() {
+        let layout = |size, align| Layout::from_size_align(size, align).unwrap();
+        let chunk = crate::CHUNK_SIZE;
+        assert_eq!(own_chunk_layout(layout(3000, 16)), None, "below a chunk's alignment");
+        assert_eq!(own_chunk_layout(layout(3000, chunk)), Some(layout(3008, chunk)));
+        assert_eq!(own_chunk_layout(layout(0, chunk)), Some(layout(16, chunk)));
+        let largest = 1 << (usize::BITS - 2);
+        assert_eq!(own_chunk_layout(layout(0, largest)), Some(layout(16, largest)));
+        assert_eq!(own_chunk_layout(layout(0, largest << 1)), None, "16 bytes do not fit");
     }
 }

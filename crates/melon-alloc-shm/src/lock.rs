@@ -87,8 +87,8 @@ pub unsafe trait ShmLock: Send + Sync {
 const SPINS: u32 = 16;
 
 /// The longest pause between two tries while spinning: 2^10 pause instructions, 7,167 in all
-/// before the waiter sleeps. A `pause` lasts from a few cycles to tens by processor (about 13 ns
-/// on the Intel Xeon of the bench page), so this is a few to about a hundred microseconds. The
+/// before the waiter sleeps. A `pause` lasts from a few cycles to over a hundred by processor
+/// (about 13 ns on the Intel Xeon of the bench page, where the whole spin takes about 90 µs). The
 /// longer the pauses, the more operations a busy holder runs in a row while the lock's line and
 /// its own stay in its cache: on that machine, two processes of the hammer did 8.1 to 8.5
 /// million operations a second in all with pauses of at most 2^6, and 13.3 to 14.3 with 2^10.
@@ -381,7 +381,7 @@ fn lock_contended<M: Robust>(mutex: &M, timeout: Option<Duration>) -> Result<Acq
             }
         }
     }
-    // The spin is at most about a hundred microseconds; it is not taken off the timeout.
+    // The spin, 7,167 pauses, is not taken off the timeout.
     mutex.lock(timeout).map_err(|refused| refusal(refused, start))
 }
 

@@ -763,14 +763,14 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   allow, so in this workload, where half the requests are 2 to 4 KiB, that happens on a small
   fraction of operations.
 - **Contention.** A waiter tries the lock, with pauses that double up to 1,024 `pause`
-  instructions, for some microseconds before it sleeps on the lock word: a critical section
-  lasts well under 100 ns, far less than a sleep and a wake-up, and looking less often lets the
-  holder run several operations in a row while its cache lines are warm. On an AMD EPYC, without
-  the backoff two processes did 8 to 10 million operations a second in all, against 16 to 18 with
-  pauses of at most 64. On the Intel Xeon of this page, where a `pause` takes about 13 ns, pauses
-  of at most 64 gave 8.1 to 8.5 million at 2 processes, 8.2 to 8.4 at 4 and 7.9 at 16; at most
-  1,024, 13.3 to 14.3, 13.0 to 14.0 and 12.9 (`hammer 2000000 --processes 1,2,4,16 --runs 3 --workloads mixed
-  --variants shm`, the two builds run in turn). When the processes outnumber the cores, a holder that
+  instructions (7,167 in all, about 90 µs on this machine) before it sleeps on the lock word: a
+  critical section lasts well under 100 ns, far less than a sleep and a wake-up, and looking
+  less often lets the holder run several operations in a row while its cache lines are warm. On
+  an AMD EPYC, without the backoff two processes did 8 to 10 million operations a second in all,
+  against 16 to 18 with pauses of at most 64. On the Intel Xeon of this page, where a `pause`
+  takes about 13 ns, pauses of at most 64 gave 8.1 to 8.5 million at 2 processes, 8.2 to 8.4 at
+  4 and 7.9 at 16; at most 1,024, 13.3 to 14.3, 13.0 to 14.0 and 12.9 (`hammer 2000000
+  --processes 1,2,4,16 --runs 3 --workloads mixed --variants shm`, the two builds run in turn). When the processes outnumber the cores, a holder that
   loses its core still keeps the others waiting, which is why the CPU time per operation rises
   with the process count.
 - **`shm-child`.** Heap pools, and so child pools, have size classes up to 8160 bytes, so every

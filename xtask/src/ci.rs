@@ -28,6 +28,14 @@ pub(crate) fn run_all() -> Result<(), String> {
     bare.args(["test", "-p", "melon-alloc-core", "--no-default-features", "--lib", "--tests"]);
     run(bare)?;
 
+    // The lints of those two builds of the core, whose constants differ (one page a chunk).
+    for features in [&["--no-default-features"][..], &["--features", "small-chunks"]] {
+        let mut clippy = cargo();
+        clippy.args(["clippy", "-p", "melon-alloc-core", "--all-targets"]).args(features);
+        clippy.args(["--", "-D", "warnings"]);
+        run(clippy)?;
+    }
+
     crash_tests()?;
 
     let mut release_test = cargo();

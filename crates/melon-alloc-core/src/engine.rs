@@ -565,6 +565,7 @@ impl<S: ChunkSource> Engine<S> {
             // The page taken first differs from chunk to chunk: see `page_colour`.
             let first = page_colour(chunk);
             for turn in (0..PAGES).rev() {
+                #[allow(clippy::modulo_one, reason = "one page where chunks are never split")]
                 let index = (first + turn) % PAGES;
                 // SAFETY: (1) page `index` starts inside the chunk's `CHUNK_SIZE` bytes, aligned
                 // to `PAGE_SIZE`, with room for a header; (2) the page is on no list, and the
@@ -1751,6 +1752,7 @@ const EMPTY_PROBE: u32 = 8;
 /// a [`colour`](crate::chunk::colour) of the chunk's address, not from its bits just above the
 /// chunk's size: those are bits such a cache indexes by too, so every chunk at the same place in
 /// the cache's period would start from the same page.
+#[allow(clippy::modulo_one, reason = "one page where chunks are never split")]
 fn page_colour(chunk: *mut u8) -> usize {
     crate::chunk::colour(chunk.addr() / CHUNK_SIZE) % PAGES
 }

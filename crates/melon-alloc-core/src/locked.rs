@@ -19,11 +19,10 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// ([`CHUNK_SIZE`](crate::CHUNK_SIZE)) or more, which no block of the engine can be, with a
 /// chunk of its own from the source, counted in `bytes_held` and `bytes_lent` and against the
 /// limit; so pools that take chunk-aligned slabs from the global allocator work on top of it.
-/// That takes the `chunk-aligned` feature, on by default; without it, such a layout is refused
-/// with a null.
 /// Such a chunk goes back through `dealloc` alone: [`reset`](LockedPool::reset) and dropping the
 /// pool leave it out, still counted, as they leave a forgotten child's chunks, and
-/// [`free`](LockedPool::free) does not take it.
+/// [`free`](LockedPool::free) does not take it. All of this takes the `chunk-aligned` feature,
+/// on by default; without it, such a layout is refused with a null.
 ///
 /// # Soundness
 /// Every safe call (`new`, `alloc`, `alloc_zeroed`, `alloc_layout`, `available`, `stats`,

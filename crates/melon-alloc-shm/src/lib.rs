@@ -236,6 +236,36 @@ pub mod plumbing {
         pool.shared().whose(block.as_ptr())
     }
 
+    /// What an unchecked free does with the outcome of its checked one: in a debug build, a
+    /// free the caller got wrong (a pointer the pool refuses, or a free by a thread that holds
+    /// the pool's lock itself) aborts the process with a message. A lock that timed out or
+    /// failed, which left the block allocated, passes, as does every outcome in a release
+    /// build. [`ShmPool::free`] and the facade's pointer-only free share it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{plumbing::abort_on_misused_free, ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let block = shm.alloc(64).expect("the pool is empty");
+    /// // SAFETY: the block came from `shm` and is not used again.
+    /// abort_on_misused_free(unsafe { shm.try_free(block) });
+    /// // A free that could not take the lock leaves its block allocated, and passes.
+    /// let waited = core::time::Duration::from_millis(20);
+    /// abort_on_misused_free(Err(ShmError::LockTimeout { waited }));
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn abort_on_misused_free(result: Result<(), crate::ShmError>) {
+        if cfg!(debug_assertions) {
+            if let Err(error @ (crate::ShmError::Free(_) | crate::ShmError::WouldDeadlock)) = result
+            {
+                std::eprintln!("melon-alloc: invalid free of a shared block: {error}");
+                std::process::abort();
+            }
+        }
+    }
+
     /// Gives back, taking the pool's lock, the chunks that child pools of this process could not
     /// give back because the lock failed, if there are any; takes no lock otherwise. (The next
     /// taking of the lock, for whatever operation, gives them back anyway; this is for a caller

@@ -1587,9 +1587,9 @@ impl ShmPool {
     /// Frees a block of the pool, or one [handed off](ShmPool::hand_off) from a child pool of
     /// any process; a pointer that is neither is ignored (in debug builds, the process aborts
     /// with a message, as it does for a free by a thread that holds the pool's lock itself). A
-    /// block whose free cannot take the lock (its
-    /// [timeout](ShmPool::set_lock_timeout) ran out, or the lock failed) stays allocated, in every
-    /// build. [`try_free`](ShmPool::try_free) reports either.
+    /// block whose free cannot take the lock (its [timeout](ShmPool::set_lock_timeout) ran out,
+    /// or the lock failed) stays allocated, in every build. [`try_free`](ShmPool::try_free)
+    /// reports either.
     ///
     /// # Safety
     /// - `block` is an in-use block of this pool, or a handed-off block of a child's (see
@@ -1609,13 +1609,9 @@ impl ShmPool {
     /// ```
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
+        // SAFETY: forwarded from the caller.
         let result = unsafe { self.try_free(block) };
-        if cfg!(debug_assertions) {
-            if let Err(error @ (ShmError::Free(_) | ShmError::WouldDeadlock)) = result {
-                eprintln!("melon-alloc: invalid free of a shared block: {error}");
-                std::process::abort();
-            }
-        }
+        crate::plumbing::abort_on_misused_free(result);
     }
 
     /// Frees a block after checking it is an in-use block of this pool, or a block

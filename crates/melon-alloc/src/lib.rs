@@ -19,9 +19,10 @@
 //!
 //! - Linux: everything.
 //! - Any other target with `std` whose clock (`std::time::Instant`) works: the heap pools
-//!   ([`HeapPool`], its children, [`SyncPool`]) over the global allocator. The shared-memory pool (`shm`) and the pool over memory mapped from
-//!   the system (`LockedHeapPool` over `OsSource`) are Linux only. `cargo xtask ci` checks the
-//!   workspace's library crates for macOS (`x86_64-apple-darwin`) to keep it so.
+//!   ([`HeapPool`], its children, [`SyncPool`]) over the global allocator. The shared-memory
+//!   pool (`shm`) and the pool over memory mapped from the system (`LockedHeapPool` over
+//!   `OsSource`) are Linux only. `cargo xtask ci` checks the workspace's library crates for
+//!   macOS (`x86_64-apple-darwin`) to keep it so.
 //! - No `std` (firmware, kernels): `melon-alloc-core` alone.
 
 // Not `core`: a glob import of this crate would then shadow the language's `core` crate.
@@ -48,8 +49,8 @@ pub use melon_alloc_shm::{ShmError, ShmLock, ShmPool};
 ///
 /// In debug builds, a block that its shared pool refuses (a double free, say), or a free by a
 /// thread that holds that pool's lock itself, aborts the process with a message; release builds
-/// leave the pool as it was. A block whose shared pool's lock
-/// cannot be taken (its timeout ran out, or the lock failed) stays allocated, in every build.
+/// leave the pool as it was. A block whose shared pool's lock cannot be taken (its timeout ran
+/// out, or the lock failed) stays allocated, in every build.
 ///
 /// # Safety
 /// - `block` is an in-use block of a live [`HeapPool`], [`ChildPool`] or `ShmPool` (not of a
@@ -79,12 +80,7 @@ pub unsafe fn free(block: ::core::ptr::NonNull<u8>) {
     #[cfg(target_os = "linux")]
     // SAFETY: forwarded from the caller.
     if let Some(result) = unsafe { melon_alloc_shm::plumbing::free_shared(block) } {
-        if cfg!(debug_assertions) {
-            if let Err(error @ (ShmError::Free(_) | ShmError::WouldDeadlock)) = result {
-                std::eprintln!("melon-alloc: invalid free of a shared block: {error}");
-                std::process::abort();
-            }
-        }
+        melon_alloc_shm::plumbing::abort_on_misused_free(result);
         return;
     }
     // SAFETY: not a block of a shared pool itself, so a block of a heap pool (a child of a shared

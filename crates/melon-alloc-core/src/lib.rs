@@ -75,6 +75,8 @@ mod locked;
 mod region;
 mod source;
 mod spin;
+#[cfg(feature = "pages")]
+mod stash;
 mod stats;
 mod sync;
 #[cfg(feature = "valgrind")]

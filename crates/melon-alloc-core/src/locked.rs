@@ -4,6 +4,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
 use crate::spin::SpinLock;
+#[cfg(feature = "pages")]
+use crate::stash::Stash;
+#[cfg(feature = "pages")]
+use crate::SMALL_CHUNK;
 use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 
 /// An [`Engine`] behind a spin lock: `Sync`, and usable as a `#[global_allocator]` or as an
@@ -57,6 +61,14 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// ```
 pub struct LockedPool<S: ChunkSource> {
     engine: SpinLock<Engine<S>>,
+    /// Free chunks kept for children, by thread, where the source names stripes and the pool has
+    /// no limit ([`ChunkSource::stash_stripe`]).
+    #[cfg(feature = "pages")]
+    stash: Stash,
+    /// Whether the pool keeps chunks in its stash: it has no limit, which stashed chunks, idle
+    /// but held, would count against.
+    #[cfg(feature = "pages")]
+    stashes: bool,
 }
 
 impl<S: ChunkSource> LockedPool<S> {
@@ -78,7 +90,13 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     #[cfg(not(melon_loom))]
     pub const fn new(source: S, limit: Option<usize>) -> Self {
-        Self { engine: SpinLock::new(Engine::new(source, limit)) }
+        Self {
+            engine: SpinLock::new(Engine::new(source, limit)),
+            #[cfg(feature = "pages")]
+            stash: Stash::new(),
+            #[cfg(feature = "pages")]
+            stashes: limit.is_none(),
+        }
     }
 
     /// Makes a locked pool over `source` with an optional limit in bytes: the build for loom's
@@ -87,7 +105,31 @@ impl<S: ChunkSource> LockedPool<S> {
     #[cfg(melon_loom)]
     #[doc(hidden)]
     pub fn new(source: S, limit: Option<usize>) -> Self {
-        Self { engine: SpinLock::new(Engine::new(source, limit)) }
+        Self::locking(Engine::new(source, limit), limit)
+    }
+
+    /// `engine` behind a lock, with a stash if it has no `limit`.
+    fn locking(engine: Engine<S>, limit: Option<usize>) -> Self {
+        #[cfg(not(feature = "pages"))]
+        let _ = limit;
+        Self {
+            engine: SpinLock::new(engine),
+            #[cfg(feature = "pages")]
+            stash: Stash::new(),
+            #[cfg(feature = "pages")]
+            stashes: limit.is_none(),
+        }
+    }
+
+    /// The stripe of the stash a child on the calling thread uses, if the pool keeps one.
+    #[inline]
+    #[cfg(feature = "pages")]
+    fn stash_stripe(&self) -> Option<usize> {
+        if self.stashes {
+            S::stash_stripe()
+        } else {
+            None
+        }
     }
 
     /// Runs `f` with the lock held, for several operations in a row. `f` gets a
@@ -113,7 +155,13 @@ impl<S: ChunkSource> LockedPool<S> {
     /// assert_eq!(pool.stats().live_blocks, 0);
     /// ```
     pub fn with<R>(&self, f: impl FnOnce(&mut LockedEngine<'_, S>) -> R) -> R {
-        self.engine.with(|engine| f(&mut LockedEngine { engine }))
+        self.engine.with(|engine| {
+            f(&mut LockedEngine {
+                engine,
+                #[cfg(feature = "pages")]
+                stash: &self.stash,
+            })
+        })
     }
 
     /// Allocates `size` bytes aligned to 16; see [`Engine::alloc`].
@@ -270,10 +318,16 @@ impl<S: ChunkSource> LockedPool<S> {
     /// unsafe { allocator.deallocate(buffer.cast(), Layout::new::<u64>()) };
     /// ```
     pub fn reset(&mut self) {
-        // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used again
-        // (a pointer kept from `alloc` can only be used by unsafe code, whose caller answers for
-        // it), and no child, which borrows its parent, holds chunks of it.
-        self.engine.with(|engine| unsafe { engine.reset() });
+        self.engine.with(|engine| {
+            // Stashed chunks go back first, so that the reset finds them as lent chunks that
+            // came back.
+            #[cfg(feature = "pages")]
+            give_back_stash(engine, &self.stash);
+            // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used again
+            // (a pointer kept from `alloc` can only be used by unsafe code, whose caller answers for
+            // it), and no child, which borrows its parent, holds chunks of it.
+            unsafe { engine.reset() }
+        });
     }
 
     /// A pool without a limit whose chunks come from this one, through its lock. See
@@ -316,9 +370,7 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> LockedChild<'_, S> {
-        LockedPool {
-            engine: SpinLock::new(Engine::new(LockedParent { parent: self }, None).with_pages()),
-        }
+        LockedPool::locking(Engine::new(LockedParent { parent: self }, None).with_pages(), None)
     }
 
     /// A pool whose chunks come from this one, through its lock, and that holds at most `limit`
@@ -339,11 +391,10 @@ impl<S: ChunkSource> LockedPool<S> {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S> {
-        LockedPool {
-            engine: SpinLock::new(
-                Engine::new(LockedParent { parent: self }, Some(limit)).with_pages(),
-            ),
-        }
+        LockedPool::locking(
+            Engine::new(LockedParent { parent: self }, Some(limit)).with_pages(),
+            Some(limit),
+        )
     }
 
     /// Bytes left under the limit; see [`Engine::available`].
@@ -362,7 +413,9 @@ impl<S: ChunkSource> LockedPool<S> {
         self.engine.with(|engine| engine.available())
     }
 
-    /// The engine's counters; see [`Engine::stats`].
+    /// The engine's counters; see [`Engine::stats`]. Chunks the pool keeps for its children's
+    /// threads ([`ChunkSource::stash_stripe`]) are held, not lent. While children on other
+    /// threads take and give back chunks, the figures are of a moment.
     ///
     /// # Examples
     /// ```
@@ -377,7 +430,17 @@ impl<S: ChunkSource> LockedPool<S> {
     /// assert_eq!(stats.bytes_held, CHUNK_SIZE);
     /// ```
     pub fn stats(&self) -> Stats {
-        self.engine.with(|engine| engine.stats())
+        self.engine.with(|engine| {
+            #[allow(unused_mut, reason = "only the stash changes the engine's figures")]
+            let mut stats = engine.stats();
+            // Stashed chunks are held, not lent. A chunk that moves between stripes while they
+            // are counted may be counted twice: the figure is of a moment.
+            #[cfg(feature = "pages")]
+            {
+                stats.bytes_lent = stats.bytes_lent.saturating_sub(self.stash.bytes());
+            }
+            stats
+        })
     }
 
     /// The invariant scan; see [`Engine::check`].
@@ -416,6 +479,12 @@ impl<S: ChunkSource> LockedPool<S> {
 /// nothing takes them in the other order, so the two cannot deadlock. An uncontended spin lock
 /// costs one atomic compare-and-swap per call, which single-threaded use pays too. Calling the
 /// child from inside the parent's [`with`](LockedPool::with) waits for the lock forever.
+///
+/// A parent with no limit, over a source that names a stripe for each thread
+/// ([`ChunkSource::stash_stripe`]), keeps the chunks its children give back in the giving
+/// thread's stripe, and a child takes its chunks from its thread's stripe before it takes the
+/// parent's lock: children on different threads then pass chunks without meeting. A stripe's
+/// lock is taken inside the child's, never with the parent's.
 ///
 /// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
 /// chunks record its address: keep it where it was when it first allocated, or `check` reports
@@ -494,12 +563,30 @@ impl<'a, S: ChunkSource> LockedParent<'a, S> {
 // layout it was taken with, as the engine promises.
 unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        #[cfg(feature = "pages")]
+        if layout == SMALL_CHUNK {
+            if let Some(chunk) = self.parent.stash_stripe().and_then(|s| self.parent.stash.take(s))
+            {
+                return Some(chunk);
+            }
+        }
         self.parent.engine.with(|engine| engine.acquire_raw(layout))
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        #[cfg(feature = "pages")]
+        if layout == SMALL_CHUNK {
+            if let Some(stripe) = self.parent.stash_stripe() {
+                // SAFETY: a chunk of the small chunks' layout that the parent's engine lent out
+                // (the caller's promise, as below), which nothing uses any more.
+                if unsafe { self.parent.stash.keep(stripe, chunk) }.is_ok() {
+                    return;
+                }
+            }
+        }
         // SAFETY: the caller passes a chunk that `acquire` took from the parent's `acquire_raw`
-        // with `layout`, and no longer uses it.
+        // with `layout` (or from its stash, where chunks of that layout from there wait), and no
+        // longer uses it.
         self.parent.engine.with(|engine| unsafe { engine.release_raw(chunk, layout) });
     }
     // `release_all_small` keeps its default: the parent must hear of each chunk, to uncharge it
@@ -570,6 +657,9 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 /// ```
 pub struct LockedEngine<'a, S: ChunkSource> {
     engine: &'a mut Engine<S>,
+    /// The pool's stash, which a trim empties.
+    #[cfg(feature = "pages")]
+    stash: &'a Stash,
 }
 
 impl<S: ChunkSource> LockedEngine<'_, S> {
@@ -753,7 +843,11 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// });
     /// ```
     pub fn trim(&mut self) -> usize {
-        self.engine.trim()
+        #[cfg(feature = "pages")]
+        let stashed = give_back_stash(self.engine, self.stash);
+        #[cfg(not(feature = "pages"))]
+        let stashed = 0;
+        stashed + self.engine.trim()
     }
 
     /// The engine itself, for what the view leaves out: [`Engine::reset`],
@@ -795,6 +889,29 @@ impl<S: ChunkSource> core::ops::Deref for LockedEngine<'_, S> {
 impl<S: ChunkSource> core::fmt::Debug for LockedEngine<'_, S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("LockedEngine").field("engine", &*self.engine).finish()
+    }
+}
+
+/// Gives every chunk of `stash` back to `engine`, the pool it belongs to, whose lock the caller
+/// holds; returns the bytes given back.
+#[cfg(feature = "pages")]
+fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: &Stash) -> usize {
+    let mut bytes = 0;
+    stash.drain(|chunk| {
+        // SAFETY: stashed chunks are small chunks that the engine lent out (`acquire_raw` with
+        // the small chunks' layout) and that their children gave back; the drain hands each over
+        // once, and nothing uses it.
+        unsafe { engine.release_raw(chunk, SMALL_CHUNK) };
+        bytes += SMALL_CHUNK.size();
+    });
+    bytes
+}
+
+#[cfg(feature = "pages")]
+impl<S: ChunkSource> Drop for LockedPool<S> {
+    /// Gives the stashed chunks back to the engine, which then gives back all it holds.
+    fn drop(&mut self) {
+        self.engine.with(|engine| give_back_stash(engine, &self.stash));
     }
 }
 

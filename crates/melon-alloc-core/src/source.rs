@@ -202,4 +202,35 @@ pub unsafe trait ChunkSource {
     fn keep_at_most(&mut self, bytes: usize) {
         let _ = bytes;
     }
+
+    /// Which stripe of a [`LockedPool`](crate::LockedPool)'s stash of free chunks the calling
+    /// thread uses, for a source whose pools are shared by threads and whose memory is not
+    /// scarce; `None`, the default, for a source without stripes.
+    ///
+    /// A locked pool with no limit over a source that names stripes keeps the small chunks its
+    /// children give back in the giving thread's stripe (8 stripes, taken modulo 8, of up to 16
+    /// chunks each), and a child takes its chunks from its thread's stripe before it asks the
+    /// pool's engine. Children on different threads then take and give back chunks without
+    /// meeting on the pool's lock, and the chunks a thread gives back are the ones it takes next,
+    /// still in its caches. What the stripes keep is held by the pool, counted in `bytes_held`
+    /// and not in `bytes_lent`, and goes back to its engine on a trim, a reset and its drop.
+    /// Without stripes every chunk goes back to the engine at once, where the pool's own
+    /// allocations find it: what a source of a fixed region needs.
+    ///
+    /// A source that names stripes should give each thread a stripe of its own, as far as it
+    /// can: threads that share a stripe share its lock.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// // A region's chunks are scarce: they all go back to the engine.
+    /// assert_eq!(RegionSource::stash_stripe(), None);
+    /// ```
+    fn stash_stripe() -> Option<usize>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }

@@ -1,4 +1,5 @@
-//! Loom models of the core crate's concurrent code: the spin lock behind `LockedPool`.
+//! Loom models of the core crate's concurrent code: the spin lock behind `LockedPool`, and the
+//! stash through which its children on different threads pass chunks.
 //!
 //! Built only with `--cfg melon_loom` (`cargo xtask loom`). With `--cfg melon_loom_broken` as
 //! well, the spin lock's acquire is replaced by a check-then-set that lets two threads in, and
@@ -10,7 +11,7 @@ mod tests {
     use core::ptr::NonNull;
 
     use loom::sync::Arc;
-    use melon_alloc_core::{ChunkSource, LockedPool};
+    use melon_alloc_core::{ChunkSource, LockedPool, CHUNK_SIZE};
 
     /// Chunks from the standard allocator.
     struct System;
@@ -26,6 +27,26 @@ mod tests {
         unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
             // SAFETY: the caller returns a chunk from `acquire` with its layout.
             unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) }
+        }
+    }
+
+    /// [`System`] with one stash stripe for every thread, so that children on two threads meet
+    /// on its lock.
+    struct OneStripe(System);
+
+    // SAFETY: as for `System`, which does the work.
+    unsafe impl ChunkSource for OneStripe {
+        fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+            self.0.acquire(layout)
+        }
+
+        unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.0.release(chunk, layout) }
+        }
+
+        fn stash_stripe() -> Option<usize> {
+            Some(0)
         }
     }
 
@@ -95,5 +116,44 @@ mod tests {
     #[test]
     fn a_locked_stretch_is_atomic() {
         expect_model(a_held_lock_keeps_the_other_thread_out);
+    }
+
+    /// Two threads each make a child of one pool, allocate, write and free a block in it, and
+    /// drop it, its chunk going to the stripe both threads use; the second child may take the
+    /// first one's chunk from there. Loom checks that the stripe is never touched by both at once
+    /// and that no chunk is lost or handed out twice: afterwards the pool lends nothing and a
+    /// trim gives back every chunk it holds.
+    fn two_threads_pass_chunks_through_one_stripe() {
+        let pool = Arc::new(LockedPool::new(OneStripe(System), None));
+        let workers: Vec<_> = (0..2u8)
+            .map(|worker| {
+                let pool = Arc::clone(&pool);
+                loom::thread::spawn(move || {
+                    let child = pool.child();
+                    let block = child.alloc(32).expect("memory");
+                    // SAFETY: the block holds 32 bytes and is this thread's alone.
+                    unsafe { block.as_ptr().write_bytes(worker, 32) };
+                    loom::thread::yield_now();
+                    // SAFETY: as above; the other thread never writes this block.
+                    let seen = unsafe { block.as_ptr().read() };
+                    assert_eq!(seen, worker, "a chunk was handed to both threads");
+                    // SAFETY: the block came from `child` and is freed once.
+                    unsafe { child.free(block) };
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("worker");
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.bytes_lent, 0);
+        assert!([CHUNK_SIZE, 2 * CHUNK_SIZE].contains(&stats.bytes_held), "{stats:?}");
+        assert_eq!(pool.with(|engine| engine.trim()), stats.bytes_held);
+        assert_eq!(pool.stats().bytes_held, 0);
+    }
+
+    #[test]
+    fn children_pass_chunks_through_a_stash_stripe() {
+        expect_model(two_threads_pass_chunks_through_one_stripe);
     }
 }

@@ -352,6 +352,32 @@ unsafe impl ChunkSource for GlobalSource {
             unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
         }
     }
+
+    /// The calling thread's number, given out in turn the first time a thread asks: threads up
+    /// to the stash's count of stripes each get one of their own.
+    #[inline]
+    fn stash_stripe() -> Option<usize> {
+        Some(thread_number())
+    }
+}
+
+/// The calling thread's number among the threads that have asked, from 0. A `const`-initialised
+/// thread-local without a destructor: reading it allocates nothing, as a global allocator's path
+/// may need.
+fn thread_number() -> usize {
+    use core::cell::Cell;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::thread_local! {
+        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    NUMBER.with(|number| {
+        if number.get() == usize::MAX {
+            number.set(NEXT.fetch_add(1, Ordering::Relaxed) % (usize::MAX / 2));
+        }
+        number.get()
+    })
 }
 
 impl Drop for GlobalSource {

@@ -247,3 +247,27 @@ fn trim_discards_free_chunks_while_one_is_out(mut source: impl ChunkSource) {
         unsafe { source.release(chunk, SMALL_CHUNK) };
     }
 }
+
+#[test]
+fn each_thread_keeps_one_stash_stripe_and_two_threads_have_two() {
+    let here = GlobalSource::stash_stripe().expect("the global source names stripes");
+    assert_eq!(GlobalSource::stash_stripe(), Some(here));
+    let there = std::thread::spawn(GlobalSource::stash_stripe).join().unwrap();
+    assert_ne!(there, Some(here));
+}
+
+#[test]
+fn a_sync_pool_keeps_a_dropped_childs_chunk_for_the_next_child() {
+    let root = melon_alloc_heap::SyncPool::new(GlobalSource::new(), None);
+    let child = root.child();
+    let block = child.alloc(64).unwrap();
+    let chunk = block.as_ptr() as usize / CHUNK_SIZE;
+    drop(child);
+    let stats = root.stats();
+    assert_eq!((stats.bytes_lent, stats.bytes_held), (0, CHUNK_SIZE));
+    let next = root.child();
+    assert_eq!(next.alloc(64).unwrap().as_ptr() as usize / CHUNK_SIZE, chunk);
+    drop(next);
+    assert_eq!(root.with(|engine| engine.trim()), CHUNK_SIZE);
+    assert_eq!(root.stats().bytes_held, 0);
+}

@@ -1,0 +1,137 @@
+//! Free chunks a [`LockedPool`](crate::LockedPool) keeps for its children, in stripes that
+//! threads use apart.
+//!
+//! A child takes its chunks from its parent and gives them back when it goes. Through the
+//! parent's lock, children on different threads meet on that lock and on the parent's engine at
+//! every chunk, and their cache lines move between cores each time: with a pool per request on a
+//! multi-threaded server, that costs more than the requests' allocations. So a parent whose
+//! source says which stripe the calling thread uses ([`ChunkSource::stash_stripe`]) and that has
+//! no limit keeps the small chunks its children give back in that thread's stripe, up to
+//! [`STASH_CHUNKS`] a stripe, and a child on that thread takes them from there: each stripe has
+//! a lock and a line of its own, which one thread uses.
+//!
+//! The engine counts a stashed chunk as lent, as it was when a child held it; the parent's
+//! figures leave stashed chunks out of `bytes_lent` ([`Stash::bytes`]). Stashed chunks go back to
+//! the engine on a trim, a reset and the parent's drop, whose engine lock is taken first and the
+//! stripes' inside it; a child takes a stripe's lock alone, and the parent's after it is let go,
+//! so the two orders never cross.
+
+use core::ptr::{self, NonNull};
+
+use crate::chunk::CHUNK_SIZE;
+use crate::spin::SpinLock;
+#[cfg(doc)]
+use crate::ChunkSource;
+
+/// Stripes of a stash: a thread's stripe is its [`ChunkSource::stash_stripe`] modulo this.
+pub(crate) const STASH_STRIPES: usize = 8;
+
+/// Chunks a stripe keeps at most, 256 KiB of 16 KiB chunks: enough for the children a thread
+/// makes and drops in turn, few enough that a stash holds at most 2 MiB unused.
+pub(crate) const STASH_CHUNKS: usize = 16;
+
+/// A stashed chunk: its first word links to the next of its stripe.
+struct Stashed {
+    next: *mut Stashed,
+}
+
+/// One stripe's chunks, linked through their first words.
+struct Stripe {
+    head: *mut Stashed,
+    count: usize,
+}
+
+// SAFETY: the list holds chunks the parent's engine lent out and no one uses; they may be handed
+// to a child on any thread, the stripe's lock ordering every access to them.
+unsafe impl Send for Stripe {}
+
+/// A stripe's lock, on a cache line of its own, so that threads on different stripes never
+/// share one.
+#[repr(align(64))]
+struct Line(SpinLock<Stripe>);
+
+impl Line {
+    #[cfg(not(melon_loom))]
+    const fn new() -> Self {
+        Self(SpinLock::new(Stripe { head: ptr::null_mut(), count: 0 }))
+    }
+
+    #[cfg(melon_loom)]
+    fn new() -> Self {
+        Self(SpinLock::new(Stripe { head: ptr::null_mut(), count: 0 }))
+    }
+}
+
+/// The stripes of free small chunks a locked parent keeps for its children.
+pub(crate) struct Stash {
+    stripes: [Line; STASH_STRIPES],
+}
+
+impl Stash {
+    #[cfg(not(melon_loom))]
+    pub(crate) const fn new() -> Self {
+        Self { stripes: [const { Line::new() }; STASH_STRIPES] }
+    }
+
+    #[cfg(melon_loom)]
+    pub(crate) fn new() -> Self {
+        Self { stripes: core::array::from_fn(|_| Line::new()) }
+    }
+
+    /// Takes a chunk from stripe `stripe`, if it keeps one.
+    #[inline]
+    pub(crate) fn take(&self, stripe: usize) -> Option<NonNull<u8>> {
+        self.stripes[stripe % STASH_STRIPES].0.with(|stripe| {
+            let chunk = NonNull::new(stripe.head)?;
+            // SAFETY: a stashed chunk's first word holds the link `keep` wrote, and the stripe's
+            // lock orders that write before this read.
+            stripe.head = unsafe { chunk.as_ptr().read().next };
+            stripe.count -= 1;
+            Some(chunk.cast())
+        })
+    }
+
+    /// Keeps a small chunk in stripe `stripe`, or hands it back when the stripe is full.
+    ///
+    /// # Safety
+    /// `chunk` is a small chunk ([`CHUNK_SIZE`] bytes, aligned to it) that the parent's engine
+    /// lent out, with provenance over all of it, and nothing uses it afterwards.
+    #[inline]
+    pub(crate) unsafe fn keep(&self, stripe: usize, chunk: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        self.stripes[stripe % STASH_STRIPES].0.with(|stripe| {
+            if stripe.count == STASH_CHUNKS {
+                return Err(chunk);
+            }
+            let entry = chunk.cast::<Stashed>();
+            // SAFETY: the chunk is the caller's to give up, at least a word long and aligned to a
+            // chunk; its first word now holds the link to the rest of the stripe.
+            unsafe { entry.as_ptr().write(Stashed { next: stripe.head }) };
+            stripe.head = entry.as_ptr();
+            stripe.count += 1;
+            Ok(())
+        })
+    }
+
+    /// Empties every stripe, handing each chunk to `give_back`.
+    pub(crate) fn drain(&self, mut give_back: impl FnMut(NonNull<u8>)) {
+        for line in &self.stripes {
+            let mut entry = line.0.with(|stripe| {
+                stripe.count = 0;
+                core::mem::replace(&mut stripe.head, ptr::null_mut())
+            });
+            while let Some(chunk) = NonNull::new(entry) {
+                // SAFETY: the list was taken whole under the stripe's lock, so its chunks are
+                // this call's; each first word holds the link `keep` wrote, read before the
+                // chunk is handed on.
+                entry = unsafe { chunk.as_ptr().read().next };
+                give_back(chunk.cast());
+            }
+        }
+    }
+
+    /// Bytes of the chunks the stripes keep, each stripe read under its lock.
+    pub(crate) fn bytes(&self) -> usize {
+        self.stripes.iter().map(|line| line.0.with(|stripe| stripe.count)).sum::<usize>()
+            * CHUNK_SIZE
+    }
+}

@@ -1,0 +1,158 @@
+//! The stash of a locked pool without a limit over a source that names stripes: the chunks its
+//! children give back wait in the giving thread's stripe for the next child there, and go back
+//! to the engine on a trim, a reset and the pool's drop.
+#![cfg(feature = "pages")]
+
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use melon_alloc_core::{ChunkSource, LockedPool, CHUNK_SIZE};
+
+/// Chunks from the standard allocator, counted, with a stripe for each thread.
+#[derive(Default)]
+struct Striped {
+    counts: Arc<Counts>,
+}
+
+/// What a [`Striped`] source handed out and took back.
+#[derive(Default)]
+struct Counts {
+    acquired: AtomicUsize,
+    released: AtomicUsize,
+}
+
+impl Counts {
+    fn acquired(&self) -> usize {
+        self.acquired.load(Ordering::Relaxed)
+    }
+
+    fn released(&self) -> usize {
+        self.released.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: chunks come from `std::alloc::alloc` with the asked-for layout and go back to `dealloc`
+// with the same layout.
+unsafe impl ChunkSource for Striped {
+    fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.counts.acquired.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the engine never asks for a zero-sized layout.
+        NonNull::new(unsafe { std::alloc::alloc(layout) })
+    }
+
+    unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        self.counts.released.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller returns a chunk from `acquire` with its layout.
+        unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) }
+    }
+
+    fn stash_stripe() -> Option<usize> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::thread_local! {
+            static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+        }
+        Some(STRIPE.with(|stripe| {
+            let number = stripe.get().unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed));
+            stripe.set(Some(number));
+            number
+        }))
+    }
+}
+
+/// A pool over a [`Striped`] source, and the source's counts.
+fn striped_pool(limit: Option<usize>) -> (LockedPool<Striped>, Arc<Counts>) {
+    let source = Striped::default();
+    let counts = Arc::clone(&source.counts);
+    (LockedPool::new(source, limit), counts)
+}
+
+/// Makes `children` children at once, each holding one block of 64 bytes in a chunk of its own,
+/// then drops them all.
+fn children_come_and_go(pool: &LockedPool<Striped>, children: usize) {
+    let held: Vec<_> = (0..children)
+        .map(|_| {
+            let child = pool.child();
+            let block = child.alloc(64).expect("memory");
+            (child, block)
+        })
+        .collect();
+    for (child, block) in held {
+        // SAFETY: the block came from `child` and is not used again.
+        unsafe { child.free(block) };
+    }
+}
+
+#[test]
+fn a_child_takes_the_chunk_the_last_child_on_its_thread_gave_back() {
+    let (pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 1);
+    let stats = pool.stats();
+    assert_eq!((stats.bytes_lent, stats.bytes_held), (0, CHUNK_SIZE));
+    assert_eq!((counts.acquired(), counts.released()), (1, 0));
+    for _ in 0..10 {
+        children_come_and_go(&pool, 1);
+    }
+    assert_eq!((counts.acquired(), counts.released()), (1, 0));
+    pool.check().expect("consistent");
+}
+
+#[test]
+fn a_stripe_keeps_sixteen_chunks_and_the_engine_takes_the_rest() {
+    let (pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 20);
+    assert_eq!((counts.acquired(), counts.released()), (20, 4));
+    let stats = pool.stats();
+    assert_eq!((stats.bytes_lent, stats.bytes_held), (0, 16 * CHUNK_SIZE));
+    // Twenty again: sixteen from the stripe, four from the source.
+    children_come_and_go(&pool, 20);
+    assert_eq!((counts.acquired(), counts.released()), (24, 8));
+}
+
+#[test]
+fn trim_reset_and_drop_give_the_stashed_chunks_back() {
+    let (pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 3);
+    assert_eq!(pool.with(|engine| engine.trim()), 3 * CHUNK_SIZE);
+    assert_eq!((counts.released(), pool.stats().bytes_held), (3, 0));
+
+    let (mut pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 3);
+    pool.reset();
+    assert_eq!((counts.released(), pool.stats().bytes_held), (3, 0));
+
+    let (pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 3);
+    drop(pool);
+    assert_eq!((counts.acquired(), counts.released()), (3, 3));
+}
+
+#[test]
+fn a_pool_with_a_limit_keeps_no_stash() {
+    let (pool, counts) = striped_pool(Some(4 * CHUNK_SIZE));
+    children_come_and_go(&pool, 2);
+    assert_eq!((counts.acquired(), counts.released()), (2, 2));
+    assert_eq!(pool.stats().bytes_held, 0);
+}
+
+#[test]
+fn children_on_two_threads_reuse_their_own_chunks() {
+    let (pool, counts) = striped_pool(None);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..100 {
+                    children_come_and_go(&pool, 1);
+                }
+            });
+        }
+    });
+    // At most one chunk for each thread from the source, then from the thread's stripe (or the
+    // one stripe both share, when their numbers meet modulo the count of stripes).
+    assert!(counts.acquired() <= 2, "{} chunks from the source", counts.acquired());
+    assert_eq!(counts.released(), 0);
+    assert_eq!(pool.stats().bytes_lent, 0);
+    pool.check().expect("consistent");
+}

@@ -49,6 +49,9 @@ use crate::{cargo, root, run};
 /// relative to the workspace root.
 const RESULTS: &str = "target/bench-results";
 
+/// The file of `target/bench-results/` with the per-request figures on two plain threads.
+pub(crate) const PER_REQUEST_THREADS_TSV: &str = "per_request_threads.tsv";
+
 /// The parts of a run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Part {
@@ -221,6 +224,13 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 per_request.args(["--rounds", if options.quick { "3" } else { "9" }]);
                 per_request.arg("--tsv").arg(results.join("per_request.tsv"));
                 run(per_request)?;
+                // The same requests on two threads, one at a time each: the allocators alone,
+                // with every thread allocating all the time.
+                let mut on_threads = release_bin("per_request");
+                on_threads.args(["--rounds", if options.quick { "3" } else { "9" }]);
+                on_threads.args(["--threads", "2"]);
+                on_threads.arg("--tsv").arg(results.join(PER_REQUEST_THREADS_TSV));
+                run(on_threads)?;
             }
             Part::Firmware => {
                 let mut tsv = String::from("peer\ttext_bytes\tfigure\tvalue\n");

@@ -403,8 +403,18 @@ pub(super) struct PerRequestRow {
 }
 
 impl PerRequest {
+    /// The comparison on the shared tokio runtime, from `per_request.tsv`.
     pub(super) fn read(results: &Path) -> Self {
-        let path = results.join("per_request.tsv");
+        Self::read_file(results, "per_request.tsv")
+    }
+
+    /// The comparison on plain threads (`per_request --threads 2`).
+    pub(super) fn read_on_threads(results: &Path) -> Self {
+        Self::read_file(results, crate::bench::PER_REQUEST_THREADS_TSV)
+    }
+
+    fn read_file(results: &Path, name: &str) -> Self {
+        let path = results.join(name);
         let mut per_request = PerRequest { when: modified(&path), ..PerRequest::default() };
         for fields in tsv(&path) {
             let [peer, rest @ ..] = &fields[..] else { continue };

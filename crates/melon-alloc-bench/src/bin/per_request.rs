@@ -23,10 +23,13 @@
 //! With `--tsv PATH` the figures also go to `PATH`, which is what `cargo xtask bench` reads.
 //! `--in-flight N` changes how many requests are alive at once, and `--peers melon,global` runs
 //! only the peers named (a ratio needs `global` among them), for a profiler to see one alone.
+//! `--threads N` serves the requests on N threads instead, each with a current-thread runtime of
+//! its own on which it runs one request at a time, `bumpalo` included: what the allocators cost
+//! when every thread allocates all the time, without the scheduling of the shared runtime.
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin per_request -- [--rounds N] [--tsv PATH]
-//!     [--in-flight N] [--peers melon,global,mimalloc,bumpalo]
+//!     [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N]
 //! ```
 
 use std::fs;
@@ -73,12 +76,17 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let mut in_flight = IN_FLIGHT;
+    let mut threads = None;
     let mut running = PEERS.map(|_| true);
-    let options = " [--in-flight N] [--peers melon,global,mimalloc,bumpalo]";
+    let options = " [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N]";
     let RoundsArgs { rounds, tsv } =
         RoundsArgs::parse_with("per_request", 9, options, |option, value| match option {
             "--in-flight" => {
                 in_flight = positive_count(option, value)?;
+                Ok(true)
+            }
+            "--threads" => {
+                threads = Some(positive_count(option, value)?);
                 Ok(true)
             }
             "--peers" => {
@@ -99,7 +107,10 @@ fn run() -> Result<(), String> {
     let mut figures = vec![Vec::new(); PEERS.len()];
     for round in 0..=rounds {
         for (slot, peer) in PEERS.iter().enumerate().filter(|&(slot, _)| running[slot]) {
-            let figure = measure(&runtime, peer, in_flight)?;
+            let figure = match threads {
+                Some(threads) => measure_on_threads(peer, threads)?,
+                None => measure(&runtime, peer, in_flight)?,
+            };
             // Round 0 warms up the runtime's threads, the root's slab and the allocators.
             if round > 0 {
                 eprintln!("round {round}, {peer}: {figure:?}");
@@ -108,9 +119,13 @@ fn run() -> Result<(), String> {
         }
     }
 
+    let served = match threads {
+        Some(threads) => format!("on {threads} threads, one request at a time each"),
+        None => format!("{in_flight} in flight"),
+    };
     println!(
-        "{REQUESTS} requests, {in_flight} in flight, {rounds} rounds; ratios are the median \
-         over the rounds of each round's time over the global allocator's (least-greatest)."
+        "{REQUESTS} requests, {served}, {rounds} rounds; ratios are the median over the rounds \
+         of each round's time over the global allocator's (least-greatest)."
     );
     println!();
     println!("| peer | µs per request | time / global | bytes per request's pool |");
@@ -171,6 +186,62 @@ fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64)
     }?;
     let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
     Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+}
+
+/// Runs one round of one peer on `threads` threads, each serving its share of the requests one
+/// after another on a current-thread runtime of its own: the time per request of them all
+/// together, in µs, and the mean bytes a request's pool held at its peak.
+fn measure_on_threads(peer: &str, threads: usize) -> Result<(f64, f64), String> {
+    let started = Instant::now();
+    let shares = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| scope.spawn(move || serve_in_turn(peer, thread, threads)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().map_err(|_| "a serving thread panicked".to_string())?)
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
+    let (peaks, sampled) = shares.iter().fold((0, 0), |(p, s), &(peak, n)| (p + peak, s + n));
+    Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+}
+
+/// Serves the requests whose ids are `thread` modulo `threads`, one at a time: the sum of the
+/// bytes the sampled ones' pools held at their peaks, and how many were sampled.
+fn serve_in_turn(peer: &str, thread: usize, threads: usize) -> Result<(usize, usize), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let (mut peaks, mut sampled) = (0, 0);
+    for id in (thread as u64..REQUESTS).step_by(threads) {
+        let peak = runtime.block_on(async {
+            match peer {
+                "melon" => {
+                    let child = ROOT.child_with_limit(REQUEST_LIMIT);
+                    work(&child, id).await?;
+                    Ok(sampled_peak(id, || child.stats().peak_bytes_held))
+                }
+                "global" => work(Global, id).await.map(|()| None),
+                "mimalloc" => work(Mimalloc, id).await.map(|()| None),
+                _ => {
+                    let bump = Bump::new();
+                    work(&bump, id).await?;
+                    Ok(sampled_peak(id, || bump.allocated_bytes()))
+                }
+            }
+        })?;
+        if let Some(peak) = peak {
+            peaks += peak;
+            sampled += 1;
+        }
+    }
+    Ok((peaks, sampled))
+}
+
+/// `peak()` if request `id` is one of the sampled ones.
+fn sampled_peak(id: u64, peak: impl FnOnce() -> usize) -> Option<usize> {
+    sampled(id).then(peak)
 }
 
 /// mimalloc's own functions as an `Allocator`, for collections in mimalloc in a program whose

@@ -43,6 +43,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     let resident = Resident::read(results);
     let global = Global::read(results);
     let per_request = PerRequest::read(results);
+    let per_request_on_threads = PerRequest::read_on_threads(results);
     let firmware = Firmware::read(results);
     let docs = root().join("docs");
     let page_path = docs.join("benchmarks.md");
@@ -67,7 +68,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     heap_results(&mut results_text, &mut targets, &mut chart, &heap_targets);
     resident_results(&mut results_text, &mut targets, &mut chart, &resident);
     global_results(&mut results_text, &mut targets, &global);
-    per_request_results(&mut results_text, &mut targets, &per_request);
+    per_request_results(&mut results_text, &mut targets, &per_request, &per_request_on_threads);
     firmware_results(&mut results_text, &mut targets, &firmware);
     let mut shm_text = String::new();
     shm_results(&mut shm_text, &mut targets, &mut chart);

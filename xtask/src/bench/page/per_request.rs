@@ -11,6 +11,7 @@ pub(super) fn per_request_results(
     page: &mut String,
     targets: &mut Vec<Target>,
     per_request: &PerRequest,
+    on_threads: &PerRequest,
 ) {
     let measured = !per_request.rows.is_empty();
     if !measured_section(page, "A pool per request, across `.await`", measured, per_request.when) {
@@ -40,13 +41,7 @@ pub(super) fn per_request_results(
          | peer | µs per request | time / global | bytes per request's pool |\n\
          |---|---:|---:|---:|\n",
     );
-    for row in &per_request.rows {
-        let [median, min, max] = row.ratio;
-        let ratio = format!("{median:.2} ({min:.2}–{max:.2})");
-        let ratio = if row.peer == "melon" { format!("**{ratio}**") } else { ratio };
-        let bytes = if row.bytes > 0.0 { format!("{:.0}", row.bytes) } else { "n/a".into() };
-        let _ = writeln!(page, "| {} | {:.2} | {ratio} | {bytes} |", row.peer, row.us_per_request);
-    }
+    rows(page, per_request);
     let time = |peer| per_request.get(peer).map(|row| row.us_per_request);
     let melon = time("melon");
     let shown = |limit: Option<f64>| match (melon, limit) {
@@ -83,7 +78,44 @@ pub(super) fn per_request_results(
         met: yes_no(met),
     });
     page.push('\n');
+    on_threads_results(page, on_threads);
     page.push_str(PER_REQUEST_NOTES);
+}
+
+/// The same requests on two plain threads, one at a time each, where the peers' allocators meet
+/// only each other.
+fn on_threads_results(page: &mut String, on_threads: &PerRequest) {
+    if on_threads.rows.is_empty() {
+        return;
+    }
+    page.push_str(
+        "The same requests on two threads, each serving every other request one after another on \
+         a current-thread runtime of its own, every peer included, measured in the same run \
+         after the table above. With no other work between them, the threads allocate all the \
+         time, and whatever their allocations share, a lock or a line, shows: before a `SyncPool` \
+         kept the chunks its children give back in a stripe for each thread (\"A `SyncPool`'s \
+         children on different threads do not meet on the root's lock\" in \
+         `docs/architecture.md`), melon took 1.52 to 1.55 times the global allocator's time \
+         here, in two runs alternating with runs of this build (2026-12-05). Produced by:\n\n\
+         ```sh\n\
+         cargo run --release -p melon-alloc-bench --bin per_request -- --threads 2\n\
+         ```\n\n\
+         | peer | µs per request, 2 threads | time / global | bytes per request's pool |\n\
+         |---|---:|---:|---:|\n",
+    );
+    rows(page, on_threads);
+    page.push('\n');
+}
+
+/// One table row a peer.
+fn rows(page: &mut String, per_request: &PerRequest) {
+    for row in &per_request.rows {
+        let [median, min, max] = row.ratio;
+        let ratio = format!("{median:.2} ({min:.2}–{max:.2})");
+        let ratio = if row.peer == "melon" { format!("**{ratio}**") } else { ratio };
+        let bytes = if row.bytes > 0.0 { format!("{:.0}", row.bytes) } else { "n/a".into() };
+        let _ = writeln!(page, "| {} | {:.2} | {ratio} | {bytes} |", row.peer, row.us_per_request);
+    }
 }
 
 /// What one request's pool holds, and why.

@@ -304,10 +304,14 @@ fn machine(page: &mut String, facts: &Facts) {
     let _ = writeln!(page, "| commit | `{}`{tree} |", facts.get("commit"));
     if let (Some(started), Some(finished)) = (facts.number("started"), facts.number("finished")) {
         let minutes = (facts.number("duration_s").unwrap_or(0) as f64 / 60.0).round();
-        let unit = if minutes == 1.0 { "minute" } else { "minutes" };
+        let length = match minutes {
+            0.0 => "under a minute".to_string(),
+            1.0 => "1 minute".to_string(),
+            _ => format!("{minutes:.0} minutes"),
+        };
         let _ = writeln!(
             page,
-            "| run | {} to {}: {minutes:.0} {unit}, building included ({} run{}{}) |",
+            "| run | {} to {}: {length}, building included ({} run{}{}) |",
             utc(started),
             &utc(finished)[11..],
             facts.get("mode"),

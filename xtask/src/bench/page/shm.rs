@@ -505,17 +505,29 @@ pub(super) fn hammer_results(
     let (alone, crowded) = (hammer.cpu("mixed", "shm", 1), hammer.cpu("mixed", "shm", 2));
     if let (Some(alone), Some(crowded)) = (alone, crowded) {
         if crowded > 2.0 * alone {
+            // The run's load average tells of the hammer only if the hammer ran in it.
+            let in_this_run = hammer
+                .when
+                .zip(facts.number("started"))
+                .is_some_and(|(when, started)| when >= started);
+            let load = if in_this_run {
+                format!(
+                    " (the load average went from {} to {} over the run)",
+                    facts.get("load_start"),
+                    facts.get("load_end")
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 page,
                 "\nIn this run `shm` used {crowded:.0} ns of CPU per operation at 2 processes, \
                  {:.1} times its {alone:.0} ns alone: the waiting process's spin, futex sleeps \
                  and wake-ups, and the pool's cache lines moving between cores, which grow when \
-                 other work holds the cores and preempts the holder of the lock (the load \
-                 average went from {} to {} over the run). Figures at 2 processes and more depend on how busy the machine was as \
-                 much as on the pool; the spread of the three runs shows by how much.",
+                 other work holds the cores and preempts the holder of the lock{load}. Figures at \
+                 2 processes and more depend on how busy the machine was as much as on the pool; \
+                 the spread of the three runs shows by how much.",
                 crowded / alone,
-                facts.get("load_start"),
-                facts.get("load_end")
             );
         }
     }

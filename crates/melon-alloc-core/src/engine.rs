@@ -1883,10 +1883,16 @@ impl<S: ChunkSource> Drop for Engine<S> {
         }
         // A paged chunk goes back with the last of its pages to leave a class's list: every page
         // is on one list or another, so that happens once for each.
+        //
+        // The largest class goes first. A pool that grows a table takes chunks for its small
+        // classes before its large ones, and a source that hands back the chunk it got last
+        // (a locked parent's stash, a free list) then gives the next pool the chunks in the
+        // order this one took them: each serves the same part again, its blocks on the lines
+        // this pool wrote last.
         let mut classes = if crate::chunk::SPLIT { self.classes_used } else { ALL_CLASSES };
         while classes != 0 {
-            let class = classes.trailing_zeros() as usize;
-            classes &= classes - 1;
+            let class = (u64::BITS - 1 - classes.leading_zeros()) as usize;
+            classes &= !(1 << class);
             while let Some(chunk) = self.pop_small(class) {
                 // SAFETY: `chunk` was on one of the engine's lists, so its header is valid; the
                 // engine is going away, so none of its blocks is used again.

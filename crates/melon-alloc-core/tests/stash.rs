@@ -156,3 +156,22 @@ fn children_on_two_threads_reuse_their_own_chunks() {
     assert_eq!(pool.stats().bytes_lent, 0);
     pool.check().expect("consistent");
 }
+
+#[test]
+fn the_next_child_on_a_thread_gets_each_chunk_for_the_part_it_played_before() {
+    // A request's small blocks share a chunk split into pages; its large table takes a chunk of
+    // its own. The child gives its chunks back from its largest class down, so the stripe hands
+    // them to the next child in the order the first one took them: each chunk serves the same
+    // blocks again, whose lines the first child wrote last.
+    let (pool, _) = striped_pool(None);
+    let chunk_of = |block: NonNull<u8>| block.as_ptr() as usize / CHUNK_SIZE;
+    let request = || {
+        let child = pool.child();
+        let small = chunk_of(child.alloc(64).expect("memory"));
+        let large = chunk_of(child.alloc(4368).expect("memory"));
+        (small, large)
+    };
+    let first = request();
+    assert_ne!(first.0, first.1, "the large block has a chunk of its own");
+    assert_eq!(request(), first);
+}

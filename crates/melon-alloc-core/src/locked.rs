@@ -132,6 +132,14 @@ impl<S: ChunkSource> LockedPool<S> {
         }
     }
 
+    /// The pool's stash, if it keeps one: none for a child, whose source names no stripes, so
+    /// that making, measuring and dropping a child never visits the stripes.
+    #[inline]
+    #[cfg(feature = "pages")]
+    fn kept_stash(&self) -> Option<&Stash> {
+        self.stash_stripe().map(|_| &self.stash)
+    }
+
     /// Runs `f` with the lock held, for several operations in a row. `f` gets a
     /// [`LockedEngine`]: the engine's operations that cannot break a block handed out through
     /// another path (an `Allocator` borrow, another thread's block).
@@ -159,7 +167,7 @@ impl<S: ChunkSource> LockedPool<S> {
             f(&mut LockedEngine {
                 engine,
                 #[cfg(feature = "pages")]
-                stash: &self.stash,
+                stash: self.kept_stash(),
             })
         })
     }
@@ -322,7 +330,7 @@ impl<S: ChunkSource> LockedPool<S> {
             // Stashed chunks go back first, so that the reset finds them as lent chunks that
             // came back.
             #[cfg(feature = "pages")]
-            give_back_stash(engine, &self.stash);
+            give_back_stash(engine, self.kept_stash());
             // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used again
             // (a pointer kept from `alloc` can only be used by unsafe code, whose caller answers for
             // it), and no child, which borrows its parent, holds chunks of it.
@@ -437,7 +445,8 @@ impl<S: ChunkSource> LockedPool<S> {
             // are counted may be counted twice: the figure is of a moment.
             #[cfg(feature = "pages")]
             {
-                stats.bytes_lent = stats.bytes_lent.saturating_sub(self.stash.bytes());
+                let stashed = self.kept_stash().map_or(0, Stash::bytes);
+                stats.bytes_lent = stats.bytes_lent.saturating_sub(stashed);
             }
             stats
         })
@@ -657,9 +666,9 @@ impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
 /// ```
 pub struct LockedEngine<'a, S: ChunkSource> {
     engine: &'a mut Engine<S>,
-    /// The pool's stash, which a trim empties.
+    /// The pool's stash, if it keeps one, which a trim empties.
     #[cfg(feature = "pages")]
-    stash: &'a Stash,
+    stash: Option<&'a Stash>,
 }
 
 impl<S: ChunkSource> LockedEngine<'_, S> {
@@ -892,10 +901,11 @@ impl<S: ChunkSource> core::fmt::Debug for LockedEngine<'_, S> {
     }
 }
 
-/// Gives every chunk of `stash` back to `engine`, the pool it belongs to, whose lock the caller
-/// holds; returns the bytes given back.
+/// Gives every chunk of `stash`, if there is one, back to `engine`, the pool it belongs to,
+/// whose lock the caller holds; returns the bytes given back.
 #[cfg(feature = "pages")]
-fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: &Stash) -> usize {
+fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: Option<&Stash>) -> usize {
+    let Some(stash) = stash else { return 0 };
     let mut bytes = 0;
     stash.drain(|chunk| {
         // SAFETY: stashed chunks are small chunks that the engine lent out (`acquire_raw` with
@@ -911,7 +921,9 @@ fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: &Stash) -> usi
 impl<S: ChunkSource> Drop for LockedPool<S> {
     /// Gives the stashed chunks back to the engine, which then gives back all it holds.
     fn drop(&mut self) {
-        self.engine.with(|engine| give_back_stash(engine, &self.stash));
+        if let Some(stash) = self.kept_stash() {
+            self.engine.with(|engine| give_back_stash(engine, Some(stash)));
+        }
     }
 }
 

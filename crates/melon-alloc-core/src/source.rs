@@ -218,7 +218,9 @@ pub unsafe trait ChunkSource {
     /// allocations find it: what a source of a fixed region needs.
     ///
     /// A source that names stripes should give each thread a stripe of its own, as far as it
-    /// can: threads that share a stripe share its lock.
+    /// can: threads that share a stripe share its lock. It names one on every call, or on none:
+    /// the pool asks again when it gives its stash back, on a trim, a reset and its drop, and
+    /// skips the stash when the answer is `None`.
     ///
     /// # Examples
     /// ```

@@ -241,6 +241,7 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 }
 
 impl<T> Drop for ShmMutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // Only this thread's own token is cleared: a guard dropped where it does not hold the
         // mutex (a copy inherited across a fork) must not erase the holder's, which would then

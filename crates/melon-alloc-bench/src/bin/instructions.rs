@@ -9,8 +9,10 @@
 //! cargo run --release -p melon-alloc-bench --bin instructions -- --list
 //! ```
 //!
-//! An operation is one alloc+free pair, except in `heap_child_lifecycle`, where it is a child
-//! pool made, one block allocated and freed in it, and the child dropped; in `shm_handoff_ring`,
+//! An operation is one alloc+free pair, except in `heap_child_lifecycle` and
+//! `sync_child_lifecycle`, where it is a child pool made (of a `HeapPool`, or of a `static`
+//! `SyncPool` with a limit, as a request's), one block allocated and freed in it, and the child
+//! dropped; in `shm_handoff_ring`,
 //! a child pool's block allocated and handed off and the oldest of 256 in flight freed through
 //! the shared pool, as between a producer and its consumer; in `shm_find`, a lookup of a named
 //! value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`.
@@ -19,7 +21,8 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::ptr::NonNull;
 
-use melon_alloc::HeapPool;
+use melon_alloc::heap::GlobalSource;
+use melon_alloc::{HeapPool, SyncPool};
 use melon_alloc_bench::{
     exit_with, large_sizes, mixed_sizes, BLOCK, LARGE_LIMIT, LARGE_RING, MIXED_RING, MIXED_SEED,
     RING_SIZES,
@@ -30,13 +33,14 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 11] = [
+const WORKLOADS: [(&str, Workload); 12] = [
     ("heap_ping_pong", heap_ping_pong),
     ("heap_fill_drain", heap_fill_drain),
     ("heap_mixed", heap_mixed),
     ("heap_large_ring", heap_large_ring),
     ("heap_limited_large_ring", heap_limited_large_ring),
     ("heap_child_lifecycle", heap_child_lifecycle),
+    ("sync_child_lifecycle", sync_child_lifecycle),
     ("shm_ping_pong", shm_ping_pong),
     ("shm_child_ping_pong", shm_child_ping_pong),
     ("shm_handoff_ring", shm_handoff_ring),
@@ -123,6 +127,17 @@ fn heap_child_lifecycle(n: u64) -> Result<(), String> {
     for _ in 0..n {
         let child = root.child();
         let block = alloc(&child, black_box(BLOCK))?;
+        // SAFETY: the block came from `child` and is not used again.
+        unsafe { child.free(block) };
+    }
+    Ok(())
+}
+
+fn sync_child_lifecycle(n: u64) -> Result<(), String> {
+    static ROOT: SyncPool = SyncPool::new(GlobalSource::new(), None);
+    for _ in 0..n {
+        let child = ROOT.child_with_limit(1 << 20);
+        let block = child.alloc(black_box(BLOCK)).ok_or("no block in the child")?;
         // SAFETY: the block came from `child` and is not used again.
         unsafe { child.free(block) };
     }

@@ -1461,7 +1461,9 @@ impl<S: ChunkSource> Engine<S> {
     /// No block handed out before the call is freed, resized or checked through this engine
     /// afterwards, nor through any code that finds the engine from a block's chunk: those calls
     /// would act on lists that no longer hold the block's chunk. The forgotten chunks are
-    /// never given back by this engine; their memory is whoever else's holds it.
+    /// never given back by this engine; their memory is whoever else's holds it. No chunk lent
+    /// before the call ([`acquire_raw`](Engine::acquire_raw)) comes back through
+    /// [`release_raw`](Engine::release_raw) afterwards: the engine no longer counts it.
     ///
     /// # Examples
     /// ```

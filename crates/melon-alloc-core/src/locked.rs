@@ -492,8 +492,9 @@ impl<S: ChunkSource> LockedPool<S> {
 /// A parent with no limit, over a source that names a stripe for each thread
 /// ([`ChunkSource::stash_stripe`]), keeps the chunks its children give back in the giving
 /// thread's stripe, and a child takes its chunks from its thread's stripe before it takes the
-/// parent's lock: children on different threads then pass chunks without meeting. A stripe's
-/// lock is taken inside the child's, never with the parent's.
+/// parent's lock: children on different threads then pass chunks without meeting. A child takes
+/// a stripe's lock inside its own, and never holds it with the parent's; the parent takes the
+/// stripes' locks inside its own when it gives its stash back.
 ///
 /// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
 /// chunks record its address: keep it where it was when it first allocated, or `check` reports
@@ -568,8 +569,10 @@ impl<'a, S: ChunkSource> LockedParent<'a, S> {
 // SAFETY: every chunk comes from the parent's `acquire_raw`, which takes it from the parent's
 // own source under the parent's lock, so it upholds that source's contract: valid, aligned,
 // disjoint, with provenance; it stays valid while the parent lives, which the borrow `'a`
-// guarantees outlasts this source. `release` hands each chunk back to `release_raw` with the
-// layout it was taken with, as the engine promises.
+// guarantees outlasts this source. A chunk of the parent's stash is one of those, which a child
+// gave back and no one uses, handed to one child at a time under its stripe's lock. `release`
+// hands each chunk back to `release_raw` with the layout it was taken with, as the engine
+// promises, or keeps a small chunk in the stash, still lent, for the next child.
 unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         #[cfg(feature = "pages")]
@@ -579,7 +582,15 @@ unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
                 return Some(chunk);
             }
         }
-        self.parent.engine.with(|engine| engine.acquire_raw(layout))
+        self.parent.engine.with(|engine| {
+            let chunk = engine.acquire_raw(layout);
+            // Refused: what the stash keeps may be what the source needs.
+            #[cfg(feature = "pages")]
+            if chunk.is_none() && give_back_stash(engine, self.parent.kept_stash()) > 0 {
+                return engine.acquire_raw(layout);
+            }
+            chunk
+        })
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
@@ -860,7 +871,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     }
 
     /// The engine itself, for what the view leaves out: [`Engine::reset`],
-    /// [`Engine::abandon`], [`Engine::source_mut`], which are unsafe themselves.
+    /// [`Engine::abandon`], [`Engine::source_mut`], which are unsafe themselves. The chunks the
+    /// pool keeps for its children's threads ([`ChunkSource::stash_stripe`]) go back to the
+    /// engine first, so that every chunk it has lent is one a child holds.
     ///
     /// # Safety
     /// The engine is not replaced, swapped or moved out through the reference (blocks handed
@@ -883,6 +896,8 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// assert_eq!(pool.stats().live_blocks, 0);
     /// ```
     pub unsafe fn engine_mut(&mut self) -> &mut Engine<S> {
+        #[cfg(feature = "pages")]
+        give_back_stash(self.engine, self.stash);
         self.engine
     }
 }

@@ -212,8 +212,12 @@ pub unsafe trait ChunkSource {
     /// chunks each), and a child takes its chunks from its thread's stripe before it asks the
     /// pool's engine. Children on different threads then take and give back chunks without
     /// meeting on the pool's lock, and the chunks a thread gives back are the ones it takes next,
-    /// still in its caches. What the stripes keep is held by the pool, counted in `bytes_held`
-    /// and not in `bytes_lent`, and goes back to its engine on a trim, a reset and its drop.
+    /// still in its caches. What the stripes keep is held by the pool, counted in the pool's
+    /// `bytes_held` and not in its `bytes_lent` ([`LockedPool::stats`](crate::LockedPool::stats);
+    /// the engine's own figures, seen inside `with`, count it as lent), and goes back to its
+    /// engine on a trim, a reset, its drop, and a chunk the source refuses to a child. The
+    /// pool's own allocations do not take it back: a refused one fails while the stripes keep
+    /// up to 2 MiB, until a trim.
     /// Without stripes every chunk goes back to the engine at once, where the pool's own
     /// allocations find it: what a source of a fixed region needs.
     ///

@@ -26,8 +26,9 @@ use crate::ChunkSource;
 /// Stripes of a stash: a thread's stripe is its [`ChunkSource::stash_stripe`] modulo this.
 pub(crate) const STASH_STRIPES: usize = 8;
 
-/// Chunks a stripe keeps at most, 256 KiB of 16 KiB chunks: enough for the children a thread
-/// makes and drops in turn, few enough that a stash holds at most 2 MiB unused.
+/// Chunks a stripe keeps at most, 256 KiB of 16 KiB chunks (64 KiB with the `small-chunks`
+/// feature): enough for the children a thread makes and drops in turn, few enough that a stash
+/// holds at most 2 MiB unused.
 pub(crate) const STASH_CHUNKS: usize = 16;
 
 /// A stashed chunk: its first word links to the next of its stripe.

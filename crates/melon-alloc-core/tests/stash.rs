@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use melon_alloc_core::{ChunkSource, LockedPool, CHUNK_SIZE};
 
-/// Chunks from the standard allocator, counted, with a stripe for each thread.
+/// Chunks from the standard allocator, counted, with a stripe for each thread; at most
+/// `most_out` of them out at once, if set.
 #[derive(Default)]
 struct Striped {
     counts: Arc<Counts>,
+    most_out: Option<usize>,
 }
 
 /// What a [`Striped`] source handed out and took back.
@@ -38,6 +40,10 @@ impl Counts {
 // with the same layout.
 unsafe impl ChunkSource for Striped {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if self.most_out.is_some_and(|most| self.counts.acquired() - self.counts.released() >= most)
+        {
+            return None;
+        }
         self.counts.acquired.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the engine never asks for a zero-sized layout.
         NonNull::new(unsafe { std::alloc::alloc(layout) })
@@ -51,15 +57,23 @@ unsafe impl ChunkSource for Striped {
 
     fn stash_stripe() -> Option<usize> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        std::thread_local! {
-            static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
-        }
         Some(STRIPE.with(|stripe| {
             let number = stripe.get().unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed));
             stripe.set(Some(number));
             number
         }))
     }
+}
+
+std::thread_local! {
+    /// The calling thread's stripe: numbered in the order threads first ask, unless a test sets
+    /// it with [`use_stripe`].
+    static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Makes `stripe` the calling thread's stripe.
+fn use_stripe(stripe: usize) {
+    STRIPE.with(|own| own.set(Some(stripe)));
 }
 
 /// A pool over a [`Striped`] source, and the source's counts.
@@ -157,6 +171,8 @@ fn children_on_two_threads_reuse_their_own_chunks() {
     pool.check().expect("consistent");
 }
 
+// With 4 KiB chunks the table is a large block, which goes back before every class.
+#[cfg(not(feature = "small-chunks"))]
 #[test]
 fn the_next_child_on_a_thread_gets_each_chunk_for_the_part_it_played_before() {
     // A request's small blocks share a chunk split into pages; its large table takes a chunk of
@@ -174,4 +190,44 @@ fn the_next_child_on_a_thread_gets_each_chunk_for_the_part_it_played_before() {
     let first = request();
     assert_ne!(first.0, first.1, "the large block has a chunk of its own");
     assert_eq!(request(), first);
+}
+
+#[test]
+fn a_chunk_the_source_refuses_a_child_comes_from_the_stash() {
+    let source = Striped { most_out: Some(1), ..Striped::default() };
+    let counts = Arc::clone(&source.counts);
+    let pool = LockedPool::new(source, None);
+    use_stripe(0);
+    children_come_and_go(&pool, 1);
+    // The one chunk the source lends waits in stripe 0; a child on another thread, whose stripe
+    // is empty, is refused by the source, and the stash gives the chunk back.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            use_stripe(1);
+            children_come_and_go(&pool, 1);
+        });
+    });
+    assert_eq!((counts.acquired(), counts.released()), (2, 1));
+    assert_eq!(pool.stats().bytes_lent, 0);
+    pool.check().expect("consistent");
+}
+
+#[test]
+fn the_engine_seen_whole_holds_the_stashed_chunks_and_may_forget_them() {
+    let (pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 2);
+    let lent = pool.with(|locked| {
+        // SAFETY: the engine stays where it is.
+        let engine = unsafe { locked.engine_mut() };
+        let lent = engine.stats().bytes_lent;
+        // SAFETY: no block of the pool is in use, no child lives, and the stash went back to
+        // the engine before the reference was handed out.
+        unsafe { engine.abandon() };
+        lent
+    });
+    assert_eq!(lent, 0);
+    assert_eq!(counts.released(), 2);
+    // Nothing is left to give back: dropping the pool releases nothing twice.
+    drop(pool);
+    assert_eq!((counts.acquired(), counts.released()), (2, 2));
 }

@@ -353,8 +353,9 @@ unsafe impl ChunkSource for GlobalSource {
         }
     }
 
-    /// The calling thread's number, given out in turn the first time a thread asks: threads up
-    /// to the stash's count of stripes each get one of their own.
+    /// The calling thread's number, given out in turn the first time a thread asks, from one
+    /// count for the whole process that never gives a number back: the first 8 threads to ask
+    /// each get a stripe of their own, and later threads share theirs.
     #[inline]
     fn stash_stripe() -> Option<usize> {
         Some(thread_number())

@@ -99,8 +99,8 @@
 //! [`SyncPool`] can: it is a [`LockedPool`] over the global allocator, `Send` and `Sync`, and
 //! its [`child_with_limit`](LockedPool::child_with_limit) is a [`SyncChild`], `Send` and `Sync`
 //! too, that takes its chunks from the root: from a stripe of chunks the root keeps for the
-//! calling thread, which children on other threads do not touch, or else through the root's
-//! lock (see [`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)). `&SyncPool` and
+//! calling thread, or else through the root's lock (see
+//! [`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)). `&SyncPool` and
 //! `&SyncChild` are `Allocator`s, so `allocator_api2` and `hashbrown` collections live in them.
 //! The pattern for a server is one root for the program (a `static`, or an `Arc`) and a child
 //! per request, made in the request's task and dropped when it ends, which gives the request's
@@ -210,9 +210,10 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// and its root keeps its slabs as a [`HeapPool`]'s does, so that the next child takes nothing
 /// from the global allocator. A root with no limit also keeps the chunks its children give back
 /// in a stripe of the giving thread, up to 16 chunks in each of 8 stripes, for the next child on
-/// that thread: children on different threads then rarely take the root's lock
+/// that thread (the first 8 threads to ask have a stripe each, and later ones share them):
+/// children on different threads then rarely take the root's lock
 /// ([`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)).
-/// Those chunks count as held, not lent, and a trim gives them back.
+/// The root's `stats` count those chunks as held, not lent, and a trim gives them back.
 ///
 /// A `SyncPool` must not be the
 /// `#[global_allocator]`: its source would then call the pool that calls it, which the

@@ -75,7 +75,6 @@ mod locked;
 mod region;
 mod source;
 mod spin;
-#[cfg(feature = "pages")]
 mod stash;
 mod stats;
 mod sync;
@@ -90,6 +89,7 @@ pub use error::FreeError;
 pub use locked::{LockedChild, LockedEngine, LockedParent, LockedPool};
 pub use region::RegionSource;
 pub use source::ChunkSource;
+pub use stash::{ChunkStash, NoStripes, Stripes};
 pub use stats::Stats;
 
 /// Items for the workspace's other crates, such as the heap pools' pointer-only `free`: public

@@ -4,8 +4,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
 use crate::spin::SpinLock;
-#[cfg(feature = "pages")]
-use crate::stash::Stash;
+use crate::stash::{ChunkStash, NoStripes, Stripes};
 #[cfg(feature = "pages")]
 use crate::SMALL_CHUNK;
 use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
@@ -59,12 +58,12 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// // Each size got a chunk of its class, kept for reuse now that its block is free.
 /// assert_eq!(pool.stats().chunks, 2);
 /// ```
-pub struct LockedPool<S: ChunkSource> {
+pub struct LockedPool<S: ChunkSource, K: ChunkStash = Stripes> {
     engine: SpinLock<Engine<S>>,
     /// Free chunks kept for children, by thread, where the source names stripes and the pool has
-    /// no limit ([`ChunkSource::stash_stripe`]).
-    #[cfg(feature = "pages")]
-    stash: Stash,
+    /// no limit ([`ChunkSource::stash_stripe`]): [`Stripes`], or [`NoStripes`] for a child.
+    #[cfg_attr(not(feature = "pages"), allow(dead_code, reason = "empty without pages"))]
+    stash: K,
     /// Whether the pool keeps chunks in its stash: it has no limit, which stashed chunks, idle
     /// but held, would count against.
     #[cfg(feature = "pages")]
@@ -92,8 +91,7 @@ impl<S: ChunkSource> LockedPool<S> {
     pub const fn new(source: S, limit: Option<usize>) -> Self {
         Self {
             engine: SpinLock::new(Engine::new(source, limit)),
-            #[cfg(feature = "pages")]
-            stash: Stash::new(),
+            stash: Stripes::new(),
             #[cfg(feature = "pages")]
             stashes: limit.is_none(),
         }
@@ -105,39 +103,38 @@ impl<S: ChunkSource> LockedPool<S> {
     #[cfg(melon_loom)]
     #[doc(hidden)]
     pub fn new(source: S, limit: Option<usize>) -> Self {
-        Self::locking(Engine::new(source, limit), limit)
+        Self::locking(Engine::new(source, limit), limit, Stripes::new())
     }
+}
 
-    /// `engine` behind a lock, with a stash if it has no `limit`.
-    fn locking(engine: Engine<S>, limit: Option<usize>) -> Self {
+impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
+    /// `engine` behind a lock, with `stash`, which it uses if it has no `limit`.
+    fn locking(engine: Engine<S>, limit: Option<usize>, stash: K) -> Self {
         #[cfg(not(feature = "pages"))]
         let _ = limit;
         Self {
             engine: SpinLock::new(engine),
-            #[cfg(feature = "pages")]
-            stash: Stash::new(),
+            stash,
             #[cfg(feature = "pages")]
             stashes: limit.is_none(),
         }
     }
 
-    /// The stripe of the stash a child on the calling thread uses, if the pool keeps one.
+    /// The pool's stash and the stripe of it a child on the calling thread uses, if the pool
+    /// keeps one.
     #[inline]
     #[cfg(feature = "pages")]
-    fn stash_stripe(&self) -> Option<usize> {
-        if self.stashes {
-            S::stash_stripe()
-        } else {
-            None
-        }
+    fn stash_here(&self) -> Option<(&Stripes, usize)> {
+        let stripes = self.stash.stripes().filter(|_| self.stashes)?;
+        Some((stripes, S::stash_stripe()?))
     }
 
-    /// The pool's stash, if it keeps one: none for a child, whose source names no stripes, so
-    /// that making, measuring and dropping a child never visits the stripes.
+    /// The pool's stash, if it keeps one: none for a child, which has no stripes, nor for a pool
+    /// with a limit or over a source that names no stripes.
     #[inline]
     #[cfg(feature = "pages")]
-    fn kept_stash(&self) -> Option<&Stash> {
-        self.stash_stripe().map(|_| &self.stash)
+    fn kept_stash(&self) -> Option<&Stripes> {
+        self.stash_here().map(|(stripes, _)| stripes)
     }
 
     /// Runs `f` with the lock held, for several operations in a row. `f` gets a
@@ -377,8 +374,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// child.alloc(64);
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
-    pub fn child(&self) -> LockedChild<'_, S> {
-        LockedPool::locking(Engine::new(LockedParent { parent: self }, None).with_pages(), None)
+    pub fn child(&self) -> LockedChild<'_, S, K> {
+        let engine = Engine::new(LockedParent { parent: self }, None).with_pages();
+        LockedPool::locking(engine, None, NoStripes)
     }
 
     /// A pool whose chunks come from this one, through its lock, and that holds at most `limit`
@@ -398,11 +396,9 @@ impl<S: ChunkSource> LockedPool<S> {
     /// assert_eq!(child.available(), Some(0));
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
-    pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S> {
-        LockedPool::locking(
-            Engine::new(LockedParent { parent: self }, Some(limit)).with_pages(),
-            Some(limit),
-        )
+    pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S, K> {
+        let engine = Engine::new(LockedParent { parent: self }, Some(limit)).with_pages();
+        LockedPool::locking(engine, Some(limit), NoStripes)
     }
 
     /// Bytes left under the limit; see [`Engine::available`].
@@ -445,7 +441,7 @@ impl<S: ChunkSource> LockedPool<S> {
             // are counted may be counted twice: the figure is of a moment.
             #[cfg(feature = "pages")]
             {
-                let stashed = self.kept_stash().map_or(0, Stash::bytes);
+                let stashed = self.kept_stash().map_or(0, Stripes::bytes);
                 stats.bytes_lent = stats.bytes_lent.saturating_sub(stashed);
             }
             stats
@@ -525,7 +521,7 @@ impl<S: ChunkSource> LockedPool<S> {
 /// });
 /// assert_eq!(request.stats().live_blocks, 0);
 /// ```
-pub type LockedChild<'a, S> = LockedPool<LockedParent<'a, S>>;
+pub type LockedChild<'a, S, K = Stripes> = LockedPool<LockedParent<'a, S, K>, NoStripes>;
 
 /// The source of a [`LockedChild`]: chunks taken from the parent's engine under its lock and
 /// charged to it as lent ([`Stats::bytes_lent`]), and given back the same way.
@@ -542,11 +538,11 @@ pub type LockedChild<'a, S> = LockedPool<LockedParent<'a, S>>;
 /// let lent = child.with(|engine| engine.source().parent().stats().bytes_lent);
 /// assert_eq!(lent, 0);
 /// ```
-pub struct LockedParent<'a, S: ChunkSource> {
-    parent: &'a LockedPool<S>,
+pub struct LockedParent<'a, S: ChunkSource, K: ChunkStash = Stripes> {
+    parent: &'a LockedPool<S, K>,
 }
 
-impl<'a, S: ChunkSource> LockedParent<'a, S> {
+impl<'a, S: ChunkSource, K: ChunkStash> LockedParent<'a, S, K> {
     /// The parent pool the chunks come from.
     ///
     /// # Examples
@@ -561,7 +557,7 @@ impl<'a, S: ChunkSource> LockedParent<'a, S> {
     /// let parent = child.with(|engine| engine.source().parent());
     /// assert!(core::ptr::eq(parent, &root));
     /// ```
-    pub fn parent(&self) -> &'a LockedPool<S> {
+    pub fn parent(&self) -> &'a LockedPool<S, K> {
         self.parent
     }
 }
@@ -573,12 +569,11 @@ impl<'a, S: ChunkSource> LockedParent<'a, S> {
 // gave back and no one uses, handed to one child at a time under its stripe's lock. `release`
 // hands each chunk back to `release_raw` with the layout it was taken with, as the engine
 // promises, or keeps a small chunk in the stash, still lent, for the next child.
-unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
+unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K> {
     fn acquire(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         #[cfg(feature = "pages")]
         if layout == SMALL_CHUNK {
-            if let Some(chunk) = self.parent.stash_stripe().and_then(|s| self.parent.stash.take(s))
-            {
+            if let Some(chunk) = self.parent.stash_here().and_then(|(stash, s)| stash.take(s)) {
                 return Some(chunk);
             }
         }
@@ -596,10 +591,10 @@ unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         #[cfg(feature = "pages")]
         if layout == SMALL_CHUNK {
-            if let Some(stripe) = self.parent.stash_stripe() {
+            if let Some((stash, stripe)) = self.parent.stash_here() {
                 // SAFETY: a chunk of the small chunks' layout that the parent's engine lent out
                 // (the caller's promise, as below), which nothing uses any more.
-                if unsafe { self.parent.stash.keep(stripe, chunk) }.is_ok() {
+                if unsafe { stash.keep(stripe, chunk) }.is_ok() {
                     return;
                 }
             }
@@ -613,7 +608,7 @@ unsafe impl<S: ChunkSource> ChunkSource for LockedParent<'_, S> {
     // and reuse it. What the parent keeps is the parent's to trim.
 }
 
-impl<S: ChunkSource> core::fmt::Debug for LockedParent<'_, S> {
+impl<S: ChunkSource, K: ChunkStash> core::fmt::Debug for LockedParent<'_, S, K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("LockedParent").finish_non_exhaustive()
     }
@@ -679,7 +674,7 @@ pub struct LockedEngine<'a, S: ChunkSource> {
     engine: &'a mut Engine<S>,
     /// The pool's stash, if it keeps one, which a trim empties.
     #[cfg(feature = "pages")]
-    stash: Option<&'a Stash>,
+    stash: Option<&'a Stripes>,
 }
 
 impl<S: ChunkSource> LockedEngine<'_, S> {
@@ -919,7 +914,7 @@ impl<S: ChunkSource> core::fmt::Debug for LockedEngine<'_, S> {
 /// Gives every chunk of `stash`, if there is one, back to `engine`, the pool it belongs to,
 /// whose lock the caller holds; returns the bytes given back.
 #[cfg(feature = "pages")]
-fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: Option<&Stash>) -> usize {
+fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: Option<&Stripes>) -> usize {
     let Some(stash) = stash else { return 0 };
     let mut bytes = 0;
     stash.drain(|chunk| {
@@ -933,7 +928,7 @@ fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: Option<&Stash>
 }
 
 #[cfg(feature = "pages")]
-impl<S: ChunkSource> Drop for LockedPool<S> {
+impl<S: ChunkSource, K: ChunkStash> Drop for LockedPool<S, K> {
     /// Gives the stashed chunks back to the engine, which then gives back all it holds.
     fn drop(&mut self) {
         if let Some(stash) = self.kept_stash() {
@@ -942,7 +937,7 @@ impl<S: ChunkSource> Drop for LockedPool<S> {
     }
 }
 
-impl<S: ChunkSource> core::fmt::Debug for LockedPool<S> {
+impl<S: ChunkSource, K: ChunkStash> core::fmt::Debug for LockedPool<S, K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self
             .engine
@@ -975,7 +970,7 @@ fn own_chunk_layout(layout: Layout) -> Option<Layout> {
 // `realloc` receive, per `GlobalAlloc`'s contract, blocks this allocator handed out with the
 // same layout, so the layout tells which of the two a block is; (3) the lock makes every
 // operation exclusive.
-unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
+unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // One call of the lock for both kinds of block: firmware counts the bytes each call
         // site of its inlined code costs.
@@ -1034,7 +1029,7 @@ unsafe impl<S: ChunkSource> GlobalAlloc for LockedPool<S> {
     }
 }
 
-impl<S: ChunkSource> LockedPool<S> {
+impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     /// `GlobalAlloc::realloc` of a block that moves: the pool's own allocation and free, which a
     /// `#[global_allocator]` links anyway, with the copy made while the lock is free. Null, with
     /// the old block left as it was, when the new one cannot be had.
@@ -1064,7 +1059,7 @@ impl<S: ChunkSource> LockedPool<S> {
 // SAFETY: (1) blocks stay valid until deallocated, and the engine lives as long as the borrowed
 // pool; (2) `deallocate`, `grow` and `shrink` receive blocks this allocator handed out; (3) the
 // lock makes every operation exclusive, so the pool can be shared between threads.
-unsafe impl<S: ChunkSource> allocator_api2::alloc::Allocator for LockedPool<S> {
+unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for LockedPool<S, K> {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let block = self.alloc_layout(layout).ok_or(allocator_api2::alloc::AllocError)?;
         Ok(NonNull::slice_from_raw_parts(block, layout.size()))

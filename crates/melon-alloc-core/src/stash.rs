@@ -7,36 +7,44 @@
 //! multi-threaded server, that costs more than the requests' allocations. So a parent whose
 //! source says which stripe the calling thread uses ([`ChunkSource::stash_stripe`]) and that has
 //! no limit keeps the small chunks its children give back in that thread's stripe, up to
-//! [`STASH_CHUNKS`] a stripe, and a child on that thread takes them from there: each stripe has
+//! `STASH_CHUNKS` a stripe, and a child on that thread takes them from there: each stripe has
 //! a lock and a line of its own, which one thread uses.
 //!
 //! The engine counts a stashed chunk as lent, as it was when a child held it; the parent's
-//! figures leave stashed chunks out of `bytes_lent` ([`Stash::bytes`]). Stashed chunks go back to
-//! the engine on a trim, a reset and the parent's drop, whose engine lock is taken first and the
-//! stripes' inside it; a child takes a stripe's lock alone, and the parent's after it is let go,
-//! so the two orders never cross.
+//! figures leave stashed chunks out of `bytes_lent` (`Stripes::bytes`). Stashed chunks go back
+//! to the engine on a trim, a reset, the parent's drop and a chunk the source refuses a child,
+//! with the engine's lock taken first and the stripes' inside it; a child takes a stripe's lock
+//! alone, and the parent's after it is let go, so the two orders never cross. Only a pool made by
+//! `new` has stripes ([`Stripes`]); a child has none ([`NoStripes`]), which keeps it small.
 
+#[cfg(feature = "pages")]
 use core::ptr::{self, NonNull};
 
+#[cfg(feature = "pages")]
 use crate::chunk::CHUNK_SIZE;
+#[cfg(feature = "pages")]
 use crate::spin::SpinLock;
 #[cfg(doc)]
 use crate::ChunkSource;
 
 /// Stripes of a stash: a thread's stripe is its [`ChunkSource::stash_stripe`] modulo this.
+#[cfg(feature = "pages")]
 pub(crate) const STASH_STRIPES: usize = 8;
 
 /// Chunks a stripe keeps at most, 256 KiB of 16 KiB chunks (64 KiB with the `small-chunks`
 /// feature): enough for the children a thread makes and drops in turn, few enough that a stash
 /// holds at most 2 MiB unused.
+#[cfg(feature = "pages")]
 pub(crate) const STASH_CHUNKS: usize = 16;
 
 /// A stashed chunk: its first word links to the next of its stripe.
+#[cfg(feature = "pages")]
 struct Stashed {
     next: *mut Stashed,
 }
 
 /// One stripe's chunks, linked through their first words.
+#[cfg(feature = "pages")]
 struct Stripe {
     head: *mut Stashed,
     count: usize,
@@ -44,13 +52,16 @@ struct Stripe {
 
 // SAFETY: the list holds chunks the parent's engine lent out and no one uses; they may be handed
 // to a child on any thread, the stripe's lock ordering every access to them.
+#[cfg(feature = "pages")]
 unsafe impl Send for Stripe {}
 
 /// A stripe's lock, on a cache line of its own, so that threads on different stripes never
 /// share one.
+#[cfg(feature = "pages")]
 #[repr(align(64))]
 struct Line(SpinLock<Stripe>);
 
+#[cfg(feature = "pages")]
 impl Line {
     #[cfg(not(melon_loom))]
     const fn new() -> Self {
@@ -63,22 +74,113 @@ impl Line {
     }
 }
 
-/// The stripes of free small chunks a locked parent keeps for its children.
-pub(crate) struct Stash {
+/// The free chunks a [`LockedPool`](crate::LockedPool) keeps for its children's threads: eight
+/// stripes of up to 16 chunks each, each behind a lock on a cache line of its own, used where the
+/// pool's source names stripes ([`ChunkSource::stash_stripe`](crate::ChunkSource::stash_stripe))
+/// and the pool has no limit. The stash of every pool that is not itself a child; empty without
+/// the `pages` feature.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{LockedPool, RegionSource, Stripes};
+///
+/// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// // SAFETY: this example is the arena's only user.
+/// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+/// // A pool made by `new` keeps its children's chunks in stripes, where its source names them.
+/// let _pool: LockedPool<RegionSource, Stripes> = LockedPool::new(RegionSource::from_static(region), None);
+/// ```
+pub struct Stripes {
+    #[cfg(feature = "pages")]
     stripes: [Line; STASH_STRIPES],
 }
 
-impl Stash {
+/// What a child pool keeps for children of its own: nothing. Its children take every chunk
+/// through its lock, since a child's source names no stripes.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{LockedChild, LockedPool, NoStripes, RegionSource};
+///
+/// static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+/// // SAFETY: this example is the arena's only user.
+/// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+/// let root = LockedPool::new(RegionSource::from_static(region), None);
+/// // A child is a locked pool over its parent, with no stripes.
+/// let child: LockedChild<'_, RegionSource> = root.child();
+/// assert_eq!(core::mem::size_of::<NoStripes>(), 0);
+/// # let _ = child;
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoStripes;
+
+/// What a [`LockedPool`](crate::LockedPool) keeps for its children's threads: [`Stripes`] for a
+/// pool made by `new`, [`NoStripes`] for a child. Sealed: the two are the only kinds.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{ChunkStash, NoStripes, Stripes};
+///
+/// fn keeps<K: ChunkStash>() {}
+/// keeps::<Stripes>();
+/// keeps::<NoStripes>();
+/// ```
+pub trait ChunkStash: sealed::Sealed + Send + Sync {
+    /// The stripes, if this kind has them.
+    #[doc(hidden)]
+    fn stripes(&self) -> Option<&Stripes>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Stripes {}
+    impl Sealed for super::NoStripes {}
+}
+
+impl ChunkStash for Stripes {
+    #[inline]
+    fn stripes(&self) -> Option<&Stripes> {
+        if cfg!(feature = "pages") {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl ChunkStash for NoStripes {
+    #[inline]
+    fn stripes(&self) -> Option<&Stripes> {
+        None
+    }
+}
+
+impl core::fmt::Debug for Stripes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Stripes").finish_non_exhaustive()
+    }
+}
+
+impl Stripes {
     #[cfg(not(melon_loom))]
     pub(crate) const fn new() -> Self {
-        Self { stripes: [const { Line::new() }; STASH_STRIPES] }
+        Self {
+            #[cfg(feature = "pages")]
+            stripes: [const { Line::new() }; STASH_STRIPES],
+        }
     }
 
     #[cfg(melon_loom)]
     pub(crate) fn new() -> Self {
-        Self { stripes: core::array::from_fn(|_| Line::new()) }
+        Self {
+            #[cfg(feature = "pages")]
+            stripes: core::array::from_fn(|_| Line::new()),
+        }
     }
+}
 
+#[cfg(feature = "pages")]
+impl Stripes {
     /// Takes a chunk from stripe `stripe`, if it keeps one.
     #[inline]
     pub(crate) fn take(&self, stripe: usize) -> Option<NonNull<u8>> {

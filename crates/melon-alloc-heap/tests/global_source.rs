@@ -271,3 +271,13 @@ fn a_sync_pool_keeps_a_dropped_childs_chunk_for_the_next_child() {
     assert_eq!(root.with(|engine| engine.trim()), CHUNK_SIZE);
     assert_eq!(root.stats().bytes_held, 0);
 }
+
+#[test]
+fn a_sync_child_carries_no_stripes_of_its_own() {
+    // A child's stash kind is the empty one: making a child costs its engine and lock alone.
+    let lone = core::mem::size_of::<melon_alloc_core::LockedPool<GlobalSource>>();
+    let child = core::mem::size_of::<melon_alloc_heap::SyncChild<'static>>();
+    let stripes = core::mem::size_of::<melon_alloc_core::Stripes>();
+    assert!(stripes >= 8 * 64, "{stripes} bytes of stripes");
+    assert!(child + stripes <= lone + 64, "a child of {child} bytes, a root of {lone}");
+}

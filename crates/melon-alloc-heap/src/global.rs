@@ -365,6 +365,7 @@ unsafe impl ChunkSource for GlobalSource {
 /// The calling thread's number among the threads that have asked, from 0. A `const`-initialised
 /// thread-local without a destructor: reading it allocates nothing, as a global allocator's path
 /// may need.
+#[inline]
 fn thread_number() -> usize {
     use core::cell::Cell;
     use core::sync::atomic::{AtomicUsize, Ordering};

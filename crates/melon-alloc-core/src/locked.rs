@@ -58,6 +58,10 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// // Each size got a chunk of its class, kept for reuse now that its block is free.
 /// assert_eq!(pool.stats().chunks, 2);
 /// ```
+///
+/// The second type parameter is what the pool keeps for its children's threads: [`Stripes`],
+/// the default, for a pool made by [`new`](LockedPool::new), and [`NoStripes`] for a child
+/// ([`LockedChild`]), whose own children always take the child's lock.
 pub struct LockedPool<S: ChunkSource, K: ChunkStash = Stripes> {
     engine: SpinLock<Engine<S>>,
     /// Free chunks kept for children, by thread, where the source names stripes and the pool has
@@ -328,9 +332,9 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
             // came back.
             #[cfg(feature = "pages")]
             give_back_stash(engine, self.kept_stash());
-            // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used again
-            // (a pointer kept from `alloc` can only be used by unsafe code, whose caller answers for
-            // it), and no child, which borrows its parent, holds chunks of it.
+            // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used
+            // again (a pointer kept from `alloc` can only be used by unsafe code, whose caller
+            // answers for it), and no child, which borrows its parent, holds chunks of it.
             unsafe { engine.reset() }
         });
     }

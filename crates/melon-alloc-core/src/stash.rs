@@ -88,7 +88,8 @@ impl Line {
 /// // SAFETY: this example is the arena's only user.
 /// let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
 /// // A pool made by `new` keeps its children's chunks in stripes, where its source names them.
-/// let _pool: LockedPool<RegionSource, Stripes> = LockedPool::new(RegionSource::from_static(region), None);
+/// let source = RegionSource::from_static(region);
+/// let _pool: LockedPool<RegionSource, Stripes> = LockedPool::new(source, None);
 /// ```
 pub struct Stripes {
     #[cfg(feature = "pages")]
@@ -96,7 +97,7 @@ pub struct Stripes {
 }
 
 /// What a child pool keeps for children of its own: nothing. Its children take every chunk
-/// through its lock, since a child's source names no stripes.
+/// through its lock.
 ///
 /// # Examples
 /// ```

@@ -213,35 +213,30 @@ fn serve_in_turn(peer: &str, thread: usize, threads: usize) -> Result<(usize, us
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let (mut peaks, mut sampled) = (0, 0);
+    let (mut peaks, mut counted) = (0, 0);
     for id in (thread as u64..REQUESTS).step_by(threads) {
         let peak = runtime.block_on(async {
             match peer {
                 "melon" => {
                     let child = ROOT.child_with_limit(REQUEST_LIMIT);
                     work(&child, id).await?;
-                    Ok(sampled_peak(id, || child.stats().peak_bytes_held))
+                    Ok(sampled(id).then(|| child.stats().peak_bytes_held))
                 }
                 "global" => work(Global, id).await.map(|()| None),
                 "mimalloc" => work(Mimalloc, id).await.map(|()| None),
                 _ => {
                     let bump = Bump::new();
                     work(&bump, id).await?;
-                    Ok(sampled_peak(id, || bump.allocated_bytes()))
+                    Ok(sampled(id).then(|| bump.allocated_bytes()))
                 }
             }
         })?;
         if let Some(peak) = peak {
             peaks += peak;
-            sampled += 1;
+            counted += 1;
         }
     }
-    Ok((peaks, sampled))
-}
-
-/// `peak()` if request `id` is one of the sampled ones.
-fn sampled_peak(id: u64, peak: impl FnOnce() -> usize) -> Option<usize> {
-    sampled(id).then(peak)
+    Ok((peaks, counted))
 }
 
 /// mimalloc's own functions as an `Allocator`, for collections in mimalloc in a program whose

@@ -146,12 +146,10 @@ melon missed it 35 times a request, and since a dropped child gives its chunks b
 largest class down and a `SyncPool` keeps them in a stripe for the thread, so that the next \
 request on the thread takes each chunk for the part it played before (\"Dropping\" and \"A \
 `SyncPool`'s children on different threads do not meet on the root's lock\" in \
-`docs/architecture.md`), 15 times a request (measured on 2026-12-05, same command). With the cache \
+`docs/architecture.md`), 12 times a request, with a child that carries no stripes of its own \
+(measured on 2026-12-05, same command). With the cache \
 simulated as one core's, 1 MiB 8-way (`--LL=1048576,8,64`), at 50 requests in flight, each \
-core's share, melon missed it 64 times a request, then 32, and 35 with the stripes, and glibc \
-less than once. The simulation runs both threads on one cache, where the machine gives each core \
-its own, so it cannot tell what a stripe per thread is for: that a thread's next request takes \
-the chunks that thread gave back last, which its core wrote last:
+core's share, melon missed it 64 times a request, then 32, and now 16, and glibc less than once:
 
 ```sh
 cargo build --release -p melon-alloc-bench --bin per_request

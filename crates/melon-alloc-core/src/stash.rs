@@ -132,7 +132,9 @@ pub trait ChunkStash: sealed::Sealed + Send + Sync {
     fn stripes(&self) -> Option<&Stripes>;
 }
 
+/// What keeps [`ChunkStash`] to the two kinds here: a trait nothing outside the crate can name.
 mod sealed {
+    #[doc(hidden)]
     pub trait Sealed {}
     impl Sealed for super::Stripes {}
     impl Sealed for super::NoStripes {}

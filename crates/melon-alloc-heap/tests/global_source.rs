@@ -280,4 +280,5 @@ fn a_sync_child_carries_no_stripes_of_its_own() {
     let stripes = core::mem::size_of::<melon_alloc_core::Stripes>();
     assert!(stripes >= 8 * 64, "{stripes} bytes of stripes");
     assert!(child + stripes <= lone + 64, "a child of {child} bytes, a root of {lone}");
+    assert!(core::mem::align_of::<melon_alloc_heap::SyncChild<'static>>() < 64);
 }

@@ -372,13 +372,15 @@ fn thread_number() -> usize {
 
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     std::thread_local! {
-        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
+        static NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
     }
-    NUMBER.with(|number| {
-        if number.get() == usize::MAX {
-            number.set(NEXT.fetch_add(1, Ordering::Relaxed) % (usize::MAX / 2));
+    NUMBER.with(|number| match number.get() {
+        Some(own) => own,
+        None => {
+            let own = NEXT.fetch_add(1, Ordering::Relaxed);
+            number.set(Some(own));
+            own
         }
-        number.get()
     })
 }
 

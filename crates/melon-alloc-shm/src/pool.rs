@@ -1609,7 +1609,6 @@ impl ShmPool {
     /// ```
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
-        // SAFETY: forwarded from the caller.
         let result = unsafe { self.try_free(block) };
         crate::plumbing::abort_on_misused_free(result);
     }

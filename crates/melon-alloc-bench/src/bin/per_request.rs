@@ -164,28 +164,41 @@ fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64)
     let started = Instant::now();
     let (peaks, sampled) = match peer {
         "melon" => runtime.block_on(drive(in_flight, |tasks, id| {
-            tasks.spawn(async move {
-                let child = ROOT.child_with_limit(REQUEST_LIMIT);
-                work(&child, id).await?;
-                Ok(sampled(id).then(|| child.stats().peak_bytes_held))
-            });
+            tasks.spawn(request_in_child(id));
         })),
         "global" => runtime.block_on(drive(in_flight, |tasks, id| {
-            tasks.spawn(async move { work(Global, id).await.map(|()| None) });
+            tasks.spawn(request_in(Global, id));
         })),
         "mimalloc" => runtime.block_on(drive(in_flight, |tasks, id| {
-            tasks.spawn(async move { work(Mimalloc, id).await.map(|()| None) });
+            tasks.spawn(request_in(Mimalloc, id));
         })),
         _ => runtime.block_on(LocalSet::new().run_until(drive(in_flight, |tasks, id| {
-            tasks.spawn_local(async move {
-                let bump = Bump::new();
-                work(&bump, id).await?;
-                Ok(sampled(id).then(|| bump.allocated_bytes()))
-            });
+            tasks.spawn_local(request_in_bump(id));
         }))),
     }?;
     let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
     Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+}
+
+/// One request in a child of [`ROOT`] of its own: the bytes the child held at its peak, if the
+/// request is sampled. A function of its own for each kind of peer, so that each request's
+/// future is as large as its own peer's makes it.
+async fn request_in_child(id: u64) -> Outcome {
+    let child = ROOT.child_with_limit(REQUEST_LIMIT);
+    work(&child, id).await?;
+    Ok(sampled(id).then(|| child.stats().peak_bytes_held))
+}
+
+/// One request in `alloc`, an allocator with no pool per request.
+async fn request_in<A: Allocator + Copy>(alloc: A, id: u64) -> Outcome {
+    work(alloc, id).await.map(|()| None)
+}
+
+/// One request in a `Bump` of its own, whose future cannot move between threads.
+async fn request_in_bump(id: u64) -> Outcome {
+    let bump = Bump::new();
+    work(&bump, id).await?;
+    Ok(sampled(id).then(|| bump.allocated_bytes()))
 }
 
 /// Runs one round of one peer on `threads` threads, each serving its share of the requests one
@@ -215,22 +228,12 @@ fn serve_in_turn(peer: &str, thread: usize, threads: usize) -> Result<(usize, us
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let (mut peaks, mut counted) = (0, 0);
     for id in (thread as u64..REQUESTS).step_by(threads) {
-        let peak = runtime.block_on(async {
-            match peer {
-                "melon" => {
-                    let child = ROOT.child_with_limit(REQUEST_LIMIT);
-                    work(&child, id).await?;
-                    Ok(sampled(id).then(|| child.stats().peak_bytes_held))
-                }
-                "global" => work(Global, id).await.map(|()| None),
-                "mimalloc" => work(Mimalloc, id).await.map(|()| None),
-                _ => {
-                    let bump = Bump::new();
-                    work(&bump, id).await?;
-                    Ok(sampled(id).then(|| bump.allocated_bytes()))
-                }
-            }
-        })?;
+        let peak = match peer {
+            "melon" => runtime.block_on(request_in_child(id)),
+            "global" => runtime.block_on(request_in(Global, id)),
+            "mimalloc" => runtime.block_on(request_in(Mimalloc, id)),
+            _ => runtime.block_on(request_in_bump(id)),
+        }?;
         if let Some(peak) = peak {
             peaks += peak;
             counted += 1;

@@ -231,3 +231,62 @@ fn the_engine_seen_whole_holds_the_stashed_chunks_and_may_forget_them() {
     drop(pool);
     assert_eq!((counts.acquired(), counts.released()), (2, 2));
 }
+
+#[test]
+fn the_engines_own_figures_count_stashed_chunks_as_lent() {
+    let (pool, _) = striped_pool(None);
+    children_come_and_go(&pool, 1);
+    assert_eq!(pool.stats().bytes_lent, 0);
+    assert_eq!(pool.with(|engine| engine.stats().bytes_lent), CHUNK_SIZE);
+}
+
+#[test]
+fn the_pools_own_allocation_does_not_take_the_stash_back_until_a_trim() {
+    let source = Striped { most_out: Some(1), ..Striped::default() };
+    let pool = LockedPool::new(source, None);
+    children_come_and_go(&pool, 1);
+    // The source's one chunk waits in the stash: the pool's own block finds no chunk.
+    assert!(pool.alloc(64).is_none());
+    assert_eq!(pool.with(|engine| engine.trim()), CHUNK_SIZE);
+    assert!(pool.alloc(64).is_some());
+}
+
+#[test]
+fn a_childs_own_children_give_their_chunks_back_through_its_engine() {
+    let (pool, counts) = striped_pool(None);
+    let child = pool.child();
+    let grandchild = child.child();
+    let block = grandchild.alloc(64).expect("memory");
+    // SAFETY: the block came from `grandchild` and is not used again.
+    unsafe { grandchild.free(block) };
+    drop(grandchild);
+    // The child keeps no stash: the chunk went back through it to the pool's stripe.
+    assert_eq!(child.stats().bytes_held, 0);
+    assert_eq!(pool.stats().bytes_held, CHUNK_SIZE);
+    assert_eq!((counts.acquired(), counts.released()), (1, 0));
+}
+
+#[test]
+fn a_child_dropped_on_another_thread_leaves_its_chunks_in_that_threads_stripe() {
+    let (pool, counts) = striped_pool(None);
+    use_stripe(0);
+    let child = pool.child();
+    let _block = child.alloc(64).expect("memory");
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            use_stripe(1);
+            drop(child);
+        });
+    });
+    // Stripe 0 is empty: a child here takes a chunk from the source.
+    children_come_and_go(&pool, 1);
+    assert_eq!(counts.acquired(), 2);
+    // Stripe 1 has the first child's, and stripe 9 is stripe 1 again: no chunk from the source.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            use_stripe(9);
+            children_come_and_go(&pool, 1);
+        });
+    });
+    assert_eq!((counts.acquired(), counts.released()), (2, 0));
+}

@@ -63,8 +63,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// added the directory of names ([`State::names`]). Version 8 replaced the C library's mutex in
 /// the header with the pool's own lock word ([`PoolLock`]). Version 9 moved a lent chunk's
 /// remote-free list and state to the descriptor of its tail page, and replaced its count of
-/// handed-off blocks with a count of frees in flight.
-pub(crate) const VERSION: u32 = 9;
+/// handed-off blocks with a count of frees in flight. Version 10 moved the end of the grown pages
+/// into the header's first cache line.
+pub(crate) const VERSION: u32 = 10;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -231,8 +232,14 @@ pub(crate) struct Header {
     pub(crate) initial_capacity: u64,
     /// Times a process took the lock over from a dead owner.
     pub(crate) takeovers: AtomicU64,
-    /// Operations found half done after their process died, and undone.
-    pub(crate) undone: AtomicU64,
+    /// The end of the pages grown so far: pages from `first_data_page` up to this one hold data,
+    /// and their descriptors and bitmap words are reserved; those after it are holes of the file
+    /// that nothing touches. Written under the lock, through the undo log, after the pages are
+    /// reserved; read without the lock by processes that meet an offset past what they have
+    /// mapped, and by every lookup of a block's offset. In the first cache line, with the
+    /// geometry that never changes, rather than beside the words every holder of the lock
+    /// writes, so that a lookup does not wait for the line of the lock's holder.
+    pub(crate) end_page: AtomicU32,
     /// The built-in lock, in a cache line of its own.
     pub(crate) lock: PoolLock,
     /// [`thread_token`](crate::sys::thread_token) of the built-in lock's holder, or 0: written by
@@ -245,12 +252,8 @@ pub(crate) struct Header {
     pub(crate) holder: AtomicU64,
     /// Entries in use in `log`; non-zero only while an operation is changing the state.
     pub(crate) log_len: AtomicU32,
-    /// The end of the pages grown so far: pages from `first_data_page` up to this one hold data,
-    /// and their descriptors and bitmap words are reserved; those after it are holes of the file
-    /// that nothing touches. Written under the lock, through the undo log, after the pages are
-    /// reserved; read without the lock by processes that meet an offset past what they have
-    /// mapped.
-    pub(crate) end_page: AtomicU32,
+    /// Operations found half done after their process died, and undone.
+    pub(crate) undone: AtomicU64,
     pub(crate) log: [LogEntry; LOG_CAP],
     pub(crate) state: State,
     pub(crate) tallies: Tallies,
@@ -332,6 +335,9 @@ static_assertions::const_assert_eq!(core::mem::size_of::<BuiltinLock>(), 64);
 // its cache line.
 static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock_abi), 36);
 static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock), 64);
+// The grown end shares the first cache line with the geometry and the count of takeovers, which
+// change seldom.
+static_assertions::const_assert!(core::mem::offset_of!(Header, end_page) < 64);
 
 /// What one page is, and for the first page of a run, the run's bookkeeping.
 #[repr(C)]

@@ -1512,6 +1512,9 @@ impl<S: ChunkSource> Engine<S> {
     pub unsafe fn reset(&mut self) {
         #[cfg(feature = "valgrind")]
         self.memcheck_reset();
+        // Blocks freed elsewhere and not collected yet are free already, as every block is
+        // after the reset: collected later, they would be free twice.
+        self.source.forget_remote_frees();
         for class in 0..CLASS_COUNT {
             while !self.full[class].head.is_null() {
                 let chunk = self.full[class].head;

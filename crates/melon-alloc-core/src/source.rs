@@ -144,6 +144,25 @@ pub unsafe trait ChunkSource {
         0
     }
 
+    /// Forgets the blocks freed elsewhere that [`take_remote_frees`](ChunkSource::take_remote_frees)
+    /// has not given the engine yet. The engine calls it when it is reset
+    /// ([`Engine::reset`](crate::Engine::reset)), after which every block of its chunks is free
+    /// already: given to the engine afterwards, one of them would be free twice, and handed out
+    /// twice. The default has none to forget.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// static mut ARENA: [u8; 64 * 1024] = [0; 64 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 64 * 1024) };
+    /// source.forget_remote_frees();
+    /// let mut out = [None; 8];
+    /// assert_eq!(source.take_remote_frees(&mut out), 0);
+    /// ```
+    fn forget_remote_frees(&mut self) {}
+
     /// Gives back to the system whatever released memory the source keeps for reuse, if any;
     /// the engine calls it from [`Engine::trim`](crate::Engine::trim), and when the limit or the
     /// source refused a chunk, before it tries again. The default does nothing.

@@ -18,6 +18,25 @@ fn fresh(limit: Option<usize>) -> Stats {
     stats
 }
 
+/// A reset has the source forget the blocks freed elsewhere that the engine has not collected:
+/// every block is free after the reset, and each is handed out once.
+#[test]
+fn a_reset_forgets_blocks_freed_elsewhere() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let first: Vec<_> = (0..600).map(|_| engine.alloc(64).unwrap()).collect();
+    source.ledger().remote.extend(first.iter().take(300).map(|&block| FreedElsewhere(block)));
+    // SAFETY: none of `first` is used again.
+    unsafe { engine.reset() };
+    assert!(source.ledger().remote.is_empty(), "the source still holds blocks freed elsewhere");
+    let mut again: Vec<_> = (0..1200).map(|_| engine.alloc(64).unwrap()).collect();
+    again.sort_unstable();
+    let len = again.len();
+    again.dedup();
+    assert_eq!(again.len(), len, "a block was handed out twice");
+    engine.check().unwrap();
+}
+
 /// Blocks the source reports freed elsewhere come back into the engine before it takes a new
 /// chunk: they serve again, each once, from the same chunks.
 #[test]

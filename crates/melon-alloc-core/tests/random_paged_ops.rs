@@ -70,8 +70,6 @@ fn run(seed: u64, limit: Option<usize>) {
         } else if roll < 97 {
             engine.trim();
         } else {
-            // Blocks freed elsewhere and not collected yet are among those the reset forgets.
-            source.ledger().remote.clear();
             // SAFETY: no block of the engine is used after this: `live` is emptied with it.
             unsafe { engine.reset() };
             live.clear();

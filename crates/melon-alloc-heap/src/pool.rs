@@ -94,6 +94,13 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    fn forget_remote_frees(&mut self) {
+        if let Self::External(source) = self {
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            unsafe { source.as_mut() }.forget_remote_frees();
+        }
+    }
+
     fn trim(&mut self) {
         match self {
             Self::Global(global) => global.trim(),

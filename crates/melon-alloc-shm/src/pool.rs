@@ -1682,6 +1682,9 @@ impl ShmPool {
     ///   child of such a child), and is handed off once.
     /// - From now on the block is freed through the shared pool, by any process, once, and never
     ///   through the child pool.
+    /// - The child pool is not reset ([`reset`](melon_alloc_heap::Pool::reset)) until a free of
+    ///   the block has returned: the reset hands out the memory of every block of its chunks
+    ///   again, and forgets the blocks freed into them before it.
     ///
     /// # Examples
     /// ```
@@ -2236,6 +2239,19 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             *place = Some(block);
         }
         count
+    }
+
+    fn forget_remote_frees(&mut self) {
+        if sys::process_token() != self.owner {
+            return;
+        }
+        // Blocks in flight between another process's free and this child are free, as the
+        // reset leaves every block of the child's chunks: the lists and what was collected
+        // from them are dropped.
+        self.collected.clear();
+        for chunk in &self.chunks {
+            crate::handoff::take(chunk.remote);
+        }
     }
 }
 

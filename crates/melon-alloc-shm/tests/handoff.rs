@@ -223,3 +223,26 @@ fn free_shared_frees_handed_off_blocks_and_leaves_the_rest_to_their_child() {
     drop(child);
     assert_eq!(shm.stats().unwrap().lent_bytes, 0);
 }
+
+/// A child reset after another process freed its handed-off blocks, before the child collected
+/// them: the reset forgets them, as every block of the child is free after it, and each block
+/// is handed out once.
+#[test]
+fn a_reset_child_hands_each_block_out_once() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let mut child = shm.child();
+    let handed: Vec<_> = (0..300).map(|_| hand_off(&shm, child.alloc(64).unwrap())).collect();
+    for block in handed {
+        free(&shm, block).unwrap();
+    }
+    child.reset();
+    let mut blocks: Vec<_> = (0..2000).map(|_| child.alloc(64).unwrap().as_ptr().addr()).collect();
+    blocks.sort_unstable();
+    let len = blocks.len();
+    blocks.dedup();
+    assert_eq!(blocks.len(), len, "a block was handed out twice");
+    child.check().unwrap();
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}

@@ -96,6 +96,10 @@ unsafe impl ChunkSource for TestSource {
         count
     }
 
+    fn forget_remote_frees(&mut self) {
+        self.ledger().remote.clear();
+    }
+
     fn discard_free(&mut self) {
         self.ledger().discards += 1;
     }

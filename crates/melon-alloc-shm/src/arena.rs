@@ -189,6 +189,7 @@ impl Arena {
 
     /// The end of the pages grown so far as the header publishes it, bounded by the layout and
     /// no lower than the first segment's end, whatever a dying or buggy process left there.
+    #[inline]
     pub(crate) fn published_end(&self) -> u32 {
         // SAFETY: the word lies in the header, and is only accessed atomically (or through the
         // undo log's atomic stores).
@@ -262,8 +263,9 @@ impl Arena {
         // Pages come from links in shared memory, which a dying or buggy process may have left
         // anything in: a page out of range is clamped into the data pages grown so far, so that
         // even a corrupt link reads and writes a descriptor that is reserved and nothing else.
-        // The end is above the first data page (see `sync_end`).
-        let page = page.clamp(self.first_data, self.end() - 1);
+        // The end is above the first data page (see `sync_end`); `max` then `min` could not
+        // panic were it not, where `clamp` would.
+        let page = page.max(self.first_data).min(self.end() - 1);
         // SAFETY: descriptors follow the header, one per page of the layout, and
         // `page < end <= page_count`.
         unsafe { self.base.add(DESC_OFFSET).cast::<PageDesc>().add(page as usize) }

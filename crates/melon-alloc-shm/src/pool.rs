@@ -175,6 +175,7 @@ impl Shared {
 
     /// Bytes from the start of the pool to the end of the pages grown so far, as the header
     /// publishes it: every offset below it is the pool's.
+    #[inline]
     pub(crate) fn extent(&self) -> usize {
         self.arena.published_end() as usize * PAGE
     }
@@ -368,6 +369,7 @@ impl Shared {
     ///
     /// # Safety
     /// As for [`ShmGuard::free`].
+    #[inline]
     pub(crate) unsafe fn free_remote(
         &self,
         addr: usize,
@@ -1868,6 +1870,7 @@ impl ShmPool {
     /// assert_eq!(shm.ptr_at(shm.capacity()), None, "past the end");
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
+    #[inline]
     pub fn ptr_at(&self, offset: usize) -> Option<NonNull<u8>> {
         let shared = self.shared();
         let extent = shared.extent();

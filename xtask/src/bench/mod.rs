@@ -198,7 +198,7 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 if options.quick {
                     hammer.args(["200000", "--processes", "1,2,4", "--runs", "1"]);
                 } else {
-                    hammer.args(["2000000", "--processes", "1,2,4,16", "--runs", "3"]);
+                    hammer.args(["2000000", "--processes", "1,2,4,16", "--runs", "5"]);
                 }
                 hammer.arg("--tsv").arg(results.join("hammer.tsv"));
                 run(hammer)?;

@@ -102,6 +102,8 @@ fn modified(path: &Path) -> Option<u64> {
 #[derive(Default)]
 pub(super) struct Hammer {
     runs: BTreeMap<(String, String, usize), Vec<(f64, f64)>>,
+    /// Million operations per second by (workload, variant, processes), then by run.
+    by_run: BTreeMap<(String, String, usize), BTreeMap<usize, f64>>,
     pub(super) when: Option<u64>,
 }
 
@@ -116,12 +118,15 @@ impl Hammer {
                 [workload, rest @ ..] if rest.len() == 5 => (workload.as_str(), rest),
                 rest => ("mixed", rest),
             };
-            let [variant, processes, _run, mops, cpu] = rest else { continue };
+            let [variant, processes, run, mops, cpu] = rest else { continue };
             let (Ok(processes), Ok(mops), Ok(cpu)) = (processes.parse(), mops.parse(), cpu.parse())
             else {
                 continue;
             };
             let key = (workload.to_string(), variant.clone(), processes);
+            if let Ok(run) = run.parse() {
+                hammer.by_run.entry(key.clone()).or_default().insert(run, mops);
+            }
             hammer.runs.entry(key).or_default().push((mops, cpu));
         }
         hammer
@@ -161,6 +166,23 @@ impl Hammer {
         let low = runs.iter().map(|&(mops, _)| mops).fold(f64::INFINITY, f64::min);
         let high = runs.iter().map(|&(mops, _)| mops).fold(0.0, f64::max);
         Some((low, high))
+    }
+
+    /// The ratio of two cells run by run (a run goes round every cell once, so its two cells
+    /// ran under the same conditions): the median of the runs' ratios and their extremes.
+    pub(super) fn ratio(
+        &self,
+        over: (&str, &str),
+        under: (&str, &str),
+        processes: usize,
+    ) -> Option<Spread> {
+        let cell = |(workload, variant): (&str, &str)| {
+            self.by_run.get(&(workload.to_string(), variant.to_string(), processes))
+        };
+        let (over, under) = (cell(over)?, cell(under)?);
+        let ratios =
+            over.iter().filter_map(|(run, a)| under.get(run).map(|b| a / b)).collect::<Vec<_>>();
+        Spread::of(ratios)
     }
 
     pub(super) fn run_count(&self) -> usize {
@@ -492,6 +514,31 @@ mod tests {
         let samples =
             r#"{"sampling_mode":"Linear","iters":[10.0,20.0,30.0],"times":[50.0,80.0,180.0]}"#;
         assert_eq!(sample_spread(samples), Some((4.0, 6.0)));
+    }
+
+    /// A hammer ratio sets each run's cells against each other, not one cell's median against
+    /// the other's: here the medians' ratio would be 10 / 10 = 1, while every run's is 2 or 0.5.
+    #[test]
+    fn a_hammer_ratio_is_the_median_of_the_runs_own() {
+        let dir = std::env::temp_dir().join(format!("xtask-hammer-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let lines = [
+            "workload\tvariant\tprocesses\trun\tmops\tcpu_ns_per_op",
+            "mixed\tshm\t2\t1\t20\t1",
+            "mixed\tglibc\t2\t1\t10\t1",
+            "mixed\tshm\t2\t2\t10\t1",
+            "mixed\tglibc\t2\t2\t5\t1",
+            "mixed\tshm\t2\t3\t5\t1",
+            "mixed\tglibc\t2\t3\t10\t1",
+        ];
+        fs::write(dir.join("hammer.tsv"), lines.join("\n")).unwrap();
+        let hammer = Hammer::read(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        let ratio = hammer.ratio(("mixed", "shm"), ("mixed", "glibc"), 2).unwrap();
+        assert_eq!((ratio.median, ratio.min, ratio.max), (2.0, 0.5, 2.0));
+        assert_eq!(hammer.mops("mixed", "shm", 2), Some(10.0));
+        assert_eq!(hammer.mops("mixed", "glibc", 2), Some(10.0));
+        assert!(hammer.ratio(("mixed", "shm"), ("mixed", "rts-alloc"), 2).is_none());
     }
 
     #[test]

@@ -331,10 +331,10 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 8] = [
         false,
     ),
     (
-        "mixed: `shm-child` / `rts-alloc`",
+        "mixed: `shm-child` / `rts-alloc` (target ≥ 1)",
         HammerFigure::Cell("mixed", "shm-child"),
         HammerFigure::Cell("mixed", "rts-alloc"),
-        false,
+        true,
     ),
     (
         "producer-consumer: `shm` / `rts-alloc`",
@@ -343,10 +343,10 @@ const HAMMER_RATIOS: [(&str, HammerFigure, HammerFigure, bool); 8] = [
         false,
     ),
     (
-        "producer-consumer: `shm-child` / `rts-alloc`",
+        "producer-consumer: `shm-child` / `rts-alloc` (target ≥ 1)",
         HammerFigure::Cell("producer-consumer", "shm-child"),
         HammerFigure::Cell("producer-consumer", "rts-alloc"),
-        false,
+        true,
     ),
     // What the `shm` / `glibc` row is to be read against: Melon's figures over its own glibc's.
     ("mixed: Melon / glibc (both quoted)", HammerFigure::Melon, HammerFigure::GlibcQuoted, false),
@@ -428,7 +428,12 @@ pub(super) fn hammer_results(
         }
     }
 
-    page.push_str("\nRatios of the medians:\n\n");
+    page.push_str(
+        "\nRatios: of two measured cells, the median of the runs' own ratios (a run goes round \
+         every cell once, so that its two cells ran under the same conditions), lowest and \
+         highest in brackets; of a measured cell and a quoted figure, the cell's median over \
+         the figure.\n\n",
+    );
     hammer_header(page, &["ratio"], &counts);
     let figure = |figure: HammerFigure, count: usize| match figure {
         HammerFigure::Cell(workload, variant) => hammer.mops(workload, variant, count),
@@ -439,10 +444,25 @@ pub(super) fn hammer_results(
         let cells: Vec<String> = counts
             .iter()
             .map(|&count| {
-                let r = figure(over, count).zip(figure(under, count)).map(|(a, b)| a / b);
-                match r {
-                    Some(r) if targeted && count <= 4 => format!("**{}**", hammer_ratio(r)),
-                    Some(r) => hammer_ratio(r),
+                let shown = match (over, under) {
+                    (HammerFigure::Cell(w1, v1), HammerFigure::Cell(w2, v2)) => {
+                        hammer.ratio((w1, v1), (w2, v2), count).map(|spread| {
+                            let median = hammer_ratio(spread.median);
+                            if runs > 1 {
+                                let (min, max) = (spread.min, spread.max);
+                                (median, format!(" ({}-{})", hammer_ratio(min), hammer_ratio(max)))
+                            } else {
+                                (median, String::new())
+                            }
+                        })
+                    }
+                    _ => figure(over, count)
+                        .zip(figure(under, count))
+                        .map(|(a, b)| (hammer_ratio(a / b), String::new())),
+                };
+                match shown {
+                    Some((r, spread)) if targeted && count <= 4 => format!("**{r}**{spread}"),
+                    Some((r, spread)) => format!("{r}{spread}"),
                     None => na(),
                 }
             })
@@ -456,7 +476,8 @@ pub(super) fn hammer_results(
         let shm = hammer.mops("mixed", "shm", count);
         let over_melon = shm.zip(quoted(&MELON_HAMMER, count)).map(|(a, b)| a / b);
         let glibc = hammer.mops("mixed", "glibc", count);
-        let over_glibc = hammer.mops("mixed", "shm-child", count).zip(glibc).map(|(a, b)| a / b);
+        let over_glibc =
+            hammer.ratio(("mixed", "shm-child"), ("mixed", "glibc"), count).map(|s| s.median);
         let targeted = count <= 4;
         if targeted {
             if let Some(r) = over_melon {
@@ -526,7 +547,7 @@ pub(super) fn hammer_results(
                  and wake-ups, and the pool's cache lines moving between cores, which grow when \
                  other work holds the cores and preempts the holder of the lock{load}. Figures at \
                  2 processes and more depend on how busy the machine was as much as on the pool; \
-                 the spread of the three runs shows by how much.",
+                 the spread of the {runs} runs shows by how much.",
                 crowded / alone,
             );
         }
@@ -575,10 +596,7 @@ pub(super) fn hammer_results(
     let own_glibc: Vec<(usize, f64)> = [1, 2, 4]
         .into_iter()
         .filter_map(|count| {
-            Some((
-                count,
-                hammer.mops("mixed", "shm", count)? / hammer.mops("mixed", "glibc", count)?,
-            ))
+            Some((count, hammer.ratio(("mixed", "shm"), ("mixed", "glibc"), count)?.median))
         })
         .collect();
     let _ = writeln!(
@@ -645,8 +663,8 @@ fn shared_targets(targets: &mut Vec<Target>, hammer: &Hammer) {
         let ratios: Vec<Option<f64>> = counts
             .iter()
             .map(|&count| {
-                let child = hammer.mops(workload, "shm-child", count);
-                child.zip(hammer.mops(workload, "rts-alloc", count)).map(|(a, b)| a / b)
+                let ratio = hammer.ratio((workload, "shm-child"), (workload, "rts-alloc"), count);
+                ratio.map(|spread| spread.median)
             })
             .collect();
         let shown: Vec<String> = ratios.iter().map(|&r| fmt(r)).collect();

@@ -300,11 +300,11 @@ impl Arena {
 
     /// The bitmap word holding the in-use bit of `offset`, and the bit's mask.
     fn in_use_bit(&self, offset: u64) -> (*mut u64, u64) {
-        // Clamped like a page in `desc`: an offset out of the data pages, which only corrupt
+        // Bounded like a page in `desc`: an offset out of the data pages, which only corrupt
         // links lead to, names a bit of theirs all the same.
         let first = self.first_data as usize * (PAGE / GRAIN);
         let last = self.end() as usize * (PAGE / GRAIN) - 1;
-        let grain = (offset as usize / GRAIN).clamp(first, last);
+        let grain = (offset as usize / GRAIN).max(first).min(last);
         // SAFETY: `offset` is inside the pool, and the bitmap has a bit for every grain of it.
         (unsafe { self.bitmap.add(grain / 64) }, 1 << (grain % 64))
     }

@@ -15,6 +15,19 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::sys::{self, RobustMutex};
 use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
 
+/// Guards of [`ShmMutex`]es alive in this process, on any thread, forgotten ones included.
+/// While a thread holds a mutex, the C library's list of that thread's robust mutexes runs
+/// through the mutex, in a pool's mapping, and the thread's next lock or unlock of any robust
+/// mutex writes there: a pool dropped while this is not 0 leaves its memory mapped (see
+/// [`held_mutexes`]).
+static HELD: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Whether a guard of some [`ShmMutex`] is alive in this process, or was forgotten: a pool
+/// dropped then must leave its memory mapped, which may hold the mutex.
+pub(crate) fn held_mutexes() -> bool {
+    HELD.load(Ordering::Acquire) != 0
+}
+
 /// A mutex that lives in a shared pool and guards a `T` there, for the threads of every
 /// process that maps the pool.
 ///
@@ -30,6 +43,13 @@ use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
 /// named and reached from any process that maps the pool. One of any other value (a collection
 /// in `&ShmPool`, say) is for this process and the processes forked from it afterwards, which
 /// use it through the handle they inherit: see [`ShmBox`].
+///
+/// A held mutex is on the C library's list of its thread's robust mutexes, which runs through
+/// the mutexes themselves and which the C library writes on that thread's next lock or unlock
+/// of any robust mutex. A guard that is forgotten (`mem::forget`) leaves the mutex held, and on
+/// that list, for good: so that those writes never land in memory given back, a pool handle
+/// dropped while any guard of a `ShmMutex` is alive or forgotten in this process leaves its
+/// memory mapped for the process's life rather than unmap it.
 ///
 /// # Examples
 /// ```
@@ -161,6 +181,7 @@ impl<T> ShmMutex<T> {
         }
         let mut holder_died = false;
         lock_robust(&self.lock.mutex, timeout, &self.takeovers, || holder_died = true)?;
+        HELD.fetch_add(1, Ordering::Release);
         self.lock.holder.store(me, Ordering::Relaxed);
         Ok(ShmMutexGuard { mutex: self, holder_died, _not_send: PhantomData })
     }
@@ -254,6 +275,7 @@ impl<T> Drop for ShmMutexGuard<'_, T> {
         );
         // Only a mutex this thread does not hold refuses, which leaves the holder's lock alone.
         let _ = unlock_robust(&self.mutex.lock.mutex);
+        HELD.fetch_sub(1, Ordering::Release);
     }
 }
 

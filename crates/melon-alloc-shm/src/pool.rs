@@ -1960,6 +1960,11 @@ impl Drop for ShmPool {
         } else {
             claim.forget_parents();
         }
+        if crate::mutex::held_mutexes() {
+            // A guard of a mutex in this mapping may have been forgotten, and its thread's next
+            // lock or unlock of a robust mutex would write into the memory: it stays mapped.
+            self.shared().mapping.keep_mapped();
+        }
         // SAFETY: the pool registered its `Shared` when made, and no child borrows it any more.
         unsafe { registry::unregister(self.shared) };
         // SAFETY: the pointer came from `Box::leak` in `from_shared`, and nothing refers to it

@@ -43,6 +43,9 @@ pub(crate) struct Mapping {
     /// reservation back to the system (as kernels before 6.12 may): nothing more is mapped over
     /// it, and the drop unmaps only what is mapped.
     broken: AtomicBool,
+    /// Set when the memory must stay mapped after the value goes: the C library may still write
+    /// into it (see [`Mapping::keep_mapped`]).
+    kept: AtomicBool,
     fd: OwnedFd,
 }
 
@@ -136,6 +139,7 @@ impl Mapping {
             mapped: AtomicUsize::new(0),
             mapper: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            kept: AtomicBool::new(false),
             fd,
         };
         // Dropped on failure, which gives the reservation back.
@@ -396,8 +400,20 @@ impl Drop for Mapper<'_> {
     }
 }
 
+impl Mapping {
+    /// Leaves the memory mapped when the value is dropped, for the process's life: for a
+    /// mapping that may hold a mutex on a thread's robust list, through which the C library
+    /// writes on that thread's next lock or unlock.
+    pub(crate) fn keep_mapped(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.kept.load(Ordering::Relaxed) {
+            return;
+        }
         let len = if self.broken.load(Ordering::Relaxed) { self.mapped() } else { self.reserved };
         // SAFETY: the mapping and the reservation are this value's own and nothing refers into
         // them once the pool that owns the value is gone; after a failure, only what is mapped

@@ -24,7 +24,7 @@ use harness::{
     Child, Exit, SharedWords, CHILD_LIMIT, FAILPOINTS_NOTE,
 };
 use melon_alloc_shm::plumbing::free_shared;
-use melon_alloc_shm::{ShmError, ShmPool};
+use melon_alloc_shm::{ShmError, ShmMutex, ShmPool};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -74,6 +74,10 @@ fn main() -> ExitCode {
         (
             "a_process_without_descriptors_to_spare_still_uses_the_pool",
             a_process_without_descriptors_to_spare_still_uses_the_pool,
+        ),
+        (
+            "a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped",
+            a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped,
         ),
         ("hammer", hammer),
         ("hammer_grows_a_pool", hammer_grows_a_pool),
@@ -788,6 +792,46 @@ fn a_guard_copied_by_a_fork_is_not_the_childs_to_release() {
         .succeeds("a child takes the lock after the parent released it");
     assert!(shm.lock().is_ok());
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+}
+
+/// Safe code only: a guard of a `ShmMutex` forgotten, and its pool dropped. The C library's list
+/// of the thread's robust mutexes still runs through the mutex, and the thread's next lock of
+/// another writes a link into it: the dropped pool leaves its memory mapped, so that the write
+/// lands there, not in unmapped memory (a crash) or in what is mapped there next (another
+/// pool's blocks). In a child, whose crash the case would see.
+fn a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped() {
+    for size in [MIB, 16 * MIB] {
+        fork(move || {
+            let first = ShmPool::new(16 * MIB).unwrap();
+            let mutex = ShmMutex::new_in(0u64, &first).unwrap();
+            core::mem::forget(mutex.lock().unwrap());
+            let place = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).addr();
+            drop(mutex);
+            drop(first);
+            let second = ShmPool::new(size).unwrap();
+            // Blocks of the second pool, zeroed, whatever addresses it took.
+            let mut blocks = Vec::new();
+            while let Some(block) = second.alloc(4096) {
+                // SAFETY: the block is 4096 bytes of this pool, used by nothing else.
+                unsafe { block.as_ptr().write_bytes(0, 4096) };
+                blocks.push(block);
+            }
+            let third = ShmPool::new(MIB).unwrap();
+            let mutex = ShmMutex::new_in(1u64, &third).unwrap();
+            *mutex.lock().unwrap() += 1;
+            assert_eq!(*mutex.lock().unwrap(), 2);
+            for block in blocks {
+                assert!(
+                    !(block.as_ptr().addr()..block.as_ptr().addr() + 4096).contains(&place),
+                    "the second pool took the first one's addresses"
+                );
+                // SAFETY: as above; read after the locks, which must not have written here.
+                let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), 4096) };
+                assert!(bytes.iter().all(|&byte| byte == 0), "a lock wrote into a block");
+            }
+        })
+        .succeeds("a thread locked a mutex after a pool went under a forgotten guard");
+    }
 }
 
 /// A process that cannot open a descriptor, so cannot make an identity in the pool, still

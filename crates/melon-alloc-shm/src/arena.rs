@@ -1184,25 +1184,30 @@ impl Arena {
         while page < self.end() {
             let len = get!(self, page, len).max(1);
             let desc_kind = get!(self, page, kind);
+            // The descriptors may be anything a dying or buggy process left: sums saturate.
+            let pages_bytes = u64::from(len) * PAGE as u64;
             match desc_kind & 0xff {
-                kind::FREE => counted.free_bytes += u64::from(len) * PAGE as u64,
+                kind::FREE => counted.free_bytes = counted.free_bytes.saturating_add(pages_bytes),
                 kind::SLAB => {
                     let class = (((desc_kind >> 8) & 0xff) as usize).min(CLASS_COUNT - 1);
                     let live = u64::from(get!(self, page, live));
-                    let size = CLASS_SIZES[class] as u64;
-                    counted.live_blocks += live;
-                    counted.bytes_in_use += live * size;
-                    classes[class].slabs += 1;
-                    classes[class].live_blocks += live;
+                    let used = live * CLASS_SIZES[class] as u64;
+                    counted.live_blocks = counted.live_blocks.saturating_add(live);
+                    counted.bytes_in_use = counted.bytes_in_use.saturating_add(used);
+                    classes[class].slabs = classes[class].slabs.saturating_add(1);
+                    classes[class].live_blocks = classes[class].live_blocks.saturating_add(live);
                     let slab_bytes = u64::from(get!(self, page, len)) * PAGE as u64;
-                    counted.free_bytes += slab_bytes.saturating_sub(live * size);
+                    let unused = slab_bytes.saturating_sub(used);
+                    counted.free_bytes = counted.free_bytes.saturating_add(unused);
                 }
                 kind::LARGE => {
-                    counted.live_blocks += 1;
-                    counted.large_blocks += 1;
-                    counted.bytes_in_use += u64::from(len) * PAGE as u64;
+                    counted.live_blocks = counted.live_blocks.saturating_add(1);
+                    counted.large_blocks = counted.large_blocks.saturating_add(1);
+                    counted.bytes_in_use = counted.bytes_in_use.saturating_add(pages_bytes);
                 }
-                kind::LENT => counted.lent_pages += u64::from(len),
+                kind::LENT => {
+                    counted.lent_pages = counted.lent_pages.saturating_add(u64::from(len))
+                }
                 _ => {}
             }
             page = page.saturating_add(len);
@@ -1537,6 +1542,33 @@ mod in_a_buffer {
             self.0 ^= self.0 << 17;
             (self.0 % bound as u64) as usize
         }
+    }
+
+    /// Descriptors that a buggy process left saying every page is a slab of 4 Gi blocks of the
+    /// largest class: the census adds them up without overflowing, saturated. Not under Miri,
+    /// for which 3 GiB of pages and 786,000 descriptors are too many: the sums it checks are
+    /// safe code.
+    #[test]
+    #[cfg(not(miri))]
+    fn in_a_buffer_a_census_of_absurd_descriptors_saturates() {
+        let pool = Buffer::with(Geometry::for_capacity(3 << 30).unwrap());
+        let arena = &pool.arena;
+        for page in arena.first_data..arena.end() {
+            let desc = arena.desc(page);
+            let slab = kind::SLAB | ((CLASS_COUNT as u32 - 1) << 8);
+            // SAFETY: the descriptor lies in the buffer, which this thread alone uses.
+            unsafe {
+                addr_of_mut!((*desc).kind).write(slab);
+                addr_of_mut!((*desc).len).write(1);
+                addr_of_mut!((*desc).live).write(u32::MAX);
+            }
+        }
+        let (counted, classes) = arena.census();
+        assert_eq!(counted.bytes_in_use, u64::MAX);
+        // Below the bound, the counts stay exact.
+        let blocks = u64::from(u32::MAX) * u64::from(arena.end() - arena.first_data);
+        assert_eq!(counted.live_blocks, blocks);
+        assert_eq!(classes[CLASS_COUNT - 1].live_blocks, blocks);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
@@ -22,6 +21,71 @@ use crate::owner::{self, Claim, ReclaimReport};
 use crate::spares::Spares;
 use crate::sys::{self, Mapping};
 use crate::{registry, ShmClassStats, ShmError, ShmPoolBuilder, ShmStats};
+
+/// The chunks whose return to the pool failed, behind a flag of its own rather than a mutex:
+/// the fork handler takes the flag before a fork and gives it back after, in both processes
+/// (see [`Shared::before_fork`]), so that no process is forked while another of its threads is
+/// changing the list. A mutex held by such a thread would stay held in the new process, where
+/// that thread does not exist, and the new process's next holder of the pool's lock, which
+/// looks at the list, would wait for it forever, with every other process of the pool waiting
+/// behind it.
+struct PendingReturns {
+    taken: core::sync::atomic::AtomicBool,
+    list: core::cell::UnsafeCell<Vec<PendingReturn>>,
+}
+
+// SAFETY: the list is only reached by the thread that holds the flag (`with`), or by the
+// forking thread while it does (between `before_fork` and `after_fork_*`), where no other
+// thread reaches it.
+unsafe impl Sync for PendingReturns {}
+
+impl PendingReturns {
+    const fn new() -> Self {
+        Self {
+            taken: core::sync::atomic::AtomicBool::new(false),
+            list: core::cell::UnsafeCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on the list, the flag held: the critical sections are a push or a take, so a
+    /// waiter spins, and yields its core now and then to a holder that lost its own.
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<PendingReturn>) -> R) -> R {
+        self.take();
+        /// Gives the flag back however `f` ends.
+        struct Give<'a>(&'a PendingReturns);
+        impl Drop for Give<'_> {
+            fn drop(&mut self) {
+                self.0.give();
+            }
+        }
+        let _give = Give(self);
+        // SAFETY: this thread holds the flag until `_give` drops, so no other thread reaches
+        // the list meanwhile.
+        f(unsafe { &mut *self.list.get() })
+    }
+
+    /// Takes the flag, waiting for its holder.
+    fn take(&self) {
+        let mut spins = 0u32;
+        while self
+            .taken
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Gives the flag back.
+    fn give(&self) {
+        self.taken.store(false, Ordering::Release);
+    }
+}
 
 /// A chunk whose return to the pool failed, waiting for the next time the lock is taken.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +107,7 @@ pub(crate) struct Shared {
     lock: Option<Box<dyn ShmLock>>,
     /// Chunks a child pool could not give back because the lock failed; given back the next
     /// time the lock is taken, so that a failing lock never loses memory.
-    pending_returns: Mutex<Vec<PendingReturn>>,
+    pending_returns: PendingReturns,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
     /// The allocator's view of the mapping: the geometry, read from the header once, so that no
@@ -138,7 +202,7 @@ impl Shared {
         Self {
             mapping,
             lock,
-            pending_returns: Mutex::new(Vec::new()),
+            pending_returns: PendingReturns::new(),
             has_pending: core::sync::atomic::AtomicBool::new(false),
             arena,
             lock_timeout: core::sync::atomic::AtomicU64::new(NO_TIMEOUT),
@@ -278,10 +342,7 @@ impl Shared {
         self.catch_up_growth()?;
         self.undo_dead_holder()?;
         if self.has_pending.swap(false, Ordering::Acquire) {
-            let pending = match self.pending_returns.lock() {
-                Ok(mut pending) => core::mem::take(&mut *pending),
-                Err(_) => Vec::new(),
-            };
+            let pending = self.pending_returns.with(core::mem::take);
             let me = sys::process_token();
             for chunk in pending.into_iter().filter(|chunk| chunk.process == me) {
                 arena.take_back(chunk.offset, chunk.size, chunk.owner);
@@ -447,18 +508,22 @@ impl Shared {
     }
 
     /// Before a fork, on the forking thread: opens the descriptions the new process will make
-    /// its identity and claim its slot through.
+    /// its identity and claim its slot through, and takes the flag of the chunks whose return
+    /// failed, so that no other thread is changing their list when the process forks.
     pub(crate) fn before_fork(&self) {
         self.spares.open_for_child(self.mapping.fd());
+        self.pending_returns.take();
     }
 
     /// After a fork, in the parent.
     pub(crate) fn after_fork_in_parent(&self) {
+        self.pending_returns.give();
         self.spares.close_for_child();
     }
 
     /// After a fork, in the new process, where only the forking thread exists.
     pub(crate) fn after_fork_in_child(&self) {
+        self.pending_returns.give();
         self.spares.adopt();
     }
 
@@ -2217,11 +2282,10 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         match self.shared.lock() {
             Ok(mut guard) => guard.take_back(chunk, layout.size(), owner),
             Err(_) => {
-                if let (Ok(mut pending), Some(offset)) =
-                    (self.shared.pending_returns.lock(), offset)
-                {
+                if let Some(offset) = offset {
                     let size = layout.size();
-                    pending.push(PendingReturn { offset, size, owner, process: self.owner });
+                    let chunk = PendingReturn { offset, size, owner, process: self.owner };
+                    self.shared.pending_returns.with(|pending| pending.push(chunk));
                     self.shared.has_pending.store(true, Ordering::Release);
                 }
             }
@@ -2266,6 +2330,29 @@ unsafe impl ChunkSource for ShmChunks<'_> {
 #[cfg(test)]
 mod tests {
     use core::ptr::addr_of_mut;
+
+    /// The flag of the chunks whose return failed, as the fork handler holds it: taken before a
+    /// fork, it keeps every other thread out of the list until it is given back after.
+    #[test]
+    fn the_list_of_failed_returns_waits_for_a_fork_to_end() {
+        use std::sync::atomic::AtomicBool;
+
+        let pending = PendingReturns::new();
+        let chunk = PendingReturn { offset: 1 << 20, size: CHUNK_SIZE, owner: 0, process: 1 };
+        pending.take();
+        let pushed = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                pending.with(|list| list.push(chunk));
+                pushed.store(true, Ordering::Release);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!pushed.load(Ordering::Acquire), "a thread changed the list during a fork");
+            pending.give();
+        });
+        assert!(pushed.load(Ordering::Acquire));
+        assert_eq!(pending.with(core::mem::take).len(), 1);
+    }
 
     use super::*;
     use crate::layout::NONE;

@@ -5,6 +5,11 @@
 //! only where the pool is mapped at the same address: in the process that made the pool and in
 //! the processes forked from it after. There the collection's buffer can be read by the others;
 //! the collection itself (its pointer, length and capacity) lives wherever the program put it.
+//!
+//! Each call takes the pool's lock, so a collection must not be dropped, grown or shrunk by a
+//! thread that holds the lock itself ([`ShmPool::lock`]): its `deallocate` is
+//! [`ShmPool::free`], which leaves the buffer allocated then (and in debug builds aborts the
+//! process with a message), and its growth fails.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;

@@ -563,6 +563,13 @@ impl Shared {
 /// The lock of a shared pool, held: every operation through it runs without taking the lock
 /// again. Dropping it releases the lock.
 ///
+/// # Fork
+/// A process forked while a thread of its parent holds the guard gets a copy of the guard,
+/// which does not hold the lock in the new process: the new process must not use the copy (it
+/// forgets it with `mem::forget` or ends with `_exit`), or it allocates and frees alongside the
+/// holder. Its release is refused and leaves the holder's lock alone. Forking is unsafe, and
+/// this is part of what a caller of `fork` promises.
+///
 /// # Soundness
 /// Allocation, `usable_size`, `available`, `stats` and `check` are safe: every block and offset
 /// is checked against the pool before it is used. A free or a resize is unsafe, since the block

@@ -1443,6 +1443,10 @@ fn block_index(relative: u64, class: usize) -> Option<u32> {
 /// Pages of a run that holds `size` bytes starting at a multiple of `align_pages` pages,
 /// wherever the run starts.
 fn run_pages(size: usize, align_pages: usize) -> Option<u32> {
+    // An alignment past the mapping's own is never served, however the pool grows.
+    if align_pages * PAGE > crate::sys::MAP_ALIGN {
+        return None;
+    }
     let pages = size.max(1).div_ceil(PAGE).checked_add(align_pages.max(1) - 1)?;
     u32::try_from(pages).ok()
 }

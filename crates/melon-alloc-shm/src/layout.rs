@@ -509,9 +509,10 @@ impl Geometry {
 
     /// The end after growing from page `end` by enough whole segments for `pages` more data
     /// pages (at least one segment), cut short at the layout's end; `None` when the pool has
-    /// grown to its end already.
+    /// grown to its end already, or when even the largest pool would hold no run that long.
     pub(crate) fn grown_end(&self, end: u32, pages: u32) -> Option<u32> {
-        if end >= self.page_count {
+        // A run longer than every data page of the largest pool never fits: no growth for it.
+        if end >= self.page_count || pages > self.page_count - self.first_data_page {
             return None;
         }
         let segments = pages.div_ceil(self.segment_pages).max(1);

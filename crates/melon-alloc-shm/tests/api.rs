@@ -187,6 +187,29 @@ fn a_growing_pool_stops_at_its_largest_capacity() {
     shm.check().unwrap();
 }
 
+/// A request that no pool of its largest capacity could serve (a block longer than every data
+/// page, an alignment past the mapping's, a child's chunk as long) fails without growing the
+/// pool: growth is paid for up front, and would not be given back.
+#[test]
+fn a_request_no_growth_could_serve_leaves_a_growing_pool_as_it_was() {
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+    let start = (shm.capacity(), file_len(&shm));
+    assert!(shm.alloc(1 << 40).is_none());
+    assert!(shm.alloc(65 * MIB).is_none());
+    let aligned = core::alloc::Layout::from_size_align(64, 1 << 30).unwrap();
+    assert!(shm.alloc_layout(aligned).is_none());
+    let child = shm.child();
+    assert!(child.alloc(65 * MIB).is_none());
+    drop(child);
+    assert_eq!((shm.capacity(), file_len(&shm)), start, "the pool grew for nothing");
+    // A request that growth serves still grows it.
+    let block = shm.alloc(2 * MIB).expect("a block the grown pool holds");
+    assert!(shm.capacity() > start.0);
+    // SAFETY: the block came from `shm` and is not used again.
+    unsafe { shm.free(block) };
+    shm.check().unwrap();
+}
+
 #[test]
 fn a_builder_refuses_impossible_capacities() {
     let (min, max) = (64 * KIB, 1usize << 40);

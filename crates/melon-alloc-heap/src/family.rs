@@ -31,7 +31,10 @@ static FIRSTS: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Holds the lock under which the links of every family change, until the guard is dropped: for
 /// a fork handler, so that no link is half changed when the process forks. Nothing else is done
-/// while the lock is held, so it may be taken before any other lock.
+/// while the lock is held, so it may be taken before any other lock. The lock is not reentrant:
+/// the thread that holds the guard must not track a pool's family
+/// ([`track_family`](crate::Pool::track_family)), nor make or drop a pool of a tracked
+/// family, which would wait for the guard forever.
 ///
 /// # Examples
 /// ```

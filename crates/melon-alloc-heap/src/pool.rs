@@ -111,6 +111,16 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    fn discard_free(&mut self) {
+        match self {
+            Self::Global(global) => global.discard_free(),
+            // What a parent keeps is the parent's to let go of.
+            Self::Parent(_) => {}
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source) => unsafe { source.as_mut() }.discard_free(),
+        }
+    }
+
     #[inline]
     fn kept_bytes(&self) -> usize {
         match self {

@@ -715,6 +715,8 @@ fn dropping_pools_with_live_blocks_gives_everything_back() {
 struct Counting<'a> {
     out: &'a core::cell::Cell<isize>,
     dropped: &'a core::cell::Cell<bool>,
+    /// Times the pool asked the source to let go of the free pages it keeps.
+    discards: &'a core::cell::Cell<usize>,
 }
 
 // SAFETY: chunks come from `std::alloc::alloc` with the asked-for layout and go back to
@@ -731,6 +733,10 @@ unsafe impl melon_alloc_core::ChunkSource for Counting<'_> {
         // SAFETY: the caller returns a chunk from `acquire` with its layout.
         unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) }
     }
+
+    fn discard_free(&mut self) {
+        self.discards.set(self.discards.get() + 1);
+    }
 }
 
 impl Drop for Counting<'_> {
@@ -743,8 +749,9 @@ impl Drop for Counting<'_> {
 fn a_child_over_a_source_of_its_own_gives_it_everything_back() {
     let out = core::cell::Cell::new(0);
     let dropped = core::cell::Cell::new(false);
+    let discards = core::cell::Cell::new(0);
     {
-        let source = Box::new(Counting { out: &out, dropped: &dropped });
+        let source = Box::new(Counting { out: &out, dropped: &dropped, discards: &discards });
         let pool = ChildPool::with_source(source, Some(100 * CHUNK_SIZE));
         // Under Miri, every eighth block of the same spread of sizes.
         let step = if cfg!(miri) { 8 } else { 1 };
@@ -766,6 +773,10 @@ fn a_child_over_a_source_of_its_own_gives_it_everything_back() {
         // SAFETY: from `pool`, freed once.
         unsafe { pool.try_free(large) }.unwrap();
         pool.check().unwrap();
+        // A trim asks the source to let go of the free pages it keeps.
+        assert_eq!(discards.get(), 0);
+        pool.trim();
+        assert_eq!(discards.get(), 1, "the trim did not reach the pool's own source");
         assert!(!dropped.get());
     }
     assert_eq!(out.get(), 0, "chunks were not given back");

@@ -34,9 +34,8 @@ struct PendingReturns {
     list: core::cell::UnsafeCell<Vec<PendingReturn>>,
 }
 
-// SAFETY: the list is only reached by the thread that holds the flag (`with`), or by the
-// forking thread while it does (between `before_fork` and `after_fork_*`), where no other
-// thread reaches it.
+// SAFETY: the list is only reached by the thread that holds the flag, inside `with`; the fork
+// handler holds the flag across a fork without reaching the list.
 unsafe impl Sync for PendingReturns {}
 
 impl PendingReturns {
@@ -2338,6 +2337,9 @@ unsafe impl ChunkSource for ShmChunks<'_> {
 mod tests {
     use core::ptr::addr_of_mut;
 
+    use super::*;
+    use crate::layout::NONE;
+
     /// The flag of the chunks whose return failed, as the fork handler holds it: taken before a
     /// fork, it keeps every other thread out of the list until it is given back after.
     #[test]
@@ -2360,9 +2362,6 @@ mod tests {
         assert!(pushed.load(Ordering::Acquire));
         assert_eq!(pending.with(core::mem::take).len(), 1);
     }
-
-    use super::*;
-    use crate::layout::NONE;
 
     /// A child's list of chunks stays in step with its map of where each lies, whichever chunk
     /// goes back, and keeps each chunk's own remote-free word.

@@ -237,8 +237,9 @@ pub(crate) struct Header {
     /// that nothing touches. Written under the lock, through the undo log, after the pages are
     /// reserved; read without the lock by processes that meet an offset past what they have
     /// mapped, and by every lookup of a block's offset. In the first cache line, with the
-    /// geometry that never changes, rather than beside the words every holder of the lock
-    /// writes, so that a lookup does not wait for the line of the lock's holder.
+    /// geometry, which never changes, and the count of takeovers, which seldom does, rather than
+    /// beside the words every holder of the lock writes, so that a lookup does not wait for the
+    /// line of the lock's holder.
     pub(crate) end_page: AtomicU32,
     /// The built-in lock, in a cache line of its own.
     pub(crate) lock: PoolLock,

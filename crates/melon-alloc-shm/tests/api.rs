@@ -725,6 +725,22 @@ fn a_guard_runs_several_operations_under_one_lock() {
     shm.check().unwrap();
 }
 
+/// A collection in the pool cannot grow while its thread holds the pool's lock: the growth
+/// fails, and the buffer it has stays as it was.
+#[test]
+fn a_collection_cannot_grow_while_its_thread_holds_the_lock() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let mut numbers = allocator_api2::vec::Vec::new_in(&shm);
+    numbers.extend_from_slice(&[1u64, 2, 3]);
+    let live = shm.stats().unwrap().live_blocks;
+    let guard = shm.lock().unwrap();
+    assert!(numbers.try_reserve(4096).is_err(), "grew under the lock");
+    assert_eq!(numbers, [1, 2, 3]);
+    drop(guard);
+    assert_eq!(shm.stats().unwrap().live_blocks, live);
+    numbers.try_reserve(4096).unwrap();
+}
+
 #[test]
 fn an_operation_while_this_thread_holds_the_guard_would_deadlock() {
     let shm = ShmPool::new(MIB).unwrap();

@@ -79,6 +79,10 @@ fn main() -> ExitCode {
             "a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped",
             a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped,
         ),
+        (
+            "a_collection_dropped_by_the_holder_of_the_lock_keeps_its_buffer",
+            a_collection_dropped_by_the_holder_of_the_lock_keeps_its_buffer,
+        ),
         ("hammer", hammer),
         ("hammer_grows_a_pool", hammer_grows_a_pool),
         ("hammer_with_random_kills", hammer_with_random_kills),
@@ -832,6 +836,25 @@ fn a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped() {
         })
         .succeeds("a thread locked a mutex after a pool went under a forgotten guard");
     }
+}
+
+/// A collection in the pool dropped by a thread that holds the pool's lock: its free cannot
+/// take the lock, so the buffer stays allocated; a debug build aborts the process with a
+/// message, as `ShmPool::free` does for a free it cannot make. In a child, whose end the case
+/// reads.
+fn a_collection_dropped_by_the_holder_of_the_lock_keeps_its_buffer() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let live = shm.stats().unwrap().live_blocks;
+    let mut child = fork(|| {
+        let mut numbers = allocator_api2::vec::Vec::new_in(&shm);
+        numbers.extend_from_slice(&[1u64, 2, 3]);
+        let guard = shm.lock().unwrap();
+        drop(numbers);
+        drop(guard);
+        assert_eq!(shm.stats().unwrap().live_blocks, live + 1, "the buffer was freed");
+    });
+    let expected = if cfg!(debug_assertions) { Exit::Signal(libc::SIGABRT) } else { Exit::Code(0) };
+    assert_eq!(child.wait(CHILD_LIMIT), expected);
 }
 
 /// A process that cannot open a descriptor, so cannot make an identity in the pool, still

@@ -168,6 +168,13 @@ impl Mapping {
         self.fd.as_fd()
     }
 
+    /// Leaves the memory mapped when the value is dropped, for the process's life: for a
+    /// mapping that may hold a mutex on a thread's robust list, through which the C library
+    /// writes on that thread's next lock or unlock.
+    pub(crate) fn keep_mapped(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+
     /// Reserves the file's memory over `range`, growing the file to its end if it is shorter.
     pub(crate) fn allocate(&self, range: core::ops::Range<usize>) -> Result<(), Errno> {
         allocate(self.fd(), range)
@@ -397,15 +404,6 @@ impl<'a> Mapper<'a> {
 impl Drop for Mapper<'_> {
     fn drop(&mut self) {
         self.0.store(0, Ordering::Release);
-    }
-}
-
-impl Mapping {
-    /// Leaves the memory mapped when the value is dropped, for the process's life: for a
-    /// mapping that may hold a mutex on a thread's robust list, through which the C library
-    /// writes on that thread's next lock or unlock.
-    pub(crate) fn keep_mapped(&self) {
-        self.kept.store(true, Ordering::Relaxed);
     }
 }
 

@@ -176,8 +176,14 @@ fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64)
             tasks.spawn_local(request_in_bump(id));
         }))),
     }?;
+    Ok(round_figures(started, peaks, sampled))
+}
+
+/// A round's figures from when it started and the peaks of its sampled requests: the time per
+/// request in µs, and the mean bytes a sampled request's pool held at its peak.
+fn round_figures(started: Instant, peaks: usize, sampled: usize) -> (f64, f64) {
     let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
-    Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+    (micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 })
 }
 
 /// One request in a child of [`ROOT`] of its own: the bytes the child held at its peak, if the
@@ -215,9 +221,8 @@ fn measure_on_threads(peer: &str, threads: usize) -> Result<(f64, f64), String> 
             .map(|worker| worker.join().map_err(|_| "a serving thread panicked".to_string())?)
             .collect::<Result<Vec<_>, String>>()
     })?;
-    let micros = started.elapsed().as_secs_f64() * 1e6 / REQUESTS as f64;
     let (peaks, sampled) = shares.iter().fold((0, 0), |(p, s), &(peak, n)| (p + peak, s + n));
-    Ok((micros, if sampled == 0 { 0.0 } else { peaks as f64 / sampled as f64 }))
+    Ok(round_figures(started, peaks, sampled))
 }
 
 /// Serves the requests whose ids are `thread` modulo `threads`, one at a time: the sum of the

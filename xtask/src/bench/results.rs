@@ -176,7 +176,24 @@ impl Hammer {
         under: (&str, &str),
         processes: usize,
     ) -> Option<Spread> {
-        let cell = |(workload, variant): (&str, &str)| {
+        self.cell_ratio((over.0, over.1, processes), (under.0, under.1, processes))
+    }
+
+    /// How a variant's figure at `to` processes compares with its figure at `from`, run by run
+    /// as [`ratio`](Hammer::ratio) compares two variants.
+    pub(super) fn scaling(
+        &self,
+        (workload, variant): (&str, &str),
+        from: usize,
+        to: usize,
+    ) -> Option<Spread> {
+        self.cell_ratio((workload, variant, to), (workload, variant, from))
+    }
+
+    /// The median of the runs' ratios of cell `over` to cell `under`, each named by its
+    /// workload, variant and count of processes, with their extremes.
+    fn cell_ratio(&self, over: (&str, &str, usize), under: (&str, &str, usize)) -> Option<Spread> {
+        let cell = |(workload, variant, processes): (&str, &str, usize)| {
             self.by_run.get(&(workload.to_string(), variant.to_string(), processes))
         };
         let (over, under) = (cell(over)?, cell(under)?);
@@ -516,29 +533,61 @@ mod tests {
         assert_eq!(sample_spread(samples), Some((4.0, 6.0)));
     }
 
+    /// The hammer's results read from a file of `rows` (workload, variant, processes, run and
+    /// million operations a second) under its header.
+    fn hammer_of(name: &str, rows: &[&str]) -> Hammer {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let header = "workload\tvariant\tprocesses\trun\tmops\tcpu_ns_per_op";
+        let lines: Vec<String> = core::iter::once(header.to_string())
+            .chain(rows.iter().map(|row| format!("{row}\t1")))
+            .collect();
+        fs::write(dir.join("hammer.tsv"), lines.join("\n")).unwrap();
+        let hammer = Hammer::read(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        hammer
+    }
+
     /// A hammer ratio sets each run's cells against each other, not one cell's median against
     /// the other's: here the medians' ratio would be 10 / 10 = 1, while every run's is 2 or 0.5.
     #[test]
     fn a_hammer_ratio_is_the_median_of_the_runs_own() {
-        let dir = std::env::temp_dir().join(format!("xtask-hammer-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let lines = [
-            "workload\tvariant\tprocesses\trun\tmops\tcpu_ns_per_op",
-            "mixed\tshm\t2\t1\t20\t1",
-            "mixed\tglibc\t2\t1\t10\t1",
-            "mixed\tshm\t2\t2\t10\t1",
-            "mixed\tglibc\t2\t2\t5\t1",
-            "mixed\tshm\t2\t3\t5\t1",
-            "mixed\tglibc\t2\t3\t10\t1",
-        ];
-        fs::write(dir.join("hammer.tsv"), lines.join("\n")).unwrap();
-        let hammer = Hammer::read(&dir);
-        fs::remove_dir_all(&dir).unwrap();
+        let hammer = hammer_of(
+            "ratio",
+            &[
+                "mixed\tshm\t2\t1\t20",
+                "mixed\tglibc\t2\t1\t10",
+                "mixed\tshm\t2\t2\t10",
+                "mixed\tglibc\t2\t2\t5",
+                "mixed\tshm\t2\t3\t5",
+                "mixed\tglibc\t2\t3\t10",
+            ],
+        );
         let ratio = hammer.ratio(("mixed", "shm"), ("mixed", "glibc"), 2).unwrap();
         assert_eq!((ratio.median, ratio.min, ratio.max), (2.0, 0.5, 2.0));
         assert_eq!(hammer.mops("mixed", "shm", 2), Some(10.0));
         assert_eq!(hammer.mops("mixed", "glibc", 2), Some(10.0));
         assert!(hammer.ratio(("mixed", "shm"), ("mixed", "rts-alloc"), 2).is_none());
+    }
+
+    #[test]
+    fn a_hammer_scaling_pairs_each_run_with_its_own_run_at_the_other_count() {
+        let hammer = hammer_of(
+            "scaling",
+            &[
+                "mixed\tshm-child\t2\t1\t90",
+                "mixed\tshm-child\t4\t1\t99",
+                "mixed\tshm-child\t2\t2\t100",
+                "mixed\tshm-child\t4\t2\t95",
+                "mixed\tshm-child\t2\t3\t80",
+                "mixed\tshm-child\t4\t3\t84",
+            ],
+        );
+        // The medians of the cells (90 at 2, 95 at 4) would give 1.056; each run's own ratio
+        // is 1.1, 0.95 and 1.05.
+        let scaling = hammer.scaling(("mixed", "shm-child"), 2, 4).unwrap();
+        assert_eq!((scaling.median, scaling.min, scaling.max), (1.05, 0.95, 1.1));
+        assert!(hammer.scaling(("mixed", "shm-child"), 2, 16).is_none());
     }
 
     #[test]

@@ -404,18 +404,20 @@ impl Shared {
                 {
                     return Err(refused());
                 }
-                // Only the holding thread releases the lock, and clears its own token: a thread
-                // whose hold was broken must not erase the token of the thread that holds the
-                // lock now, which would then wait for itself on its next `lock` instead of
-                // hearing `WouldDeadlock`; nor release that thread's lock, which its word would
-                // not tell from this one's when both run in one process.
-                if header
-                    .holder
-                    .compare_exchange(token, 0, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-                {
+                // Only the holding thread releases the lock, and clears its own token: another
+                // thread must not erase the token of the thread that holds the lock, which would
+                // then wait for itself on its next `lock` instead of hearing `WouldDeadlock`; nor
+                // release that thread's lock, which its word would not tell from this one's when
+                // both run in one process. A load and a store do this without a locked
+                // instruction: the token is written only by a holder of the lock, its own after
+                // it takes it and 0 before it lets it go, so a thread that does not hold the lock
+                // reads 0 or the holder's token, never its own (its own last write to the word,
+                // which it reads or a later one, was a 0), and a thread that holds it reads its
+                // own token, which nothing else writes until the release below.
+                if header.holder.load(Ordering::Relaxed) != token {
                     return Err(refused());
                 }
+                header.holder.store(0, Ordering::Relaxed);
                 unlock_robust(&self.process_lock(header.lock, identity))
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),

@@ -785,11 +785,14 @@ const OWN_LOCK: &str = "The pool's own lock word: before and after";
 /// Why the shared pool's figures are what they are, kept from the analysis of earlier runs.
 pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
 
-- **One operation.** `valgrind --tool=callgrind` counts about 200 instructions per operation
-  of the hammer's loop inside the shared pool, at one process, about as many as glibc's `malloc`
-  and `free` take on the same loop: the two trips through the lock (a compare-and-swap and a
-  swap, with the checks for an operation left half done and for chunks waiting to be returned
-  behind one test), the size class, the slab's free list, two logged writes to the undo log
+- **One operation.** `valgrind --tool=callgrind` counts about 490 instructions per operation
+  of the hammer's loop inside the shared pool, at one process, where glibc's `malloc` and `free`
+  take about 200 on the same loop (`hammer N --processes 1 --runs 1 --workloads mixed --variants
+  shm` and `--variants glibc` under `--trace-children=yes`, with N of 100,000 and 200,000, the
+  worker's difference over 100,000 operations): the two trips through the lock (a
+  compare-and-swap each way, the holder's token written and cleared beside it, with the checks
+  for an operation left half done and for chunks waiting to be returned behind one test), the
+  size class, the slab's free list, two logged writes to the undo log
   (the slab's free-list head and live count side by side in one word, and the in-use bit), the
   free-byte counter (unlogged: it is recounted from the pages after an undo), and on a free the
   validation that refuses a double or foreign free (the page descriptor and the in-use bitmap).

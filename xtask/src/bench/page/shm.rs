@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::{link, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{list, ns, ns_spread, ratio, time_spread, utc, verdict};
+use crate::bench::format::{list, ns, ns_spread, ratio, ratio_spread, time_spread, utc, verdict};
 use crate::bench::results::{estimate, Estimate, Facts, Hammer, Spread};
 
 /// Melon's shared pool on the hammer workload, million operations per second in total at 1, 2
@@ -681,10 +681,7 @@ fn shared_targets(targets: &mut Vec<Target>, hammer: &Hammer) {
     let scaling = |from, to| hammer.scaling(("mixed", "shm-child"), from, to);
     let (doubled, held) = (scaling(1, 2), scaling(2, 4));
     let spread = |figure: Option<Spread>| {
-        figure.map_or_else(
-            || "n/a".to_string(),
-            |s| format!("{:.2} ({:.2}-{:.2})", s.median, s.min, s.max),
-        )
+        figure.map_or_else(|| "n/a".to_string(), |s| ratio_spread(s.median, (s.min, s.max)))
     };
     targets.push(Target {
         target: "shm child pools (mixed): 2 processes ≥ 1.6 × 1, 4 processes ≥ 2 (median of each \

@@ -34,7 +34,8 @@ static FIRSTS: AtomicPtr<Pool> = AtomicPtr::new(core::ptr::null_mut());
 /// while the lock is held, so it may be taken before any other lock. The lock is not reentrant:
 /// the thread that holds the guard must not track a pool's family
 /// ([`track_family`](crate::Pool::track_family)), nor make or drop a pool of a tracked
-/// family, which would wait for the guard forever.
+/// family, which takes the lock again (a `std::sync::Mutex` locked by the thread that holds it
+/// never returns: it deadlocks or panics).
 ///
 /// # Examples
 /// ```

@@ -117,6 +117,103 @@ impl Peer for TlsfArena {
     }
 }
 
+/// The floor of the small-block workloads: one free list of [`FILL`] blocks of [`BLOCK`] bytes in
+/// an arena of its own, with no size classes, no chunks and no checks, its head kept in memory as
+/// every allocator keeps its state between calls (glibc's tcache and mimalloc's heap are reached
+/// through a thread's pointer, melon's lists through a chunk's header). An allocation pops the
+/// head and a free pushes the block: what is left of an allocator when everything but the list is
+/// taken away, timed beside the others so that a target can be read against what the machine
+/// does with the list alone.
+///
+/// ```
+/// use melon_alloc_bench::workloads::{FillDrain, FreeList, Peer};
+///
+/// let mut list = FreeList::new();
+/// FillDrain::new().run(&mut list);
+/// let block = list.alloc(64);
+/// // SAFETY: the block came from `list` with 64 bytes and is not used again.
+/// unsafe { list.free(block, 64) };
+/// ```
+#[derive(Debug)]
+pub struct FreeList {
+    /// The blocks, [`FILL`] of [`BLOCK`] bytes, from `Box::into_raw`: the list's links point
+    /// into them, so the arena is reached only through raw pointers until it is dropped.
+    arena: *mut [Slot],
+    /// Where the list's head lives: a cell of its own on the heap, reached through a pointer
+    /// the optimiser cannot see the origin of, so that it keeps the head in memory across the
+    /// stores of a timed loop, as it must an allocator's state, rather than in a register.
+    head: *mut *mut Slot,
+}
+
+/// A block of [`FreeList`]'s arena; while free, its first word links to the next free block.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Slot {
+    next: *mut Slot,
+    _rest: [u8; BLOCK - 8],
+}
+
+impl FreeList {
+    /// A list of every block of a new arena, in address order.
+    pub fn new() -> Self {
+        let empty = Slot { next: core::ptr::null_mut(), _rest: [0; BLOCK - 8] };
+        let arena = Box::into_raw(vec![empty; FILL].into_boxed_slice());
+        let first = arena.cast::<Slot>();
+        for index in 1..FILL {
+            // SAFETY: `index` is below `FILL`, the arena's length, and nothing else reaches the
+            // arena yet.
+            unsafe { (*first.add(index - 1)).next = first.add(index) };
+        }
+        let head = black_box(Box::into_raw(Box::new(first)));
+        Self { arena, head }
+    }
+}
+
+impl Default for FreeList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for FreeList {
+    fn drop(&mut self) {
+        // SAFETY: both came from `Box::into_raw` in `new` and are given back only here.
+        unsafe {
+            drop(Box::from_raw(self.head));
+            drop(Box::from_raw(self.arena));
+        }
+    }
+}
+
+impl Peer for FreeList {
+    /// Pops the head of the list.
+    ///
+    /// # Panics
+    /// When `size` is more than [`BLOCK`] or every block is in use.
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        assert!(size <= BLOCK, "the free list holds blocks of {BLOCK} bytes");
+        // SAFETY: `head` is the cell `new` made, which only this list uses.
+        let block = unsafe { *self.head };
+        let block = NonNull::new(block).expect("every block of the free list is in use");
+        // SAFETY: (1) a block on the list is a free slot of the arena, whose first word holds
+        // the next entry; (2) the cell is valid as above.
+        unsafe { *self.head = block.as_ref().next };
+        block.cast()
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        let block = block.cast::<Slot>().as_ptr();
+        // SAFETY: (1) the caller passes a block of this list that nothing uses any more, a slot
+        // of the arena whose first word can hold the link; (2) the cell is valid as in `alloc`.
+        unsafe {
+            (*block).next = *self.head;
+            *self.head = block;
+        }
+    }
+}
+
 /// One pair of `ping_pong`: a block of [`BLOCK`] bytes allocated and freed straight away, the
 /// cost of the fast paths alone.
 ///

@@ -1,6 +1,7 @@
 //! The heap workloads that carry a target, timed in interleaved rounds: `ping_pong`,
 //! `fill_drain_1024` and `shuffled_drain_1024` on 64-byte blocks, melon's `HeapPool` against
-//! glibc's `malloc` (`std::alloc::System`), and `large_ring` (32 live blocks of 16 to 64 KiB),
+//! glibc's `malloc` (`std::alloc::System`), with a bare free list (`FreeList`) beside them as the
+//! floor of what an allocator can do on the machine, and `large_ring` (32 live blocks of 16 to 64 KiB),
 //! melon's `HeapPool` with and without a limit against mimalloc as the global allocator. The
 //! loops are those of `melon_alloc_bench::workloads`, which the criterion target
 //! `benches/heap.rs` times too.
@@ -12,7 +13,7 @@
 //! that time a fixed number of pairs of each, the first allocator to run moving one place on
 //! every round (melon first in the first), so that a change in the machine's speed falls on all
 //! alike. The table gives, in nanoseconds per pair, each allocator's median over the rounds, and
-//! the median of each round's melon time over the baseline's (glibc, or mimalloc for the ring)
+//! the median of each round's time over the baseline's (glibc, or mimalloc for the ring)
 //! in the same round, with the least and greatest in brackets. With `--tsv PATH` the figures
 //! also go to `PATH`, one line per workload, allocator and round (with the pairs each round
 //! timed), which is what `cargo xtask bench` reads.
@@ -29,7 +30,7 @@ use std::time::Instant;
 
 use melon_alloc::HeapPool;
 use melon_alloc_bench::workloads::{
-    ping_pong, FillDrain, Global, Melon, Peer, Ring, ShuffledDrain, FILL,
+    ping_pong, FillDrain, FreeList, Global, Melon, Peer, Ring, ShuffledDrain, FILL,
 };
 use melon_alloc_bench::{
     exit_with, large_sizes, RoundsArgs, Spread, BLOCK, LARGE_LIMIT, LARGE_RING, RING_SIZES,
@@ -188,15 +189,18 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// A small-block workload for melon (a root pool of its own, kept for every round) and glibc.
+/// A small-block workload for melon (a root pool of its own, kept for every round), the bare
+/// [`FreeList`] that shows the floor of the workload on this machine, and glibc.
 fn against_glibc<W: Workload>(rounds: usize, make: impl Fn() -> W) -> Result<Figures, String> {
     let mut melon = Melon(HeapPool::new());
+    let mut free_list = FreeList::new();
     let mut glibc = Global(System);
     let figures = compare(
         W::NAME,
         W::ITERATIONS * W::PAIRS,
         vec![
             Contender::new("melon", make(), &mut melon),
+            Contender::new("free_list", make(), &mut free_list),
             Contender::new("glibc", make(), &mut glibc),
         ],
         rounds,

@@ -27,6 +27,10 @@ const HEAP_PEERS: [(&str, &str); 10] = [
     ("rlsf", "rlsf"),
 ];
 
+/// The bare free list that `heap_targets` times beside melon and glibc, the floor of the
+/// small-block workloads.
+const FREE_LIST: &str = "free_list";
+
 /// The heap workloads: one group of criterion figures each, with its target for melon.
 struct HeapWorkload {
     group: &'static str,
@@ -251,6 +255,7 @@ fn judged_workloads() -> impl Iterator<Item = (&'static HeapWorkload, f64)> {
 /// rows at a glance, judged by the median of the per-round ratios.
 fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_targets: &HeapTargets) {
     let ratio_of = |workload: &HeapWorkload| heap_targets.ratio(workload.group, "melon", "glibc");
+    let floor_of = |workload: &HeapWorkload| heap_targets.ratio(workload.group, FREE_LIST, "glibc");
     if measured_section(page, INTERLEAVED, !heap_targets.is_empty(), heap_targets.when) {
         let rounds = judged_workloads().filter_map(|(w, _)| ratio_of(w)).map(|(_, n)| n).max();
         let _ = write!(
@@ -258,45 +263,78 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
             "The workloads that carry a target, timed in one process \
              (`crates/melon-alloc-bench/src/bin/heap_targets.rs`) over the same loops as their \
              criterion groups below (`melon_alloc_bench::workloads`): first the three whose \
-             target is a ratio to glibc, timed for melon and glibc. Criterion times each peer \
-             in a stretch of time of its own, and on this machine the speed moves from one \
-             stretch to the next, so the ratio of two criterion means holds the machine's \
-             change along with the allocators'. Here the two take turns: after a warm-up round, \
-             {} rounds each time the same number of pairs of melon and of glibc, melon first in \
-             odd rounds and glibc first in even ones. Times are the median over the rounds, \
-             with the least and greatest in brackets; the ratio is the median of each round's \
-             melon time over glibc's in the same round, with the least and greatest. These \
-             ratios judge the targets; the criterion tables below set melon against every \
-             peer. Produced by:\n\n\
+             target is a ratio to glibc, timed for melon, glibc and a bare free list. Criterion \
+             times each peer in a stretch of time of its own, and on this machine the speed \
+             moves from one stretch to the next, so the ratio of two criterion means holds the \
+             machine's change along with the allocators'. Here they take turns: after a warm-up \
+             round, {} rounds each time the same number of pairs of each, the first to run \
+             moving one place a round. Times are the median over the rounds, with the least and \
+             greatest in brackets; a ratio is the median of each round's time over glibc's in \
+             the same round, with the least and greatest. These ratios judge the targets; the \
+             criterion tables below set melon against every peer.\n\n\
+             The free list (`workloads::FreeList`) is the floor of these workloads on the \
+             machine: one list of 64-byte blocks in an arena of its own, with no size classes, \
+             no chunks and no checks, an allocation a pop and a free a push, its head kept in \
+             memory as every allocator keeps its state between calls. A target below the free \
+             list's own ratio asks for less time than the list alone takes. Produced by:\n\n\
              ```sh\n\
              cargo xtask bench --only heap\n\
              cargo run --release -p melon-alloc-bench --bin heap_targets   # this table alone\n\
              ```\n\n\
-             | workload | pairs per round | melon, ns per pair | glibc, ns per pair | \
-             melon ÷ glibc | target |\n\
-             |---|---:|---:|---:|---:|---|\n",
+             | workload | pairs per round | melon, ns per pair | free list, ns per pair | \
+             glibc, ns per pair | melon ÷ glibc | free list ÷ glibc | target |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|\n",
             rounds.unwrap_or(0)
         );
         let time = |spread: Option<Spread>| {
             spread.map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
         };
+        let ratio_cell = |r: Option<(Spread, usize)>, bold: bool| {
+            r.map_or("n/a".into(), |(s, _)| {
+                let shown = ratio_spread(s.median, (s.min, s.max));
+                if bold {
+                    format!("**{shown}**")
+                } else {
+                    shown
+                }
+            })
+        };
         for (workload, target) in judged_workloads() {
             let r = ratio_of(workload);
             let _ = writeln!(
                 page,
-                "| `{}` | {} | {} | {} | {} | ≤ {target}: {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {} | ≤ {target}: {} |",
                 workload.group,
                 heap_targets.pairs(workload.group).map_or("n/a".into(), thousands),
                 time(heap_targets.time(workload.group, "melon")),
+                time(heap_targets.time(workload.group, FREE_LIST)),
                 time(heap_targets.time(workload.group, "glibc")),
-                r.map_or("n/a".into(), |(s, _)| format!(
-                    "**{}**",
-                    ratio_spread(s.median, (s.min, s.max))
-                )),
+                ratio_cell(r, true),
+                ratio_cell(floor_of(workload), false),
                 r.map_or("not measured", |(s, _)| verdict(s.median <= target)),
             );
         }
         page.push('\n');
+        let below_floor: Vec<String> = judged_workloads()
+            .filter_map(|(workload, target)| {
+                let (floor, _) = floor_of(workload)?;
+                (floor.median > target).then(|| {
+                    format!(
+                        "`{}` (target {target}, free list {})",
+                        workload.group,
+                        ratio(floor.median)
+                    )
+                })
+            })
+            .collect();
+        if !below_floor.is_empty() {
+            let _ = writeln!(
+                page,
+                "In this run the target lies below the bare free list's own ratio for {}: no \
+                 allocator that keeps a free list in memory meets it on this machine.\n",
+                below_floor.join(" and ")
+            );
+        }
         ring_table(page, heap_targets);
     }
     for (workload, target) in judged_workloads() {
@@ -571,23 +609,55 @@ mod tests {
             "table",
             &[
                 ("shuffled_drain_1024", "melon", &[6.1, 5.6, 6.4, 5.9]),
+                ("shuffled_drain_1024", "free_list", &[4.9, 5.2, 4.8, 4.6]),
                 ("shuffled_drain_1024", "glibc", &[24.4, 26.1, 24.8, 23.0]),
             ],
         );
         let (page, _) = rendered(&figures);
         assert!(page.starts_with("### Heap targets, interleaved\n\n"), "{page}");
-        // The ratio is the median of 0.250, 0.215, 0.258 and 0.257, not the medians' 6.00 / 24.6.
+        // The ratio is the median of 0.250, 0.215, 0.258 and 0.257, not the medians' 6.00 / 24.6;
+        // the free list's, of 0.201, 0.199, 0.194 and 0.200.
         assert!(page.contains("after a warm-up round, 4 rounds each time"), "{page}");
         let rows: Vec<&str> = page.lines().filter(|line| line.starts_with("| `")).collect();
         assert_eq!(
             rows,
             [
-                "| `ping_pong` | n/a | n/a | n/a | n/a | ≤ 0.25: not measured |",
-                "| `fill_drain_1024` | n/a | n/a | n/a | n/a | ≤ 0.25: not measured |",
-                "| `shuffled_drain_1024` | 3,072,000 | 6.00 (5.60-6.40) | 24.6 (23.0-26.1) | \
-                 **0.253 (0.215-0.258)** | ≤ 0.3: **met** |",
+                "| `ping_pong` | n/a | n/a | n/a | n/a | n/a | n/a | ≤ 0.25: not measured |",
+                "| `fill_drain_1024` | n/a | n/a | n/a | n/a | n/a | n/a | ≤ 0.25: not measured |",
+                "| `shuffled_drain_1024` | 3,072,000 | 6.00 (5.60-6.40) | 4.85 (4.60-5.20) | \
+                 24.6 (23.0-26.1) | **0.253 (0.215-0.258)** | 0.200 (0.194-0.201) | ≤ 0.3: **met** |",
             ]
         );
+        // The free list is within the target, so the page says nothing of a target below it.
+        assert!(!page.contains("below the bare free list"), "{page}");
+    }
+
+    #[test]
+    fn a_target_below_the_free_lists_own_ratio_is_named_on_the_page() {
+        // The free list takes 0.40 of glibc's time in fill/drain, above the target of 0.25;
+        // in ping-pong 0.20, within it.
+        let figures = heap_targets(
+            "floor",
+            &[
+                ("ping_pong", "melon", &[2.2, 2.3]),
+                ("ping_pong", "free_list", &[2.0, 2.0]),
+                ("ping_pong", "glibc", &[10.0, 10.0]),
+                ("fill_drain_1024", "melon", &[5.0, 5.2]),
+                ("fill_drain_1024", "free_list", &[4.8, 4.8]),
+                ("fill_drain_1024", "glibc", &[12.0, 12.0]),
+            ],
+        );
+        let (page, targets) = rendered(&figures);
+        assert!(
+            page.contains(
+                "In this run the target lies below the bare free list's own ratio for \
+                 `fill_drain_1024` (target 0.25, free list 0.400): no allocator"
+            ),
+            "{page}"
+        );
+        assert!(!page.contains("`ping_pong` (target"), "{page}");
+        // The floor explains a target; it does not judge it.
+        assert_eq!(row(&targets, "fill/drain").met, "**no**");
     }
 
     #[test]

@@ -117,13 +117,13 @@ impl Peer for TlsfArena {
     }
 }
 
-/// The floor of the small-block workloads: one free list of [`FILL`] blocks of [`BLOCK`] bytes in
-/// an arena of its own, with no size classes, no chunks and no checks, its head kept in memory as
-/// every allocator keeps its state between calls (glibc's tcache and mimalloc's heap are reached
+/// The reference of the small-block workloads: one free list of [`FILL`] blocks of [`BLOCK`] bytes
+/// in an arena of its own, with no size classes, no chunks and no checks, its head kept in memory
+/// as every allocator keeps its state between calls (glibc's tcache and mimalloc's heap are reached
 /// through a thread's pointer, melon's lists through a chunk's header). An allocation pops the
 /// head and a free pushes the block: what is left of an allocator when everything but the list is
-/// taken away, timed beside the others so that a target can be read against what the machine
-/// does with the list alone.
+/// taken away, timed beside the others so that a target can be read against what one list's pops
+/// and pushes take on the machine.
 ///
 /// ```
 /// use melon_alloc_bench::workloads::{FillDrain, FreeList, Peer};

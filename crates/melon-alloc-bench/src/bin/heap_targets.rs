@@ -1,7 +1,7 @@
 //! The heap workloads that carry a target, timed in interleaved rounds: `ping_pong`,
 //! `fill_drain_1024` and `shuffled_drain_1024` on 64-byte blocks, melon's `HeapPool` against
-//! glibc's `malloc` (`std::alloc::System`), with a bare free list (`FreeList`) beside them as the
-//! floor of what an allocator can do on the machine, and `large_ring` (32 live blocks of 16 to 64 KiB),
+//! glibc's `malloc` (`std::alloc::System`), with a bare free list (`FreeList`) beside them, what
+//! one list's pops and pushes take on the machine, and `large_ring` (32 live blocks of 16 to 64 KiB),
 //! melon's `HeapPool` with and without a limit against mimalloc as the global allocator. The
 //! loops are those of `melon_alloc_bench::workloads`, which the criterion target
 //! `benches/heap.rs` times too.
@@ -190,7 +190,7 @@ fn run() -> Result<(), String> {
 }
 
 /// A small-block workload for melon (a root pool of its own, kept for every round), the bare
-/// [`FreeList`] that shows the floor of the workload on this machine, and glibc.
+/// [`FreeList`] that shows what one list's pops and pushes take on this machine, and glibc.
 fn against_glibc<W: Workload>(rounds: usize, make: impl Fn() -> W) -> Result<Figures, String> {
     let mut melon = Melon(HeapPool::new());
     let mut free_list = FreeList::new();

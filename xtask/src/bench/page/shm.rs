@@ -845,7 +845,13 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   pushing and so cannot be kept, did 19.6 and 19.7 million operations a second at 2 processes
   against 18.4 and 18.4 for the pool as it is, in two pairs of runs in turn (`hammer 2000000
   --processes 2,4 --runs 3 --workloads producer-consumer --variants shm-child,rts-alloc`): about
-  7 %. When the processes outnumber the cores, a pair often shares one, and what is left is the
+  7 %. A build with neither the count nor the mark, which would free a block twice and let a
+  chunk go back under a push, and so was not kept either, did 19.0 to 23.3 million operations a
+  second at 2 processes (median 20.9; 1.34 times rts-alloc's in the same runs), against 14.7 to
+  17.8 (median 15.6; 0.92 times rts-alloc's) for the pool as it is, in six runs of each build in
+  turn on 2026-12-05 (`hammer 2000000 --processes 2 --runs 1 --workloads producer-consumer
+  --variants shm-child,rts-alloc`): what keeps the child pools below rts-alloc here is what a free
+  from another process checks. When the processes outnumber the cores, a pair often shares one, and what is left is the
   work itself: at 16 processes rts-alloc's CPU time per operation falls to about 57 ns, where
   the child pools' stays near 100; callgrind counts about 300 instructions a block on each side
   of the child pools' round trip against rts-alloc's 220 and 130.

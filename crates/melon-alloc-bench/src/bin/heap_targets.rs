@@ -1,9 +1,9 @@
 //! The heap workloads that carry a target, timed in interleaved rounds: `ping_pong`,
 //! `fill_drain_1024` and `shuffled_drain_1024` on 64-byte blocks, melon's `HeapPool` against
 //! glibc's `malloc` (`std::alloc::System`), with a bare free list (`FreeList`) beside them, what
-//! one list's pops and pushes take on the machine, and `large_ring` (32 live blocks of 16 to 64 KiB),
-//! melon's `HeapPool` with and without a limit against mimalloc as the global allocator. The
-//! loops are those of `melon_alloc_bench::workloads`, which the criterion target
+//! one list's pops and pushes take on the machine; and `large_ring` (32 live blocks of 16 to
+//! 64 KiB), melon's `HeapPool` with and without a limit against mimalloc as the global
+//! allocator. The loops are those of `melon_alloc_bench::workloads`, which the criterion target
 //! `benches/heap.rs` times too.
 //!
 //! Criterion measures each peer in a stretch of time of its own, and on a shared machine the

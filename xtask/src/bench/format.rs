@@ -1,5 +1,7 @@
 //! How figures, times and verdicts are written on the page.
 
+use super::results::Spread;
+
 /// A time in nanoseconds with three significant digits, or so.
 pub(super) fn ns(value: f64) -> String {
     match value {
@@ -45,9 +47,9 @@ pub(super) fn ratio(value: f64) -> String {
     }
 }
 
-/// A ratio with its least and greatest after it, each as [`ratio`] writes it.
-pub(super) fn ratio_spread(value: f64, (low, high): (f64, f64)) -> String {
-    format!("{} ({}-{})", ratio(value), ratio(low), ratio(high))
+/// A ratio's median with its least and greatest after it, each as [`ratio`] writes it.
+pub(super) fn ratio_spread(spread: Spread) -> String {
+    format!("{} ({}-{})", ratio(spread.median), ratio(spread.min), ratio(spread.max))
 }
 
 /// A date and time in UTC, from seconds since the epoch.

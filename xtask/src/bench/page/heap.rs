@@ -292,16 +292,6 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
         let time = |spread: Option<Spread>| {
             spread.map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
         };
-        let ratio_cell = |r: Option<(Spread, usize)>, bold: bool| {
-            r.map_or("n/a".into(), |(s, _)| {
-                let shown = ratio_spread(s.median, (s.min, s.max));
-                if bold {
-                    format!("**{shown}**")
-                } else {
-                    shown
-                }
-            })
-        };
         for (workload, target) in judged_workloads() {
             let r = ratio_of(workload);
             let _ = writeln!(
@@ -312,8 +302,8 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
                 time(heap_targets.time(workload.group, "melon")),
                 time(heap_targets.time(workload.group, FREE_LIST)),
                 time(heap_targets.time(workload.group, "glibc")),
-                ratio_cell(r, true),
-                ratio_cell(list_ratio(workload), false),
+                r.map_or("n/a".into(), |(s, _)| format!("**{}**", ratio_spread(s))),
+                list_ratio(workload).map_or("n/a".into(), |(s, _)| ratio_spread(s)),
                 r.map_or("not measured", |(s, _)| verdict(s.median <= target)),
             );
         }
@@ -348,11 +338,7 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
             result: r.map_or("n/a".into(), |(s, rounds)| {
                 let list = list_ratio(workload)
                     .map(|(list, _)| format!(" (bare free list {})", ratio(list.median)));
-                format!(
-                    "{}, {rounds} rounds{}",
-                    ratio_spread(s.median, (s.min, s.max)),
-                    list.unwrap_or_default()
-                )
+                format!("{}, {rounds} rounds{}", ratio_spread(s), list.unwrap_or_default())
             }),
             met: yes_no(r.map(|(s, _)| s.median <= target)),
         });
@@ -362,7 +348,7 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
         targets.push(Target {
             target: format!("large ring: {name} ≤ mimalloc (median of interleaved rounds)"),
             result: r.map_or("n/a".into(), |(s, rounds)| {
-                format!("{} × mimalloc, {rounds} rounds", ratio_spread(s.median, (s.min, s.max)))
+                format!("{} × mimalloc, {rounds} rounds", ratio_spread(s))
             }),
             met: yes_no(r.map(|(s, _)| s.median <= 1.0)),
         });
@@ -403,10 +389,7 @@ fn ring_table(page: &mut String, heap_targets: &HeapTargets) {
             page,
             "| {name} | {} | {} | ≤ 1: {} |",
             time(id),
-            r.map_or("n/a".into(), |(s, _)| format!(
-                "**{}**",
-                ratio_spread(s.median, (s.min, s.max))
-            )),
+            r.map_or("n/a".into(), |(s, _)| format!("**{}**", ratio_spread(s))),
             r.map_or("not measured", |(s, _)| verdict(s.median <= 1.0)),
         );
     }

@@ -680,9 +680,7 @@ fn shared_targets(targets: &mut Vec<Target>, hammer: &Hammer) {
     }
     let scaling = |from, to| hammer.scaling(("mixed", "shm-child"), from, to);
     let (doubled, held) = (scaling(1, 2), scaling(2, 4));
-    let spread = |figure: Option<Spread>| {
-        figure.map_or_else(|| "n/a".to_string(), |s| ratio_spread(s.median, (s.min, s.max)))
-    };
+    let spread = |figure: Option<Spread>| figure.map_or("n/a".into(), ratio_spread);
     targets.push(Target {
         target: "shm child pools (mixed): 2 processes ≥ 1.6 × 1, 4 processes ≥ 2 (median of each \
                  run's own ratio)"

@@ -849,8 +849,8 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   17.8 (median 15.6; 0.92 times rts-alloc's) for the pool as it is, in six runs of each build in
   turn on 2026-12-05 (`hammer 2000000 --processes 2 --runs 1 --workloads producer-consumer
   --variants shm-child,rts-alloc`): what keeps the child pools below rts-alloc here is what a free
-  from another process checks. When the processes outnumber the cores, a pair often shares one, and what is left is the
-  work itself: at 16 processes rts-alloc's CPU time per operation falls to about 57 ns, where
+  from another process checks. When the processes outnumber the cores, a pair often shares one,
+  and what is left is the work itself: at 16 processes rts-alloc's CPU time per operation falls to about 57 ns, where
   the child pools' stays near 100; callgrind counts about 300 instructions a block on each side
   of the child pools' round trip against rts-alloc's 220 and 130.
 

@@ -26,10 +26,13 @@
 //! `--threads N` serves the requests on N threads instead, each with a current-thread runtime of
 //! its own on which it runs one request at a time, `bumpalo` included: what the allocators cost
 //! when every thread allocates all the time, without the scheduling of the shared runtime.
+//! `--map sized` makes each request's map with room for all its entries, so that it takes one
+//! table instead of growing through one of each size (`--map empty`, the default): the
+//! difference is what the growth costs each peer.
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin per_request -- [--rounds N] [--tsv PATH]
-//!     [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N]
+//!     [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N] [--map empty|sized]
 //! ```
 
 use std::fs;
@@ -44,7 +47,7 @@ use allocator_api2::alloc::{AllocError, Allocator, Global};
 use bumpalo::Bump;
 use melon_alloc::heap::GlobalSource;
 use melon_alloc::SyncPool;
-use melon_alloc_bench::per_request::work;
+use melon_alloc_bench::per_request::{work, MapStart};
 use melon_alloc_bench::{exit_with, positive_count, RoundsArgs, Spread};
 use tokio::runtime::Runtime;
 use tokio::task::{JoinSet, LocalSet};
@@ -77,8 +80,10 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut in_flight = IN_FLIGHT;
     let mut threads = None;
+    let mut start = MapStart::Empty;
     let mut running = PEERS.map(|_| true);
-    let options = " [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N]";
+    let options =
+        " [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N] [--map empty|sized]";
     let RoundsArgs { rounds, tsv } =
         RoundsArgs::parse_with("per_request", 9, options, |option, value| match option {
             "--in-flight" => {
@@ -87,6 +92,14 @@ fn run() -> Result<(), String> {
             }
             "--threads" => {
                 threads = Some(positive_count(option, value)?);
+                Ok(true)
+            }
+            "--map" => {
+                start = match value {
+                    "empty" => MapStart::Empty,
+                    "sized" => MapStart::Sized,
+                    _ => return Err(format!("--map is `empty` or `sized`, not `{value}`")),
+                };
                 Ok(true)
             }
             "--peers" => {
@@ -108,8 +121,8 @@ fn run() -> Result<(), String> {
     for round in 0..=rounds {
         for (slot, peer) in PEERS.iter().enumerate().filter(|&(slot, _)| running[slot]) {
             let figure = match threads {
-                Some(threads) => measure_on_threads(peer, threads)?,
-                None => measure(&runtime, peer, in_flight)?,
+                Some(threads) => measure_on_threads(peer, threads, start)?,
+                None => measure(&runtime, peer, in_flight, start)?,
             };
             // Round 0 warms up the runtime's threads, the root's slab and the allocators.
             if round > 0 {
@@ -160,20 +173,25 @@ fn run() -> Result<(), String> {
 
 /// Runs one round of one peer: its time per request in µs and the mean bytes a request's pool
 /// held at its peak (0 for the global allocator, which has no pool per request).
-fn measure(runtime: &Runtime, peer: &str, in_flight: usize) -> Result<(f64, f64), String> {
+fn measure(
+    runtime: &Runtime,
+    peer: &str,
+    in_flight: usize,
+    start: MapStart,
+) -> Result<(f64, f64), String> {
     let started = Instant::now();
     let (peaks, sampled) = match peer {
         "melon" => runtime.block_on(drive(in_flight, |tasks, id| {
-            tasks.spawn(request_in_child(id));
+            tasks.spawn(request_in_child(id, start));
         })),
         "global" => runtime.block_on(drive(in_flight, |tasks, id| {
-            tasks.spawn(request_in(Global, id));
+            tasks.spawn(request_in(Global, id, start));
         })),
         "mimalloc" => runtime.block_on(drive(in_flight, |tasks, id| {
-            tasks.spawn(request_in(Mimalloc, id));
+            tasks.spawn(request_in(Mimalloc, id, start));
         })),
         _ => runtime.block_on(LocalSet::new().run_until(drive(in_flight, |tasks, id| {
-            tasks.spawn_local(request_in_bump(id));
+            tasks.spawn_local(request_in_bump(id, start));
         }))),
     }?;
     Ok(round_figures(started, peaks, sampled))
@@ -189,32 +207,32 @@ fn round_figures(started: Instant, peaks: usize, sampled: usize) -> (f64, f64) {
 /// One request in a child of [`ROOT`] of its own: the bytes the child held at its peak, if the
 /// request is sampled. A function of its own for each kind of peer, so that each request's
 /// future is as large as its own peer's makes it.
-async fn request_in_child(id: u64) -> Outcome {
+async fn request_in_child(id: u64, start: MapStart) -> Outcome {
     let child = ROOT.child_with_limit(REQUEST_LIMIT);
-    work(&child, id).await?;
+    work(&child, id, start).await?;
     Ok(sampled(id).then(|| child.stats().peak_bytes_held))
 }
 
 /// One request in `alloc`, an allocator with no pool per request.
-async fn request_in<A: Allocator + Copy>(alloc: A, id: u64) -> Outcome {
-    work(alloc, id).await.map(|()| None)
+async fn request_in<A: Allocator + Copy>(alloc: A, id: u64, start: MapStart) -> Outcome {
+    work(alloc, id, start).await.map(|()| None)
 }
 
 /// One request in a `Bump` of its own, whose future cannot move between threads.
-async fn request_in_bump(id: u64) -> Outcome {
+async fn request_in_bump(id: u64, start: MapStart) -> Outcome {
     let bump = Bump::new();
-    work(&bump, id).await?;
+    work(&bump, id, start).await?;
     Ok(sampled(id).then(|| bump.allocated_bytes()))
 }
 
 /// Runs one round of one peer on `threads` threads, each serving its share of the requests one
 /// after another on a current-thread runtime of its own: the time per request of them all
 /// together, in µs, and the mean bytes a request's pool held at its peak.
-fn measure_on_threads(peer: &str, threads: usize) -> Result<(f64, f64), String> {
+fn measure_on_threads(peer: &str, threads: usize, start: MapStart) -> Result<(f64, f64), String> {
     let started = Instant::now();
     let shares = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|thread| scope.spawn(move || serve_in_turn(peer, thread, threads)))
+            .map(|thread| scope.spawn(move || serve_in_turn(peer, thread, threads, start)))
             .collect();
         workers
             .into_iter()
@@ -227,17 +245,22 @@ fn measure_on_threads(peer: &str, threads: usize) -> Result<(f64, f64), String> 
 
 /// Serves the requests whose ids are `thread` modulo `threads`, one at a time: the sum of the
 /// bytes the sampled ones' pools held at their peaks, and how many were sampled.
-fn serve_in_turn(peer: &str, thread: usize, threads: usize) -> Result<(usize, usize), String> {
+fn serve_in_turn(
+    peer: &str,
+    thread: usize,
+    threads: usize,
+    start: MapStart,
+) -> Result<(usize, usize), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let (mut peaks, mut counted) = (0, 0);
     for id in (thread as u64..REQUESTS).step_by(threads) {
         let peak = match peer {
-            "melon" => runtime.block_on(request_in_child(id)),
-            "global" => runtime.block_on(request_in(Global, id)),
-            "mimalloc" => runtime.block_on(request_in(Mimalloc, id)),
-            _ => runtime.block_on(request_in_bump(id)),
+            "melon" => runtime.block_on(request_in_child(id, start)),
+            "global" => runtime.block_on(request_in(Global, id, start)),
+            "mimalloc" => runtime.block_on(request_in(Mimalloc, id, start)),
+            _ => runtime.block_on(request_in_bump(id, start)),
         }?;
         if let Some(peak) = peak {
             peaks += peak;

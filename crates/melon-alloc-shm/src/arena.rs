@@ -1899,7 +1899,8 @@ mod in_a_buffer {
         arena.free_named(found.offset, found.slot).is_ok()
     }
 
-    const SHAPE: Shape = Shape { size: 8, align: 8, tag: 77 };
+    /// A value of 8 bytes whose type's name is empty: the tag is FNV-1a's hash of no bytes.
+    const SHAPE: Shape = Shape { size: 8, align: 8, tag: 0xcbf2_9ce4_8422_2325, name_len: 0 };
 
     #[test]
     fn in_a_buffer_names_come_and_go_with_their_blocks() {
@@ -1936,6 +1937,22 @@ mod in_a_buffer {
         assert_eq!(arena.name_count(), 0);
         assert_eq!(arena.free_bytes(), start, "every named block freed");
         arena.check().unwrap();
+    }
+
+    #[test]
+    fn in_a_buffer_check_refuses_an_entry_whose_type_name_is_not_in_its_block() {
+        // Past the end of its 64-byte block, and a hash that is not the stored name's.
+        let past_the_end = Shape { name_len: 57, ..SHAPE };
+        let wrong_hash = Shape { tag: 77, ..SHAPE };
+        for (shape, sound) in [(SHAPE, true), (past_the_end, false), (wrong_hash, false)] {
+            let pool = Buffer::new();
+            let arena = &pool.arena;
+            make_names(arena);
+            let offset = insert_name(arena, b"value", shape).unwrap();
+            let bad = Err(crate::ShmCheckError::BadDirectory);
+            assert_eq!(arena.check_names(), if sound { Ok(()) } else { bad }, "{shape:?}");
+            assert_eq!(arena.has_type_name(offset, shape, b"").is_ok(), shape != past_the_end);
+        }
     }
 
     /// An insertion or a removal stopped at each of its steps leaves, once the next holder has

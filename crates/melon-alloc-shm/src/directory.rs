@@ -1,16 +1,17 @@
 //! Values found by name: the pool's directory, from the outside.
 //!
 //! A name holds one value, placed with it in one operation under the pool's lock; the
-//! directory records the value's type (size, alignment and a hash of its name), so that a
-//! lookup with another type is an error, never a reinterpretation. A process that dies in the
-//! middle of an insertion or a removal leaves the name and its value both there or both gone.
+//! directory records the value's type (size, alignment, and its name, which the value's block
+//! holds after the value), so that a lookup with another type is an error, never a
+//! reinterpretation. A process that dies in the middle of an insertion or a removal leaves the
+//! name and its value both there or both gone.
 
 use core::alloc::Layout;
 
-use crate::arena::{Arena, Lookup, Shape};
+use crate::arena::{Arena, Found, Lookup};
 use crate::layout::{NAMES_BYTES, NAME_MAX, PAGE};
 use crate::tx::Tx;
-use crate::typed::{assert_no_drop, shape_of};
+use crate::typed::{assert_no_drop, shape_of, type_name_of};
 use crate::{ShmCheckError, ShmError, ShmGuard, ShmOffset, ShmPool, ShmSafe};
 
 impl ShmPool {
@@ -31,8 +32,10 @@ impl ShmPool {
     pub const NAME_SLOTS: usize = crate::layout::NAME_SLOTS;
 
     /// Moves `value` into a new block of the pool and publishes it under `name`, in one
-    /// operation: every process sees both or neither. The first name costs the directory's
-    /// block of entries (32 KiB), which stays for the pool's life.
+    /// operation: every process sees both or neither. The block holds the name of the type `T`
+    /// ([`core::any::type_name`]) after the value, which is how a lookup tells `T` from every
+    /// other type. The first name costs the directory's block of entries (32 KiB), which stays
+    /// for the pool's life.
     ///
     /// # Errors
     /// [`ShmError::NameLength`] for an empty name or one longer than
@@ -82,18 +85,34 @@ impl ShmPool {
             Some(slot) => slot,
             None => return Err(ShmError::DirectoryFull),
         };
-        let shape = shape_of::<T>();
+        let (shape, type_name) = (shape_of::<T>(), type_name_of::<T>());
+        // The value, then its type's name, in one block.
+        let layout = Layout::new::<T>()
+            .extend(Layout::for_value(type_name))
+            .map_err(|_| ShmError::OutOfMemory {
+                size: core::mem::size_of::<T>().saturating_add(type_name.len()),
+            })?
+            .0;
         let (mut init, mut made) = (Some(init), Ok(()));
         let mut place = |arena: &Arena, tx: &mut Tx, offset| {
-            // The value, then its name, both before the operation ends: an undo takes both back.
+            // The value and its type's name, then the entry, all before the operation ends: an
+            // undo takes them all back.
             if let Some(init) = init.take() {
-                made = init(arena.at(offset).cast::<T>());
+                let value = arena.at(offset).cast::<T>();
+                made = init(value);
+                // SAFETY: the block was made for `layout`: `type_name`'s bytes fit right after
+                // the `T` at its start, which `init` does not write past, and nothing else
+                // uses the block yet.
+                unsafe {
+                    let after = value.cast::<u8>().add(core::mem::size_of::<T>());
+                    core::ptr::copy_nonoverlapping(type_name.as_ptr(), after, type_name.len());
+                }
             }
             if made.is_ok() && !arena.publish_name(tx, slot, name, offset, shape) {
                 made = Err(ShmError::Corrupt(ShmCheckError::BadDirectory));
             }
         };
-        let block = guard.alloc_then(Layout::new::<T>(), &mut place)?;
+        let block = guard.alloc_then(layout, &mut place)?;
         if let Err(error) = made {
             // No name leads to the block, which nothing else has seen: it goes back. (A death
             // before this free leaves it allocated, on a path that fails already.)
@@ -128,7 +147,7 @@ impl ShmPool {
         let name = checked(name)?;
         let guard = self.lock()?;
         let Some(found) = found(&guard, name)? else { return Ok(None) };
-        matching::<T>(found.shape)?;
+        matching::<T>(&guard, found)?;
         Ok(Some(ShmOffset::from_raw(found.offset)))
     }
 
@@ -154,7 +173,7 @@ impl ShmPool {
         let name = checked(name)?;
         let guard = self.lock()?;
         let Some(found) = found(&guard, name)? else { return Ok(None) };
-        matching::<T>(found.shape)?;
+        matching::<T>(&guard, found)?;
         let value = guard
             .object_at::<T>(found.offset)
             .map_err(|_| ShmError::Corrupt(ShmCheckError::BadDirectory))?;
@@ -193,7 +212,7 @@ impl ShmPool {
         let guard = self.lock()?;
         guard.arena().finish_release();
         let Some(found) = found(&guard, name)? else { return Ok(false) };
-        matching::<T>(found.shape)?;
+        matching::<T>(&guard, found)?;
         guard
             .arena()
             .free_named(found.offset, found.slot)
@@ -229,7 +248,7 @@ fn checked(name: &str) -> Result<&[u8], ShmError> {
 }
 
 /// The entry of `name`, if there is one.
-fn found(guard: &ShmGuard<'_>, name: &[u8]) -> Result<Option<crate::arena::Found>, ShmError> {
+fn found(guard: &ShmGuard<'_>, name: &[u8]) -> Result<Option<Found>, ShmError> {
     match guard.arena().lookup(name) {
         Lookup::Found(found) => Ok(Some(found)),
         Lookup::Absent(_) => Ok(None),
@@ -265,12 +284,18 @@ fn vacancy(guard: &mut ShmGuard<'_>, name: &[u8]) -> Result<Option<usize>, ShmEr
     }
 }
 
-/// Checks that a value recorded with `found` is a `T`.
-fn matching<T>(found: Shape) -> Result<(), ShmError> {
+/// Checks that the value `found` names is a `T`: recorded with `T`'s size, alignment and name.
+fn matching<T>(guard: &ShmGuard<'_>, found: Found) -> Result<(), ShmError> {
     let wanted = shape_of::<T>();
-    if found == wanted {
-        return Ok(());
+    if found.shape == wanted {
+        match guard.arena().has_type_name(found.offset, found.shape, type_name_of::<T>()) {
+            Ok(true) => return Ok(()),
+            // Another type of the same size, alignment and hash of its name.
+            Ok(false) => {}
+            Err(()) => return Err(ShmError::Corrupt(ShmCheckError::BadDirectory)),
+        }
     }
+    let found = found.shape;
     let width = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
     Err(ShmError::TypeMismatch {
         size: width(wanted.size),

@@ -64,8 +64,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// the header with the pool's own lock word ([`PoolLock`]). Version 9 moved a lent chunk's
 /// remote-free list and state to the descriptor of its tail page, and replaced its count of
 /// handed-off blocks with a count of frees in flight. Version 10 moved the end of the grown pages
-/// into the header's first cache line.
-pub(crate) const VERSION: u32 = 10;
+/// into the header's first cache line. Version 11 keeps the name of a named value's type in its
+/// block, after the value, and the name's length in its directory entry.
+pub(crate) const VERSION: u32 = 11;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -190,7 +191,9 @@ pub(crate) struct NameEntry {
     /// Bytes of `name` in use.
     pub(crate) len: u64,
     pub(crate) name: [u8; NAME_MAX],
-    pub(crate) _reserved: [u64; 2],
+    /// Bytes of the type's name, which follows the value in its block.
+    pub(crate) type_len: u64,
+    pub(crate) _reserved: u64,
 }
 
 static_assertions::const_assert_eq!(core::mem::size_of::<NameEntry>(), 128);

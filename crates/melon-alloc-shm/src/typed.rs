@@ -90,14 +90,23 @@ shm_safe!(AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize);
 // SAFETY: an array of `ShmSafe` values is their bytes side by side, and has what each has.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
-/// What the directory and the checks of [`ShmPool::get`] record of `T`: its size, its
-/// alignment, and a hash of its name as the compiler gives it.
+/// What the directory records of `T` in a value's entry: its size, its alignment, and the hash
+/// and length of its name as the compiler gives it ([`type_name_of`]), which the value's block
+/// holds after the value.
 pub(crate) fn shape_of<T>() -> Shape {
+    let name = type_name_of::<T>();
     Shape {
         size: core::mem::size_of::<T>() as u64,
         align: core::mem::align_of::<T>() as u64,
-        tag: crate::arena::name_hash(core::any::type_name::<T>().as_bytes()),
+        tag: crate::arena::name_hash(name),
+        name_len: name.len() as u64,
     }
+}
+
+/// `T`'s name as the compiler gives it ([`core::any::type_name`]): what tells a named value's
+/// type apart from every other of the same size and alignment.
+pub(crate) fn type_name_of<T>() -> &'static [u8] {
+    core::any::type_name::<T>().as_bytes()
 }
 
 /// Fails to compile, when a function that places `T` in the pool is instantiated, for a type

@@ -736,6 +736,39 @@ fn an_offset_inside_a_named_value_leads_to_its_box() {
 }
 
 #[test]
+fn a_named_value_is_a_t_only_if_its_block_holds_the_name_of_t() {
+    // What a value of another type with the same size, alignment and hash of its name would
+    // meet: an entry that agrees with `u64` in all three, over a block whose type name differs.
+    let shm = pool();
+    let base = with_directory(&shm);
+    let placed = shm.insert_named("count", 3u64).unwrap();
+    let value = shm.ptr_at(placed.raw() as usize).unwrap().as_ptr();
+    let name = core::any::type_name::<u64>().as_bytes();
+    // SAFETY: the block holds the value's 8 bytes and then its type's name, inside the pool;
+    // nothing else reads or writes them meanwhile.
+    let stored: Vec<u8> = (0..name.len()).map(|i| unsafe { value.add(8 + i).read() }).collect();
+    assert_eq!(stored, name, "the type's name follows the value");
+
+    // SAFETY: as above; one byte of the type's name changes, and nothing refers to the value.
+    unsafe { value.add(8).write(name[0] ^ 1) };
+    let mismatch = ShmError::TypeMismatch { size: 8, align: 8, found_size: 8, found_align: 8 };
+    assert_eq!(shm.find::<u64>("count"), Err(mismatch));
+    assert_eq!(shm.named::<u64>("count").map(|_| ()), Err(mismatch));
+    // SAFETY: refused before anything is freed.
+    assert_eq!(unsafe { shm.remove_named::<u64>("count") }, Err(mismatch));
+    // The entry's hash is no longer that of the name after the value.
+    assert_eq!(shm.check(), Err(ShmError::Corrupt(ShmCheckError::BadDirectory)));
+
+    // SAFETY: as above; the name is as it was again.
+    unsafe { value.add(8).write(name[0]) };
+    assert_eq!(shm.find::<u64>("count"), Ok(Some(placed)));
+    shm.check().unwrap();
+    // SAFETY: nothing refers to the value.
+    assert_eq!(unsafe { shm.remove_named::<u64>("count") }, Ok(true));
+    assert_eq!(shm.available(), base);
+}
+
+#[test]
 fn a_named_block_freed_behind_the_directory_is_reported_corrupt() {
     let shm = pool();
     with_directory(&shm);

@@ -20,13 +20,23 @@ use crate::tx::Tx;
 /// Pages of the block of entries.
 const NAMES_PAGES: u32 = (NAMES_BYTES / PAGE) as u32;
 
-/// What a value's type is, as the directory records and checks it.
+/// What a value's type is, as the directory records and checks it. The type's name itself
+/// follows the value in its block, `size` bytes from its start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shape {
     pub(crate) size: u64,
     pub(crate) align: u64,
-    /// A hash of the type's name.
+    /// A hash of the type's name, which a lookup compares before the name.
     pub(crate) tag: u64,
+    /// Bytes of the type's name.
+    pub(crate) name_len: u64,
+}
+
+impl Shape {
+    /// The shape an entry records.
+    fn of_entry(entry: &NameEntry) -> Self {
+        Self { size: entry.size, align: entry.align, tag: entry.tag, name_len: entry.type_len }
+    }
 }
 
 /// A name found in the directory.
@@ -49,7 +59,12 @@ pub(crate) enum Lookup {
 
 /// FNV-1a over `bytes`: the hash of names and of type names.
 pub(crate) fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+    hash_of(bytes.iter().copied())
+}
+
+/// FNV-1a over the bytes `bytes` yields.
+fn hash_of(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
@@ -128,7 +143,7 @@ impl Arena {
             let entry = unsafe { place.read() };
             let len = entry.len as usize;
             if len <= NAME_MAX && entry.name[..len] == *name {
-                let shape = Shape { size: entry.size, align: entry.align, tag: entry.tag };
+                let shape = Shape::of_entry(&entry);
                 return Lookup::Found(Found { slot, offset: entry.offset, shape });
             }
         }
@@ -157,7 +172,8 @@ impl Arena {
             tag: shape.tag,
             len: name.len().min(NAME_MAX) as u64,
             name: [0; NAME_MAX],
-            _reserved: [0; 2],
+            type_len: shape.name_len,
+            _reserved: 0,
         };
         let len = name.len().min(NAME_MAX);
         entry.name[..len].copy_from_slice(&name[..len]);
@@ -189,8 +205,9 @@ impl Arena {
     }
 
     /// Checks the directory: its block of entries is one, every entry in use has been, and
-    /// names a block in use, not lent, that holds its type, with a name no longer than
-    /// [`NAME_MAX`]. The caller holds the lock.
+    /// names a block in use, not lent, that holds its type and then its type's name, whose
+    /// hash the entry records, with a name no longer than [`NAME_MAX`]. The caller holds the
+    /// lock.
     pub(crate) fn check_names(&self) -> Result<(), crate::ShmCheckError> {
         let bad = crate::ShmCheckError::BadDirectory;
         let (used, touched) = (state!(self, names.used), state!(self, names.touched));
@@ -208,15 +225,48 @@ impl Arena {
                 && entry.hash == hash(&entry.name[..entry.len as usize])
                 && entry.align.is_power_of_two()
                 && entry.offset % entry.align == 0
-                && self.locate(entry.offset).is_ok_and(|located| {
-                    located != super::Located::Lent
-                        && self.usable_size(located) as u64 >= entry.size
-                });
+                && self
+                    .stored_type_name(entry.offset, Shape::of_entry(&entry))
+                    .is_some_and(|type_name| hash_of(type_name) == entry.tag);
             if !sound {
                 return Err(bad);
             }
         }
         Ok(())
+    }
+
+    /// The bytes of the type's name that the block at `offset` holds after a value of `shape`,
+    /// or `None` when the block is not one in use, not lent, with room for both. The caller
+    /// holds the lock.
+    fn stored_type_name(&self, offset: u64, shape: Shape) -> Option<impl Iterator<Item = u8> + '_> {
+        let needed = shape.size.checked_add(shape.name_len)?;
+        let holds = self.locate(offset).is_ok_and(|located| {
+            located != super::Located::Lent && self.usable_size(located) as u64 >= needed
+        });
+        if !holds {
+            return None;
+        }
+        let start = self.at(offset).wrapping_add(shape.size as usize);
+        Some((0..shape.name_len as usize).map(move |i| {
+            // SAFETY: the block at `offset` is in use and holds `size + name_len` bytes (checked
+            // above), inside the mapping; they are read one by one, under the lock, as the
+            // entries are.
+            unsafe { start.add(i).read() }
+        }))
+    }
+
+    /// Whether the value named with `shape` at `offset` was placed with the type name
+    /// `type_name`: its block holds those bytes after the value. `Err` when the block at
+    /// `offset` is not one in use with room for the value and its type's name: a corrupt
+    /// entry. The caller holds the lock.
+    pub(crate) fn has_type_name(
+        &self,
+        offset: u64,
+        shape: Shape,
+        type_name: &[u8],
+    ) -> Result<bool, ()> {
+        let stored = self.stored_type_name(offset, shape).ok_or(())?;
+        Ok(shape.name_len == type_name.len() as u64 && stored.eq(type_name.iter().copied()))
     }
 
     /// Names in use.

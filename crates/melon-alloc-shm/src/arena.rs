@@ -1951,7 +1951,10 @@ mod in_a_buffer {
             let offset = insert_name(arena, b"value", shape).unwrap();
             let bad = Err(crate::ShmCheckError::BadDirectory);
             assert_eq!(arena.check_names(), if sound { Ok(()) } else { bad }, "{shape:?}");
-            assert_eq!(arena.has_type_name(offset, shape, b"").is_ok(), shape != past_the_end);
+            // A lookup reads the bytes after the value only inside the data pages.
+            assert_eq!(arena.has_type_name(offset, shape, b""), Ok(shape != past_the_end));
+            let past_the_pages = Shape { name_len: 1 << 40, ..shape };
+            assert_eq!(arena.has_type_name(offset, past_the_pages, b""), Err(()));
         }
     }
 

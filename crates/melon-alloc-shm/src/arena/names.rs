@@ -225,6 +225,7 @@ impl Arena {
                 && entry.hash == hash(&entry.name[..entry.len as usize])
                 && entry.align.is_power_of_two()
                 && entry.offset % entry.align == 0
+                && self.holds_value_and_type_name(entry.offset, Shape::of_entry(&entry))
                 && self
                     .stored_type_name(entry.offset, Shape::of_entry(&entry))
                     .is_some_and(|type_name| hash_of(type_name) == entry.tag);
@@ -235,30 +236,40 @@ impl Arena {
         Ok(())
     }
 
-    /// The bytes of the type's name that the block at `offset` holds after a value of `shape`,
-    /// or `None` when the block is not one in use, not lent, with room for both. The caller
-    /// holds the lock.
-    fn stored_type_name(&self, offset: u64, shape: Shape) -> Option<impl Iterator<Item = u8> + '_> {
-        let needed = shape.size.checked_add(shape.name_len)?;
-        let holds = self.locate(offset).is_ok_and(|located| {
+    /// Whether the block at `offset` is one in use, not lent, with room for a value of `shape`
+    /// and its type's name after it.
+    fn holds_value_and_type_name(&self, offset: u64, shape: Shape) -> bool {
+        let Some(needed) = shape.size.checked_add(shape.name_len) else { return false };
+        self.locate(offset).is_ok_and(|located| {
             located != super::Located::Lent && self.usable_size(located) as u64 >= needed
-        });
-        if !holds {
-            return None;
+        })
+    }
+
+    /// The bytes that follow a value of `shape` at `offset`, where its type's name is kept, or
+    /// `None` when they would not all lie in the data pages. The caller holds the lock.
+    fn stored_type_name(&self, offset: u64, shape: Shape) -> Option<impl Iterator<Item = u8> + '_> {
+        let start = offset.checked_add(shape.size)?;
+        let end = start.checked_add(shape.name_len)?;
+        if shape.name_len > 0 {
+            let first = u32::try_from(start / PAGE as u64).ok()?;
+            let last = u32::try_from((end - 1) / PAGE as u64).ok()?;
+            if !self.in_data(first, last - first + 1) {
+                return None;
+            }
         }
-        let start = self.at(offset).wrapping_add(shape.size as usize);
+        let at = self.at(start);
         Some((0..shape.name_len as usize).map(move |i| {
-            // SAFETY: the block at `offset` is in use and holds `size + name_len` bytes (checked
+            // SAFETY: the `name_len` bytes at `at` lie in the data pages grown so far (checked
             // above), inside the mapping; they are read one by one, under the lock, as the
             // entries are.
-            unsafe { start.add(i).read() }
+            unsafe { at.add(i).read() }
         }))
     }
 
     /// Whether the value named with `shape` at `offset` was placed with the type name
-    /// `type_name`: its block holds those bytes after the value. `Err` when the block at
-    /// `offset` is not one in use with room for the value and its type's name: a corrupt
-    /// entry. The caller holds the lock.
+    /// `type_name`: the bytes after the value are those. `Err` when they would lie outside the
+    /// data pages: a corrupt entry. The caller holds the lock; a lookup that hands out the value
+    /// checks its block too.
     pub(crate) fn has_type_name(
         &self,
         offset: u64,

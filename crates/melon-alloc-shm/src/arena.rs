@@ -1066,17 +1066,17 @@ impl Arena {
         // SAFETY: the lock is held (see `new`) and the log is empty between operations.
         let mut tx = unsafe { Tx::begin(self.base) };
         self.forget_name(&mut tx, slot);
-        set_state!(self, tx, offset, names.releasing);
+        self.set_releasing(&mut tx, offset);
         tx.checkpoint();
         self.release(&mut tx, offset, located);
-        set_state!(self, tx, 0, names.releasing);
+        self.set_releasing(&mut tx, 0);
         tx.commit();
         Ok(())
     }
 
-    /// Finishes the free of a named block whose removal died after its name was gone: frees
-    /// the block if it is still in use, and clears the record. The caller holds the lock, with
-    /// the log empty.
+    /// Finishes the free of a named block whose removal died after its name was gone, or of a
+    /// block whose insertion died or failed before it published its name: frees the block if it
+    /// is still in use, and clears the record. The caller holds the lock, with the log empty.
     #[cold]
     pub(crate) fn finish_release(&self) {
         let offset = state!(self, names.releasing);
@@ -1951,11 +1951,40 @@ mod in_a_buffer {
             let offset = insert_name(arena, b"value", shape).unwrap();
             let bad = Err(crate::ShmCheckError::BadDirectory);
             assert_eq!(arena.check_names(), if sound { Ok(()) } else { bad }, "{shape:?}");
-            // A lookup reads the bytes after the value only inside the data pages.
-            assert_eq!(arena.has_type_name(offset, shape, b""), Ok(shape != past_the_end));
-            let past_the_pages = Shape { name_len: 1 << 40, ..shape };
-            assert_eq!(arena.has_type_name(offset, past_the_pages, b""), Err(()));
+            // A name that is not the one asked for is another type's only in a block that
+            // holds it.
+            let looked_up = if shape == past_the_end { Err(()) } else { Ok(true) };
+            assert_eq!(arena.has_type_name(offset, shape, b""), looked_up, "{shape:?}");
         }
+    }
+
+    #[test]
+    fn in_a_buffer_a_lookup_compares_the_type_name_after_the_value_inside_the_data_pages() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        make_names(arena);
+        let shape = Shape { tag: name_hash(b"abc"), name_len: 3, ..SHAPE };
+        let offset = insert_name(arena, b"value", shape).unwrap();
+        let write = |at: u64, bytes: &[u8]| {
+            // SAFETY: the bytes lie in the buffer's data pages, which nothing else uses here.
+            unsafe { arena.at(at).copy_from_nonoverlapping(bytes.as_ptr(), bytes.len()) }
+        };
+        write(offset + 8, b"abc");
+        assert_eq!(arena.has_type_name(offset, shape, b"abc"), Ok(true));
+        assert_eq!(arena.has_type_name(offset, shape, b"abd"), Ok(false));
+        assert_eq!(arena.has_type_name(offset, shape, b"ab"), Ok(false));
+
+        // A name that ends on the last byte of the grown pages is read; one that would end a
+        // byte further, start in the metadata, or lie beyond every page, is not.
+        let end = u64::from(arena.end()) * PAGE as u64;
+        let one_byte = Shape { size: 0, align: 1, tag: 0, name_len: 1 };
+        write(end - 1, b"x");
+        assert_eq!(arena.has_type_name(end - 1, one_byte, b"x"), Ok(true));
+        assert_eq!(arena.has_type_name(end, one_byte, b"x"), Err(()));
+        assert_eq!(arena.has_type_name(0, one_byte, b"x"), Err(()));
+        assert_eq!(arena.has_type_name(1 << 44, one_byte, b"x"), Err(()));
+        assert_eq!(arena.has_type_name(u64::MAX, one_byte, b"x"), Err(()));
+        arena.check().unwrap();
     }
 
     /// An insertion or a removal stopped at each of its steps leaves, once the next holder has

@@ -33,9 +33,9 @@ impl ShmPool {
 
     /// Moves `value` into a new block of the pool and publishes it under `name`, in one
     /// operation: every process sees both or neither. The block holds the name of the type `T`
-    /// ([`core::any::type_name`]) after the value, which is how a lookup tells `T` from every
-    /// other type. The first name costs the directory's block of entries (32 KiB), which stays
-    /// for the pool's life.
+    /// ([`core::any::type_name`]) after the value, as many bytes more: with the size and
+    /// alignment, what a lookup tells `T` from other types by. The first name costs the
+    /// directory's block of entries (32 KiB), which stays for the pool's life.
     ///
     /// # Errors
     /// [`ShmError::NameLength`] for an empty name or one longer than
@@ -72,7 +72,8 @@ impl ShmPool {
     ///
     /// # Safety
     /// `init` leaves a valid `T` at the pointer it is given (aligned, valid for writes of a
-    /// `T`) when it returns `Ok`, without using the pool: the pool's lock is held.
+    /// `T`) when it returns `Ok`, writes nothing past that `T`, and does not use the pool: the
+    /// pool's lock is held.
     pub(crate) unsafe fn insert_named_with<T: ShmSafe>(
         &self,
         name: &str,
@@ -95,30 +96,36 @@ impl ShmPool {
             .0;
         let (mut init, mut made) = (Some(init), Ok(()));
         let mut place = |arena: &Arena, tx: &mut Tx, offset| {
-            // The value and its type's name, then the entry, all before the operation ends: an
-            // undo takes them all back.
+            // The block is recorded as one to free, in a step of its own, before the value
+            // overwrites what a free block holds (its free-list link) outside the log: a death
+            // from here on is undone back to this step, and the next holder frees the block.
+            arena.set_releasing(tx, offset);
+            tx.checkpoint();
             if let Some(init) = init.take() {
                 let value = arena.at(offset).cast::<T>();
                 made = init(value);
                 // SAFETY: the block was made for `layout`: `type_name`'s bytes fit right after
-                // the `T` at its start, which `init` does not write past, and nothing else
-                // uses the block yet.
+                // the `T` at its start, which `init` does not write past (its contract), and
+                // nothing else uses the block yet.
                 unsafe {
                     let after = value.cast::<u8>().add(core::mem::size_of::<T>());
                     core::ptr::copy_nonoverlapping(type_name.as_ptr(), after, type_name.len());
                 }
             }
-            if made.is_ok() && !arena.publish_name(tx, slot, name, offset, shape) {
-                made = Err(ShmError::Corrupt(ShmCheckError::BadDirectory));
+            // The name, and the block no longer to free, in the operation's last step.
+            if made.is_ok() {
+                if arena.publish_name(tx, slot, name, offset, shape) {
+                    arena.set_releasing(tx, 0);
+                } else {
+                    made = Err(ShmError::Corrupt(ShmCheckError::BadDirectory));
+                }
             }
         };
         let block = guard.alloc_then(layout, &mut place)?;
         if let Err(error) = made {
-            // No name leads to the block, which nothing else has seen: it goes back. (A death
-            // before this free leaves it allocated, on a path that fails already.)
-            // SAFETY: the block was allocated above, under this hold of the lock, and nothing
-            // refers to it.
-            let _ = unsafe { guard.free(block) };
+            // No name leads to the block, which is still recorded as one to free: it goes back
+            // now, or to the next holder if this process dies first.
+            guard.arena().finish_release();
             return Err(error);
         }
         let offset = guard.offset_of(block.as_ptr()).unwrap_or(0);

@@ -163,10 +163,14 @@ pub(crate) struct Names {
     /// The first page of the block of [`NAME_SLOTS`] entries, or 0 before the first name.
     pub(crate) page: u32,
     pub(crate) _reserved: u32,
-    /// The offset of a named block whose name is gone and whose free has not finished, or 0: a
-    /// removal forgets the name and records the block here in one step, then frees it and
+    /// The offset of a block the directory is to free, or 0: a named block whose name is gone
+    /// and whose free has not finished, or a block whose insertion has not published its name.
+    /// A removal forgets the name and records the block here in one step, then frees it and
     /// clears this in the next, so that a removal cut short by death never brings back a name
-    /// whose value the free began to overwrite. The next holder finishes the free.
+    /// whose value the free began to overwrite. An insertion allocates the block and records it
+    /// here in one step, then writes the value, publishes the name and clears this in the next,
+    /// so that a death never puts back on a free list a block whose link the value overwrote.
+    /// The next holder finishes the free.
     pub(crate) releasing: u64,
     /// Bit `i` is set while entry `i` holds a name.
     pub(crate) used: [u64; NAME_SLOTS / 64],

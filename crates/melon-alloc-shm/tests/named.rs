@@ -787,6 +787,17 @@ fn a_named_block_freed_behind_the_directory_is_reported_corrupt() {
     // The other names are unaffected.
     assert_eq!(shm.named::<u64>("kept"), Ok(Some(&1)));
     assert!(!ShmCheckError::BadDirectory.to_string().is_empty());
+
+    // A value so small that the free's link overwrites its type's name after it: still
+    // reported corrupt, not taken for a value of another type.
+    let tiny = shm.insert_named("tiny", 1u8).unwrap();
+    let block = shm.ptr_at(tiny.raw() as usize).unwrap();
+    // SAFETY: as above.
+    unsafe { shm.try_free(block) }.unwrap();
+    assert_eq!(shm.find::<u8>("tiny"), corrupt.map(|()| None));
+    assert_eq!(shm.named::<u8>("tiny").map(|_| ()), corrupt);
+    // SAFETY: the removal is refused, freeing nothing.
+    assert_eq!(unsafe { shm.remove_named::<u8>("tiny") }, corrupt.map(|()| false));
 }
 
 #[test]

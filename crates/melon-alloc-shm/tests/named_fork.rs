@@ -261,9 +261,10 @@ mod crash {
 
     use super::{fork, Case, Exit, CHILD_LIMIT, DIRECTORY_BYTES, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 7] = [
+    pub(super) const CASES: [Case; 8] = [
         ("crash_remove_named_grown_by_another_process", crash_remove_named_grown_elsewhere),
         ("crash_insert_named", || crash(Op::Insert)),
+        ("crash_insert_named_into_a_freed_block", || crash(Op::InsertReused)),
         ("crash_insert_named_large", || crash(Op::InsertLarge)),
         ("crash_insert_named_first_making_the_directory", || crash(Op::InsertFirst)),
         ("crash_remove_named", || crash(Op::Remove)),
@@ -287,6 +288,9 @@ mod crash {
     enum Op {
         /// `insert_named` of a small value.
         Insert,
+        /// `insert_named` of a small value into a block freed before, whose free-list link the
+        /// value overwrites.
+        InsertReused,
         /// `insert_named` of a large value.
         InsertLarge,
         /// The first `insert_named` of the pool, which makes the directory's block first.
@@ -312,6 +316,8 @@ mod crash {
         shm: ShmPool,
         witness_box: ShmOffset<[u64; 16]>,
         target: Option<u64>,
+        /// The block freed for the insertion to take, for [`Op::InsertReused`].
+        freed: Option<u64>,
     }
 
     /// Brings a fresh pool to the state the operation starts from: the same calls, so the same
@@ -319,6 +325,12 @@ mod crash {
     fn setup(op: Op) -> Setup {
         let shm = ShmPool::new(CAPACITY).unwrap();
         let witness_box = ShmBox::new_in(pattern::<16>(1), &shm).unwrap().into_offset();
+        let freed = (op == Op::InsertReused).then(|| {
+            // A block of the class the named value and its type's name take (72 bytes: 64, and
+            // 8 of "[u64; 8]"), freed, heads its slab's free list for the insertion to take.
+            let freed = ShmBox::new_in([0u64; 9], &shm).unwrap();
+            freed.offset().raw()
+        });
         if op != Op::InsertFirst {
             shm.insert_named("witness", pattern::<4>(2)).unwrap();
         }
@@ -327,7 +339,7 @@ mod crash {
             Op::RemoveLarge => Some(shm.insert_named(NAME, pattern::<2048>(3)).unwrap().raw()),
             _ => None,
         };
-        Setup { shm, witness_box, target }
+        Setup { shm, witness_box, target, freed }
     }
 
     /// A removal killed at each step, of a value that lies in pages another process grew the
@@ -380,7 +392,7 @@ mod crash {
 
     fn run(op: Op, shm: &ShmPool) {
         match op {
-            Op::Insert | Op::InsertFirst => {
+            Op::Insert | Op::InsertReused | Op::InsertFirst => {
                 shm.insert_named(NAME, pattern::<8>(3)).unwrap();
             }
             Op::InsertLarge => {
@@ -400,7 +412,7 @@ mod crash {
     /// value is intact, and reachable by name and by offset.
     fn look(op: Op, shm: &ShmPool, when: &str) -> Option<u64> {
         match op {
-            Op::Insert | Op::InsertFirst | Op::Remove => {
+            Op::Insert | Op::InsertReused | Op::InsertFirst | Op::Remove => {
                 let offset = shm.find::<Small>(NAME).unwrap()?;
                 let value = shm.named::<Small>(NAME).unwrap().unwrap();
                 assert_intact(value, &pattern(3), &format!("{when}, by name"));
@@ -485,6 +497,9 @@ mod crash {
         };
         assert!(after_offset.is_some());
         assert_ne!(before, after, "{op:?}");
+        if let Some(freed) = reference.freed {
+            assert_eq!(after_offset, Some(freed), "{op:?}: the value takes the freed block");
+        }
 
         let mut outcomes: Vec<Outcome> = Vec::new();
         for k in 1.. {

@@ -12,6 +12,7 @@
 //! has.
 
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::Arena;
 use crate::layout::{kind, NameEntry, NAMES_BYTES, NAME_MAX, NAME_SLOTS, PAGE};
@@ -150,6 +151,13 @@ impl Arena {
         Lookup::Absent(vacant)
     }
 
+    /// Records the block at `offset` (0: none) as one the directory is to free: the next holder
+    /// of the lock frees it ([`finish_release`](Arena::finish_release)) if the operation that
+    /// recorded it dies before it clears the record.
+    pub(crate) fn set_releasing(&self, tx: &mut Tx, offset: u64) {
+        set_state!(self, tx, offset, names.releasing);
+    }
+
     /// Publishes `name` in `slot` (vacant, as [`lookup`](Arena::lookup) found it) for the
     /// value of `shape` at `offset`, in the operation `tx` that allocated it. Returns whether it
     /// did: not when the directory's block is not one, which the caller's lookup under the same
@@ -253,23 +261,25 @@ impl Arena {
         if shape.name_len > 0 {
             let first = u32::try_from(start / PAGE as u64).ok()?;
             let last = u32::try_from((end - 1) / PAGE as u64).ok()?;
-            if !self.in_data(first, last - first + 1) {
+            if !self.in_data(first, last.checked_sub(first)?.checked_add(1)?) {
                 return None;
             }
         }
         let at = self.at(start);
         Some((0..shape.name_len as usize).map(move |i| {
-            // SAFETY: the `name_len` bytes at `at` lie in the data pages grown so far (checked
-            // above), inside the mapping; they are read one by one, under the lock, as the
-            // entries are.
-            unsafe { at.add(i).read() }
+            // SAFETY: (1) the `name_len` bytes at `at` lie in the data pages grown so far
+            // (checked above), inside the mapping, which outlives the arena's borrow; (2) a byte
+            // needs no alignment; (3) they are read atomically, one by one: an entry a buggy
+            // process wrote may point them into a block another process writes meanwhile.
+            unsafe { AtomicU8::from_ptr(at.add(i)) }.load(Ordering::Relaxed)
         }))
     }
 
     /// Whether the value named with `shape` at `offset` was placed with the type name
-    /// `type_name`: the bytes after the value are those. `Err` when they would lie outside the
-    /// data pages: a corrupt entry. The caller holds the lock; a lookup that hands out the value
-    /// checks its block too.
+    /// `type_name`: the bytes after the value are those. `Err` for a corrupt entry: one whose
+    /// name would lie outside the data pages, or that differs from `type_name` where no block
+    /// in use holds the value and a name after it. The caller holds the lock; a lookup that
+    /// hands out the value then checks its block.
     pub(crate) fn has_type_name(
         &self,
         offset: u64,
@@ -277,7 +287,16 @@ impl Arena {
         type_name: &[u8],
     ) -> Result<bool, ()> {
         let stored = self.stored_type_name(offset, shape).ok_or(())?;
-        Ok(shape.name_len == type_name.len() as u64 && stored.eq(type_name.iter().copied()))
+        if shape.name_len == type_name.len() as u64 && stored.eq(type_name.iter().copied()) {
+            return Ok(true);
+        }
+        // Another type's name only in a block made for a value and its name: the block is
+        // looked at on this path alone, which a lookup of the right type does not take.
+        if self.holds_value_and_type_name(offset, shape) {
+            Ok(false)
+        } else {
+            Err(())
+        }
     }
 
     /// Names in use.

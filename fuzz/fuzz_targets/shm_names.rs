@@ -14,11 +14,13 @@ use melon_alloc_shm::{ShmBox, ShmError, ShmOffset, ShmPool};
 /// Capacity of the pool: small, so that a full pool and a full directory are both reached.
 const CAPACITY: usize = 1 << 20;
 
-/// The types a name may hold, each its own shape.
+/// The types a name may hold: each its own shape, but for `U64` and `I64`, which only their
+/// names tell apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Value {
     U32(u32),
     U64(u64),
+    I64(i64),
     Bytes([u8; 40]),
 }
 
@@ -32,6 +34,7 @@ fn insert(shm: &ShmPool, name: &str, value: Value) -> Result<u64, ShmError> {
     match value {
         Value::U32(v) => shm.insert_named(name, v).map(ShmOffset::raw),
         Value::U64(v) => shm.insert_named(name, v).map(ShmOffset::raw),
+        Value::I64(v) => shm.insert_named(name, v).map(ShmOffset::raw),
         Value::Bytes(v) => shm.insert_named(name, v).map(ShmOffset::raw),
     }
 }
@@ -41,6 +44,7 @@ fn read(shm: &ShmPool, name: &str, like: Value) -> Result<Option<Value>, ShmErro
     Ok(match like {
         Value::U32(_) => shm.named::<u32>(name)?.map(|v| Value::U32(*v)),
         Value::U64(_) => shm.named::<u64>(name)?.map(|v| Value::U64(*v)),
+        Value::I64(_) => shm.named::<i64>(name)?.map(|v| Value::I64(*v)),
         Value::Bytes(_) => shm.named::<[u8; 40]>(name)?.map(|v| Value::Bytes(*v)),
     })
 }
@@ -51,6 +55,7 @@ fn remove(shm: &ShmPool, name: &str, like: Value) -> Result<bool, ShmError> {
         match like {
             Value::U32(_) => shm.remove_named::<u32>(name),
             Value::U64(_) => shm.remove_named::<u64>(name),
+            Value::I64(_) => shm.remove_named::<i64>(name),
             Value::Bytes(_) => shm.remove_named::<[u8; 40]>(name),
         }
     }
@@ -67,9 +72,10 @@ fuzz_target!(|data: &[u8]| {
     for step in data.chunks_exact(3) {
         let [op, a, b] = [step[0], step[1], step[2]];
         let name = name(a);
-        let value = match b % 3 {
+        let value = match b % 4 {
             0 => Value::U32(u32::from(a) << 8 | u32::from(b)),
             1 => Value::U64(u64::from(a) << 32 | u64::from(b)),
+            2 => Value::I64(-(i64::from(a) << 32 | i64::from(b))),
             _ => Value::Bytes([b; 40]),
         };
         match op % 6 {

@@ -1510,6 +1510,17 @@ mod in_a_buffer {
             Self { base, arena }
         }
 
+        /// Runs `operation` stopped at its `step`-th stop point, if it has that many, then what
+        /// the next holder of the lock does ([`next_holder`](Buffer::next_holder)): whether it
+        /// was stopped.
+        fn stopped_at(&self, step: u64, operation: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+            crate::stop_point::unwinding::arm(step);
+            let stopped = std::panic::catch_unwind(operation).is_err();
+            crate::stop_point::unwinding::arm(0);
+            self.next_holder();
+            stopped
+        }
+
         /// What the next holder of the lock does: undoes what a stopped operation left, and
         /// takes the end of the pages from the header. Returns whether there was an undo.
         fn next_holder(&self) -> bool {
@@ -1630,7 +1641,6 @@ mod in_a_buffer {
     /// the next holder has recovered: the unlogged count never comes before a logged write.
     #[test]
     fn in_a_buffer_taking_back_one_page_stopped_at_each_step() {
-        use crate::stop_point::unwinding;
         for step in 1.. {
             assert!(step < 100, "taking back never completed");
             let pool = Buffer::new();
@@ -1638,10 +1648,9 @@ mod in_a_buffer {
             let start = arena.free_bytes();
             arena.claim_owner(0);
             let chunk = arena.lend(PAGE, CHUNK_PAGES as usize * PAGE, 0).unwrap();
-            unwinding::arm(step);
-            let stopped = std::panic::catch_unwind(|| arena.take_back(chunk, PAGE, 0)).is_err();
-            unwinding::arm(0);
-            pool.next_holder();
+            let stopped = pool.stopped_at(step, || {
+                arena.take_back(chunk, PAGE, 0);
+            });
             arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
             if !stopped {
                 assert_eq!(arena.free_bytes(), start);
@@ -1687,23 +1696,56 @@ mod in_a_buffer {
     /// and a second call takes back whatever the first did not.
     #[test]
     fn in_a_buffer_giving_up_an_owner_stopped_at_each_step_is_finished_by_the_next() {
-        use crate::stop_point::unwinding;
         for step in 1.. {
             assert!(step < 400, "giving up never completed");
             let pool = Buffer::new();
             let arena = &pool.arena;
             let start = arena.free_bytes();
             lend_chunks(arena, 5, 3);
-            unwinding::arm(step);
-            let stopped = std::panic::catch_unwind(|| arena.release_owner(5)).is_err();
-            unwinding::arm(0);
-            pool.next_holder();
+            let stopped = pool.stopped_at(step, || {
+                arena.release_owner(5);
+            });
             arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
             arena.release_owner(5);
             arena.check().unwrap();
             assert_eq!(arena.free_bytes(), start, "stopped at {step}");
             assert!(!arena.owner_claimed(5));
             if !stopped {
+                break;
+            }
+        }
+    }
+
+    /// Giving up an owner one of whose chunks has a block handed off, stopped at each step: the
+    /// next holder finds the pool sound, the chunk with the block out waits as an orphan while
+    /// the others go back, and once the block is freed every byte is back.
+    #[test]
+    fn in_a_buffer_giving_up_an_owner_with_a_block_out_stopped_at_each_step() {
+        for step in 1.. {
+            assert!(step < 400, "giving up never completed");
+            let pool = Buffer::new();
+            let arena = &pool.arena;
+            let start = arena.free_bytes();
+            let chunks = lend_chunks(arena, 5, 3);
+            assert!(hand_off_in(arena, target(arena, chunks[1], 2), 5));
+            let stopped = pool.stopped_at(step, || {
+                arena.release_owner(5);
+            });
+            arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
+            arena.release_owner(5);
+            arena.check().unwrap();
+            assert!(!arena.owner_claimed(5));
+            let orphan = u64::from(CHUNK_PAGES) * PAGE as u64;
+            assert_eq!(start - arena.free_bytes(), orphan, "stopped at {step}: the orphan alone");
+            // SAFETY: the block was handed off and is freed once.
+            let last = unsafe { arena.push_remote(target(arena, chunks[1], 2)) };
+            assert!(last.accepted && last.given_up.is_some(), "stopped at {step}: {last:?}");
+            let chunk_page = (chunks[1] / PAGE as u64) as u32;
+            assert_eq!(arena.release_orphan(chunk_page), GiveBack::TakenBack, "stopped at {step}");
+            arena.check().unwrap();
+            assert_eq!(arena.free_bytes(), start, "stopped at {step}");
+            if !stopped {
+                assert!(step > 2, "giving up was stopped at {} steps", step - 1);
                 break;
             }
         }
@@ -1991,7 +2033,6 @@ mod in_a_buffer {
     /// recovered, the name and its block both there or both gone.
     #[test]
     fn in_a_buffer_a_name_and_its_block_stand_or_fall_together() {
-        use crate::stop_point::unwinding;
         for removing in [false, true] {
             for step in 1.. {
                 assert!(step < 200, "the operation never completed");
@@ -2003,17 +2044,13 @@ mod in_a_buffer {
                     insert_name(arena, b"session", SHAPE).unwrap();
                 }
                 let start = arena.free_bytes();
-                unwinding::arm(step);
-                let stopped = std::panic::catch_unwind(|| {
+                let stopped = pool.stopped_at(step, || {
                     if removing {
                         assert!(remove_name(arena, b"session"));
                     } else {
                         insert_name(arena, b"session", SHAPE).unwrap();
                     }
-                })
-                .is_err();
-                unwinding::arm(0);
-                pool.next_holder();
+                });
                 arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
                 match arena.lookup(b"session") {
                     Lookup::Found(found) => {
@@ -2125,7 +2162,6 @@ mod in_a_buffer {
     /// was before, which grows as if nothing had happened.
     #[test]
     fn in_a_buffer_a_growth_stopped_at_each_step_is_undone() {
-        use crate::stop_point::unwinding;
         let mut undone = 0;
         for step in 1.. {
             assert!(step < 100, "growing never completed");
@@ -2134,10 +2170,9 @@ mod in_a_buffer {
             let kept = arena.alloc(1000, 16).unwrap();
             let (start, old_end) = (arena.free_bytes(), arena.published_end());
             let new_end = arena.end_for(1).unwrap();
-            unwinding::arm(step);
-            let stopped = std::panic::catch_unwind(|| arena.grow(new_end)).is_err();
-            unwinding::arm(0);
-            pool.next_holder();
+            let stopped = pool.stopped_at(step, || {
+                arena.grow(new_end);
+            });
             arena.check().unwrap_or_else(|error| panic!("stopped at {step}: {error}"));
             let segment = u64::from(arena.geometry.segment_pages) * PAGE as u64;
             // Stopped after its commit, the growth stands; before, it is undone, and the pool

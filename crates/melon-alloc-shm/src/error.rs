@@ -178,6 +178,11 @@ pub enum ShmError {
     /// The calling thread already holds the pool's lock (through a guard), and would wait for
     /// itself forever.
     WouldDeadlock,
+    /// A holder of a [`ShmMutex`](crate::ShmMutex) made by
+    /// [`new_poisoning_in`](crate::ShmMutex::new_poisoning_in) died holding it: the value it
+    /// guards may have been left half changed, which for a value with pointers is no value at
+    /// all, so it is never handed out again.
+    Poisoned,
     /// The built-in lock stayed held, by a process that is alive (perhaps stopped), for longer
     /// than the timeout the caller set.
     LockTimeout {
@@ -335,6 +340,9 @@ impl fmt::Display for ShmError {
             Self::LockMismatch => f.write_str("the pool's lock kind does not match"),
             Self::Lock(error) => error.fmt(f),
             Self::WouldDeadlock => f.write_str("this thread already holds the pool's lock"),
+            Self::Poisoned => {
+                f.write_str("a holder of the mutex died holding it, and its value is lost")
+            }
             Self::LockTimeout { waited } => {
                 write!(f, "the pool's lock stayed held for {waited:?}, past the timeout")
             }

@@ -102,7 +102,9 @@
 //! `&ShmPool`) records its buffer by pointer. A pointer into the pool means
 //! the same bytes only where the pool is mapped at the same address: in the process that made
 //! the collection and in the processes forked from it afterwards, which can share it under a
-//! [`ShmMutex`] made before the fork. A process that attached by descriptor
+//! [`ShmMutex`] made before the fork by [`ShmMutex::new_poisoning_in`] (a holder that dies in
+//! the middle of a change poisons it: a half-changed collection is not one). A process that
+//! attached by descriptor
 //! ([`ShmPool::attach`], [`ShmPool::receive`], [`ShmPool::open_path`]) maps the pool elsewhere
 //! and must not follow those pointers; what it can use are values that refer to each other by
 //! [`ShmOffset`], such as a table of offsets:

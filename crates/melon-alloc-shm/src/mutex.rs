@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::layout::BuiltinLock;
 use crate::lock::{lock_robust, unlock_robust};
-use crate::sync::{AtomicU64, Ordering};
-use crate::sys::{self, RobustMutex};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::{self, Acquired, RobustMutex};
 use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
 
 /// Guards of [`ShmMutex`]es alive in this process, on any thread, forgotten ones included.
@@ -21,6 +21,12 @@ use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
 /// mutex writes there: a pool dropped while this is not 0 leaves its memory mapped (see
 /// [`held_mutexes`]).
 static HELD: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Set in a mutex's state when a holder's death loses its value
+/// ([`ShmMutex::new_poisoning_in`]).
+const POISONING: u32 = 1;
+/// Set in a poisoning mutex's state once a holder has died holding it.
+const POISONED: u32 = 2;
 
 /// Whether a guard of some [`ShmMutex`] is alive in this process, or was forgotten: a pool
 /// dropped then must leave its memory mapped, which may hold the mutex.
@@ -39,10 +45,14 @@ pub(crate) fn held_mutexes() -> bool {
 /// itself.
 ///
 /// A mutex is made in place, in the pool: [`ShmMutex::new_in`] or
-/// [`ShmPool::insert_named_mutex`]; it never moves. A mutex of a [`ShmSafe`] value can be
-/// named and reached from any process that maps the pool. One of any other value (a collection
-/// in `&ShmPool`, say) is for this process and the processes forked from it afterwards, which
-/// use it through the handle they inherit: see [`ShmBox`].
+/// [`ShmPool::insert_named_mutex`] for a [`ShmSafe`] value, which can be named and reached from
+/// any process that maps the pool; [`ShmMutex::new_poisoning_in`] for any other value (a
+/// collection in `&ShmPool`, say), which is for this process and the processes forked from it
+/// afterwards, through the handle they inherit (see [`ShmMutexBox`]). A `ShmSafe` value is valid
+/// whatever bytes a dying holder left in it; any other may not be a value at all once a holder
+/// died in the middle of changing it (a map whose table was freed and not yet replaced), so a
+/// mutex made by `new_poisoning_in` never hands it out again: every lock after such a death
+/// fails with [`ShmError::Poisoned`].
 ///
 /// A held mutex is on the C library's list of its thread's robust mutexes, which runs through
 /// the mutexes themselves and which the C library writes on that thread's next lock or unlock
@@ -70,6 +80,9 @@ pub struct ShmMutex<T> {
     lock: BuiltinLock,
     /// Times a locker found the previous holder dead.
     takeovers: AtomicU64,
+    /// [`POISONING`] for a mutex whose value a holder's death loses, with [`POISONED`] once one
+    /// has died holding it.
+    state: AtomicU32,
     value: UnsafeCell<T>,
     /// The C library's mutex must not move once made: no `&mut ShmMutex` is handed out where
     /// `Unpin` is asked for (such as [`ShmBox`]'s `DerefMut`).
@@ -83,14 +96,16 @@ unsafe impl<T: Send> Send for ShmMutex<T> {}
 
 // SAFETY: (1) the C library's process-shared mutex is made for memory other processes map; its
 // words are integers, and the links it keeps while held are read by the holder's thread and the
-// kernel alone; (2) the counters are atomics; (3) `T` is `ShmSafe`; (4) nothing has a
-// destructor. It is the exception `ShmSafe` names to "every bit pattern": it has no constructor
+// kernel alone; (2) the counters and the state are atomics; (3) `T` is `ShmSafe`; (4) nothing
+// has a destructor. It is the exception `ShmSafe` names to "every bit pattern": it has no constructor
 // by value, and is only ever made in place, by `new_in` and `insert_named_mutex`, whose states
 // alone its operations see.
 unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {}
 
-impl<T> ShmMutex<T> {
-    /// Makes a mutex holding `value` in a new block of `pool`.
+impl<T: ShmSafe> ShmMutex<T> {
+    /// Makes a mutex holding `value` in a new block of `pool`. A holder that dies hands the next
+    /// locker the value as it left it ([`ShmMutexGuard::holder_died`]), valid for a `ShmSafe`
+    /// type whatever its bytes.
     ///
     /// # Errors
     /// [`ShmError::OutOfMemory`] or [`ShmError::Fragmented`] when there is no room;
@@ -105,24 +120,58 @@ impl<T> ShmMutex<T> {
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
     pub fn new_in(value: T, pool: &ShmPool) -> Result<ShmMutexBox<'_, T>, ShmError> {
+        Self::make_in(value, pool, 0)
+    }
+}
+
+impl<T> ShmMutex<T> {
+    /// Makes a mutex holding `value`, of any type, in a new block of `pool`; a holder's death
+    /// poisons it for good. The value may hold pointers into the pool (a collection in
+    /// `&ShmPool`), which a holder that dies in the middle of a change can leave pointing at
+    /// blocks already freed: after such a death every lock fails with [`ShmError::Poisoned`],
+    /// and dropping the box does not drop the value, whose blocks stay in the pool.
+    ///
+    /// # Errors
+    /// As for [`new_in`](ShmMutex::new_in).
+    ///
+    /// # Examples
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    /// use melon_alloc_shm::{ShmMutex, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let log = ShmMutex::new_poisoning_in(Vec::new_in(&shm), &shm)?;
+    /// log.lock()?.extend_from_slice(b"ready");
+    /// assert_eq!(&log.lock()?[..], b"ready");
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub fn new_poisoning_in(value: T, pool: &ShmPool) -> Result<ShmMutexBox<'_, T>, ShmError> {
+        Self::make_in(value, pool, POISONING)
+    }
+
+    /// Makes a mutex holding `value` in a new block of `pool`, with `state` as its state.
+    fn make_in(value: T, pool: &ShmPool, state: u32) -> Result<ShmMutexBox<'_, T>, ShmError> {
         let mut made = Ok(());
         // SAFETY: `init` writes every field of the mutex at its final place.
-        let boxed = unsafe { ShmBox::new_with(pool, |place| made = Self::init(place, value)) }?;
+        let boxed =
+            unsafe { ShmBox::new_with(pool, |place| made = Self::init(place, value, state)) }?;
         // A mutex the C library refused is dropped with its block, never used.
         made?;
         Ok(ShmMutexBox { pool, mutex: boxed.into_raw() })
     }
 
-    /// Writes a mutex holding `value` at `place`.
+    /// Writes a mutex holding `value` at `place`, with `state` as its state (0 or
+    /// [`POISONING`]).
     ///
     /// # Safety
     /// `place` is valid for writes of a `ShmMutex<T>` and aligned for it, in memory other
     /// processes may map, and nothing uses it yet.
-    pub(crate) unsafe fn init(place: *mut Self, value: T) -> Result<(), ShmError> {
+    pub(crate) unsafe fn init(place: *mut Self, value: T, state: u32) -> Result<(), ShmError> {
         // SAFETY: `place` is valid for writes of every field (caller).
         unsafe {
             addr_of_mut!((*place).value).write(UnsafeCell::new(value));
             addr_of_mut!((*place).takeovers).write(AtomicU64::new(0));
+            addr_of_mut!((*place).state).write(AtomicU32::new(state));
             addr_of_mut!((*place).lock.holder).write(AtomicU64::new(0));
             addr_of_mut!((*place)._pinned).write(PhantomPinned);
         }
@@ -134,8 +183,9 @@ impl<T> ShmMutex<T> {
     /// Takes the mutex, waiting as long as it takes.
     ///
     /// # Errors
-    /// [`ShmError::WouldDeadlock`] when this thread holds it already; [`ShmError::Os`] for what
-    /// else the C library reports.
+    /// [`ShmError::WouldDeadlock`] when this thread holds it already; [`ShmError::Poisoned`]
+    /// for a mutex of [`new_poisoning_in`](ShmMutex::new_poisoning_in) a holder died holding;
+    /// [`ShmError::Os`] for what else the C library reports.
     ///
     /// # Examples
     /// ```
@@ -180,10 +230,24 @@ impl<T> ShmMutex<T> {
             return Err(ShmError::WouldDeadlock);
         }
         let mut holder_died = false;
-        lock_robust(&self.lock.mutex, timeout, &self.takeovers, || holder_died = true)?;
+        let poisoning = self.state.load(Ordering::Relaxed) & POISONING != 0;
+        lock_robust(&self.lock.mutex, timeout, &self.takeovers, || {
+            holder_died = true;
+            // Before the mutex is marked consistent: a locker that dies in between leaves the
+            // death for the next one to find again.
+            if poisoning {
+                self.state.fetch_or(POISONED, Ordering::Relaxed);
+            }
+        })?;
         HELD.fetch_add(1, Ordering::Release);
         self.lock.holder.store(me, Ordering::Relaxed);
-        Ok(ShmMutexGuard { mutex: self, holder_died, _not_send: PhantomData })
+        let guard = ShmMutexGuard { mutex: self, holder_died, _not_send: PhantomData };
+        if poisoning && self.state.load(Ordering::Relaxed) & POISONED != 0 {
+            // Released by the guard, without the value ever being reached.
+            drop(guard);
+            return Err(ShmError::Poisoned);
+        }
+        Ok(guard)
     }
 
     /// Times a locker found the previous holder dead, since the mutex was made.
@@ -316,12 +380,13 @@ impl ShmPool {
         // the pool, and reports whether the C library made the mutex: only then is the name
         // published.
         unsafe {
-            self.insert_named_with(name, |place: *mut ShmMutex<T>| ShmMutex::init(place, value))
+            self.insert_named_with(name, |place: *mut ShmMutex<T>| ShmMutex::init(place, value, 0))
         }
     }
 }
 
-/// A [`ShmMutex`] in a block of its own, owned by this handle: [`ShmMutex::new_in`] makes it.
+/// A [`ShmMutex`] in a block of its own, owned by this handle: [`ShmMutex::new_in`] and
+/// [`ShmMutex::new_poisoning_in`] make it.
 /// It gives shared access only, so the mutex never moves. Dropping it drops the value and frees
 /// the block, unless the mutex is held (a guard was leaked with `mem::forget`): then the block
 /// is left in the pool, as the C library's records of the held mutex still point into it.
@@ -331,7 +396,10 @@ impl ShmPool {
 /// it; only one process drops it, and a process that holds a guard when it forks must forget
 /// the guard's copy in the child (or end it with `_exit`). A value with pointers (a collection
 /// in `&ShmPool`) means the same in the processes forked after it was made, never in a process
-/// that attached to the pool.
+/// that attached to the pool, and only while every pointer in it leads into the pool or to
+/// what the processes inherited unchanged (the pool's handle): a block of one process's own
+/// heap (a `Vec`, `Box` or `String` of the global allocator) that one process puts in the value
+/// means nothing in the others, which must not reach it.
 ///
 /// # Examples
 /// ```
@@ -396,15 +464,22 @@ impl<T> Deref for ShmMutexBox<'_, T> {
 impl<T> Drop for ShmMutexBox<'_, T> {
     fn drop(&mut self) {
         let mutex = &**self;
-        if mutex.lock.mutex.try_lock().is_err() {
+        let Ok(acquired) = mutex.lock.mutex.try_lock() else {
             // Held through a leaked guard, by this thread or another: the C library's list of
             // held mutexes points into the block, so it stays as it is, for the pool's life.
             return;
-        }
+        };
         // Taken: no guard is left, and a dead holder's mark goes with the block.
         let _ = unlock_robust(&mutex.lock.mutex);
-        // SAFETY: the box owns the value, dropped once, here; nothing reaches it after.
-        unsafe { mutex.value.get().drop_in_place() };
+        let state = mutex.state.load(Ordering::Relaxed);
+        let lost =
+            state & POISONING != 0 && (state & POISONED != 0 || acquired == Acquired::OwnerDied);
+        if !lost {
+            // SAFETY: the box owns the value, dropped once, here; nothing reaches it after. A
+            // value a holder's death may have left invalid is not dropped (above): its blocks
+            // stay in the pool.
+            unsafe { mutex.value.get().drop_in_place() };
+        }
         // SAFETY: the box owns the block, which nothing uses after the value is dropped.
         let _ = unsafe { self.pool.try_free(self.mutex.cast()) };
     }

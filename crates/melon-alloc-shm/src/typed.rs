@@ -213,8 +213,11 @@ unsafe impl<T: 'static> ShmSafe for ShmOffset<T> {}
 /// # Fork
 /// A process forked while the box exists inherits the handle. Only one of the processes drops
 /// it (the others forget it with `mem::forget`, or end with `_exit`), or the block would be
-/// freed twice; and no two of them write the value through it at once. A value a mutex guards
-/// is for [`ShmMutex`](crate::ShmMutex).
+/// freed twice; and no two of them write the value through it at once. A value with pointers
+/// means the same in them only while every pointer leads into the pool or to what they
+/// inherited unchanged: a block of one process's own heap that one of them puts in the value
+/// means nothing in the others, which must not reach it. A value a mutex guards is for
+/// [`ShmMutex`](crate::ShmMutex).
 ///
 /// # Examples
 /// ```

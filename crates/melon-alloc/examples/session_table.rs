@@ -19,14 +19,16 @@
 //! processes that attach to a pool is built this way: plain data, arrays and `ShmOffset`s.
 //!
 //! The workers also count each session's requests in a `hashbrown::HashMap` whose allocator is
-//! `&'static ShmPool`, under a `ShmMutex` that the master made with `ShmMutex::new_in` before
-//! forking. That map is valid only in the process that made it and in the processes forked from
-//! it afterwards: it holds pointers, to its buffer in the pool and to the master's `ShmPool`
-//! handle, and they mean the same only where the pool and the handle lie at the same addresses.
-//! The reader could not use it. A forked worker also has copies of the master's values, and
-//! must not drop them: dropping the box of the map would free the map for every process, and
-//! the map's allocator is the master's handle. So a worker ends with `_exit` (a process that
-//! carries on would `std::mem::forget` them).
+//! `&'static ShmPool`, under a `ShmMutex` that the master made with `ShmMutex::new_poisoning_in`
+//! before forking: a worker that died in the middle of an insertion could leave the map pointing at
+//! a table already freed, so that mutex, unlike the table's, reports every lock after such a death
+//! as `ShmError::Poisoned` and never hands the map out again. That map is valid only in the process
+//! that made it and in the processes forked from it afterwards: it holds pointers, to its buffer in
+//! the pool and to the master's `ShmPool` handle, and they mean the same only where the pool and
+//! the handle lie at the same addresses. The reader could not use it. A forked worker also has
+//! copies of the master's values, and must not drop them: dropping the box of the map would free
+//! the map for every process, and the map's allocator is the master's handle. So a worker ends with
+//! `_exit` (a process that carries on would `std::mem::forget` them).
 //!
 //! Run it with `cargo run --release --example session_table` (Linux).
 
@@ -202,9 +204,11 @@ mod sessions {
             offset.raw(),
             shm.available()
         );
-        let counts =
-            ShmMutex::new_in(Counts::with_hasher_in(BuildHasherDefault::default(), shm), shm)
-                .expect("room for the map's mutex");
+        let counts = ShmMutex::new_poisoning_in(
+            Counts::with_hasher_in(BuildHasherDefault::default(), shm),
+            shm,
+        )
+        .expect("room for the map's mutex");
         println!(
             "master: a ShmMutex<HashMap> at offset {}, for the forked workers only",
             counts.offset().raw()

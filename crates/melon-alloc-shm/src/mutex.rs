@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::layout::BuiltinLock;
 use crate::lock::{lock_robust, unlock_robust};
+use crate::pool::Shared;
+use crate::registry;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Acquired, RobustMutex};
 use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
@@ -129,7 +131,8 @@ impl<T> ShmMutex<T> {
     /// poisons it for good. The value may hold pointers into the pool (a collection in
     /// `&ShmPool`), which a holder that dies in the middle of a change can leave pointing at
     /// blocks already freed: after such a death every lock fails with [`ShmError::Poisoned`],
-    /// and dropping the box does not drop the value, whose blocks stay in the pool.
+    /// and dropping the box does not drop the value, whose blocks stay in the pool. Its lock
+    /// also maps the pages other processes grew the pool by, where the value's pointers may lead.
     ///
     /// # Errors
     /// As for [`new_in`](ShmMutex::new_in).
@@ -242,10 +245,16 @@ impl<T> ShmMutex<T> {
         HELD.fetch_add(1, Ordering::Release);
         self.lock.holder.store(me, Ordering::Relaxed);
         let guard = ShmMutexGuard { mutex: self, holder_died, _not_send: PhantomData };
-        if poisoning && self.state.load(Ordering::Relaxed) & POISONED != 0 {
-            // Released by the guard, without the value ever being reached.
-            drop(guard);
-            return Err(ShmError::Poisoned);
+        if poisoning {
+            if self.state.load(Ordering::Relaxed) & POISONED != 0 {
+                // Released by the guard, without the value ever being reached.
+                drop(guard);
+                return Err(ShmError::Poisoned);
+            }
+            // The value's pointers lead into the pool, perhaps into pages another process grew
+            // it by and this one has not mapped: mapped now, before the value is handed out.
+            let addr = core::ptr::from_ref(self).cast::<u8>();
+            registry::with_pool_holding(addr, Shared::map_grown).transpose()?;
         }
         Ok(guard)
     }

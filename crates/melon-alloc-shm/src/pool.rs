@@ -251,6 +251,12 @@ impl Shared {
             .map_err(|errno| ShmError::os("mapping the pool's new pages", errno))
     }
 
+    /// Maps the pages other processes grew the pool by, without the pool's lock: what a process
+    /// does before it follows a pointer into the pool that another process wrote.
+    pub(crate) fn map_grown(&self) -> Result<(), ShmError> {
+        self.map_published().map(|_| ())
+    }
+
     /// Maps the pages another process grew the pool by, and has the arena work within them.
     /// Called by the lock's holder.
     fn catch_up_growth(&self) -> Result<(), ShmError> {

@@ -224,14 +224,27 @@ pub(crate) fn forget_pins_in_child() {
 /// # Ok::<(), melon_alloc_shm::ShmError>(())
 /// ```
 pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
+    // SAFETY: forwarded from the caller.
+    with_pool_holding(block.as_ptr(), |shared| unsafe { free_in(shared, block) }).flatten()
+}
+
+/// Runs `then` on the shared pool of this process whose mapping holds `addr`, pinned for the
+/// call; `None` when no pool holds it.
+pub(crate) fn with_pool_holding<R>(addr: *const u8, then: impl FnOnce(&Shared) -> R) -> Option<R> {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let addr = block.as_ptr().addr();
-    let pinned = slots().filter(|slot| slot.may_hold(addr)).find_map(|slot| {
-        slot.pin().filter(|pinned| pinned.shared().offset_of(block.as_ptr()).is_some())
-    })?;
-    let shared = pinned.shared();
+    let pinned = slots()
+        .filter(|slot| slot.may_hold(addr.addr()))
+        .find_map(|slot| slot.pin().filter(|pinned| pinned.shared().offset_of(addr).is_some()))?;
+    Some(then(pinned.shared()))
+}
+
+/// [`free_shared`] of `block`, which `shared`'s mapping holds.
+///
+/// # Safety
+/// As for [`free_shared`].
+unsafe fn free_in(shared: &Shared, block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     // A block of a child pool's chunk needs no lock: freed at once if handed off, and otherwise
     // left to its child, whether or not the lock could be had.
     // SAFETY: forwarded from the caller.

@@ -41,6 +41,10 @@ fn main() -> ExitCode {
             "names_inserted_after_the_fork_are_seen_across_it",
             names_inserted_after_the_fork_are_seen_across_it,
         ),
+        (
+            "a_collection_grown_by_one_process_is_read_by_another_under_its_mutex",
+            a_collection_grown_by_one_process_is_read_by_another_under_its_mutex,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -56,6 +60,26 @@ const ROUNDS: u64 = 1000;
 
 /// A slot per worker, and the total of all of them last.
 type Table = ShmMutex<[u64; WORKERS + 1]>;
+
+/// A collection under a poisoning mutex, made before the fork, that the parent grows past the
+/// pool's first segment: the child, which has not mapped the new pages, reads it all under the
+/// mutex, whose lock maps them first.
+fn a_collection_grown_by_one_process_is_read_by_another_under_its_mutex() {
+    const LEN: usize = 4 * MIB;
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+    let bytes = ShmMutex::new_poisoning_in(allocator_api2::vec::Vec::new_in(&shm), &shm).unwrap();
+    let grown = SharedWords::<AtomicU64>::new(1);
+    let child = fork(|| {
+        await_word(&grown[0]);
+        let bytes = bytes.lock().unwrap();
+        assert_eq!(bytes.len(), LEN);
+        assert!(bytes.iter().all(|&byte| byte == 7), "the bytes the parent wrote");
+    });
+    bytes.lock().unwrap().resize(LEN, 7u8);
+    assert!(shm.stats().unwrap().segments > 1, "the pool grew");
+    grown[0].store(1, Ordering::Release);
+    child.succeeds("the child reads the collection");
+}
 
 /// The master names a mutex before forking; each worker finds it by name and counts in its own
 /// slot and in the total, under the mutex, all at once.

@@ -5,6 +5,11 @@
 //! only where the pool is mapped at the same address: in the process that made the pool and in
 //! the processes forked from it after. There the collection's buffer can be read by the others;
 //! the collection itself (its pointer, length and capacity) lives wherever the program put it.
+//! A collection in a process's own memory that a fork copies is the forking code's to hand to
+//! one process: dropped (or grown) in two of them, it frees one buffer twice. One that processes
+//! share goes in the pool, under a mutex made by
+//! [`ShmMutex::new_poisoning_in`](crate::ShmMutex::new_poisoning_in), and its elements follow
+//! the same rule: pointers into the pool, never into one process's own heap.
 //!
 //! Each call takes the pool's lock, so a collection must not be dropped, grown or shrunk by a
 //! thread that holds the lock itself ([`ShmPool::lock`]): its `deallocate` is

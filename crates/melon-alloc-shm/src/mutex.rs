@@ -56,6 +56,13 @@ pub(crate) fn held_mutexes() -> bool {
 /// mutex made by `new_poisoning_in` never hands it out again: every lock after such a death
 /// fails with [`ShmError::Poisoned`].
 ///
+/// Being the C library's, it keeps two corner cases the pool's own lock does not have (see
+/// "The shared-memory pool" in `docs/architecture.md`): a thread that dies in the middle of taking it
+/// is matched to the word by its thread id, which across pid namespaces may name a live holder
+/// of another namespace, who would then lose it; and a child of a raw `fork` that holds it
+/// holds it under its parent's thread id. Share a `ShmMutex` between processes of one pid
+/// namespace, and take it after the fork, not across it.
+///
 /// A held mutex is on the C library's list of its thread's robust mutexes, which runs through
 /// the mutexes themselves and which the C library writes on that thread's next lock or unlock
 /// of any robust mutex. A guard that is forgotten (`mem::forget`) leaves the mutex held, and on

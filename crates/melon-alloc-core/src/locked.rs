@@ -942,12 +942,11 @@ impl<S: ChunkSource, K: ChunkStash> Drop for LockedPool<S, K> {
 }
 
 impl<S: ChunkSource, K: ChunkStash> core::fmt::Debug for LockedPool<S, K> {
+    /// The pool's statistics, read under the lock if it is free and written out after it is
+    /// released: writing may allocate, from this very pool when it is the global allocator.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self
-            .engine
-            .try_with(|engine| f.debug_struct("LockedPool").field("engine", engine).finish())
-        {
-            Some(result) => result,
+        match self.engine.try_with(|engine| engine.stats()) {
+            Some(stats) => f.debug_struct("LockedPool").field("stats", &stats).finish(),
             None => f.debug_struct("LockedPool").finish_non_exhaustive(),
         }
     }

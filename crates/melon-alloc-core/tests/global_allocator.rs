@@ -116,3 +116,13 @@ fn threads_share_the_arena() {
     assert!(GLOBAL.stats().bytes_held < ARENA_SIZE / 2);
     assert!(GLOBAL.stats().peak_bytes_held > CHUNK_SIZE);
 }
+
+/// Formatting the pool allocates the text from the pool itself: the statistics are read under
+/// the lock, and written once it is released.
+#[test]
+fn the_global_pool_formats_itself() {
+    let text = format!("{GLOBAL:?}");
+    assert!(text.starts_with("LockedPool { stats: Stats {"), "{text}");
+    assert!(text.contains("live_blocks"), "{text}");
+    assert!(in_arena(text.as_ptr()), "the text lives in the pool");
+}

@@ -57,11 +57,11 @@ pub(crate) fn held_mutexes() -> bool {
 /// fails with [`ShmError::Poisoned`].
 ///
 /// Being the C library's, it keeps two corner cases the pool's own lock does not have (see
-/// "The shared-memory pool" in `docs/architecture.md`): a thread that dies in the middle of taking it
-/// is matched to the word by its thread id, which across pid namespaces may name a live holder
-/// of another namespace, who would then lose it; and a child of a raw `fork` that holds it
-/// holds it under its parent's thread id. Share a `ShmMutex` between processes of one pid
-/// namespace, and take it after the fork, not across it.
+/// "The shared-memory pool" in `docs/architecture.md`): a thread that dies in the middle of
+/// taking it is matched to the word by its thread id, which across pid namespaces may name a
+/// live holder of another namespace, who would then lose it; and a child of a raw `fork` that
+/// holds it holds it under its parent's thread id. Share a `ShmMutex` between processes of one
+/// pid namespace, and take it after the fork, not across it.
 ///
 /// A held mutex is on the C library's list of its thread's robust mutexes, which runs through
 /// the mutexes themselves and which the C library writes on that thread's next lock or unlock
@@ -106,9 +106,9 @@ unsafe impl<T: Send> Send for ShmMutex<T> {}
 // SAFETY: (1) the C library's process-shared mutex is made for memory other processes map; its
 // words are integers, and the links it keeps while held are read by the holder's thread and the
 // kernel alone; (2) the counters and the state are atomics; (3) `T` is `ShmSafe`; (4) nothing
-// has a destructor. It is the exception `ShmSafe` names to "every bit pattern": it has no constructor
-// by value, and is only ever made in place, by `new_in` and `insert_named_mutex`, whose states
-// alone its operations see.
+// has a destructor. It is the exception `ShmSafe` names to "every bit pattern": it has no
+// constructor by value, and is only ever made in place, by `new_in`, `new_poisoning_in` and
+// `insert_named_mutex`, whose states alone its operations see.
 unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {}
 
 impl<T: ShmSafe> ShmMutex<T> {

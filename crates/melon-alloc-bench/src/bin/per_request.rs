@@ -82,8 +82,10 @@ fn run() -> Result<(), String> {
     let mut threads = None;
     let mut start = MapStart::Empty;
     let mut running = PEERS.map(|_| true);
-    let options =
-        " [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N] [--map empty|sized]";
+    let options = concat!(
+        " [--in-flight N] [--peers melon,global,mimalloc,bumpalo] [--threads N]",
+        " [--map empty|sized]"
+    );
     let RoundsArgs { rounds, tsv } =
         RoundsArgs::parse_with("per_request", 9, options, |option, value| match option {
             "--in-flight" => {

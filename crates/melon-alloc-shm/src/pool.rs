@@ -493,14 +493,17 @@ impl Shared {
         (offset < self.mapping.mapped()).then_some(offset as u64)
     }
 
+    /// The offset of `addr` in the addresses reserved for the mapping, mapped or not.
+    pub(crate) fn reserved_offset_of(&self, addr: *const u8) -> Option<usize> {
+        let offset = addr.addr().checked_sub(self.base().addr())?;
+        (offset < self.mapping.reserved()).then_some(offset)
+    }
+
     /// The offset of `block` in the mapping, if it lies in the part this process has mapped,
     /// which first grows to the pages grown so far: `block` may be one that another process
     /// allocated from pages it grew the pool by, and the caller will touch all of it.
     pub(crate) fn offset_of(&self, block: *const u8) -> Option<u64> {
-        let offset = block.addr().checked_sub(self.base().addr())?;
-        if offset >= self.mapping.reserved() {
-            return None;
-        }
+        let offset = self.reserved_offset_of(block)?;
         let mapped = self.map_published().ok()?;
         (offset < mapped).then_some(offset as u64)
     }

@@ -228,23 +228,26 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
     with_pool_holding(block.as_ptr(), |shared| unsafe { free_in(shared, block) }).flatten()
 }
 
-/// Runs `then` on the shared pool of this process whose mapping holds `addr`, pinned for the
-/// call; `None` when no pool holds it.
+/// Runs `then` on the shared pool of this process whose reserved addresses hold `addr`, pinned
+/// for the call; `None` when no pool's do. Nothing is mapped on the way: `then` decides.
 pub(crate) fn with_pool_holding<R>(addr: *const u8, then: impl FnOnce(&Shared) -> R) -> Option<R> {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let pinned = slots()
-        .filter(|slot| slot.may_hold(addr.addr()))
-        .find_map(|slot| slot.pin().filter(|pinned| pinned.shared().offset_of(addr).is_some()))?;
+    let pinned = slots().filter(|slot| slot.may_hold(addr.addr())).find_map(|slot| {
+        slot.pin().filter(|pinned| pinned.shared().reserved_offset_of(addr).is_some())
+    })?;
     Some(then(pinned.shared()))
 }
 
-/// [`free_shared`] of `block`, which `shared`'s mapping holds.
+/// [`free_shared`] of `block`, which `shared`'s reserved addresses hold.
 ///
 /// # Safety
 /// As for [`free_shared`].
 unsafe fn free_in(shared: &Shared, block: NonNull<u8>) -> Option<Result<(), ShmError>> {
+    // The block may lie in pages another process grew the pool by: mapped first, or not the
+    // pool's to free.
+    shared.offset_of(block.as_ptr())?;
     // A block of a child pool's chunk needs no lock: freed at once if handed off, and otherwise
     // left to its child, whether or not the lock could be had.
     // SAFETY: forwarded from the caller.

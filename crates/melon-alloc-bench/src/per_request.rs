@@ -12,6 +12,16 @@ pub const ENTRIES: u64 = 200;
 pub const BUFFER: usize = 800;
 
 /// How each request's map starts.
+///
+/// # Examples
+/// ```
+/// use allocator_api2::alloc::Global;
+/// use melon_alloc_bench::per_request::{work, MapStart};
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(MapStart::default(), MapStart::Empty);
+/// assert_eq!(runtime.block_on(work(Global, 1, MapStart::Sized)), Ok(()));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MapStart {
     /// Empty, so that it grows through a table of each size on the way to [`ENTRIES`], each

@@ -381,8 +381,10 @@ impl Arena {
     /// Like [`alloc`](Arena::alloc) (or, with `again`, [`alloc_again`](Arena::alloc_again)),
     /// then, in the same operation, `then` with the block's offset: the writes `then` logs stand
     /// or fall with the allocation, whatever becomes of the process (the directory of names
-    /// publishes a block so). `then` logs a few words at most. Off the path of plain
-    /// allocations, which stays as the compiler makes it without `then`.
+    /// publishes a block so). `then` logs a few words at most. A `then` that writes into the
+    /// block outside the log first records it to be freed and checkpoints, as `insert_named`
+    /// does: a free block holds its free-list link, which an undo would not put back. Off the
+    /// path of plain allocations, which stays as the compiler makes it without `then`.
     #[cold]
     pub(crate) fn alloc_then(
         &self,

@@ -6,7 +6,7 @@
 //! the processes forked from it after. There the collection's buffer can be read by the others;
 //! the collection itself (its pointer, length and capacity) lives wherever the program put it.
 //! A collection in a process's own memory that a fork copies is the forking code's to hand to
-//! one process: dropped (or grown) in two of them, it frees one buffer twice. One that processes
+//! one process, which alone drops or grows it: the copies share one buffer. One that processes
 //! share goes in the pool, under a mutex made by
 //! [`ShmMutex::new_poisoning_in`](crate::ShmMutex::new_poisoning_in), and its elements follow
 //! the same rule: pointers into the pool, never into one process's own heap.

@@ -27,9 +27,9 @@
 //!   turn, each of which takes the pool's lock and looks the name up in the directory.
 //! - `shm_mutex_pair`: [`ShmMutex::lock`] and the guard's drop, with a write through the guard.
 //! - `pthread_mutex_pair`, `pthread_robust_mutex_pair`: the same pair on a bare
-//!   `pthread_mutex_t` in a block of the pool, process-shared, then process-shared and robust as
-//!   the one a [`ShmMutex`] wraps; the gap between the robust one and `shm_mutex_pair` is what
-//!   [`ShmMutex`] adds.
+//!   `pthread_mutex_t` in a block of the pool, process-shared, then process-shared and robust:
+//!   what the C library offers for a lock between processes, without and with a report of a
+//!   holder's death, which [`ShmMutex`] gives on a lock word of its own.
 //!
 //! Every case of `shm_alloc_64` runs twice: in `shm_alloc_64`, timed by the wall clock as criterion usually times,
 //! and in `shm_alloc_64_cpu`, timed by the CPU clock of the benchmarking thread. The machine these

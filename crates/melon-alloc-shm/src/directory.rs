@@ -59,25 +59,18 @@ impl ShmPool {
     /// ```
     pub fn insert_named<T: ShmSafe>(&self, name: &str, value: T) -> Result<ShmOffset<T>, ShmError> {
         // SAFETY: the closure writes a whole `T` at the start of a block made for one.
-        unsafe {
-            self.insert_named_with(name, |place: *mut T| {
-                place.write(value);
-                Ok(())
-            })
-        }
+        unsafe { self.insert_named_with(name, |place: *mut T| place.write(value)) }
     }
 
-    /// Like [`insert_named`](ShmPool::insert_named), with the value written in place by `init`,
-    /// which may fail: then no name is published, and the block is freed.
+    /// Like [`insert_named`](ShmPool::insert_named), with the value written in place by `init`.
     ///
     /// # Safety
     /// `init` leaves a valid `T` at the pointer it is given (aligned, valid for writes of a
-    /// `T`) when it returns `Ok`, writes nothing past that `T`, and does not use the pool: the
-    /// pool's lock is held.
+    /// `T`), writes nothing past that `T`, and does not use the pool: the pool's lock is held.
     pub(crate) unsafe fn insert_named_with<T: ShmSafe>(
         &self,
         name: &str,
-        init: impl FnOnce(*mut T) -> Result<(), ShmError>,
+        init: impl FnOnce(*mut T),
     ) -> Result<ShmOffset<T>, ShmError> {
         const { assert_no_drop::<T>() };
         let name = checked(name)?;
@@ -103,7 +96,7 @@ impl ShmPool {
             tx.checkpoint();
             if let Some(init) = init.take() {
                 let value = arena.at(offset).cast::<T>();
-                made = init(value);
+                init(value);
                 // SAFETY: the block was made for `layout`: `type_name`'s bytes fit right after
                 // the `T` at its start, which `init` does not write past (its contract), and
                 // nothing else uses the block yet.
@@ -113,12 +106,10 @@ impl ShmPool {
                 }
             }
             // The name, and the block no longer to free, in the operation's last step.
-            if made.is_ok() {
-                if arena.publish_name(tx, slot, name, offset, shape) {
-                    arena.set_releasing(tx, 0);
-                } else {
-                    made = Err(ShmError::Corrupt(ShmCheckError::BadDirectory));
-                }
+            if arena.publish_name(tx, slot, name, offset, shape) {
+                arena.set_releasing(tx, 0);
+            } else {
+                made = Err(ShmError::Corrupt(ShmCheckError::BadDirectory));
             }
         };
         let block = guard.alloc_then(layout, &mut place)?;
@@ -203,7 +194,7 @@ impl ShmPool {
     /// - No process uses the value any more: no reference from [`named`](ShmPool::named) or
     ///   [`get`](ShmPool::get) to it lives on, and its offset is not followed again.
     /// - If it is a [`ShmMutex`](crate::ShmMutex), or holds one, no thread holds a guard of it,
-    ///   not even a forgotten one: the C library's records of a held mutex point into it.
+    ///   not even a forgotten one: the guard's holder may still reach the value.
     ///
     /// # Examples
     /// ```

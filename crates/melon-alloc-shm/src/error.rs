@@ -170,8 +170,8 @@ pub enum ShmError {
         file: u64,
     },
     /// The pool uses a lock of its creator's choosing, and was attached without one, or the
-    /// other way round; or it was made by a process whose C library lays out the robust mutex of
-    /// a [`ShmMutex`](crate::ShmMutex) differently.
+    /// other way round; or it was made by a build that lays out the lock words of the pool and
+    /// of its [`ShmMutex`](crate::ShmMutex)es differently.
     LockMismatch,
     /// The lock failed.
     Lock(LockError),

@@ -201,10 +201,12 @@ pub(crate) fn byte_is_locked(pool: BorrowedFd<'_>, byte: i64) -> bool {
     asked != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
 }
 
-/// The system's side of the pool's lock: the futex of the pool's file, and the identities'
-/// locks on its bytes, asked through the pool's own descriptor.
+/// The system's side of the pool's lock words: the futex of the pool's file, and the
+/// identities' locks on its bytes, asked through the pool's own descriptor.
 pub(crate) struct Kernel<'a> {
-    pub(crate) pool: BorrowedFd<'a>,
+    /// The pool's descriptor; `None` for a lock word that is only released through this value,
+    /// which never asks about a holder.
+    pub(crate) pool: Option<BorrowedFd<'a>>,
 }
 
 impl Waits for Kernel<'_> {
@@ -265,6 +267,7 @@ impl Waits for Kernel<'_> {
     }
 
     fn is_alive(&self, holder: u32) -> bool {
-        holder == ANONYMOUS || byte_is_locked(self.pool, IDENTITY_BASE + i64::from(holder))
+        let Some(pool) = self.pool else { return true };
+        holder == ANONYMOUS || byte_is_locked(pool, IDENTITY_BASE + i64::from(holder))
     }
 }

@@ -3,7 +3,6 @@
 //! process can use the pool wherever it has mapped it.
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::RobustMutex;
 
 /// Size classes of the shared pool: the heap pools' classes up to 2 KiB, then eight more up to
 /// 8 KiB, so that the medium sizes processes commonly share come from slabs too instead of page
@@ -65,8 +64,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// remote-free list and state to the descriptor of its tail page, and replaced its count of
 /// handed-off blocks with a count of frees in flight. Version 10 moved the end of the grown pages
 /// into the header's first cache line. Version 11 keeps the name of a named value's type in its
-/// block, after the value, and the name's length in its directory entry.
-pub(crate) const VERSION: u32 = 11;
+/// block, after the value, and the name's length in its directory entry. Version 12 replaced the
+/// C library's mutex in every [`ShmMutex`](crate::ShmMutex) with a word like the pool's own.
+pub(crate) const VERSION: u32 = 12;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.
@@ -232,8 +232,8 @@ pub(crate) struct Header {
     pub(crate) first_data_page: u32,
     pub(crate) lock_kind: u32,
     /// With the built-in lock, [`LOCK_ABI`](crate::sys::LOCK_ABI) of the process that made the
-    /// pool: a process whose C library would read the robust mutex of a
-    /// [`ShmMutex`](crate::ShmMutex) differently must not attach.
+    /// pool: a process whose build would read the lock words of the pool and of its
+    /// [`ShmMutex`](crate::ShmMutex)es differently must not attach.
     pub(crate) lock_abi: u32,
     /// The capacity the pool was made with: its first segment, and the size of each later one.
     pub(crate) initial_capacity: u64,
@@ -325,20 +325,22 @@ pub(crate) struct PoolLock {
 
 static_assertions::const_assert_eq!(core::mem::size_of::<PoolLock>(), 64);
 
-/// The lock of a [`ShmMutex`](crate::ShmMutex): the C library's robust mutex, and who holds
+/// The lock of a [`ShmMutex`](crate::ShmMutex): a word of the same kind as the pool's own
+/// ([`PoolLock::word`]), naming the holder's process by its identity in the pool, and who holds
 /// it, in a cache line of their own as the pool's lock is.
 #[repr(C, align(64))]
-pub(crate) struct BuiltinLock {
-    pub(crate) mutex: RobustMutex,
+pub(crate) struct MutexLock {
+    /// The holder's identity in the pool, with [`WAITERS`](crate::lock::WAITERS), or 0.
+    pub(crate) word: AtomicU32,
     /// [`thread_token`](crate::sys::thread_token) of the holder, or 0: written by the holder
-    /// alone, after it takes the mutex and before it releases it, so that a thread that asks
-    /// for the lock it holds already is told so instead of waiting for itself forever (the
-    /// mutex is not error-checking; see [`RobustMutex`]). A dead holder's token stays until the
-    /// next holder writes its own; no live thread has it.
+    /// alone, after it takes the word and before it releases it, so that a thread that asks
+    /// for the lock it holds already is told so instead of waiting for itself forever, and so
+    /// that only the thread that took it releases it (the word names a process, not a thread).
+    /// A dead holder's token stays until the next holder writes its own; no live thread has it.
     pub(crate) holder: AtomicU64,
 }
 
-static_assertions::const_assert_eq!(core::mem::size_of::<BuiltinLock>(), 64);
+static_assertions::const_assert_eq!(core::mem::size_of::<MutexLock>(), 64);
 // The fields before the lock keep the places they had before the pool could grow, and the lock
 // its cache line.
 static_assertions::const_assert_eq!(core::mem::offset_of!(Header, lock_abi), 36);
@@ -552,7 +554,7 @@ impl Geometry {
     /// the end of the grown pages in the header, or in the descriptor or bitmap words of a data
     /// page before `end`: where every write of the undo log goes. The rest of the header (the
     /// lock, the log itself, the geometry) is never logged: a corrupt entry naming the lock
-    /// would otherwise have the recovery write into the C library's mutex.
+    /// would otherwise have the recovery write into the lock word.
     pub(crate) fn holds_logged_word(&self, offset: u64, width: u64, end: u32) -> bool {
         let Some(last) = offset.checked_add(width) else { return false };
         let inside =

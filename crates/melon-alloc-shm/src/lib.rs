@@ -76,7 +76,8 @@
 //! the pool typed: a [`ShmBox`] owns one in one process; a value refers to another by
 //! [`ShmOffset`], which means the same value in every process, wherever it maps the pool; a
 //! name finds one ([`ShmPool::insert_named`], [`ShmPool::find`], [`ShmPool::named`]), with its
-//! type checked; a [`ShmMutex`] guards one with the C library's robust mutex.
+//! type checked; a [`ShmMutex`] guards one with a lock word like the pool's own, which tells the
+//! next holder when a holder's process died holding it.
 //!
 //! ```
 //! use melon_alloc_shm::{ShmMutex, ShmPool};

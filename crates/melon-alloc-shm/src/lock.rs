@@ -1,13 +1,13 @@
-//! The pool's lock: the pluggable [`ShmLock`], the built-in lock in the mapping, a futex word
-//! that names its holder's process, whose death a waiter sees as the end of the process's
-//! identity lock, and the protocol every robust lock follows when a holder dies.
+//! The pool's locks: the pluggable [`ShmLock`]; the built-in lock word, the pool's own and every
+//! [`ShmMutex`](crate::ShmMutex)'s, a futex word that names its holder's process, whose death a
+//! waiter sees as the end of the process's identity lock; and the protocol every robust lock
+//! follows when a holder dies.
 
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::{self, Acquired, Refused};
 use crate::{LockError, ShmError};
 
 /// A lock that processes sharing a pool take around each operation: Melon's `lock` and `unlock`
@@ -94,9 +94,28 @@ const SPINS: u32 = 16;
 /// million operations a second in all with pauses of at most 2^6, and 13.3 to 14.3 with 2^10.
 const SPIN_BACKOFF_MAX: u32 = 10;
 
-/// A lock that reports a holder's death to the next taker: the pool's [`ProcessLock`], and the
-/// C library's robust mutex ([`RobustMutex`](sys::RobustMutex)) that [`ShmMutex`](crate::ShmMutex)
-/// wraps. The lock functions are generic over it, so the real path has no indirection.
+/// How a lock was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// From a holder that released it.
+    Clean,
+    /// From a holder that died holding it: the caller holds it now, and must make it consistent
+    /// before releasing it, or it can never be taken again.
+    OwnerDied,
+}
+
+/// Why a lock was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Someone holds it (from a try that does not wait).
+    Busy,
+    /// Someone held it until the deadline.
+    TimedOut,
+}
+
+/// A lock that reports a holder's death to the next taker: the pool's [`ProcessLock`], the word
+/// of the pool and of every [`ShmMutex`](crate::ShmMutex), and the loom models' locks. The lock
+/// functions are generic over it, so the real path has no indirection.
 pub(crate) trait Robust {
     /// Takes the mutex if nobody holds it, without waiting.
     fn try_lock(&self) -> Result<Acquired, Refused>;
@@ -279,26 +298,6 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
     }
 }
 
-impl Robust for sys::RobustMutex {
-    #[inline]
-    fn try_lock(&self) -> Result<Acquired, Refused> {
-        sys::RobustMutex::try_lock(self)
-    }
-
-    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
-        sys::RobustMutex::lock(self, timeout)
-    }
-
-    fn make_consistent(&self) -> Result<(), Errno> {
-        sys::RobustMutex::make_consistent(self)
-    }
-
-    #[inline]
-    fn unlock(&self) -> Result<(), Errno> {
-        sys::RobustMutex::unlock(self)
-    }
-}
-
 /// Takes the built-in lock, waiting at most `timeout` if one is given. When the previous holder
 /// died holding it, `repair` undoes what it left half done before the lock is marked consistent
 /// again, and the takeover is counted in `takeovers`.
@@ -391,7 +390,6 @@ fn refusal(refused: Refused, start: Instant) -> ShmError {
         Refused::TimedOut => ShmError::LockTimeout { waited: start.elapsed() },
         // A wait without a deadline never reports busy; say so rather than invent an errno.
         Refused::Busy => ShmError::os("taking the pool's lock", Errno::BUSY),
-        Refused::Os(errno) => ShmError::os("taking the pool's lock", errno),
     }
 }
 

@@ -1,6 +1,7 @@
-//! [`ShmMutex`], a mutex for values in a shared pool, on the C library's robust mutex and the
-//! same takeover protocol as the pool's own lock: a holder that dies hands the next locker a
-//! guard that says so, never a silent unlock.
+//! [`ShmMutex`], a mutex for values in a shared pool, on a lock word of the same kind as the
+//! pool's own, naming its holder's process by its identity in the pool, with the same takeover
+//! protocol: a holder that dies hands the next locker a guard that says so, never a silent
+//! unlock.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -9,20 +10,15 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::{addr_of_mut, NonNull};
 use std::time::Duration;
 
-use crate::layout::BuiltinLock;
-use crate::lock::{lock_robust, unlock_robust};
-use crate::pool::Shared;
+use rustix::io::Errno;
+
+use crate::identity::Kernel;
+use crate::layout::MutexLock;
+use crate::lock::{lock_robust, unlock_robust, Acquired, ProcessLock, Robust};
 use crate::registry;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::{self, Acquired, RobustMutex};
+use crate::sys;
 use crate::{ShmBox, ShmError, ShmOffset, ShmPool, ShmSafe};
-
-/// Guards of [`ShmMutex`]es alive in this process, on any thread, forgotten ones included.
-/// While a thread holds a mutex, the C library's list of that thread's robust mutexes runs
-/// through the mutex, in a pool's mapping, and the thread's next lock or unlock of any robust
-/// mutex writes there: a pool dropped while this is not 0 leaves its memory mapped (see
-/// [`held_mutexes`]).
-static HELD: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Set in a mutex's state when a holder's death loses its value
 /// ([`ShmMutex::new_poisoning_in`]).
@@ -30,21 +26,18 @@ const POISONING: u32 = 1;
 /// Set in a poisoning mutex's state once a holder has died holding it.
 const POISONED: u32 = 2;
 
-/// Whether a guard of some [`ShmMutex`] is alive in this process, or was forgotten: a pool
-/// dropped then must leave its memory mapped, which may hold the mutex.
-pub(crate) fn held_mutexes() -> bool {
-    HELD.load(Ordering::Acquire) != 0
-}
-
 /// A mutex that lives in a shared pool and guards a `T` there, for the threads of every
 /// process that maps the pool.
 ///
-/// It is the C library's robust, process-shared mutex: when a holder
-/// dies, in whatever pid namespace, the kernel hands the mutex to the next locker, whose guard
-/// then reports it ([`ShmMutexGuard::holder_died`]); the value may be half changed, and that
-/// locker decides what to do about it. The mutex is usable again after that guard. A thread
-/// that locks a mutex it holds already gets [`ShmError::WouldDeadlock`] rather than waiting for
-/// itself.
+/// Its lock is a word of the kind the pool's own lock is (see "The lock" in
+/// `docs/architecture.md`): it names the holder's process by the process's identity in the
+/// pool, which no pid namespace and no reuse of a pid can make another process's. When a
+/// holder's process dies, a locker waiting for it finds out within 5 ms and takes the mutex
+/// over, and its guard reports the death ([`ShmMutexGuard::holder_died`]); the value may be
+/// half changed, and that locker decides what to do about it. The mutex is usable again after
+/// that guard. A thread that locks a mutex it holds already gets [`ShmError::WouldDeadlock`]
+/// rather than waiting for itself; a thread that ends holding one (its guard forgotten) leaves
+/// it held for as long as its process lives, as a forgotten guard of `std::sync::Mutex` does.
 ///
 /// A mutex is made in place, in the pool: [`ShmMutex::new_in`] or
 /// [`ShmPool::insert_named_mutex`] for a [`ShmSafe`] value, which can be named and reached from
@@ -56,19 +49,8 @@ pub(crate) fn held_mutexes() -> bool {
 /// mutex made by `new_poisoning_in` never hands it out again: every lock after such a death
 /// fails with [`ShmError::Poisoned`].
 ///
-/// Being the C library's, it keeps two corner cases the pool's own lock does not have (see
-/// "The shared-memory pool" in `docs/architecture.md`): a thread that dies in the middle of
-/// taking it is matched to the word by its thread id, which across pid namespaces may name a
-/// live holder of another namespace, who would then lose it; and a child of a raw `fork` that
-/// holds it holds it under its parent's thread id. Share a `ShmMutex` between processes of one
-/// pid namespace, and take it after the fork, not across it.
-///
-/// A held mutex is on the C library's list of its thread's robust mutexes, which runs through
-/// the mutexes themselves and which the C library writes on that thread's next lock or unlock
-/// of any robust mutex. A guard that is forgotten (`mem::forget`) leaves the mutex held, and on
-/// that list, for good: so that those writes never land in memory given back, a pool handle
-/// dropped while any guard of a `ShmMutex` is alive or forgotten in this process leaves its
-/// memory mapped for the process's life rather than unmap it.
+/// A guard belongs to the thread that took the mutex: a copy of it that a fork leaves in the
+/// child releases nothing there, and the parent's hold stands.
 ///
 /// # Examples
 /// ```
@@ -86,15 +68,16 @@ pub(crate) fn held_mutexes() -> bool {
 /// ```
 #[repr(C)]
 pub struct ShmMutex<T> {
-    lock: BuiltinLock,
+    lock: MutexLock,
     /// Times a locker found the previous holder dead.
     takeovers: AtomicU64,
     /// [`POISONING`] for a mutex whose value a holder's death loses, with [`POISONED`] once one
     /// has died holding it.
     state: AtomicU32,
     value: UnsafeCell<T>,
-    /// The C library's mutex must not move once made: no `&mut ShmMutex` is handed out where
-    /// `Unpin` is asked for (such as [`ShmBox`]'s `DerefMut`).
+    /// A mutex must not move once made, since other threads and processes lock it where it is:
+    /// no `&mut ShmMutex` is handed out where `Unpin` is asked for (such as [`ShmBox`]'s
+    /// `DerefMut`).
     _pinned: PhantomPinned,
 }
 
@@ -103,12 +86,10 @@ unsafe impl<T: Send> Sync for ShmMutex<T> {}
 // SAFETY: the value moves with the mutex, which holds nothing of a thread's but while locked.
 unsafe impl<T: Send> Send for ShmMutex<T> {}
 
-// SAFETY: (1) the C library's process-shared mutex is made for memory other processes map; its
-// words are integers, and the links it keeps while held are read by the holder's thread and the
-// kernel alone; (2) the counters and the state are atomics; (3) `T` is `ShmSafe`; (4) nothing
-// has a destructor. It is the exception `ShmSafe` names to "every bit pattern": it has no
-// constructor by value, and is only ever made in place, by `new_in`, `new_poisoning_in` and
-// `insert_named_mutex`, whose states alone its operations see.
+// SAFETY: (1) the lock word, the holder's token, the counters and the state are atomics, and
+// every bit pattern of them is a state the operations handle: a word naming an identity no
+// live process holds is taken over as a dead holder's, and unknown state bits are ignored;
+// (2) `T` is `ShmSafe`; (3) nothing has a destructor.
 unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {}
 
 impl<T: ShmSafe> ShmMutex<T> {
@@ -117,8 +98,8 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// type whatever its bytes.
     ///
     /// # Errors
-    /// [`ShmError::OutOfMemory`] or [`ShmError::Fragmented`] when there is no room;
-    /// [`ShmError::Os`] if the C library refuses to make the mutex; the pool lock's errors.
+    /// [`ShmError::OutOfMemory`] or [`ShmError::Fragmented`] when there is no room; the pool
+    /// lock's errors.
     ///
     /// # Examples
     /// ```
@@ -161,33 +142,27 @@ impl<T> ShmMutex<T> {
 
     /// Makes a mutex holding `value` in a new block of `pool`, with `state` as its state.
     fn make_in(value: T, pool: &ShmPool, state: u32) -> Result<ShmMutexBox<'_, T>, ShmError> {
-        let mut made = Ok(());
         // SAFETY: `init` writes every field of the mutex at its final place.
-        let boxed =
-            unsafe { ShmBox::new_with(pool, |place| made = Self::init(place, value, state)) }?;
-        // A mutex the C library refused is dropped with its block, never used.
-        made?;
+        let boxed = unsafe { ShmBox::new_with(pool, |place| Self::init(place, value, state)) }?;
         Ok(ShmMutexBox { pool, mutex: boxed.into_raw() })
     }
 
-    /// Writes a mutex holding `value` at `place`, with `state` as its state (0 or
+    /// Writes an unlocked mutex holding `value` at `place`, with `state` as its state (0 or
     /// [`POISONING`]).
     ///
     /// # Safety
-    /// `place` is valid for writes of a `ShmMutex<T>` and aligned for it, in memory other
-    /// processes may map, and nothing uses it yet.
-    pub(crate) unsafe fn init(place: *mut Self, value: T, state: u32) -> Result<(), ShmError> {
+    /// `place` is valid for writes of a `ShmMutex<T>` and aligned for it, and nothing uses it
+    /// yet.
+    pub(crate) unsafe fn init(place: *mut Self, value: T, state: u32) {
         // SAFETY: `place` is valid for writes of every field (caller).
         unsafe {
-            addr_of_mut!((*place).value).write(UnsafeCell::new(value));
+            addr_of_mut!((*place).lock.word).write(AtomicU32::new(0));
+            addr_of_mut!((*place).lock.holder).write(AtomicU64::new(0));
             addr_of_mut!((*place).takeovers).write(AtomicU64::new(0));
             addr_of_mut!((*place).state).write(AtomicU32::new(state));
-            addr_of_mut!((*place).lock.holder).write(AtomicU64::new(0));
+            addr_of_mut!((*place).value).write(UnsafeCell::new(value));
             addr_of_mut!((*place)._pinned).write(PhantomPinned);
         }
-        // SAFETY: the mutex's place is valid, aligned, and unused (caller).
-        unsafe { RobustMutex::init(addr_of_mut!((*place).lock.mutex)) }
-            .map_err(|errno| ShmError::os("making a shared mutex", errno))
     }
 
     /// Takes the mutex, waiting as long as it takes.
@@ -195,7 +170,8 @@ impl<T> ShmMutex<T> {
     /// # Errors
     /// [`ShmError::WouldDeadlock`] when this thread holds it already; [`ShmError::Poisoned`]
     /// for a mutex of [`new_poisoning_in`](ShmMutex::new_poisoning_in) a holder died holding;
-    /// [`ShmError::Os`] for what else the C library reports.
+    /// [`ShmError::Os`] when the system refuses to make this process's identity in the pool's
+    /// file, or to map the pages a poisoning mutex's value may lead to.
     ///
     /// # Examples
     /// ```
@@ -235,35 +211,42 @@ impl<T> ShmMutex<T> {
     }
 
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmMutexGuard<'_, T>, ShmError> {
-        let me = sys::thread_token();
-        if self.lock.holder.load(Ordering::Relaxed) == me {
+        let token = sys::thread_token();
+        if self.lock.holder.load(Ordering::Relaxed) == token {
             return Err(ShmError::WouldDeadlock);
         }
-        let mut holder_died = false;
         let poisoning = self.state.load(Ordering::Relaxed) & POISONING != 0;
-        lock_robust(&self.lock.mutex, timeout, &self.takeovers, || {
-            holder_died = true;
-            // Before the mutex is marked consistent: a locker that dies in between leaves the
-            // death for the next one to find again.
+        // The pool the mutex lies in gives this process's identity, and asks whether a holder
+        // lives; it stays registered until the mutex is taken.
+        let addr = core::ptr::from_ref(self).cast::<u8>();
+        let taken = registry::with_pool_holding(addr, |shared| {
+            let me = shared.identity_here();
+            let mut holder_died = false;
+            lock_robust(&shared.word_lock(&self.lock.word, me), timeout, &self.takeovers, || {
+                holder_died = true;
+                // Before the takeover is over: a locker that dies in between leaves the death
+                // for the next one to find again.
+                if poisoning {
+                    self.state.fetch_or(POISONED, Ordering::Relaxed);
+                }
+            })?;
+            self.lock.holder.store(token, Ordering::Relaxed);
+            let guard = ShmMutexGuard { mutex: self, me, holder_died, _not_send: PhantomData };
             if poisoning {
-                self.state.fetch_or(POISONED, Ordering::Relaxed);
+                if self.state.load(Ordering::Relaxed) & POISONED != 0 {
+                    // Released by the guard, without the value ever being reached.
+                    return Err(ShmError::Poisoned);
+                }
+                // The value's pointers lead into the pool, perhaps into pages another process
+                // grew it by and this one has not mapped: mapped now, before it is handed out.
+                shared.map_grown()?;
             }
-        })?;
-        HELD.fetch_add(1, Ordering::Release);
-        self.lock.holder.store(me, Ordering::Relaxed);
-        let guard = ShmMutexGuard { mutex: self, holder_died, _not_send: PhantomData };
-        if poisoning {
-            if self.state.load(Ordering::Relaxed) & POISONED != 0 {
-                // Released by the guard, without the value ever being reached.
-                drop(guard);
-                return Err(ShmError::Poisoned);
-            }
-            // The value's pointers lead into the pool, perhaps into pages another process grew
-            // it by and this one has not mapped: mapped now, before the value is handed out.
-            let addr = core::ptr::from_ref(self).cast::<u8>();
-            registry::with_pool_holding(addr, Shared::map_grown).transpose()?;
-        }
-        Ok(guard)
+            Ok(guard)
+        });
+        // A mutex lies in a pool this process maps for as long as it can be reached.
+        taken.unwrap_or_else(|| {
+            Err(ShmError::os("finding the pool of a shared mutex", Errno::INVAL))
+        })
     }
 
     /// Times a locker found the previous holder dead, since the mutex was made.
@@ -300,8 +283,10 @@ impl<T> fmt::Debug for ShmMutex<T> {
 #[must_use = "the mutex is released as soon as the guard is dropped"]
 pub struct ShmMutexGuard<'a, T> {
     mutex: &'a ShmMutex<T>,
+    /// This process's identity in the pool, which the word names while the guard holds it.
+    me: u32,
     holder_died: bool,
-    /// The C library's mutex belongs to the thread that took it.
+    /// The hold belongs to the thread that took it, whose token the mutex keeps.
     _not_send: PhantomData<*const ()>,
 }
 
@@ -344,18 +329,20 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 impl<T> Drop for ShmMutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // Only this thread's own token is cleared: a guard dropped where it does not hold the
-        // mutex (a copy inherited across a fork) must not erase the holder's, which would then
-        // wait for itself on its next lock instead of hearing `WouldDeadlock`.
-        let _ = self.mutex.lock.holder.compare_exchange(
-            sys::thread_token(),
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        // Only a mutex this thread does not hold refuses, which leaves the holder's lock alone.
-        let _ = unlock_robust(&self.mutex.lock.mutex);
-        HELD.fetch_sub(1, Ordering::Release);
+        // Only the thread that holds the mutex releases it, and clears its own token: a copy of
+        // the guard that a fork left in a child, whose thread has another token, leaves both
+        // alone, so that the parent's hold stands and it still hears `WouldDeadlock`. A load
+        // and a store tell, without a locked instruction: only a holder writes the token, its
+        // own once it holds the word and 0 before it lets go, so a thread reads its own token
+        // there only while it holds the mutex.
+        let lock = &self.mutex.lock;
+        if lock.holder.load(Ordering::Relaxed) == sys::thread_token() {
+            lock.holder.store(0, Ordering::Relaxed);
+            // Released without the pool: a release asks nothing about holders.
+            let word = ProcessLock::new(&lock.word, self.me, Kernel { pool: None });
+            // Refused only where the word names another process, which the token rules out.
+            let _ = unlock_robust(&word);
+        }
     }
 }
 
@@ -373,8 +360,7 @@ impl ShmPool {
     /// as [`insert_named`](ShmPool::insert_named) does for other values.
     ///
     /// # Errors
-    /// As for [`insert_named`](ShmPool::insert_named); [`ShmError::Os`] if the C library
-    /// refuses to make the mutex, in which case no name is published.
+    /// As for [`insert_named`](ShmPool::insert_named).
     ///
     /// # Examples
     /// ```
@@ -393,8 +379,7 @@ impl ShmPool {
         value: T,
     ) -> Result<ShmOffset<ShmMutex<T>>, ShmError> {
         // SAFETY: `init` writes every field of the mutex at its final place, without using
-        // the pool, and reports whether the C library made the mutex: only then is the name
-        // published.
+        // the pool.
         unsafe {
             self.insert_named_with(name, |place: *mut ShmMutex<T>| ShmMutex::init(place, value, 0))
         }
@@ -404,8 +389,9 @@ impl ShmPool {
 /// A [`ShmMutex`] in a block of its own, owned by this handle: [`ShmMutex::new_in`] and
 /// [`ShmMutex::new_poisoning_in`] make it.
 /// It gives shared access only, so the mutex never moves. Dropping it drops the value and frees
-/// the block, unless the mutex is held (a guard was leaked with `mem::forget`): then the block
-/// is left in the pool, as the C library's records of the held mutex still point into it.
+/// the block, unless a live holder keeps the mutex (a guard was leaked with `mem::forget`):
+/// then the value and the block are left in the pool, for the holder may still use them. A
+/// holder found dead does not keep it.
 ///
 /// # Fork
 /// A process forked while the box exists inherits the handle, and may lock the mutex through
@@ -480,13 +466,14 @@ impl<T> Deref for ShmMutexBox<'_, T> {
 impl<T> Drop for ShmMutexBox<'_, T> {
     fn drop(&mut self) {
         let mutex = &**self;
-        let Ok(acquired) = mutex.lock.mutex.try_lock() else {
-            // Held through a leaked guard, by this thread or another: the C library's list of
-            // held mutexes points into the block, so it stays as it is, for the pool's life.
+        let shared = self.pool.shared();
+        let word = shared.word_lock(&mutex.lock.word, shared.identity_here());
+        // Taken at once, or from a holder found dead; a live holder (a thread that forgot its
+        // guard, say) keeps it, and the block stays as it is, for the pool's life.
+        let Ok(acquired) = word.lock(Some(Duration::ZERO)) else {
             return;
         };
-        // Taken: no guard is left, and a dead holder's mark goes with the block.
-        let _ = unlock_robust(&mutex.lock.mutex);
+        let _ = unlock_robust(&word);
         let state = mutex.state.load(Ordering::Relaxed);
         let lost =
             state & POISONING != 0 && (state & POISONED != 0 || acquired == Acquired::OwnerDied);

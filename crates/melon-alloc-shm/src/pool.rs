@@ -273,14 +273,21 @@ impl Shared {
         }
     }
 
-    /// The built-in lock `lock` as the process whose identity in the pool is `me` takes it.
+    /// A lock word of the pool (its own lock's, or a [`ShmMutex`](crate::ShmMutex)'s) as the
+    /// process whose identity in the pool is `me` takes it.
     #[inline]
-    fn process_lock<'a>(
+    pub(crate) fn word_lock<'a>(
         &'a self,
-        lock: &'a crate::layout::PoolLock,
+        word: &'a crate::sync::AtomicU32,
         me: u32,
     ) -> ProcessLock<'a, Kernel<'a>> {
-        ProcessLock::new(&lock.word, me, Kernel { pool: self.mapping.fd() })
+        ProcessLock::new(word, me, Kernel { pool: Some(self.mapping.fd()) })
+    }
+
+    /// This process's identity in the pool, made now if it has none.
+    #[inline]
+    pub(crate) fn identity_here(&self) -> u32 {
+        self.identity.get(self.header_atomics().lock, self.mapping.fd(), &self.spares)
     }
 
     /// Takes the lock, waiting at most the timeout set for this process's operations.
@@ -304,8 +311,7 @@ impl Shared {
                 if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                let identity = self.identity.get(header.lock, self.mapping.fd(), &self.spares);
-                let lock = self.process_lock(header.lock, identity);
+                let lock = self.word_lock(&header.lock.word, self.identity_here());
                 lock_robust(&lock, timeout, header.takeovers, || {
                     // An undo that cannot run leaves the log as it is, and `catch_up` below
                     // reports why.
@@ -424,7 +430,7 @@ impl Shared {
                     return Err(refused());
                 }
                 header.holder.store(0, Ordering::Relaxed);
-                unlock_robust(&self.process_lock(header.lock, identity))
+                unlock_robust(&self.word_lock(&header.lock.word, identity))
             }
             Some(lock) => lock.unlock().map_err(ShmError::Lock),
         }
@@ -2041,11 +2047,6 @@ impl Drop for ShmPool {
             }
         } else {
             claim.forget_parents();
-        }
-        if crate::mutex::held_mutexes() {
-            // A guard of a mutex in this mapping may have been forgotten, and its thread's next
-            // lock or unlock of a robust mutex would write into the memory: it stays mapped.
-            self.shared().mapping.keep_mapped();
         }
         // SAFETY: the pool registered its `Shared` when made, and no child borrows it any more.
         unsafe { registry::unregister(self.shared) };

@@ -1,6 +1,5 @@
 //! Every call into the operating system that the shared pool makes: the mapping, the memfd or
-//! named file, descriptors passed over sockets, the C library's robust mutex, and process
-//! identity. Nothing else in the crate touches these primitives.
+//! named file, descriptors passed over sockets, the fork handler, and process identity. Nothing else in the crate touches these primitives.
 
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
@@ -9,7 +8,6 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
 
 use rustix::fs::{AtFlags, FallocateFlags, FileType, MemfdFlags, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
@@ -43,9 +41,6 @@ pub(crate) struct Mapping {
     /// reservation back to the system (as kernels before 6.12 may): nothing more is mapped over
     /// it, and the drop unmaps only what is mapped.
     broken: AtomicBool,
-    /// Set when the memory must stay mapped after the value goes: the C library may still write
-    /// into it (see [`Mapping::keep_mapped`]).
-    kept: AtomicBool,
     fd: OwnedFd,
 }
 
@@ -139,7 +134,6 @@ impl Mapping {
             mapped: AtomicUsize::new(0),
             mapper: AtomicU64::new(0),
             broken: AtomicBool::new(false),
-            kept: AtomicBool::new(false),
             fd,
         };
         // Dropped on failure, which gives the reservation back.
@@ -166,13 +160,6 @@ impl Mapping {
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-
-    /// Leaves the memory mapped when the value is dropped, for the process's life: for a
-    /// mapping that may hold a mutex on a thread's robust list, through which the C library
-    /// writes on that thread's next lock or unlock.
-    pub(crate) fn keep_mapped(&self) {
-        self.kept.store(true, Ordering::Relaxed);
     }
 
     /// Reserves the file's memory over `range`, growing the file to its end if it is shorter.
@@ -409,9 +396,6 @@ impl Drop for Mapper<'_> {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if self.kept.load(Ordering::Relaxed) {
-            return;
-        }
         let len = if self.broken.load(Ordering::Relaxed) { self.mapped() } else { self.reserved };
         // SAFETY: the mapping and the reservation are this value's own and nothing refers into
         // them once the pool that owns the value is gone; after a failure, only what is mapped
@@ -425,185 +409,11 @@ pub(crate) fn thread_id() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
 
-/// The built-in lock's mutex: a process-shared, robust, normal `pthread_mutex_t` of the C
-/// library.
-///
-/// Robust, because the kernel then knows who holds it without anyone else interpreting a thread
-/// id: the holder's C library lists it in the thread's robust list, and when the thread dies the
-/// kernel marks the word `FUTEX_OWNER_DIED` and wakes a waiter, whose lock returns `EOWNERDEAD`.
-/// It must be the C library's own mutex: the kernel keeps one robust list per thread, which the
-/// C library registers at thread start, so a list of our own would replace it. Normal rather
-/// than error-checking, because an error-checking mutex compares the raw thread id in the word
-/// with the caller's, and two threads in different pid namespaces can have the same id.
-#[repr(C)]
-pub(crate) struct RobustMutex(core::cell::UnsafeCell<libc::pthread_mutex_t>);
-
-/// What a pool records of the C library whose mutex it holds, so that a process built against
-/// another one (whose `pthread_mutex_t` would read the same bytes differently) is refused: the
-/// size of `pthread_mutex_t`, and the library's family in the high half.
-pub(crate) const LOCK_ABI: u32 = {
-    let family: u32 = if cfg!(target_env = "gnu") {
-        1
-    } else if cfg!(target_env = "musl") {
-        2
-    } else {
-        3
-    };
-    family << 16 | core::mem::size_of::<libc::pthread_mutex_t>() as u32
-};
-
-/// How the C library's mutex was taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Acquired {
-    /// From a holder that released it.
-    Clean,
-    /// From a holder that died holding it: the caller holds it now, and must make it consistent
-    /// before releasing it, or it can never be taken again.
-    OwnerDied,
-}
-
-/// Why the C library's mutex was not taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// Someone holds it (from a try that does not wait).
-    Busy,
-    /// Someone held it until the deadline.
-    TimedOut,
-    /// Anything else the C library said.
-    Os(Errno),
-}
-
-/// What a `pthread_mutex_*lock` result code says.
-fn lock_outcome(code: core::ffi::c_int) -> Result<Acquired, Refused> {
-    match code {
-        0 => Ok(Acquired::Clean),
-        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
-        libc::EBUSY => Err(Refused::Busy),
-        libc::ETIMEDOUT => Err(Refused::TimedOut),
-        code => Err(Refused::Os(Errno::from_raw_os_error(code))),
-    }
-}
-
-/// What a `pthread_*` result code that is 0 on success says.
-fn check(code: core::ffi::c_int) -> Result<(), Errno> {
-    match code {
-        0 => Ok(()),
-        code => Err(Errno::from_raw_os_error(code)),
-    }
-}
-
-#[cfg(target_env = "gnu")]
-extern "C" {
-    /// glibc's `pthread_mutex_clocklock` (2.30 and later), which the `libc` crate does not
-    /// declare: a timed lock against a clock of the caller's choosing.
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clock: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> core::ffi::c_int;
-}
-
-/// The clock a timed lock's deadline is read against: the monotonic one where the C library
-/// takes a clock (glibc), so that a change of the wall clock does not stretch or cut a wait;
-/// elsewhere the wall clock, the only one `pthread_mutex_timedlock` knows.
-#[cfg(target_env = "gnu")]
-const DEADLINE_CLOCK: rustix::time::ClockId = rustix::time::ClockId::Monotonic;
-#[cfg(not(target_env = "gnu"))]
-const DEADLINE_CLOCK: rustix::time::ClockId = rustix::time::ClockId::Realtime;
-
-/// The absolute time `timeout` from now on [`DEADLINE_CLOCK`], saturating far in the future.
-fn deadline(timeout: Duration) -> libc::timespec {
-    let now = rustix::time::clock_gettime(DEADLINE_CLOCK);
-    let nanos = now.tv_nsec as u32 + timeout.subsec_nanos();
-    let carry = u64::from(nanos / 1_000_000_000);
-    let secs = i64::try_from(timeout.as_secs().saturating_add(carry)).unwrap_or(i64::MAX);
-    libc::timespec {
-        tv_sec: now.tv_sec.saturating_add(secs) as libc::time_t,
-        tv_nsec: libc::c_long::from(nanos % 1_000_000_000),
-    }
-}
-
-impl RobustMutex {
-    fn raw(&self) -> *mut libc::pthread_mutex_t {
-        self.0.get()
-    }
-
-    /// Makes the mutex at `this`: process-shared, robust, normal.
-    ///
-    /// # Errors
-    /// The C library's error, if it refuses one of the attributes.
-    ///
-    /// # Safety
-    /// - `this` is valid for writes and aligned, in memory that other processes may map.
-    /// - No thread, in any process, uses the mutex yet.
-    pub(crate) unsafe fn init(this: *mut Self) -> Result<(), Errno> {
-        let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is valid for writes; `init` fills it in.
-        check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
-        let attr = attr.as_mut_ptr();
-        let made = (|| {
-            // SAFETY: `attr` was initialised above and is not destroyed until below.
-            check(unsafe { libc::pthread_mutexattr_settype(attr, libc::PTHREAD_MUTEX_NORMAL) })?;
-            // SAFETY: as above.
-            check(unsafe {
-                libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED)
-            })?;
-            // SAFETY: as above.
-            check(unsafe { libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST) })?;
-            // SAFETY: (1) `this` is valid and nobody uses the mutex yet (caller); (2) `attr` is
-            // initialised.
-            check(unsafe {
-                libc::pthread_mutex_init(core::ptr::addr_of_mut!((*this).0).cast(), attr)
-            })
-        })();
-        // SAFETY: `attr` is initialised, and the mutex keeps no reference to it.
-        unsafe { libc::pthread_mutexattr_destroy(attr) };
-        made
-    }
-
-    /// Takes the mutex if nobody holds it, without waiting.
-    #[inline]
-    pub(crate) fn try_lock(&self) -> Result<Acquired, Refused> {
-        // SAFETY: the mutex was initialised by `init` when the pool was made, and lives in the
-        // mapping as long as `self`.
-        lock_outcome(unsafe { libc::pthread_mutex_trylock(self.raw()) })
-    }
-
-    /// Takes the mutex, waiting as long as it takes, or at most `timeout`.
-    pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
-        let Some(timeout) = timeout else {
-            // SAFETY: as in `try_lock`.
-            return lock_outcome(unsafe { libc::pthread_mutex_lock(self.raw()) });
-        };
-        let deadline = deadline(timeout);
-        #[cfg(target_env = "gnu")]
-        // SAFETY: as in `try_lock`; the deadline is a valid `timespec` on the named clock.
-        let code = unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &deadline) };
-        #[cfg(not(target_env = "gnu"))]
-        // SAFETY: as in `try_lock`; the deadline is a valid `timespec` on the wall clock.
-        let code = unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) };
-        lock_outcome(code)
-    }
-
-    /// Marks the state the mutex guards consistent again, after a lock that returned
-    /// [`Acquired::OwnerDied`] and the repair of what the dead holder left.
-    ///
-    /// # Errors
-    /// The C library's error: only when the caller does not hold the mutex from a dead owner.
-    pub(crate) fn make_consistent(&self) -> Result<(), Errno> {
-        // SAFETY: as in `try_lock`.
-        check(unsafe { libc::pthread_mutex_consistent(self.raw()) })
-    }
-
-    /// Releases the mutex, waking a waiter if there is one.
-    ///
-    /// # Errors
-    /// The C library's error: `EPERM` when the calling thread does not hold it.
-    pub(crate) fn unlock(&self) -> Result<(), Errno> {
-        // SAFETY: as in `try_lock`.
-        check(unsafe { libc::pthread_mutex_unlock(self.raw()) })
-    }
-}
+/// The format of the lock words in a pool, the pool's own and every
+/// [`ShmMutex`](crate::ShmMutex)'s, which a pool records so that a build that reads them
+/// differently is refused: 2, the identity-naming word with its waiters' bit (1 was the C
+/// library's robust mutex, whose size and library family the pool recorded instead).
+pub(crate) const LOCK_ABI: u32 = 2 << 16;
 
 /// Ends the process at once, as SIGKILL from outside would: the fail points of the crash tests.
 #[cfg(melon_failpoints)]

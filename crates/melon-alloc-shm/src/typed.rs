@@ -47,9 +47,6 @@ use crate::{ShmError, ShmPool};
 ///   definition changed while a pool made with the old one lives on) must have the same fields,
 ///   with atomics and mutexes in the same places.
 ///
-/// [`ShmMutex`](crate::ShmMutex) is the one exception to "every bit pattern": it has no
-/// constructor by value, and is only ever made in place by its own functions.
-///
 /// # Examples
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};

@@ -28,6 +28,7 @@ use melon_alloc_shm::{ShmError, ShmMutex, ShmPool};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
 const GIB: usize = 1 << 30;
 
 /// How long a process may wait for a lock whose holder died: the kernel hands the lock on as the
@@ -76,8 +77,8 @@ fn main() -> ExitCode {
             a_process_without_descriptors_to_spare_still_uses_the_pool,
         ),
         (
-            "a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped",
-            a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped,
+            "a_pool_dropped_under_a_forgotten_mutex_guard_is_written_no_more",
+            a_pool_dropped_under_a_forgotten_mutex_guard_is_written_no_more,
         ),
         (
             "a_collection_dropped_by_the_holder_of_the_lock_keeps_its_buffer",
@@ -798,44 +799,43 @@ fn a_guard_copied_by_a_fork_is_not_the_childs_to_release() {
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
 }
 
-/// Safe code only: a guard of a `ShmMutex` forgotten, and its pool dropped. The C library's list
-/// of the thread's robust mutexes still runs through the mutex, and the thread's next lock of
-/// another writes a link into it: the dropped pool leaves its memory mapped, so that the write
-/// lands there, not in unmapped memory (a crash) or in what is mapped there next (another
-/// pool's blocks). In a child, whose crash the case would see.
-fn a_pool_dropped_under_a_forgotten_mutex_guard_stays_mapped() {
-    for size in [MIB, 16 * MIB] {
-        fork(move || {
-            let first = ShmPool::new(16 * MIB).unwrap();
-            let mutex = ShmMutex::new_in(0u64, &first).unwrap();
-            core::mem::forget(mutex.lock().unwrap());
-            let place = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).addr();
-            drop(mutex);
-            drop(first);
-            let second = ShmPool::new(size).unwrap();
-            // Blocks of the second pool, zeroed, whatever addresses it took.
-            let mut blocks = Vec::new();
-            while let Some(block) = second.alloc(4096) {
-                // SAFETY: the block is 4096 bytes of this pool, used by nothing else.
-                unsafe { block.as_ptr().write_bytes(0, 4096) };
-                blocks.push(block);
-            }
-            let third = ShmPool::new(MIB).unwrap();
-            let mutex = ShmMutex::new_in(1u64, &third).unwrap();
-            *mutex.lock().unwrap() += 1;
-            assert_eq!(*mutex.lock().unwrap(), 2);
-            for block in blocks {
-                assert!(
-                    !(block.as_ptr().addr()..block.as_ptr().addr() + 4096).contains(&place),
-                    "the second pool took the first one's addresses"
-                );
-                // SAFETY: as above; read after the locks, which must not have written here.
-                let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), 4096) };
-                assert!(bytes.iter().all(|&byte| byte == 0), "a lock wrote into a block");
-            }
-        })
-        .succeeds("a thread locked a mutex after a pool went under a forgotten guard");
-    }
+/// Safe code only: a guard of a `ShmMutex` forgotten, and its pool dropped. The pool's memory
+/// is unmapped, and nothing of the thread's points into the mutex any more: its next locks of
+/// other mutexes write nothing at the mutex's address, mapped again here as a zeroed page. (A
+/// robust mutex of the C library would stay on the thread's list, through which those locks
+/// write.) In a child, whose crash the case would see.
+fn a_pool_dropped_under_a_forgotten_mutex_guard_is_written_no_more() {
+    fork(|| {
+        let first = ShmPool::new(16 * MIB).unwrap();
+        let mutex = ShmMutex::new_in(0u64, &first).unwrap();
+        core::mem::forget(mutex.lock().unwrap());
+        let place = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).addr();
+        drop(mutex);
+        drop(first);
+        let page = place & !(PAGE - 1);
+        // SAFETY: `MAP_FIXED_NOREPLACE` maps a new private page only where nothing is mapped,
+        // and fails otherwise.
+        let mapped = unsafe {
+            libc::mmap(
+                page as *mut libc::c_void,
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(mapped as usize, page, "the dropped pool's memory is unmapped");
+        let other = ShmPool::new(MIB).unwrap();
+        let mutex = ShmMutex::new_in(1u64, &other).unwrap();
+        *mutex.lock().unwrap() += 1;
+        assert_eq!(*mutex.lock().unwrap(), 2);
+        drop(mutex);
+        // SAFETY: the page was mapped above, readable and written by nothing of this test's.
+        let bytes = unsafe { core::slice::from_raw_parts(page as *const u8, PAGE) };
+        assert!(bytes.iter().all(|&byte| byte == 0), "a lock wrote where the mutex was");
+    })
+    .succeeds("a thread locked a mutex after a pool went under a forgotten guard");
 }
 
 /// A collection in the pool dropped by a thread that holds the pool's lock: its free cannot

@@ -23,8 +23,8 @@ const MIB: usize = 1 << 20;
 /// Bytes of the directory's block of entries, which the first insertion allocates for good.
 const DIRECTORY_BYTES: usize = 32 << 10;
 
-/// How long a process may wait for a lock whose holder died: the kernel hands the lock on as the
-/// holder dies, so this bound only proves that nothing hangs, on however busy a machine.
+/// How long a process may wait for a lock whose holder died: a waiter asks every 5 ms whether
+/// the holder lives, so this bound only proves that nothing hangs, on however busy a machine.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
@@ -33,6 +33,10 @@ fn main() -> ExitCode {
     let mut cases: Vec<Case> = vec![
         ("workers_count_under_a_named_mutex", workers_count_under_a_named_mutex),
         ("a_holder_killed_in_a_mutex_hands_it_on", a_holder_killed_in_a_mutex_hands_it_on),
+        (
+            "a_poisoning_mutex_whose_holder_died_never_hands_out_its_value_again",
+            a_poisoning_mutex_whose_holder_died_never_hands_out_its_value_again,
+        ),
         (
             "a_waiter_gets_a_mutex_whose_holder_is_killed",
             a_waiter_gets_a_mutex_whose_holder_is_killed,
@@ -118,6 +122,41 @@ fn workers_count_under_a_named_mutex() {
     drop(guard);
     assert_eq!(table.takeovers(), 0);
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// A worker killed holding two mutexes of values it was changing: the one that poisons never
+/// hands its value out again, and its box frees the mutex's block alone; the other hands the
+/// value on, with the death reported.
+fn a_poisoning_mutex_whose_holder_died_never_hands_out_its_value_again() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let mut words = allocator_api2::vec::Vec::new_in(&shm);
+    words.extend_from_slice(&[1u64, 2, 3]);
+    let map = ShmMutex::new_poisoning_in(words, &shm).unwrap();
+    let plain = ShmMutex::new_in(7u64, &shm).unwrap();
+    assert_eq!(map.lock().unwrap()[..], [1, 2, 3]);
+    let mut holder = fork(|| {
+        let mut half_changed = map.lock().unwrap();
+        half_changed.push(4);
+        let _also = plain.lock().unwrap();
+        kill_self();
+    });
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    assert_eq!(map.try_lock_for(TAKEOVER_BOUND).map(|_| ()), Err(ShmError::Poisoned));
+    assert_eq!(map.lock().map(|_| ()), Err(ShmError::Poisoned), "for good");
+    assert_eq!(map.takeovers(), 1);
+    assert!(ShmError::Poisoned.to_string().contains("died"));
+    let guard = plain.try_lock_for(TAKEOVER_BOUND).unwrap();
+    assert!(guard.holder_died());
+    assert_eq!(*guard, 7);
+    drop(guard);
+    assert!(!plain.lock().unwrap().holder_died());
+    // Dropping the poisoning box frees the mutex's block, not the value's buffer.
+    let before = shm.stats().unwrap().live_blocks;
+    drop(map);
+    assert_eq!(shm.stats().unwrap().live_blocks, before - 1, "the mutex's block alone");
+    drop(plain);
+    assert_eq!(shm.stats().unwrap().live_blocks, before - 2);
     shm.check().unwrap();
 }
 

@@ -240,8 +240,10 @@ pub(super) fn objects_results(page: &mut String) {
         "Measured {}. Criterion's means, wall clock, uncontended. `find` and `named` look up one \
          of 200 names of `u64` values in turn, each under the pool's lock; the mutex rows take \
          and release a mutex in a block of the pool and write the value it guards while they \
-         hold it. `ShmMutex` wraps the C library's robust, process-shared mutex, so the gap \
-         between its row and the robust one is its own cost.\n",
+         hold it. The two `pthread` rows are the C library's process-shared mutex, without and \
+         with robustness (a report of a holder's death); `ShmMutex` reports a holder's death \
+         on a word of its own, which names the holder's process by its identity in the pool, \
+         and finds its pool in the registry of mapped pools on each lock.\n",
         utc(when)
     );
     page.push_str(
@@ -263,18 +265,18 @@ pub(super) fn objects_results(page: &mut String) {
     if let (Some(shm), Some(robust)) =
         (figure("shm_mutex_pair"), figure("pthread_robust_mutex_pair"))
     {
-        // On a busy machine the two may swap places; a negative cost would say nothing true.
+        // On a busy machine the two may swap places; a negative gap would say nothing true.
         if shm > robust {
             let _ = writeln!(
                 page,
-                "\n`ShmMutex` adds {} ns in this run to the pair of the robust mutex it wraps.",
+                "\n`ShmMutex` took {} ns more than the C library's robust mutex in this run.",
                 ns(shm - robust)
             );
         } else {
             let _ = writeln!(
                 page,
-                "\n`ShmMutex` cost no more than the robust mutex it wraps in this run ({} against \
-                 {} ns): what it adds is within the noise.",
+                "\n`ShmMutex` took no more than the C library's robust mutex in this run ({} \
+                 against {} ns).",
                 ns(shm),
                 ns(robust)
             );

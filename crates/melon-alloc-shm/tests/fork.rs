@@ -101,6 +101,10 @@ fn main() -> ExitCode {
             a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies,
         ),
         (
+            "a_mutex_held_in_another_pid_namespace_is_handed_on_only_when_its_holder_dies",
+            a_mutex_held_in_another_pid_namespace_is_handed_on_only_when_its_holder_dies,
+        ),
+        (
             "past_a_full_owner_table_chunks_are_lent_but_not_reclaimed",
             past_a_full_owner_table_chunks_are_lent_but_not_reclaimed,
         ),
@@ -1142,6 +1146,64 @@ fn a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies() {
     inside.succeeds("the processes inside the namespace");
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
+}
+
+/// A `ShmMutex` held by a worker in a pid namespace of its own, whose pid there means nothing
+/// outside: while the worker lives, the master's timed lock gives up and takes nothing over;
+/// once it is killed, the master's lock gets the mutex with the death reported, and the value
+/// the worker left.
+fn a_mutex_held_in_another_pid_namespace_is_handed_on_only_when_its_holder_dies() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let mutex = ShmMutex::new_in(0u64, &shm).unwrap();
+    // 0: namespace made (1) or refused (errno + 2); 1: the worker holds the mutex; 2: kill it;
+    // 3: it is dead.
+    let mailbox = SharedWords::<AtomicU64>::new(4);
+    let inside = fork(|| {
+        // SAFETY: this child has a single thread, as `unshare(CLONE_NEWUSER)` requires; it
+        // changes only this process's namespaces, and its children's.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            mailbox[0].store(errno as u64 + 2, Ordering::Release);
+            return;
+        }
+        mailbox[0].store(1, Ordering::Release);
+        // The namespace's first process, its init, starts the worker and kills it when told.
+        fork(|| {
+            let mut worker = fork(|| {
+                assert_eq!(std::process::id(), 2, "the worker is pid 2 of its namespace");
+                let mut guard = mutex.lock().unwrap();
+                *guard = 42;
+                mailbox[1].store(1, Ordering::Release);
+                idle_until_killed()
+            });
+            await_word(&mailbox[2]);
+            worker.kill_dead();
+            mailbox[3].store(1, Ordering::Release);
+        })
+        .succeeds("the namespace's first process");
+    });
+    let entered = await_word(&mailbox[0]);
+    if entered != 1 {
+        inside.succeeds("the process that tried to make a namespace");
+        println!(
+            "  skipped: the kernel refuses a new user and pid namespace here: {}",
+            std::io::Error::from_raw_os_error((entered - 2) as i32)
+        );
+        return;
+    }
+    await_word(&mailbox[1]);
+    let waited = mutex.try_lock_for(Duration::from_millis(50)).map(|_| ());
+    assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "the holder lives: {waited:?}");
+    assert_eq!(mutex.takeovers(), 0);
+    mailbox[2].store(1, Ordering::Release);
+    await_word(&mailbox[3]);
+    let guard = mutex.try_lock_for(TAKEOVER_BOUND).unwrap();
+    assert!(guard.holder_died(), "the holder was killed holding the mutex");
+    assert_eq!(*guard, 42);
+    drop(guard);
+    assert_eq!(mutex.takeovers(), 1);
+    inside.succeeds("the processes inside the namespace");
+    assert!(!mutex.lock().unwrap().holder_died());
 }
 
 /// With every slot of the owner table held by a live process, one more process still gets

@@ -311,7 +311,8 @@ impl Shared {
                 if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                let lock = self.word_lock(&header.lock.word, self.identity_here());
+                let identity = self.identity.get(header.lock, self.mapping.fd(), &self.spares);
+                let lock = self.word_lock(&header.lock.word, identity);
                 lock_robust(&lock, timeout, header.takeovers, || {
                     // An undo that cannot run leaves the log as it is, and `catch_up` below
                     // reports why.

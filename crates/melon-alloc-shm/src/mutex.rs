@@ -231,7 +231,8 @@ impl<T> ShmMutex<T> {
                 }
             })?;
             self.lock.holder.store(token, Ordering::Relaxed);
-            let guard = ShmMutexGuard { mutex: self, me, holder_died, _not_send: PhantomData };
+            let guard =
+                ShmMutexGuard { mutex: self, me, token, holder_died, _not_send: PhantomData };
             if poisoning {
                 if self.state.load(Ordering::Relaxed) & POISONED != 0 {
                     // Released by the guard, without the value ever being reached.
@@ -285,8 +286,10 @@ pub struct ShmMutexGuard<'a, T> {
     mutex: &'a ShmMutex<T>,
     /// This process's identity in the pool, which the word names while the guard holds it.
     me: u32,
+    /// The token of the thread that took the mutex, which the mutex keeps while it holds it.
+    token: u64,
     holder_died: bool,
-    /// The hold belongs to the thread that took it, whose token the mutex keeps.
+    /// The hold belongs to the thread that took it.
     _not_send: PhantomData<*const ()>,
 }
 
@@ -329,18 +332,19 @@ impl<T> DerefMut for ShmMutexGuard<'_, T> {
 impl<T> Drop for ShmMutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // Only the thread that holds the mutex releases it, and clears its own token: a copy of
-        // the guard that a fork left in a child, whose thread has another token, leaves both
-        // alone, so that the parent's hold stands and it still hears `WouldDeadlock`. A load
-        // and a store tell, without a locked instruction: only a holder writes the token, its
-        // own once it holds the word and 0 before it lets go, so a thread reads its own token
-        // there only while it holds the mutex.
+        // Only the hold this guard is releases the mutex: the guard's thread, while the mutex
+        // still keeps its token. A copy of the guard that a fork left in a child has another
+        // thread's token than the child's, so it leaves the mutex alone, whoever holds it now:
+        // the parent, whose hold stands and still hears `WouldDeadlock`, or the child itself,
+        // which took it since. A load and a store tell, without a locked instruction: only a
+        // holder writes the token, its own once it holds the word and 0 before it lets go, so a
+        // thread reads its own token there only while it holds the mutex.
         let lock = &self.mutex.lock;
-        if lock.holder.load(Ordering::Relaxed) == sys::thread_token() {
+        if self.token == sys::thread_token() && lock.holder.load(Ordering::Relaxed) == self.token {
             lock.holder.store(0, Ordering::Relaxed);
             // Released without the pool: a release asks nothing about holders.
             let word = ProcessLock::new(&lock.word, self.me, Kernel { pool: None });
-            // Refused only where the word names another process, which the token rules out.
+            // The word names this process, whose thread this is: never refused.
             let _ = unlock_robust(&word);
         }
     }
@@ -469,8 +473,10 @@ impl<T> Drop for ShmMutexBox<'_, T> {
         let shared = self.pool.shared();
         let word = shared.word_lock(&mutex.lock.word, shared.identity_here());
         // Taken at once, or from a holder found dead; a live holder (a thread that forgot its
-        // guard, say) keeps it, and the block stays as it is, for the pool's life.
-        let Ok(acquired) = word.lock(Some(Duration::ZERO)) else {
+        // guard, say) keeps it, and the block stays as it is, for the pool's life. A free word
+        // is taken by the try, without the waiters' bit that the timed lock takes it with and
+        // that the release would answer with a wake nobody waits for.
+        let Ok(acquired) = word.try_lock().or_else(|_| word.lock(Some(Duration::ZERO))) else {
             return;
         };
         let _ = unlock_robust(&word);

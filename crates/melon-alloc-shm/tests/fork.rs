@@ -77,6 +77,10 @@ fn main() -> ExitCode {
             a_process_without_descriptors_to_spare_still_uses_the_pool,
         ),
         (
+            "a_mutex_guard_copied_by_a_fork_releases_nothing_in_the_child",
+            a_mutex_guard_copied_by_a_fork_releases_nothing_in_the_child,
+        ),
+        (
             "a_pool_dropped_under_a_forgotten_mutex_guard_is_written_no_more",
             a_pool_dropped_under_a_forgotten_mutex_guard_is_written_no_more,
         ),
@@ -801,6 +805,43 @@ fn a_guard_copied_by_a_fork_is_not_the_childs_to_release() {
         .succeeds("a child takes the lock after the parent released it");
     assert!(shm.lock().is_ok());
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+}
+
+/// A process forked while its parent holds a `ShmMutex` inherits a copy of the parent's guard.
+/// Once the parent has let go and the child has taken the mutex itself, the child's drop of the
+/// copy releases nothing: the child's own hold stands (the parent's timed lock gives up), and
+/// its own release hands the mutex back with no death reported.
+fn a_mutex_guard_copied_by_a_fork_releases_nothing_in_the_child() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let mutex = ShmMutex::new_in(0u64, &shm).unwrap();
+    let guard = mutex.lock().unwrap();
+    // 0: the child holds the mutex and dropped the copy; 1: the parent looked, let go.
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    let child = {
+        let (mutex, guard, mailbox) = (&mutex, &guard, &mailbox);
+        fork(move || {
+            let mut own = mutex.try_lock_for(TAKEOVER_BOUND).expect("released by the parent");
+            assert!(!own.holder_died(), "the parent let go");
+            *own = 1;
+            // SAFETY: the child's memory is a copy of the parent's, so this guard is the
+            // child's copy of the parent's, used here once and never again in either process.
+            drop(unsafe { core::ptr::read(guard) });
+            mailbox[0].store(1, Ordering::Release);
+            await_word(&mailbox[1]);
+            *own = 2;
+        })
+    };
+    drop(guard);
+    await_word(&mailbox[0]);
+    let waited = mutex.try_lock_for(Duration::from_millis(20)).map(|_| ());
+    assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "the child holds it: {waited:?}");
+    mailbox[1].store(1, Ordering::Release);
+    child.succeeds("a child dropped a copy of its parent's guard while it held the mutex");
+    let after = mutex.lock().unwrap();
+    assert!(!after.holder_died(), "the child let go; nobody died holding the mutex");
+    assert_eq!(*after, 2);
+    drop(after);
+    assert_eq!(mutex.takeovers(), 0);
 }
 
 /// Safe code only: a guard of a `ShmMutex` forgotten, and its pool dropped. The pool's memory

@@ -175,8 +175,8 @@ pub enum ShmError {
     LockMismatch,
     /// The lock failed.
     Lock(LockError),
-    /// The calling thread already holds the pool's lock (through a guard), and would wait for
-    /// itself forever.
+    /// The calling thread already holds the lock it asked for, the pool's or a
+    /// [`ShmMutex`](crate::ShmMutex)'s (through a guard), and would wait for itself forever.
     WouldDeadlock,
     /// A holder of a [`ShmMutex`](crate::ShmMutex) made by
     /// [`new_poisoning_in`](crate::ShmMutex::new_poisoning_in) died holding it: the value it
@@ -339,7 +339,7 @@ impl fmt::Display for ShmError {
             }
             Self::LockMismatch => f.write_str("the pool's lock kind does not match"),
             Self::Lock(error) => error.fmt(f),
-            Self::WouldDeadlock => f.write_str("this thread already holds the pool's lock"),
+            Self::WouldDeadlock => f.write_str("this thread already holds the lock"),
             Self::Poisoned => {
                 f.write_str("a holder of the mutex died holding it, and its value is lost")
             }

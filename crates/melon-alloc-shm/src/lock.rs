@@ -99,8 +99,8 @@ const SPIN_BACKOFF_MAX: u32 = 10;
 pub(crate) enum Acquired {
     /// From a holder that released it.
     Clean,
-    /// From a holder that died holding it: the caller holds it now, and must make it consistent
-    /// before releasing it, or it can never be taken again.
+    /// From a holder that died holding it: the caller holds it now, and repairs what the holder
+    /// left half done.
     OwnerDied,
 }
 
@@ -128,9 +128,6 @@ pub(crate) trait Robust {
 
     /// Takes the mutex, waiting as long as it takes, or at most `timeout`.
     fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused>;
-
-    /// Marks the guarded state consistent again after [`Acquired::OwnerDied`].
-    fn make_consistent(&self) -> Result<(), Errno>;
 
     /// Releases the mutex.
     fn unlock(&self) -> Result<(), Errno>;
@@ -270,12 +267,6 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
         }
     }
 
-    fn make_consistent(&self) -> Result<(), Errno> {
-        // Nothing to mark: a taker that dies before repairing is a dead holder like any other,
-        // and the next taker repairs.
-        Ok(())
-    }
-
     #[inline]
     fn unlock(&self) -> Result<(), Errno> {
         // One read-modify-write when nobody waits: the waiters read the word over and over, so
@@ -298,18 +289,14 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
     }
 }
 
-/// Takes the built-in lock, waiting at most `timeout` if one is given. When the previous holder
-/// died holding it, `repair` undoes what it left half done before the lock is marked consistent
-/// again, and the takeover is counted in `takeovers`.
-///
-/// The order matters: were the lock marked consistent first and the caller then died before
-/// repairing, the kernel would still report the death to the next taker (any holder's death
-/// is), but a lock that the caller released without marking it consistent could never be taken
-/// again; so the mark comes last, and only after a repair that a later taker can run again.
+/// Takes a built-in lock word, waiting at most `timeout` if one is given. When the previous
+/// holder died holding it, `repair` undoes what it left half done, and the takeover is counted in
+/// `takeovers`. A taker that dies in the middle of the repair is a dead holder like any other:
+/// the next taker repairs again, so a repair must be one that can run twice.
 ///
 /// # Errors
-/// [`ShmError::LockTimeout`] when `timeout` passed first; [`ShmError::Os`] for anything else the
-/// mutex reports. Either way the caller does not hold the lock.
+/// [`ShmError::LockTimeout`] when `timeout` passed first. The caller then does not hold the
+/// lock.
 #[inline]
 pub(crate) fn lock_robust<M: Robust>(
     mutex: &M,
@@ -322,41 +309,24 @@ pub(crate) fn lock_robust<M: Robust>(
         Err(_) => lock_contended(mutex, timeout)?,
     };
     if acquired == Acquired::OwnerDied {
-        take_over(mutex, takeovers, repair)?;
+        take_over(takeovers, repair);
     }
     Ok(())
 }
 
-/// What a lock from a dead owner asks: count it, repair the state, then mark it consistent.
+/// What a lock from a dead owner asks: count it, and repair the state.
 #[cfg(not(melon_loom_broken))]
 #[cold]
-fn take_over<M: Robust>(
-    mutex: &M,
-    takeovers: &AtomicU64,
-    repair: impl FnOnce(),
-) -> Result<(), ShmError> {
+fn take_over(takeovers: &AtomicU64, repair: impl FnOnce()) {
     takeovers.fetch_add(1, Ordering::Relaxed);
     repair();
-    if let Err(errno) = mutex.make_consistent() {
-        // Only a mutex that is not robust, or not ours from a dead owner, refuses; either way
-        // the caller must not go on as the holder.
-        let _ = mutex.unlock();
-        return Err(ShmError::os("marking the pool's lock consistent", errno));
-    }
-    Ok(())
 }
 
 /// A deliberately broken [`take_over`], built only for the loom models that must catch it: it
 /// ignores the owner's death, as if the lock had been released, so nothing is repaired or
-/// counted, and the lock, released without being marked consistent, can never be taken again.
+/// counted.
 #[cfg(melon_loom_broken)]
-fn take_over<M: Robust>(
-    _mutex: &M,
-    _takeovers: &AtomicU64,
-    _repair: impl FnOnce(),
-) -> Result<(), ShmError> {
-    Ok(())
-}
+fn take_over(_takeovers: &AtomicU64, _repair: impl FnOnce()) {}
 
 #[cold]
 fn lock_contended<M: Robust>(mutex: &M, timeout: Option<Duration>) -> Result<Acquired, ShmError> {

@@ -33,7 +33,8 @@ const POISONED: u32 = 2;
 /// `docs/architecture.md`): it names the holder's process by the process's identity in the
 /// pool, which no pid namespace and no reuse of a pid can make another process's. When a
 /// holder's process dies, a locker waiting for it finds out within 5 ms and takes the mutex
-/// over, and its guard reports the death ([`ShmMutexGuard::holder_died`]); the value may be
+/// over (unless the holder had no identity of its own, as under "Whose memory is whose" in the
+/// [crate docs](crate), which nothing can tell the death of), and its guard reports the death ([`ShmMutexGuard::holder_died`]); the value may be
 /// half changed, and that locker decides what to do about it. The mutex is usable again after
 /// that guard. A thread that locks a mutex it holds already gets [`ShmError::WouldDeadlock`]
 /// rather than waiting for itself; a thread that ends holding one (its guard forgotten) leaves

@@ -222,9 +222,8 @@ impl Shared {
     fn header_atomics(&self) -> HeaderAtomics<'_> {
         let header = self.base().cast::<Header>();
         // SAFETY: (1) the mapping starts with the pool's header, valid for as long as the
-        // mapping, which outlives `self`; (2) each reference covers an atomic (the mutex is an
-        // `UnsafeCell`), which other processes only access atomically, or through the C
-        // library's mutex functions.
+        // mapping, which outlives `self`; (2) each reference covers atomics, which other
+        // processes only access atomically.
         unsafe {
             HeaderAtomics {
                 lock: &*ptr::addr_of!((*header).lock),
@@ -996,9 +995,9 @@ impl ShmGuard<'_> {
     ///
     /// # Errors
     /// [`ShmError::Lock`] when a custom lock's `unlock` fails; [`ShmError::Os`] when the
-    /// built-in lock says this thread no longer held it: the kernel judged it dead and handed
-    /// its lock on while it was alive, which only the case described under "Thread ids, pid
-    /// namespaces and the one residual case" in the architecture notes can do.
+    /// built-in lock says this thread does not hold it: the guard is a copy that a fork left in
+    /// another process (see "Thread ids, pid namespaces and identities" in the architecture
+    /// notes).
     ///
     /// # Examples
     /// ```

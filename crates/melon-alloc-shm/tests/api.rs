@@ -1250,12 +1250,12 @@ fn attach_refuses_what_is_not_a_pool() {
         attach(memfd_with(&newer, MIB as u64)),
         ShmError::VersionMismatch { found: 99, .. }
     ));
-    // The same copy as a process whose C library lays out `pthread_mutex_t` differently would
-    // have made it: the word after the lock kind (at byte 32) records the C library's kind and
-    // the mutex's size, and a built-in lock made by another C library is refused.
+    // The same copy as a build that lays out the lock words differently would have made it:
+    // the word after the lock kind (at byte 32) records the format of the pool's and its
+    // mutexes' lock words, and a built-in lock of another format is refused.
     let mut foreign = image.clone();
     let abi = u32::from_le_bytes(foreign[36..40].try_into().unwrap());
-    assert_ne!(abi, 0, "the header records the C library's kind");
+    assert_ne!(abi, 0, "the header records the lock words' format");
     foreign[36..40].copy_from_slice(&(abi ^ 0x0007_0000).to_le_bytes());
     assert_eq!(attach(memfd_with(&foreign, MIB as u64)), ShmError::LockMismatch);
     // An intact copy attaches.

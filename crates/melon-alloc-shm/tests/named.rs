@@ -1017,6 +1017,36 @@ fn a_mutex_dropped_while_held_keeps_its_block() {
     assert!(shm.available() > before);
 }
 
+/// A mutex's lock is its first cache line, which a process that died or went wrong may have left
+/// holding any bits. Whatever identity they name, nobody alive holds it, so the next lock takes
+/// the mutex over and says so, and the mutex goes on as before; except the anonymous identity
+/// (all ones), whose deaths nothing can tell, which keeps lockers waiting until their timeouts.
+#[test]
+fn a_mutex_whose_lock_holds_any_bits_is_taken_over_not_trusted() {
+    let shm = pool();
+    let mutex = ShmMutex::new_in(5u64, &shm).unwrap();
+    let line = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).cast::<u8>().cast_mut();
+    for byte in [0xa5u8, 0x01, 0x80, 0xff] {
+        // SAFETY: the mutex starts with its lock, a cache line of atomics that nothing holds or
+        // reads now; bytes written over it are bits its atomics may hold.
+        unsafe { line.write_bytes(byte, 64) };
+        if byte == 0xff {
+            let waited = mutex.try_lock_for(Duration::from_millis(20)).map(|_| ());
+            assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
+            // SAFETY: as above.
+            unsafe { line.write_bytes(0, 64) };
+            assert!(!mutex.lock().unwrap().holder_died(), "a zeroed lock is a free one");
+            continue;
+        }
+        let guard = mutex.try_lock_for(Duration::from_secs(10)).unwrap();
+        assert!(guard.holder_died(), "a word naming nobody alive, with {byte:#x}");
+        assert_eq!(*guard, 5);
+        drop(guard);
+        assert!(!mutex.lock().unwrap().holder_died());
+    }
+    assert_eq!(mutex.takeovers(), 3);
+}
+
 #[test]
 fn a_mutex_whose_holder_thread_ended_stays_held_while_its_process_lives() {
     let shm = pool();

@@ -531,7 +531,15 @@ fn epoch() -> u64 {
         return epoch;
     }
     // SAFETY: as above.
-    let word = unsafe { &*word };
+    draw_epoch(unsafe { &*word })
+}
+
+/// Draws the epoch of a new process into `word`, which holds 0: once per process, off the path
+/// of every lock.
+#[cold]
+#[inline(never)]
+fn draw_epoch(word: &core::sync::atomic::AtomicU64) -> u64 {
+    use core::sync::atomic::Ordering;
     // The first thread to draw in a new process wins; the others take its value.
     match word.compare_exchange(0, random_token(), Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => word.load(Ordering::Relaxed),
@@ -638,11 +646,20 @@ pub(crate) fn ids() -> Ids {
         if seen == generation && seen_epoch == epoch {
             return ids;
         }
-        register_fork_handler();
-        let ids = Ids { token: random_token() };
-        // Read again after registering: a fork between the first read and the registration
-        // would otherwise go unnoticed by this cache entry.
-        cache.set((FORK_GENERATION.load(Ordering::Relaxed), epoch, ids));
-        ids
+        fresh_ids(cache, epoch)
     })
+}
+
+/// Draws a thread's ids anew, in a new thread or process, and caches them with `epoch`: off the
+/// path of every lock.
+#[cold]
+#[inline(never)]
+fn fresh_ids(cache: &core::cell::Cell<(u64, u64, Ids)>, epoch: u64) -> Ids {
+    use core::sync::atomic::Ordering;
+    register_fork_handler();
+    let ids = Ids { token: random_token() };
+    // Read again after registering: a fork between the first read and the registration would
+    // otherwise go unnoticed by this cache entry.
+    cache.set((FORK_GENERATION.load(Ordering::Relaxed), epoch, ids));
+    ids
 }

@@ -77,11 +77,23 @@ impl Identity {
     /// system refuses to make one.
     #[inline]
     pub(crate) fn get(&self, lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> u32 {
-        let token = crate::sys::process_token();
-        if self.process.load(Ordering::Acquire) == token {
+        self.get_as(crate::sys::process_token(), lock, pool, spares)
+    }
+
+    /// [`get`](Identity::get), for a caller that has this process's
+    /// [`process_token`](crate::sys::process_token) at hand.
+    #[inline]
+    pub(crate) fn get_as(
+        &self,
+        process: u64,
+        lock: &PoolLock,
+        pool: BorrowedFd<'_>,
+        spares: &Spares,
+    ) -> u32 {
+        if self.process.load(Ordering::Acquire) == process {
             return self.id.load(Ordering::Relaxed);
         }
-        self.make(token, lock, pool, spares)
+        self.make(process, lock, pool, spares)
     }
 
     /// This process's identity, if it has made one: `None` in a process that only inherited

@@ -306,11 +306,13 @@ impl Shared {
         let mut token = 0;
         match &self.lock {
             None => {
-                token = sys::thread_token();
+                let process;
+                (token, process) = sys::thread_and_process_tokens();
                 if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                let identity = self.identity.get(header.lock, self.mapping.fd(), &self.spares);
+                let (lock, fd) = (header.lock, self.mapping.fd());
+                let identity = self.identity.get_as(process, lock, fd, &self.spares);
                 let lock = self.word_lock(&header.lock.word, identity);
                 lock_robust(&lock, timeout, header.takeovers, || {
                     // An undo that cannot run leaves the log as it is, and `catch_up` below

@@ -611,7 +611,15 @@ pub(crate) struct Ids {
 /// cannot do this: two threads in different pid namespaces may have the same one. Never 0.
 #[inline]
 pub(crate) fn thread_token() -> u64 {
-    ids().token
+    ids().0.token
+}
+
+/// The calling thread's token ([`thread_token`]) and its process's ([`process_token`]), for the
+/// lock, which needs both: the process's epoch is read once.
+#[inline]
+pub(crate) fn thread_and_process_tokens() -> (u64, u64) {
+    let (ids, epoch) = ids();
+    (ids.token, epoch)
 }
 
 /// 64 bits from the kernel's random pool, or, where it has none to give, from the time, the
@@ -632,7 +640,7 @@ fn random_token() -> u64 {
 }
 
 #[inline]
-pub(crate) fn ids() -> Ids {
+fn ids() -> (Ids, u64) {
     use core::cell::Cell;
     use core::sync::atomic::Ordering;
     thread_local! {
@@ -644,9 +652,9 @@ pub(crate) fn ids() -> Ids {
     CACHE.with(|cache| {
         let (seen, seen_epoch, ids) = cache.get();
         if seen == generation && seen_epoch == epoch {
-            return ids;
+            return (ids, epoch);
         }
-        fresh_ids(cache, epoch)
+        (fresh_ids(cache, epoch), epoch)
     })
 }
 

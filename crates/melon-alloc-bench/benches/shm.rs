@@ -11,6 +11,11 @@
 //!   64-byte blocks before the timing starts.
 //! - `glibc`: [`System`], which is `malloc` and `free` for this layout.
 //! - `heap`: a root [`HeapPool`], which takes no lock.
+//! - `lock_twice`: what the pair spends on the lock alone: [`ShmPool::lock`] and the guard's
+//!   drop, twice, with nothing done under the lock, in a 64 MiB pool.
+//! - `cas_four`: what the lock's four locked instructions cost on their own: two takes and two
+//!   releases of a bare word, each a compare-and-swap, with three stores under each take as an
+//!   operation's bookkeeping would make.
 //!
 //! The group `shm_reclaim` times the other side of a worker's life: a process that took 1 MiB
 //! through a child pool, in 64 chunks, and died; the time is that of the
@@ -39,6 +44,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{addr_of_mut, NonNull};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use std::alloc::System;
 use std::hint::black_box;
@@ -164,6 +170,44 @@ fn heap_pair<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
     });
 }
 
+/// The pool's lock taken and released twice, nothing done under it: the lock's share of a pair.
+fn lock_twice<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, shm: &ShmPool) {
+    group.bench_function("lock_twice", |b| {
+        b.iter(|| {
+            drop(black_box(shm.lock().expect("the pool's lock")));
+            drop(black_box(shm.lock().expect("the pool's lock")));
+        });
+    });
+}
+
+/// A bare lock word, in a cache line of its own, and three words an operation would write under
+/// it.
+#[repr(C, align(64))]
+struct BareLock {
+    word: AtomicU32,
+    written: [AtomicU64; 3],
+}
+
+/// Two takes and two releases of a [`BareLock`], each a compare-and-swap, with three stores under
+/// each take: the locked instructions of a locked pair, and nothing else.
+fn cas_four<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    let lock = BareLock { word: AtomicU32::new(0), written: Default::default() };
+    let lock = black_box(&lock);
+    group.bench_function("cas_four", |b| {
+        b.iter(|| {
+            for round in 0..2u64 {
+                // The results are not looked at: the word is free before each take and held
+                // before each release, and the compare-and-swaps run whatever they find.
+                let _ = lock.word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed);
+                for word in &lock.written {
+                    word.store(round, Ordering::Relaxed);
+                }
+                let _ = lock.word.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
+            }
+        });
+    });
+}
+
 /// Sets the sampling of a group. Each case is a few tens of nanoseconds, so small samples are
 /// stable enough, and they keep both groups, setup of a filled 1 GiB pool included, within about
 /// a minute and a half.
@@ -206,6 +250,12 @@ fn shm_alloc_64(wall: &mut Criterion, cpu: &mut Criterion<ThreadCpuTime>) {
     glibc_pair(&mut cpu);
     heap_pair(&mut wall);
     heap_pair(&mut cpu);
+    let shm = filled_pool(SMALL_POOL, 0);
+    lock_twice(&mut wall, &shm);
+    lock_twice(&mut cpu, &shm);
+    drop(shm);
+    cas_four(&mut wall);
+    cas_four(&mut cpu);
     wall.finish();
     cpu.finish();
 }

@@ -47,10 +47,12 @@ pub(super) fn shm_results(
     let mut wall_ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
     let mut bars = Vec::new();
-    let rows = SHM_CASES
-        .iter()
-        .copied()
-        .chain([("glibc", "glibc"), ("heap", "heap (`HeapPool`, no lock)")]);
+    let rows = SHM_CASES.iter().copied().chain([
+        ("glibc", "glibc"),
+        ("heap", "heap (`HeapPool`, no lock)"),
+        ("lock_twice", "the pool's lock taken and released twice, nothing under it"),
+        ("cas_four", "four compare-and-swaps: a bare word taken and released twice"),
+    ]);
     for (id, label) in rows {
         let (Some(w), c) = (wall(id), cpu(id)) else { continue };
         let wr = w.ns / glibc_wall.ns;
@@ -73,7 +75,7 @@ pub(super) fn shm_results(
                 (_, None) => "n/a".into(),
             }
         );
-        if id != "glibc" {
+        if shared || id == "heap" {
             let series = if shared { "shm" } else { "melon" };
             bars.push(Bar { series, value: wr, target: shared.then_some(5.0) });
         }
@@ -95,6 +97,7 @@ pub(super) fn shm_results(
         verdict(cpu_met),
         if cpu_ratios.is_empty() { "n/a".into() } else { range(&cpu_ratios) }
     );
+    lock_share(page, wall("shm_64MiB/fill_0"), wall("lock_twice"), wall("cas_four"), glibc_wall);
     targets.push(Target {
         target: "shm 64 B alloc+free at 0 / 50 / 95 % fill (64 MiB and 1 GiB) ≤ 5 × glibc".into(),
         result: format!("{} wall, {} CPU", range(&wall_ratios), range(&cpu_ratios)),
@@ -106,6 +109,31 @@ pub(super) fn shm_results(
             "**no**".into()
         },
     });
+}
+
+/// What the lock takes of a pair, by the wall clock: the pool's lock taken and released twice,
+/// and the four locked instructions alone, against the pair in the empty 64 MiB pool.
+fn lock_share(
+    page: &mut String,
+    pair: Option<Estimate>,
+    locks: Option<Estimate>,
+    cas: Option<Estimate>,
+    glibc: Estimate,
+) {
+    let (Some(pair), Some(locks), Some(cas)) = (pair, locks, cas) else { return };
+    let _ = writeln!(
+        page,
+        "Of the {} ns of a pair in the empty 64 MiB pool, taking and releasing the pool's lock \
+         twice takes {} ns ({} × glibc's whole pair), and the four compare-and-swaps of any lock \
+         that is taken and released with one each take {} ns ({} × glibc's pair) on their own: \
+         a locked pair within 5 × glibc leaves {} ns for everything else a pair does.\n",
+        ns(pair.ns),
+        ns(locks.ns),
+        ratio(locks.ns / glibc.ns),
+        ns(cas.ns),
+        ratio(cas.ns / glibc.ns),
+        ns((5.0 * glibc.ns - cas.ns).max(0.0)),
+    );
 }
 
 /// The time to take back a dead process's chunks (`shm_reclaim`).
@@ -782,7 +810,7 @@ const OWN_LOCK: &str = "The pool's own lock word: before and after";
 /// Why the shared pool's figures are what they are, kept from the analysis of earlier runs.
 pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
 
-- **One operation.** `valgrind --tool=callgrind` counts about 490 instructions per operation
+- **One operation.** `valgrind --tool=callgrind` counts about 460 instructions per operation
   of the hammer's loop inside the shared pool, at one process, where glibc's `malloc` and `free`
   take about 200 on the same loop (`hammer N --processes 1 --runs 1 --workloads mixed --variants
   shm` and `--variants glibc` under `--trace-children=yes`, with N of 100,000 and 200,000, the

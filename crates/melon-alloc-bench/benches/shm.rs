@@ -11,11 +11,11 @@
 //!   64-byte blocks before the timing starts.
 //! - `glibc`: [`System`], which is `malloc` and `free` for this layout.
 //! - `heap`: a root [`HeapPool`], which takes no lock.
-//! - `lock_twice`: what the pair spends on the lock alone: [`ShmPool::lock`] and the guard's
-//!   drop, twice, with nothing done under the lock, in a 64 MiB pool.
-//! - `cas_four`: what the lock's four locked instructions cost on their own: two takes and two
-//!   releases of a bare word, each a compare-and-swap, with three stores under each take as an
-//!   operation's bookkeeping would make.
+//! - `lock_twice`: the pool's lock alone, measured apart from the pair: [`ShmPool::lock`] and
+//!   the guard's drop, twice, with nothing done under the lock, in a 64 MiB pool.
+//! - `cas_four`: four compare-and-swaps of the kind a lock is taken and released with, measured
+//!   apart: two takes and two releases of a bare word, uncontended, with three stores to the
+//!   word's cache line under each take.
 //!
 //! The group `shm_reclaim` times the other side of a worker's life: a process that took 1 MiB
 //! through a child pool, in 64 chunks, and died; the time is that of the
@@ -180,8 +180,7 @@ fn lock_twice<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, shm: &ShmPool) 
     });
 }
 
-/// A bare lock word, in a cache line of its own, and three words an operation would write under
-/// it.
+/// A bare lock word and, in its cache line, three words an operation would write under it.
 #[repr(C, align(64))]
 struct BareLock {
     word: AtomicU32,
@@ -189,7 +188,7 @@ struct BareLock {
 }
 
 /// Two takes and two releases of a [`BareLock`], each a compare-and-swap, with three stores under
-/// each take: the locked instructions of a locked pair, and nothing else.
+/// each take, in criterion's loop.
 fn cas_four<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
     let lock = BareLock { word: AtomicU32::new(0), written: Default::default() };
     let lock = black_box(&lock);

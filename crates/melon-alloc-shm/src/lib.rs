@@ -77,7 +77,8 @@
 //! [`ShmOffset`], which means the same value in every process, wherever it maps the pool; a
 //! name finds one ([`ShmPool::insert_named`], [`ShmPool::find`], [`ShmPool::named`]), with its
 //! type checked; a [`ShmMutex`] guards one with a lock word like the pool's own, which tells the
-//! next holder when a holder's process died holding it.
+//! next holder when a holder's process died holding it (one with an identity of its own: see
+//! "Whose memory is whose" above).
 //!
 //! ```
 //! use melon_alloc_shm::{ShmMutex, ShmPool};

@@ -82,8 +82,7 @@ pub unsafe trait ShmLock: Send + Sync {
 
 /// How many times a waiter tries the lock, pausing in between, before it sleeps: a holder keeps
 /// the lock for well under a microsecond, and a spin, even of tens of microseconds, is cheaper
-/// than a sleep and a wake-up through the kernel, which is all the C library's robust mutex
-/// does on its own.
+/// than a sleep and a wake-up through the kernel.
 const SPINS: u32 = 16;
 
 /// The longest pause between two tries while spinning: 2^10 pause instructions, 7,167 in all
@@ -169,10 +168,10 @@ pub(crate) enum Waited {
 
 /// The pool's built-in lock, as one process takes it: a 32-bit word in the mapping holding the
 /// identity of the process that holds it (and [`WAITERS`]), taken with one compare-and-swap and
-/// released with one swap. A waiter sleeps on the word with the kernel's futex, waking now and
-/// then to ask whether the holder's process still lives; a dead holder's word is taken over by
-/// one compare-and-swap from the word the waiter saw, and reported as
-/// [`Acquired::OwnerDied`]. Process identities come from the pool's file, not from any id of
+/// released with one, or, when the waiters' bit is set, with a swap and a wake. A waiter sleeps
+/// on the word with the kernel's futex, waking now and then to ask whether the holder's process
+/// still lives; a dead holder's word is taken over by one compare-and-swap from the word the
+/// waiter saw, and reported as [`Acquired::OwnerDied`]. Process identities come from the pool's file, not from any id of
 /// the kernel's, so no pid namespace can make one process look like another.
 pub(crate) struct ProcessLock<'a, W> {
     word: &'a AtomicU32,
@@ -359,7 +358,7 @@ fn refusal(refused: Refused, start: Instant) -> ShmError {
     match refused {
         Refused::TimedOut => ShmError::LockTimeout { waited: start.elapsed() },
         // A wait without a deadline never reports busy; say so rather than invent an errno.
-        Refused::Busy => ShmError::os("taking the pool's lock", Errno::BUSY),
+        Refused::Busy => ShmError::os("taking a lock of the pool", Errno::BUSY),
     }
 }
 
@@ -370,5 +369,5 @@ fn refusal(refused: Refused, start: Instant) -> ShmError {
 /// broken (see "The lock" in the architecture notes).
 #[inline]
 pub(crate) fn unlock_robust<M: Robust>(mutex: &M) -> Result<(), ShmError> {
-    mutex.unlock().map_err(|errno| ShmError::os("releasing the pool's lock", errno))
+    mutex.unlock().map_err(|errno| ShmError::os("releasing a lock of the pool", errno))
 }

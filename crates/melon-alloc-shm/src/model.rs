@@ -1,6 +1,6 @@
 //! What the loom models in `tests/loom.rs` drive, built only with `--cfg melon_loom`: the
 //! built-in lock ([`ProcessLock`], the pool's own code, on the header's lock word) with its
-//! protocol around a dead holder (repair, count, release), and the undo log, on a header-shaped
+//! protocol around a dead holder (count, repair, release), and the undo log, on a header-shaped
 //! buffer, with modelled processes and a modelled kernel. Not part of the crate's interface.
 //!
 //! A modelled process is a number from 1 to [`MAX_THREAD`] that the model passes in, its

@@ -34,8 +34,9 @@ const POISONED: u32 = 2;
 /// pool, which no pid namespace and no reuse of a pid can make another process's. When a
 /// holder's process dies, a locker waiting for it finds out within 5 ms and takes the mutex
 /// over (unless the holder had no identity of its own, as under "Whose memory is whose" in the
-/// [crate docs](crate), which nothing can tell the death of), and its guard reports the death ([`ShmMutexGuard::holder_died`]); the value may be
-/// half changed, and that locker decides what to do about it. The mutex is usable again after
+/// [crate docs](crate), which nothing can tell the death of), and its guard reports the death
+/// ([`ShmMutexGuard::holder_died`]); the value may be half changed, and that locker decides
+/// what to do about it. The mutex is usable again after
 /// that guard. A thread that locks a mutex it holds already gets [`ShmError::WouldDeadlock`]
 /// rather than waiting for itself; a thread that ends holding one (its guard forgotten) leaves
 /// it held for as long as its process lives, as a forgotten guard of `std::sync::Mutex` does.
@@ -89,7 +90,9 @@ unsafe impl<T: Send> Send for ShmMutex<T> {}
 
 // SAFETY: (1) the lock word, the holder's token, the counters and the state are atomics, and
 // every bit pattern of them is a state the operations handle: a word naming an identity no
-// live process holds is taken over as a dead holder's, and unknown state bits are ignored;
+// live process holds is taken over as a dead holder's, one naming the anonymous identity keeps
+// lockers waiting until their timeouts as a live holder would, and unknown state bits are
+// ignored;
 // (2) `T` is `ShmSafe`; (3) nothing has a destructor.
 unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {}
 

@@ -998,8 +998,7 @@ impl ShmGuard<'_> {
     /// # Errors
     /// [`ShmError::Lock`] when a custom lock's `unlock` fails; [`ShmError::Os`] when the
     /// built-in lock says this thread does not hold it: the guard is a copy that a fork left in
-    /// another process (see "Thread ids, pid namespaces and identities" in the architecture
-    /// notes).
+    /// another process (see "The lock" in the architecture notes).
     ///
     /// # Examples
     /// ```

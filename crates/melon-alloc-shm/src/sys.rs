@@ -1,5 +1,6 @@
 //! Every call into the operating system that the shared pool makes: the mapping, the memfd or
-//! named file, descriptors passed over sockets, the fork handler, and process identity. Nothing else in the crate touches these primitives.
+//! named file, descriptors passed over sockets, the fork handler, and process identity.
+//! Nothing else in the crate touches these primitives.
 
 use core::ffi::c_void;
 use core::mem::MaybeUninit;

@@ -1017,24 +1017,29 @@ fn a_mutex_dropped_while_held_keeps_its_block() {
     assert!(shm.available() > before);
 }
 
-/// A mutex's lock is its first cache line, which a process that died or went wrong may have left
-/// holding any bits. Whatever identity they name, nobody alive holds it, so the next lock takes
-/// the mutex over and says so, and the mutex goes on as before; except the anonymous identity
-/// (all ones), whose deaths nothing can tell, which keeps lockers waiting until their timeouts.
+/// A mutex starts with its lock word (4 bytes) and, 8 bytes in, the holder's token (8 bytes),
+/// which a process that died or went wrong may have left holding any bits. Whatever identity the
+/// word names, nobody alive holds it, so the next lock takes the mutex over and says so, and the
+/// mutex goes on as before; except the anonymous identity (all ones), whose deaths nothing can
+/// tell, which keeps lockers waiting until their timeouts.
 #[test]
 fn a_mutex_whose_lock_holds_any_bits_is_taken_over_not_trusted() {
     let shm = pool();
     let mutex = ShmMutex::new_in(5u64, &shm).unwrap();
-    let line = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).cast::<u8>().cast_mut();
+    let start = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).cast::<u8>().cast_mut();
+    // SAFETY: both ranges are the bytes of atomics (the word and the token), which shared
+    // references allow writing; nothing holds the mutex or reads them now, and any bits are
+    // values of theirs.
+    let scribble = |byte: u8| unsafe {
+        start.write_bytes(byte, 4);
+        start.add(8).write_bytes(byte, 8);
+    };
     for byte in [0xa5u8, 0x01, 0x80, 0xff] {
-        // SAFETY: the mutex starts with its lock, a cache line of atomics that nothing holds or
-        // reads now; bytes written over it are bits its atomics may hold.
-        unsafe { line.write_bytes(byte, 64) };
+        scribble(byte);
         if byte == 0xff {
             let waited = mutex.try_lock_for(Duration::from_millis(20)).map(|_| ());
             assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
-            // SAFETY: as above.
-            unsafe { line.write_bytes(0, 64) };
+            scribble(0);
             assert!(!mutex.lock().unwrap().holder_died(), "a zeroed lock is a free one");
             continue;
         }

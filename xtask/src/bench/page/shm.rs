@@ -111,8 +111,9 @@ pub(super) fn shm_results(
     });
 }
 
-/// What the lock takes of a pair, by the wall clock: the pool's lock taken and released twice,
-/// and the four locked instructions alone, against the pair in the empty 64 MiB pool.
+/// What a lock costs next to a pair, by the wall clock: the pool's lock taken and released
+/// twice, and four bare compare-and-swaps, each measured apart, beside the pair in the empty
+/// 64 MiB pool.
 fn lock_share(
     page: &mut String,
     pair: Option<Estimate>,
@@ -123,13 +124,15 @@ fn lock_share(
     let (Some(pair), Some(locks), Some(cas)) = (pair, locks, cas) else { return };
     let _ = writeln!(
         page,
-        "Of the {} ns of a pair in the empty 64 MiB pool, taking and releasing the pool's lock \
-         twice takes {} ns ({} × glibc's whole pair), and the four compare-and-swaps of any lock \
-         that is taken and released with one each take {} ns ({} × glibc's pair) on their own: \
-         a locked pair within 5 × glibc leaves {} ns for everything else a pair does.\n",
-        ns(pair.ns),
+        "Measured apart from the pair: the pool's lock taken and released twice, with \
+         nothing done under it, {} ns ({} × glibc's whole pair; the pair in the \
+         empty 64 MiB pool took {} ns); and two takes and two releases of a bare word, one \
+         uncontended compare-and-swap each, with three stores under each take, {} ns ({} × \
+         glibc's pair). A locked pair within 5 × glibc would leave {} ns beyond those four \
+         compare-and-swaps for everything else it does, the rest of the lock included.\n",
         ns(locks.ns),
         ratio(locks.ns / glibc.ns),
+        ns(pair.ns),
         ns(cas.ns),
         ratio(cas.ns / glibc.ns),
         ns((5.0 * glibc.ns - cas.ns).max(0.0)),

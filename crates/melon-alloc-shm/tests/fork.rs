@@ -1135,56 +1135,89 @@ fn a_dead_workers_forked_child_does_not_keep_its_chunks() {
     shm.check().unwrap();
 }
 
+/// A worker that is pid 2 of a new user and pid namespace, as in a container: the namespace's
+/// first process (its init, whose death would end the namespace) starts it and kills it when
+/// told.
+struct NamespacedWorker {
+    /// The process that made the namespace, and through its children, the worker.
+    inside: Child,
+    /// 0: namespace made (1) or refused (errno + 2); 1: the worker ran its part; 2: kill it;
+    /// 3: it is dead.
+    mailbox: SharedWords<AtomicU64>,
+}
+
+impl NamespacedWorker {
+    /// Starts the worker, which runs `work` and then idles until it is killed; returns once
+    /// `work` has run. `None`, after saying why, where the kernel refuses the namespace.
+    fn start(work: impl FnOnce()) -> Option<Self> {
+        let mailbox = SharedWords::<AtomicU64>::new(4);
+        let inside = fork(|| {
+            // SAFETY: this child has a single thread, as `unshare(CLONE_NEWUSER)` requires; it
+            // changes only this process's namespaces, and its children's.
+            if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                mailbox[0].store(errno as u64 + 2, Ordering::Release);
+                return;
+            }
+            mailbox[0].store(1, Ordering::Release);
+            fork(|| {
+                let mut worker = fork(|| {
+                    assert_eq!(std::process::id(), 2, "the worker is pid 2 of its namespace");
+                    work();
+                    mailbox[1].store(1, Ordering::Release);
+                    idle_until_killed()
+                });
+                await_word(&mailbox[2]);
+                worker.kill_dead();
+                mailbox[3].store(1, Ordering::Release);
+            })
+            .succeeds("the namespace's first process");
+        });
+        let entered = await_word(&mailbox[0]);
+        if entered != 1 {
+            inside.succeeds("the process that tried to make a namespace");
+            println!(
+                "  skipped: the kernel refuses a new user and pid namespace here: {}",
+                std::io::Error::from_raw_os_error((entered - 2) as i32)
+            );
+            return None;
+        }
+        await_word(&mailbox[1]);
+        Some(Self { inside, mailbox })
+    }
+
+    /// Has the worker killed, and returns once it is dead.
+    fn kill(&self) {
+        self.mailbox[2].store(1, Ordering::Release);
+        await_word(&self.mailbox[3]);
+    }
+
+    /// Waits for the processes inside the namespace to end, each successfully.
+    fn finish(self) {
+        self.inside.succeeds("the processes inside the namespace");
+    }
+}
+
 /// A worker in a pid namespace of its own, whose pid there means nothing outside: while it
 /// lives, the master's reclaims leave its chunks alone; once it dies, one reclaim gives them back.
 fn a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies() {
     let shm = ShmPool::new(8 * MIB).unwrap();
     let start = shm.available();
-    // 0: namespace made (1) or refused (errno + 2); 1: the worker holds its chunks; 2: kill it;
-    // 3: it is dead.
-    let mailbox = SharedWords::<AtomicU64>::new(4);
-    let inside = fork(|| {
-        // SAFETY: this child has a single thread, as `unshare(CLONE_NEWUSER)` requires; it
-        // changes only this process's namespaces, and its children's.
-        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            mailbox[0].store(errno as u64 + 2, Ordering::Release);
-            return;
-        }
-        mailbox[0].store(1, Ordering::Release);
-        // The namespace's first process, its init, starts the worker and kills it when told.
-        fork(|| {
-            let mut worker = fork(|| {
-                assert_eq!(std::process::id(), 2, "the worker is pid 2 of its namespace");
-                let child = shm.child();
-                let _scratch: Vec<_> = (0..32).map(|_| child.alloc(4 * KIB).unwrap()).collect();
-                mailbox[1].store(1, Ordering::Release);
-                idle_until_killed()
-            });
-            await_word(&mailbox[2]);
-            worker.kill_dead();
-            mailbox[3].store(1, Ordering::Release);
-        })
-        .succeeds("the namespace's first process");
-    });
-    let entered = await_word(&mailbox[0]);
-    if entered != 1 {
-        inside.succeeds("the process that tried to make a namespace");
-        println!(
-            "  skipped: the kernel refuses a new user and pid namespace here: {}",
-            std::io::Error::from_raw_os_error((entered - 2) as i32)
-        );
+    let Some(worker) = NamespacedWorker::start(|| {
+        let child = shm.child();
+        let scratch: Vec<_> = (0..32).map(|_| child.alloc(4 * KIB).unwrap()).collect();
+        // Held until the worker is killed.
+        core::mem::forget((scratch, child));
+    }) else {
         return;
-    }
-    await_word(&mailbox[1]);
+    };
     assert_eq!(shm.reclaim_dead().unwrap(), Default::default(), "the worker is alive");
     let lent = shm.stats().unwrap().lent_bytes;
     assert!(lent >= 32 * 4 * KIB);
-    mailbox[2].store(1, Ordering::Release);
-    await_word(&mailbox[3]);
+    worker.kill();
     let report = shm.reclaim_dead().unwrap();
     assert_eq!((report.processes, report.bytes), (1, lent), "{report:?}");
-    inside.succeeds("the processes inside the namespace");
+    worker.finish();
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }
@@ -1196,54 +1229,24 @@ fn a_worker_in_another_pid_namespace_keeps_its_chunks_until_it_dies() {
 fn a_mutex_held_in_another_pid_namespace_is_handed_on_only_when_its_holder_dies() {
     let shm = ShmPool::new(MIB).unwrap();
     let mutex = ShmMutex::new_in(0u64, &shm).unwrap();
-    // 0: namespace made (1) or refused (errno + 2); 1: the worker holds the mutex; 2: kill it;
-    // 3: it is dead.
-    let mailbox = SharedWords::<AtomicU64>::new(4);
-    let inside = fork(|| {
-        // SAFETY: this child has a single thread, as `unshare(CLONE_NEWUSER)` requires; it
-        // changes only this process's namespaces, and its children's.
-        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) } != 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            mailbox[0].store(errno as u64 + 2, Ordering::Release);
-            return;
-        }
-        mailbox[0].store(1, Ordering::Release);
-        // The namespace's first process, its init, starts the worker and kills it when told.
-        fork(|| {
-            let mut worker = fork(|| {
-                assert_eq!(std::process::id(), 2, "the worker is pid 2 of its namespace");
-                let mut guard = mutex.lock().unwrap();
-                *guard = 42;
-                mailbox[1].store(1, Ordering::Release);
-                idle_until_killed()
-            });
-            await_word(&mailbox[2]);
-            worker.kill_dead();
-            mailbox[3].store(1, Ordering::Release);
-        })
-        .succeeds("the namespace's first process");
-    });
-    let entered = await_word(&mailbox[0]);
-    if entered != 1 {
-        inside.succeeds("the process that tried to make a namespace");
-        println!(
-            "  skipped: the kernel refuses a new user and pid namespace here: {}",
-            std::io::Error::from_raw_os_error((entered - 2) as i32)
-        );
+    let Some(worker) = NamespacedWorker::start(|| {
+        let mut guard = mutex.lock().unwrap();
+        *guard = 42;
+        // Held until the worker is killed.
+        core::mem::forget(guard);
+    }) else {
         return;
-    }
-    await_word(&mailbox[1]);
+    };
     let waited = mutex.try_lock_for(Duration::from_millis(50)).map(|_| ());
     assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "the holder lives: {waited:?}");
     assert_eq!(mutex.takeovers(), 0);
-    mailbox[2].store(1, Ordering::Release);
-    await_word(&mailbox[3]);
+    worker.kill();
     let guard = mutex.try_lock_for(TAKEOVER_BOUND).unwrap();
     assert!(guard.holder_died(), "the holder was killed holding the mutex");
     assert_eq!(*guard, 42);
     drop(guard);
     assert_eq!(mutex.takeovers(), 1);
-    inside.succeeds("the processes inside the namespace");
+    worker.finish();
     assert!(!mutex.lock().unwrap().holder_died());
 }
 

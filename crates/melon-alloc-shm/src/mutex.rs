@@ -32,8 +32,8 @@ const POISONED: u32 = 2;
 /// Its lock is a word of the kind the pool's own lock is (see "The lock" in
 /// `docs/architecture.md`): it names the holder's process by the process's identity in the
 /// pool, which no pid namespace and no reuse of a pid can make another process's. When a
-/// holder's process dies, a locker waiting for it finds out within 5 ms and takes the mutex
-/// over (unless the holder had no identity of its own, as under "Whose memory is whose" in the
+/// holder's process dies, a locker waiting for it, which asks every 5 ms whether the holder
+/// lives, takes the mutex over (unless the holder had no identity of its own, as under "Whose memory is whose" in the
 /// [crate docs](crate), which nothing can tell the death of), and its guard reports the death
 /// ([`ShmMutexGuard::holder_died`]); the value may be half changed, and that locker decides
 /// what to do about it. The mutex is usable again after

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             a_poisoning_mutex_whose_holder_died_never_hands_out_its_value_again,
         ),
         (
+            "a_mutex_box_dropped_after_its_holder_died_frees_its_block",
+            a_mutex_box_dropped_after_its_holder_died_frees_its_block,
+        ),
+        (
             "a_waiter_gets_a_mutex_whose_holder_is_killed",
             a_waiter_gets_a_mutex_whose_holder_is_killed,
         ),
@@ -122,6 +126,23 @@ fn workers_count_under_a_named_mutex() {
     drop(guard);
     assert_eq!(table.takeovers(), 0);
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// A worker killed holding a mutex that nobody has locked since: the box that owns the mutex,
+/// dropped, finds the holder dead and frees the block, where a live holder would keep it.
+fn a_mutex_box_dropped_after_its_holder_died_frees_its_block() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let mutex = ShmMutex::new_in(7u64, &shm).unwrap();
+    let mut holder = fork(|| {
+        let _held = mutex.lock().unwrap();
+        kill_self();
+    });
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    assert_eq!(mutex.takeovers(), 0, "nobody has locked it since");
+    drop(mutex);
+    assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }
 

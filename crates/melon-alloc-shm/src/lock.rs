@@ -112,26 +112,6 @@ pub(crate) enum Refused {
     TimedOut,
 }
 
-/// A lock that reports a holder's death to the next taker: the pool's [`ProcessLock`], the word
-/// of the pool and of every [`ShmMutex`](crate::ShmMutex), and the loom models' locks. The lock
-/// functions are generic over it, so the real path has no indirection.
-pub(crate) trait Robust {
-    /// Takes the mutex if nobody holds it, without waiting.
-    fn try_lock(&self) -> Result<Acquired, Refused>;
-
-    /// Whether the mutex may be free, by a read that leaves the holder's cache line shared: a
-    /// waiter tries to take it only then.
-    fn looks_free(&self) -> bool {
-        true
-    }
-
-    /// Takes the mutex, waiting as long as it takes, or at most `timeout`.
-    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused>;
-
-    /// Releases the mutex.
-    fn unlock(&self) -> Result<(), Errno>;
-}
-
 /// Set in the pool lock's word while a process may be asleep waiting for it: the holder then
 /// wakes one when it lets go.
 pub(crate) const WAITERS: u32 = 1 << 31;
@@ -197,20 +177,25 @@ impl<'a, W: Waits> ProcessLock<'a, W> {
     }
 }
 
-impl<W: Waits> Robust for ProcessLock<'_, W> {
+impl<W: Waits> ProcessLock<'_, W> {
+    /// Whether the word may be free, by a read that leaves the holder's cache line shared: a
+    /// waiter tries to take it only then.
     fn looks_free(&self) -> bool {
         self.word.load(Ordering::Relaxed) & HOLDER == 0
     }
 
+    /// Takes the word if nobody holds it, without waiting.
     #[inline]
-    fn try_lock(&self) -> Result<Acquired, Refused> {
+    pub(crate) fn try_lock(&self) -> Result<Acquired, Refused> {
         match self.word.compare_exchange(0, self.me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => Ok(Acquired::Clean),
             Err(_) => Err(Refused::Busy),
         }
     }
 
-    fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
+    /// Takes the word, waiting as long as it takes, or at most `timeout`; a holder found dead
+    /// is taken over.
+    pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<Acquired, Refused> {
         // A timeout too long to add to the clock is no timeout.
         let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let mut seen = self.word.load(Ordering::Relaxed);
@@ -266,8 +251,9 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
         }
     }
 
+    /// Releases the word; `EPERM`, changing nothing, where it names another process.
     #[inline]
-    fn unlock(&self) -> Result<(), Errno> {
+    pub(crate) fn unlock(&self) -> Result<(), Errno> {
         // One read-modify-write when nobody waits: the waiters read the word over and over, so
         // every separate access of the holder's may have to fetch its line back first.
         let Err(seen) =
@@ -297,8 +283,8 @@ impl<W: Waits> Robust for ProcessLock<'_, W> {
 /// [`ShmError::LockTimeout`] when `timeout` passed first. The caller then does not hold the
 /// lock.
 #[inline]
-pub(crate) fn lock_robust<M: Robust>(
-    mutex: &M,
+pub(crate) fn lock_robust<W: Waits>(
+    mutex: &ProcessLock<'_, W>,
     timeout: Option<Duration>,
     takeovers: &AtomicU64,
     repair: impl FnOnce(),
@@ -328,7 +314,10 @@ fn take_over(takeovers: &AtomicU64, repair: impl FnOnce()) {
 fn take_over(_takeovers: &AtomicU64, _repair: impl FnOnce()) {}
 
 #[cold]
-fn lock_contended<M: Robust>(mutex: &M, timeout: Option<Duration>) -> Result<Acquired, ShmError> {
+fn lock_contended<W: Waits>(
+    mutex: &ProcessLock<'_, W>,
+    timeout: Option<Duration>,
+) -> Result<Acquired, ShmError> {
     let start = Instant::now();
     // Loom explores every interleaving; the spin would only multiply them.
     if !cfg!(melon_loom) {
@@ -368,6 +357,6 @@ fn refusal(refused: Refused, start: Instant) -> ShmError {
 /// [`ShmError::Os`] when the mutex says the caller does not hold it: the caller's hold was
 /// broken (see "The lock" in the architecture notes).
 #[inline]
-pub(crate) fn unlock_robust<M: Robust>(mutex: &M) -> Result<(), ShmError> {
+pub(crate) fn unlock_robust<W: Waits>(mutex: &ProcessLock<'_, W>) -> Result<(), ShmError> {
     mutex.unlock().map_err(|errno| ShmError::os("releasing a lock of the pool", errno))
 }

@@ -14,7 +14,7 @@ use rustix::io::Errno;
 
 use crate::identity::Kernel;
 use crate::layout::MutexLock;
-use crate::lock::{lock_robust, unlock_robust, Acquired, ProcessLock, Robust};
+use crate::lock::{lock_robust, unlock_robust, Acquired, ProcessLock};
 use crate::registry;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys;

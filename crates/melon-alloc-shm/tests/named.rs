@@ -1027,9 +1027,10 @@ fn a_mutex_whose_lock_holds_any_bits_is_taken_over_not_trusted() {
     let shm = pool();
     let mutex = ShmMutex::new_in(5u64, &shm).unwrap();
     let start = core::ptr::from_ref::<ShmMutex<u64>>(&mutex).cast::<u8>().cast_mut();
-    // SAFETY: both ranges are the bytes of atomics (the word and the token), which shared
-    // references allow writing; nothing holds the mutex or reads them now, and any bits are
-    // values of theirs.
+    // SAFETY: the mutex starts with its lock (`MutexLock` in `src/layout.rs`, `repr(C)`): an
+    // `AtomicU32` at byte 0 and an `AtomicU64` at byte 8, so both ranges are the bytes of
+    // atomics, which shared references allow writing; nothing holds the mutex or reads them
+    // now, and any bits are values of theirs.
     let scribble = |byte: u8| unsafe {
         start.write_bytes(byte, 4);
         start.add(8).write_bytes(byte, 8);

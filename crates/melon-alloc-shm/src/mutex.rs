@@ -215,16 +215,36 @@ impl<T> ShmMutex<T> {
     }
 
     fn lock_within(&self, timeout: Option<Duration>) -> Result<ShmMutexGuard<'_, T>, ShmError> {
-        let token = sys::thread_token();
+        let (token, process) = sys::thread_and_process_tokens();
         if self.lock.holder.load(Ordering::Relaxed) == token {
             return Err(ShmError::WouldDeadlock);
         }
         let poisoning = self.state.load(Ordering::Relaxed) & POISONING != 0;
+        let addr = core::ptr::from_ref(self).cast::<u8>();
+        // A free mutex, in the pool this thread last locked a mutex of, is taken with no more
+        // than its compare-and-swap: that needs only this process's identity in the pool,
+        // remembered, and the pool's registration, which tells it is still that pool. A
+        // poisoning mutex maps the pages the pool grew by, which takes the pool itself.
+        if !poisoning {
+            if let Some(me) = remembered_identity(addr, process) {
+                let word = ProcessLock::new(&self.lock.word, me, Kernel { pool: None });
+                if word.try_lock().is_ok() {
+                    self.lock.holder.store(token, Ordering::Relaxed);
+                    return Ok(ShmMutexGuard {
+                        mutex: self,
+                        me,
+                        token,
+                        holder_died: false,
+                        _not_send: PhantomData,
+                    });
+                }
+            }
+        }
         // The pool the mutex lies in gives this process's identity, and asks whether a holder
         // lives; it stays registered until the mutex is taken.
-        let addr = core::ptr::from_ref(self).cast::<u8>();
-        let taken = registry::with_pool_holding(addr, |shared| {
+        let taken = registry::with_pool_found(addr, |shared, found| {
             let me = shared.identity_here();
+            remember_identity(found, process, me);
             let mut holder_died = false;
             lock_robust(&shared.word_lock(&self.lock.word, me), timeout, &self.takeovers, || {
                 holder_died = true;
@@ -267,6 +287,35 @@ impl<T> ShmMutex<T> {
     pub fn takeovers(&self) -> u64 {
         self.takeovers.load(Ordering::Relaxed)
     }
+}
+
+/// The pool this thread last locked a mutex of, found in the registry, with the process it was
+/// found in and that process's identity in it: a fork's child, whose identity differs, finds
+/// another process token here and looks the pool up again.
+#[derive(Clone, Copy)]
+struct Remembered {
+    found: registry::Found,
+    process: u64,
+    me: u32,
+}
+
+std::thread_local! {
+    static REMEMBERED: core::cell::Cell<Option<Remembered>> = const { core::cell::Cell::new(None) };
+}
+
+/// This process's identity in the pool whose reserved addresses hold `addr`, if the calling
+/// thread remembers it from that pool's current registration, in this process (`process` is its
+/// token).
+#[inline]
+fn remembered_identity(addr: *const u8, process: u64) -> Option<u32> {
+    let remembered = REMEMBERED.try_with(core::cell::Cell::get).ok().flatten()?;
+    (remembered.process == process && remembered.found.holds(addr)).then_some(remembered.me)
+}
+
+/// Remembers, for the calling thread, this process's identity `me` in the pool found at `found`.
+fn remember_identity(found: registry::Found, process: u64, me: u32) {
+    // A thread being torn down keeps nothing: it locks nothing more.
+    let _ = REMEMBERED.try_with(|cell| cell.set(Some(Remembered { found, process, me })));
 }
 
 impl<T> fmt::Debug for ShmMutex<T> {

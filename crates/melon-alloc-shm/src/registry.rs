@@ -10,10 +10,12 @@
 //!
 //! A pool has a slot, in blocks of slots that are never freed. A thread that uses a slot's pool
 //! (a free by pointer, the fork handler) pins the slot first and reads the pool's address after;
-//! a pool that goes marks its slot and waits until nobody pins it.
+//! a pool that goes marks its slot and waits until nobody pins it. Each registration has a
+//! number of its own, never given again, so that a thread can remember where it found a pool
+//! ([`Found`]) and later tell, without a pin, that the pool is still the one registered there.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use melon_alloc_core::FreeError;
 
@@ -38,6 +40,8 @@ struct Slot {
     end: AtomicUsize,
     /// Threads that pinned the slot and may use its pool.
     users: AtomicUsize,
+    /// The number of the registration that put the slot's pool there; 0 once it starts to go.
+    registration: AtomicU64,
 }
 
 impl Slot {
@@ -47,6 +51,7 @@ impl Slot {
             start: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
+            registration: AtomicU64::new(0),
         }
     }
 
@@ -87,6 +92,8 @@ impl Block {
 static FIRST: Block = Block::new();
 /// How many pools are registered: lets a free skip the registry when there are none.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The number the last registration took: each takes the next, so none is given twice.
+static REGISTRATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Every slot, block by block.
 fn slots() -> impl Iterator<Item = &'static Slot> {
@@ -138,6 +145,8 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) {
     };
     slot.start.store(range.start, Ordering::Relaxed);
     slot.end.store(range.end, Ordering::Relaxed);
+    let registration = REGISTRATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+    slot.registration.store(registration, Ordering::Relaxed);
     slot.shared.store(shared.as_ptr(), Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::Relaxed);
 }
@@ -173,6 +182,8 @@ pub(crate) unsafe fn unregister(shared: NonNull<Shared>) {
     }) else {
         return;
     };
+    // From here no thread takes a pool it remembered for this one.
+    slot.registration.store(0, Ordering::SeqCst);
     COUNT.fetch_sub(1, Ordering::Relaxed);
     // No thread can pin the pool any more; those that did finish first. None of them waits for
     // this thread: it holds no lock of the pool's, which a free might wait for.
@@ -231,13 +242,51 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
 /// Runs `then` on the shared pool of this process whose reserved addresses hold `addr`, pinned
 /// for the call; `None` when no pool's do. Nothing is mapped on the way: `then` decides.
 pub(crate) fn with_pool_holding<R>(addr: *const u8, then: impl FnOnce(&Shared) -> R) -> Option<R> {
+    with_pool_found(addr, |shared, _| then(shared))
+}
+
+/// [`with_pool_holding`], telling `then` too where the pool was found, for the caller to
+/// remember.
+pub(crate) fn with_pool_found<R>(
+    addr: *const u8,
+    then: impl FnOnce(&Shared, Found) -> R,
+) -> Option<R> {
     if COUNT.load(Ordering::Relaxed) == 0 {
         return None;
     }
     let pinned = slots().filter(|slot| slot.may_hold(addr.addr())).find_map(|slot| {
         slot.pin().filter(|pinned| pinned.shared().reserved_offset_of(addr).is_some())
     })?;
-    Some(then(pinned.shared()))
+    let shared = pinned.shared();
+    // Read under the pin, which keeps the registration as it is: the pool cannot start to go.
+    let registration = pinned.slot.registration.load(Ordering::Relaxed);
+    let range = shared.reserved_range();
+    let found = Found { slot: pinned.slot, registration, start: range.start, end: range.end };
+    Some(then(shared, found))
+}
+
+/// Where a thread found a registered pool: enough to tell later, without a pin, whether that
+/// pool is still registered and its reserved addresses hold an address.
+#[derive(Clone, Copy)]
+pub(crate) struct Found {
+    slot: &'static Slot,
+    registration: u64,
+    start: usize,
+    end: usize,
+}
+
+impl Found {
+    /// Whether the pool found is still registered, and its reserved addresses hold `addr`.
+    ///
+    /// A registered pool keeps its reservation, and no other pool's overlaps it, so the memory
+    /// at such an address that the caller can reach is this pool's; and the caller reaching
+    /// memory of the pool keeps the pool alive, registered included, for as long as it does.
+    #[inline]
+    pub(crate) fn holds(&self, addr: *const u8) -> bool {
+        (self.start..self.end).contains(&addr.addr())
+            // Acquire, with the store of the number before the pool was published.
+            && self.slot.registration.load(Ordering::Acquire) == self.registration
+    }
 }
 
 /// [`free_shared`] of `block`, which `shared`'s reserved addresses hold.
@@ -266,5 +315,42 @@ unsafe fn free_in(shared: &Shared, block: NonNull<u8>) -> Option<Result<(), ShmE
     match unsafe { guard.free(block) } {
         Err(ShmError::Free(FreeError::Foreign { .. })) => None,
         freed => Some(freed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ShmPool;
+
+    /// Where a pool was found tells that it holds its own addresses while it lives, and no
+    /// address once it is gone, even when a new pool takes the same slot and the same addresses.
+    #[test]
+    fn a_pool_found_is_known_again_only_while_it_stays_registered() {
+        let first = ShmPool::new(1 << 20).unwrap();
+        let block = first.alloc(64).unwrap();
+        let addr = block.as_ptr().cast_const();
+        let found = with_pool_found(addr, |_, found| found).unwrap();
+        assert!(found.holds(addr));
+        let outside = first.shared().reserved_range().end as *const u8;
+        assert!(!found.holds(outside), "an address past the pool's reservation");
+
+        drop(first);
+        assert!(!found.holds(addr), "the pool is gone");
+        // Pools made until one reserves the first's addresses (the kernel tends to hand out the
+        // addresses unmapped last first), perhaps in the first's slot: it is found there, and
+        // the first is still not.
+        let mut later = Vec::new();
+        for _ in 0..16 {
+            let pool = ShmPool::new(1 << 20).unwrap();
+            let reused = pool.shared().reserved_range().contains(&addr.addr());
+            later.push(pool);
+            if reused {
+                let again = with_pool_found(addr, |_, found| found).unwrap();
+                assert!(again.holds(addr));
+                break;
+            }
+        }
+        assert!(!found.holds(addr), "a new pool in the same place is another registration");
     }
 }

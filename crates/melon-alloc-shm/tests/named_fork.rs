@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         ("workers_count_under_a_named_mutex", workers_count_under_a_named_mutex),
         ("a_holder_killed_in_a_mutex_hands_it_on", a_holder_killed_in_a_mutex_hands_it_on),
         (
+            "a_worker_forked_after_its_master_locked_a_mutex_holds_it_as_itself",
+            a_worker_forked_after_its_master_locked_a_mutex_holds_it_as_itself,
+        ),
+        (
             "a_poisoning_mutex_whose_holder_died_never_hands_out_its_value_again",
             a_poisoning_mutex_whose_holder_died_never_hands_out_its_value_again,
         ),
@@ -230,6 +234,29 @@ fn a_holder_killed_in_a_mutex_hands_it_on() {
     assert_eq!(pair.takeovers(), 1);
     // The pool's own lock was not held when the worker died.
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// The master locks and unlocks a mutex, so that its thread remembers the pool, then forks a
+/// worker that takes the mutex and is killed holding it: the worker's thread, a copy of the
+/// master's, held it as the worker's process, not as the master's, so the master's next lock
+/// finds the holder dead instead of waiting for a holder it takes to be itself.
+fn a_worker_forked_after_its_master_locked_a_mutex_holds_it_as_itself() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let counter = ShmMutex::new_in(0u64, &shm).unwrap();
+    *counter.lock().unwrap() += 1;
+    let mut holder = fork(|| {
+        let mut guard = counter.lock().unwrap();
+        *guard += 1;
+        kill_self();
+    });
+    assert_eq!(holder.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+
+    let guard = counter.try_lock_for(TAKEOVER_BOUND).unwrap();
+    assert!(guard.holder_died(), "the worker was killed holding the mutex");
+    assert_eq!(*guard, 2);
+    assert_eq!(counter.takeovers(), 1);
+    drop(guard);
     shm.check().unwrap();
 }
 

@@ -221,7 +221,7 @@ impl<T> ShmMutex<T> {
         }
         let poisoning = self.state.load(Ordering::Relaxed) & POISONING != 0;
         let addr = core::ptr::from_ref(self).cast::<u8>();
-        // A free mutex, in the pool this thread last locked a mutex of, is taken with no more
+        // A free mutex, in the pool this thread last found a mutex in, is taken with no more
         // than its compare-and-swap: that needs only this process's identity in the pool,
         // remembered, and the pool's registration, which tells it is still that pool. A
         // poisoning mutex maps the pages the pool grew by, which takes the pool itself.
@@ -244,7 +244,9 @@ impl<T> ShmMutex<T> {
         // lives; it stays registered until the mutex is taken.
         let taken = registry::with_pool_found(addr, |shared, found| {
             let me = shared.identity_here();
-            remember_identity(found, process, me);
+            if let Some(found) = found {
+                remember_identity(found, process, me);
+            }
             let mut holder_died = false;
             lock_robust(&shared.word_lock(&self.lock.word, me), timeout, &self.takeovers, || {
                 holder_died = true;
@@ -289,9 +291,9 @@ impl<T> ShmMutex<T> {
     }
 }
 
-/// The pool this thread last locked a mutex of, found in the registry, with the process it was
-/// found in and that process's identity in it: a fork's child, whose identity differs, finds
-/// another process token here and looks the pool up again.
+/// The pool this thread last found a mutex in, in the registry, with the process it was found
+/// in and that process's identity in it: a fork's child, whose identity differs, finds another
+/// process token here and looks the pool up again.
 #[derive(Clone, Copy)]
 struct Remembered {
     found: registry::Found,
@@ -314,7 +316,8 @@ fn remembered_identity(addr: *const u8, process: u64) -> Option<u32> {
 
 /// Remembers, for the calling thread, this process's identity `me` in the pool found at `found`.
 fn remember_identity(found: registry::Found, process: u64, me: u32) {
-    // A thread being torn down keeps nothing: it locks nothing more.
+    // The cell has no destructor, so it is there for as long as the thread runs; a thread
+    // without it would only look its pools up every time.
     let _ = REMEMBERED.try_with(|cell| cell.set(Some(Remembered { found, process, me })));
 }
 

@@ -492,6 +492,13 @@ impl Shared {
         start..start + self.mapping.reserved()
     }
 
+    /// The addresses of the part of the mapping this process has mapped so far, which only
+    /// grows while the pool lives.
+    pub(crate) fn mapped_range(&self) -> core::ops::Range<usize> {
+        let start = self.base().addr();
+        start..start + self.mapping.mapped()
+    }
+
     /// The offset of `block` in the mapping, if it lies in the part this process has mapped: for
     /// a caller that holds the lock, which mapped the pages grown so far as it took it, and for
     /// one that only reads the block's first words, which lie there if the block is this

@@ -242,50 +242,64 @@ pub unsafe fn free_shared(block: NonNull<u8>) -> Option<Result<(), ShmError>> {
 /// Runs `then` on the shared pool of this process whose reserved addresses hold `addr`, pinned
 /// for the call; `None` when no pool's do. Nothing is mapped on the way: `then` decides.
 pub(crate) fn with_pool_holding<R>(addr: *const u8, then: impl FnOnce(&Shared) -> R) -> Option<R> {
-    with_pool_found(addr, |shared, _| then(shared))
+    pin_holding(addr).map(|pinned| then(pinned.shared()))
 }
 
 /// [`with_pool_holding`], telling `then` too where the pool was found, for the caller to
-/// remember.
+/// remember: `None` for a pool that has started to go, which the pin does not keep from
+/// starting, and which nobody should remember.
 pub(crate) fn with_pool_found<R>(
     addr: *const u8,
-    then: impl FnOnce(&Shared, Found) -> R,
+    then: impl FnOnce(&Shared, Option<Found>) -> R,
 ) -> Option<R> {
-    if COUNT.load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    let pinned = slots().filter(|slot| slot.may_hold(addr.addr())).find_map(|slot| {
-        slot.pin().filter(|pinned| pinned.shared().reserved_offset_of(addr).is_some())
-    })?;
+    let pinned = pin_holding(addr)?;
     let shared = pinned.shared();
-    // Read under the pin, which keeps the registration as it is: the pool cannot start to go.
     let registration = pinned.slot.registration.load(Ordering::Relaxed);
-    let range = shared.reserved_range();
-    let found = Found { slot: pinned.slot, registration, start: range.start, end: range.end };
+    let mapped = shared.mapped_range();
+    let found = (registration != 0).then_some(Found {
+        slot: pinned.slot,
+        registration,
+        start: mapped.start,
+        end: mapped.end,
+    });
     Some(then(shared, found))
 }
 
+/// The slot of the shared pool of this process whose reserved addresses hold `addr`, pinned.
+fn pin_holding(addr: *const u8) -> Option<Pinned> {
+    if COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    slots().filter(|slot| slot.may_hold(addr.addr())).find_map(|slot| {
+        slot.pin().filter(|pinned| pinned.shared().reserved_offset_of(addr).is_some())
+    })
+}
+
 /// Where a thread found a registered pool: enough to tell later, without a pin, whether that
-/// pool is still registered and its reserved addresses hold an address.
+/// pool is still registered and had mapped an address in this process when it was found.
 #[derive(Clone, Copy)]
 pub(crate) struct Found {
     slot: &'static Slot,
     registration: u64,
+    /// The addresses the pool had mapped in this process when it was found.
     start: usize,
     end: usize,
 }
 
 impl Found {
-    /// Whether the pool found is still registered, and its reserved addresses hold `addr`.
+    /// Whether the pool found is still registered, and `addr` lies in what it had mapped in this
+    /// process when it was found.
     ///
-    /// A registered pool keeps its reservation, and no other pool's overlaps it, so the memory
-    /// at such an address that the caller can reach is this pool's; and the caller reaching
-    /// memory of the pool keeps the pool alive, registered included, for as long as it does.
+    /// A registered pool keeps what it mapped, which only grows, so memory at such an address
+    /// that the caller can reach is this pool's; and the caller reaching memory of the pool
+    /// keeps the pool alive, registered included, for as long as it does.
     #[inline]
     pub(crate) fn holds(&self, addr: *const u8) -> bool {
+        // Relaxed: registration numbers are never given twice (and a `Found` never holds 0,
+        // which a free slot shows), so seeing this one again means the slot still holds the
+        // registration it was read from; nothing else is read through it.
         (self.start..self.end).contains(&addr.addr())
-            // Acquire, with the store of the number before the pool was published.
-            && self.slot.registration.load(Ordering::Acquire) == self.registration
+            && self.slot.registration.load(Ordering::Relaxed) == self.registration
     }
 }
 
@@ -330,23 +344,23 @@ mod tests {
         let first = ShmPool::new(1 << 20).unwrap();
         let block = first.alloc(64).unwrap();
         let addr = block.as_ptr().cast_const();
-        let found = with_pool_found(addr, |_, found| found).unwrap();
+        let found = with_pool_found(addr, |_, found| found).unwrap().unwrap();
         assert!(found.holds(addr));
-        let outside = first.shared().reserved_range().end as *const u8;
-        assert!(!found.holds(outside), "an address past the pool's reservation");
+        let outside = first.shared().mapped_range().end as *const u8;
+        assert!(!found.holds(outside), "an address past what the pool had mapped");
 
         drop(first);
         assert!(!found.holds(addr), "the pool is gone");
-        // Pools made until one reserves the first's addresses (the kernel tends to hand out the
-        // addresses unmapped last first), perhaps in the first's slot: it is found there, and
-        // the first is still not.
+        // Pools made until one reserves the first's addresses, perhaps in the first's slot: it
+        // is found there, and the first is still not. The kernel tends to hand out the
+        // addresses unmapped last first, but need not; the first is not found either way.
         let mut later = Vec::new();
         for _ in 0..16 {
             let pool = ShmPool::new(1 << 20).unwrap();
             let reused = pool.shared().reserved_range().contains(&addr.addr());
             later.push(pool);
             if reused {
-                let again = with_pool_found(addr, |_, found| found).unwrap();
+                let again = with_pool_found(addr, |_, found| found).unwrap().unwrap();
                 assert!(again.holds(addr));
                 break;
             }

@@ -274,9 +274,9 @@ pub(super) fn objects_results(page: &mut String) {
          hold it. The two `pthread` rows are the C library's process-shared mutex, without and \
          with robustness (a report of a holder's death); `ShmMutex` reports a holder's death \
          on a word of its own, which names the holder's process by its identity in the pool; \
-         a thread remembers that identity from the last pool it locked a mutex of, and looks \
-         the pool up in the registry of mapped pools only for a mutex of another pool, or one \
-         held or poisoning (see `ShmMutex` in `docs/architecture.md`).\n",
+         a thread remembers that identity from the last pool it found a mutex in, and looks \
+         the pool up in the registry of mapped pools again only for a mutex of another pool, \
+         one held or poisoning, and a first lock (see `ShmMutex` in `docs/architecture.md`).\n",
         utc(when)
     );
     page.push_str(

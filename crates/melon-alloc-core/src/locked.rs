@@ -134,11 +134,13 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     }
 
     /// The pool's stash, if it keeps one: none for a child, which has no stripes, nor for a pool
-    /// with a limit or over a source that names no stripes.
+    /// with a limit. Whether the calling thread names a stripe does not matter here: what is
+    /// in the stash goes back whichever thread drops, resets or trims the pool (over a source
+    /// that names no stripes, the stash stays empty).
     #[inline]
     #[cfg(feature = "pages")]
     fn kept_stash(&self) -> Option<&Stripes> {
-        self.stash_here().map(|(stripes, _)| stripes)
+        self.stash.stripes().filter(|_| self.stashes)
     }
 
     /// Runs `f` with the lock held, for several operations in a row. `f` gets a
@@ -334,7 +336,8 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
             give_back_stash(engine, self.kept_stash());
             // SAFETY: `&mut self` means nothing borrows the pool, so no block of it is used
             // again (a pointer kept from `alloc` can only be used by unsafe code, whose caller
-            // answers for it), and no child, which borrows its parent, holds chunks of it.
+            // answers for it); a child, which borrows its parent, is gone or was forgotten, and
+            // the chunks a forgotten one holds stay lent: the reset leaves lent chunks alone.
             unsafe { engine.reset() }
         });
     }
@@ -492,9 +495,10 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
 /// A parent with no limit, over a source that names a stripe for each thread
 /// ([`ChunkSource::stash_stripe`]), keeps the chunks its children give back in the giving
 /// thread's stripe, and a child takes its chunks from its thread's stripe before it takes the
-/// parent's lock: children on different threads then pass chunks without meeting. A child takes
-/// a stripe's lock inside its own, and never holds it with the parent's; the parent takes the
-/// stripes' locks inside its own when it gives its stash back.
+/// parent's lock: children on different threads then pass chunks without meeting. A stripe's
+/// lock is always the innermost: a child takes it inside its own, and the parent inside its own
+/// when it gives its stash back, which a child whose chunk the parent refused has it do inside
+/// the child's lock too.
 ///
 /// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
 /// chunks record its address: keep it where it was when it first allocated, or `check` reports
@@ -872,7 +876,9 @@ impl<S: ChunkSource> LockedEngine<'_, S> {
     /// The engine itself, for what the view leaves out: [`Engine::reset`],
     /// [`Engine::abandon`], [`Engine::source_mut`], which are unsafe themselves. The chunks the
     /// pool keeps for its children's threads ([`ChunkSource::stash_stripe`]) go back to the
-    /// engine first, so that every chunk it has lent is one a child holds.
+    /// engine first, so that with no child alive nothing of the pool is lent; a child alive on
+    /// another thread may give a chunk back into its stripe meanwhile, which the stash, not the
+    /// engine, then holds.
     ///
     /// # Safety
     /// The engine is not replaced, swapped or moved out through the reference (blocks handed
@@ -942,8 +948,10 @@ impl<S: ChunkSource, K: ChunkStash> Drop for LockedPool<S, K> {
 }
 
 impl<S: ChunkSource, K: ChunkStash> core::fmt::Debug for LockedPool<S, K> {
-    /// The pool's statistics, read under the lock if it is free and written out after it is
+    /// The engine's statistics, read under the lock if it is free and written out after it is
     /// released: writing may allocate, from this very pool when it is the global allocator.
+    /// Unlike [`stats`](LockedPool::stats), they count the chunks kept for children's threads
+    /// as lent, as the engine sees them.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.engine.try_with(|engine| engine.stats()) {
             Some(stats) => f.debug_struct("LockedPool").field("stats", &stats).finish(),

@@ -213,7 +213,9 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// that thread (the first 8 threads to ask have a stripe each, and later ones share them):
 /// children on different threads then rarely take the root's lock
 /// ([`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)).
-/// The root's `stats` count those chunks as held, not lent, and a trim gives them back.
+/// The root's `stats` count those chunks as held, not lent, and a trim gives them back; while
+/// the stripes hold any, the slabs they lie in stay with the root, kept until that trim rather
+/// than given back a while after the last chunk returns.
 ///
 /// A `SyncPool` must not be the
 /// `#[global_allocator]`: its source would then call the pool that calls it, which the

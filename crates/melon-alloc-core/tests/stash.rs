@@ -57,6 +57,9 @@ unsafe impl ChunkSource for Striped {
 
     fn stash_stripe() -> Option<usize> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        if NO_STRIPE.with(Cell::get) {
+            return None;
+        }
         Some(STRIPE.with(|stripe| {
             let number = stripe.get().unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed));
             stripe.set(Some(number));
@@ -69,6 +72,11 @@ std::thread_local! {
     /// The calling thread's stripe: numbered in the order threads first ask, unless a test sets
     /// it with [`use_stripe`].
     static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+std::thread_local! {
+    /// Whether the calling thread is one the source names no stripe for.
+    static NO_STRIPE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Makes `stripe` the calling thread's stripe.
@@ -141,6 +149,32 @@ fn trim_reset_and_drop_give_the_stashed_chunks_back() {
     children_come_and_go(&pool, 3);
     drop(pool);
     assert_eq!((counts.acquired(), counts.released()), (3, 3));
+}
+
+/// A source may name a stripe on some threads and none on others: a trim or a drop on a thread
+/// it names none for gives back what the other threads' children stashed all the same.
+#[test]
+fn a_thread_without_a_stripe_trims_and_drops_the_stash_too() {
+    let (pool, counts) = striped_pool(None);
+    children_come_and_go(&pool, 3);
+    let pool = std::thread::spawn(move || {
+        NO_STRIPE.with(|none| none.set(true));
+        assert_eq!(pool.with(|engine| engine.trim()), 3 * CHUNK_SIZE);
+        pool
+    })
+    .join()
+    .unwrap();
+    assert_eq!((counts.released(), pool.stats().bytes_held), (3, 0));
+
+    children_come_and_go(&pool, 3);
+    assert_eq!((counts.acquired(), counts.released()), (6, 3));
+    std::thread::spawn(move || {
+        NO_STRIPE.with(|none| none.set(true));
+        drop(pool);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(counts.released(), 6);
 }
 
 #[test]

@@ -129,19 +129,22 @@ void *mln_alloc_c(mln_alloc_t *pool, mln_size_t size);
 /*
  * Resizes the block `ptr` of `pool` to `size` bytes and returns it, moved or not; the contents
  * up to the smaller size are kept. A shrink, or a grow that fits the block, stays in place.
- * With `size == 0`, frees `ptr` and returns NULL. On failure returns NULL and leaves `ptr` as it
- * was (Melon's contract too). With `ptr == NULL`, allocates, as realloc does (Melon's
- * contract requires a block). A block of another pool is moved into `pool`; the lock rules of
- * both pools apply, so a block cannot move between a shared pool and one of its children.
+ * With `size == 0`, frees `ptr` (nothing if it is NULL) and returns NULL. On failure returns
+ * NULL and leaves `ptr` as it was (Melon's contract too). With `ptr == NULL` and a size above
+ * 0, allocates, as realloc does (Melon's contract requires a block). A block of another pool
+ * is moved into `pool`; the lock rules of both pools apply, so a block cannot move between a
+ * shared pool and one of its children.
  */
 void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
 
 /*
  * Frees a block by its pointer alone: the block knows its pool. `ptr` must be a pointer
- * returned by the functions above and not freed since; NULL does nothing. A double free of a
- * shared-memory block is detected and ignored, as long as the block's memory has not been
- * handed out again since, by the shared pool or a pool made from it: a block that lies there
- * now is freed instead.
+ * returned by the functions above and not freed since; NULL does nothing. A second free of a
+ * block of a shared pool itself (not of a pool made from it) is detected and ignored, as long
+ * as the block's memory has not been handed out again since, by the shared pool or in a chunk
+ * it lent to a pool made from it; once it has, the second free is a free of whatever lies there
+ * now, and as undefined as a second free() of a malloc block. A block of a heap pool, one made
+ * from a shared pool included, must not be freed twice, as with free().
  */
 void mln_alloc_free(void *ptr);
 

@@ -109,7 +109,8 @@ pub unsafe extern "C" fn mln_alloc_init(parent: *mut MlnAlloc, capacity: usize) 
 ///   are a lock that works across those processes: between a `lock` that returns 0 and the next
 ///   `unlock`, no other `lock` returns 0, with a mutex's memory ordering.
 /// - With callbacks, the caller holds the lock around every call on the pool itself (not on its
-///   child pools), as Melon requires.
+///   child pools), as Melon requires, but for [`mln_alloc_destroy`], which may take it through
+///   the callbacks itself.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_shm_init(
     capacity: usize,
@@ -140,6 +141,8 @@ pub unsafe extern "C" fn mln_alloc_shm_init(
 ///   call on any of them is in progress.
 /// - No other thread uses its heap ancestors (up to its root, or up to a shared pool)
 ///   meanwhile.
+/// - The caller does not hold the lock of a shared pool with lock callbacks: destroying it, or
+///   a pool made from it, may take that lock through the callbacks.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_destroy(pool: *mut MlnAlloc) {
     if let Some(handle) = NonNull::new(pool) {
@@ -205,7 +208,8 @@ pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c
 /// Frees a block of any pool; a block in a chunk this process must not touch is left alone.
 ///
 /// # Safety
-/// - `block` is an in-use block of a live pool, and is not used afterwards; `owner` is what
+/// - `block` is an in-use block of a live pool, and is not used afterwards, or a block of a
+///   shared pool itself freed already (see [`mln_alloc_free`]); `owner` is what
 ///   [`shared::owner`] says of it.
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
@@ -227,7 +231,9 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
             unsafe { pool.as_ref().free(block) }
         }
         Owner::Shared(handle) => {
-            // SAFETY: the block is in use, so its pool, and the pool's handle, are live.
+            // SAFETY: `owner` found the handle in the process's table of shared pools, where it
+            // stays until its pool is destroyed, which the caller's promise rules out during
+            // this call; a block freed already, which this path refuses, has a live pool too.
             let handle_ref = unsafe { handle.as_ref() };
             if let Some(shm) = handle_ref.shm() {
                 // A pointer the pool refuses (a double free, say) changes nothing: ignore it.
@@ -253,7 +259,7 @@ unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
             Some(unsafe { pool.as_ref().usable_size(block) })
         }
         Owner::Shared(handle) => {
-            // SAFETY: the block is in use, so its pool, and the pool's handle, are live.
+            // SAFETY: as in `free_block`: a handle from the table, whose pool is live.
             let handle = unsafe { handle.as_ref() };
             on_shared(handle.shm()?, |shm| shm.usable_size(block)).ok()
         }
@@ -285,15 +291,19 @@ unsafe fn realloc(
 ) -> Option<NonNull<u8>> {
     // SAFETY: the caller promises NULL or a live pool.
     let pool = unsafe { handle.as_ref() };
+    // Size 0 frees before anything else, as Melon's `mln_alloc_re` does: a NULL block with size
+    // 0 is a free of nothing, not an allocation.
+    if size == 0 {
+        if let Some(block) = block {
+            // SAFETY: forwarded from the caller, who gives the block up.
+            unsafe { free_block(block, shared::owner(block)) };
+        }
+        return None;
+    }
     let Some(block) = block else {
         return alloc_in(pool?, size, false);
     };
     let owner = shared::owner(block);
-    if size == 0 {
-        // SAFETY: forwarded from the caller, who gives the block up.
-        unsafe { free_block(block, owner) };
-        return None;
-    }
     let pool = pool?;
     let in_place = match (owner, pool.kind()) {
         (Owner::Heap, Kind::Heap(_) | Kind::Child(_)) => {
@@ -332,8 +342,8 @@ unsafe fn realloc(
 }
 
 /// Resizes the block `ptr` to `size` bytes, keeping its contents up to the smaller size; a
-/// shrink stays in place. `size == 0` frees the block and returns NULL; `ptr == NULL`
-/// allocates. On failure returns NULL and leaves the block as it was.
+/// shrink stays in place. `size == 0` frees the block, if `ptr` is not NULL, and returns NULL;
+/// otherwise `ptr == NULL` allocates. On failure returns NULL and leaves the block as it was.
 ///
 /// # Safety
 /// - `pool` is NULL or a live pool; `ptr` is NULL or an in-use block of a live pool (normally
@@ -355,7 +365,9 @@ pub unsafe extern "C" fn mln_alloc_re(
 /// Frees a block by its pointer alone. NULL does nothing.
 ///
 /// # Safety
-/// - `ptr` is NULL or an in-use block of a live pool, and is not used afterwards.
+/// - `ptr` is NULL or an in-use block of a live pool, and is not used afterwards; or a block of
+///   a live shared pool itself freed already, whose memory the shared pool has not handed out
+///   again since, nor lent in a chunk to a pool made from it (the pool refuses it).
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
 /// - For a block of a shared pool itself (not of one of its child pools) with lock callbacks,

@@ -62,6 +62,8 @@ static void heap_pool(void)
     CHECK(shrunk == grown && holds(shrunk, 10, 2));
     /* Size 0 frees and returns NULL. */
     CHECK(mln_alloc_re(pool, shrunk, 0) == NULL);
+    /* A NULL block with size 0 frees nothing and allocates nothing, as in Melon. */
+    CHECK(mln_alloc_re(pool, NULL, 0) == NULL);
     /* A NULL block: allocates. */
     a = (char *)mln_alloc_re(pool, NULL, 64);
     CHECK(a != NULL && ALIGNED16(a));

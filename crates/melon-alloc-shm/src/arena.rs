@@ -521,13 +521,24 @@ impl Arena {
                 Some((index, next, carved)) => {
                     return Some(self.hand_out(tx, class, slab, index, next, carved));
                 }
-                None => {
-                    self.quarantine(tx, class, slab);
-                    tx.checkpoint();
-                }
+                // The head, left on the list when its last block went (see `hand_out`): off it
+                // now, a step of its own after which the pool is consistent, and the next slab
+                // serves.
+                None if self.is_full(slab, class) => self.unlink_partial(tx, class, slab),
+                None => self.quarantine(tx, class, slab),
             }
+            tx.checkpoint();
         }
         None
+    }
+
+    /// Whether `slab`, a slab of `class`, has every block carved and in use, as a slab's
+    /// bookkeeping says when it is full and sound.
+    fn is_full(&self, slab: u32, class: usize) -> bool {
+        let capacity = SLAB_BLOCKS[class];
+        get!(self, slab, live) == capacity
+            && get!(self, slab, carved) == capacity
+            && get!(self, slab, free) == NONE
     }
 
     /// Whether `slab` is the first page of a slab of `class`, all of it inside the data pages.
@@ -578,9 +589,10 @@ impl Arena {
             set!(self, tx, slab, carved, carved);
         }
         self.set_free_live(tx, slab, next, live);
-        if live == SLAB_BLOCKS[class] {
-            self.unlink_partial(tx, class, slab);
-        }
+        // A slab that fills stays at the head of its class's list until an allocation finds it
+        // full (`alloc_small`): a free that follows at once, as an allocation paired with its
+        // free at a slab's last block does, then finds it on the list, and neither operation
+        // relinks it. Only the head can be full on the list.
         let size = CLASS_SIZES[class] as u64;
         self.count_alloc(size);
         let offset = slab as u64 * PAGE as u64 + u64::from(index) * size;
@@ -1147,7 +1159,8 @@ impl Arena {
         if get!(self, slab, kind) & kind::QUARANTINED != 0 {
             return;
         }
-        if live == SLAB_BLOCKS[class] {
+        // A full slab goes back on its class's list, unless it is still its head.
+        if live == SLAB_BLOCKS[class] && state!(self, partial[class]) != slab {
             self.push_partial_second(tx, class, slab);
         }
         // An empty slab goes back to the free runs, unless it is the one allocations come from.
@@ -1383,16 +1396,21 @@ impl Arena {
             return Err(E::BadList);
         }
         for class in 0..CLASS_COUNT {
-            let mut slab = state!(self, partial[class]);
+            let head = state!(self, partial[class]);
+            // The head alone may be full (see `hand_out`); every other listed slab has room.
+            let head_full = u32::from(
+                head != NONE && self.is_slab_of(head, class) && self.is_full(head, class),
+            );
+            let mut slab = head;
             let mut prev = NONE;
             let mut listed = 0;
             while slab != NONE {
                 let valid = slab >= self.first_data
                     && slab < self.end()
                     && get!(self, slab, kind) == kind::SLAB | (class as u32) << 8
-                    && get!(self, slab, live) < SLAB_BLOCKS[class]
+                    && (get!(self, slab, live) < SLAB_BLOCKS[class] || slab == head)
                     && get!(self, slab, prev) == prev
-                    && listed < partial_slabs[class];
+                    && listed < partial_slabs[class] + head_full;
                 if !valid {
                     return Err(E::BadList);
                 }
@@ -1400,7 +1418,7 @@ impl Arena {
                 prev = slab;
                 slab = get!(self, slab, next);
             }
-            if listed != partial_slabs[class] {
+            if listed != partial_slabs[class] + head_full {
                 return Err(E::BadList);
             }
         }
@@ -2251,6 +2269,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A slab's last block taken and freed in turn, as an allocation paired with its free at a
+    /// slab's end does, leaves the slab at the head of its class's list, with no relinking
+    /// either way; the allocation after it fills takes it off the list and opens a new slab.
+    #[test]
+    fn a_slab_that_fills_stays_at_the_head_until_an_allocation_finds_it_full() {
+        let pool = crate::ShmPool::new(1 << 20).unwrap();
+        let class = pool.lock().unwrap().arena().small_class(64, GRAIN).unwrap();
+        // The head of the class's list, and whether that slab is full, read under the lock.
+        let head = || {
+            let guard = pool.lock().unwrap();
+            let head = state!(guard.arena(), partial[class]);
+            (head, head != NONE && guard.arena().is_full(head, class))
+        };
+        let blocks: Vec<_> = (0..SLAB_BLOCKS[class]).map(|_| pool.alloc(64).unwrap()).collect();
+        let (filled, full) = head();
+        assert!(filled != NONE && full, "the filled slab is still listed, at the head");
+        pool.check().unwrap();
+        let last = *blocks.last().unwrap();
+        for _ in 0..3 {
+            // SAFETY: the block came from `pool` and is not used until it is handed out again.
+            unsafe { pool.try_free(last) }.unwrap();
+            assert_eq!(head(), (filled, false));
+            assert_eq!(pool.alloc(64), Some(last), "the slab's one free block");
+            assert_eq!(head(), (filled, true));
+            pool.check().unwrap();
+        }
+        let next = pool.alloc(64).unwrap();
+        let (opened, _) = head();
+        assert_ne!(opened, filled);
+        {
+            let guard = pool.lock().unwrap();
+            let arena = guard.arena();
+            let links = (get!(arena, filled, prev), get!(arena, filled, next));
+            assert_eq!(links, (NONE, NONE), "the full slab is off the list");
+            assert_eq!(get!(arena, opened, next), NONE);
+        }
+        pool.check().unwrap();
+        for block in blocks.into_iter().chain([next]) {
+            // SAFETY: each block came from `pool` and is freed once.
+            unsafe { pool.try_free(block) }.unwrap();
+        }
+        pool.check().unwrap();
     }
 
     /// One empty slab cached per class, all given back by the allocation that needs their room,

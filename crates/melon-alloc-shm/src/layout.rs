@@ -66,7 +66,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MELONSHM");
 /// into the header's first cache line. Version 11 keeps the name of a named value's type in its
 /// block, after the value, and the name's length in its directory entry. Version 12 replaced the
 /// C library's mutex in every [`ShmMutex`](crate::ShmMutex) with a word like the pool's own.
-pub(crate) const VERSION: u32 = 12;
+/// Version 13 lets a class's list of slabs with room keep a full slab at its head, until an
+/// allocation finds it full.
+pub(crate) const VERSION: u32 = 13;
 /// The smallest capacity: sixteen pages, header included.
 pub(crate) const MIN_CAPACITY: usize = 64 << 10;
 /// The largest capacity, so that page indices fit in 32 bits with room to spare.

@@ -830,8 +830,9 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   figures show. Melon's C pool takes 1.5 to 3.3 µs for one 64-byte allocation (quoted from
   `MELON_ALLOC.md`: allocating until full in 8 MiB and 64 MiB pools), and its cost grows with
   the pool.
-- **Slabs of at least 16 blocks.** A slab that fills leaves its class's list and comes back on
-  its next free, four logged writes each way. Slabs hold at least 16 blocks where 16 pages
+- **Slabs of at least 16 blocks.** A slab that fills leaves its class's list when the next
+  allocation of its class finds it full, and comes back on its next free after that, four
+  logged writes each way. Slabs hold at least 16 blocks where 16 pages
   allow, so in this workload, where half the requests are 2 to 4 KiB, that happens on a small
   fraction of operations.
 - **Contention.** A waiter tries the lock, with pauses that double up to 1,024 `pause`

@@ -424,6 +424,16 @@ impl<S: ChunkSource> Engine<S> {
         // `CLASS_COUNT`; saying so here lets the compiler drop the bounds checks of this path,
         // and with them its only way to panic.
         let class = class.min(CLASS_COUNT - 1);
+        // Hosted targets only: firmware counts code bytes, and the loop below does the same.
+        #[cfg(not(target_os = "none"))]
+        {
+            let head = self.avail[class].head;
+            // SAFETY: the head of `avail[class]`, if any, is a valid header of a chunk this
+            // engine holds, whose `free` list the fast path found empty.
+            if let Some(block) = unsafe { head.as_mut().and_then(|head| take_own_frees(head)) } {
+                return Some(block);
+            }
+        }
         if let Some(block) = self.alloc_from_avail(class) {
             return Some(block);
         }
@@ -1726,6 +1736,37 @@ unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader, class: usize) {
             (*chunk).local_free = ptr::null_mut();
             (*chunk).carved = 0;
         }
+    }
+}
+
+/// Takes a block from the blocks freed into `chunk` since its `free` list was last filled, when
+/// that is all [`Engine::alloc_from_avail`] would do for it as the head of its class's list:
+/// every block of the chunk is carved, so there is none to carve, and some are still in use, so
+/// the chunk cannot be starting over. A pool whose blocks in use of a class stand at one short of
+/// a full chunk has every allocation of that class come here, each paired with a free of the
+/// block before it, and skips the rest of the slow path.
+///
+/// # Safety
+/// `chunk` is a valid header of a small chunk or page, whose `free` list is empty and whose
+/// local list holds its other free blocks, each with the link to the next, counted by
+/// `local_count`.
+#[cfg(not(target_os = "none"))]
+#[inline]
+unsafe fn take_own_frees(chunk: *mut ChunkHeader) -> Option<NonNull<u8>> {
+    // SAFETY: the header is valid, and its local list as the caller says.
+    unsafe {
+        let carved = u32::from((*chunk).carved);
+        let local = (*chunk).local_free;
+        if local.is_null()
+            || carved != u32::from((*chunk).capacity())
+            || (*chunk).local_count() >= carved
+        {
+            return None;
+        }
+        (*chunk).local_free = ptr::null_mut();
+        (*chunk).clear_local_count();
+        (*chunk).free = read_link(local);
+        Some(NonNull::new_unchecked(local.cast()))
     }
 }
 

@@ -9,7 +9,9 @@
 //! cargo run --release -p melon-alloc-bench --bin instructions -- --list
 //! ```
 //!
-//! An operation is one alloc+free pair, except in `heap_child_lifecycle` and
+//! An operation is one alloc+free pair (in `heap_ping_pong_at_chunk_end` and
+//! `shm_ping_pong_at_slab_end`, of the last free block of a chunk or slab whose other blocks are
+//! in use, where a pool's lists change hands), except in `heap_child_lifecycle` and
 //! `sync_child_lifecycle`, where it is a child pool made (of a `HeapPool`, or of a `static`
 //! `SyncPool` with a limit, as a request's), one block allocated and freed in it, and the child
 //! dropped; in `shm_handoff_ring`,
@@ -33,8 +35,9 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 12] = [
+const WORKLOADS: [(&str, Workload); 14] = [
     ("heap_ping_pong", heap_ping_pong),
+    ("heap_ping_pong_at_chunk_end", heap_ping_pong_at_chunk_end),
     ("heap_fill_drain", heap_fill_drain),
     ("heap_mixed", heap_mixed),
     ("heap_large_ring", heap_large_ring),
@@ -42,6 +45,7 @@ const WORKLOADS: [(&str, Workload); 12] = [
     ("heap_child_lifecycle", heap_child_lifecycle),
     ("sync_child_lifecycle", sync_child_lifecycle),
     ("shm_ping_pong", shm_ping_pong),
+    ("shm_ping_pong_at_slab_end", shm_ping_pong_at_slab_end),
     ("shm_child_ping_pong", shm_child_ping_pong),
     ("shm_handoff_ring", shm_handoff_ring),
     ("shm_find", shm_find),
@@ -65,6 +69,30 @@ fn heap_ping_pong(n: u64) -> Result<(), String> {
         // SAFETY: the block came from `pool` and is not used again.
         unsafe { pool.free(black_box(block)) };
     }
+    Ok(())
+}
+
+fn heap_ping_pong_at_chunk_end(n: u64) -> Result<(), String> {
+    // The blocks a chunk holds: those a pool hands out before the allocation that takes its
+    // second chunk.
+    let per_chunk = {
+        let scratch = HeapPool::new();
+        let mut held = 0;
+        while scratch.stats().chunks < 2 {
+            alloc(&scratch, BLOCK)?;
+            held += 1;
+        }
+        held - 1
+    };
+    // All of the first chunk's blocks in use but one, which the pairs take and give back.
+    let pool = HeapPool::new();
+    let held = (1..per_chunk).map(|_| alloc(&pool, BLOCK)).collect::<Result<Vec<_>, _>>()?;
+    for _ in 0..n {
+        let block = alloc(&pool, black_box(BLOCK))?;
+        // SAFETY: the block came from `pool` and is not used again.
+        unsafe { pool.free(black_box(block)) };
+    }
+    black_box(held);
     Ok(())
 }
 
@@ -155,6 +183,25 @@ fn shm_ping_pong(n: u64) -> Result<(), String> {
         // SAFETY: the block came from `shm` and is not used again.
         unsafe { shm.free(black_box(block)) };
     }
+    Ok(())
+}
+
+fn shm_ping_pong_at_slab_end(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    let first = shm.alloc(BLOCK).ok_or("no shared block")?;
+    let stats = shm.stats().map_err(|e| e.to_string())?;
+    let class = stats.classes().iter().find(|class| class.blocks_in_use == 1).ok_or("no class")?;
+    // All of the slab's blocks in use but one, which the pairs take and give back.
+    let mut held = vec![first];
+    for _ in 2..class.blocks {
+        held.push(shm.alloc(BLOCK).ok_or("no shared block")?);
+    }
+    for _ in 0..n {
+        let block = shm.alloc(black_box(BLOCK)).ok_or("no shared block")?;
+        // SAFETY: the block came from `shm` and is not used again.
+        unsafe { shm.free(black_box(block)) };
+    }
+    black_box(held);
     Ok(())
 }
 

@@ -424,14 +424,17 @@ impl<S: ChunkSource> Engine<S> {
         // `CLASS_COUNT`; saying so here lets the compiler drop the bounds checks of this path,
         // and with them its only way to panic.
         let class = class.min(CLASS_COUNT - 1);
-        // Hosted targets only: firmware counts code bytes, and the loop below does the same.
+        // The cheap case of what `alloc_from_avail` does for the head; hosted targets only,
+        // since firmware counts code bytes.
         #[cfg(not(target_os = "none"))]
         {
             let head = self.avail[class].head;
-            // SAFETY: the head of `avail[class]`, if any, is a valid header of a chunk this
-            // engine holds, whose `free` list the fast path found empty.
-            if let Some(block) = unsafe { head.as_mut().and_then(|head| take_own_frees(head)) } {
-                return Some(block);
+            if !head.is_null() {
+                // SAFETY: the head of `avail[class]` is a valid header of a chunk this engine
+                // holds, and its lists hold free blocks of it.
+                if let Some(block) = unsafe { take_own_frees(head) } {
+                    return Some(block);
+                }
             }
         }
         if let Some(block) = self.alloc_from_avail(class) {
@@ -1747,17 +1750,18 @@ unsafe fn start_over_if_scattered(chunk: *mut ChunkHeader, class: usize) {
 /// block before it, and skips the rest of the slow path.
 ///
 /// # Safety
-/// `chunk` is a valid header of a small chunk or page, whose `free` list is empty and whose
-/// local list holds its other free blocks, each with the link to the next, counted by
-/// `local_count`.
+/// `chunk` is a valid header of a small chunk or page, whose `free` and local lists hold free
+/// blocks of it, each with the link to the next, the local one counted by `local_count`.
 #[cfg(not(target_os = "none"))]
 #[inline]
 unsafe fn take_own_frees(chunk: *mut ChunkHeader) -> Option<NonNull<u8>> {
-    // SAFETY: the header is valid, and its local list as the caller says.
+    // SAFETY: the header is valid, and its lists as the caller says; the local list replaces
+    // the `free` list only when that is empty.
     unsafe {
         let carved = u32::from((*chunk).carved);
         let local = (*chunk).local_free;
         if local.is_null()
+            || !(*chunk).free.is_null()
             || carved != u32::from((*chunk).capacity())
             || (*chunk).local_count() >= carved
         {

@@ -141,6 +141,15 @@ impl ChunkHeader {
         self.countdown = self.event;
     }
 
+    /// Makes `local_free` the `free` list, which must be empty, and empties it and its count:
+    /// what an allocation that finds `free` empty does before anything else.
+    #[inline]
+    pub(crate) fn take_local_list(&mut self) {
+        self.free = self.local_free;
+        self.local_free = ptr::null_mut();
+        self.clear_local_count();
+    }
+
     /// The block a small chunk, or page, carves first. Every page starts with its header and
     /// first block at the same offsets, so the blocks short-lived pools write first would all
     /// fall into the same few sets of a cache that indexes by the address bits within 128 KiB or

@@ -467,9 +467,7 @@ impl<S: ChunkSource> Engine<S> {
                 // A chunk whose blocks all came back out of order is carved anew, in order.
                 #[cfg(not(target_os = "none"))]
                 start_over_if_scattered(chunk, class);
-                (*chunk).free = (*chunk).local_free;
-                (*chunk).local_free = ptr::null_mut();
-                (*chunk).clear_local_count();
+                (*chunk).take_local_list();
                 if (*chunk).carved < (*chunk).capacity() {
                     carve_batch(chunk);
                 }
@@ -1767,8 +1765,7 @@ unsafe fn take_own_frees(chunk: *mut ChunkHeader) -> Option<NonNull<u8>> {
         {
             return None;
         }
-        (*chunk).local_free = ptr::null_mut();
-        (*chunk).clear_local_count();
+        (*chunk).take_local_list();
         (*chunk).free = read_link(local);
         Some(NonNull::new_unchecked(local.cast()))
     }

@@ -33,13 +33,13 @@ const POISONED: u32 = 2;
 /// `docs/architecture.md`): it names the holder's process by the process's identity in the
 /// pool, which no pid namespace and no reuse of a pid can make another process's. When a
 /// holder's process dies, a locker waiting for it, which asks every 5 ms whether the holder
-/// lives, takes the mutex over (unless the holder had no identity of its own, as under "Whose memory is whose" in the
-/// [crate docs](crate), which nothing can tell the death of), and its guard reports the death
-/// ([`ShmMutexGuard::holder_died`]); the value may be half changed, and that locker decides
-/// what to do about it. The mutex is usable again after
-/// that guard. A thread that locks a mutex it holds already gets [`ShmError::WouldDeadlock`]
-/// rather than waiting for itself; a thread that ends holding one (its guard forgotten) leaves
-/// it held for as long as its process lives, as a forgotten guard of `std::sync::Mutex` does.
+/// lives, takes the mutex over (unless the holder had no identity of its own, as under "Whose
+/// memory is whose" in the [crate docs](crate), which nothing can tell the death of), and its
+/// guard reports the death ([`ShmMutexGuard::holder_died`]); the value may be half changed, and
+/// that locker decides what to do about it. The mutex is usable again after that guard. A
+/// thread that locks a mutex it holds already gets [`ShmError::WouldDeadlock`] rather than
+/// waiting for itself; a thread that ends holding one (its guard forgotten) leaves it held for
+/// as long as its process lives, as a forgotten guard of `std::sync::Mutex` does.
 ///
 /// A mutex is made in place, in the pool: [`ShmMutex::new_in`] or
 /// [`ShmPool::insert_named_mutex`] for a [`ShmSafe`] value, which can be named and reached from
@@ -229,14 +229,7 @@ impl<T> ShmMutex<T> {
             if let Some(me) = remembered_identity(addr, process) {
                 let word = ProcessLock::new(&self.lock.word, me, Kernel { pool: None });
                 if word.try_lock().is_ok() {
-                    self.lock.holder.store(token, Ordering::Relaxed);
-                    return Ok(ShmMutexGuard {
-                        mutex: self,
-                        me,
-                        token,
-                        holder_died: false,
-                        _not_send: PhantomData,
-                    });
+                    return Ok(self.held(me, token, false));
                 }
             }
         }
@@ -256,9 +249,7 @@ impl<T> ShmMutex<T> {
                     self.state.fetch_or(POISONED, Ordering::Relaxed);
                 }
             })?;
-            self.lock.holder.store(token, Ordering::Relaxed);
-            let guard =
-                ShmMutexGuard { mutex: self, me, token, holder_died, _not_send: PhantomData };
+            let guard = self.held(me, token, holder_died);
             if poisoning {
                 if self.state.load(Ordering::Relaxed) & POISONED != 0 {
                     // Released by the guard, without the value ever being reached.
@@ -291,6 +282,15 @@ impl<T> ShmMutex<T> {
     }
 }
 
+impl<T> ShmMutex<T> {
+    /// The guard of a lock word just taken under identity `me` by the thread whose token is
+    /// `token`, which the mutex records as its holder.
+    fn held(&self, me: u32, token: u64, holder_died: bool) -> ShmMutexGuard<'_, T> {
+        self.lock.holder.store(token, Ordering::Relaxed);
+        ShmMutexGuard { mutex: self, me, token, holder_died, _not_send: PhantomData }
+    }
+}
+
 /// The pool this thread last found a mutex in, in the registry, with the process it was found
 /// in and that process's identity in it: a fork's child, whose identity differs, finds another
 /// process token here and looks the pool up again.
@@ -305,9 +305,9 @@ std::thread_local! {
     static REMEMBERED: core::cell::Cell<Option<Remembered>> = const { core::cell::Cell::new(None) };
 }
 
-/// This process's identity in the pool whose reserved addresses hold `addr`, if the calling
-/// thread remembers it from that pool's current registration, in this process (`process` is its
-/// token).
+/// This process's identity in the pool that holds `addr`, if the calling thread remembers it
+/// from that pool's current registration, in this process (`process` is its token), with `addr`
+/// in what the pool had mapped when it was found.
 #[inline]
 fn remembered_identity(addr: *const u8, process: u64) -> Option<u32> {
     let remembered = REMEMBERED.try_with(core::cell::Cell::get).ok().flatten()?;

@@ -149,3 +149,35 @@ fn a_request_that_grows_a_table_through_eight_classes_holds_two_chunks() {
     drop(request);
     assert_eq!(root.stats().bytes_lent, 0);
 }
+
+/// A `SyncPool` root keeps in its stripes chunks its children gave back, which its source counts
+/// as still out: after a burst, the slabs stay with the root through a long lull and a small
+/// load, where a `HeapPool`'s would go back (above), until a trim.
+#[test]
+fn a_sync_roots_stash_keeps_its_slabs_until_a_trim() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = melon_alloc_heap::SyncPool::new(melon_alloc_heap::GlobalSource::new(), None);
+    let calls = || SLAB_CALLS.load(Ordering::Relaxed);
+    let burst = if cfg!(miri) { 40 } else { 200 };
+    let children: Vec<_> = (0..burst).map(|_| root.child()).collect();
+    for child in &children {
+        for size in [16, 64, 200, 1000, 5000] {
+            let block = child.alloc(size).unwrap();
+            // SAFETY: the block came from `child` and is not used again.
+            unsafe { child.free(block) };
+        }
+    }
+    drop(children);
+    let after_burst = calls();
+    std::thread::sleep(KEEP_SLABS_FOR);
+    for _ in 0..2 {
+        let child = root.child();
+        let block = child.alloc(64).unwrap();
+        // SAFETY: as above.
+        unsafe { child.free(block) };
+    }
+    assert_eq!(calls(), after_burst, "the slabs stay while the stripes hold chunks");
+    root.with(|engine| engine.trim());
+    assert!(calls() > after_burst, "the trim gives them back");
+    root.check().unwrap();
+}

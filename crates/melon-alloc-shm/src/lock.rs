@@ -151,8 +151,9 @@ pub(crate) enum Waited {
 /// released with one, or, when the waiters' bit is set, with a swap and a wake. A waiter sleeps
 /// on the word with the kernel's futex, waking now and then to ask whether the holder's process
 /// still lives; a dead holder's word is taken over by one compare-and-swap from the word the
-/// waiter saw, and reported as [`Acquired::OwnerDied`]. Process identities come from the pool's file, not from any id of
-/// the kernel's, so no pid namespace can make one process look like another.
+/// waiter saw, and reported as [`Acquired::OwnerDied`]. Process identities come from the pool's
+/// file, not from any id of the kernel's, so no pid namespace can make one process look like
+/// another.
 pub(crate) struct ProcessLock<'a, W> {
     word: &'a AtomicU32,
     /// This process's identity: in `1..=HOLDER`.

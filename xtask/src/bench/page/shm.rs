@@ -832,9 +832,9 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   the pool.
 - **Slabs of at least 16 blocks.** A slab that fills leaves its class's list when the next
   allocation of its class finds it full, and comes back on its next free after that, four
-  logged writes each way. Slabs hold at least 16 blocks where 16 pages
-  allow, so in this workload, where half the requests are 2 to 4 KiB, that happens on a small
-  fraction of operations.
+  logged writes each way. Slabs hold at least 16 blocks where 16 pages allow, so in this
+  workload, where half the requests are 2 to 4 KiB, that happens on a small fraction of
+  operations.
 - **Contention.** A waiter tries the lock, with pauses that double up to 1,024 `pause`
   instructions (7,167 in all, about 90 µs on this machine) before it sleeps on the lock word: a
   critical section lasts well under 100 ns, far less than a sleep and a wake-up, and looking

@@ -19,7 +19,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use melon_alloc_heap::{ChildPool, HeapPool, Pool};
+use melon_alloc_heap::{AllocError, ChildPool, HeapPool, Pool};
 use melon_alloc_shm::{plumbing, ShmPool};
 
 use crate::lock::as_holder;
@@ -169,9 +169,10 @@ impl<T> Drop for Uninit<T> {
 pub(crate) fn new_heap(limit: Option<usize>) -> Option<NonNull<MlnAlloc>> {
     let handle = Uninit::<MlnAlloc>::new()?;
     let pool = match limit {
-        Some(limit) => HeapPool::with_limit(limit),
-        None => HeapPool::new(),
-    };
+        Some(limit) => HeapPool::try_with_limit(limit),
+        None => HeapPool::try_new(),
+    }
+    .ok()?;
     Some(handle.init(MlnAlloc {
         kind: Kind::Heap(pool),
         parent: None,
@@ -235,7 +236,8 @@ pub(crate) unsafe fn new_child(
             // what lets a free by pointer alone tell its blocks from the pool's own.
             plumbing::owned_child(shm, limit)
         }
-    };
+    }
+    .ok()?;
     let handle = handle.init(MlnAlloc {
         kind: Kind::Child(pool),
         parent: Some(parent),
@@ -255,11 +257,11 @@ pub(crate) unsafe fn new_child(
     Some(handle)
 }
 
-/// A child of a heap pool, with `limit` bytes at most.
-fn child_of(pool: &'static Pool, limit: Option<usize>) -> ChildPool<'static> {
+/// A child of a heap pool, with `limit` bytes at most; `Err` when there is no memory for it.
+fn child_of(pool: &'static Pool, limit: Option<usize>) -> Result<ChildPool<'static>, AllocError> {
     match limit {
-        Some(limit) => pool.child_with_limit(limit),
-        None => pool.child(),
+        Some(limit) => pool.try_child_with_limit(limit),
+        None => pool.try_child(),
     }
 }
 

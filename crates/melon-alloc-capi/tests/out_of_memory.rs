@@ -1,6 +1,6 @@
-//! Running out of system memory makes the C API return NULL rather than abort: the handles, the
-//! table of shared pools and a shared pool's records of the chunks lent to a child are allocated
-//! fallibly, before anything else a call allocates. A global allocator that can be told to fail stands in for a system
+//! Running out of system memory makes the C API return NULL rather than abort: the handles, heap
+//! pools and child pools, the table of shared pools and a shared pool's records of the chunks
+//! lent to a child are allocated fallibly. A global allocator that can be told to fail stands in for a system
 //! without memory.
 
 use core::ptr;
@@ -9,21 +9,30 @@ use std::cell::Cell;
 
 use melon_alloc_capi::{
     mln_alloc_available_capacity, mln_alloc_destroy, mln_alloc_free, mln_alloc_init, mln_alloc_m,
-    mln_alloc_shm_init,
+    mln_alloc_shm_init, MlnAlloc,
 };
 
-/// The system allocator, failing every allocation of a thread while it is told to.
+/// The system allocator, failing a thread's allocations once it has let through as many as it
+/// was told to.
 struct Failing;
 
 std::thread_local! {
-    static FAIL: Cell<bool> = const { Cell::new(false) };
+    /// How many more allocations this thread may make before they fail.
+    static ALLOWED: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Whether an allocation of this thread failed since the count was last set.
+    static FAILED: Cell<bool> = const { Cell::new(false) };
 }
 
 // SAFETY: forwards to `System`, or returns NULL, which `GlobalAlloc` allows for any request.
 unsafe impl GlobalAlloc for Failing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if FAIL.try_with(Cell::get).unwrap_or(false) {
+        let allowed = ALLOWED.try_with(Cell::get).unwrap_or(usize::MAX);
+        if allowed == 0 {
+            let _ = FAILED.try_with(|failed| failed.set(true));
             return ptr::null_mut();
+        }
+        if allowed != usize::MAX {
+            let _ = ALLOWED.try_with(|left| left.set(allowed - 1));
         }
         // SAFETY: forwarded from the caller.
         unsafe { System.alloc(layout) }
@@ -38,12 +47,19 @@ unsafe impl GlobalAlloc for Failing {
 #[global_allocator]
 static GLOBAL: Failing = Failing;
 
+/// Runs `f` with the allocations of this thread after the first `allowed` failing, and says
+/// whether one failed.
+fn with_memory_for<R>(allowed: usize, f: impl FnOnce() -> R) -> (R, bool) {
+    FAILED.with(|failed| failed.set(false));
+    ALLOWED.with(|left| left.set(allowed));
+    let result = f();
+    ALLOWED.with(|left| left.set(usize::MAX));
+    (result, FAILED.with(Cell::get))
+}
+
 /// Runs `f` with every allocation of this thread failing.
 fn without_memory<R>(f: impl FnOnce() -> R) -> R {
-    FAIL.with(|fail| fail.set(true));
-    let result = f();
-    FAIL.with(|fail| fail.set(false));
-    result
+    with_memory_for(0, f).0
 }
 
 #[test]
@@ -64,6 +80,61 @@ fn making_a_pool_without_memory_is_a_null() {
         let child = mln_alloc_init(root, 0);
         assert!(!child.is_null());
         mln_alloc_destroy(root);
+        mln_alloc_destroy(shm);
+    }
+}
+
+/// Calls `make` with memory for 0 allocations, then 1, and so on, until a call makes all it
+/// needs: each call that met a failed allocation must return NULL, and the one that met none a
+/// pool that allocates, which is then destroyed. Returns how many allocations that call made.
+///
+/// # Safety
+/// `make` returns NULL or a new pool that nothing else uses.
+unsafe fn fails_cleanly_at_each_allocation(make: impl Fn() -> *mut MlnAlloc) -> usize {
+    for allowed in 0.. {
+        let (pool, failed) = with_memory_for(allowed, &make);
+        if failed {
+            assert!(pool.is_null(), "a pool made with its allocation {allowed} failing");
+            continue;
+        }
+        assert!(!pool.is_null(), "a pool made with all the memory it asked for");
+        // SAFETY: the caller promises a new pool that nothing else uses.
+        unsafe {
+            let block = mln_alloc_m(pool, 64);
+            assert!(!block.is_null());
+            mln_alloc_free(block);
+            mln_alloc_destroy(pool);
+        }
+        return allowed;
+    }
+    unreachable!("the loop returns")
+}
+
+#[test]
+fn making_a_heap_pool_is_a_null_whichever_of_its_allocations_fails() {
+    // SAFETY: each pool is made by the closures and used by this thread alone.
+    unsafe {
+        // The handle and the pool's own bookkeeping, at least.
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(ptr::null_mut(), 0)) >= 2);
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(ptr::null_mut(), 1 << 20)) >= 2);
+        let root = mln_alloc_init(ptr::null_mut(), 0);
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(root, 0)) >= 2);
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(root, 64 << 10)) >= 2);
+        mln_alloc_destroy(root);
+    }
+}
+
+#[test]
+fn making_a_child_of_a_shared_pool_is_a_null_whichever_of_its_allocations_fails() {
+    // SAFETY: each pool is made by the closure and used by this thread alone; the shared pool
+    // locks itself.
+    unsafe {
+        let shm = mln_alloc_shm_init(1 << 20, ptr::null_mut(), None, None);
+        assert!(!shm.is_null());
+        let initial = mln_alloc_available_capacity(shm);
+        // The handle, the child's source and its bookkeeping, at least.
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(shm, 0)) >= 3);
+        assert_eq!(mln_alloc_available_capacity(shm), initial);
         mln_alloc_destroy(shm);
     }
 }

@@ -89,6 +89,8 @@ pub use error::FreeError;
 pub use locked::{LockedChild, LockedEngine, LockedParent, LockedPool};
 pub use region::RegionSource;
 pub use source::ChunkSource;
+#[cfg(feature = "pages")]
+pub use stash::STASH_CHUNKS;
 pub use stash::{ChunkStash, NoStripes, Stripes};
 pub use stats::Stats;
 

@@ -31,11 +31,19 @@ use crate::ChunkSource;
 #[cfg(feature = "pages")]
 pub(crate) const STASH_STRIPES: usize = 8;
 
-/// Chunks a stripe keeps at most, 256 KiB of 16 KiB chunks (64 KiB with the `small-chunks`
-/// feature): enough for the children a thread makes and drops in turn, few enough that a stash
-/// holds at most 2 MiB unused.
+/// Chunks a stripe of a [`Stripes`] stash keeps at most, 256 KiB of 16 KiB chunks (64 KiB with
+/// the `small-chunks` feature): enough for the children a thread makes and drops in turn, few
+/// enough that a stash holds at most 2 MiB unused. A chunk given back to a full stripe goes back
+/// to the pool's engine.
+///
+/// # Examples
+/// ```
+/// use melon_alloc_core::{CHUNK_SIZE, STASH_CHUNKS};
+///
+/// assert!(STASH_CHUNKS * CHUNK_SIZE <= 256 << 10);
+/// ```
 #[cfg(feature = "pages")]
-pub(crate) const STASH_CHUNKS: usize = 16;
+pub const STASH_CHUNKS: usize = 16;
 
 /// A stashed chunk: its first word links to the next of its stripe.
 #[cfg(feature = "pages")]

@@ -156,4 +156,92 @@ mod tests {
     fn children_pass_chunks_through_a_stash_stripe() {
         expect_model(two_threads_pass_chunks_through_one_stripe);
     }
+
+    /// Checks that a pool whose children have all gone lends nothing, and that a trim gives
+    /// back every byte it holds, the stash's chunks with the rest: nothing was lost, and no
+    /// chunk went back twice (the engine's figures would not add up).
+    fn nothing_lent_and_all_trimmed(pool: &LockedPool<OneStripe>) {
+        let stats = pool.stats();
+        assert_eq!(stats.bytes_lent, 0, "{stats:?}");
+        assert_eq!(pool.with(|engine| engine.trim()), stats.bytes_held);
+        assert_eq!(pool.stats().bytes_held, 0);
+        pool.check().expect("consistent");
+    }
+
+    /// A child on one thread gives its chunk to the stripe and a second child takes one, while
+    /// another thread trims the pool, which empties the stripe into the engine. Loom checks that
+    /// the stripe and the engine are never touched by two threads at once, and the end that no
+    /// chunk is lost or given back twice, whichever of the child's steps the trim falls
+    /// between.
+    fn a_trim_empties_the_stripe_while_a_child_uses_it() {
+        let pool = Arc::new(LockedPool::new(OneStripe(System), None));
+        let user = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || {
+                for _ in 0..2 {
+                    let child = pool.child();
+                    let block = child.alloc(32).expect("memory");
+                    // SAFETY: the block came from `child` and is freed once.
+                    unsafe { child.free(block) };
+                }
+            })
+        };
+        let trimmed = pool.with(|engine| engine.trim());
+        assert!([0, CHUNK_SIZE].contains(&trimmed), "trimmed {trimmed}");
+        user.join().expect("user");
+        nothing_lent_and_all_trimmed(&pool);
+    }
+
+    #[test]
+    fn a_trim_and_a_child_share_the_stripe() {
+        expect_model(a_trim_empties_the_stripe_while_a_child_uses_it);
+    }
+
+    /// The main thread makes one chunk more than a stripe keeps, each in a child of its own, and
+    /// gives all but two back, which leaves the stripe one short of full; a child on another
+    /// thread takes a chunk from it and gives it back while the main thread's last two children
+    /// go. So three chunks go to a stripe with room for two, in whichever order: one finds it
+    /// full and goes back to the engine instead. Loom checks that the two threads meet on the
+    /// stripe and the engine one at a time, and the end that every chunk is accounted for.
+    fn a_full_stripe_sends_chunks_back_to_the_engine() {
+        let pool = Arc::new(LockedPool::new(OneStripe(System), None));
+        let mut children: Vec<_> = (0..=melon_alloc_core::STASH_CHUNKS)
+            .map(|_| {
+                let child = pool.child();
+                let block = child.alloc(32).expect("memory");
+                (child, block)
+            })
+            .collect();
+        let last_two = children.split_off(children.len() - 2);
+        let free_all = |children: Vec<_>| {
+            for (child, block) in children {
+                // SAFETY: the block came from `child` and is freed once.
+                unsafe { LockedPool::free(&child, block) };
+            }
+        };
+        free_all(children);
+        let other = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || {
+                let child = pool.child();
+                let block = child.alloc(32).expect("memory");
+                // SAFETY: the block came from `child` and is freed once.
+                unsafe { child.free(block) };
+            })
+        };
+        free_all(last_two);
+        other.join().expect("other");
+        let stats = pool.stats();
+        // The stripe is full, and the chunk that found it so went back through the engine to
+        // the source.
+        let stashed = melon_alloc_core::STASH_CHUNKS * CHUNK_SIZE;
+        assert_eq!(stats.bytes_held, stashed, "{stats:?}");
+        assert_eq!(stats.peak_bytes_held, stashed + CHUNK_SIZE, "{stats:?}");
+        nothing_lent_and_all_trimmed(&pool);
+    }
+
+    #[test]
+    fn a_full_stripe_keeps_no_more() {
+        expect_model(a_full_stripe_sends_chunks_back_to_the_engine);
+    }
 }

@@ -174,6 +174,9 @@ mod recycle;
 mod sys;
 mod typed;
 
+/// What a fallible constructor (`try_new`, `try_child`, ...) returns when the global allocator has
+/// no memory for the pool's bookkeeping: the `Allocator` trait's error, from `allocator-api2`.
+pub use allocator_api2::alloc::AllocError;
 pub use family::{abandon_every_family, lock_families};
 pub use global::{GlobalSource, KEEP_SLABS_FOR};
 pub use melon_alloc_core::{CheckError, FreeError, LockedChild, LockedPool, Problem, Stats};

@@ -7,7 +7,9 @@ use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
 
+use allocator_api2::alloc::AllocError;
 use melon_alloc_core::{CheckError, ChunkSource, Engine, FreeError, Stats};
+use std::alloc;
 
 use crate::family::{self, Links};
 use crate::GlobalSource;
@@ -26,7 +28,8 @@ pub(crate) enum HeapSource {
 impl Drop for HeapSource {
     fn drop(&mut self) {
         if let Self::External(source) = *self {
-            // SAFETY: the pointer came from `Box::into_raw` in `ChildPool::with_source`, and the
+            // SAFETY: the pointer came from a `Box` (`ChildPool::with_source`) or from `try_box`
+            // with the source's layout (`ChildPool::try_with_source`), and the
             // engine that used it has given back every chunk before its source is dropped.
             drop(unsafe { Box::from_raw(source.as_ptr()) });
         }
@@ -177,25 +180,30 @@ pub struct Pool {
 impl Pool {
     /// Puts a pool on the heap and gives up the `Box`: its address is recorded in its chunks
     /// and used by pointer-only frees, so it must neither move nor be reborrowed uniquely, as
-    /// moving a `Box` would. [`Owned`] frees it.
+    /// moving a `Box` would. [`Owned`] frees it. Aborts through `handle_alloc_error`, as
+    /// `Box::new` does, when there is no memory for it.
     fn boxed(source: HeapSource, limit: Option<usize>) -> Owned {
+        Self::try_boxed(source, limit)
+            .unwrap_or_else(|AllocError| alloc::handle_alloc_error(Layout::new::<Self>()))
+    }
+
+    /// [`boxed`](Pool::boxed), or `Err` when the global allocator has no memory for the pool,
+    /// which drops `source`.
+    fn try_boxed(source: HeapSource, limit: Option<usize>) -> Result<Owned, AllocError> {
         // A child serves one request or task: classes it barely uses get a page, not a chunk.
         let child = matches!(source, HeapSource::Parent(_));
         // Made in place on the heap: the engine is a kilobyte, and a child is made per request.
-        let mut pool = Box::<Self>::new_uninit();
-        pool.write(Self {
+        let pool = try_box(|| Self {
             engine: UnsafeCell::new(if child {
                 Engine::new(source, limit).with_pages()
             } else {
                 Engine::new(source, limit)
             }),
             links: Links::default(),
-        });
-        // SAFETY: written just above.
-        let pool = NonNull::from(Box::leak(unsafe { pool.assume_init() }));
+        })?;
         // SAFETY: the pool was just made and nothing else refers to it yet.
         unsafe { (*pool.as_ref().engine.get()).set_owner(pool.as_ptr().cast()) };
-        Owned(pool)
+        Ok(Owned(pool))
     }
 
     /// The engine, for the length of one operation.
@@ -574,6 +582,34 @@ impl Pool {
         ChildPool::new(self, Some(limit))
     }
 
+    /// [`child`](Pool::child), or `Err` when the global allocator has no memory for the child's
+    /// bookkeeping (about a kilobyte), where `child` aborts as `Box::new` does.
+    ///
+    /// # Examples
+    /// ```
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// let child = root.try_child()?;
+    /// assert!(child.alloc(64).is_some());
+    /// # Ok::<(), melon_alloc_heap::AllocError>(())
+    /// ```
+    pub fn try_child(&self) -> Result<ChildPool<'_>, AllocError> {
+        ChildPool::try_new(self, None)
+    }
+
+    /// [`child_with_limit`](Pool::child_with_limit), or `Err` when the global allocator has no
+    /// memory for the child's bookkeeping, where `child_with_limit` aborts as `Box::new` does.
+    ///
+    /// # Examples
+    /// ```
+    /// let root = melon_alloc_heap::HeapPool::new();
+    /// let request = root.try_child_with_limit(32 << 10)?;
+    /// assert!(request.alloc(40_000).is_none(), "past the child's limit");
+    /// # Ok::<(), melon_alloc_heap::AllocError>(())
+    /// ```
+    pub fn try_child_with_limit(&self, limit: usize) -> Result<ChildPool<'_>, AllocError> {
+        ChildPool::try_new(self, Some(limit))
+    }
+
     /// Frees every block at once, keeping the chunks for reuse.
     ///
     /// # Safety
@@ -591,6 +627,24 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// A `T` made by `make` in memory of its own from the global allocator, as `Box::new` would
+/// place it, or `Err` when there is none, where `Box::new` aborts (`Box::try_new` is not stable).
+/// The pointer can be owned through `Box::from_raw`: its memory came from the global allocator
+/// with `T`'s layout, or is dangling for a zero-sized `T`, as a `Box`'s is.
+fn try_box<T>(make: impl FnOnce() -> T) -> Result<NonNull<T>, AllocError> {
+    let layout = Layout::new::<T>();
+    let place = if layout.size() == 0 {
+        NonNull::<T>::dangling()
+    } else {
+        // SAFETY: the layout is not zero-sized.
+        NonNull::new(unsafe { alloc::alloc(layout) }.cast()).ok_or(AllocError)?
+    };
+    // SAFETY: the place is allocated and aligned for a `T` (or dangling and aligned, for a
+    // zero-sized one), and holds no value yet.
+    unsafe { place.as_ptr().write(make()) };
+    Ok(place)
+}
+
 /// A pool on the heap, owned through a raw pointer so that the pointers its chunks hold stay
 /// valid however the handle moves.
 struct Owned(NonNull<Pool>);
@@ -605,7 +659,7 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         family::leave(self.get());
-        // SAFETY: the pointer came from `Box::leak` in `Pool::boxed`, and the handle that owns it
+        // SAFETY: the pointer came from `try_box` in `Pool::try_boxed`, and the handle that owns it
         // is going away, along with every borrow of the pool.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
@@ -671,6 +725,32 @@ impl HeapPool {
     /// ```
     pub fn with_limit(limit: usize) -> Self {
         Self { pool: Pool::boxed(HeapSource::Global(GlobalSource::new()), Some(limit)) }
+    }
+
+    /// [`new`](HeapPool::new), or `Err` when the global allocator has no memory for the pool's
+    /// bookkeeping (about a kilobyte), where `new` aborts as `Box::new` does.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::try_new()?;
+    /// assert!(pool.alloc(64).is_some());
+    /// # Ok::<(), melon_alloc_heap::AllocError>(())
+    /// ```
+    pub fn try_new() -> Result<Self, AllocError> {
+        Ok(Self { pool: Pool::try_boxed(HeapSource::Global(GlobalSource::new()), None)? })
+    }
+
+    /// [`with_limit`](HeapPool::with_limit), or `Err` when the global allocator has no memory
+    /// for the pool's bookkeeping, where `with_limit` aborts as `Box::new` does.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = melon_alloc_heap::HeapPool::try_with_limit(64 << 10)?;
+    /// assert_eq!(pool.available(), Some(64 << 10));
+    /// # Ok::<(), melon_alloc_heap::AllocError>(())
+    /// ```
+    pub fn try_with_limit(limit: usize) -> Result<Self, AllocError> {
+        Ok(Self { pool: Pool::try_boxed(HeapSource::Global(GlobalSource::new()), Some(limit))? })
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).
@@ -743,10 +823,15 @@ pub struct ChildPool<'parent> {
 
 impl<'parent> ChildPool<'parent> {
     fn new(parent: &'parent Pool, limit: Option<usize>) -> Self {
-        let pool = Pool::boxed(HeapSource::Parent(NonNull::from(parent)), limit);
+        Self::try_new(parent, limit)
+            .unwrap_or_else(|AllocError| alloc::handle_alloc_error(Layout::new::<Pool>()))
+    }
+
+    fn try_new(parent: &'parent Pool, limit: Option<usize>) -> Result<Self, AllocError> {
+        let pool = Pool::try_boxed(HeapSource::Parent(NonNull::from(parent)), limit)?;
         // SAFETY: both pools are alive and boxed, and the child is new.
         unsafe { family::adopt(parent, pool.0) };
-        Self { pool, _parent: PhantomData }
+        Ok(Self { pool, _parent: PhantomData })
     }
 
     /// A pool whose chunks come from `source`: a shared-memory pool, a region, anything that
@@ -765,11 +850,47 @@ impl<'parent> ChildPool<'parent> {
     /// assert!(pool.alloc(1000).is_some());
     /// ```
     pub fn with_source(source: Box<dyn ChunkSource + 'parent>, limit: Option<usize>) -> Self {
-        let source: NonNull<dyn ChunkSource + 'parent> = NonNull::from(Box::leak(source));
+        Self::over(NonNull::from(Box::leak(source)), limit)
+            .unwrap_or_else(|AllocError| alloc::handle_alloc_error(Layout::new::<Pool>()))
+    }
+
+    /// [`with_source`](ChildPool::with_source) with the source by value, or `Err` (the source
+    /// dropped) when the global allocator has no memory for the source or the pool's
+    /// bookkeeping, where `with_source` and `Box::new` abort.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::RegionSource;
+    /// use melon_alloc_heap::ChildPool;
+    ///
+    /// static mut ARENA: [u8; 256 * 1024] = [0; 256 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let region = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 256 * 1024) };
+    /// let pool = ChildPool::try_with_source(region, None)?;
+    /// assert!(pool.alloc(1000).is_some());
+    /// # Ok::<(), melon_alloc_heap::AllocError>(())
+    /// ```
+    pub fn try_with_source<S: ChunkSource + 'parent>(
+        source: S,
+        limit: Option<usize>,
+    ) -> Result<Self, AllocError> {
+        let source: NonNull<dyn ChunkSource + 'parent> = try_box(|| source)?;
+        Self::over(source, limit)
+    }
+
+    /// A pool over `source`, which it owns from now on, or `Err` when there is no memory for
+    /// the pool, which drops the source. `source` is owned through `Box::from_raw`.
+    fn over(
+        source: NonNull<dyn ChunkSource + 'parent>,
+        limit: Option<usize>,
+    ) -> Result<Self, AllocError> {
         // SAFETY: only the lifetime changes; the `ChildPool` keeps `'parent` in its type, so the
         // source is not used after anything it borrows has gone.
         let source: NonNull<dyn ChunkSource> = unsafe { core::mem::transmute(source) };
-        Self { pool: Pool::boxed(HeapSource::External(source), limit), _parent: PhantomData }
+        Ok(Self {
+            pool: Pool::try_boxed(HeapSource::External(source), limit)?,
+            _parent: PhantomData,
+        })
     }
 
     /// Frees every block at once, keeping the chunks for reuse. Costs O(chunks).

@@ -201,19 +201,22 @@ pub mod plumbing {
     /// every chunk is lent to this process's slot in the owner table, so that [`whose`] can
     /// tell its blocks from the pool's own and from other processes' without the lock. Where
     /// no slot can be claimed (128 processes hold them), it takes no chunk. Otherwise it is
-    /// [`ShmPool::child`], fork included.
+    /// [`ShmPool::child`], fork included. `Err` when the global allocator has no memory for the
+    /// child's bookkeeping, where `ShmPool::child` aborts as `Box::new` does.
     ///
     /// # Examples
     ///
     /// ```
     /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
-    /// let child = melon_alloc_shm::plumbing::owned_child(&shm, Some(64 << 10));
+    /// let child = melon_alloc_shm::plumbing::owned_child(&shm, Some(64 << 10)).unwrap();
     /// assert!(child.alloc(100).is_some());
     /// assert!(shm.stats()?.lent_bytes > 0);
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
-    #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
-    pub fn owned_child(pool: &ShmPool, limit: Option<usize>) -> ChildPool<'_> {
+    pub fn owned_child(
+        pool: &ShmPool,
+        limit: Option<usize>,
+    ) -> Result<ChildPool<'_>, melon_alloc_heap::AllocError> {
         pool.owned_child(limit)
     }
 
@@ -228,7 +231,7 @@ pub mod plumbing {
     /// use melon_alloc_shm::{plumbing::{owned_child, whose, Whose}, ShmPool};
     ///
     /// let shm = ShmPool::new(1 << 20)?;
-    /// let child = owned_child(&shm, None);
+    /// let child = owned_child(&shm, None).unwrap();
     /// let own = shm.alloc(64).expect("the pool is empty");
     /// let childs = child.alloc(64).expect("the pool is empty");
     /// assert_eq!(whose(&shm, own), Whose::Shared);
@@ -303,7 +306,7 @@ pub mod plumbing {
     ///
     /// ```
     /// let shm = melon_alloc_shm::ShmPool::new(1 << 20)?;
-    /// drop(melon_alloc_shm::plumbing::owned_child(&shm, None));
+    /// drop(melon_alloc_shm::plumbing::owned_child(&shm, None).unwrap());
     /// // SAFETY: the only child is dropped, and `shm` is dropped next.
     /// unsafe { melon_alloc_shm::plumbing::let_go_without_lock(&shm) };
     /// drop(shm);

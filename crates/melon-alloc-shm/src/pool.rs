@@ -8,7 +8,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
-use melon_alloc_heap::ChildPool;
+use melon_alloc_heap::{AllocError, ChildPool};
 
 use crate::arena::{AllocThen, Arena, Located, RemoteFree, RemoteTarget, CHUNK_HEADER};
 use crate::identity::{Identity, Kernel};
@@ -2026,20 +2026,31 @@ impl ShmPool {
 
     /// A child pool whose chunks are all lent to this process's slot in the owner table: one
     /// that cannot claim a slot takes no chunk. So [`Shared::whose`] tells its blocks from any
-    /// other process's without the lock, as the C API's pointer-only free needs.
-    pub(crate) fn owned_child(&self, limit: Option<usize>) -> ChildPool<'_> {
-        self.make_child(limit, true)
+    /// other process's without the lock, as the C API's pointer-only free needs. `Err` when the
+    /// global allocator has no memory for the child's bookkeeping.
+    pub(crate) fn owned_child(&self, limit: Option<usize>) -> Result<ChildPool<'_>, AllocError> {
+        self.try_make_child(limit, true)
     }
 
     fn make_child(&self, limit: Option<usize>, owned_only: bool) -> ChildPool<'_> {
+        self.try_make_child(limit, owned_only).unwrap_or_else(|AllocError| {
+            std::alloc::handle_alloc_error(Layout::new::<melon_alloc_heap::Pool>())
+        })
+    }
+
+    fn try_make_child(
+        &self,
+        limit: Option<usize>,
+        owned_only: bool,
+    ) -> Result<ChildPool<'_>, AllocError> {
         // A fork must abandon the child's copy and close the copy of this process's slot.
         sys::register_fork_handler();
         let chunks = ShmChunks::new(self.shared(), owned_only);
-        let child = ChildPool::with_source(Box::new(chunks), limit);
+        let child = ChildPool::try_with_source(chunks, limit)?;
         // Its chunks lie in the shared mapping, and so do those of every pool made from it: the
         // fork handler abandons the copies of the whole family.
         child.track_family();
-        child
+        Ok(child)
     }
 }
 

@@ -1265,7 +1265,7 @@ fn past_a_full_owner_table_chunks_are_lent_but_not_reclaimed() {
                 let _block = child.alloc(64).expect("a chunk, slot or no slot");
                 if index == SLOTS {
                     // A child whose chunks must be this process's own (the C API's) gets none.
-                    let owned = melon_alloc_shm::plumbing::owned_child(shm, None);
+                    let owned = melon_alloc_shm::plumbing::owned_child(shm, None).unwrap();
                     assert!(owned.alloc(64).is_none(), "a chunk lent without a slot");
                 }
                 ready[index].store(1, Ordering::Release);

@@ -117,9 +117,7 @@ void mln_alloc_destroy(mln_alloc_t *pool);
  * Allocates `size` bytes from `pool`, aligned to 16 (Melon's blocks were aligned to 8 only).
  * A size of 0 gets a unique small block. Returns NULL when the limit would be passed, the
  * memory is exhausted, the size is absurd, or `pool` is NULL. Running out of system
- * memory in mln_alloc_init, or for the handle of mln_alloc_shm_init, is a NULL too, rather
- * than an abort; a shared pool's own structures, made by mln_alloc_shm_init after its handle,
- * are allocated as Rust allocates, and running out of memory there aborts.
+ * memory in mln_alloc_init or mln_alloc_shm_init is a NULL too, rather than an abort.
  */
 void *mln_alloc_m(mln_alloc_t *pool, mln_size_t size);
 

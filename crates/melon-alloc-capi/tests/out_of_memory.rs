@@ -1,9 +1,11 @@
 //! Running out of system memory makes the C API return NULL rather than abort: the handles, heap
-//! pools and child pools, the table of shared pools and a shared pool's records of the chunks
-//! lent to a child are allocated fallibly. A global allocator that can be told to fail stands in for a system
+//! pools and child pools, shared pools' state and locks, the table of shared pools and a shared
+//! pool's records of the chunks lent to a child are allocated fallibly. A global allocator that can be told to fail stands in for a system
 //! without memory.
 
+use core::ffi::{c_int, c_void};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -89,8 +91,12 @@ fn making_a_pool_without_memory_is_a_null() {
 /// pool that allocates, which is then destroyed. Returns how many allocations that call made.
 ///
 /// # Safety
-/// `make` returns NULL or a new pool that nothing else uses.
-unsafe fn fails_cleanly_at_each_allocation(make: impl Fn() -> *mut MlnAlloc) -> usize {
+/// `make` returns NULL or a new pool that nothing else uses, which locks itself or is locked
+/// by [`take`] and [`release`] (`callbacks`).
+unsafe fn fails_cleanly_at_each_allocation(
+    make: impl Fn() -> *mut MlnAlloc,
+    callbacks: bool,
+) -> usize {
     for allowed in 0.. {
         let (pool, failed) = with_memory_for(allowed, &make);
         if failed {
@@ -98,11 +104,18 @@ unsafe fn fails_cleanly_at_each_allocation(make: impl Fn() -> *mut MlnAlloc) -> 
             continue;
         }
         assert!(!pool.is_null(), "a pool made with all the memory it asked for");
-        // SAFETY: the caller promises a new pool that nothing else uses.
+        // SAFETY: the caller promises a new pool that nothing else uses, and the lock is held
+        // around its use where the callbacks are its lock, as the header requires.
         unsafe {
+            if callbacks {
+                take(ptr::null_mut());
+            }
             let block = mln_alloc_m(pool, 64);
             assert!(!block.is_null());
             mln_alloc_free(block);
+            if callbacks {
+                release(ptr::null_mut());
+            }
             mln_alloc_destroy(pool);
         }
         return allowed;
@@ -110,17 +123,52 @@ unsafe fn fails_cleanly_at_each_allocation(make: impl Fn() -> *mut MlnAlloc) -> 
     unreachable!("the loop returns")
 }
 
+/// A lock for the callbacks of `mln_alloc_shm_init`, good between the threads of one process,
+/// which is all these tests need.
+static HELD: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn take(_locker: *mut c_void) -> c_int {
+    while HELD.swap(true, Ordering::Acquire) {
+        std::hint::spin_loop();
+    }
+    0
+}
+
+unsafe extern "C" fn release(_locker: *mut c_void) -> c_int {
+    HELD.store(false, Ordering::Release);
+    0
+}
+
 #[test]
 fn making_a_heap_pool_is_a_null_whichever_of_its_allocations_fails() {
     // SAFETY: each pool is made by the closures and used by this thread alone.
     unsafe {
         // The handle and the pool's own bookkeeping, at least.
-        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(ptr::null_mut(), 0)) >= 2);
-        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(ptr::null_mut(), 1 << 20)) >= 2);
+        assert!(
+            fails_cleanly_at_each_allocation(|| mln_alloc_init(ptr::null_mut(), 0), false) >= 2
+        );
+        assert!(
+            fails_cleanly_at_each_allocation(|| mln_alloc_init(ptr::null_mut(), 1 << 20), false)
+                >= 2
+        );
         let root = mln_alloc_init(ptr::null_mut(), 0);
-        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(root, 0)) >= 2);
-        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(root, 64 << 10)) >= 2);
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(root, 0), false) >= 2);
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(root, 64 << 10), false) >= 2);
         mln_alloc_destroy(root);
+    }
+}
+
+#[test]
+fn making_a_shared_pool_is_a_null_whichever_of_its_allocations_fails() {
+    // SAFETY: each pool is made by the closures and used by this thread alone; the callbacks are
+    // a lock, for as long as the program runs.
+    unsafe {
+        // The handle, the pool's state and its entry in the table of shared pools, at least.
+        let own_lock = || mln_alloc_shm_init(1 << 20, ptr::null_mut(), None, None);
+        assert!(fails_cleanly_at_each_allocation(own_lock, false) >= 3);
+        // And the callbacks' lock.
+        let callbacks = || mln_alloc_shm_init(1 << 20, ptr::null_mut(), Some(take), Some(release));
+        assert!(fails_cleanly_at_each_allocation(callbacks, true) >= 4);
     }
 }
 
@@ -133,7 +181,7 @@ fn making_a_child_of_a_shared_pool_is_a_null_whichever_of_its_allocations_fails(
         assert!(!shm.is_null());
         let initial = mln_alloc_available_capacity(shm);
         // The handle, the child's source and its bookkeeping, at least.
-        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(shm, 0)) >= 3);
+        assert!(fails_cleanly_at_each_allocation(|| mln_alloc_init(shm, 0), false) >= 3);
         assert_eq!(mln_alloc_available_capacity(shm), initial);
         mln_alloc_destroy(shm);
     }

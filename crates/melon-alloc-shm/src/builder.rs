@@ -1,6 +1,7 @@
 //! How a shared pool is made: its capacity, how far it may grow, its memfd's name or its file's
 //! path, its lock.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use crate::layout::PAGE;
@@ -36,16 +37,20 @@ const DEFAULT_NAME: &str = "melon-alloc";
 /// ```
 #[must_use = "a builder makes nothing until `build` is called"]
 pub struct ShmPoolBuilder {
-    name: String,
+    /// The default name is static, so that a builder allocates nothing until a name or a lock
+    /// is given.
+    name: Cow<'static, str>,
     capacity: usize,
     max_capacity: Option<usize>,
-    lock: Option<Box<dyn ShmLock>>,
+    /// The lock, or why it could not be put on the heap, which `build` reports.
+    lock: Option<Result<Box<dyn ShmLock>, ShmError>>,
     path: Option<PathBuf>,
 }
 
 impl ShmPoolBuilder {
     pub(crate) fn new() -> Self {
-        Self { name: DEFAULT_NAME.into(), capacity: 0, max_capacity: None, lock: None, path: None }
+        let name = Cow::Borrowed(DEFAULT_NAME);
+        Self { name, capacity: 0, max_capacity: None, lock: None, path: None }
     }
 
     /// The capacity the pool starts with, in bytes, header included, rounded down to 4 KiB:
@@ -100,7 +105,7 @@ impl ShmPoolBuilder {
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
     pub fn name(mut self, name: &str) -> Self {
-        self.name = name.into();
+        self.name = Cow::Owned(name.into());
         self
     }
 
@@ -140,7 +145,9 @@ impl ShmPoolBuilder {
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
     pub fn lock<L: ShmLock + 'static>(mut self, lock: L) -> Self {
-        self.lock = Some(Box::new(lock));
+        let lock = crate::sys::try_box(lock)
+            .map_err(|errno| ShmError::os("allocating the pool's lock", errno));
+        self.lock = Some(lock.map(|lock| -> Box<dyn ShmLock> { lock }));
         self
     }
 
@@ -219,6 +226,7 @@ impl ShmPoolBuilder {
     /// ```
     pub fn build(self) -> Result<ShmPool, ShmError> {
         let Self { name, capacity, max_capacity, lock, path } = self;
+        let lock = lock.transpose()?;
         let max = max_capacity.unwrap_or(capacity);
         match path {
             Some(path) => crate::travel::create_at(&path, capacity, max, lock),

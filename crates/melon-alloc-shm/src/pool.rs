@@ -1279,7 +1279,7 @@ impl ShmPool {
         // SAFETY: the mapping is new, zeroed (a new file), and maps the header and the first
         // segment, whose metadata and pages are reserved.
         unsafe { crate::arena::Arena::format(base, geometry, lock_kind) };
-        Ok(Self::from_shared(Shared::new(mapping, lock, geometry)))
+        Self::from_shared(Shared::new(mapping, lock, geometry))
     }
 
     /// Maps the pool behind `fd`, made by [`memfd`](ShmPool::memfd) in another process, with the
@@ -1288,7 +1288,7 @@ impl ShmPool {
     /// # Errors
     /// [`ShmError::NotAPool`], [`ShmError::VersionMismatch`], [`ShmError::SizeMismatch`] or
     /// [`ShmError::LockMismatch`] when the descriptor holds something else; [`ShmError::Os`] when
-    /// it cannot be mapped.
+    /// it cannot be mapped, or there is no memory for the pool's state.
     ///
     /// # Safety
     /// Every process using the pool runs this library's layout version: the header is checked,
@@ -1363,8 +1363,10 @@ impl ShmPool {
         fd: OwnedFd,
         lock: L,
     ) -> Result<Self, ShmError> {
+        let lock = sys::try_box(lock)
+            .map_err(|errno| ShmError::os("allocating the pool's lock", errno))?;
         // SAFETY: forwarded from the caller.
-        unsafe { Self::open(fd, Some(Box::new(lock))) }
+        unsafe { Self::open(fd, Some(lock)) }
     }
 
     unsafe fn open(fd: OwnedFd, lock: Option<Box<dyn ShmLock>>) -> Result<Self, ShmError> {
@@ -1397,17 +1399,21 @@ impl ShmPool {
             .map_err(|errno| ShmError::os("mapping the pool", errno))?;
         let shared = Shared::new(mapping, lock, geometry);
         shared.map_published()?;
-        Ok(Self::from_shared(shared))
+        Self::from_shared(shared)
     }
 
-    fn from_shared(shared: Shared) -> Self {
+    /// The pool over `shared`, which it puts on the heap, or [`ShmError::Os`] when there is no
+    /// memory for it.
+    fn from_shared(shared: Shared) -> Result<Self, ShmError> {
         // A fork must open the new process's spare descriptions of the pool's file.
         sys::register_fork_handler();
-        let shared = NonNull::from(Box::leak(Box::new(shared)));
+        let shared = sys::try_box(shared)
+            .map_err(|errno| ShmError::os("allocating the pool's state", errno))?;
+        let shared = NonNull::from(Box::leak(shared));
         // SAFETY: the `Shared` was just leaked and lives until this pool is dropped, which
         // unregisters it first.
         unsafe { registry::register(shared) };
-        Self { shared }
+        Ok(Self { shared })
     }
 
     pub(crate) fn shared(&self) -> &Shared {

@@ -244,6 +244,25 @@ fn allocate(fd: BorrowedFd<'_>, range: core::ops::Range<usize>) -> Result<(), Er
     rustix::fs::fallocate(fd, FallocateFlags::empty(), range.start as u64, range.len() as u64)
 }
 
+/// `value` in a `Box`, or `ENOMEM` where `Box::new` would abort (`Box::try_new` is not
+/// stable): a pool made or attached without memory for its state fails as a mapping does.
+pub(crate) fn try_box<T>(value: T) -> Result<Box<T>, Errno> {
+    let layout = core::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        // A zero-sized box allocates nothing.
+        return Ok(Box::new(value));
+    }
+    // SAFETY: the layout is not zero-sized.
+    let place =
+        NonNull::new(unsafe { std::alloc::alloc(layout) }.cast::<T>()).ok_or(Errno::NOMEM)?;
+    // SAFETY: (1) the place is allocated and aligned for a `T`, and holds no value yet; (2) it
+    // came from the global allocator with `T`'s layout, as `Box::from_raw` requires.
+    unsafe {
+        place.as_ptr().write(value);
+        Ok(Box::from_raw(place.as_ptr()))
+    }
+}
+
 /// Creates a new, empty file at `path` for a pool, open for reading and writing and
 /// close-on-exec, which only its owner may open (mode 0600, less the umask). Fails with `EEXIST`
 /// when anything has that name, a dangling symbolic link included.

@@ -44,7 +44,6 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{addr_of_mut, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use std::alloc::System;
 use std::hint::black_box;
@@ -52,7 +51,7 @@ use std::hint::black_box;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use melon_alloc::HeapPool;
-use melon_alloc_bench::BLOCK;
+use melon_alloc_bench::{filled_shm_pool, BareLock, BLOCK};
 use melon_alloc_shm::{ShmMutex, ShmPool};
 
 /// The smaller pool: large enough that a 95 % fill is a million blocks.
@@ -114,27 +113,6 @@ fn thread_cpu_time() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-/// Makes a shared pool of `capacity` bytes and fills `percent` % of its free bytes with 64-byte
-/// blocks, each written to so that its page is resident as a live block's is.
-///
-/// The blocks are never freed one by one: dropping the pool unmaps them all at once. The fill is
-/// done under one hold of the lock, which is only a matter of setup speed; the timed pairs take
-/// the lock for each operation.
-fn filled_pool(capacity: usize, percent: usize) -> ShmPool {
-    let shm = ShmPool::new(capacity).expect("shared memory for the pool");
-    let blocks = shm.available() / 100 * percent / BLOCK;
-    let mut guard = shm.lock().expect("the pool's lock");
-    for _ in 0..blocks {
-        let block = guard.alloc(BLOCK).expect("room for the fill");
-        // SAFETY: the block was just allocated and holds `BLOCK` bytes.
-        unsafe { block.as_ptr().write(1) };
-    }
-    drop(guard);
-    let stats = shm.stats().expect("the pool's lock");
-    assert_eq!(stats.live_blocks, blocks, "every fill block is live");
-    shm
-}
-
 /// The alloc+free pair on the shared pool, under any measurement.
 fn shm_pair<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, id: &BenchmarkId, shm: &ShmPool) {
     group.bench_function(id.clone(), |b| {
@@ -180,31 +158,11 @@ fn lock_twice<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, shm: &ShmPool) 
     });
 }
 
-/// A bare lock word and, in its cache line, three words an operation would write under it.
-#[repr(C, align(64))]
-struct BareLock {
-    word: AtomicU32,
-    written: [AtomicU64; 3],
-}
-
-/// Two takes and two releases of a [`BareLock`], each a compare-and-swap, with three stores under
-/// each take, in criterion's loop.
+/// Two takes and two releases of a [`BareLock`], in criterion's loop.
 fn cas_four<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
-    let lock = BareLock { word: AtomicU32::new(0), written: Default::default() };
+    let lock = BareLock::default();
     let lock = black_box(&lock);
-    group.bench_function("cas_four", |b| {
-        b.iter(|| {
-            for round in 0..2u64 {
-                // The results are not looked at: the word is free before each take and held
-                // before each release, and the compare-and-swaps run whatever they find.
-                let _ = lock.word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed);
-                for word in &lock.written {
-                    word.store(round, Ordering::Relaxed);
-                }
-                let _ = lock.word.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
-            }
-        });
-    });
+    group.bench_function("cas_four", |b| b.iter(|| lock.take_and_release_twice()));
 }
 
 /// Sets the sampling of a group. Each case is a few tens of nanoseconds, so small samples are
@@ -236,7 +194,7 @@ fn shm_alloc_64(wall: &mut Criterion, cpu: &mut Criterion<ThreadCpuTime>) {
     for (name, capacity, percent) in cases {
         // One pool per case, dropped before the next is made, so that no more than one large
         // pool is resident at a time.
-        let shm = filled_pool(capacity, percent);
+        let shm = filled_shm_pool(capacity, percent);
         let available = shm.available();
         let id = BenchmarkId::new(name, format!("fill_{percent}"));
         shm_pair(&mut wall, &id, &shm);
@@ -249,7 +207,7 @@ fn shm_alloc_64(wall: &mut Criterion, cpu: &mut Criterion<ThreadCpuTime>) {
     glibc_pair(&mut cpu);
     heap_pair(&mut wall);
     heap_pair(&mut cpu);
-    let shm = filled_pool(SMALL_POOL, 0);
+    let shm = filled_shm_pool(SMALL_POOL, 0);
     lock_twice(&mut wall, &shm);
     lock_twice(&mut cpu, &shm);
     drop(shm);

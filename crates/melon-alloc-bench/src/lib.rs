@@ -23,6 +23,7 @@
 
 pub mod global;
 pub mod per_request;
+pub mod turns;
 pub mod workloads;
 
 use core::alloc::Layout;
@@ -394,6 +395,70 @@ impl fmt::Debug for TlsfArena {
             .field("bytes", &self.region.layout.size())
             .finish_non_exhaustive()
     }
+}
+
+/// A bare lock word and, in its cache line, three words an operation would write under it: what
+/// a lock's compare-and-swaps cost alone, to set beside the shared pool's lock.
+///
+/// ```
+/// let lock = melon_alloc_bench::BareLock::default();
+/// lock.take_and_release_twice();
+/// ```
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+pub struct BareLock {
+    word: core::sync::atomic::AtomicU32,
+    written: [core::sync::atomic::AtomicU64; 3],
+}
+
+impl BareLock {
+    /// Two takes and two releases of the word, each a compare-and-swap, with three stores under
+    /// each take.
+    #[inline]
+    pub fn take_and_release_twice(&self) {
+        use core::sync::atomic::Ordering;
+        for round in 0..2u64 {
+            // The results are not looked at: the word is free before each take and held before
+            // each release, and the compare-and-swaps run whatever they find.
+            let _ = self.word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed);
+            for word in &self.written {
+                word.store(round, Ordering::Relaxed);
+            }
+            let _ = self.word.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A shared pool of `capacity` bytes with `percent` % of its free bytes taken by [`BLOCK`]-byte
+/// blocks, each written to so that its page is resident as a live block's is: the setup of the
+/// shared pool's alloc+free pair at a fill level.
+///
+/// The blocks are never freed one by one: dropping the pool unmaps them all at once. The fill is
+/// done under one hold of the lock, which is only a matter of setup speed.
+///
+/// # Panics
+/// When the pool cannot be made or filled, or its figures do not add up afterwards: a benchmark
+/// cannot go on without it.
+///
+/// ```
+/// let shm = melon_alloc_bench::filled_shm_pool(1 << 20, 50);
+/// let stats = shm.stats().unwrap();
+/// assert!(stats.live_blocks > 0);
+/// assert!(shm.available() < (1 << 20) / 2);
+/// ```
+pub fn filled_shm_pool(capacity: usize, percent: usize) -> melon_alloc_shm::ShmPool {
+    let shm = melon_alloc_shm::ShmPool::new(capacity).expect("shared memory for the pool");
+    let blocks = shm.available() / 100 * percent / BLOCK;
+    let mut guard = shm.lock().expect("the pool's lock");
+    for _ in 0..blocks {
+        let block = guard.alloc(BLOCK).expect("room for the fill");
+        // SAFETY: the block was just allocated and holds `BLOCK` bytes.
+        unsafe { block.as_ptr().write(1) };
+    }
+    drop(guard);
+    let stats = shm.stats().expect("the pool's lock");
+    assert_eq!(stats.live_blocks, blocks, "every fill block is live");
+    shm
 }
 
 /// The median and the extremes of some figures: how the drivers that run their peers in rounds

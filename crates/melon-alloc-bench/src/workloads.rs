@@ -11,6 +11,7 @@ use core::ptr::NonNull;
 use std::hint::black_box;
 
 use melon_alloc::HeapPool;
+use melon_alloc_shm::ShmPool;
 
 use crate::{permutation, MiHeap, TalcArena, TlsfArena, BLOCK, SHUFFLE_SEED};
 
@@ -43,6 +44,32 @@ impl Peer for Melon {
     #[inline]
     fn alloc(&mut self, size: usize) -> NonNull<u8> {
         self.0.alloc(size).expect("out of memory")
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, block: NonNull<u8>, _size: usize) {
+        // SAFETY: the caller passes a live block of this pool that nothing uses again.
+        unsafe { self.0.free(block) }
+    }
+}
+
+/// A shared pool as a peer: each allocation and each free takes the pool's lock
+/// ([`ShmPool::alloc`], [`ShmPool::free`]).
+///
+/// ```
+/// use melon_alloc_bench::workloads::{ping_pong, Shm};
+///
+/// let mut shm = Shm(melon_alloc_shm::ShmPool::new(1 << 20).unwrap());
+/// ping_pong(&mut shm);
+/// assert_eq!(shm.0.stats().unwrap().live_blocks, 0);
+/// ```
+#[derive(Debug)]
+pub struct Shm(pub ShmPool);
+
+impl Peer for Shm {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        self.0.alloc(size).expect("room in the shared pool")
     }
 
     #[inline]

@@ -15,11 +15,12 @@
 //! peer (glibc, or mimalloc in the large ring) in interleaved rounds and is what those targets
 //! are judged by; `shm`, the criterion bench `shm` (criterion leaves its estimates in
 //! `criterion/<group>/<function>/new/` of the target directory: `target/`, or
-//! `CARGO_TARGET_DIR` when it is set); the multi-process `hammer`; the
-//! `resident` memory measurement; the `global` allocator comparison; the tokio `per_request`
-//! workload; and the `firmware` comparison of allocators on an emulated Cortex-M4 (see
-//! `no_std.rs`). Every part but `shm` writes tab-separated figures to
-//! `target/bench-results/`. The facts of the machine and of the run go
+//! `CARGO_TARGET_DIR` when it is set) and then the `shm_targets` binary, the shared pool's pair
+//! and glibc's in interleaved rounds, which its target is judged by; the multi-process `hammer`;
+//! the `resident` memory measurement; the `global` allocator comparison; the tokio
+//! `per_request` workload; and the `firmware` comparison of allocators on an emulated Cortex-M4
+//! (see `no_std.rs`). Every part writes tab-separated figures to `target/bench-results/`, the
+//! criterion benches through their targets' binaries. The facts of the machine and of the run go
 //! to `target/bench-results/machine.tsv`. The page is then written from those files alone, which
 //! is what `--report-only` does without running anything. `--quick` shortens every measurement
 //! to try the pipeline; its figures are not worth publishing, and the page says so. A `FILTER` is
@@ -51,6 +52,14 @@ const RESULTS: &str = "target/bench-results";
 
 /// The file of `target/bench-results/` with the per-request figures on two plain threads.
 pub(crate) const PER_REQUEST_THREADS_TSV: &str = "per_request_threads.tsv";
+
+/// The binary that times the heap pools' targeted workloads in interleaved rounds, and the stem
+/// of its file of figures.
+pub(crate) const HEAP_TARGETS: &str = "heap_targets";
+
+/// The binary that times the shared pool's pair against glibc in interleaved rounds, and the
+/// stem of its file of figures.
+pub(crate) const SHM_TARGETS: &str = "shm_targets";
 
 /// The parts of a run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -183,15 +192,14 @@ fn measure(options: &Options, results: &Path) -> Result<(), String> {
                 }
                 bench.args(options.filter.iter());
                 run(bench)?;
-                if *part == Part::Heap {
-                    // The heap targets are judged by melon and glibc taking turns in one
-                    // process, not by criterion's means, which are taken in stretches of time
-                    // of their own. A few seconds, so it runs whatever the filter.
-                    let mut heap_targets = release_bin("heap_targets");
-                    heap_targets.args(["--rounds", if options.quick { "5" } else { "15" }]);
-                    heap_targets.arg("--tsv").arg(results.join("heap_targets.tsv"));
-                    run(heap_targets)?;
-                }
+                // The targets are judged by melon and glibc taking turns in one process, not
+                // by criterion's means, which are taken in stretches of time of their own. A few
+                // seconds, so they run whatever the filter.
+                let targets = if *part == Part::Heap { HEAP_TARGETS } else { SHM_TARGETS };
+                let mut interleaved = release_bin(targets);
+                interleaved.args(["--rounds", if options.quick { "5" } else { "15" }]);
+                interleaved.arg("--tsv").arg(results.join(format!("{targets}.tsv")));
+                run(interleaved)?;
             }
             Part::Hammer => {
                 let mut hammer = release_bin("hammer");

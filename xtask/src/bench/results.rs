@@ -238,7 +238,7 @@ impl Spread {
 /// The heap workloads that carry a target, timed for melon and glibc in interleaved rounds by
 /// the `heap_targets` binary: each allocator's nanoseconds per pair, round by round.
 #[derive(Default)]
-pub(super) struct HeapTargets {
+pub(super) struct Interleaved {
     /// Nanoseconds per pair by (workload, allocator), then by round.
     ns: BTreeMap<(String, String), BTreeMap<usize, f64>>,
     /// Alloc+free pairs each allocator did per round, by workload.
@@ -246,10 +246,11 @@ pub(super) struct HeapTargets {
     pub(super) when: Option<u64>,
 }
 
-impl HeapTargets {
-    pub(super) fn read(results: &Path) -> Self {
-        let path = results.join("heap_targets.tsv");
-        let mut heap_targets = HeapTargets { when: modified(&path), ..HeapTargets::default() };
+impl Interleaved {
+    /// The figures `binary` (`heap_targets` or `shm_targets`) wrote to `<binary>.tsv`.
+    pub(super) fn read(results: &Path, binary: &str) -> Self {
+        let path = results.join(format!("{binary}.tsv"));
+        let mut heap_targets = Interleaved { when: modified(&path), ..Interleaved::default() };
         for fields in tsv(&path) {
             let [workload, peer, round, ns, pairs] = &fields[..] else { continue };
             let (Ok(round), Ok(ns), Ok(pairs)) = (round.parse(), ns.parse(), pairs.parse()) else {
@@ -292,6 +293,25 @@ impl HeapTargets {
     /// Alloc+free pairs per allocator per round of a workload.
     pub(super) fn pairs(&self, workload: &str) -> Option<u64> {
         self.pairs.get(workload).copied()
+    }
+
+    /// The figures of `lines` (`(workload, peer, ns per pair of each round)`), written as
+    /// `binary` writes them to a directory of the test `test`'s own and read back.
+    #[cfg(test)]
+    pub(super) fn written(test: &str, binary: &str, lines: &[(&str, &str, &[f64])]) -> Self {
+        use std::fmt::Write as _;
+        let dir = std::env::temp_dir().join(format!("xtask-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut tsv = String::from("workload\tpeer\tround\tns_per_pair\tpairs\n");
+        for &(workload, peer, rounds) in lines {
+            for (round, ns) in rounds.iter().enumerate() {
+                let _ = writeln!(tsv, "{workload}\t{peer}\t{}\t{ns}\t3072000", round + 1);
+            }
+        }
+        std::fs::write(dir.join(format!("{binary}.tsv")), tsv).expect("the figures' file");
+        let figures = Self::read(&dir, binary);
+        std::fs::remove_dir_all(&dir).expect("the scratch directory removed");
+        figures
     }
 }
 

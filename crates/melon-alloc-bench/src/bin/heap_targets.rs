@@ -23,118 +23,15 @@
 //! ```
 
 use std::alloc::System;
-use std::fmt::Write as _;
-use std::fs;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use melon_alloc::HeapPool;
-use melon_alloc_bench::workloads::{
-    ping_pong, FillDrain, FreeList, Global, Melon, Peer, Ring, ShuffledDrain, FILL,
-};
+use melon_alloc_bench::turns::{compare, print, write_tsv, Contender, Figures, PingPong, Workload};
+use melon_alloc_bench::workloads::{FillDrain, FreeList, Global, Melon, Peer, Ring, ShuffledDrain};
 use melon_alloc_bench::{
-    exit_with, large_sizes, RoundsArgs, Spread, BLOCK, LARGE_LIMIT, LARGE_RING, RING_SIZES,
+    exit_with, large_sizes, RoundsArgs, BLOCK, LARGE_LIMIT, LARGE_RING, RING_SIZES,
 };
 use mimalloc::MiMalloc;
-
-/// A workload as this driver times it: an iteration of a known number of pairs, run on any
-/// [`Peer`] (generic, so that each allocator gets an inlined copy of the timed loop).
-trait Workload {
-    /// The criterion group that times the same loop.
-    const NAME: &'static str;
-    /// Pairs per iteration.
-    const PAIRS: u64;
-    /// Iterations per allocator per round: about 10 to 20 ms for melon on the benchmark
-    /// machine, long enough that the timer's resolution matters little, short enough that the
-    /// allocators of a round run close together in time.
-    const ITERATIONS: u64;
-
-    /// One iteration on `peer`.
-    ///
-    /// # Safety
-    /// `peer` is the peer this workload was made for and has run on before.
-    unsafe fn once<P: Peer>(&mut self, peer: &mut P);
-}
-
-/// [`ping_pong`]: one block allocated and freed straight away.
-struct PingPong;
-
-impl Workload for PingPong {
-    const NAME: &'static str = "ping_pong";
-    const PAIRS: u64 = 1;
-    const ITERATIONS: u64 = 4_000_000;
-
-    #[inline]
-    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
-        ping_pong(peer);
-    }
-}
-
-impl Workload for FillDrain {
-    const NAME: &'static str = "fill_drain_1024";
-    const PAIRS: u64 = FILL as u64;
-    const ITERATIONS: u64 = 3_000;
-
-    #[inline]
-    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
-        self.run(peer);
-    }
-}
-
-impl Workload for ShuffledDrain {
-    const NAME: &'static str = "shuffled_drain_1024";
-    const PAIRS: u64 = FILL as u64;
-    const ITERATIONS: u64 = 2_000;
-
-    #[inline]
-    unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
-        self.run(peer);
-    }
-}
-
-/// One allocator taking part in a workload: its name in the table and the file, and a timed
-/// round of the workload on it, giving nanoseconds per pair.
-struct Contender<'a> {
-    name: &'static str,
-    round: Box<dyn FnMut() -> f64 + 'a>,
-}
-
-impl<'a> Contender<'a> {
-    /// `peer` running its own `workload`.
-    fn new<W: Workload + 'a, P: Peer + 'a>(
-        name: &'static str,
-        mut workload: W,
-        peer: &'a mut P,
-    ) -> Self {
-        Self {
-            name,
-            round: Box::new(move || {
-                let started = Instant::now();
-                for _ in 0..W::ITERATIONS {
-                    // SAFETY: this workload runs on `peer` alone.
-                    unsafe { workload.once(peer) };
-                }
-                started.elapsed().as_nanos() as f64 / (W::ITERATIONS * W::PAIRS) as f64
-            }),
-        }
-    }
-}
-
-/// One workload's figures: for each allocator, its name and nanoseconds per pair in each round,
-/// the first allocator being melon and the last the baseline of its ratio.
-struct Figures {
-    name: &'static str,
-    pairs: u64,
-    ns: Vec<(&'static str, Vec<f64>)>,
-}
-
-impl Figures {
-    /// Each round's time of the allocator at `index` over the baseline's.
-    fn ratios(&self, index: usize) -> Vec<f64> {
-        let (own, base) = (&self.ns[index].1, &self.ns[self.ns.len() - 1].1);
-        own.iter().zip(base).map(|(own, base)| own / base).collect()
-    }
-}
 
 fn main() -> ExitCode {
     exit_with("heap_targets", run)
@@ -155,38 +52,11 @@ fn run() -> Result<(), String> {
          free+alloc of 16 to 64 KiB in the ring), median (least-greatest), and the median of \
          each round's time over the last allocator's."
     );
-    for workload in &figures {
-        println!();
-        println!("{}, {} pairs per round:", workload.name, workload.pairs);
-        let last = workload.ns.len() - 1;
-        for (index, (name, ns)) in workload.ns.iter().enumerate() {
-            let ratio = if index == last {
-                String::from("baseline")
-            } else {
-                Spread::of(&workload.ratios(index)).show()
-            };
-            println!("  {name:<14} {:<26} {ratio}", Spread::of(ns).show());
-        }
+    print(&figures);
+    match tsv {
+        Some(path) => write_tsv(&path, &figures),
+        None => Ok(()),
     }
-
-    if let Some(path) = tsv {
-        let mut lines = String::from("workload\tpeer\tround\tns_per_pair\tpairs\n");
-        for workload in &figures {
-            for (peer, ns) in &workload.ns {
-                for (round, ns) in ns.iter().enumerate() {
-                    let _ = writeln!(
-                        lines,
-                        "{}\t{peer}\t{}\t{ns:.4}\t{}",
-                        workload.name,
-                        round + 1,
-                        workload.pairs
-                    );
-                }
-            }
-        }
-        fs::write(&path, lines).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
 }
 
 /// A small-block workload for melon (a root pool of its own, kept for every round), the bare
@@ -258,34 +128,6 @@ impl Workload for RingTurns<'_> {
         // SAFETY: the caller passes the peer the ring was filled from.
         unsafe { self.0.turn(peer) };
     }
-}
-
-/// Runs a warm-up round of every contender and then `rounds` timed rounds, the first to run
-/// moving one place a round.
-fn compare(
-    name: &'static str,
-    pairs: u64,
-    mut contenders: Vec<Contender<'_>>,
-    rounds: usize,
-) -> Figures {
-    for contender in &mut contenders {
-        (contender.round)();
-    }
-    let mut ns: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::with_capacity(rounds)).collect();
-    for round in 0..rounds {
-        let mut line = format!("{name} round {}:", round + 1);
-        let count = contenders.len();
-        for turn in 0..count {
-            let index = (round + turn) % count;
-            let time = (contenders[index].round)();
-            ns[index].push(time);
-        }
-        for (contender, ns) in contenders.iter().zip(&ns) {
-            let _ = write!(line, " {} {:.2}", contender.name, ns[round]);
-        }
-        eprintln!("{line} ns per pair");
-    }
-    Figures { name, pairs, ns: contenders.iter().map(|c| c.name).zip(ns).collect() }
 }
 
 /// Checks a pool after its workload: every block freed, every invariant kept.

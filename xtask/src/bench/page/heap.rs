@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::{link, measured_section, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
 use crate::bench::format::{ns, ns_spread, ratio, ratio_spread, utc, verdict, yes_no};
-use crate::bench::results::{estimate, Estimate, HeapTargets, Resident, Spread};
+use crate::bench::results::{estimate, Estimate, Interleaved, Resident, Spread};
 
 /// The request sizes of the resident measurement, in bytes.
 const RESIDENT_SIZES: [usize; 3] = [16, 64, 200];
@@ -114,7 +114,7 @@ pub(super) fn heap_results(
     page: &mut String,
     targets: &mut Vec<Target>,
     chart: &mut Vec<ChartGroup>,
-    heap_targets: &HeapTargets,
+    heap_targets: &Interleaved,
 ) {
     page.push_str("## Heap pools\n\n");
     interleaved_results(page, targets, heap_targets);
@@ -253,7 +253,7 @@ fn judged_workloads() -> impl Iterator<Item = (&'static HeapWorkload, f64)> {
 
 /// The section of the heap targets' interleaved rounds (`heap_targets.tsv`), and the targets'
 /// rows at a glance, judged by the median of the per-round ratios.
-fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_targets: &HeapTargets) {
+fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_targets: &Interleaved) {
     let ratio_of = |workload: &HeapWorkload| heap_targets.ratio(workload.group, "melon", "glibc");
     let list_ratio =
         |workload: &HeapWorkload| heap_targets.ratio(workload.group, FREE_LIST, "glibc");
@@ -360,13 +360,13 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
 const RING_PEERS: [(&str, &str); 2] = [("melon", "melon"), ("melon_limited", "limited melon")];
 
 /// Each round's time of `peer` in the large ring over mimalloc's.
-fn ring_ratio(heap_targets: &HeapTargets, peer: &str) -> Option<(Spread, usize)> {
+fn ring_ratio(heap_targets: &Interleaved, peer: &str) -> Option<(Spread, usize)> {
     heap_targets.ratio("large_ring", peer, "mimalloc")
 }
 
 /// The large ring's table in the interleaved section: melon with and without a limit against
 /// mimalloc.
-fn ring_table(page: &mut String, heap_targets: &HeapTargets) {
+fn ring_table(page: &mut String, heap_targets: &Interleaved) {
     let _ = write!(
         page,
         "The large ring (`large_ring`, 32 live blocks of 16 to 64 KiB, each turn freeing a slot's \
@@ -541,25 +541,14 @@ pub(super) const HEAP_NOTES: &str = "### Where melon's time goes
 mod tests {
     use super::*;
 
-    /// The heap targets' figures read back from a file of the `heap_targets` binary's format, in
-    /// a directory of this test's own: `(workload, peer, ns per pair of each round)`.
-    fn heap_targets(test: &str, lines: &[(&str, &str, &[f64])]) -> HeapTargets {
-        let dir = std::env::temp_dir().join(format!("xtask-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let mut tsv = String::from("workload\tpeer\tround\tns_per_pair\tpairs\n");
-        for &(workload, peer, rounds) in lines {
-            for (round, ns) in rounds.iter().enumerate() {
-                let _ = writeln!(tsv, "{workload}\t{peer}\t{}\t{ns}\t3072000", round + 1);
-            }
-        }
-        std::fs::write(dir.join("heap_targets.tsv"), tsv).expect("the figures' file");
-        let heap_targets = HeapTargets::read(&dir);
-        std::fs::remove_dir_all(&dir).expect("the scratch directory removed");
-        heap_targets
+    /// The heap targets' figures read back from a file of the `heap_targets` binary's format:
+    /// `(workload, peer, ns per pair of each round)`.
+    fn heap_targets(test: &str, lines: &[(&str, &str, &[f64])]) -> Interleaved {
+        Interleaved::written(test, crate::bench::HEAP_TARGETS, lines)
     }
 
     /// The section and the targets at a glance written from `heap_targets`.
-    fn rendered(heap_targets: &HeapTargets) -> (String, Vec<Target>) {
+    fn rendered(heap_targets: &Interleaved) -> (String, Vec<Target>) {
         let (mut page, mut targets) = (String::new(), Vec::new());
         interleaved_results(&mut page, &mut targets, heap_targets);
         (page, targets)
@@ -672,7 +661,7 @@ mod tests {
 
     #[test]
     fn a_run_without_the_interleaved_rounds_says_so_and_judges_nothing() {
-        let (page, targets) = rendered(&HeapTargets::default());
+        let (page, targets) = rendered(&Interleaved::default());
         assert_eq!(page, "### Heap targets, interleaved\n\nNot measured in this run.\n\n");
         assert_eq!(targets.len(), 5);
         assert!(targets.iter().all(|row| row.met == "not measured" && row.result == "n/a"));

@@ -19,9 +19,9 @@ use std::path::Path;
 use super::chart::svg;
 use super::format::utc;
 use super::results::{
-    locked_versions, Facts, Firmware, Global, Hammer, HeapTargets, PerRequest, Resident,
+    locked_versions, Facts, Firmware, Global, Hammer, Interleaved, PerRequest, Resident,
 };
-use super::Part;
+use super::{Part, HEAP_TARGETS, SHM_TARGETS};
 use crate::root;
 use firmware::firmware_results;
 use global::global_results;
@@ -38,7 +38,8 @@ const KEPT_SECTION: &str = "## C API";
 /// Writes `docs/benchmarks.md` and `docs/benchmarks.svg` from the results on disk.
 pub(super) fn report(results: &Path) -> Result<(), String> {
     let facts = Facts::read(results);
-    let heap_targets = HeapTargets::read(results);
+    let heap_targets = Interleaved::read(results, HEAP_TARGETS);
+    let shm_targets = Interleaved::read(results, SHM_TARGETS);
     let hammer = Hammer::read(results);
     let resident = Resident::read(results);
     let global = Global::read(results);
@@ -71,7 +72,7 @@ pub(super) fn report(results: &Path) -> Result<(), String> {
     per_request_results(&mut results_text, &mut targets, &per_request, &per_request_on_threads);
     firmware_results(&mut results_text, &mut targets, &firmware);
     let mut shm_text = String::new();
-    shm_results(&mut shm_text, &mut targets, &mut chart);
+    shm_results(&mut shm_text, &mut targets, &mut chart, &shm_targets);
     reclaim_results(&mut shm_text);
     grow_results(&mut shm_text);
     objects_results(&mut shm_text);
@@ -161,7 +162,10 @@ cargo xtask bench --check          # instructions per operation against the comm
    large ring. That is what those targets are judged by.
 2. `cargo bench -p melon-alloc-bench --bench shm`: the shared pool's alloc+free pair at several
    sizes and fill levels, a dead process's chunks taken back, a pool grown by a segment, and
-   named values and a mutex in the pool (`benches/shm.rs`). It needs 1 GiB of free memory.
+   named values and a mutex in the pool (`benches/shm.rs`). It needs 1 GiB of free memory. Then
+   `cargo run --release -p melon-alloc-bench --bin shm_targets`: the pair at the same sizes and
+   fill levels and glibc's, taking turns in one process (`src/bin/shm_targets.rs`), which the
+   shared pool's target is judged by.
 3. `cargo run --release -p melon-alloc-bench --bin hammer`: several processes on one shared
    pool (`src/bin/hammer/`), a plain binary because criterion cannot time work spread over
    processes.

@@ -173,6 +173,28 @@ fn making_a_shared_pool_is_a_null_whichever_of_its_allocations_fails() {
 }
 
 #[test]
+fn making_a_shared_pool_when_this_process_has_many_is_a_null_whichever_allocation_fails() {
+    // The process keeps its shared pools in blocks of 16 slots, and a pool that finds every slot
+    // taken needs memory for a new block. With more and more pools alive, some step meets a
+    // full block, whatever other tests hold meanwhile.
+    let mut alive = Vec::new();
+    for _ in 0..40 {
+        // SAFETY: each pool is made by the closure and used by this thread alone.
+        unsafe {
+            let make = || mln_alloc_shm_init(64 << 10, ptr::null_mut(), None, None);
+            fails_cleanly_at_each_allocation(make, false);
+            let pool = mln_alloc_shm_init(64 << 10, ptr::null_mut(), None, None);
+            assert!(!pool.is_null());
+            alive.push(pool);
+        }
+    }
+    for pool in alive {
+        // SAFETY: made above, destroyed once.
+        unsafe { mln_alloc_destroy(pool) };
+    }
+}
+
+#[test]
 fn making_a_child_of_a_shared_pool_is_a_null_whichever_of_its_allocations_fails() {
     // SAFETY: each pool is made by the closure and used by this thread alone; the shared pool
     // locks itself.

@@ -29,8 +29,9 @@ impl Drop for HeapSource {
     fn drop(&mut self) {
         if let Self::External(source) = *self {
             // SAFETY: the pointer came from a `Box` (`ChildPool::with_source`) or from `try_box`
-            // with the source's layout (`ChildPool::try_with_source`), and the
-            // engine that used it has given back every chunk before its source is dropped.
+            // with the source's layout (`ChildPool::try_with_source`), and the engine that used
+            // it has given back every chunk before its source is dropped (or no engine used it:
+            // the pool it was made for could not be allocated).
             drop(unsafe { Box::from_raw(source.as_ptr()) });
         }
     }
@@ -630,7 +631,8 @@ impl fmt::Debug for Pool {
 /// A `T` made by `make` in memory of its own from the global allocator, as `Box::new` would
 /// place it, or `Err` when there is none, where `Box::new` aborts (`Box::try_new` is not stable).
 /// The pointer can be owned through `Box::from_raw`: its memory came from the global allocator
-/// with `T`'s layout, or is dangling for a zero-sized `T`, as a `Box`'s is.
+/// with `T`'s layout, or is dangling for a zero-sized `T`, as a `Box`'s is. Should `make` panic,
+/// the memory leaks; the constructors' `make` do not panic.
 fn try_box<T>(make: impl FnOnce() -> T) -> Result<NonNull<T>, AllocError> {
     let layout = Layout::new::<T>();
     let place = if layout.size() == 0 {

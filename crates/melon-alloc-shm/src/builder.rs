@@ -110,7 +110,8 @@ impl ShmPoolBuilder {
     }
 
     /// Guards the pool with `lock` instead of the built-in lock, as
-    /// [`ShmPool::with_lock`] does.
+    /// [`ShmPool::with_lock`] does. The lock is put on the heap here; where there is no memory
+    /// for it, [`build`](ShmPoolBuilder::build) says so ([`ShmError::Os`] with `ENOMEM`).
     ///
     /// # Examples
     /// ```

@@ -1412,7 +1412,12 @@ impl ShmPool {
         let shared = NonNull::from(Box::leak(shared));
         // SAFETY: the `Shared` was just leaked and lives until this pool is dropped, which
         // unregisters it first.
-        unsafe { registry::register(shared) };
+        if let Err(errno) = unsafe { registry::register(shared) } {
+            // SAFETY: the registry refused the pool and holds nothing of it; the box leaked
+            // above is taken back, once.
+            drop(unsafe { Box::from_raw(shared.as_ptr()) });
+            return Err(ShmError::os("registering the pool in this process", errno));
+        }
         Ok(Self { shared })
     }
 
@@ -2039,9 +2044,8 @@ impl ShmPool {
     }
 
     fn make_child(&self, limit: Option<usize>, owned_only: bool) -> ChildPool<'_> {
-        self.try_make_child(limit, owned_only).unwrap_or_else(|AllocError| {
-            std::alloc::handle_alloc_error(Layout::new::<melon_alloc_heap::Pool>())
-        })
+        let chunks = Box::new(self.child_chunks(owned_only));
+        Self::in_family(ChildPool::with_source(chunks, limit))
     }
 
     fn try_make_child(
@@ -2049,14 +2053,23 @@ impl ShmPool {
         limit: Option<usize>,
         owned_only: bool,
     ) -> Result<ChildPool<'_>, AllocError> {
+        let chunks = self.child_chunks(owned_only);
+        Ok(Self::in_family(ChildPool::try_with_source(chunks, limit)?))
+    }
+
+    /// The source of a new child pool's chunks.
+    fn child_chunks(&self, owned_only: bool) -> ShmChunks<'_> {
         // A fork must abandon the child's copy and close the copy of this process's slot.
         sys::register_fork_handler();
-        let chunks = ShmChunks::new(self.shared(), owned_only);
-        let child = ChildPool::try_with_source(chunks, limit)?;
-        // Its chunks lie in the shared mapping, and so do those of every pool made from it: the
-        // fork handler abandons the copies of the whole family.
+        ShmChunks::new(self.shared(), owned_only)
+    }
+
+    /// A new child pool, tracked with its family: its chunks lie in the shared mapping, and so
+    /// do those of every pool made from it, and the fork handler abandons the copies of the
+    /// whole family.
+    fn in_family(child: ChildPool<'_>) -> ChildPool<'_> {
         child.track_family();
-        Ok(child)
+        child
     }
 }
 

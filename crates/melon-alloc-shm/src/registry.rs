@@ -125,11 +125,12 @@ impl Drop for Pinned {
     }
 }
 
-/// Adds a pool to the registry.
+/// Adds a pool to the registry; `ENOMEM`, with the pool left out, when every slot is taken and
+/// there is no memory for a new block of them.
 ///
 /// # Safety
 /// `shared` stays valid until it is passed to [`unregister`].
-pub(crate) unsafe fn register(shared: NonNull<Shared>) {
+pub(crate) unsafe fn register(shared: NonNull<Shared>) -> Result<(), rustix::io::Errno> {
     // SAFETY: valid, by the caller's promise.
     let range = unsafe { shared.as_ref() }.reserved_range();
     let slot = loop {
@@ -141,7 +142,7 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) {
         if let Some(slot) = free {
             break slot;
         }
-        add_block();
+        add_block()?;
     };
     slot.start.store(range.start, Ordering::Relaxed);
     slot.end.store(range.end, Ordering::Relaxed);
@@ -149,12 +150,14 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) {
     slot.registration.store(registration, Ordering::Relaxed);
     slot.shared.store(shared.as_ptr(), Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
-/// Links a new block of slots after the last one, unless another thread just did.
+/// Links a new block of slots after the last one, unless another thread just did; `ENOMEM`
+/// when there is no memory for it.
 #[cold]
-fn add_block() {
-    let new = Box::leak(Box::new(Block::new()));
+fn add_block() -> Result<(), rustix::io::Errno> {
+    let new = Box::leak(crate::sys::try_box(Block::new())?);
     let mut last = &FIRST;
     loop {
         match last.next.compare_exchange(
@@ -163,7 +166,7 @@ fn add_block() {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) => return,
+            Ok(_) => return Ok(()),
             // SAFETY: a block's `next` is null or a leaked `Block`, published with release.
             Err(next) => last = unsafe { &*next },
         }

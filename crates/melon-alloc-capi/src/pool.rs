@@ -14,9 +14,9 @@
 //! read and written with the table of shared pools locked for writing ([`shared::table_mut`]),
 //! which a `fork` also waits for: a forked process never finds the links half changed.
 
-use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use melon_alloc_heap::{AllocError, ChildPool, HeapPool, Pool};
@@ -54,7 +54,7 @@ pub(crate) enum Kind {
     Heap(HeapPool),
     /// A heap pool whose chunks come from its parent, a heap or a shared pool.
     Child(ChildPool<'static>),
-    /// A shared-memory pool, allocated apart (with [`Uninit`]) so that its address, which the
+    /// A shared-memory pool, allocated apart (with [`uninit`]) so that its address, which the
     /// table of shared pools and the children's chunk sources record, stays put. Every pointer to
     /// it derives from this one; [`destroy`] frees it.
     Shared(NonNull<ShmPool>),
@@ -129,75 +129,61 @@ impl TreeAccess<'_> {
     }
 }
 
-/// Memory for one `T` from the global allocator, not yet holding a value; freed on drop unless
-/// [`init`](Uninit::init) filled it. This is `Box::try_new`, which is not stable: running out of
-/// memory becomes a `None` instead of an abort.
-struct Uninit<T>(NonNull<T>, PhantomData<T>);
-
-impl<T> Uninit<T> {
-    const LAYOUT: Layout = {
-        assert!(size_of::<T>() != 0, "a handle or a pool is never zero-sized");
-        Layout::new::<T>()
-    };
-
-    fn new() -> Option<Self> {
-        // SAFETY: the layout is not zero-sized (checked when `LAYOUT` is evaluated).
-        let memory = unsafe { std::alloc::alloc(Self::LAYOUT) };
-        NonNull::new(memory.cast()).map(|memory| Self(memory, PhantomData))
-    }
-
-    /// Moves `value` in; the memory can then be owned through `Box::from_raw`, having come from
-    /// the global allocator with `T`'s layout.
-    fn init(self, value: T) -> NonNull<T> {
-        let memory = self.0;
-        core::mem::forget(self);
-        // SAFETY: the memory is allocated for a `T`, aligned, and holds nothing yet.
-        unsafe { memory.as_ptr().write(value) };
-        memory
-    }
+/// Memory for one `T` from the global allocator, not yet holding a value and freed on drop until
+/// [`fill`] fills it, or `None` where there is none: what a handle or a shared pool is made in,
+/// before what it holds, so that running out of memory is a `None` instead of an abort.
+fn uninit<T>() -> Option<Box<MaybeUninit<T>>> {
+    melon_alloc_heap::plumbing::try_box(MaybeUninit::uninit).ok()
 }
 
-impl<T> Drop for Uninit<T> {
-    fn drop(&mut self) {
-        // SAFETY: the memory came from `alloc` with this layout, and holds no value to drop.
-        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), Self::LAYOUT) };
-    }
+/// Moves `value` into `place` and gives up the box: the memory can be owned again through
+/// `Box::from_raw`, having come from a `Box` of `T`'s layout.
+fn fill<T>(mut place: Box<MaybeUninit<T>>, value: T) -> NonNull<T> {
+    place.write(value);
+    // SAFETY: written just above.
+    NonNull::from(Box::leak(unsafe { place.assume_init() }))
 }
 
 /// A root heap pool, with `limit` bytes at most (`None`: no limit). `None` when there is no
 /// memory for the handle.
 pub(crate) fn new_heap(limit: Option<usize>) -> Option<NonNull<MlnAlloc>> {
-    let handle = Uninit::<MlnAlloc>::new()?;
+    let handle = uninit::<MlnAlloc>()?;
     let pool = match limit {
         Some(limit) => HeapPool::try_with_limit(limit),
         None => HeapPool::try_new(),
     }
     .ok()?;
-    Some(handle.init(MlnAlloc {
-        kind: Kind::Heap(pool),
-        parent: None,
-        shared_root: None,
-        links: UnsafeCell::new(Links::default()),
-    }))
+    Some(fill(
+        handle,
+        MlnAlloc {
+            kind: Kind::Heap(pool),
+            parent: None,
+            shared_root: None,
+            links: UnsafeCell::new(Links::default()),
+        },
+    ))
 }
 
 /// A shared pool made by `make`, entered in the table of shared pools. `None` when `make` fails
 /// or there is no memory for the handle or the table.
 pub(crate) fn new_shared(make: impl FnOnce() -> Option<ShmPool>) -> Option<NonNull<MlnAlloc>> {
     crate::fork::install();
-    let handle = Uninit::<MlnAlloc>::new()?;
-    let place = Uninit::<ShmPool>::new()?;
+    let handle = uninit::<MlnAlloc>()?;
+    let place = uninit::<ShmPool>()?;
     let made = {
         let _making = shared::lifecycle();
         make()
     };
-    let shm = place.init(made?);
-    let handle = handle.init(MlnAlloc {
-        kind: Kind::Shared(shm),
-        parent: None,
-        shared_root: Some(shm),
-        links: UnsafeCell::new(Links::default()),
-    });
+    let shm = fill(place, made?);
+    let handle = fill(
+        handle,
+        MlnAlloc {
+            kind: Kind::Shared(shm),
+            parent: None,
+            shared_root: Some(shm),
+            links: UnsafeCell::new(Links::default()),
+        },
+    );
     // SAFETY: the pool and its handle live until the handle is destroyed, which unregisters
     // the pool first.
     if unsafe { shared::register(shm, handle) } {
@@ -224,7 +210,7 @@ pub(crate) unsafe fn new_child(
     // SAFETY: the caller promises a live handle. The reference is unbounded: it stands for
     // "until the parent is destroyed", which `destroy` makes outlast the child.
     let parent_ref: &'static MlnAlloc = unsafe { parent.as_ref() };
-    let handle = Uninit::<MlnAlloc>::new()?;
+    let handle = uninit::<MlnAlloc>()?;
     let pool = match &parent_ref.kind {
         Kind::Heap(pool) => child_of(pool, limit),
         Kind::Child(pool) => child_of(pool, limit),
@@ -238,12 +224,15 @@ pub(crate) unsafe fn new_child(
         }
     }
     .ok()?;
-    let handle = handle.init(MlnAlloc {
-        kind: Kind::Child(pool),
-        parent: Some(parent),
-        shared_root: parent_ref.shared_root,
-        links: UnsafeCell::new(Links::default()),
-    });
+    let handle = fill(
+        handle,
+        MlnAlloc {
+            kind: Kind::Child(pool),
+            parent: Some(parent),
+            shared_root: parent_ref.shared_root,
+            links: UnsafeCell::new(Links::default()),
+        },
+    );
     let _table = parent_ref.shared_root.map(|_| shared::table_mut());
     // SAFETY: the table is held for a tree with a shared root, and otherwise the caller promises
     // that this thread alone uses the tree; its handles live while the parent does.
@@ -334,7 +323,7 @@ fn unlink_leaf_under(access: &TreeAccess, node: NonNull<MlnAlloc>) -> NonNull<Ml
 /// # Safety
 /// `handle` is a live handle without children, made by this module, to which nothing refers.
 unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
-    // SAFETY: the handle came from `Uninit::init`, which allocated it as a `Box` would.
+    // SAFETY: the handle came from `fill`, which gave up a `Box` of it.
     let pool = unsafe { Box::from_raw(handle.as_ptr()) };
     match (&pool.kind, pool.shared_root) {
         (&Kind::Shared(shm), _) => {
@@ -353,7 +342,7 @@ unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
             shared::unregister(shm);
             drop(pool);
             let _unmapping = shared::lifecycle();
-            // SAFETY: the pool came from `Uninit::init`; its handle, its table entry and its
+            // SAFETY: the pool came from `fill`, which gave up a `Box` of it; its handle, its table entry and its
             // children are gone, so nothing refers to it any more.
             drop(unsafe { Box::from_raw(shm.as_ptr()) });
         }

@@ -178,6 +178,7 @@ mod family;
 mod global;
 #[cfg(target_os = "linux")]
 mod os;
+pub mod plumbing;
 mod pool;
 mod recycle;
 mod sys;

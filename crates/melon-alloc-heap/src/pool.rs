@@ -12,6 +12,7 @@ use melon_alloc_core::{CheckError, ChunkSource, Engine, FreeError, Stats};
 use std::alloc;
 
 use crate::family::{self, Links};
+use crate::plumbing::try_box;
 use crate::GlobalSource;
 
 /// Where a heap pool's chunks come from.
@@ -28,10 +29,10 @@ pub(crate) enum HeapSource {
 impl Drop for HeapSource {
     fn drop(&mut self) {
         if let Self::External(source) = *self {
-            // SAFETY: the pointer came from a `Box` (`ChildPool::with_source`) or from `try_box`
-            // with the source's layout (`ChildPool::try_with_source`), and the engine that used
-            // it has given back every chunk before its source is dropped (or no engine used it:
-            // the pool it was made for could not be allocated).
+            // SAFETY: the pointer came from a leaked `Box` (`ChildPool::with_source`,
+            // `try_with_source`), and the engine that used it has given back every chunk before
+            // its source is dropped (or no engine used it: the pool it was made for could not be
+            // allocated).
             drop(unsafe { Box::from_raw(source.as_ptr()) });
         }
     }
@@ -194,14 +195,14 @@ impl Pool {
         // A child serves one request or task: classes it barely uses get a page, not a chunk.
         let child = matches!(source, HeapSource::Parent(_));
         // Made in place on the heap: the engine is a kilobyte, and a child is made per request.
-        let pool = try_box(|| Self {
+        let pool = NonNull::from(Box::leak(try_box(|| Self {
             engine: UnsafeCell::new(if child {
                 Engine::new(source, limit).with_pages()
             } else {
                 Engine::new(source, limit)
             }),
             links: Links::default(),
-        })?;
+        })?));
         // SAFETY: the pool was just made and nothing else refers to it yet.
         unsafe { (*pool.as_ref().engine.get()).set_owner(pool.as_ptr().cast()) };
         Ok(Owned(pool))
@@ -628,25 +629,6 @@ impl fmt::Debug for Pool {
     }
 }
 
-/// A `T` made by `make` in memory of its own from the global allocator, as `Box::new` would
-/// place it, or `Err` when there is none, where `Box::new` aborts (`Box::try_new` is not stable).
-/// The pointer can be owned through `Box::from_raw`: its memory came from the global allocator
-/// with `T`'s layout, or is dangling for a zero-sized `T`, as a `Box`'s is. Should `make` panic,
-/// the memory leaks; the constructors' `make` do not panic.
-fn try_box<T>(make: impl FnOnce() -> T) -> Result<NonNull<T>, AllocError> {
-    let layout = Layout::new::<T>();
-    let place = if layout.size() == 0 {
-        NonNull::<T>::dangling()
-    } else {
-        // SAFETY: the layout is not zero-sized.
-        NonNull::new(unsafe { alloc::alloc(layout) }.cast()).ok_or(AllocError)?
-    };
-    // SAFETY: the place is allocated and aligned for a `T` (or dangling and aligned, for a
-    // zero-sized one), and holds no value yet.
-    unsafe { place.as_ptr().write(make()) };
-    Ok(place)
-}
-
 /// A pool on the heap, owned through a raw pointer so that the pointers its chunks hold stay
 /// valid however the handle moves.
 struct Owned(NonNull<Pool>);
@@ -661,8 +643,8 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         family::leave(self.get());
-        // SAFETY: the pointer came from `try_box` in `Pool::try_boxed`, and the handle that owns it
-        // is going away, along with every borrow of the pool.
+        // SAFETY: the pointer came from a `Box` leaked in `Pool::try_boxed`, and the handle that
+        // owns it is going away, along with every borrow of the pool.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
@@ -852,7 +834,7 @@ impl<'parent> ChildPool<'parent> {
     /// assert!(pool.alloc(1000).is_some());
     /// ```
     pub fn with_source(source: Box<dyn ChunkSource + 'parent>, limit: Option<usize>) -> Self {
-        Self::over(NonNull::from(Box::leak(source)), limit)
+        Self::over(source, limit)
             .unwrap_or_else(|AllocError| alloc::handle_alloc_error(Layout::new::<Pool>()))
     }
 
@@ -876,16 +858,16 @@ impl<'parent> ChildPool<'parent> {
         source: S,
         limit: Option<usize>,
     ) -> Result<Self, AllocError> {
-        let source: NonNull<dyn ChunkSource + 'parent> = try_box(|| source)?;
-        Self::over(source, limit)
+        Self::over(try_box(|| source)?, limit)
     }
 
     /// A pool over `source`, which it owns from now on, or `Err` when there is no memory for
-    /// the pool, which drops the source. `source` is owned through `Box::from_raw`.
+    /// the pool, which drops the source.
     fn over(
-        source: NonNull<dyn ChunkSource + 'parent>,
+        source: Box<dyn ChunkSource + 'parent>,
         limit: Option<usize>,
     ) -> Result<Self, AllocError> {
+        let source: NonNull<dyn ChunkSource + 'parent> = NonNull::from(Box::leak(source));
         // SAFETY: only the lifetime changes; the `ChildPool` keeps `'parent` in its type, so the
         // source is not used after anything it borrows has gone.
         let source: NonNull<dyn ChunkSource> = unsafe { core::mem::transmute(source) };

@@ -146,9 +146,7 @@ impl ShmPoolBuilder {
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
     pub fn lock<L: ShmLock + 'static>(mut self, lock: L) -> Self {
-        let lock = crate::sys::try_box(lock)
-            .map_err(|errno| ShmError::os("allocating the pool's lock", errno));
-        self.lock = Some(lock.map(|lock| -> Box<dyn ShmLock> { lock }));
+        self.lock = Some(boxed_lock(lock));
         self
     }
 
@@ -234,6 +232,14 @@ impl ShmPoolBuilder {
             None => ShmPool::create(NewFile::Memfd(&name), capacity, max, lock),
         }
     }
+}
+
+/// A lock of the caller's on the heap, where the pool keeps it, or `ENOMEM` when there is no
+/// memory for it.
+pub(crate) fn boxed_lock<L: ShmLock + 'static>(lock: L) -> Result<Box<dyn ShmLock>, ShmError> {
+    let lock = crate::sys::try_box(|| lock)
+        .map_err(|errno| ShmError::os("allocating the pool's lock", errno))?;
+    Ok(lock)
 }
 
 impl core::fmt::Debug for ShmPoolBuilder {

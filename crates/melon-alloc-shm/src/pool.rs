@@ -1363,8 +1363,7 @@ impl ShmPool {
         fd: OwnedFd,
         lock: L,
     ) -> Result<Self, ShmError> {
-        let lock = sys::try_box(lock)
-            .map_err(|errno| ShmError::os("allocating the pool's lock", errno))?;
+        let lock = crate::builder::boxed_lock(lock)?;
         // SAFETY: forwarded from the caller.
         unsafe { Self::open(fd, Some(lock)) }
     }
@@ -1407,7 +1406,7 @@ impl ShmPool {
     fn from_shared(shared: Shared) -> Result<Self, ShmError> {
         // A fork must open the new process's spare descriptions of the pool's file.
         sys::register_fork_handler();
-        let shared = sys::try_box(shared)
+        let shared = sys::try_box(|| shared)
             .map_err(|errno| ShmError::os("allocating the pool's state", errno))?;
         let shared = NonNull::from(Box::leak(shared));
         // SAFETY: the `Shared` was just leaked and lives until this pool is dropped, which

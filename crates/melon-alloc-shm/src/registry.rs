@@ -157,7 +157,7 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) -> Result<(), rustix::io:
 /// when there is no memory for it.
 #[cold]
 fn add_block() -> Result<(), rustix::io::Errno> {
-    let new = Box::leak(crate::sys::try_box(Block::new())?);
+    let new = Box::leak(crate::sys::try_box(Block::new)?);
     let mut last = &FIRST;
     loop {
         match last.next.compare_exchange(

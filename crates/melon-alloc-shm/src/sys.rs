@@ -244,23 +244,10 @@ fn allocate(fd: BorrowedFd<'_>, range: core::ops::Range<usize>) -> Result<(), Er
     rustix::fs::fallocate(fd, FallocateFlags::empty(), range.start as u64, range.len() as u64)
 }
 
-/// `value` in a `Box`, or `ENOMEM` where `Box::new` would abort (`Box::try_new` is not
-/// stable): a pool made or attached without memory for its state fails as a mapping does.
-pub(crate) fn try_box<T>(value: T) -> Result<Box<T>, Errno> {
-    let layout = core::alloc::Layout::new::<T>();
-    if layout.size() == 0 {
-        // A zero-sized box allocates nothing.
-        return Ok(Box::new(value));
-    }
-    // SAFETY: the layout is not zero-sized.
-    let place =
-        NonNull::new(unsafe { std::alloc::alloc(layout) }.cast::<T>()).ok_or(Errno::NOMEM)?;
-    // SAFETY: (1) the place is allocated and aligned for a `T`, and holds no value yet; (2) it
-    // came from the global allocator with `T`'s layout, as `Box::from_raw` requires.
-    unsafe {
-        place.as_ptr().write(value);
-        Ok(Box::from_raw(place.as_ptr()))
-    }
+/// `make`'s value in a `Box`, or `ENOMEM` where `Box::new` would abort: a pool made or
+/// attached without memory for its state fails as a mapping does.
+pub(crate) fn try_box<T>(make: impl FnOnce() -> T) -> Result<Box<T>, Errno> {
+    melon_alloc_heap::plumbing::try_box(make).map_err(|_| Errno::NOMEM)
 }
 
 /// Creates a new, empty file at `path` for a pool, open for reading and writing and

@@ -413,7 +413,13 @@ pub struct BareLock {
 
 impl BareLock {
     /// Two takes and two releases of the word, each a compare-and-swap, with three stores under
-    /// each take.
+    /// each take; the word is free again afterwards.
+    ///
+    /// ```
+    /// let lock = melon_alloc_bench::BareLock::default();
+    /// lock.take_and_release_twice();
+    /// lock.take_and_release_twice();
+    /// ```
     #[inline]
     pub fn take_and_release_twice(&self) {
         use core::sync::atomic::Ordering;

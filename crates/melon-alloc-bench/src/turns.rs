@@ -35,6 +35,30 @@ use crate::Spread;
 
 /// A workload as the drivers time it: an iteration of a known number of pairs, run on any
 /// [`Peer`] (generic, so that each allocator gets an inlined copy of the timed loop).
+///
+/// ```
+/// use melon_alloc_bench::turns::Workload;
+/// use melon_alloc_bench::workloads::{FreeList, Peer};
+///
+/// /// Two blocks, then both freed.
+/// struct TwoAtOnce;
+///
+/// impl Workload for TwoAtOnce {
+///     const NAME: &'static str = "two_at_once";
+///     const PAIRS: u64 = 2;
+///     const ITERATIONS: u64 = 1000;
+///
+///     unsafe fn once<P: Peer>(&mut self, peer: &mut P) {
+///         let (a, b) = (peer.alloc(64), peer.alloc(64));
+///         // SAFETY: both came from `peer` with 64 bytes and are not used again.
+///         unsafe { peer.free(a, 64); peer.free(b, 64) };
+///     }
+/// }
+///
+/// let mut list = FreeList::new();
+/// // SAFETY: the workload runs on this peer alone.
+/// unsafe { TwoAtOnce.once(&mut list) };
+/// ```
 pub trait Workload {
     /// The criterion group that times the same loop.
     const NAME: &'static str;
@@ -101,6 +125,17 @@ impl Workload for ShuffledDrain {
 
 /// One allocator taking part in a workload: its name in the table and the file, and a timed
 /// round of the workload on it, giving nanoseconds per pair.
+///
+/// ```
+/// use melon_alloc_bench::turns::{compare, Contender, PingPong};
+/// use melon_alloc_bench::workloads::FreeList;
+///
+/// let mut list = FreeList::new();
+/// let contender = Contender::with_iterations("free_list", PingPong, &mut list, 100);
+/// let figures = compare("ping_pong", 100, vec![contender], 1);
+/// assert_eq!(figures.ns[0].0, "free_list");
+/// assert!(figures.ns[0].1[0] > 0.0);
+/// ```
 pub struct Contender<'a> {
     name: &'static str,
     round: Box<dyn FnMut() -> f64 + 'a>,
@@ -187,6 +222,14 @@ impl<'a> Contender<'a> {
 
 /// One workload's figures: for each allocator, its name and nanoseconds per pair in each round,
 /// the last allocator being the baseline of the ratios.
+///
+/// ```
+/// use melon_alloc_bench::turns::Figures;
+///
+/// let figures = Figures { name: "w", pairs: 1, ns: vec![("a", vec![1.0]), ("glibc", vec![4.0])] };
+/// assert_eq!(figures.ratios(0), [0.25]);
+/// assert_eq!(figures.ratios(1), [1.0], "the baseline against itself");
+/// ```
 #[derive(Debug)]
 pub struct Figures {
     /// The workload, as the tables and the file name it.

@@ -59,8 +59,7 @@
 //!
 //! # When the system has no memory for a pool
 //!
-//! A pool's own bookkeeping, about a kilobyte, comes from the global allocator when the pool is
-//! made. [`HeapPool::new`], [`Pool::child`] and the other constructors abort through
+//! A pool's own bookkeeping comes from the global allocator when the pool is made. [`HeapPool::new`], [`Pool::child`] and the other constructors abort through
 //! `handle_alloc_error` when there is none, as `Box::new` does; [`HeapPool::try_new`],
 //! [`HeapPool::try_with_limit`], [`Pool::try_child`], [`Pool::try_child_with_limit`] and
 //! [`ChildPool::try_with_source`] return [`AllocError`] instead, for a program that must carry
@@ -186,6 +185,15 @@ mod typed;
 
 /// What a fallible constructor (`try_new`, `try_child`, ...) returns when the global allocator has
 /// no memory for the pool's bookkeeping: the `Allocator` trait's error, from `allocator-api2`.
+///
+/// ```
+/// use melon_alloc_heap::{AllocError, HeapPool};
+///
+/// fn pool_for_a_request() -> Result<HeapPool, AllocError> {
+///     HeapPool::try_with_limit(1 << 20)
+/// }
+/// assert!(pool_for_a_request().is_ok());
+/// ```
 pub use allocator_api2::alloc::AllocError;
 pub use family::{abandon_every_family, lock_families};
 pub use global::{GlobalSource, KEEP_SLABS_FOR};

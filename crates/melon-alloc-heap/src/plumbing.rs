@@ -25,7 +25,7 @@ use allocator_api2::alloc::AllocError;
 /// assert_eq!(*unsafe { place.assume_init() }, 5);
 /// # Ok::<(), melon_alloc_heap::AllocError>(())
 /// ```
-// Inlined, so that a pool's kilobyte is written into its memory rather than copied there.
+// Inlined, so that a pool's engine is written into its memory rather than copied there.
 #[inline]
 pub fn try_box<T>(make: impl FnOnce() -> T) -> Result<Box<T>, AllocError> {
     let layout = Layout::new::<T>();

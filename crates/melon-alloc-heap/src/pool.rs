@@ -585,7 +585,7 @@ impl Pool {
     }
 
     /// [`child`](Pool::child), or `Err` when the global allocator has no memory for the child's
-    /// bookkeeping (about a kilobyte), where `child` aborts as `Box::new` does.
+    /// bookkeeping, where `child` aborts as `Box::new` does.
     ///
     /// # Examples
     /// ```
@@ -712,7 +712,7 @@ impl HeapPool {
     }
 
     /// [`new`](HeapPool::new), or `Err` when the global allocator has no memory for the pool's
-    /// bookkeeping (about a kilobyte), where `new` aborts as `Box::new` does.
+    /// bookkeeping, where `new` aborts as `Box::new` does.
     ///
     /// # Examples
     /// ```

@@ -19,6 +19,12 @@ pub(super) fn ns_spread(value: f64, spread: Option<(f64, f64)>) -> String {
     }
 }
 
+/// The median of an interleaved figure in nanoseconds, with its least and greatest after it, or
+/// `n/a` when it was not measured.
+pub(super) fn median_spread(spread: Option<Spread>) -> String {
+    spread.map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
+}
+
 /// A time given in nanoseconds, in the unit that suits it (ns, µs, ms or s) with three significant
 /// digits or so, and the fastest and slowest of its samples after it, in the same unit.
 pub(super) fn time_spread(nanoseconds: f64, spread: Option<(f64, f64)>) -> String {

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 
 use super::{link, measured_section, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{ns, ns_spread, ratio, ratio_spread, utc, verdict, yes_no};
+use crate::bench::format::{
+    median_spread, ns, ns_spread, ratio, ratio_spread, utc, verdict, yes_no,
+};
 use crate::bench::results::{estimate, Estimate, Interleaved, Resident, Spread};
 
 /// The request sizes of the resident measurement, in bytes.
@@ -289,9 +291,6 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
              |---|---:|---:|---:|---:|---:|---:|---|\n",
             rounds.unwrap_or(0)
         );
-        let time = |spread: Option<Spread>| {
-            spread.map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
-        };
         for (workload, target) in judged_workloads() {
             let r = ratio_of(workload);
             let _ = writeln!(
@@ -299,9 +298,9 @@ fn interleaved_results(page: &mut String, targets: &mut Vec<Target>, heap_target
                 "| `{}` | {} | {} | {} | {} | {} | {} | ≤ {target}: {} |",
                 workload.group,
                 heap_targets.pairs(workload.group).map_or("n/a".into(), thousands),
-                time(heap_targets.time(workload.group, "melon")),
-                time(heap_targets.time(workload.group, FREE_LIST)),
-                time(heap_targets.time(workload.group, "glibc")),
+                median_spread(heap_targets.time(workload.group, "melon")),
+                median_spread(heap_targets.time(workload.group, FREE_LIST)),
+                median_spread(heap_targets.time(workload.group, "glibc")),
                 r.map_or("n/a".into(), |(s, _)| format!("**{}**", ratio_spread(s))),
                 list_ratio(workload).map_or("n/a".into(), |(s, _)| ratio_spread(s)),
                 r.map_or("not measured", |(s, _)| verdict(s.median <= target)),

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use super::{link, Target};
 use crate::bench::chart::{series_of, Bar, ChartGroup};
-use crate::bench::format::{list, ns, ns_spread, ratio, ratio_spread, time_spread, utc, verdict};
+use crate::bench::format::{
+    list, median_spread, ns, ns_spread, ratio, ratio_spread, time_spread, utc, verdict,
+};
 use crate::bench::results::{estimate, Estimate, Facts, Hammer, Interleaved, Spread};
 
 /// Melon's shared pool on the hammer workload, million operations per second in total at 1, 2
@@ -85,9 +87,6 @@ fn interleaved_pair(
          |---|---:|---:|---:|\n",
         rounds.unwrap_or(0)
     );
-    let time = |spread: Option<Spread>| {
-        spread.map_or("n/a".into(), |s| ns_spread(s.median, Some((s.min, s.max))))
-    };
     let mut medians = Vec::new();
     let mut bars = Vec::new();
     let lock_rows = LOCK_ROWS.map(|(peer, label)| (LOCK_SHARE_CASE, peer, label));
@@ -103,8 +102,8 @@ fn interleaved_pair(
         let _ = writeln!(
             page,
             "| {label} | {} | {} | {} |",
-            time(shm_targets.time(case, peer)),
-            time(shm_targets.time(case, "glibc")),
+            median_spread(shm_targets.time(case, peer)),
+            median_spread(shm_targets.time(case, "glibc")),
             if shared { format!("**{shown}**") } else { shown },
         );
     }

@@ -177,6 +177,10 @@ mod family;
 mod global;
 #[cfg(target_os = "linux")]
 mod os;
+/// Items for the workspace's other crates (the shared pool, the C API): public only so that
+/// those crates can reach them, they are not part of this crate's API and follow no semver
+/// promise.
+#[doc(hidden)]
 pub mod plumbing;
 mod pool;
 mod recycle;

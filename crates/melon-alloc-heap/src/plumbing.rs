@@ -1,5 +1,12 @@
 //! What the workspace's other crates (the shared pool, the C API) need of this one that is no
 //! part of a pool's API: a `Box` made without aborting when the global allocator has no memory.
+//!
+//! # Examples
+//! ```
+//! let boxed = melon_alloc_heap::plumbing::try_box(|| 5u32)?;
+//! assert_eq!(*boxed, 5);
+//! # Ok::<(), melon_alloc_heap::AllocError>(())
+//! ```
 
 use core::alloc::Layout;
 use core::ptr::NonNull;

@@ -147,6 +147,7 @@ const _: () = assert!(
 
 mod allocator;
 mod arena;
+mod blocks;
 mod builder;
 mod directory;
 mod error;

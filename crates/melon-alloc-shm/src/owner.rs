@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::arena::{Arena, Reclaimed};
+use crate::blocks::Blocks;
 use crate::layout::{OWNER_SLOTS, PAGE};
 use crate::spares::{Spares, Use};
 use crate::sys;
@@ -29,10 +30,19 @@ const LOCK_BASE: i64 = 1 << 62;
 
 /// The descriptions this process holds its slots and its identities in pools through (see
 /// `identity.rs`), so that the child of a `fork` can close its copies: a copy would keep its
-/// parent's slot and identity looking alive after the parent died. A description beyond the
-/// table still works; only a child that outlives its parent keeps the parent's chunks, and
-/// a lock the parent died holding, until it ends too.
-static HELD: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
+/// parent's slot and identity looking alive after the parent died, and with them its chunks and
+/// any lock it died holding. Every such description is listed: the table grows by a block when
+/// it is full, and a description with no room, when there is no memory for a block, is closed
+/// and refused.
+static HELD: Blocks<AtomicI32, HELD_BLOCK> = Blocks::new(no_descriptions());
+
+/// Descriptions in a block of [`HELD`]: two per pool (a slot and an identity), for 128 pools.
+const HELD_BLOCK: usize = 256;
+
+/// A block of [`HELD`] that lists nothing.
+const fn no_descriptions() -> [AtomicI32; HELD_BLOCK] {
+    [const { AtomicI32::new(-1) }; HELD_BLOCK]
+}
 
 /// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead) found and gave back.
 ///
@@ -173,15 +183,16 @@ pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
     OPENING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An open file description of the pool's file, private to this process, listed in [`HELD`]
-/// if there is room (otherwise only a forked child outliving this process keeps what the
-/// description stands for): what `spare` gives, a description opened for this process before
-/// the fork that made it, or else a new one. `spare` runs under the same lock as the listing,
-/// so that no fork copies its descriptor before it is listed.
+/// An open file description of the pool's file, private to this process, listed in [`HELD`]:
+/// what `spare` gives, a description opened for this process before the fork that made it, or
+/// else a new one. `spare` runs under the same lock as the listing, so that no fork copies its
+/// descriptor before it is listed.
 ///
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again through
-/// `/proc`.
+/// `/proc`; `ENOMEM` when the table is full and there is no memory for a block more, with the
+/// description closed (or the spare given up): one a fork could not close in the child must not
+/// lock anything.
 pub(crate) fn open_held(
     pool: BorrowedFd<'_>,
     spare: impl FnOnce() -> Option<OwnedFd>,
@@ -190,12 +201,17 @@ pub(crate) fn open_held(
     let fd = match spare() {
         Some(spare) => spare,
         None => own_description(pool)?,
+    };
+    loop {
+        let listed = HELD.entries().any(|held| {
+            held.compare_exchange(-1, fd.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        });
+        if listed {
+            return Ok(fd.into_raw_fd());
+        }
+        // Dropping `fd` on the error closes it: it was listed nowhere.
+        HELD.grow(no_descriptions)?;
     }
-    .into_raw_fd();
-    let _ = HELD
-        .iter()
-        .any(|held| held.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok());
-    Ok(fd)
 }
 
 /// Closes a claim's or an identity's descriptor `fd`, taking it off [`HELD`] if the table has
@@ -220,7 +236,7 @@ pub(crate) fn close_held(fd: RawFd) {
     ) {
         let _ = rustix::io::dup3(&null, &mut held, rustix::io::DupFlags::CLOEXEC);
     }
-    let _ = HELD.iter().any(|listed| {
+    let _ = HELD.entries().any(|listed| {
         listed.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     });
     drop(held);
@@ -230,7 +246,7 @@ pub(crate) fn close_held(fd: RawFd) {
 /// child of a fork, where only the forking thread exists: it takes no lock and only closes
 /// descriptors.
 pub(crate) fn forget_all_in_child() {
-    for held in &HELD {
+    for held in HELD.entries() {
         let fd = held.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
             // SAFETY: the entry listed a description this module opened, inherited by this

@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use melon_alloc_core::FreeError;
 
+use crate::blocks::Blocks;
 use crate::pool::Shared;
 use crate::ShmError;
 
@@ -76,20 +77,8 @@ impl Slot {
     }
 }
 
-/// A block of slots, linked to the next one.
-struct Block {
-    slots: [Slot; SLOTS],
-    next: AtomicPtr<Block>,
-}
-
-impl Block {
-    const fn new() -> Self {
-        Self { slots: [const { Slot::new() }; SLOTS], next: AtomicPtr::new(core::ptr::null_mut()) }
-    }
-}
-
-/// The first block; more are added as pools fill them, and never freed.
-static FIRST: Block = Block::new();
+/// The slots: a first block of them, and more added as pools fill them, never freed.
+static SLOTS_TABLE: Blocks<Slot, SLOTS> = Blocks::new([const { Slot::new() }; SLOTS]);
 /// How many pools are registered: lets a free skip the registry when there are none.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// The number the last registration took: each takes the next, so none is given twice.
@@ -97,11 +86,7 @@ static REGISTRATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Every slot, block by block.
 fn slots() -> impl Iterator<Item = &'static Slot> {
-    core::iter::successors(Some(&FIRST), |block| {
-        // SAFETY: a block's `next` is null or a leaked `Block`, published with release.
-        unsafe { block.next.load(Ordering::Acquire).as_ref() }
-    })
-    .flat_map(|block| &block.slots)
+    SLOTS_TABLE.entries()
 }
 
 /// A pinned slot's pool.
@@ -142,7 +127,7 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) -> Result<(), rustix::io:
         if let Some(slot) = free {
             break slot;
         }
-        add_block()?;
+        SLOTS_TABLE.grow(|| [const { Slot::new() }; SLOTS])?;
     };
     slot.start.store(range.start, Ordering::Relaxed);
     slot.end.store(range.end, Ordering::Relaxed);
@@ -151,26 +136,6 @@ pub(crate) unsafe fn register(shared: NonNull<Shared>) -> Result<(), rustix::io:
     slot.shared.store(shared.as_ptr(), Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::Relaxed);
     Ok(())
-}
-
-/// Links a new block of slots after the last one, unless another thread just did; `ENOMEM`
-/// when there is no memory for it.
-#[cold]
-fn add_block() -> Result<(), rustix::io::Errno> {
-    let new = Box::leak(crate::sys::try_box(Block::new)?);
-    let mut last = &FIRST;
-    loop {
-        match last.next.compare_exchange(
-            core::ptr::null_mut(),
-            new,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => return Ok(()),
-            // SAFETY: a block's `next` is null or a leaked `Block`, published with release.
-            Err(next) => last = unsafe { &*next },
-        }
-    }
 }
 
 /// Removes a pool from the registry, once nobody uses it through the registry any more.

@@ -97,6 +97,10 @@ fn main() -> ExitCode {
         ("dead_workers_chunks_come_back", dead_workers_chunks_come_back),
         ("a_live_process_keeps_its_chunks", a_live_process_keeps_its_chunks),
         (
+            "a_master_with_many_pools_is_taken_over_while_its_worker_lives",
+            a_master_with_many_pools_is_taken_over_while_its_worker_lives,
+        ),
+        (
             "a_dead_workers_forked_child_does_not_keep_its_chunks",
             a_dead_workers_forked_child_does_not_keep_its_chunks,
         ),
@@ -987,6 +991,64 @@ fn dead_workers_chunks_come_back() {
         // SAFETY: a dead worker's direct block, freed once on its behalf.
         unsafe { shm.try_free(shm.ptr_at(offset as usize).unwrap()) }.unwrap();
     }
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// Pools a master has made, each locked once and with a chunk of a child pool, before it
+/// forks its worker: past 128 of them, the process holds more than 256 descriptions of pools'
+/// files.
+const MANY_POOLS: usize = 130;
+
+/// A master that uses many pools, each through the lock and through a child pool, forks a
+/// worker and is killed holding the lock of one more pool, whose child pool holds a chunk of
+/// it. The worker, alive, inherited a copy of every description the master held its identities
+/// and slots through, however many: the fork closed each, so the lock is taken over at once
+/// and the master's chunk comes back, while the worker lives on.
+fn a_master_with_many_pools_is_taken_over_while_its_worker_lives() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    let mut master = fork(|| {
+        let pools: Vec<ShmPool> = (0..MANY_POOLS)
+            .map(|_| {
+                let pool = ShmPool::new(256 * KIB).unwrap();
+                drop(pool.lock().unwrap());
+                let child = pool.child();
+                assert!(child.alloc(64).is_some(), "a chunk for a child pool");
+                core::mem::forget(child);
+                pool
+            })
+            .collect();
+        let child = shm.child();
+        assert!(child.alloc(64).is_some(), "a chunk for a child pool");
+        core::mem::forget(child);
+        core::mem::forget(shm.lock().unwrap());
+        let worker = fork(|| {
+            mailbox[1].store(std::process::id().into(), Ordering::Release);
+            idle_until_killed()
+        });
+        // The worker outlives the master: it is killed by pid below.
+        core::mem::forget(worker);
+        await_word(&mailbox[1]);
+        mailbox[0].store(1, Ordering::Release);
+        core::mem::forget(pools);
+        idle_until_killed()
+    });
+    await_word(&mailbox[0]);
+    master.kill_dead();
+    let worker = mailbox[1].load(Ordering::Acquire) as libc::pid_t;
+    let taken = shm.try_lock_for(TAKEOVER_BOUND).map(drop);
+    // Only a lock taken over lets the reclaim, which waits for the lock, return.
+    let report = taken.is_ok().then(|| shm.reclaim_dead());
+    // SAFETY: the worker was reparented, not reaped: its pid is still its own.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    taken.expect("the dead master's lock is taken over while its worker lives");
+    let report = report.expect("taken over above").unwrap();
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.lock_takeovers, 1);
+    assert_eq!(stats.reclaimed_processes, 1, "{report:?}");
+    assert_eq!(stats.lent_bytes, 0, "the dead master's chunk came back");
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }

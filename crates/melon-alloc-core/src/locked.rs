@@ -14,8 +14,9 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 ///
 /// The spin lock needs no operating system, so this works in `no_std` code. Every call takes the
 /// lock for the length of one operation; [`with`](LockedPool::with) holds it for several.
-/// `GlobalAlloc::realloc` of a block that has to move takes it for the allocation and again for
-/// the free, and copies the block in between, with the lock free.
+/// `GlobalAlloc::realloc` of a block that cannot grow or shrink where it is takes it to try
+/// that, again for the allocation and again for the free, and copies the block in between, with
+/// the lock free.
 ///
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
 /// As a `GlobalAlloc`, the pool serves a layout aligned to a chunk

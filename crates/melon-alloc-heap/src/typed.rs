@@ -7,8 +7,9 @@ use core::ptr::NonNull;
 
 use crate::Pool;
 
-/// The largest alignment the typed calls serve: what [`Pool::alloc_layout`] promises, since a
-/// block must start in the first half of its chunk for its header to be found by masking.
+/// The largest alignment the typed calls serve: what [`Pool::alloc_layout`] promises, the
+/// largest power of two below a chunk's size, since a block must start within the first
+/// `CHUNK_SIZE` bytes of its chunk for its header to be found by masking.
 ///
 /// # Examples
 /// ```
@@ -24,8 +25,9 @@ use crate::Pool;
 pub const MAX_TYPED_ALIGN: usize = melon_alloc_core::CHUNK_SIZE / 2;
 
 /// Why a typed allocation ([`Pool::alloc_value`], [`Pool::alloc_str`],
-/// [`Pool::alloc_slice_copy`], [`Pool::alloc_slice_fill_with`]) handed back nothing. The pool is
-/// unchanged.
+/// [`Pool::alloc_slice_copy`], [`Pool::alloc_slice_fill_with`]) handed back nothing. Nothing is
+/// handed out or counted against the limit; a refusal for memory may first have given the pool's
+/// idle chunks back to its source, as [`trim`](Pool::trim) does, to make room.
 ///
 /// # Examples
 /// ```

@@ -146,6 +146,23 @@ fn the_limit_is_an_error() {
     pool.check().unwrap();
 }
 
+#[test]
+fn a_refusal_for_memory_hands_out_nothing_and_gives_idle_chunks_back() {
+    let pool = HeapPool::with_limit(2 * CHUNK_SIZE);
+    let block = pool.alloc(64).unwrap();
+    // SAFETY: the block came from `pool` and is not used again.
+    unsafe { pool.free(block) };
+    let before = pool.stats();
+    assert_eq!(before.bytes_held, CHUNK_SIZE, "the emptied chunk is kept for reuse");
+    let refused = pool.alloc_slice_copy(&[0_u8; 40_000]);
+    assert!(matches!(refused, Err(TypedAllocError::OutOfMemory { size: 40_000, .. })));
+    let after = pool.stats();
+    assert_eq!(after.live_blocks, 0);
+    assert_eq!(after.bytes_held, 0, "the refusal trimmed the pool first, to make room");
+    assert_eq!(pool.available(), Some(2 * CHUNK_SIZE));
+    pool.check().unwrap();
+}
+
 /// Counts the drops of the elements that `alloc_slice_fill_with` made before `f` panicked.
 struct Tracked<'a>(&'a core::cell::Cell<usize>);
 

@@ -51,6 +51,7 @@ typedef int (*mln_alloc_shm_lock_cb_t)(void *);
  * Makes a heap pool. With `parent == NULL` its memory comes from the system heap; otherwise
  * from `parent` (a heap pool or a shared-memory pool), so pools cascade. `capacity` is a hard
  * limit in bytes on the memory the pool takes from its parent or the system; 0 means none.
+ * The pool takes memory 16 KiB at a time, so a limit below 16 KiB hands out nothing.
  * A child's memory also counts against every limited ancestor.
  *
  * A pool whose parent is a shared-memory pool calls the parent's lock and unlock callbacks
@@ -76,7 +77,9 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
 /*
  * Makes a shared-memory pool of `capacity` bytes (at least 64 KiB, at most 1 TiB; rounded down
  * to 4 KiB), for a process and the processes it forks afterwards. The memory is reserved now,
- * so a lack of memory is a NULL here, not a signal later.
+ * and held in memory from now on, so a lack of memory is a NULL here, not a signal later; a
+ * capacity larger than the memory the system (or the process's memory control group) has to
+ * spare is a NULL at once, and takes nothing.
  *
  * `lock` and `unlock` take and release a lock that works across processes (a process-shared
  * mutex, say), called with `locker`; they return non-zero on failure. As in Melon, they are

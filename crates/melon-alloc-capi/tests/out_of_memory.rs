@@ -1,7 +1,8 @@
 //! Running out of system memory makes the C API return NULL rather than abort: the handles, heap
 //! pools and child pools, shared pools' state and locks, the table of shared pools and a shared
-//! pool's records of the chunks lent to a child are allocated fallibly. A global allocator that can be told to fail stands in for a system
-//! without memory.
+//! pool's records of the chunks lent to a child are allocated fallibly. A global allocator that
+//! can be told to fail stands in for a system without memory. A shared pool larger than the
+//! machine's memory is a NULL too, before it takes any.
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -230,4 +231,25 @@ fn a_chunk_of_a_shared_pool_without_memory_for_its_record_goes_back() {
         assert_eq!(mln_alloc_available_capacity(shm), initial);
         mln_alloc_destroy(shm);
     }
+}
+
+#[test]
+fn a_shared_pool_larger_than_the_machine_is_a_null_at_once() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_line = meminfo.lines().find(|line| line.starts_with("MemTotal:")).unwrap();
+    let kib: u64 =
+        total_line["MemTotal:".len()..].trim().trim_end_matches("kB").trim().parse().unwrap();
+    let twice = 2 * kib * 1024;
+    if twice > 1 << 40 {
+        println!("skipped: this machine has more memory than a pool can hold");
+        return;
+    }
+    // SAFETY: no lock callbacks; a pool made would be destroyed below.
+    let pool = unsafe { mln_alloc_shm_init(twice as usize, ptr::null_mut(), None, None) };
+    let made = !pool.is_null();
+    if made {
+        // SAFETY: a live pool of this test.
+        unsafe { mln_alloc_destroy(pool) };
+    }
+    assert!(!made, "a pool of twice the machine's memory was made");
 }

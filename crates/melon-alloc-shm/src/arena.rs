@@ -35,6 +35,16 @@ macro_rules! get {
     }};
 }
 
+/// Reads a field of a descriptor found once with [`Arena::desc_of`], for a function that reads
+/// several fields of one page.
+macro_rules! get_at {
+    ($desc:expr, $field:ident) => {{
+        let desc: Desc = $desc;
+        // SAFETY: a `Desc` points at a descriptor inside the mapping (see `Arena::desc`).
+        unsafe { addr_of!((*desc.0).$field).read() }
+    }};
+}
+
 /// Writes a field of a page descriptor through the undo log.
 macro_rules! set {
     ($arena:expr, $tx:expr, $page:expr, $field:ident, $value:expr) => {{
@@ -43,6 +53,35 @@ macro_rules! set {
         // SAFETY: `desc` points at a descriptor inside the mapping, and the arena's lock is held.
         unsafe { $tx.set(addr_of_mut!((*desc).$field), value) }
     }};
+}
+
+/// Writes a field of a descriptor found once with [`Arena::desc_of`] through the undo log.
+macro_rules! set_at {
+    ($tx:expr, $desc:expr, $field:ident, $value:expr) => {{
+        let value = $value;
+        let desc: Desc = $desc;
+        // SAFETY: a `Desc` points at a descriptor inside the mapping, and the arena's lock is
+        // held.
+        unsafe { $tx.set(addr_of_mut!((*desc.0).$field), value) }
+    }};
+}
+
+/// A page's descriptor, found by [`Arena::desc_of`], which bounds the page as [`Arena::desc`]
+/// does: what a function that reads or writes several fields of one page finds once.
+#[derive(Clone, Copy)]
+struct Desc(*mut PageDesc);
+
+/// What an allocation from a slab takes ([`Arena::pop_block`]): block `index`, leaving `next`
+/// at the head of the slab's free list and `carved` blocks carved (`carving` when that is one
+/// more than before), with the slab's descriptor and its count of blocks in use before.
+#[derive(Clone, Copy)]
+struct Popped {
+    desc: Desc,
+    index: u32,
+    next: u32,
+    carved: u32,
+    carving: bool,
+    live: u32,
 }
 
 /// Reads a field of the allocator state.
@@ -246,12 +285,38 @@ impl Arena {
     }
 
     /// The free run an allocation of `size` bytes at `align` needs at most: a slab's pages, or
-    /// the block's pages with room to align them.
+    /// the block's pages with room to align them, which is also what a small block needs in a
+    /// pool whose largest size has no room for a slab of its class (it then gets a run of its
+    /// own, see `place`).
     pub(crate) fn pages_for_alloc(&self, size: usize, align: usize) -> Option<u32> {
-        match self.small_class(size, align) {
-            Some(class) => Some(SLAB_PAGES[class]),
-            None => run_pages(size, align / PAGE),
+        let slab = self.small_class(size, align).map(|class| SLAB_PAGES[class]);
+        slab.filter(|&pages| self.end_for(pages).is_some())
+            .or_else(|| run_pages(size, align / PAGE))
+    }
+
+    /// The pages of the free run that ends where the data pages end, which a growth merges with
+    /// the pages it adds: 0 when the last page is not free.
+    pub(crate) fn free_pages_at_end(&self) -> u32 {
+        let end = self.end();
+        self.free_run_ending_at(end).map_or(0, |head| end - head)
+    }
+
+    /// The first page of the free run that ends right before `page`, if there is one. The page
+    /// before is a one-page free run, or the last page of a longer run whose `head` may be
+    /// stale: it is believed only if that head is a free run ending right there.
+    fn free_run_ending_at(&self, page: u32) -> Option<u32> {
+        if page <= self.first_data || page > self.end() {
+            return None;
         }
+        let before = page - 1;
+        let head =
+            if self.kind_of(before) == kind::FREE { before } else { get!(self, before, head) };
+        let ends_here = head != NONE
+            && head >= self.first_data
+            && head < page
+            && self.kind_of(head) == kind::FREE
+            && head.checked_add(get!(self, head, len)) == Some(page);
+        ends_here.then_some(head)
     }
 
     /// The free run a chunk of `size` bytes at `align` needs at most (see [`lend`](Arena::lend)).
@@ -269,6 +334,12 @@ impl Arena {
         // SAFETY: descriptors follow the header, one per page of the layout, and
         // `page < end <= page_count`.
         unsafe { self.base.add(DESC_OFFSET).cast::<PageDesc>().add(page as usize) }
+    }
+
+    /// [`desc`](Arena::desc), for [`get_at!`] and [`set_at!`].
+    #[inline(always)]
+    fn desc_of(&self, page: u32) -> Desc {
+        Desc(self.desc(page))
     }
 
     /// Whether a word the undo log names lies in the header, or in the descriptors or bitmap
@@ -508,7 +579,9 @@ impl Arena {
             if slab == NONE {
                 slab = self.new_slab(tx, class)?;
             }
-            if !self.is_slab_of(slab, class) {
+            let desc = self.desc_of(slab);
+            if !(self.in_data(slab, SLAB_PAGES[class]) && names_slab_of(get_at!(desc, kind), class))
+            {
                 // Not a slab of this class: the list head itself is corrupt, and nothing it
                 // leads to can be trusted. The list is dropped; its slabs' blocks stay where
                 // they are, and frees still find them by their pages.
@@ -517,10 +590,8 @@ impl Arena {
                 tx.checkpoint();
                 continue;
             }
-            match self.pop_block(slab, class) {
-                Some((index, next, carved)) => {
-                    return Some(self.hand_out(tx, class, slab, index, next, carved));
-                }
+            match self.pop_block(slab, desc, class) {
+                Some(popped) => return Some(self.hand_out(tx, class, slab, popped)),
                 // The head, left on the list when its last block went (see `hand_out`): off it
                 // now, a step of its own after which the pool is consistent, and the next slab
                 // serves.
@@ -543,25 +614,28 @@ impl Arena {
 
     /// Whether `slab` is the first page of a slab of `class`, all of it inside the data pages.
     fn is_slab_of(&self, slab: u32, class: usize) -> bool {
-        self.in_data(slab, SLAB_PAGES[class])
-            && get!(self, slab, kind) & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
+        self.in_data(slab, SLAB_PAGES[class]) && names_slab_of(get!(self, slab, kind), class)
     }
 
-    /// The block an allocation from `slab` takes, the free-list head after it, and the slab's
-    /// carved count after it; `None` when the slab's bookkeeping is impossible. A freed block
-    /// holds its list link where a use after free writes first, so every link is checked before
-    /// it is followed: a link out of the carved blocks, or to a block in use, would hand out
-    /// memory that belongs to someone else.
+    /// What an allocation from `slab`, whose descriptor is `desc`, takes; `None` when the slab's
+    /// bookkeeping is impossible.
+    /// A freed block holds its list link where a use after free writes first, so every link is
+    /// checked before it is followed: a link out of the carved blocks, or to a block in use,
+    /// would hand out memory that belongs to someone else.
     #[inline(always)]
-    fn pop_block(&self, slab: u32, class: usize) -> Option<(u32, u32, u32)> {
+    fn pop_block(&self, slab: u32, desc: Desc, class: usize) -> Option<Popped> {
         let capacity = SLAB_BLOCKS[class];
         let (free, live, carved) =
-            (get!(self, slab, free), get!(self, slab, live), get!(self, slab, carved));
+            (get_at!(desc, free), get_at!(desc, live), get_at!(desc, carved));
         if carved > capacity || live >= capacity {
             return None;
         }
+        let popped = |index, next, carving| {
+            let carved = if carving { carved + 1 } else { carved };
+            Popped { desc, index, next, carved, carving, live }
+        };
         if free == NONE {
-            return (carved < capacity).then_some((carved, NONE, carved + 1));
+            return (carved < capacity).then(|| popped(carved, NONE, true));
         }
         let start = slab as u64 * PAGE as u64;
         if free >= carved || self.is_in_use(start + u64::from(free) * CLASS_SIZES[class] as u64) {
@@ -569,26 +643,18 @@ impl Arena {
         }
         // SAFETY: `free` is a carved block of the slab, so its first word lies in the slab.
         let next = unsafe { self.link(slab, free, class).read() };
-        (next == NONE || next < carved && next != free).then_some((free, next, carved))
+        (next == NONE || next < carved && next != free).then(|| popped(free, next, false))
     }
 
-    /// Hands out block `index` of `slab`, leaving `next` at the head of its free list and
-    /// `carved` blocks carved.
+    /// Hands out the block [`pop_block`](Arena::pop_block) found in `slab`.
     #[inline(always)]
-    fn hand_out(
-        &self,
-        tx: &mut Tx,
-        class: usize,
-        slab: u32,
-        index: u32,
-        next: u32,
-        carved: u32,
-    ) -> u64 {
-        let live = get!(self, slab, live) + 1;
-        if carved != get!(self, slab, carved) {
-            set!(self, tx, slab, carved, carved);
+    fn hand_out(&self, tx: &mut Tx, class: usize, slab: u32, popped: Popped) -> u64 {
+        let Popped { desc, index, next, carved, carving, live } = popped;
+        if carving {
+            set_at!(tx, desc, carved, carved);
         }
-        self.set_free_live(tx, slab, next, live);
+        // Below the slab's capacity (`pop_block`), so one more cannot overflow.
+        set_free_live(tx, desc, next, live + 1);
         // A slab that fills stays at the head of its class's list until an allocation finds it
         // full (`alloc_small`): a free that follows at once, as an allocation paired with its
         // free at a slab's last block does, then finds it on the list, and neither operation
@@ -653,28 +719,12 @@ impl Arena {
         unsafe { self.free_bytes_word().write(counted.free_bytes) };
     }
 
-    /// Sets a slab's free-list head and live count with one logged write: the two words are
-    /// side by side in the descriptor, in one aligned 64-bit word. Every write to either goes
-    /// through here, so that the two are never written at another width: a store of 32 bits
-    /// over part of an earlier one of 64 is outside what the memory model defines for atomics.
-    fn set_free_live(&self, tx: &mut Tx, slab: u32, free: u32, live: u32) {
-        let desc = self.desc(slab);
-        let mut bytes = [0; 8];
-        bytes[..4].copy_from_slice(&free.to_ne_bytes());
-        bytes[4..].copy_from_slice(&live.to_ne_bytes());
-        // SAFETY: (1) `free` and `live` are adjacent u32 fields of a `repr(C)` descriptor, the
-        // first at a multiple of 8 into it; descriptors are 32 bytes and start `DESC_OFFSET`, a
-        // multiple of 8, into the page-aligned mapping (all asserted in `layout`); (2) the lock
-        // is held.
-        unsafe { tx.set(addr_of_mut!((*desc).free).cast::<u64>(), u64::from_ne_bytes(bytes)) }
-    }
-
     fn new_slab(&self, tx: &mut Tx, class: usize) -> Option<u32> {
         let pages = SLAB_PAGES[class];
         let slab = self.alloc_run(tx, pages, 1)?;
         set!(self, tx, slab, kind, kind::SLAB | (class as u32) << 8);
         set!(self, tx, slab, len, pages);
-        self.set_free_live(tx, slab, NONE, 0);
+        set_free_live(tx, self.desc_of(slab), NONE, 0);
         set!(self, tx, slab, carved, 0);
         for page in slab + 1..slab + pages {
             set!(self, tx, page, kind, kind::SLAB_PAGE);
@@ -898,24 +948,12 @@ impl Arena {
             set!(self, tx, after, kind, kind::INTERIOR);
             total = total.saturating_add(after_len);
         }
-        if page > self.first_data {
-            let before = page - 1;
-            // The page before is a one-page free run, or the last page of a longer run whose
-            // `head` may be stale: believe it only if that head is a free run ending right here.
-            let head =
-                if self.kind_of(before) == kind::FREE { before } else { get!(self, before, head) };
-            let merges = head != NONE
-                && head >= self.first_data
-                && head < page
-                && self.kind_of(head) == kind::FREE
-                && head.checked_add(get!(self, head, len)) == Some(page);
-            if merges {
-                let head_len = get!(self, head, len);
-                self.remove_free(tx, head);
-                set!(self, tx, page, kind, kind::INTERIOR);
-                start = head;
-                total = total.saturating_add(head_len);
-            }
+        if let Some(head) = self.free_run_ending_at(page) {
+            let head_len = get!(self, head, len);
+            self.remove_free(tx, head);
+            set!(self, tx, page, kind, kind::INTERIOR);
+            start = head;
+            total = total.saturating_add(head_len);
         }
         self.insert_free(tx, start, total);
     }
@@ -1013,15 +1051,20 @@ impl Arena {
         let Some(page) = self.page_of(offset) else {
             return Err(FreeError::Foreign { addr });
         };
-        let desc_kind = get!(self, page, kind) & 0xff;
+        let desc = self.desc_of(page);
+        let page_kind = get_at!(desc, kind);
+        let desc_kind = page_kind & 0xff;
         if matches!(desc_kind, kind::LENT | kind::LENT_PAGE) {
             return Ok(Located::Lent);
         }
         let in_use = offset % GRAIN as u64 == 0 && self.is_in_use(offset);
-        let slab = match desc_kind {
-            kind::SLAB => page,
-            kind::SLAB_PAGE => get!(self, page, head),
-            kind::LARGE if in_use && self.in_data(page, get!(self, page, len)) => {
+        let (slab, slab_kind) = match desc_kind {
+            kind::SLAB => (page, page_kind),
+            kind::SLAB_PAGE => {
+                let head = get_at!(desc, head);
+                (head, get!(self, head, kind))
+            }
+            kind::LARGE if in_use && self.in_data(page, get_at!(desc, len)) => {
                 return Ok(Located::Large { page })
             }
             // Only the first byte of a large block's first page starts it (that start is in use
@@ -1030,8 +1073,10 @@ impl Arena {
             kind::FREE => return Err(FreeError::NotInUse { addr }),
             _ => return Err(FreeError::Interior { addr }),
         };
-        let class = ((get!(self, slab, kind) >> 8) & 0xff) as usize;
-        if class >= CLASS_COUNT || !self.is_slab_of(slab, class) {
+        let class = ((slab_kind >> 8) & 0xff) as usize;
+        if class >= CLASS_COUNT
+            || !(self.in_data(slab, SLAB_PAGES[class]) && names_slab_of(slab_kind, class))
+        {
             return Err(FreeError::Interior { addr });
         }
         let relative = offset.wrapping_sub(slab as u64 * PAGE as u64);
@@ -1145,18 +1190,19 @@ impl Arena {
     /// Frees block `index` of `slab`, which starts at `offset`.
     #[inline(always)]
     fn free_small(&self, tx: &mut Tx, offset: u64, slab: u32, index: u32, class: usize) {
-        let live = get!(self, slab, live);
+        let desc = self.desc_of(slab);
+        let live = get_at!(desc, live);
         let link = self.link(slab, index, class);
         // The link needs no log entry: were this free undone, the block would be in use again and
         // its contents its owner's business.
-        let next = get!(self, slab, free);
+        let next = get_at!(desc, free);
         // SAFETY: the block is carved, in use and being freed, so its first word can hold a link.
         unsafe { link.write(next) };
-        self.set_free_live(tx, slab, index, live.saturating_sub(1));
+        set_free_live(tx, desc, index, live.saturating_sub(1));
         self.mark_in_use(tx, offset, false);
         self.count_free(CLASS_SIZES[class] as u64);
         // A quarantined slab stays out of use: its list cannot be trusted.
-        if get!(self, slab, kind) & kind::QUARANTINED != 0 {
+        if get_at!(desc, kind) & kind::QUARANTINED != 0 {
             return;
         }
         // A full slab goes back on its class's list, unless it is still its head.
@@ -1454,6 +1500,29 @@ const RECIPROCALS: [u64; CLASS_COUNT] = {
 /// The index of the block of `class` that starts `relative` bytes into its slab, or `None` when
 /// no block starts there. The reciprocal is exact for every offset inside a slab (below 2^16
 /// bytes, with class sizes below 2^14); the check against the product makes that plain.
+/// Whether a descriptor's `kind` names the first page of a slab of `class`, quarantined or not.
+#[inline(always)]
+fn names_slab_of(kind: u32, class: usize) -> bool {
+    kind & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
+}
+
+/// Sets a slab's free-list head and live count with one logged write: the two words are side by
+/// side in the descriptor, in one aligned 64-bit word. Every write to either goes through here,
+/// so that the two are never written at another width: a store of 32 bits over part of an
+/// earlier one of 64 is outside what the memory model defines for atomics. The caller holds the
+/// lock.
+fn set_free_live(tx: &mut Tx, desc: Desc, free: u32, live: u32) {
+    let mut bytes = [0; 8];
+    bytes[..4].copy_from_slice(&free.to_ne_bytes());
+    bytes[4..].copy_from_slice(&live.to_ne_bytes());
+    // SAFETY: (1) a `Desc` points at a descriptor inside the mapping, and `free` and `live` are
+    // adjacent u32 fields of that `repr(C)` descriptor, the first at a multiple of 8 into it;
+    // descriptors are 32 bytes and start `DESC_OFFSET`, a multiple of 8, into the page-aligned
+    // mapping (all asserted in `layout`); (2) the lock is held (caller).
+    unsafe { tx.set(addr_of_mut!((*desc.0).free).cast::<u64>(), u64::from_ne_bytes(bytes)) }
+}
+
+#[inline(always)]
 fn block_index(relative: u64, class: usize) -> Option<u32> {
     let size = CLASS_SIZES[class] as u64;
     let index = (relative.min(u64::from(u32::MAX)) * RECIPROCALS[class]) >> 32;

@@ -156,6 +156,7 @@ mod error;
 pub mod failpoint;
 mod fork;
 mod handoff;
+mod headroom;
 mod identity;
 mod layout;
 mod lock;

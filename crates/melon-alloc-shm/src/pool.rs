@@ -752,14 +752,23 @@ impl ShmGuard<'_> {
     /// Grows the pool by enough whole segments for a free run of `pages` pages: reserves the new
     /// pages' descriptors and bitmap words, then the pages (which lengthens the file), maps them
     /// in this process, and adds them to the free runs, publishing the new end. Returns whether
-    /// it grew: a pool at its largest capacity, or a system that refuses the memory or the
-    /// mapping, leaves the pool as it was (the file may stay longer, which the next growth
-    /// reuses).
+    /// it grew. A pool at its largest capacity, a growth that even with the free run at the end
+    /// would hold no run of `pages` pages (one cut short at the largest capacity), and a system
+    /// that has not the memory for all of it leave the pool as it was; one that refuses a
+    /// reservation or the mapping part way may leave the file longer, which the next growth
+    /// reuses.
     fn grow(&mut self, pages: u32) -> bool {
         let shared = self.shared;
         let arena = &shared.arena;
         let Some(end) = arena.end_for(pages) else { return false };
+        let added = end - arena.end();
+        if added.saturating_add(arena.free_pages_at_end()) < pages {
+            return false;
+        }
         let [descs, bitmap, data] = arena.geometry().reserve_ranges(arena.end(), end);
+        if !shared.mapping.has_room((descs.len() + bitmap.len() + data.len()) as u64) {
+            return false;
+        }
         // The metadata before the pages: the undo log counts on the metadata of every page the
         // file reaches being reserved (see `undo_dead_holder`).
         if [descs, bitmap, data].into_iter().any(|range| shared.mapping.allocate(range).is_err()) {

@@ -168,6 +168,12 @@ impl Mapping {
         allocate(self.fd(), range)
     }
 
+    /// Whether `bytes` more of the file fit in the memory the system has to spare (see
+    /// `headroom.rs`), for a caller about to reserve several ranges that must all fit.
+    pub(crate) fn has_room(&self, bytes: u64) -> bool {
+        crate::headroom::has_room(self.fd(), bytes)
+    }
+
     /// Maps the file up to `len` bytes, if this process has not yet, but no further than the
     /// reservation and the file's end (a header that a dying or buggy process left saying more
     /// must not lead to a mapping whose touch raises SIGBUS). Returns the bytes mapped now,
@@ -236,10 +242,16 @@ impl Mapping {
 }
 
 /// Reserves the memory of `range` of the file behind `fd`: a later lack of memory is then an
-/// error here instead of a SIGBUS at some first touch.
+/// error here instead of a SIGBUS at some first touch. `ENOMEM` when the system or this
+/// process's control group does not have that much to spare (see `headroom.rs`): the kernel
+/// itself would hand a file in memory page after page until its out-of-memory killer ended
+/// processes.
 fn allocate(fd: BorrowedFd<'_>, range: core::ops::Range<usize>) -> Result<(), Errno> {
     if range.is_empty() {
         return Ok(());
+    }
+    if !crate::headroom::has_room(fd, range.len() as u64) {
+        return Err(Errno::NOMEM);
     }
     rustix::fs::fallocate(fd, FallocateFlags::empty(), range.start as u64, range.len() as u64)
 }

@@ -210,6 +210,33 @@ fn a_request_no_growth_could_serve_leaves_a_growing_pool_as_it_was() {
     shm.check().unwrap();
 }
 
+/// A request that the pool at its largest capacity could not serve, for what the pool holds
+/// already, fails without growing it: here a named value larger than the pages left once the
+/// directory has its block.
+#[test]
+fn a_request_the_largest_pool_could_not_hold_with_what_it_holds_does_not_grow_it() {
+    let shm = ShmPool::builder().capacity(64 * KIB).max_capacity(128 * KIB).build().unwrap();
+    shm.insert_named("first", 0u8).unwrap();
+    let start = (shm.capacity(), shm.available(), file_len(&shm));
+    assert!(shm.insert_named("big", [0u8; 100 * KIB]).is_err());
+    assert!(shm.alloc(100 * KIB).is_none());
+    assert_eq!((shm.capacity(), shm.available(), file_len(&shm)), start, "grew for nothing");
+    shm.check().unwrap();
+}
+
+/// A pool whose largest capacity has no room for a slab of a small class still grows for a
+/// block of that class, which then gets pages of its own, as it does in a pool made that large.
+#[test]
+fn a_pool_too_small_for_a_slab_grows_for_a_small_block() {
+    const LARGEST: usize = 68 * KIB;
+    let count = |shm: &ShmPool| core::iter::from_fn(|| shm.alloc(3000)).count();
+    let fixed = ShmPool::new(LARGEST).unwrap();
+    let growing = ShmPool::builder().capacity(64 * KIB).max_capacity(LARGEST).build().unwrap();
+    assert_eq!(count(&growing), count(&fixed));
+    assert_eq!(growing.capacity(), LARGEST);
+    growing.check().unwrap();
+}
+
 #[test]
 fn a_builder_refuses_impossible_capacities() {
     let (min, max) = (64 * KIB, 1usize << 40);

@@ -526,7 +526,7 @@ mod tests {
     }
 
     #[test]
-    fn the_history_holds_four_sections() {
+    fn the_history_holds_five_sections() {
         assert_eq!(
             headings(SHM_HISTORY),
             [
@@ -534,6 +534,7 @@ mod tests {
                 "### Free-list validation: before and after",
                 "### Bounds checks and the fork-proof identity: before and after",
                 "### The pool's own lock word: before and after",
+                "### The locked pair with a bare compare-and-swap for a lock",
             ]
         );
     }

@@ -861,10 +861,11 @@ one.
 
 ";
 
-/// The shared pool measured against its earlier builds, which a run cannot measure again: the
-/// hammer before and after the robust lock, the free-list validation, the bounds checks with
-/// the fork-proof identity, and the pool's own lock word. The text is edited in `shm_history.md`, and goes on the page as it is
-/// there.
+/// The shared pool measured against its earlier builds and a build without its robust lock,
+/// which a run cannot measure again: the hammer before and after the robust lock, the free-list
+/// validation, the bounds checks with the fork-proof identity, and the pool's own lock word; the
+/// locked pair with a bare compare-and-swap for a lock. The text is edited in `shm_history.md`,
+/// and goes on the page as it is there.
 pub(super) const SHM_HISTORY: &str = include_str!("shm_history.md");
 
 /// The heading of the section of [`SHM_HISTORY`] that measures the robust lock against the lock

@@ -16,14 +16,26 @@ use rustix::fs::{Mode, OFlags};
 /// The share of the memory there is that a reservation must leave free, as a shift: 1/64.
 const KEEP_SHIFT: u32 = 6;
 
+/// The least reservation that is asked about: a smaller one is made as any allocation of the
+/// program's is, without the few tens of microseconds that reading the figures costs (a pool of
+/// a few megabytes, a growth by a segment).
+const ASK_FROM: u64 = 16 << 20;
+
+/// A control group limit at or above this is none: cgroup v1 writes "no limit" as the largest
+/// multiple of the page size that fits an `i64`.
+const NO_LIMIT: u64 = 1 << 62;
+
 /// `f_type` of a file system whose files live in memory: tmpfs (and so a `memfd`) and ramfs.
 const IN_MEMORY: [i64; 2] = [0x0102_1994, 0x8584_58f6];
 
 /// Whether `bytes` more of the file behind `fd` fit in the memory the system and this process's
-/// control groups have to spare, keeping 1/64 of each free. A file that does not live in memory
-/// (on a disk, or on hugetlbfs, whose pages are set aside already) and a figure the system does
-/// not give count as room.
+/// control groups have to spare, keeping 1/64 of each free. A reservation under 16 MiB, a file
+/// that does not live in memory (on a disk, or on hugetlbfs, whose pages are set aside already)
+/// and a figure the system does not give count as room.
 pub(crate) fn has_room(fd: BorrowedFd<'_>, bytes: u64) -> bool {
+    if bytes < ASK_FROM {
+        return true;
+    }
     #[allow(clippy::unnecessary_cast, reason = "`f_type` is of another type on other targets")]
     let in_memory =
         rustix::fs::fstatfs(fd).is_ok_and(|stat| IN_MEMORY.contains(&(stat.f_type as i64)));
@@ -100,8 +112,8 @@ fn group_spare(files: (&str, &str, &str), path: &str) -> Option<u64> {
         let mut buffer = [0u8; 64];
         read(name, &mut buffer)?.trim().parse().ok()
     };
-    // "max" (v2) does not parse: no limit.
-    let limit = number(limit_file)?;
+    // "max" (v2) does not parse: no limit; nor is v1's largest number one.
+    let limit = number(limit_file).filter(|&limit| limit < NO_LIMIT)?;
     let usage = number(usage_file)?;
     Some(limit.saturating_sub(limit >> KEEP_SHIFT).saturating_sub(usage))
 }

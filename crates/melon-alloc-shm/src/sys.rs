@@ -64,7 +64,8 @@ pub(crate) enum NewFile<'a> {
 
 impl Mapping {
     /// Makes the file of a pool of at most `reserve` bytes, reserves its memory over each of
-    /// `ranges`, and maps its first `len` bytes.
+    /// `ranges`, and maps its first `len` bytes. `ENOMEM`, before anything is reserved, when
+    /// the ranges together do not fit in the memory the system has to spare (see `headroom.rs`).
     pub(crate) fn create(
         file: NewFile<'_>,
         reserve: usize,
@@ -75,6 +76,10 @@ impl Mapping {
             NewFile::Memfd(name) => rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?,
             NewFile::Created(fd) => fd,
         };
+        let bytes = ranges.iter().map(|range| range.len() as u64).sum();
+        if !crate::headroom::has_room(fd.as_fd(), bytes) {
+            return Err(Errno::NOMEM);
+        }
         for range in ranges {
             allocate(fd.as_fd(), range.clone())?;
         }
@@ -242,16 +247,13 @@ impl Mapping {
 }
 
 /// Reserves the memory of `range` of the file behind `fd`: a later lack of memory is then an
-/// error here instead of a SIGBUS at some first touch. `ENOMEM` when the system or this
-/// process's control group does not have that much to spare (see `headroom.rs`): the kernel
-/// itself would hand a file in memory page after page until its out-of-memory killer ended
+/// error here instead of a SIGBUS at some first touch. The caller first asks whether the
+/// system has the memory to spare ([`Mapping::has_room`]): for a file in memory the kernel
+/// itself refuses nothing, and hands it page after page until its out-of-memory killer ends
 /// processes.
 fn allocate(fd: BorrowedFd<'_>, range: core::ops::Range<usize>) -> Result<(), Errno> {
     if range.is_empty() {
         return Ok(());
-    }
-    if !crate::headroom::has_room(fd, range.len() as u64) {
-        return Err(Errno::NOMEM);
     }
     rustix::fs::fallocate(fd, FallocateFlags::empty(), range.start as u64, range.len() as u64)
 }

@@ -155,7 +155,20 @@ fn read<'a>(path: &CStr, buffer: &'a mut [u8]) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{join, spare, system_spare};
+    use std::os::fd::AsFd;
+
+    use super::{has_room, join, spare, system_spare, ASK_FROM};
+
+    #[test]
+    fn a_file_in_memory_has_room_for_what_the_machine_can_spare_and_no_more() {
+        let memfd = rustix::fs::memfd_create("headroom", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let spare = spare().expect("the figures of this machine");
+        assert!(has_room(memfd.as_fd(), ASK_FROM.max(spare / 2)));
+        assert!(!has_room(memfd.as_fd(), spare + 1));
+        assert!(!has_room(memfd.as_fd(), u64::MAX));
+        // Small reservations are not asked about.
+        assert!(has_room(memfd.as_fd(), ASK_FROM - 1));
+    }
 
     #[test]
     fn the_system_has_memory_to_spare_and_says_how_much() {

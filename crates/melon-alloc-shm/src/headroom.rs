@@ -71,8 +71,17 @@ fn system_spare() -> Option<u64> {
 fn groups_spare() -> Option<u64> {
     let mut buffer = [0u8; 4096];
     let text = read(c"/proc/self/cgroup", &mut buffer)?;
+    groups_spare_in(text, |path| {
+        let mut buffer = [0u8; 64];
+        read(path, &mut buffer)?.trim().parse().ok()
+    })
+}
+
+/// [`groups_spare`] for the groups `cgroup` lists, as `/proc/self/cgroup` does, with each
+/// control file's number read by `number` (`None` for a file missing, or one that says "max").
+fn groups_spare_in(cgroup: &str, number: impl Fn(&CStr) -> Option<u64>) -> Option<u64> {
     let mut least: Option<u64> = None;
-    for line in text.lines() {
+    for line in cgroup.lines() {
         // `hierarchy:controllers:path`; v2's hierarchy is 0, with no controllers named.
         let mut fields = line.splitn(3, ':');
         let (Some(hierarchy), Some(controllers), Some(path)) =
@@ -90,7 +99,7 @@ fn groups_spare() -> Option<u64> {
         // The group and each of its ancestors, whose limits hold for it too.
         let mut group = path.trim_end_matches('/');
         loop {
-            if let Some(spare) = group_spare(files, group) {
+            if let Some(spare) = group_spare(files, group, &number) {
                 least = Some(least.map_or(spare, |least| least.min(spare)));
             }
             match group.rfind('/') {
@@ -103,14 +112,17 @@ fn groups_spare() -> Option<u64> {
 }
 
 /// What the group at `path` under `files.0` has to spare below its limit (`files.1`), with its
-/// usage in `files.2`, less 1/64 of the limit; `None` when it has no limit or cannot be read.
-fn group_spare(files: (&str, &str, &str), path: &str) -> Option<u64> {
+/// usage in `files.2`, less 1/64 of the limit, each file read by `read_number`; `None` when it
+/// has no limit or cannot be read.
+fn group_spare(
+    files: (&str, &str, &str),
+    path: &str,
+    read_number: impl Fn(&CStr) -> Option<u64>,
+) -> Option<u64> {
     let (base, limit_file, usage_file) = files;
     let number = |file: &str| -> Option<u64> {
         let mut name = [0u8; 512];
-        let name = join(&mut name, &[base, path, "/", file])?;
-        let mut buffer = [0u8; 64];
-        read(name, &mut buffer)?.trim().parse().ok()
+        read_number(join(&mut name, &[base, path, "/", file])?)
     };
     // "max" (v2) does not parse: no limit; nor is v1's largest number one.
     let limit = number(limit_file).filter(|&limit| limit < NO_LIMIT)?;
@@ -157,7 +169,7 @@ fn read<'a>(path: &CStr, buffer: &'a mut [u8]) -> Option<&'a str> {
 mod tests {
     use std::os::fd::AsFd;
 
-    use super::{has_room, join, spare, system_spare, ASK_FROM};
+    use super::{groups_spare_in, has_room, join, spare, system_spare, ASK_FROM};
 
     #[test]
     fn a_file_in_memory_has_room_for_what_the_machine_can_spare_and_no_more() {
@@ -175,6 +187,41 @@ mod tests {
         let spare = system_spare().expect("/proc/meminfo gives MemAvailable");
         assert!(spare > 0);
         assert!(super::spare().is_some_and(|least| least <= spare));
+    }
+
+    /// The numbers of a fake hierarchy of control groups, by file.
+    fn fake<'a>(files: &'a [(&'a str, u64)]) -> impl Fn(&core::ffi::CStr) -> Option<u64> + 'a {
+        move |path| {
+            let path = path.to_str().ok()?;
+            files.iter().find(|(name, _)| *name == path).map(|&(_, number)| number)
+        }
+    }
+
+    #[test]
+    fn the_tightest_group_up_the_hierarchy_is_what_is_left() {
+        const MIB: u64 = 1 << 20;
+        // v2: the group has no limit ("max" reads as none), its parent 1 GiB with 200 MiB used,
+        // the root none.
+        let v2 = "0::/service/worker\n";
+        let files = [
+            ("/sys/fs/cgroup/service/memory.max", 1024 * MIB),
+            ("/sys/fs/cgroup/service/memory.current", 200 * MIB),
+            ("/sys/fs/cgroup/service/worker/memory.current", 100 * MIB),
+        ];
+        assert_eq!(groups_spare_in(v2, fake(&files)), Some(1024 * MIB - 16 * MIB - 200 * MIB));
+        // v1, among other controllers: a 512 MiB limit with 505 MiB used leaves nothing once
+        // 1/64 of the limit is kept.
+        let v1 = "5:cpu,cpuacct:/a\n4:memory:/a\n0::/\n";
+        let files = [
+            ("/sys/fs/cgroup/memory/a/memory.limit_in_bytes", 512 * MIB),
+            ("/sys/fs/cgroup/memory/a/memory.usage_in_bytes", 505 * MIB),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", 9_223_372_036_854_771_712),
+            ("/sys/fs/cgroup/memory/memory.usage_in_bytes", 4096 * MIB),
+        ];
+        assert_eq!(groups_spare_in(v1, fake(&files)), Some(0));
+        // No limit anywhere, or no memory controller: nothing to say.
+        assert_eq!(groups_spare_in(v1, fake(&files[2..])), None);
+        assert_eq!(groups_spare_in("3:pids:/a\n", fake(&files)), None);
     }
 
     #[test]

@@ -342,8 +342,8 @@ unsafe fn destroy_one(handle: NonNull<MlnAlloc>) {
             shared::unregister(shm);
             drop(pool);
             let _unmapping = shared::lifecycle();
-            // SAFETY: the pool came from `fill`, which gave up a `Box` of it; its handle, its table entry and its
-            // children are gone, so nothing refers to it any more.
+            // SAFETY: the pool came from `fill`, which gave up a `Box` of it; its handle, its table
+            // entry and its children are gone, so nothing refers to it any more.
             drop(unsafe { Box::from_raw(shm.as_ptr()) });
         }
         _ => drop(pool),

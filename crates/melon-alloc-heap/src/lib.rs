@@ -59,7 +59,8 @@
 //!
 //! # When the system has no memory for a pool
 //!
-//! A pool's own bookkeeping comes from the global allocator when the pool is made. [`HeapPool::new`], [`Pool::child`] and the other constructors abort through
+//! A pool's own bookkeeping comes from the global allocator when the pool is made.
+//! [`HeapPool::new`], [`Pool::child`] and the other constructors abort through
 //! `handle_alloc_error` when there is none, as `Box::new` does; [`HeapPool::try_new`],
 //! [`HeapPool::try_with_limit`], [`Pool::try_child`], [`Pool::try_child_with_limit`] and
 //! [`ChildPool::try_with_source`] return [`AllocError`] instead, for a program that must carry

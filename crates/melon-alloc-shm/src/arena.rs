@@ -580,8 +580,7 @@ impl Arena {
                 slab = self.new_slab(tx, class)?;
             }
             let desc = self.desc_of(slab);
-            if !(self.in_data(slab, SLAB_PAGES[class]) && names_slab_of(get_at!(desc, kind), class))
-            {
+            if !self.is_slab_of_kind(slab, class, get_at!(desc, kind)) {
                 // Not a slab of this class: the list head itself is corrupt, and nothing it
                 // leads to can be trusted. The list is dropped; its slabs' blocks stay where
                 // they are, and frees still find them by their pages.
@@ -614,7 +613,15 @@ impl Arena {
 
     /// Whether `slab` is the first page of a slab of `class`, all of it inside the data pages.
     fn is_slab_of(&self, slab: u32, class: usize) -> bool {
-        self.in_data(slab, SLAB_PAGES[class]) && names_slab_of(get!(self, slab, kind), class)
+        self.is_slab_of_kind(slab, class, get!(self, slab, kind))
+    }
+
+    /// [`is_slab_of`](Arena::is_slab_of), for a caller that has read the slab's `kind` already
+    /// (`slab_kind`).
+    #[inline(always)]
+    fn is_slab_of_kind(&self, slab: u32, class: usize, slab_kind: u32) -> bool {
+        self.in_data(slab, SLAB_PAGES[class])
+            && slab_kind & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
     }
 
     /// What an allocation from `slab`, whose descriptor is `desc`, takes; `None` when the slab's
@@ -1074,9 +1081,7 @@ impl Arena {
             _ => return Err(FreeError::Interior { addr }),
         };
         let class = ((slab_kind >> 8) & 0xff) as usize;
-        if class >= CLASS_COUNT
-            || !(self.in_data(slab, SLAB_PAGES[class]) && names_slab_of(slab_kind, class))
-        {
+        if class >= CLASS_COUNT || !self.is_slab_of_kind(slab, class, slab_kind) {
             return Err(FreeError::Interior { addr });
         }
         let relative = offset.wrapping_sub(slab as u64 * PAGE as u64);
@@ -1497,15 +1502,6 @@ const RECIPROCALS: [u64; CLASS_COUNT] = {
     table
 };
 
-/// The index of the block of `class` that starts `relative` bytes into its slab, or `None` when
-/// no block starts there. The reciprocal is exact for every offset inside a slab (below 2^16
-/// bytes, with class sizes below 2^14); the check against the product makes that plain.
-/// Whether a descriptor's `kind` names the first page of a slab of `class`, quarantined or not.
-#[inline(always)]
-fn names_slab_of(kind: u32, class: usize) -> bool {
-    kind & !kind::QUARANTINED == kind::SLAB | (class as u32) << 8
-}
-
 /// Sets a slab's free-list head and live count with one logged write: the two words are side by
 /// side in the descriptor, in one aligned 64-bit word. Every write to either goes through here,
 /// so that the two are never written at another width: a store of 32 bits over part of an
@@ -1522,6 +1518,9 @@ fn set_free_live(tx: &mut Tx, desc: Desc, free: u32, live: u32) {
     unsafe { tx.set(addr_of_mut!((*desc.0).free).cast::<u64>(), u64::from_ne_bytes(bytes)) }
 }
 
+/// The index of the block of `class` that starts `relative` bytes into its slab, or `None` when
+/// no block starts there. The reciprocal is exact for every offset inside a slab (below 2^16
+/// bytes, with class sizes below 2^14); the check against the product makes that plain.
 #[inline(always)]
 fn block_index(relative: u64, class: usize) -> Option<u32> {
     let size = CLASS_SIZES[class] as u64;

@@ -237,9 +237,9 @@ impl ShmPoolBuilder {
 /// A lock of the caller's on the heap, where the pool keeps it, or `ENOMEM` when there is no
 /// memory for it.
 pub(crate) fn boxed_lock<L: ShmLock + 'static>(lock: L) -> Result<Box<dyn ShmLock>, ShmError> {
-    let lock = crate::sys::try_box(|| lock)
-        .map_err(|errno| ShmError::os("allocating the pool's lock", errno))?;
-    Ok(lock)
+    // `?` then `Ok`: the box's type becomes the trait object's only in `Ok`.
+    Ok(crate::sys::try_box(|| lock)
+        .map_err(|errno| ShmError::os("allocating the pool's lock", errno))?)
 }
 
 impl core::fmt::Debug for ShmPoolBuilder {

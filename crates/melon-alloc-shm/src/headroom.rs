@@ -45,10 +45,7 @@ pub(crate) fn has_room(fd: BorrowedFd<'_>, bytes: u64) -> bool {
 /// The least that the system and the control groups with a limit have to spare; `None` when
 /// none of them can be read.
 pub(crate) fn spare() -> Option<u64> {
-    match (system_spare(), groups_spare()) {
-        (Some(system), Some(groups)) => Some(system.min(groups)),
-        (system, groups) => system.or(groups),
-    }
+    [system_spare(), groups_spare()].into_iter().flatten().min()
 }
 
 /// `MemAvailable` less 1/64 of `MemTotal`, from `/proc/meminfo`, in bytes.
@@ -99,9 +96,7 @@ fn groups_spare_in(cgroup: &str, number: impl Fn(&CStr) -> Option<u64>) -> Optio
         // The group and each of its ancestors, whose limits hold for it too.
         let mut group = path.trim_end_matches('/');
         loop {
-            if let Some(spare) = group_spare(files, group, &number) {
-                least = Some(least.map_or(spare, |least| least.min(spare)));
-            }
+            least = [least, group_spare(files, group, &number)].into_iter().flatten().min();
             match group.rfind('/') {
                 Some(parent) => group = &group[..parent],
                 None => break,

@@ -5,47 +5,11 @@
 
 mod common;
 
-use core::alloc::Layout;
-use core::ptr;
-use std::alloc::{GlobalAlloc, System};
-use std::cell::Cell;
-
-use common::TestLock;
+use common::{without_memory, Failing, TestLock};
 use melon_alloc_shm::{ShmError, ShmPool};
-
-/// The system allocator, failing every allocation of a thread while it is told to.
-struct Failing;
-
-std::thread_local! {
-    static FAIL: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards to `System`, or returns NULL, which `GlobalAlloc` allows for any request.
-unsafe impl GlobalAlloc for Failing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if FAIL.try_with(Cell::get).unwrap_or(false) {
-            return ptr::null_mut();
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller; every block came from `System`.
-        unsafe { System.dealloc(block, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Failing = Failing;
-
-/// Runs `f` with every allocation of this thread failing.
-fn without_memory<R>(f: impl FnOnce() -> R) -> R {
-    FAIL.with(|fail| fail.set(true));
-    let result = f();
-    FAIL.with(|fail| fail.set(false));
-    result
-}
 
 /// Whether `made` is the error of a pool without memory for what it keeps on the heap.
 fn is_out_of_memory(made: Result<ShmPool, ShmError>) -> bool {

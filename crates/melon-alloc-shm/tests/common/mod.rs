@@ -1,11 +1,15 @@
 //! Helpers shared by the single-process test binaries: a lock of the test's own that counts its
-//! calls and can be told to fail, and byte patterns to fill blocks with and read back.
+//! calls and can be told to fail, byte patterns to fill blocks with and read back, and a global
+//! allocator that can be told to fail.
 
 // Each test binary compiles this module and uses only a part of it.
 #![allow(dead_code)]
 
-use core::ptr::NonNull;
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::alloc::{GlobalAlloc, System};
+use std::cell::Cell;
 use std::sync::Arc;
 
 use melon_alloc_shm::{LockError, ShmLock};
@@ -117,4 +121,36 @@ pub(crate) unsafe fn has_stamp(block: NonNull<u8>, len: usize, seed: usize) -> b
     // SAFETY: the caller promises `len` readable bytes that nothing writes.
     let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), len) };
     bytes.iter().enumerate().all(|(index, &byte)| byte == pattern_byte(seed, index))
+}
+
+/// The system allocator, failing every allocation of a thread while it is told to: a binary that
+/// tests a lack of memory makes it its `#[global_allocator]`.
+pub(crate) struct Failing;
+
+std::thread_local! {
+    static FAIL: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: forwards to `System`, or returns NULL, which `GlobalAlloc` allows for any request.
+unsafe impl GlobalAlloc for Failing {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if FAIL.try_with(Cell::get).unwrap_or(false) {
+            return ptr::null_mut();
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller; every block came from `System`.
+        unsafe { System.dealloc(block, layout) }
+    }
+}
+
+/// Runs `f` with every allocation of this thread failing.
+pub(crate) fn without_memory<R>(f: impl FnOnce() -> R) -> R {
+    FAIL.with(|fail| fail.set(true));
+    let result = f();
+    FAIL.with(|fail| fail.set(false));
+    result
 }

@@ -163,10 +163,14 @@ mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 #endif
 
 /* mln_alloc_init(parent) with one argument means mln_alloc_init(parent, 0). The trailing 0
- * keeps the variadic part non-empty, as strict C99 wants. */
+ * keeps the variadic part non-empty, as strict C99 wants. Variadic macros came with C99 and
+ * C++11: a C89 program passes both arguments. */
+#if defined(__cplusplus) ? __cplusplus >= 201103L \
+    : defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L
 #define MLN_ALLOC_INIT_PICK_(first, second, name, ...) name
 #define MLN_ALLOC_INIT_ONE_(parent) mln_alloc_init((parent), 0)
 #define mln_alloc_init(...) \
     MLN_ALLOC_INIT_PICK_(__VA_ARGS__, mln_alloc_init, MLN_ALLOC_INIT_ONE_, 0)(__VA_ARGS__)
+#endif
 
 #endif /* MLN_ALLOC_H */

@@ -248,6 +248,12 @@ fn random_churn() {
 }
 
 #[test]
+fn header_compiles_as_c89() {
+    // The later `-std` wins over the one in `C_FLAGS`.
+    run(&compile_c("c89.c", &["-std=c89"]), &[], "c89: ok\n");
+}
+
+#[test]
 fn header_compiles_as_cxx() {
     let cxx = env::var("CXX").unwrap_or_else(|_| "g++".into());
     let flags = ["-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"];

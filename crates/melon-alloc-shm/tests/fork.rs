@@ -2539,7 +2539,7 @@ mod crash {
 
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 10] = [
+    pub(super) const CASES: [Case; 11] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -2550,6 +2550,10 @@ mod crash {
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
         ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
         ("crash_growing_a_pool", crash_growing_a_pool),
+        (
+            "crash_a_remote_free_before_it_tells_the_owner",
+            crash_a_remote_free_before_it_tells_the_owner,
+        ),
     ];
 
     /// The pool's counters that describe its contents (not its lock's history).
@@ -2985,5 +2989,56 @@ mod crash {
         }
         println!("  {lengthened} lengthened, {undone} undone, {stood} grown");
         assert!(lengthened >= 1 && undone >= 3 && stood >= 1);
+    }
+
+    /// A process is killed after pushing a handed-off block onto its chunk's empty remote-free
+    /// list, before it adds to the owner's count of such pushes. The owner, not told, takes new
+    /// chunks rather than the block; the next remote free onto another empty list of its chunks
+    /// tells it, and it then collects both blocks without taking a chunk: a delay, not a loss.
+    fn crash_a_remote_free_before_it_tells_the_owner() {
+        const BLOCKS: usize = 600;
+        let shm = ShmPool::new(4 * MIB).unwrap();
+        let child = shm.child();
+        let mut held: Vec<_> = (0..BLOCKS).map(|_| child.alloc(64).unwrap()).collect();
+        let first = held[0];
+        // SAFETY: the block is the child's, in use, handed off once, and freed by the process
+        // forked below alone.
+        let offset = unsafe { shm.hand_off(first) }.unwrap();
+        let mut freer = fork(|| {
+            let block = shm.ptr_at(offset).unwrap();
+            failpoint::arm(1);
+            // SAFETY: the block was handed off to this process, which frees it once.
+            let freed = unsafe { shm.try_free(block) };
+            failpoint::arm(0);
+            panic!("the free went past its fail point: {freed:?}");
+        });
+        assert_eq!(freer.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+        held.extend((0..BLOCKS).map(|_| child.alloc(64).unwrap()));
+        assert!(!held[BLOCKS..].contains(&first), "the owner was not told, and took new chunks");
+
+        let last = *held.last().unwrap();
+        // SAFETY: as above; this process frees it at once.
+        let offset = unsafe { shm.hand_off(last) }.unwrap();
+        // SAFETY: the block was handed off, and is freed once.
+        unsafe { shm.try_free(shm.ptr_at(offset).unwrap()) }.unwrap();
+        let lent = shm.stats().unwrap().lent_bytes;
+        let mut again = Vec::new();
+        while !(again.contains(&first) && again.contains(&last)) && again.len() < BLOCKS {
+            again.push(child.alloc(64).unwrap());
+        }
+        assert!(again.contains(&first), "told by the second free, the owner collects the first");
+        assert!(again.contains(&last), "and the second");
+        assert_eq!(shm.stats().unwrap().lent_bytes, lent, "without taking a chunk");
+        held.retain(|&block| block != last);
+        for block in held.into_iter().chain(again).filter(|&block| block != first) {
+            // SAFETY: each block came from `child`, is in use, and is freed once.
+            unsafe { child.free(block) };
+        }
+        // SAFETY: `first` came back from `child` in `again`, and is freed once.
+        unsafe { child.free(first) };
+        child.check().unwrap();
+        drop(child);
+        assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+        shm.check().unwrap();
     }
 }

@@ -246,6 +246,8 @@ impl Arena {
             unsafe { block.write(next) }
         });
         if freed.pushed == handoff::Pushed::First && (owner as usize) < OWNER_SLOTS {
+            // A death here leaves the list unannounced until the owner's next news.
+            crate::stop_point::hit();
             // The list was empty: the owner may not look at this chunk again unless told.
             // The count lies in the header, not in the chunk: it outlives the chunk.
             self.pending(owner).fetch_add(1, Ordering::Release);

@@ -341,6 +341,19 @@ pub struct HandoffChunk {
 /// Blocks of a [`HandoffChunk`].
 pub const HANDOFF_BLOCKS: usize = 3;
 
+impl core::fmt::Debug for HandoffChunk {
+    /// The hand-off words, as a failed model's report shows them; the blocks are cells loom
+    /// tracks, which only the model's steps read.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HandoffChunk")
+            .field("list", &self.list.load(Ordering::SeqCst))
+            .field("state", &self.state.load(Ordering::SeqCst))
+            .field("marks", &self.marks.load(Ordering::SeqCst))
+            .field("releases", &self.releases.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
 impl HandoffChunk {
     /// A chunk whose first `handed` blocks are handed off.
     pub fn new(handed: u32) -> Self {

@@ -42,6 +42,7 @@ pub(crate) fn run_all() -> Result<(), String> {
     release_test.args(["test", "--workspace", "--release", "--lib", "--tests"]);
     run(release_test)?;
 
+    readme_commands()?;
     crate::examples::run_task()?;
 
     let mut doc = cargo();
@@ -66,6 +67,38 @@ pub(crate) fn run_all() -> Result<(), String> {
     crate::fuzz::run_task(&["--time".to_string(), "60".to_string()])?;
     crate::miri::run_task()?;
     nightly_doctests()
+}
+
+/// Runs every `cargo run` command of the README's first `sh` block, as a reader would type it:
+/// each example the README offers must run to its end and exit with status 0.
+fn readme_commands() -> Result<(), String> {
+    let path = crate::root().join("README.md");
+    let readme = std::fs::read_to_string(&path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let commands = cargo_run_commands(&readme);
+    if commands.is_empty() {
+        return Err("README.md's first `sh` block has no `cargo run` command".into());
+    }
+    for args in commands {
+        let mut command = cargo();
+        command.args(args);
+        run(command)?;
+    }
+    Ok(())
+}
+
+/// The arguments after `cargo` of each `cargo run` line of the first `sh` block in `readme`,
+/// without the line's comment.
+fn cargo_run_commands(readme: &str) -> Vec<Vec<&str>> {
+    readme
+        .lines()
+        .skip_while(|line| line.trim() != "```sh")
+        .skip(1)
+        .take_while(|line| line.trim() != "```")
+        .map(|line| line.split('#').next().unwrap_or_default().split_whitespace())
+        .filter_map(|mut words| (words.next() == Some("cargo")).then(|| words.collect::<Vec<_>>()))
+        .filter(|args| args.first() == Some(&"run"))
+        .collect()
 }
 
 /// The fork tests again, with the fail points that kill a process inside each locked operation
@@ -153,4 +186,33 @@ fn minimum_rust() -> Result<(), String> {
         "melon-alloc-capi",
     ]);
     run(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cargo_run_commands;
+
+    #[test]
+    fn the_readme_commands_are_its_first_sh_blocks_cargo_runs() {
+        let readme = "# x\n```rust\ncargo run --example no\n```\n```sh\n\
+                      cargo run --release --example tour   # a tour\n\
+                      cargo xtask ci  # not a run\n\
+                      \n\
+                      cargo run --example b\n\
+                      ```\n```sh\ncargo run --example later\n```\n";
+        assert_eq!(
+            cargo_run_commands(readme),
+            [vec!["run", "--release", "--example", "tour"], vec!["run", "--example", "b"]]
+        );
+    }
+
+    #[test]
+    fn the_readme_offers_its_examples() {
+        let readme = std::fs::read_to_string(crate::root().join("README.md")).unwrap();
+        let examples: Vec<_> = cargo_run_commands(&readme)
+            .into_iter()
+            .filter_map(|args| args.last().copied())
+            .collect();
+        assert!(examples.contains(&"tour") && examples.contains(&"fork_workers"), "{examples:?}");
+    }
 }

@@ -44,6 +44,27 @@ fn a_vec_grown_by_pushes_stops_at_half_the_limit() {
     assert_eq!(up_front.capacity(), LIMIT / 4 * 3);
 }
 
+/// How far a `Vec` grown 4 KiB at a time gets in a pool limited to `limit`.
+fn grown_by_pushes(limit: usize) -> usize {
+    let pool = HeapPool::with_limit(limit);
+    let mut bytes = PoolVec::<u8, _>::new_in(&*pool);
+    while bytes.try_reserve(4096).is_ok() {
+        bytes.extend_from_slice(&[0; 4096]);
+    }
+    bytes.len()
+}
+
+#[test]
+// Each limit's `Vec` writes half of it: too long a run under Miri, which the test above covers.
+#[cfg(not(miri))]
+fn exactly_half_for_every_power_of_two_from_two_chunks_up_and_a_quarter_of_one_chunk() {
+    for shift in 15..=26 {
+        assert_eq!(grown_by_pushes(1 << shift), 1 << (shift - 1), "a limit of 2^{shift}");
+    }
+    // Its 4 KiB buffer holds a chunk of its own class, so the 8 KiB one does not fit beside it.
+    assert_eq!(grown_by_pushes(CHUNK_SIZE), CHUNK_SIZE / 4);
+}
+
 #[cfg(all(target_os = "linux", not(miri)))]
 #[path = "support/rerun.rs"]
 mod rerun;

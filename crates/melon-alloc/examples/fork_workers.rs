@@ -1,5 +1,7 @@
 //! Workers forked from one parent share a pool: each allocates, stamps and frees blocks in it,
-//! hands one block to the parent by offset, and the parent reads and frees them all.
+//! hands one block to the parent by offset, and the parent reads and frees them all. Then one
+//! more worker takes the pool's lock and stops; the parent's wait with a timeout gives up, the
+//! worker is killed holding the lock, and the parent's next wait takes the lock over.
 //!
 //! Run it with `cargo run --release --example fork_workers` (Linux).
 
@@ -69,6 +71,58 @@ fn main() {
         shm.check().is_ok()
     );
     assert_eq!(failed, 0, "a worker failed");
+    die_holding_the_lock(&shm);
+}
+
+/// Forks a worker that takes the pool's lock and stops there; waits for it with a timeout,
+/// which gives up; kills the worker; and takes the lock over from the dead holder.
+#[cfg(target_os = "linux")]
+fn die_holding_the_lock(shm: &melon_alloc::ShmPool) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    let flag = shm.alloc_zeroed(4).expect("room for a flag");
+    // SAFETY: the block is 4 bytes, aligned to 16 and zeroed, in memory both processes map;
+    // both touch it only atomically.
+    let held = unsafe { AtomicU32::from_ptr(flag.as_ptr().cast()) };
+    // SAFETY: the process is single-threaded here, so the child may keep running Rust code.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let _guard = shm.lock().expect("the lock");
+        held.store(1, Ordering::Release);
+        loop {
+            // SAFETY: `pause` only waits for a signal; SIGKILL ends the process here.
+            unsafe { libc::pause() };
+        }
+    }
+    while held.load(Ordering::Acquire) == 0 {
+        std::thread::yield_now();
+    }
+    let refused = shm.try_lock_for(Duration::from_millis(20)).err();
+    let said = refused.as_ref().map_or_else(|| "it did not".to_string(), ToString::to_string);
+    println!("worker {pid} holds the lock; a wait of 20 ms gives up: {said}");
+    // SAFETY: `pid` is a child of this process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let started = Instant::now();
+    let guard = shm.lock().expect("the lock, taken over from the dead worker");
+    let waited = started.elapsed();
+    drop(guard);
+    let mut status = 0;
+    // SAFETY: `pid` is a child of this process and `status` is a valid place to write.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let stats = shm.stats().expect("the lock is free");
+    println!(
+        "worker {pid} killed holding the lock; taken over in {:.1} ms ({} takeover), pool \
+         consistent: {}",
+        waited.as_secs_f64() * 1e3,
+        stats.lock_takeovers,
+        shm.check().is_ok()
+    );
+    assert!(refused.is_some(), "a wait for a live holder gave up");
+    assert_eq!(stats.lock_takeovers, 1, "the dead worker's lock was taken over");
+    // SAFETY: the flag came from the pool and neither process uses it any more.
+    unsafe { shm.free(flag) };
 }
 
 /// One worker's share: allocate and free blocks of mixed sizes, then leave a greeting for the

@@ -853,7 +853,7 @@ After each `shm` and `shm-child` run the hammer calls `check()` and verifies tha
 bytes are back to their figure before the fork, with no live block and no chunk still lent; each
 `rts-alloc` process checks at its end that the region counts none of its bytes as still allocated
 (a producer after taking back what its consumer freed). A run that fails those checks fails the
-whole task. Each cell is run three times (once with `--quick`, which also does a tenth of the
+whole task. Each cell is run five times (once with `--quick`, which also does a tenth of the
 operations and leaves 16 processes out), the runs going round all cells in turn so that a stretch
 of load spreads over every variant; the tables show the median, with the lowest and highest run in
 brackets. The machine has two cores, so 4 processes oversubscribe it two to one and 16 eight to
@@ -891,7 +891,7 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   free-byte counter (unlogged: it is recounted from the pages after an undo), and on a free the
   validation that refuses a double or foreign free (the page descriptor and the in-use bitmap).
   No part of it depends on the size or fill of the pool, which is what the flat `shm_alloc_64`
-  figures show. Melon's C pool takes 1.5 to 3.3 µs for one 64-byte allocation (quoted from
+  figures show. Melon's C pool takes 1.7 to 3.2 µs for one 64-byte allocation (quoted from
   `MELON_ALLOC.md`: allocating until full in 8 MiB and 64 MiB pools), and its cost grows with
   the pool.
 - **Slabs of at least 16 blocks.** A slab that fills leaves its class's list when the next

@@ -21,6 +21,8 @@ pub(crate) fn run_all() -> Result<(), String> {
     small_chunks.args(["test", "-p", "melon-alloc-core", "--features", "small-chunks"]);
     run(small_chunks)?;
 
+    refused_small_chunks()?;
+
     // The core as firmware builds it, without its default features: the tests of what they
     // leave out, such as a `GlobalAlloc` layout aligned to a chunk, refused without
     // `chunk-aligned`.
@@ -67,6 +69,25 @@ pub(crate) fn run_all() -> Result<(), String> {
     crate::fuzz::run_task(&["--time".to_string(), "60".to_string()])?;
     crate::miri::run_task()?;
     nightly_doctests()
+}
+
+/// The heap and shared-memory crates refuse to build with the core's `small-chunks` feature, as
+/// the core's docs say: their chunks and layouts are 16 KiB. (The shared-memory crate's build
+/// stops at the heap crate it depends on, which refuses first.)
+fn refused_small_chunks() -> Result<(), String> {
+    for krate in ["melon-alloc-heap", "melon-alloc-shm"] {
+        let mut check = cargo();
+        check.args(["check", "-p", krate, "--features", "melon-alloc-core/small-chunks"]);
+        eprintln!("$ {check:?} (must fail)");
+        let output =
+            check.output().map_err(|error| format!("could not start {check:?}: {error}"))?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        let expected = "needs 16 KiB chunks: melon-alloc-core's `small-chunks` feature";
+        if output.status.success() || !said.contains(expected) {
+            return Err(format!("{check:?} was not refused with `{expected}`:\n{said}"));
+        }
+    }
+    Ok(())
 }
 
 /// Runs every `cargo run` command of the README's first `sh` block, as a reader would type it:

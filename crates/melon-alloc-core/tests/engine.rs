@@ -882,6 +882,31 @@ fn small_chunks_let_a_64_kib_region_hold_eight_classes_at_once() {
     drop(buffer);
 }
 
+/// What `small-chunks` is for: with 16 KiB chunks, a 64 KiB region holds blocks of four
+/// classes at once, and a fifth class finds no chunk.
+#[cfg(not(feature = "small-chunks"))]
+#[test]
+fn sixteen_kib_chunks_let_a_64_kib_region_hold_four_classes_at_once() {
+    const REGION: usize = 64 * 1024;
+    assert_eq!(CHUNK_SIZE, 16 * 1024);
+    let mut buffer = vec![0u8; REGION + CHUNK_SIZE];
+    let lead = buffer.as_ptr().align_offset(CHUNK_SIZE);
+    // SAFETY: the 64 KiB from `lead` lie inside the buffer, which is not touched again until
+    // the engine and its source are gone (dropped below, before the buffer).
+    let source = unsafe { RegionSource::new(buffer.as_mut_ptr().add(lead), REGION) };
+    let mut engine = Engine::new(source, None);
+    let blocks: Vec<_> =
+        [16, 48, 112, 200].iter().map(|&size| engine.alloc(size).unwrap()).collect();
+    assert_eq!(engine.stats().chunks, 4);
+    assert_eq!(engine.alloc(400), None, "no chunk is left for a fifth class");
+    engine.check().unwrap();
+    for block in blocks {
+        free(&mut engine, block);
+    }
+    drop(engine);
+    drop(buffer);
+}
+
 /// Bytes of each page of a paged chunk, and the blocks of 64 bytes one holds after its header.
 #[cfg(all(feature = "pages", not(feature = "small-chunks")))]
 const PAGE: usize = CHUNK_SIZE / 4;

@@ -162,7 +162,7 @@
 //! # Platforms
 //!
 //! Any target with `std` whose clock (`std::time::Instant`) works: the global source reads it
-//! to tell how long ago its load was last high, and on `wasm32-unknown-unknown` it panics.
+//! to tell how long ago its load was last high (`wasm32-unknown-unknown` has no such clock).
 //! [`OsSource`], and so [`LockedHeapPool`], is Linux only, as are the huge-page hints of the
 //! global source.
 

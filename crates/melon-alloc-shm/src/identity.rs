@@ -283,3 +283,66 @@ impl Waits for Kernel<'_> {
         holder == ANONYMOUS || byte_is_locked(pool, IDENTITY_BASE + i64::from(holder))
     }
 }
+
+#[cfg(all(test, not(melon_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::{Kernel, CHECK_PERIOD};
+    use crate::lock::{Waited, Waits};
+    use crate::sync::AtomicU32;
+
+    /// What the crate's docs say: a waiter looks every 5 ms.
+    #[test]
+    fn a_waiter_on_a_word_that_stays_asks_about_the_holder_every_five_milliseconds() {
+        assert_eq!(CHECK_PERIOD, Duration::from_millis(5));
+        let word = AtomicU32::new(7);
+        let kernel = Kernel { pool: None };
+        for _ in 0..3 {
+            let started = Instant::now();
+            assert_eq!(kernel.wait(&word, 7, None), Waited::Checkpoint);
+            assert!(started.elapsed() >= CHECK_PERIOD, "{:?}", started.elapsed());
+        }
+        // A word that differs from the one expected is no reason to sleep.
+        assert_eq!(kernel.wait(&word, 8, None), Waited::Woken);
+    }
+
+    extern "C" fn ignore(_signal: libc::c_int) {}
+
+    /// Signals every millisecond, faster than the sleeps end: an interrupted sleep is a time to
+    /// ask about the holder, so the wait comes back while they still arrive, rather than going
+    /// back to sleep for another period each time.
+    #[test]
+    fn signals_faster_than_the_period_do_not_keep_a_waiter_from_asking() {
+        // SAFETY: `action` is a valid `sigaction` for a handler that does nothing, installed for
+        // a signal nothing else in this test binary uses.
+        unsafe {
+            let mut action: libc::sigaction = core::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &action, core::ptr::null_mut()), 0);
+        }
+        let word = AtomicU32::new(7);
+        let came_back = AtomicBool::new(false);
+        let (tell, told) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                // SAFETY: `pthread_self` only names the calling thread.
+                tell.send(unsafe { libc::pthread_self() }).unwrap();
+                let waited = Kernel { pool: None }.wait(&word, 7, None);
+                came_back.store(true, Ordering::Release);
+                waited
+            });
+            let thread = told.recv().unwrap();
+            let until = Instant::now() + Duration::from_secs(10);
+            while !came_back.load(Ordering::Acquire) && Instant::now() < until {
+                // SAFETY: the waiter is joined only after the loop, so its id stays valid even
+                // once it has ended; the signal's handler does nothing.
+                unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(came_back.load(Ordering::Acquire), "the signals kept the waiter asleep");
+            assert_eq!(waiter.join().unwrap(), Waited::Checkpoint);
+        });
+    }
+}

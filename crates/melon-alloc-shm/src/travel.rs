@@ -183,6 +183,8 @@ pub(crate) fn create_at(
     let temp = PathBuf::from(temp);
     let fd = sys::create_file(&temp).map_err(failed)?;
     let made = ShmPool::create(NewFile::Created(fd), initial, max, lock).and_then(|pool| {
+        // A death here leaves the whole pool under its temporary name, and nothing at `path`.
+        crate::stop_point::hit();
         sys::rename_no_replace(&temp, path)
             .map_err(|errno| ShmError::os("naming the pool's file", errno))?;
         Ok(pool)

@@ -884,6 +884,28 @@ fn timed_locks_give_up_on_a_held_lock_and_wait_for_a_released_one() {
     drop(custom.try_lock_for(Duration::ZERO).unwrap());
 }
 
+/// A thread that ends holding the pool's lock, its guard forgotten: the lock word names the
+/// process, which lives on, so the lock stays held, as a forgotten guard of `std::sync::Mutex`
+/// keeps its mutex, and nothing takes it over.
+#[test]
+fn a_pool_whose_lock_holder_thread_ended_stays_locked_while_its_process_lives() {
+    use std::time::Duration;
+
+    let shm = ShmPool::new(MIB).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| std::mem::forget(shm.lock().unwrap()));
+    });
+    for _ in 0..2 {
+        let waited = shm.try_lock_for(Duration::from_millis(20));
+        assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
+    }
+    shm.set_lock_timeout(Some(Duration::from_millis(1)));
+    assert!(matches!(shm.try_alloc(64), Err(ShmError::LockTimeout { .. })));
+    assert!(matches!(shm.stats(), Err(ShmError::LockTimeout { .. })));
+    // The pool cannot be unlocked from here, so it is left mapped rather than dropped.
+    std::mem::forget(shm);
+}
+
 #[test]
 fn threads_of_one_process_share_a_pool() {
     const THREADS: usize = 4;

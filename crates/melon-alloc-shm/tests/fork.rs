@@ -2539,7 +2539,7 @@ mod crash {
 
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 11] = [
+    pub(super) const CASES: [Case; 12] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -2554,6 +2554,7 @@ mod crash {
             "crash_a_remote_free_before_it_tells_the_owner",
             crash_a_remote_free_before_it_tells_the_owner,
         ),
+        ("crash_making_a_named_pool", crash_making_a_named_pool),
     ];
 
     /// The pool's counters that describe its contents (not its lock's history).
@@ -3040,5 +3041,59 @@ mod crash {
         drop(child);
         assert_eq!(shm.stats().unwrap().lent_bytes, 0);
         shm.check().unwrap();
+    }
+
+    /// The temporary files a creation of a pool at `path` left beside it:
+    /// `<path>.<16 hex digits>.new`.
+    fn strays_beside(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let own = path.file_name().unwrap().to_string_lossy().into_owned();
+        let is_stray = |name: &str| {
+            let hex = name.strip_prefix(&own).and_then(|rest| rest.strip_prefix('.'));
+            let hex = hex.and_then(|rest| rest.strip_suffix(".new"));
+            hex.is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|stray| is_stray(&stray.file_name().unwrap().to_string_lossy()))
+            .collect()
+    }
+
+    /// A process makes a pool at a path and is killed at each fail point of that. Until the
+    /// pool is whole and named, the path stays free: what is left is a stray file beside it,
+    /// never a pool at the path that could not be opened; and the path can then be made, and
+    /// opened, as if nothing had happened.
+    fn crash_making_a_named_pool() {
+        let name = format!("/dev/shm/melon-fork-{}-crash-named", std::process::id());
+        let path = std::path::PathBuf::from(name);
+        let _ = std::fs::remove_file(&path);
+        let mut killed = 0;
+        for k in 1.. {
+            let mut process = fork(|| {
+                failpoint::arm(k);
+                let made = ShmPool::builder().path(&path).capacity(MIB).build();
+                failpoint::arm(0);
+                made.unwrap().check().unwrap();
+            });
+            match process.wait(CHILD_LIMIT) {
+                Exit::Code(0) => break,
+                Exit::Signal(libc::SIGKILL) => {
+                    killed += 1;
+                    assert!(std::fs::symlink_metadata(&path).is_err(), "killed at {k}: a pool");
+                    let left = strays_beside(&path);
+                    assert_eq!(left.len(), 1, "killed at {k}: {left:?}");
+                    std::fs::remove_file(&left[0]).unwrap();
+                }
+                other => panic!("killed at {k}: the process ended with {other:?}"),
+            }
+        }
+        assert!(killed >= 1, "the naming is a fail point");
+        assert!(strays_beside(&path).is_empty(), "a pool made whole leaves nothing beside it");
+        // SAFETY: the pool was made by this test's own process, and nothing else writes to it.
+        let opened = unsafe { ShmPool::open_path(&path) }.unwrap();
+        opened.check().unwrap();
+        drop(opened);
+        std::fs::remove_file(&path).unwrap();
+        println!("  {killed} fail points before the pool was named");
     }
 }

@@ -213,6 +213,27 @@ pub(crate) fn byte_is_locked(pool: BorrowedFd<'_>, byte: i64) -> bool {
     asked != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
 }
 
+/// What a waiter does once its futex wait of `sleep` returned `slept`.
+#[cfg(not(melon_loom))]
+fn after_sleep(slept: Result<(), Errno>, sleep: Duration, deadline: Option<Instant>) -> Waited {
+    match slept {
+        // The word changed, or a release woke this waiter.
+        Ok(()) | Err(Errno::AGAIN) => Waited::Woken,
+        // A timeout, a signal, or a futex the system refuses: each is a time to ask about the
+        // holder, so that signals coming faster than the sleeps end do not keep a waiter from a
+        // dead holder. A refusal is not a sleep, so one is taken here.
+        Err(errno) => {
+            if !matches!(errno, Errno::TIMEDOUT | Errno::INTR) {
+                std::thread::sleep(sleep);
+            }
+            match deadline {
+                Some(deadline) if Instant::now() >= deadline => Waited::Expired,
+                _ => Waited::Checkpoint,
+            }
+        }
+    }
+}
+
 /// The system's side of the pool's lock words: the futex of the pool's file, and the
 /// identities' locks on its bytes, asked through the pool's own descriptor.
 pub(crate) struct Kernel<'a> {
@@ -236,27 +257,13 @@ impl Waits for Kernel<'_> {
             tv_nsec: sleep.subsec_nanos().into(),
         };
         // Not private: the word is in a mapping other processes share.
-        match rustix::thread::futex::wait(
+        let slept = rustix::thread::futex::wait(
             word,
             rustix::thread::futex::Flags::empty(),
             expected,
             Some(&timeout),
-        ) {
-            // The word changed, or a release woke this waiter.
-            Ok(()) | Err(Errno::AGAIN) => Waited::Woken,
-            // A timeout, a signal, or a futex the system refuses: each is a time to ask about
-            // the holder, so that signals coming faster than the sleeps end do not keep a
-            // waiter from a dead holder. A refusal is not a sleep, so one is taken here.
-            Err(errno) => {
-                if !matches!(errno, Errno::TIMEDOUT | Errno::INTR) {
-                    std::thread::sleep(sleep);
-                }
-                match deadline {
-                    Some(deadline) if Instant::now() >= deadline => Waited::Expired,
-                    _ => Waited::Checkpoint,
-                }
-            }
-        }
+        );
+        after_sleep(slept, sleep, deadline)
     }
 
     /// The loom build's pool is never locked for real (the models bring their own [`Waits`]):
@@ -289,7 +296,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    use super::{Kernel, CHECK_PERIOD};
+    use rustix::io::Errno;
+
+    use super::{after_sleep, Kernel, CHECK_PERIOD};
     use crate::lock::{Waited, Waits};
     use crate::sync::AtomicU32;
 
@@ -306,6 +315,28 @@ mod tests {
         }
         // A word that differs from the one expected is no reason to sleep.
         assert_eq!(kernel.wait(&word, 8, None), Waited::Woken);
+    }
+
+    /// A futex the system refuses is replaced by a plain sleep of the period, then a look at
+    /// the holder, or the end of a deadline that sleep passed.
+    #[test]
+    fn a_refused_futex_sleeps_the_period_instead_then_asks() {
+        for refusal in [Errno::NOSYS, Errno::INVAL, Errno::FAULT] {
+            let started = Instant::now();
+            assert_eq!(after_sleep(Err(refusal), CHECK_PERIOD, None), Waited::Checkpoint);
+            assert!(started.elapsed() >= CHECK_PERIOD, "{refusal:?}: {:?}", started.elapsed());
+        }
+        let soon = Instant::now() + Duration::from_millis(1);
+        assert_eq!(after_sleep(Err(Errno::NOSYS), CHECK_PERIOD, Some(soon)), Waited::Expired);
+        // A timeout or a signal was a sleep already: nothing more is slept.
+        for slept in [Errno::TIMEDOUT, Errno::INTR] {
+            let (period, started) = (Duration::from_secs(2), Instant::now());
+            let waited = after_sleep(Err(slept), period, Some(started + 2 * period));
+            assert_eq!(waited, Waited::Checkpoint);
+            assert!(started.elapsed() < period, "{slept:?}: slept again");
+        }
+        assert_eq!(after_sleep(Err(Errno::AGAIN), CHECK_PERIOD, None), Waited::Woken);
+        assert_eq!(after_sleep(Ok(()), CHECK_PERIOD, None), Waited::Woken);
     }
 
     extern "C" fn ignore(_signal: libc::c_int) {}

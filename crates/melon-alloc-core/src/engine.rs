@@ -795,7 +795,10 @@ impl<S: ChunkSource> Engine<S> {
     /// an interior pointer aborts the process with a message. The check reads the header of the
     /// chunk the address falls in, so it cannot help where that chunk is gone: a large block
     /// freed twice, whose chunk went back to the source, or a pointer of another allocator, may
-    /// fault instead.
+    /// fault instead. A [`LockedPool`](crate::LockedPool) stops the process only once it has let
+    /// go of its lock, so that the message can be made even in the pool that is the
+    /// `#[global_allocator]`; a free through [`LockedEngine`](crate::LockedEngine), inside
+    /// `with`, cannot, and there such a pool waits for its own lock forever instead.
     ///
     /// # Safety
     /// - `block` was returned by this engine and has not been freed since.
@@ -816,13 +819,42 @@ impl<S: ChunkSource> Engine<S> {
     /// ```
     #[inline]
     pub unsafe fn free(&mut self, block: NonNull<u8>) {
-        #[cfg(debug_assertions)]
-        // SAFETY: the caller promises `block` came from this engine, so its chunk header is valid.
-        if let Err(error) = unsafe { self.check_block_in_header_chunk(block) } {
-            invalid_free(error);
-        }
         // SAFETY: forwarded from the caller.
-        unsafe { self.free_unchecked(block) }
+        stop_if_invalid(unsafe { self.free_reporting(block) });
+    }
+
+    /// Frees a block, but one that the debug build's check refuses, which it leaves alone and
+    /// reports: for a caller that holds a lock it must let go of before it stops the process
+    /// ([`stop_if_invalid`]). In a release build, nothing is refused.
+    ///
+    /// # Safety
+    /// As for [`free`](Engine::free).
+    #[inline]
+    pub(crate) unsafe fn free_reporting(&mut self, block: NonNull<u8>) -> Result<(), FreeError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.check_in_debug(block) }?;
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_unchecked(block) };
+        Ok(())
+    }
+
+    /// The debug build's check of a block about to be freed: `Ok` in a release build.
+    ///
+    /// # Safety
+    /// As for [`free`](Engine::free): the caller promises `block` came from this engine, so its
+    /// chunk header is valid.
+    #[inline(always)]
+    pub(crate) unsafe fn check_in_debug(&self, block: NonNull<u8>) -> Result<(), FreeError> {
+        #[cfg(debug_assertions)]
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.check_block_in_header_chunk(block)
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = block;
+            Ok(())
+        }
     }
 
     /// Frees a block without the debug build's check of its chunk header.
@@ -2034,6 +2066,18 @@ impl<S: ChunkSource> core::fmt::Debug for Engine<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine").field("stats", &self.stats()).finish_non_exhaustive()
     }
+}
+
+/// Stops the process on a free that the debug build's check refused ([`Engine::free_reporting`]);
+/// nothing in a release build, whose check refuses nothing.
+#[inline(always)]
+pub(crate) fn stop_if_invalid(freed: Result<(), FreeError>) {
+    #[cfg(debug_assertions)]
+    if let Err(error) = freed {
+        invalid_free(error);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = freed;
 }
 
 /// Stops the process on a free that the contract of [`Engine::free`] rules out. A panic during

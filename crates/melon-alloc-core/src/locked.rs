@@ -36,7 +36,9 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
 /// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
 /// from inside `with` waits for the lock forever; in a pool that is the `#[global_allocator]`,
-/// allocating inside `with` in any way (a panic's message among them) is such a call.
+/// allocating inside `with` in any way (a panic's message among them) is such a call. The pool's
+/// own paths (`free`, `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a
+/// debug build stops the process on a block freed twice, so that its message can be made.
 ///
 /// # Examples
 /// ```
@@ -257,7 +259,9 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     #[inline]
     pub unsafe fn free(&self, block: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
-        self.engine.with(|engine| unsafe { engine.free(block) });
+        let freed = self.engine.with(|engine| unsafe { engine.free_reporting(block) });
+        // After the lock: stopping makes a message, which may allocate in this very pool.
+        crate::engine::stop_if_invalid(freed);
     }
 
     /// Frees a block after checking it; see [`Engine::try_free`].
@@ -1007,13 +1011,18 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator, which they no
         // longer use.
         let block = unsafe { NonNull::new_unchecked(block) };
-        self.engine.with(|engine| match own_chunk_layout(layout) {
-            // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout, as
-            // `alloc` does it.
-            Some(chunk) => unsafe { engine.release_raw(block, chunk) },
+        let freed = self.engine.with(|engine| match own_chunk_layout(layout) {
+            Some(chunk) => {
+                // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout,
+                // as `alloc` does it.
+                unsafe { engine.release_raw(block, chunk) };
+                Ok(())
+            }
             // SAFETY: as above: any other block is a block of the engine.
-            None => unsafe { engine.free(block) },
+            None => unsafe { engine.free_reporting(block) },
         });
+        // After the lock, as in `free`: this pool may be the one the message is made in.
+        crate::engine::stop_if_invalid(freed);
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -1089,7 +1098,16 @@ unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for 
         new: Layout,
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         // SAFETY: the caller passes a block from this allocator; on success it uses the result.
-        let moved = self.engine.with(|engine| unsafe { engine.resize(block, new) });
+        // The block is checked first, so that the move's free refuses nothing under the lock.
+        let moved = self.engine.with(|engine| unsafe {
+            engine.check_in_debug(block)?;
+            Ok(engine.resize(block, new))
+        });
+        // After the lock, as in `free`.
+        let moved = moved.unwrap_or_else(|refused| {
+            crate::engine::stop_if_invalid(Err(refused));
+            None
+        });
         let moved = moved.ok_or(allocator_api2::alloc::AllocError)?;
         Ok(NonNull::slice_from_raw_parts(moved, new.size()))
     }

@@ -15,9 +15,10 @@ use crate::sys::advise_huge_pages;
 
 /// Takes memory from the global allocator for a root pool.
 ///
-/// Small chunks are carved from slabs that grow from 64 KiB to 2 MiB, because asking the global
-/// allocator for each aligned 16 KiB chunk on its own leaves an alignment gap beside nearly every
-/// one (glibc's `posix_memalign` does), which would cost more than the blocks themselves. Chunks
+/// Small chunks are carved from slabs that grow from 64 KiB to 2 MiB (and go on from where they
+/// were after a trim gave them all back), because asking the global allocator for each aligned
+/// 16 KiB chunk on its own leaves an alignment gap beside nearly every one (glibc's
+/// `posix_memalign` does), which would cost more than the blocks themselves. Chunks
 /// that come back are reused. Once every chunk has come back, the source keeps its newest slabs,
 /// as many as held the most chunks out at once in its busiest moment, and gives the older ones
 /// back to the global allocator; once every chunk has come back from lighter loads for a second

@@ -242,6 +242,13 @@ fn slabs_double_from_four_chunks_and_a_full_load_keeps_every_one_of_them() {
     }
     source.trim();
     assert_eq!(source.slab_bytes(), 0);
+    // After the trim, slabs grow on from where they were, not from four chunks again.
+    let after_trim = source.acquire(SMALL_CHUNK).unwrap();
+    assert_eq!(source.slab_bytes(), slab_chunks(slabs + 1) * CHUNK_SIZE);
+    // SAFETY: from `source` as a small chunk, released once.
+    unsafe { source.release(after_trim, SMALL_CHUNK) };
+    source.trim();
+    assert_eq!(source.slab_bytes(), 0);
     assert_eq!(mismatches(), 0);
 }
 

@@ -35,7 +35,9 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// cannot reset or replace the engine. Freeing by pointer (`free`, `try_free`,
 /// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
 /// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
-/// from inside `with` waits for the lock forever; in a pool that is the `#[global_allocator]`,
+/// from inside `with` waits for the lock forever (`tests/reentry.rs`), and so does a call from
+/// an interrupt or signal handler that ran while the code it interrupted held the lock, which a
+/// firmware's handlers must not make; in a pool that is the `#[global_allocator]`,
 /// allocating inside `with` in any way (a panic's message among them) is such a call. The pool's
 /// own paths (`free`, `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a
 /// debug build stops the process on a block freed twice, so that its message can be made.

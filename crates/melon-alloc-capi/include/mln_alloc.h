@@ -164,9 +164,11 @@ mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 
 /* mln_alloc_init(parent) with one argument means mln_alloc_init(parent, 0). The trailing 0
  * keeps the variadic part non-empty, as strict C99 wants. Variadic macros came with C99 and
- * C++11: a C89 program passes both arguments. */
-#if defined(__cplusplus) ? __cplusplus >= 201103L \
-    : defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L
+ * C++11, and GNU C and C++ had them before: a program built as strict C89 or C++98/03
+ * (-std=c89, -ansi, -std=c++98) passes both arguments. */
+#if (defined(__cplusplus) && __cplusplus >= 201103L) \
+    || (!defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L) \
+    || (defined(__GNUC__) && !defined(__STRICT_ANSI__))
 #define MLN_ALLOC_INIT_PICK_(first, second, name, ...) name
 #define MLN_ALLOC_INIT_ONE_(parent) mln_alloc_init((parent), 0)
 #define mln_alloc_init(...) \

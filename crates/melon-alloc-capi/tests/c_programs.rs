@@ -253,6 +253,18 @@ fn header_compiles_as_c89() {
     run(&compile_c("c89.c", &["-std=c89"]), &[], "c89: ok\n");
 }
 
+/// GNU C89 had variadic macros before C99, and Melon's one-argument `mln_alloc_init` with them.
+#[test]
+fn header_gives_gnu89_the_one_argument_form() {
+    let cc = env::var("CC").unwrap_or_else(|_| "gcc".into());
+    // As in `melons_documented_example_unchanged`, but GNU C89, whose variadic macros
+    // `-pedantic` would flag as an extension.
+    let flags = ["-std=gnu89", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"];
+    let lib = [static_lib().as_os_str().to_owned()];
+    let exe = compile_linked(&cc, "example.c", &flags, "example_gnu89", &lib);
+    run(&exe, &[], "hello\n");
+}
+
 #[test]
 fn header_compiles_as_cxx() {
     let cxx = env::var("CXX").unwrap_or_else(|_| "g++".into());

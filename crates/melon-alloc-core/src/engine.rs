@@ -1413,6 +1413,26 @@ impl<S: ChunkSource> Engine<S> {
         Some(chunk)
     }
 
+    /// [`release_raw`](Engine::release_raw), but for a chunk longer than what is lent, which a
+    /// debug build refuses and reports, as [`free_reporting`](Engine::free_reporting) does a
+    /// block: what a chunk given back twice with nothing else lent comes to. In a release
+    /// build, nothing is refused.
+    ///
+    /// # Safety
+    /// As for `release_raw`.
+    pub(crate) unsafe fn release_raw_reporting(
+        &mut self,
+        chunk: NonNull<u8>,
+        layout: Layout,
+    ) -> Result<(), FreeError> {
+        if cfg!(debug_assertions) && self.lent < layout.size() {
+            return Err(FreeError::NotInUse { addr: chunk.addr().get() });
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release_raw(chunk, layout) };
+        Ok(())
+    }
+
     /// Gives back a chunk taken with [`acquire_raw`](Engine::acquire_raw).
     ///
     /// # Safety

@@ -40,7 +40,9 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// firmware's handlers must not make; in a pool that is the `#[global_allocator]`,
 /// allocating inside `with` in any way (a panic's message among them) is such a call. The pool's
 /// own paths (`free`, `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a
-/// debug build stops the process on a block freed twice, so that its message can be made.
+/// debug build stops the process on a block freed twice, so that its message can be made. (A
+/// block aligned to a chunk or more, a chunk of its own, is checked only against the bytes the
+/// pool has lent: freed twice while another such block is out, its chunk goes back twice.)
 ///
 /// # Examples
 /// ```
@@ -1014,12 +1016,9 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         // longer use.
         let block = unsafe { NonNull::new_unchecked(block) };
         let freed = self.engine.with(|engine| match own_chunk_layout(layout) {
-            Some(chunk) => {
-                // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout,
-                // as `alloc` does it.
-                unsafe { engine.release_raw(block, chunk) };
-                Ok(())
-            }
+            // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout, as
+            // `alloc` does it.
+            Some(chunk) => unsafe { engine.release_raw_reporting(block, chunk) },
             // SAFETY: as above: any other block is a block of the engine.
             None => unsafe { engine.free_reporting(block) },
         });

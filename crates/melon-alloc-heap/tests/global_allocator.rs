@@ -134,51 +134,60 @@ fn pools_over_the_global_allocator_and_chunk_aligned_values_work_on_top_of_it() 
     POOL.check().unwrap();
 }
 
-/// Set in the environment of the run of this binary that frees a block twice.
+/// Set in the environment of the run of this binary that frees a block twice: `small` for a
+/// block of a size class, `chunk` for one aligned to a chunk, which has a chunk of its own.
 #[cfg(debug_assertions)]
 const FREE_TWICE: &str = "MELON_ALLOC_FREE_TWICE";
 
 /// A debug build checks each free: a block freed twice through the global allocator stops the
 /// process with a message, which the pool makes in itself once it has let go of its lock. (Made
-/// under the lock, the message would wait for that lock forever.) The run that frees twice is
+/// under the lock, the message would wait for that lock forever.) Each run that frees twice is
 /// this binary again, watched for at most a minute.
 #[test]
 #[cfg(debug_assertions)]
 fn a_block_freed_twice_stops_the_process_with_a_message() {
+    use std::alloc::{alloc, dealloc, Layout};
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    if std::env::var_os(FREE_TWICE).is_some() {
-        let block = Box::into_raw(Box::new([7u8; 64]));
-        // SAFETY: none: the block is freed twice on purpose, which the check must catch before
-        // anything is written.
+    if let Some(kind) = std::env::var_os(FREE_TWICE) {
+        let layout = match kind.to_str() {
+            Some("small") => Layout::from_size_align(64, 8).unwrap(),
+            _ => Layout::from_size_align(100, melon_alloc_core::CHUNK_SIZE).unwrap(),
+        };
+        // SAFETY: a layout of a non-zero size; the block is freed twice on purpose, which the
+        // check must catch before anything is written.
         unsafe {
-            drop(Box::from_raw(block));
-            drop(Box::from_raw(block));
+            let block = alloc(layout);
+            assert!(!block.is_null());
+            dealloc(block, layout);
+            dealloc(block, layout);
         }
         return;
     }
     let test = "a_block_freed_twice_stops_the_process_with_a_message";
-    let mut run = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(FREE_TWICE, "1")
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while run.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            run.kill().unwrap();
-            panic!("the process still ran a minute after the double free");
+    for kind in ["small", "chunk"] {
+        let mut run = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(FREE_TWICE, kind)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while run.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                run.kill().unwrap();
+                panic!("{kind}: the process still ran a minute after the double free");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let output = run.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        // SIGABRT is signal 6 on Linux.
+        assert_eq!(output.status.signal(), Some(6), "{kind}: {said}");
+        assert!(said.contains("melon-alloc: invalid free: "), "{kind}: {said}");
     }
-    let output = run.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    // SIGABRT is signal 6 on Linux.
-    assert_eq!(output.status.signal(), Some(6), "{said}");
-    assert!(said.contains("melon-alloc: invalid free: "), "{said}");
 }

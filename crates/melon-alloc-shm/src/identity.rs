@@ -330,10 +330,10 @@ mod tests {
         assert_eq!(after_sleep(Err(Errno::NOSYS), CHECK_PERIOD, Some(soon)), Waited::Expired);
         // A timeout or a signal was a sleep already: nothing more is slept.
         for slept in [Errno::TIMEDOUT, Errno::INTR] {
-            let (period, started) = (Duration::from_secs(2), Instant::now());
+            let (period, started) = (Duration::from_secs(120), Instant::now());
             let waited = after_sleep(Err(slept), period, Some(started + 2 * period));
             assert_eq!(waited, Waited::Checkpoint);
-            assert!(started.elapsed() < period, "{slept:?}: slept again");
+            assert!(started.elapsed() < period / 2, "{slept:?}: slept again");
         }
         assert_eq!(after_sleep(Err(Errno::AGAIN), CHECK_PERIOD, None), Waited::Woken);
         assert_eq!(after_sleep(Ok(()), CHECK_PERIOD, None), Waited::Woken);

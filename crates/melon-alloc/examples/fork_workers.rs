@@ -89,15 +89,22 @@ fn die_holding_the_lock(shm: &melon_alloc::ShmPool) {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let _guard = shm.lock().expect("the lock");
-        held.store(1, Ordering::Release);
-        loop {
-            // SAFETY: `pause` only waits for a signal; SIGKILL ends the process here.
-            unsafe { libc::pause() };
+        if let Ok(_guard) = shm.lock() {
+            held.store(1, Ordering::Release);
+            loop {
+                // SAFETY: `pause` only waits for a signal; SIGKILL ends the process here.
+                unsafe { libc::pause() };
+            }
         }
+        // SAFETY: leaves the child at once, without running the parent's destructors twice.
+        unsafe { libc::_exit(1) };
     }
     while held.load(Ordering::Acquire) == 0 {
-        std::thread::yield_now();
+        let mut status = 0;
+        // SAFETY: `pid` is a child of this process and `status` is a valid place to write.
+        let ended = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert_eq!(ended, 0, "the worker ended before it took the lock");
+        std::thread::sleep(Duration::from_millis(1));
     }
     let refused = shm.try_lock_for(Duration::from_millis(20)).err();
     let said = refused.as_ref().map_or_else(|| "it did not".to_string(), ToString::to_string);

@@ -51,7 +51,9 @@ typedef int (*mln_alloc_shm_lock_cb_t)(void *);
  * Makes a heap pool. With `parent == NULL` its memory comes from the system heap; otherwise
  * from `parent` (a heap pool or a shared-memory pool), so pools cascade. `capacity` is a hard
  * limit in bytes on the memory the pool takes from its parent or the system; 0 means none.
- * The pool takes memory 16 KiB at a time, so a limit below 16 KiB hands out nothing.
+ * Blocks of up to 8160 bytes come from 16 KiB chunks, so a limit below 16 KiB hands out none
+ * of them; a larger block takes a chunk of its own, its length and a header, which such a limit
+ * may still hold.
  * A child's memory also counts against every limited ancestor.
  *
  * A pool whose parent is a shared-memory pool calls the parent's lock and unlock callbacks
@@ -63,9 +65,11 @@ typedef int (*mln_alloc_shm_lock_cb_t)(void *);
  * itself, is destroyed (which then takes the lock through the callbacks). Unlike Melon, making
  * the pool takes no lock (Melon's did, and deadlocked a caller that held it), and its
  * bookkeeping lives in the calling process: a pool made from a shared pool belongs to the
- * process that made it. Its copy in a process forked afterwards hands out nothing, freeing one
- * of its blocks there does nothing (the block stays the original's), and destroying the copy
- * there gives nothing back.
+ * process that made it. Its copy in a process forked afterwards hands out nothing, and
+ * destroying the copy there gives nothing back. The blocks it held at the fork stay the
+ * original process's: the forked process must not free them. Such a free does nothing while
+ * the original process still holds the block's chunk, but once that chunk has gone back to the
+ * shared pool and been handed out again, it frees whatever lies there now.
  *
  * Returns NULL when the pool cannot be made.
  *
@@ -91,6 +95,15 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  * instead, around every call, whoever makes it; the caller then locks nothing, and a process
  * that dies holding that lock is detected and its half-done operation undone. One NULL callback
  * without the other is refused (NULL).
+ *
+ * How a process's death is seen: the pool keeps a few descriptors open in each process that
+ * uses it (close-on-exec), and a process counts as dead once they are closed. So a process must
+ * not close them while it uses the pool: a daemon that closes every descriptor from 3 up does
+ * so before it makes the pool, or before it first uses one made by its parent; closed later,
+ * its lock can be taken over and the chunks of its pools taken back while it still runs. A
+ * process makes those descriptors by reopening the pool's file through /proc; one that cannot
+ * (no /proc, as in a chroot without it) shares one identity with all such processes, which is
+ * never taken over: should it die holding the lock, the others wait for good.
  *
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every

@@ -59,7 +59,11 @@
 //! time it takes the lock or its first child pool takes a chunk. One that cannot then (no
 //! `/proc`, no descriptor left, or no right to the file) uses the pool under an anonymous
 //! identity that nothing takes over, and its child pools' chunks do not come back when it dies:
-//! were it to die holding the lock, the others would wait until their timeouts.
+//! were it to die holding the lock, the others would wait until their timeouts. Those
+//! descriptions are descriptors of the process's (close-on-exec), and closing them is its death
+//! as far as the pool can tell: a program that closes every descriptor from 3 up, as a daemon
+//! may, does it before it first uses a pool, or its lock can be taken over and its child pools'
+//! chunks taken back while it still runs.
 //!
 //! Before a fork, the library's handler (registered with `pthread_atfork` when the first pool
 //! is mapped) takes two locks of its own: the one under which child pools are made and dropped,

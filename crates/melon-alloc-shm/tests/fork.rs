@@ -141,6 +141,10 @@ fn main() -> ExitCode {
             a_worker_that_loses_the_file_right_after_the_fork_is_taken_over_and_reclaimed,
         ),
         (
+            "a_worker_that_closes_the_pools_descriptors_counts_as_dead",
+            a_worker_that_closes_the_pools_descriptors_counts_as_dead,
+        ),
+        (
             "a_fork_leaves_the_parents_descriptors_as_they_were",
             a_fork_leaves_the_parents_descriptors_as_they_were,
         ),
@@ -2313,6 +2317,33 @@ fn a_worker_that_locks_before_it_loses_the_file_is_taken_over_when_it_dies() {
     worker.kill_dead();
     assert_taken_over(&shm);
     std::fs::remove_file(&path).unwrap();
+    shm.check().unwrap();
+}
+
+/// A worker that closes every descriptor from 3 up after it has used the pool (as a daemon may)
+/// closes those the pool sees it live by: it counts as dead while it still runs, and the chunks
+/// of its child pool are taken back. What the docs tell such a program not to do.
+fn a_worker_that_closes_the_pools_descriptors_counts_as_dead() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let mailbox = SharedWords::<AtomicU64>::new(1);
+    let mut worker = fork(|| {
+        let scratch = shm.child();
+        let _block = scratch.alloc(1000).unwrap();
+        for fd in 3..1024 {
+            // SAFETY: closing a descriptor number, open or not; nothing in this process uses
+            // one from here on.
+            unsafe { libc::close(fd) };
+        }
+        mailbox[0].store(1, Ordering::Release);
+        idle_until_killed();
+    });
+    await_word(&mailbox[0]);
+    let lent = shm.stats().unwrap().lent_bytes;
+    assert!(lent >= melon_alloc_core::CHUNK_SIZE, "the worker's chunk is lent: {lent}");
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!(report.processes, 1, "the live worker counts as dead");
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0, "its chunk was taken back under it");
+    worker.kill();
     shm.check().unwrap();
 }
 

@@ -68,6 +68,12 @@ static void small_limits(void)
     CHECK(mln_alloc_m(pool, 16) == NULL);
     CHECK(mln_alloc_available_capacity(pool) == 1000);
     mln_alloc_destroy(pool);
+    /* Below a chunk, still room for a block larger than a size class, in a chunk of its own. */
+    pool = mln_alloc_init(NULL, 12 * 1024);
+    CHECK(pool != NULL);
+    CHECK(mln_alloc_m(pool, 16) == NULL);
+    CHECK(mln_alloc_m(pool, 9000) != NULL);
+    mln_alloc_destroy(pool);
     /* One chunk's worth admits blocks of one size class. */
     pool = mln_alloc_init(NULL, CHUNK);
     CHECK(pool != NULL);

@@ -182,10 +182,18 @@ mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 #if (defined(__cplusplus) && __cplusplus >= 201103L) \
     || (!defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L) \
     || (defined(__GNUC__) && !defined(__STRICT_ANSI__))
+/* GNU C89 with -pedantic would call them an extension, which they are there. */
+#if defined(__GNUC__) && !defined(__cplusplus)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wvariadic-macros"
+#endif
 #define MLN_ALLOC_INIT_PICK_(first, second, name, ...) name
 #define MLN_ALLOC_INIT_ONE_(parent) mln_alloc_init((parent), 0)
 #define mln_alloc_init(...) \
     MLN_ALLOC_INIT_PICK_(__VA_ARGS__, mln_alloc_init, MLN_ALLOC_INIT_ONE_, 0)(__VA_ARGS__)
+#if defined(__GNUC__) && !defined(__cplusplus)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 #endif /* MLN_ALLOC_H */

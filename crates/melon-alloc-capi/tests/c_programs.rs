@@ -257,9 +257,10 @@ fn header_compiles_as_c89() {
 #[test]
 fn header_gives_gnu89_the_one_argument_form() {
     let cc = env::var("CC").unwrap_or_else(|_| "gcc".into());
-    // As in `melons_documented_example_unchanged`, but GNU C89, whose variadic macros
-    // `-pedantic` would flag as an extension.
-    let flags = ["-std=gnu89", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"];
+    // As in `melons_documented_example_unchanged`, but GNU C89, whose variadic macros the
+    // header keeps `-pedantic` from flagging as an extension.
+    let flags =
+        ["-std=gnu89", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wno-unused-parameter"];
     let lib = [static_lib().as_os_str().to_owned()];
     let exe = compile_linked(&cc, "example.c", &flags, "example_gnu89", &lib);
     run(&exe, &[], "hello\n");

@@ -2569,6 +2569,7 @@ mod crash {
     use melon_alloc_shm::{failpoint, ShmPool};
 
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
+    use crate::harness::names_beside;
 
     pub(super) const CASES: [Case; 12] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
@@ -3074,29 +3075,13 @@ mod crash {
         shm.check().unwrap();
     }
 
-    /// The temporary files a creation of a pool at `path` left beside it:
-    /// `<path>.<16 hex digits>.new`.
-    fn strays_beside(path: &std::path::Path) -> Vec<std::path::PathBuf> {
-        let own = path.file_name().unwrap().to_string_lossy().into_owned();
-        let is_stray = |name: &str| {
-            let hex = name.strip_prefix(&own).and_then(|rest| rest.strip_prefix('.'));
-            let hex = hex.and_then(|rest| rest.strip_suffix(".new"));
-            hex.is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        };
-        std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|stray| is_stray(&stray.file_name().unwrap().to_string_lossy()))
-            .collect()
-    }
-
     /// A process makes a pool at a path and is killed at each fail point of that. Until the
     /// pool is whole and named, the path stays free: what is left is a stray file beside it,
     /// never a pool at the path that could not be opened; and the path can then be made, and
     /// opened, as if nothing had happened.
     fn crash_making_a_named_pool() {
-        let name = format!("/dev/shm/melon-fork-{}-crash-named", std::process::id());
-        let path = std::path::PathBuf::from(name);
+        let name = format!("melon-fork-{}-crash-named", std::process::id());
+        let path = std::path::Path::new("/dev/shm").join(&name);
         let _ = std::fs::remove_file(&path);
         let mut killed = 0;
         for k in 1.. {
@@ -3110,16 +3095,24 @@ mod crash {
                 Exit::Code(0) => break,
                 Exit::Signal(libc::SIGKILL) => {
                     killed += 1;
-                    assert!(std::fs::symlink_metadata(&path).is_err(), "killed at {k}: a pool");
-                    let left = strays_beside(&path);
-                    assert_eq!(left.len(), 1, "killed at {k}: {left:?}");
-                    std::fs::remove_file(&left[0]).unwrap();
+                    // Not the pool's name: one `<name>.<16 hex digits>.new` alone.
+                    let left = names_beside(&path);
+                    let [stray] = &left[..] else { panic!("killed at {k}: {left:?}") };
+                    let hex = stray
+                        .strip_prefix(&format!("{name}."))
+                        .and_then(|rest| rest.strip_suffix(".new"));
+                    let hex = hex.unwrap_or_else(|| panic!("killed at {k}: {stray}"));
+                    assert!(
+                        hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                        "{stray}"
+                    );
+                    std::fs::remove_file(path.with_file_name(stray)).unwrap();
                 }
                 other => panic!("killed at {k}: the process ended with {other:?}"),
             }
         }
         assert!(killed >= 1, "the naming is a fail point");
-        assert!(strays_beside(&path).is_empty(), "a pool made whole leaves nothing beside it");
+        assert_eq!(names_beside(&path), [name], "a pool made whole leaves nothing beside it");
         // SAFETY: the pool was made by this test's own process, and nothing else writes to it.
         let opened = unsafe { ShmPool::open_path(&path) }.unwrap();
         opened.check().unwrap();

@@ -13,11 +13,11 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use harness::{fork, open_descriptors, run_cases, Case};
+use harness::{fork, names_beside, open_descriptors, run_cases, Case};
 use melon_alloc_shm::{ShmError, ShmPool};
 use rustix::io::FdFlags;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
@@ -153,19 +153,6 @@ fn fresh_path(what: &str) -> PathBuf {
     let path = PathBuf::from(format!("/dev/shm/melon-travel-{}-{what}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path
-}
-
-/// The names in the directory of `path` that start with its own name, itself included: what a
-/// creation there left behind.
-fn names_beside(path: &Path) -> Vec<String> {
-    let own = path.file_name().unwrap().to_string_lossy().into_owned();
-    let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&own))
-        .collect();
-    names.sort();
-    names
 }
 
 // ---------------------------------------------------------------------------------------------

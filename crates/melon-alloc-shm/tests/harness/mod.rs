@@ -284,6 +284,19 @@ pub(crate) fn await_word(word: &AtomicU64) -> u64 {
     }
 }
 
+/// The names in the directory of `path` that start with its own name, itself included: what a
+/// creation there left behind.
+pub(crate) fn names_beside(path: &std::path::Path) -> Vec<String> {
+    let own = path.file_name().unwrap().to_string_lossy().into_owned();
+    let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&own))
+        .collect();
+    names.sort();
+    names
+}
+
 /// The descriptors this process has open, by number.
 pub(crate) fn open_descriptors() -> Vec<i32> {
     std::fs::read_dir("/proc/self/fd")

@@ -1101,15 +1101,11 @@ unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for 
         // SAFETY: the caller passes a block from this allocator; on success it uses the result.
         // The block is checked first, so that the move's free refuses nothing under the lock.
         let moved = self.engine.with(|engine| unsafe {
-            engine.check_in_debug(block)?;
-            Ok(engine.resize(block, new))
+            engine.check_in_debug(block).map(|()| engine.resize(block, new))
         });
         // After the lock, as in `free`.
-        let moved = moved.unwrap_or_else(|refused| {
-            crate::engine::stop_if_invalid(Err(refused));
-            None
-        });
-        let moved = moved.ok_or(allocator_api2::alloc::AllocError)?;
+        crate::engine::stop_if_invalid(moved.map(drop));
+        let moved = moved.ok().flatten().ok_or(allocator_api2::alloc::AllocError)?;
         Ok(NonNull::slice_from_raw_parts(moved, new.size()))
     }
 

@@ -298,7 +298,7 @@ mod tests {
 
     use rustix::io::Errno;
 
-    use super::{after_sleep, Kernel, CHECK_PERIOD};
+    use super::{after_sleep, Kernel, ANONYMOUS, CHECK_PERIOD};
     use crate::lock::{Waited, Waits};
     use crate::sync::AtomicU32;
 
@@ -337,6 +337,19 @@ mod tests {
         }
         assert_eq!(after_sleep(Err(Errno::AGAIN), CHECK_PERIOD, None), Waited::Woken);
         assert_eq!(after_sleep(Ok(()), CHECK_PERIOD, None), Waited::Woken);
+    }
+
+    /// A process without an identity of its own holds the lock under the anonymous one, which no
+    /// byte lock stands for: it always counts as alive, so its lock is never taken over, while an
+    /// identity whose byte nobody locks counts as dead.
+    #[test]
+    fn the_anonymous_identity_always_counts_as_alive() {
+        use std::os::fd::AsFd;
+
+        let file = rustix::fs::memfd_create("identity", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let kernel = Kernel { pool: Some(file.as_fd()) };
+        assert!(kernel.is_alive(ANONYMOUS));
+        assert!(!kernel.is_alive(7), "nobody locks identity 7's byte");
     }
 
     extern "C" fn ignore(_signal: libc::c_int) {}

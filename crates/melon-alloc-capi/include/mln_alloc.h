@@ -65,7 +65,11 @@ typedef int (*mln_alloc_shm_lock_cb_t)(void *);
  * itself, is destroyed (which then takes the lock through the callbacks). Unlike Melon, making
  * the pool takes no lock (Melon's did, and deadlocked a caller that held it), and its
  * bookkeeping lives in the calling process: a pool made from a shared pool belongs to the
- * process that made it. Its copy in a process forked afterwards hands out nothing, and
+ * process that made it. The shared pool records the chunks of such pools as their process's, in
+ * a table with a place for each of 128 processes, so that a process's death gives its chunks
+ * back; in a process that finds no place there, as when 128 living processes hold one each, the
+ * pool hands out nothing, each allocation a NULL, until a place frees (one of those processes
+ * has died, say). Its copy in a process forked afterwards hands out nothing, and
  * destroying the copy there gives nothing back. The blocks it held at the fork stay the
  * original process's: the forked process must not free them. Such a free does nothing while
  * the original process still holds the block's chunk, but once that chunk has gone back to the

@@ -238,6 +238,11 @@ fn shared_pool_across_fork() {
 }
 
 #[test]
+fn a_process_past_the_owner_table_gets_null_until_a_place_frees() {
+    run(&compile_c("owner_table.c", &[]), &[], "owner_table: ok\n");
+}
+
+#[test]
 fn fork_while_other_threads_are_inside_the_library() {
     run(&compile_c("fork_threads.c", &[]), &[], "fork_threads: ok\n");
 }

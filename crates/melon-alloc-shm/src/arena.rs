@@ -122,6 +122,15 @@ pub(crate) enum GiveBack {
     Orphaned,
 }
 
+/// Why an allocation that looked for more room, by reclaiming and growing, found none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoRoom {
+    /// The pool has none: it cannot grow, or grew and still holds no place for the block.
+    InPool,
+    /// The pool could grow, but the system refused the memory or the mapping.
+    FromSystem,
+}
+
 /// What an offset into the pool is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Located {
@@ -284,13 +293,22 @@ impl Arena {
         self.geometry.grown_end(self.end(), pages)
     }
 
+    /// The end to grow to for a free run of `pages` pages, if a growth can make one: that of
+    /// [`end_for`](Arena::end_for), unless the pages it adds, with the free run they merge
+    /// with, fall short of `pages` (a last segment cut short at the largest capacity).
+    pub(crate) fn end_for_run(&self, pages: u32) -> Option<u32> {
+        let end = self.end_for(pages)?;
+        let added = end - self.end();
+        (added.saturating_add(self.free_pages_at_end()) >= pages).then_some(end)
+    }
+
     /// The free run an allocation of `size` bytes at `align` needs at most: a slab's pages, or
-    /// the block's pages with room to align them, which is also what a small block needs in a
-    /// pool whose largest size has no room for a slab of its class (it then gets a run of its
-    /// own, see `place`).
+    /// the block's pages with room to align them, which is also what a small block needs where
+    /// no growth can make room for a slab of its class (a pool whose largest size has none, or
+    /// whose last segment is too short for one): it then gets a run of its own, see `place`.
     pub(crate) fn pages_for_alloc(&self, size: usize, align: usize) -> Option<u32> {
         let slab = self.small_class(size, align).map(|class| SLAB_PAGES[class]);
-        slab.filter(|&pages| self.end_for(pages).is_some())
+        slab.filter(|&pages| self.end_for_run(pages).is_some())
             .or_else(|| run_pages(size, align / PAGE))
     }
 
@@ -478,20 +496,24 @@ impl Arena {
         offset
     }
 
-    /// Why an allocation of `size` bytes at `align` was just refused: fewer bytes free than the
-    /// smallest block that would serve it (its class's, or its whole pages), or no block of the
-    /// pool could ever serve it, is [`OutOfMemory`](ShmError::OutOfMemory); enough bytes free,
-    /// but in no place that fits, is [`Fragmented`](ShmError::Fragmented). Called under the lock
-    /// right after the refusal, so the figures are the ones the allocation met, and off the
+    /// Why an allocation of `size` bytes at `align` was just refused, after `no_room`: fewer
+    /// bytes free than the smallest block that would serve it (its class's, or its whole
+    /// pages), no block of the pool could ever serve it, or the system refused the memory to
+    /// grow the pool by, is [`OutOfMemory`](ShmError::OutOfMemory); enough bytes free, but in
+    /// no place that fits, is [`Fragmented`](ShmError::Fragmented). Called under the lock right
+    /// after the refusal, so the figures are the ones the allocation met, and off the
     /// allocation path, so the walk for the longest free run costs only a refusal.
     /// The refusal is counted here, once.
     #[cold]
-    pub(crate) fn refusal(&self, size: usize, align: usize) -> ShmError {
+    pub(crate) fn refusal(&self, size: usize, align: usize, no_room: NoRoom) -> ShmError {
         let class = self.small_class(size, align);
         self.count_failure(class);
-        let need = match class {
-            Some(class) => Some(CLASS_SIZES[class] as u64),
-            None => large_run(size, align).map(|(pages, _)| u64::from(pages) * PAGE as u64),
+        let need = match (no_room, class) {
+            (NoRoom::FromSystem, _) => None,
+            (NoRoom::InPool, Some(class)) => Some(CLASS_SIZES[class] as u64),
+            (NoRoom::InPool, None) => {
+                large_run(size, align).map(|(pages, _)| u64::from(pages) * PAGE as u64)
+            }
         };
         let available = self.free_bytes();
         match need {

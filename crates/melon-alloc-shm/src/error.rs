@@ -191,7 +191,8 @@ pub enum ShmError {
     },
     /// Too few bytes are free for the block the request needs (its size rounded up to its
     /// size class, or to whole pages), or no block of the pool could ever hold it (a size or an
-    /// alignment beyond what a pool maps).
+    /// alignment beyond what a pool maps), or a pool that could grow for it was refused the
+    /// memory by the system.
     OutOfMemory {
         /// The size asked for.
         size: usize,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
 use melon_alloc_heap::{AllocError, ChildPool};
 
-use crate::arena::{AllocThen, Arena, Located, RemoteFree, RemoteTarget, CHUNK_HEADER};
+use crate::arena::{AllocThen, Arena, Located, NoRoom, RemoteFree, RemoteTarget, CHUNK_HEADER};
 use crate::identity::{Identity, Kernel};
 use crate::layout::{
     Geometry, Header, CLASS_SIZES, LOCK_BUILTIN, LOCK_CUSTOM, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
@@ -699,7 +699,7 @@ impl ShmGuard<'_> {
                     |arena| arena.pages_for_alloc(size, align),
                     |arena| arena.alloc_again(size, align),
                 )
-                .ok_or_else(|| self.shared.arena.refusal(size, align))?,
+                .map_err(|no_room| self.shared.arena.refusal(size, align, no_room))?,
         };
         Ok(self.shared.ptr_at(offset))
     }
@@ -722,65 +722,66 @@ impl ShmGuard<'_> {
                     |arena| arena.pages_for_alloc(size, align),
                     |arena| arena.alloc_then(size, align, true, &mut *then),
                 )
-                .ok_or_else(|| self.shared.arena.refusal(size, align))?,
+                .map_err(|no_room| self.shared.arena.refusal(size, align, no_room))?,
         };
         Ok(self.shared.ptr_at(offset))
     }
 
     /// After `attempt` found no room: runs it again after giving back the chunks of dead
     /// processes, then after growing the pool by enough for a free run of the pages `pages`
-    /// says the request needs.
+    /// says the request needs. The error says whether the system refused a growth.
     #[cold]
     fn with_room<T>(
         &mut self,
         pages: impl FnOnce(&Arena) -> Option<u32>,
         mut attempt: impl FnMut(&Arena) -> Option<T>,
-    ) -> Option<T> {
+    ) -> Result<T, NoRoom> {
         let arena = &self.shared.arena;
         // The dead may hold the room this needs.
         if self.reclaim_dead().chunks > 0 {
             if let Some(found) = attempt(arena) {
-                return Some(found);
+                return Ok(found);
             }
         }
-        if self.grow(pages(arena)?) {
-            return attempt(arena);
+        let pages = pages(arena).ok_or(NoRoom::InPool)?;
+        match self.grow(pages) {
+            Growth::Grown => attempt(arena).ok_or(NoRoom::InPool),
+            Growth::None => Err(NoRoom::InPool),
+            Growth::Refused => Err(NoRoom::FromSystem),
         }
-        None
     }
 
     /// Grows the pool by enough whole segments for a free run of `pages` pages: reserves the new
     /// pages' descriptors and bitmap words, then the pages (which lengthens the file), maps them
-    /// in this process, and adds them to the free runs, publishing the new end. Returns whether
-    /// it grew. A pool at its largest capacity, a growth that even with the free run at the end
-    /// would hold no run of `pages` pages (one cut short at the largest capacity), and a system
-    /// that has not the memory for all of it leave the pool as it was; one that refuses a
-    /// reservation or the mapping part way may leave the file longer, which the next growth
-    /// reuses.
-    fn grow(&mut self, pages: u32) -> bool {
+    /// in this process, and adds them to the free runs, publishing the new end. A pool at its
+    /// largest capacity, a growth that even with the free run at the end would hold no run of
+    /// `pages` pages (one cut short at the largest capacity), and a system that has not the
+    /// memory for all of it leave the pool as it was; one that refuses a reservation or the
+    /// mapping part way may leave the file longer, which the next growth reuses.
+    fn grow(&mut self, pages: u32) -> Growth {
         let shared = self.shared;
         let arena = &shared.arena;
-        let Some(end) = arena.end_for(pages) else { return false };
-        let added = end - arena.end();
-        if added.saturating_add(arena.free_pages_at_end()) < pages {
-            return false;
-        }
+        let Some(end) = arena.end_for_run(pages) else { return Growth::None };
         let [descs, bitmap, data] = arena.geometry().reserve_ranges(arena.end(), end);
         if !shared.mapping.has_room((descs.len() + bitmap.len() + data.len()) as u64) {
-            return false;
+            return Growth::Refused;
         }
         // The metadata before the pages: the undo log counts on the metadata of every page the
         // file reaches being reserved (see `undo_dead_holder`).
         if [descs, bitmap, data].into_iter().any(|range| shared.mapping.allocate(range).is_err()) {
-            return false;
+            return Growth::Refused;
         }
         crate::stop_point::hit();
         let len = end as usize * PAGE;
         if shared.mapping.map_to(len).map_or(true, |mapped| mapped < len) {
-            return false;
+            return Growth::Refused;
         }
         crate::stop_point::hit();
-        arena.grow(end)
+        if arena.grow(end) {
+            Growth::Grown
+        } else {
+            Growth::None
+        }
     }
 
     /// Frees a block after checking it is an in-use block of this pool.
@@ -1068,7 +1069,7 @@ impl ShmGuard<'_> {
         let lend = |arena: &Arena| arena.lend(size, align, owner);
         let offset = match lend(&shared.arena) {
             Some(offset) => offset,
-            None => self.with_room(|_| Arena::pages_for_lend(size, align), lend)?,
+            None => self.with_room(|_| Arena::pages_for_lend(size, align), lend).ok()?,
         };
         Some((shared.ptr_at(offset), owner))
     }
@@ -1081,6 +1082,15 @@ impl ShmGuard<'_> {
             shared.arena.take_back(offset, size, owner);
         }
     }
+}
+
+/// What a growth of the pool did.
+enum Growth {
+    Grown,
+    /// The pool is at its largest capacity, or a growth would make no run long enough.
+    None,
+    /// The system refused the memory or the mapping.
+    Refused,
 }
 
 impl Drop for ShmGuard<'_> {

@@ -238,6 +238,28 @@ fn a_pool_too_small_for_a_slab_grows_for_a_small_block() {
 }
 
 #[test]
+fn small_blocks_grow_a_pool_to_its_largest_capacity() {
+    // Largest sizes whose last segment, cut short, is too short for a slab of some classes:
+    // the blocks then take runs of their own there.
+    for largest in (68..=148).step_by(4).map(|kib| kib * KIB) {
+        let fixed_data = ShmPool::new(largest).unwrap().stats().unwrap().data_bytes;
+        for size in [3000, 2000, 100] {
+            let growing =
+                ShmPool::builder().capacity(64 * KIB).max_capacity(largest).build().unwrap();
+            let held = core::iter::from_fn(|| growing.alloc(size)).count();
+            let stats = growing.stats().unwrap();
+            assert_eq!(
+                (stats.capacity, stats.data_bytes),
+                (largest, fixed_data),
+                "{size}-byte blocks, largest {largest}"
+            );
+            assert!(stats.available < PAGE, "{held} blocks of {size} bytes leave {stats:?}");
+            growing.check().unwrap();
+        }
+    }
+}
+
+#[test]
 fn a_builder_refuses_impossible_capacities() {
     let (min, max) = (64 * KIB, 1usize << 40);
     let build = |capacity: usize, largest: usize| {

@@ -1789,7 +1789,10 @@ mod in_a_buffer {
         assert_eq!(arena.take_back(dropped[2], chunk, 7), GiveBack::TakenBack);
         arena.check().unwrap();
         let reclaimed = arena.release_owner(7);
-        assert_eq!(reclaimed, Reclaimed { chunks: 4, pages: 4 * u64::from(CHUNK_PAGES) });
+        assert_eq!(
+            reclaimed,
+            Reclaimed { chunks: 4, pages: 4 * u64::from(CHUNK_PAGES), orphaned_pages: 0 }
+        );
         assert!(!arena.owner_claimed(7));
         arena.check().unwrap();
         let chunk_bytes = u64::from(CHUNK_PAGES) * PAGE as u64;
@@ -2005,13 +2008,17 @@ mod in_a_buffer {
         let start = arena.free_bytes();
         let chunk = lend_chunks(arena, 9, 1)[0];
         assert!(hand_off_in(arena, target(arena, chunk, 3), 9));
-        assert_eq!(arena.release_owner(9), Reclaimed::default());
+        let orphaned = Reclaimed { orphaned_pages: u64::from(CHUNK_PAGES), ..Reclaimed::default() };
+        assert_eq!(arena.release_owner(9), orphaned);
         assert_eq!(arena.release_idle_orphans(), Reclaimed::default(), "a block is still out");
         // SAFETY: the block was handed off and is freed once; its last-free duty is dropped.
         let last = unsafe { arena.push_remote(target(arena, chunk, 3)) };
         assert!(last.accepted && last.given_up.is_some());
         let swept = arena.release_idle_orphans();
-        assert_eq!(swept, Reclaimed { chunks: 1, pages: u64::from(CHUNK_PAGES) });
+        assert_eq!(
+            swept,
+            Reclaimed { chunks: 1, pages: u64::from(CHUNK_PAGES), orphaned_pages: 0 }
+        );
         arena.check().unwrap();
         assert_eq!(arena.free_bytes(), start);
     }

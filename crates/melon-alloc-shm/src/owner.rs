@@ -61,7 +61,10 @@ const fn no_descriptions() -> [AtomicI32; HELD_BLOCK] {
 pub struct ReclaimReport {
     /// Processes found dead with chunks, or a slot, still theirs.
     pub processes: usize,
-    /// Chunks of their child pools taken back.
+    /// Chunks taken back: those of the dead processes' child pools, but for any that a block
+    /// handed off from it ([`ShmPool::hand_off`](crate::ShmPool::hand_off)) still holds, which
+    /// waits as an orphan until that block is freed; and orphans, of any process, whose last
+    /// such block has been freed since, by a process that could not give the chunk back then.
     pub chunks: usize,
     /// Bytes of those chunks.
     pub bytes: usize,
@@ -270,7 +273,8 @@ pub(crate) fn reclaim_dead(
             && !crate::identity::byte_is_locked(pool, slot_byte(slot))
         {
             let reclaimed = arena.release_owner(slot);
-            arena.tallies().count_reclaim(reclaimed.pages * PAGE as u64);
+            let pages = reclaimed.pages + reclaimed.orphaned_pages;
+            arena.tallies().count_reclaim(pages * PAGE as u64);
             report.add(reclaimed);
         }
     }

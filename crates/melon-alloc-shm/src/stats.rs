@@ -77,9 +77,11 @@ pub struct ShmStats {
     pub quarantined_slabs: u64,
     /// Dead processes whose chunks went back to the pool.
     pub reclaimed_processes: u64,
-    /// Bytes that went back to the pool from dead processes. A process that dies while it
-    /// reclaims may leave out of this figure and `reclaimed_processes` what it had taken back;
-    /// the next reclaim takes back the rest.
+    /// Bytes of the chunks that dead processes' child pools held, counted when the death is
+    /// found: each went back to the pool then, or, where a block handed off from it is still
+    /// out, waits as an orphan and goes back once that block is freed. A process that dies
+    /// while it reclaims may leave out of this figure and `reclaimed_processes` what it had
+    /// taken back; the next reclaim takes back the rest.
     pub reclaimed_bytes: u64,
     /// Per size class, smallest first.
     pub(crate) classes: [ShmClassStats; CLASS_COUNT],

@@ -1405,7 +1405,7 @@ fn a_claim_in_a_full_table_of_the_dead_reclaims_them() {
 /// them: the producer's child takes the freed blocks back and serves a second batch from them,
 /// with no new chunk. The producer is then killed with that batch out: its scratch comes back
 /// at once, the chunks holding the batch when the consumer has freed the last block of it, with
-/// every block intact until then.
+/// every block intact until then; all of them count as reclaimed from its death.
 fn handed_off_blocks_cross_processes_and_outlive_their_producer() {
     const BLOCKS: usize = 2000;
     let size = |index: usize| 16 + index % 300;
@@ -1461,9 +1461,12 @@ fn handed_off_blocks_cross_processes_and_outlive_their_producer() {
     let orphaned = shm.stats().unwrap().lent_bytes;
     assert_eq!(orphaned, lent - report.bytes, "the batch's chunks wait");
     assert!(orphaned > 0);
+    // The dead process's bytes are counted at its death, those waiting as orphans too.
+    assert_eq!(shm.stats().unwrap().reclaimed_bytes, lent as u64);
     shm.check().unwrap();
     fork(|| consume(1 << 20)).succeeds("the consumer of the second batch");
-    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.lent_bytes, stats.reclaimed_bytes), (0, lent as u64), "counted once");
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }

@@ -21,6 +21,8 @@ pub(crate) struct Reclaimed {
     pub(crate) chunks: u64,
     /// Their pages.
     pub(crate) pages: u64,
+    /// Pages of the chunks left as orphans, until the blocks handed off from them are freed.
+    pub(crate) orphaned_pages: u64,
 }
 
 /// Reads a field of owner list `slot` (below [`OWNER_LISTS`]).
@@ -88,7 +90,7 @@ impl Arena {
                     reclaimed.pages += u64::from(pages);
                 }
                 // Off this list, onto the orphans'.
-                GiveBack::Orphaned => {}
+                GiveBack::Orphaned => reclaimed.orphaned_pages += u64::from(pages),
                 GiveBack::Refused => {
                     // A head that is no chunk of this slot's cannot be followed: drop the rest
                     // of the list, whose chunks stay lent (`check` reports them).

@@ -35,8 +35,10 @@
 //! - A `Vec` that grows by pushes doubles its buffer, and a buffer that cannot grow in place
 //!   moves: during the move the old and the new buffer are both in the pool. So a `Vec` alone in
 //!   a pool stops growing at about half the limit (exactly half for a limit that is a power of
-//!   two from 32 KiB up; a limit of one 16 KiB chunk stops it at 4 KiB, whose buffer holds the
-//!   chunk), and the last doubling is refused. Reserving the capacity up front, with
+//!   two from 32 KiB up), and the last doubling is refused. A limit of one 16 KiB chunk is
+//!   tighter still, as each size class in use takes a chunk (a page of one in a child pool):
+//!   grown a byte at a time, a `Vec` stops at 16 bytes in a root pool and at 2 KiB in a child;
+//!   grown 4 KiB at a time, at 4 KiB. Reserving the capacity up front, with
 //!   `with_capacity_in` or `try_reserve_exact`, takes one buffer and reaches nearly the whole
 //!   limit.
 //!

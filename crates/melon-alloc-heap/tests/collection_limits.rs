@@ -65,6 +65,24 @@ fn exactly_half_for_every_power_of_two_from_two_chunks_up_and_a_quarter_of_one_c
     assert_eq!(grown_by_pushes(CHUNK_SIZE), CHUNK_SIZE / 4);
 }
 
+/// How far a `Vec` grown a byte at a time gets in `pool`.
+fn grown_by_bytes(pool: &melon_alloc_heap::Pool) -> usize {
+    let mut bytes = PoolVec::<u8, _>::new_in(pool);
+    while bytes.try_reserve(1).is_ok() {
+        bytes.push(0);
+    }
+    bytes.len()
+}
+
+#[test]
+fn a_one_chunk_limit_holds_the_classes_of_one_chunk() {
+    // The first buffer's class takes the chunk; the next class finds no room.
+    assert_eq!(grown_by_bytes(&HeapPool::with_limit(CHUNK_SIZE)), 16);
+    // A child's classes take pages of the chunk, which an emptied buffer gives back.
+    let parent = HeapPool::new();
+    assert_eq!(grown_by_bytes(&parent.child_with_limit(CHUNK_SIZE)), 2048);
+}
+
 #[cfg(all(target_os = "linux", not(miri)))]
 #[path = "support/rerun.rs"]
 mod rerun;

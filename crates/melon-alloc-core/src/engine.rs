@@ -1230,11 +1230,16 @@ impl<S: ChunkSource> Engine<S> {
         // inaccessible until the caller asks for the block's usable size.
         #[cfg(feature = "valgrind")]
         let usable = crate::valgrind::block_len(block.as_ptr(), usable);
+        // The whole slot is read, through the provenance the engine exposed over the chunk: the
+        // caller's pointer may reach only the bytes it asked for (an `Allocator`'s caller hands
+        // `grow` a pointer made from its slice of the block).
+        // SAFETY: `block` is an in-use block of this engine (caller).
+        let source = unsafe { self.chunk_and_block(block) }.1;
         // SAFETY: (1) the old block holds `usable` bytes and the new one at least
         // `new_layout.size() > usable` or, when only the alignment changed, `usable` too, since
         // it is at least as large; (2) two distinct in-use blocks do not overlap.
         unsafe {
-            ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), usable.min(new_layout.size()));
+            ptr::copy_nonoverlapping(source, moved.as_ptr(), usable.min(new_layout.size()));
             self.free(block);
         }
         Some(moved)

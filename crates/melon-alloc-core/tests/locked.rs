@@ -155,3 +155,32 @@ fn threads_share_a_child_of_a_shared_pool() {
     assert_eq!(root.stats().bytes_lent, 0);
     root.check().unwrap();
 }
+
+/// `Allocator::grow` is handed a pointer made from the caller's own slice of the block, which
+/// reaches only the bytes it asked for: the move reads the block through the pool's provenance,
+/// so that Miri finds no access beyond the slice, and the bytes move with it.
+#[test]
+#[cfg(feature = "allocator-api2")]
+fn grow_takes_a_pointer_that_reaches_only_the_callers_bytes() {
+    use allocator_api2::alloc::Allocator;
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+
+    let mut arena = buffer_of(2, 0);
+    let pool = pool_over(&mut arena, None);
+    // 100 bytes, in a slot of 112.
+    let (old, new) = (Layout::new::<[u8; 100]>(), Layout::new::<[u8; 200]>());
+    let block = pool.allocate(old).unwrap().cast::<[u8; 100]>();
+    // SAFETY: the block holds 100 bytes, aligned, and nothing else uses it.
+    let bytes: &mut [u8; 100] = unsafe { &mut *block.as_ptr() };
+    bytes.fill(7);
+    let handed_back = NonNull::from(bytes).cast::<u8>();
+    // SAFETY: a block of this pool, allocated with `old`; only the result is used after.
+    let grown = unsafe { pool.grow(handed_back, old, new) }.unwrap().cast::<u8>();
+    assert_ne!(grown, handed_back, "the block moved to a larger class");
+    // SAFETY: the first 100 bytes moved with the block.
+    assert!((0..100).all(|index| unsafe { grown.as_ptr().add(index).read() } == 7));
+    // SAFETY: the block is this pool's, with the new layout, and not used again.
+    unsafe { pool.deallocate(grown, new) };
+    assert_eq!(pool.stats().live_blocks, 0);
+}

@@ -80,3 +80,32 @@ fn a_reset_needs_the_pool_to_itself() {
     drop(buffer);
     pool.check().unwrap();
 }
+
+/// A `Box` of a small array moved into a larger one by `Allocator::grow`, as a collection's
+/// buffer is: the pointer `grow` gets reaches the caller's bytes alone, and the pool reads the
+/// block through its own provenance (Miri checks it), in a root pool and in a child.
+#[test]
+fn grow_reads_a_block_the_caller_reaches_only_in_part() {
+    use allocator_api2::alloc::Allocator;
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+
+    fn grown_in(pool: &melon_alloc_heap::Pool) {
+        let (old, new) = (Layout::new::<[u8; 24]>(), Layout::new::<[u8; 1000]>());
+        let block = pool.allocate(old).unwrap().cast::<[u8; 24]>();
+        // SAFETY: the block holds 24 bytes, aligned, and nothing else uses it.
+        let bytes: &mut [u8; 24] = unsafe { &mut *block.as_ptr() };
+        bytes.fill(9);
+        let handed_back = NonNull::from(bytes).cast::<u8>();
+        // SAFETY: a block of this pool, allocated with `old`; only the result is used after.
+        let grown = unsafe { pool.grow(handed_back, old, new) }.unwrap().cast::<u8>();
+        // SAFETY: the first 24 bytes moved with the block.
+        assert!((0..24).all(|index| unsafe { grown.as_ptr().add(index).read() } == 9));
+        // SAFETY: the block is this pool's, with the new layout, and not used again.
+        unsafe { pool.deallocate(grown, new) };
+        assert_eq!(pool.stats().live_blocks, 0);
+    }
+    let root = HeapPool::new();
+    grown_in(&root);
+    grown_in(&root.child());
+}

@@ -884,11 +884,13 @@ impl ShmGuard<'_> {
             return Ok(block);
         }
         let moved = self.alloc_layout(new_layout)?;
-        // SAFETY: (1) the old block holds `usable` bytes, the new one `new_layout.size()`, and
-        // the smaller count is copied; (2) two in-use blocks never overlap.
-        unsafe {
-            ptr::copy_nonoverlapping(block.as_ptr(), moved.as_ptr(), usable.min(new_layout.size()))
-        };
+        // The whole block is read through the mapping's pointer: the caller's may reach only the
+        // bytes it asked for (an `Allocator`'s caller hands `grow` a pointer made from its slice).
+        let source = self.shared.base().with_addr(block.as_ptr().addr());
+        // SAFETY: (1) the old block, in the mapping (`usable_size` found it there), holds
+        // `usable` bytes, the new one `new_layout.size()`, and the smaller count is copied; (2)
+        // two in-use blocks never overlap.
+        unsafe { ptr::copy_nonoverlapping(source, moved.as_ptr(), usable.min(new_layout.size())) };
         // SAFETY: forwarded from the caller; the block was checked above.
         unsafe { self.free(block) }?;
         Ok(moved)

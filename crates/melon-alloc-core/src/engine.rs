@@ -758,7 +758,10 @@ impl<S: ChunkSource> Engine<S> {
         let offset = align.max(HEADER_SIZE);
         // A zero-size request still gets 16 bytes: a free writes its link into the first word.
         let size = size.max(MIN_ALIGN);
-        let span = offset.checked_add(size)?.checked_add(MIN_ALIGN - 1)? & !(MIN_ALIGN - 1);
+        // Whole granules of the source, which it would take anyway: the chunk counts what it
+        // takes, and the limit bounds the source's memory (a region's are whole chunks).
+        let granule = self.source.granule().max(MIN_ALIGN);
+        let span = offset.checked_add(size)?.checked_add(granule - 1)? & !(granule - 1);
         let layout = Layout::from_size_align(span, CHUNK_SIZE).ok()?;
         // A kept chunk up to a quarter longer serves as well as a new one of the length asked.
         let most = span.saturating_add(span / 4) & !(MIN_ALIGN - 1);

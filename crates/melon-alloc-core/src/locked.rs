@@ -391,7 +391,7 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child(&self) -> LockedChild<'_, S, K> {
-        let engine = Engine::new(LockedParent { parent: self }, None).with_pages();
+        let engine = Engine::new(LockedParent::of(self), None).with_pages();
         LockedPool::locking(engine, None, NoStripes)
     }
 
@@ -413,7 +413,7 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     /// ```
     #[must_use = "a child pool dropped at once gives its chunks back and serves nothing"]
     pub fn child_with_limit(&self, limit: usize) -> LockedChild<'_, S, K> {
-        let engine = Engine::new(LockedParent { parent: self }, Some(limit)).with_pages();
+        let engine = Engine::new(LockedParent::of(self), Some(limit)).with_pages();
         LockedPool::locking(engine, Some(limit), NoStripes)
     }
 
@@ -557,9 +557,17 @@ pub type LockedChild<'a, S, K = Stripes> = LockedPool<LockedParent<'a, S, K>, No
 /// ```
 pub struct LockedParent<'a, S: ChunkSource, K: ChunkStash = Stripes> {
     parent: &'a LockedPool<S, K>,
+    /// The parent's source's granule, once asked; 0 before. Atomic only to keep the source
+    /// `Sync`: it is read and written under the child's lock.
+    granule: core::sync::atomic::AtomicUsize,
 }
 
 impl<'a, S: ChunkSource, K: ChunkStash> LockedParent<'a, S, K> {
+    /// The source of a child of `parent`.
+    fn of(parent: &'a LockedPool<S, K>) -> Self {
+        Self { parent, granule: core::sync::atomic::AtomicUsize::new(0) }
+    }
+
     /// The parent pool the chunks come from.
     ///
     /// # Examples
@@ -620,6 +628,18 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
         // with `layout` (or from its stash, where chunks of that layout from there wait), and no
         // longer uses it.
         self.parent.engine.with(|engine| unsafe { engine.release_raw(chunk, layout) });
+    }
+
+    /// The parent's source's, so that the child's large chunks are what the parent's source
+    /// takes: asked under the parent's lock, once, when the child makes its first large block,
+    /// whose chunk takes that lock anyway.
+    fn granule(&self) -> usize {
+        use core::sync::atomic::Ordering::Relaxed;
+        if self.granule.load(Relaxed) == 0 {
+            let granule = self.parent.engine.with(|engine| engine.source().granule());
+            self.granule.store(granule, Relaxed);
+        }
+        self.granule.load(Relaxed)
     }
     // `release_all_small` keeps its default: the parent must hear of each chunk, to uncharge it
     // and reuse it. What the parent keeps is the parent's to trim.
@@ -971,16 +991,19 @@ impl<S: ChunkSource, K: ChunkStash> core::fmt::Debug for LockedPool<S, K> {
 
 /// The chunk that serves a `GlobalAlloc` layout aligned to a whole chunk or more, which no block
 /// of the engine can be (its header would have to lie where the block starts): `layout` rounded
-/// up to 16 bytes, as the source's large chunks are, or `None` for a layout that is not, or for
-/// every layout without the `chunk-aligned` feature (the engine then refuses such a layout).
+/// up to whole granules of the source (`granule`, 16 bytes at least), as the engine's large
+/// chunks are, or `None` for a layout that is not, or for every layout without the
+/// `chunk-aligned` feature (the engine then refuses such a layout).
 #[inline(always)]
-fn own_chunk_layout(layout: Layout) -> Option<Layout> {
+fn own_chunk_layout(layout: Layout, granule: usize) -> Option<Layout> {
     if !cfg!(feature = "chunk-aligned") || layout.align() < crate::CHUNK_SIZE {
         return None;
     }
     // Checked: a size of 0, which `GlobalAlloc` rules out, made 16 may not fit with the largest
-    // alignments, and such a layout is then refused.
-    Layout::from_size_align(layout.size().max(1).next_multiple_of(16), layout.align()).ok()
+    // alignments, and such a layout is then refused. The size fits `isize`, the granule is at
+    // most a chunk: the rounding does not overflow.
+    let size = layout.size().max(1).next_multiple_of(granule.max(crate::MIN_ALIGN));
+    Layout::from_size_align(size, layout.align()).ok()
 }
 
 // SAFETY: (1) blocks come from `Engine::alloc_layout`, which returns blocks of at least
@@ -994,7 +1017,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // One call of the lock for both kinds of block: firmware counts the bytes each call
         // site of its inlined code costs.
-        let block = self.engine.with(|engine| match own_chunk_layout(layout) {
+        let block = self.engine.with(|engine| match own_chunk_layout(layout, granule(engine)) {
             Some(chunk) => engine.acquire_raw(chunk),
             None => engine.alloc_layout(layout),
         });
@@ -1015,7 +1038,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator, which they no
         // longer use.
         let block = unsafe { NonNull::new_unchecked(block) };
-        let freed = self.engine.with(|engine| match own_chunk_layout(layout) {
+        let freed = self.engine.with(|engine| match own_chunk_layout(layout, granule(engine)) {
             // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout, as
             // `alloc` does it.
             Some(chunk) => unsafe { engine.release_raw_reporting(block, chunk) },
@@ -1034,7 +1057,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         if new_size > isize::MAX as usize - (layout.align() - 1) {
             return ptr::null_mut();
         }
-        if own_chunk_layout(layout).is_some() {
+        if own_chunk_layout(layout, crate::MIN_ALIGN).is_some() {
             // SAFETY: forwarded from the caller, and the size checked; a chunk of its own is
             // never resized in place.
             return unsafe { self.move_block(block, layout, new_size) };
@@ -1120,21 +1143,30 @@ unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for 
     }
 }
 
+/// The granule of the engine's source ([`ChunkSource::granule`]).
+#[inline(always)]
+fn granule<S: ChunkSource>(engine: &Engine<S>) -> usize {
+    engine.source().granule()
+}
+
 #[cfg(all(test, feature = "chunk-aligned"))]
 mod tests {
     use super::*;
 
-    /// A chunk of its own is the layout rounded up to 16 bytes; a size of 0 with the largest
-    /// alignment, which rounds to no valid layout, gets none rather than an invalid one.
+    /// A chunk of its own is the layout rounded up to 16 bytes, or to the source's granule; a
+    /// size of 0 with the largest alignment, which rounds to no valid layout, gets none rather
+    /// than an invalid one.
     #[test]
-    fn a_chunk_aligned_layout_rounds_to_16_or_is_refused() {
+    fn a_chunk_aligned_layout_rounds_to_its_granule_or_is_refused() {
         let layout = |size, align| Layout::from_size_align(size, align).unwrap();
         let chunk = crate::CHUNK_SIZE;
-        assert_eq!(own_chunk_layout(layout(3000, 16)), None, "below a chunk's alignment");
-        assert_eq!(own_chunk_layout(layout(3000, chunk)), Some(layout(3008, chunk)));
-        assert_eq!(own_chunk_layout(layout(0, chunk)), Some(layout(16, chunk)));
+        let own = |size, align| own_chunk_layout(layout(size, align), 16);
+        assert_eq!(own(3000, 16), None, "below a chunk's alignment");
+        assert_eq!(own(3000, chunk), Some(layout(3008, chunk)));
+        assert_eq!(own(0, chunk), Some(layout(16, chunk)));
+        assert_eq!(own_chunk_layout(layout(3000, chunk), chunk), Some(layout(chunk, chunk)));
         let largest = 1 << (usize::BITS - 2);
-        assert_eq!(own_chunk_layout(layout(0, largest)), Some(layout(16, largest)));
-        assert_eq!(own_chunk_layout(layout(0, largest << 1)), None, "16 bytes do not fit");
+        assert_eq!(own(0, largest), Some(layout(16, largest)));
+        assert_eq!(own(0, largest << 1), None, "16 bytes do not fit");
     }
 }

@@ -158,7 +158,8 @@ unsafe impl ChunkSource for RegionSource {
         if !self.laid_out {
             self.lay_out();
         }
-        let size = units(layout)?;
+        // A chunk of no bytes would split a free run in two that touch, never to merge again.
+        let size = units(layout).filter(|&size| size > 0)?;
         // Alignments are powers of two, so the bytes up to the next aligned address are a mask
         // of the address's negation.
         let align_mask = layout.align().max(CHUNK_SIZE) - 1;
@@ -192,6 +193,11 @@ unsafe impl ChunkSource for RegionSource {
             }
         }
         None
+    }
+
+    /// Whole units: a chunk takes its length rounded up to [`CHUNK_SIZE`].
+    fn granule(&self) -> usize {
+        CHUNK_SIZE
     }
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {

@@ -22,6 +22,8 @@ use core::ptr::NonNull;
 ///   is, in all of the above, a chunk returned by `acquire` for a layout of `len` bytes and
 ///   `layout`'s alignment; `len` is `layout.size()`, or a multiple of 16 no larger than `most`
 ///   (which the engine passes as a multiple of 16);
+/// - [`granule`](ChunkSource::granule) gives the same power of two every time, from 16 to
+///   [`CHUNK_SIZE`](crate::CHUNK_SIZE);
 /// - a block returned by [`take_remote_frees`](ChunkSource::take_remote_frees) is one that the
 ///   engine using this source handed out from a chunk of this source that it still holds, is in
 ///   use by nobody any more, and is returned once per time it was freed;
@@ -184,6 +186,29 @@ pub unsafe trait ChunkSource {
     /// source.discard_free();
     /// ```
     fn discard_free(&mut self) {}
+
+    /// The granule the source's memory is taken in: a chunk of `len` bytes takes `len` rounded
+    /// up to a multiple of it, which an engine counts as held and charges against its limit,
+    /// so that a limit bounds the memory taken. A power of two from 16 to
+    /// [`CHUNK_SIZE`](crate::CHUNK_SIZE), the same every time; the default, 16, makes what a
+    /// chunk takes its length. A region carves whole `CHUNK_SIZE` units.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, Engine, RegionSource, CHUNK_SIZE};
+    ///
+    /// static mut ARENA: [u8; 1 << 17] = [0; 1 << 17];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 1 << 17) };
+    /// assert_eq!(source.granule(), CHUNK_SIZE);
+    /// // A large block of a little more than half a chunk holds a whole unit of the region.
+    /// let mut engine = Engine::new(source, Some(4 * CHUNK_SIZE));
+    /// let _large = engine.alloc(CHUNK_SIZE / 2 + 16).unwrap();
+    /// assert_eq!(engine.stats().bytes_held, CHUNK_SIZE);
+    /// ```
+    fn granule(&self) -> usize {
+        crate::MIN_ALIGN
+    }
 
     /// Bytes of released chunks the source keeps for reuse instead of giving them back to the
     /// system. An engine with a limit counts them against it (see

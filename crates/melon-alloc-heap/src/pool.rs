@@ -19,16 +19,35 @@ use crate::GlobalSource;
 pub(crate) enum HeapSource {
     /// A root pool: the global allocator.
     Global(GlobalSource),
-    /// A child pool: its parent, which outlives it (the child borrows it).
-    Parent(NonNull<Pool>),
+    /// A child pool: its parent, which outlives it (the child borrows it), and its source's
+    /// granule, asked once, so that the chunk paths make no call for it.
+    Parent(NonNull<Pool>, usize),
     /// A child pool over a source of the caller's (a shared pool, say), owned by the pool and
-    /// freed with it; the lifetime it may borrow for is kept by the [`ChildPool`].
-    External(NonNull<dyn ChunkSource>),
+    /// freed with it, and its granule, asked once; the lifetime it may borrow for is kept by the
+    /// [`ChildPool`].
+    External(NonNull<dyn ChunkSource>, usize),
+}
+
+impl HeapSource {
+    /// The source of a child of `parent`.
+    fn parent(parent: &Pool) -> Self {
+        // SAFETY: the parent is alive and not in the middle of an operation (the caller is
+        // making a child of it); only its source is read.
+        let granule = unsafe { parent.engine() }.source().granule();
+        Self::Parent(NonNull::from(parent), granule)
+    }
+
+    /// A source of the caller's, owned from now on.
+    fn external(source: NonNull<dyn ChunkSource>) -> Self {
+        // SAFETY: the source was just leaked from a `Box` and nothing else uses it.
+        let granule = unsafe { source.as_ref() }.granule();
+        Self::External(source, granule)
+    }
 }
 
 impl Drop for HeapSource {
     fn drop(&mut self) {
-        if let Self::External(source) = *self {
+        if let Self::External(source, _) = *self {
             // SAFETY: the pointer came from a leaked `Box` (`ChildPool::with_source`,
             // `try_with_source`), and the engine that used it has given back every chunk before
             // its source is dropped (or no engine used it: the pool it was made for could not be
@@ -50,9 +69,9 @@ unsafe impl ChunkSource for HeapSource {
             // SAFETY: the parent is alive (borrowed by the child) and not in the middle of an
             // operation of its own: pools are not `Sync`, and no pool operation calls into a
             // child.
-            Self::Parent(parent) => unsafe { parent.as_ref().engine() }.acquire_raw(layout),
+            Self::Parent(parent, _) => unsafe { parent.as_ref().engine() }.acquire_raw(layout),
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_mut() }.acquire(layout),
+            Self::External(source, _) => unsafe { source.as_mut() }.acquire(layout),
         }
     }
 
@@ -61,9 +80,9 @@ unsafe impl ChunkSource for HeapSource {
         match self {
             Self::Global(global) => global.acquire_at_least(layout, most),
             // A parent hands out what is asked: its own engine charges the chunk.
-            Self::Parent(_) => Some((self.acquire(layout)?, layout.size())),
+            Self::Parent(..) => Some((self.acquire(layout)?, layout.size())),
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_mut() }.acquire_at_least(layout, most),
+            Self::External(source, _) => unsafe { source.as_mut() }.acquire_at_least(layout, most),
         }
     }
 
@@ -73,9 +92,11 @@ unsafe impl ChunkSource for HeapSource {
             // SAFETY: forwarded from the caller.
             Self::Global(global) => unsafe { global.release(chunk, layout) },
             // SAFETY: as in `acquire`; the chunk came from the parent's `acquire_raw`.
-            Self::Parent(parent) => unsafe { parent.as_ref().engine().release_raw(chunk, layout) },
+            Self::Parent(parent, _) => unsafe {
+                parent.as_ref().engine().release_raw(chunk, layout)
+            },
             // SAFETY: as in `acquire`; the caller's guarantees are the source's own.
-            Self::External(source) => unsafe { source.as_mut().release(chunk, layout) },
+            Self::External(source, _) => unsafe { source.as_mut().release(chunk, layout) },
         }
     }
 
@@ -84,23 +105,31 @@ unsafe impl ChunkSource for HeapSource {
             // SAFETY: forwarded from the caller.
             Self::Global(global) => unsafe { global.release_all_small() },
             // A parent must hear of each chunk, to uncharge it and reuse or release it.
-            Self::Parent(_) => false,
+            Self::Parent(..) => false,
             // SAFETY: forwarded from the caller.
-            Self::External(source) => unsafe { source.as_mut().release_all_small() },
+            Self::External(source, _) => unsafe { source.as_mut().release_all_small() },
+        }
+    }
+
+    #[inline(always)]
+    fn granule(&self) -> usize {
+        match self {
+            Self::Global(global) => global.granule(),
+            Self::Parent(_, granule) | Self::External(_, granule) => *granule,
         }
     }
 
     fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
         match self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_mut() }.take_remote_frees(out),
+            Self::External(source, _) => unsafe { source.as_mut() }.take_remote_frees(out),
             // Neither the global allocator nor a parent pool has blocks freed elsewhere.
-            Self::Global(_) | Self::Parent(_) => 0,
+            Self::Global(_) | Self::Parent(..) => 0,
         }
     }
 
     fn forget_remote_frees(&mut self) {
-        if let Self::External(source) = self {
+        if let Self::External(source, _) = self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.
             unsafe { source.as_mut() }.forget_remote_frees();
         }
@@ -110,9 +139,9 @@ unsafe impl ChunkSource for HeapSource {
         match self {
             Self::Global(global) => global.trim(),
             // What a parent keeps is the parent's to trim.
-            Self::Parent(_) => {}
+            Self::Parent(..) => {}
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_mut() }.trim(),
+            Self::External(source, _) => unsafe { source.as_mut() }.trim(),
         }
     }
 
@@ -120,9 +149,9 @@ unsafe impl ChunkSource for HeapSource {
         match self {
             Self::Global(global) => global.discard_free(),
             // What a parent keeps is the parent's to let go of.
-            Self::Parent(_) => {}
+            Self::Parent(..) => {}
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_mut() }.discard_free(),
+            Self::External(source, _) => unsafe { source.as_mut() }.discard_free(),
         }
     }
 
@@ -131,18 +160,18 @@ unsafe impl ChunkSource for HeapSource {
         match self {
             Self::Global(global) => global.kept_bytes(),
             // What a parent keeps counts against the parent's limit, not the child's.
-            Self::Parent(_) => 0,
+            Self::Parent(..) => 0,
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_ref() }.kept_bytes(),
+            Self::External(source, _) => unsafe { source.as_ref() }.kept_bytes(),
         }
     }
 
     fn keep_at_most(&mut self, bytes: usize) {
         match self {
             Self::Global(global) => global.keep_at_most(bytes),
-            Self::Parent(_) => {}
+            Self::Parent(..) => {}
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source) => unsafe { source.as_mut() }.keep_at_most(bytes),
+            Self::External(source, _) => unsafe { source.as_mut() }.keep_at_most(bytes),
         }
     }
 }
@@ -193,7 +222,7 @@ impl Pool {
     /// which drops `source`.
     fn try_boxed(source: HeapSource, limit: Option<usize>) -> Result<Owned, AllocError> {
         // A child serves one request or task: classes it barely uses get a page, not a chunk.
-        let child = matches!(source, HeapSource::Parent(_));
+        let child = matches!(source, HeapSource::Parent(..));
         // Made in place on the heap: the engine is a kilobyte, and a child is made per request.
         let pool = NonNull::from(Box::leak(try_box(|| Self {
             engine: UnsafeCell::new(if child {
@@ -812,7 +841,7 @@ impl<'parent> ChildPool<'parent> {
     }
 
     fn try_new(parent: &'parent Pool, limit: Option<usize>) -> Result<Self, AllocError> {
-        let pool = Pool::try_boxed(HeapSource::Parent(NonNull::from(parent)), limit)?;
+        let pool = Pool::try_boxed(HeapSource::parent(parent), limit)?;
         // SAFETY: both pools are alive and boxed, and the child is new.
         unsafe { family::adopt(parent, pool.0) };
         Ok(Self { pool, _parent: PhantomData })
@@ -872,7 +901,7 @@ impl<'parent> ChildPool<'parent> {
         // source is not used after anything it borrows has gone.
         let source: NonNull<dyn ChunkSource> = unsafe { core::mem::transmute(source) };
         Ok(Self {
-            pool: Pool::try_boxed(HeapSource::External(source), limit)?,
+            pool: Pool::try_boxed(HeapSource::external(source), limit)?,
             _parent: PhantomData,
         })
     }

@@ -2375,6 +2375,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         sys::process_token() != self.owner
     }
 
+    /// A lent chunk is whole pages of the pool.
+    fn granule(&self) -> usize {
+        PAGE
+    }
+
     fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
         if sys::process_token() != self.owner {
             return 0;

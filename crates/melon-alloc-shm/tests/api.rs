@@ -1409,3 +1409,19 @@ fn a_shm_box_drops_its_value_and_frees_its_block() {
     assert_eq!(DROPS.load(Ordering::SeqCst), 1);
     assert_eq!(shm.stats().unwrap().live_blocks, 0);
 }
+
+#[test]
+fn a_childs_large_chunk_is_whole_pages_of_the_pool_and_counts_them() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let child = shm.child_with_limit(64 * KIB);
+    let block = child.alloc(20_000).unwrap();
+    let held = child.stats().bytes_held;
+    // Five pages, which the pool lends: the child counts what it took, and its limit with it.
+    assert_eq!((held, shm.stats().unwrap().lent_bytes), (5 * PAGE, 5 * PAGE));
+    assert_eq!(child.available(), Some(64 * KIB - 5 * PAGE));
+    // SAFETY: the block came from `child` and is not used again.
+    unsafe { child.free(block) };
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}

@@ -8,8 +8,10 @@
 //! A collection in a process's own memory that a fork copies is the forking code's to hand to
 //! one process, which alone drops or grows it: the copies share one buffer. One that processes
 //! share goes in the pool, under a mutex made by
-//! [`ShmMutex::new_poisoning_in`](crate::ShmMutex::new_poisoning_in), and its elements follow
-//! the same rule: pointers into the pool, never into one process's own heap.
+//! [`ShmMutex::new_poisoning_in`](crate::ShmMutex::new_poisoning_in) (or in a
+//! [`ShmBox`](crate::ShmBox), by its rules for a fork), and its elements follow the same rule:
+//! pointers into the pool, never into one process's own heap. Both map the pages another
+//! process grew the pool by before they hand the collection out.
 //!
 //! Each call takes the pool's lock, so a collection must not be dropped, grown or shrunk by a
 //! thread that holds the lock itself ([`ShmPool::lock`]): its `deallocate` is

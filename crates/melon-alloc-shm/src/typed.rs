@@ -210,11 +210,13 @@ unsafe impl<T: 'static> ShmSafe for ShmOffset<T> {}
 /// # Fork
 /// A process forked while the box exists inherits the handle. Only one of the processes drops
 /// it (the others forget it with `mem::forget`, or end with `_exit`), or the block would be
-/// freed twice; and no two of them write the value through it at once. A value with pointers
-/// means the same in them only while every pointer leads into the pool or to what they
-/// inherited unchanged: a block of one process's own heap that one of them puts in the value
-/// means nothing in the others, which must not reach it. A value a mutex guards is for
-/// [`ShmMutex`](crate::ShmMutex).
+/// freed twice; and while one of them writes the value through it, no other reads or writes
+/// it. A value with pointers means the same in them only while every pointer leads into the
+/// pool or to what they inherited unchanged: a block of one process's own heap that one of them
+/// puts in the value means nothing in the others, which must not reach it. Pointers into pages
+/// another process grew the pool by are fine: the box maps those pages before it hands the
+/// value out (a process that cannot map them stops). A value that several processes use at
+/// once is for [`ShmMutex`](crate::ShmMutex).
 ///
 /// # Examples
 /// ```
@@ -395,10 +397,32 @@ impl<T> ShmBox<'_, T> {
     }
 }
 
+impl<T> ShmBox<'_, T> {
+    /// Maps the pages another process grew the pool by, where the value's pointers may lead
+    /// (a collection another process grew, say): one load when nothing grew. A process that
+    /// cannot map them cannot reach the value safely, and stops.
+    #[inline]
+    fn map_grown(&self) {
+        if self.pool.shared().map_grown().is_err() {
+            cannot_map_grown_pages();
+        }
+    }
+}
+
+/// Stops a process that cannot map the pages its pool grew by, before it reaches a value whose
+/// pointers may lead there.
+#[cold]
+#[inline(never)]
+fn cannot_map_grown_pages() -> ! {
+    eprintln!("melon-alloc-shm: cannot map the pages another process grew the pool by");
+    std::process::abort()
+}
+
 impl<T> Deref for ShmBox<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
+        self.map_grown();
         // SAFETY: the box owns a valid `T` at `value` until it is dropped.
         unsafe { self.value.as_ref() }
     }
@@ -407,6 +431,7 @@ impl<T> Deref for ShmBox<'_, T> {
 /// Only for a value that may move: a [`ShmMutex`](crate::ShmMutex) must not.
 impl<T: Unpin> DerefMut for ShmBox<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
+        self.map_grown();
         // SAFETY: as above; `&mut self` is the only access through this box, and a process
         // that follows the offset with `ShmPool::get` promised not to read it while it is
         // written other than atomically.

@@ -57,6 +57,10 @@ fn main() -> ExitCode {
             "a_collection_grown_by_one_process_is_read_by_another_under_its_mutex",
             a_collection_grown_by_one_process_is_read_by_another_under_its_mutex,
         ),
+        (
+            "a_boxed_collection_grown_by_a_child_is_read_by_its_parent",
+            a_boxed_collection_grown_by_a_child_is_read_by_its_parent,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -91,6 +95,25 @@ fn a_collection_grown_by_one_process_is_read_by_another_under_its_mutex() {
     assert!(shm.stats().unwrap().segments > 1, "the pool grew");
     grown[0].store(1, Ordering::Release);
     child.succeeds("the child reads the collection");
+}
+
+/// A collection in a box, made before the fork, that the child alone grows past the pool's first
+/// segment and leaves: the parent, which has not mapped the new pages, reads it all through its
+/// copy of the box, which maps them first.
+fn a_boxed_collection_grown_by_a_child_is_read_by_its_parent() {
+    const LEN: usize = 4 * MIB;
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+    let mut bytes = ShmBox::new_in(allocator_api2::vec::Vec::new_in(&shm), &shm).unwrap();
+    fork(|| {
+        bytes.resize(LEN, 7u8);
+        assert!(shm.stats().unwrap().segments > 1, "the pool grew");
+        // Ends without dropping its copy of the box: the parent's drops it.
+    })
+    .succeeds("the child grows the collection");
+    assert_eq!(bytes.len(), LEN);
+    assert!(bytes.iter().all(|&byte| byte == 7), "the bytes the child wrote");
+    drop(bytes);
+    shm.check().unwrap();
 }
 
 /// The master names a mutex before forking; each worker finds it by name and counts in its own

@@ -1,5 +1,5 @@
 //! The atomics and cells the crate's concurrent code uses: the standard ones, or loom's when the
-//! crate is built with `--cfg melon_loom` so that loom can explore every interleaving.
+//! crate is built with `--cfg melon_loom` so that loom can explore its schedules.
 
 #[cfg(not(melon_loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, Ordering};

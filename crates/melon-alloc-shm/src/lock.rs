@@ -320,7 +320,7 @@ fn lock_contended<W: Waits>(
     timeout: Option<Duration>,
 ) -> Result<Acquired, ShmError> {
     let start = Instant::now();
-    // Loom explores every interleaving; the spin would only multiply them.
+    // Loom explores the schedules; the spin would only multiply them.
     if !cfg!(melon_loom) {
         for round in 0..SPINS {
             // Each try pulls the lock's cache line away from the holder, who writes it again to

@@ -373,19 +373,31 @@ mod tests {
     }
 
     /// Two processes free handed-off blocks while the owner collects: every block is collected
-    /// once, between the collection that runs alongside and the one after.
+    /// once, between the collection that runs alongside and the one after. The model counts the
+    /// schedules in which the first collection took a block pushed alongside, and fails if there
+    /// were none: that overlap, a push's link read by the owner, is what it is for.
     #[test]
     fn handed_off_blocks_freed_elsewhere_are_collected_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        static OVERLAPS: AtomicUsize = AtomicUsize::new(0);
         passes(|| {
             let chunk = Arc::new(HandoffChunk::new(2));
             let freers = free_elsewhere(&chunk, [0, 1]);
+            // Without it loom never runs a push before this collection: its free's first read
+            // of the list, the same word the collection reads, leaves that order out of the
+            // orders it explores.
+            thread::yield_now();
             let mut collected = chunk.collect();
+            if !collected.is_empty() {
+                OVERLAPS.fetch_add(1, Relaxed);
+            }
             assert!(freers.into_iter().all(|freer| freer.join().unwrap()));
             collected.extend(chunk.collect());
             collected.sort_unstable();
             assert_eq!(collected, [0, 1]);
             assert!(!chunk.free(0), "nothing is out any more");
         });
+        assert!(OVERLAPS.load(Relaxed) > 0, "no schedule collected a block pushed alongside");
     }
 
     /// The owner gives a chunk up while the last two handed-off blocks are freed: the chunk goes

@@ -631,8 +631,8 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
     }
 
     /// The parent's source's, so that the child's large chunks are what the parent's source
-    /// takes: asked under the parent's lock, once, when the child makes its first large block,
-    /// whose chunk takes that lock anyway.
+    /// takes: asked under the parent's lock, once, when the child makes its first large block
+    /// or block aligned to a chunk, whose chunk takes that lock anyway.
     fn granule(&self) -> usize {
         use core::sync::atomic::Ordering::Relaxed;
         if self.granule.load(Relaxed) == 0 {
@@ -995,10 +995,11 @@ impl<S: ChunkSource, K: ChunkStash> core::fmt::Debug for LockedPool<S, K> {
 /// chunks are, or `None` for a layout that is not, or for every layout without the
 /// `chunk-aligned` feature (the engine then refuses such a layout).
 #[inline(always)]
-fn own_chunk_layout(layout: Layout, granule: usize) -> Option<Layout> {
+fn own_chunk_layout(layout: Layout, granule: impl FnOnce() -> usize) -> Option<Layout> {
     if !cfg!(feature = "chunk-aligned") || layout.align() < crate::CHUNK_SIZE {
         return None;
     }
+    let granule = granule();
     // Checked: a size of 0, which `GlobalAlloc` rules out, made 16 may not fit with the largest
     // alignments, and such a layout is then refused. The size fits `isize`, the granule is at
     // most a chunk: the rounding does not overflow.
@@ -1017,7 +1018,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // One call of the lock for both kinds of block: firmware counts the bytes each call
         // site of its inlined code costs.
-        let block = self.engine.with(|engine| match own_chunk_layout(layout, granule(engine)) {
+        let block = self.engine.with(|engine| match own_chunk_layout(layout, || granule(engine)) {
             Some(chunk) => engine.acquire_raw(chunk),
             None => engine.alloc_layout(layout),
         });
@@ -1038,7 +1039,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         // SAFETY: `GlobalAlloc` callers pass a non-null block from this allocator, which they no
         // longer use.
         let block = unsafe { NonNull::new_unchecked(block) };
-        let freed = self.engine.with(|engine| match own_chunk_layout(layout, granule(engine)) {
+        let freed = self.engine.with(|engine| match own_chunk_layout(layout, || granule(engine)) {
             // SAFETY: a block of this layout came from `acquire_raw` with this chunk layout, as
             // `alloc` does it.
             Some(chunk) => unsafe { engine.release_raw_reporting(block, chunk) },
@@ -1057,7 +1058,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         if new_size > isize::MAX as usize - (layout.align() - 1) {
             return ptr::null_mut();
         }
-        if own_chunk_layout(layout, crate::MIN_ALIGN).is_some() {
+        if own_chunk_layout(layout, || crate::MIN_ALIGN).is_some() {
             // SAFETY: forwarded from the caller, and the size checked; a chunk of its own is
             // never resized in place.
             return unsafe { self.move_block(block, layout, new_size) };
@@ -1160,11 +1161,11 @@ mod tests {
     fn a_chunk_aligned_layout_rounds_to_its_granule_or_is_refused() {
         let layout = |size, align| Layout::from_size_align(size, align).unwrap();
         let chunk = crate::CHUNK_SIZE;
-        let own = |size, align| own_chunk_layout(layout(size, align), 16);
+        let own = |size, align| own_chunk_layout(layout(size, align), || 16);
         assert_eq!(own(3000, 16), None, "below a chunk's alignment");
         assert_eq!(own(3000, chunk), Some(layout(3008, chunk)));
         assert_eq!(own(0, chunk), Some(layout(16, chunk)));
-        assert_eq!(own_chunk_layout(layout(3000, chunk), chunk), Some(layout(chunk, chunk)));
+        assert_eq!(own_chunk_layout(layout(3000, chunk), || chunk), Some(layout(chunk, chunk)));
         let largest = 1 << (usize::BITS - 2);
         assert_eq!(own(0, largest), Some(layout(16, largest)));
         assert_eq!(own(0, largest << 1), None, "16 bytes do not fit");

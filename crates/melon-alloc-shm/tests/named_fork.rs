@@ -61,6 +61,10 @@ fn main() -> ExitCode {
             "a_boxed_collection_grown_by_a_child_is_read_by_its_parent",
             a_boxed_collection_grown_by_a_child_is_read_by_its_parent,
         ),
+        (
+            "a_boxed_collection_grown_by_a_child_is_dropped_by_its_parent",
+            a_boxed_collection_grown_by_a_child_is_dropped_by_its_parent,
+        ),
     ];
     #[cfg(melon_failpoints)]
     cases.extend(crash::CASES);
@@ -113,6 +117,29 @@ fn a_boxed_collection_grown_by_a_child_is_read_by_its_parent() {
     assert_eq!(bytes.len(), LEN);
     assert!(bytes.iter().all(|&byte| byte == 7), "the bytes the child wrote");
     drop(bytes);
+    shm.check().unwrap();
+}
+
+/// A collection of collections in a box, grown by the child alone past the pool's first segment:
+/// the parent drops its copy of the box without reading it first, and the drop, which reads
+/// every element, maps the new pages before.
+fn a_boxed_collection_grown_by_a_child_is_dropped_by_its_parent() {
+    type Inner<'pool> = allocator_api2::vec::Vec<u8, &'pool ShmPool>;
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+    let start = shm.available();
+    let mut outer =
+        ShmBox::new_in(allocator_api2::vec::Vec::<Inner<'_>, _>::new_in(&shm), &shm).unwrap();
+    fork(|| {
+        // Four MiB of empty elements: their drops free nothing, so none takes the lock, which
+        // would map the pages, before the drop has read them all.
+        outer.resize_with(4 * MIB / 24, || Inner::new_in(&shm));
+        assert!(shm.stats().unwrap().segments > 1, "the pool grew");
+        // Ends without dropping its copy of the box: the parent's drops it.
+    })
+    .succeeds("the child grows the collection");
+    drop(outer);
+    assert_eq!(shm.stats().unwrap().live_blocks, 0, "every buffer was freed");
+    assert!(shm.available() >= start);
     shm.check().unwrap();
 }
 

@@ -3,7 +3,9 @@
  * processes, a pool made from the shared pool in one more process hands out nothing: each
  * allocation is a NULL. Once one of the 128 has died, the next allocation takes its place. */
 #define _GNU_SOURCE
+#include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,28 +16,52 @@
 
 static mln_alloc_t *shm;
 
+/* The ends of the two pipes: a byte on `ready` from each child that is set, one on `go` for the
+ * last child. */
+static int ready[2], go[2];
+
 /* A worker: allocates through a pool of its own made from the shared pool, says so on `ready`,
- * and waits to be killed. */
-static void hold_a_place(int ready)
+ * and waits to be killed, or for its parent to end (a failed check there must not leave it
+ * behind, holding the test's output open). It closes its ends of the pipes, so that a child
+ * that fails before it writes leaves the parent an end of file rather than a wait. */
+static void hold_a_place(pid_t parent)
 {
-    mln_alloc_t *pool = mln_alloc_init(shm, 0);
+    mln_alloc_t *pool;
     char byte = 1;
+    CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() == parent);
+    CHECK(close(ready[0]) == 0 && close(go[0]) == 0 && close(go[1]) == 0);
+    pool = mln_alloc_init(shm, 0);
     CHECK(pool != NULL);
     CHECK(mln_alloc_m(pool, 64) != NULL);
-    CHECK(write(ready, &byte, 1) == 1);
+    CHECK(write(ready[1], &byte, 1) == 1);
+    CHECK(close(ready[1]) == 0);
     for (;;) pause();
 }
 
-/* The process past the table: refused while it is full, served once a place is free. */
-static void one_too_many(int ready, int go)
+/* Reads the byte a child sends on `ready`; fails, rather than waits for good, when none comes
+ * within a minute (a child that failed before it wrote, while others keep the pipe open). */
+static void await_ready(void)
 {
-    mln_alloc_t *pool = mln_alloc_init(shm, 0);
+    struct pollfd readable;
+    char byte;
+    readable.fd = ready[0];
+    readable.events = POLLIN;
+    CHECK(poll(&readable, 1, 60 * 1000) == 1);
+    CHECK(read(ready[0], &byte, 1) == 1);
+}
+
+/* The process past the table: refused while it is full, served once a place is free. */
+static void one_too_many(void)
+{
+    mln_alloc_t *pool;
     char byte = 1;
+    CHECK(close(ready[0]) == 0 && close(go[1]) == 0);
+    pool = mln_alloc_init(shm, 0);
     CHECK(pool != NULL);
     CHECK(mln_alloc_m(pool, 64) == NULL);
     CHECK(mln_alloc_c(pool, 64) == NULL);
-    CHECK(write(ready, &byte, 1) == 1);
-    CHECK(read(go, &byte, 1) == 1);
+    CHECK(write(ready[1], &byte, 1) == 1);
+    CHECK(read(go[0], &byte, 1) == 1);
     CHECK(mln_alloc_m(pool, 64) != NULL);
     mln_alloc_destroy(pool);
     _exit(0);
@@ -43,9 +69,9 @@ static void one_too_many(int ready, int go)
 
 int main(void)
 {
-    pid_t holders[PLACES], last;
-    int ready[2], go[2], status, i;
-    char byte;
+    pid_t holders[PLACES], last, parent = getpid();
+    int status, i;
+    char byte = 1;
 
     shm = mln_alloc_shm_init(16u << 20, NULL, NULL, NULL);
     CHECK(shm != NULL);
@@ -53,13 +79,14 @@ int main(void)
     for (i = 0; i < PLACES; i++) {
         holders[i] = fork();
         CHECK(holders[i] >= 0);
-        if (holders[i] == 0) hold_a_place(ready[1]);
-        CHECK(read(ready[0], &byte, 1) == 1);
+        if (holders[i] == 0) hold_a_place(parent);
+        await_ready();
     }
     last = fork();
     CHECK(last >= 0);
-    if (last == 0) one_too_many(ready[1], go[0]);
-    CHECK(read(ready[0], &byte, 1) == 1);
+    if (last == 0) one_too_many();
+    CHECK(close(ready[1]) == 0 && close(go[0]) == 0);
+    await_ready();
 
     CHECK(kill(holders[0], SIGKILL) == 0);
     CHECK(waitpid(holders[0], &status, 0) == holders[0]);

@@ -372,6 +372,16 @@ impl<'i> Model<'i> {
         }
     }
 
+    /// The granule of the source at the bottom of `chain`: a page for a shared pool's, 16 bytes
+    /// for the global allocator's.
+    fn granule(&self, chain: &[usize]) -> usize {
+        if self.shm_below(chain).is_some() {
+            4096
+        } else {
+            MIN_ALIGN
+        }
+    }
+
     /// Whether a request to `pool` meets a limit or the shared pool's capacity before it could
     /// reach the global allocator.
     fn bounded(&self, pool: usize) -> bool {
@@ -706,8 +716,8 @@ impl<'i> Model<'i> {
         align: usize,
         result: Option<NonNull<u8>>,
     ) {
-        let expected = expect(size, align);
         let chain = self.chain(id);
+        let expected = expect(size, align).in_granule(self.granule(&chain));
         let must_fit = self.must_fit(&chain, expected);
         let step = self.step;
         match result {
@@ -798,7 +808,7 @@ impl<'i> Model<'i> {
             return;
         }
         let in_place = new_size <= block.usable && block.ptr.as_ptr().addr().is_multiple_of(align);
-        let expected = expect(new_size, align);
+        let expected = expect(new_size, align).in_granule(self.granule(&chain));
         match result {
             Some(ptr) if in_place => {
                 assert_eq!(ptr, block.ptr, "step {step}: resize to {new_size} moved");

@@ -55,6 +55,21 @@ impl Expect {
         }
     }
 
+    /// This expectation in a pool whose source takes its memory in whole `granule`s (a power of
+    /// two; `ChunkSource::granule`): a large block's chunk is its span rounded up to it, all of
+    /// it the block's.
+    // Only the fuzz target has pools over a source with a granule above 16, a shared pool.
+    #[allow(dead_code)]
+    pub(crate) fn in_granule(self, granule: usize) -> Self {
+        match self {
+            Self::Large { usable, span } => {
+                let whole = span.next_multiple_of(granule);
+                Self::Large { usable: usable + (whole - span), span: whole }
+            }
+            other => other,
+        }
+    }
+
     /// Bytes each pool of the chain must be able to take for the request to be served: a new
     /// chunk for a small block (it may not need one), the whole chunk for a large one.
     pub(crate) fn need(self) -> usize {

@@ -889,11 +889,7 @@ fn small_chunks_let_a_64_kib_region_hold_eight_classes_at_once() {
 fn sixteen_kib_chunks_let_a_64_kib_region_hold_four_classes_at_once() {
     const REGION: usize = 64 * 1024;
     assert_eq!(CHUNK_SIZE, 16 * 1024);
-    let mut buffer = vec![0u8; REGION + CHUNK_SIZE];
-    let lead = buffer.as_ptr().align_offset(CHUNK_SIZE);
-    // SAFETY: the 64 KiB from `lead` lie inside the buffer, which is not touched again until
-    // the engine and its source are gone (dropped below, before the buffer).
-    let source = unsafe { RegionSource::new(buffer.as_mut_ptr().add(lead), REGION) };
+    let (buffer, source) = support::aligned_region(REGION / CHUNK_SIZE, CHUNK_SIZE);
     let mut engine = Engine::new(source, None);
     let blocks: Vec<_> =
         [16, 48, 112, 200].iter().map(|&size| engine.alloc(size).unwrap()).collect();

@@ -1,19 +1,11 @@
 //! A pool over a region, as firmware has it: the region carves whole `CHUNK_SIZE` units, and a
 //! limit bounds the units taken, whatever the blocks' lengths.
 
-use core::alloc::Layout;
-use melon_alloc_core::{ChunkSource, Engine, RegionSource, CHUNK_SIZE, MAX_SMALL};
+mod support;
 
-/// A buffer and a region over `units` whole units of it, starting on an address aligned to
-/// `align`, a multiple of `CHUNK_SIZE`.
-fn region(units: usize, align: usize) -> (Vec<u8>, RegionSource) {
-    let mut buffer = vec![0u8; units * CHUNK_SIZE + align];
-    let lead = buffer.as_ptr().align_offset(align);
-    // SAFETY: the region lies in the buffer, which every test drops after the source, and
-    // nothing else touches it.
-    let source = unsafe { RegionSource::new(buffer.as_mut_ptr().add(lead), units * CHUNK_SIZE) };
-    (buffer, source)
-}
+use core::alloc::Layout;
+use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE, MAX_SMALL};
+use support::aligned_region as region;
 
 /// Large blocks a little longer than half a chunk each take a whole unit: the limit counts the
 /// units, and `bytes_held` says what the region gave.

@@ -1,5 +1,6 @@
 //! What the engine's test binaries share: a chunk source that keeps a ledger of its chunks and
-//! fails on request, the checked free, a seeded random generator, and the engine's colour rule.
+//! fails on request, a region over a buffer, the checked free, a seeded random generator, and
+//! the engine's colour rule.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
@@ -8,7 +9,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE};
+use melon_alloc_core::{ChunkSource, Engine, RegionSource, CHUNK_SIZE};
 
 /// What a [`TestSource`] has handed out, and how many of its next acquires must fail.
 #[derive(Debug, Default)]
@@ -132,4 +133,16 @@ impl Random {
 /// multiplicative hash of all of `n`'s bits (by 2^64 over the golden ratio), its bits 40 and up.
 pub(crate) fn colour(n: usize) -> usize {
     ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+}
+
+/// A buffer and a region over `units` whole chunks of it, starting on an address aligned to
+/// `align`, a multiple of `CHUNK_SIZE`. The caller binds the buffer before the region, or the
+/// pool that owns it, so that the buffer outlives them.
+pub(crate) fn aligned_region(units: usize, align: usize) -> (Vec<u8>, RegionSource) {
+    let mut buffer = vec![0u8; units * CHUNK_SIZE + align];
+    let lead = buffer.as_ptr().align_offset(align);
+    // SAFETY: the region lies in the buffer (`lead < align`), which the caller keeps until the
+    // region and its chunks are gone, and touches only for its address.
+    let source = unsafe { RegionSource::new(buffer.as_mut_ptr().add(lead), units * CHUNK_SIZE) };
+    (buffer, source)
 }

@@ -31,17 +31,11 @@ pub(crate) enum HeapSource {
 impl HeapSource {
     /// The source of a child of `parent`.
     fn parent(parent: &Pool) -> Self {
-        // SAFETY: the parent is alive and not in the middle of an operation (the caller is
-        // making a child of it); only its source is read.
+        // SAFETY: as in `acquire`: the parent is alive (borrowed here) and not in the middle of
+        // an operation of its own, since pools are not `Sync` and no pool operation makes a
+        // child; only its source is read.
         let granule = unsafe { parent.engine() }.source().granule();
         Self::Parent(NonNull::from(parent), granule)
-    }
-
-    /// A source of the caller's, owned from now on.
-    fn external(source: NonNull<dyn ChunkSource>) -> Self {
-        // SAFETY: the source was just leaked from a `Box` and nothing else uses it.
-        let granule = unsafe { source.as_ref() }.granule();
-        Self::External(source, granule)
     }
 }
 
@@ -896,12 +890,13 @@ impl<'parent> ChildPool<'parent> {
         source: Box<dyn ChunkSource + 'parent>,
         limit: Option<usize>,
     ) -> Result<Self, AllocError> {
+        let granule = source.granule();
         let source: NonNull<dyn ChunkSource + 'parent> = NonNull::from(Box::leak(source));
         // SAFETY: only the lifetime changes; the `ChildPool` keeps `'parent` in its type, so the
         // source is not used after anything it borrows has gone.
         let source: NonNull<dyn ChunkSource> = unsafe { core::mem::transmute(source) };
         Ok(Self {
-            pool: Pool::try_boxed(HeapSource::external(source), limit)?,
+            pool: Pool::try_boxed(HeapSource::External(source, granule), limit)?,
             _parent: PhantomData,
         })
     }

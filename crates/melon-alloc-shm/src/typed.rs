@@ -215,7 +215,7 @@ unsafe impl<T: 'static> ShmSafe for ShmOffset<T> {}
 /// pool or to what they inherited unchanged: a block of one process's own heap that one of them
 /// puts in the value means nothing in the others, which must not reach it. Pointers into pages
 /// another process grew the pool by are fine: the box maps those pages before it hands the
-/// value out or drops it (a process that cannot map them stops). A value that several processes use at
+/// value out or drops it. A value that several processes use at
 /// once is for [`ShmMutex`](crate::ShmMutex).
 ///
 /// # Examples

@@ -635,11 +635,14 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
     /// or block aligned to a chunk, whose chunk takes that lock anyway.
     fn granule(&self) -> usize {
         use core::sync::atomic::Ordering::Relaxed;
-        if self.granule.load(Relaxed) == 0 {
-            let granule = self.parent.engine.with(|engine| engine.source().granule());
-            self.granule.store(granule, Relaxed);
+        match self.granule.load(Relaxed) {
+            0 => {
+                let granule = self.parent.engine.with(|engine| engine.source().granule());
+                self.granule.store(granule, Relaxed);
+                granule
+            }
+            granule => granule,
         }
-        self.granule.load(Relaxed)
     }
     // `release_all_small` keeps its default: the parent must hear of each chunk, to uncharge it
     // and reuse it. What the parent keeps is the parent's to trim.

@@ -743,12 +743,8 @@ impl ShmGuard<'_> {
                 return Ok(found);
             }
         }
-        let pages = pages(arena).ok_or(NoRoom::InPool)?;
-        match self.grow(pages) {
-            Growth::Grown => attempt(arena).ok_or(NoRoom::InPool),
-            Growth::None => Err(NoRoom::InPool),
-            Growth::Refused => Err(NoRoom::FromSystem),
-        }
+        self.grow(pages(arena).ok_or(NoRoom::InPool)?)?;
+        attempt(arena).ok_or(NoRoom::InPool)
     }
 
     /// Grows the pool by enough whole segments for a free run of `pages` pages: reserves the new
@@ -757,31 +753,28 @@ impl ShmGuard<'_> {
     /// largest capacity, a growth that even with the free run at the end would hold no run of
     /// `pages` pages (one cut short at the largest capacity), and a system that has not the
     /// memory for all of it leave the pool as it was; one that refuses a reservation or the
-    /// mapping part way may leave the file longer, which the next growth reuses.
-    fn grow(&mut self, pages: u32) -> Growth {
+    /// mapping part way may leave the file longer, which the next growth reuses; the error says
+    /// which of the two refused it, the pool or the system.
+    fn grow(&mut self, pages: u32) -> Result<(), NoRoom> {
         let shared = self.shared;
         let arena = &shared.arena;
-        let Some(end) = arena.end_for_run(pages) else { return Growth::None };
+        let end = arena.end_for_run(pages).ok_or(NoRoom::InPool)?;
         let [descs, bitmap, data] = arena.geometry().reserve_ranges(arena.end(), end);
         if !shared.mapping.has_room((descs.len() + bitmap.len() + data.len()) as u64) {
-            return Growth::Refused;
+            return Err(NoRoom::FromSystem);
         }
         // The metadata before the pages: the undo log counts on the metadata of every page the
         // file reaches being reserved (see `undo_dead_holder`).
         if [descs, bitmap, data].into_iter().any(|range| shared.mapping.allocate(range).is_err()) {
-            return Growth::Refused;
+            return Err(NoRoom::FromSystem);
         }
         crate::stop_point::hit();
         let len = end as usize * PAGE;
         if shared.mapping.map_to(len).map_or(true, |mapped| mapped < len) {
-            return Growth::Refused;
+            return Err(NoRoom::FromSystem);
         }
         crate::stop_point::hit();
-        if arena.grow(end) {
-            Growth::Grown
-        } else {
-            Growth::None
-        }
+        arena.grow(end).then_some(()).ok_or(NoRoom::InPool)
     }
 
     /// Frees a block after checking it is an in-use block of this pool.
@@ -1084,15 +1077,6 @@ impl ShmGuard<'_> {
             shared.arena.take_back(offset, size, owner);
         }
     }
-}
-
-/// What a growth of the pool did.
-enum Growth {
-    Grown,
-    /// The pool is at its largest capacity, or a growth would make no run long enough.
-    None,
-    /// The system refused the memory or the mapping.
-    Refused,
 }
 
 impl Drop for ShmGuard<'_> {

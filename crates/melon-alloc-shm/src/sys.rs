@@ -436,6 +436,14 @@ pub(crate) fn thread_id() -> u32 {
 /// library's robust mutex, whose size and library family the pool recorded instead).
 pub(crate) const LOCK_ABI: u32 = 2 << 16;
 
+/// Stops the process with `message`: for a state the crate cannot go on from.
+#[cold]
+#[inline(never)]
+pub(crate) fn stop(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::abort()
+}
+
 /// Ends the process at once, as SIGKILL from outside would: the fail points of the crash tests.
 #[cfg(melon_failpoints)]
 pub(crate) fn kill_self() -> ! {

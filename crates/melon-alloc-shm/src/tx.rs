@@ -136,10 +136,8 @@ impl Tx {
 /// Every operation is written to stay under the log's size; getting here is a bug in this crate,
 /// and the state must not be changed without a log entry.
 #[cold]
-#[inline(never)]
 fn log_overflow() -> ! {
-    eprintln!("melon-alloc: undo log overflow");
-    std::process::abort();
+    crate::sys::stop("melon-alloc: undo log overflow")
 }
 
 /// Undoes a half-done operation left by a process that died holding the lock. Returns whether

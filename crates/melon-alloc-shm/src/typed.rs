@@ -405,18 +405,11 @@ impl<T> ShmBox<'_, T> {
     #[inline]
     fn map_grown(&self) {
         if self.pool.shared().map_grown().is_err() {
-            cannot_map_grown_pages();
+            crate::sys::stop(
+                "melon-alloc-shm: cannot map the pages another process grew the pool by",
+            );
         }
     }
-}
-
-/// Stops a process that cannot map the pages its pool grew by, before it reaches a value whose
-/// pointers may lead there.
-#[cold]
-#[inline(never)]
-fn cannot_map_grown_pages() -> ! {
-    eprintln!("melon-alloc-shm: cannot map the pages another process grew the pool by");
-    std::process::abort()
 }
 
 impl<T> Deref for ShmBox<'_, T> {

@@ -1,8 +1,9 @@
-//! The protocol of handed-off blocks, on three kinds of word: a block's mark, which its owner
-//! sets when it hands the block off and the process that frees it clears; and two words of the
+//! The protocol of handed-off blocks, on four kinds of word: a block's mark, which its owner
+//! sets when it hands the block off and the process that frees it clears; two words of the
 //! lent chunk, its remote-free list, a stack of block offsets that any process pushes onto and
 //! the owner takes whole, and its state, the frees in flight with [`GIVEN_UP`] set once the
-//! owner gave the chunk up (see `arena/remote.rs`). Written once over [`AtomicWord`], so that
+//! owner gave the chunk up (see `arena/remote.rs`); and the owner slot's count of news, which a
+//! free that finds a list empty adds to and the owner's child pools compare ([`news`]). Written once over [`AtomicWord`], so that
 //! the pool runs it on the words in its mapping and the loom models (`tests/loom.rs`) on loom's
 //! atomics, which explore its schedules up to three preemptions; loom runs a sequentially
 //! consistent operation in the order of its schedule, so the part of the argument below that
@@ -176,6 +177,31 @@ pub(crate) fn free<W: AtomicWord, M: AtomicMarks>(
     // After this, nothing of the chunk may be touched: it may go back.
     let before = state.fetch_sub(1, Ordering::SeqCst);
     Freed { pushed, given_up: before & GIVEN_UP != 0 }
+}
+
+/// Tells a chunk's owner that a free found the chunk's remote-free list empty: one more on the
+/// count of news of the owner's slot ([`news`]). Made after the push, with release ordering, so
+/// that an owner that sees the count sees the push.
+pub(crate) fn announce<W: AtomicWord>(count: &W) {
+    count.fetch_add(1, Ordering::Release);
+}
+
+/// Whether frees were announced on `count` since a child pool last looked, when it read `seen`,
+/// which it then holds the count's new value. The count is compared, not cleared: the child pools
+/// of one process share it, and one that cleared it would take another's news for nothing.
+#[cfg(not(melon_loom_broken))]
+pub(crate) fn news<W: AtomicWord>(count: &W, seen: &mut u32) -> bool {
+    let now = count.load(Ordering::Acquire);
+    let changed = now != *seen;
+    *seen = now;
+    changed
+}
+
+/// A deliberately broken [`news`], built only for the loom models that must catch it: it clears
+/// the count, so that one child pool takes the news of another's blocks.
+#[cfg(melon_loom_broken)]
+pub(crate) fn news<W: AtomicWord>(count: &W, _seen: &mut u32) -> bool {
+    count.swap(0, Ordering::Acquire) != 0
 }
 
 /// Takes the whole remote-free list: the offset of its first block, or 0. An empty list is

@@ -381,6 +381,11 @@ impl HandoffChunk {
     /// if the chunk was given up, a look under the lock whether it can go back. Whether the
     /// free was accepted.
     pub fn free(&self, block: usize) -> bool {
+        self.free_pushed(block) != crate::handoff::Pushed::Refused
+    }
+
+    /// [`free`](HandoffChunk::free), saying where the block went.
+    fn free_pushed(&self, block: usize) -> crate::handoff::Pushed {
         let within = Self::within(block);
         let freed = crate::handoff::free(
             &self.list,
@@ -396,7 +401,7 @@ impl HandoffChunk {
         if freed.given_up {
             self.settle();
         }
-        freed.pushed != crate::handoff::Pushed::Refused
+        freed.pushed
     }
 
     /// What the owner collects: the blocks on the list, taking it.
@@ -457,5 +462,58 @@ impl HandoffChunk {
     /// Times the chunk was given back.
     pub fn releases(&self) -> usize {
         self.releases.load(Ordering::Acquire)
+    }
+}
+
+/// Two child pools of one process, each holding a [`HandoffChunk`] whose block 0 is handed off,
+/// and the count of news of the process's owner slot, which both read: a free that finds a
+/// chunk's list empty announces itself on the count, and a child collects its lists only when
+/// the count changed since it last looked, as the pool's children do.
+#[derive(Debug)]
+pub struct HandoffChildren {
+    chunks: [HandoffChunk; 2],
+    news: loom::sync::atomic::AtomicU32,
+    /// The count as each child last read it: only that child's thread touches it.
+    seen: [loom::cell::UnsafeCell<u32>; 2],
+}
+
+impl HandoffChildren {
+    /// Two children, each with one chunk whose block 0 is handed off, and no news.
+    pub fn new() -> Self {
+        Self {
+            chunks: [HandoffChunk::new(1), HandoffChunk::new(1)],
+            news: loom::sync::atomic::AtomicU32::new(0),
+            seen: [loom::cell::UnsafeCell::new(0), loom::cell::UnsafeCell::new(0)],
+        }
+    }
+
+    /// Frees block 0 of child `child`'s chunk from another process, announcing it if the list
+    /// was empty. Whether the free was accepted.
+    pub fn free(&self, child: usize) -> bool {
+        let pushed = self.chunks[child].free_pushed(0);
+        if pushed == crate::handoff::Pushed::First {
+            crate::handoff::announce(&self.news);
+        }
+        pushed != crate::handoff::Pushed::Refused
+    }
+
+    /// What child `child` collects: nothing unless the count changed since it last looked, and
+    /// then the blocks on its chunk's list. Only one thread at a time may act for a child.
+    pub fn collect(&self, child: usize) -> Vec<usize> {
+        // SAFETY: the caller acts for `child` from one thread at a time, the only one touching
+        // its `seen`; loom checks that.
+        let news = self.seen[child]
+            .with_mut(|seen| crate::handoff::news(&self.news, unsafe { &mut *seen }));
+        if news {
+            self.chunks[child].collect()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl Default for HandoffChildren {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -2200,11 +2200,9 @@ impl ShmChunks<'_> {
     fn collect(&mut self) {
         let arena = &self.shared.arena;
         let Some(slot) = self.shared.claim.current() else { return };
-        let pending = arena.pending(slot).load(Ordering::Acquire);
-        if pending == self.seen {
+        if !crate::handoff::news(arena.pending(slot), &mut self.seen) {
             return;
         }
-        self.seen = pending;
         // The lists that hold blocks are found first, and taken after: reads of the lists can
         // wait at the same time, and each take, an atomic swap, waits for the reads before it.
         self.walks.clear();

@@ -2,15 +2,19 @@
 //! taken over while everyone lives and no sleeper left asleep, the takeover of a dead owner's
 //! lock (repaired and counted, so the lock goes on working), a taker that dies while repairing,
 //! a timed lock that gives up on a live holder and takes over a dead one, and the undoing of an
-//! operation whose process died in the middle of it.
+//! operation whose process died in the middle of it. Then the protocol of blocks a child pool
+//! hands off to other processes: each collected once, a chunk given up going back once after its
+//! last block, and the news of a free reaching the child whose block it is.
 //!
 //! Built only with `--cfg melon_loom` (`cargo xtask loom`). The lock is the pool's own code on
 //! the header's lock word; the kernel is modelled: each thread stands for a process whose
 //! identity the model picks, and "dies" by having its identity's byte lock go, which is all the
 //! others can see of a killed process; the futex's sleepers are woken one per release. With
 //! `--cfg melon_loom_broken` as well, the lock ignores an owner's death, as if the lock had been
-//! released: nothing is repaired or counted. Every model that says it catches that must then
-//! fail, and the test fails if one does not: that is how we know the models can.
+//! released: nothing is repaired or counted; the look for an idle chunk reads its state before
+//! its marks; and the look for news clears the count the children share. Every model that says
+//! it catches that must then fail, and the test fails if one does not: that is how we know the
+//! models can.
 
 #[cfg(melon_loom)]
 mod tests {
@@ -19,7 +23,7 @@ mod tests {
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
     use loom::thread;
-    use melon_alloc_shm::model::{HandoffChunk, Shm};
+    use melon_alloc_shm::model::{HandoffChildren, HandoffChunk, Shm};
     use melon_alloc_shm::ShmError;
 
     const A: u32 = 1;
@@ -398,6 +402,33 @@ mod tests {
             assert!(!chunk.free(0), "nothing is out any more");
         });
         assert!(OVERLAPS.load(Relaxed) > 0, "no schedule collected a block pushed alongside");
+    }
+
+    /// Two processes each free a handed-off block of one of two child pools of a third process,
+    /// whose children look for news meanwhile and once more after: each child collects its own
+    /// block. The broken look for news clears the count the children share, so that the first
+    /// child to look takes the second's news, and the second never looks at its list.
+    fn news_of_frees_reaches_each_child() {
+        let children = Arc::new(HandoffChildren::new());
+        let freers: Vec<_> = (0..2)
+            .map(|child| {
+                let children = Arc::clone(&children);
+                thread::spawn(move || children.free(child))
+            })
+            .collect();
+        // As in the model above: without it loom never runs a free before the looks.
+        thread::yield_now();
+        let mut collected = [children.collect(0), children.collect(1)];
+        assert!(freers.into_iter().all(|freer| freer.join().unwrap()));
+        for (child, blocks) in collected.iter_mut().enumerate() {
+            blocks.extend(children.collect(child));
+        }
+        assert_eq!(collected, [[0], [0]]);
+    }
+
+    #[test]
+    fn news_of_a_free_reaches_the_child_whose_block_it_is() {
+        catches_broken(news_of_frees_reaches_each_child);
     }
 
     /// The owner gives a chunk up while the last two handed-off blocks are freed: the chunk goes

@@ -250,7 +250,7 @@ impl Arena {
             crate::stop_point::hit();
             // The list was empty: the owner may not look at this chunk again unless told.
             // The count lies in the header, not in the chunk: it outlives the chunk.
-            self.pending(owner).fetch_add(1, Ordering::Release);
+            handoff::announce(self.pending(owner));
         }
         RemoteFree {
             accepted: freed.pushed != handoff::Pushed::Refused,

@@ -41,9 +41,11 @@ use crate::sys::advise_huge_pages;
 /// an aligned allocation of the global allocator on every one. A root pool with a limit keeps
 /// them within its limit: the engine has the source give kept chunks back
 /// ([`keep_at_most`](ChunkSource::keep_at_most)) whenever what the pool holds and what the source
-/// keeps would pass it. What it holds from the system can still pass its limit by the uncarved
-/// rest of its newest slab, by the slabs it keeps for its busiest moment while a small chunk is
-/// out, and by the rounding of large chunks.
+/// keeps would pass it; once every small chunk has come back, the slabs it keeps besides the
+/// newest count as kept too, and go back, the oldest first, when the limit needs their room.
+/// What it holds from the system can still pass its limit by the uncarved rest of its newest
+/// slab, by the slabs it keeps for its busiest moment while a small chunk is out, and by the
+/// rounding of large chunks.
 ///
 /// On Linux, 2 MiB slabs are aligned to 2 MiB and marked for transparent huge pages: unmapping a
 /// full pool of 4 KiB pages costs the kernel several nanoseconds per 64-byte block, a huge page
@@ -69,7 +71,12 @@ pub struct GlobalSource {
     small: SmallChunks,
     slabs: Vec<(NonNull<u8>, Layout)>,
     /// The most chunks out at once in the busiest moment the source still keeps slabs for.
-    busiest: usize,
+    /// Chunk counts are 32 bits here, as in [`SmallChunks`], so that the source and a pool's
+    /// box stay small.
+    busiest: u32,
+    /// Chunks of the slabs kept besides the newest when every chunk last came back: while none
+    /// is out, a limit counts them as kept ([`kept_bytes`](ChunkSource::kept_bytes)).
+    older_slab_chunks: u32,
     /// When every chunk first came back from a lighter load than `busiest`, if it has since
     /// that moment: after [`KEEP_SLABS_FOR`] of lighter loads, `busiest` is forgotten.
     lighter_since: Option<Instant>,
@@ -119,6 +126,7 @@ impl GlobalSource {
             slabs: Vec::new(),
             busiest: 0,
             lighter_since: None,
+            older_slab_chunks: 0,
             large_cache: LargeCache::lazy(large_cache_limit),
         }
     }
@@ -184,7 +192,7 @@ impl GlobalSource {
     /// the others, and hands the kept ones out afresh: carving the newest, the others from the
     /// list of freed chunks.
     fn keep_slabs_for_peak(&mut self) {
-        let peak = self.small.take_peak().max(1);
+        let peak = u32::try_from(self.small.take_peak().max(1)).unwrap_or(u32::MAX);
         if peak >= self.busiest {
             // As busy as ever: no clock read, which a root whose one child comes and goes
             // would otherwise pay on every drop.
@@ -199,7 +207,7 @@ impl GlobalSource {
                 Some(_) => {}
             }
         }
-        let peak = self.busiest;
+        let peak = self.busiest as usize;
         let mut kept_chunks = 0;
         let kept = self
             .slabs
@@ -211,18 +219,30 @@ impl GlobalSource {
                 short
             })
             .count();
-        // SAFETY: every chunk has come back; `restart_from` below drops the list of freed
-        // chunks, and only chunks of kept slabs go back on it. It is reached: `peak` is at
-        // least 1, so at least the newest slab is kept and `slabs.last()` is `Some` whenever
-        // there were slabs, and with none there is no list to drop.
+        // SAFETY: every chunk has come back, and `hand_out_afresh` drops the list of freed
+        // chunks and puts back only chunks of the slabs kept.
         unsafe { self.give_back_oldest(self.slabs.len() - kept) };
-        let Some(&(newest, layout)) = self.slabs.last() else { return };
+        self.hand_out_afresh();
+    }
+
+    /// No chunk being out, hands the slabs out afresh: carving the newest, the others from the
+    /// list of freed chunks, which is dropped first.
+    #[inline]
+    fn hand_out_afresh(&mut self) {
+        // With no slab there is no list to drop.
+        let Some(&(newest, layout)) = self.slabs.last() else {
+            self.older_slab_chunks = 0;
+            return;
+        };
         // SAFETY: (1) no chunk is out; the chunks of the slabs kept besides the newest go back
         // on the list below; (2) the slab came from `alloc::alloc` with `layout`, a whole number
         // of chunks aligned to a chunk, and stays the source's until `release_slabs`.
         unsafe { self.small.restart_from(newest, layout.size() / CHUNK_SIZE) };
+        let mut older_chunks = 0;
         for &(slab, layout) in &self.slabs[..self.slabs.len() - 1] {
-            for index in 0..layout.size() / CHUNK_SIZE {
+            let chunks = layout.size() / CHUNK_SIZE;
+            older_chunks += chunks;
+            for index in 0..chunks {
                 // SAFETY: `index` is below the slab's chunk count, so the chunk starts inside it.
                 let chunk = unsafe { slab.add(index * CHUNK_SIZE) };
                 // SAFETY: the chunk lies in a slab the source keeps, and is on no list:
@@ -230,11 +250,39 @@ impl GlobalSource {
                 unsafe { self.small.add_free(chunk) };
             }
         }
+        self.older_slab_chunks = u32::try_from(older_chunks).unwrap_or(u32::MAX);
+    }
+
+    /// Bytes of the slabs kept besides the newest when every chunk last came back.
+    fn older_slab_bytes(&self) -> usize {
+        self.older_slab_chunks as usize * CHUNK_SIZE
+    }
+
+    /// Gives back the slabs kept besides the newest, the oldest first, until at most `bytes` of
+    /// them are kept; nothing while a chunk is out.
+    fn keep_older_slabs_within(&mut self, bytes: usize) {
+        if self.small.out() != 0 {
+            return;
+        }
+        let mut older = self.older_slab_bytes();
+        let older_slabs = &self.slabs[..self.slabs.len().saturating_sub(1)];
+        let count = older_slabs
+            .iter()
+            .take_while(|(_, layout)| {
+                let over = older > bytes;
+                older = older.saturating_sub(layout.size());
+                over
+            })
+            .count();
+        // SAFETY: no chunk is out, and `hand_out_afresh` drops the list of freed chunks and puts
+        // back only chunks of the slabs kept.
+        unsafe { self.give_back_oldest(count) };
+        self.hand_out_afresh();
     }
 
     fn release_slabs(&mut self) {
         self.small.clear();
-        (self.busiest, self.lighter_since) = (0, None);
+        (self.busiest, self.lighter_since, self.older_slab_chunks) = (0, None, 0);
         // SAFETY: `clear` forgot every chunk, and a source releases its slabs only when none
         // is out (every chunk came back, or the engine gave them all back at once), or when it
         // is dropped, after which no chunk of it may be used (the `ChunkSource` contract).
@@ -339,18 +387,25 @@ unsafe impl ChunkSource for GlobalSource {
         self.small.discard_free();
     }
 
+    /// Cached large chunks; and, while no small chunk is out, the slabs kept besides the newest,
+    /// which could go back at once: the newest is where the next small chunk comes from.
     #[inline]
     fn kept_bytes(&self) -> usize {
-        self.large_cache.bytes()
+        let older_slabs = if self.small.out() == 0 { self.older_slab_bytes() } else { 0 };
+        self.large_cache.bytes() + older_slabs
     }
 
-    /// Gives back cached large chunks, the shortest first, until at most `bytes` are cached.
+    /// Gives back cached large chunks, the shortest first, then, while no small chunk is out, the
+    /// slabs kept besides the newest, the oldest first, until at most `bytes` are kept.
     fn keep_at_most(&mut self, bytes: usize) {
         while self.large_cache.bytes() > bytes {
             let Some((chunk, layout)) = self.large_cache.pop() else { break };
             // SAFETY: cached chunks came from `alloc::alloc` with the layout they are cached
             // under, and are not in use.
             unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
+        }
+        if self.kept_bytes() > bytes {
+            self.keep_older_slabs_within(bytes.saturating_sub(self.large_cache.bytes()));
         }
     }
 

@@ -34,7 +34,10 @@ struct RegionTail {
 /// are handed out again; regions stay mapped while the source lives, since a program that freed
 /// its memory usually allocates again soon.
 ///
-/// Large chunks are mapped on their own, aligned. As with [`GlobalSource`](crate::GlobalSource),
+/// Large chunks are mapped on their own, aligned, and are whole pages: the source's
+/// [`granule`](ChunkSource::granule) is the page, so that a pool's limit counts the pages its
+/// large blocks map (where a page is longer than a chunk, the granule stays a chunk, and a limit
+/// does not count the rest of each large block's last page). As with [`GlobalSource`](crate::GlobalSource),
 /// their lengths up to 256 KiB are rounded up to an eighth of their power of two, and freed ones
 /// of 8 to 256 KiB, up to 2 MiB together, are kept for reuse, so that a program which frees and
 /// allocates buffers of a few dozen kilobytes in turn does not pay a map and an unmap for each.
@@ -259,6 +262,13 @@ unsafe impl ChunkSource for OsSource {
 
     fn kept_bytes(&self) -> usize {
         self.large_cache.bytes()
+    }
+
+    /// Whole pages, up to a chunk: a large chunk is a mapping of its own, which takes whole
+    /// pages, so that a limit counts them.
+    #[inline]
+    fn granule(&self) -> usize {
+        sys::page_size().min(CHUNK_SIZE)
     }
 
     /// Gives back cached large chunks, the shortest first, until at most `bytes` are cached.

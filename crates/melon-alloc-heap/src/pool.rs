@@ -722,7 +722,8 @@ impl HeapPool {
     /// Freed large blocks are kept for reuse as in any root ([`GlobalSource`]), within the
     /// limit: the bytes the pool holds and the large chunks it keeps never pass `limit`
     /// together, and kept chunks are given back first when a new one would. (Freed small chunks
-    /// stay in the source's slabs, uncounted, while any small chunk is out.)
+    /// stay in the source's slabs, uncounted, while any small chunk is out, and in its newest
+    /// slab after.)
     ///
     /// # Examples
     /// ```

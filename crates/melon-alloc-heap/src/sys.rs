@@ -19,7 +19,17 @@ pub(crate) fn advise_huge_pages(start: NonNull<u8>, len: usize) {
 /// The system's page size: the granule of mapping, unmapping and advice.
 #[cfg(target_os = "linux")]
 pub(crate) fn page_size() -> usize {
-    rustix::param::page_size()
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    // Asked of the system once: a pool over `OsSource` asks on every large block.
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Relaxed) {
+        0 => {
+            let page = rustix::param::page_size();
+            PAGE.store(page, Relaxed);
+            page
+        }
+        page => page,
+    }
 }
 
 /// Maps `len` bytes of fresh, zeroed, private memory aligned to `align`, a power of two; `len` is

@@ -423,3 +423,51 @@ fn a_descendants_chunks_count_against_every_ancestor() {
     assert_eq!(root.stats().bytes_held, 0);
     assert_eq!(child.stats().bytes_held, 0);
 }
+
+/// A limited pool over [`OsSource`] counts the whole pages each large block maps: blocks aligned
+/// to a chunk through `GlobalAlloc`, and large blocks, fill the limit with their pages and no
+/// more. (Not under Miri, which takes the source's unmapping of part of a mapping for a partial
+/// deallocation.)
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_limit_over_os_source_counts_the_pages_large_blocks_map() {
+    use core::alloc::GlobalAlloc;
+    use melon_alloc_heap::{LockedHeapPool, OsSource};
+
+    let page = rustix::param::page_size();
+    assert!(page <= CHUNK_SIZE, "pages of {page} bytes: the granule is a chunk, not a page");
+    const LIMIT: usize = 1 << 20;
+    let pool = LockedHeapPool::new(OsSource::new(), Some(LIMIT));
+    // 16 bytes aligned to a chunk: a mapping of one page each.
+    let aligned = Layout::from_size_align(16, CHUNK_SIZE).unwrap();
+    let mut blocks = Vec::new();
+    loop {
+        // SAFETY: the layout has a non-zero size.
+        let block = unsafe { GlobalAlloc::alloc(&pool, aligned) };
+        if block.is_null() {
+            break;
+        }
+        blocks.push(block);
+        assert!(blocks.len() <= LIMIT / page, "{} one-page blocks within {LIMIT}", blocks.len());
+    }
+    assert_eq!(blocks.len(), LIMIT / page);
+    assert_eq!(pool.stats().bytes_held, LIMIT);
+    for block in blocks {
+        // SAFETY: each block came from `pool` with `aligned`, and is freed once.
+        unsafe { GlobalAlloc::dealloc(&pool, block, aligned) };
+    }
+    // A large block just past the small classes: its chunk, header included, maps whole pages.
+    let size = MAX_SMALL + 1;
+    let span = (64 + size).next_multiple_of(page);
+    let mut blocks = Vec::new();
+    while let Some(block) = pool.alloc(size) {
+        blocks.push(block);
+    }
+    assert_eq!(blocks.len(), LIMIT / span);
+    assert_eq!(pool.stats().bytes_held, blocks.len() * span);
+    for block in blocks {
+        // SAFETY: each block came from `pool`, and is freed once.
+        unsafe { pool.try_free(block) }.unwrap();
+    }
+    pool.with(|engine| engine.check()).unwrap();
+}

@@ -635,6 +635,49 @@ fn a_kept_longer_chunk_is_not_handed_out_past_the_limit() {
     assert_eq!(mismatches(), 0);
 }
 
+/// A limited root whose child filled the limit with small chunks keeps, once the child is gone,
+/// the slabs of that moment: those besides the newest count against the limit, and go back, the
+/// oldest first, to make room for large blocks. What the root has from the global allocator
+/// passes its limit by at most its newest slab.
+#[test]
+fn slabs_kept_once_every_small_chunk_is_back_give_way_to_the_limit() {
+    const LIMIT: usize = 124 * CHUNK_SIZE;
+    let newest_slab = slab_chunks(4) * CHUNK_SIZE;
+    let before = chunk_bytes();
+    let root = HeapPool::with_limit(LIMIT);
+    {
+        // 124 chunks out at once: slabs of 4, 8, 16, 32 and 64 chunks.
+        let child = root.child();
+        let mut blocks = Vec::new();
+        while let Some(block) = child.alloc(MAX_SMALL) {
+            blocks.push(block);
+        }
+        for block in blocks {
+            // SAFETY: from `child`, freed once.
+            unsafe { child.free(block) };
+        }
+    }
+    assert_eq!(root.available(), Some(LIMIT), "no chunk is out");
+    assert_eq!(chunk_bytes() - before, LIMIT, "every slab is kept");
+    // Never rounded: past the longest length the cache keeps.
+    let size = 300 << 10;
+    let mut large = Vec::new();
+    while let Some(block) = root.alloc(size) {
+        large.push(block);
+        let (held, taken) = (root.stats().bytes_held, chunk_bytes() - before);
+        assert!(taken <= LIMIT + newest_slab, "{taken} bytes taken, {held} held");
+    }
+    assert_eq!(large.len(), LIMIT / (size + 64));
+    for block in large {
+        // SAFETY: from `root`, freed once.
+        unsafe { root.free(block) };
+    }
+    root.check().unwrap();
+    drop(root);
+    assert_eq!(chunk_bytes(), before);
+    assert_eq!(mismatches(), 0);
+}
+
 /// Children of a limited root come and go: the root's `available()` is back to the limit after
 /// each, and its slabs stay within what its busiest moment needed.
 #[test]

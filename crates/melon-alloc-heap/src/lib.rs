@@ -215,6 +215,11 @@ pub use typed::{TypedAllocError, MAX_TYPED_ALIGN};
 /// can share it, and fit to be the `#[global_allocator]`, since [`OsSource`] never calls the
 /// global allocator.
 ///
+/// A process that forks while another of its threads holds the pool's lock leaves the child a
+/// lock that nobody will release: the pool registers no fork handlers, so a program with threads
+/// whose global allocator it is forks only to `exec` (as `std::process::Command` does, which
+/// allocates nothing in the child).
+///
 /// # Examples
 ///
 /// ```

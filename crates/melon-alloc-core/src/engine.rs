@@ -446,7 +446,23 @@ impl<S: ChunkSource> Engine<S> {
                 return Some(block);
             }
         }
-        self.alloc_from_new_chunk(class)
+        if let Some(block) = self.alloc_from_new_chunk(class) {
+            return Some(block);
+        }
+        self.alloc_after_rescan(class)
+    }
+
+    /// No chunk can be had for `class`: blocks freed elsewhere that the source was not told of
+    /// (their freer died before it told) may still make room, in every chunk the source looks
+    /// at anew ([`ChunkSource::rescan_remote_frees`]).
+    #[cold]
+    fn alloc_after_rescan(&mut self, class: usize) -> Option<NonNull<u8>> {
+        self.source.rescan_remote_frees();
+        if self.collect_remote_frees() {
+            self.alloc_from_avail(class)
+        } else {
+            None
+        }
     }
 
     /// Takes a block from the chunks of `class`'s `avail` list (or a spare chunk), moving

@@ -146,6 +146,25 @@ pub unsafe trait ChunkSource {
         0
     }
 
+    /// Has the next [`take_remote_frees`](ChunkSource::take_remote_frees) look for blocks freed
+    /// elsewhere in every chunk, not only where it was told of frees: a source told of them may
+    /// miss one whose freer died before it told. The engine asks when a size class has no block
+    /// left and no new chunk can be had, then takes the blocks before it refuses. The default
+    /// does nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, RegionSource};
+    ///
+    /// static mut ARENA: [u8; 64 * 1024] = [0; 64 * 1024];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 64 * 1024) };
+    /// source.rescan_remote_frees();
+    /// let mut out = [None; 8];
+    /// assert_eq!(source.take_remote_frees(&mut out), 0, "a region has nothing freed elsewhere");
+    /// ```
+    fn rescan_remote_frees(&mut self) {}
+
     /// Forgets the blocks freed elsewhere that [`take_remote_frees`](ChunkSource::take_remote_frees)
     /// has not given the engine yet. The engine calls it when it is reset
     /// ([`Engine::reset`](crate::Engine::reset)), after which every block of its chunks is free

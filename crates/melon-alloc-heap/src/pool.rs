@@ -122,6 +122,13 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    fn rescan_remote_frees(&mut self) {
+        if let Self::External(source, _) = self {
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            unsafe { source.as_mut() }.rescan_remote_frees();
+        }
+    }
+
     fn forget_remote_frees(&mut self) {
         if let Self::External(source, _) = self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.

@@ -2172,6 +2172,8 @@ struct ShmChunks<'pool> {
     /// The count of the owner slot's remote frees ([`Arena::pending`]) when the child last
     /// looked at its lists.
     seen: u32,
+    /// Whether the next look takes every list that holds blocks, news or none.
+    rescan: bool,
 }
 
 impl<'pool> ShmChunks<'pool> {
@@ -2186,13 +2188,15 @@ impl<'pool> ShmChunks<'pool> {
             walks: Vec::new(),
             collected: Vec::new(),
             seen: 0,
+            rescan: false,
         }
     }
 }
 
 impl ShmChunks<'_> {
     /// Takes the remote-free lists of this child's chunks, if other processes freed blocks
-    /// into this process's chunks since it last looked, into `collected`.
+    /// into this process's chunks since it last looked, or a rescan was asked, into
+    /// `collected`.
     ///
     /// Each link lies in a block another process wrote last, so reading it waits for that
     /// process's cache: the lists are walked side by side, a block of each in turn, so that the
@@ -2200,7 +2204,9 @@ impl ShmChunks<'_> {
     fn collect(&mut self) {
         let arena = &self.shared.arena;
         let Some(slot) = self.shared.claim.current() else { return };
-        if !crate::handoff::news(arena.pending(slot), &mut self.seen) {
+        let news = crate::handoff::news(arena.pending(slot), &mut self.seen);
+        let rescan = core::mem::take(&mut self.rescan);
+        if !news && !rescan {
             return;
         }
         // The lists that hold blocks are found first, and taken after: reads of the lists can
@@ -2374,6 +2380,12 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             *place = Some(block);
         }
         count
+    }
+
+    /// A free whose process died between its push onto an empty list and its news leaves the
+    /// list unannounced: the next look takes it anyway.
+    fn rescan_remote_frees(&mut self) {
+        self.rescan = true;
     }
 
     fn forget_remote_frees(&mut self) {

@@ -2579,13 +2579,14 @@ mod crash {
     use core::ptr::NonNull;
     use std::time::Instant;
 
+    use melon_alloc_core::CHUNK_SIZE;
     use melon_alloc_heap::ChildPool;
     use melon_alloc_shm::{failpoint, ShmPool};
 
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
     use crate::harness::names_beside;
 
-    pub(super) const CASES: [Case; 12] = [
+    pub(super) const CASES: [Case; 13] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -2599,6 +2600,10 @@ mod crash {
         (
             "crash_a_remote_free_before_it_tells_the_owner",
             crash_a_remote_free_before_it_tells_the_owner,
+        ),
+        (
+            "crash_a_remote_free_before_it_tells_an_owner_at_its_limit",
+            crash_a_remote_free_before_it_tells_an_owner_at_its_limit,
         ),
         ("crash_making_a_named_pool", crash_making_a_named_pool),
     ];
@@ -3038,6 +3043,20 @@ mod crash {
         assert!(lengthened >= 1 && undone >= 3 && stood >= 1);
     }
 
+    /// Frees the handed-off block at `offset` from a process killed after its push onto the
+    /// chunk's remote-free list, before it tells the owner.
+    fn free_killed_before_telling(shm: &ShmPool, offset: usize) {
+        let mut freer = fork(|| {
+            let block = shm.ptr_at(offset).unwrap();
+            failpoint::arm(1);
+            // SAFETY: the block was handed off to this process, which frees it once.
+            let freed = unsafe { shm.try_free(block) };
+            failpoint::arm(0);
+            panic!("the free went past its fail point: {freed:?}");
+        });
+        assert_eq!(freer.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+    }
+
     /// A process is killed after pushing a handed-off block onto its chunk's empty remote-free
     /// list, before it adds to the owner's count of such pushes. The owner, not told, takes new
     /// chunks rather than the block; the next remote free onto another empty list of its chunks
@@ -3051,15 +3070,7 @@ mod crash {
         // SAFETY: the block is the child's, in use, handed off once, and freed by the process
         // forked below alone.
         let offset = unsafe { shm.hand_off(first) }.unwrap();
-        let mut freer = fork(|| {
-            let block = shm.ptr_at(offset).unwrap();
-            failpoint::arm(1);
-            // SAFETY: the block was handed off to this process, which frees it once.
-            let freed = unsafe { shm.try_free(block) };
-            failpoint::arm(0);
-            panic!("the free went past its fail point: {freed:?}");
-        });
-        assert_eq!(freer.wait(CHILD_LIMIT), Exit::Signal(libc::SIGKILL));
+        free_killed_before_telling(&shm, offset);
         held.extend((0..BLOCKS).map(|_| child.alloc(64).unwrap()));
         assert!(!held[BLOCKS..].contains(&first), "the owner was not told, and took new chunks");
 
@@ -3083,6 +3094,38 @@ mod crash {
         }
         // SAFETY: `first` came back from `child` in `again`, and is freed once.
         unsafe { child.free(first) };
+        child.check().unwrap();
+        drop(child);
+        assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+        shm.check().unwrap();
+    }
+
+    /// As above, for a child at its limit, which cannot take a new chunk instead: every block of
+    /// its one chunk is handed off and freed, the first by a process killed before it tells the
+    /// owner, so that no free tells it; the child, refused a chunk, looks at its chunk's list
+    /// anyway and allocates again.
+    fn crash_a_remote_free_before_it_tells_an_owner_at_its_limit() {
+        let shm = ShmPool::new(4 * MIB).unwrap();
+        let child = shm.child_with_limit(CHUNK_SIZE);
+        let held: Vec<_> = std::iter::from_fn(|| child.alloc(64)).collect();
+        assert!(held.len() > 200, "one chunk of 64-byte blocks: {}", held.len());
+        // SAFETY: the block is the child's, in use, handed off once, and freed by the process
+        // forked below alone.
+        let offset = unsafe { shm.hand_off(held[0]) }.unwrap();
+        free_killed_before_telling(&shm, offset);
+        for &block in &held[1..] {
+            // SAFETY: each block is the child's, in use, handed off once and freed at once.
+            let offset = unsafe { shm.hand_off(block) }.unwrap();
+            // SAFETY: as above.
+            unsafe { shm.try_free(shm.ptr_at(offset).unwrap()) }.unwrap();
+        }
+        let again: Vec<_> = std::iter::from_fn(|| child.alloc(64)).collect();
+        assert_eq!(again.len(), held.len(), "every block of the chunk serves again");
+        assert!(again.contains(&held[0]), "the block whose freer died among them");
+        for block in again {
+            // SAFETY: each block came from `child`, is in use, and is freed once.
+            unsafe { child.free(block) };
+        }
         child.check().unwrap();
         drop(child);
         assert_eq!(shm.stats().unwrap().lent_bytes, 0);

@@ -1178,6 +1178,10 @@ impl Arena {
             // for `check` to see.
             Err(_) => return,
         };
+        if located.is_some() {
+            // The block counted as in use since its allocation, which may have been the peak.
+            self.note_peak();
+        }
         // SAFETY: the lock is held (see `new`) and the log is empty (caller).
         let mut tx = unsafe { Tx::begin(self.base) };
         if let Some(located) = located {

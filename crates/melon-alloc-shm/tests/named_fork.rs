@@ -422,7 +422,7 @@ mod crash {
 
     use super::{fork, Case, Exit, CHILD_LIMIT, DIRECTORY_BYTES, MIB, TAKEOVER_BOUND};
 
-    pub(super) const CASES: [Case; 8] = [
+    pub(super) const CASES: [Case; 9] = [
         ("crash_remove_named_grown_by_another_process", crash_remove_named_grown_elsewhere),
         ("crash_insert_named", || crash(Op::Insert)),
         ("crash_insert_named_into_a_freed_block", || crash(Op::InsertReused)),
@@ -431,6 +431,7 @@ mod crash {
         ("crash_remove_named", || crash(Op::Remove)),
         ("crash_remove_named_large", || crash(Op::RemoveLarge)),
         ("crash_insert_named_mutex", || crash(Op::InsertMutex)),
+        ("crash_insert_named_after_writing_its_value", crash_insert_after_writing_its_value),
     ];
 
     const CAPACITY: usize = 2 * MIB;
@@ -549,6 +550,41 @@ mod crash {
                 break;
             }
         }
+    }
+
+    /// An insertion killed after its value's block was allocated and written, before the name:
+    /// the next holder of the lock frees the block, and the peak of bytes in use still counts
+    /// it, as it would have after a free of any other block.
+    fn crash_insert_after_writing_its_value() {
+        let reference = setup(Op::InsertLarge);
+        run(Op::InsertLarge, &reference.shm);
+        let with_it = reference.shm.stats().unwrap().bytes_in_use;
+        let offset = look(Op::InsertLarge, &reference.shm, "a pool that never crashed").unwrap();
+        let mut written_then_freed = 0;
+        for k in 1.. {
+            assert!(k < 1000, "the insertion never completed");
+            let Setup { shm, .. } = setup(Op::InsertLarge);
+            let mut process = fork(|| {
+                failpoint::arm(k);
+                run(Op::InsertLarge, &shm);
+                failpoint::arm(0);
+            });
+            if process.wait(CHILD_LIMIT) == Exit::Code(0) {
+                break;
+            }
+            drop(shm.try_lock_for(TAKEOVER_BOUND).unwrap());
+            shm.check().unwrap_or_else(|error| panic!("at {k}: {error}"));
+            let value = shm.ptr_at(offset as usize).unwrap().cast::<Large>();
+            // SAFETY: the block lies in the pool's mapping, and no process uses the pool now;
+            // its bytes are read as words, which any bytes are.
+            let written = unsafe { value.read() } == pattern::<2048>(3);
+            if written && shm.find::<Large>(NAME).unwrap().is_none() {
+                written_then_freed += 1;
+                let peak = shm.stats().unwrap().peak_bytes_in_use;
+                assert!(peak >= with_it, "killed at {k}: peak {peak}, {with_it} were in use");
+            }
+        }
+        assert!(written_then_freed > 0, "no kill between the value and its name");
     }
 
     fn run(op: Op, shm: &ShmPool) {

@@ -760,7 +760,13 @@ impl ShmGuard<'_> {
         let arena = &shared.arena;
         let end = arena.end_for_run(pages).ok_or(NoRoom::InPool)?;
         let [descs, bitmap, data] = arena.geometry().reserve_ranges(arena.end(), end);
-        if !shared.mapping.has_room((descs.len() + bitmap.len() + data.len()) as u64) {
+        // A growth that died after its reservation left the file holding part of the data
+        // range, which takes nothing more of the system now. (A file whose length cannot be
+        // read counts as holding none of it.)
+        let file = Mapping::file_len(shared.mapping.fd()).unwrap_or(0);
+        let held = file.saturating_sub(data.start as u64).min(data.len() as u64);
+        let needed = (descs.len() + bitmap.len() + data.len()) as u64 - held;
+        if !shared.mapping.has_room(needed) {
             return Err(NoRoom::FromSystem);
         }
         // The metadata before the pages: the undo log counts on the metadata of every page the

@@ -2586,7 +2586,7 @@ mod crash {
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
     use crate::harness::names_beside;
 
-    pub(super) const CASES: [Case; 13] = [
+    pub(super) const CASES: [Case; 14] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -2597,6 +2597,7 @@ mod crash {
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
         ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
         ("crash_growing_a_pool", crash_growing_a_pool),
+        ("crash_a_growth_after_reserving_its_segment", crash_a_growth_after_reserving_its_segment),
         (
             "crash_a_remote_free_before_it_tells_the_owner",
             crash_a_remote_free_before_it_tells_the_owner,
@@ -3041,6 +3042,125 @@ mod crash {
         }
         println!("  {lengthened} lengthened, {undone} undone, {stood} grown");
         assert!(lengthened >= 1 && undone >= 3 && stood >= 1);
+    }
+
+    /// A growth killed after it reserved its segment leaves the file holding that memory. The
+    /// next growth reserves the same range, which takes nothing more of the system, and asks the
+    /// system only for the rest: where the system has a segment and a half to spare less what
+    /// the file holds, it grows as a pool whose grower was never killed does. Run in a user and
+    /// mount namespace of its own, whose `/proc/meminfo` says what the system has to spare.
+    fn crash_a_growth_after_reserving_its_segment() {
+        const SEGMENT: usize = 32 * MIB;
+        fork(|| {
+            let spare = FakeSpare::new();
+            let mut killed_after_reserving = 0;
+            for k in 0..100 {
+                spare.set(1 << 40);
+                let shm = ShmPool::builder().capacity(SEGMENT).max_capacity(2 * SEGMENT).build();
+                let shm = shm.unwrap();
+                // Never freed: the pool must grow for the next half segment.
+                let _filler = shm.alloc(shm.available() - 8192).unwrap();
+                let (base, data) = (file_bytes(&shm), shm.stats().unwrap().data_bytes);
+                // At `k` = 0, a pool whose grower is never killed.
+                if k > 0 {
+                    let mut grower = fork(|| {
+                        failpoint::arm(k);
+                        let _ = shm.alloc(SEGMENT / 2);
+                        failpoint::arm(0);
+                    });
+                    if grower.wait(CHILD_LIMIT) == Exit::Code(0) {
+                        break;
+                    }
+                    shm.check().unwrap();
+                    let grown = shm.stats().unwrap().data_bytes > data;
+                    if grown || file_bytes(&shm) < base + SEGMENT as u64 / 2 {
+                        continue;
+                    }
+                    killed_after_reserving += 1;
+                }
+                let held = file_bytes(&shm) - base;
+                spare.set((SEGMENT as u64 * 3 / 2).saturating_sub(held));
+                let grown = shm.try_alloc(SEGMENT / 2).map(|_| ());
+                assert_eq!(grown, Ok(()), "killed at {k}, the file holding {held} bytes more");
+            }
+            assert!(killed_after_reserving > 0, "no kill after the reservation");
+        })
+        .succeeds("growths in a namespace whose system has little to spare");
+    }
+
+    /// Bytes of memory the pool's file holds.
+    fn file_bytes(shm: &ShmPool) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::from(shm.as_fd().try_clone_to_owned().unwrap());
+        file.metadata().unwrap().blocks() * 512
+    }
+
+    /// A `/proc/meminfo` of this process's own, in a user and mount namespace made for it,
+    /// whose spare memory (what the pool reads: `MemAvailable` less 1/64 of `MemTotal`) the
+    /// test sets.
+    struct FakeSpare {
+        path: std::path::PathBuf,
+    }
+
+    impl FakeSpare {
+        /// Moves this process, which must have a single thread, into new user and mount
+        /// namespaces, and puts a file of its own over `/proc/meminfo` there.
+        fn new() -> Self {
+            let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+            // SAFETY: the caller is a forked child with one thread, as `CLONE_NEWUSER` needs;
+            // only this process's namespaces change.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) }, 0);
+            std::fs::write("/proc/self/setgroups", "deny").unwrap();
+            std::fs::write("/proc/self/uid_map", format!("0 {} 1", uid.as_raw())).unwrap();
+            std::fs::write("/proc/self/gid_map", format!("0 {} 1", gid.as_raw())).unwrap();
+            // Mounts made here stay here.
+            let root = c"/";
+            // SAFETY: the strings are NUL-terminated, and the null arguments are allowed.
+            let private = unsafe {
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                libc::mount(
+                    core::ptr::null(),
+                    root.as_ptr(),
+                    core::ptr::null(),
+                    flags,
+                    core::ptr::null(),
+                )
+            };
+            assert_eq!(private, 0, "{}", std::io::Error::last_os_error());
+            let path = std::env::temp_dir().join(format!("melon-meminfo-{}", std::process::id()));
+            let spare = Self { path };
+            spare.set(1 << 40);
+            let source = std::ffi::CString::new(spare.path.to_str().unwrap()).unwrap();
+            // SAFETY: as above.
+            let bound = unsafe {
+                libc::mount(
+                    source.as_ptr(),
+                    c"/proc/meminfo".as_ptr(),
+                    core::ptr::null(),
+                    libc::MS_BIND,
+                    core::ptr::null(),
+                )
+            };
+            assert_eq!(bound, 0, "{}", std::io::Error::last_os_error());
+            spare
+        }
+
+        /// Says that the system has `bytes` to spare.
+        fn set(&self, bytes: u64) {
+            let (total, kept) = (64u64 << 30, 1u64 << 30);
+            let text = format!(
+                "MemTotal: {} kB\nMemAvailable: {} kB\n",
+                total >> 10,
+                (kept + bytes) >> 10
+            );
+            std::fs::write(&self.path, text).unwrap();
+        }
+    }
+
+    impl Drop for FakeSpare {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 
     /// Frees the handed-off block at `offset` from a process killed after its push onto the

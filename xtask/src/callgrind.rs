@@ -3,18 +3,21 @@
 
 use std::process::Command;
 
-/// Where the measured program is copied to, so that it starts under the same name wherever the
-/// workspace lies.
-const MEASURED: &str = "melon-alloc-measured";
+/// The name the measured program is copied to, so that it starts under the same name wherever
+/// the workspace lies.
+const MEASURED: &str = "measured";
 
 /// The instructions `command` runs, counted by callgrind (which it runs under).
 ///
-/// The program runs from a copy at a fixed path, in `/`, with no environment but a fixed
-/// `PATH`: what a process allocates as it starts (its arguments, its environment) shapes the
-/// heap that glibc's `malloc` then works in, and so the instructions of the workloads that call
-/// it. So measured, the count is the same in any checkout and any shell.
+/// The program runs from a copy at a path of the same length every time, in `/`, with no
+/// environment but a fixed `PATH`: what a process allocates as it starts (its arguments, its
+/// environment) shapes the heap that glibc's `malloc` then works in, and so the instructions of
+/// the workloads that call it. So measured, the count is the same in any checkout and any
+/// shell. The copy lies in a directory of this process's own, so that two checks at once do not
+/// measure each other's programs.
 pub(crate) fn instructions(command: &Command) -> Result<u64, String> {
-    let copy = std::env::temp_dir().join(MEASURED);
+    let directory = measuring_directory()?;
+    let copy = directory.join(MEASURED);
     std::fs::copy(command.get_program(), &copy)
         .map_err(|error| format!("cannot copy {:?}: {error}", command.get_program()))?;
     let mut counted = Command::new("/usr/bin/valgrind");
@@ -25,7 +28,9 @@ pub(crate) fn instructions(command: &Command) -> Result<u64, String> {
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
         .arg(&copy)
         .args(command.get_args());
-    let output = counted.output().map_err(|error| format!("could not run valgrind: {error}"))?;
+    let output = counted.output().map_err(|error| format!("could not run valgrind: {error}"));
+    let _ = std::fs::remove_dir_all(&directory);
+    let output = output?;
     if !output.status.success() {
         return Err(format!(
             "{command:?} failed under callgrind:\n{}",
@@ -36,6 +41,16 @@ pub(crate) fn instructions(command: &Command) -> Result<u64, String> {
         .lines()
         .find_map(|line| line.split("I   refs:").nth(1)?.trim().replace(',', "").parse().ok())
         .ok_or_else(|| "no instruction count in callgrind's output".to_string())
+}
+
+/// A new directory for this process's measured copy: named by the process id, written with ten
+/// digits so that the path's length does not depend on it.
+fn measuring_directory() -> Result<std::path::PathBuf, String> {
+    let directory =
+        std::env::temp_dir().join(format!("melon-alloc-measured-{:010}", std::process::id()));
+    std::fs::create_dir_all(&directory)
+        .map_err(|error| format!("cannot make {}: {error}", directory.display()))?;
+    Ok(directory)
 }
 
 /// The instructions of one operation of a program that runs `n` operations when given `n` as

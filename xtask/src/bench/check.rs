@@ -53,7 +53,12 @@ pub(super) fn run_task(save: bool) -> Result<(), String> {
         })
         .collect();
     println!("| workload | baseline | now | change |\n|---|---:|---:|---:|");
-    let mut regressed = Vec::new();
+    // A workload gone from the binary is a check that stopped running.
+    let mut regressed: Vec<String> = baseline
+        .iter()
+        .filter(|(name, _)| !counts.iter().any(|(workload, _)| workload == name))
+        .map(|(name, _)| format!("{name} is in the baseline but was not measured"))
+        .collect();
     for (workload, count) in &counts {
         let Some(&(_, base)) = baseline.iter().find(|(name, _)| name == workload) else {
             println!("| {workload} | none | {count:.1} | |");
@@ -90,8 +95,17 @@ fn count() -> Result<Vec<(String, f64)>, String> {
         .arg("--list")
         .output()
         .map_err(|error| format!("could not run {}: {error}", exe.display()))?;
+    let workloads = String::from_utf8_lossy(&listed.stdout);
+    if !listed.status.success() || workloads.trim().is_empty() {
+        return Err(format!(
+            "`{} --list` failed or listed no workload: {}\n{}",
+            exe.display(),
+            listed.status,
+            String::from_utf8_lossy(&listed.stderr)
+        ));
+    }
     let mut counts = Vec::new();
-    for workload in String::from_utf8_lossy(&listed.stdout).lines() {
+    for workload in workloads.lines() {
         let program = |n: u64| {
             let mut command = Command::new(&exe);
             command.args([workload, &n.to_string()]);

@@ -14,7 +14,10 @@
 //! in use, where a pool's lists change hands), except in `heap_child_lifecycle` and
 //! `sync_child_lifecycle`, where it is a child pool made (of a `HeapPool`, or of a `static`
 //! `SyncPool` with a limit, as a request's), one block allocated and freed in it, and the child
-//! dropped; in `shm_handoff_ring`,
+//! dropped; in `heap_root_lifecycle`, a root `HeapPool` made, a block of each of
+//! [`ROOT_SIZES`] allocated in it, each class taking a fresh chunk of a fresh slab, and the root
+//! dropped with them in use: the costs a pool pays once, which the other workloads' operations
+//! leave out; in `shm_handoff_ring`,
 //! a child pool's block allocated and handed off and the oldest of 256 in flight freed through
 //! the shared pool, as between a producer and its consumer; in `shm_find`, a lookup of a named
 //! value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`.
@@ -35,7 +38,7 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 14] = [
+const WORKLOADS: [(&str, Workload); 15] = [
     ("heap_ping_pong", heap_ping_pong),
     ("heap_ping_pong_at_chunk_end", heap_ping_pong_at_chunk_end),
     ("heap_fill_drain", heap_fill_drain),
@@ -43,6 +46,7 @@ const WORKLOADS: [(&str, Workload); 14] = [
     ("heap_large_ring", heap_large_ring),
     ("heap_limited_large_ring", heap_limited_large_ring),
     ("heap_child_lifecycle", heap_child_lifecycle),
+    ("heap_root_lifecycle", heap_root_lifecycle),
     ("sync_child_lifecycle", sync_child_lifecycle),
     ("shm_ping_pong", shm_ping_pong),
     ("shm_ping_pong_at_slab_end", shm_ping_pong_at_slab_end),
@@ -157,6 +161,21 @@ fn heap_child_lifecycle(n: u64) -> Result<(), String> {
         let block = alloc(&child, black_box(BLOCK))?;
         // SAFETY: the block came from `child` and is not used again.
         unsafe { child.free(block) };
+    }
+    Ok(())
+}
+
+/// The sizes of the blocks of each root of `heap_root_lifecycle`: four classes, four chunks.
+const ROOT_SIZES: [usize; 4] = [64, 256, 1024, 4096];
+
+fn heap_root_lifecycle(n: u64) -> Result<(), String> {
+    for _ in 0..n {
+        let root = HeapPool::new();
+        for size in ROOT_SIZES {
+            alloc(&root, black_box(size))?;
+        }
+        // Dropped with every block in use: the drop frees them all at once.
+        drop(black_box(root));
     }
     Ok(())
 }

@@ -459,6 +459,8 @@ pub(super) struct PerRequestRow {
     pub(super) ratio: [f64; 3],
     /// Bytes one request's pool held at its peak; 0 where there is no such pool.
     pub(super) bytes: f64,
+    /// Median, least and greatest of the rounds' time over bumpalo's, where bumpalo ran.
+    pub(super) to_bumpalo: Option<[f64; 3]>,
 }
 
 impl PerRequest {
@@ -478,12 +480,21 @@ impl PerRequest {
         for fields in tsv(&path) {
             let [peer, rest @ ..] = &fields[..] else { continue };
             let numbers: Vec<f64> = rest.iter().filter_map(|field| field.parse().ok()).collect();
-            let [us_per_request, r1, r2, r3, bytes] = numbers[..] else { continue };
+            let (&[us_per_request, r1, r2, r3, bytes], to_bumpalo) =
+                numbers.split_at(5.min(numbers.len()))
+            else {
+                continue;
+            };
+            let to_bumpalo = match *to_bumpalo {
+                [b1, b2, b3] if !b1.is_nan() => Some([b1, b2, b3]),
+                _ => None,
+            };
             per_request.rows.push(PerRequestRow {
                 peer: peer.clone(),
                 us_per_request,
                 ratio: [r1, r2, r3],
                 bytes,
+                to_bumpalo,
             });
         }
         per_request

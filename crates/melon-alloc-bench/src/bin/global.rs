@@ -5,9 +5,10 @@
 //! The workload ([`melon_alloc_bench::global::btree_workload`]) builds a
 //! `BTreeMap<String, Vec<u8>>` of 400,000 entries and drops it, on 1 thread and on 2 threads at
 //! once. Each child runs it once in a fresh process and reports its wall time and its peak
-//! resident memory (`VmHWM`). The children run interleaved in rounds (glibc, mimalloc, melon,
-//! glibc, ...), so that a change in the machine's load falls on all of them alike, and each
-//! round's figures are taken over glibc's of the same round. The table gives the median of those
+//! resident memory (`VmHWM`). The children run interleaved in rounds after an untimed round of
+//! warm-up, the first to run moving one place a round (glibc, mimalloc, melon; then mimalloc,
+//! melon, glibc; ...), so that a change in the machine's load falls on all of them alike, and
+//! each round's figures are taken over glibc's of the same round. The table gives the median of those
 //! ratios and their spread (least to greatest). With `--tsv PATH` the figures also go to `PATH`,
 //! one line per (threads, allocator), which is what `cargo xtask bench` reads.
 //!
@@ -54,11 +55,16 @@ fn run() -> Result<(), String> {
     for threads in THREADS {
         // figures[allocator][round] = (wall ms, peak MiB)
         let mut figures = vec![Vec::new(); ALLOCATORS.len()];
-        for round in 0..rounds {
-            for (slot, allocator) in ALLOCATORS.iter().enumerate() {
+        // Round 0 warms up the page cache of each child's binary, and the system's memory.
+        for round in 0..=rounds {
+            for turn in 0..ALLOCATORS.len() {
+                let slot = (round + turn) % ALLOCATORS.len();
+                let allocator = ALLOCATORS[slot];
                 let figure = measure(&exe, allocator, threads)?;
-                eprintln!("round {round}, {threads} threads, {allocator}: {figure:?}");
-                figures[slot].push(figure);
+                if round > 0 {
+                    eprintln!("round {round}, {threads} threads, {allocator}: {figure:?}");
+                    figures[slot].push(figure);
+                }
             }
         }
         for (slot, allocator) in ALLOCATORS.iter().enumerate() {

@@ -14,13 +14,15 @@
 //!   future that holds one cannot be spawned on the multi-threaded runtime, and these tasks run
 //!   on one thread in a `LocalSet`, as a bumpalo user has to run them.
 //!
-//! The peers run interleaved in rounds (melon, global, mimalloc, bumpalo, melon, ...) after one
-//! round of warm-up, so that a change in the machine's load falls on all of them alike; the
-//! table gives the median time per request over the rounds, the median of each round's time
-//! over the global allocator's (least and greatest in brackets), and the bytes one request's
-//! pool held at its peak (the child's `peak_bytes_held`, bumpalo's `allocated_bytes`), averaged
-//! over one request in 16.
-//! With `--tsv PATH` the figures also go to `PATH`, which is what `cargo xtask bench` reads.
+//! The peers run interleaved in rounds after one round of warm-up, the first to run moving one
+//! place a round (melon, global, mimalloc, bumpalo; then global, mimalloc, bumpalo, melon; ...),
+//! so that a change in the machine's load, and what a peer leaves the next, falls on all of them
+//! alike; the table gives the median time per request over the rounds, the median of each
+//! round's time over the global allocator's (least and greatest in brackets), and the bytes one
+//! request's pool held at its peak (the child's `peak_bytes_held`, bumpalo's `allocated_bytes`),
+//! averaged over one request in 16.
+//! With `--tsv PATH` the figures also go to `PATH`, which is what `cargo xtask bench` reads,
+//! with the median, least and greatest of each round's time over bumpalo's as well.
 //! `--in-flight N` changes how many requests are alive at once, and `--peers melon,global` runs
 //! only the peers named (a ratio needs `global` among them), for a profiler to see one alone.
 //! `--threads N` serves the requests on N threads instead, each with a current-thread runtime of
@@ -61,6 +63,8 @@ const REQUEST_LIMIT: usize = 1 << 20;
 /// The peers, by the name the table shows; the global allocator is the baseline.
 const PEERS: [&str; 4] = ["melon", "global", "mimalloc", "bumpalo"];
 const BASELINE: usize = 1;
+/// The other peer a target compares melon with, round by round.
+const BUMPALO: usize = 3;
 
 /// The root of every melon request's pool, alive as long as the tasks that borrow it.
 static ROOT: SyncPool = SyncPool::new(GlobalSource::new(), None);
@@ -120,8 +124,11 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     // figures[peer][round] = (µs per request, mean bytes per request's pool)
     let mut figures = vec![Vec::new(); PEERS.len()];
+    let order: Vec<usize> = (0..PEERS.len()).filter(|&slot| running[slot]).collect();
     for round in 0..=rounds {
-        for (slot, peer) in PEERS.iter().enumerate().filter(|&(slot, _)| running[slot]) {
+        for turn in 0..order.len() {
+            let slot = order[(round + turn) % order.len()];
+            let peer = PEERS[slot];
             let figure = match threads {
                 Some(threads) => measure_on_threads(peer, threads, start)?,
                 None => measure(&runtime, peer, in_flight, start)?,
@@ -145,23 +152,34 @@ fn run() -> Result<(), String> {
     println!();
     println!("| peer | µs per request | time / global | bytes per request's pool |");
     println!("|---|---:|---:|---:|");
-    let mut lines = String::from("peer\tus_per_request\tratio\tratio_min\tratio_max\tbytes\n");
+    let mut lines = String::from(concat!(
+        "peer\tus_per_request\tratio\tratio_min\tratio_max\tbytes",
+        "\tto_bumpalo\tto_bumpalo_min\tto_bumpalo_max\n"
+    ));
+    // Each round's time of the peer in `slot` over that of the peer in `base`.
+    let ratios = |slot: usize, base: usize| {
+        let ratios: Vec<f64> =
+            figures[slot].iter().zip(&figures[base]).map(|(own, base)| own.0 / base.0).collect();
+        Spread::of(&ratios)
+    };
     for (slot, peer) in PEERS.iter().enumerate().filter(|&(slot, _)| running[slot]) {
         let time = Spread::of(&figures[slot].iter().map(|f| f.0).collect::<Vec<_>>());
-        let ratios: Vec<f64> = figures[slot]
-            .iter()
-            .zip(&figures[BASELINE])
-            .map(|(own, base)| own.0 / base.0)
-            .collect();
-        let ratio = Spread::of(&ratios);
+        let ratio = ratios(slot, BASELINE);
+        let to_bumpalo = ratios(slot, BUMPALO);
         let bytes = Spread::of(&figures[slot].iter().map(|f| f.1).collect::<Vec<_>>()).median;
         let shown = if bytes > 0.0 { format!("{bytes:.0}") } else { "n/a".into() };
         // Without the global allocator's rounds there is nothing to divide by.
         let shown_ratio = if running[BASELINE] { ratio.show() } else { "n/a".into() };
         println!("| {peer} | {:.2} | {shown_ratio} | {shown} |", time.median);
         lines.push_str(&format!(
-            "{peer}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{bytes:.0}\n",
-            time.median, ratio.median, ratio.min, ratio.max
+            "{peer}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{bytes:.0}\t{:.3}\t{:.3}\t{:.3}\n",
+            time.median,
+            ratio.median,
+            ratio.min,
+            ratio.max,
+            to_bumpalo.median,
+            to_bumpalo.min,
+            to_bumpalo.max
         ));
     }
     if ROOT.stats().live_blocks != 0 || ROOT.check().is_err() {

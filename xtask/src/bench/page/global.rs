@@ -20,7 +20,8 @@ pub(super) fn global_results(page: &mut String, targets: &mut Vec<Target>, globa
          `mimalloc::MiMalloc`, `glibc` is `std::alloc::System`. Each allocator is a binary of its \
          own (`crates/melon-alloc-bench/src/bin/global_*.rs`), run once per round in a fresh \
          process that times the workload and reads its peak resident memory (`VmHWM`); the \
-         rounds run the three in turn, and each ratio is the median, over the rounds, of the \
+         rounds run the three in turn after an untimed round of warm-up, the first to run moving \
+         one place a round, and each ratio is the median, over the rounds, of the \
          round's figure over glibc's in the same round, with the least and greatest in \
          brackets. Produced by:\n\n\
          ```sh\n\

@@ -920,11 +920,15 @@ fn measure(options: &Options) -> Result<(Figures, String), String> {
     let mut lines = String::from("workload\tvariant\tprocesses\trun\tmops\tcpu_ns_per_op\n");
     let mut figures = Figures { runs: BTreeMap::new() };
     // The runs go round every cell in turn, so that a stretch of load on the machine spreads
-    // over all variants instead of landing on one.
+    // over all variants instead of landing on one; the variant to run first moves one place a
+    // run, so that none always follows the same one.
     for run_index in 1..=runs {
         for &count in processes {
             for &workload in workloads {
-                for &variant in variants.iter().filter(|&&v| workload.runs(v, count)) {
+                let cell: Vec<Variant> =
+                    variants.iter().copied().filter(|&v| workload.runs(v, count)).collect();
+                for turn in 0..cell.len() {
+                    let variant = cell[(run_index + turn) % cell.len()];
                     let Timing { elapsed, cpu } = run(workload, variant, count, ops)?;
                     let total = (count as u64 * ops) as f64;
                     let mops = total / elapsed.as_secs_f64() / 1e6;

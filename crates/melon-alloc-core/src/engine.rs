@@ -453,16 +453,24 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// No chunk can be had for `class`: blocks freed elsewhere that the source was not told of
-    /// (their freer died before it told) may still make room, in every chunk the source looks
-    /// at anew ([`ChunkSource::rescan_remote_frees`]).
+    /// may still make room, in the class's chunks or, emptying chunks of other classes, for a
+    /// new one.
     #[cold]
     fn alloc_after_rescan(&mut self, class: usize) -> Option<NonNull<u8>> {
-        self.source.rescan_remote_frees();
-        if self.collect_remote_frees() {
-            self.alloc_from_avail(class)
-        } else {
-            None
+        if !self.collect_unannounced_frees() {
+            return None;
         }
+        self.alloc_from_avail(class).or_else(|| self.alloc_from_new_chunk(class))
+    }
+
+    /// Has the source look for blocks freed elsewhere in every chunk, not only where it was told
+    /// of frees (a freer may have died before it told), and frees them into this engine
+    /// ([`ChunkSource::rescan_remote_frees`]): what a request does before it is refused. Returns
+    /// whether there were any.
+    #[cold]
+    fn collect_unannounced_frees(&mut self) -> bool {
+        self.source.rescan_remote_frees();
+        self.collect_remote_frees()
     }
 
     /// Takes a block from the chunks of `class`'s `avail` list (or a spare chunk), moving
@@ -781,7 +789,12 @@ impl<S: ChunkSource> Engine<S> {
         let layout = Layout::from_size_align(span, CHUNK_SIZE).ok()?;
         // A kept chunk up to a quarter longer serves as well as a new one of the length asked.
         let most = span.saturating_add(span / 4) & !(MIN_ALIGN - 1);
-        let (chunk, span) = self.acquire_up_to(layout, most)?;
+        let (chunk, span) = match self.acquire_up_to(layout, most) {
+            Some(taken) => taken,
+            // Blocks freed elsewhere may empty chunks, which a second try gives back first.
+            None if self.collect_unannounced_frees() => self.acquire_up_to(layout, most)?,
+            None => return None,
+        };
         let chunk = chunk.cast::<ChunkHeader>().as_ptr();
         // SAFETY: (1) the source handed out `span >= offset >= HEADER_SIZE` bytes aligned to
         // `CHUNK_SIZE`; (2) the chunk is on no list and the `large` list holds valid headers.

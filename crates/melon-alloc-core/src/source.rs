@@ -148,9 +148,9 @@ pub unsafe trait ChunkSource {
 
     /// Has the next [`take_remote_frees`](ChunkSource::take_remote_frees) look for blocks freed
     /// elsewhere in every chunk, not only where it was told of frees: a source told of them may
-    /// miss one whose freer died before it told. The engine asks when a size class has no block
-    /// left and no new chunk can be had, then takes the blocks before it refuses. The default
-    /// does nothing.
+    /// miss one whose freer died before it told. The engine asks when it cannot have the chunk a
+    /// request needs, then takes the blocks, which may empty chunks it can give back, before it
+    /// refuses the request. The default does nothing.
     ///
     /// # Examples
     /// ```

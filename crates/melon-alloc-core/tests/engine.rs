@@ -63,6 +63,41 @@ fn blocks_freed_elsewhere_serve_again_before_a_new_chunk() {
     engine.check().unwrap();
 }
 
+/// An engine at its limit, whose source was not told of a block freed elsewhere: a small request
+/// has the source look everywhere, and the block's chunk, emptied, makes room for a chunk of
+/// another class, which the request gets instead of a refusal.
+#[test]
+fn unannounced_frees_make_room_for_a_small_request_at_the_limit() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), Some(2 * CHUNK_SIZE));
+    let big = engine.alloc(1024).unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| engine.alloc(64)).collect();
+    assert_eq!(source.chunks_out(), 2, "the limit binds");
+    assert!(source.ledger().rescans > 0, "a refusal looks everywhere first");
+    source.ledger().unannounced.push(FreedElsewhere(big));
+    let again: Vec<_> = std::iter::from_fn(|| engine.alloc(64)).collect();
+    assert_eq!(again.len(), first.len(), "a whole chunk of 64-byte blocks more");
+    assert!(source.ledger().unannounced.is_empty() && source.ledger().remote.is_empty());
+    for block in first.into_iter().chain(again) {
+        free(&mut engine, block);
+    }
+    engine.check().unwrap();
+}
+
+/// As above, for a large request: the emptied chunk goes back, and the large block fits.
+#[test]
+fn unannounced_frees_make_room_for_a_large_request_at_the_limit() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), Some(2 * CHUNK_SIZE));
+    let big = engine.alloc(1024).unwrap();
+    assert_eq!(engine.alloc(20_000), None, "the limit binds");
+    source.ledger().unannounced.push(FreedElsewhere(big));
+    let large = engine.alloc(20_000).expect("the emptied chunk made room");
+    assert_eq!(source.chunks_out(), 1, "the emptied chunk went back");
+    free(&mut engine, large);
+    engine.check().unwrap();
+}
+
 #[test]
 fn a_failing_source_refuses_without_a_charge() {
     let source = TestSource::default();

@@ -74,8 +74,9 @@ pub struct GlobalSource {
     /// Chunk counts are 32 bits here, as in [`SmallChunks`], so that the source and a pool's
     /// box stay small.
     busiest: u32,
-    /// Chunks of the slabs kept besides the newest when every chunk last came back: while none
-    /// is out, a limit counts them as kept ([`kept_bytes`](ChunkSource::kept_bytes)).
+    /// Chunks of the slabs kept besides the newest when every chunk last came back, until a
+    /// chunk is taken: while none is out, a limit counts them as kept
+    /// ([`kept_bytes`](ChunkSource::kept_bytes)).
     older_slab_chunks: u32,
     /// When every chunk first came back from a lighter load than `busiest`, if it has since
     /// that moment: after [`KEEP_SLABS_FOR`] of lighter loads, `busiest` is forgotten.
@@ -169,6 +170,9 @@ impl GlobalSource {
     }
 
     fn small_chunk(&mut self) -> Option<NonNull<u8>> {
+        // Once a chunk is out, the older slabs are not kept for a limit to count: see
+        // `kept_bytes`. (With none out, the take below fails only with no slab at all.)
+        self.older_slab_chunks = 0;
         if let Some(chunk) = self.small.take() {
             return Some(chunk);
         }
@@ -181,8 +185,9 @@ impl GlobalSource {
         }
         self.slabs.push((slab, layout));
         // SAFETY: the slab was just allocated with this layout and is the source's until
-        // `release_slabs` or `keep_slabs_for_peak` gives it back, each when no chunk of it is
-        // out and after the list of freed chunks was emptied (`clear`, `restart_from`).
+        // `release_slabs`, `keep_slabs_for_peak` or `keep_older_slabs_within` gives it back, each
+        // when no chunk is out and with the list of freed chunks emptied (`clear`, or
+        // `restart_from` in `hand_out_afresh`) and made anew of the slabs kept.
         unsafe { self.small.add_slab(slab) };
         self.small.take()
     }
@@ -236,7 +241,9 @@ impl GlobalSource {
         };
         // SAFETY: (1) no chunk is out; the chunks of the slabs kept besides the newest go back
         // on the list below; (2) the slab came from `alloc::alloc` with `layout`, a whole number
-        // of chunks aligned to a chunk, and stays the source's until `release_slabs`.
+        // of chunks aligned to a chunk, and stays the source's until it is given back, which
+        // happens only with no chunk out, after which this function makes the list anew (or
+        // `release_slabs` clears it).
         unsafe { self.small.restart_from(newest, layout.size() / CHUNK_SIZE) };
         let mut older_chunks = 0;
         for &(slab, layout) in &self.slabs[..self.slabs.len() - 1] {
@@ -388,11 +395,12 @@ unsafe impl ChunkSource for GlobalSource {
     }
 
     /// Cached large chunks; and, while no small chunk is out, the slabs kept besides the newest,
-    /// which could go back at once: the newest is where the next small chunk comes from.
+    /// which could go back at once. The newest stays for the next small chunks, uncounted, as
+    /// the uncarved rest of a slab is.
     #[inline]
     fn kept_bytes(&self) -> usize {
-        let older_slabs = if self.small.out() == 0 { self.older_slab_bytes() } else { 0 };
-        self.large_cache.bytes() + older_slabs
+        // 0 once a small chunk is out (`small_chunk`).
+        self.large_cache.bytes() + self.older_slab_bytes()
     }
 
     /// Gives back cached large chunks, the shortest first, then, while no small chunk is out, the

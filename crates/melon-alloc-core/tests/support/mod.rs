@@ -24,6 +24,11 @@ pub(crate) struct Ledger {
     /// Blocks freed "elsewhere", as another process frees into a shared pool's chunk, for the
     /// engine to collect.
     pub(crate) remote: Vec<FreedElsewhere>,
+    /// Blocks freed elsewhere that the source was not told of: `take_remote_frees` finds them
+    /// only after `rescan_remote_frees`.
+    pub(crate) unannounced: Vec<FreedElsewhere>,
+    /// Calls of `rescan_remote_frees`.
+    pub(crate) rescans: usize,
     /// Calls of `discard_free`.
     pub(crate) discards: usize,
 }
@@ -97,8 +102,17 @@ unsafe impl ChunkSource for TestSource {
         count
     }
 
+    fn rescan_remote_frees(&mut self) {
+        let mut ledger = self.ledger();
+        ledger.rescans += 1;
+        let found = core::mem::take(&mut ledger.unannounced);
+        ledger.remote.extend(found);
+    }
+
     fn forget_remote_frees(&mut self) {
-        self.ledger().remote.clear();
+        let mut ledger = self.ledger();
+        ledger.remote.clear();
+        ledger.unannounced.clear();
     }
 
     fn discard_free(&mut self) {

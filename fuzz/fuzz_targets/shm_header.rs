@@ -27,8 +27,9 @@ const CAPACITY: usize = 256 << 10;
 /// allocator state, page descriptors, in-use bitmap) and a page of data after them.
 const TARGET: usize = 3 * 4096;
 
-/// The built-in lock's cache line, which the writes leave alone: it is the C library's mutex, and
-/// what the C library does with a mutex of random bytes is not this pool's to decide.
+/// The built-in lock's cache line, which the writes leave alone: a lock word that names a live
+/// process as its holder (this one, whose identity the line's counter hands out) is a lock held
+/// for good, and the target would wait for it rather than find anything.
 const LOCK_LINE: core::ops::Range<usize> = 64..128;
 
 /// Sizes the operations ask for: small classes, a slab of its own, page runs.

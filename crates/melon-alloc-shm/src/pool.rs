@@ -1381,6 +1381,13 @@ impl ShmPool {
 
     unsafe fn open(fd: OwnedFd, lock: Option<Box<dyn ShmLock>>) -> Result<Self, ShmError> {
         use std::os::fd::AsFd;
+        // Every pool's file is a regular file (a memfd included): reading the header of a
+        // socket, a pipe or a directory would fail with an error about the read, not the file.
+        let regular = sys::is_regular_file(fd.as_fd())
+            .map_err(|errno| ShmError::os("reading the descriptor's file type", errno))?;
+        if !regular {
+            return Err(ShmError::NotAPool);
+        }
         let file = Mapping::file_len(fd.as_fd())
             .map_err(|errno| ShmError::os("reading the descriptor's size", errno))?;
         let header = HeaderFields::read(fd.as_fd())?;

@@ -1,7 +1,7 @@
 //! How a pool reaches a process that did not inherit its mapping across a `fork`: its descriptor
 //! sent over a UNIX socket, or its file opened by name.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -100,7 +100,7 @@ impl ShmPool {
             return Err(ShmError::WrongTag);
         }
         // SAFETY: the caller upholds `attach`'s conditions.
-        unsafe { attach_file(fd) }
+        unsafe { ShmPool::attach(fd) }
     }
 
     /// Opens the pool that [`ShmPoolBuilder::path`](crate::ShmPoolBuilder::path) made at
@@ -146,23 +146,8 @@ impl ShmPool {
         let fd = sys::open_file(path.as_ref())
             .map_err(|errno| ShmError::os("opening the pool's file", errno))?;
         // SAFETY: the caller upholds `attach`'s conditions.
-        unsafe { attach_file(fd) }
+        unsafe { ShmPool::attach(fd) }
     }
-}
-
-/// Attaches to the pool behind `fd` with the built-in lock, if it is a regular file: reading
-/// the header of a socket or a pipe would fail with an error about the read, not the file.
-///
-/// # Safety
-/// As for [`ShmPool::attach`].
-unsafe fn attach_file(fd: OwnedFd) -> Result<ShmPool, ShmError> {
-    let regular = sys::is_regular_file(fd.as_fd())
-        .map_err(|errno| ShmError::os("reading the descriptor's file type", errno))?;
-    if !regular {
-        return Err(ShmError::NotAPool);
-    }
-    // SAFETY: the caller upholds `attach`'s conditions.
-    unsafe { ShmPool::attach(fd) }
 }
 
 /// Makes a pool in a new file named `path` (see

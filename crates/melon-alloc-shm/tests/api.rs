@@ -1297,6 +1297,11 @@ fn attach_refuses_what_is_not_a_pool() {
     let file = std::fs::File::options().read(true).write(true).open(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(attach(OwnedFd::from(file)), ShmError::NotAPool);
+    // Descriptors of no regular file: a pipe and a directory.
+    let (pipe, _writer) = std::io::pipe().unwrap();
+    assert_eq!(attach(OwnedFd::from(pipe)), ShmError::NotAPool);
+    let directory = std::fs::File::open(std::env::temp_dir()).unwrap();
+    assert_eq!(attach(OwnedFd::from(directory)), ShmError::NotAPool);
     assert!(ShmError::NotAPool.to_string().contains("not hold"));
 
     // A copy of a real pool, in a file shorter than its header says.

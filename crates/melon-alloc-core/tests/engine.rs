@@ -90,9 +90,11 @@ fn unannounced_frees_make_room_for_a_large_request_at_the_limit() {
     let source = TestSource::default();
     let mut engine = Engine::new(source.clone(), Some(2 * CHUNK_SIZE));
     let big = engine.alloc(1024).unwrap();
-    assert_eq!(engine.alloc(20_000), None, "the limit binds");
+    // More than a chunk: it fits beside no chunk within the limit.
+    let size = CHUNK_SIZE + CHUNK_SIZE / 4;
+    assert_eq!(engine.alloc(size), None, "the limit binds");
     source.ledger().unannounced.push(FreedElsewhere(big));
-    let large = engine.alloc(20_000).expect("the emptied chunk made room");
+    let large = engine.alloc(size).expect("the emptied chunk made room");
     assert_eq!(source.chunks_out(), 1, "the emptied chunk went back");
     free(&mut engine, large);
     engine.check().unwrap();

@@ -446,10 +446,7 @@ impl<S: ChunkSource> Engine<S> {
                 return Some(block);
             }
         }
-        if let Some(block) = self.alloc_from_new_chunk(class) {
-            return Some(block);
-        }
-        self.alloc_after_rescan(class)
+        self.alloc_from_new_chunk(class).or_else(|| self.alloc_after_rescan(class))
     }
 
     /// No chunk can be had for `class`: blocks freed elsewhere that the source was not told of
@@ -789,12 +786,10 @@ impl<S: ChunkSource> Engine<S> {
         let layout = Layout::from_size_align(span, CHUNK_SIZE).ok()?;
         // A kept chunk up to a quarter longer serves as well as a new one of the length asked.
         let most = span.saturating_add(span / 4) & !(MIN_ALIGN - 1);
-        let (chunk, span) = match self.acquire_up_to(layout, most) {
-            Some(taken) => taken,
+        let (chunk, span) = self.acquire_up_to(layout, most).or_else(|| {
             // Blocks freed elsewhere may empty chunks, which a second try gives back first.
-            None if self.collect_unannounced_frees() => self.acquire_up_to(layout, most)?,
-            None => return None,
-        };
+            self.collect_unannounced_frees().then(|| self.acquire_up_to(layout, most))?
+        })?;
         let chunk = chunk.cast::<ChunkHeader>().as_ptr();
         // SAFETY: (1) the source handed out `span >= offset >= HEADER_SIZE` bytes aligned to
         // `CHUNK_SIZE`; (2) the chunk is on no list and the `large` list holds valid headers.

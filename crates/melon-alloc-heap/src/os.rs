@@ -35,14 +35,14 @@ struct RegionTail {
 /// its memory usually allocates again soon.
 ///
 /// Large chunks are mapped on their own, aligned, and are whole pages: the source's
-/// [`granule`](ChunkSource::granule) is the page, so that a pool's limit counts the pages its
-/// large blocks map (where a page is longer than a chunk, the granule stays a chunk, and a limit
-/// does not count the rest of each large block's last page). As with [`GlobalSource`](crate::GlobalSource),
-/// their lengths up to 256 KiB are rounded up to an eighth of their power of two, and freed ones
-/// of 8 to 256 KiB, up to 2 MiB together, are kept for reuse, so that a program which frees and
-/// allocates buffers of a few dozen kilobytes in turn does not pay a map and an unmap for each.
-/// A limit does not count that rounding, which above 64 KiB is coarser than a page: what a pool
-/// maps can pass its limit by it, at most an eighth.
+/// [`granule`](ChunkSource::granule) is the page, so that a pool's limit counts the pages its large
+/// blocks map (where a page is longer than a chunk, the granule stays a chunk, and a limit does not
+/// count the rest of each large block's last page). As with [`GlobalSource`](crate::GlobalSource),
+/// their lengths up to 256 KiB are rounded up to an eighth of their power of two, and freed ones of
+/// 8 to 256 KiB, up to 2 MiB together, are kept for reuse, so that a program which frees and
+/// allocates buffers of a few dozen kilobytes in turn does not pay a map and an unmap for each. A
+/// limit does not count that rounding, which above 64 KiB is coarser than a page: what a pool maps
+/// can pass its limit by it, at most an eighth.
 ///
 /// [`trim`](ChunkSource::trim), which the engine calls from its own `trim`, unmaps the cached
 /// large chunks; then it either unmaps every region, if no small chunk is out, or lets the system

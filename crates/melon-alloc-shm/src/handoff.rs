@@ -1,13 +1,13 @@
-//! The protocol of handed-off blocks, on four kinds of word: a block's mark, which its owner
-//! sets when it hands the block off and the process that frees it clears; two words of the
-//! lent chunk, its remote-free list, a stack of block offsets that any process pushes onto and
-//! the owner takes whole, and its state, the frees in flight with [`GIVEN_UP`] set once the
-//! owner gave the chunk up (see `arena/remote.rs`); and the owner slot's count of news, which a
-//! free that finds a list empty adds to and the owner's child pools compare ([`news`]). Written once over [`AtomicWord`], so that
-//! the pool runs it on the words in its mapping and the loom models (`tests/loom.rs`) on loom's
-//! atomics, which explore its schedules up to three preemptions; loom runs a sequentially
-//! consistent operation in the order of its schedule, so the part of the argument below that
-//! rests on sequential consistency is reasoned, not checked by it.
+//! The protocol of handed-off blocks, on four kinds of word: a block's mark, which its owner sets
+//! when it hands the block off and the process that frees it clears; two words of the lent chunk,
+//! its remote-free list, a stack of block offsets that any process pushes onto and the owner takes
+//! whole, and its state, the frees in flight with [`GIVEN_UP`] set once the owner gave the chunk up
+//! (see `arena/remote.rs`); and the owner slot's count of news, which a free that finds a list
+//! empty adds to and the owner's child pools compare ([`news`]). Written once over [`AtomicWord`],
+//! so that the pool runs it on the words in its mapping and the loom models (`tests/loom.rs`) on
+//! loom's atomics, which explore its schedules up to three preemptions; loom runs a sequentially
+//! consistent operation in the order of its schedule, so the part of the argument below that rests
+//! on sequential consistency is reasoned, not checked by it.
 //!
 //! Handing a block off writes its mark alone, a word only hand-offs and frees write, so that the
 //! owner's side costs one atomic operation on a line no read of the chunk's kind shares. A chunk

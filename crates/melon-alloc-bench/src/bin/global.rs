@@ -2,15 +2,15 @@
 //! `LockedHeapPool` over `OsSource`, each as the `#[global_allocator]` of a child binary of its
 //! own (`global_glibc`, `global_mimalloc`, `global_melon`, built beside this one).
 //!
-//! The workload ([`melon_alloc_bench::global::btree_workload`]) builds a
-//! `BTreeMap<String, Vec<u8>>` of 400,000 entries and drops it, on 1 thread and on 2 threads at
-//! once. Each child runs it once in a fresh process and reports its wall time and its peak
-//! resident memory (`VmHWM`). The children run interleaved in rounds after an untimed round of
-//! warm-up, the first to run moving one place a round (glibc, mimalloc, melon; then mimalloc,
-//! melon, glibc; ...), so that a change in the machine's load falls on all of them alike, and
-//! each round's figures are taken over glibc's of the same round. The table gives the median of those
-//! ratios and their spread (least to greatest). With `--tsv PATH` the figures also go to `PATH`,
-//! one line per (threads, allocator), which is what `cargo xtask bench` reads.
+//! The workload ([`melon_alloc_bench::global::btree_workload`]) builds a `BTreeMap<String,
+//! Vec<u8>>` of 400,000 entries and drops it, on 1 thread and on 2 threads at once. Each child runs
+//! it once in a fresh process and reports its wall time and its peak resident memory (`VmHWM`). The
+//! children run interleaved in rounds after an untimed round of warm-up, the first to run moving
+//! one place a round (glibc, mimalloc, melon; then mimalloc, melon, glibc; ...), so that a change
+//! in the machine's load falls on all of them alike, and each round's figures are taken over
+//! glibc's of the same round. The table gives the median of those ratios and their spread (least to
+//! greatest). With `--tsv PATH` the figures also go to `PATH`, one line per (threads, allocator),
+//! which is what `cargo xtask bench` reads.
 //!
 //! ```text
 //! cargo build --release -p melon-alloc-bench --bins

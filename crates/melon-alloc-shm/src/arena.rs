@@ -511,9 +511,15 @@ impl Arena {
         let need = match (no_room, class) {
             (NoRoom::FromSystem, _) => None,
             (NoRoom::InPool, Some(class)) => Some(CLASS_SIZES[class] as u64),
-            (NoRoom::InPool, None) => {
-                large_run(size, align).map(|(pages, _)| u64::from(pages) * PAGE as u64)
-            }
+            (NoRoom::InPool, None) => large_run(size, align)
+                // A run is taken with room to align its start: one longer than every data page
+                // the pool can ever have is never found.
+                .filter(|&(pages, align)| {
+                    let geometry = self.geometry;
+                    let most = geometry.page_count - geometry.first_data_page;
+                    pages.checked_add(align - 1).is_some_and(|need| need <= most)
+                })
+                .map(|(pages, _)| u64::from(pages) * PAGE as u64),
         };
         let available = self.free_bytes();
         match need {
@@ -524,6 +530,15 @@ impl Arena {
             },
             _ => ShmError::OutOfMemory { size },
         }
+    }
+
+    /// The refusal of an allocation of `size` bytes that no layout describes (past `isize::MAX`
+    /// once rounded to its alignment): [`OutOfMemory`](ShmError::OutOfMemory), counted as every
+    /// refusal is.
+    #[cold]
+    pub(crate) fn refusal_of_no_layout(&self, size: usize) -> ShmError {
+        self.count_failure(None);
+        ShmError::OutOfMemory { size }
     }
 
     /// Counts an allocation refused, of `class` if a small class serves it.
@@ -841,7 +856,10 @@ impl Arena {
         Some(start)
     }
 
-    /// Removes and returns a free run of at least `need` pages.
+    /// Removes and returns a free run of at least `need` pages: the first run of `need`'s own
+    /// bin if it is long enough, else the first run of the next bin that holds any, all of whose
+    /// runs are; only when there is none, before the caller refuses the request or grows the
+    /// pool, the rest of `need`'s own bin ([`take_fitting_run`](Arena::take_fitting_run)).
     fn take_run(&self, tx: &mut Tx, need: u32) -> Option<u32> {
         let floor = 31 - need.leading_zeros();
         let first = state!(self, bins[floor as usize]);
@@ -854,12 +872,12 @@ impl Arena {
         }
         // Every run in a bin at or above `ceil` is at least `2^ceil >= need` pages long.
         let ceil = if need.is_power_of_two() { floor } else { floor + 1 };
-        if ceil as usize >= BIN_COUNT {
-            return None;
-        }
-        let mask = state!(self, bin_mask) & (u32::MAX << ceil);
+        let mask = match ceil {
+            ceil if (ceil as usize) < BIN_COUNT => state!(self, bin_mask) & (u32::MAX << ceil),
+            _ => 0,
+        };
         if mask == 0 {
-            return None;
+            return self.take_fitting_run(tx, need, floor as usize);
         }
         let bin = mask.trailing_zeros() as usize;
         let run = state!(self, bins[bin]);
@@ -868,6 +886,32 @@ impl Arena {
         }
         self.remove_free(tx, run);
         Some(run)
+    }
+
+    /// Removes and returns the first run of bin `bin` that holds `need` pages, if any: a walk of
+    /// the bin, whose runs are `2^bin` to `2^(bin + 1) - 1` pages long, so that a head too short
+    /// for `need` says nothing of the runs after it. Only a request that would otherwise be
+    /// refused, or grow the pool, walks: every allocation that a bin's head serves stays O(1),
+    /// and `stats().largest_free_run` is a block the pool hands out. A run that is not a free
+    /// run of the bin ends the walk and gives the bin up, as a corrupt head does.
+    #[cold]
+    fn take_fitting_run(&self, tx: &mut Tx, need: u32, bin: usize) -> Option<u32> {
+        let mut run = state!(self, bins[bin]);
+        // A bin never holds more runs than the pool has pages: a looped list is walked no
+        // further.
+        let mut budget = self.end();
+        while run != NONE && budget > 0 {
+            if !self.is_free_run(run, bin) {
+                return self.drop_bin(tx, bin);
+            }
+            if get!(self, run, len) >= need {
+                self.remove_free(tx, run);
+                return Some(run);
+            }
+            budget -= 1;
+            run = get!(self, run, next);
+        }
+        None
     }
 
     /// Whether `run` is a free run of bin `bin`, inside the data pages: what a bin's head must

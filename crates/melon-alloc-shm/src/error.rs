@@ -203,9 +203,9 @@ pub enum ShmError {
     /// lie between free runs helps; a pool this fragmented holds many long-lived blocks among
     /// short-lived ones.
     ///
-    /// `largest_run` can reach the size asked for in one case: a request that is not a power of
-    /// two of pages looks only at the first run of the bin that would hold it, so that an
-    /// allocation never searches a bin, and a longer run further down the bin is not tried.
+    /// `largest_run` can reach the size asked for in one case: a block aligned beyond a page
+    /// takes a run long enough to align its start wherever the run lies, its pages and one page
+    /// less than its alignment, so a shorter run that happens to start aligned is not tried.
     ///
     /// # Examples
     ///
@@ -348,11 +348,17 @@ impl fmt::Display for ShmError {
                 write!(f, "the pool's lock stayed held for {waited:?}, past the timeout")
             }
             Self::OutOfMemory { size } => write!(f, "no room for {size} bytes"),
-            Self::Fragmented { size, available, largest_run } => write!(
-                f,
-                "no room for {size} bytes in one place: {available} bytes are free, in runs of at \
-                 most {largest_run} bytes and in slabs of other sizes"
-            ),
+            Self::Fragmented { size, available, largest_run } => {
+                write!(
+                    f,
+                    "no room for {size} bytes in one place: {available} bytes are free, in runs \
+                     of at most {largest_run} bytes and in slabs of other sizes"
+                )?;
+                if largest_run >= size {
+                    f.write_str(" (no run long enough to start at the alignment asked for)")?;
+                }
+                Ok(())
+            }
             Self::NameLength { len } => {
                 write!(f, "a name of {len} bytes: names are 1 to {} bytes", crate::layout::NAME_MAX)
             }

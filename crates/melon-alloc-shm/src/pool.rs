@@ -664,9 +664,10 @@ impl ShmGuard<'_> {
     /// ```
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub fn alloc(&mut self, size: usize) -> Result<NonNull<u8>, ShmError> {
-        self.alloc_layout(
-            Layout::from_size_align(size, 16).map_err(|_| ShmError::OutOfMemory { size })?,
-        )
+        let Ok(layout) = Layout::from_size_align(size, 16) else {
+            return Err(self.shared.arena.refusal_of_no_layout(size));
+        };
+        self.alloc_layout(layout)
     }
 
     /// Allocates a block for `layout`: any power-of-two alignment up to 2 MiB.
@@ -858,8 +859,9 @@ impl ShmGuard<'_> {
             unsafe { self.free(block) }?;
             return Ok(None);
         }
-        let layout = Layout::from_size_align(new_size, 16)
-            .map_err(|_| ShmError::OutOfMemory { size: new_size })?;
+        let Ok(layout) = Layout::from_size_align(new_size, 16) else {
+            return Err(self.shared.arena.refusal_of_no_layout(new_size));
+        };
         // SAFETY: forwarded from the caller.
         unsafe { self.resize(block, layout) }.map(Some)
     }

@@ -75,7 +75,11 @@ pub struct ShmStats {
     /// found corrupt, as a write into a freed block leaves it; see
     /// [`ShmCheckError::Quarantined`](crate::ShmCheckError::Quarantined).
     pub quarantined_slabs: u64,
-    /// Dead processes whose chunks went back to the pool.
+    /// Dead processes found holding a slot of the pool's owner table, which went back to the
+    /// pool with whatever chunks they held, if any (as [`ReclaimReport::processes`] counts
+    /// them).
+    ///
+    /// [`ReclaimReport::processes`]: crate::ReclaimReport::processes
     pub reclaimed_processes: u64,
     /// Bytes of the chunks that dead processes' child pools held, counted when the death is
     /// found: each went back to the pool then, or, where a block handed off from it is still
@@ -92,8 +96,9 @@ static_assertions::const_assert!(core::mem::size_of::<ShmStats>() < 2048);
 
 impl ShmStats {
     /// The figures of each size class that slabs serve, smallest block size first: every
-    /// request up to 8 KiB goes to the smallest class that holds it (a larger one for a larger
-    /// alignment).
+    /// request up to 8 KiB aligned to at most 4 KiB goes to the smallest class that holds it (a
+    /// larger one for a larger alignment); a request aligned beyond 4 KiB takes whole pages, and
+    /// no class counts it.
     ///
     /// # Examples
     ///
@@ -142,16 +147,20 @@ impl ShmStats {
 /// ```
 impl fmt::Display for ShmStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let segments = if self.segments == 1 { "segment" } else { "segments" };
         writeln!(
             f,
-            "capacity    {} bytes in {} {segments}, {} of them for data",
-            self.capacity, self.segments, self.data_bytes
+            "capacity    {} bytes in {}, {} of them for data",
+            self.capacity,
+            Counted(self.segments as u64, "segment", "segments"),
+            self.data_bytes
         )?;
         writeln!(
             f,
-            "in use      {} bytes in {} blocks ({} large), peak {}",
-            self.bytes_in_use, self.live_blocks, self.large_blocks, self.peak_bytes_in_use
+            "in use      {} bytes in {} ({} large), peak {}",
+            self.bytes_in_use,
+            Counted(self.live_blocks as u64, "block", "blocks"),
+            self.large_blocks,
+            self.peak_bytes_in_use
         )?;
         writeln!(
             f,
@@ -159,26 +168,44 @@ impl fmt::Display for ShmStats {
             self.available, self.largest_free_run
         )?;
         writeln!(f, "lent        {} bytes to child pools", self.lent_bytes)?;
-        writeln!(f, "failures    {} allocations refused", self.failures)?;
+        writeln!(f, "failures    {} refused", Counted(self.failures, "allocation", "allocations"))?;
         writeln!(
             f,
-            "recovered   {} lock takeovers, {} operations undone, {} slabs quarantined",
-            self.lock_takeovers, self.operations_undone, self.quarantined_slabs
+            "recovered   {}, {} undone, {} quarantined",
+            Counted(self.lock_takeovers, "lock takeover", "lock takeovers"),
+            Counted(self.operations_undone, "operation", "operations"),
+            Counted(self.quarantined_slabs, "slab", "slabs")
         )?;
         writeln!(
             f,
-            "reclaimed   {} bytes from {} dead processes",
-            self.reclaimed_bytes, self.reclaimed_processes
+            "reclaimed   the slots of {}, and {} bytes of their chunks",
+            Counted(self.reclaimed_processes, "dead process", "dead processes"),
+            self.reclaimed_bytes
         )?;
+        let shown = || self.classes.iter().filter(|class| class.slabs > 0 || class.requests > 0);
+        // Each column as wide as its heading or its longest figure, whichever is wider: the
+        // counts of a pool that runs for months outgrow any fixed width.
+        let width = |heading: &str, figure: fn(&ShmClassStats) -> u64| {
+            shown().map(|class| digits(figure(class))).fold(heading.len(), usize::max)
+        };
+        let widths = [
+            width("class", |class| class.block_size as u64),
+            width("slabs", |class| class.slabs as u64),
+            width("in use", |class| class.blocks_in_use as u64),
+            width("blocks", |class| class.blocks as u64),
+            width("requests", |class| class.requests),
+            width("failures", |class| class.failures),
+        ];
+        let [w0, w1, w2, w3, w4, w5] = widths;
         write!(
             f,
-            "{:>6} {:>8} {:>10} {:>10} {:>12} {:>10}",
+            "{:>w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {:>w5$}",
             "class", "slabs", "in use", "blocks", "requests", "failures"
         )?;
-        for class in self.classes.iter().filter(|class| class.slabs > 0 || class.requests > 0) {
+        for class in shown() {
             write!(
                 f,
-                "\n{:>6} {:>8} {:>10} {:>10} {:>12} {:>10}",
+                "\n{:>w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {:>w5$}",
                 class.block_size,
                 class.slabs,
                 class.blocks_in_use,
@@ -189,6 +216,21 @@ impl fmt::Display for ShmStats {
         }
         Ok(())
     }
+}
+
+/// A count and its noun, singular for one: "1 block", "3 blocks".
+struct Counted(u64, &'static str, &'static str);
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self(count, one, many) = *self;
+        write!(f, "{count} {}", if count == 1 { one } else { many })
+    }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 impl Default for ShmStats {
@@ -253,4 +295,30 @@ pub struct ShmClassStats {
     pub requests: u64,
     /// Those of the requests that were refused.
     pub failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_class_table_stays_in_columns_whatever_the_counts() {
+        let mut stats = ShmStats::default();
+        let class = |block_size, requests, failures| ShmClassStats {
+            block_size,
+            slabs: 1,
+            blocks_in_use: 1,
+            blocks: 255,
+            requests,
+            failures,
+        };
+        stats.classes[0] = class(16, u64::MAX, 12_345_678_901);
+        stats.classes[1] = class(32, 7, 0);
+        let table = stats.to_string();
+        let lines: Vec<_> = table.lines().collect();
+        let header = lines.len() - 3;
+        assert!(lines[header].starts_with("class"), "{table}");
+        assert!(lines[header..].iter().all(|line| line.len() == lines[header].len()), "{table}");
+        assert!(lines[header + 1].ends_with(&format!("{}  12345678901", u64::MAX)), "{table}");
+    }
 }

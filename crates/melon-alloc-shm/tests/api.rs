@@ -488,6 +488,29 @@ fn try_alloc_tells_a_fragmented_pool_from_a_full_one() {
 }
 
 #[test]
+fn an_alignment_no_run_can_give_is_out_of_memory_and_one_taken_says_so() {
+    let layout = Layout::from_size_align(PAGE, 2 * MIB).unwrap();
+    // A pool of 1 MiB has no page on a 2 MiB boundary, nor a run long enough to look for one.
+    let shm = ShmPool::new(MIB).unwrap();
+    let refused = shm.lock().unwrap().alloc_layout(layout);
+    assert_eq!(refused, Err(ShmError::OutOfMemory { size: PAGE }));
+    // A pool of 4 MiB has a run long enough once; with it taken, the runs left are longer than
+    // the block, and the message says what they lack.
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let mut guard = shm.lock().unwrap();
+    let first = guard.alloc_layout(layout).unwrap();
+    assert_eq!(first.as_ptr().addr() % (2 * MIB), 0);
+    let refused = guard.alloc_layout(layout).unwrap_err();
+    let ShmError::Fragmented { size, largest_run, .. } = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(largest_run >= size, "{refused:?}");
+    assert!(refused.to_string().contains("alignment asked for"), "{refused}");
+    // SAFETY: the block came from this pool and is not used again.
+    unsafe { guard.free(first) }.unwrap();
+}
+
+#[test]
 fn alloc_zeroed_zeroes_memory_that_held_data() {
     let shm = ShmPool::new(MIB).unwrap();
     for size in [1, 100, 2048, 5000, 70_000] {

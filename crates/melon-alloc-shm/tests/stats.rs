@@ -4,7 +4,7 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use melon_alloc_shm::{ShmClassStats, ShmPool, ShmStats};
+use melon_alloc_shm::{ShmClassStats, ShmError, ShmPool, ShmStats};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -189,7 +189,7 @@ fn stats_display_as_totals_then_a_line_per_class_in_use() {
     assert!(line("in use").ends_with(&format!("peak {in_use}")), "{table}");
     assert!(line("available").contains(&format!("{} bytes", stats.available)));
     assert!(line("available").ends_with(&format!("run {} bytes", stats.largest_free_run)));
-    assert!(line("failures").contains(" 1 allocations refused"), "{table}");
+    assert!(line("failures").contains(" 1 allocation refused"), "{table}");
     assert!(line("lent").contains(" 0 bytes"));
     let header: Vec<_> = lines[7].split_whitespace().collect();
     assert_eq!(header, ["class", "slabs", "in", "use", "blocks", "requests", "failures"]);
@@ -201,4 +201,59 @@ fn stats_display_as_totals_then_a_line_per_class_in_use() {
     assert_eq!(figures(lines[8]), [64, 2, 100, 128, 100, 0]);
     assert_eq!(figures(lines[9]), [5120, 1, 3, 12, 3, 0]);
     free_all(&shm, small.into_iter().chain(medium).chain([large]));
+}
+
+/// Blocks of three pages in `shm` until fewer than three pages are free, with blocks 1 to 4 and
+/// 6 to 8 freed again: two free runs of one bin, 12 pages and, freed last, 9. Returns the blocks
+/// still in use.
+fn runs_of_12_and_9_pages(shm: &ShmPool) -> Vec<NonNull<u8>> {
+    let mut blocks = Vec::new();
+    while shm.available() >= 3 * PAGE {
+        blocks.push(shm.alloc(3 * PAGE).unwrap());
+    }
+    let twelve: Vec<_> = blocks.drain(1..5).collect();
+    let nine: Vec<_> = blocks.drain(2..5).collect();
+    free_all(shm, twelve.into_iter().chain(nine));
+    blocks
+}
+
+#[test]
+fn the_largest_free_run_is_a_block_the_pool_hands_out() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let kept = runs_of_12_and_9_pages(&shm);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.largest_free_run, 12 * PAGE);
+    let whole = shm.try_alloc(stats.largest_free_run).unwrap();
+    assert_eq!(shm.stats().unwrap().largest_free_run, 9 * PAGE);
+    free_all(&shm, kept.into_iter().chain([whole]));
+    shm.check().unwrap();
+}
+
+#[test]
+fn a_pool_grows_only_when_no_free_run_fits() {
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(8 * MIB).build().unwrap();
+    let kept = runs_of_12_and_9_pages(&shm);
+    let block = shm.try_alloc(12 * PAGE).unwrap();
+    assert_eq!(shm.stats().unwrap().segments, 1, "a free run of 12 pages was there to take");
+    let grown = shm.try_alloc(12 * PAGE).unwrap();
+    assert_eq!(shm.stats().unwrap().segments, 2);
+    free_all(&shm, kept.into_iter().chain([block, grown]));
+    shm.check().unwrap();
+}
+
+#[test]
+fn every_refused_allocation_is_counted() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let mut guard = shm.lock().unwrap();
+    let block = guard.alloc(64).unwrap();
+    // Sizes no layout describes, and one that does but no pool of 1 MiB holds.
+    for size in [usize::MAX, isize::MAX as usize, 2 * MIB] {
+        assert_eq!(guard.alloc(size), Err(ShmError::OutOfMemory { size }));
+    }
+    // SAFETY: the block is in use, and stays so when the move is refused.
+    let refused = unsafe { guard.realloc(block, usize::MAX) };
+    assert_eq!(refused, Err(ShmError::OutOfMemory { size: usize::MAX }));
+    drop(guard);
+    assert_eq!(shm.stats().unwrap().failures, 4);
+    free_all(&shm, [block]);
 }

@@ -103,7 +103,8 @@ fuzz_target!(|data: &[u8]| {
                 (Ok(true), Some(placed)) if same_type(placed, value) => {
                     names.remove(&name);
                 }
-                (Err(ShmError::TypeMismatch { .. }), Some(placed)) if !same_type(placed, value) => {}
+                (Err(ShmError::TypeMismatch { .. }), Some(placed)) if !same_type(placed, value) => {
+                }
                 (other, placed) => panic!("remove {name}: {other:?}, in the model: {placed:?}"),
             },
             3 => {

@@ -11,6 +11,8 @@ pub(crate) fn run_all() -> Result<(), String> {
     clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     run(clippy)?;
 
+    outside_the_workspace()?;
+
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run(test)?;
@@ -48,7 +50,8 @@ pub(crate) fn run_all() -> Result<(), String> {
     crate::examples::run_task()?;
 
     let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+    doc.args(["doc", "--workspace", "--no-deps"]);
+    crate::add_flags(&mut doc, crate::Flags::Rustdoc, &["-D", "warnings"])?;
     run(doc)?;
     crate::public_api::run_task(&[])?;
 
@@ -122,6 +125,26 @@ fn cargo_run_commands(readme: &str) -> Vec<Vec<&str>> {
         .collect()
 }
 
+/// Formatting and lints of the crates outside the workspace, which `--all` and `--workspace`
+/// leave out: the fuzz targets, and the test firmware for its microcontroller.
+fn outside_the_workspace() -> Result<(), String> {
+    let manifest = |dir: &str| crate::root().join(dir).join("Cargo.toml");
+    for dir in ["fuzz", "firmware"] {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--check", "--manifest-path"]).arg(manifest(dir));
+        run(fmt)?;
+    }
+    let mut fuzz = cargo();
+    fuzz.args(["clippy", "--all-targets", "--manifest-path"]).arg(manifest("fuzz"));
+    fuzz.args(["--", "-D", "warnings"]);
+    run(fuzz)?;
+    crate::add_target(crate::no_std::TARGET)?;
+    let mut firmware = cargo();
+    firmware.args(["clippy", "--target", crate::no_std::TARGET, "--manifest-path"]);
+    firmware.arg(manifest("firmware")).args(["--", "-D", "warnings"]);
+    run(firmware)
+}
+
 /// The fork tests again, with the fail points that kill a process inside each locked operation
 /// of the shared pool: a cfg rather than a feature, so that no crate depending on the pool can
 /// turn them on. The flag is added to any the environment sets, and the build kept in a target
@@ -132,23 +155,7 @@ fn crash_tests() -> Result<(), String> {
         .args(["test", "-p", "melon-alloc-shm", "--test", "fork", "--test", "named_fork"])
         .args(["--test", "child_pools_under_attack"])
         .env("CARGO_TARGET_DIR", crate::root().join("target").join("failpoints"));
-    // Cargo takes `CARGO_ENCODED_RUSTFLAGS`, whose flags are separated by 0x1f, over `RUSTFLAGS`.
-    let (variable, separator) = match std::env::var_os("CARGO_ENCODED_RUSTFLAGS") {
-        Some(_) => ("CARGO_ENCODED_RUSTFLAGS", '\x1f'),
-        None => ("RUSTFLAGS", ' '),
-    };
-    let mut flags = match std::env::var(variable) {
-        Ok(flags) => flags,
-        Err(std::env::VarError::NotPresent) => String::new(),
-        Err(error) => return Err(format!("{variable}: {error}")),
-    };
-    for flag in ["--cfg", "melon_failpoints"] {
-        if !flags.is_empty() {
-            flags.push(separator);
-        }
-        flags.push_str(flag);
-    }
-    crash_test.env(variable, flags);
+    crate::add_flags(&mut crash_test, crate::Flags::Rustc, &["--cfg", "melon_failpoints"])?;
     run(crash_test)
 }
 
@@ -178,8 +185,8 @@ fn other_platform() -> Result<(), String> {
     check
         .args(["check", "--target", OTHER_PLATFORM])
         .args(["-p", "melon-alloc", "-p", "melon-alloc-heap", "-p", "melon-alloc-core"])
-        .args(["-p", "melon-alloc-shm"])
-        .env("RUSTFLAGS", "-D warnings");
+        .args(["-p", "melon-alloc-shm"]);
+    crate::add_flags(&mut check, crate::Flags::Rustc, &["-D", "warnings"])?;
     run(check)
 }
 

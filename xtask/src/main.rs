@@ -136,6 +136,42 @@ fn succeeds(mut command: Command) -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// Which flags a command's compiler takes from the environment: those of rustc or of rustdoc.
+#[derive(Clone, Copy)]
+enum Flags {
+    Rustc,
+    Rustdoc,
+}
+
+/// Adds `flags` to those the environment gives `command`'s compiler. Cargo takes
+/// `CARGO_ENCODED_RUSTFLAGS` (flags separated by 0x1f) over `RUSTFLAGS` whenever it is set, even
+/// empty, and likewise for rustdoc: a flag put in the plain variable then never reaches the
+/// build, and a task that depends on it (a `cfg` that builds its tests, `-D warnings`) passes
+/// without doing its work. So the flags go where cargo reads them, after any already there.
+fn add_flags(command: &mut Command, kind: Flags, flags: &[&str]) -> Result<(), String> {
+    let (encoded, plain) = match kind {
+        Flags::Rustc => ("CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS"),
+        Flags::Rustdoc => ("CARGO_ENCODED_RUSTDOCFLAGS", "RUSTDOCFLAGS"),
+    };
+    let (variable, separator) = match std::env::var_os(encoded) {
+        Some(_) => (encoded, '\x1f'),
+        None => (plain, ' '),
+    };
+    let mut all = match std::env::var(variable) {
+        Ok(all) => all,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(error) => return Err(format!("{variable}: {error}")),
+    };
+    for flag in flags {
+        if !all.is_empty() {
+            all.push(separator);
+        }
+        all.push_str(flag);
+    }
+    command.env(variable, all);
+    Ok(())
+}
+
 /// Runs a command, echoing it first, and fails the task if it fails.
 fn run(mut command: Command) -> Result<(), String> {
     eprintln!("$ {command:?}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::{cargo, root, run};
 
 /// A Cortex-M4F target: no OS, no `std`, 32-bit, with compare-and-swap atomics.
-const TARGET: &str = "thumbv7em-none-eabihf";
+pub(crate) const TARGET: &str = "thumbv7em-none-eabihf";
 
 /// QEMU's board with a Cortex-M4, 4 MiB of code memory at 0 and 4 MiB of data memory at
 /// `0x2000_0000` (the firmware's `memory.x`).

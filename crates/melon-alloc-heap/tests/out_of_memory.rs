@@ -85,20 +85,41 @@ unsafe impl ChunkSource for Counted {
     }
 }
 
+/// A region source over a new arena of 256 KiB, counting its drops in `drops`, and the arena,
+/// for [`free_arena`] once the source is dropped.
+fn counted_source(drops: &Rc<Cell<u32>>) -> (Counted, *mut [u8]) {
+    let arena = Box::into_raw(vec![0u8; 1 << 18].into_boxed_slice());
+    // SAFETY: the arena was just allocated, and only the source uses it until `free_arena`,
+    // which the caller calls after the source is dropped.
+    let region = RegionSource::from_static(unsafe { &mut *arena });
+    (Counted { region, drops: Rc::clone(drops) }, arena)
+}
+
+/// Gives back an arena of [`counted_source`].
+///
+/// # Safety
+/// The source over it is dropped, and nothing uses the arena any more.
+unsafe fn free_arena(arena: *mut [u8]) {
+    // SAFETY: the arena came from `Box::into_raw` and nothing uses it (caller).
+    drop(unsafe { Box::from_raw(arena) });
+}
+
 #[test]
 fn a_source_given_to_a_pool_that_cannot_be_made_is_dropped_once() {
-    let arena: &'static mut [u8] = Box::leak(vec![0u8; 1 << 18].into_boxed_slice());
     let drops = Rc::new(Cell::new(0));
-    let source = Counted { region: RegionSource::from_static(arena), drops: Rc::clone(&drops) };
+    let (source, arena) = counted_source(&drops);
     let made = without_memory(|| ChildPool::try_with_source(source, None));
     assert_eq!(made.err(), Some(AllocError));
     assert_eq!(drops.get(), 1, "dropped once, by the failed constructor");
-    let arena: &'static mut [u8] = Box::leak(vec![0u8; 1 << 18].into_boxed_slice());
-    let source = Counted { region: RegionSource::from_static(arena), drops: Rc::clone(&drops) };
+    // SAFETY: the failed constructor dropped the source.
+    unsafe { free_arena(arena) };
+    let (source, arena) = counted_source(&drops);
     let pool = ChildPool::try_with_source(source, None).expect("memory for the pool");
     assert!(pool.alloc(1000).is_some());
     drop(pool);
     assert_eq!(drops.get(), 2, "dropped with its pool");
+    // SAFETY: the source went with its pool.
+    unsafe { free_arena(arena) };
 }
 
 #[cfg(target_os = "linux")]

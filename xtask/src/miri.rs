@@ -35,6 +35,10 @@ pub(crate) fn run_task() -> Result<(), String> {
     let mut components = std::process::Command::new("rustup");
     components.args(["component", "add", "miri", "rust-src", "--toolchain", "nightly"]);
     run(components)?;
+    // Miri's standard library, built once before two Miri runs could both set out to build it.
+    let mut setup = crate::toolchain_cargo("nightly");
+    setup.args(["miri", "setup"]);
+    run(setup)?;
 
     let mut beside = miri();
     beside

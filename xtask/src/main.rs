@@ -149,18 +149,28 @@ enum Flags {
 /// build, and a task that depends on it (a `cfg` that builds its tests, `-D warnings`) passes
 /// without doing its work. So the flags go where cargo reads them, after any already there.
 fn add_flags(command: &mut Command, kind: Flags, flags: &[&str]) -> Result<(), String> {
+    let (variable, all) = joined_flags(kind, flags, |name| std::env::var_os(name))?;
+    command.env(variable, all);
+    Ok(())
+}
+
+/// The variable [`add_flags`] sets and its value, with `env` reading the environment.
+fn joined_flags(
+    kind: Flags,
+    flags: &[&str],
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(&'static str, String), String> {
     let (encoded, plain) = match kind {
         Flags::Rustc => ("CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS"),
         Flags::Rustdoc => ("CARGO_ENCODED_RUSTDOCFLAGS", "RUSTDOCFLAGS"),
     };
-    let (variable, separator) = match std::env::var_os(encoded) {
+    let (variable, separator) = match env(encoded) {
         Some(_) => (encoded, '\x1f'),
         None => (plain, ' '),
     };
-    let mut all = match std::env::var(variable) {
-        Ok(all) => all,
-        Err(std::env::VarError::NotPresent) => String::new(),
-        Err(error) => return Err(format!("{variable}: {error}")),
+    let mut all = match env(variable) {
+        Some(all) => all.into_string().map_err(|_| format!("{variable} is not UTF-8"))?,
+        None => String::new(),
     };
     for flag in flags {
         if !all.is_empty() {
@@ -168,8 +178,7 @@ fn add_flags(command: &mut Command, kind: Flags, flags: &[&str]) -> Result<(), S
         }
         all.push_str(flag);
     }
-    command.env(variable, all);
-    Ok(())
+    Ok((variable, all))
 }
 
 /// Runs a command, echoing it first, and fails the task if it fails.
@@ -181,5 +190,32 @@ fn run(mut command: Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{command:?} failed with {status}"))
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use std::ffi::OsString;
+
+    use super::{joined_flags, Flags};
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.into())
+    }
+
+    #[test]
+    fn flags_go_where_cargo_reads_them() {
+        let cfg = ["--cfg", "melon_loom"];
+        let plain = joined_flags(Flags::Rustc, &cfg, env(&[])).unwrap();
+        assert_eq!(plain, ("RUSTFLAGS", "--cfg melon_loom".to_string()));
+        let added = joined_flags(Flags::Rustc, &cfg, env(&[("RUSTFLAGS", "-C debuginfo=0")]));
+        assert_eq!(added.unwrap().1, "-C debuginfo=0 --cfg melon_loom");
+        // Set but empty, the encoded variable still wins over the plain one.
+        let both = [("CARGO_ENCODED_RUSTFLAGS", ""), ("RUSTFLAGS", "-C debuginfo=0")];
+        let encoded = joined_flags(Flags::Rustc, &cfg, env(&both)).unwrap();
+        assert_eq!(encoded, ("CARGO_ENCODED_RUSTFLAGS", "--cfg\x1fmelon_loom".to_string()));
+        let docs = [("CARGO_ENCODED_RUSTDOCFLAGS", "-Zx")];
+        let rustdoc = joined_flags(Flags::Rustdoc, &["-D", "warnings"], env(&docs)).unwrap();
+        assert_eq!(rustdoc, ("CARGO_ENCODED_RUSTDOCFLAGS", "-Zx\x1f-D\x1fwarnings".to_string()));
     }
 }

@@ -514,10 +514,9 @@ impl Arena {
             (NoRoom::InPool, None) => large_run(size, align)
                 // A run is taken with room to align its start: one longer than every data page
                 // the pool can ever have is never found.
-                .filter(|&(pages, align)| {
-                    let geometry = self.geometry;
-                    let most = geometry.page_count - geometry.first_data_page;
-                    pages.checked_add(align - 1).is_some_and(|need| need <= most)
+                .filter(|&(pages, align_pages)| {
+                    let most = self.geometry.page_count - self.geometry.first_data_page;
+                    pages.checked_add(align_pages - 1).is_some_and(|need| need <= most)
                 })
                 .map(|(pages, _)| u64::from(pages) * PAGE as u64),
         };
@@ -872,9 +871,10 @@ impl Arena {
         }
         // Every run in a bin at or above `ceil` is at least `2^ceil >= need` pages long.
         let ceil = if need.is_power_of_two() { floor } else { floor + 1 };
-        let mask = match ceil {
-            ceil if (ceil as usize) < BIN_COUNT => state!(self, bin_mask) & (u32::MAX << ceil),
-            _ => 0,
+        let mask = if (ceil as usize) < BIN_COUNT {
+            state!(self, bin_mask) & (u32::MAX << ceil)
+        } else {
+            0
         };
         if mask == 0 {
             return self.take_fitting_run(tx, need, floor as usize);

@@ -188,7 +188,7 @@ impl fmt::Display for ShmStats {
         let width = |heading: &str, figure: fn(&ShmClassStats) -> u64| {
             shown().map(|class| digits(figure(class))).fold(heading.len(), usize::max)
         };
-        let widths = [
+        let [w0, w1, w2, w3, w4, w5] = [
             width("class", |class| class.block_size as u64),
             width("slabs", |class| class.slabs as u64),
             width("in use", |class| class.blocks_in_use as u64),
@@ -196,7 +196,6 @@ impl fmt::Display for ShmStats {
             width("requests", |class| class.requests),
             width("failures", |class| class.failures),
         ];
-        let [w0, w1, w2, w3, w4, w5] = widths;
         write!(
             f,
             "{:>w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {:>w5$}",

@@ -95,6 +95,10 @@ fn main() -> ExitCode {
         ("a_stopped_holder_makes_timed_locks_give_up", a_stopped_holder_makes_timed_locks_give_up),
         ("a_raw_fork_is_a_new_process_to_the_pool", a_raw_fork_is_a_new_process_to_the_pool),
         ("dead_workers_chunks_come_back", dead_workers_chunks_come_back),
+        (
+            "a_dead_process_that_held_only_a_slot_is_counted",
+            a_dead_process_that_held_only_a_slot_is_counted,
+        ),
         ("a_live_process_keeps_its_chunks", a_live_process_keeps_its_chunks),
         (
             "a_master_with_many_pools_is_taken_over_while_its_worker_lives",
@@ -975,6 +979,30 @@ fn worker_holding(shm: &ShmPool, bytes: usize, direct: usize, ready: &AtomicU64)
     });
     let offset = await_word(ready) - 1;
     (worker, offset)
+}
+
+/// A worker that made a child pool and dropped it, so that it holds a slot of the owner table but
+/// no chunk, then died: the reclaim counts it among the dead processes, with no bytes, as
+/// `ShmStats::reclaimed_processes` and `ReclaimReport::processes` say.
+fn a_dead_process_that_held_only_a_slot_is_counted() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let ready = SharedWords::<AtomicU64>::new(1);
+    let mut worker = fork(|| {
+        let child = shm.child();
+        let block = child.alloc(64).expect("a chunk for the child pool");
+        // SAFETY: the block came from `child` and is not used again.
+        unsafe { child.free(block) };
+        drop(child);
+        ready[0].store(1, Ordering::Release);
+        idle_until_killed()
+    });
+    await_word(&ready[0]);
+    worker.kill_dead();
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!((report.processes, report.chunks, report.bytes), (1, 0, 0), "{report:?}");
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.reclaimed_processes, stats.reclaimed_bytes), (1, 0));
+    shm.check().unwrap();
 }
 
 /// Thirty workers in a row each take 1 MiB through a child pool and are SIGKILLed while idle.

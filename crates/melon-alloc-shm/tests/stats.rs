@@ -257,3 +257,16 @@ fn every_refused_allocation_is_counted() {
     assert_eq!(shm.stats().unwrap().failures, 4);
     free_all(&shm, [block]);
 }
+
+#[test]
+fn a_block_aligned_beyond_4_kib_takes_pages_and_no_class_counts_it() {
+    let shm = ShmPool::new(MIB).unwrap();
+    let mut guard = shm.lock().unwrap();
+    let block = guard.alloc_layout(Layout::from_size_align(64, 8 * KIB).unwrap()).unwrap();
+    drop(guard);
+    assert_eq!(block.as_ptr().addr() % (8 * KIB), 0);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.classes().iter().map(|class| class.requests).sum::<u64>(), 0);
+    assert_eq!((stats.large_blocks, stats.bytes_in_use), (1, PAGE));
+    free_all(&shm, [block]);
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{cargo, root, run};
+use crate::{cargo, root, run, target_dir};
 
 /// Libraries a Rust static library needs on Linux, as `rustc --print native-static-libs` says.
 const NATIVE_LIBS: [&str; 5] = ["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s"];
@@ -54,16 +54,12 @@ fn crate_dir() -> PathBuf {
     root().join("crates").join("melon-alloc-capi")
 }
 
-pub(crate) fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
-}
-
 /// Builds the static library with extra cargo arguments and returns its path, in `profile_dir`.
 fn build_lib(args: &[&str], profile_dir: &str) -> Result<PathBuf, String> {
     let mut build = cargo();
     build.args(["build", "--lib", "-p", "melon-alloc-capi"]).args(args);
     run(build)?;
-    let lib = target_dir().join(profile_dir).join("libmelon_alloc_capi.a");
+    let lib = target_dir()?.join(profile_dir).join("libmelon_alloc_capi.a");
     if lib.exists() {
         Ok(lib)
     } else {
@@ -108,7 +104,7 @@ pub(crate) fn valgrind() -> Result<(), String> {
     let mut args = VALGRIND_PROFILE.to_vec();
     args.extend(["--features", "valgrind"]);
     let lib = build_lib(&args, "valgrind")?;
-    let out_dir = target_dir().join("valgrind").join("capi");
+    let out_dir = target_dir()?.join("valgrind").join("capi");
     let mut failed = Vec::new();
     for program in &PROGRAMS {
         let exe = compile(program.source, program.flags, &lib, &out_dir)?;
@@ -147,7 +143,7 @@ const MELON_INSTRUCTIONS: f64 = 98.8;
 /// an alloc+free pair under callgrind.
 pub(crate) fn bench() -> Result<(), String> {
     let lib = build_lib(&["--profile", "c-release"], "c-release")?;
-    let out_dir = target_dir().join("c-release").join("capi");
+    let out_dir = target_dir()?.join("c-release").join("capi");
     let exe = compile("bench.c", &[], &lib, &out_dir)?;
     run(Command::new(exe))?;
     let per_pair = pair_instructions(&lib, &out_dir)?;
@@ -177,5 +173,5 @@ fn pair_instructions(lib: &Path, out_dir: &Path) -> Result<f64, String> {
 /// `cargo xtask bench --check` holds against its baseline.
 pub(crate) fn c_pair_instructions() -> Result<f64, String> {
     let lib = build_lib(&["--profile", "c-release"], "c-release")?;
-    pair_instructions(&lib, &target_dir().join("c-release").join("capi"))
+    pair_instructions(&lib, &target_dir()?.join("c-release").join("capi"))
 }

@@ -3,6 +3,7 @@
 use std::env;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::OnceLock;
 
 mod bench;
 mod callgrind;
@@ -81,6 +82,34 @@ const CRATES: [&str; 4] =
 fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The directory cargo builds into, as `cargo metadata` reports it: the one `CARGO_TARGET_DIR`
+/// or a configuration's `build.target-dir` names, else `target` in the workspace root. Asked once
+/// per run.
+fn target_dir() -> Result<PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut metadata = cargo();
+        metadata.args(["metadata", "--format-version", "1", "--no-deps"]);
+        let output =
+            metadata.output().map_err(|error| format!("could not start {metadata:?}: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{metadata:?} failed with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .map_err(|error| format!("`cargo metadata` wrote no JSON: {error}"))?;
+        metadata
+            .get("target_directory")
+            .and_then(serde_json::Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| "`cargo metadata` names no target directory".to_string())
+    })
+    .clone()
 }
 
 /// A `cargo` command run from the workspace root, with the cargo that runs the xtask.

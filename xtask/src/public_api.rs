@@ -39,11 +39,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::ErrorKind;
-use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::{root, run, CRATES};
+use crate::{root, run, target_dir, CRATES};
 
 /// Where the listings are kept, from the workspace root.
 const DIR: &str = "docs/public-api";
@@ -107,29 +106,6 @@ pub(crate) fn run_task(args: &[String]) -> Result<(), String> {
          intended, run `cargo xtask public-api --bless` and commit the files",
         differ.join(", ")
     ))
-}
-
-/// The directory cargo builds into, from `cargo metadata`: the one `CARGO_TARGET_DIR` or a
-/// configuration names, else `target` in the workspace root.
-fn target_dir() -> Result<PathBuf, String> {
-    let mut metadata = crate::cargo();
-    metadata.args(["metadata", "--format-version", "1", "--no-deps"]);
-    let output =
-        metadata.output().map_err(|error| format!("could not start {metadata:?}: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{metadata:?} failed with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let metadata: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|error| format!("`cargo metadata` wrote no JSON: {error}"))?;
-    metadata
-        .get("target_directory")
-        .and_then(Value::as_str)
-        .map(PathBuf::from)
-        .ok_or_else(|| "`cargo metadata` names no target directory".to_string())
 }
 
 /// The listing of the crate `krate` from its rustdoc JSON: a header line, then one line per

@@ -90,7 +90,7 @@ fn count() -> Result<Vec<(String, f64)>, String> {
     let mut build = cargo();
     build.args(["build", "--release", "-p", "melon-alloc-bench", "--bin", "instructions"]);
     run(build)?;
-    let exe = crate::capi::target_dir().join("release").join("instructions");
+    let exe = crate::target_dir()?.join("release").join("instructions");
     let listed = Command::new(&exe)
         .arg("--list")
         .output()

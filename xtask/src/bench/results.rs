@@ -9,8 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use crate::capi::target_dir;
 use crate::root;
+use crate::target_dir;
 
 /// One criterion benchmark: criterion's mean, per element of its throughput.
 #[derive(Clone, Copy)]
@@ -33,9 +33,10 @@ pub(super) struct Estimate {
 /// The two files are small, flat and written by criterion itself, so a key search does the job
 /// that a JSON parser would, without a dependency.
 pub(super) fn estimate(group: &str, id: &str) -> Option<Estimate> {
-    // Criterion writes under the target directory cargo builds in, which `CARGO_TARGET_DIR`
-    // moves; reading `target/` regardless would report an older run's figures as this one's.
-    let dir = target_dir().join("criterion").join(group).join(id).join("new");
+    // Criterion writes under the target directory cargo builds in, which `CARGO_TARGET_DIR` or
+    // `build.target-dir` moves; reading `target/` regardless would report an older run's figures
+    // as this one's.
+    let dir = target_dir().ok()?.join("criterion").join(group).join(id).join("new");
     let estimates = fs::read_to_string(dir.join("estimates.json")).ok()?;
     let mean = &estimates[estimates.find("\"mean\"")?..];
     let iteration = number_after(mean, "\"point_estimate\":")?;

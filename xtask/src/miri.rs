@@ -1,5 +1,5 @@
-//! `cargo xtask miri`: the core and heap test suites, and the shared pool's allocator over an
-//! ordinary buffer, under Miri, on the nightly toolchain.
+//! `cargo xtask miri`: the core and heap test suites, the shared pool's allocator over an
+//! ordinary buffer, and the C API's unit tests, under Miri, on the nightly toolchain.
 
 use crate::run;
 
@@ -60,7 +60,8 @@ pub(crate) fn run_task() -> Result<(), String> {
     }
 }
 
-/// The core's tests, the heap's [`HEAP_TARGETS`], and the shared pool's in a buffer.
+/// The core's tests, the heap's [`HEAP_TARGETS`], the shared pool's in a buffer, and the C API's
+/// unit tests.
 fn the_rest() -> Result<(), String> {
     let mut core = miri();
     core.args(["-p", "melon-alloc-core"]);
@@ -77,7 +78,14 @@ fn the_rest() -> Result<(), String> {
     // allocator, undo log and recovery run over a heap buffer in the `in_a_buffer` tests.
     let mut shm = miri();
     shm.args(["-p", "melon-alloc-shm", "--lib", "--", "in_a_buffer"]);
-    run(shm)
+    run(shm)?;
+
+    // The C functions called from Rust, over heap pools: the tests that start the test binary
+    // again, to see a panic abort, are not built under Miri. Its integration tests compile and
+    // run C programs, which Miri cannot.
+    let mut capi = miri();
+    capi.args(["-p", "melon-alloc-capi", "--lib"]);
+    run(capi)
 }
 
 /// `cargo +nightly miri test` from the workspace root. Provenance is permissive: a free finds its

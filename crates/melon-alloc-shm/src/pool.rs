@@ -105,7 +105,9 @@ pub(crate) struct Shared {
     mapping: Mapping,
     lock: Option<Box<dyn ShmLock>>,
     /// Chunks a child pool could not give back because the lock failed; given back the next
-    /// time the lock is taken, so that a failing lock never loses memory.
+    /// time this process takes the lock, at the latest when the handle is dropped. A lock that
+    /// fails then too leaves them lent: to the process's slot, which a reclaim empties once the
+    /// process is gone, or, lent to no slot, for the pool's life.
     pending_returns: PendingReturns,
     /// Whether `pending_returns` may hold anything, so that taking the lock need not look.
     has_pending: core::sync::atomic::AtomicBool,
@@ -149,10 +151,15 @@ impl HeaderFields {
         if read < bytes.len() {
             return Err(ShmError::NotAPool);
         }
+        // Each field as the header's own type lays it out in memory, in this machine's order.
         let word = |at: usize| {
             u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
-        let wide = |at: usize| u64::from(word(at)) | u64::from(word(at + 4)) << 32;
+        let wide = |at: usize| {
+            let mut field = [0; 8];
+            field.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_ne_bytes(field)
+        };
         Ok(Self {
             magic: wide(offset_of!(Header, magic)),
             version: word(offset_of!(Header, version)),
@@ -2103,6 +2110,9 @@ impl Drop for ShmPool {
                 Err(_) => claim.close(),
             }
         } else {
+            // Chunks whose return failed come back under the lock: with no slot to give up,
+            // nothing else takes it before the list goes with this handle.
+            self.shared().retry_returns();
             claim.forget_parents();
         }
         // SAFETY: the pool registered its `Shared` when made, and no child borrows it any more.
@@ -2445,6 +2455,19 @@ mod tests {
         });
         assert!(pushed.load(Ordering::Acquire));
         assert_eq!(pending.with(core::mem::take).len(), 1);
+    }
+
+    /// The fields an attach reads from a pool's file are the values the pool was made with: each
+    /// read whole as the header lays it out, on a machine of either byte order.
+    #[test]
+    fn the_header_fields_read_from_the_file_are_the_pools() {
+        let shm = ShmPool::builder().capacity(1 << 20).max_capacity(8 << 20).build().unwrap();
+        let fields = HeaderFields::read(shm.shared().mapping.fd()).unwrap();
+        assert_eq!(fields.magic, crate::layout::MAGIC);
+        assert_eq!(fields.version, crate::layout::VERSION);
+        assert_eq!(fields.capacity, 8 << 20);
+        assert_eq!(fields.initial_capacity, 1 << 20);
+        assert_eq!(fields.lock_kind, 0, "the built-in lock");
     }
 
     /// A child's list of chunks stays in step with its map of where each lies, whichever chunk

@@ -278,6 +278,13 @@ pub(crate) fn open_file(path: &Path) -> Result<OwnedFd, Errno> {
     rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())
 }
 
+/// Whether `path`, its symbolic links followed, names something other than a regular file: a
+/// directory, a socket, a device. False when it names nothing that can be looked up.
+pub(crate) fn names_no_regular_file(path: &Path) -> bool {
+    rustix::fs::stat(path)
+        .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile)
+}
+
 /// Fails with `EEXIST` when anything has the name `path` (a dangling symbolic link included),
 /// as creating a file there would; a name that cannot be looked up is left for that creation to
 /// report.

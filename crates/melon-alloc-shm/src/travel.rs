@@ -113,7 +113,8 @@ impl ShmPool {
     ///
     /// # Errors
     /// - [`ShmError::Os`] when the file cannot be opened (`ENOENT` when nothing has that name,
-    ///   or it was removed; `EACCES` when its mode keeps this process out) or mapped.
+    ///   or it was removed; `EACCES` when its mode keeps this process out) or mapped, unless
+    ///   what `path` names is no regular file.
     /// - [`ShmError::NotAPool`], [`ShmError::VersionMismatch`], [`ShmError::SizeMismatch`] or
     ///   [`ShmError::LockMismatch`] when the file holds anything but a pool that this library
     ///   attaches with the built-in lock, as for [`attach`](ShmPool::attach); anything but a
@@ -143,8 +144,16 @@ impl ShmPool {
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
     pub unsafe fn open_path(path: impl AsRef<Path>) -> Result<Self, ShmError> {
-        let fd = sys::open_file(path.as_ref())
-            .map_err(|errno| ShmError::os("opening the pool's file", errno))?;
+        let path = path.as_ref();
+        let fd = sys::open_file(path).map_err(|errno| {
+            // A directory or a socket cannot be opened for writing at all: what the name holds
+            // is the answer, as for anything else but a regular file, which opens.
+            if sys::names_no_regular_file(path) {
+                ShmError::NotAPool
+            } else {
+                ShmError::os("opening the pool's file", errno)
+            }
+        })?;
         // SAFETY: the caller upholds `attach`'s conditions.
         unsafe { ShmPool::attach(fd) }
     }

@@ -1291,6 +1291,41 @@ fn attach_maps_the_same_pool_at_another_address() {
     shm.check().unwrap();
 }
 
+/// A handle of the pool `shm` names, mapped again in this process.
+fn attached(shm: &ShmPool) -> ShmPool {
+    let fd = shm.as_fd().try_clone_to_owned().unwrap();
+    // SAFETY: the descriptor is a pool made by this library.
+    unsafe { ShmPool::attach(fd) }.unwrap()
+}
+
+/// A chunk whose return failed (its child pool was dropped while the thread held the lock)
+/// waits for the next time the lock is taken, and a handle dropped takes it, whether or not it
+/// holds a slot in the owner table: with one, giving up the slot takes the lock; without one,
+/// the chunk, lent to no slot, would otherwise stay lent for the pool's life.
+#[test]
+fn a_chunk_whose_return_failed_goes_back_when_its_handle_is_dropped() {
+    const SLOTS: usize = 128;
+    for holders in [0, SLOTS] {
+        let shm = ShmPool::memfd("melon-test-pending", 16 * MIB).unwrap();
+        let watcher = attached(&shm);
+        // Each handle's child claims a slot of the table for it, kept until the handle goes.
+        let holding: Vec<ShmPool> = (0..holders).map(|_| attached(&shm)).collect();
+        for handle in &holding {
+            assert!(handle.child().alloc(64).is_some());
+        }
+        let child = shm.child();
+        assert!(child.alloc(64).is_some(), "a chunk, slot or no slot");
+        assert_eq!(watcher.stats().unwrap().lent_bytes, CHUNK_SIZE);
+        let guard = shm.lock().unwrap();
+        drop(child);
+        drop(guard);
+        assert_eq!(watcher.stats().unwrap().lent_bytes, CHUNK_SIZE, "the return failed");
+        drop(shm);
+        assert_eq!(watcher.stats().unwrap().lent_bytes, 0, "with {holders} slots held");
+        watcher.check().unwrap();
+    }
+}
+
 /// A memfd holding `bytes`, `len` bytes long.
 fn memfd_with(bytes: &[u8], len: u64) -> OwnedFd {
     let fd = rustix::fs::memfd_create("melon-test-file", rustix::fs::MemfdFlags::CLOEXEC).unwrap();

@@ -385,10 +385,18 @@ fn opening_what_is_not_a_named_pool_is_an_error() {
     let refused = unsafe { ShmPool::open_path(&path) }.unwrap_err();
     assert_eq!(refused, ShmError::NotAPool);
     std::fs::remove_file(&path).unwrap();
-    // A directory cannot be opened for writing; a FIFO is no regular file.
+    // A directory and a socket cannot be opened for writing, a FIFO can: none is a regular
+    // file.
     // SAFETY: as above.
     let directory = unsafe { ShmPool::open_path("/dev/shm") }.unwrap_err();
-    assert!(is_os_error(&directory, libc::EISDIR), "{directory:?}");
+    assert_eq!(directory, ShmError::NotAPool);
+    let socket = fresh_path("socket");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // SAFETY: as above.
+    let refused = unsafe { ShmPool::open_path(&socket) }.unwrap_err();
+    assert_eq!(refused, ShmError::NotAPool);
+    drop(listener);
+    std::fs::remove_file(&socket).unwrap();
     let fifo = fresh_path("fifo");
     rustix::fs::mknodat(
         rustix::fs::CWD,

@@ -24,6 +24,12 @@ use crate::{LockError, ShmError};
 /// this trait: the pool calls [`lock`](ShmLock::lock), which waits as long as the lock itself
 /// waits. A lock that should give up returns an error from `lock` when it does.
 ///
+/// Nor does the pool know which thread holds a lock of this trait. A thread that holds the
+/// pool's [`ShmGuard`](crate::ShmGuard) and calls an operation that takes the lock again (any
+/// operation of the pool or of its child pools but the guard's own, formatting the pool with
+/// `{:?}` included, which reads its stats) calls `lock` while it holds it: where the built-in
+/// lock answers [`ShmError::WouldDeadlock`], a lock of this trait that waits waits for itself.
+///
 /// # Safety
 /// The pool's state is plain memory that every holder reads and writes, so the pool is only as
 /// sound as the lock. An implementation must uphold:
@@ -61,6 +67,10 @@ use crate::{LockError, ShmError};
 /// }
 ///
 /// let shm = ShmPool::with_lock(1 << 20, Refusing(AtomicBool::new(false)))?;
+/// let guard = shm.lock()?;
+/// // Taking the lock again, this thread is refused: a lock that waited would wait for ever.
+/// assert!(shm.alloc(64).is_none());
+/// drop(guard);
 /// let block = shm.alloc(64).unwrap();
 /// // SAFETY: the block came from `shm` and is not used again.
 /// unsafe { shm.try_free(block) }?;

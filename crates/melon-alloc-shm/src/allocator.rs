@@ -3,8 +3,11 @@
 //!
 //! A collection records its buffer by pointer, and a pointer into the pool means the same bytes
 //! only where the pool is mapped at the same address: in the process that made the pool and in
-//! the processes forked from it after. There the collection's buffer can be read by the others;
-//! the collection itself (its pointer, length and capacity) lives wherever the program put it.
+//! the processes forked from it after. There the others can read the collection's buffer, as
+//! long as no process writes, grows or drops the collection meanwhile: a read alongside a write is
+//! a data race, and one after a growth or a drop reads a block the pool may have handed out
+//! again. The collection itself (its pointer, length and capacity) lives wherever the program
+//! put it.
 //! A collection in a process's own memory that a fork copies is the forking code's to hand to
 //! one process, which alone drops or grows it: the copies share one buffer. One that processes
 //! share goes in the pool, under a mutex made by

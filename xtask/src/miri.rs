@@ -1,5 +1,6 @@
 //! `cargo xtask miri`: the core and heap test suites, the shared pool's allocator over an
-//! ordinary buffer, and the C API's unit tests, under Miri, on the nightly toolchain.
+//! ordinary buffer, and the C API's unit tests, under Miri, on the nightly toolchain; the
+//! soundness tests of blocks reached in part under Tree Borrows as well.
 
 use crate::run;
 
@@ -85,7 +86,17 @@ fn the_rest() -> Result<(), String> {
     // run C programs, which Miri cannot.
     let mut capi = miri();
     capi.args(["-p", "melon-alloc-capi", "--lib"]);
-    run(capi)
+    run(capi)?;
+
+    // The tests of what safe code does with a block it reaches only in part (a collection's
+    // buffer, boxed and grown again), under Tree Borrows too, whose rules for such a pointer
+    // differ from Stacked Borrows'.
+    let mut tree_borrows = miri();
+    tree_borrows
+        .env("MIRIFLAGS", format!("{PROVENANCE} -Zmiri-tree-borrows"))
+        .args(["-p", "melon-alloc-core", "-p", "melon-alloc-heap"])
+        .args(["--test", "locked", "--test", "soundness"]);
+    run(tree_borrows)
 }
 
 /// `cargo +nightly miri test` from the workspace root. Provenance is permissive: a free finds its
@@ -94,6 +105,9 @@ fn the_rest() -> Result<(), String> {
 fn miri() -> std::process::Command {
     // The rustup proxy, not the cargo running this task, understands `+nightly`.
     let mut miri = crate::toolchain_cargo("nightly");
-    miri.args(["miri", "test"]).env("MIRIFLAGS", "-Zmiri-permissive-provenance");
+    miri.args(["miri", "test"]).env("MIRIFLAGS", PROVENANCE);
     miri
 }
+
+/// Miri's flag for the engine's exposed provenance (see [`miri`]).
+const PROVENANCE: &str = "-Zmiri-permissive-provenance";

@@ -1264,10 +1264,14 @@ impl<S: ChunkSource> Engine<S> {
         let source = unsafe { self.chunk_and_block(block) }.1;
         // SAFETY: (1) the old block holds `usable` bytes and the new one at least
         // `new_layout.size() > usable` or, when only the alignment changed, `usable` too, since
-        // it is at least as large; (2) two distinct in-use blocks do not overlap.
+        // it is at least as large; (2) two distinct in-use blocks do not overlap; (3) `source`
+        // is the old block, at its address, and the caller gives it up. It is freed through the
+        // pointer that read it: the read froze whatever the caller's pointer descends from, so
+        // that the free-list link, written through the caller's pointer, would write where the
+        // caller may no longer.
         unsafe {
             ptr::copy_nonoverlapping(source, moved.as_ptr(), usable.min(new_layout.size()));
-            self.free(block);
+            self.free(NonNull::new_unchecked(source));
         }
         Some(moved)
     }

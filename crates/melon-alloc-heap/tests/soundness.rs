@@ -81,6 +81,32 @@ fn a_reset_needs_the_pool_to_itself() {
     pool.check().unwrap();
 }
 
+/// Safe code only: a collection's buffer, boxed, written through the box, and grown again as a
+/// `Vec`, in a root pool, a child of it and a child of a `SyncPool`. The pool reads the old block
+/// through its own provenance, which under Miri's Tree Borrows freezes what the box's pointer
+/// descends from, so it frees the block through that provenance too.
+#[test]
+fn a_boxed_buffer_grown_again_as_a_vec_keeps_its_bytes() {
+    fn grown_in<A: allocator_api2::alloc::Allocator>(alloc: A) {
+        let mut buffer = Vec::with_capacity_in(100, alloc);
+        buffer.extend_from_slice(&[7u8; 100]);
+        let mut boxed = buffer.into_boxed_slice();
+        boxed.fill(8);
+        let mut buffer = Vec::from(boxed);
+        buffer.reserve(1000);
+        buffer.push(1);
+        assert!(buffer[..100].iter().all(|&byte| byte == 8));
+        assert_eq!(buffer[100], 1);
+    }
+    let root = HeapPool::new();
+    grown_in(&*root);
+    grown_in(&*root.child());
+    let synced = LockedPool::new(GlobalSource::new(), None);
+    grown_in(synced.child());
+    assert_eq!(root.stats().live_blocks, 0);
+    root.check().unwrap();
+}
+
 /// A `Box` of a small array moved into a larger one by `Allocator::grow`, as a collection's
 /// buffer is: the pointer `grow` gets reaches the caller's bytes alone, and the pool reads the
 /// block through its own provenance (Miri checks it), in a root pool and in a child.

@@ -103,11 +103,14 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  * How a process's death is seen: the pool keeps a few descriptors open in each process that
  * uses it (close-on-exec), and a process counts as dead once they are closed. So a process must
  * not close them while it uses the pool: a daemon that closes every descriptor from 3 up does
- * so before it makes the pool, or before it first uses one made by its parent; closed later,
- * its lock can be taken over and the chunks of its pools taken back while it still runs. A
- * process makes those descriptors by reopening the pool's file through /proc; one that cannot
- * (no /proc, as in a chroot without it) shares one identity with all such processes, which is
- * never taken over: should it die holding the lock, the others wait for good.
+ * so before it makes the pool, and a process forked from one that made it closes none of the
+ * descriptors it inherited. With the pool's own descriptor closed, a process takes the pool's
+ * own lock no more, and its allocations from such a pool return NULL; with the others closed
+ * after it first used the pool, its lock can be taken over and the chunks of its pools taken
+ * back while it still runs. A process makes those descriptors by reopening the pool's file
+ * through /proc; one that cannot (no /proc, as in a chroot without it) shares one identity with
+ * all such processes, which is never taken over: should it die holding the lock, the others
+ * wait for good.
  *
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every

@@ -243,6 +243,11 @@ fn a_process_past_the_owner_table_gets_null_until_a_place_frees() {
 }
 
 #[test]
+fn a_forked_process_that_closed_the_pools_descriptor_gets_null() {
+    run(&compile_c("closed_descriptors.c", &[]), &[], "closed_descriptors: ok\n");
+}
+
+#[test]
 fn fork_while_other_threads_are_inside_the_library() {
     run(&compile_c("fork_threads.c", &[]), &[], "fork_threads: ok\n");
 }

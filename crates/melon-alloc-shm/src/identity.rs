@@ -22,6 +22,7 @@ use crate::lock::{Waited, Waits, HOLDER};
 use crate::owner::{close_held, open_held, set_byte_lock};
 use crate::spares::{Spares, Use};
 use crate::sync::AtomicU32;
+use crate::sys::Mapping;
 
 /// Where the identities' lock bytes lie in the pool's file: byte `IDENTITY_BASE + identity`,
 /// past the owner table's bytes and far past the mapping.
@@ -41,6 +42,13 @@ const TRIES: u32 = 64;
 /// live. A process holding the lock under it and dying keeps the others waiting until their
 /// timeouts. Never handed out by the counter.
 pub(crate) const ANONYMOUS: u32 = HOLDER;
+
+/// No identity at all: the pool's descriptor in this process no longer names the pool's file,
+/// through which the identity's byte would be locked and the others' asked about (the program
+/// closed the descriptor, as a daemon closing every one from 3 up does, and the number may name
+/// another file by now). The process takes none of the pool's locks, so that it can neither be
+/// taken for dead while it holds one nor take another's from a live process.
+pub(crate) const UNUSABLE: u32 = 0;
 
 /// This process's identity in one pool, made on its first lock: atomics only so that the handle
 /// can be shared between threads.
@@ -74,9 +82,10 @@ impl Identity {
     }
 
     /// This process's identity, made now if it has none: [`ANONYMOUS`] for good where the
-    /// system refuses to make one.
+    /// system refuses to make one, [`UNUSABLE`] for good where the pool's descriptor no longer
+    /// names its file.
     #[inline]
-    pub(crate) fn get(&self, lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> u32 {
+    pub(crate) fn get(&self, lock: &PoolLock, pool: &Mapping, spares: &Spares) -> u32 {
         self.get_as(crate::sys::process_token(), lock, pool, spares)
     }
 
@@ -87,7 +96,7 @@ impl Identity {
         &self,
         process: u64,
         lock: &PoolLock,
-        pool: BorrowedFd<'_>,
+        pool: &Mapping,
         spares: &Spares,
     ) -> u32 {
         if self.process.load(Ordering::Acquire) == process {
@@ -105,7 +114,7 @@ impl Identity {
     }
 
     #[cold]
-    fn make(&self, token: u64, lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> u32 {
+    fn make(&self, token: u64, lock: &PoolLock, pool: &Mapping, spares: &Spares) -> u32 {
         loop {
             if self.process.load(Ordering::Acquire) == token {
                 return self.id.load(Ordering::Relaxed);
@@ -126,7 +135,10 @@ impl Identity {
             self.id.load(Ordering::Relaxed)
         } else {
             self.forget_parents();
-            let (id, fd) = claim(lock, pool, spares).unwrap_or((ANONYMOUS, -1));
+            let (id, fd) = match pool.checked_fd() {
+                Ok(pool) => claim(lock, pool, spares).unwrap_or((ANONYMOUS, -1)),
+                Err(_) => (UNUSABLE, -1),
+            };
             self.id.store(id, Ordering::Relaxed);
             self.fd.store(fd, Ordering::Relaxed);
             self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
@@ -237,9 +249,9 @@ fn after_sleep(slept: Result<(), Errno>, sleep: Duration, deadline: Option<Insta
 /// The system's side of the pool's lock words: the futex of the pool's file, and the
 /// identities' locks on its bytes, asked through the pool's own descriptor.
 pub(crate) struct Kernel<'a> {
-    /// The pool's descriptor; `None` for a lock word that is only released through this value,
-    /// which never asks about a holder.
-    pub(crate) pool: Option<BorrowedFd<'a>>,
+    /// The pool's mapping, whose descriptor asks; `None` for a lock word that is only released
+    /// through this value, which never asks about a holder.
+    pub(crate) pool: Option<&'a Mapping>,
 }
 
 impl Waits for Kernel<'_> {
@@ -285,8 +297,10 @@ impl Waits for Kernel<'_> {
         let _ = word;
     }
 
+    /// A descriptor that no longer names the pool's file cannot tell: the holder counts as
+    /// alive, rather than be taken for dead because another file has no lock on its byte.
     fn is_alive(&self, holder: u32) -> bool {
-        let Some(pool) = self.pool else { return true };
+        let Some(Ok(pool)) = self.pool.map(Mapping::checked_fd) else { return true };
         holder == ANONYMOUS || byte_is_locked(pool, IDENTITY_BASE + i64::from(holder))
     }
 }
@@ -344,10 +358,10 @@ mod tests {
     /// identity whose byte nobody locks counts as dead.
     #[test]
     fn the_anonymous_identity_always_counts_as_alive() {
-        use std::os::fd::AsFd;
+        use crate::sys::{Mapping, NewFile};
 
-        let file = rustix::fs::memfd_create("identity", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        let kernel = Kernel { pool: Some(file.as_fd()) };
+        let pool = Mapping::create(NewFile::Memfd("identity"), 1 << 20, &[], 0).unwrap();
+        let kernel = Kernel { pool: Some(&pool) };
         assert!(kernel.is_alive(ANONYMOUS));
         assert!(!kernel.is_alive(7), "nobody locks identity 7's byte");
     }

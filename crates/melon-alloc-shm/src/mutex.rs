@@ -236,7 +236,7 @@ impl<T> ShmMutex<T> {
         // The pool the mutex lies in gives this process's identity, and asks whether a holder
         // lives; it stays registered until the mutex is taken.
         let taken = registry::with_pool_found(addr, |shared, found| {
-            let me = shared.identity_here();
+            let me = shared.identity_here()?;
             if let Some(found) = found {
                 remember_identity(found, process, me);
             }
@@ -527,7 +527,9 @@ impl<T> Drop for ShmMutexBox<'_, T> {
     fn drop(&mut self) {
         let mutex = &**self;
         let shared = self.pool.shared();
-        let word = shared.word_lock(&mutex.lock.word, shared.identity_here());
+        // A process that can take none of the pool's locks leaves the block as it is.
+        let Ok(me) = shared.identity_here() else { return };
+        let word = shared.word_lock(&mutex.lock.word, me);
         // Taken at once, or from a holder found dead; a live holder (a thread that forgot its
         // guard, say) keeps it, and the block stays as it is, for the pool's life. A free word
         // is taken by the try, without the waiters' bit that the timed lock takes it with and

@@ -112,11 +112,14 @@ impl Claim {
 
     /// This process's slot, claimed now if it has none: `None` when the table is full or the
     /// system refuses a description or its lock. The caller holds the pool's lock.
-    pub(crate) fn take(&self, arena: &Arena, pool: BorrowedFd<'_>, spares: &Spares) -> Option<u32> {
+    pub(crate) fn take(&self, arena: &Arena, pool: &sys::Mapping, spares: &Spares) -> Option<u32> {
         if let Some(slot) = self.current() {
             return Some(slot);
         }
         self.forget_parents();
+        // A slot's byte locked in another file would say the process is dead (see `UNUSABLE`
+        // in `identity.rs`).
+        let pool = pool.checked_fd().ok()?;
         let full = || (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot));
         // A full table may hold the slots of the dead; one still full has nothing to claim, and
         // the spare description is kept for when a slot frees.

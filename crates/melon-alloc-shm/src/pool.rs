@@ -287,13 +287,18 @@ impl Shared {
         word: &'a crate::sync::AtomicU32,
         me: u32,
     ) -> ProcessLock<'a, Kernel<'a>> {
-        ProcessLock::new(word, me, Kernel { pool: Some(self.mapping.fd()) })
+        ProcessLock::new(word, me, Kernel { pool: Some(&self.mapping) })
     }
 
     /// This process's identity in the pool, made now if it has none.
+    ///
+    /// # Errors
+    /// [`ShmError::Os`] with `EBADF` when the pool's descriptor in this process no longer names
+    /// the pool's file ([`UNUSABLE`](crate::identity::UNUSABLE)).
     #[inline]
-    pub(crate) fn identity_here(&self) -> u32 {
-        self.identity.get(self.header_atomics().lock, self.mapping.fd(), &self.spares)
+    pub(crate) fn identity_here(&self) -> Result<u32, ShmError> {
+        let identity = self.identity.get(self.header_atomics().lock, &self.mapping, &self.spares);
+        usable(identity)
     }
 
     /// Takes the lock, waiting at most the timeout set for this process's operations.
@@ -318,8 +323,9 @@ impl Shared {
                 if header.holder.load(Ordering::Relaxed) == token {
                     return Err(ShmError::WouldDeadlock);
                 }
-                let (lock, fd) = (header.lock, self.mapping.fd());
-                let identity = self.identity.get_as(process, lock, fd, &self.spares);
+                let lock = header.lock;
+                let identity =
+                    usable(self.identity.get_as(process, lock, &self.mapping, &self.spares))?;
                 let lock = self.word_lock(&header.lock.word, identity);
                 lock_robust(&lock, timeout, header.takeovers, || {
                     // An undo that cannot run leaves the log as it is, and `catch_up` below
@@ -382,7 +388,9 @@ impl Shared {
     fn undo_dead_holder(&self) -> Result<(), ShmError> {
         let arena = &self.arena;
         let mapped = self.map_published()?;
-        let file = Mapping::file_len(self.mapping.fd())
+        let file = self
+            .mapping
+            .len()
             .map_err(|errno| ShmError::os("reading the length of the pool's file", errno))?;
         let pages = |bytes: u64| u32::try_from(bytes / PAGE as u64).unwrap_or(u32::MAX);
         let (mapped, reserved) = (pages(mapped as u64), pages(file));
@@ -543,7 +551,9 @@ impl Shared {
     /// its identity and claim its slot through, and takes the flag of the chunks whose return
     /// failed, so that no other thread is changing their list when the process forks.
     pub(crate) fn before_fork(&self) {
-        self.spares.open_for_child(self.mapping.fd());
+        if let Ok(pool) = self.mapping.checked_fd() {
+            self.spares.open_for_child(pool);
+        }
         self.pending_returns.take();
     }
 
@@ -771,7 +781,7 @@ impl ShmGuard<'_> {
         // A growth that died after its reservation left the file holding part of the data
         // range, which takes nothing more of the system now. (A file whose length cannot be
         // read counts as holding none of it.)
-        let file = Mapping::file_len(shared.mapping.fd()).unwrap_or(0);
+        let file = shared.mapping.len().unwrap_or(0);
         let held = file.saturating_sub(data.start as u64).min(data.len() as u64);
         let needed = (descs.len() + bitmap.len() + data.len()) as u64 - held;
         if !shared.mapping.has_room(needed) {
@@ -1062,7 +1072,11 @@ impl ShmGuard<'_> {
     /// ```
     pub fn reclaim_dead(&mut self) -> ReclaimReport {
         let shared = self.shared;
-        owner::reclaim_dead(&shared.arena, shared.mapping.fd(), shared.claim.current())
+        // A descriptor that no longer names the pool's file would take every slot for dead's.
+        match shared.mapping.checked_fd() {
+            Ok(pool) => owner::reclaim_dead(&shared.arena, pool, shared.claim.current()),
+            Err(_) => ReclaimReport::default(),
+        }
     }
 
     /// Lends a chunk to a child pool of this process's, recorded as this process's so that its
@@ -1070,7 +1084,7 @@ impl ShmGuard<'_> {
     /// table the chunk is lent to no slot ([`NONE`]), or, if `owned_only`, not at all.
     pub(crate) fn lend(&mut self, layout: Layout, owned_only: bool) -> Option<(NonNull<u8>, u32)> {
         let shared = self.shared;
-        let owner = match shared.claim.take(&shared.arena, shared.mapping.fd(), &shared.spares) {
+        let owner = match shared.claim.take(&shared.arena, &shared.mapping, &shared.spares) {
             Some(slot) => slot,
             None if owned_only => return None,
             None => NONE,
@@ -2323,6 +2337,19 @@ impl ListWalk<'_> {
         self.next = unsafe { block.as_ptr().replace(TAKEN) };
         (self.next != TAKEN).then_some(block.cast())
     }
+}
+
+/// `identity`, or the error of a process whose descriptor of the pool no longer names the pool's
+/// file, which takes none of its locks ([`UNUSABLE`](crate::identity::UNUSABLE)).
+#[inline]
+fn usable(identity: u32) -> Result<u32, ShmError> {
+    if identity == crate::identity::UNUSABLE {
+        return Err(ShmError::os(
+            "taking a lock of the pool through its descriptor, which names another file or none",
+            rustix::io::Errno::BADF,
+        ));
+    }
+    Ok(identity)
 }
 
 /// The page of a chunk's offset.

@@ -43,6 +43,8 @@ pub(crate) struct Mapping {
     /// it, and the drop unmaps only what is mapped.
     broken: AtomicBool,
     fd: OwnedFd,
+    /// The device and inode numbers of the file `fd` named when it was mapped.
+    file: (u64, u64),
 }
 
 // SAFETY: the mapping is plain shared memory; which thread unmaps it does not matter.
@@ -140,6 +142,7 @@ impl Mapping {
             mapped: AtomicUsize::new(0),
             mapper: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            file: file_id(fd.as_fd())?,
             fd,
         };
         // Dropped on failure, which gives the reservation back.
@@ -168,9 +171,34 @@ impl Mapping {
         self.fd.as_fd()
     }
 
-    /// Reserves the file's memory over `range`, growing the file to its end if it is shorter.
+    /// Whether the descriptor still names the file it was mapped from. A process may close its
+    /// descriptors (a forked daemon closing every one from 3 up, say), and the number then names
+    /// nothing, or whatever file the process opened next: growing or mapping through it, or
+    /// locking bytes of it for the pool's locks, would reach that file instead.
+    pub(crate) fn names_its_file(&self) -> bool {
+        file_id(self.fd()).is_ok_and(|file| file == self.file)
+    }
+
+    /// `EBADF` when the descriptor no longer names the pool's file ([`names_its_file`]).
+    ///
+    /// [`names_its_file`]: Mapping::names_its_file
+    pub(crate) fn checked_fd(&self) -> Result<BorrowedFd<'_>, Errno> {
+        if self.names_its_file() {
+            Ok(self.fd())
+        } else {
+            Err(Errno::BADF)
+        }
+    }
+
+    /// The size of the pool's file: `EBADF` when the descriptor no longer names it.
+    pub(crate) fn len(&self) -> Result<u64, Errno> {
+        Self::file_len(self.checked_fd()?)
+    }
+
+    /// Reserves the file's memory over `range`, growing the file to its end if it is shorter:
+    /// `EBADF` when the descriptor no longer names it.
     pub(crate) fn allocate(&self, range: core::ops::Range<usize>) -> Result<(), Errno> {
-        allocate(self.fd(), range)
+        allocate(self.checked_fd()?, range)
     }
 
     /// Whether `bytes` more of the file fit in the memory the system has to spare (see
@@ -204,7 +232,7 @@ impl Mapping {
         if self.broken.load(Ordering::Relaxed) {
             return Err(Errno::NOMEM);
         }
-        let file = usize::try_from(Self::file_len(self.fd())?).unwrap_or(usize::MAX);
+        let file = usize::try_from(self.len()?).unwrap_or(usize::MAX);
         let end = len.min(file / PAGE_SIZE * PAGE_SIZE);
         if end <= mapped {
             return Ok(mapped);
@@ -244,6 +272,12 @@ impl Mapping {
         self.mapped.store(end, Ordering::Release);
         Ok(end)
     }
+}
+
+/// The device and inode numbers of the file behind `fd`.
+fn file_id(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
+    let stat = rustix::fs::fstat(fd)?;
+    Ok((stat.st_dev, stat.st_ino))
 }
 
 /// Reserves the memory of `range` of the file behind `fd`: a later lack of memory is then an

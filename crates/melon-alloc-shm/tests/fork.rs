@@ -77,6 +77,14 @@ fn main() -> ExitCode {
             a_process_without_descriptors_to_spare_still_uses_the_pool,
         ),
         (
+            "a_process_whose_pool_descriptor_names_another_file_takes_no_lock",
+            a_process_whose_pool_descriptor_names_another_file_takes_no_lock,
+        ),
+        (
+            "a_descriptor_number_reused_after_first_use_grows_and_reclaims_nothing",
+            a_descriptor_number_reused_after_first_use_grows_and_reclaims_nothing,
+        ),
+        (
             "a_mutex_guard_copied_by_a_fork_releases_nothing_in_the_child",
             a_mutex_guard_copied_by_a_fork_releases_nothing_in_the_child,
         ),
@@ -954,6 +962,110 @@ fn a_process_without_descriptors_to_spare_still_uses_the_pool() {
     unsafe { shm.try_free(parents) }.unwrap();
     assert_eq!(shm.available(), start);
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// Moves an open file onto descriptor number `number`, which then names that file.
+fn reuse_number(file: &std::fs::File, number: i32) {
+    if file.as_raw_fd() != number {
+        // SAFETY: both numbers are this process's; `dup2` closes what `number` named, which
+        // only the pool, which checks what it names, still refers to.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), number) }, number);
+    }
+}
+
+/// A new empty file of this test's, open for reading and writing, and its path.
+fn scratch_file(what: &str) -> (std::fs::File, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("melon-test-{what}-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    (file, path)
+}
+
+/// A worker that closes every descriptor from 3 up after the fork, the pool's among them, before
+/// it first uses the pool, and opens a file that gets the pool's descriptor number: through that
+/// number it could lock its identity's byte only in the other file, where nobody would see it
+/// alive, and grow only that file. It takes none of the pool's locks: every operation that needs
+/// one fails with `EBADF`, and neither the file nor the pool changes.
+fn a_process_whose_pool_descriptor_names_another_file_takes_no_lock() {
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+    let (start, capacity) = (shm.available(), shm.capacity());
+    let number = shm.as_fd().as_raw_fd();
+    let (file, path) = scratch_file("closed-descriptors");
+    drop(file);
+    let mutex = ShmMutex::new_in(7u64, &shm).unwrap();
+    fork(|| {
+        for fd in 3..1024 {
+            // SAFETY: closing numbers of this process; only the pool refers to any of them after.
+            unsafe { libc::close(fd) };
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        reuse_number(&file, number);
+        let refused = shm.try_alloc(8 * MIB).unwrap_err();
+        let bad_descriptor = |error: &ShmError| {
+            matches!(error, ShmError::Os { errno, .. } if errno.raw_os_error() == libc::EBADF)
+        };
+        assert!(bad_descriptor(&refused), "{refused:?}");
+        assert!(shm.alloc(64).is_none());
+        assert!(shm.child().alloc(64).is_none(), "a chunk lent through a lock taken");
+        assert!(bad_descriptor(&shm.lock().err().unwrap()));
+        assert!(bad_descriptor(&mutex.lock().err().unwrap()), "a mutex of the pool");
+        assert_eq!(file.metadata().unwrap().len(), 0, "the other file was written");
+    })
+    .succeeds("a process whose pool descriptor names another file is refused");
+    assert_eq!(*mutex.lock().unwrap(), 7);
+    drop(mutex);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!((shm.available(), shm.capacity()), (start, capacity));
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+    shm.check().unwrap();
+}
+
+/// A worker that used the pool, then let another file take the pool's descriptor number: a
+/// growth fails and leaves that file alone; a reclaim takes no live process's chunks; and a wait
+/// for the lock that a live process holds times out rather than take it over, since the
+/// descriptor cannot tell that the holder lives.
+fn a_descriptor_number_reused_after_first_use_grows_and_reclaims_nothing() {
+    let shm = ShmPool::builder().capacity(MIB).max_capacity(64 * MIB).build().unwrap();
+    let (start, capacity) = (shm.available(), shm.capacity());
+    let number = shm.as_fd().as_raw_fd();
+    let flags = SharedWords::<AtomicU64>::new(2);
+    // The parent's chunk, lent under a slot of its own, which a reclaim must leave alone.
+    let parents = shm.child();
+    let parents_block = parents.alloc(64).unwrap();
+    let lent = shm.stats().unwrap().lent_bytes;
+    let (file, path) = scratch_file("reused-descriptor");
+    let worker = fork(|| {
+        let block = shm.alloc(64).expect("the worker's first use");
+        // SAFETY: the block is in use and freed once.
+        unsafe { shm.try_free(block) }.unwrap();
+        reuse_number(&file, number);
+        assert!(shm.try_alloc(8 * MIB).is_err(), "a growth through another file");
+        assert_eq!(file.metadata().unwrap().len(), 0, "the other file was written");
+        let report = shm.reclaim_dead().unwrap();
+        assert_eq!((report.processes, report.chunks), (0, 0), "{report:?}");
+        flags[0].store(1, Ordering::Release);
+        await_word(&flags[1]);
+        let waited = shm.try_lock_for(Duration::from_millis(50)).map(|_| ());
+        assert!(matches!(waited, Err(ShmError::LockTimeout { .. })), "{waited:?}");
+    });
+    await_word(&flags[0]);
+    let guard = shm.lock().unwrap();
+    flags[1].store(1, Ordering::Release);
+    worker.succeeds("a process whose pool descriptor was reused after its first use");
+    drop(guard);
+    std::fs::remove_file(&path).unwrap();
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.lent_bytes, stats.lock_takeovers, shm.capacity()), (lent, 0, capacity));
+    // SAFETY: the block came from `parents` and is freed once.
+    unsafe { parents.free(parents_block) };
+    drop(parents);
+    assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }
 

@@ -1181,6 +1181,19 @@ impl Arena {
         Ok(())
     }
 
+    /// Records the block at `offset` as the one to free ([`set_releasing`]), in an operation of
+    /// its own: from its commit on, the block is freed by [`finish_release`], this process's or,
+    /// should it die first, the next holder's.
+    ///
+    /// [`set_releasing`]: Arena::set_releasing
+    /// [`finish_release`]: Arena::finish_release
+    pub(crate) fn record_release(&self, offset: u64) {
+        // SAFETY: the lock is held (see `new`) and the log is empty between operations.
+        let mut tx = unsafe { Tx::begin(self.base) };
+        self.set_releasing(&mut tx, offset);
+        tx.commit();
+    }
+
     /// Frees the named block at `offset` and forgets its name, in slot `slot`, in two steps of
     /// one operation: the name goes first, with the block recorded as
     /// [`releasing`](crate::layout::Names::releasing); then the free, which writes a free-list

@@ -901,7 +901,19 @@ impl ShmGuard<'_> {
         if new_layout.size() <= usable && block.as_ptr().addr() % new_layout.align() == 0 {
             return Ok(block);
         }
-        let moved = self.alloc_layout(new_layout)?;
+        // The new block is recorded as one to free, in the operation that allocates it, until
+        // the contents have moved: a death until then (a copy of many megabytes takes a while)
+        // leaves the old block as it was, and the next holder frees the new one, as it does a
+        // named block whose removal died. Then the record names the old block instead, in one
+        // logged write, and the free that follows clears it: from that write on, a death leaves
+        // the free to the next holder, and the move stands. The old block is never written
+        // before it is sure to go, so a move cut short leaves it whole. A record an earlier
+        // operation left is finished first, since the move takes its place.
+        let arena = &self.shared.arena;
+        arena.finish_release();
+        let mut record =
+            |arena: &Arena, tx: &mut crate::tx::Tx, offset| arena.set_releasing(tx, offset);
+        let moved = self.alloc_then(new_layout, &mut record)?;
         // The whole block is read through the mapping's pointer: the caller's may reach only the
         // bytes it asked for (an `Allocator`'s caller hands `grow` a pointer made from its slice).
         let source = self.shared.base().with_addr(block.as_ptr().addr());
@@ -909,8 +921,11 @@ impl ShmGuard<'_> {
         // `usable` bytes, the new one `new_layout.size()`, and the smaller count is copied; (2)
         // two in-use blocks never overlap.
         unsafe { ptr::copy_nonoverlapping(source, moved.as_ptr(), usable.min(new_layout.size())) };
-        // SAFETY: forwarded from the caller; the block was checked above.
-        unsafe { self.free(block) }?;
+        crate::stop_point::hit();
+        // `usable_size` found the old block in the mapping.
+        let old = self.shared.locked_offset_of(block.as_ptr()).unwrap_or(0);
+        arena.record_release(old);
+        arena.finish_release();
         Ok(moved)
     }
 
@@ -1703,7 +1718,10 @@ impl ShmPool {
 
     /// Resizes a block (Melon's `mln_alloc_re`): a `new_size` of 0 frees it and returns `None`;
     /// a shrink or a grow that fits stays in place; otherwise the contents move. On failure the
-    /// old block stays as it was.
+    /// old block stays as it was. A move cut short by the death of its process is rolled back
+    /// until the contents have moved, however long the copy (the old block whole, the new one
+    /// freed by the next holder of the lock), and stands after (the old block freed by it, the
+    /// new one left to the dead process, as any block it allocated).
     ///
     /// # Safety
     /// - `block` is an in-use block of this pool.

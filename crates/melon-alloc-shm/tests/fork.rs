@@ -2726,7 +2726,7 @@ mod crash {
     use super::{fork, has_stamp, stamp, Case, Exit, CHILD_LIMIT, KIB, MIB, TAKEOVER_BOUND};
     use crate::harness::names_beside;
 
-    pub(super) const CASES: [Case; 14] = [
+    pub(super) const CASES: [Case; 15] = [
         ("crash_alloc_small", || crash(Op::AllocSmall)),
         ("crash_alloc_small_new_slab", || crash(Op::AllocNewSlab)),
         ("crash_alloc_large", || crash(Op::AllocLarge)),
@@ -2735,6 +2735,7 @@ mod crash {
         ("crash_free_large_merging", || crash(Op::FreeLargeMerging)),
         ("crash_child_lends_a_chunk", || crash(Op::ChildLend)),
         ("crash_child_gives_a_chunk_back", || crash(Op::ChildTakeBack)),
+        ("crash_realloc_moving_a_block", || crash(Op::ReallocMoving)),
         ("crash_the_recovery_at_each_step", crash_the_recovery_at_each_step),
         ("crash_growing_a_pool", crash_growing_a_pool),
         ("crash_a_growth_after_reserving_its_segment", crash_a_growth_after_reserving_its_segment),
@@ -2764,6 +2765,9 @@ mod crash {
 
     const CAPACITY: usize = 2 * MIB;
     const LARGE: usize = 20_000;
+    /// The size of the block a reallocation moves to a large block, and its stamp.
+    const MOVED: usize = 3000;
+    const MOVED_SEED: u64 = 9;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Op {
@@ -2775,6 +2779,7 @@ mod crash {
         FreeLargeMerging,
         ChildLend,
         ChildTakeBack,
+        ReallocMoving,
     }
 
     /// What the pool looked like after a crash at one fail point.
@@ -2786,6 +2791,9 @@ mod crash {
         Undone,
         /// Killed after the operation committed, before the lock was released.
         Committed,
+        /// Killed in the last step of an operation that stands once its earlier steps are
+        /// done: the next process undid the step and finished it.
+        Finished,
         /// Not killed: the operation has fewer fail points.
         Completed,
     }
@@ -2846,6 +2854,12 @@ mod crash {
                 }
                 Some(last)
             }
+            Op::ReallocMoving => {
+                let at = offset(shm, MOVED);
+                // SAFETY: the block is in use and holds `MOVED` bytes.
+                unsafe { stamp(shm.ptr_at(at).unwrap(), MOVED, MOVED_SEED) };
+                Some(at)
+            }
             Op::FreeLargeMerging => {
                 let blocks: Vec<_> = (0..4).map(|_| offset(shm, LARGE)).collect();
                 let span = shm.usable_size(shm.ptr_at(blocks[0]).unwrap()).unwrap();
@@ -2898,6 +2912,14 @@ mod crash {
                 drop(child.unwrap());
                 None
             }
+            Op::ReallocMoving => {
+                let old = shm.ptr_at(setup.target.unwrap()).unwrap();
+                // SAFETY: the block is in use, and only the result is used after.
+                let moved = unsafe { shm.realloc(old, 3 * LARGE) }.unwrap();
+                // SAFETY: the new block holds at least `MOVED` bytes, the old one's.
+                assert!(unsafe { has_stamp(moved, MOVED, MOVED_SEED) }, "the contents moved");
+                shm.offset_of(moved)
+            }
         }
     }
 
@@ -2942,6 +2964,34 @@ mod crash {
             assert!(outcomes[..points]
                 .iter()
                 .all(|outcome| matches!(outcome, Outcome::Untouched | Outcome::Undone)));
+            return;
+        }
+        if op == Op::ReallocMoving {
+            // Three operations: the allocation, recorded as the block to free; the record moved
+            // to the old block, once the contents have; the free of the old block. Killed
+            // before the record moved, the move is rolled back (nothing to undo in the copy,
+            // where the next holder frees the new block); after, it stands (the next holder
+            // frees the old block, after undoing a free cut short).
+            let moved = outcomes
+                .iter()
+                .position(|outcome| matches!(outcome, Outcome::Committed | Outcome::Finished))
+                .unwrap();
+            let (rolled_back, stood) = outcomes.split_at(moved);
+            assert_eq!(rolled_back[0], Outcome::Untouched, "{op:?}: {outcomes:?}");
+            let undone_or_not =
+                |outcome: &Outcome| matches!(outcome, Outcome::Untouched | Outcome::Undone);
+            assert!(rolled_back.iter().all(undone_or_not), "{op:?}: {outcomes:?}");
+            let untouched = rolled_back.iter().filter(|&&outcome| outcome == Outcome::Untouched);
+            assert!(untouched.count() >= 3, "{op:?}: the copy's points: {outcomes:?}");
+            let (last, standing) = stood.split_last().unwrap();
+            assert_eq!(*last, Outcome::Completed, "{op:?}");
+            let stands =
+                |outcome: &Outcome| matches!(outcome, Outcome::Committed | Outcome::Finished);
+            assert!(standing.iter().all(stands), "{op:?}: {outcomes:?}");
+            assert!(
+                standing.contains(&Outcome::Finished),
+                "{op:?}: a free cut short: {outcomes:?}"
+            );
             return;
         }
         // Nothing is written before the first fail point, every point after it until the commit
@@ -3002,6 +3052,7 @@ mod crash {
                     (0, true, _) => Outcome::Untouched,
                     (1, true, _) => Outcome::Undone,
                     (0, false, true) => Outcome::Committed,
+                    (1, false, true) if op == Op::ReallocMoving => Outcome::Finished,
                     _ => panic!(
                         "{op:?} killed at {k}: {undone} undone, pool {now:?}, before {:?}, \
                          after {:?}",
@@ -3027,7 +3078,7 @@ mod crash {
                 assert_eq!(figures(&shm), figures(&after), "{op:?} at {k}: after the replay");
                 &after
             }
-            Outcome::Committed | Outcome::Completed => {
+            Outcome::Committed | Outcome::Finished | Outcome::Completed => {
                 if let Some(at) = allocated {
                     let block: NonNull<u8> = shm.ptr_at(at).unwrap();
                     if op != Op::ChildLend {

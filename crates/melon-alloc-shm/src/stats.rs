@@ -57,8 +57,13 @@ pub struct ShmStats {
     /// Bytes lent to child pools as chunks.
     pub lent_bytes: usize,
     /// Bytes of the longest run of free pages: the largest block the pool can hand out as a
-    /// page run, and, set beside `available`, a measure of how fragmented the pool is. A slab's
-    /// free blocks are not in it.
+    /// page run as it stands, and, set beside `available`, a measure of how fragmented the pool
+    /// is. A slab's free blocks are not in it, and neither are the empty slabs the size classes
+    /// keep for their next blocks: a request that no run fits gets those back first, so it may
+    /// be handed a longer block than this, and a pool drained of its blocks may show runs
+    /// shorter than its free bytes until a request or a refusal gives the slabs back (the
+    /// largest run of a [`Fragmented`](crate::ShmError::Fragmented) refusal is counted after
+    /// that).
     pub largest_free_run: usize,
     /// Allocations the pool refused, small and large, since it was made (the chunks it lends to
     /// child pools are not allocations of its own).

@@ -229,6 +229,33 @@ fn the_largest_free_run_is_a_block_the_pool_hands_out() {
     shm.check().unwrap();
 }
 
+/// The empty slabs the size classes keep for their next blocks lie outside every free run, and
+/// a request that no run fits gets them back first: the largest free run of a drained pool can
+/// fall short of the block it hands out, until a refusal, or the request, gives them back.
+#[test]
+fn the_largest_free_run_leaves_out_the_empty_slabs_a_request_gets_back() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    // Slabs of two classes side by side, with a large block between each pair, then all freed:
+    // each class keeps an empty slab, in the middle of the pages.
+    let mut blocks = Vec::new();
+    for _ in 0..8 {
+        blocks.extend([shm.alloc(64).unwrap(), shm.alloc(3000).unwrap()]);
+        blocks.push(shm.alloc(64 * KIB).unwrap());
+    }
+    free_all(&shm, blocks);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.available, start);
+    let kept: usize = stats.classes().iter().map(|class| class.slabs).sum();
+    assert!(kept > 0, "no empty slab kept");
+    assert!(stats.largest_free_run < stats.available, "{stats:?}");
+    let whole = shm.try_alloc(stats.available).unwrap();
+    free_all(&shm, [whole]);
+    let stats = shm.stats().unwrap();
+    assert_eq!(stats.largest_free_run, stats.available, "the slabs went back");
+    shm.check().unwrap();
+}
+
 #[test]
 fn a_pool_grows_only_when_no_free_run_fits() {
     let shm = ShmPool::builder().capacity(MIB).max_capacity(8 * MIB).build().unwrap();

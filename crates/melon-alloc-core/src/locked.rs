@@ -29,20 +29,22 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// on by default; without it, such a layout is refused with a null.
 ///
 /// # Soundness
-/// Every safe call (`new`, `alloc`, `alloc_zeroed`, `alloc_layout`, `available`, `stats`,
-/// `check`, `child`, the `Allocator` methods through `&LockedPool`) takes the lock and hands out
-/// only blocks that are not in use; [`with`](LockedPool::with) gives a [`LockedEngine`], which
-/// cannot reset or replace the engine. Freeing by pointer (`free`, `try_free`,
-/// `GlobalAlloc::dealloc`) is unsafe. [`reset`](LockedPool::reset) takes `&mut self`, which no
-/// collection, thread or child borrowing the pool can hold at the time. Calling the pool again
-/// from inside `with` waits for the lock forever (`tests/reentry.rs`), and so does a call from
-/// an interrupt or signal handler that ran while the code it interrupted held the lock, which a
-/// firmware's handlers must not make; in a pool that is the `#[global_allocator]`,
-/// allocating inside `with` in any way (a panic's message among them) is such a call. The pool's
-/// own paths (`free`, `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a
-/// debug build stops the process on a block freed twice, so that its message can be made. (A
-/// block aligned to a chunk or more, a chunk of its own, is checked only against the bytes the
-/// pool has lent: freed twice while another such block is out, its chunk goes back twice.)
+/// Every safe call that reaches the engine (`alloc`, `alloc_zeroed`, `alloc_layout`, `available`,
+/// `stats`, `check`, a child's first chunk, the `Allocator` methods through `&LockedPool`) takes
+/// the lock and hands out only blocks that are not in use; `new` and `child` touch no engine but
+/// their own new one. [`with`](LockedPool::with) gives a [`LockedEngine`], which cannot reset or
+/// replace the engine. Freeing by pointer (`free`, `try_free`, `GlobalAlloc::dealloc`) is unsafe.
+/// [`reset`](LockedPool::reset) takes `&mut self`, which no collection, thread or child borrowing
+/// the pool can hold at the time. Calling the pool again from inside `with` in a way that takes the
+/// lock waits for it forever (`tests/reentry.rs`), and so does a call from an interrupt or signal
+/// handler that ran while the code it interrupted held the lock, which a firmware's handlers must
+/// not make; in a pool that is the `#[global_allocator]`, allocating inside `with` in any way (a
+/// panic's message among them) is such a call. Making a child takes no lock, and formatting the
+/// pool with `{:?}` only tries it: both come back. The pool's own paths (`free`,
+/// `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a debug build stops the
+/// process on a block freed twice, so that its message can be made. (A block aligned to a chunk or
+/// more, a chunk of its own, is checked only against the bytes the pool has lent: freed twice while
+/// another such block is out, its chunk goes back twice.)
 ///
 /// # Examples
 /// ```

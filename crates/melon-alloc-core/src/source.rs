@@ -285,9 +285,10 @@ pub unsafe trait ChunkSource {
     /// allocations find it: what a source of a fixed region needs.
     ///
     /// A source that names stripes should give each thread a stripe of its own, as far as it
-    /// can: threads that share a stripe share its lock. It names one on every call, or on none:
-    /// the pool asks again when it gives its stash back, on a trim, a reset and its drop, and
-    /// skips the stash when the answer is `None`.
+    /// can: threads that share a stripe share its lock. It names one on every call, or on none.
+    /// The pool asks whenever a child takes or gives back a chunk; what the stripes keep goes
+    /// back to the engine on a trim, a reset and the pool's drop whatever the calling thread's
+    /// answer, from every stripe.
     ///
     /// # Examples
     /// ```

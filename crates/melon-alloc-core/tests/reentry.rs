@@ -1,6 +1,7 @@
-//! The pool's lock is not reentrant: a call into the pool from inside its own `with`, as from an
-//! interrupt or signal handler that ran while the interrupted code held the lock, waits for it
-//! forever. The waiting thread spins until this binary, which holds nothing else, exits.
+//! The pool's lock is not reentrant: a call into the pool from inside its own `with` that takes
+//! the lock, as from an interrupt or signal handler that ran while the interrupted code held the
+//! lock, waits for it forever. The waiting thread spins until this binary, which holds nothing
+//! else, exits. The calls that take no lock come back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -69,4 +70,17 @@ fn a_child_with_a_chunk_serves_small_blocks_while_its_parents_lock_is_held() {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("a small block of the child waited for its parent's lock");
+}
+
+/// Making a child takes no lock (nor does dropping one that never took a chunk), and formatting
+/// the pool only tries it: both come back from inside the pool's own `with`.
+#[test]
+fn making_a_child_and_formatting_the_pool_inside_with_come_back() {
+    let arena: &'static mut [u8] = Vec::leak(vec![0u8; 1 << 16]);
+    let pool = LockedPool::new(RegionSource::from_static(arena), None);
+    let shown = pool.with(|_held| {
+        drop(pool.child());
+        format!("{pool:?}")
+    });
+    assert_eq!(shown, "LockedPool { .. }");
 }

@@ -511,7 +511,9 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
 /// when it gives its stash back, which a child whose chunk the parent refused has it do inside
 /// the child's lock too.
 ///
-/// Dropping the child gives every chunk back to the parent. As with any [`LockedPool`], its
+/// Dropping the child gives every chunk back to the parent but the chunk of a block aligned to a
+/// chunk or more (see [`LockedPool`]) still out, which stays lent, as a forgotten child's chunks
+/// do. As with any [`LockedPool`], its
 /// chunks record its address: keep it where it was when it first allocated, or `check` reports
 /// its blocks (which `free` still takes, searching the child's lists in a debug build).
 ///

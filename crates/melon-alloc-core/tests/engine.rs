@@ -1172,6 +1172,35 @@ fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
     pool.check().unwrap();
 }
 
+/// A child dropped while a block aligned to a chunk, a chunk of its own, is still out gives its
+/// other chunks back to its parent; that one stays lent, as a forgotten child's chunks do.
+#[cfg(feature = "chunk-aligned")]
+#[test]
+fn a_childs_chunk_aligned_block_still_out_stays_lent_when_the_child_drops() {
+    let source = TestSource::default();
+    let parent = LockedPool::new(source.clone(), None);
+    let child = parent.child();
+    let small = child.alloc(64).unwrap();
+    assert_eq!(parent.stats().bytes_lent, CHUNK_SIZE);
+    let layout = Layout::from_size_align(3000, CHUNK_SIZE).unwrap();
+    // SAFETY: the layout's size is not zero.
+    let aligned = unsafe { GlobalAlloc::alloc(&child, layout) };
+    assert!(!aligned.is_null());
+    let aligned_chunk = parent.stats().bytes_lent - CHUNK_SIZE;
+    assert!(aligned_chunk >= 3000, "{aligned_chunk}");
+    // SAFETY: the block came from `child` and is not used again.
+    unsafe { child.free(small) };
+    drop(child);
+    assert_eq!(parent.stats().bytes_lent, aligned_chunk, "the aligned block's chunk");
+    // Given back so that nothing leaks: the parent lent the chunk, and its own path for such a
+    // layout gives a chunk it lent back to the source.
+    // SAFETY: the block is a chunk the parent lent for `layout`, and not used again.
+    unsafe { GlobalAlloc::dealloc(&parent, aligned, layout) };
+    assert_eq!(parent.stats().bytes_lent, 0);
+    drop(parent);
+    assert_eq!(source.chunks_out(), 0);
+}
+
 /// Without the `chunk-aligned` feature, a `GlobalAlloc` layout aligned to a chunk or more is
 /// refused, and the pool takes nothing for it.
 #[cfg(not(feature = "chunk-aligned"))]

@@ -105,6 +105,8 @@ impl Mapping {
     }
 
     fn map(fd: OwnedFd, reserve: usize, len: usize) -> Result<Self, Errno> {
+        // Before the reservation, which only the value made below gives back.
+        let file = file_id(fd.as_fd())?;
         let len = len.min(reserve);
         let padded = reserve.checked_add(MAP_ALIGN).ok_or(Errno::NOMEM)?;
         // SAFETY: a fresh private reservation that nothing else refers to; it only claims
@@ -142,7 +144,7 @@ impl Mapping {
             mapped: AtomicUsize::new(0),
             mapper: AtomicU64::new(0),
             broken: AtomicBool::new(false),
-            file: file_id(fd.as_fd())?,
+            file,
             fd,
         };
         // Dropped on failure, which gives the reservation back.
@@ -175,7 +177,7 @@ impl Mapping {
     /// descriptors (a forked daemon closing every one from 3 up, say), and the number then names
     /// nothing, or whatever file the process opened next: growing or mapping through it, or
     /// locking bytes of it for the pool's locks, would reach that file instead.
-    pub(crate) fn names_its_file(&self) -> bool {
+    fn names_its_file(&self) -> bool {
         file_id(self.fd()).is_ok_and(|file| file == self.file)
     }
 

@@ -76,7 +76,9 @@ fn a_child_with_a_chunk_serves_small_blocks_while_its_parents_lock_is_held() {
 /// the pool only tries it: both come back from inside the pool's own `with`.
 #[test]
 fn making_a_child_and_formatting_the_pool_inside_with_come_back() {
-    let arena: &'static mut [u8] = Vec::leak(vec![0u8; 1 << 16]);
+    static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    // SAFETY: this test is the arena's only user.
+    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     let pool = LockedPool::new(RegionSource::from_static(arena), None);
     let shown = pool.with(|_held| {
         drop(pool.child());

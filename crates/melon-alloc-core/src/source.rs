@@ -286,9 +286,9 @@ pub unsafe trait ChunkSource {
     ///
     /// A source that names stripes should give each thread a stripe of its own, as far as it
     /// can: threads that share a stripe share its lock. It names one on every call, or on none.
-    /// The pool asks whenever a child takes or gives back a chunk; what the stripes keep goes
-    /// back to the engine on a trim, a reset and the pool's drop whatever the calling thread's
-    /// answer, from every stripe.
+    /// The pool asks whenever a child takes or gives back a small chunk; what the stripes keep
+    /// goes back to the engine on a trim, a reset and the pool's drop whatever the calling
+    /// thread's answer, from every stripe.
     ///
     /// # Examples
     /// ```

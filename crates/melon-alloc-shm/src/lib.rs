@@ -54,23 +54,23 @@
 //! The lock knows its holder, and the owner table its slot's process, by a description of the
 //! pool's file of that process's own. A process made by `fork` (the C library's, which runs the
 //! fork handlers) from one that could open the file has its pair already: the parent opened them
-//! for it before the fork, so a worker may drop its privileges right after (a named pool's file
-//! is its creator's alone). Any other process opens its own (through `/proc/self/fd`) the first
-//! time it takes the lock or its first child pool takes a chunk. One that cannot then (no
-//! `/proc`, no descriptor left, or no right to the file) uses the pool under an anonymous
-//! identity that nothing takes over, and its child pools' chunks do not come back when it dies:
-//! were it to die holding the lock, the others would wait until their timeouts. Those
-//! descriptions are descriptors of the process's (close-on-exec), and closing them is its death
-//! as far as the pool can tell: its lock can be taken over and its child pools' chunks taken
-//! back while it still runs. The pool's own descriptor ([`ShmPool::as_fd`]) is the one all of
-//! that is asked and done through, and a process in which it no longer names the pool's file
-//! (closed, its number perhaps given to another file since) takes neither the pool's built-in
-//! lock nor a [`ShmMutex`]: every operation that needs one fails with [`ShmError::Os`] and
-//! `EBADF`. Nor does it grow the pool, or take anything back from the dead, through that
-//! number, and nothing is written to the other file. So a program that closes every descriptor from 3 up, as a daemon
-//! may, does it before it makes or attaches a pool; a process forked from one that uses a pool
-//! keeps the pool's descriptor open, or attaches the pool again
-//! ([`open_path`](ShmPool::open_path), [`receive`](ShmPool::receive)) after it closes it.
+//! for it before the fork, so a worker may drop its privileges right after (a named pool's file is
+//! its creator's alone). Any other process opens its own (through `/proc/self/fd`) the first time
+//! it takes the lock or its first child pool takes a chunk. One that cannot then (no `/proc`, no
+//! descriptor left, or no right to the file) uses the pool under an anonymous identity that nothing
+//! takes over, and its child pools' chunks do not come back when it dies: were it to die holding
+//! the lock, the others would wait until their timeouts. Those descriptions are descriptors of the
+//! process's (close-on-exec), and closing them is its death as far as the pool can tell: its lock
+//! can be taken over and its child pools' chunks taken back while it still runs. The pool's own
+//! descriptor ([`ShmPool::as_fd`]) is the one all of that is asked and done through, and a process
+//! in which it no longer names the pool's file (closed, its number perhaps given to another file
+//! since) takes neither the pool's built-in lock nor a [`ShmMutex`]: every operation that needs one
+//! fails with [`ShmError::Os`] and `EBADF`. Nor does it grow the pool, or take anything back from
+//! the dead, through that number, and nothing is written to the other file. So a program that
+//! closes every descriptor from 3 up, as a daemon may, does it before it makes or attaches a pool;
+//! a process forked from one that uses a pool keeps the pool's descriptor open, or attaches the
+//! pool again ([`open_path`](ShmPool::open_path), [`receive`](ShmPool::receive)) after it closes
+//! it.
 //!
 //! Before a fork, the library's handler (registered with `pthread_atfork` when the first pool
 //! is mapped) takes two locks of its own: the one under which child pools are made and dropped,

@@ -17,7 +17,7 @@
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
-use crate::sys;
+use crate::sys::{self, file_of, File};
 
 /// What a spare description is for.
 #[derive(Clone, Copy)]
@@ -59,20 +59,6 @@ impl Spare {
         self.fd.store(fd, Ordering::Relaxed);
         close(old, file);
     }
-}
-
-/// A file's device and inode numbers.
-type File = (u64, u64);
-
-/// The file behind descriptor `fd`, if it is an open descriptor.
-fn file_of(fd: RawFd) -> Option<File> {
-    // SAFETY: `fstat` on any number writes into a local `stat`, or fails with `EBADF`.
-    let mut stat: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
-        return None;
-    }
-    Some((stat.st_dev as u64, stat.st_ino as u64))
 }
 
 /// One pool's spare descriptions in this process. Changed under `owner::lock_opening`, which

@@ -7,7 +7,7 @@ use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FallocateFlags, FileType, MemfdFlags, Mode, OFlags, RenameFlags, CWD};
@@ -43,8 +43,8 @@ pub(crate) struct Mapping {
     /// it, and the drop unmaps only what is mapped.
     broken: AtomicBool,
     fd: OwnedFd,
-    /// The device and inode numbers of the file `fd` named when it was mapped.
-    file: (u64, u64),
+    /// The file `fd` named when it was mapped.
+    file: File,
 }
 
 // SAFETY: the mapping is plain shared memory; which thread unmaps it does not matter.
@@ -106,7 +106,7 @@ impl Mapping {
 
     fn map(fd: OwnedFd, reserve: usize, len: usize) -> Result<Self, Errno> {
         // Before the reservation, which only the value made below gives back.
-        let file = file_id(fd.as_fd())?;
+        let file = file_of(fd.as_raw_fd()).ok_or(Errno::BADF)?;
         let len = len.min(reserve);
         let padded = reserve.checked_add(MAP_ALIGN).ok_or(Errno::NOMEM)?;
         // SAFETY: a fresh private reservation that nothing else refers to; it only claims
@@ -178,7 +178,7 @@ impl Mapping {
     /// nothing, or whatever file the process opened next: growing or mapping through it, or
     /// locking bytes of it for the pool's locks, would reach that file instead.
     fn names_its_file(&self) -> bool {
-        file_id(self.fd()).is_ok_and(|file| file == self.file)
+        file_of(self.fd.as_raw_fd()) == Some(self.file)
     }
 
     /// `EBADF` when the descriptor no longer names the pool's file ([`names_its_file`]).
@@ -276,10 +276,19 @@ impl Mapping {
     }
 }
 
-/// The device and inode numbers of the file behind `fd`.
-fn file_id(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
-    let stat = rustix::fs::fstat(fd)?;
-    Ok((stat.st_dev, stat.st_ino))
+/// A file's device and inode numbers.
+pub(crate) type File = (u64, u64);
+
+/// The file behind descriptor number `fd`, if it is an open descriptor: a number, not a
+/// borrowed descriptor, since the numbers asked about may have been closed by the program.
+pub(crate) fn file_of(fd: RawFd) -> Option<File> {
+    // SAFETY: `fstat` on any number writes into a local `stat`, or fails with `EBADF`.
+    let mut stat: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return None;
+    }
+    Some((stat.st_dev as u64, stat.st_ino as u64))
 }
 
 /// Reserves the memory of `range` of the file behind `fd`: a later lack of memory is then an

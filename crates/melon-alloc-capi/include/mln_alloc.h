@@ -53,7 +53,8 @@ typedef int (*mln_alloc_shm_lock_cb_t)(void *);
  * limit in bytes on the memory the pool takes from its parent or the system; 0 means none.
  * Blocks of up to 8160 bytes come from 16 KiB chunks, so a limit below 16 KiB hands out none
  * of them; a larger block takes a chunk of its own, its length and a header, which such a limit
- * may still hold.
+ * may still hold (from a shared-memory pool, that chunk is a whole number of 4 KiB pages, which
+ * the limit counts).
  * A child's memory also counts against every limited ancestor.
  *
  * A pool whose parent is a shared-memory pool calls the parent's lock and unlock callbacks
@@ -110,7 +111,9 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  * back while it still runs. A process makes those descriptors by reopening the pool's file
  * through /proc; one that cannot (no /proc, as in a chroot without it) shares one identity with
  * all such processes, which is never taken over: should it die holding the lock, the others
- * wait for good.
+ * wait for good. One that has no descriptor to spare just then (its table full; a worker forked
+ * while its parent's table was full has none from the parent either) makes none: every call
+ * that needs the pool's own lock returns NULL (or frees nothing), and the next call tries again.
  *
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every
@@ -165,7 +168,9 @@ void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
  * as the block's memory has not been handed out again since, by the shared pool or in a chunk
  * it lent to a pool made from it; once it has, the second free is a free of whatever lies there
  * now, and as undefined as a second free() of a malloc block. A block of a heap pool, one made
- * from a shared pool included, must not be freed twice, as with free().
+ * from a shared pool included, must not be freed twice, as with free(). A block of a pool made
+ * from a shared pool is that pool's process's to free: a free by another process does nothing,
+ * and the block stays in use until its pool is destroyed or its process dies.
  */
 void mln_alloc_free(void *ptr);
 
@@ -189,10 +194,14 @@ mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 #if (defined(__cplusplus) && __cplusplus >= 201103L) \
     || (!defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L) \
     || (defined(__GNUC__) && !defined(__STRICT_ANSI__))
-/* GNU C89 with -pedantic would call them an extension, which they are there. */
+/* GNU C89 and GNU C++98 with -pedantic would call them an extension, which they are there. g++
+ * does not let a diagnostic pragma silence that warning, so before C++11 the rest of this file is
+ * a system header, whose own code is not warned about. */
 #if defined(__GNUC__) && !defined(__cplusplus)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wvariadic-macros"
+#elif defined(__GNUC__) && __cplusplus < 201103L
+#pragma GCC system_header
 #endif
 #define MLN_ALLOC_INIT_PICK_(first, second, name, ...) name
 #define MLN_ALLOC_INIT_ONE_(parent) mln_alloc_init((parent), 0)

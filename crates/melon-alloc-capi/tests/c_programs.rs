@@ -248,6 +248,16 @@ fn a_forked_process_that_closed_the_pools_descriptor_gets_null() {
 }
 
 #[test]
+fn a_free_by_another_process_of_a_block_of_a_pool_made_from_a_shared_pool_does_nothing() {
+    run(&compile_c("other_process_free.c", &[]), &[], "other_process_free: ok\n");
+}
+
+#[test]
+fn a_worker_forked_with_a_full_descriptor_table_gets_null_until_it_has_one() {
+    run(&compile_c("full_descriptor_table.c", &[]), &[], "full_descriptor_table: ok\n");
+}
+
+#[test]
 fn fork_while_other_threads_are_inside_the_library() {
     run(&compile_c("fork_threads.c", &[]), &[], "fork_threads: ok\n");
 }
@@ -281,6 +291,15 @@ fn header_compiles_as_cxx() {
     let cxx = env::var("CXX").unwrap_or_else(|_| "g++".into());
     let flags = ["-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"];
     run(&compile(&cxx, "cxx_header.cpp", &flags), &[], "cxx_header: ok\n");
+}
+
+/// GNU C++ had variadic macros before C++11, and Melon's one-argument `mln_alloc_init` with them,
+/// which `-pedantic` must not turn into an error.
+#[test]
+fn header_gives_gnu_cxx98_the_one_argument_form() {
+    let cxx = env::var("CXX").unwrap_or_else(|_| "g++".into());
+    let flags = ["-std=gnu++98", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+    run(&compile(&cxx, "cxx98.cpp", &flags), &[], "cxx98: ok\n");
 }
 
 #[test]

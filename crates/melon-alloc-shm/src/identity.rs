@@ -37,8 +37,8 @@ const CHECK_PERIOD: Duration = Duration::from_millis(5);
 /// it was last given to lives, which takes 2^31 processes using the pool in between.
 const TRIES: u32 = 64;
 
-/// The identity of a process that could not make one of its own (no `/proc`, no descriptor
-/// left): shared by every such process, and never taken over, since nothing tells whether they
+/// The identity of a process that cannot make one of its own (no `/proc`, or no right to the
+/// file): shared by every such process, and never taken over, since nothing tells whether they
 /// live. A process holding the lock under it and dying keeps the others waiting until their
 /// timeouts. Never handed out by the counter.
 pub(crate) const ANONYMOUS: u32 = HOLDER;
@@ -84,8 +84,17 @@ impl Identity {
     /// This process's identity, made now if it has none: [`ANONYMOUS`] for good where the
     /// system refuses to make one, [`UNUSABLE`] for good where the pool's descriptor no longer
     /// names its file.
+    ///
+    /// # Errors
+    /// What the system said when it had no descriptor, memory or lock to spare for one
+    /// ([`is_shortage`]): the process has no identity yet, and the next call tries again.
     #[inline]
-    pub(crate) fn get(&self, lock: &PoolLock, pool: &Mapping, spares: &Spares) -> u32 {
+    pub(crate) fn get(
+        &self,
+        lock: &PoolLock,
+        pool: &Mapping,
+        spares: &Spares,
+    ) -> Result<u32, Errno> {
         self.get_as(crate::sys::process_token(), lock, pool, spares)
     }
 
@@ -98,9 +107,9 @@ impl Identity {
         lock: &PoolLock,
         pool: &Mapping,
         spares: &Spares,
-    ) -> u32 {
+    ) -> Result<u32, Errno> {
         if self.process.load(Ordering::Acquire) == process {
-            return self.id.load(Ordering::Relaxed);
+            return Ok(self.id.load(Ordering::Relaxed));
         }
         self.make(process, lock, pool, spares)
     }
@@ -114,10 +123,16 @@ impl Identity {
     }
 
     #[cold]
-    fn make(&self, token: u64, lock: &PoolLock, pool: &Mapping, spares: &Spares) -> u32 {
+    fn make(
+        &self,
+        token: u64,
+        lock: &PoolLock,
+        pool: &Mapping,
+        spares: &Spares,
+    ) -> Result<u32, Errno> {
         loop {
             if self.process.load(Ordering::Acquire) == token {
-                return self.id.load(Ordering::Relaxed);
+                return Ok(self.id.load(Ordering::Relaxed));
             }
             let making = self.making.load(Ordering::Acquire);
             if making == token {
@@ -132,18 +147,25 @@ impl Identity {
             }
         }
         let made = if self.process.load(Ordering::Acquire) == token {
-            self.id.load(Ordering::Relaxed)
+            Ok(self.id.load(Ordering::Relaxed))
         } else {
             self.forget_parents();
-            let (id, fd) = match pool.checked_fd() {
-                Ok(pool) => claim(lock, pool, spares).unwrap_or((ANONYMOUS, -1)),
-                Err(_) => (UNUSABLE, -1),
+            let claimed = match pool.checked_fd() {
+                Ok(pool) => match claim(lock, pool, spares) {
+                    // A shortage may pass: no identity is kept, so that the process does not
+                    // lock under the anonymous one, which nothing takes over, for good.
+                    Err(errno) if is_shortage(errno) => Err(errno),
+                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, -1))),
+                },
+                Err(_) => Ok((UNUSABLE, -1)),
             };
-            self.id.store(id, Ordering::Relaxed);
-            self.fd.store(fd, Ordering::Relaxed);
-            self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
-            self.process.store(token, Ordering::Release);
-            id
+            claimed.map(|(id, fd)| {
+                self.id.store(id, Ordering::Relaxed);
+                self.fd.store(fd, Ordering::Relaxed);
+                self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
+                self.process.store(token, Ordering::Release);
+                id
+            })
         };
         self.making.store(0, Ordering::Release);
         made
@@ -179,6 +201,16 @@ impl Drop for Identity {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Whether `errno`, from making an identity, says the system had no descriptor, memory or lock
+/// to spare, which may change: a process's table of descriptors full, say. Any other refusal
+/// (no `/proc`, no right to the file) stays.
+fn is_shortage(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOLCK | Errno::AGAIN | Errno::INTR
+    )
 }
 
 /// Takes a free identity: the next number of the lock's counter whose byte nobody locks, and

@@ -56,10 +56,12 @@
 //! fork handlers) from one that could open the file has its pair already: the parent opened them
 //! for it before the fork, so a worker may drop its privileges right after (a named pool's file is
 //! its creator's alone). Any other process opens its own (through `/proc/self/fd`) the first time
-//! it takes the lock or its first child pool takes a chunk. One that cannot then (no `/proc`, no
-//! descriptor left, or no right to the file) uses the pool under an anonymous identity that nothing
-//! takes over, and its child pools' chunks do not come back when it dies: were it to die holding
-//! the lock, the others would wait until their timeouts. Those descriptions are descriptors of the
+//! it takes the lock or its first child pool takes a chunk. One that cannot (no `/proc`, or no
+//! right to the file) uses the pool under an anonymous identity that nothing takes over, and its
+//! child pools' chunks do not come back when it dies: were it to die holding the lock, the others
+//! would wait until their timeouts. One that has no descriptor or memory to spare just then (its
+//! table of descriptors full, say) makes none: every operation that needs the lock fails with
+//! [`ShmError::Os`] and what the system said (`EMFILE`, say), and the next one tries again. Those descriptions are descriptors of the
 //! process's (close-on-exec), and closing them is its death as far as the pool can tell: its lock
 //! can be taken over and its child pools' chunks taken back while it still runs. The pool's own
 //! descriptor ([`ShmPool::as_fd`]) is the one all of that is asked and done through, and a process

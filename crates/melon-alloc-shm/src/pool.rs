@@ -294,11 +294,11 @@ impl Shared {
     ///
     /// # Errors
     /// [`ShmError::Os`] with `EBADF` when the pool's descriptor in this process no longer names
-    /// the pool's file ([`UNUSABLE`](crate::identity::UNUSABLE)).
+    /// the pool's file ([`UNUSABLE`](crate::identity::UNUSABLE)), and with what the system said
+    /// when it had no descriptor or memory to spare for the identity.
     #[inline]
     pub(crate) fn identity_here(&self) -> Result<u32, ShmError> {
-        let identity = self.identity.get(self.header_atomics().lock, &self.mapping, &self.spares);
-        usable(identity)
+        usable(self.identity.get(self.header_atomics().lock, &self.mapping, &self.spares))
     }
 
     /// Takes the lock, waiting at most the timeout set for this process's operations.
@@ -2357,10 +2357,14 @@ impl ListWalk<'_> {
     }
 }
 
-/// `identity`, or the error of a process whose descriptor of the pool no longer names the pool's
-/// file, which takes none of its locks ([`UNUSABLE`](crate::identity::UNUSABLE)).
+/// `identity`, or the error of a process that has none to lock with: one whose descriptor of the
+/// pool no longer names the pool's file, which takes none of its locks
+/// ([`UNUSABLE`](crate::identity::UNUSABLE)), or one the system had no descriptor or memory to
+/// spare for just now.
 #[inline]
-fn usable(identity: u32) -> Result<u32, ShmError> {
+fn usable(identity: Result<u32, rustix::io::Errno>) -> Result<u32, ShmError> {
+    let identity = identity
+        .map_err(|errno| ShmError::os("making this process's identity in the pool", errno))?;
     if identity == crate::identity::UNUSABLE {
         return Err(ShmError::os(
             "taking a lock of the pool through its descriptor, which names another file or none",

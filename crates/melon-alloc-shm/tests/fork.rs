@@ -73,8 +73,12 @@ fn main() -> ExitCode {
             a_guard_copied_by_a_fork_is_not_the_childs_to_release,
         ),
         (
-            "a_process_without_descriptors_to_spare_still_uses_the_pool",
-            a_process_without_descriptors_to_spare_still_uses_the_pool,
+            "a_worker_without_descriptors_to_spare_uses_those_its_parent_opened",
+            a_worker_without_descriptors_to_spare_uses_those_its_parent_opened,
+        ),
+        (
+            "a_process_without_descriptors_to_spare_is_refused_until_it_has_one",
+            a_process_without_descriptors_to_spare_is_refused_until_it_has_one,
         ),
         (
             "a_process_whose_pool_descriptor_names_another_file_takes_no_lock",
@@ -933,24 +937,17 @@ fn a_collection_dropped_by_the_holder_of_the_lock_keeps_its_buffer() {
     assert_eq!(child.wait(CHILD_LIMIT), expected);
 }
 
-/// A process that cannot open a descriptor, so cannot make an identity in the pool, still
-/// allocates and frees: it locks under the anonymous identity. Its parent, which has one, goes
-/// on using the pool alongside.
-fn a_process_without_descriptors_to_spare_still_uses_the_pool() {
+/// A worker that can open no descriptor still allocates and frees: the fork handler opened the
+/// descriptions it makes its identity and claims its slot through before the fork. Its parent
+/// goes on using the pool alongside.
+fn a_worker_without_descriptors_to_spare_uses_those_its_parent_opened() {
     let shm = ShmPool::new(4 * MIB).unwrap();
     let start = shm.available();
     // The parent's identity is made here; the child must make its own.
     let parents = shm.alloc(64).unwrap();
     fork(|| {
         // No descriptor beyond those open now: reopening the pool's file fails with EMFILE.
-        // SAFETY: `dup` of an open descriptor, closed at once; `setrlimit` with a valid limit.
-        let lowest_free = unsafe { libc::dup(0) };
-        assert!(lowest_free > 0);
-        // SAFETY: the descriptor was just opened by `dup` and nothing else uses it.
-        unsafe { libc::close(lowest_free) };
-        let limit = libc::rlimit { rlim_cur: lowest_free as _, rlim_max: lowest_free as _ };
-        // SAFETY: `limit` is a valid `rlimit` that lives across the call.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        lower_limit(libc::RLIMIT_NOFILE, lowest_free_descriptor() as libc::rlim_t);
         let blocks: Vec<_> = (0..100).map(|_| shm.alloc(200).unwrap()).collect();
         for block in blocks {
             // SAFETY: the block is in use and freed once.
@@ -963,6 +960,54 @@ fn a_process_without_descriptors_to_spare_still_uses_the_pool() {
     assert_eq!(shm.available(), start);
     assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
     shm.check().unwrap();
+}
+
+/// A process that can open no descriptor, and has none from a fork handler (a raw fork), makes
+/// no identity in the pool: every operation that needs the lock fails with `EMFILE`, and none
+/// locks under the anonymous identity, which nothing takes over. Once it has a descriptor to
+/// spare it makes its identity, and a lock it holds when it dies is taken over.
+fn a_process_without_descriptors_to_spare_is_refused_until_it_has_one() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let ready = SharedWords::<AtomicU64>::new(1);
+    let mut holder = raw_fork(|| {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `getrlimit` writes the current limits into the local struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        // No new descriptor at all, whatever number the process closes: it closes its copy of
+        // the description its parent made its own identity through.
+        lower_limit(libc::RLIMIT_NOFILE, 0);
+        let too_many = |error: &ShmError| matches!(error, ShmError::Os { errno, .. } if errno.raw_os_error() == libc::EMFILE);
+        let refused = shm.try_alloc(64).unwrap_err();
+        assert!(too_many(&refused), "{refused:?}");
+        assert!(shm.alloc(64).is_none(), "a block allocated without an identity");
+        assert!(too_many(&shm.lock().err().unwrap()), "the lock taken without an identity");
+        // SAFETY: `setrlimit` reads the struct: the limits the process started with.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let _held = shm.lock().unwrap();
+        ready[0].store(1, Ordering::Release);
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    await_word(&ready[0]);
+    holder.kill_dead();
+    let taken = shm.try_lock_for(TAKEOVER_BOUND).map(drop);
+    assert!(taken.is_ok(), "a dead holder's lock was not taken over: {taken:?}");
+    assert_eq!(shm.stats().unwrap().lock_takeovers, 1);
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// The lowest descriptor number this process has free: with the soft limit on descriptors
+/// lowered to it, the process can open none.
+fn lowest_free_descriptor() -> i32 {
+    // SAFETY: `dup` of standard input, which the test binary has open.
+    let lowest_free = unsafe { libc::dup(0) };
+    assert!(lowest_free > 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor was just opened by `dup` and nothing else uses it.
+    unsafe { libc::close(lowest_free) };
+    lowest_free
 }
 
 /// Moves an open file onto descriptor number `number`, which then names that file.

@@ -82,6 +82,29 @@ static void small_limits(void)
     mln_alloc_destroy(pool);
 }
 
+/* From a shared-memory pool, a large block's chunk is a whole number of 4 KiB pages, which the
+ * limit counts: the 9000 bytes and header that a 12000-byte limit holds from the heap take three
+ * pages there, 12 KiB. */
+static void limits_of_pools_made_from_a_shared_pool(void)
+{
+    mln_alloc_t *shm = mln_alloc_shm_init(1 << 20, NULL, NULL, NULL);
+    mln_alloc_t *heap = mln_alloc_init(NULL, 12000);
+    mln_alloc_t *pool;
+    CHECK(shm != NULL && heap != NULL);
+    CHECK(mln_alloc_m(heap, 9000) != NULL);
+    mln_alloc_destroy(heap);
+    pool = mln_alloc_init(shm, 12000);
+    CHECK(pool != NULL);
+    CHECK(mln_alloc_m(pool, 9000) == NULL);
+    mln_alloc_destroy(pool);
+    pool = mln_alloc_init(shm, 12 * 1024);
+    CHECK(pool != NULL);
+    CHECK(mln_alloc_m(pool, 9000) != NULL);
+    CHECK(mln_alloc_available_capacity(pool) == 0);
+    mln_alloc_destroy(pool);
+    mln_alloc_destroy(shm);
+}
+
 static void absurd_sizes(void)
 {
     mln_alloc_t *pool = mln_alloc_init(NULL, 0);
@@ -161,6 +184,7 @@ int main(void)
 {
     heap_limit();
     small_limits();
+    limits_of_pools_made_from_a_shared_pool();
     absurd_sizes();
     family_limits();
     shared_limits();

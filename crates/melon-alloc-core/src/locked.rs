@@ -436,8 +436,8 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     }
 
     /// The engine's counters; see [`Engine::stats`]. Chunks the pool keeps for its children's
-    /// threads ([`ChunkSource::stash_stripe`]) are held, not lent. While children on other
-    /// threads take and give back chunks, the figures are of a moment.
+    /// threads ([`ChunkSource::stash_stripe`]) are held, not lent, and counted in `chunks`. While
+    /// children on other threads take and give back chunks, the figures are of a moment.
     ///
     /// # Examples
     /// ```
@@ -461,6 +461,7 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
             {
                 let stashed = self.kept_stash().map_or(0, Stripes::bytes);
                 stats.bytes_lent = stats.bytes_lent.saturating_sub(stashed);
+                stats.chunks += stashed / crate::CHUNK_SIZE;
             }
             stats
         })

@@ -34,8 +34,10 @@
 //!   runs out.
 //! - A `Vec` that grows by pushes doubles its buffer, and a buffer that cannot grow in place
 //!   moves: during the move the old and the new buffer are both in the pool. So a `Vec` alone in
-//!   a pool stops growing at about half the limit (exactly half for a limit that is a power of
-//!   two from 32 KiB up), and the last doubling is refused. A limit of one 16 KiB chunk is
+//!   a pool stops growing at the largest power of two that fits in the limit beside its half,
+//!   with a header each: exactly half the limit for a limit that is a power of two from 32 KiB
+//!   up, and between a third and two thirds of it otherwise (1 MiB of a 3 MiB limit, 64 KiB of
+//!   100 KiB); the last doubling is refused. A limit of one 16 KiB chunk is
 //!   tighter still, as each size class in use takes a chunk (a page of one in a child pool):
 //!   grown a byte at a time, a `Vec` stops at 16 bytes in a root pool and at 2 KiB in a child;
 //!   grown 4 KiB at a time, at 4 KiB. Reserving the capacity up front, with
@@ -247,9 +249,16 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// that thread (the first 8 threads to ask have a stripe each, and later ones share them):
 /// children on different threads then rarely take the root's lock
 /// ([`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)).
-/// The root's `stats` count those chunks as held, not lent, and a trim gives them back; while
-/// the stripes hold any, the slabs they lie in stay with the root, kept until that trim rather
-/// than given back a while after the last chunk returns.
+/// The root's `stats` count those chunks as held, not lent, among its `chunks`. The source gives
+/// slabs back only once every chunk has come back to it, and chunks in the stripes have not: so
+/// while the stripes hold any, no slab goes back, however many a burst of children left, until
+/// a trim (`root.with(|engine| engine.trim())`) gives the stripes' chunks back, and with them
+/// every slab. A server whose children never stop for long trims now and then.
+///
+/// Its blocks' chunks name the address the pool had when it took them, as
+/// [`LockedPool`]'s do: a `SyncPool` or a [`SyncChild`] moved after its first allocation still
+/// frees its blocks, but its `check` reports them as another pool's
+/// ([`Problem::WrongOwner`]). Keep a root in a `static`, a `Box` or an `Arc` from the start.
 ///
 /// A `SyncPool` must not be the
 /// `#[global_allocator]`: its source would then call the pool that calls it, which the

@@ -1,6 +1,6 @@
 //! What a collection sees at its pool's limit: `try_reserve` returns an error, `push` aborts
-//! through `handle_alloc_error`, and a `Vec` that grows one push at a time stops at about half
-//! the limit, since its old and new buffers are both held while it moves.
+//! through `handle_alloc_error`, and a `Vec` that grows one push at a time stops at half the
+//! limit or thereabouts, since its old and new buffers are both held while it moves.
 
 use allocator_api2::vec::Vec as PoolVec;
 use melon_alloc_core::CHUNK_SIZE;
@@ -63,6 +63,16 @@ fn exactly_half_for_every_power_of_two_from_two_chunks_up_and_a_quarter_of_one_c
     }
     // Its 4 KiB buffer holds a chunk of its own class, so the 8 KiB one does not fit beside it.
     assert_eq!(grown_by_pushes(CHUNK_SIZE), CHUNK_SIZE / 4);
+}
+
+#[test]
+// As above.
+#[cfg(not(miri))]
+fn between_a_third_and_two_thirds_for_a_limit_between_two_powers_of_two() {
+    // 2 MiB and 1 MiB, with a header each, pass 3 MiB.
+    assert_eq!(grown_by_pushes(3 << 20), 1 << 20);
+    // 64 KiB and 32 KiB fit in 100 KiB.
+    assert_eq!(grown_by_pushes(100 << 10), 64 << 10);
 }
 
 /// How far a `Vec` grown a byte at a time gets in `pool`.

@@ -280,5 +280,52 @@ fn a_sync_child_carries_no_stripes_of_its_own() {
     let stripes = core::mem::size_of::<melon_alloc_core::Stripes>();
     assert!(stripes >= 8 * 64, "{stripes} bytes of stripes");
     assert!(child + stripes <= lone + 64, "a child of {child} bytes, a root of {lone}");
+    #[cfg(target_arch = "x86_64")]
+    assert!(child < 1024, "a child of {child} bytes");
     assert!(core::mem::align_of::<melon_alloc_heap::SyncChild<'static>>() < 64);
+}
+
+/// A `SyncPool` root keeps the chunks its children give back in its stripes, counted among its
+/// `chunks`: while the stripes hold any, no slab goes back to the global allocator, however many
+/// a burst of children left, until a trim gives the stripes' chunks back, and the slabs with them.
+#[test]
+fn a_sync_pool_keeps_its_slabs_while_its_stripes_hold_chunks_until_a_trim() {
+    let root = melon_alloc_heap::SyncPool::new(GlobalSource::new(), None);
+    let slab_bytes = || root.with(|engine| engine.source().slab_bytes());
+    let burst: Vec<_> = (0..32)
+        .map(|_| {
+            let child = root.child();
+            assert!(child.alloc(6000).is_some() && child.alloc(100).is_some());
+            child
+        })
+        .collect();
+    let in_burst = slab_bytes();
+    assert!(in_burst >= 64 * CHUNK_SIZE, "{in_burst} bytes of slabs");
+    drop(burst);
+    for _ in 0..8 {
+        let child = root.child();
+        assert!(child.alloc(100).is_some());
+    }
+    let stats = root.stats();
+    assert!(stats.chunks > 0, "{stats:?}");
+    assert_eq!((stats.chunks * CHUNK_SIZE, stats.bytes_lent), (stats.bytes_held, 0));
+    assert_eq!(slab_bytes(), in_burst);
+    root.with(|engine| engine.trim());
+    assert_eq!(slab_bytes(), 0);
+    assert_eq!((root.stats().chunks, root.stats().bytes_held), (0, 0));
+}
+
+/// A `SyncPool` moved after its first allocation still frees its blocks, but its chunks name
+/// the address it had, and `check` reports them as another pool's.
+#[test]
+fn a_sync_pool_moved_after_its_first_allocation_checks_as_another_pools() {
+    let root = melon_alloc_heap::SyncPool::new(GlobalSource::new(), None);
+    let block = root.alloc(64).unwrap();
+    root.check().unwrap();
+    let moved = Box::new(root);
+    let error = moved.check().unwrap_err();
+    assert_eq!(error.problem, melon_alloc_heap::Problem::WrongOwner, "{error:?}");
+    // SAFETY: the block came from the pool, which moved, and is freed once.
+    unsafe { moved.free(block) };
+    assert_eq!(moved.stats().live_blocks, 0);
 }

@@ -1542,7 +1542,10 @@ impl ShmPool {
     /// # Errors
     /// [`ShmError::Lock`] when a custom lock fails; [`ShmError::WouldDeadlock`] when this thread
     /// holds the built-in lock already; [`ShmError::LockTimeout`] when a timeout was set with
-    /// [`set_lock_timeout`](ShmPool::set_lock_timeout) and passed first.
+    /// [`set_lock_timeout`](ShmPool::set_lock_timeout) and passed first; [`ShmError::Os`] when
+    /// this process has no identity in the pool to take the built-in lock under (see the
+    /// [crate docs](crate): its descriptor of the pool names another file, or the system had no
+    /// descriptor or memory to spare for the identity).
     ///
     /// # Examples
     /// ```

@@ -247,6 +247,13 @@ impl<S: ChunkSource> Engine<S> {
         &self.source
     }
 
+    /// Bytes taken from the source on behalf of child pools and still out: the `bytes_lent` of
+    /// [`stats`](Engine::stats), without its walk of the lists.
+    #[cfg(feature = "pages")]
+    pub(crate) fn lent_bytes(&self) -> usize {
+        self.lent
+    }
+
     /// The source, to change or inspect it.
     ///
     /// # Safety

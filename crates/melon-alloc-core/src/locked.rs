@@ -629,10 +629,24 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
                 }
             }
         }
-        // SAFETY: the caller passes a chunk that `acquire` took from the parent's `acquire_raw`
-        // with `layout` (or from its stash, where chunks of that layout from there wait), and no
-        // longer uses it.
-        self.parent.engine.with(|engine| unsafe { engine.release_raw(chunk, layout) });
+        self.parent.engine.with(|engine| {
+            // SAFETY: the caller passes a chunk that `acquire` took from the parent's
+            // `acquire_raw` with `layout` (or from its stash, where chunks of that layout from
+            // there wait), and no longer uses it.
+            unsafe { engine.release_raw(chunk, layout) };
+            // No child holds a chunk: those the stripes keep go back too, so that the source
+            // sees every chunk back and can give back what a burst of children left. A stripe
+            // sends a chunk here now and then for this (`STASH_CHECK_EVERY`). Children on
+            // other threads may take from the stripes meanwhile: a chunk taken is lent, and
+            // the drain gives back only what it finds.
+            #[cfg(feature = "pages")]
+            if let Some(stash) = self.parent.kept_stash() {
+                let lent = engine.lent_bytes();
+                if lent != 0 && lent == stash.bytes() {
+                    give_back_stash(engine, Some(stash));
+                }
+            }
+        });
     }
 
     /// The parent's source's, so that the child's large chunks are what the parent's source

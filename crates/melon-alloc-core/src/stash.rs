@@ -45,6 +45,13 @@ pub(crate) const STASH_STRIPES: usize = 8;
 #[cfg(feature = "pages")]
 pub const STASH_CHUNKS: usize = 16;
 
+/// Every how many chunks given back to a stripe one goes to the pool's engine instead, even with
+/// room in the stripe, so that the pool hears of its children now and then: one that finds no
+/// chunk lent but those its stripes keep gives them all back to its source, which can then give
+/// back the slabs a burst of children left, as it does for a pool without stripes.
+#[cfg(feature = "pages")]
+pub(crate) const STASH_CHECK_EVERY: u32 = 16;
+
 /// A stashed chunk: its first word links to the next of its stripe.
 #[cfg(feature = "pages")]
 struct Stashed {
@@ -56,6 +63,8 @@ struct Stashed {
 struct Stripe {
     head: *mut Stashed,
     count: usize,
+    /// Chunks given back to the stripe, modulo [`STASH_CHECK_EVERY`].
+    given: u32,
 }
 
 // SAFETY: the list holds chunks the parent's engine lent out and no one uses; they may be handed
@@ -73,12 +82,12 @@ struct Line(SpinLock<Stripe>);
 impl Line {
     #[cfg(not(melon_loom))]
     const fn new() -> Self {
-        Self(SpinLock::new(Stripe { head: ptr::null_mut(), count: 0 }))
+        Self(SpinLock::new(Stripe { head: ptr::null_mut(), count: 0, given: 0 }))
     }
 
     #[cfg(melon_loom)]
     fn new() -> Self {
-        Self(SpinLock::new(Stripe { head: ptr::null_mut(), count: 0 }))
+        Self(SpinLock::new(Stripe { head: ptr::null_mut(), count: 0, given: 0 }))
     }
 }
 
@@ -205,7 +214,8 @@ impl Stripes {
         })
     }
 
-    /// Keeps a small chunk in stripe `stripe`, or hands it back when the stripe is full.
+    /// Keeps a small chunk in stripe `stripe`, or hands it back when the stripe is full, and
+    /// one time in [`STASH_CHECK_EVERY`].
     ///
     /// # Safety
     /// `chunk` is a small chunk ([`CHUNK_SIZE`] bytes, aligned to it) that the parent's engine
@@ -213,7 +223,8 @@ impl Stripes {
     #[inline]
     pub(crate) unsafe fn keep(&self, stripe: usize, chunk: NonNull<u8>) -> Result<(), NonNull<u8>> {
         self.stripes[stripe % STASH_STRIPES].0.with(|stripe| {
-            if stripe.count == STASH_CHUNKS {
+            stripe.given = (stripe.given + 1) % STASH_CHECK_EVERY;
+            if stripe.count == STASH_CHUNKS || stripe.given == 0 {
                 return Err(chunk);
             }
             let entry = chunk.cast::<Stashed>();

@@ -250,10 +250,13 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// children on different threads then rarely take the root's lock
 /// ([`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)).
 /// The root's `stats` count those chunks as held, not lent, among its `chunks`. The source gives
-/// slabs back only once every chunk has come back to it, and chunks in the stripes have not: so
-/// while the stripes hold any, no slab goes back, however many a burst of children left, until
-/// a trim (`root.with(|engine| engine.trim())`) gives the stripes' chunks back, and with them
-/// every slab. A server whose children never stop for long trims now and then.
+/// slabs back only once every chunk has come back to it, so one chunk in 16 that a stripe gets
+/// back goes to the root's engine instead, under its lock: if the root then finds no chunk lent
+/// but those the stripes keep, it gives them all back to the source, which keeps the slabs as
+/// it does for a [`HeapPool`], giving back what a burst of children left once they have needed
+/// less for a second ([`KEEP_SLABS_FOR`]). A root whose children never all end at once keeps
+/// its slabs until a trim (`root.with(|engine| engine.trim())`), which gives back the stripes'
+/// chunks and, with no chunk out, every slab.
 ///
 /// Its blocks' chunks name the address the pool had when it took them, as
 /// [`LockedPool`]'s do: a `SyncPool` or a [`SyncChild`] moved after its first allocation still

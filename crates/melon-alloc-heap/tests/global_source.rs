@@ -3,7 +3,9 @@
 
 use core::alloc::Layout;
 
-use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE, MAX_SMALL, SMALL_CHUNK};
+use core::time::Duration;
+
+use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE, MAX_SMALL, SMALL_CHUNK, STASH_CHUNKS};
 use melon_alloc_heap::{GlobalSource, HeapPool};
 
 fn large(size: usize) -> Layout {
@@ -286,30 +288,43 @@ fn a_sync_child_carries_no_stripes_of_its_own() {
 }
 
 /// A `SyncPool` root keeps the chunks its children give back in its stripes, counted among its
-/// `chunks`: while the stripes hold any, no slab goes back to the global allocator, however many
-/// a burst of children left, until a trim gives the stripes' chunks back, and the slabs with them.
+/// `chunks`; now and then it finds no chunk lent but those, and gives them back to its source,
+/// which then keeps what the busiest moment needed, and, once children have needed less for a
+/// second, only its newest slab, as it does for a `HeapPool`. A trim gives back the rest.
 #[test]
-fn a_sync_pool_keeps_its_slabs_while_its_stripes_hold_chunks_until_a_trim() {
+fn a_sync_pool_gives_back_a_bursts_slabs_a_second_after_it() {
+    /// The largest slab, and the newest once the source has grown to it.
+    const NEWEST: usize = 2 << 20;
     let root = melon_alloc_heap::SyncPool::new(GlobalSource::new(), None);
     let slab_bytes = || root.with(|engine| engine.source().slab_bytes());
-    let burst: Vec<_> = (0..32)
+    let child = root.child();
+    assert!(child.alloc(100).is_some());
+    drop(child);
+    let stats = root.stats();
+    assert_eq!((stats.chunks, stats.bytes_held, stats.bytes_lent), (1, CHUNK_SIZE, 0));
+    // A chunk of its own for each child's large block, a chunk of pages for its small one.
+    let burst: Vec<_> = (0..160)
         .map(|_| {
             let child = root.child();
             assert!(child.alloc(6000).is_some() && child.alloc(100).is_some());
             child
         })
         .collect();
-    let in_burst = slab_bytes();
-    assert!(in_burst >= 64 * CHUNK_SIZE, "{in_burst} bytes of slabs");
+    assert!(slab_bytes() >= 2 * NEWEST, "{} bytes of slabs", slab_bytes());
     drop(burst);
-    for _ in 0..8 {
-        let child = root.child();
-        assert!(child.alloc(100).is_some());
-    }
+    let light_load = || {
+        for _ in 0..2 * STASH_CHUNKS {
+            let child = root.child();
+            assert!(child.alloc(100).is_some());
+        }
+    };
+    light_load();
     let stats = root.stats();
-    assert!(stats.chunks > 0, "{stats:?}");
     assert_eq!((stats.chunks * CHUNK_SIZE, stats.bytes_lent), (stats.bytes_held, 0));
-    assert_eq!(slab_bytes(), in_burst);
+    assert!(slab_bytes() > NEWEST, "the busiest moment's slabs went back within a second");
+    std::thread::sleep(melon_alloc_heap::KEEP_SLABS_FOR + Duration::from_millis(100));
+    light_load();
+    assert_eq!(slab_bytes(), NEWEST, "a second of lighter load later");
     root.with(|engine| engine.trim());
     assert_eq!(slab_bytes(), 0);
     assert_eq!((root.stats().chunks, root.stats().bytes_held), (0, 0));

@@ -624,8 +624,14 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
             if let Some((stash, stripe)) = self.parent.stash_here() {
                 // SAFETY: a chunk of the small chunks' layout that the parent's engine lent out
                 // (the caller's promise, as below), which nothing uses any more.
-                if unsafe { stash.keep(stripe, chunk) }.is_ok() {
-                    return;
+                match unsafe { stash.keep(stripe, chunk) } {
+                    Ok(false) => return,
+                    Ok(true) => {
+                        // A look, if the lock is free; if not, the next time will do.
+                        self.parent.engine.try_with(|engine| give_back_idle_stash(engine, stash));
+                        return;
+                    }
+                    Err(_) => {}
                 }
             }
         }
@@ -634,17 +640,9 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
             // `acquire_raw` with `layout` (or from its stash, where chunks of that layout from
             // there wait), and no longer uses it.
             unsafe { engine.release_raw(chunk, layout) };
-            // No child holds a chunk: those the stripes keep go back too, so that the source
-            // sees every chunk back and can give back what a burst of children left. A stripe
-            // sends a chunk here now and then for this (`STASH_CHECK_EVERY`). Children on
-            // other threads may take from the stripes meanwhile: a chunk taken is lent, and
-            // the drain gives back only what it finds.
             #[cfg(feature = "pages")]
             if let Some(stash) = self.parent.kept_stash() {
-                let lent = engine.lent_bytes();
-                if lent != 0 && lent == stash.bytes() {
-                    give_back_stash(engine, Some(stash));
-                }
+                give_back_idle_stash(engine, stash);
             }
         });
     }
@@ -986,6 +984,21 @@ fn give_back_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: Option<&Stripe
         bytes += SMALL_CHUNK.size();
     });
     bytes
+}
+
+/// Gives the stashed chunks back to `engine` if it lends none but those: no child holds a chunk,
+/// and the source, seeing every chunk back, can give back what a burst of children left. Looked
+/// at when a chunk goes back to the engine, and one time in `STASH_CHECK_EVERY` that a stripe
+/// keeps one. Children on other threads may take from the stripes meanwhile: a chunk taken is
+/// lent, and the drain gives back only what it finds.
+#[cfg(feature = "pages")]
+fn give_back_idle_stash<S: ChunkSource>(engine: &mut Engine<S>, stash: &Stripes) {
+    let lent = engine.lent_bytes();
+    // More than the stripes can keep: some child holds a chunk, found without their locks.
+    let most = crate::stash::STASH_STRIPES * crate::STASH_CHUNKS * crate::CHUNK_SIZE;
+    if lent != 0 && lent <= most && lent == stash.bytes() {
+        give_back_stash(engine, Some(stash));
+    }
 }
 
 #[cfg(feature = "pages")]

@@ -45,10 +45,10 @@ pub(crate) const STASH_STRIPES: usize = 8;
 #[cfg(feature = "pages")]
 pub const STASH_CHUNKS: usize = 16;
 
-/// Every how many chunks given back to a stripe one goes to the pool's engine instead, even with
-/// room in the stripe, so that the pool hears of its children now and then: one that finds no
-/// chunk lent but those its stripes keep gives them all back to its source, which can then give
-/// back the slabs a burst of children left, as it does for a pool without stripes.
+/// Every how many chunks given back to a stripe the pool looks, if its lock is free, whether it
+/// lends any chunk but those its stripes keep: if not, it gives them all back to its source,
+/// which can then give back the slabs a burst of children left, as it does for a pool without
+/// stripes.
 #[cfg(feature = "pages")]
 pub(crate) const STASH_CHECK_EVERY: u32 = 16;
 
@@ -214,26 +214,30 @@ impl Stripes {
         })
     }
 
-    /// Keeps a small chunk in stripe `stripe`, or hands it back when the stripe is full, and
-    /// one time in [`STASH_CHECK_EVERY`].
+    /// Keeps a small chunk in stripe `stripe`, or hands it back when the stripe is full. `Ok(true)`
+    /// one time in [`STASH_CHECK_EVERY`]: the pool's time to look whether it lends anything else.
     ///
     /// # Safety
     /// `chunk` is a small chunk ([`CHUNK_SIZE`] bytes, aligned to it) that the parent's engine
     /// lent out, with provenance over all of it, and nothing uses it afterwards.
     #[inline]
-    pub(crate) unsafe fn keep(&self, stripe: usize, chunk: NonNull<u8>) -> Result<(), NonNull<u8>> {
+    pub(crate) unsafe fn keep(
+        &self,
+        stripe: usize,
+        chunk: NonNull<u8>,
+    ) -> Result<bool, NonNull<u8>> {
         self.stripes[stripe % STASH_STRIPES].0.with(|stripe| {
-            stripe.given = (stripe.given + 1) % STASH_CHECK_EVERY;
-            if stripe.count == STASH_CHUNKS || stripe.given == 0 {
+            if stripe.count == STASH_CHUNKS {
                 return Err(chunk);
             }
+            stripe.given = (stripe.given + 1) % STASH_CHECK_EVERY;
             let entry = chunk.cast::<Stashed>();
             // SAFETY: the chunk is the caller's to give up, at least a word long and aligned to a
             // chunk; its first word now holds the link to the rest of the stripe.
             unsafe { entry.as_ptr().write(Stashed { next: stripe.head }) };
             stripe.head = entry.as_ptr();
             stripe.count += 1;
-            Ok(())
+            Ok(stripe.given == 0)
         })
     }
 

@@ -45,8 +45,8 @@ pub(crate) const STASH_STRIPES: usize = 8;
 #[cfg(feature = "pages")]
 pub const STASH_CHUNKS: usize = 16;
 
-/// Every how many chunks given back to a stripe the pool looks, if its lock is free, whether it
-/// lends any chunk but those its stripes keep: if not, it gives them all back to its source,
+/// Every how many chunks a stripe keeps the pool looks, if its lock is free, whether it lends
+/// any chunk but those its stripes keep: if not, it gives them all back to its source,
 /// which can then give back the slabs a burst of children left, as it does for a pool without
 /// stripes.
 #[cfg(feature = "pages")]
@@ -63,7 +63,7 @@ struct Stashed {
 struct Stripe {
     head: *mut Stashed,
     count: usize,
-    /// Chunks given back to the stripe, modulo [`STASH_CHECK_EVERY`].
+    /// Chunks the stripe has kept, modulo [`STASH_CHECK_EVERY`].
     given: u32,
 }
 

@@ -50,7 +50,7 @@ pub const STASH_CHUNKS: usize = 16;
 /// which can then give back the slabs a burst of children left, as it does for a pool without
 /// stripes.
 #[cfg(feature = "pages")]
-pub(crate) const STASH_CHECK_EVERY: u32 = 16;
+pub(crate) const STASH_CHECK_EVERY: u32 = 64;
 
 /// A stashed chunk: its first word links to the next of its stripe.
 #[cfg(feature = "pages")]

@@ -250,7 +250,7 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// children on different threads then rarely take the root's lock
 /// ([`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)).
 /// The root's `stats` count those chunks as held, not lent, among its `chunks`. The source gives
-/// slabs back only once every chunk has come back to it, so one time in 16 that a stripe keeps
+/// slabs back only once every chunk has come back to it, so one time in 64 that a stripe keeps
 /// a chunk, and whenever a chunk goes back to the root's engine, the root looks (if its lock is
 /// free) whether it lends any chunk but those the stripes keep: if not, it gives them all back
 /// to the source, which keeps the slabs as it does for a [`HeapPool`], giving back what a burst

@@ -251,12 +251,12 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// ([`ChunkSource::stash_stripe`](melon_alloc_core::ChunkSource::stash_stripe)).
 /// The root's `stats` count those chunks as held, not lent, among its `chunks`. The source gives
 /// slabs back only once every chunk has come back to it, so one time in 64 that a stripe keeps
-/// a chunk, and whenever a chunk goes back to the root's engine, the root looks (if its lock is
-/// free) whether it lends any chunk but those the stripes keep: if not, it gives them all back
-/// to the source, which keeps the slabs as it does for a [`HeapPool`], giving back what a burst
-/// of children left once they have needed less for a second ([`KEEP_SLABS_FOR`]). A root whose
-/// children never all end at once keeps its slabs until a trim
-/// (`root.with(|engine| engine.trim())`), which gives back the stripes' chunks and, with no
+/// a chunk (if the root's lock is free then), and whenever a chunk goes back to the root's
+/// engine, the root looks whether it lends any chunk but those the stripes keep: if not, it
+/// gives them all back to the source, which keeps the slabs as it does for a [`HeapPool`],
+/// giving back what a burst of children left once they have needed less for a second
+/// ([`KEEP_SLABS_FOR`]). A root whose children never all end at once keeps its slabs until a
+/// trim (`root.with(|engine| engine.trim())`), which gives back the stripes' chunks and, with no
 /// chunk out, every slab.
 ///
 /// Its blocks' chunks name the address the pool had when it took them, as

@@ -113,7 +113,7 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  * all such processes, which is never taken over: should it die holding the lock, the others
  * wait for good. One that has no descriptor to spare just then (its table full; a worker forked
  * while its parent's table was full has none from the parent either) makes none: every call
- * that needs the pool's own lock returns NULL (or frees nothing), and the next call tries again.
+ * that needs the pool's own lock returns NULL, and the next call tries again.
  *
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every

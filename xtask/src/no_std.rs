@@ -2,7 +2,8 @@
 //! needs no operating system and no allocator of its own, then builds the test firmware in
 //! `firmware/` and runs it on an emulated Cortex-M4 (QEMU's `mps2-an386` board), with the core's
 //! 16 KiB chunks and again with its `small-chunks` feature; each run passes only if the
-//! firmware exits 0 after saying that every check held.
+//! firmware exits 0 after saying that every check held. It also checks that a target without
+//! compare-and-swap atomics is refused with the core's own message.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -12,6 +13,12 @@ use crate::{cargo, root, run};
 
 /// A Cortex-M4F target: no OS, no `std`, 32-bit, with compare-and-swap atomics.
 pub(crate) const TARGET: &str = "thumbv7em-none-eabihf";
+
+/// A Cortex-M0 target: atomic loads and stores, but no compare-and-swap, which the core needs.
+const TARGET_WITHOUT_CAS: &str = "thumbv6m-none-eabi";
+
+/// What the core's build says on a target without compare-and-swap atomics.
+const NO_CAS_MESSAGE: &str = "melon-alloc-core needs compare-and-swap atomics";
 
 /// QEMU's board with a Cortex-M4, 4 MiB of code memory at 0 and 4 MiB of data memory at
 /// `0x2000_0000` (the firmware's `memory.x`).
@@ -32,6 +39,7 @@ pub(crate) fn run_task() -> Result<(), String> {
     let mut core_api = cargo();
     core_api.args(["build", "-p", "melon-alloc-core", "--target", TARGET]);
     run(core_api)?;
+    refused_without_cas()?;
 
     // The test firmware with the core's 16 KiB chunks, then with its 4 KiB ones.
     for features in [None, Some("small-chunks")] {
@@ -46,6 +54,26 @@ pub(crate) fn run_task() -> Result<(), String> {
         }
         run(build)?;
         emulate(&elf("melon-alloc-firmware"), ALL_PASSED)?;
+    }
+    Ok(())
+}
+
+/// Builds the core for a target without compare-and-swap atomics, which must fail with the
+/// core's own message rather than only the compiler's word on a missing method.
+fn refused_without_cas() -> Result<(), String> {
+    crate::add_target(TARGET_WITHOUT_CAS)?;
+    let mut build = cargo();
+    build.args(["build", "-p", "melon-alloc-core", "--no-default-features"]);
+    build.args(["--target", TARGET_WITHOUT_CAS]);
+    eprintln!("$ {build:?} (must fail)");
+    let output = build.output().map_err(|error| format!("could not start {build:?}: {error}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() || !stderr.contains(NO_CAS_MESSAGE) {
+        return Err(format!(
+            "the core's build for {TARGET_WITHOUT_CAS} should fail with \"{NO_CAS_MESSAGE}\"; it \
+             ended with {} and said:\n{stderr}",
+            output.status
+        ));
     }
     Ok(())
 }

@@ -47,6 +47,27 @@ const REMOTE_BATCH: usize = 32;
 /// Batches [`Engine::collect_remote_frees`] takes at most in one call.
 const REMOTE_ROUNDS: usize = 64;
 
+/// How a block stands to the layout a resize asks of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// It holds the layout, and stays where it is.
+    Kept,
+    /// It holds the layout but takes more than twice the bytes it needs: it moves if a shorter
+    /// block can be had, and stays otherwise.
+    Loose,
+    /// It does not hold the layout: it moves, or the resize fails.
+    Short,
+}
+
+/// What a resize does with a [`Fit::Loose`] block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loose {
+    /// It stays: Melon's `mln_alloc_re` keeps a shrunk block where it is.
+    Stays,
+    /// It moves to a shorter block, if one can be had.
+    Moves,
+}
+
 /// A memory pool over a [`ChunkSource`]: size classes, large blocks, a limit, statistics.
 ///
 /// The engine is the whole allocator of a pool without any policy about where it lives or who
@@ -1221,13 +1242,19 @@ impl<S: ChunkSource> Engine<S> {
             unsafe { self.free(block) };
             return None;
         }
+        let new_layout = Layout::from_size_align(new_size, MIN_ALIGN).ok()?;
         // SAFETY: forwarded from the caller.
-        unsafe { self.resize(block, Layout::from_size_align(new_size, MIN_ALIGN).ok()?) }
+        unsafe { self.resize_as(block, new_layout, Loose::Stays) }
     }
 
     /// Resizes a block to `new_layout`, in place when the block already holds `new_layout.size()`
     /// bytes at `new_layout.align()`, otherwise by moving it. On failure the old block is left as
     /// it was.
+    ///
+    /// A large block that holds the new layout first gives back the source's granules past what
+    /// it needs, if the source can shorten a chunk in place ([`ChunkSource::shrink`]); left more
+    /// than twice as long as it needs, it then moves to a shorter block if one can be had, and
+    /// stays otherwise. [`realloc`](Engine::realloc) keeps it where it is.
     ///
     /// # Safety
     /// As for [`realloc`](Engine::realloc).
@@ -1255,11 +1282,31 @@ impl<S: ChunkSource> Engine<S> {
     #[must_use = "a block not kept is lost until it is freed through its pointer or the pool goes"]
     pub unsafe fn resize(&mut self, block: NonNull<u8>, new_layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: forwarded from the caller.
-        let usable = unsafe { self.slot_size(block) };
-        if self.fits_in_place(block, usable, new_layout) {
-            return Some(block);
+        unsafe { self.resize_as(block, new_layout, Loose::Moves) }
+    }
+
+    /// [`resize`](Engine::resize), with a [`Fit::Loose`] block staying or moving as `loose`
+    /// says.
+    ///
+    /// # Safety
+    /// As for [`realloc`](Engine::realloc).
+    unsafe fn resize_as(
+        &mut self,
+        block: NonNull<u8>,
+        new_layout: Layout,
+        loose: Loose,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded from the caller.
+        let (fit, usable) = unsafe { self.fit(block, new_layout) };
+        if fit == Fit::Kept || (fit == Fit::Loose && loose == Loose::Stays) {
+            return Some(self.keep_in_place(block, usable, new_layout.size()));
         }
-        let moved = self.alloc_layout(new_layout)?;
+        let Some(moved) = self.alloc_layout(new_layout) else {
+            // A block that holds the new layout stays when no shorter one can be had: a shrink
+            // does not fail.
+            return (fit == Fit::Loose)
+                .then(|| self.keep_in_place(block, usable, new_layout.size()));
+        };
         // Only the bytes memcheck counts as the block's are copied: the rest of its slot stays
         // inaccessible until the caller asks for the block's usable size.
         #[cfg(feature = "valgrind")]
@@ -1270,8 +1317,8 @@ impl<S: ChunkSource> Engine<S> {
         // SAFETY: `block` is an in-use block of this engine (caller).
         let source = unsafe { self.chunk_and_block(block) }.1;
         // SAFETY: (1) the old block holds `usable` bytes and the new one at least
-        // `new_layout.size() > usable` or, when only the alignment changed, `usable` too, since
-        // it is at least as large; (2) two distinct in-use blocks do not overlap; (3) `source`
+        // `new_layout.size()`, and the smaller count is copied; (2) two distinct in-use blocks
+        // do not overlap; (3) `source`
         // is the old block, at its address, and the caller gives it up. It is freed through the
         // pointer that read it: the read froze whatever the caller's pointer descends from, so
         // that the free-list link, written through the caller's pointer, would write where the
@@ -1283,32 +1330,105 @@ impl<S: ChunkSource> Engine<S> {
         Some(moved)
     }
 
-    /// Whether `block` already holds `new_layout`, in which case [`resize`](Engine::resize)
-    /// returns it as it is; nothing changes otherwise.
+    /// How `block` stands to `new_layout`, and the bytes its slot holds then. A large block
+    /// that holds the layout first gives back to the source the granules past what the layout
+    /// needs, if the source can shorten a chunk in place; nothing else changes. A block that
+    /// stays goes through [`keep_in_place`](Engine::keep_in_place).
     ///
     /// # Safety
     /// `block` is an in-use block of this engine.
-    pub(crate) unsafe fn resize_in_place(
-        &mut self,
-        block: NonNull<u8>,
-        new_layout: Layout,
-    ) -> bool {
+    pub(crate) unsafe fn fit(&mut self, block: NonNull<u8>, new_layout: Layout) -> (Fit, usize) {
         // SAFETY: forwarded from the caller.
         let usable = unsafe { self.slot_size(block) };
-        self.fits_in_place(block, usable, new_layout)
-    }
-
-    /// Whether a block of `usable` bytes at `block` holds `new_layout`; with the `valgrind`
-    /// feature, a block that does is widened to the new size for memcheck.
-    fn fits_in_place(&self, block: NonNull<u8>, usable: usize, new_layout: Layout) -> bool {
         // An alignment is a power of two, so a mask tests it without a division.
         let aligned = block.as_ptr().addr() & (new_layout.align() - 1) == 0;
-        let fits = new_layout.size() <= usable && aligned;
-        #[cfg(feature = "valgrind")]
-        if fits {
-            self.memcheck_grow_in_place(block, usable, new_layout.size());
+        if new_layout.size() > usable || !aligned {
+            return (Fit::Short, usable);
         }
-        fits
+        // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
+        let chunk = unsafe { self.chunk_and_block(block) }.0;
+        // SAFETY: as above.
+        if unsafe { (*chunk).state } != ChunkState::Large {
+            return (Fit::Kept, usable);
+        }
+        // SAFETY: `chunk` is the valid header of the large chunk that holds the block, whose
+        // caller asks for no more than `new_layout.size()` of it from now on.
+        let usable = unsafe { self.shorten_large(chunk, new_layout.size()) };
+        // A large block more than twice as long as it needs is worth a move, as in mimalloc.
+        let fit = if new_layout.size() < usable / 2 { Fit::Loose } else { Fit::Kept };
+        (fit, usable)
+    }
+
+    /// Keeps a block of `usable` bytes where it is for a caller that asks for `size` of them:
+    /// with the `valgrind` feature, memcheck counts the first `size` as the caller's. Returns
+    /// the block.
+    #[cfg_attr(not(feature = "valgrind"), allow(unused_variables, clippy::unused_self))]
+    pub(crate) fn keep_in_place(
+        &self,
+        block: NonNull<u8>,
+        usable: usize,
+        size: usize,
+    ) -> NonNull<u8> {
+        #[cfg(feature = "valgrind")]
+        self.memcheck_grow_in_place(block, usable, size);
+        block
+    }
+
+    /// Has the source take back the granules of a large chunk past what a block of `size`
+    /// bytes needs, if it can shorten a chunk in place; returns the bytes the block's slot holds
+    /// afterwards.
+    ///
+    /// # Safety
+    /// `chunk` is the valid header of a large chunk of this engine, on its `large` list, and
+    /// `size` is at most its block's usable length; nothing uses the block past `size` bytes
+    /// afterwards.
+    unsafe fn shorten_large(&mut self, chunk: *mut ChunkHeader, size: usize) -> usize {
+        // SAFETY: forwarded from the caller.
+        let (span, offset) = unsafe { ((*chunk).span, usize::from((*chunk).data_offset)) };
+        let granule = self.source.granule().max(MIN_ALIGN);
+        // As `alloc_large` rounds; `offset + size <= span`, so nothing overflows.
+        let needed = (offset + size.max(MIN_ALIGN)).next_multiple_of(granule);
+        if needed < span {
+            // SAFETY: (1) the chunk came from `acquire_up_to` with a length of `span` and an
+            // alignment of `CHUNK_SIZE`, which made a valid layout then; (2) `needed` is a
+            // multiple of the granule, above 0 and below `span`; (3) the block ends at or below
+            // `offset + size <= needed`, and the header lies before it.
+            let shortened = unsafe {
+                let layout = Layout::from_size_align_unchecked(span, CHUNK_SIZE);
+                self.shorten_held(NonNull::new_unchecked(chunk.cast()), layout, needed)
+            };
+            if shortened {
+                // SAFETY: forwarded from the caller.
+                unsafe { (*chunk).span = needed };
+                return needed - offset;
+            }
+        }
+        span - offset
+    }
+
+    /// Has the source shorten a chunk the engine holds to `new_len` bytes in place, if it can;
+    /// the bytes it takes back leave the engine's count and the limit.
+    ///
+    /// # Safety
+    /// As for [`ChunkSource::shrink`], for a chunk this engine took from its source.
+    unsafe fn shorten_held(&mut self, chunk: NonNull<u8>, layout: Layout, new_len: usize) -> bool {
+        // The source gets the tail back as memcheck saw it when it was handed out, as in
+        // `release`; if the source keeps it out, it is no longer the caller's either.
+        #[cfg(feature = "valgrind")]
+        let tail = (chunk.as_ptr().wrapping_add(new_len), layout.size() - new_len);
+        #[cfg(feature = "valgrind")]
+        crate::valgrind::undefined(tail.0, tail.1);
+        // SAFETY: forwarded from the caller.
+        if !unsafe { self.source.shrink(chunk, layout, new_len) } {
+            #[cfg(feature = "valgrind")]
+            crate::valgrind::no_access(tail.0, tail.1);
+            return false;
+        }
+        self.held -= layout.size() - new_len;
+        if let Some(limit) = self.limit {
+            self.keep_source_within(limit.saturating_sub(self.held));
+        }
+        true
     }
 
     /// The number of bytes the block can hold: its class size, or the usable length of a large
@@ -1454,6 +1574,29 @@ impl<S: ChunkSource> Engine<S> {
         let chunk = self.acquire(layout)?;
         self.lent += layout.size();
         Some(chunk)
+    }
+
+    /// Shortens a chunk taken with [`acquire_raw`](Engine::acquire_raw) to `new_len` bytes in
+    /// place, if the source can ([`ChunkSource::shrink`]); returns whether it did. The chunk is
+    /// then one taken with `new_len` bytes and `layout`'s alignment.
+    ///
+    /// # Safety
+    /// `chunk` came from `acquire_raw` on this engine with `layout`; `new_len` is a multiple of
+    /// the source's granule, above 0 and below `layout.size()`; nothing uses the chunk past
+    /// `new_len` bytes afterwards.
+    pub(crate) unsafe fn shrink_raw(
+        &mut self,
+        chunk: NonNull<u8>,
+        layout: Layout,
+        new_len: usize,
+    ) -> bool {
+        // SAFETY: `acquire_raw` took the chunk from the source with `layout` (caller), and the
+        // rest is forwarded.
+        let shortened = unsafe { self.shorten_held(chunk, layout, new_len) };
+        if shortened {
+            self.lent -= layout.size() - new_len;
+        }
+        shortened
     }
 
     /// [`release_raw`](Engine::release_raw), but for a chunk longer than what is lent, which a

@@ -23,7 +23,8 @@ use core::fmt;
 #[non_exhaustive]
 pub enum FreeError {
     /// The pointer lies in no chunk of this pool: it came from another pool, another
-    /// allocator, or nowhere.
+    /// allocator, or nowhere. A large block freed already went back to the source with its
+    /// chunk, so a second free of it is refused as foreign.
     Foreign {
         /// The address that was passed in.
         addr: usize,
@@ -33,8 +34,8 @@ pub enum FreeError {
         /// The address that was passed in.
         addr: usize,
     },
-    /// The pointer is the start of a block that is not in use: freed already, or never handed
-    /// out.
+    /// The pointer is the start of a block of a size class that is not in use: freed already,
+    /// or never handed out.
     NotInUse {
         /// The address that was passed in.
         addr: usize,

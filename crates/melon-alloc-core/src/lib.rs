@@ -47,7 +47,8 @@
 //! 16 KiB chunks: every size class in use holds at least one, so a region much smaller than
 //! 16 KiB times the classes a program uses serves only some of them. For regions of a few tens
 //! of KiB, the `small-chunks` feature makes chunks 4 KiB: a 64 KiB region then holds blocks of
-//! eight classes at once, where 16 KiB chunks leave room for four.
+//! eight classes with half of itself still free, where 16 KiB chunks leave room for four classes
+//! and nothing else.
 //!
 //! # Features
 //!
@@ -62,9 +63,18 @@
 //! # Platforms
 //!
 //! Any target with `core` and compare-and-swap atomics: tested on x86_64 Linux, and run on a
-//! Cortex-M4 (`thumbv7em-none-eabihf`) under QEMU by `cargo xtask no-std`.
+//! Cortex-M4 (`thumbv7em-none-eabihf`) under QEMU by `cargo xtask no-std`. A target without
+//! them (a Cortex-M0, `thumbv6m-none-eabi`) fails to build with a message that says so.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The pool's lock and its children's counters are compare-and-swap atomics; a target without
+// them (ARMv6-M, RISC-V without the A extension) is told so here rather than by a missing method.
+#[cfg(not(all(target_has_atomic = "8", target_has_atomic = "ptr")))]
+compile_error!(
+    "melon-alloc-core needs compare-and-swap atomics on bytes and pointers, which this target \
+     lacks"
+);
 
 mod check;
 mod chunk;

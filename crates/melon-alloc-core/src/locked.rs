@@ -3,6 +3,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
+use crate::engine::Fit;
 use crate::spin::SpinLock;
 use crate::stash::{ChunkStash, NoStripes, Stripes};
 #[cfg(feature = "pages")]
@@ -38,7 +39,8 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
 /// the pool can hold at the time. Calling the pool again from inside `with` in a way that takes the
 /// lock waits for it forever (`tests/reentry.rs`), and so does a call from an interrupt or signal
 /// handler that ran while the code it interrupted held the lock, which a firmware's handlers must
-/// not make; in a pool that is the `#[global_allocator]`, allocating inside `with` in any way (a
+/// not make (a firmware that allocates in a handler wraps the pool in a `GlobalAlloc` of its own
+/// that masks interrupts around each call); in a pool that is the `#[global_allocator]`, allocating inside `with` in any way (a
 /// panic's message among them) is such a call. Making a child takes no lock, and formatting the
 /// pool with `{:?}` only tries it: both come back. The pool's own paths (`free`,
 /// `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a debug build stops the
@@ -1093,20 +1095,43 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         if new_size > isize::MAX as usize - (layout.align() - 1) {
             return ptr::null_mut();
         }
-        if own_chunk_layout(layout, || crate::MIN_ALIGN).is_some() {
-            // SAFETY: forwarded from the caller, and the size checked; a chunk of its own is
-            // never resized in place.
-            return unsafe { self.move_block(block, layout, new_size) };
-        }
         // SAFETY: `layout.align()` is a power of two, and `new_size` rounded up to it fits
         // `isize`, as checked above.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: the block is from this allocator, as above.
-        if self.engine.with(|engine| unsafe { engine.resize_in_place(block, new_layout) }) {
+        if own_chunk_layout(layout, || crate::MIN_ALIGN).is_some() {
+            // SAFETY: the block came from `acquire_raw` with its chunk layout, as `alloc` takes
+            // it, and the caller uses no more than `new_size` bytes of it from now on.
+            let kept = |engine: &mut Engine<S>| unsafe {
+                keep_own_chunk(engine, block, layout, new_layout)
+            };
+            if self.engine.with(kept) {
+                return block.as_ptr();
+            }
+            // SAFETY: forwarded from the caller, and the size checked.
+            return unsafe { self.move_block(block, layout, new_size) };
+        }
+        let (fit, usable) = self.engine.with(|engine| {
+            // SAFETY: the block is from this allocator, as above.
+            let (fit, usable) = unsafe { engine.fit(block, new_layout) };
+            if fit == Fit::Kept {
+                engine.keep_in_place(block, usable, new_size);
+            }
+            (fit, usable)
+        });
+        if fit == Fit::Kept {
             return block.as_ptr();
         }
         // SAFETY: forwarded from the caller.
-        unsafe { self.move_block(block, layout, new_size) }
+        let moved = unsafe { self.move_block(block, layout, new_size) };
+        if moved.is_null() && fit == Fit::Loose {
+            // A block that holds the new size stays when no shorter one can be had: a shrink
+            // does not fail.
+            return self
+                .engine
+                .with(|engine| engine.keep_in_place(block, usable, new_size))
+                .as_ptr();
+        }
+        moved
     }
 }
 
@@ -1183,6 +1208,33 @@ unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for 
 #[inline(always)]
 fn granule<S: ChunkSource>(engine: &Engine<S>) -> usize {
     engine.source().granule()
+}
+
+/// Whether a block with a chunk of its own can stay where it is at `new_layout`: its chunk
+/// already has the length the new layout's chunk would have, or the source shortens it to that
+/// length in place. `dealloc` then gives the chunk back with the new layout's length.
+///
+/// # Safety
+/// `block` came from `acquire_raw` on `engine` with `own_chunk_layout(layout)`, and `new_layout`
+/// has `layout`'s alignment; the caller uses no more than `new_layout.size()` bytes of it if it
+/// stays.
+unsafe fn keep_own_chunk<S: ChunkSource>(
+    engine: &mut Engine<S>,
+    block: NonNull<u8>,
+    layout: Layout,
+    new_layout: Layout,
+) -> bool {
+    let granule = granule(engine);
+    let (Some(old), Some(new)) =
+        (own_chunk_layout(layout, || granule), own_chunk_layout(new_layout, || granule))
+    else {
+        return false;
+    };
+    // SAFETY: (1) the chunk came from `acquire_raw` with `old` (caller); (2) `new` is a multiple
+    // of the granule above 0, tested below `old`; (3) the caller uses only `new_layout.size()
+    // <= new.size()` bytes of it from now on.
+    new.size() == old.size()
+        || (new.size() < old.size() && unsafe { engine.shrink_raw(block, old, new.size()) })
 }
 
 #[cfg(all(test, feature = "chunk-aligned"))]

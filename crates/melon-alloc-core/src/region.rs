@@ -142,6 +142,44 @@ impl RegionSource {
             }
         }
     }
+
+    /// Puts `size` bytes at `start` back on the free list, merged with the runs they touch.
+    ///
+    /// # Safety
+    /// The bytes are a whole number of units of the region, aligned to `CHUNK_SIZE`, out of the
+    /// free list (handed out by `acquire`), and nobody uses them from now on.
+    unsafe fn add_run(&mut self, start: *mut u8, size: usize) {
+        let new = start.cast::<FreeRun>();
+        // SAFETY: (1) the bytes are `size` bytes of the region aligned to `CHUNK_SIZE` and
+        // unused (caller), free to hold a `FreeRun`; (2) runs on the list are valid, and the
+        // list is sorted by address, so the new run goes between `prev` and `next` and merges
+        // with whichever of them it touches.
+        unsafe {
+            let mut prev: *mut FreeRun = ptr::null_mut();
+            let mut next = self.free;
+            while !next.is_null() && next.addr() < new.addr() {
+                prev = next;
+                next = (*next).next;
+            }
+            // The new run takes in the run after it if they touch, and the run before takes in
+            // the new one if they touch; a run is only written where it starts.
+            let mut run = FreeRun { size, next };
+            if !next.is_null() && new.addr() + size == next.addr() {
+                run = FreeRun { size: size + (*next).size, next: (*next).next };
+            }
+            if !prev.is_null() && prev.addr() + (*prev).size == new.addr() {
+                (*prev).size += run.size;
+                (*prev).next = run.next;
+            } else {
+                new.write(run);
+                if prev.is_null() {
+                    self.free = new;
+                } else {
+                    (*prev).next = new;
+                }
+            }
+        }
+    }
 }
 
 /// The size in whole units that a chunk of `layout` takes.
@@ -202,36 +240,26 @@ unsafe impl ChunkSource for RegionSource {
 
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         let Some(size) = units(layout) else { return };
-        let new = chunk.as_ptr().cast::<FreeRun>();
-        // SAFETY: (1) the chunk came from `acquire` with this layout, so it is `size` bytes of
-        // the region aligned to `CHUNK_SIZE`, free to hold a `FreeRun`; (2) runs on the list are
-        // valid, and the list is sorted by address, so the new run goes between `prev` and
-        // `next` and merges with whichever of them it touches.
-        unsafe {
-            let mut prev: *mut FreeRun = ptr::null_mut();
-            let mut next = self.free;
-            while !next.is_null() && next.addr() < new.addr() {
-                prev = next;
-                next = (*next).next;
-            }
-            // The new run takes in the run after it if they touch, and the run before takes in
-            // the new one if they touch; a run is only written where it starts.
-            let mut run = FreeRun { size, next };
-            if !next.is_null() && new.addr() + size == next.addr() {
-                run = FreeRun { size: size + (*next).size, next: (*next).next };
-            }
-            if !prev.is_null() && prev.addr() + (*prev).size == new.addr() {
-                (*prev).size += run.size;
-                (*prev).next = run.next;
-            } else {
-                new.write(run);
-                if prev.is_null() {
-                    self.free = new;
-                } else {
-                    (*prev).next = new;
-                }
-            }
+        // SAFETY: the chunk came from `acquire` with this layout (caller), so it is `size` bytes
+        // of the region aligned to `CHUNK_SIZE`, out of the free list, and unused from now on.
+        unsafe { self.add_run(chunk.as_ptr(), size) };
+    }
+
+    /// Keeps the units a chunk needs no more: what a chunk of `new_len` bytes takes is what is
+    /// left of it, and the units after them become a free run.
+    unsafe fn shrink(&mut self, chunk: NonNull<u8>, layout: Layout, new_len: usize) -> bool {
+        let (Some(size), Some(kept)) =
+            (units(layout), new_len.checked_next_multiple_of(CHUNK_SIZE))
+        else {
+            return false;
+        };
+        if kept < size {
+            // SAFETY: the chunk came from `acquire` with this layout (caller), so its units from
+            // `kept`, a whole number of units below `size`, to `size` are out of the free list,
+            // aligned to `CHUNK_SIZE`, and unused from now on (caller).
+            unsafe { self.add_run(chunk.as_ptr().add(kept), size - kept) };
         }
+        true
     }
 
     /// Takes the whole region back: with every small chunk unused and every other chunk

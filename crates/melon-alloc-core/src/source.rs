@@ -105,6 +105,46 @@ pub unsafe trait ChunkSource {
     /// - Nothing uses the chunk's memory afterwards.
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout);
 
+    /// Shortens a chunk in place to `new_len` bytes, taking back the rest; returns whether it
+    /// did. The default does nothing and returns `false`: the engine then keeps the chunk whole,
+    /// or moves what it holds to a shorter one. A large block shrunk well below its length, and
+    /// a [`LockedPool`](crate::LockedPool)'s block with a chunk of its own, shrink in place
+    /// through this: they need no new memory to shrink.
+    ///
+    /// # Safety
+    /// - `chunk` was returned by [`acquire`](ChunkSource::acquire) on this source with this
+    ///   `layout` (or by [`acquire_at_least`](ChunkSource::acquire_at_least) with the length
+    ///   of `layout`), and has not been released since.
+    /// - `new_len` is a multiple of [`granule`](ChunkSource::granule), above 0 and below
+    ///   `layout.size()`.
+    /// - Nothing uses the chunk past its first `new_len` bytes afterwards.
+    ///
+    /// After it returns `true`, the chunk is, in all of the above, one returned by `acquire` for
+    /// `new_len` bytes and `layout`'s alignment.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    /// use melon_alloc_core::{ChunkSource, RegionSource, CHUNK_SIZE};
+    ///
+    /// static mut ARENA: [u8; 5 * CHUNK_SIZE] = [0; 5 * CHUNK_SIZE];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let mut source = unsafe { RegionSource::new(&raw mut ARENA as *mut u8, 5 * CHUNK_SIZE) };
+    /// let whole = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    /// let chunk = source.acquire(whole).unwrap();
+    /// let before = source.free_bytes();
+    /// // SAFETY: the chunk came from `source` with `whole`, and nothing uses its tail.
+    /// assert!(unsafe { source.shrink(chunk, whole, CHUNK_SIZE) });
+    /// assert_eq!(source.free_bytes(), before + 2 * CHUNK_SIZE);
+    /// let short = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    /// // SAFETY: the chunk is now one of `CHUNK_SIZE` bytes, and is not used again.
+    /// unsafe { source.release(chunk, short) };
+    /// ```
+    unsafe fn shrink(&mut self, chunk: NonNull<u8>, layout: Layout, new_len: usize) -> bool {
+        let _ = (chunk, layout, new_len);
+        false
+    }
+
     /// Takes back every small chunk at once, if the source can do that without being told
     /// which chunks they are (a source that carves them from slabs of its own can drop the
     /// slabs). Returns whether it did; the default does nothing and returns `false`, and the

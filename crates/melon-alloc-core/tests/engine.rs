@@ -1240,3 +1240,82 @@ fn only_an_explicit_trim_has_the_source_discard_its_free_pages() {
     assert_eq!(source.ledger().discards, 1);
     support::free(&mut engine, block);
 }
+
+/// A large block resized to less than half its length, over a source that cannot shorten a
+/// chunk in place, moves to a shorter block with its contents when one can be had, and stays
+/// where it is, whole, when none can: a shrink does not fail. Shrunk to half or more, it stays.
+/// (`realloc`, Melon's contract, keeps every shrunk block where it is.)
+#[test]
+fn a_large_block_shrunk_below_half_moves_when_it_can_and_stays_when_it_cannot() {
+    let source = TestSource::default();
+    let mut engine = Engine::new(source.clone(), None);
+    let block = engine.alloc(60_000).unwrap();
+    // SAFETY: the block holds 60,000 bytes.
+    unsafe { block.as_ptr().write_bytes(0x6b, 60_000) };
+    // SAFETY: the block came from this engine; only the pointer returned is used afterwards.
+    let half = unsafe { engine.resize(block, layout_of(30_000, 16)) }.unwrap();
+    assert_eq!(half, block, "half its length: in place");
+    // The source refuses the chunk, and again after the engine has given back what it kept.
+    source.fail_next(2);
+    // SAFETY: as above.
+    let kept = unsafe { engine.resize(half, layout_of(100, 16)) }.unwrap();
+    assert_eq!(kept, block, "no shorter block to be had: in place");
+    // SAFETY: as above.
+    let moved = unsafe { engine.resize(kept, layout_of(100, 16)) }.unwrap();
+    assert_ne!(moved, block, "moved to a block of a size class");
+    // SAFETY: the first 100 bytes moved with the block.
+    assert!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 100) }.iter().all(|&b| b == 0x6b));
+    assert_eq!(engine.stats().bytes_held, CHUNK_SIZE, "the large chunk went back");
+    // SAFETY: the block came from this engine and is not used again.
+    unsafe { engine.free(moved) };
+    engine.check().unwrap();
+}
+
+/// Through `GlobalAlloc` the same holds: a large block shrunk below half its length over a
+/// source that refuses moves stays where it is, rather than `realloc` returning null.
+#[test]
+fn a_global_alloc_shrink_of_a_large_block_does_not_fail() {
+    let source = TestSource::default();
+    let pool = LockedPool::new(source.clone(), None);
+    let layout = Layout::from_size_align(60_000, 16).unwrap();
+    // SAFETY: the layout's size is not zero.
+    let block = unsafe { GlobalAlloc::alloc(&pool, layout) };
+    assert!(!block.is_null());
+    // The source refuses the chunk, and again after the engine has given back what it kept.
+    source.fail_next(2);
+    // SAFETY: the block came from this pool with `layout`, and the new size is not zero.
+    let kept = unsafe { GlobalAlloc::realloc(&pool, block, layout, 100) };
+    assert_eq!(kept, block);
+    let small = Layout::from_size_align(100, 16).unwrap();
+    // SAFETY: as above, with the layout it has now.
+    let moved = unsafe { GlobalAlloc::realloc(&pool, kept, small, 100) };
+    assert!(!moved.is_null() && moved != block);
+    assert_eq!(pool.stats().bytes_held, CHUNK_SIZE, "the large chunk went back");
+    // SAFETY: the block came from this pool with `small` and is not used again.
+    unsafe { GlobalAlloc::dealloc(&pool, moved, small) };
+    pool.check().unwrap();
+}
+
+/// A large block's chunk goes back to the source on its first free, so a second `try_free`
+/// finds no chunk of the pool there: `Foreign`, where a small block freed twice is `NotInUse`.
+/// Either way nothing changes.
+#[test]
+fn a_large_block_freed_twice_is_foreign_and_a_small_one_not_in_use() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    let keep = engine.alloc(64).unwrap();
+    let small = engine.alloc(64).unwrap();
+    let large = engine.alloc(MAX_SMALL + 1).unwrap();
+    for block in [small, large] {
+        // SAFETY: the block came from this engine and is not used again.
+        assert_eq!(unsafe { engine.try_free(block) }, Ok(()));
+    }
+    let (small_addr, large_addr) = (small.as_ptr() as usize, large.as_ptr() as usize);
+    // SAFETY: neither block is in use any more, which `try_free` finds.
+    let again = unsafe { (engine.try_free(small), engine.try_free(large)) };
+    assert_eq!(again.0, Err(FreeError::NotInUse { addr: small_addr }));
+    assert_eq!(again.1, Err(FreeError::Foreign { addr: large_addr }));
+    assert_eq!(engine.stats().live_blocks, 1);
+    engine.check().unwrap();
+    // SAFETY: the block came from this engine and is not used again.
+    unsafe { engine.free(keep) };
+}

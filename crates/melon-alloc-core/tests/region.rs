@@ -70,3 +70,80 @@ fn a_chunk_of_no_bytes_is_refused_and_the_region_stays_whole() {
     let all = Layout::from_size_align(8 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
     assert!(source.acquire(all).is_some(), "the whole region in one run");
 }
+
+/// A large block shrunk to a unit gives the region back the units it no longer needs, in place
+/// and with its contents, though the region had nothing left to move it to: a later
+/// allocation of that length then fits.
+#[test]
+fn a_large_block_shrunk_in_place_gives_its_tail_back() {
+    let (_buffer, source) = region(7, CHUNK_SIZE);
+    let mut engine = Engine::new(source, None);
+    let first = engine.alloc(4 * CHUNK_SIZE - 64).unwrap();
+    let filler = engine.alloc(2 * CHUNK_SIZE).unwrap();
+    // The region is empty now: the first block cannot move.
+    assert_eq!(engine.source().free_bytes(), 0);
+    // SAFETY: the block holds at least `4 * CHUNK_SIZE - 64` bytes.
+    unsafe { first.as_ptr().write_bytes(0x5a, 4 * CHUNK_SIZE - 64) };
+    // SAFETY: the block came from this engine; only the pointer returned is used afterwards.
+    let shrunk = unsafe { engine.realloc(first, 10_000) }.unwrap();
+    assert_eq!(shrunk, first, "shrunk in place");
+    // SAFETY: the first 3000 bytes stayed.
+    assert!(unsafe { core::slice::from_raw_parts(shrunk.as_ptr(), 3000) }
+        .iter()
+        .all(|&b| b == 0x5a));
+    assert_eq!(engine.source().free_bytes(), 3 * CHUNK_SIZE);
+    // One unit for the first block, three for the filler and its header.
+    assert_eq!(engine.stats().bytes_held, 4 * CHUNK_SIZE);
+    // SAFETY: the block is in use in this engine.
+    let usable = unsafe { engine.usable_size(shrunk) };
+    assert_eq!(usable, CHUNK_SIZE - shrunk.as_ptr() as usize % CHUNK_SIZE, "the rest of one unit");
+    let second = engine.alloc(3 * CHUNK_SIZE - 64).unwrap();
+    engine.check().unwrap();
+    for block in [shrunk, filler, second] {
+        // SAFETY: each block came from this engine and is not used again.
+        unsafe { engine.free(block) };
+    }
+    assert_eq!(engine.source().free_bytes(), 7 * CHUNK_SIZE);
+    engine.check().unwrap();
+}
+
+/// As a `GlobalAlloc` over a full region, a block with a chunk of its own (aligned to a chunk)
+/// shrinks in place, giving back the units past its new length, and grows in place within its
+/// units; freed with its new layout, every unit comes back.
+#[cfg(feature = "chunk-aligned")]
+#[test]
+fn a_chunk_aligned_block_shrinks_in_place_in_a_full_region() {
+    use core::alloc::GlobalAlloc;
+    use melon_alloc_core::LockedPool;
+
+    let (_buffer, source) = region(3, CHUNK_SIZE);
+    let pool = LockedPool::new(source, None);
+    let layout = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    // SAFETY: the layout's size is not zero.
+    let block = unsafe { GlobalAlloc::alloc(&pool, layout) };
+    assert!(!block.is_null());
+    assert_eq!(pool.with(|engine| engine.source().free_bytes()), 0);
+    // SAFETY: the block holds `3 * CHUNK_SIZE` bytes.
+    unsafe { block.write_bytes(0x33, 3 * CHUNK_SIZE) };
+    // SAFETY: the block came from this pool with `layout`, and the new size is not zero.
+    let shrunk = unsafe { GlobalAlloc::realloc(&pool, block, layout, 64) };
+    assert_eq!(shrunk, block, "shrunk in place");
+    assert_eq!(pool.with(|engine| engine.source().free_bytes()), 2 * CHUNK_SIZE);
+    assert_eq!((pool.stats().bytes_held, pool.stats().bytes_lent), (CHUNK_SIZE, CHUNK_SIZE));
+    let small = layout_of(64);
+    // Within its one unit, a block grows in place.
+    // SAFETY: as above, with the shrunk layout.
+    let regrown = unsafe { GlobalAlloc::realloc(&pool, shrunk, small, CHUNK_SIZE) };
+    assert_eq!(regrown, block, "grown in place");
+    // SAFETY: the block's first 64 bytes stayed.
+    assert!(unsafe { core::slice::from_raw_parts(regrown, 64) }.iter().all(|&b| b == 0x33));
+    // SAFETY: the block came from this pool with this layout and is not used again.
+    unsafe { GlobalAlloc::dealloc(&pool, regrown, layout_of(CHUNK_SIZE)) };
+    assert_eq!(pool.with(|engine| engine.source().free_bytes()), 3 * CHUNK_SIZE);
+    assert_eq!(pool.stats().bytes_held, 0);
+    pool.check().unwrap();
+
+    fn layout_of(size: usize) -> Layout {
+        Layout::from_size_align(size, CHUNK_SIZE).unwrap()
+    }
+}

@@ -338,7 +338,9 @@ impl Pool {
     }
 
     /// Resizes a block to `new_layout`, in place when the block already holds that many bytes at
-    /// that alignment, otherwise by moving it. On failure the old block is untouched.
+    /// that alignment, otherwise by moving it; a large block left more than twice as long as it
+    /// needs moves to a shorter one if it can, where [`realloc`](Pool::realloc) keeps it. On
+    /// failure the old block is untouched.
     ///
     /// # Safety
     /// As for [`realloc`](Pool::realloc).
@@ -393,7 +395,8 @@ impl Pool {
     ///
     /// # Errors
     /// [`FreeError`] for a pointer of another pool, an interior pointer, or a block not in use
-    /// (a double free); nothing is changed.
+    /// (a double free; a large block's chunk went back with its first free, so its second is a
+    /// pointer of no chunk of this pool); nothing is changed.
     ///
     /// # Safety
     /// If `block` is an in-use block of this pool, nothing uses it afterwards.

@@ -540,7 +540,11 @@ impl Model {
             self.verify_chain(handles, &chain, Change::Free { span: block.span });
             return;
         }
-        let in_place = new_size <= block.usable && block.ptr.as_ptr() as usize % align == 0;
+        let fits = new_size <= block.usable && block.ptr.as_ptr() as usize % align == 0;
+        // Through `resize`, a large block left more than twice as long as it needs moves to a
+        // shorter block when one can be had, and stays otherwise; `realloc` keeps it.
+        let loose = align != MIN_ALIGN && block.span.is_some() && new_size < block.usable / 2;
+        let in_place = fits && (!loose || result == Some(block.ptr));
         let expected = expect(new_size, align);
         match result {
             Some(ptr) if in_place => {

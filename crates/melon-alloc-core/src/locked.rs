@@ -663,6 +663,15 @@ unsafe impl<S: ChunkSource, K: ChunkStash> ChunkSource for LockedParent<'_, S, K
             granule => granule,
         }
     }
+
+    /// The parent's source shortens the chunk, if it can: a child's large block shrinks in
+    /// place as the parent's would.
+    unsafe fn shrink(&mut self, chunk: NonNull<u8>, layout: Layout, new_len: usize) -> bool {
+        // SAFETY: the chunk came from the parent's `acquire_raw` with `layout` (or from its
+        // stash, where chunks of that layout from there wait), `new_len` is a multiple of the
+        // parent's source's granule, which is this source's, and the rest is forwarded.
+        self.parent.engine.with(|engine| unsafe { engine.shrink_raw(chunk, layout, new_len) })
+    }
     // `release_all_small` keeps its default: the parent must hear of each chunk, to uncharge it
     // and reuse it. What the parent keeps is the parent's to trim.
 }

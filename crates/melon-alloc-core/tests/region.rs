@@ -147,3 +147,26 @@ fn a_chunk_aligned_block_shrinks_in_place_in_a_full_region() {
         Layout::from_size_align(size, CHUNK_SIZE).unwrap()
     }
 }
+
+/// A child of a pool over a region shrinks its large blocks in place as the root does: the
+/// units past the block's new length go back to the region through the root.
+#[test]
+fn a_childs_large_block_shrunk_gives_the_region_its_units_back() {
+    use melon_alloc_core::LockedPool;
+
+    let (_buffer, source) = region(8, CHUNK_SIZE);
+    let root = LockedPool::new(source, None);
+    let child = root.child();
+    let block = child.alloc(4 * CHUNK_SIZE - 64).unwrap();
+    let free_before = root.with(|engine| engine.source().free_bytes());
+    // SAFETY: the block came from `child`; only the pointer returned is used afterwards.
+    let shrunk = child.with(|engine| unsafe { engine.realloc(block, 10_000) }).unwrap();
+    assert_eq!(shrunk, block, "shrunk in place");
+    assert_eq!(root.with(|engine| engine.source().free_bytes()), free_before + 3 * CHUNK_SIZE);
+    assert_eq!(root.stats().bytes_lent, CHUNK_SIZE);
+    // SAFETY: the block came from `child` and is not used again.
+    unsafe { child.try_free(shrunk) }.unwrap();
+    assert_eq!(root.stats().bytes_lent, 0);
+    drop(child);
+    root.check().unwrap();
+}

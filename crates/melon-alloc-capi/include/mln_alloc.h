@@ -170,9 +170,28 @@ void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
  * now, and as undefined as a second free() of a malloc block. A block of a heap pool, one made
  * from a shared pool included, must not be freed twice, as with free(). A block of a pool made
  * from a shared pool is that pool's process's to free: a free by another process does nothing,
- * and the block stays in use until its pool is destroyed or its process dies.
+ * and the block stays in use until its pool is destroyed or its process dies; unless the block
+ * was handed off (mln_alloc_hand_off), after which any process frees it, the one that handed it
+ * off included.
  */
 void mln_alloc_free(void *ptr);
+
+/*
+ * Hands a block of a pool made from a shared pool (mln_alloc_init(shm, ...)) off to other
+ * processes: from now on any process forked from the one that made the shared pool frees it
+ * with mln_alloc_free, once, without the shared pool's lock (lock callbacks included), and
+ * `pool` takes it back when it next runs out of blocks. A worker can so pass a message it
+ * allocated to another, which frees it when done. Returns 0, or -1 with nothing changed when
+ * `pool` is NULL or not made directly from a shared pool, or `ptr` is not an in-use block of
+ * `pool` in the shared memory or is handed off already.
+ *
+ * A handed-off block is not resized (mln_alloc_re returns NULL for it and leaves it as it
+ * was), and outlives its pool and its process: were the pool destroyed, or the process to die,
+ * while handed-off blocks of a chunk are out, the chunk comes back to the shared pool once the
+ * last of them is freed. A handed-off block that is never freed keeps its chunk out for the
+ * shared pool's life.
+ */
+int mln_alloc_hand_off(mln_alloc_t *pool, void *ptr);
 
 /*
  * The bytes `pool` can still take: for a heap pool with a limit, the limit minus the memory it

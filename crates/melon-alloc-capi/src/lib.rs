@@ -17,11 +17,11 @@
 //! How the C API maps onto the pools, and the choices it makes where Melon's documentation is
 //! silent, are in `docs/architecture.md` under "C API".
 
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 use core::ptr::{self, NonNull};
 
 use melon_alloc_heap::Pool;
-use melon_alloc_shm::ShmPool;
+use melon_alloc_shm::{plumbing, ShmPool};
 
 mod fork;
 mod lock;
@@ -243,7 +243,15 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
                 let _ = on_shared(shm, |shm| unsafe { shm.try_free(block) });
             }
         }
-        Owner::Gone => {}
+        Owner::Lent(handle) => {
+            // SAFETY: as for `Owner::Shared`.
+            let handle_ref = unsafe { handle.as_ref() };
+            if let Some(shm) = handle_ref.shm() {
+                // A block that is not handed off is refused, and changes nothing: ignore it.
+                // SAFETY: forwarded from the caller.
+                let _ = on_shared(shm, |shm| unsafe { plumbing::free_if_lent(shm, block) });
+            }
+        }
     }
 }
 
@@ -265,7 +273,7 @@ unsafe fn usable_size(block: NonNull<u8>, owner: Owner) -> Option<usize> {
             let handle = unsafe { handle.as_ref() };
             on_shared(handle.shm()?, |shm| shm.usable_size(block)).ok()
         }
-        Owner::Gone => None,
+        Owner::Lent(_) => None,
     }
 }
 
@@ -297,7 +305,8 @@ unsafe fn realloc(
     // 0 is a free of nothing, not an allocation.
     if size == 0 {
         if let Some(block) = block {
-            // SAFETY: forwarded from the caller, who gives the block up.
+            // SAFETY: forwarded from the caller, who gives the block up; `owner` asks of the
+            // block what the caller promises of it.
             unsafe { free_block(block, shared::owner(block)) };
         }
         return None;
@@ -305,7 +314,8 @@ unsafe fn realloc(
     let Some(block) = block else {
         return alloc_in(pool?, size, false);
     };
-    let owner = shared::owner(block);
+    // SAFETY: the caller passes an in-use block of a live pool.
+    let owner = unsafe { shared::owner(block) };
     let pool = pool?;
     let in_place = match (owner, pool.kind()) {
         (Owner::Heap, Kind::Heap(_) | Kind::Child(_)) => {
@@ -386,6 +396,39 @@ pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
         // SAFETY: with no shared pool in this process, the block is a heap pool's; forwarded
         // from the caller.
         unsafe { free_block(block, Owner::Heap) }
+    }
+}
+
+/// Hands a block of a pool made directly from a shared pool off to other processes, which may
+/// then free it with [`mln_alloc_free`], without the pool's lock. Returns 0, or -1 with nothing
+/// changed when `pool` is not a pool made from a shared pool by this process, or `ptr` is not one
+/// of its blocks (or is handed off already).
+///
+/// # Safety
+/// - `pool` is NULL or a live pool; `ptr` is NULL or an in-use block of `pool`.
+/// - From now on the block is freed with `mln_alloc_free`, once, by any process that maps the
+///   shared pool (this one included), and is not resized.
+/// - No other thread uses `pool` meanwhile.
+#[no_mangle]
+pub unsafe extern "C" fn mln_alloc_hand_off(pool: *mut MlnAlloc, ptr: *mut c_void) -> c_int {
+    // SAFETY: the caller promises NULL or a live pool.
+    let Some(pool) = (unsafe { pool.as_ref() }) else { return -1 };
+    let (Some(shm), Some(heap), Some(block)) =
+        (pool.shared_parent(), pool.heap(), NonNull::new(ptr.cast::<u8>()))
+    else {
+        return -1;
+    };
+    // SAFETY: the caller passes an in-use block of `pool`, a live heap pool, whose chunk header
+    // names its pool.
+    let owner = unsafe { heap_pool_of(block) };
+    if !ptr::eq(heap, owner.as_ptr()) {
+        return -1;
+    }
+    // SAFETY: an in-use block of a child pool this process made from `shm` (a handle made from
+    // a shared pool is its `owned_child`), from now on freed through the shared pool alone.
+    match unsafe { shm.hand_off(block) } {
+        Ok(_) => 0,
+        Err(_) => -1,
     }
 }
 

@@ -94,6 +94,15 @@ impl MlnAlloc {
         }
     }
 
+    /// The shared pool a child handle was made from directly, if it was.
+    pub(crate) fn shared_parent(&self) -> Option<&ShmPool> {
+        if !matches!(self.kind, Kind::Child(_)) {
+            return None;
+        }
+        // SAFETY: a parent outlives its children: destroying it destroys them first.
+        unsafe { self.parent?.as_ref() }.shm()
+    }
+
     /// A copy of this handle's links; `access` is to this handle's tree.
     fn links(&self, _access: &TreeAccess) -> Links {
         // SAFETY: while `access` lives, no write to the tree's links runs elsewhere.

@@ -104,9 +104,12 @@ pub(crate) enum Owner {
     /// Inside a shared pool's mapping, outside every lent chunk: if it is a block at all, it is
     /// the shared pool's own. The pool's handle.
     Shared(NonNull<MlnAlloc>),
-    /// Inside a chunk lent to another process: a chunk of a pool copied by a `fork` and
-    /// abandoned, whose original, in the parent, still hands it out. Freeing it does nothing.
-    Gone,
+    /// Inside a chunk lent to a pool made from a shared pool, and either handed off
+    /// (`mln_alloc_hand_off`) or another process's (a chunk of a pool copied by a `fork` and
+    /// abandoned, whose original, in the parent, still hands it out): freed through the shared
+    /// pool's lock-free path for handed-off blocks, which refuses any other block. The shared
+    /// pool's handle.
+    Lent(NonNull<MlnAlloc>),
 }
 
 /// Whether this process has a shared pool: if not, every block is a heap pool's.
@@ -116,16 +119,24 @@ pub(crate) fn any() -> bool {
 }
 
 /// Finds what kind of pool a block belongs to, without any shared pool's lock.
+///
+/// # Safety
+/// `block` is an in-use block of a live pool, or a handed-off one not yet freed.
 #[inline]
-pub(crate) fn owner(block: NonNull<u8>) -> Owner {
+pub(crate) unsafe fn owner(block: NonNull<u8>) -> Owner {
     if !any() {
         return Owner::Heap;
     }
-    owner_in_table(block)
+    // SAFETY: forwarded from the caller.
+    unsafe { owner_in_table(block) }
 }
 
+/// [`owner`] in a process with shared pools.
+///
+/// # Safety
+/// As for [`owner`].
 #[inline(never)]
-fn owner_in_table(block: NonNull<u8>) -> Owner {
+unsafe fn owner_in_table(block: NonNull<u8>) -> Owner {
     let addr = block.as_ptr().addr();
     let table = table();
     let Some(entry) = table.iter().find(|entry| (entry.start..entry.end).contains(&addr)) else {
@@ -135,7 +146,12 @@ fn owner_in_table(block: NonNull<u8>) -> Owner {
     let shm = unsafe { entry.shm.as_ref() };
     match plumbing::whose(shm, block) {
         Whose::Shared => Owner::Shared(entry.handle),
+        // SAFETY: the block is one of this process's child pools' (the caller's promise to
+        // `owner`), in use or handed off and not yet freed.
+        Whose::OwnChild if unsafe { plumbing::is_handed_off(shm, block) } => {
+            Owner::Lent(entry.handle)
+        }
         Whose::OwnChild | Whose::Outside => Owner::Heap,
-        _ => Owner::Gone,
+        _ => Owner::Lent(entry.handle),
     }
 }

@@ -181,6 +181,7 @@ fn example_links_against_the_shared_library() {
             "mln_alloc_c",
             "mln_alloc_destroy",
             "mln_alloc_free",
+            "mln_alloc_hand_off",
             "mln_alloc_init",
             "mln_alloc_m",
             "mln_alloc_re",
@@ -250,6 +251,11 @@ fn a_forked_process_that_closed_the_pools_descriptor_gets_null() {
 #[test]
 fn a_free_by_another_process_of_a_block_of_a_pool_made_from_a_shared_pool_does_nothing() {
     run(&compile_c("other_process_free.c", &[]), &[], "other_process_free: ok\n");
+}
+
+#[test]
+fn a_block_handed_off_is_freed_by_another_process_and_its_chunk_comes_back() {
+    run(&compile_c("hand_off.c", &[]), &[], "hand_off: ok\n");
 }
 
 #[test]

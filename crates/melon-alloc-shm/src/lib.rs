@@ -235,6 +235,72 @@ pub mod plumbing {
         pool.owned_child(limit)
     }
 
+    /// Whether `block`, a block of a child pool of `pool` made by this process, is handed off
+    /// ([`ShmPool::hand_off`]), and so to be freed through the shared pool rather than its
+    /// child. Read atomically and without the lock.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of a child pool of `pool` that this process made, or one
+    /// handed off and not yet freed: its chunk stays lent for the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{plumbing::is_handed_off, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let child = shm.child();
+    /// let block = child.alloc(64).unwrap();
+    /// // SAFETY: the block is the child's, in use.
+    /// assert!(!unsafe { is_handed_off(&shm, block) });
+    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+    /// unsafe { shm.hand_off(block) }?;
+    /// // SAFETY: the block is handed off and not yet freed.
+    /// assert!(unsafe { is_handed_off(&shm, block) });
+    /// // SAFETY: the block was handed off, and is freed once.
+    /// unsafe { shm.try_free(block) }?;
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub unsafe fn is_handed_off(pool: &ShmPool, block: NonNull<u8>) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { pool.shared().is_handed_off(block.as_ptr()) }
+    }
+
+    /// Frees `block` if it is a handed-off block of a chunk lent to a child pool, by any
+    /// process, without the lock, as [`ShmPool::try_free`] does; `None` for a pointer in no
+    /// lent chunk, which this never frees: unlike `try_free`, it leaves the pool's own blocks
+    /// alone. A block of a lent chunk that is not handed off is refused, with nothing changed.
+    ///
+    /// # Safety
+    /// As for [`ShmPool::try_free`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{plumbing::free_if_lent, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let own = shm.alloc(64).expect("the pool is empty");
+    /// // SAFETY: the block is the pool's own, and this leaves it alone.
+    /// assert!(unsafe { free_if_lent(&shm, own) }.is_none());
+    /// let child = shm.child();
+    /// let block = child.alloc(64).unwrap();
+    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+    /// unsafe { shm.hand_off(block) }?;
+    /// // SAFETY: the block was handed off, and is freed once.
+    /// assert!(matches!(unsafe { free_if_lent(&shm, block) }, Some(Ok(()))));
+    /// // SAFETY: the block is the pool's own, and not used again.
+    /// unsafe { shm.try_free(own) }?;
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub unsafe fn free_if_lent(
+        pool: &ShmPool,
+        block: NonNull<u8>,
+    ) -> Option<Result<(), crate::ShmError>> {
+        // SAFETY: forwarded from the caller.
+        unsafe { pool.shared().free_if_lent(block) }
+    }
+
     /// Whose block `block` is, read from its page's descriptor in the mapping, atomically and
     /// without the lock: exact for a block the caller holds, of the pool itself or of a child
     /// pool made with [`owned_child`] (whose chunk stays lent while the child holds it), and

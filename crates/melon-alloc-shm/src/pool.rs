@@ -595,6 +595,19 @@ impl Shared {
         }
     }
 
+    /// Whether `block` is marked handed off: see
+    /// [`plumbing::is_handed_off`](crate::plumbing::is_handed_off).
+    ///
+    /// # Safety
+    /// As for `plumbing::is_handed_off`.
+    pub(crate) unsafe fn is_handed_off(&self, block: *const u8) -> bool {
+        let target =
+            self.locked_offset_of(block).and_then(|offset| self.arena.remote_target(offset));
+        // SAFETY: the block is one a child pool of this process holds, or handed off and not yet
+        // freed (caller), so its chunk stays lent.
+        target.is_some_and(|target| unsafe { self.arena.is_handed_off(target) })
+    }
+
     fn ptr_at(&self, offset: u64) -> NonNull<u8> {
         // SAFETY: offsets handed out by the arena lie inside the mapping, within the end of the
         // pages grown so far, which this process has mapped.

@@ -3,11 +3,11 @@
  * is not handed out again, until its owner destroys the pool, which gives the pool's memory back
  * to the shared pool. */
 #define _GNU_SOURCE
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "mln_alloc.h"
+#include "workers.h"
 
 struct mailbox {
     void *volatile block;
@@ -17,13 +17,6 @@ struct mailbox {
 static void await_step(struct mailbox *box, int step)
 {
     while (box->step != step) usleep(1000);
-}
-
-static void reap(pid_t pid)
-{
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 int main(void)

@@ -189,6 +189,16 @@ impl Arena {
         handoff::hand_off(bits, bit)
     }
 
+    /// Whether the block at `target` is marked handed off.
+    ///
+    /// # Safety
+    /// The chunk at `target` stays lent for the call: the block is one a child pool holds, or
+    /// handed off and not yet freed.
+    pub(crate) unsafe fn is_handed_off(&self, target: RemoteTarget<'_>) -> bool {
+        let (bits, bit) = self.handed_bit(target);
+        bits.load(Ordering::SeqCst) & bit != 0
+    }
+
     /// The words of the chunk `target` names, from the descriptor it found.
     fn target_words(&self, target: RemoteTarget<'_>) -> DescWords<'_> {
         DescWords::at(target.desc)

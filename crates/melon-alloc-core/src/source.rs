@@ -107,7 +107,7 @@ pub unsafe trait ChunkSource {
 
     /// Shortens a chunk in place to `new_len` bytes, taking back the rest; returns whether it
     /// did. The default does nothing and returns `false`: the engine then keeps the chunk whole,
-    /// or moves what it holds to a shorter one. A large block shrunk well below its length, and
+    /// or moves what it holds to a shorter one. A large block shrunk by a granule or more, and
     /// a [`LockedPool`](crate::LockedPool)'s block with a chunk of its own, shrink in place
     /// through this: they need no new memory to shrink.
     ///

@@ -807,7 +807,11 @@ impl<'i> Model<'i> {
             self.verify_chain(handles, &chain, Change::Free { span: block.span });
             return;
         }
-        let in_place = new_size <= block.usable && block.ptr.as_ptr().addr().is_multiple_of(align);
+        let fits = new_size <= block.usable && block.ptr.as_ptr().addr().is_multiple_of(align);
+        // Through `resize`, a large block left more than twice as long as it needs moves to a
+        // shorter block when one can be had, and stays otherwise; `realloc` keeps it.
+        let loose = layout.is_some() && block.span.is_some() && new_size < block.usable / 2;
+        let in_place = fits && (!loose || result == Some(block.ptr));
         let expected = expect(new_size, align).in_granule(self.granule(&chain));
         match result {
             Some(ptr) if in_place => {

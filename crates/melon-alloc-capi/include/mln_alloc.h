@@ -178,18 +178,24 @@ void mln_alloc_free(void *ptr);
 
 /*
  * Hands a block of a pool made from a shared pool (mln_alloc_init(shm, ...)) off to other
- * processes: from now on any process forked from the one that made the shared pool frees it
- * with mln_alloc_free, once, without the shared pool's lock (lock callbacks included), and
- * `pool` takes it back when it next runs out of blocks. A worker can so pass a message it
- * allocated to another, which frees it when done. Returns 0, or -1 with nothing changed when
- * `pool` is NULL or not made directly from a shared pool, or `ptr` is not an in-use block of
- * `pool` in the shared memory or is handed off already.
+ * processes: from now on any process forked from the one that made the shared pool (this one
+ * included) frees it with mln_alloc_free, once, and `pool` takes it back when it next runs out
+ * of blocks. A worker can so pass a message it allocated to another, which frees it when done.
+ * `ptr` must be an in-use block of `pool`; as with a free, a block freed already is not told
+ * apart. Returns 0, or -1 with nothing changed when `pool` is NULL or not made directly from a
+ * shared pool, or `ptr` is NULL, lies in none of the chunks of `pool` in the shared memory, or
+ * is handed off already.
  *
- * A handed-off block is not resized (mln_alloc_re returns NULL for it and leaves it as it
- * was), and outlives its pool and its process: were the pool destroyed, or the process to die,
- * while handed-off blocks of a chunk are out, the chunk comes back to the shared pool once the
- * last of them is freed. A handed-off block that is never freed keeps its chunk out for the
- * shared pool's life.
+ * The free of a handed-off block takes no lock, and its caller must not hold the shared pool's
+ * lock (with lock callbacks): should the block be the last one out of a chunk whose pool is
+ * gone, the free takes the lock, through the callbacks, to give the chunk back; if the lock
+ * cannot be had, the chunk waits until the shared pool next takes back the chunks of dead
+ * processes. A handed-off block is not resized: mln_alloc_re
+ * returns NULL for it and leaves it as it was, but for a size of 0, which frees it as
+ * mln_alloc_free does. It outlives its pool and its process: were the pool destroyed, or the
+ * process to die, while handed-off blocks of a chunk are out, the chunk comes back to the shared
+ * pool once the last of them is freed. A handed-off block that is never freed keeps its chunk
+ * out for the shared pool's life.
  */
 int mln_alloc_hand_off(mln_alloc_t *pool, void *ptr);
 

@@ -215,7 +215,8 @@ pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c
 ///   [`shared::owner`] says of it.
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
-/// - For a block of a shared pool itself with lock callbacks, the caller holds its lock.
+/// - For a block of a shared pool itself with lock callbacks, the caller holds its lock; for a
+///   handed-off block, it does not.
 #[inline(always)]
 unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
     match owner {
@@ -247,9 +248,11 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
             // SAFETY: as for `Owner::Shared`.
             let handle_ref = unsafe { handle.as_ref() };
             if let Some(shm) = handle_ref.shm() {
-                // A block that is not handed off is refused, and changes nothing: ignore it.
+                // Not `on_shared`: the caller does not hold the lock, which the free takes, with
+                // the callbacks if there are any, when it gives an orphaned chunk back. A block
+                // that is not handed off is refused, and changes nothing: ignore it.
                 // SAFETY: forwarded from the caller.
-                let _ = on_shared(shm, |shm| unsafe { plumbing::free_if_lent(shm, block) });
+                let _ = unsafe { plumbing::free_if_lent(shm, block) };
             }
         }
     }
@@ -383,7 +386,8 @@ pub unsafe extern "C" fn mln_alloc_re(
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
 /// - For a block of a shared pool itself (not of one of its child pools) with lock callbacks,
-///   the caller holds the pool's lock.
+///   the caller holds the pool's lock; for a handed-off block ([`mln_alloc_hand_off`]), freed
+///   once by any process, it does not.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
     let Some(block) = NonNull::new(ptr.cast::<u8>()) else {
@@ -400,9 +404,9 @@ pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
 }
 
 /// Hands a block of a pool made directly from a shared pool off to other processes, which may
-/// then free it with [`mln_alloc_free`], without the pool's lock. Returns 0, or -1 with nothing
-/// changed when `pool` is not a pool made from a shared pool by this process, or `ptr` is not one
-/// of its blocks (or is handed off already).
+/// then free it with [`mln_alloc_free`], without holding the pool's lock. Returns 0, or -1 with
+/// nothing changed when `pool` is not a pool made from a shared pool by this process, or `ptr`
+/// lies in none of its chunks (or is handed off already).
 ///
 /// # Safety
 /// - `pool` is NULL or a live pool; `ptr` is NULL or an in-use block of `pool`.

@@ -259,6 +259,11 @@ fn a_block_handed_off_is_freed_by_another_process_and_its_chunk_comes_back() {
 }
 
 #[test]
+fn the_free_of_a_handed_off_block_gives_its_orphaned_chunk_back_under_the_callbacks() {
+    run(&compile_c("hand_off_callbacks.c", &[]), &[], "hand_off_callbacks: ok\n");
+}
+
+#[test]
 fn a_worker_forked_with_a_full_descriptor_table_gets_null_until_it_has_one() {
     run(&compile_c("full_descriptor_table.c", &[]), &[], "full_descriptor_table: ok\n");
 }

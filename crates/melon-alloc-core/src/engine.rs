@@ -1400,6 +1400,13 @@ impl<S: ChunkSource> Engine<S> {
             if shortened {
                 // SAFETY: forwarded from the caller.
                 unsafe { (*chunk).span = needed };
+                // Memcheck's record keeps what the caller asks for now, so that the block's free
+                // closes none of the bytes the source took back.
+                #[cfg(feature = "valgrind")]
+                if !self.memcheck_pool.is_null() {
+                    let block = chunk.cast::<u8>().wrapping_add(offset);
+                    crate::valgrind::resize(self.memcheck_pool, block, size.max(MIN_ALIGN));
+                }
                 return needed - offset;
             }
         }
@@ -1412,16 +1419,11 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// As for [`ChunkSource::shrink`], for a chunk this engine took from its source.
     unsafe fn shorten_held(&mut self, chunk: NonNull<u8>, layout: Layout, new_len: usize) -> bool {
-        // The source gets the tail back as memcheck saw it when it was handed out, as in
-        // `release`; if the source keeps it out, it is no longer the caller's either.
-        #[cfg(feature = "valgrind")]
-        let tail = (chunk.as_ptr().wrapping_add(new_len), layout.size() - new_len);
-        #[cfg(feature = "valgrind")]
-        crate::valgrind::undefined(tail.0, tail.1);
+        // Unlike `release`, the tail is left as memcheck sees it: a source that declines keeps
+        // it the caller's, and one that takes it back makes it accessible before it writes
+        // there, as the region does.
         // SAFETY: forwarded from the caller.
         if !unsafe { self.source.shrink(chunk, layout, new_len) } {
-            #[cfg(feature = "valgrind")]
-            crate::valgrind::no_access(tail.0, tail.1);
             return false;
         }
         self.held -= layout.size() - new_len;
@@ -2226,7 +2228,8 @@ impl<S: ChunkSource> Engine<S> {
 
     /// Makes accessible, and undefined, the bytes a block gains by growing where it is, up to
     /// `len`. A shrink leaves the block as it was: a block resized in place keeps its usable
-    /// size and contents, which the caller may go on using.
+    /// size and contents, which the caller may go on using, but for the tail of a large block
+    /// that its source took back (`shorten_large`).
     fn memcheck_grow_in_place(&self, block: NonNull<u8>, usable: usize, len: usize) {
         let old = crate::valgrind::block_len(block.as_ptr(), usable);
         if len > old {

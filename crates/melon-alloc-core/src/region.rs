@@ -254,6 +254,10 @@ unsafe impl ChunkSource for RegionSource {
             return false;
         };
         if kept < size {
+            // The tail may be closed to memcheck, as the rest of a block past what was asked for
+            // is: it becomes plain memory again, as a released chunk does.
+            #[cfg(feature = "valgrind")]
+            crate::valgrind::undefined(chunk.as_ptr().wrapping_add(kept), size - kept);
             // SAFETY: the chunk came from `acquire` with this layout (caller), so its units from
             // `kept`, a whole number of units below `size`, to `size` are out of the free list,
             // aligned to `CHUNK_SIZE`, and unused from now on (caller).

@@ -26,6 +26,7 @@ const DESTROY_MEMPOOL: usize = 0x1304;
 const MEMPOOL_ALLOC: usize = 0x1305;
 const MEMPOOL_FREE: usize = 0x1306;
 const MEMPOOL_TRIM: usize = 0x1307;
+const MEMPOOL_CHANGE: usize = 0x1309;
 const MEMPOOL_EXISTS: usize = 0x130a;
 /// `VG_USERREQ_TOOL_BASE('M', 'C')`: memcheck's own requests are numbered from here.
 const MEMCHECK: usize = (b'M' as usize) << 24 | (b'C' as usize) << 16;
@@ -98,6 +99,12 @@ pub(crate) fn alloc(pool: *const (), block: *const u8, len: usize) {
 /// `pool` does not have in use.
 pub(crate) fn free(pool: *const (), block: *const u8) {
     request(0, MEMPOOL_FREE, [pool.addr(), block.addr(), 0, 0, 0]);
+}
+
+/// Changes the length of `pool`'s record of the block at `block` to `len`, leaving its bytes as
+/// they are: what a later free makes inaccessible.
+pub(crate) fn resize(pool: *const (), block: *const u8, len: usize) {
+    request(0, MEMPOOL_CHANGE, [pool.addr(), block.addr(), block.addr(), len, 0]);
 }
 
 /// Unregisters every block of `pool` at once.

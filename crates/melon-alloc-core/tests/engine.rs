@@ -489,7 +489,8 @@ fn a_locked_pool_is_an_allocator() {
     let block = pool.allocate(small).unwrap();
     assert!(block.len() >= 40);
     let block = block.cast::<u8>();
-    let big = Layout::from_size_align(4000, 8).unwrap();
+    // A block of a size class whatever the chunk size.
+    let big = Layout::from_size_align(2000, 8).unwrap();
     // SAFETY: `block` came from `pool` with `small`, and `big` is larger.
     let grown = unsafe { pool.grow(block, small, big) }.unwrap().cast::<u8>();
     // SAFETY: `grown` came from `pool` with `big`, and `small` is smaller.
@@ -1170,6 +1171,35 @@ fn a_global_alloc_layout_aligned_to_a_chunk_or_more_gets_a_chunk_of_its_own() {
     }
     assert_eq!(source.chunks_out(), 0);
     pool.check().unwrap();
+}
+
+/// A block with a chunk of its own, shrunk through `GlobalAlloc::realloc` over a source that can
+/// neither shorten its chunk nor give a new one, is refused with null and stays the caller's,
+/// whole: under memcheck (`cargo xtask valgrind`), its tail is still accessible.
+#[cfg(feature = "chunk-aligned")]
+#[test]
+fn a_refused_shrink_of_a_chunk_aligned_block_leaves_it_whole() {
+    let source = TestSource::default();
+    let pool = LockedPool::new(source.clone(), None);
+    let layout = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
+    // SAFETY: the layout's size is not zero.
+    let block = unsafe { GlobalAlloc::alloc(&pool, layout) };
+    assert!(!block.is_null());
+    // SAFETY: the block holds `layout.size()` bytes.
+    unsafe { block.write_bytes(0x42, layout.size()) };
+    // The source refuses the chunk, and again after the engine has given back what it kept.
+    source.fail_next(2);
+    // SAFETY: the block came from this pool with `layout`, and the new size is not zero.
+    assert!(unsafe { GlobalAlloc::realloc(&pool, block, layout, 64) }.is_null());
+    // SAFETY: the block still holds `layout.size()` bytes.
+    unsafe { block.add(layout.size() - 1).write(0x43) };
+    // SAFETY: as above.
+    let whole = unsafe { core::slice::from_raw_parts(block, layout.size()) };
+    assert!(whole[..layout.size() - 1].iter().all(|&b| b == 0x42));
+    assert_eq!(pool.stats().bytes_held, layout.size());
+    // SAFETY: the block came from this pool with `layout` and is not used again.
+    unsafe { GlobalAlloc::dealloc(&pool, block, layout) };
+    assert_eq!(source.chunks_out(), 0);
 }
 
 /// A child dropped while a block aligned to a chunk, a chunk of its own, is still out gives its

@@ -7,6 +7,10 @@ use core::alloc::Layout;
 use melon_alloc_core::{ChunkSource, Engine, CHUNK_SIZE, MAX_SMALL};
 use support::aligned_region as region;
 
+/// What the shrink tests keep of a large block: more than half of one unit, so that the block
+/// stays in its unit rather than move to a size class, whatever the chunk size.
+const KEPT: usize = CHUNK_SIZE * 5 / 8;
+
 /// Large blocks a little longer than half a chunk each take a whole unit: the limit counts the
 /// units, and `bytes_held` says what the region gave.
 #[test]
@@ -85,7 +89,7 @@ fn a_large_block_shrunk_in_place_gives_its_tail_back() {
     // SAFETY: the block holds at least `4 * CHUNK_SIZE - 64` bytes.
     unsafe { first.as_ptr().write_bytes(0x5a, 4 * CHUNK_SIZE - 64) };
     // SAFETY: the block came from this engine; only the pointer returned is used afterwards.
-    let shrunk = unsafe { engine.realloc(first, 10_000) }.unwrap();
+    let shrunk = unsafe { engine.realloc(first, KEPT) }.unwrap();
     assert_eq!(shrunk, first, "shrunk in place");
     // SAFETY: the first 3000 bytes stayed.
     assert!(unsafe { core::slice::from_raw_parts(shrunk.as_ptr(), 3000) }
@@ -160,7 +164,7 @@ fn a_childs_large_block_shrunk_gives_the_region_its_units_back() {
     let block = child.alloc(4 * CHUNK_SIZE - 64).unwrap();
     let free_before = root.with(|engine| engine.source().free_bytes());
     // SAFETY: the block came from `child`; only the pointer returned is used afterwards.
-    let shrunk = child.with(|engine| unsafe { engine.realloc(block, 10_000) }).unwrap();
+    let shrunk = child.with(|engine| unsafe { engine.realloc(block, KEPT) }).unwrap();
     assert_eq!(shrunk, block, "shrunk in place");
     assert_eq!(root.with(|engine| engine.source().free_bytes()), free_before + 3 * CHUNK_SIZE);
     assert_eq!(root.stats().bytes_lent, CHUNK_SIZE);
@@ -169,4 +173,29 @@ fn a_childs_large_block_shrunk_gives_the_region_its_units_back() {
     assert_eq!(root.stats().bytes_lent, 0);
     drop(child);
     root.check().unwrap();
+}
+
+/// The units a shrunk large block gave back hold the next large block, and freeing the shrunk
+/// block leaves that one whole: under memcheck (`cargo xtask valgrind`), its free closes only
+/// its new slot, and the next block stays accessible.
+#[test]
+fn the_units_a_shrunk_block_gave_back_serve_the_next_block() {
+    let (_buffer, source) = region(8, CHUNK_SIZE);
+    let mut engine = Engine::new(source, None);
+    let first = engine.alloc(4 * CHUNK_SIZE - 64).unwrap();
+    // SAFETY: the block came from this engine; only the pointer returned is used afterwards.
+    let first = unsafe { engine.realloc(first, 100) }.unwrap();
+    let second = engine.alloc(2 * CHUNK_SIZE).unwrap();
+    let old_end = first.as_ptr() as usize + 4 * CHUNK_SIZE;
+    assert!((first.as_ptr() as usize..old_end).contains(&(second.as_ptr() as usize)));
+    // SAFETY: the second block holds `2 * CHUNK_SIZE` bytes.
+    unsafe { second.as_ptr().write_bytes(7, 2 * CHUNK_SIZE) };
+    // SAFETY: the block came from this engine and is not used again.
+    unsafe { engine.free(first) };
+    // SAFETY: as above, for the second block, still in use.
+    let kept = unsafe { core::slice::from_raw_parts(second.as_ptr(), 2 * CHUNK_SIZE) };
+    assert!(kept.iter().all(|&b| b == 7));
+    // SAFETY: the block came from this engine and is not used again.
+    unsafe { engine.free(second) };
+    engine.check().unwrap();
 }

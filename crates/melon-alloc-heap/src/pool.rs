@@ -396,7 +396,8 @@ impl Pool {
     /// # Errors
     /// [`FreeError`] for a pointer of another pool, an interior pointer, or a block not in use
     /// (a double free; a large block's chunk went back with its first free, so its second is a
-    /// pointer of no chunk of this pool); nothing is changed.
+    /// pointer of no chunk of this pool, until the pool takes that memory again); nothing is
+    /// changed.
     ///
     /// # Safety
     /// If `block` is an in-use block of this pool, nothing uses it afterwards.

@@ -156,8 +156,9 @@ void *mln_alloc_c(mln_alloc_t *pool, mln_size_t size);
  * With `size == 0`, frees `ptr` (nothing if it is NULL) and returns NULL. On failure returns
  * NULL and leaves `ptr` as it was (Melon's contract too). With `ptr == NULL` and a size above
  * 0, allocates, as realloc does (Melon's contract requires a block). A block of another pool
- * is moved into `pool`; the lock rules of both pools apply, so a block cannot move between a
- * shared pool and one of its children.
+ * is moved into `pool`; the lock rules of both pools apply, so with lock callbacks a block
+ * cannot move between a shared pool and one of its children (the caller must hold the lock for
+ * the one and not for the other).
  */
 void *mln_alloc_re(mln_alloc_t *pool, void *ptr, mln_size_t size);
 
@@ -181,21 +182,24 @@ void mln_alloc_free(void *ptr);
  * processes: from now on any process forked from the one that made the shared pool (this one
  * included) frees it with mln_alloc_free, once, and `pool` takes it back when it next runs out
  * of blocks. A worker can so pass a message it allocated to another, which frees it when done.
- * `ptr` must be an in-use block of `pool`; as with a free, a block freed already is not told
- * apart. Returns 0, or -1 with nothing changed when `pool` is NULL or not made directly from a
- * shared pool, or `ptr` is NULL, lies in none of the chunks of `pool` in the shared memory, or
- * is handed off already.
+ * Returns -1 with nothing changed when `pool` is NULL or not made directly from a shared pool,
+ * or `ptr` is NULL, lies in none of the chunks of `pool` in the shared memory, or is handed off
+ * already; otherwise 0. A pointer that lies in a chunk of `pool` must be the start of a block in
+ * use: as with a free, a block freed already, or a pointer inside a block, is not told apart.
  *
- * The free of a handed-off block takes no lock, and its caller must not hold the shared pool's
- * lock (with lock callbacks): should the block be the last one out of a chunk whose pool is
- * gone, the free takes the lock, through the callbacks, to give the chunk back; if the lock
- * cannot be had, the chunk waits until the shared pool next takes back the chunks of dead
- * processes. A handed-off block is not resized: mln_alloc_re
- * returns NULL for it and leaves it as it was, but for a size of 0, which frees it as
- * mln_alloc_free does. It outlives its pool and its process: were the pool destroyed, or the
- * process to die, while handed-off blocks of a chunk are out, the chunk comes back to the shared
- * pool once the last of them is freed. A handed-off block that is never freed keeps its chunk
- * out for the shared pool's life.
+ * The free of a handed-off block takes no lock of its own. With lock callbacks it calls none,
+ * whether or not its caller holds the lock: should the block be the last one out of a chunk
+ * whose pool is gone, the chunk waits until the shared pool next takes back the chunks of dead
+ * processes, which an allocation from it that finds no room does. With the pool's own lock, the
+ * free takes that lock to give such a chunk back at once.
+ *
+ * A handed-off block is not resized: mln_alloc_re returns NULL for it and leaves it as it was,
+ * but for a size of 0, which frees it as mln_alloc_free does. It outlives its pool and its
+ * process: were the pool destroyed, or the process to die, while handed-off blocks of a chunk
+ * are out, the chunk comes back to the shared pool once the last of them is freed. A
+ * handed-off block that is never freed keeps its chunk out for the shared pool's life, and so
+ * does a process killed in the middle of freeing one (in the few instructions between counting
+ * its free in and out).
  */
 int mln_alloc_hand_off(mln_alloc_t *pool, void *ptr);
 
@@ -204,7 +208,9 @@ int mln_alloc_hand_off(mln_alloc_t *pool, void *ptr);
  * holds from its parent or the system (blocks free inside memory it already holds are not
  * counted, as in Melon); for a heap pool without a limit, M_ALLOC_INFINITE_SIZE; for a
  * shared-memory pool, the exact free bytes (Melon's figure was wrong for large pools and
- * wrapped below zero once two regions were busy). 0 for a NULL pool.
+ * wrapped below zero once two regions were busy), in which the chunks still lent to pools of
+ * processes that died count as taken until the pool takes them back, as an allocation that finds
+ * no room does. 0 for a NULL pool.
  */
 mln_size_t mln_alloc_available_capacity(mln_alloc_t *pool);
 

@@ -215,8 +215,7 @@ pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c
 ///   [`shared::owner`] says of it.
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
-/// - For a block of a shared pool itself with lock callbacks, the caller holds its lock; for a
-///   handed-off block, it does not.
+/// - For a block of a shared pool itself with lock callbacks, the caller holds its lock.
 #[inline(always)]
 unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
     match owner {
@@ -248,9 +247,11 @@ unsafe fn free_block(block: NonNull<u8>, owner: Owner) {
             // SAFETY: as for `Owner::Shared`.
             let handle_ref = unsafe { handle.as_ref() };
             if let Some(shm) = handle_ref.shm() {
-                // Not `on_shared`: the caller does not hold the lock, which the free takes, with
-                // the callbacks if there are any, when it gives an orphaned chunk back. A block
-                // that is not handed off is refused, and changes nothing: ignore it.
+                // Not `on_shared`: this free takes no lock through the callbacks, which its
+                // caller may or may not hold, and leaves an orphaned chunk it empties to the
+                // next reclaim; with the pool's own lock it takes that lock to give the chunk
+                // back. A block that is not handed off is refused, and changes nothing: ignore
+                // it.
                 // SAFETY: forwarded from the caller.
                 let _ = unsafe { plumbing::free_if_lent(shm, block) };
             }
@@ -386,8 +387,7 @@ pub unsafe extern "C" fn mln_alloc_re(
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
 /// - For a block of a shared pool itself (not of one of its child pools) with lock callbacks,
-///   the caller holds the pool's lock; for a handed-off block ([`mln_alloc_hand_off`]), freed
-///   once by any process, it does not.
+///   the caller holds the pool's lock.
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
     let Some(block) = NonNull::new(ptr.cast::<u8>()) else {
@@ -404,12 +404,13 @@ pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
 }
 
 /// Hands a block of a pool made directly from a shared pool off to other processes, which may
-/// then free it with [`mln_alloc_free`], without holding the pool's lock. Returns 0, or -1 with
-/// nothing changed when `pool` is not a pool made from a shared pool by this process, or `ptr`
-/// lies in none of its chunks (or is handed off already).
+/// then free it with [`mln_alloc_free`]. Returns 0, or -1 with nothing changed when `pool` is
+/// not a pool made from a shared pool by this process, or `ptr` lies in none of its chunks (or
+/// is handed off already).
 ///
 /// # Safety
-/// - `pool` is NULL or a live pool; `ptr` is NULL or an in-use block of `pool`.
+/// - `pool` is NULL or a live pool; `ptr` lies in none of the chunks of `pool` or is the start of
+///   an in-use block of `pool`.
 /// - From now on the block is freed with `mln_alloc_free`, once, by any process that maps the
 ///   shared pool (this one included), and is not resized.
 /// - No other thread uses `pool` meanwhile.
@@ -422,8 +423,13 @@ pub unsafe extern "C" fn mln_alloc_hand_off(pool: *mut MlnAlloc, ptr: *mut c_voi
     else {
         return -1;
     };
-    // SAFETY: the caller passes an in-use block of `pool`, a live heap pool, whose chunk header
-    // names its pool.
+    // Only a chunk lent to this process's pools is read: any other pointer may lie in memory
+    // that is not mapped.
+    if plumbing::whose(shm, block) != plumbing::Whose::OwnChild {
+        return -1;
+    }
+    // SAFETY: the block lies in a chunk lent to this process's pools, a live heap pool's, whose
+    // header names its pool.
     let owner = unsafe { heap_pool_of(block) };
     if !ptr::eq(heap, owner.as_ptr()) {
         return -1;

@@ -259,7 +259,7 @@ fn a_block_handed_off_is_freed_by_another_process_and_its_chunk_comes_back() {
 }
 
 #[test]
-fn the_free_of_a_handed_off_block_gives_its_orphaned_chunk_back_under_the_callbacks() {
+fn with_lock_callbacks_the_free_of_a_handed_off_block_takes_no_lock() {
     run(&compile_c("hand_off_callbacks.c", &[]), &[], "hand_off_callbacks: ok\n");
 }
 

@@ -271,6 +271,12 @@ pub mod plumbing {
     /// lent chunk, which this never frees: unlike `try_free`, it leaves the pool's own blocks
     /// alone. A block of a lent chunk that is not handed off is refused, with nothing changed.
     ///
+    /// When the block is the last one out of a chunk whose process gave it up, `try_free` takes
+    /// the lock to give the chunk back. So does this for a pool that locks itself; with a
+    /// custom lock ([`ShmPool::with_lock`]), which its caller may hold already, it takes none,
+    /// and the chunk waits for the next reclaim of dead processes' chunks
+    /// ([`ShmPool::reclaim_dead`], which an allocation that finds no room runs).
+    ///
     /// # Safety
     /// As for [`ShmPool::try_free`].
     ///
@@ -297,8 +303,14 @@ pub mod plumbing {
         pool: &ShmPool,
         block: NonNull<u8>,
     ) -> Option<Result<(), crate::ShmError>> {
+        let shared = pool.shared();
+        let orphans = if shared.has_custom_lock() {
+            crate::pool::Orphans::Leave
+        } else {
+            crate::pool::Orphans::Lock
+        };
         // SAFETY: forwarded from the caller.
-        unsafe { pool.shared().free_if_lent(block) }
+        unsafe { shared.free_if_lent(block, orphans) }
     }
 
     /// Whose block `block` is, read from its page's descriptor in the mapping, atomically and

@@ -455,8 +455,7 @@ impl Shared {
 
     /// Frees a handed-off block of a child pool's chunk, at `addr` in the chunk `target` names,
     /// onto the chunk's remote-free list, without the lock; when the chunk's process gave it up,
-    /// gives it back under the lock (which the caller holds already if `locked`) if nothing of it
-    /// is out any more.
+    /// gives it back if nothing of it is out any more, as `orphans` says.
     ///
     /// # Safety
     /// As for [`ShmGuard::free`].
@@ -465,18 +464,25 @@ impl Shared {
         &self,
         addr: usize,
         target: RemoteTarget<'_>,
-        locked: bool,
+        orphans: Orphans,
     ) -> Result<(), ShmError> {
         // SAFETY: the caller frees an in-use block once; one of a lent chunk is one handed off,
         // or its block's mark, which `push_remote` checks, refuses it.
         let RemoteFree { accepted, given_up } = unsafe { self.arena.push_remote(target) };
         if let Some(chunk) = given_up {
-            if locked {
-                self.arena.release_orphan(chunk);
-            } else if let Ok(_guard) = self.lock() {
-                self.arena.release_orphan(chunk);
+            match orphans {
+                Orphans::Held => {
+                    self.arena.release_orphan(chunk);
+                }
+                Orphans::Lock => {
+                    if let Ok(_guard) = self.lock() {
+                        self.arena.release_orphan(chunk);
+                    }
+                }
+                Orphans::Leave => {}
             }
-            // A lock that fails leaves the orphan, idle or not, to the next reclaim.
+            // A lock that fails, or is not taken, leaves the orphan, idle or not, to the next
+            // reclaim.
         }
         if accepted {
             Ok(())
@@ -493,12 +499,21 @@ impl Shared {
     /// # Safety
     /// As for [`ShmPool::try_free`].
     #[inline]
-    pub(crate) unsafe fn free_if_lent(&self, block: NonNull<u8>) -> Option<Result<(), ShmError>> {
+    pub(crate) unsafe fn free_if_lent(
+        &self,
+        block: NonNull<u8>,
+        orphans: Orphans,
+    ) -> Option<Result<(), ShmError>> {
         let target = self
             .locked_offset_of(block.as_ptr())
             .and_then(|offset| self.arena.remote_target(offset))?;
         // SAFETY: forwarded from the caller.
-        Some(unsafe { self.free_remote(block.as_ptr().addr(), target, false) })
+        Some(unsafe { self.free_remote(block.as_ptr().addr(), target, orphans) })
+    }
+
+    /// Whether the pool's lock is a custom one ([`ShmPool::with_lock`]).
+    pub(crate) fn has_custom_lock(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The addresses reserved for the pool's mapping, at its largest capacity.
@@ -847,7 +862,7 @@ impl ShmGuard<'_> {
             Err(error @ FreeError::Foreign { .. }) => match self.shared.arena.remote_target(offset)
             {
                 // SAFETY: forwarded from the caller.
-                Some(target) => unsafe { self.shared.free_remote(addr, target, true) },
+                Some(target) => unsafe { self.shared.free_remote(addr, target, Orphans::Held) },
                 None => Err(error.into()),
             },
             freed => Ok(freed?),
@@ -1832,7 +1847,7 @@ impl ShmPool {
         // what this process has mapped (a pointer into pages grown since goes through the lock,
         // which maps them).
         // SAFETY: forwarded from the caller.
-        if let Some(freed) = unsafe { self.shared().free_if_lent(block) } {
+        if let Some(freed) = unsafe { self.shared().free_if_lent(block, Orphans::Lock) } {
             return freed;
         }
         // SAFETY: forwarded from the caller.
@@ -2205,6 +2220,19 @@ pub enum Whose {
     OwnChild,
     /// In a chunk lent to another process, or to no slot: not this process's to free.
     OtherChild,
+}
+
+/// What the free of a handed-off block does with its chunk when it finds the chunk given up by
+/// its process and nothing of it out any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Orphans {
+    /// The caller holds the lock: the chunk goes back now.
+    Held,
+    /// The chunk goes back under the lock, if it can be had.
+    Lock,
+    /// The chunk waits for the next reclaim, and no lock is taken: for a caller that may hold
+    /// a custom lock already.
+    Leave,
 }
 
 /// Where each of a child's chunks, by offset, lies in its list of [`LentChunk`]s.

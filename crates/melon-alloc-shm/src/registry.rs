@@ -282,7 +282,7 @@ unsafe fn free_in(shared: &Shared, block: NonNull<u8>) -> Option<Result<(), ShmE
     // A block of a child pool's chunk needs no lock: freed at once if handed off, and otherwise
     // left to its child, whether or not the lock could be had.
     // SAFETY: forwarded from the caller.
-    match unsafe { shared.free_if_lent(block) } {
+    match unsafe { shared.free_if_lent(block, crate::pool::Orphans::Lock) } {
         Some(Err(ShmError::Free(FreeError::Foreign { .. }))) => return None,
         Some(freed) => return Some(freed),
         None => {}

@@ -4,6 +4,8 @@
  * chunks come back once the consumer has freed them. What hand-off refuses changes nothing. */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -39,6 +41,20 @@ static void put(struct ring *ring, void *block, unsigned tag, unsigned size)
     __atomic_store_n(&ring->head, head + 1, __ATOMIC_RELEASE);
 }
 
+/* A pointer into mapped memory whose 16 KiB-aligned start, where a chunk header would be, is
+ * not mapped: hand-off must refuse it without reading there. */
+static void *outside_unmapped_chunk(void)
+{
+    const size_t chunk = 16 * 1024;
+    char *area = (char *)mmap(NULL, 3 * chunk, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *start;
+    CHECK(area != (char *)MAP_FAILED);
+    start = (char *)(((uintptr_t)area + chunk - 1) & ~(uintptr_t)(chunk - 1));
+    CHECK(munmap(start, 4096) == 0);
+    return start + 4096 + 64;
+}
+
 static void produce(mln_alloc_t *shm, struct ring *ring)
 {
     mln_alloc_t *mine = mln_alloc_init(shm, 0);
@@ -58,6 +74,7 @@ static void produce(mln_alloc_t *shm, struct ring *ring)
     CHECK(mln_alloc_hand_off(mine, NULL) == -1);
     CHECK(mln_alloc_hand_off(heap, local) == -1);
     CHECK(mln_alloc_hand_off(shm, own) == -1);
+    CHECK(mln_alloc_hand_off(mine, outside_unmapped_chunk()) == -1);
     CHECK(mln_alloc_hand_off(mine, kept) == 0);
     CHECK(mln_alloc_hand_off(mine, kept) == -1);
     /* A handed-off block is not resized; it stays as it was. */

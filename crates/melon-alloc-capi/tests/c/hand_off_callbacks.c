@@ -1,6 +1,6 @@
-/* With lock callbacks, the free of the last handed-off block of a chunk whose pool is gone
- * takes the lock through them to give the chunk back; while another holder has the lock, the
- * chunk stays out and nothing of the pool changes. */
+/* With lock callbacks, the free of a handed-off block calls none, whether or not its caller
+ * holds the lock: the last block out of a chunk whose pool is gone leaves the chunk to wait, and
+ * an allocation from the shared pool that finds no room takes it back. */
 #include "check.h"
 #include "mln_alloc.h"
 
@@ -41,26 +41,34 @@ static void *orphaned_block(mln_alloc_t *shm)
 int main(void)
 {
     mln_alloc_t *shm = mln_alloc_shm_init(1 << 20, NULL, lock_cb, unlock_cb);
-    mln_size_t start;
-    void *block;
+    mln_size_t start, want;
+    void *block, *big;
     CHECK(shm != NULL);
     start = mln_alloc_available_capacity(shm);
 
-    /* The lock is free: the free takes it, gives the chunk back, and lets it go. */
+    /* The lock is free: the free takes it not, and the chunk waits. */
     block = orphaned_block(shm);
-    CHECK(mln_alloc_available_capacity(shm) < start);
     lock_calls = 0;
     mln_alloc_free(block);
-    CHECK(lock_calls == 1 && !held);
-    CHECK(mln_alloc_available_capacity(shm) == start);
+    CHECK(lock_calls == 0 && !held);
+    CHECK(mln_alloc_available_capacity(shm) < start);
 
-    /* Another holder has the lock: the free asks for it, is refused, and gives nothing back. */
+    /* The caller holds the lock, as around a free of the shared pool's own blocks: the free
+     * calls no callback, which could not take the lock. */
     block = orphaned_block(shm);
     held = 1;
     lock_calls = 0;
     mln_alloc_free(block);
-    CHECK(lock_calls == 1 && held);
-    CHECK(mln_alloc_available_capacity(shm) < start);
+    CHECK(lock_calls == 0 && held);
+
+    /* Holding the lock, as a call on the shared pool itself needs: an allocation of more than
+     * the pool has free takes the waiting chunks back to make room. */
+    want = mln_alloc_available_capacity(shm) + 4096;
+    CHECK(want <= start);
+    big = mln_alloc_m(shm, want);
+    CHECK(big != NULL);
+    mln_alloc_free(big);
+    CHECK(mln_alloc_available_capacity(shm) == start);
     held = 0;
 
     mln_alloc_destroy(shm);

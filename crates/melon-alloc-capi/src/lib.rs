@@ -210,9 +210,9 @@ pub unsafe extern "C" fn mln_alloc_c(pool: *mut MlnAlloc, size: usize) -> *mut c
 /// Frees a block of any pool; a block in a chunk this process must not touch is left alone.
 ///
 /// # Safety
-/// - `block` is an in-use block of a live pool, and is not used afterwards, or a block of a
-///   shared pool itself freed already (see [`mln_alloc_free`]); `owner` is what
-///   [`shared::owner`] says of it.
+/// - `block` is an in-use block of a live pool, and is not used afterwards, a handed-off block
+///   not yet freed, or a block of a shared pool itself freed already (see [`mln_alloc_free`]);
+///   `owner` is what [`shared::owner`] says of it.
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
 /// - For a block of a shared pool itself with lock callbacks, the caller holds its lock.
@@ -381,9 +381,11 @@ pub unsafe extern "C" fn mln_alloc_re(
 /// Frees a block by its pointer alone. NULL does nothing.
 ///
 /// # Safety
-/// - `ptr` is NULL or an in-use block of a live pool, and is not used afterwards; or a block of
-///   a live shared pool itself freed already, whose memory the shared pool has not handed out
-///   again since, nor lent in a chunk to a pool made from it (the pool refuses it).
+/// - `ptr` is NULL or an in-use block of a live pool, and is not used afterwards; or a block
+///   handed off ([`mln_alloc_hand_off`]) and not yet freed, whose shared pool is live in this
+///   process, freed once; or a block of a live shared pool itself freed already, whose memory
+///   the shared pool has not handed out again since, nor lent in a chunk to a pool made from it
+///   (the pool refuses it).
 /// - No other thread uses the block's pool or its heap ancestors (up to its root, or up to a
 ///   shared pool) meanwhile.
 /// - For a block of a shared pool itself (not of one of its child pools) with lock callbacks,

@@ -1318,11 +1318,10 @@ impl<S: ChunkSource> Engine<S> {
         let source = unsafe { self.chunk_and_block(block) }.1;
         // SAFETY: (1) the old block holds `usable` bytes and the new one at least
         // `new_layout.size()`, and the smaller count is copied; (2) two distinct in-use blocks
-        // do not overlap; (3) `source`
-        // is the old block, at its address, and the caller gives it up. It is freed through the
-        // pointer that read it: the read froze whatever the caller's pointer descends from, so
-        // that the free-list link, written through the caller's pointer, would write where the
-        // caller may no longer.
+        // do not overlap; (3) `source` is the old block, at its address, and the caller gives it
+        // up. It is freed through the pointer that read it: the read froze whatever the caller's
+        // pointer descends from, so that the free-list link, written through the caller's
+        // pointer, would write where the caller may no longer.
         unsafe {
             ptr::copy_nonoverlapping(source, moved.as_ptr(), usable.min(new_layout.size()));
             self.free(NonNull::new_unchecked(source));
@@ -1390,7 +1389,8 @@ impl<S: ChunkSource> Engine<S> {
         let needed = (offset + size.max(MIN_ALIGN)).next_multiple_of(granule);
         if needed < span {
             // SAFETY: (1) the chunk came from `acquire_up_to` with a length of `span` and an
-            // alignment of `CHUNK_SIZE`, which made a valid layout then; (2) `needed` is a
+            // alignment of `CHUNK_SIZE`, which made a valid layout then, or was shortened to
+            // `span` since, which makes it such a chunk; (2) `needed` is a
             // multiple of the granule, above 0 and below `span`; (3) the block ends at or below
             // `offset + size <= needed`, and the header lies before it.
             let shortened = unsafe {

@@ -416,6 +416,25 @@ pub unsafe extern "C" fn mln_alloc_free(ptr: *mut c_void) {
 /// - From now on the block is freed with `mln_alloc_free`, once, by any process that maps the
 ///   shared pool (this one included), and is not resized.
 /// - No other thread uses `pool` meanwhile.
+///
+/// # Examples
+/// ```
+/// use core::ptr;
+/// use melon_alloc_capi::*;
+///
+/// // SAFETY: each pointer is a live pool or block of this example, used as the header says;
+/// // with no lock callbacks, the pool locks itself.
+/// unsafe {
+///     let shm = mln_alloc_shm_init(1 << 20, ptr::null_mut(), None, None);
+///     let worker = mln_alloc_init(shm, 0);
+///     let message = mln_alloc_m(worker, 200);
+///     assert_eq!(mln_alloc_hand_off(worker, message), 0);
+///     // Handed off once only; another process would now free it, as this one may.
+///     assert_eq!(mln_alloc_hand_off(worker, message), -1);
+///     mln_alloc_free(message);
+///     mln_alloc_destroy(shm);
+/// }
+/// ```
 #[no_mangle]
 pub unsafe extern "C" fn mln_alloc_hand_off(pool: *mut MlnAlloc, ptr: *mut c_void) -> c_int {
     // SAFETY: the caller promises NULL or a live pool.
@@ -436,8 +455,9 @@ pub unsafe extern "C" fn mln_alloc_hand_off(pool: *mut MlnAlloc, ptr: *mut c_voi
     if !ptr::eq(heap, owner.as_ptr()) {
         return -1;
     }
-    // SAFETY: an in-use block of a child pool this process made from `shm` (a handle made from
-    // a shared pool is its `owned_child`), from now on freed through the shared pool alone.
+    // SAFETY: `ptr` lies in a chunk of `pool` (found above), so by the caller's promise it starts
+    // an in-use block of `pool`, a child pool this process made from `shm` (a handle made from a
+    // shared pool is its `owned_child`); from now on it is freed through the shared pool alone.
     match unsafe { shm.hand_off(block) } {
         Ok(_) => 0,
         Err(_) => -1,

@@ -59,6 +59,17 @@ pub(crate) enum Fit {
     Short,
 }
 
+/// The bytes a slot of the chunk or page `header` heads holds: its class size, or a large
+/// block's usable length.
+fn slot_in(header: &ChunkHeader) -> usize {
+    match header.state {
+        ChunkState::Large => header.span - usize::from(header.data_offset),
+        ChunkState::Avail | ChunkState::Full | ChunkState::Spare | ChunkState::Unused => {
+            CLASS_SIZES[header.class()]
+        }
+    }
+}
+
 /// What a resize does with a [`Fit::Loose`] block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Loose {
@@ -1337,15 +1348,15 @@ impl<S: ChunkSource> Engine<S> {
     /// # Safety
     /// `block` is an in-use block of this engine.
     pub(crate) unsafe fn fit(&mut self, block: NonNull<u8>, new_layout: Layout) -> (Fit, usize) {
-        // SAFETY: forwarded from the caller.
-        let usable = unsafe { self.slot_size(block) };
+        // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
+        let chunk = unsafe { self.chunk_and_block(block) }.0;
+        // SAFETY: as above.
+        let usable = unsafe { slot_in(&*chunk) };
         // An alignment is a power of two, so a mask tests it without a division.
         let aligned = block.as_ptr().addr() & (new_layout.align() - 1) == 0;
         if new_layout.size() > usable || !aligned {
             return (Fit::Short, usable);
         }
-        // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
-        let chunk = unsafe { self.chunk_and_block(block) }.0;
         // SAFETY: as above.
         if unsafe { (*chunk).state } != ChunkState::Large {
             return (Fit::Kept, usable);
@@ -1471,13 +1482,7 @@ impl<S: ChunkSource> Engine<S> {
     /// `block` is an in-use block of this engine.
     unsafe fn slot_size(&self, block: NonNull<u8>) -> usize {
         // SAFETY: the caller promises a block of this engine, so its chunk header is valid.
-        let header = unsafe { &*self.chunk_and_block(block).0 };
-        match header.state {
-            ChunkState::Large => header.span - usize::from(header.data_offset),
-            ChunkState::Avail | ChunkState::Full | ChunkState::Spare | ChunkState::Unused => {
-                CLASS_SIZES[header.class()]
-            }
-        }
+        slot_in(unsafe { &*self.chunk_and_block(block).0 })
     }
 
     /// Has the source give back what it keeps beyond `room`, the limit's room: what the engine

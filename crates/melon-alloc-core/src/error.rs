@@ -25,7 +25,7 @@ pub enum FreeError {
     /// The pointer lies in no chunk of this pool: it came from another pool, another
     /// allocator, or nowhere. A large block freed already went back to the source with its
     /// chunk, so a second free of it is refused as foreign, as long as the pool has not taken
-    /// that memory again since (once it has, the second free frees whatever lies there now).
+    /// that memory again since.
     Foreign {
         /// The address that was passed in.
         addr: usize,

@@ -554,7 +554,10 @@ impl Model {
                     block.usable
                 );
                 self.blocks.get_mut(&(ptr.as_ptr() as usize)).unwrap().size = new_size;
-                self.verify_chain(handles, &chain, Change::Same);
+                // A loose block that stayed tried for a shorter one first, and a refused try
+                // gives back the empty chunks the pools kept, as a refused resize does.
+                let change = if loose { Change::Shrink } else { Change::Same };
+                self.verify_chain(handles, &chain, change);
                 self.seen.in_place += 1;
             }
             Some(ptr) => {

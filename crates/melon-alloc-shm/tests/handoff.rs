@@ -7,6 +7,7 @@
 use core::ptr::NonNull;
 
 use melon_alloc_core::{FreeError, CHUNK_SIZE};
+use melon_alloc_heap::ChildPool;
 use melon_alloc_shm::{ShmError, ShmPool};
 
 const MIB: usize = 1 << 20;
@@ -241,6 +242,64 @@ fn a_reset_child_hands_each_block_out_once() {
     let len = blocks.len();
     blocks.dedup();
     assert_eq!(blocks.len(), len, "a block was handed out twice");
+    child.check().unwrap();
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}
+
+/// A child that handed off `count` blocks of 16 bytes, freed elsewhere, and then allocated until
+/// it took back the first of them: more than one collection takes at once, so that the rest are
+/// still on the lists the child took. Returns the child, the bytes lent to it, and the blocks it
+/// holds.
+fn child_with_a_collection_under_way(
+    shm: &ShmPool,
+    count: usize,
+) -> (ChildPool<'_>, usize, Vec<usize>) {
+    let child = shm.child();
+    let handed: Vec<_> = (0..count).map(|_| hand_off(shm, child.alloc(16).unwrap())).collect();
+    let freed: std::collections::HashSet<_> =
+        handed.iter().map(|block| block.as_ptr().addr()).collect();
+    for block in handed {
+        free(shm, block).unwrap();
+    }
+    let lent = shm.stats().unwrap().lent_bytes;
+    // Blocks never handed out come first, a chunk's worth at most.
+    let mut held = Vec::new();
+    while held.last().is_none_or(|block| !freed.contains(block)) {
+        assert!(held.len() <= CHUNK_SIZE / 16, "no block freed elsewhere came back");
+        held.push(child.alloc(16).unwrap().as_ptr().addr());
+    }
+    (child, lent, held)
+}
+
+/// Blocks freed elsewhere, more than one collection takes: the next allocations take the rest
+/// of them, each once, with no new chunk.
+#[test]
+fn a_collection_longer_than_one_take_hands_each_block_out_once() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let (child, lent, mut blocks) = child_with_a_collection_under_way(&shm, 5000);
+    while blocks.len() < 5000 {
+        blocks.push(child.alloc(16).unwrap().as_ptr().addr());
+    }
+    assert_eq!(shm.stats().unwrap().lent_bytes, lent, "the freed blocks served, no new chunk");
+    blocks.sort_unstable();
+    blocks.dedup();
+    assert_eq!(blocks.len(), 5000, "a block was handed out twice");
+    child.check().unwrap();
+}
+
+/// A child reset in the middle of a collection forgets the blocks it had still to take, as it
+/// does the lists: each block is handed out once after it.
+#[test]
+fn a_child_reset_in_the_middle_of_a_collection_hands_each_block_out_once() {
+    let shm = ShmPool::new(8 * MIB).unwrap();
+    let (mut child, _, _) = child_with_a_collection_under_way(&shm, 5000);
+    child.reset();
+    let mut blocks: Vec<_> = (0..6000).map(|_| child.alloc(16).unwrap().as_ptr().addr()).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    assert_eq!(blocks.len(), 6000, "a block was handed out twice");
     child.check().unwrap();
     drop(child);
     assert_eq!(shm.stats().unwrap().lent_bytes, 0);

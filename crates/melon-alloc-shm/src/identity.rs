@@ -2,8 +2,9 @@
 //! lock: a number from a counter in the header, and a write lock on one byte of the pool's file
 //! for that number, taken through an open file description of the process's own (opened for it
 //! by its parent before the fork that made it, see `spares.rs`, or else the file reopened
-//! through `/proc/self/fd`). The kernel drops the byte's lock when the description's
-//! last descriptor closes, which a process's death does after its memory is gone: a lock word
+//! through `/proc/self/fd`). The kernel drops the byte's lock when the description's last
+//! reference goes, its descriptors and the page pinned through it (see `owner.rs`), which a
+//! process's death does after its memory is gone: a lock word
 //! naming an identity whose byte nobody locks belongs to a process that can write to the pool no
 //! more, whatever pid namespace it ran in and whatever process has its pid now.
 //!
@@ -11,15 +12,17 @@
 //! futex of the pool's file, and asks whether a byte is locked through the pool's own
 //! descriptor, which never locks, so that every holder conflicts with it.
 
-use core::sync::atomic::{AtomicI32, AtomicU32 as PlainU32, AtomicU64 as PlainU64, Ordering};
-use std::os::fd::{BorrowedFd, RawFd};
+use core::sync::atomic::{
+    AtomicI32, AtomicU32 as PlainU32, AtomicU64 as PlainU64, AtomicUsize, Ordering,
+};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
 use crate::layout::PoolLock;
 use crate::lock::{Waited, Waits, HOLDER};
-use crate::owner::{close_held, open_held, set_byte_lock};
+use crate::owner::{close_held, open_held, set_byte_lock, Held};
 use crate::spares::{Spares, Use};
 use crate::sync::AtomicU32;
 use crate::sys::Mapping;
@@ -60,6 +63,8 @@ pub(crate) struct Identity {
     id: PlainU32,
     /// The description the identity's byte is locked through.
     fd: AtomicI32,
+    /// The address of the page mapped through it (see `Held::pin` in `owner.rs`), or 0.
+    pin: AtomicUsize,
     /// [`sys::fork_generation`](crate::sys::fork_generation) when the identity was made: a
     /// child whose generation differs went through the fork handler, which closed its copy of
     /// `fd` already.
@@ -76,6 +81,7 @@ impl Identity {
             process: PlainU64::new(0),
             id: PlainU32::new(0),
             fd: AtomicI32::new(-1),
+            pin: AtomicUsize::new(0),
             generation: PlainU64::new(0),
             making: PlainU64::new(0),
         }
@@ -155,13 +161,14 @@ impl Identity {
                     // A shortage may pass: no identity is kept, so that the process does not
                     // lock under the anonymous one, which nothing takes over, for good.
                     Err(errno) if is_shortage(errno) => Err(errno),
-                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, -1))),
+                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, Held { fd: -1, pin: 0 }))),
                 },
-                Err(_) => Ok((UNUSABLE, -1)),
+                Err(_) => Ok((UNUSABLE, Held { fd: -1, pin: 0 })),
             };
-            claimed.map(|(id, fd)| {
+            claimed.map(|(id, held)| {
                 self.id.store(id, Ordering::Relaxed);
-                self.fd.store(fd, Ordering::Relaxed);
+                self.fd.store(held.fd, Ordering::Relaxed);
+                self.pin.store(held.pin, Ordering::Relaxed);
                 self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
                 self.process.store(token, Ordering::Release);
                 id
@@ -180,6 +187,8 @@ impl Identity {
         if self.process.swap(0, Ordering::Relaxed) == 0 {
             return;
         }
+        // The parent's page was not inherited: its address may be another mapping's here.
+        self.pin.store(0, Ordering::Relaxed);
         let fd = self.fd.swap(-1, Ordering::Relaxed);
         if self.generation.load(Ordering::Relaxed) == crate::sys::fork_generation() {
             close_held(fd);
@@ -190,7 +199,8 @@ impl Identity {
     pub(crate) fn close(&self) {
         if self.process.load(Ordering::Relaxed) == crate::sys::process_token() {
             self.process.store(0, Ordering::Relaxed);
-            close_held(self.fd.swap(-1, Ordering::Relaxed));
+            let pin = self.pin.swap(0, Ordering::Relaxed);
+            Held { fd: self.fd.swap(-1, Ordering::Relaxed), pin }.close();
         } else {
             self.forget_parents();
         }
@@ -221,8 +231,8 @@ fn is_shortage(errno: Errno) -> bool {
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again, or when
 /// the byte cannot be locked; `EAGAIN` when [`TRIES`] numbers in a row were all taken.
-fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, RawFd), Errno> {
-    let fd = open_held(pool, || spares.take(Use::Identity))?;
+fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, Held), Errno> {
+    let held = open_held(pool, || spares.take(Use::Identity))?;
     let mut refused = Errno::AGAIN;
     for _ in 0..TRIES {
         let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
@@ -230,8 +240,8 @@ fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32,
         if id == 0 || id == ANONYMOUS || id == named {
             continue;
         }
-        match set_byte_lock(fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
-            Ok(()) => return Ok((id, fd)),
+        match set_byte_lock(held.fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
+            Ok(()) => return Ok((id, held)),
             // Another live process has the number.
             Err(Errno::AGAIN | Errno::ACCESS) => {}
             Err(errno) => {
@@ -240,7 +250,7 @@ fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32,
             }
         }
     }
-    close_held(fd);
+    held.close();
     Err(refused)
 }
 

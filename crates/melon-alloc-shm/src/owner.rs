@@ -3,8 +3,10 @@
 //! A process claims a slot of the pool's owner table before its first chunk, and holds it
 //! through a write lock on one byte of the pool's file, taken through an open file description
 //! of its own (opened for it by its parent before the fork that made it, see `spares.rs`, or
-//! else the file reopened through `/proc/self/fd`). The kernel drops such a lock when
-//! the last descriptor of that description closes, which a process's death does after its
+//! else the file reopened through `/proc/self/fd`). The kernel drops such a lock when the
+//! description's last reference goes: its descriptors, and a page of the file the process maps
+//! through it ([`open_held`]), which no forked process inherits, so that a program that closes
+//! every descriptor it does not know keeps its locks. A process's death drops both, after its
 //! memory is gone: a slot marked claimed whose byte nobody locks belongs to a process that can
 //! no longer touch the pool, whatever pid namespace it ran in and whatever process has its id
 //! now, and its chunks can come back.
@@ -14,8 +16,8 @@
 //! never heard of the pool may do. And not a robust mutex, like the pool's lock: a mutex is held
 //! by a thread, and the slot would look dead when the thread that claimed it ended.
 
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::arena::{Arena, Reclaimed};
 use crate::blocks::Blocks;
@@ -88,6 +90,8 @@ pub(crate) struct Claim {
     slot: AtomicU32,
     /// The description the slot's byte is locked through.
     fd: AtomicI32,
+    /// The address of the page mapped through it ([`Held::pin`]).
+    pin: AtomicUsize,
     /// [`sys::fork_generation`] when the slot was claimed: a child whose generation differs
     /// went through the fork handler, which closed its copy of `fd` already.
     generation: AtomicU64,
@@ -99,6 +103,7 @@ impl Claim {
             process: AtomicU64::new(0),
             slot: AtomicU32::new(0),
             fd: AtomicI32::new(-1),
+            pin: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
         }
     }
@@ -129,17 +134,18 @@ impl Claim {
                 return None;
             }
         }
-        let fd = open_held(pool, || spares.take(Use::Claim)).ok()?;
+        let held = open_held(pool, || spares.take(Use::Claim)).ok()?;
         let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
             !arena.owner_claimed(slot)
-                && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
+                && set_byte_lock(held.fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
         }) else {
-            close_held(fd);
+            held.close();
             return None;
         };
         arena.claim_owner(slot);
         self.slot.store(slot, Ordering::Relaxed);
-        self.fd.store(fd, Ordering::Relaxed);
+        self.fd.store(held.fd, Ordering::Relaxed);
+        self.pin.store(held.pin, Ordering::Relaxed);
         self.generation.store(sys::fork_generation(), Ordering::Relaxed);
         self.process.store(sys::process_token(), Ordering::Relaxed);
         Some(slot)
@@ -159,7 +165,8 @@ impl Claim {
     pub(crate) fn close(&self) {
         if self.current().is_some() {
             self.process.store(0, Ordering::Relaxed);
-            close_held(self.fd.swap(-1, Ordering::Relaxed));
+            let pin = self.pin.swap(0, Ordering::Relaxed);
+            Held { fd: self.fd.swap(-1, Ordering::Relaxed), pin }.close();
         }
     }
 
@@ -171,6 +178,8 @@ impl Claim {
         if self.process.swap(0, Ordering::Relaxed) == 0 {
             return;
         }
+        // The parent's page was not inherited: its address may be another mapping's here.
+        self.pin.store(0, Ordering::Relaxed);
         let fd = self.fd.swap(-1, Ordering::Relaxed);
         if self.generation.load(Ordering::Relaxed) == sys::fork_generation() {
             close_held(fd);
@@ -189,34 +198,83 @@ pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
     OPENING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An open file description of the pool's file, private to this process, listed in [`HELD`]:
-/// what `spare` gives, a description opened for this process before the fork that made it, or
-/// else a new one. `spare` runs under the same lock as the listing, so that no fork copies its
-/// descriptor before it is listed.
+/// A description [`open_held`] opened, and the page of the pool's file mapped through it.
+pub(crate) struct Held {
+    /// Its descriptor, listed in [`HELD`].
+    pub(crate) fd: RawFd,
+    /// The address of the first page of the pool's file, mapped through the description and
+    /// kept from forked processes (`MADV_DONTFORK`): a reference to the description that no
+    /// `close` of the program's drops, so that the byte locks taken through it last until the
+    /// process dies or gives them up ([`Held::close`]). 0 for none.
+    pub(crate) pin: usize,
+}
+
+impl Held {
+    /// Drops the description's locks: unmaps its page, and closes and unlists its descriptor.
+    pub(crate) fn close(self) {
+        unpin(self.pin);
+        close_held(self.fd);
+    }
+}
+
+/// An open file description of the pool's file, private to this process, listed in [`HELD`]
+/// and pinned ([`Held::pin`]): what `spare` gives, a description opened for this process before
+/// the fork that made it, or else a new one. `spare` runs under the same lock as the listing,
+/// so that no fork copies its descriptor before it is listed.
 ///
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again through
-/// `/proc`; `ENOMEM` when the table is full and there is no memory for a block more, with the
-/// description closed (or the spare given up): one a fork could not close in the child must not
-/// lock anything.
+/// `/proc`, or its page cannot be mapped; `ENOMEM` when the table is full and there is no memory
+/// for a block more, with the description closed (or the spare given up): one a fork could not
+/// close in the child must not lock anything.
 pub(crate) fn open_held(
     pool: BorrowedFd<'_>,
     spare: impl FnOnce() -> Option<OwnedFd>,
-) -> Result<RawFd, rustix::io::Errno> {
+) -> Result<Held, rustix::io::Errno> {
     let _opening = lock_opening();
     let fd = match spare() {
         Some(spare) => spare,
         None => own_description(pool)?,
     };
+    // Dropping `fd` on the error closes it: it is listed nowhere yet.
+    let pin = pin(fd.as_fd())?;
     loop {
         let listed = HELD.entries().any(|held| {
             held.compare_exchange(-1, fd.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok()
         });
         if listed {
-            return Ok(fd.into_raw_fd());
+            return Ok(Held { fd: fd.into_raw_fd(), pin });
         }
-        // Dropping `fd` on the error closes it: it was listed nowhere.
-        HELD.grow(no_descriptions)?;
+        if let Err(errno) = HELD.grow(no_descriptions) {
+            unpin(pin);
+            return Err(errno);
+        }
+    }
+}
+
+/// Maps the first page of the pool's file through the description `fd`, kept from forked
+/// processes: see [`Held::pin`]. Returns its address.
+fn pin(fd: BorrowedFd<'_>) -> Result<usize, rustix::io::Errno> {
+    use rustix::mm::{Advice, MapFlags, ProtFlags};
+    // SAFETY: a new mapping, at an address the kernel picks, of a page the pool's header lies
+    // in (the file is never shorter); nothing reads or writes through it.
+    let page = unsafe {
+        rustix::mm::mmap(core::ptr::null_mut(), PAGE, ProtFlags::READ, MapFlags::SHARED, fd, 0)
+    }?;
+    // SAFETY: the range is the mapping just made, and only its inheritance changes.
+    if let Err(errno) = unsafe { rustix::mm::madvise(page, PAGE, Advice::LinuxDontFork) } {
+        unpin(page.addr());
+        return Err(errno);
+    }
+    Ok(page.addr())
+}
+
+/// Unmaps a page [`pin`] mapped, at `address`; nothing for 0.
+fn unpin(address: usize) {
+    if address != 0 {
+        // SAFETY: the page was mapped by `pin` in this process (the callers forget the address
+        // of a parent's, which a fork did not copy), and nothing refers to it.
+        let _ = unsafe { rustix::mm::munmap(core::ptr::without_provenance_mut(address), PAGE) };
     }
 }
 

@@ -88,6 +88,7 @@ mod spin;
 mod stash;
 mod stats;
 mod sync;
+mod typed;
 #[cfg(feature = "valgrind")]
 mod valgrind;
 
@@ -103,6 +104,7 @@ pub use source::ChunkSource;
 pub use stash::STASH_CHUNKS;
 pub use stash::{ChunkStash, NoStripes, Stripes};
 pub use stats::Stats;
+pub use typed::{TypedAllocError, MAX_TYPED_ALIGN};
 
 /// Items for the workspace's other crates, such as the heap pools' pointer-only `free`: public
 /// only so that those crates can reach them, they are not part of this crate's API and follow no
@@ -110,6 +112,10 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod plumbing {
     use core::ptr::NonNull;
+
+    pub use crate::typed::{
+        alloc_slice_copy, alloc_slice_fill_with, alloc_str, alloc_value, Blocks,
+    };
 
     /// Reads the address of the engine that owns the chunk of `block`, as recorded in the chunk
     /// header: the engine's owner address ([`Engine::set_owner`](crate::Engine::set_owner)), or

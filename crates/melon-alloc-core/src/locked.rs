@@ -8,7 +8,7 @@ use crate::spin::SpinLock;
 use crate::stash::{ChunkStash, NoStripes, Stripes};
 #[cfg(feature = "pages")]
 use crate::SMALL_CHUNK;
-use crate::{CheckError, ChunkSource, Engine, FreeError, Stats};
+use crate::{CheckError, ChunkSource, Engine, FreeError, Stats, TypedAllocError};
 
 /// An [`Engine`] behind a spin lock: `Sync`, and usable as a `#[global_allocator]` or as an
 /// `allocator_api2` [`Allocator`](allocator_api2::alloc::Allocator) shared between threads.
@@ -488,6 +488,163 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     /// ```
     pub fn check(&self) -> Result<(), CheckError> {
         self.engine.with(|engine| engine.check())
+    }
+
+    /// Gives the pool's idle chunks back to its source, those it keeps for its children's
+    /// threads included; the bytes given back. See [`LockedEngine::trim`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource, CHUNK_SIZE};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let block = pool.alloc(64).unwrap();
+    /// // SAFETY: the block came from `pool` and is not used again.
+    /// unsafe { pool.free(block) };
+    /// assert_eq!(pool.trim(), CHUNK_SIZE);
+    /// assert_eq!(pool.stats().chunks, 0);
+    /// ```
+    pub fn trim(&self) -> usize {
+        self.with(|engine| engine.trim())
+    }
+
+    /// Moves `value` into the pool and returns a reference to it that borrows the pool, as
+    /// bumpalo's `alloc` does. A zero-sized value takes no memory.
+    ///
+    /// The value's `Drop` is **not** run: not when the reference goes, nor when the pool is
+    /// reset or dropped; its memory simply comes back with the pool's. For a value whose `Drop`
+    /// must run, use `allocator_api2::boxed::Box::new_in(value, &pool)` (feature
+    /// `allocator-api2`).
+    ///
+    /// # Errors
+    /// [`TypedAllocError::Alignment`] for an alignment above
+    /// [`MAX_TYPED_ALIGN`](crate::MAX_TYPED_ALIGN),
+    /// [`TypedAllocError::OutOfMemory`] when the pool refuses the bytes. `value` is dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let point = pool.alloc_value((3_u32, 4_u32)).unwrap();
+    /// point.0 += 1;
+    /// assert_eq!(*point, (4, 4));
+    /// assert_eq!(pool.stats().live_blocks, 1);
+    /// ```
+    ///
+    /// The reference cannot survive a reset, which would hand its memory out again:
+    ///
+    /// ```compile_fail,E0502
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let mut pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let value = pool.alloc_value(7_u64).unwrap();
+    /// pool.reset();
+    /// *value += 1;
+    /// ```
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_value<T>(&self, value: T) -> Result<&mut T, TypedAllocError> {
+        crate::typed::alloc_value(self, value)
+    }
+
+    /// Copies `s` into the pool. An empty string takes no memory.
+    ///
+    /// # Errors
+    /// [`TypedAllocError::OutOfMemory`] when the pool refuses the bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let name = pool.alloc_str("melon").unwrap();
+    /// name.make_ascii_uppercase();
+    /// assert_eq!(name, "MELON");
+    /// ```
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_str(&self, s: &str) -> Result<&mut str, TypedAllocError> {
+        crate::typed::alloc_str(self, s)
+    }
+
+    /// Copies `src` into the pool. A slice of no bytes (empty, or of a zero-sized type) takes
+    /// no memory.
+    ///
+    /// # Errors
+    /// [`TypedAllocError::Alignment`] for an alignment above
+    /// [`MAX_TYPED_ALIGN`](crate::MAX_TYPED_ALIGN),
+    /// [`TypedAllocError::OutOfMemory`] when the pool refuses the bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let primes = pool.alloc_slice_copy(&[2_u16, 3, 5, 7]).unwrap();
+    /// primes[0] = 1;
+    /// assert_eq!(primes, [1, 3, 5, 7]);
+    /// ```
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> Result<&mut [T], TypedAllocError> {
+        crate::typed::alloc_slice_copy(self, src)
+    }
+
+    /// Makes a slice of `len` elements in the pool, element `i` being `f(i)`. A slice of no
+    /// bytes takes no memory; `f` is called for each element all the same.
+    ///
+    /// As with [`alloc_value`](LockedPool::alloc_value), the elements' `Drop` is not run when
+    /// the pool is reset or dropped.
+    ///
+    /// # Errors
+    /// [`TypedAllocError::Alignment`] for an alignment above
+    /// [`MAX_TYPED_ALIGN`](crate::MAX_TYPED_ALIGN),
+    /// [`TypedAllocError::Overflow`] when `len` elements do not fit in an `isize`,
+    /// [`TypedAllocError::OutOfMemory`] when the pool refuses the bytes.
+    ///
+    /// # Panics
+    /// Only if `f` panics. The panic passes on after the elements made so far are dropped and
+    /// the block is freed: nothing half-made is handed out.
+    ///
+    /// # Examples
+    /// ```
+    /// # use melon_alloc_core::{LockedPool, RegionSource};
+    /// # static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+    /// # // SAFETY: this example is the arena's only user.
+    /// # let region = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+    /// let pool = LockedPool::new(RegionSource::from_static(region), None);
+    /// let squares = pool.alloc_slice_fill_with(5, |i| i * i).unwrap();
+    /// assert_eq!(squares, [0, 1, 4, 9, 16]);
+    /// ```
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_slice_fill_with<T>(
+        &self,
+        len: usize,
+        f: impl FnMut(usize) -> T,
+    ) -> Result<&mut [T], TypedAllocError> {
+        crate::typed::alloc_slice_fill_with(self, len, f)
+    }
+}
+
+// SAFETY: `alloc_layout` hands out a block of the engine that nobody else is handed while it is
+// in use, valid for the layout; it comes back only through `free` (here `give_back`, or the
+// unsafe frees), `reset`, which borrows the pool uniquely, or the pool's drop.
+unsafe impl<S: ChunkSource, K: ChunkStash> crate::typed::Blocks for LockedPool<S, K> {
+    fn block(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.alloc_layout(layout)
+    }
+
+    unsafe fn give_back(&self, block: NonNull<u8>) {
+        // SAFETY: forwarded from the caller: a block of this pool, in use, not used again.
+        unsafe { self.free(block) };
     }
 }
 

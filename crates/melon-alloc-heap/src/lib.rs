@@ -76,7 +76,8 @@
 //! [`Pool::alloc_value`], [`Pool::alloc_str`], [`Pool::alloc_slice_copy`] and
 //! [`Pool::alloc_slice_fill_with`] place values in a pool and hand back `&mut` references that
 //! borrow it, as bumpalo does; their `Drop` never runs, and their memory comes back when the
-//! pool is reset or dropped. A value whose `Drop` must run goes in an
+//! pool is reset or dropped. The locked pools ([`SyncPool`], [`SyncChild`], any [`LockedPool`])
+//! have the same calls, for values shared between threads. A value whose `Drop` must run goes in an
 //! `allocator_api2::boxed::Box` in the pool instead, which frees its block when dropped:
 //!
 //! ```

@@ -86,13 +86,51 @@ fn empty_strings_and_slices_take_no_memory() {
     assert_eq!(pool.stats().bytes_held, 0);
 }
 
+/// A value of a zero-sized type, as bumpalo serves it: no memory, a reference aligned for the
+/// type, and a slice of any length whose fill function runs for each element.
 #[test]
-fn zero_sized_types_are_refused() {
+fn zero_sized_values_and_slices_take_no_memory() {
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[repr(align(64))]
+    struct Marker;
+
     let pool = HeapPool::new();
-    assert_eq!(pool.alloc_value(()), Err(TypedAllocError::ZeroSized));
-    assert_eq!(pool.alloc_slice_copy(&[(); 4]), Err(TypedAllocError::ZeroSized));
-    assert_eq!(pool.alloc_slice_fill_with(4, |_| ()), Err(TypedAllocError::ZeroSized));
+    assert_eq!(pool.alloc_value(()), Ok(&mut ()));
+    let marker = pool.alloc_value(Marker).unwrap();
+    assert_eq!(core::ptr::from_mut(marker).addr() % 64, 0);
+    assert_eq!(pool.alloc_slice_copy(&[Marker; 4]).unwrap(), [Marker; 4]);
+    let mut calls = 0;
+    let filled = pool.alloc_slice_fill_with(5, |_| calls += 1).unwrap();
+    assert_eq!((filled.len(), calls), (5, 5));
+    assert_eq!(pool.stats().live_blocks, 0);
     assert_eq!(pool.stats().bytes_held, 0);
+}
+
+/// A fill function that panics midway through a slice of a zero-sized type with a `Drop`: the
+/// elements made so far are dropped once each, and no block is freed, since none was taken.
+#[test]
+fn a_panic_filling_a_zero_sized_slice_drops_what_was_made() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static DROPS: AtomicU32 = AtomicU32::new(0);
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    let pool = HeapPool::new();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let _ = pool.alloc_slice_fill_with(4, |i| {
+            assert!(i < 3, "the fourth element fails");
+            Counted
+        });
+    }));
+    assert!(result.is_err());
+    assert_eq!(DROPS.load(Ordering::Relaxed), 3);
+    assert_eq!(pool.stats().live_blocks, 0);
+    pool.check().unwrap();
 }
 
 #[test]
@@ -208,4 +246,33 @@ fn a_typed_block_can_be_freed_through_the_unsafe_api() {
     unsafe { pool.try_free(block) }.unwrap();
     assert_eq!(pool.stats().live_blocks, 0);
     pool.check().unwrap();
+}
+
+/// The typed calls of the locked pools that an async server shares between threads: a
+/// request's child of a `static` root, its values used on another thread, its limit an error,
+/// and everything back with the root once the child goes and the root is trimmed.
+#[test]
+fn a_locked_childs_typed_values_cross_threads_and_come_back() {
+    use melon_alloc_heap::{GlobalSource, SyncPool};
+
+    static ROOT: SyncPool = SyncPool::new(GlobalSource::new(), None);
+    let child = ROOT.child_with_limit(CHUNK_SIZE);
+    let name = child.alloc_str("request-7").unwrap();
+    let ids = child.alloc_slice_fill_with(100, |i| i as u64).unwrap();
+    let point = child.alloc_value((1_u32, 2_u32)).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            assert_eq!(&*name, "request-7");
+            assert_eq!(ids[99], 99);
+            point.0 = 5;
+        });
+    });
+    assert_eq!(*point, (5, 2));
+    assert_eq!(child.stats().live_blocks, 3);
+    let refused = child.alloc_slice_copy(&[0_u8; 2 * CHUNK_SIZE]);
+    assert_eq!(refused, Err(TypedAllocError::OutOfMemory { size: 2 * CHUNK_SIZE, align: 1 }));
+    assert_eq!(child.alloc_value(()), Ok(&mut ()));
+    drop(child);
+    assert!(ROOT.trim() >= CHUNK_SIZE, "the child's chunk went back to the root");
+    assert_eq!(ROOT.stats().chunks, 0);
 }

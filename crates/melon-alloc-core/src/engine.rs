@@ -327,7 +327,8 @@ impl<S: ChunkSource> Engine<S> {
     }
 
     /// Bytes that can still be taken from the source before the limit is reached: the limit
-    /// minus the bytes held. `None` when there is no limit.
+    /// minus the bytes held. `None` when there is no limit. A source that has no memory, or a
+    /// parent pool at its own limit, refuses sooner.
     ///
     /// # Examples
     /// ```

@@ -421,7 +421,8 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
         LockedPool::locking(engine, Some(limit), NoStripes)
     }
 
-    /// Bytes left under the limit; see [`Engine::available`].
+    /// Bytes left under the limit; see [`Engine::available`]. It is this pool's own limit only:
+    /// for a child, its parent at its limit, or the root's source out of memory, refuses sooner.
     ///
     /// # Examples
     /// ```

@@ -444,7 +444,8 @@ impl Pool {
 
     /// Bytes that can still be taken before the limit (Melon's `mln_alloc_available_capacity`):
     /// the limit minus the bytes the pool holds from its parent or the system. `None` when the
-    /// pool has no limit.
+    /// pool has no limit. It is this pool's own limit only: a parent at its limit, or a source
+    /// out of memory, refuses sooner.
     ///
     /// # Examples
     ///

@@ -381,6 +381,24 @@ fn usable_size_is_the_class_or_the_rounded_large_size() {
     pool.check().unwrap();
 }
 
+/// A child's `available` is its own limit's figure: a parent at its limit refuses first, for the
+/// heap pools and the locked ones alike.
+#[test]
+fn a_childs_available_is_its_own_limit_and_a_full_parent_refuses_sooner() {
+    let parent = HeapPool::with_limit(CHUNK_SIZE);
+    let _filler = parent.alloc(CHUNK_SIZE / 2).unwrap();
+    let child = parent.child_with_limit(4 * CHUNK_SIZE);
+    assert_eq!(child.available(), Some(4 * CHUNK_SIZE));
+    assert!(child.alloc(64).is_none(), "the parent's limit refused the child's chunk");
+
+    let root =
+        melon_alloc_heap::SyncPool::new(melon_alloc_heap::GlobalSource::new(), Some(CHUNK_SIZE));
+    let _filler = root.alloc(CHUNK_SIZE / 2).unwrap();
+    let child = root.child_with_limit(4 * CHUNK_SIZE);
+    assert_eq!(child.available(), Some(4 * CHUNK_SIZE));
+    assert!(child.alloc(64).is_none(), "the root's limit refused the child's chunk");
+}
+
 #[test]
 fn available_is_the_limit_minus_what_the_pool_holds() {
     let unlimited = HeapPool::new();

@@ -19,8 +19,10 @@ const IN_FLIGHT: usize = 100;
 const ENTRIES: u64 = 200;
 /// Bytes of each request's buffer.
 const BUFFER: usize = 800;
-/// What one request may hold; far above what it needs, so a request that runs away is stopped
-/// before it takes the memory of the others.
+/// What one request may hold; far above what it needs. Past it, the child refuses memory:
+/// `try_reserve` returns the error, which fails the request alone, while a collection's calls that
+/// cannot fail (`insert`, `push`) would abort the process through `handle_alloc_error`, as they do
+/// when the global allocator has no memory. So a request reserves room first.
 const REQUEST_LIMIT: usize = 1 << 20;
 
 /// The root every request's pool takes its chunks from. A `static` lives as long as every task,
@@ -32,11 +34,13 @@ static ROOT: SyncPool = SyncPool::new(GlobalSource::new(), None);
 async fn request(id: u64) -> Result<usize, String> {
     let child: SyncChild<'static> = ROOT.child_with_limit(REQUEST_LIMIT);
     let mut map = HashMap::new_in(&child);
+    map.try_reserve(ENTRIES as usize).map_err(|error| format!("request {id}: {error:?}"))?;
     for key in 0..ENTRIES {
         map.insert(key, key ^ id);
     }
     tokio::task::yield_now().await;
-    let mut buffer = Vec::with_capacity_in(BUFFER, &child);
+    let mut buffer = Vec::new_in(&child);
+    buffer.try_reserve(BUFFER).map_err(|error| format!("request {id}: {error}"))?;
     buffer.extend((0..BUFFER).map(|i| (i as u64 ^ id) as u8));
     tokio::task::yield_now().await;
     let map_ok = (0..ENTRIES).all(|key| map.get(&key) == Some(&(key ^ id)));

@@ -257,8 +257,13 @@ pub type LockedHeapPool = LockedPool<OsSource>;
 /// gives them all back to the source, which keeps the slabs as it does for a [`HeapPool`],
 /// giving back what a burst of children left once they have needed less for a second
 /// ([`KEEP_SLABS_FOR`]). A root whose children never all end at once keeps its slabs until a
-/// trim (`root.with(|engine| engine.trim())`), which gives back the stripes' chunks and, with no
-/// chunk out, every slab.
+/// trim ([`LockedPool::trim`]), which gives back the stripes' chunks and, with no chunk out,
+/// every slab. Under light traffic after a burst the look comes seldom (a request whose child
+/// takes two chunks from its thread's stripe makes one look in 32 requests) and finds nothing
+/// lent only if no other request holds a chunk just then, so what the burst needed may stay for
+/// minutes: a server with bursts and long lulls calls `trim` now and then, from a timer task,
+/// say. The root's `stats` count the chunks it holds; what its source keeps besides, the slabs
+/// those chunks came from, is `root.with(|engine| engine.source().slab_bytes())`.
 ///
 /// Its blocks' chunks name the address the pool had when it took them, as
 /// [`LockedPool`]'s do: a `SyncPool` or a [`SyncChild`] moved after its first allocation still

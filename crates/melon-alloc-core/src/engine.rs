@@ -941,11 +941,11 @@ impl<S: ChunkSource> Engine<S> {
         let (chunk, listed) = unsafe { self.chunk_and_block(block) };
         // SAFETY: (1) the block belongs to this engine, so `chunk` is the valid header of its
         // chunk; (2) the block is at least 16 bytes, aligned to 16, and no longer in use, so its
-        // first word can hold the free-list link. The link is written through the caller's own
-        // pointer, which may be all that is allowed to write the block until this call returns
-        // (a `Box` being dropped, say); the list keeps the engine's pointer to it.
+        // first word can hold the free-list link. The link is written through the engine's own
+        // pointer to the block, which reaches all of it: the caller's may reach only the bytes
+        // of a shorter value (a `u32` freed through its reference, say).
         unsafe {
-            write_link(block.as_ptr().cast(), (*chunk).local_free);
+            write_link(listed.cast(), (*chunk).local_free);
             (*chunk).local_free = listed.cast::<FreeBlock>();
             (*chunk).countdown = (*chunk).countdown.wrapping_sub(1);
             if (*chunk).countdown == 0 {

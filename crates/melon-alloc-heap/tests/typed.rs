@@ -248,6 +248,22 @@ fn a_typed_block_can_be_freed_through_the_unsafe_api() {
     pool.check().unwrap();
 }
 
+/// A value shorter than the free list's link, freed through the pointer its reference gives,
+/// which may write its own bytes alone: the free writes the link through the pool's pointer to
+/// the block (under Miri, the access the aliasing model checks).
+#[test]
+fn a_typed_value_shorter_than_a_link_can_be_freed_through_its_reference() {
+    let pool = HeapPool::new();
+    let small = pool.alloc_value(5_u32).unwrap();
+    // SAFETY: the block came from `pool`; the reference is not used again.
+    unsafe { pool.free(core::ptr::NonNull::from(small).cast()) };
+    let text = pool.alloc_str("ab").unwrap();
+    // SAFETY: as above.
+    unsafe { pool.try_free(core::ptr::NonNull::from(text).cast()) }.unwrap();
+    assert_eq!(pool.stats().live_blocks, 0);
+    pool.check().unwrap();
+}
+
 /// The typed calls of the locked pools that an async server shares between threads: a
 /// request's child of a `static` root, its values used on another thread, its limit an error,
 /// and everything back with the root once the child goes and the root is trimmed.

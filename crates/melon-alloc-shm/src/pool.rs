@@ -1938,7 +1938,8 @@ impl ShmPool {
     }
 
     /// Exact free bytes: the data bytes not held by a block in use or lent to a child pool. 0 if
-    /// the lock fails.
+    /// the lock fails (a timeout, say); [`lock`](ShmPool::lock) and then the guard's
+    /// [`available`](ShmGuard::available) tell that from a full pool, with the lock's error.
     ///
     /// # Examples
     /// ```

@@ -947,6 +947,9 @@ fn a_pool_whose_lock_holder_thread_ended_stays_locked_while_its_process_lives() 
     shm.set_lock_timeout(Some(Duration::from_millis(1)));
     assert!(matches!(shm.try_alloc(64), Err(ShmError::LockTimeout { .. })));
     assert!(matches!(shm.stats(), Err(ShmError::LockTimeout { .. })));
+    // `available` says 0 of a pool it cannot lock; the lock's own error tells why.
+    assert_eq!(shm.available(), 0);
+    assert!(matches!(shm.lock().map(|guard| guard.available()), Err(ShmError::LockTimeout { .. })));
     // The pool cannot be unlocked from here, so it is left mapped rather than dropped.
     std::mem::forget(shm);
 }

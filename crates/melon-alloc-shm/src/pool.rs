@@ -2266,11 +2266,11 @@ struct ShmChunks<'pool> {
     chunks: Vec<LentChunk<'pool>>,
     /// Where each chunk, by offset, lies in `chunks`, so that giving one back finds it.
     places: ChunkPlaces,
-    /// The lists a collection walks, one for each chunk whose list held blocks, until they
-    /// end: room for one a chunk is kept, so that a collection allocates nothing for them. The
-    /// blocks still on them are in use to the engine, which has not taken them yet, so that
-    /// their chunks stay with the child while they are walked.
+    /// The lists a collection walks, one for each chunk whose list held blocks: room for one a
+    /// chunk is kept, so that a collection allocates nothing for them.
     walks: Vec<ListWalk<'pool>>,
+    /// Blocks collected from those lists that the engine has not taken yet.
+    collected: Vec<NonNull<u8>>,
     /// The count of the owner slot's remote frees ([`Arena::pending`]) when the child last
     /// looked at its lists.
     seen: u32,
@@ -2288,6 +2288,7 @@ impl<'pool> ShmChunks<'pool> {
             chunks: Vec::new(),
             places: ChunkPlaces::default(),
             walks: Vec::new(),
+            collected: Vec::new(),
             seen: 0,
             rescan: false,
         }
@@ -2295,8 +2296,13 @@ impl<'pool> ShmChunks<'pool> {
 }
 
 impl ShmChunks<'_> {
-    /// Takes the remote-free lists of this child's chunks into `walks`, if other processes
-    /// freed blocks into this process's chunks since it last looked, or a rescan was asked.
+    /// Takes the remote-free lists of this child's chunks, if other processes freed blocks
+    /// into this process's chunks since it last looked, or a rescan was asked, into
+    /// `collected`.
+    ///
+    /// Each link lies in a block another process wrote last, so reading it waits for that
+    /// process's cache: the lists are walked side by side, a block of each in turn, so that the
+    /// reads of different lists wait at the same time rather than one after the other.
     fn collect(&mut self) {
         let arena = &self.shared.arena;
         let Some(slot) = self.shared.claim.current() else { return };
@@ -2319,40 +2325,17 @@ impl ShmChunks<'_> {
         for walk in &mut self.walks {
             walk.next = crate::handoff::take(walk.list);
         }
-    }
-
-    /// Walks the lists taken into `walks` for up to `out.len()` blocks, written into `out`;
-    /// returns how many. A list that ends leaves the walk.
-    ///
-    /// Each link lies in a block another process wrote last, so reading it waits for that
-    /// process's cache: the lists are walked side by side, a block of each in turn, so that the
-    /// reads of different lists wait at the same time rather than one after the other.
-    fn walk_into(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
-        let mut count = 0;
-        let mut index = 0;
-        while count < out.len() && !self.walks.is_empty() {
-            if index >= self.walks.len() {
-                index = 0;
-            }
-            match self.walks[index].step(self.shared) {
-                // A list that ends with this block leaves at once: most hold one block or two.
-                Some(block) if self.walks[index].next == 0 => {
-                    out[count] = Some(block);
-                    count += 1;
-                    self.walks.swap_remove(index);
-                }
+        // Each round steps every list once; a list that ends leaves the walk.
+        let (shared, collected) = (self.shared, &mut self.collected);
+        while !self.walks.is_empty() {
+            self.walks.retain_mut(|walk| match walk.step(shared) {
                 Some(block) => {
-                    out[count] = Some(block);
-                    count += 1;
-                    index += 1;
+                    collected.push(block);
+                    true
                 }
-                // The last walk takes the place of the one that ended, and is stepped next.
-                None => {
-                    self.walks.swap_remove(index);
-                }
-            }
+                None => false,
+            });
         }
-        count
     }
 
     /// Records a chunk the child took, at `offset`, `size` bytes long, lent under `owner`. The
@@ -2455,7 +2438,7 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         // Room for the chunk's record first: without memory, no chunk rather than an abort.
         self.chunks.try_reserve(1).ok()?;
         self.places.try_reserve(1).ok()?;
-        // A walk for each chunk at most, this one included.
+        // Empty outside a collection.
         self.walks.try_reserve(self.chunks.len() + 1).ok()?;
         let (chunk, owner) = self.shared.lock().ok()?.lend(layout, self.owned_only)?;
         // The lock mapped the pages grown so far, the chunk's among them: its offset needs no
@@ -2508,10 +2491,14 @@ unsafe impl ChunkSource for ShmChunks<'_> {
         if sys::process_token() != self.owner {
             return 0;
         }
-        if self.walks.is_empty() {
+        if self.collected.is_empty() {
             self.collect();
         }
-        self.walk_into(out)
+        let count = out.len().min(self.collected.len());
+        for (place, block) in out.iter_mut().zip(self.collected.drain(..count)) {
+            *place = Some(block);
+        }
+        count
     }
 
     /// A free whose process died between its push onto an empty list and its news leaves the
@@ -2525,9 +2512,9 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             return;
         }
         // Blocks in flight between another process's free and this child are free, as the
-        // reset leaves every block of the child's chunks: the lists, and those taken from them
-        // and not yet walked, are dropped.
-        self.walks.clear();
+        // reset leaves every block of the child's chunks: the lists and what was collected
+        // from them are dropped.
+        self.collected.clear();
         for chunk in &self.chunks {
             crate::handoff::take(chunk.remote);
         }

@@ -248,6 +248,32 @@ fn a_reset_child_hands_each_block_out_once() {
     shm.check().unwrap();
 }
 
+/// A list of more blocks than the engine takes at a time, looped back to its head by a stray
+/// write into its last block: each block is handed out once, and the loop ends the walk.
+#[test]
+fn a_looped_list_longer_than_the_engines_batch_hands_each_block_out_once() {
+    const LENGTH: usize = 40;
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let child = shm.child();
+    let blocks: Vec<_> = (0..LENGTH).map(|_| child.alloc(64).unwrap()).collect();
+    let chunk_of = |block: NonNull<u8>| shm.offset_of(block).unwrap() / CHUNK_SIZE;
+    assert!(blocks.iter().all(|&block| chunk_of(block) == chunk_of(blocks[0])), "one list");
+    let received: Vec<_> = blocks.iter().map(|&block| hand_off(&shm, block)).collect();
+    for &block in &received {
+        free(&shm, block).unwrap();
+    }
+    // The list runs from the last block freed to the first, whose link, written into it after
+    // its free (the receiver's bug this test plays), names the head.
+    let head = u32::try_from(shm.offset_of(blocks[LENGTH - 1]).unwrap() % CHUNK_SIZE).unwrap();
+    // SAFETY: the block holds 64 bytes and nothing else writes it meanwhile.
+    unsafe { received[0].cast::<u32>().as_ptr().write(head) };
+    let again: Vec<_> = (0..CHUNK_SIZE / 64 + 1).map(|_| child.alloc(64).unwrap()).collect();
+    let distinct: std::collections::HashSet<_> = again.iter().collect();
+    assert_eq!(distinct.len(), again.len(), "a block handed out twice");
+    assert!(blocks.iter().all(|block| distinct.contains(block)), "each freed block came back");
+    child.check().unwrap();
+}
+
 /// A child that handed off `count` blocks of 16 bytes, freed elsewhere, and then allocated until
 /// it took back the first of them: more than one collection takes at once, so that the rest are
 /// still on the lists the child took. Returns the child, the bytes lent to it, and the blocks it

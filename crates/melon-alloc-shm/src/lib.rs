@@ -64,7 +64,9 @@
 //! [`ShmError::Os`] and what the system said (`EMFILE`, say), and the next one tries again. Those
 //! descriptions are descriptors of the process's (close-on-exec), each with a page of the pool's
 //! file mapped through it that no forked process inherits, so that closing the descriptors does
-//! not end them: only the process's death, or the pool handle's drop, does. The pool's own
+//! not end them: only the process's death, or the pool handle's drop, does. A program must not
+//! close them all the same: the pool keeps their numbers, and closes those itself in a forked
+//! process and when the handle goes, whatever they name by then. The pool's own
 //! descriptor ([`ShmPool::as_fd`]) is the one all of that is asked and done through, and a
 //! process in which it no longer names the pool's file (closed, its number perhaps given to
 //! another file since) before it first takes a lock takes neither the pool's built-in lock nor

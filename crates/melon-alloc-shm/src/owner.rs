@@ -5,8 +5,9 @@
 //! of its own (opened for it by its parent before the fork that made it, see `spares.rs`, or
 //! else the file reopened through `/proc/self/fd`). The kernel drops such a lock when the
 //! description's last reference goes: its descriptors, and a page of the file the process maps
-//! through it ([`open_held`]), which no forked process inherits, so that a program that closes
-//! every descriptor it does not know keeps its locks. A process's death drops both, after its
+//! through it ([`open_held`]), which no forked process inherits, so that a process that closes
+//! the descriptors is not taken for dead while it runs (the crate docs still tell a program not
+//! to: their numbers stay listed here). A process's death drops both, after its
 //! memory is gone: a slot marked claimed whose byte nobody locks belongs to a process that can
 //! no longer touch the pool, whatever pid namespace it ran in and whatever process has its id
 //! now, and its chunks can come back.

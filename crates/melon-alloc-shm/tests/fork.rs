@@ -73,6 +73,10 @@ fn main() -> ExitCode {
             a_worker_that_closes_every_descriptor_after_first_use_is_not_taken_for_dead,
         ),
         (
+            "the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle",
+            the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle,
+        ),
+        (
             "a_guard_copied_by_a_fork_is_not_the_childs_to_release",
             a_guard_copied_by_a_fork_is_not_the_childs_to_release,
         ),
@@ -1151,6 +1155,42 @@ fn a_worker_that_closes_every_descriptor_after_first_use_is_not_taken_for_dead()
     assert_eq!((stats.lock_takeovers, stats.lent_bytes), (0, 0));
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
+}
+
+/// Pages of a pool's file of one page's length that this process maps: those that keep the
+/// descriptions its identity and slot lock through alive (the pool itself maps more).
+fn pinned_pages() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|line| line.contains("melon-alloc"))
+        .filter(|line| {
+            let range = line.split(' ').next().unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let len =
+                usize::from_str_radix(end, 16).unwrap() - usize::from_str_radix(start, 16).unwrap();
+            len == PAGE
+        })
+        .count()
+}
+
+/// The pages that keep a process's identity and slot alive are its own: a process that used the
+/// pool maps one for each, a process it forks inherits neither, and they go with the handle.
+fn the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle() {
+    fork(|| {
+        let shm = ShmPool::new(MIB).unwrap();
+        assert_eq!(pinned_pages(), 0, "before the pool is used");
+        let child = shm.child();
+        let block = child.alloc(64).unwrap();
+        drop(shm.lock().unwrap());
+        assert_eq!(pinned_pages(), 2, "the identity's and the slot's");
+        fork(|| assert_eq!(pinned_pages(), 0)).succeeds("a process forked from one that pinned");
+        // SAFETY: the block came from `child` and is freed once.
+        unsafe { child.free(block) };
+        drop(child);
+        drop(shm);
+        assert_eq!(pinned_pages(), 0, "after the handle goes");
+    })
+    .succeeds("a process that used a pool");
 }
 
 // ---------------------------------------------------------------------------------------------

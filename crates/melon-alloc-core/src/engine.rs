@@ -1331,9 +1331,7 @@ impl<S: ChunkSource> Engine<S> {
         // SAFETY: (1) the old block holds `usable` bytes and the new one at least
         // `new_layout.size()`, and the smaller count is copied; (2) two distinct in-use blocks
         // do not overlap; (3) `source` is the old block, at its address, and the caller gives it
-        // up. It is freed through the pointer that read it: the read froze whatever the caller's
-        // pointer descends from, so that the free-list link, written through the caller's
-        // pointer, would write where the caller may no longer.
+        // up.
         unsafe {
             ptr::copy_nonoverlapping(source, moved.as_ptr(), usable.min(new_layout.size()));
             self.free(NonNull::new_unchecked(source));

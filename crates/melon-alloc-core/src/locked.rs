@@ -40,13 +40,13 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats, TypedAllocError};
 /// lock waits for it forever (`tests/reentry.rs`), and so does a call from an interrupt or signal
 /// handler that ran while the code it interrupted held the lock, which a firmware's handlers must
 /// not make (a firmware that allocates in a handler wraps the pool in a `GlobalAlloc` of its own
-/// that masks interrupts around each call); in a pool that is the `#[global_allocator]`,
-/// allocating inside `with` in any way (a panic's message among them) is such a call. Making a
-/// child takes no lock, and formatting the pool with `{:?}` only tries it: both come back. The pool's own paths (`free`,
-/// `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a debug build stops the
-/// process on a block freed twice, so that its message can be made. (A block aligned to a chunk or
-/// more, a chunk of its own, is checked only against the bytes the pool has lent: freed twice while
-/// another such block is out, its chunk goes back twice.)
+/// that masks interrupts around each call); in a pool that is the `#[global_allocator]`, allocating
+/// inside `with` in any way (a panic's message among them) is such a call. Making a child takes no
+/// lock, and formatting the pool with `{:?}` only tries it: both come back. The pool's own paths
+/// (`free`, `GlobalAlloc::dealloc`, `Allocator::grow`) let go of the lock before a debug build
+/// stops the process on a block freed twice, so that its message can be made. (A block aligned to a
+/// chunk or more, a chunk of its own, is checked only against the bytes the pool has lent: freed
+/// twice while another such block is out, its chunk goes back twice.)
 ///
 /// # Examples
 /// ```

@@ -4,9 +4,9 @@
 //! by its parent before the fork that made it, see `spares.rs`, or else the file reopened
 //! through `/proc/self/fd`). The kernel drops the byte's lock when the description's last
 //! reference goes, its descriptors and the page pinned through it (see `owner.rs`), which a
-//! process's death does after its memory is gone: a lock word
-//! naming an identity whose byte nobody locks belongs to a process that can write to the pool no
-//! more, whatever pid namespace it ran in and whatever process has its pid now.
+//! process's death does after its memory is gone: a lock word naming an identity whose byte
+//! nobody locks belongs to a process that can write to the pool no more, whatever pid namespace
+//! it ran in and whatever process has its pid now.
 //!
 //! It is also how [`Kernel`] answers the lock's questions: it sleeps on the lock word with the
 //! futex of the pool's file, and asks whether a byte is locked through the pool's own
@@ -161,9 +161,9 @@ impl Identity {
                     // A shortage may pass: no identity is kept, so that the process does not
                     // lock under the anonymous one, which nothing takes over, for good.
                     Err(errno) if is_shortage(errno) => Err(errno),
-                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, Held { fd: -1, pin: 0 }))),
+                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, Held::NONE))),
                 },
-                Err(_) => Ok((UNUSABLE, Held { fd: -1, pin: 0 })),
+                Err(_) => Ok((UNUSABLE, Held::NONE)),
             };
             claimed.map(|(id, held)| {
                 self.id.store(id, Ordering::Relaxed);

@@ -211,6 +211,9 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    /// No description: an identity that locks nothing of its own.
+    pub(crate) const NONE: Self = Self { fd: -1, pin: 0 };
+
     /// Drops the description's locks: unmaps its page, and closes and unlists its descriptor.
     pub(crate) fn close(self) {
         unpin(self.pin);

@@ -3,8 +3,8 @@
 //! for that number, taken through an open file description of the process's own (opened for it
 //! by its parent before the fork that made it, see `spares.rs`, or else the file reopened
 //! through `/proc/self/fd`). The kernel drops the byte's lock when the description's last
-//! reference goes, its descriptors and the page pinned through it (see `owner.rs`), which a
-//! process's death does after its memory is gone: a lock word naming an identity whose byte
+//! reference goes, the page pinned through it once its descriptor is closed (see `owner.rs`),
+//! which a process's death does after its memory is gone: a lock word naming an identity whose byte
 //! nobody locks belongs to a process that can write to the pool no more, whatever pid namespace
 //! it ran in and whatever process has its pid now.
 //!
@@ -12,9 +12,7 @@
 //! futex of the pool's file, and asks whether a byte is locked through the pool's own
 //! descriptor, which never locks, so that every holder conflicts with it.
 
-use core::sync::atomic::{
-    AtomicI32, AtomicU32 as PlainU32, AtomicU64 as PlainU64, AtomicUsize, Ordering,
-};
+use core::sync::atomic::{AtomicU32 as PlainU32, AtomicU64 as PlainU64, AtomicUsize, Ordering};
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
@@ -22,7 +20,7 @@ use rustix::io::Errno;
 
 use crate::layout::PoolLock;
 use crate::lock::{Waited, Waits, HOLDER};
-use crate::owner::{close_held, open_held, set_byte_lock, Held};
+use crate::owner::{open_pinned, set_byte_lock, unpin};
 use crate::spares::{Spares, Use};
 use crate::sync::AtomicU32;
 use crate::sys::Mapping;
@@ -61,14 +59,9 @@ pub(crate) struct Identity {
     process: PlainU64,
     /// The identity: in `1..=HOLDER`.
     id: PlainU32,
-    /// The description the identity's byte is locked through.
-    fd: AtomicI32,
-    /// The address of the page mapped through it (see `Held::pin` in `owner.rs`), or 0.
+    /// The address of the page that keeps the description the identity's byte is locked
+    /// through (see `open_pinned` in `owner.rs`), or 0.
     pin: AtomicUsize,
-    /// [`sys::fork_generation`](crate::sys::fork_generation) when the identity was made: a
-    /// child whose generation differs went through the fork handler, which closed its copy of
-    /// `fd` already.
-    generation: PlainU64,
     /// The process token of a thread making the identity, or 0: the threads of one process
     /// make it one at a time, and a child of a fork taken in the middle takes over its
     /// parent's mark, whose thread does not exist there.
@@ -80,9 +73,7 @@ impl Identity {
         Self {
             process: PlainU64::new(0),
             id: PlainU32::new(0),
-            fd: AtomicI32::new(-1),
             pin: AtomicUsize::new(0),
-            generation: PlainU64::new(0),
             making: PlainU64::new(0),
         }
     }
@@ -161,15 +152,13 @@ impl Identity {
                     // A shortage may pass: no identity is kept, so that the process does not
                     // lock under the anonymous one, which nothing takes over, for good.
                     Err(errno) if is_shortage(errno) => Err(errno),
-                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, Held::NONE))),
+                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, 0))),
                 },
-                Err(_) => Ok((UNUSABLE, Held::NONE)),
+                Err(_) => Ok((UNUSABLE, 0)),
             };
-            claimed.map(|(id, held)| {
+            claimed.map(|(id, pin)| {
                 self.id.store(id, Ordering::Relaxed);
-                self.fd.store(held.fd, Ordering::Relaxed);
-                self.pin.store(held.pin, Ordering::Relaxed);
-                self.generation.store(crate::sys::fork_generation(), Ordering::Relaxed);
+                self.pin.store(pin, Ordering::Relaxed);
                 self.process.store(token, Ordering::Release);
                 id
             })
@@ -178,20 +167,11 @@ impl Identity {
         made
     }
 
-    /// In a process that finds its parent's identity: closes the copy of the parent's
-    /// description that a fork without the handler (a raw `fork` or `clone` system call) left
-    /// it, which would keep the parent looking alive for as long as this process lives. After a
-    /// fork that ran the handler, the handler closed it, and the number may name another
-    /// description by now, which is left alone.
+    /// In a process that finds its parent's identity: forgets it. The parent's page was not
+    /// inherited, so its address may be another mapping's here.
     fn forget_parents(&self) {
-        if self.process.swap(0, Ordering::Relaxed) == 0 {
-            return;
-        }
-        // The parent's page was not inherited: its address may be another mapping's here.
-        self.pin.store(0, Ordering::Relaxed);
-        let fd = self.fd.swap(-1, Ordering::Relaxed);
-        if self.generation.load(Ordering::Relaxed) == crate::sys::fork_generation() {
-            close_held(fd);
+        if self.process.swap(0, Ordering::Relaxed) != 0 {
+            self.pin.store(0, Ordering::Relaxed);
         }
     }
 
@@ -199,8 +179,7 @@ impl Identity {
     pub(crate) fn close(&self) {
         if self.process.load(Ordering::Relaxed) == crate::sys::process_token() {
             self.process.store(0, Ordering::Relaxed);
-            let pin = self.pin.swap(0, Ordering::Relaxed);
-            Held { fd: self.fd.swap(-1, Ordering::Relaxed), pin }.close();
+            unpin(self.pin.swap(0, Ordering::Relaxed));
         } else {
             self.forget_parents();
         }
@@ -226,32 +205,29 @@ fn is_shortage(errno: Errno) -> bool {
 /// Takes a free identity: the next number of the lock's counter whose byte nobody locks, and
 /// that the lock's word does not name (a dead holder's, not taken over yet, once the counter has
 /// wrapped), with the lock on its byte taken through a description of the pool's file of this
-/// process's own: the spare its parent opened for it, or a new one.
+/// process's own: the spare its parent opened for it, or a new one. Returns the identity and
+/// the address of the page that keeps the description (see `open_pinned` in `owner.rs`).
 ///
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again, or when
 /// the byte cannot be locked; `EAGAIN` when [`TRIES`] numbers in a row were all taken.
-fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, Held), Errno> {
-    let held = open_held(pool, || spares.take(Use::Identity))?;
-    let mut refused = Errno::AGAIN;
-    for _ in 0..TRIES {
-        let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
-        let named = lock.word.load(crate::sync::Ordering::Relaxed) & HOLDER;
-        if id == 0 || id == ANONYMOUS || id == named {
-            continue;
-        }
-        match set_byte_lock(held.fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
-            Ok(()) => return Ok((id, held)),
-            // Another live process has the number.
-            Err(Errno::AGAIN | Errno::ACCESS) => {}
-            Err(errno) => {
-                refused = errno;
-                break;
+fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, usize), Errno> {
+    open_pinned(pool, Use::Identity, spares, |fd| {
+        for _ in 0..TRIES {
+            let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
+            let named = lock.word.load(crate::sync::Ordering::Relaxed) & HOLDER;
+            if id == 0 || id == ANONYMOUS || id == named {
+                continue;
+            }
+            match set_byte_lock(fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
+                Ok(()) => return Ok(id),
+                // Another live process has the number.
+                Err(Errno::AGAIN | Errno::ACCESS) => {}
+                Err(errno) => return Err(errno),
             }
         }
-    }
-    held.close();
-    Err(refused)
+        Err(Errno::AGAIN)
+    })
 }
 
 /// Whether some description holds the lock on `byte`: its process is alive. The pool's own

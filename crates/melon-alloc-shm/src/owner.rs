@@ -4,24 +4,23 @@
 //! through a write lock on one byte of the pool's file, taken through an open file description
 //! of its own (opened for it by its parent before the fork that made it, see `spares.rs`, or
 //! else the file reopened through `/proc/self/fd`). The kernel drops such a lock when the
-//! description's last reference goes: its descriptors, and a page of the file the process maps
-//! through it ([`open_held`]), which no forked process inherits, so that a process that closes
-//! the descriptors is not taken for dead while it runs (the crate docs still tell a program not
-//! to: their numbers stay listed here). A process's death drops both, after its
-//! memory is gone: a slot marked claimed whose byte nobody locks belongs to a process that can
-//! no longer touch the pool, whatever pid namespace it ran in and whatever process has its id
-//! now, and its chunks can come back.
+//! description's last reference goes. The process maps a page of the file through the
+//! description, which no forked process inherits, and closes its descriptor at once
+//! ([`open_pinned`]): the page is the description's only reference, which no `close` of the
+//! program's drops, and the pool keeps no descriptor number that the program could close and
+//! reuse. A process's death unmaps the page after its memory is gone: a slot marked claimed
+//! whose byte nobody locks belongs to a process that can no longer touch the pool, whatever pid
+//! namespace it ran in and whatever process has its id now, and its chunks can come back.
 //!
 //! An open file description's lock (`F_OFD_SETLK`), not a process's (`F_SETLK`): a process's
 //! record locks on a file all go when it closes any descriptor of that file, which code that
 //! never heard of the pool may do. And not a robust mutex, like the pool's lock: a mutex is held
 //! by a thread, and the slot would look dead when the thread that claimed it ended.
 
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::arena::{Arena, Reclaimed};
-use crate::blocks::Blocks;
 use crate::layout::{OWNER_SLOTS, PAGE};
 use crate::spares::{Spares, Use};
 use crate::sys;
@@ -30,22 +29,6 @@ use crate::sys;
 /// the mapping, so that a [`ShmLock`](crate::ShmLock) of the user's that locks a range of the
 /// pool's own bytes does not meet them.
 const LOCK_BASE: i64 = 1 << 62;
-
-/// The descriptions this process holds its slots and its identities in pools through (see
-/// `identity.rs`), so that the child of a `fork` can close its copies: a copy would keep its
-/// parent's slot and identity looking alive after the parent died, and with them its chunks and
-/// any lock it died holding. Every such description is listed: the table grows by a block when
-/// it is full, and a description with no room, when there is no memory for a block, is closed
-/// and refused.
-static HELD: Blocks<AtomicI32, HELD_BLOCK> = Blocks::new(no_descriptions());
-
-/// Descriptions in a block of [`HELD`]: two per pool (a slot and an identity), for 128 pools.
-const HELD_BLOCK: usize = 256;
-
-/// A block of [`HELD`] that lists nothing.
-const fn no_descriptions() -> [AtomicI32; HELD_BLOCK] {
-    [const { AtomicI32::new(-1) }; HELD_BLOCK]
-}
 
 /// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead) found and gave back.
 ///
@@ -89,24 +72,14 @@ pub(crate) struct Claim {
     /// fork, the copy names the parent, and the child claims a slot of its own.
     process: AtomicU64,
     slot: AtomicU32,
-    /// The description the slot's byte is locked through.
-    fd: AtomicI32,
-    /// The address of the page mapped through it ([`Held::pin`]).
+    /// The address of the page that keeps the description the slot's byte is locked through
+    /// ([`open_pinned`]).
     pin: AtomicUsize,
-    /// [`sys::fork_generation`] when the slot was claimed: a child whose generation differs
-    /// went through the fork handler, which closed its copy of `fd` already.
-    generation: AtomicU64,
 }
 
 impl Claim {
     pub(crate) const fn new() -> Self {
-        Self {
-            process: AtomicU64::new(0),
-            slot: AtomicU32::new(0),
-            fd: AtomicI32::new(-1),
-            pin: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
-        }
+        Self { process: AtomicU64::new(0), slot: AtomicU32::new(0), pin: AtomicUsize::new(0) }
     }
 
     /// This process's slot, if it has claimed one.
@@ -135,19 +108,18 @@ impl Claim {
                 return None;
             }
         }
-        let held = open_held(pool, || spares.take(Use::Claim)).ok()?;
-        let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
-            !arena.owner_claimed(slot)
-                && set_byte_lock(held.fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
-        }) else {
-            held.close();
-            return None;
-        };
+        let (slot, pin) = open_pinned(pool, Use::Claim, spares, |fd| {
+            (0..OWNER_SLOTS as u32)
+                .find(|&slot| {
+                    !arena.owner_claimed(slot)
+                        && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
+                })
+                .ok_or(rustix::io::Errno::AGAIN)
+        })
+        .ok()?;
         arena.claim_owner(slot);
         self.slot.store(slot, Ordering::Relaxed);
-        self.fd.store(held.fd, Ordering::Relaxed);
-        self.pin.store(held.pin, Ordering::Relaxed);
-        self.generation.store(sys::fork_generation(), Ordering::Relaxed);
+        self.pin.store(pin, Ordering::Relaxed);
         self.process.store(sys::process_token(), Ordering::Relaxed);
         Some(slot)
     }
@@ -166,31 +138,22 @@ impl Claim {
     pub(crate) fn close(&self) {
         if self.current().is_some() {
             self.process.store(0, Ordering::Relaxed);
-            let pin = self.pin.swap(0, Ordering::Relaxed);
-            Held { fd: self.fd.swap(-1, Ordering::Relaxed), pin }.close();
+            unpin(self.pin.swap(0, Ordering::Relaxed));
         }
     }
 
-    /// In a process that finds its parent's claim: closes the copy of the parent's description
-    /// that a fork without the handler (a raw `fork` or `clone` system call) left it. After a
-    /// fork that ran the handler, the handler closed it, and the number may name another
-    /// description by now, which is left alone.
+    /// In a process that finds its parent's claim: forgets it. The parent's page was not
+    /// inherited, so its address may be another mapping's here.
     pub(crate) fn forget_parents(&self) {
-        if self.process.swap(0, Ordering::Relaxed) == 0 {
-            return;
-        }
-        // The parent's page was not inherited: its address may be another mapping's here.
-        self.pin.store(0, Ordering::Relaxed);
-        let fd = self.fd.swap(-1, Ordering::Relaxed);
-        if self.generation.load(Ordering::Relaxed) == sys::fork_generation() {
-            close_held(fd);
+        if self.process.swap(0, Ordering::Relaxed) != 0 {
+            self.pin.store(0, Ordering::Relaxed);
         }
     }
 }
 
-/// Held while a description is opened and listed in [`HELD`], and by the thread that forks,
-/// across the fork (see `fork.rs`): so no child inherits a description that is not listed yet,
-/// which the fork handler would not close.
+/// Held while a description is opened, locked through and closed, and by the thread that forks,
+/// across the fork (see `fork.rs`): so no child inherits a descriptor of a description that
+/// holds this process's locks.
 static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Takes [`OPENING`]. Nothing panics while it is held, but a poisoned lock guards nothing that
@@ -199,65 +162,40 @@ pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
     OPENING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A description [`open_held`] opened, and the page of the pool's file mapped through it.
-pub(crate) struct Held {
-    /// Its descriptor, listed in [`HELD`].
-    pub(crate) fd: RawFd,
-    /// The address of the first page of the pool's file, mapped through the description and
-    /// kept from forked processes (`MADV_DONTFORK`): a reference to the description that no
-    /// `close` of the program's drops, so that the byte locks taken through it last until the
-    /// process dies or gives them up ([`Held::close`]). 0 for none.
-    pub(crate) pin: usize,
-}
-
-impl Held {
-    /// No description: an identity that locks nothing of its own.
-    pub(crate) const NONE: Self = Self { fd: -1, pin: 0 };
-
-    /// Drops the description's locks: unmaps its page, and closes and unlists its descriptor.
-    pub(crate) fn close(self) {
-        unpin(self.pin);
-        close_held(self.fd);
-    }
-}
-
-/// An open file description of the pool's file, private to this process, listed in [`HELD`]
-/// and pinned ([`Held::pin`]): what `spare` gives, a description opened for this process before
-/// the fork that made it, or else a new one. `spare` runs under the same lock as the listing,
-/// so that no fork copies its descriptor before it is listed.
+/// Opens a description of the pool's file private to this process, takes its byte locks
+/// through it with `lock`, maps the first page of the file through it and closes its
+/// descriptor: what `lock` returned, and the page's address. The description is the spare its
+/// parent opened for this `what` before the fork that made it, or else a new one.
+///
+/// The page, kept from forked processes (`MADV_DONTFORK`), is then the description's only
+/// reference: the locks last until [`unpin`] or the process's death, whatever descriptors the
+/// program closes, and the pool keeps no descriptor number of the program's table. All of it
+/// happens under [`OPENING`], which the fork handler holds across a fork, so that no forked
+/// process inherits the descriptor while it is open.
 ///
 /// # Errors
-/// What the system says when there is no spare and the file cannot be opened again through
-/// `/proc`, or its page cannot be mapped; `ENOMEM` when the table is full and there is no memory
-/// for a block more, with the description closed (or the spare given up): one a fork could not
-/// close in the child must not lock anything.
-pub(crate) fn open_held(
+/// What `lock` returned; what the system says when there is no spare and the file cannot be
+/// opened again through `/proc`, or its page cannot be mapped. Nothing stays open or mapped.
+pub(crate) fn open_pinned<T>(
     pool: BorrowedFd<'_>,
-    spare: impl FnOnce() -> Option<OwnedFd>,
-) -> Result<Held, rustix::io::Errno> {
+    what: Use,
+    spares: &Spares,
+    lock: impl FnOnce(BorrowedFd<'_>) -> Result<T, rustix::io::Errno>,
+) -> Result<(T, usize), rustix::io::Errno> {
     let _opening = lock_opening();
-    let fd = match spare() {
+    let fd = match spares.take(what) {
         Some(spare) => spare,
         None => own_description(pool)?,
     };
-    // Dropping `fd` on the error closes it: it is listed nowhere yet.
+    let locked = lock(fd.as_fd())?;
+    // Dropping `fd` closes it, and with it the locks, if the page cannot be mapped.
     let pin = pin(fd.as_fd())?;
-    loop {
-        let listed = HELD.entries().any(|held| {
-            held.compare_exchange(-1, fd.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        });
-        if listed {
-            return Ok(Held { fd: fd.into_raw_fd(), pin });
-        }
-        if let Err(errno) = HELD.grow(no_descriptions) {
-            unpin(pin);
-            return Err(errno);
-        }
-    }
+    drop(fd);
+    Ok((locked, pin))
 }
 
 /// Maps the first page of the pool's file through the description `fd`, kept from forked
-/// processes: see [`Held::pin`]. Returns its address.
+/// processes: see [`open_pinned`]. Returns its address.
 fn pin(fd: BorrowedFd<'_>) -> Result<usize, rustix::io::Errno> {
     use rustix::mm::{Advice, MapFlags, ProtFlags};
     // SAFETY: a new mapping, at an address the kernel picks, of a page the pool's header lies
@@ -273,54 +211,13 @@ fn pin(fd: BorrowedFd<'_>) -> Result<usize, rustix::io::Errno> {
     Ok(page.addr())
 }
 
-/// Unmaps a page [`pin`] mapped, at `address`; nothing for 0.
-fn unpin(address: usize) {
+/// Unmaps a page [`pin`] mapped, at `address`, which drops the locks taken through its
+/// description; nothing for 0.
+pub(crate) fn unpin(address: usize) {
     if address != 0 {
         // SAFETY: the page was mapped by `pin` in this process (the callers forget the address
         // of a parent's, which a fork did not copy), and nothing refers to it.
         let _ = unsafe { rustix::mm::munmap(core::ptr::without_provenance_mut(address), PAGE) };
-    }
-}
-
-/// Closes a claim's or an identity's descriptor `fd`, taking it off [`HELD`] if the table has
-/// it.
-pub(crate) fn close_held(fd: RawFd) {
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: the descriptor was opened by `Claim::take` or `identity::claim` and is owned by
-    // the claim or identity alone: the fork handler, the only other code that closes such
-    // descriptors, does so in a child, whose copy of the claim or identity never gets here (see
-    // their `forget_parents`).
-    let mut held = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The description goes first, at once: its number is pointed at `/dev/null`, so that a fork
-    // before the number is off the table copies a description that locks nothing, which the
-    // forked process's handler closes. No lock is taken: a pool may be dropped anywhere, fork
-    // handlers of the program's included.
-    if let Ok(null) = rustix::fs::open(
-        c"/dev/null",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    ) {
-        let _ = rustix::io::dup3(&null, &mut held, rustix::io::DupFlags::CLOEXEC);
-    }
-    let _ = HELD.entries().any(|listed| {
-        listed.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    });
-    drop(held);
-}
-
-/// Closes this process's copies of the descriptions its parent held slots through. Run in the
-/// child of a fork, where only the forking thread exists: it takes no lock and only closes
-/// descriptors.
-pub(crate) fn forget_all_in_child() {
-    for held in HELD.entries() {
-        let fd = held.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: the entry listed a description this module opened, inherited by this
-            // process; nothing else in it owns the descriptor.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
     }
 }
 
@@ -406,14 +303,14 @@ pub(crate) fn byte_lock(byte: i64, kind: libc::c_short) -> libc::flock {
 /// `EAGAIN` or `EACCES` when another description holds a conflicting lock; what else the
 /// system says.
 pub(crate) fn set_byte_lock(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     byte: i64,
     kind: libc::c_short,
 ) -> Result<(), rustix::io::Errno> {
     let lock = byte_lock(byte, kind);
     // SAFETY: the caller's descriptor is open, and `lock` is a valid `flock` that lives across
     // the call; the call only reads it.
-    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) } == 0 {
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &lock) } == 0 {
         Ok(())
     } else {
         let error = std::io::Error::last_os_error();

@@ -582,12 +582,6 @@ static EPOCH: core::sync::atomic::AtomicPtr<core::sync::atomic::AtomicU64> =
 /// out of memory): a word the fork handler alone can refresh, as before.
 static EPOCH_FALLBACK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// How many times this process's ancestry went through a fork that ran the fork handler: the
-/// child of such a fork sees a number its parent never had.
-pub(crate) fn fork_generation() -> u64 {
-    FORK_GENERATION.load(core::sync::atomic::Ordering::Relaxed)
-}
-
 /// A number that tells this process from every other process, its parent and children
 /// included, whatever pid namespace each is in: drawn at random in each new process (see
 /// [`EPOCH`]). Never 0.

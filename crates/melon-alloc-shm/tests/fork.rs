@@ -10,6 +10,7 @@
 //! unrelated process that a case starts to attach to its pool.
 
 mod harness;
+mod pins;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use harness::{
 };
 use melon_alloc_shm::plumbing::free_shared;
 use melon_alloc_shm::{ShmError, ShmMutex, ShmPool};
+use pins::pinned_pages;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -75,6 +77,10 @@ fn main() -> ExitCode {
         (
             "the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle",
             the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle,
+        ),
+        (
+            "numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs",
+            numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs,
         ),
         (
             "a_guard_copied_by_a_fork_is_not_the_childs_to_release",
@@ -1157,22 +1163,6 @@ fn a_worker_that_closes_every_descriptor_after_first_use_is_not_taken_for_dead()
     shm.check().unwrap();
 }
 
-/// Pages of a pool's file of one page's length that this process maps: those that keep the
-/// descriptions its identity and slot lock through alive (the pool itself maps more).
-fn pinned_pages() -> usize {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines()
-        .filter(|line| line.contains("melon-alloc"))
-        .filter(|line| {
-            let range = line.split(' ').next().unwrap();
-            let (start, end) = range.split_once('-').unwrap();
-            let len =
-                usize::from_str_radix(end, 16).unwrap() - usize::from_str_radix(start, 16).unwrap();
-            len == PAGE
-        })
-        .count()
-}
-
 /// The pages that keep a process's identity and slot alive are its own: a process that used the
 /// pool maps one for each, a process it forks inherits neither, and they go with the handle.
 fn the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle() {
@@ -1191,6 +1181,60 @@ fn the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle() {
         assert_eq!(pinned_pages(), 0, "after the handle goes");
     })
     .succeeds("a process that used a pool");
+}
+
+/// A pipe of this process's: its read and write ends.
+fn pipe() -> [libc::c_int; 2] {
+    let mut ends = [-1; 2];
+    // SAFETY: `ends` has room for the two descriptors `pipe` writes.
+    assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0, "a pipe");
+    ends
+}
+
+/// Whether `ends` is still a pipe of this process's: a byte written to its write end comes out
+/// of its read end.
+fn still_a_pipe(ends: [libc::c_int; 2]) -> bool {
+    let mut byte = [0u8];
+    // SAFETY: one byte is written from, then read into, a buffer of one byte; a descriptor that
+    // names no pipe makes the calls fail, or the byte differ, and nothing else.
+    unsafe {
+        libc::write(ends[1], [0x5a_u8].as_ptr().cast(), 1) == 1
+            && libc::read(ends[0], byte.as_mut_ptr().cast(), 1) == 1
+            && byte[0] == 0x5a
+    }
+}
+
+/// A program that closes every descriptor from 3 up but the pool's own after it has used the
+/// pool, as a daemon may, and gets the numbers back for pipes of its own, finds the pipes intact
+/// in a process it forks and after the pool's handle goes: the descriptions the process's
+/// identity and slot lock through keep no descriptor number, so the pool closes none.
+fn numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs() {
+    fork(|| {
+        let shm = ShmPool::new(MIB).unwrap();
+        let before = open_descriptors().len();
+        let child = shm.child();
+        let block = child.alloc(64).expect("a chunk for the child pool");
+        drop(shm.lock().unwrap());
+        assert_eq!(open_descriptors().len(), before, "descriptors kept for the identity or slot");
+        let own = shm.as_fd().as_raw_fd();
+        for fd in (3..1024).filter(|&fd| fd != own) {
+            // SAFETY: closing numbers of this process, as a daemon's `close_range` would; the
+            // pool needs no descriptor but its own.
+            unsafe { libc::close(fd) };
+        }
+        let pipes: Vec<[libc::c_int; 2]> = (0..4).map(|_| pipe()).collect();
+        fork(|| {
+            assert!(pipes.iter().all(|&ends| still_a_pipe(ends)), "in the forked process");
+            drop(shm.lock().unwrap());
+        })
+        .succeeds("a process forked after its parent reused the numbers");
+        // SAFETY: the block came from `child` and is freed once.
+        unsafe { child.free(block) };
+        drop(child);
+        drop(shm);
+        assert!(pipes.iter().all(|&ends| still_a_pipe(ends)), "after the pool's handle went");
+    })
+    .succeeds("a process that reused its numbers");
 }
 
 // ---------------------------------------------------------------------------------------------

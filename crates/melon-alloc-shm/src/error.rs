@@ -270,6 +270,32 @@ pub enum ShmError {
     },
     /// The pointer is not an in-use block of the pool.
     Free(FreeError),
+    /// The pointer lies in a chunk lent to a child pool, where the shared pool frees only a
+    /// block [handed off](crate::ShmPool::hand_off) and not freed since: it is a block freed
+    /// already, a block its child pool frees (never handed off), or a pointer inside a block.
+    /// Nothing was changed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{ShmError, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let child = shm.child();
+    /// let message = child.alloc(64).unwrap();
+    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+    /// unsafe { shm.hand_off(message) }?;
+    /// // SAFETY: the block was handed off, and this is its one free.
+    /// unsafe { shm.try_free(message) }?;
+    /// // SAFETY: a second free, which the block's mark, cleared by the first, refuses.
+    /// let again = unsafe { shm.try_free(message) };
+    /// assert_eq!(again, Err(ShmError::NotHandedOff { addr: message.as_ptr().addr() }));
+    /// # Ok::<(), ShmError>(())
+    /// ```
+    NotHandedOff {
+        /// The address that was passed in.
+        addr: usize,
+    },
     /// The invariant scan found the pool inconsistent.
     Corrupt(ShmCheckError),
     /// A message received on a socket by [`ShmPool::receive`](crate::ShmPool::receive) carried
@@ -379,6 +405,11 @@ impl fmt::Display for ShmError {
                 write!(f, "no block of this pool at offset {offset} holds a value of that type")
             }
             Self::Free(error) => error.fmt(f),
+            Self::NotHandedOff { addr } => write!(
+                f,
+                "{addr:#x} lies in a child pool's chunk and is no block handed off and not freed \
+                 since (a second free, a block its child frees, or a pointer inside a block)"
+            ),
             Self::Corrupt(error) => error.fmt(f),
             Self::NoDescriptor { bytes: 0 } => {
                 f.write_str("the peer closed the socket before sending a pool's descriptor")

@@ -276,7 +276,8 @@ pub mod plumbing {
     /// Frees `block` if it is a handed-off block of a chunk lent to a child pool, by any
     /// process, without the lock, as [`ShmPool::try_free`] does; `None` for a pointer in no
     /// lent chunk, which this never frees: unlike `try_free`, it leaves the pool's own blocks
-    /// alone. A block of a lent chunk that is not handed off is refused, with nothing changed.
+    /// alone. A block of a lent chunk that is not handed off is refused
+    /// ([`ShmError::NotHandedOff`](crate::ShmError::NotHandedOff)), with nothing changed.
     ///
     /// When the block is the last one out of a chunk whose process gave it up, `try_free` takes
     /// the lock to give the chunk back. So does this for a pool that locks itself; with a

@@ -487,14 +487,14 @@ impl Shared {
         if accepted {
             Ok(())
         } else {
-            Err(ShmError::Free(FreeError::Foreign { addr }))
+            Err(ShmError::NotHandedOff { addr })
         }
     }
 
     /// Frees `block` without the lock if it is a block boundary in a chunk lent to a child pool,
     /// in the part this process has mapped: a handed-off block goes onto its chunk's remote-free
-    /// list, any other is refused as foreign, to be freed by its child. `None` for a pointer
-    /// anywhere else, which the lock's holder frees or refuses.
+    /// list, any other is refused ([`ShmError::NotHandedOff`]), to be freed by its child. `None`
+    /// for a pointer anywhere else, which the lock's holder frees or refuses.
     ///
     /// # Safety
     /// As for [`ShmPool::try_free`].
@@ -858,7 +858,8 @@ impl ShmGuard<'_> {
             self.shared.locked_offset_of(block.as_ptr()).ok_or(FreeError::Foreign { addr })?;
         match self.shared.arena.free(offset) {
             // The arena refuses a block of a lent chunk as foreign: it is freed here if it was
-            // handed off, which keeps the check off the path of the pool's own blocks.
+            // handed off, refused as not handed off if not, which keeps the check off the path
+            // of the pool's own blocks.
             Err(error @ FreeError::Foreign { .. }) => match self.shared.arena.remote_target(offset)
             {
                 // SAFETY: forwarded from the caller.
@@ -1817,9 +1818,9 @@ impl ShmPool {
     ///
     /// # Errors
     /// [`ShmError::Free`] for a pointer outside the pool, inside a block, or not in use (a
-    /// double free), and for a pointer into a child pool's chunk that is not a block handed off
-    /// and not freed since (each handed-off block carries a mark, which the free clears); the
-    /// lock's error. Nothing changes.
+    /// double free); [`ShmError::NotHandedOff`] for a pointer into a child pool's chunk that is
+    /// not a block handed off and not freed since (each handed-off block carries a mark, which
+    /// the free clears); the lock's error. Nothing changes.
     ///
     /// # Safety
     /// - A pointer into a chunk lent to a child pool is one of that child's blocks, handed off

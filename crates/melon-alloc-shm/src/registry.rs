@@ -283,7 +283,7 @@ unsafe fn free_in(shared: &Shared, block: NonNull<u8>) -> Option<Result<(), ShmE
     // left to its child, whether or not the lock could be had.
     // SAFETY: forwarded from the caller.
     match unsafe { shared.free_if_lent(block, crate::pool::Orphans::Lock) } {
-        Some(Err(ShmError::Free(FreeError::Foreign { .. }))) => return None,
+        Some(Err(ShmError::NotHandedOff { .. })) => return None,
         Some(freed) => return Some(freed),
         None => {}
     }
@@ -292,10 +292,11 @@ unsafe fn free_in(shared: &Shared, block: NonNull<u8>) -> Option<Result<(), ShmE
         Err(error) => return Some(Err(error)),
     };
     // A block of a child pool's chunk is freed too if it was handed off; any other block of a
-    // child's is refused as foreign, unchanged, and left to its child.
+    // child's is refused, unchanged, and left to its child, as is a pointer the pool does not
+    // hold.
     // SAFETY: forwarded from the caller.
     match unsafe { guard.free(block) } {
-        Err(ShmError::Free(FreeError::Foreign { .. })) => None,
+        Err(ShmError::NotHandedOff { .. } | ShmError::Free(FreeError::Foreign { .. })) => None,
         freed => Some(freed),
     }
 }

@@ -29,20 +29,20 @@ fn figures(shm: &ShmPool) -> (usize, usize, usize, usize, usize) {
 }
 
 /// Offers `block` to `shm.try_free`, which must refuse it with `expected` and change nothing.
-fn assert_refused(shm: &ShmPool, block: NonNull<u8>, expected: FreeError) {
-    assert_refused_as(shm, block, &[expected]);
+fn assert_refused(shm: &ShmPool, block: NonNull<u8>, expected: impl Into<ShmError>) {
+    assert_refused_as(shm, block, &[expected.into()]);
 }
 
 /// Offers `block` to `shm.try_free`, which must refuse it with one of `expected` and change
 /// nothing.
-fn assert_refused_as(shm: &ShmPool, block: NonNull<u8>, expected: &[FreeError]) {
+fn assert_refused_as(shm: &ShmPool, block: NonNull<u8>, expected: &[ShmError]) {
     let before = figures(shm);
     let available = shm.available();
     // SAFETY: the caller passes a pointer that is not an in-use block of `shm`, so the call only
     // inspects it.
     let result = unsafe { shm.try_free(block) };
     assert!(
-        matches!(result, Err(ShmError::Free(error)) if expected.contains(&error)),
+        matches!(&result, Err(error) if expected.contains(error)),
         "pointer {block:p}: {result:?}, expected one of {expected:?}"
     );
     assert!(!result.unwrap_err().to_string().is_empty());
@@ -1173,7 +1173,7 @@ fn bad_pointers_are_refused_and_change_nothing() {
     assert_refused_as(
         &shm,
         large[4],
-        &[FreeError::NotInUse { addr: merged }, FreeError::Interior { addr: merged }],
+        &[FreeError::NotInUse { addr: merged }.into(), FreeError::Interior { addr: merged }.into()],
     );
     assert_refused(&shm, large[3], FreeError::NotInUse { addr: addr(large[3]) });
     // Pointers outside the mapping, into its header, or of another pool.
@@ -1206,7 +1206,7 @@ fn bad_pointers_are_refused_and_change_nothing() {
     assert_refused(&shm, never, FreeError::NotInUse { addr: addr(never) });
     // A block of a child pool's chunk is the child's to free, not the shared pool's.
     for pointer in [lent, at(lent, 16)] {
-        assert_refused(&shm, pointer, FreeError::Foreign { addr: addr(pointer) });
+        assert_refused(&shm, pointer, ShmError::NotHandedOff { addr: addr(pointer) });
     }
     assert_eq!(shm.usable_size(lent), Err(ShmError::Free(FreeError::Foreign { addr: addr(lent) })));
     // SAFETY: the block came from `child` and is freed once.

@@ -6,7 +6,7 @@
 
 use core::ptr::NonNull;
 
-use melon_alloc_core::{FreeError, CHUNK_SIZE};
+use melon_alloc_core::CHUNK_SIZE;
 use melon_alloc_heap::ChildPool;
 use melon_alloc_shm::{ShmError, ShmPool};
 
@@ -96,7 +96,7 @@ fn a_block_not_handed_off_or_freed_twice_is_refused() {
     let addr = kept.as_ptr().addr();
     assert_eq!(
         free(&shm, kept),
-        Err(ShmError::Free(FreeError::Foreign { addr })),
+        Err(ShmError::NotHandedOff { addr }),
         "a block of a child, never handed off"
     );
     // Two blocks of one chunk out: each free is checked against its own block's mark, not
@@ -105,11 +105,11 @@ fn a_block_not_handed_off_or_freed_twice_is_refused() {
     let other = hand_off(&shm, child.alloc(64).unwrap());
     free(&shm, block).unwrap();
     let addr = block.as_ptr().addr();
-    assert_eq!(free(&shm, block), Err(ShmError::Free(FreeError::Foreign { addr })), "twice");
+    assert_eq!(free(&shm, block), Err(ShmError::NotHandedOff { addr }), "twice");
     // SAFETY: 16 bytes into a 64-byte block.
     let inside = unsafe { other.add(16) };
     let addr = inside.as_ptr().addr();
-    assert_eq!(free(&shm, inside), Err(ShmError::Free(FreeError::Foreign { addr })), "inside");
+    assert_eq!(free(&shm, inside), Err(ShmError::NotHandedOff { addr }), "inside");
     // SAFETY: handed off above; refused without any change, as it is handed off already.
     assert!(unsafe { shm.hand_off(other) }.is_err(), "handed off twice");
     free(&shm, other).unwrap();

@@ -101,21 +101,20 @@ mln_alloc_t *mln_alloc_init(mln_alloc_t *parent, mln_size_t capacity);
  * that dies holding that lock is detected and its half-done operation undone. One NULL callback
  * without the other is refused (NULL).
  *
- * How a process's death is seen: each process that uses the pool opens descriptions of the pool's
- * file of its own, locks a byte through each, maps a page of the file through each (a mapping no
- * fork copies) and closes their descriptors at once, so that a process counts as dead once it dies,
- * whatever descriptors it closed, and the pool keeps no descriptor in the process's table but its
- * own: a program may close any other and reuse its number. A daemon that closes every descriptor
- * from 3 up leaves the pool's own open, or does so before it makes the pool, and a process forked
- * from one that made it keeps the pool's descriptor it inherited. With the pool's own descriptor
- * closed before it first used the pool, a process takes the pool's own lock no more, and its
- * allocations from such a pool return NULL; closed after, it cannot tell a dead lock holder from a
- * live one, and waits for one for good. A process makes those descriptions by reopening the pool's
- * file through /proc; one that cannot (no /proc, as in a chroot without it) shares one identity
- * with all such processes, which is never taken over: should it die holding the lock, the others
- * wait for good. One that has no descriptor to spare just then (its table full; a worker forked
- * while its parent's table was full has none from the parent either) makes none: every call that
- * needs the pool's own lock returns NULL, and the next call tries again.
+ * How a process's death is seen: the pool keeps a few descriptors open in each process that uses it
+ * (close-on-exec), each with a page of the pool's file mapped through it that no fork copies, so
+ * that a process counts as dead once it dies, whatever descriptors it closed. A process must still
+ * not close them while it uses the pool, as they are the pool's: a daemon that closes every
+ * descriptor from 3 up does so before it makes the pool, and a process forked from one that made it
+ * closes none of the descriptors it inherited. With the pool's own descriptor closed before it
+ * first used the pool, a process takes the pool's own lock no more, and its allocations from such a
+ * pool return NULL; closed after, it cannot tell a dead lock holder from a live one, and waits for
+ * one for good. A process makes those descriptors by reopening the pool's file through /proc; one
+ * that cannot (no /proc, as in a chroot without it) shares one identity with all such processes,
+ * which is never taken over: should it die holding the lock, the others wait for good. One that has
+ * no descriptor to spare just then (its table full; a worker forked while its parent's table was
+ * full has none from the parent either) makes none: every call that needs the pool's own lock
+ * returns NULL, and the next call tries again.
  *
  * Differences from Melon, which fix its bugs: a mapping the system refuses is a NULL, not a
  * write through MAP_FAILED; a pool slightly above the minimum size can be used in full; every

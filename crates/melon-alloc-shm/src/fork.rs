@@ -2,17 +2,19 @@
 //! with `pthread_atfork` the first time a pool is mapped: one set of handlers for every crate of
 //! the library, which other crates (the C API) join through [`on_fork`].
 //!
-//! Before the fork, on the forking thread, [`prepare`] runs the hooks' `prepare` in the order they
-//! were added (they take their own locks), then takes the lock under which the families of child
-//! pools change (`melon_alloc_heap::lock_families`) and the one under which descriptions are opened
-//! (`owner::lock_opening`), and opens each mapped pool's spare descriptions for the new process
-//! (`spares.rs`). After the fork, [`parent`] closes its copies of the spares, releases the locks
-//! and runs the hooks' `parent` in the opposite order. In the new process, [`child`] first abandons
-//! the copies of every child pool of a shared pool and of every pool made from one (the families
-//! the heap crate links: `ShmPool::child` starts one), drops the registry's pins of the threads it
-//! lacks, keeps the spares, then releases the locks and runs the hooks' `child`, also in the
-//! opposite order. So the new process never finds the links of a family half changed, nor a lock
-//! held by a thread that does not exist there.
+//! Before the fork, on the forking thread, [`prepare`] runs the hooks' `prepare` in the order
+//! they were added (they take their own locks), then takes the lock under which the families of
+//! child pools change (`melon_alloc_heap::lock_families`) and the one under which descriptions
+//! are opened (`owner::lock_opening`), and opens each mapped pool's spare descriptions for the
+//! new process (`spares.rs`). After the fork, [`parent`] closes its copies of the spares,
+//! releases the locks and runs the hooks' `parent` in the opposite order. In the new process,
+//! [`child`] first abandons the copies of every child pool of a shared pool and of every pool
+//! made from one (the families the heap crate links: `ShmPool::child` starts one), closes its
+//! copies of the descriptions its parent's identities and slots hold
+//! (`owner::forget_all_in_child`), drops the registry's pins of the threads it lacks, keeps the
+//! spares, then releases the locks and runs the hooks' `child`, also in the opposite order. So
+//! the new process never finds the links of a family half changed, nor a lock held by a thread
+//! that does not exist there.
 //!
 //! The registry of pools takes no lock (see `registry.rs`). The handlers take their locks in the
 //! order the rest of the library does (the hooks', then the families', then the one under which
@@ -188,9 +190,10 @@ pub(crate) fn child() {
     // handed out belong to the originals in the parent, and `ShmPool::child` makes freeing them
     // in the new process part of the contract of `fork`, which no safe code can call.
     unsafe { melon_alloc_heap::abandon_every_family() };
-    // Once, before the hooks run: a hook may use a pool, and so pin its registry slot, which
-    // a second run would forget.
+    // Once, before the hooks run: a hook may lock a pool, and so list a description of this
+    // process's own, which a second run would close.
     if first_in_child() {
+        crate::owner::forget_all_in_child();
         crate::registry::forget_pins_in_child();
     }
     release(crate::pool::Shared::after_fork_in_child);

@@ -3,8 +3,8 @@
 //! for that number, taken through an open file description of the process's own (opened for it
 //! by its parent before the fork that made it, see `spares.rs`, or else the file reopened
 //! through `/proc/self/fd`). The kernel drops the byte's lock when the description's last
-//! reference goes, the page pinned through it once its descriptor is closed (see `owner.rs`),
-//! which a process's death does after its memory is gone: a lock word naming an identity whose byte
+//! reference goes, its descriptors and the page pinned through it (see `owner.rs`), which a
+//! process's death does after its memory is gone: a lock word naming an identity whose byte
 //! nobody locks belongs to a process that can write to the pool no more, whatever pid namespace
 //! it ran in and whatever process has its pid now.
 //!
@@ -12,7 +12,9 @@
 //! futex of the pool's file, and asks whether a byte is locked through the pool's own
 //! descriptor, which never locks, so that every holder conflicts with it.
 
-use core::sync::atomic::{AtomicU32 as PlainU32, AtomicU64 as PlainU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicI32, AtomicI64, AtomicU32 as PlainU32, AtomicU64 as PlainU64, AtomicUsize, Ordering,
+};
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use rustix::io::Errno;
 
 use crate::layout::PoolLock;
 use crate::lock::{Waited, Waits, HOLDER};
-use crate::owner::{open_pinned, set_byte_lock, unpin};
+use crate::owner::{close_held, open_held, set_byte_lock, Held};
 use crate::spares::{Spares, Use};
 use crate::sync::AtomicU32;
 use crate::sys::Mapping;
@@ -59,8 +61,10 @@ pub(crate) struct Identity {
     process: PlainU64,
     /// The identity: in `1..=HOLDER`.
     id: PlainU32,
-    /// The address of the page that keeps the description the identity's byte is locked
-    /// through (see `open_pinned` in `owner.rs`), or 0.
+    /// The description the identity's byte is locked through, and its tag (see `tags.rs`).
+    fd: AtomicI32,
+    tag: AtomicI64,
+    /// The address of the page mapped through it (see `Held::pin` in `owner.rs`), or 0.
     pin: AtomicUsize,
     /// The process token of a thread making the identity, or 0: the threads of one process
     /// make it one at a time, and a child of a fork taken in the middle takes over its
@@ -73,6 +77,8 @@ impl Identity {
         Self {
             process: PlainU64::new(0),
             id: PlainU32::new(0),
+            fd: AtomicI32::new(-1),
+            tag: AtomicI64::new(0),
             pin: AtomicUsize::new(0),
             making: PlainU64::new(0),
         }
@@ -152,13 +158,15 @@ impl Identity {
                     // A shortage may pass: no identity is kept, so that the process does not
                     // lock under the anonymous one, which nothing takes over, for good.
                     Err(errno) if is_shortage(errno) => Err(errno),
-                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, 0))),
+                    claimed => Ok(claimed.unwrap_or((ANONYMOUS, Held::NONE))),
                 },
-                Err(_) => Ok((UNUSABLE, 0)),
+                Err(_) => Ok((UNUSABLE, Held::NONE)),
             };
-            claimed.map(|(id, pin)| {
+            claimed.map(|(id, held)| {
                 self.id.store(id, Ordering::Relaxed);
-                self.pin.store(pin, Ordering::Relaxed);
+                self.fd.store(held.fd, Ordering::Relaxed);
+                self.tag.store(held.tag, Ordering::Relaxed);
+                self.pin.store(held.pin, Ordering::Relaxed);
                 self.process.store(token, Ordering::Release);
                 id
             })
@@ -167,19 +175,27 @@ impl Identity {
         made
     }
 
-    /// In a process that finds its parent's identity: forgets it. The parent's page was not
-    /// inherited, so its address may be another mapping's here.
+    /// In a process that finds its parent's identity: closes the copy of the parent's
+    /// description that a fork without the handler (a raw `fork` or `clone` system call) left
+    /// it, which would keep the parent looking alive for as long as this process lives. After a
+    /// fork that ran the handler, the handler closed it, and the number may name another
+    /// description by now, which its tag tells and which is left alone.
     fn forget_parents(&self) {
-        if self.process.swap(0, Ordering::Relaxed) != 0 {
-            self.pin.store(0, Ordering::Relaxed);
+        if self.process.swap(0, Ordering::Relaxed) == 0 {
+            return;
         }
+        // The parent's page was not inherited: its address may be another mapping's here.
+        self.pin.store(0, Ordering::Relaxed);
+        close_held((self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed)));
     }
 
     /// Gives the identity up: a pool handle that goes. The caller holds no lock of the pool.
     pub(crate) fn close(&self) {
         if self.process.load(Ordering::Relaxed) == crate::sys::process_token() {
             self.process.store(0, Ordering::Relaxed);
-            unpin(self.pin.swap(0, Ordering::Relaxed));
+            let pin = self.pin.swap(0, Ordering::Relaxed);
+            let (fd, tag) = (self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed));
+            Held { fd, tag, pin }.close();
         } else {
             self.forget_parents();
         }
@@ -205,29 +221,32 @@ fn is_shortage(errno: Errno) -> bool {
 /// Takes a free identity: the next number of the lock's counter whose byte nobody locks, and
 /// that the lock's word does not name (a dead holder's, not taken over yet, once the counter has
 /// wrapped), with the lock on its byte taken through a description of the pool's file of this
-/// process's own: the spare its parent opened for it, or a new one. Returns the identity and
-/// the address of the page that keeps the description (see `open_pinned` in `owner.rs`).
+/// process's own: the spare its parent opened for it, or a new one.
 ///
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again, or when
 /// the byte cannot be locked; `EAGAIN` when [`TRIES`] numbers in a row were all taken.
-fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, usize), Errno> {
-    open_pinned(pool, Use::Identity, spares, |fd| {
-        for _ in 0..TRIES {
-            let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
-            let named = lock.word.load(crate::sync::Ordering::Relaxed) & HOLDER;
-            if id == 0 || id == ANONYMOUS || id == named {
-                continue;
-            }
-            match set_byte_lock(fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
-                Ok(()) => return Ok(id),
-                // Another live process has the number.
-                Err(Errno::AGAIN | Errno::ACCESS) => {}
-                Err(errno) => return Err(errno),
+fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, Held), Errno> {
+    let held = open_held(pool, || spares.take(Use::Identity))?;
+    let mut refused = Errno::AGAIN;
+    for _ in 0..TRIES {
+        let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;
+        let named = lock.word.load(crate::sync::Ordering::Relaxed) & HOLDER;
+        if id == 0 || id == ANONYMOUS || id == named {
+            continue;
+        }
+        match set_byte_lock(held.fd, IDENTITY_BASE + i64::from(id), libc::F_WRLCK as _) {
+            Ok(()) => return Ok((id, held)),
+            // Another live process has the number.
+            Err(Errno::AGAIN | Errno::ACCESS) => {}
+            Err(errno) => {
+                refused = errno;
+                break;
             }
         }
-        Err(Errno::AGAIN)
-    })
+    }
+    held.close();
+    Err(refused)
 }
 
 /// Whether some description holds the lock on `byte`: its process is alive. The pool's own

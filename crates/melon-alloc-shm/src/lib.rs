@@ -61,13 +61,14 @@
 //! child pools' chunks do not come back when it dies: were it to die holding the lock, the others
 //! would wait until their timeouts. One that has no descriptor or memory to spare just then (its
 //! table of descriptors full, say) makes none: every operation that needs the lock fails with
-//! [`ShmError::Os`] and what the system said (`EMFILE`, say), and the next one tries again. The
-//! process maps a page of the pool's file through each of those descriptions, a mapping no forked
-//! process inherits, and closes its descriptor as soon as the description holds its lock: the page
-//! keeps the description, and the lock, until the process dies or the pool handle goes. So the pool
-//! keeps no descriptor in the process's table but its own, and a program may close any other and
-//! reuse its number (a worker that closes the pair its parent opened for it before it uses the pool
-//! opens its own instead, as any other process does). The pool's own descriptor
+//! [`ShmError::Os`] and what the system said (`EMFILE`, say), and the next one tries again. Those
+//! descriptions are descriptors of the process's (close-on-exec), each with a page of the pool's
+//! file mapped through it that no forked process inherits, so that closing the descriptors of a
+//! pool made without a path does not end them: only the process's death, or the pool handle's drop,
+//! does. A program must not close them all the same: on some file systems a mapping does not keep
+//! the description it was made through (see `docs/architecture.md`). Each is tagged by its file
+//! offset, so that a number the program closed and got back for a file of its own is neither used
+//! nor closed as the pool's, in the process or in one it forks. The pool's own descriptor
 //! ([`ShmPool::as_fd`]) is the one all of that is asked and done through, and a process in which it
 //! no longer names the pool's file (closed, its number perhaps given to another file since) before
 //! it first takes a lock takes neither the pool's built-in lock nor a [`ShmMutex`]: every operation
@@ -77,8 +78,8 @@
 //! still takes the lock, and no other process takes its lock over or its chunks back while it runs;
 //! but it cannot tell a dead holder from a live one, and waits for a dead one as for a live one,
 //! until its lock timeout if it set one. So a program that closes every descriptor from 3 up, as a
-//! daemon may, leaves the pool's own open, or does it before it makes or attaches a pool; a process
-//! forked from one that uses a pool keeps the pool's descriptor open, or attaches the pool again
+//! daemon may, does it before it makes or attaches a pool; a process forked from one that uses a
+//! pool keeps the pool's descriptor open, or attaches the pool again
 //! ([`open_path`](ShmPool::open_path), [`receive`](ShmPool::receive)) after it closes it.
 //!
 //! Before a fork, the library's handler (registered with `pthread_atfork` when the first pool
@@ -192,6 +193,7 @@ mod stats;
 mod stop_point;
 mod sync;
 mod sys;
+mod tags;
 mod travel;
 mod tx;
 mod typed;

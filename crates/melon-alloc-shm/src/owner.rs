@@ -4,31 +4,76 @@
 //! through a write lock on one byte of the pool's file, taken through an open file description
 //! of its own (opened for it by its parent before the fork that made it, see `spares.rs`, or
 //! else the file reopened through `/proc/self/fd`). The kernel drops such a lock when the
-//! description's last reference goes. The process maps a page of the file through the
-//! description, which no forked process inherits, and closes its descriptor at once
-//! ([`open_pinned`]): the page is the description's only reference, which no `close` of the
-//! program's drops, and the pool keeps no descriptor number that the program could close and
-//! reuse. A process's death unmaps the page after its memory is gone: a slot marked claimed
-//! whose byte nobody locks belongs to a process that can no longer touch the pool, whatever pid
-//! namespace it ran in and whatever process has its id now, and its chunks can come back.
+//! description's last reference goes: its descriptors, and a page of the file the process maps
+//! through it ([`open_held`]), which no forked process inherits, so that a process that closes
+//! the descriptors is not taken for dead while it runs (the crate docs still tell a program not
+//! to: their numbers stay listed here). A process's death drops both, after its
+//! memory is gone: a slot marked claimed whose byte nobody locks belongs to a process that can
+//! no longer touch the pool, whatever pid namespace it ran in and whatever process has its id
+//! now, and its chunks can come back.
 //!
 //! An open file description's lock (`F_OFD_SETLK`), not a process's (`F_SETLK`): a process's
 //! record locks on a file all go when it closes any descriptor of that file, which code that
 //! never heard of the pool may do. And not a robust mutex, like the pool's lock: a mutex is held
 //! by a thread, and the slot would look dead when the thread that claimed it ended.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use core::sync::atomic::Ordering::{self, Relaxed};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use crate::arena::{Arena, Reclaimed};
+use crate::blocks::Blocks;
 use crate::layout::{OWNER_SLOTS, PAGE};
 use crate::spares::{Spares, Use};
 use crate::sys;
+use crate::tags::{self, Tagged};
 
 /// Where the owner table's lock bytes lie in the pool's file: byte `LOCK_BASE + slot`, far past
 /// the mapping, so that a [`ShmLock`](crate::ShmLock) of the user's that locks a range of the
 /// pool's own bytes does not meet them.
 const LOCK_BASE: i64 = 1 << 62;
+
+/// The descriptions this process holds its slots and its identities in pools through (see
+/// `identity.rs`), so that the child of a `fork` can close its copies: a copy would keep its
+/// parent's slot and identity looking alive after the parent died, and with them its chunks and
+/// any lock it died holding. Every such description is listed: the table grows by a block when
+/// it is full, and a description with no room, when there is no memory for a block, is closed
+/// and refused. Each is tagged (see `tags.rs`), so that a number the program closed and got
+/// back for a file of its own is not closed as the description, here or in a forked process.
+static HELD: Blocks<Listed, HELD_BLOCK> = Blocks::new(no_descriptions());
+
+/// Descriptions in a block of [`HELD`]: two per pool (a slot and an identity), for 128 pools.
+const HELD_BLOCK: usize = 256;
+
+/// An entry of [`HELD`]: a description's number, or -1 for none, its tag and its file. The
+/// number is set first, by the thread that takes the entry; the rest after, before the
+/// description is used.
+struct Listed {
+    fd: AtomicI32,
+    tag: AtomicI64,
+    device: AtomicU64,
+    inode: AtomicU64,
+}
+
+impl Listed {
+    /// The entry's description, as its number, its tag and its file.
+    fn read(&self) -> (Tagged, sys::File) {
+        let tagged = (self.fd.load(Ordering::Relaxed), self.tag.load(Ordering::Relaxed));
+        (tagged, (self.device.load(Ordering::Relaxed), self.inode.load(Ordering::Relaxed)))
+    }
+}
+
+/// A block of [`HELD`] that lists nothing.
+const fn no_descriptions() -> [Listed; HELD_BLOCK] {
+    [const {
+        Listed {
+            fd: AtomicI32::new(-1),
+            tag: AtomicI64::new(0),
+            device: AtomicU64::new(0),
+            inode: AtomicU64::new(0),
+        }
+    }; HELD_BLOCK]
+}
 
 /// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead) found and gave back.
 ///
@@ -72,14 +117,22 @@ pub(crate) struct Claim {
     /// fork, the copy names the parent, and the child claims a slot of its own.
     process: AtomicU64,
     slot: AtomicU32,
-    /// The address of the page that keeps the description the slot's byte is locked through
-    /// ([`open_pinned`]).
+    /// The description the slot's byte is locked through, and its tag.
+    fd: AtomicI32,
+    tag: AtomicI64,
+    /// The address of the page mapped through it ([`Held::pin`]).
     pin: AtomicUsize,
 }
 
 impl Claim {
     pub(crate) const fn new() -> Self {
-        Self { process: AtomicU64::new(0), slot: AtomicU32::new(0), pin: AtomicUsize::new(0) }
+        Self {
+            process: AtomicU64::new(0),
+            slot: AtomicU32::new(0),
+            fd: AtomicI32::new(-1),
+            tag: AtomicI64::new(0),
+            pin: AtomicUsize::new(0),
+        }
     }
 
     /// This process's slot, if it has claimed one.
@@ -108,18 +161,19 @@ impl Claim {
                 return None;
             }
         }
-        let (slot, pin) = open_pinned(pool, Use::Claim, spares, |fd| {
-            (0..OWNER_SLOTS as u32)
-                .find(|&slot| {
-                    !arena.owner_claimed(slot)
-                        && set_byte_lock(fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
-                })
-                .ok_or(rustix::io::Errno::AGAIN)
-        })
-        .ok()?;
+        let held = open_held(pool, || spares.take(Use::Claim)).ok()?;
+        let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
+            !arena.owner_claimed(slot)
+                && set_byte_lock(held.fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
+        }) else {
+            held.close();
+            return None;
+        };
         arena.claim_owner(slot);
         self.slot.store(slot, Ordering::Relaxed);
-        self.pin.store(pin, Ordering::Relaxed);
+        self.fd.store(held.fd, Ordering::Relaxed);
+        self.tag.store(held.tag, Ordering::Relaxed);
+        self.pin.store(held.pin, Ordering::Relaxed);
         self.process.store(sys::process_token(), Ordering::Relaxed);
         Some(slot)
     }
@@ -138,22 +192,29 @@ impl Claim {
     pub(crate) fn close(&self) {
         if self.current().is_some() {
             self.process.store(0, Ordering::Relaxed);
-            unpin(self.pin.swap(0, Ordering::Relaxed));
+            let pin = self.pin.swap(0, Ordering::Relaxed);
+            let (fd, tag) = (self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed));
+            Held { fd, tag, pin }.close();
         }
     }
 
-    /// In a process that finds its parent's claim: forgets it. The parent's page was not
-    /// inherited, so its address may be another mapping's here.
+    /// In a process that finds its parent's claim: closes the copy of the parent's description
+    /// that a fork without the handler (a raw `fork` or `clone` system call) left it. After a
+    /// fork that ran the handler, the handler closed it, and the number may name another
+    /// description by now, which its tag tells and which is left alone.
     pub(crate) fn forget_parents(&self) {
-        if self.process.swap(0, Ordering::Relaxed) != 0 {
-            self.pin.store(0, Ordering::Relaxed);
+        if self.process.swap(0, Ordering::Relaxed) == 0 {
+            return;
         }
+        // The parent's page was not inherited: its address may be another mapping's here.
+        self.pin.store(0, Ordering::Relaxed);
+        close_held((self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed)));
     }
 }
 
-/// Held while a description is opened, locked through and closed, and by the thread that forks,
-/// across the fork (see `fork.rs`): so no child inherits a descriptor of a description that
-/// holds this process's locks.
+/// Held while a description is opened and listed in [`HELD`], and by the thread that forks,
+/// across the fork (see `fork.rs`): so no child inherits a description that is not listed yet,
+/// which the fork handler would not close.
 static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Takes [`OPENING`]. Nothing panics while it is held, but a poisoned lock guards nothing that
@@ -162,40 +223,75 @@ pub(crate) fn lock_opening() -> std::sync::MutexGuard<'static, ()> {
     OPENING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Opens a description of the pool's file private to this process, takes its byte locks
-/// through it with `lock`, maps the first page of the file through it and closes its
-/// descriptor: what `lock` returned, and the page's address. The description is the spare its
-/// parent opened for this `what` before the fork that made it, or else a new one.
-///
-/// The page, kept from forked processes (`MADV_DONTFORK`), is then the description's only
-/// reference: the locks last until [`unpin`] or the process's death, whatever descriptors the
-/// program closes, and the pool keeps no descriptor number of the program's table. All of it
-/// happens under [`OPENING`], which the fork handler holds across a fork, so that no forked
-/// process inherits the descriptor while it is open.
+/// A description [`open_held`] opened, and the page of the pool's file mapped through it.
+pub(crate) struct Held {
+    /// Its descriptor, listed in [`HELD`], and its tag.
+    pub(crate) fd: RawFd,
+    pub(crate) tag: i64,
+    /// The address of the first page of the pool's file, mapped through the description and
+    /// kept from forked processes (`MADV_DONTFORK`): a reference to the description that no
+    /// `close` of the program's drops, so that the byte locks taken through it last until the
+    /// process dies or gives them up ([`Held::close`]). 0 for none.
+    pub(crate) pin: usize,
+}
+
+impl Held {
+    /// No description: an identity that locks nothing of its own.
+    pub(crate) const NONE: Self = Self { fd: -1, tag: 0, pin: 0 };
+
+    /// Drops the description's locks: unmaps its page, and closes and unlists its descriptor.
+    pub(crate) fn close(self) {
+        unpin(self.pin);
+        close_held((self.fd, self.tag));
+    }
+}
+
+/// An open file description of the pool's file, private to this process, tagged, listed in [`HELD`]
+/// and pinned ([`Held::pin`]): what `spare` gives, a description opened for this process before the
+/// fork that made it, with its tag, or else a new one, tagged here. `spare` runs under the same
+/// lock as the listing, so that no fork copies its descriptor before it is listed.
 ///
 /// # Errors
-/// What `lock` returned; what the system says when there is no spare and the file cannot be
-/// opened again through `/proc`, or its page cannot be mapped. Nothing stays open or mapped.
-pub(crate) fn open_pinned<T>(
+/// What the system says when there is no spare and the file cannot be opened again through
+/// `/proc`, tagged, or its page mapped; `ENOMEM` when the table is full and there is no memory
+/// for a block more, with the description closed (or the spare given up): one a fork could not
+/// close in the child must not lock anything.
+pub(crate) fn open_held(
     pool: BorrowedFd<'_>,
-    what: Use,
-    spares: &Spares,
-    lock: impl FnOnce(BorrowedFd<'_>) -> Result<T, rustix::io::Errno>,
-) -> Result<(T, usize), rustix::io::Errno> {
+    spare: impl FnOnce() -> Option<(OwnedFd, i64)>,
+) -> Result<Held, rustix::io::Errno> {
     let _opening = lock_opening();
-    let fd = match spares.take(what) {
+    let file = sys::file_of(pool.as_raw_fd()).ok_or(rustix::io::Errno::BADF)?;
+    // Dropping `fd` on an error closes it: it is listed nowhere yet.
+    let (fd, tag) = match spare() {
         Some(spare) => spare,
-        None => own_description(pool)?,
+        None => {
+            let fd = own_description(pool)?;
+            let tag = tags::tag(fd.as_fd())?;
+            (fd, tag)
+        }
     };
-    let locked = lock(fd.as_fd())?;
-    // Dropping `fd` closes it, and with it the locks, if the page cannot be mapped.
     let pin = pin(fd.as_fd())?;
-    drop(fd);
-    Ok((locked, pin))
+    loop {
+        let entry = HELD.entries().find(|entry| {
+            let taken = entry.fd.compare_exchange(-1, fd.as_raw_fd(), Relaxed, Relaxed);
+            taken.is_ok()
+        });
+        if let Some(entry) = entry {
+            entry.tag.store(tag, Ordering::Relaxed);
+            entry.device.store(file.0, Ordering::Relaxed);
+            entry.inode.store(file.1, Ordering::Relaxed);
+            return Ok(Held { fd: fd.into_raw_fd(), tag, pin });
+        }
+        if let Err(errno) = HELD.grow(no_descriptions) {
+            unpin(pin);
+            return Err(errno);
+        }
+    }
 }
 
 /// Maps the first page of the pool's file through the description `fd`, kept from forked
-/// processes: see [`open_pinned`]. Returns its address.
+/// processes: see [`Held::pin`]. Returns its address.
 fn pin(fd: BorrowedFd<'_>) -> Result<usize, rustix::io::Errno> {
     use rustix::mm::{Advice, MapFlags, ProtFlags};
     // SAFETY: a new mapping, at an address the kernel picks, of a page the pool's header lies
@@ -211,13 +307,51 @@ fn pin(fd: BorrowedFd<'_>) -> Result<usize, rustix::io::Errno> {
     Ok(page.addr())
 }
 
-/// Unmaps a page [`pin`] mapped, at `address`, which drops the locks taken through its
-/// description; nothing for 0.
-pub(crate) fn unpin(address: usize) {
+/// Unmaps a page [`pin`] mapped, at `address`; nothing for 0.
+fn unpin(address: usize) {
     if address != 0 {
         // SAFETY: the page was mapped by `pin` in this process (the callers forget the address
         // of a parent's, which a fork did not copy), and nothing refers to it.
         let _ = unsafe { rustix::mm::munmap(core::ptr::without_provenance_mut(address), PAGE) };
+    }
+}
+
+/// Closes a claim's or an identity's description, kept as `held`, and takes it off [`HELD`],
+/// if its number still names it: a program that closed the number and got it back for a file of
+/// its own keeps that file.
+pub(crate) fn close_held(held: Tagged) {
+    let Some(entry) = HELD.entries().find(|entry| held.0 >= 0 && entry.read().0 == held) else {
+        return;
+    };
+    let Some(mut description) = tags::take(held, entry.read().1) else {
+        entry.fd.store(-1, Ordering::Relaxed);
+        return;
+    };
+    // The description goes first, at once: its number is pointed at `/dev/null`, so that a fork
+    // before the number is off the table copies a description that locks nothing (which the
+    // forked process keeps: it is no longer tagged). No lock is taken: a pool may be dropped
+    // anywhere, fork handlers of the program's included.
+    if let Ok(null) = rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = rustix::io::dup3(&null, &mut description, rustix::io::DupFlags::CLOEXEC);
+    }
+    entry.fd.store(-1, Ordering::Relaxed);
+    drop(description);
+}
+
+/// Closes this process's copies of the descriptions its parent held slots and identities
+/// through, where their numbers still name them. Run in the child of a fork, where only the
+/// forking thread exists: it takes no lock and only closes descriptors.
+pub(crate) fn forget_all_in_child() {
+    for entry in HELD.entries() {
+        let (held, file) = entry.read();
+        if held.0 >= 0 {
+            entry.fd.store(-1, Ordering::Relaxed);
+            drop(tags::take(held, file));
+        }
     }
 }
 
@@ -303,14 +437,14 @@ pub(crate) fn byte_lock(byte: i64, kind: libc::c_short) -> libc::flock {
 /// `EAGAIN` or `EACCES` when another description holds a conflicting lock; what else the
 /// system says.
 pub(crate) fn set_byte_lock(
-    fd: BorrowedFd<'_>,
+    fd: RawFd,
     byte: i64,
     kind: libc::c_short,
 ) -> Result<(), rustix::io::Errno> {
     let lock = byte_lock(byte, kind);
     // SAFETY: the caller's descriptor is open, and `lock` is a valid `flock` that lives across
     // the call; the call only reads it.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &lock) } == 0 {
+    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) } == 0 {
         Ok(())
     } else {
         let error = std::io::Error::last_os_error();

@@ -8,16 +8,14 @@
 //! its copies after the fork, and the new process keeps them until it uses them or drops the
 //! pool.
 //!
-//! Each spare's file offset, which belongs to the description, is set to a tag of its own, kept
-//! beside its number: a number the program closed and got back for another description (of
-//! another file, of the pool's, or another spare) is neither taken nor closed as that spare. The
-//! library moves no other description's offset: only a description of the pool's file that the
-//! program read up to exactly a spare's tag, and got that spare's number for, would pass.
+//! Each spare is tagged (see `tags.rs`): a number the program closed and got back for another
+//! description is neither taken nor closed as that spare.
 
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
 use crate::sys::{self, file_of, File};
+use crate::tags::{self, Tagged};
 
 /// What a spare description is for.
 #[derive(Clone, Copy)]
@@ -27,14 +25,6 @@ pub(crate) enum Use {
     /// The process's slot in the owner table.
     Claim = 1,
 }
-
-/// The first tag: an offset no program seeks its descriptions of a pool's file to, low enough
-/// for every file system.
-const FIRST_TAG: i64 = 0x4d4c_0000;
-
-/// The next tag this process gives a spare; a forked process goes on from its parent's, so the
-/// spares it holds at once (its own and those it opens for its children) never share one.
-static NEXT_TAG: AtomicI64 = AtomicI64::new(0);
 
 /// A spare's place: its descriptor, or -1, and the tag of its description.
 struct Spare {
@@ -48,12 +38,12 @@ impl Spare {
     }
 
     /// Empties the place, returning the descriptor it held (-1 if none) and its tag.
-    fn take(&self) -> (RawFd, i64) {
+    fn take(&self) -> Tagged {
         (self.fd.swap(-1, Ordering::Relaxed), self.tag.load(Ordering::Relaxed))
     }
 
     /// Fills the place, closing what it held, a spare of `file`.
-    fn put(&self, (fd, tag): (RawFd, i64), file: File) {
+    fn put(&self, (fd, tag): Tagged, file: File) {
         let old = self.take();
         self.tag.store(tag, Ordering::Relaxed);
         self.fd.store(fd, Ordering::Relaxed);
@@ -126,9 +116,10 @@ impl Spares {
     }
 
     /// This process's spare description for `what`, if its parent opened one and it was not
-    /// taken yet. The caller holds `owner::lock_opening`, so that no fork copies the descriptor
-    /// between here and the table of held descriptions it goes into.
-    pub(crate) fn take(&self, what: Use) -> Option<OwnedFd> {
+    /// taken yet, and its tag, which stays: the parent may not have closed its copy yet, which it
+    /// tells by the tag. The caller holds `owner::lock_opening`, so that no fork copies the
+    /// descriptor between here and the table of held descriptions it goes into.
+    pub(crate) fn take(&self, what: Use) -> Option<(OwnedFd, i64)> {
         if self.process.load(Ordering::Relaxed) != sys::process_token() {
             // Made by a fork that ran no handler: what is here are copies of the parent's
             // spares, which would keep its descriptions, and the locks it may take through them,
@@ -139,9 +130,7 @@ impl Spares {
             return None;
         }
         let spare = self.mine[what as usize].take();
-        // SAFETY: a descriptor of the pool's file at the spare's tag is the spare the fork
-        // handler opened for this process (see the module's docs), which nothing else owns.
-        is_spare(spare, self.file()).then(|| unsafe { OwnedFd::from_raw_fd(spare.0) })
+        tags::take(spare, self.file()).map(|fd| (fd, spare.1))
     }
 }
 
@@ -154,27 +143,15 @@ impl Drop for Spares {
     }
 }
 
-/// A new description of `pool`'s file, its offset set to a new tag.
-fn open_tagged(pool: BorrowedFd<'_>) -> Option<(RawFd, i64)> {
+/// A new description of `pool`'s file, tagged.
+fn open_tagged(pool: BorrowedFd<'_>) -> Option<Tagged> {
     let fd = crate::owner::own_description(pool).ok()?;
-    let tag = FIRST_TAG + NEXT_TAG.fetch_add(1, Ordering::Relaxed) % (1 << 28);
-    let offset = u64::try_from(tag).ok()?;
-    rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(offset)).ok()?;
+    let tag = tags::tag(fd.as_fd()).ok()?;
     Some((fd.into_raw_fd(), tag))
 }
 
-/// Whether `fd` is still the spare tagged `tag`: an open descriptor of `file` at that offset.
-fn is_spare((fd, tag): (RawFd, i64), file: File) -> bool {
-    // SAFETY: `lseek` on any number: one that is not an open descriptor fails with `EBADF`.
-    fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == tag && file_of(fd) == Some(file)
-}
-
-/// Closes a spare of `file`, if its number still names it.
-fn close(spare: (RawFd, i64), file: File) {
-    if is_spare(spare, file) {
-        // SAFETY: the number names a description of the pool's file at the spare's tag, so the
-        // spare (see the module's docs), which the fork handler opened for this process or whose
-        // copy this process inherited, taken out of its place: nothing else owns it.
-        drop(unsafe { OwnedFd::from_raw_fd(spare.0) });
-    }
+/// Closes a spare of `file`, which the fork handler opened for this process or whose copy this
+/// process inherited, taken out of its place, if its number still names it.
+fn close(spare: Tagged, file: File) {
+    drop(tags::take(spare, file));
 }

@@ -10,7 +10,6 @@
 //! unrelated process that a case starts to attach to its pool.
 
 mod harness;
-mod pins;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -26,7 +25,6 @@ use harness::{
 };
 use melon_alloc_shm::plumbing::free_shared;
 use melon_alloc_shm::{ShmError, ShmMutex, ShmPool};
-use pins::pinned_pages;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -81,6 +79,10 @@ fn main() -> ExitCode {
         (
             "numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs",
             numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs,
+        ),
+        (
+            "a_named_pool_on_overlayfs_tells_a_live_worker_from_a_dead_one",
+            a_named_pool_on_overlayfs_tells_a_live_worker_from_a_dead_one,
         ),
         (
             "a_guard_copied_by_a_fork_is_not_the_childs_to_release",
@@ -1163,6 +1165,22 @@ fn a_worker_that_closes_every_descriptor_after_first_use_is_not_taken_for_dead()
     shm.check().unwrap();
 }
 
+/// Pages of a pool's file of one page's length that this process maps: those that keep the
+/// descriptions its identity and slot lock through alive (the pool itself maps more).
+fn pinned_pages() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|line| line.contains("melon-alloc"))
+        .filter(|line| {
+            let range = line.split(' ').next().unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let len =
+                usize::from_str_radix(end, 16).unwrap() - usize::from_str_radix(start, 16).unwrap();
+            len == PAGE
+        })
+        .count()
+}
+
 /// The pages that keep a process's identity and slot alive are its own: a process that used the
 /// pool maps one for each, a process it forks inherits neither, and they go with the handle.
 fn the_pages_that_keep_a_processs_locks_are_its_own_and_go_with_its_handle() {
@@ -1207,15 +1225,13 @@ fn still_a_pipe(ends: [libc::c_int; 2]) -> bool {
 /// A program that closes every descriptor from 3 up but the pool's own after it has used the
 /// pool, as a daemon may, and gets the numbers back for pipes of its own, finds the pipes intact
 /// in a process it forks and after the pool's handle goes: the descriptions the process's
-/// identity and slot lock through keep no descriptor number, so the pool closes none.
+/// identity and slot lock through are tagged, so the pool closes no number that names another.
 fn numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs() {
     fork(|| {
         let shm = ShmPool::new(MIB).unwrap();
-        let before = open_descriptors().len();
         let child = shm.child();
         let block = child.alloc(64).expect("a chunk for the child pool");
         drop(shm.lock().unwrap());
-        assert_eq!(open_descriptors().len(), before, "descriptors kept for the identity or slot");
         let own = shm.as_fd().as_raw_fd();
         for fd in (3..1024).filter(|&fd| fd != own) {
             // SAFETY: closing numbers of this process, as a daemon's `close_range` would; the
@@ -1235,6 +1251,93 @@ fn numbers_a_program_closes_after_first_use_and_reuses_stay_the_programs() {
         assert!(pipes.iter().all(|&ends| still_a_pipe(ends)), "after the pool's handle went");
     })
     .succeeds("a process that reused its numbers");
+}
+
+/// Moves this process, which must have a single thread, into new user and mount namespaces and
+/// mounts an overlay file system there, over directories under `base`: its merged directory, or
+/// `None`, saying so, where the system lets it make no such namespace or mount (as some
+/// containers' seccomp profiles and older kernels do).
+fn overlay_in_a_namespace_of_its_own(base: &std::path::Path) -> Option<std::path::PathBuf> {
+    let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+    // SAFETY: the caller is a forked child with one thread, as `CLONE_NEWUSER` needs; only this
+    // process's namespaces change.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+        println!(
+            "  skipped: no user and mount namespaces here ({})",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    std::fs::write("/proc/self/setgroups", "deny").unwrap();
+    std::fs::write("/proc/self/uid_map", format!("0 {} 1", uid.as_raw())).unwrap();
+    std::fs::write("/proc/self/gid_map", format!("0 {} 1", gid.as_raw())).unwrap();
+    let dirs = ["lower", "upper", "work", "merged"].map(|name| base.join(name));
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dirs[0].display(),
+        dirs[1].display(),
+        dirs[2].display()
+    );
+    let options = std::ffi::CString::new(options).unwrap();
+    let target = std::ffi::CString::new(dirs[3].to_str().unwrap()).unwrap();
+    // SAFETY: the strings are NUL-terminated and outlive the call.
+    let mounted = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if mounted != 0 {
+        println!("  skipped: no overlay mount here ({})", std::io::Error::last_os_error());
+        return None;
+    }
+    Some(dirs[3].clone())
+}
+
+/// A named pool whose file lies on an overlay file system, as a container's `/tmp` does, where a
+/// mapping of the file is one of the file beneath it and so keeps no description of the pool's
+/// file: a live worker that holds the lock and a chunk is neither taken over nor reclaimed, and
+/// once it is dead, its chunk comes back.
+fn a_named_pool_on_overlayfs_tells_a_live_worker_from_a_dead_one() {
+    let base = std::env::temp_dir().join(format!("melon-overlay-{}", std::process::id()));
+    fork(|| {
+        let Some(merged) = overlay_in_a_namespace_of_its_own(&base) else { return };
+        let shm = ShmPool::builder().path(merged.join("pool")).capacity(4 * MIB).build().unwrap();
+        let flags = SharedWords::<AtomicU64>::new(3);
+        let worker = fork(|| {
+            let child = shm.child();
+            let block = child.alloc(64).expect("the worker's first chunk");
+            let guard = shm.lock().unwrap();
+            flags[0].store(1, Ordering::Release);
+            await_word(&flags[1]);
+            drop(guard);
+            await_word(&flags[2]);
+            // SAFETY: the block came from `child` and is freed once.
+            unsafe { child.free(block) };
+            // The chunk stays lent to the worker when it dies.
+            std::mem::forget(child);
+        });
+        await_word(&flags[0]);
+        let taken = shm.try_lock_for(Duration::from_millis(100));
+        assert!(matches!(taken, Err(ShmError::LockTimeout { .. })), "{taken:?}");
+        flags[1].store(1, Ordering::Release);
+        let report = shm.reclaim_dead().unwrap();
+        assert_eq!(report.processes, 0, "a live worker's slot: {report:?}");
+        flags[2].store(1, Ordering::Release);
+        worker.succeeds("a worker on an overlay file system");
+        let report = shm.reclaim_dead().unwrap();
+        assert_eq!((report.processes, report.chunks), (1, 1), "the dead worker's: {report:?}");
+        assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+        shm.check().unwrap();
+    })
+    .succeeds("a process with an overlay file system of its own");
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2084,6 +2084,13 @@ impl ShmPool {
     /// at any depth ([`child`](melon_alloc_heap::Pool::child) of the child, and so on), whose
     /// chunks it lent them.
     ///
+    /// Besides the few empty chunks of each size class a heap pool keeps, the child keeps up to
+    /// eight more of the chunks it empties (128 KiB), and takes its next chunks from them
+    /// without the pool's lock: blocks it handed off come back in batches, which can empty many
+    /// chunks at once. They stay lent, counted in [`ShmStats::lent_bytes`](crate::ShmStats) and
+    /// not in the child's `bytes_held`, within its limit if it has one, until a
+    /// [`trim`](melon_alloc_heap::Pool::trim) or its drop gives them back.
+    ///
     /// # Fork
     /// A process forked while the child exists must not free the blocks of the child, or of a
     /// pool made from it, nor drop a collection that lives in one: the chunks' headers lie in
@@ -2277,7 +2284,23 @@ struct ShmChunks<'pool> {
     seen: u32,
     /// Whether the next look takes every list that holds blocks, news or none.
     rescan: bool,
+    /// Small chunks the child's engine gave back, kept for its next ones, at most
+    /// [`KEPT_CHUNKS`]: lent still, to the slot they were lent under, and recorded in `chunks`.
+    /// A child whose blocks are freed elsewhere gets them back in batches, each of which may
+    /// empty many chunks of a class at once that its next allocations fill again; kept here,
+    /// they come back without the pool's lock.
+    kept: Vec<NonNull<u8>>,
 }
+
+/// Small chunks a child pool of a shared pool keeps at most for its next ones, beyond the spare
+/// chunks its engine keeps: 128 KiB of 16 KiB chunks.
+const KEPT_CHUNKS: usize = 8;
+
+/// The layout of a small chunk, as the engine takes and gives one back.
+const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a chunk's size is a power of two"),
+};
 
 impl<'pool> ShmChunks<'pool> {
     /// The source of a child pool of `shared`, made by this process, holding no chunk yet.
@@ -2292,6 +2315,7 @@ impl<'pool> ShmChunks<'pool> {
             collected: Vec::new(),
             seen: 0,
             rescan: false,
+            kept: Vec::new(),
         }
     }
 }
@@ -2425,6 +2449,42 @@ fn arena_page(offset: u64) -> u32 {
     (offset / crate::layout::PAGE as u64) as u32
 }
 
+impl ShmChunks<'_> {
+    /// Gives `chunk`, of `layout`, back to the pool, under its lock; a chunk whose return the
+    /// lock refuses waits on the pool's list of failed returns for the next holder.
+    ///
+    /// # Safety
+    /// `chunk` is a chunk this child took with `layout` and no longer uses, in the process that
+    /// made the child.
+    unsafe fn give_back(&mut self, chunk: NonNull<u8>, layout: Layout) {
+        // Mapped since the chunk was lent: its offset needs no mapping, which could fail and
+        // leave the chunk listed, its remote-free word then another holder's.
+        let offset = self.shared.locked_offset_of(chunk.as_ptr());
+        // The slot the chunk was lent under: this process may have claimed one since, if the
+        // owner table had none free then.
+        let lent_under = offset.and_then(|offset| self.forget(offset));
+        let owner = lent_under.unwrap_or_else(|| self.shared.claim.current().unwrap_or(NONE));
+        match self.shared.lock() {
+            Ok(mut guard) => guard.take_back(chunk, layout.size(), owner),
+            Err(_) => {
+                if let Some(offset) = offset {
+                    let size = layout.size();
+                    let chunk = PendingReturn { offset, size, owner, process: self.owner };
+                    self.shared.pending_returns.with(|pending| pending.push(chunk));
+                    self.shared.has_pending.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ShmChunks<'_> {
+    /// Gives the kept chunks back; the engine gave back the others before.
+    fn drop(&mut self) {
+        self.keep_at_most(0);
+    }
+}
+
 // SAFETY: (1) chunks come from `Arena::lend`, which hands out disjoint runs of the mapping
 // aligned to at least a chunk, as long as asked for; (2) they stay lent until taken back, and the
 // mapping lives as long as the borrowed pool; (3) pointers derive from the mapping's base, which
@@ -2435,6 +2495,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             // A forked copy of the child's bookkeeping would hand out the same blocks as the
             // original: refuse rather than share.
             return None;
+        }
+        if layout == SMALL_CHUNK {
+            if let Some(chunk) = self.kept.pop() {
+                return Some(chunk);
+            }
         }
         // Room for the chunk's record first: without memory, no chunk rather than an abort.
         self.chunks.try_reserve(1).ok()?;
@@ -2456,24 +2521,38 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             // process that made it, still holds and hands out: it stays lent to the original.
             return;
         }
-        // Mapped since the chunk was lent: its offset needs no mapping, which could fail and
-        // leave the chunk listed, its remote-free word then another holder's.
-        let offset = self.shared.locked_offset_of(chunk.as_ptr());
-        // The slot the chunk was lent under: this process may have claimed one since, if the
-        // owner table had none free then.
-        let lent_under = offset.and_then(|offset| self.forget(offset));
-        let owner = lent_under.unwrap_or_else(|| self.shared.claim.current().unwrap_or(NONE));
-        match self.shared.lock() {
-            Ok(mut guard) => guard.take_back(chunk, layout.size(), owner),
-            Err(_) => {
-                if let Some(offset) = offset {
-                    let size = layout.size();
-                    let chunk = PendingReturn { offset, size, owner, process: self.owner };
-                    self.shared.pending_returns.with(|pending| pending.push(chunk));
-                    self.shared.has_pending.store(true, Ordering::Release);
-                }
-            }
+        // An emptied small chunk: every block of it is free, none handed off and out, so its
+        // remote-free list is empty, and it can be handed to the engine again as it is.
+        if layout == SMALL_CHUNK
+            && self.kept.len() < KEPT_CHUNKS
+            && self.kept.try_reserve(1).is_ok()
+        {
+            self.kept.push(chunk);
+            return;
         }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.give_back(chunk, layout) };
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.kept.len() * CHUNK_SIZE
+    }
+
+    fn keep_at_most(&mut self, bytes: usize) {
+        if sys::process_token() != self.owner {
+            // A forked copy's kept chunks are the original's.
+            return;
+        }
+        while self.kept_bytes() > bytes {
+            let Some(chunk) = self.kept.pop() else { break };
+            // SAFETY: a kept chunk is a small chunk this child took and its engine gave back,
+            // which nothing uses.
+            unsafe { self.give_back(chunk, SMALL_CHUNK) };
+        }
+    }
+
+    fn trim(&mut self) {
+        self.keep_at_most(0);
     }
 
     unsafe fn release_all_small(&mut self) -> bool {
@@ -2604,7 +2683,7 @@ mod tests {
                 .collect();
             let (chunk, layout) = held.remove(gone);
             // SAFETY: the chunk came from `acquire` with this layout and is not used again.
-            unsafe { chunks.release(chunk, layout) };
+            unsafe { chunks.give_back(chunk, layout) };
             assert_in_step(&chunks, &held);
         }
         assert_eq!(chunks.chunks.len(), 2);

@@ -1476,6 +1476,56 @@ fn a_shm_box_drops_its_value_and_frees_its_block() {
     assert_eq!(shm.stats().unwrap().live_blocks, 0);
 }
 
+/// A child that empties many chunks at once, as a collection of its blocks freed elsewhere
+/// does, keeps eight of them beyond its engine's head and spares, still lent: its next blocks
+/// come from them without the pool's lock, which this thread holds, so that the first block past
+/// them is refused. A trim gives them back, and so does the child's drop.
+#[test]
+fn a_child_keeps_eight_emptied_chunks_for_its_next_blocks_without_the_lock() {
+    // Four blocks a chunk, in whole chunks.
+    const SIZE: usize = 4000;
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let child = shm.child();
+    let blocks: Vec<_> = (0..20 * 4).map(|_| child.alloc(SIZE).unwrap()).collect();
+    assert_eq!(shm.stats().unwrap().lent_bytes, 20 * CHUNK_SIZE);
+    for block in blocks {
+        // SAFETY: the block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    // The engine's head and four spares, and eight kept by the child.
+    assert_eq!(child.stats().bytes_held, 5 * CHUNK_SIZE);
+    assert_eq!(shm.stats().unwrap().lent_bytes, (5 + 8) * CHUNK_SIZE);
+    let guard = shm.lock().unwrap();
+    let again: Vec<_> = (0..(5 + 8) * 4).map(|_| child.alloc(SIZE)).collect();
+    assert!(again.iter().all(Option::is_some), "a block from a kept chunk needed the lock");
+    assert_eq!(child.alloc(SIZE), None, "a new chunk without the lock");
+    drop(guard);
+    for block in again.into_iter().flatten() {
+        // SAFETY: the block came from `child` and is freed once.
+        unsafe { child.free(block) };
+    }
+    assert_eq!(shm.stats().unwrap().lent_bytes, (5 + 8) * CHUNK_SIZE);
+    child.trim();
+    assert_eq!(shm.stats().unwrap().lent_bytes, child.stats().bytes_held);
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    // With a limit, what the child holds and what it keeps stay within it together.
+    let limit = 7 * CHUNK_SIZE;
+    let child = shm.child_with_limit(limit);
+    for _ in 0..3 {
+        let blocks: Vec<_> = (0..7 * 4).map(|_| child.alloc(SIZE).unwrap()).collect();
+        assert_eq!(child.alloc(SIZE), None, "past the limit");
+        for block in blocks {
+            // SAFETY: the block came from `child` and is freed once.
+            unsafe { child.free(block) };
+        }
+        assert!(shm.stats().unwrap().lent_bytes <= limit);
+    }
+    drop(child);
+    assert_eq!(shm.stats().unwrap().lent_bytes, 0);
+    shm.check().unwrap();
+}
+
 #[test]
 fn a_childs_large_chunk_is_whole_pages_of_the_pool_and_counts_them() {
     let shm = ShmPool::new(4 * MIB).unwrap();

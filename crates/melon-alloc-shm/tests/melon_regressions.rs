@@ -497,7 +497,9 @@ fn w8_heap_pools_are_lean_give_chunks_back_and_can_be_checked() {
         // SAFETY: the block came from `child` and is freed once.
         unsafe { child.free(block) };
     }
-    assert!(shm.stats().unwrap().lent_bytes <= 8 * CHUNK_SIZE);
+    // The engine keeps its head chunk and up to four spares, the child's source up to eight
+    // more chunks for its next ones.
+    assert!(shm.stats().unwrap().lent_bytes <= (1 + 4 + 8) * CHUNK_SIZE);
     child.check().unwrap();
     child.trim();
     assert_eq!(shm.stats().unwrap().lent_bytes, 0);

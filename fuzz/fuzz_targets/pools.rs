@@ -927,12 +927,9 @@ impl<'i> Model<'i> {
         let addr = ptr.as_ptr().addr();
         let result = match pool {
             // SAFETY: if `ptr` is an in-use block of `pool`, it leaves the model below.
-            Target::Heap(pool) => unsafe { pool.try_free(ptr) },
+            Target::Heap(pool) => unsafe { pool.try_free(ptr) }.map_err(ShmError::Free),
             // SAFETY: as above.
-            Target::Shm(shm) => unsafe { shm.try_free(ptr) }.map_err(|error| match error {
-                ShmError::Free(error) => error,
-                other => panic!("step {}: a shared free failed with {other}", self.step),
-            }),
+            Target::Shm(shm) => unsafe { shm.try_free(ptr) },
         };
         let step = self.step;
         if target == block.pool && offset == 0 {
@@ -948,9 +945,12 @@ impl<'i> Model<'i> {
             !self.pools[block.pool].shm && self.shm_below(&self.chain(block.pool)) == Some(target);
         let run = block.ptr.as_ptr().addr() & !(CHUNK_SIZE - 1);
         let expected = if target == block.pool || (lent_by_target && addr >= run + CHUNK_SIZE) {
-            FreeError::Interior { addr }
+            ShmError::Free(FreeError::Interior { addr })
+        } else if lent_by_target && addr % MIN_ALIGN == 0 {
+            // A block boundary of a lent chunk, whose block was not handed off.
+            ShmError::NotHandedOff { addr }
         } else {
-            FreeError::Foreign { addr }
+            ShmError::Free(FreeError::Foreign { addr })
         };
         assert_eq!(result, Err(expected), "step {step}: pool {target} freed {ptr:p} of {block:?}");
         self.verify_target(handles, target);

@@ -17,6 +17,7 @@ mod no_std;
 mod package;
 mod public_api;
 mod semver;
+mod strace;
 mod valgrind;
 
 fn main() -> ExitCode {
@@ -55,8 +56,8 @@ fn print_help() {
          tasks:\n  \
          bench   the benchmarks, then docs/benchmarks.md and docs/benchmarks.svg from the run;\n          \
          --quick, --report-only, --only heap,shm,hammer,resident,global,per_request,firmware, a criterion FILTER;\n          \
-         --check: instructions per operation under callgrind against the committed baseline\n          \
-         (--save-baseline writes it)\n  \
+         --check: instructions per operation under callgrind and system calls per operation\n          \
+         under strace against the committed baseline (--save-baseline writes it)\n  \
          bench-c the C API against glibc malloc, 64-byte blocks, and its instructions per pair\n  \
          ci      format check, clippy -D warnings, tests, rustdoc -D warnings, the public API,\n          \
          benches compiled, no-std and Miri\n  \
@@ -208,6 +209,28 @@ fn joined_flags(
         all.push_str(flag);
     }
     Ok((variable, all))
+}
+
+/// The path of `program` in the first directory of the caller's `PATH` that holds it as an
+/// executable file, or an error that names the package to install, which `purpose` says the
+/// task needs it for.
+fn on_path(program: &str, purpose: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    env::var_os("PATH")
+        .iter()
+        .flat_map(env::split_paths)
+        .map(|directory| directory.join(program))
+        .find(|path| {
+            path.metadata()
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            format!(
+                "`{program}` is not on PATH: install it (the `{program}` package of Debian and \
+                 Ubuntu, `apt-get install {program}`) to {purpose}"
+            )
+        })
 }
 
 /// Runs a command, echoing it first, and fails the task if it fails.

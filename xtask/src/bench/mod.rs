@@ -6,9 +6,11 @@
 //! cargo xtask bench --check | --save-baseline
 //! ```
 //!
-//! `--check` counts the instructions of one operation of each workload under callgrind and fails
-//! if one costs more than 3 % over the baseline committed in `xtask/instructions-baseline.tsv`;
-//! `--save-baseline` writes the counts there instead (see `check.rs`). Neither touches the page.
+//! `--check` counts the instructions of one operation of each workload under callgrind, and its
+//! system calls under `strace`, and fails if one costs more than 3 % more or 10 % fewer
+//! instructions than the baseline committed in `xtask/instructions-baseline.tsv`, or makes more
+//! than 0.01 system calls per operation over it; `--save-baseline` writes the counts there
+//! instead (see `check.rs`). Neither touches the page.
 //!
 //! The run has seven parts: `heap`, the criterion bench `heap` of `melon-alloc-bench` and then
 //! the `heap_targets` binary, which times the workloads that carry a target for melon and its

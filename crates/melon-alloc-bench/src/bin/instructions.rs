@@ -1,33 +1,40 @@
-//! The workloads whose instructions `cargo xtask bench --check` counts under callgrind: each
-//! runs `N` operations of one workload and exits, and the count at `2N` less the count at `N`,
-//! over `N`, is the cost of one operation without the start-up. Instruction counts are the same
-//! from run to run of one build, whatever else the machine is doing, so a change that makes a
-//! pool slower shows as a larger count.
+//! The workloads whose instructions and system calls `cargo xtask bench --check` counts, under
+//! callgrind and under `strace -f -c`: each runs `N` operations of one workload and exits, and
+//! the count at `2N` less the count at `N`, over `N`, is the cost of one operation without the
+//! start-up. Instruction counts are the same from run to run of one build, whatever else the
+//! machine is doing, and system-call counts nearly so (glibc's heap can take a `brk` more or
+//! less), so a change that makes a pool slower, or makes it call the kernel, shows as a larger
+//! count.
 //!
 //! ```text
 //! cargo run --release -p melon-alloc-bench --bin instructions -- WORKLOAD N
 //! cargo run --release -p melon-alloc-bench --bin instructions -- --list
 //! ```
 //!
-//! An operation is one alloc+free pair (in `heap_ping_pong_at_chunk_end` and
-//! `shm_ping_pong_at_slab_end`, of the last free block of a chunk or slab whose other blocks are
-//! in use, where a pool's lists change hands), except in `heap_child_lifecycle` and
+//! An operation is one alloc+free pair (of `alloc_zeroed` in `heap_alloc_zeroed`; through
+//! `GlobalAlloc` on a `LockedHeapPool` in `locked_global_pair`; in `heap_ping_pong_at_chunk_end`
+//! and `shm_ping_pong_at_slab_end`, of the last free block of a chunk or slab whose other blocks
+//! are in use, where a pool's lists change hands), except in `heap_child_lifecycle` and
 //! `sync_child_lifecycle`, where it is a child pool made (of a `HeapPool`, or of a `static`
 //! `SyncPool` with a limit, as a request's), one block allocated and freed in it, and the child
 //! dropped; in `heap_root_lifecycle`, a root `HeapPool` made, a block of each of
 //! [`ROOT_SIZES`] allocated in it, each class taking a fresh chunk of a fresh slab, and the root
 //! dropped with them in use: the costs a pool pays once, which the other workloads' operations
-//! leave out; in `shm_handoff_ring`,
+//! leave out; in `heap_first_fill`, one of the 1024 allocations of a new root pool, dropped with
+//! them in use, so that its chunks are carved afresh in each round; in `heap_realloc_grow`, one
+//! `realloc` of a block doubled from 16 bytes to 64 KiB and then freed; in `shm_handoff_ring`,
 //! a child pool's block allocated and handed off and the oldest of 256 in flight freed through
 //! the shared pool, as between a producer and its consumer; in `shm_find`, a lookup of a named
-//! value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`.
+//! value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`. `heap_fill_drain`,
+//! `heap_first_fill` and `heap_realloc_grow` run whole rounds, `N` rounded down.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::ptr::NonNull;
 
 use melon_alloc::heap::GlobalSource;
-use melon_alloc::{HeapPool, SyncPool};
+use melon_alloc::{HeapPool, LockedHeapPool, OsSource, SyncPool};
 use melon_alloc_bench::{
     exit_with, large_sizes, mixed_sizes, BLOCK, LARGE_LIMIT, LARGE_RING, MIXED_RING, MIXED_SEED,
     RING_SIZES,
@@ -38,10 +45,14 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 15] = [
+const WORKLOADS: [(&str, Workload); 19] = [
     ("heap_ping_pong", heap_ping_pong),
     ("heap_ping_pong_at_chunk_end", heap_ping_pong_at_chunk_end),
     ("heap_fill_drain", heap_fill_drain),
+    ("heap_first_fill", heap_first_fill),
+    ("heap_realloc_grow", heap_realloc_grow),
+    ("heap_alloc_zeroed", heap_alloc_zeroed),
+    ("locked_global_pair", locked_global_pair),
     ("heap_mixed", heap_mixed),
     ("heap_large_ring", heap_large_ring),
     ("heap_limited_large_ring", heap_limited_large_ring),
@@ -111,6 +122,87 @@ fn heap_fill_drain(n: u64) -> Result<(), String> {
             // SAFETY: each block came from `pool` and is freed once.
             unsafe { pool.free(block) };
         }
+    }
+    Ok(())
+}
+
+/// A new root pool per round of [`FILL`] allocations of [`BLOCK`] bytes, dropped with them in
+/// use: what carving new chunks, taking them from the global source and giving them back costs,
+/// which the other heap workloads, whose chunks stay, leave out. An operation is one
+/// allocation; the workload runs `n` rounded down to whole rounds.
+fn heap_first_fill(n: u64) -> Result<(), String> {
+    for _ in 0..n / FILL as u64 {
+        let pool = HeapPool::new();
+        for _ in 0..FILL {
+            black_box(alloc(&pool, black_box(BLOCK))?);
+        }
+        // Dropped with every block in use: the drop gives back its chunks at once.
+        drop(black_box(pool));
+    }
+    Ok(())
+}
+
+/// The size a block of the growing workload starts at.
+const GROW_FROM: usize = 16;
+
+/// The size a block of the growing workload is doubled up to: past half a chunk, so that the
+/// last steps move it to blocks of chunks of their own.
+const GROW_TO: usize = 64 << 10;
+
+/// Reallocations per round of the growing workload: from [`GROW_FROM`] to [`GROW_TO`] by
+/// doubling.
+const GROWS: u64 = (GROW_TO / GROW_FROM).ilog2() as u64;
+
+/// A block grown by `realloc` from [`GROW_FROM`] bytes, doubling, up to [`GROW_TO`], then
+/// freed: a block moved to a larger class at each step, and then to large blocks. An
+/// operation is one `realloc` (the round's allocation and free are spread over them); the
+/// workload runs `n` rounded down to whole rounds of [`GROWS`].
+fn heap_realloc_grow(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    for _ in 0..n / GROWS {
+        let mut block = alloc(&pool, black_box(GROW_FROM))?;
+        let mut size = GROW_FROM;
+        while size < GROW_TO {
+            size *= 2;
+            // SAFETY: the block is in use in `pool`, and its old pointer is replaced here and
+            // not used again.
+            let grown = unsafe { pool.realloc(block, black_box(size)) };
+            block = grown.ok_or_else(|| format!("no block of {size} bytes"))?;
+        }
+        // SAFETY: the block came from `pool` and is not used again.
+        unsafe { pool.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+/// An `alloc_zeroed` of [`BLOCK`] bytes and its free: the pair with the zeroing of the block.
+fn heap_alloc_zeroed(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    for _ in 0..n {
+        let block = pool.alloc_zeroed(black_box(BLOCK)).ok_or("no zeroed block")?;
+        // SAFETY: the block came from `pool` and is not used again.
+        unsafe { pool.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+/// An alloc and a dealloc of a [`BLOCK`]-byte layout through `GlobalAlloc`, of a
+/// [`LockedHeapPool`] over [`OsSource`], the pool a program installs as its
+/// `#[global_allocator]`: its lock, and the layout's way to the engine, which the other heap
+/// workloads, on unlocked pools, leave out. It is not this binary's global allocator, so that
+/// the other workloads run as before.
+fn locked_global_pair(n: u64) -> Result<(), String> {
+    let pool = LockedHeapPool::new(OsSource::new(), None);
+    let layout =
+        Layout::from_size_align(BLOCK, align_of::<usize>()).map_err(|error| error.to_string())?;
+    for _ in 0..n {
+        // SAFETY: the layout's size is not zero.
+        let block = unsafe { GlobalAlloc::alloc(&pool, black_box(layout)) };
+        if block.is_null() {
+            return Err("no block from the locked pool".into());
+        }
+        // SAFETY: the block came from `pool`'s `alloc` with this layout, and is not used again.
+        unsafe { GlobalAlloc::dealloc(&pool, black_box(block), layout) };
     }
     Ok(())
 }

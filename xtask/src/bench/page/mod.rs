@@ -148,7 +148,7 @@ cargo xtask bench                  # everything, then this page and its chart
 cargo xtask bench --quick          # short measurements, to try the pipeline
 cargo xtask bench --report-only    # the page again from the results already on disk
 cargo xtask bench --only heap fill_drain   # one part, one criterion group
-cargo xtask bench --check          # instructions per operation against the committed baseline
+cargo xtask bench --check          # instructions and system calls per operation against the baseline
 ```
 
 `cargo xtask bench` runs seven parts in turn, then writes this page and `docs/benchmarks.svg`:
@@ -185,14 +185,21 @@ to criterion as it would after `cargo bench -- `, for example `cargo xtask bench
 The criterion estimates stay in `target/criterion/`, the other parts' figures and the machine's
 facts in `target/bench-results/`, which is what `--report-only` reads.
 Each part can also be run by hand with the commands above. `cargo xtask ci` never times the
-benchmarks: it compiles them, and runs `cargo xtask bench --check`, which counts the
-instructions of one operation of each workload of `src/bin/instructions.rs` and of a pair
-through the C API under callgrind, and fails when one passes `xtask/instructions-baseline.tsv` by
-more than 3 % (`--save-baseline` rewrites it), or when a workload of the baseline was not
-measured. One of them, `heap_root_lifecycle`, is a whole root pool's life (made, four chunks
-taken, dropped), so that what a pool pays once is checked too. Instruction counts are the same
-on every run of one build, so that check holds on a shared machine where times move by tens of
-percent.
+benchmarks: it compiles them, and runs `cargo xtask bench --check`, which counts what one
+operation of each workload of `src/bin/instructions.rs`, and a pair through the C API, costs in
+instructions under callgrind and in system calls under `strace -f -c` (`valgrind` and `strace`
+are taken from `PATH`), each as the count at 2N less the count at N, over N. It fails when a
+workload costs more than 3 % more instructions than `xtask/instructions-baseline.tsv` says; more
+than 10 % fewer, as then either its harness stopped doing its work or, for a real improvement,
+the baseline must be saved again (`--save-baseline` rewrites it); no more at 2N than at N; more
+than 0.01 system calls per operation over its baseline; or when a workload of the baseline was
+not measured, or a measured one has no baseline. Two of them check what a pool pays once: `heap_root_lifecycle`, a whole root
+pool's life (made, four chunks taken, dropped), and `heap_first_fill`, a new root pool per 1024
+blocks, its chunks carved afresh. Instruction counts are the same on every run of one build, so
+that check holds on a shared machine where times move by tens of percent. The kernel's time,
+which callgrind does not see, shows in the system calls: most workloads make none per
+operation, and where glibc's heap grows or shrinks, the count moves by a few calls from run to
+run, far below the 0.01 per operation allowed.
 
 Times are criterion's mean (its point estimate) per alloc+free pair, or per block for the drop, with
 the fastest and slowest of criterion's samples (each a timed run of many iterations) in brackets,

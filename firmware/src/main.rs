@@ -4,9 +4,10 @@
 //! semihosting and exits 0 only if every check held.
 //!
 //! The phases: collections (`Vec`, `BTreeMap`, `String`), a block of every size class written and
-//! read back, frees in shuffled order, a second pool over a region of its own, a refusal at the
-//! limit, and last the global pool run dry: the allocation error handler is reached, and the
-//! panic handler takes its message as the end of a good run. `check()` runs after each phase.
+//! read back, frees in shuffled order, a large block shrunk and grown through `realloc`, a second
+//! pool over a region of its own, a refusal at the limit, and last the global pool run dry: the
+//! allocation error handler is reached, and the panic handler takes its message as the end of a
+//! good run. `check()` runs after each phase.
 #![no_std]
 #![no_main]
 
@@ -16,6 +17,7 @@ mod collections;
 mod report;
 
 use alloc::vec::Vec;
+use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
@@ -45,6 +47,7 @@ fn main() -> ! {
     collections();
     every_class();
     shuffled_frees();
+    realloc_shrink_and_grow();
     second_pool();
     exhaust()
 }
@@ -131,6 +134,45 @@ fn shuffled_frees() {
     }
     drop(blocks);
     check_empty("shuffled frees");
+}
+
+/// A large block shrunk through `GlobalAlloc::realloc` stays where it is, on bare metal whole, and
+/// grown moves with what it held.
+fn realloc_shrink_and_grow() {
+    const LARGE: usize = 40_000;
+    const SHRUNK: usize = 1_000;
+    const GROWN: usize = 60_000;
+    let layout = Layout::from_size_align(LARGE, 8)
+        .unwrap_or_else(|_| fail("realloc", format_args!("no layout")));
+    // SAFETY: the layout has a size above zero.
+    let block = unsafe { GlobalAlloc::alloc(&POOL, layout) };
+    if block.is_null() {
+        fail("realloc", format_args!("no block of {LARGE} bytes"));
+    }
+    // SAFETY: the block holds `LARGE` bytes.
+    unsafe { block.write_bytes(0x5a, LARGE) };
+    // SAFETY: the block came from `POOL` with `layout`, and `SHRUNK` is above zero.
+    let shrunk = unsafe { GlobalAlloc::realloc(&POOL, block, layout, SHRUNK) };
+    if shrunk != block {
+        fail("realloc", format_args!("a shrink moved the block"));
+    }
+    let layout = Layout::from_size_align(SHRUNK, 8)
+        .unwrap_or_else(|_| fail("realloc", format_args!("no layout")));
+    // SAFETY: the block came from `POOL` with `layout` after the shrink.
+    let grown = unsafe { GlobalAlloc::realloc(&POOL, shrunk, layout, GROWN) };
+    if grown.is_null() {
+        fail("realloc", format_args!("no block of {GROWN} bytes"));
+    }
+    // SAFETY: the grown block holds `GROWN` bytes, the first `SHRUNK` copied from the old one.
+    let kept = unsafe { core::slice::from_raw_parts(grown, SHRUNK) };
+    if kept.iter().any(|&byte| byte != 0x5a) {
+        fail("realloc", format_args!("the grown block lost what it held"));
+    }
+    let layout = Layout::from_size_align(GROWN, 8)
+        .unwrap_or_else(|_| fail("realloc", format_args!("no layout")));
+    // SAFETY: the block came from `POOL` with `layout`, and is not used again.
+    unsafe { GlobalAlloc::dealloc(&POOL, grown, layout) };
+    check_empty("realloc");
 }
 
 /// A pool over a region of its own, with a limit: it serves, refuses past its limit without a

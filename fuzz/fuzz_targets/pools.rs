@@ -946,7 +946,7 @@ impl<'i> Model<'i> {
         let run = block.ptr.as_ptr().addr() & !(CHUNK_SIZE - 1);
         let expected = if target == block.pool || (lent_by_target && addr >= run + CHUNK_SIZE) {
             ShmError::Free(FreeError::Interior { addr })
-        } else if lent_by_target && addr % MIN_ALIGN == 0 {
+        } else if lent_by_target && addr.is_multiple_of(MIN_ALIGN) {
             // A block boundary of a lent chunk, whose block was not handed off.
             ShmError::NotHandedOff { addr }
         } else {

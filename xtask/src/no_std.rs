@@ -3,7 +3,8 @@
 //! `firmware/` and runs it on an emulated Cortex-M4 (QEMU's `mps2-an386` board), with the core's
 //! 16 KiB chunks and again with its `small-chunks` feature; each run passes only if the
 //! firmware exits 0 after saying that every check held. It also checks that a target without
-//! compare-and-swap atomics is refused with the core's own message.
+//! compare-and-swap atomics is refused with the core's own message, and that the allocator's
+//! code in firmware is no larger than talc's ([`code_within_talcs`]).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -54,6 +55,45 @@ pub(crate) fn run_task() -> Result<(), String> {
         }
         run(build)?;
         emulate(&elf("melon-alloc-firmware"), ALL_PASSED)?;
+    }
+    code_within_talcs()
+}
+
+/// The bytes of allocator code firmware links for a `#[global_allocator]`: the `.text` of the
+/// `footprint` program built with `feature` (none for melon's pool) over that of its build with
+/// a bump allocator that never frees, as the benchmark page counts it.
+fn allocator_code(feature: &str) -> Result<u64, String> {
+    let text = |feature: &str| {
+        let mut build = cargo();
+        build.current_dir(root().join("firmware"));
+        build.args(["build", "--release", "--target", TARGET, "--bin", "footprint"]);
+        build.arg("--target-dir").arg(firmware_target_dir());
+        if !feature.is_empty() {
+            build.args(["--features", feature]);
+        }
+        run(build)?;
+        text_bytes(&elf("footprint"))
+    };
+    let (with, bump) = (text(feature)?, text("bump")?);
+    with.checked_sub(bump)
+        .ok_or_else(|| format!("the bump allocator's build is larger than {feature:?}'s"))
+}
+
+/// Fails when melon's pool, with 16 KiB chunks or 4 KiB ones, puts more code into firmware than
+/// talc does: the code-size target of the benchmark page, checked on every run of the task so
+/// that a change that grows the firmware build shows before a benchmark run would.
+fn code_within_talcs() -> Result<(), String> {
+    let talc = allocator_code("talc")?;
+    for (feature, name) in [("", "melon"), ("small-chunks", SMALL_CHUNKS_PEER)] {
+        let melon = allocator_code(feature)?;
+        eprintln!("allocator code in firmware: {name} {melon} bytes, talc {talc} bytes");
+        if melon > talc {
+            return Err(format!(
+                "{name}'s allocator code in firmware is {melon} bytes, more than talc's {talc}: \
+                 keep what firmware does not need out of bare-metal builds \
+                 (`cfg(target_os = \"none\")`)"
+            ));
+        }
     }
     Ok(())
 }

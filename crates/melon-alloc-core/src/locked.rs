@@ -3,6 +3,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
+#[cfg(not(target_os = "none"))]
 use crate::engine::Fit;
 use crate::spin::SpinLock;
 use crate::stash::{ChunkStash, NoStripes, Stripes};
@@ -17,7 +18,9 @@ use crate::{CheckError, ChunkSource, Engine, FreeError, Stats, TypedAllocError};
 /// lock for the length of one operation; [`with`](LockedPool::with) holds it for several.
 /// `GlobalAlloc::realloc` of a block that cannot grow or shrink where it is takes it to try
 /// that, again for the allocation and again for the free, and copies the block in between, with
-/// the lock free.
+/// the lock free. On bare metal (`target_os = "none"`), where firmware counts code bytes, it
+/// keeps a shrunk block where it is, whole, and moves a grown one; [`with`](LockedPool::with)'s
+/// [`resize`](LockedEngine::resize) gives a shrunk large block's tail back there too.
 ///
 /// As a `#[global_allocator]`, the source must not itself allocate from the global allocator.
 /// As a `GlobalAlloc`, the pool serves a layout aligned to a chunk
@@ -1262,6 +1265,35 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         if new_size > isize::MAX as usize - (layout.align() - 1) {
             return ptr::null_mut();
         }
+        // On bare metal, where firmware counts code bytes, a shrink keeps the block where it is,
+        // all of it, and a grow moves it: fitting the block and giving back its tail stay out of
+        // the build.
+        #[cfg(target_os = "none")]
+        if new_size <= layout.size() {
+            block.as_ptr()
+        } else {
+            // SAFETY: forwarded from the caller, and the size checked.
+            unsafe { self.move_block(block, layout, new_size) }
+        }
+        // SAFETY: forwarded from the caller, and the size checked.
+        #[cfg(not(target_os = "none"))]
+        unsafe {
+            self.fit_or_move(block, layout, new_size)
+        }
+    }
+}
+
+impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
+    /// `GlobalAlloc::realloc` on a hosted target: a block whose slot holds the new size stays,
+    /// a large block giving its source the tail it no longer needs if the source can take it
+    /// back in place, and one left more than twice as long as it needs moves when it can; any
+    /// other block moves.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc`, with `new_size` rounded up to `layout.align()` within
+    /// `isize`.
+    #[cfg(not(target_os = "none"))]
+    unsafe fn fit_or_move(&self, block: NonNull<u8>, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `layout.align()` is a power of two, and `new_size` rounded up to it fits
         // `isize`, as checked above.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
@@ -1301,9 +1333,7 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         }
         moved
     }
-}
 
-impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
     /// `GlobalAlloc::realloc` of a block that moves: the pool's own allocation and free, which a
     /// `#[global_allocator]` links anyway, with the copy made while the lock is free. Null, with
     /// the old block left as it was, when the new one cannot be had.
@@ -1386,6 +1416,7 @@ fn granule<S: ChunkSource>(engine: &Engine<S>) -> usize {
 /// `block` came from `acquire_raw` on `engine` with `own_chunk_layout(layout)`, and `new_layout`
 /// has `layout`'s alignment; the caller uses no more than `new_layout.size()` bytes of it if it
 /// stays.
+#[cfg(not(target_os = "none"))]
 unsafe fn keep_own_chunk<S: ChunkSource>(
     engine: &mut Engine<S>,
     block: NonNull<u8>,

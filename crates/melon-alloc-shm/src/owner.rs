@@ -323,7 +323,10 @@ pub(crate) fn close_held(held: Tagged) {
     let Some(entry) = HELD.entries().find(|entry| held.0 >= 0 && entry.read().0 == held) else {
         return;
     };
-    let Some(mut description) = tags::take(held, entry.read().1) else {
+    // SAFETY: the claim or identity kept `held` tagged and listed, and hands it over: the fork
+    // handler, the only other code that closes such descriptions, does so in a child, whose copy
+    // of the claim or identity never gets here (see their `forget_parents`).
+    let Some(mut description) = (unsafe { tags::take(held, entry.read().1) }) else {
         entry.fd.store(-1, Ordering::Relaxed);
         return;
     };
@@ -350,7 +353,9 @@ pub(crate) fn forget_all_in_child() {
         let (held, file) = entry.read();
         if held.0 >= 0 {
             entry.fd.store(-1, Ordering::Relaxed);
-            drop(tags::take(held, file));
+            // SAFETY: the entry listed a description this module tagged, inherited by this
+            // process, whose claim or identity forgets it (their `forget_parents`).
+            drop(unsafe { tags::take(held, file) });
         }
     }
 }

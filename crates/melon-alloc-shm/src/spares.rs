@@ -130,7 +130,9 @@ impl Spares {
             return None;
         }
         let spare = self.mine[what as usize].take();
-        tags::take(spare, self.file()).map(|fd| (fd, spare.1))
+        // SAFETY: the spare the fork handler opened and tagged for this process, taken out of its
+        // place, which nothing else owns.
+        unsafe { tags::take(spare, self.file()) }.map(|fd| (fd, spare.1))
     }
 }
 
@@ -153,5 +155,8 @@ fn open_tagged(pool: BorrowedFd<'_>) -> Option<Tagged> {
 /// Closes a spare of `file`, which the fork handler opened for this process or whose copy this
 /// process inherited, taken out of its place, if its number still names it.
 fn close(spare: Tagged, file: File) {
-    drop(tags::take(spare, file));
+    // SAFETY: every caller, all in this module, passes a spare it took out of its place (a
+    // description the fork handler tagged, or a copy a fork gave this process), which nothing
+    // else owns.
+    drop(unsafe { tags::take(spare, file) });
 }

@@ -42,10 +42,14 @@ pub(crate) fn is_tagged((fd, tag): Tagged, file: File) -> bool {
 }
 
 /// Takes the description kept as `tagged`, a description of `file`, if its number still names
-/// it: then nothing else owns the number, which the caller now does.
-pub(crate) fn take(tagged: Tagged, file: File) -> Option<OwnedFd> {
-    // SAFETY: the number names a description of the pool's file at the tag, so the one the
-    // caller kept under it (see the module's docs), handed over with the call: nothing else owns
-    // it.
+/// it: the caller then owns the number.
+///
+/// # Safety
+/// `tagged` is a description of `file` this process's library code tagged and kept under that
+/// number (or a copy a fork gave it), which it gives up with the call: no other code of the
+/// library closes or uses it afterwards.
+pub(crate) unsafe fn take(tagged: Tagged, file: File) -> Option<OwnedFd> {
+    // SAFETY: the number names a description of `file` at the tag, so the one the caller kept
+    // under it (see the module's docs), which it hands over: nothing else owns it.
     is_tagged(tagged, file).then(|| unsafe { OwnedFd::from_raw_fd(tagged.0) })
 }

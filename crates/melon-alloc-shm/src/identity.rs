@@ -154,7 +154,7 @@ impl Identity {
         } else {
             self.forget_parents();
             let claimed = match pool.checked_fd() {
-                Ok(pool) => match claim(lock, pool, spares) {
+                Ok(fd) => match claim(lock, fd, pool.file(), spares) {
                     // A shortage may pass: no identity is kept, so that the process does not
                     // lock under the anonymous one, which nothing takes over, for good.
                     Err(errno) if is_shortage(errno) => Err(errno),
@@ -226,8 +226,13 @@ fn is_shortage(errno: Errno) -> bool {
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again, or when
 /// the byte cannot be locked; `EAGAIN` when [`TRIES`] numbers in a row were all taken.
-fn claim(lock: &PoolLock, pool: BorrowedFd<'_>, spares: &Spares) -> Result<(u32, Held), Errno> {
-    let held = open_held(pool, || spares.take(Use::Identity))?;
+fn claim(
+    lock: &PoolLock,
+    pool: BorrowedFd<'_>,
+    file: crate::sys::File,
+    spares: &Spares,
+) -> Result<(u32, Held), Errno> {
+    let held = open_held(pool, file, || spares.take(Use::Identity))?;
     let mut refused = Errno::AGAIN;
     for _ in 0..TRIES {
         let id = lock.next_identity.fetch_add(1, crate::sync::Ordering::Relaxed) & HOLDER;

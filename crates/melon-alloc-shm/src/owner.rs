@@ -151,17 +151,17 @@ impl Claim {
         self.forget_parents();
         // A slot's byte locked in another file would say the process is dead (see `UNUSABLE`
         // in `identity.rs`).
-        let pool = pool.checked_fd().ok()?;
+        let (fd, file) = (pool.checked_fd().ok()?, pool.file());
         let full = || (0..OWNER_SLOTS as u32).all(|slot| arena.owner_claimed(slot));
         // A full table may hold the slots of the dead; one still full has nothing to claim, and
         // the spare description is kept for when a slot frees.
         if full() {
-            reclaim_dead(arena, pool, None);
+            reclaim_dead(arena, fd, None);
             if full() {
                 return None;
             }
         }
-        let held = open_held(pool, || spares.take(Use::Claim)).ok()?;
+        let held = open_held(fd, file, || spares.take(Use::Claim)).ok()?;
         let Some(slot) = (0..OWNER_SLOTS as u32).find(|&slot| {
             !arena.owner_claimed(slot)
                 && set_byte_lock(held.fd, slot_byte(slot), libc::F_WRLCK as _).is_ok()
@@ -246,10 +246,10 @@ impl Held {
     }
 }
 
-/// An open file description of the pool's file, private to this process, tagged, listed in [`HELD`]
-/// and pinned ([`Held::pin`]): what `spare` gives, a description opened for this process before the
-/// fork that made it, with its tag, or else a new one, tagged here. `spare` runs under the same
-/// lock as the listing, so that no fork copies its descriptor before it is listed.
+/// An open file description of the pool's file, `file`, private to this process, tagged, listed in
+/// [`HELD`] and pinned ([`Held::pin`]): what `spare` gives, a description opened for this process
+/// before the fork that made it, with its tag, or else a new one, tagged here. `spare` runs under
+/// the same lock as the listing, so that no fork copies its descriptor before it is listed.
 ///
 /// # Errors
 /// What the system says when there is no spare and the file cannot be opened again through
@@ -258,10 +258,10 @@ impl Held {
 /// close in the child must not lock anything.
 pub(crate) fn open_held(
     pool: BorrowedFd<'_>,
+    file: sys::File,
     spare: impl FnOnce() -> Option<(OwnedFd, i64)>,
 ) -> Result<Held, rustix::io::Errno> {
     let _opening = lock_opening();
-    let file = sys::file_of(pool.as_raw_fd()).ok_or(rustix::io::Errno::BADF)?;
     // Dropping `fd` on an error closes it: it is listed nowhere yet.
     let (fd, tag) = match spare() {
         Some(spare) => spare,
@@ -320,9 +320,10 @@ fn unpin(address: usize) {
 /// if its number still names it: a program that closed the number and got it back for a file of
 /// its own keeps that file.
 pub(crate) fn close_held(held: Tagged) {
-    let Some(entry) = HELD.entries().find(|entry| held.0 >= 0 && entry.read().0 == held) else {
+    if held.0 < 0 {
         return;
-    };
+    }
+    let Some(entry) = HELD.entries().find(|entry| entry.read().0 == held) else { return };
     // SAFETY: the claim or identity kept `held` tagged and listed, and hands it over: the fork
     // handler, the only other code that closes such descriptions, does so in a child, whose copy
     // of the claim or identity never gets here (see their `forget_parents`).

@@ -173,6 +173,12 @@ impl Mapping {
         self.fd.as_fd()
     }
 
+    /// The file the pool was mapped from, which [`checked_fd`](Mapping::checked_fd) checks its
+    /// descriptor against.
+    pub(crate) fn file(&self) -> File {
+        self.file
+    }
+
     /// Whether the descriptor still names the file it was mapped from. A process may close its
     /// descriptors (a forked daemon closing every one from 3 up, say), and the number then names
     /// nothing, or whatever file the process opened next: growing or mapping through it, or

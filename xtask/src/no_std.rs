@@ -59,33 +59,35 @@ pub(crate) fn run_task() -> Result<(), String> {
     code_within_talcs()
 }
 
-/// The bytes of allocator code firmware links for a `#[global_allocator]`: the `.text` of the
-/// `footprint` program built with `feature` (none for melon's pool) over that of its build with
-/// a bump allocator that never frees, as the benchmark page counts it.
-fn allocator_code(feature: &str) -> Result<u64, String> {
-    let text = |feature: &str| {
-        let mut build = cargo();
-        build.current_dir(root().join("firmware"));
-        build.args(["build", "--release", "--target", TARGET, "--bin", "footprint"]);
-        build.arg("--target-dir").arg(firmware_target_dir());
-        if !feature.is_empty() {
-            build.args(["--features", feature]);
-        }
-        run(build)?;
-        text_bytes(&elf("footprint"))
-    };
-    let (with, bump) = (text(feature)?, text("bump")?);
-    with.checked_sub(bump)
-        .ok_or_else(|| format!("the bump allocator's build is larger than {feature:?}'s"))
+/// The `.text` bytes of the `footprint` program, which only builds `alloc`'s collections
+/// through its global allocator, built with `feature` (none for melon's pool). The allocator's
+/// code is that over the build with `bump`, a bump allocator that never frees, as the benchmark
+/// page counts it.
+fn footprint_text(feature: &str) -> Result<u64, String> {
+    let mut build = cargo();
+    build.current_dir(root().join("firmware"));
+    build.args(["build", "--release", "--target", TARGET, "--bin", "footprint"]);
+    build.arg("--target-dir").arg(firmware_target_dir());
+    if !feature.is_empty() {
+        build.args(["--features", feature]);
+    }
+    run(build)?;
+    text_bytes(&elf("footprint"))
 }
 
 /// Fails when melon's pool, with 16 KiB chunks or 4 KiB ones, puts more code into firmware than
 /// talc does: the code-size target of the benchmark page, checked on every run of the task so
 /// that a change that grows the firmware build shows before a benchmark run would.
 fn code_within_talcs() -> Result<(), String> {
-    let talc = allocator_code("talc")?;
+    let bump = footprint_text("bump")?;
+    let code = |feature: &str| {
+        let text = footprint_text(feature)?;
+        text.checked_sub(bump)
+            .ok_or_else(|| format!("the bump allocator's build is larger than {feature:?}'s"))
+    };
+    let talc = code("talc")?;
     for (feature, name) in [("", "melon"), ("small-chunks", SMALL_CHUNKS_PEER)] {
-        let melon = allocator_code(feature)?;
+        let melon = code(feature)?;
         eprintln!("allocator code in firmware: {name} {melon} bytes, talc {talc} bytes");
         if melon > talc {
             return Err(format!(

@@ -85,6 +85,10 @@ fn main() -> ExitCode {
             a_named_pool_on_overlayfs_tells_a_live_worker_from_a_dead_one,
         ),
         (
+            "on_overlayfs_a_worker_that_closes_its_descriptors_looks_dead",
+            on_overlayfs_a_worker_that_closes_its_descriptors_looks_dead,
+        ),
+        (
             "a_guard_copied_by_a_fork_is_not_the_childs_to_release",
             a_guard_copied_by_a_fork_is_not_the_childs_to_release,
         ),
@@ -1334,6 +1338,40 @@ fn a_named_pool_on_overlayfs_tells_a_live_worker_from_a_dead_one() {
         let report = shm.reclaim_dead().unwrap();
         assert_eq!((report.processes, report.chunks), (1, 1), "the dead worker's: {report:?}");
         assert_eq!(shm.stats().unwrap().lock_takeovers, 0);
+        shm.check().unwrap();
+    })
+    .succeeds("a process with an overlay file system of its own");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Why the docs tell a program not to close the pool's descriptors though a page of its file
+/// keeps each description: on an overlay file system the page is one of the file beneath, and a
+/// live worker that closes every descriptor but the pool's own after its first chunk loses the
+/// lock on its slot's byte, so that a reclaim takes it for dead. (Its chunk, reclaimed, is not
+/// touched again: the worker forgets its child pool.)
+fn on_overlayfs_a_worker_that_closes_its_descriptors_looks_dead() {
+    let base = std::env::temp_dir().join(format!("melon-overlay-closed-{}", std::process::id()));
+    fork(|| {
+        let Some(merged) = overlay_in_a_namespace_of_its_own(&base) else { return };
+        let shm = ShmPool::builder().path(merged.join("pool")).capacity(4 * MIB).build().unwrap();
+        let flags = SharedWords::<AtomicU64>::new(2);
+        let worker = fork(|| {
+            let child = shm.child();
+            child.alloc(64).expect("the worker's first chunk");
+            let own = shm.as_fd().as_raw_fd();
+            for fd in (3..1024).filter(|&fd| fd != own) {
+                // SAFETY: closing numbers of this process, as a daemon's `close_range` would.
+                unsafe { libc::close(fd) };
+            }
+            flags[0].store(1, Ordering::Release);
+            await_word(&flags[1]);
+            std::mem::forget(child);
+        });
+        await_word(&flags[0]);
+        let report = shm.reclaim_dead().unwrap();
+        assert_eq!(report.processes, 1, "a live worker that closed its descriptors: {report:?}");
+        flags[1].store(1, Ordering::Release);
+        worker.succeeds("a worker that closed its descriptors on an overlay file system");
         shm.check().unwrap();
     })
     .succeeds("a process with an overlay file system of its own");

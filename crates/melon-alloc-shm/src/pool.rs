@@ -2521,8 +2521,11 @@ unsafe impl ChunkSource for ShmChunks<'_> {
             // process that made it, still holds and hands out: it stays lent to the original.
             return;
         }
-        // An emptied small chunk: every block of it is free, none handed off and out, so its
-        // remote-free list is empty, and it can be handed to the engine again as it is.
+        // A small chunk the engine gives back while it lives has emptied: every block of it is
+        // free, none handed off and out, so its remote-free list is empty, and it can be handed
+        // to the engine again as it is. One it gives back as it is dropped may still hold
+        // handed-off blocks, which is why the kept chunks go back through `give_back`, as any
+        // other, when the source follows the engine (`Drop`).
         if layout == SMALL_CHUNK
             && self.kept.len() < KEPT_CHUNKS
             && self.kept.try_reserve(1).is_ok()

@@ -265,11 +265,7 @@ pub(crate) fn open_held(
     // Dropping `fd` on an error closes it: it is listed nowhere yet.
     let (fd, tag) = match spare() {
         Some(spare) => spare,
-        None => {
-            let fd = own_description(pool)?;
-            let tag = tags::tag(fd.as_fd())?;
-            (fd, tag)
-        }
+        None => own_tagged_description(pool)?,
     };
     let pin = pin(fd.as_fd())?;
     loop {
@@ -385,6 +381,16 @@ pub(crate) fn reclaim_dead(
     report.chunks += idle.chunks as usize;
     report.bytes += idle.pages as usize * PAGE;
     report
+}
+
+/// A new open file description of the pool's file, private to this process, tagged (see
+/// `tags.rs`), and its tag.
+pub(crate) fn own_tagged_description(
+    pool: BorrowedFd<'_>,
+) -> Result<(OwnedFd, i64), rustix::io::Errno> {
+    let fd = own_description(pool)?;
+    let tag = tags::tag(fd.as_fd())?;
+    Ok((fd, tag))
 }
 
 /// A new open file description of the pool's file, private to this process (but for a child

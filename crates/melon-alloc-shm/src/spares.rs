@@ -12,7 +12,7 @@
 //! description is neither taken nor closed as that spare.
 
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
 use crate::sys::{self, file_of, File};
 use crate::tags::{self, Tagged};
@@ -147,8 +147,7 @@ impl Drop for Spares {
 
 /// A new description of `pool`'s file, tagged.
 fn open_tagged(pool: BorrowedFd<'_>) -> Option<Tagged> {
-    let fd = crate::owner::own_description(pool).ok()?;
-    let tag = tags::tag(fd.as_fd()).ok()?;
+    let (fd, tag) = crate::owner::own_tagged_description(pool).ok()?;
     Some((fd.into_raw_fd(), tag))
 }
 

@@ -36,7 +36,7 @@ pub(crate) fn tag(fd: BorrowedFd<'_>) -> Result<i64, rustix::io::Errno> {
 
 /// Whether `fd` still names the description tagged `tag`: an open descriptor of `file` at that
 /// offset.
-pub(crate) fn is_tagged((fd, tag): Tagged, file: File) -> bool {
+fn is_tagged((fd, tag): Tagged, file: File) -> bool {
     // SAFETY: `lseek` on any number: one that is not an open descriptor fails with `EBADF`.
     fd >= 0 && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == tag && file_of(fd) == Some(file)
 }

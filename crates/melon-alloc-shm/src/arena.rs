@@ -1355,7 +1355,11 @@ impl Arena {
                     counted.bytes_in_use = counted.bytes_in_use.saturating_add(pages_bytes);
                 }
                 kind::LENT => {
-                    counted.lent_pages = counted.lent_pages.saturating_add(u64::from(len))
+                    counted.lent_pages = counted.lent_pages.saturating_add(u64::from(len));
+                    if get!(self, page, free) == ORPHANS {
+                        counted.orphaned_pages =
+                            counted.orphaned_pages.saturating_add(u64::from(len));
+                    }
                 }
                 _ => {}
             }
@@ -1630,6 +1634,9 @@ pub(crate) struct Counters {
     pub(crate) large_blocks: u64,
     pub(crate) bytes_in_use: u64,
     pub(crate) lent_pages: u64,
+    /// Pages of the lent chunks whose process gave them up while blocks handed off from them
+    /// were out.
+    pub(crate) orphaned_pages: u64,
     pub(crate) data_pages: u32,
 }
 
@@ -2082,6 +2089,37 @@ mod in_a_buffer {
         );
         arena.check().unwrap();
         assert_eq!(arena.free_bytes(), start);
+    }
+
+    /// Every orphan goes back on demand, blocks out and a free counted in flight whose process
+    /// died or not: the counts show it, and the pages are the pool's own again.
+    #[test]
+    fn in_a_buffer_every_orphan_goes_back_on_demand_whatever_is_out() {
+        let pool = Buffer::new();
+        let arena = &pool.arena;
+        let start = arena.free_bytes();
+        let chunks = lend_chunks(arena, 6, 3);
+        for index in 0..2 {
+            assert!(hand_off_in(arena, target(arena, chunks[0], index), 6));
+        }
+        assert!(hand_off_in(arena, target(arena, chunks[1], 0), 6));
+        // A free of the second chunk's block, cut short by a kill after it counted itself in
+        // flight and claimed the mark.
+        arena.free_cut_short(target(arena, chunks[1], 0));
+        let orphaned = 2 * u64::from(CHUNK_PAGES);
+        assert_eq!(arena.release_owner(6).orphaned_pages, orphaned, "the third came back");
+        assert_eq!(arena.census().0.orphaned_pages, orphaned);
+        assert_eq!(arena.release_idle_orphans(), Reclaimed::default(), "neither is idle");
+        let every = arena.release_every_orphan();
+        assert_eq!(every, Reclaimed { chunks: 2, pages: orphaned, orphaned_pages: 0 });
+        assert_eq!(arena.census().0.orphaned_pages, 0);
+        arena.check().unwrap();
+        assert_eq!(arena.free_bytes(), start);
+        // No mark is left in their bitmap, which is the pool's in-use bits again.
+        for chunk in &chunks[..2] {
+            let grains = (0..CHUNK_PAGES as u64 * PAGE as u64).step_by(GRAIN);
+            assert!(grains.map(|within| chunk + within).all(|offset| !arena.is_in_use(offset)));
+        }
     }
 
     /// Makes the directory's block of entries, as the first insertion does.

@@ -45,7 +45,10 @@
 //! pool. Between the two, a block of a child pool can be [handed off](ShmPool::hand_off) to other
 //! processes (a message a worker passes on, say): any process then frees it through the shared
 //! pool without its lock, the child takes it back when it runs out of blocks, and it outlives
-//! its process: the chunk it lies in waits until the last such block of it is freed.
+//! its process: the chunk it lies in waits, as an orphan, until the last such block of it is
+//! freed. An orphan whose block is never freed (its receiver died holding it) waits for good:
+//! [`ShmStats::orphaned_bytes`] counts such chunks, and [`ShmPool::reclaim_orphans`] gives them
+//! back when the program knows that nobody holds their blocks any more.
 //!
 //! The owner table has 128 slots: a process holds one from its first child's first chunk until
 //! it drops its `ShmPool` or dies. Past 128 such processes, chunks are still lent, but the death

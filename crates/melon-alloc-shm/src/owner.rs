@@ -102,6 +102,15 @@ pub struct ReclaimReport {
 }
 
 impl ReclaimReport {
+    /// The orphans given back, of no process found dead.
+    pub(crate) fn of_orphans(reclaimed: Reclaimed) -> Self {
+        Self {
+            processes: 0,
+            chunks: reclaimed.chunks as usize,
+            bytes: reclaimed.pages as usize * PAGE,
+        }
+    }
+
     fn add(&mut self, reclaimed: Reclaimed) {
         self.processes += 1;
         self.chunks += reclaimed.chunks as usize;

@@ -1032,6 +1032,7 @@ impl ShmGuard<'_> {
             large_blocks: counters.large_blocks as usize,
             // The lent-page counter is shared memory, which may hold anything.
             lent_bytes: (counters.lent_pages as usize).saturating_mul(crate::layout::PAGE),
+            orphaned_bytes: (counters.orphaned_pages as usize).saturating_mul(crate::layout::PAGE),
             lock_takeovers: header.takeovers.load(Ordering::Relaxed),
             operations_undone: header.undone.load(Ordering::Relaxed),
             quarantined_slabs: u64::from(arena.quarantined()),
@@ -1864,9 +1865,10 @@ impl ShmPool {
     /// the process to die, while handed-off blocks of a chunk are out, the chunk waits, as an
     /// orphan, until the last of them is freed, and then comes back to the pool. Everything
     /// else the child held comes back at once. A handed-off block that is never freed (its
-    /// receiver died holding it, say) keeps its chunk an orphan for the pool's life, and so does
-    /// a process killed in the middle of such a free, in the few instructions between counting
-    /// itself in flight and out.
+    /// receiver died holding it, say) keeps its chunk an orphan, and so does a process killed in
+    /// the middle of such a free, in the few instructions between counting itself in flight and
+    /// out: such chunks wait until [`reclaim_orphans`](ShmPool::reclaim_orphans) gives them back,
+    /// and [`ShmStats::orphaned_bytes`] counts them meanwhile.
     ///
     /// # Errors
     /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` does not lie in a chunk lent
@@ -2033,6 +2035,48 @@ impl ShmPool {
     /// ```
     pub fn reclaim_dead(&self) -> Result<ReclaimReport, ShmError> {
         Ok(self.lock()?.reclaim_dead())
+    }
+
+    /// Gives back every orphan: each chunk whose child pool's process gave it up (dropped the
+    /// child, or died) while blocks handed off from it ([`hand_off`](ShmPool::hand_off)) were
+    /// out, and that still waits for one of them to be freed. [`ShmStats::orphaned_bytes`]
+    /// counts them. Such a block is freed by whoever received it; one whose receiver died
+    /// holding it, or a free of one cut short by a kill, keeps its chunk waiting for good, which
+    /// neither the pool nor [`reclaim_dead`](ShmPool::reclaim_dead) can tell from a block
+    /// still in use. A program that knows better, such as a master whose workers that could
+    /// hold such blocks have all exited, gives them back with this. The chunks of live child
+    /// pools, and the blocks handed off from them, are not touched.
+    ///
+    /// # Errors
+    /// The lock's error.
+    ///
+    /// # Safety
+    /// No process holds a block handed off from an orphan, or is freeing one, or will free one:
+    /// the chunks go back to the pool, which may hand their memory out again.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_shm::ShmPool;
+    ///
+    /// let shm = ShmPool::new(4 << 20)?;
+    /// let start = shm.available();
+    /// let child = shm.child();
+    /// let message = child.alloc(256).unwrap();
+    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+    /// unsafe { shm.hand_off(message) }?;
+    /// // The child goes while its block is out, and the block's receiver dies holding it.
+    /// drop(child);
+    /// assert_eq!(shm.stats()?.orphaned_bytes, melon_alloc_core::CHUNK_SIZE);
+    /// // SAFETY: nobody holds or frees the block handed off any more.
+    /// let report = unsafe { shm.reclaim_orphans() }?;
+    /// assert_eq!((report.chunks, report.bytes), (1, melon_alloc_core::CHUNK_SIZE));
+    /// assert_eq!(shm.available(), start);
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub unsafe fn reclaim_orphans(&self) -> Result<ReclaimReport, ShmError> {
+        let _guard = self.lock()?;
+        let reclaimed = self.shared().arena.release_every_orphan();
+        Ok(ReclaimReport::of_orphans(reclaimed))
     }
 
     /// The offset of `block` from the start of the pool: the same block in every process, wherever

@@ -56,6 +56,10 @@ pub struct ShmStats {
     pub large_blocks: usize,
     /// Bytes lent to child pools as chunks.
     pub lent_bytes: usize,
+    /// Bytes of those chunks whose process gave them up (dropped the child pool, or died) while
+    /// blocks handed off from them were out, and which wait, as orphans, for the last of those
+    /// blocks to be freed: see [`ShmPool::reclaim_orphans`](crate::ShmPool::reclaim_orphans).
+    pub orphaned_bytes: usize,
     /// Bytes of the longest run of free pages: the largest block the pool can hand out as a
     /// page run as it stands, and, set beside `available`, a measure of how fragmented the pool
     /// is. A slab's free blocks are not in it, and neither are the empty slabs the size classes
@@ -172,7 +176,11 @@ impl fmt::Display for ShmStats {
             "available   {} bytes; largest free run {} bytes",
             self.available, self.largest_free_run
         )?;
-        writeln!(f, "lent        {} bytes to child pools", self.lent_bytes)?;
+        writeln!(
+            f,
+            "lent        {} bytes to child pools, {} of them orphaned",
+            self.lent_bytes, self.orphaned_bytes
+        )?;
         writeln!(f, "failures    {} refused", Counted(self.failures, "allocation", "allocations"))?;
         writeln!(
             f,
@@ -249,6 +257,7 @@ impl Default for ShmStats {
             live_blocks: 0,
             large_blocks: 0,
             lent_bytes: 0,
+            orphaned_bytes: 0,
             largest_free_run: 0,
             failures: 0,
             segments: 0,

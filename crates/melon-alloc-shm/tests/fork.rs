@@ -56,6 +56,10 @@ fn main() -> ExitCode {
         ("an_attached_process_sees_the_pool_grow", an_attached_process_sees_the_pool_grow),
         ("child_pools_belong_to_one_process", child_pools_belong_to_one_process),
         (
+            "orphans_of_dead_producers_and_consumers_come_back_on_demand",
+            orphans_of_dead_producers_and_consumers_come_back_on_demand,
+        ),
+        (
             "pools_made_from_a_child_pool_belong_to_one_process",
             pools_made_from_a_child_pool_belong_to_one_process,
         ),
@@ -1916,6 +1920,50 @@ fn handed_off_blocks_cross_processes_and_outlive_their_producer() {
     fork(|| consume(1 << 20)).succeeds("the consumer of the second batch");
     let stats = shm.stats().unwrap();
     assert_eq!((stats.lent_bytes, stats.reclaimed_bytes), (0, lent as u64), "counted once");
+    assert_eq!(shm.available(), start);
+    shm.check().unwrap();
+}
+
+/// A producer hands a block off to a consumer, and both are killed, the consumer holding it: the
+/// producer's chunk waits as an orphan for a free that will never come, which `reclaim_dead`
+/// cannot tell, and the stats show; the master, knowing both gone, gives it back with
+/// `reclaim_orphans`.
+fn orphans_of_dead_producers_and_consumers_come_back_on_demand() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    // 0: the block's offset, plus 1; 1: the consumer holds it.
+    let mailbox = SharedWords::<AtomicU64>::new(2);
+    let mut producer = fork(|| {
+        let child = shm.child();
+        let block = child.alloc(200).unwrap();
+        // SAFETY: the block is in use and holds 200 bytes.
+        unsafe { stamp(block, 200, 7) };
+        // SAFETY: the block is the child's, in use, handed off once, and freed by the consumer
+        // alone (which never does).
+        let offset = unsafe { shm.hand_off(block) }.unwrap();
+        mailbox[0].store(offset as u64 + 1, Ordering::Release);
+        idle_until_killed()
+    });
+    let mut consumer = fork(|| {
+        let offset = await_word(&mailbox[0]) - 1;
+        let block = shm.ptr_at(offset as usize).unwrap();
+        // SAFETY: the producer stamped the block before handing it off.
+        assert!(unsafe { has_stamp(block, 200, 7) });
+        mailbox[1].store(1, Ordering::Release);
+        idle_until_killed()
+    });
+    await_word(&mailbox[1]);
+    producer.kill_dead();
+    consumer.kill_dead();
+    let report = shm.reclaim_dead().unwrap();
+    assert_eq!((report.processes, report.chunks), (1, 0), "the producer's chunk waits");
+    let stats = shm.stats().unwrap();
+    let chunk = melon_alloc_core::CHUNK_SIZE;
+    assert_eq!((stats.orphaned_bytes, stats.lent_bytes), (chunk, chunk));
+    assert!(stats.to_string().contains(&format!("{chunk} of them orphaned")), "{stats}");
+    // SAFETY: the only process that held a block of the orphan is gone.
+    let report = unsafe { shm.reclaim_orphans() }.unwrap();
+    assert_eq!((report.chunks, report.bytes), (1, chunk));
     assert_eq!(shm.available(), start);
     shm.check().unwrap();
 }

@@ -179,6 +179,43 @@ fn a_dropped_childs_chunk_waits_for_its_handed_off_blocks() {
     shm.check().unwrap();
 }
 
+/// Orphans whose blocks nobody will free (their receiver died holding them) are counted in the
+/// stats, stay through `reclaim_dead`, and come back with `reclaim_orphans`, which leaves a live
+/// child's chunk, and its block handed off, alone.
+#[test]
+fn orphans_nobody_will_free_into_come_back_on_demand_and_live_chunks_stay() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let start = shm.available();
+    let (gone, live) = (shm.child(), shm.child());
+    let orphans: Vec<_> =
+        [100, 3000].iter().map(|&size| hand_off(&shm, gone.alloc(size).unwrap())).collect();
+    let still_live = hand_off(&shm, live.alloc(100).unwrap());
+    drop(gone);
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.orphaned_bytes, stats.lent_bytes), (2 * CHUNK_SIZE, 3 * CHUNK_SIZE));
+    // One of the orphans' blocks is freed; the other's receiver is gone.
+    free(&shm, orphans[0]).unwrap();
+    assert_eq!(shm.stats().unwrap().orphaned_bytes, CHUNK_SIZE, "the idle orphan went back");
+    assert_eq!(shm.reclaim_dead().unwrap().chunks, 0, "nobody died: the orphan waits");
+    // SAFETY: nobody holds or frees the block left in the orphan.
+    let report = unsafe { shm.reclaim_orphans() }.unwrap();
+    assert_eq!((report.processes, report.chunks, report.bytes), (0, 1, CHUNK_SIZE));
+    let stats = shm.stats().unwrap();
+    assert_eq!((stats.orphaned_bytes, stats.lent_bytes), (0, CHUNK_SIZE));
+    shm.check().unwrap();
+    // The live child's block is still handed off, and its free is still taken.
+    free(&shm, still_live).unwrap();
+    assert_eq!(
+        free(&shm, still_live),
+        Err(ShmError::NotHandedOff { addr: still_live.as_ptr() as usize })
+    );
+    drop(live);
+    assert_eq!(shm.available(), start);
+    // SAFETY: there are no orphans left.
+    assert_eq!(unsafe { shm.reclaim_orphans() }.unwrap().chunks, 0);
+    shm.check().unwrap();
+}
+
 /// Two child pools of one process: frees into one child's chunks are collected by that child,
 /// even when the other runs out of blocks and looks first.
 #[test]

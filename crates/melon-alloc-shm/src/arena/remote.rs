@@ -268,6 +268,15 @@ impl Arena {
         }
     }
 
+    /// What a free of the handed-off block at `target` leaves when its process is killed after
+    /// it counted itself in flight and claimed the block's mark, before its push.
+    #[cfg(test)]
+    pub(super) fn free_cut_short(&self, target: RemoteTarget<'_>) {
+        self.target_tail(target).state().fetch_add(1, Ordering::SeqCst);
+        let (bits, bit) = self.handed_bit(target);
+        bits.fetch_and(!bit, Ordering::SeqCst);
+    }
+
     /// The remote-free list of the chunk at `chunk`, lent to the caller's process: a word whose
     /// place stays the same while the mapping lives, so that a child finds it once per chunk.
     /// [`handoff::take`] takes the whole list: the offset of its first block from the chunk's
@@ -306,18 +315,23 @@ impl Arena {
     /// Whether nothing of the given-up chunk at `chunk` is out: no free in flight, no block
     /// marked handed off. The caller holds the lock.
     fn is_idle(&self, chunk: u32) -> bool {
-        let pages = get!(self, chunk, len).clamp(1, CHUNK_PAGES);
         handoff::idle(self.tail_words(chunk).state(), || {
-            let first = chunk as usize * (PAGE / GRAIN) / 64;
-            let words = pages as usize * (PAGE / GRAIN) / 64;
-            (first..first + words).any(|word| {
-                // SAFETY: (1) the chunk lies in the data pages (the caller found it lent), and
-                // the bitmap has a bit for every grain of them, in words that live as long as
-                // the mapping; (2) they are 8-aligned; (3) while a chunk is lent its pages'
-                // words are only accessed atomically (see `handed_bit`).
-                let bits = unsafe { AtomicU64::from_ptr(self.bitmap.add(word)) };
-                bits.load(Ordering::SeqCst) != 0
-            })
+            self.lent_bitmap(chunk).any(|bits| bits.load(Ordering::SeqCst) != 0)
+        })
+    }
+
+    /// The bitmap words of the lent chunk at `chunk`'s first pages, where its blocks start: in a
+    /// lent chunk they hold its blocks' hand-off marks. The caller holds the lock.
+    fn lent_bitmap(&self, chunk: u32) -> impl Iterator<Item = &AtomicU64> {
+        let pages = get!(self, chunk, len).clamp(1, CHUNK_PAGES);
+        let first = chunk as usize * (PAGE / GRAIN) / 64;
+        let words = pages as usize * (PAGE / GRAIN) / 64;
+        (first..first + words).map(|word| {
+            // SAFETY: (1) the chunk lies in the data pages (the caller found it lent), and the
+            // bitmap has a bit for every grain of them, in words that live as long as the
+            // mapping; (2) they are 8-aligned; (3) while a chunk is lent its pages' words are
+            // only accessed atomically (see `handed_bit`).
+            unsafe { AtomicU64::from_ptr(self.bitmap.add(word)) }
         })
     }
 
@@ -331,9 +345,29 @@ impl Arena {
         self.take_back(u64::from(chunk) * PAGE as u64, len as usize * PAGE, ORPHANS)
     }
 
+    /// Gives back every orphaned chunk, whatever of it is still out: its blocks' hand-off marks
+    /// and its count of frees in flight are cleared first. The caller holds the lock, and the
+    /// program has said that no process holds such a block or frees one
+    /// ([`ShmPool::reclaim_orphans`](crate::ShmPool::reclaim_orphans)).
+    pub(crate) fn release_every_orphan(&self) -> super::Reclaimed {
+        self.release_orphans(|chunk| {
+            // Unlogged: should the holder die before the chunk is back, it is an idle orphan,
+            // which the next reclaim gives back.
+            self.lent_bitmap(chunk).for_each(|bits| bits.store(0, Ordering::SeqCst));
+            self.tail_words(chunk).state().fetch_and(handoff::GIVEN_UP, Ordering::SeqCst);
+            true
+        })
+    }
+
     /// Gives back every orphaned chunk with nothing out any more: those whose last free died
     /// before it could. The caller holds the lock.
     pub(crate) fn release_idle_orphans(&self) -> super::Reclaimed {
+        self.release_orphans(|chunk| self.is_idle(chunk))
+    }
+
+    /// Gives back each orphaned chunk that `ready` says may go, if nothing of it is out once
+    /// `ready` has had its say. The caller holds the lock.
+    fn release_orphans(&self, mut ready: impl FnMut(u32) -> bool) -> super::Reclaimed {
         let mut reclaimed = super::Reclaimed::default();
         let mut chunk = self.owner_chunks(ORPHANS);
         for _ in self.first_data..self.end() {
@@ -341,7 +375,7 @@ impl Arena {
                 break;
             }
             let (next, pages) = (get!(self, chunk, next), get!(self, chunk, len));
-            if self.is_idle(chunk) && self.release_orphan(chunk) == GiveBack::TakenBack {
+            if ready(chunk) && self.release_orphan(chunk) == GiveBack::TakenBack {
                 reclaimed.chunks += 1;
                 reclaimed.pages += u64::from(pages);
             }

@@ -198,11 +198,22 @@ void mln_alloc_free(void *ptr);
  * but for a size of 0, which frees it as mln_alloc_free does. It outlives its pool and its
  * process: were the pool destroyed, or the process to die, while handed-off blocks of a chunk
  * are out, the chunk comes back to the shared pool once the last of them is freed. A
- * handed-off block that is never freed keeps its chunk out for the shared pool's life, and so
- * does a process killed in the middle of freeing one (in the few instructions between counting
- * its free in and out).
+ * handed-off block that is never freed (its receiver died holding it) keeps its chunk out, and
+ * so does a process killed in the middle of freeing one (in the few instructions between
+ * counting its free in and out), until mln_alloc_reclaim_orphans gives such chunks back.
  */
 int mln_alloc_hand_off(mln_alloc_t *pool, void *ptr);
+
+/*
+ * Gives back to the shared pool `shm` every chunk whose pool is gone (destroyed, or its process
+ * died) while blocks handed off from it were out, and that still waits for one of them to be
+ * freed, as a block whose receiver died holding it leaves it; the chunks of live pools are not
+ * touched. Returns the bytes given back; 0 for a NULL pool or one that is not a shared pool.
+ * Call it only when no process holds such a block, frees one, or will free one (a master whose
+ * workers of that time have all exited, say): the chunks' memory is handed out again. As every
+ * call on the shared pool itself, with lock callbacks it is made holding the lock.
+ */
+mln_size_t mln_alloc_reclaim_orphans(mln_alloc_t *shm);
 
 /*
  * The bytes `pool` can still take: for a heap pool with a limit, the limit minus the memory it

@@ -464,6 +464,46 @@ pub unsafe extern "C" fn mln_alloc_hand_off(pool: *mut MlnAlloc, ptr: *mut c_voi
     }
 }
 
+/// Gives back every orphan of the shared pool `shm`: each chunk whose pool went while blocks
+/// handed off from it were out, and that still waits for one of them
+/// ([`ShmPool::reclaim_orphans`]). Returns the bytes given back; 0 for NULL, a pool that is not
+/// a shared pool, or a lock that fails.
+///
+/// # Safety
+/// - `shm` is NULL or a live pool.
+/// - No process holds, frees or will free a block handed off from such a chunk.
+/// - With lock callbacks, the caller holds the lock, as for every call on the shared pool.
+///
+/// # Examples
+/// ```
+/// use core::ptr;
+/// use melon_alloc_capi::*;
+///
+/// // SAFETY: each pointer is a live pool or block of this example, used as the header says;
+/// // with no lock callbacks, the pool locks itself.
+/// unsafe {
+///     let shm = mln_alloc_shm_init(1 << 20, ptr::null_mut(), None, None);
+///     let start = mln_alloc_available_capacity(shm);
+///     let worker = mln_alloc_init(shm, 0);
+///     let message = mln_alloc_m(worker, 200);
+///     assert_eq!(mln_alloc_hand_off(worker, message), 0);
+///     // The worker's pool goes while its message is out, which nobody will free.
+///     mln_alloc_destroy(worker);
+///     assert!(mln_alloc_available_capacity(shm) < start);
+///     assert_eq!(mln_alloc_reclaim_orphans(shm), 16 << 10);
+///     assert_eq!(mln_alloc_available_capacity(shm), start);
+///     mln_alloc_destroy(shm);
+/// }
+/// ```
+#[no_mangle]
+pub unsafe extern "C" fn mln_alloc_reclaim_orphans(shm: *mut MlnAlloc) -> usize {
+    // SAFETY: the caller promises NULL or a live pool.
+    let Some(shm) = (unsafe { shm.as_ref() }).and_then(MlnAlloc::shm) else { return 0 };
+    // SAFETY: the caller promises that nobody holds, frees or will free a block handed off from
+    // an orphan.
+    on_shared(shm, |shm| unsafe { shm.reclaim_orphans() }).map_or(0, |report| report.bytes)
+}
+
 /// [`mln_alloc_free`] in a process with shared pools, whose table says what the block is: out of
 /// line, so that it adds nothing to the free of a process without one.
 ///

@@ -185,6 +185,7 @@ fn example_links_against_the_shared_library() {
             "mln_alloc_init",
             "mln_alloc_m",
             "mln_alloc_re",
+            "mln_alloc_reclaim_orphans",
             "mln_alloc_shm_init",
         ]
     );

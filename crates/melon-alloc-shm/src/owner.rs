@@ -102,13 +102,10 @@ pub struct ReclaimReport {
 }
 
 impl ReclaimReport {
-    /// The orphans given back, of no process found dead.
-    pub(crate) fn of_orphans(reclaimed: Reclaimed) -> Self {
-        Self {
-            processes: 0,
-            chunks: reclaimed.chunks as usize,
-            bytes: reclaimed.pages as usize * PAGE,
-        }
+    /// Adds orphans given back, of no process found dead.
+    pub(crate) fn add_orphans(&mut self, reclaimed: Reclaimed) {
+        self.chunks += reclaimed.chunks as usize;
+        self.bytes += reclaimed.pages as usize * PAGE;
     }
 
     fn add(&mut self, reclaimed: Reclaimed) {
@@ -386,9 +383,7 @@ pub(crate) fn reclaim_dead(
         }
     }
     // Orphans whose last block was freed by a process that could not take the lock, or died.
-    let idle = arena.release_idle_orphans();
-    report.chunks += idle.chunks as usize;
-    report.bytes += idle.pages as usize * PAGE;
+    report.add_orphans(arena.release_idle_orphans());
     report
 }
 

@@ -2044,8 +2044,10 @@ impl ShmPool {
     /// holding it, or a free of one cut short by a kill, keeps its chunk waiting for good, which
     /// neither the pool nor [`reclaim_dead`](ShmPool::reclaim_dead) can tell from a block
     /// still in use. A program that knows better, such as a master whose workers that could
-    /// hold such blocks have all exited, gives them back with this. The chunks of live child
-    /// pools, and the blocks handed off from them, are not touched.
+    /// hold such blocks have all exited, gives them back with this. It first takes back the
+    /// chunks of dead processes, as [`reclaim_dead`](ShmPool::reclaim_dead) does, so that
+    /// theirs are among the orphans, and reports both. The chunks of live child pools, and the
+    /// blocks handed off from them, are not touched.
     ///
     /// # Errors
     /// The lock's error.
@@ -2074,9 +2076,10 @@ impl ShmPool {
     /// # Ok::<(), melon_alloc_shm::ShmError>(())
     /// ```
     pub unsafe fn reclaim_orphans(&self) -> Result<ReclaimReport, ShmError> {
-        let _guard = self.lock()?;
-        let reclaimed = self.shared().arena.release_every_orphan();
-        Ok(ReclaimReport::of_orphans(reclaimed))
+        let mut guard = self.lock()?;
+        let mut report = guard.reclaim_dead();
+        report.add_orphans(self.shared().arena.release_every_orphan());
+        Ok(report)
     }
 
     /// The offset of `block` from the start of the pool: the same block in every process, wherever

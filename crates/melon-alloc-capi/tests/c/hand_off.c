@@ -1,7 +1,9 @@
 /* A producer worker allocates messages from its own pool made from a shared pool, hands each
  * off, and passes it to a consumer worker, which checks it and frees it: every block comes back.
  * The producer destroys its pool while the consumer still holds some of its messages; their
- * chunks come back once the consumer has freed them. What hand-off refuses changes nothing. */
+ * chunks come back once the consumer has freed them. What hand-off refuses changes nothing.
+ * Then a worker hands a message off to a receiver killed holding it, and exits: its chunk waits
+ * for a free that never comes, until the master gives it back with mln_alloc_reclaim_orphans. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdint.h>
@@ -147,6 +149,34 @@ int main(void)
     reap(producer);
     reap(consumer);
     /* Every message's chunk came back, orphaned or not. */
+    CHECK(mln_alloc_available_capacity(shm) == start);
+    CHECK(mln_alloc_reclaim_orphans(shm) == 0);
+
+    /* A message whose receiver is killed holding it. */
+    producer = fork();
+    CHECK(producer >= 0);
+    if (producer == 0) {
+        mln_alloc_t *mine = mln_alloc_init(shm, 0);
+        void *block;
+        CHECK(mine != NULL);
+        block = mln_alloc_m(mine, 300);
+        CHECK(block != NULL && mln_alloc_hand_off(mine, block) == 0);
+        ring->slot[0] = block;
+        _exit(0);
+    }
+    reap(producer);
+    consumer = fork();
+    CHECK(consumer >= 0);
+    if (consumer == 0) {
+        CHECK(ring->slot[0] != NULL);
+        pause();
+        _exit(0);
+    }
+    CHECK(kill(consumer, SIGKILL) == 0);
+    CHECK(waitpid(consumer, NULL, 0) == consumer);
+    CHECK(mln_alloc_available_capacity(shm) < start);
+    CHECK(mln_alloc_reclaim_orphans(NULL) == 0);
+    CHECK(mln_alloc_reclaim_orphans(shm) == 16 * 1024);
     CHECK(mln_alloc_available_capacity(shm) == start);
     mln_alloc_free(ring);
     mln_alloc_destroy(shm);

@@ -205,10 +205,12 @@ void mln_alloc_free(void *ptr);
 int mln_alloc_hand_off(mln_alloc_t *pool, void *ptr);
 
 /*
- * Gives back to the shared pool `shm` every chunk whose pool is gone (destroyed, or its process
+ * Gives back to the shared pool `shm` the chunks of pools whose processes died, as an allocation
+ * that finds no room does, and then every chunk whose pool is gone (destroyed, or its process
  * died) while blocks handed off from it were out, and that still waits for one of them to be
  * freed, as a block whose receiver died holding it leaves it; the chunks of live pools are not
- * touched. Returns the bytes given back; 0 for a NULL pool or one that is not a shared pool.
+ * touched. Returns the bytes given back, of both kinds; 0 for a NULL pool or one that is not a
+ * shared pool.
  * Call it only when no process holds such a block, frees one, or will free one (a master whose
  * workers of that time have all exited, say): the chunks' memory is handed out again. As every
  * call on the shared pool itself, with lock callbacks it is made holding the lock.

@@ -464,10 +464,10 @@ pub unsafe extern "C" fn mln_alloc_hand_off(pool: *mut MlnAlloc, ptr: *mut c_voi
     }
 }
 
-/// Gives back every orphan of the shared pool `shm`: each chunk whose pool went while blocks
-/// handed off from it were out, and that still waits for one of them
-/// ([`ShmPool::reclaim_orphans`]). Returns the bytes given back; 0 for NULL, a pool that is not
-/// a shared pool, or a lock that fails.
+/// Gives back the chunks of dead processes' pools, and then every orphan of the shared pool
+/// `shm`: each chunk whose pool went while blocks handed off from it were out, and that still
+/// waits for one of them ([`ShmPool::reclaim_orphans`]). Returns the bytes given back, of both
+/// kinds; 0 for NULL, a pool that is not a shared pool, or a lock that fails.
 ///
 /// # Safety
 /// - `shm` is NULL or a live pool.

@@ -1868,7 +1868,8 @@ impl ShmPool {
     /// receiver died holding it, say) keeps its chunk an orphan, and so does a process killed in
     /// the middle of such a free, in the few instructions between counting itself in flight and
     /// out: such chunks wait until [`reclaim_orphans`](ShmPool::reclaim_orphans) gives them back,
-    /// and [`ShmStats::orphaned_bytes`] counts them meanwhile.
+    /// and [`ShmStats::orphaned_bytes`] counts them meanwhile (a dead process's, once its death
+    /// is found).
     ///
     /// # Errors
     /// [`ShmError::Free`] with [`FreeError::Foreign`] when `block` does not lie in a chunk lent

@@ -56,9 +56,12 @@ pub struct ShmStats {
     pub large_blocks: usize,
     /// Bytes lent to child pools as chunks.
     pub lent_bytes: usize,
-    /// Bytes of those chunks whose process gave them up (dropped the child pool, or died) while
-    /// blocks handed off from them were out, and which wait, as orphans, for the last of those
-    /// blocks to be freed: see [`ShmPool::reclaim_orphans`](crate::ShmPool::reclaim_orphans).
+    /// Bytes of those chunks whose process gave them up while blocks handed off from them were
+    /// out, and which wait, as orphans, for the last of those blocks to be freed: see
+    /// [`ShmPool::reclaim_orphans`](crate::ShmPool::reclaim_orphans). A process gives its chunks
+    /// up when it drops its child pool, or, once it has died, when its death is found
+    /// ([`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead)): until then a dead process's
+    /// chunks count as lent, not orphaned.
     pub orphaned_bytes: usize,
     /// Bytes of the longest run of free pages: the largest block the pool can hand out as a
     /// page run as it stands, and, set beside `available`, a measure of how fragmented the pool

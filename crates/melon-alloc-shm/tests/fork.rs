@@ -1955,10 +1955,12 @@ fn orphans_of_dead_producers_and_consumers_come_back_on_demand() {
     await_word(&mailbox[1]);
     producer.kill_dead();
     consumer.kill_dead();
+    let stats = shm.stats().unwrap();
+    let chunk = melon_alloc_core::CHUNK_SIZE;
+    assert_eq!((stats.orphaned_bytes, stats.lent_bytes), (0, chunk), "lent until found dead");
     let report = shm.reclaim_dead().unwrap();
     assert_eq!((report.processes, report.chunks), (1, 0), "the producer's chunk waits");
     let stats = shm.stats().unwrap();
-    let chunk = melon_alloc_core::CHUNK_SIZE;
     assert_eq!((stats.orphaned_bytes, stats.lent_bytes), (chunk, chunk));
     assert!(stats.to_string().contains(&format!("{chunk} of them orphaned")), "{stats}");
     // SAFETY: the only process that held a block of the orphan is gone.

@@ -75,7 +75,8 @@ const fn no_descriptions() -> [Listed; HELD_BLOCK] {
     }; HELD_BLOCK]
 }
 
-/// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead) found and gave back.
+/// What [`ShmPool::reclaim_dead`](crate::ShmPool::reclaim_dead), or
+/// [`ShmPool::reclaim_orphans`](crate::ShmPool::reclaim_orphans), found and gave back.
 ///
 /// # Examples
 /// ```
@@ -95,7 +96,8 @@ pub struct ReclaimReport {
     /// Chunks taken back: those of the dead processes' child pools, but for any that a block
     /// handed off from it ([`ShmPool::hand_off`](crate::ShmPool::hand_off)) still holds, which
     /// waits as an orphan until that block is freed; and orphans, of any process, whose last
-    /// such block has been freed since, by a process that could not give the chunk back then.
+    /// such block has been freed since, by a process that could not give the chunk back then
+    /// (with `reclaim_orphans`, every orphan).
     pub chunks: usize,
     /// Bytes of those chunks.
     pub bytes: usize,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE};
+use melon_alloc_core::{ChunkSource, FreeError, CHUNK_SIZE, SMALL_CHUNK};
 use melon_alloc_heap::{AllocError, ChildPool};
 
 use crate::arena::{AllocThen, Arena, Located, NoRoom, RemoteFree, RemoteTarget, CHUNK_HEADER};
@@ -2344,12 +2344,6 @@ struct ShmChunks<'pool> {
 /// chunks its engine keeps: 128 KiB of 16 KiB chunks.
 const KEPT_CHUNKS: usize = 8;
 
-/// The layout of a small chunk, as the engine takes and gives one back.
-const SMALL_CHUNK: Layout = match Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE) {
-    Ok(layout) => layout,
-    Err(_) => panic!("a chunk's size is a power of two"),
-};
-
 impl<'pool> ShmChunks<'pool> {
     /// The source of a child pool of `shared`, made by this process, holding no chunk yet.
     fn new(shared: &'pool Shared, owned_only: bool) -> Self {
@@ -2701,7 +2695,7 @@ mod tests {
     fn a_childs_chunk_list_follows_the_chunks_it_takes_and_gives_back() {
         let shm = ShmPool::new(4 << 20).unwrap();
         let mut chunks = ShmChunks::new(shm.shared(), false);
-        let small = Layout::from_size_align(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+        let small = SMALL_CHUNK;
         let large = Layout::from_size_align(3 * CHUNK_SIZE, CHUNK_SIZE).unwrap();
         let taken: Vec<_> = [small, large, small, small, small]
             .into_iter()

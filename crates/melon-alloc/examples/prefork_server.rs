@@ -53,8 +53,15 @@ fn main() {
         stats.lent_bytes, stats.capacity, stats.segments
     );
 
-    // A worker dies without warning.
+    // A worker dies without warning, once it has taken a message from its mailbox, which it
+    // then holds until the next one.
     let victim = 2;
+    while mailboxes[victim].load(Ordering::Acquire) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    while mailboxes[victim].load(Ordering::Acquire) != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // SAFETY: the pid is this process's own child, not yet reaped.
     unsafe { libc::kill(workers[victim], libc::SIGKILL) };
     let status = reap(workers[victim]);
@@ -102,6 +109,7 @@ fn main() {
          {} chunks, {} bytes",
         report.chunks, report.bytes
     );
+    assert!(orphaned > 0 && report.bytes >= orphaned, "the killed worker's message");
     // SAFETY: the board came from the pool, and no worker is left to use it.
     unsafe { shm.free(std::ptr::NonNull::from(&board[0]).cast()) };
     let stats = shm.stats().expect("the lock is free");

@@ -907,7 +907,8 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   against 16 to 18 with pauses of at most 64. On the Intel Xeon of this page, where a `pause`
   takes about 13 ns, pauses of at most 64 gave 8.1 to 8.5 million at 2 processes, 8.2 to 8.4 at
   4 and 7.9 at 16; at most 1,024, 13.3 to 14.3, 13.0 to 14.0 and 12.9 (`hammer 2000000
-  --processes 1,2,4,16 --runs 3 --workloads mixed --variants shm`, the two builds run in turn). When the processes outnumber the cores, a holder that
+  --processes 1,2,4,16 --runs 3 --workloads mixed --variants shm`, the two builds run in turn). When
+  the processes outnumber the cores, a holder that
   loses its core still keeps the others waiting, which is why the CPU time per operation rises
   with the process count.
 - **`shm-child`.** Heap pools, and so child pools, have size classes up to 8160 bytes, so every
@@ -948,11 +949,51 @@ pub(super) const SHM_NOTES: &str = "### Where the shared pool's time goes
   second at 2 processes (median 20.9; 1.34 times rts-alloc's in the same runs), against 14.7 to
   17.8 (median 15.6; 0.92 times rts-alloc's) for the pool as it is, in six runs of each build in
   turn on 2026-12-05 (`hammer 2000000 --processes 2 --runs 1 --workloads producer-consumer
-  --variants shm-child,rts-alloc`): what keeps the child pools below rts-alloc here is what a free
-  from another process checks. When the processes outnumber the cores, a pair often shares one,
-  and what is left is the work itself: at 16 processes rts-alloc's CPU time per operation falls to about 57 ns, where
-  the child pools' stays near 100; callgrind counts about 300 instructions a block on each side
-  of the child pools' round trip against rts-alloc's 220 and 130.
+  --variants shm-child,rts-alloc`). The same two builds, six runs of each in turn on 2026-12-07
+  with the machine in its faster state (the same command), gave 0.83 to 0.92 times rts-alloc's
+  throughput without the checks (median 0.85) against 0.71 to 0.81 (median 0.75) with them; in
+  its slower state that day, two runs of each in turn (`--processes 2,4 --runs 5`), 0.84 to 0.88 at
+  2 and 4 processes against 0.89 to 0.91. Leaving the checks out, then, made the pair from 0.96 to
+  1.34 times as fast as the machine's state changed, and without them the pool can still fall
+  short of rts-alloc: part of the gap lies in how the freed blocks come back, below. When the
+  processes outnumber the cores, a pair often shares one, and what is left is the work itself: at
+  16 processes rts-alloc's CPU time per operation falls to about 57 ns, where the child pools'
+  stays near 100; callgrind counts about 300 instructions a block on each side of the child pools'
+  round trip against rts-alloc's 220 and 130.
+- **A free that writes only its mark.** A build (2026-12-07) in which a free from another process
+  claimed its block's mark and set a bit for the mark's word in the chunk's state, and nothing else
+  (no push, no link written into the block, no count in flight), with a second bit for each block in
+  the bitmap that the owner sets at the hand-off and clears when it takes the block back, found from
+  the marks of the words the state names. Under `perf record` the consumer's free took about 9 % of
+  the samples, but the producer's collection, reading and clearing those words, 18 %, half of the
+  producer's time, and the pair was no faster: 0.62, 0.86 and 0.83 times rts-alloc's throughput at 2
+  processes, and 0.77, 0.86 and 0.77 at 4, against 0.82, 0.86 and 0.75, and 0.92, 0.92 and 0.73, for
+  the pool as it is, in three pairs of runs in turn, the machine changing speed between them
+  (`hammer 2000000 --processes 2,4 --runs 5 --workloads producer-consumer --variants
+  shm-child,rts-alloc`). It also took 0.8 % more of a pool for the metadata. It was not kept. Both
+  designs move the mark's cache line between the two cores for each block, which rts-alloc, with no
+  mark, does not.
+- **How the freed blocks come back.** The producer's child pool takes its chunks' remote-free lists
+  whenever one of its classes runs dry. A build that counted them (2026-12-07, `hammer 2000000
+  --processes 2 --runs 1 --workloads producer-consumer --variants shm-child`) saw 69,506 such
+  collections for 2,000,000 allocations: each looked at the lists of 66 chunks and took 11.7 of
+  them, 2.5 blocks a list. Each list taken moves its cache line, and the announcement of the next
+  free into it, between the two cores; rts-alloc keeps one list a worker, which its producer takes
+  every 64 allocations. Two builds that took fewer lists were slower, because they read the freed
+  blocks' links one after another where the pool reads those of all its lists side by side, each
+  read waiting for the other core's cache:
+  - one list for each owner slot, onto which every free of the slot's blocks goes, the links
+    holding the blocks' offsets in the pool: 0.64 and 0.65 times rts-alloc's throughput at 2
+    processes and 0.62 and 0.64 at 4, against 0.72 and 0.75, and 0.73 and 0.74, for the pool as it
+    is, in two pairs of runs in turn (`hammer 2000000 --processes 2,4 --runs 5 --workloads
+    producer-consumer --variants shm-child,rts-alloc`);
+  - the lists of the chunks of the class that ran dry only, every list only when those held
+    nothing: 329,263 lists taken in all, 6 blocks a list, and 571 collections of every list, but
+    0.64 to 0.71 times rts-alloc's throughput at 2 processes and 0.65 to 0.68 at 4, against 0.72
+    to 0.75 and 0.73 to 0.76, in three pairs of runs in turn (the same command with `--runs 3`,
+    the build still counting);
+
+  all on 2026-12-07 in the machine's faster state. Neither was kept.
 
 ";
 

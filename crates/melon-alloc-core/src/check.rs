@@ -282,7 +282,10 @@ fn check_small_chunk(
         ChunkState::Full => {
             header.carved == capacity && on_free == 0 && on_local == 0 && header.event == 1
         }
-        _ if is_head => header.event == NEVER,
+        // A head never leaves its fast path, unless it is a page watched until it empties.
+        _ if is_head => {
+            header.event == NEVER || (header.is_page() && header.event == u32::from(header.carved))
+        }
         // Only the head allocates, so only the head has a `free` list.
         _ => on_free == 0 && header.event == u32::from(header.carved),
     };

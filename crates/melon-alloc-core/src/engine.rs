@@ -16,7 +16,8 @@
 //! little holds a page for each, not a chunk. Once a class has filled its page and no page is
 //! unused, it takes whole chunks. A class that needs a page takes first the emptied page of a
 //! smaller class, as a growing collection leaves behind. A paged chunk goes back to the source
-//! with its last page.
+//! with its last page, or as soon as the pages a growing collection passed along have all emptied
+//! while the engine holds another chunk, so that its lines, just written, serve the next pool.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -531,6 +532,10 @@ impl<S: ChunkSource> Engine<S> {
                 (*chunk).take_local_list();
                 if (*chunk).carved < (*chunk).capacity() {
                     carve_batch(chunk);
+                    // A watched page's event follows its carved blocks.
+                    if crate::chunk::SPLIT && (*chunk).event != NEVER {
+                        (*chunk).set_event(u32::from((*chunk).carved));
+                    }
                 }
                 let block = (*chunk).free;
                 if !block.is_null() {
@@ -558,6 +563,7 @@ impl<S: ChunkSource> Engine<S> {
         // A class that takes no page asks for a whole chunk. A refused acquisition trims first,
         // which may empty a page that the class's blocks fit: it then takes that page.
         let whole = if self.takes_page(class) { None } else { self.acquire(SMALL_CHUNK) };
+        let mut passed = false;
         let chunk = match whole {
             Some(chunk) => {
                 let chunk = chunk.cast::<ChunkHeader>().as_ptr();
@@ -580,7 +586,8 @@ impl<S: ChunkSource> Engine<S> {
                 chunk
             }
             None if self.takes_page(class) => {
-                let page = self.take_page(class)?;
+                let page;
+                (page, passed) = self.take_page(class)?;
                 // SAFETY: `page` is a valid header of a page on no list, unused or emptied and
                 // taken from its class; its `data_offset` is its chunk's count of pages in use
                 // if it is the first page, and is kept.
@@ -605,6 +612,9 @@ impl<S: ChunkSource> Engine<S> {
         // SAFETY: the header was just set up, with nothing carved yet and room for a block.
         unsafe {
             carve_batch(chunk);
+            if passed {
+                (*chunk).set_event(u32::from((*chunk).carved));
+            }
             let block = (*chunk).free;
             (*chunk).free = read_link(block);
             Some(NonNull::new_unchecked(block.cast()))
@@ -623,12 +633,14 @@ impl<S: ChunkSource> Engine<S> {
 
     /// A page for `class`: the emptied page of a smaller class ([`emptied_page_below`]), or an
     /// unused page, taken off its list and counted in its chunk; a chunk from the source is split
-    /// into pages first if none is unused.
+    /// into pages first if none is unused. With it, whether a smaller class passed it on: such a
+    /// page is watched until it empties ([`passed_page_emptied`]).
     ///
     /// [`emptied_page_below`]: Engine::emptied_page_below
-    fn take_page(&mut self, class: usize) -> Option<*mut ChunkHeader> {
+    /// [`passed_page_emptied`]: Engine::passed_page_emptied
+    fn take_page(&mut self, class: usize) -> Option<(*mut ChunkHeader, bool)> {
         if let Some(page) = self.emptied_page_below(class) {
-            return Some(page);
+            return Some((page, true));
         }
         // A refused acquisition trims first, which may empty a page.
         let fresh = if self.unused_pages.head.is_null() { self.acquire(SMALL_CHUNK) } else { None };
@@ -662,7 +674,7 @@ impl<S: ChunkSource> Engine<S> {
             self.unused_pages.unlink(page);
             (*chunk_of(page.cast())).data_offset += 1;
         }
-        Some(page)
+        Some((page, false))
     }
 
     /// The page of a class smaller than `class` whose blocks have all come back and that is the
@@ -1182,6 +1194,13 @@ impl<S: ChunkSource> Engine<S> {
                 }
                 ChunkState::Avail => {
                     let class = (*chunk).class();
+                    // A head leaves its fast path only when it is a watched page: any other
+                    // head's event is `NEVER`, which its count never reaches. A watched page's
+                    // event is its carved count, so every block it carved is on its local list.
+                    if crate::chunk::SPLIT && self.avail[class].head == chunk {
+                        self.passed_page_emptied(chunk);
+                        return;
+                    }
                     if spares_below(self.spare[class].head, SPARE_CHUNKS) {
                         self.avail[class].unlink(chunk);
                         (*chunk).state = ChunkState::Spare;
@@ -1202,6 +1221,74 @@ impl<S: ChunkSource> Engine<S> {
             list.unlink(chunk);
             let layout = Layout::from_size_align_unchecked((*chunk).span, CHUNK_SIZE);
             self.release(NonNull::new_unchecked(chunk.cast()), layout);
+        }
+    }
+
+    /// The watched page `page`, head of its class, has every block it carved back on its local
+    /// list. A page that an emptied smaller class passed on, as a growing table or vector leaves
+    /// its last size behind, is watched (its `event` is its carved count, where a head's is
+    /// otherwise [`NEVER`]) until the first time it empties, here. If then every page of its
+    /// chunk is empty and the engine holds another chunk, the chunk goes back to the source at
+    /// once, rather than when the pool goes: a short-lived pool whose growing collection has moved
+    /// on to a whole chunk gives back the lines it has just written while they are in cache, for
+    /// the next pool of the same source (the next request's) to write, where otherwise every pool
+    /// would keep its own such lines and pools in flight together would fill the cache with them.
+    /// A page is watched once per pass, so a pool that goes on using the class frees along its
+    /// fast path, and a pool that takes a chunk again takes a fresh page, which is not watched.
+    ///
+    /// # Safety
+    /// `page` is a valid header of a page at the head of its class's `avail` list, every block of
+    /// which is on its local list.
+    #[cold]
+    #[inline(never)]
+    unsafe fn passed_page_emptied(&mut self, page: *mut ChunkHeader) {
+        // SAFETY: the header is valid (caller).
+        unsafe { (*page).set_event(NEVER) };
+        if self.held <= CHUNK_SIZE {
+            return;
+        }
+        let first = chunk_of(page.cast());
+        let page_at = |index: usize| first.wrapping_byte_add(index * PAGE_SIZE);
+        // SAFETY: a page's chunk is split into `PAGES` pages, each with a valid header (an unused
+        // one's is blank, on the list of unused pages); a page on a class's list has free lists
+        // of its own blocks.
+        let empty = (0..PAGES).all(|index| unsafe {
+            let other = page_at(index);
+            match (*other).state {
+                ChunkState::Unused | ChunkState::Spare => true,
+                ChunkState::Avail => all_free(other),
+                ChunkState::Full | ChunkState::Large => false,
+            }
+        });
+        if !empty {
+            return;
+        }
+        for index in 0..PAGES {
+            let other = page_at(index);
+            // SAFETY: as above; each page with a class is on its class's `avail` or `spare`
+            // list, and none of its blocks is in use, so it can leave the list and the engine.
+            // Giving back the last of them gives back the chunk (`release_small`).
+            unsafe {
+                let class = (*other).class();
+                match (*other).state {
+                    ChunkState::Avail => {
+                        let was_head = self.avail[class].head == other;
+                        self.avail[class].unlink(other);
+                        if was_head {
+                            self.promote_head(class);
+                        }
+                    }
+                    ChunkState::Spare => self.spare[class].unlink(other),
+                    ChunkState::Unused | ChunkState::Full | ChunkState::Large => continue,
+                }
+                if self.avail[class].head.is_null()
+                    && self.full[class].head.is_null()
+                    && self.spare[class].head.is_null()
+                {
+                    self.classes_used &= !(1u64 << class);
+                }
+                self.release_small(other);
+            }
         }
     }
 

@@ -923,6 +923,105 @@ fn a_class_with_more_than_one_chunk_keeps_its_emptied_page() {
     engine.check().unwrap();
 }
 
+/// The sizes a table grown as a hash map grows takes in pages, each passing its emptied page on to
+/// the next but one: the 96, 160, 320, 640, 1280 and 2720-byte classes.
+const TABLE_IN_PAGES: [usize; 6] = [96, 160, 320, 640, 1280, 2720];
+
+/// A table grown through `sizes`, each allocated before the one it replaces is freed: the last.
+fn grow_a_table(engine: &mut Engine<TestSource>, sizes: &[usize]) -> NonNull<u8> {
+    let mut table = engine.alloc(sizes[0]).unwrap();
+    for &size in &sizes[1..] {
+        let grown = engine.alloc(size).unwrap();
+        free(engine, table);
+        table = grown;
+    }
+    table
+}
+
+/// A table grown through its sizes in pages and then to a whole chunk's class, `last` bytes:
+/// the whole chunk's block.
+fn grow_a_table_to_a_whole_chunk(engine: &mut Engine<TestSource>, last: usize) -> NonNull<u8> {
+    let mut sizes = TABLE_IN_PAGES.to_vec();
+    sizes.push(last);
+    grow_a_table(engine, &sizes)
+}
+
+#[test]
+fn a_split_chunk_whose_passed_pages_all_empty_goes_back_while_another_chunk_is_held() {
+    let (source, mut engine) = paged(None);
+    let table = grow_a_table_to_a_whole_chunk(&mut engine, 5000);
+    // The pages the table grew through are all empty: their chunk went back when the last of
+    // them emptied, and the table's whole chunk is all the engine holds.
+    assert_eq!(chunk_of(table) % CHUNK_SIZE, 0);
+    assert_eq!(source.chunks_out(), 1);
+    assert_eq!(source.ledger().released, 1);
+    assert_eq!(engine.stats().bytes_held, CHUNK_SIZE);
+    engine.check().unwrap();
+    // A new page comes from a new chunk, and the engine goes on as before.
+    let buffer = engine.alloc(800).unwrap();
+    assert_ne!(chunk_of(buffer), chunk_of(table));
+    assert_eq!(source.chunks_out(), 2);
+    engine.check().unwrap();
+    free(&mut engine, buffer);
+    free(&mut engine, table);
+    engine.check().unwrap();
+    drop(engine);
+    assert_eq!(source.chunks_out(), 0);
+}
+
+#[test]
+fn a_split_chunk_with_a_block_in_use_or_the_engines_only_chunk_stays() {
+    // A block of another class in use in one of the chunk's pages keeps the chunk.
+    let (source, mut engine) = paged(None);
+    let kept = engine.alloc(48).unwrap();
+    let table = grow_a_table_to_a_whole_chunk(&mut engine, 5000);
+    assert_eq!(source.chunks_out(), 2);
+    assert_eq!(source.ledger().released, 0);
+    engine.check().unwrap();
+    free(&mut engine, kept);
+    free(&mut engine, table);
+    engine.check().unwrap();
+
+    // A table that stays in its pages leaves the engine's only chunk where it is.
+    let (source, mut engine) = paged(None);
+    let table = grow_a_table(&mut engine, &TABLE_IN_PAGES);
+    free(&mut engine, table);
+    assert_eq!(source.chunks_out(), 1);
+    assert_eq!(source.ledger().released, 0);
+    engine.check().unwrap();
+    // Its pages serve the engine's next blocks.
+    let again = engine.alloc(1280).unwrap();
+    assert_eq!(source.chunks_out(), 1);
+    free(&mut engine, again);
+    engine.check().unwrap();
+}
+
+#[test]
+fn a_class_used_over_and_over_after_its_page_was_passed_on_takes_no_chunk_each_time() {
+    let (source, mut engine) = paged(None);
+    let large = engine.alloc(5000).unwrap();
+    // The 1280-byte class's page passed on from the 640-byte class: watched until it empties
+    // the first time, which gives the chunk back, its other pages unused.
+    let small = engine.alloc(640).unwrap();
+    free(&mut engine, small);
+    let block = engine.alloc(1280).unwrap();
+    assert_eq!(page_of(block), page_of(small));
+    free(&mut engine, block);
+    assert_eq!(source.ledger().released, 1);
+    // From then on the class takes a fresh page, not watched: a thousand blocks in turn cost one
+    // chunk, kept.
+    let acquired = source.ledger().acquired;
+    for _ in 0..if MIRI { 20 } else { 1000 } {
+        let block = engine.alloc(1280).unwrap();
+        free(&mut engine, block);
+    }
+    assert_eq!(source.ledger().acquired, acquired + 1);
+    assert_eq!(source.ledger().released, 1);
+    engine.check().unwrap();
+    free(&mut engine, large);
+    engine.check().unwrap();
+}
+
 #[test]
 fn the_first_page_a_split_chunk_gives_depends_on_the_chunks_address() {
     let (source, mut engine) = paged(None);

@@ -116,7 +116,7 @@ fn batches_of_children_reuse_the_slabs_of_the_batch_before() {
 }
 
 #[test]
-fn a_request_that_grows_a_table_through_eight_classes_holds_two_chunks() {
+fn a_request_that_grows_a_table_through_eight_classes_holds_two_chunks_and_gives_one_back_early() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = HeapPool::new();
     let request = root.child();
@@ -132,14 +132,18 @@ fn a_request_that_grows_a_table_through_eight_classes_holds_two_chunks() {
         unsafe { request.free(table) };
         table = grown;
     }
-    let buffer = request.alloc(800).unwrap();
     // Each table below the last takes the page the table before the one it replaces emptied:
     // six tables in two pages, in turn.
     for step in 2..6 {
         assert_eq!(pages[step], pages[step - 2], "table {step} reuses an emptied page");
     }
     assert_ne!(pages[0], pages[1]);
-    // Those two pages and the buffer's in one chunk, and the last table in a chunk of its own.
+    // Those two pages' chunk went back to the root once both were empty, the last table in a
+    // chunk of its own staying.
+    assert_eq!(request.stats().bytes_held, melon_alloc_core::CHUNK_SIZE);
+    assert_eq!(root.stats().bytes_lent, melon_alloc_core::CHUNK_SIZE);
+    // The buffer takes a page of a chunk taken anew.
+    let buffer = request.alloc(800).unwrap();
     assert_eq!(request.stats().peak_bytes_held, 2 * melon_alloc_core::CHUNK_SIZE);
     for block in [table, buffer] {
         // SAFETY: the block came from `request` and is not used again.

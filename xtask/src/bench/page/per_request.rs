@@ -138,10 +138,12 @@ page of a split chunk until a class fills its page, and a class that needs a pag
 emptied page of a smaller class first (see \"Pages for classes a pool barely uses\" and \"An \
 emptied page passes to a larger class\" in `docs/architecture.md`). The map grows through seven \
 size classes and the buffer uses an eighth: the map's six smaller tables take turns in two pages \
-of one chunk, where the buffer has a page too, and its last table (4368 bytes) takes a whole \
-16 KiB chunk. So the pool holds two chunks, 32 KiB, where it held three, 48 KiB, before pages \
-passed between classes, and eight whole chunks, 128 KiB, before pages. A `Bump` holds about \
-15 KiB, in chunks that grow as it fills.
+of one chunk, and its last table (4368 bytes) takes a whole 16 KiB chunk; once the table before it \
+is freed, the split chunk's pages are all empty and it goes back to the root (\"A split chunk \
+whose passed pages empty goes back at once\" in `docs/architecture.md`), and the buffer takes a \
+page of a chunk taken anew. So the pool holds two chunks at its peak, 32 KiB, where it held three, \
+48 KiB, before pages passed between classes, and eight whole chunks, 128 KiB, before pages. A \
+`Bump` holds about 15 KiB, in chunks that grow as it fills.
 
 Where melon's extra time goes, measured on 2026-12-04 (not rerun by `cargo xtask bench`), over \
 five rounds of 5,000 requests of one peer alone under cachegrind, with the second-level cache \

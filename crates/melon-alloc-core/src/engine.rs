@@ -1263,11 +1263,14 @@ impl<S: ChunkSource> Engine<S> {
         if !empty {
             return;
         }
+        // The pages leave their lists first, and the engine after: giving back the last of them
+        // gives back the chunk (`release_small`), after which no header of it may be read.
+        let mut leaving = [ptr::null_mut(); PAGES];
+        let mut count = 0;
         for index in 0..PAGES {
             let other = page_at(index);
             // SAFETY: as above; each page with a class is on its class's `avail` or `spare`
-            // list, and none of its blocks is in use, so it can leave the list and the engine.
-            // Giving back the last of them gives back the chunk (`release_small`).
+            // list, and none of its blocks is in use, so it can leave the list.
             unsafe {
                 let class = (*other).class();
                 match (*other).state {
@@ -1287,8 +1290,14 @@ impl<S: ChunkSource> Engine<S> {
                 {
                     self.classes_used &= !(1u64 << class);
                 }
-                self.release_small(other);
             }
+            leaving[count] = other;
+            count += 1;
+        }
+        for &other in &leaving[..count] {
+            // SAFETY: each page is an empty page of this engine on no list now, whose blocks
+            // nobody uses; the chunk stays until the last of them goes.
+            unsafe { self.release_small(other) };
         }
     }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask valgrind`: the core and heap test suites under memcheck, built with the
-//! `valgrind` feature so that the pools report every block they hand out and take back; then a
-//! deliberate use after free and a deliberate overrun inside pool blocks, which memcheck must
-//! report, and the same two bugs built without the feature, which it cannot see.
+//! `valgrind` feature so that the pools report every block they hand out and take back; then
+//! deliberate bugs in pool blocks (a use after free and an overrun, of a small block and of a
+//! large one, and a read of a block of a dropped child pool), which memcheck must report, and the
+//! same bugs built without the feature, which it cannot see.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
@@ -22,7 +23,13 @@ const PROFILE: [&str; 4] = [
 const SKIPPED: [&str; 1] = ["check_finds_a_corrupted_free_list"];
 
 /// The deliberate bugs of the `valgrind_bug` example and what memcheck must say about each.
-const BUGS: [(&str, &str); 2] = [("use-after-free", "Invalid read"), ("overrun", "Invalid write")];
+const BUGS: [(&str, &str); 5] = [
+    ("use-after-free", "Invalid read"),
+    ("overrun", "Invalid write"),
+    ("large-use-after-free", "Invalid read"),
+    ("large-overrun", "Invalid write"),
+    ("dropped-child", "Invalid read"),
+];
 
 pub(crate) fn run_task() -> Result<(), String> {
     let started = Instant::now();

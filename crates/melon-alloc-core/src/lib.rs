@@ -117,6 +117,39 @@ pub mod plumbing {
         alloc_slice_copy, alloc_slice_fill_with, alloc_str, alloc_value, Blocks,
     };
 
+    /// Tells valgrind's memcheck that the `len` bytes at `at` are inaccessible, so that it
+    /// reports a read or a write of them as it does of freed memory: what a source does to the
+    /// chunks it keeps for reuse, but for the word that links them. Nothing outside valgrind.
+    ///
+    /// # Examples
+    /// ```
+    /// let chunk = [0u8; 64];
+    /// // Nothing to see outside valgrind; under it, the last 56 bytes are closed.
+    /// melon_alloc_core::plumbing::memcheck_no_access(chunk[8..].as_ptr(), 56);
+    /// melon_alloc_core::plumbing::memcheck_defined(chunk.as_ptr(), 64);
+    /// assert_eq!(chunk[63], 0);
+    /// ```
+    #[cfg(feature = "valgrind")]
+    pub fn memcheck_no_access(at: *const u8, len: usize) {
+        crate::valgrind::no_access(at, len);
+    }
+
+    /// Tells valgrind's memcheck that the `len` bytes at `at` are accessible and hold what they
+    /// hold: what a source does to a chunk it kept, as it hands it out again. The engine that
+    /// takes the chunk registers each block it hands out as new, undefined memory. Nothing
+    /// outside valgrind.
+    ///
+    /// # Examples
+    /// ```
+    /// let chunk = [0u8; 64];
+    /// melon_alloc_core::plumbing::memcheck_defined(chunk.as_ptr(), 64);
+    /// assert_eq!(chunk[0], 0);
+    /// ```
+    #[cfg(feature = "valgrind")]
+    pub fn memcheck_defined(at: *const u8, len: usize) {
+        crate::valgrind::defined(at, len);
+    }
+
     /// Reads the address of the engine that owns the chunk of `block`, as recorded in the chunk
     /// header: the engine's owner address ([`Engine::set_owner`](crate::Engine::set_owner)), or
     /// the engine's own address while it has none, so never null. Pointer-only frees use it to

@@ -210,6 +210,8 @@ impl Stripes {
             // lock orders that write before this read.
             stripe.head = unsafe { chunk.as_ptr().read().next };
             stripe.count -= 1;
+            #[cfg(feature = "valgrind")]
+            crate::valgrind::defined(chunk.as_ptr().cast(), CHUNK_SIZE);
             Some(chunk.cast())
         })
     }
@@ -235,6 +237,12 @@ impl Stripes {
             // SAFETY: the chunk is the caller's to give up, at least a word long and aligned to a
             // chunk; its first word now holds the link to the rest of the stripe.
             unsafe { entry.as_ptr().write(Stashed { next: stripe.head }) };
+            // A block of the chunk read or written from now on is used after its free.
+            #[cfg(feature = "valgrind")]
+            crate::valgrind::no_access(
+                chunk.as_ptr().wrapping_add(core::mem::size_of::<Stashed>()),
+                CHUNK_SIZE - core::mem::size_of::<Stashed>(),
+            );
             stripe.head = entry.as_ptr();
             stripe.count += 1;
             Ok(stripe.given == 0)
@@ -253,6 +261,8 @@ impl Stripes {
                 // this call's; each first word holds the link `keep` wrote, read before the
                 // chunk is handed on.
                 entry = unsafe { chunk.as_ptr().read().next };
+                #[cfg(feature = "valgrind")]
+                crate::valgrind::defined(chunk.as_ptr().cast(), CHUNK_SIZE);
                 give_back(chunk.cast());
             }
         }

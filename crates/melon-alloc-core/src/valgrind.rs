@@ -8,6 +8,16 @@
 //! are kept inaccessible; the engine opens the link word of a free block only around its own
 //! reads and writes of it.
 //!
+//! An engine gives a chunk back to its source accessible, as it got it. A source that keeps it
+//! for reuse closes it but for the word that links it to the next, and opens it as it hands it
+//! out again: a `SyncPool`'s or `LockedPool`'s stripes here, and the heap crate's global and OS
+//! sources, whose large-chunk caches also close the bytes by which they round a large chunk's
+//! length up, past the chunk its engine knows of (`plumbing::memcheck_no_access` and
+//! `plumbing::memcheck_defined`). So a read or a write of a block of a pool that has given its
+//! chunk back, or past a large block, is reported. A chunk that a shared pool's child gives back
+//! to the shared pool is the shared pool's memory again, which memcheck does not watch, as it does
+//! not watch the shared pool's own blocks: a use of a block in it after that goes unreported.
+//!
 //! The requests are valgrind's "magic" instruction sequence, written out here rather than taken
 //! from `valgrind.h` through a C shim: it is five instructions, needs neither `std` nor a C
 //! toolchain, and outside valgrind it does nothing and returns the default value.

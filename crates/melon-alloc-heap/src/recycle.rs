@@ -134,6 +134,7 @@ impl SmallChunks {
         };
         self.out += 1;
         self.peak = self.peak.max(self.out);
+        memcheck::handed_out(chunk, CHUNK_SIZE);
         Some(chunk)
     }
 
@@ -224,6 +225,7 @@ impl SmallChunks {
         // SAFETY: the chunk is the source's and at least a word long.
         unsafe { (*entry).next = self.free };
         self.free = entry;
+        memcheck::kept(chunk, CHUNK_SIZE);
     }
 
     /// Forgets every chunk: the source has taken its slabs back.
@@ -326,7 +328,9 @@ impl<H: Heads> LargeCache<H> {
         // length.
         *head = unsafe { (*chunk.as_ptr()).next };
         self.bytes -= layout.size();
-        Some(chunk.cast())
+        let chunk = chunk.cast();
+        memcheck::handed_out(chunk, layout.size());
+        Some(chunk)
     }
 
     /// A large chunk for `layout`, with the length to release it with: a cached one of the
@@ -341,13 +345,19 @@ impl<H: Heads> LargeCache<H> {
         allocate: impl FnOnce(Layout) -> Option<NonNull<u8>>,
     ) -> Option<(NonNull<u8>, usize)> {
         let (rounded, cached) = self.lookup(layout)?;
-        if let Some(chunk) = cached {
-            return Some((chunk, layout.size()));
-        }
-        if let Some(longer) = self.take_longer(rounded, most) {
-            return Some(longer);
-        }
-        Some((allocate(rounded)?, layout.size()))
+        let chunk = match cached {
+            Some(chunk) => chunk,
+            None => {
+                if let Some(longer) = self.take_longer(rounded, most) {
+                    return Some(longer);
+                }
+                allocate(rounded)?
+            }
+        };
+        // The bytes the rounding adds lie past the chunk its engine knows of: an overrun there
+        // is one past the block.
+        memcheck::closed_tail(chunk, layout.size(), rounded.size());
+        Some((chunk, layout.size()))
     }
 
     /// A cached chunk of one of the next two lengths above `rounded` (a length [`lookup`]
@@ -398,6 +408,7 @@ impl<H: Heads> LargeCache<H> {
         unsafe { (*entry).next = *head };
         *head = entry;
         self.bytes += layout.size();
+        memcheck::kept(chunk, layout.size());
         true
     }
 
@@ -406,6 +417,46 @@ impl<H: Heads> LargeCache<H> {
         let bin = self.bins.heads().iter().position(|head| !head.is_null())?;
         let layout = large_bin_layout(bin);
         Some((self.take(layout)?, layout))
+    }
+}
+
+/// Memcheck's view of the chunks a source keeps, with the `valgrind` feature: inaccessible but
+/// for the word that links each to the next, so that a read or a write of a block of a chunk its
+/// pool gave back, or of the bytes past a large block, is reported as it is for `malloc`'s freed
+/// memory; accessible again, holding what it holds, when the source hands the chunk out. The
+/// engine gives a chunk back accessible, as it got it, and registers each block it hands out as
+/// new, undefined memory. Without the feature, nothing.
+mod memcheck {
+    use core::ptr::NonNull;
+
+    use super::FreeChunk;
+
+    /// Closes a chunk of `len` bytes that the source keeps, after its link.
+    #[cfg_attr(not(feature = "valgrind"), allow(unused_variables))]
+    pub(super) fn kept(chunk: NonNull<u8>, len: usize) {
+        let link = core::mem::size_of::<FreeChunk>();
+        #[cfg(feature = "valgrind")]
+        melon_alloc_core::plumbing::memcheck_no_access(
+            chunk.as_ptr().wrapping_add(link),
+            len.saturating_sub(link),
+        );
+    }
+
+    /// Opens a chunk of `len` bytes that the source hands out.
+    #[cfg_attr(not(feature = "valgrind"), allow(unused_variables))]
+    pub(super) fn handed_out(chunk: NonNull<u8>, len: usize) {
+        #[cfg(feature = "valgrind")]
+        melon_alloc_core::plumbing::memcheck_defined(chunk.as_ptr(), len);
+    }
+
+    /// Closes the bytes from `len` to `allocated` of a chunk handed out as `len` bytes long.
+    #[cfg_attr(not(feature = "valgrind"), allow(unused_variables))]
+    pub(super) fn closed_tail(chunk: NonNull<u8>, len: usize, allocated: usize) {
+        #[cfg(feature = "valgrind")]
+        melon_alloc_core::plumbing::memcheck_no_access(
+            chunk.as_ptr().wrapping_add(len),
+            allocated.saturating_sub(len),
+        );
     }
 }
 

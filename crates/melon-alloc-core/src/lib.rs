@@ -117,6 +117,26 @@ pub mod plumbing {
         alloc_slice_copy, alloc_slice_fill_with, alloc_str, alloc_value, Blocks,
     };
 
+    /// What the workspace's `allocator_api2::alloc::Allocator`s hand out for a layout of no
+    /// bytes: no block, but a dangling pointer aligned to the layout, as allocator-api2's
+    /// `Global` does, and what their `deallocate`, `grow` and `shrink` then take for one. A
+    /// collection that shrinks to nothing (`shrink_to_fit` of an empty `Vec`) keeps the pointer
+    /// its allocator's `shrink` returns and never deallocates it: a block there would be lost.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// let layout = Layout::from_size_align(0, 64).unwrap();
+    /// let none = melon_alloc_core::plumbing::zero_size_block(layout);
+    /// assert_eq!(none.len(), 0);
+    /// assert_eq!(none.cast::<u8>().as_ptr().addr(), 64);
+    /// ```
+    pub fn zero_size_block(layout: core::alloc::Layout) -> NonNull<[u8]> {
+        let dangling = NonNull::new(core::ptr::without_provenance_mut::<u8>(layout.align()));
+        NonNull::slice_from_raw_parts(dangling.unwrap_or(NonNull::dangling()), 0)
+    }
+
     /// Tells valgrind's memcheck that the `len` bytes at `at` are inaccessible, so that it
     /// reports a read or a write of them as it does of freed memory: what a source does to the
     /// chunks it keeps for reuse, but for the word that links them. Nothing outside valgrind.

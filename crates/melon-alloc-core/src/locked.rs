@@ -1361,15 +1361,23 @@ impl<S: ChunkSource, K: ChunkStash> LockedPool<S, K> {
 
 #[cfg(feature = "allocator-api2")]
 // SAFETY: (1) blocks stay valid until deallocated, and the engine lives as long as the borrowed
-// pool; (2) `deallocate`, `grow` and `shrink` receive blocks this allocator handed out; (3) the
-// lock makes every operation exclusive, so the pool can be shared between threads.
+// pool; a layout of no bytes gets no block, a dangling pointer (`zero_size_block`); (2)
+// `deallocate`, `grow` and `shrink` receive blocks this allocator handed out, or the dangling
+// pointer of a layout of no bytes, which they leave alone; (3) the lock makes every operation
+// exclusive, so the pool can be shared between threads.
 unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for LockedPool<S, K> {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        if layout.size() == 0 {
+            return Ok(crate::plumbing::zero_size_block(layout));
+        }
         let block = self.alloc_layout(layout).ok_or(allocator_api2::alloc::AllocError)?;
         Ok(NonNull::slice_from_raw_parts(block, layout.size()))
     }
 
-    unsafe fn deallocate(&self, block: NonNull<u8>, _layout: Layout) {
+    unsafe fn deallocate(&self, block: NonNull<u8>, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
         // SAFETY: the caller passes a block from this allocator that it no longer uses.
         unsafe { self.free(block) };
     }
@@ -1377,9 +1385,12 @@ unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for 
     unsafe fn grow(
         &self,
         block: NonNull<u8>,
-        _old: Layout,
+        old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        if old.size() == 0 {
+            return self.allocate(new);
+        }
         // SAFETY: the caller passes a block from this allocator; on success it uses the result.
         // The block is checked first, so that the move's free refuses nothing under the lock.
         let moved = self.engine.with(|engine| unsafe {
@@ -1397,6 +1408,11 @@ unsafe impl<S: ChunkSource, K: ChunkStash> allocator_api2::alloc::Allocator for 
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        if new.size() == 0 {
+            // SAFETY: the caller gives the block up for the result.
+            unsafe { allocator_api2::alloc::Allocator::deallocate(self, block, old) };
+            return Ok(crate::plumbing::zero_size_block(new));
+        }
         // SAFETY: forwarded from the caller.
         unsafe { self.grow(block, old, new) }
     }

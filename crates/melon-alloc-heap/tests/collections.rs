@@ -179,3 +179,40 @@ fn a_locked_pool_in_an_arc_outlives_the_threads_that_fill_it() {
     assert!(pool.available().unwrap() <= 64 << 20);
     pool.check().unwrap();
 }
+
+/// Empties a vector of 8,000 bytes in `alloc` with `shrink_to_fit`, as a collection that shrinks
+/// to nothing does, and drops it: allocator-api2's `Vec` keeps whatever pointer the shrink gives
+/// and never deallocates a vector of no capacity, so the shrink must free the block.
+fn shrink_a_vec_to_nothing<A: Allocator>(alloc: A) {
+    let mut vec: PoolVec<u8, A> = PoolVec::with_capacity_in(8000, alloc);
+    vec.push(1);
+    vec.clear();
+    vec.shrink_to_fit();
+    assert_eq!(vec.capacity(), 0);
+    drop(vec);
+}
+
+#[test]
+fn a_vector_shrunk_to_nothing_gives_its_block_back_in_every_pool() {
+    let root = HeapPool::new();
+    let child = root.child_with_limit(64 << 10);
+    let locked = locked_pool(Some(64 << 10));
+    for _ in 0..100 {
+        shrink_a_vec_to_nothing(&*root);
+        shrink_a_vec_to_nothing(&child);
+        shrink_a_vec_to_nothing(&locked);
+    }
+    assert_eq!(root.stats().live_blocks, 0);
+    assert_eq!(child.stats().live_blocks, 0);
+    assert_eq!(locked.stats().live_blocks, 0);
+    // A layout of no bytes takes no block, as allocator-api2's `Global` gives none.
+    let none = core::alloc::Layout::from_size_align(0, 32).unwrap();
+    let block = Allocator::allocate(&&*root, none).unwrap();
+    assert_eq!(block.len(), 0);
+    assert_eq!(root.stats().live_blocks, 0);
+    // SAFETY: the block came from this allocator with this layout.
+    unsafe { Allocator::deallocate(&&*root, block.cast(), none) };
+    for pool in [&*root, &*child] {
+        pool.check().unwrap();
+    }
+}

@@ -25,21 +25,30 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
+use melon_alloc_core::plumbing::zero_size_block;
 
 use crate::ShmPool;
 
 // SAFETY: (1) blocks come from `alloc_layout`, which returns blocks of at least `layout.size()`
 // bytes aligned to `layout.align()`, disjoint from every other in-use block of the pool in any
-// process; (2) they stay valid until deallocated or the pool is dropped, and the pool outlives
-// the borrow `&ShmPool`; (3) `deallocate`, `grow` and `shrink` receive blocks of this pool, per
-// `Allocator`'s contract, and each takes the pool's lock.
+// process; a layout of no bytes gets no block, a dangling pointer (`zero_size_block`); (2) they
+// stay valid until deallocated or the pool is dropped, and the pool outlives the borrow
+// `&ShmPool`; (3) `deallocate`, `grow` and `shrink` receive blocks of this pool, per
+// `Allocator`'s contract, or the dangling pointer of a layout of no bytes, which they leave alone,
+// and each takes the pool's lock for a block.
 unsafe impl Allocator for &ShmPool {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(zero_size_block(layout));
+        }
         let block = self.alloc_layout(layout).ok_or(AllocError)?;
         Ok(NonNull::slice_from_raw_parts(block, layout.size()))
     }
 
-    unsafe fn deallocate(&self, block: NonNull<u8>, _layout: Layout) {
+    unsafe fn deallocate(&self, block: NonNull<u8>, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
         // SAFETY: the caller passes an in-use block of this pool and gives up its use.
         unsafe { self.free(block) }
     }
@@ -47,9 +56,12 @@ unsafe impl Allocator for &ShmPool {
     unsafe fn grow(
         &self,
         block: NonNull<u8>,
-        _old: Layout,
+        old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
+        if old.size() == 0 {
+            return self.allocate(new);
+        }
         let mut guard = self.lock().map_err(|_| AllocError)?;
         // SAFETY: the caller passes an in-use block of this pool and switches to the result on
         // success.
@@ -63,6 +75,11 @@ unsafe impl Allocator for &ShmPool {
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
+        if new.size() == 0 {
+            // SAFETY: the caller gives the block up for the result.
+            unsafe { self.deallocate(block, old) };
+            return Ok(zero_size_block(new));
+        }
         // SAFETY: forwarded from the caller.
         unsafe { self.grow(block, old, new) }
     }

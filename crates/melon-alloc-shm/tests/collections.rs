@@ -33,6 +33,30 @@ fn a_vector_grows_and_shrinks_in_the_shared_pool() {
 }
 
 #[test]
+fn a_vector_shrunk_to_nothing_gives_its_block_back() {
+    let shm = ShmPool::new(4 * MIB).unwrap();
+    let empty = shm.available();
+    for _ in 0..100 {
+        let mut bytes: Vec<u8, _> = Vec::with_capacity_in(8000, &shm);
+        bytes.push(1);
+        bytes.clear();
+        // allocator-api2's `Vec` keeps the pointer the shrink gives and never deallocates a
+        // vector of no capacity: the shrink frees the block.
+        bytes.shrink_to_fit();
+        assert_eq!(bytes.capacity(), 0);
+    }
+    assert_eq!(shm.stats().unwrap().live_blocks, 0);
+    assert_eq!(shm.available(), empty);
+    // A layout of no bytes takes no block.
+    let none = Layout::from_size_align(0, 8).unwrap();
+    let block = Allocator::allocate(&&shm, none).unwrap();
+    assert_eq!((block.len(), shm.available()), (0, empty));
+    // SAFETY: the block came from this allocator with this layout.
+    unsafe { Allocator::deallocate(&&shm, block.cast(), none) };
+    shm.check().unwrap();
+}
+
+#[test]
 fn a_hash_map_lives_in_the_pool_and_in_a_child_of_it() {
     let shm = ShmPool::new(8 * MIB).unwrap();
     let empty = shm.available();

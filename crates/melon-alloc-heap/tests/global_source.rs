@@ -311,6 +311,8 @@ fn a_sync_pool_gives_back_a_bursts_slabs_a_second_after_it() {
         })
         .collect();
     assert!(slab_bytes() >= 2 * NEWEST, "{} bytes of slabs", slab_bytes());
+    // The second of lighter loads starts at the first look after the burst, no sooner.
+    let burst_over = std::time::Instant::now();
     drop(burst);
     // Twice the chunks a stripe keeps between two looks of the root.
     let light_load = || {
@@ -322,7 +324,11 @@ fn a_sync_pool_gives_back_a_bursts_slabs_a_second_after_it() {
     light_load();
     let stats = root.stats();
     assert_eq!((stats.chunks * CHUNK_SIZE, stats.bytes_lent), (stats.bytes_held, 0));
-    assert!(slab_bytes() > NEWEST, "the busiest moment's slabs went back within a second");
+    // A machine slow enough (Miri) to spend the second on the light load has forgotten the
+    // burst already, as it should.
+    if burst_over.elapsed() < melon_alloc_heap::KEEP_SLABS_FOR {
+        assert!(slab_bytes() > NEWEST, "the busiest moment's slabs went back within a second");
+    }
     std::thread::sleep(melon_alloc_heap::KEEP_SLABS_FOR + Duration::from_millis(100));
     light_load();
     assert_eq!(slab_bytes(), NEWEST, "a second of lighter load later");

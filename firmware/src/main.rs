@@ -4,10 +4,11 @@
 //! semihosting and exits 0 only if every check held.
 //!
 //! The phases: collections (`Vec`, `BTreeMap`, `String`), a block of every size class written and
-//! read back, frees in shuffled order, a large block shrunk and grown through `realloc`, a second
-//! pool over a region of its own, a refusal at the limit, and last the global pool run dry: the
-//! allocation error handler is reached, and the panic handler takes its message as the end of a
-//! good run. `check()` runs after each phase.
+//! read back, frees in shuffled order, a large block shrunk and grown through `realloc`, with the
+//! `chunk-aligned` feature blocks aligned to a chunk shrunk by a `Vec` and given back whole, a
+//! second pool over a region of its own, a refusal at the limit, and last the global pool run
+//! dry: the allocation error handler is reached, and the panic handler takes its message as the
+//! end of a good run. `check()` runs after each phase.
 #![no_std]
 #![no_main]
 
@@ -48,6 +49,8 @@ fn main() -> ! {
     every_class();
     shuffled_frees();
     realloc_shrink_and_grow();
+    #[cfg(feature = "chunk-aligned")]
+    chunk_aligned_shrinks();
     second_pool();
     exhaust()
 }
@@ -173,6 +176,39 @@ fn realloc_shrink_and_grow() {
     // SAFETY: the block came from `POOL` with `layout`, and is not used again.
     unsafe { GlobalAlloc::dealloc(&POOL, grown, layout) };
     check_empty("realloc");
+}
+
+/// Blocks aligned to a whole chunk, each with a chunk of its own, shrunk through
+/// `GlobalAlloc::realloc` by a `Vec`: each goes back whole, so that after a trim the region has
+/// every byte it had.
+#[cfg(feature = "chunk-aligned")]
+fn chunk_aligned_shrinks() {
+    use melon_alloc_core::CHUNK_SIZE;
+
+    /// A value as long as a chunk and aligned to one.
+    #[cfg_attr(not(feature = "small-chunks"), repr(C, align(16384)))]
+    #[cfg_attr(feature = "small-chunks", repr(C, align(4096)))]
+    struct Aligned([u8; CHUNK_SIZE]);
+
+    POOL.trim();
+    let free_at_start = POOL.with(|engine| engine.source().free_bytes());
+    for round in 0..4u8 {
+        let mut values: Vec<Aligned> = Vec::with_capacity(4);
+        values.push(Aligned([round; CHUNK_SIZE]));
+        values.shrink_to_fit();
+        if values.first().map(|value| value.0[CHUNK_SIZE - 1]) != Some(round) {
+            fail("chunk-aligned shrinks", format_args!("a shrink lost what the block held"));
+        }
+    }
+    POOL.trim();
+    let free = POOL.with(|engine| engine.source().free_bytes());
+    if free != free_at_start || POOL.stats().bytes_lent != 0 {
+        fail(
+            "chunk-aligned shrinks",
+            format_args!("the region has {free} bytes free, {free_at_start} before"),
+        );
+    }
+    check_empty("chunk-aligned shrinks");
 }
 
 /// A pool over a region of its own, with a limit: it serves, refuses past its limit without a

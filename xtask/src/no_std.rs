@@ -42,8 +42,9 @@ pub(crate) fn run_task() -> Result<(), String> {
     run(core_api)?;
     refused_without_cas()?;
 
-    // The test firmware with the core's 16 KiB chunks, then with its 4 KiB ones.
-    for features in [None, Some("small-chunks")] {
+    // The test firmware with the core's 16 KiB chunks, then with its 4 KiB ones, then serving
+    // layouts aligned to a chunk with chunks of their own.
+    for features in [None, Some("small-chunks"), Some("chunk-aligned")] {
         let mut build = cargo();
         // The firmware's own `.cargo/config.toml` (the linker script) applies from its
         // directory.

@@ -1267,9 +1267,11 @@ unsafe impl<S: ChunkSource, K: ChunkStash> GlobalAlloc for LockedPool<S, K> {
         }
         // On bare metal, where firmware counts code bytes, a shrink keeps the block where it is,
         // all of it, and a grow moves it: fitting the block and giving back its tail stay out of
-        // the build.
+        // the build. A block with a chunk of its own moves either way: `dealloc` gives back the
+        // chunk its layout names, and a chunk kept whole under a shorter layout would go back
+        // short.
         #[cfg(target_os = "none")]
-        if new_size <= layout.size() {
+        if new_size <= layout.size() && own_chunk_layout(layout, || crate::MIN_ALIGN).is_none() {
             block.as_ptr()
         } else {
             // SAFETY: forwarded from the caller, and the size checked.

@@ -1137,10 +1137,13 @@ impl<S: ChunkSource> Engine<S> {
         }
         let class = header.class();
         let (first, size) = (FIRST_OFFSET[class], CLASS_SIZES[class]);
-        if offset < first || (offset - first) % size != 0 {
+        // The bytes a chunk or page leaves after its last block start no block either.
+        let index = (offset.wrapping_sub(first)) / size;
+        if offset < first || (offset - first) % size != 0 || index >= usize::from(header.capacity())
+        {
             return Err(FreeError::Interior { addr });
         }
-        if header.carve_index((offset - first) / size) >= usize::from(header.carved) {
+        if header.carve_index(index) >= usize::from(header.carved) {
             return Err(FreeError::NotInUse { addr });
         }
         for list in [header.free, header.local_free] {

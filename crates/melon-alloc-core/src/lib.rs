@@ -45,10 +45,12 @@
 //! pool over memory of your own. On a program's heap, `melon-alloc-heap` (or the `melon-alloc`
 //! facade) gives the same engine with a safe API, children and a global source. The engine takes
 //! 16 KiB chunks: every size class in use holds at least one, so a region much smaller than
-//! 16 KiB times the classes a program uses serves only some of them. For regions of a few tens
-//! of KiB, the `small-chunks` feature makes chunks 4 KiB: a 64 KiB region then holds blocks of
-//! eight classes with half of itself still free, where 16 KiB chunks leave room for four classes
-//! and nothing else.
+//! 16 KiB times the classes a program uses serves only some of them. A region is cut into whole
+//! chunks aligned to their size, so one that is not aligned loses the bytes before its first
+//! chunk and after its last. For regions of a few tens of KiB, the `small-chunks` feature makes
+//! chunks 4 KiB: sixteen of them (64 KiB aligned to 4 KiB, or 68 KiB wherever it lies) hold blocks
+//! of eight classes with half of the region still free, where four 16 KiB chunks leave room for
+//! four classes and nothing else.
 //!
 //! # Features
 //!

@@ -1349,3 +1349,49 @@ fn a_large_block_freed_twice_is_foreign_and_a_small_one_not_in_use() {
     // SAFETY: the block came from this engine and is not used again.
     unsafe { engine.free(keep) };
 }
+
+/// The bytes a whole chunk leaves after its last block start no block: a pointer there is refused
+/// as one inside the chunk that is not a block's start, with nothing changed.
+#[test]
+fn a_pointer_past_a_chunks_last_block_is_interior() {
+    let mut engine = Engine::new(TestSource::default(), None);
+    // 112-byte blocks: 145 of them after the 64-byte header, and 16 bytes left at the end.
+    let block = engine.alloc(112).unwrap();
+    let chunk = block.as_ptr().addr() & !(CHUNK_SIZE - 1);
+    let past = 64 + 145 * 112;
+    assert!(past < CHUNK_SIZE && past + 112 > CHUNK_SIZE);
+    let pointer = NonNull::new(block.as_ptr().with_addr(chunk + past)).unwrap();
+    let addr = chunk + past;
+    let before = engine.stats();
+    assert_eq!(engine.validate(pointer), Err(FreeError::Interior { addr }));
+    // SAFETY: the pointer is no block of the engine's, so the checked free only refuses it.
+    assert_eq!(unsafe { engine.try_free(pointer) }, Err(FreeError::Interior { addr }));
+    assert_eq!(engine.stats(), before);
+    engine.check().unwrap();
+    free(&mut engine, block);
+}
+
+/// A region is cut into whole chunks aligned to their size: 64 KiB aligned to a chunk holds four,
+/// blocks of four classes, and 64 KiB that is not holds three.
+#[cfg(not(feature = "small-chunks"))]
+#[test]
+fn a_64_kib_region_holds_four_classes_aligned_and_three_not() {
+    const REGION: usize = 64 * 1024;
+    // Room to place the region at a chunk boundary, or 1 KiB past one.
+    let mut buffer = vec![0u8; REGION + 2 * CHUNK_SIZE];
+    let aligned = buffer.as_ptr().align_offset(CHUNK_SIZE);
+    for (start, classes) in [(aligned, 4), (aligned + 1024, 3)] {
+        // SAFETY: the region lies inside the buffer, which nothing else touches until the engine
+        // is dropped at the end of this iteration.
+        let source = unsafe { RegionSource::new(buffer.as_mut_ptr().add(start), REGION) };
+        let mut engine = Engine::new(source, None);
+        let served: Vec<_> =
+            [16, 48, 112, 200, 400].iter().map_while(|&size| engine.alloc(size)).collect();
+        assert_eq!(served.len(), classes, "region at {start:#x}");
+        assert_eq!(engine.stats().bytes_held, classes * CHUNK_SIZE);
+        engine.check().unwrap();
+        for block in served {
+            free(&mut engine, block);
+        }
+    }
+}

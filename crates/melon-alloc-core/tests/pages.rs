@@ -211,7 +211,8 @@ fn a_pointer_past_a_pages_last_block_is_refused() {
             // page, memory that is not the engine's.
             engine.validate(pointer).unwrap_err()
         } else {
-            FreeError::NotInUse { addr }
+            // Inside the page, where no block starts.
+            FreeError::Interior { addr }
         };
         if past == chunk_of(blocks[0]) + CHUNK_SIZE {
             assert_eq!(error, FreeError::Foreign { addr });

@@ -1057,7 +1057,8 @@ fn a_pointer_into_a_page_is_checked_as_one_into_a_chunk() {
 
 /// A fresh chunk of a class with six blocks or fewer hands them out starting from one its address
 /// picks, then in address order round to the one before it, each once; a block not handed out
-/// yet, wherever it lies, is refused by the checked free as never handed out.
+/// yet, wherever it lies, is refused by the checked free as never handed out, and a pointer past
+/// the last block as one that starts no block.
 #[test]
 fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks() {
     let source = TestSource::default();
@@ -1088,11 +1089,11 @@ fn a_fresh_chunk_of_a_few_large_blocks_hands_them_out_from_one_its_address_picks
             assert_eq!(engine.validate(*block), Ok(()));
         }
         // Where the bytes after the last block leave room for the start of one more (4 KiB
-        // chunks of 640, 768 and 896-byte blocks), a pointer there is no block, carved or not.
+        // chunks of 640, 768 and 896-byte blocks), a pointer there starts no block.
         let past = block_at(capacity);
         if past < chunk + CHUNK_SIZE {
             let pointer = NonNull::new(first.as_ptr().with_addr(past)).unwrap();
-            assert_eq!(engine.validate(pointer), Err(FreeError::NotInUse { addr: past }));
+            assert_eq!(engine.validate(pointer), Err(FreeError::Interior { addr: past }));
         }
         // The chunk is used up: the next block comes from another.
         let next = engine.alloc(size).unwrap();
@@ -1355,11 +1356,13 @@ fn a_large_block_freed_twice_is_foreign_and_a_small_one_not_in_use() {
 #[test]
 fn a_pointer_past_a_chunks_last_block_is_interior() {
     let mut engine = Engine::new(TestSource::default(), None);
-    // 112-byte blocks: 145 of them after the 64-byte header, and 16 bytes left at the end.
-    let block = engine.alloc(112).unwrap();
+    // 176-byte blocks after the 64-byte header leave bytes at the end of a 16 KiB chunk (92
+    // blocks) and of a 4 KiB one (22 blocks).
+    const SIZE: usize = 176;
+    let block = engine.alloc(SIZE).unwrap();
     let chunk = block.as_ptr().addr() & !(CHUNK_SIZE - 1);
-    let past = 64 + 145 * 112;
-    assert!(past < CHUNK_SIZE && past + 112 > CHUNK_SIZE);
+    let past = 64 + (CHUNK_SIZE - 64) / SIZE * SIZE;
+    assert!(past < CHUNK_SIZE && past + SIZE > CHUNK_SIZE);
     let pointer = NonNull::new(block.as_ptr().with_addr(chunk + past)).unwrap();
     let addr = chunk + past;
     let before = engine.stats();

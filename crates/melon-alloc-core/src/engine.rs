@@ -563,8 +563,8 @@ impl<S: ChunkSource> Engine<S> {
         // A class that takes no page asks for a whole chunk. A refused acquisition trims first,
         // which may empty a page that the class's blocks fit: it then takes that page.
         let whole = if self.takes_page(class) { None } else { self.acquire(SMALL_CHUNK) };
-        let mut passed = false;
-        let chunk = match whole {
+        // With the chunk, whether a smaller class passed it on as a page (`take_page`).
+        let (chunk, passed) = match whole {
             Some(chunk) => {
                 let chunk = chunk.cast::<ChunkHeader>().as_ptr();
                 // SAFETY: the source handed out `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`,
@@ -583,11 +583,10 @@ impl<S: ChunkSource> Engine<S> {
                     chunk.cast::<u8>().wrapping_add(HEADER_SIZE),
                     CHUNK_SIZE - HEADER_SIZE,
                 );
-                chunk
+                (chunk, false)
             }
             None if self.takes_page(class) => {
-                let page;
-                (page, passed) = self.take_page(class)?;
+                let (page, passed) = self.take_page(class)?;
                 // SAFETY: `page` is a valid header of a page on no list, unused or emptied and
                 // taken from its class; its `data_offset` is its chunk's count of pages in use
                 // if it is the first page, and is kept.
@@ -600,7 +599,7 @@ impl<S: ChunkSource> Engine<S> {
                         ..self.blank_header(PAGE_MAGIC, PAGE_SIZE)
                     });
                 }
-                page
+                (page, passed)
             }
             None => return None,
         };
@@ -1137,10 +1136,12 @@ impl<S: ChunkSource> Engine<S> {
         }
         let class = header.class();
         let (first, size) = (FIRST_OFFSET[class], CLASS_SIZES[class]);
+        if offset < first || (offset - first) % size != 0 {
+            return Err(FreeError::Interior { addr });
+        }
+        let index = (offset - first) / size;
         // The bytes a chunk or page leaves after its last block start no block either.
-        let index = (offset.wrapping_sub(first)) / size;
-        if offset < first || (offset - first) % size != 0 || index >= usize::from(header.capacity())
-        {
+        if index >= usize::from(header.capacity()) {
             return Err(FreeError::Interior { addr });
         }
         if header.carve_index(index) >= usize::from(header.carved) {

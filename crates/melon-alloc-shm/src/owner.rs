@@ -104,16 +104,16 @@ pub struct ReclaimReport {
 }
 
 impl ReclaimReport {
-    /// Adds orphans given back, of no process found dead.
+    /// Adds chunks given back, of no process found dead: orphans.
     pub(crate) fn add_orphans(&mut self, reclaimed: Reclaimed) {
         self.chunks += reclaimed.chunks as usize;
         self.bytes += reclaimed.pages as usize * PAGE;
     }
 
+    /// Adds a process found dead, and the chunks of its given back.
     fn add(&mut self, reclaimed: Reclaimed) {
         self.processes += 1;
-        self.chunks += reclaimed.chunks as usize;
-        self.bytes += reclaimed.pages as usize * PAGE;
+        self.add_orphans(reclaimed);
     }
 }
 

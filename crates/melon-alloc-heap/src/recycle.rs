@@ -429,17 +429,17 @@ impl<H: Heads> LargeCache<H> {
 mod memcheck {
     use core::ptr::NonNull;
 
-    use super::FreeChunk;
-
     /// Closes a chunk of `len` bytes that the source keeps, after its link.
     #[cfg_attr(not(feature = "valgrind"), allow(unused_variables))]
     pub(super) fn kept(chunk: NonNull<u8>, len: usize) {
-        let link = core::mem::size_of::<FreeChunk>();
         #[cfg(feature = "valgrind")]
-        melon_alloc_core::plumbing::memcheck_no_access(
-            chunk.as_ptr().wrapping_add(link),
-            len.saturating_sub(link),
-        );
+        {
+            let link = core::mem::size_of::<super::FreeChunk>();
+            melon_alloc_core::plumbing::memcheck_no_access(
+                chunk.as_ptr().wrapping_add(link),
+                len.saturating_sub(link),
+            );
+        }
     }
 
     /// Opens a chunk of `len` bytes that the source hands out.

@@ -92,13 +92,9 @@ fn main() {
         report.processes, report.bytes
     );
     // Messages left in the mailboxes, which nobody took: the master frees them.
-    for mailbox in mailboxes {
-        let message = mailbox.swap(0, Ordering::Acquire);
-        if message != 0 {
-            let block = shm.ptr_at(message as usize - 1).expect("an offset in the pool");
-            // SAFETY: the block was handed off, and nobody else holds it any more.
-            unsafe { shm.try_free(block) }.expect("a message handed off, freed once");
-        }
+    for block in mailboxes.iter().filter_map(|mailbox| take_message(&shm, mailbox)) {
+        // SAFETY: the block was handed off, and nobody else holds it any more.
+        unsafe { shm.try_free(block) }.expect("a message handed off, freed once");
     }
     // The message the killed worker held was never freed: its sender's chunk waits for it.
     let orphaned = shm.stats().expect("the lock is free").orphaned_bytes;
@@ -187,9 +183,7 @@ fn serve(
         if requests % 16 == 0 {
             send(shm, &scratch, &mailboxes[(worker + 1) % mailboxes.len()], worker);
         }
-        let message = mailboxes[worker].swap(0, Ordering::Acquire);
-        if message != 0 {
-            let block = shm.ptr_at(message as usize - 1).expect("an offset in the pool");
+        if let Some(block) = take_message(shm, &mailboxes[worker]) {
             if let Some(before) = held.replace(block) {
                 // SAFETY: a message handed off to this worker, freed once.
                 unsafe { shm.try_free(before) }.expect("a message handed off");
@@ -201,6 +195,16 @@ fn serve(
         // SAFETY: as above.
         unsafe { shm.try_free(last) }.expect("a message handed off");
     }
+}
+
+/// Takes the message in `mailbox`, if there is one: the block at the offset it holds, plus one.
+#[cfg(target_os = "linux")]
+fn take_message(
+    shm: &melon_alloc::ShmPool,
+    mailbox: &std::sync::atomic::AtomicU64,
+) -> Option<std::ptr::NonNull<u8>> {
+    let message = mailbox.swap(0, std::sync::atomic::Ordering::Acquire);
+    (message != 0).then(|| shm.ptr_at(message as usize - 1).expect("an offset in the pool"))
 }
 
 /// Passes a message from `worker`'s child pool `scratch` to the worker whose mailbox is

@@ -42,6 +42,15 @@ use crate::stats::Stats;
 /// free lists each time. Besides these, the chunk allocations come from may be empty too.
 pub const SPARE_CHUNKS: usize = 4;
 
+/// How far [`Engine::give_back_empty`] looks along each class's `avail` list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Up to the first chunk with a block in use.
+    Heads,
+    /// The whole list.
+    WholeLists,
+}
+
 /// Blocks taken from [`ChunkSource::take_remote_frees`] at a time.
 const REMOTE_BATCH: usize = 32;
 
@@ -1606,6 +1615,12 @@ impl<S: ChunkSource> Engine<S> {
     // it; left to the compiler on bare metal, where firmware counts its bytes.
     #[cfg_attr(not(target_os = "none"), inline(always))]
     fn acquire_up_to(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
+        if (layout.size() > CHUNK_SIZE || layout.align() > CHUNK_SIZE)
+            && self.source.merges_released_chunks()
+        {
+            // Empty chunks kept in the source's one space would split the run this chunk needs.
+            self.give_back_empty(Reach::Heads);
+        }
         let mut trimmed = false;
         loop {
             if let Some(most) = self.fit_to_limit(layout.size(), most) {
@@ -1771,10 +1786,19 @@ impl<S: ChunkSource> Engine<S> {
     /// the bytes given back.
     fn give_back_kept(&mut self) -> usize {
         let before = self.held;
+        self.give_back_empty(Reach::WholeLists);
+        self.source.trim();
+        before - self.held
+    }
+
+    /// Gives the spare chunks of every class back to the source, and the empty chunks of each
+    /// `avail` list that `reach` covers; then makes each list's head the chunk allocations come
+    /// from. The head is the one `avail` chunk that stays on its list once it empties, but for
+    /// the chunks a reset kept: `Reach::Heads` covers all the others in O(classes + spares).
+    fn give_back_empty(&mut self, reach: Reach) {
         for class in 0..CLASS_COUNT {
             // Spare chunks are empty: they join the `avail` list, and go back with its other
-            // empty chunks. Those are the head and the chunks kept by a reset; any other chunk
-            // leaves the list as soon as it empties.
+            // empty chunks.
             while let Some(spare) = NonNull::new(self.spare[class].head) {
                 // SAFETY: `spare` is on `spare[class]`, and every header on both lists is valid.
                 unsafe {
@@ -1795,14 +1819,14 @@ impl<S: ChunkSource> Engine<S> {
                         self.avail[class].unlink(chunk);
                         self.release_small(chunk);
                     }
+                } else if reach == Reach::Heads {
+                    break;
                 }
                 chunk = next;
             }
             // SAFETY: every header on the list is valid.
             unsafe { self.promote_head(class) };
         }
-        self.source.trim();
-        before - self.held
     }
 
     /// Forgets every chunk without touching it or giving it back: afterwards the engine holds

@@ -238,6 +238,11 @@ unsafe impl ChunkSource for RegionSource {
         CHUNK_SIZE
     }
 
+    /// Every chunk is carved from the one region, and neighbours merge when they come back.
+    fn merges_released_chunks(&self) -> bool {
+        true
+    }
+
     unsafe fn release(&mut self, chunk: NonNull<u8>, layout: Layout) {
         let Some(size) = units(layout) else { return };
         // SAFETY: the chunk came from `acquire` with this layout (caller), so it is `size` bytes

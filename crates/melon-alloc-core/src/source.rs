@@ -269,6 +269,33 @@ pub unsafe trait ChunkSource {
         crate::MIN_ALIGN
     }
 
+    /// Whether the source carves every chunk, small or large, out of one bounded space, where
+    /// small chunks given back merge into the runs that larger ones need, as a
+    /// [`RegionSource`](crate::RegionSource) does. An engine over such a source gives back the
+    /// empty chunks it keeps before it asks for a chunk longer than
+    /// [`CHUNK_SIZE`](crate::CHUNK_SIZE), so that they do not split the space that chunk needs.
+    /// The default, `false`, suits a source whose longer chunks come from elsewhere.
+    ///
+    /// # Examples
+    /// ```
+    /// use melon_alloc_core::{ChunkSource, Engine, RegionSource, CHUNK_SIZE};
+    ///
+    /// static mut ARENA: [u8; 8 * CHUNK_SIZE] = [0; 8 * CHUNK_SIZE];
+    /// // SAFETY: nothing else ever touches `ARENA`.
+    /// let source = RegionSource::from_static(unsafe { &mut *core::ptr::addr_of_mut!(ARENA) });
+    /// assert!(source.merges_released_chunks());
+    /// let units = source.free_bytes() / CHUNK_SIZE;
+    /// let mut engine = Engine::new(source, None);
+    /// let block = engine.alloc(64).unwrap();
+    /// // SAFETY: the block came from this engine and is not used again.
+    /// unsafe { engine.free(block) };
+    /// // The emptied chunk, kept for the next small block, goes back for a block of every unit.
+    /// assert!(engine.alloc(units * CHUNK_SIZE - 64).is_some());
+    /// ```
+    fn merges_released_chunks(&self) -> bool {
+        false
+    }
+
     /// Bytes of released chunks the source keeps for reuse instead of giving them back to the
     /// system. An engine with a limit counts them against it (see
     /// [`keep_at_most`](ChunkSource::keep_at_most)). The default keeps nothing.

@@ -639,9 +639,23 @@ fn a_region_smaller_than_a_unit_has_nothing_to_give() {
 
 #[test]
 fn an_engine_over_a_region_fills_it_and_gets_it_back_whole() {
-    let (buffer, source) = region(20 * CHUNK_SIZE);
-    let units = units_in(&buffer);
-    let mut engine = Engine::new(source, None);
+    // Twenty units, or nineteen when the region starts past a unit's boundary.
+    for lead in [0, 100] {
+        let mut buffer = vec![0u8; 21 * CHUNK_SIZE];
+        let start = buffer.as_ptr().align_offset(CHUNK_SIZE) + lead;
+        let region = &mut buffer[start..start + 20 * CHUNK_SIZE];
+        let units = units_in(region);
+        assert_eq!(units, if lead == 0 { 20 } else { 19 });
+        // SAFETY: the buffer is not touched again until the engine is gone, which happens
+        // before the loop's next round.
+        let source = unsafe { RegionSource::new(region.as_mut_ptr(), region.len()) };
+        fill_and_get_back(Engine::new(source, None), units);
+    }
+}
+
+/// Fills an engine over a region of `units` units with small blocks, then with large ones, and
+/// frees them all: the region comes back whole each time.
+fn fill_and_get_back(mut engine: Engine<RegionSource>, units: usize) {
     // Small blocks until the region runs out of units.
     let mut blocks = Vec::new();
     while let Some(block) = engine.alloc(1024) {
@@ -676,8 +690,6 @@ fn an_engine_over_a_region_fills_it_and_gets_it_back_whole() {
     free(&mut engine, whole);
     assert_eq!(engine.source().free_bytes(), units * CHUNK_SIZE);
     engine.check().unwrap();
-    drop(engine);
-    drop(buffer);
 }
 
 #[test]

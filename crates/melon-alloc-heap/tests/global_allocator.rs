@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use hashbrown::HashMap;
@@ -62,8 +63,17 @@ fn grow_a_hash_map() {
     assert_eq!(digits, expected);
 }
 
+/// Held by each test while it runs: the first compares the pool's figures before and after its
+/// work, which another test's blocks in use at either moment would change.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[test]
 fn a_real_workload_runs_on_the_pool_and_gives_everything_back() {
+    let _alone = one_at_a_time();
     let before = POOL.stats();
 
     let mut text = String::new();
@@ -110,6 +120,7 @@ fn a_real_workload_runs_on_the_pool_and_gives_everything_back() {
 /// the global pool's source.
 #[test]
 fn pools_over_the_global_allocator_and_chunk_aligned_values_work_on_top_of_it() {
+    let _alone = one_at_a_time();
     #[repr(align(16384))]
     struct Page([u8; 16384]);
 
@@ -146,6 +157,7 @@ const FREE_TWICE: &str = "MELON_ALLOC_FREE_TWICE";
 #[test]
 #[cfg(debug_assertions)]
 fn a_block_freed_twice_stops_the_process_with_a_message() {
+    let _alone = one_at_a_time();
     use std::alloc::{alloc, dealloc, Layout};
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};

@@ -33,13 +33,19 @@ const IN_MEMORY: [i64; 2] = [0x0102_1994, 0x8584_58f6];
 /// that does not live in memory (on a disk, or on hugetlbfs, whose pages are set aside already)
 /// and a figure the system does not give count as room.
 pub(crate) fn has_room(fd: BorrowedFd<'_>, bytes: u64) -> bool {
-    if bytes < ASK_FROM {
-        return true;
-    }
+    bytes < ASK_FROM || !in_memory(fd) || fits(bytes, spare())
+}
+
+/// Whether the file behind `fd` lives in memory, on tmpfs or ramfs.
+fn in_memory(fd: BorrowedFd<'_>) -> bool {
     #[allow(clippy::unnecessary_cast, reason = "`f_type` is of another type on other targets")]
-    let in_memory =
-        rustix::fs::fstatfs(fd).is_ok_and(|stat| IN_MEMORY.contains(&(stat.f_type as i64)));
-    !in_memory || spare().is_none_or(|spare| bytes <= spare)
+    rustix::fs::fstatfs(fd).is_ok_and(|stat| IN_MEMORY.contains(&(stat.f_type as i64)))
+}
+
+/// Whether a reservation of `bytes` fits in `spare`, the figure [`spare`] gave; one the system
+/// does not give counts as room.
+fn fits(bytes: u64, spare: Option<u64>) -> bool {
+    spare.is_none_or(|spare| bytes <= spare)
 }
 
 /// The least that the system and the control groups with a limit have to spare; `None` when
@@ -164,24 +170,26 @@ fn read<'a>(path: &CStr, buffer: &'a mut [u8]) -> Option<&'a str> {
 mod tests {
     use std::os::fd::AsFd;
 
-    use super::{groups_spare_in, has_room, join, spare, system_spare, ASK_FROM};
+    use super::{fits, groups_spare_in, has_room, in_memory, join, spare, system_spare, ASK_FROM};
 
     #[test]
     fn a_file_in_memory_has_room_for_what_the_machine_can_spare_and_no_more() {
         let memfd = rustix::fs::memfd_create("headroom", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        assert!(in_memory(memfd.as_fd()));
+        // One reading, since what the machine can spare moves between two.
         let spare = spare().expect("the figures of this machine");
-        assert!(has_room(memfd.as_fd(), ASK_FROM.max(spare / 2)));
-        assert!(!has_room(memfd.as_fd(), spare + 1));
+        assert!(fits(spare, Some(spare)));
+        assert!(!fits(spare + 1, Some(spare)));
+        assert!(fits(u64::MAX, None), "a figure the system does not give counts as room");
+        // No machine spares every byte there is; small reservations are not asked about.
         assert!(!has_room(memfd.as_fd(), u64::MAX));
-        // Small reservations are not asked about.
         assert!(has_room(memfd.as_fd(), ASK_FROM - 1));
     }
 
     #[test]
-    fn the_system_has_memory_to_spare_and_says_how_much() {
-        let spare = system_spare().expect("/proc/meminfo gives MemAvailable");
-        assert!(spare > 0);
-        assert!(super::spare().is_some_and(|least| least <= spare));
+    fn the_system_has_memory_to_spare() {
+        assert!(system_spare().expect("/proc/meminfo gives MemAvailable") > 0);
+        assert!(spare().is_some());
     }
 
     /// The numbers of a fake hierarchy of control groups, by file.

@@ -2609,13 +2609,13 @@ fn hold_until_killed(arena: &Arena, tag: u32, seed: u64, watch: &[AtomicU64], si
 /// id means nothing across the boundary, so a lock that judged its holder by one would take the
 /// lock from a live holder on the other side, or wait for a dead one. Nothing may be handed
 /// out twice, no live holder may be taken over (one takeover per kill), and the survivors must
-/// go on within a second of each kill.
+/// go on after each kill, within the bound of a takeover.
 fn hammer_across_pid_namespaces() {
     const PER_SIDE: u32 = 4;
     const OPS: u64 = HAMMER_OPS / 4;
     /// A liveness bound, not a performance target: a waiter finds the holder dead within 5 ms
-    /// of its death.
-    const GO_ON_BOUND: Duration = Duration::from_secs(1);
+    /// of its death, but ten processes on a loaded machine may wait far longer for a core.
+    const GO_ON_BOUND: Duration = TAKEOVER_BOUND;
     let arena = Arena::new(32 * MIB);
     let seed = seed();
     let watch = SharedWords::<AtomicU64>::new(Watch::LEN);
@@ -3025,8 +3025,9 @@ fn a_raw_fork_is_a_new_process_to_the_pool() {
     let child = raw_fork(|| {
         assert!(parents.alloc(64).is_none(), "the parent's child pool served the raw child");
         core::mem::forget(parents);
-        flags[0].store(1, Ordering::Release);
+        // Started before the parent hears of it, so that the wait counts the parent's sleep.
         let start = Instant::now();
+        flags[0].store(1, Ordering::Release);
         let mut guard = shm.lock().unwrap();
         assert!(start.elapsed() >= Duration::from_millis(20), "the lock did not wait");
         let block = guard.alloc(64).unwrap();

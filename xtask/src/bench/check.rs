@@ -50,8 +50,10 @@ const OPS: u64 = 20_000;
 const ROUNDS: [(&str, u64); 3] =
     [("heap_fill_drain", 1024), ("heap_first_fill", 1024), ("heap_realloc_grow", 12)];
 
-/// The name the C API's pair has in the baseline.
-const C_PAIR: &str = "capi_ping_pong_fill_drain";
+/// The names the C API's pairs have in the baseline: in a program with only heap pools, and in
+/// one that made a shared-memory pool first.
+const C_PAIRS: [(&str, bool); 2] =
+    [("capi_ping_pong_fill_drain", false), ("capi_ping_pong_fill_drain_with_shm", true)];
 
 /// What one operation of a workload costs.
 struct Count {
@@ -246,8 +248,10 @@ fn count() -> Result<Vec<Count>, String> {
             system_calls: crate::strace::per_operation(program, OPS, extra)?,
         });
     }
-    let (instructions, system_calls) = crate::capi::c_pair_counts(C_PAIR)?;
-    counts.push(Count { workload: C_PAIR.to_string(), instructions, system_calls });
+    for (workload, with_shm) in C_PAIRS {
+        let (instructions, system_calls) = crate::capi::c_pair_counts(workload, with_shm)?;
+        counts.push(Count { workload: workload.to_string(), instructions, system_calls });
+    }
     Ok(counts)
 }
 

@@ -22,7 +22,11 @@
 //! dropped with them in use: the costs a pool pays once, which the other workloads' operations
 //! leave out; in `heap_first_fill`, one of the 1024 allocations of a new root pool, dropped with
 //! them in use, so that its chunks are carved afresh in each round; in `heap_realloc_grow`, one
-//! `realloc` of a block doubled from 16 bytes to 64 KiB and then freed; in `shm_handoff_ring`,
+//! `realloc` of a block doubled from 16 bytes to 64 KiB and then freed; in `heap_realloc_small`
+//! and `locked_global_realloc` (through `GlobalAlloc`), a block allocated, resized three times
+//! within small classes and freed; in `heap_allocator_pair`, the pair through `allocator_api2`'s
+//! `Allocator`; in `heap_empty_child_lifecycle`, a child pool made and dropped with nothing in
+//! it; in `shm_lock_pair`, the shared pool's lock taken and let go; in `shm_handoff_ring`,
 //! a child pool's block allocated and handed off and the oldest of 256 in flight freed through
 //! the shared pool, as between a producer and its consumer; in `shm_find`, a lookup of a named
 //! value; and in `shm_mutex_pair`, a lock and an unlock of a `ShmMutex`. `heap_fill_drain`,
@@ -45,20 +49,25 @@ use melon_alloc_shm::ShmPool;
 type Workload = fn(u64) -> Result<(), String>;
 
 /// The workloads, by the name the baseline file gives them.
-const WORKLOADS: [(&str, Workload); 19] = [
+const WORKLOADS: [(&str, Workload); 24] = [
     ("heap_ping_pong", heap_ping_pong),
     ("heap_ping_pong_at_chunk_end", heap_ping_pong_at_chunk_end),
     ("heap_fill_drain", heap_fill_drain),
     ("heap_first_fill", heap_first_fill),
     ("heap_realloc_grow", heap_realloc_grow),
+    ("heap_realloc_small", heap_realloc_small),
     ("heap_alloc_zeroed", heap_alloc_zeroed),
+    ("heap_allocator_pair", heap_allocator_pair),
     ("locked_global_pair", locked_global_pair),
+    ("locked_global_realloc", locked_global_realloc),
     ("heap_mixed", heap_mixed),
     ("heap_large_ring", heap_large_ring),
     ("heap_limited_large_ring", heap_limited_large_ring),
     ("heap_child_lifecycle", heap_child_lifecycle),
+    ("heap_empty_child_lifecycle", heap_empty_child_lifecycle),
     ("heap_root_lifecycle", heap_root_lifecycle),
     ("sync_child_lifecycle", sync_child_lifecycle),
+    ("shm_lock_pair", shm_lock_pair),
     ("shm_ping_pong", shm_ping_pong),
     ("shm_ping_pong_at_slab_end", shm_ping_pong_at_slab_end),
     ("shm_child_ping_pong", shm_child_ping_pong),
@@ -175,6 +184,47 @@ fn heap_realloc_grow(n: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The sizes a block of the small `realloc` workload takes in turn, from its allocation: one
+/// that fits its block, one that moves it to a larger class, and one that shrinks it back, which
+/// keeps it where it is.
+const REALLOC_STEPS: [usize; 3] = [BLOCK - 16, 2 * BLOCK, BLOCK];
+
+/// A block of [`BLOCK`] bytes taken through [`REALLOC_STEPS`] by `realloc`, then freed: the
+/// resizes a growing string or vector makes in small classes, where the copy is short and the
+/// pool's own work is most of the cost. An operation is the whole sequence.
+fn heap_realloc_small(n: u64) -> Result<(), String> {
+    let pool = HeapPool::new();
+    for _ in 0..n {
+        let mut block = alloc(&pool, black_box(BLOCK))?;
+        for size in REALLOC_STEPS {
+            // SAFETY: the block is in use in `pool`, and its old pointer is replaced here and
+            // not used again.
+            let resized = unsafe { pool.realloc(block, black_box(size)) };
+            block = resized.ok_or_else(|| format!("no block of {size} bytes"))?;
+        }
+        // SAFETY: the block came from `pool` and is not used again.
+        unsafe { pool.free(black_box(block)) };
+    }
+    Ok(())
+}
+
+/// An allocation and a deallocation of a [`BLOCK`]-byte layout through `allocator_api2`'s
+/// `Allocator` for `&HeapPool`: the way a collection (hashbrown's maps, allocator-api2's `Vec`)
+/// reaches a pool.
+fn heap_allocator_pair(n: u64) -> Result<(), String> {
+    use allocator_api2::alloc::Allocator;
+
+    let pool = HeapPool::new();
+    let layout =
+        Layout::from_size_align(BLOCK, align_of::<usize>()).map_err(|error| error.to_string())?;
+    for _ in 0..n {
+        let block = (&pool).allocate(black_box(layout)).map_err(|_| "no block")?;
+        // SAFETY: the block came from `&pool` with `layout` and is not used again.
+        unsafe { (&pool).deallocate(black_box(block.cast()), layout) };
+    }
+    Ok(())
+}
+
 /// An `alloc_zeroed` of [`BLOCK`] bytes and its free: the pair with the zeroing of the block.
 fn heap_alloc_zeroed(n: u64) -> Result<(), String> {
     let pool = HeapPool::new();
@@ -203,6 +253,35 @@ fn locked_global_pair(n: u64) -> Result<(), String> {
         }
         // SAFETY: the block came from `pool`'s `alloc` with this layout, and is not used again.
         unsafe { GlobalAlloc::dealloc(&pool, black_box(block), layout) };
+    }
+    Ok(())
+}
+
+/// A [`BLOCK`]-byte layout allocated through `GlobalAlloc` of a [`LockedHeapPool`], taken
+/// through [`REALLOC_STEPS`] by `GlobalAlloc::realloc`, then deallocated: the resizes of the
+/// collections of a program whose global allocator the pool is.
+fn locked_global_realloc(n: u64) -> Result<(), String> {
+    let pool = LockedHeapPool::new(OsSource::new(), None);
+    let align = align_of::<usize>();
+    let layout = Layout::from_size_align(BLOCK, align).map_err(|error| error.to_string())?;
+    for _ in 0..n {
+        // SAFETY: the layout's size is not zero.
+        let mut block = unsafe { GlobalAlloc::alloc(&pool, black_box(layout)) };
+        let mut current = layout;
+        for size in REALLOC_STEPS {
+            if block.is_null() {
+                return Err("no block from the locked pool".into());
+            }
+            // SAFETY: `block` came from `pool` with `current`, and its old pointer is replaced
+            // here and not used again; `size` is not zero and fits an `isize` once rounded.
+            block = unsafe { GlobalAlloc::realloc(&pool, block, current, black_box(size)) };
+            current = Layout::from_size_align(size, align).map_err(|error| error.to_string())?;
+        }
+        if block.is_null() {
+            return Err("no block from the locked pool".into());
+        }
+        // SAFETY: the block came from `pool` with `current`, and is not used again.
+        unsafe { GlobalAlloc::dealloc(&pool, black_box(block), current) };
     }
     Ok(())
 }
@@ -260,6 +339,16 @@ fn heap_child_lifecycle(n: u64) -> Result<(), String> {
 /// The sizes of the blocks of each root of `heap_root_lifecycle`: four classes, four chunks.
 const ROOT_SIZES: [usize; 4] = [64, 256, 1024, 4096];
 
+/// A child pool made and dropped with nothing allocated in it: what a child costs of itself,
+/// which the lifecycle with a block shares with the block's chunk.
+fn heap_empty_child_lifecycle(n: u64) -> Result<(), String> {
+    let root = HeapPool::new();
+    for _ in 0..n {
+        drop(black_box(root.child()));
+    }
+    Ok(())
+}
+
 fn heap_root_lifecycle(n: u64) -> Result<(), String> {
     for _ in 0..n {
         let root = HeapPool::new();
@@ -285,6 +374,16 @@ fn sync_child_lifecycle(n: u64) -> Result<(), String> {
 
 fn shm() -> Result<ShmPool, String> {
     ShmPool::new(SHM_BYTES).map_err(|error| format!("no shared pool: {error}"))
+}
+
+/// The shared pool's lock taken and let go, with nothing done under it: the part of every
+/// locked operation that is the lock's.
+fn shm_lock_pair(n: u64) -> Result<(), String> {
+    let shm = shm()?;
+    for _ in 0..n {
+        drop(black_box(shm.lock().map_err(|error| error.to_string())?));
+    }
+    Ok(())
 }
 
 fn shm_ping_pong(n: u64) -> Result<(), String> {

@@ -1,9 +1,13 @@
 /* The loop whose instructions `cargo xtask bench-c` counts under callgrind: one heap pool, N
  * ping-pong pairs (allocate 64 bytes, write a byte, free), then N / 1024 rounds of 1024
  * allocations of 64 bytes freed in order. Run at N and at 2N, the difference over the extra
- * pairs is the cost of one alloc+free pair, the loop included, without the start-up. */
+ * pairs is the cost of one alloc+free pair, the loop included, without the start-up. With a
+ * second argument `shm`, a shared-memory pool is made first, as a pre-fork server makes one
+ * before its heap pools: mln_alloc_free then has a shared pool's blocks to tell apart from the
+ * heap pool's. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mln_alloc.h"
 
@@ -13,6 +17,11 @@
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
+    mln_alloc_t *shm = NULL;
+    if (argc > 2 && strcmp(argv[2], "shm") == 0) {
+        shm = mln_alloc_shm_init(1 << 20, NULL, NULL, NULL);
+        if (shm == NULL) return 1;
+    }
     mln_alloc_t *pool = mln_alloc_init(NULL, 0);
     static char *blocks[FILL];
     if (pool == NULL || n < 0) return 1;
@@ -27,5 +36,6 @@ int main(int argc, char **argv)
         for (int i = 0; i < FILL; i++) mln_alloc_free(blocks[i]);
     }
     mln_alloc_destroy(pool);
+    mln_alloc_destroy(shm);
     return 0;
 }

@@ -186,7 +186,8 @@ The criterion estimates stay in `target/criterion/`, the other parts' figures an
 facts in `target/bench-results/`, which is what `--report-only` reads.
 Each part can also be run by hand with the commands above. `cargo xtask ci` never times the
 benchmarks: it compiles them, and runs `cargo xtask bench --check`, which counts what one
-operation of each workload of `src/bin/instructions.rs`, and a pair through the C API, costs in
+operation of each workload of `src/bin/instructions.rs`, and a pair through the C API (in a
+program with heap pools only, and in one that made a shared pool first), costs in
 instructions under callgrind and in system calls under `strace -f -c` (`valgrind` and `strace`
 are taken from `PATH`), each as the count at 2N less the count at N, over N. It fails when a
 workload costs more than 3 % more instructions than `xtask/instructions-baseline.tsv` says; more
@@ -195,7 +196,11 @@ the baseline must be saved again (`--save-baseline` rewrites it); no more at 2N 
 than 0.01 system calls per operation over its baseline; or when a workload of the baseline was
 not measured, or a measured one has no baseline. Two of them check what a pool pays once: `heap_root_lifecycle`, a whole root
 pool's life (made, four chunks taken, dropped), and `heap_first_fill`, a new root pool per 1024
-blocks, its chunks carved afresh. Instruction counts are the same on every run of one build, so
+blocks, its chunks carved afresh. Others measure a part of a path apart, so that a few
+instructions more in it pass the 3 %: `heap_empty_child_lifecycle` (a child made and dropped with
+nothing in it), `shm_lock_pair` (the shared pool's lock alone), `heap_allocator_pair` (the
+`Allocator` collections use), and `heap_realloc_small` and `locked_global_realloc` (resizes within
+small classes, where the copy is short). Instruction counts are the same on every run of one build, so
 that check holds on a shared machine where times move by tens of percent. The kernel's time,
 which callgrind does not see, shows in the system calls: most workloads make none per
 operation, and where glibc's heap grows or shrinks, the count moves by a few calls from run to

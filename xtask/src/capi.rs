@@ -160,15 +160,12 @@ pub(crate) fn bench() -> Result<(), String> {
 fn pairs(
     lib: &Path,
     out_dir: &Path,
-    with_shm: bool,
+    mode: &'static str,
 ) -> Result<(impl Fn(u64) -> Command, u64), String> {
     let pairs = compile("pairs.c", &[], lib, out_dir)?;
     let program = move |n: u64| {
         let mut command = Command::new(&pairs);
-        command.arg(n.to_string());
-        if with_shm {
-            command.arg("shm");
-        }
+        command.args([n.to_string().as_str(), mode]);
         command
     };
     // The extra pairs of the doubled run: N ping-pong pairs and the whole rounds of 1024.
@@ -179,17 +176,17 @@ fn pairs(
 /// The instructions of one alloc+free pair through the C API in `pairs.c`, built against `lib`
 /// in `out_dir`.
 fn pair_instructions(lib: &Path, out_dir: &Path) -> Result<f64, String> {
-    let (program, extra) = pairs(lib, out_dir, false)?;
+    let (program, extra) = pairs(lib, out_dir, "")?;
     crate::callgrind::per_operation("pairs.c", program, PAIRS, Some(extra))
 }
 
 /// The instructions and the system calls of one alloc+free pair through the C API, built as C
-/// programs link it, under the name `workload`, with a shared-memory pool made first if
-/// `with_shm`: what `cargo xtask bench --check` holds against its baseline.
-pub(crate) fn c_pair_counts(workload: &str, with_shm: bool) -> Result<(f64, f64), String> {
+/// programs link it, under the name `workload`, in `pairs.c`'s `mode` (empty: heap pools only):
+/// what `cargo xtask bench --check` holds against its baseline.
+pub(crate) fn c_pair_counts(workload: &str, mode: &'static str) -> Result<(f64, f64), String> {
     let lib = build_lib(&["--profile", "c-release"], "c-release")?;
     let out_dir = target_dir()?.join("c-release").join("capi");
-    let (program, extra) = pairs(&lib, &out_dir, with_shm)?;
+    let (program, extra) = pairs(&lib, &out_dir, mode)?;
     let instructions = crate::callgrind::per_operation(workload, &program, PAIRS, Some(extra))?;
     let system_calls = crate::strace::per_operation(&program, PAIRS, Some(extra))?;
     Ok((instructions, system_calls))

@@ -47,6 +47,14 @@ static TABLE: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
 /// How many entries `TABLE` holds: lets a free of a heap block skip the table when there are no
 /// shared pools, the common case.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The least start and the greatest end of the mappings of the pools `TABLE` holds (`usize::MAX`
+/// and 0 when it holds none): a free of a block outside them, a heap pool's, skips the table and
+/// its lock when there are shared pools too. Written under the table's write lock, the start
+/// before the end; a reader that sees one of them from before a change sees a span at least as
+/// wide as the one after it, but for the pool just registered, whose blocks no free can hold
+/// before the registration has happened for it.
+static SPAN_START: AtomicUsize = AtomicUsize::new(usize::MAX);
+static SPAN_END: AtomicUsize = AtomicUsize::new(0);
 /// Held while a shared pool is made or unmapped, which takes locks inside `melon-alloc-shm`: a
 /// fork waits for it, so a forked process never finds those locks held by a thread it lacks.
 static LIFECYCLE: Mutex<()> = Mutex::new(());
@@ -82,7 +90,7 @@ pub(crate) unsafe fn register(shm: NonNull<ShmPool>, handle: NonNull<MlnAlloc>) 
         return false;
     }
     table.push(Entry { shm, handle, start, end });
-    COUNT.store(table.len(), Ordering::Release);
+    publish(&table);
     true
 }
 
@@ -92,6 +100,15 @@ pub(crate) fn unregister(shm: NonNull<ShmPool>) {
     if let Some(index) = table.iter().position(|entry| entry.shm == shm) {
         table.swap_remove(index);
     }
+    publish(&table);
+}
+
+/// Stores the count and the span of the entries of `table`, which the caller holds for writing.
+fn publish(table: &[Entry]) {
+    let start = table.iter().map(|entry| entry.start).min().unwrap_or(usize::MAX);
+    let end = table.iter().map(|entry| entry.end).max().unwrap_or(0);
+    SPAN_START.store(start, Ordering::Release);
+    SPAN_END.store(end, Ordering::Release);
     COUNT.store(table.len(), Ordering::Release);
 }
 
@@ -125,6 +142,10 @@ pub(crate) fn any() -> bool {
 #[inline]
 pub(crate) unsafe fn owner(block: NonNull<u8>) -> Owner {
     if !any() {
+        return Owner::Heap;
+    }
+    let addr = block.as_ptr().addr();
+    if addr < SPAN_START.load(Ordering::Acquire) || addr >= SPAN_END.load(Ordering::Acquire) {
         return Owner::Heap;
     }
     // SAFETY: forwarded from the caller.

@@ -50,10 +50,14 @@ const OPS: u64 = 20_000;
 const ROUNDS: [(&str, u64); 3] =
     [("heap_fill_drain", 1024), ("heap_first_fill", 1024), ("heap_realloc_grow", 12)];
 
-/// The names the C API's pairs have in the baseline: in a program with only heap pools, and in
-/// one that made a shared-memory pool first.
-const C_PAIRS: [(&str, bool); 2] =
-    [("capi_ping_pong_fill_drain", false), ("capi_ping_pong_fill_drain_with_shm", true)];
+/// The names the C API's pairs have in the baseline, with `pairs.c`'s mode for each: in a
+/// program with only heap pools, in a heap pool of one that made a shared-memory pool first, and
+/// in a pool made from that shared pool, as a pre-fork server's worker's.
+const C_PAIRS: [(&str, &str); 3] = [
+    ("capi_ping_pong_fill_drain", ""),
+    ("capi_ping_pong_fill_drain_with_shm", "shm"),
+    ("capi_ping_pong_fill_drain_in_shm_child", "shm-child"),
+];
 
 /// What one operation of a workload costs.
 struct Count {
@@ -248,8 +252,8 @@ fn count() -> Result<Vec<Count>, String> {
             system_calls: crate::strace::per_operation(program, OPS, extra)?,
         });
     }
-    for (workload, with_shm) in C_PAIRS {
-        let (instructions, system_calls) = crate::capi::c_pair_counts(workload, with_shm)?;
+    for (workload, mode) in C_PAIRS {
+        let (instructions, system_calls) = crate::capi::c_pair_counts(workload, mode)?;
         counts.push(Count { workload: workload.to_string(), instructions, system_calls });
     }
     Ok(counts)

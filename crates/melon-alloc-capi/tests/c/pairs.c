@@ -4,7 +4,8 @@
  * pairs is the cost of one alloc+free pair, the loop included, without the start-up. With a
  * second argument `shm`, a shared-memory pool is made first, as a pre-fork server makes one
  * before its heap pools: mln_alloc_free then has a shared pool's blocks to tell apart from the
- * heap pool's. */
+ * heap pool's. With `shm-child`, the pool of the pairs is made from that shared pool, as a
+ * pre-fork server's worker makes its own. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,14 @@
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
+    const char *mode = argc > 2 ? argv[2] : "";
+    int in_child = strcmp(mode, "shm-child") == 0;
     mln_alloc_t *shm = NULL;
-    if (argc > 2 && strcmp(argv[2], "shm") == 0) {
+    if (in_child || strcmp(mode, "shm") == 0) {
         shm = mln_alloc_shm_init(1 << 20, NULL, NULL, NULL);
         if (shm == NULL) return 1;
     }
-    mln_alloc_t *pool = mln_alloc_init(NULL, 0);
+    mln_alloc_t *pool = mln_alloc_init(in_child ? shm : NULL, 0);
     static char *blocks[FILL];
     if (pool == NULL || n < 0) return 1;
     for (long i = 0; i < n; i++) {

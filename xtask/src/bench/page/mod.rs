@@ -187,7 +187,8 @@ facts in `target/bench-results/`, which is what `--report-only` reads.
 Each part can also be run by hand with the commands above. `cargo xtask ci` never times the
 benchmarks: it compiles them, and runs `cargo xtask bench --check`, which counts what one
 operation of each workload of `src/bin/instructions.rs`, and a pair through the C API (in a
-program with heap pools only, and in one that made a shared pool first), costs in
+program with heap pools only, in one that made a shared pool first, and in a worker's pool made
+from that shared pool), costs in
 instructions under callgrind and in system calls under `strace -f -c` (`valgrind` and `strace`
 are taken from `PATH`), each as the count at 2N less the count at N, over N. It fails when a
 workload costs more than 3 % more instructions than `xtask/instructions-baseline.tsv` says; more

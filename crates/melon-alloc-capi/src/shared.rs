@@ -5,10 +5,11 @@
 //! a free of a child pool's block (the child locks for itself when it gives a chunk back). So
 //! [`owner`] must tell the two apart without the lock. The children of a C shared pool are made
 //! with `melon_alloc_shm::plumbing::owned_child`, so every chunk they hold is lent to this
-//! process's slot in the pool's owner table, and `plumbing::whose` tells, from the descriptor of
-//! the pointer's page read atomically, a block of the pool's own from one of a chunk lent to this
-//! process (a child's) or to another (a parent's, in a forked process). This module only maps a
-//! pointer to its pool and handle.
+//! process's slot in the pool's owner table, and `plumbing::whose_to_free` tells, from the
+//! descriptors of the pointer's chunk read atomically, a block of the pool's own from one of a
+//! chunk lent to this process (a child's, handed off or not) or to another (a parent's, in a
+//! forked process). This module maps a pointer to its pool and handle, and the answer to an
+//! [`Owner`].
 //!
 //! Lock order: [`LIFECYCLE`], then [`TABLE`], then melon-alloc-heap's lock of pool families
 //! (taken when a pool is made from a shared pool's child, and under which nothing else is
@@ -16,8 +17,8 @@
 //! [`LIFECYCLE`], so the fork hooks (in `fork`) can take all three, in that order, before a
 //! `fork` without deadlocking.
 
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use melon_alloc_shm::plumbing::{self, Whose};
@@ -55,6 +56,15 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// before the registration has happened for it.
 static SPAN_START: AtomicUsize = AtomicUsize::new(usize::MAX);
 static SPAN_END: AtomicUsize = AtomicUsize::new(0);
+/// The table's entry while it holds exactly one, a pre-fork server's one shared pool, for a free
+/// to read without the table's lock, as a sequence lock: `ONLY_SEQ` is odd while `publish`
+/// writes the other four, and a reader that finds it odd, or changed once it has read them,
+/// reads the table instead. With any other number of entries, the pool is null.
+static ONLY_SEQ: AtomicUsize = AtomicUsize::new(0);
+static ONLY_START: AtomicUsize = AtomicUsize::new(0);
+static ONLY_END: AtomicUsize = AtomicUsize::new(0);
+static ONLY_SHM: AtomicPtr<ShmPool> = AtomicPtr::new(ptr::null_mut());
+static ONLY_HANDLE: AtomicPtr<MlnAlloc> = AtomicPtr::new(ptr::null_mut());
 /// Held while a shared pool is made or unmapped, which takes locks inside `melon-alloc-shm`: a
 /// fork waits for it, so a forked process never finds those locks held by a thread it lacks.
 static LIFECYCLE: Mutex<()> = Mutex::new(());
@@ -103,13 +113,38 @@ pub(crate) fn unregister(shm: NonNull<ShmPool>) {
     publish(&table);
 }
 
-/// Stores the count and the span of the entries of `table`, which the caller holds for writing.
+/// Stores the count, the span and the only entry of `table`, which the caller holds for
+/// writing.
 fn publish(table: &[Entry]) {
     let start = table.iter().map(|entry| entry.start).min().unwrap_or(usize::MAX);
     let end = table.iter().map(|entry| entry.end).max().unwrap_or(0);
     SPAN_START.store(start, Ordering::Release);
     SPAN_END.store(end, Ordering::Release);
+    ONLY_SEQ.fetch_add(1, Ordering::Relaxed);
+    fence(Ordering::Release);
+    let only = match table {
+        [only] => (only.start, only.end, only.shm.as_ptr(), only.handle.as_ptr()),
+        _ => (0, 0, ptr::null_mut(), ptr::null_mut()),
+    };
+    ONLY_START.store(only.0, Ordering::Relaxed);
+    ONLY_END.store(only.1, Ordering::Relaxed);
+    ONLY_SHM.store(only.2, Ordering::Relaxed);
+    ONLY_HANDLE.store(only.3, Ordering::Relaxed);
+    ONLY_SEQ.fetch_add(1, Ordering::Release);
     COUNT.store(table.len(), Ordering::Release);
+}
+
+/// The only entry's pool and handle, if the table holds one entry, its mapping holds `addr`, and
+/// no `publish` wrote it meanwhile.
+#[inline]
+fn only_entry(addr: usize) -> Option<(NonNull<ShmPool>, NonNull<MlnAlloc>)> {
+    let seq = ONLY_SEQ.load(Ordering::Acquire);
+    let (start, end) = (ONLY_START.load(Ordering::Relaxed), ONLY_END.load(Ordering::Relaxed));
+    let shm = ONLY_SHM.load(Ordering::Relaxed);
+    let handle = ONLY_HANDLE.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    let steady = seq % 2 == 0 && ONLY_SEQ.load(Ordering::Relaxed) == seq;
+    (steady && (start..end).contains(&addr)).then_some((NonNull::new(shm)?, NonNull::new(handle)?))
 }
 
 /// Whose block a pointer is.
@@ -148,8 +183,14 @@ pub(crate) unsafe fn owner(block: NonNull<u8>) -> Owner {
     if addr < SPAN_START.load(Ordering::Acquire) || addr >= SPAN_END.load(Ordering::Acquire) {
         return Owner::Heap;
     }
-    // SAFETY: forwarded from the caller.
-    unsafe { owner_in_table(block) }
+    match only_entry(addr) {
+        // SAFETY: the block lies in the pool's mapping and is in use in a live pool, or handed
+        // off and not yet freed (caller): the shared pool's or one of its children's, which
+        // keeps the pool, and so its entry's pool and handle, alive for the call.
+        Some((shm, handle)) => unsafe { owner_in(shm.as_ref(), handle, block) },
+        // SAFETY: forwarded from the caller.
+        None => unsafe { owner_in_table(block) },
+    }
 }
 
 /// [`owner`] in a process with shared pools.
@@ -163,16 +204,22 @@ unsafe fn owner_in_table(block: NonNull<u8>) -> Owner {
     let Some(entry) = table.iter().find(|entry| (entry.start..entry.end).contains(&addr)) else {
         return Owner::Heap;
     };
-    // SAFETY: the pool lives as long as its entry, which the table's read lock keeps.
-    let shm = unsafe { entry.shm.as_ref() };
-    match plumbing::whose(shm, block) {
-        Whose::Shared => Owner::Shared(entry.handle),
-        // SAFETY: the block is one of this process's child pools' (the caller's promise to
-        // `owner`), in use or handed off and not yet freed.
-        Whose::OwnChild if unsafe { plumbing::is_handed_off(shm, block) } => {
-            Owner::Lent(entry.handle)
-        }
+    // SAFETY: the pool lives as long as its entry, which the table's read lock keeps; the block
+    // is as the caller promises.
+    unsafe { owner_in(entry.shm.as_ref(), entry.handle, block) }
+}
+
+/// Whose block `block` is, in the mapping of `shm`, whose handle is `handle`.
+///
+/// # Safety
+/// As for [`owner`], with `block` in the mapping of `shm`, a live pool.
+#[inline]
+unsafe fn owner_in(shm: &ShmPool, handle: NonNull<MlnAlloc>, block: NonNull<u8>) -> Owner {
+    // SAFETY: the block is in use in a live pool, or handed off and not yet freed (the caller's
+    // promise to `owner`); in the shared pool's mapping, it is the pool's or its children's.
+    match unsafe { plumbing::whose_to_free(shm, block) } {
+        Whose::Shared => Owner::Shared(handle),
         Whose::OwnChild | Whose::Outside => Owner::Heap,
-        _ => Owner::Lent(entry.handle),
+        _ => Owner::Lent(handle),
     }
 }

@@ -260,6 +260,11 @@ fn a_block_handed_off_is_freed_by_another_process_and_its_chunk_comes_back() {
 }
 
 #[test]
+fn a_free_finds_each_kind_of_block_with_one_shared_pool_or_two() {
+    run(&compile_c("two_shared_pools.c", &[]), &[], "two_shared_pools: ok\n");
+}
+
+#[test]
 fn with_lock_callbacks_the_free_of_a_handed_off_block_takes_no_lock() {
     run(&compile_c("hand_off_callbacks.c", &[]), &[], "hand_off_callbacks: ok\n");
 }

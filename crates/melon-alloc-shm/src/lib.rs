@@ -247,37 +247,6 @@ pub mod plumbing {
         pool.owned_child(limit)
     }
 
-    /// Whether `block`, a block of a child pool of `pool` made by this process, is handed off
-    /// ([`ShmPool::hand_off`]), and so to be freed through the shared pool rather than its
-    /// child. Read atomically and without the lock.
-    ///
-    /// # Safety
-    /// `block` is an in-use block of a child pool of `pool` that this process made, or one
-    /// handed off and not yet freed: its chunk stays lent for the call.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use melon_alloc_shm::{plumbing::is_handed_off, ShmPool};
-    ///
-    /// let shm = ShmPool::new(1 << 20)?;
-    /// let child = shm.child();
-    /// let block = child.alloc(64).unwrap();
-    /// // SAFETY: the block is the child's, in use.
-    /// assert!(!unsafe { is_handed_off(&shm, block) });
-    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
-    /// unsafe { shm.hand_off(block) }?;
-    /// // SAFETY: the block is handed off and not yet freed.
-    /// assert!(unsafe { is_handed_off(&shm, block) });
-    /// // SAFETY: the block was handed off, and is freed once.
-    /// unsafe { shm.try_free(block) }?;
-    /// # Ok::<(), melon_alloc_shm::ShmError>(())
-    /// ```
-    pub unsafe fn is_handed_off(pool: &ShmPool, block: NonNull<u8>) -> bool {
-        // SAFETY: forwarded from the caller.
-        unsafe { pool.shared().is_handed_off(block.as_ptr()) }
-    }
-
     /// Frees `block` if it is a handed-off block of a chunk lent to a child pool, by any
     /// process, without the lock, as [`ShmPool::try_free`] does; `None` for a pointer in no
     /// lent chunk, which this never frees: unlike `try_free`, it leaves the pool's own blocks
@@ -347,6 +316,41 @@ pub mod plumbing {
     /// ```
     pub fn whose(pool: &ShmPool, block: NonNull<u8>) -> Whose {
         pool.shared().whose(block.as_ptr())
+    }
+
+    /// What a free by pointer alone needs to know of `block`: [`whose`] it is, and for a block
+    /// of this process's child pools, whether it is handed off ([`Whose::HandedOff`]), which
+    /// a second look at the block's chunk would tell after `whose`, here from one look.
+    ///
+    /// # Safety
+    /// `block` is an in-use block of `pool` or of a child pool of it that this process made, or
+    /// one handed off and not yet freed: a child's chunk stays lent for the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use melon_alloc_shm::{plumbing::{owned_child, whose_to_free, Whose}, ShmPool};
+    ///
+    /// let shm = ShmPool::new(1 << 20)?;
+    /// let child = owned_child(&shm, None).unwrap();
+    /// let own = shm.alloc(64).expect("the pool is empty");
+    /// let kept = child.alloc(64).expect("the pool is empty");
+    /// let sent = child.alloc(64).expect("the pool is empty");
+    /// // SAFETY: the block is the child's, in use, and from now on freed through `shm` alone.
+    /// unsafe { shm.hand_off(sent) }?;
+    /// // SAFETY: each block is in use in `shm` or its child, or handed off and not yet freed.
+    /// unsafe {
+    ///     assert_eq!(whose_to_free(&shm, own), Whose::Shared);
+    ///     assert_eq!(whose_to_free(&shm, kept), Whose::OwnChild);
+    ///     assert_eq!(whose_to_free(&shm, sent), Whose::HandedOff);
+    /// }
+    /// // SAFETY: the block was handed off, and is freed once.
+    /// unsafe { shm.try_free(sent) }?;
+    /// # Ok::<(), melon_alloc_shm::ShmError>(())
+    /// ```
+    pub unsafe fn whose_to_free(pool: &ShmPool, block: NonNull<u8>) -> Whose {
+        // SAFETY: forwarded from the caller.
+        unsafe { pool.shared().whose_to_free(block.as_ptr()) }
     }
 
     /// What an unchecked free does with the outcome of its checked one: in a debug build, a

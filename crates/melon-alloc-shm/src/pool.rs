@@ -610,17 +610,30 @@ impl Shared {
         }
     }
 
-    /// Whether `block` is marked handed off: see
-    /// [`plumbing::is_handed_off`](crate::plumbing::is_handed_off).
+    /// [`whose`](Shared::whose), with a block of this process's child pools that is handed off
+    /// told apart: see [`plumbing::whose_to_free`](crate::plumbing::whose_to_free). A pointer
+    /// at a block boundary of a lent chunk is answered from that chunk's descriptors, read once
+    /// for both answers; any other pointer as `whose` answers it.
     ///
     /// # Safety
-    /// As for `plumbing::is_handed_off`.
-    pub(crate) unsafe fn is_handed_off(&self, block: *const u8) -> bool {
+    /// As for `plumbing::whose_to_free`.
+    pub(crate) unsafe fn whose_to_free(&self, block: *const u8) -> Whose {
         let target =
             self.locked_offset_of(block).and_then(|offset| self.arena.remote_target(offset));
+        let Some(target) = target else {
+            return self.whose(block);
+        };
+        let owner = self.arena.target_owner(target);
+        if owner == NONE || Some(owner) != self.claim.current() {
+            return Whose::OtherChild;
+        }
         // SAFETY: the block is one a child pool of this process holds, or handed off and not yet
         // freed (caller), so its chunk stays lent.
-        target.is_some_and(|target| unsafe { self.arena.is_handed_off(target) })
+        if unsafe { self.arena.is_handed_off(target) } {
+            Whose::HandedOff
+        } else {
+            Whose::OwnChild
+        }
     }
 
     fn ptr_at(&self, offset: u64) -> NonNull<u8> {
@@ -2277,6 +2290,10 @@ pub enum Whose {
     OwnChild,
     /// In a chunk lent to another process, or to no slot: not this process's to free.
     OtherChild,
+    /// A block of a chunk lent to this process's slot, handed off ([`ShmPool::hand_off`]): to
+    /// be freed through the pool, not its child. Only
+    /// [`plumbing::whose_to_free`](crate::plumbing::whose_to_free) tells it apart.
+    HandedOff,
 }
 
 /// What the free of a handed-off block does with its chunk when it finds the chunk given up by

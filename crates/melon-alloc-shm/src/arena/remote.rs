@@ -189,6 +189,11 @@ impl Arena {
         handoff::hand_off(bits, bit)
     }
 
+    /// The owner slot of the chunk `target` names ([`NONE`] for a chunk of no slot's).
+    pub(crate) fn target_owner(&self, target: RemoteTarget<'_>) -> u32 {
+        self.target_words(target).owner().load(Ordering::Acquire)
+    }
+
     /// Whether the block at `target` is marked handed off.
     ///
     /// # Safety

@@ -113,6 +113,16 @@ unsafe impl ChunkSource for HeapSource {
         }
     }
 
+    fn merges_released_chunks(&self) -> bool {
+        match self {
+            // SAFETY: the source is owned by this pool and alive until it is dropped.
+            Self::External(source, _) => unsafe { source.as_ref() }.merges_released_chunks(),
+            // The global allocator's large chunks come from the system, and a parent gives its
+            // child's chunks a place of its own choosing.
+            Self::Global(_) | Self::Parent(..) => false,
+        }
+    }
+
     fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
         match self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.

@@ -802,6 +802,36 @@ fn a_child_over_a_source_of_its_own_gives_it_everything_back() {
 }
 
 #[test]
+fn a_child_over_a_region_gives_its_kept_chunks_back_before_a_large_block() {
+    const UNITS: usize = 20;
+    let mut buffer = vec![0u8; (UNITS + 1) * CHUNK_SIZE];
+    let start = buffer.as_ptr().align_offset(CHUNK_SIZE);
+    let region = &mut buffer[start..start + UNITS * CHUNK_SIZE];
+    // SAFETY: the buffer outlives the pool, which is dropped at the end of the block below, and
+    // nothing else touches it meanwhile.
+    let region = unsafe { melon_alloc_core::RegionSource::new(region.as_mut_ptr(), region.len()) };
+    {
+        let pool = ChildPool::with_source(Box::new(region), None);
+        let blocks: Vec<_> = core::iter::from_fn(|| pool.alloc(1000)).collect();
+        assert_eq!(pool.stats().chunks, UNITS);
+        for block in blocks {
+            // SAFETY: from `pool`, freed once.
+            unsafe { pool.free(block) };
+        }
+        assert!(pool.stats().chunks > 1, "the pool kept no chunks to give back");
+        // Blocks of two units each: the kept chunks go back first, so that they split no run.
+        let large: Vec<_> = core::iter::from_fn(|| pool.alloc(2 * CHUNK_SIZE - 64)).collect();
+        assert_eq!(large.len(), UNITS / 2);
+        for block in large {
+            // SAFETY: from `pool`, freed once.
+            unsafe { pool.free(block) };
+        }
+        pool.check().unwrap();
+    }
+    drop(buffer);
+}
+
+#[test]
 fn a_child_over_a_region_stays_inside_it() {
     let mut buffer = vec![0u8; 9 * CHUNK_SIZE];
     let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();

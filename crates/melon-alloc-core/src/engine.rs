@@ -1791,10 +1791,12 @@ impl<S: ChunkSource> Engine<S> {
         before - self.held
     }
 
-    /// Gives the spare chunks of every class back to the source, and the empty chunks of each
-    /// `avail` list that `reach` covers; then makes each list's head the chunk allocations come
-    /// from. The head is the one `avail` chunk that stays on its list once it empties, but for
-    /// the chunks a reset kept: `Reach::Heads` covers all the others in O(classes + spares).
+    /// Gives back to the source the spare chunks of every class and the empty chunks of its
+    /// `avail` list, from its front up to the first chunk with a block in use (`Reach::Heads`,
+    /// O(classes + chunks given back)) or along the whole list (`Reach::WholeLists`); then makes
+    /// each list's head the chunk allocations come from. The spares join the list at its front,
+    /// and but for the chunks a reset kept, the head is the one `avail` chunk that stays on its
+    /// list once it empties: `Heads` gives back every empty chunk but those.
     fn give_back_empty(&mut self, reach: Reach) {
         for class in 0..CLASS_COUNT {
             // Spare chunks are empty: they join the `avail` list, and go back with its other

@@ -273,7 +273,8 @@ pub unsafe trait ChunkSource {
     /// small chunks given back merge into the runs that larger ones need, as a
     /// [`RegionSource`](crate::RegionSource) does. An engine over such a source gives back the
     /// empty chunks it keeps before it asks for a chunk longer than
-    /// [`CHUNK_SIZE`](crate::CHUNK_SIZE), so that they do not split the space that chunk needs.
+    /// [`CHUNK_SIZE`](crate::CHUNK_SIZE), or aligned to more, so that they do not split the
+    /// space that chunk needs.
     /// The default, `false`, suits a source whose longer chunks come from elsewhere.
     ///
     /// # Examples

@@ -641,7 +641,8 @@ fn a_region_smaller_than_a_unit_has_nothing_to_give() {
 fn an_engine_over_a_region_fills_it_and_gets_it_back_whole() {
     // Twenty units, or nineteen when the region starts past a unit's boundary.
     for lead in [0, 100] {
-        let mut buffer = vec![0u8; 21 * CHUNK_SIZE];
+        // Room for the region past the lead, wherever the buffer starts.
+        let mut buffer = vec![0u8; 22 * CHUNK_SIZE];
         let start = buffer.as_ptr().align_offset(CHUNK_SIZE) + lead;
         let region = &mut buffer[start..start + 20 * CHUNK_SIZE];
         let units = units_in(region);

@@ -1615,8 +1615,8 @@ impl<S: ChunkSource> Engine<S> {
     // it; left to the compiler on bare metal, where firmware counts its bytes.
     #[cfg_attr(not(target_os = "none"), inline(always))]
     fn acquire_up_to(&mut self, layout: Layout, most: usize) -> Option<(NonNull<u8>, usize)> {
-        if (layout.size() > CHUNK_SIZE || layout.align() > CHUNK_SIZE)
-            && self.source.merges_released_chunks()
+        if self.source.merges_released_chunks()
+            && (layout.size() > CHUNK_SIZE || layout.align() > CHUNK_SIZE)
         {
             // Empty chunks kept in the source's one space would split the run this chunk needs.
             self.give_back_empty(Reach::Heads);

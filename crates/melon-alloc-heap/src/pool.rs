@@ -23,9 +23,9 @@ pub(crate) enum HeapSource {
     /// granule, asked once, so that the chunk paths make no call for it.
     Parent(NonNull<Pool>, usize),
     /// A child pool over a source of the caller's (a shared pool, say), owned by the pool and
-    /// freed with it, and its granule, asked once; the lifetime it may borrow for is kept by the
-    /// [`ChildPool`].
-    External(NonNull<dyn ChunkSource>, usize),
+    /// freed with it, and its granule and whether it merges released chunks, asked once; the
+    /// lifetime it may borrow for is kept by the [`ChildPool`].
+    External(NonNull<dyn ChunkSource>, usize, bool),
 }
 
 impl HeapSource {
@@ -41,7 +41,7 @@ impl HeapSource {
 
 impl Drop for HeapSource {
     fn drop(&mut self) {
-        if let Self::External(source, _) = *self {
+        if let Self::External(source, ..) = *self {
             // SAFETY: the pointer came from a leaked `Box` (`ChildPool::with_source`,
             // `try_with_source`), and the engine that used it has given back every chunk before
             // its source is dropped (or no engine used it: the pool it was made for could not be
@@ -65,7 +65,7 @@ unsafe impl ChunkSource for HeapSource {
             // child.
             Self::Parent(parent, _) => unsafe { parent.as_ref().engine() }.acquire_raw(layout),
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_mut() }.acquire(layout),
+            Self::External(source, ..) => unsafe { source.as_mut() }.acquire(layout),
         }
     }
 
@@ -76,7 +76,7 @@ unsafe impl ChunkSource for HeapSource {
             // A parent hands out what is asked: its own engine charges the chunk.
             Self::Parent(..) => Some((self.acquire(layout)?, layout.size())),
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_mut() }.acquire_at_least(layout, most),
+            Self::External(source, ..) => unsafe { source.as_mut() }.acquire_at_least(layout, most),
         }
     }
 
@@ -90,7 +90,7 @@ unsafe impl ChunkSource for HeapSource {
                 parent.as_ref().engine().release_raw(chunk, layout)
             },
             // SAFETY: as in `acquire`; the caller's guarantees are the source's own.
-            Self::External(source, _) => unsafe { source.as_mut().release(chunk, layout) },
+            Self::External(source, ..) => unsafe { source.as_mut().release(chunk, layout) },
         }
     }
 
@@ -101,7 +101,7 @@ unsafe impl ChunkSource for HeapSource {
             // A parent must hear of each chunk, to uncharge it and reuse or release it.
             Self::Parent(..) => false,
             // SAFETY: forwarded from the caller.
-            Self::External(source, _) => unsafe { source.as_mut().release_all_small() },
+            Self::External(source, ..) => unsafe { source.as_mut().release_all_small() },
         }
     }
 
@@ -109,14 +109,14 @@ unsafe impl ChunkSource for HeapSource {
     fn granule(&self) -> usize {
         match self {
             Self::Global(global) => global.granule(),
-            Self::Parent(_, granule) | Self::External(_, granule) => *granule,
+            Self::Parent(_, granule) | Self::External(_, granule, _) => *granule,
         }
     }
 
+    #[inline(always)]
     fn merges_released_chunks(&self) -> bool {
         match self {
-            // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_ref() }.merges_released_chunks(),
+            Self::External(_, _, merges) => *merges,
             // The global allocator's large chunks come from the system, and a parent gives its
             // child's chunks a place of its own choosing.
             Self::Global(_) | Self::Parent(..) => false,
@@ -126,21 +126,21 @@ unsafe impl ChunkSource for HeapSource {
     fn take_remote_frees(&mut self, out: &mut [Option<NonNull<u8>>]) -> usize {
         match self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_mut() }.take_remote_frees(out),
+            Self::External(source, ..) => unsafe { source.as_mut() }.take_remote_frees(out),
             // Neither the global allocator nor a parent pool has blocks freed elsewhere.
             Self::Global(_) | Self::Parent(..) => 0,
         }
     }
 
     fn rescan_remote_frees(&mut self) {
-        if let Self::External(source, _) = self {
+        if let Self::External(source, ..) = self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.
             unsafe { source.as_mut() }.rescan_remote_frees();
         }
     }
 
     fn forget_remote_frees(&mut self) {
-        if let Self::External(source, _) = self {
+        if let Self::External(source, ..) = self {
             // SAFETY: the source is owned by this pool and alive until it is dropped.
             unsafe { source.as_mut() }.forget_remote_frees();
         }
@@ -152,7 +152,7 @@ unsafe impl ChunkSource for HeapSource {
             // What a parent keeps is the parent's to trim.
             Self::Parent(..) => {}
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_mut() }.trim(),
+            Self::External(source, ..) => unsafe { source.as_mut() }.trim(),
         }
     }
 
@@ -162,7 +162,7 @@ unsafe impl ChunkSource for HeapSource {
             // What a parent keeps is the parent's to let go of.
             Self::Parent(..) => {}
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_mut() }.discard_free(),
+            Self::External(source, ..) => unsafe { source.as_mut() }.discard_free(),
         }
     }
 
@@ -173,7 +173,7 @@ unsafe impl ChunkSource for HeapSource {
             // What a parent keeps counts against the parent's limit, not the child's.
             Self::Parent(..) => 0,
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_ref() }.kept_bytes(),
+            Self::External(source, ..) => unsafe { source.as_ref() }.kept_bytes(),
         }
     }
 
@@ -182,7 +182,7 @@ unsafe impl ChunkSource for HeapSource {
             Self::Global(global) => global.keep_at_most(bytes),
             Self::Parent(..) => {}
             // SAFETY: the source is owned by this pool and alive until it is dropped.
-            Self::External(source, _) => unsafe { source.as_mut() }.keep_at_most(bytes),
+            Self::External(source, ..) => unsafe { source.as_mut() }.keep_at_most(bytes),
         }
     }
 }
@@ -913,13 +913,13 @@ impl<'parent> ChildPool<'parent> {
         source: Box<dyn ChunkSource + 'parent>,
         limit: Option<usize>,
     ) -> Result<Self, AllocError> {
-        let granule = source.granule();
+        let (granule, merges) = (source.granule(), source.merges_released_chunks());
         let source: NonNull<dyn ChunkSource + 'parent> = NonNull::from(Box::leak(source));
         // SAFETY: only the lifetime changes; the `ChildPool` keeps `'parent` in its type, so the
         // source is not used after anything it borrows has gone.
         let source: NonNull<dyn ChunkSource> = unsafe { core::mem::transmute(source) };
         Ok(Self {
-            pool: Pool::try_boxed(HeapSource::External(source, granule), limit)?,
+            pool: Pool::try_boxed(HeapSource::External(source, granule, merges), limit)?,
             _parent: PhantomData,
         })
     }

@@ -45,24 +45,19 @@ unsafe impl Sync for Entry {}
 
 /// The shared pools made through the C API in this process.
 static TABLE: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
-/// How many entries `TABLE` holds: lets a free of a heap block skip the table when there are no
-/// shared pools, the common case.
-static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// The least start and the greatest end of the mappings of the pools `TABLE` holds (`usize::MAX`
 /// and 0 when it holds none): a free of a block outside them, a heap pool's, skips the table and
-/// its lock when there are shared pools too. Written under the table's write lock, the start
-/// before the end; a reader that sees one of them from before a change sees a span at least as
-/// wide as the one after it, but for the pool just registered, whose blocks no free can hold
-/// before the registration has happened for it.
+/// its lock. Written under the table's write lock; a reader that sees one of them from before a
+/// change sees a span at least as wide as the one after it, but for the pool just registered,
+/// whose blocks no free can hold before the registration has happened for it.
 static SPAN_START: AtomicUsize = AtomicUsize::new(usize::MAX);
 static SPAN_END: AtomicUsize = AtomicUsize::new(0);
 /// The table's entry while it holds exactly one, a pre-fork server's one shared pool, for a free
 /// to read without the table's lock, as a sequence lock: `ONLY_SEQ` is odd while `publish`
-/// writes the other four, and a reader that finds it odd, or changed once it has read them,
-/// reads the table instead. With any other number of entries, the pool is null.
+/// writes the span and the entry, and a reader that finds it odd, or changed once it has read
+/// them, reads the table instead. With one entry the span is its mapping; with any other number
+/// of entries, the pool is null.
 static ONLY_SEQ: AtomicUsize = AtomicUsize::new(0);
-static ONLY_START: AtomicUsize = AtomicUsize::new(0);
-static ONLY_END: AtomicUsize = AtomicUsize::new(0);
 static ONLY_SHM: AtomicPtr<ShmPool> = AtomicPtr::new(ptr::null_mut());
 static ONLY_HANDLE: AtomicPtr<MlnAlloc> = AtomicPtr::new(ptr::null_mut());
 /// Held while a shared pool is made or unmapped, which takes locks inside `melon-alloc-shm`: a
@@ -113,25 +108,21 @@ pub(crate) fn unregister(shm: NonNull<ShmPool>) {
     publish(&table);
 }
 
-/// Stores the count, the span and the only entry of `table`, which the caller holds for
-/// writing.
+/// Stores the span and the only entry of `table`, which the caller holds for writing.
 fn publish(table: &[Entry]) {
     let start = table.iter().map(|entry| entry.start).min().unwrap_or(usize::MAX);
     let end = table.iter().map(|entry| entry.end).max().unwrap_or(0);
-    SPAN_START.store(start, Ordering::Release);
-    SPAN_END.store(end, Ordering::Release);
+    let (shm, handle) = match table {
+        [only] => (only.shm.as_ptr(), only.handle.as_ptr()),
+        _ => (ptr::null_mut(), ptr::null_mut()),
+    };
     ONLY_SEQ.fetch_add(1, Ordering::Relaxed);
     fence(Ordering::Release);
-    let only = match table {
-        [only] => (only.start, only.end, only.shm.as_ptr(), only.handle.as_ptr()),
-        _ => (0, 0, ptr::null_mut(), ptr::null_mut()),
-    };
-    ONLY_START.store(only.0, Ordering::Relaxed);
-    ONLY_END.store(only.1, Ordering::Relaxed);
-    ONLY_SHM.store(only.2, Ordering::Relaxed);
-    ONLY_HANDLE.store(only.3, Ordering::Relaxed);
+    SPAN_START.store(start, Ordering::Release);
+    SPAN_END.store(end, Ordering::Release);
+    ONLY_SHM.store(shm, Ordering::Relaxed);
+    ONLY_HANDLE.store(handle, Ordering::Relaxed);
     ONLY_SEQ.fetch_add(1, Ordering::Release);
-    COUNT.store(table.len(), Ordering::Release);
 }
 
 /// The only entry's pool and handle, if the table holds one entry, its mapping holds `addr`, and
@@ -139,7 +130,7 @@ fn publish(table: &[Entry]) {
 #[inline]
 fn only_entry(addr: usize) -> Option<(NonNull<ShmPool>, NonNull<MlnAlloc>)> {
     let seq = ONLY_SEQ.load(Ordering::Acquire);
-    let (start, end) = (ONLY_START.load(Ordering::Relaxed), ONLY_END.load(Ordering::Relaxed));
+    let (start, end) = (SPAN_START.load(Ordering::Relaxed), SPAN_END.load(Ordering::Relaxed));
     let shm = ONLY_SHM.load(Ordering::Relaxed);
     let handle = ONLY_HANDLE.load(Ordering::Relaxed);
     fence(Ordering::Acquire);
@@ -167,7 +158,7 @@ pub(crate) enum Owner {
 /// Whether this process has a shared pool: if not, every block is a heap pool's.
 #[inline]
 pub(crate) fn any() -> bool {
-    COUNT.load(Ordering::Acquire) != 0
+    SPAN_END.load(Ordering::Acquire) != 0
 }
 
 /// Finds what kind of pool a block belongs to, without any shared pool's lock.
@@ -176,9 +167,7 @@ pub(crate) fn any() -> bool {
 /// `block` is an in-use block of a live pool, or a handed-off one not yet freed.
 #[inline]
 pub(crate) unsafe fn owner(block: NonNull<u8>) -> Owner {
-    if !any() {
-        return Owner::Heap;
-    }
+    // With no shared pool the span is empty, and every block a heap pool's.
     let addr = block.as_ptr().addr();
     if addr < SPAN_START.load(Ordering::Acquire) || addr >= SPAN_END.load(Ordering::Acquire) {
         return Owner::Heap;

@@ -264,24 +264,21 @@ fn locked_global_realloc(n: u64) -> Result<(), String> {
     let pool = LockedHeapPool::new(OsSource::new(), None);
     let align = align_of::<usize>();
     let layout = Layout::from_size_align(BLOCK, align).map_err(|error| error.to_string())?;
+    let served = |block: *mut u8| NonNull::new(block).ok_or("no block from the locked pool");
     for _ in 0..n {
         // SAFETY: the layout's size is not zero.
-        let mut block = unsafe { GlobalAlloc::alloc(&pool, black_box(layout)) };
+        let mut block = served(unsafe { GlobalAlloc::alloc(&pool, black_box(layout)) })?;
         let mut current = layout;
         for size in REALLOC_STEPS {
-            if block.is_null() {
-                return Err("no block from the locked pool".into());
-            }
             // SAFETY: `block` came from `pool` with `current`, and its old pointer is replaced
             // here and not used again; `size` is not zero and fits an `isize` once rounded.
-            block = unsafe { GlobalAlloc::realloc(&pool, block, current, black_box(size)) };
+            let resized =
+                unsafe { GlobalAlloc::realloc(&pool, block.as_ptr(), current, black_box(size)) };
+            block = served(resized)?;
             current = Layout::from_size_align(size, align).map_err(|error| error.to_string())?;
         }
-        if block.is_null() {
-            return Err("no block from the locked pool".into());
-        }
         // SAFETY: the block came from `pool` with `current`, and is not used again.
-        unsafe { GlobalAlloc::dealloc(&pool, black_box(block), current) };
+        unsafe { GlobalAlloc::dealloc(&pool, black_box(block.as_ptr()), current) };
     }
     Ok(())
 }
